@@ -1,0 +1,226 @@
+//! Domain types of the spoke. Only `link.rs` converts between these and the wire format; the
+//! rest of the crate (and its on-disk state) speaks only these types.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One App on this cluster, as the hub wants it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetSpec {
+    /// Stable id of the Target (the App name).
+    pub target_id: String,
+    pub app: String,
+    pub source: Source,
+    /// Namespace objects without one land in.
+    pub namespace: String,
+    pub render: RenderOptions,
+    pub sync_policy: SyncPolicy,
+    /// W3C trace context of the change that produced this spec.
+    #[serde(default)]
+    pub trace: BTreeMap<String, String>,
+    pub spec_generation: u64,
+}
+
+/// One exact commit of one repository, and where in it the App lives.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Source {
+    pub repo_url: String,
+    pub repo_name: String,
+    /// Full 40-hex commit id.
+    pub commit: String,
+    pub git_ref: String,
+    pub path: String,
+    #[serde(default)]
+    pub extra_paths: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum RenderType {
+    #[default]
+    Auto,
+    Yaml,
+    Kustomize,
+    Helm,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct RenderOptions {
+    pub render_type: RenderType,
+    #[serde(default)]
+    pub kustomize_dir: String,
+    #[serde(default)]
+    pub helm_release: String,
+    #[serde(default)]
+    pub helm_values_files: Vec<String>,
+    #[serde(default)]
+    pub helm_values_yaml: String,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct SyncPolicy {
+    pub prune: bool,
+    pub self_heal: bool,
+    pub suspended: bool,
+    /// Take ownership of fields other managers hold (server-side apply force).
+    pub force: bool,
+}
+
+/// A credential to fetch one repository.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoCredential {
+    pub repo_url: String,
+    pub kind: CredentialKind,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialKind {
+    Https {
+        username: String,
+        password: String,
+    },
+    Ssh {
+        username: String,
+        private_key_pem: String,
+        known_hosts: String,
+    },
+}
+
+// Credentials must never end up in logs.
+impl std::fmt::Debug for RepoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let kind = match self.kind {
+            CredentialKind::Https { .. } => "https",
+            CredentialKind::Ssh { .. } => "ssh",
+        };
+        f.debug_struct("RepoCredential")
+            .field("repo_url", &self.repo_url)
+            .field("kind", &kind)
+            .finish_non_exhaustive()
+    }
+}
+
+impl std::fmt::Debug for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Https { username, .. } => write!(f, "Https {{ username: {username:?}, .. }}"),
+            Self::Ssh { username, .. } => write!(f, "Ssh {{ username: {username:?}, .. }}"),
+        }
+    }
+}
+
+/// Whether what is in the cluster matches the desired revision.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum SyncState {
+    Pending,
+    Syncing,
+    Synced,
+    OutOfSync,
+    Failed,
+}
+
+/// How healthy objects are. Ordered from best to worst, so that the health of a Target is the
+/// maximum of the health of its objects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum Health {
+    Healthy,
+    Suspended,
+    Unknown,
+    Progressing,
+    Missing,
+    Degraded,
+}
+
+impl Health {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Healthy => "Healthy",
+            Self::Suspended => "Suspended",
+            Self::Unknown => "Unknown",
+            Self::Progressing => "Progressing",
+            Self::Missing => "Missing",
+            Self::Degraded => "Degraded",
+        }
+    }
+}
+
+/// What happened to one object of a Target.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum ResourceAction {
+    Applied,
+    Unchanged,
+    Pruned,
+    Failed,
+    /// The manifest could not be turned into an object (bad YAML, missing kind, ...).
+    Invalid,
+}
+
+impl ResourceAction {
+    /// The wire spelling (`ResourceResult.action`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Applied => "applied",
+            Self::Unchanged => "unchanged",
+            Self::Pruned => "pruned",
+            Self::Failed => "failed",
+            Self::Invalid => "invalid",
+        }
+    }
+}
+
+/// The identity of a Kubernetes object.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub struct ObjectRef {
+    pub api_version: String,
+    pub kind: String,
+    /// Empty for cluster-scoped objects.
+    pub namespace: String,
+    pub name: String,
+}
+
+impl ObjectRef {
+    /// `deployment/web` or `namespace/guestbook`: how a person names an object in a message.
+    pub fn display_name(&self) -> String {
+        format!("{}/{}", self.kind.to_ascii_lowercase(), self.name)
+    }
+}
+
+/// The outcome for one object (or one bad file) of a Target.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceResult {
+    /// Empty fields where the object could not even be identified (an invalid file).
+    pub object: ObjectRef,
+    pub action: ResourceAction,
+    pub health: Health,
+    pub message: String,
+    pub source_file: String,
+}
+
+/// A status report about one Target, before it gets a sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetStatus {
+    pub target_id: String,
+    pub revision: String,
+    pub spec_generation: u64,
+    pub sync: SyncState,
+    pub health: Health,
+    pub message: String,
+    pub resources: Vec<ResourceResult>,
+    pub observed_at_unix: i64,
+    #[serde(default)]
+    pub trace: BTreeMap<String, String>,
+}
+
+impl TargetStatus {
+    /// Whether two reports say the same thing (ignoring when they were observed), so that the
+    /// spoke reports only changes.
+    pub fn same_state_as(&self, other: &TargetStatus) -> bool {
+        self.target_id == other.target_id
+            && self.revision == other.revision
+            && self.spec_generation == other.spec_generation
+            && self.sync == other.sync
+            && self.health == other.health
+            && self.message == other.message
+            && self.resources == other.resources
+    }
+}

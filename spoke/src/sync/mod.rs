@@ -1,0 +1,9 @@
+//! The decisions of a sync, free of IO: render manifests, order them, judge health, and sum the
+//! results up into a Target's status. The adapters (`git`, `cluster`) feed these functions and
+//! carry out what they decide.
+
+mod bounded;
+pub mod health;
+pub mod order;
+pub mod render;
+pub mod report;

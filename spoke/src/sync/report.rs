@@ -1,0 +1,367 @@
+//! From per-resource results to what a Target says: sync state, health, and one message a
+//! person can act on.
+
+use std::time::Duration;
+
+use crate::model::{Health, ResourceAction, ResourceResult, SyncState};
+
+/// How many problems the Target message names before it just counts the rest.
+const MESSAGE_ITEMS: usize = 3;
+
+/// What a Target says as a whole.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Summary {
+    pub sync: SyncState,
+    pub health: Health,
+    pub message: String,
+}
+
+/// Summarises a finished sync attempt. `fatal` is set when fetching or rendering failed, so
+/// that nothing of this revision could be applied.
+pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
+    if let Some(fatal) = fatal {
+        return Summary {
+            sync: SyncState::Failed,
+            health: Health::Unknown,
+            message: fatal.to_owned(),
+        };
+    }
+    let failed = resources.iter().filter(|r| is_failure(r.action)).count();
+    let applied = resources.len() - failed;
+    let sync = match (failed, applied) {
+        (0, _) => SyncState::Synced,
+        (_, 0) => SyncState::Failed,
+        _ => SyncState::OutOfSync,
+    };
+    // Invalid files have no object whose health could be known; they show in the sync state.
+    let health = resources
+        .iter()
+        .filter(|r| r.action != ResourceAction::Invalid)
+        .map(|r| r.health)
+        .max()
+        .unwrap_or(Health::Healthy);
+
+    let mut problems: Vec<String> = resources
+        .iter()
+        .filter(|r| is_failure(r.action))
+        .map(|r| match r.action {
+            ResourceAction::Invalid => r.message.clone(),
+            _ => format!("{}: {}", name(r), r.message),
+        })
+        .collect();
+    let mut unhealthy: Vec<&ResourceResult> = resources
+        .iter()
+        .filter(|r| !is_failure(r.action) && r.health != Health::Healthy)
+        .collect();
+    unhealthy.sort_by_key(|r| std::cmp::Reverse(r.health));
+    problems.extend(unhealthy.iter().map(|r| {
+        if r.message.is_empty() {
+            format!("{}: {}", name(r), r.health.as_str())
+        } else {
+            format!("{}: {}", name(r), r.message)
+        }
+    }));
+
+    let message = if problems.is_empty() {
+        match resources.len() {
+            0 => "no manifests to apply".to_owned(),
+            1 => "1 resource synced and healthy".to_owned(),
+            n => format!("{n} resources synced and healthy"),
+        }
+    } else {
+        let mut message = String::new();
+        if failed > 0 {
+            message.push_str(&format!(
+                "{failed} of {} resources failed: ",
+                resources.len()
+            ));
+        }
+        message.push_str(
+            &problems
+                .iter()
+                .take(MESSAGE_ITEMS)
+                .cloned()
+                .collect::<Vec<_>>()
+                .join("; "),
+        );
+        if problems.len() > MESSAGE_ITEMS {
+            message.push_str(&format!(" (and {} more)", problems.len() - MESSAGE_ITEMS));
+        }
+        message
+    };
+    Summary {
+        sync,
+        health,
+        message,
+    }
+}
+
+/// Turns resources that have been progressing for longer than `timeout` into Degraded, so that
+/// a rollout that will never finish says so instead of hanging.
+pub fn expire_progressing(resources: &mut [ResourceResult], timeout: Duration) {
+    for r in resources
+        .iter_mut()
+        .filter(|r| r.health == Health::Progressing)
+    {
+        r.health = Health::Degraded;
+        r.message = if r.message.is_empty() {
+            format!("still progressing after {}s", timeout.as_secs())
+        } else {
+            format!(
+                "still progressing after {}s: {}",
+                timeout.as_secs(),
+                r.message
+            )
+        };
+    }
+}
+
+fn is_failure(action: ResourceAction) -> bool {
+    matches!(action, ResourceAction::Failed | ResourceAction::Invalid)
+}
+
+fn name(r: &ResourceResult) -> String {
+    if r.object.name.is_empty() {
+        r.source_file.clone()
+    } else {
+        r.object.display_name()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::ObjectRef;
+
+    fn result(
+        kind: &str,
+        name: &str,
+        action: ResourceAction,
+        health: Health,
+        message: &str,
+    ) -> ResourceResult {
+        ResourceResult {
+            object: ObjectRef {
+                api_version: "v1".into(),
+                kind: kind.into(),
+                namespace: "ns".into(),
+                name: name.into(),
+            },
+            action,
+            health,
+            message: message.into(),
+            source_file: format!("app/{name}.yaml"),
+        }
+    }
+
+    fn invalid(file: &str, message: &str) -> ResourceResult {
+        ResourceResult {
+            object: ObjectRef {
+                api_version: String::new(),
+                kind: String::new(),
+                namespace: String::new(),
+                name: String::new(),
+            },
+            action: ResourceAction::Invalid,
+            health: Health::Unknown,
+            message: message.into(),
+            source_file: file.into(),
+        }
+    }
+
+    #[test]
+    fn all_applied_and_healthy() {
+        let s = summarize(
+            &[
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    "3/3 replicas available",
+                ),
+                result(
+                    "Service",
+                    "web",
+                    ResourceAction::Unchanged,
+                    Health::Healthy,
+                    "",
+                ),
+            ],
+            None,
+        );
+        assert_eq!(
+            s,
+            Summary {
+                sync: SyncState::Synced,
+                health: Health::Healthy,
+                message: "2 resources synced and healthy".into()
+            }
+        );
+    }
+
+    #[test]
+    fn nothing_to_apply() {
+        let s = summarize(&[], None);
+        assert_eq!((s.sync, s.health), (SyncState::Synced, Health::Healthy));
+        assert_eq!(s.message, "no manifests to apply");
+    }
+
+    #[test]
+    fn fatal_error_fails_the_target() {
+        let s = summarize(&[], Some("fetch https://x: commit abc not found"));
+        assert_eq!((s.sync, s.health), (SyncState::Failed, Health::Unknown));
+        assert_eq!(s.message, "fetch https://x: commit abc not found");
+    }
+
+    #[test]
+    fn some_failures_are_out_of_sync_and_named() {
+        let s = summarize(
+            &[
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    "",
+                ),
+                result(
+                    "ServiceMonitor",
+                    "mon",
+                    ResourceAction::Failed,
+                    Health::Missing,
+                    "the server does not know kind ServiceMonitor",
+                ),
+                invalid(
+                    "app/bad.yaml",
+                    "app/bad.yaml: mapping values are not allowed at line 3 column 5",
+                ),
+            ],
+            None,
+        );
+        assert_eq!(s.sync, SyncState::OutOfSync);
+        assert_eq!(
+            s.health,
+            Health::Missing,
+            "failed objects count, invalid files do not"
+        );
+        assert_eq!(
+            s.message,
+            "2 of 3 resources failed: servicemonitor/mon: the server does not know kind ServiceMonitor; app/bad.yaml: mapping values are not allowed at line 3 column 5"
+        );
+    }
+
+    #[test]
+    fn only_failures_is_failed() {
+        let s = summarize(&[invalid("a.yaml", "a.yaml: missing kind")], None);
+        assert_eq!(s.sync, SyncState::Failed);
+        assert_eq!(s.health, Health::Healthy);
+    }
+
+    #[test]
+    fn health_is_the_worst_and_degraded_comes_first_in_the_message() {
+        let s = summarize(
+            &[
+                result(
+                    "Deployment",
+                    "a",
+                    ResourceAction::Applied,
+                    Health::Progressing,
+                    "1/3 replicas available",
+                ),
+                result(
+                    "Deployment",
+                    "b",
+                    ResourceAction::Applied,
+                    Health::Degraded,
+                    "0/1 replicas available: ProgressDeadlineExceeded",
+                ),
+                result(
+                    "ConfigMap",
+                    "c",
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    "",
+                ),
+            ],
+            None,
+        );
+        assert_eq!((s.sync, s.health), (SyncState::Synced, Health::Degraded));
+        assert_eq!(
+            s.message,
+            "deployment/b: 0/1 replicas available: ProgressDeadlineExceeded; deployment/a: 1/3 replicas available"
+        );
+    }
+
+    #[test]
+    fn long_messages_are_cut_with_a_count() {
+        let resources: Vec<_> = (0..6)
+            .map(|i| {
+                result(
+                    "Pod",
+                    &format!("p{i}"),
+                    ResourceAction::Applied,
+                    Health::Progressing,
+                    "pending",
+                )
+            })
+            .collect();
+        let s = summarize(&resources, None);
+        assert!(
+            s.message.ends_with("pod/p2: pending (and 3 more)"),
+            "{}",
+            s.message
+        );
+    }
+
+    #[test]
+    fn unhealthy_without_message_names_the_state() {
+        let s = summarize(
+            &[result(
+                "Widget",
+                "w",
+                ResourceAction::Applied,
+                Health::Suspended,
+                "",
+            )],
+            None,
+        );
+        assert_eq!(s.health, Health::Suspended);
+        assert_eq!(s.message, "widget/w: Suspended");
+    }
+
+    #[test]
+    fn expiring_progress_degrades_only_progressing() {
+        let mut resources = vec![
+            result(
+                "Deployment",
+                "a",
+                ResourceAction::Applied,
+                Health::Progressing,
+                "1/3 replicas available",
+            ),
+            result(
+                "Deployment",
+                "b",
+                ResourceAction::Applied,
+                Health::Healthy,
+                "3/3",
+            ),
+            result(
+                "Ingress",
+                "i",
+                ResourceAction::Applied,
+                Health::Progressing,
+                "",
+            ),
+        ];
+        expire_progressing(&mut resources, Duration::from_secs(300));
+        assert_eq!(resources[0].health, Health::Degraded);
+        assert_eq!(
+            resources[0].message,
+            "still progressing after 300s: 1/3 replicas available"
+        );
+        assert_eq!(resources[1].health, Health::Healthy);
+        assert_eq!(resources[2].message, "still progressing after 300s");
+    }
+}
