@@ -1,0 +1,129 @@
+//! Desired state: what each cluster should run, and what changed between two versions of it.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use super::placement::{ClusterLabels, place};
+use crate::resources::{App, ClusterGroup, Customization, RenderSpec, Repo, SyncPolicySpec};
+
+#[cfg(test)]
+mod tests;
+
+/// One App on one cluster, fully resolved: everything a spoke needs to fetch, render and apply.
+/// This is the domain form of the wire `TargetSpec`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredTarget {
+    pub app: String,
+    pub repo: String,
+    pub repo_url: String,
+    pub commit: String,
+    /// The ref the hub followed, e.g. `refs/heads/main`.
+    pub git_ref: String,
+    pub path: String,
+    pub extra_paths: Vec<String>,
+    pub namespace: String,
+    /// Render options after the cluster's customization.
+    pub render: RenderSpec,
+    pub sync_policy: SyncPolicySpec,
+}
+
+/// The revision each App should be at, with the ref it was resolved from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppRevision {
+    pub commit: String,
+    pub git_ref: String,
+}
+
+/// What changed between two desired states of one cluster.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Delta {
+    pub upserts: Vec<DesiredTarget>,
+    pub removals: Vec<String>,
+}
+
+impl Delta {
+    pub fn is_empty(&self) -> bool {
+        self.upserts.is_empty() && self.removals.is_empty()
+    }
+}
+
+/// Builds the Target of `app` for a cluster, applying its customization (if any).
+pub fn desired_target(
+    app: &App,
+    repo: &Repo,
+    revision: &AppRevision,
+    customization: Option<&Customization>,
+) -> DesiredTarget {
+    let mut render = app.spec.render.clone();
+    let mut namespace = app.spec.namespace.clone();
+    if let Some(c) = customization {
+        if c.kustomize.is_some() {
+            render.kustomize = c.kustomize.clone();
+        }
+        if c.helm.is_some() {
+            render.helm = c.helm.clone();
+        }
+        if let Some(ns) = &c.namespace {
+            namespace = ns.clone();
+        }
+    }
+    DesiredTarget {
+        app: app.metadata.name.clone(),
+        repo: repo.metadata.name.clone(),
+        repo_url: repo.spec.url.clone(),
+        commit: revision.commit.clone(),
+        git_ref: revision.git_ref.clone(),
+        path: app.spec.path.clone(),
+        extra_paths: app.spec.extra_paths.clone(),
+        namespace,
+        render,
+        sync_policy: app.spec.sync_policy,
+    }
+}
+
+/// Desired state of the whole fleet: cluster → App name → Target. Apps whose Repo is missing or
+/// has no revision yet place nothing (they cannot be fetched).
+pub fn compute_fleet(
+    apps: &[App],
+    repos: &BTreeMap<String, Repo>,
+    revisions: &BTreeMap<String, AppRevision>,
+    clusters: &[ClusterLabels<'_>],
+    groups: &BTreeMap<String, ClusterGroup>,
+) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
+    let mut fleet: BTreeMap<String, BTreeMap<String, DesiredTarget>> = clusters
+        .iter()
+        .map(|c| (c.name.to_owned(), BTreeMap::new()))
+        .collect();
+    for app in apps {
+        let (Some(repo), Some(revision)) =
+            (repos.get(&app.spec.repo), revisions.get(&app.metadata.name))
+        else {
+            continue;
+        };
+        for p in place(app, clusters, groups) {
+            let custom = p.customization.and_then(|i| app.spec.customize.get(i));
+            let target = desired_target(app, repo, revision, custom);
+            fleet
+                .entry(p.cluster)
+                .or_default()
+                .insert(app.metadata.name.clone(), target);
+        }
+    }
+    fleet
+}
+
+/// What turns `old` into `new`: changed or added Targets, and names of removed ones.
+pub fn diff(old: &BTreeMap<String, DesiredTarget>, new: &BTreeMap<String, DesiredTarget>) -> Delta {
+    let upserts = new
+        .iter()
+        .filter(|(name, t)| old.get(*name) != Some(*t))
+        .map(|(_, t)| t.clone())
+        .collect();
+    let removals = old
+        .keys()
+        .filter(|name| !new.contains_key(*name))
+        .cloned()
+        .collect();
+    Delta { upserts, removals }
+}

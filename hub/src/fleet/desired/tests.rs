@@ -1,0 +1,156 @@
+use std::collections::BTreeMap;
+
+use super::*;
+use crate::resources::{
+    AppSpec, ClusterSelection, KustomizeOptions, LabelSelector, Metadata, RepoSpec,
+};
+
+fn repo(name: &str) -> Repo {
+    Repo {
+        api_version: crate::resources::API_VERSION.into(),
+        metadata: Metadata {
+            name: name.into(),
+            ..Default::default()
+        },
+        spec: RepoSpec {
+            url: format!("https://git.example/{name}.git"),
+            reference: Default::default(),
+            poll_interval: None,
+        },
+    }
+}
+
+fn app(name: &str, env: &str) -> App {
+    App {
+        api_version: crate::resources::API_VERSION.into(),
+        metadata: Metadata {
+            name: name.into(),
+            ..Default::default()
+        },
+        spec: AppSpec {
+            repo: "platform".into(),
+            path: format!("apps/{name}"),
+            namespace: name.into(),
+            extra_paths: vec![],
+            targets: vec![ClusterSelection {
+                cluster_selector: Some(LabelSelector {
+                    match_labels: [("env".to_owned(), env.to_owned())].into(),
+                    match_expressions: vec![],
+                }),
+                ..Default::default()
+            }],
+            render: Default::default(),
+            customize: vec![Customization {
+                selection: ClusterSelection {
+                    clusters: vec!["c2".into()],
+                    ..Default::default()
+                },
+                kustomize: Some(KustomizeOptions {
+                    dir: Some("overlays/c2".into()),
+                }),
+                helm: None,
+                namespace: Some("special".into()),
+            }],
+            sync_policy: Default::default(),
+        },
+    }
+}
+
+fn rev(c: &str) -> AppRevision {
+    AppRevision {
+        commit: c.repeat(40),
+        git_ref: "refs/heads/main".into(),
+    }
+}
+
+struct World {
+    apps: Vec<App>,
+    repos: BTreeMap<String, Repo>,
+    revisions: BTreeMap<String, AppRevision>,
+    clusters: Vec<(String, BTreeMap<String, String>)>,
+}
+
+impl World {
+    fn fleet(&self) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
+        let cl: Vec<ClusterLabels<'_>> = self
+            .clusters
+            .iter()
+            .map(|(n, l)| ClusterLabels { name: n, labels: l })
+            .collect();
+        compute_fleet(
+            &self.apps,
+            &self.repos,
+            &self.revisions,
+            &cl,
+            &BTreeMap::new(),
+        )
+    }
+}
+
+fn world() -> World {
+    World {
+        apps: vec![app("web", "prod"), app("api", "prod"), app("tools", "dev")],
+        repos: [("platform".to_owned(), repo("platform"))].into(),
+        revisions: [
+            ("web".to_owned(), rev("a")),
+            ("api".to_owned(), rev("a")),
+            ("tools".to_owned(), rev("a")),
+        ]
+        .into(),
+        clusters: vec![
+            ("c1".into(), [("env".to_owned(), "prod".to_owned())].into()),
+            ("c2".into(), [("env".to_owned(), "prod".to_owned())].into()),
+            ("c3".into(), [("env".to_owned(), "dev".to_owned())].into()),
+        ],
+    }
+}
+
+#[test]
+fn computes_targets_per_cluster_with_customization() {
+    let fleet = world().fleet();
+    assert_eq!(fleet["c1"].keys().collect::<Vec<_>>(), ["api", "web"]);
+    assert_eq!(fleet["c3"].keys().collect::<Vec<_>>(), ["tools"]);
+    let c1 = &fleet["c1"]["web"];
+    assert_eq!(c1.namespace, "web");
+    assert_eq!(c1.repo_url, "https://git.example/platform.git");
+    assert_eq!(c1.commit, "a".repeat(40));
+    let c2 = &fleet["c2"]["web"];
+    assert_eq!(c2.namespace, "special");
+    assert_eq!(
+        c2.render.kustomize.as_ref().and_then(|k| k.dir.as_deref()),
+        Some("overlays/c2")
+    );
+}
+
+#[test]
+fn apps_without_repo_or_revision_place_nothing_but_clusters_are_listed() {
+    let mut w = world();
+    w.revisions.remove("web");
+    w.apps[1].spec.repo = "missing".into();
+    let fleet = w.fleet();
+    assert!(fleet["c1"].is_empty());
+    assert_eq!(
+        fleet.len(),
+        3,
+        "every cluster has an entry, even an empty one"
+    );
+}
+
+#[test]
+fn diff_reports_only_changes() {
+    let w = world();
+    let old = w.fleet();
+    let mut w2 = world();
+    w2.revisions.insert("web".into(), rev("b"));
+    w2.apps.retain(|a| a.metadata.name != "api");
+    let new = w2.fleet();
+    let d = diff(&old["c1"], &new["c1"]);
+    assert_eq!(d.upserts.len(), 1);
+    assert_eq!(d.upserts[0].app, "web");
+    assert_eq!(d.upserts[0].commit, "b".repeat(40));
+    assert_eq!(d.removals, vec!["api".to_owned()]);
+    assert!(diff(&old["c3"], &new["c3"]).is_empty());
+    let fresh = diff(&BTreeMap::new(), &new["c1"]);
+    assert_eq!(fresh.upserts.len(), 1);
+    assert!(fresh.removals.is_empty());
+}

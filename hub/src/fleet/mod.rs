@@ -1,0 +1,8 @@
+//! The fleet's decisions, pure: which clusters an App lands on and what each spoke should run.
+//! No IO here: values in, values out.
+
+pub mod desired;
+pub mod placement;
+
+pub use desired::{AppRevision, Delta, DesiredTarget, compute_fleet, desired_target, diff};
+pub use placement::{ClusterLabels, Placement, place, selection_matches, selector_matches};

@@ -1,0 +1,328 @@
+//! The declarative resources users write (Repo, App, ClusterGroup): their types, parsing and
+//! validation. Pure: no IO. A document that passes [`parse_document`] is safe to store.
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+#[cfg(test)]
+mod tests;
+
+pub const API_VERSION: &str = "gitfleet.dev/v1";
+
+/// A validation failure, naming the resource and the field path
+/// (`app "web": spec.targets[1].clusterSelector: unknown operator "Inn"`).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{origin}{subject}: {path}{sep}{message}", sep = if path.is_empty() { "" } else { ": " })]
+pub struct ResourceError {
+    /// Where the document came from ("apps/web.yaml#2 "), may be empty.
+    pub origin: String,
+    /// `app "web"`, or `document` when the kind or name is unknown.
+    pub subject: String,
+    /// Field path, e.g. `spec.targets[1].clusterSelector`.
+    pub path: String,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind")]
+pub enum Resource {
+    Repo(Repo),
+    App(App),
+    ClusterGroup(ClusterGroup),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Kind {
+    Repo,
+    App,
+    ClusterGroup,
+}
+
+impl Kind {
+    pub const ALL: [Kind; 3] = [Kind::Repo, Kind::App, Kind::ClusterGroup];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Repo => "Repo",
+            Kind::App => "App",
+            Kind::ClusterGroup => "ClusterGroup",
+        }
+    }
+
+    /// Accepts the kind and the usual CLI spellings ("app", "apps", "clustergroup").
+    pub fn parse(s: &str) -> Option<Kind> {
+        match s.to_ascii_lowercase().trim_end_matches('s') {
+            "repo" => Some(Kind::Repo),
+            "app" => Some(Kind::App),
+            "clustergroup" | "group" => Some(Kind::ClusterGroup),
+            _ => None,
+        }
+    }
+}
+
+impl std::fmt::Display for Kind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Metadata {
+    pub name: String,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub annotations: BTreeMap<String, String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Repo
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Repo {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: RepoSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepoSpec {
+    /// Clone URL: https://, ssh://, git://, file://, or scp-like `git@host:path`.
+    pub url: String,
+    /// What to follow; defaults to the branch `main`.
+    #[serde(rename = "ref", default)]
+    pub reference: GitRef,
+    /// How often to poll; the hub's default when absent.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub poll_interval: Option<Duration>,
+}
+
+/// What a Repo follows. Written as a one-key map: `{ branch: main }`, `{ tag: v1.2.0 }`,
+/// `{ semver: ">=1.2, <2" }`, `{ commit: <40 hex> }`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub enum GitRef {
+    Branch(String),
+    Tag(String),
+    Semver(String),
+    Commit(String),
+}
+
+impl Default for GitRef {
+    fn default() -> Self {
+        GitRef::Branch("main".to_owned())
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// App
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct App {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: AppSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct AppSpec {
+    /// Name of the Repo resource.
+    pub repo: String,
+    /// Path in the repository, relative, no `..`.
+    pub path: String,
+    /// Namespace for objects that name none.
+    pub namespace: String,
+    /// Other paths in the repository the App reads (kustomize bases, shared values files).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_paths: Vec<String>,
+    /// Which clusters get the App: the union of all entries.
+    pub targets: Vec<ClusterSelection>,
+    #[serde(default)]
+    pub render: RenderSpec,
+    /// Per-cluster differences; the first entry that matches a cluster wins.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub customize: Vec<Customization>,
+    #[serde(default)]
+    pub sync_policy: SyncPolicySpec,
+}
+
+/// One way of naming clusters. Exactly one field is set.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterSelection {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
+}
+
+/// A Kubernetes-style label selector: all `matchLabels` and all `matchExpressions` must hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelector {
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub match_labels: BTreeMap<String, String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub match_expressions: Vec<LabelSelectorRequirement>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LabelSelectorRequirement {
+    pub key: String,
+    pub operator: SelectorOperator,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values: Vec<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SelectorOperator {
+    In,
+    NotIn,
+    Exists,
+    DoesNotExist,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RenderType {
+    #[default]
+    Auto,
+    Yaml,
+    Kustomize,
+    Helm,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RenderSpec {
+    #[serde(default, rename = "type")]
+    pub render_type: RenderType,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmOptions>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct KustomizeOptions {
+    /// Directory, relative to the App path, to build instead of the App path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HelmOptions {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release_name: Option<String>,
+    /// Values files relative to the App path, applied in order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub values_files: Vec<String>,
+    /// Inline values, merged over the files.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub values: Option<serde_json::Value>,
+}
+
+/// A per-cluster difference: for clusters the selection matches, these options replace the App's.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Customization {
+    #[serde(flatten)]
+    pub selection: ClusterSelection,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kustomize: Option<KustomizeOptions>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm: Option<HelmOptions>,
+    /// A different namespace for these clusters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncPolicySpec {
+    #[serde(default = "yes")]
+    pub prune: bool,
+    #[serde(default = "yes")]
+    pub self_heal: bool,
+    #[serde(default)]
+    pub suspended: bool,
+    /// Server-side apply with force: take fields other managers own.
+    #[serde(default)]
+    pub force: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Default for SyncPolicySpec {
+    fn default() -> Self {
+        Self {
+            prune: true,
+            self_heal: true,
+            suspended: false,
+            force: false,
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// ClusterGroup
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterGroup {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: ClusterGroupSpec,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ClusterGroupSpec {
+    pub selector: LabelSelector,
+}
+
+// ---------------------------------------------------------------------------------------------
+
+impl Resource {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Resource::Repo(_) => Kind::Repo,
+            Resource::App(_) => Kind::App,
+            Resource::ClusterGroup(_) => Kind::ClusterGroup,
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        match self {
+            Resource::Repo(r) => &r.metadata.name,
+            Resource::App(a) => &a.metadata.name,
+            Resource::ClusterGroup(g) => &g.metadata.name,
+        }
+    }
+
+    /// The resource as the JSON document a user would write (with `kind`).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(self).expect("resources serialise: no maps with non-string keys")
+    }
+}
+
+mod parse;
+pub use parse::parse_document;

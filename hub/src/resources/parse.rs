@@ -1,0 +1,451 @@
+//! Parsing and validation of resource documents, with field paths in every error.
+
+use serde::de::DeserializeOwned;
+
+use super::{
+    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, Kind, LabelSelector, Metadata, Repo,
+    Resource, ResourceError, SelectorOperator,
+};
+
+/// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
+/// it came from in errors ("apps/web.yaml#2"); pass "" when there is nothing useful to say.
+pub fn parse_document(origin: &str, json: &str) -> Result<Resource, ResourceError> {
+    let value: serde_json::Value =
+        serde_json::from_str(json).map_err(|e| err(origin, "document", "", e.to_string()))?;
+    parse_value(origin, value)
+}
+
+/// As [`parse_document`], from an already parsed JSON value.
+pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, ResourceError> {
+    let obj = value.as_object().ok_or_else(|| {
+        err(
+            origin,
+            "document",
+            "",
+            "expected a mapping with apiVersion, kind, metadata and spec".into(),
+        )
+    })?;
+    let kind_str = obj.get("kind").and_then(|k| k.as_str()).ok_or_else(|| {
+        err(
+            origin,
+            "document",
+            "kind",
+            "missing (one of Repo, App, ClusterGroup)".into(),
+        )
+    })?;
+    let kind = match kind_str {
+        "Repo" => Kind::Repo,
+        "App" => Kind::App,
+        "ClusterGroup" => Kind::ClusterGroup,
+        other => {
+            return Err(err(
+                origin,
+                "document",
+                "kind",
+                format!("unknown kind {other:?} (expected Repo, App or ClusterGroup)"),
+            ));
+        }
+    };
+    let name = obj
+        .get("metadata")
+        .and_then(|m| m.get("name"))
+        .and_then(|n| n.as_str())
+        .unwrap_or("")
+        .to_owned();
+    let subject = if name.is_empty() {
+        kind_str.to_ascii_lowercase()
+    } else {
+        format!("{} {name:?}", subject_word(kind))
+    };
+    match obj.get("apiVersion").and_then(|v| v.as_str()) {
+        Some(API_VERSION) => {}
+        Some(other) => {
+            return Err(err(
+                origin,
+                &subject,
+                "apiVersion",
+                format!("unsupported apiVersion {other:?} (expected {API_VERSION:?})"),
+            ));
+        }
+        None => {
+            return Err(err(
+                origin,
+                &subject,
+                "apiVersion",
+                format!("missing (expected {API_VERSION:?})"),
+            ));
+        }
+    }
+    let mut value = value;
+    if let Some(o) = value.as_object_mut() {
+        o.remove("kind");
+    }
+    let v = Validator {
+        origin,
+        subject: &subject,
+    };
+    let resource = match kind {
+        Kind::Repo => {
+            let r: Repo = v.deserialize(value)?;
+            v.metadata(&r.metadata)?;
+            v.repo(&r)?;
+            Resource::Repo(r)
+        }
+        Kind::App => {
+            let a: App = v.deserialize(value)?;
+            v.metadata(&a.metadata)?;
+            v.app(&a)?;
+            Resource::App(a)
+        }
+        Kind::ClusterGroup => {
+            let g: ClusterGroup = v.deserialize(value)?;
+            v.metadata(&g.metadata)?;
+            v.selector("spec.selector", &g.spec.selector)?;
+            Resource::ClusterGroup(g)
+        }
+    };
+    Ok(resource)
+}
+
+fn subject_word(kind: Kind) -> &'static str {
+    match kind {
+        Kind::Repo => "repo",
+        Kind::App => "app",
+        Kind::ClusterGroup => "clustergroup",
+    }
+}
+
+fn err(origin: &str, subject: &str, path: &str, message: String) -> ResourceError {
+    ResourceError {
+        origin: if origin.is_empty() {
+            String::new()
+        } else {
+            format!("{origin}: ")
+        },
+        subject: subject.to_owned(),
+        path: path.to_owned(),
+        message,
+    }
+}
+
+struct Validator<'a> {
+    origin: &'a str,
+    subject: &'a str,
+}
+
+impl Validator<'_> {
+    fn fail(&self, path: &str, message: impl Into<String>) -> ResourceError {
+        err(self.origin, self.subject, path, message.into())
+    }
+
+    fn deserialize<T: DeserializeOwned>(
+        &self,
+        value: serde_json::Value,
+    ) -> Result<T, ResourceError> {
+        serde_path_to_error::deserialize(value).map_err(|e| {
+            let path = e.path().to_string();
+            let path = if path == "." { String::new() } else { path };
+            self.fail(&path, clean_serde_message(&e.into_inner().to_string()))
+        })
+    }
+
+    fn metadata(&self, m: &Metadata) -> Result<(), ResourceError> {
+        if let Some(problem) = dns1123_label_problem(&m.name) {
+            return Err(self.fail("metadata.name", format!("{:?} {problem}", m.name)));
+        }
+        for (k, v) in &m.labels {
+            if let Some(problem) = label_key_problem(k) {
+                return Err(self.fail(&format!("metadata.labels[{k:?}]"), format!("key {problem}")));
+            }
+            if let Some(problem) = label_value_problem(v) {
+                return Err(self.fail(
+                    &format!("metadata.labels[{k:?}]"),
+                    format!("value {v:?} {problem}"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn repo(&self, r: &Repo) -> Result<(), ResourceError> {
+        let url = r.spec.url.trim();
+        if url.is_empty() {
+            return Err(self.fail("spec.url", "must not be empty"));
+        }
+        let known_scheme = ["https://", "http://", "ssh://", "git://", "file://"]
+            .iter()
+            .any(|s| url.starts_with(s));
+        let scp_like = !url.contains("://") && url.contains('@') && url.contains(':');
+        if !known_scheme && !scp_like {
+            return Err(self.fail(
+                "spec.url",
+                format!(
+                    "{url:?} is not a Git URL (https://, ssh://, git://, file:// or user@host:path)"
+                ),
+            ));
+        }
+        match &r.spec.reference {
+            GitRef::Branch(b) | GitRef::Tag(b) => {
+                if let Some(problem) = ref_name_problem(b) {
+                    return Err(self.fail("spec.ref", format!("{b:?} {problem}")));
+                }
+            }
+            GitRef::Semver(range) => {
+                if range.trim().is_empty() {
+                    return Err(self.fail("spec.ref.semver", "must not be empty"));
+                }
+            }
+            GitRef::Commit(c) => {
+                if c.len() != 40 || !c.bytes().all(|b| b.is_ascii_hexdigit()) {
+                    return Err(self.fail(
+                        "spec.ref.commit",
+                        format!("{c:?} is not a full 40-hex commit id"),
+                    ));
+                }
+            }
+        }
+        if let Some(d) = r.spec.poll_interval
+            && d.as_millis() < 100
+        {
+            return Err(self.fail("spec.pollInterval", "must be at least 100ms"));
+        }
+        Ok(())
+    }
+
+    fn app(&self, a: &App) -> Result<(), ResourceError> {
+        let s = &a.spec;
+        if let Some(problem) = dns1123_label_problem(&s.repo) {
+            return Err(self.fail("spec.repo", format!("{:?} {problem}", s.repo)));
+        }
+        self.repo_path("spec.path", &s.path)?;
+        for (i, p) in s.extra_paths.iter().enumerate() {
+            self.repo_path(&format!("spec.extraPaths[{i}]"), p)?;
+        }
+        if let Some(problem) = dns1123_label_problem(&s.namespace) {
+            return Err(self.fail("spec.namespace", format!("{:?} {problem}", s.namespace)));
+        }
+        if s.targets.is_empty() {
+            return Err(self.fail(
+                "spec.targets",
+                "must name at least one cluster, selector or group",
+            ));
+        }
+        for (i, t) in s.targets.iter().enumerate() {
+            self.selection(&format!("spec.targets[{i}]"), t)?;
+        }
+        if let Some(k) = &s.render.kustomize
+            && let Some(dir) = &k.dir
+        {
+            self.repo_path("spec.render.kustomize.dir", dir)?;
+        }
+        if let Some(h) = &s.render.helm {
+            for (i, f) in h.values_files.iter().enumerate() {
+                self.repo_path(&format!("spec.render.helm.valuesFiles[{i}]"), f)?;
+            }
+            if let Some(v) = &h.values
+                && !v.is_object()
+            {
+                return Err(self.fail("spec.render.helm.values", "must be a mapping"));
+            }
+        }
+        for (i, c) in s.customize.iter().enumerate() {
+            let base = format!("spec.customize[{i}]");
+            self.selection(&base, &c.selection)?;
+            if let Some(ns) = &c.namespace
+                && let Some(problem) = dns1123_label_problem(ns)
+            {
+                return Err(self.fail(&format!("{base}.namespace"), format!("{ns:?} {problem}")));
+            }
+            if let Some(k) = &c.kustomize
+                && let Some(dir) = &k.dir
+            {
+                self.repo_path(&format!("{base}.kustomize.dir"), dir)?;
+            }
+            if let Some(h) = &c.helm {
+                for (j, f) in h.values_files.iter().enumerate() {
+                    self.repo_path(&format!("{base}.helm.valuesFiles[{j}]"), f)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn selection(&self, path: &str, t: &ClusterSelection) -> Result<(), ResourceError> {
+        let set = usize::from(t.cluster_selector.is_some())
+            + usize::from(t.cluster_group.is_some())
+            + usize::from(!t.clusters.is_empty());
+        if set != 1 {
+            return Err(self.fail(
+                path,
+                "set exactly one of clusterSelector, clusterGroup or clusters",
+            ));
+        }
+        if let Some(sel) = &t.cluster_selector {
+            self.selector(&format!("{path}.clusterSelector"), sel)?;
+        }
+        if let Some(g) = &t.cluster_group
+            && let Some(problem) = dns1123_label_problem(g)
+        {
+            return Err(self.fail(&format!("{path}.clusterGroup"), format!("{g:?} {problem}")));
+        }
+        for (i, c) in t.clusters.iter().enumerate() {
+            if let Some(problem) = dns1123_label_problem(c) {
+                return Err(self.fail(&format!("{path}.clusters[{i}]"), format!("{c:?} {problem}")));
+            }
+        }
+        Ok(())
+    }
+
+    fn selector(&self, path: &str, s: &LabelSelector) -> Result<(), ResourceError> {
+        for (k, v) in &s.match_labels {
+            if let Some(problem) = label_key_problem(k) {
+                return Err(self.fail(
+                    &format!("{path}.matchLabels"),
+                    format!("key {k:?} {problem}"),
+                ));
+            }
+            if let Some(problem) = label_value_problem(v) {
+                return Err(self.fail(
+                    &format!("{path}.matchLabels[{k:?}]"),
+                    format!("value {v:?} {problem}"),
+                ));
+            }
+        }
+        for (i, e) in s.match_expressions.iter().enumerate() {
+            let p = format!("{path}.matchExpressions[{i}]");
+            if let Some(problem) = label_key_problem(&e.key) {
+                return Err(self.fail(&format!("{p}.key"), format!("{:?} {problem}", e.key)));
+            }
+            match e.operator {
+                SelectorOperator::In | SelectorOperator::NotIn => {
+                    if e.values.is_empty() {
+                        return Err(self.fail(
+                            &format!("{p}.values"),
+                            format!("operator {:?} needs at least one value", e.operator),
+                        ));
+                    }
+                }
+                SelectorOperator::Exists | SelectorOperator::DoesNotExist => {
+                    if !e.values.is_empty() {
+                        return Err(self.fail(
+                            &format!("{p}.values"),
+                            format!("operator {:?} takes no values", e.operator),
+                        ));
+                    }
+                }
+            }
+            for (j, v) in e.values.iter().enumerate() {
+                if let Some(problem) = label_value_problem(v) {
+                    return Err(self.fail(&format!("{p}.values[{j}]"), format!("{v:?} {problem}")));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn repo_path(&self, field: &str, p: &str) -> Result<(), ResourceError> {
+        if let Some(problem) = repo_path_problem(p) {
+            return Err(self.fail(field, format!("{p:?} {problem}")));
+        }
+        Ok(())
+    }
+}
+
+/// serde says "unknown variant `Inn`, expected one of ..."; users think in operators and fields.
+fn clean_serde_message(msg: &str) -> String {
+    msg.replace("unknown variant", "unknown value")
+}
+
+/// Why `s` is not a DNS-1123 label (lowercase alphanumerics and '-', 1-63, alphanumeric ends).
+pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
+    if s.is_empty() {
+        return Some("must not be empty");
+    }
+    if s.len() > 63 {
+        return Some("must be at most 63 characters");
+    }
+    if !s
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("must consist of lowercase letters, digits and '-'");
+    }
+    if s.starts_with('-') || s.ends_with('-') {
+        return Some("must start and end with a letter or digit");
+    }
+    None
+}
+
+/// Why `k` is not a valid label key (`[prefix/]name`, name ≤ 63 of [A-Za-z0-9-_.]).
+pub fn label_key_problem(k: &str) -> Option<&'static str> {
+    let (prefix, name) = match k.split_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, k),
+    };
+    if let Some(p) = prefix {
+        if p.is_empty() || p.len() > 253 {
+            return Some("has an invalid prefix (a DNS subdomain of at most 253 characters)");
+        }
+        if !p
+            .split('.')
+            .all(|part| dns1123_label_problem(part).is_none())
+        {
+            return Some("has an invalid prefix (must be a DNS subdomain)");
+        }
+    }
+    if name.is_empty() {
+        return Some("must have a name");
+    }
+    label_value_problem(name)
+}
+
+/// Why `v` is not a valid label value (≤ 63 of [A-Za-z0-9-_.], alphanumeric ends, may be empty).
+pub fn label_value_problem(v: &str) -> Option<&'static str> {
+    if v.len() > 63 {
+        return Some("must be at most 63 characters");
+    }
+    if !v
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
+    {
+        return Some("must consist of letters, digits, '-', '_' and '.'");
+    }
+    let ends_ok = |b: Option<u8>| b.is_none_or(|b| b.is_ascii_alphanumeric());
+    if !ends_ok(v.bytes().next()) || !ends_ok(v.bytes().last()) {
+        return Some("must start and end with a letter or digit");
+    }
+    None
+}
+
+/// Why `p` is not a safe path inside a repository.
+pub fn repo_path_problem(p: &str) -> Option<&'static str> {
+    if p.starts_with('/') {
+        return Some("must be relative to the repository root");
+    }
+    if p.contains('\\') || p.contains('\0') {
+        return Some("must use '/' separators and no NUL");
+    }
+    if p.split('/').any(|seg| seg == "..") {
+        return Some("must not contain '..'");
+    }
+    if p.split('/').any(|seg| seg == ".git") {
+        return Some("must not point into .git");
+    }
+    None
+}
+
+fn ref_name_problem(r: &str) -> Option<&'static str> {
+    if r.is_empty() {
+        return Some("must not be empty");
+    }
+    if r.contains("..")
+        || r.starts_with('/')
+        || r.ends_with('/')
+        || r.ends_with(".lock")
+        || r.bytes()
+            .any(|b| b.is_ascii_control() || b" ~^:?*[\\".contains(&b))
+    {
+        return Some("is not a valid Git ref name");
+    }
+    None
+}

@@ -1,0 +1,440 @@
+//! Git adapter: fetches exactly the commit a Target names into a bare cache in the data
+//! directory and reads the App path's files straight from the commit's tree.
+//!
+//! There is no working tree: files are read as blobs from the tree, so a symbolic link can never
+//! lead outside the repository (symlinks are refused outright), and nothing outside the App path
+//! is ever read. Sizes are checked from object headers before a blob is loaded.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use base64::Engine as _;
+use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository, TreeWalkMode};
+use sha2::{Digest, Sha256};
+
+use crate::model::{CredentialKind, RepoCredential, Source};
+use crate::sync::render::{FileError, SourceFile, is_manifest_file};
+
+/// Git file mode of a symbolic link.
+const MODE_SYMLINK: i32 = 0o120000;
+
+/// Bounds on what one Target may read from a repository.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReadLimits {
+    /// Largest single manifest file; bigger ones become a per-file error without being read.
+    pub max_file_bytes: usize,
+    /// Most bytes of manifest files under one App path.
+    pub max_total_bytes: usize,
+    /// Most manifest files under one App path.
+    pub max_files: usize,
+}
+
+impl Default for ReadLimits {
+    fn default() -> Self {
+        Self {
+            max_file_bytes: 8 * 1024 * 1024,
+            max_total_bytes: 32 * 1024 * 1024,
+            max_files: 5_000,
+        }
+    }
+}
+
+/// The manifest files of an App path, and the entries that were refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AppFiles {
+    pub files: Vec<SourceFile>,
+    pub errors: Vec<FileError>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GitError {
+    #[error("commit {0:?} is not a full 40-hex commit id")]
+    InvalidCommit(String),
+    #[error("path {path:?} is not allowed: {reason}")]
+    InvalidPath { path: String, reason: &'static str },
+    #[error("fetch {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("commit {commit} is not in {url} (fetched its branches and tags)")]
+    CommitNotFound { url: String, commit: String },
+    #[error("path {path:?} does not exist in commit {commit}")]
+    PathNotFound { path: String, commit: String },
+    #[error("path {path:?} in commit {commit} is a {found}, not a directory or file")]
+    NotADirectory {
+        path: String,
+        commit: String,
+        found: String,
+    },
+    #[error("the App path holds more than {limit} manifest files")]
+    TooManyFiles { limit: usize },
+    #[error("the App path holds more than {limit} bytes of manifests")]
+    TooManyBytes { limit: usize },
+    #[error("git cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+    #[error("git: {0}")]
+    Git(#[from] git2::Error),
+    #[error("git task failed: {0}")]
+    Task(String),
+}
+
+/// Bare repositories, one per URL, under a directory of the spoke's data dir.
+#[derive(Debug)]
+pub struct GitCache {
+    root: PathBuf,
+    // One fetch at a time per repository: libgit2 does not lock a repository against itself.
+    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+}
+
+impl GitCache {
+    pub fn new(root: impl Into<PathBuf>) -> Self {
+        Self {
+            root: root.into(),
+            locks: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Where the cache of `url` lives.
+    pub fn repo_dir(&self, url: &str) -> PathBuf {
+        let digest = hex::encode(Sha256::digest(url.as_bytes()));
+        self.root.join(format!("{}.git", &digest[..24]))
+    }
+
+    /// Fetches `source.commit` (if the cache lacks it) and reads the App path's manifest files.
+    pub async fn read_app(
+        &self,
+        source: &Source,
+        credential: Option<&RepoCredential>,
+        limits: ReadLimits,
+    ) -> Result<AppFiles, GitError> {
+        let oid = parse_commit(&source.commit)?;
+        let path = normalize_path(&source.path)?;
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(source.repo_url.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let dir = self.repo_dir(&source.repo_url);
+        let url = source.repo_url.clone();
+        let git_ref = source.git_ref.clone();
+        let credential = credential.cloned();
+        tokio::task::spawn_blocking(move || {
+            let repo = open_or_init(&dir)?;
+            ensure_commit(&repo, &url, oid, &git_ref, credential.as_ref())?;
+            read_tree(&repo, oid, &path, limits)
+        })
+        .await
+        .map_err(|e| GitError::Task(e.to_string()))?
+    }
+}
+
+/// Parses a full commit id; abbreviations are refused because they are not verifiable.
+pub fn parse_commit(commit: &str) -> Result<Oid, GitError> {
+    let valid = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());
+    if !valid {
+        return Err(GitError::InvalidCommit(commit.to_owned()));
+    }
+    Oid::from_str(commit).map_err(|_| GitError::InvalidCommit(commit.to_owned()))
+}
+
+/// Checks an App path and returns it without `./` or trailing slashes ("" is the root).
+pub fn normalize_path(path: &str) -> Result<String, GitError> {
+    let invalid = |reason| GitError::InvalidPath {
+        path: path.to_owned(),
+        reason,
+    };
+    if path.starts_with('/') {
+        return Err(invalid("it must be relative to the repository root"));
+    }
+    if path.contains('\\') || path.contains('\0') {
+        return Err(invalid(
+            "it must use '/' separators and no control characters",
+        ));
+    }
+    let mut parts = Vec::new();
+    for part in path.split('/') {
+        match part {
+            "" | "." => continue,
+            ".." => return Err(invalid("it must not contain '..'")),
+            ".git" => return Err(invalid("it must not point into .git")),
+            part => parts.push(part),
+        }
+    }
+    Ok(parts.join("/"))
+}
+
+fn open_or_init(dir: &Path) -> Result<Repository, GitError> {
+    if dir.exists() {
+        return Repository::open_bare(dir).map_err(|e| GitError::Cache {
+            path: dir.to_owned(),
+            message: e.message().to_owned(),
+        });
+    }
+    if let Some(parent) = dir.parent() {
+        std::fs::create_dir_all(parent).map_err(|e| GitError::Cache {
+            path: parent.to_owned(),
+            message: e.to_string(),
+        })?;
+    }
+    Repository::init_bare(dir).map_err(|e| GitError::Cache {
+        path: dir.to_owned(),
+        message: e.message().to_owned(),
+    })
+}
+
+fn has_commit(repo: &Repository, oid: Oid) -> bool {
+    repo.find_commit(oid).is_ok_and(|c| c.id() == oid)
+}
+
+/// Makes sure the cache holds `oid`: first by asking for exactly that commit (shallow where the
+/// transport allows), then by fetching branches, tags and the followed ref.
+fn ensure_commit(
+    repo: &Repository,
+    url: &str,
+    oid: Oid,
+    git_ref: &str,
+    credential: Option<&RepoCredential>,
+) -> Result<(), GitError> {
+    if has_commit(repo, oid) {
+        return Ok(());
+    }
+    let fetch_error = |e: git2::Error| GitError::Fetch {
+        url: url.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let local = url.starts_with("file://") || !url.contains("://");
+    let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+
+    let by_id = format!("+{oid}:refs/gitfleet/{oid}");
+    let mut options = fetch_options(credential);
+    if !local {
+        options.depth(1);
+    }
+    let direct = remote.fetch(&[by_id.as_str()], Some(&mut options), None);
+    if direct.is_ok() && has_commit(repo, oid) {
+        return Ok(());
+    }
+
+    let mut refspecs = vec![
+        "+refs/heads/*:refs/remotes/origin/*".to_owned(),
+        "+refs/tags/*:refs/tags/*".to_owned(),
+    ];
+    if git_ref.starts_with("refs/")
+        && !git_ref.starts_with("refs/heads/")
+        && !git_ref.starts_with("refs/tags/")
+    {
+        refspecs.push(format!("+{git_ref}:refs/gitfleet/followed"));
+    }
+    let mut options = fetch_options(credential);
+    remote
+        .fetch(&refspecs, Some(&mut options), None)
+        .map_err(fetch_error)?;
+    if has_commit(repo, oid) {
+        Ok(())
+    } else {
+        Err(GitError::CommitNotFound {
+            url: url.to_owned(),
+            commit: oid.to_string(),
+        })
+    }
+}
+
+fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
+    let mut callbacks = RemoteCallbacks::new();
+    if let Some(credential) = credential.cloned() {
+        let mut attempts = 0;
+        let kind = credential.kind.clone();
+        callbacks.credentials(move |_url, username_from_url, allowed| {
+            // libgit2 asks again after a rejected credential; asking once is enough.
+            attempts += 1;
+            if attempts > 1 {
+                return Err(git2::Error::from_str(
+                    "the repository rejected the credential",
+                ));
+            }
+            match &kind {
+                CredentialKind::Https { username, password }
+                    if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
+                {
+                    git2::Cred::userpass_plaintext(username, password)
+                }
+                CredentialKind::Ssh {
+                    username,
+                    private_key_pem,
+                    ..
+                } if allowed.contains(git2::CredentialType::SSH_KEY) => {
+                    let user = username_from_url.unwrap_or(username);
+                    git2::Cred::ssh_key_from_memory(user, None, private_key_pem, None)
+                }
+                _ => Err(git2::Error::from_str(
+                    "the credential given does not fit what the repository asks for",
+                )),
+            }
+        });
+        if let CredentialKind::Ssh { known_hosts, .. } = credential.kind {
+            callbacks.certificate_check(move |cert, host| check_host_key(cert, host, &known_hosts));
+        }
+    }
+    let mut options = FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options.download_tags(git2::AutotagOption::None);
+    options
+}
+
+/// Accepts an SSH host key only when `known_hosts` lists it for the host.
+fn check_host_key(
+    cert: &git2::cert::Cert<'_>,
+    host: &str,
+    known_hosts: &str,
+) -> Result<git2::CertificateCheckStatus, git2::Error> {
+    let Some(key) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
+        return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
+    };
+    let known = known_hosts.lines().any(|line| {
+        let mut fields = line.split_whitespace();
+        let (Some(hosts), Some(_type), Some(encoded)) =
+            (fields.next(), fields.next(), fields.next())
+        else {
+            return false;
+        };
+        let host_matches = hosts
+            .split(',')
+            .any(|h| h == host || h.trim_start_matches('[').starts_with(&format!("{host}]")));
+        host_matches
+            && base64::engine::general_purpose::STANDARD
+                .decode(encoded)
+                .is_ok_and(|k| k == key)
+    });
+    if known {
+        Ok(git2::CertificateCheckStatus::CertificateOk)
+    } else {
+        Err(git2::Error::from_str(&format!(
+            "the SSH host key of {host} is not in the known_hosts given for this repository"
+        )))
+    }
+}
+
+/// Reads the manifest files under `path` in the tree of `oid`.
+fn read_tree(
+    repo: &Repository,
+    oid: Oid,
+    path: &str,
+    limits: ReadLimits,
+) -> Result<AppFiles, GitError> {
+    let commit = repo.find_commit(oid)?;
+    let root = commit.tree()?;
+    let mut out = AppFiles::default();
+    let mut total = 0usize;
+    let odb = repo.odb()?;
+    let mut read_blob = |out: &mut AppFiles,
+                         file: String,
+                         id: Oid,
+                         mode: i32|
+     -> Result<(), GitError> {
+        if mode == MODE_SYMLINK {
+            out.errors.push(FileError {
+                file,
+                line: None,
+                message: "symbolic links are refused: gitfleet reads only regular files from the repository".into(),
+            });
+            return Ok(());
+        }
+        if !is_manifest_file(&file) {
+            return Ok(());
+        }
+        let (size, _) = odb.read_header(id)?;
+        if size > limits.max_file_bytes {
+            out.errors.push(FileError {
+                file,
+                line: None,
+                message: format!(
+                    "the file is {size} bytes, larger than the limit of {}",
+                    limits.max_file_bytes
+                ),
+            });
+            return Ok(());
+        }
+        total += size;
+        if total > limits.max_total_bytes {
+            return Err(GitError::TooManyBytes {
+                limit: limits.max_total_bytes,
+            });
+        }
+        if out.files.len() >= limits.max_files {
+            return Err(GitError::TooManyFiles {
+                limit: limits.max_files,
+            });
+        }
+        let blob = repo.find_blob(id)?;
+        out.files.push(SourceFile::new(file, blob.content()));
+        Ok(())
+    };
+
+    if path.is_empty() {
+        walk(&root, "", &mut out, &mut read_blob)?;
+        return Ok(out);
+    }
+    let entry = root
+        .get_path(Path::new(path))
+        .map_err(|_| GitError::PathNotFound {
+            path: path.to_owned(),
+            commit: oid.to_string(),
+        })?;
+    match entry.kind() {
+        Some(ObjectType::Tree) => {
+            let tree = repo.find_tree(entry.id())?;
+            walk(&tree, path, &mut out, &mut read_blob)?;
+        }
+        Some(ObjectType::Blob) => {
+            read_blob(&mut out, path.to_owned(), entry.id(), entry.filemode())?
+        }
+        other => {
+            return Err(GitError::NotADirectory {
+                path: path.to_owned(),
+                commit: oid.to_string(),
+                found: other.map_or("unknown object", |k| k.str()).to_owned(),
+            });
+        }
+    }
+    Ok(out)
+}
+
+fn walk(
+    tree: &git2::Tree<'_>,
+    prefix: &str,
+    out: &mut AppFiles,
+    read_blob: &mut impl FnMut(&mut AppFiles, String, Oid, i32) -> Result<(), GitError>,
+) -> Result<(), GitError> {
+    let mut failure = None;
+    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
+        let Ok(name) = entry.name() else {
+            return git2::TreeWalkResult::Ok;
+        };
+        if entry.kind() != Some(ObjectType::Blob) {
+            // Trees are descended into; submodules (commits) are not part of this repository.
+            return git2::TreeWalkResult::Ok;
+        }
+        let file = match (prefix.is_empty(), dir.is_empty()) {
+            (true, _) => format!("{dir}{name}"),
+            (false, true) => format!("{prefix}/{name}"),
+            (false, false) => format!("{prefix}/{dir}{name}"),
+        };
+        match read_blob(out, file, entry.id(), entry.filemode()) {
+            Ok(()) => git2::TreeWalkResult::Ok,
+            Err(e) => {
+                failure = Some(e);
+                git2::TreeWalkResult::Abort
+            }
+        }
+    })
+    .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests;

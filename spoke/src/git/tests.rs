@@ -1,0 +1,371 @@
+use std::collections::BTreeMap;
+
+use git2::{Oid, Repository, Signature};
+use tempfile::TempDir;
+
+use super::*;
+
+/// A throwaway repository whose commits are built from (path, content, mode) entries.
+struct TestRepo {
+    dir: TempDir,
+    repo: Repository,
+}
+
+impl TestRepo {
+    fn new() -> Self {
+        let dir = TempDir::new().expect("tempdir");
+        let repo = Repository::init(dir.path()).expect("init");
+        Self { dir, repo }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    /// Commits exactly these files (mode 0o100644) and symlinks (0o120000) on `main`.
+    fn commit(&self, files: &[(&str, &[u8])], symlinks: &[(&str, &str)]) -> Oid {
+        let mut entries: Vec<(String, Oid, i32)> = Vec::new();
+        for (path, content) in files {
+            entries.push((
+                (*path).to_owned(),
+                self.repo.blob(content).expect("blob"),
+                0o100644,
+            ));
+        }
+        for (path, target) in symlinks {
+            entries.push((
+                (*path).to_owned(),
+                self.repo.blob(target.as_bytes()).expect("blob"),
+                0o120000,
+            ));
+        }
+        let tree = self.build_tree(&entries);
+        let tree = self.repo.find_tree(tree).expect("tree");
+        let sig = Signature::now("t", "t@example.com").expect("sig");
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, "test", &tree, &parents)
+            .expect("commit")
+    }
+
+    fn build_tree(&self, entries: &[(String, Oid, i32)]) -> Oid {
+        let mut here = self.repo.treebuilder(None).expect("builder");
+        let mut subdirs: BTreeMap<String, Vec<(String, Oid, i32)>> = BTreeMap::new();
+        for (path, oid, mode) in entries {
+            match path.split_once('/') {
+                Some((dir, rest)) => {
+                    subdirs
+                        .entry(dir.to_owned())
+                        .or_default()
+                        .push((rest.to_owned(), *oid, *mode))
+                }
+                None => {
+                    here.insert(path, *oid, *mode).expect("insert");
+                }
+            }
+        }
+        for (dir, children) in subdirs {
+            let sub = self.build_tree(&children);
+            here.insert(&dir, sub, 0o040000).expect("insert dir");
+        }
+        here.write().expect("write tree")
+    }
+}
+
+fn source(url: &str, commit: Oid, path: &str) -> Source {
+    Source {
+        repo_url: url.to_owned(),
+        repo_name: "r".into(),
+        commit: commit.to_string(),
+        git_ref: "refs/heads/main".into(),
+        path: path.into(),
+        extra_paths: Vec::new(),
+    }
+}
+
+fn paths(files: &AppFiles) -> Vec<&str> {
+    files.files.iter().map(|f| f.path.as_str()).collect()
+}
+
+#[tokio::test]
+async fn reads_the_app_path_of_the_exact_commit() {
+    let origin = TestRepo::new();
+    let first = origin.commit(
+        &[
+            ("apps/web/a.yaml", b"kind: A"),
+            ("apps/web/sub/b.yml", b"kind: B"),
+            ("apps/web/README.md", b"docs"),
+            ("apps/other/c.yaml", b"kind: C"),
+        ],
+        &[],
+    );
+    let second = origin.commit(&[("apps/web/a.yaml", b"kind: A2")], &[]);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+
+    let files = cache
+        .read_app(
+            &source(&origin.url(), first, "apps/web"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["apps/web/a.yaml", "apps/web/sub/b.yml"]);
+    assert_eq!(files.files[0].content, b"kind: A");
+    assert!(files.errors.is_empty());
+
+    let files = cache
+        .read_app(
+            &source(&origin.url(), second, "./apps/web/"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["apps/web/a.yaml"]);
+    assert_eq!(files.files[0].content, b"kind: A2");
+
+    // The first commit is still in the cache even though the branch moved on.
+    let files = cache
+        .read_app(
+            &source(&origin.url(), first, "apps"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(
+        paths(&files),
+        ["apps/other/c.yaml", "apps/web/a.yaml", "apps/web/sub/b.yml"]
+    );
+}
+
+#[tokio::test]
+async fn reads_the_whole_repository_and_single_files() {
+    let origin = TestRepo::new();
+    let commit = origin.commit(&[("a.yaml", b"x"), ("d/b.json", b"{}")], &[]);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let files = cache
+        .read_app(
+            &source(&origin.url(), commit, ""),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["a.yaml", "d/b.json"]);
+    let files = cache
+        .read_app(
+            &source(&origin.url(), commit, "d/b.json"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["d/b.json"]);
+}
+
+#[tokio::test]
+async fn a_commit_the_repository_does_not_have_is_an_error() {
+    let origin = TestRepo::new();
+    origin.commit(&[("a.yaml", b"x")], &[]);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let missing = Oid::from_str("0123456789abcdef0123456789abcdef01234567").expect("oid");
+    let err = cache
+        .read_app(
+            &source(&origin.url(), missing, ""),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, GitError::CommitNotFound { .. }), "{err}");
+    assert!(
+        err.to_string()
+            .contains("0123456789abcdef0123456789abcdef01234567")
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_repository_is_a_fetch_error() {
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let oid = Oid::from_str("0123456789abcdef0123456789abcdef01234567").expect("oid");
+    let url = format!("file://{}/nowhere", cache_dir.path().display());
+    let err = cache
+        .read_app(&source(&url, oid, ""), None, ReadLimits::default())
+        .await
+        .expect_err("unreachable");
+    assert!(matches!(err, GitError::Fetch { .. }), "{err}");
+    assert!(err.to_string().contains("nowhere"), "{err}");
+}
+
+#[tokio::test]
+async fn a_missing_path_is_an_error() {
+    let origin = TestRepo::new();
+    let commit = origin.commit(&[("a.yaml", b"x")], &[]);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let err = cache
+        .read_app(
+            &source(&origin.url(), commit, "apps/none"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect_err("missing");
+    assert!(matches!(err, GitError::PathNotFound { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn symlinks_are_refused_and_the_rest_is_read() {
+    let origin = TestRepo::new();
+    let commit = origin.commit(
+        &[("app/ok.yaml", b"kind: A")],
+        &[
+            ("app/passwd.yaml", "../../../../etc/passwd"),
+            ("app/dir", "/etc"),
+        ],
+    );
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let files = cache
+        .read_app(
+            &source(&origin.url(), commit, "app"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["app/ok.yaml"]);
+    let refused: Vec<&str> = files.errors.iter().map(|e| e.file.as_str()).collect();
+    assert_eq!(refused, ["app/dir", "app/passwd.yaml"]);
+    assert!(
+        files.errors[0]
+            .message
+            .contains("symbolic links are refused")
+    );
+
+    // An App path that is itself a symlink is refused too.
+    let files = cache
+        .read_app(
+            &source(&origin.url(), commit, "app/dir"),
+            None,
+            ReadLimits::default(),
+        )
+        .await
+        .expect("read");
+    assert!(files.files.is_empty());
+    assert_eq!(files.errors.len(), 1);
+}
+
+#[tokio::test]
+async fn size_limits_are_enforced() {
+    let origin = TestRepo::new();
+    let big = vec![b'a'; 2_000];
+    let commit = origin.commit(
+        &[
+            ("app/big.yaml", &big),
+            ("app/small.yaml", b"kind: A"),
+            ("app/big.bin", &big),
+        ],
+        &[],
+    );
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+
+    let limits = ReadLimits {
+        max_file_bytes: 1_000,
+        ..ReadLimits::default()
+    };
+    let files = cache
+        .read_app(&source(&origin.url(), commit, "app"), None, limits)
+        .await
+        .expect("read");
+    assert_eq!(paths(&files), ["app/small.yaml"]);
+    assert_eq!(files.errors[0].file, "app/big.yaml");
+    assert!(
+        files.errors[0]
+            .message
+            .contains("2000 bytes, larger than the limit of 1000"),
+        "{}",
+        files.errors[0]
+    );
+
+    let limits = ReadLimits {
+        max_total_bytes: 1_000,
+        ..ReadLimits::default()
+    };
+    let err = cache
+        .read_app(&source(&origin.url(), commit, "app"), None, limits)
+        .await
+        .expect_err("total");
+    assert!(
+        matches!(err, GitError::TooManyBytes { limit: 1_000 }),
+        "{err}"
+    );
+
+    let limits = ReadLimits {
+        max_files: 1,
+        ..ReadLimits::default()
+    };
+    let err = cache
+        .read_app(&source(&origin.url(), commit, "app"), None, limits)
+        .await
+        .expect_err("files");
+    assert!(matches!(err, GitError::TooManyFiles { limit: 1 }), "{err}");
+}
+
+#[tokio::test]
+async fn bad_commit_ids_and_paths_are_refused_before_fetching() {
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let mut s = source("file:///nonexistent", Oid::ZERO_SHA1, "");
+    s.commit = "abc123".into();
+    assert!(matches!(
+        cache.read_app(&s, None, ReadLimits::default()).await,
+        Err(GitError::InvalidCommit(_))
+    ));
+    s.commit = "0123456789abcdef0123456789abcdef01234567".into();
+    s.path = "apps/../../etc".into();
+    let err = cache
+        .read_app(&s, None, ReadLimits::default())
+        .await
+        .expect_err("dotdot");
+    assert!(err.to_string().contains("must not contain '..'"), "{err}");
+}
+
+#[test]
+fn normalize_path_cases() {
+    assert_eq!(normalize_path("").expect("root"), "");
+    assert_eq!(normalize_path(".").expect("dot"), "");
+    assert_eq!(normalize_path("./apps//web/").expect("messy"), "apps/web");
+    assert!(normalize_path("/etc").is_err());
+    assert!(normalize_path("a/../b").is_err());
+    assert!(normalize_path("..").is_err());
+    assert!(normalize_path(".git/config").is_err());
+    assert!(normalize_path("a\\b").is_err());
+}
+
+#[test]
+fn parse_commit_cases() {
+    assert!(parse_commit("0123456789abcdef0123456789abcdef01234567").is_ok());
+    assert!(parse_commit("0123456789ABCDEF0123456789abcdef01234567").is_ok());
+    assert!(parse_commit("0123456").is_err());
+    assert!(parse_commit("zz23456789abcdef0123456789abcdef01234567").is_err());
+    assert!(parse_commit("").is_err());
+}
+
+#[test]
+fn cache_dirs_differ_per_url() {
+    let cache = GitCache::new("/data/git");
+    assert_ne!(
+        cache.repo_dir("https://a/x.git"),
+        cache.repo_dir("https://a/y.git")
+    );
+    assert!(cache.repo_dir("https://a/x.git").starts_with("/data/git"));
+}
