@@ -1,1 +1,20 @@
-fn main() {}
+//! `gitfleet`, the admin CLI. Everything lives in `gitfleet_hub::cli`.
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use gitfleet_hub::cli::{self, Cli};
+
+#[tokio::main(flavor = "current_thread")]
+async fn main() -> ExitCode {
+    // clap prints usage errors itself and exits 2.
+    let args = Cli::parse();
+    let mut stdout = std::io::stdout();
+    match cli::run_with(args, &mut stdout, cli::stdout_is_terminal()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::from(e.exit_code())
+        }
+    }
+}

@@ -1,3 +1,252 @@
 //! Talking to a hub as an admin: the credentials file and the gRPC client.
+//!
+//! [`AdminClient`] is the CLI's only gRPC edge: it dials the hub named by a [`Context`] with
+//! mutual TLS and turns transport and status failures into [`ClientError`]s that say what to do
+//! next. It hands back the wire types unchanged; the CLI's output module shapes them for people
+//! and scripts.
 
 pub mod config;
+mod error;
+
+use std::sync::Once;
+use std::time::Duration;
+
+use gitfleet_proto::v1 as pb;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
+
+pub use config::{ClientConfig, ConfigError, Context};
+pub use error::ClientError;
+
+/// How long to wait for TCP and TLS to the hub before saying it is unreachable.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one admin call may take. Admin calls read or write a handful of records.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Installs rustls' ring provider as the process default, once. Other parts of the process (the
+/// hub itself in tests, kube) may already have installed one; that is fine.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Err means another provider is installed already: keep it.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// A connected admin client for one hub.
+#[derive(Debug, Clone)]
+pub struct AdminClient {
+    inner: pb::admin_client::AdminClient<Channel>,
+    server: String,
+}
+
+impl AdminClient {
+    /// Dials the hub in `context` and completes the TLS handshake, so that an unreachable hub or
+    /// a bad server certificate is reported here rather than on the first call.
+    pub async fn connect(context: &Context) -> Result<AdminClient, ClientError> {
+        install_crypto_provider();
+        let endpoint = endpoint(context)?;
+        let server = context.server.clone();
+        let channel = endpoint
+            .connect()
+            .await
+            .map_err(|e| ClientError::from_transport(&server, &e))?;
+        let inner = pb::admin_client::AdminClient::new(channel)
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        Ok(AdminClient { inner, server })
+    }
+
+    /// The `server` of the context this client dialled.
+    pub fn server(&self) -> &str {
+        &self.server
+    }
+
+    pub async fn apply(
+        &mut self,
+        documents: Vec<pb::ResourceDocument>,
+        dry_run: bool,
+    ) -> Result<Vec<pb::ApplyOutcome>, ClientError> {
+        let request = pb::ApplyRequest { documents, dry_run };
+        let response = self.inner.apply(request).await;
+        Ok(self.check(response)?.outcomes)
+    }
+
+    /// Deletes one resource; `false` when there was none of that name.
+    pub async fn delete(&mut self, kind: &str, name: &str) -> Result<bool, ClientError> {
+        let request = pb::DeleteRequest {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        };
+        let response = self.inner.delete(request).await;
+        Ok(self.check(response)?.deleted)
+    }
+
+    /// Stored resources; `kind` empty for every kind, `name` empty for every name.
+    pub async fn get(
+        &mut self,
+        kind: &str,
+        name: &str,
+    ) -> Result<Vec<pb::ResourceDocument>, ClientError> {
+        let request = pb::GetRequest {
+            kind: kind.to_owned(),
+            name: name.to_owned(),
+        };
+        let response = self.inner.get(request).await;
+        Ok(self.check(response)?.resources)
+    }
+
+    /// Every Target's state, optionally narrowed to one App and/or one cluster (empty = all).
+    pub async fn status(
+        &mut self,
+        app: &str,
+        cluster: &str,
+    ) -> Result<Vec<pb::TargetStatus>, ClientError> {
+        let request = pb::StatusRequest {
+            app: app.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        let response = self.inner.status(request).await;
+        Ok(self.check(response)?.targets)
+    }
+
+    pub async fn create_token(
+        &mut self,
+        request: pb::CreateTokenRequest,
+    ) -> Result<pb::CreateTokenResponse, ClientError> {
+        let response = self.inner.create_token(request).await;
+        self.check(response)
+    }
+
+    pub async fn list_clusters(&mut self) -> Result<Vec<pb::ClusterInfo>, ClientError> {
+        let response = self.inner.list_clusters(pb::ListClustersRequest {}).await;
+        Ok(self.check(response)?.clusters)
+    }
+
+    fn check<T>(
+        &self,
+        response: Result<tonic::Response<T>, tonic::Status>,
+    ) -> Result<T, ClientError> {
+        response
+            .map(tonic::Response::into_inner)
+            .map_err(|status| ClientError::from_status(&self.server, status))
+    }
+}
+
+/// The endpoint for a context: address, TLS identity, timeouts. Fails on anything that can be
+/// known wrong without dialling (a malformed address, PEM data that is not PEM).
+pub fn endpoint(context: &Context) -> Result<Endpoint, ClientError> {
+    let bad_address = |reason: String| ClientError::BadAddress {
+        context: context.name.clone(),
+        server: context.server.clone(),
+        reason,
+    };
+    let url = normalise_server(&context.server);
+    let uri: http::Uri = url.parse().map_err(|e| bad_address(format!("{e}")))?;
+    if uri.scheme_str() != Some("https") {
+        return Err(bad_address(
+            "the hub only speaks TLS: use https://HOST:PORT".to_owned(),
+        ));
+    }
+    let host = uri
+        .host()
+        .ok_or_else(|| bad_address("no host".to_owned()))?
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_owned();
+    let domain = context.tls_server_name.clone().unwrap_or(host);
+
+    check_pem(
+        context,
+        "certificate-authority-data",
+        &context.certificate_authority_data,
+        PemKind::Certificate,
+    )?;
+    check_pem(
+        context,
+        "client-certificate-data",
+        &context.client_certificate_data,
+        PemKind::Certificate,
+    )?;
+    check_pem(
+        context,
+        "client-key-data",
+        &context.client_key_data,
+        PemKind::PrivateKey,
+    )?;
+
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&context.certificate_authority_data))
+        .identity(Identity::from_pem(
+            &context.client_certificate_data,
+            &context.client_key_data,
+        ))
+        .domain_name(domain)
+        .timeout(CONNECT_TIMEOUT);
+    Endpoint::from_shared(url)
+        .map_err(|e| bad_address(error::chain(&e)))?
+        .tls_config(tls)
+        .map_err(|e| ClientError::BadCredentials {
+            context: context.name.clone(),
+            field: "TLS settings",
+            reason: error::chain(&e),
+        })
+        .map(|e| {
+            e.connect_timeout(CONNECT_TIMEOUT)
+                .timeout(REQUEST_TIMEOUT)
+                .tcp_nodelay(true)
+        })
+}
+
+/// `host:port` → `https://host:port`: people paste the address without a scheme.
+fn normalise_server(server: &str) -> String {
+    let trimmed = server.trim().trim_end_matches('/');
+    if trimmed.contains("://") {
+        trimmed.to_owned()
+    } else {
+        format!("https://{trimmed}")
+    }
+}
+
+#[derive(Clone, Copy)]
+enum PemKind {
+    Certificate,
+    PrivateKey,
+}
+
+fn check_pem(
+    context: &Context,
+    field: &'static str,
+    pem: &str,
+    kind: PemKind,
+) -> Result<(), ClientError> {
+    let bad = |reason: &str| ClientError::BadCredentials {
+        context: context.name.clone(),
+        field,
+        reason: reason.to_owned(),
+    };
+    if pem.trim().is_empty() {
+        return Err(bad("it is empty"));
+    }
+    match kind {
+        PemKind::Certificate => {
+            let mut count = 0;
+            for cert in CertificateDer::pem_slice_iter(pem.as_bytes()) {
+                cert.map_err(|e| bad(&format!("not a PEM certificate: {e}")))?;
+                count += 1;
+            }
+            if count == 0 {
+                return Err(bad("no PEM certificate in it"));
+            }
+        }
+        PemKind::PrivateKey => {
+            PrivateKeyDer::from_pem_slice(pem.as_bytes())
+                .map_err(|e| bad(&format!("not a PEM private key: {e}")))?;
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,367 @@
+//! The command line: every command, flag and help text. Parsing only; [`super::run`] acts.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+const ABOUT: &str = "Drive a gitfleet hub: apply Repos and Apps, watch Targets converge, \
+                     register clusters";
+
+const LONG_ABOUT: &str = "\
+gitfleet is the admin CLI of a gitfleet hub. The hub follows Git repositories and places Apps \
+(paths in those repositories) onto clusters; a spoke agent in each cluster applies exactly the \
+commit it is given and reports back. This CLI talks to the hub over mutual TLS using a context \
+from your gitfleet config (like a kubeconfig).";
+
+const AFTER_HELP: &str = "\
+Getting started:
+  # Use the admin credential the hub wrote on first start
+  gitfleet config import /var/lib/gitfleet/admin.gitfleetconfig
+
+  # Declare a Repo and an App, then watch every Target converge
+  gitfleet apply -f fleet/
+  gitfleet status
+
+  # Let a new cluster register (the token is shown once)
+  gitfleet token create --ttl 1h --label env=prod
+
+Output:
+  Read commands print tables for people; -o json and -o yaml print complete, stable documents
+  for scripts. Colour is used only on a terminal (never with NO_COLOR set).
+
+Exit codes:
+  0  success
+  1  the command failed (hub unreachable, invalid resource, not found, ...)
+  2  usage error (unknown command or flag, bad flag value)";
+
+/// The `gitfleet` command line.
+#[derive(Debug, Parser)]
+#[command(
+    name = "gitfleet",
+    version,
+    about = ABOUT,
+    long_about = LONG_ABOUT,
+    after_help = AFTER_HELP,
+    propagate_version = true,
+    subcommand_required = true,
+    arg_required_else_help = true
+)]
+pub struct Cli {
+    #[command(flatten)]
+    pub global: GlobalArgs,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Flags every command takes.
+#[derive(Debug, Clone, Args)]
+pub struct GlobalArgs {
+    /// Credentials file with the hub contexts [default: ~/.config/gitfleet/config]
+    #[arg(long, global = true, env = "GITFLEET_CONFIG", value_name = "FILE")]
+    pub config: Option<PathBuf>,
+
+    /// Context to use instead of the config's current-context
+    #[arg(long, global = true, env = "GITFLEET_CONTEXT", value_name = "NAME")]
+    pub context: Option<String>,
+
+    /// Output format: tables for people, json or yaml for scripts
+    #[arg(
+        short = 'o',
+        long,
+        global = true,
+        env = "GITFLEET_OUTPUT",
+        value_enum,
+        default_value_t = OutputFormat::Table
+    )]
+    pub output: OutputFormat,
+
+    /// When to colour tables: auto colours only on a terminal and never with NO_COLOR set
+    #[arg(
+        long,
+        global = true,
+        env = "GITFLEET_COLOR",
+        value_enum,
+        default_value_t = ColorChoice::Auto
+    )]
+    pub color: ColorChoice,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum OutputFormat {
+    Table,
+    Json,
+    Yaml,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ColorChoice {
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Create or update Repos, Apps and ClusterGroups from YAML or JSON files
+    #[command(after_help = APPLY_EXAMPLES)]
+    Apply(ApplyArgs),
+
+    /// List stored resources, or show one in full with -o yaml
+    #[command(after_help = GET_EXAMPLES)]
+    Get(GetArgs),
+
+    /// Delete a stored resource
+    #[command(after_help = DELETE_EXAMPLES)]
+    Delete(DeleteArgs),
+
+    /// Show every Target (one App on one cluster): revisions, sync state and health
+    #[command(after_help = STATUS_EXAMPLES)]
+    Status(StatusArgs),
+
+    /// Bootstrap tokens that let new clusters register
+    #[command(subcommand)]
+    Token(TokenCommand),
+
+    /// Registered clusters
+    #[command(subcommand)]
+    Cluster(ClusterCommand),
+
+    /// Show and change your gitfleet config (hub contexts and credentials)
+    #[command(subcommand)]
+    Config(ConfigCommand),
+
+    /// Print a shell completion script
+    #[command(after_help = COMPLETION_EXAMPLES)]
+    Completion(CompletionArgs),
+}
+
+const APPLY_EXAMPLES: &str = "\
+Examples:
+  # Apply one file (YAML documents separated by ---)
+  gitfleet apply -f guestbook.yaml
+
+  # Apply every .yaml, .yml and .json file under a directory, in path order
+  gitfleet apply -f fleet/
+
+  # See what would change without storing anything
+  gitfleet apply -f fleet/ --dry-run
+
+  # Read from standard input
+  cat app.yaml | gitfleet apply -f -
+
+Every document is checked by the hub first; if any is invalid nothing is stored.";
+
+const GET_EXAMPLES: &str = "\
+Examples:
+  gitfleet get apps
+  gitfleet get repo platform -o yaml
+  gitfleet get all -o json";
+
+const DELETE_EXAMPLES: &str = "\
+Examples:
+  gitfleet delete app guestbook
+  gitfleet delete clustergroup eu";
+
+const STATUS_EXAMPLES: &str = "\
+Examples:
+  # Every Target
+  gitfleet status
+
+  # One App, with the result for each Kubernetes object
+  gitfleet status --app guestbook --resources
+
+  # For scripts: full revisions and every field
+  gitfleet status --cluster prod-eu-1 -o json
+
+Resources that failed to apply are always listed with their messages.";
+
+const COMPLETION_EXAMPLES: &str = "\
+Examples:
+  # bash: load now, or install for every shell
+  source <(gitfleet completion bash)
+  gitfleet completion bash > /etc/bash_completion.d/gitfleet
+
+  # zsh
+  gitfleet completion zsh > \"${fpath[1]}/_gitfleet\"
+
+  # fish
+  gitfleet completion fish > ~/.config/fish/completions/gitfleet.fish";
+
+#[derive(Debug, Clone, Args)]
+pub struct ApplyArgs {
+    /// File or directory to apply, or - for standard input (repeatable)
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<String>,
+
+    /// Validate and report what would change, storing nothing
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The kinds of resource `get` and `delete` accept; singulars and plurals both work.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum KindArg {
+    #[value(name = "repos", alias = "repo")]
+    Repos,
+    #[value(name = "apps", alias = "app")]
+    Apps,
+    #[value(
+        name = "clustergroups",
+        aliases = ["clustergroup", "groups", "group", "cluster-group", "cluster-groups"]
+    )]
+    ClusterGroups,
+    /// Every kind (get only)
+    #[value(name = "all")]
+    All,
+}
+
+impl KindArg {
+    /// The kind as the Admin API names it; empty for all kinds.
+    pub fn api_kind(self) -> &'static str {
+        match self {
+            KindArg::Repos => "Repo",
+            KindArg::Apps => "App",
+            KindArg::ClusterGroups => "ClusterGroup",
+            KindArg::All => "",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct GetArgs {
+    /// What to list: repos, apps, clustergroups (or singulars), or all
+    #[arg(value_enum, ignore_case = true)]
+    pub kind: KindArg,
+    /// Only this resource
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DeleteArgs {
+    /// repo, app or clustergroup
+    #[arg(value_enum, ignore_case = true)]
+    pub kind: KindArg,
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct StatusArgs {
+    /// Only the Targets of this App
+    #[arg(long, value_name = "APP")]
+    pub app: Option<String>,
+    /// Only the Targets on this cluster
+    #[arg(long, value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+    /// Also list every Kubernetes object of each Target (failed ones are always listed)
+    #[arg(long)]
+    pub resources: bool,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenCommand {
+    /// Create a bootstrap token; it is printed once and cannot be shown again
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Create(TokenCreateArgs),
+}
+
+const TOKEN_EXAMPLES: &str = "\
+Examples:
+  # A token for one cluster, valid for an hour
+  gitfleet token create --max-uses 1
+
+  # Clusters registering with this token get these labels
+  gitfleet token create --ttl 24h --label env=prod --label region=eu --description \"eu rollout\"
+
+  # For scripts
+  TOKEN=$(gitfleet token create -o json | jq -r .token)";
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenCreateArgs {
+    /// How long the token stays valid (e.g. 30m, 1h, 7d)
+    #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Label that clusters registering with this token get, as KEY=VALUE (repeatable)
+    #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
+    pub labels: Vec<(String, String)>,
+    /// How many clusters may register with it (default: any number until it expires)
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_uses: Option<u32>,
+    /// A note for whoever reads the hub's records later
+    #[arg(long, value_name = "TEXT")]
+    pub description: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ClusterCommand {
+    /// List registered clusters, their labels and when they were last heard from
+    #[command(visible_alias = "ls")]
+    List,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print the config, with keys and certificates elided unless --raw
+    View(ConfigViewArgs),
+    /// List the contexts, marking the current one
+    GetContexts,
+    /// Make NAME the current context
+    UseContext(UseContextArgs),
+    /// Merge the contexts of a hub's admin.gitfleetconfig into your config and switch to it
+    #[command(after_help = IMPORT_EXAMPLES)]
+    Import(ImportArgs),
+}
+
+const IMPORT_EXAMPLES: &str = "\
+Examples:
+  gitfleet config import /var/lib/gitfleet/admin.gitfleetconfig
+  gitfleet config import ./hub-data/admin.gitfleetconfig --name staging";
+
+#[derive(Debug, Clone, Args)]
+pub struct ConfigViewArgs {
+    /// Show certificates and keys in full
+    #[arg(long)]
+    pub raw: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UseContextArgs {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ImportArgs {
+    /// The file to import (the hub writes DATA_DIR/admin.gitfleetconfig)
+    #[arg(value_name = "FILE")]
+    pub file: PathBuf,
+    /// Name for the imported context (the file must hold exactly one)
+    #[arg(long, value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct CompletionArgs {
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+fn parse_duration(s: &str) -> Result<Duration, String> {
+    let d = humantime::parse_duration(s)
+        .map_err(|e| format!("{e} (write durations like 30m, 1h or 7d)"))?;
+    if d.is_zero() {
+        return Err("must be longer than zero".to_owned());
+    }
+    Ok(d)
+}
+
+fn parse_label(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
+        _ => Err(format!("expected KEY=VALUE, got {s:?}")),
+    }
+}

@@ -1,0 +1,296 @@
+//! The `gitfleet` admin CLI.
+//!
+//! [`run`] executes parsed arguments against a hub and writes everything it prints to the given
+//! writer, so tests and the e2e harness call it in-process and read the output; the binary is
+//! `Cli::parse()` plus [`run_with`] on stdout. Errors come back as [`CliError`], whose
+//! [`CliError::exit_code`] is what the binary exits with (0 ok, 1 failed, 2 usage).
+//!
+//! Modules: [`args`] (clap), [`documents`] (files → resource documents), [`output`] (answers →
+//! tables, JSON, YAML; pure), [`config_cmd`] (the credentials file).
+
+pub mod args;
+pub mod config_cmd;
+pub mod documents;
+pub mod output;
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use clap::{CommandFactory, Parser};
+use gitfleet_proto::v1 as pb;
+
+pub use args::{Cli, ColorChoice, Command, OutputFormat};
+
+use crate::client::config::ConfigError;
+use crate::client::{AdminClient, ClientError};
+use args::{ClusterCommand, ConfigCommand, KindArg, TokenCommand};
+use documents::DocumentError;
+use output::Style;
+
+#[derive(Debug, thiserror::Error)]
+pub enum CliError {
+    /// Bad command line (clap's message, with usage).
+    #[error("{0}")]
+    Usage(String),
+    #[error(
+        "no gitfleet config at {path}; import the hub's admin credential with `gitfleet config import DATA_DIR/admin.gitfleetconfig`, or pass --config FILE / set GITFLEET_CONFIG"
+    )]
+    NoConfig { path: PathBuf },
+    #[error(
+        "no context named {name:?} in {path} (contexts: {available}); pick one with --context or `gitfleet config use-context NAME`"
+    )]
+    NoSuchContext {
+        name: String,
+        path: PathBuf,
+        available: String,
+    },
+    #[error(
+        "{path} has no current-context (contexts: {available}); pass --context NAME or run `gitfleet config use-context NAME`"
+    )]
+    NoCurrentContext { path: PathBuf, available: String },
+    #[error(
+        "cannot import {file}: no such file; the hub writes it as DATA_DIR/admin.gitfleetconfig on first start"
+    )]
+    ImportMissing { file: PathBuf },
+    #[error("cannot import {file}: {source}")]
+    Import {
+        file: PathBuf,
+        source: config_cmd::ImportError,
+    },
+    #[error(
+        "cannot find your home directory ($HOME is not set); pass --config FILE or set GITFLEET_CONFIG"
+    )]
+    NoHome,
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Client(#[from] ClientError),
+    #[error("{0}; nothing was applied")]
+    Documents(#[from] DocumentError),
+    #[error("{kind} {name:?} not found; list what exists with `gitfleet get {plural}`")]
+    NotFound {
+        kind: String,
+        name: String,
+        plural: String,
+    },
+    #[error("`all` lists every kind; delete needs one of repo, app or clustergroup")]
+    DeleteAll,
+    #[error("cannot write output: {0}")]
+    Output(#[source] std::io::Error),
+}
+
+impl CliError {
+    /// What the process exits with: 2 for usage errors, 1 for everything else.
+    pub fn exit_code(&self) -> u8 {
+        match self {
+            CliError::Usage(_) | CliError::DeleteAll => 2,
+            _ => 1,
+        }
+    }
+}
+
+/// Parses `args` (the first is the program name) and runs them, printing to `out` without colour.
+/// Usage errors, `--help` and `--version` come back as [`CliError::Usage`] with clap's text.
+pub async fn run_args<I, T>(args: I, out: &mut (dyn Write + Send)) -> Result<(), CliError>
+where
+    I: IntoIterator<Item = T>,
+    T: Into<std::ffi::OsString> + Clone,
+{
+    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Usage(e.render().to_string()))?;
+    run(cli, out).await
+}
+
+/// Runs parsed arguments, printing to `out`, which is taken not to be a terminal (no colour
+/// unless `--color always`).
+pub async fn run(cli: Cli, out: &mut (dyn Write + Send)) -> Result<(), CliError> {
+    run_with(cli, out, false).await
+}
+
+/// Runs parsed arguments; `out_is_terminal` lets `--color auto` colour tables.
+pub async fn run_with(
+    cli: Cli,
+    out: &mut (dyn Write + Send),
+    out_is_terminal: bool,
+) -> Result<(), CliError> {
+    let color = match cli.global.color {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => {
+            out_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+        }
+    };
+    let style = Style {
+        color,
+        now_unix: now_unix(),
+    };
+    let text = execute(cli, style).await?;
+    match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
+        // `gitfleet status | head` closing the pipe early is not a failure.
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
+        _ => Ok(()),
+    }
+}
+
+/// Whether the binary's stdout should get colour under `--color auto`.
+pub fn stdout_is_terminal() -> bool {
+    use std::io::IsTerminal;
+    std::io::stdout().is_terminal()
+}
+
+async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
+    let global = cli.global;
+    let format = global.output;
+    let config_path = || config_cmd::config_path(global.config.as_deref());
+    let connect = || async {
+        let path = config_cmd::config_path(global.config.as_deref())?;
+        let config = config_cmd::load(&path)?;
+        let context = config_cmd::select(&config, global.context.as_deref(), &path)?;
+        Ok::<_, CliError>(AdminClient::connect(context).await?)
+    };
+
+    match cli.command {
+        Command::Apply(a) => {
+            let docs = documents::load(&a.files, &mut std::io::stdin())?;
+            let documents = docs
+                .into_iter()
+                .map(|d| pb::ResourceDocument {
+                    origin: d.origin,
+                    json: d.value.to_string(),
+                })
+                .collect();
+            let outcomes = connect().await?.apply(documents, a.dry_run).await?;
+            let report = output::apply_report(&outcomes, a.dry_run);
+            Ok(output::render(format, &report, || {
+                output::apply_text(&report, style)
+            }))
+        }
+        Command::Get(g) => {
+            let name = g.name.clone().unwrap_or_default();
+            let docs = connect().await?.get(g.kind.api_kind(), &name).await?;
+            if g.name.is_some() && docs.is_empty() {
+                return Err(not_found(g.kind, &name));
+            }
+            let values = output::resource_values(&docs);
+            let table = output::resources_table(&values);
+            let document = output::resource_document(values, g.name.is_some());
+            Ok(output::render(format, &document, || table))
+        }
+        Command::Delete(d) => {
+            if d.kind == KindArg::All {
+                return Err(CliError::DeleteAll);
+            }
+            let deleted = connect().await?.delete(d.kind.api_kind(), &d.name).await?;
+            if !deleted {
+                return Err(not_found(d.kind, &d.name));
+            }
+            let report = output::DeleteReport {
+                kind: d.kind.api_kind().to_owned(),
+                name: d.name,
+                deleted,
+            };
+            Ok(output::render(format, &report, || {
+                output::delete_text(&report)
+            }))
+        }
+        Command::Status(s) => {
+            let targets = connect()
+                .await?
+                .status(
+                    s.app.as_deref().unwrap_or_default(),
+                    s.cluster.as_deref().unwrap_or_default(),
+                )
+                .await?;
+            let report = output::status_report(&targets);
+            Ok(output::render(format, &report, || {
+                output::status_table(&report, s.resources, style)
+            }))
+        }
+        Command::Token(TokenCommand::Create(t)) => {
+            let request = pb::CreateTokenRequest {
+                ttl_seconds: t.ttl.as_secs().max(1),
+                labels: t.labels.into_iter().collect(),
+                max_uses: t.max_uses.unwrap_or(0),
+                description: t.description.unwrap_or_default(),
+            };
+            let response = connect().await?.create_token(request).await?;
+            let report = output::token_report(&response);
+            Ok(output::render(format, &report, || {
+                output::token_text(&report, style)
+            }))
+        }
+        Command::Cluster(ClusterCommand::List) => {
+            let clusters = connect().await?.list_clusters().await?;
+            let report = output::cluster_list_report(&clusters);
+            Ok(output::render(format, &report, || {
+                output::cluster_table(&report, style)
+            }))
+        }
+        Command::Config(c) => {
+            let path = config_path()?;
+            match c {
+                ConfigCommand::View(v) => {
+                    let config = config_cmd::load(&path)?;
+                    let config = if v.raw {
+                        config
+                    } else {
+                        config_cmd::redact(config)
+                    };
+                    // A config is a document: YAML unless JSON is asked for.
+                    Ok(match format {
+                        OutputFormat::Json => output::to_json(&config),
+                        OutputFormat::Table | OutputFormat::Yaml => output::to_yaml(&config),
+                    })
+                }
+                ConfigCommand::GetContexts => {
+                    let config = config_cmd::load(&path)?;
+                    let rows = config_cmd::summaries(&config);
+                    Ok(output::render(format, &rows, || {
+                        config_cmd::contexts_table(&rows)
+                    }))
+                }
+                ConfigCommand::UseContext(u) => {
+                    config_cmd::use_context(&path, &u.name)?;
+                    Ok(format!("switched to context {:?}\n", u.name))
+                }
+                ConfigCommand::Import(i) => {
+                    let report = config_cmd::import(&path, &i.file, i.name.as_deref())?;
+                    Ok(output::render(format, &report, || {
+                        config_cmd::import_text(&report)
+                    }))
+                }
+            }
+        }
+        Command::Completion(c) => {
+            let mut buffer = Vec::new();
+            clap_complete::generate(c.shell, &mut Cli::command(), "gitfleet", &mut buffer);
+            Ok(String::from_utf8_lossy(&buffer).into_owned())
+        }
+    }
+}
+
+fn not_found(kind: KindArg, name: &str) -> CliError {
+    let plural = match kind {
+        KindArg::Repos => "repos",
+        KindArg::Apps => "apps",
+        KindArg::ClusterGroups => "clustergroups",
+        KindArg::All => "all",
+    };
+    let kind = match kind {
+        KindArg::All => "resource",
+        k => k.api_kind(),
+    };
+    CliError::NotFound {
+        kind: kind.to_owned(),
+        name: name.to_owned(),
+        plural: plural.to_owned(),
+    }
+}
+
+fn now_unix() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,772 @@
+//! What the CLI prints, as pure functions from the hub's answers to text.
+//!
+//! Each command has a report type: the stable, complete document printed with `-o json|yaml`
+//! (camelCase fields, RFC 3339 times, full revisions), which scripts and tests can also
+//! deserialise; and a table or text form for people (short revisions, "12s ago").
+
+use std::collections::BTreeMap;
+
+use comfy_table::{Cell, CellAlignment, Color, Table};
+use gitfleet_proto::v1 as pb;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::args::OutputFormat;
+
+#[cfg(test)]
+mod tests;
+
+/// How to print for people.
+#[derive(Debug, Clone, Copy)]
+pub struct Style {
+    pub color: bool,
+    /// "Now" as Unix seconds, for "12s ago".
+    pub now_unix: i64,
+}
+
+/// Renders `report` as JSON or YAML, or with `table` for [`OutputFormat::Table`]. Always ends
+/// with a newline.
+pub fn render<T: Serialize>(
+    format: OutputFormat,
+    report: &T,
+    table: impl FnOnce() -> String,
+) -> String {
+    let mut text = match format {
+        OutputFormat::Table => table(),
+        OutputFormat::Json => to_json(report),
+        OutputFormat::Yaml => to_yaml(report),
+    };
+    if !text.ends_with('\n') {
+        text.push('\n');
+    }
+    text
+}
+
+pub fn to_json<T: Serialize>(value: &T) -> String {
+    let mut text =
+        serde_json::to_string_pretty(value).expect("reports serialise: string keys only");
+    text.push('\n');
+    text
+}
+
+pub fn to_yaml<T: Serialize>(value: &T) -> String {
+    serde_yaml::to_string(value).expect("reports serialise: string keys only")
+}
+
+// ---------------------------------------------------------------------------------------------
+// apply
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyReport {
+    pub dry_run: bool,
+    pub outcomes: Vec<ApplyOutcomeReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApplyOutcomeReport {
+    pub kind: String,
+    pub name: String,
+    /// "created", "configured" or "unchanged".
+    pub action: String,
+}
+
+pub fn apply_report(outcomes: &[pb::ApplyOutcome], dry_run: bool) -> ApplyReport {
+    ApplyReport {
+        dry_run,
+        outcomes: outcomes
+            .iter()
+            .map(|o| ApplyOutcomeReport {
+                kind: o.kind.clone(),
+                name: o.name.clone(),
+                action: o.action.clone(),
+            })
+            .collect(),
+    }
+}
+
+/// `app/guestbook created`, one line per document, like kubectl.
+pub fn apply_text(report: &ApplyReport, style: Style) -> String {
+    let suffix = if report.dry_run { " (dry run)" } else { "" };
+    let mut text = String::new();
+    for o in &report.outcomes {
+        let color = match o.action.as_str() {
+            "created" => Some(Color::Green),
+            "configured" => Some(Color::Yellow),
+            _ => None,
+        };
+        text.push_str(&format!(
+            "{}/{} {}{suffix}\n",
+            o.kind.to_ascii_lowercase(),
+            o.name,
+            paint(&o.action, color, style.color)
+        ));
+    }
+    text
+}
+
+// ---------------------------------------------------------------------------------------------
+// status
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Sync {
+    Unknown,
+    Pending,
+    Syncing,
+    Synced,
+    OutOfSync,
+    Failed,
+}
+
+impl Sync {
+    pub fn from_proto(value: i32) -> Sync {
+        match pb::SyncState::try_from(value) {
+            Ok(pb::SyncState::Pending) => Sync::Pending,
+            Ok(pb::SyncState::Syncing) => Sync::Syncing,
+            Ok(pb::SyncState::Synced) => Sync::Synced,
+            Ok(pb::SyncState::OutOfSync) => Sync::OutOfSync,
+            Ok(pb::SyncState::Failed) => Sync::Failed,
+            Ok(pb::SyncState::Unspecified) | Err(_) => Sync::Unknown,
+        }
+    }
+
+    fn color(self) -> Option<Color> {
+        match self {
+            Sync::Synced => Some(Color::Green),
+            Sync::Pending | Sync::Syncing | Sync::OutOfSync => Some(Color::Yellow),
+            Sync::Failed => Some(Color::Red),
+            Sync::Unknown => None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Health {
+    Unknown,
+    Healthy,
+    Progressing,
+    Degraded,
+    Missing,
+    Suspended,
+}
+
+impl Health {
+    pub fn from_proto(value: i32) -> Health {
+        match pb::HealthState::try_from(value) {
+            Ok(pb::HealthState::Healthy) => Health::Healthy,
+            Ok(pb::HealthState::Progressing) => Health::Progressing,
+            Ok(pb::HealthState::Degraded) => Health::Degraded,
+            Ok(pb::HealthState::Missing) => Health::Missing,
+            Ok(pb::HealthState::Suspended) => Health::Suspended,
+            Ok(pb::HealthState::Unknown | pb::HealthState::Unspecified) | Err(_) => Health::Unknown,
+        }
+    }
+
+    fn color(self) -> Option<Color> {
+        match self {
+            Health::Healthy => Some(Color::Green),
+            Health::Progressing | Health::Suspended => Some(Color::Yellow),
+            Health::Degraded | Health::Missing => Some(Color::Red),
+            Health::Unknown => None,
+        }
+    }
+}
+
+macro_rules! display_as_debug {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
+}
+display_as_debug!(Sync, Health);
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StatusReport {
+    pub targets: Vec<TargetReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TargetReport {
+    pub app: String,
+    pub cluster: String,
+    /// Full commit ids; empty when not known yet.
+    pub desired_revision: String,
+    pub applied_revision: String,
+    pub sync: Sync,
+    pub health: Health,
+    pub message: String,
+    pub cluster_connected: bool,
+    /// RFC 3339; absent when the hub never heard about this Target.
+    pub updated_at: Option<String>,
+    pub resources: Vec<ResourceReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ResourceReport {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    /// "applied", "unchanged", "pruned", "failed" or "invalid".
+    pub action: String,
+    pub health: Health,
+    pub message: String,
+    pub source_file: String,
+}
+
+impl ResourceReport {
+    /// Failed and invalid objects are shown even without `--resources`.
+    pub fn failed(&self) -> bool {
+        matches!(self.action.as_str(), "failed" | "invalid")
+    }
+}
+
+/// Sorted by App, then cluster.
+pub fn status_report(targets: &[pb::TargetStatus]) -> StatusReport {
+    let mut targets: Vec<TargetReport> = targets
+        .iter()
+        .map(|t| TargetReport {
+            app: t.app.clone(),
+            cluster: t.cluster.clone(),
+            desired_revision: t.desired_revision.clone(),
+            applied_revision: t.applied_revision.clone(),
+            sync: Sync::from_proto(t.sync),
+            health: Health::from_proto(t.health),
+            message: t.message.clone(),
+            cluster_connected: t.cluster_connected,
+            updated_at: rfc3339(t.updated_at_unix),
+            resources: t
+                .resources
+                .iter()
+                .map(|r| ResourceReport {
+                    api_version: r.api_version.clone(),
+                    kind: r.kind.clone(),
+                    namespace: r.namespace.clone(),
+                    name: r.name.clone(),
+                    action: r.action.clone(),
+                    health: Health::from_proto(r.health),
+                    message: r.message.clone(),
+                    source_file: r.source_file.clone(),
+                })
+                .collect(),
+        })
+        .collect();
+    targets.sort_by(|a, b| (&a.app, &a.cluster).cmp(&(&b.app, &b.cluster)));
+    StatusReport { targets }
+}
+
+/// The Targets table; then, when any Target has failed objects (or `all_resources`), a table of
+/// objects: with `all_resources` every object, otherwise only failed ones.
+pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) -> String {
+    if report.targets.is_empty() {
+        return "No Targets: apply an App whose targets match registered clusters, then check \
+                `gitfleet cluster list`\n"
+            .to_owned();
+    }
+    let mut table = plain_table(&[
+        "APP", "CLUSTER", "DESIRED", "APPLIED", "SYNC", "HEALTH", "MESSAGE",
+    ]);
+    for t in &report.targets {
+        let mut message = t.message.clone();
+        if !t.cluster_connected {
+            message = join_nonempty("cluster disconnected", &message);
+        }
+        table.add_row(vec![
+            Cell::new(&t.app),
+            Cell::new(&t.cluster),
+            Cell::new(short_revision(&t.desired_revision)),
+            Cell::new(short_revision(&t.applied_revision)),
+            colored(t.sync, t.sync.color(), style),
+            colored(t.health, t.health.color(), style),
+            Cell::new(dash(&message)),
+        ]);
+    }
+    let mut text = finish(&table);
+
+    let rows: Vec<(&TargetReport, &ResourceReport)> = report
+        .targets
+        .iter()
+        .flat_map(|t| t.resources.iter().map(move |r| (t, r)))
+        .filter(|(_, r)| all_resources || r.failed())
+        .collect();
+    if !rows.is_empty() {
+        let mut table = plain_table(&[
+            "APP", "CLUSTER", "RESOURCE", "ACTION", "HEALTH", "SOURCE", "MESSAGE",
+        ]);
+        for (t, r) in rows {
+            let action_color = if r.failed() { Some(Color::Red) } else { None };
+            table.add_row(vec![
+                Cell::new(&t.app),
+                Cell::new(&t.cluster),
+                Cell::new(resource_ref(r)),
+                colored(&r.action, action_color, style),
+                colored(r.health, r.health.color(), style),
+                Cell::new(dash(&r.source_file)),
+                Cell::new(dash(&r.message)),
+            ]);
+        }
+        text.push('\n');
+        text.push_str(&finish(&table));
+    }
+    text
+}
+
+/// `Deployment/guestbook/web`, or `Namespace/guestbook` for cluster-scoped objects.
+fn resource_ref(r: &ResourceReport) -> String {
+    if r.namespace.is_empty() {
+        format!("{}/{}", r.kind, r.name)
+    } else {
+        format!("{}/{}/{}", r.kind, r.namespace, r.name)
+    }
+}
+
+/// The first 8 characters of a commit id, `-` when there is none.
+pub fn short_revision(revision: &str) -> String {
+    if revision.is_empty() {
+        "-".to_owned()
+    } else {
+        revision.chars().take(8).collect()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// get
+
+/// The resources as the hub stores them; JSON that is not valid stays a string so that nothing
+/// is hidden.
+pub fn resource_values(documents: &[pb::ResourceDocument]) -> Vec<Value> {
+    documents
+        .iter()
+        .map(|d| serde_json::from_str(&d.json).unwrap_or_else(|_| Value::String(d.json.clone())))
+        .collect()
+}
+
+/// What `get -o json|yaml` prints: one resource when a name was asked for, otherwise a `List`
+/// (which `gitfleet apply -f` reads back).
+pub fn resource_document(values: Vec<Value>, single: bool) -> Value {
+    if single && values.len() == 1 {
+        return values.into_iter().next().expect("one value, checked above");
+    }
+    serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1",
+        "kind": "List",
+        "items": values,
+    })
+}
+
+/// One table per kind, each with the columns that matter for it.
+pub fn resources_table(values: &[Value]) -> String {
+    if values.is_empty() {
+        return "No resources found\n".to_owned();
+    }
+    let mut by_kind: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    for v in values {
+        by_kind.entry(str_at(v, &["kind"])).or_default().push(v);
+    }
+    let several = by_kind.len() > 1;
+    let mut sections = Vec::new();
+    for (kind, items) in by_kind {
+        let (header, row): (&[&str], RowFn) = match kind {
+            "Repo" => (&["NAME", "URL", "REF", "POLL"], repo_row),
+            "App" => (
+                &["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"],
+                app_row,
+            ),
+            "ClusterGroup" => (&["NAME", "SELECTOR"], group_row),
+            _ => (&["KIND", "NAME"], other_row),
+        };
+        let mut table = plain_table(header);
+        for item in items {
+            let mut cells = row(item);
+            if several {
+                cells[0] = format!("{}/{}", kind.to_ascii_lowercase(), cells[0]);
+            }
+            table.add_row(cells);
+        }
+        sections.push(finish(&table));
+    }
+    sections.join("\n")
+}
+
+type RowFn = fn(&Value) -> Vec<String>;
+
+fn repo_row(v: &Value) -> Vec<String> {
+    let reference = match v.pointer("/spec/ref") {
+        Some(Value::Object(map)) => map
+            .iter()
+            .map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or_default()))
+            .collect::<Vec<_>>()
+            .join(", "),
+        _ => "branch main".to_owned(),
+    };
+    vec![
+        name_of(v),
+        dash(str_at(v, &["spec", "url"])),
+        reference,
+        dash(str_at(v, &["spec", "pollInterval"])),
+    ]
+}
+
+fn app_row(v: &Value) -> Vec<String> {
+    let targets = match v.pointer("/spec/targets") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(describe_selection)
+            .collect::<Vec<_>>()
+            .join("; "),
+        _ => String::new(),
+    };
+    let suspended = v
+        .pointer("/spec/syncPolicy/suspended")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+    vec![
+        name_of(v),
+        dash(str_at(v, &["spec", "repo"])),
+        dash(str_at(v, &["spec", "path"])),
+        dash(str_at(v, &["spec", "namespace"])),
+        dash(&targets),
+        if suspended { "yes" } else { "no" }.to_owned(),
+    ]
+}
+
+fn group_row(v: &Value) -> Vec<String> {
+    let selector = v
+        .pointer("/spec/selector")
+        .map(describe_selector)
+        .unwrap_or_default();
+    vec![name_of(v), dash(&selector)]
+}
+
+fn other_row(v: &Value) -> Vec<String> {
+    vec![dash(str_at(v, &["kind"])), name_of(v)]
+}
+
+fn name_of(v: &Value) -> String {
+    dash(str_at(v, &["metadata", "name"]))
+}
+
+/// `env=prod`, `group eu`, `clusters edge-1,edge-2`.
+fn describe_selection(selection: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(selector) = selection.get("clusterSelector") {
+        parts.push(describe_selector(selector));
+    }
+    if let Some(group) = selection.get("clusterGroup").and_then(Value::as_str) {
+        parts.push(format!("group {group}"));
+    }
+    if let Some(Value::Array(names)) = selection.get("clusters") {
+        let names: Vec<&str> = names.iter().filter_map(Value::as_str).collect();
+        if !names.is_empty() {
+            parts.push(format!("clusters {}", names.join(",")));
+        }
+    }
+    parts.join(" ")
+}
+
+/// A label selector the way kubectl writes one: `env=prod,tier in (a,b),!legacy`.
+fn describe_selector(selector: &Value) -> String {
+    let mut parts = Vec::new();
+    if let Some(Value::Object(labels)) = selector.get("matchLabels") {
+        for (k, v) in labels {
+            parts.push(format!("{k}={}", v.as_str().unwrap_or_default()));
+        }
+    }
+    if let Some(Value::Array(exprs)) = selector.get("matchExpressions") {
+        for e in exprs {
+            let key = e.get("key").and_then(Value::as_str).unwrap_or_default();
+            let values: Vec<&str> = match e.get("values") {
+                Some(Value::Array(vs)) => vs.iter().filter_map(Value::as_str).collect(),
+                _ => Vec::new(),
+            };
+            let part = match e
+                .get("operator")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+            {
+                "In" => format!("{key} in ({})", values.join(",")),
+                "NotIn" => format!("{key} notin ({})", values.join(",")),
+                "Exists" => key.to_owned(),
+                "DoesNotExist" => format!("!{key}"),
+                other => format!("{key} {other} ({})", values.join(",")),
+            };
+            parts.push(part);
+        }
+    }
+    if parts.is_empty() {
+        "<all clusters>".to_owned()
+    } else {
+        parts.join(",")
+    }
+}
+
+fn str_at<'a>(v: &'a Value, path: &[&str]) -> &'a str {
+    let mut current = v;
+    for key in path {
+        match current.get(key) {
+            Some(next) => current = next,
+            None => return "",
+        }
+    }
+    current.as_str().unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------------------------
+// delete
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DeleteReport {
+    pub kind: String,
+    pub name: String,
+    pub deleted: bool,
+}
+
+pub fn delete_text(report: &DeleteReport) -> String {
+    format!(
+        "{}/{} deleted\n",
+        report.kind.to_ascii_lowercase(),
+        report.name
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// token create
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenReport {
+    pub token: String,
+    pub token_id: String,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    pub expires_at_unix: i64,
+}
+
+pub fn token_report(response: &pb::CreateTokenResponse) -> TokenReport {
+    TokenReport {
+        token: response.token.clone(),
+        token_id: response.token_id.clone(),
+        expires_at: rfc3339(response.expires_at_unix),
+        expires_at_unix: response.expires_at_unix,
+    }
+}
+
+pub fn token_text(report: &TokenReport, style: Style) -> String {
+    let expires = match &report.expires_at {
+        Some(at) => format!(
+            "{at} ({})",
+            relative(report.expires_at_unix, style.now_unix)
+        ),
+        None => "never".to_owned(),
+    };
+    format!(
+        "{}\n\ntoken id: {}\nexpires:  {expires}\n\nThis token is shown only once. A spoke registers with it on its first start.\n",
+        report.token, report.token_id
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster list
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterListReport {
+    pub clusters: Vec<ClusterReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ClusterReport {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub connected: bool,
+    /// RFC 3339 times; absent when unknown.
+    pub last_contact: Option<String>,
+    pub registered_at: Option<String>,
+    pub certificate_expires: Option<String>,
+}
+
+/// Sorted by name.
+pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
+    let mut clusters: Vec<ClusterReport> = clusters
+        .iter()
+        .map(|c| ClusterReport {
+            name: c.name.clone(),
+            labels: c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            agent_version: c.agent_version.clone(),
+            connected: c.connected,
+            last_contact: rfc3339(c.last_contact_unix),
+            registered_at: rfc3339(c.registered_at_unix),
+            certificate_expires: rfc3339(c.certificate_expires_unix),
+        })
+        .collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    ClusterListReport { clusters }
+}
+
+pub fn cluster_table(report: &ClusterListReport, style: Style) -> String {
+    if report.clusters.is_empty() {
+        return "No clusters registered: create a token with `gitfleet token create` and start a \
+                spoke with it\n"
+            .to_owned();
+    }
+    let mut table = plain_table(&["NAME", "LABELS", "CONNECTED", "LAST CONTACT", "AGENT"]);
+    for c in &report.clusters {
+        let labels = c
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",");
+        let (connected, color) = if c.connected {
+            ("yes", Color::Green)
+        } else {
+            ("no", Color::Red)
+        };
+        let last_contact = c
+            .last_contact
+            .as_deref()
+            .and_then(parse_rfc3339)
+            .map_or_else(|| "never".to_owned(), |t| relative(t, style.now_unix));
+        table.add_row(vec![
+            Cell::new(&c.name),
+            Cell::new(dash(&labels)),
+            colored(connected, Some(color), style),
+            Cell::new(last_contact),
+            Cell::new(dash(&c.agent_version)),
+        ]);
+    }
+    finish(&table)
+}
+
+// ---------------------------------------------------------------------------------------------
+// time
+
+/// RFC 3339 in UTC; `None` for 0 (the wire's "unset").
+pub fn rfc3339(unix: i64) -> Option<String> {
+    if unix == 0 {
+        return None;
+    }
+    chrono::DateTime::from_timestamp(unix, 0)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
+}
+
+fn parse_rfc3339(text: &str) -> Option<i64> {
+    chrono::DateTime::parse_from_rfc3339(text)
+        .ok()
+        .map(|t| t.timestamp())
+}
+
+/// `12s ago`, `in 59m`, `just now`.
+pub fn relative(then_unix: i64, now_unix: i64) -> String {
+    let delta = now_unix - then_unix;
+    if delta == 0 {
+        "just now".to_owned()
+    } else if delta > 0 {
+        format!("{} ago", humanize(delta.unsigned_abs()))
+    } else {
+        format!("in {}", humanize(delta.unsigned_abs()))
+    }
+}
+
+/// A duration the way kubectl prints ages: `12s`, `3m12s`, `45m`, `5h3m`, `3d4h`, `41d`.
+pub fn humanize(seconds: u64) -> String {
+    const MIN: u64 = 60;
+    const HOUR: u64 = 60 * MIN;
+    const DAY: u64 = 24 * HOUR;
+    let with = |big: u64, big_unit: &str, small: u64, small_unit: &str| {
+        if small == 0 {
+            format!("{big}{big_unit}")
+        } else {
+            format!("{big}{big_unit}{small}{small_unit}")
+        }
+    };
+    match seconds {
+        s if s < MIN => format!("{s}s"),
+        s if s < 10 * MIN => with(s / MIN, "m", s % MIN, "s"),
+        s if s < HOUR => format!("{}m", s / MIN),
+        s if s < DAY => with(s / HOUR, "h", (s % HOUR) / MIN, "m"),
+        s if s < 10 * DAY => with(s / DAY, "d", (s % DAY) / HOUR, "h"),
+        s => format!("{}d", s / DAY),
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// table plumbing
+
+/// A borderless table like kubectl's: left-aligned, three spaces between columns.
+fn plain_table(header: &[&str]) -> Table {
+    let mut table = Table::new();
+    table
+        .load_preset(comfy_table::presets::NOTHING)
+        .set_content_arrangement(comfy_table::ContentArrangement::Disabled)
+        .set_header(header.to_vec());
+    // Styling is decided by the caller (Style::color), not by whether our stdout is a tty.
+    table.enforce_styling();
+    table
+}
+
+fn finish(table: &Table) -> String {
+    let mut table = table.clone();
+    let columns = table.column_count();
+    for (i, column) in table.column_iter_mut().enumerate() {
+        let right = if i + 1 == columns { 0 } else { 3 };
+        column.set_padding((0, right));
+        column.set_cell_alignment(CellAlignment::Left);
+    }
+    let mut text = table.trim_fmt();
+    text.push('\n');
+    text
+}
+
+fn colored(text: impl std::fmt::Display, color: Option<Color>, style: Style) -> Cell {
+    let cell = Cell::new(text);
+    match color {
+        Some(c) if style.color => cell.fg(c),
+        _ => cell,
+    }
+}
+
+/// Plain text in a colour, for lines outside tables.
+fn paint(text: &str, color: Option<Color>, enabled: bool) -> String {
+    let code = match color {
+        Some(Color::Green) => "32",
+        Some(Color::Yellow) => "33",
+        Some(Color::Red) => "31",
+        _ => return text.to_owned(),
+    };
+    if enabled {
+        format!("\u{1b}[{code}m{text}\u{1b}[0m")
+    } else {
+        text.to_owned()
+    }
+}
+
+fn dash(text: &str) -> String {
+    if text.is_empty() {
+        "-".to_owned()
+    } else {
+        text.to_owned()
+    }
+}
+
+fn join_nonempty(a: &str, b: &str) -> String {
+    if b.is_empty() {
+        a.to_owned()
+    } else {
+        format!("{a}; {b}")
+    }
+}

@@ -1,0 +1,501 @@
+use super::*;
+use serde_json::json;
+
+const REV_A: &str = "1a2b3c4d5e6f7a8b9c0d1e2f3a4b5c6d7e8f9a0b";
+const REV_B: &str = "ffeeddccbbaa99887766554433221100ffeeddcc";
+const NOW: i64 = 1_800_000_000;
+
+fn plain() -> Style {
+    Style {
+        color: false,
+        now_unix: NOW,
+    }
+}
+
+fn target(app: &str, cluster: &str) -> pb::TargetStatus {
+    pb::TargetStatus {
+        app: app.into(),
+        cluster: cluster.into(),
+        desired_revision: REV_A.into(),
+        applied_revision: REV_A.into(),
+        sync: pb::SyncState::Synced as i32,
+        health: pb::HealthState::Healthy as i32,
+        message: String::new(),
+        resources: vec![],
+        updated_at_unix: NOW - 5,
+        cluster_connected: true,
+    }
+}
+
+fn resource(kind: &str, name: &str, action: &str, message: &str) -> pb::ResourceResult {
+    pb::ResourceResult {
+        api_version: "v1".into(),
+        kind: kind.into(),
+        namespace: "guestbook".into(),
+        name: name.into(),
+        action: action.into(),
+        health: pb::HealthState::Healthy as i32,
+        message: message.into(),
+        source_file: format!("apps/guestbook/{name}.yaml"),
+    }
+}
+
+fn lines(text: &str) -> Vec<&str> {
+    text.lines().collect()
+}
+
+fn columns(line: &str) -> Vec<&str> {
+    line.split("   ")
+        .map(str::trim)
+        .filter(|c| !c.is_empty())
+        .collect()
+}
+
+#[test]
+fn apply_prints_one_kubectl_like_line_per_document() {
+    let outcomes = vec![
+        pb::ApplyOutcome {
+            kind: "Repo".into(),
+            name: "platform".into(),
+            action: "unchanged".into(),
+        },
+        pb::ApplyOutcome {
+            kind: "App".into(),
+            name: "guestbook".into(),
+            action: "created".into(),
+        },
+        pb::ApplyOutcome {
+            kind: "ClusterGroup".into(),
+            name: "eu".into(),
+            action: "configured".into(),
+        },
+    ];
+    let report = apply_report(&outcomes, false);
+    assert_eq!(
+        apply_text(&report, plain()),
+        "repo/platform unchanged\napp/guestbook created\nclustergroup/eu configured\n"
+    );
+    let dry = apply_report(&outcomes[1..2], true);
+    assert_eq!(
+        apply_text(&dry, plain()),
+        "app/guestbook created (dry run)\n"
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&to_json(&dry)).unwrap();
+    assert_eq!(
+        json,
+        json!({"dryRun": true, "outcomes": [{"kind": "App", "name": "guestbook", "action": "created"}]})
+    );
+}
+
+#[test]
+fn colour_only_when_asked() {
+    let report = apply_report(
+        &[pb::ApplyOutcome {
+            kind: "App".into(),
+            name: "a".into(),
+            action: "created".into(),
+        }],
+        false,
+    );
+    let coloured = apply_text(
+        &report,
+        Style {
+            color: true,
+            now_unix: NOW,
+        },
+    );
+    assert!(
+        coloured.contains("\u{1b}[32mcreated\u{1b}[0m"),
+        "{coloured:?}"
+    );
+    assert!(!apply_text(&report, plain()).contains('\u{1b}'));
+
+    let status = status_report(&[target("a", "c")]);
+    assert!(
+        status_table(
+            &status,
+            false,
+            Style {
+                color: true,
+                now_unix: NOW
+            }
+        )
+        .contains('\u{1b}')
+    );
+    assert!(!status_table(&status, false, plain()).contains('\u{1b}'));
+}
+
+#[test]
+fn status_table_shortens_revisions_and_sorts_targets() {
+    let mut behind = target("guestbook", "prod-1");
+    behind.applied_revision = REV_B.into();
+    behind.sync = pb::SyncState::Syncing as i32;
+    behind.health = pb::HealthState::Progressing as i32;
+    behind.message = "applying".into();
+    let mut fresh = target("api", "dev-1");
+    fresh.applied_revision = String::new();
+    fresh.sync = pb::SyncState::Pending as i32;
+    fresh.health = pb::HealthState::Unspecified as i32;
+    let report = status_report(&[behind, target("guestbook", "dev-1"), fresh]);
+
+    let text = status_table(&report, false, plain());
+    let rows = lines(&text);
+    assert_eq!(
+        columns(rows[0]),
+        [
+            "APP", "CLUSTER", "DESIRED", "APPLIED", "SYNC", "HEALTH", "MESSAGE"
+        ]
+    );
+    assert_eq!(
+        columns(rows[1]),
+        ["api", "dev-1", "1a2b3c4d", "-", "Pending", "Unknown", "-"]
+    );
+    assert_eq!(
+        columns(rows[2]),
+        [
+            "guestbook",
+            "dev-1",
+            "1a2b3c4d",
+            "1a2b3c4d",
+            "Synced",
+            "Healthy",
+            "-"
+        ]
+    );
+    assert_eq!(
+        columns(rows[3]),
+        [
+            "guestbook",
+            "prod-1",
+            "1a2b3c4d",
+            "ffeeddcc",
+            "Syncing",
+            "Progressing",
+            "applying"
+        ]
+    );
+    assert_eq!(rows.len(), 4);
+    assert!(
+        rows.iter().all(|r| r == &r.trim_end()),
+        "no trailing blanks"
+    );
+}
+
+#[test]
+fn status_json_keeps_full_revisions_and_every_field() {
+    let mut t = target("guestbook", "dev-1");
+    t.resources = vec![resource("Service", "web", "applied", "")];
+    let report = status_report(&[t]);
+    let json: serde_json::Value =
+        serde_json::from_str(&render(OutputFormat::Json, &report, String::new)).unwrap();
+    assert_eq!(
+        json,
+        json!({"targets": [{
+            "app": "guestbook",
+            "cluster": "dev-1",
+            "desiredRevision": REV_A,
+            "appliedRevision": REV_A,
+            "sync": "Synced",
+            "health": "Healthy",
+            "message": "",
+            "clusterConnected": true,
+            "updatedAt": "2027-01-15T07:59:55Z",
+            "resources": [{
+                "apiVersion": "v1",
+                "kind": "Service",
+                "namespace": "guestbook",
+                "name": "web",
+                "action": "applied",
+                "health": "Healthy",
+                "message": "",
+                "sourceFile": "apps/guestbook/web.yaml"
+            }]
+        }]})
+    );
+    // YAML carries the same document, and both read back into the report type.
+    let yaml = render(OutputFormat::Yaml, &report, String::new);
+    let back: StatusReport = serde_yaml::from_str(&yaml).unwrap();
+    assert_eq!(back, report);
+    let back: StatusReport = serde_json::from_value(json).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn failed_resources_are_always_listed_and_others_only_with_the_flag() {
+    let mut t = target("guestbook", "dev-1");
+    t.sync = pb::SyncState::OutOfSync as i32;
+    t.resources = vec![
+        resource("Deployment", "web", "applied", ""),
+        resource("Widget", "odd", "failed", "unknown kind Widget"),
+    ];
+    let report = status_report(&[t]);
+
+    let text = status_table(&report, false, plain());
+    let rows = lines(&text);
+    let header = rows
+        .iter()
+        .position(|r| r.starts_with("APP") && r.contains("RESOURCE"))
+        .unwrap();
+    assert_eq!(rows[header - 1], "", "a blank line between the tables");
+    assert_eq!(
+        columns(rows[header + 1]),
+        [
+            "guestbook",
+            "dev-1",
+            "Widget/guestbook/odd",
+            "failed",
+            "Healthy",
+            "apps/guestbook/odd.yaml",
+            "unknown kind Widget"
+        ]
+    );
+    assert_eq!(rows.len(), header + 2, "only the failed object");
+
+    let text = status_table(&report, true, plain());
+    assert!(text.contains("Deployment/guestbook/web"), "{text}");
+    assert!(text.contains("Widget/guestbook/odd"), "{text}");
+}
+
+#[test]
+fn disconnected_clusters_say_so() {
+    let mut t = target("a", "edge-1");
+    t.cluster_connected = false;
+    t.message = "last apply ok".into();
+    let text = status_table(&status_report(&[t]), false, plain());
+    assert!(
+        text.contains("cluster disconnected; last apply ok"),
+        "{text}"
+    );
+}
+
+#[test]
+fn empty_status_explains_what_to_do() {
+    let text = status_table(&status_report(&[]), false, plain());
+    assert!(text.starts_with("No Targets"), "{text}");
+    assert!(text.contains("gitfleet cluster list"), "{text}");
+}
+
+#[test]
+fn unknown_enum_values_read_as_unknown() {
+    assert_eq!(Sync::from_proto(99), Sync::Unknown);
+    assert_eq!(Health::from_proto(-1), Health::Unknown);
+    assert_eq!(Sync::from_proto(pb::SyncState::Failed as i32), Sync::Failed);
+    assert_eq!(
+        Health::from_proto(pb::HealthState::Missing as i32),
+        Health::Missing
+    );
+}
+
+#[test]
+fn short_revisions() {
+    assert_eq!(short_revision(REV_A), "1a2b3c4d");
+    assert_eq!(short_revision("abc"), "abc");
+    assert_eq!(short_revision(""), "-");
+}
+
+#[test]
+fn durations_read_like_kubectl_ages() {
+    assert_eq!(humanize(0), "0s");
+    assert_eq!(humanize(12), "12s");
+    assert_eq!(humanize(60), "1m");
+    assert_eq!(humanize(192), "3m12s");
+    assert_eq!(humanize(45 * 60 + 30), "45m");
+    assert_eq!(humanize(3600), "1h");
+    assert_eq!(humanize(5 * 3600 + 3 * 60 + 59), "5h3m");
+    assert_eq!(humanize(3 * 86400 + 4 * 3600), "3d4h");
+    assert_eq!(humanize(41 * 86400 + 3600), "41d");
+    assert_eq!(relative(NOW - 12, NOW), "12s ago");
+    assert_eq!(relative(NOW + 3600, NOW), "in 1h");
+    assert_eq!(relative(NOW, NOW), "just now");
+}
+
+#[test]
+fn rfc3339_times() {
+    assert_eq!(rfc3339(0), None);
+    assert_eq!(rfc3339(NOW).as_deref(), Some("2027-01-15T08:00:00Z"));
+    assert_eq!(parse_rfc3339("2027-01-15T08:00:00Z"), Some(NOW));
+}
+
+fn cluster(name: &str, connected: bool, last_contact: i64) -> pb::ClusterInfo {
+    pb::ClusterInfo {
+        name: name.into(),
+        labels: [
+            ("env".to_owned(), "prod".to_owned()),
+            ("region".to_owned(), "eu".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        agent_version: "0.1.0".into(),
+        connected,
+        last_contact_unix: last_contact,
+        registered_at_unix: NOW - 86_400,
+        certificate_expires_unix: NOW + 30 * 86_400,
+    }
+}
+
+#[test]
+fn cluster_table_humanises_last_contact() {
+    let report = cluster_list_report(&[
+        cluster("prod-2", false, 0),
+        cluster("prod-1", true, NOW - 12),
+    ]);
+    let text = cluster_table(&report, plain());
+    let rows = lines(&text);
+    assert_eq!(
+        columns(rows[0]),
+        ["NAME", "LABELS", "CONNECTED", "LAST CONTACT", "AGENT"]
+    );
+    assert_eq!(
+        columns(rows[1]),
+        ["prod-1", "env=prod,region=eu", "yes", "12s ago", "0.1.0"]
+    );
+    assert_eq!(
+        columns(rows[2]),
+        ["prod-2", "env=prod,region=eu", "no", "never", "0.1.0"]
+    );
+
+    let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
+    assert_eq!(json["clusters"][0]["lastContact"], "2027-01-15T07:59:48Z");
+    assert_eq!(json["clusters"][0]["labels"]["region"], "eu");
+    assert_eq!(json["clusters"][1]["lastContact"], serde_json::Value::Null);
+    assert_eq!(
+        json["clusters"][1]["certificateExpires"],
+        "2027-02-14T08:00:00Z"
+    );
+}
+
+#[test]
+fn no_clusters_says_how_to_register_one() {
+    let text = cluster_table(&cluster_list_report(&[]), plain());
+    assert!(text.contains("gitfleet token create"), "{text}");
+}
+
+#[test]
+fn token_is_printed_first_with_its_expiry() {
+    let report = token_report(&pb::CreateTokenResponse {
+        token: "gft_secret".into(),
+        token_id: "tok-1".into(),
+        expires_at_unix: NOW + 3600,
+    });
+    let text = token_text(&report, plain());
+    assert_eq!(text.lines().next(), Some("gft_secret"));
+    assert!(
+        text.contains("expires:  2027-01-15T09:00:00Z (in 1h)"),
+        "{text}"
+    );
+    assert!(text.contains("shown only once"), "{text}");
+    let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
+    assert_eq!(
+        json,
+        json!({"token": "gft_secret", "tokenId": "tok-1", "expiresAt": "2027-01-15T09:00:00Z", "expiresAtUnix": NOW + 3600})
+    );
+}
+
+fn doc(value: serde_json::Value) -> pb::ResourceDocument {
+    pb::ResourceDocument {
+        origin: String::new(),
+        json: value.to_string(),
+    }
+}
+
+fn sample_resources() -> Vec<pb::ResourceDocument> {
+    vec![
+        doc(
+            json!({"apiVersion": "gitfleet.dev/v1", "kind": "App", "metadata": {"name": "guestbook"},
+            "spec": {"repo": "platform", "path": "apps/guestbook", "namespace": "guestbook",
+                     "targets": [{"clusterSelector": {"matchLabels": {"env": "prod"},
+                                   "matchExpressions": [{"key": "tier", "operator": "In", "values": ["a", "b"]}]}},
+                                 {"clusterGroup": "eu"}, {"clusters": ["edge-1", "edge-2"]}],
+                     "syncPolicy": {"prune": true, "selfHeal": true, "suspended": true, "force": false}}}),
+        ),
+        doc(
+            json!({"apiVersion": "gitfleet.dev/v1", "kind": "Repo", "metadata": {"name": "platform"},
+            "spec": {"url": "https://git.example/platform.git", "ref": {"branch": "main"}, "pollInterval": "30s"}}),
+        ),
+        doc(
+            json!({"apiVersion": "gitfleet.dev/v1", "kind": "ClusterGroup", "metadata": {"name": "eu"},
+            "spec": {"selector": {"matchExpressions": [{"key": "legacy", "operator": "DoesNotExist"}],
+                                  "matchLabels": {"region": "eu"}}}}),
+        ),
+    ]
+}
+
+#[test]
+fn get_tables_show_the_essentials_per_kind() {
+    let values = resource_values(&sample_resources()[..1]);
+    let text = resources_table(&values);
+    let rows = lines(&text);
+    assert_eq!(
+        columns(rows[0]),
+        ["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"]
+    );
+    assert_eq!(
+        columns(rows[1]),
+        [
+            "guestbook",
+            "platform",
+            "apps/guestbook",
+            "guestbook",
+            "env=prod,tier in (a,b); group eu; clusters edge-1,edge-2",
+            "yes"
+        ]
+    );
+
+    let text = resources_table(&resource_values(&sample_resources()));
+    // Several kinds: one table each, names prefixed with the kind.
+    assert!(text.contains("app/guestbook"), "{text}");
+    assert!(
+        text.contains("repo/platform   https://git.example/platform.git   branch main   30s"),
+        "{text}"
+    );
+    assert!(
+        text.contains("clustergroup/eu   region=eu,!legacy"),
+        "{text}"
+    );
+}
+
+#[test]
+fn get_documents_are_the_resource_or_a_list() {
+    let values = resource_values(&sample_resources()[1..2]);
+    let single = resource_document(values.clone(), true);
+    assert_eq!(single["kind"], "Repo");
+    let list = resource_document(values, false);
+    assert_eq!(list["kind"], "List");
+    assert_eq!(list["items"][0]["metadata"]["name"], "platform");
+    assert_eq!(resources_table(&[]), "No resources found\n");
+}
+
+#[test]
+fn get_output_applies_back() {
+    // `gitfleet get all -o yaml > fleet.yaml && gitfleet apply -f fleet.yaml` round-trips.
+    let values = resource_values(&sample_resources());
+    let yaml = to_yaml(&resource_document(values.clone(), false));
+    let docs = super::super::documents::parse_text(
+        "fleet.yaml",
+        &yaml,
+        super::super::documents::Format::Yaml,
+    )
+    .unwrap();
+    let back: Vec<Value> = docs.into_iter().map(|d| d.value).collect();
+    assert_eq!(back, values);
+}
+
+#[test]
+fn invalid_stored_json_is_shown_not_hidden() {
+    let values = resource_values(&[pb::ResourceDocument {
+        origin: String::new(),
+        json: "{not json".into(),
+    }]);
+    assert_eq!(values, [Value::String("{not json".into())]);
+}
+
+#[test]
+fn delete_text_names_the_resource() {
+    let report = DeleteReport {
+        kind: "ClusterGroup".into(),
+        name: "eu".into(),
+        deleted: true,
+    };
+    assert_eq!(delete_text(&report), "clustergroup/eu deleted\n");
+}
