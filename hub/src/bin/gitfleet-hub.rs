@@ -1,1 +1,99 @@
-fn main() {}
+//! `gitfleet-hub serve`: the hub process.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use gitfleet_hub::runtime::{self, HubConfig};
+
+#[derive(Parser)]
+#[command(name = "gitfleet-hub", version, about = "gitfleet hub")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub.
+    Serve(Serve),
+}
+
+#[derive(clap::Args)]
+struct Serve {
+    /// Directory for the store, the PKI, Git caches and the admin credential.
+    #[arg(long, env = "GITFLEET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Address of the gRPC listener (spokes and admins, mutual TLS).
+    #[arg(long, env = "GITFLEET_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
+    grpc_listen: SocketAddr,
+    /// Address of the HTTP listener (health; later webhooks and metrics).
+    #[arg(long, env = "GITFLEET_HTTP_LISTEN", default_value = "0.0.0.0:7080")]
+    http_listen: SocketAddr,
+    /// The gRPC URL clients should use (written into the admin credential).
+    #[arg(long, env = "GITFLEET_ADVERTISE_URL")]
+    advertise_url: Option<String>,
+    /// Extra DNS name or IP for the server certificate (repeatable).
+    #[arg(
+        long = "server-name",
+        env = "GITFLEET_SERVER_NAMES",
+        value_delimiter = ','
+    )]
+    server_names: Vec<String>,
+    /// Poll interval of Repos that set none.
+    #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
+    default_poll_interval: Duration,
+    /// A cluster not heard from for this long shows as disconnected.
+    #[arg(long, env = "GITFLEET_HEARTBEAT_GRACE", default_value = "90s", value_parser = humantime::parse_duration)]
+    heartbeat_grace: Duration,
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    gitfleet_hub::telemetry::init();
+    runtime::install_crypto_provider();
+    let Command::Serve(args) = Cli::parse().command;
+    let config = HubConfig {
+        grpc_listen: args.grpc_listen,
+        http_listen: Some(args.http_listen),
+        advertise_url: args.advertise_url,
+        server_names: args.server_names,
+        default_poll_interval: args.default_poll_interval,
+        heartbeat_grace: args.heartbeat_grace,
+        ..HubConfig::new(args.data_dir)
+    };
+    let hub = runtime::start(config)
+        .await
+        .context("cannot start the hub")?;
+    eprintln!(
+        "gitfleet hub listening on {} (admin credential: {})",
+        hub.grpc_url(),
+        hub.admin_config_path().display()
+    );
+    shutdown_signal().await;
+    hub.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(_) => {
+                    let _ = ctrl_c.await;
+                    return;
+                }
+            };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    let _ = ctrl_c.await;
+}

@@ -1,0 +1,952 @@
+//! The hub's state machine: resources, clusters and revisions in; per-cluster desired state out,
+//! stored (flushed) and published to the spokes' live streams at once.
+//!
+//! Every change to desired state goes through one async lock (`write`), so generations grow in
+//! order and a connection sees them in order. Spoke connections read desired state from a
+//! `watch` channel per cluster: a slow spoke never holds anyone up, and deltas coalesce.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use crate::fleet::{AppRevision, ClusterLabels, compute_fleet};
+use crate::git::{GitCache, changes};
+use crate::model::{
+    ClusterDesired, ClusterRecord, ClusterView, RepoStatus, TargetReport, TargetView, TokenProblem,
+    TokenRecord, VersionedTarget,
+};
+use crate::pki::{self, Pki, PkiError, now_unix};
+use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
+use crate::store::{ReportOutcome, Store, StoreError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Invalid(String),
+    #[error("{0}")]
+    NotFound(String),
+    #[error("{0}")]
+    Unauthenticated(String),
+    #[error("{0}")]
+    PermissionDenied(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+}
+
+#[derive(Debug, Clone)]
+pub struct EngineConfig {
+    pub default_poll_interval: Duration,
+    pub heartbeat_grace: Duration,
+    pub cluster_cert_validity: Duration,
+}
+
+/// The outcome of applying one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub kind: Kind,
+    pub name: String,
+    /// "created", "configured", "unchanged".
+    pub action: &'static str,
+}
+
+/// A newly minted bootstrap token (the secret is shown once).
+#[derive(Debug, Clone)]
+pub struct NewToken {
+    pub token: String,
+    pub id: String,
+    pub expires_at_unix: i64,
+}
+
+/// A spoke's registration request, in domain terms.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub token: String,
+    pub cluster: String,
+    pub csr_pem: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+#[derive(Debug, Clone)]
+pub struct Issued {
+    pub cluster: String,
+    pub certificate_pem: String,
+    pub ca_pem: String,
+}
+
+/// A live link of one spoke, handed to the gRPC adapter.
+#[derive(Debug)]
+pub struct Connection {
+    pub id: u64,
+    pub desired: watch::Receiver<Arc<ClusterDesired>>,
+    /// Cancelled when a newer connection of the same cluster replaces this one, or the cluster
+    /// is revoked.
+    pub replaced: CancellationToken,
+    pub acked_seq: u64,
+}
+
+struct LiveConnection {
+    id: u64,
+    replaced: CancellationToken,
+    agent_version: String,
+}
+
+struct Follower {
+    spec: RepoSpec,
+    trigger: Arc<Notify>,
+    task: JoinHandle<()>,
+}
+
+#[derive(Default)]
+struct State {
+    desired: HashMap<String, watch::Sender<Arc<ClusterDesired>>>,
+    connections: HashMap<String, LiveConnection>,
+    last_contact: HashMap<String, i64>,
+    followers: HashMap<String, Follower>,
+    next_connection: u64,
+}
+
+pub struct Engine {
+    store: Store,
+    pki: Arc<Pki>,
+    git: GitCache,
+    config: EngineConfig,
+    write: tokio::sync::Mutex<()>,
+    state: Mutex<State>,
+    shutdown: CancellationToken,
+}
+
+impl std::fmt::Debug for Engine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Engine").finish_non_exhaustive()
+    }
+}
+
+impl Engine {
+    /// Loads desired state from the store and starts following every stored Repo.
+    pub async fn start(
+        store: Store,
+        pki: Arc<Pki>,
+        git: GitCache,
+        config: EngineConfig,
+        shutdown: CancellationToken,
+    ) -> Result<Arc<Self>, EngineError> {
+        let engine = Arc::new(Self {
+            store,
+            pki,
+            git,
+            config,
+            write: tokio::sync::Mutex::new(()),
+            state: Mutex::new(State::default()),
+            shutdown,
+        });
+        {
+            let stored = engine.store.desired_all()?;
+            let mut state = engine.lock();
+            for (cluster, desired) in stored {
+                state
+                    .desired
+                    .insert(cluster, watch::channel(Arc::new(desired)).0);
+            }
+            for c in engine.store.clusters()? {
+                state
+                    .last_contact
+                    .insert(c.name.clone(), c.last_contact_unix);
+            }
+        }
+        // Placement may have changed shape since the store was written (a newer hub).
+        engine.recompute().await?;
+        for r in engine.store.resources()? {
+            if let Resource::Repo(repo) = r {
+                engine.follow(&repo);
+            }
+        }
+        Ok(engine)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub fn epoch(&self) -> &str {
+        self.store.epoch()
+    }
+
+    pub fn ca_pem(&self) -> &str {
+        self.pki.ca_pem()
+    }
+
+    pub fn shutdown_token(&self) -> &CancellationToken {
+        &self.shutdown
+    }
+
+    /// Stops every follower.
+    pub fn stop(&self) {
+        let mut state = self.lock();
+        for (_, f) in state.followers.drain() {
+            f.task.abort();
+        }
+    }
+
+    // --- desired state -----------------------------------------------------------------------
+
+    /// Recomputes every cluster's desired state; stores and publishes what changed.
+    pub async fn recompute(&self) -> Result<(), EngineError> {
+        let guard = self.write.lock().await;
+        self.recompute_locked(&guard).await
+    }
+
+    async fn recompute_locked(
+        &self,
+        _write: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), EngineError> {
+        let (apps, repos, groups) = split_resources(self.store.resources()?);
+        let revisions = self.store.revisions()?;
+        let clusters: Vec<ClusterRecord> = self
+            .store
+            .clusters()?
+            .into_iter()
+            .filter(|c| !c.revoked)
+            .collect();
+        let labels: Vec<ClusterLabels<'_>> = clusters
+            .iter()
+            .map(|c| ClusterLabels {
+                name: &c.name,
+                labels: &c.labels,
+            })
+            .collect();
+        let fleet = compute_fleet(&apps, &repos, &revisions, &labels, &groups);
+
+        let current: HashMap<String, Arc<ClusterDesired>> = {
+            let state = self.lock();
+            state
+                .desired
+                .iter()
+                .map(|(k, v)| (k.clone(), v.borrow().clone()))
+                .collect()
+        };
+        let mut changed = Vec::new();
+        for cluster in &clusters {
+            let new_targets = fleet.get(&cluster.name).cloned().unwrap_or_default();
+            let old = current.get(&cluster.name).cloned().unwrap_or_default();
+            if old.generation != 0 && old.plain_targets() == new_targets {
+                continue;
+            }
+            let generation = old.generation + 1;
+            let targets = new_targets
+                .into_iter()
+                .map(|(app, target)| {
+                    let spec_generation = match old.targets.get(&app) {
+                        Some(v) if v.target == target => v.spec_generation,
+                        _ => generation,
+                    };
+                    (
+                        app,
+                        VersionedTarget {
+                            spec_generation,
+                            target,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>();
+            for gone in old.targets.keys().filter(|a| !targets.contains_key(*a)) {
+                self.store.delete_report(&cluster.name, gone)?;
+            }
+            let desired = ClusterDesired {
+                generation,
+                targets,
+            };
+            self.store.put_desired(&cluster.name, &desired)?;
+            changed.push((cluster.name.clone(), desired));
+        }
+        if changed.is_empty() {
+            return Ok(());
+        }
+        self.store.flush().await?;
+        let mut state = self.lock();
+        for (cluster, desired) in changed {
+            debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+            let desired = Arc::new(desired);
+            match state.desired.get(&cluster) {
+                Some(tx) => {
+                    tx.send_replace(desired);
+                }
+                None => {
+                    state.desired.insert(cluster, watch::channel(desired).0);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// The current desired state of a cluster.
+    pub fn desired(&self, cluster: &str) -> Option<Arc<ClusterDesired>> {
+        self.lock()
+            .desired
+            .get(cluster)
+            .map(|tx| tx.borrow().clone())
+    }
+
+    // --- resources ---------------------------------------------------------------------------
+
+    /// Validates every document, then stores all of them or none.
+    pub async fn apply(
+        self: &Arc<Self>,
+        documents: &[(String, String)],
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, EngineError> {
+        let mut parsed = Vec::new();
+        let mut errors = Vec::new();
+        for (origin, json) in documents {
+            match parse_document(origin, json) {
+                Ok(r) => parsed.push(r),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for (i, r) in parsed.iter().enumerate() {
+            if parsed[..i]
+                .iter()
+                .any(|p| p.kind() == r.kind() && p.name() == r.name())
+            {
+                errors.push(format!(
+                    "{} {:?} appears more than once",
+                    r.kind(),
+                    r.name()
+                ));
+            }
+        }
+        if !errors.is_empty() {
+            return Err(EngineError::Invalid(errors.join("\n")));
+        }
+        if documents.is_empty() {
+            return Err(EngineError::Invalid("no documents to apply".into()));
+        }
+
+        let guard = self.write.lock().await;
+        let mut outcomes = Vec::new();
+        let mut to_store = Vec::new();
+        let mut previous = Vec::new();
+        for r in parsed {
+            let old = self.store.resource(r.kind(), r.name())?;
+            let action = match &old {
+                None => "created",
+                Some(o) if *o == r => "unchanged",
+                Some(_) => "configured",
+            };
+            outcomes.push(Applied {
+                kind: r.kind(),
+                name: r.name().to_owned(),
+                action,
+            });
+            if action != "unchanged" {
+                previous.push(old);
+                to_store.push(r);
+            }
+        }
+        if dry_run || to_store.is_empty() {
+            return Ok(outcomes);
+        }
+        self.store.put_resources(&to_store)?;
+        for (r, old) in to_store.iter().zip(&previous) {
+            if let Resource::App(app) = r {
+                let repo_changed = match old {
+                    Some(Resource::App(o)) => o.spec.repo != app.spec.repo,
+                    _ => true,
+                };
+                if repo_changed {
+                    self.assign_current_revision(app)?;
+                }
+            }
+        }
+        self.recompute_locked(&guard).await?;
+        drop(guard);
+        for r in &to_store {
+            if let Resource::Repo(repo) = r {
+                self.follow(repo);
+            }
+        }
+        Ok(outcomes)
+    }
+
+    /// Gives an App the commit its Repo is at now (or none, until the Repo is fetched).
+    fn assign_current_revision(&self, app: &App) -> Result<(), EngineError> {
+        match self.store.repo_status(&app.spec.repo)? {
+            Some(s) if !s.commit.is_empty() => self.store.put_revision(
+                &app.metadata.name,
+                &AppRevision {
+                    commit: s.commit,
+                    git_ref: s.git_ref,
+                },
+            )?,
+            _ => self.store.delete_revision(&app.metadata.name)?,
+        }
+        Ok(())
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
+        let guard = self.write.lock().await;
+        if !self.store.delete_resource(kind, name)? {
+            return Ok(false);
+        }
+        match kind {
+            Kind::Repo => {
+                if let Some(f) = self.lock().followers.remove(name) {
+                    f.task.abort();
+                }
+                self.store.delete_repo_status(name)?;
+            }
+            Kind::App => self.store.delete_revision(name)?,
+            Kind::ClusterGroup => {}
+        }
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        Ok(true)
+    }
+
+    /// Stored resources as documents; Repos carry what the hub learned under `status`.
+    pub fn get(
+        &self,
+        kind: Option<Kind>,
+        name: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, EngineError> {
+        let statuses = self.store.repo_statuses()?;
+        let mut out = Vec::new();
+        for r in self.store.resources()? {
+            if kind.is_some_and(|k| k != r.kind()) || name.is_some_and(|n| n != r.name()) {
+                continue;
+            }
+            let mut doc = r.to_json();
+            if let (Resource::Repo(repo), Some(obj)) = (&r, doc.as_object_mut()) {
+                let s = statuses
+                    .get(&repo.metadata.name)
+                    .cloned()
+                    .unwrap_or_default();
+                obj.insert("status".into(), repo_status_json(&s));
+            }
+            out.push(doc);
+        }
+        Ok(out)
+    }
+
+    // --- git ---------------------------------------------------------------------------------
+
+    /// (Re)starts following a Repo when its spec is new or changed; fetches at once.
+    fn follow(self: &Arc<Self>, repo: &Repo) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let name = repo.metadata.name.clone();
+        let mut state = self.lock();
+        if let Some(f) = state.followers.get(&name) {
+            if f.spec == repo.spec {
+                f.trigger.notify_one();
+                return;
+            }
+            f.task.abort();
+        }
+        let trigger = Arc::new(Notify::new());
+        let engine = Arc::clone(self);
+        let spec = repo.spec.clone();
+        let task = tokio::spawn(
+            follow_repo(engine, name.clone(), spec.clone(), Arc::clone(&trigger))
+                .instrument(info_span!("follow", repo = %name)),
+        );
+        state.followers.insert(
+            name,
+            Follower {
+                spec,
+                trigger,
+                task,
+            },
+        );
+    }
+
+    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
+    pub fn trigger_fetch(&self, repo: &str) -> bool {
+        match self.lock().followers.get(repo) {
+            Some(f) => {
+                f.trigger.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// One fetch of a Repo; moves the revision of every App whose files changed.
+    async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
+        let fetched = self.git.fetch(&spec.url, &spec.reference).await;
+        if let Err(e) = self.after_fetch(name, spec, fetched).await {
+            warn!(repo = %name, error = %e, "cannot record fetch result");
+        }
+    }
+
+    async fn after_fetch(
+        &self,
+        name: &str,
+        spec: &RepoSpec,
+        fetched: Result<crate::git::Resolved, crate::git::GitError>,
+    ) -> Result<(), EngineError> {
+        let now = now_unix();
+        let guard = self.write.lock().await;
+        // The Repo may have been deleted or changed while fetching.
+        match self.store.resource(Kind::Repo, name)? {
+            Some(Resource::Repo(r)) if r.spec == *spec => {}
+            _ => return Ok(()),
+        }
+        let mut status = self.store.repo_status(name)?.unwrap_or_default();
+        status.last_fetch_unix = now;
+        let resolved = match fetched {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(repo = %name, error = %e, "fetch failed");
+                status.error = e.to_string();
+                self.store.put_repo_status(name, &status)?;
+                return Ok(());
+            }
+        };
+        status.error.clear();
+        status.last_success_unix = now;
+        let old_commit = std::mem::replace(&mut status.commit, resolved.commit.clone());
+        status.git_ref = resolved.git_ref.clone();
+        let (apps, _, _) = split_resources(self.store.resources()?);
+        let revisions = self.store.revisions()?;
+        let changed_files = if old_commit.is_empty() || old_commit == resolved.commit {
+            None
+        } else {
+            match self
+                .git
+                .changed_files(&spec.url, &old_commit, &resolved.commit)
+                .await
+            {
+                Ok(files) => files,
+                Err(e) => {
+                    warn!(repo = %name, error = %e, "cannot diff commits; moving every App");
+                    None
+                }
+            }
+        };
+        let revision = AppRevision {
+            commit: resolved.commit.clone(),
+            git_ref: resolved.git_ref.clone(),
+        };
+        let mut moved = 0;
+        for app in apps.iter().filter(|a| a.spec.repo == name) {
+            let current = revisions.get(&app.metadata.name);
+            let moves = match current {
+                None => true,
+                Some(c) if c.commit == revision.commit => false,
+                Some(_) => match &changed_files {
+                    Some(files) => {
+                        changes::app_touched(files, &app.spec.path, &app.spec.extra_paths)
+                    }
+                    // Unknown history (first fetch, force-push, new URL): move to be safe.
+                    None => old_commit != resolved.commit,
+                },
+            };
+            if moves {
+                self.store.put_revision(&app.metadata.name, &revision)?;
+                moved += 1;
+            }
+        }
+        self.store.put_repo_status(name, &status)?;
+        if old_commit != resolved.commit {
+            info!(repo = %name, revision = %resolved.commit, apps_moved = moved, "ref moved");
+        }
+        if moved > 0 {
+            self.recompute_locked(&guard).await?;
+        }
+        Ok(())
+    }
+
+    // --- clusters ----------------------------------------------------------------------------
+
+    /// Trades a bootstrap token and a CSR for a certificate.
+    pub async fn register(&self, reg: Registration) -> Result<Issued, EngineError> {
+        if let Some(problem) = pki::dns1123_label_problem(&reg.cluster) {
+            return Err(EngineError::Invalid(format!(
+                "cluster name {:?} {problem}",
+                reg.cluster
+            )));
+        }
+        check_labels(&reg.labels)?;
+        let guard = self.write.lock().await;
+        if let Some(existing) = self.store.cluster(&reg.cluster)?
+            && existing.revoked
+        {
+            return Err(EngineError::PermissionDenied(format!(
+                "cluster {:?} has been revoked",
+                reg.cluster
+            )));
+        }
+        // Check the CSR before spending a use of the token.
+        let issued = self
+            .pki
+            .sign_cluster_csr(
+                &reg.csr_pem,
+                &reg.cluster,
+                self.config.cluster_cert_validity,
+            )
+            .map_err(|e| match e {
+                PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
+                other => EngineError::Pki(other),
+            })?;
+        let token = self
+            .store
+            .use_token(&token_hash(&reg.token), now_unix())
+            .map_err(|e| match e {
+                StoreError::Token(p @ (TokenProblem::Unknown | TokenProblem::Expired)) => {
+                    EngineError::Unauthenticated(p.to_string())
+                }
+                StoreError::Token(p) => EngineError::PermissionDenied(p.to_string()),
+                other => EngineError::Store(other),
+            })?;
+        let mut labels = reg.labels;
+        labels.extend(token.labels);
+        let now = now_unix();
+        let registered_at = self
+            .store
+            .cluster(&reg.cluster)?
+            .map(|c| c.registered_at_unix)
+            .unwrap_or(now);
+        let record = ClusterRecord {
+            name: reg.cluster.clone(),
+            labels,
+            agent_version: reg.agent_version,
+            registered_at_unix: registered_at,
+            certificate_expires_unix: issued.not_after_unix,
+            last_contact_unix: now,
+            revoked: false,
+        };
+        self.store.put_cluster(&record)?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        info!(cluster = %reg.cluster, token = %token.id, "cluster registered");
+        Ok(Issued {
+            cluster: reg.cluster,
+            certificate_pem: issued.certificate_pem,
+            ca_pem: self.pki.ca_pem().to_owned(),
+        })
+    }
+
+    /// Issues a fresh certificate for a connected cluster (rotation over the live link).
+    pub async fn renew(&self, cluster: &str, csr_pem: &str) -> Result<String, EngineError> {
+        let _guard = self.write.lock().await;
+        let mut record = self.store.cluster(cluster)?.ok_or_else(|| {
+            EngineError::NotFound(format!("cluster {cluster:?} is not registered"))
+        })?;
+        let issued = self
+            .pki
+            .sign_cluster_csr(csr_pem, cluster, self.config.cluster_cert_validity)
+            .map_err(|e| match e {
+                PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
+                other => EngineError::Pki(other),
+            })?;
+        record.certificate_expires_unix = issued.not_after_unix;
+        self.store.put_cluster(&record)?;
+        self.store.flush().await?;
+        info!(%cluster, "certificate renewed");
+        Ok(issued.certificate_pem)
+    }
+
+    pub async fn create_token(
+        &self,
+        ttl: Duration,
+        labels: BTreeMap<String, String>,
+        max_uses: u32,
+        description: String,
+    ) -> Result<NewToken, EngineError> {
+        if ttl.is_zero() {
+            return Err(EngineError::Invalid("ttl must be positive".into()));
+        }
+        check_labels(&labels)?;
+        let secret: [u8; 32] = rand::random();
+        let token = format!("gft_{}", hex::encode(secret));
+        let hash = token_hash(&token);
+        let id = hash[..12].to_owned();
+        let expires_at_unix = now_unix().saturating_add(ttl.as_secs() as i64);
+        self.store.put_token(
+            &hash,
+            &TokenRecord {
+                id: id.clone(),
+                expires_at_unix,
+                max_uses,
+                uses: 0,
+                labels,
+                description,
+                revoked: false,
+            },
+        )?;
+        self.store.flush().await?;
+        Ok(NewToken {
+            token,
+            id,
+            expires_at_unix,
+        })
+    }
+
+    pub fn clusters(&self) -> Result<Vec<ClusterView>, EngineError> {
+        let now = now_unix();
+        let state = self.lock();
+        Ok(self
+            .store
+            .clusters()?
+            .into_iter()
+            .map(|mut record| {
+                if let Some(t) = state.last_contact.get(&record.name) {
+                    record.last_contact_unix = record.last_contact_unix.max(*t);
+                }
+                if let Some(c) = state.connections.get(&record.name) {
+                    record.agent_version = c.agent_version.clone();
+                }
+                let connected = self.is_connected(&state, &record.name, now);
+                ClusterView { record, connected }
+            })
+            .collect())
+    }
+
+    fn is_connected(&self, state: &State, cluster: &str, now: i64) -> bool {
+        state.connections.contains_key(cluster)
+            && state
+                .last_contact
+                .get(cluster)
+                .is_some_and(|t| now - t <= self.config.heartbeat_grace.as_secs() as i64)
+    }
+
+    // --- the link ----------------------------------------------------------------------------
+
+    /// A spoke said hello: it becomes the cluster's one live connection.
+    pub async fn connect(
+        &self,
+        cluster: &str,
+        agent_version: &str,
+    ) -> Result<Connection, EngineError> {
+        let mut record = match self.store.cluster(cluster)? {
+            Some(r) if r.revoked => {
+                return Err(EngineError::PermissionDenied(format!(
+                    "cluster {cluster:?} has been revoked"
+                )));
+            }
+            Some(r) => r,
+            None => {
+                return Err(EngineError::PermissionDenied(format!(
+                    "cluster {cluster:?} is not registered with this hub"
+                )));
+            }
+        };
+        let now = now_unix();
+        record.last_contact_unix = now;
+        if !agent_version.is_empty() {
+            record.agent_version = agent_version.to_owned();
+        }
+        self.store.put_cluster(&record)?;
+        let acked_seq = self.store.acked_seq(cluster)?;
+        let mut state = self.lock();
+        state.next_connection += 1;
+        let id = state.next_connection;
+        let replaced = CancellationToken::new();
+        if let Some(old) = state.connections.insert(
+            cluster.to_owned(),
+            LiveConnection {
+                id,
+                replaced: replaced.clone(),
+                agent_version: agent_version.to_owned(),
+            },
+        ) {
+            old.replaced.cancel();
+        }
+        state.last_contact.insert(cluster.to_owned(), now);
+        let desired = state
+            .desired
+            .entry(cluster.to_owned())
+            .or_insert_with(|| watch::channel(Arc::new(ClusterDesired::default())).0)
+            .subscribe();
+        Ok(Connection {
+            id,
+            desired,
+            replaced,
+            acked_seq,
+        })
+    }
+
+    /// The connection `id` of `cluster` ended.
+    pub fn disconnect(&self, cluster: &str, id: u64) {
+        let mut state = self.lock();
+        if state.connections.get(cluster).is_some_and(|c| c.id == id) {
+            state.connections.remove(cluster);
+        }
+        let last = state.last_contact.get(cluster).copied();
+        drop(state);
+        if let (Ok(Some(mut record)), Some(last)) = (self.store.cluster(cluster), last) {
+            record.last_contact_unix = record.last_contact_unix.max(last);
+            if let Err(e) = self.store.put_cluster(&record) {
+                warn!(%cluster, error = %e, "cannot record last contact");
+            }
+        }
+    }
+
+    /// Any message from a spoke shows it is alive.
+    pub fn touch(&self, cluster: &str) {
+        self.lock()
+            .last_contact
+            .insert(cluster.to_owned(), now_unix());
+    }
+
+    /// Stores a status report (durably) unless it is a duplicate; returns the seq to ack.
+    pub async fn record_report(&self, mut report: TargetReport) -> Result<u64, EngineError> {
+        let cluster = report.cluster.clone();
+        // A spoke may only report on its own current Targets; a report about anything else
+        // (say, an App removed meanwhile) is acknowledged but not kept.
+        let known = self
+            .desired(&cluster)
+            .is_some_and(|d| d.targets.contains_key(&report.app));
+        report.received_at_unix = now_unix();
+        let outcome = self
+            .store
+            .record_report(&cluster, report.seq, known.then_some(&report))?;
+        match outcome {
+            ReportOutcome::Stored { acked_seq } => {
+                self.store.flush().await?;
+                if !known {
+                    debug!(%cluster, app = %report.app, "report for a Target the cluster does not have; not kept");
+                }
+                Ok(acked_seq)
+            }
+            ReportOutcome::Duplicate { acked_seq } => {
+                debug!(%cluster, seq = report.seq, "duplicate report ignored");
+                Ok(acked_seq)
+            }
+        }
+    }
+
+    /// Every Target (optionally of one App and/or cluster) with its last report.
+    pub fn status(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+    ) -> Result<Vec<TargetView>, EngineError> {
+        let now = now_unix();
+        let desired: Vec<(String, Arc<ClusterDesired>)> = {
+            let state = self.lock();
+            state
+                .desired
+                .iter()
+                .filter(|(c, _)| cluster.is_none_or(|want| want == c.as_str()))
+                .map(|(c, tx)| (c.clone(), tx.borrow().clone()))
+                .collect()
+        };
+        let mut views = Vec::new();
+        for (c, d) in desired {
+            let connected = {
+                let state = self.lock();
+                self.is_connected(&state, &c, now)
+            };
+            for (a, t) in &d.targets {
+                if app.is_some_and(|want| want != a) {
+                    continue;
+                }
+                let report = self.store.report(&c, a)?;
+                views.push(TargetView {
+                    app: a.clone(),
+                    cluster: c.clone(),
+                    desired_revision: t.target.commit.clone(),
+                    updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
+                    report,
+                    cluster_connected: connected,
+                });
+            }
+        }
+        views.sort_by(|x, y| (&x.app, &x.cluster).cmp(&(&y.app, &y.cluster)));
+        Ok(views)
+    }
+}
+
+async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger: Arc<Notify>) {
+    let interval = spec
+        .poll_interval
+        .unwrap_or(engine.config.default_poll_interval);
+    loop {
+        engine
+            .poll_repo(&name, &spec)
+            .instrument(info_span!("fetch", repo = %name, url = %spec.url))
+            .await;
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = trigger.notified() => {}
+            _ = engine.shutdown.cancelled() => return,
+        }
+    }
+}
+
+fn split_resources(
+    resources: Vec<Resource>,
+) -> (
+    Vec<App>,
+    BTreeMap<String, Repo>,
+    BTreeMap<String, ClusterGroup>,
+) {
+    let mut apps = Vec::new();
+    let mut repos = BTreeMap::new();
+    let mut groups = BTreeMap::new();
+    for r in resources {
+        match r {
+            Resource::App(a) => apps.push(a),
+            Resource::Repo(r) => {
+                repos.insert(r.metadata.name.clone(), r);
+            }
+            Resource::ClusterGroup(g) => {
+                groups.insert(g.metadata.name.clone(), g);
+            }
+        }
+    }
+    (apps, repos, groups)
+}
+
+fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
+    serde_json::json!({
+        "commit": s.commit,
+        "ref": s.git_ref,
+        "lastFetchUnix": s.last_fetch_unix,
+        "lastSuccessUnix": s.last_success_unix,
+        "error": s.error,
+    })
+}
+
+/// SHA-256 of a bootstrap token, hex: what the store keeps instead of the token.
+pub fn token_hash(token: &str) -> String {
+    hex::encode(Sha256::digest(token.as_bytes()))
+}
+
+fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
+    for (k, v) in labels {
+        let key_ok = !k.is_empty()
+            && k.len() <= 253
+            && k.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+        if !key_ok {
+            return Err(EngineError::Invalid(format!(
+                "label key {k:?} is not valid"
+            )));
+        }
+        let value_ok = v.len() <= 63
+            && v.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
+        if !value_ok {
+            return Err(EngineError::Invalid(format!(
+                "label {k:?}: value {v:?} is not valid"
+            )));
+        }
+    }
+    Ok(())
+}

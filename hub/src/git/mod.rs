@@ -1,0 +1,270 @@
+//! Following Git repositories: one bare cache per repository URL under `DATA/git`, fetched with
+//! git2 off the async runtime, a bounded number at once, each under a deadline.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+use tokio::sync::{Mutex, Semaphore};
+
+use crate::resources::GitRef;
+
+pub mod changes;
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum GitError {
+    #[error("fetching {url}: {message}")]
+    Fetch { url: String, message: String },
+    #[error("fetching {url}: timed out after {after:?}")]
+    Timeout { url: String, after: Duration },
+    #[error("{url}: {reference} not found")]
+    RefNotFound { url: String, reference: String },
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("git cache {path}: {message}")]
+    Cache { path: PathBuf, message: String },
+}
+
+/// What a Repo's ref resolved to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Resolved {
+    /// 40-hex commit id.
+    pub commit: String,
+    /// The full ref name followed (`refs/heads/main`), or the commit for a pinned commit.
+    pub git_ref: String,
+}
+
+/// The shared bare caches.
+#[derive(Debug)]
+pub struct GitCache {
+    root: PathBuf,
+    permits: Semaphore,
+    timeout: Duration,
+    /// One lock per cache directory: two Repos with the same URL never fetch into it at once.
+    locks: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
+}
+
+impl GitCache {
+    pub fn new(root: PathBuf, max_concurrent_fetches: usize, timeout: Duration) -> Self {
+        Self {
+            root,
+            permits: Semaphore::new(max_concurrent_fetches.max(1)),
+            timeout,
+            locks: Default::default(),
+        }
+    }
+
+    /// The bare cache of `url`.
+    pub fn cache_dir(&self, url: &str) -> PathBuf {
+        let digest = Sha256::digest(url.as_bytes());
+        self.root.join(hex::encode(&digest[..16]))
+    }
+
+    fn lock_for(&self, dir: &Path) -> Arc<Mutex<()>> {
+        let mut locks = self.locks.lock().unwrap_or_else(|p| p.into_inner());
+        locks.entry(dir.to_owned()).or_default().clone()
+    }
+
+    /// Fetches what `reference` needs from `url` and resolves it to a commit.
+    pub async fn fetch(&self, url: &str, reference: &GitRef) -> Result<Resolved, GitError> {
+        if let GitRef::Semver(range) = reference {
+            return Err(GitError::Unsupported(format!(
+                "ref {{ semver: {range:?} }} is not supported yet; follow a branch, a tag or a commit"
+            )));
+        }
+        let dir = self.cache_dir(url);
+        let lock = self.lock_for(&dir);
+        let _cache = lock.lock().await;
+        let _permit = self
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| GitError::Unsupported("git cache is shutting down".into()))?;
+        let deadline = Instant::now() + self.timeout;
+        let (url_owned, reference) = (url.to_owned(), reference.clone());
+        let task = tokio::task::spawn_blocking(move || {
+            fetch_blocking(&dir, &url_owned, &reference, deadline)
+        });
+        match tokio::time::timeout(self.timeout, task).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(join)) => Err(GitError::Fetch {
+                url: url.to_owned(),
+                message: format!("fetch task failed: {join}"),
+            }),
+            // The blocking fetch notices the deadline in its progress callback and stops.
+            Err(_) => Err(GitError::Timeout {
+                url: url.to_owned(),
+                after: self.timeout,
+            }),
+        }
+    }
+
+    /// Files that differ between two commits in the cache of `url`, or `None` when either commit
+    /// is not there (e.g. history was rewritten or the URL changed): then everything may have
+    /// changed.
+    pub async fn changed_files(
+        &self,
+        url: &str,
+        old: &str,
+        new: &str,
+    ) -> Result<Option<Vec<String>>, GitError> {
+        let dir = self.cache_dir(url);
+        let (old, new) = (old.to_owned(), new.to_owned());
+        let dir2 = dir.clone();
+        tokio::task::spawn_blocking(move || changed_files_blocking(&dir2, &old, &new))
+            .await
+            .map_err(|join| GitError::Cache {
+                path: dir,
+                message: join.to_string(),
+            })?
+    }
+}
+
+fn fetch_blocking(
+    dir: &Path,
+    url: &str,
+    reference: &GitRef,
+    deadline: Instant,
+) -> Result<Resolved, GitError> {
+    let cache_err = |e: git2::Error| GitError::Cache {
+        path: dir.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let repo = if dir.join("HEAD").exists() {
+        git2::Repository::open_bare(dir).map_err(cache_err)?
+    } else {
+        git2::Repository::init_bare(dir).map_err(cache_err)?
+    };
+    let (refspecs, local_ref, label) = match reference {
+        GitRef::Branch(b) => (
+            vec![format!("+refs/heads/{b}:refs/heads/{b}")],
+            format!("refs/heads/{b}"),
+            format!("branch {b:?}"),
+        ),
+        GitRef::Tag(t) => (
+            vec![format!("+refs/tags/{t}:refs/tags/{t}")],
+            format!("refs/tags/{t}"),
+            format!("tag {t:?}"),
+        ),
+        GitRef::Commit(c) => {
+            let oid = git2::Oid::from_str(c).map_err(|_| {
+                GitError::Unsupported(format!("commit {c:?} is not a full commit id"))
+            })?;
+            if repo.find_commit(oid).is_err() {
+                // Servers rarely allow fetching an arbitrary commit; its branches and tags will do.
+                fetch_refspecs(
+                    &repo,
+                    url,
+                    &[
+                        "+refs/heads/*:refs/heads/*".to_owned(),
+                        "+refs/tags/*:refs/tags/*".to_owned(),
+                    ],
+                    deadline,
+                )?;
+            }
+            return match repo.find_commit(oid) {
+                Ok(commit) => Ok(Resolved {
+                    commit: commit.id().to_string(),
+                    git_ref: c.clone(),
+                }),
+                Err(_) => Err(GitError::RefNotFound {
+                    url: url.to_owned(),
+                    reference: format!("commit {c}"),
+                }),
+            };
+        }
+        GitRef::Semver(range) => {
+            return Err(GitError::Unsupported(format!(
+                "ref {{ semver: {range:?} }} is not supported yet"
+            )));
+        }
+    };
+    fetch_refspecs(&repo, url, &refspecs, deadline).map_err(|e| match e {
+        GitError::Fetch { message, .. } if message.contains("couldn't find remote ref") => {
+            GitError::RefNotFound {
+                url: url.to_owned(),
+                reference: label.clone(),
+            }
+        }
+        other => other,
+    })?;
+    let commit = repo
+        .revparse_single(&local_ref)
+        .and_then(|o| o.peel_to_commit())
+        .map_err(|_| GitError::RefNotFound {
+            url: url.to_owned(),
+            reference: label,
+        })?;
+    Ok(Resolved {
+        commit: commit.id().to_string(),
+        git_ref: local_ref,
+    })
+}
+
+fn fetch_refspecs(
+    repo: &git2::Repository,
+    url: &str,
+    refspecs: &[String],
+    deadline: Instant,
+) -> Result<(), GitError> {
+    let fetch_err = |e: git2::Error| GitError::Fetch {
+        url: url.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
+    let mut callbacks = git2::RemoteCallbacks::new();
+    // Returning false aborts the transfer: how a blocking fetch honours its deadline.
+    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    let mut options = git2::FetchOptions::new();
+    options.remote_callbacks(callbacks);
+    options.download_tags(git2::AutotagOption::None);
+    remote
+        .fetch(refspecs, Some(&mut options), None)
+        .map_err(|e| {
+            if Instant::now() >= deadline {
+                GitError::Timeout {
+                    url: url.to_owned(),
+                    after: Duration::ZERO,
+                }
+            } else {
+                fetch_err(e)
+            }
+        })
+}
+
+fn changed_files_blocking(
+    dir: &Path,
+    old: &str,
+    new: &str,
+) -> Result<Option<Vec<String>>, GitError> {
+    let cache_err = |e: git2::Error| GitError::Cache {
+        path: dir.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let repo = git2::Repository::open_bare(dir).map_err(cache_err)?;
+    let tree = |id: &str| {
+        git2::Oid::from_str(id)
+            .ok()
+            .and_then(|oid| repo.find_commit(oid).ok())
+            .and_then(|c| c.tree().ok())
+    };
+    let (Some(old_tree), Some(new_tree)) = (tree(old), tree(new)) else {
+        return Ok(None);
+    };
+    let diff = repo
+        .diff_tree_to_tree(Some(&old_tree), Some(&new_tree), None)
+        .map_err(cache_err)?;
+    let mut files = Vec::new();
+    for delta in diff.deltas() {
+        for file in [delta.old_file(), delta.new_file()] {
+            if let Some(p) = file.path().and_then(Path::to_str)
+                && !files.iter().any(|f| f == p)
+            {
+                files.push(p.to_owned());
+            }
+        }
+    }
+    Ok(Some(files))
+}

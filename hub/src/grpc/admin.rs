@@ -1,0 +1,151 @@
+//! The `Admin` service the CLI uses. Every call needs an admin certificate.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::admin_server::Admin;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use super::{admin_peer, convert};
+use crate::engine::Engine;
+use crate::resources::Kind;
+
+/// TTL of a bootstrap token when the request names none.
+const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+
+#[derive(Debug, Clone)]
+pub struct AdminService {
+    engine: Arc<Engine>,
+}
+
+impl AdminService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+fn kind(s: &str) -> Result<Option<Kind>, Status> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    Kind::parse(s).map(Some).ok_or_else(|| {
+        Status::invalid_argument(format!(
+            "unknown kind {s:?}; expected Repo, App or ClusterGroup"
+        ))
+    })
+}
+
+fn non_empty(s: &str) -> Option<&str> {
+    (!s.is_empty()).then_some(s)
+}
+
+#[tonic::async_trait]
+impl Admin for AdminService {
+    async fn apply(
+        &self,
+        request: Request<pb::ApplyRequest>,
+    ) -> Result<Response<pb::ApplyResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let documents: Vec<(String, String)> = req
+            .documents
+            .into_iter()
+            .map(|d| (d.origin, d.json))
+            .collect();
+        let outcomes = self
+            .engine
+            .apply(&documents, req.dry_run)
+            .instrument(info_span!("apply", %admin, dry_run = req.dry_run))
+            .await?;
+        for o in outcomes.iter().filter(|o| o.action != "unchanged") {
+            info!(%admin, kind = %o.kind, name = %o.name, action = o.action, dry_run = req.dry_run, "resource applied");
+        }
+        Ok(Response::new(pb::ApplyResponse {
+            outcomes: outcomes.into_iter().map(convert::apply_outcome).collect(),
+        }))
+    }
+
+    async fn delete(
+        &self,
+        request: Request<pb::DeleteRequest>,
+    ) -> Result<Response<pb::DeleteResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let kind = kind(&req.kind)?
+            .ok_or_else(|| Status::invalid_argument("kind is required to delete"))?;
+        if req.name.is_empty() {
+            return Err(Status::invalid_argument("name is required to delete"));
+        }
+        let deleted = self.engine.delete(kind, &req.name).await?;
+        if deleted {
+            info!(%admin, %kind, name = %req.name, "resource deleted");
+        }
+        Ok(Response::new(pb::DeleteResponse { deleted }))
+    }
+
+    async fn get(
+        &self,
+        request: Request<pb::GetRequest>,
+    ) -> Result<Response<pb::GetResponse>, Status> {
+        admin_peer(&request)?;
+        let req = request.into_inner();
+        let docs = self.engine.get(kind(&req.kind)?, non_empty(&req.name))?;
+        Ok(Response::new(pb::GetResponse {
+            resources: docs
+                .into_iter()
+                .map(|d| pb::ResourceDocument {
+                    origin: String::new(),
+                    json: d.to_string(),
+                })
+                .collect(),
+        }))
+    }
+
+    async fn status(
+        &self,
+        request: Request<pb::StatusRequest>,
+    ) -> Result<Response<pb::StatusResponse>, Status> {
+        admin_peer(&request)?;
+        let req = request.into_inner();
+        let views = self
+            .engine
+            .status(non_empty(&req.app), non_empty(&req.cluster))?;
+        Ok(Response::new(pb::StatusResponse {
+            targets: views.into_iter().map(convert::target_status).collect(),
+        }))
+    }
+
+    async fn create_token(
+        &self,
+        request: Request<pb::CreateTokenRequest>,
+    ) -> Result<Response<pb::CreateTokenResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let ttl = if req.ttl_seconds == 0 {
+            DEFAULT_TOKEN_TTL
+        } else {
+            Duration::from_secs(req.ttl_seconds)
+        };
+        let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
+        let token = self
+            .engine
+            .create_token(ttl, labels, req.max_uses, req.description)
+            .await?;
+        info!(%admin, token = %token.id, "bootstrap token created");
+        Ok(Response::new(convert::create_token_response(token)))
+    }
+
+    async fn list_clusters(
+        &self,
+        request: Request<pb::ListClustersRequest>,
+    ) -> Result<Response<pb::ListClustersResponse>, Status> {
+        admin_peer(&request)?;
+        let clusters = self.engine.clusters()?;
+        Ok(Response::new(pb::ListClustersResponse {
+            clusters: clusters.into_iter().map(convert::cluster_info).collect(),
+        }))
+    }
+}

@@ -1,0 +1,253 @@
+//! The only place that converts between wire messages and the hub's domain types.
+
+use std::collections::BTreeMap;
+
+use gitfleet_proto::v1 as pb;
+use tonic::Status;
+
+use crate::engine::{Applied, NewToken, Registration};
+use crate::fleet::DesiredTarget;
+use crate::link::DesiredUpdate;
+use crate::model::{
+    ClusterView, HealthState, ResourceOutcome, SyncState, TargetReport, TargetView, VersionedTarget,
+};
+use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
+
+pub fn desired_state(update: DesiredUpdate, hub_epoch: &str) -> pb::DesiredState {
+    pb::DesiredState {
+        generation: update.generation,
+        base_generation: update.base_generation,
+        snapshot: update.snapshot,
+        hub_epoch: hub_epoch.to_owned(),
+        upserts: update.upserts.into_iter().map(target_spec).collect(),
+        removals: update.removals,
+        credentials: Vec::new(),
+    }
+}
+
+pub fn target_spec(v: VersionedTarget) -> pb::TargetSpec {
+    let VersionedTarget {
+        spec_generation,
+        target,
+    } = v;
+    let DesiredTarget {
+        app,
+        repo,
+        repo_url,
+        commit,
+        git_ref,
+        path,
+        extra_paths,
+        namespace,
+        render,
+        sync_policy,
+    } = target;
+    pb::TargetSpec {
+        target_id: app.clone(),
+        app,
+        source: Some(pb::Source {
+            repo_url,
+            repo_name: repo,
+            commit,
+            git_ref,
+            path,
+            extra_paths,
+        }),
+        namespace,
+        render: Some(render_options(&render)),
+        sync_policy: Some(sync_policy_pb(sync_policy)),
+        trace: None,
+        spec_generation,
+    }
+}
+
+fn render_options(r: &RenderSpec) -> pb::RenderOptions {
+    let render_type = match r.render_type {
+        RenderType::Auto => pb::RenderType::Auto,
+        RenderType::Yaml => pb::RenderType::Yaml,
+        RenderType::Kustomize => pb::RenderType::Kustomize,
+        RenderType::Helm => pb::RenderType::Helm,
+    };
+    let helm = r.helm.as_ref();
+    pb::RenderOptions {
+        r#type: render_type as i32,
+        kustomize_dir: r
+            .kustomize
+            .as_ref()
+            .and_then(|k| k.dir.clone())
+            .unwrap_or_default(),
+        helm_release: helm
+            .and_then(|h| h.release_name.clone())
+            .unwrap_or_default(),
+        helm_values_files: helm.map(|h| h.values_files.clone()).unwrap_or_default(),
+        helm_values_yaml: helm
+            .and_then(|h| h.values.as_ref())
+            .and_then(|v| serde_yaml::to_string(v).ok())
+            .unwrap_or_default(),
+    }
+}
+
+fn sync_policy_pb(p: SyncPolicySpec) -> pb::SyncPolicy {
+    pb::SyncPolicy {
+        prune: p.prune,
+        self_heal: p.self_heal,
+        suspended: p.suspended,
+        force: p.force,
+    }
+}
+
+fn sync_state(v: i32) -> SyncState {
+    match pb::SyncState::try_from(v).unwrap_or(pb::SyncState::Unspecified) {
+        pb::SyncState::Unspecified => SyncState::Unknown,
+        pb::SyncState::Pending => SyncState::Pending,
+        pb::SyncState::Syncing => SyncState::Syncing,
+        pb::SyncState::Synced => SyncState::Synced,
+        pb::SyncState::OutOfSync => SyncState::OutOfSync,
+        pb::SyncState::Failed => SyncState::Failed,
+    }
+}
+
+fn sync_state_pb(s: SyncState) -> pb::SyncState {
+    match s {
+        SyncState::Unknown => pb::SyncState::Unspecified,
+        SyncState::Pending => pb::SyncState::Pending,
+        SyncState::Syncing => pb::SyncState::Syncing,
+        SyncState::Synced => pb::SyncState::Synced,
+        SyncState::OutOfSync => pb::SyncState::OutOfSync,
+        SyncState::Failed => pb::SyncState::Failed,
+    }
+}
+
+fn health_state(v: i32) -> HealthState {
+    match pb::HealthState::try_from(v).unwrap_or(pb::HealthState::Unspecified) {
+        pb::HealthState::Unspecified | pb::HealthState::Unknown => HealthState::Unknown,
+        pb::HealthState::Healthy => HealthState::Healthy,
+        pb::HealthState::Progressing => HealthState::Progressing,
+        pb::HealthState::Degraded => HealthState::Degraded,
+        pb::HealthState::Missing => HealthState::Missing,
+        pb::HealthState::Suspended => HealthState::Suspended,
+    }
+}
+
+fn health_state_pb(h: HealthState) -> pb::HealthState {
+    match h {
+        HealthState::Unknown => pb::HealthState::Unknown,
+        HealthState::Healthy => pb::HealthState::Healthy,
+        HealthState::Progressing => pb::HealthState::Progressing,
+        HealthState::Degraded => pb::HealthState::Degraded,
+        HealthState::Missing => pb::HealthState::Missing,
+        HealthState::Suspended => pb::HealthState::Suspended,
+    }
+}
+
+/// A spoke's report; the caller has checked that `cluster` is the caller's own.
+pub fn target_report(r: pb::StatusReport) -> Result<TargetReport, Status> {
+    if r.seq == 0 {
+        return Err(Status::invalid_argument(
+            "status report: seq must be positive",
+        ));
+    }
+    if r.target_id.is_empty() {
+        return Err(Status::invalid_argument(
+            "status report: target_id is empty",
+        ));
+    }
+    Ok(TargetReport {
+        seq: r.seq,
+        cluster: r.cluster,
+        app: r.target_id,
+        revision: r.revision,
+        spec_generation: r.spec_generation,
+        sync: sync_state(r.sync),
+        health: health_state(r.health),
+        message: r.message,
+        resources: r
+            .resources
+            .into_iter()
+            .map(|x| ResourceOutcome {
+                api_version: x.api_version,
+                kind: x.kind,
+                namespace: x.namespace,
+                name: x.name,
+                action: x.action,
+                health: health_state(x.health),
+                message: x.message,
+                source_file: x.source_file,
+            })
+            .collect(),
+        observed_at_unix: r.observed_at_unix,
+        trace: r
+            .trace
+            .map(|t| t.fields.into_iter().collect())
+            .unwrap_or_default(),
+        received_at_unix: 0,
+    })
+}
+
+pub fn target_status(v: TargetView) -> pb::TargetStatus {
+    let report = v.report.unwrap_or_default();
+    pb::TargetStatus {
+        app: v.app,
+        cluster: v.cluster,
+        desired_revision: v.desired_revision,
+        applied_revision: report.revision,
+        sync: sync_state_pb(report.sync) as i32,
+        health: health_state_pb(report.health) as i32,
+        message: report.message,
+        resources: report
+            .resources
+            .into_iter()
+            .map(|x| pb::ResourceResult {
+                api_version: x.api_version,
+                kind: x.kind,
+                namespace: x.namespace,
+                name: x.name,
+                action: x.action,
+                health: health_state_pb(x.health) as i32,
+                message: x.message,
+                source_file: x.source_file,
+            })
+            .collect(),
+        updated_at_unix: v.updated_at_unix,
+        cluster_connected: v.cluster_connected,
+    }
+}
+
+pub fn cluster_info(v: ClusterView) -> pb::ClusterInfo {
+    let r = v.record;
+    pb::ClusterInfo {
+        name: r.name,
+        labels: r.labels.into_iter().collect(),
+        agent_version: r.agent_version,
+        connected: v.connected,
+        last_contact_unix: r.last_contact_unix,
+        registered_at_unix: r.registered_at_unix,
+        certificate_expires_unix: r.certificate_expires_unix,
+    }
+}
+
+pub fn apply_outcome(a: Applied) -> pb::ApplyOutcome {
+    pb::ApplyOutcome {
+        kind: a.kind.to_string(),
+        name: a.name,
+        action: a.action.to_owned(),
+    }
+}
+
+pub fn create_token_response(t: NewToken) -> pb::CreateTokenResponse {
+    pb::CreateTokenResponse {
+        token: t.token,
+        token_id: t.id,
+        expires_at_unix: t.expires_at_unix,
+    }
+}
+
+pub fn registration(r: pb::RegisterRequest) -> Registration {
+    Registration {
+        token: r.token,
+        cluster: r.cluster_name,
+        csr_pem: r.csr_pem,
+        labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
+        agent_version: r.agent_version,
+    }
+}

@@ -1,0 +1,249 @@
+//! `Link.Session`: one long-lived stream per spoke. Desired state goes out as a snapshot and
+//! then deltas; status reports come in and are acked once durable.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures::Stream;
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::hub_message::Msg as Out;
+use gitfleet_proto::v1::link_server::Link;
+use gitfleet_proto::v1::spoke_message::Msg as In;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{cluster_peer, convert};
+use crate::engine::{Connection, Engine};
+use crate::link;
+use crate::model::ClusterDesired;
+
+/// How long a spoke has to say hello after opening the stream.
+const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct LinkService {
+    engine: Arc<Engine>,
+}
+
+impl LinkService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+}
+
+type HubStream = Pin<Box<dyn Stream<Item = Result<pb::HubMessage, Status>> + Send + 'static>>;
+
+#[tonic::async_trait]
+impl Link for LinkService {
+    type SessionStream = HubStream;
+
+    async fn session(
+        &self,
+        request: Request<Streaming<pb::SpokeMessage>>,
+    ) -> Result<Response<Self::SessionStream>, Status> {
+        let cluster = cluster_peer(&request)?;
+        let mut inbound = request.into_inner();
+        let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
+            .await
+            .map_err(|_| {
+                Status::deadline_exceeded("no Hello within 30s of opening the stream")
+            })??;
+        let hello = match first.and_then(|m| m.msg) {
+            Some(In::Hello(h)) => h,
+            Some(_) => {
+                return Err(Status::failed_precondition(
+                    "the first message on the stream must be Hello",
+                ));
+            }
+            None => return Err(Status::cancelled("stream closed before Hello")),
+        };
+        if hello.cluster != cluster {
+            warn!(%cluster, claimed = %hello.cluster, "Hello names another cluster; refused");
+            return Err(Status::permission_denied(format!(
+                "Hello names cluster {:?} but the certificate is for {cluster:?}",
+                hello.cluster
+            )));
+        }
+        let connection = self
+            .engine
+            .connect(&cluster, &hello.agent_version)
+            .await
+            .map_err(|e| {
+                warn!(%cluster, error = %e, "connection refused");
+                Status::from(e)
+            })?;
+        info!(%cluster, agent_version = %hello.agent_version, generation = hello.desired_generation, "spoke connected");
+        let (tx, rx) = mpsc::channel(32);
+        let engine = Arc::clone(&self.engine);
+        let span = info_span!("link", %cluster);
+        tokio::spawn(
+            async move {
+                let id = connection.id;
+                run(&engine, &cluster, hello, connection, inbound, tx).await;
+                engine.disconnect(&cluster, id);
+                info!("spoke disconnected");
+            }
+            .instrument(span),
+        );
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+}
+
+type Tx = mpsc::Sender<Result<pb::HubMessage, Status>>;
+
+async fn send(tx: &Tx, msg: Out) -> bool {
+    tx.send(Ok(pb::HubMessage { msg: Some(msg) })).await.is_ok()
+}
+
+async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
+    let _ = send(
+        tx,
+        Out::Goodbye(pb::Goodbye {
+            reason: reason.to_owned(),
+            retry_after_seconds: 0,
+            revoked,
+        }),
+    )
+    .await;
+}
+
+/// Drives one spoke's stream until it ends, is replaced, or the hub shuts down.
+async fn run(
+    engine: &Engine,
+    cluster: &str,
+    hello: pb::Hello,
+    mut connection: Connection,
+    mut inbound: Streaming<pb::SpokeMessage>,
+    tx: Tx,
+) {
+    let epoch = engine.epoch().to_owned();
+    let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
+    if let Some(update) = link::on_hello(&epoch, &hello.hub_epoch, hello.desired_generation, &sent)
+    {
+        debug!(generation = update.generation, "sending snapshot");
+        if !send(&tx, Out::Desired(convert::desired_state(update, &epoch))).await {
+            return;
+        }
+    }
+    if connection.acked_seq > 0
+        && !send(
+            &tx,
+            Out::Ack(pb::StatusAck {
+                acked_seq: connection.acked_seq,
+            }),
+        )
+        .await
+    {
+        return;
+    }
+    let shutdown = engine.shutdown_token().clone();
+    loop {
+        tokio::select! {
+            _ = connection.replaced.cancelled() => {
+                goodbye(&tx, "replaced by a newer connection of the same cluster", false).await;
+                return;
+            }
+            _ = shutdown.cancelled() => {
+                goodbye(&tx, "hub shutting down", false).await;
+                return;
+            }
+            changed = connection.desired.changed() => {
+                if changed.is_err() {
+                    return;
+                }
+                let current = connection.desired.borrow_and_update().clone();
+                if let Some(update) = link::delta(&sent, &current) {
+                    debug!(generation = update.generation, base = update.base_generation, "sending delta");
+                    if !send(&tx, Out::Desired(convert::desired_state(update, &epoch))).await {
+                        return;
+                    }
+                }
+                sent = current;
+            }
+            message = inbound.message() => {
+                let message = match message {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return,
+                    Err(status) => {
+                        debug!(%status, "stream ended with an error");
+                        return;
+                    }
+                };
+                engine.touch(cluster);
+                match handle(engine, cluster, &epoch, message, &mut sent, &tx).await {
+                    Ok(true) => {}
+                    Ok(false) => return,
+                    Err(status) => {
+                        let _ = tx.send(Err(status)).await;
+                        return;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Handles one message; `Ok(false)` when the spoke is gone.
+async fn handle(
+    engine: &Engine,
+    cluster: &str,
+    epoch: &str,
+    message: pb::SpokeMessage,
+    sent: &mut Arc<ClusterDesired>,
+    tx: &Tx,
+) -> Result<bool, Status> {
+    match message.msg {
+        Some(In::Status(report)) => {
+            if report.cluster != cluster {
+                warn!(claimed = %report.cluster, "status report for another cluster; refused");
+                return Err(Status::permission_denied(format!(
+                    "status report names cluster {:?} but the certificate is for {cluster:?}",
+                    report.cluster
+                )));
+            }
+            let report = convert::target_report(report)?;
+            let app = report.app.clone();
+            let acked_seq = engine
+                .record_report(report)
+                .instrument(info_span!("report", %app))
+                .await
+                .map_err(Status::from)?;
+            Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await)
+        }
+        Some(In::Heartbeat(_)) => Ok(true),
+        Some(In::Hello(hello)) => {
+            if hello.cluster != cluster {
+                warn!(claimed = %hello.cluster, "Hello names another cluster; refused");
+                return Err(Status::permission_denied(format!(
+                    "Hello names cluster {:?} but the certificate is for {cluster:?}",
+                    hello.cluster
+                )));
+            }
+            // A spoke that lost track asks again: give it what it lacks.
+            let current = engine.desired(cluster).unwrap_or_default();
+            if let Some(update) =
+                link::on_hello(epoch, &hello.hub_epoch, hello.desired_generation, &current)
+                && !send(tx, Out::Desired(convert::desired_state(update, epoch))).await
+            {
+                return Ok(false);
+            }
+            *sent = current;
+            Ok(true)
+        }
+        Some(In::Renew(renew)) => {
+            let certificate_pem = engine.renew(cluster, &renew.csr_pem).await?;
+            Ok(send(
+                tx,
+                Out::Renewed(pb::RenewResponse {
+                    certificate_pem,
+                    ca_pem: engine.ca_pem().to_owned(),
+                }),
+            )
+            .await)
+        }
+        None => Err(Status::invalid_argument("empty SpokeMessage")),
+    }
+}

@@ -1,0 +1,65 @@
+//! The gRPC adapter: tonic services for spokes (Registration, Link) and admins (Admin). The
+//! caller's identity always comes from its verified client certificate, never from a message.
+
+use tonic::{Request, Status};
+use tracing::warn;
+
+use crate::engine::EngineError;
+use crate::pki::{Peer, identify};
+
+pub mod admin;
+pub mod convert;
+pub mod link;
+pub mod registration;
+
+/// Who is calling, from the client certificate the TLS layer verified against the hub's CA.
+pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
+    let certs = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by this hub is required")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by this hub is required")
+    })?;
+    identify(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+/// The cluster a spoke proved itself to be; anything else is refused.
+pub fn cluster_peer<T>(request: &Request<T>) -> Result<String, Status> {
+    match peer(request)? {
+        Peer::Cluster(name) => Ok(name),
+        Peer::Admin(name) => {
+            warn!(admin = %name, "admin certificate used on the spoke link");
+            Err(Status::permission_denied(
+                "only cluster certificates may use the spoke link",
+            ))
+        }
+    }
+}
+
+/// The admin a caller proved itself to be; spoke certificates are refused.
+pub fn admin_peer<T>(request: &Request<T>) -> Result<String, Status> {
+    match peer(request)? {
+        Peer::Admin(name) => Ok(name),
+        Peer::Cluster(name) => {
+            warn!(cluster = %name, "cluster certificate used to call the admin API; refused");
+            Err(Status::permission_denied(format!(
+                "cluster {name:?} may not call the admin API; an admin certificate is required"
+            )))
+        }
+    }
+}
+
+impl From<EngineError> for Status {
+    fn from(e: EngineError) -> Self {
+        match e {
+            EngineError::Invalid(m) => Status::invalid_argument(m),
+            EngineError::NotFound(m) => Status::not_found(m),
+            EngineError::Unauthenticated(m) => Status::unauthenticated(m),
+            EngineError::PermissionDenied(m) => Status::permission_denied(m),
+            e @ (EngineError::Store(_) | EngineError::Pki(_)) => {
+                warn!(error = %e, "internal error");
+                Status::internal(e.to_string())
+            }
+        }
+    }
+}

@@ -1,0 +1,173 @@
+//! The hub's own records: registered clusters, bootstrap tokens, per-cluster desired state, and
+//! what spokes report about their Targets. Plain data, shared by the store, the engine and the
+//! gRPC adapter (which alone converts them to and from the wire).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::fleet::DesiredTarget;
+
+/// A registered spoke.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    pub registered_at_unix: i64,
+    pub certificate_expires_unix: i64,
+    /// Last time the spoke was heard from (any message), 0 when never.
+    pub last_contact_unix: i64,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// A bootstrap token, stored by the SHA-256 of its secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TokenRecord {
+    pub id: String,
+    pub expires_at_unix: i64,
+    /// 0: unlimited within the TTL.
+    pub max_uses: u32,
+    pub uses: u32,
+    pub labels: BTreeMap<String, String>,
+    pub description: String,
+    #[serde(default)]
+    pub revoked: bool,
+}
+
+/// Why a token cannot be used.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TokenProblem {
+    #[error("bootstrap token is unknown")]
+    Unknown,
+    #[error("bootstrap token has expired")]
+    Expired,
+    #[error("bootstrap token has been used its maximum number of times")]
+    UsedUp,
+    #[error("bootstrap token has been revoked")]
+    Revoked,
+}
+
+impl TokenRecord {
+    /// Whether the token may register one more cluster at `now`.
+    pub fn check(&self, now_unix: i64) -> Result<(), TokenProblem> {
+        if self.revoked {
+            Err(TokenProblem::Revoked)
+        } else if now_unix >= self.expires_at_unix {
+            Err(TokenProblem::Expired)
+        } else if self.max_uses != 0 && self.uses >= self.max_uses {
+            Err(TokenProblem::UsedUp)
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// One Target in a cluster's desired state, with the generation at which it last changed.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct VersionedTarget {
+    pub spec_generation: u64,
+    pub target: DesiredTarget,
+}
+
+/// Everything one cluster should run, versioned.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ClusterDesired {
+    /// Starts at 1 for a registered cluster (0 on the wire means "nothing").
+    pub generation: u64,
+    pub targets: BTreeMap<String, VersionedTarget>,
+}
+
+impl ClusterDesired {
+    pub fn plain_targets(&self) -> BTreeMap<String, DesiredTarget> {
+        self.targets
+            .iter()
+            .map(|(k, v)| (k.clone(), v.target.clone()))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum SyncState {
+    #[default]
+    Unknown,
+    Pending,
+    Syncing,
+    Synced,
+    OutOfSync,
+    Failed,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HealthState {
+    #[default]
+    Unknown,
+    Healthy,
+    Progressing,
+    Degraded,
+    Missing,
+    Suspended,
+}
+
+/// The outcome for one Kubernetes object of a Target.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ResourceOutcome {
+    pub api_version: String,
+    pub kind: String,
+    pub namespace: String,
+    pub name: String,
+    pub action: String,
+    pub health: HealthState,
+    pub message: String,
+    pub source_file: String,
+}
+
+/// What a spoke reported about one of its Targets.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TargetReport {
+    pub seq: u64,
+    pub cluster: String,
+    pub app: String,
+    pub revision: String,
+    pub spec_generation: u64,
+    pub sync: SyncState,
+    pub health: HealthState,
+    pub message: String,
+    pub resources: Vec<ResourceOutcome>,
+    pub observed_at_unix: i64,
+    pub trace: BTreeMap<String, String>,
+    /// When the hub stored the report (hub clock).
+    #[serde(default)]
+    pub received_at_unix: i64,
+}
+
+/// What the hub last learned from a Repo's fetches.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RepoStatus {
+    /// The commit the Repo's ref resolved to at the last successful fetch.
+    pub commit: String,
+    pub git_ref: String,
+    pub last_fetch_unix: i64,
+    pub last_success_unix: i64,
+    /// The last fetch's error, empty when it succeeded.
+    pub error: String,
+}
+
+/// One row of `gitfleet status`: a Target's desired and reported state.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TargetView {
+    pub app: String,
+    pub cluster: String,
+    pub desired_revision: String,
+    pub report: Option<TargetReport>,
+    pub updated_at_unix: i64,
+    pub cluster_connected: bool,
+}
+
+/// A cluster as `gitfleet cluster list` shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterView {
+    pub record: ClusterRecord,
+    pub connected: bool,
+}

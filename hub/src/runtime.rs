@@ -1,0 +1,359 @@
+//! Wiring: opens the store, loads the PKI, starts the engine, the gRPC server (mutual TLS) and
+//! the HTTP listener, and shuts them all down in order.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use gitfleet_proto::MAX_MESSAGE_BYTES;
+use gitfleet_proto::v1::admin_server::AdminServer;
+use gitfleet_proto::v1::link_server::LinkServer;
+use gitfleet_proto::v1::registration_server::RegistrationServer;
+use tokio::net::TcpListener;
+use tokio::task::JoinHandle;
+use tokio_stream::wrappers::TcpListenerStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
+use tracing::{info, warn};
+
+use crate::client::config::{ClientConfig, ConfigError, Context};
+use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::git::GitCache;
+use crate::grpc::admin::AdminService;
+use crate::grpc::link::LinkService;
+use crate::grpc::registration::RegistrationService;
+use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
+use crate::store::{Store, StoreError};
+
+/// How the hub runs. Every default is safe for production.
+#[derive(Debug, Clone)]
+pub struct HubConfig {
+    pub data_dir: PathBuf,
+    pub grpc_listen: SocketAddr,
+    pub http_listen: Option<SocketAddr>,
+    /// The gRPC URL spokes and admins should dial (written into the admin credential);
+    /// derived from the listen address when absent.
+    pub advertise_url: Option<String>,
+    /// Extra DNS names / IPs for the server certificate.
+    pub server_names: Vec<String>,
+    pub default_poll_interval: Duration,
+    /// A connected cluster not heard from for this long shows as disconnected.
+    pub heartbeat_grace: Duration,
+    /// Validity of certificates issued to spokes.
+    pub cluster_cert_validity: Duration,
+    pub max_concurrent_fetches: usize,
+    pub fetch_timeout: Duration,
+}
+
+impl HubConfig {
+    /// Production defaults: gRPC on 0.0.0.0:7443, HTTP on 0.0.0.0:7080.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            data_dir: data_dir.into(),
+            grpc_listen: SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7443)),
+            http_listen: Some(SocketAddr::from((Ipv4Addr::UNSPECIFIED, 7080))),
+            advertise_url: None,
+            server_names: Vec::new(),
+            default_poll_interval: Duration::from_secs(30),
+            heartbeat_grace: Duration::from_secs(90),
+            cluster_cert_validity: DEFAULT_CLUSTER_CERT_VALIDITY,
+            max_concurrent_fetches: 8,
+            fetch_timeout: Duration::from_secs(120),
+        }
+    }
+
+    /// For tests: loopback, ephemeral ports, short intervals.
+    pub fn for_tests(data_dir: impl Into<PathBuf>) -> Self {
+        Self {
+            grpc_listen: SocketAddr::from((Ipv4Addr::LOCALHOST, 0)),
+            http_listen: Some(SocketAddr::from((Ipv4Addr::LOCALHOST, 0))),
+            default_poll_interval: Duration::from_secs(1),
+            heartbeat_grace: Duration::from_secs(30),
+            fetch_timeout: Duration::from_secs(30),
+            ..Self::new(data_dir)
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum HubError {
+    #[error("cannot create data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Engine(#[from] EngineError),
+    #[error(transparent)]
+    AdminConfig(#[from] ConfigError),
+}
+
+/// Installs rustls's ring crypto provider for the process; harmless when already installed.
+pub fn install_crypto_provider() {
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}
+
+/// A running hub.
+pub struct HubHandle {
+    grpc_addr: SocketAddr,
+    http_addr: Option<SocketAddr>,
+    grpc_url: String,
+    ca_pem: String,
+    admin_config_path: PathBuf,
+    engine: Arc<Engine>,
+    shutdown: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for HubHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubHandle")
+            .field("grpc_addr", &self.grpc_addr)
+            .field("http_addr", &self.http_addr)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Starts a hub: returns once both listeners are bound and serving.
+pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
+    install_crypto_provider();
+    let data = &config.data_dir;
+    std::fs::create_dir_all(data).map_err(|source| HubError::DataDir {
+        path: data.clone(),
+        source,
+    })?;
+    let store = Store::open(&data.join("store"))?;
+    let pki = Arc::new(Pki::load_or_create(
+        &data.join("pki"),
+        &config.server_names,
+    )?);
+
+    let grpc_listener = TcpListener::bind(config.grpc_listen)
+        .await
+        .map_err(|source| HubError::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let grpc_addr = grpc_listener
+        .local_addr()
+        .map_err(|source| HubError::Bind {
+            addr: config.grpc_listen,
+            source,
+        })?;
+    let grpc_url = config
+        .advertise_url
+        .clone()
+        .unwrap_or_else(|| advertised_url(grpc_addr));
+
+    let admin_config_path = data.join("admin.gitfleetconfig");
+    ClientConfig::single(Context {
+        name: "gitfleet".into(),
+        server: grpc_url.clone(),
+        certificate_authority_data: pki.ca_pem().to_owned(),
+        client_certificate_data: pki.admin().cert_pem.clone(),
+        client_key_data: pki.admin().key_pem.clone(),
+        tls_server_name: None,
+    })
+    .save(&admin_config_path)?;
+
+    let shutdown = CancellationToken::new();
+    let git = GitCache::new(
+        data.join("git"),
+        config.max_concurrent_fetches,
+        config.fetch_timeout,
+    );
+    let engine = Engine::start(
+        store,
+        Arc::clone(&pki),
+        git,
+        EngineConfig {
+            default_poll_interval: config.default_poll_interval,
+            heartbeat_grace: config.heartbeat_grace,
+            cluster_cert_validity: config.cluster_cert_validity,
+        },
+        shutdown.clone(),
+    )
+    .await?;
+
+    let tls = ServerTlsConfig::new()
+        .identity(Identity::from_pem(
+            &pki.server().cert_pem,
+            &pki.server().key_pem,
+        ))
+        .client_ca_root(Certificate::from_pem(pki.ca_pem()))
+        // Registration is the one call without a client certificate; every other handler
+        // requires one and checks it (see grpc::peer).
+        .client_auth_optional(true);
+    let server = Server::builder()
+        .tls_config(tls)
+        .map_err(|e| HubError::Tls(e.to_string()))?
+        .http2_keepalive_interval(Some(Duration::from_secs(30)))
+        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .add_service(
+            RegistrationServer::new(RegistrationService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            LinkServer::new(LinkService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AdminServer::new(AdminService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        );
+    let mut tasks = Vec::new();
+    let stop = shutdown.clone();
+    tasks.push(tokio::spawn(async move {
+        let incoming = TcpListenerStream::new(grpc_listener);
+        if let Err(e) = server
+            .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
+            .await
+        {
+            warn!(error = %e, "gRPC server failed");
+        }
+    }));
+
+    let http_addr = match config.http_listen {
+        Some(addr) => {
+            let listener = TcpListener::bind(addr)
+                .await
+                .map_err(|source| HubError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| HubError::Bind { addr, source })?;
+            let router = crate::http::router();
+            let stop = shutdown.clone();
+            tasks.push(tokio::spawn(async move {
+                if let Err(e) = axum::serve(listener, router)
+                    .with_graceful_shutdown(stop.cancelled_owned())
+                    .await
+                {
+                    warn!(error = %e, "HTTP server failed");
+                }
+            }));
+            Some(bound)
+        }
+        None => None,
+    };
+    info!(grpc = %grpc_addr, http = ?http_addr, url = %grpc_url, data_dir = %data.display(), "hub started");
+    Ok(HubHandle {
+        grpc_addr,
+        http_addr,
+        grpc_url,
+        ca_pem: pki.ca_pem().to_owned(),
+        admin_config_path,
+        engine,
+        shutdown,
+        tasks,
+    })
+}
+
+/// `https://host:port` for a bound address; an unspecified address advertises loopback.
+fn advertised_url(addr: SocketAddr) -> String {
+    let ip = match addr.ip() {
+        IpAddr::V4(v4) if v4.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        IpAddr::V6(v6) if v6.is_unspecified() => IpAddr::V4(Ipv4Addr::LOCALHOST),
+        ip => ip,
+    };
+    format!("https://{}", SocketAddr::new(ip, addr.port()))
+}
+
+impl HubHandle {
+    pub fn grpc_addr(&self) -> SocketAddr {
+        self.grpc_addr
+    }
+
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
+    }
+
+    /// `https://127.0.0.1:PORT` (or the advertised URL).
+    pub fn grpc_url(&self) -> String {
+        self.grpc_url.clone()
+    }
+
+    /// The CA that signs the hub's server certificate and every client certificate.
+    pub fn ca_pem(&self) -> &str {
+        &self.ca_pem
+    }
+
+    /// The admin credential (a `ClientConfig` file) the hub wrote at start.
+    pub fn admin_config_path(&self) -> &Path {
+        &self.admin_config_path
+    }
+
+    pub fn engine(&self) -> &Arc<Engine> {
+        &self.engine
+    }
+
+    /// Mints a bootstrap token without going through the admin API.
+    pub async fn create_token(
+        &self,
+        ttl: Duration,
+        labels: BTreeMap<String, String>,
+        max_uses: u32,
+    ) -> Result<String, HubError> {
+        let token = self
+            .engine
+            .create_token(ttl, labels, max_uses, "created in-process".into())
+            .await?;
+        Ok(token.token)
+    }
+
+    /// Resolves when the hub is asked to stop (from another clone of its token).
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Stops accepting, says goodbye to every spoke, stops following Git, flushes the store and
+    /// releases it (so a new hub can open the same data directory in this process).
+    pub async fn shutdown(self) {
+        let HubHandle {
+            engine,
+            shutdown,
+            tasks,
+            ..
+        } = self;
+        shutdown.cancel();
+        engine.stop();
+        for task in tasks {
+            let abort = task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .is_err()
+            {
+                warn!("a server did not stop within 5s; aborting it");
+                abort.abort();
+            }
+        }
+        if let Err(e) = engine.store().flush().await {
+            warn!(error = %e, "cannot flush the store at shutdown");
+        }
+        // Spoke sessions and followers hold the engine (and with it the store's file lock) until
+        // they notice the shutdown.
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Arc::strong_count(&engine) > 1 && Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        if Arc::strong_count(&engine) > 1 {
+            warn!("hub tasks still hold the engine after 5s");
+        }
+        info!("hub stopped");
+    }
+}

@@ -1,0 +1,377 @@
+//! Everything the hub knows, kept in an embedded sled database in its data directory.
+//!
+//! sled stays inside this module: the rest of the hub sees typed records and the operations it
+//! needs, so that a replicated backend can replace this one without touching the logic. Values are
+//! JSON; keys are plain strings. Anything acknowledged to anyone must be followed by
+//! [`Store::flush`] before the acknowledgement leaves the hub.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use sled::Transactional;
+use sled::transaction::{ConflictableTransactionError, TransactionError};
+
+use crate::fleet::AppRevision;
+use crate::model::{
+    ClusterDesired, ClusterRecord, RepoStatus, TargetReport, TokenProblem, TokenRecord,
+};
+use crate::resources::{Kind, Resource};
+
+#[cfg(test)]
+mod tests;
+
+/// Bumped whenever a stored record changes shape incompatibly; [`Store::open`] migrates from
+/// older versions (none yet) and refuses newer ones.
+pub const SCHEMA_VERSION: u32 = 1;
+
+const SCHEMA_KEY: &str = "schema_version";
+const EPOCH_KEY: &str = "epoch";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot open the store at {path}: {source}")]
+    Open { path: PathBuf, source: sled::Error },
+    #[error("store error: {0}")]
+    Sled(#[from] sled::Error),
+    #[error("store record {tree}/{key} is corrupt: {message}")]
+    Corrupt {
+        tree: &'static str,
+        key: String,
+        message: String,
+    },
+    #[error(
+        "store schema version {found} is newer than this hub understands ({expected}); upgrade the hub"
+    )]
+    SchemaTooNew { found: u32, expected: u32 },
+    #[error("cannot use bootstrap token: {0}")]
+    Token(TokenProblem),
+}
+
+/// What happened to a status report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ReportOutcome {
+    /// Stored; everything up to this seq is now recorded (durable after the next flush).
+    Stored { acked_seq: u64 },
+    /// Seen before (seq at or below what was acked): nothing written.
+    Duplicate { acked_seq: u64 },
+}
+
+/// The hub's durable state.
+#[derive(Clone)]
+pub struct Store {
+    db: sled::Db,
+    epoch: String,
+    resources: sled::Tree,
+    clusters: sled::Tree,
+    tokens: sled::Tree,
+    desired: sled::Tree,
+    targets: sled::Tree,
+    acked: sled::Tree,
+    repo_status: sled::Tree,
+    revisions: sled::Tree,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("epoch", &self.epoch)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Store {
+    /// Opens (or creates) the store at `path`, checking the schema version and creating the
+    /// hub epoch on first open.
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        let db = sled::Config::new()
+            .path(path)
+            .open()
+            .map_err(|source| StoreError::Open {
+                path: path.to_owned(),
+                source,
+            })?;
+        let meta = db.open_tree("meta")?;
+        match meta.get(SCHEMA_KEY)? {
+            None => {
+                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+            }
+            Some(v) => {
+                let found = <[u8; 4]>::try_from(v.as_ref())
+                    .map(u32::from_be_bytes)
+                    .map_err(|_| StoreError::Corrupt {
+                        tree: "meta",
+                        key: SCHEMA_KEY.into(),
+                        message: format!("{} bytes, expected 4", v.len()),
+                    })?;
+                if found > SCHEMA_VERSION {
+                    return Err(StoreError::SchemaTooNew {
+                        found,
+                        expected: SCHEMA_VERSION,
+                    });
+                }
+                // Older versions would be migrated here, one step at a time.
+            }
+        }
+        let epoch = match meta.get(EPOCH_KEY)? {
+            Some(v) => String::from_utf8_lossy(&v).into_owned(),
+            None => {
+                let e = hex::encode(rand::random::<[u8; 16]>());
+                meta.insert(EPOCH_KEY, e.as_bytes())?;
+                e
+            }
+        };
+        db.flush()?;
+        Ok(Self {
+            epoch,
+            resources: db.open_tree("resources")?,
+            clusters: db.open_tree("clusters")?,
+            tokens: db.open_tree("tokens")?,
+            desired: db.open_tree("desired")?,
+            targets: db.open_tree("targets")?,
+            acked: db.open_tree("acked")?,
+            repo_status: db.open_tree("repo_status")?,
+            revisions: db.open_tree("revisions")?,
+            db,
+        })
+    }
+
+    /// A random id of this hub's state, fixed at creation. Desired-state generations are only
+    /// meaningful within one epoch.
+    pub fn epoch(&self) -> &str {
+        &self.epoch
+    }
+
+    /// Makes every write so far durable.
+    pub async fn flush(&self) -> Result<(), StoreError> {
+        self.db.flush_async().await?;
+        Ok(())
+    }
+
+    // --- resources ---------------------------------------------------------------------------
+
+    pub fn resources(&self) -> Result<Vec<Resource>, StoreError> {
+        values(&self.resources, "resources")
+    }
+
+    pub fn resource(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError> {
+        get(&self.resources, "resources", &resource_key(kind, name))
+    }
+
+    /// Stores all of `resources` at once, or none of them.
+    pub fn put_resources(&self, resources: &[Resource]) -> Result<(), StoreError> {
+        let mut batch = sled::Batch::default();
+        for r in resources {
+            batch.insert(resource_key(r.kind(), r.name()).as_bytes(), encode(r));
+        }
+        self.resources.apply_batch(batch)?;
+        Ok(())
+    }
+
+    pub fn delete_resource(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
+        Ok(self.resources.remove(resource_key(kind, name))?.is_some())
+    }
+
+    // --- clusters ----------------------------------------------------------------------------
+
+    pub fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
+        values(&self.clusters, "clusters")
+    }
+
+    pub fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
+        get(&self.clusters, "clusters", name)
+    }
+
+    pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
+        self.clusters.insert(&record.name, encode(record))?;
+        Ok(())
+    }
+
+    // --- tokens ------------------------------------------------------------------------------
+
+    pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
+        self.tokens.insert(hash, encode(record))?;
+        Ok(())
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
+        values(&self.tokens, "tokens")
+    }
+
+    /// Checks the token with this hash and counts one use, atomically.
+    pub fn use_token(&self, hash: &str, now_unix: i64) -> Result<TokenRecord, StoreError> {
+        let result = self.tokens.transaction(|t| {
+            let Some(raw) = t.get(hash)? else {
+                return Err(ConflictableTransactionError::Abort(StoreError::Token(
+                    TokenProblem::Unknown,
+                )));
+            };
+            let mut record: TokenRecord =
+                decode("tokens", hash, &raw).map_err(ConflictableTransactionError::Abort)?;
+            record
+                .check(now_unix)
+                .map_err(|p| ConflictableTransactionError::Abort(StoreError::Token(p)))?;
+            record.uses += 1;
+            t.insert(hash, encode(&record))?;
+            Ok(record)
+        });
+        flatten(result)
+    }
+
+    // --- desired state -----------------------------------------------------------------------
+
+    pub fn desired_all(&self) -> Result<BTreeMap<String, ClusterDesired>, StoreError> {
+        entries(&self.desired, "desired")
+    }
+
+    pub fn put_desired(&self, cluster: &str, desired: &ClusterDesired) -> Result<(), StoreError> {
+        self.desired.insert(cluster, encode(desired))?;
+        Ok(())
+    }
+
+    // --- status reports ----------------------------------------------------------------------
+
+    /// Records a report (or, with `report: None`, only its sequence number: a report the hub
+    /// reads but does not keep) unless `seq` was seen before. Atomic with the acked sequence.
+    pub fn record_report(
+        &self,
+        cluster: &str,
+        seq: u64,
+        report: Option<&TargetReport>,
+    ) -> Result<ReportOutcome, StoreError> {
+        let result = (&self.targets, &self.acked).transaction(|(targets, acked)| {
+            let last = match acked.get(cluster)? {
+                Some(v) => decode::<u64>("acked", cluster, &v)
+                    .map_err(ConflictableTransactionError::Abort)?,
+                None => 0,
+            };
+            if seq <= last {
+                return Ok(ReportOutcome::Duplicate { acked_seq: last });
+            }
+            if let Some(r) = report {
+                targets.insert(report_key(cluster, &r.app).as_bytes(), encode(r))?;
+            }
+            acked.insert(cluster.as_bytes(), encode(&seq))?;
+            Ok(ReportOutcome::Stored { acked_seq: seq })
+        });
+        flatten(result)
+    }
+
+    pub fn acked_seq(&self, cluster: &str) -> Result<u64, StoreError> {
+        Ok(get(&self.acked, "acked", cluster)?.unwrap_or(0))
+    }
+
+    pub fn reports(&self) -> Result<Vec<TargetReport>, StoreError> {
+        values(&self.targets, "targets")
+    }
+
+    pub fn report(&self, cluster: &str, app: &str) -> Result<Option<TargetReport>, StoreError> {
+        get(&self.targets, "targets", &report_key(cluster, app))
+    }
+
+    pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
+        self.targets.remove(report_key(cluster, app))?;
+        Ok(())
+    }
+
+    // --- repositories ------------------------------------------------------------------------
+
+    pub fn repo_statuses(&self) -> Result<BTreeMap<String, RepoStatus>, StoreError> {
+        entries(&self.repo_status, "repo_status")
+    }
+
+    pub fn repo_status(&self, repo: &str) -> Result<Option<RepoStatus>, StoreError> {
+        get(&self.repo_status, "repo_status", repo)
+    }
+
+    pub fn put_repo_status(&self, repo: &str, status: &RepoStatus) -> Result<(), StoreError> {
+        self.repo_status.insert(repo, encode(status))?;
+        Ok(())
+    }
+
+    pub fn delete_repo_status(&self, repo: &str) -> Result<(), StoreError> {
+        self.repo_status.remove(repo)?;
+        Ok(())
+    }
+
+    /// The revision each App is at.
+    pub fn revisions(&self) -> Result<BTreeMap<String, AppRevision>, StoreError> {
+        entries(&self.revisions, "revisions")
+    }
+
+    pub fn put_revision(&self, app: &str, revision: &AppRevision) -> Result<(), StoreError> {
+        self.revisions.insert(app, encode(revision))?;
+        Ok(())
+    }
+
+    pub fn delete_revision(&self, app: &str) -> Result<(), StoreError> {
+        self.revisions.remove(app)?;
+        Ok(())
+    }
+}
+
+fn resource_key(kind: Kind, name: &str) -> String {
+    format!("{kind}/{name}")
+}
+
+fn report_key(cluster: &str, app: &str) -> String {
+    format!("{cluster}\u{0}{app}")
+}
+
+fn encode<T: Serialize>(value: &T) -> Vec<u8> {
+    serde_json::to_vec(value).expect("records serialise: string keys and plain data only")
+}
+
+fn decode<T: DeserializeOwned>(
+    tree: &'static str,
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, StoreError> {
+    serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
+        tree,
+        key: key.to_owned(),
+        message: e.to_string(),
+    })
+}
+
+fn get<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+    key: &str,
+) -> Result<Option<T>, StoreError> {
+    tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
+}
+
+fn values<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+) -> Result<Vec<T>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            decode(name, &String::from_utf8_lossy(&k), &v)
+        })
+        .collect()
+}
+
+fn entries<T: DeserializeOwned>(
+    tree: &sled::Tree,
+    name: &'static str,
+) -> Result<BTreeMap<String, T>, StoreError> {
+    tree.iter()
+        .map(|kv| {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let value = decode(name, &key, &v)?;
+            Ok((key, value))
+        })
+        .collect()
+}
+
+fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
+    result.map_err(|e| match e {
+        TransactionError::Abort(e) => e,
+        TransactionError::Storage(e) => StoreError::Sled(e),
+    })
+}

@@ -1,0 +1,220 @@
+use super::*;
+use crate::model::{HealthState, SyncState, VersionedTarget};
+use crate::resources::parse_document;
+
+fn store() -> (tempfile::TempDir, Store) {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(&dir.path().join("db")).unwrap();
+    (dir, s)
+}
+
+fn repo(name: &str, url: &str) -> Resource {
+    parse_document(
+        "test",
+        &format!(
+            r#"{{"apiVersion":"gitfleet.dev/v1","kind":"Repo","metadata":{{"name":"{name}"}},"spec":{{"url":"{url}"}}}}"#
+        ),
+    )
+    .unwrap()
+}
+
+fn token(expires: i64, max_uses: u32) -> TokenRecord {
+    TokenRecord {
+        id: "t1".into(),
+        expires_at_unix: expires,
+        max_uses,
+        uses: 0,
+        labels: [("env".to_owned(), "dev".to_owned())].into(),
+        description: String::new(),
+        revoked: false,
+    }
+}
+
+fn report(seq: u64, app: &str, message: &str) -> TargetReport {
+    TargetReport {
+        seq,
+        cluster: "eu-1".into(),
+        app: app.into(),
+        revision: "c1".into(),
+        sync: SyncState::Synced,
+        health: HealthState::Healthy,
+        message: message.into(),
+        ..TargetReport::default()
+    }
+}
+
+#[test]
+fn epoch_survives_reopen_and_differs_between_stores() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let epoch = {
+        let s = Store::open(&path).unwrap();
+        s.epoch().to_owned()
+    };
+    let again = Store::open(&path).unwrap();
+    assert_eq!(again.epoch(), epoch);
+    let (_d, other) = store();
+    assert_ne!(other.epoch(), epoch);
+}
+
+#[test]
+fn a_newer_schema_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.db.open_tree("meta")
+            .unwrap()
+            .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
+            .unwrap();
+        s.db.flush().unwrap();
+    }
+    let err = Store::open(&path).unwrap_err();
+    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
+}
+
+#[tokio::test]
+async fn resources_round_trip_and_persist() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.put_resources(&[repo("a", "file:///a"), repo("b", "file:///b")])
+            .unwrap();
+        s.flush().await.unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.resources().unwrap().len(), 2);
+    assert_eq!(
+        s.resource(Kind::Repo, "b").unwrap(),
+        Some(repo("b", "file:///b"))
+    );
+    assert_eq!(s.resource(Kind::App, "b").unwrap(), None);
+    assert!(s.delete_resource(Kind::Repo, "a").unwrap());
+    assert!(!s.delete_resource(Kind::Repo, "a").unwrap());
+    assert_eq!(s.resources().unwrap(), vec![repo("b", "file:///b")]);
+}
+
+#[test]
+fn tokens_count_uses_and_expire() {
+    let (_d, s) = store();
+    s.put_token("h", &token(100, 2)).unwrap();
+    assert_eq!(s.use_token("h", 50).unwrap().uses, 1);
+    assert_eq!(s.use_token("h", 50).unwrap().uses, 2);
+    assert!(matches!(
+        s.use_token("h", 50),
+        Err(StoreError::Token(TokenProblem::UsedUp))
+    ));
+    s.put_token("e", &token(100, 0)).unwrap();
+    assert!(matches!(
+        s.use_token("e", 100),
+        Err(StoreError::Token(TokenProblem::Expired))
+    ));
+    assert!(matches!(
+        s.use_token("nope", 0),
+        Err(StoreError::Token(TokenProblem::Unknown))
+    ));
+    // Unlimited uses within the TTL.
+    for _ in 0..5 {
+        s.use_token("e", 99).unwrap();
+    }
+    let mut revoked = token(100, 0);
+    revoked.revoked = true;
+    s.put_token("r", &revoked).unwrap();
+    assert!(matches!(
+        s.use_token("r", 0),
+        Err(StoreError::Token(TokenProblem::Revoked))
+    ));
+}
+
+#[test]
+fn reports_are_kept_once_per_seq() {
+    let (_d, s) = store();
+    assert_eq!(
+        s.record_report("eu-1", 1, Some(&report(1, "web", "first")))
+            .unwrap(),
+        ReportOutcome::Stored { acked_seq: 1 }
+    );
+    assert_eq!(
+        s.record_report("eu-1", 1, Some(&report(1, "web", "again")))
+            .unwrap(),
+        ReportOutcome::Duplicate { acked_seq: 1 }
+    );
+    assert_eq!(s.report("eu-1", "web").unwrap().unwrap().message, "first");
+    // A report the hub does not keep still moves the sequence.
+    assert_eq!(
+        s.record_report("eu-1", 2, None).unwrap(),
+        ReportOutcome::Stored { acked_seq: 2 }
+    );
+    assert_eq!(s.acked_seq("eu-1").unwrap(), 2);
+    assert_eq!(s.acked_seq("other").unwrap(), 0);
+    assert_eq!(s.reports().unwrap().len(), 1);
+    s.delete_report("eu-1", "web").unwrap();
+    assert_eq!(s.report("eu-1", "web").unwrap(), None);
+}
+
+#[test]
+fn desired_state_clusters_and_revisions_round_trip() {
+    let (_d, s) = store();
+    let desired = ClusterDesired {
+        generation: 3,
+        targets: BTreeMap::from([(
+            "web".to_owned(),
+            VersionedTarget {
+                spec_generation: 2,
+                target: crate::fleet::DesiredTarget {
+                    app: "web".into(),
+                    repo: "r".into(),
+                    repo_url: "file:///r".into(),
+                    commit: "c".into(),
+                    git_ref: "refs/heads/main".into(),
+                    path: "apps/web".into(),
+                    extra_paths: vec![],
+                    namespace: "web".into(),
+                    render: Default::default(),
+                    sync_policy: Default::default(),
+                },
+            },
+        )]),
+    };
+    s.put_desired("eu-1", &desired).unwrap();
+    assert_eq!(s.desired_all().unwrap().get("eu-1"), Some(&desired));
+
+    let cluster = ClusterRecord {
+        name: "eu-1".into(),
+        labels: [("env".to_owned(), "prod".to_owned())].into(),
+        agent_version: "0.1.0".into(),
+        registered_at_unix: 1,
+        certificate_expires_unix: 2,
+        last_contact_unix: 3,
+        revoked: false,
+    };
+    s.put_cluster(&cluster).unwrap();
+    assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster.clone()));
+    assert_eq!(s.clusters().unwrap(), vec![cluster]);
+
+    let rev = AppRevision {
+        commit: "c".into(),
+        git_ref: "refs/heads/main".into(),
+    };
+    s.put_revision("web", &rev).unwrap();
+    assert_eq!(s.revisions().unwrap().get("web"), Some(&rev));
+    s.delete_revision("web").unwrap();
+    assert!(s.revisions().unwrap().is_empty());
+
+    let status = RepoStatus {
+        commit: "c".into(),
+        error: "boom".into(),
+        ..RepoStatus::default()
+    };
+    s.put_repo_status("r", &status).unwrap();
+    assert_eq!(s.repo_status("r").unwrap(), Some(status));
+}
+
+#[test]
+fn corrupt_records_name_tree_and_key() {
+    let (_d, s) = store();
+    s.clusters.insert("eu-1", b"{not json".as_ref()).unwrap();
+    let err = s.cluster("eu-1").unwrap_err().to_string();
+    assert!(err.contains("clusters/eu-1"), "{err}");
+}
