@@ -1,6 +1,14 @@
 //! gitfleet spoke agent: dials the hub, fetches the exact commit of each Target, renders and
 //! applies it to its cluster with server-side apply, and reports status back.
+//!
+//! Decisions live in pure modules (`sync`, `desired`, `outbox`); adapters sit at the edges:
+//! `git` (git2), `link` and `identity` (gRPC), `store` (files in the data directory).
 
+pub mod desired;
 pub mod git;
+pub mod identity;
+pub mod link;
 pub mod model;
+pub mod outbox;
+pub mod store;
 pub mod sync;

@@ -1,0 +1,217 @@
+//! The desired state a spoke holds, and how snapshots and deltas from the hub change it. Pure.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::{RepoCredential, TargetSpec};
+
+/// Everything the hub wants on this cluster, at one generation of one hub epoch.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DesiredState {
+    pub generation: u64,
+    pub hub_epoch: String,
+    pub targets: BTreeMap<String, TargetSpec>,
+    pub credentials: Vec<RepoCredential>,
+}
+
+/// A snapshot or delta as the hub sent it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredUpdate {
+    pub generation: u64,
+    pub base_generation: u64,
+    pub snapshot: bool,
+    pub hub_epoch: String,
+    pub upserts: Vec<TargetSpec>,
+    pub removals: Vec<String>,
+    pub credentials: Vec<RepoCredential>,
+}
+
+/// A delta that does not build on what the spoke holds; the spoke must say Hello again.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error(
+    "delta to generation {generation} builds on {base_generation} of epoch {update_epoch:?}, but the spoke holds {held_generation} of epoch {held_epoch:?}"
+)]
+pub struct StaleDelta {
+    pub generation: u64,
+    pub base_generation: u64,
+    pub update_epoch: String,
+    pub held_generation: u64,
+    pub held_epoch: String,
+}
+
+impl DesiredState {
+    /// The state after `update`, or why it cannot be applied.
+    pub fn apply(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
+        let mut next = if update.snapshot {
+            DesiredState {
+                hub_epoch: update.hub_epoch.clone(),
+                ..DesiredState::default()
+            }
+        } else {
+            if update.base_generation != self.generation || update.hub_epoch != self.hub_epoch {
+                return Err(StaleDelta {
+                    generation: update.generation,
+                    base_generation: update.base_generation,
+                    update_epoch: update.hub_epoch,
+                    held_generation: self.generation,
+                    held_epoch: self.hub_epoch.clone(),
+                });
+            }
+            self.clone()
+        };
+        next.generation = update.generation;
+        for id in &update.removals {
+            next.targets.remove(id);
+        }
+        for spec in update.upserts {
+            next.targets.insert(spec.target_id.clone(), spec);
+        }
+        for credential in update.credentials {
+            next.credentials
+                .retain(|c| c.repo_url != credential.repo_url);
+            next.credentials.push(credential);
+        }
+        // Keep only credentials some Target still needs.
+        let used: BTreeSet<&str> = next
+            .targets
+            .values()
+            .map(|t| t.source.repo_url.as_str())
+            .collect();
+        next.credentials
+            .retain(|c| used.contains(c.repo_url.as_str()));
+        next.credentials.sort_by(|a, b| a.repo_url.cmp(&b.repo_url));
+        Ok(next)
+    }
+
+    pub fn credential_for(&self, repo_url: &str) -> Option<&RepoCredential> {
+        self.credentials.iter().find(|c| c.repo_url == repo_url)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::model::{CredentialKind, RenderOptions, Source, SyncPolicy};
+
+    fn spec(id: &str, url: &str, commit: &str) -> TargetSpec {
+        TargetSpec {
+            target_id: id.into(),
+            app: id.into(),
+            source: Source {
+                repo_url: url.into(),
+                repo_name: "r".into(),
+                commit: commit.into(),
+                git_ref: String::new(),
+                path: String::new(),
+                extra_paths: Vec::new(),
+            },
+            namespace: "ns".into(),
+            render: RenderOptions::default(),
+            sync_policy: SyncPolicy::default(),
+            trace: BTreeMap::new(),
+            spec_generation: 1,
+        }
+    }
+
+    fn credential(url: &str, password: &str) -> RepoCredential {
+        RepoCredential {
+            repo_url: url.into(),
+            kind: CredentialKind::Https {
+                username: "u".into(),
+                password: password.into(),
+            },
+        }
+    }
+
+    fn snapshot(generation: u64, targets: Vec<TargetSpec>) -> DesiredUpdate {
+        DesiredUpdate {
+            generation,
+            snapshot: true,
+            hub_epoch: "e1".into(),
+            upserts: targets,
+            ..DesiredUpdate::default()
+        }
+    }
+
+    #[test]
+    fn snapshot_replaces_everything() {
+        let held = DesiredState::default()
+            .apply(snapshot(3, vec![spec("a", "u1", "c1")]))
+            .expect("snapshot");
+        let next = held
+            .apply(snapshot(7, vec![spec("b", "u1", "c2")]))
+            .expect("snapshot");
+        assert_eq!(next.generation, 7);
+        assert_eq!(next.targets.keys().collect::<Vec<_>>(), ["b"]);
+        assert_eq!(next.hub_epoch, "e1");
+    }
+
+    #[test]
+    fn delta_applies_on_its_base() {
+        let held = DesiredState::default()
+            .apply(snapshot(
+                3,
+                vec![spec("a", "u1", "c1"), spec("b", "u2", "c1")],
+            ))
+            .expect("snapshot");
+        let delta = DesiredUpdate {
+            generation: 4,
+            base_generation: 3,
+            hub_epoch: "e1".into(),
+            upserts: vec![spec("a", "u1", "c2"), spec("c", "u3", "c1")],
+            removals: vec!["b".into()],
+            ..DesiredUpdate::default()
+        };
+        let next = held.apply(delta).expect("delta");
+        assert_eq!(next.generation, 4);
+        assert_eq!(next.targets.keys().collect::<Vec<_>>(), ["a", "c"]);
+        assert_eq!(next.targets["a"].source.commit, "c2");
+    }
+
+    #[test]
+    fn delta_on_another_base_or_epoch_is_stale() {
+        let held = DesiredState::default()
+            .apply(snapshot(3, vec![]))
+            .expect("snapshot");
+        let wrong_base = DesiredUpdate {
+            generation: 6,
+            base_generation: 5,
+            hub_epoch: "e1".into(),
+            ..DesiredUpdate::default()
+        };
+        let err = held.apply(wrong_base).expect_err("stale");
+        assert_eq!(err.held_generation, 3);
+        assert!(err.to_string().contains("builds on 5"), "{err}");
+        let wrong_epoch = DesiredUpdate {
+            generation: 4,
+            base_generation: 3,
+            hub_epoch: "e2".into(),
+            ..DesiredUpdate::default()
+        };
+        assert!(held.apply(wrong_epoch).is_err());
+    }
+
+    #[test]
+    fn credentials_are_replaced_and_dropped_when_unused() {
+        let mut first = snapshot(1, vec![spec("a", "u1", "c"), spec("b", "u2", "c")]);
+        first.credentials = vec![credential("u1", "p1"), credential("u2", "p2")];
+        let held = DesiredState::default().apply(first).expect("snapshot");
+        assert!(held.credential_for("u2").is_some());
+        let delta = DesiredUpdate {
+            generation: 2,
+            base_generation: 1,
+            hub_epoch: "e1".into(),
+            removals: vec!["b".into()],
+            credentials: vec![credential("u1", "new")],
+            ..DesiredUpdate::default()
+        };
+        let next = held.apply(delta).expect("delta");
+        assert!(
+            next.credential_for("u2").is_none(),
+            "no Target uses u2 any more"
+        );
+        assert_eq!(next.credential_for("u1"), Some(&credential("u1", "new")));
+        assert_eq!(next.credentials.len(), 1);
+    }
+}

@@ -1,0 +1,334 @@
+//! The spoke's identity: its own key pair (generated here; the private key never leaves the data
+//! directory), the certificate the hub issued for it, and the hub's CA.
+//!
+//! Registration trades a bootstrap token and a CSR for the certificate once; after that the
+//! spoke starts from the files alone and never needs the token again.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use gitfleet_proto::v1::registration_client::RegistrationClient;
+use gitfleet_proto::v1::{RegisterRequest, register_response};
+use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+
+use crate::store::{self, StoreError};
+
+/// The longest a spoke waits between asking whether its registration was approved.
+const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(300);
+
+/// Key, certificate and CA, all PEM.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Identity {
+    pub key_pem: String,
+    pub cert_pem: String,
+    pub ca_pem: String,
+}
+
+impl std::fmt::Debug for Identity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Identity").finish_non_exhaustive()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum IdentityError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cluster name {name:?} is not a DNS-1123 label: {reason}")]
+    InvalidClusterName { name: String, reason: &'static str },
+    #[error(
+        "the spoke has no identity in {dir} yet; registering needs a bootstrap token and the hub's CA (--bootstrap-token, --hub-ca)"
+    )]
+    NotRegistered { dir: PathBuf },
+    #[error("the key in {path} is not usable: {message}")]
+    BadKey { path: PathBuf, message: String },
+    #[error("creating the certificate signing request: {0}")]
+    Csr(String),
+    #[error("connecting to the hub at {url}: {message}")]
+    Connect { url: String, message: String },
+    #[error("the hub refused the registration: {0}")]
+    Refused(String),
+    #[error("the hub issued a certificate for {issued:?}, but the spoke asked for {asked:?}")]
+    WrongName { asked: String, issued: String },
+    #[error("the hub's registration answer was empty")]
+    EmptyAnswer,
+}
+
+/// Where the identity files live: `<data dir>/identity/`.
+#[derive(Debug, Clone)]
+pub struct IdentityStore {
+    dir: PathBuf,
+}
+
+impl IdentityStore {
+    pub fn new(data_dir: &Path) -> Self {
+        Self {
+            dir: data_dir.join("identity"),
+        }
+    }
+
+    pub fn key_path(&self) -> PathBuf {
+        self.dir.join("key.pem")
+    }
+    pub fn cert_path(&self) -> PathBuf {
+        self.dir.join("cert.pem")
+    }
+    pub fn ca_path(&self) -> PathBuf {
+        self.dir.join("ca.pem")
+    }
+
+    /// The stored identity, if registration has completed.
+    pub fn load(&self) -> Result<Option<Identity>, StoreError> {
+        let key = store::read_text(&self.key_path())?;
+        let cert = store::read_text(&self.cert_path())?;
+        let ca = store::read_text(&self.ca_path())?;
+        Ok(match (key, cert, ca) {
+            (Some(key_pem), Some(cert_pem), Some(ca_pem)) => Some(Identity {
+                key_pem,
+                cert_pem,
+                ca_pem,
+            }),
+            _ => None,
+        })
+    }
+
+    /// The spoke's key, generated (ECDSA P-256) and stored with mode 0600 on first use. A
+    /// registration waiting for approval keeps using the same key.
+    pub fn load_or_create_key(&self) -> Result<rcgen::KeyPair, IdentityError> {
+        let path = self.key_path();
+        if let Some(pem) = store::read_text(&path)? {
+            return rcgen::KeyPair::from_pem(&pem).map_err(|e| IdentityError::BadKey {
+                path,
+                message: e.to_string(),
+            });
+        }
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
+            IdentityError::BadKey {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        store::write_atomic(&path, key.serialize_pem().as_bytes(), true)?;
+        Ok(key)
+    }
+
+    /// Stores a newly issued certificate and the CA to verify the hub with.
+    pub fn save_certificate(&self, cert_pem: &str, ca_pem: &str) -> Result<(), StoreError> {
+        store::write_atomic(&self.ca_path(), ca_pem.as_bytes(), false)?;
+        store::write_atomic(&self.cert_path(), cert_pem.as_bytes(), false)
+    }
+}
+
+/// What registering needs besides the identity store.
+#[derive(Debug, Clone)]
+pub struct Registration {
+    pub hub_url: String,
+    pub hub_ca_pem: String,
+    pub token: String,
+    pub cluster_name: String,
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+}
+
+/// Checks a cluster name is a DNS-1123 label (it becomes a certificate name and a label value).
+pub fn validate_cluster_name(name: &str) -> Result<(), IdentityError> {
+    let invalid = |reason| IdentityError::InvalidClusterName {
+        name: name.to_owned(),
+        reason,
+    };
+    if name.is_empty() || name.len() > 63 {
+        return Err(invalid("it must be 1 to 63 characters long"));
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Err(invalid(
+            "it may contain only lowercase letters, digits and '-'",
+        ));
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return Err(invalid("it must start and end with a letter or digit"));
+    }
+    Ok(())
+}
+
+/// A PEM CSR for `key` with CN = the cluster name.
+pub fn build_csr(key: &rcgen::KeyPair, cluster_name: &str) -> Result<String, IdentityError> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new())
+        .map_err(|e| IdentityError::Csr(e.to_string()))?;
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, cluster_name);
+    params
+        .serialize_request(key)
+        .and_then(|csr| csr.pem())
+        .map_err(|e| IdentityError::Csr(e.to_string()))
+}
+
+/// Returns the stored identity, registering first when there is none.
+pub async fn ensure_identity(
+    store: &IdentityStore,
+    registration: Option<&Registration>,
+) -> Result<Identity, IdentityError> {
+    if let Some(identity) = store.load()? {
+        return Ok(identity);
+    }
+    let Some(registration) = registration else {
+        return Err(IdentityError::NotRegistered {
+            dir: store.dir.clone(),
+        });
+    };
+    register(store, registration).await
+}
+
+/// Registers with the hub: CSR in, certificate out, waiting while approval is pending.
+#[tracing::instrument(name = "register", skip_all, fields(cluster = %registration.cluster_name))]
+pub async fn register(
+    store: &IdentityStore,
+    registration: &Registration,
+) -> Result<Identity, IdentityError> {
+    validate_cluster_name(&registration.cluster_name)?;
+    crate::link::install_crypto_provider();
+    let key = store.load_or_create_key()?;
+    let csr_pem = build_csr(&key, &registration.cluster_name)?;
+    let connect_error = |message: String| IdentityError::Connect {
+        url: registration.hub_url.clone(),
+        message,
+    };
+    let tls =
+        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&registration.hub_ca_pem));
+    let channel = Endpoint::from_shared(registration.hub_url.clone())
+        .map_err(|e| connect_error(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .tls_config(tls)
+        .map_err(|e| connect_error(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| connect_error(error_chain(&e)))?;
+    let mut client = RegistrationClient::new(channel);
+    loop {
+        let request = RegisterRequest {
+            token: registration.token.clone(),
+            cluster_name: registration.cluster_name.clone(),
+            csr_pem: csr_pem.clone(),
+            labels: registration.labels.clone().into_iter().collect(),
+            agent_version: registration.agent_version.clone(),
+        };
+        let answer = client
+            .register(request)
+            .await
+            .map_err(|status| {
+                IdentityError::Refused(format!("{:?}: {}", status.code(), status.message()))
+            })?
+            .into_inner();
+        match answer.outcome {
+            Some(register_response::Outcome::Issued(issued)) => {
+                if !issued.cluster_name.is_empty()
+                    && issued.cluster_name != registration.cluster_name
+                {
+                    return Err(IdentityError::WrongName {
+                        asked: registration.cluster_name.clone(),
+                        issued: issued.cluster_name,
+                    });
+                }
+                let ca_pem = if issued.ca_pem.is_empty() {
+                    registration.hub_ca_pem.clone()
+                } else {
+                    issued.ca_pem
+                };
+                store.save_certificate(&issued.certificate_pem, &ca_pem)?;
+                tracing::info!("registered with the hub");
+                return Ok(Identity {
+                    key_pem: key.serialize_pem(),
+                    cert_pem: issued.certificate_pem,
+                    ca_pem,
+                });
+            }
+            Some(register_response::Outcome::Pending(pending)) => {
+                let wait = Duration::from_secs(u64::from(pending.retry_after_seconds).max(1))
+                    .min(MAX_APPROVAL_WAIT);
+                tracing::info!(
+                    wait_s = wait.as_secs(),
+                    "registration waits for approval by an admin"
+                );
+                tokio::time::sleep(wait).await;
+            }
+            None => return Err(IdentityError::EmptyAnswer),
+        }
+    }
+}
+
+/// An error with its sources, since tonic's transport errors hide the cause one level down.
+pub(crate) fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cluster_names_are_dns_labels() {
+        assert!(validate_cluster_name("eu-1").is_ok());
+        assert!(validate_cluster_name("").is_err());
+        assert!(validate_cluster_name("EU").is_err());
+        assert!(validate_cluster_name("-a").is_err());
+        assert!(validate_cluster_name("a_b").is_err());
+        assert!(validate_cluster_name(&"a".repeat(64)).is_err());
+    }
+
+    #[test]
+    fn key_is_created_once_private_and_reused() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let store = IdentityStore::new(dir.path());
+        let first = store.load_or_create_key().expect("key");
+        let second = store.load_or_create_key().expect("key");
+        assert_eq!(first.serialize_pem(), second.serialize_pem());
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(store.key_path())
+                .expect("meta")
+                .permissions()
+                .mode()
+                & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        assert!(store.load().expect("load").is_none(), "no certificate yet");
+    }
+
+    #[test]
+    fn csr_names_the_cluster() {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let pem = build_csr(&key, "eu-1").expect("csr");
+        let parsed = rcgen::CertificateSigningRequestParams::from_pem(&pem).expect("parse");
+        let cn = parsed
+            .params
+            .distinguished_name
+            .get(&rcgen::DnType::CommonName)
+            .expect("cn");
+        assert_eq!(cn, &rcgen::DnValue::Utf8String("eu-1".into()));
+    }
+
+    #[tokio::test]
+    async fn without_identity_or_token_the_error_says_what_is_needed() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let err = ensure_identity(&IdentityStore::new(dir.path()), None)
+            .await
+            .expect_err("no identity");
+        assert!(err.to_string().contains("--bootstrap-token"), "{err}");
+    }
+}

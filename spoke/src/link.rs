@@ -1,0 +1,562 @@
+//! The gRPC adapter of the hub–spoke link: one `Link.Session` stream over mutual TLS, and the
+//! only place that converts between the wire format and the spoke's domain types.
+//!
+//! The link keeps two promises across reconnects and restarts: the desired state it publishes
+//! is always a consistent generation (deltas apply only on their base; otherwise it says Hello
+//! again), and no status report is lost (each is numbered and persisted before it is sent, and
+//! kept until the hub acks it).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex, Once};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::link_client::LinkClient;
+use tokio::sync::{Notify, mpsc, watch};
+use tokio_stream::wrappers::ReceiverStream;
+use tokio_util::sync::CancellationToken;
+use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+
+use crate::desired::{DesiredState, DesiredUpdate};
+use crate::identity::{Identity, error_chain};
+use crate::model::{
+    CredentialKind, Health, RenderOptions, RenderType, RepoCredential, ResourceResult, Source,
+    SyncPolicy, SyncState, TargetSpec, TargetStatus,
+};
+use crate::outbox::{Outbox, SequencedReport};
+use crate::store::{self, StoreError};
+
+/// Installs rustls' ring crypto provider for the process, once; later calls do nothing.
+pub fn install_crypto_provider() {
+    static ONCE: Once = Once::new();
+    ONCE.call_once(|| {
+        // Another part of the process may have installed one already; either is fine.
+        let _ = rustls::crypto::ring::default_provider().install_default();
+    });
+}
+
+/// How the link behaves.
+#[derive(Debug, Clone)]
+pub struct LinkConfig {
+    /// `https://host:port` of the hub.
+    pub hub_url: String,
+    pub cluster_name: String,
+    pub agent_version: String,
+    pub heartbeat_interval: Duration,
+    /// First reconnect delay; it doubles per failed attempt, with full jitter.
+    pub backoff_base: Duration,
+    pub backoff_cap: Duration,
+    /// Where `desired.json` and `outbox.json` live.
+    pub state_dir: PathBuf,
+}
+
+impl LinkConfig {
+    pub fn new(
+        hub_url: impl Into<String>,
+        cluster_name: impl Into<String>,
+        state_dir: PathBuf,
+    ) -> Self {
+        Self {
+            hub_url: hub_url.into(),
+            cluster_name: cluster_name.into(),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            heartbeat_interval: Duration::from_secs(10),
+            backoff_base: Duration::from_millis(500),
+            backoff_cap: Duration::from_secs(60),
+            state_dir,
+        }
+    }
+
+    fn desired_path(&self) -> PathBuf {
+        self.state_dir.join("desired.json")
+    }
+    fn outbox_path(&self) -> PathBuf {
+        self.state_dir.join("outbox.json")
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LinkError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("hub URL {url:?}: {message}")]
+    Url { url: String, message: String },
+    #[error("connecting to the hub: {0}")]
+    Connect(String),
+    #[error("the hub ended the stream: {0}")]
+    Stream(String),
+}
+
+/// The link's durable state and its hand-offs to the agent.
+pub struct LinkState {
+    config: LinkConfig,
+    outbox: Mutex<Outbox>,
+    /// Wakes the session when a new report is in the outbox.
+    reported: Notify,
+    desired: watch::Sender<DesiredState>,
+    connected: watch::Sender<bool>,
+}
+
+impl LinkState {
+    /// Loads the persisted desired state and outbox (empty when there are none yet).
+    pub fn load(config: LinkConfig) -> Result<Arc<Self>, StoreError> {
+        let desired: DesiredState = store::read_json(&config.desired_path())?.unwrap_or_default();
+        let outbox: Outbox = store::read_json(&config.outbox_path())?.unwrap_or_default();
+        Ok(Arc::new(Self {
+            config,
+            outbox: Mutex::new(outbox),
+            reported: Notify::new(),
+            desired: watch::Sender::new(desired),
+            connected: watch::Sender::new(false),
+        }))
+    }
+
+    /// The desired state, updated whenever the hub changes it.
+    pub fn desired(&self) -> watch::Receiver<DesiredState> {
+        self.desired.subscribe()
+    }
+
+    /// Whether a session with the hub is up.
+    pub fn connected(&self) -> watch::Receiver<bool> {
+        self.connected.subscribe()
+    }
+
+    /// Numbers a report, persists it, and wakes the session to send it.
+    pub fn report(&self, status: TargetStatus) -> Result<u64, StoreError> {
+        let seq = {
+            let mut outbox = self.lock_outbox();
+            let seq = outbox.push(status);
+            store::write_json(&self.config.outbox_path(), &*outbox, false)?;
+            seq
+        };
+        self.reported.notify_one();
+        Ok(seq)
+    }
+
+    /// The outbox as it is now (for tests and diagnostics).
+    pub fn outbox(&self) -> Outbox {
+        self.lock_outbox().clone()
+    }
+
+    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+        self.outbox
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn ack(&self, acked_seq: u64) -> Result<(), StoreError> {
+        let mut outbox = self.lock_outbox();
+        if outbox.ack(acked_seq) {
+            store::write_json(&self.config.outbox_path(), &*outbox, false)?;
+        }
+        Ok(())
+    }
+
+    fn pending_after(&self, after: u64) -> Vec<SequencedReport> {
+        self.lock_outbox().after(after).cloned().collect()
+    }
+
+    fn set_desired(&self, next: DesiredState) -> Result<(), StoreError> {
+        // Credentials are in here: owner-only.
+        store::write_json(&self.config.desired_path(), &next, true)?;
+        self.desired.send_replace(next);
+        Ok(())
+    }
+}
+
+/// How a session ended.
+#[derive(Debug, PartialEq, Eq)]
+enum SessionEnd {
+    Shutdown,
+    /// A delta did not fit: reconnect at once and say Hello.
+    Resync,
+    Goodbye {
+        reason: String,
+        retry_after: Duration,
+        revoked: bool,
+    },
+    Closed,
+}
+
+/// Runs the link until `cancel` fires or the hub revokes the cluster.
+#[tracing::instrument(name = "link", skip_all, fields(cluster = %state.config.cluster_name))]
+pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: CancellationToken) {
+    install_crypto_provider();
+    let mut attempt: u32 = 0;
+    loop {
+        let started = tokio::time::Instant::now();
+        let outcome = tokio::select! {
+            outcome = session(&state, &identity, &cancel) => outcome,
+            () = cancel.cancelled() => Ok(SessionEnd::Shutdown),
+        };
+        state.connected.send_replace(false);
+        let wait = match outcome {
+            Ok(SessionEnd::Shutdown) => return,
+            Ok(SessionEnd::Resync) => {
+                tracing::info!("desired state out of step with the hub; saying Hello again");
+                Duration::ZERO
+            }
+            Ok(SessionEnd::Goodbye {
+                revoked: true,
+                reason,
+                ..
+            }) => {
+                tracing::error!(%reason, "the hub revoked this cluster; no longer connecting");
+                return;
+            }
+            Ok(SessionEnd::Goodbye {
+                reason,
+                retry_after,
+                ..
+            }) if !retry_after.is_zero() => {
+                tracing::info!(%reason, retry_after_s = retry_after.as_secs(), "the hub said goodbye");
+                retry_after
+            }
+            Ok(end) => {
+                tracing::info!(?end, "session ended");
+                if started.elapsed() > Duration::from_secs(30) {
+                    attempt = 0;
+                }
+                attempt = attempt.saturating_add(1);
+                backoff(
+                    attempt,
+                    state.config.backoff_base,
+                    state.config.backoff_cap,
+                    rand::random(),
+                )
+            }
+            Err(error) => {
+                if started.elapsed() > Duration::from_secs(30) {
+                    attempt = 0;
+                }
+                attempt = attempt.saturating_add(1);
+                let wait = backoff(
+                    attempt,
+                    state.config.backoff_base,
+                    state.config.backoff_cap,
+                    rand::random(),
+                );
+                tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "link down; reconnecting");
+                wait
+            }
+        };
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            () = cancel.cancelled() => return,
+        }
+    }
+}
+
+/// Exponential backoff with full jitter: a uniform delay in [0, min(cap, base·2^(attempt-1))].
+/// `unit` is a random number in [0, 1).
+pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
+    let exponent = attempt.saturating_sub(1).min(30);
+    let ceiling = base.saturating_mul(1u32 << exponent).min(cap);
+    ceiling.mul_f64(unit.clamp(0.0, 1.0))
+}
+
+async fn channel(config: &LinkConfig, identity: &Identity) -> Result<Channel, LinkError> {
+    let url_error = |message: String| LinkError::Url {
+        url: config.hub_url.clone(),
+        message,
+    };
+    let tls = ClientTlsConfig::new()
+        .ca_certificate(Certificate::from_pem(&identity.ca_pem))
+        .identity(tonic::transport::Identity::from_pem(
+            &identity.cert_pem,
+            &identity.key_pem,
+        ));
+    Endpoint::from_shared(config.hub_url.clone())
+        .map_err(|e| url_error(e.to_string()))?
+        .connect_timeout(Duration::from_secs(10))
+        .http2_keep_alive_interval(Duration::from_secs(20))
+        .keep_alive_timeout(Duration::from_secs(10))
+        .keep_alive_while_idle(true)
+        .tcp_keepalive(Some(Duration::from_secs(30)))
+        .tls_config(tls)
+        .map_err(|e| url_error(e.to_string()))?
+        .connect()
+        .await
+        .map_err(|e| LinkError::Connect(error_chain(&e)))
+}
+
+async fn session(
+    state: &LinkState,
+    identity: &Identity,
+    cancel: &CancellationToken,
+) -> Result<SessionEnd, LinkError> {
+    let config = &state.config;
+    let channel = channel(config, identity).await?;
+    let mut client = LinkClient::new(channel)
+        .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+        .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+
+    let (tx, rx) = mpsc::channel::<pb::SpokeMessage>(64);
+    let (generation, epoch) = {
+        let desired = state.desired.borrow();
+        (desired.generation, desired.hub_epoch.clone())
+    };
+    let hello = pb::Hello {
+        cluster: config.cluster_name.clone(),
+        agent_version: config.agent_version.clone(),
+        desired_generation: generation,
+        last_acked_seq: state.lock_outbox().last_acked,
+        hub_epoch: epoch,
+    };
+    send(&tx, pb::spoke_message::Msg::Hello(hello)).await?;
+    let mut inbound = client
+        .session(ReceiverStream::new(rx))
+        .await
+        .map_err(|s| LinkError::Stream(format!("{:?}: {}", s.code(), s.message())))?
+        .into_inner();
+    state.connected.send_replace(true);
+    tracing::info!(generation, "connected to the hub");
+
+    // Everything unacked goes out again: the hub ignores what it already has.
+    let mut last_sent = 0;
+    let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
+    heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        for report in state.pending_after(last_sent) {
+            last_sent = report.seq;
+            send(
+                &tx,
+                pb::spoke_message::Msg::Status(status_to_proto(&config.cluster_name, &report)),
+            )
+            .await?;
+        }
+        tokio::select! {
+            message = inbound.message() => {
+                let message = message.map_err(|s| LinkError::Stream(format!("{:?}: {}", s.code(), s.message())))?;
+                let Some(message) = message else { return Ok(SessionEnd::Closed) };
+                match message.msg {
+                    Some(pb::hub_message::Msg::Desired(desired)) => {
+                        let update = desired_from_proto(desired);
+                        let held = state.desired.borrow().clone();
+                        match held.apply(update) {
+                            Ok(next) => {
+                                tracing::info!(generation = next.generation, targets = next.targets.len(), "desired state updated");
+                                state.set_desired(next)?;
+                            }
+                            Err(stale) => {
+                                tracing::info!(%stale, "dropping a delta that does not fit");
+                                return Ok(SessionEnd::Resync);
+                            }
+                        }
+                    }
+                    Some(pb::hub_message::Msg::Ack(ack)) => state.ack(ack.acked_seq)?,
+                    Some(pb::hub_message::Msg::Goodbye(goodbye)) => {
+                        return Ok(SessionEnd::Goodbye {
+                            reason: goodbye.reason,
+                            retry_after: Duration::from_secs(u64::from(goodbye.retry_after_seconds)),
+                            revoked: goodbye.revoked,
+                        });
+                    }
+                    Some(pb::hub_message::Msg::Renewed(_)) | None => {}
+                }
+            }
+            () = state.reported.notified() => {}
+            _ = heartbeat.tick() => {
+                send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now() })).await?;
+            }
+            () = cancel.cancelled() => return Ok(SessionEnd::Shutdown),
+        }
+    }
+}
+
+async fn send(
+    tx: &mpsc::Sender<pb::SpokeMessage>,
+    msg: pb::spoke_message::Msg,
+) -> Result<(), LinkError> {
+    tx.send(pb::SpokeMessage { msg: Some(msg) })
+        .await
+        .map_err(|_| LinkError::Stream("the stream to the hub is closed".into()))
+}
+
+pub fn unix_now() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+}
+
+// ---- wire <-> domain ------------------------------------------------------------------------
+
+pub fn desired_from_proto(d: pb::DesiredState) -> DesiredUpdate {
+    DesiredUpdate {
+        generation: d.generation,
+        base_generation: d.base_generation,
+        snapshot: d.snapshot,
+        hub_epoch: d.hub_epoch,
+        upserts: d.upserts.into_iter().map(target_from_proto).collect(),
+        removals: d.removals,
+        credentials: d
+            .credentials
+            .into_iter()
+            .filter_map(credential_from_proto)
+            .collect(),
+    }
+}
+
+pub fn target_from_proto(t: pb::TargetSpec) -> TargetSpec {
+    let source = t.source.unwrap_or_default();
+    let render = t.render.unwrap_or_default();
+    let policy = t.sync_policy.unwrap_or_default();
+    TargetSpec {
+        target_id: t.target_id,
+        app: t.app,
+        source: Source {
+            repo_url: source.repo_url,
+            repo_name: source.repo_name,
+            commit: source.commit,
+            git_ref: source.git_ref,
+            path: source.path,
+            extra_paths: source.extra_paths,
+        },
+        namespace: t.namespace,
+        render: RenderOptions {
+            render_type: match pb::RenderType::try_from(render.r#type)
+                .unwrap_or(pb::RenderType::Unspecified)
+            {
+                pb::RenderType::Yaml => RenderType::Yaml,
+                pb::RenderType::Kustomize => RenderType::Kustomize,
+                pb::RenderType::Helm => RenderType::Helm,
+                pb::RenderType::Auto | pb::RenderType::Unspecified => RenderType::Auto,
+            },
+            kustomize_dir: render.kustomize_dir,
+            helm_release: render.helm_release,
+            helm_values_files: render.helm_values_files,
+            helm_values_yaml: render.helm_values_yaml,
+        },
+        sync_policy: SyncPolicy {
+            prune: policy.prune,
+            self_heal: policy.self_heal,
+            suspended: policy.suspended,
+            force: policy.force,
+        },
+        trace: t
+            .trace
+            .map(|t| t.fields.into_iter().collect())
+            .unwrap_or_default(),
+        spec_generation: t.spec_generation,
+    }
+}
+
+fn credential_from_proto(c: pb::RepoCredential) -> Option<RepoCredential> {
+    let kind = match c.kind? {
+        pb::repo_credential::Kind::Https(h) => CredentialKind::Https {
+            username: h.username,
+            password: h.password,
+        },
+        pb::repo_credential::Kind::Ssh(s) => CredentialKind::Ssh {
+            username: s.username,
+            private_key_pem: s.private_key_pem,
+            known_hosts: s.known_hosts,
+        },
+    };
+    Some(RepoCredential {
+        repo_url: c.repo_url,
+        kind,
+    })
+}
+
+pub fn status_to_proto(cluster: &str, report: &SequencedReport) -> pb::StatusReport {
+    let s = &report.status;
+    pb::StatusReport {
+        seq: report.seq,
+        cluster: cluster.to_owned(),
+        target_id: s.target_id.clone(),
+        revision: s.revision.clone(),
+        spec_generation: s.spec_generation,
+        sync: sync_to_proto(s.sync) as i32,
+        health: health_to_proto(s.health) as i32,
+        message: s.message.clone(),
+        resources: s.resources.iter().map(resource_to_proto).collect(),
+        observed_at_unix: s.observed_at_unix,
+        trace: Some(pb::TraceContext {
+            fields: s.trace.clone().into_iter().collect(),
+        }),
+    }
+}
+
+fn resource_to_proto(r: &ResourceResult) -> pb::ResourceResult {
+    pb::ResourceResult {
+        api_version: r.object.api_version.clone(),
+        kind: r.object.kind.clone(),
+        namespace: r.object.namespace.clone(),
+        name: r.object.name.clone(),
+        action: r.action.as_str().to_owned(),
+        health: health_to_proto(r.health) as i32,
+        message: r.message.clone(),
+        source_file: r.source_file.clone(),
+    }
+}
+
+pub fn sync_to_proto(s: SyncState) -> pb::SyncState {
+    match s {
+        SyncState::Pending => pb::SyncState::Pending,
+        SyncState::Syncing => pb::SyncState::Syncing,
+        SyncState::Synced => pb::SyncState::Synced,
+        SyncState::OutOfSync => pb::SyncState::OutOfSync,
+        SyncState::Failed => pb::SyncState::Failed,
+    }
+}
+
+pub fn health_to_proto(h: Health) -> pb::HealthState {
+    match h {
+        Health::Healthy => pb::HealthState::Healthy,
+        Health::Progressing => pb::HealthState::Progressing,
+        Health::Degraded => pb::HealthState::Degraded,
+        Health::Missing => pb::HealthState::Missing,
+        Health::Suspended => pb::HealthState::Suspended,
+        Health::Unknown => pb::HealthState::Unknown,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_grows_exponentially_to_the_cap_with_full_jitter() {
+        let base = Duration::from_millis(500);
+        let cap = Duration::from_secs(60);
+        assert_eq!(
+            backoff(1, base, cap, 0.999_999),
+            Duration::from_millis(500).mul_f64(0.999_999)
+        );
+        assert_eq!(backoff(3, base, cap, 0.5), Duration::from_secs(1));
+        assert_eq!(backoff(20, base, cap, 0.5), Duration::from_secs(30));
+        assert_eq!(backoff(u32::MAX, base, cap, 0.5), Duration::from_secs(30));
+        assert_eq!(backoff(5, base, cap, 0.0), Duration::ZERO);
+    }
+
+    #[test]
+    fn target_specs_convert_from_the_wire() {
+        let spec = target_from_proto(pb::TargetSpec {
+            target_id: "web".into(),
+            app: "web".into(),
+            source: Some(pb::Source {
+                repo_url: "file:///r".into(),
+                commit: "c".into(),
+                path: "apps/web".into(),
+                ..Default::default()
+            }),
+            namespace: "web".into(),
+            render: Some(pb::RenderOptions {
+                r#type: pb::RenderType::Kustomize as i32,
+                ..Default::default()
+            }),
+            sync_policy: Some(pb::SyncPolicy {
+                prune: true,
+                force: true,
+                ..Default::default()
+            }),
+            trace: None,
+            spec_generation: 4,
+        });
+        assert_eq!(spec.source.path, "apps/web");
+        assert_eq!(spec.render.render_type, RenderType::Kustomize);
+        assert!(spec.sync_policy.prune && spec.sync_policy.force && !spec.sync_policy.self_heal);
+        assert_eq!(spec.spec_generation, 4);
+    }
+}
