@@ -1,1 +1,6 @@
-//! gitfleet's test bench: kubesim, end-to-end tests, the demo and benchmarks.
+//! gitfleet's test bench: kubesim (a Kubernetes API simulator), the in-process fleet harness, the
+//! demo, and benchmarks.
+
+pub mod kubesim;
+pub mod gitrepo;
+pub mod harness;
