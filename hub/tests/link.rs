@@ -1,0 +1,504 @@
+//! The hub end to end with a fake spoke over real mutual TLS: registration, desired state from
+//! Git, status reports, refusals, and a restart from the same data directory.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::admin_client::AdminClient;
+use gitfleet_proto::v1::link_client::LinkClient;
+use gitfleet_proto::v1::spoke_message::Msg as In;
+use support::*;
+use tokio_stream::wrappers::ReceiverStream;
+use tonic::Code;
+
+async fn status_of(
+    admin: &mut AdminClient<tonic::transport::Channel>,
+    app: &str,
+) -> Vec<pb::TargetStatus> {
+    admin
+        .status(pb::StatusRequest {
+            app: app.into(),
+            cluster: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .targets
+}
+
+#[tokio::test]
+async fn a_commit_flows_to_the_spoke_and_its_report_back() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(
+        &[
+            ("apps/web/cm.yaml", "v: 1\n"),
+            ("apps/api/cm.yaml", "v: 1\n"),
+        ],
+        "one",
+    );
+
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    assert_eq!(id.cluster, "dev-1");
+    assert_eq!(id.ca_pem, hub.ca_pem());
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    // A new spoke gets a snapshot at once, even an empty one.
+    spoke.until("first snapshot", |v| v.snapshots == 1).await;
+    assert!(spoke.view.targets.is_empty());
+
+    let mut admin = admin(&hub).await;
+    let applied = admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+                app_doc("api", "platform", "apps/api", "dev"),
+                app_doc("prod-only", "platform", "apps/web", "prod"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let actions: Vec<_> = applied.outcomes.iter().map(|o| o.action.as_str()).collect();
+    assert_eq!(actions, ["created"; 4]);
+
+    spoke
+        .until("web and api at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+                && v.commit_of("api").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    assert!(!spoke.view.targets.contains_key("prod-only"));
+    let web = &spoke.view.targets["web"];
+    let source = web.source.as_ref().unwrap();
+    assert_eq!(source.repo_url, git.url());
+    assert_eq!(source.path, "apps/web");
+    assert_eq!(source.git_ref, "refs/heads/main");
+    assert_eq!(web.namespace, "web");
+
+    // Only the App whose files changed moves.
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    spoke
+        .until("web at c2", |v| {
+            v.commit_of("web").as_deref() == Some(c2.as_str())
+        })
+        .await;
+    assert_eq!(spoke.view.commit_of("api").as_deref(), Some(c1.as_str()));
+    assert!(spoke.view.deltas >= 1, "changes arrive as deltas");
+
+    // A report is acked once stored and shows in Admin.Status.
+    spoke.report(1, "web", &c2, "all good").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    let targets = status_of(&mut admin, "web").await;
+    assert_eq!(targets.len(), 1);
+    let t = &targets[0];
+    assert_eq!(
+        (t.cluster.as_str(), t.desired_revision.as_str()),
+        ("dev-1", c2.as_str())
+    );
+    assert_eq!(t.applied_revision, c2);
+    assert_eq!(t.sync, pb::SyncState::Synced as i32);
+    assert_eq!(t.health, pb::HealthState::Healthy as i32);
+    assert_eq!(t.message, "all good");
+    assert_eq!(t.resources.len(), 1);
+    assert!(t.cluster_connected);
+
+    // A duplicate is acked again but not stored.
+    spoke.report(1, "web", &c2, "duplicate").await;
+    spoke.report(2, "api", &c1, "api good").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    assert_eq!(status_of(&mut admin, "web").await[0].message, "all good");
+    assert_eq!(status_of(&mut admin, "api").await[0].message, "api good");
+
+    // The Repo shows what the hub fetched.
+    let repos = admin
+        .get(pb::GetRequest {
+            kind: "Repo".into(),
+            name: "platform".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    let repo: serde_json::Value = serde_json::from_str(&repos[0].json).unwrap();
+    assert_eq!(repo["status"]["commit"], c2.as_str());
+    assert_eq!(repo["status"]["error"], "");
+
+    let clusters = admin
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert_eq!(clusters.len(), 1);
+    assert_eq!(clusters[0].name, "dev-1");
+    assert_eq!(
+        clusters[0].labels.get("env").map(String::as_str),
+        Some("dev")
+    );
+    assert!(clusters[0].connected);
+    assert!(clusters[0].certificate_expires_unix > 0);
+
+    // A report naming another cluster is refused and ends the stream.
+    spoke.report_as("prod-1", 3, "web", &c2, "sneaky").await;
+    let status = spoke.until_end().await.expect("refused with a status");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    assert!(status.message().contains("prod-1"), "{status}");
+
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn apply_is_all_or_nothing_and_reports_outcomes() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let mut admin = admin(&hub).await;
+    let git = GitRepo::new();
+    git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+
+    let bad = admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                doc(serde_json::json!({"apiVersion": "gitfleet.dev/v1", "kind": "App", "metadata": {"name": "web"}, "spec": {"repo": "platform"}})),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(bad.code(), Code::InvalidArgument);
+    assert!(bad.message().contains("web"), "{bad}");
+    let stored = admin
+        .get(pb::GetRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    assert!(stored.is_empty(), "nothing stored from an invalid batch");
+
+    let docs = vec![
+        repo_doc("platform", &git.url()),
+        app_doc("web", "platform", "apps/web", "dev"),
+    ];
+    let dry = admin
+        .apply(pb::ApplyRequest {
+            documents: docs.clone(),
+            dry_run: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(dry.outcomes.iter().all(|o| o.action == "created"));
+    assert!(
+        admin
+            .get(pb::GetRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .resources
+            .is_empty()
+    );
+
+    let first = admin
+        .apply(pb::ApplyRequest {
+            documents: docs.clone(),
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.outcomes.iter().all(|o| o.action == "created"));
+    let again = admin
+        .apply(pb::ApplyRequest {
+            documents: docs,
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(again.outcomes.iter().all(|o| o.action == "unchanged"));
+    let changed = admin
+        .apply(pb::ApplyRequest {
+            documents: vec![app_doc("web", "platform", "apps/web", "prod")],
+            dry_run: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(changed.outcomes[0].action, "configured");
+
+    // A broken Repo records its error and leaves the others alone.
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![repo_doc("broken", "file:///does/not/exist")],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let error = eventually("the broken Repo's error", || {
+        let mut admin = admin.clone();
+        async move {
+            let docs = admin
+                .get(pb::GetRequest {
+                    kind: "Repo".into(),
+                    name: "broken".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .resources;
+            let v: serde_json::Value = serde_json::from_str(&docs[0].json).unwrap();
+            let e = v["status"]["error"].as_str().unwrap_or_default().to_owned();
+            (!e.is_empty()).then_some(e)
+        }
+    })
+    .await;
+    assert!(error.contains("/does/not/exist"), "{error}");
+    let ok = admin
+        .get(pb::GetRequest {
+            kind: "Repo".into(),
+            name: "platform".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    let v: serde_json::Value = serde_json::from_str(&ok[0].json).unwrap();
+    assert_eq!(v["status"]["error"], "");
+
+    let deleted = admin
+        .delete(pb::DeleteRequest {
+            kind: "App".into(),
+            name: "web".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(deleted.deleted);
+    let unknown_kind = admin
+        .delete(pb::DeleteRequest {
+            kind: "Pod".into(),
+            name: "x".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(unknown_kind.code(), Code::InvalidArgument);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn callers_without_the_right_certificate_are_refused() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let id = register(&hub, "dev-1", &[]).await;
+
+    // No client certificate: Link and Admin refuse.
+    let anonymous = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
+    let err = AdminClient::new(anonymous.clone())
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    let (tx, rx) = tokio::sync::mpsc::channel(1);
+    tx.send(pb::SpokeMessage {
+        msg: Some(In::Hello(pb::Hello {
+            cluster: "dev-1".into(),
+            ..Default::default()
+        })),
+    })
+    .await
+    .unwrap();
+    let err = LinkClient::new(anonymous)
+        .session(ReceiverStream::new(rx))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+
+    // A spoke certificate cannot call Admin.
+    let spoke_ch = channel(
+        &hub.grpc_url(),
+        hub.ca_pem(),
+        Some((&id.cert_pem, &id.key_pem)),
+    )
+    .await;
+    let err = AdminClient::new(spoke_ch)
+        .create_token(pb::CreateTokenRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // Hello naming another cluster.
+    let err = FakeSpoke::connect_as(&hub.grpc_url(), &id, SpokeView::default(), "prod-1")
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // A certificate from a foreign CA does not get through the handshake.
+    let (_t2, other_data) = data_dir();
+    let other = start_hub(&other_data).await;
+    let foreign = register(&other, "dev-1", &[]).await;
+    let refused = match try_channel(
+        &hub.grpc_url(),
+        hub.ca_pem(),
+        Some((&foreign.cert_pem, &foreign.key_pem)),
+    )
+    .await
+    {
+        Err(_) => true,
+        // With TLS 1.3 the client learns of the refusal on its first call.
+        Ok(ch) => AdminClient::new(ch)
+            .list_clusters(pb::ListClustersRequest {})
+            .await
+            .is_err(),
+    };
+    assert!(refused, "a certificate from a foreign CA was accepted");
+    other.shutdown().await;
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn bad_tokens_and_bad_requests_do_not_register() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+
+    let err = try_register(&hub, "dev-1", "gft_unknown", &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("unknown"), "{err}");
+
+    let once = hub
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .await
+        .unwrap();
+    let err = try_register(&hub, "Not_A_Name", &once, &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    // A refused request does not spend the token.
+    try_register(&hub, "dev-1", &once, &[]).await.unwrap();
+    let err = try_register(&hub, "dev-2", &once, &[]).await.err().unwrap();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("maximum"), "{err}");
+
+    // The token's labels win over the spoke's.
+    let labelled = hub
+        .create_token(
+            Duration::from_secs(600),
+            BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+            0,
+        )
+        .await
+        .unwrap();
+    try_register(&hub, "prod-1", &labelled, &[("env", "dev"), ("zone", "a")])
+        .await
+        .unwrap();
+    let mut admin = admin(&hub).await;
+    let clusters = admin
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    let prod = clusters.iter().find(|c| c.name == "prod-1").unwrap();
+    assert_eq!(prod.labels.get("env").map(String::as_str), Some("prod"));
+    assert_eq!(prod.labels.get("zone").map(String::as_str), Some("a"));
+
+    // A token past its TTL is refused.
+    let short = hub
+        .create_token(Duration::from_secs(1), BTreeMap::new(), 0)
+        .await
+        .unwrap();
+    let err = eventually("the token to expire", || {
+        let short = short.clone();
+        let hub = &hub;
+        async move { try_register(hub, "late-1", &short, &[]).await.err() }
+    })
+    .await;
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    assert!(err.message().contains("expired"), "{err}");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_restarted_hub_keeps_everything() {
+    let (_tmp, data) = data_dir();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+
+    let hub = start_hub(&data).await;
+    let ca = hub.ca_pem().to_owned();
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut admin_client = admin(&hub).await;
+    admin_client
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "synced").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    hub.shutdown().await;
+    let goodbye = spoke.until_end().await;
+    assert!(goodbye.is_none(), "clean end on shutdown: {goodbye:?}");
+    assert!(spoke.view.goodbye.is_some(), "a goodbye before the end");
+    let held = spoke.close();
+
+    let hub = start_hub(&data).await;
+    assert_eq!(hub.ca_pem(), ca, "same CA after restart");
+    // The spoke's certificate still works, and it holds the current generation: no snapshot.
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, held.clone())
+        .await
+        .unwrap();
+    spoke.until("the stored ack", |v| v.acked_seq == 1).await;
+    assert_eq!(
+        spoke.view.snapshots, held.snapshots,
+        "no snapshot for a spoke in step"
+    );
+    spoke.report(1, "web", &c1, "resent after restart").await;
+    spoke.report(2, "web", &c1, "after restart").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+
+    let mut admin_client = admin(&hub).await;
+    let t = &status_of(&mut admin_client, "web").await[0];
+    assert_eq!(t.desired_revision, c1);
+    assert_eq!(t.message, "after restart");
+    let resources = admin_client
+        .get(pb::GetRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    assert_eq!(resources.len(), 2);
+    let clusters = admin_client
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert_eq!(clusters.len(), 1);
+    hub.shutdown().await;
+}
