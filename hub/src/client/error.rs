@@ -60,7 +60,7 @@ impl ClientError {
         if is_tls_failure(error) {
             ClientError::Tls {
                 server: server.to_owned(),
-                reason,
+                reason: explain_tls(reason),
             }
         } else {
             ClientError::Unreachable {
@@ -75,12 +75,10 @@ impl ClientError {
         let mut message = status.message().to_owned();
         if let Some(source) = status.source() {
             let detail = chain(source);
-            if !detail.is_empty() && !message.contains(&detail) {
-                message = if message.is_empty() {
-                    detail
-                } else {
-                    format!("{message}: {detail}")
-                };
+            if detail.contains(&message) {
+                message = detail;
+            } else if !message.contains(&detail) {
+                message = format!("{message}: {detail}");
             }
         }
         let tls = status.source().is_some_and(is_tls_failure) || looks_like_tls(status.message());
@@ -96,7 +94,7 @@ impl ClientError {
             Code::Unimplemented => ClientError::Unimplemented { server, message },
             _ if tls => ClientError::Tls {
                 server,
-                reason: message,
+                reason: explain_tls(message),
             },
             Code::Unavailable => ClientError::Unreachable {
                 server,
@@ -146,6 +144,24 @@ fn is_tls_failure(error: &(dyn StdError + 'static)) -> bool {
         next = e.source();
     }
     false
+}
+
+/// Says in words which side refused which certificate, keeping the technical reason.
+fn explain_tls(reason: String) -> String {
+    let reason = reason.trim_start_matches("transport error: ").to_owned();
+    let lower = reason.to_ascii_lowercase();
+    let which = if lower.contains("notvalidforname") || lower.contains("not valid for name") {
+        "the hub's certificate does not name this address (set tls-server-name in the context)"
+    } else if lower.contains("expired") {
+        "a certificate has expired"
+    } else if lower.contains("unknownissuer") {
+        "the hub's certificate is not signed by this context's CA"
+    } else if lower.contains("received fatal alert") {
+        "the hub does not trust this admin certificate"
+    } else {
+        return reason;
+    };
+    format!("{which} ({reason})")
 }
 
 fn looks_like_tls(text: &str) -> bool {

@@ -145,3 +145,24 @@ fn installing_the_provider_twice_is_harmless() {
     install_crypto_provider();
     assert!(rustls::crypto::CryptoProvider::get_default().is_some());
 }
+
+#[test]
+fn tls_failures_say_which_side_refused() {
+    let map = |m: &str| {
+        ClientError::from_status("https://hub:7443", tonic::Status::unknown(m)).to_string()
+    };
+    assert!(
+        map("transport error: invalid peer certificate: UnknownIssuer")
+            .contains("not signed by this context's CA")
+    );
+    assert!(
+        map("received fatal alert: UnknownCA")
+            .contains("the hub does not trust this admin certificate")
+    );
+    assert!(
+        map("invalid peer certificate: certificate expired: verification time 5")
+            .contains("has expired")
+    );
+    let other = map("invalid peer certificate: BadSignature");
+    assert!(other.contains("certificate rejected talking to https://hub:7443: invalid peer certificate: BadSignature;"), "{other}");
+}
