@@ -2,13 +2,21 @@
 //! applies it to its cluster with server-side apply, and reports status back.
 //!
 //! Decisions live in pure modules (`sync`, `desired`, `outbox`); adapters sit at the edges:
-//! `git` (git2), `link` and `identity` (gRPC), `store` (files in the data directory).
+//! `git` (git2), `cluster` (kube-rs), `link` and `identity` (gRPC), `store` (files in the data
+//! directory). `agent` runs a worker per Target; `runtime` wires everything together.
 
+pub mod agent;
+pub mod cluster;
 pub mod desired;
 pub mod git;
 pub mod identity;
 pub mod link;
 pub mod model;
 pub mod outbox;
+pub mod runtime;
 pub mod store;
 pub mod sync;
+pub mod telemetry;
+
+pub use cluster::KubeSource;
+pub use runtime::{SpokeConfig, SpokeError, SpokeHandle, start};

@@ -1,1 +1,92 @@
-fn main() {}
+//! `gitfleet-spoke run`: the spoke agent of one cluster.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+use gitfleet_spoke::runtime::{self, KubeSource, SpokeConfig};
+
+#[derive(Parser)]
+#[command(name = "gitfleet-spoke", version, about = "gitfleet spoke agent")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Connect to the hub and keep this cluster at the desired state.
+    Run(RunArgs),
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Hub address, e.g. https://hub.example:7443.
+    #[arg(long, env = "GITFLEET_HUB")]
+    hub: String,
+    /// Directory for the identity, desired state, status outbox and Git cache.
+    #[arg(long, env = "GITFLEET_DATA_DIR")]
+    data_dir: PathBuf,
+    /// Kubeconfig file; in-cluster configuration when absent.
+    #[arg(long, env = "GITFLEET_KUBECONFIG")]
+    kubeconfig: Option<PathBuf>,
+    /// Context in the kubeconfig (default: its current context).
+    #[arg(long, env = "GITFLEET_CONTEXT")]
+    context: Option<String>,
+    /// Name of this cluster (a DNS-1123 label).
+    #[arg(long, env = "GITFLEET_CLUSTER_NAME")]
+    cluster_name: String,
+    /// Label proposed at registration, `key=value`; repeatable.
+    #[arg(long = "label", env = "GITFLEET_LABELS", value_delimiter = ',')]
+    labels: Vec<String>,
+    /// Bootstrap token from `gitfleet token create` (first start only).
+    #[arg(long, env = "GITFLEET_BOOTSTRAP_TOKEN", hide_env_values = true)]
+    bootstrap_token: Option<String>,
+    /// PEM file with the hub's CA certificate (first start only).
+    #[arg(long, env = "GITFLEET_HUB_CA")]
+    hub_ca: Option<PathBuf>,
+    /// Seconds objects may progress before they count as Degraded.
+    #[arg(long, env = "GITFLEET_PROGRESS_TIMEOUT", default_value_t = 300)]
+    progress_timeout: u64,
+}
+
+fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
+    let mut out = BTreeMap::new();
+    for label in labels {
+        let Some((key, value)) = label.split_once('=') else {
+            bail!("label {label:?} is not key=value");
+        };
+        out.insert(key.trim().to_owned(), value.trim().to_owned());
+    }
+    Ok(out)
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    gitfleet_spoke::telemetry::init();
+    let Command::Run(args) = Cli::parse().command;
+    let kube = match args.kubeconfig {
+        Some(path) => KubeSource::Kubeconfig {
+            path,
+            context: args.context,
+        },
+        None => KubeSource::InCluster,
+    };
+    let mut config = SpokeConfig::new(args.hub, args.data_dir, args.cluster_name, kube);
+    config.labels = parse_labels(&args.labels)?;
+    config.bootstrap_token = args.bootstrap_token;
+    config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);
+    if let Some(path) = args.hub_ca {
+        let pem = std::fs::read_to_string(&path)
+            .with_context(|| format!("reading the hub CA from {}", path.display()))?;
+        config.hub_ca_pem = Some(pem);
+    }
+    let spoke = runtime::start(config).await.context("starting the spoke")?;
+    tokio::signal::ctrl_c()
+        .await
+        .context("waiting for ctrl-c")?;
+    tracing::info!("shutting down");
+    spoke.shutdown().await;
+    Ok(())
+}

@@ -1,0 +1,574 @@
+//! The agent loop: one worker per Target. On a new spec a worker fetches the commit, renders,
+//! applies in order and reports; then it watches health until the Target is Healthy or the
+//! progress timeout turns what is still progressing into Degraded, reporting every change.
+//!
+//! The desired state comes from the link's persisted copy, so the agent keeps enforcing the
+//! last one it had while the hub is away.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::Instrument as _;
+
+use crate::cluster::{Cluster, ClusterError};
+use crate::desired::DesiredState;
+use crate::git::{GitCache, ReadLimits};
+use crate::link::{LinkState, unix_now};
+use crate::model::{
+    Health, ObjectRef, RenderType, ResourceAction, ResourceResult, SyncState, TargetSpec,
+    TargetStatus,
+};
+use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
+use crate::sync::{health, order, report};
+
+/// How the agent paces itself.
+#[derive(Debug, Clone)]
+pub struct AgentConfig {
+    pub cluster_name: String,
+    /// How long objects may progress before they count as Degraded.
+    pub progress_timeout: Duration,
+    /// Health polling while something is progressing.
+    pub health_poll: Duration,
+    /// Health polling once everything has settled (healthy or degraded).
+    pub settled_poll: Duration,
+    /// Retry delay after a fetch or render failure.
+    pub retry_after_failure: Duration,
+    /// How long to wait for a kind whose CRD the same sync applied to be served.
+    pub crd_wait: Duration,
+    pub render_limits: RenderLimits,
+    pub read_limits: ReadLimits,
+}
+
+impl AgentConfig {
+    pub fn new(cluster_name: impl Into<String>) -> Self {
+        Self {
+            cluster_name: cluster_name.into(),
+            progress_timeout: Duration::from_secs(300),
+            health_poll: Duration::from_secs(1),
+            settled_poll: Duration::from_secs(15),
+            retry_after_failure: Duration::from_secs(30),
+            crd_wait: Duration::from_secs(30),
+            render_limits: RenderLimits::default(),
+            read_limits: ReadLimits::default(),
+        }
+    }
+}
+
+/// Where a worker sends its reports.
+pub trait Reporter: Send + Sync + 'static {
+    fn report(&self, status: TargetStatus);
+}
+
+impl Reporter for LinkState {
+    fn report(&self, status: TargetStatus) {
+        if let Err(error) = LinkState::report(self, status) {
+            tracing::error!(%error, "could not persist a status report");
+        }
+    }
+}
+
+struct Context {
+    config: AgentConfig,
+    cluster: Arc<Cluster>,
+    git: Arc<GitCache>,
+    reporter: Arc<dyn Reporter>,
+}
+
+struct Worker {
+    spec: watch::Sender<TargetSpec>,
+    cancel: CancellationToken,
+}
+
+/// Runs until `cancel` fires, keeping one worker per Target of the desired state.
+pub async fn run(
+    config: AgentConfig,
+    cluster: Arc<Cluster>,
+    git: Arc<GitCache>,
+    reporter: Arc<dyn Reporter>,
+    mut desired: watch::Receiver<DesiredState>,
+    cancel: CancellationToken,
+) {
+    let ctx = Arc::new(Context {
+        config,
+        cluster,
+        git,
+        reporter,
+    });
+    let mut workers: HashMap<String, Worker> = HashMap::new();
+    let mut tasks = JoinSet::new();
+    loop {
+        let state = desired.borrow_and_update().clone();
+        let state = Arc::new(state);
+        workers.retain(|id, worker| {
+            let keep = state.targets.contains_key(id);
+            if !keep {
+                tracing::info!(target_id = %id, "target removed; stopping its worker");
+                worker.cancel.cancel();
+            }
+            keep
+        });
+        for (id, spec) in &state.targets {
+            match workers.get(id) {
+                Some(worker) => {
+                    worker.spec.send_if_modified(|held| {
+                        let changed = held != spec;
+                        if changed {
+                            *held = spec.clone();
+                        }
+                        changed
+                    });
+                }
+                None => {
+                    let (tx, rx) = watch::channel(spec.clone());
+                    let worker_cancel = cancel.child_token();
+                    tasks.spawn(target_worker(
+                        ctx.clone(),
+                        rx,
+                        desired.clone(),
+                        worker_cancel.clone(),
+                    ));
+                    workers.insert(
+                        id.clone(),
+                        Worker {
+                            spec: tx,
+                            cancel: worker_cancel,
+                        },
+                    );
+                }
+            }
+        }
+        tokio::select! {
+            changed = desired.changed() => if changed.is_err() { break },
+            () = cancel.cancelled() => break,
+            Some(_) = tasks.join_next(), if !tasks.is_empty() => {}
+        }
+    }
+    for worker in workers.values() {
+        worker.cancel.cancel();
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// The result of one apply pass, kept while health is watched.
+struct Attempt {
+    spec: TargetSpec,
+    resources: Vec<ResourceResult>,
+    fatal: Option<String>,
+    finished: Instant,
+}
+
+async fn target_worker(
+    ctx: Arc<Context>,
+    mut spec_rx: watch::Receiver<TargetSpec>,
+    desired: watch::Receiver<DesiredState>,
+    cancel: CancellationToken,
+) {
+    let mut last: Option<TargetStatus> = None;
+    let mut versions: HashMap<ObjectRef, String> = HashMap::new();
+    loop {
+        let spec = spec_rx.borrow_and_update().clone();
+        let span = tracing::info_span!(
+            "sync",
+            app = %spec.app,
+            cluster = %ctx.config.cluster_name,
+            revision = %spec.source.commit,
+        );
+        if spec.sync_policy.suspended {
+            let status = status_of(
+                &spec,
+                SyncState::Pending,
+                Health::Unknown,
+                "sync is suspended by policy".into(),
+                Vec::new(),
+            );
+            send_if_changed(&ctx, &mut last, status);
+            tokio::select! {
+                changed = spec_rx.changed() => if changed.is_err() { return } else { continue },
+                () = cancel.cancelled() => return,
+            }
+        }
+        let syncing = status_of(
+            &spec,
+            SyncState::Syncing,
+            last.as_ref().map_or(Health::Progressing, |s| s.health),
+            format!("syncing revision {}", short(&spec.source.commit)),
+            Vec::new(),
+        );
+        send_if_changed(&ctx, &mut last, syncing);
+        let credential = desired
+            .borrow()
+            .credential_for(&spec.source.repo_url)
+            .cloned();
+        let attempt = tokio::select! {
+            attempt = sync_once(&ctx, &spec, credential.as_ref(), &mut versions).instrument(span.clone()) => attempt,
+            () = cancel.cancelled() => return,
+        };
+        let new_spec = watch_health(&ctx, attempt, &mut last, &mut spec_rx, &cancel)
+            .instrument(span)
+            .await;
+        if !new_spec {
+            return;
+        }
+    }
+}
+
+/// Watches the health of what was applied, reporting changes. Returns true when a new spec
+/// arrived (sync again), false when the worker should stop.
+async fn watch_health(
+    ctx: &Context,
+    attempt: Attempt,
+    last: &mut Option<TargetStatus>,
+    spec_rx: &mut watch::Receiver<TargetSpec>,
+    cancel: &CancellationToken,
+) -> bool {
+    let mut failure_wait = ctx.config.retry_after_failure;
+    loop {
+        let mut resources = attempt.resources.clone();
+        let delay = if attempt.fatal.is_some() {
+            let summary = report::summarize(&resources, attempt.fatal.as_deref());
+            send_if_changed(
+                ctx,
+                last,
+                status_of(
+                    &attempt.spec,
+                    summary.sync,
+                    summary.health,
+                    summary.message,
+                    resources,
+                ),
+            );
+            let wait = failure_wait;
+            failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
+            wait
+        } else {
+            assess_health(ctx, &mut resources).await;
+            let expired = attempt.finished.elapsed() >= ctx.config.progress_timeout;
+            if expired {
+                report::expire_progressing(&mut resources, ctx.config.progress_timeout);
+            }
+            let summary = report::summarize(&resources, None);
+            let progressing = summary.health == Health::Progressing
+                || resources.iter().any(|r| r.health == Health::Progressing);
+            send_if_changed(
+                ctx,
+                last,
+                status_of(
+                    &attempt.spec,
+                    summary.sync,
+                    summary.health,
+                    summary.message,
+                    resources,
+                ),
+            );
+            if progressing {
+                ctx.config.health_poll
+            } else {
+                ctx.config.settled_poll
+            }
+        };
+        tokio::select! {
+            changed = spec_rx.changed() => return changed.is_ok(),
+            () = tokio::time::sleep(delay) => {
+                if attempt.fatal.is_some() {
+                    // Retry the whole sync: the repository or network may be back.
+                    spec_rx.mark_changed();
+                    return true;
+                }
+            }
+            () = cancel.cancelled() => return false,
+        }
+    }
+}
+
+/// Fetch, render, apply: everything up to the first health check.
+async fn sync_once(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    versions: &mut HashMap<ObjectRef, String>,
+) -> Attempt {
+    let fail = |message: String| Attempt {
+        spec: spec.clone(),
+        resources: Vec::new(),
+        fatal: Some(message),
+        finished: Instant::now(),
+    };
+    let files = match ctx
+        .git
+        .read_app(&spec.source, credential, ctx.config.read_limits)
+        .instrument(tracing::info_span!("fetch", repo = %spec.source.repo_url))
+        .await
+    {
+        Ok(files) => files,
+        Err(error) => {
+            tracing::warn!(%error, "fetch failed");
+            return fail(error.to_string());
+        }
+    };
+    if let Some(unsupported) = unsupported_render(spec, &files.files) {
+        return fail(unsupported);
+    }
+    let render_ctx = RenderContext {
+        app: spec.app.clone(),
+        target_id: spec.target_id.clone(),
+        revision: spec.source.commit.clone(),
+        namespace: spec.namespace.clone(),
+        create_namespace: true,
+    };
+    let scopes = ctx.cluster.known_scopes();
+    let lookup = render::scopes_from(&scopes);
+    let rendered = match render::render(
+        &files.files,
+        &render_ctx,
+        &ctx.config.render_limits,
+        &lookup,
+    ) {
+        Ok(rendered) => rendered,
+        Err(error) => return fail(error.to_string()),
+    };
+
+    let mut resources: Vec<ResourceResult> = files
+        .errors
+        .iter()
+        .chain(rendered.errors.iter())
+        .map(invalid_file)
+        .collect();
+    let crds = served_by_crds(&rendered.manifests);
+    let span = tracing::info_span!("apply", objects = rendered.manifests.len());
+    async {
+        for wave in order::plan(rendered.manifests) {
+            for mut manifest in wave.manifests {
+                let result = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                resources.push(result);
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    tracing::info!(
+        applied = resources
+            .iter()
+            .filter(|r| matches!(
+                r.action,
+                ResourceAction::Applied | ResourceAction::Unchanged
+            ))
+            .count(),
+        failed = resources
+            .iter()
+            .filter(|r| matches!(r.action, ResourceAction::Failed | ResourceAction::Invalid))
+            .count(),
+        "applied"
+    );
+    Attempt {
+        spec: spec.clone(),
+        resources,
+        fatal: None,
+        finished: Instant::now(),
+    }
+}
+
+async fn apply_one(
+    ctx: &Context,
+    spec: &TargetSpec,
+    manifest: &mut Manifest,
+    crds: &[(String, String)],
+    versions: &mut HashMap<ObjectRef, String>,
+) -> ResourceResult {
+    let resolved = match resolve_waiting_for_crd(ctx, manifest, crds).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let health = if matches!(error, ClusterError::UnknownKind { .. }) {
+                Health::Missing
+            } else {
+                Health::Unknown
+            };
+            return result(manifest, ResourceAction::Failed, health, error.to_string());
+        }
+    };
+    render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
+    match ctx
+        .cluster
+        .apply(&resolved, manifest, spec.sync_policy.force)
+        .await
+    {
+        Ok(applied) => {
+            let unchanged = versions.get(&manifest.object) == Some(&applied.resource_version);
+            versions.insert(manifest.object.clone(), applied.resource_version);
+            let action = if unchanged {
+                ResourceAction::Unchanged
+            } else {
+                ResourceAction::Applied
+            };
+            result(manifest, action, Health::Progressing, String::new())
+        }
+        Err(error) => {
+            tracing::warn!(object = %manifest.object.display_name(), %error, "apply failed");
+            result(
+                manifest,
+                ResourceAction::Failed,
+                Health::Unknown,
+                error.to_string(),
+            )
+        }
+    }
+}
+
+/// Resolves a kind; when a CRD of this same sync defines it, waits (bounded) for the server to
+/// start serving it.
+async fn resolve_waiting_for_crd(
+    ctx: &Context,
+    manifest: &Manifest,
+    crds: &[(String, String)],
+) -> Result<crate::cluster::Resolved, ClusterError> {
+    let object = &manifest.object;
+    let defined_here = crds
+        .iter()
+        .any(|(group, kind)| group == manifest.group() && kind == &object.kind);
+    let deadline = Instant::now() + ctx.config.crd_wait;
+    loop {
+        match ctx.cluster.resolve(&object.api_version, &object.kind).await {
+            Err(ClusterError::UnknownKind { .. }) if defined_here && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// (group, kind) of every custom resource kind the CRDs among `manifests` define.
+fn served_by_crds(manifests: &[Manifest]) -> Vec<(String, String)> {
+    manifests
+        .iter()
+        .filter(|m| {
+            m.group() == "apiextensions.k8s.io" && m.object.kind == "CustomResourceDefinition"
+        })
+        .filter_map(|m| {
+            let group = m.body.pointer("/spec/group")?.as_str()?;
+            let kind = m.body.pointer("/spec/names/kind")?.as_str()?;
+            Some((group.to_owned(), kind.to_owned()))
+        })
+        .collect()
+}
+
+/// Reads every applied object back and judges its health.
+async fn assess_health(ctx: &Context, resources: &mut [ResourceResult]) {
+    for r in resources.iter_mut() {
+        if !matches!(
+            r.action,
+            ResourceAction::Applied | ResourceAction::Unchanged
+        ) {
+            continue;
+        }
+        match ctx.cluster.get(&r.object).await {
+            Ok(live) => {
+                let assessment = health::assess(live.as_ref());
+                r.health = assessment.health;
+                r.message = assessment.message;
+            }
+            Err(error) => {
+                r.health = Health::Unknown;
+                r.message = format!("reading it back: {error}");
+            }
+        }
+    }
+}
+
+/// Kustomize and Helm come with the sync engine (issue 6); until then say so clearly.
+fn unsupported_render(spec: &TargetSpec, files: &[render::SourceFile]) -> Option<String> {
+    let base = crate::git::normalize_path(&spec.source.path).unwrap_or_default();
+    let at_root = |name: &str| {
+        files.iter().any(|f| {
+            let rel = if base.is_empty() {
+                f.path.as_str()
+            } else {
+                f.path.strip_prefix(&format!("{base}/")).unwrap_or("")
+            };
+            rel == name
+        })
+    };
+    match spec.render.render_type {
+        RenderType::Kustomize => Some("kustomize rendering is not supported by this spoke yet".into()),
+        RenderType::Helm => Some("helm rendering is not supported by this spoke yet".into()),
+        RenderType::Auto if ["kustomization.yaml", "kustomization.yml"].iter().any(|n| at_root(n)) => {
+            Some("the App path holds a kustomization, and kustomize rendering is not supported by this spoke yet".into())
+        }
+        RenderType::Auto if ["Chart.yaml"].iter().any(|n| at_root(n)) => {
+            Some("the App path holds a Helm chart, and helm rendering is not supported by this spoke yet".into())
+        }
+        _ => None,
+    }
+}
+
+fn invalid_file(error: &FileError) -> ResourceResult {
+    ResourceResult {
+        object: ObjectRef {
+            api_version: String::new(),
+            kind: String::new(),
+            namespace: String::new(),
+            name: String::new(),
+        },
+        action: ResourceAction::Invalid,
+        health: Health::Unknown,
+        message: error.to_string(),
+        source_file: error.file.clone(),
+    }
+}
+
+fn result(
+    manifest: &Manifest,
+    action: ResourceAction,
+    health: Health,
+    message: String,
+) -> ResourceResult {
+    ResourceResult {
+        object: manifest.object.clone(),
+        action,
+        health,
+        message,
+        source_file: manifest.source_file.clone(),
+    }
+}
+
+fn status_of(
+    spec: &TargetSpec,
+    sync: SyncState,
+    health: Health,
+    message: String,
+    resources: Vec<ResourceResult>,
+) -> TargetStatus {
+    TargetStatus {
+        target_id: spec.target_id.clone(),
+        revision: spec.source.commit.clone(),
+        spec_generation: spec.spec_generation,
+        sync,
+        health,
+        message,
+        resources,
+        observed_at_unix: unix_now(),
+        trace: spec.trace.clone().into_iter().collect::<BTreeMap<_, _>>(),
+    }
+}
+
+fn send_if_changed(ctx: &Context, last: &mut Option<TargetStatus>, status: TargetStatus) {
+    if last.as_ref().is_some_and(|l| l.same_state_as(&status)) {
+        return;
+    }
+    tracing::info!(
+        target_id = %status.target_id,
+        sync = ?status.sync,
+        health = ?status.health,
+        message = %status.message,
+        "target status"
+    );
+    ctx.reporter.report(status.clone());
+    *last = Some(status);
+}
+
+fn short(commit: &str) -> &str {
+    commit.get(..12).unwrap_or(commit)
+}

@@ -1,0 +1,273 @@
+//! Kubernetes adapter over kube-rs: discovery (apiVersion/kind → resource and scope),
+//! server-side apply with field manager `gitfleet`, and reading objects back for health.
+//!
+//! Errors are per object: a kind the server does not know, or an object it rejects, becomes a
+//! [`ClusterError`] with the server's own words, and the caller carries on with the others.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::PathBuf;
+use std::sync::RwLock;
+
+use kube::api::{Patch, PatchParams};
+use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
+use kube::discovery::Scope;
+use kube::{Api, Client};
+use serde_json::Value;
+
+use crate::model::ObjectRef;
+use crate::sync::render::Manifest;
+
+/// Field manager of every server-side apply gitfleet makes.
+pub const FIELD_MANAGER: &str = "gitfleet";
+
+/// Where the spoke's Kubernetes client configuration comes from.
+#[derive(Clone)]
+pub enum KubeSource {
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
+    InCluster,
+    /// `KUBECONFIG`/`~/.kube/config`, else in-cluster.
+    Infer,
+    Config(Box<kube::Config>),
+}
+
+impl std::fmt::Debug for KubeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Kubeconfig { path, context } => f
+                .debug_struct("Kubeconfig")
+                .field("path", path)
+                .field("context", context)
+                .finish(),
+            Self::InCluster => f.write_str("InCluster"),
+            Self::Infer => f.write_str("Infer"),
+            Self::Config(config) => f.debug_tuple("Config").field(&config.cluster_url).finish(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("kubernetes client configuration: {0}")]
+    Config(String),
+    #[error("the server does not know kind {kind} in {api_version}{}", detail(.message))]
+    UnknownKind {
+        api_version: String,
+        kind: String,
+        message: String,
+    },
+    #[error("{message}")]
+    Rejected {
+        code: u16,
+        reason: String,
+        message: String,
+    },
+    #[error("talking to the cluster: {0}")]
+    Transport(String),
+}
+
+fn detail(message: &str) -> String {
+    if message.is_empty() {
+        String::new()
+    } else {
+        format!(": {message}")
+    }
+}
+
+impl ClusterError {
+    fn from_kube(error: kube::Error) -> Self {
+        match error {
+            kube::Error::Api(status) => Self::Rejected {
+                code: status.code,
+                reason: status.reason.clone(),
+                message: if status.message.is_empty() {
+                    status.reason.clone()
+                } else {
+                    status.message.clone()
+                },
+            },
+            other => Self::Transport(crate::identity::error_chain(&other)),
+        }
+    }
+}
+
+/// Builds a kube client configuration from where the spoke was told to find it.
+pub async fn load_config(source: &KubeSource) -> Result<kube::Config, ClusterError> {
+    let err = |e: &dyn std::error::Error| ClusterError::Config(e.to_string());
+    match source {
+        KubeSource::Kubeconfig { path, context } => {
+            let kubeconfig = kube::config::Kubeconfig::read_from(path)
+                .map_err(|e| ClusterError::Config(format!("{}: {e}", path.display())))?;
+            let options = kube::config::KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(kubeconfig, &options)
+                .await
+                .map_err(|e| err(&e))
+        }
+        KubeSource::InCluster => kube::Config::incluster().map_err(|e| err(&e)),
+        KubeSource::Infer => kube::Config::infer().await.map_err(|e| err(&e)),
+        KubeSource::Config(config) => Ok((**config).clone()),
+    }
+}
+
+/// A resolved kind: how to address it and whether it is namespaced.
+#[derive(Debug, Clone)]
+pub struct Resolved {
+    pub resource: ApiResource,
+    pub namespaced: bool,
+}
+
+/// What a successful apply returned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub resource_version: String,
+}
+
+/// One cluster, with a discovery cache.
+pub struct Cluster {
+    client: Client,
+    kinds: RwLock<HashMap<(String, String), Resolved>>,
+}
+
+impl Cluster {
+    pub fn new(client: Client) -> Self {
+        Self {
+            client,
+            kinds: RwLock::new(HashMap::new()),
+        }
+    }
+
+    pub async fn connect(source: &KubeSource) -> Result<Self, ClusterError> {
+        let config = load_config(source).await?;
+        let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
+        Ok(Self::new(client))
+    }
+
+    pub fn client(&self) -> &Client {
+        &self.client
+    }
+
+    /// Scopes learned so far, for the renderer: (apiVersion, kind) → namespaced.
+    pub fn known_scopes(&self) -> BTreeMap<(String, String), bool> {
+        let kinds = self
+            .kinds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        kinds
+            .iter()
+            .map(|(k, v)| (k.clone(), v.namespaced))
+            .collect()
+    }
+
+    /// Resolves a kind, asking the server when it is not cached (so a kind whose CRD was just
+    /// applied is found on the next try).
+    pub async fn resolve(&self, api_version: &str, kind: &str) -> Result<Resolved, ClusterError> {
+        let key = (api_version.to_owned(), kind.to_owned());
+        if let Some(found) = self
+            .kinds
+            .read()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .get(&key)
+        {
+            return Ok(found.clone());
+        }
+        let (group, version) = match api_version.split_once('/') {
+            Some((group, version)) => (group, version),
+            None => ("", api_version),
+        };
+        let gvk = GroupVersionKind::gvk(group, version, kind);
+        let unknown = |message: String| ClusterError::UnknownKind {
+            api_version: api_version.to_owned(),
+            kind: kind.to_owned(),
+            message,
+        };
+        let (resource, capabilities) = match kube::discovery::pinned_kind(&self.client, &gvk).await
+        {
+            Ok(found) => found,
+            Err(kube::Error::Api(status)) if status.code == 404 => {
+                return Err(unknown(status.message.clone()));
+            }
+            Err(kube::Error::Discovery(_)) => return Err(unknown(String::new())),
+            Err(other) => return Err(ClusterError::from_kube(other)),
+        };
+        let resolved = Resolved {
+            resource,
+            namespaced: capabilities.scope == Scope::Namespaced,
+        };
+        self.kinds
+            .write()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .insert(key, resolved.clone());
+        Ok(resolved)
+    }
+
+    fn api(&self, resolved: &Resolved, namespace: &str) -> Api<DynamicObject> {
+        if resolved.namespaced {
+            Api::namespaced_with(self.client.clone(), namespace, &resolved.resource)
+        } else {
+            Api::all_with(self.client.clone(), &resolved.resource)
+        }
+    }
+
+    /// Server-side applies one object whose scope `resolved` describes.
+    pub async fn apply(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        force: bool,
+    ) -> Result<Applied, ClusterError> {
+        let namespace = if manifest.object.namespace.is_empty() {
+            "default"
+        } else {
+            &manifest.object.namespace
+        };
+        let api = self.api(resolved, namespace);
+        let mut params = PatchParams::apply(FIELD_MANAGER);
+        if force {
+            params = params.force();
+        }
+        let applied = api
+            .patch(
+                &manifest.object.name,
+                &params,
+                &Patch::Apply(&manifest.body),
+            )
+            .await
+            .map_err(ClusterError::from_kube)?;
+        Ok(Applied {
+            resource_version: applied.metadata.resource_version.unwrap_or_default(),
+        })
+    }
+
+    /// Reads an object back as JSON; `None` when it does not exist.
+    pub async fn get(&self, object: &ObjectRef) -> Result<Option<Value>, ClusterError> {
+        let resolved = self.resolve(&object.api_version, &object.kind).await?;
+        let namespace = if object.namespace.is_empty() {
+            "default"
+        } else {
+            &object.namespace
+        };
+        let found = self
+            .api(&resolved, namespace)
+            .get_opt(&object.name)
+            .await
+            .map_err(ClusterError::from_kube)?;
+        let Some(found) = found else { return Ok(None) };
+        let mut value =
+            serde_json::to_value(found).map_err(|e| ClusterError::Transport(e.to_string()))?;
+        // Health needs the type even where a server leaves it out of single-object reads.
+        if let Value::Object(fields) = &mut value {
+            fields
+                .entry("apiVersion")
+                .or_insert_with(|| Value::String(object.api_version.clone()));
+            fields
+                .entry("kind")
+                .or_insert_with(|| Value::String(object.kind.clone()));
+        }
+        Ok(Some(value))
+    }
+}

@@ -1,0 +1,164 @@
+//! Wiring: identity, cluster client, link and agent, started in-process so that binaries,
+//! the e2e harness and the demo all run the same spoke.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
+
+use crate::agent::{self, AgentConfig};
+pub use crate::cluster::KubeSource;
+use crate::cluster::{Cluster, ClusterError};
+use crate::git::GitCache;
+use crate::identity::{self, IdentityError, IdentityStore};
+use crate::link::{self, LinkConfig, LinkState};
+use crate::store::StoreError;
+
+/// Everything a spoke needs to run.
+#[derive(Debug, Clone)]
+pub struct SpokeConfig {
+    /// `https://host:port` of the hub.
+    pub hub_url: String,
+    /// The hub's CA (PEM), needed for the first registration only.
+    pub hub_ca_pem: Option<String>,
+    pub data_dir: PathBuf,
+    pub cluster_name: String,
+    /// Labels proposed at registration (the token's labels win).
+    pub labels: BTreeMap<String, String>,
+    /// Needed for the first registration only.
+    pub bootstrap_token: Option<String>,
+    pub kube: KubeSource,
+    pub heartbeat_interval: Duration,
+    /// How long objects may progress before they count as Degraded.
+    pub progress_timeout: Duration,
+    pub agent_version: String,
+}
+
+impl SpokeConfig {
+    /// A configuration with production defaults.
+    pub fn new(
+        hub_url: impl Into<String>,
+        data_dir: impl Into<PathBuf>,
+        cluster_name: impl Into<String>,
+        kube: KubeSource,
+    ) -> Self {
+        Self {
+            hub_url: hub_url.into(),
+            hub_ca_pem: None,
+            data_dir: data_dir.into(),
+            cluster_name: cluster_name.into(),
+            labels: BTreeMap::new(),
+            bootstrap_token: None,
+            kube,
+            heartbeat_interval: Duration::from_secs(10),
+            progress_timeout: Duration::from_secs(300),
+            agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SpokeError {
+    #[error(transparent)]
+    Identity(#[from] IdentityError),
+    #[error(transparent)]
+    Cluster(#[from] ClusterError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("data directory {path}: {source}")]
+    DataDir {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+/// A running spoke.
+pub struct SpokeHandle {
+    cluster_name: String,
+    cancel: CancellationToken,
+    tasks: Vec<JoinHandle<()>>,
+    link: Arc<LinkState>,
+}
+
+impl SpokeHandle {
+    pub fn cluster_name(&self) -> &str {
+        &self.cluster_name
+    }
+
+    /// Whether the spoke has a live session with the hub right now.
+    pub fn connected(&self) -> tokio::sync::watch::Receiver<bool> {
+        self.link.connected()
+    }
+
+    /// Stops the link and every worker, and waits for them.
+    pub async fn shutdown(self) {
+        self.cancel.cancel();
+        for task in self.tasks {
+            let _ = task.await;
+        }
+    }
+}
+
+/// Registers (if the data directory holds no identity yet), then runs the link and the agent in
+/// the background.
+pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
+    identity::validate_cluster_name(&config.cluster_name)?;
+    std::fs::create_dir_all(&config.data_dir).map_err(|source| SpokeError::DataDir {
+        path: config.data_dir.clone(),
+        source,
+    })?;
+    link::install_crypto_provider();
+
+    let store = IdentityStore::new(&config.data_dir);
+    let registration = match (&config.bootstrap_token, &config.hub_ca_pem) {
+        (Some(token), Some(ca)) => Some(identity::Registration {
+            hub_url: config.hub_url.clone(),
+            hub_ca_pem: ca.clone(),
+            token: token.clone(),
+            cluster_name: config.cluster_name.clone(),
+            labels: config.labels.clone(),
+            agent_version: config.agent_version.clone(),
+        }),
+        _ => None,
+    };
+    let identity = identity::ensure_identity(&store, registration.as_ref()).await?;
+    let cluster = Arc::new(Cluster::connect(&config.kube).await?);
+
+    let mut link_config = LinkConfig::new(
+        config.hub_url.clone(),
+        config.cluster_name.clone(),
+        config.data_dir.join("state"),
+    );
+    link_config.agent_version = config.agent_version.clone();
+    link_config.heartbeat_interval = config.heartbeat_interval;
+    let link_state = LinkState::load(link_config)?;
+
+    let mut agent_config = AgentConfig::new(config.cluster_name.clone());
+    agent_config.progress_timeout = config.progress_timeout;
+    let git = Arc::new(GitCache::new(config.data_dir.join("git")));
+
+    let cancel = CancellationToken::new();
+    let link_task = tokio::spawn(link::run(
+        link_state.clone(),
+        identity,
+        cancel.child_token(),
+    ));
+    let agent_task = tokio::spawn(agent::run(
+        agent_config,
+        cluster,
+        git,
+        link_state.clone(),
+        link_state.desired(),
+        cancel.child_token(),
+    ));
+    tracing::info!(cluster = %config.cluster_name, hub = %config.hub_url, "spoke started");
+    Ok(SpokeHandle {
+        cluster_name: config.cluster_name,
+        cancel,
+        tasks: vec![link_task, agent_task],
+        link: link_state,
+    })
+}
