@@ -13,19 +13,30 @@ pub struct DesiredUpdate {
 }
 
 /// What to send a spoke that just said hello, holding `spoke_generation` of `spoke_epoch`.
-/// `None` when it already holds the current state.
+/// `held` is the hub's record of that generation, when it still keeps it. `None` when the spoke
+/// already holds the current state.
 pub fn on_hello(
     hub_epoch: &str,
     spoke_epoch: &str,
     spoke_generation: u64,
     current: &ClusterDesired,
+    held: Option<&ClusterDesired>,
 ) -> Option<DesiredUpdate> {
-    if spoke_epoch == hub_epoch && spoke_generation == current.generation && spoke_generation != 0 {
+    let same_epoch = spoke_epoch == hub_epoch && spoke_generation != 0;
+    if same_epoch && spoke_generation == current.generation {
         return None;
     }
-    // The hub keeps only the current generation, so anything else gets a snapshot: it carries
-    // references only, so it stays small.
-    Some(snapshot(current))
+    match held {
+        Some(h)
+            if same_epoch
+                && h.generation == spoke_generation
+                && h.generation < current.generation =>
+        {
+            delta(h, current)
+        }
+        // A generation of another hub, from the future, or too old to be kept: start over.
+        _ => Some(snapshot(current)),
+    }
 }
 
 pub fn snapshot(current: &ClusterDesired) -> DesiredUpdate {
@@ -108,14 +119,14 @@ mod tests {
     #[test]
     fn a_spoke_in_step_gets_nothing() {
         let cur = desired(3, &[("a", "c1", 2)]);
-        assert_eq!(on_hello("E", "E", 3, &cur), None);
+        assert_eq!(on_hello("E", "E", 3, &cur, None), None);
     }
 
     #[test]
     fn another_epoch_a_new_spoke_or_an_old_generation_get_a_snapshot() {
         let cur = desired(3, &[("a", "c1", 2), ("b", "c1", 3)]);
         for (epoch, generation) in [("OTHER", 3), ("", 0), ("E", 2), ("E", 9)] {
-            let u = on_hello("E", epoch, generation, &cur).expect("snapshot");
+            let u = on_hello("E", epoch, generation, &cur, None).expect("snapshot");
             assert!(u.snapshot);
             assert_eq!(u.generation, 3);
             assert_eq!(u.upserts.len(), 2);
@@ -125,8 +136,26 @@ mod tests {
     #[test]
     fn an_empty_first_state_is_still_sent() {
         let cur = desired(1, &[]);
-        let u = on_hello("E", "", 0, &cur).expect("snapshot");
+        let u = on_hello("E", "", 0, &cur, None).expect("snapshot");
         assert!(u.snapshot && u.upserts.is_empty() && u.generation == 1);
+    }
+
+    #[test]
+    fn a_kept_generation_of_the_same_epoch_gets_a_delta() {
+        let held = desired(2, &[("a", "c1", 2), ("b", "c1", 1)]);
+        let cur = desired(3, &[("a", "c2", 3), ("b", "c1", 1)]);
+        let u = on_hello("E", "E", 2, &cur, Some(&held)).expect("delta");
+        assert!(!u.snapshot);
+        assert_eq!((u.base_generation, u.generation), (2, 3));
+        assert_eq!(u.upserts.len(), 1);
+        // The same generation from another epoch is another state altogether.
+        assert!(
+            on_hello("E", "OTHER", 2, &cur, Some(&held))
+                .unwrap()
+                .snapshot
+        );
+        // A record that does not match what the spoke says it holds is not trusted.
+        assert!(on_hello("E", "E", 1, &cur, Some(&held)).unwrap().snapshot);
     }
 
     #[test]

@@ -502,3 +502,105 @@ async fn a_restarted_hub_keeps_everything() {
     assert_eq!(clusters.len(), 1);
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certificate() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(
+        &[
+            ("apps/web/cm.yaml", "v: 1\n"),
+            ("apps/api/cm.yaml", "v: 1\n"),
+        ],
+        "one",
+    );
+    let mut id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+                app_doc("api", "platform", "apps/api", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("both at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+                && v.commit_of("api").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    let held = spoke.close();
+
+    // While the spoke is away, web moves.
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    eventually("web desired at c2", || {
+        let mut admin = admin.clone();
+        let c2 = c2.clone();
+        async move {
+            let t = status_of(&mut admin, "web").await;
+            (t.first()?.desired_revision == c2).then_some(())
+        }
+    })
+    .await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, held.clone())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c2", |v| {
+            v.commit_of("web").as_deref() == Some(c2.as_str())
+        })
+        .await;
+    assert_eq!(
+        spoke.view.snapshots, held.snapshots,
+        "a delta, not a snapshot"
+    );
+    assert_eq!(spoke.view.commit_of("api").as_deref(), Some(c1.as_str()));
+
+    // Renewal over the live stream: a new key, a new certificate, the stream keeps running.
+    let key = rcgen::KeyPair::generate().unwrap();
+    spoke
+        .send(In::Renew(pb::RenewRequest { csr_pem: csr(&key) }))
+        .await;
+    spoke.until("renewed", |v| v.renewed.is_some()).await;
+    let renewed = spoke.view.renewed.clone().unwrap();
+    assert_ne!(renewed.certificate_pem, id.cert_pem);
+    assert_eq!(renewed.ca_pem, hub.ca_pem());
+    spoke.report(1, "web", &c2, "still here").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+
+    // The new certificate works; the new session replaces the old one.
+    id.cert_pem = renewed.certificate_pem;
+    id.key_pem = key.serialize_pem();
+    let view = spoke.view.clone();
+    let mut fresh = FakeSpoke::connect(&hub.grpc_url(), &id, view)
+        .await
+        .unwrap();
+    assert!(spoke.until_end().await.is_none());
+    let goodbye = spoke
+        .view
+        .goodbye
+        .clone()
+        .expect("the old session got a goodbye");
+    assert!(goodbye.reason.contains("replaced"), "{goodbye:?}");
+    fresh
+        .report(2, "web", &c2, "from the new certificate")
+        .await;
+    fresh.until("ack 2", |v| v.acked_seq == 2).await;
+
+    // A message with nothing in it is refused.
+    fresh
+        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .await;
+    fresh.send_raw(pb::SpokeMessage { msg: None }).await;
+    let status = fresh.until_end().await.expect("refused");
+    assert_eq!(status.code(), Code::InvalidArgument, "{status}");
+    hub.shutdown().await;
+}

@@ -121,9 +121,19 @@ async fn run(
 ) {
     let epoch = engine.epoch().to_owned();
     let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
-    if let Some(update) = link::on_hello(&epoch, &hello.hub_epoch, hello.desired_generation, &sent)
-    {
-        debug!(generation = update.generation, "sending snapshot");
+    let held = engine.desired_at(cluster, hello.desired_generation);
+    if let Some(update) = link::on_hello(
+        &epoch,
+        &hello.hub_epoch,
+        hello.desired_generation,
+        &sent,
+        held.as_ref(),
+    ) {
+        debug!(
+            generation = update.generation,
+            snapshot = update.snapshot,
+            "sending desired state"
+        );
         if !send(&tx, Out::Desired(convert::desired_state(update, &epoch))).await {
             return;
         }
@@ -224,9 +234,14 @@ async fn handle(
             }
             // A spoke that lost track asks again: give it what it lacks.
             let current = engine.desired(cluster).unwrap_or_default();
-            if let Some(update) =
-                link::on_hello(epoch, &hello.hub_epoch, hello.desired_generation, &current)
-                && !send(tx, Out::Desired(convert::desired_state(update, epoch))).await
+            let held = engine.desired_at(cluster, hello.desired_generation);
+            if let Some(update) = link::on_hello(
+                epoch,
+                &hello.hub_epoch,
+                hello.desired_generation,
+                &current,
+                held.as_ref(),
+            ) && !send(tx, Out::Desired(convert::desired_state(update, epoch))).await
             {
                 return Ok(false);
             }

@@ -26,6 +26,9 @@ mod tests;
 /// older versions (none yet) and refuses newer ones.
 pub const SCHEMA_VERSION: u32 = 1;
 
+/// How many generations of each cluster's desired state the store keeps.
+pub const DESIRED_HISTORY: u64 = 16;
+
 const SCHEMA_KEY: &str = "schema_version";
 const EPOCH_KEY: &str = "epoch";
 
@@ -67,6 +70,7 @@ pub struct Store {
     clusters: sled::Tree,
     tokens: sled::Tree,
     desired: sled::Tree,
+    history: sled::Tree,
     targets: sled::Tree,
     acked: sled::Tree,
     repo_status: sled::Tree,
@@ -129,6 +133,7 @@ impl Store {
             clusters: db.open_tree("clusters")?,
             tokens: db.open_tree("tokens")?,
             desired: db.open_tree("desired")?,
+            history: db.open_tree("desired_history")?,
             targets: db.open_tree("targets")?,
             acked: db.open_tree("acked")?,
             repo_status: db.open_tree("repo_status")?,
@@ -225,9 +230,32 @@ impl Store {
         entries(&self.desired, "desired")
     }
 
+    /// Stores a cluster's current desired state and keeps it in the cluster's history, which
+    /// holds the last [`DESIRED_HISTORY`] generations (so a reconnecting spoke can get a delta).
     pub fn put_desired(&self, cluster: &str, desired: &ClusterDesired) -> Result<(), StoreError> {
-        self.desired.insert(cluster, encode(desired))?;
-        Ok(())
+        let value = encode(desired);
+        let result = (&self.desired, &self.history).transaction(|(current, history)| {
+            current.insert(cluster.as_bytes(), value.as_slice())?;
+            history.insert(history_key(cluster, desired.generation), value.as_slice())?;
+            if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
+                history.remove(history_key(cluster, old))?;
+            }
+            Ok::<_, ConflictableTransactionError<StoreError>>(())
+        });
+        flatten(result)
+    }
+
+    /// A cluster's desired state as it was at `generation`, if still kept.
+    pub fn desired_at(
+        &self,
+        cluster: &str,
+        generation: u64,
+    ) -> Result<Option<ClusterDesired>, StoreError> {
+        let key = history_key(cluster, generation);
+        self.history
+            .get(&key)?
+            .map(|v| decode("desired_history", &format!("{cluster}@{generation}"), &v))
+            .transpose()
     }
 
     // --- status reports ----------------------------------------------------------------------
@@ -313,6 +341,13 @@ impl Store {
 
 fn resource_key(kind: Kind, name: &str) -> String {
     format!("{kind}/{name}")
+}
+
+fn history_key(cluster: &str, generation: u64) -> Vec<u8> {
+    let mut key = cluster.as_bytes().to_vec();
+    key.push(0);
+    key.extend_from_slice(&generation.to_be_bytes());
+    key
 }
 
 fn report_key(cluster: &str, app: &str) -> String {

@@ -218,3 +218,24 @@ fn corrupt_records_name_tree_and_key() {
     let err = s.cluster("eu-1").unwrap_err().to_string();
     assert!(err.contains("clusters/eu-1"), "{err}");
 }
+
+#[test]
+fn desired_history_keeps_the_last_generations() {
+    let (_d, s) = store();
+    for generation in 1..=(DESIRED_HISTORY + 3) {
+        s.put_desired(
+            "eu-1",
+            &ClusterDesired {
+                generation,
+                targets: BTreeMap::new(),
+            },
+        )
+        .unwrap();
+    }
+    let last = DESIRED_HISTORY + 3;
+    assert_eq!(s.desired_all().unwrap()["eu-1"].generation, last);
+    assert_eq!(s.desired_at("eu-1", last).unwrap().unwrap().generation, last);
+    assert_eq!(s.desired_at("eu-1", 4).unwrap().unwrap().generation, 4);
+    assert_eq!(s.desired_at("eu-1", 3).unwrap(), None);
+    assert_eq!(s.desired_at("other", last).unwrap(), None);
+}

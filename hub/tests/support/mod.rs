@@ -222,6 +222,7 @@ pub struct SpokeView {
     pub snapshots: usize,
     pub deltas: usize,
     pub goodbye: Option<pb::Goodbye>,
+    pub renewed: Option<pb::RenewResponse>,
 }
 
 impl SpokeView {
@@ -258,7 +259,7 @@ impl SpokeView {
                 assert!(a.acked_seq >= self.acked_seq, "acks never go backwards");
                 self.acked_seq = a.acked_seq;
             }
-            Out::Renewed(_) => {}
+            Out::Renewed(r) => self.renewed = Some(r),
             Out::Goodbye(g) => self.goodbye = Some(g),
         }
     }
@@ -322,6 +323,10 @@ impl FakeSpoke {
             .send(pb::SpokeMessage { msg: Some(msg) })
             .await
             .unwrap();
+    }
+
+    pub async fn send_raw(&self, msg: pb::SpokeMessage) {
+        self.tx.send(msg).await.unwrap();
     }
 
     pub async fn report(&self, seq: u64, app: &str, revision: &str, message: &str) {
