@@ -234,7 +234,10 @@ fn desired_history_keeps_the_last_generations() {
     }
     let last = DESIRED_HISTORY + 3;
     assert_eq!(s.desired_all().unwrap()["eu-1"].generation, last);
-    assert_eq!(s.desired_at("eu-1", last).unwrap().unwrap().generation, last);
+    assert_eq!(
+        s.desired_at("eu-1", last).unwrap().unwrap().generation,
+        last
+    );
     assert_eq!(s.desired_at("eu-1", 4).unwrap().unwrap().generation, 4);
     assert_eq!(s.desired_at("eu-1", 3).unwrap(), None);
     assert_eq!(s.desired_at("other", last).unwrap(), None);
