@@ -9,10 +9,10 @@ const ABOUT: &str = "Drive a gitfleet hub: apply Repos and Apps, watch Targets c
                      register clusters";
 
 const LONG_ABOUT: &str = "\
-gitfleet is the admin CLI of a gitfleet hub. The hub follows Git repositories and places Apps \
-(paths in those repositories) onto clusters; a spoke agent in each cluster applies exactly the \
-commit it is given and reports back. This CLI talks to the hub over mutual TLS using a context \
-from your gitfleet config (like a kubeconfig).";
+gitfleet is the admin CLI of a gitfleet hub. The hub follows Git repositories and places
+Apps (paths in those repositories) onto clusters; a spoke agent in each cluster applies
+exactly the commit it is given and reports back. This CLI talks to the hub over mutual TLS
+with a context from your gitfleet config (like a kubeconfig).";
 
 const AFTER_HELP: &str = "\
 Getting started:
@@ -58,11 +58,23 @@ pub struct Cli {
 #[derive(Debug, Clone, Args)]
 pub struct GlobalArgs {
     /// Credentials file with the hub contexts [default: ~/.config/gitfleet/config]
-    #[arg(long, global = true, env = "GITFLEET_CONFIG", value_name = "FILE")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GITFLEET_CONFIG",
+        value_name = "FILE"
+    )]
     pub config: Option<PathBuf>,
 
     /// Context to use instead of the config's current-context
-    #[arg(long, global = true, env = "GITFLEET_CONTEXT", value_name = "NAME")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Global options",
+        env = "GITFLEET_CONTEXT",
+        value_name = "NAME"
+    )]
     pub context: Option<String>,
 
     /// Output format: tables for people, json or yaml for scripts
@@ -70,6 +82,8 @@ pub struct GlobalArgs {
         short = 'o',
         long,
         global = true,
+        help_heading = "Global options",
+        value_name = "FORMAT",
         env = "GITFLEET_OUTPUT",
         value_enum,
         default_value_t = OutputFormat::Table
@@ -80,6 +94,8 @@ pub struct GlobalArgs {
     #[arg(
         long,
         global = true,
+        help_heading = "Global options",
+        value_name = "WHEN",
         env = "GITFLEET_COLOR",
         value_enum,
         default_value_t = ColorChoice::Auto

@@ -163,7 +163,8 @@ fn is_manifest(path: &Path) -> bool {
 /// Parses one file's text into documents. `file` names it in origins and errors.
 ///
 /// Empty YAML documents (a lone `---`, comments only) are skipped but still counted, so an origin's
-/// index is the document's position in the file. A `kind: List` document (what `gitfleet get
+/// index is the document's position in the file. A top-level `status` is dropped: the hub
+/// writes it, so a document saved from `gitfleet get -o yaml` applies back. A `kind: List` document (what `gitfleet get
 /// -o yaml` prints for several resources) is expanded into its items, `file#i.items[j]`.
 pub fn parse_text(file: &str, text: &str, format: Format) -> Result<Vec<Document>, DocumentError> {
     let values = match format {
@@ -206,6 +207,11 @@ fn expand(origin: String, value: Value, out: &mut Vec<Document>) -> Result<(), D
             expand(format!("{origin}.items[{j}]"), item, out)?;
         }
         return Ok(());
+    }
+    let mut value = value;
+    if let Value::Object(map) = &mut value {
+        // `status` is what the hub reports (`gitfleet get -o yaml` prints it), never input.
+        map.remove("status");
     }
     out.push(Document { origin, value });
     Ok(())

@@ -171,7 +171,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 return Err(not_found(g.kind, &name));
             }
             let values = output::resource_values(&docs);
-            let table = output::resources_table(&values);
+            let table = output::resources_table(&values, style);
             let document = output::resource_document(values, g.name.is_some());
             Ok(output::render(format, &document, || table))
         }

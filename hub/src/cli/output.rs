@@ -361,30 +361,40 @@ pub fn resource_document(values: Vec<Value>, single: bool) -> Value {
     })
 }
 
-/// One table per kind, each with the columns that matter for it.
-pub fn resources_table(values: &[Value]) -> String {
+/// One table per kind (Repos, then Apps, then ClusterGroups), each with the columns that matter
+/// for it.
+pub fn resources_table(values: &[Value], style: Style) -> String {
     if values.is_empty() {
         return "No resources found\n".to_owned();
     }
-    let mut by_kind: BTreeMap<&str, Vec<&Value>> = BTreeMap::new();
+    let rank = |kind: &str| match kind {
+        "Repo" => 0,
+        "App" => 1,
+        "ClusterGroup" => 2,
+        _ => 3,
+    };
+    let mut by_kind: BTreeMap<(u8, &str), Vec<&Value>> = BTreeMap::new();
     for v in values {
-        by_kind.entry(str_at(v, &["kind"])).or_default().push(v);
+        let kind = str_at(v, &["kind"]);
+        by_kind.entry((rank(kind), kind)).or_default().push(v);
     }
     let several = by_kind.len() > 1;
     let mut sections = Vec::new();
-    for (kind, items) in by_kind {
-        let (header, row): (&[&str], RowFn) = match kind {
-            "Repo" => (&["NAME", "URL", "REF", "POLL"], repo_row),
-            "App" => (
-                &["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"],
-                app_row,
-            ),
-            "ClusterGroup" => (&["NAME", "SELECTOR"], group_row),
-            _ => (&["KIND", "NAME"], other_row),
+    for ((_, kind), items) in by_kind {
+        let header: &[&str] = match kind {
+            "Repo" => &["NAME", "URL", "REF", "COMMIT", "FETCHED", "MESSAGE"],
+            "App" => &["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"],
+            "ClusterGroup" => &["NAME", "SELECTOR"],
+            _ => &["KIND", "NAME"],
         };
         let mut table = plain_table(header);
         for item in items {
-            let mut cells = row(item);
+            let mut cells = match kind {
+                "Repo" => repo_row(item, style.now_unix),
+                "App" => app_row(item),
+                "ClusterGroup" => group_row(item),
+                _ => other_row(item),
+            };
             if several {
                 cells[0] = format!("{}/{}", kind.to_ascii_lowercase(), cells[0]);
             }
@@ -395,9 +405,9 @@ pub fn resources_table(values: &[Value]) -> String {
     sections.join("\n")
 }
 
-type RowFn = fn(&Value) -> Vec<String>;
-
-fn repo_row(v: &Value) -> Vec<String> {
+/// A Repo with what the hub learned about it (`status`: the commit it follows, the last fetch
+/// and its error).
+fn repo_row(v: &Value, now_unix: i64) -> Vec<String> {
     let reference = match v.pointer("/spec/ref") {
         Some(Value::Object(map)) => map
             .iter()
@@ -406,11 +416,17 @@ fn repo_row(v: &Value) -> Vec<String> {
             .join(", "),
         _ => "branch main".to_owned(),
     };
+    let fetched = match v.pointer("/status/lastSuccessUnix").and_then(Value::as_i64) {
+        Some(t) if t > 0 => relative(t, now_unix),
+        _ => "never".to_owned(),
+    };
     vec![
         name_of(v),
         dash(str_at(v, &["spec", "url"])),
         reference,
-        dash(str_at(v, &["spec", "pollInterval"])),
+        short_revision(str_at(v, &["status", "commit"])),
+        fetched,
+        dash(str_at(v, &["status", "error"])),
     ]
 }
 

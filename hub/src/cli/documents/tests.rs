@@ -253,3 +253,13 @@ fn missing_files_empty_directories_and_empty_input_are_errors() {
     let err = load(&["-".into()], &mut "---\n".as_bytes()).unwrap_err();
     assert_eq!(err.to_string(), "no documents in -");
 }
+
+#[test]
+fn status_written_by_the_hub_is_not_sent_back() {
+    let docs =
+        yaml("kind: Repo\nmetadata: {name: p}\nspec: {url: x}\nstatus: {commit: abc}\n").unwrap();
+    assert_eq!(
+        docs[0].value,
+        json!({"kind": "Repo", "metadata": {"name": "p"}, "spec": {"url": "x"}})
+    );
+}

@@ -411,7 +411,8 @@ fn sample_resources() -> Vec<pb::ResourceDocument> {
         ),
         doc(
             json!({"apiVersion": "gitfleet.dev/v1", "kind": "Repo", "metadata": {"name": "platform"},
-            "spec": {"url": "https://git.example/platform.git", "ref": {"branch": "main"}, "pollInterval": "30s"}}),
+            "spec": {"url": "https://git.example/platform.git", "ref": {"branch": "main"}, "pollInterval": "30s"},
+            "status": {"commit": REV_A, "error": "", "lastFetchUnix": NOW - 2, "lastSuccessUnix": NOW - 12}}),
         ),
         doc(
             json!({"apiVersion": "gitfleet.dev/v1", "kind": "ClusterGroup", "metadata": {"name": "eu"},
@@ -424,7 +425,7 @@ fn sample_resources() -> Vec<pb::ResourceDocument> {
 #[test]
 fn get_tables_show_the_essentials_per_kind() {
     let values = resource_values(&sample_resources()[..1]);
-    let text = resources_table(&values);
+    let text = resources_table(&values, plain());
     let rows = lines(&text);
     assert_eq!(
         columns(rows[0]),
@@ -442,13 +443,17 @@ fn get_tables_show_the_essentials_per_kind() {
         ]
     );
 
-    let text = resources_table(&resource_values(&sample_resources()));
+    let text = resources_table(&resource_values(&sample_resources()), plain());
     // Several kinds: one table each, names prefixed with the kind.
     assert!(text.contains("app/guestbook"), "{text}");
     assert!(
-        text.contains("repo/platform   https://git.example/platform.git   branch main   30s"),
+        text.contains(
+            "repo/platform   https://git.example/platform.git   branch main   1a2b3c4d   12s ago   -"
+        ),
         "{text}"
     );
+    let repo = text.find("repo/platform").unwrap();
+    assert!(repo < text.find("app/guestbook").unwrap(), "Repos first: {text}");
     assert!(
         text.contains("clustergroup/eu   region=eu,!legacy"),
         "{text}"
@@ -463,12 +468,13 @@ fn get_documents_are_the_resource_or_a_list() {
     let list = resource_document(values, false);
     assert_eq!(list["kind"], "List");
     assert_eq!(list["items"][0]["metadata"]["name"], "platform");
-    assert_eq!(resources_table(&[]), "No resources found\n");
+    assert_eq!(resources_table(&[], plain()), "No resources found\n");
 }
 
 #[test]
 fn get_output_applies_back() {
-    // `gitfleet get all -o yaml > fleet.yaml && gitfleet apply -f fleet.yaml` round-trips.
+    // `gitfleet get all -o yaml > fleet.yaml && gitfleet apply -f fleet.yaml` round-trips,
+    // less the status the hub reports.
     let values = resource_values(&sample_resources());
     let yaml = to_yaml(&resource_document(values.clone(), false));
     let docs = super::super::documents::parse_text(
@@ -478,7 +484,11 @@ fn get_output_applies_back() {
     )
     .unwrap();
     let back: Vec<Value> = docs.into_iter().map(|d| d.value).collect();
-    assert_eq!(back, values);
+    let mut expected = values;
+    for v in &mut expected {
+        v.as_object_mut().unwrap().remove("status");
+    }
+    assert_eq!(back, expected);
 }
 
 #[test]
@@ -498,4 +508,29 @@ fn delete_text_names_the_resource() {
         deleted: true,
     };
     assert_eq!(delete_text(&report), "clustergroup/eu deleted\n");
+}
+
+#[test]
+fn repo_table_shows_fetch_errors() {
+    let values = vec![
+        json!({"kind": "Repo", "metadata": {"name": "p"}, "spec": {"url": "file:///x"},
+        "status": {"commit": "", "error": "fetching file:///x: not found", "lastSuccessUnix": 0}}),
+    ];
+    let text = resources_table(&values, plain());
+    let rows = lines(&text);
+    assert_eq!(
+        columns(rows[0]),
+        ["NAME", "URL", "REF", "COMMIT", "FETCHED", "MESSAGE"]
+    );
+    assert_eq!(
+        columns(rows[1]),
+        [
+            "p",
+            "file:///x",
+            "branch main",
+            "-",
+            "never",
+            "fetching file:///x: not found"
+        ]
+    );
 }
