@@ -90,12 +90,15 @@ pub struct Connection {
     /// Cancelled when a newer connection of the same cluster replaces this one, or the cluster
     /// is revoked.
     pub replaced: CancellationToken,
+    /// Cancelled when an admin revokes the cluster.
+    pub revoked: CancellationToken,
     pub acked_seq: u64,
 }
 
 struct LiveConnection {
     id: u64,
     replaced: CancellationToken,
+    revoked: CancellationToken,
     agent_version: String,
 }
 
@@ -709,6 +712,32 @@ impl Engine {
         })
     }
 
+    /// Cuts a cluster off: its certificate is refused from now on, its live stream ends with a
+    /// goodbye that tells the spoke to stop, and it leaves every placement.
+    pub async fn revoke_cluster(&self, cluster: &str) -> Result<bool, EngineError> {
+        let guard = self.write.lock().await;
+        let Some(mut record) = self.store.cluster(cluster)? else {
+            return Ok(false);
+        };
+        record.revoked = true;
+        self.store.put_cluster(&record)?;
+        self.store.flush().await?;
+        if let Some(live) = self.lock().connections.remove(cluster) {
+            live.revoked.cancel();
+        }
+        self.recompute_locked(&guard).await?;
+        info!(%cluster, "cluster revoked");
+        Ok(true)
+    }
+
+    /// Makes a bootstrap token unusable, by its id.
+    pub async fn revoke_token(&self, id: &str) -> Result<bool, EngineError> {
+        let _guard = self.write.lock().await;
+        let found = self.store.revoke_token(id)?;
+        self.store.flush().await?;
+        Ok(found)
+    }
+
     pub fn clusters(&self) -> Result<Vec<ClusterView>, EngineError> {
         let now = now_unix();
         let state = self.lock();
@@ -769,11 +798,13 @@ impl Engine {
         state.next_connection += 1;
         let id = state.next_connection;
         let replaced = CancellationToken::new();
+        let revoked = CancellationToken::new();
         if let Some(old) = state.connections.insert(
             cluster.to_owned(),
             LiveConnection {
                 id,
                 replaced: replaced.clone(),
+                revoked: revoked.clone(),
                 agent_version: agent_version.to_owned(),
             },
         ) {
@@ -789,6 +820,7 @@ impl Engine {
             id,
             desired,
             replaced,
+            revoked,
             acked_seq,
         })
     }

@@ -316,7 +316,12 @@ impl HubHandle {
         Ok(token.token)
     }
 
-    /// Resolves when the hub is asked to stop (from another clone of its token).
+    /// Cuts a cluster off at once (its stream ends with `Goodbye { revoked: true }`).
+    pub async fn revoke_cluster(&self, cluster: &str) -> Result<bool, HubError> {
+        Ok(self.engine.revoke_cluster(cluster).await?)
+    }
+
+    /// The token that stops the hub's servers and spoke sessions when cancelled.
     pub fn shutdown_token(&self) -> CancellationToken {
         self.shutdown.clone()
     }

@@ -604,3 +604,53 @@ async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certifica
     assert_eq!(status.code(), Code::InvalidArgument, "{status}");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_revoked_cluster_is_cut_off_and_oversized_messages_are_refused() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let id = register(&hub, "dev-1", &[]).await;
+    let other = register(&hub, "dev-2", &[]).await;
+
+    // Oversized: refused, the stream ends, the hub carries on.
+    let mut big = FakeSpoke::connect(&hub.grpc_url(), &other, SpokeView::default())
+        .await
+        .unwrap();
+    big.until("snapshot", |v| v.snapshots == 1).await;
+    let huge = "x".repeat(gitfleet_proto::MAX_MESSAGE_BYTES + 1);
+    big.report(1, "web", "c", &huge).await;
+    let status = big.until_end().await.expect("refused");
+    assert_eq!(status.code(), Code::OutOfRange, "{status}");
+
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("snapshot", |v| v.snapshots == 1).await;
+    assert!(hub.revoke_cluster("dev-1").await.unwrap());
+    assert!(spoke.until_end().await.is_none());
+    let goodbye = spoke.view.goodbye.clone().expect("a goodbye");
+    assert!(goodbye.revoked, "{goodbye:?}");
+
+    let err = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
+    let token = hub
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 0)
+        .await
+        .unwrap();
+    let err = try_register(&hub, "dev-1", &token, &[])
+        .await
+        .err()
+        .expect("refused");
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // The other cluster is unharmed.
+    let mut fine = FakeSpoke::connect(&hub.grpc_url(), &other, SpokeView::default())
+        .await
+        .unwrap();
+    fine.until("snapshot", |v| v.snapshots == 1).await;
+    hub.shutdown().await;
+}

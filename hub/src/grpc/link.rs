@@ -10,7 +10,7 @@ use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::hub_message::Msg as Out;
 use gitfleet_proto::v1::link_server::Link;
 use gitfleet_proto::v1::spoke_message::Msg as In;
-use tokio::sync::mpsc;
+use tokio::sync::{Semaphore, mpsc};
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
@@ -23,14 +23,22 @@ use crate::model::ClusterDesired;
 /// How long a spoke has to say hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// Spokes between opening a stream and being connected, at most: beyond that the hub sheds
+/// load with RESOURCE_EXHAUSTED (spokes back off and retry) rather than queueing without bound.
+pub const MAX_CONCURRENT_HANDSHAKES: usize = 128;
+
 #[derive(Debug, Clone)]
 pub struct LinkService {
     engine: Arc<Engine>,
+    handshakes: Arc<Semaphore>,
 }
 
 impl LinkService {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            handshakes: Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
+        }
     }
 }
 
@@ -45,6 +53,10 @@ impl Link for LinkService {
         request: Request<Streaming<pb::SpokeMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let cluster = cluster_peer(&request)?;
+        let _handshake = self.handshakes.try_acquire().map_err(|_| {
+            warn!(%cluster, "too many spokes connecting at once; shedding");
+            Status::resource_exhausted("too many spokes connecting at once; retry later")
+        })?;
         let mut inbound = request.into_inner();
         let first = tokio::time::timeout(HELLO_TIMEOUT, inbound.message())
             .await
@@ -98,16 +110,16 @@ async fn send(tx: &Tx, msg: Out) -> bool {
     tx.send(Ok(pb::HubMessage { msg: Some(msg) })).await.is_ok()
 }
 
+/// Best effort: a spoke that does not read its stream does not hold the hub up.
 async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
-    let _ = send(
-        tx,
-        Out::Goodbye(pb::Goodbye {
+    let msg = pb::HubMessage {
+        msg: Some(Out::Goodbye(pb::Goodbye {
             reason: reason.to_owned(),
             retry_after_seconds: 0,
             revoked,
-        }),
-    )
-    .await;
+        })),
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Ok(msg))).await;
 }
 
 /// Drives one spoke's stream until it ends, is replaced, or the hub shuts down.
@@ -152,6 +164,11 @@ async fn run(
     let shutdown = engine.shutdown_token().clone();
     loop {
         tokio::select! {
+            _ = connection.revoked.cancelled() => {
+                warn!("cluster revoked; closing its stream");
+                goodbye(&tx, "this cluster has been revoked", true).await;
+                return;
+            }
             _ = connection.replaced.cancelled() => {
                 goodbye(&tx, "replaced by a newer connection of the same cluster", false).await;
                 return;
@@ -178,7 +195,13 @@ async fn run(
                     Ok(Some(m)) => m,
                     Ok(None) => return,
                     Err(status) => {
-                        debug!(%status, "stream ended with an error");
+                        // Undecodable or oversized input: tell the spoke why, if it still listens.
+                        if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
+                            warn!(%status, "malformed message from the spoke; closing its stream");
+                        } else {
+                            debug!(%status, "stream ended with an error");
+                        }
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
                         return;
                     }
                 };

@@ -204,6 +204,21 @@ impl Store {
         values(&self.tokens, "tokens")
     }
 
+    /// Marks the token with this id revoked; false when there is none.
+    pub fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
+        for kv in self.tokens.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let mut record: TokenRecord = decode("tokens", &key, &v)?;
+            if record.id == id {
+                record.revoked = true;
+                self.tokens.insert(k, encode(&record))?;
+                return Ok(true);
+            }
+        }
+        Ok(false)
+    }
+
     /// Checks the token with this hash and counts one use, atomically.
     pub fn use_token(&self, hash: &str, now_unix: i64) -> Result<TokenRecord, StoreError> {
         let result = self.tokens.transaction(|t| {
