@@ -112,13 +112,11 @@ pub async fn run_with(
     out: &mut (dyn Write + Send),
     out_is_terminal: bool,
 ) -> Result<(), CliError> {
-    let color = match cli.global.color {
-        ColorChoice::Always => true,
-        ColorChoice::Never => false,
-        ColorChoice::Auto => {
-            out_is_terminal && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-        }
-    };
+    let color = wants_color(
+        cli.global.color,
+        out_is_terminal,
+        std::env::var_os("NO_COLOR").as_deref(),
+    );
     let style = Style {
         color,
         now_unix: now_unix(),
@@ -128,6 +126,20 @@ pub async fn run_with(
         // `gitfleet status | head` closing the pipe early is not a failure.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
+    }
+}
+
+/// `--color auto` colours only a terminal, and never when `NO_COLOR` is set to anything
+/// non-empty (<https://no-color.org>).
+pub fn wants_color(
+    choice: ColorChoice,
+    out_is_terminal: bool,
+    no_color: Option<&std::ffi::OsStr>,
+) -> bool {
+    match choice {
+        ColorChoice::Always => true,
+        ColorChoice::Never => false,
+        ColorChoice::Auto => out_is_terminal && no_color.is_none_or(|v| v.is_empty()),
     }
 }
 

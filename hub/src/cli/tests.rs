@@ -294,3 +294,18 @@ async fn commands_that_need_a_hub_fail_clearly_without_a_config() {
         "{err}"
     );
 }
+
+#[test]
+fn colour_only_on_a_terminal_without_no_color() {
+    use std::ffi::OsStr;
+    assert!(wants_color(ColorChoice::Auto, true, None));
+    assert!(!wants_color(ColorChoice::Auto, false, None));
+    assert!(!wants_color(ColorChoice::Auto, true, Some(OsStr::new("1"))));
+    assert!(wants_color(ColorChoice::Auto, true, Some(OsStr::new(""))));
+    assert!(wants_color(
+        ColorChoice::Always,
+        false,
+        Some(OsStr::new("1"))
+    ));
+    assert!(!wants_color(ColorChoice::Never, true, None));
+}

@@ -453,7 +453,10 @@ fn get_tables_show_the_essentials_per_kind() {
         "{text}"
     );
     let repo = text.find("repo/platform").unwrap();
-    assert!(repo < text.find("app/guestbook").unwrap(), "Repos first: {text}");
+    assert!(
+        repo < text.find("app/guestbook").unwrap(),
+        "Repos first: {text}"
+    );
     assert!(
         text.contains("clustergroup/eu   region=eu,!legacy"),
         "{text}"
