@@ -1,0 +1,503 @@
+//! The spoke's agent and cluster adapter against kubesim, without a hub: desired state goes in
+//! through a watch channel, reports come out through a recording reporter. Real git2 fetches,
+//! real kube-rs server-side apply.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
+use gitfleet_spoke::cluster::{Cluster, ClusterError};
+use gitfleet_spoke::desired::DesiredState;
+use gitfleet_spoke::git::GitCache;
+use gitfleet_spoke::model::{
+    Health, RenderOptions, ResourceAction, Source, SyncPolicy, SyncState, TargetSpec, TargetStatus,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus");
+const DEADLINE: Duration = Duration::from_secs(60);
+
+#[derive(Default)]
+struct Recorder {
+    reports: Mutex<Vec<TargetStatus>>,
+}
+
+impl Reporter for Recorder {
+    fn report(&self, status: TargetStatus) {
+        self.reports.lock().expect("reports").push(status);
+    }
+}
+
+impl Recorder {
+    fn latest(&self, target: &str) -> Option<TargetStatus> {
+        self.reports
+            .lock()
+            .expect("reports")
+            .iter()
+            .rev()
+            .find(|r| r.target_id == target)
+            .cloned()
+    }
+
+    /// Waits until the latest report of `target` satisfies `done`.
+    async fn wait_for(
+        &self,
+        target: &str,
+        what: &str,
+        done: impl Fn(&TargetStatus) -> bool,
+    ) -> TargetStatus {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some(latest) = self.latest(target).filter(|s| done(s)) {
+                return latest;
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}; latest: {:#?}",
+                self.latest(target)
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// A Git repository on disk that tests write files into and commit.
+struct Repo {
+    dir: tempfile::TempDir,
+    repo: git2::Repository,
+}
+
+impl Repo {
+    fn new() -> Self {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let repo = git2::Repository::init(dir.path()).expect("init");
+        Self { dir, repo }
+    }
+
+    fn url(&self) -> String {
+        format!("file://{}", self.dir.path().display())
+    }
+
+    fn write(&self, path: &str, content: &str) {
+        let full = self.dir.path().join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, content).expect("write");
+    }
+
+    fn copy_dir(&self, from: &Path, to: &str) {
+        for entry in std::fs::read_dir(from).expect("read corpus") {
+            let path = entry.expect("entry").path();
+            if path.is_file() {
+                let name = path.file_name().and_then(|n| n.to_str()).expect("name");
+                self.write(
+                    &format!("{to}/{name}"),
+                    &std::fs::read_to_string(&path).expect("read"),
+                );
+            }
+        }
+    }
+
+    fn commit(&self) -> String {
+        let mut index = self.repo.index().expect("index");
+        index
+            .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+            .expect("add");
+        index.update_all(["*"], None).expect("update");
+        index.write().expect("write index");
+        let tree = self
+            .repo
+            .find_tree(index.write_tree().expect("tree"))
+            .expect("tree");
+        let sig = git2::Signature::now("test", "test@example.com").expect("sig");
+        let parent = self.repo.head().ok().and_then(|h| h.peel_to_commit().ok());
+        let parents: Vec<&git2::Commit<'_>> = parent.iter().collect();
+        self.repo
+            .commit(Some("HEAD"), &sig, &sig, "test", &tree, &parents)
+            .expect("commit")
+            .to_string()
+    }
+}
+
+fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
+    TargetSpec {
+        target_id: app.into(),
+        app: app.into(),
+        source: Source {
+            repo_url: repo.url(),
+            repo_name: "platform".into(),
+            commit: commit.into(),
+            git_ref: "refs/heads/main".into(),
+            path: path.into(),
+            extra_paths: Vec::new(),
+        },
+        namespace: app.into(),
+        render: RenderOptions::default(),
+        sync_policy: SyncPolicy::default(),
+        trace: BTreeMap::new(),
+        spec_generation: 1,
+    }
+}
+
+struct Bench {
+    kubesim: KubesimHandle,
+    recorder: Arc<Recorder>,
+    desired: watch::Sender<DesiredState>,
+    cancel: CancellationToken,
+    task: tokio::task::JoinHandle<()>,
+    _data: tempfile::TempDir,
+}
+
+impl Bench {
+    async fn start(progress_timeout: Duration) -> Self {
+        let mut config = KubesimConfig::new(["c1"]);
+        config.ready_delay = Duration::from_millis(100);
+        let kubesim = Kubesim::start(config).await.expect("kubesim");
+        let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+        let data = tempfile::TempDir::new().expect("tempdir");
+        let recorder = Arc::new(Recorder::default());
+        let (desired, desired_rx) = watch::channel(DesiredState::default());
+        let mut agent_config = AgentConfig::new("c1");
+        agent_config.progress_timeout = progress_timeout;
+        agent_config.health_poll = Duration::from_millis(200);
+        agent_config.settled_poll = Duration::from_millis(500);
+        agent_config.retry_after_failure = Duration::from_secs(1);
+        let cancel = CancellationToken::new();
+        let task = tokio::spawn(agent::run(
+            agent_config,
+            Arc::new(Cluster::new(client)),
+            Arc::new(GitCache::new(data.path().join("git"))),
+            recorder.clone(),
+            desired_rx,
+            cancel.clone(),
+        ));
+        Self {
+            kubesim,
+            recorder,
+            desired,
+            cancel,
+            task,
+            _data: data,
+        }
+    }
+
+    fn set(&self, generation: u64, targets: Vec<TargetSpec>) {
+        self.desired.send_replace(DesiredState {
+            generation,
+            hub_epoch: "e".into(),
+            targets: targets
+                .into_iter()
+                .map(|t| (t.target_id.clone(), t))
+                .collect(),
+            credentials: Vec::new(),
+        });
+    }
+
+    async fn stop(self) {
+        self.cancel.cancel();
+        tokio::time::timeout(Duration::from_secs(10), self.task)
+            .await
+            .expect("agent stops")
+            .expect("join");
+        self.kubesim.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn guestbook_applies_and_becomes_healthy_then_follows_a_new_commit() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.copy_dir(
+        &Path::new(CORPUS).join("kubernetes-examples/web/guestbook"),
+        "apps/guestbook",
+    );
+    let v1 = repo.commit();
+    bench.set(1, vec![spec("guestbook", &repo, &v1, "apps/guestbook")]);
+
+    let done = bench
+        .recorder
+        .wait_for("guestbook", "guestbook synced and healthy", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    // 3 Deployments, 3 Services and the Namespace gitfleet creates for the App.
+    assert_eq!(done.resources.len(), 7, "{:#?}", done.resources);
+    assert!(
+        done.resources
+            .iter()
+            .all(|r| r.action == ResourceAction::Applied && r.health == Health::Healthy)
+    );
+    assert!(
+        done.resources
+            .iter()
+            .any(|r| r.source_file == "apps/guestbook/frontend-deployment.yaml")
+    );
+
+    let frontend = bench
+        .kubesim
+        .get_object("c1", "apps/v1", "Deployment", Some("guestbook"), "frontend")
+        .expect("frontend deployed");
+    assert_eq!(
+        frontend["metadata"]["labels"]["gitfleet.dev/app"],
+        "guestbook"
+    );
+    assert_eq!(
+        frontend["metadata"]["annotations"]["gitfleet.dev/revision"],
+        v1.as_str()
+    );
+    let managers: Vec<&str> = frontend["metadata"]["managedFields"]
+        .as_array()
+        .expect("managed fields")
+        .iter()
+        .filter_map(|m| m["manager"].as_str())
+        .collect();
+    assert!(managers.contains(&"gitfleet"), "{managers:?}");
+
+    // A second commit that changes one object converges too.
+    let frontend_yaml = std::fs::read_to_string(
+        Path::new(CORPUS).join("kubernetes-examples/web/guestbook/frontend-deployment.yaml"),
+    )
+    .expect("read")
+    .replace("replicas: 3", "replicas: 5");
+    repo.write("apps/guestbook/frontend-deployment.yaml", &frontend_yaml);
+    let v2 = repo.commit();
+    let mut next = spec("guestbook", &repo, &v2, "apps/guestbook");
+    next.spec_generation = 2;
+    bench.set(2, vec![next]);
+    bench
+        .recorder
+        .wait_for("guestbook", "v2 synced and healthy", |s| {
+            s.revision == v2 && s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    let frontend = bench
+        .kubesim
+        .get_object("c1", "apps/v1", "Deployment", Some("guestbook"), "frontend")
+        .expect("frontend");
+    assert_eq!(frontend["spec"]["replicas"], 5);
+    assert_eq!(
+        frontend["metadata"]["annotations"]["gitfleet.dev/revision"],
+        v2.as_str()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_file_and_an_unknown_kind_fail_alone_while_the_rest_applies() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/mixed/good.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: good\ndata:\n  a: b\n",
+    );
+    repo.write(
+        "apps/mixed/bad.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: bad\n  labels: [oops\n",
+    );
+    repo.write(
+        "apps/mixed/monitor.yaml",
+        "apiVersion: monitoring.coreos.com/v1\nkind: ServiceMonitor\nmetadata:\n  name: mon\nspec: {}\n",
+    );
+    let commit = repo.commit();
+    bench.set(1, vec![spec("mixed", &repo, &commit, "apps/mixed")]);
+
+    let status = bench
+        .recorder
+        .wait_for("mixed", "mixed applied", |s| {
+            s.sync == SyncState::OutOfSync && s.health != Health::Progressing
+        })
+        .await;
+    let by_file = |file: &str| {
+        status
+            .resources
+            .iter()
+            .find(|r| r.source_file == file)
+            .unwrap_or_else(|| panic!("{file} in {:#?}", status.resources))
+    };
+    let bad = by_file("apps/mixed/bad.yaml");
+    assert_eq!(bad.action, ResourceAction::Invalid);
+    assert!(
+        bad.message.starts_with("apps/mixed/bad.yaml: "),
+        "{}",
+        bad.message
+    );
+    assert!(bad.message.contains("line"), "{}", bad.message);
+    let monitor = by_file("apps/mixed/monitor.yaml");
+    assert_eq!(monitor.action, ResourceAction::Failed);
+    assert!(
+        monitor
+            .message
+            .contains("does not know kind ServiceMonitor"),
+        "{}",
+        monitor.message
+    );
+    assert_eq!(
+        by_file("apps/mixed/good.yaml").action,
+        ResourceAction::Applied
+    );
+    assert!(
+        status.message.contains("apps/mixed/bad.yaml"),
+        "{}",
+        status.message
+    );
+    assert!(
+        status.message.contains("servicemonitor/mon"),
+        "{}",
+        status.message
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("mixed"), "good")
+            .is_some()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failing_workload_is_degraded_with_its_reason() {
+    let bench = Bench::start(Duration::from_secs(5)).await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/broken/deploy.yaml",
+        "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  annotations:\n    kubesim.gitfleet.dev/fail: \"true\"\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {app: web}\n  template:\n    metadata:\n      labels: {app: web}\n    spec:\n      containers:\n      - name: web\n        image: nginx\n",
+    );
+    let commit = repo.commit();
+    bench.set(1, vec![spec("broken", &repo, &commit, "apps/broken")]);
+    let status = bench
+        .recorder
+        .wait_for("broken", "degraded", |s| s.health == Health::Degraded)
+        .await;
+    assert_eq!(
+        status.sync,
+        SyncState::Synced,
+        "it applied; it is just unhealthy"
+    );
+    assert!(
+        status.message.contains("deployment/web"),
+        "{}",
+        status.message
+    );
+    assert!(status.message.contains("replicas"), "{}", status.message);
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_crd_and_its_custom_resource_apply_in_one_commit() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/widgets/widget.yaml",
+        "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w1\nspec:\n  size: 3\n",
+    );
+    repo.write(
+        "apps/widgets/crd.yaml",
+        r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata:
+  name: widgets.example.com
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {plural: widgets, singular: widget, kind: Widget, listKind: WidgetList}
+  versions:
+  - name: v1
+    served: true
+    storage: true
+    schema:
+      openAPIV3Schema:
+        type: object
+        x-kubernetes-preserve-unknown-fields: true
+"#,
+    );
+    let commit = repo.commit();
+    bench.set(1, vec![spec("widgets", &repo, &commit, "apps/widgets")]);
+    let status = bench
+        .recorder
+        .wait_for("widgets", "widgets synced", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    assert!(
+        status
+            .resources
+            .iter()
+            .all(|r| r.action == ResourceAction::Applied),
+        "{:#?}",
+        status.resources
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "example.com/v1", "Widget", Some("widgets"), "w1")
+            .is_some()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_commit_fails_the_target_and_others_keep_working() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/ok/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: ok\n",
+    );
+    let commit = repo.commit();
+    let missing = "0123456789abcdef0123456789abcdef01234567";
+    bench.set(
+        1,
+        vec![
+            spec("ghost", &repo, missing, "apps/ok"),
+            spec("ok", &repo, &commit, "apps/ok"),
+        ],
+    );
+    let ghost = bench
+        .recorder
+        .wait_for("ghost", "ghost failed", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(ghost.message.contains(missing), "{}", ghost.message);
+    bench
+        .recorder
+        .wait_for("ok", "ok healthy", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    bench.stop().await;
+}
+
+#[tokio::test]
+async fn the_cluster_adapter_names_unknown_kinds() {
+    let kubesim = Kubesim::start(KubesimConfig::new(["c1"]))
+        .await
+        .expect("kubesim");
+    let cluster = Cluster::new(kube::Client::try_from(kubesim.kube_config("c1")).expect("client"));
+    let deployments = cluster
+        .resolve("apps/v1", "Deployment")
+        .await
+        .expect("deployments are known");
+    assert!(deployments.namespaced);
+    assert!(
+        !cluster
+            .resolve("v1", "Namespace")
+            .await
+            .expect("namespaces")
+            .namespaced
+    );
+    for (api_version, kind) in [
+        ("monitoring.coreos.com/v1", "ServiceMonitor"),
+        ("v1", "Nonsense"),
+    ] {
+        let err = cluster
+            .resolve(api_version, kind)
+            .await
+            .expect_err("unknown");
+        assert!(matches!(err, ClusterError::UnknownKind { .. }), "{err}");
+        assert!(err.to_string().contains(kind), "{err}");
+    }
+    assert_eq!(cluster.known_scopes().len(), 2);
+    kubesim.shutdown().await;
+}
