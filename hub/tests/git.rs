@@ -92,7 +92,13 @@ async fn missing_refs_unreachable_remotes_and_semver_are_clear_errors() {
         .fetch(&url, &GitRef::Semver(">=1".into()))
         .await
         .unwrap_err();
-    assert!(err.to_string().contains("not supported yet"), "{err}");
+    assert!(matches!(err, GitError::RefNotFound { .. }), "{err}");
+    assert!(err.to_string().contains(">=1"), "{err}");
+    let err = cache
+        .fetch(&url, &GitRef::Semver(">>1".into()))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("not valid"), "{err}");
 }
 
 #[tokio::test]

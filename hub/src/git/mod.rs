@@ -12,6 +12,7 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::resources::GitRef;
 
 pub mod changes;
+pub mod refs;
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {
@@ -69,11 +70,6 @@ impl GitCache {
 
     /// Fetches what `reference` needs from `url` and resolves it to a commit.
     pub async fn fetch(&self, url: &str, reference: &GitRef) -> Result<Resolved, GitError> {
-        if let GitRef::Semver(range) = reference {
-            return Err(GitError::Unsupported(format!(
-                "ref {{ semver: {range:?} }} is not supported yet; follow a branch, a tag or a commit"
-            )));
-        }
         let dir = self.cache_dir(url);
         let lock = self.lock_for(&dir);
         let _cache = lock.lock().await;
@@ -176,9 +172,19 @@ fn fetch_blocking(
             };
         }
         GitRef::Semver(range) => {
-            return Err(GitError::Unsupported(format!(
-                "ref {{ semver: {range:?} }} is not supported yet"
-            )));
+            let tags = remote_tags(&repo, url)?;
+            let tag = refs::highest_matching_tag(tags.iter().map(String::as_str), range)
+                .map_err(GitError::Unsupported)?
+                .ok_or_else(|| GitError::RefNotFound {
+                    url: url.to_owned(),
+                    reference: format!("a tag matching semver {range:?}"),
+                })?
+                .to_owned();
+            (
+                vec![format!("+refs/tags/{tag}:refs/tags/{tag}")],
+                format!("refs/tags/{tag}"),
+                format!("tag {tag:?}"),
+            )
         }
     };
     fetch_refspecs(&repo, url, &refspecs, deadline).map_err(|e| match e {
@@ -201,6 +207,27 @@ fn fetch_blocking(
         commit: commit.id().to_string(),
         git_ref: local_ref,
     })
+}
+
+/// Tag names the remote advertises (without `refs/tags/`, peeled entries skipped).
+fn remote_tags(repo: &git2::Repository, url: &str) -> Result<Vec<String>, GitError> {
+    let fetch_err = |e: git2::Error| GitError::Fetch {
+        url: url.to_owned(),
+        message: e.message().to_owned(),
+    };
+    let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
+    let connection = remote
+        .connect_auth(git2::Direction::Fetch, None, None)
+        .map_err(fetch_err)?;
+    let tags = connection
+        .list()
+        .map_err(fetch_err)?
+        .iter()
+        .filter_map(|head| head.name().strip_prefix("refs/tags/"))
+        .filter(|name| !name.ends_with("^{}"))
+        .map(str::to_owned)
+        .collect();
+    Ok(tags)
 }
 
 fn fetch_refspecs(
