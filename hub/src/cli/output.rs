@@ -339,13 +339,33 @@ pub fn short_revision(revision: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // get
 
-/// The resources as the hub stores them; JSON that is not valid stays a string so that nothing
-/// is hidden.
+/// The resources as the hub stores them, Repos first, then Apps, then ClusterGroups (the order
+/// they depend on each other), each by name. JSON that is not valid stays a string so that
+/// nothing is hidden.
 pub fn resource_values(documents: &[pb::ResourceDocument]) -> Vec<Value> {
-    documents
+    let mut values: Vec<Value> = documents
         .iter()
         .map(|d| serde_json::from_str(&d.json).unwrap_or_else(|_| Value::String(d.json.clone())))
-        .collect()
+        .collect();
+    values.sort_by(|a, b| {
+        let key = |v: &Value| {
+            (
+                kind_rank(str_at(v, &["kind"])),
+                str_at(v, &["metadata", "name"]).to_owned(),
+            )
+        };
+        key(a).cmp(&key(b))
+    });
+    values
+}
+
+fn kind_rank(kind: &str) -> u8 {
+    match kind {
+        "Repo" => 0,
+        "App" => 1,
+        "ClusterGroup" => 2,
+        _ => 3,
+    }
 }
 
 /// What `get -o json|yaml` prints: one resource when a name was asked for, otherwise a `List`
@@ -367,16 +387,10 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
     if values.is_empty() {
         return "No resources found\n".to_owned();
     }
-    let rank = |kind: &str| match kind {
-        "Repo" => 0,
-        "App" => 1,
-        "ClusterGroup" => 2,
-        _ => 3,
-    };
     let mut by_kind: BTreeMap<(u8, &str), Vec<&Value>> = BTreeMap::new();
     for v in values {
         let kind = str_at(v, &["kind"]);
-        by_kind.entry((rank(kind), kind)).or_default().push(v);
+        by_kind.entry((kind_rank(kind), kind)).or_default().push(v);
     }
     let several = by_kind.len() > 1;
     let mut sections = Vec::new();

@@ -56,7 +56,9 @@ pub enum ClientError {
 impl ClientError {
     /// A failure to dial: refused connection, DNS, timeout, or a TLS handshake failure.
     pub(crate) fn from_transport(server: &str, error: &tonic::transport::Error) -> ClientError {
-        let reason = chain(error);
+        let reason = chain(error)
+            .trim_start_matches("transport error: ")
+            .to_owned();
         if is_tls_failure(error) {
             ClientError::Tls {
                 server: server.to_owned(),

@@ -466,6 +466,7 @@ fn get_tables_show_the_essentials_per_kind() {
 #[test]
 fn get_documents_are_the_resource_or_a_list() {
     let values = resource_values(&sample_resources()[1..2]);
+    assert_eq!(values.len(), 1);
     let single = resource_document(values.clone(), true);
     assert_eq!(single["kind"], "Repo");
     let list = resource_document(values, false);
@@ -536,4 +537,25 @@ fn repo_table_shows_fetch_errors() {
             "fetching file:///x: not found"
         ]
     );
+}
+
+#[test]
+fn resources_are_listed_repos_first_then_by_name() {
+    let values = resource_values(&[
+        doc(json!({"kind": "ClusterGroup", "metadata": {"name": "a"}})),
+        doc(json!({"kind": "App", "metadata": {"name": "web"}})),
+        doc(json!({"kind": "App", "metadata": {"name": "api"}})),
+        doc(json!({"kind": "Repo", "metadata": {"name": "z"}})),
+    ]);
+    let order: Vec<String> = values
+        .iter()
+        .map(|v| {
+            format!(
+                "{}/{}",
+                v["kind"].as_str().unwrap(),
+                v["metadata"]["name"].as_str().unwrap()
+            )
+        })
+        .collect();
+    assert_eq!(order, ["Repo/z", "App/api", "App/web", "ClusterGroup/a"]);
 }
