@@ -500,6 +500,25 @@ impl Engine {
         }
     }
 
+    /// Asks every Repo whose URL is one of `urls` (compared normalised) to fetch now; returns
+    /// their names.
+    pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Result<Vec<String>, EngineError> {
+        let wanted: Vec<String> = urls
+            .iter()
+            .map(|u| crate::webhook::normalize_url(u))
+            .collect();
+        let mut names = Vec::new();
+        for r in self.store.resources()? {
+            if let Resource::Repo(repo) = r
+                && wanted.contains(&crate::webhook::normalize_url(&repo.spec.url))
+                && self.trigger_fetch(&repo.metadata.name)
+            {
+                names.push(repo.metadata.name);
+            }
+        }
+        Ok(names)
+    }
+
     /// One fetch of a Repo; moves the revision of every App whose files changed.
     async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
         let fetched = self.git.fetch(&spec.url, &spec.reference).await;
@@ -926,8 +945,10 @@ async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger:
             .poll_repo(&name, &spec)
             .instrument(info_span!("fetch", repo = %name, url = %spec.url))
             .await;
+        // Jitter spreads the polls of many Repos over time.
+        let jittered = interval.mul_f64(rand::random_range(0.9..1.1));
         tokio::select! {
-            _ = tokio::time::sleep(interval) => {}
+            _ = tokio::time::sleep(jittered) => {}
             _ = trigger.notified() => {}
             _ = engine.shutdown.cancelled() => return,
         }

@@ -16,3 +16,4 @@ pub mod resources;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
+pub mod webhook;

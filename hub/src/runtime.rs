@@ -45,6 +45,8 @@ pub struct HubConfig {
     pub cluster_cert_validity: Duration,
     pub max_concurrent_fetches: usize,
     pub fetch_timeout: Duration,
+    /// Shared secret for push webhooks (HMAC key, or GitLab token); webhooks are off without it.
+    pub webhook_secret: Option<String>,
 }
 
 impl HubConfig {
@@ -61,6 +63,7 @@ impl HubConfig {
             cluster_cert_validity: DEFAULT_CLUSTER_CERT_VALIDITY,
             max_concurrent_fetches: 8,
             fetch_timeout: Duration::from_secs(120),
+            webhook_secret: None,
         }
     }
 
@@ -237,7 +240,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             let bound = listener
                 .local_addr()
                 .map_err(|source| HubError::Bind { addr, source })?;
-            let router = crate::http::router();
+            let router = crate::http::router(Arc::clone(&engine), config.webhook_secret.clone());
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router)

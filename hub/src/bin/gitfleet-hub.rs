@@ -42,9 +42,12 @@ struct Serve {
         value_delimiter = ','
     )]
     server_names: Vec<String>,
-    /// Poll interval of Repos that set none.
-    #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", default_value = "30s", value_parser = humantime::parse_duration)]
-    default_poll_interval: Duration,
+    /// Poll interval of Repos that set none [default: 30s, or 3m when webhooks are set up].
+    #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", value_parser = humantime::parse_duration)]
+    default_poll_interval: Option<Duration>,
+    /// Shared secret for push webhooks at /webhooks/{github,gitlab,gitea,forgejo,bitbucket}.
+    #[arg(long, env = "GITFLEET_WEBHOOK_SECRET", hide_env_values = true)]
+    webhook_secret: Option<String>,
     /// A cluster not heard from for this long shows as disconnected.
     #[arg(long, env = "GITFLEET_HEARTBEAT_GRACE", default_value = "90s", value_parser = humantime::parse_duration)]
     heartbeat_grace: Duration,
@@ -60,7 +63,15 @@ async fn main() -> anyhow::Result<()> {
         http_listen: Some(args.http_listen),
         advertise_url: args.advertise_url,
         server_names: args.server_names,
-        default_poll_interval: args.default_poll_interval,
+        // Webhooks bring changes at once; polling is then only the safety net.
+        default_poll_interval: args.default_poll_interval.unwrap_or(
+            if args.webhook_secret.is_some() {
+                Duration::from_secs(180)
+            } else {
+                Duration::from_secs(30)
+            },
+        ),
+        webhook_secret: args.webhook_secret,
         heartbeat_grace: args.heartbeat_grace,
         ..HubConfig::new(args.data_dir)
     };

@@ -1,0 +1,154 @@
+use std::collections::HashMap;
+
+use super::*;
+
+const SECRET: &[u8] = b"It's a Secret to Everybody";
+
+/// Trimmed from real push deliveries: the fields gitfleet reads, in their real places.
+const GITHUB: &str = r#"{"ref":"refs/heads/main","before":"6113728f27ae82c7b1a177c8d03f9e96e0adf246","after":"59b20b8d5c6ff8d09518454d4dd8b7b30f095ab5","repository":{"id":35129377,"name":"public-repo","full_name":"baxterthehacker/public-repo","html_url":"https://github.com/baxterthehacker/public-repo","git_url":"git://github.com/baxterthehacker/public-repo.git","ssh_url":"git@github.com:baxterthehacker/public-repo.git","clone_url":"https://github.com/baxterthehacker/public-repo.git"},"pusher":{"name":"baxterthehacker"}}"#;
+const GITLAB: &str = r#"{"object_kind":"push","event_name":"push","ref":"refs/heads/master","checkout_sha":"da1560886d4f094c3e6c9ef40349f7d38b5d27d7","project":{"id":15,"name":"Diaspora","web_url":"http://example.com/mike/diaspora","git_ssh_url":"git@example.com:mike/diaspora.git","git_http_url":"http://example.com/mike/diaspora.git","path_with_namespace":"mike/diaspora"},"repository":{"name":"Diaspora","url":"git@example.com:mike/diaspora.git","homepage":"http://example.com/mike/diaspora"}}"#;
+const GITEA: &str = r#"{"ref":"refs/heads/develop","before":"28e1879d029cb852e4844d9c718537df08844e03","after":"bffeb74224043ba2feb48d137756c8a9331c449a","repository":{"id":140,"name":"webhooks","full_name":"gitea/webhooks","html_url":"http://localhost:3000/gitea/webhooks","ssh_url":"ssh://gitea@localhost:2222/gitea/webhooks.git","clone_url":"http://localhost:3000/gitea/webhooks.git"}}"#;
+const BITBUCKET: &str = r#"{"push":{"changes":[{"new":{"type":"branch","name":"main"}}]},"repository":{"type":"repository","full_name":"team/repo","name":"repo","links":{"html":{"href":"https://bitbucket.org/team/repo"}}},"actor":{"display_name":"Someone"}}"#;
+
+fn sign(body: &str) -> String {
+    let mut mac = Hmac::<Sha256>::new_from_slice(SECRET).unwrap();
+    mac.update(body.as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+fn headers(pairs: &[(&str, String)]) -> impl Fn(&str) -> Option<String> + use<> {
+    let map: HashMap<String, String> = pairs
+        .iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.clone()))
+        .collect();
+    move |name: &str| map.get(&name.to_ascii_lowercase()).cloned()
+}
+
+#[test]
+fn github_signature() {
+    let good = headers(&[("X-Hub-Signature-256", format!("sha256={}", sign(GITHUB)))]);
+    assert_eq!(
+        verify(Provider::GitHub, good, GITHUB.as_bytes(), SECRET),
+        Ok(())
+    );
+    let wrong_secret = headers(&[("X-Hub-Signature-256", format!("sha256={}", sign(GITHUB)))]);
+    assert_eq!(
+        verify(Provider::GitHub, wrong_secret, GITHUB.as_bytes(), b"other"),
+        Err(WebhookError::BadSignature)
+    );
+    let tampered = headers(&[("X-Hub-Signature-256", format!("sha256={}", sign(GITHUB)))]);
+    let body = GITHUB.replace("main", "evil");
+    assert_eq!(
+        verify(Provider::GitHub, tampered, body.as_bytes(), SECRET),
+        Err(WebhookError::BadSignature)
+    );
+    assert_eq!(
+        verify(Provider::GitHub, headers(&[]), GITHUB.as_bytes(), SECRET),
+        Err(WebhookError::MissingSignature("X-Hub-Signature-256"))
+    );
+    let no_prefix = headers(&[("X-Hub-Signature-256", sign(GITHUB))]);
+    assert_eq!(
+        verify(Provider::GitHub, no_prefix, GITHUB.as_bytes(), SECRET),
+        Err(WebhookError::BadSignature)
+    );
+}
+
+#[test]
+fn gitlab_token() {
+    let good = headers(&[(
+        "X-Gitlab-Token",
+        String::from_utf8(SECRET.to_vec()).unwrap(),
+    )]);
+    assert_eq!(
+        verify(Provider::GitLab, good, GITLAB.as_bytes(), SECRET),
+        Ok(())
+    );
+    let bad = headers(&[("X-Gitlab-Token", "guess".to_owned())]);
+    assert_eq!(
+        verify(Provider::GitLab, bad, GITLAB.as_bytes(), SECRET),
+        Err(WebhookError::BadSignature)
+    );
+}
+
+#[test]
+fn gitea_forgejo_and_bitbucket_signatures() {
+    let gitea = headers(&[("X-Gitea-Signature", sign(GITEA))]);
+    assert_eq!(
+        verify(Provider::Gitea, gitea, GITEA.as_bytes(), SECRET),
+        Ok(())
+    );
+    let forgejo = headers(&[("X-Forgejo-Signature", sign(GITEA))]);
+    assert_eq!(
+        verify(Provider::Forgejo, forgejo, GITEA.as_bytes(), SECRET),
+        Ok(())
+    );
+    let bad = headers(&[("X-Gitea-Signature", sign("other"))]);
+    assert_eq!(
+        verify(Provider::Gitea, bad, GITEA.as_bytes(), SECRET),
+        Err(WebhookError::BadSignature)
+    );
+    let bb = headers(&[("X-Hub-Signature", format!("sha256={}", sign(BITBUCKET)))]);
+    assert_eq!(
+        verify(Provider::Bitbucket, bb, BITBUCKET.as_bytes(), SECRET),
+        Ok(())
+    );
+    let bad = headers(&[("X-Hub-Signature", "sha256=zz".to_owned())]);
+    assert_eq!(
+        verify(Provider::Bitbucket, bad, BITBUCKET.as_bytes(), SECRET),
+        Err(WebhookError::BadSignature)
+    );
+}
+
+#[test]
+fn payloads_name_their_repository() {
+    let cases = [
+        (
+            Provider::GitHub,
+            GITHUB,
+            "github.com/baxterthehacker/public-repo",
+        ),
+        (Provider::GitLab, GITLAB, "example.com/mike/diaspora"),
+        (Provider::Gitea, GITEA, "localhost/gitea/webhooks"),
+        (Provider::Bitbucket, BITBUCKET, "bitbucket.org/team/repo"),
+    ];
+    for (provider, body, want) in cases {
+        let urls = repository_urls(provider, body.as_bytes()).unwrap();
+        assert!(
+            urls.iter().all(|u| normalize_url(u) == want),
+            "{provider:?}: {urls:?}"
+        );
+    }
+    assert!(matches!(
+        repository_urls(Provider::GitHub, b"{not json"),
+        Err(WebhookError::Malformed(_))
+    ));
+    assert_eq!(
+        repository_urls(Provider::GitHub, b"{\"zen\":\"ping\"}"),
+        Err(WebhookError::NoRepository)
+    );
+}
+
+#[test]
+fn urls_normalise_across_schemes() {
+    for u in [
+        "https://GitHub.com/org/repo.git",
+        "https://github.com/org/repo/",
+        "git@github.com:org/repo.git",
+        "ssh://git@github.com:22/org/repo",
+        "git://github.com/org/repo.git",
+    ] {
+        assert_eq!(normalize_url(u), "github.com/org/repo", "{u}");
+    }
+    assert_ne!(
+        normalize_url("https://github.com/org/repo"),
+        normalize_url("https://github.com/org/repo2")
+    );
+    assert_eq!(normalize_url("file:///srv/git/repo.git"), "/srv/git/repo");
+}
+
+#[test]
+fn providers_parse() {
+    assert_eq!(Provider::parse("GitHub"), Some(Provider::GitHub));
+    assert_eq!(Provider::parse("forgejo"), Some(Provider::Forgejo));
+    assert_eq!(Provider::parse("svn"), None);
+}
