@@ -323,6 +323,7 @@ pub enum ClusterCommand {
 #[derive(Debug, Subcommand)]
 pub enum ConfigCommand {
     /// Print the config, with keys and certificates elided unless --raw
+    #[command(after_help = VIEW_EXAMPLES)]
     View(ConfigViewArgs),
     /// List the contexts, marking the current one
     GetContexts,
@@ -332,6 +333,14 @@ pub enum ConfigCommand {
     #[command(after_help = IMPORT_EXAMPLES)]
     Import(ImportArgs),
 }
+
+const VIEW_EXAMPLES: &str = "\
+Examples:
+  gitfleet config view
+  gitfleet config view --raw -o json
+
+  # The hub's CA certificate, which a spoke needs on its first start
+  gitfleet config view --ca > hub-ca.pem";
 
 const IMPORT_EXAMPLES: &str = "\
 Examples:
@@ -343,6 +352,9 @@ pub struct ConfigViewArgs {
     /// Show certificates and keys in full
     #[arg(long)]
     pub raw: bool,
+    /// Print only the hub CA certificate (PEM) of the context, e.g. for a spoke's --hub-ca
+    #[arg(long, conflicts_with = "raw")]
+    pub ca: bool,
 }
 
 #[derive(Debug, Clone, Args)]

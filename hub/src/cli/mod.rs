@@ -224,10 +224,11 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 max_uses: t.max_uses.unwrap_or(0),
                 description: t.description.unwrap_or_default(),
             };
-            let response = connect().await?.create_token(request).await?;
+            let mut client = connect().await?;
+            let response = client.create_token(request).await?;
             let report = output::token_report(&response);
             Ok(output::render(format, &report, || {
-                output::token_text(&report, style)
+                output::token_text(&report, client.server(), style)
             }))
         }
         Command::Cluster(ClusterCommand::List) => {
@@ -240,6 +241,15 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
         Command::Config(c) => {
             let path = config_path()?;
             match c {
+                ConfigCommand::View(v) if v.ca => {
+                    let config = config_cmd::load(&path)?;
+                    let context = config_cmd::select(&config, global.context.as_deref(), &path)?;
+                    let mut pem = context.certificate_authority_data.clone();
+                    if !pem.ends_with('\n') {
+                        pem.push('\n');
+                    }
+                    Ok(pem)
+                }
                 ConfigCommand::View(v) => {
                     let config = config_cmd::load(&path)?;
                     let config = if v.raw {

@@ -589,7 +589,9 @@ pub fn token_report(response: &pb::CreateTokenResponse) -> TokenReport {
     }
 }
 
-pub fn token_text(report: &TokenReport, style: Style) -> String {
+/// The token on its own first line (easy to copy), then its expiry and how a spoke uses it
+/// against `server`, the hub this CLI talked to.
+pub fn token_text(report: &TokenReport, server: &str, style: Style) -> String {
     let expires = match &report.expires_at {
         Some(at) => format!(
             "{at} ({})",
@@ -598,8 +600,13 @@ pub fn token_text(report: &TokenReport, style: Style) -> String {
         None => "never".to_owned(),
     };
     format!(
-        "{}\n\ntoken id: {}\nexpires:  {expires}\n\nThis token is shown only once. A spoke registers with it on its first start.\n",
-        report.token, report.token_id
+        "{token}\n\ntoken id: {id}\nexpires:  {expires}\n\n\
+         This token is shown only once. Register a cluster with it on the spoke's first start:\n\
+         \x20 gitfleet config view --ca > hub-ca.pem\n\
+         \x20 gitfleet-spoke run --hub {server} --hub-ca hub-ca.pem --bootstrap-token {token} \\\n\
+         \x20     --cluster-name NAME --data-dir DIR\n",
+        token = report.token,
+        id = report.token_id,
     )
 }
 

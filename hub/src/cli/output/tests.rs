@@ -378,13 +378,17 @@ fn token_is_printed_first_with_its_expiry() {
         token_id: "tok-1".into(),
         expires_at_unix: NOW + 3600,
     });
-    let text = token_text(&report, plain());
+    let text = token_text(&report, "https://hub:7443", plain());
     assert_eq!(text.lines().next(), Some("gft_secret"));
     assert!(
         text.contains("expires:  2027-01-15T09:00:00Z (in 1h)"),
         "{text}"
     );
     assert!(text.contains("shown only once"), "{text}");
+    assert!(
+        text.contains("gitfleet-spoke run --hub https://hub:7443 --hub-ca hub-ca.pem --bootstrap-token gft_secret \\\n"),
+        "{text}"
+    );
     let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
     assert_eq!(
         json,
