@@ -35,6 +35,8 @@ pub enum EngineError {
     Unauthenticated(String),
     #[error("{0}")]
     PermissionDenied(String),
+    #[error("{0}")]
+    AlreadyExists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -217,14 +219,10 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (apps, repos, groups) = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
-        let clusters: Vec<ClusterRecord> = self
-            .store
-            .clusters()?
-            .into_iter()
-            .filter(|c| !c.revoked)
-            .collect();
+        let clusters: Vec<ClusterRecord> = self.store.clusters()?;
         let labels: Vec<ClusterLabels<'_>> = clusters
             .iter()
+            .filter(|c| !c.revoked)
             .map(|c| ClusterLabels {
                 name: &c.name,
                 labels: &c.labels,
@@ -242,6 +240,7 @@ impl Engine {
         };
         let mut changed = Vec::new();
         for cluster in &clusters {
+            // A revoked cluster keeps no Targets.
             let new_targets = fleet.get(&cluster.name).cloned().unwrap_or_default();
             let old = current.get(&cluster.name).cloned().unwrap_or_default();
             if old.generation != 0 && old.plain_targets() == new_targets {
@@ -617,9 +616,8 @@ impl Engine {
         }
         check_labels(&reg.labels)?;
         let guard = self.write.lock().await;
-        if let Some(existing) = self.store.cluster(&reg.cluster)?
-            && existing.revoked
-        {
+        let existing = self.store.cluster(&reg.cluster)?;
+        if existing.as_ref().is_some_and(|c| c.revoked) {
             return Err(EngineError::PermissionDenied(format!(
                 "cluster {:?} has been revoked",
                 reg.cluster
@@ -637,6 +635,16 @@ impl Engine {
                 PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
                 other => EngineError::Pki(other),
             })?;
+        // A name is taken once registered: only a retry with the same key (a lost response) may
+        // register it again, so a token holder cannot take over another cluster's name.
+        if let Some(c) = &existing
+            && c.key_fingerprint != issued.key_fingerprint
+        {
+            return Err(EngineError::AlreadyExists(format!(
+                "cluster {:?} is already registered with another key",
+                reg.cluster
+            )));
+        }
         let token = self
             .store
             .use_token(&token_hash(&reg.token), now_unix())
@@ -650,11 +658,7 @@ impl Engine {
         let mut labels = reg.labels;
         labels.extend(token.labels);
         let now = now_unix();
-        let registered_at = self
-            .store
-            .cluster(&reg.cluster)?
-            .map(|c| c.registered_at_unix)
-            .unwrap_or(now);
+        let registered_at = existing.map(|c| c.registered_at_unix).unwrap_or(now);
         let record = ClusterRecord {
             name: reg.cluster.clone(),
             labels,
@@ -663,6 +667,7 @@ impl Engine {
             certificate_expires_unix: issued.not_after_unix,
             last_contact_unix: now,
             revoked: false,
+            key_fingerprint: issued.key_fingerprint,
         };
         self.store.put_cluster(&record)?;
         self.recompute_locked(&guard).await?;
@@ -689,6 +694,7 @@ impl Engine {
                 other => EngineError::Pki(other),
             })?;
         record.certificate_expires_unix = issued.not_after_unix;
+        record.key_fingerprint = issued.key_fingerprint;
         self.store.put_cluster(&record)?;
         self.store.flush().await?;
         info!(%cluster, "certificate renewed");

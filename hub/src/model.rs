@@ -20,6 +20,9 @@ pub struct ClusterRecord {
     pub last_contact_unix: i64,
     #[serde(default)]
     pub revoked: bool,
+    /// SHA-256 of the public key of the cluster's current certificate, hex.
+    #[serde(default)]
+    pub key_fingerprint: String,
 }
 
 /// A bootstrap token, stored by the SHA-256 of its secret.

@@ -13,6 +13,8 @@ use rcgen::{
     ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
 };
 
+use sha2::Digest;
+
 use crate::client::config::write_private;
 
 #[cfg(test)]
@@ -146,6 +148,9 @@ pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
 pub struct IssuedCert {
     pub certificate_pem: String,
     pub not_after_unix: i64,
+    /// SHA-256 of the certified public key, hex: tells a retry with the same key from a
+    /// different key claiming the same name.
+    pub key_fingerprint: String,
 }
 
 /// A certificate and its private key, PEM.
@@ -383,6 +388,9 @@ impl Pki {
         Ok(IssuedCert {
             certificate_pem: cert.pem(),
             not_after_unix,
+            key_fingerprint: hex::encode(sha2::Sha256::digest(rcgen::PublicKeyData::der_bytes(
+                &csr.public_key,
+            ))),
         })
     }
 

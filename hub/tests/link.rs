@@ -392,6 +392,21 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     assert!(err.message().contains("maximum"), "{err}");
 
+    // A registered name is taken: another key cannot claim it, a retry with the same key can.
+    let many = hub
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 0)
+        .await
+        .unwrap();
+    let err = try_register(&hub, "dev-1", &many, &[]).await.err().unwrap();
+    assert_eq!(err.code(), Code::AlreadyExists, "{err}");
+    let key = rcgen::KeyPair::generate().unwrap();
+    try_register_with_key(&hub, "edge-1", &many, &[], &key)
+        .await
+        .unwrap();
+    try_register_with_key(&hub, "edge-1", &many, &[], &key)
+        .await
+        .unwrap();
+
     // The token's labels win over the spoke's.
     let labelled = hub
         .create_token(
@@ -420,10 +435,15 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
         .create_token(Duration::from_secs(1), BTreeMap::new(), 0)
         .await
         .unwrap();
+    let late_key = rcgen::KeyPair::generate().unwrap();
     let err = eventually("the token to expire", || {
         let short = short.clone();
-        let hub = &hub;
-        async move { try_register(hub, "late-1", &short, &[]).await.err() }
+        let (hub, key) = (&hub, &late_key);
+        async move {
+            try_register_with_key(hub, "late-1", &short, &[], key)
+                .await
+                .err()
+        }
     })
     .await;
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");

@@ -56,6 +56,7 @@ impl From<EngineError> for Status {
             EngineError::NotFound(m) => Status::not_found(m),
             EngineError::Unauthenticated(m) => Status::unauthenticated(m),
             EngineError::PermissionDenied(m) => Status::permission_denied(m),
+            EngineError::AlreadyExists(m) => Status::already_exists(m),
             e @ (EngineError::Store(_) | EngineError::Pki(_)) => {
                 warn!(error = %e, "internal error");
                 Status::internal(e.to_string())

@@ -188,6 +188,7 @@ fn desired_state_clusters_and_revisions_round_trip() {
         certificate_expires_unix: 2,
         last_contact_unix: 3,
         revoked: false,
+        key_fingerprint: "ab".into(),
     };
     s.put_cluster(&cluster).unwrap();
     assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster.clone()));

@@ -178,13 +178,30 @@ pub async fn try_register(
     token: &str,
     labels: &[(&str, &str)],
 ) -> Result<SpokeIdentity, Status> {
-    let key = rcgen::KeyPair::generate().unwrap();
+    try_register_with_key(
+        hub,
+        cluster,
+        token,
+        labels,
+        &rcgen::KeyPair::generate().unwrap(),
+    )
+    .await
+}
+
+/// Registers with a given key (a retry after a lost response uses the same key).
+pub async fn try_register_with_key(
+    hub: &HubHandle,
+    cluster: &str,
+    token: &str,
+    labels: &[(&str, &str)],
+    key: &rcgen::KeyPair,
+) -> Result<SpokeIdentity, Status> {
     let ch = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
     let resp = RegistrationClient::new(ch)
         .register(pb::RegisterRequest {
             token: token.into(),
             cluster_name: cluster.into(),
-            csr_pem: csr(&key),
+            csr_pem: csr(key),
             labels: labels
                 .iter()
                 .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
