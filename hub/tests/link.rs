@@ -147,6 +147,49 @@ async fn a_commit_flows_to_the_spoke_and_its_report_back() {
     assert!(clusters[0].connected);
     assert!(clusters[0].certificate_expires_unix > 0);
 
+    // A cluster registering later gets its Targets in its first snapshot; a ClusterGroup places
+    // an App; deleting an App removes its Target from every spoke.
+    let late = register(&hub, "dev-2", &[("env", "dev")]).await;
+    let mut late = FakeSpoke::connect(&hub.grpc_url(), &late, SpokeView::default())
+        .await
+        .unwrap();
+    late.until("its snapshot", |v| v.snapshots == 1).await;
+    assert_eq!(late.view.commit_of("web").as_deref(), Some(c2.as_str()));
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                doc(serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "ClusterGroup",
+                    "metadata": {"name": "devs"},
+                    "spec": {"selector": {"matchLabels": {"env": "dev"}}}
+                })),
+                doc(serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                    "metadata": {"name": "grouped"},
+                    "spec": {"repo": "platform", "path": "apps/api", "namespace": "grouped",
+                             "targets": [{"clusterGroup": "devs"}]}
+                })),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    late.until("the grouped App", |v| v.targets.contains_key("grouped"))
+        .await;
+    admin
+        .delete(pb::DeleteRequest {
+            kind: "App".into(),
+            name: "api".into(),
+        })
+        .await
+        .unwrap();
+    late.until("api removed", |v| !v.targets.contains_key("api"))
+        .await;
+    spoke
+        .until("api removed", |v| !v.targets.contains_key("api"))
+        .await;
+    assert!(status_of(&mut admin, "api").await.is_empty());
+
     // A report naming another cluster is refused and ends the stream.
     spoke.report_as("prod-1", 3, "web", &c2, "sneaky").await;
     let status = spoke.until_end().await.expect("refused with a status");
