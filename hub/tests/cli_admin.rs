@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use gitfleet_hub::cli::output::{ClusterListReport, StatusReport, TokenReport};
+use gitfleet_hub::cli::output::{ClusterListReport, StatusReport, Sync, TokenReport};
 use gitfleet_hub::cli::{CliError, run_args};
 use gitfleet_hub::client::config::{ClientConfig, Context};
 use gitfleet_proto::v1 as pb;
@@ -93,7 +93,7 @@ struct State {
 #[derive(Clone, Default)]
 struct FakeHub {
     state: Arc<Mutex<State>>,
-    targets: Arc<Vec<pb::TargetStatus>>,
+    targets: Arc<Mutex<Vec<pb::TargetStatus>>>,
     clusters: Arc<Vec<pb::ClusterInfo>>,
 }
 
@@ -214,6 +214,8 @@ impl Admin for FakeHub {
             .push(request.clone());
         let targets = self
             .targets
+            .lock()
+            .unwrap()
             .iter()
             .filter(|t| request.app.is_empty() || t.app == request.app)
             .filter(|t| request.cluster.is_empty() || t.cluster == request.cluster)
@@ -524,7 +526,7 @@ fn sample_targets() -> Vec<pb::TargetStatus> {
 #[tokio::test]
 async fn status_prints_a_table_for_people_and_full_documents_for_scripts() {
     let hub = Harness::start_with(FakeHub {
-        targets: Arc::new(sample_targets()),
+        targets: Arc::new(Mutex::new(sample_targets())),
         ..FakeHub::default()
     })
     .await;
@@ -797,4 +799,89 @@ async fn an_unknown_context_lists_the_known_ones() {
             hub.config.display()
         )
     );
+}
+
+#[tokio::test]
+async fn status_wait_times_out_naming_what_is_not_converged() {
+    let hub = Harness::start_with(FakeHub {
+        targets: Arc::new(Mutex::new(sample_targets())),
+        ..FakeHub::default()
+    })
+    .await;
+    let err = hub
+        .run(&[
+            "status",
+            "--wait",
+            "--timeout",
+            "100ms",
+            "--interval",
+            "10ms",
+        ])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 1);
+    assert_eq!(
+        err.to_string(),
+        "timed out after 100ms waiting for Targets to be synced and healthy: 1 of 2 not yet: \
+         guestbook on prod-1 is OutOfSync/Degraded at 01234567 (wants 01234567): 1 of 2 resources failed"
+    );
+    hub.received(|r| assert!(r.statuses.len() >= 2, "it polled"));
+}
+
+#[tokio::test]
+async fn status_wait_returns_once_every_target_converges() {
+    let hub = Arc::new(
+        Harness::start_with(FakeHub {
+            targets: Arc::new(Mutex::new(sample_targets())),
+            ..FakeHub::default()
+        })
+        .await,
+    );
+    let waiting = {
+        let hub = Arc::clone(&hub);
+        tokio::spawn(async move {
+            hub.run(&[
+                "status",
+                "--watch",
+                "--wait",
+                "--interval",
+                "10ms",
+                "-o",
+                "json",
+            ])
+            .await
+        })
+    };
+    // Let it see the unconverged state a few times, then fix the broken Target.
+    poll_until("three status polls", || {
+        hub.received(|r| r.statuses.len() >= 3)
+    })
+    .await;
+    {
+        let mut targets = hub.fake.targets.lock().unwrap();
+        let broken = targets.iter_mut().find(|t| t.cluster == "prod-1").unwrap();
+        broken.sync = pb::SyncState::Synced as i32;
+        broken.health = pb::HealthState::Healthy as i32;
+        broken.message = String::new();
+    }
+    let out = waiting.await.unwrap().unwrap();
+    // --watch -o json prints one report per change, as JSON Lines.
+    let reports: Vec<StatusReport> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(reports.len(), 2, "one line per change, not per poll: {out}");
+    assert_eq!(reports[0].targets[1].sync, Sync::OutOfSync);
+    assert!(reports[1].targets.iter().all(|t| t.sync == Sync::Synced));
+}
+
+async fn poll_until(what: &str, mut check: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(20);
+    while !check() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
 }

@@ -190,6 +190,10 @@ Examples:
   # For scripts: full revisions and every field
   gitfleet status --cluster prod-eu-1 -o json
 
+  # Follow a rollout; or block until it has converged (exit 1 after --timeout)
+  gitfleet status --app guestbook --watch
+  gitfleet status --app guestbook --wait --timeout 10m
+
 Resources that failed to apply are always listed with their messages.";
 
 const COMPLETION_EXAMPLES: &str = "\
@@ -277,6 +281,18 @@ pub struct StatusArgs {
     /// Also list every Kubernetes object of each Target (failed ones are always listed)
     #[arg(long)]
     pub resources: bool,
+    /// Keep polling and print the Targets again whenever they change (Ctrl-C stops)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Wait until every Target is synced and healthy at its desired revision; exit 1 on timeout
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Duration,
+    /// How often --watch and --wait poll the hub
+    #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
+    pub interval: Duration,
 }
 
 #[derive(Debug, Subcommand)]

@@ -12,6 +12,7 @@ pub mod args;
 pub mod config_cmd;
 pub mod documents;
 pub mod output;
+mod watch;
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -77,6 +78,8 @@ pub enum CliError {
     DeleteAll,
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
+    #[error("timed out after {after} waiting for Targets to be synced and healthy: {pending}")]
+    WaitTimeout { after: String, pending: String },
 }
 
 impl CliError {
@@ -121,12 +124,38 @@ pub async fn run_with(
         color,
         now_unix: now_unix(),
     };
+    if let Command::Status(s) = &cli.command
+        && (s.watch || s.wait)
+    {
+        let mut client = connect(&cli.global).await?;
+        return watch::status(
+            &mut client,
+            s,
+            cli.global.output,
+            out,
+            out_is_terminal,
+            color,
+        )
+        .await;
+    }
     let text = execute(cli, style).await?;
+    write_out(out, &text)
+}
+
+/// Writes and flushes; `gitfleet status | head` closing the pipe early is not a failure.
+fn write_out(out: &mut (dyn Write + Send), text: &str) -> Result<(), CliError> {
     match out.write_all(text.as_bytes()).and_then(|()| out.flush()) {
-        // `gitfleet status | head` closing the pipe early is not a failure.
         Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(CliError::Output(e)),
         _ => Ok(()),
     }
+}
+
+/// Dials the hub of the selected context.
+async fn connect(global: &args::GlobalArgs) -> Result<AdminClient, CliError> {
+    let path = config_cmd::config_path(global.config.as_deref())?;
+    let config = config_cmd::load(&path)?;
+    let context = config_cmd::select(&config, global.context.as_deref(), &path)?;
+    Ok(AdminClient::connect(context).await?)
 }
 
 /// `--color auto` colours only a terminal, and never when `NO_COLOR` is set to anything
@@ -153,12 +182,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
     let global = cli.global;
     let format = global.output;
     let config_path = || config_cmd::config_path(global.config.as_deref());
-    let connect = || async {
-        let path = config_cmd::config_path(global.config.as_deref())?;
-        let config = config_cmd::load(&path)?;
-        let context = config_cmd::select(&config, global.context.as_deref(), &path)?;
-        Ok::<_, CliError>(AdminClient::connect(context).await?)
-    };
+    let connect = || connect(&global);
 
     match cli.command {
         Command::Apply(a) => {

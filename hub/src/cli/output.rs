@@ -318,6 +318,56 @@ pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) ->
     text
 }
 
+impl TargetReport {
+    /// Synced and healthy at the revision the hub wants.
+    pub fn converged(&self) -> bool {
+        self.sync == Sync::Synced
+            && self.health == Health::Healthy
+            && !self.desired_revision.is_empty()
+            && self.applied_revision == self.desired_revision
+    }
+}
+
+/// Whether `status --wait` is done: at least one Target, and every Target converged.
+pub fn converged(report: &StatusReport) -> bool {
+    !report.targets.is_empty() && report.targets.iter().all(TargetReport::converged)
+}
+
+/// What `status --wait` is still waiting for, in words.
+pub fn pending(report: &StatusReport) -> String {
+    if report.targets.is_empty() {
+        return "no Targets match (is the App applied, and are its clusters registered? see \
+                `gitfleet cluster list`)"
+            .to_owned();
+    }
+    let waiting: Vec<String> = report
+        .targets
+        .iter()
+        .filter(|t| !t.converged())
+        .map(|t| {
+            let mut line = format!(
+                "{} on {} is {}/{} at {} (wants {})",
+                t.app,
+                t.cluster,
+                t.sync,
+                t.health,
+                short_revision(&t.applied_revision),
+                short_revision(&t.desired_revision)
+            );
+            if !t.message.is_empty() {
+                line.push_str(&format!(": {}", t.message));
+            }
+            line
+        })
+        .collect();
+    format!(
+        "{} of {} not yet: {}",
+        waiting.len(),
+        report.targets.len(),
+        waiting.join("; ")
+    )
+}
+
 /// `Deployment/guestbook/web`, or `Namespace/guestbook` for cluster-scoped objects.
 fn resource_ref(r: &ResourceReport) -> String {
     if r.namespace.is_empty() {

@@ -563,3 +563,36 @@ fn resources_are_listed_repos_first_then_by_name() {
         .collect();
     assert_eq!(order, ["Repo/z", "App/api", "App/web", "ClusterGroup/a"]);
 }
+
+#[test]
+fn converged_means_synced_and_healthy_at_the_desired_revision() {
+    let good = target("web", "dev-1");
+    assert!(converged(&status_report(std::slice::from_ref(&good))));
+    assert!(
+        !converged(&status_report(&[])),
+        "nothing to wait for is not done"
+    );
+
+    let mut behind = target("web", "prod-1");
+    behind.applied_revision = REV_B.into();
+    let mut degraded = target("web", "prod-2");
+    degraded.health = pb::HealthState::Degraded as i32;
+    degraded.message = "1/3 replicas available".into();
+    let mut unknown = target("web", "prod-3");
+    unknown.desired_revision = String::new();
+    unknown.applied_revision = String::new();
+    for t in [&behind, &degraded, &unknown] {
+        assert!(
+            !converged(&status_report(&[good.clone(), t.clone()])),
+            "{t:?}"
+        );
+    }
+
+    let report = status_report(&[good, behind, degraded]);
+    assert_eq!(
+        pending(&report),
+        "2 of 3 not yet: web on prod-1 is Synced/Healthy at ffeeddcc (wants 1a2b3c4d); \
+         web on prod-2 is Synced/Degraded at 1a2b3c4d (wants 1a2b3c4d): 1/3 replicas available"
+    );
+    assert!(pending(&status_report(&[])).starts_with("no Targets match"));
+}
