@@ -150,6 +150,17 @@ pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) ->
             r["categories"] = json!(t.categories);
         }
         resources.push(r);
+        if t.has_scale() {
+            resources.push(json!({
+                "name": format!("{}/scale", t.plural),
+                "singularName": "",
+                "namespaced": t.namespaced,
+                "group": "autoscaling",
+                "version": "v1",
+                "kind": "Scale",
+                "verbs": STATUS_VERBS,
+            }));
+        }
         if t.status {
             resources.push(json!({
                 "name": format!("{}/status", t.plural),
@@ -230,6 +241,28 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
         "metadata": {},
         "items": items,
     })
+}
+
+/// `/openapi/v2` as gnostic's protobuf `openapi_v2.Document` (what kubectl asks for): just the
+/// swagger version and info, no definitions. kubectl only consults it to validate kinds the v3
+/// documents do not cover (custom resources whose CRD is missing), and a document without the
+/// kind lets them through to the mapping step, which reports the missing CRD as a real cluster does.
+pub fn openapi_v2_protobuf() -> Vec<u8> {
+    fn field(tag: u8, bytes: &[u8]) -> Vec<u8> {
+        let mut out = vec![tag, u8::try_from(bytes.len()).expect("short field")];
+        out.extend_from_slice(bytes);
+        out
+    }
+    let mut info = field(0x0a, b"Kubernetes");
+    info.extend(field(0x12, KUBE_VERSION.as_bytes()));
+    let mut doc = field(0x0a, b"2.0");
+    doc.extend(field(0x12, &info));
+    doc
+}
+
+/// `/openapi/v2` as JSON, for clients that ask for JSON.
+pub fn openapi_v2_json() -> Value {
+    json!({"swagger": "2.0", "info": {"title": "Kubernetes", "version": KUBE_VERSION}, "paths": {}, "definitions": {}})
 }
 
 /// `/openapi/v3`: where each group version's document is (server-relative, so it carries the
@@ -323,6 +356,14 @@ pub fn openapi_v3_group_version(
 mod tests {
     use super::*;
     use crate::kubesim::resources::builtins;
+
+    #[test]
+    fn openapi_v2_protobuf_encodes_swagger_and_info() {
+        let pb = openapi_v2_protobuf();
+        assert_eq!(&pb[..5], &[0x0a, 3, b'2', b'.', b'0']);
+        assert_eq!(pb[5], 0x12);
+        assert_eq!(usize::from(pb[6]), pb.len() - 7);
+    }
 
     #[test]
     fn group_list_has_preferred_versions() {

@@ -230,11 +230,22 @@ async fn handle_inner(
                 .map(|v| json_response(200, &v))
                 .ok_or_else(ApiError::path_not_found)
         }
-        Route::OpenApiV2 => Err(ApiError::new(
-            406,
-            "NotAcceptable",
-            "kubesim serves OpenAPI v3 only (see /openapi/v3)",
-        )),
+        Route::OpenApiV2 => {
+            let accept = req
+                .headers()
+                .get(header::ACCEPT)
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("");
+            if accept.contains("protobuf") {
+                Ok(respond(
+                    200,
+                    "application/com.github.proto-openapi.spec.v2.v1.0+protobuf",
+                    discovery::openapi_v2_protobuf(),
+                ))
+            } else {
+                Ok(json_response(200, &discovery::openapi_v2_json()))
+            }
+        }
         Route::OpenApiV3Root => Ok(json_response(
             200,
             &discovery::openapi_v3_root(&types(), prefix),
@@ -304,6 +315,7 @@ async fn resource(
     let status_sub = match rp.subresource.as_deref() {
         None => false,
         Some("status") if rt.status => true,
+        Some("scale") if rt.has_scale() => return scale(sim, cluster, &rt, &rp, req).await,
         Some(_) => return Err(ApiError::path_not_found()),
     };
     let q = query_map(req.uri().query());
@@ -337,17 +349,13 @@ async fn resource(
     };
     let method = req.method().clone();
     let table = wants_table(&req);
-    let content_type = req
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or("")
-        .split(';')
-        .next()
-        .unwrap_or("")
-        .trim()
-        .to_string();
+    let content_type = content_type(&req);
 
+    // Protobuf is the real server's other wire format; kubesim speaks JSON only. A 415 makes
+    // client-go (kubectl's typed commands) retry in JSON.
+    if content_type.contains("protobuf") || content_type.contains("cbor") {
+        return Err(ApiError::unsupported_media_type(&content_type));
+    }
     match (method, rp.name.as_deref()) {
         (Method::GET, None) => {
             let labels =
@@ -520,6 +528,60 @@ async fn resource(
         }
         _ => Err(ApiError::method_not_allowed()),
     }
+}
+
+async fn scale(
+    sim: &Arc<Sim>,
+    cluster: &Arc<Cluster>,
+    rt: &ResourceType,
+    rp: &ResourcePath,
+    req: Request<Incoming>,
+) -> Result<Response<Body>, ApiError> {
+    let Some(name) = rp.name.as_deref() else {
+        return Err(ApiError::path_not_found());
+    };
+    let ns = rp.namespace.clone().unwrap_or_default();
+    let q = query_map(req.uri().query());
+    let kind = match (req.method(), content_type(&req).as_str()) {
+        (&Method::GET, _) => {
+            let v = cluster.lock().scale(rt, &ns, name)?;
+            return Ok(json_response(200, &v));
+        }
+        (&Method::PUT, _) => None,
+        (&Method::PATCH, "application/json-patch+json") => Some(PatchKind::Json),
+        (&Method::PATCH, "application/merge-patch+json") => Some(PatchKind::Merge),
+        (&Method::PATCH, "application/strategic-merge-patch+json") => Some(PatchKind::Strategic),
+        (&Method::PATCH, "application/apply-patch+yaml") => Some(PatchKind::Apply),
+        (&Method::PATCH, other) => return Err(ApiError::unsupported_media_type(other)),
+        _ => return Err(ApiError::method_not_allowed()),
+    };
+    let ctx = WriteCtx {
+        manager: q
+            .get("fieldManager")
+            .cloned()
+            .unwrap_or_else(|| user_agent_manager(&req)),
+        dry_run: q.get("dryRun").is_some_and(|d| d == "All"),
+        force: flag(&q, "force"),
+        now: now_rfc3339(),
+    };
+    let body = read_body(req).await?;
+    let version = rp.version.clone();
+    let v = sim.write(cluster, |s| {
+        s.write_scale(rt, &version, &ns, name, kind, &body, &ctx)
+    })?;
+    Ok(json_response(200, &v))
+}
+
+fn content_type(req: &Request<Incoming>) -> String {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_string()
 }
 
 fn watch_line(kind: &str, object: &[u8]) -> Bytes {

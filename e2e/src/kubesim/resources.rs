@@ -50,6 +50,15 @@ impl ResourceType {
         self.versions.first().map(String::as_str).unwrap_or("v1")
     }
 
+    /// Has a `/scale` subresource (what `kubectl scale` uses).
+    pub fn has_scale(&self) -> bool {
+        !self.custom
+            && matches!(
+                self.kind.as_str(),
+                "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController"
+            )
+    }
+
     pub fn serves(&self, version: &str) -> bool {
         self.versions.iter().any(|v| v == version)
     }

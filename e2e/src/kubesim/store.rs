@@ -196,6 +196,67 @@ fn metadata_mut(v: &mut Value) -> &mut Map<String, Value> {
         .expect("metadata was just made an object")
 }
 
+/// The `autoscaling/v1` Scale of a workload.
+fn scale_of(v: &Value) -> Value {
+    let selector = v
+        .pointer("/spec/selector/matchLabels")
+        .or_else(|| v.pointer("/spec/selector"))
+        .and_then(Value::as_object)
+        .map(|m| {
+            m.iter()
+                .filter_map(|(k, v)| v.as_str().map(|v| format!("{k}={v}")))
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    let meta = |k: &str| {
+        v.pointer(&format!("/metadata/{k}"))
+            .cloned()
+            .unwrap_or(Value::Null)
+    };
+    json!({
+        "kind": "Scale",
+        "apiVersion": "autoscaling/v1",
+        "metadata": {
+            "name": meta("name"),
+            "namespace": meta("namespace"),
+            "uid": meta("uid"),
+            "resourceVersion": meta("resourceVersion"),
+            "creationTimestamp": meta("creationTimestamp"),
+        },
+        "spec": {"replicas": v.pointer("/spec/replicas").cloned().unwrap_or(json!(1))},
+        "status": {
+            "replicas": v.pointer("/status/replicas").cloned().unwrap_or(json!(0)),
+            "selector": selector,
+        },
+    })
+}
+
+/// The real server serialises ObjectMeta with `omitempty`: empty label, annotation, finalizer
+/// and owner lists do not appear.
+fn drop_empty_metadata(v: &mut Value) {
+    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
+        for k in [
+            "labels",
+            "annotations",
+            "finalizers",
+            "ownerReferences",
+            "generateName",
+        ] {
+            let empty = match m.get(k) {
+                Some(Value::Object(o)) => o.is_empty(),
+                Some(Value::Array(a)) => a.is_empty(),
+                Some(Value::String(s)) => s.is_empty(),
+                Some(Value::Null) => true,
+                _ => false,
+            };
+            if empty {
+                m.remove(k);
+            }
+        }
+    }
+}
+
 /// The object minus metadata and status: what `generation` tracks.
 fn spec_part(v: &Value) -> Value {
     let mut m = v.as_object().cloned().unwrap_or_default();
@@ -505,6 +566,7 @@ impl ClusterState {
         };
         self.seq += 1;
         controllers::default_object(&mut new, old_value, self.seq);
+        drop_empty_metadata(&mut new);
         let meta = metadata_mut(&mut new);
         meta.insert("uid".into(), uid);
         meta.insert("creationTimestamp".into(), created_at);
@@ -543,8 +605,15 @@ impl ClusterState {
                 .and_then(Value::as_array)
                 .is_none_or(Vec::is_empty);
 
-        let rv = if ctx.dry_run { self.rv } else { self.rv + 1 };
-        metadata_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
+        // A dry run shows the version the object has (none when it would be created).
+        let rv = match (ctx.dry_run, old) {
+            (false, _) => self.rv + 1,
+            (true, Some((stored, _, _))) => stored.rv,
+            (true, None) => 0,
+        };
+        if rv > 0 {
+            metadata_mut(&mut new).insert("resourceVersion".into(), json!(rv.to_string()));
+        }
         let stored = Arc::new(Stored {
             namespace: if rt.namespaced {
                 ns.to_string()
@@ -923,6 +992,75 @@ impl ClusterState {
         let created = old.is_none();
         let (stored, _) = self.commit(rt, version, ns, name, old_ref, merged, entries, ctx)?;
         Ok((stored, created))
+    }
+
+    /// The `/scale` view of a workload.
+    pub fn scale(&self, rt: &ResourceType, ns: &str, name: &str) -> Result<Value, ApiError> {
+        Ok(scale_of(&self.get(rt, ns, name)?.value()))
+    }
+
+    /// PUT (no patch kind) or PATCH of `/scale`: changes `spec.replicas`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn write_scale(
+        &mut self,
+        rt: &ResourceType,
+        version: &str,
+        ns: &str,
+        name: &str,
+        kind: Option<PatchKind>,
+        body: &[u8],
+        ctx: &WriteCtx,
+    ) -> Result<Value, ApiError> {
+        let old = self.get(rt, ns, name)?;
+        let old_value = old.value();
+        let current = scale_of(&old_value);
+        let decode = |b: &[u8]| -> Result<Value, ApiError> {
+            serde_json::from_slice(b)
+                .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))
+        };
+        let wanted = match kind {
+            None => parse_body(body, false)?,
+            Some(PatchKind::Json) => {
+                let ops: json_patch::Patch = serde_json::from_slice(body)
+                    .map_err(|e| ApiError::bad_request(format!("error decoding patch: {e}")))?;
+                let mut doc = current.clone();
+                json_patch::patch(&mut doc, &ops)
+                    .map_err(|e| ApiError::new(422, "Invalid", e.to_string()))?;
+                doc
+            }
+            Some(PatchKind::Merge) => {
+                let mut doc = current.clone();
+                json_patch::merge(&mut doc, &decode(body)?);
+                doc
+            }
+            Some(PatchKind::Strategic) => {
+                smp::strategic_merge(&current, &decode(body)?).map_err(ApiError::bad_request)?
+            }
+            Some(PatchKind::Apply) => ssa::merge(&current, &parse_body(body, true)?),
+        };
+        let replicas = wanted
+            .pointer("/spec/replicas")
+            .and_then(Value::as_i64)
+            .filter(|r| *r >= 0)
+            .ok_or_else(|| {
+                ApiError::invalid(
+                    "Scale",
+                    "autoscaling",
+                    name,
+                    vec![FieldError::invalid(
+                        "spec.replicas",
+                        &wanted
+                            .pointer("/spec/replicas")
+                            .map(Value::to_string)
+                            .unwrap_or_default(),
+                        "must be greater than or equal to 0",
+                    )],
+                )
+            })?;
+        let mut new = old_value.clone();
+        new["spec"]["replicas"] = json!(replicas);
+        let stored = self.write_update(rt, version, ns, name, &old, &old_value, new, false, ctx)?;
+        Ok(scale_of(&stored.value()))
     }
 
     /// DELETE; returns the object as last seen and whether it is gone (false: finalizers or a
