@@ -93,14 +93,18 @@ impl CliError {
 }
 
 /// Parses `args` (the first is the program name) and runs them, printing to `out` without colour.
-/// Usage errors, `--help` and `--version` come back as [`CliError::Usage`] with clap's text.
+/// `--help` and `--version` print to `out`; usage errors come back as [`CliError::Usage`] with
+/// clap's text.
 pub async fn run_args<I, T>(args: I, out: &mut (dyn Write + Send)) -> Result<(), CliError>
 where
     I: IntoIterator<Item = T>,
     T: Into<std::ffi::OsString> + Clone,
 {
-    let cli = Cli::try_parse_from(args).map_err(|e| CliError::Usage(e.render().to_string()))?;
-    run(cli, out).await
+    match Cli::try_parse_from(args) {
+        Ok(cli) => run(cli, out).await,
+        Err(e) if e.exit_code() == 0 => write_out(out, &e.render().to_string()),
+        Err(e) => Err(CliError::Usage(e.render().to_string())),
+    }
 }
 
 /// Runs parsed arguments, printing to `out`, which is taken not to be a terminal (no colour

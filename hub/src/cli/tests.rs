@@ -184,6 +184,13 @@ async fn run_args_reports_usage_errors_without_exiting() {
         .unwrap_err();
     assert!(matches!(err, CliError::Usage(_)), "{err:?}");
     assert_eq!(err.exit_code(), 2);
+    let err = run_args(["gitfleet", "status", "--timeout", "1m"], &mut out)
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string().contains("--wait"),
+        "--timeout needs --wait: {err}"
+    );
     let err = run_args(["gitfleet", "delete", "all", "x"], &mut out)
         .await
         .unwrap_err();
@@ -308,4 +315,20 @@ fn colour_only_on_a_terminal_without_no_color() {
         Some(OsStr::new("1"))
     ));
     assert!(!wants_color(ColorChoice::Never, true, None));
+}
+
+#[tokio::test]
+async fn help_and_version_print_to_the_writer() {
+    let mut out = Vec::new();
+    run_args(["gitfleet", "status", "--help"], &mut out)
+        .await
+        .unwrap();
+    let text = String::from_utf8(out).unwrap();
+    assert!(
+        text.contains("gitfleet status --app guestbook --wait"),
+        "{text}"
+    );
+    let mut out = Vec::new();
+    run_args(["gitfleet", "--version"], &mut out).await.unwrap();
+    assert!(String::from_utf8(out).unwrap().starts_with("gitfleet "));
 }
