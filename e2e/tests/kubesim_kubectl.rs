@@ -1046,3 +1046,54 @@ async fn kubectl_over_tls_with_a_token() {
     );
     h.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_reports_invalid_names_and_conflicts_like_a_real_server() {
+    let h = start(vec!["bad".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "bad", dir.path());
+    let manifest = std::fs::read_to_string(
+        corpus().join("kubernetes-examples/web/guestbook/frontend-deployment.yaml"),
+    )
+    .unwrap();
+    let bad = manifest.replace("name: frontend", "name: Front_End");
+    let out = k
+        .run_with(&["apply", "--server-side", "-f", "-"], Some(&bad))
+        .await;
+    assert_ne!(out.code, 0);
+    assert!(
+        out.stderr.contains("The Deployment \"Front_End\" is invalid: metadata.name: Invalid value: \"Front_End\": a lowercase RFC 1123 subdomain"),
+        "{out:?}"
+    );
+    // Another manager changing a field kubectl owns conflicts until forced.
+    k.run_with(&["apply", "--server-side", "-f", "-"], Some(&manifest))
+        .await;
+    let scaled = manifest.replace("replicas: 3", "replicas: 5");
+    let out = k
+        .run_with(
+            &["apply", "--server-side", "--field-manager=other", "-f", "-"],
+            Some(&scaled),
+        )
+        .await;
+    assert_ne!(out.code, 0, "{out:?}");
+    assert!(
+        out.stderr
+            .contains("Apply failed with 1 conflict: conflict with \"kubectl\": .spec.replicas"),
+        "{out:?}"
+    );
+    let out = k
+        .run_with(
+            &[
+                "apply",
+                "--server-side",
+                "--field-manager=other",
+                "--force-conflicts",
+                "-f",
+                "-",
+            ],
+            Some(&scaled),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    h.shutdown().await;
+}
