@@ -6,7 +6,8 @@
 //! [`CliError::exit_code`] is what the binary exits with (0 ok, 1 failed, 2 usage).
 //!
 //! Modules: [`args`] (clap), [`documents`] (files → resource documents), [`output`] (answers →
-//! tables, JSON, YAML; pure), [`config_cmd`] (the credentials file).
+//! tables, JSON, YAML; pure), [`config_cmd`] (the credentials file), `watch` (`status --watch`
+//! and `--wait`). The gRPC edge is [`crate::client::AdminClient`].
 
 pub mod args;
 pub mod config_cmd;
