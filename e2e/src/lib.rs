@@ -1,6 +1,6 @@
 //! gitfleet's test bench: kubesim (a Kubernetes API simulator), the in-process fleet harness, the
 //! demo, and benchmarks.
 
-pub mod kubesim;
 pub mod gitrepo;
 pub mod harness;
+pub mod kubesim;

@@ -1,0 +1,287 @@
+//! A whole fleet in one process: kubesim with N virtual clusters, a hub, one spoke per cluster,
+//! and a local Git repository. End-to-end tests, the demo and benchmarks build on it.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+use gitfleet_hub::client::AdminClient;
+use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_hub::runtime::{HubConfig, HubHandle};
+use gitfleet_proto::v1 as pb;
+use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
+
+use crate::gitrepo::GitRepo;
+use crate::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+
+/// One simulated cluster and the labels its spoke registers with.
+#[derive(Debug, Clone)]
+pub struct ClusterSpec {
+    pub name: String,
+    pub labels: BTreeMap<String, String>,
+}
+
+impl ClusterSpec {
+    pub fn new(name: &str) -> Self {
+        ClusterSpec {
+            name: name.to_owned(),
+            labels: BTreeMap::new(),
+        }
+    }
+
+    pub fn label(mut self, key: &str, value: &str) -> Self {
+        self.labels.insert(key.to_owned(), value.to_owned());
+        self
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct FleetOptions {
+    pub clusters: Vec<ClusterSpec>,
+    /// How long kubesim's simulated controllers take to make a workload ready.
+    pub ready_delay: Duration,
+    /// Where everything lives; a fresh temporary directory when `None`.
+    pub work_dir: Option<PathBuf>,
+}
+
+impl FleetOptions {
+    pub fn new(clusters: Vec<ClusterSpec>) -> Self {
+        FleetOptions {
+            clusters,
+            ready_delay: Duration::from_millis(200),
+            work_dir: None,
+        }
+    }
+}
+
+/// A running fleet. Dropping it without [`Fleet::shutdown`] leaves tasks to the runtime's end.
+pub struct Fleet {
+    pub kubesim: KubesimHandle,
+    hub: Option<HubHandle>,
+    pub spokes: BTreeMap<String, SpokeHandle>,
+    pub git: GitRepo,
+    clusters: Vec<ClusterSpec>,
+    admin: AdminClient,
+    work_dir: PathBuf,
+    _tmp: Option<tempfile::TempDir>,
+}
+
+impl Fleet {
+    /// Starts kubesim, a hub, registers one spoke per cluster with a bootstrap token, and creates
+    /// an empty Git repository (nothing is committed yet).
+    pub async fn start(options: FleetOptions) -> anyhow::Result<Fleet> {
+        let (tmp, work_dir) = match &options.work_dir {
+            Some(dir) => (None, dir.clone()),
+            None => {
+                let t = tempfile::tempdir().context("creating a temporary directory")?;
+                let p = t.path().to_owned();
+                (Some(t), p)
+            }
+        };
+        let names: Vec<String> = options.clusters.iter().map(|c| c.name.clone()).collect();
+        let mut ks_config = KubesimConfig::new(names);
+        ks_config.ready_delay = options.ready_delay;
+        let kubesim = Kubesim::start(ks_config)
+            .await
+            .context("starting kubesim")?;
+
+        let hub = gitfleet_hub::runtime::start(HubConfig::for_tests(work_dir.join("hub")))
+            .await
+            .context("starting the hub")?;
+        let admin = admin_client(hub.admin_config_path()).await?;
+        let git = GitRepo::init(&work_dir.join("git")).context("creating the Git repository")?;
+
+        let mut fleet = Fleet {
+            kubesim,
+            hub: Some(hub),
+            spokes: BTreeMap::new(),
+            git,
+            clusters: options.clusters.clone(),
+            admin,
+            work_dir,
+            _tmp: tmp,
+        };
+        for cluster in options.clusters {
+            fleet.start_spoke(&cluster).await?;
+        }
+        Ok(fleet)
+    }
+
+    pub fn hub(&self) -> &HubHandle {
+        self.hub
+            .as_ref()
+            .expect("the hub runs except inside restart_hub")
+    }
+
+    pub fn work_dir(&self) -> &Path {
+        &self.work_dir
+    }
+
+    pub fn clusters(&self) -> &[ClusterSpec] {
+        &self.clusters
+    }
+
+    /// Starts (or restarts) the spoke of `cluster`, registering it when its data directory holds
+    /// no identity yet.
+    pub async fn start_spoke(&mut self, cluster: &ClusterSpec) -> anyhow::Result<()> {
+        let hub = self.hub();
+        let token = hub
+            .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+            .await
+            .context("creating a bootstrap token")?;
+        let kube = KubeSource::Config(Box::new(self.kubesim.kube_config(&cluster.name)));
+        let mut config = SpokeConfig::new(
+            hub.grpc_url(),
+            self.work_dir.join("spokes").join(&cluster.name),
+            cluster.name.clone(),
+            kube,
+        );
+        config.hub_ca_pem = Some(hub.ca_pem().to_owned());
+        config.bootstrap_token = Some(token);
+        config.labels = cluster.labels.clone();
+        config.heartbeat_interval = Duration::from_secs(2);
+        config.progress_timeout = Duration::from_secs(30);
+        let spoke = gitfleet_spoke::start(config)
+            .await
+            .with_context(|| format!("starting the spoke of {}", cluster.name))?;
+        self.spokes.insert(cluster.name.clone(), spoke);
+        Ok(())
+    }
+
+    /// Stops the hub and starts a new one from the same data directory.
+    pub async fn restart_hub(&mut self) -> anyhow::Result<()> {
+        let hub = self.hub.take().expect("the hub runs");
+        let addr = hub.grpc_addr();
+        hub.shutdown().await;
+        let mut config = HubConfig::for_tests(self.work_dir.join("hub"));
+        config.grpc_listen = addr;
+        let hub = gitfleet_hub::runtime::start(config)
+            .await
+            .context("restarting the hub")?;
+        self.admin = admin_client(hub.admin_config_path()).await?;
+        self.hub = Some(hub);
+        Ok(())
+    }
+
+    /// Applies gitfleet resources written as (multi-document) YAML.
+    pub async fn apply_yaml(&mut self, yaml: &str) -> anyhow::Result<Vec<pb::ApplyOutcome>> {
+        let mut documents = Vec::new();
+        for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+            let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
+            if value.is_null() {
+                continue;
+            }
+            documents.push(pb::ResourceDocument {
+                origin: format!("inline#{i}"),
+                json: value.to_string(),
+            });
+        }
+        Ok(self.admin.apply(documents, false).await?)
+    }
+
+    /// A Repo resource for the fleet's Git repository, polled every 200 ms.
+    pub fn repo_yaml(&self, name: &str) -> String {
+        format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: {name} }}\nspec:\n  url: {url}\n  ref: {{ branch: main }}\n  pollInterval: 200ms\n",
+            url = self.git.url()
+        )
+    }
+
+    pub async fn status(&mut self, app: &str) -> anyhow::Result<Vec<pb::TargetStatus>> {
+        Ok(self.admin.status(app, "").await?)
+    }
+
+    pub fn admin(&mut self) -> &mut AdminClient {
+        &mut self.admin
+    }
+
+    /// Polls the hub's status of `app` until `done` holds, or fails after `deadline` with the
+    /// last status seen.
+    pub async fn wait_for(
+        &mut self,
+        app: &str,
+        what: &str,
+        deadline: Duration,
+        mut done: impl FnMut(&[pb::TargetStatus]) -> bool,
+    ) -> anyhow::Result<Vec<pb::TargetStatus>> {
+        let start = Instant::now();
+        loop {
+            let status = self.status(app).await?;
+            if done(&status) {
+                return Ok(status);
+            }
+            if start.elapsed() > deadline {
+                bail!(
+                    "timed out after {deadline:?} waiting for {what}; last status:\n{}",
+                    describe(&status)
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+
+    /// Waits until `expected` Targets of `app` are synced and healthy at `commit`.
+    pub async fn wait_converged(
+        &mut self,
+        app: &str,
+        commit: &str,
+        expected: usize,
+        deadline: Duration,
+    ) -> anyhow::Result<Vec<pb::TargetStatus>> {
+        let what = format!("{expected} Targets of {app} synced and healthy at {commit}");
+        self.wait_for(app, &what, deadline, |s| {
+            s.len() == expected && s.iter().all(|t| is_converged(t, commit))
+        })
+        .await
+    }
+
+    /// Stops spokes, hub and kubesim.
+    pub async fn shutdown(mut self) {
+        for (_, spoke) in std::mem::take(&mut self.spokes) {
+            spoke.shutdown().await;
+        }
+        if let Some(hub) = self.hub.take() {
+            hub.shutdown().await;
+        }
+        self.kubesim.shutdown().await;
+    }
+}
+
+/// Synced and healthy at exactly `commit`.
+pub fn is_converged(t: &pb::TargetStatus, commit: &str) -> bool {
+    t.desired_revision == commit
+        && t.applied_revision == commit
+        && t.sync == pb::SyncState::Synced as i32
+        && t.health == pb::HealthState::Healthy as i32
+}
+
+/// One line per Target, for failure messages.
+pub fn describe(status: &[pb::TargetStatus]) -> String {
+    status
+        .iter()
+        .map(|t| {
+            format!(
+                "  {}/{}: desired {} applied {} sync {:?} health {:?} {}",
+                t.app,
+                t.cluster,
+                short(&t.desired_revision),
+                short(&t.applied_revision),
+                pb::SyncState::try_from(t.sync).unwrap_or_default(),
+                pb::HealthState::try_from(t.health).unwrap_or_default(),
+                t.message
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+pub fn short(rev: &str) -> &str {
+    rev.get(..8).unwrap_or(rev)
+}
+
+async fn admin_client(config_path: &Path) -> anyhow::Result<AdminClient> {
+    let config = ClientConfig::load(config_path)?;
+    let context = config.context(None)?;
+    Ok(AdminClient::connect(context).await?)
+}

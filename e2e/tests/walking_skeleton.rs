@@ -1,0 +1,248 @@
+//! One commit flowing from Git through hub and spokes into (simulated) clusters, for real in
+//! every step: git2 fetches, mutual-TLS gRPC, server-side apply through kube-rs against kubesim.
+
+use std::time::Duration;
+
+use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions};
+use gitfleet_proto::v1 as pb;
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+const CONFIGMAP: &str = include_str!("../demo/hello/configmap.yaml");
+const DEPLOYMENT: &str = include_str!("../demo/hello/deployment.yaml");
+const SERVICE: &str = include_str!("../demo/hello/service.yaml");
+
+fn app_yaml(name: &str, path: &str, env: &str) -> String {
+    format!(
+        "apiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: {name} }}\nspec:\n  repo: platform\n  path: {path}\n  namespace: {name}\n  targets:\n    - clusterSelector: {{ matchLabels: {{ env: {env} }} }}\n"
+    )
+}
+
+fn three_clusters() -> FleetOptions {
+    FleetOptions::new(vec![
+        ClusterSpec::new("prod-a").label("env", "prod"),
+        ClusterSpec::new("prod-b").label("env", "prod"),
+        ClusterSpec::new("dev-a").label("env", "dev"),
+    ])
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn commits_converge_on_every_mapped_cluster() {
+    let mut fleet = Fleet::start(three_clusters()).await.unwrap();
+    fleet
+        .git
+        .write("apps/hello/configmap.yaml", CONFIGMAP)
+        .unwrap();
+    fleet
+        .git
+        .write("apps/hello/deployment.yaml", DEPLOYMENT)
+        .unwrap();
+    fleet.git.write("apps/hello/service.yaml", SERVICE).unwrap();
+    fleet
+        .git
+        .write("apps/other/notes.txt", "not a manifest")
+        .unwrap();
+    let v1 = fleet.git.commit("hello v1").unwrap();
+
+    let yaml = format!(
+        "{}---\n{}",
+        fleet.repo_yaml("platform"),
+        app_yaml("hello", "apps/hello", "prod")
+    );
+    let outcomes = fleet.apply_yaml(&yaml).await.unwrap();
+    assert_eq!(outcomes.len(), 2, "{outcomes:?}");
+
+    let status = fleet
+        .wait_converged("hello", &v1, 2, DEADLINE)
+        .await
+        .unwrap();
+    let mut clusters: Vec<&str> = status.iter().map(|t| t.cluster.as_str()).collect();
+    clusters.sort();
+    assert_eq!(
+        clusters,
+        ["prod-a", "prod-b"],
+        "only env=prod clusters get the App"
+    );
+
+    for cluster in ["prod-a", "prod-b"] {
+        let cm = fleet
+            .kubesim
+            .get_object(cluster, "v1", "ConfigMap", Some("hello"), "hello-config")
+            .unwrap_or_else(|| panic!("{cluster}: configmap missing"));
+        assert_eq!(cm["data"]["greeting"], "Hello from gitfleet, v1");
+        assert_eq!(cm["metadata"]["labels"]["gitfleet.dev/app"], "hello");
+        assert_eq!(
+            cm["metadata"]["annotations"]["gitfleet.dev/revision"],
+            v1.as_str()
+        );
+        let deploy = fleet
+            .kubesim
+            .get_object(cluster, "apps/v1", "Deployment", Some("hello"), "hello")
+            .unwrap_or_else(|| panic!("{cluster}: deployment missing"));
+        assert_eq!(deploy["spec"]["replicas"], 2);
+        let managers: Vec<&str> = deploy["metadata"]["managedFields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|m| m["manager"].as_str())
+            .collect();
+        assert!(
+            managers.contains(&"gitfleet"),
+            "applied with field manager gitfleet: {managers:?}"
+        );
+        assert!(
+            fleet
+                .kubesim
+                .get_object(cluster, "v1", "Service", Some("hello"), "hello")
+                .is_some()
+        );
+    }
+    assert!(
+        fleet
+            .kubesim
+            .get_object("dev-a", "apps/v1", "Deployment", Some("hello"), "hello")
+            .is_none(),
+        "dev-a is not a target"
+    );
+
+    // A second commit that changes objects converges too.
+    fleet
+        .git
+        .write(
+            "apps/hello/configmap.yaml",
+            CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2"),
+        )
+        .unwrap();
+    fleet
+        .git
+        .write(
+            "apps/hello/deployment.yaml",
+            DEPLOYMENT.replace("replicas: 2", "replicas: 3"),
+        )
+        .unwrap();
+    let v2 = fleet.git.commit("hello v2").unwrap();
+    fleet
+        .wait_converged("hello", &v2, 2, DEADLINE)
+        .await
+        .unwrap();
+    for cluster in ["prod-a", "prod-b"] {
+        let cm = fleet
+            .kubesim
+            .get_object(cluster, "v1", "ConfigMap", Some("hello"), "hello-config")
+            .unwrap();
+        assert_eq!(cm["data"]["greeting"], "Hello from gitfleet, v2");
+        assert_eq!(
+            cm["metadata"]["annotations"]["gitfleet.dev/revision"],
+            v2.as_str()
+        );
+        let deploy = fleet
+            .kubesim
+            .get_object(cluster, "apps/v1", "Deployment", Some("hello"), "hello")
+            .unwrap();
+        assert_eq!(deploy["spec"]["replicas"], 3);
+        assert_eq!(deploy["status"]["availableReplicas"], 3);
+    }
+    fleet.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_manifests_are_reported_per_file_and_the_rest_applies() {
+    let mut fleet = Fleet::start(FleetOptions::new(vec![
+        ClusterSpec::new("edge-1").label("env", "edge"),
+    ]))
+    .await
+    .unwrap();
+    fleet
+        .git
+        .write("apps/web/configmap.yaml", CONFIGMAP)
+        .unwrap();
+    fleet
+        .git
+        .write(
+            "apps/web/broken.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: [unclosed\n",
+        )
+        .unwrap();
+    fleet
+        .git
+        .write(
+            "apps/web/widget.yaml",
+            "apiVersion: example.com/v1\nkind: Widget\nmetadata:\n  name: w\nspec: {}\n",
+        )
+        .unwrap();
+    let commit = fleet
+        .git
+        .commit("one good, one broken, one unknown kind")
+        .unwrap();
+    let yaml = format!(
+        "{}---\n{}",
+        fleet.repo_yaml("platform"),
+        app_yaml("web", "apps/web", "edge")
+    );
+    fleet.apply_yaml(&yaml).await.unwrap();
+
+    let status = fleet
+        .wait_for("web", "the broken revision to be reported", DEADLINE, |s| {
+            s.len() == 1 && s[0].applied_revision == commit && !s[0].resources.is_empty()
+        })
+        .await
+        .unwrap();
+    let target = &status[0];
+    assert_ne!(
+        target.sync,
+        pb::SyncState::Synced as i32,
+        "a broken file is not synced"
+    );
+    let broken = target
+        .resources
+        .iter()
+        .find(|r| r.source_file.ends_with("broken.yaml"))
+        .unwrap_or_else(|| panic!("broken.yaml reported: {:?}", target.resources));
+    assert!(
+        broken.message.contains("line"),
+        "names where in the file: {}",
+        broken.message
+    );
+    let widget = target
+        .resources
+        .iter()
+        .find(|r| r.kind == "Widget")
+        .unwrap_or_else(|| panic!("widget reported: {:?}", target.resources));
+    assert_eq!(widget.action, "failed");
+    assert!(
+        widget
+            .message
+            .contains("could not find the requested resource"),
+        "{}",
+        widget.message
+    );
+    assert!(
+        fleet
+            .kubesim
+            .get_object("edge-1", "v1", "ConfigMap", Some("web"), "hello-config")
+            .is_some(),
+        "the good file still applies"
+    );
+
+    // `gitfleet status` shows the file and the error.
+    let config = fleet.hub().admin_config_path().display().to_string();
+    let mut out = Vec::new();
+    gitfleet_hub::cli::run_args(
+        [
+            "gitfleet",
+            "--config",
+            &config,
+            "status",
+            "--app",
+            "web",
+            "--resources",
+        ],
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8(out).unwrap();
+    assert!(out.contains("broken.yaml"), "{out}");
+    assert!(out.contains("Widget"), "{out}");
+    fleet.shutdown().await;
+}
