@@ -119,6 +119,8 @@ pub struct HubHandle {
     engine: Arc<Engine>,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
+    /// A hub dropped without [`HubHandle::shutdown`] still stops serving (without waiting).
+    _stop_on_drop: tokio_util::sync::DropGuard,
 }
 
 impl std::fmt::Debug for HubHandle {
@@ -262,9 +264,60 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         ca_pem: pki.ca_pem().to_owned(),
         admin_config_path,
         engine,
+        _stop_on_drop: shutdown.clone().drop_guard(),
         shutdown,
         tasks,
     })
+}
+
+/// Files of `DATA/pki` a backup carries: without the CA no spoke could reach a restored hub.
+const PKI_FILES: [&str; 6] = [
+    "ca.crt",
+    "ca.key",
+    "server.crt",
+    "server.key",
+    "admin.crt",
+    "admin.key",
+];
+
+/// A backup of a (stopped) hub's data directory: the store and the PKI, as one JSON document.
+/// It holds the CA's private key: keep it as safe as the data directory.
+pub async fn export(data_dir: &Path) -> Result<serde_json::Value, HubError> {
+    let store = Store::open(&data_dir.join("store"))?;
+    let mut pki = serde_json::Map::new();
+    for name in PKI_FILES {
+        let path = data_dir.join("pki").join(name);
+        let text = std::fs::read_to_string(&path).map_err(|source| HubError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+        pki.insert(name.to_owned(), serde_json::Value::String(text));
+    }
+    Ok(serde_json::json!({ "store": store.export()?, "pki": pki }))
+}
+
+/// Restores an [`export`] into a new data directory (one without a store yet).
+pub async fn import(data_dir: &Path, backup: &serde_json::Value) -> Result<(), HubError> {
+    let pki_dir = data_dir.join("pki");
+    std::fs::create_dir_all(&pki_dir).map_err(|source| HubError::DataDir {
+        path: pki_dir.clone(),
+        source,
+    })?;
+    let store = Store::open(&data_dir.join("store"))?;
+    let dump = backup
+        .get("store")
+        .ok_or_else(|| StoreError::Import("the backup has no store".into()))?;
+    store.import(dump).await?;
+    for name in PKI_FILES {
+        let text = backup
+            .pointer(&format!("/pki/{}", name.replace('/', "~1")))
+            .and_then(serde_json::Value::as_str)
+            .ok_or_else(|| StoreError::Import(format!("the backup has no pki/{name}")))?;
+        let path = pki_dir.join(name);
+        crate::client::config::write_private(&path, text.as_bytes())
+            .map_err(|source| HubError::DataDir { path, source })?;
+    }
+    Ok(())
 }
 
 /// `https://host:port` for a bound address; an unspecified address advertises loopback.

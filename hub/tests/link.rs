@@ -717,3 +717,65 @@ async fn a_revoked_cluster_is_cut_off_and_oversized_messages_are_refused() {
     fine.until("snapshot", |v| v.snapshots == 1).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_backup_restores_into_a_new_data_directory() {
+    let (_tmp, data) = data_dir();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let hub = start_hub(&data).await;
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut admin_client = admin(&hub).await;
+    admin_client
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "synced").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    let ca = hub.ca_pem().to_owned();
+    hub.shutdown().await;
+    spoke.until_end().await;
+    let held = spoke.close();
+
+    let backup = gitfleet_hub::runtime::export(&data).await.unwrap();
+    let (_tmp2, restored) = data_dir();
+    gitfleet_hub::runtime::import(&restored, &backup)
+        .await
+        .unwrap();
+    let err = gitfleet_hub::runtime::import(&restored, &backup)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already holds data"), "{err}");
+
+    let hub = start_hub(&restored).await;
+    assert_eq!(hub.ca_pem(), ca, "the CA travels with the backup");
+    // A restored hub is a new epoch: the spoke gets a full snapshot, its old identity works.
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, held.clone())
+        .await
+        .unwrap();
+    spoke
+        .until("a snapshot from the restored hub", |v| {
+            v.snapshots > held.snapshots
+        })
+        .await;
+    assert_ne!(spoke.view.epoch, held.epoch);
+    assert_eq!(spoke.view.commit_of("web").as_deref(), Some(c1.as_str()));
+    let mut admin_client = admin(&hub).await;
+    let t = &status_of(&mut admin_client, "web").await[0];
+    assert_eq!(t.message, "synced");
+    hub.shutdown().await;
+}

@@ -19,6 +19,21 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(Serve),
+    /// Write a backup of a stopped hub's data directory (store and CA) as JSON.
+    Export {
+        #[arg(long, env = "GITFLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        /// File to write (owner-only); standard output when absent.
+        #[arg(long, short, env = "GITFLEET_BACKUP_FILE")]
+        output: Option<PathBuf>,
+    },
+    /// Restore a backup into a new data directory.
+    Import {
+        #[arg(long, env = "GITFLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, short, env = "GITFLEET_BACKUP_FILE")]
+        input: PathBuf,
+    },
 }
 
 #[derive(clap::Args)]
@@ -57,7 +72,32 @@ struct Serve {
 async fn main() -> anyhow::Result<()> {
     gitfleet_hub::telemetry::init();
     runtime::install_crypto_provider();
-    let Command::Serve(args) = Cli::parse().command;
+    let args = match Cli::parse().command {
+        Command::Serve(args) => args,
+        Command::Export { data_dir, output } => {
+            let backup = runtime::export(&data_dir)
+                .await
+                .with_context(|| format!("cannot export {}", data_dir.display()))?;
+            let text = serde_json::to_string_pretty(&backup)?;
+            match output {
+                Some(path) => gitfleet_hub::client::config::write_private(&path, text.as_bytes())
+                    .with_context(|| format!("cannot write {}", path.display()))?,
+                None => println!("{text}"),
+            }
+            return Ok(());
+        }
+        Command::Import { data_dir, input } => {
+            let text = std::fs::read_to_string(&input)
+                .with_context(|| format!("cannot read {}", input.display()))?;
+            let backup: serde_json::Value = serde_json::from_str(&text)
+                .with_context(|| format!("{} is not a gitfleet backup", input.display()))?;
+            runtime::import(&data_dir, &backup)
+                .await
+                .with_context(|| format!("cannot import into {}", data_dir.display()))?;
+            eprintln!("restored into {}", data_dir.display());
+            return Ok(());
+        }
+    };
     let config = HubConfig {
         grpc_listen: args.grpc_listen,
         http_listen: Some(args.http_listen),

@@ -50,6 +50,8 @@ pub enum StoreError {
     SchemaTooNew { found: u32, expected: u32 },
     #[error("cannot use bootstrap token: {0}")]
     Token(TokenProblem),
+    #[error("cannot import: {0}")]
+    Import(String),
 }
 
 /// What happened to a status report.
@@ -351,6 +353,84 @@ impl Store {
     pub fn delete_revision(&self, app: &str) -> Result<(), StoreError> {
         self.revisions.remove(app)?;
         Ok(())
+    }
+}
+
+/// The trees a backup carries (everything but `meta`: an imported store is a new epoch).
+const DATA_TREES: [&str; 9] = [
+    "resources",
+    "clusters",
+    "tokens",
+    "desired",
+    "desired_history",
+    "targets",
+    "acked",
+    "repo_status",
+    "revisions",
+];
+
+impl Store {
+    /// Everything the store holds, as one JSON document (keys hex-encoded, values as stored).
+    pub fn export(&self) -> Result<serde_json::Value, StoreError> {
+        let mut trees = serde_json::Map::new();
+        for name in DATA_TREES {
+            let tree = self.db.open_tree(name)?;
+            let mut entries = serde_json::Map::new();
+            for kv in tree.iter() {
+                let (k, v) = kv?;
+                let value: serde_json::Value = decode(name, &String::from_utf8_lossy(&k), &v)?;
+                entries.insert(hex::encode(&k), value);
+            }
+            trees.insert(name.to_owned(), serde_json::Value::Object(entries));
+        }
+        Ok(serde_json::json!({
+            "schemaVersion": SCHEMA_VERSION,
+            "epoch": self.epoch,
+            "trees": trees,
+        }))
+    }
+
+    /// Loads an [`export`](Self::export) into this store, which must hold no data yet. The
+    /// store keeps its own (new) epoch, so every spoke gets a fresh snapshot.
+    pub async fn import(&self, dump: &serde_json::Value) -> Result<(), StoreError> {
+        let bad = |m: String| StoreError::Import(m);
+        let version = dump
+            .get("schemaVersion")
+            .and_then(serde_json::Value::as_u64)
+            .ok_or_else(|| bad("schemaVersion is missing".into()))?;
+        if version > u64::from(SCHEMA_VERSION) {
+            return Err(StoreError::SchemaTooNew {
+                found: u32::try_from(version).unwrap_or(u32::MAX),
+                expected: SCHEMA_VERSION,
+            });
+        }
+        let trees = dump
+            .get("trees")
+            .and_then(serde_json::Value::as_object)
+            .ok_or_else(|| bad("trees is missing".into()))?;
+        for name in DATA_TREES {
+            if !self.db.open_tree(name)?.is_empty() {
+                return Err(bad(format!(
+                    "the store already holds data (tree {name}); import into a new data directory"
+                )));
+            }
+        }
+        for (name, entries) in trees {
+            if !DATA_TREES.contains(&name.as_str()) {
+                return Err(bad(format!("unknown tree {name:?}")));
+            }
+            let entries = entries
+                .as_object()
+                .ok_or_else(|| bad(format!("tree {name:?} is not an object")))?;
+            let mut batch = sled::Batch::default();
+            for (key, value) in entries {
+                let key = hex::decode(key)
+                    .map_err(|e| bad(format!("tree {name:?}: key {key:?} is not hex: {e}")))?;
+                batch.insert(key, encode(value));
+            }
+            self.db.open_tree(name)?.apply_batch(batch)?;
+        }
+        self.flush().await
     }
 }
 

@@ -243,3 +243,43 @@ fn desired_history_keeps_the_last_generations() {
     assert_eq!(s.desired_at("eu-1", 3).unwrap(), None);
     assert_eq!(s.desired_at("other", last).unwrap(), None);
 }
+
+#[tokio::test]
+async fn export_and_import_carry_everything_but_the_epoch() {
+    let (_d, s) = store();
+    s.put_resources(&[repo("a", "file:///a")]).unwrap();
+    s.put_token("h", &token(100, 2)).unwrap();
+    s.put_desired(
+        "eu-1",
+        &ClusterDesired {
+            generation: 2,
+            targets: BTreeMap::new(),
+        },
+    )
+    .unwrap();
+    s.record_report("eu-1", 4, Some(&report(4, "web", "hi")))
+        .unwrap();
+    let dump = s.export().unwrap();
+    // Through text, as a backup file would be.
+    let dump: serde_json::Value = serde_json::from_str(&dump.to_string()).unwrap();
+
+    let (_d2, fresh) = store();
+    fresh.import(&dump).await.unwrap();
+    assert_eq!(fresh.resources().unwrap(), s.resources().unwrap());
+    assert_eq!(fresh.use_token("h", 50).unwrap().uses, 1);
+    assert_eq!(fresh.desired_all().unwrap(), s.desired_all().unwrap());
+    assert_eq!(fresh.desired_at("eu-1", 2).unwrap().unwrap().generation, 2);
+    assert_eq!(fresh.acked_seq("eu-1").unwrap(), 4);
+    assert_eq!(fresh.report("eu-1", "web").unwrap().unwrap().message, "hi");
+    assert_ne!(fresh.epoch(), s.epoch());
+
+    // Never over existing data.
+    let err = fresh.import(&dump).await.unwrap_err();
+    assert!(err.to_string().contains("already holds data"), "{err}");
+    let (_d3, other) = store();
+    let err = other
+        .import(&serde_json::json!({"schemaVersion": 1, "trees": {"bogus": {}}}))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("bogus"), "{err}");
+}
