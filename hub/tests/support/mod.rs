@@ -240,6 +240,8 @@ pub struct SpokeView {
     pub deltas: usize,
     pub goodbye: Option<pb::Goodbye>,
     pub renewed: Option<pb::RenewResponse>,
+    /// Upserts and removals of the last delta received.
+    pub last_delta: (usize, usize),
 }
 
 impl SpokeView {
@@ -262,6 +264,7 @@ impl SpokeView {
                         "delta on a generation the spoke does not hold"
                     );
                     self.deltas += 1;
+                    self.last_delta = (d.upserts.len(), d.removals.len());
                 }
                 for t in d.upserts {
                     self.targets.insert(t.target_id.clone(), t);
