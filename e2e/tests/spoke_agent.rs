@@ -501,3 +501,185 @@ async fn the_cluster_adapter_names_unknown_kinds() {
     assert_eq!(cluster.known_scopes().len(), 2);
     kubesim.shutdown().await;
 }
+
+fn configmap(name: &str, annotations: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations: {{{annotations}}}\ndata:\n  a: b\n"
+    )
+}
+
+/// Polls kubesim until `done` holds for the object (present or not).
+async fn wait_object(
+    kubesim: &KubesimHandle,
+    ns: &str,
+    name: &str,
+    what: &str,
+    done: impl Fn(bool) -> bool,
+) {
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while !done(
+        kubesim
+            .get_object("c1", "v1", "ConfigMap", Some(ns), name)
+            .is_some(),
+    ) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_dropped_from_git_are_pruned_exactly() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write("apps/p/keep.yaml", &configmap("keep", ""));
+    repo.write("apps/p/drop.yaml", &configmap("drop", ""));
+    repo.write(
+        "apps/p/precious.yaml",
+        &configmap("precious", "gitfleet.dev/prune: disabled"),
+    );
+    let v1 = repo.commit();
+    let mut target = spec("p", &repo, &v1, "apps/p");
+    target.sync_policy.prune = true;
+    bench.set(1, vec![target.clone()]);
+    bench
+        .recorder
+        .wait_for("p", "v1 synced", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced
+        })
+        .await;
+    let inventory = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("p"), "gitfleet-inventory-p")
+        .expect("inventory recorded in the cluster");
+    assert!(
+        inventory["data"]["objects"]
+            .as_str()
+            .expect("objects")
+            .contains("\"drop\"")
+    );
+    // An object gitfleet did not apply is never touched.
+    let client = kube::Client::try_from(bench.kubesim.kube_config("c1")).expect("client");
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "p");
+    let foreign: k8s_openapi::api::core::v1::ConfigMap =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": "foreign"}})).expect("cm");
+    api.create(&kube::api::PostParams::default(), &foreign)
+        .await
+        .expect("create foreign");
+
+    std::fs::remove_file(repo.dir.path().join("apps/p/drop.yaml")).expect("rm");
+    std::fs::remove_file(repo.dir.path().join("apps/p/precious.yaml")).expect("rm");
+    let v2 = repo.commit();
+    target.source.commit = v2.clone();
+    target.spec_generation = 2;
+    bench.set(2, vec![target.clone()]);
+    let status = bench
+        .recorder
+        .wait_for("p", "v2 synced", |s| {
+            s.revision == v2 && s.sync == SyncState::Synced
+        })
+        .await;
+    let pruned: Vec<&str> = status
+        .resources
+        .iter()
+        .filter(|r| r.action == ResourceAction::Pruned)
+        .map(|r| r.object.name.as_str())
+        .collect();
+    assert_eq!(pruned, ["drop"]);
+    wait_object(&bench.kubesim, "p", "drop", "drop pruned", |present| {
+        !present
+    })
+    .await;
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("p"), "precious")
+            .is_some(),
+        "opted out of pruning"
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("p"), "foreign")
+            .is_some(),
+        "never applied by gitfleet"
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("p"), "keep")
+            .is_some()
+    );
+
+    // Removing the Target prunes what it applied, and its inventory; the namespace stays.
+    bench.set(3, vec![]);
+    wait_object(
+        &bench.kubesim,
+        "p",
+        "keep",
+        "keep pruned with its target",
+        |present| !present,
+    )
+    .await;
+    wait_object(
+        &bench.kubesim,
+        "p",
+        "gitfleet-inventory-p",
+        "inventory removed",
+        |present| !present,
+    )
+    .await;
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("p"), "precious")
+            .is_some()
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "Namespace", None, "p")
+            .is_some()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_prune_policy_dropped_objects_stay() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write("apps/q/a.yaml", &configmap("a", ""));
+    repo.write("apps/q/b.yaml", &configmap("b", ""));
+    let v1 = repo.commit();
+    bench.set(1, vec![spec("q", &repo, &v1, "apps/q")]);
+    bench
+        .recorder
+        .wait_for("q", "v1 synced", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced
+        })
+        .await;
+    std::fs::remove_file(repo.dir.path().join("apps/q/b.yaml")).expect("rm");
+    let v2 = repo.commit();
+    bench.set(2, vec![spec("q", &repo, &v2, "apps/q")]);
+    let status = bench
+        .recorder
+        .wait_for("q", "v2 synced", |s| {
+            s.revision == v2 && s.sync == SyncState::Synced
+        })
+        .await;
+    assert!(
+        status
+            .resources
+            .iter()
+            .all(|r| r.action != ResourceAction::Pruned)
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("q"), "b")
+            .is_some()
+    );
+    bench.stop().await;
+}

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::cluster::{Cluster, ClusterError};
+use crate::cluster::{Cluster, ClusterError, InventoryRef};
 use crate::desired::DesiredState;
 use crate::git::{GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
@@ -24,7 +24,7 @@ use crate::model::{
     TargetStatus,
 };
 use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
-use crate::sync::{health, order, report};
+use crate::sync::{health, order, prune, report};
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
@@ -104,14 +104,21 @@ pub async fn run(
     loop {
         let state = desired.borrow_and_update().clone();
         let state = Arc::new(state);
-        workers.retain(|id, worker| {
-            let keep = state.targets.contains_key(id);
-            if !keep {
+        let removed: Vec<String> = workers
+            .keys()
+            .filter(|id| !state.targets.contains_key(*id))
+            .cloned()
+            .collect();
+        for id in removed {
+            if let Some(worker) = workers.remove(&id) {
                 tracing::info!(target_id = %id, "target removed; stopping its worker");
                 worker.cancel.cancel();
+                let spec = worker.spec.borrow().clone();
+                if spec.sync_policy.prune {
+                    tasks.spawn(prune_removed(ctx.clone(), spec));
+                }
             }
-            keep
-        });
+        }
         for (id, spec) in &state.targets {
             match workers.get(id) {
                 Some(worker) => {
@@ -350,6 +357,10 @@ async fn sync_once(
     }
     .instrument(span)
     .await;
+    let render_clean = files.errors.is_empty() && rendered.errors.is_empty();
+    prune(ctx, spec, render_clean, &mut resources)
+        .instrument(tracing::info_span!("prune"))
+        .await;
     tracing::info!(
         applied = resources
             .iter()
@@ -416,6 +427,130 @@ async fn apply_one(
             )
         }
     }
+}
+
+/// Deletes what the Target applied before and Git no longer has (where policy and safety
+/// allow), then records the new inventory in the cluster.
+async fn prune(
+    ctx: &Context,
+    spec: &TargetSpec,
+    render_clean: bool,
+    resources: &mut Vec<ResourceResult>,
+) {
+    let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
+    let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
+        Ok(previous) => previous.unwrap_or_default(),
+        Err(error) => {
+            // Without the old inventory a new one would forget objects: leave both alone.
+            tracing::warn!(%error, "cannot read the inventory; not pruning and not recording");
+            return;
+        }
+    };
+    let current: Vec<ObjectRef> = resources
+        .iter()
+        .filter(|r| r.action != ResourceAction::Invalid)
+        .map(|r| r.object.clone())
+        .collect();
+    let mut still_present = Vec::new();
+    match prune::candidates(&previous, &current, spec.sync_policy.prune, render_clean) {
+        Ok(gone) => {
+            for object in gone {
+                match delete_if_ours(ctx, spec, &object).await {
+                    Ok(Some(message)) => resources.push(ResourceResult {
+                        object,
+                        action: ResourceAction::Pruned,
+                        health: Health::Healthy,
+                        message,
+                        source_file: String::new(),
+                    }),
+                    Ok(None) => still_present.push(object),
+                    Err(error) => {
+                        resources.push(ResourceResult {
+                            object: object.clone(),
+                            action: ResourceAction::Failed,
+                            health: Health::Unknown,
+                            message: format!("pruning: {error}"),
+                            source_file: String::new(),
+                        });
+                        still_present.push(object);
+                    }
+                }
+            }
+        }
+        Err(hold) => {
+            let gone = prune::candidates(&previous, &current, true, true).unwrap_or_default();
+            tracing::info!(
+                ?hold,
+                objects = gone.len(),
+                "not pruning objects dropped from Git"
+            );
+            still_present.extend(gone);
+        }
+    }
+    let next = prune::next_inventory(&spec.source.commit, &current, &still_present);
+    if next != previous
+        && let Err(error) = ctx.cluster.write_inventory(&inventory_ref, &next).await
+    {
+        tracing::warn!(%error, "cannot record the inventory");
+    }
+}
+
+/// Deletes an object when the live one is this Target's; `Ok(Some(message))` when deleted or
+/// already gone, `Ok(None)` when it is kept.
+async fn delete_if_ours(
+    ctx: &Context,
+    spec: &TargetSpec,
+    object: &ObjectRef,
+) -> Result<Option<String>, ClusterError> {
+    let Some(live) = ctx.cluster.get(object).await? else {
+        return Ok(Some("already gone".into()));
+    };
+    if let Err(reason) = prune::may_delete(&live, &spec.app, &spec.target_id) {
+        tracing::info!(object = %object.display_name(), reason, "keeping an object dropped from Git");
+        return Ok(None);
+    }
+    ctx.cluster.delete(object).await?;
+    tracing::info!(object = %object.display_name(), "pruned");
+    Ok(Some("pruned: no longer in Git".into()))
+}
+
+/// Deletes everything a removed Target applied (its policy allowing), then its inventory.
+/// Objects that opted out of pruning are left behind, no longer tracked.
+async fn prune_removed(ctx: Arc<Context>, spec: TargetSpec) {
+    let span = tracing::info_span!("prune", app = %spec.app, cluster = %ctx.config.cluster_name, revision = %spec.source.commit);
+    async {
+        let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
+        let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
+            Ok(Some(previous)) => previous,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(%error, "cannot read the inventory of a removed target");
+                return;
+            }
+        };
+        let gone = prune::candidates(&previous, &[], true, true).unwrap_or_default();
+        let mut kept = Vec::new();
+        for object in gone {
+            match delete_if_ours(&ctx, &spec, &object).await {
+                // Objects kept on purpose are left behind; only failures keep the inventory.
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(object = %object.display_name(), %error, "pruning a removed target");
+                    kept.push(object);
+                }
+            }
+        }
+        let result = if kept.is_empty() {
+            ctx.cluster.delete_inventory(&inventory_ref).await
+        } else {
+            ctx.cluster.write_inventory(&inventory_ref, &prune::next_inventory(&previous.revision, &[], &kept)).await
+        };
+        if let Err(error) = result {
+            tracing::warn!(%error, "updating the inventory of a removed target");
+        }
+    }
+    .instrument(span)
+    .await;
 }
 
 /// Resolves a kind; when a CRD of this same sync defines it, waits (bounded) for the server to

@@ -8,14 +8,15 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use kube::api::{Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Api, Client};
 use serde_json::Value;
 
 use crate::model::ObjectRef;
-use crate::sync::render::Manifest;
+use crate::sync::prune::Inventory;
+use crate::sync::render::{ANNOTATION_TARGET, LABEL_APP, Manifest};
 
 /// Field manager of every server-side apply gitfleet makes.
 pub const FIELD_MANAGER: &str = "gitfleet";
@@ -269,5 +270,122 @@ impl Cluster {
                 .or_insert_with(|| Value::String(object.kind.clone()));
         }
         Ok(Some(value))
+    }
+
+    /// Deletes an object (background propagation); `false` when it was already gone.
+    pub async fn delete(&self, object: &ObjectRef) -> Result<bool, ClusterError> {
+        let resolved = self.resolve(&object.api_version, &object.kind).await?;
+        let namespace = if object.namespace.is_empty() {
+            "default"
+        } else {
+            &object.namespace
+        };
+        match self
+            .api(&resolved, namespace)
+            .delete(&object.name, &DeleteParams::background())
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Err(other) => Err(ClusterError::from_kube(other)),
+        }
+    }
+
+    /// The inventory of a Target (`None` when it has none yet).
+    pub async fn read_inventory(
+        &self,
+        target: &InventoryRef,
+    ) -> Result<Option<Inventory>, ClusterError> {
+        let Some(live) = self.get(&target.object()).await? else {
+            return Ok(None);
+        };
+        let revision = live
+            .pointer("/data/revision")
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_owned();
+        let objects = match live.pointer("/data/objects").and_then(Value::as_str) {
+            Some(json) => serde_json::from_str(json).map_err(|e| ClusterError::Rejected {
+                code: 0,
+                reason: "InvalidInventory".into(),
+                message: format!(
+                    "inventory {}/{} is not valid: {e}",
+                    target.namespace,
+                    target.name()
+                ),
+            })?,
+            None => Vec::new(),
+        };
+        Ok(Some(Inventory { revision, objects }))
+    }
+
+    /// Records the inventory of a Target in its ConfigMap (server-side apply, forced: only
+    /// gitfleet writes it).
+    pub async fn write_inventory(
+        &self,
+        target: &InventoryRef,
+        inventory: &Inventory,
+    ) -> Result<(), ClusterError> {
+        let objects = serde_json::to_string(&inventory.objects)
+            .map_err(|e| ClusterError::Transport(e.to_string()))?;
+        let body = serde_json::json!({
+            "apiVersion": "v1",
+            "kind": "ConfigMap",
+            "metadata": {
+                "name": target.name(),
+                "namespace": target.namespace,
+                "labels": {LABEL_APP: target.app, "gitfleet.dev/inventory": "true"},
+                "annotations": {ANNOTATION_TARGET: target.target_id},
+            },
+            "data": {"revision": inventory.revision, "objects": objects},
+        });
+        let manifest = Manifest {
+            object: target.object(),
+            body,
+            source_file: String::new(),
+        };
+        let resolved = self.resolve("v1", "ConfigMap").await?;
+        self.apply(&resolved, &manifest, true).await.map(|_| ())
+    }
+
+    pub async fn delete_inventory(&self, target: &InventoryRef) -> Result<(), ClusterError> {
+        self.delete(&target.object()).await.map(|_| ())
+    }
+}
+
+/// Where a Target's inventory lives: ConfigMap `gitfleet-inventory-<target>` in the App's
+/// namespace, so that it survives the spoke losing its disk.
+#[derive(Debug, Clone)]
+pub struct InventoryRef {
+    pub app: String,
+    pub target_id: String,
+    pub namespace: String,
+}
+
+impl InventoryRef {
+    pub fn new(app: &str, target_id: &str, namespace: &str) -> Self {
+        let namespace = if namespace.is_empty() {
+            "default"
+        } else {
+            namespace
+        };
+        Self {
+            app: app.to_owned(),
+            target_id: target_id.to_owned(),
+            namespace: namespace.to_owned(),
+        }
+    }
+
+    pub fn name(&self) -> String {
+        format!("gitfleet-inventory-{}", self.target_id)
+    }
+
+    pub fn object(&self) -> ObjectRef {
+        ObjectRef {
+            api_version: "v1".into(),
+            kind: "ConfigMap".into(),
+            namespace: self.namespace.clone(),
+            name: self.name(),
+        }
     }
 }

@@ -5,5 +5,6 @@
 mod bounded;
 pub mod health;
 pub mod order;
+pub mod prune;
 pub mod render;
 pub mod report;
