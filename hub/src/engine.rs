@@ -430,25 +430,36 @@ impl Engine {
         Ok(true)
     }
 
-    /// Stored resources as documents; Repos carry what the hub learned under `status`.
+    /// Stored resources as documents; Repos and Apps carry what the hub learned under `status`
+    /// (a Repo's last fetched commit and error, an App's current revision).
     pub fn get(
         &self,
         kind: Option<Kind>,
         name: Option<&str>,
     ) -> Result<Vec<serde_json::Value>, EngineError> {
         let statuses = self.store.repo_statuses()?;
+        let revisions = self.store.revisions()?;
         let mut out = Vec::new();
         for r in self.store.resources()? {
             if kind.is_some_and(|k| k != r.kind()) || name.is_some_and(|n| n != r.name()) {
                 continue;
             }
             let mut doc = r.to_json();
-            if let (Resource::Repo(repo), Some(obj)) = (&r, doc.as_object_mut()) {
-                let s = statuses
-                    .get(&repo.metadata.name)
-                    .cloned()
-                    .unwrap_or_default();
-                obj.insert("status".into(), repo_status_json(&s));
+            let status = match &r {
+                Resource::Repo(repo) => Some(repo_status_json(
+                    &statuses
+                        .get(&repo.metadata.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                )),
+                Resource::App(app) => Some(match revisions.get(&app.metadata.name) {
+                    Some(rev) => serde_json::json!({ "revision": rev.commit, "ref": rev.git_ref }),
+                    None => serde_json::json!({ "revision": "" }),
+                }),
+                Resource::ClusterGroup(_) => None,
+            };
+            if let (Some(status), Some(obj)) = (status, doc.as_object_mut()) {
+                obj.insert("status".into(), status);
             }
             out.push(doc);
         }

@@ -131,6 +131,18 @@ async fn a_commit_flows_to_the_spoke_and_its_report_back() {
     let repo: serde_json::Value = serde_json::from_str(&repos[0].json).unwrap();
     assert_eq!(repo["status"]["commit"], c2.as_str());
     assert_eq!(repo["status"]["error"], "");
+    let apps = admin
+        .get(pb::GetRequest {
+            kind: "App".into(),
+            name: "api".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources;
+    let api: serde_json::Value = serde_json::from_str(&apps[0].json).unwrap();
+    assert_eq!(api["status"]["revision"], c1.as_str());
+    assert_eq!(api["kind"], "App");
 
     let clusters = admin
         .list_clusters(pb::ListClustersRequest {})
