@@ -349,6 +349,29 @@ async fn apply_is_all_or_nothing_and_reports_outcomes() {
     hub.shutdown().await;
 }
 
+/// The TLS layer refuses the certificate: no call reaches a handler (which would answer
+/// PERMISSION_DENIED or UNAUTHENTICATED).
+async fn assert_refused_at_handshake(
+    hub: &gitfleet_hub::runtime::HubHandle,
+    cert: &str,
+    key: &str,
+) {
+    let Ok(ch) = try_channel(&hub.grpc_url(), hub.ca_pem(), Some((cert, key))).await else {
+        return;
+    };
+    // With TLS 1.3 the client learns of the refusal on its first call.
+    let err = LinkClient::new(ch)
+        .session(ReceiverStream::new(tokio::sync::mpsc::channel(1).1))
+        .await
+        .err()
+        .expect("the certificate was accepted");
+    assert!(
+        matches!(err.code(), Code::Unknown | Code::Unavailable)
+            && err.message().contains("transport"),
+        "refused by a handler rather than the TLS layer: {err}"
+    );
+}
+
 #[tokio::test]
 async fn callers_without_the_right_certificate_are_refused() {
     let (_tmp, data) = data_dir();
@@ -401,21 +424,23 @@ async fn callers_without_the_right_certificate_are_refused() {
     let (_t2, other_data) = data_dir();
     let other = start_hub(&other_data).await;
     let foreign = register(&other, "dev-1", &[]).await;
-    let refused = match try_channel(
-        &hub.grpc_url(),
-        hub.ca_pem(),
-        Some((&foreign.cert_pem, &foreign.key_pem)),
-    )
-    .await
-    {
-        Err(_) => true,
-        // With TLS 1.3 the client learns of the refusal on its first call.
-        Ok(ch) => AdminClient::new(ch)
-            .list_clusters(pb::ListClustersRequest {})
-            .await
-            .is_err(),
-    };
-    assert!(refused, "a certificate from a foreign CA was accepted");
+    assert_refused_at_handshake(&hub, &foreign.cert_pem, &foreign.key_pem).await;
+
+    // A certificate from the hub's own CA that has expired is refused too.
+    let ca_key =
+        rcgen::KeyPair::from_pem(&std::fs::read_to_string(data.join("pki/ca.key")).unwrap())
+            .unwrap();
+    let issuer = rcgen::Issuer::from_ca_cert_pem(hub.ca_pem(), ca_key).unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::default();
+    params.subject_alt_names = vec![rcgen::SanType::URI(
+        "spiffe://gitfleet/cluster/dev-1".try_into().unwrap(),
+    )];
+    params.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+    params.not_before = rcgen::date_time_ymd(2020, 1, 1);
+    params.not_after = rcgen::date_time_ymd(2021, 1, 1);
+    let expired = params.signed_by(&key, &issuer).unwrap().pem();
+    assert_refused_at_handshake(&hub, &expired, &key.serialize_pem()).await;
     other.shutdown().await;
     hub.shutdown().await;
 }
@@ -613,6 +638,19 @@ async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certifica
         })
         .await;
     let held = spoke.close();
+    eventually("dev-1 shown disconnected", || {
+        let mut admin = admin.clone();
+        async move {
+            let clusters = admin
+                .list_clusters(pb::ListClustersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .clusters;
+            (!clusters[0].connected && clusters[0].last_contact_unix > 0).then_some(())
+        }
+    })
+    .await;
 
     // While the spoke is away, web moves.
     let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
