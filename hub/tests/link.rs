@@ -363,8 +363,7 @@ async fn assert_refused_at_handshake(
     let err = LinkClient::new(ch)
         .session(ReceiverStream::new(tokio::sync::mpsc::channel(1).1))
         .await
-        .err()
-        .expect("the certificate was accepted");
+        .expect_err("the certificate was accepted");
     assert!(
         matches!(err.code(), Code::Unknown | Code::Unavailable)
             && err.message().contains("transport"),
