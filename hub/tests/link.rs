@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gitfleet_hub::runtime::{self, HubConfig};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::admin_client::AdminClient;
 use gitfleet_proto::v1::link_client::LinkClient;
@@ -826,5 +827,72 @@ async fn a_backup_restores_into_a_new_data_directory() {
     let mut admin_client = admin(&hub).await;
     let t = &status_of(&mut admin_client, "web").await[0];
     assert_eq!(t.message, "synced");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hub_dropped_mid_stream_loses_no_acked_report() {
+    const REPORTS: u64 = 40;
+    let (_tmp, data) = data_dir();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let hub = start_hub(&data).await;
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    for seq in 1..=REPORTS {
+        spoke
+            .report(seq, "web", &c1, &format!("report {seq}"))
+            .await;
+    }
+    // Drop the hub (no orderly shutdown) once some reports are acked, while others are in flight.
+    spoke.until("some acks", |v| v.acked_seq >= 5).await;
+    drop(hub);
+    spoke.until_end().await;
+    let held = spoke.close();
+    assert!(held.acked_seq >= 5);
+
+    // The store is released once the dropped hub's tasks have wound down.
+    let hub = eventually("the data directory to be free", || {
+        let data = data.clone();
+        async move { runtime::start(HubConfig::for_tests(&data)).await.ok() }
+    })
+    .await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, held.clone())
+        .await
+        .unwrap();
+    // The hub says at once how far it holds; never less than what it acked before.
+    spoke
+        .until("the stored ack", |v| v.acked_seq >= held.acked_seq)
+        .await;
+    // The spoke resends everything not acked (and, harmlessly, one that was).
+    for seq in held.acked_seq..=REPORTS {
+        spoke
+            .report(seq, "web", &c1, &format!("report {seq}"))
+            .await;
+    }
+    spoke
+        .until("every report acked", |v| v.acked_seq == REPORTS)
+        .await;
+    let mut admin = admin(&hub).await;
+    let t = &status_of(&mut admin, "web").await[0];
+    assert_eq!(t.message, format!("report {REPORTS}"));
     hub.shutdown().await;
 }
