@@ -155,6 +155,9 @@ pub struct AppSpec {
     pub customize: Vec<Customization>,
     #[serde(default)]
     pub sync_policy: SyncPolicySpec,
+    /// How a new revision moves across the App's clusters; absent: all at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rollout: Option<RolloutSpec>,
 }
 
 /// One way of naming clusters. Exactly one field is set.
@@ -279,6 +282,207 @@ impl Default for SyncPolicySpec {
             suspended: false,
             force: false,
         }
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Rollout strategy
+
+/// How a new revision of an App moves across its clusters: ordered waves, each updated in batches
+/// of at most `maxUnavailable` Targets, done once its Targets stay healthy for `minHealthyFor`.
+/// Clusters no wave names form an implicit last wave; a cluster several waves name belongs to the
+/// first. Every field is optional; [`RolloutSpec::default`] is "all at once".
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RolloutSpec {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub waves: Vec<WaveSpec>,
+    /// Default for every wave: how many of a wave's Targets may be updating or unhealthy at the
+    /// new revision at once. Default 100% (the whole wave at once).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrPercent>,
+    /// Default for every wave: how long its Targets must stay healthy before the next wave starts.
+    /// Default 0s.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_healthy_for: Option<Duration>,
+    /// How long a wave may go without progress (a Target updated or turning healthy) before the
+    /// rollout pauses. Default 10m.
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub progress_deadline: Option<Duration>,
+    /// What a wave whose failures exceed its failure budget does. Default `pause`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub on_failure: Option<OnFailure>,
+    /// Default for every wave: how many failed Targets a wave tolerates. Default 0.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<IntOrPercent>,
+}
+
+/// One wave of a rollout: a set of clusters (exactly one of `clusterSelector`, `clusterGroup`,
+/// `clusters`) and optional overrides of the strategy's defaults.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct WaveSpec {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_group: Option<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub clusters: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_unavailable: Option<IntOrPercent>,
+    #[serde(
+        default,
+        with = "humantime_serde",
+        skip_serializing_if = "Option::is_none"
+    )]
+    pub min_healthy_for: Option<Duration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_budget: Option<IntOrPercent>,
+}
+
+impl WaveSpec {
+    /// The clusters this wave names, in the form placement understands.
+    pub fn selection(&self) -> ClusterSelection {
+        ClusterSelection {
+            cluster_selector: self.cluster_selector.clone(),
+            cluster_group: self.cluster_group.clone(),
+            clusters: self.clusters.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum OnFailure {
+    /// Stop giving the new revision to more Targets; wait for a person (or a newer commit).
+    #[default]
+    Pause,
+    /// Put every Target that has the failed revision back on the last revision that completed a
+    /// rollout, as a rollout of its own.
+    Rollback,
+}
+
+impl RolloutSpec {
+    pub const DEFAULT_MAX_UNAVAILABLE: IntOrPercent = IntOrPercent::Percent(100);
+    pub const DEFAULT_MIN_HEALTHY_FOR: Duration = Duration::ZERO;
+    pub const DEFAULT_PROGRESS_DEADLINE: Duration = Duration::from_secs(600);
+    pub const DEFAULT_FAILURE_BUDGET: IntOrPercent = IntOrPercent::Count(0);
+}
+
+/// A number of Targets, written as a count (`2`, `"2"`) or a percentage of a set (`"25%"`).
+///
+/// [`IntOrPercent::resolve`] turns it into a count for a set of `total` Targets: a count is capped
+/// at `total`; a percentage rounds down, except that a non-zero percentage of a non-empty set is
+/// at least 1 (so `"10%"` of 4 clusters is 1, not 0: a rollout always makes progress). `0%` is 0.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum IntOrPercent {
+    Count(u32),
+    /// 0..=100 once validated.
+    Percent(u32),
+}
+
+impl IntOrPercent {
+    pub fn resolve(self, total: usize) -> usize {
+        match self {
+            IntOrPercent::Count(n) => (n as usize).min(total),
+            IntOrPercent::Percent(0) => 0,
+            IntOrPercent::Percent(p) if total > 0 => {
+                (total * p.min(100) as usize / 100).clamp(1, total)
+            }
+            IntOrPercent::Percent(_) => 0,
+        }
+    }
+
+    pub fn is_zero(self) -> bool {
+        matches!(self, IntOrPercent::Count(0) | IntOrPercent::Percent(0))
+    }
+}
+
+impl std::fmt::Display for IntOrPercent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            IntOrPercent::Count(n) => write!(f, "{n}"),
+            IntOrPercent::Percent(p) => write!(f, "{p}%"),
+        }
+    }
+}
+
+impl std::str::FromStr for IntOrPercent {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let t = s.trim();
+        let (digits, percent) = match t.strip_suffix('%') {
+            Some(d) => (d.trim_end(), true),
+            None => (t, false),
+        };
+        if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(format!(
+                "{s:?} is not a count or a percentage (like 2 or \"25%\")"
+            ));
+        }
+        let n: u32 = digits.parse().map_err(|_| format!("{s:?} is too large"))?;
+        Ok(if percent {
+            IntOrPercent::Percent(n)
+        } else {
+            IntOrPercent::Count(n)
+        })
+    }
+}
+
+impl Serialize for IntOrPercent {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        match self {
+            IntOrPercent::Count(n) => serializer.serialize_u32(*n),
+            IntOrPercent::Percent(_) => serializer.collect_str(self),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for IntOrPercent {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl serde::de::Visitor<'_> for Visitor {
+            type Value = IntOrPercent;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a count or a percentage like \"25%\"")
+            }
+
+            fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<IntOrPercent, E> {
+                u32::try_from(v)
+                    .map(IntOrPercent::Count)
+                    .map_err(|_| E::custom(format!("{v} is too large")))
+            }
+
+            fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<IntOrPercent, E> {
+                if v < 0 {
+                    return Err(E::custom(format!("{v} must not be negative")));
+                }
+                self.visit_u64(v.unsigned_abs())
+            }
+
+            fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<IntOrPercent, E> {
+                Err(E::custom(format!(
+                    "{v} is not a whole number (write a count like 2 or a percentage like \"25%\")"
+                )))
+            }
+
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<IntOrPercent, E> {
+                v.parse().map_err(E::custom)
+            }
+        }
+        deserializer.deserialize_any(Visitor)
     }
 }
 

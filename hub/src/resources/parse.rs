@@ -3,8 +3,8 @@
 use serde::de::DeserializeOwned;
 
 use super::{
-    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, Kind, LabelSelector, Metadata, Repo,
-    Resource, ResourceError, SelectorOperator,
+    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, IntOrPercent, Kind, LabelSelector,
+    Metadata, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -266,6 +266,59 @@ impl Validator<'_> {
                     self.repo_path(&format!("{base}.helm.valuesFiles[{j}]"), f)?;
                 }
             }
+        }
+        if let Some(r) = &s.rollout {
+            self.rollout("spec.rollout", r)?;
+        }
+        Ok(())
+    }
+
+    fn rollout(&self, path: &str, r: &RolloutSpec) -> Result<(), ResourceError> {
+        self.max_unavailable(&format!("{path}.maxUnavailable"), r.max_unavailable)?;
+        self.percent(&format!("{path}.failureBudget"), r.failure_budget)?;
+        if r.progress_deadline.is_some_and(|d| d.as_secs() < 1) {
+            return Err(self.fail(&format!("{path}.progressDeadline"), "must be at least 1s"));
+        }
+        let mut names: Vec<&str> = Vec::new();
+        for (i, w) in r.waves.iter().enumerate() {
+            let base = format!("{path}.waves[{i}]");
+            if let Some(name) = &w.name {
+                if let Some(problem) = dns1123_label_problem(name) {
+                    return Err(self.fail(&format!("{base}.name"), format!("{name:?} {problem}")));
+                }
+                if names.contains(&name.as_str()) {
+                    return Err(self.fail(
+                        &format!("{base}.name"),
+                        format!("{name:?} names an earlier wave too"),
+                    ));
+                }
+                names.push(name);
+            }
+            self.selection(&base, &w.selection())?;
+            self.max_unavailable(&format!("{base}.maxUnavailable"), w.max_unavailable)?;
+            self.percent(&format!("{base}.failureBudget"), w.failure_budget)?;
+        }
+        Ok(())
+    }
+
+    /// A wave that may update nothing would never finish.
+    fn max_unavailable(&self, path: &str, v: Option<IntOrPercent>) -> Result<(), ResourceError> {
+        if let Some(v) = v
+            && v.is_zero()
+        {
+            return Err(self.fail(
+                path,
+                format!("\"{v}\" would never update anything (use at least 1 or 1%)"),
+            ));
+        }
+        self.percent(path, v)
+    }
+
+    fn percent(&self, path: &str, v: Option<IntOrPercent>) -> Result<(), ResourceError> {
+        if let Some(IntOrPercent::Percent(p)) = v
+            && p > 100
+        {
+            return Err(self.fail(path, format!("\"{p}%\" is more than 100%")));
         }
         Ok(())
     }

@@ -26,6 +26,7 @@ spec:
     - clusterSelector: { matchLabels: { env: dev } }
       kustomize: { dir: overlays/dev }
   syncPolicy: { prune: true, selfHeal: true, suspended: false }
+  rollout: { maxUnavailable: 25%, waves: [ { clusterSelector: { matchLabels: { ring: canary } } } ], onFailure: pause }
 "#;
 
 #[test]
@@ -45,6 +46,10 @@ fn design_example_app_parses() {
         Some("overlays/dev")
     );
     assert!(app.spec.sync_policy.prune);
+    let rollout = app.spec.rollout.expect("design example has a rollout");
+    assert_eq!(rollout.max_unavailable, Some(IntOrPercent::Percent(25)));
+    assert_eq!(rollout.on_failure, Some(OnFailure::Pause));
+    assert_eq!(rollout.waves.len(), 1);
 }
 
 #[test]
@@ -238,4 +243,213 @@ fn kind_parses_cli_spellings() {
     assert_eq!(Kind::parse("Repo"), Some(Kind::Repo));
     assert_eq!(Kind::parse("clustergroups"), Some(Kind::ClusterGroup));
     assert_eq!(Kind::parse("pods"), None);
+}
+
+fn app_with_rollout(rollout: &str) -> Result<Resource, ResourceError> {
+    parse_yaml(&format!(
+        "{}  rollout:\n{rollout}",
+        app_with_targets("    - clusterSelector: {}\n")
+    ))
+}
+
+fn rollout_of(r: Resource) -> RolloutSpec {
+    let Resource::App(a) = r else {
+        panic!("not an app")
+    };
+    a.spec.rollout.expect("rollout set")
+}
+
+#[test]
+fn rollout_strategy_parses_with_waves_and_defaults() {
+    let r = rollout_of(
+        app_with_rollout(
+            "    maxUnavailable: 25%\n    minHealthyFor: 5m\n    onFailure: rollback\n    waves:\n      - name: canary\n        clusters: [canary-1]\n        maxUnavailable: 1\n      - clusterGroup: eu\n        failureBudget: \"10%\"\n        minHealthyFor: 30s\n",
+        )
+        .unwrap(),
+    );
+    assert_eq!(r.max_unavailable, Some(IntOrPercent::Percent(25)));
+    assert_eq!(r.min_healthy_for, Some(Duration::from_secs(300)));
+    assert_eq!(r.on_failure, Some(OnFailure::Rollback));
+    assert_eq!(r.progress_deadline, None);
+    assert_eq!(r.failure_budget, None);
+    assert_eq!(r.waves.len(), 2);
+    assert_eq!(r.waves[0].name.as_deref(), Some("canary"));
+    assert_eq!(r.waves[0].selection().clusters, vec!["canary-1".to_owned()]);
+    assert_eq!(r.waves[0].max_unavailable, Some(IntOrPercent::Count(1)));
+    assert_eq!(r.waves[1].cluster_group.as_deref(), Some("eu"));
+    assert_eq!(r.waves[1].failure_budget, Some(IntOrPercent::Percent(10)));
+    assert_eq!(r.waves[1].min_healthy_for, Some(Duration::from_secs(30)));
+
+    // An App without a rollout has none (all at once); an empty one is all defaults.
+    let Resource::App(a) = parse_yaml(&app_with_targets("    - clusters: [a]\n")).unwrap() else {
+        panic!()
+    };
+    assert_eq!(a.spec.rollout, None);
+    assert_eq!(
+        rollout_of(app_with_rollout("    {}\n").unwrap()),
+        RolloutSpec::default()
+    );
+}
+
+#[test]
+fn rollout_round_trips_through_json() {
+    let r = app_with_rollout(
+        "    maxUnavailable: \"50%\"\n    failureBudget: 2\n    progressDeadline: 15m\n    waves: [{clusterSelector: {matchLabels: {ring: canary}}, maxUnavailable: 3}]\n",
+    )
+    .unwrap();
+    let json = r.to_json();
+    assert_eq!(json["spec"]["rollout"]["maxUnavailable"], "50%");
+    assert_eq!(json["spec"]["rollout"]["failureBudget"], 2);
+    assert_eq!(json["spec"]["rollout"]["waves"][0]["maxUnavailable"], 3);
+    assert_eq!(parse_document("", &json.to_string()).unwrap(), r);
+}
+
+#[test]
+fn rollout_errors_name_the_field() {
+    let cases = [
+        (
+            "    waves: [{clusters: [a]}, {clusters: [b], maxUnavailable: \"120%\"}]\n",
+            "spec.rollout.waves[1].maxUnavailable",
+            "\"120%\" is more than 100%",
+        ),
+        (
+            "    maxUnavailable: 0\n",
+            "spec.rollout.maxUnavailable",
+            "would never update anything",
+        ),
+        (
+            "    maxUnavailable: \"0%\"\n",
+            "spec.rollout.maxUnavailable",
+            "would never update anything",
+        ),
+        (
+            "    failureBudget: \"101%\"\n",
+            "spec.rollout.failureBudget",
+            "more than 100%",
+        ),
+        (
+            "    maxUnavailable: -1\n",
+            "spec.rollout.maxUnavailable",
+            "must not be negative",
+        ),
+        (
+            "    maxUnavailable: 1.5\n",
+            "spec.rollout.maxUnavailable",
+            "not a whole number",
+        ),
+        (
+            "    maxUnavailable: quarter\n",
+            "spec.rollout.maxUnavailable",
+            "not a count or a percentage",
+        ),
+        (
+            "    onFailure: explode\n",
+            "spec.rollout.onFailure",
+            "unknown value `explode`",
+        ),
+        (
+            "    progressDeadline: 0s\n",
+            "spec.rollout.progressDeadline",
+            "at least 1s",
+        ),
+        (
+            "    minHealthyFor: soon\n",
+            "spec.rollout.minHealthyFor",
+            "",
+        ),
+        (
+            "    waves: [{clusters: [a], clusterGroup: eu}]\n",
+            "spec.rollout.waves[0]",
+            "exactly one",
+        ),
+        (
+            "    waves: [{name: x}]\n",
+            "spec.rollout.waves[0]",
+            "exactly one",
+        ),
+        (
+            "    waves: [{clusters: [Bad]}]\n",
+            "spec.rollout.waves[0].clusters[0]",
+            "lowercase",
+        ),
+        (
+            "    waves: [{name: eu, clusters: [a]}, {name: eu, clusters: [b]}]\n",
+            "spec.rollout.waves[1].name",
+            "earlier wave",
+        ),
+        (
+            "    waves: [{clusters: [a], batch: 2}]\n",
+            "spec.rollout.waves[0].batch",
+            "unknown field `batch`",
+        ),
+    ];
+    for (yaml, path, message) in cases {
+        let e = app_with_rollout(yaml).unwrap_err();
+        assert_eq!(e.path, path, "{yaml}: {e}");
+        assert!(e.message.contains(message), "{yaml}: {e}");
+    }
+    let e = app_with_rollout(
+        "    waves: [{clusters: [a]}, {clusters: [b], maxUnavailable: \"120%\"}]\n",
+    )
+    .unwrap_err();
+    assert_eq!(
+        e.to_string(),
+        "test.yaml#0: app \"web\": spec.rollout.waves[1].maxUnavailable: \"120%\" is more than 100%"
+    );
+}
+
+#[test]
+fn int_or_percent_parses_and_prints() {
+    for (text, value) in [
+        ("3", IntOrPercent::Count(3)),
+        ("25%", IntOrPercent::Percent(25)),
+        (" 7 % ", IntOrPercent::Percent(7)),
+        ("0", IntOrPercent::Count(0)),
+    ] {
+        assert_eq!(text.parse::<IntOrPercent>(), Ok(value), "{text}");
+    }
+    for bad in ["", "%", "-1", "1.5", "x%", "25%%", "99999999999"] {
+        assert!(bad.parse::<IntOrPercent>().is_err(), "{bad}");
+    }
+    assert_eq!(IntOrPercent::Percent(25).to_string(), "25%");
+    assert_eq!(IntOrPercent::Count(2).to_string(), "2");
+    for v in [IntOrPercent::Count(4), IntOrPercent::Percent(30)] {
+        let json = serde_json::to_string(&v).unwrap();
+        assert_eq!(serde_json::from_str::<IntOrPercent>(&json).unwrap(), v);
+        let yaml = serde_yaml::to_string(&v).unwrap();
+        assert_eq!(serde_yaml::from_str::<IntOrPercent>(&yaml).unwrap(), v);
+    }
+    assert_eq!(serde_json::to_string(&IntOrPercent::Count(4)).unwrap(), "4");
+    assert_eq!(
+        serde_json::to_string(&IntOrPercent::Percent(30)).unwrap(),
+        "\"30%\""
+    );
+    assert_eq!(
+        serde_json::from_str::<IntOrPercent>("\"4\"").unwrap(),
+        IntOrPercent::Count(4)
+    );
+}
+
+/// Percentages round down but a non-zero percentage of a non-empty set is at least 1; counts are
+/// capped at the set; nothing of nothing is nothing.
+#[test]
+fn int_or_percent_resolves_against_a_total() {
+    use IntOrPercent::{Count, Percent};
+    let cases = [
+        (Percent(25), 8, 2),
+        (Percent(25), 7, 1), // 1.75 rounds down
+        (Percent(10), 4, 1), // 0.4 rounds down to 0, raised to 1
+        (Percent(1), 1000, 10),
+        (Percent(100), 5, 5),
+        (Percent(99), 5, 4),
+        (Percent(0), 5, 0),
+        (Percent(50), 0, 0),
+        (Count(2), 8, 2),
+        (Count(20), 8, 8),
+        (Count(0), 8, 0),
+        (Count(3), 0, 0),
+    ];
+    for (v, total, want) in cases {
+        assert_eq!(v.resolve(total), want, "{v} of {total}");
+    }
 }

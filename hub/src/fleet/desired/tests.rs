@@ -52,6 +52,7 @@ fn app(name: &str, env: &str) -> App {
                 namespace: Some("special".into()),
             }],
             sync_policy: Default::default(),
+            rollout: None,
         },
     }
 }

@@ -133,6 +133,7 @@ fn app(targets: Vec<ClusterSelection>, customize: Vec<Customization>) -> App {
             render: Default::default(),
             customize,
             sync_policy: Default::default(),
+            rollout: None,
         },
     }
 }
