@@ -157,6 +157,7 @@ fn fetch_blocking(
                         "+refs/heads/*:refs/heads/*".to_owned(),
                         "+refs/tags/*:refs/tags/*".to_owned(),
                     ],
+                    false,
                     deadline,
                 )?;
             }
@@ -187,7 +188,7 @@ fn fetch_blocking(
             )
         }
     };
-    fetch_refspecs(&repo, url, &refspecs, deadline).map_err(|e| match e {
+    fetch_refspecs(&repo, url, &refspecs, shallow_capable(url), deadline).map_err(|e| match e {
         GitError::Fetch { message, .. } if message.contains("couldn't find remote ref") => {
             GitError::RefNotFound {
                 url: url.to_owned(),
@@ -230,10 +231,17 @@ fn remote_tags(repo: &git2::Repository, url: &str) -> Result<Vec<String>, GitErr
     Ok(tags)
 }
 
+/// Whether to ask for only the tip: libgit2 cannot shallow-fetch from a local path or file://,
+/// and a pinned commit may lie anywhere in history.
+fn shallow_capable(url: &str) -> bool {
+    !(url.starts_with("file://") || url.starts_with('/') || url.starts_with('.'))
+}
+
 fn fetch_refspecs(
     repo: &git2::Repository,
     url: &str,
     refspecs: &[String],
+    shallow: bool,
     deadline: Instant,
 ) -> Result<(), GitError> {
     let fetch_err = |e: git2::Error| GitError::Fetch {
@@ -247,6 +255,11 @@ fn fetch_refspecs(
     let mut options = git2::FetchOptions::new();
     options.remote_callbacks(callbacks);
     options.download_tags(git2::AutotagOption::None);
+    if shallow {
+        // Only the tip is needed to render; older commits already fetched stay in the cache, so
+        // change detection between the previous tip and the new one still works.
+        options.depth(1);
+    }
     remote
         .fetch(refspecs, Some(&mut options), None)
         .map_err(|e| {
