@@ -683,3 +683,87 @@ async fn without_prune_policy_dropped_objects_stay() {
     );
     bench.stop().await;
 }
+
+/// Changes `data.a` of a ConfigMap the way `kubectl edit` would (an update by another manager).
+async fn edit_configmap(kubesim: &KubesimHandle, ns: &str, name: &str, value: &str) {
+    let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, ns);
+    let patch = serde_json::json!({"data": {"a": value}});
+    let params = kube::api::PatchParams {
+        field_manager: Some("kubectl-edit".into()),
+        ..Default::default()
+    };
+    api.patch(name, &params, &kube::api::Patch::Merge(&patch))
+        .await
+        .expect("edit");
+}
+
+fn data_a(kubesim: &KubesimHandle, ns: &str, name: &str) -> Option<String> {
+    let cm = kubesim.get_object("c1", "v1", "ConfigMap", Some(ns), name)?;
+    cm["data"]["a"].as_str().map(str::to_owned)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn drift_is_reported_and_reverted_only_with_self_heal() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write("apps/d/cm.yaml", &configmap("settings", ""));
+    let commit = repo.commit();
+    let watched = spec("watched", &repo, &commit, "apps/d");
+    let mut healed = spec("healed", &repo, &commit, "apps/d");
+    healed.sync_policy.self_heal = true;
+    bench.set(1, vec![watched, healed]);
+    for target in ["watched", "healed"] {
+        bench
+            .recorder
+            .wait_for(target, "synced", |s| {
+                s.sync == SyncState::Synced && s.health == Health::Healthy
+            })
+            .await;
+    }
+
+    edit_configmap(&bench.kubesim, "watched", "settings", "edited").await;
+    let status = bench
+        .recorder
+        .wait_for("watched", "drift reported", |s| {
+            s.sync == SyncState::OutOfSync
+        })
+        .await;
+    let drifted = status
+        .resources
+        .iter()
+        .find(|r| r.action == ResourceAction::Drifted)
+        .expect("drifted resource");
+    assert_eq!(drifted.object.name, "settings");
+    assert!(drifted.message.contains("data.a"), "{}", drifted.message);
+    assert_eq!(
+        data_a(&bench.kubesim, "watched", "settings").as_deref(),
+        Some("edited"),
+        "without selfHeal it stays"
+    );
+
+    edit_configmap(&bench.kubesim, "healed", "settings", "edited").await;
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    while data_a(&bench.kubesim, "healed", "settings").as_deref() != Some("b") {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "selfHeal did not revert the edit"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        bench
+            .recorder
+            .reports
+            .lock()
+            .expect("reports")
+            .iter()
+            .any(|r| r.target_id == "healed" && r.sync == SyncState::OutOfSync),
+        "the drift was reported before it was reverted"
+    );
+    bench
+        .recorder
+        .wait_for("healed", "back in sync", |s| s.sync == SyncState::Synced)
+        .await;
+    bench.stop().await;
+}

@@ -24,7 +24,7 @@ use crate::model::{
     TargetStatus,
 };
 use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
-use crate::sync::{health, order, prune, report};
+use crate::sync::{drift, health, order, prune, report};
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
@@ -50,7 +50,7 @@ impl AgentConfig {
             cluster_name: cluster_name.into(),
             progress_timeout: Duration::from_secs(300),
             health_poll: Duration::from_secs(1),
-            settled_poll: Duration::from_secs(15),
+            settled_poll: Duration::from_secs(5),
             retry_after_failure: Duration::from_secs(30),
             crd_wait: Duration::from_secs(30),
             render_limits: RenderLimits::default(),
@@ -165,6 +165,10 @@ pub async fn run(
 struct Attempt {
     spec: TargetSpec,
     resources: Vec<ResourceResult>,
+    /// What was applied, as placed in its scope, to re-apply on drift.
+    manifests: HashMap<ObjectRef, Manifest>,
+    /// The server's view of the declared fields right after apply (see `sync::drift`).
+    expected: HashMap<ObjectRef, serde_json::Value>,
     fatal: Option<String>,
     finished: Instant,
 }
@@ -228,7 +232,7 @@ async fn target_worker(
 /// arrived (sync again), false when the worker should stop.
 async fn watch_health(
     ctx: &Context,
-    attempt: Attempt,
+    mut attempt: Attempt,
     last: &mut Option<TargetStatus>,
     spec_rx: &mut watch::Receiver<TargetSpec>,
     cancel: &CancellationToken,
@@ -253,7 +257,7 @@ async fn watch_health(
             failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
             wait
         } else {
-            assess_health(ctx, &mut resources).await;
+            let drifted = assess_health(ctx, &mut resources, &attempt.expected).await;
             let expired = attempt.finished.elapsed() >= ctx.config.progress_timeout;
             if expired {
                 report::expire_progressing(&mut resources, ctx.config.progress_timeout);
@@ -272,7 +276,10 @@ async fn watch_health(
                     resources,
                 ),
             );
-            if progressing {
+            if !drifted.is_empty() && attempt.spec.sync_policy.self_heal {
+                heal(ctx, &mut attempt, &drifted).await;
+                ctx.config.health_poll
+            } else if progressing {
                 ctx.config.health_poll
             } else {
                 ctx.config.settled_poll
@@ -292,6 +299,32 @@ async fn watch_health(
     }
 }
 
+/// Self-heal: re-applies drifted objects, taking back the fields Git declares (force: someone
+/// else's update took their ownership).
+async fn heal(ctx: &Context, attempt: &mut Attempt, drifted: &[(ObjectRef, Vec<String>)]) {
+    for (object, paths) in drifted {
+        let Some(manifest) = attempt.manifests.get(object) else {
+            continue;
+        };
+        let applied = match ctx.cluster.resolve(&object.api_version, &object.kind).await {
+            Ok(resolved) => ctx.cluster.apply(&resolved, manifest, true).await,
+            Err(error) => Err(error),
+        };
+        match applied {
+            Ok(applied) => {
+                tracing::info!(object = %object.display_name(), paths = %paths.join(", "), "reverted drift");
+                attempt.expected.insert(
+                    object.clone(),
+                    drift::project(&manifest.body, &applied.object),
+                );
+            }
+            Err(error) => {
+                tracing::warn!(object = %object.display_name(), %error, "could not revert drift")
+            }
+        }
+    }
+}
+
 /// Fetch, render, apply: everything up to the first health check.
 async fn sync_once(
     ctx: &Context,
@@ -302,6 +335,8 @@ async fn sync_once(
     let fail = |message: String| Attempt {
         spec: spec.clone(),
         resources: Vec::new(),
+        manifests: HashMap::new(),
+        expected: HashMap::new(),
         fatal: Some(message),
         finished: Instant::now(),
     };
@@ -347,10 +382,19 @@ async fn sync_once(
         .collect();
     let crds = served_by_crds(&rendered.manifests);
     let span = tracing::info_span!("apply", objects = rendered.manifests.len());
+    let mut manifests = HashMap::new();
+    let mut expected = HashMap::new();
     async {
         for wave in order::plan(rendered.manifests) {
             for mut manifest in wave.manifests {
-                let result = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                if let Some(server) = server {
+                    expected.insert(
+                        manifest.object.clone(),
+                        drift::project(&manifest.body, &server),
+                    );
+                    manifests.insert(manifest.object.clone(), manifest);
+                }
                 resources.push(result);
             }
         }
@@ -378,6 +422,8 @@ async fn sync_once(
     Attempt {
         spec: spec.clone(),
         resources,
+        manifests,
+        expected,
         fatal: None,
         finished: Instant::now(),
     }
@@ -389,7 +435,7 @@ async fn apply_one(
     manifest: &mut Manifest,
     crds: &[(String, String)],
     versions: &mut HashMap<ObjectRef, String>,
-) -> ResourceResult {
+) -> (ResourceResult, Option<serde_json::Value>) {
     let resolved = match resolve_waiting_for_crd(ctx, manifest, crds).await {
         Ok(resolved) => resolved,
         Err(error) => {
@@ -398,7 +444,10 @@ async fn apply_one(
             } else {
                 Health::Unknown
             };
-            return result(manifest, ResourceAction::Failed, health, error.to_string());
+            return (
+                result(manifest, ResourceAction::Failed, health, error.to_string()),
+                None,
+            );
         }
     };
     render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
@@ -415,15 +464,21 @@ async fn apply_one(
             } else {
                 ResourceAction::Applied
             };
-            result(manifest, action, Health::Progressing, String::new())
+            (
+                result(manifest, action, Health::Progressing, String::new()),
+                Some(applied.object),
+            )
         }
         Err(error) => {
             tracing::warn!(object = %manifest.object.display_name(), %error, "apply failed");
-            result(
-                manifest,
-                ResourceAction::Failed,
-                Health::Unknown,
-                error.to_string(),
+            (
+                result(
+                    manifest,
+                    ResourceAction::Failed,
+                    Health::Unknown,
+                    error.to_string(),
+                ),
+                None,
             )
         }
     }
@@ -591,7 +646,14 @@ fn served_by_crds(manifests: &[Manifest]) -> Vec<(String, String)> {
 }
 
 /// Reads every applied object back and judges its health.
-async fn assess_health(ctx: &Context, resources: &mut [ResourceResult]) {
+/// Returns the objects that drifted from what was applied (changed or deleted), with the
+/// paths that changed.
+async fn assess_health(
+    ctx: &Context,
+    resources: &mut [ResourceResult],
+    expected: &HashMap<ObjectRef, serde_json::Value>,
+) -> Vec<(ObjectRef, Vec<String>)> {
+    let mut drifted = Vec::new();
     for r in resources.iter_mut() {
         if !matches!(
             r.action,
@@ -604,6 +666,16 @@ async fn assess_health(ctx: &Context, resources: &mut [ResourceResult]) {
                 let assessment = health::assess(live.as_ref());
                 r.health = assessment.health;
                 r.message = assessment.message;
+                let paths = match (&live, expected.get(&r.object)) {
+                    (Some(live), Some(expected)) => drift::diff(expected, live),
+                    (None, Some(_)) => vec!["(the object was deleted)".to_owned()],
+                    _ => Vec::new(),
+                };
+                if !paths.is_empty() {
+                    r.action = ResourceAction::Drifted;
+                    r.message = format!("drifted from Git: {}", paths.join(", "));
+                    drifted.push((r.object.clone(), paths));
+                }
             }
             Err(error) => {
                 r.health = Health::Unknown;
@@ -611,6 +683,7 @@ async fn assess_health(ctx: &Context, resources: &mut [ResourceResult]) {
             }
         }
     }
+    drifted
 }
 
 /// Kustomize and Helm come with the sync engine (issue 6); until then say so clearly.

@@ -126,6 +126,8 @@ pub struct Resolved {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
     pub resource_version: String,
+    /// The object as the server stored it.
+    pub object: Value,
 }
 
 /// One cluster, with a discovery cache.
@@ -239,8 +241,16 @@ impl Cluster {
             )
             .await
             .map_err(ClusterError::from_kube)?;
+        let resource_version = applied
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let object =
+            serde_json::to_value(applied).map_err(|e| ClusterError::Transport(e.to_string()))?;
         Ok(Applied {
-            resource_version: applied.metadata.resource_version.unwrap_or_default(),
+            resource_version,
+            object,
         })
     }
 

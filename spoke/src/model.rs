@@ -151,6 +151,8 @@ pub enum ResourceAction {
     Unchanged,
     Pruned,
     Failed,
+    /// Someone changed, in the cluster, a field Git declares.
+    Drifted,
     /// The manifest could not be turned into an object (bad YAML, missing kind, ...).
     Invalid,
 }
@@ -163,6 +165,7 @@ impl ResourceAction {
             Self::Unchanged => "unchanged",
             Self::Pruned => "pruned",
             Self::Failed => "failed",
+            Self::Drifted => "drifted",
             Self::Invalid => "invalid",
         }
     }

@@ -3,6 +3,7 @@
 //! carry out what they decide.
 
 mod bounded;
+pub mod drift;
 pub mod health;
 pub mod order;
 pub mod prune;

@@ -27,10 +27,14 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
         };
     }
     let failed = resources.iter().filter(|r| is_failure(r.action)).count();
+    let drifted = resources
+        .iter()
+        .filter(|r| r.action == ResourceAction::Drifted)
+        .count();
     let applied = resources.len() - failed;
-    let sync = match (failed, applied) {
-        (0, _) => SyncState::Synced,
-        (_, 0) => SyncState::Failed,
+    let sync = match (failed, applied, drifted) {
+        (0, _, 0) => SyncState::Synced,
+        (_, 0, _) => SyncState::Failed,
         _ => SyncState::OutOfSync,
     };
     // Invalid files have no object whose health could be known; they show in the sync state.
@@ -43,7 +47,7 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
 
     let mut problems: Vec<String> = resources
         .iter()
-        .filter(|r| is_failure(r.action))
+        .filter(|r| is_failure(r.action) || r.action == ResourceAction::Drifted)
         .map(|r| match r.action {
             ResourceAction::Invalid => r.message.clone(),
             _ => format!("{}: {}", name(r), r.message),
@@ -51,7 +55,11 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
         .collect();
     let mut unhealthy: Vec<&ResourceResult> = resources
         .iter()
-        .filter(|r| !is_failure(r.action) && r.health != Health::Healthy)
+        .filter(|r| {
+            !is_failure(r.action)
+                && r.action != ResourceAction::Drifted
+                && r.health != Health::Healthy
+        })
         .collect();
     unhealthy.sort_by_key(|r| std::cmp::Reverse(r.health));
     problems.extend(unhealthy.iter().map(|r| {
@@ -328,6 +336,31 @@ mod tests {
         );
         assert_eq!(s.health, Health::Suspended);
         assert_eq!(s.message, "widget/w: Suspended");
+    }
+
+    #[test]
+    fn drift_is_out_of_sync_and_named() {
+        let s = summarize(
+            &[
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Drifted,
+                    Health::Healthy,
+                    "drifted from Git: spec.replicas",
+                ),
+                result(
+                    "Service",
+                    "web",
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    "",
+                ),
+            ],
+            None,
+        );
+        assert_eq!((s.sync, s.health), (SyncState::OutOfSync, Health::Healthy));
+        assert_eq!(s.message, "deployment/web: drifted from Git: spec.replicas");
     }
 
     #[test]
