@@ -47,6 +47,9 @@ pub struct HubConfig {
     pub fetch_timeout: Duration,
     /// Shared secret for push webhooks (HMAC key, or GitLab token); webhooks are off without it.
     pub webhook_secret: Option<String>,
+    /// Spokes between opening their stream and saying hello, at most; more are refused with
+    /// RESOURCE_EXHAUSTED (they back off and retry).
+    pub max_concurrent_handshakes: usize,
 }
 
 impl HubConfig {
@@ -64,6 +67,7 @@ impl HubConfig {
             max_concurrent_fetches: 8,
             fetch_timeout: Duration::from_secs(120),
             webhook_secret: None,
+            max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
         }
     }
 
@@ -213,9 +217,12 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            LinkServer::new(LinkService::new(Arc::clone(&engine)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            LinkServer::new(LinkService::with_handshake_limit(
+                Arc::clone(&engine),
+                config.max_concurrent_handshakes,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             AdminServer::new(AdminService::new(Arc::clone(&engine)))

@@ -896,3 +896,41 @@ async fn a_hub_dropped_mid_stream_loses_no_acked_report() {
     assert_eq!(t.message, format!("report {REPORTS}"));
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn too_many_handshakes_at_once_are_shed() {
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.max_concurrent_handshakes = 1;
+    let hub = runtime::start(config).await.unwrap();
+    let id = register(&hub, "dev-1", &[]).await;
+    let ch = channel(
+        &hub.grpc_url(),
+        &id.ca_pem,
+        Some((&id.cert_pem, &id.key_pem)),
+    )
+    .await;
+    // A spoke that opens its stream and never says hello holds the only handshake slot.
+    let (silent_tx, silent_rx) = tokio::sync::mpsc::channel::<pb::SpokeMessage>(1);
+    let mut silent = LinkClient::new(ch.clone());
+    let held = tokio::spawn(async move { silent.session(ReceiverStream::new(silent_rx)).await });
+    let err = eventually("a shed handshake", || {
+        let id = id.clone();
+        let url = hub.grpc_url();
+        async move {
+            FakeSpoke::connect(&url, &id, SpokeView::default())
+                .await
+                .err()
+        }
+    })
+    .await;
+    assert_eq!(err.code(), Code::ResourceExhausted, "{err}");
+    // Once the slot is free, the spoke gets in.
+    drop(silent_tx);
+    let _ = held.await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("snapshot", |v| v.snapshots == 1).await;
+    hub.shutdown().await;
+}

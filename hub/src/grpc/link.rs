@@ -35,9 +35,13 @@ pub struct LinkService {
 
 impl LinkService {
     pub fn new(engine: Arc<Engine>) -> Self {
+        Self::with_handshake_limit(engine, MAX_CONCURRENT_HANDSHAKES)
+    }
+
+    pub fn with_handshake_limit(engine: Arc<Engine>, max_handshakes: usize) -> Self {
         Self {
             engine,
-            handshakes: Arc::new(Semaphore::new(MAX_CONCURRENT_HANDSHAKES)),
+            handshakes: Arc::new(Semaphore::new(max_handshakes.max(1))),
         }
     }
 }
