@@ -510,6 +510,25 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
     assert_eq!(prod.labels.get("env").map(String::as_str), Some("prod"));
     assert_eq!(prod.labels.get("zone").map(String::as_str), Some("a"));
 
+    // A revoked token is refused.
+    let revocable = hub
+        .engine()
+        .create_token(
+            Duration::from_secs(600),
+            BTreeMap::new(),
+            0,
+            "to revoke".into(),
+        )
+        .await
+        .unwrap();
+    assert!(hub.engine().revoke_token(&revocable.id).await.unwrap());
+    let err = try_register(&hub, "dev-9", &revocable.token, &[])
+        .await
+        .err()
+        .unwrap();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+    assert!(err.message().contains("revoked"), "{err}");
+
     // A token past its TTL is refused.
     let short = hub
         .create_token(Duration::from_secs(1), BTreeMap::new(), 0)
