@@ -149,16 +149,39 @@ impl Fleet {
         Ok(())
     }
 
-    /// Stops the hub and starts a new one from the same data directory.
+    /// Stops the hub gracefully (spokes get a Goodbye) and starts a new one from the same data
+    /// directory on the same address.
     pub async fn restart_hub(&mut self) -> anyhow::Result<()> {
         let hub = self.hub.take().expect("the hub runs");
         let addr = hub.grpc_addr();
         hub.shutdown().await;
-        let mut config = HubConfig::for_tests(self.work_dir.join("hub"));
-        config.grpc_listen = addr;
-        let hub = gitfleet_hub::runtime::start(config)
-            .await
-            .context("restarting the hub")?;
+        self.start_hub_at(addr).await
+    }
+
+    /// Drops the hub without a goodbye (streams end mid-flight, as when its process dies but its
+    /// flushed store survives), then starts a new one from the same data directory and address.
+    pub async fn crash_and_restart_hub(&mut self) -> anyhow::Result<()> {
+        let hub = self.hub.take().expect("the hub runs");
+        let addr = hub.grpc_addr();
+        drop(hub);
+        self.start_hub_at(addr).await
+    }
+
+    async fn start_hub_at(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+        // The old listener may take a moment to be released.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let hub = loop {
+            let mut config = HubConfig::for_tests(self.work_dir.join("hub"));
+            config.grpc_listen = addr;
+            match gitfleet_hub::runtime::start(config).await {
+                Ok(hub) => break hub,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("hub restart not possible yet: {e}");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+                Err(e) => return Err(e).context("restarting the hub"),
+            }
+        };
         self.admin = admin_client(hub.admin_config_path()).await?;
         self.hub = Some(hub);
         Ok(())
