@@ -767,3 +767,124 @@ async fn drift_is_reported_and_reverted_only_with_self_heal() {
         .await;
     bench.stop().await;
 }
+
+impl Repo {
+    /// Copies a directory tree (recursively) into the repository.
+    fn copy_tree(&self, from: &Path, to: &str) {
+        for entry in std::fs::read_dir(from).expect("read dir") {
+            let path = entry.expect("entry").path();
+            let name = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .expect("name")
+                .to_owned();
+            if path.is_dir() {
+                self.copy_tree(&path, &format!("{to}/{name}"));
+            } else {
+                self.write(
+                    &format!("{to}/{name}"),
+                    &std::fs::read_to_string(&path).expect("read"),
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kustomize_overlay_renders_with_its_declared_bases() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.copy_tree(&Path::new(CORPUS).join("podinfo/deploy"), "deploy");
+    let commit = repo.commit();
+    let mut target = spec("podinfo", &repo, &commit, "deploy/overlays/dev");
+    target.source.extra_paths = vec!["deploy/bases".into()];
+    bench.set(1, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("podinfo", "podinfo applied", |s| {
+            s.sync != SyncState::Syncing && s.sync != SyncState::Pending
+        })
+        .await;
+    assert_eq!(
+        status.sync,
+        SyncState::Synced,
+        "{}: {:#?}",
+        status.message,
+        status.resources
+    );
+    assert!(status.resources.iter().all(|r| r.source_file
+        == "deploy/overlays/dev/kustomization.yaml"
+        || r.object.name == "podinfo"));
+    let frontend = bench
+        .kubesim
+        .get_object("c1", "apps/v1", "Deployment", Some("dev"), "frontend")
+        .expect("frontend in the overlay's namespace");
+    assert_eq!(
+        frontend["metadata"]["labels"]["app.kubernetes.io/environment"],
+        "dev"
+    );
+    assert_eq!(
+        frontend["metadata"]["labels"]["gitfleet.dev/app"],
+        "podinfo"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_kustomizations_fail_only_their_target() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/remote/kustomization.yaml",
+        "resources:\n- https://example.com/evil.yaml\n",
+    );
+    repo.write(
+        "apps/outside/kustomization.yaml",
+        "resources:\n- ../../secret\n",
+    );
+    repo.write("secret/kustomization.yaml", "resources: [cm.yaml]\n");
+    repo.write("secret/cm.yaml", &configmap("secret", ""));
+    repo.write("apps/ok/cm.yaml", &configmap("ok", ""));
+    let commit = repo.commit();
+    bench.set(
+        1,
+        vec![
+            spec("remote", &repo, &commit, "apps/remote"),
+            spec("outside", &repo, &commit, "apps/outside"),
+            spec("ok", &repo, &commit, "apps/ok"),
+        ],
+    );
+    let remote = bench
+        .recorder
+        .wait_for("remote", "remote refused", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        remote
+            .message
+            .contains("remote resource \"https://example.com/evil.yaml\" is not allowed"),
+        "{}",
+        remote.message
+    );
+    let outside = bench
+        .recorder
+        .wait_for("outside", "outside refused", |s| {
+            s.sync == SyncState::Failed
+        })
+        .await;
+    assert!(
+        outside.message.contains("kustomize build failed"),
+        "{}",
+        outside.message
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("outside"), "secret")
+            .is_none()
+    );
+    bench
+        .recorder
+        .wait_for("ok", "ok synced", |s| s.sync == SyncState::Synced)
+        .await;
+    bench.stop().await;
+}

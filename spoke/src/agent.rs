@@ -42,6 +42,8 @@ pub struct AgentConfig {
     pub crd_wait: Duration,
     pub render_limits: RenderLimits,
     pub read_limits: ReadLimits,
+    /// Longest a `kustomize build` may run.
+    pub kustomize_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -55,6 +57,7 @@ impl AgentConfig {
             crd_wait: Duration::from_secs(30),
             render_limits: RenderLimits::default(),
             read_limits: ReadLimits::default(),
+            kustomize_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -352,9 +355,22 @@ async fn sync_once(
             return fail(error.to_string());
         }
     };
-    if let Some(unsupported) = unsupported_render(spec, &files.files) {
-        return fail(unsupported);
-    }
+    let files = match choose_renderer(spec, &files.files) {
+        Renderer::Plain => files,
+        Renderer::Unsupported(message) => return fail(message),
+        Renderer::Kustomize(dir) => {
+            match kustomize(ctx, spec, credential, &dir)
+                .instrument(tracing::info_span!("kustomize", dir = %dir))
+                .await
+            {
+                Ok((built, errors)) => crate::git::AppFiles {
+                    files: vec![built],
+                    errors,
+                },
+                Err(message) => return fail(message),
+            }
+        }
+    };
     let render_ctx = RenderContext {
         app: spec.app.clone(),
         target_id: spec.target_id.clone(),
@@ -687,29 +703,78 @@ async fn assess_health(
 }
 
 /// Kustomize and Helm come with the sync engine (issue 6); until then say so clearly.
-fn unsupported_render(spec: &TargetSpec, files: &[render::SourceFile]) -> Option<String> {
+/// How a Target's manifests are produced.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Renderer {
+    Plain,
+    /// `kustomize build` of this repository directory.
+    Kustomize(String),
+    Unsupported(String),
+}
+
+/// Picks the renderer from the render options and, for `auto`, the files at the App path.
+fn choose_renderer(spec: &TargetSpec, files: &[render::SourceFile]) -> Renderer {
     let base = crate::git::normalize_path(&spec.source.path).unwrap_or_default();
-    let at_root = |name: &str| {
-        files.iter().any(|f| {
-            let rel = if base.is_empty() {
-                f.path.as_str()
-            } else {
-                f.path.strip_prefix(&format!("{base}/")).unwrap_or("")
-            };
-            rel == name
-        })
+    let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}/{b}"),
     };
+    let kustomize_dir = match crate::git::normalize_path(&spec.render.kustomize_dir) {
+        Ok(dir) => join(&base, &dir),
+        Err(error) => return Renderer::Unsupported(format!("kustomize dir: {error}")),
+    };
+    let has = |dir: &str, name: &str| files.iter().any(|f| f.path == join(dir, name));
+    let is_kustomization = ["kustomization.yaml", "kustomization.yml"]
+        .iter()
+        .any(|n| has(&kustomize_dir, n));
     match spec.render.render_type {
-        RenderType::Kustomize => Some("kustomize rendering is not supported by this spoke yet".into()),
-        RenderType::Helm => Some("helm rendering is not supported by this spoke yet".into()),
-        RenderType::Auto if ["kustomization.yaml", "kustomization.yml"].iter().any(|n| at_root(n)) => {
-            Some("the App path holds a kustomization, and kustomize rendering is not supported by this spoke yet".into())
-        }
-        RenderType::Auto if ["Chart.yaml"].iter().any(|n| at_root(n)) => {
-            Some("the App path holds a Helm chart, and helm rendering is not supported by this spoke yet".into())
-        }
-        _ => None,
+        RenderType::Kustomize => Renderer::Kustomize(kustomize_dir),
+        RenderType::Helm => Renderer::Unsupported("helm rendering is not supported by this spoke yet".into()),
+        RenderType::Auto if is_kustomization => Renderer::Kustomize(kustomize_dir),
+        RenderType::Auto if has(&base, "Chart.yaml") => Renderer::Unsupported(
+            "the App path holds a Helm chart, and helm rendering is not supported by this spoke yet".into(),
+        ),
+        RenderType::Auto | RenderType::Yaml => Renderer::Plain,
     }
+}
+
+/// Writes the App path and the extra paths it declares to a temporary directory and builds the
+/// kustomization there; the output becomes one source file named after the kustomization.
+async fn kustomize(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    dir: &str,
+) -> Result<(render::SourceFile, Vec<FileError>), String> {
+    let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
+    let mut dirs = vec![spec.source.path.clone()];
+    dirs.extend(spec.source.extra_paths.iter().cloned());
+    let errors = ctx
+        .git
+        .materialize(
+            &spec.source,
+            credential,
+            &dirs,
+            work.path(),
+            ctx.config.read_limits,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    crate::kustomize::check_local_only(work.path()).map_err(|e| e.to_string())?;
+    let output = crate::kustomize::build(
+        &work.path().join(dir),
+        ctx.config.kustomize_timeout,
+        ctx.config.render_limits.max_bytes,
+    )
+    .await
+    .map_err(|e| format!("{dir}: {e}"))?;
+    let name = if dir.is_empty() {
+        "kustomization.yaml".to_owned()
+    } else {
+        format!("{dir}/kustomization.yaml")
+    };
+    Ok((render::SourceFile::new(name, output), errors))
 }
 
 fn invalid_file(error: &FileError) -> ResourceResult {

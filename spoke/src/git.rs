@@ -130,6 +130,145 @@ impl GitCache {
     }
 }
 
+impl GitCache {
+    /// Fetches `source.commit` and writes every regular file under `dirs` (repository paths)
+    /// into `dest`, for renderers that need a directory (kustomize). Symlinks are refused and
+    /// left out; sizes are bounded like [`GitCache::read_app`].
+    pub async fn materialize(
+        &self,
+        source: &Source,
+        credential: Option<&RepoCredential>,
+        dirs: &[String],
+        dest: &Path,
+        limits: ReadLimits,
+    ) -> Result<Vec<FileError>, GitError> {
+        let oid = parse_commit(&source.commit)?;
+        let dirs: Vec<String> = dirs
+            .iter()
+            .map(|d| normalize_path(d))
+            .collect::<Result<_, _>>()?;
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(source.repo_url.clone()).or_default().clone()
+        };
+        let _guard = lock.lock().await;
+        let dir = self.repo_dir(&source.repo_url);
+        let url = source.repo_url.clone();
+        let git_ref = source.git_ref.clone();
+        let credential = credential.cloned();
+        let dest = dest.to_owned();
+        tokio::task::spawn_blocking(move || {
+            let repo = open_or_init(&dir)?;
+            ensure_commit(&repo, &url, oid, &git_ref, credential.as_ref())?;
+            write_dirs(&repo, oid, &dirs, &dest, limits)
+        })
+        .await
+        .map_err(|e| GitError::Task(e.to_string()))?
+    }
+}
+
+fn write_dirs(
+    repo: &Repository,
+    oid: Oid,
+    dirs: &[String],
+    dest: &Path,
+    limits: ReadLimits,
+) -> Result<Vec<FileError>, GitError> {
+    let root = repo.find_commit(oid)?.tree()?;
+    let odb = repo.odb()?;
+    let mut errors = Vec::new();
+    let mut total = 0usize;
+    let mut count = 0usize;
+    for dir in dirs {
+        let tree = if dir.is_empty() {
+            root.clone()
+        } else {
+            let entry = root
+                .get_path(Path::new(dir))
+                .map_err(|_| GitError::PathNotFound {
+                    path: dir.clone(),
+                    commit: oid.to_string(),
+                })?;
+            if entry.kind() != Some(ObjectType::Tree) {
+                return Err(GitError::NotADirectory {
+                    path: dir.clone(),
+                    commit: oid.to_string(),
+                    found: entry
+                        .kind()
+                        .map_or("unknown object", |k| k.str())
+                        .to_owned(),
+                });
+            }
+            repo.find_tree(entry.id())?
+        };
+        let mut failure = None;
+        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
+            let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+            if matches!(name, "." | ".." | ".git") || name.contains(['/', '\\', '\0']) {
+                return git2::TreeWalkResult::Skip;
+            }
+            if entry.kind() != Some(ObjectType::Blob) {
+                return git2::TreeWalkResult::Ok;
+            }
+            let file = [dir.as_str(), parent.trim_end_matches('/'), name]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            if entry.filemode() == MODE_SYMLINK {
+                errors.push(FileError {
+                    file,
+                    line: None,
+                    message: "symbolic links are refused: gitfleet reads only regular files from the repository".into(),
+                });
+                return git2::TreeWalkResult::Ok;
+            }
+            let step = (|| -> Result<(), GitError> {
+                let (size, _) = odb.read_header(entry.id())?;
+                if size > limits.max_file_bytes {
+                    errors.push(FileError {
+                        file: file.clone(),
+                        line: None,
+                        message: format!("the file is {size} bytes, larger than the limit of {}", limits.max_file_bytes),
+                    });
+                    return Ok(());
+                }
+                total += size;
+                count += 1;
+                if total > limits.max_total_bytes {
+                    return Err(GitError::TooManyBytes { limit: limits.max_total_bytes });
+                }
+                if count > limits.max_files {
+                    return Err(GitError::TooManyFiles { limit: limits.max_files });
+                }
+                let blob = repo.find_blob(entry.id())?;
+                let path = dest.join(&file);
+                let io = |e: std::io::Error| GitError::Cache { path: path.clone(), message: e.to_string() };
+                if let Some(parent) = path.parent() {
+                    std::fs::create_dir_all(parent).map_err(io)?;
+                }
+                std::fs::write(&path, blob.content()).map_err(io)
+            })();
+            match step {
+                Ok(()) => git2::TreeWalkResult::Ok,
+                Err(e) => {
+                    failure = Some(e);
+                    git2::TreeWalkResult::Abort
+                }
+            }
+        })
+        .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
+        if let Some(e) = failure {
+            return Err(e);
+        }
+    }
+    Ok(errors)
+}
+
 /// Parses a full commit id; abbreviations are refused because they are not verifiable.
 pub fn parse_commit(commit: &str) -> Result<Oid, GitError> {
     let valid = commit.len() == 40 && commit.bytes().all(|b| b.is_ascii_hexdigit());

@@ -10,6 +10,7 @@ pub mod cluster;
 pub mod desired;
 pub mod git;
 pub mod identity;
+pub mod kustomize;
 pub mod link;
 pub mod model;
 pub mod outbox;
