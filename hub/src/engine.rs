@@ -18,8 +18,8 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use crate::fleet::{AppRevision, ClusterLabels, compute_fleet};
 use crate::git::{GitCache, changes};
 use crate::model::{
-    ClusterDesired, ClusterRecord, ClusterView, RepoStatus, TargetReport, TargetView, TokenProblem,
-    TokenRecord, VersionedTarget,
+    ClusterDesired, ClusterRecord, ClusterView, RepoCredential, RepoStatus, TargetReport,
+    TargetView, TokenProblem, TokenRecord, VersionedTarget,
 };
 use crate::pki::{self, Pki, PkiError, now_unix};
 use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
@@ -48,6 +48,8 @@ pub struct EngineConfig {
     pub default_poll_interval: Duration,
     pub heartbeat_grace: Duration,
     pub cluster_cert_validity: Duration,
+    /// Credentials by Repo name.
+    pub repo_credentials: BTreeMap<String, RepoCredential>,
 }
 
 /// The outcome of applying one resource.
@@ -499,6 +501,22 @@ impl Engine {
         );
     }
 
+    /// The credentials (by repository URL) for the Repos of `targets`.
+    pub fn credentials_for<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a crate::fleet::DesiredTarget>,
+    ) -> Vec<(String, RepoCredential)> {
+        let mut out: Vec<(String, RepoCredential)> = Vec::new();
+        for t in targets {
+            if let Some(c) = self.config.repo_credentials.get(&t.repo)
+                && !out.iter().any(|(url, _)| *url == t.repo_url)
+            {
+                out.push((t.repo_url.clone(), c.clone()));
+            }
+        }
+        out
+    }
+
     /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
     pub fn trigger_fetch(&self, repo: &str) -> bool {
         match self.lock().followers.get(repo) {
@@ -531,7 +549,11 @@ impl Engine {
 
     /// One fetch of a Repo; moves the revision of every App whose files changed.
     async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
-        let fetched = self.git.fetch(&spec.url, &spec.reference).await;
+        let credential = self.config.repo_credentials.get(name).cloned();
+        let fetched = self
+            .git
+            .fetch_with(&spec.url, &spec.reference, credential)
+            .await;
         if let Err(e) = self.after_fetch(name, spec, fetched).await {
             warn!(repo = %name, error = %e, "cannot record fetch result");
         }

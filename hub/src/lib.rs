@@ -4,6 +4,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod credentials;
 pub mod engine;
 pub mod fleet;
 pub mod git;

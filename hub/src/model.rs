@@ -174,3 +174,34 @@ pub struct ClusterView {
     pub record: ClusterRecord,
     pub connected: bool,
 }
+
+/// A credential for fetching a repository: used by the hub's own fetches and sent to the spokes
+/// that have a Target in that repository (never to others).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum RepoCredential {
+    Https {
+        username: String,
+        password: String,
+    },
+    Ssh {
+        username: String,
+        private_key_pem: String,
+        /// OpenSSH known_hosts lines; the server's host key must be listed (no trust on first use).
+        known_hosts: String,
+    },
+}
+
+impl std::fmt::Debug for RepoCredential {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RepoCredential::Https { username, .. } => f
+                .debug_struct("Https")
+                .field("username", username)
+                .finish_non_exhaustive(),
+            RepoCredential::Ssh { username, .. } => f
+                .debug_struct("Ssh")
+                .field("username", username)
+                .finish_non_exhaustive(),
+        }
+    }
+}

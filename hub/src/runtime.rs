@@ -24,6 +24,7 @@ use crate::git::GitCache;
 use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
+use crate::model::RepoCredential;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
 
@@ -50,6 +51,8 @@ pub struct HubConfig {
     /// Spokes between opening their stream and saying hello, at most; more are refused with
     /// RESOURCE_EXHAUSTED (they back off and retry).
     pub max_concurrent_handshakes: usize,
+    /// Credentials by Repo name (see [`crate::credentials::load`]).
+    pub repo_credentials: BTreeMap<String, RepoCredential>,
 }
 
 impl HubConfig {
@@ -68,6 +71,7 @@ impl HubConfig {
             fetch_timeout: Duration::from_secs(120),
             webhook_secret: None,
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
+            repo_credentials: BTreeMap::new(),
         }
     }
 
@@ -192,6 +196,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             default_poll_interval: config.default_poll_interval,
             heartbeat_grace: config.heartbeat_grace,
             cluster_cert_validity: config.cluster_cert_validity,
+            repo_credentials: config.repo_credentials.clone(),
         },
         shutdown.clone(),
     )

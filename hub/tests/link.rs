@@ -953,3 +953,63 @@ async fn too_many_handshakes_at_once_are_shed() {
     spoke.until("snapshot", |v| v.snapshots == 1).await;
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.repo_credentials.insert(
+        "private".into(),
+        gitfleet_hub::model::RepoCredential::Https {
+            username: "git".into(),
+            password: "s3cret".into(),
+        },
+    );
+    let hub = runtime::start(config).await.unwrap();
+    let private = GitRepo::new();
+    let public = GitRepo::new();
+    private.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    public.commit(&[("apps/api/cm.yaml", "v: 1\n")], "one");
+    let dev = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let prod = register(&hub, "prod-1", &[("env", "prod")]).await;
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("private", &private.url()),
+                repo_doc("public", &public.url()),
+                app_doc("web", "private", "apps/web", "dev"),
+                app_doc("api", "public", "apps/api", "prod"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+
+    let mut dev = FakeSpoke::connect(&hub.grpc_url(), &dev, SpokeView::default())
+        .await
+        .unwrap();
+    dev.until("web", |v| v.targets.contains_key("web")).await;
+    let creds = &dev.view.credentials;
+    assert_eq!(creds.len(), 1, "{creds:?}");
+    assert_eq!(creds[0].repo_url, private.url());
+    match &creds[0].kind {
+        Some(pb::repo_credential::Kind::Https(h)) => {
+            assert_eq!(
+                (h.username.as_str(), h.password.as_str()),
+                ("git", "s3cret")
+            );
+        }
+        other => panic!("unexpected credential {other:?}"),
+    }
+
+    let mut prod = FakeSpoke::connect(&hub.grpc_url(), &prod, SpokeView::default())
+        .await
+        .unwrap();
+    prod.until("api", |v| v.targets.contains_key("api")).await;
+    assert!(
+        prod.view.credentials.is_empty(),
+        "no credentials of a Repo it does not deploy from"
+    );
+    hub.shutdown().await;
+}

@@ -60,6 +60,9 @@ struct Serve {
     /// Poll interval of Repos that set none [default: 30s, or 3m when webhooks are set up].
     #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", value_parser = humantime::parse_duration)]
     default_poll_interval: Option<Duration>,
+    /// YAML file of Repo credentials (HTTPS user/password or SSH key + known_hosts, by Repo name).
+    #[arg(long, env = "GITFLEET_REPO_CREDENTIALS")]
+    repo_credentials: Option<PathBuf>,
     /// Shared secret for push webhooks at /webhooks/{github,gitlab,gitea,forgejo,bitbucket}.
     #[arg(long, env = "GITFLEET_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -112,6 +115,10 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         webhook_secret: args.webhook_secret,
+        repo_credentials: match &args.repo_credentials {
+            Some(path) => gitfleet_hub::credentials::load(path)?,
+            None => Default::default(),
+        },
         heartbeat_grace: args.heartbeat_grace,
         ..HubConfig::new(args.data_dir)
     };

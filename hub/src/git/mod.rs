@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
+use crate::model::RepoCredential;
 use crate::resources::GitRef;
 
 pub mod changes;
@@ -68,8 +69,19 @@ impl GitCache {
         locks.entry(dir.to_owned()).or_default().clone()
     }
 
-    /// Fetches what `reference` needs from `url` and resolves it to a commit.
+    /// Fetches what `reference` needs from `url` (anonymously) and resolves it to a commit.
     pub async fn fetch(&self, url: &str, reference: &GitRef) -> Result<Resolved, GitError> {
+        self.fetch_with(url, reference, None).await
+    }
+
+    /// Fetches with a credential (HTTPS user/password, or an SSH key whose server must be in
+    /// the credential's known_hosts).
+    pub async fn fetch_with(
+        &self,
+        url: &str,
+        reference: &GitRef,
+        credential: Option<RepoCredential>,
+    ) -> Result<Resolved, GitError> {
         let dir = self.cache_dir(url);
         let lock = self.lock_for(&dir);
         let _cache = lock.lock().await;
@@ -81,7 +93,7 @@ impl GitCache {
         let deadline = Instant::now() + self.timeout;
         let (url_owned, reference) = (url.to_owned(), reference.clone());
         let task = tokio::task::spawn_blocking(move || {
-            fetch_blocking(&dir, &url_owned, &reference, deadline)
+            fetch_blocking(&dir, &url_owned, &reference, credential.as_ref(), deadline)
         });
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(result)) => result,
@@ -122,6 +134,7 @@ fn fetch_blocking(
     dir: &Path,
     url: &str,
     reference: &GitRef,
+    credential: Option<&RepoCredential>,
     deadline: Instant,
 ) -> Result<Resolved, GitError> {
     let cache_err = |e: git2::Error| GitError::Cache {
@@ -158,6 +171,7 @@ fn fetch_blocking(
                         "+refs/tags/*:refs/tags/*".to_owned(),
                     ],
                     false,
+                    credential,
                     deadline,
                 )?;
             }
@@ -173,7 +187,7 @@ fn fetch_blocking(
             };
         }
         GitRef::Semver(range) => {
-            let tags = remote_tags(&repo, url)?;
+            let tags = remote_tags(&repo, url, credential)?;
             let tag = refs::highest_matching_tag(tags.iter().map(String::as_str), range)
                 .map_err(GitError::Unsupported)?
                 .ok_or_else(|| GitError::RefNotFound {
@@ -188,7 +202,15 @@ fn fetch_blocking(
             )
         }
     };
-    fetch_refspecs(&repo, url, &refspecs, shallow_capable(url), deadline).map_err(|e| match e {
+    fetch_refspecs(
+        &repo,
+        url,
+        &refspecs,
+        shallow_capable(url),
+        credential,
+        deadline,
+    )
+    .map_err(|e| match e {
         GitError::Fetch { message, .. } if message.contains("couldn't find remote ref") => {
             GitError::RefNotFound {
                 url: url.to_owned(),
@@ -211,14 +233,22 @@ fn fetch_blocking(
 }
 
 /// Tag names the remote advertises (without `refs/tags/`, peeled entries skipped).
-fn remote_tags(repo: &git2::Repository, url: &str) -> Result<Vec<String>, GitError> {
+fn remote_tags(
+    repo: &git2::Repository,
+    url: &str,
+    credential: Option<&RepoCredential>,
+) -> Result<Vec<String>, GitError> {
     let fetch_err = |e: git2::Error| GitError::Fetch {
         url: url.to_owned(),
         message: e.message().to_owned(),
     };
     let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
     let connection = remote
-        .connect_auth(git2::Direction::Fetch, None, None)
+        .connect_auth(
+            git2::Direction::Fetch,
+            Some(auth_callbacks(credential)),
+            None,
+        )
         .map_err(fetch_err)?;
     let tags = connection
         .list()
@@ -229,6 +259,68 @@ fn remote_tags(repo: &git2::Repository, url: &str) -> Result<Vec<String>, GitErr
         .map(str::to_owned)
         .collect();
     Ok(tags)
+}
+
+/// Callbacks that authenticate with `credential` and, for SSH, accept only a host key its
+/// known_hosts lists (no trust on first use).
+fn auth_callbacks(credential: Option<&RepoCredential>) -> git2::RemoteCallbacks<'_> {
+    let mut callbacks = git2::RemoteCallbacks::new();
+    let Some(credential) = credential else {
+        return callbacks;
+    };
+    let mut attempts = 0;
+    callbacks.credentials(move |_url, url_user, allowed| {
+        // libgit2 asks again after a refusal; one try is all a fixed credential gets.
+        attempts += 1;
+        if attempts > 1 {
+            return Err(git2::Error::from_str(
+                "the repository refused the configured credential",
+            ));
+        }
+        match credential {
+            RepoCredential::Https { username, password }
+                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
+            {
+                git2::Cred::userpass_plaintext(username, password)
+            }
+            RepoCredential::Ssh {
+                username,
+                private_key_pem,
+                ..
+            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
+                git2::Cred::ssh_key_from_memory(
+                    url_user.unwrap_or(username),
+                    None,
+                    private_key_pem,
+                    None,
+                )
+            }
+            RepoCredential::Ssh { username, .. }
+                if allowed.contains(git2::CredentialType::USERNAME) =>
+            {
+                git2::Cred::username(url_user.unwrap_or(username))
+            }
+            _ => Err(git2::Error::from_str(
+                "the configured credential does not fit what the repository asks for",
+            )),
+        }
+    });
+    if let RepoCredential::Ssh { known_hosts, .. } = credential {
+        callbacks.certificate_check(move |cert, host| {
+            let key = cert.as_hostkey().and_then(|k| k.hostkey());
+            match key {
+                Some(key) if crate::credentials::known_hosts_accepts(known_hosts, host, key) => {
+                    Ok(git2::CertificateCheckStatus::CertificateOk)
+                }
+                Some(_) => Err(git2::Error::from_str(&format!(
+                    "host key of {host} is not in the Repo's known_hosts"
+                ))),
+                // Not SSH (an HTTPS certificate): libgit2's own verification applies.
+                None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
+            }
+        });
+    }
+    callbacks
 }
 
 /// Whether to ask for only the tip: libgit2 cannot shallow-fetch from a local path or file://,
@@ -242,6 +334,7 @@ fn fetch_refspecs(
     url: &str,
     refspecs: &[String],
     shallow: bool,
+    credential: Option<&RepoCredential>,
     deadline: Instant,
 ) -> Result<(), GitError> {
     let fetch_err = |e: git2::Error| GitError::Fetch {
@@ -249,7 +342,7 @@ fn fetch_refspecs(
         message: e.message().to_owned(),
     };
     let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
-    let mut callbacks = git2::RemoteCallbacks::new();
+    let mut callbacks = auth_callbacks(credential);
     // Returning false aborts the transfer: how a blocking fetch honours its deadline.
     callbacks.transfer_progress(move |_| Instant::now() < deadline);
     let mut options = git2::FetchOptions::new();

@@ -9,11 +9,16 @@ use crate::engine::{Applied, NewToken, Registration};
 use crate::fleet::DesiredTarget;
 use crate::link::DesiredUpdate;
 use crate::model::{
-    ClusterView, HealthState, ResourceOutcome, SyncState, TargetReport, TargetView, VersionedTarget,
+    ClusterView, HealthState, RepoCredential, ResourceOutcome, SyncState, TargetReport, TargetView,
+    VersionedTarget,
 };
 use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
 
-pub fn desired_state(update: DesiredUpdate, hub_epoch: &str) -> pb::DesiredState {
+pub fn desired_state(
+    update: DesiredUpdate,
+    hub_epoch: &str,
+    credentials: Vec<(String, RepoCredential)>,
+) -> pb::DesiredState {
     pb::DesiredState {
         generation: update.generation,
         base_generation: update.base_generation,
@@ -21,7 +26,26 @@ pub fn desired_state(update: DesiredUpdate, hub_epoch: &str) -> pb::DesiredState
         hub_epoch: hub_epoch.to_owned(),
         upserts: update.upserts.into_iter().map(target_spec).collect(),
         removals: update.removals,
-        credentials: Vec::new(),
+        credentials: credentials
+            .into_iter()
+            .map(|(repo_url, c)| pb::RepoCredential {
+                repo_url,
+                kind: Some(match c {
+                    RepoCredential::Https { username, password } => {
+                        pb::repo_credential::Kind::Https(pb::HttpsCredential { username, password })
+                    }
+                    RepoCredential::Ssh {
+                        username,
+                        private_key_pem,
+                        known_hosts,
+                    } => pb::repo_credential::Kind::Ssh(pb::SshCredential {
+                        username,
+                        private_key_pem,
+                        known_hosts,
+                    }),
+                }),
+            })
+            .collect(),
     }
 }
 

@@ -126,6 +126,13 @@ async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
     let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Ok(msg))).await;
 }
 
+/// Desired state with the credentials for the repositories of the Targets it carries (and no
+/// others: a spoke only learns credentials of repositories it deploys from).
+fn desired_message(engine: &Engine, update: link::DesiredUpdate, epoch: &str) -> Out {
+    let credentials = engine.credentials_for(update.upserts.iter().map(|t| &t.target));
+    Out::Desired(convert::desired_state(update, epoch, credentials))
+}
+
 /// Drives one spoke's stream until it ends, is replaced, or the hub shuts down.
 async fn run(
     engine: &Engine,
@@ -150,7 +157,7 @@ async fn run(
             snapshot = update.snapshot,
             "sending desired state"
         );
-        if !send(&tx, Out::Desired(convert::desired_state(update, &epoch))).await {
+        if !send(&tx, desired_message(engine, update, &epoch)).await {
             return;
         }
     }
@@ -188,7 +195,7 @@ async fn run(
                 let current = connection.desired.borrow_and_update().clone();
                 if let Some(update) = link::delta(&sent, &current) {
                     debug!(generation = update.generation, base = update.base_generation, "sending delta");
-                    if !send(&tx, Out::Desired(convert::desired_state(update, &epoch))).await {
+                    if !send(&tx, desired_message(engine, update, &epoch)).await {
                         return;
                     }
                 }
@@ -268,7 +275,7 @@ async fn handle(
                 hello.desired_generation,
                 &current,
                 held.as_ref(),
-            ) && !send(tx, Out::Desired(convert::desired_state(update, epoch))).await
+            ) && !send(tx, desired_message(engine, update, epoch)).await
             {
                 return Ok(false);
             }

@@ -240,6 +240,8 @@ pub struct SpokeView {
     pub deltas: usize,
     pub goodbye: Option<pb::Goodbye>,
     pub renewed: Option<pb::RenewResponse>,
+    /// Every credential received.
+    pub credentials: Vec<pb::RepoCredential>,
     /// Upserts and removals of the last delta received.
     pub last_delta: (usize, usize),
 }
@@ -274,6 +276,7 @@ impl SpokeView {
                 }
                 self.generation = d.generation;
                 self.epoch = d.hub_epoch;
+                self.credentials.extend(d.credentials);
             }
             Out::Ack(a) => {
                 assert!(a.acked_seq >= self.acked_seq, "acks never go backwards");
