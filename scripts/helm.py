@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import re
+import signal
 import sys
 from typing import Any
 
@@ -176,7 +177,8 @@ def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="helm", description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="command", required=True)
     t = sub.add_parser("template", help="render a chart locally and print the manifests")
-    t.add_argument("args", nargs="+", metavar="[NAME] CHART")
+    t.add_argument("first", metavar="NAME", help="release name (release-name when only CHART is given)")
+    t.add_argument("second", nargs="?", metavar="CHART")
     add_value_flags(t)
     t.add_argument("--include-crds", action="store_true")
     t.add_argument("--skip-tests", action="store_true")
@@ -196,12 +198,15 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
+    # `scripts/helm template ... | head` ends quietly, as a Go binary would.
+    signal.signal(signal.SIGPIPE, signal.SIG_DFL)
     p = parser()
     args = p.parse_args(argv)
     if args.command == "template":
-        if len(args.args) > 2:
-            p.error("template takes [NAME] CHART")
-        args.name, args.chart = (args.args if len(args.args) == 2 else ["release-name", args.args[0]])
+        if args.second is None:
+            args.name, args.chart = "release-name", args.first
+        else:
+            args.name, args.chart = args.first, args.second
     try:
         return args.run(args)
     except UsageError as e:
