@@ -42,6 +42,7 @@ def main(argv: list[str]) -> int:
         for origin, doc in documents(path):
             if not isinstance(doc, dict) or "apiVersion" not in doc or "kind" not in doc:
                 problems.append(f"{origin}: not a Kubernetes object (no apiVersion/kind)")
+                checked += 1
                 invalid += 1
                 continue
             gvk = f"{doc['apiVersion']}/{doc['kind']}"
