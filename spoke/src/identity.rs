@@ -78,8 +78,26 @@ impl IdentityStore {
         self.dir.join("ca.pem")
     }
 
-    /// The stored identity, if registration has completed.
+    fn next_key_path(&self) -> PathBuf {
+        self.dir.join("key.next.pem")
+    }
+
+    /// The stored identity, if registration has completed. Finishes a renewal a crash
+    /// interrupted: a new certificate next to the new key it was issued for.
     pub fn load(&self) -> Result<Option<Identity>, StoreError> {
+        if let Some(next) = store::read_text(&self.next_key_path())? {
+            let cert = store::read_text(&self.cert_path())?;
+            let promote = cert.is_some_and(|cert| key_matches(&next, &cert));
+            let io = |source| StoreError::Io {
+                path: self.next_key_path(),
+                source,
+            };
+            if promote {
+                std::fs::rename(self.next_key_path(), self.key_path()).map_err(io)?;
+            } else {
+                std::fs::remove_file(self.next_key_path()).map_err(io)?;
+            }
+        }
         let key = store::read_text(&self.key_path())?;
         let cert = store::read_text(&self.cert_path())?;
         let ca = store::read_text(&self.ca_path())?;
@@ -118,6 +136,88 @@ impl IdentityStore {
         store::write_atomic(&self.ca_path(), ca_pem.as_bytes(), false)?;
         store::write_atomic(&self.cert_path(), cert_pem.as_bytes(), false)
     }
+}
+
+impl IdentityStore {
+    /// Starts a renewal: a new key (kept aside until its certificate arrives) and its CSR.
+    pub fn begin_renewal(&self, cluster_name: &str) -> Result<String, IdentityError> {
+        let path = self.next_key_path();
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
+            IdentityError::BadKey {
+                path: path.clone(),
+                message: e.to_string(),
+            }
+        })?;
+        store::write_atomic(&path, key.serialize_pem().as_bytes(), true)?;
+        build_csr(&key, cluster_name)
+    }
+
+    /// Finishes a renewal with the certificate the hub issued for the new key.
+    pub fn finish_renewal(
+        &self,
+        cert_pem: &str,
+        ca_pem: &str,
+        current: &Identity,
+    ) -> Result<Identity, IdentityError> {
+        let path = self.next_key_path();
+        let Some(key_pem) = store::read_text(&path)? else {
+            return Err(IdentityError::BadKey {
+                path,
+                message: "no renewal in progress".into(),
+            });
+        };
+        if !key_matches(&key_pem, cert_pem) {
+            return Err(IdentityError::BadKey {
+                path,
+                message: "the renewed certificate is not for this key".into(),
+            });
+        }
+        let ca_pem = if ca_pem.is_empty() {
+            current.ca_pem.clone()
+        } else {
+            ca_pem.to_owned()
+        };
+        // Certificate first: a crash after it leaves key.next.pem, which `load` promotes.
+        self.save_certificate(cert_pem, &ca_pem)?;
+        std::fs::rename(&path, self.key_path())
+            .map_err(|source| StoreError::Io { path, source })?;
+        Ok(Identity {
+            key_pem,
+            cert_pem: cert_pem.to_owned(),
+            ca_pem,
+        })
+    }
+}
+
+/// Validity of a PEM certificate, as (not before, not after) in Unix seconds.
+pub fn cert_validity(cert_pem: &str) -> Option<(i64, i64)> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()).ok()?;
+    let cert = pem.parse_x509().ok()?;
+    let validity = cert.validity();
+    Some((
+        validity.not_before.timestamp(),
+        validity.not_after.timestamp(),
+    ))
+}
+
+/// Renew once two thirds of a certificate's lifetime have passed.
+pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
+    let lifetime = (not_after - not_before).max(0);
+    now >= not_before + lifetime * 2 / 3
+}
+
+/// Whether the certificate was issued for this key.
+fn key_matches(key_pem: &str, cert_pem: &str) -> bool {
+    let Ok(key) = rcgen::KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    let Ok(cert) = pem.parse_x509() else {
+        return false;
+    };
+    cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
 }
 
 /// What registering needs besides the identity store.
@@ -308,6 +408,67 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert!(store.load().expect("load").is_none(), "no certificate yet");
+    }
+
+    #[test]
+    fn renewal_is_due_after_two_thirds_of_the_lifetime() {
+        assert!(!renewal_due(0, 300, 199));
+        assert!(renewal_due(0, 300, 200));
+        assert!(renewal_due(0, 300, 400));
+        assert!(
+            renewal_due(10, 10, 10),
+            "a zero-length certificate is always due"
+        );
+    }
+
+    #[test]
+    fn an_interrupted_renewal_is_finished_or_discarded_on_load() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let store = IdentityStore::new(dir.path());
+        let ca_key = rcgen::KeyPair::generate().expect("key");
+        let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let ca = ca_params.self_signed(&ca_key).expect("ca");
+        let issuer = rcgen::Issuer::new(ca_params, ca_key);
+        let sign = |csr: &str| {
+            rcgen::CertificateSigningRequestParams::from_pem(csr)
+                .expect("csr")
+                .signed_by(&issuer)
+                .expect("sign")
+                .pem()
+        };
+        let key = store.load_or_create_key().expect("key");
+        store
+            .save_certificate(&sign(&build_csr(&key, "c").expect("csr")), &ca.pem())
+            .expect("save");
+        let old = store.load().expect("load").expect("identity");
+        let (not_before, not_after) = cert_validity(&old.cert_pem).expect("validity");
+        assert!(not_after > not_before);
+
+        // The response never came: the new key is dropped.
+        store.begin_renewal("c").expect("begin");
+        assert_eq!(store.load().expect("load").expect("identity"), old);
+        assert!(!store.next_key_path().exists());
+
+        // The certificate was written, then the process died before the key moved.
+        let csr = store.begin_renewal("c").expect("begin");
+        store
+            .save_certificate(&sign(&csr), &ca.pem())
+            .expect("save");
+        let recovered = store.load().expect("load").expect("identity");
+        assert_ne!(recovered.key_pem, old.key_pem);
+        assert!(key_matches(&recovered.key_pem, &recovered.cert_pem));
+
+        // The normal path.
+        let csr = store.begin_renewal("c").expect("begin");
+        let renewed = store
+            .finish_renewal(&sign(&csr), "", &recovered)
+            .expect("finish");
+        assert_eq!(store.load().expect("load").expect("identity"), renewed);
+        assert!(
+            store.finish_renewal(&sign(&csr), "", &renewed).is_err(),
+            "no renewal in progress"
+        );
     }
 
     #[test]

@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
 
 use crate::desired::{DesiredState, DesiredUpdate};
-use crate::identity::{Identity, error_chain};
+use crate::identity::{self, Identity, IdentityStore, error_chain};
 use crate::model::{
     CredentialKind, Health, RenderOptions, RenderType, RepoCredential, ResourceResult, Source,
     SyncPolicy, SyncState, TargetSpec, TargetStatus,
@@ -48,6 +48,8 @@ pub struct LinkConfig {
     pub backoff_cap: Duration,
     /// Where `desired.json` and `outbox.json` live.
     pub state_dir: PathBuf,
+    /// Where the identity lives, to renew the certificate over the live stream (None: never).
+    pub identity_store: Option<IdentityStore>,
 }
 
 impl LinkConfig {
@@ -64,6 +66,7 @@ impl LinkConfig {
             backoff_base: Duration::from_millis(500),
             backoff_cap: Duration::from_secs(60),
             state_dir,
+            identity_store: None,
         }
     }
 
@@ -182,11 +185,12 @@ enum SessionEnd {
 #[tracing::instrument(name = "link", skip_all, fields(cluster = %state.config.cluster_name))]
 pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: CancellationToken) {
     install_crypto_provider();
+    let mut identity = identity;
     let mut attempt: u32 = 0;
     loop {
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
-            outcome = session(&state, &identity, &cancel) => outcome,
+            outcome = session(&state, &mut identity, &cancel) => outcome,
             () = cancel.cancelled() => Ok(SessionEnd::Shutdown),
         };
         state.connected.send_replace(false);
@@ -282,7 +286,7 @@ async fn channel(config: &LinkConfig, identity: &Identity) -> Result<Channel, Li
 
 async fn session(
     state: &LinkState,
-    identity: &Identity,
+    identity: &mut Identity,
     cancel: &CancellationToken,
 ) -> Result<SessionEnd, LinkError> {
     let config = &state.config;
@@ -314,6 +318,7 @@ async fn session(
 
     // Everything unacked goes out again: the hub ignores what it already has.
     let mut last_sent = 0;
+    let mut renewing = false;
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -352,14 +357,49 @@ async fn session(
                             revoked: goodbye.revoked,
                         });
                     }
-                    Some(pb::hub_message::Msg::Renewed(_)) | None => {}
+                    Some(pb::hub_message::Msg::Renewed(renewed)) => {
+                        renewing = false;
+                        if let Some(store) = &config.identity_store {
+                            match store.finish_renewal(&renewed.certificate_pem, &renewed.ca_pem, identity) {
+                                Ok(next) => {
+                                    tracing::info!("certificate renewed; new connections use it");
+                                    *identity = next;
+                                }
+                                Err(error) => tracing::warn!(%error, "could not use the renewed certificate"),
+                            }
+                        }
+                    }
+                    None => {}
                 }
             }
             () = state.reported.notified() => {}
             _ = heartbeat.tick() => {
                 send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now() })).await?;
+                if !renewing && let Some(csr_pem) = start_renewal(config, identity) {
+                    renewing = true;
+                    send(&tx, pb::spoke_message::Msg::Renew(pb::RenewRequest { csr_pem })).await?;
+                }
             }
             () = cancel.cancelled() => return Ok(SessionEnd::Shutdown),
+        }
+    }
+}
+
+/// A CSR for a new key when the certificate is due for renewal (two thirds of its life gone).
+fn start_renewal(config: &LinkConfig, identity: &Identity) -> Option<String> {
+    let store = config.identity_store.as_ref()?;
+    let (not_before, not_after) = identity::cert_validity(&identity.cert_pem)?;
+    if !identity::renewal_due(not_before, not_after, unix_now()) {
+        return None;
+    }
+    match store.begin_renewal(&config.cluster_name) {
+        Ok(csr) => {
+            tracing::info!(not_after, "renewing the certificate over the live stream");
+            Some(csr)
+        }
+        Err(error) => {
+            tracing::warn!(%error, "could not start a certificate renewal");
+            None
         }
     }
 }

@@ -134,6 +134,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     );
     link_config.agent_version = config.agent_version.clone();
     link_config.heartbeat_interval = config.heartbeat_interval;
+    link_config.identity_store = Some(store.clone());
     let link_state = LinkState::load(link_config)?;
 
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());

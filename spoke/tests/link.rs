@@ -53,7 +53,16 @@ impl Pki {
     }
 
     fn sign_csr(&self, csr_pem: &str, cluster: &str) -> String {
+        self.sign_csr_valid(csr_pem, cluster, None)
+    }
+
+    /// Signs with the given validity (years), or rcgen's default (1975 to 4096).
+    fn sign_csr_valid(&self, csr_pem: &str, cluster: &str, years: Option<(i32, i32)>) -> String {
         let mut csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).expect("csr");
+        if let Some((from, to)) = years {
+            csr.params.not_before = rcgen::date_time_ymd(from, 1, 1);
+            csr.params.not_after = rcgen::date_time_ymd(to, 1, 1);
+        }
         csr.params.subject_alt_names = vec![rcgen::SanType::URI(
             format!("spiffe://gitfleet/cluster/{cluster}")
                 .try_into()
@@ -66,6 +75,7 @@ impl Pki {
 #[derive(Default)]
 struct HubState {
     registrations: usize,
+    renewals: usize,
     hellos: Vec<pb::Hello>,
     reports: Vec<pb::StatusReport>,
     /// Ack reports as they arrive.
@@ -168,6 +178,18 @@ impl Link for FakeHub {
                             };
                             let _ = out.send(Ok(ack)).await;
                         }
+                    }
+                    Some(pb::spoke_message::Msg::Renew(renew)) => {
+                        hub.with(|s| s.renewals += 1);
+                        let renewed = pb::RenewResponse {
+                            certificate_pem: hub.pki.sign_csr(&renew.csr_pem, "edge-1"),
+                            ca_pem: hub.pki.ca_pem.clone(),
+                        };
+                        let _ = out
+                            .send(Ok(pb::HubMessage {
+                                msg: Some(pb::hub_message::Msg::Renewed(renewed)),
+                            }))
+                            .await;
                     }
                     _ => {}
                 }
@@ -454,6 +476,63 @@ async fn a_link_without_a_valid_identity_is_refused() {
         "a foreign certificate must not get a session"
     );
     assert!(hub.with(|s| s.hellos.is_empty()));
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("link stops")
+        .expect("join");
+}
+
+#[tokio::test]
+async fn an_aging_certificate_is_renewed_over_the_live_stream() {
+    let (hub, url) = start_hub().await;
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let store = IdentityStore::new(data.path());
+    // A certificate two thirds through its life (2020 to 2030).
+    let key = store.load_or_create_key().expect("key");
+    let csr = identity::build_csr(&key, "edge-1").expect("csr");
+    store
+        .save_certificate(
+            &hub.pki.sign_csr_valid(&csr, "edge-1", Some((2020, 2030))),
+            &hub.pki.ca_pem,
+        )
+        .expect("save");
+    let old = store.load().expect("load").expect("identity");
+
+    let mut config = LinkConfig::new(url, "edge-1", data.path().join("state"));
+    config.heartbeat_interval = Duration::from_millis(100);
+    config.identity_store = Some(store.clone());
+    let state = LinkState::load(config).expect("state");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(link::run(state.clone(), old.clone(), cancel.clone()));
+
+    eventually("certificate renewed on disk", || {
+        store
+            .load()
+            .ok()
+            .flatten()
+            .is_some_and(|now| now.cert_pem != old.cert_pem)
+    })
+    .await;
+    let renewed = store.load().expect("load").expect("identity");
+    assert_ne!(
+        renewed.key_pem, old.key_pem,
+        "a new key with the new certificate"
+    );
+    assert_eq!(
+        hub.with(|s| s.renewals),
+        1,
+        "renewed once, not on every heartbeat"
+    );
+    // The stream kept running: no reconnect, and reports still flow.
+    assert_eq!(
+        state
+            .report(status("web", "after renewal"))
+            .expect("report"),
+        1
+    );
+    eventually("report acked", || state.outbox().pending.is_empty()).await;
+    assert_eq!(hub.with(|s| s.hellos.len()), 1);
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
