@@ -83,11 +83,27 @@ pub fn desired_target(
 }
 
 /// Desired state of the whole fleet: cluster → App name → Target. Apps whose Repo is missing or
-/// has no revision yet place nothing (they cannot be fetched).
+/// has no revision yet place nothing (they cannot be fetched). Every placed cluster of an App
+/// gets the App's revision at once; see [`compute_fleet_with_rollouts`] for Apps in a rollout.
 pub fn compute_fleet(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
     revisions: &BTreeMap<String, AppRevision>,
+    clusters: &[ClusterLabels<'_>],
+    groups: &BTreeMap<String, ClusterGroup>,
+) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
+    compute_fleet_with_rollouts(apps, repos, revisions, &BTreeMap::new(), clusters, groups)
+}
+
+/// As [`compute_fleet`], but an App with an entry in `rollouts` (App name → cluster → revision,
+/// from [`super::rollout::target_revisions`]) gives each placed cluster the revision its rollout
+/// assigns, and nothing to a placed cluster the rollout has not assigned yet (a wave not reached
+/// in an App's first rollout). Apps without an entry get their revision everywhere at once.
+pub fn compute_fleet_with_rollouts(
+    apps: &[App],
+    repos: &BTreeMap<String, Repo>,
+    revisions: &BTreeMap<String, AppRevision>,
+    rollouts: &BTreeMap<String, BTreeMap<String, AppRevision>>,
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
@@ -101,7 +117,15 @@ pub fn compute_fleet(
         else {
             continue;
         };
+        let per_cluster = rollouts.get(&app.metadata.name);
         for p in place(app, clusters, groups) {
+            let revision = match per_cluster {
+                Some(assigned) => match assigned.get(&p.cluster) {
+                    Some(r) => r,
+                    None => continue,
+                },
+                None => revision,
+            };
             let custom = p.customization.and_then(|i| app.spec.customize.get(i));
             let target = desired_target(app, repo, revision, custom);
             fleet

@@ -3,6 +3,10 @@
 
 pub mod desired;
 pub mod placement;
+pub mod rollout;
 
-pub use desired::{AppRevision, Delta, DesiredTarget, compute_fleet, desired_target, diff};
+pub use desired::{
+    AppRevision, Delta, DesiredTarget, compute_fleet, compute_fleet_with_rollouts, desired_target,
+    diff,
+};
 pub use placement::{ClusterLabels, Placement, place, selection_matches, selector_matches};

@@ -155,9 +155,10 @@ pub struct AppSpec {
     pub customize: Vec<Customization>,
     #[serde(default)]
     pub sync_policy: SyncPolicySpec,
-    /// How a new revision moves across the App's clusters; absent: all at once.
+    /// How a new revision moves across the App's clusters; absent: all at once. Boxed: most
+    /// Apps have none, and it would make every resource larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub rollout: Option<RolloutSpec>,
+    pub rollout: Option<Box<RolloutSpec>>,
 }
 
 /// One way of naming clusters. Exactly one field is set.

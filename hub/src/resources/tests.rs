@@ -256,7 +256,7 @@ fn rollout_of(r: Resource) -> RolloutSpec {
     let Resource::App(a) = r else {
         panic!("not an app")
     };
-    a.spec.rollout.expect("rollout set")
+    *a.spec.rollout.expect("rollout set")
 }
 
 #[test]
