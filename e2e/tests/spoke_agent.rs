@@ -164,6 +164,7 @@ impl Bench {
         agent_config.progress_timeout = progress_timeout;
         agent_config.health_poll = Duration::from_millis(200);
         agent_config.settled_poll = Duration::from_millis(500);
+        agent_config.max_settled_poll = Duration::from_secs(2);
         agent_config.retry_after_failure = Duration::from_secs(1);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(agent::run(

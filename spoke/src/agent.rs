@@ -36,6 +36,8 @@ pub struct AgentConfig {
     pub health_poll: Duration,
     /// Health polling once everything has settled (healthy or degraded).
     pub settled_poll: Duration,
+    /// The longest gap between checks of a settled Target that does not heal itself.
+    pub max_settled_poll: Duration,
     /// Retry delay after a fetch or render failure.
     pub retry_after_failure: Duration,
     /// How long to wait for a kind whose CRD the same sync applied to be served.
@@ -53,6 +55,7 @@ impl AgentConfig {
             progress_timeout: Duration::from_secs(300),
             health_poll: Duration::from_secs(1),
             settled_poll: Duration::from_secs(5),
+            max_settled_poll: Duration::from_secs(60),
             retry_after_failure: Duration::from_secs(30),
             crd_wait: Duration::from_secs(30),
             render_limits: RenderLimits::default(),
@@ -241,6 +244,7 @@ async fn watch_health(
     cancel: &CancellationToken,
 ) -> bool {
     let mut failure_wait = ctx.config.retry_after_failure;
+    let mut quiet_rounds: u32 = 0;
     loop {
         let mut resources = attempt.resources.clone();
         let delay = if attempt.fatal.is_some() {
@@ -268,7 +272,7 @@ async fn watch_health(
             let summary = report::summarize(&resources, None);
             let progressing = summary.health == Health::Progressing
                 || resources.iter().any(|r| r.health == Health::Progressing);
-            send_if_changed(
+            let changed = send_if_changed(
                 ctx,
                 last,
                 status_of(
@@ -279,13 +283,22 @@ async fn watch_health(
                     resources,
                 ),
             );
+            quiet_rounds = if changed {
+                0
+            } else {
+                quiet_rounds.saturating_add(1)
+            };
             if !drifted.is_empty() && attempt.spec.sync_policy.self_heal {
                 heal(ctx, &mut attempt, &drifted).await;
                 ctx.config.health_poll
             } else if progressing {
                 ctx.config.health_poll
             } else {
-                ctx.config.settled_poll
+                settled_delay(
+                    &ctx.config,
+                    attempt.spec.sync_policy.self_heal,
+                    quiet_rounds,
+                )
             }
         };
         tokio::select! {
@@ -300,6 +313,20 @@ async fn watch_health(
             () = cancel.cancelled() => return false,
         }
     }
+}
+
+/// How long to wait between checks of a settled Target: `settled_poll` while it changes or
+/// when it heals itself (drift must be caught within seconds), doubling per quiet round up to
+/// `max_settled_poll` otherwise, so that an idle spoke costs next to nothing.
+fn settled_delay(config: &AgentConfig, self_heal: bool, quiet_rounds: u32) -> Duration {
+    if self_heal {
+        return config.settled_poll;
+    }
+    let factor = 1u32 << quiet_rounds.min(8);
+    config
+        .settled_poll
+        .saturating_mul(factor)
+        .min(config.max_settled_poll.max(config.settled_poll))
 }
 
 /// Self-heal: re-applies drifted objects, taking back the fields Git declares (force: someone
@@ -827,9 +854,10 @@ fn status_of(
     }
 }
 
-fn send_if_changed(ctx: &Context, last: &mut Option<TargetStatus>, status: TargetStatus) {
+/// Reports `status` unless it says what the last report said; returns whether it reported.
+fn send_if_changed(ctx: &Context, last: &mut Option<TargetStatus>, status: TargetStatus) -> bool {
     if last.as_ref().is_some_and(|l| l.same_state_as(&status)) {
-        return;
+        return false;
     }
     tracing::info!(
         target_id = %status.target_id,
@@ -840,8 +868,93 @@ fn send_if_changed(ctx: &Context, last: &mut Option<TargetStatus>, status: Targe
     );
     ctx.reporter.report(status.clone());
     *last = Some(status);
+    true
 }
 
 fn short(commit: &str) -> &str {
     commit.get(..12).unwrap_or(commit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn settled_targets_are_checked_less_often_unless_they_heal_themselves() {
+        let config = AgentConfig::new("c");
+        assert_eq!(settled_delay(&config, false, 0), Duration::from_secs(5));
+        assert_eq!(settled_delay(&config, false, 1), Duration::from_secs(10));
+        assert_eq!(settled_delay(&config, false, 3), Duration::from_secs(40));
+        assert_eq!(settled_delay(&config, false, 30), Duration::from_secs(60));
+        assert_eq!(settled_delay(&config, true, 30), Duration::from_secs(5));
+    }
+
+    fn file(path: &str) -> render::SourceFile {
+        render::SourceFile::new(path, "x")
+    }
+
+    fn target(path: &str, render_type: RenderType, kustomize_dir: &str) -> TargetSpec {
+        TargetSpec {
+            target_id: "t".into(),
+            app: "t".into(),
+            source: crate::model::Source {
+                repo_url: String::new(),
+                repo_name: String::new(),
+                commit: String::new(),
+                git_ref: String::new(),
+                path: path.into(),
+                extra_paths: Vec::new(),
+            },
+            namespace: String::new(),
+            render: crate::model::RenderOptions {
+                render_type,
+                kustomize_dir: kustomize_dir.into(),
+                ..Default::default()
+            },
+            sync_policy: crate::model::SyncPolicy::default(),
+            trace: BTreeMap::new(),
+            spec_generation: 1,
+        }
+    }
+
+    #[test]
+    fn the_renderer_follows_options_and_detection() {
+        let plain = [file("app/a.yaml")];
+        let kustomized = [file("app/kustomization.yaml"), file("app/a.yaml")];
+        let chart = [file("app/Chart.yaml")];
+        assert_eq!(
+            choose_renderer(&target("app", RenderType::Auto, ""), &plain),
+            Renderer::Plain
+        );
+        assert_eq!(
+            choose_renderer(&target("app", RenderType::Auto, ""), &kustomized),
+            Renderer::Kustomize("app".into())
+        );
+        assert_eq!(
+            choose_renderer(&target("app", RenderType::Yaml, ""), &kustomized),
+            Renderer::Plain
+        );
+        assert_eq!(
+            choose_renderer(
+                &target("app", RenderType::Kustomize, "overlays/dev"),
+                &plain
+            ),
+            Renderer::Kustomize("app/overlays/dev".into())
+        );
+        assert!(matches!(
+            choose_renderer(&target("app", RenderType::Auto, ""), &chart),
+            Renderer::Unsupported(_)
+        ));
+        assert!(matches!(
+            choose_renderer(&target("app", RenderType::Kustomize, "../x"), &plain),
+            Renderer::Unsupported(m) if m.contains("..")
+        ));
+        assert_eq!(
+            choose_renderer(
+                &target("", RenderType::Auto, ""),
+                &[file("kustomization.yml")]
+            ),
+            Renderer::Kustomize(String::new())
+        );
+    }
 }
