@@ -50,6 +50,8 @@ pub struct EngineConfig {
     pub cluster_cert_validity: Duration,
     /// Credentials by Repo name.
     pub repo_credentials: BTreeMap<String, RepoCredential>,
+    /// Registrations wait for `approve_cluster` before they get a certificate.
+    pub require_approval: bool,
 }
 
 /// The outcome of applying one resource.
@@ -77,6 +79,19 @@ pub struct Registration {
     pub csr_pem: String,
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
+}
+
+/// How long a spoke waiting for approval should wait before asking again.
+pub const PENDING_RETRY: Duration = Duration::from_secs(10);
+
+/// What a registration gets: a certificate, or a wait for an admin's approval.
+#[derive(Debug, Clone)]
+pub enum RegisterOutcome {
+    Issued(Issued),
+    Pending {
+        cluster: String,
+        retry_after: Duration,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -224,7 +239,7 @@ impl Engine {
         let clusters: Vec<ClusterRecord> = self.store.clusters()?;
         let labels: Vec<ClusterLabels<'_>> = clusters
             .iter()
-            .filter(|c| !c.revoked)
+            .filter(|c| !c.revoked && !c.pending)
             .map(|c| ClusterLabels {
                 name: &c.name,
                 labels: &c.labels,
@@ -640,7 +655,7 @@ impl Engine {
     // --- clusters ----------------------------------------------------------------------------
 
     /// Trades a bootstrap token and a CSR for a certificate.
-    pub async fn register(&self, reg: Registration) -> Result<Issued, EngineError> {
+    pub async fn register(&self, reg: Registration) -> Result<RegisterOutcome, EngineError> {
         if let Some(problem) = pki::dns1123_label_problem(&reg.cluster) {
             return Err(EngineError::Invalid(format!(
                 "cluster name {:?} {problem}",
@@ -668,49 +683,100 @@ impl Engine {
                 PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
                 other => EngineError::Pki(other),
             })?;
-        // A name is taken once registered: only a retry with the same key (a lost response) may
-        // register it again, so a token holder cannot take over another cluster's name.
-        if let Some(c) = &existing
-            && c.key_fingerprint != issued.key_fingerprint
-        {
-            return Err(EngineError::AlreadyExists(format!(
-                "cluster {:?} is already registered with another key",
-                reg.cluster
-            )));
-        }
-        let token = self
-            .store
-            .use_token(&token_hash(&reg.token), now_unix())
-            .map_err(|e| match e {
-                StoreError::Token(p @ (TokenProblem::Unknown | TokenProblem::Expired)) => {
-                    EngineError::Unauthenticated(p.to_string())
-                }
-                StoreError::Token(p) => EngineError::PermissionDenied(p.to_string()),
-                other => EngineError::Store(other),
-            })?;
-        let mut labels = reg.labels;
-        labels.extend(token.labels);
+        let pending = |cluster: &str| RegisterOutcome::Pending {
+            cluster: cluster.to_owned(),
+            retry_after: PENDING_RETRY,
+        };
         let now = now_unix();
-        let registered_at = existing.map(|c| c.registered_at_unix).unwrap_or(now);
-        let record = ClusterRecord {
-            name: reg.cluster.clone(),
-            labels,
-            agent_version: reg.agent_version,
-            registered_at_unix: registered_at,
-            certificate_expires_unix: issued.not_after_unix,
-            last_contact_unix: now,
-            revoked: false,
-            key_fingerprint: issued.key_fingerprint,
+        let record = match existing {
+            // A name is taken once registered: only its key may come back (a retry after a
+            // lost response, or after approval), without spending the token again; so a token
+            // holder cannot take over another cluster's name.
+            Some(c) if c.key_fingerprint != issued.key_fingerprint => {
+                return Err(EngineError::AlreadyExists(format!(
+                    "cluster {:?} is already registered with another key",
+                    reg.cluster
+                )));
+            }
+            Some(c) if c.pending => return Ok(pending(&reg.cluster)),
+            Some(mut c) => {
+                c.certificate_expires_unix = issued.not_after_unix;
+                c.last_contact_unix = now;
+                c
+            }
+            None => {
+                let token =
+                    self.store
+                        .use_token(&token_hash(&reg.token), now)
+                        .map_err(|e| match e {
+                            StoreError::Token(
+                                p @ (TokenProblem::Unknown | TokenProblem::Expired),
+                            ) => EngineError::Unauthenticated(p.to_string()),
+                            StoreError::Token(p) => EngineError::PermissionDenied(p.to_string()),
+                            other => EngineError::Store(other),
+                        })?;
+                let mut labels = reg.labels;
+                labels.extend(token.labels);
+                info!(cluster = %reg.cluster, token = %token.id, approval = self.config.require_approval, "registration accepted");
+                ClusterRecord {
+                    name: reg.cluster.clone(),
+                    labels,
+                    agent_version: reg.agent_version,
+                    registered_at_unix: now,
+                    certificate_expires_unix: issued.not_after_unix,
+                    last_contact_unix: now,
+                    revoked: false,
+                    key_fingerprint: issued.key_fingerprint,
+                    pending: self.config.require_approval,
+                }
+            }
         };
         self.store.put_cluster(&record)?;
+        if record.pending {
+            self.store.flush().await?;
+            info!(cluster = %reg.cluster, "registration waits for approval");
+            return Ok(pending(&reg.cluster));
+        }
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
-        info!(cluster = %reg.cluster, token = %token.id, "cluster registered");
-        Ok(Issued {
+        info!(cluster = %reg.cluster, "certificate issued");
+        Ok(RegisterOutcome::Issued(Issued {
             cluster: reg.cluster,
             certificate_pem: issued.certificate_pem,
             ca_pem: self.pki.ca_pem().to_owned(),
-        })
+        }))
+    }
+
+    /// Lets a registration waiting for approval get its certificate on its next retry.
+    pub async fn approve_cluster(&self, cluster: &str) -> Result<bool, EngineError> {
+        let guard = self.write.lock().await;
+        let Some(mut record) = self
+            .store
+            .cluster(cluster)?
+            .filter(|c| c.pending && !c.revoked)
+        else {
+            return Ok(false);
+        };
+        record.pending = false;
+        self.store.put_cluster(&record)?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        info!(%cluster, "cluster approved");
+        Ok(true)
+    }
+
+    /// Registrations waiting for approval.
+    pub fn pending_clusters(&self) -> Result<Vec<ClusterRecord>, EngineError> {
+        Ok(self
+            .store
+            .clusters()?
+            .into_iter()
+            .filter(|c| c.pending && !c.revoked)
+            .collect())
+    }
+
+    pub fn tokens(&self) -> Result<Vec<TokenRecord>, EngineError> {
+        Ok(self.store.tokens()?)
     }
 
     /// Issues a fresh certificate for a connected cluster (rotation over the live link).
@@ -803,6 +869,7 @@ impl Engine {
             .store
             .clusters()?
             .into_iter()
+            .filter(|c| !c.pending)
             .map(|mut record| {
                 if let Some(t) = state.last_contact.get(&record.name) {
                     record.last_contact_unix = record.last_contact_unix.max(*t);
@@ -836,6 +903,11 @@ impl Engine {
             Some(r) if r.revoked => {
                 return Err(EngineError::PermissionDenied(format!(
                     "cluster {cluster:?} has been revoked"
+                )));
+            }
+            Some(r) if r.pending => {
+                return Err(EngineError::PermissionDenied(format!(
+                    "cluster {cluster:?} is waiting for approval"
                 )));
             }
             Some(r) => r,

@@ -23,6 +23,9 @@ pub struct ClusterRecord {
     /// SHA-256 of the public key of the cluster's current certificate, hex.
     #[serde(default)]
     pub key_fingerprint: String,
+    /// Registered, waiting for an admin's approval (no certificate yet).
+    #[serde(default)]
+    pub pending: bool,
 }
 
 /// A bootstrap token, stored by the SHA-256 of its secret.

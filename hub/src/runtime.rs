@@ -8,6 +8,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use gitfleet_proto::MAX_MESSAGE_BYTES;
+use gitfleet_proto::v1::access_server::AccessServer;
 use gitfleet_proto::v1::admin_server::AdminServer;
 use gitfleet_proto::v1::link_server::LinkServer;
 use gitfleet_proto::v1::registration_server::RegistrationServer;
@@ -21,6 +22,7 @@ use tracing::{info, warn};
 use crate::client::config::{ClientConfig, ConfigError, Context};
 use crate::engine::{Engine, EngineConfig, EngineError};
 use crate::git::GitCache;
+use crate::grpc::access::AccessService;
 use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
@@ -53,6 +55,8 @@ pub struct HubConfig {
     pub max_concurrent_handshakes: usize,
     /// Credentials by Repo name (see [`crate::credentials::load`]).
     pub repo_credentials: BTreeMap<String, RepoCredential>,
+    /// Registrations wait until an admin approves them (double opt-in).
+    pub require_approval: bool,
 }
 
 impl HubConfig {
@@ -72,6 +76,7 @@ impl HubConfig {
             webhook_secret: None,
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
             repo_credentials: BTreeMap::new(),
+            require_approval: false,
         }
     }
 
@@ -197,6 +202,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             heartbeat_grace: config.heartbeat_grace,
             cluster_cert_validity: config.cluster_cert_validity,
             repo_credentials: config.repo_credentials.clone(),
+            require_approval: config.require_approval,
         },
         shutdown.clone(),
     )
@@ -231,6 +237,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         )
         .add_service(
             AdminServer::new(AdminService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AccessServer::new(AccessService::new(Arc::clone(&engine)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
@@ -382,6 +393,11 @@ impl HubHandle {
             .create_token(ttl, labels, max_uses, "created in-process".into())
             .await?;
         Ok(token.token)
+    }
+
+    /// Lets a registration waiting for approval get its certificate on its next retry.
+    pub async fn approve_cluster(&self, cluster: &str) -> Result<bool, HubError> {
+        Ok(self.engine.approve_cluster(cluster).await?)
     }
 
     /// Cuts a cluster off at once (its stream ends with `Goodbye { revoked: true }`).

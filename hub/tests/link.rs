@@ -534,12 +534,14 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
         .create_token(Duration::from_secs(1), BTreeMap::new(), 0)
         .await
         .unwrap();
-    let late_key = rcgen::KeyPair::generate().unwrap();
+    let attempt = std::sync::atomic::AtomicUsize::new(0);
     let err = eventually("the token to expire", || {
         let short = short.clone();
-        let (hub, key) = (&hub, &late_key);
+        // A new name each time: a name already registered comes back without its token.
+        let n = attempt.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let hub = &hub;
         async move {
-            try_register_with_key(hub, "late-1", &short, &[], key)
+            try_register(hub, &format!("late-{n}"), &short, &[])
                 .await
                 .err()
         }
@@ -1011,5 +1013,155 @@ async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
         prod.view.credentials.is_empty(),
         "no credentials of a Repo it does not deploy from"
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn approval_mode_holds_registrations_until_an_admin_approves() {
+    use gitfleet_proto::v1::access_client::AccessClient;
+
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.require_approval = true;
+    let hub = runtime::start(config).await.unwrap();
+    let token = hub
+        .engine()
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 1, "edge".into())
+        .await
+        .unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let ch = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
+    let register = |ch: tonic::transport::Channel| {
+        let (csr_pem, token) = (csr(&key), token.token.clone());
+        async move {
+            gitfleet_proto::v1::registration_client::RegistrationClient::new(ch)
+                .register(pb::RegisterRequest {
+                    token,
+                    cluster_name: "edge-1".into(),
+                    csr_pem,
+                    labels: Default::default(),
+                    agent_version: "test".into(),
+                })
+                .await
+                .unwrap()
+                .into_inner()
+                .outcome
+                .unwrap()
+        }
+    };
+    // Pending, and pending again on retry (the one-use token is not spent twice).
+    for _ in 0..2 {
+        match register(ch.clone()).await {
+            pb::register_response::Outcome::Pending(p) => {
+                assert_eq!(p.cluster_name, "edge-1");
+                assert!(p.retry_after_seconds > 0);
+            }
+            other => panic!("expected pending, got {other:?}"),
+        }
+    }
+    let cfg = gitfleet_hub::client::config::ClientConfig::load(hub.admin_config_path()).unwrap();
+    let ctx = cfg.context(None).unwrap();
+    let admin_ch = channel(
+        &ctx.server,
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    let mut access = AccessClient::new(admin_ch.clone());
+    let pending = access
+        .list_pending_clusters(pb::ListPendingClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].name, "edge-1");
+    let listed = AdminClient::new(admin_ch.clone())
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert!(listed.is_empty(), "a pending cluster is not a cluster yet");
+
+    assert!(
+        !access
+            .approve_cluster(pb::ApproveClusterRequest {
+                name: "nope".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .approved
+    );
+    assert!(
+        access
+            .approve_cluster(pb::ApproveClusterRequest {
+                name: "edge-1".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .approved
+    );
+    let issued = match register(ch.clone()).await {
+        pb::register_response::Outcome::Issued(i) => i,
+        other => panic!("expected a certificate, got {other:?}"),
+    };
+    let id = SpokeIdentity {
+        cluster: "edge-1".into(),
+        cert_pem: issued.certificate_pem,
+        key_pem: key.serialize_pem(),
+        ca_pem: issued.ca_pem,
+    };
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("snapshot", |v| v.snapshots == 1).await;
+
+    // A spoke certificate cannot use Access.
+    let spoke_ch = channel(
+        &hub.grpc_url(),
+        hub.ca_pem(),
+        Some((&id.cert_pem, &id.key_pem)),
+    )
+    .await;
+    let err = AccessClient::new(spoke_ch)
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::PermissionDenied, "{err}");
+
+    // Tokens are listed without secrets and can be revoked; clusters can be revoked.
+    let tokens = access
+        .list_tokens(pb::ListTokensRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .tokens;
+    let t = tokens.iter().find(|t| t.token_id == token.id).unwrap();
+    assert_eq!((t.uses, t.max_uses, t.revoked), (1, 1, false));
+    assert!(
+        access
+            .revoke_token(pb::RevokeTokenRequest {
+                token_id: token.id.clone()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked
+    );
+    assert!(
+        access
+            .revoke_cluster(pb::RevokeClusterRequest {
+                name: "edge-1".into()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .revoked
+    );
+    assert!(spoke.until_end().await.is_none());
+    assert!(spoke.view.goodbye.as_ref().is_some_and(|g| g.revoked));
     hub.shutdown().await;
 }

@@ -63,6 +63,9 @@ struct Serve {
     /// YAML file of Repo credentials (HTTPS user/password or SSH key + known_hosts, by Repo name).
     #[arg(long, env = "GITFLEET_REPO_CREDENTIALS")]
     repo_credentials: Option<PathBuf>,
+    /// Registrations wait until an admin approves them (`gitfleet cluster approve NAME`).
+    #[arg(long, env = "GITFLEET_REQUIRE_APPROVAL")]
+    require_approval: bool,
     /// Shared secret for push webhooks at /webhooks/{github,gitlab,gitea,forgejo,bitbucket}.
     #[arg(long, env = "GITFLEET_WEBHOOK_SECRET", hide_env_values = true)]
     webhook_secret: Option<String>,
@@ -115,6 +118,7 @@ async fn main() -> anyhow::Result<()> {
             },
         ),
         webhook_secret: args.webhook_secret,
+        require_approval: args.require_approval,
         repo_credentials: match &args.repo_credentials {
             Some(path) => gitfleet_hub::credentials::load(path)?,
             None => Default::default(),

@@ -5,12 +5,12 @@ use std::collections::BTreeMap;
 use gitfleet_proto::v1 as pb;
 use tonic::Status;
 
-use crate::engine::{Applied, NewToken, Registration};
+use crate::engine::{Applied, NewToken, RegisterOutcome, Registration};
 use crate::fleet::DesiredTarget;
 use crate::link::DesiredUpdate;
 use crate::model::{
-    ClusterView, HealthState, RepoCredential, ResourceOutcome, SyncState, TargetReport, TargetView,
-    VersionedTarget,
+    ClusterRecord, ClusterView, HealthState, RepoCredential, ResourceOutcome, SyncState,
+    TargetReport, TargetView, TokenRecord, VersionedTarget,
 };
 use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
 
@@ -273,5 +273,46 @@ pub fn registration(r: pb::RegisterRequest) -> Registration {
         csr_pem: r.csr_pem,
         labels: r.labels.into_iter().collect::<BTreeMap<_, _>>(),
         agent_version: r.agent_version,
+    }
+}
+
+pub fn register_response(outcome: RegisterOutcome) -> pb::RegisterResponse {
+    let outcome = match outcome {
+        RegisterOutcome::Issued(i) => pb::register_response::Outcome::Issued(pb::Issued {
+            certificate_pem: i.certificate_pem,
+            ca_pem: i.ca_pem,
+            cluster_name: i.cluster,
+        }),
+        RegisterOutcome::Pending {
+            cluster,
+            retry_after,
+        } => pb::register_response::Outcome::Pending(pb::PendingApproval {
+            cluster_name: cluster,
+            retry_after_seconds: u32::try_from(retry_after.as_secs()).unwrap_or(u32::MAX),
+        }),
+    };
+    pb::RegisterResponse {
+        outcome: Some(outcome),
+    }
+}
+
+pub fn pending_cluster(c: ClusterRecord) -> pb::PendingCluster {
+    pb::PendingCluster {
+        name: c.name,
+        labels: c.labels.into_iter().collect(),
+        agent_version: c.agent_version,
+        requested_at_unix: c.registered_at_unix,
+    }
+}
+
+pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
+    pb::TokenInfo {
+        token_id: t.id,
+        expires_at_unix: t.expires_at_unix,
+        max_uses: t.max_uses,
+        uses: t.uses,
+        labels: t.labels.into_iter().collect(),
+        description: t.description,
+        revoked: t.revoked,
     }
 }

@@ -7,6 +7,7 @@ use tracing::warn;
 use crate::engine::EngineError;
 use crate::pki::{Peer, identify};
 
+pub mod access;
 pub mod admin;
 pub mod convert;
 pub mod link;

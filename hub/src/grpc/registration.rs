@@ -39,12 +39,6 @@ impl Registration for RegistrationService {
                 warn!(%cluster, ?remote, error = %e, "registration refused");
                 Status::from(e)
             })?;
-        Ok(Response::new(pb::RegisterResponse {
-            outcome: Some(pb::register_response::Outcome::Issued(pb::Issued {
-                certificate_pem: issued.certificate_pem,
-                ca_pem: issued.ca_pem,
-                cluster_name: issued.cluster,
-            })),
-        }))
+        Ok(Response::new(convert::register_response(issued)))
     }
 }

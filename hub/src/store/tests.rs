@@ -189,6 +189,7 @@ fn desired_state_clusters_and_revisions_round_trip() {
         last_contact_unix: 3,
         revoked: false,
         key_fingerprint: "ab".into(),
+        pending: false,
     };
     s.put_cluster(&cluster).unwrap();
     assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster.clone()));
