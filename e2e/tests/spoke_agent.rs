@@ -889,3 +889,113 @@ async fn hostile_kustomizations_fail_only_their_target() {
         .await;
     bench.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_repositories_are_refused_and_other_targets_keep_working() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write("apps/ok/cm.yaml", &configmap("ok", ""));
+    // A symlink pointing outside the checkout, next to a good file.
+    repo.write("apps/link/cm.yaml", &configmap("linked", ""));
+    std::os::unix::fs::symlink("/etc/passwd", repo.dir.path().join("apps/link/passwd.yaml"))
+        .expect("symlink");
+    // A YAML "billion laughs".
+    let mut bomb = String::from(
+        "a: &a [\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\",\"lol\"]\n",
+    );
+    for (name, prev) in [
+        ("b", "a"),
+        ("c", "b"),
+        ("d", "c"),
+        ("e", "d"),
+        ("f", "e"),
+        ("g", "f"),
+        ("h", "g"),
+        ("i", "h"),
+    ] {
+        bomb.push_str(&format!(
+            "{name}: &{name} [{}]\n",
+            vec![format!("*{prev}"); 9].join(",")
+        ));
+    }
+    repo.write("apps/bomb/bomb.yaml", &bomb);
+    // 10,000 tiny documents.
+    repo.write(
+        "apps/many/many.yaml",
+        &"---\napiVersion: v1\nkind: ConfigMap\nmetadata: {name: x}\n".repeat(10_000),
+    );
+    let commit = repo.commit();
+    let mut escape = spec("escape", &repo, &commit, "apps/../../etc");
+    escape.namespace = "escape".into();
+    bench.set(
+        1,
+        vec![
+            spec("ok", &repo, &commit, "apps/ok"),
+            spec("link", &repo, &commit, "apps/link"),
+            spec("bomb", &repo, &commit, "apps/bomb"),
+            spec("many", &repo, &commit, "apps/many"),
+            escape,
+        ],
+    );
+    let link = bench
+        .recorder
+        .wait_for("link", "link applied", |s| s.sync == SyncState::OutOfSync)
+        .await;
+    let refused = link
+        .resources
+        .iter()
+        .find(|r| r.action == ResourceAction::Invalid)
+        .expect("symlink refused");
+    assert_eq!(refused.source_file, "apps/link/passwd.yaml");
+    assert!(
+        refused.message.contains("symbolic links are refused"),
+        "{}",
+        refused.message
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("link"), "linked")
+            .is_some()
+    );
+
+    let bomb = bench
+        .recorder
+        .wait_for("bomb", "bomb refused", |s| s.sync == SyncState::OutOfSync)
+        .await;
+    assert!(
+        bomb.message.contains("apps/bomb/bomb.yaml"),
+        "{}",
+        bomb.message
+    );
+    assert!(
+        bomb.message.contains("repetition limit exceeded"),
+        "{}",
+        bomb.message
+    );
+    let many = bench
+        .recorder
+        .wait_for("many", "many refused", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        many.message.contains("more than 5000 documents"),
+        "{}",
+        many.message
+    );
+    let escape = bench
+        .recorder
+        .wait_for("escape", "escape refused", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        escape.message.contains("must not contain '..'"),
+        "{}",
+        escape.message
+    );
+    bench
+        .recorder
+        .wait_for("ok", "ok synced", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    bench.stop().await;
+}
