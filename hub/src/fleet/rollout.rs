@@ -1303,9 +1303,11 @@ fn current_wave_reason(st: &RolloutState, plan: &Plan, v: &WaveView<'_>) -> Stri
     if pending > 0 && v.unavailable() >= max {
         let _ = write!(s, ", maxUnavailable {max} reached");
     }
+    let progressing = matches!(st.phase, Phase::Progressing);
     if v.done() && st.promoted {
         s.push_str(", promoted");
-    } else if v.only_soaking()
+    } else if progressing
+        && v.only_soaking()
         && let Some(t) = v
             .targets
             .iter()

@@ -267,6 +267,10 @@ impl Sim {
             .and_then(|r| r.commit.chars().next())
     }
 
+    fn status_reason(&self) -> &str {
+        &self.last.as_ref().expect("decided").status.reason
+    }
+
     fn revisions(&self) -> String {
         self.plan
             .clusters()
@@ -1355,4 +1359,91 @@ fn targets_are_classified_against_the_rollout_revision() {
         d.status.reason,
         "wave 1/1 w: 3/5 updated, 1 healthy, 1 failed (failure budget 1), maxUnavailable 2 reached; waiting for away: disconnected for 1h2m"
     );
+}
+
+/// The worked example of docs/rollouts.md, from the YAML a user writes.
+#[test]
+fn the_documented_example_plans_and_rolls_out_as_described() {
+    let yaml = r#"
+apiVersion: gitfleet.dev/v1
+kind: App
+metadata: { name: web }
+spec:
+  repo: platform
+  path: apps/web
+  namespace: web
+  targets:
+    - clusterSelector: { matchLabels: { app: web } }
+  rollout:
+    minHealthyFor: 5m
+    onFailure: pause
+    waves:
+      - { name: canary, clusters: [canary-1, canary-2] }
+      - { name: eu, clusterGroup: eu, maxUnavailable: 2 }
+      - { name: rest, clusterSelector: {}, maxUnavailable: 40%, minHealthyFor: 0s }
+"#;
+    let json =
+        serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(yaml).unwrap()).unwrap();
+    let crate::resources::Resource::App(app) =
+        crate::resources::parse_document("rollouts.md", &json).unwrap()
+    else {
+        panic!("an App")
+    };
+    let mut fleet = Vec::new();
+    for c in ["canary-1", "canary-2"] {
+        fleet.push((c, vec![("app", "web"), ("region", "eu")]));
+    }
+    for i in 1..=5 {
+        fleet.push((
+            ["eu-1", "eu-2", "eu-3", "eu-4", "eu-5"][i - 1],
+            vec![("app", "web"), ("region", "eu")],
+        ));
+        fleet.push((
+            ["us-1", "us-2", "us-3", "us-4", "us-5"][i - 1],
+            vec![("app", "web"), ("region", "us")],
+        ));
+    }
+    let fleet: Vec<(String, BTreeMap<String, String>)> = fleet
+        .into_iter()
+        .map(|(n, l)| {
+            (
+                n.to_owned(),
+                l.into_iter()
+                    .map(|(k, v)| (k.to_owned(), v.to_owned()))
+                    .collect(),
+            )
+        })
+        .collect();
+    let p = plan_for(&app, &fleet);
+    let sizes: Vec<(&str, usize, usize)> = p
+        .waves
+        .iter()
+        .map(|w| (w.name.as_str(), w.clusters.len(), w.max_unavailable_count()))
+        .collect();
+    assert_eq!(sizes, [("canary", 2, 2), ("eu", 5, 2), ("rest", 5, 2)]);
+
+    let (a, b, c) = (rev('a'), rev('b'), rev('c'));
+    let mut sim = Sim::deployed(p, &a);
+    sim.new_revision(&b);
+    let d = sim.settle();
+    assert_eq!(
+        d.status.reason,
+        "wave 1/3 canary: 2/2 updated, 2 healthy, waiting for minHealthyFor 5m (healthy for 0s of 5m)"
+    );
+    for _ in 0..10 {
+        sim.advance(300);
+        sim.settle();
+    }
+    assert_eq!(
+        sim.status_reason(),
+        "rollout #2 to bbbbbbb complete on 12 clusters"
+    );
+    sim.bad("canary-2", &c);
+    sim.new_revision(&c);
+    let d = sim.settle();
+    assert_eq!(
+        d.status.reason,
+        "paused: wave 1/3 canary: 1 of 2 failed (failure budget 0): canary-2: Degraded: deployment web: CrashLoopBackOff; now wave 1/3 canary: 2/2 updated, 1 healthy, 1 failed (failure budget 0)"
+    );
+    assert_eq!(sim.revisions(), "ccbbbbbbbbbb");
 }
