@@ -650,6 +650,12 @@ pub struct Observation {
     pub last_contact: Option<i64>,
 }
 
+/// Healthy, or deliberately suspended (a suspended CronJob, a paused Deployment): a steady state
+/// a person chose, which must not hold a rollout forever. Missing and Progressing are not.
+pub fn counts_as_healthy(health: HealthState) -> bool {
+    matches!(health, HealthState::Healthy | HealthState::Suspended)
+}
+
 /// When a Target turned healthy at a revision, carried from report to report.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HealthyMark {
@@ -666,7 +672,7 @@ pub fn next_healthy_since(
     health: HealthState,
     now: i64,
 ) -> Option<HealthyMark> {
-    if !(sync == SyncState::Synced && health == HealthState::Healthy) {
+    if !(sync == SyncState::Synced && counts_as_healthy(health)) {
         return None;
     }
     match previous {
@@ -811,7 +817,7 @@ fn classify<'a>(
             format!("{:?}", o.health)
         };
         (TargetState::Failed, join_detail(&what, &o.message))
-    } else if applied && o.sync == SyncState::Synced && o.health == HealthState::Healthy {
+    } else if applied && o.sync == SyncState::Synced && counts_as_healthy(o.health) {
         let since = o.healthy_since.unwrap_or(now).min(now);
         let ends = since.saturating_add(ceil_secs(wave.min_healthy_for));
         soaked = state.promoted || ends <= now;

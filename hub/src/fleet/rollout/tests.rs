@@ -1278,6 +1278,20 @@ fn healthy_since_is_kept_while_healthy_at_the_same_revision() {
         next_healthy_since(Some(&m), "a", SyncState::Failed, HealthState::Healthy, 30),
         None
     );
+    assert_eq!(
+        next_healthy_since(Some(&m), "a", SyncState::Synced, HealthState::Suspended, 30),
+        Some(m.clone())
+    );
+    for h in [
+        HealthState::Missing,
+        HealthState::Unknown,
+        HealthState::Degraded,
+    ] {
+        assert_eq!(
+            next_healthy_since(None, "a", SyncState::Synced, h, 30),
+            None
+        );
+    }
 }
 
 #[test]
