@@ -430,7 +430,7 @@ impl Kubectl {
         }
     }
 
-    /// Creates a namespace (with a manifest: `kubectl create` sends protobuf, see docs/kubesim.md).
+    /// Creates a namespace from a manifest.
     async fn namespace(&self, name: &str) {
         let manifest = format!("apiVersion: v1\nkind: Namespace\nmetadata:\n  name: {name}\n");
         let out = self
@@ -1095,5 +1095,50 @@ async fn kubectl_reports_invalid_names_and_conflicts_like_a_real_server() {
         )
         .await;
     assert_eq!(out.code, 0, "{out:?}");
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_create_generators_send_protobuf_that_kubesim_decodes() {
+    let h = start(vec!["pb".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "pb", dir.path());
+    k.ok(&["create", "namespace", "team"]).await;
+    k.ok(&[
+        "create",
+        "configmap",
+        "cfg",
+        "-n",
+        "team",
+        "--from-literal=a=1",
+    ])
+    .await;
+    k.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "pw",
+        "-n",
+        "team",
+        "--from-literal=p=s3cret",
+    ])
+    .await;
+    k.ok(&["create", "serviceaccount", "bot", "-n", "team"])
+        .await;
+    let ns = h.get_object("pb", "v1", "Namespace", None, "team").unwrap();
+    assert_eq!(ns["status"]["phase"], "Active");
+    let cm = h
+        .get_object("pb", "v1", "ConfigMap", Some("team"), "cfg")
+        .unwrap();
+    assert_eq!(cm["data"]["a"], "1");
+    let secret = h
+        .get_object("pb", "v1", "Secret", Some("team"), "pw")
+        .unwrap();
+    assert_eq!(secret["data"]["p"], "czNjcmV0");
+    assert_eq!(secret["type"], "Opaque");
+    assert!(
+        h.get_object("pb", "v1", "ServiceAccount", Some("team"), "bot")
+            .is_some()
+    );
     h.shutdown().await;
 }

@@ -108,6 +108,14 @@ pub fn default_object(new: &mut Value, old: Option<&Value>, seed: u64) {
         "PersistentVolumeClaim" | "Pod" if new.pointer("/status/phase").is_none() => {
             new["status"] = json!({"phase": "Pending"});
         }
+        "Secret"
+            if new
+                .get("type")
+                .and_then(Value::as_str)
+                .is_none_or(str::is_empty) =>
+        {
+            new["type"] = json!("Opaque");
+        }
         "PersistentVolume" if new.pointer("/status/phase").is_none() => {
             new["status"] = json!({"phase": "Available"});
         }

@@ -319,17 +319,26 @@ pub fn get_path<'a>(value: &'a Value, path: &[PathElement]) -> Option<&'a Value>
 }
 
 fn find_item<'a>(items: &'a [Value], pe: &PathElement) -> Option<(usize, &'a Value)> {
-    items.iter().enumerate().find(|(_, item)| match pe {
-        PathElement::Value(json) => canonical_json(item) == *json,
-        PathElement::Key(json) => key_matches(item, json),
-        _ => false,
-    })
+    match pe {
+        PathElement::Value(json) => items
+            .iter()
+            .enumerate()
+            .find(|(_, item)| canonical_json(item) == *json),
+        PathElement::Key(json) => {
+            // Parsed once per lookup, not once per item.
+            let Ok(Value::Object(key)) = serde_json::from_str::<Value>(json) else {
+                return None;
+            };
+            items
+                .iter()
+                .enumerate()
+                .find(|(_, item)| key_matches(item, &key))
+        }
+        _ => None,
+    }
 }
 
-fn key_matches(item: &Value, key_json: &str) -> bool {
-    let Ok(Value::Object(key)) = serde_json::from_str::<Value>(key_json) else {
-        return false;
-    };
+fn key_matches(item: &Value, key: &Map<String, Value>) -> bool {
     let Some(obj) = item.as_object() else {
         return false;
     };

@@ -351,9 +351,10 @@ async fn resource(
     let table = wants_table(&req);
     let content_type = content_type(&req);
 
-    // Protobuf is the real server's other wire format; kubesim speaks JSON only. A 415 makes
-    // client-go (kubectl's typed commands) retry in JSON.
-    if content_type.contains("protobuf") || content_type.contains("cbor") {
+    // Protobuf is the real server's other wire format: kubesim decodes what kubectl's typed
+    // `create` generators send for simple kinds (see protobuf.rs) and refuses the rest.
+    let protobuf = content_type.contains("protobuf");
+    if content_type.contains("cbor") || (protobuf && req.method() != Method::POST) {
         return Err(ApiError::unsupported_media_type(&content_type));
     }
     match (method, rp.name.as_deref()) {
@@ -410,7 +411,17 @@ async fn resource(
         }
         (Method::POST, None) => {
             let body = read_body(req).await?;
-            let value = store::parse_body(&body, false)?;
+            let value = if protobuf {
+                super::protobuf::decode(&body).map_err(|e| {
+                    ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the body of the request was in an unknown format: {e}"),
+                    )
+                })?
+            } else {
+                store::parse_body(&body, false)?
+            };
             let obj = sim.write(cluster, |s| {
                 s.create(&rt, &version, rp.namespace.as_deref(), value, &ctx)
             })?;
@@ -418,7 +429,17 @@ async fn resource(
         }
         (Method::PUT, Some(name)) => {
             let body = read_body(req).await?;
-            let value = store::parse_body(&body, false)?;
+            let value = if protobuf {
+                super::protobuf::decode(&body).map_err(|e| {
+                    ApiError::new(
+                        415,
+                        "UnsupportedMediaType",
+                        format!("the body of the request was in an unknown format: {e}"),
+                    )
+                })?
+            } else {
+                store::parse_body(&body, false)?
+            };
             let obj = sim.write(cluster, |s| {
                 s.replace(&rt, &version, &ns, name, value, status_sub, &ctx)
             })?;

@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod fieldset;
 pub mod http;
+pub mod protobuf;
 pub mod resources;
 pub mod schema;
 pub mod selector;

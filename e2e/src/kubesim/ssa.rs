@@ -330,6 +330,7 @@ pub fn apply(
 ) -> Result<Value, ApiError> {
     let mut merged = merge(live, config);
     let applied = owned_fields(config);
+    let live_fields = owned_fields(live);
     let merged_fields = owned_fields(&merged);
     let changed = changed_fields(live, &merged_fields, &merged);
 
@@ -389,7 +390,13 @@ pub fn apply(
         subresource: writer.subresource.to_string(),
         fields: applied,
     });
-    let removed = owned_fields(live).difference(&owned_fields(&merged));
+    // Only pruning changed `merged` since `merged_fields` was computed.
+    let final_fields = if dropped.is_empty() {
+        merged_fields
+    } else {
+        owned_fields(&merged)
+    };
+    let removed = live_fields.difference(&final_fields);
     for e in entries.iter_mut() {
         e.fields = e.fields.difference(&removed);
     }

@@ -257,23 +257,38 @@ fn drop_empty_metadata(v: &mut Value) {
     }
 }
 
-/// The object minus metadata and status: what `generation` tracks.
-fn spec_part(v: &Value) -> Value {
-    let mut m = v.as_object().cloned().unwrap_or_default();
-    for k in ["metadata", "status", "apiVersion", "kind"] {
-        m.remove(k);
-    }
-    Value::Object(m)
+/// Whether two JSON objects agree on every key not in `skip` (compared in place, no clones:
+/// this runs on every write).
+fn equal_except(
+    a: Option<&Map<String, Value>>,
+    b: Option<&Map<String, Value>>,
+    skip: &[&str],
+) -> bool {
+    let empty = Map::new();
+    let (a, b) = (a.unwrap_or(&empty), b.unwrap_or(&empty));
+    let kept = |m: &Map<String, Value>| m.keys().filter(|k| !skip.contains(&k.as_str())).count();
+    kept(a) == kept(b)
+        && a.iter()
+            .filter(|(k, _)| !skip.contains(&k.as_str()))
+            .all(|(k, v)| b.get(k) == Some(v))
 }
 
-/// For no-op detection: the object without fields that change on every write.
-fn comparable(v: &Value) -> Value {
-    let mut v = v.clone();
-    if let Some(m) = v.get_mut("metadata").and_then(Value::as_object_mut) {
-        m.remove("managedFields");
-        m.remove("resourceVersion");
+/// Whether what `generation` tracks (everything but metadata and status) is unchanged.
+fn same_spec(a: &Value, b: &Value) -> bool {
+    equal_except(
+        a.as_object(),
+        b.as_object(),
+        &["metadata", "status", "apiVersion", "kind"],
+    )
+}
+
+/// For no-op detection: equal apart from the fields that change on every write.
+fn same_content(a: &Value, b: &Value) -> bool {
+    fn meta(v: &Value) -> Option<&Map<String, Value>> {
+        v.get("metadata").and_then(Value::as_object)
     }
-    v
+    equal_except(a.as_object(), b.as_object(), &["metadata"])
+        && equal_except(meta(a), meta(b), &["managedFields", "resourceVersion"])
 }
 
 pub fn parse_body(body: &[u8], yaml: bool) -> Result<Value, ApiError> {
@@ -579,7 +594,7 @@ impl ClusterState {
         }
         if rt.generation {
             let g = match (old_value, generation) {
-                (Some(o), Some(g)) if spec_part(o) == spec_part(&new) => g,
+                (Some(o), Some(g)) if same_spec(o, &new) => g,
                 (Some(_), Some(g)) => g + 1,
                 _ => 1,
             };
@@ -587,13 +602,11 @@ impl ClusterState {
         }
         ssa::encode_managed_fields(&mut new, &mut entries);
 
-        if let Some((stored, o, old_entries)) = old {
-            let mut with_rv = new.clone();
-            metadata_mut(&mut with_rv)
-                .insert("resourceVersion".into(), json!(stored.rv.to_string()));
-            if comparable(&with_rv) == comparable(o) && ssa::same_ownership(old_entries, &entries) {
-                return Ok((stored.clone(), false));
-            }
+        if let Some((stored, o, old_entries)) = old
+            && same_content(&new, o)
+            && ssa::same_ownership(old_entries, &entries)
+        {
+            return Ok((stored.clone(), false));
         }
 
         // A deleted object whose last finalizer went away is gone.
