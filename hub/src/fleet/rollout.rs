@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::desired::AppRevision;
 use super::placement::{ClusterLabels, place, selection_matches};
-use crate::model::{HealthState, SyncState};
+use crate::model::{HealthState, SyncState, TargetReport};
 use crate::resources::{App, ClusterGroup, IntOrPercent, OnFailure, RolloutSpec};
 
 #[cfg(test)]
@@ -648,6 +648,36 @@ pub struct Observation {
     pub connected: bool,
     /// Last time the cluster was heard from, for "disconnected for 45s".
     pub last_contact: Option<i64>,
+}
+
+impl Observation {
+    /// From what the hub keeps: the commit in the cluster's desired state for the App, the
+    /// spoke's last report on it, the Target's healthy mark (see [`next_healthy_since`]), and the
+    /// cluster's connection.
+    pub fn from_report(
+        desired_revision: Option<&str>,
+        report: Option<&TargetReport>,
+        healthy: Option<&HealthyMark>,
+        connected: bool,
+        last_contact: Option<i64>,
+    ) -> Self {
+        let mut o = Observation {
+            desired_revision: desired_revision.map(str::to_owned),
+            connected,
+            last_contact,
+            ..Default::default()
+        };
+        if let Some(r) = report {
+            o.applied_revision = (!r.revision.is_empty()).then(|| r.revision.clone());
+            o.sync = r.sync;
+            o.health = r.health;
+            o.message = r.message.clone();
+            o.healthy_since = healthy
+                .filter(|m| m.revision == r.revision && counts_as_healthy(r.health))
+                .map(|m| m.since);
+        }
+        o
+    }
 }
 
 /// Healthy, or deliberately suspended (a suspended CronJob, a paused Deployment): a steady state

@@ -1461,3 +1461,42 @@ spec:
     );
     assert_eq!(sim.revisions(), "ccbbbbbbbbbb");
 }
+
+#[test]
+fn observations_come_from_reports() {
+    let report = crate::model::TargetReport {
+        cluster: "eu-1".into(),
+        app: "web".into(),
+        revision: "b".repeat(40),
+        sync: SyncState::Synced,
+        health: HealthState::Healthy,
+        message: "ok".into(),
+        ..Default::default()
+    };
+    let mark = HealthyMark {
+        revision: "b".repeat(40),
+        since: 42,
+    };
+    let stale = HealthyMark {
+        revision: "a".repeat(40),
+        since: 7,
+    };
+    let b = "b".repeat(40);
+    let o = Observation::from_report(Some(&b), Some(&report), Some(&mark), true, Some(50));
+    assert_eq!(o.applied_revision.as_deref(), Some(b.as_str()));
+    assert_eq!(o.desired_revision.as_deref(), Some(b.as_str()));
+    assert_eq!(
+        (o.sync, o.health, o.healthy_since),
+        (SyncState::Synced, HealthState::Healthy, Some(42))
+    );
+    assert_eq!(
+        (o.connected, o.last_contact, o.message.as_str()),
+        (true, Some(50), "ok")
+    );
+    // A mark from another revision says nothing about this one.
+    let o = Observation::from_report(Some(&b), Some(&report), Some(&stale), true, None);
+    assert_eq!(o.healthy_since, None);
+    // Never reported: nothing applied.
+    let o = Observation::from_report(Some(&b), None, None, false, None);
+    assert_eq!((o.applied_revision, o.connected), (None, false));
+}
