@@ -88,14 +88,14 @@ impl IdentityStore {
         if let Some(next) = store::read_text(&self.next_key_path())? {
             let cert = store::read_text(&self.cert_path())?;
             let promote = cert.is_some_and(|cert| key_matches(&next, &cert));
-            let io = |source| StoreError::Io {
-                path: self.next_key_path(),
-                source,
-            };
+            // A key whose certificate never came is left for the next renewal to replace.
             if promote {
-                std::fs::rename(self.next_key_path(), self.key_path()).map_err(io)?;
-            } else {
-                std::fs::remove_file(self.next_key_path()).map_err(io)?;
+                std::fs::rename(self.next_key_path(), self.key_path()).map_err(|source| {
+                    StoreError::Io {
+                        path: self.next_key_path(),
+                        source,
+                    }
+                })?;
             }
         }
         let key = store::read_text(&self.key_path())?;
@@ -445,10 +445,9 @@ mod tests {
         let (not_before, not_after) = cert_validity(&old.cert_pem).expect("validity");
         assert!(not_after > not_before);
 
-        // The response never came: the new key is dropped.
+        // The response never came: the old identity stays in use.
         store.begin_renewal("c").expect("begin");
         assert_eq!(store.load().expect("load").expect("identity"), old);
-        assert!(!store.next_key_path().exists());
 
         // The certificate was written, then the process died before the key moved.
         let csr = store.begin_renewal("c").expect("begin");

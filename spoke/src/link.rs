@@ -198,7 +198,22 @@ pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: Cancellation
             Ok(SessionEnd::Shutdown) => return,
             Ok(SessionEnd::Resync) => {
                 tracing::info!("desired state out of step with the hub; saying Hello again");
-                Duration::ZERO
+                // At once the first time; a hub that keeps sending deltas that do not fit
+                // gets the usual backoff rather than a reconnect storm.
+                if started.elapsed() > Duration::from_secs(30) {
+                    attempt = 0;
+                }
+                attempt = attempt.saturating_add(1);
+                if attempt == 1 {
+                    Duration::ZERO
+                } else {
+                    backoff(
+                        attempt - 1,
+                        state.config.backoff_base,
+                        state.config.backoff_cap,
+                        rand::random(),
+                    )
+                }
             }
             Ok(SessionEnd::Goodbye {
                 revoked: true,

@@ -1,0 +1,201 @@
+//! Spoke figures against kubesim, printed, never asserted (timings are not test outcomes):
+//! `cargo test -p gitfleet-e2e --release --test spoke_bench -- --ignored --nocapture`.
+//!
+//! - the time to fetch, render and apply 1,000 objects until the Target reports Synced;
+//! - process CPU and resident memory while 20 Targets sit idle (an upper bound for the spoke:
+//!   kubesim runs in the same process).
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
+use gitfleet_spoke::cluster::Cluster;
+use gitfleet_spoke::desired::DesiredState;
+use gitfleet_spoke::git::GitCache;
+use gitfleet_spoke::model::{
+    Health, RenderOptions, Source, SyncPolicy, SyncState, TargetSpec, TargetStatus,
+};
+use tokio::sync::watch;
+use tokio_util::sync::CancellationToken;
+
+#[derive(Default)]
+struct Latest(Mutex<BTreeMap<String, TargetStatus>>);
+
+impl Reporter for Latest {
+    fn report(&self, status: TargetStatus) {
+        self.0
+            .lock()
+            .expect("latest")
+            .insert(status.target_id.clone(), status);
+    }
+}
+
+fn commit(dir: &std::path::Path, files: &[(String, String)]) -> String {
+    let repo = git2::Repository::init(dir).expect("init");
+    for (path, content) in files {
+        let full = dir.join(path);
+        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
+        std::fs::write(full, content).expect("write");
+    }
+    let mut index = repo.index().expect("index");
+    index
+        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
+        .expect("add");
+    let tree = repo
+        .find_tree(index.write_tree().expect("tree"))
+        .expect("tree");
+    let sig = git2::Signature::now("t", "t@example.com").expect("sig");
+    repo.commit(Some("HEAD"), &sig, &sig, "bench", &tree, &[])
+        .expect("commit")
+        .to_string()
+}
+
+fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
+    TargetSpec {
+        target_id: id.into(),
+        app: id.into(),
+        source: Source {
+            repo_url: url.into(),
+            repo_name: "bench".into(),
+            commit: commit.into(),
+            git_ref: String::new(),
+            path: path.into(),
+            extra_paths: Vec::new(),
+        },
+        namespace: id.into(),
+        render: RenderOptions::default(),
+        sync_policy: SyncPolicy::default(),
+        trace: BTreeMap::new(),
+        spec_generation: 1,
+    }
+}
+
+/// (user+system CPU seconds, resident MiB) of this process.
+fn usage() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let fields: Vec<&str> = stat
+        .rsplit(')')
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .collect();
+    let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
+        f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
+    });
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let rss_kib: f64 = status
+        .lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0.0);
+    (ticks / 100.0, rss_kib / 1024.0)
+}
+
+async fn wait_all(latest: &Latest, ids: &[String], done: impl Fn(&TargetStatus) -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        let ok = {
+            let map = latest.0.lock().expect("latest");
+            ids.iter().all(|id| map.get(id).is_some_and(&done))
+        };
+        if ok {
+            return;
+        }
+        assert!(Instant::now() < deadline, "targets did not converge");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: prints figures"]
+async fn spoke_figures() {
+    let mut sim = KubesimConfig::new(["bench"]);
+    sim.ready_delay = Duration::from_millis(50);
+    let kubesim = Kubesim::start(sim).await.expect("kubesim");
+    let repo = tempfile::TempDir::new().expect("tempdir");
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let url = format!("file://{}", repo.path().display());
+
+    let mut files = Vec::new();
+    for file in 0..10 {
+        let docs: Vec<String> = (0..100)
+            .map(|i| format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: cm-{file}-{i}\ndata:\n  n: \"{i}\"\n"))
+            .collect();
+        files.push((format!("big/part-{file}.yaml"), docs.join("---\n")));
+    }
+    for t in 0..20 {
+        files.push((
+            format!("small/{t}/app.yaml"),
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: settings\ndata:\n  a: b\n---\napiVersion: v1\nkind: Service\nmetadata:\n  name: web\nspec:\n  ports: [{port: 80}]\n".to_owned(),
+        ));
+    }
+    let rev = commit(repo.path(), &files);
+
+    let client = kube::Client::try_from(kubesim.kube_config("bench")).expect("client");
+    let latest = Arc::new(Latest::default());
+    let (desired_tx, desired_rx) = watch::channel(DesiredState::default());
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(agent::run(
+        AgentConfig::new("bench"),
+        Arc::new(Cluster::new(client)),
+        Arc::new(GitCache::new(data.path().join("git"))),
+        latest.clone(),
+        desired_rx,
+        cancel.clone(),
+    ));
+
+    let started = Instant::now();
+    desired_tx.send_replace(DesiredState {
+        generation: 1,
+        targets: [("big".to_owned(), target("big", &url, &rev, "big"))]
+            .into_iter()
+            .collect(),
+        ..DesiredState::default()
+    });
+    wait_all(&latest, &["big".to_owned()], |s| {
+        s.sync == SyncState::Synced && s.health == Health::Healthy
+    })
+    .await;
+    println!(
+        "fetch + render + apply + healthy, 1,000 objects: {:?}",
+        started.elapsed()
+    );
+
+    let ids: Vec<String> = (0..20).map(|t| format!("small-{t}")).collect();
+    let targets = ids
+        .iter()
+        .enumerate()
+        .map(|(t, id)| (id.clone(), target(id, &url, &rev, &format!("small/{t}"))))
+        .collect();
+    let started = Instant::now();
+    desired_tx.send_replace(DesiredState {
+        generation: 2,
+        targets,
+        ..DesiredState::default()
+    });
+    wait_all(&latest, &ids, |s| {
+        s.sync == SyncState::Synced && s.health == Health::Healthy
+    })
+    .await;
+    println!(
+        "20 Targets of 3 objects each synced and healthy: {:?}",
+        started.elapsed()
+    );
+
+    // Let polling settle into its idle rhythm, then measure a quiet minute.
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    let (cpu_before, _) = usage();
+    let window = Duration::from_secs(60);
+    tokio::time::sleep(window).await;
+    let (cpu_after, rss) = usage();
+    println!(
+        "idle with 20 Targets (spoke and kubesim in one process): {:.2}% of one core, {rss:.1} MiB resident",
+        (cpu_after - cpu_before) / window.as_secs_f64() * 100.0
+    );
+    cancel.cancel();
+    let _ = task.await;
+    kubesim.shutdown().await;
+}
