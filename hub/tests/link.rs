@@ -1165,3 +1165,52 @@ async fn approval_mode_holds_registrations_until_an_admin_approves() {
     assert!(spoke.view.goodbye.as_ref().is_some_and(|g| g.revoked));
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.heartbeat_grace = Duration::from_secs(1);
+    let hub = runtime::start(config).await.unwrap();
+    let id = register(&hub, "dev-1", &[]).await;
+    let mut admin = admin(&hub).await;
+    let connected = |admin: &AdminClient<tonic::transport::Channel>| {
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_clusters(pb::ListClustersRequest {})
+                .await
+                .unwrap()
+                .into_inner()
+                .clusters[0]
+                .connected
+        }
+    };
+    let spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    assert!(connected(&admin).await);
+    // The stream stays open but nothing arrives: past the grace period it shows disconnected.
+    eventually("silence to show", || {
+        let admin = admin.clone();
+        async move { (!connected(&admin).await).then_some(()) }
+    })
+    .await;
+    // A heartbeat brings it back.
+    spoke
+        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .await;
+    eventually("the heartbeat to show", || {
+        let admin = admin.clone();
+        async move { connected(&admin).await.then_some(()) }
+    })
+    .await;
+    let clusters = admin
+        .list_clusters(pb::ListClustersRequest {})
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert_eq!(clusters[0].agent_version, "test-0.1");
+    hub.shutdown().await;
+}
