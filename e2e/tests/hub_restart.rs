@@ -26,29 +26,19 @@ fn acked(fleet: &Fleet) -> BTreeMap<String, u64> {
         .collect()
 }
 
-async fn restart_mid_rollout(crash: bool) {
+async fn restart_mid_rollout(crash: bool) -> anyhow::Result<()> {
     let mut fleet = Fleet::start(FleetOptions::new(vec![
         ClusterSpec::new("a"),
         ClusterSpec::new("b"),
         ClusterSpec::new("c"),
     ]))
-    .await
-    .unwrap();
-    fleet
-        .git
-        .write("apps/hello/configmap.yaml", CONFIGMAP)
-        .unwrap();
-    fleet
-        .git
-        .write("apps/hello/deployment.yaml", DEPLOYMENT)
-        .unwrap();
-    let v1 = fleet.git.commit("v1").unwrap();
+    .await?;
+    fleet.git.write("apps/hello/configmap.yaml", CONFIGMAP)?;
+    fleet.git.write("apps/hello/deployment.yaml", DEPLOYMENT)?;
+    let v1 = fleet.git.commit("v1")?;
     let resources = format!("{}---\n{APP}", fleet.repo_yaml("platform"));
-    fleet.apply_yaml(&resources).await.unwrap();
-    fleet
-        .wait_converged("hello", &v1, 3, DEADLINE)
-        .await
-        .unwrap();
+    fleet.apply_yaml(&resources).await?;
+    fleet.wait_converged("hello", &v1, 3, DEADLINE).await?;
     let before = acked(&fleet);
     assert!(
         before.values().all(|&s| s > 0),
@@ -57,25 +47,21 @@ async fn restart_mid_rollout(crash: bool) {
 
     // A new commit, and the hub goes away as soon as it has handed it out: the spokes apply and
     // report while it is gone.
-    fleet
-        .git
-        .write(
-            "apps/hello/configmap.yaml",
-            CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2"),
-        )
-        .unwrap();
-    let v2 = fleet.git.commit("v2").unwrap();
+    fleet.git.write(
+        "apps/hello/configmap.yaml",
+        CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2"),
+    )?;
+    let v2 = fleet.git.commit("v2")?;
     fleet
         .wait_for("hello", "v2 handed out", DEADLINE, |s| {
             s.iter().any(|t| t.desired_revision == v2)
         })
-        .await
-        .unwrap();
+        .await?;
     let at_stop = acked(&fleet);
     if crash {
-        fleet.crash_and_restart_hub().await.unwrap();
+        fleet.crash_and_restart_hub().await?;
     } else {
-        fleet.restart_hub().await.unwrap();
+        fleet.restart_hub().await?;
     }
     let after_restart = acked(&fleet);
     for (cluster, seq) in &at_stop {
@@ -86,25 +72,19 @@ async fn restart_mid_rollout(crash: bool) {
         );
     }
 
-    let status = fleet
-        .wait_converged("hello", &v2, 3, DEADLINE)
-        .await
-        .unwrap();
+    let status = fleet.wait_converged("hello", &v2, 3, DEADLINE).await?;
     for t in &status {
         let cm = fleet
             .kubesim
             .get_object(&t.cluster, "v1", "ConfigMap", Some("hello"), "hello-config")
-            .unwrap();
+            .ok_or_else(|| anyhow::anyhow!("{}: configmap missing", t.cluster))?;
         assert_eq!(cm["data"]["greeting"], "Hello from gitfleet, v2");
     }
     let end = acked(&fleet);
 
     // Once more, with nothing in flight: the store alone brings the hub back exactly.
-    fleet.restart_hub().await.unwrap();
-    let status = fleet
-        .wait_converged("hello", &v2, 3, DEADLINE)
-        .await
-        .unwrap();
+    fleet.restart_hub().await?;
+    let status = fleet.wait_converged("hello", &v2, 3, DEADLINE).await?;
     assert_eq!(status.len(), 3);
     let again = acked(&fleet);
     for (cluster, seq) in &end {
@@ -115,14 +95,15 @@ async fn restart_mid_rollout(crash: bool) {
         );
     }
     fleet.shutdown().await;
+    Ok(())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_restart_mid_rollout_loses_nothing() {
-    restart_mid_rollout(false).await;
+    restart_mid_rollout(false).await.unwrap();
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_rollout_loses_nothing_acked() {
-    restart_mid_rollout(true).await;
+    restart_mid_rollout(true).await.unwrap();
 }
