@@ -787,3 +787,48 @@ async fn tls_and_token_auth() {
     assert!(kubeconfig.contains("token: s3cret"));
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn streaming_list_watcher_gets_initial_events_then_changes() {
+    let h = sim(&["a"]).await;
+    let api: Api<ConfigMap> = Api::namespaced(client(&h, "a"), "default");
+    let cm =
+        |name: &str| json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": name}});
+    api.patch(
+        "first",
+        &PatchParams::apply("t"),
+        &Patch::Apply(cm("first")),
+    )
+    .await
+    .unwrap();
+    let config = kube::runtime::watcher::Config::default().streaming_lists();
+    let mut events = kube::runtime::watcher(api.clone(), config).boxed();
+    let mut init_done = false;
+    let mut seen = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(init_done && seen.contains(&"second".to_string())) {
+        assert!(Instant::now() < deadline, "{seen:?} init_done={init_done}");
+        match tokio::time::timeout(Duration::from_secs(10), events.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        {
+            kube::runtime::watcher::Event::InitApply(o) => seen.push(o.metadata.name.unwrap()),
+            kube::runtime::watcher::Event::InitDone => {
+                init_done = true;
+                api.patch(
+                    "second",
+                    &PatchParams::apply("t"),
+                    &Patch::Apply(cm("second")),
+                )
+                .await
+                .unwrap();
+            }
+            kube::runtime::watcher::Event::Apply(o) => seen.push(o.metadata.name.unwrap()),
+            _ => {}
+        }
+    }
+    assert_eq!(seen, vec!["first", "second"]);
+    h.shutdown().await;
+}
