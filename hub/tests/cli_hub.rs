@@ -7,9 +7,14 @@ mod support;
 
 use std::path::Path;
 
-use gitfleet_hub::cli::output::{ClusterListReport, Health, StatusReport, Sync, TokenReport};
+use gitfleet_hub::cli::output::{
+    ClusterListReport, Health, PendingListReport, StatusReport, Sync, TokenListReport, TokenReport,
+};
 use gitfleet_hub::cli::{CliError, run_args};
 use gitfleet_hub::client::config::{ClientConfig, Context};
+use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::registration_client::RegistrationClient;
 use support::*;
 
 async fn cli(config: &Path, args: &[&str]) -> Result<String, CliError> {
@@ -192,5 +197,207 @@ async fn invalid_resources_are_refused_with_the_hubs_reason_and_nothing_is_store
         cli(&admin, &["get", "all"]).await.unwrap(),
         "No resources found\n"
     );
+    hub.shutdown().await;
+}
+
+/// One registration attempt, keeping a `PendingApproval` answer (which `support::try_register`
+/// treats as unexpected).
+async fn register_once(
+    hub: &HubHandle,
+    cluster: &str,
+    token: &str,
+    key: &rcgen::KeyPair,
+) -> Result<pb::register_response::Outcome, tonic::Status> {
+    let ch = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
+    let response = RegistrationClient::new(ch)
+        .register(pb::RegisterRequest {
+            token: token.into(),
+            cluster_name: cluster.into(),
+            csr_pem: csr(key),
+            labels: [("env".to_owned(), "edge".to_owned())]
+                .into_iter()
+                .collect(),
+            agent_version: "test-0.1".into(),
+        })
+        .await?
+        .into_inner();
+    Ok(response
+        .outcome
+        .expect("a registration always has an outcome"))
+}
+
+async fn pending_names(admin: &Path) -> Vec<String> {
+    let out = cli(admin, &["cluster", "pending", "-o", "json"])
+        .await
+        .unwrap();
+    let report: PendingListReport = serde_json::from_str(&out).unwrap();
+    report.clusters.into_iter().map(|c| c.name).collect()
+}
+
+async fn cluster_names(admin: &Path) -> Vec<String> {
+    let out = cli(admin, &["cluster", "list", "-o", "json"])
+        .await
+        .unwrap();
+    let report: ClusterListReport = serde_json::from_str(&out).unwrap();
+    report.clusters.into_iter().map(|c| c.name).collect()
+}
+
+async fn tokens(admin: &Path) -> TokenListReport {
+    let out = cli(admin, &["token", "list", "-o", "json"]).await.unwrap();
+    serde_json::from_str(&out).unwrap()
+}
+
+#[tokio::test]
+async fn approve_revoke_and_token_lifecycle_through_the_cli() {
+    let (_tmp, data) = data_dir();
+    let hub = runtime::start(HubConfig {
+        require_approval: true,
+        ..HubConfig::for_tests(&data)
+    })
+    .await
+    .unwrap();
+    let admin = hub.admin_config_path().to_owned();
+
+    // A token for any number of clusters, so that refusals below come from revocation alone.
+    let out = cli(
+        &admin,
+        &[
+            "token",
+            "create",
+            "--description",
+            "edge wave",
+            "-o",
+            "json",
+        ],
+    )
+    .await
+    .unwrap();
+    let token: TokenReport = serde_json::from_str(&out).unwrap();
+    let listed = tokens(&admin).await;
+    assert_eq!(listed.tokens.len(), 1);
+    let info = &listed.tokens[0];
+    assert_eq!(info.token_id, token.token_id);
+    assert_eq!(info.description, "edge wave");
+    assert_eq!((info.uses, info.max_uses, info.revoked), (0, None, false));
+    let table = cli(&admin, &["token", "list"]).await.unwrap();
+    assert!(table.contains(&token.token_id), "{table}");
+    assert!(
+        !table.contains(&token.token),
+        "the secret is never listed: {table}"
+    );
+    let yaml = cli(&admin, &["token", "list", "-o", "yaml"]).await.unwrap();
+    assert!(!yaml.contains(&token.token), "{yaml}");
+
+    // The registration waits: pending, not yet a cluster.
+    let key = rcgen::KeyPair::generate().unwrap();
+    let outcome = register_once(&hub, "edge-1", &token.token, &key)
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, pb::register_response::Outcome::Pending(_)),
+        "{outcome:?}"
+    );
+    assert_eq!(pending_names(&admin).await, ["edge-1"]);
+    assert!(cluster_names(&admin).await.is_empty());
+    let table = cli(&admin, &["cluster", "pending"]).await.unwrap();
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("edge-1") && row.contains("env=edge"),
+        "{table}"
+    );
+
+    // Approved: the retry with the same key gets the certificate.
+    let out = cli(&admin, &["cluster", "approve", "edge-1"])
+        .await
+        .unwrap();
+    assert!(out.starts_with("cluster/edge-1 approved; "), "{out}");
+    let err = cli(&admin, &["cluster", "approve", "edge-1"])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CliError::NotPending { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 1);
+    let outcome = register_once(&hub, "edge-1", &token.token, &key)
+        .await
+        .unwrap();
+    let pb::register_response::Outcome::Issued(issued) = outcome else {
+        panic!("approved registration still not issued: {outcome:?}")
+    };
+    assert!(pending_names(&admin).await.is_empty());
+    assert_eq!(cluster_names(&admin).await, ["edge-1"]);
+    let id = SpokeIdentity {
+        cluster: issued.cluster_name,
+        cert_pem: issued.certificate_pem,
+        key_pem: key.serialize_pem(),
+        ca_pem: issued.ca_pem,
+    };
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("the first snapshot", |v| v.snapshots > 0).await;
+    assert_eq!(tokens(&admin).await.tokens[0].uses, 1);
+
+    // Revoked: the live stream ends with a revoked goodbye, and the next connection is refused.
+    let out = cli(&admin, &["cluster", "revoke", "edge-1", "-o", "json"])
+        .await
+        .unwrap();
+    let json: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(json, serde_json::json!({"name": "edge-1", "revoked": true}));
+    spoke.until_end().await;
+    assert!(
+        spoke.view.goodbye.as_ref().is_some_and(|g| g.revoked),
+        "goodbye: {:?}",
+        spoke.view.goodbye
+    );
+    let refused = match FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default()).await {
+        Err(status) => status,
+        Ok(mut again) => again
+            .until_end()
+            .await
+            .expect("a revoked cluster's stream ends with an error"),
+    };
+    assert_eq!(refused.code(), tonic::Code::PermissionDenied, "{refused}");
+    assert!(refused.message().contains("revoked"), "{refused}");
+    let err = register_once(&hub, "edge-1", &token.token, &key)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+    let err = cli(&admin, &["cluster", "revoke", "nowhere"])
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CliError::NoSuchCluster { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 1);
+
+    // A revoked token registers nobody, however many uses it had left.
+    let out = cli(&admin, &["token", "revoke", &token.token_id])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with(&format!("token/{} revoked; ", token.token_id)),
+        "{out}"
+    );
+    let listed = tokens(&admin).await;
+    assert!(listed.tokens[0].revoked, "{listed:?}");
+    let table = cli(&admin, &["token", "list"]).await.unwrap();
+    assert_eq!(
+        table.lines().nth(1).unwrap().split_whitespace().last(),
+        Some("yes"),
+        "{table}"
+    );
+    let other = rcgen::KeyPair::generate().unwrap();
+    let err = register_once(&hub, "edge-2", &token.token, &other)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err.code(),
+            tonic::Code::PermissionDenied | tonic::Code::Unauthenticated
+        ),
+        "{err}"
+    );
+    assert!(pending_names(&admin).await.is_empty());
+    let err = cli(&admin, &["token", "revoke", "nope"]).await.unwrap_err();
+    assert!(matches!(err, CliError::NoSuchToken { .. }), "{err:?}");
+    assert_eq!(err.exit_code(), 1);
+
     hub.shutdown().await;
 }

@@ -26,6 +26,10 @@ Getting started:
   # Let a new cluster register (the token is shown once)
   gitfleet token create --ttl 1h --label env=prod
 
+  # On a hub started with --require-approval, let it in
+  gitfleet cluster pending
+  gitfleet cluster approve prod-eu-1
+
 Output:
   Read commands print tables for people; -o json and -o yaml print complete, stable documents
   for scripts. Colour is used only on a terminal (never with NO_COLOR set).
@@ -135,11 +139,11 @@ pub enum Command {
     #[command(after_help = STATUS_EXAMPLES)]
     Status(StatusArgs),
 
-    /// Bootstrap tokens that let new clusters register
+    /// Bootstrap tokens that let new clusters register: create, list, revoke
     #[command(subcommand)]
     Token(TokenCommand),
 
-    /// Registered clusters
+    /// Clusters: list, approve waiting registrations, revoke
     #[command(subcommand)]
     Cluster(ClusterCommand),
 
@@ -300,6 +304,38 @@ pub enum TokenCommand {
     /// Create a bootstrap token; it is printed once and cannot be shown again
     #[command(after_help = TOKEN_EXAMPLES)]
     Create(TokenCreateArgs),
+
+    /// List bootstrap tokens: uses, expiry, whether revoked (never the secret)
+    #[command(visible_alias = "ls", after_help = TOKEN_LIST_EXAMPLES)]
+    List,
+
+    /// Make a bootstrap token unusable at once; clusters it registered stay registered
+    #[command(after_help = TOKEN_REVOKE_EXAMPLES)]
+    Revoke(TokenRevokeArgs),
+}
+
+const TOKEN_LIST_EXAMPLES: &str = "\
+Examples:
+  gitfleet token list
+
+  # Ids of tokens that can still register clusters
+  gitfleet token list -o json | jq -r '.tokens[] | select(.revoked | not) | .tokenId'
+
+A token is usable until it expires, is used up (USES reaches its maximum) or is revoked.";
+
+const TOKEN_REVOKE_EXAMPLES: &str = "\
+Examples:
+  # The id is printed by `gitfleet token create` and listed by `gitfleet token list`
+  gitfleet token revoke 8e1adea849d1
+
+Clusters that already registered with the token keep their certificates; cut one off with
+`gitfleet cluster revoke NAME`.";
+
+#[derive(Debug, Clone, Args)]
+pub struct TokenRevokeArgs {
+    /// The token's id (not the secret): see `gitfleet token list`
+    #[arg(value_name = "ID", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub id: String,
 }
 
 const TOKEN_EXAMPLES: &str = "\
@@ -334,6 +370,53 @@ pub enum ClusterCommand {
     /// List registered clusters, their labels and when they were last heard from
     #[command(visible_alias = "ls")]
     List,
+
+    /// List registrations waiting for approval (hubs started with --require-approval)
+    #[command(after_help = CLUSTER_PENDING_EXAMPLES)]
+    Pending,
+
+    /// Let a registration waiting for approval get its certificate on its next retry
+    #[command(after_help = CLUSTER_APPROVE_EXAMPLES)]
+    Approve(ClusterNameArgs),
+
+    /// Cut a cluster off at once: its connection is closed, its certificate refused from now on,
+    /// and it leaves every placement
+    #[command(after_help = CLUSTER_REVOKE_EXAMPLES)]
+    Revoke(ClusterNameArgs),
+}
+
+const CLUSTER_PENDING_EXAMPLES: &str = "\
+Examples:
+  gitfleet cluster pending
+  gitfleet cluster pending -o json | jq -r '.clusters[].name'
+
+Only a hub started with --require-approval keeps registrations waiting; approve one with
+`gitfleet cluster approve NAME`, or refuse it with `gitfleet cluster revoke NAME`.";
+
+const CLUSTER_APPROVE_EXAMPLES: &str = "\
+Examples:
+  # See who is waiting, with the labels they will get, then let one in
+  gitfleet cluster pending
+  gitfleet cluster approve prod-eu-1
+
+The spoke keeps retrying its registration with the same key and gets its certificate on the
+next retry; it then shows in `gitfleet cluster list`.";
+
+const CLUSTER_REVOKE_EXAMPLES: &str = "\
+Examples:
+  gitfleet cluster revoke prod-eu-1
+
+  # Refuse a registration that is waiting for approval
+  gitfleet cluster revoke suspicious-1
+
+Revocation cannot be undone: the name stays refused, and its Targets are dropped. A spoke for
+that cluster must register again under a new name.";
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterNameArgs {
+    /// The cluster's name
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
 }
 
 #[derive(Debug, Subcommand)]

@@ -75,6 +75,18 @@ pub enum CliError {
         name: String,
         plural: String,
     },
+    #[error(
+        "no registration named {name:?} is waiting for approval; list those waiting with `gitfleet cluster pending` (registered clusters, in `gitfleet cluster list`, need no approval)"
+    )]
+    NotPending { name: String },
+    #[error(
+        "cluster {name:?} not found; list clusters with `gitfleet cluster list` and registrations waiting for approval with `gitfleet cluster pending`"
+    )]
+    NoSuchCluster { name: String },
+    #[error(
+        "token {id:?} not found; list token ids with `gitfleet token list` (the id, not the gft_ secret)"
+    )]
+    NoSuchToken { id: String },
     #[error("`all` lists every kind; delete needs one of repo, app or clustergroup")]
     DeleteAll,
     #[error("cannot write output: {0}")]
@@ -260,11 +272,61 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::token_text(&report, client.server(), style)
             }))
         }
+        Command::Token(TokenCommand::List) => {
+            let tokens = connect().await?.list_tokens().await?;
+            let report = output::token_list_report(&tokens);
+            Ok(output::render(format, &report, || {
+                output::token_table(&report, style)
+            }))
+        }
+        Command::Token(TokenCommand::Revoke(t)) => {
+            if !connect().await?.revoke_token(&t.id).await? {
+                return Err(CliError::NoSuchToken { id: t.id });
+            }
+            let report = output::RevokeTokenReport {
+                token_id: t.id,
+                revoked: true,
+            };
+            Ok(output::render(format, &report, || {
+                output::revoke_token_text(&report)
+            }))
+        }
         Command::Cluster(ClusterCommand::List) => {
             let clusters = connect().await?.list_clusters().await?;
             let report = output::cluster_list_report(&clusters);
             Ok(output::render(format, &report, || {
                 output::cluster_table(&report, style)
+            }))
+        }
+        Command::Cluster(ClusterCommand::Pending) => {
+            let clusters = connect().await?.list_pending_clusters().await?;
+            let report = output::pending_list_report(&clusters);
+            Ok(output::render(format, &report, || {
+                output::pending_table(&report, style)
+            }))
+        }
+        Command::Cluster(ClusterCommand::Approve(c)) => {
+            if !connect().await?.approve_cluster(&c.name).await? {
+                return Err(CliError::NotPending { name: c.name });
+            }
+            let report = output::ApproveReport {
+                name: c.name,
+                approved: true,
+            };
+            Ok(output::render(format, &report, || {
+                output::approve_text(&report)
+            }))
+        }
+        Command::Cluster(ClusterCommand::Revoke(c)) => {
+            if !connect().await?.revoke_cluster(&c.name).await? {
+                return Err(CliError::NoSuchCluster { name: c.name });
+            }
+            let report = output::RevokeClusterReport {
+                name: c.name,
+                revoked: true,
+            };
+            Ok(output::render(format, &report, || {
+                output::revoke_cluster_text(&report)
             }))
         }
         Command::Config(c) => {

@@ -707,27 +707,18 @@ pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
 pub fn cluster_table(report: &ClusterListReport, style: Style) -> String {
     if report.clusters.is_empty() {
         return "No clusters registered: create a token with `gitfleet token create` and start a \
-                spoke with it\n"
+                spoke with it (registrations waiting for approval: `gitfleet cluster pending`)\n"
             .to_owned();
     }
     let mut table = plain_table(&["NAME", "LABELS", "CONNECTED", "LAST CONTACT", "AGENT"]);
     for c in &report.clusters {
-        let labels = c
-            .labels
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+        let labels = labels_text(&c.labels);
         let (connected, color) = if c.connected {
             ("yes", Color::Green)
         } else {
             ("no", Color::Red)
         };
-        let last_contact = c
-            .last_contact
-            .as_deref()
-            .and_then(parse_rfc3339)
-            .map_or_else(|| "never".to_owned(), |t| relative(t, style.now_unix));
+        let last_contact = ago(c.last_contact.as_deref(), style.now_unix);
         table.add_row(vec![
             Cell::new(&c.name),
             Cell::new(dash(&labels)),
@@ -737,6 +728,196 @@ pub fn cluster_table(report: &ClusterListReport, style: Style) -> String {
         ]);
     }
     finish(&table)
+}
+
+// ---------------------------------------------------------------------------------------------
+// cluster pending / approve / revoke
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingListReport {
+    pub clusters: Vec<PendingClusterReport>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingClusterReport {
+    pub name: String,
+    /// The labels the cluster will have once approved (the token's win over the spoke's).
+    pub labels: BTreeMap<String, String>,
+    pub agent_version: String,
+    /// RFC 3339; when the spoke first asked to register.
+    pub requested_at: Option<String>,
+}
+
+/// Sorted by name.
+pub fn pending_list_report(clusters: &[pb::PendingCluster]) -> PendingListReport {
+    let mut clusters: Vec<PendingClusterReport> = clusters
+        .iter()
+        .map(|c| PendingClusterReport {
+            name: c.name.clone(),
+            labels: c
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            agent_version: c.agent_version.clone(),
+            requested_at: rfc3339(c.requested_at_unix),
+        })
+        .collect();
+    clusters.sort_by(|a, b| a.name.cmp(&b.name));
+    PendingListReport { clusters }
+}
+
+pub fn pending_table(report: &PendingListReport, style: Style) -> String {
+    if report.clusters.is_empty() {
+        return "No registrations waiting for approval (only a hub started with \
+                --require-approval keeps them waiting)\n"
+            .to_owned();
+    }
+    let mut table = plain_table(&["NAME", "LABELS", "AGENT", "REQUESTED"]);
+    for c in &report.clusters {
+        table.add_row(vec![
+            c.name.clone(),
+            dash(&labels_text(&c.labels)),
+            dash(&c.agent_version),
+            ago(c.requested_at.as_deref(), style.now_unix),
+        ]);
+    }
+    finish(&table)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApproveReport {
+    pub name: String,
+    pub approved: bool,
+}
+
+pub fn approve_text(report: &ApproveReport) -> String {
+    format!(
+        "cluster/{} approved; its spoke gets its certificate on its next registration retry\n",
+        report.name
+    )
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeClusterReport {
+    pub name: String,
+    pub revoked: bool,
+}
+
+pub fn revoke_cluster_text(report: &RevokeClusterReport) -> String {
+    format!(
+        "cluster/{} revoked; its connection is closed, its certificate is refused from now on and \
+         its Targets are removed\n",
+        report.name
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// token list / revoke
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenListReport {
+    pub tokens: Vec<TokenInfoReport>,
+}
+
+/// A token as the hub keeps it: never the secret.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct TokenInfoReport {
+    pub token_id: String,
+    pub description: String,
+    /// Labels that clusters registering with the token get.
+    pub labels: BTreeMap<String, String>,
+    /// Clusters registered with it so far.
+    pub uses: u32,
+    /// `null`: any number of uses until it expires.
+    pub max_uses: Option<u32>,
+    /// RFC 3339.
+    pub expires_at: Option<String>,
+    pub expires_at_unix: i64,
+    pub revoked: bool,
+}
+
+/// Sorted by expiry (soonest first), then id.
+pub fn token_list_report(tokens: &[pb::TokenInfo]) -> TokenListReport {
+    let mut tokens: Vec<TokenInfoReport> = tokens
+        .iter()
+        .map(|t| TokenInfoReport {
+            token_id: t.token_id.clone(),
+            description: t.description.clone(),
+            labels: t
+                .labels
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            uses: t.uses,
+            max_uses: (t.max_uses > 0).then_some(t.max_uses),
+            expires_at: rfc3339(t.expires_at_unix),
+            expires_at_unix: t.expires_at_unix,
+            revoked: t.revoked,
+        })
+        .collect();
+    tokens.sort_by(|a, b| (a.expires_at_unix, &a.token_id).cmp(&(b.expires_at_unix, &b.token_id)));
+    TokenListReport { tokens }
+}
+
+pub fn token_table(report: &TokenListReport, style: Style) -> String {
+    if report.tokens.is_empty() {
+        return "No bootstrap tokens: create one with `gitfleet token create`\n".to_owned();
+    }
+    let mut table = plain_table(&["ID", "DESCRIPTION", "LABELS", "USES", "EXPIRES", "REVOKED"]);
+    for t in &report.tokens {
+        let max = t
+            .max_uses
+            .map_or_else(|| "unlimited".to_owned(), |m| m.to_string());
+        let used_up = t.max_uses.is_some_and(|m| t.uses >= m);
+        let expired = t.expires_at_unix != 0 && t.expires_at_unix <= style.now_unix;
+        let expires = if t.expires_at_unix == 0 {
+            "never".to_owned()
+        } else if expired {
+            format!("expired {}", relative(t.expires_at_unix, style.now_unix))
+        } else {
+            relative(t.expires_at_unix, style.now_unix)
+        };
+        let (revoked, revoked_color) = if t.revoked {
+            ("yes", Some(Color::Red))
+        } else {
+            ("no", None)
+        };
+        table.add_row(vec![
+            Cell::new(&t.token_id),
+            Cell::new(dash(&t.description)),
+            Cell::new(dash(&labels_text(&t.labels))),
+            colored(
+                format!("{}/{max}", t.uses),
+                used_up.then_some(Color::Red),
+                style,
+            ),
+            colored(expires, expired.then_some(Color::Red), style),
+            colored(revoked, revoked_color, style),
+        ]);
+    }
+    finish(&table)
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RevokeTokenReport {
+    pub token_id: String,
+    pub revoked: bool,
+}
+
+pub fn revoke_token_text(report: &RevokeTokenReport) -> String {
+    format!(
+        "token/{} revoked; no cluster can register with it any more (clusters it already \
+         registered keep their certificates)\n",
+        report.token_id
+    )
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -840,6 +1021,21 @@ fn paint(text: &str, color: Option<Color>, enabled: bool) -> String {
     } else {
         text.to_owned()
     }
+}
+
+/// `env=prod,region=eu`, sorted by key.
+fn labels_text(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `12s ago` for an RFC 3339 time, `never` when there is none.
+fn ago(time: Option<&str>, now_unix: i64) -> String {
+    time.and_then(parse_rfc3339)
+        .map_or_else(|| "never".to_owned(), |t| relative(t, now_unix))
 }
 
 fn dash(text: &str) -> String {

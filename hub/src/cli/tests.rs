@@ -143,6 +143,111 @@ fn token_create_parses_durations_labels_and_limits() {
 }
 
 #[test]
+fn cluster_approve_revoke_and_pending_parse() {
+    let Command::Cluster(ClusterCommand::Approve(c)) =
+        parse(&["cluster", "approve", "prod-eu-1"]).unwrap().command
+    else {
+        panic!()
+    };
+    assert_eq!(c.name, "prod-eu-1");
+    let Command::Cluster(ClusterCommand::Revoke(c)) =
+        parse(&["cluster", "revoke", "prod-eu-1", "-o", "json"])
+            .unwrap()
+            .command
+    else {
+        panic!()
+    };
+    assert_eq!(c.name, "prod-eu-1");
+    assert!(matches!(
+        parse(&["cluster", "pending"]).unwrap().command,
+        Command::Cluster(ClusterCommand::Pending)
+    ));
+    for bad in [
+        &["cluster", "approve"][..],
+        &["cluster", "revoke"],
+        &["cluster", "approve", ""],
+        &["cluster", "approve", "a", "b"],
+        &["cluster", "pending", "x"],
+    ] {
+        let err = parse(bad).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad:?}");
+    }
+}
+
+#[test]
+fn token_list_and_revoke_parse() {
+    assert!(matches!(
+        parse(&["token", "list"]).unwrap().command,
+        Command::Token(TokenCommand::List)
+    ));
+    assert!(matches!(
+        parse(&["token", "ls", "-o", "yaml"]).unwrap().command,
+        Command::Token(TokenCommand::List)
+    ));
+    let Command::Token(TokenCommand::Revoke(t)) =
+        parse(&["token", "revoke", "8e1adea849d1"]).unwrap().command
+    else {
+        panic!()
+    };
+    assert_eq!(t.id, "8e1adea849d1");
+    for bad in [&["token", "revoke"][..], &["token", "revoke", ""]] {
+        let err = parse(bad).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad:?}");
+    }
+}
+
+#[test]
+fn access_errors_exit_1_and_say_where_to_look() {
+    let err = CliError::NotPending {
+        name: "prod-1".into(),
+    };
+    assert_eq!(err.exit_code(), 1);
+    assert!(
+        err.to_string().contains("gitfleet cluster pending"),
+        "{err}"
+    );
+    let err = CliError::NoSuchCluster {
+        name: "prod-1".into(),
+    };
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("gitfleet cluster list"), "{err}");
+    let err = CliError::NoSuchToken { id: "abc".into() };
+    assert_eq!(err.exit_code(), 1);
+    assert!(err.to_string().contains("gitfleet token list"), "{err}");
+}
+
+#[tokio::test]
+async fn access_commands_have_help_with_examples() {
+    for (args, needle) in [
+        (
+            &["gitfleet", "cluster", "approve", "--help"][..],
+            "gitfleet cluster approve prod-eu-1",
+        ),
+        (
+            &["gitfleet", "cluster", "revoke", "--help"],
+            "cannot be undone",
+        ),
+        (
+            &["gitfleet", "cluster", "pending", "--help"],
+            "--require-approval",
+        ),
+        (
+            &["gitfleet", "token", "list", "--help"],
+            "gitfleet token list",
+        ),
+        (
+            &["gitfleet", "token", "revoke", "--help"],
+            "gitfleet token revoke 8e1adea849d1",
+        ),
+    ] {
+        let mut out = Vec::new();
+        run_args(args.iter().copied(), &mut out).await.unwrap();
+        let text = String::from_utf8(out).unwrap();
+        assert!(text.contains(needle), "{args:?}: {text}");
+    }
+}
+
+#[test]
 fn status_filters() {
     let Command::Status(s) = parse(&[
         "status",

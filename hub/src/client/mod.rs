@@ -2,7 +2,8 @@
 //!
 //! [`AdminClient`] is the CLI's only gRPC edge: it dials the hub named by a [`Context`] with
 //! mutual TLS and turns transport and status failures into [`ClientError`]s that say what to do
-//! next. It hands back the wire types unchanged; the CLI's output module shapes them for people
+//! next. One channel carries both admin services: `Admin` (resources, status, tokens) and
+//! `Access` (approving and revoking clusters, listing and revoking tokens). It hands back the wire types unchanged; the CLI's output module shapes them for people
 //! and scripts.
 
 pub mod config;
@@ -38,6 +39,7 @@ pub fn install_crypto_provider() {
 #[derive(Debug, Clone)]
 pub struct AdminClient {
     inner: pb::admin_client::AdminClient<Channel>,
+    access: pb::access_client::AccessClient<Channel>,
     server: String,
 }
 
@@ -52,10 +54,17 @@ impl AdminClient {
             .connect()
             .await
             .map_err(|e| ClientError::from_transport(&server, &e))?;
-        let inner = pb::admin_client::AdminClient::new(channel)
+        let inner = pb::admin_client::AdminClient::new(channel.clone())
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
-        Ok(AdminClient { inner, server })
+        let access = pb::access_client::AccessClient::new(channel)
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        Ok(AdminClient {
+            inner,
+            access,
+            server,
+        })
     }
 
     /// The `server` of the context this client dialled.
@@ -122,6 +131,50 @@ impl AdminClient {
     pub async fn list_clusters(&mut self) -> Result<Vec<pb::ClusterInfo>, ClientError> {
         let response = self.inner.list_clusters(pb::ListClustersRequest {}).await;
         Ok(self.check(response)?.clusters)
+    }
+
+    /// Lets a registration waiting for approval get its certificate on its next retry; `false`
+    /// when no registration of that name is waiting.
+    pub async fn approve_cluster(&mut self, name: &str) -> Result<bool, ClientError> {
+        let request = pb::ApproveClusterRequest {
+            name: name.to_owned(),
+        };
+        let response = self.access.approve_cluster(request).await;
+        Ok(self.check(response)?.approved)
+    }
+
+    /// Cuts a cluster (or a pending registration) off at once; `false` when there is no cluster
+    /// of that name.
+    pub async fn revoke_cluster(&mut self, name: &str) -> Result<bool, ClientError> {
+        let request = pb::RevokeClusterRequest {
+            name: name.to_owned(),
+        };
+        let response = self.access.revoke_cluster(request).await;
+        Ok(self.check(response)?.revoked)
+    }
+
+    /// Registrations waiting for approval.
+    pub async fn list_pending_clusters(&mut self) -> Result<Vec<pb::PendingCluster>, ClientError> {
+        let response = self
+            .access
+            .list_pending_clusters(pb::ListPendingClustersRequest {})
+            .await;
+        Ok(self.check(response)?.clusters)
+    }
+
+    /// Every bootstrap token the hub knows, without secrets.
+    pub async fn list_tokens(&mut self) -> Result<Vec<pb::TokenInfo>, ClientError> {
+        let response = self.access.list_tokens(pb::ListTokensRequest {}).await;
+        Ok(self.check(response)?.tokens)
+    }
+
+    /// Makes a bootstrap token unusable; `false` when no token has that id.
+    pub async fn revoke_token(&mut self, token_id: &str) -> Result<bool, ClientError> {
+        let request = pb::RevokeTokenRequest {
+            token_id: token_id.to_owned(),
+        };
+        let response = self.access.revoke_token(request).await;
+        Ok(self.check(response)?.revoked)
     }
 
     fn check<T>(

@@ -596,3 +596,195 @@ fn converged_means_synced_and_healthy_at_the_desired_revision() {
     );
     assert!(pending(&status_report(&[])).starts_with("no Targets match"));
 }
+
+fn pending_cluster(name: &str, requested_at: i64) -> pb::PendingCluster {
+    pb::PendingCluster {
+        name: name.into(),
+        labels: [("env".to_owned(), "prod".to_owned())]
+            .into_iter()
+            .collect(),
+        agent_version: "0.1.0".into(),
+        requested_at_unix: requested_at,
+    }
+}
+
+#[test]
+fn pending_clusters_are_sorted_with_when_they_asked() {
+    let report = pending_list_report(&[
+        pending_cluster("prod-2", 0),
+        pending_cluster("prod-1", NOW - 200),
+    ]);
+    let text = pending_table(&report, plain());
+    let rows = lines(&text);
+    assert_eq!(columns(rows[0]), ["NAME", "LABELS", "AGENT", "REQUESTED"]);
+    assert_eq!(
+        columns(rows[1]),
+        ["prod-1", "env=prod", "0.1.0", "3m20s ago"]
+    );
+    assert_eq!(columns(rows[2]), ["prod-2", "env=prod", "0.1.0", "never"]);
+    assert_eq!(rows.len(), 3);
+
+    let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
+    assert_eq!(
+        json["clusters"][0],
+        json!({"name": "prod-1", "labels": {"env": "prod"}, "agentVersion": "0.1.0", "requestedAt": "2027-01-15T07:56:40Z"})
+    );
+    assert_eq!(json["clusters"][1]["requestedAt"], serde_json::Value::Null);
+    let back: PendingListReport = serde_yaml::from_str(&to_yaml(&report)).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn no_pending_clusters_says_when_there_would_be_some() {
+    let text = pending_table(&pending_list_report(&[]), plain());
+    assert!(text.starts_with("No registrations waiting"), "{text}");
+    assert!(text.contains("--require-approval"), "{text}");
+}
+
+#[test]
+fn approve_and_revoke_say_what_happens_next() {
+    let approved = ApproveReport {
+        name: "prod-1".into(),
+        approved: true,
+    };
+    let text = approve_text(&approved);
+    assert!(text.starts_with("cluster/prod-1 approved; "), "{text}");
+    assert!(text.contains("next registration retry"), "{text}");
+    assert_eq!(
+        serde_json::to_value(&approved).unwrap(),
+        json!({"name": "prod-1", "approved": true})
+    );
+
+    let revoked = RevokeClusterReport {
+        name: "prod-1".into(),
+        revoked: true,
+    };
+    let text = revoke_cluster_text(&revoked);
+    assert!(text.starts_with("cluster/prod-1 revoked; "), "{text}");
+    assert!(text.contains("refused from now on"), "{text}");
+    assert_eq!(
+        serde_json::to_value(&revoked).unwrap(),
+        json!({"name": "prod-1", "revoked": true})
+    );
+
+    let token = RevokeTokenReport {
+        token_id: "8e1adea849d1".into(),
+        revoked: true,
+    };
+    let text = revoke_token_text(&token);
+    assert!(text.starts_with("token/8e1adea849d1 revoked; "), "{text}");
+    assert!(text.contains("keep their certificates"), "{text}");
+    assert_eq!(
+        serde_json::to_value(&token).unwrap(),
+        json!({"tokenId": "8e1adea849d1", "revoked": true})
+    );
+    for text in [
+        approve_text(&approved),
+        revoke_cluster_text(&revoked),
+        revoke_token_text(&token),
+    ] {
+        assert_eq!(text.lines().count(), 1, "one line: {text}");
+        assert!(text.ends_with('\n'));
+    }
+}
+
+fn token_info(id: &str, uses: u32, max_uses: u32, expires_at: i64, revoked: bool) -> pb::TokenInfo {
+    pb::TokenInfo {
+        token_id: id.into(),
+        expires_at_unix: expires_at,
+        max_uses,
+        uses,
+        labels: [
+            ("region".to_owned(), "eu".to_owned()),
+            ("env".to_owned(), "prod".to_owned()),
+        ]
+        .into_iter()
+        .collect(),
+        description: String::new(),
+        revoked,
+    }
+}
+
+#[test]
+fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
+    let mut described = token_info("aaa", 0, 0, NOW + 3600, false);
+    described.description = "eu wave".into();
+    described.labels.clear();
+    let report = token_list_report(&[
+        token_info("ccc", 1, 1, NOW + 7200, false),
+        described,
+        token_info("bbb", 2, 5, NOW - 120, true),
+    ]);
+    let text = token_table(&report, plain());
+    let rows = lines(&text);
+    assert_eq!(
+        columns(rows[0]),
+        ["ID", "DESCRIPTION", "LABELS", "USES", "EXPIRES", "REVOKED"]
+    );
+    // Soonest expiry first.
+    assert_eq!(
+        columns(rows[1]),
+        [
+            "bbb",
+            "-",
+            "env=prod,region=eu",
+            "2/5",
+            "expired 2m ago",
+            "yes"
+        ]
+    );
+    assert_eq!(
+        columns(rows[2]),
+        ["aaa", "eu wave", "-", "0/unlimited", "in 1h", "no"]
+    );
+    assert_eq!(
+        columns(rows[3]),
+        ["ccc", "-", "env=prod,region=eu", "1/1", "in 2h", "no"]
+    );
+    assert!(!text.contains("gft_"), "{text}");
+
+    let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
+    assert_eq!(
+        json["tokens"][1],
+        json!({
+            "tokenId": "aaa",
+            "description": "eu wave",
+            "labels": {},
+            "uses": 0,
+            "maxUses": null,
+            "expiresAt": "2027-01-15T09:00:00Z",
+            "expiresAtUnix": NOW + 3600,
+            "revoked": false
+        })
+    );
+    assert_eq!(json["tokens"][0]["maxUses"], 5);
+    let back: TokenListReport = serde_yaml::from_str(&to_yaml(&report)).unwrap();
+    assert_eq!(back, report);
+}
+
+#[test]
+fn token_table_colours_what_makes_a_token_unusable() {
+    let style = Style {
+        color: true,
+        now_unix: NOW,
+    };
+    let report = token_list_report(&[token_info("used", 1, 1, NOW + 60, false)]);
+    let text = token_table(&report, style);
+    let row = lines(&text)[1].to_owned();
+    assert!(row.contains("\u{1b}["), "used up is coloured: {row:?}");
+    let report = token_list_report(&[token_info("fine", 0, 3, NOW + 60, false)]);
+    let text = token_table(&report, style);
+    assert!(!lines(&text)[1].contains("\u{1b}["), "{text:?}");
+}
+
+#[test]
+fn no_tokens_says_how_to_create_one() {
+    let text = token_table(&token_list_report(&[]), plain());
+    assert!(text.contains("gitfleet token create"), "{text}");
+}
+
+#[test]
+fn empty_cluster_list_points_at_pending_registrations() {
+    let text = cluster_table(&cluster_list_report(&[]), plain());
+    assert!(text.contains("gitfleet cluster pending"), "{text}");
+}
