@@ -43,6 +43,9 @@ pub struct FleetOptions {
     pub ready_delay: Duration,
     /// Where everything lives; a fresh temporary directory when `None`.
     pub work_dir: Option<PathBuf>,
+    /// How long the certificates the hub issues to spokes are valid (the hub's default when
+    /// `None`); short values make spokes renew within a test.
+    pub cluster_cert_validity: Option<Duration>,
 }
 
 impl FleetOptions {
@@ -51,6 +54,7 @@ impl FleetOptions {
             clusters,
             ready_delay: Duration::from_millis(200),
             work_dir: None,
+            cluster_cert_validity: None,
         }
     }
 }
@@ -62,6 +66,7 @@ pub struct Fleet {
     pub spokes: BTreeMap<String, SpokeHandle>,
     pub git: GitRepo,
     clusters: Vec<ClusterSpec>,
+    options: FleetOptions,
     admin: AdminClient,
     work_dir: PathBuf,
     _tmp: Option<tempfile::TempDir>,
@@ -86,7 +91,7 @@ impl Fleet {
             .await
             .context("starting kubesim")?;
 
-        let hub = gitfleet_hub::runtime::start(HubConfig::for_tests(work_dir.join("hub")))
+        let hub = gitfleet_hub::runtime::start(hub_config(&work_dir, &options))
             .await
             .context("starting the hub")?;
         let admin = admin_client(hub.admin_config_path()).await?;
@@ -98,6 +103,7 @@ impl Fleet {
             spokes: BTreeMap::new(),
             git,
             clusters: options.clusters.clone(),
+            options: options.clone(),
             admin,
             work_dir,
             _tmp: tmp,
@@ -171,7 +177,7 @@ impl Fleet {
         // The old listener may take a moment to be released.
         let deadline = Instant::now() + Duration::from_secs(20);
         let hub = loop {
-            let mut config = HubConfig::for_tests(self.work_dir.join("hub"));
+            let mut config = hub_config(&self.work_dir, &self.options);
             config.grpc_listen = addr;
             match gitfleet_hub::runtime::start(config).await {
                 Ok(hub) => break hub,
@@ -301,6 +307,14 @@ pub fn describe(status: &[pb::TargetStatus]) -> String {
 
 pub fn short(rev: &str) -> &str {
     rev.get(..8).unwrap_or(rev)
+}
+
+fn hub_config(work_dir: &Path, options: &FleetOptions) -> HubConfig {
+    let mut config = HubConfig::for_tests(work_dir.join("hub"));
+    if let Some(validity) = options.cluster_cert_validity {
+        config.cluster_cert_validity = validity;
+    }
+    config
 }
 
 async fn admin_client(config_path: &Path) -> anyhow::Result<AdminClient> {
