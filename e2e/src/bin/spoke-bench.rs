@@ -1,5 +1,5 @@
 //! Spoke figures against kubesim, printed, never asserted (timings are not test outcomes):
-//! `cargo test -p gitfleet-e2e --release --test spoke_bench -- --ignored --nocapture`.
+//! `cargo run --release --bin spoke-bench`.
 //!
 //! - the time to fetch, render and apply 1,000 objects until the Target reports Synced;
 //! - process CPU and resident memory while 20 Targets sit idle (an upper bound for the spoke:
@@ -109,9 +109,8 @@ async fn wait_all(latest: &Latest, ids: &[String], done: impl Fn(&TargetStatus) 
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-#[ignore = "benchmark: prints figures"]
-async fn spoke_figures() {
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
     let mut sim = KubesimConfig::new(["bench"]);
     sim.ready_delay = Duration::from_millis(50);
     let kubesim = Kubesim::start(sim).await.expect("kubesim");
