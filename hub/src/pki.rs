@@ -122,26 +122,8 @@ fn valid_name(uri: &str, name: &str) -> Result<String, IdentityError> {
     Ok(name.to_owned())
 }
 
-/// Why `s` is not a DNS-1123 label (lowercase alphanumerics and '-', 1–63 characters, starting
-/// and ending alphanumeric), or `None` when it is one.
-pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
-    if s.is_empty() {
-        return Some("must not be empty");
-    }
-    if s.len() > 63 {
-        return Some("must be at most 63 characters");
-    }
-    if !s
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-    {
-        return Some("must consist of lowercase letters, digits and '-'");
-    }
-    if s.starts_with('-') || s.ends_with('-') {
-        return Some("must start and end with a letter or digit");
-    }
-    None
-}
+/// Cluster names are DNS-1123 labels, checked by the same rule as every resource name.
+pub use crate::resources::dns1123_label_problem;
 
 /// A certificate issued to a spoke.
 #[derive(Debug, Clone)]

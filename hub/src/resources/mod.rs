@@ -530,4 +530,4 @@ impl Resource {
 }
 
 mod parse;
-pub use parse::parse_document;
+pub use parse::{dns1123_label_problem, parse_document};
