@@ -34,24 +34,13 @@ fn write_identity(data_dir: &std::path::Path, cluster: &str) {
 }
 
 fn commit_app(dir: &std::path::Path) -> String {
-    let repo = git2::Repository::init(dir).expect("init");
-    std::fs::create_dir_all(dir.join("apps/offline")).expect("mkdir");
-    std::fs::write(
-        dir.join("apps/offline/cm.yaml"),
+    let git = gitfleet_e2e::gitrepo::GitRepo::init(dir).expect("init");
+    git.write(
+        "apps/offline/cm.yaml",
         "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: offline\ndata:\n  mode: away\n",
     )
     .expect("write");
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .expect("add");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("tree");
-    let sig = git2::Signature::now("t", "t@example.com").expect("sig");
-    repo.commit(Some("HEAD"), &sig, &sig, "app", &tree, &[])
-        .expect("commit")
-        .to_string()
+    git.commit("app").expect("commit")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,23 +33,11 @@ impl Reporter for Latest {
 }
 
 fn commit(dir: &std::path::Path, files: &[(String, String)]) -> String {
-    let repo = git2::Repository::init(dir).expect("init");
+    let git = gitfleet_e2e::gitrepo::GitRepo::init(dir).expect("init");
     for (path, content) in files {
-        let full = dir.join(path);
-        std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
-        std::fs::write(full, content).expect("write");
+        git.write(path, content).expect("write");
     }
-    let mut index = repo.index().expect("index");
-    index
-        .add_all(["*"], git2::IndexAddOption::DEFAULT, None)
-        .expect("add");
-    let tree = repo
-        .find_tree(index.write_tree().expect("tree"))
-        .expect("tree");
-    let sig = git2::Signature::now("t", "t@example.com").expect("sig");
-    repo.commit(Some("HEAD"), &sig, &sig, "bench", &tree, &[])
-        .expect("commit")
-        .to_string()
+    git.commit("bench").expect("commit")
 }
 
 fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
