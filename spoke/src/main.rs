@@ -83,10 +83,19 @@ async fn main() -> anyhow::Result<()> {
         config.hub_ca_pem = Some(pem);
     }
     let spoke = runtime::start(config).await.context("starting the spoke")?;
-    tokio::signal::ctrl_c()
+    shutdown_signal()
         .await
-        .context("waiting for ctrl-c")?;
+        .context("waiting for a shutdown signal")?;
     tracing::info!("shutting down");
     spoke.shutdown().await;
     Ok(())
+}
+
+/// Ctrl-C or SIGTERM (what Kubernetes sends a pod before it stops it).
+async fn shutdown_signal() -> std::io::Result<()> {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        r = tokio::signal::ctrl_c() => r,
+        _ = term.recv() => Ok(()),
+    }
 }
