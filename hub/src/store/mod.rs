@@ -87,17 +87,35 @@ impl std::fmt::Debug for Store {
     }
 }
 
+/// Opens the sled database, waiting briefly for its lock: sled releases the lock only when the
+/// background flusher of the last handle exits, a moment after the handle is dropped, so a store
+/// reopened in the same process (a hub restarted in place) can find it still held. A lock held
+/// for longer (another hub on the same directory) is reported.
+fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        match sled::Config::new().path(path).open() {
+            Err(sled::Error::Io(e))
+                if e.kind() == std::io::ErrorKind::WouldBlock
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            other => {
+                return other.map_err(|source| StoreError::Open {
+                    path: path.to_owned(),
+                    source,
+                });
+            }
+        }
+    }
+}
+
 impl Store {
     /// Opens (or creates) the store at `path`, checking the schema version and creating the
     /// hub epoch on first open.
     pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = sled::Config::new()
-            .path(path)
-            .open()
-            .map_err(|source| StoreError::Open {
-                path: path.to_owned(),
-                source,
-            })?;
+        let db = open_db(path)?;
         let meta = db.open_tree("meta")?;
         match meta.get(SCHEMA_KEY)? {
             None => {
