@@ -284,3 +284,20 @@ async fn export_and_import_carry_everything_but_the_epoch() {
         .unwrap_err();
     assert!(err.to_string().contains("bogus"), "{err}");
 }
+
+#[test]
+fn a_store_reopened_at_once_waits_for_the_lock() {
+    // sled lets go of its file lock only when the dropped handle's flusher thread exits; opening
+    // again straight away must wait for it, not fail.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    for _ in 0..20 {
+        let s = Store::open(&path).unwrap();
+        drop(s);
+    }
+    // A lock held by a live handle is still reported once the wait is over.
+    let held = Store::open(&path).unwrap();
+    let err = Store::open(&path).unwrap_err();
+    assert!(err.to_string().contains("lock"), "{err}");
+    drop(held);
+}
