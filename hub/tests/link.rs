@@ -562,24 +562,7 @@ async fn a_restarted_hub_keeps_everything() {
     let ca = hub.ca_pem().to_owned();
     let id = register(&hub, "dev-1", &[("env", "dev")]).await;
     let mut admin_client = admin(&hub).await;
-    admin_client
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at c1", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let mut spoke = deploy_web_to_dev(&hub, &mut admin_client, &git.url(), &id, &c1).await;
     spoke.report(1, "web", &c1, "synced").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
     hub.shutdown().await;
@@ -797,24 +780,7 @@ async fn a_backup_restores_into_a_new_data_directory() {
     let hub = start_hub(&data).await;
     let id = register(&hub, "dev-1", &[("env", "dev")]).await;
     let mut admin_client = admin(&hub).await;
-    admin_client
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at c1", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let mut spoke = deploy_web_to_dev(&hub, &mut admin_client, &git.url(), &id, &c1).await;
     spoke.report(1, "web", &c1, "synced").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
     let ca = hub.ca_pem().to_owned();
@@ -1213,4 +1179,34 @@ async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
         .clusters;
     assert_eq!(clusters[0].agent_version, "test-0.1");
     hub.shutdown().await;
+}
+
+/// Applies the Repo `platform` and the App `web` (for env=dev clusters) and connects the fake
+/// spoke `id`, returning once it holds `web` at `commit`.
+async fn deploy_web_to_dev(
+    hub: &gitfleet_hub::runtime::HubHandle,
+    admin_client: &mut AdminClient<tonic::transport::Channel>,
+    git_url: &str,
+    id: &SpokeIdentity,
+    commit: &str,
+) -> FakeSpoke {
+    admin_client
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", git_url),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the first commit", |v| {
+            v.commit_of("web").as_deref() == Some(commit)
+        })
+        .await;
+    spoke
 }
