@@ -697,6 +697,7 @@ async fn cluster_list_shows_connection_and_last_contact() {
         last_contact_unix: if ago < 0 { 0 } else { now() - ago },
         registered_at_unix: now() - 3600,
         certificate_expires_unix: now() + 86_400,
+        revoked: false,
     };
     let hub = Harness::start_with(FakeHub {
         clusters: Arc::new(vec![

@@ -361,6 +361,27 @@ async fn approve_revoke_and_token_lifecycle_through_the_cli() {
         .await
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::PermissionDenied, "{err}");
+
+    // A revoked cluster is not listed as an ordinary disconnected one: hidden unless --all.
+    let out = cli(&admin, &["cluster", "list", "-o", "json"])
+        .await
+        .unwrap();
+    let listed: ClusterListReport = serde_json::from_str(&out).unwrap();
+    assert!(listed.clusters.is_empty(), "{listed:?}");
+    let out = cli(&admin, &["cluster", "list", "--all", "-o", "json"])
+        .await
+        .unwrap();
+    let listed: ClusterListReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(listed.clusters.len(), 1, "{listed:?}");
+    assert_eq!(listed.clusters[0].name, "edge-1");
+    assert!(listed.clusters[0].revoked && !listed.clusters[0].connected);
+    let table = cli(&admin, &["cluster", "list", "-A"]).await.unwrap();
+    let row = table.lines().nth(1).unwrap();
+    assert!(
+        row.starts_with("edge-1") && row.contains("revoked"),
+        "{table}"
+    );
+
     let err = cli(&admin, &["cluster", "revoke", "nowhere"])
         .await
         .unwrap_err();

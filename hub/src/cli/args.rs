@@ -369,7 +369,7 @@ pub struct TokenCreateArgs {
 pub enum ClusterCommand {
     /// List registered clusters, their labels and when they were last heard from
     #[command(visible_alias = "ls")]
-    List,
+    List(ClusterListArgs),
 
     /// List registrations waiting for approval (hubs started with --require-approval)
     #[command(after_help = CLUSTER_PENDING_EXAMPLES)]
@@ -411,6 +411,13 @@ Examples:
 
 Revocation cannot be undone: the name stays refused, and its Targets are dropped. A spoke for
 that cluster must register again under a new name.";
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterListArgs {
+    /// Also list revoked clusters (their names stay refused), marked as revoked
+    #[arg(short = 'A', long)]
+    pub all: bool,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ClusterNameArgs {

@@ -291,8 +291,10 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::revoke_token_text(&report)
             }))
         }
-        Command::Cluster(ClusterCommand::List) => {
-            let clusters = connect().await?.list_clusters().await?;
+        Command::Cluster(ClusterCommand::List(l)) => {
+            let mut clusters = connect().await?.list_clusters().await?;
+            // A revoked cluster is no ordinary disconnected one: it never comes back.
+            clusters.retain(|c| l.all || !c.revoked);
             let report = output::cluster_list_report(&clusters);
             Ok(output::render(format, &report, || {
                 output::cluster_table(&report, style)

@@ -676,6 +676,9 @@ pub struct ClusterReport {
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     pub connected: bool,
+    /// Cut off by an admin (listed only with `cluster list --all`).
+    #[serde(default)]
+    pub revoked: bool,
     /// RFC 3339 times; absent when unknown.
     pub last_contact: Option<String>,
     pub registered_at: Option<String>,
@@ -695,6 +698,7 @@ pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
                 .collect(),
             agent_version: c.agent_version.clone(),
             connected: c.connected,
+            revoked: c.revoked,
             last_contact: rfc3339(c.last_contact_unix),
             registered_at: rfc3339(c.registered_at_unix),
             certificate_expires: rfc3339(c.certificate_expires_unix),
@@ -713,7 +717,9 @@ pub fn cluster_table(report: &ClusterListReport, style: Style) -> String {
     let mut table = plain_table(&["NAME", "LABELS", "CONNECTED", "LAST CONTACT", "AGENT"]);
     for c in &report.clusters {
         let labels = labels_text(&c.labels);
-        let (connected, color) = if c.connected {
+        let (connected, color) = if c.revoked {
+            ("revoked", Color::DarkGrey)
+        } else if c.connected {
             ("yes", Color::Green)
         } else {
             ("no", Color::Red)

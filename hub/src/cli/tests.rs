@@ -33,11 +33,11 @@ fn global_flags_go_anywhere() {
     assert_eq!(cli.global.output, OutputFormat::Yaml);
     assert!(matches!(
         cli.command,
-        Command::Cluster(ClusterCommand::List)
+        Command::Cluster(ClusterCommand::List(_))
     ));
     assert!(matches!(
         parse(&["cluster", "ls"]).unwrap().command,
-        Command::Cluster(ClusterCommand::List)
+        Command::Cluster(ClusterCommand::List(_))
     ));
 }
 

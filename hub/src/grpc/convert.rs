@@ -247,6 +247,7 @@ pub fn cluster_info(v: ClusterView) -> pb::ClusterInfo {
         last_contact_unix: r.last_contact_unix,
         registered_at_unix: r.registered_at_unix,
         certificate_expires_unix: r.certificate_expires_unix,
+        revoked: r.revoked,
     }
 }
 

@@ -331,6 +331,7 @@ fn cluster(name: &str, connected: bool, last_contact: i64) -> pb::ClusterInfo {
         last_contact_unix: last_contact,
         registered_at_unix: NOW - 86_400,
         certificate_expires_unix: NOW + 30 * 86_400,
+        revoked: false,
     }
 }
 
@@ -363,6 +364,21 @@ fn cluster_table_humanises_last_contact() {
         json["clusters"][1]["certificateExpires"],
         "2027-02-14T08:00:00Z"
     );
+}
+
+#[test]
+fn revoked_clusters_say_so_instead_of_disconnected() {
+    let mut revoked = cluster("gone-1", false, NOW - 600);
+    revoked.revoked = true;
+    let report = cluster_list_report(&[revoked]);
+    let text = cluster_table(&report, plain());
+    assert_eq!(
+        columns(lines(&text)[1]),
+        ["gone-1", "env=prod,region=eu", "revoked", "10m ago", "0.1.0"]
+    );
+    let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
+    assert_eq!(json["clusters"][0]["revoked"], true);
+    assert_eq!(json["clusters"][0]["connected"], false);
 }
 
 #[test]
