@@ -64,7 +64,7 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gitfleet_spoke::telemetry::init();
+    let telemetry = gitfleet_spoke::telemetry::init();
     let Command::Run(args) = Cli::parse().command;
     let kube = match args.kubeconfig {
         Some(path) => KubeSource::Kubeconfig {
@@ -88,6 +88,7 @@ async fn main() -> anyhow::Result<()> {
         .context("waiting for a shutdown signal")?;
     tracing::info!("shutting down");
     spoke.shutdown().await;
+    telemetry.shutdown();
     Ok(())
 }
 

@@ -76,7 +76,7 @@ struct Serve {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    gitfleet_hub::telemetry::init();
+    let telemetry = gitfleet_hub::telemetry::init();
     runtime::install_crypto_provider();
     let args = match Cli::parse().command {
         Command::Serve(args) => args,
@@ -136,6 +136,7 @@ async fn main() -> anyhow::Result<()> {
     );
     shutdown_signal().await;
     hub.shutdown().await;
+    telemetry.shutdown();
     Ok(())
 }
 
