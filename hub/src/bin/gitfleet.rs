@@ -13,7 +13,9 @@ async fn main() -> ExitCode {
     match cli::run_with(args, &mut stdout, cli::stdout_is_terminal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e}");
+            if !e.is_reported() {
+                eprintln!("error: {e}");
+            }
             ExitCode::from(e.exit_code())
         }
     }

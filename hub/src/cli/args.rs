@@ -131,6 +131,11 @@ pub enum Command {
     #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
 
+    /// Show what `apply -f` would change: created, configured (with a diff) or unchanged;
+    /// exit 0 when nothing differs, 1 when something does, 2 on error
+    #[command(after_help = DIFF_EXAMPLES)]
+    Diff(DiffArgs),
+
     /// Delete a stored resource
     #[command(after_help = DELETE_EXAMPLES)]
     Delete(DeleteArgs),
@@ -172,6 +177,20 @@ Examples:
 
 Every document is checked by the hub first; if any is invalid nothing is stored.";
 
+const DIFF_EXAMPLES: &str = "\
+Examples:
+  # Review a change before applying it
+  gitfleet diff -f fleet/
+
+  # In CI: fail when the hub has drifted from the repository
+  gitfleet diff -f fleet/ > /dev/null || echo \"the hub differs from fleet/\"
+
+  # For scripts: which resources would change
+  gitfleet diff -f fleet/ -o json | jq -r '.resources[] | select(.diff) | .name'
+
+Exit codes (like diff and kubectl diff): 0 no differences, 1 differences, 2 error.
+Nothing is stored: the hub validates the documents as `apply --dry-run` does.";
+
 const GET_EXAMPLES: &str = "\
 Examples:
   gitfleet get apps
@@ -211,6 +230,18 @@ Examples:
 
   # fish
   gitfleet completion fish > ~/.config/fish/completions/gitfleet.fish";
+
+#[derive(Debug, Clone, Args)]
+pub struct DiffArgs {
+    /// File or directory to compare with the hub, or - for standard input (repeatable)
+    #[arg(
+        short = 'f',
+        long = "filename",
+        value_name = "FILE|DIR|-",
+        required = true
+    )]
+    pub files: Vec<String>,
+}
 
 #[derive(Debug, Clone, Args)]
 pub struct ApplyArgs {

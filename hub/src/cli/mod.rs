@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod config_cmd;
+pub mod diff;
 pub mod documents;
 pub mod output;
 mod watch;
@@ -93,15 +94,26 @@ pub enum CliError {
     Output(#[source] std::io::Error),
     #[error("timed out after {after} waiting for Targets to be synced and healthy: {pending}")]
     WaitTimeout { after: String, pending: String },
+    /// `gitfleet diff` found differences (already printed): exit 1, no error message.
+    #[error("{count} resource(s) differ from the hub")]
+    Differences { count: usize },
+    /// `gitfleet diff` could not compare: exit 2, as `diff` and `kubectl diff` do.
+    #[error(transparent)]
+    DiffFailed(Box<CliError>),
 }
 
 impl CliError {
     /// What the process exits with: 2 for usage errors, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::DeleteAll => 2,
+            CliError::Usage(_) | CliError::DeleteAll | CliError::DiffFailed(_) => 2,
             _ => 1,
         }
+    }
+
+    /// Whether the error is an outcome already printed (so the binary prints no `error:` line).
+    pub fn is_reported(&self) -> bool {
+        matches!(self, CliError::Differences { .. })
     }
 }
 
@@ -154,6 +166,9 @@ pub async fn run_with(
             color,
         )
         .await;
+    }
+    if let Command::Diff(d) = &cli.command {
+        return diff::run(&cli.global, d, out, style).await;
     }
     let text = execute(cli, style).await?;
     write_out(out, &text)
@@ -245,6 +260,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::delete_text(&report)
             }))
         }
+        // Printed before its exit code is decided, so run_with runs it.
+        Command::Diff(_) => unreachable!("run_with runs `gitfleet diff` itself"),
         Command::Status(s) => {
             let targets = connect()
                 .await?

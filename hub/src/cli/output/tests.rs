@@ -374,7 +374,13 @@ fn revoked_clusters_say_so_instead_of_disconnected() {
     let text = cluster_table(&report, plain());
     assert_eq!(
         columns(lines(&text)[1]),
-        ["gone-1", "env=prod,region=eu", "revoked", "10m ago", "0.1.0"]
+        [
+            "gone-1",
+            "env=prod,region=eu",
+            "revoked",
+            "10m ago",
+            "0.1.0"
+        ]
     );
     let json: serde_json::Value = serde_json::from_str(&to_json(&report)).unwrap();
     assert_eq!(json["clusters"][0]["revoked"], true);
