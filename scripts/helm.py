@@ -93,6 +93,11 @@ def hook_of(doc: dict[str, Any]) -> str | None:
     return annotations.get("helm.sh/hook")
 
 
+def is_test_hook(hook: str) -> bool:
+    """Helm counts `test-success`, Helm 2's spelling, as a test hook too."""
+    return any(event.strip() in ("test", "test-success") for event in hook.split(","))
+
+
 def template(args: argparse.Namespace) -> int:
     values = user_values(args)
     with helm.Chart.load(args.chart) as chart:
@@ -116,7 +121,7 @@ def template(args: argparse.Namespace) -> int:
             hook = hook_of(parsed)
             if hook is None:
                 manifests.append((path, doc, parsed))
-            elif not (args.skip_tests and "test" in hook.split(",")):
+            elif not (args.skip_tests and is_test_hook(hook)):
                 hooks.append((path, doc, parsed))
     if args.show_only and not manifests and not hooks:
         print(f"Error: could not find template {', '.join(args.show_only)} in chart", file=sys.stderr)

@@ -122,6 +122,12 @@ impl Repo {
     }
 }
 
+/// `scripts/helm`: the helm-compatible wrapper around helm-python-sdk; scripts/test builds
+/// its venv (through scripts/check-charts) before the tests run.
+fn helm_command() -> std::path::PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm")
+}
+
 fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
     TargetSpec {
         target_id: app.into(),
@@ -153,6 +159,11 @@ struct Bench {
 
 impl Bench {
     async fn start(progress_timeout: Duration) -> Self {
+        Self::start_with(progress_timeout, |_| {}).await
+    }
+
+    /// Starts with the test defaults, then lets `adjust` change the agent's configuration.
+    async fn start_with(progress_timeout: Duration, adjust: impl FnOnce(&mut AgentConfig)) -> Self {
         let mut config = KubesimConfig::new(["c1"]);
         config.ready_delay = Duration::from_millis(100);
         let kubesim = Kubesim::start(config).await.expect("kubesim");
@@ -166,6 +177,8 @@ impl Bench {
         agent_config.settled_poll = Duration::from_millis(500);
         agent_config.max_settled_poll = Duration::from_secs(2);
         agent_config.retry_after_failure = Duration::from_secs(1);
+        agent_config.helm_command = helm_command();
+        adjust(&mut agent_config);
         let cancel = CancellationToken::new();
         let task = tokio::spawn(agent::run(
             agent_config,
@@ -997,5 +1010,216 @@ async fn hostile_repositories_are_refused_and_other_targets_keep_working() {
             s.sync == SyncState::Synced && s.health == Health::Healthy
         })
         .await;
+    bench.stop().await;
+}
+
+/// The objects `helm template` renders for a chart, rendered independently of the spoke.
+fn helm_template(
+    chart: &Path,
+    release: &str,
+    namespace: &str,
+    values: &[&Path],
+) -> Vec<serde_json::Value> {
+    let mut command = std::process::Command::new(helm_command());
+    command.args(["template", release]).arg(chart).args([
+        "--namespace",
+        namespace,
+        "--include-crds",
+        "--skip-tests",
+    ]);
+    for file in values {
+        command.arg("--values").arg(file);
+    }
+    let output = command.output().expect("run scripts/helm");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    serde_yaml::Deserializer::from_slice(&output.stdout)
+        .map(|doc| serde::Deserialize::deserialize(doc).expect("yaml"))
+        .filter(|doc: &serde_json::Value| !doc.is_null())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_podinfo_chart_renders_with_helm_and_the_cluster_holds_exactly_its_objects() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    let chart = Path::new(CORPUS).join("podinfo/charts/podinfo");
+    repo.copy_tree(&chart, "charts/podinfo");
+    let commit = repo.commit();
+    let mut target = spec("podinfo", &repo, &commit, "charts/podinfo");
+    target.render.helm_release = "web".into();
+    target.render.helm_values_files = vec!["values-prod.yaml".into()];
+    // kubesim runs no autoscaler, so the HPA values-prod.yaml turns on would never report.
+    let inline_values = "hpa:\n  enabled: false\nreplicaCount: 2\n";
+    target.render.helm_values_yaml = inline_values.into();
+    bench.set(1, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("podinfo", "podinfo applied and healthy", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+
+    let inline = tempfile::NamedTempFile::new().expect("tempfile");
+    std::fs::write(inline.path(), inline_values).expect("write");
+    let expected = helm_template(
+        &chart,
+        "web",
+        "podinfo",
+        &[&chart.join("values-prod.yaml"), inline.path()],
+    );
+    assert!(expected.len() >= 4, "{expected:#?}");
+    let mut applied: Vec<(String, String)> = status
+        .resources
+        .iter()
+        .filter(|r| r.object.kind != "Namespace")
+        .map(|r| (r.object.kind.clone(), r.object.name.clone()))
+        .collect();
+    applied.sort();
+    let mut rendered: Vec<(String, String)> = expected
+        .iter()
+        .map(|o| {
+            (
+                o["kind"].as_str().expect("kind").to_owned(),
+                o["metadata"]["name"].as_str().expect("name").to_owned(),
+            )
+        })
+        .collect();
+    rendered.sort();
+    assert_eq!(
+        applied, rendered,
+        "the Target applied exactly what helm rendered"
+    );
+    for object in &expected {
+        let kind = object["kind"].as_str().expect("kind");
+        let name = object["metadata"]["name"].as_str().expect("name");
+        let live = bench
+            .kubesim
+            .get_object(
+                "c1",
+                object["apiVersion"].as_str().expect("apiVersion"),
+                kind,
+                Some("podinfo"),
+                name,
+            )
+            .unwrap_or_else(|| panic!("{kind} {name} is in the cluster"));
+        let differs = gitfleet_spoke::sync::drift::diff(object, &live);
+        assert!(differs.is_empty(), "{kind} {name} differs at {differs:?}");
+        assert_eq!(live["metadata"]["labels"]["gitfleet.dev/app"], "podinfo");
+        let source = status
+            .resources
+            .iter()
+            .find(|r| r.object.kind == kind && r.object.name == name)
+            .map(|r| r.source_file.clone())
+            .expect("result");
+        assert!(source.starts_with("charts/podinfo/templates/"), "{source}");
+    }
+    let deployment = bench
+        .kubesim
+        .get_object(
+            "c1",
+            "apps/v1",
+            "Deployment",
+            Some("podinfo"),
+            "web-podinfo",
+        )
+        .expect("deployment");
+    assert_eq!(deployment["spec"]["replicas"], 2, "inline values win");
+    assert!(
+        bench
+            .kubesim
+            .get_object(
+                "c1",
+                "apps/v1",
+                "Deployment",
+                Some("podinfo"),
+                "web-podinfo-redis"
+            )
+            .is_some(),
+        "values-prod.yaml turns the redis cache on"
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_charts_fail_only_their_target() {
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.helm_timeout = Duration::from_secs(3);
+    })
+    .await;
+    let repo = Repo::new();
+    let chart = |name: &str| format!("apiVersion: v2\nname: {name}\nversion: 1.0.0\n");
+    repo.write("apps/loop/Chart.yaml", &chart("loop"));
+    // 10^10 iterations in a few bytes: bounded by the timeout, not by the chart.
+    repo.write(
+        "apps/loop/templates/cm.yaml",
+        "{{- range until 100000 }}{{- range until 100000 }}{{- end }}{{- end }}\n",
+    );
+    repo.write("apps/recursive/Chart.yaml", &chart("recursive"));
+    repo.write(
+        "apps/recursive/templates/cm.yaml",
+        "{{- define \"r.loop\" }}{{ include \"r.loop\" . }}{{- end }}{{ include \"r.loop\" . }}\n",
+    );
+    repo.write(
+        "apps/remote/Chart.yaml",
+        &format!(
+            "{}dependencies:\n- name: redis\n  version: 1.0.0\n  repository: https://charts.example.com\n",
+            chart("remote")
+        ),
+    );
+    repo.write("apps/ok/cm.yaml", &configmap("ok", ""));
+    let commit = repo.commit();
+    bench.set(
+        1,
+        vec![
+            spec("loop", &repo, &commit, "apps/loop"),
+            spec("recursive", &repo, &commit, "apps/recursive"),
+            spec("remote", &repo, &commit, "apps/remote"),
+            spec("ok", &repo, &commit, "apps/ok"),
+        ],
+    );
+    bench
+        .recorder
+        .wait_for("ok", "ok synced", |s| s.sync == SyncState::Synced)
+        .await;
+    let looping = bench
+        .recorder
+        .wait_for("loop", "loop stopped", |s| s.sync == SyncState::Failed)
+        .await;
+    assert_eq!(
+        looping.message,
+        "apps/loop: helm template did not finish within 3s"
+    );
+    let recursive = bench
+        .recorder
+        .wait_for("recursive", "recursion refused", |s| {
+            s.sync == SyncState::Failed
+        })
+        .await;
+    assert!(
+        recursive
+            .message
+            .starts_with("apps/recursive: helm template ")
+            && recursive.message.contains("recursive/templates/cm.yaml"),
+        "{}",
+        recursive.message
+    );
+    let remote = bench
+        .recorder
+        .wait_for("remote", "remote refused", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        remote.message.starts_with(
+            "apps/remote/Chart.yaml: dependency \"redis\" is not vendored under charts/"
+        ),
+        "{}",
+        remote.message
+    );
+    // The spoke kept serving the others throughout: ok is still synced and healthy.
+    let ok = bench.recorder.latest("ok").expect("ok reported");
+    assert_eq!(ok.sync, SyncState::Synced);
     bench.stop().await;
 }

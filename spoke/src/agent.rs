@@ -46,6 +46,10 @@ pub struct AgentConfig {
     pub read_limits: ReadLimits,
     /// Longest a `kustomize build` may run.
     pub kustomize_timeout: Duration,
+    /// The `helm` to run `helm template` with (a path, or a name looked up on PATH).
+    pub helm_command: std::path::PathBuf,
+    /// Longest a `helm template` may run.
+    pub helm_timeout: Duration,
 }
 
 impl AgentConfig {
@@ -61,6 +65,8 @@ impl AgentConfig {
             render_limits: RenderLimits::default(),
             read_limits: ReadLimits::default(),
             kustomize_timeout: Duration::from_secs(60),
+            helm_command: "helm".into(),
+            helm_timeout: Duration::from_secs(60),
         }
     }
 }
@@ -392,6 +398,18 @@ async fn sync_once(
             {
                 Ok((built, errors)) => crate::git::AppFiles {
                     files: vec![built],
+                    errors,
+                },
+                Err(message) => return fail(message),
+            }
+        }
+        Renderer::Helm(chart) => {
+            match helm(ctx, spec, credential, &chart)
+                .instrument(tracing::info_span!("helm", chart = %chart))
+                .await
+            {
+                Ok((built, errors)) => crate::git::AppFiles {
+                    files: built,
                     errors,
                 },
                 Err(message) => return fail(message),
@@ -729,13 +747,14 @@ async fn assess_health(
     drifted
 }
 
-/// Kustomize and Helm come with the sync engine (issue 6); until then say so clearly.
 /// How a Target's manifests are produced.
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum Renderer {
     Plain,
     /// `kustomize build` of this repository directory.
     Kustomize(String),
+    /// `helm template` of the chart in this repository directory.
+    Helm(String),
     Unsupported(String),
 }
 
@@ -757,11 +776,9 @@ fn choose_renderer(spec: &TargetSpec, files: &[render::SourceFile]) -> Renderer 
         .any(|n| has(&kustomize_dir, n));
     match spec.render.render_type {
         RenderType::Kustomize => Renderer::Kustomize(kustomize_dir),
-        RenderType::Helm => Renderer::Unsupported("helm rendering is not supported by this spoke yet".into()),
+        RenderType::Helm => Renderer::Helm(base),
         RenderType::Auto if is_kustomization => Renderer::Kustomize(kustomize_dir),
-        RenderType::Auto if has(&base, "Chart.yaml") => Renderer::Unsupported(
-            "the App path holds a Helm chart, and helm rendering is not supported by this spoke yet".into(),
-        ),
+        RenderType::Auto if has(&base, "Chart.yaml") => Renderer::Helm(base),
         RenderType::Auto | RenderType::Yaml => Renderer::Plain,
     }
 }
@@ -802,6 +819,81 @@ async fn kustomize(
         format!("{dir}/kustomization.yaml")
     };
     Ok((render::SourceFile::new(name, output), errors))
+}
+
+/// Writes the App path and its extra paths to a temporary directory and runs `helm template`
+/// on the chart there with the App's values files (relative to the App path) and inline values
+/// (last, so they win); the output becomes one source file per template.
+async fn helm(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    chart: &str,
+) -> Result<(Vec<render::SourceFile>, Vec<FileError>), String> {
+    let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
+    let root = work.path().join("repo");
+    let mut dirs = vec![spec.source.path.clone()];
+    dirs.extend(spec.source.extra_paths.iter().cloned());
+    let errors = ctx
+        .git
+        .materialize(
+            &spec.source,
+            credential,
+            &dirs,
+            &root,
+            ctx.config.read_limits,
+        )
+        .await
+        .map_err(|e| e.to_string())?;
+    let chart_dir = root.join(chart);
+    crate::helm::check_vendored(&chart_dir, &root).map_err(|e| e.to_string())?;
+    let mut values_files = Vec::new();
+    for file in &spec.render.helm_values_files {
+        let path = crate::git::normalize_path(file)
+            .map(|f| join_repo_path(chart, &f))
+            .map_err(|e| format!("helm values file: {e}"))?;
+        if !root.join(&path).is_file() {
+            return Err(crate::helm::HelmError::MissingValues(path).to_string());
+        }
+        values_files.push(root.join(path));
+    }
+    if !spec.render.helm_values_yaml.trim().is_empty() {
+        let inline = work.path().join("values-inline.yaml");
+        std::fs::write(&inline, &spec.render.helm_values_yaml)
+            .map_err(|e| format!("writing the inline values: {e}"))?;
+        values_files.push(inline);
+    }
+    let release = if spec.render.helm_release.is_empty() {
+        &spec.app
+    } else {
+        &spec.render.helm_release
+    };
+    let request = crate::helm::TemplateRequest {
+        command: &ctx.config.helm_command,
+        chart: &chart_dir,
+        release,
+        namespace: &spec.namespace,
+        values_files: &values_files,
+        timeout: ctx.config.helm_timeout,
+        max_bytes: ctx.config.render_limits.max_bytes,
+        work_dir: &root,
+    };
+    let output = crate::helm::template(&request).await.map_err(|e| {
+        if chart.is_empty() {
+            e.to_string()
+        } else {
+            format!("{chart}: {e}")
+        }
+    })?;
+    Ok((crate::helm::split_sources(&output, chart), errors))
+}
+
+fn join_repo_path(a: &str, b: &str) -> String {
+    match (a.is_empty(), b.is_empty()) {
+        (true, _) => b.to_owned(),
+        (_, true) => a.to_owned(),
+        _ => format!("{a}/{b}"),
+    }
 }
 
 fn invalid_file(error: &FileError) -> ResourceResult {
@@ -941,10 +1033,14 @@ mod tests {
             ),
             Renderer::Kustomize("app/overlays/dev".into())
         );
-        assert!(matches!(
+        assert_eq!(
             choose_renderer(&target("app", RenderType::Auto, ""), &chart),
-            Renderer::Unsupported(_)
-        ));
+            Renderer::Helm("app".into())
+        );
+        assert_eq!(
+            choose_renderer(&target("app", RenderType::Helm, ""), &plain),
+            Renderer::Helm("app".into())
+        );
         assert!(matches!(
             choose_renderer(&target("app", RenderType::Kustomize, "../x"), &plain),
             Renderer::Unsupported(m) if m.contains("..")

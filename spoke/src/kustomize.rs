@@ -3,10 +3,9 @@
 //! remote bases.
 
 use std::path::{Path, PathBuf};
-use std::process::Stdio;
 use std::time::Duration;
 
-use tokio::io::AsyncReadExt as _;
+use crate::process::{self, RunError};
 
 /// Files that make a directory a kustomization.
 pub const KUSTOMIZATION_FILES: &[&str] =
@@ -111,50 +110,18 @@ pub async fn build(
     max_bytes: usize,
 ) -> Result<Vec<u8>, KustomizeError> {
     let (program, args) = command().ok_or(KustomizeError::NotInstalled)?;
-    let mut child = tokio::process::Command::new(program)
-        .args(args)
-        .arg(dir)
-        // Belt and braces next to `check_local_only`: no network, no prompts.
-        .env("HTTP_PROXY", "http://127.0.0.1:9")
-        .env("HTTPS_PROXY", "http://127.0.0.1:9")
-        .env("GIT_TERMINAL_PROMPT", "0")
-        .env("GIT_ALLOW_PROTOCOL", "file")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .spawn()?;
-    let mut stdout = child
-        .stdout
-        .take()
-        .ok_or_else(|| KustomizeError::Failed("no stdout".into()))?;
-    let mut stderr = child
-        .stderr
-        .take()
-        .ok_or_else(|| KustomizeError::Failed("no stderr".into()))?;
-    let run = async {
-        let mut out = Vec::new();
-        let limit = u64::try_from(max_bytes)
-            .unwrap_or(u64::MAX)
-            .saturating_add(1);
-        (&mut stdout).take(limit).read_to_end(&mut out).await?;
-        if out.len() > max_bytes {
-            return Err(KustomizeError::TooLarge(max_bytes));
-        }
-        let mut err = Vec::new();
-        (&mut stderr).take(64 * 1024).read_to_end(&mut err).await?;
-        let status = child.wait().await?;
-        if !status.success() {
-            let message = String::from_utf8_lossy(&err)
-                .trim()
-                .replace(&format!("{}/", dir.display()), "");
-            return Err(KustomizeError::Failed(message));
-        }
-        Ok(out)
-    };
-    tokio::time::timeout(timeout, run)
+    let mut command = tokio::process::Command::new(program);
+    command.args(args).arg(dir);
+    // Belt and braces next to `check_local_only`: no network, no prompts.
+    process::deny_network(&mut command);
+    process::run(command, timeout, max_bytes, dir)
         .await
-        .map_err(|_| KustomizeError::Timeout(timeout))?
+        .map_err(|e| match e {
+            RunError::Timeout(t) => KustomizeError::Timeout(t),
+            RunError::TooLarge(n) => KustomizeError::TooLarge(n),
+            RunError::Failed(message) => KustomizeError::Failed(message),
+            RunError::Spawn { source, .. } | RunError::Io(source) => KustomizeError::Io(source),
+        })
 }
 
 #[cfg(test)]

@@ -1,0 +1,204 @@
+//! Helm adapter: runs `helm template` on a chart the git adapter wrote to a temporary
+//! directory, with the App's values, a timeout, a bounded output and no network. Chart
+//! dependencies must be vendored under `charts/`: gitfleet never downloads them.
+//!
+//! The command is configurable (`--helm-command`): any `helm` 3 or 4 works, and so does
+//! `scripts/helm`, the wrapper around the Helm engine of the PyPI package helm-python-sdk that
+//! the tests use.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::process::{self, RunError};
+use crate::sync::render::{SourceFile, is_manifest_file};
+
+#[derive(Debug, thiserror::Error)]
+pub enum HelmError {
+    #[error(
+        "{chart}: dependency {name:?} is not vendored under charts/ (repository {repository:?}); gitfleet does not download chart dependencies: run `helm dependency build` and commit charts/"
+    )]
+    NotVendored {
+        chart: String,
+        name: String,
+        repository: String,
+    },
+    #[error("{file}: {message}")]
+    Invalid { file: String, message: String },
+    #[error("values file {0:?} is not in the App path or its extra paths")]
+    MissingValues(String),
+    #[error("helm template {0}")]
+    Run(#[from] RunError),
+    #[error("helm: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// One `helm template` run.
+#[derive(Debug, Clone)]
+pub struct TemplateRequest<'a> {
+    pub command: &'a Path,
+    /// Directory holding Chart.yaml.
+    pub chart: &'a Path,
+    pub release: &'a str,
+    pub namespace: &'a str,
+    /// Values files, in order (later ones win).
+    pub values_files: &'a [PathBuf],
+    pub timeout: Duration,
+    pub max_bytes: usize,
+    /// Directory cut out of error messages, and home of helm's cache/config directories.
+    pub work_dir: &'a Path,
+}
+
+/// Refuses a chart (and its vendored subcharts) declaring a dependency that is not under its
+/// `charts/` directory, as a directory or a packaged `.tgz`.
+pub fn check_vendored(chart: &Path, root: &Path) -> Result<(), HelmError> {
+    let display = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
+    let mut stack = vec![chart.to_owned()];
+    while let Some(dir) = stack.pop() {
+        let mut declared = Vec::new();
+        for file in ["Chart.yaml", "requirements.yaml"] {
+            let path = dir.join(file);
+            let text = match std::fs::read_to_string(&path) {
+                Ok(text) => text,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(e.into()),
+            };
+            let doc: serde_yaml::Value =
+                serde_yaml::from_str(&text).map_err(|e| HelmError::Invalid {
+                    file: display(&path),
+                    message: e.to_string(),
+                })?;
+            for dep in doc
+                .get("dependencies")
+                .and_then(serde_yaml::Value::as_sequence)
+                .into_iter()
+                .flatten()
+            {
+                let field = |f: &str| dep.get(f).and_then(|v| v.as_str()).unwrap_or("").to_owned();
+                declared.push((field("name"), field("repository")));
+            }
+        }
+        let charts = dir.join("charts");
+        let vendored: Vec<String> = match std::fs::read_dir(&charts) {
+            Ok(entries) => entries
+                .filter_map(Result::ok)
+                .map(|e| {
+                    if e.file_type().is_ok_and(|t| t.is_dir()) {
+                        stack.push(e.path());
+                    }
+                    e.file_name().to_string_lossy().into_owned()
+                })
+                .collect(),
+            Err(_) => Vec::new(),
+        };
+        for (name, repository) in declared {
+            let present = vendored.iter().any(|v| {
+                *v == name
+                    || v.strip_prefix(&format!("{name}-"))
+                        .is_some_and(|rest| rest.ends_with(".tgz"))
+            });
+            if !present {
+                return Err(HelmError::NotVendored {
+                    chart: display(&dir.join("Chart.yaml")),
+                    name,
+                    repository,
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Runs `helm template` and returns its YAML output.
+pub async fn template(request: &TemplateRequest<'_>) -> Result<Vec<u8>, HelmError> {
+    let mut command = tokio::process::Command::new(request.command);
+    command
+        .arg("template")
+        .arg(request.release)
+        .arg(request.chart)
+        .arg("--namespace")
+        .arg(request.namespace)
+        // CRDs are part of what the App installs; test hooks are not.
+        .arg("--include-crds")
+        .arg("--skip-tests");
+    for file in request.values_files {
+        command.arg("--values").arg(file);
+    }
+    // Helm keeps repositories, plugins and caches under these: point them at the work
+    // directory so that nothing from the spoke's own home leaks in, and no cluster is reachable.
+    let home = request.work_dir.join(".helm");
+    command
+        .current_dir(request.work_dir)
+        .env("HELM_CACHE_HOME", home.join("cache"))
+        .env("HELM_CONFIG_HOME", home.join("config"))
+        .env("HELM_DATA_HOME", home.join("data"))
+        .env("KUBECONFIG", "/dev/null");
+    process::deny_network(&mut command);
+    Ok(process::run(
+        command,
+        request.timeout,
+        request.max_bytes,
+        request.work_dir,
+    )
+    .await?)
+}
+
+/// Splits `helm template` output into one source file per template, named by its path in the
+/// repository (`# Source: podinfo/templates/service.yaml` of the chart at `chart_path` becomes
+/// `chart_path/templates/service.yaml`), so that results and errors name the template.
+/// Documents before any `# Source:` line are kept under `chart_path/Chart.yaml`.
+pub fn split_sources(output: &[u8], chart_path: &str) -> Vec<SourceFile> {
+    let text = String::from_utf8_lossy(output);
+    let join = |rest: &str| {
+        let name = if chart_path.is_empty() {
+            rest.to_owned()
+        } else {
+            format!("{chart_path}/{rest}")
+        };
+        // Only manifest names render; a template named otherwise still holds manifests.
+        if is_manifest_file(&name) {
+            name
+        } else {
+            format!("{name}.yaml")
+        }
+    };
+    let mut files: Vec<(String, String)> = Vec::new();
+    let mut current = join("Chart.yaml");
+    let mut document = String::new();
+    let mut flush = |name: &str, document: &mut String| {
+        if document.trim().is_empty() {
+            document.clear();
+            return;
+        }
+        match files.iter_mut().find(|(n, _)| n == name) {
+            Some((_, content)) => {
+                content.push_str("---\n");
+                content.push_str(document);
+            }
+            None => files.push((name.to_owned(), std::mem::take(document))),
+        }
+        document.clear();
+    };
+    for line in text.split_inclusive('\n') {
+        let trimmed = line.trim_end();
+        if trimmed == "---" || trimmed.starts_with("--- ") {
+            flush(&current, &mut document);
+            continue;
+        }
+        if let Some(source) = trimmed.strip_prefix("# Source: ") {
+            flush(&current, &mut document);
+            // Drop the chart's own name: the chart lives at `chart_path`.
+            let rest = source.split_once('/').map_or(source, |(_, rest)| rest);
+            current = join(rest);
+            continue;
+        }
+        document.push_str(line);
+    }
+    flush(&current, &mut document);
+    files
+        .into_iter()
+        .map(|(name, content)| SourceFile::new(name, content))
+        .collect()
+}
+
+#[cfg(test)]
+mod tests;
