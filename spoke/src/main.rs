@@ -49,6 +49,9 @@ struct RunArgs {
     /// Seconds objects may progress before they count as Degraded.
     #[arg(long, env = "GITFLEET_PROGRESS_TIMEOUT", default_value_t = 300)]
     progress_timeout: u64,
+    /// The helm binary that renders Helm charts (`helm template`); a path or a name on PATH.
+    #[arg(long, env = "GITFLEET_HELM_COMMAND", default_value = "helm")]
+    helm_command: PathBuf,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -77,6 +80,7 @@ async fn main() -> anyhow::Result<()> {
     config.labels = parse_labels(&args.labels)?;
     config.bootstrap_token = args.bootstrap_token;
     config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);
+    config.helm_command = args.helm_command;
     if let Some(path) = args.hub_ca {
         let pem = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the hub CA from {}", path.display()))?;

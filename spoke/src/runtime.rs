@@ -35,6 +35,8 @@ pub struct SpokeConfig {
     /// How long objects may progress before they count as Degraded.
     pub progress_timeout: Duration,
     pub agent_version: String,
+    /// The `helm` that renders Helm charts (`helm template`).
+    pub helm_command: PathBuf,
 }
 
 impl SpokeConfig {
@@ -56,6 +58,7 @@ impl SpokeConfig {
             heartbeat_interval: Duration::from_secs(10),
             progress_timeout: Duration::from_secs(300),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
+            helm_command: "helm".into(),
         }
     }
 }
@@ -139,6 +142,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
 
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());
     agent_config.progress_timeout = config.progress_timeout;
+    agent_config.helm_command = config.helm_command.clone();
     let git = Arc::new(GitCache::new(config.data_dir.join("git")));
 
     let cancel = CancellationToken::new();
