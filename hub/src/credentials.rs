@@ -1,13 +1,21 @@
-//! Repository credentials from a file the operator keeps next to the hub, and the SSH host-key
-//! check they come with.
+//! Repository credentials and webhook secrets from a file the operator keeps next to the hub
+//! (`--repo-credentials`), and the SSH host-key check they come with.
 //!
 //! ```yaml
-//! platform:                       # Repo name
+//! github-bot:                     # an entry name, referenced by Repos
 //!   https: { username: git, passwordFile: /run/secrets/platform-token }
 //! infra:
 //!   ssh: { username: git, privateKeyFile: /run/secrets/id_ed25519, knownHostsFile: /run/secrets/known_hosts }
+//! platform-hook:
+//!   webhookSecretFile: /run/secrets/platform-hook
 //! ```
-//! `password`, `privateKey` and `knownHosts` may also be given inline.
+//! `password`, `privateKey`, `knownHosts` and `webhookSecret` may also be given inline. An entry
+//! holds at most one of `https` and `ssh`, and may hold a webhook secret besides.
+//!
+//! A Repo names its entries (`spec.credentialsRef`, `spec.webhookSecretRef`); the secrets stay
+//! in the file, out of the store and out of `gitfleet get`. A Repo without `credentialsRef` uses
+//! the entry named like the Repo, if there is one (how the file was keyed before refs existed);
+//! one without `webhookSecretRef` uses the hub-wide `--webhook-secret`.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,6 +24,7 @@ use base64::Engine as _;
 use serde::Deserialize;
 
 use crate::model::RepoCredential;
+use crate::resources::RepoSpec;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -28,11 +37,93 @@ pub enum CredentialsError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// A Repo names an entry the credentials file does not have (or has without that kind of
+/// secret). Worded as a field-path error, like [`crate::resources::ResourceError`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum RefError {
+    #[error(
+        "repo {repo:?}: spec.credentialsRef: the hub's credentials file (--repo-credentials) has no entry {name:?} with https or ssh credentials"
+    )]
+    NoCredentials { repo: String, name: String },
+    #[error(
+        "repo {repo:?}: spec.webhookSecretRef: the hub's credentials file (--repo-credentials) has no entry {name:?} with a webhookSecret"
+    )]
+    NoWebhookSecret { repo: String, name: String },
+}
+
+/// Everything the credentials file holds, by entry name.
+#[derive(Clone, Default, PartialEq, Eq)]
+pub struct Credentials {
+    /// HTTPS or SSH credentials for fetching.
+    pub git: BTreeMap<String, RepoCredential>,
+    /// Webhook secrets (HMAC keys, or GitLab tokens).
+    pub webhook_secrets: BTreeMap<String, String>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("git", &self.git)
+            .field("webhook_secrets", &self.webhook_secrets.keys())
+            .finish()
+    }
+}
+
+impl Credentials {
+    /// The credential the Repo `repo` (with `spec`) fetches with, if any.
+    pub fn git_for(
+        &self,
+        repo: &str,
+        spec: &RepoSpec,
+    ) -> Result<Option<&RepoCredential>, RefError> {
+        match &spec.credentials_ref {
+            Some(name) => self
+                .git
+                .get(name)
+                .map(Some)
+                .ok_or_else(|| RefError::NoCredentials {
+                    repo: repo.to_owned(),
+                    name: name.clone(),
+                }),
+            None => Ok(self.git.get(repo)),
+        }
+    }
+
+    /// The secret that signs the Repo's webhooks: its own, else the hub-wide one, if any.
+    pub fn webhook_secret_for<'a>(
+        &'a self,
+        repo: &str,
+        spec: &RepoSpec,
+        hub_wide: Option<&'a str>,
+    ) -> Result<Option<&'a str>, RefError> {
+        match &spec.webhook_secret_ref {
+            Some(name) => self
+                .webhook_secrets
+                .get(name)
+                .map(|s| Some(s.as_str()))
+                .ok_or_else(|| RefError::NoWebhookSecret {
+                    repo: repo.to_owned(),
+                    name: name.clone(),
+                }),
+            None => Ok(hub_wide),
+        }
+    }
+
+    /// Whether every entry the Repo names exists, with the right kind of secret.
+    pub fn check(&self, repo: &str, spec: &RepoSpec) -> Result<(), RefError> {
+        self.git_for(repo, spec)?;
+        self.webhook_secret_for(repo, spec, None)?;
+        Ok(())
+    }
+}
+
 #[derive(Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 struct Entry {
     https: Option<HttpsEntry>,
     ssh: Option<SshEntry>,
+    webhook_secret: Option<String>,
+    webhook_secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -59,7 +150,7 @@ fn git_user() -> String {
 }
 
 /// Reads the credentials file and every file it names.
-pub fn load(path: &Path) -> Result<BTreeMap<String, RepoCredential>, CredentialsError> {
+pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
     let read = |p: &Path| {
         std::fs::read_to_string(p).map_err(|source| CredentialsError::Read {
             path: p.to_owned(),
@@ -72,34 +163,62 @@ pub fn load(path: &Path) -> Result<BTreeMap<String, RepoCredential>, Credentials
     };
     let entries: BTreeMap<String, Entry> =
         serde_yaml::from_str(&read(path)?).map_err(|e| invalid(e.to_string()))?;
-    let one_of = |repo: &str, field: &str, inline: Option<String>, file: Option<PathBuf>| match (
+    let value = |entry: &str, field: &str, inline: Option<String>, file: Option<PathBuf>| match (
         inline, file,
     ) {
-        (Some(v), None) => Ok(v),
-        (None, Some(f)) => read(&f).map(|s| s.trim_end_matches('\n').to_owned()),
-        _ => Err(invalid(format!(
-            "{repo}: give exactly one of {field} and {field}File"
+        (Some(v), None) => Ok(Some(v)),
+        (None, Some(f)) => read(&f).map(|s| Some(s.trim_end_matches('\n').to_owned())),
+        (None, None) => Ok(None),
+        (Some(_), Some(_)) => Err(invalid(format!(
+            "{entry}: give one of {field} and {field}File, not both"
         ))),
     };
-    let mut out = BTreeMap::new();
-    for (repo, entry) in entries {
+    let one_of = |entry: &str, field: &str, inline: Option<String>, file: Option<PathBuf>| {
+        value(entry, field, inline, file)?.ok_or_else(|| {
+            invalid(format!(
+                "{entry}: give exactly one of {field} and {field}File"
+            ))
+        })
+    };
+    let mut out = Credentials::default();
+    for (name, entry) in entries {
         let credential = match (entry.https, entry.ssh) {
-            (Some(h), None) => RepoCredential::Https {
-                password: one_of(&repo, "password", h.password, h.password_file)?,
+            (Some(h), None) => Some(RepoCredential::Https {
+                password: one_of(&name, "password", h.password, h.password_file)?,
                 username: h.username,
-            },
-            (None, Some(s)) => RepoCredential::Ssh {
-                private_key_pem: one_of(&repo, "privateKey", s.private_key, s.private_key_file)?,
-                known_hosts: one_of(&repo, "knownHosts", s.known_hosts, s.known_hosts_file)?,
+            }),
+            (None, Some(s)) => Some(RepoCredential::Ssh {
+                private_key_pem: one_of(&name, "privateKey", s.private_key, s.private_key_file)?,
+                known_hosts: one_of(&name, "knownHosts", s.known_hosts, s.known_hosts_file)?,
                 username: s.username,
-            },
-            _ => {
+            }),
+            (Some(_), Some(_)) => {
                 return Err(invalid(format!(
-                    "{repo}: give exactly one of https and ssh"
+                    "{name}: give one of https and ssh, not both"
                 )));
             }
+            (None, None) => None,
         };
-        out.insert(repo, credential);
+        let secret = value(
+            &name,
+            "webhookSecret",
+            entry.webhook_secret,
+            entry.webhook_secret_file,
+        )?;
+        if credential.is_none() && secret.is_none() {
+            return Err(invalid(format!(
+                "{name}: give https, ssh or webhookSecret (or webhookSecretFile)"
+            )));
+        }
+        if secret.as_deref().is_some_and(str::is_empty) {
+            return Err(invalid(format!("{name}: webhookSecret must not be empty")));
+        }
+        if let Some(c) = credential {
+            out.git.insert(name.clone(), c);
+        }
+        if let Some(s) = secret {
+            out.webhook_secrets.insert(name, s);
+        }
     }
     Ok(out)
 }
@@ -176,7 +295,7 @@ mod tests {
             ),
         )
         .unwrap();
-        let creds = load(&file).unwrap();
+        let creds = load(&file).unwrap().git;
         assert_eq!(
             creds["platform"],
             RepoCredential::Https {
@@ -203,7 +322,7 @@ mod tests {
         );
         std::fs::write(&file, "r: {}\n").unwrap();
         let err = load(&file).unwrap_err().to_string();
-        assert!(err.contains("exactly one of https and ssh"), "{err}");
+        assert!(err.contains("r: give https, ssh or webhookSecret"), "{err}");
         std::fs::write(
             &file,
             "r:\n  https: { username: git, passwordFile: /nope }\n",
@@ -211,5 +330,124 @@ mod tests {
         .unwrap();
         let err = load(&file).unwrap_err().to_string();
         assert!(err.contains("/nope"), "{err}");
+    }
+
+    fn spec(credentials_ref: Option<&str>, webhook_secret_ref: Option<&str>) -> RepoSpec {
+        RepoSpec {
+            credentials_ref: credentials_ref.map(Into::into),
+            webhook_secret_ref: webhook_secret_ref.map(Into::into),
+            ..RepoSpec::new("https://git.example.com/p.git")
+        }
+    }
+
+    fn loaded(yaml: &str) -> Result<Credentials, CredentialsError> {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("creds.yaml");
+        std::fs::write(&file, yaml).unwrap();
+        load(&file)
+    }
+
+    #[test]
+    fn entries_hold_git_credentials_webhook_secrets_or_both() {
+        let dir = tempfile::tempdir().unwrap();
+        let hook = dir.path().join("hook");
+        std::fs::write(&hook, "from-file\n").unwrap();
+        let creds = loaded(&format!(
+            "bot:\n  https: {{ username: git, password: pw }}\n  webhookSecret: both\nhook-a: {{ webhookSecret: inline }}\nhook-b: {{ webhookSecretFile: {} }}\n",
+            hook.display()
+        ))
+        .unwrap();
+        assert_eq!(creds.git.keys().collect::<Vec<_>>(), ["bot"]);
+        assert_eq!(creds.webhook_secrets["bot"], "both");
+        assert_eq!(creds.webhook_secrets["hook-a"], "inline");
+        assert_eq!(creds.webhook_secrets["hook-b"], "from-file");
+        let debug = format!("{creds:?}");
+        assert!(debug.contains("hook-a"), "{debug}");
+        for secret in ["pw", "both", "inline", "from-file"] {
+            assert!(!debug.contains(&format!("\"{secret}\"")), "{debug}");
+        }
+    }
+
+    #[test]
+    fn conflicting_entries_are_errors() {
+        for (yaml, expected) in [
+            (
+                "r:\n  https: { username: git, password: p }\n  ssh: { privateKey: K, knownHosts: H }\n",
+                "r: give one of https and ssh, not both",
+            ),
+            (
+                "r: { webhookSecret: a, webhookSecretFile: /x }\n",
+                "r: give one of webhookSecret and webhookSecretFile, not both",
+            ),
+            (
+                "r: { webhookSecret: '' }\n",
+                "r: webhookSecret must not be empty",
+            ),
+            ("r: { token: x }\n", "unknown field `token`"),
+        ] {
+            let err = loaded(yaml).unwrap_err().to_string();
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn repos_resolve_their_refs_and_fall_back_to_the_old_keys() {
+        let creds = loaded(
+            "platform:\n  https: { username: git, password: by-name }\nbot:\n  https: { username: bot, password: by-ref }\nhook-a: { webhookSecret: a }\n",
+        )
+        .unwrap();
+        let user = |c: Option<&RepoCredential>| match c {
+            Some(RepoCredential::Https { username, .. }) => Some(username.clone()),
+            _ => None,
+        };
+        // A ref wins; without one, the entry named like the Repo (the file's old keys).
+        assert_eq!(
+            user(creds.git_for("platform", &spec(Some("bot"), None)).unwrap()).as_deref(),
+            Some("bot")
+        );
+        assert_eq!(
+            user(creds.git_for("platform", &spec(None, None)).unwrap()).as_deref(),
+            Some("git")
+        );
+        assert_eq!(creds.git_for("other", &spec(None, None)).unwrap(), None);
+        let err = creds
+            .git_for("other", &spec(Some("hook-a"), None))
+            .unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "repo \"other\": spec.credentialsRef: the hub's credentials file (--repo-credentials) has no entry \"hook-a\" with https or ssh credentials"
+        );
+
+        // Its own webhook secret, else the hub-wide one.
+        assert_eq!(
+            creds
+                .webhook_secret_for("p", &spec(None, Some("hook-a")), Some("hub"))
+                .unwrap(),
+            Some("a")
+        );
+        assert_eq!(
+            creds
+                .webhook_secret_for("p", &spec(None, None), Some("hub"))
+                .unwrap(),
+            Some("hub")
+        );
+        assert_eq!(
+            creds
+                .webhook_secret_for("p", &spec(None, None), None)
+                .unwrap(),
+            None
+        );
+        let err = creds
+            .webhook_secret_for("p", &spec(None, Some("bot")), Some("hub"))
+            .unwrap_err();
+        assert!(
+            matches!(err, RefError::NoWebhookSecret { ref name, .. } if name == "bot"),
+            "{err}"
+        );
+
+        assert!(creds.check("p", &spec(Some("bot"), Some("hook-a"))).is_ok());
+        assert!(creds.check("p", &spec(Some("nope"), None)).is_err());
+        assert!(creds.check("p", &spec(None, Some("nope"))).is_err());
+        assert!(Credentials::default().check("p", &spec(None, None)).is_ok());
     }
 }

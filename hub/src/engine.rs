@@ -25,6 +25,8 @@ use crate::pki::{self, Pki, PkiError, now_unix};
 use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
 use crate::store::{ReportOutcome, Store, StoreError};
 
+mod repo_secrets;
+
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
     #[error("{0}")]
@@ -48,8 +50,8 @@ pub struct EngineConfig {
     pub default_poll_interval: Duration,
     pub heartbeat_grace: Duration,
     pub cluster_cert_validity: Duration,
-    /// Credentials by Repo name.
-    pub repo_credentials: BTreeMap<String, RepoCredential>,
+    /// Git credentials and webhook secrets by entry name, which Repos reference.
+    pub repo_credentials: crate::credentials::Credentials,
     /// Registrations wait for `approve_cluster` before they get a certificate.
     pub require_approval: bool,
 }
@@ -359,6 +361,7 @@ impl Engine {
                 ));
             }
         }
+        errors.extend(self.credential_ref_errors(&parsed));
         if !errors.is_empty() {
             return Err(EngineError::Invalid(errors.join("\n")));
         }
@@ -523,10 +526,10 @@ impl Engine {
     ) -> Vec<(String, RepoCredential)> {
         let mut out: Vec<(String, RepoCredential)> = Vec::new();
         for t in targets {
-            if let Some(c) = self.config.repo_credentials.get(&t.repo)
-                && !out.iter().any(|(url, _)| *url == t.repo_url)
+            if !out.iter().any(|(url, _)| *url == t.repo_url)
+                && let Some(c) = self.stored_repo_credential(&t.repo)
             {
-                out.push((t.repo_url.clone(), c.clone()));
+                out.push((t.repo_url.clone(), c));
             }
         }
         out
@@ -564,11 +567,14 @@ impl Engine {
 
     /// One fetch of a Repo; moves the revision of every App whose files changed.
     async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
-        let credential = self.config.repo_credentials.get(name).cloned();
-        let fetched = self
-            .git
-            .fetch_with(&spec.url, &spec.reference, credential)
-            .await;
+        let fetched = match self.git_credential(name, spec) {
+            Ok(credential) => {
+                self.git
+                    .fetch_with(&spec.url, &spec.reference, credential)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
         if let Err(e) = self.after_fetch(name, spec, fetched).await {
             warn!(repo = %name, error = %e, "cannot record fetch result");
         }

@@ -11,7 +11,7 @@ use axum::routing::{get, post};
 use tracing::{info, warn};
 
 use crate::engine::Engine;
-use crate::webhook::{self, Provider, WebhookError};
+use crate::webhook::{self, Decision, Provider, WebhookError};
 
 #[derive(Clone)]
 struct HttpState {
@@ -34,20 +34,21 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
     (status, format!("{}\n", message.into())).into_response()
 }
 
-/// A verified push triggers an immediate fetch of every Repo with that URL. Anything else is a
-/// 4xx, logged, and fetches nothing.
+/// A push signed with a Repo's webhook secret (its `webhookSecretRef`, else the hub-wide
+/// `--webhook-secret`) triggers an immediate fetch of that Repo. Anything else is a 4xx, logged,
+/// and fetches nothing.
 async fn receive_webhook(
     State(state): State<HttpState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
-    let Some(secret) = state.webhook_secret.as_deref() else {
+    if state.webhook_secret.is_none() && !state.engine.has_webhook_secrets() {
         return reply(
             StatusCode::NOT_FOUND,
             "webhooks are not configured on this hub",
         );
-    };
+    }
     let Some(kind) = Provider::parse(&provider) else {
         warn!(%provider, "webhook from an unknown provider");
         return reply(
@@ -63,33 +64,52 @@ async fn receive_webhook(
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
-    if let Err(e) = webhook::verify(kind, header, &body, secret.as_bytes()) {
-        warn!(%provider, error = %e, "webhook refused");
-        return reply(StatusCode::UNAUTHORIZED, e.to_string());
-    }
-    let urls = match webhook::repository_urls(kind, &body) {
+    let urls = match webhook::repository_urls(kind, &body)
+        .map_err(|e| webhook::unreadable(kind, &header, &body, state.webhook_secret.as_deref(), e))
+    {
         Ok(urls) => urls,
         Err(e @ (WebhookError::Malformed(_) | WebhookError::NoRepository)) => {
             warn!(%provider, error = %e, "webhook payload refused");
             return reply(StatusCode::BAD_REQUEST, e.to_string());
         }
-        Err(e) => return reply(StatusCode::BAD_REQUEST, e.to_string()),
+        // Not signed with the hub-wide secret.
+        Err(e) => {
+            warn!(%provider, error = %e, "webhook refused");
+            return reply(StatusCode::UNAUTHORIZED, e.to_string());
+        }
     };
-    match state.engine.trigger_fetch_by_url(&urls) {
-        Ok(repos) if repos.is_empty() => {
-            warn!(%provider, ?urls, "webhook for a repository no Repo follows");
-            reply(StatusCode::NOT_FOUND, "no Repo follows this repository")
-        }
-        Ok(repos) => {
-            info!(%provider, ?repos, "webhook: fetching now");
-            reply(
-                StatusCode::ACCEPTED,
-                format!("fetching {}", repos.join(", ")),
-            )
-        }
+    // Which secret to check depends on the Repos the payload names: the payload is parsed
+    // (not trusted) first, and only the Repos whose own secret signed it are fetched.
+    let hub_wide = state.webhook_secret.as_deref();
+    let candidates = match state.engine.webhook_candidates(&urls, hub_wide) {
+        Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "webhook: cannot read Repos");
-            reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
+            return reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
+        }
+    };
+    match webhook::decide(kind, header, &body, &candidates, hub_wide) {
+        Decision::Fetch(repos) => {
+            let fetching: Vec<String> = repos
+                .into_iter()
+                .filter(|r| state.engine.trigger_fetch(r))
+                .collect();
+            info!(%provider, repos = ?fetching, "webhook: fetching now");
+            reply(
+                StatusCode::ACCEPTED,
+                format!("fetching {}", fetching.join(", ")),
+            )
+        }
+        Decision::Refused(e) => {
+            warn!(%provider, ?urls, error = %e, "webhook refused");
+            reply(StatusCode::UNAUTHORIZED, e.to_string())
+        }
+        Decision::NotFollowed => {
+            warn!(%provider, ?urls, "webhook for a repository no Repo with a webhook secret follows");
+            reply(
+                StatusCode::NOT_FOUND,
+                "no Repo with a webhook secret follows this repository",
+            )
         }
     }
 }

@@ -7,6 +7,7 @@ pub mod client;
 pub mod credentials;
 pub mod engine;
 pub mod fleet;
+pub mod fleetsync;
 pub mod git;
 pub mod grpc;
 pub mod http;

@@ -26,7 +26,6 @@ use crate::grpc::access::AccessService;
 use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
-use crate::model::RepoCredential;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
 
@@ -53,8 +52,8 @@ pub struct HubConfig {
     /// Spokes between opening their stream and saying hello, at most; more are refused with
     /// RESOURCE_EXHAUSTED (they back off and retry).
     pub max_concurrent_handshakes: usize,
-    /// Credentials by Repo name (see [`crate::credentials::load`]).
-    pub repo_credentials: BTreeMap<String, RepoCredential>,
+    /// Git credentials and webhook secrets that Repos reference (see [`crate::credentials`]).
+    pub repo_credentials: crate::credentials::Credentials,
     /// Registrations wait until an admin approves them (double opt-in).
     pub require_approval: bool,
 }
@@ -75,7 +74,7 @@ impl HubConfig {
             fetch_timeout: Duration::from_secs(120),
             webhook_secret: None,
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
-            repo_credentials: BTreeMap::new(),
+            repo_credentials: Default::default(),
             require_approval: false,
         }
     }

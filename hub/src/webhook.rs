@@ -118,6 +118,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// A Repo the pushed repository's URL matches, with the secret its webhooks are signed with
+/// (none when it has none, or names one the hub does not have).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Candidate {
+    pub repo: String,
+    pub secret: Option<String>,
+}
+
+/// What to do with a delivery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Fetch these Repos now: the delivery is signed with each one's secret.
+    Fetch(Vec<String>),
+    /// Signed with none of the candidates' secrets (or not signed).
+    Refused(WebhookError),
+    /// No Repo that can verify a delivery follows this repository. Said the same way whether
+    /// there is no such Repo or it has no secret, so an unsigned request learns nothing.
+    NotFollowed,
+}
+
+/// Decides on a delivery of `provider` for the Repos `candidates` (those whose URL the payload
+/// names). A delivery only fetches the Repos whose own secret signed it: a Repo's secret can
+/// never trigger another Repo. With no candidates, `hub_wide` (when set) still checks the
+/// signature, so that only a genuine sender learns that no Repo follows its repository.
+pub fn decide(
+    provider: Provider,
+    header: impl Fn(&str) -> Option<String>,
+    body: &[u8],
+    candidates: &[Candidate],
+    hub_wide: Option<&str>,
+) -> Decision {
+    let mut verified = Vec::new();
+    let mut refusal = None;
+    for c in candidates {
+        let Some(secret) = &c.secret else { continue };
+        match verify(provider, &header, body, secret.as_bytes()) {
+            Ok(()) => verified.push(c.repo.clone()),
+            Err(e) => refusal = refusal.or(Some(e)),
+        }
+    }
+    if !verified.is_empty() {
+        return Decision::Fetch(verified);
+    }
+    if let Some(e) = refusal {
+        return Decision::Refused(e);
+    }
+    match hub_wide.map(|s| verify(provider, &header, body, s.as_bytes())) {
+        Some(Err(e)) => Decision::Refused(e),
+        _ => Decision::NotFollowed,
+    }
+}
+
+/// What to answer when the payload cannot be read (`error` is [`WebhookError::Malformed`] or
+/// [`WebhookError::NoRepository`]): a sender that the hub-wide secret does not authenticate is
+/// refused as unauthorised and learns nothing about the payload; otherwise `error` itself.
+pub fn unreadable(
+    provider: Provider,
+    header: impl Fn(&str) -> Option<String>,
+    body: &[u8],
+    hub_wide: Option<&str>,
+    error: WebhookError,
+) -> WebhookError {
+    match hub_wide.map(|s| verify(provider, header, body, s.as_bytes())) {
+        Some(Err(refused)) => refused,
+        _ => error,
+    }
+}
+
 /// Every URL the payload gives for the pushed repository.
 pub fn repository_urls(provider: Provider, body: &[u8]) -> Result<Vec<String>, WebhookError> {
     let v: serde_json::Value =

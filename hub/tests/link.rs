@@ -926,7 +926,7 @@ async fn too_many_handshakes_at_once_are_shed() {
 async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
     let (_tmp, data) = data_dir();
     let mut config = HubConfig::for_tests(&data);
-    config.repo_credentials.insert(
+    config.repo_credentials.git.insert(
         "private".into(),
         gitfleet_hub::model::RepoCredential::Https {
             username: "git".into(),

@@ -25,6 +25,12 @@ pub enum GitError {
     RefNotFound { url: String, reference: String },
     #[error("{0}")]
     Unsupported(String),
+    /// The Repo names a credential the hub does not have.
+    #[error("{0}")]
+    Credentials(String),
+    /// Files the hub reads itself (the fleet path) are missing or unreadable.
+    #[error("{0}")]
+    Content(String),
     #[error("git cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
 }
@@ -128,6 +134,134 @@ impl GitCache {
                 message: join.to_string(),
             })?
     }
+}
+
+/// Limits on what [`GitCache::read_documents`] reads: the fleet path is configuration, not
+/// a place for large files.
+pub const MAX_DOCUMENT_FILES: usize = 2_000;
+pub const MAX_DOCUMENT_BYTES: usize = 1 << 20;
+pub const MAX_DOCUMENTS_TOTAL_BYTES: usize = 32 << 20;
+
+impl GitCache {
+    /// The `.yaml`, `.yml` and `.json` files under `path` (a directory or one file) at `commit`
+    /// in the cache of `url`, as (path in the repository, text), in path order.
+    pub async fn read_documents(
+        &self,
+        url: &str,
+        commit: &str,
+        path: &str,
+    ) -> Result<Vec<(String, String)>, GitError> {
+        let dir = self.cache_dir(url);
+        let lock = self.lock_for(&dir);
+        let _cache = lock.lock().await;
+        let (commit, path) = (commit.to_owned(), path.to_owned());
+        let dir2 = dir.clone();
+        tokio::task::spawn_blocking(move || read_documents_blocking(&dir2, &commit, &path))
+            .await
+            .map_err(|join| GitError::Cache {
+                path: dir,
+                message: join.to_string(),
+            })?
+    }
+}
+
+fn read_documents_blocking(
+    dir: &Path,
+    commit: &str,
+    path: &str,
+) -> Result<Vec<(String, String)>, GitError> {
+    let content = |m: String| GitError::Content(m);
+    let repo = git2::Repository::open_bare(dir).map_err(|e| GitError::Cache {
+        path: dir.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    let oid = git2::Oid::from_str(commit).map_err(|e| content(e.message().to_owned()))?;
+    let tree = repo
+        .find_commit(oid)
+        .and_then(|c| c.tree())
+        .map_err(|e| content(format!("commit {commit}: {}", e.message())))?;
+    let path = path.trim_matches('/');
+    let is_document = |name: &str| {
+        [".yaml", ".yml", ".json"]
+            .iter()
+            .any(|ext| name.ends_with(ext))
+    };
+    let mut files: Vec<(String, git2::Oid)> = Vec::new();
+    if path.is_empty() || path == "." {
+        collect_blobs(&repo, &tree, "", &mut files)?;
+    } else {
+        let entry = tree
+            .get_path(Path::new(path))
+            .map_err(|_| content(format!("{path:?} does not exist at commit {commit}")))?;
+        match entry.kind() {
+            Some(git2::ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(|e| content(e.message().to_owned()))?;
+                collect_blobs(&repo, &sub, &format!("{path}/"), &mut files)?;
+            }
+            Some(git2::ObjectType::Blob) => files.push((path.to_owned(), entry.id())),
+            _ => return Err(content(format!("{path:?} is neither a file nor a directory"))),
+        }
+    }
+    files.retain(|(p, _)| is_document(p));
+    files.sort();
+    if files.len() > MAX_DOCUMENT_FILES {
+        return Err(content(format!(
+            "{path:?} has {} files, more than the {MAX_DOCUMENT_FILES} allowed",
+            files.len()
+        )));
+    }
+    let mut total = 0;
+    let mut out = Vec::new();
+    for (file, oid) in files {
+        let blob = repo
+            .find_blob(oid)
+            .map_err(|e| content(format!("{file}: {}", e.message())))?;
+        if blob.size() > MAX_DOCUMENT_BYTES {
+            return Err(content(format!(
+                "{file} is {} bytes, more than the {MAX_DOCUMENT_BYTES} allowed",
+                blob.size()
+            )));
+        }
+        total += blob.size();
+        if total > MAX_DOCUMENTS_TOTAL_BYTES {
+            return Err(content(format!(
+                "{path:?} holds more than {MAX_DOCUMENTS_TOTAL_BYTES} bytes of documents"
+            )));
+        }
+        let text = String::from_utf8(blob.content().to_vec())
+            .map_err(|_| content(format!("{file} is not UTF-8 text")))?;
+        out.push((file, text));
+    }
+    Ok(out)
+}
+
+/// Every blob under `tree`, with its path (symlinks and submodules are skipped: the hub reads
+/// only what is in the repository itself).
+fn collect_blobs(
+    repo: &git2::Repository,
+    tree: &git2::Tree<'_>,
+    prefix: &str,
+    out: &mut Vec<(String, git2::Oid)>,
+) -> Result<(), GitError> {
+    for entry in tree.iter() {
+        let Ok(name) = entry.name() else { continue };
+        let path = format!("{prefix}{name}");
+        match entry.kind() {
+            Some(git2::ObjectType::Blob) if entry.filemode() != 0o120000 => {
+                out.push((path, entry.id()));
+            }
+            Some(git2::ObjectType::Tree) => {
+                let sub = repo
+                    .find_tree(entry.id())
+                    .map_err(|e| GitError::Content(e.message().to_owned()))?;
+                collect_blobs(repo, &sub, &format!("{path}/"), out)?;
+            }
+            _ => {}
+        }
+    }
+    Ok(())
 }
 
 fn fetch_blocking(

@@ -104,6 +104,28 @@ pub struct RepoSpec {
         skip_serializing_if = "Option::is_none"
     )]
     pub poll_interval: Option<Duration>,
+    /// Name of the entry in the hub's credentials file (`--repo-credentials`) with the HTTPS or
+    /// SSH credential for this repository. Absent: the entry named like the Repo, if any. Never
+    /// the secret itself: resources are printed by `gitfleet get`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_ref: Option<String>,
+    /// Name of the entry in the hub's credentials file whose `webhookSecret` signs this
+    /// repository's push webhooks. Absent: the hub-wide `--webhook-secret`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub webhook_secret_ref: Option<String>,
+}
+
+impl RepoSpec {
+    /// Follows `main` of `url`, with the hub's defaults for everything else.
+    pub fn new(url: impl Into<String>) -> Self {
+        Self {
+            url: url.into(),
+            reference: GitRef::default(),
+            poll_interval: None,
+            credentials_ref: None,
+            webhook_secret_ref: None,
+        }
+    }
 }
 
 /// What a Repo follows. Written as a one-key map: `{ branch: main }`, `{ tag: v1.2.0 }`,
@@ -520,6 +542,14 @@ impl Resource {
             Resource::Repo(r) => &r.metadata.name,
             Resource::App(a) => &a.metadata.name,
             Resource::ClusterGroup(g) => &g.metadata.name,
+        }
+    }
+
+    pub fn metadata(&self) -> &Metadata {
+        match self {
+            Resource::Repo(r) => &r.metadata,
+            Resource::App(a) => &a.metadata,
+            Resource::ClusterGroup(g) => &g.metadata,
         }
     }
 

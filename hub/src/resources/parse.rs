@@ -209,6 +209,14 @@ impl Validator<'_> {
         {
             return Err(self.fail("spec.pollInterval", "must be at least 100ms"));
         }
+        for (path, reference) in [
+            ("spec.credentialsRef", &r.spec.credentials_ref),
+            ("spec.webhookSecretRef", &r.spec.webhook_secret_ref),
+        ] {
+            if let Some(problem) = reference.as_deref().and_then(secret_ref_problem) {
+                return Err(self.fail(path, problem));
+            }
+        }
         Ok(())
     }
 
@@ -501,4 +509,21 @@ fn ref_name_problem(r: &str) -> Option<&'static str> {
         return Some("is not a valid Git ref name");
     }
     None
+}
+
+/// Why `reference` cannot name an entry of the hub's credentials file. The message never repeats
+/// the value: someone may have pasted the secret itself, and errors end up in logs.
+fn secret_ref_problem(reference: &str) -> Option<String> {
+    let ok_char = |c: char| c.is_ascii_alphanumeric() || "-_.".contains(c);
+    if reference.is_empty() {
+        Some("must not be empty".into())
+    } else if reference.len() > 253 || !reference.chars().all(ok_char) {
+        Some(
+            "must be the name of an entry in the hub's credentials file (at most 253 letters, \
+             digits, '-', '_' or '.'), never the secret itself"
+                .into(),
+        )
+    } else {
+        None
+    }
 }

@@ -238,6 +238,42 @@ fn repo_url_and_ref_checks() {
 }
 
 #[test]
+fn repo_secret_refs_name_entries_and_never_hold_secrets() {
+    let repo = |spec: &str| {
+        parse_yaml(&format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{name: r}}\nspec: {spec}"
+        ))
+    };
+    let r = repo(
+        "{url: 'https://a/b', credentialsRef: github-bot, webhookSecretRef: hooks.platform_1}",
+    )
+    .unwrap();
+    let Resource::Repo(r) = r else { panic!() };
+    assert_eq!(r.spec.credentials_ref.as_deref(), Some("github-bot"));
+    assert_eq!(
+        r.spec.webhook_secret_ref.as_deref(),
+        Some("hooks.platform_1")
+    );
+    // Stored and printed under the names users write.
+    let json = Resource::Repo(r).to_json();
+    assert_eq!(json["spec"]["credentialsRef"], "github-bot");
+    assert_eq!(json["spec"]["webhookSecretRef"], "hooks.platform_1");
+
+    let e = repo("{url: 'https://a/b', credentialsRef: ''}").unwrap_err();
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        ("spec.credentialsRef", "must not be empty")
+    );
+    // A pasted secret (here a basic-auth pair) is refused without being repeated.
+    let e = repo("{url: 'https://a/b', webhookSecretRef: 'user:hunter2 x'}").unwrap_err();
+    assert_eq!(e.path, "spec.webhookSecretRef");
+    assert!(e.message.contains("never the secret itself"), "{e}");
+    assert!(!e.to_string().contains("hunter2"), "{e}");
+    let e = repo("{url: 'https://a/b', credentials: x}").unwrap_err();
+    assert!(e.message.contains("unknown field"), "{e}");
+}
+
+#[test]
 fn kind_parses_cli_spellings() {
     assert_eq!(Kind::parse("apps"), Some(Kind::App));
     assert_eq!(Kind::parse("Repo"), Some(Kind::Repo));

@@ -152,3 +152,146 @@ fn providers_parse() {
     assert_eq!(Provider::parse("forgejo"), Some(Provider::Forgejo));
     assert_eq!(Provider::parse("svn"), None);
 }
+
+fn signed_with(secret: &str, body: &str) -> impl Fn(&str) -> Option<String> + use<> {
+    let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(body.as_bytes());
+    headers(&[(
+        "X-Hub-Signature-256",
+        format!("sha256={}", hex::encode(mac.finalize().into_bytes())),
+    )])
+}
+
+fn candidate(repo: &str, secret: Option<&str>) -> Candidate {
+    Candidate {
+        repo: repo.into(),
+        secret: secret.map(Into::into),
+    }
+}
+
+#[test]
+fn a_delivery_fetches_only_the_repos_whose_own_secret_signed_it() {
+    let body = GITHUB.as_bytes();
+    let repos = [
+        candidate("a", Some("secret-a")),
+        candidate("a-mirror", Some("secret-a")),
+        candidate("b", Some("secret-b")),
+        candidate("unset", None),
+    ];
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("secret-a", GITHUB),
+            body,
+            &repos,
+            Some("hub")
+        ),
+        Decision::Fetch(vec!["a".into(), "a-mirror".into()])
+    );
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("secret-b", GITHUB),
+            body,
+            &repos,
+            None
+        ),
+        Decision::Fetch(vec!["b".into()])
+    );
+    // Another Repo's secret, the hub-wide one, or none: refused.
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("secret-a", GITHUB),
+            body,
+            &repos[2..],
+            Some("secret-a")
+        ),
+        Decision::Refused(WebhookError::BadSignature)
+    );
+    assert_eq!(
+        decide(Provider::GitHub, headers(&[]), body, &repos, None),
+        Decision::Refused(WebhookError::MissingSignature("X-Hub-Signature-256"))
+    );
+}
+
+#[test]
+fn unknown_repositories_are_told_apart_only_for_genuine_senders() {
+    let body = GITHUB.as_bytes();
+    let no_secret = [candidate("unset", None)];
+    // Nothing can verify it: the same answer as for a repository nobody follows.
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("x", GITHUB),
+            body,
+            &no_secret,
+            None
+        ),
+        Decision::NotFollowed
+    );
+    assert_eq!(
+        decide(Provider::GitHub, signed_with("x", GITHUB), body, &[], None),
+        Decision::NotFollowed
+    );
+    // With a hub-wide secret, only a correctly signed delivery learns that no Repo follows it.
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("hub", GITHUB),
+            body,
+            &[],
+            Some("hub")
+        ),
+        Decision::NotFollowed
+    );
+    assert_eq!(
+        decide(
+            Provider::GitHub,
+            signed_with("x", GITHUB),
+            body,
+            &[],
+            Some("hub")
+        ),
+        Decision::Refused(WebhookError::BadSignature)
+    );
+}
+
+#[test]
+fn unreadable_payloads_tell_unsigned_senders_nothing() {
+    let junk = b"{not json";
+    let malformed = WebhookError::Malformed("x".into());
+    // The hub-wide secret does not sign it: refused as unauthorised, whatever the payload.
+    assert_eq!(
+        unreadable(
+            Provider::GitHub,
+            headers(&[]),
+            junk,
+            Some("hub"),
+            malformed.clone()
+        ),
+        WebhookError::MissingSignature("X-Hub-Signature-256")
+    );
+    // Signed, or nothing to check it with: the payload's own problem.
+    let signed = signed_with("hub", "{not json");
+    assert_eq!(
+        unreadable(
+            Provider::GitHub,
+            signed,
+            junk,
+            Some("hub"),
+            malformed.clone()
+        ),
+        malformed
+    );
+    assert_eq!(
+        unreadable(
+            Provider::GitHub,
+            headers(&[]),
+            junk,
+            None,
+            WebhookError::NoRepository
+        ),
+        WebhookError::NoRepository
+    );
+}

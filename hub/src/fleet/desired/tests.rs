@@ -16,6 +16,8 @@ fn repo(name: &str) -> Repo {
             url: format!("https://git.example/{name}.git"),
             reference: Default::default(),
             poll_interval: None,
+            credentials_ref: None,
+            webhook_secret_ref: None,
         },
     }
 }

@@ -1223,6 +1223,8 @@ fn the_fleet_follows_the_revisions_a_rollout_assigns() {
             url: "https://git.example/platform.git".into(),
             reference: Default::default(),
             poll_interval: None,
+            credentials_ref: None,
+            webhook_secret_ref: None,
         },
     };
     let mut other = app_with(None);
