@@ -5,7 +5,7 @@
 //! order and a connection sees them in order. Spoke connections read desired state from a
 //! `watch` channel per cluster: a slow spoke never holds anyone up, and deltas coalesce.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +15,7 @@ use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use crate::fleet::{AppRevision, ClusterLabels, compute_fleet};
+use crate::fleet::{AppRevision, ClusterLabels, compute_fleet_with_rollouts};
 use crate::git::{GitCache, changes};
 use crate::model::{
     ClusterDesired, ClusterRecord, ClusterView, RepoCredential, RepoStatus, TargetReport,
@@ -26,6 +26,9 @@ use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_
 use crate::store::{ReportOutcome, Store, StoreError};
 
 mod repo_secrets;
+mod rollouts;
+
+pub use rollouts::{RolloutRecord, RolloutView};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -39,6 +42,9 @@ pub enum EngineError {
     PermissionDenied(String),
     #[error("{0}")]
     AlreadyExists(String),
+    /// The request is well formed but the state does not allow it now.
+    #[error("{0}")]
+    FailedPrecondition(String),
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error(transparent)]
@@ -136,6 +142,10 @@ struct State {
     last_contact: HashMap<String, i64>,
     followers: HashMap<String, Follower>,
     next_connection: u64,
+    /// Apps whose rollout is not complete: their reports wake the rollout driver.
+    incomplete_rollouts: HashSet<String>,
+    /// When a rollout asked to be decided again although nothing changed.
+    next_rollout_check: Option<i64>,
 }
 
 pub struct Engine {
@@ -146,6 +156,8 @@ pub struct Engine {
     write: tokio::sync::Mutex<()>,
     state: Mutex<State>,
     shutdown: CancellationToken,
+    /// Wakes the rollout driver.
+    rollout_kick: Notify,
 }
 
 impl std::fmt::Debug for Engine {
@@ -171,6 +183,7 @@ impl Engine {
             write: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
             shutdown,
+            rollout_kick: Notify::new(),
         });
         {
             let stored = engine.store.desired_all()?;
@@ -193,6 +206,7 @@ impl Engine {
                 engine.follow(&repo);
             }
         }
+        tokio::spawn(rollouts::drive_rollouts(Arc::clone(&engine)));
         Ok(engine)
     }
 
@@ -239,24 +253,19 @@ impl Engine {
         let (apps, repos, groups) = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
         let clusters: Vec<ClusterRecord> = self.store.clusters()?;
-        let labels: Vec<ClusterLabels<'_>> = clusters
-            .iter()
-            .filter(|c| !c.revoked && !c.pending)
-            .map(|c| ClusterLabels {
-                name: &c.name,
-                labels: &c.labels,
-            })
-            .collect();
-        let fleet = compute_fleet(&apps, &repos, &revisions, &labels, &groups);
+        let labels = placeable(&clusters);
+        let current = self.desired_snapshot();
+        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups, &current)?;
+        let mut fleet = compute_fleet_with_rollouts(
+            &apps,
+            &repos,
+            &revisions,
+            &decided.rollouts,
+            &labels,
+            &groups,
+        );
+        rollouts::apply_controls(&mut fleet, &decided.controls);
 
-        let current: HashMap<String, Arc<ClusterDesired>> = {
-            let state = self.lock();
-            state
-                .desired
-                .iter()
-                .map(|(k, v)| (k.clone(), v.borrow().clone()))
-                .collect()
-        };
         let mut changed = Vec::new();
         for cluster in &clusters {
             // A revoked cluster keeps no Targets.
@@ -310,6 +319,16 @@ impl Engine {
             }
         }
         Ok(())
+    }
+
+    /// Every cluster's current desired state.
+    fn desired_snapshot(&self) -> HashMap<String, Arc<ClusterDesired>> {
+        let state = self.lock();
+        state
+            .desired
+            .iter()
+            .map(|(k, v)| (k.clone(), v.borrow().clone()))
+            .collect()
     }
 
     /// A cluster's desired state at an earlier generation, if the store still keeps it.
@@ -396,6 +415,11 @@ impl Engine {
         self.store.put_resources(&to_store)?;
         for (r, old) in to_store.iter().zip(&previous) {
             if let Resource::App(app) = r {
+                let (kind, message) = match old {
+                    Some(_) => ("Configured", "spec changed"),
+                    None => ("Created", "created"),
+                };
+                self.record_app_event(&app.metadata.name, kind, message.into(), "")?;
                 let repo_changed = match old {
                     Some(Resource::App(o)) => o.spec.repo != app.spec.repo,
                     _ => true,
@@ -442,7 +466,10 @@ impl Engine {
                 }
                 self.store.delete_repo_status(name)?;
             }
-            Kind::App => self.store.delete_revision(name)?,
+            Kind::App => {
+                self.store.delete_revision(name)?;
+                self.store.delete_app_records(name)?;
+            }
             Kind::ClusterGroup => {}
         }
         self.recompute_locked(&guard).await?;
@@ -645,6 +672,21 @@ impl Engine {
             };
             if moves {
                 self.store.put_revision(&app.metadata.name, &revision)?;
+                self.record_app_event(
+                    &app.metadata.name,
+                    "NewRevision",
+                    format!(
+                        "{} moved to {}{}",
+                        revision.git_ref,
+                        crate::fleet::rollout::short(&revision.commit),
+                        match current {
+                            Some(c) =>
+                                format!(" (from {})", crate::fleet::rollout::short(&c.commit)),
+                            None => String::new(),
+                        }
+                    ),
+                    "",
+                )?;
                 moved += 1;
             }
         }
@@ -952,6 +994,8 @@ impl Engine {
             .entry(cluster.to_owned())
             .or_insert_with(|| watch::channel(Arc::new(ClusterDesired::default())).0)
             .subscribe();
+        drop(state);
+        self.kick_rollouts();
         Ok(Connection {
             id,
             desired,
@@ -969,6 +1013,7 @@ impl Engine {
         }
         let last = state.last_contact.get(cluster).copied();
         drop(state);
+        self.kick_rollouts();
         if let (Ok(Some(mut record)), Some(last)) = (self.store.cluster(cluster), last) {
             record.last_contact_unix = record.last_contact_unix.max(last);
             if let Err(e) = self.store.put_cluster(&record) {
@@ -993,11 +1038,19 @@ impl Engine {
             .desired(&cluster)
             .is_some_and(|d| d.targets.contains_key(&report.app));
         report.received_at_unix = now_unix();
+        let previous = if known {
+            self.store.report(&cluster, &report.app)?
+        } else {
+            None
+        };
         let outcome = self
             .store
             .record_report(&cluster, report.seq, known.then_some(&report))?;
         match outcome {
             ReportOutcome::Stored { acked_seq } => {
+                if known {
+                    self.after_report(previous.as_ref(), &report)?;
+                }
                 self.store.flush().await?;
                 if !known {
                     debug!(%cluster, app = %report.app, "report for a Target the cluster does not have; not kept");
@@ -1070,6 +1123,18 @@ async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger:
             _ = engine.shutdown.cancelled() => return,
         }
     }
+}
+
+/// The clusters placement may choose: registered, approved, not revoked.
+fn placeable(clusters: &[ClusterRecord]) -> Vec<ClusterLabels<'_>> {
+    clusters
+        .iter()
+        .filter(|c| !c.revoked && !c.pending)
+        .map(|c| ClusterLabels {
+            name: &c.name,
+            labels: &c.labels,
+        })
+        .collect()
 }
 
 fn split_resources(

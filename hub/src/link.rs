@@ -95,6 +95,7 @@ mod tests {
             namespace: "default".into(),
             render: RenderSpec::default(),
             sync_policy: SyncPolicySpec::default(),
+            sync_request: 0,
         }
     }
 

@@ -208,3 +208,41 @@ impl std::fmt::Debug for RepoCredential {
         }
     }
 }
+
+/// Something that happened to an App or one of its Targets, for `gitfleet events`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    /// Increasing in the order events were recorded (assigned by the store).
+    pub id: u64,
+    pub at_unix: i64,
+    pub app: String,
+    /// The cluster, for an event about one Target; empty for the App as a whole.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub cluster: String,
+    /// The rollout's number, for rollout events; 0 otherwise.
+    #[serde(default)]
+    pub rollout: u64,
+    /// What happened, in one word: a rollout step (`WaveStarted`, `Paused`, …), a Target's
+    /// change (`RevisionApplied`, `SyncFailed`, `Degraded`, `Healthy`, …) or an App's
+    /// (`Created`, `Configured`, `Suspended`, `SyncRequested`, `NewRevision`, …).
+    pub kind: String,
+    pub message: String,
+    /// Who asked for it (an admin's identity), for what people did.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub by: String,
+}
+
+/// What people asked of an App outside its spec: suspension and forced syncs.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AppControl {
+    /// No Target of the App is synced, and its rollout stands still, until resumed.
+    #[serde(default)]
+    pub suspended: bool,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub suspended_by: String,
+    #[serde(default)]
+    pub suspended_at_unix: i64,
+    /// Per cluster, how many times a sync was forced: a new number makes the spoke sync again.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub sync_requests: BTreeMap<String, u64>,
+}

@@ -12,6 +12,7 @@ use gitfleet_proto::v1::access_server::AccessServer;
 use gitfleet_proto::v1::admin_server::AdminServer;
 use gitfleet_proto::v1::link_server::LinkServer;
 use gitfleet_proto::v1::registration_server::RegistrationServer;
+use gitfleet_proto::v1::rollouts_server::RolloutsServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -26,6 +27,7 @@ use crate::grpc::access::AccessService;
 use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
+use crate::grpc::rollouts::RolloutsService;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
 
@@ -241,6 +243,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         )
         .add_service(
             AccessServer::new(AccessService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            RolloutsServer::new(RolloutsService::new(Arc::clone(&engine)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

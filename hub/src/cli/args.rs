@@ -152,6 +152,18 @@ pub enum Command {
     #[command(subcommand)]
     Cluster(ClusterCommand),
 
+    /// Follow and steer an App's rollout: status, pause, resume, promote, rollback, history
+    #[command(subcommand)]
+    Rollout(RolloutCommand),
+
+    /// Suspend or resume an App, or make its spokes sync it again now
+    #[command(subcommand)]
+    App(AppCommand),
+
+    /// What happened to Apps and Targets: new revisions, rollout steps, failures, who did what
+    #[command(after_help = EVENTS_EXAMPLES)]
+    Events(EventsArgs),
+
     /// Show and change your gitfleet config (hub contexts and credentials)
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -529,4 +541,168 @@ fn parse_label(s: &str) -> Result<(String, String), String> {
         Some((k, v)) if !k.trim().is_empty() => Ok((k.trim().to_owned(), v.trim().to_owned())),
         _ => Err(format!("expected KEY=VALUE, got {s:?}")),
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RolloutCommand {
+    /// Show an App's rollout: each wave's progress, Targets by state, why anything is stuck
+    #[command(after_help = ROLLOUT_STATUS_EXAMPLES)]
+    Status(RolloutStatusArgs),
+
+    /// Stop giving the new revision to more Targets until `resume`
+    #[command(after_help = ROLLOUT_PAUSE_EXAMPLES)]
+    Pause(AppNameArgs),
+
+    /// Continue a paused rollout; failures it paused for are accepted
+    #[command(after_help = ROLLOUT_RESUME_EXAMPLES)]
+    Resume(AppNameArgs),
+
+    /// Let the current wave skip the rest of its minHealthyFor wait
+    Promote(AppNameArgs),
+
+    /// Roll back to the last revision that completed a rollout, or to --to REVISION
+    #[command(after_help = ROLLOUT_ROLLBACK_EXAMPLES)]
+    Rollback(RollbackArgs),
+
+    /// List an App's rollouts (a rollback is one too) and how each ended
+    History(AppNameArgs),
+}
+
+const ROLLOUT_STATUS_EXAMPLES: &str = "\
+Examples:
+  gitfleet rollout status guestbook
+
+  # Follow it with a progress bar per wave until it completes, pauses or rolls back
+  gitfleet rollout status guestbook --watch
+
+  # In a pipeline: exit 0 when complete, 1 when paused or rolled back, or after --timeout
+  gitfleet rollout status guestbook --watch --timeout 30m
+
+Targets are pending (not given the revision yet), updating, healthy, failed, tolerated (failed,
+accepted by resume) or disconnected (never counted as failed).";
+
+const ROLLOUT_PAUSE_EXAMPLES: &str = "\
+Examples:
+  gitfleet rollout pause guestbook
+
+Targets that already have the new revision keep it. A pause by a person also holds a newer
+commit's rollout until `gitfleet rollout resume`.";
+
+const ROLLOUT_RESUME_EXAMPLES: &str = "\
+Examples:
+  gitfleet rollout resume guestbook
+
+Resuming after failures accepts them: the failed Targets no longer count against the wave's
+failure budget. To undo the change instead, use `gitfleet rollout rollback`.";
+
+const ROLLOUT_ROLLBACK_EXAMPLES: &str = "\
+Examples:
+  # Back to the last revision that completed a rollout, every Target at once
+  gitfleet rollout rollback guestbook
+
+  # To a revision from the history
+  gitfleet rollout history guestbook
+  gitfleet rollout rollback guestbook --to 1a2b3c4
+
+Git keeps pointing at the revision rolled back from; the hub does not roll it out again. The
+next commit to the App's path starts a new rollout.";
+
+#[derive(Debug, Clone, Args)]
+pub struct AppNameArgs {
+    /// The App's name
+    #[arg(value_name = "APP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub app: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStatusArgs {
+    /// The App's name
+    #[arg(value_name = "APP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub app: String,
+    /// Follow the rollout until it completes (exit 0), pauses or rolls back (exit 1)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// Give up watching after this long (exit 1)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "watch")]
+    pub timeout: Option<Duration>,
+    /// How often --watch polls the hub
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RollbackArgs {
+    /// The App's name
+    #[arg(value_name = "APP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub app: String,
+    /// The revision to return to: a commit id or a unique prefix of one from `rollout history`
+    #[arg(long, value_name = "REVISION")]
+    pub to: Option<String>,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Stop syncing an App everywhere (no apply, prune or self-heal) and hold its rollout
+    #[command(after_help = APP_SUSPEND_EXAMPLES)]
+    Suspend(AppNameArgs),
+
+    /// Sync a suspended App again; its rollout carries on where it stood
+    Resume(AppNameArgs),
+
+    /// Make the spokes fetch, render and apply an App again now, although nothing changed
+    #[command(after_help = APP_SYNC_EXAMPLES)]
+    Sync(AppSyncArgs),
+}
+
+const APP_SUSPEND_EXAMPLES: &str = "\
+Examples:
+  # Hands off while you debug in the cluster
+  gitfleet app suspend guestbook
+  gitfleet app resume guestbook
+
+Objects stay as they are while suspended; new commits wait until the App is resumed.";
+
+const APP_SYNC_EXAMPLES: &str = "\
+Examples:
+  gitfleet app sync guestbook
+  gitfleet app sync guestbook --cluster prod-eu-1";
+
+#[derive(Debug, Clone, Args)]
+pub struct AppSyncArgs {
+    /// The App's name
+    #[arg(value_name = "APP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub app: String,
+    /// Only the Target on this cluster
+    #[arg(long, value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+}
+
+const EVENTS_EXAMPLES: &str = "\
+Examples:
+  # The newest 50 events of every App
+  gitfleet events
+
+  # One App, its Target on one cluster
+  gitfleet events guestbook --cluster prod-eu-1
+
+  # Keep printing new events as they happen (Ctrl-C stops)
+  gitfleet events guestbook --watch";
+
+#[derive(Debug, Clone, Args)]
+pub struct EventsArgs {
+    /// Only this App's events
+    #[arg(value_name = "APP")]
+    pub app: Option<String>,
+    /// Only events of the Targets on this cluster
+    #[arg(long, value_name = "CLUSTER")]
+    pub cluster: Option<String>,
+    /// How many of the newest events to show
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
+    /// Keep polling and print new events as they happen (Ctrl-C stops)
+    #[arg(short = 'w', long)]
+    pub watch: bool,
+    /// How often --watch polls the hub
+    #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
+    pub interval: Duration,
 }

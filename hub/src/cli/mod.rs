@@ -14,6 +14,7 @@ pub mod config_cmd;
 pub mod diff;
 pub mod documents;
 pub mod output;
+pub mod rollout;
 mod watch;
 
 use std::io::Write;
@@ -25,8 +26,8 @@ use gitfleet_proto::v1 as pb;
 pub use args::{Cli, ColorChoice, Command, OutputFormat};
 
 use crate::client::config::ConfigError;
-use crate::client::{AdminClient, ClientError};
-use args::{ClusterCommand, ConfigCommand, KindArg, TokenCommand};
+use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
+use args::{AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand};
 use documents::DocumentError;
 use output::Style;
 
@@ -97,6 +98,13 @@ pub enum CliError {
     /// `gitfleet diff` found differences (already printed): exit 1, no error message.
     #[error("{count} resource(s) differ from the hub")]
     Differences { count: usize },
+    /// `rollout status --watch` ended without the rollout completing.
+    #[error("rollout of {app} {state}: {reason}")]
+    RolloutStopped {
+        app: String,
+        state: String,
+        reason: String,
+    },
     /// `gitfleet diff` could not compare: exit 2, as `diff` and `kubectl diff` do.
     #[error(transparent)]
     DiffFailed(Box<CliError>),
@@ -166,6 +174,26 @@ pub async fn run_with(
             color,
         )
         .await;
+    }
+    if let Command::Rollout(RolloutCommand::Status(r)) = &cli.command
+        && r.watch
+    {
+        let mut client = connect(&cli.global).await?;
+        return rollout::watch(
+            &mut client,
+            r,
+            cli.global.output,
+            out,
+            out_is_terminal,
+            color,
+        )
+        .await;
+    }
+    if let Command::Events(e) = &cli.command
+        && e.watch
+    {
+        let mut client = connect(&cli.global).await?;
+        return rollout::watch_events(&mut client, e, cli.global.output, out, color).await;
     }
     if let Command::Diff(d) = &cli.command {
         return diff::run(&cli.global, d, out, style).await;
@@ -346,6 +374,85 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             };
             Ok(output::render(format, &report, || {
                 output::revoke_cluster_text(&report)
+            }))
+        }
+        Command::Rollout(RolloutCommand::Status(r)) => {
+            let status = connect().await?.rollout(&r.app).await?;
+            let report = rollout::rollout_report(&status);
+            Ok(output::render(format, &report, || {
+                rollout::rollout_text(&report, style)
+            }))
+        }
+        Command::Rollout(
+            c @ (RolloutCommand::Pause(_) | RolloutCommand::Resume(_) | RolloutCommand::Promote(_)),
+        ) => {
+            let (verb, app, done) = match c {
+                RolloutCommand::Pause(a) => (RolloutVerb::Pause, a.app, "paused"),
+                RolloutCommand::Resume(a) => (RolloutVerb::Resume, a.app, "resumed"),
+                RolloutCommand::Promote(a) => (RolloutVerb::Promote, a.app, "promoted"),
+                _ => unreachable!("matched above"),
+            };
+            let status = connect().await?.rollout_command(verb, &app).await?;
+            let report = rollout::rollout_report(&status);
+            Ok(output::render(format, &report, || {
+                format!(
+                    "rollout #{} of {app} {done}\n\n{}",
+                    report.number,
+                    rollout::rollout_text(&report, style)
+                )
+            }))
+        }
+        Command::Rollout(RolloutCommand::Rollback(r)) => {
+            let status = connect().await?.rollback(&r.app, r.to.as_deref()).await?;
+            let report = rollout::rollout_report(&status);
+            Ok(output::render(format, &report, || {
+                format!(
+                    "{} is rolling back to {}\n\n{}",
+                    r.app,
+                    output::short_revision(&report.revision),
+                    rollout::rollout_text(&report, style)
+                )
+            }))
+        }
+        Command::Rollout(RolloutCommand::History(h)) => {
+            let records = connect().await?.rollout_history(&h.app).await?;
+            let report = rollout::history_report(&h.app, &records);
+            Ok(output::render(format, &report, || {
+                rollout::history_table(&report, style)
+            }))
+        }
+        Command::App(c) => {
+            let (verb, action, app, cluster) = match c {
+                AppCommand::Suspend(a) => (AppVerb::Suspend, "suspend", a.app, None),
+                AppCommand::Resume(a) => (AppVerb::Resume, "resume", a.app, None),
+                AppCommand::Sync(s) => (AppVerb::Sync, "sync", s.app, s.cluster),
+            };
+            let message = connect()
+                .await?
+                .app_control(verb, &app, cluster.as_deref())
+                .await?;
+            let report = rollout::AppControlReport {
+                app,
+                action: action.to_owned(),
+                message,
+            };
+            Ok(output::render(format, &report, || {
+                format!("{}\n", report.message)
+            }))
+        }
+        Command::Events(e) => {
+            let events = connect()
+                .await?
+                .events(
+                    e.app.as_deref().unwrap_or_default(),
+                    e.cluster.as_deref().unwrap_or_default(),
+                    0,
+                    e.limit,
+                )
+                .await?;
+            let report = rollout::events_report(&events);
+            Ok(output::render(format, &report, || {
+                rollout::events_table(&report, style, true)
             }))
         }
         Command::Config(c) => {

@@ -938,7 +938,7 @@ pub fn rfc3339(unix: i64) -> Option<String> {
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true))
 }
 
-fn parse_rfc3339(text: &str) -> Option<i64> {
+pub(super) fn parse_rfc3339(text: &str) -> Option<i64> {
     chrono::DateTime::parse_from_rfc3339(text)
         .ok()
         .map(|t| t.timestamp())
@@ -982,7 +982,7 @@ pub fn humanize(seconds: u64) -> String {
 // table plumbing
 
 /// A borderless table like kubectl's: left-aligned, three spaces between columns.
-fn plain_table(header: &[&str]) -> Table {
+pub(super) fn plain_table(header: &[&str]) -> Table {
     let mut table = Table::new();
     table
         .load_preset(comfy_table::presets::NOTHING)
@@ -993,7 +993,7 @@ fn plain_table(header: &[&str]) -> Table {
     table
 }
 
-fn finish(table: &Table) -> String {
+pub(super) fn finish(table: &Table) -> String {
     let mut table = table.clone();
     let columns = table.column_count();
     for (i, column) in table.column_iter_mut().enumerate() {
@@ -1006,7 +1006,7 @@ fn finish(table: &Table) -> String {
     text
 }
 
-fn colored(text: impl std::fmt::Display, color: Option<Color>, style: Style) -> Cell {
+pub(super) fn colored(text: impl std::fmt::Display, color: Option<Color>, style: Style) -> Cell {
     let cell = Cell::new(text);
     match color {
         Some(c) if style.color => cell.fg(c),
@@ -1015,7 +1015,7 @@ fn colored(text: impl std::fmt::Display, color: Option<Color>, style: Style) -> 
 }
 
 /// Plain text in a colour, for lines outside tables.
-fn paint(text: &str, color: Option<Color>, enabled: bool) -> String {
+pub(super) fn paint(text: &str, color: Option<Color>, enabled: bool) -> String {
     let code = match color {
         Some(Color::Green) => "32",
         Some(Color::Yellow) => "33",
@@ -1039,12 +1039,12 @@ fn labels_text(labels: &BTreeMap<String, String>) -> String {
 }
 
 /// `12s ago` for an RFC 3339 time, `never` when there is none.
-fn ago(time: Option<&str>, now_unix: i64) -> String {
+pub(super) fn ago(time: Option<&str>, now_unix: i64) -> String {
     time.and_then(parse_rfc3339)
         .map_or_else(|| "never".to_owned(), |t| relative(t, now_unix))
 }
 
-fn dash(text: &str) -> String {
+pub(super) fn dash(text: &str) -> String {
     if text.is_empty() {
         "-".to_owned()
     } else {

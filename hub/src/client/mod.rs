@@ -40,6 +40,7 @@ pub fn install_crypto_provider() {
 pub struct AdminClient {
     inner: pb::admin_client::AdminClient<Channel>,
     access: pb::access_client::AccessClient<Channel>,
+    rollouts: pb::rollouts_client::RolloutsClient<Channel>,
     server: String,
 }
 
@@ -57,12 +58,16 @@ impl AdminClient {
         let inner = pb::admin_client::AdminClient::new(channel.clone())
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
-        let access = pb::access_client::AccessClient::new(channel)
+        let access = pb::access_client::AccessClient::new(channel.clone())
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        let rollouts = pb::rollouts_client::RolloutsClient::new(channel)
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
         Ok(AdminClient {
             inner,
             access,
+            rollouts,
             server,
         })
     }
@@ -177,6 +182,97 @@ impl AdminClient {
         Ok(self.check(response)?.revoked)
     }
 
+    // --- rollouts, App controls, events ------------------------------------------------------
+
+    /// An App's current rollout with per-wave progress.
+    pub async fn rollout(&mut self, app: &str) -> Result<pb::RolloutStatus, ClientError> {
+        let request = pb::RolloutRequest {
+            app: app.to_owned(),
+        };
+        let response = self.rollouts.get_rollout(request).await;
+        self.check(response)
+    }
+
+    /// `pause`, `resume` or `promote` on an App's rollout; the rollout after it.
+    pub async fn rollout_command(
+        &mut self,
+        verb: RolloutVerb,
+        app: &str,
+    ) -> Result<pb::RolloutStatus, ClientError> {
+        let request = pb::RolloutRequest {
+            app: app.to_owned(),
+        };
+        let response = match verb {
+            RolloutVerb::Pause => self.rollouts.pause_rollout(request).await,
+            RolloutVerb::Resume => self.rollouts.resume_rollout(request).await,
+            RolloutVerb::Promote => self.rollouts.promote_rollout(request).await,
+        };
+        self.check(response)
+    }
+
+    /// Rolls an App back to `to` (a commit or unique prefix), or to its stable revision.
+    pub async fn rollback(
+        &mut self,
+        app: &str,
+        to: Option<&str>,
+    ) -> Result<pb::RolloutStatus, ClientError> {
+        let request = pb::RollbackRequest {
+            app: app.to_owned(),
+            to_revision: to.unwrap_or_default().to_owned(),
+        };
+        let response = self.rollouts.rollback_rollout(request).await;
+        self.check(response)
+    }
+
+    pub async fn rollout_history(
+        &mut self,
+        app: &str,
+    ) -> Result<Vec<pb::RolloutRecord>, ClientError> {
+        let request = pb::RolloutRequest {
+            app: app.to_owned(),
+        };
+        let response = self.rollouts.rollout_history(request).await;
+        Ok(self.check(response)?.rollouts)
+    }
+
+    /// Suspends or resumes an App, or forces a sync (of one cluster when given); the hub's
+    /// message for people.
+    pub async fn app_control(
+        &mut self,
+        verb: AppVerb,
+        app: &str,
+        cluster: Option<&str>,
+    ) -> Result<String, ClientError> {
+        let request = pb::AppControlRequest {
+            app: app.to_owned(),
+            cluster: cluster.unwrap_or_default().to_owned(),
+        };
+        let response = match verb {
+            AppVerb::Suspend => self.rollouts.suspend_app(request).await,
+            AppVerb::Resume => self.rollouts.resume_app(request).await,
+            AppVerb::Sync => self.rollouts.sync_app(request).await,
+        };
+        Ok(self.check(response)?.message)
+    }
+
+    /// Events, oldest first (empty `app`/`cluster`: all), with ids above `after_id`.
+    pub async fn events(
+        &mut self,
+        app: &str,
+        cluster: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Vec<pb::Event>, ClientError> {
+        let request = pb::ListEventsRequest {
+            app: app.to_owned(),
+            cluster: cluster.to_owned(),
+            after_id,
+            limit,
+        };
+        let response = self.rollouts.list_events(request).await;
+        Ok(self.check(response)?.events)
+    }
+
     fn check<T>(
         &self,
         response: Result<tonic::Response<T>, tonic::Status>,
@@ -185,6 +281,22 @@ impl AdminClient {
             .map(tonic::Response::into_inner)
             .map_err(|status| ClientError::from_status(&self.server, status))
     }
+}
+
+/// Commands on a rollout that need nothing but the App.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RolloutVerb {
+    Pause,
+    Resume,
+    Promote,
+}
+
+/// Controls on an App outside its spec.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AppVerb {
+    Suspend,
+    Resume,
+    Sync,
 }
 
 /// The endpoint for a context: address, TLS identity, timeouts. Fails on anything that can be

@@ -26,6 +26,14 @@ pub struct DesiredTarget {
     /// Render options after the cluster's customization.
     pub render: RenderSpec,
     pub sync_policy: SyncPolicySpec,
+    /// Bumped by `gitfleet app sync`: a changed Target makes the spoke sync it again although
+    /// nothing else changed. Never sent on the wire: the new spec generation is the signal.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub sync_request: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// The revision each App should be at, with the ref it was resolved from.
@@ -79,6 +87,7 @@ pub fn desired_target(
         namespace,
         render,
         sync_policy: app.spec.sync_policy,
+        sync_request: 0,
     }
 }
 

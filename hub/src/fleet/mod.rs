@@ -2,6 +2,7 @@
 //! No IO here: values in, values out.
 
 pub mod desired;
+pub mod history;
 pub mod placement;
 pub mod rollout;
 

@@ -191,6 +191,9 @@ pub fn plan_waves(
             max_unavailable,
             min_healthy_for,
             failure_budget,
+            // Without a strategy, like the peers: every Target gets the revision at once, a
+            // disconnected cluster too (it finds it waiting when it returns).
+            include_disconnected: app.spec.rollout.is_none(),
             ..Wave::new(name, left)
         });
     }

@@ -65,6 +65,8 @@ pub fn target_spec(v: VersionedTarget) -> pb::TargetSpec {
         namespace,
         render,
         sync_policy,
+        // Not on the wire: the spec generation it bumped tells the spoke to sync again.
+        sync_request: _,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),

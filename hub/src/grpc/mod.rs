@@ -12,6 +12,7 @@ pub mod admin;
 pub mod convert;
 pub mod link;
 pub mod registration;
+pub mod rollouts;
 
 /// Who is calling, from the client certificate the TLS layer verified against the hub's CA.
 pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
@@ -58,6 +59,7 @@ impl From<EngineError> for Status {
             EngineError::Unauthenticated(m) => Status::unauthenticated(m),
             EngineError::PermissionDenied(m) => Status::permission_denied(m),
             EngineError::AlreadyExists(m) => Status::already_exists(m),
+            EngineError::FailedPrecondition(m) => Status::failed_precondition(m),
             e @ (EngineError::Store(_) | EngineError::Pki(_)) => {
                 warn!(error = %e, "internal error");
                 Status::internal(e.to_string())

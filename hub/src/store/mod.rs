@@ -14,8 +14,10 @@ use sled::Transactional;
 use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::fleet::AppRevision;
+use crate::fleet::rollout::{HealthyMark, RolloutState};
 use crate::model::{
-    ClusterDesired, ClusterRecord, RepoStatus, TargetReport, TokenProblem, TokenRecord,
+    AppControl, ClusterDesired, ClusterRecord, EventRecord, RepoStatus, TargetReport, TokenProblem,
+    TokenRecord,
 };
 use crate::resources::{Kind, Resource};
 
@@ -28,6 +30,9 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 /// How many generations of each cluster's desired state the store keeps.
 pub const DESIRED_HISTORY: u64 = 16;
+
+/// How many events the store keeps (the oldest go first).
+pub const EVENTS_KEPT: usize = 50_000;
 
 const SCHEMA_KEY: &str = "schema_version";
 const EPOCH_KEY: &str = "epoch";
@@ -77,6 +82,11 @@ pub struct Store {
     acked: sled::Tree,
     repo_status: sled::Tree,
     revisions: sled::Tree,
+    rollouts: sled::Tree,
+    rollout_history: sled::Tree,
+    healthy: sled::Tree,
+    events: sled::Tree,
+    app_controls: sled::Tree,
 }
 
 impl std::fmt::Debug for Store {
@@ -160,6 +170,11 @@ impl Store {
             acked: db.open_tree("acked")?,
             repo_status: db.open_tree("repo_status")?,
             revisions: db.open_tree("revisions")?,
+            rollouts: db.open_tree("rollouts")?,
+            rollout_history: db.open_tree("rollout_history")?,
+            healthy: db.open_tree("healthy")?,
+            events: db.open_tree("events")?,
+            app_controls: db.open_tree("app_controls")?,
             db,
         })
     }
@@ -374,10 +389,158 @@ impl Store {
         self.revisions.remove(app)?;
         Ok(())
     }
+
+    // --- rollouts ----------------------------------------------------------------------------
+
+    /// Every App's current rollout.
+    pub fn rollouts(&self) -> Result<BTreeMap<String, RolloutState>, StoreError> {
+        entries(&self.rollouts, "rollouts")
+    }
+
+    pub fn rollout(&self, app: &str) -> Result<Option<RolloutState>, StoreError> {
+        get(&self.rollouts, "rollouts", app)
+    }
+
+    /// Stores an App's current rollout, and it as the latest state of its number in the
+    /// App's history.
+    pub fn put_rollout(&self, app: &str, state: &RolloutState) -> Result<(), StoreError> {
+        let value = encode(state);
+        (&self.rollouts, &self.rollout_history)
+            .transaction(|(current, history)| {
+                current.insert(app.as_bytes(), value.clone())?;
+                history.insert(numbered_key(app, state.number), value.clone())?;
+                Ok::<_, ConflictableTransactionError<StoreError>>(())
+            })
+            .map_err(|e| match e {
+                TransactionError::Abort(e) => e,
+                TransactionError::Storage(e) => StoreError::Sled(e),
+            })
+    }
+
+    /// The last state of each of an App's rollouts, oldest first.
+    pub fn rollout_history(&self, app: &str) -> Result<Vec<RolloutState>, StoreError> {
+        self.rollout_history
+            .scan_prefix(prefix_key(app))
+            .map(|kv| {
+                let (k, v) = kv?;
+                decode("rollout_history", &String::from_utf8_lossy(&k), &v)
+            })
+            .collect()
+    }
+
+    /// Forgets an App's rollouts, healthy marks and controls (the App was deleted).
+    pub fn delete_app_records(&self, app: &str) -> Result<(), StoreError> {
+        self.rollouts.remove(app)?;
+        self.app_controls.remove(app)?;
+        for kv in self.rollout_history.scan_prefix(prefix_key(app)) {
+            let (k, _) = kv?;
+            self.rollout_history.remove(k)?;
+        }
+        for kv in self.healthy.iter() {
+            let (k, _) = kv?;
+            if k.split(|b| *b == 0).nth(1) == Some(app.as_bytes()) {
+                self.healthy.remove(k)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// When a Target turned healthy at its revision (see `fleet::rollout::next_healthy_since`).
+    pub fn healthy_mark(
+        &self,
+        cluster: &str,
+        app: &str,
+    ) -> Result<Option<HealthyMark>, StoreError> {
+        get(&self.healthy, "healthy", &report_key(cluster, app))
+    }
+
+    pub fn put_healthy_mark(
+        &self,
+        cluster: &str,
+        app: &str,
+        mark: Option<&HealthyMark>,
+    ) -> Result<(), StoreError> {
+        let key = report_key(cluster, app);
+        match mark {
+            Some(m) => self.healthy.insert(key, encode(m))?,
+            None => self.healthy.remove(key)?,
+        };
+        Ok(())
+    }
+
+    // --- app controls ------------------------------------------------------------------------
+
+    pub fn app_controls(&self) -> Result<BTreeMap<String, AppControl>, StoreError> {
+        entries(&self.app_controls, "app_controls")
+    }
+
+    pub fn app_control(&self, app: &str) -> Result<AppControl, StoreError> {
+        Ok(get(&self.app_controls, "app_controls", app)?.unwrap_or_default())
+    }
+
+    pub fn put_app_control(&self, app: &str, control: &AppControl) -> Result<(), StoreError> {
+        if *control == AppControl::default() {
+            self.app_controls.remove(app)?;
+        } else {
+            self.app_controls.insert(app, encode(control))?;
+        }
+        Ok(())
+    }
+
+    // --- events ------------------------------------------------------------------------------
+
+    /// Records events, giving each the next id; the oldest beyond [`EVENTS_KEPT`] are dropped.
+    pub fn append_events(&self, events: &mut [EventRecord]) -> Result<(), StoreError> {
+        if events.is_empty() {
+            return Ok(());
+        }
+        let mut batch = sled::Batch::default();
+        for e in events.iter_mut() {
+            // generate_id is monotonic across restarts, so ids keep the recording order.
+            e.id = self.db.generate_id()?;
+            batch.insert(&e.id.to_be_bytes(), encode(&*e));
+        }
+        self.events.apply_batch(batch)?;
+        let excess = self.events.len().saturating_sub(EVENTS_KEPT);
+        for kv in self.events.iter().take(excess) {
+            let (k, _) = kv?;
+            self.events.remove(k)?;
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` events (of one App, and/or one cluster, when given) with an id above
+    /// `after`, oldest first.
+    pub fn events(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, StoreError> {
+        let mut out = Vec::new();
+        for kv in self
+            .events
+            .range((after.saturating_add(1)).to_be_bytes()..)
+            .rev()
+        {
+            if out.len() >= limit {
+                break;
+            }
+            let (k, v) = kv?;
+            let e: EventRecord = decode("events", &hex::encode(&k), &v)?;
+            if app.is_some_and(|a| a != e.app) || cluster.is_some_and(|c| c != e.cluster) {
+                continue;
+            }
+            out.push(e);
+        }
+        out.reverse();
+        Ok(out)
+    }
 }
 
 /// The trees a backup carries (everything but `meta`: an imported store is a new epoch).
-const DATA_TREES: [&str; 9] = [
+const DATA_TREES: [&str; 14] = [
     "resources",
     "clusters",
     "tokens",
@@ -387,6 +550,11 @@ const DATA_TREES: [&str; 9] = [
     "acked",
     "repo_status",
     "revisions",
+    "rollouts",
+    "rollout_history",
+    "healthy",
+    "events",
+    "app_controls",
 ];
 
 impl Store {
@@ -462,6 +630,19 @@ fn history_key(cluster: &str, generation: u64) -> Vec<u8> {
     let mut key = cluster.as_bytes().to_vec();
     key.push(0);
     key.extend_from_slice(&generation.to_be_bytes());
+    key
+}
+
+/// `app`, NUL, then the number big-endian: one App's entries sort together, in number order.
+fn numbered_key(app: &str, number: u64) -> Vec<u8> {
+    let mut key = prefix_key(app);
+    key.extend_from_slice(&number.to_be_bytes());
+    key
+}
+
+fn prefix_key(app: &str) -> Vec<u8> {
+    let mut key = app.as_bytes().to_vec();
+    key.push(0);
     key
 }
 

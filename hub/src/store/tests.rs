@@ -173,6 +173,7 @@ fn desired_state_clusters_and_revisions_round_trip() {
                     namespace: "web".into(),
                     render: Default::default(),
                     sync_policy: Default::default(),
+                    sync_request: 0,
                 },
             },
         )]),

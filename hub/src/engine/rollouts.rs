@@ -1,0 +1,587 @@
+//! The engine's side of rollouts: it keeps each App's [`RolloutState`] in the store, feeds the
+//! pure [`crate::fleet::rollout`] module what the Targets report, and turns its decisions into
+//! desired state. Also the App controls people use outside the spec (suspend, forced sync) and
+//! the event history.
+//!
+//! Deciding happens inside [`Engine::recompute_locked`], under the engine's write lock, so a
+//! rollout step and the desired state it implies are stored together. A background task
+//! ([`drive_rollouts`]) recomputes when a report or a connection may have moved a rollout on,
+//! and at the time the module asks to be woken (a `minHealthyFor` wait ending, a deadline).
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tracing::{Instrument, debug, info, info_span, warn};
+
+use super::{Engine, EngineError};
+use crate::fleet::rollout::{
+    self, Command, Observation, Phase, RolloutEvent, RolloutKind, RolloutState, Status, decide,
+    plan_waves,
+};
+use crate::fleet::{AppRevision, ClusterLabels, history};
+use crate::model::{AppControl, ClusterDesired, EventRecord, TargetReport};
+use crate::pki::now_unix;
+use crate::resources::{App, ClusterGroup, Kind, Resource};
+
+/// A rollout as `gitfleet rollout status` shows it.
+#[derive(Debug, Clone)]
+pub struct RolloutView {
+    pub app: String,
+    pub state: RolloutState,
+    pub status: Status,
+    pub suspended: bool,
+    /// The commit Git points at, when the rollout does not follow it (rolled back from it, or
+    /// the App is suspended).
+    pub git_revision: Option<String>,
+}
+
+/// One entry of `gitfleet rollout history`.
+#[derive(Debug, Clone)]
+pub struct RolloutRecord {
+    pub state: RolloutState,
+    /// "progressing", "paused", "complete", "rolling back", "rolled back", "superseded",
+    /// "replaced by a rollback".
+    pub outcome: &'static str,
+}
+
+/// What [`Engine::decide_rollouts`] hands back to the recompute.
+pub(super) struct Decided {
+    /// App → cluster → the revision its rollout gives that cluster.
+    pub rollouts: BTreeMap<String, BTreeMap<String, AppRevision>>,
+    pub controls: BTreeMap<String, AppControl>,
+}
+
+impl Engine {
+    /// Decides the next step of every App's rollout and stores what changed, with its events.
+    pub(super) fn decide_rollouts(
+        &self,
+        apps: &[App],
+        revisions: &BTreeMap<String, AppRevision>,
+        labels: &[ClusterLabels<'_>],
+        groups: &BTreeMap<String, ClusterGroup>,
+        current: &HashMap<String, Arc<ClusterDesired>>,
+    ) -> Result<Decided, EngineError> {
+        let now = now_unix();
+        let mut stored = self.store.rollouts()?;
+        let controls = self.store.app_controls()?;
+        let mut rollouts = BTreeMap::new();
+        let mut events = Vec::new();
+        let mut incomplete = HashSet::new();
+        let mut next_check: Option<i64> = None;
+        for app in apps {
+            let name = app.metadata.name.as_str();
+            let suspended = controls.get(name).is_some_and(|c| c.suspended);
+            let previous = stored.remove(name);
+            let Some(git) = revisions.get(name) else {
+                // Not fetched yet (or its Repo changed): it keeps what it had, if anything.
+                if let Some(state) = previous {
+                    rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
+                }
+                continue;
+            };
+            let mut app_events: Vec<RolloutEvent> = Vec::new();
+            let mut state = match previous.clone() {
+                Some(s) => s,
+                None => {
+                    let running: Vec<String> = current
+                        .iter()
+                        .filter(|(_, d)| {
+                            d.targets
+                                .get(name)
+                                .is_some_and(|t| t.target.commit == git.commit)
+                        })
+                        .map(|(c, _)| c.clone())
+                        .collect();
+                    if running.is_empty() {
+                        let s = RolloutState::first(git.clone(), now);
+                        app_events.push(RolloutEvent {
+                            at: now,
+                            rollout: s.number,
+                            kind: rollout::EventKind::Started,
+                            message: format!(
+                                "rollout #{} to {} started (first deployment)",
+                                s.number,
+                                rollout::short(&git.commit)
+                            ),
+                        });
+                        s
+                    } else {
+                        RolloutState::adopt(git.clone(), running, now)
+                    }
+                }
+            };
+            if suspended {
+                // Stands still: no new revision, no step, until resumed.
+                rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
+                if previous.as_ref() != Some(&state) {
+                    self.store.put_rollout(name, &state)?;
+                }
+                continue;
+            }
+            if state.revision != *git {
+                match state.command(Command::NewRevision(git.clone()), now) {
+                    Ok(outcome) => {
+                        state = outcome.state;
+                        app_events.extend(outcome.events);
+                    }
+                    Err(e) => warn!(app = %name, error = %e, "new revision refused"),
+                }
+            }
+            let plan = plan_waves(app, labels, groups);
+            let observations = if matches!(state.phase, Phase::Complete) {
+                // A complete rollout only places clusters that joined; reports change nothing.
+                BTreeMap::new()
+            } else {
+                self.observations(name, plan.clusters(), current, now)?
+            };
+            let decision = decide(&state, &plan, &observations, now);
+            if !decision.changes.is_empty() {
+                info!(
+                    app = %name,
+                    rollout = decision.state.number,
+                    revision = %decision.state.revision.commit,
+                    clusters = %decision.changes.iter().map(|c| c.cluster.as_str()).collect::<Vec<_>>().join(","),
+                    "rollout step"
+                );
+            }
+            state = decision.state;
+            app_events.extend(decision.events);
+            if !matches!(state.phase, Phase::Complete) {
+                incomplete.insert(name.to_owned());
+                if let Some(t) = decision.status.next_check_at {
+                    next_check = Some(next_check.map_or(t, |n: i64| n.min(t)));
+                }
+            }
+            if previous.as_ref() != Some(&state) {
+                self.store.put_rollout(name, &state)?;
+            }
+            events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
+            rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
+        }
+        self.store.append_events(&mut events)?;
+        for e in &events {
+            info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
+        }
+        {
+            let mut st = self.lock();
+            st.incomplete_rollouts = incomplete;
+            st.next_rollout_check = next_check;
+        }
+        Ok(Decided { rollouts, controls })
+    }
+
+    /// What the hub knows of each of `clusters`' Target of `app`.
+    fn observations<'a>(
+        &self,
+        app: &str,
+        clusters: impl Iterator<Item = &'a str>,
+        current: &HashMap<String, Arc<ClusterDesired>>,
+        now: i64,
+    ) -> Result<BTreeMap<String, Observation>, EngineError> {
+        let mut out = BTreeMap::new();
+        for c in clusters {
+            let desired = current
+                .get(c)
+                .and_then(|d| d.targets.get(app))
+                .map(|t| t.target.commit.as_str());
+            let report = self.store.report(c, app)?;
+            let mark = self.store.healthy_mark(c, app)?;
+            let (connected, last_contact) = {
+                let st = self.lock();
+                (
+                    self.is_connected(&st, c, now),
+                    st.last_contact.get(c).copied(),
+                )
+            };
+            out.insert(
+                c.to_owned(),
+                Observation::from_report(
+                    desired,
+                    report.as_ref(),
+                    mark.as_ref(),
+                    connected,
+                    last_contact,
+                ),
+            );
+        }
+        Ok(out)
+    }
+
+    /// After a report was stored: carries the Target's healthy mark, records what changed as
+    /// events, and wakes the rollout driver if the App is in a rollout. The caller flushes.
+    pub(super) fn after_report(
+        &self,
+        previous: Option<&TargetReport>,
+        report: &TargetReport,
+    ) -> Result<(), EngineError> {
+        let now = report.received_at_unix;
+        let old = self.store.healthy_mark(&report.cluster, &report.app)?;
+        let mark = rollout::next_healthy_since(
+            old.as_ref(),
+            &report.revision,
+            report.sync,
+            report.health,
+            now,
+        );
+        if mark != old {
+            self.store
+                .put_healthy_mark(&report.cluster, &report.app, mark.as_ref())?;
+        }
+        let mut events: Vec<EventRecord> = history::target_events(previous, report)
+            .into_iter()
+            .map(|(kind, message)| EventRecord {
+                at_unix: now,
+                app: report.app.clone(),
+                cluster: report.cluster.clone(),
+                kind: kind.to_owned(),
+                message,
+                ..Default::default()
+            })
+            .collect();
+        self.store.append_events(&mut events)?;
+        if self.lock().incomplete_rollouts.contains(&report.app) {
+            self.rollout_kick.notify_one();
+        }
+        Ok(())
+    }
+
+    /// A cluster came or went: rollouts waiting on it may move.
+    pub(super) fn kick_rollouts(&self) {
+        if !self.lock().incomplete_rollouts.is_empty() {
+            self.rollout_kick.notify_one();
+        }
+    }
+
+    // --- queries and commands ----------------------------------------------------------------
+
+    fn app(&self, name: &str) -> Result<App, EngineError> {
+        match self.store.resource(Kind::App, name)? {
+            Some(Resource::App(app)) => Ok(app),
+            _ => Err(EngineError::NotFound(format!(
+                "app {name:?} not found; list Apps with `gitfleet get apps`"
+            ))),
+        }
+    }
+
+    /// An App's rollout with its status as of now.
+    pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
+        let app = self.app(name)?;
+        let state = self.store.rollout(name)?.ok_or_else(|| {
+            EngineError::NotFound(format!(
+                "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
+                 (see `gitfleet get repo {}`)",
+                app.spec.repo, app.spec.repo
+            ))
+        })?;
+        let (_, _, groups) = super::split_resources(self.store.resources()?);
+        let clusters = self.store.clusters()?;
+        let labels = super::placeable(&clusters);
+        let plan = plan_waves(&app, &labels, &groups);
+        let current = self.desired_snapshot();
+        let now = now_unix();
+        let observations = self.observations(name, plan.clusters(), &current, now)?;
+        let status = decide(&state, &plan, &observations, now).status;
+        let control = self.store.app_control(name)?;
+        let git_revision = self
+            .store
+            .revisions()?
+            .remove(name)
+            .map(|r| r.commit)
+            .filter(|c| *c != state.revision.commit);
+        Ok(RolloutView {
+            app: name.to_owned(),
+            state,
+            status,
+            suspended: control.suspended,
+            git_revision,
+        })
+    }
+
+    /// `pause`, `resume`, `promote` or `rollback` on an App's rollout.
+    pub async fn rollout_command(
+        &self,
+        name: &str,
+        command: Command,
+    ) -> Result<RolloutView, EngineError> {
+        let guard = self.write.lock().await;
+        self.app(name)?;
+        let state = self.store.rollout(name)?.ok_or_else(|| {
+            EngineError::FailedPrecondition(format!(
+                "app {name:?} has no rollout yet: its Repo has not been fetched"
+            ))
+        })?;
+        let now = now_unix();
+        let outcome = state
+            .command(command, now)
+            .map_err(|e| EngineError::FailedPrecondition(format!("app {name:?}: {e}")))?;
+        self.store.put_rollout(name, &outcome.state)?;
+        let mut events: Vec<EventRecord> = outcome
+            .events
+            .into_iter()
+            .map(|e| rollout_event(name, e))
+            .collect();
+        self.store.append_events(&mut events)?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        drop(guard);
+        self.rollout_status(name)
+    }
+
+    /// Resolves a revision a person named (a full commit id, or a unique prefix of a commit
+    /// this App has rolled out) for `rollback --to`.
+    pub fn resolve_revision(&self, name: &str, wanted: &str) -> Result<AppRevision, EngineError> {
+        let wanted = wanted.trim().to_ascii_lowercase();
+        if wanted.len() < 4 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
+            return Err(EngineError::Invalid(format!(
+                "{wanted:?} is not a commit id: give at least 4 hex digits of a commit from \
+                 `gitfleet rollout history {name}`"
+            )));
+        }
+        let mut known: Vec<AppRevision> = Vec::new();
+        for s in self.store.rollout_history(name)? {
+            for r in std::iter::once(s.revision).chain(s.stable) {
+                if !known.contains(&r) {
+                    known.push(r);
+                }
+            }
+        }
+        let matching: Vec<&AppRevision> = known
+            .iter()
+            .filter(|r| r.commit.starts_with(&wanted))
+            .collect();
+        match matching.as_slice() {
+            [one] => Ok((*one).clone()),
+            [] if wanted.len() == 40 => {
+                let git_ref = self
+                    .store
+                    .revisions()?
+                    .remove(name)
+                    .map(|r| r.git_ref)
+                    .unwrap_or_default();
+                Ok(AppRevision {
+                    commit: wanted,
+                    git_ref,
+                })
+            }
+            [] => Err(EngineError::Invalid(format!(
+                "app {name:?} has never rolled out a commit starting with {wanted}; see \
+                 `gitfleet rollout history {name}`, or give the full 40-digit commit id"
+            ))),
+            many => Err(EngineError::Invalid(format!(
+                "{wanted} is ambiguous for app {name:?}: {}",
+                many.iter()
+                    .map(|r| r.commit.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))),
+        }
+    }
+
+    /// Every rollout of an App, oldest first, with how each ended.
+    pub fn rollout_history(&self, name: &str) -> Result<Vec<RolloutRecord>, EngineError> {
+        self.app(name)?;
+        let states = self.store.rollout_history(name)?;
+        let mut out = Vec::with_capacity(states.len());
+        for (i, state) in states.iter().enumerate() {
+            let next = states.get(i + 1);
+            let outcome = match (&state.phase, &state.kind, next) {
+                (Phase::Complete, RolloutKind::Update, _) => "complete",
+                (Phase::Complete, RolloutKind::Rollback { .. }, _) => "rolled back",
+                (_, _, Some(n)) if n.is_rollback() => "replaced by a rollback",
+                (_, _, Some(_)) => "superseded",
+                (Phase::Paused { .. }, _, None) => "paused",
+                (Phase::Progressing, RolloutKind::Rollback { .. }, None) => "rolling back",
+                (Phase::Progressing, RolloutKind::Update, None) => "progressing",
+            };
+            out.push(RolloutRecord {
+                state: state.clone(),
+                outcome,
+            });
+        }
+        Ok(out)
+    }
+
+    /// Suspends (or resumes) an App: its spokes stop syncing it and its rollout stands still.
+    pub async fn set_suspended(
+        &self,
+        name: &str,
+        suspended: bool,
+        by: &str,
+    ) -> Result<String, EngineError> {
+        let guard = self.write.lock().await;
+        self.app(name)?;
+        let mut control = self.store.app_control(name)?;
+        if control.suspended == suspended {
+            return Ok(if suspended {
+                format!(
+                    "app {name} was already suspended (by {})",
+                    control.suspended_by
+                )
+            } else {
+                format!("app {name} is not suspended")
+            });
+        }
+        let now = now_unix();
+        control.suspended = suspended;
+        let (kind, message) = if suspended {
+            control.suspended_by = by.to_owned();
+            control.suspended_at_unix = now;
+            ("Suspended", format!("suspended by {by}"))
+        } else {
+            control.suspended_by.clear();
+            control.suspended_at_unix = 0;
+            // The rollout stood still: its deadline must not count the suspension.
+            if let Some(mut state) = self.store.rollout(name)?
+                && !matches!(state.phase, Phase::Complete)
+            {
+                state.last_progress_at = now;
+                self.store.put_rollout(name, &state)?;
+            }
+            ("Resumed", format!("resumed by {by}"))
+        };
+        self.store.put_app_control(name, &control)?;
+        self.store.append_events(&mut [EventRecord {
+            at_unix: now,
+            app: name.to_owned(),
+            kind: kind.to_owned(),
+            message: message.clone(),
+            by: by.to_owned(),
+            ..Default::default()
+        }])?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        Ok(format!("app {name} {message}"))
+    }
+
+    /// Makes the spokes sync an App (on one cluster, or all of its clusters) again now.
+    pub async fn request_sync(
+        &self,
+        name: &str,
+        cluster: Option<&str>,
+        by: &str,
+    ) -> Result<String, EngineError> {
+        let guard = self.write.lock().await;
+        self.app(name)?;
+        let current = self.desired_snapshot();
+        let mut clusters: Vec<String> = current
+            .iter()
+            .filter(|(_, d)| d.targets.contains_key(name))
+            .map(|(c, _)| c.clone())
+            .filter(|c| cluster.is_none_or(|want| want == c))
+            .collect();
+        clusters.sort();
+        if clusters.is_empty() {
+            return Err(EngineError::FailedPrecondition(match cluster {
+                Some(c) => format!(
+                    "app {name:?} has no Target on cluster {c:?}; see `gitfleet status --app {name}`"
+                ),
+                None => format!("app {name:?} has no Targets yet"),
+            }));
+        }
+        let mut control = self.store.app_control(name)?;
+        if control.suspended {
+            return Err(EngineError::FailedPrecondition(format!(
+                "app {name:?} is suspended; `gitfleet app resume {name}` first"
+            )));
+        }
+        for c in &clusters {
+            *control.sync_requests.entry(c.clone()).or_default() += 1;
+        }
+        self.store.put_app_control(name, &control)?;
+        let message = format!("sync requested by {by} on {}", clusters.join(", "));
+        self.store.append_events(&mut [EventRecord {
+            at_unix: now_unix(),
+            app: name.to_owned(),
+            cluster: cluster.map(str::to_owned).unwrap_or_default(),
+            kind: "SyncRequested".into(),
+            message: message.clone(),
+            by: by.to_owned(),
+            ..Default::default()
+        }])?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        Ok(format!("app {name}: {message}"))
+    }
+
+    /// Records an event about an App (not part of a rollout).
+    pub(super) fn record_app_event(
+        &self,
+        app: &str,
+        kind: &str,
+        message: String,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        self.store.append_events(&mut [EventRecord {
+            at_unix: now_unix(),
+            app: app.to_owned(),
+            kind: kind.to_owned(),
+            message,
+            by: by.to_owned(),
+            ..Default::default()
+        }])?;
+        Ok(())
+    }
+
+    /// The newest `limit` events, oldest first, of one App and/or cluster when given, with ids
+    /// above `after`.
+    pub fn events(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: u64,
+        limit: usize,
+    ) -> Result<Vec<EventRecord>, EngineError> {
+        if let Some(a) = app {
+            self.app(a)?;
+        }
+        Ok(self.store.events(app, cluster, after, limit)?)
+    }
+}
+
+fn rollout_event(app: &str, e: RolloutEvent) -> EventRecord {
+    EventRecord {
+        at_unix: e.at,
+        app: app.to_owned(),
+        rollout: e.rollout,
+        kind: format!("{:?}", e.kind),
+        message: e.message,
+        ..Default::default()
+    }
+}
+
+/// The suspension and forced syncs people asked for, laid over computed desired state.
+pub(super) fn apply_controls(
+    fleet: &mut BTreeMap<String, BTreeMap<String, crate::fleet::DesiredTarget>>,
+    controls: &BTreeMap<String, AppControl>,
+) {
+    for (cluster, targets) in fleet.iter_mut() {
+        for (app, target) in targets.iter_mut() {
+            if let Some(c) = controls.get(app) {
+                target.sync_policy.suspended |= c.suspended;
+                target.sync_request = c.sync_requests.get(cluster).copied().unwrap_or(0);
+            }
+        }
+    }
+}
+
+/// Recomputes whenever a report or connection may have moved a rollout on, and when a rollout
+/// asked to be looked at again.
+pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
+    loop {
+        let wake = engine.lock().next_rollout_check;
+        let sleep = match wake {
+            Some(at) => Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0)),
+            None => Duration::from_secs(3600),
+        };
+        tokio::select! {
+            () = tokio::time::sleep(sleep) => {}
+            () = engine.rollout_kick.notified() => {}
+            () = engine.shutdown.cancelled() => return,
+        }
+        if let Err(e) = engine.recompute().instrument(info_span!("rollout")).await {
+            warn!(error = %e, "cannot move rollouts on");
+        }
+        debug!("rollouts decided");
+    }
+}

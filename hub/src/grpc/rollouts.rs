@@ -1,0 +1,327 @@
+//! The `Rollouts` service: rollout status and commands, App suspension and forced syncs, and
+//! the event history. Every call needs an admin certificate; the admin's identity is recorded
+//! as who paused, resumed, promoted, rolled back, suspended or synced.
+
+use std::sync::Arc;
+
+use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::rollouts_server::Rollouts;
+use tonic::{Request, Response, Status};
+use tracing::{Instrument, info, info_span};
+
+use super::admin_peer;
+use crate::engine::{Engine, RolloutRecord, RolloutView};
+use crate::fleet::rollout::{
+    Command, Phase, RolloutKind, RolloutState, Summary, TargetState, WaveProgress,
+};
+use crate::model::EventRecord;
+
+/// How many events `ListEvents` returns when the request names no limit, and at most.
+const DEFAULT_EVENTS: usize = 100;
+const MAX_EVENTS: usize = 10_000;
+
+#[derive(Debug, Clone)]
+pub struct RolloutsService {
+    engine: Arc<Engine>,
+}
+
+impl RolloutsService {
+    pub fn new(engine: Arc<Engine>) -> Self {
+        Self { engine }
+    }
+
+    async fn command(
+        &self,
+        admin: &str,
+        app: &str,
+        command: Command,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let app = required("app", app)?;
+        let verb = match &command {
+            Command::NewRevision(_) => "new revision",
+            Command::Pause { .. } => "pause",
+            Command::Resume { .. } => "resume",
+            Command::Promote { .. } => "promote",
+            Command::Rollback { .. } => "rollback",
+        };
+        let view = self
+            .engine
+            .rollout_command(app, command)
+            .instrument(info_span!("rollout", %admin, app = %app, command = verb))
+            .await?;
+        info!(%admin, %app, command = verb, rollout = view.state.number, "rollout command");
+        Ok(Response::new(rollout_status(view)))
+    }
+}
+
+fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
+#[tonic::async_trait]
+impl Rollouts for RolloutsService {
+    async fn get_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        admin_peer(&request)?;
+        let req = request.into_inner();
+        let view = self.engine.rollout_status(required("app", &req.app)?)?;
+        Ok(Response::new(rollout_status(view)))
+    }
+
+    async fn pause_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        self.command(&admin, &req.app, Command::Pause { by: admin.clone() })
+            .await
+    }
+
+    async fn resume_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        self.command(&admin, &req.app, Command::Resume { by: admin.clone() })
+            .await
+    }
+
+    async fn promote_rollout(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        self.command(&admin, &req.app, Command::Promote { by: admin.clone() })
+            .await
+    }
+
+    async fn rollback_rollout(
+        &self,
+        request: Request<pb::RollbackRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let app = required("app", &req.app)?;
+        let to = if req.to_revision.is_empty() {
+            None
+        } else {
+            Some(self.engine.resolve_revision(app, &req.to_revision)?)
+        };
+        self.command(
+            &admin,
+            app,
+            Command::Rollback {
+                to,
+                by: admin.clone(),
+            },
+        )
+        .await
+    }
+
+    async fn rollout_history(
+        &self,
+        request: Request<pb::RolloutRequest>,
+    ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
+        admin_peer(&request)?;
+        let req = request.into_inner();
+        let records = self.engine.rollout_history(required("app", &req.app)?)?;
+        Ok(Response::new(pb::RolloutHistoryResponse {
+            rollouts: records.into_iter().map(rollout_record).collect(),
+        }))
+    }
+
+    async fn suspend_app(
+        &self,
+        request: Request<pb::AppControlRequest>,
+    ) -> Result<Response<pb::AppControlResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let message = self
+            .engine
+            .set_suspended(required("app", &req.app)?, true, &admin)
+            .await?;
+        info!(%admin, app = %req.app, "app suspended");
+        Ok(Response::new(pb::AppControlResponse { message }))
+    }
+
+    async fn resume_app(
+        &self,
+        request: Request<pb::AppControlRequest>,
+    ) -> Result<Response<pb::AppControlResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let message = self
+            .engine
+            .set_suspended(required("app", &req.app)?, false, &admin)
+            .await?;
+        info!(%admin, app = %req.app, "app resumed");
+        Ok(Response::new(pb::AppControlResponse { message }))
+    }
+
+    async fn sync_app(
+        &self,
+        request: Request<pb::AppControlRequest>,
+    ) -> Result<Response<pb::AppControlResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let cluster = (!req.cluster.is_empty()).then_some(req.cluster.as_str());
+        let message = self
+            .engine
+            .request_sync(required("app", &req.app)?, cluster, &admin)
+            .await?;
+        info!(%admin, app = %req.app, cluster = %req.cluster, "sync requested");
+        Ok(Response::new(pb::AppControlResponse { message }))
+    }
+
+    async fn list_events(
+        &self,
+        request: Request<pb::ListEventsRequest>,
+    ) -> Result<Response<pb::ListEventsResponse>, Status> {
+        admin_peer(&request)?;
+        let req = request.into_inner();
+        let limit = match req.limit {
+            0 => DEFAULT_EVENTS,
+            n => usize::try_from(n).unwrap_or(MAX_EVENTS).min(MAX_EVENTS),
+        };
+        let events = self.engine.events(
+            (!req.app.is_empty()).then_some(req.app.as_str()),
+            (!req.cluster.is_empty()).then_some(req.cluster.as_str()),
+            req.after_id,
+            limit,
+        )?;
+        Ok(Response::new(pb::ListEventsResponse {
+            events: events.into_iter().map(event).collect(),
+        }))
+    }
+}
+
+// --- domain -> wire ---------------------------------------------------------------------------
+
+fn kind_name(state: &RolloutState) -> (&'static str, String, String) {
+    match &state.kind {
+        RolloutKind::Update => ("update", String::new(), String::new()),
+        RolloutKind::Rollback { from, by, .. } => ("rollback", from.commit.clone(), by.clone()),
+    }
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+fn rollout_status(view: RolloutView) -> pb::RolloutStatus {
+    let RolloutView {
+        app,
+        state,
+        status,
+        suspended,
+        git_revision,
+    } = view;
+    let (kind, from, by) = kind_name(&state);
+    let summary = match status.summary {
+        Summary::Progressing => "progressing",
+        Summary::Paused => "paused",
+        Summary::RollingBack => "rollingBack",
+        Summary::Complete => "complete",
+        Summary::RolledBack => "rolledBack",
+    };
+    let paused_message = match &state.phase {
+        Phase::Paused { message, .. } => message.clone(),
+        _ => String::new(),
+    };
+    pb::RolloutStatus {
+        app,
+        number: state.number,
+        kind: kind.into(),
+        summary: summary.into(),
+        reason: status.reason,
+        revision: state.revision.commit.clone(),
+        git_ref: state.revision.git_ref.clone(),
+        stable_revision: state
+            .stable
+            .as_ref()
+            .map(|s| s.commit.clone())
+            .unwrap_or_default(),
+        rolled_back_from: from,
+        rollback_by: by,
+        started_at_unix: state.started_at,
+        finished_at_unix: state.finished_at.unwrap_or(0),
+        current_wave: count(state.wave),
+        waves: status
+            .waves
+            .into_iter()
+            .map(|w| pb::RolloutWave {
+                name: w.name,
+                progress: match w.progress {
+                    WaveProgress::Done => "done",
+                    WaveProgress::Current => "current",
+                    WaveProgress::Waiting => "waiting",
+                }
+                .into(),
+                total: count(w.total),
+                updated: count(w.updated),
+                healthy: count(w.healthy),
+                failed: count(w.failed),
+                max_unavailable: count(w.max_unavailable),
+                targets: w
+                    .targets
+                    .into_iter()
+                    .map(|t| pb::RolloutTarget {
+                        cluster: t.cluster,
+                        state: match t.state {
+                            TargetState::Pending => "pending",
+                            TargetState::Updating => "updating",
+                            TargetState::Healthy => "healthy",
+                            TargetState::Failed => "failed",
+                            TargetState::Tolerated => "tolerated",
+                            TargetState::Disconnected => "disconnected",
+                        }
+                        .into(),
+                        detail: t.detail,
+                    })
+                    .collect(),
+            })
+            .collect(),
+        next_check_at_unix: status.next_check_at.unwrap_or(0),
+        suspended,
+        git_revision: git_revision.unwrap_or_default(),
+        paused_message,
+    }
+}
+
+fn rollout_record(r: RolloutRecord) -> pb::RolloutRecord {
+    let (kind, from, by) = kind_name(&r.state);
+    pb::RolloutRecord {
+        number: r.state.number,
+        kind: kind.into(),
+        revision: r.state.revision.commit.clone(),
+        git_ref: r.state.revision.git_ref.clone(),
+        rolled_back_from: from,
+        rollback_by: by,
+        outcome: r.outcome.into(),
+        started_at_unix: r.state.started_at,
+        finished_at_unix: r.state.finished_at.unwrap_or(0),
+        clusters: count(r.state.assigned.len()),
+    }
+}
+
+fn event(e: EventRecord) -> pb::Event {
+    pb::Event {
+        id: e.id,
+        at_unix: e.at_unix,
+        app: e.app,
+        cluster: e.cluster,
+        rollout: e.rollout,
+        kind: e.kind,
+        message: e.message,
+        by: e.by,
+    }
+}
