@@ -589,12 +589,27 @@ async fn objects_dropped_from_git_are_pruned_exactly() {
     target.source.commit = v2.clone();
     target.spec_generation = 2;
     bench.set(2, vec![target.clone()]);
+    // The object that opted out of pruning stays, and the Target says it requires pruning.
     let status = bench
         .recorder
-        .wait_for("p", "v2 synced", |s| {
-            s.revision == v2 && s.sync == SyncState::Synced
+        .wait_for("p", "v2 applied", |s| {
+            s.revision == v2 && s.sync == SyncState::OutOfSync
         })
         .await;
+    let leftovers: Vec<(&str, &str)> = status
+        .resources
+        .iter()
+        .filter(|r| r.action == ResourceAction::RequiresPruning)
+        .map(|r| (r.object.name.as_str(), r.message.as_str()))
+        .collect();
+    assert_eq!(
+        leftovers,
+        [(
+            "precious",
+            "requires pruning: no longer in Git, kept because it is annotated gitfleet.dev/prune: disabled"
+        )]
+    );
+    assert_eq!(status.health, Health::Healthy, "{}", status.message);
     let pruned: Vec<&str> = status
         .resources
         .iter()
@@ -679,8 +694,8 @@ async fn without_prune_policy_dropped_objects_stay() {
     bench.set(2, vec![spec("q", &repo, &v2, "apps/q")]);
     let status = bench
         .recorder
-        .wait_for("q", "v2 synced", |s| {
-            s.revision == v2 && s.sync == SyncState::Synced
+        .wait_for("q", "v2 applied", |s| {
+            s.revision == v2 && s.sync == SyncState::OutOfSync
         })
         .await;
     assert!(
@@ -689,10 +704,101 @@ async fn without_prune_policy_dropped_objects_stay() {
             .iter()
             .all(|r| r.action != ResourceAction::Pruned)
     );
+    let leftover = status
+        .resources
+        .iter()
+        .find(|r| r.action == ResourceAction::RequiresPruning)
+        .expect("b reported");
+    assert_eq!(leftover.object.name, "b");
+    assert_eq!(
+        status.message,
+        "configmap/b: requires pruning: no longer in Git, kept because the App's sync policy has prune off"
+    );
     assert!(
         bench
             .kubesim
             .get_object("c1", "v1", "ConfigMap", Some("q"), "b")
+            .is_some()
+    );
+    // Deleted by hand, it is no longer reported (nor remembered).
+    let client = kube::Client::try_from(bench.kubesim.kube_config("c1")).expect("client");
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> = kube::Api::namespaced(client, "q");
+    api.delete("b", &Default::default())
+        .await
+        .expect("delete b");
+    let mut again = spec("q", &repo, &v2, "apps/q");
+    again.spec_generation = 3;
+    bench.set(3, vec![again]);
+    bench
+        .recorder
+        .wait_for("q", "v2 synced without b", |s| {
+            s.spec_generation == 3 && s.sync == SyncState::Synced
+        })
+        .await;
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failure_in_a_wave_that_stops_on_failure_skips_later_waves_only() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    let wave = |name: &str, wave: i32, extra: &str| {
+        configmap(name, &format!("gitfleet.dev/wave: \"{wave}\"{extra}"))
+    };
+    // Wave 0 continues past its failure (an unknown kind), wave 1 stops on its failure.
+    repo.write(
+        "apps/w/unknown.yaml",
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: g\n",
+    );
+    repo.write("apps/w/first.yaml", &wave("first", 0, ""));
+    repo.write(
+        "apps/w/second.yaml",
+        &wave("second", 1, ", gitfleet.dev/wave-on-failure: stop"),
+    );
+    repo.write(
+        "apps/w/broken.yaml",
+        "apiVersion: example.com/v1\nkind: Gadget\nmetadata:\n  name: broken\n  annotations: {gitfleet.dev/wave: \"1\"}\n",
+    );
+    repo.write("apps/w/third.yaml", &wave("third", 2, ""));
+    let commit = repo.commit();
+    bench.set(1, vec![spec("w", &repo, &commit, "apps/w")]);
+    let status = bench
+        .recorder
+        .wait_for("w", "w applied", |s| s.sync == SyncState::OutOfSync)
+        .await;
+    let action = |name: &str| {
+        status
+            .resources
+            .iter()
+            .find(|r| r.object.name == name)
+            .map(|r| (r.action, r.message.clone()))
+            .unwrap_or_else(|| panic!("{name} reported"))
+    };
+    assert_eq!(action("g").0, ResourceAction::Failed);
+    assert_eq!(action("first").0, ResourceAction::Applied, "wave 0 goes on");
+    assert_eq!(
+        action("second").0,
+        ResourceAction::Applied,
+        "its own wave goes on"
+    );
+    assert_eq!(action("broken").0, ResourceAction::Failed);
+    assert_eq!(
+        action("third"),
+        (
+            ResourceAction::Skipped,
+            "not applied: gadget/broken failed in wave 1, which stops on failure".to_owned()
+        )
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("w"), "third")
+            .is_none()
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("w"), "second")
             .is_some()
     );
     bench.stop().await;

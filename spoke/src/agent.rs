@@ -446,9 +446,27 @@ async fn sync_once(
     let mut manifests = HashMap::new();
     let mut expected = HashMap::new();
     async {
+        // Set once a wave that stops on failure had one: later waves are only reported.
+        let mut stopped: Option<String> = None;
         for wave in order::plan(rendered.manifests) {
+            if let Some(reason) = &stopped {
+                for manifest in &wave.manifests {
+                    resources.push(result(
+                        manifest,
+                        ResourceAction::Skipped,
+                        Health::Unknown,
+                        reason.clone(),
+                    ));
+                }
+                continue;
+            }
+            let (number, stop_on_failure) = (wave.wave, wave.stop_on_failure);
+            let mut first_failure = None;
             for mut manifest in wave.manifests {
                 let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                if result.action == ResourceAction::Failed && first_failure.is_none() {
+                    first_failure = Some(result.object.display_name());
+                }
                 if let Some(server) = server {
                     expected.insert(
                         manifest.object.clone(),
@@ -457,6 +475,12 @@ async fn sync_once(
                     manifests.insert(manifest.object.clone(), manifest);
                 }
                 resources.push(result);
+            }
+            if stop_on_failure && let Some(failed) = first_failure {
+                tracing::warn!(wave = number, %failed, "a wave that stops on failure failed; later waves are not applied");
+                stopped = Some(format!(
+                    "not applied: {failed} failed in wave {number}, which stops on failure"
+                ));
             }
         }
     }
@@ -572,14 +596,19 @@ async fn prune(
         Ok(gone) => {
             for object in gone {
                 match delete_if_ours(ctx, spec, &object).await {
-                    Ok(Some(message)) => resources.push(ResourceResult {
+                    Ok(Pruning::Deleted(message)) => resources.push(ResourceResult {
                         object,
                         action: ResourceAction::Pruned,
                         health: Health::Healthy,
                         message,
                         source_file: String::new(),
                     }),
-                    Ok(None) => still_present.push(object),
+                    Ok(Pruning::Kept(reason)) => {
+                        if reason == prune::KEPT_BY_ANNOTATION {
+                            resources.push(requires_pruning(&object, reason));
+                        }
+                        still_present.push(object);
+                    }
                     Err(error) => {
                         resources.push(ResourceResult {
                             object: object.clone(),
@@ -600,7 +629,30 @@ async fn prune(
                 objects = gone.len(),
                 "not pruning objects dropped from Git"
             );
-            still_present.extend(gone);
+            for object in gone {
+                if hold == prune::Hold::PolicyOff {
+                    match ctx.cluster.get(&object).await {
+                        // Deleted by someone else: nothing left to prune or to remember.
+                        Ok(None) => continue,
+                        Ok(Some(live)) => {
+                            match prune::may_delete(&live, &spec.app, &spec.target_id) {
+                                Ok(()) => resources.push(requires_pruning(
+                                    &object,
+                                    "the App's sync policy has prune off",
+                                )),
+                                Err(reason) if reason == prune::KEPT_BY_ANNOTATION => {
+                                    resources.push(requires_pruning(&object, reason));
+                                }
+                                Err(_) => {}
+                            }
+                        }
+                        Err(error) => {
+                            tracing::warn!(object = %object.display_name(), %error, "reading an object dropped from Git");
+                        }
+                    }
+                }
+                still_present.push(object);
+            }
         }
     }
     let next = prune::next_inventory(&spec.source.commit, &current, &still_present);
@@ -611,23 +663,41 @@ async fn prune(
     }
 }
 
-/// Deletes an object when the live one is this Target's; `Ok(Some(message))` when deleted or
-/// already gone, `Ok(None)` when it is kept.
+/// What pruning one object came to.
+enum Pruning {
+    /// Deleted, or already gone.
+    Deleted(String),
+    /// Kept, for this reason (see `prune::may_delete`).
+    Kept(&'static str),
+}
+
+/// An object Git no longer has that stays in the cluster on purpose.
+fn requires_pruning(object: &ObjectRef, reason: &str) -> ResourceResult {
+    ResourceResult {
+        object: object.clone(),
+        action: ResourceAction::RequiresPruning,
+        health: Health::Unknown,
+        message: format!("requires pruning: no longer in Git, kept because {reason}"),
+        source_file: String::new(),
+    }
+}
+
+/// Deletes an object when the live one is this Target's and may be deleted.
 async fn delete_if_ours(
     ctx: &Context,
     spec: &TargetSpec,
     object: &ObjectRef,
-) -> Result<Option<String>, ClusterError> {
+) -> Result<Pruning, ClusterError> {
     let Some(live) = ctx.cluster.get(object).await? else {
-        return Ok(Some("already gone".into()));
+        return Ok(Pruning::Deleted("already gone".into()));
     };
     if let Err(reason) = prune::may_delete(&live, &spec.app, &spec.target_id) {
         tracing::info!(object = %object.display_name(), reason, "keeping an object dropped from Git");
-        return Ok(None);
+        return Ok(Pruning::Kept(reason));
     }
     ctx.cluster.delete(object).await?;
     tracing::info!(object = %object.display_name(), "pruned");
-    Ok(Some("pruned: no longer in Git".into()))
+    Ok(Pruning::Deleted("pruned: no longer in Git".into()))
 }
 
 /// Deletes everything a removed Target applied (its policy allowing), then its inventory.

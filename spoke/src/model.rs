@@ -155,6 +155,11 @@ pub enum ResourceAction {
     Drifted,
     /// The manifest could not be turned into an object (bad YAML, missing kind, ...).
     Invalid,
+    /// Not applied: an earlier wave that stops on failure had a failure.
+    Skipped,
+    /// Gone from Git but still in the cluster, kept because pruning is off for the App or
+    /// the object (`gitfleet.dev/prune: disabled`).
+    RequiresPruning,
 }
 
 impl ResourceAction {
@@ -167,6 +172,8 @@ impl ResourceAction {
             Self::Failed => "failed",
             Self::Drifted => "drifted",
             Self::Invalid => "invalid",
+            Self::Skipped => "skipped",
+            Self::RequiresPruning => "requires-pruning",
         }
     }
 }

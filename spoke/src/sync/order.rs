@@ -2,6 +2,9 @@
 //! that what other objects need exists before them: Namespaces, CRDs, cluster-wide RBAC and
 //! configuration, namespaced configuration, storage, Services, workloads, then everything else.
 //! Ties keep the render order, so the plan is deterministic.
+//!
+//! A wave in which any object is annotated `gitfleet.dev/wave-on-failure: stop` stops the sync
+//! when one of its objects fails to apply: later waves are skipped (reported, not applied).
 
 use super::render::Manifest;
 
@@ -10,6 +13,8 @@ use super::render::Manifest;
 pub struct Wave {
     pub wave: i32,
     pub manifests: Vec<Manifest>,
+    /// A failure in this wave stops the sync before the next wave.
+    pub stop_on_failure: bool,
 }
 
 /// Orders rendered objects into waves.
@@ -24,9 +29,13 @@ pub fn plan(manifests: Vec<Manifest>) -> Vec<Wave> {
     let mut waves: Vec<Wave> = Vec::new();
     for (wave, _, _, manifest) in keyed {
         match waves.last_mut() {
-            Some(last) if last.wave == wave => last.manifests.push(manifest),
+            Some(last) if last.wave == wave => {
+                last.stop_on_failure |= manifest.stops_wave_on_failure();
+                last.manifests.push(manifest);
+            }
             _ => waves.push(Wave {
                 wave,
+                stop_on_failure: manifest.stops_wave_on_failure(),
                 manifests: vec![manifest],
             }),
         }
@@ -167,6 +176,20 @@ mod tests {
         ]);
         assert_eq!(order(&waves), ["-1:early", "0:default", "2:late-ns"]);
         assert_eq!(waves.iter().map(|w| w.wave).collect::<Vec<_>>(), [-1, 0, 2]);
+    }
+
+    #[test]
+    fn any_object_of_a_wave_can_make_it_stop_on_failure() {
+        let mut stopper = manifest("v1", "ConfigMap", "b", Some("1"));
+        stopper.body["metadata"]["annotations"]["gitfleet.dev/wave-on-failure"] = "stop".into();
+        let waves = plan(vec![
+            manifest("v1", "ConfigMap", "a", Some("1")),
+            stopper,
+            manifest("v1", "ConfigMap", "c", None),
+            manifest("v1", "ConfigMap", "d", Some("2")),
+        ]);
+        let stops: Vec<(i32, bool)> = waves.iter().map(|w| (w.wave, w.stop_on_failure)).collect();
+        assert_eq!(stops, [(0, false), (1, true), (2, false)]);
     }
 
     #[test]

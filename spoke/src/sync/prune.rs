@@ -90,6 +90,9 @@ pub fn next_inventory(
     }
 }
 
+/// Why an object that opted out of pruning is kept.
+pub const KEPT_BY_ANNOTATION: &str = "it is annotated gitfleet.dev/prune: disabled";
+
 /// Whether the live object is one this Target made and may delete.
 pub fn may_delete(live: &Value, app: &str, target_id: &str) -> Result<(), &'static str> {
     let metadata = live.get("metadata").ok_or("it has no metadata")?;
@@ -112,7 +115,7 @@ pub fn may_delete(live: &Value, app: &str, target_id: &str) -> Result<(), &'stat
         .and_then(Value::as_str)
         == Some("disabled")
     {
-        return Err("it is annotated gitfleet.dev/prune: disabled");
+        return Err(KEPT_BY_ANNOTATION);
     }
     Ok(())
 }

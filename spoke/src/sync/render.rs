@@ -21,6 +21,9 @@ pub const ANNOTATION_TARGET: &str = "gitfleet.dev/target";
 pub const ANNOTATION_REVISION: &str = "gitfleet.dev/revision";
 /// Annotation ordering objects into waves (an integer; lower waves apply first; default 0).
 pub const ANNOTATION_WAVE: &str = "gitfleet.dev/wave";
+/// Annotation on any object of a wave: `stop` makes a failed apply in that wave stop the sync
+/// before later waves (`continue`, the default, applies them anyway).
+pub const ANNOTATION_WAVE_ON_FAILURE: &str = "gitfleet.dev/wave-on-failure";
 /// Annotation that keeps an object from ever being pruned (`disabled`).
 pub const ANNOTATION_PRUNE: &str = "gitfleet.dev/prune";
 
@@ -93,6 +96,11 @@ impl Manifest {
         annotation(&self.body, ANNOTATION_WAVE)
             .and_then(|w| w.trim().parse().ok())
             .unwrap_or(0)
+    }
+
+    /// Whether this object asks its wave to stop the sync when an apply in it fails.
+    pub fn stops_wave_on_failure(&self) -> bool {
+        annotation(&self.body, ANNOTATION_WAVE_ON_FAILURE).is_some_and(|v| v.trim() == "stop")
     }
 
     /// The API group of this object ("" for the core group).
@@ -510,6 +518,17 @@ fn to_manifest(
     {
         return Err(error(format!(
             "{kind} {name}: annotation {ANNOTATION_WAVE} must be an integer, not {wave:?}"
+        )));
+    }
+
+    if let Some(on_failure) = metadata
+        .get("annotations")
+        .and_then(|a| a.get(ANNOTATION_WAVE_ON_FAILURE))
+        .and_then(Value::as_str)
+        && !matches!(on_failure.trim(), "stop" | "continue")
+    {
+        return Err(error(format!(
+            "{kind} {name}: annotation {ANNOTATION_WAVE_ON_FAILURE} must be \"stop\" or \"continue\", not {on_failure:?}"
         )));
     }
 

@@ -27,27 +27,32 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
         };
     }
     let failed = resources.iter().filter(|r| is_failure(r.action)).count();
-    let drifted = resources
-        .iter()
-        .filter(|r| r.action == ResourceAction::Drifted)
-        .count();
-    let applied = resources.len() - failed;
-    let sync = match (failed, applied, drifted) {
-        (0, _, 0) => SyncState::Synced,
-        (_, 0, _) => SyncState::Failed,
-        _ => SyncState::OutOfSync,
+    let count = |action: ResourceAction| resources.iter().filter(|r| r.action == action).count();
+    let (drifted, skipped, unpruned) = (
+        count(ResourceAction::Drifted),
+        count(ResourceAction::Skipped),
+        count(ResourceAction::RequiresPruning),
+    );
+    let applied = resources.len() - failed - skipped - unpruned;
+    let sync = if failed + drifted + skipped + unpruned == 0 {
+        SyncState::Synced
+    } else if applied == 0 && failed + skipped > 0 {
+        SyncState::Failed
+    } else {
+        SyncState::OutOfSync
     };
-    // Invalid files have no object whose health could be known; they show in the sync state.
+    // Invalid files, skipped objects and objects left for pruning have no health that says
+    // anything about this revision; they show in the sync state.
     let health = resources
         .iter()
-        .filter(|r| r.action != ResourceAction::Invalid)
+        .filter(|r| !is_not_applied(r.action))
         .map(|r| r.health)
         .max()
         .unwrap_or(Health::Healthy);
 
     let mut problems: Vec<String> = resources
         .iter()
-        .filter(|r| is_failure(r.action) || r.action == ResourceAction::Drifted)
+        .filter(|r| is_failure(r.action) || is_out_of_sync(r.action))
         .map(|r| match r.action {
             ResourceAction::Invalid => r.message.clone(),
             _ => format!("{}: {}", name(r), r.message),
@@ -56,9 +61,7 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
     let mut unhealthy: Vec<&ResourceResult> = resources
         .iter()
         .filter(|r| {
-            !is_failure(r.action)
-                && r.action != ResourceAction::Drifted
-                && r.health != Health::Healthy
+            !is_failure(r.action) && !is_out_of_sync(r.action) && r.health != Health::Healthy
         })
         .collect();
     unhealthy.sort_by_key(|r| std::cmp::Reverse(r.health));
@@ -126,6 +129,21 @@ pub fn expire_progressing(resources: &mut [ResourceResult], timeout: Duration) {
 
 fn is_failure(action: ResourceAction) -> bool {
     matches!(action, ResourceAction::Failed | ResourceAction::Invalid)
+}
+
+/// Applied, but the cluster does not match Git (or nothing was applied and it does not).
+fn is_out_of_sync(action: ResourceAction) -> bool {
+    matches!(
+        action,
+        ResourceAction::Drifted | ResourceAction::Skipped | ResourceAction::RequiresPruning
+    )
+}
+
+fn is_not_applied(action: ResourceAction) -> bool {
+    matches!(
+        action,
+        ResourceAction::Invalid | ResourceAction::Skipped | ResourceAction::RequiresPruning
+    )
 }
 
 fn name(r: &ResourceResult) -> String {
@@ -396,5 +414,104 @@ mod tests {
         );
         assert_eq!(resources[1].health, Health::Healthy);
         assert_eq!(resources[2].message, "still progressing after 300s");
+    }
+
+    #[test]
+    fn skipped_waves_are_out_of_sync_and_named_after_the_failure() {
+        let s = summarize(
+            &[
+                result(
+                    "Job",
+                    "migrate",
+                    ResourceAction::Failed,
+                    Health::Unknown,
+                    "rejected",
+                ),
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Skipped,
+                    Health::Unknown,
+                    "not applied: wave 0 stops on failure",
+                ),
+                result(
+                    "ConfigMap",
+                    "cfg",
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    "",
+                ),
+            ],
+            None,
+        );
+        assert_eq!(s.sync, SyncState::OutOfSync);
+        assert_eq!(
+            s.health,
+            Health::Unknown,
+            "the failed object's health counts"
+        );
+        assert_eq!(
+            s.message,
+            "1 of 3 resources failed: job/migrate: rejected; deployment/web: not applied: wave 0 stops on failure"
+        );
+        let nothing_applied = summarize(
+            &[
+                result(
+                    "Job",
+                    "migrate",
+                    ResourceAction::Failed,
+                    Health::Unknown,
+                    "rejected",
+                ),
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Skipped,
+                    Health::Unknown,
+                    "skipped",
+                ),
+            ],
+            None,
+        );
+        assert_eq!(nothing_applied.sync, SyncState::Failed);
+    }
+
+    #[test]
+    fn objects_left_for_pruning_are_out_of_sync_but_do_not_change_health() {
+        let s = summarize(
+            &[
+                result(
+                    "Deployment",
+                    "web",
+                    ResourceAction::Unchanged,
+                    Health::Healthy,
+                    "",
+                ),
+                result(
+                    "ConfigMap",
+                    "old",
+                    ResourceAction::RequiresPruning,
+                    Health::Unknown,
+                    "requires pruning: no longer in Git, and the App's sync policy has prune off",
+                ),
+            ],
+            None,
+        );
+        assert_eq!((s.sync, s.health), (SyncState::OutOfSync, Health::Healthy));
+        assert_eq!(
+            s.message,
+            "configmap/old: requires pruning: no longer in Git, and the App's sync policy has prune off"
+        );
+        let only_leftovers = summarize(
+            &[result(
+                "ConfigMap",
+                "old",
+                ResourceAction::RequiresPruning,
+                Health::Unknown,
+                "x",
+            )],
+            None,
+        );
+        assert_eq!(only_leftovers.sync, SyncState::OutOfSync);
     }
 }

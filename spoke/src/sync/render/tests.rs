@@ -505,6 +505,25 @@ fn invalid_json_names_the_line() {
 }
 
 #[test]
+fn wave_on_failure_reads_the_annotation_and_refuses_other_values() {
+    let with = |value: &str| {
+        format!(
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  annotations: {{gitfleet.dev/wave-on-failure: {value}}}\n"
+        )
+    };
+    let stop = render_files(&[SourceFile::new("a.yaml", with("stop"))]);
+    assert!(stop.manifests[0].stops_wave_on_failure());
+    let go_on = render_files(&[SourceFile::new("a.yaml", with("continue"))]);
+    assert!(!go_on.manifests[0].stops_wave_on_failure());
+    let bad = render_files(&[SourceFile::new("a.yaml", with("halt"))]);
+    assert!(bad.manifests.is_empty());
+    assert_eq!(
+        bad.errors[0].message,
+        "object at line 1: ConfigMap a: annotation gitfleet.dev/wave-on-failure must be \"stop\" or \"continue\", not \"halt\""
+    );
+}
+
+#[test]
 fn wave_reads_the_annotation() {
     let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  annotations: {gitfleet.dev/wave: \"-2\"}\n";
     let rendered = render_files(&[SourceFile::new("app/x.yaml", text)]);
