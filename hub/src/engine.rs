@@ -25,6 +25,7 @@ use crate::pki::{self, Pki, PkiError, now_unix};
 use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
 use crate::store::{ReportOutcome, Store, StoreError};
 
+mod fleet_sync;
 mod repo_secrets;
 mod rollouts;
 
@@ -60,6 +61,8 @@ pub struct EngineConfig {
     pub repo_credentials: crate::credentials::Credentials,
     /// Registrations wait for `approve_cluster` before they get a certificate.
     pub require_approval: bool,
+    /// The path in a Repo the hub takes its own Repos, Apps and ClusterGroups from.
+    pub fleet: Option<crate::fleetsync::FleetSource>,
 }
 
 /// The outcome of applying one resource.
@@ -1115,6 +1118,9 @@ async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger:
             .poll_repo(&name, &spec)
             .instrument(info_span!("fetch", repo = %name, url = %spec.url))
             .await;
+        if engine.is_fleet_repo(&name) {
+            engine.sync_fleet_detached().await;
+        }
         // Jitter spreads the polls of many Repos over time.
         let jittered = interval.mul_f64(rand::random_range(0.9..1.1));
         tokio::select! {
@@ -1162,13 +1168,17 @@ fn split_resources(
 }
 
 fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
-    serde_json::json!({
+    let mut status = serde_json::json!({
         "commit": s.commit,
         "ref": s.git_ref,
         "lastFetchUnix": s.last_fetch_unix,
         "lastSuccessUnix": s.last_success_unix,
         "error": s.error,
-    })
+    });
+    if !s.fleet_commit.is_empty() || !s.fleet_error.is_empty() {
+        status["fleet"] = serde_json::json!({ "commit": s.fleet_commit, "error": s.fleet_error });
+    }
+    status
 }
 
 /// SHA-256 of a bootstrap token, hex: what the store keeps instead of the token.

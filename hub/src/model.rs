@@ -158,6 +158,13 @@ pub struct RepoStatus {
     pub last_success_unix: i64,
     /// The last fetch's error, empty when it succeeded.
     pub error: String,
+    /// For the fleet Repo (`--fleet-repo`): the last commit whose fleet path was applied.
+    #[serde(default)]
+    pub fleet_commit: String,
+    /// Why the fleet path at `commit` was not applied (invalid YAML, a resource refused...),
+    /// empty when it was.
+    #[serde(default)]
+    pub fleet_error: String,
 }
 
 /// One row of `gitfleet status`: a Target's desired and reported state.

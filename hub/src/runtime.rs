@@ -58,6 +58,8 @@ pub struct HubConfig {
     pub repo_credentials: crate::credentials::Credentials,
     /// Registrations wait until an admin approves them (double opt-in).
     pub require_approval: bool,
+    /// Take the hub's own Repos, Apps and ClusterGroups from a path in one of its Repos.
+    pub fleet: Option<crate::fleetsync::FleetSource>,
 }
 
 impl HubConfig {
@@ -78,6 +80,7 @@ impl HubConfig {
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
             repo_credentials: Default::default(),
             require_approval: false,
+            fleet: None,
         }
     }
 
@@ -204,6 +207,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             cluster_cert_validity: config.cluster_cert_validity,
             repo_credentials: config.repo_credentials.clone(),
             require_approval: config.require_approval,
+            fleet: config.fleet.clone(),
         },
         shutdown.clone(),
     )

@@ -60,9 +60,23 @@ struct Serve {
     /// Poll interval of Repos that set none [default: 30s, or 3m when webhooks are set up].
     #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", value_parser = humantime::parse_duration)]
     default_poll_interval: Option<Duration>,
-    /// YAML file of Repo credentials (HTTPS user/password or SSH key + known_hosts, by Repo name).
+    /// YAML file of Git credentials (HTTPS user/password or SSH key + known_hosts) and webhook
+    /// secrets, by entry name; Repos name entries in spec.credentialsRef / spec.webhookSecretRef.
     #[arg(long, env = "GITFLEET_REPO_CREDENTIALS")]
     repo_credentials: Option<PathBuf>,
+    /// Repo whose --fleet-path holds the hub's own Repos, Apps and ClusterGroups, applied on
+    /// every new commit (the fleet managing itself).
+    #[arg(long, env = "GITFLEET_FLEET_REPO", value_name = "NAME")]
+    fleet_repo: Option<String>,
+    /// Directory (or file) in the --fleet-repo with the fleet's resources.
+    #[arg(
+        long,
+        env = "GITFLEET_FLEET_PATH",
+        value_name = "PATH",
+        default_value = ".",
+        requires = "fleet_repo"
+    )]
+    fleet_path: String,
     /// Registrations wait until an admin approves them (`gitfleet cluster approve NAME`).
     #[arg(long, env = "GITFLEET_REQUIRE_APPROVAL")]
     require_approval: bool,
@@ -104,6 +118,10 @@ async fn main() -> anyhow::Result<()> {
             return Ok(());
         }
     };
+    let credentials = match &args.repo_credentials {
+        Some(path) => gitfleet_hub::credentials::load(path)?,
+        None => Default::default(),
+    };
     let config = HubConfig {
         grpc_listen: args.grpc_listen,
         http_listen: Some(args.http_listen),
@@ -111,7 +129,7 @@ async fn main() -> anyhow::Result<()> {
         server_names: args.server_names,
         // Webhooks bring changes at once; polling is then only the safety net.
         default_poll_interval: args.default_poll_interval.unwrap_or(
-            if args.webhook_secret.is_some() {
+            if args.webhook_secret.is_some() || !credentials.webhook_secrets.is_empty() {
                 Duration::from_secs(180)
             } else {
                 Duration::from_secs(30)
@@ -119,10 +137,13 @@ async fn main() -> anyhow::Result<()> {
         ),
         webhook_secret: args.webhook_secret,
         require_approval: args.require_approval,
-        repo_credentials: match &args.repo_credentials {
-            Some(path) => gitfleet_hub::credentials::load(path)?,
-            None => Default::default(),
-        },
+        repo_credentials: credentials,
+        fleet: args
+            .fleet_repo
+            .map(|repo| gitfleet_hub::fleetsync::FleetSource {
+                repo,
+                path: args.fleet_path,
+            }),
         heartbeat_grace: args.heartbeat_grace,
         ..HubConfig::new(args.data_dir)
     };
