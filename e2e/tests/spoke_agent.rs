@@ -825,7 +825,13 @@ fn data_a(kubesim: &KubesimHandle, ns: &str, name: &str) -> Option<String> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drift_is_reported_and_reverted_only_with_self_heal() {
-    let bench = Bench::start(Duration::from_secs(30)).await;
+    // Settled Targets are polled only once an hour here: drift can only be seen in time
+    // through the watches on the applied objects.
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.settled_poll = Duration::from_secs(3600);
+        config.max_settled_poll = Duration::from_secs(3600);
+    })
+    .await;
     let repo = Repo::new();
     repo.write("apps/d/cm.yaml", &configmap("settings", ""));
     let commit = repo.commit();
@@ -885,6 +891,22 @@ async fn drift_is_reported_and_reverted_only_with_self_heal() {
         .recorder
         .wait_for("healed", "back in sync", |s| s.sync == SyncState::Synced)
         .await;
+
+    // Deleted by someone else, it comes back.
+    let client = kube::Client::try_from(bench.kubesim.kube_config("c1")).expect("client");
+    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(client, "healed");
+    api.delete("settings", &Default::default())
+        .await
+        .expect("delete");
+    wait_object(
+        &bench.kubesim,
+        "healed",
+        "settings",
+        "recreated",
+        |present| present,
+    )
+    .await;
     bench.stop().await;
 }
 

@@ -250,6 +250,11 @@ async fn watch_health(
     cancel: &CancellationToken,
 ) -> bool {
     let mut failure_wait = ctx.config.retry_after_failure;
+    // A change to what was applied wakes the loop at once (drift is reported, and reverted
+    // with selfHeal, within moments); the timed checks are the safety net.
+    let watches =
+        crate::watch::WatchSet::start(&ctx.cluster, &attempt.spec.app, attempt.manifests.keys())
+            .await;
     let mut quiet_rounds: u32 = 0;
     loop {
         let mut resources = attempt.resources.clone();
@@ -302,13 +307,14 @@ async fn watch_health(
             } else {
                 settled_delay(
                     &ctx.config,
-                    attempt.spec.sync_policy.self_heal,
+                    attempt.spec.sync_policy.self_heal && !watches.working(),
                     quiet_rounds,
                 )
             }
         };
         tokio::select! {
             changed = spec_rx.changed() => return changed.is_ok(),
+            () = watches.changed() => {}
             () = tokio::time::sleep(delay) => {
                 if attempt.fatal.is_some() {
                     // Retry the whole sync: the repository or network may be back.
@@ -322,10 +328,11 @@ async fn watch_health(
 }
 
 /// How long to wait between checks of a settled Target: `settled_poll` while it changes or
-/// when it heals itself (drift must be caught within seconds), doubling per quiet round up to
-/// `max_settled_poll` otherwise, so that an idle spoke costs next to nothing.
-fn settled_delay(config: &AgentConfig, self_heal: bool, quiet_rounds: u32) -> Duration {
-    if self_heal {
+/// when it must heal itself without working watches (drift must be caught within seconds),
+/// doubling per quiet round up to `max_settled_poll` otherwise, so that an idle spoke costs
+/// next to nothing.
+fn settled_delay(config: &AgentConfig, poll_for_drift: bool, quiet_rounds: u32) -> Duration {
+    if poll_for_drift {
         return config.settled_poll;
     }
     let factor = 1u32 << quiet_rounds.min(8);

@@ -20,6 +20,7 @@ pub mod runtime;
 pub mod store;
 pub mod sync;
 pub mod telemetry;
+pub mod watch;
 
 pub use cluster::KubeSource;
 pub use runtime::{SpokeConfig, SpokeError, SpokeHandle, start};
