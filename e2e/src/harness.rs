@@ -148,6 +148,7 @@ impl Fleet {
         config.labels = cluster.labels.clone();
         config.heartbeat_interval = Duration::from_secs(2);
         config.progress_timeout = Duration::from_secs(30);
+        config.http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         let spoke = gitfleet_spoke::start(config)
             .await
             .with_context(|| format!("starting the spoke of {}", cluster.name))?;

@@ -17,6 +17,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use crate::fleet::{AppRevision, ClusterLabels, compute_fleet_with_rollouts};
 use crate::git::{GitCache, changes};
+use crate::metrics::{ErrorKind as MetricsError, PollOutcome};
 use crate::model::{
     ClusterDesired, ClusterRecord, ClusterView, RepoCredential, RepoStatus, TargetReport,
     TargetView, TokenProblem, TokenRecord, VersionedTarget,
@@ -24,6 +25,7 @@ use crate::model::{
 use crate::pki::{self, Pki, PkiError, now_unix};
 use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
 use crate::store::{ReportOutcome, Store, StoreError};
+use crate::telemetry;
 
 mod fleet_sync;
 mod repo_secrets;
@@ -63,6 +65,8 @@ pub struct EngineConfig {
     pub require_approval: bool,
     /// The path in a Repo the hub takes its own Repos, Apps and ClusterGroups from.
     pub fleet: Option<crate::fleetsync::FleetSource>,
+    /// Prometheus metrics the engine and its adapters update.
+    pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
 /// The outcome of applying one resource.
@@ -145,6 +149,9 @@ struct State {
     last_contact: HashMap<String, i64>,
     followers: HashMap<String, Follower>,
     next_connection: u64,
+    /// By App: the commit it moved to and the W3C trace context of the fetch that found it,
+    /// so that dispatching the revision joins that change's trace (lost on restart).
+    traces: HashMap<String, (String, BTreeMap<String, String>)>,
     /// Apps whose rollout is not complete: their reports wake the rollout driver.
     incomplete_rollouts: HashSet<String>,
     /// When a rollout asked to be decided again although nothing changed.
@@ -231,6 +238,18 @@ impl Engine {
 
     pub fn shutdown_token(&self) -> &CancellationToken {
         &self.shutdown
+    }
+
+    pub fn metrics(&self) -> &Arc<crate::metrics::HubMetrics> {
+        &self.config.metrics
+    }
+
+    /// The trace context of the change that moved `app` to `commit` (empty when unknown).
+    pub fn trace_of(&self, app: &str, commit: &str) -> BTreeMap<String, String> {
+        match self.lock().traces.get(app) {
+            Some((c, trace)) if c == commit => trace.clone(),
+            _ => BTreeMap::new(),
+        }
     }
 
     /// Stops every follower.
@@ -597,6 +616,7 @@ impl Engine {
 
     /// One fetch of a Repo; moves the revision of every App whose files changed.
     async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
+        let started = std::time::Instant::now();
         let fetched = match self.git_credential(name, spec) {
             Ok(credential) => {
                 self.git
@@ -605,7 +625,16 @@ impl Engine {
             }
             Err(e) => Err(e),
         };
+        let outcome = match &fetched {
+            Err(_) => PollOutcome::failed,
+            Ok(r) => match self.store.repo_status(name) {
+                Ok(Some(s)) if s.commit == r.commit => PollOutcome::unchanged,
+                _ => PollOutcome::changed,
+            },
+        };
+        self.config.metrics.poll(name, outcome, started.elapsed());
         if let Err(e) = self.after_fetch(name, spec, fetched).await {
+            self.config.metrics.error(MetricsError::store);
             warn!(repo = %name, error = %e, "cannot record fetch result");
         }
     }
@@ -646,6 +675,7 @@ impl Engine {
             match self
                 .git
                 .changed_files(&spec.url, &old_commit, &resolved.commit)
+                .instrument(info_span!("detect_changes", from = %old_commit, to = %resolved.commit))
                 .await
             {
                 Ok(files) => files,
@@ -659,6 +689,17 @@ impl Engine {
             commit: resolved.commit.clone(),
             git_ref: resolved.git_ref.clone(),
         };
+        // This fetch (the current span) starts the trace of the change for each App it moves.
+        let fetch_span = tracing::Span::current();
+        telemetry::annotate(
+            &fetch_span,
+            &[
+                (telemetry::VCS_URL, &spec.url),
+                (telemetry::VCS_REF, &resolved.git_ref),
+                (telemetry::VCS_REVISION, &resolved.commit),
+            ],
+        );
+        let trace = telemetry::context_of(&fetch_span);
         let mut moved = 0;
         for app in apps.iter().filter(|a| a.spec.repo == name) {
             let current = revisions.get(&app.metadata.name);
@@ -675,6 +716,10 @@ impl Engine {
             };
             if moves {
                 self.store.put_revision(&app.metadata.name, &revision)?;
+                self.lock().traces.insert(
+                    app.metadata.name.clone(),
+                    (revision.commit.clone(), trace.clone()),
+                );
                 self.record_app_event(
                     &app.metadata.name,
                     "NewRevision",

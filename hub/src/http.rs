@@ -1,4 +1,4 @@
-//! The hub's plain HTTP listener: health, and push webhooks from Git hosts (metrics join later).
+//! The hub's plain HTTP listener: health, Prometheus metrics, and push webhooks from Git hosts.
 
 use std::sync::Arc;
 
@@ -11,6 +11,7 @@ use axum::routing::{get, post};
 use tracing::{info, warn};
 
 use crate::engine::Engine;
+use crate::metrics::{ErrorKind, FleetSnapshot, WebhookOutcome};
 use crate::webhook::{self, Decision, Provider, WebhookError};
 
 #[derive(Clone)]
@@ -23,11 +24,52 @@ pub fn router(engine: Arc<Engine>, webhook_secret: Option<String>) -> Router {
     Router::new()
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(|| async { "ok\n" }))
+        .route("/metrics", get(metrics))
         .route("/webhooks/{provider}", post(receive_webhook))
         .with_state(HttpState {
             engine,
             webhook_secret: webhook_secret.map(Arc::from),
         })
+}
+
+/// Prometheus scrape: the counters as they are, the fleet gauges from the engine's state now.
+async fn metrics(State(state): State<HttpState>) -> Response {
+    let engine = &state.engine;
+    let mut snapshot = FleetSnapshot::default();
+    match engine.clusters() {
+        Ok(clusters) => {
+            let live = clusters.iter().filter(|c| !c.record.revoked);
+            snapshot.clusters = live.clone().count();
+            snapshot.connected = live.filter(|c| c.connected).count();
+        }
+        Err(e) => {
+            warn!(error = %e, "metrics: cannot read clusters");
+            engine.metrics().error(ErrorKind::store);
+        }
+    }
+    match engine.status(None, None) {
+        Ok(targets) => {
+            snapshot.targets = targets
+                .into_iter()
+                .map(|t| {
+                    let r = t.report.unwrap_or_default();
+                    (r.sync, r.health)
+                })
+                .collect();
+        }
+        Err(e) => {
+            warn!(error = %e, "metrics: cannot read Targets");
+            engine.metrics().error(ErrorKind::store);
+        }
+    }
+    (
+        [(
+            axum::http::header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        engine.metrics().encode(&snapshot),
+    )
+        .into_response()
 }
 
 fn reply(status: StatusCode, message: impl Into<String>) -> Response {
@@ -43,7 +85,14 @@ async fn receive_webhook(
     headers: HeaderMap,
     body: Bytes,
 ) -> Response {
+    // Any path segment can come in: only known providers get a label of their own.
+    let label = match Provider::parse(&provider) {
+        Some(_) => provider.as_str(),
+        None => "unknown",
+    };
+    let count = |outcome| state.engine.metrics().webhook(label, outcome);
     if state.webhook_secret.is_none() && !state.engine.has_webhook_secrets() {
+        count(WebhookOutcome::not_found);
         return reply(
             StatusCode::NOT_FOUND,
             "webhooks are not configured on this hub",
@@ -51,6 +100,7 @@ async fn receive_webhook(
     }
     let Some(kind) = Provider::parse(&provider) else {
         warn!(%provider, "webhook from an unknown provider");
+        count(WebhookOutcome::not_found);
         return reply(
             StatusCode::NOT_FOUND,
             format!(
@@ -65,16 +115,20 @@ async fn receive_webhook(
             .map(str::to_owned)
     };
     let urls = match webhook::repository_urls(kind, &body)
-        .map_err(|e| webhook::unreadable(kind, &header, &body, state.webhook_secret.as_deref(), e))
+        .map_err(|e| webhook::unreadable(kind, header, &body, state.webhook_secret.as_deref(), e))
     {
         Ok(urls) => urls,
         Err(e @ (WebhookError::Malformed(_) | WebhookError::NoRepository)) => {
             warn!(%provider, error = %e, "webhook payload refused");
+            count(WebhookOutcome::bad_request);
+            state.engine.metrics().error(ErrorKind::webhook);
             return reply(StatusCode::BAD_REQUEST, e.to_string());
         }
         // Not signed with the hub-wide secret.
         Err(e) => {
             warn!(%provider, error = %e, "webhook refused");
+            count(WebhookOutcome::unauthorized);
+            state.engine.metrics().error(ErrorKind::webhook);
             return reply(StatusCode::UNAUTHORIZED, e.to_string());
         }
     };
@@ -85,6 +139,8 @@ async fn receive_webhook(
         Ok(c) => c,
         Err(e) => {
             warn!(error = %e, "webhook: cannot read Repos");
+            count(WebhookOutcome::error);
+            state.engine.metrics().error(ErrorKind::store);
             return reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
         }
     };
@@ -95,6 +151,7 @@ async fn receive_webhook(
                 .filter(|r| state.engine.trigger_fetch(r))
                 .collect();
             info!(%provider, repos = ?fetching, "webhook: fetching now");
+            count(WebhookOutcome::accepted);
             reply(
                 StatusCode::ACCEPTED,
                 format!("fetching {}", fetching.join(", ")),
@@ -102,10 +159,13 @@ async fn receive_webhook(
         }
         Decision::Refused(e) => {
             warn!(%provider, ?urls, error = %e, "webhook refused");
+            count(WebhookOutcome::unauthorized);
+            state.engine.metrics().error(ErrorKind::webhook);
             reply(StatusCode::UNAUTHORIZED, e.to_string())
         }
         Decision::NotFollowed => {
             warn!(%provider, ?urls, "webhook for a repository no Repo with a webhook secret follows");
+            count(WebhookOutcome::unknown_repository);
             reply(
                 StatusCode::NOT_FOUND,
                 "no Repo with a webhook secret follows this repository",

@@ -12,6 +12,7 @@ pub mod git;
 pub mod grpc;
 pub mod http;
 pub mod link;
+pub mod metrics;
 pub mod model;
 pub mod pki;
 pub mod resources;

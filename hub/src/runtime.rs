@@ -28,6 +28,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
 use crate::grpc::rollouts::RolloutsService;
+use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
 
@@ -208,6 +209,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             repo_credentials: config.repo_credentials.clone(),
             require_approval: config.require_approval,
             fleet: config.fleet.clone(),
+            metrics: Arc::new(HubMetrics::new(Some(data.join("store")))),
         },
         shutdown.clone(),
     )

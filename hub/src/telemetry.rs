@@ -17,14 +17,29 @@ use opentelemetry_sdk::trace::SdkTracerProvider;
 use tracing::{Event, Subscriber};
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::filter_fn;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields};
-use tracing_subscriber::layer::SubscriberExt as _;
+use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
 use tracing_subscriber::registry::LookupSpan;
 use tracing_subscriber::util::SubscriberInitExt as _;
 
 /// The service name spans carry unless `OTEL_SERVICE_NAME` says otherwise.
 pub const SERVICE_NAME: &str = "gitfleet-hub";
+
+/// Span attributes of the change a span belongs to (see [`annotate`]).
+pub const APP: &str = "gitfleet.app";
+pub const CLUSTER: &str = "gitfleet.cluster";
+pub const REVISION: &str = "gitfleet.revision";
+/// OpenTelemetry semantic conventions for version control.
+pub const VCS_URL: &str = "vcs.repository.url.full";
+pub const VCS_REF: &str = "vcs.ref.head.name";
+pub const VCS_REVISION: &str = "vcs.ref.head.revision";
+
+/// Spans that live as long as a connection, a follower or a settled Target: they are not a step
+/// of any one change, so they are not exported (each change's spans would otherwise hang off
+/// one endless trace). They still frame log lines.
+pub const NOT_EXPORTED: [&str; 3] = ["follow", "link", "watch"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum TelemetryError {
@@ -121,9 +136,13 @@ fn provider(exporter: opentelemetry_otlp::SpanExporter) -> SdkTracerProvider {
 
 fn install(provider: Option<SdkTracerProvider>) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
-    let otel = provider
-        .as_ref()
-        .map(|p| tracing_opentelemetry::layer().with_tracer(p.tracer(SERVICE_NAME)));
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer(SERVICE_NAME))
+            .with_filter(filter_fn(|meta| {
+                !(meta.is_span() && NOT_EXPORTED.contains(&meta.name()))
+            }))
+    });
     tracing_subscriber::registry()
         .with(filter)
         .with(otel)
@@ -174,6 +193,14 @@ pub fn context_of(span: &tracing::Span) -> BTreeMap<String, String> {
         TraceContextPropagator::new().inject_context(&cx, &mut fields);
     }
     fields.into_iter().collect()
+}
+
+/// Sets OpenTelemetry attributes on `span` (no-op when spans are not exported), e.g.
+/// `annotate(&span, &[(APP, "web"), (CLUSTER, "eu-1")])`.
+pub fn annotate(span: &tracing::Span, attributes: &[(&'static str, &str)]) {
+    for (key, value) in attributes {
+        span.set_attribute(*key, value.to_string());
+    }
 }
 
 /// Makes `span` a child of the span `fields` describe (a W3C trace context from another process

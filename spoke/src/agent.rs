@@ -19,12 +19,14 @@ use crate::cluster::{Cluster, ClusterError, InventoryRef};
 use crate::desired::DesiredState;
 use crate::git::{GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
+use crate::metrics::{ErrorKind as MetricsError, Step};
 use crate::model::{
     Health, ObjectRef, RenderType, ResourceAction, ResourceResult, SyncState, TargetSpec,
     TargetStatus,
 };
 use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
 use crate::sync::{drift, health, order, prune, report};
+use crate::telemetry;
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
@@ -32,6 +34,8 @@ pub struct AgentConfig {
     pub cluster_name: String,
     /// How long objects may progress before they count as Degraded.
     pub progress_timeout: Duration,
+    /// Durations and errors of syncs, for `/metrics`.
+    pub metrics: Arc<crate::metrics::SpokeMetrics>,
     /// Health polling while something is progressing.
     pub health_poll: Duration,
     /// Health polling once everything has settled (healthy or degraded).
@@ -57,6 +61,7 @@ impl AgentConfig {
         Self {
             cluster_name: cluster_name.into(),
             progress_timeout: Duration::from_secs(300),
+            metrics: Arc::default(),
             health_poll: Duration::from_secs(1),
             settled_poll: Duration::from_secs(5),
             max_settled_poll: Duration::from_secs(60),
@@ -135,7 +140,7 @@ pub async fn run(
             match workers.get(id) {
                 Some(worker) => {
                     worker.spec.send_if_modified(|held| {
-                        let changed = held != spec;
+                        let changed = !same_spec(held, spec);
                         if changed {
                             *held = spec.clone();
                         }
@@ -173,6 +178,18 @@ pub async fn run(
     while tasks.join_next().await.is_some() {}
 }
 
+/// Whether two specs ask for the same thing. The trace context says which hub step sent a
+/// spec, not what it asks for: a spec sent again (a snapshot after a reconnect) is no change.
+fn same_spec(a: &TargetSpec, b: &TargetSpec) -> bool {
+    TargetSpec {
+        trace: BTreeMap::new(),
+        ..a.clone()
+    } == TargetSpec {
+        trace: BTreeMap::new(),
+        ..b.clone()
+    }
+}
+
 /// The result of one apply pass, kept while health is watched.
 struct Attempt {
     spec: TargetSpec,
@@ -194,13 +211,25 @@ async fn target_worker(
     let mut last: Option<TargetStatus> = None;
     let mut versions: HashMap<ObjectRef, String> = HashMap::new();
     loop {
-        let spec = spec_rx.borrow_and_update().clone();
+        let mut spec = spec_rx.borrow_and_update().clone();
         let span = tracing::info_span!(
             "sync",
             app = %spec.app,
             cluster = %ctx.config.cluster_name,
             revision = %spec.source.commit,
         );
+        // A child of the hub's dispatch of this spec; reports carry the sync's own context,
+        // so that the hub's spans storing them join the trace below it.
+        telemetry::set_parent(&span, &spec.trace);
+        telemetry::annotate(
+            &span,
+            &[
+                (telemetry::APP, &spec.app),
+                (telemetry::CLUSTER, &ctx.config.cluster_name),
+                (telemetry::REVISION, &spec.source.commit),
+            ],
+        );
+        spec.trace = telemetry::context_of(&span);
         if spec.sync_policy.suspended {
             let status = status_of(
                 &spec,
@@ -231,9 +260,7 @@ async fn target_worker(
             attempt = sync_once(&ctx, &spec, credential.as_ref(), &mut versions).instrument(span.clone()) => attempt,
             () = cancel.cancelled() => return,
         };
-        let new_spec = watch_health(&ctx, attempt, &mut last, &mut spec_rx, &cancel)
-            .instrument(span)
-            .await;
+        let new_spec = watch_health(&ctx, attempt, &mut last, &mut spec_rx, &cancel, span).await;
         if !new_spec {
             return;
         }
@@ -248,6 +275,7 @@ async fn watch_health(
     last: &mut Option<TargetStatus>,
     spec_rx: &mut watch::Receiver<TargetSpec>,
     cancel: &CancellationToken,
+    sync_span: tracing::Span,
 ) -> bool {
     let mut failure_wait = ctx.config.retry_after_failure;
     // A change to what was applied wakes the loop at once (drift is reported, and reverted
@@ -256,62 +284,83 @@ async fn watch_health(
         crate::watch::WatchSet::start(&ctx.cluster, &attempt.spec.app, attempt.manifests.keys())
             .await;
     let mut quiet_rounds: u32 = 0;
+    // Health is watched in a `health` span of the sync until the Target first settles, which
+    // ends the sync's part of the change's trace; later checks run in a `watch` span, which is
+    // not exported.
+    let mut health = Some(tracing::info_span!(parent: &sync_span, "health"));
+    let watch = tracing::info_span!(
+        parent: None,
+        "watch",
+        app = %attempt.spec.app,
+        cluster = %ctx.config.cluster_name,
+        revision = %attempt.spec.source.commit,
+    );
+    drop(sync_span);
     loop {
-        let mut resources = attempt.resources.clone();
-        let delay = if attempt.fatal.is_some() {
-            let summary = report::summarize(&resources, attempt.fatal.as_deref());
-            send_if_changed(
-                ctx,
-                last,
-                status_of(
-                    &attempt.spec,
-                    summary.sync,
-                    summary.health,
-                    summary.message,
-                    resources,
-                ),
-            );
-            let wait = failure_wait;
-            failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
-            wait
-        } else {
-            let drifted = assess_health(ctx, &mut resources, &attempt.expected).await;
-            let expired = attempt.finished.elapsed() >= ctx.config.progress_timeout;
-            if expired {
-                report::expire_progressing(&mut resources, ctx.config.progress_timeout);
-            }
-            let summary = report::summarize(&resources, None);
-            let progressing = summary.health == Health::Progressing
-                || resources.iter().any(|r| r.health == Health::Progressing);
-            let changed = send_if_changed(
-                ctx,
-                last,
-                status_of(
-                    &attempt.spec,
-                    summary.sync,
-                    summary.health,
-                    summary.message,
-                    resources,
-                ),
-            );
-            quiet_rounds = if changed {
-                0
+        let span = health.clone().unwrap_or_else(|| watch.clone());
+        let (delay, settled) = async {
+            let mut resources = attempt.resources.clone();
+            if attempt.fatal.is_some() {
+                let summary = report::summarize(&resources, attempt.fatal.as_deref());
+                send_if_changed(
+                    ctx,
+                    last,
+                    status_of(
+                        &attempt.spec,
+                        summary.sync,
+                        summary.health,
+                        summary.message,
+                        resources,
+                    ),
+                );
+                let wait = failure_wait;
+                failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
+                (wait, true)
             } else {
-                quiet_rounds.saturating_add(1)
-            };
-            if !drifted.is_empty() && attempt.spec.sync_policy.self_heal {
-                heal(ctx, &mut attempt, &drifted).await;
-                ctx.config.health_poll
-            } else if progressing {
-                ctx.config.health_poll
-            } else {
-                settled_delay(
-                    &ctx.config,
-                    attempt.spec.sync_policy.self_heal && !watches.working(),
-                    quiet_rounds,
-                )
+                let drifted = assess_health(ctx, &mut resources, &attempt.expected).await;
+                let expired = attempt.finished.elapsed() >= ctx.config.progress_timeout;
+                if expired {
+                    report::expire_progressing(&mut resources, ctx.config.progress_timeout);
+                }
+                let summary = report::summarize(&resources, None);
+                let progressing = summary.health == Health::Progressing
+                    || resources.iter().any(|r| r.health == Health::Progressing);
+                let changed = send_if_changed(
+                    ctx,
+                    last,
+                    status_of(
+                        &attempt.spec,
+                        summary.sync,
+                        summary.health,
+                        summary.message,
+                        resources,
+                    ),
+                );
+                quiet_rounds = if changed {
+                    0
+                } else {
+                    quiet_rounds.saturating_add(1)
+                };
+                let delay = if !drifted.is_empty() && attempt.spec.sync_policy.self_heal {
+                    heal(ctx, &mut attempt, &drifted).await;
+                    ctx.config.health_poll
+                } else if progressing {
+                    ctx.config.health_poll
+                } else {
+                    settled_delay(
+                        &ctx.config,
+                        attempt.spec.sync_policy.self_heal && !watches.working(),
+                        quiet_rounds,
+                    )
+                };
+                (delay, !progressing)
             }
-        };
+        }
+        .instrument(span)
+        .await;
+        if settled {
+            health = None;
+        }
         tokio::select! {
             changed = spec_rx.changed() => return changed.is_ok(),
             () = watches.changed() => {}
@@ -383,17 +432,35 @@ async fn sync_once(
         fatal: Some(message),
         finished: Instant::now(),
     };
-    let files = match ctx
+    let metrics = &ctx.config.metrics;
+    let started = Instant::now();
+    let fetch_span = tracing::info_span!("fetch", repo = %spec.source.repo_url);
+    telemetry::annotate(
+        &fetch_span,
+        &[
+            (telemetry::VCS_URL, &spec.source.repo_url),
+            (telemetry::VCS_REF, &spec.source.git_ref),
+            (telemetry::VCS_REVISION, &spec.source.commit),
+        ],
+    );
+    let fetched = ctx
         .git
         .read_app(&spec.source, credential, ctx.config.read_limits)
-        .instrument(tracing::info_span!("fetch", repo = %spec.source.repo_url))
-        .await
-    {
+        .instrument(fetch_span)
+        .await;
+    metrics.observe(Step::fetch, started.elapsed());
+    let files = match fetched {
         Ok(files) => files,
         Err(error) => {
             tracing::warn!(%error, "fetch failed");
+            metrics.error(MetricsError::fetch);
             return fail(error.to_string());
         }
+    };
+    let started = Instant::now();
+    let fail = |message: String| {
+        metrics.error(MetricsError::render);
+        fail(message)
     };
     let files = match choose_renderer(spec, &files.files) {
         Renderer::Plain => files,
@@ -432,15 +499,19 @@ async fn sync_once(
     };
     let scopes = ctx.cluster.known_scopes();
     let lookup = render::scopes_from(&scopes);
-    let rendered = match render::render(
-        &files.files,
-        &render_ctx,
-        &ctx.config.render_limits,
-        &lookup,
-    ) {
+    let rendered = match tracing::info_span!("render").in_scope(|| {
+        render::render(
+            &files.files,
+            &render_ctx,
+            &ctx.config.render_limits,
+            &lookup,
+        )
+    }) {
         Ok(rendered) => rendered,
         Err(error) => return fail(error.to_string()),
     };
+    metrics.observe(Step::render, started.elapsed());
+    let started = Instant::now();
 
     let mut resources: Vec<ResourceResult> = files
         .errors
@@ -497,6 +568,14 @@ async fn sync_once(
     prune(ctx, spec, render_clean, &mut resources)
         .instrument(tracing::info_span!("prune"))
         .await;
+    metrics.observe(Step::apply, started.elapsed());
+    for r in &resources {
+        match r.action {
+            ResourceAction::Failed => metrics.error(MetricsError::apply),
+            ResourceAction::Invalid => metrics.error(MetricsError::render),
+            _ => {}
+        }
+    }
     tracing::info!(
         applied = resources
             .iter()

@@ -46,6 +46,9 @@ struct RunArgs {
     /// PEM file with the hub's CA certificate (first start only).
     #[arg(long, env = "GITFLEET_HUB_CA")]
     hub_ca: Option<PathBuf>,
+    /// Address of the HTTP listener: /healthz, /readyz (connected to the hub) and /metrics.
+    #[arg(long, env = "GITFLEET_HTTP_LISTEN", default_value = "0.0.0.0:9090")]
+    http_listen: std::net::SocketAddr,
     /// Seconds objects may progress before they count as Degraded.
     #[arg(long, env = "GITFLEET_PROGRESS_TIMEOUT", default_value_t = 300)]
     progress_timeout: u64,
@@ -81,6 +84,7 @@ async fn main() -> anyhow::Result<()> {
     config.bootstrap_token = args.bootstrap_token;
     config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);
     config.helm_command = args.helm_command;
+    config.http_listen = Some(args.http_listen);
     if let Some(path) = args.hub_ca {
         let pem = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the hub CA from {}", path.display()))?;

@@ -2,6 +2,7 @@
 //! the e2e harness and the demo all run the same spoke.
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -9,12 +10,14 @@ use std::time::Duration;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use crate::agent::{self, AgentConfig};
+use crate::agent::{self, AgentConfig, Reporter};
 pub use crate::cluster::KubeSource;
 use crate::cluster::{Cluster, ClusterError};
 use crate::git::GitCache;
 use crate::identity::{self, IdentityError, IdentityStore};
 use crate::link::{self, LinkConfig, LinkState};
+use crate::metrics::{self, SpokeMetrics};
+use crate::model::TargetStatus;
 use crate::store::StoreError;
 
 /// Everything a spoke needs to run.
@@ -37,6 +40,9 @@ pub struct SpokeConfig {
     pub agent_version: String,
     /// The `helm` that renders Helm charts (`helm template`).
     pub helm_command: PathBuf,
+    /// Where `/healthz`, `/readyz` and `/metrics` are served; no HTTP listener when `None`
+    /// (the binary's default is 0.0.0.0:9090).
+    pub http_listen: Option<SocketAddr>,
 }
 
 impl SpokeConfig {
@@ -59,6 +65,7 @@ impl SpokeConfig {
             progress_timeout: Duration::from_secs(300),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             helm_command: "helm".into(),
+            http_listen: None,
         }
     }
 }
@@ -71,6 +78,11 @@ pub enum SpokeError {
     Cluster(#[from] ClusterError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("data directory {path}: {source}")]
     DataDir {
         path: PathBuf,
@@ -84,6 +96,8 @@ pub struct SpokeHandle {
     cancel: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     link: Arc<LinkState>,
+    metrics: Arc<SpokeMetrics>,
+    http_addr: Option<SocketAddr>,
 }
 
 impl SpokeHandle {
@@ -94,6 +108,15 @@ impl SpokeHandle {
     /// Whether the spoke has a live session with the hub right now.
     pub fn connected(&self) -> tokio::sync::watch::Receiver<bool> {
         self.link.connected()
+    }
+
+    pub fn metrics(&self) -> &Arc<SpokeMetrics> {
+        &self.metrics
+    }
+
+    /// The bound address of the HTTP listener (health and metrics), if there is one.
+    pub fn http_addr(&self) -> Option<SocketAddr> {
+        self.http_addr
     }
 
     /// Stops the link and every worker, and waits for them.
@@ -140,12 +163,33 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     link_config.identity_store = Some(store.clone());
     let link_state = LinkState::load(link_config)?;
 
+    let metrics = Arc::new(SpokeMetrics::new());
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());
     agent_config.progress_timeout = config.progress_timeout;
     agent_config.helm_command = config.helm_command.clone();
+    agent_config.metrics = Arc::clone(&metrics);
     let git = Arc::new(GitCache::new(config.data_dir.join("git")));
 
     let cancel = CancellationToken::new();
+    let mut tasks = Vec::new();
+    let http_addr = match config.http_listen {
+        Some(addr) => {
+            let listener = tokio::net::TcpListener::bind(addr)
+                .await
+                .map_err(|source| SpokeError::Bind { addr, source })?;
+            let bound = listener
+                .local_addr()
+                .map_err(|source| SpokeError::Bind { addr, source })?;
+            let router = crate::http::router(link_state.clone(), Arc::clone(&metrics));
+            tasks.push(tokio::spawn(crate::http::serve(
+                listener,
+                router,
+                cancel.child_token(),
+            )));
+            Some(bound)
+        }
+        None => None,
+    };
     let link_task = tokio::spawn(link::run(
         link_state.clone(),
         identity,
@@ -155,15 +199,38 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
         agent_config,
         cluster,
         git,
-        link_state.clone(),
+        Arc::new(MeteredReporter {
+            link: link_state.clone(),
+            metrics: Arc::clone(&metrics),
+        }),
         link_state.desired(),
         cancel.child_token(),
     ));
-    tracing::info!(cluster = %config.cluster_name, hub = %config.hub_url, "spoke started");
+    tasks.push(link_task);
+    tasks.push(agent_task);
+    tracing::info!(cluster = %config.cluster_name, hub = %config.hub_url, http = ?http_addr, "spoke started");
     Ok(SpokeHandle {
         cluster_name: config.cluster_name,
         cancel,
-        tasks: vec![link_task, agent_task],
+        tasks,
         link: link_state,
+        metrics,
+        http_addr,
     })
+}
+
+/// Hands reports to the link, counting them (and the Targets' states) for `/metrics`.
+struct MeteredReporter {
+    link: Arc<LinkState>,
+    metrics: Arc<SpokeMetrics>,
+}
+
+impl Reporter for MeteredReporter {
+    fn report(&self, status: TargetStatus) {
+        self.metrics.reported(&status);
+        if let Err(error) = self.link.report(status) {
+            self.metrics.error(metrics::ErrorKind::report);
+            tracing::error!(%error, "could not persist a status report");
+        }
+    }
 }

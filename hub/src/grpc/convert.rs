@@ -14,17 +14,26 @@ use crate::model::{
 };
 use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
 
+/// `traces`: the W3C trace context (by App) each upsert carries to the spoke.
 pub fn desired_state(
     update: DesiredUpdate,
     hub_epoch: &str,
     credentials: Vec<(String, RepoCredential)>,
+    traces: &BTreeMap<String, BTreeMap<String, String>>,
 ) -> pb::DesiredState {
     pb::DesiredState {
         generation: update.generation,
         base_generation: update.base_generation,
         snapshot: update.snapshot,
         hub_epoch: hub_epoch.to_owned(),
-        upserts: update.upserts.into_iter().map(target_spec).collect(),
+        upserts: update
+            .upserts
+            .into_iter()
+            .map(|t| {
+                let trace = traces.get(&t.target.app).cloned().unwrap_or_default();
+                target_spec(t, trace)
+            })
+            .collect(),
         removals: update.removals,
         credentials: credentials
             .into_iter()
@@ -49,7 +58,7 @@ pub fn desired_state(
     }
 }
 
-pub fn target_spec(v: VersionedTarget) -> pb::TargetSpec {
+pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::TargetSpec {
     let VersionedTarget {
         spec_generation,
         target,
@@ -82,7 +91,9 @@ pub fn target_spec(v: VersionedTarget) -> pb::TargetSpec {
         namespace,
         render: Some(render_options(&render)),
         sync_policy: Some(sync_policy_pb(sync_policy)),
-        trace: None,
+        trace: (!trace.is_empty()).then(|| pb::TraceContext {
+            fields: trace.into_iter().collect(),
+        }),
         spec_generation,
     }
 }

@@ -18,7 +18,9 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{cluster_peer, convert};
 use crate::engine::{Connection, Engine};
 use crate::link;
+use crate::metrics::ErrorKind;
 use crate::model::ClusterDesired;
+use crate::telemetry;
 
 /// How long a spoke has to say hello after opening the stream.
 const HELLO_TIMEOUT: Duration = Duration::from_secs(30);
@@ -128,9 +130,42 @@ async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
 
 /// Desired state with the credentials for the repositories of the Targets it carries (and no
 /// others: a spoke only learns credentials of repositories it deploys from).
-fn desired_message(engine: &Engine, update: link::DesiredUpdate, epoch: &str) -> Out {
+///
+/// Each upsert is a `dispatch` span in the trace of the change that produced its revision (a
+/// new root when the hub does not know it); the spoke's sync continues from there.
+fn desired_message(
+    engine: &Engine,
+    cluster: &str,
+    update: link::DesiredUpdate,
+    epoch: &str,
+) -> Out {
     let credentials = engine.credentials_for(update.upserts.iter().map(|t| &t.target));
-    Out::Desired(convert::desired_state(update, epoch, credentials))
+    let traces = update
+        .upserts
+        .iter()
+        .map(|t| {
+            let target = &t.target;
+            let span = info_span!(
+                "dispatch",
+                app = %target.app,
+                %cluster,
+                revision = %target.commit,
+                generation = update.generation,
+                snapshot = update.snapshot,
+            );
+            telemetry::set_parent(&span, &engine.trace_of(&target.app, &target.commit));
+            telemetry::annotate(
+                &span,
+                &[
+                    (telemetry::APP, &target.app),
+                    (telemetry::CLUSTER, cluster),
+                    (telemetry::REVISION, &target.commit),
+                ],
+            );
+            (target.app.clone(), telemetry::context_of(&span))
+        })
+        .collect();
+    Out::Desired(convert::desired_state(update, epoch, credentials, &traces))
 }
 
 /// Drives one spoke's stream until it ends, is replaced, or the hub shuts down.
@@ -157,7 +192,7 @@ async fn run(
             snapshot = update.snapshot,
             "sending desired state"
         );
-        if !send(&tx, desired_message(engine, update, &epoch)).await {
+        if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
             return;
         }
     }
@@ -195,7 +230,7 @@ async fn run(
                 let current = connection.desired.borrow_and_update().clone();
                 if let Some(update) = link::delta(&sent, &current) {
                     debug!(generation = update.generation, base = update.base_generation, "sending delta");
-                    if !send(&tx, desired_message(engine, update, &epoch)).await {
+                    if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
                         return;
                     }
                 }
@@ -249,12 +284,32 @@ async fn handle(
                 )));
             }
             let report = convert::target_report(report)?;
-            let app = report.app.clone();
+            // Stored in the trace of the spoke's sync that sent it.
+            let span = info_span!(
+                "status",
+                app = %report.app,
+                revision = %report.revision,
+                sync = ?report.sync,
+                health = ?report.health,
+            );
+            telemetry::set_parent(&span, &report.trace);
+            telemetry::annotate(
+                &span,
+                &[
+                    (telemetry::APP, &report.app),
+                    (telemetry::CLUSTER, cluster),
+                    (telemetry::REVISION, &report.revision),
+                ],
+            );
             let acked_seq = engine
                 .record_report(report)
-                .instrument(info_span!("report", %app))
+                .instrument(span)
                 .await
-                .map_err(Status::from)?;
+                .map_err(|e| {
+                    engine.metrics().error(ErrorKind::status_ingest);
+                    Status::from(e)
+                })?;
+            engine.metrics().status_report();
             Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await)
         }
         Some(In::Heartbeat(_)) => Ok(true),
@@ -275,7 +330,7 @@ async fn handle(
                 hello.desired_generation,
                 &current,
                 held.as_ref(),
-            ) && !send(tx, desired_message(engine, update, epoch)).await
+            ) && !send(tx, desired_message(engine, cluster, update, epoch)).await
             {
                 return Ok(false);
             }

@@ -1,0 +1,469 @@
+//! The hub's Prometheus metrics (`GET /metrics` on the HTTP listener), prefixed `gitfleet_`.
+//!
+//! Two kinds: counters and histograms the hub bumps as things happen (webhooks, polls, fetch
+//! durations, status reports, errors), and gauges of the fleet's state, filled from a
+//! [`FleetSnapshot`] at each scrape (connected spokes, Targets by sync state and health, store
+//! size) so that they can never drift from what the hub knows. Rollout progress is set by the
+//! engine through [`HubMetrics::set_rollout`].
+
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+use std::time::Duration;
+
+use prometheus_client::encoding::{EncodeLabelSet, EncodeLabelValue};
+use prometheus_client::metrics::counter::Counter;
+use prometheus_client::metrics::family::Family;
+use prometheus_client::metrics::gauge::Gauge;
+use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::model::{HealthState, SyncState};
+
+/// What became of a webhook request.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum WebhookOutcome {
+    /// Verified, and at least one Repo fetches now.
+    accepted,
+    /// Bad signature or token.
+    unauthorized,
+    /// Unreadable payload, or one without a repository.
+    bad_request,
+    /// Verified, but no Repo follows that repository.
+    unknown_repository,
+    /// Unknown provider, or webhooks are off on this hub.
+    not_found,
+    /// The hub could not read its Repos.
+    error,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WebhookLabels {
+    pub provider: String,
+    pub outcome: WebhookOutcome,
+}
+
+/// What one poll of a Repo found.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum PollOutcome {
+    /// The ref moved.
+    changed,
+    unchanged,
+    failed,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct PollLabels {
+    pub repo: String,
+    pub outcome: PollOutcome,
+}
+
+/// Where an error happened, for `gitfleet_errors_total{kind}`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum ErrorKind {
+    /// A Git fetch of a Repo failed.
+    fetch,
+    /// A webhook was refused (signature, payload).
+    webhook,
+    /// A spoke's status report could not be stored.
+    status_ingest,
+    /// The store failed (read, write, flush).
+    store,
+    /// A spoke's stream ended with an error.
+    link,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ErrorLabels {
+    pub kind: ErrorKind,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct TargetLabels {
+    sync: String,
+    health: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppLabels {
+    app: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct RolloutLabels {
+    app: String,
+    state: String,
+}
+
+/// The fleet as the hub sees it at one scrape.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FleetSnapshot {
+    /// Registered clusters (not revoked, not waiting for approval).
+    pub clusters: usize,
+    /// Of those, the ones with a live stream heard from within the heartbeat grace.
+    pub connected: usize,
+    /// Every Target's last reported sync state and health (`Unknown` before any report).
+    pub targets: Vec<(SyncState, HealthState)>,
+}
+
+/// How far one App's rollout is, for [`HubMetrics::set_rollout`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RolloutProgress {
+    /// Index of the current wave (0 for the first).
+    pub wave: usize,
+    pub waves: usize,
+    pub paused: bool,
+    /// Targets not yet told about the new revision.
+    pub pending: usize,
+    /// Told, not healthy at it yet.
+    pub progressing: usize,
+    pub healthy: usize,
+    pub failed: usize,
+}
+
+pub struct HubMetrics {
+    registry: Registry,
+    store_dir: Option<PathBuf>,
+    webhooks: Family<WebhookLabels, Counter>,
+    polls: Family<PollLabels, Counter>,
+    fetch_duration: Histogram,
+    status_reports: Counter,
+    errors: Family<ErrorLabels, Counter>,
+    clusters: Gauge,
+    connected: Gauge,
+    targets: Family<TargetLabels, Gauge>,
+    store_bytes: Gauge,
+    rollout_wave: Family<AppLabels, Gauge>,
+    rollout_waves: Family<AppLabels, Gauge>,
+    rollout_paused: Family<AppLabels, Gauge>,
+    rollout_targets: Family<RolloutLabels, Gauge>,
+    /// One scrape at a time refills the snapshot gauges.
+    scrape: Mutex<()>,
+}
+
+impl std::fmt::Debug for HubMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("HubMetrics").finish_non_exhaustive()
+    }
+}
+
+impl Default for HubMetrics {
+    fn default() -> Self {
+        Self::new(None)
+    }
+}
+
+impl HubMetrics {
+    /// `store_dir`: the sled directory whose size `gitfleet_store_size_bytes` reports.
+    pub fn new(store_dir: Option<PathBuf>) -> Self {
+        let mut registry = Registry::with_prefix("gitfleet");
+        let webhooks = Family::<WebhookLabels, Counter>::default();
+        registry.register(
+            "webhooks",
+            "Push webhooks received, by provider and outcome",
+            webhooks.clone(),
+        );
+        let polls = Family::<PollLabels, Counter>::default();
+        registry.register(
+            "polls",
+            "Fetches of a Repo (timer, webhook or change of spec), by outcome",
+            polls.clone(),
+        );
+        let fetch_duration = Histogram::new(exponential_buckets(0.01, 2.0, 15));
+        registry.register_with_unit(
+            "git_fetch_duration",
+            "Time to fetch a Repo and resolve its ref",
+            Unit::Seconds,
+            fetch_duration.clone(),
+        );
+        let status_reports = Counter::default();
+        registry.register(
+            "status_reports",
+            "Status reports from spokes stored (duplicates included)",
+            status_reports.clone(),
+        );
+        let errors = Family::<ErrorLabels, Counter>::default();
+        registry.register("errors", "Errors, by where they happened", errors.clone());
+        let clusters = Gauge::default();
+        registry.register(
+            "clusters",
+            "Registered clusters (not revoked, not waiting for approval)",
+            clusters.clone(),
+        );
+        let connected = Gauge::default();
+        registry.register(
+            "spokes_connected",
+            "Clusters with a live link heard from within the heartbeat grace",
+            connected.clone(),
+        );
+        let targets = Family::<TargetLabels, Gauge>::default();
+        registry.register(
+            "targets",
+            "Targets by last reported sync state and health",
+            targets.clone(),
+        );
+        let store_bytes = Gauge::default();
+        registry.register_with_unit(
+            "store_size",
+            "Size of the hub's store on disk",
+            Unit::Bytes,
+            store_bytes.clone(),
+        );
+        let rollout_wave = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "rollout_wave",
+            "Index of the current wave of an App's rollout (0 for the first)",
+            rollout_wave.clone(),
+        );
+        let rollout_waves = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "rollout_waves",
+            "Number of waves of an App's rollout",
+            rollout_waves.clone(),
+        );
+        let rollout_paused = Family::<AppLabels, Gauge>::default();
+        registry.register(
+            "rollout_paused",
+            "1 while an App's rollout is paused",
+            rollout_paused.clone(),
+        );
+        let rollout_targets = Family::<RolloutLabels, Gauge>::default();
+        registry.register(
+            "rollout_targets",
+            "Targets of an App's rollout by state (pending, progressing, healthy, failed)",
+            rollout_targets.clone(),
+        );
+        Self {
+            registry,
+            store_dir,
+            webhooks,
+            polls,
+            fetch_duration,
+            status_reports,
+            errors,
+            clusters,
+            connected,
+            targets,
+            store_bytes,
+            rollout_wave,
+            rollout_waves,
+            rollout_paused,
+            rollout_targets,
+            scrape: Mutex::new(()),
+        }
+    }
+
+    pub fn webhook(&self, provider: &str, outcome: WebhookOutcome) {
+        self.webhooks
+            .get_or_create(&WebhookLabels {
+                provider: provider.to_owned(),
+                outcome,
+            })
+            .inc();
+    }
+
+    /// One fetch of `repo` that took `took`.
+    pub fn poll(&self, repo: &str, outcome: PollOutcome, took: Duration) {
+        self.polls
+            .get_or_create(&PollLabels {
+                repo: repo.to_owned(),
+                outcome,
+            })
+            .inc();
+        self.fetch_duration.observe(took.as_secs_f64());
+        if outcome == PollOutcome::failed {
+            self.error(ErrorKind::fetch);
+        }
+    }
+
+    pub fn status_report(&self) {
+        self.status_reports.inc();
+    }
+
+    pub fn error(&self, kind: ErrorKind) {
+        self.errors.get_or_create(&ErrorLabels { kind }).inc();
+    }
+
+    /// Where an App's rollout is; call on every step.
+    pub fn set_rollout(&self, app: &str, progress: &RolloutProgress) {
+        let labels = AppLabels {
+            app: app.to_owned(),
+        };
+        self.rollout_wave
+            .get_or_create(&labels)
+            .set(count(progress.wave));
+        self.rollout_waves
+            .get_or_create(&labels)
+            .set(count(progress.waves));
+        self.rollout_paused
+            .get_or_create(&labels)
+            .set(i64::from(progress.paused));
+        for (state, n) in [
+            ("pending", progress.pending),
+            ("progressing", progress.progressing),
+            ("healthy", progress.healthy),
+            ("failed", progress.failed),
+        ] {
+            self.rollout_targets
+                .get_or_create(&RolloutLabels {
+                    app: app.to_owned(),
+                    state: state.to_owned(),
+                })
+                .set(count(n));
+        }
+    }
+
+    /// Forgets an App's rollout (the App was deleted).
+    pub fn clear_rollout(&self, app: &str) {
+        let labels = AppLabels {
+            app: app.to_owned(),
+        };
+        self.rollout_wave.remove(&labels);
+        self.rollout_waves.remove(&labels);
+        self.rollout_paused.remove(&labels);
+        for state in ["pending", "progressing", "healthy", "failed"] {
+            self.rollout_targets.remove(&RolloutLabels {
+                app: app.to_owned(),
+                state: state.to_owned(),
+            });
+        }
+    }
+
+    /// The OpenMetrics text of every metric, the fleet gauges taken from `snapshot`.
+    pub fn encode(&self, snapshot: &FleetSnapshot) -> String {
+        let _one_at_a_time = self.scrape.lock().unwrap_or_else(|p| p.into_inner());
+        self.clusters.set(count(snapshot.clusters));
+        self.connected.set(count(snapshot.connected));
+        self.targets.clear();
+        for (sync, health) in &snapshot.targets {
+            self.targets
+                .get_or_create(&TargetLabels {
+                    sync: format!("{sync:?}"),
+                    health: format!("{health:?}"),
+                })
+                .inc();
+        }
+        if let Some(dir) = &self.store_dir {
+            self.store_bytes
+                .set(i64::try_from(dir_size(dir)).unwrap_or(i64::MAX));
+        }
+        let mut out = String::new();
+        // Writing into a String cannot fail.
+        let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+}
+
+fn count(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
+}
+
+/// Bytes of the files under `dir` (0 when it cannot be read).
+fn dir_size(dir: &Path) -> u64 {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return 0;
+    };
+    entries
+        .flatten()
+        .map(|e| match e.file_type() {
+            Ok(t) if t.is_dir() => dir_size(&e.path()),
+            Ok(_) => e.metadata().map(|m| m.len()).unwrap_or(0),
+            Err(_) => 0,
+        })
+        .sum()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn line<'a>(text: &'a str, prefix: &str) -> Option<&'a str> {
+        text.lines().find(|l| l.starts_with(prefix))
+    }
+
+    #[test]
+    fn fleet_gauges_follow_the_snapshot_of_each_scrape() {
+        let m = HubMetrics::default();
+        let text = m.encode(&FleetSnapshot {
+            clusters: 3,
+            connected: 2,
+            targets: vec![
+                (SyncState::Synced, HealthState::Healthy),
+                (SyncState::Synced, HealthState::Healthy),
+                (SyncState::Failed, HealthState::Unknown),
+            ],
+        });
+        assert_eq!(
+            line(&text, "gitfleet_clusters "),
+            Some("gitfleet_clusters 3")
+        );
+        assert_eq!(
+            line(&text, "gitfleet_spokes_connected "),
+            Some("gitfleet_spokes_connected 2")
+        );
+        assert_eq!(
+            line(&text, "gitfleet_targets{sync=\"Synced\""),
+            Some("gitfleet_targets{sync=\"Synced\",health=\"Healthy\"} 2")
+        );
+        // A state nobody is in any more disappears instead of keeping its last count.
+        let text = m.encode(&FleetSnapshot {
+            clusters: 3,
+            connected: 3,
+            targets: vec![(SyncState::Synced, HealthState::Healthy)],
+        });
+        assert_eq!(line(&text, "gitfleet_targets{sync=\"Failed\""), None);
+        assert!(text.ends_with("# EOF\n"), "{text}");
+    }
+
+    #[test]
+    fn events_count_and_rollouts_report_progress() {
+        let m = HubMetrics::default();
+        m.webhook("github", WebhookOutcome::accepted);
+        m.webhook("github", WebhookOutcome::accepted);
+        m.poll("platform", PollOutcome::failed, Duration::from_millis(30));
+        m.status_report();
+        m.set_rollout(
+            "web",
+            &RolloutProgress {
+                wave: 1,
+                waves: 3,
+                paused: false,
+                pending: 4,
+                progressing: 1,
+                healthy: 2,
+                failed: 0,
+            },
+        );
+        let text = m.encode(&FleetSnapshot::default());
+        for expected in [
+            "gitfleet_webhooks_total{provider=\"github\",outcome=\"accepted\"} 2",
+            "gitfleet_polls_total{repo=\"platform\",outcome=\"failed\"} 1",
+            "gitfleet_errors_total{kind=\"fetch\"} 1",
+            "gitfleet_git_fetch_duration_seconds_count 1",
+            "gitfleet_status_reports_total 1",
+            "gitfleet_rollout_wave{app=\"web\"} 1",
+            "gitfleet_rollout_targets{app=\"web\",state=\"pending\"} 4",
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+        }
+        m.clear_rollout("web");
+        let text = m.encode(&FleetSnapshot::default());
+        assert!(!text.contains("app=\"web\""), "{text}");
+    }
+
+    #[test]
+    fn the_store_size_is_the_size_of_its_files() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::fs::create_dir(dir.path().join("sub")).expect("mkdir");
+        std::fs::write(dir.path().join("a"), [0u8; 100]).expect("write");
+        std::fs::write(dir.path().join("sub/b"), [0u8; 23]).expect("write");
+        let m = HubMetrics::new(Some(dir.path().to_owned()));
+        let text = m.encode(&FleetSnapshot::default());
+        assert_eq!(
+            line(&text, "gitfleet_store_size_bytes "),
+            Some("gitfleet_store_size_bytes 123")
+        );
+    }
+}
