@@ -119,7 +119,21 @@ impl Engine {
                 }
                 continue;
             }
+            let plan = plan_waves(app, labels, groups);
+            let observations = if matches!(state.phase, Phase::Complete) {
+                // A complete rollout only places clusters that joined; reports change nothing.
+                BTreeMap::new()
+            } else {
+                self.observations(name, plan.clusters(), current, now)?
+            };
             if state.revision != *git {
+                // The running rollout may have finished by now (a soak ended since it was last
+                // decided): a newer revision must find it complete, so that it is the stable one.
+                if !matches!(state.phase, Phase::Complete) {
+                    let caught_up = decide(&state, &plan, &observations, now);
+                    state = caught_up.state;
+                    app_events.extend(caught_up.events);
+                }
                 match state.command(Command::NewRevision(git.clone()), now) {
                     Ok(outcome) => {
                         state = outcome.state;
@@ -128,13 +142,6 @@ impl Engine {
                     Err(e) => warn!(app = %name, error = %e, "new revision refused"),
                 }
             }
-            let plan = plan_waves(app, labels, groups);
-            let observations = if matches!(state.phase, Phase::Complete) {
-                // A complete rollout only places clusters that joined; reports change nothing.
-                BTreeMap::new()
-            } else {
-                self.observations(name, plan.clusters(), current, now)?
-            };
             let decision = decide(&state, &plan, &observations, now);
             if !decision.changes.is_empty() {
                 info!(
@@ -281,7 +288,12 @@ impl Engine {
         let current = self.desired_snapshot();
         let now = now_unix();
         let observations = self.observations(name, plan.clusters(), &current, now)?;
-        let status = decide(&state, &plan, &observations, now).status;
+        let decision = decide(&state, &plan, &observations, now);
+        if decision.state != state {
+            // Time moved the rollout on since it was last decided: let the driver store it.
+            self.rollout_kick.notify_one();
+        }
+        let status = decision.status;
         let control = self.store.app_control(name)?;
         let git_revision = self
             .store
@@ -571,7 +583,12 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
     loop {
         let wake = engine.lock().next_rollout_check;
         let sleep = match wake {
-            Some(at) => Duration::from_secs(u64::try_from(at - now_unix()).unwrap_or(0)),
+            // To the start of second `at` (rollout times are whole seconds), not a whole second
+            // after it.
+            Some(at) => (std::time::UNIX_EPOCH
+                + Duration::from_secs(u64::try_from(at).unwrap_or(0)))
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or(Duration::ZERO),
             None => Duration::from_secs(3600),
         };
         tokio::select! {

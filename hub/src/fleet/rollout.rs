@@ -843,7 +843,11 @@ fn classify<'a>(
         (TargetState::Pending, String::new())
     } else if state.tolerated.contains(cluster) {
         (TargetState::Tolerated, "failure accepted on resume".into())
-    } else if applied && (o.sync == SyncState::Failed || o.health == HealthState::Degraded) {
+    } else if applied
+        && (o.sync == SyncState::Failed
+            // A Target still syncing the revision is not judged on the health it had before.
+            || (o.health == HealthState::Degraded && o.sync != SyncState::Syncing))
+    {
         let what = if o.sync == SyncState::Failed {
             "sync failed".to_owned()
         } else {

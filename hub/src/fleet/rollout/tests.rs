@@ -1502,3 +1502,37 @@ fn observations_come_from_reports() {
     let o = Observation::from_report(Some(&b), None, None, false, None);
     assert_eq!((o.applied_revision, o.connected), (None, false));
 }
+
+#[test]
+fn a_target_still_syncing_is_not_judged_on_the_health_it_had_before() {
+    // A spoke reports "syncing" for the new revision with the health it last saw (Degraded, of
+    // the revision it is leaving): that is no failure of the new revision.
+    let (a, b) = (rev('a'), rev('b'));
+    let p = plan(vec![wave("all", &["c-1"])]);
+    let mut state = RolloutState::adopt(a.clone(), ["c-1".to_owned()], T0);
+    state = state
+        .command(Command::NewRevision(b.clone()), T0)
+        .unwrap()
+        .state;
+    let obs = Targets::new()
+        .cluster("c-1")
+        .at(&b)
+        .degraded("deployment web: CrashLoopBackOff")
+        .edit(|o| o.sync = SyncState::Syncing)
+        .build();
+    let d = decide(&state, &p, &obs, T0);
+    assert!(matches!(d.state.phase, Phase::Progressing), "{:?}", d.state);
+    assert_eq!(d.status.waves[0].failed, 0);
+    // Once it has synced and is still Degraded, it failed.
+    let obs = Targets::new()
+        .cluster("c-1")
+        .at(&b)
+        .degraded("deployment web: CrashLoopBackOff")
+        .build();
+    let d = decide(&state, &p, &obs, T0);
+    assert!(
+        matches!(d.state.phase, Phase::Paused { .. }),
+        "{:?}",
+        d.state
+    );
+}
