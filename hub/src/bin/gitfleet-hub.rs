@@ -18,7 +18,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the hub.
-    Serve(Serve),
+    Serve(Box<Serve>),
     /// Write a backup of a stopped hub's data directory (store and CA) as JSON.
     Export {
         #[arg(long, env = "GITFLEET_DATA_DIR")]
@@ -93,7 +93,7 @@ async fn main() -> anyhow::Result<()> {
     let telemetry = gitfleet_hub::telemetry::init();
     runtime::install_crypto_provider();
     let args = match Cli::parse().command {
-        Command::Serve(args) => args,
+        Command::Serve(args) => *args,
         Command::Export { data_dir, output } => {
             let backup = runtime::export(&data_dir)
                 .await

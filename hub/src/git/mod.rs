@@ -201,7 +201,11 @@ fn read_documents_blocking(
                 collect_blobs(&repo, &sub, &format!("{path}/"), &mut files)?;
             }
             Some(git2::ObjectType::Blob) => files.push((path.to_owned(), entry.id())),
-            _ => return Err(content(format!("{path:?} is neither a file nor a directory"))),
+            _ => {
+                return Err(content(format!(
+                    "{path:?} is neither a file nor a directory"
+                )));
+            }
         }
     }
     files.retain(|(p, _)| is_document(p));
