@@ -1,5 +1,7 @@
-//! `cargo demo`: kubesim with three clusters, a hub, three spokes and a local Git repository, all
-//! in this process; an App rolls out, a second commit rolls out, and the fleet status is printed.
+//! `cargo demo`: kubesim with six clusters, a hub, six spokes and a local Git repository, all in
+//! this process. An App rolls out in waves (canary → staging → prod), a second commit rolls out
+//! the same way, and a third, broken one is caught by the canary and rolled back by itself; then
+//! the rollout history, the events and the fleet status are printed.
 
 use std::io::IsTerminal as _;
 use std::time::{Duration, Instant};
@@ -7,14 +9,14 @@ use std::time::{Duration, Instant};
 use anyhow::Context as _;
 use clap::Parser;
 use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, describe, is_converged, short};
-use indicatif::{ProgressBar, ProgressStyle};
 
 /// Runs a whole gitfleet fleet on embedded defaults and shows a real rollout.
 #[derive(Debug, Parser)]
 #[command(name = "demo", version)]
 struct Args {
-    /// End with status 0 once every Target is synced and healthy at the second commit (non-zero
-    /// on timeout), instead of leaving the fleet running for you to explore.
+    /// End with status 0 once the broken third commit has been rolled back and every Target is
+    /// synced and healthy again (non-zero otherwise), instead of leaving the fleet running for
+    /// you to explore.
     #[arg(long, env = "GITFLEET_DEMO_EXIT_WHEN_CONVERGED")]
     exit_when_converged: bool,
     /// How long each rollout may take before the demo gives up.
@@ -41,6 +43,16 @@ spec:
         matchExpressions:
           - { key: env, operator: In, values: [dev, staging, prod] }
   syncPolicy: { prune: true, selfHeal: true }
+  rollout:
+    minHealthyFor: 2s
+    onFailure: rollback
+    waves:
+      - name: canary
+        clusterSelector: { matchLabels: { env: dev } }
+      - name: staging
+        clusterSelector: { matchLabels: { env: staging } }
+        maxUnavailable: 1
+      # everything else (prod) is the implicit last wave "rest"
 "#;
 
 #[tokio::main]
@@ -73,14 +85,18 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let clusters = vec![
         ClusterSpec::new("dev-1").label("env", "dev"),
         ClusterSpec::new("staging-1").label("env", "staging"),
+        ClusterSpec::new("staging-2").label("env", "staging"),
         ClusterSpec::new("prod-1").label("env", "prod"),
+        ClusterSpec::new("prod-2").label("env", "prod"),
+        ClusterSpec::new("prod-3").label("env", "prod"),
     ];
     let mut options = FleetOptions::new(clusters.clone());
     options.work_dir = Some(work_dir.clone());
     options.ready_delay = Duration::from_millis(1500);
     let mut fleet = Fleet::start(options).await?;
     println!(
-        "  ✓ kubesim serving 3 clusters at {}",
+        "  ✓ kubesim serving {} clusters at {}",
+        clusters.len(),
         fleet.kubesim.base_url()
     );
     for c in &clusters {
@@ -88,7 +104,10 @@ async fn run(args: Args) -> anyhow::Result<()> {
         println!("      {:<10} {}", c.name, labels.join(","));
     }
     println!("  ✓ hub listening on {}", fleet.hub().grpc_url());
-    println!("  ✓ 3 spokes registered with one-use bootstrap tokens (mutual TLS from now on)");
+    println!(
+        "  ✓ {} spokes registered with one-use bootstrap tokens (mutual TLS from now on)",
+        clusters.len()
+    );
 
     let result = demo(&mut fleet, &args).await;
     let kubeconfigs = work_dir.join("kubeconfigs");
@@ -136,7 +155,8 @@ async fn demo(fleet: &mut Fleet, args: &Args) -> anyhow::Result<()> {
     );
 
     println!(
-        "\n→ gitfleet apply: Repo \"demo\" and App \"hello\" (clusters with env in dev, staging, prod)"
+        "\n→ gitfleet apply: Repo \"demo\" and App \"hello\", rolled out in waves: canary (dev) → \
+         staging → rest (prod); onFailure: rollback"
     );
     let repo = fleet.repo_yaml("demo");
     for outcome in fleet.apply_yaml(&format!("{repo}---\n{APP}")).await? {
@@ -147,11 +167,12 @@ async fn demo(fleet: &mut Fleet, args: &Args) -> anyhow::Result<()> {
             outcome.action
         );
     }
-    rollout(fleet, &v1, args.timeout).await?;
+    watch_rollout(fleet, &v1, args.timeout).await?;
+    converged(fleet, &v1, args.timeout).await?;
 
     let deployment = DEPLOYMENT.replace("replicas: 2", "replicas: 3");
     let configmap = CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2");
-    fleet.git.write("apps/hello/deployment.yaml", deployment)?;
+    fleet.git.write("apps/hello/deployment.yaml", &deployment)?;
     fleet.git.write("apps/hello/configmap.yaml", configmap)?;
     let v2 = fleet
         .git
@@ -160,82 +181,134 @@ async fn demo(fleet: &mut Fleet, args: &Args) -> anyhow::Result<()> {
         "\n→ git commit {} \"hello v2: three replicas and a new greeting\"",
         short(&v2)
     );
-    rollout(fleet, &v2, args.timeout).await?;
+    watch_rollout(fleet, &v2, args.timeout).await?;
+    converged(fleet, &v2, args.timeout).await?;
 
-    println!("\n$ gitfleet status");
-    let config = fleet.hub().admin_config_path().display().to_string();
-    let mut out = Vec::new();
-    gitfleet_hub::cli::run_args(["gitfleet", "--config", &config, "status"], &mut out)
-        .await
-        .context("gitfleet status")?;
-    print!("{}", String::from_utf8_lossy(&out));
+    // A broken change: kubesim's failure annotation makes the Deployment never become available,
+    // as a bad image would.
+    let broken = deployment.replacen(
+        "  name: hello\n",
+        "  name: hello\n  annotations:\n    kubesim.gitfleet.dev/fail: \"true\"\n",
+        1,
+    );
+    fleet.git.write("apps/hello/deployment.yaml", broken)?;
+    let v3 = fleet
+        .git
+        .commit("hello v3: a release that never becomes ready")?;
+    println!(
+        "\n→ git commit {} \"hello v3: a release that never becomes ready\"",
+        short(&v3)
+    );
+    match watch_rollout(fleet, &v3, args.timeout).await {
+        Err(e) if e.to_string().contains("rolled back") => {
+            println!("  ✓ the canary caught it: {e}");
+        }
+        Err(e) => return Err(e),
+        Ok(()) => anyhow::bail!("the broken commit {} rolled out", short(&v3)),
+    }
+    let status = converged(fleet, &v2, args.timeout).await?;
+    let leaked: Vec<&str> = status
+        .iter()
+        .filter(|t| t.cluster != "dev-1" && t.applied_revision == v3)
+        .map(|t| t.cluster.as_str())
+        .collect();
+    anyhow::ensure!(leaked.is_empty(), "v3 reached {leaked:?}");
+    println!(
+        "  ✓ every cluster is back at {}; no cluster outside the canary wave ever ran {}",
+        short(&v2),
+        short(&v3)
+    );
+
+    for command in [
+        &["rollout", "history", "hello"][..],
+        &["events", "hello", "--limit", "8"][..],
+        &["status"][..],
+    ] {
+        println!("\n$ gitfleet {}", command.join(" "));
+        print!("{}", gitfleet(fleet, command, false).await?);
+    }
     Ok(())
 }
 
-/// Shows a progress bar until every Target of the demo App is synced and healthy at `commit`.
-async fn rollout(fleet: &mut Fleet, commit: &str, timeout: Duration) -> anyhow::Result<()> {
-    let total = fleet.clusters().len() as u64;
-    let bar = ProgressBar::new(total);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "  {spinner} [{bar:30}] {pos}/{len} Targets synced+healthy at {prefix}  {msg}",
-        )
-        .expect("the template is valid")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(short(commit).to_owned());
-    bar.enable_steady_tick(Duration::from_millis(120));
-    // Without a terminal the bar is hidden: print each step as a line instead.
-    let plain = !std::io::stderr().is_terminal();
-    let mut last_done = None;
-    let start = Instant::now();
-    loop {
-        let status = fleet.status("hello").await?;
-        let done = status.iter().filter(|t| is_converged(t, commit)).count() as u64;
-        bar.set_position(done);
-        if plain && last_done != Some(done) {
-            println!(
-                "  {done}/{total} Targets synced+healthy at {} ({:.1}s)",
-                short(commit),
-                start.elapsed().as_secs_f64()
-            );
-            last_done = Some(done);
+/// Runs the CLI in-process against the demo hub; its output, or its error with the output.
+async fn gitfleet(fleet: &Fleet, args: &[&str], terminal: bool) -> anyhow::Result<String> {
+    let config = fleet.hub().admin_config_path().display().to_string();
+    let mut argv = vec!["gitfleet", "--config", config.as_str()];
+    argv.extend_from_slice(args);
+    let cli = gitfleet_hub::cli::Cli::try_parse_from(argv)
+        .map_err(|e| anyhow::anyhow!("gitfleet {}: {e}", args.join(" ")))?;
+    let mut out = Vec::new();
+    let result = if terminal {
+        gitfleet_hub::cli::run_with(cli, &mut std::io::stdout(), true).await
+    } else {
+        gitfleet_hub::cli::run(cli, &mut out).await
+    };
+    let text = String::from_utf8_lossy(&out).into_owned();
+    match result {
+        Ok(()) => Ok(text),
+        Err(e) => {
+            print!("{text}");
+            Err(anyhow::anyhow!("{e}"))
         }
-        let pending: Vec<String> = status
-            .iter()
-            .filter(|t| !is_converged(t, commit))
-            .map(|t| format!("{}: {}", t.cluster, state_word(t, commit)))
-            .collect();
-        bar.set_message(pending.join("  "));
-        if done == total && status.len() as u64 == total {
-            bar.finish_with_message(format!("done in {:.1}s", start.elapsed().as_secs_f64()));
-            return Ok(());
-        }
-        if start.elapsed() > timeout {
-            bar.abandon_with_message("timed out");
-            anyhow::bail!(
-                "the rollout of {} did not converge within {timeout:?}:\n{}",
-                short(commit),
-                describe(&status)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }
 
-fn state_word(t: &gitfleet_proto::v1::TargetStatus, commit: &str) -> &'static str {
-    use gitfleet_proto::v1::{HealthState, SyncState};
-    if t.desired_revision != commit {
-        "waiting for the hub"
-    } else if t.applied_revision != commit {
-        "applying"
-    } else if t.sync != SyncState::Synced as i32 {
-        "out of sync"
-    } else if t.health == HealthState::Progressing as i32 {
-        "progressing"
-    } else if t.health == HealthState::Degraded as i32 {
-        "degraded"
-    } else {
-        "checking health"
+/// Waits for the hub to start rolling out `commit`, then follows it with
+/// `gitfleet rollout status hello --watch`: a progress bar per wave on a terminal, a line per
+/// step elsewhere. Err when the rollout pauses or rolls back.
+async fn watch_rollout(fleet: &mut Fleet, commit: &str, timeout: Duration) -> anyhow::Result<()> {
+    let start = Instant::now();
+    loop {
+        match fleet.admin().rollout("hello").await {
+            Ok(r) if r.revision == commit || r.rolled_back_from == commit => break,
+            Ok(_) => {}
+            Err(e) if e.to_string().contains("no rollout yet") => {}
+            Err(e) => return Err(e.into()),
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "the hub did not start rolling out {} within {timeout:?}",
+            short(commit)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!("$ gitfleet rollout status hello --watch");
+    let terminal = std::io::stdout().is_terminal();
+    let timeout = humantime::format_duration(timeout).to_string();
+    let args = [
+        "rollout",
+        "status",
+        "hello",
+        "--watch",
+        "--interval",
+        "200ms",
+        "--timeout",
+        timeout.as_str(),
+    ];
+    let text = gitfleet(fleet, &args, terminal).await?;
+    print!("{text}");
+    Ok(())
+}
+
+/// Waits until every Target of the demo App is synced and healthy at `commit`.
+async fn converged(
+    fleet: &mut Fleet,
+    commit: &str,
+    timeout: Duration,
+) -> anyhow::Result<Vec<gitfleet_proto::v1::TargetStatus>> {
+    let total = fleet.clusters().len();
+    let start = Instant::now();
+    loop {
+        let status = fleet.status("hello").await?;
+        if status.len() == total && status.iter().all(|t| is_converged(t, commit)) {
+            return Ok(status);
+        }
+        anyhow::ensure!(
+            start.elapsed() < timeout,
+            "the Targets did not converge at {} within {timeout:?}:\n{}",
+            short(commit),
+            describe(&status)
+        );
+        tokio::time::sleep(Duration::from_millis(150)).await;
     }
 }

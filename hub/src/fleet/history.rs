@@ -33,6 +33,10 @@ pub fn target_events(
         _ => {}
     }
     let health_was = |h: HealthState| same_revision && previous.is_some_and(|p| p.health == h);
+    // While syncing, the health a spoke reports is still that of what it is leaving.
+    if report.sync == SyncState::Syncing {
+        return out;
+    }
     let health = match report.health {
         HealthState::Healthy => Some(("Healthy", format!("healthy at {short}"))),
         HealthState::Degraded => Some((
@@ -117,6 +121,15 @@ mod tests {
         let e = target_events(Some(&old), &new);
         assert_eq!(kinds(&e), ["Degraded"]);
         assert_eq!(e[0].1, "degraded at aaaaaaa: deploy/web: CrashLoopBackOff");
+    }
+
+    #[test]
+    fn health_carried_into_a_new_sync_is_not_an_event() {
+        let old = report("aaaaaaaaaa", SyncState::Synced, HealthState::Degraded);
+        let new = report("bbbbbbbbbb", SyncState::Syncing, HealthState::Degraded);
+        assert!(target_events(Some(&old), &new).is_empty());
+        let synced = report("bbbbbbbbbb", SyncState::Synced, HealthState::Healthy);
+        assert_eq!(kinds(&target_events(Some(&new), &synced)), ["Synced", "Healthy"]);
     }
 
     #[test]
