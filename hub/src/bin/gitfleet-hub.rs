@@ -44,7 +44,7 @@ struct Serve {
     /// Address of the gRPC listener (spokes and admins, mutual TLS).
     #[arg(long, env = "GITFLEET_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
     grpc_listen: SocketAddr,
-    /// Address of the HTTP listener (health; later webhooks and metrics).
+    /// Address of the HTTP listener: /healthz, /readyz, /metrics and /webhooks/{provider}.
     #[arg(long, env = "GITFLEET_HTTP_LISTEN", default_value = "0.0.0.0:7080")]
     http_listen: SocketAddr,
     /// The gRPC URL clients should use (written into the admin credential).
