@@ -460,6 +460,24 @@ async fn pause_resume_and_promote_steer_a_rollout() -> anyhow::Result<()> {
     .await?;
     let (text, ok) = cli(&fleet, &["app", "sync", "hello", "--cluster", "canary-1"]).await;
     ensure!(ok && text.contains("canary-1"), "{text}");
+    // The spoke really synced again: a new Synced event of canary-1 after the request.
+    let requested = events(&mut fleet)
+        .await?
+        .into_iter()
+        .rfind(|e| e.kind == "SyncRequested")
+        .context("the request is an event")?;
+    let start = Instant::now();
+    loop {
+        let synced = events(&mut fleet)
+            .await?
+            .into_iter()
+            .any(|e| e.id > requested.id && e.cluster == "canary-1" && e.kind == "Synced");
+        if synced {
+            break;
+        }
+        ensure!(start.elapsed() < DEADLINE, "canary-1 did not sync again");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     fleet.shutdown().await;
     Ok(())
 }
