@@ -77,12 +77,15 @@ async fn rollout(fleet: &mut Fleet) -> anyhow::Result<pb::RolloutStatus> {
     Ok(fleet.admin().rollout("hello").await?)
 }
 
+/// A revision that must not spread, and the clusters allowed to have it.
+type Guard<'a> = (&'a str, fn(&str) -> bool);
+
 /// Polls until `done` holds for the rollout, checking on every poll that no cluster outside
 /// `allowed` has desired state at `guarded` (the revision that must not spread).
 async fn wait_rollout(
     fleet: &mut Fleet,
     what: &str,
-    guarded: Option<(&str, fn(&str) -> bool)>,
+    guarded: Option<Guard<'_>>,
     mut done: impl FnMut(&pb::RolloutStatus, &[pb::TargetStatus]) -> bool,
 ) -> anyhow::Result<pb::RolloutStatus> {
     let start = Instant::now();
