@@ -114,6 +114,12 @@ impl SpokeHandle {
         &self.metrics
     }
 
+    /// The desired state as the spoke holds it, changing as the hub sends updates (what the
+    /// fleet simulator times fan-out by).
+    pub fn desired(&self) -> tokio::sync::watch::Receiver<crate::desired::DesiredState> {
+        self.link.desired()
+    }
+
     /// The bound address of the HTTP listener (health and metrics), if there is one.
     pub fn http_addr(&self) -> Option<SocketAddr> {
         self.http_addr
