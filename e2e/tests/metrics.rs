@@ -113,6 +113,17 @@ async fn hub_and_spokes_expose_the_fleet_and_what_it_took() {
             // At least syncing and synced+healthy from each spoke.
             ("gitfleet_status_reports_total", |v| v >= 4.0),
             ("gitfleet_store_size_bytes", |v| v > 0.0),
+            // An App without a strategy rolls out in one wave, at once.
+            ("gitfleet_rollout_waves{app=\"hello\"}", |v| v == 1.0),
+            ("gitfleet_rollout_paused{app=\"hello\"}", |v| v == 0.0),
+            (
+                "gitfleet_rollout_targets{app=\"hello\",state=\"healthy\"}",
+                |v| v == 2.0,
+            ),
+            (
+                "gitfleet_rollout_targets{app=\"hello\",state=\"pending\"}",
+                |v| v == 0.0,
+            ),
             (
                 "gitfleet_webhooks_total{provider=\"github\",outcome=\"not_found\"}",
                 |v| v == 1.0,

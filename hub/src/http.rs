@@ -8,10 +8,11 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
-use crate::engine::Engine;
-use crate::metrics::{ErrorKind, FleetSnapshot, WebhookOutcome};
+use crate::engine::{Engine, RolloutView};
+use crate::fleet::rollout::{Summary, TargetState};
+use crate::metrics::{ErrorKind, FleetSnapshot, RolloutProgress, WebhookOutcome};
 use crate::webhook::{self, Decision, Provider, WebhookError};
 
 #[derive(Clone)]
@@ -62,6 +63,23 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             engine.metrics().error(ErrorKind::store);
         }
     }
+    match engine.store().rollouts() {
+        Ok(rollouts) => {
+            for app in rollouts.keys() {
+                match engine.rollout_status(app) {
+                    Ok(view) => snapshot
+                        .rollouts
+                        .push((app.clone(), rollout_progress(&view))),
+                    // Deleted meanwhile, or its Repo not fetched yet.
+                    Err(e) => debug!(%app, error = %e, "metrics: no rollout status"),
+                }
+            }
+        }
+        Err(e) => {
+            warn!(error = %e, "metrics: cannot read rollouts");
+            engine.metrics().error(ErrorKind::store);
+        }
+    }
     (
         [(
             axum::http::header::CONTENT_TYPE,
@@ -70,6 +88,26 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         engine.metrics().encode(&snapshot),
     )
         .into_response()
+}
+
+fn rollout_progress(view: &RolloutView) -> RolloutProgress {
+    let mut p = RolloutProgress {
+        wave: view.state.wave,
+        waves: view.status.waves.len(),
+        paused: view.status.summary == Summary::Paused,
+        ..RolloutProgress::default()
+    };
+    for t in view.status.waves.iter().flat_map(|w| &w.targets) {
+        let n = match t.state {
+            TargetState::Pending => &mut p.pending,
+            TargetState::Updating => &mut p.progressing,
+            TargetState::Healthy => &mut p.healthy,
+            TargetState::Failed | TargetState::Tolerated => &mut p.failed,
+            TargetState::Disconnected => &mut p.disconnected,
+        };
+        *n += 1;
+    }
+    p
 }
 
 fn reply(status: StatusCode, message: impl Into<String>) -> Response {

@@ -3,8 +3,7 @@
 //! Two kinds: counters and histograms the hub bumps as things happen (webhooks, polls, fetch
 //! durations, status reports, errors), and gauges of the fleet's state, filled from a
 //! [`FleetSnapshot`] at each scrape (connected spokes, Targets by sync state and health, store
-//! size) so that they can never drift from what the hub knows. Rollout progress is set by the
-//! engine through [`HubMetrics::set_rollout`].
+//! size, rollout progress) so that they can never drift from what the hub knows.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -106,9 +105,11 @@ pub struct FleetSnapshot {
     pub connected: usize,
     /// Every Target's last reported sync state and health (`Unknown` before any report).
     pub targets: Vec<(SyncState, HealthState)>,
+    /// Every App's current (or last) rollout.
+    pub rollouts: Vec<(String, RolloutProgress)>,
 }
 
-/// How far one App's rollout is, for [`HubMetrics::set_rollout`].
+/// How far one App's rollout is.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RolloutProgress {
     /// Index of the current wave (0 for the first).
@@ -120,8 +121,19 @@ pub struct RolloutProgress {
     /// Told, not healthy at it yet.
     pub progressing: usize,
     pub healthy: usize,
+    /// Failed at the revision (tolerated ones included).
     pub failed: usize,
+    /// On clusters that are not connected: state unknown.
+    pub disconnected: usize,
 }
+
+const ROLLOUT_STATES: [&str; 5] = [
+    "pending",
+    "progressing",
+    "healthy",
+    "failed",
+    "disconnected",
+];
 
 pub struct HubMetrics {
     registry: Registry,
@@ -232,7 +244,7 @@ impl HubMetrics {
         let rollout_targets = Family::<RolloutLabels, Gauge>::default();
         registry.register(
             "rollout_targets",
-            "Targets of an App's rollout by state (pending, progressing, healthy, failed)",
+            "Targets of an App's rollout by state (pending, progressing, healthy, failed, disconnected)",
             rollout_targets.clone(),
         );
         Self {
@@ -286,8 +298,7 @@ impl HubMetrics {
         self.errors.get_or_create(&ErrorLabels { kind }).inc();
     }
 
-    /// Where an App's rollout is; call on every step.
-    pub fn set_rollout(&self, app: &str, progress: &RolloutProgress) {
+    fn set_rollout(&self, app: &str, progress: &RolloutProgress) {
         let labels = AppLabels {
             app: app.to_owned(),
         };
@@ -300,34 +311,20 @@ impl HubMetrics {
         self.rollout_paused
             .get_or_create(&labels)
             .set(i64::from(progress.paused));
-        for (state, n) in [
-            ("pending", progress.pending),
-            ("progressing", progress.progressing),
-            ("healthy", progress.healthy),
-            ("failed", progress.failed),
-        ] {
+        let counts = [
+            progress.pending,
+            progress.progressing,
+            progress.healthy,
+            progress.failed,
+            progress.disconnected,
+        ];
+        for (state, n) in ROLLOUT_STATES.iter().zip(counts) {
             self.rollout_targets
                 .get_or_create(&RolloutLabels {
                     app: app.to_owned(),
-                    state: state.to_owned(),
+                    state: (*state).to_owned(),
                 })
                 .set(count(n));
-        }
-    }
-
-    /// Forgets an App's rollout (the App was deleted).
-    pub fn clear_rollout(&self, app: &str) {
-        let labels = AppLabels {
-            app: app.to_owned(),
-        };
-        self.rollout_wave.remove(&labels);
-        self.rollout_waves.remove(&labels);
-        self.rollout_paused.remove(&labels);
-        for state in ["pending", "progressing", "healthy", "failed"] {
-            self.rollout_targets.remove(&RolloutLabels {
-                app: app.to_owned(),
-                state: state.to_owned(),
-            });
         }
     }
 
@@ -344,6 +341,14 @@ impl HubMetrics {
                     health: format!("{health:?}"),
                 })
                 .inc();
+        }
+        // Apps deleted since the last scrape disappear.
+        self.rollout_wave.clear();
+        self.rollout_waves.clear();
+        self.rollout_paused.clear();
+        self.rollout_targets.clear();
+        for (app, progress) in &snapshot.rollouts {
+            self.set_rollout(app, progress);
         }
         if let Some(dir) = &self.store_dir {
             self.store_bytes
@@ -394,6 +399,7 @@ mod tests {
                 (SyncState::Synced, HealthState::Healthy),
                 (SyncState::Failed, HealthState::Unknown),
             ],
+            rollouts: Vec::new(),
         });
         assert_eq!(
             line(&text, "gitfleet_clusters "),
@@ -412,6 +418,7 @@ mod tests {
             clusters: 3,
             connected: 3,
             targets: vec![(SyncState::Synced, HealthState::Healthy)],
+            rollouts: Vec::new(),
         });
         assert_eq!(line(&text, "gitfleet_targets{sync=\"Failed\""), None);
         assert!(text.ends_with("# EOF\n"), "{text}");
@@ -424,9 +431,9 @@ mod tests {
         m.webhook("github", WebhookOutcome::accepted);
         m.poll("platform", PollOutcome::failed, Duration::from_millis(30));
         m.status_report();
-        m.set_rollout(
-            "web",
-            &RolloutProgress {
+        let rollouts = vec![(
+            "web".to_owned(),
+            RolloutProgress {
                 wave: 1,
                 waves: 3,
                 paused: false,
@@ -434,9 +441,13 @@ mod tests {
                 progressing: 1,
                 healthy: 2,
                 failed: 0,
+                disconnected: 0,
             },
-        );
-        let text = m.encode(&FleetSnapshot::default());
+        )];
+        let text = m.encode(&FleetSnapshot {
+            rollouts,
+            ..FleetSnapshot::default()
+        });
         for expected in [
             "gitfleet_webhooks_total{provider=\"github\",outcome=\"accepted\"} 2",
             "gitfleet_polls_total{repo=\"platform\",outcome=\"failed\"} 1",
@@ -448,7 +459,7 @@ mod tests {
         ] {
             assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
         }
-        m.clear_rollout("web");
+        // The App is gone: so are its series.
         let text = m.encode(&FleetSnapshot::default());
         assert!(!text.contains("app=\"web\""), "{text}");
     }
