@@ -1,0 +1,618 @@
+//! `fleetsim`: a fleet of N simulated clusters against one real hub, printing the figures of
+//! `docs/benchmarks.md` (never asserted: timings are not test outcomes).
+//!
+//! ```text
+//! cargo build --release -p gitfleet-e2e --bins
+//! target/release/fleetsim --clusters 1000
+//! ```
+//!
+//! The hub runs as its own process (the `gitfleet-hub-e2e` binary next to this one, or
+//! `--hub-bin`), so its memory and CPU are its own. In this process: kubesim with one virtual
+//! cluster per spoke, and N real spoke agents (the spoke library), each with its own key,
+//! certificate and mutual-TLS connection. Git is served by `git daemon`; pushes reach the hub as
+//! signed GitHub webhooks. Phases:
+//! 1. registration and connection of N spokes (one bootstrap token, N uses);
+//! 2. the first deployment of a small App (a ConfigMap) to all N: commit → all synced+healthy;
+//! 3. idle: hub RSS and CPU with N connected spokes;
+//! 4. fan-out: webhook sent → each spoke holds the new revision (p50, p99, max), then commit →
+//!    all synced+healthy, with the hub's CPU and peak RSS during it and its status-ingest rate;
+//! 5. reconnect storm: the hub is killed (SIGKILL) and restarted on the same data directory →
+//!    all N connected again, and a commit made while it was down reaches all of them.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, ensure};
+use clap::Parser;
+use gitfleet_e2e::gitrepo::GitRepo;
+use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_hub::client::AdminClient;
+use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_proto::v1 as pb;
+use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+#[derive(Parser)]
+#[command(about = "Fleet simulator: N spokes against one hub process; prints the benchmark table")]
+struct Args {
+    /// Simulated clusters (one spoke and one kubesim virtual cluster each).
+    #[arg(long, env = "GITFLEET_SIM_CLUSTERS", default_value_t = 1000)]
+    clusters: usize,
+    /// The hub binary (default: gitfleet-hub-e2e, then gitfleet-hub, next to this binary).
+    #[arg(long, env = "GITFLEET_SIM_HUB_BIN")]
+    hub_bin: Option<PathBuf>,
+    /// How long to sample the idle hub.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    idle: Duration,
+    /// Give up on any phase after this long.
+    #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
+    timeout: Duration,
+    /// Spokes started at once while the fleet comes up.
+    #[arg(long, default_value_t = 64)]
+    start_batch: usize,
+}
+
+const SECRET: &str = "fleetsim-webhook-secret";
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("GITFLEET_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("error")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let tmp = tempfile::Builder::new().prefix("fleetsim-").tempdir()?;
+    let mut sim = Sim::start(&args, tmp.path()).await?;
+    let result = sim.run(&args).await;
+    sim.stop().await;
+    result
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port())
+}
+
+/// A child process killed on drop.
+struct Proc(Child);
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Resident memory (KiB) and CPU time (seconds) of a process, from /proc.
+fn usage(pid: u32) -> anyhow::Result<(u64, f64)> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let rss = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next()?.parse().ok())
+        .context("no VmRSS")?;
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // Fields after the command (which may hold spaces) start after the last ')'.
+    let fields: Vec<&str> = stat
+        .rsplit_once(')')
+        .map(|(_, r)| r.split_whitespace().collect())
+        .unwrap_or_default();
+    let ticks: f64 = fields
+        .get(11..13)
+        .context("short /proc/pid/stat")?
+        .iter()
+        .map(|f| f.parse::<f64>().unwrap_or(0.0))
+        .sum();
+    Ok((rss, ticks / 100.0))
+}
+
+/// Samples a process every 100 ms while `f` runs: its peak RSS and the CPU it used.
+async fn sampled<T>(
+    pid: u32,
+    f: impl std::future::Future<Output = anyhow::Result<T>>,
+) -> anyhow::Result<(T, u64, f64, Duration)> {
+    let (_, cpu0) = usage(pid)?;
+    let start = Instant::now();
+    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let stop = tokio_util::sync::CancellationToken::new();
+    let sampler = {
+        let peak = Arc::clone(&peak);
+        let stop = stop.clone();
+        tokio::spawn(async move {
+            loop {
+                if let Ok((rss, _)) = usage(pid) {
+                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
+                }
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_millis(100)) => {}
+                    () = stop.cancelled() => return,
+                }
+            }
+        })
+    };
+    let out = f.await;
+    stop.cancel();
+    let _ = sampler.await;
+    let took = start.elapsed();
+    let (rss, cpu1) = usage(pid)?;
+    let peak = peak.load(std::sync::atomic::Ordering::Relaxed).max(rss);
+    Ok((out?, peak, cpu1 - cpu0, took))
+}
+
+struct Sim {
+    dir: PathBuf,
+    hub_bin: PathBuf,
+    hub: Option<Proc>,
+    grpc_port: u16,
+    http_port: u16,
+    admin: Option<AdminClient>,
+    kubesim: gitfleet_e2e::kubesim::KubesimHandle,
+    git: GitRepo,
+    _daemon: Proc,
+    repo_url: String,
+    spokes: Vec<SpokeHandle>,
+    names: Vec<String>,
+    rows: Vec<(String, String)>,
+}
+
+impl Sim {
+    async fn start(args: &Args, dir: &Path) -> anyhow::Result<Sim> {
+        let hub_bin = match &args.hub_bin {
+            Some(p) => p.clone(),
+            None => {
+                let here = std::env::current_exe()?;
+                let bin_dir = here.parent().context("no binary directory")?;
+                ["gitfleet-hub-e2e", "gitfleet-hub"]
+                    .iter()
+                    .map(|n| bin_dir.join(n))
+                    .find(|p| p.exists())
+                    .context(
+                        "no gitfleet-hub binary next to fleetsim: build with \
+                         `cargo build --release -p gitfleet-e2e --bins` or pass --hub-bin",
+                    )?
+            }
+        };
+        let names: Vec<String> = (0..args.clusters).map(|i| format!("sim-{i:05}")).collect();
+        let mut ks = KubesimConfig::new(names.clone());
+        ks.ready_delay = Duration::from_millis(100);
+        let kubesim = Kubesim::start(ks).await.context("starting kubesim")?;
+
+        let git = GitRepo::init(&dir.join("git"))?;
+        git.write(
+            "apps/small/configmap.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"1\"\n",
+        )?;
+        git.commit("small v1")?;
+        let daemon_port = free_port()?;
+        let daemon = Proc(
+            Command::new("git")
+                .args([
+                    "daemon",
+                    "--reuseaddr",
+                    "--export-all",
+                    "--base-path=/",
+                    "--listen=127.0.0.1",
+                    &format!("--port={daemon_port}"),
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .context("starting git daemon")?,
+        );
+        let repo_url = format!("git://127.0.0.1:{daemon_port}{}", git.dir().display());
+
+        let mut sim = Sim {
+            dir: dir.to_owned(),
+            hub_bin,
+            hub: None,
+            grpc_port: free_port()?,
+            http_port: free_port()?,
+            admin: None,
+            kubesim,
+            git,
+            _daemon: daemon,
+            repo_url,
+            spokes: Vec::new(),
+            names,
+            rows: Vec::new(),
+        };
+        sim.start_hub(args.timeout).await?;
+        Ok(sim)
+    }
+
+    async fn start_hub(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let data = self.dir.join("hub");
+        let child = Command::new(&self.hub_bin)
+            .args([
+                "serve",
+                "--data-dir",
+                &data.display().to_string(),
+                "--grpc-listen",
+                &format!("127.0.0.1:{}", self.grpc_port),
+                "--http-listen",
+                &format!("127.0.0.1:{}", self.http_port),
+                "--webhook-secret",
+                SECRET,
+                "--default-poll-interval",
+                "1h",
+            ])
+            .env("GITFLEET_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(self.dir.join("hub.log"))?)
+            .spawn()
+            .with_context(|| format!("starting {}", self.hub_bin.display()))?;
+        self.hub = Some(Proc(child));
+        let config_path = data.join("admin.gitfleetconfig");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if config_path.exists()
+                && let Ok(config) = ClientConfig::load(&config_path)
+                && let Ok(context) = config.context(None)
+                && let Ok(client) = AdminClient::connect(context).await
+            {
+                self.admin = Some(client);
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the hub did not come up; see {}",
+                self.dir.join("hub.log").display()
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    fn hub_pid(&self) -> anyhow::Result<u32> {
+        Ok(self.hub.as_ref().context("the hub runs")?.0.id())
+    }
+
+    fn admin(&mut self) -> anyhow::Result<&mut AdminClient> {
+        self.admin.as_mut().context("the hub runs")
+    }
+
+    fn row(&mut self, what: &str, value: String) {
+        println!("  {what:<58} {value}");
+        self.rows.push((what.to_owned(), value));
+    }
+
+    async fn connected(&mut self) -> anyhow::Result<usize> {
+        Ok(self
+            .admin()?
+            .list_clusters()
+            .await?
+            .iter()
+            .filter(|c| c.connected)
+            .count())
+    }
+
+    async fn wait_connected(&mut self, timeout: Duration) -> anyhow::Result<()> {
+        let n = self.names.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            match self.connected().await {
+                Ok(c) if c == n => return Ok(()),
+                Ok(c) => ensure!(
+                    Instant::now() < deadline,
+                    "only {c} of {n} spokes connected"
+                ),
+                Err(e) => ensure!(Instant::now() < deadline, "{e:#}"),
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn wait_synced(&mut self, commit: &str, timeout: Duration) -> anyhow::Result<()> {
+        let n = self.names.len();
+        let deadline = Instant::now() + timeout;
+        loop {
+            let status = self.admin()?.status("small", "").await?;
+            let done = status
+                .iter()
+                .filter(|t| {
+                    t.applied_revision == commit
+                        && t.sync == pb::SyncState::Synced as i32
+                        && t.health == pb::HealthState::Healthy as i32
+                })
+                .count();
+            if done == n {
+                return Ok(());
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "only {done} of {n} Targets synced and healthy at {commit}"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+
+    async fn start_spokes(&mut self, args: &Args) -> anyhow::Result<()> {
+        let uses = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
+        let token = self
+            .admin()?
+            .create_token(pb::CreateTokenRequest {
+                ttl_seconds: 3600,
+                labels: Default::default(),
+                max_uses: uses,
+                description: "fleetsim".into(),
+            })
+            .await?
+            .token;
+        let ca = std::fs::read_to_string(self.dir.join("hub").join("ca.pem"))
+            .ok()
+            .or_else(|| {
+                let config =
+                    ClientConfig::load(&self.dir.join("hub").join("admin.gitfleetconfig")).ok()?;
+                Some(
+                    config
+                        .context(None)
+                        .ok()?
+                        .certificate_authority_data
+                        .clone(),
+                )
+            })
+            .context("no hub CA")?;
+        let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
+        for chunk in self.names.clone().chunks(args.start_batch.max(1)) {
+            let mut started = tokio::task::JoinSet::new();
+            for name in chunk {
+                let mut config = SpokeConfig::new(
+                    hub_url.clone(),
+                    self.dir.join("spokes").join(name),
+                    name.clone(),
+                    KubeSource::Config(Box::new(self.kubesim.kube_config(name))),
+                );
+                config.hub_ca_pem = Some(ca.clone());
+                config.bootstrap_token = Some(token.clone());
+                config.labels = BTreeMap::from([("fleet".to_owned(), "sim".to_owned())]);
+                started.spawn(gitfleet_spoke::start(config));
+            }
+            while let Some(spoke) = started.join_next().await {
+                self.spokes.push(spoke??);
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the GitHub push webhook for the repository, as GitHub would after a push.
+    async fn push_webhook(&self) -> anyhow::Result<()> {
+        let body = serde_json::json!({
+            "ref": "refs/heads/main",
+            "repository": { "clone_url": self.repo_url },
+        })
+        .to_string();
+        let mut mac = Hmac::<Sha256>::new_from_slice(SECRET.as_bytes())?;
+        mac.update(body.as_bytes());
+        let signature = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
+        // One plain HTTP/1.1 request: no client library needed for a benchmark.
+        let request = format!(
+            "POST /webhooks/github HTTP/1.1\r\nHost: 127.0.0.1\r\nX-GitHub-Event: push\r\n\
+             X-Hub-Signature-256: {signature}\r\nContent-Type: application/json\r\n\
+             Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+            body.len()
+        );
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let status_line = response.lines().next().unwrap_or_default().to_owned();
+        ensure!(
+            status_line.contains(" 200")
+                || status_line.contains(" 202")
+                || status_line.contains(" 204"),
+            "webhook refused: {status_line}"
+        );
+        Ok(())
+    }
+
+    fn commit(&self, version: u32) -> anyhow::Result<String> {
+        self.git.write(
+            "apps/small/configmap.yaml",
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"{version}\"\n"
+            ),
+        )?;
+        Ok(self.git.commit(&format!("small v{version}"))?)
+    }
+}
+
+impl Sim {
+    async fn run(&mut self, args: &Args) -> anyhow::Result<()> {
+        let n = self.names.len();
+        println!(
+            "fleetsim: {n} clusters, hub {} (pid {}), kubesim and spokes in pid {}",
+            self.hub_bin.display(),
+            self.hub_pid()?,
+            std::process::id()
+        );
+
+        // 1. Registration and connection.
+        let start = Instant::now();
+        self.start_spokes(args).await?;
+        self.wait_connected(args.timeout).await?;
+        self.row(
+            "register + connect all spokes",
+            format!("{:.1}s", start.elapsed().as_secs_f64()),
+        );
+
+        // 2. First deployment.
+        let resources = format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n",
+            self.repo_url
+        );
+        let documents = serde_yaml::Deserializer::from_str(&resources)
+            .enumerate()
+            .map(|(i, d)| {
+                let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
+                Ok(pb::ResourceDocument {
+                    origin: format!("fleetsim#{i}"),
+                    json: v.to_string(),
+                })
+            })
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let v1 = self.git.head()?;
+        let start = Instant::now();
+        self.admin()?.apply(documents, false).await?;
+        self.wait_synced(&v1, args.timeout).await?;
+        self.row(
+            "first deployment: apply -> all synced+healthy",
+            format!("{:.1}s", start.elapsed().as_secs_f64()),
+        );
+
+        // 3. Idle.
+        let pid = self.hub_pid()?;
+        let idle = args.idle;
+        let ((), peak, cpu, took) = sampled(pid, async {
+            tokio::time::sleep(idle).await;
+            Ok(())
+        })
+        .await?;
+        self.row(
+            "hub idle: resident memory",
+            format!(
+                "{:.1} MiB ({:.1} KiB per connected spoke)",
+                peak as f64 / 1024.0,
+                peak as f64 / n as f64
+            ),
+        );
+        self.row(
+            "hub idle: CPU",
+            format!("{:.2}% of one core", 100.0 * cpu / took.as_secs_f64()),
+        );
+
+        // 4. Fan-out and rollout.
+        let v2 = self.commit(2)?;
+        let receivers: Vec<_> = self.spokes.iter().map(SpokeHandle::desired).collect();
+        let waiters: Vec<_> = receivers
+            .into_iter()
+            .map(|mut rx| {
+                let v2 = v2.clone();
+                tokio::spawn(async move {
+                    let holds = |d: &gitfleet_spoke::desired::DesiredState| {
+                        d.targets
+                            .get("small")
+                            .is_some_and(|t| t.source.commit == v2)
+                    };
+                    let _ = rx.wait_for(holds).await;
+                    Instant::now()
+                })
+            })
+            .collect();
+        let timeout = args.timeout;
+        let (fanout, peak, cpu, took) = sampled(pid, async {
+            let sent = Instant::now();
+            self.push_webhook().await?;
+            let mut latencies = Vec::with_capacity(n);
+            for w in waiters {
+                let at = tokio::time::timeout(timeout, w)
+                    .await
+                    .context("a spoke never got the new revision")??;
+                latencies.push(at.saturating_duration_since(sent));
+            }
+            self.wait_synced(&v2, timeout).await?;
+            Ok((latencies, sent.elapsed()))
+        })
+        .await?;
+        let (mut latencies, to_healthy) = fanout;
+        latencies.sort();
+        let pct = |p: f64| {
+            latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
+        };
+        self.row(
+            "fan-out: webhook -> spoke holds new revision (p50/p99/max)",
+            format!(
+                "{} / {} / {}",
+                ms(pct(0.50)),
+                ms(pct(0.99)),
+                ms(*latencies.last().context("no spokes")?)
+            ),
+        );
+        self.row(
+            "commit (webhook) -> all synced+healthy",
+            format!("{:.2}s", to_healthy.as_secs_f64()),
+        );
+        self.row(
+            "hub during the rollout: peak memory, CPU",
+            format!(
+                "{:.1} MiB, {:.0}% of one core over {:.1}s",
+                peak as f64 / 1024.0,
+                100.0 * cpu / took.as_secs_f64(),
+                took.as_secs_f64()
+            ),
+        );
+        // 5. Reconnect storm: kill -9, commit while down, restart.
+        let v3 = self.commit(3)?;
+        if let Some(mut hub) = self.hub.take() {
+            hub.0.kill()?;
+            hub.0.wait()?;
+        }
+        self.admin = None;
+        let start = Instant::now();
+        self.start_hub(args.timeout).await?;
+        let pid = self.hub_pid()?;
+        let timeout = args.timeout;
+        let ((), peak, cpu, took) = sampled(pid, async {
+            self.wait_connected(timeout).await?;
+            Ok(())
+        })
+        .await?;
+        let reconnected = start.elapsed();
+        self.push_webhook().await?;
+        self.wait_synced(&v3, args.timeout).await?;
+        self.row(
+            "reconnect storm: kill -9 + restart -> all connected",
+            format!("{:.1}s", reconnected.as_secs_f64()),
+        );
+        self.row(
+            "  ... then a commit made while down -> all synced+healthy",
+            format!("{:.1}s", start.elapsed().as_secs_f64()),
+        );
+        self.row(
+            "  hub during the storm: peak memory, CPU",
+            format!(
+                "{:.1} MiB, {:.0}% of one core over {:.1}s",
+                peak as f64 / 1024.0,
+                100.0 * cpu / took.as_secs_f64(),
+                took.as_secs_f64()
+            ),
+        );
+        let (rss, _) = usage(std::process::id())?;
+        self.row(
+            "this process (kubesim + all spokes): resident memory",
+            format!(
+                "{:.1} MiB ({:.1} KiB per cluster)",
+                rss as f64 / 1024.0,
+                rss as f64 / n as f64
+            ),
+        );
+        println!("\n| measure | {n} clusters |\n| --- | --- |");
+        for (what, value) in &self.rows {
+            println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
+        }
+        Ok(())
+    }
+
+    async fn stop(mut self) {
+        for s in std::mem::take(&mut self.spokes) {
+            s.shutdown().await;
+        }
+        self.hub = None;
+        if let Err(e) = std::fs::remove_dir_all(self.dir.join("spokes")) {
+            if e.kind() != std::io::ErrorKind::NotFound {
+                eprintln!("cannot clean up: {e}");
+            }
+        }
+    }
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
