@@ -70,7 +70,7 @@ pub enum ErrorKind {
     status_ingest,
     /// The store failed (read, write, flush).
     store,
-    /// A spoke's stream ended with an error.
+    /// A spoke sent a malformed or oversized message (its stream is closed).
     link,
 }
 

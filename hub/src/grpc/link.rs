@@ -244,6 +244,7 @@ async fn run(
                         // Undecodable or oversized input: tell the spoke why, if it still listens.
                         if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
                             warn!(%status, "malformed message from the spoke; closing its stream");
+                            engine.metrics().error(ErrorKind::link);
                         } else {
                             debug!(%status, "stream ended with an error");
                         }
