@@ -87,6 +87,22 @@ pub struct Store {
     healthy: sled::Tree,
     events: sled::Tree,
     app_controls: sled::Tree,
+    group: std::sync::Arc<GroupFlush>,
+}
+
+/// Group commit: callers that ask for a flush while one is running share the next one, so that
+/// many spokes reporting at once cost one disk flush, not one each.
+#[derive(Debug, Default)]
+struct GroupFlush {
+    /// Tickets handed out: one per `flush` call.
+    requested: std::sync::atomic::AtomicU64,
+    /// Every ticket up to this one is durable.
+    done: std::sync::atomic::AtomicU64,
+    /// Held by the caller doing the flush; the others queue here (fairly) and mostly find their
+    /// ticket covered when they get it.
+    leader: tokio::sync::Mutex<()>,
+    /// Flushes actually done.
+    flushes: std::sync::atomic::AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
@@ -175,6 +191,7 @@ impl Store {
             healthy: db.open_tree("healthy")?,
             events: db.open_tree("events")?,
             app_controls: db.open_tree("app_controls")?,
+            group: std::sync::Arc::default(),
             db,
         })
     }
@@ -185,10 +202,27 @@ impl Store {
         &self.epoch
     }
 
-    /// Makes every write so far durable.
+    /// Makes every write so far durable. Concurrent callers share flushes (group commit): a
+    /// caller returns once a flush that started after its call has finished.
     pub async fn flush(&self) -> Result<(), StoreError> {
+        use std::sync::atomic::Ordering::SeqCst;
+        // Everything this caller wrote happened before its ticket was drawn.
+        let ticket = self.group.requested.fetch_add(1, SeqCst) + 1;
+        let _leader = self.group.leader.lock().await;
+        if self.group.done.load(SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket drawn before this load is covered by the flush that follows it.
+        let upto = self.group.requested.load(SeqCst);
         self.db.flush_async().await?;
+        self.group.flushes.fetch_add(1, SeqCst);
+        self.group.done.fetch_max(upto, SeqCst);
         Ok(())
+    }
+
+    /// How many disk flushes this store has done (fewer than `flush` calls under load).
+    pub fn flush_count(&self) -> u64 {
+        self.group.flushes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
     // --- resources ---------------------------------------------------------------------------

@@ -302,3 +302,33 @@ fn a_store_reopened_at_once_waits_for_the_lock() {
     assert!(err.to_string().contains("lock"), "{err}");
     drop(held);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_flushes_are_shared_and_nothing_flushed_is_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = Store::open(dir.path()).unwrap();
+    let before = s.flush_count();
+    let mut tasks = tokio::task::JoinSet::new();
+    for i in 0..200u64 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let cluster = format!("c-{i}");
+            s.record_report(&cluster, 1, Some(&report(1, "web", "ok")))
+                .unwrap();
+            s.flush().await.unwrap();
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r.unwrap();
+    }
+    let flushes = s.flush_count() - before;
+    assert!(
+        (1..=100).contains(&flushes),
+        "200 concurrent flushes share disk flushes: {flushes}"
+    );
+    drop(s);
+    let s = Store::open(dir.path()).unwrap();
+    for i in 0..200u64 {
+        assert_eq!(s.acked_seq(&format!("c-{i}")).unwrap(), 1, "c-{i}");
+    }
+}
