@@ -26,6 +26,11 @@ pub enum HelmError {
     Invalid { file: String, message: String },
     #[error("values file {0:?} is not in the App path or its extra paths")]
     MissingValues(String),
+    #[error("cannot run {command}: {source}; install helm or point --helm-command at it")]
+    NotInstalled {
+        command: String,
+        source: std::io::Error,
+    },
     #[error("helm template {0}")]
     Run(#[from] RunError),
     #[error("helm: {0}")]
@@ -133,13 +138,20 @@ pub async fn template(request: &TemplateRequest<'_>) -> Result<Vec<u8>, HelmErro
         .env("HELM_DATA_HOME", home.join("data"))
         .env("KUBECONFIG", "/dev/null");
     process::deny_network(&mut command);
-    Ok(process::run(
+    process::run(
         command,
         request.timeout,
         request.max_bytes,
         request.work_dir,
     )
-    .await?)
+    .await
+    .map_err(|e| match e {
+        RunError::Spawn { program, source } => HelmError::NotInstalled {
+            command: program,
+            source,
+        },
+        other => HelmError::Run(other),
+    })
 }
 
 /// Splits `helm template` output into one source file per template, named by its path in the

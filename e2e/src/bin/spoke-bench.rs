@@ -2,8 +2,9 @@
 //! `cargo run --release --bin spoke-bench`.
 //!
 //! - the time to fetch, render and apply 1,000 objects until the Target reports Synced;
-//! - process CPU and resident memory while 20 Targets sit idle (an upper bound for the spoke:
-//!   kubesim runs in the same process).
+//! - CPU and resident memory of the spoke while 20 Targets sit idle. kubesim runs in a child
+//!   process (this binary again, with `--kubesim DIR`), so that the figures are the spoke's
+//!   alone; the child's are printed next to them.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -60,9 +61,9 @@ fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
     }
 }
 
-/// (user+system CPU seconds, resident MiB) of this process.
-fn usage() -> (f64, f64) {
-    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+/// (user+system CPU seconds, resident MiB) of a process (`self` or a pid).
+fn usage(pid: &str) -> (f64, f64) {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
     let fields: Vec<&str> = stat
         .rsplit(')')
         .next()
@@ -72,7 +73,7 @@ fn usage() -> (f64, f64) {
     let ticks: f64 = fields.get(11..13).map_or(0.0, |f| {
         f.iter().filter_map(|v| v.parse::<f64>().ok()).sum()
     });
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
     let rss_kib: f64 = status
         .lines()
         .find(|l| l.starts_with("VmRSS:"))
@@ -97,11 +98,56 @@ async fn wait_all(latest: &Latest, ids: &[String], done: impl Fn(&TargetStatus) 
     }
 }
 
-#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
-async fn main() {
+/// The child: serves one simulated cluster, writes its kubeconfig into `dir`, says `ready`,
+/// and stops when its standard input closes (the parent is gone).
+async fn serve_kubesim(dir: &std::path::Path) {
     let mut sim = KubesimConfig::new(["bench"]);
     sim.ready_delay = Duration::from_millis(50);
     let kubesim = Kubesim::start(sim).await.expect("kubesim");
+    kubesim.write_kubeconfigs(dir).expect("kubeconfig");
+    println!("ready");
+    let mut sink = Vec::new();
+    let _ = tokio::io::AsyncReadExt::read_to_end(&mut tokio::io::stdin(), &mut sink).await;
+    kubesim.shutdown().await;
+}
+
+/// Starts kubesim in a child process and returns it with a client configuration for it.
+async fn start_kubesim(dir: &std::path::Path) -> (tokio::process::Child, kube::Config) {
+    let mut child = tokio::process::Command::new(std::env::current_exe().expect("own path"))
+        .arg("--kubesim")
+        .arg(dir)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start kubesim");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = tokio::io::AsyncBufReadExt::lines(tokio::io::BufReader::new(stdout));
+    while let Some(line) = lines.next_line().await.expect("kubesim output") {
+        if line == "ready" {
+            break;
+        }
+    }
+    let kubeconfig =
+        kube::config::Kubeconfig::read_from(dir.join("bench.kubeconfig")).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .expect("kube config");
+    (child, config)
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    if let [_, flag, dir] = args.as_slice()
+        && flag == "--kubesim"
+    {
+        serve_kubesim(std::path::Path::new(dir)).await;
+        return;
+    }
+    let sim_dir = tempfile::TempDir::new().expect("tempdir");
+    let (kubesim, kube_config) = start_kubesim(sim_dir.path()).await;
+    let kubesim_pid = kubesim.id().expect("kubesim pid").to_string();
     let repo = tempfile::TempDir::new().expect("tempdir");
     let data = tempfile::TempDir::new().expect("tempdir");
     let url = format!("file://{}", repo.path().display());
@@ -121,7 +167,7 @@ async fn main() {
     }
     let rev = commit(repo.path(), &files);
 
-    let client = kube::Client::try_from(kubesim.kube_config("bench")).expect("client");
+    let client = kube::Client::try_from(kube_config).expect("client");
     let latest = Arc::new(Latest::default());
     let (desired_tx, desired_rx) = watch::channel(DesiredState::default());
     let cancel = CancellationToken::new();
@@ -174,15 +220,22 @@ async fn main() {
 
     // Let polling settle into its idle rhythm, then measure a quiet minute.
     tokio::time::sleep(Duration::from_secs(60)).await;
-    let (cpu_before, _) = usage();
+    let (cpu_before, _) = usage("self");
+    let (sim_cpu_before, _) = usage(&kubesim_pid);
     let window = Duration::from_secs(60);
     tokio::time::sleep(window).await;
-    let (cpu_after, rss) = usage();
+    let (cpu_after, rss) = usage("self");
+    let (sim_cpu_after, sim_rss) = usage(&kubesim_pid);
+    let percent = |before: f64, after: f64| (after - before) / window.as_secs_f64() * 100.0;
     println!(
-        "idle with 20 Targets (spoke and kubesim in one process): {:.2}% of one core, {rss:.1} MiB resident",
-        (cpu_after - cpu_before) / window.as_secs_f64() * 100.0
+        "idle with 20 Targets, the spoke alone: {:.2}% of one core, {rss:.1} MiB resident",
+        percent(cpu_before, cpu_after)
+    );
+    println!(
+        "  (kubesim, in its own process: {:.2}% of one core, {sim_rss:.1} MiB resident)",
+        percent(sim_cpu_before, sim_cpu_after)
     );
     cancel.cancel();
     let _ = task.await;
-    kubesim.shutdown().await;
+    drop(kubesim);
 }

@@ -190,3 +190,17 @@ async fn a_chart_writing_too_much_is_refused() {
     let err = template(&req).await.expect_err("too large");
     assert_eq!(err.to_string(), "helm template wrote more than 1000 bytes");
 }
+
+#[tokio::test]
+async fn a_missing_helm_says_how_to_configure_one() {
+    let work = tempfile::TempDir::new().expect("tempdir");
+    let chart = podinfo_chart();
+    let missing = Path::new("/nonexistent/helm");
+    let err = template(&request(missing, &chart, work.path(), &[]))
+        .await
+        .expect_err("missing");
+    assert_eq!(
+        err.to_string(),
+        "cannot run /nonexistent/helm: No such file or directory (os error 2); install helm or point --helm-command at it"
+    );
+}
