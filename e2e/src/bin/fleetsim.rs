@@ -17,7 +17,10 @@
 //! 4. fan-out: webhook sent → each spoke holds the new revision (p50, p99, max), then commit →
 //!    all synced+healthy, with the hub's CPU and peak RSS during it and its status-ingest rate;
 //! 5. reconnect storm: the hub is killed (SIGKILL) and restarted on the same data directory →
-//!    all N connected again, and a commit made while it was down reaches all of them.
+//!    all N connected again, and a commit made while it was down reaches all of them;
+//! 6. status ingest: the spokes stop and one Link session per cluster, with that spoke's own
+//!    certificate, streams status reports (32 unacked at most per session): acked reports/s,
+//!    each durable (flushed) before its ack.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -52,6 +55,9 @@ struct Args {
     /// Give up on any phase after this long.
     #[arg(long, default_value = "600s", value_parser = humantime::parse_duration)]
     timeout: Duration,
+    /// How long the status-ingest phase streams reports.
+    #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+    ingest: Duration,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -584,7 +590,27 @@ impl Sim {
                 took.as_secs_f64()
             ),
         );
+        // 6. Status ingest: the spokes stop; their identities stream reports as fast as acks
+        // come back.
+        let pid = self.hub_pid()?;
         let (rss, _) = usage(std::process::id())?;
+        let spokes_rss = rss;
+        let sessions = self.names.len();
+        for s in std::mem::take(&mut self.spokes) {
+            s.shutdown().await;
+        }
+        let ((acked, took), _, cpu, _) =
+            sampled(pid, self.ingest(sessions, args.ingest, &v3)).await?;
+        self.row(
+            "status ingest: durable acked reports/s",
+            format!(
+                "{:.0}/s ({acked} over {:.1}s from {sessions} links, hub {:.0}% of one core)",
+                acked as f64 / took.as_secs_f64(),
+                took.as_secs_f64(),
+                100.0 * cpu / took.as_secs_f64()
+            ),
+        );
+        let rss = spokes_rss;
         self.row(
             "this process (kubesim + all spokes): resident memory",
             format!(
@@ -598,6 +624,93 @@ impl Sim {
             println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
         }
         Ok(())
+    }
+
+    /// Opens one Link session per cluster with the spoke's own identity and streams status
+    /// reports, keeping up to `WINDOW` unacked per session, for `duration`. Returns how many
+    /// reports the hub acked (durable) and over how long.
+    async fn ingest(
+        &self,
+        sessions: usize,
+        duration: Duration,
+        revision: &str,
+    ) -> anyhow::Result<(u64, Duration)> {
+        const WINDOW: u64 = 32;
+        let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
+        let start = Instant::now();
+        let until = start + duration;
+        let mut tasks = tokio::task::JoinSet::new();
+        for name in self.names.iter().take(sessions) {
+            let ids = self.dir.join("spokes").join(name).join("identity");
+            let read = |f: &str| {
+                std::fs::read_to_string(ids.join(f))
+                    .with_context(|| format!("{name}: reading identity {f}"))
+            };
+            let (key, cert, ca) = (read("key.pem")?, read("cert.pem")?, read("ca.pem")?);
+            let hub_url = hub_url.clone();
+            let name = name.clone();
+            let revision = revision.to_owned();
+            tasks.spawn(async move {
+                let tls = tonic::transport::ClientTlsConfig::new()
+                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
+                    .identity(tonic::transport::Identity::from_pem(cert, key));
+                let channel = tonic::transport::Endpoint::from_shared(hub_url)?
+                    .tls_config(tls)?
+                    .connect()
+                    .await?;
+                let mut client = pb::link_client::LinkClient::new(channel);
+                let (tx, rx) = tokio::sync::mpsc::channel::<pb::SpokeMessage>(256);
+                tx.send(pb::SpokeMessage {
+                    msg: Some(pb::spoke_message::Msg::Hello(pb::Hello {
+                        cluster: name.clone(),
+                        agent_version: "fleetsim".into(),
+                        ..Default::default()
+                    })),
+                })
+                .await?;
+                let mut inbound = client
+                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
+                    .await?
+                    .into_inner();
+                // Far above anything the real spoke used: every report is new to the hub.
+                let first = 1_000_000u64;
+                let (mut next, mut acked) = (first, first - 1);
+                loop {
+                    while next <= acked + WINDOW && Instant::now() < until {
+                        let report = pb::StatusReport {
+                            seq: next,
+                            cluster: name.clone(),
+                            target_id: "small".into(),
+                            revision: revision.clone(),
+                            sync: pb::SyncState::Synced as i32,
+                            health: pb::HealthState::Healthy as i32,
+                            message: "1 resource synced and healthy".into(),
+                            ..Default::default()
+                        };
+                        tx.send(pb::SpokeMessage {
+                            msg: Some(pb::spoke_message::Msg::Status(report)),
+                        })
+                        .await?;
+                        next += 1;
+                    }
+                    if acked + 1 == next && Instant::now() >= until {
+                        return anyhow::Ok(acked + 1 - first);
+                    }
+                    match inbound.message().await? {
+                        Some(pb::HubMessage {
+                            msg: Some(pb::hub_message::Msg::Ack(a)),
+                        }) => acked = acked.max(a.acked_seq),
+                        Some(_) => {}
+                        None => anyhow::bail!("{name}: the hub ended the session"),
+                    }
+                }
+            });
+        }
+        let mut total = 0;
+        while let Some(r) = tasks.join_next().await {
+            total += r??;
+        }
+        Ok((total, start.elapsed()))
     }
 
     async fn stop(mut self) {
