@@ -1,0 +1,355 @@
+//! Hub figures, printed, never asserted (timings are not test outcomes):
+//! `cargo run --release --bin hub-bench [-- --apps 1000 --rounds 5]`.
+//!
+//! A monorepo with one path per App, served by `git daemon` (git://, so that fetches can be
+//! shallow, as from a real Git host):
+//! - change detection: from a commit touching one App's path to that App's new revision in
+//!   the cluster's desired state, with the fetch triggered at once (as a webhook does), and how
+//!   many of the Targets moved;
+//! - fetch: the hub's Git cache against `git fetch` on the same repository, first (shallow)
+//!   and incremental (after a one-file commit).
+//!
+//! Results are recorded in docs/benchmarks.md.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail, ensure};
+use clap::Parser;
+use gitfleet_e2e::gitrepo::GitRepo;
+use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
+use gitfleet_hub::git::GitCache;
+use gitfleet_hub::resources::GitRef;
+use gitfleet_hub::runtime::{self, HubConfig};
+
+#[derive(Parser)]
+#[command(about = "Hub benchmark: change detection in a monorepo and fetch time against git fetch")]
+struct Args {
+    /// App paths in the monorepo.
+    #[arg(long, env = "GITFLEET_BENCH_APPS", default_value_t = 1000)]
+    apps: usize,
+    /// How many one-path commits (and incremental fetches) to time.
+    #[arg(long, env = "GITFLEET_BENCH_ROUNDS", default_value_t = 5)]
+    rounds: usize,
+}
+
+/// `git daemon` serving every repository on this machine by absolute path; killed on drop.
+struct GitDaemon {
+    child: Child,
+    port: u16,
+}
+
+impl GitDaemon {
+    async fn start() -> anyhow::Result<Self> {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")?
+            .local_addr()?
+            .port();
+        let child = Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--base-path=/",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("starting git daemon (is git installed?)")?;
+        let daemon = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while tokio::net::TcpStream::connect(("127.0.0.1", port))
+            .await
+            .is_err()
+        {
+            ensure!(Instant::now() < deadline, "git daemon did not listen");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Ok(daemon)
+    }
+
+    fn url(&self, dir: &Path) -> String {
+        format!("git://127.0.0.1:{}{}", self.port, dir.display())
+    }
+}
+
+impl Drop for GitDaemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn app_path(i: usize) -> String {
+    format!("apps/app-{i:04}")
+}
+
+/// A few realistic files per App.
+fn app_files(i: usize, version: &str) -> Vec<(String, String)> {
+    let name = format!("app-{i:04}");
+    vec![
+        (
+            format!("{}/deployment.yaml", app_path(i)),
+            format!(
+                "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: {name}\nspec:\n  replicas: 2\n  selector:\n    matchLabels: {{ app: {name} }}\n  template:\n    metadata:\n      labels: {{ app: {name} }}\n    spec:\n      containers:\n        - name: app\n          image: registry.example.com/{name}:{version}\n"
+            ),
+        ),
+        (
+            format!("{}/service.yaml", app_path(i)),
+            format!(
+                "apiVersion: v1\nkind: Service\nmetadata:\n  name: {name}\nspec:\n  selector: {{ app: {name} }}\n  ports: [ {{ port: 80 }} ]\n"
+            ),
+        ),
+        (
+            format!("{}/config.yaml", app_path(i)),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  version: \"{version}\"\n"
+            ),
+        ),
+    ]
+}
+
+fn git(args: &[&str], dir: &Path) -> anyhow::Result<()> {
+    let out = Command::new("git")
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .with_context(|| format!("git {args:?}"))?;
+    if !out.status.success() {
+        bail!(
+            "git {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(())
+}
+
+/// `git fetch` of `main` into a bare repository, shallow like the hub's first fetch.
+fn git_fetch(bare: &Path, url: &str) -> anyhow::Result<Duration> {
+    let started = Instant::now();
+    git(
+        &[
+            "fetch",
+            "--quiet",
+            "--depth=1",
+            url,
+            "+refs/heads/main:refs/heads/main",
+        ],
+        bare,
+    )?;
+    Ok(started.elapsed())
+}
+
+fn median(mut v: Vec<Duration>) -> Duration {
+    v.sort();
+    v.get(v.len() / 2).copied().unwrap_or_default()
+}
+
+fn ms(d: Duration) -> String {
+    format!("{:.1} ms", d.as_secs_f64() * 1000.0)
+}
+
+async fn register(engine: &Engine, token: String, cluster: &str) -> anyhow::Result<()> {
+    let key = rcgen::KeyPair::generate()?;
+    let csr_pem = rcgen::CertificateParams::default()
+        .serialize_request(&key)?
+        .pem()?;
+    match engine
+        .register(Registration {
+            token,
+            cluster: cluster.into(),
+            csr_pem,
+            labels: BTreeMap::from([("env".to_owned(), "bench".to_owned())]),
+            agent_version: "bench".into(),
+        })
+        .await?
+    {
+        RegisterOutcome::Issued(_) => Ok(()),
+        RegisterOutcome::Pending { .. } => bail!("registration is waiting for approval"),
+    }
+}
+
+/// Polls the cluster's desired state until `done` holds for it; returns the (app → spec
+/// generation, commit) it saw then.
+async fn until_desired(
+    engine: &Engine,
+    cluster: &str,
+    what: &str,
+    done: impl Fn(&BTreeMap<String, (u64, String)>) -> bool,
+) -> anyhow::Result<BTreeMap<String, (u64, String)>> {
+    let deadline = Instant::now() + Duration::from_secs(300);
+    loop {
+        let targets: BTreeMap<String, (u64, String)> = engine
+            .desired(cluster)
+            .map(|d| {
+                d.targets
+                    .iter()
+                    .map(|(app, t)| (app.clone(), (t.spec_generation, t.target.commit.clone())))
+                    .collect()
+            })
+            .unwrap_or_default();
+        if done(&targets) {
+            return Ok(targets);
+        }
+        ensure!(Instant::now() < deadline, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    runtime::install_crypto_provider();
+    let tmp = tempfile::tempdir()?;
+    let repo_dir = tmp.path().join("mono");
+    let repo = GitRepo::init(&repo_dir)?;
+    for i in 0..args.apps {
+        for (path, content) in app_files(i, "1.0.0") {
+            repo.write(&path, content)?;
+        }
+    }
+    let c1 = repo.commit("a monorepo")?;
+    let daemon = GitDaemon::start().await?;
+    let url = daemon.url(&repo_dir);
+    println!(
+        "hub-bench: monorepo with {} App paths ({} files), served by git daemon; {} rounds",
+        args.apps,
+        args.apps * 3,
+        args.rounds
+    );
+
+    // --- fetch: the hub's cache against git fetch --------------------------------------------
+    let cache = GitCache::new(tmp.path().join("cache"), 4, Duration::from_secs(300));
+    let main_branch = GitRef::Branch("main".into());
+    let started = Instant::now();
+    ensure!(cache.fetch(&url, &main_branch).await?.commit == c1);
+    let hub_first = started.elapsed();
+    let bare = tmp.path().join("git-fetch.git");
+    git(
+        &[
+            "init",
+            "--quiet",
+            "--bare",
+            bare.to_str().context("utf-8 path")?,
+        ],
+        tmp.path(),
+    )?;
+    let git_first = git_fetch(&bare, &url)?;
+    let (mut hub_incremental, mut git_incremental) = (Vec::new(), Vec::new());
+    for round in 0..args.rounds {
+        for (path, content) in app_files(round, &format!("1.1.{round}")) {
+            repo.write(&path, content)?;
+        }
+        let commit = repo.commit("one app")?;
+        let started = Instant::now();
+        ensure!(cache.fetch(&url, &main_branch).await?.commit == commit);
+        hub_incremental.push(started.elapsed());
+        git_incremental.push(git_fetch(&bare, &url)?);
+    }
+    println!("fetch (shallow first, then incremental after a one-App commit):");
+    println!(
+        "  first fetch:       gitfleet {:>10}   git fetch --depth=1 {:>10}",
+        ms(hub_first),
+        ms(git_first)
+    );
+    println!(
+        "  incremental fetch: gitfleet {:>10}   git fetch --depth=1 {:>10}   (medians of {})",
+        ms(median(hub_incremental)),
+        ms(median(git_incremental)),
+        args.rounds
+    );
+
+    // --- change detection through the hub ----------------------------------------------------
+    let mut config = HubConfig::for_tests(tmp.path().join("hub"));
+    // Only the trigger (a webhook in production) fetches during the measurement.
+    config.default_poll_interval = Duration::from_secs(3600);
+    let hub = runtime::start(config).await?;
+    let engine: Arc<Engine> = Arc::clone(hub.engine());
+    let token = hub
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .await?;
+    register(&engine, token, "bench-1").await?;
+    let mut documents = vec![(
+        "bench#0".to_owned(),
+        serde_json::json!({
+            "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+            "metadata": {"name": "mono"},
+            "spec": {"url": url, "pollInterval": "1h"}
+        })
+        .to_string(),
+    )];
+    documents.extend((0..args.apps).map(|i| {
+        (
+            format!("bench#{}", i + 1),
+            serde_json::json!({
+                "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                "metadata": {"name": format!("app-{i:04}")},
+                "spec": {
+                    "repo": "mono", "path": app_path(i), "namespace": format!("app-{i:04}"),
+                    "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
+                }
+            })
+            .to_string(),
+        )
+    }));
+    let started = Instant::now();
+    engine.apply(&documents, false).await?;
+    let applied = started.elapsed();
+    let head = repo.head()?;
+    let apps = args.apps;
+    let mut before = until_desired(&engine, "bench-1", "every App placed", |t| {
+        t.len() == apps && t.values().all(|(_, c)| *c == head)
+    })
+    .await?;
+    let placed = started.elapsed();
+    println!(
+        "change detection ({} Apps on one cluster; fetch triggered at once, as by a webhook):",
+        args.apps
+    );
+    println!(
+        "  apply {} Apps: {}; every Target placed at the head commit after {}",
+        args.apps,
+        ms(applied),
+        ms(placed)
+    );
+    for round in 0..args.rounds {
+        let app = (round * 397 + 42) % args.apps;
+        let name = format!("app-{app:04}");
+        for (path, content) in app_files(app, &format!("2.0.{round}")) {
+            repo.write(&path, content)?;
+        }
+        let commit = repo.commit("one app")?;
+        let started = Instant::now();
+        ensure!(engine.trigger_fetch("mono"), "the Repo is followed");
+        let after = until_desired(&engine, "bench-1", "the changed App's new revision", |t| {
+            t.get(&name).is_some_and(|(_, c)| *c == commit)
+        })
+        .await?;
+        let elapsed = started.elapsed();
+        let moved: Vec<&String> = after
+            .iter()
+            .filter(|(a, (generation, _))| before.get(*a).map(|(g, _)| g) != Some(generation))
+            .map(|(a, _)| a)
+            .collect();
+        println!(
+            "  round {}: commit touching {name} -> new desired revision in {} ; Targets moved: {} of {} ({})",
+            round + 1,
+            ms(elapsed),
+            moved.len(),
+            after.len(),
+            moved
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        before = after;
+    }
+    hub.shutdown().await;
+    drop(daemon);
+    Ok(())
+}
