@@ -1,5 +1,5 @@
-//! One commit, one trace: the hub's fetch that finds the commit, the change detection and a
-//! dispatch to each spoke, then each spoke's sync (fetch, render, apply, health) as children of
+//! One commit, one trace: the hub's fetch that finds the commit, the change detection, the
+//! rollout step and a dispatch to each spoke, then each spoke's sync (fetch, render, apply, health) as children of
 //! its dispatch across the process boundary (W3C trace context on the wire), and the hub's
 //! spans storing the spokes' status reports below each sync. Spans are exported over OTLP/gRPC
 //! to a receiver in this test.
@@ -122,14 +122,22 @@ fn check_trace(all: &[Span], commit: &str, clusters: &[&str]) -> Result<(), Stri
     if children_of(root, "detect_changes").is_empty() {
         return Err(format!("no detect_changes under the fetch; {}", context()));
     }
+    let rollouts = children_of(root, "rollout");
+    let [rollout] = rollouts[..] else {
+        return Err(format!(
+            "{} rollout spans under the fetch; {}",
+            rollouts.len(),
+            context()
+        ));
+    };
     for cluster in clusters {
-        let dispatches: Vec<&Span> = children_of(root, "dispatch")
+        let dispatches: Vec<&Span> = children_of(rollout, "dispatch")
             .into_iter()
             .filter(|s| attr(s, "gitfleet.cluster") == Some(cluster))
             .collect();
         let [dispatch] = dispatches[..] else {
             return Err(format!(
-                "{cluster}: {} dispatch spans under the fetch; {}",
+                "{cluster}: {} dispatch spans under the rollout; {}",
                 dispatches.len(),
                 context()
             ));

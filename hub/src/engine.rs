@@ -699,7 +699,9 @@ impl Engine {
                 (telemetry::VCS_REVISION, &resolved.commit),
             ],
         );
-        let trace = telemetry::context_of(&fetch_span);
+        // The rollout step this commit starts, if it moves an App: the dispatches to spokes
+        // continue its context. Made only then, so that polls that find nothing have no step.
+        let mut rollout: Option<(tracing::Span, BTreeMap<String, String>)> = None;
         let mut moved = 0;
         for app in apps.iter().filter(|a| a.spec.repo == name) {
             let current = revisions.get(&app.metadata.name);
@@ -716,6 +718,11 @@ impl Engine {
             };
             if moves {
                 self.store.put_revision(&app.metadata.name, &revision)?;
+                let (_, trace) = rollout.get_or_insert_with(|| {
+                    let span = info_span!("rollout", repo = %name, revision = %resolved.commit);
+                    let trace = telemetry::context_of(&span);
+                    (span, trace)
+                });
                 self.lock().traces.insert(
                     app.metadata.name.clone(),
                     (revision.commit.clone(), trace.clone()),
@@ -742,8 +749,8 @@ impl Engine {
         if old_commit != resolved.commit {
             info!(repo = %name, revision = %resolved.commit, apps_moved = moved, "ref moved");
         }
-        if moved > 0 {
-            self.recompute_locked(&guard).await?;
+        if let Some((span, _)) = rollout {
+            self.recompute_locked(&guard).instrument(span).await?;
         }
         Ok(())
     }
