@@ -1166,6 +1166,20 @@ mod tests {
     }
 
     #[test]
+    fn a_spec_sent_again_with_another_trace_context_is_no_change() {
+        let held = target("app", RenderType::Auto, "");
+        let mut again = held.clone();
+        again.trace.insert(
+            "traceparent".into(),
+            "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into(),
+        );
+        assert!(same_spec(&held, &again));
+        let mut moved = again.clone();
+        moved.source.commit = "b".repeat(40);
+        assert!(!same_spec(&held, &moved));
+    }
+
+    #[test]
     fn the_renderer_follows_options_and_detection() {
         let plain = [file("app/a.yaml")];
         let kustomized = [file("app/kustomization.yaml"), file("app/a.yaml")];
