@@ -1085,7 +1085,15 @@ impl Engine {
     }
 
     /// Stores a status report (durably) unless it is a duplicate; returns the seq to ack.
-    pub async fn record_report(&self, mut report: TargetReport) -> Result<u64, EngineError> {
+    pub async fn record_report(&self, report: TargetReport) -> Result<u64, EngineError> {
+        let acked = self.store_report(report)?;
+        self.store.flush().await?;
+        Ok(acked)
+    }
+
+    /// Stores a report (not yet durable: the caller flushes the store before acking) unless it
+    /// is a duplicate; returns the seq to ack once flushed.
+    pub fn store_report(&self, mut report: TargetReport) -> Result<u64, EngineError> {
         let cluster = report.cluster.clone();
         // A spoke may only report on its own current Targets; a report about anything else
         // (say, an App removed meanwhile) is acknowledged but not kept.
@@ -1105,9 +1113,7 @@ impl Engine {
             ReportOutcome::Stored { acked_seq } => {
                 if known {
                     self.after_report(previous.as_ref(), &report)?;
-                }
-                self.store.flush().await?;
-                if !known {
+                } else {
                     debug!(%cluster, app = %report.app, "report for a Target the cluster does not have; not kept");
                 }
                 Ok(acked_seq)

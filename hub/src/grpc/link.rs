@@ -237,28 +237,41 @@ async fn run(
                 sent = current;
             }
             message = inbound.message() => {
-                let message = match message {
-                    Ok(Some(m)) => m,
-                    Ok(None) => return,
-                    Err(status) => {
-                        // Undecodable or oversized input: tell the spoke why, if it still listens.
-                        if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
-                            warn!(%status, "malformed message from the spoke; closing its stream");
-                            engine.metrics().error(ErrorKind::link);
-                        } else {
-                            debug!(%status, "stream ended with an error");
+                // A batch of reports may end at a message that is not one: handled next.
+                let mut next = Some(message);
+                while let Some(message) = next.take() {
+                    let message = match message {
+                        Ok(Some(m)) => m,
+                        Ok(None) => return,
+                        Err(status) => {
+                            // Undecodable or oversized input: tell the spoke why, if it still listens.
+                            if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
+                                warn!(%status, "malformed message from the spoke; closing its stream");
+                                engine.metrics().error(ErrorKind::link);
+                            } else {
+                                debug!(%status, "stream ended with an error");
+                            }
+                            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                            return;
                         }
-                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
-                        return;
-                    }
-                };
-                engine.touch(cluster);
-                match handle(engine, cluster, &epoch, message, &mut sent, &tx).await {
-                    Ok(true) => {}
-                    Ok(false) => return,
-                    Err(status) => {
-                        let _ = tx.send(Err(status)).await;
-                        return;
+                    };
+                    engine.touch(cluster);
+                    let outcome = match message.msg {
+                        Some(In::Status(report)) => {
+                            let (outcome, after) =
+                                ingest(engine, cluster, report, &mut inbound, &tx).await;
+                            next = after;
+                            outcome
+                        }
+                        _ => handle(engine, cluster, &epoch, message, &mut sent, &tx).await,
+                    };
+                    match outcome {
+                        Ok(true) => {}
+                        Ok(false) => return,
+                        Err(status) => {
+                            let _ = tx.send(Err(status)).await;
+                            return;
+                        }
                     }
                 }
             }
@@ -266,7 +279,93 @@ async fn run(
     }
 }
 
-/// Handles one message; `Ok(false)` when the spoke is gone.
+/// The most reports stored together before one flush and one ack.
+const MAX_REPORT_BATCH: usize = 512;
+
+/// Stores a status report and every further report already received on the stream (up to
+/// [`MAX_REPORT_BATCH`]), flushes once, and acks them all with one ack: a spoke streaming
+/// reports costs one disk flush per batch. Returns the outcome (`Ok(false)` when the spoke is
+/// gone) and the first message read that was not a report, to be handled next.
+async fn ingest(
+    engine: &Engine,
+    cluster: &str,
+    first: pb::StatusReport,
+    inbound: &mut Streaming<pb::SpokeMessage>,
+    tx: &Tx,
+) -> (
+    Result<bool, Status>,
+    Option<Result<Option<pb::SpokeMessage>, Status>>,
+) {
+    use futures::FutureExt as _;
+    let mut acked_seq = match store_report(engine, cluster, first) {
+        Ok(seq) => seq,
+        Err(status) => return (Err(status), None),
+    };
+    let mut after = None;
+    for _ in 1..MAX_REPORT_BATCH {
+        // Only what has already arrived: never wait for more.
+        let Some(message) = inbound.message().now_or_never() else {
+            break;
+        };
+        match message {
+            Ok(Some(pb::SpokeMessage {
+                msg: Some(In::Status(report)),
+            })) => match store_report(engine, cluster, report) {
+                Ok(seq) => acked_seq = acked_seq.max(seq),
+                Err(status) => return (Err(status), None),
+            },
+            other => {
+                after = Some(other);
+                break;
+            }
+        }
+    }
+    if let Err(e) = engine.store().flush().await {
+        engine.metrics().error(ErrorKind::status_ingest);
+        return (Err(Status::from(crate::engine::EngineError::from(e))), None);
+    }
+    (
+        Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await),
+        after,
+    )
+}
+
+/// Checks and stores one report (not yet durable); the seq to ack once flushed.
+fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Result<u64, Status> {
+    if report.cluster != cluster {
+        warn!(claimed = %report.cluster, "status report for another cluster; refused");
+        return Err(Status::permission_denied(format!(
+            "status report names cluster {:?} but the certificate is for {cluster:?}",
+            report.cluster
+        )));
+    }
+    let report = convert::target_report(report)?;
+    // Stored in the trace of the spoke's sync that sent it.
+    let span = info_span!(
+        "status",
+        app = %report.app,
+        revision = %report.revision,
+        sync = ?report.sync,
+        health = ?report.health,
+    );
+    telemetry::set_parent(&span, &report.trace);
+    telemetry::annotate(
+        &span,
+        &[
+            (telemetry::APP, &report.app),
+            (telemetry::CLUSTER, cluster),
+            (telemetry::REVISION, &report.revision),
+        ],
+    );
+    let seq = span.in_scope(|| engine.store_report(report)).map_err(|e| {
+        engine.metrics().error(ErrorKind::status_ingest);
+        Status::from(e)
+    })?;
+    engine.metrics().status_report();
+    Ok(seq)
+}
+
+/// Handles one message other than a status report; `Ok(false)` when the spoke is gone.
 async fn handle(
     engine: &Engine,
     cluster: &str,
@@ -276,43 +375,8 @@ async fn handle(
     tx: &Tx,
 ) -> Result<bool, Status> {
     match message.msg {
-        Some(In::Status(report)) => {
-            if report.cluster != cluster {
-                warn!(claimed = %report.cluster, "status report for another cluster; refused");
-                return Err(Status::permission_denied(format!(
-                    "status report names cluster {:?} but the certificate is for {cluster:?}",
-                    report.cluster
-                )));
-            }
-            let report = convert::target_report(report)?;
-            // Stored in the trace of the spoke's sync that sent it.
-            let span = info_span!(
-                "status",
-                app = %report.app,
-                revision = %report.revision,
-                sync = ?report.sync,
-                health = ?report.health,
-            );
-            telemetry::set_parent(&span, &report.trace);
-            telemetry::annotate(
-                &span,
-                &[
-                    (telemetry::APP, &report.app),
-                    (telemetry::CLUSTER, cluster),
-                    (telemetry::REVISION, &report.revision),
-                ],
-            );
-            let acked_seq = engine
-                .record_report(report)
-                .instrument(span)
-                .await
-                .map_err(|e| {
-                    engine.metrics().error(ErrorKind::status_ingest);
-                    Status::from(e)
-                })?;
-            engine.metrics().status_report();
-            Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await)
-        }
+        // Reports go through `ingest`.
+        Some(In::Status(_)) => Ok(true),
         Some(In::Heartbeat(_)) => Ok(true),
         Some(In::Hello(hello)) => {
             if hello.cluster != cluster {
