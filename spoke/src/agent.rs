@@ -519,6 +519,7 @@ async fn sync_once(
         .chain(rendered.errors.iter())
         .map(invalid_file)
         .collect();
+    record_intent(ctx, spec, &rendered.manifests).await;
     let crds = served_by_crds(&rendered.manifests);
     let span = tracing::info_span!("apply", objects = rendered.manifests.len());
     let mut manifests = HashMap::new();
@@ -652,6 +653,28 @@ async fn apply_one(
                 None,
             )
         }
+    }
+}
+
+/// Adds the objects about to be applied to the Target's inventory before any is created (see
+/// [`prune::intent`]): a spoke stopped mid-apply then still knows them when the revision it
+/// syncs next has dropped them. Best effort: on a first sync the namespace that will hold the
+/// inventory may not exist yet, and an apply that cannot record its intent is no worse off than
+/// one that did not try.
+async fn record_intent(ctx: &Context, spec: &TargetSpec, manifests: &[Manifest]) {
+    let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
+    let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
+        Ok(previous) => previous.unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the inventory before applying");
+            return;
+        }
+    };
+    let objects: Vec<ObjectRef> = manifests.iter().map(|m| m.object.clone()).collect();
+    if let Some(next) = prune::intent(&previous, &objects)
+        && let Err(error) = ctx.cluster.write_inventory(&inventory_ref, &next).await
+    {
+        tracing::debug!(%error, "cannot record the objects about to be applied");
     }
 }
 

@@ -90,6 +90,24 @@ pub fn next_inventory(
     }
 }
 
+/// The inventory to record *before* applying `about_to_apply`: the previous one plus every
+/// object not in it yet, under the previous revision (nothing of the new one is done yet).
+/// `None` when the previous inventory names them all already.
+///
+/// Written ahead, so that a spoke that dies mid-apply has recorded every object it may have
+/// created: if the next revision it syncs no longer has them, they are pruned, not orphaned.
+pub fn intent(previous: &Inventory, about_to_apply: &[ObjectRef]) -> Option<Inventory> {
+    let known: BTreeSet<_> = previous.objects.iter().map(key).collect();
+    if about_to_apply.iter().all(|o| known.contains(&key(o))) {
+        return None;
+    }
+    Some(next_inventory(
+        &previous.revision,
+        &previous.objects,
+        about_to_apply,
+    ))
+}
+
 /// Why an object that opted out of pruning is kept.
 pub const KEPT_BY_ANNOTATION: &str = "it is annotated gitfleet.dev/prune: disabled";
 
@@ -187,6 +205,41 @@ mod tests {
             candidates(&inventory(vec![]), &[], false, false),
             Ok(vec![])
         );
+    }
+
+    #[test]
+    fn intent_adds_what_is_about_to_be_applied_under_the_old_revision() {
+        let previous = inventory(vec![
+            obj("v1", "ConfigMap", "a"),
+            obj("v1", "ConfigMap", "b"),
+        ]);
+        let next = intent(
+            &previous,
+            &[obj("v1", "ConfigMap", "b"), obj("v1", "ConfigMap", "c")],
+        )
+        .expect("c is new");
+        assert_eq!(next.revision, "r1");
+        assert_eq!(
+            next.objects,
+            [
+                obj("v1", "ConfigMap", "a"),
+                obj("v1", "ConfigMap", "b"),
+                obj("v1", "ConfigMap", "c")
+            ]
+        );
+        // What it names already needs no write, whatever the API version.
+        assert_eq!(intent(&previous, &[obj("v1", "ConfigMap", "a")]), None);
+        let hpa = inventory(vec![obj("autoscaling/v1", "HorizontalPodAutoscaler", "h")]);
+        assert_eq!(
+            intent(
+                &hpa,
+                &[obj("autoscaling/v2", "HorizontalPodAutoscaler", "h")]
+            ),
+            None
+        );
+        // A first sync records everything.
+        let first = intent(&Inventory::default(), &[obj("v1", "ConfigMap", "a")]).expect("new");
+        assert_eq!(first.objects, [obj("v1", "ConfigMap", "a")]);
     }
 
     #[test]
