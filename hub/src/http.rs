@@ -23,14 +23,32 @@ struct HttpState {
 
 pub fn router(engine: Arc<Engine>, webhook_secret: Option<String>) -> Router {
     Router::new()
-        .route("/healthz", get(|| async { "ok\n" }))
-        .route("/readyz", get(|| async { "ok\n" }))
+        .route("/healthz", get(health))
+        .route("/readyz", get(health))
         .route("/metrics", get(metrics))
         .route("/webhooks/{provider}", post(receive_webhook))
         .with_state(HttpState {
             engine,
             webhook_secret: webhook_secret.map(Arc::from),
         })
+}
+
+/// Live and ready while the store can make writes durable. sled refuses every write for good
+/// after an I/O error (a full disk, say), even once the cause is gone: only a restart brings the
+/// hub back, so both probes fail and the orchestrator restarts it (tests/faults.rs in e2e).
+async fn health(State(state): State<HttpState>) -> Response {
+    match state.engine.store().flush().await {
+        Ok(()) => "ok\n".into_response(),
+        Err(e) => {
+            state.engine.metrics().error(ErrorKind::store);
+            warn!(error = %e, "the store cannot make writes durable; restart the hub once the cause is fixed");
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!("store failed: {e}; restart the hub once the cause is fixed\n"),
+            )
+                .into_response()
+        }
+    }
 }
 
 /// Prometheus scrape: the counters as they are, the fleet gauges from the engine's state now.
