@@ -46,6 +46,9 @@ pub struct FleetOptions {
     /// How long the certificates the hub issues to spokes are valid (the hub's default when
     /// `None`); short values make spokes renew within a test.
     pub cluster_cert_validity: Option<Duration>,
+    /// Clusters whose spokes [`Fleet::start`] leaves to the test (to start them with
+    /// [`Fleet::start_spoke_via`], say behind a proxy).
+    pub deferred_spokes: Vec<String>,
 }
 
 impl FleetOptions {
@@ -55,6 +58,7 @@ impl FleetOptions {
             ready_delay: Duration::from_millis(200),
             work_dir: None,
             cluster_cert_validity: None,
+            deferred_spokes: Vec::new(),
         }
     }
 }
@@ -109,6 +113,9 @@ impl Fleet {
             _tmp: tmp,
         };
         for cluster in options.clusters {
+            if options.deferred_spokes.contains(&cluster.name) {
+                continue;
+            }
             fleet.start_spoke(&cluster).await?;
         }
         Ok(fleet)
@@ -131,6 +138,16 @@ impl Fleet {
     /// Starts (or restarts) the spoke of `cluster`, registering it when its data directory holds
     /// no identity yet.
     pub async fn start_spoke(&mut self, cluster: &ClusterSpec) -> anyhow::Result<()> {
+        let url = self.hub().grpc_url();
+        self.start_spoke_via(cluster, url).await
+    }
+
+    /// [`Fleet::start_spoke`], dialing the hub at `hub_url` (a proxy in front of it).
+    pub async fn start_spoke_via(
+        &mut self,
+        cluster: &ClusterSpec,
+        hub_url: String,
+    ) -> anyhow::Result<()> {
         let hub = self.hub();
         let token = hub
             .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
@@ -138,7 +155,7 @@ impl Fleet {
             .context("creating a bootstrap token")?;
         let kube = KubeSource::Config(Box::new(self.kubesim.kube_config(&cluster.name)));
         let mut config = SpokeConfig::new(
-            hub.grpc_url(),
+            hub_url,
             self.work_dir.join("spokes").join(&cluster.name),
             cluster.name.clone(),
             kube,

@@ -3,4 +3,6 @@
 
 pub mod gitrepo;
 pub mod harness;
+pub mod hubproc;
 pub mod kubesim;
+pub mod proxy;
