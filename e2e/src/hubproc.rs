@@ -158,7 +158,7 @@ async fn spawn(
             .env("RUST_LOG", "info")
             .env_remove("OTEL_EXPORTER_OTLP_ENDPOINT")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(log.try_clone().context("sharing the hub's log file")?)
             .stderr(log)
             .kill_on_drop(true)
             .spawn()
