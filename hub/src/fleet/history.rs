@@ -129,7 +129,10 @@ mod tests {
         let new = report("bbbbbbbbbb", SyncState::Syncing, HealthState::Degraded);
         assert!(target_events(Some(&old), &new).is_empty());
         let synced = report("bbbbbbbbbb", SyncState::Synced, HealthState::Healthy);
-        assert_eq!(kinds(&target_events(Some(&new), &synced)), ["Synced", "Healthy"]);
+        assert_eq!(
+            kinds(&target_events(Some(&new), &synced)),
+            ["Synced", "Healthy"]
+        );
     }
 
     #[test]
