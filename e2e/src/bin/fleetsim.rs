@@ -736,10 +736,10 @@ impl Sim {
             s.shutdown().await;
         }
         self.hub = None;
-        if let Err(e) = std::fs::remove_dir_all(self.dir.join("spokes")) {
-            if e.kind() != std::io::ErrorKind::NotFound {
-                eprintln!("cannot clean up: {e}");
-            }
+        if let Err(e) = std::fs::remove_dir_all(self.dir.join("spokes"))
+            && e.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cannot clean up: {e}");
         }
     }
 }
