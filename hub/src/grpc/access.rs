@@ -8,7 +8,7 @@ use gitfleet_proto::v1::access_server::Access;
 use tonic::{Request, Response, Status};
 use tracing::info;
 
-use super::{admin_peer, convert};
+use super::{admin_peer, convert, required};
 use crate::engine::Engine;
 
 #[derive(Debug, Clone)]
@@ -19,14 +19,6 @@ pub struct AccessService {
 impl AccessService {
     pub fn new(engine: Arc<Engine>) -> Self {
         Self { engine }
-    }
-}
-
-fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field} is required")))
-    } else {
-        Ok(value)
     }
 }
 

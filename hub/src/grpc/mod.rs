@@ -38,6 +38,15 @@ pub fn cluster_peer<T>(request: &Request<T>) -> Result<String, Status> {
     }
 }
 
+/// `value`, or INVALID_ARGUMENT naming `field` when it is empty.
+pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
+    if value.is_empty() {
+        Err(Status::invalid_argument(format!("{field} is required")))
+    } else {
+        Ok(value)
+    }
+}
+
 /// The admin a caller proved itself to be; spoke certificates are refused.
 pub fn admin_peer<T>(request: &Request<T>) -> Result<String, Status> {
     match peer(request)? {

@@ -9,7 +9,7 @@ use gitfleet_proto::v1::rollouts_server::Rollouts;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use super::admin_peer;
+use super::{admin_peer, required};
 use crate::engine::{Engine, RolloutRecord, RolloutView};
 use crate::fleet::rollout::{
     Command, Phase, RolloutKind, RolloutState, Summary, TargetState, WaveProgress,
@@ -51,14 +51,6 @@ impl RolloutsService {
             .await?;
         info!(%admin, %app, command = verb, rollout = view.state.number, "rollout command");
         Ok(Response::new(rollout_status(view)))
-    }
-}
-
-fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
-    if value.is_empty() {
-        Err(Status::invalid_argument(format!("{field} is required")))
-    } else {
-        Ok(value)
     }
 }
 
