@@ -172,18 +172,28 @@ fn wave_of(cluster: &str) -> usize {
     }
 }
 
-/// Starts the twelve clusters, rolls out v1 (the first rollout also goes wave by wave) and v2,
-/// checking v2 moved wave by wave within the eu wave's batch size.
-async fn fleet_at_v2(on_failure: &str) -> anyhow::Result<(Fleet, String)> {
+/// Twelve clusters, the hello App at v1 in Git, and the Repo and App (with the given failure
+/// policy and soak) applied: the first rollout starts.
+async fn fleet_with_app(
+    on_failure: &str,
+    min_healthy_for: &str,
+) -> anyhow::Result<(Fleet, String)> {
     let mut fleet = Fleet::start(FleetOptions::new(clusters())).await?;
     write_hello(&fleet, "v1", false)?;
     let v1 = fleet.git.commit("v1")?;
     let resources = format!(
         "{}---\n{}",
         fleet.repo_yaml("platform"),
-        app_yaml(on_failure, "1s")
+        app_yaml(on_failure, min_healthy_for)
     );
     fleet.apply_yaml(&resources).await?;
+    Ok((fleet, v1))
+}
+
+/// Starts the twelve clusters, rolls out v1 (the first rollout also goes wave by wave) and v2,
+/// checking v2 moved wave by wave within the eu wave's batch size.
+async fn fleet_at_v2(on_failure: &str) -> anyhow::Result<(Fleet, String)> {
+    let (mut fleet, v1) = fleet_with_app(on_failure, "1s").await?;
     wait_rollout(&mut fleet, "rollout #1 complete", None, |r, t| {
         r.summary == "complete" && all_converged(t, &v1)
     })
@@ -380,16 +390,8 @@ async fn with_on_failure_rollback_the_canaries_return_by_themselves() -> anyhow:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pause_resume_and_promote_steer_a_rollout() -> anyhow::Result<()> {
-    let mut fleet = Fleet::start(FleetOptions::new(clusters())).await?;
-    write_hello(&fleet, "v1", false)?;
-    let v1 = fleet.git.commit("v1")?;
     // A long soak: only promote moves a wave on within the test's time.
-    let resources = format!(
-        "{}---\n{}",
-        fleet.repo_yaml("platform"),
-        app_yaml("pause", "1h")
-    );
-    fleet.apply_yaml(&resources).await?;
+    let (mut fleet, v1) = fleet_with_app("pause", "1h").await?;
     wait_rollout(&mut fleet, "canaries healthy, soaking", None, |r, t| {
         r.current_wave == 0
             && t.iter()
@@ -487,15 +489,7 @@ async fn pause_resume_and_promote_steer_a_rollout() -> anyhow::Result<()> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rollout_carries_on_where_it_was_after_the_hub_restarts() -> anyhow::Result<()> {
-    let mut fleet = Fleet::start(FleetOptions::new(clusters())).await?;
-    write_hello(&fleet, "v1", false)?;
-    let v1 = fleet.git.commit("v1")?;
-    let resources = format!(
-        "{}---\n{}",
-        fleet.repo_yaml("platform"),
-        app_yaml("pause", "2s")
-    );
-    fleet.apply_yaml(&resources).await?;
+    let (mut fleet, v1) = fleet_with_app("pause", "2s").await?;
     wait_rollout(&mut fleet, "rollout #1 complete", None, |r, t| {
         r.summary == "complete" && all_converged(t, &v1)
     })
