@@ -83,9 +83,7 @@ pub trait Reporter: Send + Sync + 'static {
 
 impl Reporter for LinkState {
     fn report(&self, status: TargetStatus) {
-        if let Err(error) = LinkState::report(self, status) {
-            tracing::error!(%error, "could not persist a status report");
-        }
+        LinkState::report(self, status);
     }
 }
 

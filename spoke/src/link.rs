@@ -93,11 +93,91 @@ pub enum LinkError {
 /// The link's durable state and its hand-offs to the agent.
 pub struct LinkState {
     config: LinkConfig,
-    outbox: Mutex<Outbox>,
-    /// Wakes the session when a new report is in the outbox.
-    reported: Notify,
+    outbox: Arc<DurableOutbox>,
     desired: watch::Sender<DesiredState>,
     connected: watch::Sender<bool>,
+}
+
+/// The outbox, and its copy on disk. Writing is off the async runtime (a file write with two
+/// fsyncs can take milliseconds, and every task of the runtime would wait behind it), and
+/// coalesced: reports that arrive while a write runs share the next one. A report is sent only
+/// once a write that includes it has finished, so nothing the hub sees is missing from disk.
+struct DurableOutbox {
+    path: PathBuf,
+    memory: Mutex<Versioned>,
+    /// Serialises writers; holds the version the file has.
+    written: Mutex<u64>,
+    /// The highest sequence number on disk (only reports up to it may be sent).
+    durable_seq: std::sync::atomic::AtomicU64,
+    /// Wakes the session when a report became durable.
+    reported: Notify,
+    /// Called when a write fails (the spoke counts it in its metrics).
+    on_error: std::sync::OnceLock<Box<dyn Fn() + Send + Sync>>,
+}
+
+#[derive(Default)]
+struct Versioned {
+    outbox: Outbox,
+    /// Bumped on every change, so a writer knows whether the file is behind.
+    version: u64,
+}
+
+impl DurableOutbox {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Versioned> {
+        self.memory
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Writes the outbox unless the file already has this version or a later one. Blocking.
+    fn write(&self) -> Result<(), StoreError> {
+        let mut written = self
+            .written
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let (snapshot, version) = {
+            let memory = self.lock();
+            if memory.version <= *written {
+                return Ok(());
+            }
+            (memory.outbox.clone(), memory.version)
+        };
+        store::write_json(&self.path, &snapshot, false)?;
+        *written = version;
+        self.durable_seq
+            .fetch_max(snapshot.last_seq, std::sync::atomic::Ordering::SeqCst);
+        self.reported.notify_one();
+        Ok(())
+    }
+
+    /// Writes the outbox soon, off the async runtime (at once, blocking, outside one).
+    fn write_soon(self: &Arc<Self>) {
+        let this = Arc::clone(self);
+        let write = move || {
+            if let Err(error) = this.write() {
+                // Kept in memory and not sent; retried on the next change or heartbeat.
+                tracing::error!(%error, "could not persist the status outbox; retrying later");
+                if let Some(hook) = this.on_error.get() {
+                    hook();
+                }
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(runtime) => {
+                runtime.spawn_blocking(write);
+            }
+            Err(_) => write(),
+        }
+    }
+
+    fn is_behind(&self) -> bool {
+        let version = self.lock().version;
+        version
+            > *self
+                .written
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
 }
 
 impl LinkState {
@@ -105,10 +185,17 @@ impl LinkState {
     pub fn load(config: LinkConfig) -> Result<Arc<Self>, StoreError> {
         let desired: DesiredState = store::read_json(&config.desired_path())?.unwrap_or_default();
         let outbox: Outbox = store::read_json(&config.outbox_path())?.unwrap_or_default();
+        let durable_seq = outbox.last_seq;
         Ok(Arc::new(Self {
+            outbox: Arc::new(DurableOutbox {
+                path: config.outbox_path(),
+                memory: Mutex::new(Versioned { outbox, version: 0 }),
+                written: Mutex::new(0),
+                durable_seq: durable_seq.into(),
+                reported: Notify::new(),
+                on_error: std::sync::OnceLock::new(),
+            }),
             config,
-            outbox: Mutex::new(outbox),
-            reported: Notify::new(),
             desired: watch::Sender::new(desired),
             connected: watch::Sender::new(false),
         }))
@@ -124,44 +211,74 @@ impl LinkState {
         self.connected.subscribe()
     }
 
-    /// Numbers a report, persists it, and wakes the session to send it.
-    pub fn report(&self, status: TargetStatus) -> Result<u64, StoreError> {
+    /// Numbers a report and has it persisted; the session sends it once it is on disk.
+    /// Returns its sequence number.
+    pub fn report(&self, status: TargetStatus) -> u64 {
         let seq = {
-            let mut outbox = self.lock_outbox();
-            let seq = outbox.push(status);
-            store::write_json(&self.config.outbox_path(), &*outbox, false)?;
-            seq
+            let mut memory = self.outbox.lock();
+            memory.version += 1;
+            memory.outbox.push(status)
         };
-        self.reported.notify_one();
-        Ok(seq)
+        self.outbox.write_soon();
+        seq
     }
 
     /// The outbox as it is now (for tests and diagnostics).
     pub fn outbox(&self) -> Outbox {
-        self.lock_outbox().clone()
+        self.outbox.lock().outbox.clone()
     }
 
-    fn lock_outbox(&self) -> std::sync::MutexGuard<'_, Outbox> {
+    /// Calls `hook` whenever persisting the outbox fails (set once; later calls are ignored).
+    pub fn on_outbox_error(&self, hook: impl Fn() + Send + Sync + 'static) {
+        let _ = self.outbox.on_error.set(Box::new(hook));
+    }
+
+    /// Whether every report so far is on disk (for tests and diagnostics).
+    pub fn outbox_durable(&self) -> bool {
+        !self.outbox.is_behind()
+    }
+
+    fn ack(&self, acked_seq: u64) {
+        let changed = {
+            let mut memory = self.outbox.lock();
+            let changed = memory.outbox.ack(acked_seq);
+            if changed {
+                memory.version += 1;
+            }
+            changed
+        };
+        // Losing an ack only makes the spoke resend what the hub then ignores: no need to wait.
+        if changed {
+            self.outbox.write_soon();
+        }
+    }
+
+    /// Durable reports with a sequence number above `after`.
+    fn pending_after(&self, after: u64) -> Vec<SequencedReport> {
+        let durable = self
+            .outbox
+            .durable_seq
+            .load(std::sync::atomic::Ordering::SeqCst);
         self.outbox
             .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .outbox
+            .after(after)
+            .filter(|r| r.seq <= durable)
+            .cloned()
+            .collect()
     }
 
-    fn ack(&self, acked_seq: u64) -> Result<(), StoreError> {
-        let mut outbox = self.lock_outbox();
-        if outbox.ack(acked_seq) {
-            store::write_json(&self.config.outbox_path(), &*outbox, false)?;
-        }
-        Ok(())
-    }
-
-    fn pending_after(&self, after: u64) -> Vec<SequencedReport> {
-        self.lock_outbox().after(after).cloned().collect()
-    }
-
-    fn set_desired(&self, next: DesiredState) -> Result<(), StoreError> {
-        // Credentials are in here: owner-only.
-        store::write_json(&self.config.desired_path(), &next, true)?;
+    async fn set_desired(&self, next: DesiredState) -> Result<(), StoreError> {
+        // Credentials are in here: owner-only. Written off the runtime (two fsyncs).
+        let path = self.config.desired_path();
+        let next = tokio::task::spawn_blocking(move || {
+            store::write_json(&path, &next, true).map(|()| next)
+        })
+        .await
+        .map_err(|e| StoreError::Io {
+            path: self.config.desired_path(),
+            source: std::io::Error::other(e),
+        })??;
         self.desired.send_replace(next);
         Ok(())
     }
@@ -319,7 +436,7 @@ async fn session(
         cluster: config.cluster_name.clone(),
         agent_version: config.agent_version.clone(),
         desired_generation: generation,
-        last_acked_seq: state.lock_outbox().last_acked,
+        last_acked_seq: state.outbox.lock().outbox.last_acked,
         hub_epoch: epoch,
     };
     send(&tx, pb::spoke_message::Msg::Hello(hello)).await?;
@@ -356,7 +473,7 @@ async fn session(
                         match held.apply(update) {
                             Ok(next) => {
                                 tracing::info!(generation = next.generation, targets = next.targets.len(), "desired state updated");
-                                state.set_desired(next)?;
+                                state.set_desired(next).await?;
                             }
                             Err(stale) => {
                                 tracing::info!(%stale, "dropping a delta that does not fit");
@@ -364,7 +481,7 @@ async fn session(
                             }
                         }
                     }
-                    Some(pb::hub_message::Msg::Ack(ack)) => state.ack(ack.acked_seq)?,
+                    Some(pb::hub_message::Msg::Ack(ack)) => state.ack(ack.acked_seq),
                     Some(pb::hub_message::Msg::Goodbye(goodbye)) => {
                         return Ok(SessionEnd::Goodbye {
                             reason: goodbye.reason,
@@ -387,8 +504,11 @@ async fn session(
                     None => {}
                 }
             }
-            () = state.reported.notified() => {}
+            () = state.outbox.reported.notified() => {}
             _ = heartbeat.tick() => {
+                if state.outbox.is_behind() {
+                    state.outbox.write_soon();
+                }
                 send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now() })).await?;
                 if !renewing && let Some(csr_pem) = start_renewal(config, identity) {
                     renewing = true;

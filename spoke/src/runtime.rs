@@ -170,6 +170,10 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     let link_state = LinkState::load(link_config)?;
 
     let metrics = Arc::new(SpokeMetrics::new());
+    {
+        let metrics = Arc::clone(&metrics);
+        link_state.on_outbox_error(move || metrics.error(metrics::ErrorKind::report));
+    }
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());
     agent_config.progress_timeout = config.progress_timeout;
     agent_config.helm_command = config.helm_command.clone();
@@ -234,9 +238,6 @@ struct MeteredReporter {
 impl Reporter for MeteredReporter {
     fn report(&self, status: TargetStatus) {
         self.metrics.reported(&status);
-        if let Err(error) = self.link.report(status) {
-            self.metrics.error(metrics::ErrorKind::report);
-            tracing::error!(%error, "could not persist a status report");
-        }
+        self.link.report(status);
     }
 }

@@ -78,6 +78,7 @@ struct HubState {
     renewals: usize,
     hellos: Vec<pb::Hello>,
     reports: Vec<pb::StatusReport>,
+    heartbeats: usize,
     /// Ack reports as they arrive.
     ack: bool,
     /// What to send right after each Hello.
@@ -191,6 +192,7 @@ impl Link for FakeHub {
                             }))
                             .await;
                     }
+                    Some(pb::spoke_message::Msg::Heartbeat(_)) => hub.with(|s| s.heartbeats += 1),
                     _ => {}
                 }
             }
@@ -367,7 +369,7 @@ async fn link_delivers_desired_state_and_loses_no_report() {
     assert!(data.path().join("state/desired.json").exists());
 
     // A report is numbered, sent and acked.
-    assert_eq!(state.report(status("web", "one")).expect("report"), 1);
+    assert_eq!(state.report(status("web", "one")), 1);
     eventually("report 1 acked", || {
         state.outbox().pending.is_empty() && state.outbox().last_acked == 1
     })
@@ -375,7 +377,7 @@ async fn link_delivers_desired_state_and_loses_no_report() {
 
     // The hub receives report 2 but crashes before acking it: the spoke keeps it and resends it.
     hub.with(|s| s.ack = false);
-    assert_eq!(state.report(status("web", "two")).expect("report"), 2);
+    assert_eq!(state.report(status("web", "two")), 2);
     eventually("report 2 received", || {
         hub.with(|s| s.reports.iter().any(|r| r.seq == 2))
     })
@@ -446,7 +448,7 @@ async fn link_delivers_desired_state_and_loses_no_report() {
     let restarted = LinkState::load(config).expect("state");
     assert_eq!(restarted.desired().borrow().generation, 2);
     assert_eq!(restarted.outbox().last_acked, 2);
-    assert_eq!(restarted.report(status("web", "three")).expect("report"), 3);
+    assert_eq!(restarted.report(status("web", "three")), 3);
 }
 
 #[tokio::test]
@@ -523,14 +525,62 @@ async fn an_aging_certificate_is_renewed_over_the_live_stream() {
         "renewed once, not on every heartbeat"
     );
     // The stream kept running: no reconnect, and reports still flow.
-    assert_eq!(
-        state
-            .report(status("web", "after renewal"))
-            .expect("report"),
-        1
-    );
+    assert_eq!(state.report(status("web", "after renewal")), 1);
     eventually("report acked", || state.outbox().pending.is_empty()).await;
     assert_eq!(hub.with(|s| s.hellos.len()), 1);
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("link stops")
+        .expect("join");
+}
+
+#[tokio::test]
+async fn a_report_is_sent_only_once_it_is_on_disk() {
+    let (hub, url) = start_hub().await;
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let identity = identity::ensure_identity(
+        &IdentityStore::new(data.path()),
+        Some(&registration(&url, &hub, TOKEN)),
+    )
+    .await
+    .expect("register");
+    let mut config = LinkConfig::new(url, "edge-1", data.path().join("state"));
+    config.heartbeat_interval = Duration::from_millis(50);
+    let state = LinkState::load(config).expect("state");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(link::run(state.clone(), identity, cancel.clone()));
+    let mut connected = state.connected();
+    tokio::time::timeout(Duration::from_secs(10), connected.wait_for(|c| *c))
+        .await
+        .expect("connected")
+        .expect("link running");
+
+    // The outbox cannot be written (a directory stands where the file goes).
+    let outbox = data.path().join("state/outbox.json");
+    std::fs::create_dir_all(outbox.join("in-the-way")).expect("block the outbox file");
+    let seq = state.report(status("web", "while the disk refuses"));
+    // Heartbeats go out (and retry the write) meanwhile; the report must not.
+    let beats = hub.with(|s| s.heartbeats);
+    eventually("several heartbeats", || {
+        hub.with(|s| s.heartbeats >= beats + 3)
+    })
+    .await;
+    assert!(!state.outbox_durable());
+    assert!(
+        hub.with(|s| s.reports.iter().all(|r| r.seq != seq)),
+        "a report that is not on disk was sent"
+    );
+
+    // Once the disk takes it, the heartbeat's retry writes it and it goes out.
+    std::fs::remove_dir_all(&outbox).expect("unblock");
+    eventually("report sent and acked", || {
+        hub.with(|s| s.reports.iter().any(|r| r.seq == seq)) && state.outbox().pending.is_empty()
+    })
+    .await;
+    let on_disk: gitfleet_spoke::outbox::Outbox =
+        serde_json::from_slice(&std::fs::read(&outbox).expect("outbox")).expect("json");
+    assert_eq!(on_disk.last_seq, seq);
     cancel.cancel();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
