@@ -27,6 +27,7 @@ use crate::model::{
 use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
 use crate::sync::{drift, health, order, prune, report};
 use crate::telemetry;
+use crate::watch::Watches;
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
@@ -90,6 +91,8 @@ impl Reporter for LinkState {
 struct Context {
     config: AgentConfig,
     cluster: Arc<Cluster>,
+    /// One watch per kind, shared by every Target (see `crate::watch`).
+    watches: Watches,
     git: Arc<GitCache>,
     reporter: Arc<dyn Reporter>,
 }
@@ -110,6 +113,7 @@ pub async fn run(
 ) {
     let ctx = Arc::new(Context {
         config,
+        watches: Watches::new(cluster.clone()),
         cluster,
         git,
         reporter,
@@ -278,9 +282,10 @@ async fn watch_health(
     let mut failure_wait = ctx.config.retry_after_failure;
     // A change to what was applied wakes the loop at once (drift is reported, and reverted
     // with selfHeal, within moments); the timed checks are the safety net.
-    let watches =
-        crate::watch::WatchSet::start(&ctx.cluster, &attempt.spec.app, attempt.manifests.keys())
-            .await;
+    let watches = ctx
+        .watches
+        .subscribe(&attempt.spec.app, attempt.manifests.keys())
+        .await;
     let mut quiet_rounds: u32 = 0;
     // Health is watched in a `health` span of the sync until the Target first settles, which
     // ends the sync's part of the change's trace; later checks run in a `watch` span, which is

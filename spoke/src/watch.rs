@@ -1,128 +1,465 @@
-//! Watches on the objects a Target applied, so that a change made by someone else is noticed
+//! Watches on the objects the Targets applied, so that a change made by someone else is noticed
 //! within moments instead of at the next poll.
 //!
-//! One kube-runtime watcher per (kind, namespace) the Target applied into, selecting only this
-//! App's objects by its `gitfleet.dev/app` label. A watch only says *that* something changed;
-//! the agent then reads the objects back and decides (drift, health) as before, so a missed
-//! event costs latency, never correctness: the agent's slow poll stays as the safety net.
+//! One [`Watches`] per cluster runs **one watch per kind** (per API resource), cluster-wide and
+//! metadata-only, selecting every object gitfleet applied by the `gitfleet.dev/app` label that
+//! the renderer puts on all of them. Each Target [subscribes](Watches::subscribe) with the objects
+//! it applied; an event wakes only the Targets that named the object (see [`routing`]). Where the
+//! spoke may not list a kind cluster-wide (a namespaced RBAC setup answers 403), that kind is
+//! watched in each namespace its subscribers use instead. The last subscriber of a kind leaving
+//! stops its watch.
+//!
+//! A watch only says *that* something changed; the agent then reads the objects back and decides
+//! (drift, health) as before, so a missed event costs latency, never correctness: the agent's
+//! slow poll stays as the safety net. No object bodies are kept: events carry metadata only and
+//! are dropped once routed.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+pub mod routing;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::time::Duration;
 
 use futures::StreamExt as _;
-use kube::runtime::WatchStreamExt as _;
+use kube::Api;
+use kube::core::{ApiResource, DynamicObject, PartialObjectMeta};
 use kube::runtime::watcher::{self, Event};
-use kube::{Api, ResourceExt as _};
 use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 
 use crate::cluster::Cluster;
 use crate::model::ObjectRef;
 use crate::sync::render::LABEL_APP;
+use routing::{AfterError, Interests, Place, Scope, SubscriberId};
 
-/// Running watches for one Target; dropping it stops them.
-pub struct WatchSet {
-    changed: Arc<Notify>,
-    /// One flag per watcher: listed and watching (false until the first list, and after an
-    /// error until the watch is back).
-    live: Vec<Arc<AtomicBool>>,
-    tasks: Vec<JoinHandle<()>>,
+/// Pause before restarting a failed watch; doubles per failure up to [`RETRY_MAX`].
+const RETRY_MIN: Duration = Duration::from_secs(1);
+const RETRY_MAX: Duration = Duration::from_secs(60);
+
+/// The shared watches of one cluster, made once with the cluster's client; dropping it stops
+/// every watch.
+pub struct Watches {
+    shared: Arc<Shared>,
 }
 
-impl WatchSet {
-    /// Starts watching `objects` (of App `app`). Kinds the server no longer resolves are left
-    /// to the poll.
-    pub async fn start<'a>(
-        cluster: &Cluster,
+struct Shared {
+    cluster: Arc<Cluster>,
+    hub: Mutex<Hub>,
+    /// Ids of subscribers and of watches (a watch checks that it was not replaced).
+    next_id: AtomicU64,
+}
+
+#[derive(Default)]
+struct Hub {
+    kinds: HashMap<KindKey, KindWatch>,
+    subscribers: HashMap<SubscriberId, Arc<Waker>>,
+    /// Kinds the server refused to list cluster-wide: watched per namespace while the spoke
+    /// runs (RBAC rarely widens under a running spoke; a restart tries again).
+    forbidden_cluster_wide: HashSet<KindKey>,
+}
+
+/// One API resource, as resolved by discovery.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct KindKey {
+    api_version: String,
+    plural: String,
+}
+
+impl KindKey {
+    fn of(resource: &ApiResource) -> Self {
+        Self {
+            api_version: resource.api_version.clone(),
+            plural: resource.plural.clone(),
+        }
+    }
+}
+
+impl std::fmt::Display for KindKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.api_version, self.plural)
+    }
+}
+
+struct KindWatch {
+    resource: ApiResource,
+    namespaced: bool,
+    per_namespace: bool,
+    interests: Interests,
+    streams: BTreeMap<Scope, Stream>,
+}
+
+/// One running watch.
+struct Stream {
+    id: u64,
+    /// Listed and watching (false until the first list, and after an error until it listed
+    /// again).
+    live: bool,
+    task: JoinHandle<()>,
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+/// How a subscriber is woken.
+#[derive(Default)]
+struct Waker {
+    notify: Notify,
+    wakes: AtomicU64,
+}
+
+impl Waker {
+    fn wake(&self) {
+        self.wakes.fetch_add(1, Ordering::Relaxed);
+        self.notify.notify_one();
+    }
+}
+
+impl Watches {
+    pub fn new(cluster: Arc<Cluster>) -> Self {
+        Self {
+            shared: Arc::new(Shared {
+                cluster,
+                hub: Mutex::new(Hub::default()),
+                next_id: AtomicU64::new(0),
+            }),
+        }
+    }
+
+    /// Subscribes App `app`'s Target to changes of `objects`, starting the watches of kinds
+    /// nobody watched yet. Kinds the server does not resolve are left to the poll.
+    pub async fn subscribe<'a>(
+        &self,
         app: &str,
         objects: impl IntoIterator<Item = &'a ObjectRef>,
-    ) -> Self {
-        let mut groups: BTreeMap<(String, String, String), BTreeSet<String>> = BTreeMap::new();
+    ) -> Subscription {
+        let mut by_kind: BTreeMap<(&str, &str), Vec<Place>> = BTreeMap::new();
         for o in objects {
-            groups
-                .entry((o.api_version.clone(), o.kind.clone(), o.namespace.clone()))
+            by_kind
+                .entry((&o.api_version, &o.kind))
                 .or_default()
-                .insert(o.name.clone());
+                .push(Place::new(&o.namespace, &o.name));
         }
-        let changed = Arc::new(Notify::new());
-        let mut set = Self {
-            changed: changed.clone(),
-            live: Vec::new(),
-            tasks: Vec::new(),
-        };
-        let selector = format!("{LABEL_APP}={app}");
-        for ((api_version, kind, namespace), names) in groups {
-            let resolved = match cluster.resolve(&api_version, &kind).await {
-                Ok(resolved) => resolved,
+        let mut resolved = Vec::new();
+        for ((api_version, kind), places) in by_kind {
+            match self.shared.cluster.resolve(api_version, kind).await {
+                Ok(r) => resolved.push((r, places)),
                 Err(error) => {
-                    tracing::debug!(%kind, %error, "not watching a kind the server does not resolve");
-                    continue;
+                    tracing::debug!(%app, %kind, %error, "not watching a kind the server does not resolve");
                 }
-            };
-            let api: Api<kube::core::DynamicObject> = if resolved.namespaced {
-                Api::namespaced_with(cluster.client().clone(), &namespace, &resolved.resource)
-            } else {
-                Api::all_with(cluster.client().clone(), &resolved.resource)
-            };
-            let config = watcher::Config::default().labels(&selector);
-            let live = Arc::new(AtomicBool::new(false));
-            set.live.push(live.clone());
-            let changed = changed.clone();
-            set.tasks.push(tokio::spawn(async move {
-                let mut listed_before = false;
-                let mut events = std::pin::pin!(watcher::watcher(api, config).default_backoff());
-                while let Some(event) = events.next().await {
-                    match event {
-                        Ok(Event::Apply(object) | Event::Delete(object)) => {
-                            if names.contains(&object.name_any()) {
-                                changed.notify_one();
-                            }
-                        }
-                        Ok(Event::InitDone) => {
-                            live.store(true, Ordering::Relaxed);
-                            // A restarted watch may have missed changes: look again.
-                            if listed_before {
-                                changed.notify_one();
-                            }
-                            listed_before = true;
-                        }
-                        Ok(Event::Init | Event::InitApply(_)) => {}
-                        Err(error) => {
-                            live.store(false, Ordering::Relaxed);
-                            tracing::debug!(%kind, %namespace, %error, "watch interrupted; retrying");
-                        }
-                    }
-                }
-            }));
+            }
         }
-        set
+        let waker = Arc::new(Waker::default());
+        let id = self.shared.next_id();
+        let mut hub = self.shared.lock();
+        hub.subscribers.insert(id, waker.clone());
+        let mut kinds = Vec::new();
+        for (r, places) in resolved {
+            let key = KindKey::of(&r.resource);
+            let per_namespace = hub.forbidden_cluster_wide.contains(&key);
+            let kind = hub.kinds.entry(key.clone()).or_insert_with(|| KindWatch {
+                resource: r.resource.clone(),
+                namespaced: r.namespaced,
+                per_namespace,
+                interests: Interests::default(),
+                streams: BTreeMap::new(),
+            });
+            kind.interests.add(id, places);
+            if !kinds.contains(&key) {
+                kinds.push(key.clone());
+            }
+            self.shared.start_wanted(&mut hub, &key);
+        }
+        drop(hub);
+        Subscription {
+            shared: self.shared.clone(),
+            id,
+            waker,
+            kinds,
+        }
     }
 
-    /// Resolves when a watched object changed (or may have) since the last call.
-    pub async fn changed(&self) {
-        self.changed.notified().await;
-    }
-
-    /// Whether every watch is listed and running, so that changes are seen as they happen.
-    pub fn working(&self) -> bool {
-        self.live.iter().all(|l| l.load(Ordering::Relaxed))
-    }
-
-    /// How many watches run.
+    /// How many watches run (one per kind, or per namespace of a kind watched per namespace).
     pub fn len(&self) -> usize {
-        self.tasks.len()
+        self.shared
+            .lock()
+            .kinds
+            .values()
+            .map(|k| k.streams.len())
+            .sum()
     }
 
     pub fn is_empty(&self) -> bool {
-        self.tasks.is_empty()
+        self.len() == 0
     }
 }
 
-impl Drop for WatchSet {
+impl Drop for Watches {
     fn drop(&mut self) {
-        for task in &self.tasks {
-            task.abort();
+        // Subscriptions may outlive the hub's owner; the watches must not.
+        self.shared.lock().kinds.clear();
+    }
+}
+
+impl Shared {
+    fn next_id(&self) -> u64 {
+        self.next_id.fetch_add(1, Ordering::Relaxed)
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Hub> {
+        self.hub
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Starts the watches kind `key` needs and stops those it no longer needs.
+    fn start_wanted(self: &Arc<Self>, hub: &mut Hub, key: &KindKey) {
+        let Some(kind) = hub.kinds.get_mut(key) else {
+            return;
+        };
+        let wanted = routing::wanted_scopes(&kind.interests, kind.namespaced, kind.per_namespace);
+        kind.streams.retain(|scope, _| wanted.contains(scope));
+        for scope in wanted {
+            if kind.streams.contains_key(&scope) {
+                continue;
+            }
+            let id = self.next_id();
+            let client = self.cluster.client().clone();
+            let api: Api<PartialObjectMeta<DynamicObject>> = match &scope {
+                Scope::Namespace(namespace) => {
+                    Api::namespaced_with(client, namespace, &kind.resource)
+                }
+                Scope::Cluster => Api::all_with(client, &kind.resource),
+            };
+            tracing::debug!(kind = %key, %scope, "starting a watch");
+            let task = tokio::spawn(run_stream(
+                Arc::downgrade(self),
+                key.clone(),
+                scope.clone(),
+                id,
+                api,
+            ));
+            kind.streams.insert(
+                scope,
+                Stream {
+                    id,
+                    live: false,
+                    task,
+                },
+            );
         }
+    }
+
+    fn unsubscribe(self: &Arc<Self>, id: SubscriberId, kinds: &[KindKey]) {
+        let mut hub = self.lock();
+        hub.subscribers.remove(&id);
+        for key in kinds {
+            let Some(kind) = hub.kinds.get_mut(key) else {
+                continue;
+            };
+            kind.interests.remove(id);
+            if kind.interests.is_empty() {
+                tracing::debug!(kind = %key, "no subscriber left; stopping its watch");
+                hub.kinds.remove(key);
+            } else {
+                self.start_wanted(&mut hub, key);
+            }
+        }
+    }
+}
+
+/// Locks the hub and runs `f` on the kind of stream `id`, unless that stream was stopped or
+/// replaced meanwhile. Returns `None` when the stream should end.
+fn with_stream<T>(
+    shared: &Weak<Shared>,
+    key: &KindKey,
+    scope: &Scope,
+    id: u64,
+    f: impl FnOnce(&mut Hub) -> T,
+) -> Option<T> {
+    let shared = shared.upgrade()?;
+    let mut hub = shared.lock();
+    let current = hub
+        .kinds
+        .get(key)
+        .and_then(|k| k.streams.get(scope))
+        .is_some_and(|s| s.id == id);
+    current.then(|| f(&mut hub))
+}
+
+impl Hub {
+    fn wake(&self, subscribers: &[SubscriberId]) {
+        for s in subscribers {
+            if let Some(waker) = self.subscribers.get(s) {
+                waker.wake();
+            }
+        }
+    }
+
+    fn set_live(&mut self, key: &KindKey, scope: &Scope, live: bool) {
+        if let Some(stream) = self
+            .kinds
+            .get_mut(key)
+            .and_then(|k| k.streams.get_mut(scope))
+        {
+            stream.live = live;
+        }
+    }
+}
+
+/// Runs one watch until its task is aborted, restarting it (and listing again) after a pause
+/// whenever it fails.
+async fn run_stream(
+    shared: Weak<Shared>,
+    key: KindKey,
+    scope: Scope,
+    id: u64,
+    api: Api<PartialObjectMeta<DynamicObject>>,
+) {
+    let mut pause = RETRY_MIN;
+    loop {
+        let config = watcher::Config::default().labels(LABEL_APP);
+        let mut events = std::pin::pin!(watcher::watcher(api.clone(), config));
+        let error = loop {
+            let routed = match events.next().await {
+                Some(Ok(Event::Apply(object) | Event::Delete(object))) => {
+                    let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
+                    let name = object.metadata.name.as_deref().unwrap_or_default();
+                    with_stream(&shared, &key, &scope, id, |hub| {
+                        let to = hub
+                            .kinds
+                            .get(&key)
+                            .map(|k| k.interests.route(namespace, name))
+                            .unwrap_or_default();
+                        hub.wake(&to);
+                    })
+                }
+                Some(Ok(Event::InitDone)) => {
+                    pause = RETRY_MIN;
+                    // Changes made before this list completed arrive as part of it, not as
+                    // events: every subscriber looks again (also after the first list, which
+                    // may have raced a subscriber's own first look).
+                    with_stream(&shared, &key, &scope, id, |hub| {
+                        hub.set_live(&key, &scope, true);
+                        let to = hub
+                            .kinds
+                            .get(&key)
+                            .map(|k| k.interests.listed(&scope))
+                            .unwrap_or_default();
+                        hub.wake(&to);
+                    })
+                }
+                Some(Ok(Event::Init | Event::InitApply(_))) => Some(()),
+                Some(Err(error)) => break Some(error),
+                None => break None,
+            };
+            if routed.is_none() {
+                return;
+            }
+        };
+        // The watcher would resume on its own, but a resumed watch says nothing when it is
+        // back: restarting it lists again, which says so (and wakes the subscribers).
+        let forbidden = error.as_ref().is_some_and(is_forbidden);
+        let fell_back = with_stream(&shared, &key, &scope, id, |hub| {
+            hub.set_live(&key, &scope, false);
+            let Some(kind) = hub.kinds.get_mut(&key) else {
+                return false;
+            };
+            match routing::after_error(&scope, kind.namespaced, forbidden) {
+                AfterError::Retry => false,
+                AfterError::WatchPerNamespace => {
+                    kind.per_namespace = true;
+                    hub.forbidden_cluster_wide.insert(key.clone());
+                    true
+                }
+            }
+        });
+        match fell_back {
+            None => return,
+            Some(true) => {
+                tracing::warn!(
+                    kind = %key,
+                    "may not watch this kind in all namespaces (403); watching each namespace of its objects instead"
+                );
+                if let Some(shared) = shared.upgrade() {
+                    // Replaces (and so stops) this watch.
+                    let mut hub = shared.lock();
+                    shared.start_wanted(&mut hub, &key);
+                }
+                return;
+            }
+            Some(false) => match &error {
+                Some(error) => {
+                    tracing::debug!(kind = %key, %scope, %error, retry_in = ?pause, "watch failed; restarting it")
+                }
+                None => tracing::debug!(kind = %key, %scope, "watch ended; restarting it"),
+            },
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(RETRY_MAX);
+    }
+}
+
+fn is_forbidden(error: &watcher::Error) -> bool {
+    match error {
+        watcher::Error::InitialListFailed(kube::Error::Api(status))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(status))
+        | watcher::Error::WatchFailed(kube::Error::Api(status))
+        | watcher::Error::WatchError(status) => status.is_forbidden(),
+        _ => false,
+    }
+}
+
+/// One Target's interest in its objects; dropping it unsubscribes (and stops watches nobody
+/// needs any more).
+pub struct Subscription {
+    shared: Arc<Shared>,
+    id: SubscriberId,
+    waker: Arc<Waker>,
+    kinds: Vec<KindKey>,
+}
+
+impl Subscription {
+    /// Resolves when a subscribed object changed (or may have) since the last call.
+    pub async fn changed(&self) {
+        self.waker.notify.notified().await;
+    }
+
+    /// Whether every watch this subscription depends on has listed and is running, so that
+    /// changes are seen as they happen.
+    pub fn working(&self) -> bool {
+        let hub = self.shared.lock();
+        self.kinds.iter().all(|key| {
+            hub.kinds.get(key).is_some_and(|kind| {
+                let scopes: BTreeSet<Scope> = kind.streams.keys().cloned().collect();
+                routing::working(&kind.interests, self.id, &scopes, |scope| {
+                    kind.streams.get(scope).is_some_and(|s| s.live)
+                })
+            })
+        })
+    }
+
+    /// How many kinds this subscription watches (kinds the server does not resolve are not
+    /// counted).
+    pub fn len(&self) -> usize {
+        self.kinds.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.kinds.is_empty()
+    }
+
+    /// How often this subscription was woken so far (for tests and diagnostics).
+    pub fn wakes(&self) -> u64 {
+        self.waker.wakes.load(Ordering::Relaxed)
+    }
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.shared.unsubscribe(self.id, &self.kinds);
     }
 }
