@@ -289,13 +289,15 @@ impl Engine {
         rollouts::apply_controls(&mut fleet, &decided.controls);
 
         let mut changed = Vec::new();
+        let none = BTreeMap::new();
         for cluster in &clusters {
             // A revoked cluster keeps no Targets.
-            let new_targets = fleet.get(&cluster.name).cloned().unwrap_or_default();
+            let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
             let old = current.get(&cluster.name).cloned().unwrap_or_default();
-            if old.generation != 0 && old.plain_targets() == new_targets {
+            if old.generation != 0 && old.has_targets(new_targets) {
                 continue;
             }
+            let new_targets = new_targets.clone();
             let generation = old.generation + 1;
             let targets = new_targets
                 .into_iter()
@@ -1102,7 +1104,7 @@ impl Engine {
             .is_some_and(|d| d.targets.contains_key(&report.app));
         report.received_at_unix = now_unix();
         let previous = if known {
-            self.store.report(&cluster, &report.app)?
+            self.store.report_summary(&cluster, &report.app)
         } else {
             None
         };

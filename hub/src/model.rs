@@ -86,11 +86,14 @@ pub struct ClusterDesired {
 }
 
 impl ClusterDesired {
-    pub fn plain_targets(&self) -> BTreeMap<String, DesiredTarget> {
-        self.targets
-            .iter()
-            .map(|(k, v)| (k.clone(), v.target.clone()))
-            .collect()
+    /// Whether the Targets are `targets` (generations aside), without copying them.
+    pub fn has_targets(&self, targets: &BTreeMap<String, DesiredTarget>) -> bool {
+        self.targets.len() == targets.len()
+            && self
+                .targets
+                .iter()
+                .zip(targets)
+                .all(|((a, v), (b, t))| a == b && v.target == *t)
     }
 }
 
@@ -127,6 +130,28 @@ pub struct ResourceOutcome {
     pub health: HealthState,
     pub message: String,
     pub source_file: String,
+}
+
+/// What the hub keeps in memory of a Target's last report: what rollouts and events need.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ReportSummary {
+    pub seq: u64,
+    pub revision: String,
+    pub sync: SyncState,
+    pub health: HealthState,
+    pub message: String,
+}
+
+impl From<&TargetReport> for ReportSummary {
+    fn from(r: &TargetReport) -> Self {
+        Self {
+            seq: r.seq,
+            revision: r.revision.clone(),
+            sync: r.sync,
+            health: r.health,
+            message: r.message.clone(),
+        }
+    }
 }
 
 /// What a spoke reported about one of its Targets.

@@ -20,7 +20,7 @@ use crate::fleet::rollout::{
     plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, history};
-use crate::model::{AppControl, ClusterDesired, EventRecord, TargetReport};
+use crate::model::{AppControl, ClusterDesired, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
 use crate::resources::{App, ClusterGroup, Kind, Resource};
 
@@ -192,7 +192,7 @@ impl Engine {
                 .get(c)
                 .and_then(|d| d.targets.get(app))
                 .map(|t| t.target.commit.as_str());
-            let report = self.store.report(c, app)?;
+            let report = self.store.report_summary(c, app);
             let mark = self.store.healthy_mark(c, app)?;
             let (connected, last_contact) = {
                 let st = self.lock();
@@ -219,7 +219,7 @@ impl Engine {
     /// events, and wakes the rollout driver if the App is in a rollout. The caller flushes.
     pub(super) fn after_report(
         &self,
-        previous: Option<&TargetReport>,
+        previous: Option<&ReportSummary>,
         report: &TargetReport,
     ) -> Result<(), EngineError> {
         let now = report.received_at_unix;
@@ -579,6 +579,9 @@ pub(super) fn apply_controls(
 
 /// Recomputes whenever a report or connection may have moved a rollout on, and when a rollout
 /// asked to be looked at again.
+/// The longest pause between two decisions (see [`drive_rollouts`]).
+const PACE_CAP: Duration = Duration::from_secs(1);
+
 pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
     loop {
         let wake = engine.lock().next_rollout_check;
@@ -596,9 +599,18 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
             () = engine.rollout_kick.notified() => {}
             () = engine.shutdown.cancelled() => return,
         }
+        let started = std::time::Instant::now();
         if let Err(e) = engine.recompute().instrument(info_span!("rollout")).await {
             warn!(error = %e, "cannot move rollouts on");
         }
-        debug!("rollouts decided");
+        let took = started.elapsed();
+        debug!(took_ms = took.as_millis() as u64, "rollouts decided");
+        // Reports of a large fleet arrive faster than decisions are worth making: leave the
+        // hub at least as long as the last decision took before the next, so that deciding
+        // takes at most half of its time (dispatching and storing reports need the rest).
+        tokio::select! {
+            () = tokio::time::sleep(took.min(PACE_CAP)) => {}
+            () = engine.shutdown.cancelled() => return,
+        }
     }
 }

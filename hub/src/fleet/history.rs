@@ -1,13 +1,13 @@
 //! What in a Target's reports is worth an event in the App's history. Pure: two reports in,
 //! events out.
 
-use crate::model::{HealthState, SyncState, TargetReport};
+use crate::model::{HealthState, ReportSummary, SyncState, TargetReport};
 
 /// The events a new report makes, against the Target's previous report: a revision synced, a
 /// sync failing, drift, and health turning Healthy, Degraded, Missing or Suspended. Reports that
 /// only repeat, or pass through Progressing and Unknown, make none.
 pub fn target_events(
-    previous: Option<&TargetReport>,
+    previous: Option<&ReportSummary>,
     report: &TargetReport,
 ) -> Vec<(&'static str, String)> {
     let short = short(&report.revision);
@@ -101,7 +101,7 @@ mod tests {
     #[test]
     fn repeating_a_report_is_no_event() {
         let r = report("aaaaaaaaaa", SyncState::Synced, HealthState::Healthy);
-        assert!(target_events(Some(&r), &r).is_empty());
+        assert!(target_events(Some(&(&r).into()), &r).is_empty());
     }
 
     #[test]
@@ -109,7 +109,7 @@ mod tests {
         let old = report("aaaaaaaaaa", SyncState::Synced, HealthState::Healthy);
         let new = report("bbbbbbbbbb", SyncState::Synced, HealthState::Healthy);
         assert_eq!(
-            kinds(&target_events(Some(&old), &new)),
+            kinds(&target_events(Some(&(&old).into()), &new)),
             ["Synced", "Healthy"]
         );
     }
@@ -118,7 +118,7 @@ mod tests {
     fn degrading_carries_the_reason() {
         let old = report("aaaaaaaaaa", SyncState::Synced, HealthState::Progressing);
         let new = report("aaaaaaaaaa", SyncState::Synced, HealthState::Degraded);
-        let e = target_events(Some(&old), &new);
+        let e = target_events(Some(&(&old).into()), &new);
         assert_eq!(kinds(&e), ["Degraded"]);
         assert_eq!(e[0].1, "degraded at aaaaaaa: deploy/web: CrashLoopBackOff");
     }
@@ -127,10 +127,10 @@ mod tests {
     fn health_carried_into_a_new_sync_is_not_an_event() {
         let old = report("aaaaaaaaaa", SyncState::Synced, HealthState::Degraded);
         let new = report("bbbbbbbbbb", SyncState::Syncing, HealthState::Degraded);
-        assert!(target_events(Some(&old), &new).is_empty());
+        assert!(target_events(Some(&(&old).into()), &new).is_empty());
         let synced = report("bbbbbbbbbb", SyncState::Synced, HealthState::Healthy);
         assert_eq!(
-            kinds(&target_events(Some(&new), &synced)),
+            kinds(&target_events(Some(&(&new).into()), &synced)),
             ["Synced", "Healthy"]
         );
     }
@@ -139,18 +139,21 @@ mod tests {
     fn progressing_and_unknown_are_not_events() {
         let old = report("aaaaaaaaaa", SyncState::Syncing, HealthState::Unknown);
         let new = report("aaaaaaaaaa", SyncState::Syncing, HealthState::Progressing);
-        assert!(target_events(Some(&old), &new).is_empty());
+        assert!(target_events(Some(&(&old).into()), &new).is_empty());
     }
 
     #[test]
     fn a_failed_sync_and_drift_are_events_once() {
         let failed = report("aaaaaaaaaa", SyncState::Failed, HealthState::Unknown);
         assert_eq!(kinds(&target_events(None, &failed)), ["SyncFailed"]);
-        assert!(target_events(Some(&failed), &failed).is_empty());
+        assert!(target_events(Some(&(&failed).into()), &failed).is_empty());
         let synced = report("aaaaaaaaaa", SyncState::Synced, HealthState::Unknown);
         let drifted = report("aaaaaaaaaa", SyncState::OutOfSync, HealthState::Unknown);
-        assert_eq!(kinds(&target_events(Some(&synced), &drifted)), ["Drifted"]);
+        assert_eq!(
+            kinds(&target_events(Some(&(&synced).into()), &drifted)),
+            ["Drifted"]
+        );
         // Healed: back to Synced at the same revision is not a new sync event.
-        assert!(target_events(Some(&drifted), &synced).is_empty());
+        assert!(target_events(Some(&(&drifted).into()), &synced).is_empty());
     }
 }

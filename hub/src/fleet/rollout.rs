@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 
 use super::desired::AppRevision;
 use super::placement::{ClusterLabels, place, selection_matches};
-use crate::model::{HealthState, SyncState, TargetReport};
+use crate::model::{HealthState, ReportSummary, SyncState};
 use crate::resources::{App, ClusterGroup, IntOrPercent, OnFailure, RolloutSpec};
 
 #[cfg(test)]
@@ -659,7 +659,7 @@ impl Observation {
     /// cluster's connection.
     pub fn from_report(
         desired_revision: Option<&str>,
-        report: Option<&TargetReport>,
+        report: Option<&ReportSummary>,
         healthy: Option<&HealthyMark>,
         connected: bool,
         last_contact: Option<i64>,

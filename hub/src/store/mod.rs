@@ -5,8 +5,9 @@
 //! JSON; keys are plain strings. Anything acknowledged to anyone must be followed by
 //! [`Store::flush`] before the acknowledgement leaves the hub.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -16,8 +17,8 @@ use sled::transaction::{ConflictableTransactionError, TransactionError};
 use crate::fleet::AppRevision;
 use crate::fleet::rollout::{HealthyMark, RolloutState};
 use crate::model::{
-    AppControl, ClusterDesired, ClusterRecord, EventRecord, RepoStatus, TargetReport, TokenProblem,
-    TokenRecord,
+    AppControl, ClusterDesired, ClusterRecord, EventRecord, RepoStatus, ReportSummary,
+    TargetReport, TokenProblem, TokenRecord,
 };
 use crate::resources::{Kind, Resource};
 
@@ -88,6 +89,41 @@ pub struct Store {
     events: sled::Tree,
     app_controls: sled::Tree,
     group: std::sync::Arc<GroupFlush>,
+    mirror: Arc<Mutex<Mirror>>,
+}
+
+/// Decoded copies of the records the hub reads on every rollout decision and every status
+/// report, so that those do not read and decode thousands of records each time. Loaded when
+/// the store opens and updated by every write of those trees: the trees stay the truth.
+#[derive(Debug, Default)]
+struct Mirror {
+    clusters: BTreeMap<String, ClusterRecord>,
+    /// By report key: a summary of the last report.
+    reports: HashMap<String, ReportSummary>,
+    /// By report key.
+    healthy: HashMap<String, HealthyMark>,
+    /// Entries of the events tree.
+    events: usize,
+}
+
+impl Mirror {
+    fn load(store: &Store) -> Result<Self, StoreError> {
+        let mut mirror = Mirror {
+            clusters: entries(&store.clusters, "clusters")?,
+            healthy: entries::<HealthyMark>(&store.healthy, "healthy")?
+                .into_iter()
+                .collect(),
+            events: store.events.len(),
+            ..Default::default()
+        };
+        for kv in store.targets.iter() {
+            let (k, v) = kv?;
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let report: TargetReport = decode("targets", &key, &v)?;
+            mirror.reports.insert(key, ReportSummary::from(&report));
+        }
+        Ok(mirror)
+    }
 }
 
 /// Group commit: callers that ask for a flush while one is running share the next one, so that
@@ -175,7 +211,7 @@ impl Store {
             }
         };
         db.flush()?;
-        Ok(Self {
+        let mut store = Self {
             epoch,
             resources: db.open_tree("resources")?,
             clusters: db.open_tree("clusters")?,
@@ -192,8 +228,17 @@ impl Store {
             events: db.open_tree("events")?,
             app_controls: db.open_tree("app_controls")?,
             group: std::sync::Arc::default(),
+            mirror: Arc::default(),
             db,
-        })
+        };
+        store.mirror = Arc::new(Mutex::new(Mirror::load(&store)?));
+        Ok(store)
+    }
+
+    fn mirror(&self) -> MutexGuard<'_, Mirror> {
+        self.mirror
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// A random id of this hub's state, fixed at creation. Desired-state generations are only
@@ -252,15 +297,18 @@ impl Store {
     // --- clusters ----------------------------------------------------------------------------
 
     pub fn clusters(&self) -> Result<Vec<ClusterRecord>, StoreError> {
-        values(&self.clusters, "clusters")
+        Ok(self.mirror().clusters.values().cloned().collect())
     }
 
     pub fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
-        get(&self.clusters, "clusters", name)
+        Ok(self.mirror().clusters.get(name).cloned())
     }
 
     pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
+        // Under the mirror's lock, so that the tree and the mirror change in the same order.
+        let mut mirror = self.mirror();
         self.clusters.insert(&record.name, encode(record))?;
+        mirror.clusters.insert(record.name.clone(), record.clone());
         Ok(())
     }
 
@@ -369,7 +417,23 @@ impl Store {
             acked.insert(cluster.as_bytes(), encode(&seq))?;
             Ok(ReportOutcome::Stored { acked_seq: seq })
         });
-        flatten(result)
+        let outcome = flatten(result)?;
+        if let (ReportOutcome::Stored { .. }, Some(r)) = (outcome, report) {
+            // Reports of a cluster only grow in seq: an older one never replaces a newer.
+            let mut mirror = self.mirror();
+            let entry = mirror.reports.entry(report_key(cluster, &r.app));
+            match entry {
+                std::collections::hash_map::Entry::Occupied(mut e) => {
+                    if e.get().seq <= r.seq {
+                        e.insert(ReportSummary::from(r));
+                    }
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(ReportSummary::from(r));
+                }
+            }
+        }
+        Ok(outcome)
     }
 
     pub fn acked_seq(&self, cluster: &str) -> Result<u64, StoreError> {
@@ -384,8 +448,19 @@ impl Store {
         get(&self.targets, "targets", &report_key(cluster, app))
     }
 
+    /// A summary of the last report on a Target (from memory).
+    pub fn report_summary(&self, cluster: &str, app: &str) -> Option<ReportSummary> {
+        self.mirror()
+            .reports
+            .get(&report_key(cluster, app))
+            .cloned()
+    }
+
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
-        self.targets.remove(report_key(cluster, app))?;
+        let key = report_key(cluster, app);
+        let mut mirror = self.mirror();
+        self.targets.remove(&key)?;
+        mirror.reports.remove(&key);
         Ok(())
     }
 
@@ -470,10 +545,12 @@ impl Store {
             let (k, _) = kv?;
             self.rollout_history.remove(k)?;
         }
+        let mut mirror = self.mirror();
         for kv in self.healthy.iter() {
             let (k, _) = kv?;
             if k.split(|b| *b == 0).nth(1) == Some(app.as_bytes()) {
-                self.healthy.remove(k)?;
+                self.healthy.remove(&k)?;
+                mirror.healthy.remove(String::from_utf8_lossy(&k).as_ref());
             }
         }
         Ok(())
@@ -485,7 +562,11 @@ impl Store {
         cluster: &str,
         app: &str,
     ) -> Result<Option<HealthyMark>, StoreError> {
-        get(&self.healthy, "healthy", &report_key(cluster, app))
+        Ok(self
+            .mirror()
+            .healthy
+            .get(&report_key(cluster, app))
+            .cloned())
     }
 
     pub fn put_healthy_mark(
@@ -495,9 +576,16 @@ impl Store {
         mark: Option<&HealthyMark>,
     ) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
+        let mut mirror = self.mirror();
         match mark {
-            Some(m) => self.healthy.insert(key, encode(m))?,
-            None => self.healthy.remove(key)?,
+            Some(m) => {
+                self.healthy.insert(&key, encode(m))?;
+                mirror.healthy.insert(key, m.clone());
+            }
+            None => {
+                self.healthy.remove(&key)?;
+                mirror.healthy.remove(&key);
+            }
         };
         Ok(())
     }
@@ -534,11 +622,16 @@ impl Store {
             e.id = self.db.generate_id()?;
             batch.insert(&e.id.to_be_bytes(), encode(&*e));
         }
+        // The count is kept in memory: counting the tree would read all of it every time.
+        let mut mirror = self.mirror();
         self.events.apply_batch(batch)?;
-        let excess = self.events.len().saturating_sub(EVENTS_KEPT);
+        mirror.events += events.len();
+        let excess = mirror.events.saturating_sub(EVENTS_KEPT);
         for kv in self.events.iter().take(excess) {
             let (k, _) = kv?;
-            self.events.remove(k)?;
+            if self.events.remove(k)?.is_some() {
+                mirror.events -= 1;
+            }
         }
         Ok(())
     }
@@ -652,6 +745,8 @@ impl Store {
             }
             self.db.open_tree(name)?.apply_batch(batch)?;
         }
+        let mirror = Mirror::load(self)?;
+        *self.mirror() = mirror;
         self.flush().await
     }
 }

@@ -217,9 +217,105 @@ fn desired_state_clusters_and_revisions_round_trip() {
 #[test]
 fn corrupt_records_name_tree_and_key() {
     let (_d, s) = store();
-    s.clusters.insert("eu-1", b"{not json".as_ref()).unwrap();
-    let err = s.cluster("eu-1").unwrap_err().to_string();
+    s.resources
+        .insert("App/web", b"{not json".as_ref())
+        .unwrap();
+    let err = s.resource(Kind::App, "web").unwrap_err().to_string();
+    assert!(err.contains("resources/App/web"), "{err}");
+}
+
+#[test]
+fn a_corrupt_record_of_a_mirrored_tree_fails_the_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    {
+        let s = Store::open(&path).unwrap();
+        s.clusters.insert("eu-1", b"{not json".as_ref()).unwrap();
+        s.db.flush().unwrap();
+    }
+    let err = Store::open(&path).unwrap_err().to_string();
     assert!(err.contains("clusters/eu-1"), "{err}");
+}
+
+#[test]
+fn the_mirror_follows_every_write_and_survives_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let report = |seq: u64, revision: &str| TargetReport {
+        seq,
+        cluster: "eu-1".into(),
+        app: "web".into(),
+        revision: revision.into(),
+        sync: SyncState::Synced,
+        health: HealthState::Healthy,
+        message: format!("report {seq}"),
+        ..Default::default()
+    };
+    let mark = HealthyMark {
+        revision: "a".repeat(40),
+        since: 7,
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        s.put_cluster(&ClusterRecord {
+            name: "eu-1".into(),
+            labels: BTreeMap::new(),
+            agent_version: String::new(),
+            registered_at_unix: 1,
+            certificate_expires_unix: 2,
+            last_contact_unix: 0,
+            revoked: false,
+            key_fingerprint: String::new(),
+            pending: false,
+        })
+        .unwrap();
+        s.record_report("eu-1", 1, Some(&report(1, "aaa"))).unwrap();
+        s.record_report("eu-1", 2, Some(&report(2, "bbb"))).unwrap();
+        s.put_healthy_mark("eu-1", "web", Some(&mark)).unwrap();
+        s.put_healthy_mark("eu-1", "api", Some(&mark)).unwrap();
+        s.put_healthy_mark("eu-1", "api", None).unwrap();
+        assert_eq!(s.report_summary("eu-1", "web").unwrap().revision, "bbb");
+        assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
+        s.db.flush().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    assert_eq!(s.clusters().unwrap().len(), 1);
+    let summary = s.report_summary("eu-1", "web").unwrap();
+    assert_eq!((summary.seq, summary.message.as_str()), (2, "report 2"));
+    assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), Some(mark));
+    assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
+    s.delete_report("eu-1", "web").unwrap();
+    assert_eq!(s.report_summary("eu-1", "web"), None);
+    s.delete_app_records("web").unwrap();
+    assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), None);
+}
+
+#[test]
+fn events_beyond_the_limit_are_dropped_oldest_first_across_reopens() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let event = |n: usize| EventRecord {
+        app: "web".into(),
+        message: format!("event {n}"),
+        ..Default::default()
+    };
+    {
+        let s = Store::open(&path).unwrap();
+        let mut events: Vec<_> = (0..EVENTS_KEPT - 2).map(event).collect();
+        s.append_events(&mut events).unwrap();
+        s.db.flush().unwrap();
+    }
+    let s = Store::open(&path).unwrap();
+    let mut more: Vec<_> = (EVENTS_KEPT - 2..EVENTS_KEPT + 3).map(event).collect();
+    s.append_events(&mut more).unwrap();
+    assert_eq!(s.events.len(), EVENTS_KEPT);
+    let oldest = s.events(None, None, 0, EVENTS_KEPT).unwrap();
+    assert_eq!(oldest.len(), EVENTS_KEPT);
+    assert_eq!(oldest[0].message, "event 3");
+    assert_eq!(
+        oldest[EVENTS_KEPT - 1].message,
+        format!("event {}", EVENTS_KEPT + 2)
+    );
 }
 
 #[test]

@@ -1484,7 +1484,13 @@ fn observations_come_from_reports() {
         since: 7,
     };
     let b = "b".repeat(40);
-    let o = Observation::from_report(Some(&b), Some(&report), Some(&mark), true, Some(50));
+    let o = Observation::from_report(
+        Some(&b),
+        Some(&(&report).into()),
+        Some(&mark),
+        true,
+        Some(50),
+    );
     assert_eq!(o.applied_revision.as_deref(), Some(b.as_str()));
     assert_eq!(o.desired_revision.as_deref(), Some(b.as_str()));
     assert_eq!(
@@ -1496,7 +1502,7 @@ fn observations_come_from_reports() {
         (true, Some(50), "ok")
     );
     // A mark from another revision says nothing about this one.
-    let o = Observation::from_report(Some(&b), Some(&report), Some(&stale), true, None);
+    let o = Observation::from_report(Some(&b), Some(&(&report).into()), Some(&stale), true, None);
     assert_eq!(o.healthy_since, None);
     // Never reported: nothing applied.
     let o = Observation::from_report(Some(&b), None, None, false, None);
