@@ -110,6 +110,8 @@ async fn hub_and_spokes_expose_the_fleet_and_what_it_took() {
                 |v| v >= 1.0,
             ),
             ("gitfleet_git_fetch_duration_seconds_count", |v| v >= 1.0),
+            // Both connected spokes were handed the first revision, timed from its fetch.
+            ("gitfleet_dispatch_latency_seconds_count", |v| v >= 2.0),
             // At least syncing and synced+healthy from each spoke.
             ("gitfleet_status_reports_total", |v| v >= 4.0),
             ("gitfleet_store_size_bytes", |v| v > 0.0),

@@ -142,6 +142,15 @@ struct Follower {
     task: JoinHandle<()>,
 }
 
+/// The fetch that moved an App to a commit.
+#[derive(Debug, Clone)]
+struct ChangeOrigin {
+    commit: String,
+    /// W3C trace context of the change.
+    trace: BTreeMap<String, String>,
+    fetch_started: std::time::Instant,
+}
+
 #[derive(Default)]
 struct State {
     desired: HashMap<String, watch::Sender<Arc<ClusterDesired>>>,
@@ -149,9 +158,9 @@ struct State {
     last_contact: HashMap<String, i64>,
     followers: HashMap<String, Follower>,
     next_connection: u64,
-    /// By App: the commit it moved to and the W3C trace context of the fetch that found it,
-    /// so that dispatching the revision joins that change's trace (lost on restart).
-    traces: HashMap<String, (String, BTreeMap<String, String>)>,
+    /// By App: where its current revision came from, so that dispatching the revision joins
+    /// that change's trace and is timed from its fetch (lost on restart).
+    traces: HashMap<String, ChangeOrigin>,
     /// Apps whose rollout is not complete: their reports wake the rollout driver.
     incomplete_rollouts: HashSet<String>,
     /// When a rollout asked to be decided again although nothing changed.
@@ -247,8 +256,16 @@ impl Engine {
     /// The trace context of the change that moved `app` to `commit` (empty when unknown).
     pub fn trace_of(&self, app: &str, commit: &str) -> BTreeMap<String, String> {
         match self.lock().traces.get(app) {
-            Some((c, trace)) if c == commit => trace.clone(),
+            Some(o) if o.commit == commit => o.trace.clone(),
             _ => BTreeMap::new(),
+        }
+    }
+
+    /// When the fetch that moved `app` to `commit` started (unknown after a restart).
+    pub fn fetch_started(&self, app: &str, commit: &str) -> Option<std::time::Instant> {
+        match self.lock().traces.get(app) {
+            Some(o) if o.commit == commit => Some(o.fetch_started),
+            _ => None,
         }
     }
 
@@ -635,7 +652,7 @@ impl Engine {
             },
         };
         self.config.metrics.poll(name, outcome, started.elapsed());
-        if let Err(e) = self.after_fetch(name, spec, fetched).await {
+        if let Err(e) = self.after_fetch(name, spec, fetched, started).await {
             self.config.metrics.error(MetricsError::store);
             warn!(repo = %name, error = %e, "cannot record fetch result");
         }
@@ -646,6 +663,7 @@ impl Engine {
         name: &str,
         spec: &RepoSpec,
         fetched: Result<crate::git::Resolved, crate::git::GitError>,
+        fetch_started: std::time::Instant,
     ) -> Result<(), EngineError> {
         let now = now_unix();
         let guard = self.write.lock().await;
@@ -727,7 +745,11 @@ impl Engine {
                 });
                 self.lock().traces.insert(
                     app.metadata.name.clone(),
-                    (revision.commit.clone(), trace.clone()),
+                    ChangeOrigin {
+                        commit: revision.commit.clone(),
+                        trace: trace.clone(),
+                        fetch_started,
+                    },
                 );
                 self.record_app_event(
                     &app.metadata.name,

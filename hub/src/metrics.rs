@@ -141,6 +141,7 @@ pub struct HubMetrics {
     webhooks: Family<WebhookLabels, Counter>,
     polls: Family<PollLabels, Counter>,
     fetch_duration: Histogram,
+    dispatch_latency: Histogram,
     status_reports: Counter,
     errors: Family<ErrorLabels, Counter>,
     clusters: Gauge,
@@ -189,6 +190,18 @@ impl HubMetrics {
             "Time to fetch a Repo and resolve its ref",
             Unit::Seconds,
             fetch_duration.clone(),
+        );
+        // Fine below a second, where the fan-out goal lies.
+        let dispatch_latency = Histogram::new([
+            0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0,
+            30.0, 60.0,
+        ]);
+        registry.register_with_unit(
+            "dispatch_latency",
+            "From the start of the fetch that found a commit to its desired state handed to a \
+             connected spoke's stream, per cluster",
+            Unit::Seconds,
+            dispatch_latency.clone(),
         );
         let status_reports = Counter::default();
         registry.register(
@@ -253,6 +266,7 @@ impl HubMetrics {
             webhooks,
             polls,
             fetch_duration,
+            dispatch_latency,
             status_reports,
             errors,
             clusters,
@@ -288,6 +302,11 @@ impl HubMetrics {
         if outcome == PollOutcome::failed {
             self.error(ErrorKind::fetch);
         }
+    }
+
+    /// A revision found by a fetch that started `took` ago reached a spoke's stream.
+    pub fn dispatched(&self, took: Duration) {
+        self.dispatch_latency.observe(took.as_secs_f64());
     }
 
     pub fn status_report(&self) {

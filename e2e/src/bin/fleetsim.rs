@@ -419,6 +419,36 @@ impl Sim {
         Ok(())
     }
 
+    /// The hub's dispatch-latency histogram: cumulative counts by upper bound (seconds).
+    async fn dispatch_buckets(&self) -> anyhow::Result<Vec<(f64, u64)>> {
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        let mut buckets = Vec::new();
+        for line in response.lines() {
+            let Some(rest) = line.strip_prefix("gitfleet_dispatch_latency_seconds_bucket{le=\"")
+            else {
+                continue;
+            };
+            let (le, count) = rest
+                .split_once("\"} ")
+                .with_context(|| format!("unexpected metrics line {line:?}"))?;
+            let le = if le == "+Inf" {
+                f64::INFINITY
+            } else {
+                le.parse()?
+            };
+            buckets.push((le, count.trim().parse()?));
+        }
+        ensure!(
+            !buckets.is_empty(),
+            "the hub's /metrics has no dispatch latency"
+        );
+        Ok(buckets)
+    }
+
     fn commit(&self, version: u32) -> anyhow::Result<String> {
         self.git.write(
             "apps/small/configmap.yaml",
@@ -513,6 +543,7 @@ impl Sim {
             })
             .collect();
         let timeout = args.timeout;
+        let dispatched_before = self.dispatch_buckets().await?;
         let (fanout, peak, cpu, took) = sampled(pid, async {
             let sent = Instant::now();
             self.push_webhook().await?;
@@ -527,7 +558,9 @@ impl Sim {
                     sent.elapsed() < timeout,
                     "the hub never placed the new revision"
                 );
-                tokio::time::sleep(Duration::from_millis(20)).await;
+                // Each poll lists every Target: often enough to measure, seldom enough not to
+                // load the hub it measures.
+                tokio::time::sleep(Duration::from_millis(100)).await;
             }
             let decided = sent.elapsed();
             let mut latencies = Vec::with_capacity(n);
@@ -542,6 +575,11 @@ impl Sim {
         })
         .await?;
         let (mut latencies, decided, to_healthy) = fanout;
+        let dispatched_after = self.dispatch_buckets().await?;
+        self.row(
+            "fan-out, hub side: fetch start -> on each spoke's stream (p50/p99/max)",
+            bucket_percentiles(&dispatched_before, &dispatched_after)?,
+        );
         self.row(
             "webhook -> hub's desired state has it for all clusters",
             ms(decided),
@@ -742,6 +780,37 @@ impl Sim {
             eprintln!("cannot clean up: {e}");
         }
     }
+}
+
+/// p50 / p99 / max of the observations between two scrapes of a histogram, as the bucket
+/// bounds they fall under ("<= 50 ms").
+fn bucket_percentiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> anyhow::Result<String> {
+    ensure!(before.len() == after.len(), "the histogram changed shape");
+    let counts: Vec<(f64, u64)> = after
+        .iter()
+        .zip(before)
+        .map(|(&(le, a), &(_, b))| (le, a.saturating_sub(b)))
+        .collect();
+    let total = counts.last().map_or(0, |&(_, c)| c);
+    ensure!(total > 0, "the hub dispatched nothing it timed");
+    let bound = |p: f64| {
+        let rank = ((total as f64) * p).ceil().max(1.0) as u64;
+        let le = counts
+            .iter()
+            .find(|&&(_, c)| c >= rank)
+            .map_or(f64::INFINITY, |&(le, _)| le);
+        if le.is_infinite() {
+            "> 60 s".to_owned()
+        } else {
+            format!("<= {}", ms(Duration::from_secs_f64(le)))
+        }
+    };
+    Ok(format!(
+        "{} / {} / {} ({total} dispatches)",
+        bound(0.50),
+        bound(0.99),
+        bound(1.0)
+    ))
 }
 
 fn ms(d: Duration) -> String {

@@ -230,8 +230,16 @@ async fn run(
                 let current = connection.desired.borrow_and_update().clone();
                 if let Some(update) = link::delta(&sent, &current) {
                     debug!(generation = update.generation, base = update.base_generation, "sending delta");
+                    let found: Vec<std::time::Instant> = update
+                        .upserts
+                        .iter()
+                        .filter_map(|t| engine.fetch_started(&t.target.app, &t.target.commit))
+                        .collect();
                     if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
                         return;
+                    }
+                    for started in found {
+                        engine.metrics().dispatched(started.elapsed());
                     }
                 }
                 sent = current;
