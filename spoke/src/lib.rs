@@ -6,6 +6,7 @@
 //! directory). `agent` runs a worker per Target; `runtime` wires everything together.
 
 pub mod agent;
+pub mod allocator;
 pub mod cluster;
 pub mod desired;
 pub mod git;

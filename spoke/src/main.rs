@@ -5,7 +5,11 @@ use std::path::PathBuf;
 
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
+use gitfleet_spoke::allocator::{self, Allocator};
 use gitfleet_spoke::runtime::{self, KubeSource, SpokeConfig};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 #[derive(Parser)]
 #[command(name = "gitfleet-spoke", version, about = "gitfleet spoke agent")]
@@ -55,6 +59,11 @@ struct RunArgs {
     /// The helm binary that renders Helm charts (`helm template`); a path or a name on PATH.
     #[arg(long, env = "GITFLEET_HELM_COMMAND", default_value = "helm")]
     helm_command: PathBuf,
+    /// Threads that run the agent. The spoke mostly waits on the network; a thread per core of
+    /// a large node would only cost memory.
+    #[arg(long, env = "GITFLEET_WORKER_THREADS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    worker_threads: u16,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -68,10 +77,19 @@ fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
     Ok(out)
 }
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let telemetry = gitfleet_spoke::telemetry::init();
+fn main() -> anyhow::Result<()> {
     let Command::Run(args) = Cli::parse().command;
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(usize::from(args.worker_threads))
+        .enable_all()
+        .build()
+        .context("starting the async runtime")?
+        .block_on(run(args))
+}
+
+async fn run(args: RunArgs) -> anyhow::Result<()> {
+    let telemetry = gitfleet_spoke::telemetry::init();
+    allocator::return_freed_memory();
     let kube = match args.kubeconfig {
         Some(path) => KubeSource::Kubeconfig {
             path,

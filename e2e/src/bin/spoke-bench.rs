@@ -4,7 +4,8 @@
 //! - the time to fetch, render and apply 1,000 objects until the Target reports Synced;
 //! - CPU and resident memory of the spoke while 20 Targets sit idle. kubesim runs in a child
 //!   process (this binary again, with `--kubesim DIR`), so that the figures are the spoke's
-//!   alone; the child's are printed next to them.
+//!   alone; the child's are printed next to them. The spoke runs with its own allocator setup
+//!   (`gitfleet_spoke::allocator`), as the `gitfleet-spoke` binary does.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -12,6 +13,7 @@ use std::time::{Duration, Instant};
 
 use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
 use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
+use gitfleet_spoke::allocator::{self, Allocator};
 use gitfleet_spoke::cluster::Cluster;
 use gitfleet_spoke::desired::DesiredState;
 use gitfleet_spoke::git::GitCache;
@@ -20,6 +22,9 @@ use gitfleet_spoke::model::{
 };
 use tokio::sync::watch;
 use tokio_util::sync::CancellationToken;
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 #[derive(Default)]
 struct Latest(Mutex<BTreeMap<String, TargetStatus>>);
@@ -145,6 +150,7 @@ async fn main() {
         serve_kubesim(std::path::Path::new(dir)).await;
         return;
     }
+    allocator::return_freed_memory();
     let sim_dir = tempfile::TempDir::new().expect("tempdir");
     let (kubesim, kube_config) = start_kubesim(sim_dir.path()).await;
     let kubesim_pid = kubesim.id().expect("kubesim pid").to_string();
