@@ -1110,8 +1110,10 @@ impl Engine {
 
     /// Stores a status report (durably) unless it is a duplicate; returns the seq to ack.
     pub async fn record_report(&self, report: TargetReport) -> Result<u64, EngineError> {
+        let cluster = report.cluster.clone();
         let acked = self.store_report(report)?;
         self.store.flush().await?;
+        self.store.persist_acked(&cluster, acked)?;
         Ok(acked)
     }
 

@@ -58,6 +58,9 @@ struct Args {
     /// How long the status-ingest phase streams reports.
     #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
     ingest: Duration,
+    /// Only registration, the first deployment and status ingest (to measure ingest quickly).
+    #[arg(long)]
+    ingest_only: bool,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -503,6 +506,52 @@ impl Sim {
             format!("{:.1}s", start.elapsed().as_secs_f64()),
         );
 
+        let last = if args.ingest_only {
+            v1
+        } else {
+            self.idle_fanout_storm(args).await?
+        };
+
+        // 6. Status ingest: the spokes stop; their identities stream reports as fast as acks
+        // come back.
+        let pid = self.hub_pid()?;
+        let (rss, _) = usage(std::process::id())?;
+        let spokes_rss = rss;
+        let sessions = self.names.len();
+        for s in std::mem::take(&mut self.spokes) {
+            s.shutdown().await;
+        }
+        let ((acked, took), _, cpu, _) =
+            sampled(pid, self.ingest(sessions, args.ingest, &last)).await?;
+        self.row(
+            "status ingest: durable acked reports/s",
+            format!(
+                "{:.0}/s ({acked} over {:.1}s from {sessions} links, hub {:.0}% of one core)",
+                acked as f64 / took.as_secs_f64(),
+                took.as_secs_f64(),
+                100.0 * cpu / took.as_secs_f64()
+            ),
+        );
+        let rss = spokes_rss;
+        self.row(
+            "this process (kubesim + all spokes): resident memory",
+            format!(
+                "{:.1} MiB ({:.1} KiB per cluster)",
+                rss as f64 / 1024.0,
+                rss as f64 / n as f64
+            ),
+        );
+        println!("\n| measure | {n} clusters |\n| --- | --- |");
+        for (what, value) in &self.rows {
+            println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
+        }
+        Ok(())
+    }
+
+    /// Phases 3-5: idle, fan-out and rollout, the reconnect storm. Returns the revision the
+    /// fleet is at.
+    async fn idle_fanout_storm(&mut self, args: &Args) -> anyhow::Result<String> {
+        let n = self.names.len();
         // 3. Idle.
         let pid = self.hub_pid()?;
         let idle = args.idle;
@@ -646,40 +695,7 @@ impl Sim {
                 took.as_secs_f64()
             ),
         );
-        // 6. Status ingest: the spokes stop; their identities stream reports as fast as acks
-        // come back.
-        let pid = self.hub_pid()?;
-        let (rss, _) = usage(std::process::id())?;
-        let spokes_rss = rss;
-        let sessions = self.names.len();
-        for s in std::mem::take(&mut self.spokes) {
-            s.shutdown().await;
-        }
-        let ((acked, took), _, cpu, _) =
-            sampled(pid, self.ingest(sessions, args.ingest, &v3)).await?;
-        self.row(
-            "status ingest: durable acked reports/s",
-            format!(
-                "{:.0}/s ({acked} over {:.1}s from {sessions} links, hub {:.0}% of one core)",
-                acked as f64 / took.as_secs_f64(),
-                took.as_secs_f64(),
-                100.0 * cpu / took.as_secs_f64()
-            ),
-        );
-        let rss = spokes_rss;
-        self.row(
-            "this process (kubesim + all spokes): resident memory",
-            format!(
-                "{:.1} MiB ({:.1} KiB per cluster)",
-                rss as f64 / 1024.0,
-                rss as f64 / n as f64
-            ),
-        );
-        println!("\n| measure | {n} clusters |\n| --- | --- |");
-        for (what, value) in &self.rows {
-            println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
-        }
-        Ok(())
+        Ok(v3)
     }
 
     /// Opens one Link session per cluster with the spoke's own identity and streams status

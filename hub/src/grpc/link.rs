@@ -328,7 +328,11 @@ async fn ingest(
             }
         }
     }
-    if let Err(e) = engine.store().flush().await {
+    let durable = match engine.store().flush().await {
+        Ok(()) => engine.store().persist_acked(cluster, acked_seq),
+        Err(e) => Err(e),
+    };
+    if let Err(e) = durable {
         engine.metrics().error(ErrorKind::status_ingest);
         return (Err(Status::from(crate::engine::EngineError::from(e))), None);
     }

@@ -35,6 +35,10 @@ pub const DESIRED_HISTORY: u64 = 16;
 /// How many events the store keeps (the oldest go first).
 pub const EVENTS_KEPT: usize = 50_000;
 
+/// How long a flush waits for more writes when callers are queueing for it (see
+/// [`Store::flush`]): like PostgreSQL's `commit_delay`, a little latency for fewer disk syncs.
+const FLUSH_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
+
 const SCHEMA_KEY: &str = "schema_version";
 const EPOCH_KEY: &str = "epoch";
 
@@ -65,7 +69,8 @@ pub enum StoreError {
 pub enum ReportOutcome {
     /// Stored; everything up to this seq is now recorded (durable after the next flush).
     Stored { acked_seq: u64 },
-    /// Seen before (seq at or below what was acked): nothing written.
+    /// Seen before (seq at or below one recorded earlier): nothing written; everything up to
+    /// `acked_seq` is recorded (durable after the next flush).
     Duplicate { acked_seq: u64 },
 }
 
@@ -104,6 +109,10 @@ struct Mirror {
     healthy: HashMap<String, HealthyMark>,
     /// Entries of the events tree.
     events: usize,
+    /// By cluster: the highest report seq recorded (durable or not), to refuse duplicates.
+    seen: HashMap<String, u64>,
+    /// By cluster: the highest seq whose reports are durable, the one to ack.
+    acked: HashMap<String, u64>,
 }
 
 impl Mirror {
@@ -122,6 +131,8 @@ impl Mirror {
             let report: TargetReport = decode("targets", &key, &v)?;
             mirror.reports.insert(key, ReportSummary::from(&report));
         }
+        mirror.acked = entries::<u64>(&store.acked, "acked")?.into_iter().collect();
+        mirror.seen = mirror.acked.clone();
         Ok(mirror)
     }
 }
@@ -257,6 +268,12 @@ impl Store {
         if self.group.done.load(SeqCst) >= ticket {
             return Ok(());
         }
+        // Others are waiting too, so writes are arriving faster than flushes finish: wait a
+        // moment for more of them, so that one flush covers more (each costs a disk sync and
+        // several system calls, the bulk of the hub's work when many spokes report at once).
+        if self.group.requested.load(SeqCst) > ticket {
+            tokio::time::sleep(FLUSH_LINGER).await;
+        }
         // Every ticket drawn before this load is covered by the flush that follows it.
         let upto = self.group.requested.load(SeqCst);
         self.db.flush_async().await?;
@@ -367,16 +384,17 @@ impl Store {
     /// Stores a cluster's current desired state and keeps it in the cluster's history, which
     /// holds the last [`DESIRED_HISTORY`] generations (so a reconnecting spoke can get a delta).
     pub fn put_desired(&self, cluster: &str, desired: &ClusterDesired) -> Result<(), StoreError> {
+        // Plain inserts (a sled transaction writes and syncs the log twice, and a fan-out stores
+        // one of these per cluster). History first: a current generation without its history
+        // entry (a crash between the two) only costs that cluster a snapshot instead of a delta.
         let value = encode(desired);
-        let result = (&self.desired, &self.history).transaction(|(current, history)| {
-            current.insert(cluster.as_bytes(), value.as_slice())?;
-            history.insert(history_key(cluster, desired.generation), value.as_slice())?;
-            if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
-                history.remove(history_key(cluster, old))?;
-            }
-            Ok::<_, ConflictableTransactionError<StoreError>>(())
-        });
-        flatten(result)
+        self.history
+            .insert(history_key(cluster, desired.generation), value.as_slice())?;
+        self.desired.insert(cluster.as_bytes(), value)?;
+        if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
+            self.history.remove(history_key(cluster, old))?;
+        }
+        Ok(())
     }
 
     /// A cluster's desired state as it was at `generation`, if still kept.
@@ -395,49 +413,53 @@ impl Store {
     // --- status reports ----------------------------------------------------------------------
 
     /// Records a report (or, with `report: None`, only its sequence number: a report the hub
-    /// reads but does not keep) unless `seq` was seen before. Atomic with the acked sequence.
+    /// reads but does not keep) unless `seq` was seen before. Not durable until the next
+    /// [`Store::flush`], after which the caller calls [`Store::persist_acked`].
+    ///
+    /// Plain inserts, not a sled transaction: sled writes out and syncs its log buffer twice per
+    /// transaction or batch, which made every report cost two disk writes. Duplicates are told
+    /// apart in memory instead (under the mirror's lock, so concurrent streams of one cluster
+    /// are ordered), and the acked seq is written only once the reports are durable.
     pub fn record_report(
         &self,
         cluster: &str,
         seq: u64,
         report: Option<&TargetReport>,
     ) -> Result<ReportOutcome, StoreError> {
-        let result = (&self.targets, &self.acked).transaction(|(targets, acked)| {
-            let last = match acked.get(cluster)? {
-                Some(v) => decode::<u64>("acked", cluster, &v)
-                    .map_err(ConflictableTransactionError::Abort)?,
-                None => 0,
-            };
-            if seq <= last {
-                return Ok(ReportOutcome::Duplicate { acked_seq: last });
-            }
-            if let Some(r) = report {
-                targets.insert(report_key(cluster, &r.app).as_bytes(), encode(r))?;
-            }
-            acked.insert(cluster.as_bytes(), encode(&seq))?;
-            Ok(ReportOutcome::Stored { acked_seq: seq })
-        });
-        let outcome = flatten(result)?;
-        if let (ReportOutcome::Stored { .. }, Some(r)) = (outcome, report) {
+        let value = report.map(|r| (report_key(cluster, &r.app), encode(r)));
+        let mut mirror = self.mirror();
+        let last = mirror.seen.get(cluster).copied().unwrap_or(0);
+        if seq <= last {
+            // Recorded before this call, so durable after the caller's next flush.
+            return Ok(ReportOutcome::Duplicate { acked_seq: last });
+        }
+        if let (Some(r), Some((key, value))) = (report, value) {
             // Reports of a cluster only grow in seq: an older one never replaces a newer.
-            let mut mirror = self.mirror();
-            let entry = mirror.reports.entry(report_key(cluster, &r.app));
-            match entry {
-                std::collections::hash_map::Entry::Occupied(mut e) => {
-                    if e.get().seq <= r.seq {
-                        e.insert(ReportSummary::from(r));
-                    }
-                }
-                std::collections::hash_map::Entry::Vacant(e) => {
-                    e.insert(ReportSummary::from(r));
-                }
+            let newer = mirror.reports.get(&key).is_none_or(|old| old.seq <= r.seq);
+            if newer {
+                self.targets.insert(key.as_bytes(), value)?;
+                mirror.reports.insert(key, ReportSummary::from(r));
             }
         }
-        Ok(outcome)
+        mirror.seen.insert(cluster.to_owned(), seq);
+        Ok(ReportOutcome::Stored { acked_seq: seq })
     }
 
+    /// Records that the reports of `cluster` up to `seq` are durable (the caller flushed after
+    /// recording them): `seq` may be acked, now and after a restart.
+    pub fn persist_acked(&self, cluster: &str, seq: u64) -> Result<(), StoreError> {
+        let mut mirror = self.mirror();
+        let acked = mirror.acked.entry(cluster.to_owned()).or_default();
+        if seq > *acked {
+            *acked = seq;
+            self.acked.insert(cluster.as_bytes(), encode(&seq))?;
+        }
+        Ok(())
+    }
+
+    /// The highest seq of `cluster` whose reports are durable.
     pub fn acked_seq(&self, cluster: &str) -> Result<u64, StoreError> {
-        Ok(get(&self.acked, "acked", cluster)?.unwrap_or(0))
+        Ok(self.mirror().acked.get(cluster).copied().unwrap_or(0))
     }
 
     pub fn reports(&self) -> Result<Vec<TargetReport>, StoreError> {

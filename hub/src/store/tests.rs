@@ -146,6 +146,16 @@ fn reports_are_kept_once_per_seq() {
         s.record_report("eu-1", 2, None).unwrap(),
         ReportOutcome::Stored { acked_seq: 2 }
     );
+    // Not ackable until the caller flushed and said so.
+    assert_eq!(s.acked_seq("eu-1").unwrap(), 0);
+    s.persist_acked("eu-1", 2).unwrap();
+    assert_eq!(s.acked_seq("eu-1").unwrap(), 2);
+    assert_eq!(
+        s.record_report("eu-1", 2, None).unwrap(),
+        ReportOutcome::Duplicate { acked_seq: 2 }
+    );
+    // An older seq never moves it back.
+    s.persist_acked("eu-1", 1).unwrap();
     assert_eq!(s.acked_seq("eu-1").unwrap(), 2);
     assert_eq!(s.acked_seq("other").unwrap(), 0);
     assert_eq!(s.reports().unwrap().len(), 1);
@@ -357,6 +367,7 @@ async fn export_and_import_carry_everything_but_the_epoch() {
     .unwrap();
     s.record_report("eu-1", 4, Some(&report(4, "web", "hi")))
         .unwrap();
+    s.persist_acked("eu-1", 4).unwrap();
     let dump = s.export().unwrap();
     // Through text, as a backup file would be.
     let dump: serde_json::Value = serde_json::from_str(&dump.to_string()).unwrap();
@@ -412,6 +423,7 @@ async fn concurrent_flushes_are_shared_and_nothing_flushed_is_lost() {
             s.record_report(&cluster, 1, Some(&report(1, "web", "ok")))
                 .unwrap();
             s.flush().await.unwrap();
+            s.persist_acked(&cluster, 1).unwrap();
         });
     }
     while let Some(r) = tasks.join_next().await {
@@ -425,6 +437,32 @@ async fn concurrent_flushes_are_shared_and_nothing_flushed_is_lost() {
     drop(s);
     let s = Store::open(dir.path()).unwrap();
     for i in 0..200u64 {
-        assert_eq!(s.acked_seq(&format!("c-{i}")).unwrap(), 1, "c-{i}");
+        let cluster = format!("c-{i}");
+        assert_eq!(s.acked_seq(&cluster).unwrap(), 1, "{cluster}");
+        assert_eq!(s.report(&cluster, "web").unwrap().unwrap().message, "ok");
     }
+}
+
+#[test]
+fn an_acked_seq_written_after_the_reports_may_be_lost_without_losing_reports() {
+    // A crash after the flush of the reports but before the acked seq was flushed: the
+    // reports are there, and a spoke resending one stores it again rather than losing it.
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).unwrap();
+        s.record_report("eu-1", 7, Some(&report(7, "web", "seven")))
+            .unwrap();
+        s.db.flush().unwrap();
+    }
+    let s = Store::open(dir.path()).unwrap();
+    assert_eq!(s.acked_seq("eu-1").unwrap(), 0);
+    assert_eq!(
+        s.record_report("eu-1", 7, Some(&report(7, "web", "seven again")))
+            .unwrap(),
+        ReportOutcome::Stored { acked_seq: 7 }
+    );
+    assert_eq!(
+        s.report("eu-1", "web").unwrap().unwrap().message,
+        "seven again"
+    );
 }
