@@ -1112,8 +1112,7 @@ impl Engine {
     pub async fn record_report(&self, report: TargetReport) -> Result<u64, EngineError> {
         let cluster = report.cluster.clone();
         let acked = self.store_report(report)?;
-        self.store.flush().await?;
-        self.store.persist_acked(&cluster, acked)?;
+        self.store.ack_durably(&cluster, acked).await?;
         Ok(acked)
     }
 

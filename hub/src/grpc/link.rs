@@ -328,10 +328,7 @@ async fn ingest(
             }
         }
     }
-    let durable = match engine.store().flush().await {
-        Ok(()) => engine.store().persist_acked(cluster, acked_seq),
-        Err(e) => Err(e),
-    };
+    let durable = engine.store().ack_durably(cluster, acked_seq).await;
     if let Err(e) = durable {
         engine.metrics().error(ErrorKind::status_ingest);
         return (Err(Status::from(crate::engine::EngineError::from(e))), None);

@@ -414,7 +414,7 @@ impl Store {
 
     /// Records a report (or, with `report: None`, only its sequence number: a report the hub
     /// reads but does not keep) unless `seq` was seen before. Not durable until the next
-    /// [`Store::flush`], after which the caller calls [`Store::persist_acked`].
+    /// [`Store::flush`]; [`Store::ack_durably`] does that and records the seq as acked.
     ///
     /// Plain inserts, not a sled transaction: sled writes out and syncs its log buffer twice per
     /// transaction or batch, which made every report cost two disk writes. Duplicates are told
@@ -445,16 +445,28 @@ impl Store {
         Ok(ReportOutcome::Stored { acked_seq: seq })
     }
 
-    /// Records that the reports of `cluster` up to `seq` are durable (the caller flushed after
-    /// recording them): `seq` may be acked, now and after a restart.
-    pub fn persist_acked(&self, cluster: &str, seq: u64) -> Result<(), StoreError> {
-        let mut mirror = self.mirror();
-        let acked = mirror.acked.entry(cluster.to_owned()).or_default();
-        if seq > *acked {
-            *acked = seq;
-            self.acked.insert(cluster.as_bytes(), encode(&seq))?;
+    /// Makes the reports of `cluster` recorded so far durable, then `seq` as its acked seq, so
+    /// that `seq` may be acked: two flushes (both shared with concurrent callers), so that the
+    /// acked seq on disk never covers a report that is not.
+    pub async fn ack_durably(&self, cluster: &str, seq: u64) -> Result<(), StoreError> {
+        self.flush().await?;
+        if self.persist_acked(cluster, seq)? {
+            self.flush().await?;
         }
         Ok(())
+    }
+
+    /// Records that the reports of `cluster` up to `seq` are durable (the caller flushed after
+    /// recording them); durable itself after the next flush. Whether it moved.
+    pub fn persist_acked(&self, cluster: &str, seq: u64) -> Result<bool, StoreError> {
+        let mut mirror = self.mirror();
+        let acked = mirror.acked.entry(cluster.to_owned()).or_default();
+        if seq <= *acked {
+            return Ok(false);
+        }
+        *acked = seq;
+        self.acked.insert(cluster.as_bytes(), encode(&seq))?;
+        Ok(true)
     }
 
     /// The highest seq of `cluster` whose reports are durable.

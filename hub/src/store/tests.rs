@@ -422,8 +422,7 @@ async fn concurrent_flushes_are_shared_and_nothing_flushed_is_lost() {
             let cluster = format!("c-{i}");
             s.record_report(&cluster, 1, Some(&report(1, "web", "ok")))
                 .unwrap();
-            s.flush().await.unwrap();
-            s.persist_acked(&cluster, 1).unwrap();
+            s.ack_durably(&cluster, 1).await.unwrap();
         });
     }
     while let Some(r) = tasks.join_next().await {
