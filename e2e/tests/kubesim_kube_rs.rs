@@ -832,3 +832,44 @@ async fn streaming_list_watcher_gets_initial_events_then_changes() {
     assert_eq!(seen, vec!["first", "second"]);
     h.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_in_memory_client_applies_lists_and_watches_like_a_tcp_one() {
+    let h = sim(&["mem-1", "mem-2"]).await;
+    let mem = h.in_memory_client("mem-1").unwrap();
+    let tcp = client(&h, "mem-1");
+    let cms: Api<ConfigMap> = Api::namespaced(mem.clone(), "default");
+    let mut watch = cms
+        .watch(&WatchParams::default().labels("via=memory"), "0")
+        .await
+        .unwrap()
+        .boxed();
+    let cm = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {"name": "piped", "labels": {"via": "memory"}},
+        "data": {"k": "v"}
+    });
+    cms.patch("piped", &PatchParams::apply("test"), &Patch::Apply(&cm))
+        .await
+        .unwrap();
+    // The watch over the same in-memory transport sees it...
+    let event = tokio::time::timeout(Duration::from_secs(10), watch.try_next())
+        .await
+        .expect("a watch event in time")
+        .unwrap()
+        .expect("the stream goes on");
+    match event {
+        WatchEvent::Added(o) => assert_eq!(o.metadata.name.as_deref(), Some("piped")),
+        other => panic!("expected Added, got {other:?}"),
+    }
+    // ...and it is the same cluster a TCP client sees, and only that one.
+    let over_tcp: Api<ConfigMap> = Api::namespaced(tcp, "default");
+    assert_eq!(over_tcp.get("piped").await.unwrap().data.unwrap()["k"], "v");
+    let other: Api<ConfigMap> = Api::namespaced(h.in_memory_client("mem-2").unwrap(), "default");
+    let listed = other
+        .list(&ListParams::default().labels("via=memory"))
+        .await
+        .unwrap();
+    assert!(listed.items.is_empty());
+}

@@ -32,6 +32,9 @@ pub enum KubeSource {
     /// `KUBECONFIG`/`~/.kube/config`, else in-cluster.
     Infer,
     Config(Box<kube::Config>),
+    /// A client built elsewhere, on any transport kube-rs accepts (a simulator's in-memory
+    /// connection to its API server).
+    Client(kube::Client),
 }
 
 impl std::fmt::Debug for KubeSource {
@@ -45,6 +48,7 @@ impl std::fmt::Debug for KubeSource {
             Self::InCluster => f.write_str("InCluster"),
             Self::Infer => f.write_str("Infer"),
             Self::Config(config) => f.debug_tuple("Config").field(&config.cluster_url).finish(),
+            Self::Client(_) => f.write_str("Client"),
         }
     }
 }
@@ -112,6 +116,9 @@ pub async fn load_config(source: &KubeSource) -> Result<kube::Config, ClusterErr
         KubeSource::InCluster => kube::Config::incluster().map_err(|e| err(&e)),
         KubeSource::Infer => kube::Config::infer().await.map_err(|e| err(&e)),
         KubeSource::Config(config) => Ok((**config).clone()),
+        KubeSource::Client(_) => Err(ClusterError::Config(
+            "a ready-made client has no kube config to load".into(),
+        )),
     }
 }
 
@@ -145,6 +152,9 @@ impl Cluster {
     }
 
     pub async fn connect(source: &KubeSource) -> Result<Self, ClusterError> {
+        if let KubeSource::Client(client) = source {
+            return Ok(Self::new(client.clone()));
+        }
         let config = load_config(source).await?;
         let client = Client::try_from(config).map_err(|e| ClusterError::Config(e.to_string()))?;
         Ok(Self::new(client))

@@ -61,6 +61,11 @@ struct Args {
     /// Only registration, the first deployment and status ingest (to measure ingest quickly).
     #[arg(long)]
     ingest_only: bool,
+    /// The spokes reach kubesim over in-memory pipes instead of TCP (same kube-rs client and
+    /// HTTP): needed beyond about 5,000 clusters where the open-file limit is 20,000, since
+    /// over TCP each Kubernetes connection costs this process two descriptors.
+    #[arg(long)]
+    kube_in_memory: bool,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -377,7 +382,11 @@ impl Sim {
                     hub_url.clone(),
                     self.dir.join("spokes").join(name),
                     name.clone(),
-                    KubeSource::Config(Box::new(self.kubesim.kube_config(name))),
+                    if args.kube_in_memory {
+                        KubeSource::Client(self.kubesim.in_memory_client(name)?)
+                    } else {
+                        KubeSource::Config(Box::new(self.kubesim.kube_config(name)))
+                    },
                 );
                 config.hub_ca_pem = Some(ca.clone());
                 config.bootstrap_token = Some(token.clone());

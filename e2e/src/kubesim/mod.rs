@@ -10,6 +10,7 @@ pub mod controllers;
 pub mod discovery;
 pub mod fieldset;
 pub mod http;
+pub mod memory;
 pub mod protobuf;
 pub mod resources;
 pub mod schema;
@@ -145,6 +146,19 @@ impl KubesimHandle {
     /// `base_url()/clusters/NAME`
     pub fn cluster_url(&self, cluster: &str) -> String {
         format!("{}/clusters/{cluster}", self.base_url())
+    }
+
+    /// A kube-rs client for `cluster` over in-memory connections (no sockets, no TLS): for
+    /// simulating more clusters in one process than its open-file limit allows over TCP.
+    pub fn in_memory_client(&self, cluster: &str) -> Result<kube::Client, kube::Error> {
+        let url: ::http::Uri = format!("http://kubesim.invalid/clusters/{cluster}")
+            .parse()
+            .expect("a base URL with a cluster name is a valid URI");
+        let mut config = kube::Config::new(url);
+        if let Some(t) = &self.token {
+            config.auth_info.token = Some(t.clone().into());
+        }
+        memory::client(self.sim.clone(), &config)
     }
 
     /// Adds an empty cluster (a no-op when it exists).

@@ -226,10 +226,7 @@ pub async fn serve(sim: Arc<Sim>, setup: ListenerSetup) {
         let acceptor = acceptor.clone();
         tokio::spawn(async move {
             let cancel = sim.cancel.clone();
-            let service = hyper::service::service_fn(move |req| {
-                let sim = sim.clone();
-                async move { Ok::<_, std::convert::Infallible>(route(sim, req).await) }
-            });
+            let service = service(sim);
             let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
             let result = match acceptor {
                 Some(acceptor) => match acceptor.accept(stream).await {
@@ -253,6 +250,35 @@ pub async fn serve(sim: Arc<Sim>, setup: ListenerSetup) {
                 debug!(%peer, error = %e, "connection ended with an error");
             }
         });
+    }
+}
+
+fn service(
+    sim: Arc<Sim>,
+) -> impl hyper::service::Service<
+    Request<Incoming>,
+    Response = Response<Body>,
+    Error = std::convert::Infallible,
+    Future = impl Future<Output = Result<Response<Body>, std::convert::Infallible>> + Send,
+> + Clone
++ Send {
+    hyper::service::service_fn(move |req| {
+        let sim = sim.clone();
+        async move { Ok::<_, std::convert::Infallible>(route(sim, req).await) }
+    })
+}
+
+/// Serves one in-memory connection (plain HTTP) until it closes or the simulator stops.
+pub async fn serve_in_memory(sim: Arc<Sim>, io: tokio::io::DuplexStream) {
+    let cancel = sim.cancel.clone();
+    let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+    tokio::select! {
+        r = builder.serve_connection(TokioIo::new(io), service(sim)) => {
+            if let Err(e) = r {
+                debug!(error = %e, "in-memory connection ended with an error");
+            }
+        }
+        () = cancel.cancelled() => {}
     }
 }
 
