@@ -245,6 +245,10 @@ impl Sim {
 
     async fn start_hub(&mut self, timeout: Duration) -> anyhow::Result<()> {
         let data = self.dir.join("hub");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("hub.log"))?;
         let child = Command::new(&self.hub_bin)
             .args([
                 "serve",
@@ -260,8 +264,9 @@ impl Sim {
                 "1h",
             ])
             .env("GITFLEET_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(self.dir.join("hub.log"))?)
+            // Every start appends, so a restarted hub does not hide why the last one ended.
+            .stdout(log.try_clone()?)
+            .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.hub_bin.display()))?;
         self.hub = Some(Proc(child));
@@ -283,6 +288,18 @@ impl Sim {
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Fails, saying how, when the hub process has ended.
+    fn check_hub(&mut self) -> anyhow::Result<()> {
+        let hub = self.hub.as_mut().context("the hub runs")?;
+        if let Some(status) = hub.0.try_wait()? {
+            anyhow::bail!(
+                "the hub process ended ({status}); see {}",
+                self.dir.join("hub.log").display()
+            );
+        }
+        Ok(())
     }
 
     fn hub_pid(&self) -> anyhow::Result<u32> {
@@ -622,10 +639,19 @@ impl Sim {
             }
             let decided = sent.elapsed();
             let mut latencies = Vec::with_capacity(n);
-            for w in waiters {
-                let at = tokio::time::timeout(timeout, w)
-                    .await
-                    .context("a spoke never got the new revision")??;
+            for mut w in waiters {
+                let at = loop {
+                    match tokio::time::timeout(Duration::from_secs(1), &mut w).await {
+                        Ok(at) => break at?,
+                        Err(_) => {
+                            self.check_hub()?;
+                            ensure!(
+                                sent.elapsed() < timeout,
+                                "a spoke never got the new revision"
+                            );
+                        }
+                    }
+                };
                 latencies.push(at.saturating_duration_since(sent));
             }
             self.wait_synced(&v2, timeout).await?;
