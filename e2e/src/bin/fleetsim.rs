@@ -290,6 +290,25 @@ impl Sim {
         }
     }
 
+    /// Every Target of the App, retrying (until `deadline`) a call the busy hub failed: a
+    /// benchmark measures the fleet, not one listing's luck.
+    async fn status_or_retry(
+        &mut self,
+        deadline: Instant,
+    ) -> anyhow::Result<Vec<pb::TargetStatus>> {
+        loop {
+            match self.admin()?.status("small", "").await {
+                Ok(status) => return Ok(status),
+                Err(e) => {
+                    self.check_hub()?;
+                    ensure!(Instant::now() < deadline, "listing the Targets: {e}");
+                    eprintln!("fleetsim: listing the Targets failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// Fails, saying how, when the hub process has ended.
     fn check_hub(&mut self) -> anyhow::Result<()> {
         let hub = self.hub.as_mut().context("the hub runs")?;
@@ -345,7 +364,7 @@ impl Sim {
         let n = self.names.len();
         let deadline = Instant::now() + timeout;
         loop {
-            let status = self.admin()?.status("small", "").await?;
+            let status = self.status_or_retry(deadline).await?;
             let done = status
                 .iter()
                 .filter(|t| {
@@ -625,7 +644,7 @@ impl Sim {
             // When the hub's own desired state holds the new revision for every cluster (what it
             // then pushes), to tell the hub's part from the links' and the spokes'.
             loop {
-                let status = self.admin()?.status("small", "").await?;
+                let status = self.status_or_retry(sent + timeout).await?;
                 if status.len() == n && status.iter().all(|t| t.desired_revision == v2) {
                     break;
                 }
