@@ -248,11 +248,17 @@ async fn a_bad_commit_stops_at_the_canaries_and_a_person_rolls_it_back() -> anyh
         .git
         .commit("v3: a Deployment that never becomes available")?;
     let v3_guard = v3.clone();
+    // The first failing canary pauses the rollout; the other fails on its own clock (under
+    // load, a moment later): wait for the pause to name both.
     let paused = wait_rollout(
         &mut fleet,
-        "rollout #3 paused at the canaries",
+        "rollout #3 paused at the canaries, both failed",
         Some((v3_guard.as_str(), is_canary)),
-        |r, _| r.revision == v3_guard && r.summary == "paused",
+        |r, _| {
+            r.revision == v3_guard
+                && r.summary == "paused"
+                && r.waves.first().is_some_and(|w| w.failed == 2)
+        },
     )
     .await?;
     ensure!(paused.reason.contains("canary"), "{paused:?}");
