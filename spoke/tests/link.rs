@@ -344,13 +344,7 @@ async fn link_delivers_desired_state_and_loses_no_report() {
             )),
         }]
     });
-    let data = tempfile::TempDir::new().expect("tempdir");
-    let identity = identity::ensure_identity(
-        &IdentityStore::new(data.path()),
-        Some(&registration(&url, &hub, TOKEN)),
-    )
-    .await
-    .expect("register");
+    let (data, identity) = registered(&hub, &url).await;
 
     let mut config = LinkConfig::new(url.clone(), "edge-1", data.path().join("state"));
     config.backoff_base = Duration::from_millis(20);
@@ -535,16 +529,22 @@ async fn an_aging_certificate_is_renewed_over_the_live_stream() {
         .expect("join");
 }
 
-#[tokio::test]
-async fn a_report_is_sent_only_once_it_is_on_disk() {
-    let (hub, url) = start_hub().await;
+/// A data directory with an identity the hub issued.
+async fn registered(hub: &FakeHub, url: &str) -> (tempfile::TempDir, identity::Identity) {
     let data = tempfile::TempDir::new().expect("tempdir");
     let identity = identity::ensure_identity(
         &IdentityStore::new(data.path()),
-        Some(&registration(&url, &hub, TOKEN)),
+        Some(&registration(url, hub, TOKEN)),
     )
     .await
     .expect("register");
+    (data, identity)
+}
+
+#[tokio::test]
+async fn a_report_is_sent_only_once_it_is_on_disk() {
+    let (hub, url) = start_hub().await;
+    let (data, identity) = registered(&hub, &url).await;
     let mut config = LinkConfig::new(url, "edge-1", data.path().join("state"));
     config.heartbeat_interval = Duration::from_millis(50);
     let state = LinkState::load(config).expect("state");
