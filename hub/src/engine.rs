@@ -1150,46 +1150,91 @@ impl Engine {
         }
     }
 
-    /// Every Target (optionally of one App and/or cluster) with its last report.
+    /// Every Target (optionally of one App and/or cluster) with its last report, ordered by
+    /// (app, cluster).
     pub fn status(
         &self,
         app: Option<&str>,
         cluster: Option<&str>,
     ) -> Result<Vec<TargetView>, EngineError> {
+        Ok(self.status_page(app, cluster, None, usize::MAX)?.targets)
+    }
+
+    /// One page of `status`: at most `limit` Targets ordered by (app, cluster), starting after
+    /// the Target `after` (which need not exist any more). Only the page's reports are read from
+    /// the store; the keys come from memory.
+    pub fn status_page(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: Option<(&str, &str)>,
+        limit: usize,
+    ) -> Result<StatusPage, EngineError> {
         let now = now_unix();
-        let desired: Vec<(String, Arc<ClusterDesired>)> = {
+        let mut keys: Vec<(String, String, String, bool)> = {
             let state = self.lock();
-            state
-                .desired
-                .iter()
-                .filter(|(c, _)| cluster.is_none_or(|want| want == c.as_str()))
-                .map(|(c, tx)| (c.clone(), tx.borrow().clone()))
-                .collect()
-        };
-        let mut views = Vec::new();
-        for (c, d) in desired {
-            let connected = {
-                let state = self.lock();
-                self.is_connected(&state, &c, now)
-            };
-            for (a, t) in &d.targets {
-                if app.is_some_and(|want| want != a) {
+            let mut keys = Vec::new();
+            for (c, tx) in &state.desired {
+                if cluster.is_some_and(|want| want != c.as_str()) {
                     continue;
                 }
-                let report = self.store.report(&c, a)?;
-                views.push(TargetView {
-                    app: a.clone(),
-                    cluster: c.clone(),
-                    desired_revision: t.target.commit.clone(),
-                    updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
-                    report,
-                    cluster_connected: connected,
+                let connected = self.is_connected(&state, c, now);
+                let desired = tx.borrow();
+                for (a, t) in &desired.targets {
+                    if app.is_some_and(|want| want != a) {
+                        continue;
+                    }
+                    if after.is_some_and(|(aa, ac)| (a.as_str(), c.as_str()) <= (aa, ac)) {
+                        continue;
+                    }
+                    keys.push((a.clone(), c.clone(), t.target.commit.clone(), connected));
+                }
+            }
+            keys
+        };
+        keys.sort_unstable_by(|x, y| (&x.0, &x.1).cmp(&(&y.0, &y.1)));
+        let more = keys.len() > limit;
+        keys.truncate(limit);
+        let mut targets = Vec::with_capacity(keys.len());
+        for (app, cluster, desired_revision, cluster_connected) in keys {
+            let report = self.store.report(&cluster, &app)?;
+            targets.push(TargetView {
+                updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
+                app,
+                cluster,
+                desired_revision,
+                report,
+                cluster_connected,
+            });
+        }
+        Ok(StatusPage { targets, more })
+    }
+
+    /// Every Target's last sync and health (from memory), for gauges; a Target with no report
+    /// yet counts with the defaults a missing report shows.
+    pub fn target_states(&self) -> Vec<(crate::model::SyncState, crate::model::HealthState)> {
+        let state = self.lock();
+        let mut out = Vec::new();
+        for (c, tx) in &state.desired {
+            for a in tx.borrow().targets.keys() {
+                out.push(match self.store.report_summary(c, a) {
+                    Some(r) => (r.sync, r.health),
+                    None => {
+                        let r = TargetReport::default();
+                        (r.sync, r.health)
+                    }
                 });
             }
         }
-        views.sort_by(|x, y| (&x.app, &x.cluster).cmp(&(&y.app, &y.cluster)));
-        Ok(views)
+        out
     }
+}
+
+/// A page of Targets; `more` when Targets follow the last one.
+#[derive(Debug, Clone)]
+pub struct StatusPage {
+    pub targets: Vec<TargetView>,
+    pub more: bool,
 }
 
 async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger: Arc<Notify>) {

@@ -66,21 +66,7 @@ async fn metrics(State(state): State<HttpState>) -> Response {
             engine.metrics().error(ErrorKind::store);
         }
     }
-    match engine.status(None, None) {
-        Ok(targets) => {
-            snapshot.targets = targets
-                .into_iter()
-                .map(|t| {
-                    let r = t.report.unwrap_or_default();
-                    (r.sync, r.health)
-                })
-                .collect();
-        }
-        Err(e) => {
-            warn!(error = %e, "metrics: cannot read Targets");
-            engine.metrics().error(ErrorKind::store);
-        }
-    }
+    snapshot.targets = engine.target_states();
     match engine.store().rollouts() {
         Ok(rollouts) => {
             for app in rollouts.keys() {

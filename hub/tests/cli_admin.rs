@@ -212,7 +212,7 @@ impl Admin for FakeHub {
             .received
             .statuses
             .push(request.clone());
-        let targets = self
+        let matching: Vec<pb::TargetStatus> = self
             .targets
             .lock()
             .unwrap()
@@ -221,7 +221,22 @@ impl Admin for FakeHub {
             .filter(|t| request.cluster.is_empty() || t.cluster == request.cluster)
             .cloned()
             .collect();
-        Ok(Response::new(pb::StatusResponse { targets }))
+        // One Target per page, so that every listing exercises the client's paging.
+        let from: usize = if request.page_token.is_empty() {
+            0
+        } else {
+            request.page_token.parse().unwrap()
+        };
+        let targets: Vec<_> = matching.iter().skip(from).take(1).cloned().collect();
+        let next_page_token = if from + 1 < matching.len() {
+            (from + 1).to_string()
+        } else {
+            String::new()
+        };
+        Ok(Response::new(pb::StatusResponse {
+            targets,
+            next_page_token,
+        }))
     }
 
     async fn create_token(
@@ -580,6 +595,17 @@ async fn status_prints_a_table_for_people_and_full_documents_for_scripts() {
     let out = hub.run(&["status", "-o", "yaml"]).await.unwrap();
     let report: StatusReport = serde_yaml::from_str(&out).unwrap();
     assert_eq!(report.targets.len(), 2);
+    // The fake serves one Target per page: the CLI followed the token to the second page.
+    hub.received(|r| {
+        let tokens: Vec<&str> = r
+            .statuses
+            .iter()
+            .rev()
+            .take(2)
+            .map(|s| s.page_token.as_str())
+            .collect();
+        assert_eq!(tokens, ["1", ""]);
+    });
     assert_eq!(
         report.targets[1].resources[1].message,
         "no kind Widget is registered"
@@ -826,7 +852,8 @@ async fn status_wait_times_out_naming_what_is_not_converged() {
         "timed out after 100ms waiting for Targets to be synced and healthy: 1 of 2 not yet: \
          guestbook on prod-1 is OutOfSync/Degraded at 01234567 (wants 01234567): 1 of 2 resources failed"
     );
-    hub.received(|r| assert!(r.statuses.len() >= 2, "it polled"));
+    // Two pages per poll.
+    hub.received(|r| assert!(r.statuses.len() >= 4, "it polled"));
 }
 
 #[tokio::test]
@@ -855,7 +882,7 @@ async fn status_wait_returns_once_every_target_converges() {
     };
     // Let it see the unconverged state a few times, then fix the broken Target.
     poll_until("three status polls", || {
-        hub.received(|r| r.statuses.len() >= 3)
+        hub.received(|r| r.statuses.len() >= 6)
     })
     .await;
     {

@@ -20,15 +20,24 @@ async fn status_of(
     admin: &mut AdminClient<tonic::transport::Channel>,
     app: &str,
 ) -> Vec<pb::TargetStatus> {
-    admin
-        .status(pb::StatusRequest {
-            app: app.into(),
-            cluster: String::new(),
-        })
-        .await
-        .unwrap()
-        .into_inner()
-        .targets
+    let mut targets = Vec::new();
+    let mut page_token = String::new();
+    loop {
+        let page = admin
+            .status(pb::StatusRequest {
+                app: app.into(),
+                page_token,
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        targets.extend(page.targets);
+        if page.next_page_token.is_empty() {
+            return targets;
+        }
+        page_token = page.next_page_token;
+    }
 }
 
 #[tokio::test]
@@ -1209,4 +1218,128 @@ async fn deploy_web_to_dev(
         })
         .await;
     spoke
+}
+
+#[tokio::test]
+async fn status_lists_targets_a_page_at_a_time_in_key_order() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let mut ids = Vec::new();
+    for cluster in ["dev-1", "dev-3", "dev-2"] {
+        ids.push(register(&hub, cluster, &[("env", "dev")]).await);
+    }
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+                app_doc("api", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let all = eventually("six Targets", || {
+        let mut admin = admin.clone();
+        async move {
+            let targets = status_of(&mut admin, "").await;
+            (targets.len() == 6).then_some(targets)
+        }
+    })
+    .await;
+    let keys = |targets: &[pb::TargetStatus]| -> Vec<String> {
+        targets
+            .iter()
+            .map(|t| format!("{}/{}", t.app, t.cluster))
+            .collect()
+    };
+    assert_eq!(
+        keys(&all),
+        [
+            "api/dev-1",
+            "api/dev-2",
+            "api/dev-3",
+            "web/dev-1",
+            "web/dev-2",
+            "web/dev-3"
+        ]
+    );
+
+    // Pages of four: the first ends with a token, the second holds the rest and ends the list.
+    let page = |size: u32, token: String, app: &str| {
+        let mut admin = admin.clone();
+        let app = app.to_owned();
+        async move {
+            admin
+                .status(pb::StatusRequest {
+                    app,
+                    page_size: size,
+                    page_token: token,
+                    ..Default::default()
+                })
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let first = page(4, String::new(), "").await.unwrap();
+    assert_eq!(keys(&first.targets), keys(&all[..4]));
+    assert!(!first.next_page_token.is_empty());
+    let second = page(4, first.next_page_token.clone(), "").await.unwrap();
+    assert_eq!(keys(&second.targets), keys(&all[4..]));
+    assert!(
+        second.next_page_token.is_empty(),
+        "the last page ends the list"
+    );
+
+    // Pages of one through one App, following the tokens, list exactly that App's Targets.
+    let mut walked = Vec::new();
+    let mut token = String::new();
+    loop {
+        let p = page(1, token, "web").await.unwrap();
+        assert!(p.targets.len() <= 1);
+        walked.extend(p.targets);
+        if p.next_page_token.is_empty() {
+            break;
+        }
+        token = p.next_page_token;
+    }
+    assert_eq!(keys(&walked), keys(&all[3..]));
+
+    // A page also ends before 1 MiB: with two 700 KiB reports on dev-1, a page of any size
+    // stops before the second of them, and the next page carries on from there.
+    let commit = all[0].desired_revision.clone();
+    let spoke = FakeSpoke::connect(&hub.grpc_url(), &ids[0], SpokeView::default())
+        .await
+        .unwrap();
+    let big = "x".repeat(700 * 1024);
+    spoke.report(1, "api", &commit, &big).await;
+    spoke.report(2, "web", &commit, &big).await;
+    eventually("both big reports stored", || {
+        let mut admin = admin.clone();
+        async move {
+            let targets = status_of(&mut admin, "").await;
+            (targets
+                .iter()
+                .filter(|t| t.message.len() == 700 * 1024)
+                .count()
+                == 2)
+                .then_some(())
+        }
+    })
+    .await;
+    let first = page(5000, String::new(), "").await.unwrap();
+    assert_eq!(keys(&first.targets), keys(&all[..3]));
+    let second = page(5000, first.next_page_token, "").await.unwrap();
+    assert_eq!(keys(&second.targets), keys(&all[3..]));
+    assert!(second.next_page_token.is_empty());
+
+    // A token the hub did not issue is refused, naming the token.
+    let err = page(0, "bogus".into(), "").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("\"bogus\""), "{err}");
+
+    hub.shutdown().await;
 }

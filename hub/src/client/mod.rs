@@ -111,18 +111,42 @@ impl AdminClient {
         Ok(self.check(response)?.resources)
     }
 
-    /// Every Target's state, optionally narrowed to one App and/or one cluster (empty = all).
+    /// Every Target's state, optionally narrowed to one App and/or one cluster (empty = all),
+    /// ordered by (app, cluster): every page the hub serves, one request each.
     pub async fn status(
         &mut self,
         app: &str,
         cluster: &str,
     ) -> Result<Vec<pb::TargetStatus>, ClientError> {
+        let mut targets = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let page = self.status_page(app, cluster, 0, &page_token).await?;
+            targets.extend(page.targets);
+            if page.next_page_token.is_empty() {
+                return Ok(targets);
+            }
+            page_token = page.next_page_token;
+        }
+    }
+
+    /// One page of `status`: `page_size` 0 lets the hub choose; `page_token` empty for the
+    /// first page, else the previous page's `next_page_token`.
+    pub async fn status_page(
+        &mut self,
+        app: &str,
+        cluster: &str,
+        page_size: u32,
+        page_token: &str,
+    ) -> Result<pb::StatusResponse, ClientError> {
         let request = pb::StatusRequest {
             app: app.to_owned(),
             cluster: cluster.to_owned(),
+            page_size,
+            page_token: page_token.to_owned(),
         };
         let response = self.inner.status(request).await;
-        Ok(self.check(response)?.targets)
+        self.check(response)
     }
 
     pub async fn create_token(

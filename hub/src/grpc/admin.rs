@@ -13,6 +13,12 @@ use super::{admin_peer, convert};
 use crate::engine::Engine;
 use crate::resources::Kind;
 
+/// Targets per `Status` page when the request names no size, and the most it may ask for.
+const STATUS_PAGE_DEFAULT: usize = 500;
+const STATUS_PAGE_MAX: usize = 5000;
+/// A page ends before its encoded Targets pass this (a quarter of the message limit).
+const STATUS_PAGE_BYTES: usize = gitfleet_proto::MAX_MESSAGE_BYTES / 4;
+
 /// TTL of a bootstrap token when the request names none.
 const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 
@@ -110,11 +116,36 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::StatusResponse>, Status> {
         admin_peer(&request)?;
         let req = request.into_inner();
-        let views = self
-            .engine
-            .status(non_empty(&req.app), non_empty(&req.cluster))?;
+        let after = convert::status_page_token(&req.page_token)?;
+        let limit = match req.page_size {
+            0 => STATUS_PAGE_DEFAULT,
+            n => (n as usize).min(STATUS_PAGE_MAX),
+        };
+        let page = self.engine.status_page(
+            non_empty(&req.app),
+            non_empty(&req.cluster),
+            after.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
+            limit,
+        )?;
+        let mut more = page.more;
+        let mut targets = Vec::with_capacity(page.targets.len());
+        let mut bytes = 0;
+        for view in page.targets {
+            let target = convert::target_status(view);
+            bytes += prost::Message::encoded_len(&target);
+            if bytes > STATUS_PAGE_BYTES && !targets.is_empty() {
+                more = true;
+                break;
+            }
+            targets.push(target);
+        }
+        let next_page_token = match targets.last() {
+            Some(last) if more => convert::next_status_page_token(&last.app, &last.cluster),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::StatusResponse {
-            targets: views.into_iter().map(convert::target_status).collect(),
+            targets,
+            next_page_token,
         }))
     }
 

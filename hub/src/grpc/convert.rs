@@ -221,6 +221,31 @@ pub fn target_report(r: pb::StatusReport) -> Result<TargetReport, Status> {
     })
 }
 
+/// The `next_page_token` after a Target: its key, versioned. App and cluster names cannot hold
+/// a `/`, so the split back is unambiguous.
+pub fn next_status_page_token(app: &str, cluster: &str) -> String {
+    format!("{STATUS_TOKEN_PREFIX}{app}/{cluster}")
+}
+
+const STATUS_TOKEN_PREFIX: &str = "t1:";
+
+/// The Target a `page_token` continues after; `None` for the first page.
+pub fn status_page_token(token: &str) -> Result<Option<(String, String)>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(STATUS_TOKEN_PREFIX)
+        .and_then(|rest| rest.split_once('/'))
+        .filter(|(app, cluster)| !app.is_empty() && !cluster.is_empty() && !cluster.contains('/'))
+        .map(|(app, cluster)| Some((app.to_owned(), cluster.to_owned())))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "page_token {token:?} is not one this hub returned; start again with an empty token"
+            ))
+        })
+}
+
 pub fn target_status(v: TargetView) -> pb::TargetStatus {
     let report = v.report.unwrap_or_default();
     pb::TargetStatus {
