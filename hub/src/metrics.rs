@@ -74,6 +74,30 @@ pub enum ErrorKind {
     link,
 }
 
+/// Why a spoke's session ended, for `gitfleet_link_sessions_ended_total{reason}`.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum SessionEndKind {
+    /// The spoke ended its stream.
+    spoke_closed,
+    /// The connection broke (reset, keepalive timeout, lost).
+    transport,
+    /// The spoke sent a malformed or oversized message.
+    malformed,
+    /// The hub refused a message.
+    refused,
+    /// The spoke stopped reading its stream.
+    spoke_gone,
+    replaced,
+    revoked,
+    shutdown,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct SessionEndLabels {
+    reason: SessionEndKind,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct ErrorLabels {
     pub kind: ErrorKind,
@@ -144,6 +168,7 @@ pub struct HubMetrics {
     dispatch_latency: Histogram,
     status_reports: Counter,
     errors: Family<ErrorLabels, Counter>,
+    sessions_ended: Family<SessionEndLabels, Counter>,
     clusters: Gauge,
     connected: Gauge,
     targets: Family<TargetLabels, Gauge>,
@@ -211,6 +236,13 @@ impl HubMetrics {
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register("errors", "Errors, by where they happened", errors.clone());
+        let sessions_ended = Family::<SessionEndLabels, Counter>::default();
+        registry.register(
+            "link_sessions_ended",
+            "Spoke sessions that ended, by why (spoke_closed, transport, malformed, refused, \
+             spoke_gone, replaced, revoked, shutdown)",
+            sessions_ended.clone(),
+        );
         let clusters = Gauge::default();
         registry.register(
             "clusters",
@@ -269,6 +301,7 @@ impl HubMetrics {
             dispatch_latency,
             status_reports,
             errors,
+            sessions_ended,
             clusters,
             connected,
             targets,
@@ -311,6 +344,12 @@ impl HubMetrics {
 
     pub fn status_report(&self) {
         self.status_reports.inc();
+    }
+
+    pub fn session_ended(&self, reason: SessionEndKind) {
+        self.sessions_ended
+            .get_or_create(&SessionEndLabels { reason })
+            .inc();
     }
 
     pub fn error(&self, kind: ErrorKind) {

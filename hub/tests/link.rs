@@ -1343,3 +1343,62 @@ async fn status_lists_targets_a_page_at_a_time_in_key_order() {
 
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn every_ended_session_is_counted_by_why() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let ended = |reason: &str| {
+        let text = hub
+            .engine()
+            .metrics()
+            .encode(&gitfleet_hub::metrics::FleetSnapshot::default());
+        let series = format!("gitfleet_link_sessions_ended_total{{reason=\"{reason}\"}} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&series))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let id = register(&hub, "dev-1", &[]).await;
+
+    // The spoke ends its stream.
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("first snapshot", |v| v.snapshots == 1).await;
+    spoke.end_stream();
+    assert!(spoke.until_end().await.is_none(), "a clean end");
+    eventually("spoke_closed counted", || async {
+        (ended("spoke_closed") == 1).then_some(())
+    })
+    .await;
+
+    // A newer connection of the same cluster replaces the older.
+    let mut older = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    older.until("first snapshot", |v| v.snapshots == 1).await;
+    let mut newer = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    newer.until("first snapshot", |v| v.snapshots == 1).await;
+    older.until_end().await;
+    eventually("replaced counted", || async {
+        (ended("replaced") == 1).then_some(())
+    })
+    .await;
+
+    // The hub refuses a report naming another cluster.
+    newer
+        .report_as("prod-1", 1, "web", &"a".repeat(40), "sneaky")
+        .await;
+    let status = newer.until_end().await.expect("refused with a status");
+    assert_eq!(status.code(), Code::PermissionDenied, "{status}");
+    eventually("refused counted", || async {
+        (ended("refused") == 1).then_some(())
+    })
+    .await;
+    assert_eq!(ended("transport"), 0);
+
+    hub.shutdown().await;
+}

@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 use super::{cluster_peer, convert};
 use crate::engine::{Connection, Engine};
 use crate::link;
-use crate::metrics::ErrorKind;
+use crate::metrics::{ErrorKind, SessionEndKind};
 use crate::model::ClusterDesired;
 use crate::telemetry;
 
@@ -100,9 +100,10 @@ impl Link for LinkService {
         tokio::spawn(
             async move {
                 let id = connection.id;
-                run(&engine, &cluster, hello, connection, inbound, tx).await;
+                let end = run(&engine, &cluster, hello, connection, inbound, tx).await;
                 engine.disconnect(&cluster, id);
-                info!("spoke disconnected");
+                engine.metrics().session_ended(end.kind());
+                info!(reason = %end, "spoke disconnected");
             }
             .instrument(span),
         );
@@ -176,7 +177,7 @@ async fn run(
     mut connection: Connection,
     mut inbound: Streaming<pb::SpokeMessage>,
     tx: Tx,
-) {
+) -> SessionEnd {
     let epoch = engine.epoch().to_owned();
     let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
     let held = engine.desired_at(cluster, hello.desired_generation);
@@ -193,7 +194,7 @@ async fn run(
             "sending desired state"
         );
         if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
-            return;
+            return SessionEnd::SpokeGone;
         }
     }
     if connection.acked_seq > 0
@@ -205,7 +206,7 @@ async fn run(
         )
         .await
     {
-        return;
+        return SessionEnd::SpokeGone;
     }
     let shutdown = engine.shutdown_token().clone();
     loop {
@@ -213,19 +214,19 @@ async fn run(
             _ = connection.revoked.cancelled() => {
                 warn!("cluster revoked; closing its stream");
                 goodbye(&tx, "this cluster has been revoked", true).await;
-                return;
+                return SessionEnd::Revoked;
             }
             _ = connection.replaced.cancelled() => {
                 goodbye(&tx, "replaced by a newer connection of the same cluster", false).await;
-                return;
+                return SessionEnd::Replaced;
             }
             _ = shutdown.cancelled() => {
                 goodbye(&tx, "hub shutting down", false).await;
-                return;
+                return SessionEnd::Shutdown;
             }
             changed = connection.desired.changed() => {
                 if changed.is_err() {
-                    return;
+                    return SessionEnd::Shutdown;
                 }
                 let current = connection.desired.borrow_and_update().clone();
                 if let Some(update) = link::delta(&sent, &current) {
@@ -236,7 +237,7 @@ async fn run(
                         .filter_map(|t| engine.fetch_started(&t.target.app, &t.target.commit))
                         .collect();
                     if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
-                        return;
+                        return SessionEnd::SpokeGone;
                     }
                     for started in found {
                         engine.metrics().dispatched(started.elapsed());
@@ -250,17 +251,18 @@ async fn run(
                 while let Some(message) = next.take() {
                     let message = match message {
                         Ok(Some(m)) => m,
-                        Ok(None) => return,
+                        Ok(None) => return SessionEnd::SpokeClosed,
                         Err(status) => {
                             // Undecodable or oversized input: tell the spoke why, if it still listens.
-                            if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
+                            let end = if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
                                 warn!(%status, "malformed message from the spoke; closing its stream");
                                 engine.metrics().error(ErrorKind::link);
+                                SessionEnd::Malformed(status.message().to_owned())
                             } else {
-                                debug!(%status, "stream ended with an error");
-                            }
+                                SessionEnd::Transport(status.message().to_owned())
+                            };
                             let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
-                            return;
+                            return end;
                         }
                     };
                     engine.touch(cluster);
@@ -275,14 +277,63 @@ async fn run(
                     };
                     match outcome {
                         Ok(true) => {}
-                        Ok(false) => return,
+                        Ok(false) => return SessionEnd::SpokeGone,
                         Err(status) => {
-                            let _ = tx.send(Err(status)).await;
-                            return;
+                            let end = SessionEnd::Refused(status.message().to_owned());
+                            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                            return end;
                         }
                     }
                 }
             }
+        }
+    }
+}
+
+/// Why a spoke's session ended, for the log and `gitfleet_link_sessions_ended_total{reason}`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum SessionEnd {
+    /// The spoke ended its stream (it shut down or is reconnecting).
+    SpokeClosed,
+    /// The stream broke: reset, timeout, connection lost (the transport's words).
+    Transport(String),
+    /// The spoke sent something undecodable or oversized.
+    Malformed(String),
+    /// The hub refused a message (another cluster's name, a failed store write).
+    Refused(String),
+    /// The spoke stopped reading what the hub sends.
+    SpokeGone,
+    Replaced,
+    Revoked,
+    Shutdown,
+}
+
+impl SessionEnd {
+    fn kind(&self) -> SessionEndKind {
+        match self {
+            Self::SpokeClosed => SessionEndKind::spoke_closed,
+            Self::Transport(_) => SessionEndKind::transport,
+            Self::Malformed(_) => SessionEndKind::malformed,
+            Self::Refused(_) => SessionEndKind::refused,
+            Self::SpokeGone => SessionEndKind::spoke_gone,
+            Self::Replaced => SessionEndKind::replaced,
+            Self::Revoked => SessionEndKind::revoked,
+            Self::Shutdown => SessionEndKind::shutdown,
+        }
+    }
+}
+
+impl std::fmt::Display for SessionEnd {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::SpokeClosed => f.write_str("the spoke closed its stream"),
+            Self::Transport(why) => write!(f, "the connection broke: {why}"),
+            Self::Malformed(why) => write!(f, "malformed message: {why}"),
+            Self::Refused(why) => write!(f, "refused: {why}"),
+            Self::SpokeGone => f.write_str("the spoke stopped reading its stream"),
+            Self::Replaced => f.write_str("replaced by a newer connection of the same cluster"),
+            Self::Revoked => f.write_str("the cluster was revoked"),
+            Self::Shutdown => f.write_str("the hub is shutting down"),
         }
     }
 }

@@ -426,6 +426,12 @@ impl FakeSpoke {
         }
     }
 
+    /// Ends the outbound stream cleanly (the hub reads its end) and keeps reading.
+    pub fn end_stream(&mut self) {
+        let (closed, _) = mpsc::channel(1);
+        self.tx = closed;
+    }
+
     /// Closes the outbound side; the hub sees the stream end.
     pub fn close(self) -> SpokeView {
         self.view
