@@ -413,6 +413,17 @@ async fn pause_resume_and_promote_steer_a_rollout() -> anyhow::Result<()> {
     ensure!(ok, "promote records the skip even while paused: {text}");
     let r = rollout(&mut fleet).await?;
     ensure!(r.summary == "paused" && r.current_wave == 0, "{r:?}");
+    // The counts-only view for polling carries the same counts without the Targets.
+    let counts = fleet.admin().rollout_counts("hello").await?;
+    let strip = |r: &pb::RolloutStatus| {
+        let mut r = r.clone();
+        r.waves.iter_mut().for_each(|w| w.targets.clear());
+        r
+    };
+    ensure!(
+        counts == strip(&r) && r.waves.iter().any(|w| !w.targets.is_empty()),
+        "{counts:?}\n{r:?}"
+    );
     let t = fleet.status("hello").await?;
     ensure!(
         t.iter().all(|t| is_canary(&t.cluster)),

@@ -106,6 +106,23 @@ impl Drop for Proc {
     }
 }
 
+/// A task ticking every 100 ms that records its largest lateness (µs).
+fn lag_probe() -> Arc<std::sync::atomic::AtomicU64> {
+    let lag = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let max = Arc::clone(&lag);
+    tokio::spawn(async move {
+        let tick = Duration::from_millis(100);
+        loop {
+            let start = Instant::now();
+            tokio::time::sleep(tick).await;
+            let late = start.elapsed().saturating_sub(tick);
+            let late = u64::try_from(late.as_micros()).unwrap_or(u64::MAX);
+            max.fetch_max(late, std::sync::atomic::Ordering::Relaxed);
+        }
+    });
+    lag
+}
+
 /// Resident memory (KiB) and CPU time (seconds) of a process, from /proc.
 fn usage(pid: u32) -> anyhow::Result<(u64, f64)> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
@@ -176,6 +193,11 @@ struct Sim {
     spokes: Vec<SpokeHandle>,
     names: Vec<String>,
     rows: Vec<(String, String)>,
+    /// The largest lateness (µs) of a 100 ms timer in this process since it was last read: how
+    /// starved the simulated spokes' runtime is.
+    lag: Arc<std::sync::atomic::AtomicU64>,
+    /// `sessions_ended` when `phase_health` last read it.
+    ended_before: BTreeMap<String, u64>,
 }
 
 impl Sim {
@@ -238,6 +260,8 @@ impl Sim {
             spokes: Vec::new(),
             names,
             rows: Vec::new(),
+            lag: lag_probe(),
+            ended_before: BTreeMap::new(),
         };
         sim.start_hub(args.timeout).await?;
         Ok(sim)
@@ -309,6 +333,32 @@ impl Sim {
         }
     }
 
+    /// Of the App's Targets, how many the hub has given `commit` and how many are healthy at
+    /// it, from its rollout view (counted in memory); retried like `status_or_retry`.
+    async fn rollout_progress(
+        &mut self,
+        commit: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<(usize, usize)> {
+        loop {
+            match self.admin()?.rollout_counts("small").await {
+                Ok(r) if r.revision != commit => return Ok((0, 0)),
+                Ok(r) => {
+                    let sum = |f: fn(&pb::RolloutWave) -> u32| {
+                        r.waves.iter().map(|w| f(w) as usize).sum::<usize>()
+                    };
+                    return Ok((sum(|w| w.updated), sum(|w| w.healthy)));
+                }
+                Err(e) => {
+                    self.check_hub()?;
+                    ensure!(Instant::now() < deadline, "reading the rollout: {e}");
+                    eprintln!("fleetsim: reading the rollout failed ({e}); retrying");
+                    tokio::time::sleep(Duration::from_secs(1)).await;
+                }
+            }
+        }
+    }
+
     /// Fails, saying how, when the hub process has ended.
     fn check_hub(&mut self) -> anyhow::Result<()> {
         let hub = self.hub.as_mut().context("the hub runs")?;
@@ -332,6 +382,47 @@ impl Sim {
     fn row(&mut self, what: &str, value: String) {
         println!("  {what:<58} {value}");
         self.rows.push((what.to_owned(), value));
+    }
+
+    /// What a phase cost the links: the simulator's worst runtime lag and the sessions the hub
+    /// saw end, by why, since the last call. Printed, not tabled: it explains the figures.
+    async fn phase_health(&mut self) {
+        let lag = self.lag.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let ended = self.sessions_ended().await.unwrap_or_default();
+        let delta: Vec<String> = ended
+            .iter()
+            .filter_map(|(reason, n)| {
+                // The counters restart with the hub.
+                let before = self.ended_before.get(reason).copied().unwrap_or(0);
+                let d = if *n >= before { n - before } else { *n };
+                (d > 0).then(|| format!("{reason} {d}"))
+            })
+            .collect();
+        println!(
+            "  ... simulator runtime lag max {}; link sessions ended: {}",
+            ms(Duration::from_micros(lag)),
+            if delta.is_empty() {
+                "none".to_owned()
+            } else {
+                delta.join(", ")
+            }
+        );
+        self.ended_before = ended;
+    }
+
+    /// The hub's `gitfleet_link_sessions_ended_total` by reason.
+    async fn sessions_ended(&self) -> anyhow::Result<BTreeMap<String, u64>> {
+        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
+        stream.write_all(request.as_bytes()).await?;
+        let mut response = String::new();
+        stream.read_to_string(&mut response).await?;
+        Ok(response
+            .lines()
+            .filter_map(|l| l.strip_prefix("gitfleet_link_sessions_ended_total{reason=\""))
+            .filter_map(|rest| rest.split_once("\"} "))
+            .filter_map(|(reason, n)| Some((reason.to_owned(), n.trim().parse().ok()?)))
+            .collect())
     }
 
     async fn connected(&mut self) -> anyhow::Result<usize> {
@@ -364,6 +455,17 @@ impl Sim {
         let n = self.names.len();
         let deadline = Instant::now() + timeout;
         loop {
+            // The rollout's counts first (one small call), then one listing of every Target to
+            // confirm: listing 10,000 Targets every 200 ms would load the hub being measured.
+            let (_, healthy) = self.rollout_progress(commit, deadline).await?;
+            if healthy < n {
+                ensure!(
+                    Instant::now() < deadline,
+                    "only {healthy} of {n} Targets healthy at {commit}"
+                );
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
             let status = self.status_or_retry(deadline).await?;
             let done = status
                 .iter()
@@ -526,6 +628,7 @@ impl Sim {
             "register + connect all spokes",
             format!("{:.1}s", start.elapsed().as_secs_f64()),
         );
+        self.phase_health().await;
 
         // 2. First deployment.
         let resources = format!(
@@ -550,6 +653,7 @@ impl Sim {
             "first deployment: apply -> all synced+healthy",
             format!("{:.1}s", start.elapsed().as_secs_f64()),
         );
+        self.phase_health().await;
 
         let last = if args.ingest_only {
             v1
@@ -617,6 +721,7 @@ impl Sim {
             "hub idle: CPU",
             format!("{:.2}% of one core", 100.0 * cpu / took.as_secs_f64()),
         );
+        self.phase_health().await;
 
         // 4. Fan-out and rollout.
         let v2 = self.commit(2)?;
@@ -644,17 +749,15 @@ impl Sim {
             // When the hub's own desired state holds the new revision for every cluster (what it
             // then pushes), to tell the hub's part from the links' and the spokes'.
             loop {
-                let status = self.status_or_retry(sent + timeout).await?;
-                if status.len() == n && status.iter().all(|t| t.desired_revision == v2) {
+                let (updated, _) = self.rollout_progress(&v2, sent + timeout).await?;
+                if updated == n {
                     break;
                 }
                 ensure!(
                     sent.elapsed() < timeout,
                     "the hub never placed the new revision"
                 );
-                // Each poll lists every Target: often enough to measure, seldom enough not to
-                // load the hub it measures.
-                tokio::time::sleep(Duration::from_millis(100)).await;
+                tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let decided = sent.elapsed();
             let mut latencies = Vec::with_capacity(n);
@@ -713,6 +816,7 @@ impl Sim {
                 took.as_secs_f64()
             ),
         );
+        self.phase_health().await;
         // 5. Reconnect storm: kill -9, commit while down, restart.
         let v3 = self.commit(3)?;
         if let Some(mut hub) = self.hub.take() {
@@ -749,6 +853,7 @@ impl Sim {
                 took.as_secs_f64()
             ),
         );
+        self.phase_health().await;
         Ok(v3)
     }
 

@@ -212,6 +212,18 @@ impl AdminClient {
     pub async fn rollout(&mut self, app: &str) -> Result<pb::RolloutStatus, ClientError> {
         let request = pb::RolloutRequest {
             app: app.to_owned(),
+            counts_only: false,
+        };
+        let response = self.rollouts.get_rollout(request).await;
+        self.check(response)
+    }
+
+    /// An App's current rollout with each wave's counts but not its Targets: cheap to poll
+    /// however large the fleet.
+    pub async fn rollout_counts(&mut self, app: &str) -> Result<pb::RolloutStatus, ClientError> {
+        let request = pb::RolloutRequest {
+            app: app.to_owned(),
+            counts_only: true,
         };
         let response = self.rollouts.get_rollout(request).await;
         self.check(response)
@@ -225,6 +237,7 @@ impl AdminClient {
     ) -> Result<pb::RolloutStatus, ClientError> {
         let request = pb::RolloutRequest {
             app: app.to_owned(),
+            counts_only: false,
         };
         let response = match verb {
             RolloutVerb::Pause => self.rollouts.pause_rollout(request).await,
@@ -254,6 +267,7 @@ impl AdminClient {
     ) -> Result<Vec<pb::RolloutRecord>, ClientError> {
         let request = pb::RolloutRequest {
             app: app.to_owned(),
+            counts_only: false,
         };
         let response = self.rollouts.rollout_history(request).await;
         Ok(self.check(response)?.rollouts)

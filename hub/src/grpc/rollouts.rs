@@ -62,7 +62,12 @@ impl Rollouts for RolloutsService {
     ) -> Result<Response<pb::RolloutStatus>, Status> {
         admin_peer(&request)?;
         let req = request.into_inner();
-        let view = self.engine.rollout_status(required("app", &req.app)?)?;
+        let mut view = self.engine.rollout_status(required("app", &req.app)?)?;
+        if req.counts_only {
+            for wave in &mut view.status.waves {
+                wave.targets.clear();
+            }
+        }
         Ok(Response::new(rollout_status(view)))
     }
 
