@@ -53,8 +53,15 @@ pub enum GitError {
     InvalidCommit(String),
     #[error("path {path:?} is not allowed: {reason}")]
     InvalidPath { path: String, reason: &'static str },
+    /// The fetch failed on the way: the network, the server, the transport. Often transient.
     #[error("fetch {url}: {message}")]
     Fetch { url: String, message: String },
+    /// The repository refused the credential, or asked for one and none is configured.
+    #[error("fetch {url}: authentication failed: {message}")]
+    Auth { url: String, message: String },
+    /// The server's TLS certificate or SSH host key is not trusted.
+    #[error("fetch {url}: the server is not trusted: {message}")]
+    Untrusted { url: String, message: String },
     #[error("commit {commit} is not in {url} (fetched its branches and tags)")]
     CommitNotFound { url: String, commit: String },
     #[error("path {path:?} does not exist in commit {commit}")]
@@ -75,6 +82,42 @@ pub enum GitError {
     Git(#[from] git2::Error),
     #[error("git task failed: {0}")]
     Task(String),
+}
+
+impl GitError {
+    /// Whether trying again in a few seconds may succeed: the network or the Git server failed
+    /// (refused, reset or dropped connections, timeouts, a server over its connection limit,
+    /// HTTP 5xx), or the commit is not there yet (a mirror behind a load balancer may lag the
+    /// one the hub polled). What the spec or the repository says, a refused credential and an
+    /// untrusted server fail the same way every time: retrying them only delays the report.
+    pub fn is_transient(&self) -> bool {
+        match self {
+            GitError::Fetch { .. } | GitError::CommitNotFound { .. } => true,
+            GitError::Git(error) => {
+                use git2::{ErrorClass, ErrorCode};
+                matches!(
+                    error.class(),
+                    ErrorClass::Net
+                        | ErrorClass::Http
+                        | ErrorClass::Ssh
+                        | ErrorClass::Ssl
+                        | ErrorClass::Os
+                ) && !matches!(error.code(), ErrorCode::Auth | ErrorCode::Certificate)
+            }
+            GitError::InvalidCommit(_)
+            | GitError::InvalidPath { .. }
+            | GitError::Auth { .. }
+            | GitError::Untrusted { .. }
+            | GitError::PathNotFound { .. }
+            | GitError::NotADirectory { .. }
+            | GitError::TooManyFiles { .. }
+            | GitError::TooManyBytes { .. }
+            // A cache directory that cannot be opened or created (permissions, a full or
+            // read-only disk, a corrupt repository) does not mend itself within seconds.
+            | GitError::Cache { .. }
+            | GitError::Task(_) => false,
+        }
+    }
 }
 
 /// Bare repositories, one per URL, under a directory of the spoke's data dir.
@@ -339,10 +382,7 @@ fn ensure_commit(
     if has_commit(repo, oid) {
         return Ok(());
     }
-    let fetch_error = |e: git2::Error| GitError::Fetch {
-        url: url.to_owned(),
-        message: e.message().to_owned(),
-    };
+    let fetch_error = |e: git2::Error| classify_fetch_error(url, credential.is_some(), &e);
     let local = url.starts_with("file://") || !url.contains("://");
     let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
 
@@ -380,6 +420,31 @@ fn ensure_commit(
     }
 }
 
+/// Sorts a failed fetch by what retrying it could do. libgit2 marks refused credentials
+/// (`GIT_EAUTH`) and untrusted servers (`GIT_ECERTIFICATE`) with their own codes, from its
+/// transports and from the callbacks of [`fetch_options`] alike; everything else happened on
+/// the way.
+fn classify_fetch_error(url: &str, credential_given: bool, error: &git2::Error) -> GitError {
+    let url = url.to_owned();
+    let message = error.message().to_owned();
+    match error.code() {
+        git2::ErrorCode::Auth if !credential_given => GitError::Auth {
+            url,
+            message: format!(
+                "the repository asks for a credential and none is configured for it ({message})"
+            ),
+        },
+        git2::ErrorCode::Auth => GitError::Auth { url, message },
+        git2::ErrorCode::Certificate => GitError::Untrusted { url, message },
+        _ => GitError::Fetch { url, message },
+    }
+}
+
+/// An error of a credential callback, with the code libgit2 passes on as the fetch's own.
+fn callback_error(code: git2::ErrorCode, message: &str) -> git2::Error {
+    git2::Error::new(code, git2::ErrorClass::Callback, message)
+}
+
 fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
     let mut callbacks = RemoteCallbacks::new();
     if let Some(credential) = credential.cloned() {
@@ -389,7 +454,8 @@ fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
             // libgit2 asks again after a rejected credential; asking once is enough.
             attempts += 1;
             if attempts > 1 {
-                return Err(git2::Error::from_str(
+                return Err(callback_error(
+                    git2::ErrorCode::Auth,
                     "the repository rejected the credential",
                 ));
             }
@@ -407,7 +473,8 @@ fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
                     let user = username_from_url.unwrap_or(username);
                     git2::Cred::ssh_key_from_memory(user, None, private_key_pem, None)
                 }
-                _ => Err(git2::Error::from_str(
+                _ => Err(callback_error(
+                    git2::ErrorCode::Auth,
                     "the credential given does not fit what the repository asks for",
                 )),
             }
@@ -449,9 +516,12 @@ fn check_host_key(
     if known {
         Ok(git2::CertificateCheckStatus::CertificateOk)
     } else {
-        Err(git2::Error::from_str(&format!(
-            "the SSH host key of {host} is not in the known_hosts given for this repository"
-        )))
+        Err(callback_error(
+            git2::ErrorCode::Certificate,
+            &format!(
+                "the SSH host key of {host} is not in the known_hosts given for this repository"
+            ),
+        ))
     }
 }
 

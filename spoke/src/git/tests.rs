@@ -4,6 +4,7 @@ use git2::{Oid, Repository, Signature};
 use tempfile::TempDir;
 
 use super::*;
+use crate::model::{CredentialKind, RepoCredential};
 
 /// A throwaway repository whose commits are built from (path, content, mode) entries.
 struct TestRepo {
@@ -188,6 +189,8 @@ async fn a_commit_the_repository_does_not_have_is_an_error() {
         err.to_string()
             .contains("0123456789abcdef0123456789abcdef01234567")
     );
+    // A mirror behind a load balancer may not have the commit yet.
+    assert!(err.is_transient(), "{err}");
 }
 
 #[tokio::test]
@@ -202,6 +205,230 @@ async fn an_unreachable_repository_is_a_fetch_error() {
         .expect_err("unreachable");
     assert!(matches!(err, GitError::Fetch { .. }), "{err}");
     assert!(err.to_string().contains("nowhere"), "{err}");
+}
+
+/// An HTTP server on a free loopback port that answers every request with `response` and
+/// closes the connection; `None` closes each connection without a word. Counts connections.
+async fn http_server(
+    response: Option<&'static str>,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = connections.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let Some(response) = response else {
+                drop(stream);
+                continue;
+            };
+            tokio::spawn(async move {
+                let mut request = Vec::new();
+                let mut buf = [0u8; 1024];
+                while !request.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => request.extend_from_slice(&buf[..n]),
+                    }
+                }
+                let _ = stream.write_all(response.as_bytes()).await;
+            });
+        }
+    });
+    (format!("http://{addr}/platform.git"), connections)
+}
+
+const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
+
+fn any_commit() -> Oid {
+    Oid::from_str("0123456789abcdef0123456789abcdef01234567").expect("oid")
+}
+
+#[tokio::test]
+async fn a_repository_asking_for_a_credential_none_is_configured_for_fails_as_auth() {
+    let (url, _) = http_server(Some(UNAUTHORIZED)).await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let err = cache
+        .read_app(&source(&url, any_commit(), ""), None, ReadLimits::default())
+        .await
+        .expect_err("unauthorized");
+    assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+    assert!(
+        err.to_string().contains("authentication failed")
+            && err.to_string().contains("none is configured"),
+        "{err}"
+    );
+    assert!(!err.is_transient(), "retrying cannot conjure a credential");
+}
+
+#[tokio::test]
+async fn a_rejected_credential_fails_as_auth_and_is_not_retried() {
+    let (url, _) = http_server(Some(UNAUTHORIZED)).await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let credential = RepoCredential {
+        repo_url: url.clone(),
+        kind: CredentialKind::Https {
+            username: "deploy".into(),
+            password: "wrong".into(),
+        },
+    };
+    let err = cache
+        .read_app(
+            &source(&url, any_commit(), ""),
+            Some(&credential),
+            ReadLimits::default(),
+        )
+        .await
+        .expect_err("rejected");
+    assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+    assert!(err.to_string().contains("rejected the credential"), "{err}");
+    assert!(!err.is_transient(), "retrying a bad password helps nobody");
+}
+
+#[tokio::test]
+async fn a_server_error_and_a_dropped_connection_are_transient_fetch_errors() {
+    let (unavailable, _) = http_server(Some(
+        "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+    ))
+    .await;
+    let (dropping, connections) = http_server(None).await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    for url in [unavailable, dropping] {
+        let err = cache
+            .read_app(&source(&url, any_commit(), ""), None, ReadLimits::default())
+            .await
+            .expect_err("the server fails");
+        assert!(matches!(err, GitError::Fetch { .. }), "{url}: {err:?}");
+        assert!(err.is_transient(), "{url}: {err}");
+    }
+    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+}
+
+#[tokio::test]
+async fn a_refused_connection_is_a_transient_fetch_error() {
+    let listener = std::net::TcpListener::bind(("127.0.0.1", 0)).expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    drop(listener);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    for url in [
+        format!("http://{addr}/platform.git"),
+        format!("git://{addr}/platform.git"),
+    ] {
+        let err = cache
+            .read_app(&source(&url, any_commit(), ""), None, ReadLimits::default())
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, GitError::Fetch { .. }), "{url}: {err:?}");
+        assert!(err.is_transient(), "{url}: {err}");
+    }
+}
+
+#[test]
+fn only_failures_on_the_way_are_transient() {
+    use git2::{ErrorClass, ErrorCode};
+    let git = |code, class| GitError::Git(git2::Error::new(code, class, "x"));
+    let fetch = |message: &str| GitError::Fetch {
+        url: "u".into(),
+        message: message.into(),
+    };
+    let transient = [
+        fetch("connection reset by peer"),
+        GitError::CommitNotFound {
+            url: "u".into(),
+            commit: "c".into(),
+        },
+        git(ErrorCode::GenericError, ErrorClass::Net),
+        git(ErrorCode::GenericError, ErrorClass::Http),
+        git(ErrorCode::GenericError, ErrorClass::Ssh),
+        git(ErrorCode::GenericError, ErrorClass::Ssl),
+        git(ErrorCode::GenericError, ErrorClass::Os),
+    ];
+    for error in transient {
+        assert!(error.is_transient(), "{error:?}");
+    }
+    let permanent = [
+        GitError::InvalidCommit("abc".into()),
+        GitError::InvalidPath {
+            path: "..".into(),
+            reason: "r",
+        },
+        GitError::Auth {
+            url: "u".into(),
+            message: "m".into(),
+        },
+        GitError::Untrusted {
+            url: "u".into(),
+            message: "m".into(),
+        },
+        GitError::PathNotFound {
+            path: "p".into(),
+            commit: "c".into(),
+        },
+        GitError::NotADirectory {
+            path: "p".into(),
+            commit: "c".into(),
+            found: "commit".into(),
+        },
+        GitError::TooManyFiles { limit: 1 },
+        GitError::TooManyBytes { limit: 1 },
+        GitError::Cache {
+            path: "/data/git".into(),
+            message: "m".into(),
+        },
+        GitError::Task("panicked".into()),
+        git(ErrorCode::Auth, ErrorClass::Http),
+        git(ErrorCode::Certificate, ErrorClass::Ssl),
+        git(ErrorCode::NotFound, ErrorClass::Odb),
+        git(ErrorCode::GenericError, ErrorClass::Tree),
+    ];
+    for error in permanent {
+        assert!(!error.is_transient(), "{error:?}");
+    }
+}
+
+#[test]
+fn refusals_from_libgit2_and_from_our_callbacks_are_named() {
+    use git2::{ErrorClass, ErrorCode};
+    let classify = |code, credential_given| {
+        classify_fetch_error(
+            "https://git.example/x.git",
+            credential_given,
+            &git2::Error::new(code, ErrorClass::Http, "m"),
+        )
+    };
+    assert!(matches!(
+        classify(ErrorCode::Auth, true),
+        GitError::Auth { message, .. } if message == "m"
+    ));
+    assert!(matches!(
+        classify(ErrorCode::Auth, false),
+        GitError::Auth { message, .. } if message.contains("none is configured")
+    ));
+    assert!(matches!(
+        classify(ErrorCode::Certificate, true),
+        GitError::Untrusted { .. }
+    ));
+    assert!(matches!(
+        classify(ErrorCode::GenericError, true),
+        GitError::Fetch { .. }
+    ));
+    // The callbacks' own refusals carry the codes libgit2 hands back as the fetch's.
+    let refusal = callback_error(ErrorCode::Auth, "the repository rejected the credential");
+    assert_eq!(refusal.code(), ErrorCode::Auth);
+    assert_eq!(
+        callback_error(ErrorCode::Certificate, "x").code(),
+        ErrorCode::Certificate
+    );
 }
 
 #[tokio::test]
@@ -219,6 +446,7 @@ async fn a_missing_path_is_an_error() {
         .await
         .expect_err("missing");
     assert!(matches!(err, GitError::PathNotFound { .. }), "{err}");
+    assert!(!err.is_transient(), "{err}");
 }
 
 #[tokio::test]
