@@ -2,8 +2,10 @@
 //! through a watch channel, reports come out through a recording reporter. Real git2 fetches,
 //! real kube-rs server-side apply.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::SocketAddr;
 use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
 use gitfleet_spoke::cluster::{Cluster, ClusterError};
 use gitfleet_spoke::desired::DesiredState;
 use gitfleet_spoke::git::GitCache;
+use gitfleet_spoke::metrics::{LinkSnapshot, SpokeMetrics};
 use gitfleet_spoke::model::{
     Health, RenderOptions, ResourceAction, Source, SyncPolicy, SyncState, TargetSpec, TargetStatus,
 };
@@ -454,7 +457,12 @@ spec:
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_missing_commit_fails_the_target_and_others_keep_working() {
-    let bench = Bench::start(Duration::from_secs(30)).await;
+    // A missing commit is retried (a mirror may lag), so quick retries keep this test quick.
+    let bench = Bench::start_with(Duration::from_secs(30), |c| {
+        c.fetch_attempts = 2;
+        c.fetch_retry_base = Duration::from_millis(20);
+    })
+    .await;
     let repo = Repo::new();
     repo.write(
         "apps/ok/cm.yaml",
@@ -474,6 +482,11 @@ async fn a_missing_commit_fails_the_target_and_others_keep_working() {
         .wait_for("ghost", "ghost failed", |s| s.sync == SyncState::Failed)
         .await;
     assert!(ghost.message.contains(missing), "{}", ghost.message);
+    assert!(
+        ghost.message.starts_with("fetch failed after 2 attempts: "),
+        "{}",
+        ghost.message
+    );
     bench
         .recorder
         .wait_for("ok", "ok healthy", |s| {
@@ -1349,5 +1362,342 @@ async fn hostile_charts_fail_only_their_target() {
     // The spoke kept serving the others throughout: ok is still synced and healthy.
     let ok = bench.recorder.latest("ok").expect("ok reported");
     assert_eq!(ok.sync, SyncState::Synced);
+    bench.stop().await;
+}
+
+/// `git daemon` serving every repository on this machine over `git://`, on a free loopback
+/// port; stopped when dropped.
+struct GitDaemon {
+    addr: SocketAddr,
+    _child: tokio::process::Child,
+}
+
+impl GitDaemon {
+    async fn start() -> Self {
+        let port = std::net::TcpListener::bind(("127.0.0.1", 0))
+            .and_then(|l| l.local_addr())
+            .expect("a free port")
+            .port();
+        let child = tokio::process::Command::new("git")
+            .args([
+                "daemon",
+                "--reuseaddr",
+                "--export-all",
+                "--base-path=/",
+                "--listen=127.0.0.1",
+                &format!("--port={port}"),
+            ])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("git daemon starts");
+        let addr = SocketAddr::from(([127, 0, 0, 1], port));
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        while tokio::net::TcpStream::connect(addr).await.is_err() {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "git daemon listens on {addr}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        Self {
+            addr,
+            _child: child,
+        }
+    }
+}
+
+/// A TCP proxy in front of the Git server that closes the first `refuse` connections the
+/// moment it accepts them (a server over its connection limit, a reset) and forwards the rest.
+struct FlakyProxy {
+    addr: SocketAddr,
+    connections: Arc<AtomicUsize>,
+    accept: tokio::task::JoinHandle<()>,
+}
+
+impl FlakyProxy {
+    async fn start(upstream: SocketAddr, refuse: usize) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let connections = Arc::new(AtomicUsize::new(0));
+        let counted = connections.clone();
+        let accept = tokio::spawn(async move {
+            while let Ok((mut client, _)) = listener.accept().await {
+                if counted.fetch_add(1, Ordering::SeqCst) < refuse {
+                    drop(client);
+                    continue;
+                }
+                tokio::spawn(async move {
+                    if let Ok(mut server) = tokio::net::TcpStream::connect(upstream).await {
+                        let _ = tokio::io::copy_bidirectional(&mut client, &mut server).await;
+                    }
+                });
+            }
+        });
+        Self {
+            addr,
+            connections,
+            accept,
+        }
+    }
+
+    /// The `git://` URL of `repo` through this proxy.
+    fn url(&self, repo: &Repo) -> String {
+        format!("git://{}{}", self.addr, repo.dir.path().display())
+    }
+
+    fn connections(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for FlakyProxy {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+/// How many fetch tries failed, as `/metrics` counts them.
+fn fetch_errors(metrics: &SpokeMetrics) -> u64 {
+    let text = metrics.encode(&LinkSnapshot {
+        connected: false,
+        targets: BTreeSet::new(),
+        unacked_reports: 0,
+        desired_generation: 0,
+    });
+    text.lines()
+        .find_map(|l| l.strip_prefix("gitfleet_spoke_errors_total{kind=\"fetch\"} "))
+        .map_or(0, |n| n.parse().expect("a count"))
+}
+
+impl Recorder {
+    /// Every report of `target` so far, oldest first.
+    fn all(&self, target: &str) -> Vec<TargetStatus> {
+        self.reports
+            .lock()
+            .expect("reports")
+            .iter()
+            .filter(|r| r.target_id == target)
+            .cloned()
+            .collect()
+    }
+}
+
+/// A repository with one ConfigMap under `apps/cm`, and its commit. Like the big hosts, it
+/// serves a commit asked for by id, so that one fetch takes one connection.
+fn configmap_repo() -> (Repo, String) {
+    let repo = Repo::new();
+    repo.repo
+        .config()
+        .and_then(|mut c| c.set_bool("uploadpack.allowReachableSHA1InWant", true))
+        .expect("configure the repository");
+    repo.write("apps/cm/cm.yaml", &configmap("cm", ""));
+    let commit = repo.commit();
+    (repo, commit)
+}
+
+fn is_retry_report(status: &TargetStatus) -> bool {
+    status.sync == SyncState::Syncing && status.message.contains("retrying in")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetch_that_fails_for_a_moment_is_retried_and_the_target_never_fails() {
+    let daemon = GitDaemon::start().await;
+    let proxy = FlakyProxy::start(daemon.addr, 2).await;
+    let metrics = Arc::new(SpokeMetrics::new());
+    let counted = metrics.clone();
+    let bench = Bench::start_with(Duration::from_secs(30), move |c| {
+        c.fetch_attempts = 4;
+        c.fetch_retry_base = Duration::from_millis(100);
+        c.metrics = counted;
+    })
+    .await;
+    let (repo, commit) = configmap_repo();
+    let mut flaky = spec("flaky", &repo, &commit, "apps/cm");
+    flaky.source.repo_url = proxy.url(&repo);
+    bench.set(1, vec![flaky]);
+
+    bench
+        .recorder
+        .wait_for("flaky", "flaky synced and healthy", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    let reports = bench.recorder.all("flaky");
+    assert!(
+        reports.iter().all(|r| r.sync != SyncState::Failed),
+        "a blip must not fail the Target: {reports:#?}"
+    );
+    let retry = reports
+        .iter()
+        .find(|r| is_retry_report(r))
+        .unwrap_or_else(|| panic!("a Syncing report says the fetch is retried: {reports:#?}"));
+    assert!(
+        retry
+            .message
+            .starts_with("fetch failed (attempt 1 of 4), retrying in "),
+        "{}",
+        retry.message
+    );
+    assert!(
+        retry.message.contains(&proxy.addr.to_string()),
+        "{}",
+        retry.message
+    );
+    assert!(
+        proxy.connections() > 2,
+        "{} connections",
+        proxy.connections()
+    );
+    assert!(fetch_errors(&metrics) >= 1, "each failed try is counted");
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("flaky"), "cm")
+            .is_some()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_missing_path_fails_at_once_without_retries() {
+    let daemon = GitDaemon::start().await;
+    let proxy = FlakyProxy::start(daemon.addr, 0).await;
+    let metrics = Arc::new(SpokeMetrics::new());
+    let counted = metrics.clone();
+    let bench = Bench::start_with(Duration::from_secs(30), move |c| {
+        c.fetch_attempts = 4;
+        c.fetch_retry_base = Duration::from_millis(100);
+        // No slow retry of the failed sync while the test looks at the first one.
+        c.retry_after_failure = Duration::from_secs(600);
+        c.metrics = counted;
+    })
+    .await;
+    let (repo, commit) = configmap_repo();
+    let mut lost = spec("lost", &repo, &commit, "apps/none");
+    lost.source.repo_url = proxy.url(&repo);
+    bench.set(1, vec![lost]);
+
+    let failed = bench
+        .recorder
+        .wait_for("lost", "lost failed", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        failed.message.contains("\"apps/none\" does not exist"),
+        "{}",
+        failed.message
+    );
+    assert!(
+        !failed.message.contains("attempt") && !failed.message.contains("retr"),
+        "{}",
+        failed.message
+    );
+    let reports = bench.recorder.all("lost");
+    assert!(
+        !reports.iter().any(is_retry_report),
+        "a missing path is not retried: {reports:#?}"
+    );
+    // One try: one fetch, one connection, one error.
+    assert_eq!(proxy.connections(), 1);
+    assert_eq!(fetch_errors(&metrics), 1);
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_git_server_that_stays_away_fails_the_target_after_every_try() {
+    let daemon = GitDaemon::start().await;
+    let proxy = FlakyProxy::start(daemon.addr, usize::MAX).await;
+    let metrics = Arc::new(SpokeMetrics::new());
+    let counted = metrics.clone();
+    let bench = Bench::start_with(Duration::from_secs(30), move |c| {
+        c.fetch_attempts = 3;
+        c.fetch_retry_base = Duration::from_millis(50);
+        c.retry_after_failure = Duration::from_secs(600);
+        c.metrics = counted;
+    })
+    .await;
+    let (repo, commit) = configmap_repo();
+    let mut away = spec("away", &repo, &commit, "apps/cm");
+    away.source.repo_url = proxy.url(&repo);
+    bench.set(1, vec![away]);
+
+    let failed = bench
+        .recorder
+        .wait_for("away", "away failed", |s| s.sync == SyncState::Failed)
+        .await;
+    assert!(
+        failed
+            .message
+            .starts_with("fetch failed after 3 attempts: fetch git://"),
+        "{}",
+        failed.message
+    );
+    let retries: Vec<String> = bench
+        .recorder
+        .all("away")
+        .into_iter()
+        .filter(is_retry_report)
+        .map(|r| r.message)
+        .collect();
+    assert_eq!(retries.len(), 2, "{retries:#?}");
+    assert!(retries[0].starts_with("fetch failed (attempt 1 of 3), retrying in "));
+    assert!(retries[1].starts_with("fetch failed (attempt 2 of 3), retrying in "));
+    assert_eq!(fetch_errors(&metrics), 3, "each failed try is counted");
+    assert!(
+        proxy.connections() >= 3,
+        "{} connections",
+        proxy.connections()
+    );
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_spec_and_a_shutdown_cut_a_retry_wait_short() {
+    let daemon = GitDaemon::start().await;
+    let proxy = FlakyProxy::start(daemon.addr, usize::MAX).await;
+    // Waits far longer than the test's deadline: only a new spec or the shutdown ends them.
+    let bench = Bench::start_with(Duration::from_secs(30), |c| {
+        c.fetch_attempts = 4;
+        c.fetch_retry_base = Duration::from_secs(600);
+        c.fetch_retry_max = Duration::from_secs(600);
+    })
+    .await;
+    let (repo, commit) = configmap_repo();
+    let mut moved = spec("moved", &repo, &commit, "apps/cm");
+    moved.source.repo_url = proxy.url(&repo);
+    let mut stuck = spec("stuck", &repo, &commit, "apps/cm");
+    stuck.source.repo_url = proxy.url(&repo);
+    bench.set(1, vec![moved.clone(), stuck.clone()]);
+    for target in ["moved", "stuck"] {
+        bench
+            .recorder
+            .wait_for(target, "a fetch waiting to be retried", is_retry_report)
+            .await;
+    }
+
+    // The hub points the Target at a server that works: the new spec wins over the wait.
+    let mut direct = spec("moved", &repo, &commit, "apps/cm");
+    direct.spec_generation = 2;
+    bench.set(2, vec![direct, stuck]);
+    bench
+        .recorder
+        .wait_for("moved", "moved synced from the working server", |s| {
+            s.spec_generation == 2 && s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+    assert!(
+        bench
+            .recorder
+            .all("moved")
+            .iter()
+            .all(|r| r.sync != SyncState::Failed)
+    );
+    // `stop` fails unless the agent ends within seconds, "stuck" still waiting to retry.
+    assert!(is_retry_report(
+        &bench.recorder.latest("stuck").expect("stuck reported")
+    ));
     bench.stop().await;
 }

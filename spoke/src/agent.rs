@@ -17,7 +17,7 @@ use tracing::Instrument as _;
 
 use crate::cluster::{Cluster, ClusterError, InventoryRef};
 use crate::desired::DesiredState;
-use crate::git::{GitCache, ReadLimits};
+use crate::git::{AppFiles, GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
 use crate::metrics::{ErrorKind as MetricsError, Step};
 use crate::model::{
@@ -25,6 +25,7 @@ use crate::model::{
     TargetStatus,
 };
 use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
+use crate::sync::retry::{self, RetryPolicy};
 use crate::sync::{drift, health, order, prune, report};
 use crate::telemetry;
 use crate::watch::Watches;
@@ -43,8 +44,18 @@ pub struct AgentConfig {
     pub settled_poll: Duration,
     /// The longest gap between checks of a settled Target that does not heal itself.
     pub max_settled_poll: Duration,
-    /// Retry delay after a fetch or render failure.
+    /// Retry delay after a fetch or render failure (for a fetch, once its quick retries
+    /// below are spent); it doubles up to ten minutes while the failure lasts.
     pub retry_after_failure: Duration,
+    /// Tries in all of a fetch that fails transiently (the network, the Git server, a commit
+    /// a mirror does not have yet) before the Target is reported Failed; 1 turns quick
+    /// retries off. Failures that would repeat (a refused credential, a missing path) fail at
+    /// once.
+    pub fetch_attempts: u32,
+    /// The wait after the first failed try of a fetch; it doubles per try, up to
+    /// `fetch_retry_max`, with jitter (see [`crate::sync::retry`]).
+    pub fetch_retry_base: Duration,
+    pub fetch_retry_max: Duration,
     /// How long to wait for a kind whose CRD the same sync applied to be served.
     pub crd_wait: Duration,
     pub render_limits: RenderLimits,
@@ -58,6 +69,15 @@ pub struct AgentConfig {
 }
 
 impl AgentConfig {
+    /// How transient fetch failures are retried.
+    pub fn fetch_retry(&self) -> RetryPolicy {
+        RetryPolicy {
+            attempts: self.fetch_attempts,
+            base: self.fetch_retry_base,
+            max: self.fetch_retry_max,
+        }
+    }
+
     pub fn new(cluster_name: impl Into<String>) -> Self {
         Self {
             cluster_name: cluster_name.into(),
@@ -67,6 +87,12 @@ impl AgentConfig {
             settled_poll: Duration::from_secs(5),
             max_settled_poll: Duration::from_secs(60),
             retry_after_failure: Duration::from_secs(30),
+            // Waits of about 1, 2 and 4 s: a reset connection, a Git server over its
+            // connection limit or a lagging mirror gets 7 s to recover, while an outage still
+            // shows as Failed within about 10 s (then `retry_after_failure` takes over).
+            fetch_attempts: 4,
+            fetch_retry_base: Duration::from_secs(1),
+            fetch_retry_max: Duration::from_secs(15),
             crd_wait: Duration::from_secs(30),
             render_limits: RenderLimits::default(),
             read_limits: ReadLimits::default(),
@@ -258,9 +284,25 @@ async fn target_worker(
             .borrow()
             .credential_for(&spec.source.repo_url)
             .cloned();
+        let sync = sync_once(
+            &ctx,
+            &spec,
+            credential.as_ref(),
+            &mut versions,
+            &mut last,
+            &mut spec_rx,
+        );
         let attempt = tokio::select! {
-            attempt = sync_once(&ctx, &spec, credential.as_ref(), &mut versions).instrument(span.clone()) => attempt,
+            attempt = sync.instrument(span.clone()) => attempt,
             () = cancel.cancelled() => return,
+        };
+        let Some(attempt) = attempt else {
+            // A newer spec arrived while a fetch waited to be retried: sync that one instead,
+            // unless the spec channel closed (the Target was removed).
+            if spec_rx.has_changed().is_err() {
+                return;
+            }
+            continue;
         };
         let new_spec = watch_health(&ctx, attempt, &mut last, &mut spec_rx, &cancel, span).await;
         if !new_spec {
@@ -420,13 +462,100 @@ async fn heal(ctx: &Context, attempt: &mut Attempt, drifted: &[(ObjectRef, Vec<S
     }
 }
 
-/// Fetch, render, apply: everything up to the first health check.
+/// What fetching a Target's commit came to.
+enum Fetched {
+    Files(AppFiles),
+    /// The message the Target fails with.
+    Failed(String),
+    /// A newer spec arrived (or the spec channel closed) while waiting to try again.
+    Superseded,
+}
+
+/// Fetches the commit and reads the App path, trying transient failures again per
+/// `AgentConfig::fetch_retry`. While it waits the Target stays Syncing with a message that says
+/// what failed and when the next try is; only a failure that would repeat, or the last try's,
+/// fails the Target.
+async fn fetch(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    last: &mut Option<TargetStatus>,
+    spec_rx: &mut watch::Receiver<TargetSpec>,
+) -> Fetched {
+    let metrics = &ctx.config.metrics;
+    let policy = ctx.config.fetch_retry();
+    let attempts = policy.attempts();
+    let mut failed: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let fetch_span = tracing::info_span!(
+            "fetch",
+            repo = %spec.source.repo_url,
+            attempt = failed + 1,
+        );
+        telemetry::annotate(
+            &fetch_span,
+            &[
+                (telemetry::VCS_URL, &spec.source.repo_url),
+                (telemetry::VCS_REF, &spec.source.git_ref),
+                (telemetry::VCS_REVISION, &spec.source.commit),
+            ],
+        );
+        let fetched = ctx
+            .git
+            .read_app(&spec.source, credential, ctx.config.read_limits)
+            .instrument(fetch_span)
+            .await;
+        metrics.observe(Step::fetch, started.elapsed());
+        let error = match fetched {
+            Ok(files) => return Fetched::Files(files),
+            Err(error) => error,
+        };
+        metrics.error(MetricsError::fetch);
+        failed += 1;
+        let transient = error.is_transient();
+        let wait = if transient {
+            policy.next_delay(failed, rand::random::<f64>())
+        } else {
+            None
+        };
+        let Some(wait) = wait else {
+            tracing::warn!(%error, attempt = failed, attempts, transient, "fetch failed");
+            return Fetched::Failed(if transient && failed > 1 {
+                format!("fetch failed after {failed} attempts: {error}")
+            } else {
+                error.to_string()
+            });
+        };
+        tracing::warn!(%error, attempt = failed, attempts, retry_in = ?wait, "fetch failed; retrying");
+        let retrying = status_of(
+            spec,
+            SyncState::Syncing,
+            last.as_ref().map_or(Health::Progressing, |s| s.health),
+            format!(
+                "fetch failed (attempt {failed} of {attempts}), retrying in {}: {error}",
+                retry::describe(wait)
+            ),
+            Vec::new(),
+        );
+        send_if_changed(ctx, last, retrying);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = spec_rx.changed() => return Fetched::Superseded,
+        }
+    }
+}
+
+/// Fetch, render, apply: everything up to the first health check. `None` when a newer spec
+/// arrived before the fetch succeeded or failed for good.
 async fn sync_once(
     ctx: &Context,
     spec: &TargetSpec,
     credential: Option<&crate::model::RepoCredential>,
     versions: &mut HashMap<ObjectRef, String>,
-) -> Attempt {
+    last: &mut Option<TargetStatus>,
+    spec_rx: &mut watch::Receiver<TargetSpec>,
+) -> Option<Attempt> {
     let fail = |message: String| Attempt {
         spec: spec.clone(),
         resources: Vec::new(),
@@ -436,29 +565,10 @@ async fn sync_once(
         finished: Instant::now(),
     };
     let metrics = &ctx.config.metrics;
-    let started = Instant::now();
-    let fetch_span = tracing::info_span!("fetch", repo = %spec.source.repo_url);
-    telemetry::annotate(
-        &fetch_span,
-        &[
-            (telemetry::VCS_URL, &spec.source.repo_url),
-            (telemetry::VCS_REF, &spec.source.git_ref),
-            (telemetry::VCS_REVISION, &spec.source.commit),
-        ],
-    );
-    let fetched = ctx
-        .git
-        .read_app(&spec.source, credential, ctx.config.read_limits)
-        .instrument(fetch_span)
-        .await;
-    metrics.observe(Step::fetch, started.elapsed());
-    let files = match fetched {
-        Ok(files) => files,
-        Err(error) => {
-            tracing::warn!(%error, "fetch failed");
-            metrics.error(MetricsError::fetch);
-            return fail(error.to_string());
-        }
+    let files = match fetch(ctx, spec, credential, last, spec_rx).await {
+        Fetched::Files(files) => files,
+        Fetched::Failed(message) => return Some(fail(message)),
+        Fetched::Superseded => return None,
     };
     let started = Instant::now();
     let fail = |message: String| {
@@ -467,7 +577,7 @@ async fn sync_once(
     };
     let files = match choose_renderer(spec, &files.files) {
         Renderer::Plain => files,
-        Renderer::Unsupported(message) => return fail(message),
+        Renderer::Unsupported(message) => return Some(fail(message)),
         Renderer::Kustomize(dir) => {
             match kustomize(ctx, spec, credential, &dir)
                 .instrument(tracing::info_span!("kustomize", dir = %dir))
@@ -477,7 +587,7 @@ async fn sync_once(
                     files: vec![built],
                     errors,
                 },
-                Err(message) => return fail(message),
+                Err(message) => return Some(fail(message)),
             }
         }
         Renderer::Helm(chart) => {
@@ -489,7 +599,7 @@ async fn sync_once(
                     files: built,
                     errors,
                 },
-                Err(message) => return fail(message),
+                Err(message) => return Some(fail(message)),
             }
         }
     };
@@ -511,7 +621,7 @@ async fn sync_once(
         )
     }) {
         Ok(rendered) => rendered,
-        Err(error) => return fail(error.to_string()),
+        Err(error) => return Some(fail(error.to_string())),
     };
     metrics.observe(Step::render, started.elapsed());
     let started = Instant::now();
@@ -594,14 +704,14 @@ async fn sync_once(
             .count(),
         "applied"
     );
-    Attempt {
+    Some(Attempt {
         spec: spec.clone(),
         resources,
         manifests,
         expected,
         fatal: None,
         finished: Instant::now(),
-    }
+    })
 }
 
 async fn apply_one(

@@ -9,3 +9,4 @@ pub mod order;
 pub mod prune;
 pub mod render;
 pub mod report;
+pub mod retry;
