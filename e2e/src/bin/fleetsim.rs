@@ -228,6 +228,11 @@ impl Sim {
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"1\"\n",
         )?;
         git.commit("small v1")?;
+        // Like GitHub or GitLab, serve a commit asked for by id: a spoke's fetch is then one
+        // connection, not a refused one and a fetch of every branch.
+        git2::Repository::open(git.dir())?
+            .config()?
+            .set_bool("uploadpack.allowReachableSHA1InWant", true)?;
         let daemon_port = free_port()?;
         let daemon = Proc(
             Command::new("git")
@@ -236,6 +241,10 @@ impl Sim {
                     "--reuseaddr",
                     "--export-all",
                     "--base-path=/",
+                    // The default 32 makes git daemon kill fetches and pause its accept loop for
+                    // a second each time a 10,000-spoke fleet fetches at once; the simulated
+                    // spokes' blocking pool (512 threads) bounds the fetches in flight anyway.
+                    "--max-connections=512",
                     "--listen=127.0.0.1",
                     &format!("--port={daemon_port}"),
                 ])
