@@ -49,6 +49,9 @@ pub struct FleetOptions {
     /// Clusters whose spokes [`Fleet::start`] leaves to the test (to start them with
     /// [`Fleet::start_spoke_via`], say behind a proxy).
     pub deferred_spokes: Vec<String>,
+    /// The runtime the spokes' hub links run on (`SpokeConfig::link_runtime`); the test's
+    /// when `None`.
+    pub link_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl FleetOptions {
@@ -59,6 +62,7 @@ impl FleetOptions {
             work_dir: None,
             cluster_cert_validity: None,
             deferred_spokes: Vec::new(),
+            link_runtime: None,
         }
     }
 }
@@ -166,6 +170,7 @@ impl Fleet {
         config.heartbeat_interval = Duration::from_secs(2);
         config.progress_timeout = Duration::from_secs(30);
         config.http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
+        config.link_runtime = self.options.link_runtime.clone();
         let spoke = gitfleet_spoke::start(config)
             .await
             .with_context(|| format!("starting the spoke of {}", cluster.name))?;

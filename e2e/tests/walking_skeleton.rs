@@ -246,3 +246,47 @@ async fn bad_manifests_are_reported_per_file_and_the_rest_applies() {
     assert!(out.contains("Widget"), "{out}");
     fleet.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_spoke_link_on_a_runtime_of_its_own_converges_and_lives_there() {
+    let links = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .thread_name("test-links")
+        .enable_all()
+        .build()
+        .unwrap();
+    let mut options = FleetOptions::new(vec![ClusterSpec::new("solo").label("env", "prod")]);
+    options.link_runtime = Some(links.handle().clone());
+    let mut fleet = Fleet::start(options).await.unwrap();
+    fleet
+        .git
+        .write("apps/hello/configmap.yaml", CONFIGMAP)
+        .unwrap();
+    let v1 = fleet.git.commit("hello v1").unwrap();
+    let yaml = format!(
+        "{}---\n{}",
+        fleet.repo_yaml("platform"),
+        app_yaml("hello", "apps/hello", "prod")
+    );
+    fleet.apply_yaml(&yaml).await.unwrap();
+    fleet
+        .wait_converged("hello", &v1, 1, DEADLINE)
+        .await
+        .unwrap();
+
+    // The link lives on that runtime: shutting the runtime down cuts the spoke off the hub.
+    links.shutdown_background();
+    let start = std::time::Instant::now();
+    loop {
+        let clusters = fleet.admin().list_clusters().await.unwrap();
+        if clusters.iter().any(|c| c.name == "solo" && !c.connected) {
+            break;
+        }
+        assert!(
+            start.elapsed() < DEADLINE,
+            "the hub still sees the spoke connected: {clusters:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    fleet.shutdown().await;
+}

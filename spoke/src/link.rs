@@ -298,6 +298,20 @@ enum SessionEnd {
     Closed,
 }
 
+/// A status's code and message with the errors beneath it (tonic keeps the transport's cause,
+/// such as a keepalive timeout, one level down).
+fn status_chain(status: &tonic::Status) -> String {
+    let mut text = format!("{:?}: {}", status.code(), status.message());
+    if let Some(source) = std::error::Error::source(status) {
+        let cause = error_chain(source);
+        if !text.contains(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+    }
+    text
+}
+
 /// Runs the link until `cancel` fires or the hub revokes the cluster.
 #[tracing::instrument(name = "link", skip_all, fields(cluster = %state.config.cluster_name))]
 pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: CancellationToken) {
@@ -443,7 +457,7 @@ async fn session(
     let mut inbound = client
         .session(ReceiverStream::new(rx))
         .await
-        .map_err(|s| LinkError::Stream(format!("{:?}: {}", s.code(), s.message())))?
+        .map_err(|s| LinkError::Stream(status_chain(&s)))?
         .into_inner();
     state.connected.send_replace(true);
     tracing::info!(generation, "connected to the hub");
@@ -464,7 +478,7 @@ async fn session(
         }
         tokio::select! {
             message = inbound.message() => {
-                let message = message.map_err(|s| LinkError::Stream(format!("{:?}: {}", s.code(), s.message())))?;
+                let message = message.map_err(|s| LinkError::Stream(status_chain(&s)))?;
                 let Some(message) = message else { return Ok(SessionEnd::Closed) };
                 match message.msg {
                     Some(pb::hub_message::Msg::Desired(desired)) => {
@@ -476,7 +490,7 @@ async fn session(
                                 state.set_desired(next).await?;
                             }
                             Err(stale) => {
-                                tracing::info!(%stale, "dropping a delta that does not fit");
+                                tracing::warn!(%stale, "dropping a delta that does not fit; saying Hello again");
                                 return Ok(SessionEnd::Resync);
                             }
                         }

@@ -43,6 +43,11 @@ pub struct SpokeConfig {
     /// Where `/healthz`, `/readyz` and `/metrics` are served; no HTTP listener when `None`
     /// (the binary's default is 0.0.0.0:9090).
     pub http_listen: Option<SocketAddr>,
+    /// The runtime the hub link runs on: its session, heartbeats and the HTTP/2 connection it
+    /// opens (pings answered there). `None`: the caller's runtime. A runtime of its own keeps
+    /// heavy sync work from delaying the link; the fleet simulator gives one to its thousands
+    /// of spokes, since each real spoke has its own CPU.
+    pub link_runtime: Option<tokio::runtime::Handle>,
 }
 
 impl SpokeConfig {
@@ -66,6 +71,7 @@ impl SpokeConfig {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             helm_command: "helm".into(),
             http_listen: None,
+            link_runtime: None,
         }
     }
 }
@@ -200,11 +206,11 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
         }
         None => None,
     };
-    let link_task = tokio::spawn(link::run(
-        link_state.clone(),
-        identity,
-        cancel.child_token(),
-    ));
+    let link = link::run(link_state.clone(), identity, cancel.child_token());
+    let link_task = match &config.link_runtime {
+        Some(runtime) => runtime.spawn(link),
+        None => tokio::spawn(link),
+    };
     let agent_task = tokio::spawn(agent::run(
         agent_config,
         cluster,

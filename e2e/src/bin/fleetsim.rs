@@ -10,7 +10,8 @@
 //! `--hub-bin`), so its memory and CPU are its own. In this process: kubesim with one virtual
 //! cluster per spoke, and N real spoke agents (the spoke library), each with its own key,
 //! certificate and mutual-TLS connection. Git is served by `git daemon`; pushes reach the hub as
-//! signed GitHub webhooks. Phases:
+//! signed GitHub webhooks. The spokes' hub links run on a runtime of their own (as each real
+//! spoke's link has its own CPU), their sync work on the main one. Phases:
 //! 1. registration and connection of N spokes (one bootstrap token, N uses);
 //! 2. the first deployment of a small App (a ConfigMap) to all N: commit → all synced+healthy;
 //! 3. idle: hub RSS and CPU with N connected spokes;
@@ -66,6 +67,12 @@ struct Args {
     /// over TCP each Kubernetes connection costs this process two descriptors.
     #[arg(long)]
     kube_in_memory: bool,
+    /// Run the spokes' hub links on the same runtime as their sync work. By default they get
+    /// a runtime of their own: each real spoke has its own CPU, while here 10,000 spokes'
+    /// renders and applies would otherwise queue ahead of their links' keepalive pings (a
+    /// 49-second backlog at 10,000, and every link dropped).
+    #[arg(long)]
+    links_share_runtime: bool,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -198,6 +205,39 @@ struct Sim {
     lag: Arc<std::sync::atomic::AtomicU64>,
     /// `sessions_ended` when `phase_health` last read it.
     ended_before: BTreeMap<String, u64>,
+    /// Where the spokes' hub links run (see `--links-share-runtime`).
+    links: LinkRuntime,
+}
+
+/// A runtime for the spokes' links, shut down without blocking when dropped (a runtime dropped
+/// inside another would panic).
+struct LinkRuntime(Option<tokio::runtime::Runtime>);
+
+impl LinkRuntime {
+    fn new(shared: bool) -> anyhow::Result<Self> {
+        if shared {
+            return Ok(Self(None));
+        }
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .thread_name("spoke-links")
+            .enable_all()
+            .build()
+            .context("starting the links' runtime")?;
+        Ok(Self(Some(runtime)))
+    }
+
+    fn handle(&self) -> Option<tokio::runtime::Handle> {
+        self.0.as_ref().map(|r| r.handle().clone())
+    }
+}
+
+impl Drop for LinkRuntime {
+    fn drop(&mut self) {
+        if let Some(runtime) = self.0.take() {
+            runtime.shutdown_background();
+        }
+    }
 }
 
 impl Sim {
@@ -271,6 +311,7 @@ impl Sim {
             rows: Vec::new(),
             lag: lag_probe(),
             ended_before: BTreeMap::new(),
+            links: LinkRuntime::new(args.links_share_runtime)?,
         };
         sim.start_hub(args.timeout).await?;
         Ok(sim)
@@ -538,6 +579,7 @@ impl Sim {
                 config.hub_ca_pem = Some(ca.clone());
                 config.bootstrap_token = Some(token.clone());
                 config.labels = BTreeMap::from([("fleet".to_owned(), "sim".to_owned())]);
+                config.link_runtime = self.links.handle();
                 started.spawn(gitfleet_spoke::start(config));
             }
             while let Some(spoke) = started.join_next().await {

@@ -259,7 +259,7 @@ async fn run(
                                 engine.metrics().error(ErrorKind::link);
                                 SessionEnd::Malformed(status.message().to_owned())
                             } else {
-                                SessionEnd::Transport(status.message().to_owned())
+                                SessionEnd::Transport(error_chain(&status))
                             };
                             let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
                             return end;
@@ -288,6 +288,22 @@ async fn run(
             }
         }
     }
+}
+
+/// A status's message and the errors beneath it ("h2 protocol error: error reading a body from
+/// connection: keep-alive timed out"), skipping a cause the message already ends with.
+fn error_chain(status: &Status) -> String {
+    let mut text = status.message().to_owned();
+    let mut source = std::error::Error::source(status);
+    while let Some(error) = source {
+        let cause = error.to_string();
+        if !text.ends_with(&cause) {
+            text.push_str(": ");
+            text.push_str(&cause);
+        }
+        source = error.source();
+    }
+    text
 }
 
 /// Why a spoke's session ended, for the log and `gitfleet_link_sessions_ended_total{reason}`.
