@@ -73,6 +73,12 @@ struct Args {
     /// 49-second backlog at 10,000, and every link dropped).
     #[arg(long)]
     links_share_runtime: bool,
+    /// The nice value of the threads that do the simulated spokes' sync work (and kubesim's),
+    /// and of `git daemon`; 0 leaves them at normal priority. Each real spoke, cluster and Git
+    /// server has CPU of its own; here they share two cores with the hub and the spokes' links,
+    /// and without this their 10,000-fold work starves both (the hub is the thing measured).
+    #[arg(long, default_value_t = 10)]
+    spoke_work_nice: u8,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -82,7 +88,31 @@ const SECRET: &str = "fleetsim-webhook-secret";
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
+    run(Args::parse()).await
+}
+
+/// Lowers the calling thread's scheduling priority (`renice` on its thread id: Linux applies
+/// a nice value per thread).
+fn renice_this_thread(nice: u8) {
+    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|p| {
+        p.file_name()
+            .and_then(|n| n.to_str())
+            .map(ToOwned::to_owned)
+    });
+    let Some(tid) = tid else {
+        return;
+    };
+    let done = Command::new("renice")
+        .args(["-n", &nice.to_string(), "-p", &tid])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status();
+    if !done.is_ok_and(|s| s.success()) {
+        eprintln!("fleetsim: could not renice thread {tid}; spoke work runs at normal priority");
+    }
+}
+
+async fn run(args: Args) -> anyhow::Result<()> {
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("GITFLEET_LOG")
@@ -113,11 +143,11 @@ impl Drop for Proc {
     }
 }
 
-/// A task ticking every 100 ms that records its largest lateness (µs).
-fn lag_probe() -> Arc<std::sync::atomic::AtomicU64> {
+/// A task on `runtime` ticking every 100 ms that records its largest lateness (µs).
+fn lag_probe(runtime: &tokio::runtime::Handle) -> Arc<std::sync::atomic::AtomicU64> {
     let lag = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let max = Arc::clone(&lag);
-    tokio::spawn(async move {
+    runtime.spawn(async move {
         let tick = Duration::from_millis(100);
         loop {
             let start = Instant::now();
@@ -203,10 +233,14 @@ struct Sim {
     /// The largest lateness (µs) of a 100 ms timer in this process since it was last read: how
     /// starved the simulated spokes' runtime is.
     lag: Arc<std::sync::atomic::AtomicU64>,
+    /// The same on the links' runtime, when they have their own.
+    link_lag: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// `sessions_ended` when `phase_health` last read it.
     ended_before: BTreeMap<String, u64>,
     /// Where the spokes' hub links run (see `--links-share-runtime`).
     links: LinkRuntime,
+    /// Where the spokes and kubesim work (see `--spoke-work-nice`).
+    work: LinkRuntime,
 }
 
 /// A runtime for the spokes' links, shut down without blocking when dropped (a runtime dropped
@@ -215,12 +249,22 @@ struct LinkRuntime(Option<tokio::runtime::Runtime>);
 
 impl LinkRuntime {
     fn new(shared: bool) -> anyhow::Result<Self> {
+        Self::named(shared, "spoke-links", 2, 0)
+    }
+
+    /// A runtime of `threads` workers whose threads (blocking ones too) run at `nice`.
+    fn named(shared: bool, name: &str, threads: usize, nice: u8) -> anyhow::Result<Self> {
         if shared {
             return Ok(Self(None));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .thread_name("spoke-links")
+            .worker_threads(threads)
+            .thread_name(name)
+            .on_thread_start(move || {
+                if nice > 0 {
+                    renice_this_thread(nice);
+                }
+            })
             .enable_all()
             .build()
             .context("starting the links' runtime")?;
@@ -260,7 +304,15 @@ impl Sim {
         let names: Vec<String> = (0..args.clusters).map(|i| format!("sim-{i:05}")).collect();
         let mut ks = KubesimConfig::new(names.clone());
         ks.ready_delay = Duration::from_millis(100);
-        let kubesim = Kubesim::start(ks).await.context("starting kubesim")?;
+        // The spokes and kubesim work on a runtime of their own at a lower priority; this one
+        // drives the phases and times them.
+        let work = LinkRuntime::named(false, "spoke-work", 2, args.spoke_work_nice)?;
+        let work_handle = work.handle().context("the spokes' runtime")?;
+        let kubesim = work_handle
+            .spawn(Kubesim::start(ks))
+            .await
+            .context("starting kubesim")?
+            .context("starting kubesim")?;
 
         let git = GitRepo::init(&dir.join("git"))?;
         git.write(
@@ -275,8 +327,11 @@ impl Sim {
             .set_bool("uploadpack.allowReachableSHA1InWant", true)?;
         let daemon_port = free_port()?;
         let daemon = Proc(
-            Command::new("git")
+            Command::new("nice")
                 .args([
+                    "-n",
+                    &args.spoke_work_nice.to_string(),
+                    "git",
                     "daemon",
                     "--reuseaddr",
                     "--export-all",
@@ -309,10 +364,13 @@ impl Sim {
             spokes: Vec::new(),
             names,
             rows: Vec::new(),
-            lag: lag_probe(),
+            lag: lag_probe(&work_handle),
+            work,
+            link_lag: None,
             ended_before: BTreeMap::new(),
             links: LinkRuntime::new(args.links_share_runtime)?,
         };
+        sim.link_lag = sim.links.handle().map(|h| lag_probe(&h));
         sim.start_hub(args.timeout).await?;
         Ok(sim)
     }
@@ -438,6 +496,10 @@ impl Sim {
     /// saw end, by why, since the last call. Printed, not tabled: it explains the figures.
     async fn phase_health(&mut self) {
         let lag = self.lag.swap(0, std::sync::atomic::Ordering::Relaxed);
+        let link_lag = self.link_lag.as_ref().map_or_else(
+            || "(shared)".to_owned(),
+            |l| ms(Duration::from_micros(l.swap(0, std::sync::atomic::Ordering::Relaxed))),
+        );
         let ended = self.sessions_ended().await.unwrap_or_default();
         let delta: Vec<String> = ended
             .iter()
@@ -449,8 +511,9 @@ impl Sim {
             })
             .collect();
         println!(
-            "  ... simulator runtime lag max {}; link sessions ended: {}",
+            "  ... simulator runtime lag max {} (spokes' work), {} (their links); link sessions ended: {}",
             ms(Duration::from_micros(lag)),
+            link_lag,
             if delta.is_empty() {
                 "none".to_owned()
             } else {
@@ -563,6 +626,7 @@ impl Sim {
             })
             .context("no hub CA")?;
         let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
+        let work = self.work.handle().context("the spokes' runtime")?;
         for chunk in self.names.clone().chunks(args.start_batch.max(1)) {
             let mut started = tokio::task::JoinSet::new();
             for name in chunk {
@@ -580,7 +644,7 @@ impl Sim {
                 config.bootstrap_token = Some(token.clone());
                 config.labels = BTreeMap::from([("fleet".to_owned(), "sim".to_owned())]);
                 config.link_runtime = self.links.handle();
-                started.spawn(gitfleet_spoke::start(config));
+                started.spawn_on(gitfleet_spoke::start(config), &work);
             }
             while let Some(spoke) = started.join_next().await {
                 self.spokes.push(spoke??);
@@ -777,11 +841,15 @@ impl Sim {
         // 4. Fan-out and rollout.
         let v2 = self.commit(2)?;
         let receivers: Vec<_> = self.spokes.iter().map(SpokeHandle::desired).collect();
+        // Timed on a runtime of their own: on the spokes' busy one a waiter would note the
+        // time only when its turn came, seconds late.
+        let measure = LinkRuntime::named(false, "fanout-timer", 1, 0)?;
+        let measure_handle = measure.handle().context("the timer runtime")?;
         let waiters: Vec<_> = receivers
             .into_iter()
             .map(|mut rx| {
                 let v2 = v2.clone();
-                tokio::spawn(async move {
+                measure_handle.spawn(async move {
                     let holds = |d: &gitfleet_spoke::desired::DesiredState| {
                         d.targets
                             .get("small")

@@ -290,18 +290,23 @@ async fn run(
     }
 }
 
-/// A status's message and the errors beneath it ("h2 protocol error: error reading a body from
-/// connection: keep-alive timed out"), skipping a cause the message already ends with.
+/// A status's message and the cause at the bottom of it ("h2 protocol error: error reading a
+/// body from connection: connection reset"): tonic keeps the transport's cause beneath
+/// wrappers whose own text repeats the message.
 fn error_chain(status: &Status) -> String {
     let mut text = status.message().to_owned();
+    let mut root = None;
     let mut source = std::error::Error::source(status);
     while let Some(error) = source {
-        let cause = error.to_string();
+        root = Some(error);
+        source = error.source();
+    }
+    if let Some(root) = root {
+        let cause = root.to_string();
         if !text.ends_with(&cause) {
             text.push_str(": ");
             text.push_str(&cause);
         }
-        source = error.source();
     }
     text
 }
