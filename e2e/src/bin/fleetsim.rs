@@ -79,6 +79,11 @@ struct Args {
     /// and without this their 10,000-fold work starves both (the hub is the thing measured).
     #[arg(long, default_value_t = 10)]
     spoke_work_nice: u8,
+    /// Where the spokes keep their data (identity, Git cache, desired state, outbox): by
+    /// default a tmpfs (`/dev/shm`, when there is one), since each real spoke has a disk of its
+    /// own and here 10,000 spokes' fsyncs would queue on one. The hub's data stays on disk.
+    #[arg(long)]
+    spoke_data: Option<PathBuf>,
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
@@ -121,7 +126,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         .with_writer(std::io::stderr)
         .init();
     let tmp = tempfile::Builder::new().prefix("fleetsim-").tempdir()?;
-    let mut sim = Sim::start(&args, tmp.path()).await?;
+    let spoke_root = match &args.spoke_data {
+        Some(dir) => dir.clone(),
+        None if Path::new("/dev/shm").is_dir() => PathBuf::from("/dev/shm"),
+        None => tmp.path().to_owned(),
+    };
+    let spoke_tmp = tempfile::Builder::new()
+        .prefix("fleetsim-spokes-")
+        .tempdir_in(&spoke_root)
+        .with_context(|| {
+            format!(
+                "a directory for the spokes' data in {}",
+                spoke_root.display()
+            )
+        })?;
+    let mut sim = Sim::start(&args, tmp.path(), spoke_tmp.path()).await?;
     let result = sim.run(&args).await;
     sim.stop().await;
     result
@@ -218,6 +237,8 @@ async fn sampled<T>(
 
 struct Sim {
     dir: PathBuf,
+    /// The spokes' data directories live under here (see `--spoke-data`).
+    spoke_dir: PathBuf,
     hub_bin: PathBuf,
     hub: Option<Proc>,
     grpc_port: u16,
@@ -285,7 +306,7 @@ impl Drop for LinkRuntime {
 }
 
 impl Sim {
-    async fn start(args: &Args, dir: &Path) -> anyhow::Result<Sim> {
+    async fn start(args: &Args, dir: &Path, spoke_dir: &Path) -> anyhow::Result<Sim> {
         let hub_bin = match &args.hub_bin {
             Some(p) => p.clone(),
             None => {
@@ -352,6 +373,7 @@ impl Sim {
 
         let mut sim = Sim {
             dir: dir.to_owned(),
+            spoke_dir: spoke_dir.to_owned(),
             hub_bin,
             hub: None,
             grpc_port: free_port()?,
@@ -498,7 +520,11 @@ impl Sim {
         let lag = self.lag.swap(0, std::sync::atomic::Ordering::Relaxed);
         let link_lag = self.link_lag.as_ref().map_or_else(
             || "(shared)".to_owned(),
-            |l| ms(Duration::from_micros(l.swap(0, std::sync::atomic::Ordering::Relaxed))),
+            |l| {
+                ms(Duration::from_micros(
+                    l.swap(0, std::sync::atomic::Ordering::Relaxed),
+                ))
+            },
         );
         let ended = self.sessions_ended().await.unwrap_or_default();
         let delta: Vec<String> = ended
@@ -632,7 +658,7 @@ impl Sim {
             for name in chunk {
                 let mut config = SpokeConfig::new(
                     hub_url.clone(),
-                    self.dir.join("spokes").join(name),
+                    self.spoke_dir.join(name),
                     name.clone(),
                     if args.kube_in_memory {
                         KubeSource::Client(self.kubesim.in_memory_client(name)?)
@@ -987,11 +1013,15 @@ impl Sim {
     ) -> anyhow::Result<(u64, Duration)> {
         const WINDOW: u64 = 32;
         let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
-        let start = Instant::now();
-        let until = start + duration;
+        // Every session is opened (a few at a time, retried: the hub sheds handshakes beyond
+        // its limit) before any streams, so that all stream for the same window.
+        let connects = Arc::new(tokio::sync::Semaphore::new(256));
+        let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(sessions.max(1));
+        let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
+        let connect_deadline = Instant::now() + Duration::from_secs(300);
         let mut tasks = tokio::task::JoinSet::new();
         for name in self.names.iter().take(sessions) {
-            let ids = self.dir.join("spokes").join(name).join("identity");
+            let ids = self.spoke_dir.join(name).join("identity");
             let read = |f: &str| {
                 std::fs::read_to_string(ids.join(f))
                     .with_context(|| format!("{name}: reading identity {f}"))
@@ -1000,28 +1030,59 @@ impl Sim {
             let hub_url = hub_url.clone();
             let name = name.clone();
             let revision = revision.to_owned();
+            let connects = Arc::clone(&connects);
+            let ready_tx = ready_tx.clone();
+            let mut go_rx = go_rx.clone();
             tasks.spawn(async move {
-                let tls = tonic::transport::ClientTlsConfig::new()
-                    .ca_certificate(tonic::transport::Certificate::from_pem(ca))
-                    .identity(tonic::transport::Identity::from_pem(cert, key));
-                let channel = tonic::transport::Endpoint::from_shared(hub_url)?
-                    .tls_config(tls)?
-                    .connect()
+                let open = || async {
+                    let tls = tonic::transport::ClientTlsConfig::new()
+                        .ca_certificate(tonic::transport::Certificate::from_pem(&ca))
+                        .identity(tonic::transport::Identity::from_pem(&cert, &key));
+                    let channel = tonic::transport::Endpoint::from_shared(hub_url.clone())?
+                        .connect_timeout(Duration::from_secs(10))
+                        .tls_config(tls)?
+                        .connect()
+                        .await?;
+                    let mut client = pb::link_client::LinkClient::new(channel);
+                    let (tx, rx) = tokio::sync::mpsc::channel::<pb::SpokeMessage>(256);
+                    tx.send(pb::SpokeMessage {
+                        msg: Some(pb::spoke_message::Msg::Hello(pb::Hello {
+                            cluster: name.clone(),
+                            agent_version: "fleetsim".into(),
+                            ..Default::default()
+                        })),
+                    })
                     .await?;
-                let mut client = pb::link_client::LinkClient::new(channel);
-                let (tx, rx) = tokio::sync::mpsc::channel::<pb::SpokeMessage>(256);
-                tx.send(pb::SpokeMessage {
-                    msg: Some(pb::spoke_message::Msg::Hello(pb::Hello {
-                        cluster: name.clone(),
-                        agent_version: "fleetsim".into(),
-                        ..Default::default()
-                    })),
-                })
-                .await?;
-                let mut inbound = client
-                    .session(tokio_stream::wrappers::ReceiverStream::new(rx))
-                    .await?
+                    let inbound = tokio::time::timeout(
+                        Duration::from_secs(30),
+                        client.session(tokio_stream::wrappers::ReceiverStream::new(rx)),
+                    )
+                    .await??
                     .into_inner();
+                    anyhow::Ok((tx, inbound))
+                };
+                let (tx, mut inbound) = {
+                    let _permit = connects.acquire().await?;
+                    loop {
+                        match open().await {
+                            Ok(session) => break session,
+                            Err(_) if Instant::now() < connect_deadline => {
+                                tokio::time::sleep(Duration::from_millis(rand::random_range(
+                                    100..1000,
+                                )))
+                                .await;
+                            }
+                            Err(e) => return Err(e.context(format!("{name}: opening a session"))),
+                        }
+                    }
+                };
+                ready_tx.send(()).await?;
+                drop(ready_tx);
+                let until = *go_rx
+                    .wait_for(Option::is_some)
+                    .await?
+                    .as_ref()
+                    .context("go without a deadline")?;
                 // Far above anything the real spoke used: every report is new to the hub.
                 let first = 1_000_000u64;
                 let (mut next, mut acked) = (first, first - 1);
@@ -1056,6 +1117,25 @@ impl Sim {
                 }
             });
         }
+        drop(ready_tx);
+        let mut ready = 0;
+        while ready < sessions {
+            tokio::select! {
+                r = ready_rx.recv() => match r {
+                    Some(()) => ready += 1,
+                    None => break,
+                },
+                Some(failed) = tasks.join_next() => {
+                    failed??;
+                }
+            }
+        }
+        ensure!(
+            ready == sessions,
+            "only {ready} of {sessions} sessions opened"
+        );
+        let start = Instant::now();
+        go_tx.send_replace(Some(start + duration));
         let mut total = 0;
         while let Some(r) = tasks.join_next().await {
             total += r??;
@@ -1068,7 +1148,7 @@ impl Sim {
             s.shutdown().await;
         }
         self.hub = None;
-        if let Err(e) = std::fs::remove_dir_all(self.dir.join("spokes"))
+        if let Err(e) = std::fs::remove_dir_all(&self.spoke_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
             eprintln!("cannot clean up: {e}");
