@@ -259,8 +259,22 @@ impl Admin for FakeHub {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         self.record_caller(&request);
+        // One cluster per page, so that every listing exercises the client's paging.
+        let request = request.into_inner();
+        let from: usize = if request.page_token.is_empty() {
+            0
+        } else {
+            request.page_token.parse().unwrap()
+        };
+        let clusters: Vec<_> = self.clusters.iter().skip(from).take(1).cloned().collect();
+        let next_page_token = if from + 1 < self.clusters.len() {
+            (from + 1).to_string()
+        } else {
+            String::new()
+        };
         Ok(Response::new(pb::ListClustersResponse {
-            clusters: self.clusters.to_vec(),
+            clusters,
+            next_page_token,
         }))
     }
 }

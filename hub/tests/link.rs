@@ -155,7 +155,7 @@ async fn a_commit_flows_to_the_spoke_and_its_report_back() {
     assert_eq!(api["kind"], "App");
 
     let clusters = admin
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -390,7 +390,7 @@ async fn callers_without_the_right_certificate_are_refused() {
     // No client certificate: Link and Admin refuse.
     let anonymous = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
     let err = AdminClient::new(anonymous.clone())
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
@@ -510,7 +510,7 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
         .unwrap();
     let mut admin = admin(&hub).await;
     let clusters = admin
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -607,7 +607,7 @@ async fn a_restarted_hub_keeps_everything() {
         .resources;
     assert_eq!(resources.len(), 2);
     let clusters = admin_client
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -655,7 +655,7 @@ async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certifica
         let mut admin = admin.clone();
         async move {
             let clusters = admin
-                .list_clusters(pb::ListClustersRequest {})
+                .list_clusters(pb::ListClustersRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -1052,7 +1052,7 @@ async fn approval_mode_holds_registrations_until_an_admin_approves() {
     assert_eq!(pending.len(), 1);
     assert_eq!(pending[0].name, "edge-1");
     let listed = AdminClient::new(admin_ch.clone())
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -1153,7 +1153,7 @@ async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
         let mut admin = admin.clone();
         async move {
             admin
-                .list_clusters(pb::ListClustersRequest {})
+                .list_clusters(pb::ListClustersRequest::default())
                 .await
                 .unwrap()
                 .into_inner()
@@ -1181,7 +1181,7 @@ async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
     })
     .await;
     let clusters = admin
-        .list_clusters(pb::ListClustersRequest {})
+        .list_clusters(pb::ListClustersRequest::default())
         .await
         .unwrap()
         .into_inner()
@@ -1400,5 +1400,49 @@ async fn every_ended_session_is_counted_by_why() {
     .await;
     assert_eq!(ended("transport"), 0);
 
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn clusters_are_listed_a_page_at_a_time_by_name() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    for cluster in ["dev-3", "dev-1", "dev-2"] {
+        register(&hub, cluster, &[("env", "dev")]).await;
+    }
+    let admin = admin(&hub).await;
+    let page = |size: u32, token: &str| {
+        let request = pb::ListClustersRequest {
+            page_size: size,
+            page_token: token.to_owned(),
+        };
+        let mut admin = admin.clone();
+        async move {
+            admin
+                .list_clusters(request)
+                .await
+                .map(tonic::Response::into_inner)
+        }
+    };
+    let names = |p: &pb::ListClustersResponse| -> Vec<String> {
+        p.clusters.iter().map(|c| c.name.clone()).collect()
+    };
+    let first = page(2, "").await.unwrap();
+    assert_eq!(names(&first), ["dev-1", "dev-2"]);
+    assert!(!first.next_page_token.is_empty());
+    let second = page(2, &first.next_page_token).await.unwrap();
+    assert_eq!(names(&second), ["dev-3"]);
+    assert!(
+        second.next_page_token.is_empty(),
+        "the last page ends the list"
+    );
+    // The hub's default page holds them all.
+    let all = page(0, "").await.unwrap();
+    assert_eq!(names(&all), ["dev-1", "dev-2", "dev-3"]);
+    assert!(all.next_page_token.is_empty());
+
+    let err = page(0, "t1:web/dev-1").await.unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err}");
+    assert!(err.message().contains("t1:web/dev-1"), "{err}");
     hub.shutdown().await;
 }

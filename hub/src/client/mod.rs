@@ -157,9 +157,23 @@ impl AdminClient {
         self.check(response)
     }
 
+    /// Every registered cluster, ordered by name: every page the hub serves.
     pub async fn list_clusters(&mut self) -> Result<Vec<pb::ClusterInfo>, ClientError> {
-        let response = self.inner.list_clusters(pb::ListClustersRequest {}).await;
-        Ok(self.check(response)?.clusters)
+        let mut clusters = Vec::new();
+        let mut page_token = String::new();
+        loop {
+            let request = pb::ListClustersRequest {
+                page_size: 0,
+                page_token,
+            };
+            let response = self.inner.list_clusters(request).await;
+            let page = self.check(response)?;
+            clusters.extend(page.clusters);
+            if page.next_page_token.is_empty() {
+                return Ok(clusters);
+            }
+            page_token = page.next_page_token;
+        }
     }
 
     /// Lets a registration waiting for approval get its certificate on its next retry; `false`

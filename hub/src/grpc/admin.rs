@@ -16,7 +16,9 @@ use crate::resources::Kind;
 /// Targets per `Status` page when the request names no size, and the most it may ask for.
 const STATUS_PAGE_DEFAULT: usize = 500;
 const STATUS_PAGE_MAX: usize = 5000;
-/// A page ends before its encoded Targets pass this (a quarter of the message limit).
+/// Clusters per `ListClusters` page when the request names no size (the most: as `Status`).
+const CLUSTERS_PAGE_DEFAULT: usize = 1000;
+/// A page ends before what it lists passes this, encoded (a quarter of the message limit).
 const STATUS_PAGE_BYTES: usize = gitfleet_proto::MAX_MESSAGE_BYTES / 4;
 
 /// TTL of a bootstrap token when the request names none.
@@ -174,9 +176,35 @@ impl Admin for AdminService {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         admin_peer(&request)?;
-        let clusters = self.engine.clusters()?;
+        let req = request.into_inner();
+        let after = convert::cluster_page_token(&req.page_token)?;
+        let limit = match req.page_size {
+            0 => CLUSTERS_PAGE_DEFAULT,
+            n => (n as usize).min(STATUS_PAGE_MAX),
+        };
+        let mut views = self.engine.clusters()?;
+        views.retain(|v| after.as_ref().is_none_or(|a| v.record.name > *a));
+        views.sort_unstable_by(|a, b| a.record.name.cmp(&b.record.name));
+        let mut more = views.len() > limit;
+        views.truncate(limit);
+        let mut clusters = Vec::with_capacity(views.len());
+        let mut bytes = 0;
+        for view in views {
+            let cluster = convert::cluster_info(view);
+            bytes += prost::Message::encoded_len(&cluster);
+            if bytes > STATUS_PAGE_BYTES && !clusters.is_empty() {
+                more = true;
+                break;
+            }
+            clusters.push(cluster);
+        }
+        let next_page_token = match clusters.last() {
+            Some(last) if more => convert::next_cluster_page_token(&last.name),
+            _ => String::new(),
+        };
         Ok(Response::new(pb::ListClustersResponse {
-            clusters: clusters.into_iter().map(convert::cluster_info).collect(),
+            clusters,
+            next_page_token,
         }))
     }
 }

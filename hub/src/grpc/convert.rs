@@ -246,6 +246,29 @@ pub fn status_page_token(token: &str) -> Result<Option<(String, String)>, Status
         })
 }
 
+/// The `next_page_token` of `ListClusters` after a cluster.
+pub fn next_cluster_page_token(name: &str) -> String {
+    format!("{CLUSTER_TOKEN_PREFIX}{name}")
+}
+
+const CLUSTER_TOKEN_PREFIX: &str = "c1:";
+
+/// The cluster a `ListClusters` `page_token` continues after; `None` for the first page.
+pub fn cluster_page_token(token: &str) -> Result<Option<String>, Status> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    token
+        .strip_prefix(CLUSTER_TOKEN_PREFIX)
+        .filter(|name| !name.is_empty())
+        .map(|name| Some(name.to_owned()))
+        .ok_or_else(|| {
+            Status::invalid_argument(format!(
+                "page_token {token:?} is not one this hub returned; start again with an empty token"
+            ))
+        })
+}
+
 pub fn target_status(v: TargetView) -> pb::TargetStatus {
     let report = v.report.unwrap_or_default();
     pb::TargetStatus {
