@@ -117,6 +117,23 @@ fn common_name(der: &[u8]) -> String {
         .to_owned()
 }
 
+/// The fake's paging: one item per page (token: the next index), so that every listing
+/// exercises the client's following of pages.
+fn page_of_one<T: Clone>(items: &[T], token: &str) -> (Vec<T>, String) {
+    let from: usize = if token.is_empty() {
+        0
+    } else {
+        token.parse().unwrap()
+    };
+    let page = items.iter().skip(from).take(1).cloned().collect();
+    let next = if from + 1 < items.len() {
+        (from + 1).to_string()
+    } else {
+        String::new()
+    };
+    (page, next)
+}
+
 #[tonic::async_trait]
 impl Admin for FakeHub {
     async fn apply(
@@ -221,18 +238,7 @@ impl Admin for FakeHub {
             .filter(|t| request.cluster.is_empty() || t.cluster == request.cluster)
             .cloned()
             .collect();
-        // One Target per page, so that every listing exercises the client's paging.
-        let from: usize = if request.page_token.is_empty() {
-            0
-        } else {
-            request.page_token.parse().unwrap()
-        };
-        let targets: Vec<_> = matching.iter().skip(from).take(1).cloned().collect();
-        let next_page_token = if from + 1 < matching.len() {
-            (from + 1).to_string()
-        } else {
-            String::new()
-        };
+        let (targets, next_page_token) = page_of_one(&matching, &request.page_token);
         Ok(Response::new(pb::StatusResponse {
             targets,
             next_page_token,
@@ -259,19 +265,8 @@ impl Admin for FakeHub {
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
         self.record_caller(&request);
-        // One cluster per page, so that every listing exercises the client's paging.
         let request = request.into_inner();
-        let from: usize = if request.page_token.is_empty() {
-            0
-        } else {
-            request.page_token.parse().unwrap()
-        };
-        let clusters: Vec<_> = self.clusters.iter().skip(from).take(1).cloned().collect();
-        let next_page_token = if from + 1 < self.clusters.len() {
-            (from + 1).to_string()
-        } else {
-            String::new()
-        };
+        let (clusters, next_page_token) = page_of_one(&self.clusters, &request.page_token);
         Ok(Response::new(pb::ListClustersResponse {
             clusters,
             next_page_token,

@@ -46,6 +46,24 @@ fn kind(s: &str) -> Result<Option<Kind>, Status> {
     })
 }
 
+/// The leading items of a page that fit in [`STATUS_PAGE_BYTES`] encoded (at least one), and
+/// whether more follow: `more` from the listing, or true when the budget cut the page short.
+fn within_page_bytes<T: prost::Message>(
+    items: impl ExactSizeIterator<Item = T>,
+    more: bool,
+) -> (Vec<T>, bool) {
+    let mut page = Vec::with_capacity(items.len());
+    let mut bytes = 0;
+    for item in items {
+        bytes += item.encoded_len();
+        if bytes > STATUS_PAGE_BYTES && !page.is_empty() {
+            return (page, true);
+        }
+        page.push(item);
+    }
+    (page, more)
+}
+
 fn non_empty(s: &str) -> Option<&str> {
     (!s.is_empty()).then_some(s)
 }
@@ -129,18 +147,10 @@ impl Admin for AdminService {
             after.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
             limit,
         )?;
-        let mut more = page.more;
-        let mut targets = Vec::with_capacity(page.targets.len());
-        let mut bytes = 0;
-        for view in page.targets {
-            let target = convert::target_status(view);
-            bytes += prost::Message::encoded_len(&target);
-            if bytes > STATUS_PAGE_BYTES && !targets.is_empty() {
-                more = true;
-                break;
-            }
-            targets.push(target);
-        }
+        let (targets, more) = within_page_bytes(
+            page.targets.into_iter().map(convert::target_status),
+            page.more,
+        );
         let next_page_token = match targets.last() {
             Some(last) if more => convert::next_status_page_token(&last.app, &last.cluster),
             _ => String::new(),
@@ -185,19 +195,10 @@ impl Admin for AdminService {
         let mut views = self.engine.clusters()?;
         views.retain(|v| after.as_ref().is_none_or(|a| v.record.name > *a));
         views.sort_unstable_by(|a, b| a.record.name.cmp(&b.record.name));
-        let mut more = views.len() > limit;
+        let more = views.len() > limit;
         views.truncate(limit);
-        let mut clusters = Vec::with_capacity(views.len());
-        let mut bytes = 0;
-        for view in views {
-            let cluster = convert::cluster_info(view);
-            bytes += prost::Message::encoded_len(&cluster);
-            if bytes > STATUS_PAGE_BYTES && !clusters.is_empty() {
-                more = true;
-                break;
-            }
-            clusters.push(cluster);
-        }
+        let (clusters, more) =
+            within_page_bytes(views.into_iter().map(convert::cluster_info), more);
         let next_page_token = match clusters.last() {
             Some(last) if more => convert::next_cluster_page_token(&last.name),
             _ => String::new(),
