@@ -14,7 +14,7 @@
 //! [`super::compute_fleet_with_rollouts`]. `decide` is idempotent: deciding again on its own
 //! output with the same observations and `now` changes nothing. See `docs/rollouts.md`.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -815,70 +815,102 @@ struct Classified<'a> {
     soaked: bool,
     /// When the `minHealthyFor` wait ends, for a healthy Target still waiting.
     soaked_at: Option<i64>,
-    detail: String,
+    /// What [`Classified::detail`] words, only when someone reads it (a decision classifies
+    /// every Target of a wave, often 10,000, and words none of them).
+    obs: &'a Observation,
+    applied: bool,
+    /// For a healthy Target: since when, and how long it must stay so.
+    healthy_since: i64,
+    min_healthy_for: i64,
+    now: i64,
 }
+
+impl Classified<'_> {
+    /// Why the Target is in its state, for a person; empty when simply done or pending.
+    fn detail(&self) -> String {
+        let o = self.obs;
+        match self.state {
+            TargetState::Disconnected => match o.last_contact {
+                Some(t) => format!("disconnected for {}", human_secs(self.now - t)),
+                None => "never connected".to_owned(),
+            },
+            TargetState::Pending => String::new(),
+            TargetState::Tolerated => "failure accepted on resume".into(),
+            TargetState::Failed => {
+                let what = if o.sync == SyncState::Failed {
+                    "sync failed".to_owned()
+                } else {
+                    format!("{:?}", o.health)
+                };
+                join_detail(&what, &o.message)
+            }
+            TargetState::Healthy if self.soaked => String::new(),
+            TargetState::Healthy => format!(
+                "healthy for {} of {}",
+                human_secs(self.now - self.healthy_since),
+                human_secs(self.min_healthy_for)
+            ),
+            TargetState::Updating if !self.applied => match &o.applied_revision {
+                Some(r) => format!("at {}, updating", short(r)),
+                None => "updating".into(),
+            },
+            TargetState::Updating => {
+                join_detail(&format!("{:?}, {:?}", o.sync, o.health), &o.message)
+            }
+        }
+    }
+}
+
+/// What a cluster without an observation counts as: never connected.
+static NEVER_SEEN: Observation = Observation {
+    desired_revision: None,
+    applied_revision: None,
+    sync: SyncState::Unknown,
+    health: HealthState::Unknown,
+    message: String::new(),
+    healthy_since: None,
+    connected: false,
+    last_contact: None,
+};
 
 fn classify<'a>(
     cluster: &'a str,
     wave: &Wave,
     state: &RolloutState,
-    obs: Option<&Observation>,
+    obs: Option<&'a Observation>,
     now: i64,
 ) -> Classified<'a> {
     let to = &state.revision.commit;
-    let missing = Observation::default();
-    let o = obs.unwrap_or(&missing);
+    let o = obs.unwrap_or(&NEVER_SEEN);
     let holds = state.assigned.get(cluster).is_some_and(|r| &r.commit == to)
         || o.desired_revision.as_ref() == Some(to);
     let applied = o.applied_revision.as_ref() == Some(to);
+    let min_healthy_for = ceil_secs(wave.min_healthy_for);
     let mut soaked = false;
     let mut soaked_at = None;
-    let (target_state, detail) = if !o.connected {
-        let detail = match o.last_contact {
-            Some(t) => format!("disconnected for {}", human_secs(now - t)),
-            None => "never connected".to_owned(),
-        };
-        (TargetState::Disconnected, detail)
+    let mut healthy_since = now;
+    let target_state = if !o.connected {
+        TargetState::Disconnected
     } else if !holds {
-        (TargetState::Pending, String::new())
+        TargetState::Pending
     } else if state.tolerated.contains(cluster) {
-        (TargetState::Tolerated, "failure accepted on resume".into())
+        TargetState::Tolerated
     } else if applied
         && (o.sync == SyncState::Failed
             // A Target still syncing the revision is not judged on the health it had before.
             || (o.health == HealthState::Degraded && o.sync != SyncState::Syncing))
     {
-        let what = if o.sync == SyncState::Failed {
-            "sync failed".to_owned()
-        } else {
-            format!("{:?}", o.health)
-        };
-        (TargetState::Failed, join_detail(&what, &o.message))
+        TargetState::Failed
     } else if applied && o.sync == SyncState::Synced && counts_as_healthy(o.health) {
-        let since = o.healthy_since.unwrap_or(now).min(now);
-        let ends = since.saturating_add(ceil_secs(wave.min_healthy_for));
+        healthy_since = o.healthy_since.unwrap_or(now).min(now);
+        let ends = healthy_since.saturating_add(min_healthy_for);
         soaked = state.promoted || ends <= now;
-        let detail = if soaked {
-            String::new()
-        } else {
+        if !soaked {
             soaked_at = Some(ends);
-            format!(
-                "healthy for {} of {}",
-                human_secs(now - since),
-                human_secs(ceil_secs(wave.min_healthy_for))
-            )
-        };
-        (TargetState::Healthy, detail)
+        }
+        TargetState::Healthy
     } else {
-        let detail = if !applied {
-            match &o.applied_revision {
-                Some(r) => format!("at {}, updating", short(r)),
-                None => "updating".into(),
-            }
-        } else {
-            join_detail(&format!("{:?}, {:?}", o.sync, o.health), &o.message)
-        };
-        (TargetState::Updating, detail)
+        TargetState::Updating
     };
     Classified {
         cluster,
@@ -886,7 +918,11 @@ fn classify<'a>(
         holds,
         soaked,
         soaked_at,
-        detail,
+        obs: o,
+        applied,
+        healthy_since,
+        min_healthy_for,
+        now,
     }
 }
 
@@ -949,7 +985,7 @@ impl WaveView<'_> {
 fn view<'a>(
     wave: &'a Wave,
     state: &RolloutState,
-    obs: &BTreeMap<String, Observation>,
+    obs: &'a BTreeMap<String, Observation>,
     now: i64,
 ) -> WaveView<'a> {
     WaveView {
@@ -1020,22 +1056,26 @@ pub fn decide(
         };
         // A wave reached so far can fail after it was done (a canary degrading while the next
         // wave runs): every reached wave is held to its failure budget.
-        let tripped = (0..=st.wave).find_map(|i| {
-            let w = &plan.waves[i];
+        // The current wave's view is the last one classified here, and used below.
+        let mut current = None;
+        let mut tripped = None;
+        for (i, w) in plan.waves.iter().enumerate().take(st.wave + 1) {
             let v = view(w, &st, observations, now);
-            let failed: Vec<String> = v.failed().into_iter().map(str::to_owned).collect();
+            let failed = v.count(TargetState::Failed);
             let budget = w.failure_budget_count();
-            (failed.len() > budget).then(|| {
+            if failed > budget {
                 let message = format!(
-                    "{}: {} of {} failed (failure budget {budget}): {}",
+                    "{}: {failed} of {} failed (failure budget {budget}): {}",
                     wave_label(plan, i),
-                    failed.len(),
                     w.clusters.len(),
                     target_details(&v, TargetState::Failed)
                 );
-                (failed, message)
-            })
-        });
+                let failed: Vec<String> = v.failed().into_iter().map(str::to_owned).collect();
+                tripped = Some((failed, message));
+                break;
+            }
+            current = Some(v);
+        }
         if let Some((failed, failure)) = tripped {
             events.push(st.event(now, EventKind::Failed, failure.clone()));
             match (plan.on_failure, &st.stable) {
@@ -1076,7 +1116,7 @@ pub fn decide(
             }
             break;
         }
-        let v = view(wave, &st, observations, now);
+        let v = current.unwrap_or_else(|| view(wave, &st, observations, now));
         if v.done() {
             events.push(st.event(
                 now,
@@ -1201,12 +1241,17 @@ fn assign_outside_current_wave(st: &mut RolloutState, plan: &Plan, changes: &mut
 }
 
 /// One change per cluster, from its first `from` to its last `to`; none where they are equal.
+/// Linear in the changes: a first rollout assigns every cluster of its wave at once.
 fn merge_changes(changes: Vec<Change>) -> Vec<Change> {
-    let mut merged: Vec<Change> = Vec::new();
+    let mut merged: Vec<Change> = Vec::with_capacity(changes.len());
+    let mut index: HashMap<String, usize> = HashMap::with_capacity(changes.len());
     for c in changes {
-        match merged.iter_mut().find(|m| m.cluster == c.cluster) {
-            Some(m) => m.to = c.to,
-            None => merged.push(c),
+        match index.get(&c.cluster) {
+            Some(&i) => merged[i].to = c.to,
+            None => {
+                index.insert(c.cluster.clone(), merged.len());
+                merged.push(c);
+            }
         }
     }
     merged.retain(|c| c.from.as_ref() != Some(&c.to));
@@ -1266,7 +1311,7 @@ fn status(
                 .map(|t| TargetStatus {
                     cluster: t.cluster.to_owned(),
                     state: t.state,
-                    detail: t.detail.clone(),
+                    detail: t.detail(),
                 })
                 .collect(),
         });
@@ -1361,7 +1406,7 @@ fn current_wave_reason(st: &RolloutState, plan: &Plan, v: &WaveView<'_>) -> Stri
             s,
             ", waiting for minHealthyFor {} ({})",
             human_secs(ceil_secs(wave.min_healthy_for)),
-            t.detail
+            t.detail()
         );
     }
     let waiting = waiting_details(v);
@@ -1373,29 +1418,30 @@ fn current_wave_reason(st: &RolloutState, plan: &Plan, v: &WaveView<'_>) -> Stri
 
 /// Disconnected Targets first (they need a person), then those still updating.
 fn waiting_details(v: &WaveView<'_>) -> String {
-    let mut parts: Vec<String> = Vec::new();
-    for state in [TargetState::Disconnected, TargetState::Updating] {
-        for t in v.targets.iter().filter(|t| t.state == state) {
-            parts.push(format!("{}: {}", t.cluster, t.detail));
-        }
-    }
-    truncate_list(parts)
+    let waiting = [TargetState::Disconnected, TargetState::Updating]
+        .into_iter()
+        .flat_map(|state| v.targets.iter().filter(move |t| t.state == state));
+    truncate_list(waiting, |t| format!("{}: {}", t.cluster, t.detail()))
 }
 
 fn target_details(v: &WaveView<'_>, state: TargetState) -> String {
-    truncate_list(
-        v.targets
-            .iter()
-            .filter(|t| t.state == state)
-            .map(|t| format!("{}: {}", t.cluster, t.detail))
-            .collect(),
-    )
+    truncate_list(v.targets.iter().filter(|t| t.state == state), |t| {
+        format!("{}: {}", t.cluster, t.detail())
+    })
 }
 
-fn truncate_list(parts: Vec<String>) -> String {
+/// The first few of `items` as `show` words them, then how many more: only those shown are
+/// worded (a wave may have 10,000 Targets).
+fn truncate_list<T>(items: impl Iterator<Item = T>, show: impl Fn(T) -> String) -> String {
     const SHOWN: usize = 3;
-    let more = parts.len().saturating_sub(SHOWN);
-    let mut s = parts.into_iter().take(SHOWN).collect::<Vec<_>>().join(", ");
+    let mut items = items;
+    let mut s = items
+        .by_ref()
+        .take(SHOWN)
+        .map(show)
+        .collect::<Vec<_>>()
+        .join(", ");
+    let more = items.count();
     if more > 0 {
         let _ = write!(s, " and {more} more");
     }
@@ -1408,7 +1454,7 @@ fn wave_label(plan: &Plan, i: usize) -> String {
 }
 
 fn list(items: &[String]) -> String {
-    truncate_list(items.to_vec())
+    truncate_list(items.iter(), String::clone)
 }
 
 /// The first 7 characters of a commit id, as people read them.
