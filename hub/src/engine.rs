@@ -177,6 +177,22 @@ pub struct Engine {
     shutdown: CancellationToken,
     /// Wakes the rollout driver.
     rollout_kick: Notify,
+    /// See [`FleetInputs`]; `None` until the first recompute (and after one that failed).
+    computed_from: Mutex<Option<FleetInputs>>,
+}
+
+/// Everything desired state is computed from: when a recompute finds these as they were last
+/// time, the desired state it would compute is the one every cluster already has.
+#[derive(PartialEq)]
+struct FleetInputs {
+    apps: Vec<App>,
+    repos: BTreeMap<String, Repo>,
+    groups: BTreeMap<String, ClusterGroup>,
+    revisions: BTreeMap<String, AppRevision>,
+    rollouts: BTreeMap<String, Arc<crate::fleet::rollout::RolloutState>>,
+    controls: BTreeMap<String, crate::model::AppControl>,
+    /// See [`Store::clusters_snapshot`].
+    placement_version: u64,
 }
 
 impl std::fmt::Debug for Engine {
@@ -203,6 +219,7 @@ impl Engine {
             state: Mutex::new(State::default()),
             shutdown,
             rollout_kick: Notify::new(),
+            computed_from: Mutex::new(None),
         });
         {
             let stored = engine.store.desired_all()?;
@@ -291,23 +308,43 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let (apps, repos, groups) = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
-        let clusters: Vec<ClusterRecord> = self.store.clusters()?;
-        let labels = placeable(&clusters);
+        let (clusters, placement_version) = self.store.clusters_snapshot();
+        let labels = placeable(clusters.values());
+        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups)?;
+        let inputs = FleetInputs {
+            apps,
+            repos,
+            groups,
+            revisions,
+            rollouts: decided.rollouts,
+            controls: decided.controls,
+            placement_version,
+        };
+        if self.computed_from().as_ref() == Some(&inputs) {
+            // Desired state is a function of these: nothing to compute (the rollout driver
+            // decides on every report of a rollout; most of them move nothing).
+            return Ok(());
+        }
+        *self.computed_from() = None;
         let current = self.desired_snapshot();
-        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups, &current)?;
+        let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
+            .rollouts
+            .iter()
+            .map(|(app, state)| (app.clone(), &state.assigned))
+            .collect();
         let mut fleet = compute_fleet_with_rollouts(
-            &apps,
-            &repos,
-            &revisions,
-            &decided.rollouts,
+            &inputs.apps,
+            &inputs.repos,
+            &inputs.revisions,
+            &assigned,
             &labels,
-            &groups,
+            &inputs.groups,
         );
-        rollouts::apply_controls(&mut fleet, &decided.controls);
+        rollouts::apply_controls(&mut fleet, &inputs.controls);
 
         let mut changed = Vec::new();
         let none = BTreeMap::new();
-        for cluster in &clusters {
+        for cluster in clusters.values() {
             // A revoked cluster keeps no Targets.
             let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
             let old = current.get(&cluster.name).cloned().unwrap_or_default();
@@ -342,24 +379,31 @@ impl Engine {
             self.store.put_desired(&cluster.name, &desired)?;
             changed.push((cluster.name.clone(), desired));
         }
-        if changed.is_empty() {
-            return Ok(());
-        }
-        self.store.flush().await?;
-        let mut state = self.lock();
-        for (cluster, desired) in changed {
-            debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
-            let desired = Arc::new(desired);
-            match state.desired.get(&cluster) {
-                Some(tx) => {
-                    tx.send_replace(desired);
-                }
-                None => {
-                    state.desired.insert(cluster, watch::channel(desired).0);
+        if !changed.is_empty() {
+            self.store.flush().await?;
+            let mut state = self.lock();
+            for (cluster, desired) in changed {
+                debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+                let desired = Arc::new(desired);
+                match state.desired.get(&cluster) {
+                    Some(tx) => {
+                        tx.send_replace(desired);
+                    }
+                    None => {
+                        state.desired.insert(cluster, watch::channel(desired).0);
+                    }
                 }
             }
         }
+        *self.computed_from() = Some(inputs);
         Ok(())
+    }
+
+    /// The inputs of the desired state last computed and published in full.
+    fn computed_from(&self) -> std::sync::MutexGuard<'_, Option<FleetInputs>> {
+        self.computed_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// Every cluster's current desired state.
@@ -1260,9 +1304,9 @@ async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger:
 }
 
 /// The clusters placement may choose: registered, approved, not revoked.
-fn placeable(clusters: &[ClusterRecord]) -> Vec<ClusterLabels<'_>> {
+fn placeable<'a>(clusters: impl IntoIterator<Item = &'a ClusterRecord>) -> Vec<ClusterLabels<'a>> {
     clusters
-        .iter()
+        .into_iter()
         .filter(|c| !c.revoked && !c.pending)
         .map(|c| ClusterLabels {
             name: &c.name,

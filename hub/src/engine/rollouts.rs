@@ -8,7 +8,7 @@
 //! ([`drive_rollouts`]) recomputes when a report or a connection may have moved a rollout on,
 //! and at the time the module asks to be woken (a `minHealthyFor` wait ending, a deadline).
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,7 +20,7 @@ use crate::fleet::rollout::{
     plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, history};
-use crate::model::{AppControl, ClusterDesired, EventRecord, ReportSummary, TargetReport};
+use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
 use crate::resources::{App, ClusterGroup, Kind, Resource};
 
@@ -47,8 +47,9 @@ pub struct RolloutRecord {
 
 /// What [`Engine::decide_rollouts`] hands back to the recompute.
 pub(super) struct Decided {
-    /// App → cluster → the revision its rollout gives that cluster.
-    pub rollouts: BTreeMap<String, BTreeMap<String, AppRevision>>,
+    /// App → its rollout, whose `assigned` is the revision it gives each cluster. Shared with
+    /// the store's memory: a decision that changes nothing copies nothing.
+    pub rollouts: BTreeMap<String, Arc<RolloutState>>,
     pub controls: BTreeMap<String, AppControl>,
 }
 
@@ -60,10 +61,9 @@ impl Engine {
         revisions: &BTreeMap<String, AppRevision>,
         labels: &[ClusterLabels<'_>],
         groups: &BTreeMap<String, ClusterGroup>,
-        current: &HashMap<String, Arc<ClusterDesired>>,
     ) -> Result<Decided, EngineError> {
         let now = now_unix();
-        let mut stored = self.store.rollouts()?;
+        let mut stored = self.store.rollouts_shared();
         let controls = self.store.app_controls()?;
         let mut rollouts = BTreeMap::new();
         let mut events = Vec::new();
@@ -76,15 +76,16 @@ impl Engine {
             let Some(git) = revisions.get(name) else {
                 // Not fetched yet (or its Repo changed): it keeps what it had, if anything.
                 if let Some(state) = previous {
-                    rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
+                    rollouts.insert(name.to_owned(), state);
                 }
                 continue;
             };
             let mut app_events: Vec<RolloutEvent> = Vec::new();
-            let mut state = match previous.clone() {
-                Some(s) => s,
+            let mut state: Arc<RolloutState> = match &previous {
+                Some(s) => Arc::clone(s),
                 None => {
-                    let running: Vec<String> = current
+                    let running: Vec<String> = self
+                        .desired_snapshot()
                         .iter()
                         .filter(|(_, d)| {
                             d.targets
@@ -93,7 +94,7 @@ impl Engine {
                         })
                         .map(|(c, _)| c.clone())
                         .collect();
-                    if running.is_empty() {
+                    Arc::new(if running.is_empty() {
                         let s = RolloutState::first(git.clone(), now);
                         app_events.push(RolloutEvent {
                             at: now,
@@ -108,15 +109,20 @@ impl Engine {
                         s
                     } else {
                         RolloutState::adopt(git.clone(), running, now)
-                    }
+                    })
                 }
+            };
+            let changed = |state: &Arc<RolloutState>| {
+                previous
+                    .as_ref()
+                    .is_none_or(|p| !Arc::ptr_eq(p, state) && **p != **state)
             };
             if suspended {
                 // Stands still: no new revision, no step, until resumed.
-                rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
-                if previous.as_ref() != Some(&state) {
+                if changed(&state) {
                     self.store.put_rollout(name, &state)?;
                 }
+                rollouts.insert(name.to_owned(), state);
                 continue;
             }
             let plan = plan_waves(app, labels, groups);
@@ -124,23 +130,25 @@ impl Engine {
                 // A complete rollout only places clusters that joined; reports change nothing.
                 BTreeMap::new()
             } else {
-                self.observations(name, plan.clusters(), current, now)?
+                self.observations(name, plan.clusters(), now)
             };
             if state.revision != *git {
+                let mut next = RolloutState::clone(&state);
                 // The running rollout may have finished by now (a soak ended since it was last
                 // decided): a newer revision must find it complete, so that it is the stable one.
-                if !matches!(state.phase, Phase::Complete) {
-                    let caught_up = decide(&state, &plan, &observations, now);
-                    state = caught_up.state;
+                if !matches!(next.phase, Phase::Complete) {
+                    let caught_up = decide(&next, &plan, &observations, now);
+                    next = caught_up.state;
                     app_events.extend(caught_up.events);
                 }
-                match state.command(Command::NewRevision(git.clone()), now) {
+                match next.command(Command::NewRevision(git.clone()), now) {
                     Ok(outcome) => {
-                        state = outcome.state;
+                        next = outcome.state;
                         app_events.extend(outcome.events);
                     }
                     Err(e) => warn!(app = %name, error = %e, "new revision refused"),
                 }
+                state = Arc::new(next);
             }
             let decision = decide(&state, &plan, &observations, now);
             if !decision.changes.is_empty() {
@@ -148,11 +156,13 @@ impl Engine {
                     app = %name,
                     rollout = decision.state.number,
                     revision = %decision.state.revision.commit,
-                    clusters = %decision.changes.iter().map(|c| c.cluster.as_str()).collect::<Vec<_>>().join(","),
+                    clusters = %summarize_clusters(decision.changes.iter().map(|c| c.cluster.as_str())),
                     "rollout step"
                 );
             }
-            state = decision.state;
+            if decision.state != *state {
+                state = Arc::new(decision.state);
+            }
             app_events.extend(decision.events);
             if !matches!(state.phase, Phase::Complete) {
                 incomplete.insert(name.to_owned());
@@ -160,11 +170,11 @@ impl Engine {
                     next_check = Some(next_check.map_or(t, |n: i64| n.min(t)));
                 }
             }
-            if previous.as_ref() != Some(&state) {
+            if changed(&state) {
                 self.store.put_rollout(name, &state)?;
             }
             events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
-            rollouts.insert(name.to_owned(), rollout::target_revisions(&state));
+            rollouts.insert(name.to_owned(), state);
         }
         self.store.append_events(&mut events)?;
         for e in &events {
@@ -178,41 +188,44 @@ impl Engine {
         Ok(Decided { rollouts, controls })
     }
 
-    /// What the hub knows of each of `clusters`' Target of `app`.
+    /// What the hub knows of each of `clusters`' Target of `app`: read under one lock of the
+    /// engine's state and one of the store's memory, not one per cluster.
     fn observations<'a>(
         &self,
         app: &str,
         clusters: impl Iterator<Item = &'a str>,
-        current: &HashMap<String, Arc<ClusterDesired>>,
         now: i64,
-    ) -> Result<BTreeMap<String, Observation>, EngineError> {
-        let mut out = BTreeMap::new();
-        for c in clusters {
-            let desired = current
-                .get(c)
-                .and_then(|d| d.targets.get(app))
-                .map(|t| t.target.commit.as_str());
-            let report = self.store.report_summary(c, app);
-            let mark = self.store.healthy_mark(c, app)?;
-            let (connected, last_contact) = {
-                let st = self.lock();
-                (
-                    self.is_connected(&st, c, now),
-                    st.last_contact.get(c).copied(),
-                )
-            };
-            out.insert(
-                c.to_owned(),
-                Observation::from_report(
-                    desired,
-                    report.as_ref(),
-                    mark.as_ref(),
-                    connected,
-                    last_contact,
-                ),
-            );
-        }
-        Ok(out)
+    ) -> BTreeMap<String, Observation> {
+        let clusters: Vec<&str> = clusters.collect();
+        // The commit each cluster was told, whether it is connected, when it was last heard.
+        let links: Vec<(Option<String>, bool, Option<i64>)> = {
+            let st = self.lock();
+            clusters
+                .iter()
+                .map(|c| {
+                    let desired = st.desired.get(*c).and_then(|tx| {
+                        tx.borrow()
+                            .targets
+                            .get(app)
+                            .map(|t| t.target.commit.clone())
+                    });
+                    (
+                        desired,
+                        self.is_connected(&st, c, now),
+                        st.last_contact.get(*c).copied(),
+                    )
+                })
+                .collect()
+        };
+        let observations = self.store.with_targets(app, &clusters, |i, report, mark| {
+            let (desired, connected, last_contact) = &links[i];
+            Observation::from_report(desired.as_deref(), report, mark, *connected, *last_contact)
+        });
+        clusters
+            .iter()
+            .map(|c| (*c).to_owned())
+            .zip(observations)
+            .collect()
     }
 
     /// After a report was stored: carries the Target's healthy mark, records what changed as
@@ -274,7 +287,7 @@ impl Engine {
     /// An App's rollout with its status as of now.
     pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
         let app = self.app(name)?;
-        let state = self.store.rollout(name)?.ok_or_else(|| {
+        let state = self.store.rollout_shared(name).ok_or_else(|| {
             EngineError::NotFound(format!(
                 "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
                  (see `gitfleet get repo {}`)",
@@ -282,14 +295,13 @@ impl Engine {
             ))
         })?;
         let (_, _, groups) = super::split_resources(self.store.resources()?);
-        let clusters = self.store.clusters()?;
-        let labels = super::placeable(&clusters);
+        let (clusters, _) = self.store.clusters_snapshot();
+        let labels = super::placeable(clusters.values());
         let plan = plan_waves(&app, &labels, &groups);
-        let current = self.desired_snapshot();
         let now = now_unix();
-        let observations = self.observations(name, plan.clusters(), &current, now)?;
+        let observations = self.observations(name, plan.clusters(), now);
         let decision = decide(&state, &plan, &observations, now);
-        if decision.state != state {
+        if decision.state != *state {
             // Time moved the rollout on since it was last decided: let the driver store it.
             self.rollout_kick.notify_one();
         }
@@ -303,7 +315,7 @@ impl Engine {
             .filter(|c| *c != state.revision.commit);
         Ok(RolloutView {
             app: name.to_owned(),
-            state,
+            state: RolloutState::clone(&state),
             status,
             suspended: control.suspended,
             git_revision,
@@ -551,6 +563,17 @@ impl Engine {
     }
 }
 
+/// Up to ten cluster names for a log line, then how many more.
+fn summarize_clusters<'a>(clusters: impl ExactSizeIterator<Item = &'a str>) -> String {
+    const SHOWN: usize = 10;
+    let n = clusters.len();
+    let mut text = clusters.take(SHOWN).collect::<Vec<_>>().join(",");
+    if n > SHOWN {
+        text.push_str(&format!(" and {} more", n - SHOWN));
+    }
+    text
+}
+
 fn rollout_event(app: &str, e: RolloutEvent) -> EventRecord {
     EventRecord {
         at_unix: e.at,
@@ -581,6 +604,8 @@ pub(super) fn apply_controls(
 /// asked to be looked at again.
 /// The longest pause between two decisions (see [`drive_rollouts`]).
 const PACE_CAP: Duration = Duration::from_secs(1);
+/// The pause after a decision, in multiples of the time it took.
+const PACE_RATIO: u32 = 3;
 
 pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
     loop {
@@ -606,10 +631,11 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
         let took = started.elapsed();
         debug!(took_ms = took.as_millis() as u64, "rollouts decided");
         // Reports of a large fleet arrive faster than decisions are worth making: leave the
-        // hub at least as long as the last decision took before the next, so that deciding
-        // takes at most half of its time (dispatching and storing reports need the rest).
+        // hub three times as long as the last decision took before the next, so that deciding
+        // takes at most a quarter of one core (dispatching desired state, which a decision
+        // may just have changed, and storing reports need the rest).
         tokio::select! {
-            () = tokio::time::sleep(took.min(PACE_CAP)) => {}
+            () = tokio::time::sleep((took * PACE_RATIO).min(PACE_CAP)) => {}
             () = engine.shutdown.cancelled() => return,
         }
     }

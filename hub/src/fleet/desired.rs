@@ -1,5 +1,6 @@
 //! Desired state: what each cluster should run, and what changed between two versions of it.
 
+use std::borrow::Borrow;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -101,18 +102,19 @@ pub fn compute_fleet(
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
-    compute_fleet_with_rollouts(apps, repos, revisions, &BTreeMap::new(), clusters, groups)
+    let no_rollouts: BTreeMap<String, BTreeMap<String, AppRevision>> = BTreeMap::new();
+    compute_fleet_with_rollouts(apps, repos, revisions, &no_rollouts, clusters, groups)
 }
 
 /// As [`compute_fleet`], but an App with an entry in `rollouts` (App name → cluster → revision,
 /// from [`super::rollout::target_revisions`]) gives each placed cluster the revision its rollout
 /// assigns, and nothing to a placed cluster the rollout has not assigned yet (a wave not reached
 /// in an App's first rollout). Apps without an entry get their revision everywhere at once.
-pub fn compute_fleet_with_rollouts(
+pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
     revisions: &BTreeMap<String, AppRevision>,
-    rollouts: &BTreeMap<String, BTreeMap<String, AppRevision>>,
+    rollouts: &BTreeMap<String, A>,
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
@@ -126,7 +128,7 @@ pub fn compute_fleet_with_rollouts(
         else {
             continue;
         };
-        let per_cluster = rollouts.get(&app.metadata.name);
+        let per_cluster = rollouts.get(&app.metadata.name).map(Borrow::borrow);
         for p in place(app, clusters, groups) {
             let revision = match per_cluster {
                 Some(assigned) => match assigned.get(&p.cluster) {

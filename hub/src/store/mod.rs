@@ -102,11 +102,19 @@ pub struct Store {
 /// the store opens and updated by every write of those trees: the trees stay the truth.
 #[derive(Debug, Default)]
 struct Mirror {
-    clusters: BTreeMap<String, ClusterRecord>,
+    /// Shared with readers that decide over the whole fleet (copied on the next write while one
+    /// holds it), so that a decision does not copy 10,000 records.
+    clusters: Arc<BTreeMap<String, ClusterRecord>>,
+    /// Bumped whenever a cluster's place in the fleet may change (it is new, or its labels,
+    /// revocation or approval changed), not by its contact times.
+    placement_version: u64,
     /// By report key: a summary of the last report.
     reports: HashMap<String, ReportSummary>,
     /// By report key.
     healthy: HashMap<String, HealthyMark>,
+    /// By App: its current rollout, decoded once rather than on every decision (a rollout
+    /// across 10,000 clusters assigns each of them a revision).
+    rollouts: HashMap<String, Arc<RolloutState>>,
     /// Entries of the events tree.
     events: usize,
     /// By cluster: the highest report seq recorded (durable or not), to refuse duplicates.
@@ -118,11 +126,15 @@ struct Mirror {
 impl Mirror {
     fn load(store: &Store) -> Result<Self, StoreError> {
         let mut mirror = Mirror {
-            clusters: entries(&store.clusters, "clusters")?,
+            clusters: Arc::new(entries(&store.clusters, "clusters")?),
             healthy: entries::<HealthyMark>(&store.healthy, "healthy")?
                 .into_iter()
                 .collect(),
             events: store.events.len(),
+            rollouts: entries::<RolloutState>(&store.rollouts, "rollouts")?
+                .into_iter()
+                .map(|(app, state)| (app, Arc::new(state)))
+                .collect(),
             ..Default::default()
         };
         for kv in store.targets.iter() {
@@ -317,6 +329,13 @@ impl Store {
         Ok(self.mirror().clusters.values().cloned().collect())
     }
 
+    /// Every cluster by name, as of now, without copying them; with the placement version
+    /// they are at (see [`Store::put_cluster`]): equal versions, equal placements.
+    pub fn clusters_snapshot(&self) -> (Arc<BTreeMap<String, ClusterRecord>>, u64) {
+        let mirror = self.mirror();
+        (Arc::clone(&mirror.clusters), mirror.placement_version)
+    }
+
     pub fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
         Ok(self.mirror().clusters.get(name).cloned())
     }
@@ -325,7 +344,15 @@ impl Store {
         // Under the mirror's lock, so that the tree and the mirror change in the same order.
         let mut mirror = self.mirror();
         self.clusters.insert(&record.name, encode(record))?;
-        mirror.clusters.insert(record.name.clone(), record.clone());
+        let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
+            old.labels == record.labels
+                && old.revoked == record.revoked
+                && old.pending == record.pending
+        });
+        if !placed_as_before {
+            mirror.placement_version += 1;
+        }
+        Arc::make_mut(&mut mirror.clusters).insert(record.name.clone(), record.clone());
         Ok(())
     }
 
@@ -490,6 +517,25 @@ impl Store {
             .cloned()
     }
 
+    /// `f` of the last report's summary and the healthy mark of `app`'s Target on each of
+    /// `clusters`, in order, from memory under one lock.
+    pub fn with_targets<T>(
+        &self,
+        app: &str,
+        clusters: &[&str],
+        mut f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>) -> T,
+    ) -> Vec<T> {
+        let mirror = self.mirror();
+        clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                let key = report_key(c, app);
+                f(i, mirror.reports.get(&key), mirror.healthy.get(&key))
+            })
+            .collect()
+    }
+
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
         let mut mirror = self.mirror();
@@ -537,17 +583,38 @@ impl Store {
 
     /// Every App's current rollout.
     pub fn rollouts(&self) -> Result<BTreeMap<String, RolloutState>, StoreError> {
-        entries(&self.rollouts, "rollouts")
+        Ok(self
+            .mirror()
+            .rollouts
+            .iter()
+            .map(|(app, state)| (app.clone(), RolloutState::clone(state)))
+            .collect())
+    }
+
+    /// Every App's current rollout, shared (from memory).
+    pub fn rollouts_shared(&self) -> HashMap<String, Arc<RolloutState>> {
+        self.mirror().rollouts.clone()
     }
 
     pub fn rollout(&self, app: &str) -> Result<Option<RolloutState>, StoreError> {
-        get(&self.rollouts, "rollouts", app)
+        Ok(self
+            .mirror()
+            .rollouts
+            .get(app)
+            .map(|state| RolloutState::clone(state)))
+    }
+
+    /// An App's current rollout, shared (from memory).
+    pub fn rollout_shared(&self, app: &str) -> Option<Arc<RolloutState>> {
+        self.mirror().rollouts.get(app).cloned()
     }
 
     /// Stores an App's current rollout, and it as the latest state of its number in the
     /// App's history.
     pub fn put_rollout(&self, app: &str, state: &RolloutState) -> Result<(), StoreError> {
         let value = encode(state);
+        // Under the mirror's lock, so that the trees and the mirror change in the same order.
+        let mut mirror = self.mirror();
         (&self.rollouts, &self.rollout_history)
             .transaction(|(current, history)| {
                 current.insert(app.as_bytes(), value.clone())?;
@@ -557,7 +624,11 @@ impl Store {
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
                 TransactionError::Storage(e) => StoreError::Sled(e),
-            })
+            })?;
+        mirror
+            .rollouts
+            .insert(app.to_owned(), Arc::new(state.clone()));
+        Ok(())
     }
 
     /// The last state of each of an App's rollouts, oldest first.
@@ -573,7 +644,11 @@ impl Store {
 
     /// Forgets an App's rollouts, healthy marks and controls (the App was deleted).
     pub fn delete_app_records(&self, app: &str) -> Result<(), StoreError> {
-        self.rollouts.remove(app)?;
+        {
+            let mut mirror = self.mirror();
+            self.rollouts.remove(app)?;
+            mirror.rollouts.remove(app);
+        }
         self.app_controls.remove(app)?;
         for kv in self.rollout_history.scan_prefix(prefix_key(app)) {
             let (k, _) = kv?;
