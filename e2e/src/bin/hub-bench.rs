@@ -21,7 +21,9 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
+use gitfleet_hub::fleet::rollout::Phase;
 use gitfleet_hub::git::GitCache;
+use gitfleet_hub::model::{ClusterDesired, HealthState, SyncState, TargetReport};
 use gitfleet_hub::resources::GitRef;
 use gitfleet_hub::runtime::{self, HubConfig};
 
@@ -34,6 +36,15 @@ struct Args {
     /// How many one-path commits (and incremental fetches) to time.
     #[arg(long, env = "GITFLEET_BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
+    /// Clusters for the fleet decisions part (0 skips it).
+    #[arg(long, env = "GITFLEET_BENCH_CLUSTERS", default_value_t = 1000)]
+    clusters: usize,
+    /// Only the fleet decisions part.
+    #[arg(long)]
+    fleet_only: bool,
+    /// How many times each single fleet decision is timed (the median is printed).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
 }
 
 /// `git daemon` serving every repository on this machine by absolute path; killed on drop.
@@ -205,7 +216,266 @@ async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     runtime::install_crypto_provider();
     let tmp = tempfile::tempdir()?;
-    let repo_dir = tmp.path().join("mono");
+    let daemon = GitDaemon::start().await?;
+    if !args.fleet_only {
+        monorepo(&args, tmp.path(), &daemon).await?;
+    }
+    if args.clusters > 0 {
+        fleet(args.clusters, args.repeat, tmp.path(), &daemon).await?;
+    }
+    Ok(())
+}
+
+/// p50 / p99 / max of `v`.
+fn percentiles(mut v: Vec<Duration>) -> String {
+    v.sort();
+    let at = |p: f64| {
+        v.get(((v.len() as f64 * p).ceil() as usize).clamp(1, v.len().max(1)) - 1)
+            .copied()
+            .unwrap_or_default()
+    };
+    format!("{} / {} / {}", ms(at(0.5)), ms(at(0.99)), ms(at(1.0)))
+}
+
+fn report(
+    cluster: &str,
+    seq: u64,
+    commit: &str,
+    generation: u64,
+    sync: SyncState,
+    health: HealthState,
+) -> TargetReport {
+    TargetReport {
+        seq,
+        cluster: cluster.to_owned(),
+        app: "small".into(),
+        revision: commit.to_owned(),
+        spec_generation: generation,
+        sync,
+        health,
+        message: "1 resource".into(),
+        ..Default::default()
+    }
+}
+
+/// Polls until `app`'s rollout is at `commit` and complete.
+async fn until_rollout_complete(engine: &Engine, commit: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    loop {
+        if let Ok(view) = engine.rollout_status("small")
+            && view.state.revision.commit == commit
+            && matches!(view.state.phase, Phase::Complete)
+        {
+            return Ok(());
+        }
+        ensure!(Instant::now() < deadline, "the rollout never completed");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// The hub's decisions for a fleet, in process (no links, no spokes): one small App on every
+/// cluster, each cluster's desired state watched as a link session would.
+async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result<()> {
+    let repo_dir = tmp.join("small");
+    let repo = GitRepo::init(&repo_dir)?;
+    let write = |v: u32| {
+        repo.write(
+            "apps/small/configmap.yaml",
+            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"{v}\"\n"),
+        )
+    };
+    write(1)?;
+    let c1 = repo.commit("small v1")?;
+    let url = daemon.url(&repo_dir);
+    let mut config = HubConfig::for_tests(tmp.join("fleet-hub"));
+    config.default_poll_interval = Duration::from_secs(3600);
+    let hub = runtime::start(config).await?;
+    let engine: Arc<Engine> = Arc::clone(hub.engine());
+    let token = hub
+        .create_token(
+            Duration::from_secs(3600),
+            BTreeMap::new(),
+            u32::try_from(n)?,
+        )
+        .await?;
+    println!("fleet decisions ({n} clusters, one small App on all of them, in process):");
+    let started = Instant::now();
+    let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for chunk in names.chunks(n.div_ceil(8).max(1)) {
+        let (engine, token, chunk) = (Arc::clone(&engine), token.clone(), chunk.to_vec());
+        tasks.spawn(async move {
+            for c in chunk {
+                register(&engine, token.clone(), &c).await?;
+            }
+            anyhow::Ok(())
+        });
+    }
+    while let Some(r) = tasks.join_next().await {
+        r??;
+    }
+    let mut receivers = Vec::with_capacity(n);
+    for c in &names {
+        receivers.push(engine.connect(c, "bench").await?.desired);
+    }
+    println!(
+        "  register + connect:                 {}",
+        ms(started.elapsed())
+    );
+    let documents = vec![
+        (
+            "bench#fleet".to_owned(),
+            format!(
+                "{{\"apiVersion\":\"gitfleet.dev/v1\",\"kind\":\"Repo\",\"metadata\":{{\"name\":\"sim\"}},\"spec\":{{\"url\":\"{url}\",\"pollInterval\":\"1h\"}}}}"
+            ),
+        ),
+        (
+            "bench#fleet-app".to_owned(),
+            serde_json::json!({
+                "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                "metadata": {"name": "small"},
+                "spec": {
+                    "repo": "sim", "path": "apps/small", "namespace": "default",
+                    "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
+                }
+            })
+            .to_string(),
+        ),
+    ];
+    let started = Instant::now();
+    engine.apply(&documents, false).await?;
+    let held = |rx: &tokio::sync::watch::Receiver<Arc<ClusterDesired>>, commit: &str| {
+        rx.borrow()
+            .targets
+            .get("small")
+            .filter(|t| t.target.commit == commit)
+            .map(|t| t.spec_generation)
+    };
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while receivers.iter().any(|rx| held(rx, &c1).is_none()) {
+        ensure!(
+            Instant::now() < deadline,
+            "the App was never placed everywhere"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    println!(
+        "  apply -> placed on all:             {}",
+        ms(started.elapsed())
+    );
+    // Every Target synced and healthy at v1.
+    let started = Instant::now();
+    for (c, rx) in names.iter().zip(&receivers) {
+        let generation = held(rx, &c1).context("placed")?;
+        engine.store_report(report(
+            c,
+            1,
+            &c1,
+            generation,
+            SyncState::Synced,
+            HealthState::Healthy,
+        ))?;
+    }
+    engine.store().flush().await?;
+    let stored = started.elapsed();
+    until_rollout_complete(&engine, &c1).await?;
+    println!(
+        "  {n} reports stored ({:.0}/s, not flushed each); rollout complete after {}",
+        n as f64 / stored.as_secs_f64(),
+        ms(started.elapsed())
+    );
+    let mut took = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        engine.recompute().await?;
+        took.push(t.elapsed());
+    }
+    println!("  recompute, nothing changed:         {}", ms(median(took)));
+    let mut took = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        engine.rollout_status("small")?;
+        took.push(t.elapsed());
+    }
+    println!("  rollout status (complete):          {}", ms(median(took)));
+
+    // A new commit: webhook -> every cluster's desired state has it.
+    write(2)?;
+    let c2 = repo.commit("small v2")?;
+    let started = Instant::now();
+    let waiters: Vec<_> = receivers
+        .iter()
+        .cloned()
+        .map(|mut rx| {
+            let c2 = c2.clone();
+            tokio::spawn(async move {
+                let _ = rx
+                    .wait_for(|d| {
+                        d.targets
+                            .get("small")
+                            .is_some_and(|t| t.target.commit == c2)
+                    })
+                    .await;
+                started.elapsed()
+            })
+        })
+        .collect();
+    ensure!(engine.trigger_fetch("sim"), "the Repo is followed");
+    let mut latencies = Vec::with_capacity(n);
+    for w in waiters {
+        latencies.push(w.await?);
+    }
+    println!(
+        "  fetch -> desired state (p50/p99/max): {}",
+        percentiles(latencies)
+    );
+    let mut took = Vec::new();
+    for _ in 0..repeat {
+        let t = Instant::now();
+        engine.rollout_status("small")?;
+        took.push(t.elapsed());
+    }
+    println!("  rollout status (progressing):       {}", ms(median(took)));
+    // The spokes report: syncing, then synced and healthy.
+    let started = Instant::now();
+    for (c, rx) in names.iter().zip(&receivers) {
+        let generation = held(rx, &c2).context("placed")?;
+        engine.store_report(report(
+            c,
+            2,
+            &c2,
+            generation,
+            SyncState::Syncing,
+            HealthState::Progressing,
+        ))?;
+    }
+    for (c, rx) in names.iter().zip(&receivers) {
+        let generation = held(rx, &c2).context("placed")?;
+        engine.store_report(report(
+            c,
+            3,
+            &c2,
+            generation,
+            SyncState::Synced,
+            HealthState::Healthy,
+        ))?;
+    }
+    engine.store().flush().await?;
+    let stored = started.elapsed();
+    until_rollout_complete(&engine, &c2).await?;
+    println!(
+        "  {} reports during the rollout stored ({:.0}/s); rollout complete after {}",
+        2 * n,
+        2.0 * n as f64 / stored.as_secs_f64(),
+        ms(started.elapsed())
+    );
+    hub.shutdown().await;
+    Ok(())
+}
+
+/// Change detection in a monorepo, and the hub's fetch against `git fetch`.
+async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result<()> {
+    let repo_dir = tmp.join("mono");
     let repo = GitRepo::init(&repo_dir)?;
     for i in 0..args.apps {
         for (path, content) in app_files(i, "1.0.0") {
@@ -213,7 +483,6 @@ async fn main() -> anyhow::Result<()> {
         }
     }
     let c1 = repo.commit("a monorepo")?;
-    let daemon = GitDaemon::start().await?;
     let url = daemon.url(&repo_dir);
     println!(
         "hub-bench: monorepo with {} App paths ({} files), served by git daemon; {} rounds",
@@ -223,12 +492,12 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // --- fetch: the hub's cache against git fetch --------------------------------------------
-    let cache = GitCache::new(tmp.path().join("cache"), 4, Duration::from_secs(300));
+    let cache = GitCache::new(tmp.join("cache"), 4, Duration::from_secs(300));
     let main_branch = GitRef::Branch("main".into());
     let started = Instant::now();
     ensure!(cache.fetch(&url, &main_branch).await?.commit == c1);
     let hub_first = started.elapsed();
-    let bare = tmp.path().join("git-fetch.git");
+    let bare = tmp.join("git-fetch.git");
     git(
         &[
             "init",
@@ -236,7 +505,7 @@ async fn main() -> anyhow::Result<()> {
             "--bare",
             bare.to_str().context("utf-8 path")?,
         ],
-        tmp.path(),
+        tmp,
     )?;
     let git_first = git_fetch(&bare, &url)?;
     let (mut hub_incremental, mut git_incremental) = (Vec::new(), Vec::new());
@@ -264,7 +533,7 @@ async fn main() -> anyhow::Result<()> {
     );
 
     // --- change detection through the hub ----------------------------------------------------
-    let mut config = HubConfig::for_tests(tmp.path().join("hub"));
+    let mut config = HubConfig::for_tests(tmp.join("hub"));
     // Only the trigger (a webhook in production) fetches during the measurement.
     config.default_poll_interval = Duration::from_secs(3600);
     let hub = runtime::start(config).await?;
@@ -350,6 +619,5 @@ async fn main() -> anyhow::Result<()> {
         before = after;
     }
     hub.shutdown().await;
-    drop(daemon);
     Ok(())
 }
