@@ -73,12 +73,18 @@ struct Args {
     /// 49-second backlog at 10,000, and every link dropped).
     #[arg(long)]
     links_share_runtime: bool,
-    /// The nice value of the threads that do the simulated spokes' sync work (and kubesim's),
-    /// and of `git daemon`; 0 leaves them at normal priority. Each real spoke, cluster and Git
+    /// With `--spoke-work-idle false`: the nice value of the threads that do the simulated
+    /// spokes' sync work (and kubesim's), and of `git daemon`; 0 leaves them at normal priority. Each real spoke, cluster and Git
     /// server has CPU of its own; here they share two cores with the hub and the spokes' links,
     /// and without this their 10,000-fold work starves both (the hub is the thing measured).
     #[arg(long, default_value_t = 10)]
     spoke_work_nice: u8,
+    /// Run the spokes' sync work, kubesim and `git daemon` (with every `git upload-pack` it
+    /// starts) under SCHED_IDLE instead of a nice value: they then take only the CPU the hub
+    /// and the links leave. Nice alone is not enough at 10,000: hundreds of fetching threads
+    /// and `upload-pack` processes at nice 10 together outweigh the hub's few threads.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    spoke_work_idle: bool,
     /// Where the spokes keep their data (identity, Git cache, desired state, outbox): by
     /// default a tmpfs (`/dev/shm`, when there is one), since each real spoke has a disk of its
     /// own and here 10,000 spokes' fsyncs would queue on one. The hub's data stays on disk.
@@ -96,24 +102,70 @@ async fn main() -> anyhow::Result<()> {
     run(Args::parse()).await
 }
 
-/// Lowers the calling thread's scheduling priority (`renice` on its thread id: Linux applies
-/// a nice value per thread).
-fn renice_this_thread(nice: u8) {
-    let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|p| {
-        p.file_name()
-            .and_then(|n| n.to_str())
-            .map(ToOwned::to_owned)
-    });
-    let Some(tid) = tid else {
-        return;
-    };
-    let done = Command::new("renice")
-        .args(["-n", &nice.to_string(), "-p", &tid])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .status();
-    if !done.is_ok_and(|s| s.success()) {
-        eprintln!("fleetsim: could not renice thread {tid}; spoke work runs at normal priority");
+/// How the simulated spokes' work is scheduled (see `--spoke-work-idle`, `--spoke-work-nice`).
+#[derive(Debug, Clone, Copy)]
+enum WorkPriority {
+    Normal,
+    Nice(u8),
+    Idle,
+}
+
+impl WorkPriority {
+    fn of(args: &Args) -> Self {
+        match (args.spoke_work_idle, args.spoke_work_nice) {
+            (true, _) => Self::Idle,
+            (false, 0) => Self::Normal,
+            (false, n) => Self::Nice(n),
+        }
+    }
+
+    /// The command that starts `program` at this priority (`chrt --idle 0`, `nice -n N`).
+    fn command(self, program: &str) -> Command {
+        match self {
+            Self::Normal => Command::new(program),
+            Self::Nice(n) => {
+                let mut c = Command::new("nice");
+                c.args(["-n", &n.to_string(), program]);
+                c
+            }
+            Self::Idle => {
+                let mut c = Command::new("chrt");
+                c.args(["--idle", "0", program]);
+                c
+            }
+        }
+    }
+
+    /// Applies this priority to the calling thread (Linux schedules threads one by one:
+    /// `renice` or `chrt` on the thread's id).
+    fn apply_to_this_thread(self) {
+        let tid = std::fs::read_link("/proc/thread-self").ok().and_then(|p| {
+            p.file_name()
+                .and_then(|n| n.to_str())
+                .map(ToOwned::to_owned)
+        });
+        let Some(tid) = tid else {
+            return;
+        };
+        let mut command = match self {
+            Self::Normal => return,
+            Self::Nice(n) => {
+                let mut c = Command::new("renice");
+                c.args(["-n", &n.to_string(), "-p", &tid]);
+                c
+            }
+            Self::Idle => {
+                let mut c = Command::new("chrt");
+                c.args(["--idle", "-p", "0", &tid]);
+                c
+            }
+        };
+        let done = command.stdout(Stdio::null()).stderr(Stdio::null()).status();
+        if !done.is_ok_and(|s| s.success()) {
+            eprintln!(
+                "fleetsim: could not lower thread {tid} to {self:?}; spoke work runs at normal priority"
+            );
+        }
     }
 }
 
@@ -270,22 +322,23 @@ struct LinkRuntime(Option<tokio::runtime::Runtime>);
 
 impl LinkRuntime {
     fn new(shared: bool) -> anyhow::Result<Self> {
-        Self::named(shared, "spoke-links", 2, 0)
+        Self::named(shared, "spoke-links", 2, WorkPriority::Normal)
     }
 
-    /// A runtime of `threads` workers whose threads (blocking ones too) run at `nice`.
-    fn named(shared: bool, name: &str, threads: usize, nice: u8) -> anyhow::Result<Self> {
+    /// A runtime of `threads` workers whose threads (blocking ones too) run at `priority`.
+    fn named(
+        shared: bool,
+        name: &str,
+        threads: usize,
+        priority: WorkPriority,
+    ) -> anyhow::Result<Self> {
         if shared {
             return Ok(Self(None));
         }
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(threads)
             .thread_name(name)
-            .on_thread_start(move || {
-                if nice > 0 {
-                    renice_this_thread(nice);
-                }
-            })
+            .on_thread_start(move || priority.apply_to_this_thread())
             .enable_all()
             .build()
             .context("starting the links' runtime")?;
@@ -327,7 +380,7 @@ impl Sim {
         ks.ready_delay = Duration::from_millis(100);
         // The spokes and kubesim work on a runtime of their own at a lower priority; this one
         // drives the phases and times them.
-        let work = LinkRuntime::named(false, "spoke-work", 2, args.spoke_work_nice)?;
+        let work = LinkRuntime::named(false, "spoke-work", 2, WorkPriority::of(&args))?;
         let work_handle = work.handle().context("the spokes' runtime")?;
         let kubesim = work_handle
             .spawn(Kubesim::start(ks))
@@ -348,11 +401,9 @@ impl Sim {
             .set_bool("uploadpack.allowReachableSHA1InWant", true)?;
         let daemon_port = free_port()?;
         let daemon = Proc(
-            Command::new("nice")
+            WorkPriority::of(&args)
+                .command("git")
                 .args([
-                    "-n",
-                    &args.spoke_work_nice.to_string(),
-                    "git",
                     "daemon",
                     "--reuseaddr",
                     "--export-all",
@@ -590,9 +641,19 @@ impl Sim {
         }
     }
 
+    /// How often to read the rollout view while measuring: each read decides over every
+    /// cluster (about 6 µs of the hub's CPU per cluster), so reading it every 50 ms at 10,000
+    /// would take most of a core from the hub being measured. Every 50 ms per 1,000 clusters
+    /// keeps it near a tenth of one core.
+    fn rollout_poll_interval(&self) -> Duration {
+        let thousands = u32::try_from(self.names.len().div_ceil(1000)).unwrap_or(u32::MAX);
+        Duration::from_millis(50) * thousands.max(1)
+    }
+
     async fn wait_synced(&mut self, commit: &str, timeout: Duration) -> anyhow::Result<()> {
         let n = self.names.len();
         let deadline = Instant::now() + timeout;
+        let poll = self.rollout_poll_interval().max(Duration::from_millis(200));
         loop {
             // The rollout's counts first (one small call), then one listing of every Target to
             // confirm: listing 10,000 Targets every 200 ms would load the hub being measured.
@@ -602,7 +663,7 @@ impl Sim {
                     Instant::now() < deadline,
                     "only {healthy} of {n} Targets healthy at {commit}"
                 );
-                tokio::time::sleep(Duration::from_millis(200)).await;
+                tokio::time::sleep(poll).await;
                 continue;
             }
             let status = self.status_or_retry(deadline).await?;
@@ -621,7 +682,7 @@ impl Sim {
                 Instant::now() < deadline,
                 "only {done} of {n} Targets synced and healthy at {commit}"
             );
-            tokio::time::sleep(Duration::from_millis(200)).await;
+            tokio::time::sleep(poll).await;
         }
     }
 
@@ -869,7 +930,7 @@ impl Sim {
         let receivers: Vec<_> = self.spokes.iter().map(SpokeHandle::desired).collect();
         // Timed on a runtime of their own: on the spokes' busy one a waiter would note the
         // time only when its turn came, seconds late.
-        let measure = LinkRuntime::named(false, "fanout-timer", 1, 0)?;
+        let measure = LinkRuntime::named(false, "fanout-timer", 1, WorkPriority::Normal)?;
         let measure_handle = measure.handle().context("the timer runtime")?;
         let waiters: Vec<_> = receivers
             .into_iter()
@@ -888,6 +949,7 @@ impl Sim {
             .collect();
         let timeout = args.timeout;
         let dispatched_before = self.dispatch_buckets().await?;
+        let poll = self.rollout_poll_interval();
         let (fanout, peak, cpu, took) = sampled(pid, async {
             let sent = Instant::now();
             self.push_webhook().await?;
@@ -902,7 +964,7 @@ impl Sim {
                     sent.elapsed() < timeout,
                     "the hub never placed the new revision"
                 );
-                tokio::time::sleep(Duration::from_millis(50)).await;
+                tokio::time::sleep(poll).await;
             }
             let decided = sent.elapsed();
             let mut latencies = Vec::with_capacity(n);
@@ -933,7 +995,7 @@ impl Sim {
         );
         self.row(
             "webhook -> hub's desired state has it for all clusters",
-            ms(decided),
+            format!("{} (polled every {})", ms(decided), ms(poll)),
         );
         latencies.sort();
         let pct = |p: f64| {
