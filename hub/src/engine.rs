@@ -189,10 +189,20 @@ struct FleetInputs {
     repos: BTreeMap<String, Repo>,
     groups: BTreeMap<String, ClusterGroup>,
     revisions: BTreeMap<String, AppRevision>,
-    rollouts: BTreeMap<String, Arc<crate::fleet::rollout::RolloutState>>,
+    rollouts: BTreeMap<String, Assigned>,
     controls: BTreeMap<String, crate::model::AppControl>,
     /// See [`Store::clusters_snapshot`].
     placement_version: u64,
+}
+
+/// A rollout, compared by what it assigns: its progress (a Target turning healthy, a soak
+/// passing) changes no desired state.
+struct Assigned(Arc<crate::fleet::rollout::RolloutState>);
+
+impl PartialEq for Assigned {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.assigned == other.0.assigned
+    }
 }
 
 impl std::fmt::Debug for Engine {
@@ -316,7 +326,11 @@ impl Engine {
             repos,
             groups,
             revisions,
-            rollouts: decided.rollouts,
+            rollouts: decided
+                .rollouts
+                .into_iter()
+                .map(|(app, state)| (app, Assigned(state)))
+                .collect(),
             controls: decided.controls,
             placement_version,
         };
@@ -330,7 +344,7 @@ impl Engine {
         let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
             .rollouts
             .iter()
-            .map(|(app, state)| (app.clone(), &state.assigned))
+            .map(|(app, state)| (app.clone(), &state.0.assigned))
             .collect();
         let mut fleet = compute_fleet_with_rollouts(
             &inputs.apps,
