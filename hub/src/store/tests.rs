@@ -30,6 +30,21 @@ fn token(expires: i64, max_uses: u32) -> TokenRecord {
     }
 }
 
+/// An approved cluster without labels, registered at 1.
+fn cluster(name: &str) -> ClusterRecord {
+    ClusterRecord {
+        name: name.into(),
+        labels: BTreeMap::new(),
+        agent_version: String::new(),
+        registered_at_unix: 1,
+        certificate_expires_unix: 2,
+        last_contact_unix: 0,
+        revoked: false,
+        key_fingerprint: String::new(),
+        pending: false,
+    }
+}
+
 fn report(seq: u64, app: &str, message: &str) -> TargetReport {
     TargetReport {
         seq,
@@ -265,25 +280,22 @@ fn the_mirror_follows_every_write_and_survives_a_reopen() {
         revision: "a".repeat(40),
         since: 7,
     };
+    let rollout = RolloutState::first(
+        AppRevision {
+            commit: "c".repeat(40),
+            git_ref: "refs/heads/main".into(),
+        },
+        5,
+    );
     {
         let s = Store::open(&path).unwrap();
-        s.put_cluster(&ClusterRecord {
-            name: "eu-1".into(),
-            labels: BTreeMap::new(),
-            agent_version: String::new(),
-            registered_at_unix: 1,
-            certificate_expires_unix: 2,
-            last_contact_unix: 0,
-            revoked: false,
-            key_fingerprint: String::new(),
-            pending: false,
-        })
-        .unwrap();
+        s.put_cluster(&cluster("eu-1")).unwrap();
         s.record_report("eu-1", 1, Some(&report(1, "aaa"))).unwrap();
         s.record_report("eu-1", 2, Some(&report(2, "bbb"))).unwrap();
         s.put_healthy_mark("eu-1", "web", Some(&mark)).unwrap();
         s.put_healthy_mark("eu-1", "api", Some(&mark)).unwrap();
         s.put_healthy_mark("eu-1", "api", None).unwrap();
+        s.put_rollout("web", &rollout).unwrap();
         assert_eq!(s.report_summary("eu-1", "web").unwrap().revision, "bbb");
         assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
         s.db.flush().unwrap();
@@ -294,10 +306,56 @@ fn the_mirror_follows_every_write_and_survives_a_reopen() {
     assert_eq!((summary.seq, summary.message.as_str()), (2, "report 2"));
     assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), Some(mark));
     assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
+    assert_eq!(s.rollout("web").unwrap(), Some(rollout.clone()));
+    assert_eq!(s.rollout_shared("web").as_deref(), Some(&rollout));
+    assert_eq!(s.rollouts_shared().len(), 1);
     s.delete_report("eu-1", "web").unwrap();
     assert_eq!(s.report_summary("eu-1", "web"), None);
     s.delete_app_records("web").unwrap();
     assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), None);
+    assert_eq!(s.rollout("web").unwrap(), None);
+    assert!(s.rollouts_shared().is_empty());
+    assert_eq!(s.rollout_history("web").unwrap(), vec![]);
+}
+
+#[test]
+fn only_a_change_of_place_bumps_the_placement_version() {
+    let (_dir, s) = store();
+    let mut record = ClusterRecord {
+        labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
+        pending: true,
+        ..cluster("eu-1")
+    };
+    let version = |s: &Store| s.clusters_snapshot().1;
+    let start = version(&s);
+    s.put_cluster(&record).unwrap();
+    let registered = version(&s);
+    assert!(registered > start, "a new cluster is a change of place");
+    // A reader holding a snapshot keeps what it saw; the next write does not change it.
+    let (held, _) = s.clusters_snapshot();
+    record.last_contact_unix = 99;
+    record.agent_version = "v2".into();
+    s.put_cluster(&record).unwrap();
+    assert_eq!(
+        version(&s),
+        registered,
+        "contact times do not move a cluster"
+    );
+    assert_eq!(held["eu-1"].last_contact_unix, 0);
+    assert_eq!(s.clusters_snapshot().0["eu-1"].last_contact_unix, 99);
+    let mut seen = registered;
+    for change in [
+        |r: &mut ClusterRecord| r.pending = false,
+        |r: &mut ClusterRecord| {
+            r.labels.insert("tier".into(), "edge".into());
+        },
+        |r: &mut ClusterRecord| r.revoked = true,
+    ] {
+        change(&mut record);
+        s.put_cluster(&record).unwrap();
+        assert!(version(&s) > seen, "{record:?}");
+        seen = version(&s);
+    }
 }
 
 #[test]
