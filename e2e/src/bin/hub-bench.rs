@@ -237,25 +237,50 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     format!("{} / {} / {}", ms(at(0.5)), ms(at(0.99)), ms(at(1.0)))
 }
 
-fn report(
-    cluster: &str,
+type DesiredRx = tokio::sync::watch::Receiver<Arc<ClusterDesired>>;
+
+/// The spec generation of the App's Target in a cluster's desired state, once at `commit`.
+fn held(rx: &DesiredRx, commit: &str) -> Option<u64> {
+    rx.borrow()
+        .targets
+        .get("small")
+        .filter(|t| t.target.commit == commit)
+        .map(|t| t.spec_generation)
+}
+
+/// Stores one report per cluster on the App at `commit`, as the link stores them.
+fn report_all(
+    engine: &Engine,
+    clusters: &[(String, DesiredRx)],
     seq: u64,
     commit: &str,
-    generation: u64,
-    sync: SyncState,
-    health: HealthState,
-) -> TargetReport {
-    TargetReport {
-        seq,
-        cluster: cluster.to_owned(),
-        app: "small".into(),
-        revision: commit.to_owned(),
-        spec_generation: generation,
-        sync,
-        health,
-        message: "1 resource".into(),
-        ..Default::default()
+    (sync, health): (SyncState, HealthState),
+) -> anyhow::Result<()> {
+    for (cluster, rx) in clusters {
+        engine.store_report(TargetReport {
+            seq,
+            cluster: cluster.clone(),
+            app: "small".into(),
+            revision: commit.to_owned(),
+            spec_generation: held(rx, commit).context("placed")?,
+            sync,
+            health,
+            message: "1 resource".into(),
+            ..Default::default()
+        })?;
     }
+    Ok(())
+}
+
+/// The median time of `repeat` calls of the rollout view.
+fn rollout_view_median(engine: &Engine, repeat: usize) -> anyhow::Result<Duration> {
+    let mut took = Vec::with_capacity(repeat);
+    for _ in 0..repeat {
+        let t = Instant::now();
+        engine.rollout_status("small")?;
+        took.push(t.elapsed());
+    }
+    Ok(median(took))
 }
 
 /// Polls until `app`'s rollout is at `commit` and complete.
@@ -314,9 +339,10 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     while let Some(r) = tasks.join_next().await {
         r??;
     }
-    let mut receivers = Vec::with_capacity(n);
-    for c in &names {
-        receivers.push(engine.connect(c, "bench").await?.desired);
+    let mut clusters: Vec<(String, DesiredRx)> = Vec::with_capacity(n);
+    for c in names {
+        let rx = engine.connect(&c, "bench").await?.desired;
+        clusters.push((c, rx));
     }
     println!(
         "  register + connect:                 {}",
@@ -344,15 +370,8 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     ];
     let started = Instant::now();
     engine.apply(&documents, false).await?;
-    let held = |rx: &tokio::sync::watch::Receiver<Arc<ClusterDesired>>, commit: &str| {
-        rx.borrow()
-            .targets
-            .get("small")
-            .filter(|t| t.target.commit == commit)
-            .map(|t| t.spec_generation)
-    };
     let deadline = Instant::now() + Duration::from_secs(600);
-    while receivers.iter().any(|rx| held(rx, &c1).is_none()) {
+    while clusters.iter().any(|(_, rx)| held(rx, &c1).is_none()) {
         ensure!(
             Instant::now() < deadline,
             "the App was never placed everywhere"
@@ -365,17 +384,8 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     );
     // Every Target synced and healthy at v1.
     let started = Instant::now();
-    for (c, rx) in names.iter().zip(&receivers) {
-        let generation = held(rx, &c1).context("placed")?;
-        engine.store_report(report(
-            c,
-            1,
-            &c1,
-            generation,
-            SyncState::Synced,
-            HealthState::Healthy,
-        ))?;
-    }
+    let healthy = (SyncState::Synced, HealthState::Healthy);
+    report_all(&engine, &clusters, 1, &c1, healthy)?;
     engine.store().flush().await?;
     let stored = started.elapsed();
     until_rollout_complete(&engine, &c1).await?;
@@ -391,22 +401,19 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
         took.push(t.elapsed());
     }
     println!("  recompute, nothing changed:         {}", ms(median(took)));
-    let mut took = Vec::new();
-    for _ in 0..repeat {
-        let t = Instant::now();
-        engine.rollout_status("small")?;
-        took.push(t.elapsed());
-    }
-    println!("  rollout status (complete):          {}", ms(median(took)));
+    println!(
+        "  rollout status (complete):          {}",
+        ms(rollout_view_median(&engine, repeat)?)
+    );
 
     // A new commit: webhook -> every cluster's desired state has it.
     write(2)?;
     let c2 = repo.commit("small v2")?;
     let started = Instant::now();
-    let waiters: Vec<_> = receivers
+    let waiters: Vec<_> = clusters
         .iter()
-        .cloned()
-        .map(|mut rx| {
+        .map(|(_, rx)| {
+            let mut rx = rx.clone();
             let c2 = c2.clone();
             tokio::spawn(async move {
                 let _ = rx
@@ -429,37 +436,15 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
         "  fetch -> desired state (p50/p99/max): {}",
         percentiles(latencies)
     );
-    let mut took = Vec::new();
-    for _ in 0..repeat {
-        let t = Instant::now();
-        engine.rollout_status("small")?;
-        took.push(t.elapsed());
-    }
-    println!("  rollout status (progressing):       {}", ms(median(took)));
+    println!(
+        "  rollout status (progressing):       {}",
+        ms(rollout_view_median(&engine, repeat)?)
+    );
     // The spokes report: syncing, then synced and healthy.
     let started = Instant::now();
-    for (c, rx) in names.iter().zip(&receivers) {
-        let generation = held(rx, &c2).context("placed")?;
-        engine.store_report(report(
-            c,
-            2,
-            &c2,
-            generation,
-            SyncState::Syncing,
-            HealthState::Progressing,
-        ))?;
-    }
-    for (c, rx) in names.iter().zip(&receivers) {
-        let generation = held(rx, &c2).context("placed")?;
-        engine.store_report(report(
-            c,
-            3,
-            &c2,
-            generation,
-            SyncState::Synced,
-            HealthState::Healthy,
-        ))?;
-    }
+    let syncing = (SyncState::Syncing, HealthState::Progressing);
+    report_all(&engine, &clusters, 2, &c2, syncing)?;
+    report_all(&engine, &clusters, 3, &c2, healthy)?;
     engine.store().flush().await?;
     let stored = started.elapsed();
     until_rollout_complete(&engine, &c2).await?;
