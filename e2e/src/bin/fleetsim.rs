@@ -398,7 +398,7 @@ impl Sim {
         ks.ready_delay = Duration::from_millis(100);
         // The spokes and kubesim work on a runtime of their own at a lower priority; this one
         // drives the phases and times them.
-        let work = LinkRuntime::named(false, "spoke-work", 2, WorkPriority::of(&args))?;
+        let work = LinkRuntime::named(false, "spoke-work", 2, WorkPriority::of(args))?;
         let work_handle = work.handle().context("the spokes' runtime")?;
         let kubesim = work_handle
             .spawn(Kubesim::start(ks))
@@ -419,7 +419,7 @@ impl Sim {
             .set_bool("uploadpack.allowReachableSHA1InWant", true)?;
         let daemon_port = free_port()?;
         let daemon = Proc(
-            WorkPriority::of(&args)
+            WorkPriority::of(args)
                 .command("git")
                 .args([
                     "daemon",
