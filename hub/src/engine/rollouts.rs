@@ -69,6 +69,7 @@ impl Engine {
         let mut events = Vec::new();
         let mut incomplete = HashSet::new();
         let mut next_check: Option<i64> = None;
+        let mut current = None;
         for app in apps {
             let name = app.metadata.name.as_str();
             let suspended = controls.get(name).is_some_and(|c| c.suspended);
@@ -84,8 +85,10 @@ impl Engine {
             let mut state: Arc<RolloutState> = match &previous {
                 Some(s) => Arc::clone(s),
                 None => {
-                    let running: Vec<String> = self
-                        .desired_snapshot()
+                    // Taken once for every App without a rollout yet (a thousand Apps applied
+                    // at once), and only when there is one.
+                    let running: Vec<String> = current
+                        .get_or_insert_with(|| self.desired_snapshot())
                         .iter()
                         .filter(|(_, d)| {
                             d.targets
