@@ -272,6 +272,25 @@ fn report_all(
     Ok(())
 }
 
+/// Stores each round of `reports` (seq, state) for every cluster at `commit`, flushes, and
+/// waits for the rollout to `commit` to complete: the reports stored per second, and the time
+/// until complete.
+async fn reports_until_complete(
+    engine: &Engine,
+    clusters: &[(String, DesiredRx)],
+    commit: &str,
+    reports: &[(u64, (SyncState, HealthState))],
+) -> anyhow::Result<(f64, Duration)> {
+    let started = Instant::now();
+    for (seq, state) in reports {
+        report_all(engine, clusters, *seq, commit, *state)?;
+    }
+    engine.store().flush().await?;
+    let rate = (reports.len() * clusters.len()) as f64 / started.elapsed().as_secs_f64();
+    until_rollout_complete(engine, commit).await?;
+    Ok((rate, started.elapsed()))
+}
+
 /// The median time of `repeat` calls of the rollout view.
 fn rollout_view_median(engine: &Engine, repeat: usize) -> anyhow::Result<Duration> {
     let mut took = Vec::with_capacity(repeat);
@@ -370,29 +389,28 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     ];
     let started = Instant::now();
     engine.apply(&documents, false).await?;
-    let deadline = Instant::now() + Duration::from_secs(600);
-    while clusters.iter().any(|(_, rx)| held(rx, &c1).is_none()) {
-        ensure!(
-            Instant::now() < deadline,
-            "the App was never placed everywhere"
-        );
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    for (cluster, rx) in &clusters {
+        let mut rx = rx.clone();
+        let placed = rx.wait_for(|d| {
+            d.targets
+                .get("small")
+                .is_some_and(|t| t.target.commit == c1)
+        });
+        tokio::time::timeout_at(deadline, placed)
+            .await
+            .with_context(|| format!("the App was never placed on {cluster}"))??;
     }
     println!(
         "  apply -> placed on all:             {}",
         ms(started.elapsed())
     );
     // Every Target synced and healthy at v1.
-    let started = Instant::now();
     let healthy = (SyncState::Synced, HealthState::Healthy);
-    report_all(&engine, &clusters, 1, &c1, healthy)?;
-    engine.store().flush().await?;
-    let stored = started.elapsed();
-    until_rollout_complete(&engine, &c1).await?;
+    let (rate, complete) = reports_until_complete(&engine, &clusters, &c1, &[(1, healthy)]).await?;
     println!(
-        "  {n} reports stored ({:.0}/s, not flushed each); rollout complete after {}",
-        n as f64 / stored.as_secs_f64(),
-        ms(started.elapsed())
+        "  {n} reports stored ({rate:.0}/s, not flushed each); rollout complete after {}",
+        ms(complete)
     );
     let mut took = Vec::new();
     for _ in 0..repeat {
@@ -441,18 +459,13 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
         ms(rollout_view_median(&engine, repeat)?)
     );
     // The spokes report: syncing, then synced and healthy.
-    let started = Instant::now();
     let syncing = (SyncState::Syncing, HealthState::Progressing);
-    report_all(&engine, &clusters, 2, &c2, syncing)?;
-    report_all(&engine, &clusters, 3, &c2, healthy)?;
-    engine.store().flush().await?;
-    let stored = started.elapsed();
-    until_rollout_complete(&engine, &c2).await?;
+    let (rate, complete) =
+        reports_until_complete(&engine, &clusters, &c2, &[(2, syncing), (3, healthy)]).await?;
     println!(
-        "  {} reports during the rollout stored ({:.0}/s); rollout complete after {}",
+        "  {} reports during the rollout stored ({rate:.0}/s); rollout complete after {}",
         2 * n,
-        2.0 * n as f64 / stored.as_secs_f64(),
-        ms(started.elapsed())
+        ms(complete)
     );
     hub.shutdown().await;
     Ok(())
