@@ -14,8 +14,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::cli::documents::{Format, parse_text};
 use crate::resources::{Kind, Resource};
+use gitfleet_core::documents::{Format, parse_text};
+use gitfleet_core::yaml::{Budget, Limits};
 
 #[cfg(test)]
 mod tests;
@@ -52,19 +53,23 @@ pub struct Plan {
 
 /// Plans the sync of `files` ((path, text) at `commit`, from [`crate::git::GitCache::read_documents`])
 /// against what is `stored`. Errors name the file and document (`fleet@1a2b3c4d:apps/web.yaml#1`).
+/// All files of the commit are read within one YAML budget (`limits`), so no commit can make
+/// the hub hold more than that, however its files split the attack.
 pub fn plan(
     source: &FleetSource,
     commit: &str,
     files: &[(String, String)],
     stored: &[Resource],
+    limits: Limits,
 ) -> Result<Plan, String> {
+    let budget = Budget::new(limits);
     let short = commit.get(..8).unwrap_or(commit);
     let id = source.id();
     let mut documents = Vec::new();
     let mut wanted = BTreeSet::new();
     for (file, text) in files {
         let origin = format!("{}@{short}:{file}", source.repo);
-        let docs = parse_text(&origin, text, Format::for_path(Path::new(file)))
+        let docs = parse_text(&origin, text, Format::for_path(Path::new(file)), &budget)
             .map_err(|e| e.to_string())?;
         for mut doc in docs {
             let kind = doc

@@ -161,6 +161,27 @@ async fn the_hub_applies_its_fleet_path_on_every_commit() {
     );
     assert_eq!(resources(&mut admin).await.len(), 5);
 
+    // An alias bomb (a 1 MiB file that expanded to gigabytes and crash-looped the hub): refused
+    // by the YAML budget with the file named, the hub carries on.
+    let mut bomb = format!(
+        "apiVersion: gitfleet.dev/v1\nkind: ClusterGroup\nmetadata: {{name: &n \"{}\"}}\nspec: [",
+        "x".repeat(4096)
+    );
+    bomb.push_str(&vec!["*n"; 100_000].join(","));
+    bomb.push_str("]\n");
+    let c3b = git.commit(&[("fleet/broken.yaml", &bomb)], "bomb");
+    let status = fleet_status(&admin, "the alias bomb's error", |s| {
+        s["commit"] == c3b.as_str() && s["fleet"]["error"] != ""
+    })
+    .await;
+    let error = status["fleet"]["error"].as_str().unwrap();
+    assert!(
+        error.contains("fleet/broken.yaml: more than 10000 YAML aliases"),
+        "{error}"
+    );
+    assert_eq!(status["fleet"]["commit"], c2.as_str());
+    assert_eq!(resources(&mut admin).await.len(), 5);
+
     // Valid YAML but an invalid resource: the hub's field-path error, nothing applied, even
     // the valid documents next to it.
     let c4 = git.commit(

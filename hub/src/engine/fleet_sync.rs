@@ -10,6 +10,7 @@ use tracing::{Instrument, info, info_span, warn};
 use super::{Engine, EngineError};
 use crate::fleetsync::{self, FleetSource};
 use crate::resources::{Kind, Resource};
+use gitfleet_core::yaml::Limits;
 
 /// One sync at a time per process: a sync may restart the fleet Repo's follower (when the path
 /// changes the fleet Repo itself), whose next poll must not start a second sync alongside.
@@ -85,7 +86,7 @@ impl Engine {
             .await
             .map_err(|e| format!("fleet path: {e}"))?;
         let stored = self.store.resources().map_err(|e| e.to_string())?;
-        let plan = fleetsync::plan(source, commit, &files, &stored)?;
+        let plan = fleetsync::plan(source, commit, &files, &stored, Limits::DEFAULT)?;
         if !plan.documents.is_empty() {
             let outcomes = self
                 .apply(&plan.documents, false)

@@ -1,5 +1,6 @@
 use super::*;
 use crate::resources::parse_document;
+use gitfleet_core::yaml::Limits;
 
 fn source() -> FleetSource {
     FleetSource {
@@ -44,7 +45,7 @@ fn documents_are_annotated_with_their_source_and_named_by_commit_and_file() {
         "clusters/prod/groups.yaml".to_owned(),
         format!("{}---\n{}", group("eu"), group("us")),
     )];
-    let plan = plan(&source(), COMMIT, &files, &[]).unwrap();
+    let plan = plan(&source(), COMMIT, &files, &[], Limits::DEFAULT).unwrap();
     assert_eq!(plan.delete, []);
     let origins: Vec<&str> = plan.documents.iter().map(|(o, _)| o.as_str()).collect();
     assert_eq!(
@@ -77,7 +78,7 @@ fn only_resources_this_source_brought_are_deleted_when_gone() {
         stored("ClusterGroup", "elsewhere", Some("fleet:clusters/dev")),
         stored("Repo", "fleet", Some(&id)), // the fleet Repo itself stays
     ];
-    let plan = plan(&source(), COMMIT, &files, &stored).unwrap();
+    let plan = plan(&source(), COMMIT, &files, &stored, Limits::DEFAULT).unwrap();
     assert_eq!(
         plan.delete,
         [
@@ -96,6 +97,7 @@ fn a_resource_applied_by_hand_is_taken_over_when_the_path_names_it() {
         COMMIT,
         &files,
         &[stored("ClusterGroup", "by-hand", None)],
+        Limits::DEFAULT,
     )
     .unwrap();
     assert_eq!(plan.delete, []);
@@ -111,10 +113,10 @@ fn bad_yaml_names_the_file_and_plans_nothing() {
             "kind: [unclosed\n".to_owned(),
         ),
     ];
-    let err = plan(&source(), COMMIT, &files, &[]).unwrap_err();
+    let err = plan(&source(), COMMIT, &files, &[], Limits::DEFAULT).unwrap_err();
     assert!(err.contains("fleet@1a2b3c4d:clusters/prod/b.yaml"), "{err}");
     let files = vec![("x.json".to_owned(), "[1, 2]".to_owned())];
-    let err = plan(&source(), COMMIT, &files, &[]).unwrap_err();
+    let err = plan(&source(), COMMIT, &files, &[], Limits::DEFAULT).unwrap_err();
     assert!(err.contains("x.json"), "{err}");
 }
 
@@ -126,8 +128,59 @@ fn an_empty_path_deletes_everything_it_brought() {
         COMMIT,
         &[],
         &[stored("ClusterGroup", "eu", Some(&id))],
+        Limits::DEFAULT,
     )
     .unwrap();
     assert_eq!(plan.documents, []);
     assert_eq!(plan.delete, [(Kind::ClusterGroup, "eu".to_owned())]);
+}
+
+/// A 1 MiB file of aliases to one anchored scalar took the hub past 3 GB and, retried on every
+/// fetch, into a crash loop.
+#[test]
+fn an_alias_bomb_in_the_fleet_path_is_refused_naming_the_file() {
+    let mut bomb = format!(
+        "apiVersion: gitfleet.dev/v1\nkind: ClusterGroup\nmetadata: {{name: &n \"{}\"}}\nspec: [",
+        "x".repeat(4096)
+    );
+    bomb.push_str(&vec!["*n"; 100_000].join(","));
+    bomb.push_str("]\n");
+    assert!(bomb.len() < 1024 * 1024);
+    let files = vec![
+        ("clusters/prod/a.yaml".to_owned(), group("a")),
+        ("clusters/prod/bomb.yaml".to_owned(), bomb),
+    ];
+    let err = plan(&source(), COMMIT, &files, &[], Limits::DEFAULT).unwrap_err();
+    assert!(
+        err.starts_with("fleet@1a2b3c4d:clusters/prod/bomb.yaml: more than 10000 YAML aliases"),
+        "{err}"
+    );
+}
+
+/// The budget is per commit: files that are each within a document's limit are refused
+/// together.
+#[test]
+fn the_yaml_budget_counts_every_file_of_the_commit() {
+    let limits = Limits {
+        max_total_bytes: 64 * 1024,
+        ..Limits::DEFAULT
+    };
+    let big = |name: &str| {
+        format!(
+            "apiVersion: gitfleet.dev/v1\nkind: ClusterGroup\nmetadata: {{name: {name}}}\nspec: {{selector: {{matchLabels: {{note: \"{}\"}}}}}}\n",
+            "z".repeat(20 * 1024)
+        )
+    };
+    let two: Vec<(String, String)> = (0..2)
+        .map(|i| (format!("clusters/prod/{i}.yaml"), big(&format!("g{i}"))))
+        .collect();
+    plan(&source(), COMMIT, &two, &[], limits).expect("two files fit");
+    let four: Vec<(String, String)> = (0..4)
+        .map(|i| (format!("clusters/prod/{i}.yaml"), big(&format!("g{i}"))))
+        .collect();
+    let err = plan(&source(), COMMIT, &four, &[], limits).unwrap_err();
+    assert!(
+        err.contains("the files together expand to more than 65536 bytes"),
+        "{err}"
+    );
 }

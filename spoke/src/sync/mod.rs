@@ -2,7 +2,6 @@
 //! results up into a Target's status. The adapters (`git`, `cluster`) feed these functions and
 //! carry out what they decide.
 
-mod bounded;
 pub mod drift;
 pub mod health;
 pub mod order;

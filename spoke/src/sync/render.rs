@@ -7,10 +7,9 @@
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
 
-use serde::de::DeserializeSeed;
+use gitfleet_core::yaml::{Budget, LimitExceeded, Limits, YamlError};
 use serde_json::{Map, Value};
 
-use super::bounded::{BoundedValue, Budget};
 use crate::model::ObjectRef;
 
 /// Label naming the App an object belongs to.
@@ -66,8 +65,9 @@ pub struct RenderLimits {
     pub max_documents: usize,
     /// Most bytes of manifest files one Target may render.
     pub max_bytes: usize,
-    /// Most bytes of values one file may expand to (aliases included).
-    pub max_expanded_bytes_per_file: usize,
+    /// The YAML budget of one render: events, aliases, depth and expanded bytes, per document
+    /// and over every file of the Target together.
+    pub yaml: Limits,
 }
 
 impl Default for RenderLimits {
@@ -75,7 +75,7 @@ impl Default for RenderLimits {
         Self {
             max_documents: 5_000,
             max_bytes: 32 * 1024 * 1024,
-            max_expanded_bytes_per_file: 64 * 1024 * 1024,
+            yaml: Limits::DEFAULT,
         }
     }
 }
@@ -139,6 +139,9 @@ pub enum RenderError {
     TooManyDocuments { limit: usize },
     #[error("the App path holds {actual} bytes of manifests, more than the limit of {limit}")]
     TooManyBytes { actual: usize, limit: usize },
+    /// The files together went over the Target's YAML budget; `file` is where it ran out.
+    #[error("{file}: {error}; refusing to render the App path")]
+    OverBudget { file: String, error: LimitExceeded },
 }
 
 /// Whether a file is a manifest by its name: `.yaml`, `.yml` or `.json`.
@@ -169,10 +172,11 @@ pub fn render(
 
     let mut out = Rendered::default();
     let mut documents = 0usize;
+    let budget = Budget::new(limits.yaml);
     // (group, kind, namespace, name) → file, to refuse an object defined twice.
     let mut seen: HashMap<(String, String, String, String), String> = HashMap::new();
     for file in files {
-        let objects = match parse_file(file, limits, &mut documents) {
+        let objects = match parse_file(file, limits, &budget, &mut documents) {
             Ok(objects) => objects,
             Err(FileFailure::Invalid(error)) => {
                 out.errors.push(error);
@@ -181,6 +185,12 @@ pub fn render(
             Err(FileFailure::TooManyDocuments) => {
                 return Err(RenderError::TooManyDocuments {
                     limit: limits.max_documents,
+                });
+            }
+            Err(FileFailure::OverBudget(error)) => {
+                return Err(RenderError::OverBudget {
+                    file: file.path.clone(),
+                    error,
                 });
             }
         };
@@ -323,6 +333,7 @@ pub fn group_of(api_version: &str) -> &str {
 enum FileFailure {
     Invalid(FileError),
     TooManyDocuments,
+    OverBudget(LimitExceeded),
 }
 
 /// Parses a file into its objects (lists flattened, empty documents skipped), each with the
@@ -330,6 +341,7 @@ enum FileFailure {
 fn parse_file(
     file: &SourceFile,
     limits: &RenderLimits,
+    budget: &Budget,
     documents: &mut usize,
 ) -> Result<Vec<(Option<usize>, Value)>, FileFailure> {
     let invalid = |line: Option<usize>, message: String| {
@@ -341,27 +353,31 @@ fn parse_file(
     };
     let text = std::str::from_utf8(&file.content)
         .map_err(|e| invalid(None, format!("not valid UTF-8: {e}")))?;
-    let budget = Budget::new(limits.max_expanded_bytes_per_file);
 
-    let mut docs: Vec<Value> = Vec::new();
-    if file.path.to_ascii_lowercase().ends_with(".json") {
-        let mut de = serde_json::Deserializer::from_str(text);
-        let value = BoundedValue { budget: &budget }
-            .deserialize(&mut de)
-            .and_then(|v| de.end().map(|()| v))
-            .map_err(|e| invalid(Some(e.line()), e.to_string()))?;
-        docs.push(value);
+    let parsed = if file.path.to_ascii_lowercase().ends_with(".json") {
+        budget.json(text).map(|value| vec![value])
     } else {
-        for document in serde_yaml::Deserializer::from_str(text) {
-            let value = BoundedValue { budget: &budget }
-                .deserialize(document)
-                .map_err(|e| invalid(e.location().map(|l| l.line()), e.to_string()))?;
-            docs.push(value);
-            // Count as we go so that 10,000 empty documents are refused before they are held.
-            if docs.len() + *documents > limits.max_documents {
-                return Err(FileFailure::TooManyDocuments);
-            }
+        budget.documents(text)
+    };
+    let docs = match parsed {
+        Ok(docs) => docs,
+        Err(YamlError::Syntax { line, message, .. }) => {
+            let message = match line {
+                Some(line) => format!("line {line}: {message}"),
+                None => message,
+            };
+            return Err(invalid(line, message));
         }
+        // One document too big or too deep: that file is refused, the others render.
+        Err(YamlError::Limit(
+            error @ (LimitExceeded::DocumentBytes { .. } | LimitExceeded::Depth { .. }),
+        )) => return Err(invalid(None, error.to_string())),
+        // The Target's budget is spent: nothing more of it is read.
+        Err(YamlError::Limit(error)) => return Err(FileFailure::OverBudget(error)),
+    };
+    // Empty documents count too, so that 10,000 of them are refused.
+    if docs.len() + *documents > limits.max_documents {
+        return Err(FileFailure::TooManyDocuments);
     }
 
     // Line numbers of document starts line up with serde_yaml's documents only when our scan

@@ -511,6 +511,7 @@ fn get_output_applies_back() {
         "fleet.yaml",
         &yaml,
         super::super::documents::Format::Yaml,
+        &gitfleet_core::yaml::Budget::new(gitfleet_core::yaml::Limits::DEFAULT),
     )
     .unwrap();
     let back: Vec<Value> = docs.into_iter().map(|d| d.value).collect();

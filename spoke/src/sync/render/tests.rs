@@ -3,6 +3,7 @@ use std::collections::BTreeMap;
 use serde_json::json;
 
 use super::*;
+use gitfleet_core::yaml::{LimitExceeded, Limits};
 
 fn ctx() -> RenderContext {
     RenderContext {
@@ -445,22 +446,86 @@ fn alias_expansion_within_serde_yaml_limits_is_bounded_by_the_budget() {
     for i in 1..100 {
         text.push_str(&format!("  k{i}: *s\n"));
     }
-    let limits = RenderLimits {
-        max_expanded_bytes_per_file: 16 * 1024 * 1024,
-        ..RenderLimits::default()
-    };
     let rendered = render(
-        &[SourceFile::new("app/big.yaml", text)],
+        &[
+            SourceFile::new("app/big.yaml", text),
+            SourceFile::new("app/ok.yaml", DEPLOYMENT),
+        ],
         &ctx(),
-        &limits,
+        &RenderLimits::default(),
         &no_discovery,
     )
     .expect("render");
-    assert!(rendered.manifests.is_empty());
+    assert_eq!(names(&rendered), ["Deployment/web"]);
+    assert_eq!(rendered.errors[0].file, "app/big.yaml");
     assert!(
         rendered.errors[0].message.contains("alias bomb"),
         "{}",
         rendered.errors[0]
+    );
+}
+
+/// The attack that reached the spoke: one anchored scalar repeated by 100,000 aliases in a
+/// file under 1 MiB. Refused before anything is built, naming the file.
+#[test]
+fn a_megabyte_of_aliases_fails_the_target_naming_the_file() {
+    let mut text = format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata:\n  k: &s \"{}\"\nlist: [",
+        "x".repeat(4096)
+    );
+    text.push_str(&vec!["*s"; 100_000].join(","));
+    text.push_str("]\n");
+    assert!(text.len() < 1024 * 1024);
+    let err = render(
+        &[
+            SourceFile::new("app/bomb.yaml", text),
+            SourceFile::new("app/ok.yaml", DEPLOYMENT),
+        ],
+        &ctx(),
+        &RenderLimits::default(),
+        &no_discovery,
+    )
+    .expect_err("over budget");
+    assert!(
+        matches!(&err, RenderError::OverBudget { file, error: LimitExceeded::Aliases { .. } } if file == "app/bomb.yaml"),
+        "{err}"
+    );
+}
+
+/// Many files of one App, each within the per-document limit, are stopped by the Target's
+/// budget: the budget is per Target, not per file.
+#[test]
+fn the_yaml_budget_counts_every_file_of_the_target() {
+    let limits = RenderLimits {
+        yaml: Limits {
+            max_total_bytes: 1024 * 1024,
+            ..Limits::DEFAULT
+        },
+        ..RenderLimits::default()
+    };
+    let file = |i: usize| {
+        SourceFile::new(
+            format!("app/cm{i}.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: cm{i}}}\ndata:\n  k: \"{}\"\n",
+                "v".repeat(300 * 1024)
+            ),
+        )
+    };
+    let three: Vec<SourceFile> = (0..3).map(file).collect();
+    let rendered = render(&three, &ctx(), &limits, &no_discovery).expect("three fit");
+    assert_eq!(rendered.manifests.len(), 3);
+    let ten: Vec<SourceFile> = (0..10).map(file).collect();
+    let err = render(&ten, &ctx(), &limits, &no_discovery).expect_err("ten do not");
+    assert!(
+        matches!(
+            &err,
+            RenderError::OverBudget {
+                error: LimitExceeded::TotalBytes { .. },
+                ..
+            }
+        ),
+        "{err}"
     );
 }
 

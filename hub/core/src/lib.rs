@@ -1,0 +1,8 @@
+//! gitfleet's pure core: decisions and parsers that both the hub and the spoke use, with no IO.
+//!
+//! - [`yaml`]: reading untrusted YAML and JSON into JSON values within one budget (events,
+//!   aliases, depth, documents and expanded size, per document and per Target or commit).
+//! - [`documents`]: resource documents (`gitfleet apply -f`, the fleet path of a Repo) from text.
+
+pub mod documents;
+pub mod yaml;
