@@ -1,22 +1,23 @@
-//! `gitfleet apply -f` input: YAML (any number of documents) → JSON → the hub's resource parser
-//! and validator. Must never panic, whatever the bytes; every refusal is an error value.
+//! `gitfleet apply -f` input and the files of a fleet path: YAML (any number of documents) →
+//! gitfleet-core's budgeted reader → the hub's resource parser and validator. Must never panic,
+//! whatever the bytes; every refusal is an error value.
 #![no_main]
 
+use gitfleet_core::documents::{Format, parse_text};
+use gitfleet_core::yaml::{Budget, Limits};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
     };
-    for (i, doc) in serde_yaml::Deserializer::from_str(text)
-        .enumerate()
-        .take(64)
-    {
-        let Ok(value) = <serde_json::Value as serde::Deserialize>::deserialize(doc) else {
-            return;
-        };
-        let json = value.to_string();
-        if let Ok(resource) = gitfleet_hub::resources::parse_document(&format!("fuzz#{i}"), &json) {
+    let budget = Budget::new(Limits::DEFAULT);
+    let Ok(documents) = parse_text("fuzz.yaml", text, Format::Yaml, &budget) else {
+        return;
+    };
+    for doc in documents.iter().take(64) {
+        let json = doc.value.to_string();
+        if let Ok(resource) = gitfleet_hub::resources::parse_document(&doc.origin, &json) {
             // What was accepted round-trips through its stored form.
             let again =
                 gitfleet_hub::resources::parse_document("again", &resource.to_json().to_string());

@@ -25,7 +25,11 @@ fuzz_target!(|data: &[u8]| {
     let limits = RenderLimits {
         max_documents: 1_000,
         max_bytes: 1 << 20,
-        max_expanded_bytes_per_file: 4 << 20,
+        yaml: gitfleet_core::yaml::Limits {
+            max_document_bytes: 4 << 20,
+            max_total_bytes: 8 << 20,
+            ..gitfleet_core::yaml::Limits::DEFAULT
+        },
     };
     let _ = render::render(&files, &ctx, &limits, &render::no_discovery);
 });
