@@ -167,10 +167,22 @@ impl Bench {
 
     /// Starts with the test defaults, then lets `adjust` change the agent's configuration.
     async fn start_with(progress_timeout: Duration, adjust: impl FnOnce(&mut AgentConfig)) -> Self {
+        Self::start_with_client(progress_timeout, adjust, |kubesim| {
+            kube::Client::try_from(kubesim.kube_config("c1")).expect("client")
+        })
+        .await
+    }
+
+    /// As [`Bench::start_with`], with the spoke's Kubernetes client made by `client`.
+    async fn start_with_client(
+        progress_timeout: Duration,
+        adjust: impl FnOnce(&mut AgentConfig),
+        client: impl FnOnce(&KubesimHandle) -> kube::Client,
+    ) -> Self {
         let mut config = KubesimConfig::new(["c1"]);
         config.ready_delay = Duration::from_millis(100);
         let kubesim = Kubesim::start(config).await.expect("kubesim");
-        let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+        let client = client(&kubesim);
         let data = tempfile::TempDir::new().expect("tempdir");
         let recorder = Arc::new(Recorder::default());
         let (desired, desired_rx) = watch::channel(DesiredState::default());
@@ -685,6 +697,178 @@ async fn objects_dropped_from_git_are_pruned_exactly() {
             .get_object("c1", "v1", "Namespace", None, "p")
             .is_some()
     );
+    bench.stop().await;
+}
+
+type Meddling = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A layer of the spoke's Kubernetes client that, before the first DELETE whose path ends
+/// with `path` goes out, runs `meddle` to completion: someone else acting on the object
+/// between the spoke's last look at it and its delete.
+#[derive(Clone)]
+struct MeddleBeforeDelete {
+    path: String,
+    meddle: Meddling,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> tower::Layer<S> for MeddleBeforeDelete {
+    type Service = Meddled<S>;
+
+    fn layer(&self, inner: S) -> Meddled<S> {
+        Meddled {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            layer: self.clone(),
+        }
+    }
+}
+
+struct Meddled<S> {
+    inner: Arc<tokio::sync::Mutex<S>>,
+    layer: MeddleBeforeDelete,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Meddled<S>
+where
+    S: tower::Service<http::Request<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        // Readiness is awaited on the inner service when a request is made.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let meddle = (request.method() == http::Method::DELETE
+            && request.uri().path().ends_with(&self.layer.path)
+            && !self.layer.fired.swap(true, Ordering::SeqCst))
+        .then(|| (self.layer.meddle)());
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if let Some(meddle) = meddle {
+                meddle.await;
+            }
+            let response = {
+                let mut inner = inner.lock().await;
+                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                inner.call(request)
+            };
+            response.await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_changed_between_the_prune_check_and_the_delete_is_not_deleted() {
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bench = Bench::start_with_client(
+        Duration::from_secs(30),
+        |_| {},
+        |kubesim| {
+            let config = kubesim.kube_config("c1");
+            let someone = kube::Client::try_from(config.clone()).expect("client");
+            let changed = changed.clone();
+            // Someone else edits the object (it stays this Target's: same label and
+            // annotation) after the spoke checked it and before its delete arrives.
+            let meddle: Meddling = Arc::new(move || {
+                let someone = someone.clone();
+                let changed = changed.clone();
+                Box::pin(async move {
+                    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                        kube::Api::namespaced(someone, "race");
+                    api.patch(
+                        "drop",
+                        &kube::api::PatchParams::apply("someone-else"),
+                        &kube::api::Patch::Apply(serde_json::json!({
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "drop"},
+                            "data": {"edited": "by someone else"},
+                        })),
+                    )
+                    .await
+                    .expect("someone else edits the object");
+                    changed.store(true, Ordering::SeqCst);
+                })
+            });
+            let layer = MeddleBeforeDelete {
+                path: "/namespaces/race/configmaps/drop".into(),
+                meddle,
+                fired: Arc::default(),
+            };
+            kube::client::ClientBuilder::try_from(config)
+                .expect("client builder")
+                .with_layer(&layer)
+                .build()
+        },
+    )
+    .await;
+    let repo = Repo::new();
+    repo.write("apps/race/keep.yaml", &configmap("keep", ""));
+    repo.write("apps/race/drop.yaml", &configmap("drop", ""));
+    let v1 = repo.commit();
+    let mut target = spec("race", &repo, &v1, "apps/race");
+    target.sync_policy.prune = true;
+    bench.set(1, vec![target.clone()]);
+    bench
+        .recorder
+        .wait_for("race", "v1 synced", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced
+        })
+        .await;
+
+    std::fs::remove_file(repo.dir.path().join("apps/race/drop.yaml")).expect("rm");
+    let v2 = repo.commit();
+    target.source.commit = v2.clone();
+    target.spec_generation = 2;
+    bench.set(2, vec![target.clone()]);
+    let status = bench
+        .recorder
+        .wait_for("race", "v2 applied", |s| {
+            s.revision == v2 && s.sync != SyncState::Syncing
+        })
+        .await;
+    assert!(changed.load(Ordering::SeqCst), "the delete was made");
+    assert_eq!(status.sync, SyncState::OutOfSync, "{}", status.message);
+    let drop = status
+        .resources
+        .iter()
+        .find(|r| r.object.name == "drop")
+        .expect("a result for drop");
+    assert_eq!(
+        (drop.action, drop.message.as_str()),
+        (ResourceAction::Skipped, "skipped: changed since checked")
+    );
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("race"), "drop")
+        .expect("the edited object was not deleted");
+    assert_eq!(live["data"]["edited"], "by someone else");
+
+    // The next sync looks at it as it is now, still this Target's, and prunes it.
+    target.spec_generation = 3;
+    bench.set(3, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("race", "drop pruned", |s| {
+            s.sync == SyncState::Synced
+                && s.resources
+                    .iter()
+                    .any(|r| r.object.name == "drop" && r.action == ResourceAction::Pruned)
+        })
+        .await;
+    assert_eq!(status.revision, v2);
+    wait_object(&bench.kubesim, "race", "drop", "drop pruned", |present| {
+        !present
+    })
+    .await;
     bench.stop().await;
 }
 

@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::cluster::{Cluster, ClusterError, InventoryRef};
+use crate::cluster::{Cluster, ClusterError, Deletion, InventoryRef, Precondition};
 use crate::desired::DesiredState;
 use crate::git::{AppFiles, GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
@@ -831,6 +831,17 @@ async fn prune(
                         }
                         still_present.push(object);
                     }
+                    // Not a failure: the next sync looks at the object as it is then.
+                    Ok(Pruning::Changed) => {
+                        resources.push(ResourceResult {
+                            object: object.clone(),
+                            action: ResourceAction::Skipped,
+                            health: Health::Unknown,
+                            message: CHANGED_SINCE_CHECKED.to_owned(),
+                            source_file: String::new(),
+                        });
+                        still_present.push(object);
+                    }
                     Err(error) => {
                         resources.push(ResourceResult {
                             object: object.clone(),
@@ -891,7 +902,13 @@ enum Pruning {
     Deleted(String),
     /// Kept, for this reason (see `prune::may_delete`).
     Kept(&'static str),
+    /// Not deleted: between the check and the delete, the object was changed, or deleted and
+    /// created again, by someone else (the server refused the delete's preconditions).
+    Changed,
 }
+
+/// The result message of an object that [`Pruning::Changed`] kept.
+pub const CHANGED_SINCE_CHECKED: &str = "skipped: changed since checked";
 
 /// An object Git no longer has that stays in the cluster on purpose.
 fn requires_pruning(object: &ObjectRef, reason: &str) -> ResourceResult {
@@ -917,9 +934,23 @@ async fn delete_if_ours(
         tracing::info!(object = %object.display_name(), reason, "keeping an object dropped from Git");
         return Ok(Pruning::Kept(reason));
     }
-    ctx.cluster.delete(object).await?;
-    tracing::info!(object = %object.display_name(), "pruned");
-    Ok(Pruning::Deleted("pruned: no longer in Git".into()))
+    // Only the object just checked: one that someone changed or re-created since is theirs
+    // until the next sync has looked at it.
+    match ctx
+        .cluster
+        .delete(object, Some(&Precondition::of(&live)))
+        .await?
+    {
+        Deletion::Deleted => {
+            tracing::info!(object = %object.display_name(), "pruned");
+            Ok(Pruning::Deleted("pruned: no longer in Git".into()))
+        }
+        Deletion::AlreadyGone => Ok(Pruning::Deleted("already gone".into())),
+        Deletion::Changed(message) => {
+            tracing::info!(object = %object.display_name(), %message, "not pruning an object that changed since it was checked");
+            Ok(Pruning::Changed)
+        }
+    }
 }
 
 /// Deletes everything a removed Target applied (its policy allowing), then its inventory.
@@ -940,8 +971,10 @@ async fn prune_removed(ctx: Arc<Context>, spec: TargetSpec) {
         let mut kept = Vec::new();
         for object in gone {
             match delete_if_ours(&ctx, &spec, &object).await {
-                // Objects kept on purpose are left behind; only failures keep the inventory.
-                Ok(_) => {}
+                // Objects kept on purpose are left behind; only failures and objects changed
+                // since they were checked keep the inventory.
+                Ok(Pruning::Deleted(_) | Pruning::Kept(_)) => {}
+                Ok(Pruning::Changed) => kept.push(object),
                 Err(error) => {
                     tracing::warn!(object = %object.display_name(), %error, "pruning a removed target");
                     kept.push(object);
