@@ -1117,6 +1117,9 @@ async fn kustomize(
     dir: &str,
 ) -> Result<(render::SourceFile, Vec<FileError>), String> {
     let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
+    // The repository's files and the build's home side by side, so that no file of the
+    // repository can stand in for the home's.
+    let root = work.path().join("repo");
     let mut dirs = vec![spec.source.path.clone()];
     dirs.extend(spec.source.extra_paths.iter().cloned());
     let errors = ctx
@@ -1125,14 +1128,16 @@ async fn kustomize(
             &spec.source,
             credential,
             &dirs,
-            work.path(),
+            &root,
             ctx.config.read_limits,
         )
         .await
         .map_err(|e| e.to_string())?;
-    crate::kustomize::check_local_only(work.path()).map_err(|e| e.to_string())?;
+    crate::kustomize::check_local_only(&root).map_err(|e| e.to_string())?;
     let output = crate::kustomize::build(
-        &work.path().join(dir),
+        &root,
+        &root.join(dir),
+        &work.path().join("home"),
         ctx.config.kustomize_timeout,
         ctx.config.render_limits.max_bytes,
     )
@@ -1155,6 +1160,23 @@ async fn helm(
     credential: Option<&crate::model::RepoCredential>,
     chart: &str,
 ) -> Result<(Vec<render::SourceFile>, Vec<FileError>), String> {
+    // Checked before anything is fetched: the hub checks these too, but the spoke runs helm
+    // and does not take the hub's word for what reaches its command line.
+    let release = helm_release(spec)?;
+    if let Some(problem) = crate::helm::namespace_problem(&spec.namespace) {
+        return Err(format!("namespace {:?} {problem}", spec.namespace));
+    }
+    let mut values = Vec::new();
+    for (i, file) in spec.render.helm_values_files.iter().enumerate() {
+        let field = format!("spec.render.helm.valuesFiles[{i}]");
+        if let Some(problem) = crate::helm::values_file_problem(file) {
+            return Err(format!("{field} {file:?} {problem}"));
+        }
+        let path = crate::git::normalize_path(file)
+            .map(|f| join_repo_path(chart, &f))
+            .map_err(|e| format!("{field}: {e}"))?;
+        values.push(path);
+    }
     let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
     let root = work.path().join("repo");
     let mut dirs = vec![spec.source.path.clone()];
@@ -1173,10 +1195,7 @@ async fn helm(
     let chart_dir = root.join(chart);
     crate::helm::check_vendored(&chart_dir, &root).map_err(|e| e.to_string())?;
     let mut values_files = Vec::new();
-    for file in &spec.render.helm_values_files {
-        let path = crate::git::normalize_path(file)
-            .map(|f| join_repo_path(chart, &f))
-            .map_err(|e| format!("helm values file: {e}"))?;
+    for path in values {
         if !root.join(&path).is_file() {
             return Err(crate::helm::HelmError::MissingValues(path).to_string());
         }
@@ -1188,11 +1207,7 @@ async fn helm(
             .map_err(|e| format!("writing the inline values: {e}"))?;
         values_files.push(inline);
     }
-    let release = if spec.render.helm_release.is_empty() {
-        &spec.app
-    } else {
-        &spec.render.helm_release
-    };
+    let home = work.path().join("home");
     let request = crate::helm::TemplateRequest {
         command: &ctx.config.helm_command,
         chart: &chart_dir,
@@ -1202,6 +1217,7 @@ async fn helm(
         timeout: ctx.config.helm_timeout,
         max_bytes: ctx.config.render_limits.max_bytes,
         work_dir: &root,
+        home: &home,
     };
     let output = crate::helm::template(&request).await.map_err(|e| {
         if chart.is_empty() {
@@ -1211,6 +1227,27 @@ async fn helm(
         }
     })?;
     Ok((crate::helm::split_sources(&output, chart), errors))
+}
+
+/// The Helm release name of a Target: `spec.render.helm.releaseName`, else the App's name;
+/// refused, naming where it came from, when Helm would not take it as a release name.
+fn helm_release(spec: &TargetSpec) -> Result<&str, String> {
+    if spec.render.helm_release.is_empty() {
+        return match crate::helm::release_name_problem(&spec.app) {
+            None => Ok(&spec.app),
+            Some(problem) => Err(format!(
+                "release name {:?} (the App's name; set spec.render.helm.releaseName) {problem}",
+                spec.app
+            )),
+        };
+    }
+    match crate::helm::release_name_problem(&spec.render.helm_release) {
+        None => Ok(&spec.render.helm_release),
+        Some(problem) => Err(format!(
+            "spec.render.helm.releaseName {:?} {problem}",
+            spec.render.helm_release
+        )),
+    }
 }
 
 fn join_repo_path(a: &str, b: &str) -> String {
