@@ -758,6 +758,86 @@ async fn deleting_a_namespace_removes_its_contents() {
 }
 
 #[tokio::test]
+async fn a_delete_with_preconditions_only_deletes_the_object_it_names() {
+    let h = sim(&["a"]).await;
+    let c = client(&h, "a");
+    let cms: Api<ConfigMap> = Api::namespaced(c.clone(), "default");
+    let create = |value: &'static str| {
+        let cms = cms.clone();
+        async move {
+            cms.patch(
+                "x",
+                &PatchParams::apply("t"),
+                &Patch::Apply(json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}, "data": {"k": value}})),
+            )
+            .await
+            .unwrap()
+        }
+    };
+    let first = create("1").await;
+    let (uid, rv) = (
+        first.metadata.uid.clone().unwrap(),
+        first.metadata.resource_version.clone().unwrap(),
+    );
+    let changed = create("2").await;
+    let new_rv = changed.metadata.resource_version.clone().unwrap();
+    let conflict = |err: kube::Error| {
+        let kube::Error::Api(s) = err else {
+            panic!("{err:?}")
+        };
+        assert_eq!((s.code, s.reason.as_str()), (409, "Conflict"));
+        s.message
+    };
+    let with = |uid: Option<&str>, rv: Option<&str>| {
+        DeleteParams::default().preconditions(kube::api::Preconditions {
+            uid: uid.map(str::to_owned),
+            resource_version: rv.map(str::to_owned),
+        })
+    };
+    // Changed since it was read: the API server's own words, and the object stays.
+    let err = cms
+        .delete("x", &with(Some(&uid), Some(&rv)))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        conflict(err),
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"x\": the ResourceVersion in the precondition ({rv}) does not match the ResourceVersion in record ({new_rv}). The object might have been modified"
+        )
+    );
+    assert!(cms.get_opt("x").await.unwrap().is_some());
+    // Deleted and created again under the same name.
+    let err = cms
+        .delete("x", &with(Some("not-the-uid"), None))
+        .await
+        .unwrap_err();
+    assert_eq!(
+        conflict(err),
+        format!(
+            "Operation cannot be fulfilled on ConfigMap \"x\": the UID in the precondition (not-the-uid) does not match the UID in record ({uid}). The object might have been deleted and then recreated"
+        )
+    );
+    // A group's kind is qualified by its group.
+    let deployments: Api<Deployment> = Api::namespaced(c.clone(), "default");
+    apply(&deployments, "t", &deployment("web", 1, json!({})), false)
+        .await
+        .unwrap();
+    let err = deployments
+        .delete("web", &with(None, Some("1")))
+        .await
+        .unwrap_err();
+    assert!(
+        conflict(err).starts_with("Operation cannot be fulfilled on Deployment.apps \"web\": the ResourceVersion in the precondition (1)"),
+    );
+    // The object as it is now is deleted.
+    cms.delete("x", &with(Some(&uid), Some(&new_rv)))
+        .await
+        .unwrap();
+    assert!(cms.get_opt("x").await.unwrap().is_none());
+    h.shutdown().await;
+}
+
+#[tokio::test]
 async fn tls_and_token_auth() {
     let mut config = KubesimConfig::new(["secure"]);
     config.tls = true;

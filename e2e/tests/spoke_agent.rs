@@ -167,10 +167,22 @@ impl Bench {
 
     /// Starts with the test defaults, then lets `adjust` change the agent's configuration.
     async fn start_with(progress_timeout: Duration, adjust: impl FnOnce(&mut AgentConfig)) -> Self {
+        Self::start_with_client(progress_timeout, adjust, |kubesim| {
+            kube::Client::try_from(kubesim.kube_config("c1")).expect("client")
+        })
+        .await
+    }
+
+    /// As [`Bench::start_with`], with the spoke's Kubernetes client made by `client`.
+    async fn start_with_client(
+        progress_timeout: Duration,
+        adjust: impl FnOnce(&mut AgentConfig),
+        client: impl FnOnce(&KubesimHandle) -> kube::Client,
+    ) -> Self {
         let mut config = KubesimConfig::new(["c1"]);
         config.ready_delay = Duration::from_millis(100);
         let kubesim = Kubesim::start(config).await.expect("kubesim");
-        let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+        let client = client(&kubesim);
         let data = tempfile::TempDir::new().expect("tempdir");
         let recorder = Arc::new(Recorder::default());
         let (desired, desired_rx) = watch::channel(DesiredState::default());
@@ -688,6 +700,178 @@ async fn objects_dropped_from_git_are_pruned_exactly() {
     bench.stop().await;
 }
 
+type Meddling = Arc<dyn Fn() -> futures::future::BoxFuture<'static, ()> + Send + Sync>;
+
+/// A layer of the spoke's Kubernetes client that, before the first DELETE whose path ends
+/// with `path` goes out, runs `meddle` to completion: someone else acting on the object
+/// between the spoke's last look at it and its delete.
+#[derive(Clone)]
+struct MeddleBeforeDelete {
+    path: String,
+    meddle: Meddling,
+    fired: Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl<S> tower::Layer<S> for MeddleBeforeDelete {
+    type Service = Meddled<S>;
+
+    fn layer(&self, inner: S) -> Meddled<S> {
+        Meddled {
+            inner: Arc::new(tokio::sync::Mutex::new(inner)),
+            layer: self.clone(),
+        }
+    }
+}
+
+struct Meddled<S> {
+    inner: Arc<tokio::sync::Mutex<S>>,
+    layer: MeddleBeforeDelete,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for Meddled<S>
+where
+    S: tower::Service<http::Request<B>> + Send + 'static,
+    S::Future: Send + 'static,
+    B: Send + 'static,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = futures::future::BoxFuture<'static, Result<S::Response, S::Error>>;
+
+    fn poll_ready(
+        &mut self,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        // Readiness is awaited on the inner service when a request is made.
+        std::task::Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: http::Request<B>) -> Self::Future {
+        let meddle = (request.method() == http::Method::DELETE
+            && request.uri().path().ends_with(&self.layer.path)
+            && !self.layer.fired.swap(true, Ordering::SeqCst))
+        .then(|| (self.layer.meddle)());
+        let inner = self.inner.clone();
+        Box::pin(async move {
+            if let Some(meddle) = meddle {
+                meddle.await;
+            }
+            let response = {
+                let mut inner = inner.lock().await;
+                std::future::poll_fn(|cx| inner.poll_ready(cx)).await?;
+                inner.call(request)
+            };
+            response.await
+        })
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_changed_between_the_prune_check_and_the_delete_is_not_deleted() {
+    let changed = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let bench = Bench::start_with_client(
+        Duration::from_secs(30),
+        |_| {},
+        |kubesim| {
+            let config = kubesim.kube_config("c1");
+            let someone = kube::Client::try_from(config.clone()).expect("client");
+            let changed = changed.clone();
+            // Someone else edits the object (it stays this Target's: same label and
+            // annotation) after the spoke checked it and before its delete arrives.
+            let meddle: Meddling = Arc::new(move || {
+                let someone = someone.clone();
+                let changed = changed.clone();
+                Box::pin(async move {
+                    let api: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+                        kube::Api::namespaced(someone, "race");
+                    api.patch(
+                        "drop",
+                        &kube::api::PatchParams::apply("someone-else"),
+                        &kube::api::Patch::Apply(serde_json::json!({
+                            "apiVersion": "v1", "kind": "ConfigMap",
+                            "metadata": {"name": "drop"},
+                            "data": {"edited": "by someone else"},
+                        })),
+                    )
+                    .await
+                    .expect("someone else edits the object");
+                    changed.store(true, Ordering::SeqCst);
+                })
+            });
+            let layer = MeddleBeforeDelete {
+                path: "/namespaces/race/configmaps/drop".into(),
+                meddle,
+                fired: Arc::default(),
+            };
+            kube::client::ClientBuilder::try_from(config)
+                .expect("client builder")
+                .with_layer(&layer)
+                .build()
+        },
+    )
+    .await;
+    let repo = Repo::new();
+    repo.write("apps/race/keep.yaml", &configmap("keep", ""));
+    repo.write("apps/race/drop.yaml", &configmap("drop", ""));
+    let v1 = repo.commit();
+    let mut target = spec("race", &repo, &v1, "apps/race");
+    target.sync_policy.prune = true;
+    bench.set(1, vec![target.clone()]);
+    bench
+        .recorder
+        .wait_for("race", "v1 synced", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced
+        })
+        .await;
+
+    std::fs::remove_file(repo.dir.path().join("apps/race/drop.yaml")).expect("rm");
+    let v2 = repo.commit();
+    target.source.commit = v2.clone();
+    target.spec_generation = 2;
+    bench.set(2, vec![target.clone()]);
+    let status = bench
+        .recorder
+        .wait_for("race", "v2 applied", |s| {
+            s.revision == v2 && s.sync != SyncState::Syncing
+        })
+        .await;
+    assert!(changed.load(Ordering::SeqCst), "the delete was made");
+    assert_eq!(status.sync, SyncState::OutOfSync, "{}", status.message);
+    let drop = status
+        .resources
+        .iter()
+        .find(|r| r.object.name == "drop")
+        .expect("a result for drop");
+    assert_eq!(
+        (drop.action, drop.message.as_str()),
+        (ResourceAction::Skipped, "skipped: changed since checked")
+    );
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("race"), "drop")
+        .expect("the edited object was not deleted");
+    assert_eq!(live["data"]["edited"], "by someone else");
+
+    // The next sync looks at it as it is now, still this Target's, and prunes it.
+    target.spec_generation = 3;
+    bench.set(3, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("race", "drop pruned", |s| {
+            s.sync == SyncState::Synced
+                && s.resources
+                    .iter()
+                    .any(|r| r.object.name == "drop" && r.action == ResourceAction::Pruned)
+        })
+        .await;
+    assert_eq!(status.revision, v2);
+    wait_object(&bench.kubesim, "race", "drop", "drop pruned", |present| {
+        !present
+    })
+    .await;
+    bench.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_prune_policy_dropped_objects_stay() {
     let bench = Bench::start(Duration::from_secs(30)).await;
@@ -997,6 +1181,15 @@ async fn hostile_kustomizations_fail_only_their_target() {
         "apps/outside/kustomization.yaml",
         "resources:\n- ../../secret\n",
     );
+    // A generator outside the App's files: kustomize would read the spoke's own files.
+    repo.write(
+        "apps/generator/kustomization.yaml",
+        "configMapGenerator:\n- name: loot\n  files: [key=../../../../../../etc/hostname]\n",
+    );
+    repo.write(
+        "apps/remotegen/kustomization.yaml",
+        "generators:\n- https://example.com/evil/generator?ref=main\n",
+    );
     repo.write("secret/kustomization.yaml", "resources: [cm.yaml]\n");
     repo.write("secret/cm.yaml", &configmap("secret", ""));
     repo.write("apps/ok/cm.yaml", &configmap("ok", ""));
@@ -1006,8 +1199,30 @@ async fn hostile_kustomizations_fail_only_their_target() {
         vec![
             spec("remote", &repo, &commit, "apps/remote"),
             spec("outside", &repo, &commit, "apps/outside"),
+            spec("generator", &repo, &commit, "apps/generator"),
+            spec("remotegen", &repo, &commit, "apps/remotegen"),
             spec("ok", &repo, &commit, "apps/ok"),
         ],
+    );
+    let generator = bench
+        .recorder
+        .wait_for("generator", "generator refused", |s| {
+            s.sync == SyncState::Failed
+        })
+        .await;
+    assert_eq!(
+        generator.message,
+        "apps/generator/kustomization.yaml: configMapGenerator[0].files[0]: \"../../../../../../etc/hostname\" leads out of the App path and its extraPaths"
+    );
+    let remotegen = bench
+        .recorder
+        .wait_for("remotegen", "remote generator refused", |s| {
+            s.sync == SyncState::Failed
+        })
+        .await;
+    assert_eq!(
+        remotegen.message,
+        "apps/remotegen/kustomization.yaml: generators[0]: remote resource \"https://example.com/evil/generator?ref=main\" is not allowed; vendor it into the repository"
     );
     let remote = bench
         .recorder
@@ -1285,6 +1500,93 @@ async fn the_podinfo_chart_renders_with_helm_and_the_cluster_holds_exactly_its_o
     bench.stop().await;
 }
 
+/// A stand-in for helm that renders one ConfigMap, `env`, holding its arguments and its
+/// environment.
+const ENV_DUMPING_HELM: &str = r#"#!/bin/sh
+printf -- '---\n# Source: envdump/templates/env.yaml\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: env\ndata:\n  args: |\n'
+for a in "$@"; do printf '    %s\n' "$a"; done
+printf '  env: |\n'
+env | sed 's/^/    /'
+"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_renderer_sees_none_of_the_spoke_s_environment() {
+    let tools = tempfile::TempDir::new().expect("tempdir");
+    let fake = tools.path().join("helm");
+    std::fs::write(&fake, ENV_DUMPING_HELM).expect("write");
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    }
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.helm_command = fake.clone();
+    })
+    .await;
+    let repo = Repo::new();
+    repo.write(
+        "apps/envdump/Chart.yaml",
+        "apiVersion: v2\nname: envdump\nversion: 1.0.0\n",
+    );
+    repo.write("apps/envdump/values-x.yaml", "a: 1\n");
+    let commit = repo.commit();
+    let mut target = spec("envdump", &repo, &commit, "apps/envdump");
+    target.render.helm_values_files = vec!["values-x.yaml".into()];
+    bench.set(1, vec![target]);
+    bench
+        .recorder
+        .wait_for("envdump", "envdump applied", |s| {
+            s.sync == SyncState::Synced
+        })
+        .await;
+    let dump = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("envdump"), "env")
+        .expect("the renderer's ConfigMap");
+    let text = |key: &str| dump["data"][key].as_str().expect(key).to_owned();
+    let args: Vec<String> = text("args").lines().map(str::to_owned).collect();
+    let [.., values, dashes, release, chart] = args.as_slice() else {
+        panic!("{args:?}")
+    };
+    assert!(
+        values.starts_with("--values=/") && values.ends_with("/apps/envdump/values-x.yaml"),
+        "{args:?}"
+    );
+    assert_eq!(
+        (dashes.as_str(), release.as_str()),
+        ("--", "envdump"),
+        "{args:?}"
+    );
+    assert!(chart.ends_with("/repo/apps/envdump"), "{args:?}");
+    let env = text("env");
+    let env: Vec<(&str, &str)> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    let var = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    // A throwaway home next to the copy of the repository, not the spoke's.
+    let home = var("HOME").expect("HOME");
+    assert!(home.ends_with("/home"), "{home}");
+    assert!(Some(home) != std::env::var("HOME").ok().as_deref());
+    let root = chart.trim_end_matches("/repo/apps/envdump");
+    assert_eq!(Path::new(home).parent(), Some(Path::new(root)));
+    assert_eq!(var("KUBECONFIG"), Some("/dev/null"));
+    assert_eq!(var("PATH"), std::env::var("PATH").ok().as_deref());
+    // Every variable of the spoke's process (here, the test's: cargo's at least) other than
+    // PATH and the locale stays out. The fake helm's shell sets PWD, SHLVL and `_` itself.
+    let own: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| !gitfleet_spoke::process::INHERITED_ENV.contains(&k.as_str()))
+        .filter(|k| !["PWD", "OLDPWD", "SHLVL", "_"].contains(&k.as_str()))
+        .filter(|k| {
+            !gitfleet_spoke::process::sandbox_env(Vec::new(), Path::new("/h"))
+                .iter()
+                .any(|(a, _)| a == k.as_str())
+        })
+        .collect();
+    assert!(!own.is_empty());
+    for key in &own {
+        assert_eq!(var(key), None, "{key} reached the renderer");
+    }
+    bench.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_charts_fail_only_their_target() {
     let bench = Bench::start_with(Duration::from_secs(30), |config| {
@@ -1311,14 +1613,24 @@ async fn hostile_charts_fail_only_their_target() {
             chart("remote")
         ),
     );
+    // A release name that is a flag: with helm 3 it would render the spoke's key into a
+    // ConfigMap (`--set-file`), or run a program (`--post-renderer`).
+    repo.write("apps/smuggle/Chart.yaml", &chart("smuggle"));
+    repo.write(
+        "apps/smuggle/templates/cm.yaml",
+        "apiVersion: v1\nkind: ConfigMap\nmetadata: {name: loot}\ndata:\n  k: {{ .Values.k | quote }}\n",
+    );
     repo.write("apps/ok/cm.yaml", &configmap("ok", ""));
     let commit = repo.commit();
+    let mut smuggle = spec("smuggle", &repo, &commit, "apps/smuggle");
+    smuggle.render.helm_release = "--set-file=k=/etc/hostname".into();
     bench.set(
         1,
         vec![
             spec("loop", &repo, &commit, "apps/loop"),
             spec("recursive", &repo, &commit, "apps/recursive"),
             spec("remote", &repo, &commit, "apps/remote"),
+            smuggle,
             spec("ok", &repo, &commit, "apps/ok"),
         ],
     );
@@ -1358,6 +1670,23 @@ async fn hostile_charts_fail_only_their_target() {
         ),
         "{}",
         remote.message
+    );
+    let smuggle = bench
+        .recorder
+        .wait_for("smuggle", "smuggled flag refused", |s| {
+            s.sync == SyncState::Failed
+        })
+        .await;
+    assert_eq!(
+        smuggle.message,
+        "spec.render.helm.releaseName \"--set-file=k=/etc/hostname\" must consist of lowercase letters, digits, '-' and '.'"
+    );
+    assert!(
+        bench
+            .kubesim
+            .get_object("c1", "v1", "ConfigMap", Some("smuggle"), "loot")
+            .is_none(),
+        "nothing was rendered"
     );
     // The spoke kept serving the others throughout: ok is still synced and healthy.
     let ok = bench.recorder.latest("ok").expect("ok reported");

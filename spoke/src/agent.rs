@@ -15,7 +15,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use crate::cluster::{Cluster, ClusterError, InventoryRef};
+use crate::cluster::{Cluster, ClusterError, Deletion, InventoryRef, Precondition};
 use crate::desired::DesiredState;
 use crate::git::{AppFiles, GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
@@ -831,6 +831,17 @@ async fn prune(
                         }
                         still_present.push(object);
                     }
+                    // Not a failure: the next sync looks at the object as it is then.
+                    Ok(Pruning::Changed) => {
+                        resources.push(ResourceResult {
+                            object: object.clone(),
+                            action: ResourceAction::Skipped,
+                            health: Health::Unknown,
+                            message: CHANGED_SINCE_CHECKED.to_owned(),
+                            source_file: String::new(),
+                        });
+                        still_present.push(object);
+                    }
                     Err(error) => {
                         resources.push(ResourceResult {
                             object: object.clone(),
@@ -891,7 +902,13 @@ enum Pruning {
     Deleted(String),
     /// Kept, for this reason (see `prune::may_delete`).
     Kept(&'static str),
+    /// Not deleted: between the check and the delete, the object was changed, or deleted and
+    /// created again, by someone else (the server refused the delete's preconditions).
+    Changed,
 }
+
+/// The result message of an object that [`Pruning::Changed`] kept.
+pub const CHANGED_SINCE_CHECKED: &str = "skipped: changed since checked";
 
 /// An object Git no longer has that stays in the cluster on purpose.
 fn requires_pruning(object: &ObjectRef, reason: &str) -> ResourceResult {
@@ -917,9 +934,23 @@ async fn delete_if_ours(
         tracing::info!(object = %object.display_name(), reason, "keeping an object dropped from Git");
         return Ok(Pruning::Kept(reason));
     }
-    ctx.cluster.delete(object).await?;
-    tracing::info!(object = %object.display_name(), "pruned");
-    Ok(Pruning::Deleted("pruned: no longer in Git".into()))
+    // Only the object just checked: one that someone changed or re-created since is theirs
+    // until the next sync has looked at it.
+    match ctx
+        .cluster
+        .delete(object, Some(&Precondition::of(&live)))
+        .await?
+    {
+        Deletion::Deleted => {
+            tracing::info!(object = %object.display_name(), "pruned");
+            Ok(Pruning::Deleted("pruned: no longer in Git".into()))
+        }
+        Deletion::AlreadyGone => Ok(Pruning::Deleted("already gone".into())),
+        Deletion::Changed(message) => {
+            tracing::info!(object = %object.display_name(), %message, "not pruning an object that changed since it was checked");
+            Ok(Pruning::Changed)
+        }
+    }
 }
 
 /// Deletes everything a removed Target applied (its policy allowing), then its inventory.
@@ -940,8 +971,10 @@ async fn prune_removed(ctx: Arc<Context>, spec: TargetSpec) {
         let mut kept = Vec::new();
         for object in gone {
             match delete_if_ours(&ctx, &spec, &object).await {
-                // Objects kept on purpose are left behind; only failures keep the inventory.
-                Ok(_) => {}
+                // Objects kept on purpose are left behind; only failures and objects changed
+                // since they were checked keep the inventory.
+                Ok(Pruning::Deleted(_) | Pruning::Kept(_)) => {}
+                Ok(Pruning::Changed) => kept.push(object),
                 Err(error) => {
                     tracing::warn!(object = %object.display_name(), %error, "pruning a removed target");
                     kept.push(object);
@@ -1084,6 +1117,9 @@ async fn kustomize(
     dir: &str,
 ) -> Result<(render::SourceFile, Vec<FileError>), String> {
     let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
+    // The repository's files and the build's home side by side, so that no file of the
+    // repository can stand in for the home's.
+    let root = work.path().join("repo");
     let mut dirs = vec![spec.source.path.clone()];
     dirs.extend(spec.source.extra_paths.iter().cloned());
     let errors = ctx
@@ -1092,14 +1128,16 @@ async fn kustomize(
             &spec.source,
             credential,
             &dirs,
-            work.path(),
+            &root,
             ctx.config.read_limits,
         )
         .await
         .map_err(|e| e.to_string())?;
-    crate::kustomize::check_local_only(work.path()).map_err(|e| e.to_string())?;
+    crate::kustomize::check_local_only(&root).map_err(|e| e.to_string())?;
     let output = crate::kustomize::build(
-        &work.path().join(dir),
+        &root,
+        &root.join(dir),
+        &work.path().join("home"),
         ctx.config.kustomize_timeout,
         ctx.config.render_limits.max_bytes,
     )
@@ -1122,6 +1160,23 @@ async fn helm(
     credential: Option<&crate::model::RepoCredential>,
     chart: &str,
 ) -> Result<(Vec<render::SourceFile>, Vec<FileError>), String> {
+    // Checked before anything is fetched: the hub checks these too, but the spoke runs helm
+    // and does not take the hub's word for what reaches its command line.
+    let release = helm_release(spec)?;
+    if let Some(problem) = crate::helm::namespace_problem(&spec.namespace) {
+        return Err(format!("namespace {:?} {problem}", spec.namespace));
+    }
+    let mut values = Vec::new();
+    for (i, file) in spec.render.helm_values_files.iter().enumerate() {
+        let field = format!("spec.render.helm.valuesFiles[{i}]");
+        if let Some(problem) = crate::helm::values_file_problem(file) {
+            return Err(format!("{field} {file:?} {problem}"));
+        }
+        let path = crate::git::normalize_path(file)
+            .map(|f| join_repo_path(chart, &f))
+            .map_err(|e| format!("{field}: {e}"))?;
+        values.push(path);
+    }
     let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
     let root = work.path().join("repo");
     let mut dirs = vec![spec.source.path.clone()];
@@ -1140,10 +1195,7 @@ async fn helm(
     let chart_dir = root.join(chart);
     crate::helm::check_vendored(&chart_dir, &root).map_err(|e| e.to_string())?;
     let mut values_files = Vec::new();
-    for file in &spec.render.helm_values_files {
-        let path = crate::git::normalize_path(file)
-            .map(|f| join_repo_path(chart, &f))
-            .map_err(|e| format!("helm values file: {e}"))?;
+    for path in values {
         if !root.join(&path).is_file() {
             return Err(crate::helm::HelmError::MissingValues(path).to_string());
         }
@@ -1155,11 +1207,7 @@ async fn helm(
             .map_err(|e| format!("writing the inline values: {e}"))?;
         values_files.push(inline);
     }
-    let release = if spec.render.helm_release.is_empty() {
-        &spec.app
-    } else {
-        &spec.render.helm_release
-    };
+    let home = work.path().join("home");
     let request = crate::helm::TemplateRequest {
         command: &ctx.config.helm_command,
         chart: &chart_dir,
@@ -1169,6 +1217,7 @@ async fn helm(
         timeout: ctx.config.helm_timeout,
         max_bytes: ctx.config.render_limits.max_bytes,
         work_dir: &root,
+        home: &home,
     };
     let output = crate::helm::template(&request).await.map_err(|e| {
         if chart.is_empty() {
@@ -1178,6 +1227,27 @@ async fn helm(
         }
     })?;
     Ok((crate::helm::split_sources(&output, chart), errors))
+}
+
+/// The Helm release name of a Target: `spec.render.helm.releaseName`, else the App's name;
+/// refused, naming where it came from, when Helm would not take it as a release name.
+fn helm_release(spec: &TargetSpec) -> Result<&str, String> {
+    if spec.render.helm_release.is_empty() {
+        return match crate::helm::release_name_problem(&spec.app) {
+            None => Ok(&spec.app),
+            Some(problem) => Err(format!(
+                "release name {:?} (the App's name; set spec.render.helm.releaseName) {problem}",
+                spec.app
+            )),
+        };
+    }
+    match crate::helm::release_name_problem(&spec.render.helm_release) {
+        None => Ok(&spec.render.helm_release),
+        Some(problem) => Err(format!(
+            "spec.render.helm.releaseName {:?} {problem}",
+            spec.render.helm_release
+        )),
+    }
 }
 
 fn join_repo_path(a: &str, b: &str) -> String {

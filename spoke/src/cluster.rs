@@ -8,7 +8,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use kube::api::{DeleteParams, Patch, PatchParams};
+use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Api, Client};
@@ -135,6 +135,38 @@ pub struct Applied {
     pub resource_version: String,
     /// The object as the server stored it.
     pub object: Value,
+}
+
+/// The object a delete is meant for, as the caller last read it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Precondition {
+    pub uid: Option<String>,
+    pub resource_version: Option<String>,
+}
+
+impl Precondition {
+    /// The uid and resourceVersion of `live`, an object as [`Cluster::get`] returned it.
+    pub fn of(live: &Value) -> Self {
+        let field = |name: &str| {
+            live.pointer(&format!("/metadata/{name}"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        };
+        Self {
+            uid: field("uid"),
+            resource_version: field("resourceVersion"),
+        }
+    }
+}
+
+/// What a delete came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Deletion {
+    Deleted,
+    /// There was nothing under that name.
+    AlreadyGone,
+    /// The object under that name is not the one the caller read (the server's message).
+    Changed(String),
 }
 
 /// One cluster, with a discovery cache.
@@ -292,21 +324,38 @@ impl Cluster {
         Ok(Some(value))
     }
 
-    /// Deletes an object (background propagation); `false` when it was already gone.
-    pub async fn delete(&self, object: &ObjectRef) -> Result<bool, ClusterError> {
+    /// Deletes an object (background propagation). With `expected`, only the very object the
+    /// caller read: the server refuses (409 Conflict) when the object under that name has
+    /// another uid (deleted and created again) or another resourceVersion (changed since), and
+    /// that refusal is [`Deletion::Changed`], not an error.
+    pub async fn delete(
+        &self,
+        object: &ObjectRef,
+        expected: Option<&Precondition>,
+    ) -> Result<Deletion, ClusterError> {
         let resolved = self.resolve(&object.api_version, &object.kind).await?;
         let namespace = if object.namespace.is_empty() {
             "default"
         } else {
             &object.namespace
         };
+        let mut params = DeleteParams::background();
+        if let Some(expected) = expected {
+            params = params.preconditions(Preconditions {
+                uid: expected.uid.clone(),
+                resource_version: expected.resource_version.clone(),
+            });
+        }
         match self
             .api(&resolved, namespace)
-            .delete(&object.name, &DeleteParams::background())
+            .delete(&object.name, &params)
             .await
         {
-            Ok(_) => Ok(true),
-            Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+            Ok(_) => Ok(Deletion::Deleted),
+            Err(kube::Error::Api(status)) if status.code == 404 => Ok(Deletion::AlreadyGone),
+            Err(kube::Error::Api(status)) if status.code == 409 && expected.is_some() => {
+                Ok(Deletion::Changed(status.message.clone()))
+            }
             Err(other) => Err(ClusterError::from_kube(other)),
         }
     }
@@ -369,7 +418,7 @@ impl Cluster {
     }
 
     pub async fn delete_inventory(&self, target: &InventoryRef) -> Result<(), ClusterError> {
-        self.delete(&target.object()).await.map(|_| ())
+        self.delete(&target.object(), None).await.map(|_| ())
     }
 }
 

@@ -1,6 +1,10 @@
 //! Helm adapter: runs `helm template` on a chart the git adapter wrote to a temporary
-//! directory, with the App's values, a timeout, a bounded output and no network. Chart
-//! dependencies must be vendored under `charts/`: gitfleet never downloads them.
+//! directory, with the App's values, a timeout, a bounded output, no network and a cleared
+//! environment. Chart dependencies must be vendored under `charts/`: gitfleet never downloads
+//! them.
+//!
+//! Everything that reaches helm's arguments is checked here first, whatever the hub checked:
+//! a release name such as `--set-file=k=/data/identity/key.pem` would otherwise be a flag.
 //!
 //! The command is configurable (`--helm-command`): any `helm` 3 or 4 works, and so does
 //! `scripts/helm`, the wrapper around the Helm engine of the PyPI package helm-python-sdk that
@@ -26,6 +30,13 @@ pub enum HelmError {
     Invalid { file: String, message: String },
     #[error("values file {0:?} is not in the App path or its extra paths")]
     MissingValues(String),
+    /// An argument that would not reach helm as the value it is meant to be.
+    #[error("{field} {value:?} {problem}")]
+    Refused {
+        field: &'static str,
+        value: String,
+        problem: &'static str,
+    },
     #[error("cannot run {command}: {source}; install helm or point --helm-command at it")]
     NotInstalled {
         command: String,
@@ -41,16 +52,114 @@ pub enum HelmError {
 #[derive(Debug, Clone)]
 pub struct TemplateRequest<'a> {
     pub command: &'a Path,
-    /// Directory holding Chart.yaml.
+    /// Directory holding Chart.yaml (absolute).
     pub chart: &'a Path,
+    /// Checked with [`release_name_problem`].
     pub release: &'a str,
     pub namespace: &'a str,
-    /// Values files, in order (later ones win).
+    /// Values files, in order (later ones win); absolute paths.
     pub values_files: &'a [PathBuf],
     pub timeout: Duration,
     pub max_bytes: usize,
-    /// Directory cut out of error messages, and home of helm's cache/config directories.
+    /// The copy of the repository: helm runs there, and it is cut out of error messages.
     pub work_dir: &'a Path,
+    /// A throwaway home for helm (its cache, config and data directories), outside
+    /// `work_dir` so that nothing of the repository can stand in for them.
+    pub home: &'a Path,
+}
+
+/// Helm's limit on a release name (it becomes part of object names and labels).
+pub const MAX_RELEASE_NAME: usize = 53;
+
+/// Why `name` is not a release name Helm accepts: lowercase alphanumerics, '-' and '.', each
+/// '.'-separated part starting and ending with an alphanumeric, at most 53 characters.
+pub fn release_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("must not be empty");
+    }
+    if name.len() > MAX_RELEASE_NAME {
+        return Some("must be at most 53 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Some("must consist of lowercase letters, digits, '-' and '.'");
+    }
+    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name
+        .split('.')
+        .any(|part| !alnum(part.bytes().next()) || !alnum(part.bytes().last()))
+    {
+        return Some(
+            "must start and end with a letter or digit, and so must each part between dots",
+        );
+    }
+    None
+}
+
+/// Why `namespace` is not a Kubernetes namespace name (a DNS-1123 label).
+pub fn namespace_problem(namespace: &str) -> Option<&'static str> {
+    if namespace.is_empty() {
+        return Some("must not be empty");
+    }
+    if namespace.len() > 63 {
+        return Some("must be at most 63 characters");
+    }
+    if !namespace
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return Some("must consist of lowercase letters, digits and '-'");
+    }
+    if namespace.starts_with('-') || namespace.ends_with('-') {
+        return Some("must start and end with a letter or digit");
+    }
+    None
+}
+
+/// Why `file`, a values file as the App names it (relative to the App path), may not be
+/// handed to helm. The git adapter's path rules (relative, no `..`, not into `.git`) apply on
+/// top of this.
+pub fn values_file_problem(file: &str) -> Option<&'static str> {
+    if file.starts_with('-') {
+        return Some("must not start with '-'");
+    }
+    if file.bytes().any(|b| b.is_ascii_control()) {
+        return Some("must not contain control characters");
+    }
+    None
+}
+
+/// Refuses any argument of `request` that helm could take for something else.
+fn check_arguments(request: &TemplateRequest<'_>) -> Result<(), HelmError> {
+    let refused = |field, value: &str, problem| HelmError::Refused {
+        field,
+        value: value.to_owned(),
+        problem,
+    };
+    if let Some(problem) = release_name_problem(request.release) {
+        return Err(refused("release name", request.release, problem));
+    }
+    if let Some(problem) = namespace_problem(request.namespace) {
+        return Err(refused("namespace", request.namespace, problem));
+    }
+    let relative = "must be an absolute path";
+    if !request.chart.is_absolute() {
+        return Err(refused(
+            "chart",
+            &request.chart.display().to_string(),
+            relative,
+        ));
+    }
+    if let Some(file) = request.values_files.iter().find(|f| !f.is_absolute()) {
+        return Err(refused(
+            "values file",
+            &file.display().to_string(),
+            relative,
+        ));
+    }
+    Ok(())
 }
 
 /// Refuses a chart (and its vendored subcharts) declaring a dependency that is not under its
@@ -113,31 +222,28 @@ pub fn check_vendored(chart: &Path, root: &Path) -> Result<(), HelmError> {
     Ok(())
 }
 
-/// Runs `helm template` and returns its YAML output.
+/// Runs `helm template` and returns its YAML output. Refuses, before running anything, a
+/// release name, namespace or path that helm could read as something else.
 pub async fn template(request: &TemplateRequest<'_>) -> Result<Vec<u8>, HelmError> {
-    let mut command = tokio::process::Command::new(request.command);
+    check_arguments(request)?;
+    // Helm keeps repositories, plugins, registry logins and caches under its home directories:
+    // the sandbox points them at the throwaway home, and passes nothing of the spoke's
+    // environment on (see `process::sandbox_env`).
+    let mut command = process::renderer_command(request.command, request.work_dir, request.home)?;
+    // Flags take their values with `=`, and `--` ends the flags: nothing after it is parsed
+    // as one, whatever it looks like.
     command
         .arg("template")
-        .arg(request.release)
-        .arg(request.chart)
-        .arg("--namespace")
-        .arg(request.namespace)
+        .arg(format!("--namespace={}", request.namespace))
         // CRDs are part of what the App installs; test hooks are not.
         .arg("--include-crds")
         .arg("--skip-tests");
     for file in request.values_files {
-        command.arg("--values").arg(file);
+        let mut flag = std::ffi::OsString::from("--values=");
+        flag.push(file);
+        command.arg(flag);
     }
-    // Helm keeps repositories, plugins and caches under these: point them at the work
-    // directory so that nothing from the spoke's own home leaks in, and no cluster is reachable.
-    let home = request.work_dir.join(".helm");
-    command
-        .current_dir(request.work_dir)
-        .env("HELM_CACHE_HOME", home.join("cache"))
-        .env("HELM_CONFIG_HOME", home.join("config"))
-        .env("HELM_DATA_HOME", home.join("data"))
-        .env("KUBECONFIG", "/dev/null");
-    process::deny_network(&mut command);
+    command.arg("--").arg(request.release).arg(request.chart);
     process::run(
         command,
         request.timeout,

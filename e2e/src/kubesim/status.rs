@@ -122,6 +122,32 @@ impl ApiError {
         .with_details(details(name, group, plural))
     }
 
+    /// A DELETE whose preconditions the object does not meet, as the API server's
+    /// `rest.BeforeDelete` words it: the resource in the message is the kind, not the plural.
+    pub fn delete_precondition(
+        group: &str,
+        kind: &str,
+        name: &str,
+        field: &str,
+        expected: &str,
+        actual: &str,
+    ) -> Self {
+        let consequence = if field == "UID" {
+            "deleted and then recreated"
+        } else {
+            "modified"
+        };
+        Self::new(
+            409,
+            "Conflict",
+            format!(
+                "Operation cannot be fulfilled on {} \"{name}\": the {field} in the precondition ({expected}) does not match the {field} in record ({actual}). The object might have been {consequence}",
+                qualified_resource(group, kind)
+            ),
+        )
+        .with_details(details(name, group, kind))
+    }
+
     pub fn bad_request(message: impl Into<String>) -> Self {
         Self::new(400, "BadRequest", message)
     }

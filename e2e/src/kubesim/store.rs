@@ -1089,23 +1089,20 @@ impl ClusterState {
     ) -> Result<(Arc<Stored>, bool), ApiError> {
         let old = self.get(rt, ns, name)?;
         let old_value = old.value();
+        let mismatch = |field: &str, expected: &str, actual: &str| {
+            ApiError::delete_precondition(&rt.group, &rt.kind, name, field, expected, actual)
+        };
         if let Some(uid) = preconditions.0 {
             let actual = meta_str(&old_value, "uid");
             if uid != actual {
-                return Err(ApiError::new(
-                    409,
-                    "Conflict",
-                    format!(
-                        "Operation cannot be fulfilled on {} \"{name}\": Precondition failed: UID in precondition: {uid}, UID in object meta: {actual}",
-                        super::status::qualified_resource(&rt.group, &rt.plural)
-                    ),
-                ));
+                return Err(mismatch("UID", uid, actual));
             }
         }
-        if let Some(rv) = preconditions.1
-            && rv != old.rv.to_string()
-        {
-            return Err(ApiError::stale(&rt.group, &rt.plural, name));
+        if let Some(rv) = preconditions.1 {
+            let actual = old.rv.to_string();
+            if rv != actual {
+                return Err(mismatch("ResourceVersion", rv, &actual));
+            }
         }
         if ctx.dry_run {
             return Ok((old, true));

@@ -3,8 +3,8 @@
 use serde::de::DeserializeOwned;
 
 use super::{
-    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, IntOrPercent, Kind, LabelSelector,
-    Metadata, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
+    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, HelmOptions, IntOrPercent, Kind,
+    LabelSelector, Metadata, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -247,9 +247,7 @@ impl Validator<'_> {
             self.repo_path("spec.render.kustomize.dir", dir)?;
         }
         if let Some(h) = &s.render.helm {
-            for (i, f) in h.values_files.iter().enumerate() {
-                self.repo_path(&format!("spec.render.helm.valuesFiles[{i}]"), f)?;
-            }
+            self.helm("spec.render.helm", h)?;
             if let Some(v) = &h.values
                 && !v.is_object()
             {
@@ -270,13 +268,31 @@ impl Validator<'_> {
                 self.repo_path(&format!("{base}.kustomize.dir"), dir)?;
             }
             if let Some(h) = &c.helm {
-                for (j, f) in h.values_files.iter().enumerate() {
-                    self.repo_path(&format!("{base}.helm.valuesFiles[{j}]"), f)?;
-                }
+                self.helm(&format!("{base}.helm"), h)?;
             }
         }
         if let Some(r) = &s.rollout {
             self.rollout("spec.rollout", r)?;
+        }
+        Ok(())
+    }
+
+    /// Everything of the Helm options that ends up on `helm template`'s command line.
+    fn helm(&self, path: &str, h: &HelmOptions) -> Result<(), ResourceError> {
+        if let Some(name) = &h.release_name
+            && let Some(problem) = helm_release_name_problem(name)
+        {
+            return Err(self.fail(
+                &format!("{path}.releaseName"),
+                format!("{name:?} {problem}"),
+            ));
+        }
+        for (i, f) in h.values_files.iter().enumerate() {
+            let field = format!("{path}.valuesFiles[{i}]");
+            self.repo_path(&field, f)?;
+            if f.starts_with('-') {
+                return Err(self.fail(&field, format!("{f:?} must not start with '-'")));
+            }
         }
         Ok(())
     }
@@ -433,6 +449,34 @@ pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
     }
     if s.starts_with('-') || s.ends_with('-') {
         return Some("must start and end with a letter or digit");
+    }
+    None
+}
+
+/// Why `name` is not a Helm release name: Helm's own rule (lowercase alphanumerics, '-' and
+/// '.', each '.'-separated part starting and ending with an alphanumeric, at most 53
+/// characters). Anything else could reach `helm template` as a flag.
+pub fn helm_release_name_problem(name: &str) -> Option<&'static str> {
+    if name.is_empty() {
+        return Some("must not be empty");
+    }
+    if name.len() > 53 {
+        return Some("must be at most 53 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
+    {
+        return Some("must consist of lowercase letters, digits, '-' and '.'");
+    }
+    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
+    if name
+        .split('.')
+        .any(|part| !alnum(part.bytes().next()) || !alnum(part.bytes().last()))
+    {
+        return Some(
+            "must start and end with a letter or digit, and so must each part between dots",
+        );
     }
     None
 }

@@ -489,3 +489,49 @@ fn int_or_percent_resolves_against_a_total() {
         assert_eq!(v.resolve(total), want, "{v} of {total}");
     }
 }
+
+#[test]
+fn helm_release_names_and_values_files_cannot_smuggle_flags() {
+    let app = |helm: &str| {
+        format!(
+            "apiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{name: web}}\nspec: {{repo: r, path: charts/web, namespace: web, targets: [{{clusters: [a]}}], render: {{type: helm, helm: {helm}}}, customize: [{{clusters: [b], helm: {{releaseName: web-b}}}}]}}"
+        )
+    };
+    let e = parse_yaml(&app("{releaseName: '--set-file=k=/data/identity/key.pem'}")).unwrap_err();
+    assert_eq!(e.path, "spec.render.helm.releaseName");
+    assert_eq!(
+        e.message,
+        "\"--set-file=k=/data/identity/key.pem\" must consist of lowercase letters, digits, '-' and '.'"
+    );
+    assert_eq!(
+        e.to_string(),
+        "test.yaml#0: app \"web\": spec.render.helm.releaseName: \"--set-file=k=/data/identity/key.pem\" must consist of lowercase letters, digits, '-' and '.'"
+    );
+    for (name, problem) in [
+        (
+            "--post-renderer=/bin/sh",
+            "must consist of lowercase letters",
+        ),
+        ("Web", "must consist of lowercase letters"),
+        ("-web", "must start and end with a letter or digit"),
+        ("web..v1", "must start and end with a letter or digit"),
+        ("''", "must not be empty"),
+        (&"a".repeat(54) as &str, "must be at most 53 characters"),
+    ] {
+        let e = parse_yaml(&app(&format!("{{releaseName: {name}}}"))).unwrap_err();
+        assert_eq!(e.path, "spec.render.helm.releaseName", "{name}");
+        assert!(e.message.contains(problem), "{name}: {e}");
+    }
+    let e = parse_yaml(&app("{valuesFiles: [values.yaml, '--set-file=k=/x']}")).unwrap_err();
+    assert_eq!(e.path, "spec.render.helm.valuesFiles[1]");
+    assert_eq!(e.message, "\"--set-file=k=/x\" must not start with '-'");
+    for ok in ["web", "web-1", "web.v1", &"a".repeat(53) as &str] {
+        parse_yaml(&app(&format!(
+            "{{releaseName: {ok}, valuesFiles: [values-prod.yaml]}}"
+        )))
+        .unwrap_or_else(|e| panic!("{ok}: {e}"));
+    }
+    let customized = app("{}").replace("releaseName: web-b", "releaseName: '--dry-run=server'");
+    let e = parse_yaml(&customized).unwrap_err();
+    assert_eq!(e.path, "spec.customize[0].helm.releaseName");
+}

@@ -16,6 +16,7 @@ fn write(dir: &Path, path: &str, content: &str) {
     std::fs::write(full, content).expect("write");
 }
 
+/// A request whose throwaway home is `work` itself (tests that look at the home set their own).
 fn request<'a>(
     command: &'a Path,
     chart: &'a Path,
@@ -31,6 +32,172 @@ fn request<'a>(
         timeout: Duration::from_secs(60),
         max_bytes: 8 * 1024 * 1024,
         work_dir: work,
+        home: work,
+    }
+}
+
+/// A stand-in for helm that records that it ran (a file next to it) and prints its arguments,
+/// one per line, then `===`, then its environment.
+fn fake_helm(dir: &Path) -> PathBuf {
+    let script = dir.join("fake-helm");
+    write(
+        dir,
+        "fake-helm",
+        "#!/bin/sh\ntouch \"$0.ran\"\nprintf '%s\\n' \"$@\"\necho ===\nenv\n",
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::set_permissions(&script, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    script
+}
+
+#[test]
+fn release_names_follow_helm_s_rule() {
+    for good in ["web", "web-1", "web.v1", "a", &"a".repeat(53)] {
+        assert_eq!(release_name_problem(good), None, "{good}");
+    }
+    for (bad, problem) in [
+        ("", "must not be empty"),
+        (&"a".repeat(54) as &str, "must be at most 53 characters"),
+        (
+            "--set-file=k=/data/identity/key.pem",
+            "must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "--post-renderer=/bin/sh",
+            "must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "Web",
+            "must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "web app",
+            "must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "-web",
+            "must start and end with a letter or digit, and so must each part between dots",
+        ),
+        (
+            "web.",
+            "must start and end with a letter or digit, and so must each part between dots",
+        ),
+        (
+            "web..v1",
+            "must start and end with a letter or digit, and so must each part between dots",
+        ),
+        (
+            "web.-v1",
+            "must start and end with a letter or digit, and so must each part between dots",
+        ),
+    ] {
+        assert_eq!(release_name_problem(bad), Some(problem), "{bad}");
+    }
+    assert_eq!(namespace_problem("shop"), None);
+    assert!(namespace_problem("--kubeconfig=/x").is_some());
+    assert!(namespace_problem("shop.v1").is_some());
+    assert_eq!(values_file_problem("values-prod.yaml"), None);
+    assert_eq!(
+        values_file_problem("-f.yaml"),
+        Some("must not start with '-'")
+    );
+}
+
+#[tokio::test]
+async fn a_release_name_that_smuggles_a_flag_is_refused_and_helm_never_runs() {
+    let work = tempfile::TempDir::new().expect("tempdir");
+    let helm = fake_helm(work.path());
+    let chart = podinfo_chart();
+    for (release, namespace, message) in [
+        (
+            "--set-file=k=/data/identity/key.pem",
+            "shop",
+            "release name \"--set-file=k=/data/identity/key.pem\" must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "--post-renderer=/bin/sh",
+            "shop",
+            "release name \"--post-renderer=/bin/sh\" must consist of lowercase letters, digits, '-' and '.'",
+        ),
+        (
+            "web",
+            "--set-file=k=/x",
+            "namespace \"--set-file=k=/x\" must consist of lowercase letters, digits and '-'",
+        ),
+    ] {
+        let mut req = request(&helm, &chart, work.path(), &[]);
+        req.release = release;
+        req.namespace = namespace;
+        let err = template(&req).await.expect_err("refused");
+        assert!(matches!(err, HelmError::Refused { .. }), "{err}");
+        assert_eq!(err.to_string(), message);
+    }
+    let relative = [PathBuf::from("--values=x.yaml")];
+    let err = template(&request(&helm, &chart, work.path(), &relative))
+        .await
+        .expect_err("refused");
+    assert_eq!(
+        err.to_string(),
+        "values file \"--values=x.yaml\" must be an absolute path"
+    );
+    assert!(!work.path().join("fake-helm.ran").exists(), "helm ran");
+}
+
+#[tokio::test]
+async fn helm_gets_its_flags_before_a_double_dash_and_only_a_sandboxed_environment() {
+    let work = tempfile::TempDir::new().expect("tempdir");
+    let home = tempfile::TempDir::new().expect("tempdir");
+    let helm = fake_helm(work.path());
+    let chart = podinfo_chart();
+    let values = [
+        chart.join("values-prod.yaml"),
+        work.path().join("inline.yaml"),
+    ];
+    let mut req = request(&helm, &chart, work.path(), &values);
+    req.home = home.path();
+    let output = template(&req).await.expect("runs");
+    let output = String::from_utf8(output).expect("utf8");
+    let (args, env) = output.split_once("===\n").expect("args and env");
+    let values_flag = |p: &Path| format!("--values={}", p.display());
+    assert_eq!(
+        args.lines().collect::<Vec<_>>(),
+        [
+            "template".to_owned(),
+            "--namespace=shop".to_owned(),
+            "--include-crds".to_owned(),
+            "--skip-tests".to_owned(),
+            values_flag(&values[0]),
+            values_flag(&values[1]),
+            "--".to_owned(),
+            "web".to_owned(),
+            chart.display().to_string(),
+        ]
+    );
+    let env: Vec<(&str, &str)> = env.lines().filter_map(|l| l.split_once('=')).collect();
+    let var = |key: &str| env.iter().find(|(k, _)| *k == key).map(|(_, v)| *v);
+    assert_eq!(var("HOME"), Some(home.path().to_str().expect("utf8")));
+    for key in [
+        "HELM_CONFIG_HOME",
+        "HELM_CACHE_HOME",
+        "HELM_DATA_HOME",
+        "XDG_CONFIG_HOME",
+    ] {
+        let dir = var(key).unwrap_or_else(|| panic!("{key} set"));
+        assert!(Path::new(dir).starts_with(home.path()), "{key}={dir}");
+    }
+    assert_eq!(var("KUBECONFIG"), Some("/dev/null"));
+    // Whatever else the test process has in its environment (cargo's variables, at least)
+    // stays out of helm's. (The fake helm's shell sets PWD, SHLVL and `_` itself.)
+    let allowed = crate::process::sandbox_env(Vec::new(), home.path());
+    let own: Vec<String> = std::env::vars()
+        .map(|(k, _)| k)
+        .filter(|k| !["PWD", "OLDPWD", "SHLVL", "_"].contains(&k.as_str()))
+        .filter(|k| !crate::process::INHERITED_ENV.contains(&k.as_str()))
+        .filter(|k| !allowed.iter().any(|(a, _)| a == k.as_str()))
+        .collect();
+    assert!(!own.is_empty());
+    for key in &own {
+        assert_eq!(var(key), None, "{key} reached helm");
     }
 }
 
