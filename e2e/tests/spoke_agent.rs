@@ -1652,11 +1652,14 @@ async fn hostile_charts_fail_only_their_target() {
             s.sync == SyncState::Failed
         })
         .await;
+    // Helm's own recursion limit names the template; on a loaded machine the timeout may stop
+    // it first. Either way it is refused, bounded, and the other Targets go on.
     assert!(
         recursive
             .message
             .starts_with("apps/recursive: helm template ")
-            && recursive.message.contains("recursive/templates/cm.yaml"),
+            && (recursive.message.contains("recursive/templates/cm.yaml")
+                || recursive.message.contains("did not finish within 3s")),
         "{}",
         recursive.message
     );

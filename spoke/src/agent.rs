@@ -15,6 +15,8 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
+use gitfleet_core::yaml::Budget;
+
 use crate::cluster::{Cluster, ClusterError, Deletion, InventoryRef, Precondition};
 use crate::desired::DesiredState;
 use crate::git::{AppFiles, GitCache, ReadLimits};
@@ -1133,7 +1135,11 @@ async fn kustomize(
         )
         .await
         .map_err(|e| e.to_string())?;
-    crate::kustomize::check_local_only(&root).map_err(|e| e.to_string())?;
+    // The kustomizations are read within the Target's YAML budget (and their output, later,
+    // within another of the same size).
+    let budget = Budget::new(ctx.config.render_limits.yaml);
+    crate::kustomize::check_local_only(&root, &budget).map_err(|e| e.to_string())?;
+    drop(budget);
     let output = crate::kustomize::build(
         &root,
         &root.join(dir),
@@ -1193,7 +1199,9 @@ async fn helm(
         .await
         .map_err(|e| e.to_string())?;
     let chart_dir = root.join(chart);
-    crate::helm::check_vendored(&chart_dir, &root).map_err(|e| e.to_string())?;
+    let budget = Budget::new(ctx.config.render_limits.yaml);
+    crate::helm::check_vendored(&chart_dir, &root, &budget).map_err(|e| e.to_string())?;
+    drop(budget);
     let mut values_files = Vec::new();
     for path in values {
         if !root.join(&path).is_file() {

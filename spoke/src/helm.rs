@@ -13,6 +13,8 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use gitfleet_core::yaml::Budget;
+
 use crate::process::{self, RunError};
 use crate::sync::render::{SourceFile, is_manifest_file};
 
@@ -164,7 +166,7 @@ fn check_arguments(request: &TemplateRequest<'_>) -> Result<(), HelmError> {
 
 /// Refuses a chart (and its vendored subcharts) declaring a dependency that is not under its
 /// `charts/` directory, as a directory or a packaged `.tgz`.
-pub fn check_vendored(chart: &Path, root: &Path) -> Result<(), HelmError> {
+pub fn check_vendored(chart: &Path, root: &Path, budget: &Budget) -> Result<(), HelmError> {
     let display = |p: &Path| p.strip_prefix(root).unwrap_or(p).display().to_string();
     let mut stack = vec![chart.to_owned()];
     while let Some(dir) = stack.pop() {
@@ -176,14 +178,13 @@ pub fn check_vendored(chart: &Path, root: &Path) -> Result<(), HelmError> {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(e.into()),
             };
-            let doc: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| HelmError::Invalid {
-                    file: display(&path),
-                    message: e.to_string(),
-                })?;
+            let doc = budget.document(&text).map_err(|e| HelmError::Invalid {
+                file: display(&path),
+                message: crate::kustomize::yaml_message(&e),
+            })?;
             for dep in doc
                 .get("dependencies")
-                .and_then(serde_yaml::Value::as_sequence)
+                .and_then(serde_json::Value::as_array)
                 .into_iter()
                 .flatten()
             {

@@ -11,6 +11,9 @@
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
 
+use gitfleet_core::yaml::{Budget, YamlError};
+use serde_json::Value;
+
 use crate::process::{self, RunError};
 
 /// Files that make a directory a kustomization.
@@ -78,15 +81,10 @@ enum Reads {
 type Reference<'a> = (String, &'a str, Reads);
 
 /// Adds `value`, a list of strings (or, leniently, one string), as `field[i]` (or `field`).
-fn strings<'a>(
-    out: &mut Vec<Reference<'a>>,
-    field: &str,
-    value: Option<&'a serde_yaml::Value>,
-    reads: Reads,
-) {
+fn strings<'a>(out: &mut Vec<Reference<'a>>, field: &str, value: Option<&'a Value>, reads: Reads) {
     match value {
-        Some(serde_yaml::Value::String(s)) => out.push((field.to_owned(), s.as_str(), reads)),
-        Some(serde_yaml::Value::Sequence(items)) => {
+        Some(Value::String(s)) => out.push((field.to_owned(), s.as_str(), reads)),
+        Some(Value::Array(items)) => {
             for (i, item) in items.iter().enumerate() {
                 if let Some(s) = item.as_str() {
                     out.push((format!("{field}[{i}]"), s, reads));
@@ -98,8 +96,7 @@ fn strings<'a>(
 }
 
 /// Every string of a kustomization that kustomize reads from disk or network.
-fn references(doc: &serde_yaml::Value) -> Vec<Reference<'_>> {
-    use serde_yaml::Value;
+fn references(doc: &Value) -> Vec<Reference<'_>> {
     let mut out = Vec::new();
     for field in ["resources", "bases", "components", "crds", "configurations"] {
         strings(&mut out, field, doc.get(field), Reads::Path);
@@ -115,7 +112,7 @@ fn references(doc: &serde_yaml::Value) -> Vec<Reference<'_>> {
     );
     let items = |field: &'static str| {
         doc.get(field)
-            .and_then(Value::as_sequence)
+            .and_then(Value::as_array)
             .into_iter()
             .flatten()
             .enumerate()
@@ -134,7 +131,7 @@ fn references(doc: &serde_yaml::Value) -> Vec<Reference<'_>> {
     for field in ["configMapGenerator", "secretGenerator"] {
         for (base, item) in items(field) {
             // `files` entries are `path` or `key=path`.
-            if let Some(files) = item.get("files").and_then(Value::as_sequence) {
+            if let Some(files) = item.get("files").and_then(Value::as_array) {
                 for (i, entry) in files.iter().enumerate() {
                     if let Some(entry) = entry.as_str() {
                         let path = entry.split_once('=').map_or(entry, |(_, path)| path);
@@ -210,7 +207,7 @@ fn references(doc: &serde_yaml::Value) -> Vec<Reference<'_>> {
 /// `git@…`, `?ref=`), absolute paths or paths whose `..` lead out of `root`, in any field that
 /// names a file; and generators, transformers or validators that are KRM functions. Walks
 /// every kustomization under `root`.
-pub fn check_local_only(root: &Path) -> Result<(), KustomizeError> {
+pub fn check_local_only(root: &Path, budget: &Budget) -> Result<(), KustomizeError> {
     let mut stack = vec![root.to_owned()];
     while let Some(dir) = stack.pop() {
         for entry in std::fs::read_dir(&dir)? {
@@ -230,10 +227,11 @@ pub fn check_local_only(root: &Path) -> Result<(), KustomizeError> {
                 .display()
                 .to_string();
             let text = std::fs::read_to_string(&path)?;
-            let doc: serde_yaml::Value =
-                serde_yaml::from_str(&text).map_err(|e| KustomizeError::Invalid {
+            let doc = budget
+                .document(&text)
+                .map_err(|e| KustomizeError::Invalid {
                     file: file.clone(),
-                    message: e.to_string(),
+                    message: yaml_message(&e),
                 })?;
             let base = dir.strip_prefix(root).unwrap_or(Path::new(""));
             for (field, reference, reads) in references(&doc) {
@@ -242,6 +240,14 @@ pub fn check_local_only(root: &Path) -> Result<(), KustomizeError> {
         }
     }
     Ok(())
+}
+
+/// A YAML error for a person: the line first where it is known.
+pub(crate) fn yaml_message(error: &YamlError) -> String {
+    match error.line() {
+        Some(line) => format!("line {line}: {error}"),
+        None => error.to_string(),
+    }
 }
 
 /// Checks one reference of the kustomization `file`, in directory `base` of `root`.
@@ -395,6 +401,7 @@ pub async fn build(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use gitfleet_core::yaml::Limits;
 
     #[test]
     fn remote_references_are_recognised() {
@@ -419,7 +426,7 @@ mod tests {
             std::fs::create_dir_all(full.parent().expect("parent")).expect("mkdir");
             std::fs::write(full, content).expect("write");
         }
-        check_local_only(dir.path())
+        check_local_only(dir.path(), &Budget::new(Limits::DEFAULT))
     }
 
     fn refused(text: &str) -> String {
@@ -658,6 +665,22 @@ mod tests {
             .expect("a builtin generator");
     }
 
+    /// kustomization.yaml was parsed without any budget.
+    #[test]
+    fn an_alias_bomb_in_a_kustomization_is_refused() {
+        let dir = tempfile::TempDir::new().expect("tempdir");
+        let mut text = format!("resources: []\nx: &x \"{}\"\ny: [", "x".repeat(4096));
+        text.push_str(&vec!["*x"; 100_000].join(","));
+        text.push_str("]\n");
+        std::fs::write(dir.path().join("kustomization.yaml"), text).expect("write");
+        let err = check_local_only(dir.path(), &Budget::new(Limits::DEFAULT)).expect_err("bomb");
+        assert!(
+            err.to_string()
+                .starts_with("kustomization.yaml: more than 10000 YAML aliases"),
+            "{err}"
+        );
+    }
+
     #[test]
     fn check_local_only_finds_remote_bases_in_nested_kustomizations() {
         let dir = tempfile::TempDir::new().expect("tempdir");
@@ -667,13 +690,13 @@ mod tests {
             "resources: [base]\n",
         )
         .expect("write");
-        assert!(check_local_only(dir.path()).is_ok());
+        assert!(check_local_only(dir.path(), &Budget::new(Limits::DEFAULT)).is_ok());
         std::fs::write(
             dir.path().join("overlay/base/kustomization.yaml"),
             "resources:\n- https://example.com/evil.yaml\n",
         )
         .expect("write");
-        let err = check_local_only(dir.path()).expect_err("remote");
+        let err = check_local_only(dir.path(), &Budget::new(Limits::DEFAULT)).expect_err("remote");
         assert!(
             err.to_string().contains("overlay/base/kustomization.yaml"),
             "{err}"

@@ -90,6 +90,8 @@ pub fn sandbox_env(
         ("GIT_TERMINAL_PROMPT", "0"),
         ("GIT_ALLOW_PROTOCOL", "file"),
         ("GIT_CONFIG_NOSYSTEM", "1"),
+        // A Python-based renderer (scripts/helm) writes no bytecode into its home on every run.
+        ("PYTHONDONTWRITEBYTECODE", "1"),
     ] {
         env.push((key.into(), value.into()));
     }

@@ -1,4 +1,5 @@
 use super::*;
+use gitfleet_core::yaml::Limits;
 
 /// `scripts/helm`: the helm-compatible wrapper around helm-python-sdk (its venv comes from
 /// scripts/charts-venv, which scripts/test prepares through scripts/check-charts).
@@ -236,7 +237,8 @@ fn dependencies_must_be_vendored() {
         "Chart.yaml",
         "apiVersion: v2\nname: app\nversion: 1.0.0\ndependencies:\n- name: redis\n  version: 1.x\n  repository: https://charts.example.com\n",
     );
-    let err = check_vendored(&chart, dir.path()).expect_err("not vendored");
+    let err = check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT))
+        .expect_err("not vendored");
     assert!(
         err.to_string().starts_with(
             "app/Chart.yaml: dependency \"redis\" is not vendored under charts/ (repository \"https://charts.example.com\")"
@@ -244,14 +246,15 @@ fn dependencies_must_be_vendored() {
         "{err}"
     );
     write(&chart, "charts/redis-1.2.3.tgz", "");
-    check_vendored(&chart, dir.path()).expect("packaged subchart");
+    check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT)).expect("packaged subchart");
     std::fs::remove_file(chart.join("charts/redis-1.2.3.tgz")).expect("rm");
     write(
         &chart,
         "charts/redis/Chart.yaml",
         "apiVersion: v2\nname: redis\nversion: 1.0.0\ndependencies:\n- name: common\n  repository: oci://registry.example.com/charts\n",
     );
-    let err = check_vendored(&chart, dir.path()).expect_err("nested not vendored");
+    let err = check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT))
+        .expect_err("nested not vendored");
     assert!(
         err.to_string()
             .starts_with("app/charts/redis/Chart.yaml: dependency \"common\""),
@@ -262,9 +265,10 @@ fn dependencies_must_be_vendored() {
         "charts/redis/charts/common/Chart.yaml",
         "apiVersion: v2\nname: common\nversion: 1.0.0\n",
     );
-    check_vendored(&chart, dir.path()).expect("all vendored");
+    check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT)).expect("all vendored");
     write(&chart, "requirements.yaml", "dependencies: {broken");
-    let err = check_vendored(&chart, dir.path()).expect_err("bad yaml");
+    let err =
+        check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT)).expect_err("bad yaml");
     assert!(
         err.to_string().starts_with("app/requirements.yaml: "),
         "{err}"
@@ -370,4 +374,38 @@ async fn a_missing_helm_says_how_to_configure_one() {
         err.to_string(),
         "cannot run /nonexistent/helm: No such file or directory (os error 2); install helm or point --helm-command at it"
     );
+}
+
+/// A YAML alias bomb: one anchored scalar repeated by 100,000 aliases, under 1 MiB.
+fn alias_bomb(head: &str) -> String {
+    let mut text = format!("{head}\nx: &x \"{}\"\ny: [", "x".repeat(4096));
+    text.push_str(&vec!["*x"; 100_000].join(","));
+    text.push_str("]\n");
+    text
+}
+
+/// Chart.yaml and requirements.yaml were parsed without any budget.
+#[test]
+fn an_alias_bomb_in_chart_yaml_or_requirements_yaml_is_refused() {
+    for file in ["Chart.yaml", "requirements.yaml"] {
+        let dir = tempfile::TempDir::new().unwrap();
+        let chart = dir.path().join("app");
+        write(
+            &chart,
+            "Chart.yaml",
+            "apiVersion: v2\nname: app\nversion: 1.0.0\n",
+        );
+        write(
+            &chart,
+            file,
+            &alias_bomb("apiVersion: v2\nname: app\nversion: 1.0.0"),
+        );
+        let err = check_vendored(&chart, dir.path(), &Budget::new(Limits::DEFAULT))
+            .expect_err("alias bomb");
+        assert!(
+            err.to_string()
+                .starts_with(&format!("app/{file}: more than 10000 YAML aliases")),
+            "{err}"
+        );
+    }
 }
