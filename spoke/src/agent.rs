@@ -1139,7 +1139,6 @@ async fn kustomize(
     // within another of the same size).
     let budget = Budget::new(ctx.config.render_limits.yaml);
     crate::kustomize::check_local_only(&root, &budget).map_err(|e| e.to_string())?;
-    drop(budget);
     let output = crate::kustomize::build(
         &root,
         &root.join(dir),
@@ -1201,7 +1200,6 @@ async fn helm(
     let chart_dir = root.join(chart);
     let budget = Budget::new(ctx.config.render_limits.yaml);
     crate::helm::check_vendored(&chart_dir, &root, &budget).map_err(|e| e.to_string())?;
-    drop(budget);
     let mut values_files = Vec::new();
     for path in values {
         if !root.join(&path).is_file() {
