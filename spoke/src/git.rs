@@ -122,9 +122,7 @@ pub enum GitError {
     #[error("fetch {url}: timed out after {after:?} (--git-fetch-timeout)")]
     Timeout { url: String, after: Duration },
     /// An earlier fetch of the same repository timed out and has not stopped yet.
-    #[error(
-        "fetch {url}: an earlier fetch of this repository has not stopped {after:?} after it timed out"
-    )]
+    #[error("fetch {url}: waited {after:?} for an earlier fetch of this repository to stop")]
     Busy { url: String, after: Duration },
     /// The server sent more than `--git-fetch-max-bytes`.
     #[error("fetch {url}: the server sent more than {limit} bytes (--git-fetch-max-bytes)")]
