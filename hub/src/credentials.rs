@@ -4,13 +4,20 @@
 //! ```yaml
 //! github-bot:                     # an entry name, referenced by Repos
 //!   https: { username: git, passwordFile: /run/secrets/platform-token }
+//!   urls: ["https://github.com/acme/"]
 //! infra:
 //!   ssh: { username: git, privateKeyFile: /run/secrets/id_ed25519, knownHostsFile: /run/secrets/known_hosts }
+//!   urls: ["git@git.example.com:infra/", "ssh://git@git.example.com/infra/"]
 //! platform-hook:
 //!   webhookSecretFile: /run/secrets/platform-hook
 //! ```
 //! `password`, `privateKey`, `knownHosts` and `webhookSecret` may also be given inline. An entry
 //! holds at most one of `https` and `ssh`, and may hold a webhook secret besides.
+//!
+//! An entry with `https` or `ssh` must say where it may be sent (`urls`, see [`urls`]): a Repo
+//! whose URL is not under one of them is refused when it is applied, and the hub's fetches (and
+//! the spokes', which receive the prefixes with the credential) check every server that asks for
+//! it again, so that neither a redirect nor a plain `http://` or `git://` URL ever gets it.
 //!
 //! A Repo names its entries (`spec.credentialsRef`, `spec.webhookSecretRef`); the secrets stay
 //! in the file, out of the store and out of `gitfleet get`. A Repo without `credentialsRef` uses
@@ -23,8 +30,10 @@ use std::path::{Path, PathBuf};
 use base64::Engine as _;
 use serde::Deserialize;
 
-use crate::model::RepoCredential;
+use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::RepoSpec;
+
+pub mod urls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
@@ -49,6 +58,25 @@ pub enum RefError {
         "repo {repo:?}: spec.webhookSecretRef: the hub's credentials file (--repo-credentials) has no entry {name:?} with a webhookSecret"
     )]
     NoWebhookSecret { repo: String, name: String },
+    /// The entry the Repo names may not be sent to the Repo's URL.
+    #[error(
+        "repo {repo:?}: spec.credentialsRef: the credentials entry {name:?} may not be sent to {url:?} (spec.url): its urls are {urls}"
+    )]
+    UrlNotAllowed {
+        repo: String,
+        name: String,
+        url: String,
+        urls: String,
+    },
+    /// The Repo names no entry, and the one named like the Repo may not be sent to its URL.
+    #[error(
+        "repo {repo:?}: spec.credentialsRef: not set, so the credentials entry named like the Repo applies, and it may not be sent to {url:?} (spec.url): its urls are {urls}"
+    )]
+    ImplicitUrlNotAllowed {
+        repo: String,
+        url: String,
+        urls: String,
+    },
 }
 
 /// Everything the credentials file holds, by entry name.
@@ -70,23 +98,45 @@ impl std::fmt::Debug for Credentials {
 }
 
 impl Credentials {
-    /// The credential the Repo `repo` (with `spec`) fetches with, if any.
+    /// The credential the Repo `repo` (with `spec`) fetches with, if any; an error when the
+    /// entry it names is missing or may not be sent to the Repo's URL.
     pub fn git_for(
         &self,
         repo: &str,
         spec: &RepoSpec,
     ) -> Result<Option<&RepoCredential>, RefError> {
-        match &spec.credentials_ref {
-            Some(name) => self
-                .git
-                .get(name)
-                .map(Some)
-                .ok_or_else(|| RefError::NoCredentials {
-                    repo: repo.to_owned(),
-                    name: name.clone(),
-                }),
-            None => Ok(self.git.get(repo)),
+        let (name, credential) = match &spec.credentials_ref {
+            Some(name) => match self.git.get(name) {
+                Some(c) => (name.as_str(), c),
+                None => {
+                    return Err(RefError::NoCredentials {
+                        repo: repo.to_owned(),
+                        name: name.clone(),
+                    });
+                }
+            },
+            None => match self.git.get(repo) {
+                Some(c) => (repo, c),
+                None => return Ok(None),
+            },
+        };
+        if !credential.may_be_sent_to(&spec.url) {
+            let (repo, url, urls) = (
+                repo.to_owned(),
+                urls::redacted(&spec.url),
+                credential.urls.join(", "),
+            );
+            return Err(match spec.credentials_ref {
+                Some(_) => RefError::UrlNotAllowed {
+                    repo,
+                    name: name.to_owned(),
+                    url,
+                    urls,
+                },
+                None => RefError::ImplicitUrlNotAllowed { repo, url, urls },
+            });
         }
+        Ok(Some(credential))
     }
 
     /// The secret that signs the Repo's webhooks: its own, else the hub-wide one, if any.
@@ -122,6 +172,7 @@ impl Credentials {
 struct Entry {
     https: Option<HttpsEntry>,
     ssh: Option<SshEntry>,
+    urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     webhook_secret_file: Option<PathBuf>,
 }
@@ -182,12 +233,12 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
     };
     let mut out = Credentials::default();
     for (name, entry) in entries {
-        let credential = match (entry.https, entry.ssh) {
-            (Some(h), None) => Some(RepoCredential::Https {
+        let kind = match (entry.https, entry.ssh) {
+            (Some(h), None) => Some(CredentialKind::Https {
                 password: one_of(&name, "password", h.password, h.password_file)?,
                 username: h.username,
             }),
-            (None, Some(s)) => Some(RepoCredential::Ssh {
+            (None, Some(s)) => Some(CredentialKind::Ssh {
                 private_key_pem: one_of(&name, "privateKey", s.private_key, s.private_key_file)?,
                 known_hosts: one_of(&name, "knownHosts", s.known_hosts, s.known_hosts_file)?,
                 username: s.username,
@@ -195,6 +246,23 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
             (Some(_), Some(_)) => {
                 return Err(invalid(format!(
                     "{name}: give one of https and ssh, not both"
+                )));
+            }
+            (None, None) => None,
+        };
+        let credential = match (kind, entry.urls) {
+            (Some(kind), Some(urls)) => Some(RepoCredential {
+                urls: checked_urls(&name, &kind, urls).map_err(invalid)?,
+                kind,
+            }),
+            (Some(_), None) => {
+                return Err(invalid(format!(
+                    "{name}: give urls, the URL prefixes its credential may be sent to (like https://github.com/acme/)"
+                )));
+            }
+            (None, Some(_)) => {
+                return Err(invalid(format!(
+                    "{name}: urls are for an https or ssh credential, and the entry has none"
                 )));
             }
             (None, None) => None,
@@ -221,6 +289,37 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
         }
     }
     Ok(out)
+}
+
+/// The prefixes of entry `name`, each one a place a credential of `kind` can go to.
+fn checked_urls(
+    name: &str,
+    kind: &CredentialKind,
+    urls: Vec<String>,
+) -> Result<Vec<String>, String> {
+    if urls.is_empty() {
+        return Err(format!(
+            "{name}: urls must name at least one URL prefix its credential may be sent to"
+        ));
+    }
+    for prefix in &urls {
+        urls::check_prefix(prefix).map_err(|why| format!("{name}: urls: {prefix:?} {why}"))?;
+        let https = urls::is_https(prefix);
+        match kind {
+            CredentialKind::Https { .. } if !https => {
+                return Err(format!(
+                    "{name}: urls: {prefix:?} is not an https:// URL, and the entry holds an https credential"
+                ));
+            }
+            CredentialKind::Ssh { .. } if https => {
+                return Err(format!(
+                    "{name}: urls: {prefix:?} is an https:// URL, and the entry holds an ssh credential"
+                ));
+            }
+            _ => {}
+        }
+    }
+    Ok(urls)
 }
 
 /// Whether `known_hosts` (OpenSSH format) lists `key` (the raw host key) for `host`. Hashed
@@ -290,7 +389,7 @@ mod tests {
         std::fs::write(
             &file,
             format!(
-                "platform:\n  https: {{ username: git, passwordFile: {} }}\ninfra:\n  ssh: {{ privateKey: KEY, knownHosts: 'h ssh-ed25519 AAAA' }}\n",
+                "platform:\n  https: {{ username: git, passwordFile: {} }}\n  urls: [https://git.example.com/platform/]\ninfra:\n  ssh: {{ privateKey: KEY, knownHosts: 'h ssh-ed25519 AAAA' }}\n  urls: ['git@h:infra/']\n",
                 token.display()
             ),
         )
@@ -298,14 +397,18 @@ mod tests {
         let creds = load(&file).unwrap().git;
         assert_eq!(
             creds["platform"],
-            RepoCredential::Https {
-                username: "git".into(),
-                password: "s3cret".into()
+            RepoCredential {
+                urls: vec!["https://git.example.com/platform/".into()],
+                kind: CredentialKind::Https {
+                    username: "git".into(),
+                    password: "s3cret".into()
+                }
             }
         );
         assert!(
-            matches!(&creds["infra"], RepoCredential::Ssh { username, .. } if username == "git")
+            matches!(&creds["infra"].kind, CredentialKind::Ssh { username, .. } if username == "git")
         );
+        assert_eq!(creds["infra"].urls, ["git@h:infra/"]);
         // Debug output never shows secrets.
         assert!(!format!("{:?}", creds["platform"]).contains("s3cret"));
     }
@@ -314,7 +417,11 @@ mod tests {
     fn ambiguous_or_missing_secrets_are_errors() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("creds.yaml");
-        std::fs::write(&file, "r:\n  https: { username: git }\n").unwrap();
+        std::fs::write(
+            &file,
+            "r:\n  https: { username: git }\n  urls: ['https://h/']\n",
+        )
+        .unwrap();
         let err = load(&file).unwrap_err().to_string();
         assert!(
             err.contains("r: give exactly one of password and passwordFile"),
@@ -325,7 +432,7 @@ mod tests {
         assert!(err.contains("r: give https, ssh or webhookSecret"), "{err}");
         std::fs::write(
             &file,
-            "r:\n  https: { username: git, passwordFile: /nope }\n",
+            "r:\n  https: { username: git, passwordFile: /nope }\n  urls: ['https://h/']\n",
         )
         .unwrap();
         let err = load(&file).unwrap_err().to_string();
@@ -353,7 +460,7 @@ mod tests {
         let hook = dir.path().join("hook");
         std::fs::write(&hook, "from-file\n").unwrap();
         let creds = loaded(&format!(
-            "bot:\n  https: {{ username: git, password: pw }}\n  webhookSecret: both\nhook-a: {{ webhookSecret: inline }}\nhook-b: {{ webhookSecretFile: {} }}\n",
+            "bot:\n  https: {{ username: git, password: pw }}\n  urls: ['https://h/']\n  webhookSecret: both\nhook-a: {{ webhookSecret: inline }}\nhook-b: {{ webhookSecretFile: {} }}\n",
             hook.display()
         ))
         .unwrap();
@@ -372,7 +479,7 @@ mod tests {
     fn conflicting_entries_are_errors() {
         for (yaml, expected) in [
             (
-                "r:\n  https: { username: git, password: p }\n  ssh: { privateKey: K, knownHosts: H }\n",
+                "r:\n  https: { username: git, password: p }\n  ssh: { privateKey: K, knownHosts: H }\n  urls: ['https://h/']\n",
                 "r: give one of https and ssh, not both",
             ),
             (
@@ -393,11 +500,11 @@ mod tests {
     #[test]
     fn repos_resolve_their_refs_and_fall_back_to_the_old_keys() {
         let creds = loaded(
-            "platform:\n  https: { username: git, password: by-name }\nbot:\n  https: { username: bot, password: by-ref }\nhook-a: { webhookSecret: a }\n",
+            "platform:\n  https: { username: git, password: by-name }\n  urls: ['https://git.example.com/']\nbot:\n  https: { username: bot, password: by-ref }\n  urls: ['https://git.example.com/']\nhook-a: { webhookSecret: a }\n",
         )
         .unwrap();
-        let user = |c: Option<&RepoCredential>| match c {
-            Some(RepoCredential::Https { username, .. }) => Some(username.clone()),
+        let user = |c: Option<&RepoCredential>| match c.map(|c| &c.kind) {
+            Some(CredentialKind::Https { username, .. }) => Some(username.clone()),
             _ => None,
         };
         // A ref wins; without one, the entry named like the Repo (the file's old keys).
@@ -449,5 +556,93 @@ mod tests {
         assert!(creds.check("p", &spec(Some("nope"), None)).is_err());
         assert!(creds.check("p", &spec(None, Some("nope"))).is_err());
         assert!(Credentials::default().check("p", &spec(None, None)).is_ok());
+    }
+
+    #[test]
+    fn entries_must_say_where_their_credential_may_go() {
+        for (yaml, expected) in [
+            (
+                "github-bot:\n  https: { username: git, password: p }\n",
+                "github-bot: give urls, the URL prefixes its credential may be sent to",
+            ),
+            (
+                "github-bot:\n  https: { username: git, password: p }\n  urls: []\n",
+                "github-bot: urls must name at least one URL prefix",
+            ),
+            (
+                "github-bot:\n  https: { username: git, password: p }\n  urls: ['http://github.com/acme/']\n",
+                "github-bot: urls: \"http://github.com/acme/\" must be an https:// or ssh:// URL",
+            ),
+            (
+                "github-bot:\n  https: { username: git, password: p }\n  urls: ['git@github.com:acme/']\n",
+                "github-bot: urls: \"git@github.com:acme/\" is not an https:// URL, and the entry holds an https credential",
+            ),
+            (
+                "infra:\n  ssh: { privateKey: K, knownHosts: H }\n  urls: ['https://github.com/acme/']\n",
+                "infra: urls: \"https://github.com/acme/\" is an https:// URL, and the entry holds an ssh credential",
+            ),
+            (
+                "hook: { webhookSecret: s, urls: ['https://github.com/'] }\n",
+                "hook: urls are for an https or ssh credential, and the entry has none",
+            ),
+        ] {
+            let err = loaded(yaml).unwrap_err().to_string();
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_repo_gets_a_credential_only_for_a_url_its_entry_names() {
+        let creds = loaded(
+            "github-bot:\n  https: { username: bot, password: p }\n  urls: ['https://github.com/acme']\n",
+        )
+        .unwrap();
+        let at = |url: &str, credentials_ref: Option<&str>| RepoSpec {
+            credentials_ref: credentials_ref.map(Into::into),
+            ..RepoSpec::new(url)
+        };
+        assert!(
+            creds
+                .git_for(
+                    "web",
+                    &at("https://github.com/acme/web.git", Some("github-bot"))
+                )
+                .unwrap()
+                .is_some()
+        );
+        for url in [
+            "http://127.0.0.1:8080/x.git",
+            "git://github.com/acme/web.git",
+            "https://github.com/acmevil/web.git",
+            "https://evil.example/acme/web.git",
+        ] {
+            let err = creds
+                .git_for("evil", &at(url, Some("github-bot")))
+                .unwrap_err();
+            assert_eq!(
+                err.to_string(),
+                format!(
+                    "repo \"evil\": spec.credentialsRef: the credentials entry \"github-bot\" may not be sent to {url:?} (spec.url): its urls are https://github.com/acme"
+                )
+            );
+        }
+        // The entry named like a Repo that names none is bound the same way.
+        let err = creds
+            .git_for("github-bot", &at("http://127.0.0.1:8080/x.git", None))
+            .unwrap_err();
+        assert!(
+            err.to_string().starts_with(
+                "repo \"github-bot\": spec.credentialsRef: not set, so the credentials entry named like the Repo applies, and it may not be sent to \"http://127.0.0.1:8080/x.git\""
+            ),
+            "{err}"
+        );
+        // A password in the URL stays out of the message.
+        let err = creds
+            .git_for(
+                "evil",
+                &at("http://u:pw@127.0.0.1/x.git", Some("github-bot")),
+            )
+            .unwrap_err();
+        assert!(!err.to_string().contains("pw"), "{err}");
     }
 }

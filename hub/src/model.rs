@@ -211,9 +211,19 @@ pub struct ClusterView {
 }
 
 /// A credential for fetching a repository: used by the hub's own fetches and sent to the spokes
-/// that have a Target in that repository (never to others).
+/// that have a Target in that repository (never to others), and only ever to the places its
+/// entry names.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum RepoCredential {
+pub struct RepoCredential {
+    /// URL prefixes the credential may be sent to (`https://`, `ssh://` or `user@host:path`;
+    /// see [`crate::credentials`]); checked when a Repo names it and again by the hub's and the
+    /// spoke's fetches whenever a server asks for it.
+    pub urls: Vec<String>,
+    pub kind: CredentialKind,
+}
+
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum CredentialKind {
     Https {
         username: String,
         password: String,
@@ -226,14 +236,31 @@ pub enum RepoCredential {
     },
 }
 
+impl RepoCredential {
+    /// Whether this credential may be sent to `url`: an `https://` or `ssh://` URL (or
+    /// `user@host:path`) under one of its prefixes.
+    pub fn may_be_sent_to(&self, url: &str) -> bool {
+        crate::credentials::urls::allows(&self.urls, url)
+    }
+}
+
 impl std::fmt::Debug for RepoCredential {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RepoCredential")
+            .field("urls", &self.urls)
+            .field("kind", &self.kind)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for CredentialKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            RepoCredential::Https { username, .. } => f
+            CredentialKind::Https { username, .. } => f
                 .debug_struct("Https")
                 .field("username", username)
                 .finish_non_exhaustive(),
-            RepoCredential::Ssh { username, .. } => f
+            CredentialKind::Ssh { username, .. } => f
                 .debug_struct("Ssh")
                 .field("username", username)
                 .finish_non_exhaustive(),

@@ -5,9 +5,10 @@ mod support;
 
 use std::time::Duration;
 
-use gitfleet_hub::git::{GitCache, GitError};
+use gitfleet_hub::git::{GitCache, GitError, MAX_TREE_DEPTH};
+use gitfleet_hub::model::{CredentialKind, RepoCredential};
 use gitfleet_hub::resources::GitRef;
-use support::GitRepo;
+use support::{GitRepo, PasswordPrompt, eventually};
 
 fn cache() -> (tempfile::TempDir, GitCache) {
     let dir = tempfile::tempdir().unwrap();
@@ -183,4 +184,285 @@ async fn a_force_push_is_followed() {
             .commit,
         c2b
     );
+}
+
+// --- where credentials go ----------------------------------------------------------------------
+
+/// Issue 16, defence in depth: whatever was checked when the Repo was applied, the fetch itself
+/// gives a credential to no server outside its urls, and never over plain http.
+#[tokio::test]
+async fn the_fetch_never_sends_a_credential_over_http_nor_outside_its_urls() {
+    let prompt = PasswordPrompt::default();
+    let addr = prompt.start().await;
+    let url = format!("http://{addr}/acme/x.git");
+    let (_d, cache) = cache();
+    for urls in [
+        vec!["https://github.com/acme/".to_owned()],
+        // Prefixes the credentials file refuses to load; the fetch refuses them as well.
+        vec![format!("http://{addr}/")],
+    ] {
+        let credential = RepoCredential {
+            urls,
+            kind: CredentialKind::Https {
+                username: "github-bot".into(),
+                password: "bot-password".into(),
+            },
+        };
+        let err = cache
+            .fetch_with(&url, &GitRef::Branch("main".into()), Some(credential))
+            .await
+            .unwrap_err();
+        assert!(
+            err.to_string().contains(&format!(
+                "refusing to send the configured credential to {url}: it may be sent only over https or ssh"
+            )),
+            "{err}"
+        );
+    }
+    assert!(prompt.requests() >= 2, "the server asked");
+    assert_eq!(prompt.authorized(), Vec::<String>::new());
+}
+
+// --- fetches that must stop ----------------------------------------------------------------------
+
+/// A git:// server on a free loopback port. `pace`: `None` reads the request and says nothing
+/// until `release` is sent; `Some(pace)` advertises a commit and sends a pack of endless
+/// blobs, `pace` apart.
+async fn git_server(pace: Option<Duration>) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut released = released.clone();
+            tokio::spawn(async move {
+                match pace {
+                    None => {
+                        // Holding `stream` keeps the connection open and silent.
+                        let _open = stream;
+                        let _ = released.wait_for(|r| *r).await;
+                    }
+                    Some(pace) => {
+                        let _ = endless_pack(stream, pace).await;
+                    }
+                }
+            });
+        }
+    });
+    (format!("git://{addr}/x.git"), release)
+}
+
+fn pkt(line: &str) -> Vec<u8> {
+    let mut out = format!("{:04x}", line.len() + 4).into_bytes();
+    out.extend_from_slice(line.as_bytes());
+    out
+}
+
+async fn read_pkt(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let len = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
+    let mut data = vec![0u8; len.saturating_sub(4)];
+    stream.read_exact(&mut data).await.ok()?;
+    Some(data)
+}
+
+/// Advertises `main`, takes any request, and answers with a pack that never ends.
+async fn endless_pack(mut stream: tokio::net::TcpStream, pace: Duration) -> Option<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let sha = "0123456789abcdef0123456789abcdef01234567";
+    read_pkt(&mut stream).await?;
+    let mut advert = pkt(&format!("{sha} HEAD\0shallow\n"));
+    advert.extend(pkt(&format!("{sha} refs/heads/main\n")));
+    advert.extend_from_slice(b"0000");
+    stream.write_all(&advert).await.ok()?;
+    let mut deepen = false;
+    loop {
+        let line = read_pkt(&mut stream).await?;
+        if line.is_empty() {
+            break;
+        }
+        deepen |= line.starts_with(b"deepen");
+    }
+    if deepen {
+        let mut shallow = pkt(&format!("shallow {sha}"));
+        shallow.extend_from_slice(b"0000");
+        stream.write_all(&shallow).await.ok()?;
+    }
+    while read_pkt(&mut stream).await? != b"done\n" {}
+    stream.write_all(&pkt("NAK\n")).await.ok()?;
+    let mut header = b"PACK".to_vec();
+    header.extend(2u32.to_be_bytes());
+    header.extend(1_000_000u32.to_be_bytes());
+    stream.write_all(&header).await.ok()?;
+    for n in 0u64.. {
+        stream.write_all(&numbered_blob(n)).await.ok()?;
+        tokio::time::sleep(pace).await;
+    }
+    None
+}
+
+/// A pack entry of a 1000-byte blob that starts with `n` (libgit2 refuses an object twice):
+/// type and size, a zlib stream of one stored block, and the Adler-32 of the content.
+fn numbered_blob(n: u64) -> Vec<u8> {
+    let mut content = [0u8; 1000];
+    content[..8].copy_from_slice(&n.to_le_bytes());
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in content {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    let mut entry = vec![0xb8, 0x3e, 0x78, 0x01, 0x01, 0xe8, 0x03, 0x17, 0xfc];
+    entry.extend(content);
+    entry.extend(((b << 16) | a).to_be_bytes());
+    entry
+}
+
+/// Issue 16: a fetch that timed out gave its permit back while its blocking work went on
+/// writing into the cache. Now the permit (and the cache's lock) stays with the work until it
+/// has really ended: a fetch stuck on a silent server counts against the bound until the
+/// server lets go, and then everything is free again.
+#[tokio::test]
+async fn a_timed_out_fetch_holds_its_permit_until_it_has_really_stopped() {
+    let (url, release) = git_server(None).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = GitCache::new(dir.path().join("git"), 2, Duration::from_secs(1));
+    let err = cache
+        .fetch(&url, &GitRef::Branch("main".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::Timeout { .. }), "{err}");
+    assert_eq!(
+        cache.fetches_running(),
+        1,
+        "the fetch is still inside libgit2, waiting for the server"
+    );
+    release.send_replace(true);
+    eventually("the stuck fetch to end", || async {
+        (cache.fetches_running() == 0).then_some(())
+    })
+    .await;
+    let repo = GitRepo::new();
+    let c1 = repo.commit(&[("a.yaml", "1")], "one");
+    let fetched = cache
+        .fetch(&repo.url(), &GitRef::Branch("main".into()))
+        .await;
+    assert_eq!(fetched.unwrap().commit, c1);
+}
+
+/// A fetch still receiving, slowly, when its caller gives up stops by itself at the next
+/// callback, while the server goes on sending.
+#[tokio::test]
+async fn a_fetch_still_receiving_stops_when_its_caller_gives_up() {
+    let (url, _release) = git_server(Some(Duration::from_millis(20))).await;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = GitCache::new(dir.path().join("git"), 1, Duration::from_secs(1));
+    let err = cache
+        .fetch(&url, &GitRef::Branch("main".into()))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, GitError::Timeout { .. }), "{err}");
+    eventually("the fetch to stop", || async {
+        (cache.fetches_running() == 0).then_some(())
+    })
+    .await;
+}
+
+// --- deep trees ----------------------------------------------------------------------------------
+
+/// Writes into the cache of `url` a commit holding `fleet/a.yaml` and `deep.yaml` under
+/// `depth + 1` nested directories named `d`, as a fetch would have left it. On a thread with a
+/// large stack: libgit2's pack builder recurses into trees too.
+fn deep_commit(cache: &GitCache, url: &str, depth: usize, content: &str) -> String {
+    let (dir, content) = (cache.cache_dir(url), content.to_owned());
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || write_deep_commit(&dir, depth, &content))
+        .unwrap()
+        .join()
+        .unwrap()
+}
+
+fn write_deep_commit(dir: &std::path::Path, depth: usize, content: &str) -> String {
+    let repo = git2::Repository::open_bare(dir)
+        .or_else(|_| git2::Repository::init_bare(dir))
+        .unwrap();
+    let odb = repo.odb().unwrap();
+    // Thousands of trees go into one pack, not thousands of loose files.
+    let mempack = odb.add_new_mempack_backend(1000).unwrap();
+    let blob = repo.blob(content.as_bytes()).unwrap();
+    let mut tree = {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("deep.yaml", blob, 0o100644).unwrap();
+        b.write().unwrap()
+    };
+    for _ in 0..depth {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("d", tree, 0o040000).unwrap();
+        tree = b.write().unwrap();
+    }
+    let fleet = {
+        let mut b = repo.treebuilder(None).unwrap();
+        b.insert("a.yaml", blob, 0o100644).unwrap();
+        b.write().unwrap()
+    };
+    let mut root = repo.treebuilder(None).unwrap();
+    root.insert("fleet", fleet, 0o040000).unwrap();
+    root.insert("d", tree, 0o040000).unwrap();
+    let root = repo.find_tree(root.write().unwrap()).unwrap();
+    let sig = git2::Signature::now("t", "t@example.com").unwrap();
+    let commit = repo.commit(None, &sig, &sig, "deep", &root, &[]).unwrap();
+    let mut pack = git2::Buf::new();
+    mempack.dump(&repo, &mut pack).unwrap();
+    let mut writer = odb.packwriter().unwrap();
+    std::io::Write::write_all(&mut writer, &pack).unwrap();
+    writer.commit().unwrap();
+    commit.to_string()
+}
+
+/// Issue 16: the hub walked a commit's trees recursively, one stack frame per level, so a
+/// repository nesting directories some thousands deep overflowed the stack of the thread
+/// reading it (and aborted the hub). The walk is iterative, refuses trees deeper than the
+/// limit with the path, and change detection reads such commits too.
+#[tokio::test]
+async fn deep_trees_are_refused_and_never_walked_recursively() {
+    let (_d, cache) = cache();
+    let url = "git://127.0.0.1:1/deep.git";
+    let deep = deep_commit(&cache, url, 20_000, "v: 1\n");
+    let err = match cache.read_documents(url, &deep, ".").await {
+        Ok(docs) => panic!("{} documents read from a tree too deep", docs.len()),
+        Err(e) => e,
+    };
+    assert!(
+        matches!(&err, GitError::TooDeep { path, limit: MAX_TREE_DEPTH } if path.starts_with("d/d/d/")),
+        "{err:?}"
+    );
+    assert!(
+        err.to_string().ends_with(&format!(
+            "is nested deeper than {MAX_TREE_DEPTH} directories"
+        )),
+        "{err}"
+    );
+    // The path beside it reads as before, and so does a tree exactly as deep as allowed.
+    let docs = cache.read_documents(url, &deep, "fleet").await.unwrap();
+    assert_eq!(docs, [("fleet/a.yaml".to_owned(), "v: 1\n".to_owned())]);
+    let limit = deep_commit(&cache, url, MAX_TREE_DEPTH - 1, "v: 2\n");
+    let docs = cache.read_documents(url, &limit, ".").await.unwrap();
+    assert_eq!(docs.len(), 2, "{docs:?}");
+
+    // Change detection between deep commits finds the deep file without walking recursively.
+    let deeper = deep_commit(&cache, url, 20_000, "v: 3\n");
+    let mut files = cache
+        .changed_files(url, &deep, &deeper)
+        .await
+        .unwrap()
+        .unwrap();
+    files.sort();
+    assert_eq!(files.len(), 2, "{files:?}");
+    assert!(files[0].starts_with("d/d/d/") && files[0].ends_with("/deep.yaml"));
+    assert_eq!(files[0].len(), "d/".len() * 20_001 + "deep.yaml".len());
+    assert_eq!(files[1], "fleet/a.yaml");
 }

@@ -937,9 +937,12 @@ async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
     let mut config = HubConfig::for_tests(&data);
     config.repo_credentials.git.insert(
         "private".into(),
-        gitfleet_hub::model::RepoCredential::Https {
-            username: "git".into(),
-            password: "s3cret".into(),
+        gitfleet_hub::model::RepoCredential {
+            urls: vec!["https://git.example.test/private/".into()],
+            kind: gitfleet_hub::model::CredentialKind::Https {
+                username: "git".into(),
+                password: "s3cret".into(),
+            },
         },
     );
     let hub = runtime::start(config).await.unwrap();
@@ -947,13 +950,15 @@ async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
     let public = GitRepo::new();
     private.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
     public.commit(&[("apps/api/cm.yaml", "v: 1\n")], "one");
+    let private_url = "https://git.example.test/private/web.git";
+    serve_as(&data, private_url, &private);
     let dev = register(&hub, "dev-1", &[("env", "dev")]).await;
     let prod = register(&hub, "prod-1", &[("env", "prod")]).await;
     admin(&hub)
         .await
         .apply(pb::ApplyRequest {
             documents: vec![
-                repo_doc("private", &private.url()),
+                repo_doc("private", private_url),
                 repo_doc("public", &public.url()),
                 app_doc("web", "private", "apps/web", "dev"),
                 app_doc("api", "public", "apps/api", "prod"),
@@ -969,7 +974,8 @@ async fn credentials_reach_only_spokes_that_deploy_from_the_repo() {
     dev.until("web", |v| v.targets.contains_key("web")).await;
     let creds = &dev.view.credentials;
     assert_eq!(creds.len(), 1, "{creds:?}");
-    assert_eq!(creds[0].repo_url, private.url());
+    assert_eq!(creds[0].repo_url, private_url);
+    assert_eq!(creds[0].urls, ["https://git.example.test/private/"]);
     match &creds[0].kind {
         Some(pb::repo_credential::Kind::Https(h)) => {
             assert_eq!(

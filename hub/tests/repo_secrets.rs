@@ -5,6 +5,7 @@
 
 mod support;
 
+use gitfleet_hub::fleetsync::FleetSource;
 use gitfleet_hub::runtime::{self, HubConfig};
 use gitfleet_proto::v1 as pb;
 use hmac::{Hmac, Mac};
@@ -83,6 +84,10 @@ fn credentials_file(dir: &std::path::Path) -> gitfleet_hub::credentials::Credent
 hook-b: {{ webhookSecretFile: {} }}
 bot:
   https: {{ username: deploy-bot, password: bot-token }}
+  urls: ['https://git.example.test/platform/']
+github-bot:
+  https: {{ username: github-bot, password: bot-password }}
+  urls: ['https://github.com/acme/']
 ",
             hook_b.display()
         ),
@@ -245,15 +250,17 @@ async fn refs_to_missing_entries_are_refused_and_credentials_follow_the_ref() {
         .resources;
     assert!(stored.is_empty(), "{stored:?}");
 
-    // The credential the ref names reaches the spoke that deploys from the Repo; `get` shows
-    // the ref, never the secret.
+    // The credential the ref names reaches the spoke that deploys from the Repo, with the
+    // places it may go; `get` shows the ref, never the secret.
+    let url = "https://git.example.test/platform/web.git";
+    serve_as(&data, url, &git);
     let dev = register(&hub, "dev-1", &[("env", "dev")]).await;
     admin
         .apply(pb::ApplyRequest {
             documents: vec![
                 repo(
                     "platform",
-                    &git.url(),
+                    url,
                     serde_json::json!({"credentialsRef": "bot"}),
                 ),
                 app_doc("web", "platform", "apps/web", "dev"),
@@ -268,7 +275,8 @@ async fn refs_to_missing_entries_are_refused_and_credentials_follow_the_ref() {
     spoke.until("web", |v| v.targets.contains_key("web")).await;
     let creds = &spoke.view.credentials;
     assert_eq!(creds.len(), 1, "{creds:?}");
-    assert_eq!(creds[0].repo_url, git.url());
+    assert_eq!(creds[0].repo_url, url);
+    assert_eq!(creds[0].urls, ["https://git.example.test/platform/"]);
     match &creds[0].kind {
         Some(pb::repo_credential::Kind::Https(h)) => {
             assert_eq!(
@@ -293,5 +301,140 @@ async fn refs_to_missing_entries_are_refused_and_credentials_follow_the_ref() {
         shown[0].json
     );
     assert!(!shown[0].json.contains("bot-token"), "{}", shown[0].json);
+    hub.shutdown().await;
+}
+
+fn fleet_repo_doc(name: &str, url: &str, credentials_ref: &str) -> String {
+    format!(
+        "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: {name} }}\nspec: {{ url: '{url}', credentialsRef: {credentials_ref}, pollInterval: 1s }}\n"
+    )
+}
+
+/// Issue 16: a Repo that named an organisation's credential, with a URL of its own choosing,
+/// had the hub answer that server's 401 with the credential, in clear text over plain HTTP.
+/// Now such a Repo is refused, by hand and through the fleet path, with the Repo, the field and
+/// the URL; the server never sees a password, and nothing else changes.
+#[tokio::test]
+async fn a_credential_goes_only_where_its_entry_says() {
+    let prompt = PasswordPrompt::default();
+    let evil = format!("http://{}/x.git", prompt.start().await);
+    let (tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.repo_credentials = credentials_file(tmp.path());
+    config.fleet = Some(FleetSource {
+        repo: "fleet".into(),
+        path: "fleet".into(),
+    });
+    let hub = runtime::start(config).await.unwrap();
+    let mut admin = admin(&hub).await;
+
+    let refused = |name: &str, url: &str, what: &str| {
+        format!(
+            "repo \"{name}\": spec.credentialsRef: {what} may not be sent to \"{url}\" (spec.url): its urls are https://github.com/acme/"
+        )
+    };
+    let lookalike = "https://github.com/acmevil/x.git";
+    for (name, url, refs, expected) in [
+        (
+            "evil",
+            evil.as_str(),
+            serde_json::json!({"credentialsRef": "github-bot"}),
+            refused("evil", &evil, "the credentials entry \"github-bot\""),
+        ),
+        (
+            "evil",
+            lookalike,
+            serde_json::json!({"credentialsRef": "github-bot"}),
+            refused("evil", lookalike, "the credentials entry \"github-bot\""),
+        ),
+        // Named like the entry and naming none: bound all the same.
+        (
+            "github-bot",
+            evil.as_str(),
+            serde_json::json!({}),
+            refused(
+                "github-bot",
+                &evil,
+                "not set, so the credentials entry named like the Repo applies, and it",
+            ),
+        ),
+    ] {
+        let err = admin
+            .apply(pb::ApplyRequest {
+                documents: vec![repo(name, url, refs)],
+                dry_run: false,
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err}");
+        assert!(err.message().contains(&expected), "{}", err.message());
+    }
+
+    // Through the fleet path: the commit is refused on the fleet Repo's status, with the same
+    // reason, and none of it is applied.
+    let fleet = GitRepo::new();
+    fleet.commit(
+        &[
+            (
+                "fleet/evil.yaml",
+                &fleet_repo_doc("evil", &evil, "github-bot"),
+            ),
+            (
+                "fleet/other.yaml",
+                &fleet_repo_doc("other", "https://github.com/acme/other.git", "github-bot"),
+            ),
+        ],
+        "borrow the org's credential",
+    );
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![repo_doc("fleet", &fleet.url())],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let expected = refused("evil", &evil, "the credentials entry \"github-bot\"");
+    let fleet_error = eventually("the fleet sync to fail", || {
+        let mut admin = admin.clone();
+        async move {
+            let docs = admin
+                .get(pb::GetRequest {
+                    kind: "Repo".into(),
+                    name: "fleet".into(),
+                })
+                .await
+                .ok()?
+                .into_inner()
+                .resources;
+            let v: serde_json::Value = serde_json::from_str(&docs.first()?.json).ok()?;
+            let error = v["status"]["fleet"]["error"].as_str()?.to_owned();
+            (!error.is_empty()).then_some(error)
+        }
+    })
+    .await;
+    assert!(fleet_error.contains(&expected), "{fleet_error}");
+    let repos: Vec<String> = admin
+        .get(pb::GetRequest {
+            kind: "Repo".into(),
+            name: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .resources
+        .iter()
+        .map(|d| {
+            serde_json::from_str::<serde_json::Value>(&d.json).unwrap()["metadata"]["name"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(repos, ["fleet"]);
+    assert_eq!(
+        prompt.authorized(),
+        Vec::<String>::new(),
+        "no password sent"
+    );
     hub.shutdown().await;
 }

@@ -121,6 +121,7 @@ mod tests {
                 username: "u".into(),
                 password: password.into(),
             },
+            urls: Vec::new(),
         }
     }
 

@@ -3,21 +3,57 @@
 //!
 //! There is no working tree: files are read as blobs from the tree, so a symbolic link can never
 //! lead outside the repository (symlinks are refused outright), and nothing outside the App path
-//! is ever read. Sizes are checked from object headers before a blob is loaded.
+//! is ever read. Sizes are checked from object headers before a blob is loaded. Trees are walked
+//! with a stack of our own, to a bounded depth, never recursively.
+//!
+//! A fetch is bounded in time and in bytes ([`FetchLimits`]). libgit2 is stopped from its
+//! callbacks (the transfer progress, the sideband and the credential request): once its deadline
+//! has passed, its caller has stopped waiting or it has received too much, the next callback
+//! aborts it. The caller gets its answer at the deadline whatever libgit2 is doing; the fetch
+//! keeps the lock of its cache until it has really stopped, and a later fetch of the same
+//! repository waits for that lock no longer than a fetch may take. (libgit2 makes no callback
+//! while it waits in a socket read, nor within one pack object: a fetch from a server that
+//! accepts and then says nothing holds that lock until the server answers or hangs up, and the
+//! byte budget is checked object by object.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
-use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository, TreeWalkMode};
+use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
 use sha2::{Digest, Sha256};
 
 use crate::model::{CredentialKind, RepoCredential, Source};
 use crate::sync::render::{FileError, SourceFile, is_manifest_file};
 
+pub mod scope;
+
 /// Git file mode of a symbolic link.
 const MODE_SYMLINK: i32 = 0o120000;
+
+/// Deepest directory nesting read from a repository; deeper trees are an error.
+pub const MAX_TREE_DEPTH: usize = 256;
+
+/// Bounds on one fetch from a Git server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct FetchLimits {
+    /// Longest a fetch (and the read of the App's files that follows it) may take.
+    pub timeout: Duration,
+    /// Most bytes a fetch may receive, over all its attempts.
+    pub max_bytes: usize,
+}
+
+impl Default for FetchLimits {
+    fn default() -> Self {
+        Self {
+            timeout: Duration::from_secs(120),
+            max_bytes: 1 << 30,
+        }
+    }
+}
 
 /// Bounds on what one Target may read from a repository.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -82,6 +118,17 @@ pub enum GitError {
     Git(#[from] git2::Error),
     #[error("git task failed: {0}")]
     Task(String),
+    /// The fetch did not finish within `--git-fetch-timeout`.
+    #[error("fetch {url}: timed out after {after:?} (--git-fetch-timeout)")]
+    Timeout { url: String, after: Duration },
+    /// An earlier fetch of the same repository timed out and has not stopped yet.
+    #[error("fetch {url}: waited {after:?} for an earlier fetch of this repository to stop")]
+    Busy { url: String, after: Duration },
+    /// The server sent more than `--git-fetch-max-bytes`.
+    #[error("fetch {url}: the server sent more than {limit} bytes (--git-fetch-max-bytes)")]
+    TooLarge { url: String, limit: usize },
+    #[error("{path:?} is nested deeper than {limit} directories")]
+    TooDeep { path: String, limit: usize },
 }
 
 impl GitError {
@@ -92,7 +139,10 @@ impl GitError {
     /// untrusted server fail the same way every time: retrying them only delays the report.
     pub fn is_transient(&self) -> bool {
         match self {
-            GitError::Fetch { .. } | GitError::CommitNotFound { .. } => true,
+            GitError::Fetch { .. }
+            | GitError::CommitNotFound { .. }
+            | GitError::Timeout { .. }
+            | GitError::Busy { .. } => true,
             GitError::Git(error) => {
                 use git2::{ErrorClass, ErrorCode};
                 matches!(
@@ -112,6 +162,9 @@ impl GitError {
             | GitError::NotADirectory { .. }
             | GitError::TooManyFiles { .. }
             | GitError::TooManyBytes { .. }
+            // What the server sent and the repository holds: the same next time.
+            | GitError::TooLarge { .. }
+            | GitError::TooDeep { .. }
             // A cache directory that cannot be opened or created (permissions, a full or
             // read-only disk, a corrupt repository) does not mend itself within seconds.
             | GitError::Cache { .. }
@@ -126,6 +179,7 @@ pub struct GitCache {
     root: PathBuf,
     // One fetch at a time per repository: libgit2 does not lock a repository against itself.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    fetch_limits: FetchLimits,
 }
 
 impl GitCache {
@@ -133,6 +187,70 @@ impl GitCache {
         Self {
             root: root.into(),
             locks: Mutex::new(HashMap::new()),
+            fetch_limits: FetchLimits::default(),
+        }
+    }
+
+    /// The same cache, with these bounds on every fetch.
+    pub fn with_fetch_limits(mut self, limits: FetchLimits) -> Self {
+        self.fetch_limits = limits;
+        self
+    }
+
+    /// Runs `work` on the cache of `source`'s repository once it holds `oid`, off the async
+    /// runtime, within the fetch deadline.
+    async fn with_commit<T: Send + 'static>(
+        &self,
+        source: &Source,
+        oid: Oid,
+        credential: Option<&RepoCredential>,
+        work: impl FnOnce(&Repository) -> Result<T, GitError> + Send + 'static,
+    ) -> Result<T, GitError> {
+        let limits = self.fetch_limits;
+        let url = source.repo_url.clone();
+        let lock = {
+            let mut locks = self
+                .locks
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            locks.entry(url.clone()).or_default().clone()
+        };
+        // An earlier fetch that timed out may still be inside libgit2, waiting for a server
+        // that says nothing: wait for it, but no longer than a fetch may take.
+        let guard = tokio::time::timeout(limits.timeout, lock.lock_owned())
+            .await
+            .map_err(|_| GitError::Busy {
+                url: url.clone(),
+                after: limits.timeout,
+            })?;
+        let stop = Arc::new(Stop::new(limits));
+        let dir = self.repo_dir(&url);
+        let (task_url, task_stop) = (url.clone(), Arc::clone(&stop));
+        let git_ref = source.git_ref.clone();
+        let credential = credential.cloned();
+        let task = tokio::task::spawn_blocking(move || {
+            // Held until the work is over, not until the caller stops waiting for it.
+            let _guard = guard;
+            let repo = open_or_init(&dir)?;
+            ensure_commit(
+                &repo,
+                &task_url,
+                oid,
+                &git_ref,
+                credential.as_ref(),
+                &task_stop,
+            )?;
+            work(&repo)
+        });
+        match tokio::time::timeout(limits.timeout, task).await {
+            Ok(joined) => joined.map_err(|e| GitError::Task(e.to_string()))?,
+            Err(_) => {
+                stop.cancelled.store(true, Ordering::SeqCst);
+                Err(GitError::Timeout {
+                    url,
+                    after: limits.timeout,
+                })
+            }
         }
     }
 
@@ -151,25 +269,10 @@ impl GitCache {
     ) -> Result<AppFiles, GitError> {
         let oid = parse_commit(&source.commit)?;
         let path = normalize_path(&source.path)?;
-        let lock = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(source.repo_url.clone()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
-        let dir = self.repo_dir(&source.repo_url);
-        let url = source.repo_url.clone();
-        let git_ref = source.git_ref.clone();
-        let credential = credential.cloned();
-        tokio::task::spawn_blocking(move || {
-            let repo = open_or_init(&dir)?;
-            ensure_commit(&repo, &url, oid, &git_ref, credential.as_ref())?;
-            read_tree(&repo, oid, &path, limits)
+        self.with_commit(source, oid, credential, move |repo| {
+            read_tree(repo, oid, &path, limits)
         })
         .await
-        .map_err(|e| GitError::Task(e.to_string()))?
     }
 }
 
@@ -190,26 +293,11 @@ impl GitCache {
             .iter()
             .map(|d| normalize_path(d))
             .collect::<Result<_, _>>()?;
-        let lock = {
-            let mut locks = self
-                .locks
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
-            locks.entry(source.repo_url.clone()).or_default().clone()
-        };
-        let _guard = lock.lock().await;
-        let dir = self.repo_dir(&source.repo_url);
-        let url = source.repo_url.clone();
-        let git_ref = source.git_ref.clone();
-        let credential = credential.cloned();
         let dest = dest.to_owned();
-        tokio::task::spawn_blocking(move || {
-            let repo = open_or_init(&dir)?;
-            ensure_commit(&repo, &url, oid, &git_ref, credential.as_ref())?;
-            write_dirs(&repo, oid, &dirs, &dest, limits)
+        self.with_commit(source, oid, credential, move |repo| {
+            write_dirs(repo, oid, &dirs, &dest, limits)
         })
         .await
-        .map_err(|e| GitError::Task(e.to_string()))?
     }
 }
 
@@ -247,14 +335,15 @@ fn write_dirs(
             }
             repo.find_tree(entry.id())?
         };
-        let mut failure = None;
-        tree.walk(TreeWalkMode::PreOrder, |parent, entry| {
-            let Ok(name) = entry.name() else { return git2::TreeWalkResult::Skip };
+        walk_tree(repo, &tree, dir, |parent, entry| {
+            let Ok(name) = entry.name() else {
+                return Ok(false);
+            };
             if matches!(name, "." | ".." | ".git") || name.contains(['/', '\\', '\0']) {
-                return git2::TreeWalkResult::Skip;
+                return Ok(false);
             }
             if entry.kind() != Some(ObjectType::Blob) {
-                return git2::TreeWalkResult::Ok;
+                return Ok(true);
             }
             let file = [dir.as_str(), parent.trim_end_matches('/'), name]
                 .iter()
@@ -268,46 +357,44 @@ fn write_dirs(
                     line: None,
                     message: "symbolic links are refused: gitfleet reads only regular files from the repository".into(),
                 });
-                return git2::TreeWalkResult::Ok;
+                return Ok(false);
             }
-            let step = (|| -> Result<(), GitError> {
-                let (size, _) = odb.read_header(entry.id())?;
-                if size > limits.max_file_bytes {
-                    errors.push(FileError {
-                        file: file.clone(),
-                        line: None,
-                        message: format!("the file is {size} bytes, larger than the limit of {}", limits.max_file_bytes),
-                    });
-                    return Ok(());
-                }
-                total += size;
-                count += 1;
-                if total > limits.max_total_bytes {
-                    return Err(GitError::TooManyBytes { limit: limits.max_total_bytes });
-                }
-                if count > limits.max_files {
-                    return Err(GitError::TooManyFiles { limit: limits.max_files });
-                }
-                let blob = repo.find_blob(entry.id())?;
-                let path = dest.join(&file);
-                let io = |e: std::io::Error| GitError::Cache { path: path.clone(), message: e.to_string() };
-                if let Some(parent) = path.parent() {
-                    std::fs::create_dir_all(parent).map_err(io)?;
-                }
-                std::fs::write(&path, blob.content()).map_err(io)
-            })();
-            match step {
-                Ok(()) => git2::TreeWalkResult::Ok,
-                Err(e) => {
-                    failure = Some(e);
-                    git2::TreeWalkResult::Abort
-                }
+            let (size, _) = odb.read_header(entry.id())?;
+            if size > limits.max_file_bytes {
+                errors.push(FileError {
+                    file,
+                    line: None,
+                    message: format!(
+                        "the file is {size} bytes, larger than the limit of {}",
+                        limits.max_file_bytes
+                    ),
+                });
+                return Ok(false);
             }
-        })
-        .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
-        if let Some(e) = failure {
-            return Err(e);
-        }
+            total += size;
+            count += 1;
+            if total > limits.max_total_bytes {
+                return Err(GitError::TooManyBytes {
+                    limit: limits.max_total_bytes,
+                });
+            }
+            if count > limits.max_files {
+                return Err(GitError::TooManyFiles {
+                    limit: limits.max_files,
+                });
+            }
+            let blob = repo.find_blob(entry.id())?;
+            let path = dest.join(&file);
+            let io = |e: std::io::Error| GitError::Cache {
+                path: path.clone(),
+                message: e.to_string(),
+            };
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).map_err(io)?;
+            }
+            std::fs::write(&path, blob.content()).map_err(io)?;
+            Ok(false)
+        })?;
     }
     Ok(errors)
 }
@@ -344,6 +431,9 @@ pub fn normalize_path(path: &str) -> Result<String, GitError> {
             part => parts.push(part),
         }
     }
+    if parts.len() > MAX_TREE_DEPTH {
+        return Err(invalid("it is nested deeper than a repository is read"));
+    }
     Ok(parts.join("/"))
 }
 
@@ -378,20 +468,32 @@ fn ensure_commit(
     oid: Oid,
     git_ref: &str,
     credential: Option<&RepoCredential>,
+    stop: &Arc<Stop>,
 ) -> Result<(), GitError> {
     if has_commit(repo, oid) {
         return Ok(());
     }
-    let fetch_error = |e: git2::Error| classify_fetch_error(url, credential.is_some(), &e);
-    let local = url.starts_with("file://") || !url.contains("://");
+    let fetch_error = |e: git2::Error| {
+        stop.error(url)
+            .unwrap_or_else(|| classify_fetch_error(url, credential.is_some(), &e))
+    };
     let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+    // libgit2 cannot shallow-fetch over its local transport; asked of the URL it really fetches
+    // from (configuration may rewrite it).
+    let fetched_from = remote.url().unwrap_or(url);
+    let local = fetched_from.starts_with("file://") || !fetched_from.contains("://");
 
     let by_id = format!("+{oid}:refs/gitfleet/{oid}");
-    let mut options = fetch_options(credential);
+    let mut options = fetch_options(credential, stop);
     if !local {
         options.depth(1);
     }
     let direct = remote.fetch(&[by_id.as_str()], Some(&mut options), None);
+    stop.attempt_done();
+    // Out of time or over the byte budget: the second way would only spend more.
+    if let Some(e) = stop.error(url) {
+        return Err(e);
+    }
     if direct.is_ok() && has_commit(repo, oid) {
         return Ok(());
     }
@@ -406,7 +508,7 @@ fn ensure_commit(
     {
         refspecs.push(format!("+{git_ref}:refs/gitfleet/followed"));
     }
-    let mut options = fetch_options(credential);
+    let mut options = fetch_options(credential, stop);
     remote
         .fetch(&refspecs, Some(&mut options), None)
         .map_err(fetch_error)?;
@@ -417,6 +519,78 @@ fn ensure_commit(
             url: url.to_owned(),
             commit: oid.to_string(),
         })
+    }
+}
+
+/// Why a fetch must stop now: its deadline, its caller gave up, or the bytes it received.
+#[derive(Debug)]
+struct Stop {
+    limits: FetchLimits,
+    deadline: Instant,
+    cancelled: AtomicBool,
+    /// Bytes received by the attempts before the current one.
+    spent: AtomicUsize,
+    /// Bytes received by the current attempt so far.
+    current: AtomicUsize,
+    /// [`Stop::TIME`] or [`Stop::BYTES`] once the fetch was told to stop.
+    tripped: AtomicU8,
+}
+
+impl Stop {
+    const TIME: u8 = 1;
+    const BYTES: u8 = 2;
+
+    fn new(limits: FetchLimits) -> Self {
+        Self {
+            limits,
+            deadline: Instant::now() + limits.timeout,
+            cancelled: AtomicBool::new(false),
+            spent: AtomicUsize::new(0),
+            current: AtomicUsize::new(0),
+            tripped: AtomicU8::new(0),
+        }
+    }
+
+    /// Whether the fetch may go on; false (and remembered why) once it must stop.
+    fn go_on(&self) -> bool {
+        if self.tripped.load(Ordering::SeqCst) != 0 {
+            return false;
+        }
+        if self.cancelled.load(Ordering::SeqCst) || Instant::now() >= self.deadline {
+            self.tripped.store(Self::TIME, Ordering::SeqCst);
+            return false;
+        }
+        true
+    }
+
+    /// [`Stop::go_on`], with the bytes the current attempt has received.
+    fn received(&self, bytes: usize) -> bool {
+        self.current.store(bytes, Ordering::SeqCst);
+        if self.spent.load(Ordering::SeqCst).saturating_add(bytes) > self.limits.max_bytes {
+            self.tripped.store(Self::BYTES, Ordering::SeqCst);
+            return false;
+        }
+        self.go_on()
+    }
+
+    fn attempt_done(&self) {
+        let bytes = self.current.swap(0, Ordering::SeqCst);
+        self.spent.fetch_add(bytes, Ordering::SeqCst);
+    }
+
+    /// The error of a fetch that was told to stop, if it was.
+    fn error(&self, url: &str) -> Option<GitError> {
+        match self.tripped.load(Ordering::SeqCst) {
+            Self::TIME => Some(GitError::Timeout {
+                url: url.to_owned(),
+                after: self.limits.timeout,
+            }),
+            Self::BYTES => Some(GitError::TooLarge {
+                url: url.to_owned(),
+                limit: self.limits.max_bytes,
+            }),
+            _ => None,
+        }
     }
 }
 
@@ -445,12 +619,44 @@ fn callback_error(code: git2::ErrorCode, message: &str) -> git2::Error {
     git2::Error::new(code, git2::ErrorClass::Callback, message)
 }
 
-fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
+fn fetch_options(credential: Option<&RepoCredential>, stop: &Arc<Stop>) -> FetchOptions<'static> {
     let mut callbacks = RemoteCallbacks::new();
+    // Returning false aborts the transfer: how a blocking fetch keeps to its deadline and its
+    // byte budget, and stops once its caller has given up on it.
+    let transfer = Arc::clone(stop);
+    callbacks.transfer_progress(move |progress| transfer.received(progress.received_bytes()));
+    let sideband = Arc::clone(stop);
+    callbacks.sideband_progress(move |_| sideband.go_on());
     if let Some(credential) = credential.cloned() {
         let mut attempts = 0;
-        let kind = credential.kind.clone();
-        callbacks.credentials(move |_url, username_from_url, allowed| {
+        let asked = Arc::clone(stop);
+        let known_hosts = match &credential.kind {
+            CredentialKind::Ssh { known_hosts, .. } => Some(known_hosts.clone()),
+            CredentialKind::Https { .. } => None,
+        };
+        callbacks.credentials(move |url, username_from_url, allowed| {
+            if !asked.go_on() {
+                return Err(callback_error(
+                    git2::ErrorCode::GenericError,
+                    "the fetch was stopped",
+                ));
+            }
+            // Checked here, where the server asking is known (after any redirect), whatever
+            // the hub checked when the Repo was applied.
+            if !credential.may_be_sent_to(url) {
+                let allowed_urls = if credential.urls.is_empty() {
+                    credential.repo_url.clone()
+                } else {
+                    credential.urls.join(", ")
+                };
+                return Err(callback_error(
+                    git2::ErrorCode::Auth,
+                    &format!(
+                        "refusing to send the credential to {}: it may be sent only over https or ssh, to {allowed_urls}",
+                        scope::redacted(url)
+                    ),
+                ));
+            }
             // libgit2 asks again after a rejected credential; asking once is enough.
             attempts += 1;
             if attempts > 1 {
@@ -459,7 +665,7 @@ fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
                     "the repository rejected the credential",
                 ));
             }
-            match &kind {
+            match &credential.kind {
                 CredentialKind::Https { username, password }
                     if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
                 {
@@ -479,7 +685,7 @@ fn fetch_options(credential: Option<&RepoCredential>) -> FetchOptions<'static> {
                 )),
             }
         });
-        if let CredentialKind::Ssh { known_hosts, .. } = credential.kind {
+        if let Some(known_hosts) = known_hosts {
             callbacks.certificate_check(move |cert, host| check_host_key(cert, host, &known_hosts));
         }
     }
@@ -581,8 +787,26 @@ fn read_tree(
         Ok(())
     };
 
+    let mut walk_files = |tree: &git2::Tree<'_>, prefix: &str, out: &mut AppFiles| {
+        walk_tree(repo, tree, prefix, |dir, entry| {
+            let Ok(name) = entry.name() else {
+                return Ok(false);
+            };
+            if entry.kind() != Some(ObjectType::Blob) {
+                // Trees are descended into; submodules (commits) are not part of this repository.
+                return Ok(true);
+            }
+            let file = match (prefix.is_empty(), dir.is_empty()) {
+                (true, _) => format!("{dir}{name}"),
+                (false, true) => format!("{prefix}/{name}"),
+                (false, false) => format!("{prefix}/{dir}{name}"),
+            };
+            read_blob(out, file, entry.id(), entry.filemode())?;
+            Ok(false)
+        })
+    };
     if path.is_empty() {
-        walk(&root, "", &mut out, &mut read_blob)?;
+        walk_files(&root, "", &mut out)?;
         return Ok(out);
     }
     let entry = root
@@ -594,7 +818,7 @@ fn read_tree(
     match entry.kind() {
         Some(ObjectType::Tree) => {
             let tree = repo.find_tree(entry.id())?;
-            walk(&tree, path, &mut out, &mut read_blob)?;
+            walk_files(&tree, path, &mut out)?;
         }
         Some(ObjectType::Blob) => {
             read_blob(&mut out, path.to_owned(), entry.id(), entry.filemode())?
@@ -610,39 +834,48 @@ fn read_tree(
     Ok(out)
 }
 
-fn walk(
+/// Calls `visit(dir, entry)` for every entry under `tree` (which lies at `base` in the
+/// repository), in the order of a pre-order walk; `dir` is the path of the entry's tree below
+/// `tree` ("" or "sub/"). A tree is entered when `visit` returns true for it. The walk keeps a
+/// stack of its own rather than recursing (libgit2's `git_tree_walk` recurses in C, one frame
+/// per level, as deep as a repository cares to nest) and refuses trees deeper than
+/// [`MAX_TREE_DEPTH`] in the repository.
+fn walk_tree(
+    repo: &Repository,
     tree: &git2::Tree<'_>,
-    prefix: &str,
-    out: &mut AppFiles,
-    read_blob: &mut impl FnMut(&mut AppFiles, String, Oid, i32) -> Result<(), GitError>,
+    base: &str,
+    mut visit: impl FnMut(&str, &git2::TreeEntry<'_>) -> Result<bool, GitError>,
 ) -> Result<(), GitError> {
-    let mut failure = None;
-    tree.walk(TreeWalkMode::PreOrder, |dir, entry| {
-        let Ok(name) = entry.name() else {
-            return git2::TreeWalkResult::Ok;
+    let base_depth = base.split('/').filter(|s| !s.is_empty()).count();
+    // (a tree, the index of its next entry, its path below `tree` with a trailing '/')
+    let mut stack: Vec<(git2::Tree<'_>, usize, String)> = vec![(tree.clone(), 0, String::new())];
+    while let Some((tree, next, dir)) = stack.last_mut() {
+        let Some(entry) = tree.get(*next).map(|e| e.to_owned()) else {
+            stack.pop();
+            continue;
         };
-        if entry.kind() != Some(ObjectType::Blob) {
-            // Trees are descended into; submodules (commits) are not part of this repository.
-            return git2::TreeWalkResult::Ok;
+        *next += 1;
+        if !visit(dir, &entry)? || entry.kind() != Some(ObjectType::Tree) {
+            continue;
         }
-        let file = match (prefix.is_empty(), dir.is_empty()) {
-            (true, _) => format!("{dir}{name}"),
-            (false, true) => format!("{prefix}/{name}"),
-            (false, false) => format!("{prefix}/{dir}{name}"),
-        };
-        match read_blob(out, file, entry.id(), entry.filemode()) {
-            Ok(()) => git2::TreeWalkResult::Ok,
-            Err(e) => {
-                failure = Some(e);
-                git2::TreeWalkResult::Abort
-            }
+        let Ok(name) = entry.name() else { continue };
+        let sub_dir = format!("{dir}{name}/");
+        if base_depth + stack.len() > MAX_TREE_DEPTH {
+            let path = [base.trim_end_matches('/'), sub_dir.trim_end_matches('/')]
+                .iter()
+                .filter(|p| !p.is_empty())
+                .copied()
+                .collect::<Vec<_>>()
+                .join("/");
+            return Err(GitError::TooDeep {
+                path,
+                limit: MAX_TREE_DEPTH,
+            });
         }
-    })
-    .or_else(|e| if failure.is_some() { Ok(()) } else { Err(e) })?;
-    match failure {
-        Some(e) => Err(e),
-        None => Ok(()),
+        let sub = repo.find_tree(entry.id())?;
+        stack.push((sub, 0, sub_dir));
     }
+    Ok(())
 }
 
 #[cfg(test)]

@@ -649,6 +649,7 @@ fn credential_from_proto(c: pb::RepoCredential) -> Option<RepoCredential> {
     Some(RepoCredential {
         repo_url: c.repo_url,
         kind,
+        urls: c.urls,
     })
 }
 

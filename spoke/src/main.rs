@@ -64,6 +64,15 @@ struct RunArgs {
     #[arg(long, env = "GITFLEET_WORKER_THREADS", default_value_t = 2,
           value_parser = clap::value_parser!(u16).range(1..))]
     worker_threads: u16,
+    /// Seconds a Git fetch (and the read of the App's files after it) may take; a fetch that
+    /// takes longer fails as transient and is retried.
+    #[arg(long, env = "GITFLEET_GIT_FETCH_TIMEOUT", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    git_fetch_timeout: u64,
+    /// Most bytes one Git fetch may receive from the server.
+    #[arg(long, env = "GITFLEET_GIT_FETCH_MAX_BYTES", default_value_t = 1 << 30,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    git_fetch_max_bytes: u64,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -102,6 +111,11 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.bootstrap_token = args.bootstrap_token;
     config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);
     config.helm_command = args.helm_command;
+    config.git_fetch = gitfleet_spoke::git::FetchLimits {
+        timeout: std::time::Duration::from_secs(args.git_fetch_timeout),
+        max_bytes: usize::try_from(args.git_fetch_max_bytes)
+            .context("--git-fetch-max-bytes is larger than this machine can address")?,
+    };
     config.http_listen = Some(args.http_listen);
     if let Some(path) = args.hub_ca {
         let pem = std::fs::read_to_string(&path)

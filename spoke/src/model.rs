@@ -71,6 +71,22 @@ pub struct SyncPolicy {
 pub struct RepoCredential {
     pub repo_url: String,
     pub kind: CredentialKind,
+    /// The URL prefixes the hub's credentials entry allows it to be sent to; empty from a hub
+    /// that does not send them (then `repo_url` alone).
+    #[serde(default)]
+    pub urls: Vec<String>,
+}
+
+impl RepoCredential {
+    /// Whether a server at `url` may be given this credential: an https or ssh URL under one
+    /// of its prefixes (see [`crate::git::scope`]).
+    pub fn may_be_sent_to(&self, url: &str) -> bool {
+        if self.urls.is_empty() {
+            crate::git::scope::allows(std::slice::from_ref(&self.repo_url), url)
+        } else {
+            crate::git::scope::allows(&self.urls, url)
+        }
+    }
 }
 
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -96,6 +112,7 @@ impl std::fmt::Debug for RepoCredential {
         f.debug_struct("RepoCredential")
             .field("repo_url", &self.repo_url)
             .field("kind", &kind)
+            .field("urls", &self.urls)
             .finish_non_exhaustive()
     }
 }

@@ -40,6 +40,8 @@ pub struct SpokeConfig {
     pub agent_version: String,
     /// The `helm` that renders Helm charts (`helm template`).
     pub helm_command: PathBuf,
+    /// Bounds on every Git fetch: how long, and how many bytes.
+    pub git_fetch: crate::git::FetchLimits,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; no HTTP listener when `None`
     /// (the binary's default is 0.0.0.0:9090).
     pub http_listen: Option<SocketAddr>,
@@ -70,6 +72,7 @@ impl SpokeConfig {
             progress_timeout: Duration::from_secs(300),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             helm_command: "helm".into(),
+            git_fetch: crate::git::FetchLimits::default(),
             http_listen: None,
             link_runtime: None,
         }
@@ -184,7 +187,8 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     agent_config.progress_timeout = config.progress_timeout;
     agent_config.helm_command = config.helm_command.clone();
     agent_config.metrics = Arc::clone(&metrics);
-    let git = Arc::new(GitCache::new(config.data_dir.join("git")));
+    let git =
+        Arc::new(GitCache::new(config.data_dir.join("git")).with_fetch_limits(config.git_fetch));
 
     let cancel = CancellationToken::new();
     let mut tasks = Vec::new();

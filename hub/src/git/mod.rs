@@ -1,15 +1,23 @@
 //! Following Git repositories: one bare cache per repository URL under `DATA/git`, fetched with
 //! git2 off the async runtime, a bounded number at once, each under a deadline.
+//!
+//! A fetch that misses its deadline is reported at once, and told to stop: libgit2's transfer
+//! progress, sideband and credential callbacks check a cancel flag and abort the fetch once it is
+//! set. The fetch keeps its permit and the lock of its cache until the blocking work has really
+//! ended, so that no other fetch writes into that cache meanwhile and the bound on concurrent
+//! fetches stays true. (libgit2 makes no callback while it waits in a socket read: a fetch from a
+//! server that accepts and then says nothing ends when the server answers or hangs up.)
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::model::RepoCredential;
+use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::GitRef;
 
 pub mod changes;
@@ -33,7 +41,14 @@ pub enum GitError {
     Content(String),
     #[error("git cache {path}: {message}")]
     Cache { path: PathBuf, message: String },
+    /// A tree nested deeper than [`MAX_TREE_DEPTH`] directories.
+    #[error("{path:?} is nested deeper than {limit} directories")]
+    TooDeep { path: String, limit: usize },
 }
+
+/// Deepest directory nesting the hub reads; deeper trees are refused (and never walked
+/// recursively, so no repository can exhaust a thread's stack).
+pub const MAX_TREE_DEPTH: usize = 256;
 
 /// What a Repo's ref resolved to.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -48,7 +63,8 @@ pub struct Resolved {
 #[derive(Debug)]
 pub struct GitCache {
     root: PathBuf,
-    permits: Semaphore,
+    permits: Arc<Semaphore>,
+    max_concurrent_fetches: usize,
     timeout: Duration,
     /// One lock per cache directory: two Repos with the same URL never fetch into it at once.
     locks: std::sync::Mutex<HashMap<PathBuf, Arc<Mutex<()>>>>,
@@ -56,12 +72,20 @@ pub struct GitCache {
 
 impl GitCache {
     pub fn new(root: PathBuf, max_concurrent_fetches: usize, timeout: Duration) -> Self {
+        let max_concurrent_fetches = max_concurrent_fetches.max(1);
         Self {
             root,
-            permits: Semaphore::new(max_concurrent_fetches.max(1)),
+            permits: Arc::new(Semaphore::new(max_concurrent_fetches)),
+            max_concurrent_fetches,
             timeout,
             locks: Default::default(),
         }
+    }
+
+    /// Fetches whose blocking work is running, including ones whose caller already got a
+    /// timeout and that have not stopped yet.
+    pub fn fetches_running(&self) -> usize {
+        self.max_concurrent_fetches - self.permits.available_permits()
     }
 
     /// The bare cache of `url`.
@@ -89,17 +113,28 @@ impl GitCache {
         credential: Option<RepoCredential>,
     ) -> Result<Resolved, GitError> {
         let dir = self.cache_dir(url);
-        let lock = self.lock_for(&dir);
-        let _cache = lock.lock().await;
-        let _permit = self
-            .permits
-            .acquire()
+        let cache = self.lock_for(&dir).lock_owned().await;
+        let permit = Arc::clone(&self.permits)
+            .acquire_owned()
             .await
             .map_err(|_| GitError::Unsupported("git cache is shutting down".into()))?;
-        let deadline = Instant::now() + self.timeout;
-        let (url_owned, reference) = (url.to_owned(), reference.clone());
+        let stop = Stop {
+            deadline: Instant::now() + self.timeout,
+            timeout: self.timeout,
+            cancelled: Arc::new(AtomicBool::new(false)),
+        };
+        let (url_owned, reference, stop_fetch) = (url.to_owned(), reference.clone(), stop.clone());
         let task = tokio::task::spawn_blocking(move || {
-            fetch_blocking(&dir, &url_owned, &reference, credential.as_ref(), deadline)
+            let result = fetch_blocking(
+                &dir,
+                &url_owned,
+                &reference,
+                credential.as_ref(),
+                &stop_fetch,
+            );
+            // Held until the work is over, not until the caller stops waiting for it.
+            drop((permit, cache));
+            result
         });
         match tokio::time::timeout(self.timeout, task).await {
             Ok(Ok(result)) => result,
@@ -107,11 +142,13 @@ impl GitCache {
                 url: url.to_owned(),
                 message: format!("fetch task failed: {join}"),
             }),
-            // The blocking fetch notices the deadline in its progress callback and stops.
-            Err(_) => Err(GitError::Timeout {
-                url: url.to_owned(),
-                after: self.timeout,
-            }),
+            Err(_) => {
+                stop.cancelled.store(true, Ordering::SeqCst);
+                Err(GitError::Timeout {
+                    url: url.to_owned(),
+                    after: self.timeout,
+                })
+            }
         }
     }
 
@@ -242,25 +279,42 @@ fn read_documents_blocking(
 }
 
 /// Every blob under `tree`, with its path (symlinks and submodules are skipped: the hub reads
-/// only what is in the repository itself).
+/// only what is in the repository itself). Walked with a stack of its own, never recursively:
+/// a repository may nest trees as deep as it likes, and is refused past [`MAX_TREE_DEPTH`].
 fn collect_blobs(
     repo: &git2::Repository,
     tree: &git2::Tree<'_>,
     prefix: &str,
     out: &mut Vec<(String, git2::Oid)>,
 ) -> Result<(), GitError> {
-    for entry in tree.iter() {
-        let Ok(name) = entry.name() else { continue };
-        let path = format!("{prefix}{name}");
-        match entry.kind() {
-            Some(git2::ObjectType::Blob) if entry.filemode() != 0o120000 => {
-                out.push((path, entry.id()));
-            }
+    let depth_of = |p: &str| p.split('/').filter(|s| !s.is_empty()).count();
+    // (tree, index of its next entry, its path with a trailing '/', its depth)
+    let mut stack = vec![(tree.clone(), 0usize, prefix.to_owned(), depth_of(prefix))];
+    while let Some((tree, next, dir, depth)) = stack.last_mut() {
+        let entry = tree.get(*next).map(|e| {
+            let name = e.name().ok().map(str::to_owned);
+            (name, e.kind(), e.id(), e.filemode())
+        });
+        let Some((name, kind, id, mode)) = entry else {
+            stack.pop();
+            continue;
+        };
+        *next += 1;
+        let Some(name) = name else { continue };
+        let (path, depth) = (format!("{dir}{name}"), *depth + 1);
+        match kind {
+            Some(git2::ObjectType::Blob) if mode != 0o120000 => out.push((path, id)),
             Some(git2::ObjectType::Tree) => {
+                if depth > MAX_TREE_DEPTH {
+                    return Err(GitError::TooDeep {
+                        path,
+                        limit: MAX_TREE_DEPTH,
+                    });
+                }
                 let sub = repo
-                    .find_tree(entry.id())
+                    .find_tree(id)
                     .map_err(|e| GitError::Content(e.message().to_owned()))?;
-                collect_blobs(repo, &sub, &format!("{path}/"), out)?;
+                stack.push((sub, 0, format!("{path}/"), depth));
             }
             _ => {}
         }
@@ -268,12 +322,26 @@ fn collect_blobs(
     Ok(())
 }
 
+/// When a blocking fetch must give up: its deadline, or its caller stopped waiting.
+#[derive(Debug, Clone)]
+struct Stop {
+    deadline: Instant,
+    timeout: Duration,
+    cancelled: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn now(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst) || Instant::now() >= self.deadline
+    }
+}
+
 fn fetch_blocking(
     dir: &Path,
     url: &str,
     reference: &GitRef,
     credential: Option<&RepoCredential>,
-    deadline: Instant,
+    stop: &Stop,
 ) -> Result<Resolved, GitError> {
     let cache_err = |e: git2::Error| GitError::Cache {
         path: dir.to_owned(),
@@ -310,7 +378,7 @@ fn fetch_blocking(
                     ],
                     false,
                     credential,
-                    deadline,
+                    stop,
                 )?;
             }
             return match repo.find_commit(oid) {
@@ -325,7 +393,7 @@ fn fetch_blocking(
             };
         }
         GitRef::Semver(range) => {
-            let tags = remote_tags(&repo, url, credential)?;
+            let tags = remote_tags(&repo, url, credential, stop)?;
             let tag = refs::highest_matching_tag(tags.iter().map(String::as_str), range)
                 .map_err(GitError::Unsupported)?
                 .ok_or_else(|| GitError::RefNotFound {
@@ -340,15 +408,7 @@ fn fetch_blocking(
             )
         }
     };
-    fetch_refspecs(
-        &repo,
-        url,
-        &refspecs,
-        shallow_capable(url),
-        credential,
-        deadline,
-    )
-    .map_err(|e| match e {
+    fetch_refspecs(&repo, url, &refspecs, true, credential, stop).map_err(|e| match e {
         GitError::Fetch { message, .. } if message.contains("couldn't find remote ref") => {
             GitError::RefNotFound {
                 url: url.to_owned(),
@@ -375,16 +435,14 @@ fn remote_tags(
     repo: &git2::Repository,
     url: &str,
     credential: Option<&RepoCredential>,
+    stop: &Stop,
 ) -> Result<Vec<String>, GitError> {
-    let fetch_err = |e: git2::Error| GitError::Fetch {
-        url: url.to_owned(),
-        message: e.message().to_owned(),
-    };
+    let fetch_err = |e: git2::Error| fetch_error(url, stop, e);
     let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
     let connection = remote
         .connect_auth(
             git2::Direction::Fetch,
-            Some(auth_callbacks(credential)),
+            Some(callbacks(credential, stop)),
             None,
         )
         .map_err(fetch_err)?;
@@ -399,15 +457,50 @@ fn remote_tags(
     Ok(tags)
 }
 
-/// Callbacks that authenticate with `credential` and, for SSH, accept only a host key its
-/// known_hosts lists (no trust on first use).
-fn auth_callbacks(credential: Option<&RepoCredential>) -> git2::RemoteCallbacks<'_> {
+/// The error of a failed fetch: a timeout if it was stopped, else what libgit2 said.
+fn fetch_error(url: &str, stop: &Stop, e: git2::Error) -> GitError {
+    if stop.now() {
+        GitError::Timeout {
+            url: url.to_owned(),
+            after: stop.timeout,
+        }
+    } else {
+        GitError::Fetch {
+            url: url.to_owned(),
+            message: e.message().to_owned(),
+        }
+    }
+}
+
+/// Callbacks that stop the transfer once `stop` says so, authenticate with `credential` (only
+/// to a server its urls name, and never over plain http or git://) and, for SSH, accept only a
+/// host key its known_hosts lists (no trust on first use).
+fn callbacks<'a>(credential: Option<&'a RepoCredential>, stop: &Stop) -> git2::RemoteCallbacks<'a> {
     let mut callbacks = git2::RemoteCallbacks::new();
+    // Returning false aborts the transfer: how a blocking fetch honours its deadline, and
+    // stops once its caller gave up on it.
+    let transfer = stop.clone();
+    callbacks.transfer_progress(move |_| !transfer.now());
+    let sideband = stop.clone();
+    callbacks.sideband_progress(move |_| !sideband.now());
     let Some(credential) = credential else {
         return callbacks;
     };
     let mut attempts = 0;
-    callbacks.credentials(move |_url, url_user, allowed| {
+    let asked = stop.clone();
+    callbacks.credentials(move |url, url_user, allowed| {
+        if asked.now() {
+            return Err(git2::Error::from_str("the fetch was stopped"));
+        }
+        // Checked here, where the server asking is known (after any redirect), and not only
+        // when the Repo was applied.
+        if !credential.may_be_sent_to(url) {
+            return Err(git2::Error::from_str(&format!(
+                "refusing to send the configured credential to {}: it may be sent only over https or ssh, to {}",
+                crate::credentials::urls::redacted(url),
+                credential.urls.join(", ")
+            )));
+        }
         // libgit2 asks again after a refusal; one try is all a fixed credential gets.
         attempts += 1;
         if attempts > 1 {
@@ -415,13 +508,13 @@ fn auth_callbacks(credential: Option<&RepoCredential>) -> git2::RemoteCallbacks<
                 "the repository refused the configured credential",
             ));
         }
-        match credential {
-            RepoCredential::Https { username, password }
+        match &credential.kind {
+            CredentialKind::Https { username, password }
                 if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
             {
                 git2::Cred::userpass_plaintext(username, password)
             }
-            RepoCredential::Ssh {
+            CredentialKind::Ssh {
                 username,
                 private_key_pem,
                 ..
@@ -433,7 +526,7 @@ fn auth_callbacks(credential: Option<&RepoCredential>) -> git2::RemoteCallbacks<
                     None,
                 )
             }
-            RepoCredential::Ssh { username, .. }
+            CredentialKind::Ssh { username, .. }
                 if allowed.contains(git2::CredentialType::USERNAME) =>
             {
                 git2::Cred::username(url_user.unwrap_or(username))
@@ -443,7 +536,7 @@ fn auth_callbacks(credential: Option<&RepoCredential>) -> git2::RemoteCallbacks<
             )),
         }
     });
-    if let RepoCredential::Ssh { known_hosts, .. } = credential {
+    if let CredentialKind::Ssh { known_hosts, .. } = &credential.kind {
         callbacks.certificate_check(move |cert, host| {
             let key = cert.as_hostkey().and_then(|k| k.hostkey());
             match key {
@@ -471,38 +564,26 @@ fn fetch_refspecs(
     repo: &git2::Repository,
     url: &str,
     refspecs: &[String],
+    // Only the tip, where the transport allows.
     shallow: bool,
     credential: Option<&RepoCredential>,
-    deadline: Instant,
+    stop: &Stop,
 ) -> Result<(), GitError> {
-    let fetch_err = |e: git2::Error| GitError::Fetch {
-        url: url.to_owned(),
-        message: e.message().to_owned(),
-    };
-    let mut remote = repo.remote_anonymous(url).map_err(fetch_err)?;
-    let mut callbacks = auth_callbacks(credential);
-    // Returning false aborts the transfer: how a blocking fetch honours its deadline.
-    callbacks.transfer_progress(move |_| Instant::now() < deadline);
+    let mut remote = repo
+        .remote_anonymous(url)
+        .map_err(|e| fetch_error(url, stop, e))?;
     let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks);
+    options.remote_callbacks(callbacks(credential, stop));
     options.download_tags(git2::AutotagOption::None);
-    if shallow {
+    // Decided on the URL libgit2 really fetches from (configuration may rewrite it).
+    if shallow && shallow_capable(remote.url().unwrap_or(url)) {
         // Only the tip is needed to render; older commits already fetched stay in the cache, so
         // change detection between the previous tip and the new one still works.
         options.depth(1);
     }
     remote
         .fetch(refspecs, Some(&mut options), None)
-        .map_err(|e| {
-            if Instant::now() >= deadline {
-                GitError::Timeout {
-                    url: url.to_owned(),
-                    after: Duration::ZERO,
-                }
-            } else {
-                fetch_err(e)
-            }
-        })
+        .map_err(|e| fetch_error(url, stop, e))
 }
 
 fn changed_files_blocking(

@@ -9,8 +9,8 @@ use crate::engine::{Applied, NewToken, RegisterOutcome, Registration};
 use crate::fleet::DesiredTarget;
 use crate::link::DesiredUpdate;
 use crate::model::{
-    ClusterRecord, ClusterView, HealthState, RepoCredential, ResourceOutcome, SyncState,
-    TargetReport, TargetView, TokenRecord, VersionedTarget,
+    ClusterRecord, ClusterView, CredentialKind, HealthState, RepoCredential, ResourceOutcome,
+    SyncState, TargetReport, TargetView, TokenRecord, VersionedTarget,
 };
 use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
 
@@ -37,23 +37,29 @@ pub fn desired_state(
         removals: update.removals,
         credentials: credentials
             .into_iter()
-            .map(|(repo_url, c)| pb::RepoCredential {
-                repo_url,
-                kind: Some(match c {
-                    RepoCredential::Https { username, password } => {
-                        pb::repo_credential::Kind::Https(pb::HttpsCredential { username, password })
-                    }
-                    RepoCredential::Ssh {
-                        username,
-                        private_key_pem,
-                        known_hosts,
-                    } => pb::repo_credential::Kind::Ssh(pb::SshCredential {
-                        username,
-                        private_key_pem,
-                        known_hosts,
+            .map(
+                |(repo_url, RepoCredential { urls, kind })| pb::RepoCredential {
+                    repo_url,
+                    kind: Some(match kind {
+                        CredentialKind::Https { username, password } => {
+                            pb::repo_credential::Kind::Https(pb::HttpsCredential {
+                                username,
+                                password,
+                            })
+                        }
+                        CredentialKind::Ssh {
+                            username,
+                            private_key_pem,
+                            known_hosts,
+                        } => pb::repo_credential::Kind::Ssh(pb::SshCredential {
+                            username,
+                            private_key_pem,
+                            known_hosts,
+                        }),
                     }),
-                }),
-            })
+                    urls,
+                },
+            )
             .collect(),
     }
 }

@@ -443,3 +443,75 @@ pub fn data_dir() -> (tempfile::TempDir, PathBuf) {
     let p = d.path().join("hub");
     (d, p)
 }
+
+// --- credentials -------------------------------------------------------------------------------
+
+/// Makes the hub whose data directory is `data` fetch `url` (an https URL, which tests cannot
+/// serve) from the local `repo`: the cache of `url` rewrites it (`url.<repo>.insteadOf`). No
+/// credential is sent over the local transport; this is for checking where credentials go.
+pub fn serve_as(data: &Path, url: &str, repo: &GitRepo) {
+    let cache = gitfleet_hub::git::GitCache::new(data.join("git"), 1, DEADLINE).cache_dir(url);
+    let bare = git2::Repository::init_bare(cache).unwrap();
+    bare.config()
+        .unwrap()
+        .set_str(&format!("url.{}.insteadOf", repo.url()), url)
+        .unwrap();
+}
+
+/// What an HTTP server that asks every request for a password saw.
+#[derive(Clone, Default)]
+pub struct PasswordPrompt {
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl PasswordPrompt {
+    /// Answers every request on a free loopback port with `401` and `WWW-Authenticate: Basic`;
+    /// returns its address.
+    pub async fn start(&self) -> std::net::SocketAddr {
+        use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .unwrap();
+        let addr = listener.local_addr().unwrap();
+        let requests = self.requests.clone();
+        tokio::spawn(async move {
+            while let Ok((mut stream, _)) = listener.accept().await {
+                let requests = requests.clone();
+                tokio::spawn(async move {
+                    let mut head = Vec::new();
+                    let mut buf = [0u8; 1024];
+                    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                        match stream.read(&mut buf).await {
+                            Ok(0) | Err(_) => return,
+                            Ok(n) => head.extend_from_slice(&buf[..n]),
+                        }
+                    }
+                    requests
+                        .lock()
+                        .unwrap()
+                        .push(String::from_utf8_lossy(&head).into_owned());
+                    let _ = stream
+                        .write_all(b"HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+                        .await;
+                });
+            }
+        });
+        addr
+    }
+
+    /// How many requests arrived.
+    pub fn requests(&self) -> usize {
+        self.requests.lock().unwrap().len()
+    }
+
+    /// The heads of the requests that carried an `Authorization` header.
+    pub fn authorized(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|r| r.to_ascii_lowercase().contains("\r\nauthorization:"))
+            .cloned()
+            .collect()
+    }
+}

@@ -207,27 +207,50 @@ async fn an_unreachable_repository_is_a_fetch_error() {
     assert!(err.to_string().contains("nowhere"), "{err}");
 }
 
+/// What a test HTTP server saw: how many connections, and the head of every request.
+#[derive(Default)]
+struct Seen {
+    connections: std::sync::atomic::AtomicUsize,
+    requests: std::sync::Mutex<Vec<String>>,
+}
+
+impl Seen {
+    fn connections(&self) -> usize {
+        self.connections.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// The request heads that carried an `Authorization` header.
+    fn authorized(&self) -> Vec<String> {
+        self.requests
+            .lock()
+            .expect("requests")
+            .iter()
+            .filter(|r| r.to_ascii_lowercase().contains("\r\nauthorization:"))
+            .cloned()
+            .collect()
+    }
+}
+
 /// An HTTP server on a free loopback port that answers every request with `response` and
-/// closes the connection; `None` closes each connection without a word. Counts connections.
-async fn http_server(
-    response: Option<&'static str>,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    use std::sync::atomic::{AtomicUsize, Ordering};
+/// closes the connection; `None` closes each connection without a word. Records what it saw.
+async fn http_server(response: Option<&'static str>) -> (String, std::sync::Arc<Seen>) {
+    use std::sync::atomic::Ordering;
     use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
-    let connections = std::sync::Arc::new(AtomicUsize::new(0));
-    let counted = connections.clone();
+    let seen = std::sync::Arc::new(Seen::default());
+    let recorded = seen.clone();
     tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
-            counted.fetch_add(1, Ordering::SeqCst);
+            recorded.connections.fetch_add(1, Ordering::SeqCst);
             let Some(response) = response else {
                 drop(stream);
                 continue;
             };
+            let recorded = recorded.clone();
             tokio::spawn(async move {
                 let mut request = Vec::new();
                 let mut buf = [0u8; 1024];
@@ -237,11 +260,16 @@ async fn http_server(
                         Ok(n) => request.extend_from_slice(&buf[..n]),
                     }
                 }
+                recorded
+                    .requests
+                    .lock()
+                    .expect("requests")
+                    .push(String::from_utf8_lossy(&request).into_owned());
                 let _ = stream.write_all(response.as_bytes()).await;
             });
         }
     });
-    (format!("http://{addr}/platform.git"), connections)
+    (format!("http://{addr}/platform.git"), seen)
 }
 
 const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
@@ -252,13 +280,14 @@ fn any_commit() -> Oid {
 
 #[tokio::test]
 async fn a_repository_asking_for_a_credential_none_is_configured_for_fails_as_auth() {
-    let (url, _) = http_server(Some(UNAUTHORIZED)).await;
+    let (url, seen) = http_server(Some(UNAUTHORIZED)).await;
     let cache_dir = TempDir::new().expect("tempdir");
     let cache = GitCache::new(cache_dir.path());
     let err = cache
         .read_app(&source(&url, any_commit(), ""), None, ReadLimits::default())
         .await
         .expect_err("unauthorized");
+    assert_eq!(seen.authorized(), Vec::<String>::new());
     assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
     assert!(
         err.to_string().contains("authentication failed")
@@ -268,29 +297,54 @@ async fn a_repository_asking_for_a_credential_none_is_configured_for_fails_as_au
     assert!(!err.is_transient(), "retrying cannot conjure a credential");
 }
 
-#[tokio::test]
-async fn a_rejected_credential_fails_as_auth_and_is_not_retried() {
-    let (url, _) = http_server(Some(UNAUTHORIZED)).await;
-    let cache_dir = TempDir::new().expect("tempdir");
-    let cache = GitCache::new(cache_dir.path());
-    let credential = RepoCredential {
-        repo_url: url.clone(),
+fn https_credential(repo_url: &str, urls: &[&str]) -> RepoCredential {
+    RepoCredential {
+        repo_url: repo_url.to_owned(),
         kind: CredentialKind::Https {
             username: "deploy".into(),
-            password: "wrong".into(),
+            password: "s3cret".into(),
         },
-    };
-    let err = cache
-        .read_app(
-            &source(&url, any_commit(), ""),
-            Some(&credential),
-            ReadLimits::default(),
-        )
-        .await
-        .expect_err("rejected");
-    assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
-    assert!(err.to_string().contains("rejected the credential"), "{err}");
-    assert!(!err.is_transient(), "retrying a bad password helps nobody");
+        urls: urls.iter().map(|u| (*u).to_owned()).collect(),
+    }
+}
+
+/// Issue 16: a credential reached any server a Repo named, over plain HTTP too. Whatever the
+/// hub sent (a credential for this very URL, or one whose prefixes are elsewhere), the spoke
+/// answers the server's 401 with nothing.
+#[tokio::test]
+async fn a_credential_is_never_sent_over_http_nor_outside_its_urls() {
+    let (url, seen) = http_server(Some(UNAUTHORIZED)).await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    for credential in [
+        // From a hub that sends no prefixes: bound to the Repo's URL, which is plain HTTP.
+        https_credential(&url, &[]),
+        // Prefixes a hub could not even load, and ones elsewhere.
+        https_credential(&url, &[&url]),
+        https_credential(&url, &["https://github.com/acme/"]),
+    ] {
+        let err = cache
+            .read_app(
+                &source(&url, any_commit(), ""),
+                Some(&credential),
+                ReadLimits::default(),
+            )
+            .await
+            .expect_err("refused");
+        assert!(matches!(err, GitError::Auth { .. }), "{err:?}");
+        assert!(
+            err.to_string()
+                .contains(&format!("refusing to send the credential to {url}")),
+            "{err}"
+        );
+        assert!(!err.is_transient(), "{err}");
+    }
+    assert!(seen.connections() >= 3, "the server was asked");
+    assert_eq!(
+        seen.authorized(),
+        Vec::<String>::new(),
+        "no credential sent"
+    );
 }
 
 #[tokio::test]
@@ -299,7 +353,7 @@ async fn a_server_error_and_a_dropped_connection_are_transient_fetch_errors() {
         "HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
     ))
     .await;
-    let (dropping, connections) = http_server(None).await;
+    let (dropping, seen) = http_server(None).await;
     let cache_dir = TempDir::new().expect("tempdir");
     let cache = GitCache::new(cache_dir.path());
     for url in [unavailable, dropping] {
@@ -310,7 +364,7 @@ async fn a_server_error_and_a_dropped_connection_are_transient_fetch_errors() {
         assert!(matches!(err, GitError::Fetch { .. }), "{url}: {err:?}");
         assert!(err.is_transient(), "{url}: {err}");
     }
-    assert!(connections.load(std::sync::atomic::Ordering::SeqCst) >= 1);
+    assert!(seen.connections() >= 1);
 }
 
 #[tokio::test]
@@ -577,6 +631,10 @@ fn normalize_path_cases() {
     assert!(normalize_path("..").is_err());
     assert!(normalize_path(".git/config").is_err());
     assert!(normalize_path("a\\b").is_err());
+    let deepest = vec!["d"; MAX_TREE_DEPTH].join("/");
+    assert_eq!(normalize_path(&deepest).expect("deepest"), deepest);
+    let err = normalize_path(&format!("{deepest}/d")).expect_err("too deep");
+    assert!(err.to_string().contains("nested deeper"), "{err}");
 }
 
 #[test]
@@ -596,4 +654,350 @@ fn cache_dirs_differ_per_url() {
         cache.repo_dir("https://a/y.git")
     );
     assert!(cache.repo_dir("https://a/x.git").starts_with("/data/git"));
+}
+
+// --- bounded fetches ---------------------------------------------------------------------------
+
+/// How a test Git server behaves once a client has connected.
+#[derive(Clone, Copy)]
+enum Serve {
+    /// Reads the request and never answers, keeping the connection open until told to let go.
+    Stall,
+    /// Speaks the git:// protocol, then sends a pack of endless 1000-byte blobs, `pace` apart.
+    Endless { pace: std::time::Duration },
+}
+
+/// A git:// server on a free loopback port. Dropping the `Sender` (or sending on it) makes
+/// stalled connections close.
+async fn git_server(serve: Serve) -> (String, tokio::sync::watch::Sender<bool>) {
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (release, released) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let mut released = released.clone();
+            tokio::spawn(async move {
+                match serve {
+                    Serve::Stall => {
+                        // Holding `stream` keeps the connection open and silent.
+                        let _open = stream;
+                        let _ = released.wait_for(|r| *r).await;
+                    }
+                    Serve::Endless { pace } => {
+                        let _ = endless_pack(stream, pace).await;
+                    }
+                }
+            });
+        }
+    });
+    (format!("git://{addr}/platform.git"), release)
+}
+
+fn pkt(line: &str) -> Vec<u8> {
+    let mut out = format!("{:04x}", line.len() + 4).into_bytes();
+    out.extend_from_slice(line.as_bytes());
+    out
+}
+
+/// One pkt-line; an empty one for a flush; `None` at the end of the stream.
+async fn read_pkt(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt as _;
+    let mut len = [0u8; 4];
+    stream.read_exact(&mut len).await.ok()?;
+    let len = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
+    let mut data = vec![0u8; len.saturating_sub(4)];
+    stream.read_exact(&mut data).await.ok()?;
+    Some(data)
+}
+
+/// Advertises one commit, takes any request, and answers with a pack that never ends.
+async fn endless_pack(mut stream: tokio::net::TcpStream, pace: std::time::Duration) -> Option<()> {
+    use tokio::io::AsyncWriteExt as _;
+    let sha = any_commit().to_string();
+    read_pkt(&mut stream).await?;
+    let mut advert = pkt(&format!("{sha} HEAD\0shallow\n"));
+    advert.extend(pkt(&format!("{sha} refs/heads/main\n")));
+    advert.extend_from_slice(b"0000");
+    stream.write_all(&advert).await.ok()?;
+    let mut deepen = false;
+    loop {
+        let line = read_pkt(&mut stream).await?;
+        if line.is_empty() {
+            break;
+        }
+        deepen |= line.starts_with(b"deepen");
+    }
+    if deepen {
+        let mut shallow = pkt(&format!("shallow {sha}"));
+        shallow.extend_from_slice(b"0000");
+        stream.write_all(&shallow).await.ok()?;
+    }
+    while read_pkt(&mut stream).await? != b"done\n" {}
+    stream.write_all(&pkt("NAK\n")).await.ok()?;
+    let mut header = b"PACK".to_vec();
+    header.extend(2u32.to_be_bytes());
+    header.extend(1_000_000u32.to_be_bytes());
+    stream.write_all(&header).await.ok()?;
+    for n in 0u64.. {
+        stream.write_all(&numbered_blob(n)).await.ok()?;
+        if !pace.is_zero() {
+            tokio::time::sleep(pace).await;
+        }
+    }
+    None
+}
+
+/// A pack entry of a 1000-byte blob that starts with `n` (no two alike: libgit2 refuses a pack
+/// holding one object twice): its type and size, then a zlib stream of one stored block and
+/// the Adler-32 of the content.
+fn numbered_blob(n: u64) -> Vec<u8> {
+    let mut content = [0u8; 1000];
+    content[..8].copy_from_slice(&n.to_le_bytes());
+    let (mut a, mut b) = (1u32, 0u32);
+    for byte in content {
+        a = (a + u32::from(byte)) % 65_521;
+        b = (b + a) % 65_521;
+    }
+    let mut entry = vec![0xb8, 0x3e, 0x78, 0x01, 0x01, 0xe8, 0x03, 0x17, 0xfc];
+    entry.extend(content);
+    entry.extend(((b << 16) | a).to_be_bytes());
+    entry
+}
+
+/// Fails the test, rather than hanging it, when `fetch` does not return.
+async fn returns<T>(fetch: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(std::time::Duration::from_secs(60), fetch)
+        .await
+        .expect("the fetch returned")
+}
+
+/// Issue 16: a server that accepts and says nothing wedged every Target of its URL. The fetch
+/// now fails as transient at its deadline; a second read of the same repository fails the same
+/// way instead of queueing behind it for ever; other repositories are read meanwhile.
+#[tokio::test]
+async fn a_stalled_server_times_out_and_wedges_nothing() {
+    let (url, release) = git_server(Serve::Stall).await;
+    let origin = TestRepo::new();
+    let commit = origin.commit(&[("app/a.yaml", b"kind: A")], &[]);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let limits = FetchLimits {
+        timeout: std::time::Duration::from_secs(1),
+        ..FetchLimits::default()
+    };
+    let cache = GitCache::new(cache_dir.path()).with_fetch_limits(limits);
+    let stalled = source(&url, any_commit(), "");
+
+    let err = returns(cache.read_app(&stalled, None, ReadLimits::default()))
+        .await
+        .expect_err("stalled");
+    assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+    assert_eq!(
+        err.to_string(),
+        format!("fetch {url}: timed out after 1s (--git-fetch-timeout)")
+    );
+    assert!(err.is_transient(), "{err}");
+
+    // The first fetch is still inside libgit2, waiting for the server: the next one of that
+    // repository says so in time, and others go on.
+    let err = returns(cache.read_app(&stalled, None, ReadLimits::default()))
+        .await
+        .expect_err("still stalled");
+    assert!(
+        matches!(err, GitError::Busy { .. } | GitError::Timeout { .. }),
+        "{err:?}"
+    );
+    assert!(err.is_transient(), "{err}");
+    let files = returns(cache.read_app(
+        &source(&origin.url(), commit, "app"),
+        None,
+        ReadLimits::default(),
+    ))
+    .await
+    .expect("another repository");
+    assert_eq!(paths(&files), ["app/a.yaml"]);
+
+    // Once the server lets go, the repository is fetched from again (and fails as the server
+    // now hangs up at once).
+    release.send_replace(true);
+    let err = returns(async {
+        loop {
+            match cache.read_app(&stalled, None, ReadLimits::default()).await {
+                Err(GitError::Busy { .. }) => continue,
+                other => break other,
+            }
+        }
+    })
+    .await
+    .expect_err("hung up");
+    assert!(err.is_transient(), "{err:?}");
+}
+
+/// Issue 16: nothing bounded what a fetch received. Past `max_bytes` the fetch stops, with an
+/// error that names the flag, and is not retried at once.
+#[tokio::test]
+async fn a_server_that_sends_too_much_is_cut_off() {
+    let (url, _release) = git_server(Serve::Endless {
+        pace: std::time::Duration::ZERO,
+    })
+    .await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path()).with_fetch_limits(FetchLimits {
+        max_bytes: 256 * 1024,
+        ..FetchLimits::default()
+    });
+    let err = returns(cache.read_app(&source(&url, any_commit(), ""), None, ReadLimits::default()))
+        .await
+        .expect_err("too much");
+    assert!(
+        matches!(err, GitError::TooLarge { limit: 262_144, .. }),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        format!("fetch {url}: the server sent more than 262144 bytes (--git-fetch-max-bytes)")
+    );
+    assert!(!err.is_transient(), "{err}");
+}
+
+/// A fetch that keeps receiving, slowly, past its deadline stops by itself: the lock of its
+/// cache comes free without the server ever ending the pack.
+#[tokio::test]
+async fn a_slow_fetch_stops_at_its_deadline() {
+    let (url, _release) = git_server(Serve::Endless {
+        pace: std::time::Duration::from_millis(20),
+    })
+    .await;
+    let cache_dir = TempDir::new().expect("tempdir");
+    let limits = FetchLimits {
+        timeout: std::time::Duration::from_secs(1),
+        ..FetchLimits::default()
+    };
+    let cache = GitCache::new(cache_dir.path()).with_fetch_limits(limits);
+    let slow = source(&url, any_commit(), "");
+    let err = returns(cache.read_app(&slow, None, ReadLimits::default()))
+        .await
+        .expect_err("slow");
+    assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+    // The next fetch gets the lock (it is not Busy) and meets the same fate at its own deadline.
+    let err = returns(cache.read_app(&slow, None, ReadLimits::default()))
+        .await
+        .expect_err("slow again");
+    assert!(matches!(err, GitError::Timeout { .. }), "{err:?}");
+}
+
+// --- deep trees --------------------------------------------------------------------------------
+
+/// Writes into the cache of `url` a commit holding `app/a.yaml` and `deep.yaml` under `deep/`
+/// and `depth` more nested directories, as a fetch would have left it there. On a thread with
+/// a large stack: libgit2's pack builder recurses into trees too.
+fn deep_commit(cache: &GitCache, url: &str, depth: usize) -> Oid {
+    let dir = cache.repo_dir(url);
+    std::thread::Builder::new()
+        .stack_size(256 << 20)
+        .spawn(move || write_deep_commit(&dir, depth))
+        .expect("thread")
+        .join()
+        .expect("deep commit")
+}
+
+fn write_deep_commit(dir: &Path, depth: usize) -> Oid {
+    let repo = Repository::init_bare(dir).expect("init");
+    let odb = repo.odb().expect("odb");
+    // Thousands of trees go into one pack, not thousands of loose files.
+    let mempack = odb.add_new_mempack_backend(1000).expect("mempack");
+    let blob = repo.blob(b"kind: A").expect("blob");
+    let mut tree = {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("deep.yaml", blob, 0o100644).expect("insert");
+        b.write().expect("write")
+    };
+    for _ in 0..depth {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("d", tree, 0o040000).expect("insert");
+        tree = b.write().expect("write");
+    }
+    let app = {
+        let mut b = repo.treebuilder(None).expect("builder");
+        b.insert("a.yaml", blob, 0o100644).expect("insert");
+        b.write().expect("write")
+    };
+    let mut root = repo.treebuilder(None).expect("builder");
+    root.insert("app", app, 0o040000).expect("insert");
+    root.insert("deep", tree, 0o040000).expect("insert");
+    let root = repo.find_tree(root.write().expect("root")).expect("tree");
+    let sig = Signature::now("t", "t@example.com").expect("sig");
+    let commit = repo
+        .commit(None, &sig, &sig, "deep", &root, &[])
+        .expect("commit");
+    let mut pack = git2::Buf::new();
+    mempack.dump(&repo, &mut pack).expect("dump");
+    let mut writer = odb.packwriter().expect("packwriter");
+    std::io::Write::write_all(&mut writer, &pack).expect("pack");
+    writer.commit().expect("commit pack");
+    commit
+}
+
+/// Issue 16: trees were walked recursively (by libgit2, one C frame per level), so a tree
+/// nested some ten thousand levels deep overflowed the stack of the thread reading it and
+/// aborted the spoke. It is refused with the path and the limit; the App beside it and trees
+/// within the limit read as before.
+#[tokio::test]
+async fn deep_trees_are_refused_and_never_walked_recursively() {
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let url = "git://127.0.0.1:1/deep.git";
+    let commit = deep_commit(&cache, url, 20_000);
+
+    for path in ["", "deep"] {
+        let read = cache
+            .read_app(&source(url, commit, path), None, ReadLimits::default())
+            .await;
+        let err = match read {
+            Ok(files) => panic!("{} files read from a tree too deep", files.files.len()),
+            Err(e) => e,
+        };
+        assert!(
+            matches!(&err, GitError::TooDeep { limit: MAX_TREE_DEPTH, path } if path.starts_with("deep/d/d/")),
+            "{err:?}"
+        );
+        assert!(
+            err.to_string().ends_with(&format!(
+                "is nested deeper than {MAX_TREE_DEPTH} directories"
+            )),
+            "{err}"
+        );
+        assert!(!err.is_transient(), "{err}");
+    }
+    let dest = TempDir::new().expect("tempdir");
+    let err = match cache
+        .materialize(
+            &source(url, commit, ""),
+            None,
+            &["deep".to_owned()],
+            dest.path(),
+            ReadLimits::default(),
+        )
+        .await
+    {
+        Ok(_) => panic!("a tree too deep materialized"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, GitError::TooDeep { .. }), "{err:?}");
+    let files = cache
+        .read_app(&source(url, commit, "app"), None, ReadLimits::default())
+        .await
+        .expect("the App beside it");
+    assert_eq!(paths(&files), ["app/a.yaml"]);
+
+    // Exactly as deep as allowed: `deep/` and MAX_TREE_DEPTH - 1 levels below it.
+    let url = "git://127.0.0.1:1/limit.git";
+    let commit = deep_commit(&cache, url, MAX_TREE_DEPTH - 1);
+    let files = cache
+        .read_app(&source(url, commit, "deep"), None, ReadLimits::default())
+        .await
+        .expect("within the limit");
+    assert_eq!(files.files.len(), 1);
+    assert!(files.files[0].path.ends_with("/d/deep.yaml"));
 }
