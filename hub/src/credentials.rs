@@ -28,12 +28,11 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use base64::Engine as _;
+use gitfleet_core::credential_scope as urls;
 use serde::Deserialize;
 
 use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::RepoSpec;
-
-pub mod urls;
 
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {

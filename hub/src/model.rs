@@ -240,7 +240,7 @@ impl RepoCredential {
     /// Whether this credential may be sent to `url`: an `https://` or `ssh://` URL (or
     /// `user@host:path`) under one of its prefixes.
     pub fn may_be_sent_to(&self, url: &str) -> bool {
-        crate::credentials::urls::allows(&self.urls, url)
+        gitfleet_core::credential_scope::allows(&self.urls, url)
     }
 }
 

@@ -29,8 +29,6 @@ use sha2::{Digest, Sha256};
 use crate::model::{CredentialKind, RepoCredential, Source};
 use crate::sync::render::{FileError, SourceFile, is_manifest_file};
 
-pub mod scope;
-
 /// Git file mode of a symbolic link.
 const MODE_SYMLINK: i32 = 0o120000;
 
@@ -653,7 +651,7 @@ fn fetch_options(credential: Option<&RepoCredential>, stop: &Arc<Stop>) -> Fetch
                     git2::ErrorCode::Auth,
                     &format!(
                         "refusing to send the credential to {}: it may be sent only over https or ssh, to {allowed_urls}",
-                        scope::redacted(url)
+                        gitfleet_core::credential_scope::redacted(url)
                     ),
                 ));
             }

@@ -82,9 +82,9 @@ impl RepoCredential {
     /// of its prefixes (see [`crate::git::scope`]).
     pub fn may_be_sent_to(&self, url: &str) -> bool {
         if self.urls.is_empty() {
-            crate::git::scope::allows(std::slice::from_ref(&self.repo_url), url)
+            gitfleet_core::credential_scope::allows(std::slice::from_ref(&self.repo_url), url)
         } else {
-            crate::git::scope::allows(&self.urls, url)
+            gitfleet_core::credential_scope::allows(&self.urls, url)
         }
     }
 }

@@ -1,8 +1,10 @@
 //! gitfleet's pure core: decisions and parsers that both the hub and the spoke use, with no IO.
 //!
+//! - [`credential_scope`]: where a Git credential may be sent (its entry's URL prefixes).
 //! - [`yaml`]: reading untrusted YAML and JSON into JSON values within one budget (events,
 //!   aliases, depth, documents and expanded size, per document and per Target or commit).
 //! - [`documents`]: resource documents (`gitfleet apply -f`, the fleet path of a Repo) from text.
 
+pub mod credential_scope;
 pub mod documents;
 pub mod yaml;

@@ -497,7 +497,7 @@ fn callbacks<'a>(credential: Option<&'a RepoCredential>, stop: &Stop) -> git2::R
         if !credential.may_be_sent_to(url) {
             return Err(git2::Error::from_str(&format!(
                 "refusing to send the configured credential to {}: it may be sent only over https or ssh, to {}",
-                crate::credentials::urls::redacted(url),
+                gitfleet_core::credential_scope::redacted(url),
                 credential.urls.join(", ")
             )));
         }

@@ -8,8 +8,9 @@
 //! server decodes it (`..` or `.` segments, `%2e`, `%2f`, `%5c`, backslashes) is covered by
 //! nothing.
 //!
-//! The spoke applies the same rule to the prefixes the hub sends with each credential
-//! (`spoke/src/git/scope.rs`); keep the two in step.
+//! One rule for both sides: the hub checks Repos against their entry's prefixes at apply and
+//! in its own fetches; the spoke checks every URL libgit2 asks a credential for against the
+//! prefixes the hub sent with it.
 
 /// A URL taken apart as far as deciding where it leads needs.
 #[derive(Debug, Clone, PartialEq, Eq)]
