@@ -988,6 +988,7 @@ impl Engine {
                     last_contact_unix: now,
                     revoked: false,
                     key_fingerprint: csr.key_fingerprint.clone(),
+                    renewed_key_fingerprints: Vec::new(),
                     pending,
                     token_id: token.id,
                 })?;
@@ -1073,17 +1074,17 @@ impl Engine {
         Ok(self.store.tokens()?)
     }
 
-    /// Issues a fresh certificate for a connected cluster (rotation over the live link), and
-    /// moves the cluster's key binding to the new key: from then on the certificate the
-    /// session connected with (and every older one) is refused. `session_key` is the
-    /// fingerprint of the key the session speaks for; a session whose key is no longer the
-    /// bound one cannot renew. Returns the certificate and the new key's fingerprint.
+    /// Issues a fresh certificate for a connected cluster (rotation over the live link). Its
+    /// key is accepted alongside the current one until the spoke confirms it stored the new
+    /// certificate ([`Engine::confirm_renewal`]) or connects with it; from then on only the
+    /// new one is. `session_key` is the fingerprint of the key the session speaks for; a
+    /// session whose key is no longer the bound one cannot renew. Returns the certificate.
     pub async fn renew(
         &self,
         cluster: &str,
         session_key: &str,
         csr_pem: &str,
-    ) -> Result<(String, String), EngineError> {
+    ) -> Result<String, EngineError> {
         let _guard = self.write.lock().await;
         let record = self.store.cluster(cluster)?.ok_or_else(|| {
             EngineError::NotFound(format!("cluster {cluster:?} is not registered"))
@@ -1102,11 +1103,7 @@ impl Engine {
             .map_err(csr_refused)?;
         let renewed = self.store.update_cluster(cluster, |record| match record {
             Some(r) if !r.revoked && speaks_for(r, session_key) => (
-                Some(ClusterRecord {
-                    certificate_expires_unix: issued.not_after_unix,
-                    key_fingerprint: issued.key_fingerprint.clone(),
-                    ..r.clone()
-                }),
+                Some(r.renewed(session_key, &issued.key_fingerprint, issued.not_after_unix)),
                 true,
             ),
             _ => (None, false),
@@ -1117,8 +1114,35 @@ impl Engine {
             )));
         }
         self.store.flush().await?;
-        info!(%cluster, "certificate renewed; the previous certificate is refused from now on");
-        Ok((issued.certificate_pem, issued.key_fingerprint))
+        info!(%cluster, "certificate renewed");
+        Ok(issued.certificate_pem)
+    }
+
+    /// The spoke of `cluster`, on a session speaking for `session_key`, stored the certificate
+    /// a renewal issued for the key `renewed_key`: that key becomes the cluster's, and the
+    /// certificate it replaces is refused from now on. True when the binding moved; a key the
+    /// last renewal did not issue moves nothing.
+    pub async fn confirm_renewal(
+        &self,
+        cluster: &str,
+        session_key: &str,
+        renewed_key: &str,
+    ) -> Result<bool, EngineError> {
+        let moved = self.store.update_cluster(cluster, |record| match record {
+            Some(r)
+                if !r.revoked
+                    && speaks_for(r, session_key)
+                    && r.renewed_key_fingerprints.iter().any(|k| k == renewed_key) =>
+            {
+                (Some(r.bind_key(renewed_key)), true)
+            }
+            _ => (None, false),
+        })?;
+        if moved {
+            self.store.flush().await?;
+            info!(%cluster, "the spoke holds its renewed certificate; the previous one is refused from now on");
+        }
+        Ok(moved)
     }
 
     /// Mints a bootstrap token; the secret is in the answer only.
@@ -1303,10 +1327,10 @@ impl Engine {
                 if binding == KeyBinding::Superseded {
                     return (None, Err(EngineError::Unauthenticated(superseded(cluster))));
                 }
-                let mut record = record.clone();
-                if binding == KeyBinding::BindNow {
-                    record.key_fingerprint = key.fingerprint.clone();
-                }
+                let mut record = match binding {
+                    KeyBinding::BindNow | KeyBinding::Renewed => record.bind_key(&key.fingerprint),
+                    KeyBinding::Bound | KeyBinding::Superseded => record.clone(),
+                };
                 record.last_contact_unix = now;
                 if !agent_version.is_empty() {
                     record.agent_version = agent_version.to_owned();
@@ -1337,8 +1361,14 @@ impl Engine {
                 .subscribe();
             (binding, id, replaced, revoked, desired)
         };
-        if binding == KeyBinding::BindNow {
-            info!(%cluster, fingerprint = %key.fingerprint, "bound the cluster to the key of its current certificate (record from an older hub)");
+        match binding {
+            KeyBinding::BindNow => {
+                info!(%cluster, fingerprint = %key.fingerprint, "bound the cluster to the key of its current certificate (record from an older hub)");
+            }
+            KeyBinding::Renewed => {
+                info!(%cluster, "connected with its renewed certificate; the previous one is refused from now on");
+            }
+            KeyBinding::Bound | KeyBinding::Superseded => {}
         }
         self.kick_rollouts();
         let hook = self

@@ -23,12 +23,20 @@ pub struct ClusterRecord {
     pub last_contact_unix: i64,
     #[serde(default)]
     pub revoked: bool,
-    /// SHA-256 of the public key of the cluster's current certificate, hex: the one key the
-    /// hub accepts for this cluster. Registration binds it, renewal moves it; a connection
-    /// with any other key (a superseded certificate) is refused. Empty in records written
-    /// before the hub recorded it: see [`ClusterRecord::key_binding`].
+    /// SHA-256 of the public key of the cluster's current certificate, hex: the key the hub
+    /// accepts for this cluster. Registration binds it, a renewal moves it (see
+    /// `renewed_key_fingerprint`); a connection with any other key (a superseded certificate)
+    /// is refused. Empty in records written before the hub recorded it: see
+    /// [`ClusterRecord::key_binding`].
     #[serde(default)]
     pub key_fingerprint: String,
+    /// The keys of the certificates renewals issued since, oldest first (at most
+    /// [`RENEWALS_UNCONFIRMED`]), while the spoke has not yet said it stored one (nor connected
+    /// with one): accepted too, so that a renewal whose answer was lost, or a spoke too old to
+    /// confirm, is not locked out. The one the spoke confirms or connects with becomes
+    /// `key_fingerprint`, and the others are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renewed_key_fingerprints: Vec<String>,
     /// Registered, waiting for an admin's approval (no certificate yet).
     #[serde(default)]
     pub pending: bool,
@@ -39,11 +47,17 @@ pub struct ClusterRecord {
     pub token_id: String,
 }
 
+/// Renewals a spoke has not confirmed whose keys are still accepted.
+pub const RENEWALS_UNCONFIRMED: usize = 4;
+
 /// Whether a certificate's key may act as a cluster, from what its record binds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyBinding {
     /// The certificate carries the bound key.
     Bound,
+    /// The certificate is the one the last renewal issued: its key becomes the bound one, and
+    /// the certificate it replaced is refused from then on.
+    Renewed,
     /// A record from before the hub bound keys: the certificate is the one last issued (its
     /// expiry is the one recorded), and its key becomes the bound one.
     BindNow,
@@ -53,12 +67,18 @@ pub enum KeyBinding {
 
 impl ClusterRecord {
     /// Whether a certificate with public key `fingerprint` expiring at `not_after_unix` speaks
-    /// for this cluster. Only the certificate issued last does: its key is bound at
-    /// registration and moved on renewal. A record without a bound key (written by an older
-    /// hub) accepts only the certificate whose expiry matches the one recorded when it was
-    /// issued, never an older one, and binds its key.
+    /// for this cluster: the current certificate does (its key is bound at registration), and
+    /// so does the one a renewal issued since (which then becomes the current one). A record
+    /// without a bound key (written by an older hub) accepts only the certificate whose expiry
+    /// matches the one recorded when it was issued, never an older one, and binds its key.
     pub fn key_binding(&self, fingerprint: &str, not_after_unix: i64) -> KeyBinding {
-        if !self.key_fingerprint.is_empty() {
+        if self
+            .renewed_key_fingerprints
+            .iter()
+            .any(|k| k == fingerprint)
+        {
+            KeyBinding::Renewed
+        } else if !self.key_fingerprint.is_empty() {
             if self.key_fingerprint == fingerprint {
                 KeyBinding::Bound
             } else {
@@ -68,6 +88,34 @@ impl ClusterRecord {
             KeyBinding::BindNow
         } else {
             KeyBinding::Superseded
+        }
+    }
+
+    /// The record once the key `fingerprint` is the cluster's: bound, and no renewal pending.
+    pub fn bind_key(&self, fingerprint: &str) -> ClusterRecord {
+        ClusterRecord {
+            key_fingerprint: fingerprint.to_owned(),
+            renewed_key_fingerprints: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The record once a renewal issued a certificate for `fingerprint`, expiring at
+    /// `not_after_unix`, on a session speaking for `session_key`.
+    pub fn renewed(&self, session_key: &str, fingerprint: &str, not_after_unix: i64) -> Self {
+        let mut renewed = self.renewed_key_fingerprints.clone();
+        renewed.push(fingerprint.to_owned());
+        let excess = renewed.len().saturating_sub(RENEWALS_UNCONFIRMED);
+        renewed.drain(..excess);
+        ClusterRecord {
+            certificate_expires_unix: not_after_unix,
+            key_fingerprint: if self.key_fingerprint.is_empty() {
+                session_key.to_owned()
+            } else {
+                self.key_fingerprint.clone()
+            },
+            renewed_key_fingerprints: renewed,
+            ..self.clone()
         }
     }
 }

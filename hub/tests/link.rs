@@ -699,7 +699,10 @@ async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certifica
 
     // A message with nothing in it is refused.
     fresh
-        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .send(In::Heartbeat(pb::Heartbeat {
+            sent_at_unix: 1,
+            ..Default::default()
+        }))
         .await;
     fresh.send_raw(pb::SpokeMessage { msg: None }).await;
     let status = fresh.until_end().await.expect("refused");
@@ -1153,7 +1156,10 @@ async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
     .await;
     // A heartbeat brings it back.
     spoke
-        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .send(In::Heartbeat(pb::Heartbeat {
+            sent_at_unix: 1,
+            ..Default::default()
+        }))
         .await;
     eventually("the heartbeat to show", || {
         let admin = admin.clone();

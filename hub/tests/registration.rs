@@ -354,6 +354,8 @@ async fn a_superseded_certificate_cannot_replace_the_live_session() {
         key_pem: key.serialize_pem(),
         ..old.clone()
     };
+    // It stored the new certificate, and says so.
+    confirm(&hub, &live, &renewed).await;
 
     // The attack: the old certificate (an old volume snapshot) tries to take over the cluster.
     let err = FakeSpoke::connect(&hub.grpc_url(), &old, live.view.clone())
@@ -394,16 +396,87 @@ async fn a_superseded_certificate_cannot_replace_the_live_session() {
         .await;
     fresh.until("ack 2", |v| v.acked_seq == 2).await;
     let third = rcgen::KeyPair::generate().unwrap();
+    fresh.view.renewed = None;
     fresh
         .send(In::Renew(pb::RenewRequest {
             csr_pem: csr(&third),
         }))
         .await;
     fresh.until("renewed", |v| v.renewed.is_some()).await;
+    let third = SpokeIdentity {
+        cert_pem: fresh.view.renewed.clone().unwrap().certificate_pem,
+        key_pem: third.serialize_pem(),
+        ..old.clone()
+    };
+    confirm(&hub, &fresh, &third).await;
     let err = FakeSpoke::connect(&hub.grpc_url(), &renewed, SpokeView::default())
         .await
         .err()
         .expect("superseded in turn");
+    assert_eq!(err.code(), Code::Unauthenticated, "{err}");
+    hub.shutdown().await;
+}
+
+/// What a spoke sends once it stored a renewed certificate: the heartbeat naming its key.
+/// Returns once the hub bound the cluster to that key.
+async fn confirm(hub: &HubHandle, spoke: &FakeSpoke, renewed: &SpokeIdentity) {
+    let key = gitfleet_hub::pki::cert_key_pem(&renewed.cert_pem).unwrap();
+    spoke
+        .send(In::Heartbeat(pb::Heartbeat {
+            sent_at_unix: 1,
+            renewed_key_sha256: key.fingerprint.clone(),
+        }))
+        .await;
+    eventually("the cluster bound to the renewed key", || {
+        let bound = hub
+            .engine()
+            .store()
+            .cluster(&renewed.cluster)
+            .unwrap()
+            .is_some_and(|c| c.key_fingerprint == key.fingerprint);
+        async move { bound.then_some(()) }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_renewal_the_spoke_never_stored_does_not_lock_it_out() {
+    let (_tmp, data) = data_dir();
+    let hub = start(HubConfig::for_tests(&data)).await;
+    let old = register(&hub, "dev-1", &[]).await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &old, SpokeView::default())
+        .await
+        .unwrap();
+    spoke.until("snapshot", |v| v.snapshots == 1).await;
+    let key = rcgen::KeyPair::generate().unwrap();
+    spoke
+        .send(In::Renew(pb::RenewRequest { csr_pem: csr(&key) }))
+        .await;
+    spoke.until("renewed", |v| v.renewed.is_some()).await;
+    let renewed = SpokeIdentity {
+        cert_pem: spoke.view.renewed.clone().unwrap().certificate_pem,
+        key_pem: key.serialize_pem(),
+        ..old.clone()
+    };
+    // The spoke went away before storing it (or its answer was lost): it comes back with
+    // the certificate it has.
+    let held = spoke.close();
+    let mut back = FakeSpoke::connect(&hub.grpc_url(), &old, held.clone())
+        .await
+        .expect("the certificate the spoke holds still gets in");
+    back.report(1, "web", "c1", "back").await;
+    back.until("ack 1", |v| v.acked_seq == 1).await;
+    // Had it stored the new one, that would get in as well, and become the only one.
+    let mut renewed_spoke = FakeSpoke::connect(&hub.grpc_url(), &renewed, back.view.clone())
+        .await
+        .unwrap();
+    assert!(back.until_end().await.is_none(), "replaced");
+    renewed_spoke.report(2, "web", "c1", "renewed").await;
+    renewed_spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    let err = FakeSpoke::connect(&hub.grpc_url(), &old, SpokeView::default())
+        .await
+        .err()
+        .expect("superseded once the renewed certificate was used");
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     hub.shutdown().await;
 }
@@ -441,6 +514,7 @@ async fn a_cluster_recorded_without_a_key_accepts_only_its_last_certificate() {
             .update_cluster("dev-1", |r| {
                 let mut r = r.cloned().unwrap();
                 r.key_fingerprint.clear();
+                r.renewed_key_fingerprints.clear();
                 (Some(r), ())
             })
             .unwrap();

@@ -494,7 +494,7 @@ struct Session<'a> {
     /// The desired state the spoke holds.
     sent: &'a mut Arc<ClusterDesired>,
     /// The fingerprint of the key the session speaks for: the one it connected with, then
-    /// the one of each certificate it renewed to.
+    /// the one of each renewed certificate the spoke confirmed it stored.
     key: &'a mut String,
     connection: &'a Connection,
 }
@@ -511,7 +511,17 @@ async fn handle(
     match message.msg {
         // Reports go through `ingest`.
         Some(In::Status(_)) => Ok(true),
-        Some(In::Heartbeat(_)) => Ok(true),
+        Some(In::Heartbeat(heartbeat)) => {
+            if !heartbeat.renewed_key_sha256.is_empty()
+                && engine
+                    .confirm_renewal(cluster, session.key, &heartbeat.renewed_key_sha256)
+                    .await?
+            {
+                // The session speaks for the key the spoke now holds.
+                *session.key = heartbeat.renewed_key_sha256;
+            }
+            Ok(true)
+        }
         Some(In::Hello(hello)) => {
             if hello.cluster != cluster {
                 warn!(claimed = %hello.cluster, "Hello names another cluster; refused");
@@ -541,10 +551,7 @@ async fn handle(
             Ok(true)
         }
         Some(In::Renew(renew)) => {
-            let (certificate_pem, key) = engine.renew(cluster, session.key, &renew.csr_pem).await?;
-            // The spoke proved it holds the new key (the CSR's signature): the session now
-            // speaks for it.
-            *session.key = key;
+            let certificate_pem = engine.renew(cluster, session.key, &renew.csr_pem).await?;
             Ok(send(
                 tx,
                 Out::Renewed(pb::RenewResponse {

@@ -31,6 +31,7 @@ fn cluster(token_id: &str) -> ClusterRecord {
         last_contact_unix: 0,
         revoked: false,
         key_fingerprint: "aa".into(),
+        renewed_key_fingerprints: Vec::new(),
         pending: true,
         token_id: token_id.into(),
     }
@@ -155,10 +156,35 @@ fn records_written_before_the_new_fields_still_load() {
 }
 
 #[test]
-fn only_the_last_issued_certificate_speaks_for_a_cluster() {
+fn only_the_current_certificate_and_a_renewed_one_speak_for_a_cluster() {
     let mut c = cluster("tok1");
     assert_eq!(c.key_binding("aa", 1), KeyBinding::Bound);
     assert_eq!(c.key_binding("bb", 500), KeyBinding::Superseded);
+    // Renewed, the spoke not yet holding the new certificate: both get in; the new one, once
+    // used, is the only one.
+    let renewed = c.renewed("aa", "bb", 900);
+    assert_eq!(renewed.certificate_expires_unix, 900);
+    assert_eq!(renewed.key_binding("aa", 1), KeyBinding::Bound);
+    assert_eq!(renewed.key_binding("bb", 1), KeyBinding::Renewed);
+    assert_eq!(renewed.key_binding("cc", 1), KeyBinding::Superseded);
+    let bound = renewed.bind_key("bb");
+    assert_eq!(bound.key_binding("bb", 1), KeyBinding::Bound);
+    assert_eq!(bound.key_binding("aa", 1), KeyBinding::Superseded);
+    // A spoke that never confirms (an older one) and renews again on the same stream may hold
+    // any of the recent certificates: the last few are accepted, older ones are not.
+    let mut again = c.clone();
+    for (i, key) in ["k1", "k2", "k3", "k4", "k5"].iter().enumerate() {
+        again = again.renewed("aa", key, 900 + i as i64);
+    }
+    assert_eq!(again.renewed_key_fingerprints.len(), RENEWALS_UNCONFIRMED);
+    assert_eq!(again.key_binding("k1", 1), KeyBinding::Superseded);
+    assert_eq!(again.key_binding("k2", 1), KeyBinding::Renewed);
+    assert_eq!(again.key_binding("k5", 1), KeyBinding::Renewed);
+    assert_eq!(again.key_binding("aa", 1), KeyBinding::Bound);
+    // A record without a bound key binds the session's key when it renews.
+    let mut legacy = c.clone();
+    legacy.key_fingerprint.clear();
+    assert_eq!(legacy.renewed("aa", "bb", 900).key_fingerprint, "aa");
     // A record from before keys were bound: only the certificate issued last (its expiry is
     // the one recorded) is taken, and its key is bound.
     c.key_fingerprint.clear();

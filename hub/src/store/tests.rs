@@ -43,6 +43,7 @@ fn cluster(name: &str) -> ClusterRecord {
         last_contact_unix: 0,
         revoked: false,
         key_fingerprint: String::new(),
+        renewed_key_fingerprints: Vec::new(),
         pending: false,
         token_id: String::new(),
     }
@@ -264,6 +265,7 @@ fn desired_state_clusters_and_revisions_round_trip() {
         last_contact_unix: 3,
         revoked: false,
         key_fingerprint: "ab".into(),
+        renewed_key_fingerprints: Vec::new(),
         pending: false,
         token_id: "t1".into(),
     };
