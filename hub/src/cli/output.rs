@@ -749,7 +749,8 @@ pub struct PendingListReport {
 #[serde(rename_all = "camelCase")]
 pub struct PendingClusterReport {
     pub name: String,
-    /// The labels the cluster will have once approved (the token's win over the spoke's).
+    /// The labels the cluster will have once approved (the token's, plus the spoke's under
+    /// keys the token allows).
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     /// RFC 3339; when the spoke first asked to register.
