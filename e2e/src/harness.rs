@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use gitfleet_hub::client::AdminClient;
 use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_hub::engine::TokenSpec;
 use gitfleet_hub::runtime::{HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
 use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
@@ -153,8 +154,13 @@ impl Fleet {
         hub_url: String,
     ) -> anyhow::Result<()> {
         let hub = self.hub();
+        // A token for this cluster only, giving it its labels (a spoke cannot choose its own).
         let token = hub
-            .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+            .create_token_with(TokenSpec {
+                max_uses: 1,
+                cluster: Some(cluster.name.clone()),
+                ..TokenSpec::new(Duration::from_secs(600), cluster.labels.clone())
+            })
             .await
             .context("creating a bootstrap token")?;
         let kube = KubeSource::Config(Box::new(self.kubesim.kube_config(&cluster.name)));

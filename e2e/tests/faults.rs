@@ -167,6 +167,9 @@ impl ProcFleet {
                 labels: Default::default(),
                 max_uses: n as u32,
                 description: "fault test".into(),
+                // Each spoke says which ring it is in.
+                allowed_label_keys: vec!["ring".into()],
+                cluster_name: String::new(),
             })
             .await?
             .token;

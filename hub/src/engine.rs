@@ -19,8 +19,8 @@ use crate::fleet::{AppRevision, ClusterLabels, compute_fleet_with_rollouts};
 use crate::git::{GitCache, changes};
 use crate::metrics::{ErrorKind as MetricsError, PollOutcome};
 use crate::model::{
-    ClusterDesired, ClusterRecord, ClusterView, RepoCredential, RepoStatus, TargetReport,
-    TargetView, TokenProblem, TokenRecord, VersionedTarget,
+    ClusterDesired, ClusterRecord, ClusterView, KeyBinding, RepoCredential, RepoStatus,
+    TargetReport, TargetView, TokenProblem, TokenRecord, VersionedTarget,
 };
 use crate::pki::{self, Pki, PkiError, now_unix};
 use crate::resources::{App, ClusterGroup, Kind, Repo, RepoSpec, Resource, parse_document};
@@ -78,6 +78,48 @@ pub struct Applied {
     pub action: &'static str,
 }
 
+/// What a new bootstrap token allows.
+#[derive(Debug, Clone)]
+pub struct TokenSpec {
+    pub ttl: Duration,
+    /// The labels of every cluster registered with the token.
+    pub labels: BTreeMap<String, String>,
+    /// Keys under which the spoke may propose labels of its own.
+    pub allowed_label_keys: std::collections::BTreeSet<String>,
+    /// The one cluster name the token may register.
+    pub cluster: Option<String>,
+    /// 0: unlimited within the TTL.
+    pub max_uses: u32,
+    pub description: String,
+}
+
+impl TokenSpec {
+    /// A token valid for `ttl` that gives clusters `labels` and lets spokes add none.
+    pub fn new(ttl: Duration, labels: BTreeMap<String, String>) -> Self {
+        Self {
+            ttl,
+            labels,
+            allowed_label_keys: Default::default(),
+            cluster: None,
+            max_uses: 0,
+            description: String::new(),
+        }
+    }
+}
+
+/// See [`Engine::registration_work`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RegistrationWork {
+    pub csrs_verified: u64,
+    pub certificates_signed: u64,
+    pub write_locks: u64,
+}
+
+/// See [`Engine::set_connect_hook`].
+pub type ConnectHook = Arc<
+    dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
+>;
+
 /// A newly minted bootstrap token (the secret is shown once).
 #[derive(Debug, Clone)]
 pub struct NewToken {
@@ -127,6 +169,13 @@ pub struct Connection {
     /// Cancelled when an admin revokes the cluster.
     pub revoked: CancellationToken,
     pub acked_seq: u64,
+}
+
+impl Connection {
+    /// Whether the connection was replaced or revoked: it must send the spoke nothing more.
+    pub fn cut_off(&self) -> bool {
+        self.revoked.is_cancelled() || self.replaced.is_cancelled()
+    }
 }
 
 struct LiveConnection {
@@ -179,6 +228,9 @@ pub struct Engine {
     rollout_kick: Notify,
     /// See [`FleetInputs`]; `None` until the first recompute (and after one that failed).
     computed_from: Mutex<Option<FleetInputs>>,
+    /// Registrations that took the write lock (see [`Engine::registration_work`]).
+    registration_locks: std::sync::atomic::AtomicU64,
+    connect_hook: Mutex<Option<ConnectHook>>,
 }
 
 /// Everything desired state is computed from: when a recompute finds these as they were last
@@ -230,6 +282,8 @@ impl Engine {
             shutdown,
             rollout_kick: Notify::new(),
             computed_from: Mutex::new(None),
+            registration_locks: Default::default(),
+            connect_hook: Mutex::new(None),
         });
         {
             let stored = engine.store.desired_all()?;
@@ -840,6 +894,10 @@ impl Engine {
     // --- clusters ----------------------------------------------------------------------------
 
     /// Trades a bootstrap token and a CSR for a certificate.
+    ///
+    /// Everything an unauthenticated caller can make the hub do comes before the token is
+    /// known to be good, and is cheap: name and label syntax, a hash, a lookup. Only a caller
+    /// with a usable token gets its CSR verified, the write lock, and a signature.
     pub async fn register(&self, reg: Registration) -> Result<RegisterOutcome, EngineError> {
         if let Some(problem) = pki::dns1123_label_problem(&reg.cluster) {
             return Err(EngineError::Invalid(format!(
@@ -848,80 +906,102 @@ impl Engine {
             )));
         }
         check_labels(&reg.labels)?;
-        let guard = self.write.lock().await;
+        let now = now_unix();
+        let hash = token_hash(&reg.token);
+        let token = self
+            .store
+            .token(&hash)?
+            .ok_or_else(|| token_refused(TokenProblem::Unknown))?;
         let existing = self.store.cluster(&reg.cluster)?;
+        token
+            .check_for(existing.as_ref(), now)
+            .map_err(token_refused)?;
+        let labels = token
+            .admit(&reg.cluster, &reg.labels)
+            .map_err(|p| EngineError::PermissionDenied(p.to_string()))?;
         if existing.as_ref().is_some_and(|c| c.revoked) {
             return Err(EngineError::PermissionDenied(format!(
                 "cluster {:?} has been revoked",
                 reg.cluster
             )));
         }
-        // Check the CSR before spending a use of the token.
-        let issued = self
-            .pki
-            .sign_cluster_csr(
-                &reg.csr_pem,
-                &reg.cluster,
-                self.config.cluster_cert_validity,
-            )
-            .map_err(|e| match e {
-                PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
-                other => EngineError::Pki(other),
-            })?;
-        let pending = |cluster: &str| RegisterOutcome::Pending {
+        let csr = self.pki.verify_csr(&reg.csr_pem).map_err(csr_refused)?;
+
+        self.registration_locks
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let guard = self.write.lock().await;
+        let pending_outcome = |cluster: &str| RegisterOutcome::Pending {
             cluster: cluster.to_owned(),
             retry_after: PENDING_RETRY,
         };
-        let now = now_unix();
-        let record = match existing {
-            // A name is taken once registered: only its key may come back (a retry after a
-            // lost response, or after approval), without spending the token again; so a token
-            // holder cannot take over another cluster's name.
-            Some(c) if c.key_fingerprint != issued.key_fingerprint => {
+        // Again under the lock: a registration of the same name may have come first.
+        let issued = match self.store.cluster(&reg.cluster)? {
+            Some(c) if c.revoked => {
+                return Err(EngineError::PermissionDenied(format!(
+                    "cluster {:?} has been revoked",
+                    reg.cluster
+                )));
+            }
+            // A name is taken once registered: only its current key may come back (a retry
+            // after a lost response, or after approval), without spending the token again; so
+            // a token holder cannot take over another cluster's name, and a key superseded by
+            // a renewal cannot get a new certificate.
+            Some(c) if c.key_fingerprint != csr.key_fingerprint => {
                 return Err(EngineError::AlreadyExists(format!(
                     "cluster {:?} is already registered with another key",
                     reg.cluster
                 )));
             }
-            Some(c) if c.pending => return Ok(pending(&reg.cluster)),
-            Some(mut c) => {
-                c.certificate_expires_unix = issued.not_after_unix;
-                c.last_contact_unix = now;
-                c
+            Some(c) if c.pending => return Ok(pending_outcome(&reg.cluster)),
+            Some(_) => {
+                let issued = self.sign_for(&csr, &reg.cluster)?;
+                let expires = issued.not_after_unix;
+                self.store.update_cluster(&reg.cluster, |record| {
+                    let mut record = record.cloned();
+                    if let Some(r) = &mut record {
+                        r.certificate_expires_unix = expires;
+                        r.last_contact_unix = r.last_contact_unix.max(now);
+                    }
+                    (record, ())
+                })?;
+                issued
             }
             None => {
-                let token =
-                    self.store
-                        .use_token(&token_hash(&reg.token), now)
-                        .map_err(|e| match e {
-                            StoreError::Token(
-                                p @ (TokenProblem::Unknown | TokenProblem::Expired),
-                            ) => EngineError::Unauthenticated(p.to_string()),
-                            StoreError::Token(p) => EngineError::PermissionDenied(p.to_string()),
-                            other => EngineError::Store(other),
-                        })?;
-                let mut labels = reg.labels;
-                labels.extend(token.labels);
-                info!(cluster = %reg.cluster, token = %token.id, approval = self.config.require_approval, "registration accepted");
-                ClusterRecord {
+                let pending = self.config.require_approval;
+                // A cluster waiting for approval gets its certificate on the retry after it.
+                let issued = if pending {
+                    None
+                } else {
+                    Some(self.sign_for(&csr, &reg.cluster)?)
+                };
+                let token = self.store.use_token(&hash, now).map_err(|e| match e {
+                    StoreError::Token(p) => token_refused(p),
+                    other => EngineError::Store(other),
+                })?;
+                info!(cluster = %reg.cluster, token = %token.id, approval = pending, "registration accepted");
+                self.store.put_cluster(&ClusterRecord {
                     name: reg.cluster.clone(),
                     labels,
                     agent_version: reg.agent_version,
                     registered_at_unix: now,
-                    certificate_expires_unix: issued.not_after_unix,
+                    certificate_expires_unix: issued.as_ref().map_or(0, |i| i.not_after_unix),
                     last_contact_unix: now,
                     revoked: false,
-                    key_fingerprint: issued.key_fingerprint,
-                    pending: self.config.require_approval,
+                    key_fingerprint: csr.key_fingerprint.clone(),
+                    renewed_key_fingerprints: Vec::new(),
+                    pending,
+                    token_id: token.id,
+                })?;
+                match issued {
+                    Some(issued) => issued,
+                    None => {
+                        self.store.flush().await?;
+                        info!(cluster = %reg.cluster, "registration waits for approval");
+                        return Ok(pending_outcome(&reg.cluster));
+                    }
                 }
             }
         };
-        self.store.put_cluster(&record)?;
-        if record.pending {
-            self.store.flush().await?;
-            info!(cluster = %reg.cluster, "registration waits for approval");
-            return Ok(pending(&reg.cluster));
-        }
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         info!(cluster = %reg.cluster, "certificate issued");
@@ -932,18 +1012,48 @@ impl Engine {
         }))
     }
 
+    fn sign_for(
+        &self,
+        csr: &pki::VerifiedCsr,
+        cluster: &str,
+    ) -> Result<pki::IssuedCert, EngineError> {
+        self.pki
+            .sign_cluster(csr, cluster, self.config.cluster_cert_validity)
+            .map_err(csr_refused)
+    }
+
+    /// What registrations have cost since start: CSRs verified, certificates signed (by
+    /// registrations and renewals), and how often a registration took the write lock. A
+    /// caller without a usable bootstrap token must cause none of them.
+    pub fn registration_work(&self) -> RegistrationWork {
+        let (csrs_verified, certificates_signed) = self.pki.csr_work();
+        RegistrationWork {
+            csrs_verified,
+            certificates_signed,
+            write_locks: self
+                .registration_locks
+                .load(std::sync::atomic::Ordering::Relaxed),
+        }
+    }
+
     /// Lets a registration waiting for approval get its certificate on its next retry.
     pub async fn approve_cluster(&self, cluster: &str) -> Result<bool, EngineError> {
         let guard = self.write.lock().await;
-        let Some(mut record) = self
-            .store
-            .cluster(cluster)?
-            .filter(|c| c.pending && !c.revoked)
-        else {
+        let approved = self.store.update_cluster(cluster, |record| {
+            match record.filter(|c| c.pending && !c.revoked) {
+                Some(c) => (
+                    Some(ClusterRecord {
+                        pending: false,
+                        ..c.clone()
+                    }),
+                    true,
+                ),
+                None => (None, false),
+            }
+        })?;
+        if !approved {
             return Ok(false);
-        };
-        record.pending = false;
-        self.store.put_cluster(&record)?;
+        }
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         info!(%cluster, "cluster approved");
@@ -964,53 +1074,115 @@ impl Engine {
         Ok(self.store.tokens()?)
     }
 
-    /// Issues a fresh certificate for a connected cluster (rotation over the live link).
-    pub async fn renew(&self, cluster: &str, csr_pem: &str) -> Result<String, EngineError> {
+    /// Issues a fresh certificate for a connected cluster (rotation over the live link). Its
+    /// key is accepted alongside the current one until the spoke confirms it stored the new
+    /// certificate ([`Engine::confirm_renewal`]) or connects with it; from then on only the
+    /// new one is. `session_key` is the fingerprint of the key the session speaks for; a
+    /// session whose key is no longer the bound one cannot renew. Returns the certificate.
+    pub async fn renew(
+        &self,
+        cluster: &str,
+        session_key: &str,
+        csr_pem: &str,
+    ) -> Result<String, EngineError> {
         let _guard = self.write.lock().await;
-        let mut record = self.store.cluster(cluster)?.ok_or_else(|| {
+        let record = self.store.cluster(cluster)?.ok_or_else(|| {
             EngineError::NotFound(format!("cluster {cluster:?} is not registered"))
         })?;
+        if record.revoked {
+            return Err(EngineError::PermissionDenied(format!(
+                "cluster {cluster:?} has been revoked"
+            )));
+        }
+        if !speaks_for(&record, session_key) {
+            return Err(EngineError::Unauthenticated(superseded(cluster)));
+        }
         let issued = self
             .pki
             .sign_cluster_csr(csr_pem, cluster, self.config.cluster_cert_validity)
-            .map_err(|e| match e {
-                PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
-                other => EngineError::Pki(other),
-            })?;
-        record.certificate_expires_unix = issued.not_after_unix;
-        record.key_fingerprint = issued.key_fingerprint;
-        self.store.put_cluster(&record)?;
+            .map_err(csr_refused)?;
+        let renewed = self.store.update_cluster(cluster, |record| match record {
+            Some(r) if !r.revoked && speaks_for(r, session_key) => (
+                Some(r.renewed(session_key, &issued.key_fingerprint, issued.not_after_unix)),
+                true,
+            ),
+            _ => (None, false),
+        })?;
+        if !renewed {
+            return Err(EngineError::FailedPrecondition(format!(
+                "cluster {cluster:?} changed while its certificate was renewed; renew again"
+            )));
+        }
         self.store.flush().await?;
         info!(%cluster, "certificate renewed");
         Ok(issued.certificate_pem)
     }
 
-    pub async fn create_token(
+    /// The spoke of `cluster`, on a session speaking for `session_key`, stored the certificate
+    /// a renewal issued for the key `renewed_key`: that key becomes the cluster's, and the
+    /// certificate it replaces is refused from now on. True when the binding moved; a key the
+    /// last renewal did not issue moves nothing.
+    pub async fn confirm_renewal(
         &self,
-        ttl: Duration,
-        labels: BTreeMap<String, String>,
-        max_uses: u32,
-        description: String,
-    ) -> Result<NewToken, EngineError> {
-        if ttl.is_zero() {
+        cluster: &str,
+        session_key: &str,
+        renewed_key: &str,
+    ) -> Result<bool, EngineError> {
+        let moved = self.store.update_cluster(cluster, |record| match record {
+            Some(r)
+                if !r.revoked
+                    && speaks_for(r, session_key)
+                    && r.renewed_key_fingerprints.iter().any(|k| k == renewed_key) =>
+            {
+                (Some(r.bind_key(renewed_key)), true)
+            }
+            _ => (None, false),
+        })?;
+        if moved {
+            self.store.flush().await?;
+            info!(%cluster, "the spoke holds its renewed certificate; the previous one is refused from now on");
+        }
+        Ok(moved)
+    }
+
+    /// Mints a bootstrap token; the secret is in the answer only.
+    pub async fn create_token(&self, spec: TokenSpec) -> Result<NewToken, EngineError> {
+        if spec.ttl.is_zero() {
             return Err(EngineError::Invalid("ttl must be positive".into()));
         }
-        check_labels(&labels)?;
+        check_labels(&spec.labels)?;
+        for key in &spec.allowed_label_keys {
+            check_label_key(key, "allowed label key")?;
+            if spec.labels.contains_key(key) {
+                return Err(EngineError::Invalid(format!(
+                    "allowed label key {key:?}: the token also sets label {key:?}, which a spoke cannot change; drop one of the two"
+                )));
+            }
+        }
+        if let Some(cluster) = &spec.cluster
+            && let Some(problem) = pki::dns1123_label_problem(cluster)
+        {
+            return Err(EngineError::Invalid(format!(
+                "cluster name {cluster:?} {problem}"
+            )));
+        }
         let secret: [u8; 32] = rand::random();
         let token = format!("gft_{}", hex::encode(secret));
         let hash = token_hash(&token);
         let id = hash[..12].to_owned();
-        let expires_at_unix = now_unix().saturating_add(ttl.as_secs() as i64);
+        let expires_at_unix = now_unix().saturating_add(spec.ttl.as_secs() as i64);
         self.store.put_token(
             &hash,
             &TokenRecord {
                 id: id.clone(),
                 expires_at_unix,
-                max_uses,
+                max_uses: spec.max_uses,
                 uses: 0,
-                labels,
-                description,
+                labels: spec.labels,
+                description: spec.description,
                 revoked: false,
+                allowed_label_keys: spec.allowed_label_keys,
+                cluster: spec.cluster,
             },
         )?;
         self.store.flush().await?;
@@ -1023,17 +1195,34 @@ impl Engine {
 
     /// Cuts a cluster off: its certificate is refused from now on, its live stream ends with a
     /// goodbye that tells the spoke to stop, and it leaves every placement.
+    ///
+    /// The record and the live connection change under the state lock, the one `connect`
+    /// checks the record and adds a connection under: a connection either sees the revocation
+    /// and is refused, or exists already and is cut off here. Its session is told before the
+    /// cluster's (now empty) desired state is published, and never sends desired state once
+    /// told, so a revoked spoke is never handed an empty desired state to prune by.
     pub async fn revoke_cluster(&self, cluster: &str) -> Result<bool, EngineError> {
         let guard = self.write.lock().await;
-        let Some(mut record) = self.store.cluster(cluster)? else {
-            return Ok(false);
-        };
-        record.revoked = true;
-        self.store.put_cluster(&record)?;
-        self.store.flush().await?;
-        if let Some(live) = self.lock().connections.remove(cluster) {
-            live.revoked.cancel();
+        {
+            let mut state = self.lock();
+            let found = self.store.update_cluster(cluster, |record| match record {
+                Some(r) => (
+                    Some(ClusterRecord {
+                        revoked: true,
+                        ..r.clone()
+                    }),
+                    true,
+                ),
+                None => (None, false),
+            })?;
+            if !found {
+                return Ok(false);
+            }
+            if let Some(live) = state.connections.remove(cluster) {
+                live.revoked.cancel();
+            }
         }
+        self.store.flush().await?;
         self.recompute_locked(&guard).await?;
         info!(%cluster, "cluster revoked");
         Ok(true)
@@ -1078,61 +1267,118 @@ impl Engine {
 
     // --- the link ----------------------------------------------------------------------------
 
-    /// A spoke said hello: it becomes the cluster's one live connection.
+    /// Whether a certificate with `key` may speak for `cluster` now: a cheap look that
+    /// changes nothing, to refuse a superseded certificate before its session waits for
+    /// anything. [`Engine::connect`] decides again, atomically.
+    pub fn check_key(&self, cluster: &str, key: &pki::CertKey) -> Result<(), EngineError> {
+        match self.store.cluster(cluster)? {
+            Some(r)
+                if r.key_binding(&key.fingerprint, key.not_after_unix)
+                    == KeyBinding::Superseded =>
+            {
+                Err(EngineError::Unauthenticated(superseded(cluster)))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// A spoke said hello with a certificate for `key`: it becomes the cluster's one live
+    /// connection, unless the cluster is revoked, waits for approval, or is bound to another
+    /// key (the certificate was superseded by a renewal).
     pub async fn connect(
         &self,
         cluster: &str,
+        key: &pki::CertKey,
         agent_version: &str,
     ) -> Result<Connection, EngineError> {
-        let mut record = match self.store.cluster(cluster)? {
-            Some(r) if r.revoked => {
-                return Err(EngineError::PermissionDenied(format!(
-                    "cluster {cluster:?} has been revoked"
-                )));
-            }
-            Some(r) if r.pending => {
-                return Err(EngineError::PermissionDenied(format!(
-                    "cluster {cluster:?} is waiting for approval"
-                )));
-            }
-            Some(r) => r,
-            None => {
-                return Err(EngineError::PermissionDenied(format!(
-                    "cluster {cluster:?} is not registered with this hub"
-                )));
-            }
-        };
-        let now = now_unix();
-        record.last_contact_unix = now;
-        if !agent_version.is_empty() {
-            record.agent_version = agent_version.to_owned();
-        }
-        self.store.put_cluster(&record)?;
         let acked_seq = self.store.acked_seq(cluster)?;
-        let mut state = self.lock();
-        state.next_connection += 1;
-        let id = state.next_connection;
-        let replaced = CancellationToken::new();
-        let revoked = CancellationToken::new();
-        if let Some(old) = state.connections.insert(
-            cluster.to_owned(),
-            LiveConnection {
-                id,
-                replaced: replaced.clone(),
-                revoked: revoked.clone(),
-                agent_version: agent_version.to_owned(),
-            },
-        ) {
-            old.replaced.cancel();
+        let now = now_unix();
+        let (binding, id, replaced, revoked, desired) = {
+            let mut state = self.lock();
+            // Checked and recorded under the state lock, which revocation takes too (see
+            // `revoke_cluster`), and in one step on the record, so that neither a revocation nor a
+            // renewal's new key is undone by writing back a record read before them.
+            let admitted = self.store.update_cluster(cluster, |record| {
+                let Some(record) = record else {
+                    return (
+                        None,
+                        Err(EngineError::PermissionDenied(format!(
+                            "cluster {cluster:?} is not registered with this hub"
+                        ))),
+                    );
+                };
+                if record.revoked {
+                    return (
+                        None,
+                        Err(EngineError::PermissionDenied(format!(
+                            "cluster {cluster:?} has been revoked"
+                        ))),
+                    );
+                }
+                if record.pending {
+                    return (
+                        None,
+                        Err(EngineError::PermissionDenied(format!(
+                            "cluster {cluster:?} is waiting for approval"
+                        ))),
+                    );
+                }
+                let binding = record.key_binding(&key.fingerprint, key.not_after_unix);
+                if binding == KeyBinding::Superseded {
+                    return (None, Err(EngineError::Unauthenticated(superseded(cluster))));
+                }
+                let mut record = match binding {
+                    KeyBinding::BindNow | KeyBinding::Renewed => record.bind_key(&key.fingerprint),
+                    KeyBinding::Bound | KeyBinding::Superseded => record.clone(),
+                };
+                record.last_contact_unix = now;
+                if !agent_version.is_empty() {
+                    record.agent_version = agent_version.to_owned();
+                }
+                (Some(record), Ok(binding))
+            })?;
+            let binding = admitted?;
+            state.next_connection += 1;
+            let id = state.next_connection;
+            let replaced = CancellationToken::new();
+            let revoked = CancellationToken::new();
+            if let Some(old) = state.connections.insert(
+                cluster.to_owned(),
+                LiveConnection {
+                    id,
+                    replaced: replaced.clone(),
+                    revoked: revoked.clone(),
+                    agent_version: agent_version.to_owned(),
+                },
+            ) {
+                old.replaced.cancel();
+            }
+            state.last_contact.insert(cluster.to_owned(), now);
+            let desired = state
+                .desired
+                .entry(cluster.to_owned())
+                .or_insert_with(|| watch::channel(Arc::new(ClusterDesired::default())).0)
+                .subscribe();
+            (binding, id, replaced, revoked, desired)
+        };
+        match binding {
+            KeyBinding::BindNow => {
+                info!(%cluster, fingerprint = %key.fingerprint, "bound the cluster to the key of its current certificate (record from an older hub)");
+            }
+            KeyBinding::Renewed => {
+                info!(%cluster, "connected with its renewed certificate; the previous one is refused from now on");
+            }
+            KeyBinding::Bound | KeyBinding::Superseded => {}
         }
-        state.last_contact.insert(cluster.to_owned(), now);
-        let desired = state
-            .desired
-            .entry(cluster.to_owned())
-            .or_insert_with(|| watch::channel(Arc::new(ClusterDesired::default())).0)
-            .subscribe();
-        drop(state);
         self.kick_rollouts();
+        let hook = self
+            .connect_hook
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        if let Some(hook) = hook {
+            hook(cluster.to_owned()).await;
+        }
         Ok(Connection {
             id,
             desired,
@@ -1140,6 +1386,13 @@ impl Engine {
             revoked,
             acked_seq,
         })
+    }
+
+    /// For tests: `hook` runs after every connection is admitted and before its session
+    /// sends anything, so that a test can put a change (a revocation) exactly there.
+    #[doc(hidden)]
+    pub fn set_connect_hook(&self, hook: Option<ConnectHook>) {
+        *self.connect_hook.lock().unwrap_or_else(|p| p.into_inner()) = hook;
     }
 
     /// The connection `id` of `cluster` ended.
@@ -1151,11 +1404,21 @@ impl Engine {
         let last = state.last_contact.get(cluster).copied();
         drop(state);
         self.kick_rollouts();
-        if let (Ok(Some(mut record)), Some(last)) = (self.store.cluster(cluster), last) {
-            record.last_contact_unix = record.last_contact_unix.max(last);
-            if let Err(e) = self.store.put_cluster(&record) {
-                warn!(%cluster, error = %e, "cannot record last contact");
-            }
+        let Some(last) = last else {
+            return;
+        };
+        let recorded = self.store.update_cluster(cluster, |record| match record {
+            Some(r) if r.last_contact_unix < last => (
+                Some(ClusterRecord {
+                    last_contact_unix: last,
+                    ..r.clone()
+                }),
+                (),
+            ),
+            _ => (None, ()),
+        });
+        if let Err(e) = recorded {
+            warn!(%cluster, error = %e, "cannot record last contact");
         }
     }
 
@@ -1372,17 +1635,52 @@ pub fn token_hash(token: &str) -> String {
     hex::encode(Sha256::digest(token.as_bytes()))
 }
 
+/// A refusal for a token that cannot be used: unknown and expired tokens do not
+/// authenticate anyone; used-up and revoked ones are known but not allowed.
+fn token_refused(problem: TokenProblem) -> EngineError {
+    match problem {
+        TokenProblem::Unknown | TokenProblem::Expired => {
+            EngineError::Unauthenticated(problem.to_string())
+        }
+        TokenProblem::UsedUp | TokenProblem::Revoked => {
+            EngineError::PermissionDenied(problem.to_string())
+        }
+    }
+}
+
+fn csr_refused(e: PkiError) -> EngineError {
+    match e {
+        PkiError::InvalidCsr(m) => EngineError::Invalid(format!("csr_pem: {m}")),
+        other => EngineError::Pki(other),
+    }
+}
+
+fn superseded(cluster: &str) -> String {
+    format!(
+        "the certificate of cluster {cluster:?} has been superseded by a renewal; only the cluster's current certificate is accepted"
+    )
+}
+
+/// Whether a session connected with the key `session_key` still speaks for the cluster.
+fn speaks_for(record: &ClusterRecord, session_key: &str) -> bool {
+    record.key_fingerprint.is_empty() || record.key_fingerprint == session_key
+}
+
+fn check_label_key(k: &str, what: &str) -> Result<(), EngineError> {
+    let key_ok = !k.is_empty()
+        && k.len() <= 253
+        && k.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
+    if key_ok {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(format!("{what} {k:?} is not valid")))
+    }
+}
+
 fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
     for (k, v) in labels {
-        let key_ok = !k.is_empty()
-            && k.len() <= 253
-            && k.bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_./".contains(&b));
-        if !key_ok {
-            return Err(EngineError::Invalid(format!(
-                "label key {k:?} is not valid"
-            )));
-        }
+        check_label_key(k, "label key")?;
         let value_ok = v.len() <= 63
             && v.bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));

@@ -2,11 +2,14 @@
 //! what spokes report about their Targets. Plain data, shared by the store, the engine and the
 //! gRPC adapter (which alone converts them to and from the wire).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 
 use crate::fleet::DesiredTarget;
+
+#[cfg(test)]
+mod tests;
 
 /// A registered spoke.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -20,12 +23,101 @@ pub struct ClusterRecord {
     pub last_contact_unix: i64,
     #[serde(default)]
     pub revoked: bool,
-    /// SHA-256 of the public key of the cluster's current certificate, hex.
+    /// SHA-256 of the public key of the cluster's current certificate, hex: the key the hub
+    /// accepts for this cluster. Registration binds it, a renewal moves it (see
+    /// `renewed_key_fingerprint`); a connection with any other key (a superseded certificate)
+    /// is refused. Empty in records written before the hub recorded it: see
+    /// [`ClusterRecord::key_binding`].
     #[serde(default)]
     pub key_fingerprint: String,
+    /// The keys of the certificates renewals issued since, oldest first (at most
+    /// [`RENEWALS_UNCONFIRMED`]), while the spoke has not yet said it stored one (nor connected
+    /// with one): accepted too, so that a renewal whose answer was lost, or a spoke too old to
+    /// confirm, is not locked out. The one the spoke confirms or connects with becomes
+    /// `key_fingerprint`, and the others are dropped.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub renewed_key_fingerprints: Vec<String>,
     /// Registered, waiting for an admin's approval (no certificate yet).
     #[serde(default)]
     pub pending: bool,
+    /// The id of the bootstrap token the cluster registered with (empty in older records): a
+    /// retry of the registration (a lost answer, a wait for approval) may present that token
+    /// again after it is used up or expired.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub token_id: String,
+}
+
+/// Renewals a spoke has not confirmed whose keys are still accepted.
+pub const RENEWALS_UNCONFIRMED: usize = 4;
+
+/// Whether a certificate's key may act as a cluster, from what its record binds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum KeyBinding {
+    /// The certificate carries the bound key.
+    Bound,
+    /// The certificate is the one the last renewal issued: its key becomes the bound one, and
+    /// the certificate it replaced is refused from then on.
+    Renewed,
+    /// A record from before the hub bound keys: the certificate is the one last issued (its
+    /// expiry is the one recorded), and its key becomes the bound one.
+    BindNow,
+    /// Another key: a certificate superseded by a renewal (or never the cluster's).
+    Superseded,
+}
+
+impl ClusterRecord {
+    /// Whether a certificate with public key `fingerprint` expiring at `not_after_unix` speaks
+    /// for this cluster: the current certificate does (its key is bound at registration), and
+    /// so does the one a renewal issued since (which then becomes the current one). A record
+    /// without a bound key (written by an older hub) accepts only the certificate whose expiry
+    /// matches the one recorded when it was issued, never an older one, and binds its key.
+    pub fn key_binding(&self, fingerprint: &str, not_after_unix: i64) -> KeyBinding {
+        if self
+            .renewed_key_fingerprints
+            .iter()
+            .any(|k| k == fingerprint)
+        {
+            KeyBinding::Renewed
+        } else if !self.key_fingerprint.is_empty() {
+            if self.key_fingerprint == fingerprint {
+                KeyBinding::Bound
+            } else {
+                KeyBinding::Superseded
+            }
+        } else if not_after_unix == self.certificate_expires_unix {
+            KeyBinding::BindNow
+        } else {
+            KeyBinding::Superseded
+        }
+    }
+
+    /// The record once the key `fingerprint` is the cluster's: bound, and no renewal pending.
+    pub fn bind_key(&self, fingerprint: &str) -> ClusterRecord {
+        ClusterRecord {
+            key_fingerprint: fingerprint.to_owned(),
+            renewed_key_fingerprints: Vec::new(),
+            ..self.clone()
+        }
+    }
+
+    /// The record once a renewal issued a certificate for `fingerprint`, expiring at
+    /// `not_after_unix`, on a session speaking for `session_key`.
+    pub fn renewed(&self, session_key: &str, fingerprint: &str, not_after_unix: i64) -> Self {
+        let mut renewed = self.renewed_key_fingerprints.clone();
+        renewed.push(fingerprint.to_owned());
+        let excess = renewed.len().saturating_sub(RENEWALS_UNCONFIRMED);
+        renewed.drain(..excess);
+        ClusterRecord {
+            certificate_expires_unix: not_after_unix,
+            key_fingerprint: if self.key_fingerprint.is_empty() {
+                session_key.to_owned()
+            } else {
+                self.key_fingerprint.clone()
+            },
+            renewed_key_fingerprints: renewed,
+            ..self.clone()
+        }
+    }
 }
 
 /// A bootstrap token, stored by the SHA-256 of its secret.
@@ -36,10 +128,46 @@ pub struct TokenRecord {
     /// 0: unlimited within the TTL.
     pub max_uses: u32,
     pub uses: u32,
+    /// The labels of every cluster registered with the token: the spoke cannot change them.
     pub labels: BTreeMap<String, String>,
     pub description: String,
     #[serde(default)]
     pub revoked: bool,
+    /// Label keys under which the registering spoke may add labels of its own (empty in
+    /// tokens minted before the hub had them: the spoke may add none).
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub allowed_label_keys: BTreeSet<String>,
+    /// The one cluster name the token registers, when pinned.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
+}
+
+/// Why a token does not admit a registration (besides being unusable, [`TokenProblem`]).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum AdmissionProblem {
+    #[error("bootstrap token {token_id} is for cluster {pinned:?} only, not {asked:?}")]
+    OtherCluster {
+        token_id: String,
+        pinned: String,
+        asked: String,
+    },
+    #[error(
+        "label {key:?}: bootstrap token {token_id} sets {key}={expected}, the spoke proposed {key}={proposed}; a spoke cannot change a token's labels"
+    )]
+    LabelChanged {
+        token_id: String,
+        key: String,
+        expected: String,
+        proposed: String,
+    },
+    #[error(
+        "label {key:?}: bootstrap token {token_id} does not allow the spoke to set this key (allowed: {allowed}); mint a token with --label {key}=VALUE or --allow-label-key {key}"
+    )]
+    LabelNotAllowed {
+        token_id: String,
+        key: String,
+        allowed: String,
+    },
 }
 
 /// Why a token cannot be used.
@@ -67,6 +195,85 @@ impl TokenRecord {
         } else {
             Ok(())
         }
+    }
+
+    /// Whether the token may be presented at `now` to register `cluster`, whose record is
+    /// `existing` if it has one. A new registration spends a use, so the token must be usable.
+    /// A retry of the registration this token made (its answer was lost, or it waits for
+    /// approval) spends nothing: the token only must not be revoked, even if it has been used
+    /// up or has expired since. Records from before the hub recorded the token accept any
+    /// token that is not revoked. (A retry gets a certificate only for the key the record
+    /// holds: the caller checks that once the CSR is verified.)
+    pub fn check_for(
+        &self,
+        existing: Option<&ClusterRecord>,
+        now_unix: i64,
+    ) -> Result<(), TokenProblem> {
+        match existing {
+            Some(c) if c.token_id == self.id || c.token_id.is_empty() => {
+                if self.revoked {
+                    Err(TokenProblem::Revoked)
+                } else {
+                    Ok(())
+                }
+            }
+            _ => self.check(now_unix),
+        }
+    }
+
+    /// The labels a cluster named `cluster` registering with this token gets, when the spoke
+    /// proposes `proposed`: the token's labels, plus the proposed ones under the keys the token
+    /// allows. Anything else the spoke proposes refuses the registration, naming the key, so
+    /// that a token minted for `env=dev` cannot register a cluster that also claims
+    /// `team=payments` (and receives the payments Apps).
+    pub fn admit(
+        &self,
+        cluster: &str,
+        proposed: &BTreeMap<String, String>,
+    ) -> Result<BTreeMap<String, String>, AdmissionProblem> {
+        if let Some(pinned) = &self.cluster
+            && pinned != cluster
+        {
+            return Err(AdmissionProblem::OtherCluster {
+                token_id: self.id.clone(),
+                pinned: pinned.clone(),
+                asked: cluster.to_owned(),
+            });
+        }
+        let mut labels = self.labels.clone();
+        for (key, value) in proposed {
+            match self.labels.get(key) {
+                Some(expected) if expected == value => {}
+                Some(expected) => {
+                    return Err(AdmissionProblem::LabelChanged {
+                        token_id: self.id.clone(),
+                        key: key.clone(),
+                        expected: expected.clone(),
+                        proposed: value.clone(),
+                    });
+                }
+                None if self.allowed_label_keys.contains(key) => {
+                    labels.insert(key.clone(), value.clone());
+                }
+                None => {
+                    let allowed = if self.allowed_label_keys.is_empty() {
+                        "none".to_owned()
+                    } else {
+                        self.allowed_label_keys
+                            .iter()
+                            .map(String::as_str)
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    };
+                    return Err(AdmissionProblem::LabelNotAllowed {
+                        token_id: self.id.clone(),
+                        key: key.clone(),
+                        allowed,
+                    });
+                }
+            }
+        }
+        Ok(labels)
     }
 }
 

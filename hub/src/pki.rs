@@ -5,7 +5,9 @@
 //! Chain validation is rustls's job (the gRPC server trusts only this CA); [`identify`] only maps
 //! an already verified certificate to a [`Peer`].
 
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rcgen::{
@@ -14,8 +16,6 @@ use rcgen::{
 };
 
 use sha2::Digest;
-
-use crate::client::config::write_private;
 
 #[cfg(test)]
 mod tests;
@@ -52,6 +52,13 @@ pub enum PkiError {
     InvalidCsr(String),
     #[error("{path} does not hold a valid certificate: {message}")]
     BadCertificate { path: PathBuf, message: String },
+    /// Half of the CA is gone. A new CA would lock out every spoke, so the hub refuses to start.
+    #[error(
+        "{missing} is missing but {present} exists: the hub will not create a new CA, which would lock out every spoke; restore {missing} from a backup, or remove both files to start a new CA"
+    )]
+    MissingCaFile { missing: PathBuf, present: PathBuf },
+    #[error("{key} is not the private key of the CA certificate {cert}")]
+    CaKeyMismatch { key: PathBuf, cert: PathBuf },
 }
 
 /// Who is calling, as proven by a verified client certificate.
@@ -135,6 +142,44 @@ pub struct IssuedCert {
     pub key_fingerprint: String,
 }
 
+/// A CSR whose signature has been verified: the requester holds the key it names.
+#[derive(Debug, Clone)]
+pub struct VerifiedCsr {
+    public_key: rcgen::PublicKey,
+    /// See [`IssuedCert::key_fingerprint`].
+    pub key_fingerprint: String,
+}
+
+/// The key a certificate certifies, and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertKey {
+    /// SHA-256 of the certified public key (the subjectPublicKey bits), hex: the same
+    /// fingerprint [`IssuedCert::key_fingerprint`] gives the certificate the hub issued.
+    pub fingerprint: String,
+    pub not_after_unix: i64,
+}
+
+/// The key of a (verified) certificate, DER.
+pub fn cert_key(cert_der: &[u8]) -> Result<CertKey, IdentityError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
+        .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
+    Ok(CertKey {
+        fingerprint: key_fingerprint(&cert.public_key().subject_public_key.data),
+        not_after_unix: cert.validity().not_after.timestamp(),
+    })
+}
+
+/// [`cert_key`] of a PEM certificate.
+pub fn cert_key_pem(cert_pem: &str) -> Result<CertKey, IdentityError> {
+    let (_, pem) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes())
+        .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
+    cert_key(&pem.contents)
+}
+
+fn key_fingerprint(public_key: &[u8]) -> String {
+    hex::encode(sha2::Sha256::digest(public_key))
+}
+
 /// A certificate and its private key, PEM.
 #[derive(Debug, Clone)]
 pub struct KeyedCert {
@@ -148,6 +193,10 @@ pub struct Pki {
     issuer: Issuer<'static, KeyPair>,
     server: KeyedCert,
     admin: KeyedCert,
+    /// CSRs verified and cluster certificates signed since start: work that only a caller
+    /// holding a valid bootstrap token (or a cluster certificate) may cause.
+    csrs_verified: AtomicU64,
+    clusters_signed: AtomicU64,
 }
 
 impl std::fmt::Debug for Pki {
@@ -166,40 +215,9 @@ impl Pki {
         })?;
         let ca_crt = dir.join("ca.crt");
         let ca_key_path = dir.join("ca.key");
-        let (ca_pem, ca_key) = if ca_crt.exists() && ca_key_path.exists() {
-            let pem = read(&ca_crt)?;
-            let key =
-                KeyPair::from_pem(&read(&ca_key_path)?).map_err(|source| PkiError::Rcgen {
-                    what: "cannot load the CA key",
-                    source,
-                })?;
-            (pem, key)
-        } else {
-            let key = new_key()?;
-            let mut params = CertificateParams::default();
-            params.distinguished_name = rcgen::DistinguishedName::new();
-            params
-                .distinguished_name
-                .push(DnType::CommonName, "gitfleet hub CA");
-            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-            params.key_usages = vec![
-                KeyUsagePurpose::KeyCertSign,
-                KeyUsagePurpose::CrlSign,
-                KeyUsagePurpose::DigitalSignature,
-            ];
-            set_validity(&mut params, CA_VALIDITY);
-            let cert = params.self_signed(&key).map_err(|source| PkiError::Rcgen {
-                what: "cannot create the CA certificate",
-                source,
-            })?;
-            write_private(&ca_key_path, key.serialize_pem().as_bytes()).map_err(|source| {
-                PkiError::Write {
-                    path: ca_key_path.clone(),
-                    source,
-                }
-            })?;
-            write(&ca_crt, &cert.pem())?;
-            (cert.pem(), key)
+        let (ca_pem, ca_key) = match load_ca(&ca_crt, &ca_key_path)? {
+            Some(loaded) => loaded,
+            None => create_ca(&ca_crt, &ca_key_path)?,
         };
         // Signing takes the subject and key identifier from the CA certificate on disk, so that
         // every certificate names the exact issuer clients trust.
@@ -219,6 +237,8 @@ impl Pki {
                 cert_pem: String::new(),
                 key_pem: String::new(),
             },
+            csrs_verified: AtomicU64::new(0),
+            clusters_signed: AtomicU64::new(0),
         };
 
         let mut names: Vec<String> = vec!["localhost".into(), "127.0.0.1".into(), "::1".into()];
@@ -265,17 +285,19 @@ impl Pki {
             let cert_pem = read(&crt)?;
             let facts = cert_facts(&cert_pem, &crt)?;
             let fresh = facts.not_after_unix - now_unix() > RENEW_BEFORE.as_secs() as i64;
-            if fresh && still_fits(Some(facts)) {
-                return Ok(KeyedCert {
-                    cert_pem,
-                    key_pem: read(&key_path)?,
-                });
+            let key_pem = read(&key_path)?;
+            // A crash between writing the key and the certificate leaves a pair that does not
+            // match: issue again rather than fail the TLS setup.
+            let matches = KeyPair::from_pem(&key_pem)
+                .is_ok_and(|key| key.public_key_raw() == facts.public_key.as_slice());
+            if fresh && matches && still_fits(Some(facts)) {
+                return Ok(KeyedCert { cert_pem, key_pem });
             }
         }
         let key = new_key()?;
         let cert_pem = issue(self, &key)?;
         let key_pem = key.serialize_pem();
-        write_private(&key_path, key_pem.as_bytes()).map_err(|source| PkiError::Write {
+        write_atomic(&key_path, key_pem.as_bytes(), true).map_err(|source| PkiError::Write {
             path: key_path.clone(),
             source,
         })?;
@@ -357,8 +379,34 @@ impl Pki {
                 "cluster name {cluster:?} {problem}"
             )));
         }
+        let csr = self.verify_csr(csr_pem)?;
+        self.sign_cluster(&csr, cluster, validity)
+    }
+
+    /// Parses a CSR and verifies its signature (proof that the requester holds the key).
+    pub fn verify_csr(&self, csr_pem: &str) -> Result<VerifiedCsr, PkiError> {
+        self.csrs_verified.fetch_add(1, Ordering::Relaxed);
         let csr = CertificateSigningRequestParams::from_pem(csr_pem)
             .map_err(|e| PkiError::InvalidCsr(e.to_string()))?;
+        Ok(VerifiedCsr {
+            key_fingerprint: key_fingerprint(rcgen::PublicKeyData::der_bytes(&csr.public_key)),
+            public_key: csr.public_key,
+        })
+    }
+
+    /// Issues a certificate naming `cluster` for a verified CSR's key.
+    pub fn sign_cluster(
+        &self,
+        csr: &VerifiedCsr,
+        cluster: &str,
+        validity: Duration,
+    ) -> Result<IssuedCert, PkiError> {
+        if let Some(problem) = dns1123_label_problem(cluster) {
+            return Err(PkiError::InvalidCsr(format!(
+                "cluster name {cluster:?} {problem}"
+            )));
+        }
+        self.clusters_signed.fetch_add(1, Ordering::Relaxed);
         let params = Self::client_params(cluster, &format!("{SPIFFE_CLUSTER}{cluster}"), validity)?;
         let not_after_unix = params.not_after.unix_timestamp();
         let cert = params
@@ -370,10 +418,16 @@ impl Pki {
         Ok(IssuedCert {
             certificate_pem: cert.pem(),
             not_after_unix,
-            key_fingerprint: hex::encode(sha2::Sha256::digest(rcgen::PublicKeyData::der_bytes(
-                &csr.public_key,
-            ))),
+            key_fingerprint: csr.key_fingerprint.clone(),
         })
+    }
+
+    /// How many CSRs were verified and cluster certificates signed since start.
+    pub fn csr_work(&self) -> (u64, u64) {
+        (
+            self.csrs_verified.load(Ordering::Relaxed),
+            self.clusters_signed.load(Ordering::Relaxed),
+        )
     }
 
     pub fn ca_pem(&self) -> &str {
@@ -394,6 +448,8 @@ impl Pki {
 struct CertFacts {
     not_after_unix: i64,
     dns_and_ips: Vec<String>,
+    /// The subjectPublicKey bits.
+    public_key: Vec<u8>,
 }
 
 fn cert_facts(pem: &str, path: &Path) -> Result<CertFacts, PkiError> {
@@ -428,6 +484,7 @@ fn cert_facts(pem: &str, path: &Path) -> Result<CertFacts, PkiError> {
     Ok(CertFacts {
         not_after_unix: cert.validity().not_after.timestamp(),
         dns_and_ips,
+        public_key: cert.public_key().subject_public_key.data.to_vec(),
     })
 }
 
@@ -456,10 +513,172 @@ fn read(path: &Path) -> Result<String, PkiError> {
 }
 
 fn write(path: &Path, text: &str) -> Result<(), PkiError> {
-    std::fs::write(path, text).map_err(|source| PkiError::Write {
+    write_atomic(path, text.as_bytes(), false).map_err(|source| PkiError::Write {
         path: path.to_owned(),
         source,
     })
+}
+
+/// The CA from its two files; `None` when neither exists (a first start). Exactly one of them
+/// is an error, unless a CA creation that a crash interrupted left the other staged: then
+/// the creation is finished.
+fn load_ca(ca_crt: &Path, ca_key_path: &Path) -> Result<Option<(String, KeyPair)>, PkiError> {
+    let (crt_there, key_there) = (exists(ca_crt)?, exists(ca_key_path)?);
+    if !crt_there && !key_there {
+        return Ok(None);
+    }
+    if crt_there != key_there {
+        let (missing, present) = if crt_there {
+            (ca_key_path, ca_crt)
+        } else {
+            (ca_crt, ca_key_path)
+        };
+        let staged = staged_path(missing);
+        let finished = exists(&staged)? && {
+            // Only a staged file that belongs with the one present completes the pair.
+            let (pem, key) = if crt_there {
+                (read(ca_crt)?, read(&staged)?)
+            } else {
+                (read(&staged)?, read(ca_key_path)?)
+            };
+            ca_pair_matches(&pem, &key)
+        };
+        if !finished {
+            return Err(PkiError::MissingCaFile {
+                missing: missing.to_owned(),
+                present: present.to_owned(),
+            });
+        }
+        commit_staged(&staged, missing).map_err(|source| PkiError::Write {
+            path: missing.to_owned(),
+            source,
+        })?;
+    }
+    let pem = read(ca_crt)?;
+    let key_pem = read(ca_key_path)?;
+    if !ca_pair_matches(&pem, &key_pem) {
+        return Err(PkiError::CaKeyMismatch {
+            key: ca_key_path.to_owned(),
+            cert: ca_crt.to_owned(),
+        });
+    }
+    let key = KeyPair::from_pem(&key_pem).map_err(|source| PkiError::Rcgen {
+        what: "cannot load the CA key",
+        source,
+    })?;
+    Ok(Some((pem, key)))
+}
+
+/// Makes a new CA. Both files are staged (written and synced) before either takes its name,
+/// so that a crash leaves neither, or one and its staged partner (which [`load_ca`] finishes).
+fn create_ca(ca_crt: &Path, ca_key_path: &Path) -> Result<(String, KeyPair), PkiError> {
+    let key = new_key()?;
+    let mut params = CertificateParams::default();
+    params.distinguished_name = rcgen::DistinguishedName::new();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, "gitfleet hub CA");
+    params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    params.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    set_validity(&mut params, CA_VALIDITY);
+    let cert = params.self_signed(&key).map_err(|source| PkiError::Rcgen {
+        what: "cannot create the CA certificate",
+        source,
+    })?;
+    let pem = cert.pem();
+    let staged_key = staged_path(ca_key_path);
+    let staged_crt = staged_path(ca_crt);
+    let write_err = |path: &Path| {
+        let path = path.to_owned();
+        move |source| PkiError::Write { path, source }
+    };
+    stage(&staged_key, key.serialize_pem().as_bytes(), true).map_err(write_err(ca_key_path))?;
+    stage(&staged_crt, pem.as_bytes(), false).map_err(write_err(ca_crt))?;
+    commit_staged(&staged_key, ca_key_path).map_err(write_err(ca_key_path))?;
+    commit_staged(&staged_crt, ca_crt).map_err(write_err(ca_crt))?;
+    Ok((pem, key))
+}
+
+/// Whether `key_pem` is the private key of the certificate `cert_pem`.
+fn ca_pair_matches(cert_pem: &str, key_pem: &str) -> bool {
+    let Ok(key) = KeyPair::from_pem(key_pem) else {
+        return false;
+    };
+    let Ok((_, pem)) = x509_parser::pem::parse_x509_pem(cert_pem.as_bytes()) else {
+        return false;
+    };
+    pem.parse_x509().is_ok_and(|cert| {
+        cert.public_key().subject_public_key.data.as_ref() == key.public_key_raw()
+    })
+}
+
+fn exists(path: &Path) -> Result<bool, PkiError> {
+    path.try_exists().map_err(|source| PkiError::Read {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Where a file is written before it takes its name: the same directory (a rename within one
+/// file system is atomic), hidden.
+fn staged_path(path: &Path) -> PathBuf {
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    path.with_file_name(format!(".{name}.new"))
+}
+
+/// Writes `bytes` to `path` and syncs it; owner-only when `private` (the mode is set when the
+/// file is created, so an older file of the same name is replaced, not reused).
+fn stage(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    match std::fs::remove_file(path) {
+        Err(e) if e.kind() != std::io::ErrorKind::NotFound => return Err(e),
+        _ => {}
+    }
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(if private { 0o600 } else { 0o644 })
+        .open(path)?;
+    file.write_all(bytes)?;
+    file.sync_all()
+}
+
+/// Gives a staged file its name, durably (the directory entry is synced too).
+fn commit_staged(staged: &Path, path: &Path) -> std::io::Result<()> {
+    std::fs::rename(staged, path)?;
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    std::fs::File::open(dir)?.sync_all()
+}
+
+/// Replaces `path` with `bytes` atomically and durably: a reader (or a restart after a crash)
+/// sees the old content or the new, never a mix or an empty file. Owner-only when `private`.
+pub(crate) fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> std::io::Result<()> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    // Unique, so that two writers of one file never write into each other's temporary file.
+    let tmp = path.with_file_name(format!(
+        ".{name}.tmp.{}.{}",
+        std::process::id(),
+        NEXT.fetch_add(1, Ordering::Relaxed)
+    ));
+    let written = stage(&tmp, bytes, private).and_then(|()| commit_staged(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 pub(crate) fn now_unix() -> i64 {

@@ -21,7 +21,7 @@ use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
 use crate::client::config::{ClientConfig, ConfigError, Context};
-use crate::engine::{Engine, EngineConfig, EngineError};
+use crate::engine::{Engine, EngineConfig, EngineError, TokenSpec};
 use crate::git::GitCache;
 use crate::grpc::access::AccessService;
 use crate::grpc::admin::AdminService;
@@ -61,6 +61,8 @@ pub struct HubConfig {
     pub require_approval: bool,
     /// Take the hub's own Repos, Apps and ClusterGroups from a path in one of its Repos.
     pub fleet: Option<crate::fleetsync::FleetSource>,
+    /// `Register` calls a minute (and at once) from one source address; 0: no limit.
+    pub register_rate_limit: u32,
 }
 
 impl HubConfig {
@@ -82,6 +84,7 @@ impl HubConfig {
             repo_credentials: Default::default(),
             require_approval: false,
             fleet: None,
+            register_rate_limit: crate::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE,
         }
     }
 
@@ -230,9 +233,12 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .http2_keepalive_interval(Some(Duration::from_secs(30)))
         .http2_keepalive_timeout(Some(Duration::from_secs(10)))
         .add_service(
-            RegistrationServer::new(RegistrationService::new(Arc::clone(&engine)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            RegistrationServer::new(RegistrationService::with_rate_limit(
+                Arc::clone(&engine),
+                config.register_rate_limit,
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             LinkServer::new(LinkService::with_handshake_limit(
@@ -393,16 +399,34 @@ impl HubHandle {
         &self.engine
     }
 
-    /// Mints a bootstrap token without going through the admin API.
+    /// Mints a bootstrap token without going through the admin API: clusters registered with
+    /// it get `labels` (and the spoke may add none).
     pub async fn create_token(
         &self,
         ttl: Duration,
         labels: BTreeMap<String, String>,
         max_uses: u32,
     ) -> Result<String, HubError> {
+        self.create_token_with(TokenSpec {
+            max_uses,
+            ..TokenSpec::new(ttl, labels)
+        })
+        .await
+    }
+
+    /// [`HubHandle::create_token`] with everything a token can say.
+    pub async fn create_token_with(&self, spec: TokenSpec) -> Result<String, HubError> {
+        let description = if spec.description.is_empty() {
+            "created in-process".to_owned()
+        } else {
+            spec.description.clone()
+        };
         let token = self
             .engine
-            .create_token(ttl, labels, max_uses, "created in-process".into())
+            .create_token(TokenSpec {
+                description,
+                ..spec
+            })
             .await?;
         Ok(token.token)
     }

@@ -695,6 +695,10 @@ async fn token_create_sends_the_options_and_prints_the_token_once() {
             "3",
             "--description",
             "eu wave",
+            "--allow-label-key",
+            "zone",
+            "--cluster",
+            "eu-prod-3",
         ])
         .await
         .unwrap();
@@ -710,6 +714,8 @@ async fn token_create_sends_the_options_and_prints_the_token_once() {
         assert_eq!(t.description, "eu wave");
         assert_eq!(t.labels.get("env").map(String::as_str), Some("prod"));
         assert_eq!(t.labels.get("region").map(String::as_str), Some("eu"));
+        assert_eq!(t.allowed_label_keys, ["zone"]);
+        assert_eq!(t.cluster_name, "eu-prod-3");
     });
 
     let out = hub.run(&["token", "create", "-o", "json"]).await.unwrap();
@@ -719,6 +725,8 @@ async fn token_create_sends_the_options_and_prints_the_token_once() {
     hub.received(|r| {
         assert_eq!(r.tokens[1].ttl_seconds, 3600, "default ttl");
         assert_eq!(r.tokens[1].max_uses, 0, "unlimited by default");
+        assert!(r.tokens[1].allowed_label_keys.is_empty());
+        assert_eq!(r.tokens[1].cluster_name, "", "any cluster by default");
     });
 }
 

@@ -71,10 +71,19 @@ async fn apply_token_register_report_and_status_through_the_cli() {
     })
     .await;
 
-    // A token from the CLI registers a cluster, whose labels place the App on it.
+    // A token from the CLI registers a cluster, whose labels (the token's) place the App on it.
     let out = cli(
         &admin,
-        &["token", "create", "--max-uses", "1", "-o", "json"],
+        &[
+            "token",
+            "create",
+            "--max-uses",
+            "1",
+            "--label",
+            "env=dev",
+            "-o",
+            "json",
+        ],
     )
     .await
     .unwrap();
@@ -266,6 +275,8 @@ async fn approve_revoke_and_token_lifecycle_through_the_cli() {
             "create",
             "--description",
             "edge wave",
+            "--label",
+            "env=edge",
             "-o",
             "json",
         ],

@@ -7,6 +7,7 @@ mod support;
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use gitfleet_hub::engine::TokenSpec;
 use gitfleet_hub::runtime::{self, HubConfig};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::admin_client::AdminClient;
@@ -496,38 +497,13 @@ async fn bad_tokens_and_bad_requests_do_not_register() {
         .await
         .unwrap();
 
-    // The token's labels win over the spoke's.
-    let labelled = hub
-        .create_token(
-            Duration::from_secs(600),
-            BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
-            0,
-        )
-        .await
-        .unwrap();
-    try_register(&hub, "prod-1", &labelled, &[("env", "dev"), ("zone", "a")])
-        .await
-        .unwrap();
-    let mut admin = admin(&hub).await;
-    let clusters = admin
-        .list_clusters(pb::ListClustersRequest::default())
-        .await
-        .unwrap()
-        .into_inner()
-        .clusters;
-    let prod = clusters.iter().find(|c| c.name == "prod-1").unwrap();
-    assert_eq!(prod.labels.get("env").map(String::as_str), Some("prod"));
-    assert_eq!(prod.labels.get("zone").map(String::as_str), Some("a"));
-
     // A revoked token is refused.
     let revocable = hub
         .engine()
-        .create_token(
-            Duration::from_secs(600),
-            BTreeMap::new(),
-            0,
-            "to revoke".into(),
-        )
+        .create_token(TokenSpec {
+            description: "to revoke".into(),
+            ..TokenSpec::new(Duration::from_secs(600), BTreeMap::new())
+        })
         .await
         .unwrap();
     assert!(hub.engine().revoke_token(&revocable.id).await.unwrap());
@@ -723,7 +699,10 @@ async fn a_reconnecting_spoke_gets_only_what_changed_and_can_renew_its_certifica
 
     // A message with nothing in it is refused.
     fresh
-        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .send(In::Heartbeat(pb::Heartbeat {
+            sent_at_unix: 1,
+            ..Default::default()
+        }))
         .await;
     fresh.send_raw(pb::SpokeMessage { msg: None }).await;
     let status = fresh.until_end().await.expect("refused");
@@ -1007,7 +986,11 @@ async fn approval_mode_holds_registrations_until_an_admin_approves() {
     let hub = runtime::start(config).await.unwrap();
     let token = hub
         .engine()
-        .create_token(Duration::from_secs(600), BTreeMap::new(), 1, "edge".into())
+        .create_token(TokenSpec {
+            max_uses: 1,
+            description: "edge".into(),
+            ..TokenSpec::new(Duration::from_secs(600), BTreeMap::new())
+        })
         .await
         .unwrap();
     let key = rcgen::KeyPair::generate().unwrap();
@@ -1179,7 +1162,10 @@ async fn a_silent_spoke_shows_disconnected_after_the_grace_period() {
     .await;
     // A heartbeat brings it back.
     spoke
-        .send(In::Heartbeat(pb::Heartbeat { sent_at_unix: 1 }))
+        .send(In::Heartbeat(pb::Heartbeat {
+            sent_at_unix: 1,
+            ..Default::default()
+        }))
         .await;
     eventually("the heartbeat to show", || {
         let admin = admin.clone();

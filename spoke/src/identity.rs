@@ -17,6 +17,9 @@ use crate::store::{self, StoreError};
 /// The longest a spoke waits between asking whether its registration was approved.
 const MAX_APPROVAL_WAIT: Duration = Duration::from_secs(300);
 
+/// The longest a spoke waits before asking again a hub that limits its registrations.
+const MAX_BUSY_WAIT: Duration = Duration::from_secs(60);
+
 /// Key, certificate and CA, all PEM.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Identity {
@@ -206,6 +209,13 @@ pub fn renewal_due(not_before: i64, not_after: i64, now: i64) -> bool {
     now >= not_before + lifetime * 2 / 3
 }
 
+/// SHA-256 (hex) of the public key of `key_pem`: how the hub names a certificate's key.
+pub fn key_fingerprint(key_pem: &str) -> Option<String> {
+    use sha2::Digest as _;
+    let key = rcgen::KeyPair::from_pem(key_pem).ok()?;
+    Some(hex::encode(sha2::Sha256::digest(key.public_key_raw())))
+}
+
 /// Whether the certificate was issued for this key.
 fn key_matches(key_pem: &str, cert_pem: &str) -> bool {
     let Ok(key) = rcgen::KeyPair::from_pem(key_pem) else {
@@ -309,6 +319,7 @@ pub async fn register(
         .await
         .map_err(|e| connect_error(error_chain(&e)))?;
     let mut client = RegistrationClient::new(channel);
+    let mut backoff = Duration::from_secs(1);
     loop {
         let request = RegisterRequest {
             token: registration.token.clone(),
@@ -317,13 +328,29 @@ pub async fn register(
             labels: registration.labels.clone().into_iter().collect(),
             agent_version: registration.agent_version.clone(),
         };
-        let answer = client
-            .register(request)
-            .await
-            .map_err(|status| {
-                IdentityError::Refused(format!("{:?}: {}", status.code(), status.message()))
-            })?
-            .into_inner();
+        let answer = match client.register(request).await {
+            Ok(answer) => answer.into_inner(),
+            // The hub limits registrations per source address (a fleet behind one NAT address
+            // registers at once): come back when it says, or after a growing wait.
+            Err(status) if status.code() == tonic::Code::ResourceExhausted => {
+                let wait = retry_after(&status).unwrap_or_else(|| jittered(backoff));
+                backoff = (backoff * 2).min(MAX_BUSY_WAIT);
+                tracing::info!(
+                    wait_s = wait.as_secs(),
+                    reason = %status.message(),
+                    "the hub is busy with registrations; asking again later"
+                );
+                tokio::time::sleep(wait).await;
+                continue;
+            }
+            Err(status) => {
+                return Err(IdentityError::Refused(format!(
+                    "{:?}: {}",
+                    status.code(),
+                    status.message()
+                )));
+            }
+        };
         match answer.outcome {
             Some(register_response::Outcome::Issued(issued)) => {
                 if !issued.cluster_name.is_empty()
@@ -359,6 +386,24 @@ pub async fn register(
             None => return Err(IdentityError::EmptyAnswer),
         }
     }
+}
+
+/// The wait a RESOURCE_EXHAUSTED answer asks for (its `retry-after` metadata, seconds), at
+/// least a second and at most [`MAX_BUSY_WAIT`].
+fn retry_after(status: &tonic::Status) -> Option<Duration> {
+    let seconds: u64 = status
+        .metadata()
+        .get("retry-after")?
+        .to_str()
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Duration::from_secs(seconds).clamp(Duration::from_secs(1), MAX_BUSY_WAIT))
+}
+
+/// `wait`, give or take a fifth, so that spokes refused together do not come back together.
+fn jittered(wait: Duration) -> Duration {
+    wait.mul_f64(rand::random_range(0.8..1.2))
 }
 
 /// An error with its sources, since tonic's transport errors hide the cause one level down.
@@ -408,6 +453,31 @@ mod tests {
             assert_eq!(mode, 0o600);
         }
         assert!(store.load().expect("load").is_none(), "no certificate yet");
+    }
+
+    #[test]
+    fn a_busy_hub_says_when_to_come_back() {
+        let mut status = tonic::Status::resource_exhausted("busy");
+        assert_eq!(retry_after(&status), None, "no hint: the spoke backs off");
+        status
+            .metadata_mut()
+            .insert("retry-after", "7".parse().expect("ascii"));
+        assert_eq!(retry_after(&status), Some(Duration::from_secs(7)));
+        status
+            .metadata_mut()
+            .insert("retry-after", "0".parse().expect("ascii"));
+        assert_eq!(retry_after(&status), Some(Duration::from_secs(1)));
+        status
+            .metadata_mut()
+            .insert("retry-after", "86400".parse().expect("ascii"));
+        assert_eq!(retry_after(&status), Some(MAX_BUSY_WAIT));
+        for _ in 0..100 {
+            let w = jittered(Duration::from_secs(10));
+            assert!(
+                w >= Duration::from_secs(8) && w <= Duration::from_secs(12),
+                "{w:?}"
+            );
+        }
     }
 
     #[test]

@@ -513,7 +513,13 @@ async fn session(
                                 Ok(next) => {
                                     tracing::info!("certificate renewed; new connections use it");
                                     validity = identity::cert_validity(&next.cert_pem);
+                                    // Stored: the hub may now refuse the certificate it replaces.
+                                    let stored = pb::Heartbeat {
+                                        sent_at_unix: unix_now(),
+                                        renewed_key_sha256: identity::key_fingerprint(&next.key_pem).unwrap_or_default(),
+                                    };
                                     *identity = next;
+                                    send(&tx, pb::spoke_message::Msg::Heartbeat(stored)).await?;
                                 }
                                 Err(error) => tracing::warn!(%error, "could not use the renewed certificate"),
                             }
@@ -527,7 +533,7 @@ async fn session(
                 if state.outbox.is_behind() {
                     state.outbox.write_soon();
                 }
-                send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now() })).await?;
+                send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now(), ..Default::default() })).await?;
                 if !renewing && let Some(csr_pem) = start_renewal(config, validity) {
                     renewing = true;
                     send(&tx, pb::spoke_message::Msg::Renew(pb::RenewRequest { csr_pem })).await?;

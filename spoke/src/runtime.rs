@@ -29,7 +29,7 @@ pub struct SpokeConfig {
     pub hub_ca_pem: Option<String>,
     pub data_dir: PathBuf,
     pub cluster_name: String,
-    /// Labels proposed at registration (the token's labels win).
+    /// Labels proposed at registration: accepted only under keys the bootstrap token allows.
     pub labels: BTreeMap<String, String>,
     /// Needed for the first registration only.
     pub bootstrap_token: Option<String>,

@@ -485,6 +485,9 @@ impl Sim {
                 SECRET,
                 "--default-poll-interval",
                 "1h",
+                // Every simulated spoke registers from 127.0.0.1 at once.
+                "--register-rate-limit",
+                "0",
             ])
             .env("GITFLEET_LOG", "warn")
             // Every start appends, so a restarted hub does not hide why the last one ended.
@@ -710,9 +713,13 @@ impl Sim {
             .admin()?
             .create_token(pb::CreateTokenRequest {
                 ttl_seconds: 3600,
-                labels: Default::default(),
+                labels: BTreeMap::from([("fleet".to_owned(), "sim".to_owned())])
+                    .into_iter()
+                    .collect(),
                 max_uses: uses,
                 description: "fleetsim".into(),
+                allowed_label_keys: Vec::new(),
+                cluster_name: String::new(),
             })
             .await?
             .token;

@@ -24,6 +24,7 @@ use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
 use gitfleet_hub::fleet::rollout::Phase;
 use gitfleet_hub::git::GitCache;
 use gitfleet_hub::model::{ClusterDesired, HealthState, SyncState, TargetReport};
+use gitfleet_hub::pki::{CertKey, cert_key_pem};
 use gitfleet_hub::resources::GitRef;
 use gitfleet_hub::runtime::{self, HubConfig};
 
@@ -164,7 +165,13 @@ fn ms(d: Duration) -> String {
     format!("{:.1} ms", d.as_secs_f64() * 1000.0)
 }
 
-async fn register(engine: &Engine, token: String, cluster: &str) -> anyhow::Result<()> {
+/// The labels of every benchmark cluster (its token's: a spoke cannot choose its own).
+fn bench_labels() -> BTreeMap<String, String> {
+    BTreeMap::from([("env".to_owned(), "bench".to_owned())])
+}
+
+/// Registers `cluster`; the key of its certificate, to connect with.
+async fn register(engine: &Engine, token: String, cluster: &str) -> anyhow::Result<CertKey> {
     let key = rcgen::KeyPair::generate()?;
     let csr_pem = rcgen::CertificateParams::default()
         .serialize_request(&key)?
@@ -174,12 +181,12 @@ async fn register(engine: &Engine, token: String, cluster: &str) -> anyhow::Resu
             token,
             cluster: cluster.into(),
             csr_pem,
-            labels: BTreeMap::from([("env".to_owned(), "bench".to_owned())]),
+            labels: bench_labels(),
             agent_version: "bench".into(),
         })
         .await?
     {
-        RegisterOutcome::Issued(_) => Ok(()),
+        RegisterOutcome::Issued(issued) => Ok(cert_key_pem(&issued.certificate_pem)?),
         RegisterOutcome::Pending { .. } => bail!("registration is waiting for approval"),
     }
 }
@@ -336,11 +343,7 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     let hub = runtime::start(config).await?;
     let engine: Arc<Engine> = Arc::clone(hub.engine());
     let token = hub
-        .create_token(
-            Duration::from_secs(3600),
-            BTreeMap::new(),
-            u32::try_from(n)?,
-        )
+        .create_token(Duration::from_secs(3600), bench_labels(), u32::try_from(n)?)
         .await?;
     println!("fleet decisions ({n} clusters, one small App on all of them, in process):");
     let started = Instant::now();
@@ -349,18 +352,22 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     for chunk in names.chunks(n.div_ceil(8).max(1)) {
         let (engine, token, chunk) = (Arc::clone(&engine), token.clone(), chunk.to_vec());
         tasks.spawn(async move {
+            let mut keys = Vec::with_capacity(chunk.len());
             for c in chunk {
-                register(&engine, token.clone(), &c).await?;
+                let key = register(&engine, token.clone(), &c).await?;
+                keys.push((c, key));
             }
-            anyhow::Ok(())
+            anyhow::Ok(keys)
         });
     }
+    let mut keys = BTreeMap::new();
     while let Some(r) = tasks.join_next().await {
-        r??;
+        keys.extend(r??);
     }
     let mut clusters: Vec<(String, DesiredRx)> = Vec::with_capacity(n);
     for c in names {
-        let rx = engine.connect(&c, "bench").await?.desired;
+        let key = keys.get(&c).context("a registered cluster")?;
+        let rx = engine.connect(&c, key, "bench").await?.desired;
         clusters.push((c, rx));
     }
     println!(
@@ -537,7 +544,7 @@ async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result
     let hub = runtime::start(config).await?;
     let engine: Arc<Engine> = Arc::clone(hub.engine());
     let token = hub
-        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .create_token(Duration::from_secs(600), bench_labels(), 1)
         .await?;
     register(&engine, token, "bench-1").await?;
     let mut documents = vec![(

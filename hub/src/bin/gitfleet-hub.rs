@@ -86,6 +86,10 @@ struct Serve {
     /// A cluster not heard from for this long shows as disconnected.
     #[arg(long, env = "GITFLEET_HEARTBEAT_GRACE", default_value = "90s", value_parser = humantime::parse_duration)]
     heartbeat_grace: Duration,
+    /// Registrations a minute (and at once) one source address may make; beyond that the hub
+    /// answers RESOURCE_EXHAUSTED and spokes retry later. 0: no limit.
+    #[arg(long, env = "GITFLEET_REGISTER_RATE_LIMIT", value_name = "PER_MINUTE", default_value_t = gitfleet_hub::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE)]
+    register_rate_limit: u32,
 }
 
 #[tokio::main]
@@ -145,6 +149,7 @@ async fn main() -> anyhow::Result<()> {
                 path: args.fleet_path,
             }),
         heartbeat_grace: args.heartbeat_grace,
+        register_rate_limit: args.register_rate_limit,
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

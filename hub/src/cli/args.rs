@@ -386,8 +386,11 @@ Examples:
   # A token for one cluster, valid for an hour
   gitfleet token create --max-uses 1
 
-  # Clusters registering with this token get these labels
+  # Clusters registering with this token get these labels (and the spoke can add none)
   gitfleet token create --ttl 24h --label env=prod --label region=eu --description \"eu rollout\"
+
+  # One cluster, named by the token; the spoke may add its own zone=... label
+  gitfleet token create --max-uses 1 --cluster eu-prod-3 --label env=prod --allow-label-key zone
 
   # For scripts
   TOKEN=$(gitfleet token create -o json | jq -r .token)";
@@ -397,9 +400,17 @@ pub struct TokenCreateArgs {
     /// How long the token stays valid (e.g. 30m, 1h, 7d)
     #[arg(long, value_name = "DURATION", default_value = "1h", value_parser = parse_duration)]
     pub ttl: Duration,
-    /// Label that clusters registering with this token get, as KEY=VALUE (repeatable)
+    /// Label that clusters registering with this token get, as KEY=VALUE (repeatable); the
+    /// spoke cannot change it
     #[arg(long = "label", short = 'l', value_name = "KEY=VALUE", value_parser = parse_label)]
     pub labels: Vec<(String, String)>,
+    /// Label key under which the spoke may add a label of its own (its `--label`), repeatable;
+    /// a spoke proposing a label under any other key is refused
+    #[arg(long = "allow-label-key", value_name = "KEY", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub allowed_label_keys: Vec<String>,
+    /// The one cluster name the token may register
+    #[arg(long, value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub cluster: Option<String>,
     /// How many clusters may register with it (default: any number until it expires)
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_uses: Option<u32>,

@@ -309,6 +309,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 labels: t.labels.into_iter().collect(),
                 max_uses: t.max_uses.unwrap_or(0),
                 description: t.description.unwrap_or_default(),
+                allowed_label_keys: t.allowed_label_keys,
+                cluster_name: t.cluster.unwrap_or_default(),
             };
             let mut client = connect().await?;
             let response = client.create_token(request).await?;

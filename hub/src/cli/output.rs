@@ -749,7 +749,8 @@ pub struct PendingListReport {
 #[serde(rename_all = "camelCase")]
 pub struct PendingClusterReport {
     pub name: String,
-    /// The labels the cluster will have once approved (the token's win over the spoke's).
+    /// The labels the cluster will have once approved (the token's, plus the spoke's under
+    /// keys the token allows).
     pub labels: BTreeMap<String, String>,
     pub agent_version: String,
     /// RFC 3339; when the spoke first asked to register.
@@ -839,6 +840,12 @@ pub struct TokenInfoReport {
     pub description: String,
     /// Labels that clusters registering with the token get.
     pub labels: BTreeMap<String, String>,
+    /// Keys under which the registering spoke may add labels of its own.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub allowed_label_keys: Vec<String>,
+    /// The one cluster name the token registers; absent: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster: Option<String>,
     /// Clusters registered with it so far.
     pub uses: u32,
     /// `null`: any number of uses until it expires.
@@ -861,6 +868,12 @@ pub fn token_list_report(tokens: &[pb::TokenInfo]) -> TokenListReport {
                 .iter()
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect(),
+            allowed_label_keys: {
+                let mut keys = t.allowed_label_keys.clone();
+                keys.sort();
+                keys
+            },
+            cluster: Some(t.cluster_name.clone()).filter(|c| !c.is_empty()),
             uses: t.uses,
             max_uses: (t.max_uses > 0).then_some(t.max_uses),
             expires_at: rfc3339(t.expires_at_unix),
@@ -876,7 +889,15 @@ pub fn token_table(report: &TokenListReport, style: Style) -> String {
     if report.tokens.is_empty() {
         return "No bootstrap tokens: create one with `gitfleet token create`\n".to_owned();
     }
-    let mut table = plain_table(&["ID", "DESCRIPTION", "LABELS", "USES", "EXPIRES", "REVOKED"]);
+    let mut table = plain_table(&[
+        "ID",
+        "DESCRIPTION",
+        "CLUSTER",
+        "LABELS",
+        "USES",
+        "EXPIRES",
+        "REVOKED",
+    ]);
     for t in &report.tokens {
         let max = t
             .max_uses
@@ -898,7 +919,8 @@ pub fn token_table(report: &TokenListReport, style: Style) -> String {
         table.add_row(vec![
             Cell::new(&t.token_id),
             Cell::new(dash(&t.description)),
-            Cell::new(dash(&labels_text(&t.labels))),
+            Cell::new(t.cluster.as_deref().unwrap_or("any")),
+            Cell::new(dash(&token_labels_text(t))),
             colored(
                 format!("{}/{max}", t.uses),
                 used_up.then_some(Color::Red),
@@ -1030,6 +1052,13 @@ pub(super) fn paint(text: &str, color: Option<Color>, enabled: bool) -> String {
 }
 
 /// `env=prod,region=eu`, sorted by key.
+/// A token's labels, then the keys a spoke may set as `KEY=*`.
+fn token_labels_text(t: &TokenInfoReport) -> String {
+    let mut parts: Vec<String> = t.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+    parts.extend(t.allowed_label_keys.iter().map(|k| format!("{k}=*")));
+    parts.join(",")
+}
+
 fn labels_text(labels: &BTreeMap<String, String>) -> String {
     labels
         .iter()

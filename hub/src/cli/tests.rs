@@ -107,11 +107,19 @@ fn token_create_parses_durations_labels_and_limits() {
         "3",
         "--description",
         "eu wave",
+        "--allow-label-key",
+        "zone",
+        "--allow-label-key",
+        "rack",
+        "--cluster",
+        "eu-prod-3",
     ])
     .unwrap();
     let Command::Token(TokenCommand::Create(t)) = cli.command else {
         panic!()
     };
+    assert_eq!(t.allowed_label_keys, ["zone", "rack"]);
+    assert_eq!(t.cluster.as_deref(), Some("eu-prod-3"));
     assert_eq!(t.ttl, Duration::from_secs(9000));
     assert_eq!(
         t.labels,
@@ -129,6 +137,8 @@ fn token_create_parses_durations_labels_and_limits() {
     };
     assert_eq!(t.ttl, Duration::from_secs(3600), "default ttl");
     assert_eq!(t.max_uses, None);
+    assert!(t.allowed_label_keys.is_empty(), "a spoke may add no label");
+    assert_eq!(t.cluster, None, "any cluster name");
 
     for bad in [
         &["token", "create", "--ttl", "soon"][..],
@@ -136,6 +146,8 @@ fn token_create_parses_durations_labels_and_limits() {
         &["token", "create", "--label", "noequals"],
         &["token", "create", "--label", "=v"],
         &["token", "create", "--max-uses", "0"],
+        &["token", "create", "--allow-label-key", ""],
+        &["token", "create", "--cluster", ""],
     ] {
         let err = parse(bad).unwrap_err();
         assert_eq!(err.exit_code(), 2, "{bad:?}");

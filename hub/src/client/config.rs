@@ -92,9 +92,7 @@ impl ClientConfig {
         if let Some(parent) = path.parent() {
             std::fs::create_dir_all(parent).map_err(write_err)?;
         }
-        let tmp = path.with_extension("tmp");
-        write_private(&tmp, text.as_bytes()).map_err(write_err)?;
-        std::fs::rename(&tmp, path).map_err(write_err)
+        write_private(path, text.as_bytes()).map_err(write_err)
     }
 
     /// The named context, or the current one when `name` is `None`.
@@ -121,18 +119,10 @@ impl ClientConfig {
     }
 }
 
-/// Writes a file readable by its owner only.
+/// Writes a file readable by its owner only, atomically: a crash leaves the old content or the
+/// new, and a file that existed with a wider mode is replaced, not reused.
 pub fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)?;
-    f.write_all(bytes)?;
-    f.sync_all()
+    crate::pki::write_atomic(path, bytes, true)
 }
 
 #[cfg(test)]

@@ -10,7 +10,7 @@ use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
 use super::{admin_peer, convert};
-use crate::engine::Engine;
+use crate::engine::{Engine, TokenSpec};
 use crate::resources::Kind;
 
 /// Targets per `Status` page when the request names no size, and the most it may ask for.
@@ -175,7 +175,14 @@ impl Admin for AdminService {
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
         let token = self
             .engine
-            .create_token(ttl, labels, req.max_uses, req.description)
+            .create_token(TokenSpec {
+                ttl,
+                labels,
+                allowed_label_keys: req.allowed_label_keys.into_iter().collect(),
+                cluster: Some(req.cluster_name).filter(|c| !c.is_empty()),
+                max_uses: req.max_uses,
+                description: req.description,
+            })
             .await?;
         info!(%admin, token = %token.id, "bootstrap token created");
         Ok(Response::new(convert::create_token_response(token)))

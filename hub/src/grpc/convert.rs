@@ -382,5 +382,7 @@ pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
         labels: t.labels.into_iter().collect(),
         description: t.description,
         revoked: t.revoked,
+        allowed_label_keys: t.allowed_label_keys.into_iter().collect(),
+        cluster_name: t.cluster.unwrap_or_default(),
     }
 }

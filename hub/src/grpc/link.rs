@@ -15,7 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{cluster_peer, convert};
+use super::{cluster_peer, convert, peer_key};
 use crate::engine::{Connection, Engine};
 use crate::link;
 use crate::metrics::{ErrorKind, SessionEndKind};
@@ -59,6 +59,12 @@ impl Link for LinkService {
         request: Request<Streaming<pb::SpokeMessage>>,
     ) -> Result<Response<Self::SessionStream>, Status> {
         let cluster = cluster_peer(&request)?;
+        let key = peer_key(&request)?;
+        // A superseded certificate is refused before it holds anything (a handshake slot).
+        self.engine.check_key(&cluster, &key).map_err(|e| {
+            warn!(%cluster, error = %e, "certificate refused");
+            Status::from(e)
+        })?;
         let _handshake = self.handshakes.try_acquire().map_err(|_| {
             warn!(%cluster, "too many spokes connecting at once; shedding");
             Status::resource_exhausted("too many spokes connecting at once; retry later")
@@ -87,7 +93,7 @@ impl Link for LinkService {
         }
         let connection = self
             .engine
-            .connect(&cluster, &hello.agent_version)
+            .connect(&cluster, &key, &hello.agent_version)
             .await
             .map_err(|e| {
                 warn!(%cluster, error = %e, "connection refused");
@@ -100,7 +106,16 @@ impl Link for LinkService {
         tokio::spawn(
             async move {
                 let id = connection.id;
-                let end = run(&engine, &cluster, hello, connection, inbound, tx).await;
+                let end = run(
+                    &engine,
+                    &cluster,
+                    key.fingerprint,
+                    hello,
+                    connection,
+                    inbound,
+                    tx,
+                )
+                .await;
                 engine.disconnect(&cluster, id);
                 engine.metrics().session_ended(end.kind());
                 info!(reason = %end, "spoke disconnected");
@@ -170,9 +185,15 @@ fn desired_message(
 }
 
 /// Drives one spoke's stream until it ends, is replaced, or the hub shuts down.
+///
+/// Desired state goes out only while the session is the cluster's live connection, checked
+/// after the state to send was read: a revocation cuts the connection off before it publishes
+/// the cluster's (empty) desired state, so a session never hands a revoked spoke a state that
+/// would make it prune everything. A session cut off says goodbye instead.
 async fn run(
     engine: &Engine,
     cluster: &str,
+    mut session_key: String,
     hello: pb::Hello,
     mut connection: Connection,
     mut inbound: Streaming<pb::SpokeMessage>,
@@ -180,37 +201,41 @@ async fn run(
 ) -> SessionEnd {
     let epoch = engine.epoch().to_owned();
     let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
-    let held = engine.desired_at(cluster, hello.desired_generation);
-    if let Some(update) = link::on_hello(
-        &epoch,
-        &hello.hub_epoch,
-        hello.desired_generation,
-        &sent,
-        held.as_ref(),
-    ) {
-        debug!(
-            generation = update.generation,
-            snapshot = update.snapshot,
-            "sending desired state"
-        );
-        if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+    if !connection.cut_off() {
+        let held = engine.desired_at(cluster, hello.desired_generation);
+        if let Some(update) = link::on_hello(
+            &epoch,
+            &hello.hub_epoch,
+            hello.desired_generation,
+            &sent,
+            held.as_ref(),
+        ) {
+            debug!(
+                generation = update.generation,
+                snapshot = update.snapshot,
+                "sending desired state"
+            );
+            if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+                return SessionEnd::SpokeGone;
+            }
+        }
+        if connection.acked_seq > 0
+            && !send(
+                &tx,
+                Out::Ack(pb::StatusAck {
+                    acked_seq: connection.acked_seq,
+                }),
+            )
+            .await
+        {
             return SessionEnd::SpokeGone;
         }
-    }
-    if connection.acked_seq > 0
-        && !send(
-            &tx,
-            Out::Ack(pb::StatusAck {
-                acked_seq: connection.acked_seq,
-            }),
-        )
-        .await
-    {
-        return SessionEnd::SpokeGone;
     }
     let shutdown = engine.shutdown_token().clone();
     loop {
         tokio::select! {
+            // Being cut off comes before anything else that is ready.
+            biased;
             _ = connection.revoked.cancelled() => {
                 warn!("cluster revoked; closing its stream");
                 goodbye(&tx, "this cluster has been revoked", true).await;
@@ -229,6 +254,10 @@ async fn run(
                     return SessionEnd::Shutdown;
                 }
                 let current = connection.desired.borrow_and_update().clone();
+                if connection.cut_off() {
+                    // The cancellation is ready: the next turn says goodbye.
+                    continue;
+                }
                 if let Some(update) = link::delta(&sent, &current) {
                     debug!(generation = update.generation, base = update.base_generation, "sending delta");
                     let found: Vec<std::time::Instant> = update
@@ -273,7 +302,21 @@ async fn run(
                             next = after;
                             outcome
                         }
-                        _ => handle(engine, cluster, &epoch, message, &mut sent, &tx).await,
+                        _ => {
+                            handle(
+                                engine,
+                                cluster,
+                                &epoch,
+                                message,
+                                Session {
+                                    sent: &mut sent,
+                                    key: &mut session_key,
+                                    connection: &connection,
+                                },
+                                &tx,
+                            )
+                            .await
+                        }
                     };
                     match outcome {
                         Ok(true) => {}
@@ -446,19 +489,39 @@ fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Res
     Ok(seq)
 }
 
+/// What `handle` reads and changes of its session.
+struct Session<'a> {
+    /// The desired state the spoke holds.
+    sent: &'a mut Arc<ClusterDesired>,
+    /// The fingerprint of the key the session speaks for: the one it connected with, then
+    /// the one of each renewed certificate the spoke confirmed it stored.
+    key: &'a mut String,
+    connection: &'a Connection,
+}
+
 /// Handles one message other than a status report; `Ok(false)` when the spoke is gone.
 async fn handle(
     engine: &Engine,
     cluster: &str,
     epoch: &str,
     message: pb::SpokeMessage,
-    sent: &mut Arc<ClusterDesired>,
+    session: Session<'_>,
     tx: &Tx,
 ) -> Result<bool, Status> {
     match message.msg {
         // Reports go through `ingest`.
         Some(In::Status(_)) => Ok(true),
-        Some(In::Heartbeat(_)) => Ok(true),
+        Some(In::Heartbeat(heartbeat)) => {
+            if !heartbeat.renewed_key_sha256.is_empty()
+                && engine
+                    .confirm_renewal(cluster, session.key, &heartbeat.renewed_key_sha256)
+                    .await?
+            {
+                // The session speaks for the key the spoke now holds.
+                *session.key = heartbeat.renewed_key_sha256;
+            }
+            Ok(true)
+        }
         Some(In::Hello(hello)) => {
             if hello.cluster != cluster {
                 warn!(claimed = %hello.cluster, "Hello names another cluster; refused");
@@ -469,6 +532,10 @@ async fn handle(
             }
             // A spoke that lost track asks again: give it what it lacks.
             let current = engine.desired(cluster).unwrap_or_default();
+            if session.connection.cut_off() {
+                // The main loop says goodbye next.
+                return Ok(true);
+            }
             let held = engine.desired_at(cluster, hello.desired_generation);
             if let Some(update) = link::on_hello(
                 epoch,
@@ -480,11 +547,11 @@ async fn handle(
             {
                 return Ok(false);
             }
-            *sent = current;
+            *session.sent = current;
             Ok(true)
         }
         Some(In::Renew(renew)) => {
-            let certificate_pem = engine.renew(cluster, &renew.csr_pem).await?;
+            let certificate_pem = engine.renew(cluster, session.key, &renew.csr_pem).await?;
             Ok(send(
                 tx,
                 Out::Renewed(pb::RenewResponse {

@@ -5,12 +5,13 @@ use tonic::{Request, Status};
 use tracing::warn;
 
 use crate::engine::EngineError;
-use crate::pki::{Peer, identify};
+use crate::pki::{CertKey, Peer, cert_key, identify};
 
 pub mod access;
 pub mod admin;
 pub mod convert;
 pub mod link;
+pub mod rate_limit;
 pub mod registration;
 pub mod rollouts;
 
@@ -23,6 +24,17 @@ pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
         Status::unauthenticated("a client certificate issued by this hub is required")
     })?;
     identify(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+/// The key of the caller's (verified) client certificate.
+pub fn peer_key<T>(request: &Request<T>) -> Result<CertKey, Status> {
+    let certs = request.peer_certs().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by this hub is required")
+    })?;
+    let leaf = certs.first().ok_or_else(|| {
+        Status::unauthenticated("a client certificate issued by this hub is required")
+    })?;
+    cert_key(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 /// The cluster a spoke proved itself to be; anything else is refused.

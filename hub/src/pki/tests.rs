@@ -143,3 +143,156 @@ fn refuses_bad_csrs_and_names() {
         .unwrap_err();
     assert!(matches!(err, PkiError::InvalidCsr(_)), "{err}");
 }
+
+#[test]
+fn a_missing_half_of_the_ca_stops_the_hub_instead_of_replacing_it() {
+    for missing in ["ca.crt", "ca.key"] {
+        let dir = tempfile::tempdir().unwrap();
+        Pki::load_or_create(dir.path(), &[]).unwrap();
+        std::fs::remove_file(dir.path().join(missing)).unwrap();
+        let err = Pki::load_or_create(dir.path(), &[]).unwrap_err();
+        assert!(
+            matches!(&err, PkiError::MissingCaFile { missing: m, .. } if m.ends_with(missing)),
+            "{err:?}"
+        );
+        let text = err.to_string();
+        assert!(text.contains(missing), "names the missing file: {text}");
+        assert!(text.contains("backup"), "says what to do: {text}");
+        // Nothing was replaced: put the file back and the same CA loads.
+        assert!(!dir.path().join(missing).exists());
+        let present = if missing == "ca.crt" {
+            "ca.key"
+        } else {
+            "ca.crt"
+        };
+        assert!(dir.path().join(present).exists());
+    }
+    // Both gone: a new CA (a first start).
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pki::load_or_create(dir.path(), &[]).unwrap();
+    std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+    std::fs::remove_file(dir.path().join("ca.key")).unwrap();
+    let second = Pki::load_or_create(dir.path(), &[]).unwrap();
+    assert_ne!(first.ca_pem(), second.ca_pem());
+}
+
+#[test]
+fn a_ca_key_that_is_not_the_certificates_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    Pki::load_or_create(dir.path(), &[]).unwrap();
+    let other = tempfile::tempdir().unwrap();
+    Pki::load_or_create(other.path(), &[]).unwrap();
+    std::fs::copy(other.path().join("ca.key"), dir.path().join("ca.key")).unwrap();
+    let err = Pki::load_or_create(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PkiError::CaKeyMismatch { .. }), "{err:?}");
+    assert!(err.to_string().contains("ca.key"), "{err}");
+}
+
+#[test]
+fn a_ca_creation_cut_short_by_a_crash_is_finished_at_the_next_start() {
+    // The crash came after the key took its name and before the certificate did: the
+    // certificate is still staged next to it.
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pki::load_or_create(dir.path(), &[]).unwrap();
+    std::fs::rename(dir.path().join("ca.crt"), dir.path().join(".ca.crt.new")).unwrap();
+    let second = Pki::load_or_create(dir.path(), &[]).unwrap();
+    assert_eq!(first.ca_pem(), second.ca_pem(), "the same CA, finished");
+    assert!(!dir.path().join(".ca.crt.new").exists());
+    // A staged file that does not belong with the one present completes nothing.
+    let other = tempfile::tempdir().unwrap();
+    Pki::load_or_create(other.path(), &[]).unwrap();
+    std::fs::remove_file(dir.path().join("ca.crt")).unwrap();
+    std::fs::copy(other.path().join("ca.crt"), dir.path().join(".ca.crt.new")).unwrap();
+    let err = Pki::load_or_create(dir.path(), &[]).unwrap_err();
+    assert!(matches!(err, PkiError::MissingCaFile { .. }), "{err:?}");
+}
+
+#[test]
+fn pki_files_are_replaced_whole_and_keys_stay_private() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pki::load_or_create(dir.path(), &[]).unwrap();
+    // A key file left with a wider mode (an older hub, an operator's copy) is replaced by one
+    // that is private again when the hub writes it: a new file, never the old one reused.
+    let server_key = dir.path().join("server.key");
+    std::fs::set_permissions(&server_key, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let inode = |p: &Path| std::os::unix::fs::MetadataExt::ino(&std::fs::metadata(p).unwrap());
+    let before = inode(&server_key);
+    let second = Pki::load_or_create(dir.path(), &["hub.example.com".into()]).unwrap();
+    assert_ne!(first.server().cert_pem, second.server().cert_pem);
+    assert_ne!(inode(&server_key), before, "a new file took the name");
+    for key in ["ca.key", "server.key", "admin.key"] {
+        let mode = std::fs::metadata(dir.path().join(key))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o600, "{key}");
+    }
+    for crt in ["ca.crt", "server.crt", "admin.crt"] {
+        let mode = std::fs::metadata(dir.path().join(crt))
+            .unwrap()
+            .permissions();
+        assert_eq!(mode.mode() & 0o777, 0o644, "{crt}");
+    }
+    // No temporary file is left behind.
+    let leftovers: Vec<String> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with('.'))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+#[test]
+fn an_atomic_write_leaves_the_old_content_or_the_new() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f");
+    write_atomic(&path, b"old", true).unwrap();
+    write_atomic(&path, b"new", true).unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"new");
+    // A write that cannot happen (the directory is gone) changes nothing and leaves nothing.
+    let gone = dir.path().join("gone/f");
+    assert!(write_atomic(&gone, b"x", false).is_err());
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+}
+
+#[test]
+fn a_server_key_that_does_not_match_its_certificate_is_issued_again() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Pki::load_or_create(dir.path(), &[]).unwrap();
+    // A crash between writing the new key and the new certificate.
+    std::fs::write(
+        dir.path().join("server.key"),
+        KeyPair::generate().unwrap().serialize_pem(),
+    )
+    .unwrap();
+    let second = Pki::load_or_create(dir.path(), &[]).unwrap();
+    assert_ne!(first.server().cert_pem, second.server().cert_pem);
+    let facts = cert_facts(&second.server().cert_pem, dir.path()).unwrap();
+    let key = KeyPair::from_pem(&second.server().key_pem).unwrap();
+    assert_eq!(facts.public_key, key.public_key_raw());
+}
+
+#[test]
+fn a_certificates_key_has_the_fingerprint_bound_at_issue() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+    let key = KeyPair::generate().unwrap();
+    let csr = pki.verify_csr(&csr_for(&key)).unwrap();
+    let issued = pki
+        .sign_cluster(&csr, "eu-1", DEFAULT_CLUSTER_CERT_VALIDITY)
+        .unwrap();
+    let seen = cert_key(&der_of(&issued.certificate_pem)).unwrap();
+    assert_eq!(seen.fingerprint, issued.key_fingerprint);
+    assert_eq!(seen.fingerprint, csr.key_fingerprint);
+    assert_eq!(seen.not_after_unix, issued.not_after_unix);
+    // Another key, another fingerprint.
+    let other = pki
+        .sign_cluster_csr(
+            &csr_for(&KeyPair::generate().unwrap()),
+            "eu-1",
+            DEFAULT_CLUSTER_CERT_VALIDITY,
+        )
+        .unwrap();
+    assert_ne!(other.key_fingerprint, issued.key_fingerprint);
+    assert_eq!(pki.csr_work(), (2, 2));
+}

@@ -343,6 +343,32 @@ impl Store {
     pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
         // Under the mirror's lock, so that the tree and the mirror change in the same order.
         let mut mirror = self.mirror();
+        self.put_cluster_locked(&mut mirror, record)
+    }
+
+    /// Reads and rewrites a cluster's record as one step: no other write of the record comes
+    /// between, so that a writer changing one field (the last contact) cannot undo another's
+    /// change (a revocation, a renewal's key) it read before. `change` gets the record (`None`
+    /// when there is none) and returns the record to write (`None`: write nothing) with its
+    /// own answer.
+    pub fn update_cluster<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&ClusterRecord>) -> (Option<ClusterRecord>, T),
+    ) -> Result<T, StoreError> {
+        let mut mirror = self.mirror();
+        let (record, answer) = change(mirror.clusters.get(name));
+        if let Some(record) = record {
+            self.put_cluster_locked(&mut mirror, &record)?;
+        }
+        Ok(answer)
+    }
+
+    fn put_cluster_locked(
+        &self,
+        mirror: &mut MutexGuard<'_, Mirror>,
+        record: &ClusterRecord,
+    ) -> Result<(), StoreError> {
         self.clusters.insert(&record.name, encode(record))?;
         let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
             old.labels == record.labels
@@ -361,6 +387,14 @@ impl Store {
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
         self.tokens.insert(hash, encode(record))?;
         Ok(())
+    }
+
+    /// The token with this hash, if there is one: a lookup, nothing written.
+    pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
+        self.tokens
+            .get(hash)?
+            .map(|raw| decode("tokens", hash, &raw))
+            .transpose()
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {

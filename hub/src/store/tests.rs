@@ -27,6 +27,8 @@ fn token(expires: i64, max_uses: u32) -> TokenRecord {
         labels: [("env".to_owned(), "dev".to_owned())].into(),
         description: String::new(),
         revoked: false,
+        allowed_label_keys: Default::default(),
+        cluster: None,
     }
 }
 
@@ -41,7 +43,9 @@ fn cluster(name: &str) -> ClusterRecord {
         last_contact_unix: 0,
         revoked: false,
         key_fingerprint: String::new(),
+        renewed_key_fingerprints: Vec::new(),
         pending: false,
+        token_id: String::new(),
     }
 }
 
@@ -143,6 +147,52 @@ fn tokens_count_uses_and_expire() {
 }
 
 #[test]
+fn a_token_is_looked_up_without_spending_it() {
+    let (_d, s) = store();
+    assert_eq!(s.token("h").unwrap(), None);
+    s.put_token("h", &token(100, 1)).unwrap();
+    for _ in 0..3 {
+        assert_eq!(s.token("h").unwrap(), Some(token(100, 1)));
+    }
+    assert_eq!(s.use_token("h", 50).unwrap().uses, 1);
+    assert_eq!(s.token("h").unwrap().unwrap().uses, 1);
+}
+
+#[test]
+fn a_cluster_update_reads_and_writes_in_one_step() {
+    let (_d, s) = store();
+    // Nothing to update: nothing written.
+    let seen = s.update_cluster("eu-1", |r| (None, r.is_some())).unwrap();
+    assert!(!seen);
+    assert_eq!(s.cluster("eu-1").unwrap(), None);
+    s.put_cluster(&cluster("eu-1")).unwrap();
+    let before = s.clusters_snapshot().1;
+    let answer = s
+        .update_cluster("eu-1", |r| {
+            let mut r = r.cloned().unwrap();
+            r.revoked = true;
+            (Some(r), "revoked")
+        })
+        .unwrap();
+    assert_eq!(answer, "revoked");
+    assert!(s.cluster("eu-1").unwrap().unwrap().revoked);
+    assert!(s.clusters_snapshot().1 > before, "a change of place");
+    // A writer that changes another field keeps the revocation it did not read before.
+    s.update_cluster("eu-1", |r| {
+        let mut r = r.cloned().unwrap();
+        r.last_contact_unix = 42;
+        (Some(r), ())
+    })
+    .unwrap();
+    let record = s.cluster("eu-1").unwrap().unwrap();
+    assert!(record.revoked);
+    assert_eq!(record.last_contact_unix, 42);
+    // Returning no record leaves the stored one as it was.
+    s.update_cluster("eu-1", |_| (None, ())).unwrap();
+    assert_eq!(s.cluster("eu-1").unwrap(), Some(record));
+}
+
+#[test]
 fn reports_are_kept_once_per_seq() {
     let (_d, s) = store();
     assert_eq!(
@@ -215,7 +265,9 @@ fn desired_state_clusters_and_revisions_round_trip() {
         last_contact_unix: 3,
         revoked: false,
         key_fingerprint: "ab".into(),
+        renewed_key_fingerprints: Vec::new(),
         pending: false,
+        token_id: "t1".into(),
     };
     s.put_cluster(&cluster).unwrap();
     assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster.clone()));

@@ -221,12 +221,20 @@ pub async fn try_register_with_key(
     }
 }
 
+/// Registers `cluster` with a token of its own that gives it `labels`.
 pub async fn register(hub: &HubHandle, cluster: &str, labels: &[(&str, &str)]) -> SpokeIdentity {
     let token = hub
-        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .create_token(Duration::from_secs(600), owned(labels), 1)
         .await
         .unwrap();
     try_register(hub, cluster, &token, labels).await.unwrap()
+}
+
+pub fn owned(labels: &[(&str, &str)]) -> BTreeMap<String, String> {
+    labels
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect()
 }
 
 /// What a fake spoke holds.

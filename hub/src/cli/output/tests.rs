@@ -725,6 +725,8 @@ fn token_info(id: &str, uses: u32, max_uses: u32, expires_at: i64, revoked: bool
         .collect(),
         description: String::new(),
         revoked,
+        allowed_label_keys: Vec::new(),
+        cluster_name: String::new(),
     }
 }
 
@@ -733,16 +735,23 @@ fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
     let mut described = token_info("aaa", 0, 0, NOW + 3600, false);
     described.description = "eu wave".into();
     described.labels.clear();
-    let report = token_list_report(&[
-        token_info("ccc", 1, 1, NOW + 7200, false),
-        described,
-        token_info("bbb", 2, 5, NOW - 120, true),
-    ]);
+    let mut pinned = token_info("ccc", 1, 1, NOW + 7200, false);
+    pinned.cluster_name = "eu-prod-3".into();
+    pinned.allowed_label_keys = vec!["zone".into(), "rack".into()];
+    let report = token_list_report(&[pinned, described, token_info("bbb", 2, 5, NOW - 120, true)]);
     let text = token_table(&report, plain());
     let rows = lines(&text);
     assert_eq!(
         columns(rows[0]),
-        ["ID", "DESCRIPTION", "LABELS", "USES", "EXPIRES", "REVOKED"]
+        [
+            "ID",
+            "DESCRIPTION",
+            "CLUSTER",
+            "LABELS",
+            "USES",
+            "EXPIRES",
+            "REVOKED"
+        ]
     );
     // Soonest expiry first.
     assert_eq!(
@@ -750,6 +759,7 @@ fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
         [
             "bbb",
             "-",
+            "any",
             "env=prod,region=eu",
             "2/5",
             "expired 2m ago",
@@ -758,11 +768,20 @@ fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
     );
     assert_eq!(
         columns(rows[2]),
-        ["aaa", "eu wave", "-", "0/unlimited", "in 1h", "no"]
+        ["aaa", "eu wave", "any", "-", "0/unlimited", "in 1h", "no"]
     );
+    // The keys a spoke may add show as KEY=*.
     assert_eq!(
         columns(rows[3]),
-        ["ccc", "-", "env=prod,region=eu", "1/1", "in 2h", "no"]
+        [
+            "ccc",
+            "-",
+            "eu-prod-3",
+            "env=prod,region=eu,rack=*,zone=*",
+            "1/1",
+            "in 2h",
+            "no"
+        ]
     );
     assert!(!text.contains("gft_"), "{text}");
 
@@ -781,6 +800,11 @@ fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
         })
     );
     assert_eq!(json["tokens"][0]["maxUses"], 5);
+    assert_eq!(json["tokens"][2]["cluster"], "eu-prod-3");
+    assert_eq!(
+        json["tokens"][2]["allowedLabelKeys"],
+        json!(["rack", "zone"])
+    );
     let back: TokenListReport = serde_yaml::from_str(&to_yaml(&report)).unwrap();
     assert_eq!(back, report);
 }
