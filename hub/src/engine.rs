@@ -529,6 +529,9 @@ impl Engine {
             }
         }
         self.recompute_locked(&guard).await?;
+        // The recompute flushes only when some cluster's desired state changed; the answer
+        // ("created") must not leave before the resources are on disk either way.
+        self.store.flush().await?;
         drop(guard);
         for r in &to_store {
             if let Resource::Repo(repo) = r {
