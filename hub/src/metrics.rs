@@ -32,8 +32,8 @@ pub enum WebhookOutcome {
     unknown_repository,
     /// Unknown provider, or webhooks are off on this hub.
     not_found,
-    /// The hub could not read its Repos.
-    error,
+    /// The body was larger than `--webhook-max-body-bytes`.
+    too_large,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]

@@ -86,6 +86,13 @@ struct Serve {
     /// A cluster not heard from for this long shows as disconnected.
     #[arg(long, env = "GITFLEET_HEARTBEAT_GRACE", default_value = "90s", value_parser = humantime::parse_duration)]
     heartbeat_grace: Duration,
+    /// A connection to the gRPC listener that has not finished its TLS handshake after this
+    /// long is closed.
+    #[arg(long, env = "GITFLEET_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// The largest webhook request body the hub reads, in bytes; larger deliveries get 413.
+    #[arg(long, env = "GITFLEET_WEBHOOK_MAX_BODY_BYTES", default_value_t = gitfleet_hub::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES)]
+    webhook_max_body_bytes: usize,
 }
 
 #[tokio::main]
@@ -145,6 +152,8 @@ async fn main() -> anyhow::Result<()> {
                 path: args.fleet_path,
             }),
         heartbeat_grace: args.heartbeat_grace,
+        tls_handshake_timeout: args.tls_handshake_timeout,
+        webhook_max_body_bytes: args.webhook_max_body_bytes,
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)
