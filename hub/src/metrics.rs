@@ -70,7 +70,8 @@ pub enum ErrorKind {
     status_ingest,
     /// The store failed (read, write, flush).
     store,
-    /// A spoke sent a malformed or oversized message (its stream is closed).
+    /// A spoke sent a malformed or oversized message (its stream is closed), or a status
+    /// report over the report limits (a summary of it is kept).
     link,
 }
 
