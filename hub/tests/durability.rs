@@ -1,5 +1,6 @@
-//! Nothing is acknowledged before it is on disk: every admin write flushes the store before it
-//! answers, whether or not it changes any cluster's desired state. (e2e's hub_restart.rs kills
+//! Nothing is acknowledged before it is on disk: every admin write (resources, App and rollout
+//! controls, tokens, clusters) flushes the store before it answers, whether or not it changes
+//! any cluster's desired state. (e2e's hub_restart.rs kills
 //! the hub process right after such answers; this checks every write, quickly.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -9,6 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use gitfleet_hub::fleet::rollout::Command;
 use gitfleet_hub::resources::Kind;
 use gitfleet_hub::runtime::HubHandle;
 use support::*;
@@ -112,5 +114,88 @@ async fn every_admin_write_is_flushed_before_it_answers() {
         .await
         .unwrap()
     );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn rollout_commands_sync_requests_and_approvals_are_flushed_before_they_answer() {
+    let (_tmp, data) = data_dir();
+    let mut config = gitfleet_hub::runtime::HubConfig::for_tests(&data);
+    config.require_approval = true;
+    let hub = gitfleet_hub::runtime::start(config).await.unwrap();
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+
+    // A registration waits for approval: the approval is the write.
+    let token = hub
+        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .await
+        .unwrap();
+    let ch = channel(&hub.grpc_url(), hub.ca_pem(), None).await;
+    let outcome = gitfleet_proto::v1::registration_client::RegistrationClient::new(ch)
+        .register(gitfleet_proto::v1::RegisterRequest {
+            token,
+            cluster_name: "dev-1".into(),
+            csr_pem: csr(&rcgen::KeyPair::generate().unwrap()),
+            labels: [("env".to_owned(), "dev".to_owned())].into(),
+            agent_version: "test".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .outcome;
+    assert!(
+        matches!(
+            outcome,
+            Some(gitfleet_proto::v1::register_response::Outcome::Pending(_))
+        ),
+        "{outcome:?}"
+    );
+    assert!(
+        flushed(&hub, "approving a cluster", engine.approve_cluster("dev-1"))
+            .await
+            .unwrap()
+    );
+
+    engine
+        .apply(
+            &[
+                json(repo_doc("platform", &git.url())),
+                json(app_doc("web", "platform", "apps/web", "dev")),
+            ],
+            false,
+        )
+        .await
+        .unwrap();
+    eventually("the first rollout of web", || async {
+        engine.rollout_status("web").ok().filter(|_| {
+            engine
+                .desired("dev-1")
+                .is_some_and(|d| !d.targets.is_empty())
+        })
+    })
+    .await;
+    flushed(
+        &hub,
+        "a sync request",
+        engine.request_sync("web", None, "test"),
+    )
+    .await
+    .unwrap();
+    flushed(
+        &hub,
+        "pausing a rollout",
+        engine.rollout_command("web", Command::Pause { by: "test".into() }),
+    )
+    .await
+    .unwrap();
+    flushed(
+        &hub,
+        "resuming a rollout",
+        engine.rollout_command("web", Command::Resume { by: "test".into() }),
+    )
+    .await
+    .unwrap();
     hub.shutdown().await;
 }
