@@ -51,14 +51,12 @@ pub fn router(
 async fn health(State(state): State<HttpState>) -> Response {
     match state.engine.store().failure() {
         None => "ok\n".into_response(),
-        Some(e) => {
-            warn!(error = %e, "the store cannot make writes durable; restart the hub once the cause is fixed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store failed: {e}; restart the hub once the cause is fixed\n"),
-            )
-                .into_response()
-        }
+        // Logged once, when it happened: a probe in a loop must not flood the log either.
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed: {e}; restart the hub once the cause is fixed\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -169,16 +167,14 @@ async fn receive_webhook(
     let body = match axum::body::to_bytes(body, state.webhook_max_body_bytes).await {
         Ok(body) => body,
         Err(e) => {
-            warn!(%provider, error = %e, "webhook body refused");
+            let message = format!(
+                "webhook body refused: {e} (the limit is {} bytes, --webhook-max-body-bytes)",
+                state.webhook_max_body_bytes
+            );
+            warn!(%provider, "{message}");
             count(WebhookOutcome::too_large);
             state.engine.metrics().error(ErrorKind::webhook);
-            return reply(
-                StatusCode::PAYLOAD_TOO_LARGE,
-                format!(
-                    "webhook body larger than {} bytes (--webhook-max-body-bytes), or unreadable",
-                    state.webhook_max_body_bytes
-                ),
-            );
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, message);
         }
     };
     let header = |name: &str| {

@@ -325,7 +325,7 @@ async fn an_oversized_webhook_body_is_refused_with_413() {
     let (code, message) = request(http, &head, body.as_bytes()).await;
     assert_eq!(code, 413, "{message}");
     assert!(
-        message.contains("4096 bytes") && message.contains("--webhook-max-body-bytes"),
+        message.contains("the limit is 4096 bytes, --webhook-max-body-bytes"),
         "the refusal names the limit: {message}"
     );
     hub.shutdown().await;

@@ -312,9 +312,11 @@ impl Store {
         self.failure.get().map(String::as_str)
     }
 
-    /// `e` as a store error, remembered as the store's failure if it is the first.
+    /// `e` as a store error, remembered (and logged) as the store's failure if it is the first.
     fn failed(&self, e: sled::Error) -> StoreError {
-        let _ = self.failure.set(e.to_string());
+        if self.failure.set(e.to_string()).is_ok() {
+            tracing::error!(error = %e, "the store cannot make writes durable any more; restart the hub once the cause is fixed");
+        }
         StoreError::Sled(e)
     }
 
