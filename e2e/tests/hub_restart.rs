@@ -1,10 +1,16 @@
 //! The hub goes away while spokes are reporting, and comes back from its data directory: nothing
-//! it acknowledged is lost, duplicates are ignored, and every spoke is back and in sync.
+//! it acknowledged is lost, duplicates are ignored, and every spoke is back and in sync. And the
+//! hub process is killed (SIGKILL) right after answering an admin: what it answered is there.
 
 use std::collections::BTreeMap;
+use std::path::Path;
 use std::time::Duration;
 
+use anyhow::ensure;
 use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions};
+use gitfleet_e2e::hubproc::HubProcess;
+use gitfleet_hub::client::{AdminClient, AppVerb};
+use gitfleet_proto::v1 as pb;
 
 const DEADLINE: Duration = Duration::from_secs(60);
 const CONFIGMAP: &str = include_str!("../demo/hello/configmap.yaml");
@@ -106,4 +112,158 @@ async fn graceful_restart_mid_rollout_loses_nothing() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn crash_mid_rollout_loses_nothing_acked() {
     restart_mid_rollout(true).await.unwrap();
+}
+
+/// Resources written as (multi-document) YAML, as the Admin API takes them.
+fn documents(yaml: &str) -> anyhow::Result<Vec<pb::ResourceDocument>> {
+    let mut documents = Vec::new();
+    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
+        documents.push(pb::ResourceDocument {
+            origin: format!("inline#{i}"),
+            json: value.to_string(),
+        });
+    }
+    Ok(documents)
+}
+
+/// `Kind/name` of every stored resource.
+async fn stored(admin: &mut AdminClient) -> anyhow::Result<Vec<String>> {
+    let mut names = Vec::new();
+    for doc in admin.get("", "").await? {
+        let v: serde_json::Value = serde_json::from_str(&doc.json)?;
+        names.push(format!(
+            "{}/{}",
+            v["kind"].as_str().unwrap_or_default(),
+            v["metadata"]["name"].as_str().unwrap_or_default()
+        ));
+    }
+    names.sort();
+    Ok(names)
+}
+
+// No cluster is registered, so none of these writes changes any cluster's desired state: the
+// hub used to flush only when one did, and an apply answered `created` was gone after a crash.
+const REPO_AND_GROUP: &str = "apiVersion: gitfleet.dev/v1
+kind: Repo
+metadata: { name: platform }
+spec:
+  url: file:///nonexistent/platform.git
+  ref: { branch: main }
+---
+apiVersion: gitfleet.dev/v1
+kind: ClusterGroup
+metadata: { name: everyone }
+spec:
+  selector: {}
+";
+
+const WEB_APP: &str = "apiVersion: gitfleet.dev/v1
+kind: App
+metadata: { name: web }
+spec:
+  repo: platform
+  path: apps/web
+  namespace: web
+  targets:
+    - clusterSelector: {}
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_the_hub_acknowledged_survives_a_kill_9_right_after() -> anyhow::Result<()> {
+    let tmp = tempfile::tempdir()?;
+    let mut hub = HubProcess::start(
+        Path::new(env!("CARGO_BIN_EXE_gitfleet-hub-e2e")),
+        &tmp.path().join("hub"),
+        Vec::new(),
+    )
+    .await?;
+    let mut admin = hub.admin().await?;
+    let outcomes = admin.apply(documents(REPO_AND_GROUP)?, false).await?;
+    ensure!(
+        outcomes.iter().all(|o| o.action == "created") && outcomes.len() == 2,
+        "{outcomes:?}"
+    );
+    // Killed as soon as the answer is in: sled's own background flush (every 500 ms) has
+    // almost never run by then.
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    let after = stored(&mut admin).await?;
+    ensure!(
+        after == ["ClusterGroup/everyone", "Repo/platform"],
+        "an applied resource was lost: {after:?}"
+    );
+
+    let outcomes = admin.apply(documents(WEB_APP)?, false).await?;
+    ensure!(outcomes[0].action == "created", "{outcomes:?}");
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    let after = stored(&mut admin).await?;
+    ensure!(
+        after == ["App/web", "ClusterGroup/everyone", "Repo/platform"],
+        "the applied App was lost: {after:?}"
+    );
+    let events = admin.events("web", "", 0, 100).await?;
+    ensure!(
+        events.iter().any(|e| e.kind == "Created"),
+        "the App's Created event was lost: {events:?}"
+    );
+
+    // Deletes, App controls and tokens, each killed right after its answer.
+    ensure!(admin.delete("ClusterGroup", "everyone").await?);
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    ensure!(
+        stored(&mut admin).await? == ["App/web", "Repo/platform"],
+        "a deleted resource came back: {:?}",
+        stored(&mut admin).await?
+    );
+
+    admin.app_control(AppVerb::Suspend, "web", None).await?;
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    let events = admin.events("web", "", 0, 100).await?;
+    ensure!(
+        events.iter().any(|e| e.kind == "Suspended"),
+        "the suspension was lost: {events:?}"
+    );
+
+    let token = admin
+        .create_token(pb::CreateTokenRequest {
+            ttl_seconds: 600,
+            labels: Default::default(),
+            max_uses: 1,
+            description: "kill -9".into(),
+            ..Default::default()
+        })
+        .await?;
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    ensure!(
+        admin
+            .list_tokens()
+            .await?
+            .iter()
+            .any(|t| t.token_id == token.token_id),
+        "the token was lost"
+    );
+    ensure!(admin.revoke_token(&token.token_id).await?);
+    hub.kill().await?;
+    hub.restart().await?;
+    let mut admin = hub.admin().await?;
+    ensure!(
+        admin
+            .list_tokens()
+            .await?
+            .iter()
+            .any(|t| t.token_id == token.token_id && t.revoked),
+        "the token's revocation was lost"
+    );
+    hub.stop().await?;
+    Ok(())
 }

@@ -214,6 +214,8 @@ struct State {
     incomplete_rollouts: HashSet<String>,
     /// When a rollout asked to be decided again although nothing changed.
     next_rollout_check: Option<i64>,
+    /// Every stored Repo by the repository it follows, for webhooks.
+    repos_by_url: crate::webhook::RepoIndex,
 }
 
 pub struct Engine {
@@ -303,6 +305,10 @@ impl Engine {
         engine.recompute().await?;
         for r in engine.store.resources()? {
             if let Resource::Repo(repo) = r {
+                engine
+                    .lock()
+                    .repos_by_url
+                    .put(&repo.metadata.name, &repo.spec);
                 engine.follow(&repo);
             }
         }
@@ -566,6 +572,14 @@ impl Engine {
             return Ok(outcomes);
         }
         self.store.put_resources(&to_store)?;
+        {
+            let mut state = self.lock();
+            for r in &to_store {
+                if let Resource::Repo(repo) = r {
+                    state.repos_by_url.put(&repo.metadata.name, &repo.spec);
+                }
+            }
+        }
         for (r, old) in to_store.iter().zip(&previous) {
             if let Resource::App(app) = r {
                 let (kind, message) = match old {
@@ -583,6 +597,9 @@ impl Engine {
             }
         }
         self.recompute_locked(&guard).await?;
+        // The recompute flushes only when some cluster's desired state changed; the answer
+        // ("created") must not leave before the resources are on disk either way.
+        self.store.flush().await?;
         drop(guard);
         for r in &to_store {
             if let Resource::Repo(repo) = r {
@@ -614,9 +631,12 @@ impl Engine {
         }
         match kind {
             Kind::Repo => {
-                if let Some(f) = self.lock().followers.remove(name) {
+                let mut state = self.lock();
+                state.repos_by_url.remove(name);
+                if let Some(f) = state.followers.remove(name) {
                     f.task.abort();
                 }
+                drop(state);
                 self.store.delete_repo_status(name)?;
             }
             Kind::App => {
@@ -728,21 +748,18 @@ impl Engine {
 
     /// Asks every Repo whose URL is one of `urls` (compared normalised) to fetch now; returns
     /// their names.
-    pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Result<Vec<String>, EngineError> {
-        let wanted: Vec<String> = urls
-            .iter()
-            .map(|u| crate::webhook::normalize_url(u))
+    pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Vec<String> {
+        let names: Vec<String> = self
+            .lock()
+            .repos_by_url
+            .find(urls)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
             .collect();
-        let mut names = Vec::new();
-        for r in self.store.resources()? {
-            if let Resource::Repo(repo) = r
-                && wanted.contains(&crate::webhook::normalize_url(&repo.spec.url))
-                && self.trigger_fetch(&repo.metadata.name)
-            {
-                names.push(repo.metadata.name);
-            }
-        }
-        Ok(names)
+        names
+            .into_iter()
+            .filter(|name| self.trigger_fetch(name))
+            .collect()
     }
 
     /// One fetch of a Repo; moves the revision of every App whose files changed.

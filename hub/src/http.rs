@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::Router;
-use axum::body::Bytes;
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -15,13 +15,22 @@ use crate::fleet::rollout::{Summary, TargetState};
 use crate::metrics::{ErrorKind, FleetSnapshot, RolloutProgress, WebhookOutcome};
 use crate::webhook::{self, Decision, Provider, WebhookError};
 
+/// The largest webhook body read when none is configured: push payloads are a few KiB to a few
+/// hundred (GitHub lists at most 20 commits); the hub needs only the repository's URL.
+pub const DEFAULT_WEBHOOK_MAX_BODY_BYTES: usize = 1024 * 1024;
+
 #[derive(Clone)]
 struct HttpState {
     engine: Arc<Engine>,
     webhook_secret: Option<Arc<str>>,
+    webhook_max_body_bytes: usize,
 }
 
-pub fn router(engine: Arc<Engine>, webhook_secret: Option<String>) -> Router {
+pub fn router(
+    engine: Arc<Engine>,
+    webhook_secret: Option<String>,
+    webhook_max_body_bytes: usize,
+) -> Router {
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(health))
@@ -30,24 +39,24 @@ pub fn router(engine: Arc<Engine>, webhook_secret: Option<String>) -> Router {
         .with_state(HttpState {
             engine,
             webhook_secret: webhook_secret.map(Arc::from),
+            webhook_max_body_bytes,
         })
 }
 
 /// Live and ready while the store can make writes durable. sled refuses every write for good
 /// after an I/O error (a full disk, say), even once the cause is gone: only a restart brings the
 /// hub back, so both probes fail and the orchestrator restarts it (tests/faults.rs in e2e).
+/// Anyone may ask, as often as they like: the answer is what the store's writes and flushes
+/// found, never a flush of its own.
 async fn health(State(state): State<HttpState>) -> Response {
-    match state.engine.store().flush().await {
-        Ok(()) => "ok\n".into_response(),
-        Err(e) => {
-            state.engine.metrics().error(ErrorKind::store);
-            warn!(error = %e, "the store cannot make writes durable; restart the hub once the cause is fixed");
-            (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("store failed: {e}; restart the hub once the cause is fixed\n"),
-            )
-                .into_response()
-        }
+    match state.engine.store().failure() {
+        None => "ok\n".into_response(),
+        // Logged once, when it happened: a probe in a loop must not flood the log either.
+        Some(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("store failed: {e}; restart the hub once the cause is fixed\n"),
+        )
+            .into_response(),
     }
 }
 
@@ -121,11 +130,16 @@ fn reply(status: StatusCode, message: impl Into<String>) -> Response {
 /// A push signed with a Repo's webhook secret (its `webhookSecretRef`, else the hub-wide
 /// `--webhook-secret`) triggers an immediate fetch of that Repo. Anything else is a 4xx, logged,
 /// and fetches nothing.
+///
+/// Deliveries come from anyone: the body is read up to a limit, and the signature is checked
+/// before anything else when the hub-wide secret is the only one; with per-Repo secrets, the
+/// payload is parsed for its repository's URL and only the Repos following it (looked up in
+/// memory) are candidates. Nothing reads the store before a delivery is verified.
 async fn receive_webhook(
     State(state): State<HttpState>,
     Path(provider): Path<String>,
     headers: HeaderMap,
-    body: Bytes,
+    body: Body,
 ) -> Response {
     // Any path segment can come in: only known providers get a label of their own.
     let label = match Provider::parse(&provider) {
@@ -150,14 +164,39 @@ async fn receive_webhook(
             ),
         );
     };
+    let body = match axum::body::to_bytes(body, state.webhook_max_body_bytes).await {
+        Ok(body) => body,
+        Err(e) => {
+            let message = format!(
+                "webhook body refused: {e} (the limit is {} bytes, --webhook-max-body-bytes)",
+                state.webhook_max_body_bytes
+            );
+            warn!(%provider, "{message}");
+            count(WebhookOutcome::too_large);
+            state.engine.metrics().error(ErrorKind::webhook);
+            return reply(StatusCode::PAYLOAD_TOO_LARGE, message);
+        }
+    };
     let header = |name: &str| {
         headers
             .get(name)
             .and_then(|v| v.to_str().ok())
             .map(str::to_owned)
     };
+    let hub_wide = state.webhook_secret.as_deref();
+    if !state.engine.has_webhook_secrets()
+        && let Some(secret) = hub_wide
+        && let Err(e) = webhook::verify(kind, header, &body, secret.as_bytes())
+    {
+        // The hub-wide secret is the only one: a delivery it did not sign is refused before
+        // its payload is even parsed.
+        warn!(%provider, error = %e, "webhook refused");
+        count(WebhookOutcome::unauthorized);
+        state.engine.metrics().error(ErrorKind::webhook);
+        return reply(StatusCode::UNAUTHORIZED, e.to_string());
+    }
     let urls = match webhook::repository_urls(kind, &body)
-        .map_err(|e| webhook::unreadable(kind, header, &body, state.webhook_secret.as_deref(), e))
+        .map_err(|e| webhook::unreadable(kind, header, &body, hub_wide, e))
     {
         Ok(urls) => urls,
         Err(e @ (WebhookError::Malformed(_) | WebhookError::NoRepository)) => {
@@ -176,16 +215,7 @@ async fn receive_webhook(
     };
     // Which secret to check depends on the Repos the payload names: the payload is parsed
     // (not trusted) first, and only the Repos whose own secret signed it are fetched.
-    let hub_wide = state.webhook_secret.as_deref();
-    let candidates = match state.engine.webhook_candidates(&urls, hub_wide) {
-        Ok(c) => c,
-        Err(e) => {
-            warn!(error = %e, "webhook: cannot read Repos");
-            count(WebhookOutcome::error);
-            state.engine.metrics().error(ErrorKind::store);
-            return reply(StatusCode::INTERNAL_SERVER_ERROR, e.to_string());
-        }
-    };
+    let candidates = state.engine.webhook_candidates(&urls, hub_wide);
     match webhook::decide(kind, header, &body, &candidates, hub_wide) {
         Decision::Fetch(repos) => {
             let fetching: Vec<String> = repos

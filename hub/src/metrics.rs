@@ -32,8 +32,8 @@ pub enum WebhookOutcome {
     unknown_repository,
     /// Unknown provider, or webhooks are off on this hub.
     not_found,
-    /// The hub could not read its Repos.
-    error,
+    /// The body was larger than `--webhook-max-body-bytes`.
+    too_large,
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -70,7 +70,8 @@ pub enum ErrorKind {
     status_ingest,
     /// The store failed (read, write, flush).
     store,
-    /// A spoke sent a malformed or oversized message (its stream is closed).
+    /// A spoke sent a malformed or oversized message (its stream is closed), or a status
+    /// report over the report limits (a summary of it is kept).
     link,
 }
 

@@ -63,7 +63,29 @@ pub struct HubConfig {
     pub fleet: Option<crate::fleetsync::FleetSource>,
     /// `Register` calls a minute (and at once) from one source address; 0: no limit.
     pub register_rate_limit: u32,
+    /// How long a client of the gRPC listener has to finish its TLS handshake; a connection
+    /// still handshaking then is closed.
+    pub tls_handshake_timeout: Duration,
+    /// The largest webhook request body the HTTP listener reads; larger ones get 413.
+    pub webhook_max_body_bytes: usize,
 }
+
+/// The TLS handshake timeout of the gRPC listener when none is configured.
+pub const DEFAULT_TLS_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/2 limits of the gRPC listener, per connection (see docs/configuration.md). A spoke uses
+/// one stream (its session) and the CLI a few at a time; the rest bounds what one connection,
+/// authenticated or not, can make the hub hold.
+pub const HTTP2_MAX_CONCURRENT_STREAMS: u32 = 100;
+/// The largest header block a request may send (hyper's default, stated here on purpose).
+pub const HTTP2_MAX_HEADER_LIST_SIZE: u32 = 16 * 1024;
+/// Streams a client may open and reset before the hub reads them, at most: beyond, the
+/// connection is closed (the "rapid reset" attack, CVE-2023-44487).
+pub const HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS: usize = 20;
+/// The hub pings an idle connection this often and closes it when the ping is not answered
+/// within [`HTTP2_KEEPALIVE_TIMEOUT`]: a vanished peer does not hold a connection for long.
+pub const HTTP2_KEEPALIVE_INTERVAL: Duration = Duration::from_secs(30);
+pub const HTTP2_KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 impl HubConfig {
     /// Production defaults: gRPC on 0.0.0.0:7443, HTTP on 0.0.0.0:7080.
@@ -85,6 +107,8 @@ impl HubConfig {
             require_approval: false,
             fleet: None,
             register_rate_limit: crate::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE,
+            tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
+            webhook_max_body_bytes: crate::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES,
         }
     }
 
@@ -226,12 +250,18 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .client_ca_root(Certificate::from_pem(pki.ca_pem()))
         // Registration is the one call without a client certificate; every other handler
         // requires one and checks it (see grpc::peer).
-        .client_auth_optional(true);
+        .client_auth_optional(true)
+        // Anyone can open a connection: one that never finishes its handshake must not hold
+        // a task and a socket forever.
+        .timeout(config.tls_handshake_timeout);
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| HubError::Tls(e.to_string()))?
-        .http2_keepalive_interval(Some(Duration::from_secs(30)))
-        .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+        .max_concurrent_streams(HTTP2_MAX_CONCURRENT_STREAMS)
+        .http2_max_header_list_size(HTTP2_MAX_HEADER_LIST_SIZE)
+        .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS))
+        .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
+        .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
         .add_service(
             RegistrationServer::new(RegistrationService::with_rate_limit(
                 Arc::clone(&engine),
@@ -283,7 +313,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             let bound = listener
                 .local_addr()
                 .map_err(|source| HubError::Bind { addr, source })?;
-            let router = crate::http::router(Arc::clone(&engine), config.webhook_secret.clone());
+            let router = crate::http::router(
+                Arc::clone(&engine),
+                config.webhook_secret.clone(),
+                config.webhook_max_body_bytes,
+            );
             let stop = shutdown.clone();
             tasks.push(tokio::spawn(async move {
                 if let Err(e) = axum::serve(listener, router)

@@ -8,8 +8,12 @@
 //! | Bitbucket (Cloud) | `X-Hub-Signature: sha256=<hex HMAC-SHA256(body)>`      |
 //! | GitLab            | `X-Gitlab-Token: <secret>` (compared in constant time) |
 
+use std::collections::{BTreeMap, HashMap};
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
+
+use crate::resources::RepoSpec;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
@@ -218,6 +222,52 @@ pub fn repository_urls(provider: Provider, body: &[u8]) -> Result<Vec<String>, W
         return Err(WebhookError::NoRepository);
     }
     Ok(urls)
+}
+
+/// The Repos by the repository they follow (URLs compared [normalised](normalize_url)), kept
+/// up to date as Repos are applied and deleted: a delivery finds the Repos it names in memory,
+/// without reading any stored resource (deliveries are unauthenticated until checked).
+#[derive(Debug, Clone, Default)]
+pub struct RepoIndex {
+    by_url: HashMap<String, BTreeMap<String, RepoSpec>>,
+    /// Repo name → the normalised URL it is filed under.
+    url_of: HashMap<String, String>,
+}
+
+impl RepoIndex {
+    /// Files (or refiles) the Repo `name`.
+    pub fn put(&mut self, name: &str, spec: &RepoSpec) {
+        self.remove(name);
+        let url = normalize_url(&spec.url);
+        self.by_url
+            .entry(url.clone())
+            .or_default()
+            .insert(name.to_owned(), spec.clone());
+        self.url_of.insert(name.to_owned(), url);
+    }
+
+    pub fn remove(&mut self, name: &str) {
+        let Some(url) = self.url_of.remove(name) else {
+            return;
+        };
+        if let Some(repos) = self.by_url.get_mut(&url) {
+            repos.remove(name);
+            if repos.is_empty() {
+                self.by_url.remove(&url);
+            }
+        }
+    }
+
+    /// The Repos following any of `urls`, each once, ordered by name.
+    pub fn find(&self, urls: &[String]) -> Vec<(&str, &RepoSpec)> {
+        let mut found: BTreeMap<&str, &RepoSpec> = BTreeMap::new();
+        for url in urls {
+            if let Some(repos) = self.by_url.get(&normalize_url(url)) {
+                found.extend(repos.iter().map(|(name, spec)| (name.as_str(), spec)));
+            }
+        }
+        found.into_iter().collect()
+    }
 }
 
 /// A comparable form of a repository URL: host and path, lowercase host, no scheme, user,

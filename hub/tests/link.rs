@@ -760,6 +760,140 @@ async fn a_revoked_cluster_is_cut_off_and_oversized_messages_are_refused() {
     hub.shutdown().await;
 }
 
+/// A report of dev-1 on `app` listing `resources` ConfigMaps, each with `message`.
+fn report_of(
+    seq: u64,
+    app: &str,
+    revision: &str,
+    resources: usize,
+    message: &str,
+) -> pb::StatusReport {
+    pb::StatusReport {
+        seq,
+        cluster: "dev-1".into(),
+        target_id: app.into(),
+        revision: revision.into(),
+        spec_generation: 1,
+        sync: pb::SyncState::Synced as i32,
+        health: pb::HealthState::Healthy as i32,
+        message: format!("{resources} resources synced and healthy"),
+        resources: (0..resources)
+            .map(|i| pb::ResourceResult {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                namespace: "web".into(),
+                name: format!("settings-{i:05}"),
+                action: "applied".into(),
+                health: pb::HealthState::Healthy as i32,
+                message: message.into(),
+                source_file: format!("apps/web/settings-{i:05}.yaml"),
+            })
+            .collect(),
+        observed_at_unix: 1,
+        trace: None,
+    }
+}
+
+#[tokio::test]
+async fn a_report_over_the_limits_is_acked_and_kept_as_a_summary_that_names_the_limit() {
+    use gitfleet_proto::report_limits::{
+        MAX_REPORT_BYTES, MAX_RESOURCE_MESSAGE_BYTES, MAX_RESOURCES,
+    };
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+
+    // Too many resources: acked (the spoke must not send it forever), kept as a summary.
+    let too_many = MAX_RESOURCES + 1000;
+    spoke
+        .send(In::Status(report_of(1, "web", &c1, too_many, "")))
+        .await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    let t = &status_of(&mut admin, "web").await[0];
+    assert!(
+        t.resources.is_empty(),
+        "{} resources kept",
+        t.resources.len()
+    );
+    assert!(
+        t.message.contains(&format!(
+            "{too_many} resources (the limit is {MAX_RESOURCES})"
+        )),
+        "{}",
+        t.message
+    );
+    assert_eq!(
+        (t.sync, t.health),
+        (
+            pb::SyncState::Synced as i32,
+            pb::HealthState::Healthy as i32
+        ),
+        "the spoke's verdict stands"
+    );
+
+    // A resource's message too long.
+    let long = "e".repeat(10 * 1024);
+    spoke
+        .send(In::Status(report_of(2, "web", &c1, 3, &long)))
+        .await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    let t = &status_of(&mut admin, "web").await[0];
+    assert!(t.resources.is_empty());
+    assert!(
+        t.message.contains(&format!(
+            "resources[0].message is 10240 bytes (the limit is {MAX_RESOURCE_MESSAGE_BYTES})"
+        )),
+        "{}",
+        t.message
+    );
+
+    // Within every other limit, but too big as a whole (and still under the message limit).
+    let message = "m".repeat(MAX_RESOURCE_MESSAGE_BYTES);
+    spoke
+        .send(In::Status(report_of(3, "web", &c1, 3500, &message)))
+        .await;
+    spoke.until("ack 3", |v| v.acked_seq == 3).await;
+    let t = &status_of(&mut admin, "web").await[0];
+    assert!(t.resources.is_empty());
+    assert!(
+        t.message
+            .contains(&format!("bytes encoded (the limit is {MAX_REPORT_BYTES})")),
+        "{}",
+        t.message
+    );
+
+    // A real 2,000-object App is within the limits, kept whole, and listed.
+    spoke
+        .send(In::Status(report_of(4, "web", &c1, 2000, "")))
+        .await;
+    spoke.until("ack 4", |v| v.acked_seq == 4).await;
+    let t = &status_of(&mut admin, "web").await[0];
+    assert_eq!(t.resources.len(), 2000);
+    assert_eq!(t.message, "2000 resources synced and healthy");
+    hub.shutdown().await;
+}
+
 #[tokio::test]
 async fn a_backup_restores_into_a_new_data_directory() {
     let (_tmp, data) = data_dir();
@@ -1300,25 +1434,25 @@ async fn status_lists_targets_a_page_at_a_time_in_key_order() {
     }
     assert_eq!(keys(&walked), keys(&all[3..]));
 
-    // A page also ends before 1 MiB: with two 700 KiB reports on dev-1, a page of any size
-    // stops before the second of them, and the next page carries on from there.
+    // A page also ends before 1 MiB: with two reports of about 700 KiB on dev-1 (within the
+    // report limits: 600 resources with 1 KiB messages), a page of any size stops before the
+    // second of them, and the next page carries on from there.
     let commit = all[0].desired_revision.clone();
     let spoke = FakeSpoke::connect(&hub.grpc_url(), &ids[0], SpokeView::default())
         .await
         .unwrap();
-    let big = "x".repeat(700 * 1024);
-    spoke.report(1, "api", &commit, &big).await;
-    spoke.report(2, "web", &commit, &big).await;
+    let message = "x".repeat(1024);
+    spoke
+        .send(In::Status(report_of(1, "api", &commit, 600, &message)))
+        .await;
+    spoke
+        .send(In::Status(report_of(2, "web", &commit, 600, &message)))
+        .await;
     eventually("both big reports stored", || {
         let mut admin = admin.clone();
         async move {
             let targets = status_of(&mut admin, "").await;
-            (targets
-                .iter()
-                .filter(|t| t.message.len() == 700 * 1024)
-                .count()
-                == 2)
-                .then_some(())
+            (targets.iter().filter(|t| t.resources.len() == 600).count() == 2).then_some(())
         }
     })
     .await;

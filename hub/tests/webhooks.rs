@@ -3,7 +3,7 @@
 
 mod support;
 
-use gitfleet_hub::runtime::{self, HubConfig};
+use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
@@ -186,5 +186,167 @@ async fn webhooks_are_off_without_a_secret_and_health_answers() {
     let mut resp = String::new();
     stream.read_to_string(&mut resp).await.unwrap();
     assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+    hub.shutdown().await;
+}
+
+/// A raw HTTP/1.1 request; the status code and the body. A server may close the connection
+/// before reading all of a refused body: what it answered is read regardless.
+async fn request(addr: std::net::SocketAddr, head: &str, body: &[u8]) -> (u16, String) {
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut req = head.as_bytes().to_vec();
+    req.extend_from_slice(body);
+    // The hub may refuse before reading everything: a failed write is part of that.
+    let _ = stream.write_all(&req).await;
+    let mut resp = Vec::new();
+    let _ = stream.read_to_end(&mut resp).await;
+    let text = String::from_utf8_lossy(&resp).into_owned();
+    let code = text
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP response: {text:?}"));
+    let body = text
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_owned();
+    (code, body)
+}
+
+async fn get(addr: std::net::SocketAddr, path: &str) -> (u16, String) {
+    request(
+        addr,
+        &format!("GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"),
+        b"",
+    )
+    .await
+}
+
+/// A hub whose Repo `platform` (polled hourly) has been fetched once, so that nothing reads
+/// the store by itself any more.
+async fn quiet_hub(config: HubConfig, repo_refs: serde_json::Value) -> (HubHandle, GitRepo) {
+    let hub = runtime::start(config).await.unwrap();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let mut spec = serde_json::json!({"url": git.url(), "pollInterval": "1h"});
+    spec.as_object_mut()
+        .unwrap()
+        .extend(repo_refs.as_object().unwrap().clone());
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![doc(serde_json::json!({
+                "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+                "metadata": {"name": "platform"},
+                "spec": spec
+            }))],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    eventually("the first fetch", || {
+        let mut admin = admin.clone();
+        let c1 = c1.clone();
+        async move { (repo_commit(&mut admin).await == c1).then_some(()) }
+    })
+    .await;
+    (hub, git)
+}
+
+#[tokio::test]
+async fn a_delivery_is_verified_before_the_hub_reads_any_repo() {
+    // With the hub-wide secret only, and with a Repo's own secret (the payload is then parsed
+    // for the repository, whose Repos are found in memory).
+    let (_tmp, data) = data_dir();
+    let mut hub_wide = HubConfig::for_tests(&data);
+    hub_wide.webhook_secret = Some(SECRET.into());
+    let (tmp2, data2) = data_dir();
+    let mut per_repo = HubConfig::for_tests(&data2);
+    let file = tmp2.path().join("credentials.yaml");
+    std::fs::write(&file, "hook: { webhookSecret: repo-secret }\n").unwrap();
+    per_repo.repo_credentials = gitfleet_hub::credentials::load(&file).unwrap();
+    for (config, refs, secret) in [
+        (hub_wide, serde_json::json!({}), SECRET),
+        (
+            per_repo,
+            serde_json::json!({"webhookSecretRef": "hook"}),
+            "repo-secret",
+        ),
+    ] {
+        let (hub, git) = quiet_hub(config, refs).await;
+        let http = hub.http_addr().unwrap();
+        let store = hub.engine().store();
+        let scans = store.resource_scans();
+        let body = push_payload(&git.url());
+        for headers in [
+            vec![("X-Hub-Signature-256", github_sig(&body, "a guess"))],
+            vec![],
+        ] {
+            assert_eq!(post(http, "/webhooks/github", &headers, &body).await, 401);
+        }
+        assert_eq!(
+            store.resource_scans(),
+            scans,
+            "an unauthenticated delivery made the hub read every stored resource"
+        );
+        assert_eq!(
+            post(
+                http,
+                "/webhooks/github",
+                &[("X-Hub-Signature-256", github_sig(&body, secret))],
+                &body
+            )
+            .await,
+            202,
+            "a genuine delivery still fetches"
+        );
+        hub.shutdown().await;
+    }
+}
+
+#[tokio::test]
+async fn an_oversized_webhook_body_is_refused_with_413() {
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.webhook_secret = Some(SECRET.into());
+    config.webhook_max_body_bytes = 4096;
+    let hub = runtime::start(config).await.unwrap();
+    let http = hub.http_addr().unwrap();
+    let padding = "x".repeat(8192);
+    let body = serde_json::json!({
+        "repository": {"clone_url": "https://example.com/org/repo.git"},
+        "padding": padding,
+    })
+    .to_string();
+    let head = format!(
+        "POST /webhooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: {}\r\nX-Hub-Signature-256: {}\r\nConnection: close\r\n\r\n",
+        body.len(),
+        github_sig(&body, SECRET)
+    );
+    let (code, message) = request(http, &head, body.as_bytes()).await;
+    assert_eq!(code, 413, "{message}");
+    assert!(
+        message.contains("the limit is 4096 bytes, --webhook-max-body-bytes"),
+        "the refusal names the limit: {message}"
+    );
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn health_probes_never_flush_the_store() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let http = hub.http_addr().unwrap();
+    let flushes = hub.engine().store().flush_count();
+    for _ in 0..20 {
+        for path in ["/healthz", "/readyz"] {
+            let (code, body) = get(http, path).await;
+            assert_eq!((code, body.as_str()), (200, "ok\n"), "{path}");
+        }
+    }
+    assert_eq!(
+        hub.engine().store().flush_count(),
+        flushes,
+        "an unauthenticated probe made the hub flush its store"
+    );
     hub.shutdown().await;
 }

@@ -184,7 +184,9 @@ impl LinkState {
     /// Loads the persisted desired state and outbox (empty when there are none yet).
     pub fn load(config: LinkConfig) -> Result<Arc<Self>, StoreError> {
         let desired: DesiredState = store::read_json(&config.desired_path())?.unwrap_or_default();
-        let outbox: Outbox = store::read_json(&config.outbox_path())?.unwrap_or_default();
+        let outbox = store::read_json::<Outbox>(&config.outbox_path())?
+            .unwrap_or_default()
+            .within_limits();
         let durable_seq = outbox.last_seq;
         Ok(Arc::new(Self {
             outbox: Arc::new(DurableOutbox {

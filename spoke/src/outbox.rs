@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::model::TargetStatus;
+use crate::sync::report;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SequencedReport {
@@ -26,8 +27,12 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    /// Adds a report and returns its sequence number.
+    /// Adds a report (bounded to what the hub accepts: see [`report::bounded`]) and returns
+    /// its sequence number.
     pub fn push(&mut self, status: TargetStatus) -> u64 {
+        // Every report goes through here: one too big to send would be resent forever, and
+        // everything queued behind it with it.
+        let status = report::bounded(status);
         self.last_seq = self.last_seq.max(self.last_acked) + 1;
         self.pending
             .retain(|r| r.status.target_id != status.target_id);
@@ -36,6 +41,20 @@ impl Outbox {
             status,
         });
         self.last_seq
+    }
+
+    /// The outbox with every pending report bounded (see [`report::bounded`]): one written by
+    /// an older spoke may hold a report too big to send.
+    pub fn within_limits(mut self) -> Self {
+        self.pending = self
+            .pending
+            .into_iter()
+            .map(|r| SequencedReport {
+                seq: r.seq,
+                status: report::bounded(r.status),
+            })
+            .collect();
+        self
     }
 
     /// Records a cumulative ack; returns whether anything changed.
@@ -113,6 +132,31 @@ mod tests {
         let mut outbox = Outbox::default();
         assert!(outbox.ack(41));
         assert_eq!(outbox.push(status("a", "x")), 42);
+    }
+
+    #[test]
+    fn reports_enter_the_outbox_within_the_limits() {
+        use gitfleet_proto::report_limits::MAX_MESSAGE_BYTES;
+        let mut outbox = Outbox::default();
+        outbox.push(status("a", &"x".repeat(100_000)));
+        let kept = &outbox.pending[0].status.message;
+        assert!(kept.len() <= MAX_MESSAGE_BYTES, "{}", kept.len());
+    }
+
+    #[test]
+    fn an_outbox_from_an_older_spoke_is_bounded_when_loaded() {
+        use gitfleet_proto::report_limits::MAX_MESSAGE_BYTES;
+        let old = Outbox {
+            last_seq: 7,
+            last_acked: 6,
+            pending: vec![SequencedReport {
+                seq: 7,
+                status: status("a", &"x".repeat(100_000)),
+            }],
+        };
+        let loaded = old.within_limits();
+        assert_eq!((loaded.last_seq, loaded.pending[0].seq), (7, 7));
+        assert!(loaded.pending[0].status.message.len() <= MAX_MESSAGE_BYTES);
     }
 
     #[test]

@@ -587,3 +587,60 @@ async fn a_report_is_sent_only_once_it_is_on_disk() {
         .expect("link stops")
         .expect("join");
 }
+
+#[tokio::test]
+async fn a_report_too_big_to_send_is_bounded_and_does_not_wedge_the_outbox() {
+    use gitfleet_proto::report_limits::{MAX_REPORT_BYTES, MAX_RESOURCES};
+    use gitfleet_spoke::model::{ObjectRef, ResourceAction, ResourceResult};
+    use prost::Message as _;
+    let (hub, url) = start_hub().await;
+    let (data, identity) = registered(&hub, &url).await;
+    let config = LinkConfig::new(url, "edge-1", data.path().join("state"));
+    let state = LinkState::load(config).expect("state");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(link::run(state.clone(), identity, cancel.clone()));
+
+    // 12,000 objects whose apply failed with a long error: 30 MiB as it stands, far over the
+    // link's 4 MiB message limit.
+    let mut big = status("web", "12000 of 12000 resources failed");
+    big.sync = SyncState::Failed;
+    big.resources = (0..12_000)
+        .map(|i| ResourceResult {
+            object: ObjectRef {
+                api_version: "v1".into(),
+                kind: "ConfigMap".into(),
+                namespace: "web".into(),
+                name: format!("settings-{i:05}"),
+            },
+            action: ResourceAction::Failed,
+            health: Health::Missing,
+            message: "admission webhook denied the request: ".repeat(64),
+            source_file: format!("apps/web/settings-{i:05}.yaml"),
+        })
+        .collect();
+    let seq = state.report(big);
+    let next = state.report(status("api", "fine"));
+    eventually("both reports acked", || {
+        state.outbox().pending.is_empty() && state.outbox().last_acked == next
+    })
+    .await;
+    let sent = hub
+        .with(|s| s.reports.iter().find(|r| r.seq == seq).cloned())
+        .expect("the big report was sent");
+    assert!(
+        sent.encoded_len() <= MAX_REPORT_BYTES,
+        "{}",
+        sent.encoded_len()
+    );
+    assert!(sent.resources.len() <= MAX_RESOURCES);
+    assert!(
+        sent.message.contains("of 12000 resources not listed"),
+        "{}",
+        sent.message
+    );
+    cancel.cancel();
+    tokio::time::timeout(Duration::from_secs(5), task)
+        .await
+        .expect("link stops")
+        .expect("join");
+}

@@ -90,6 +90,13 @@ struct Serve {
     /// answers RESOURCE_EXHAUSTED and spokes retry later. 0: no limit.
     #[arg(long, env = "GITFLEET_REGISTER_RATE_LIMIT", value_name = "PER_MINUTE", default_value_t = gitfleet_hub::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE)]
     register_rate_limit: u32,
+    /// A connection to the gRPC listener that has not finished its TLS handshake after this
+    /// long is closed.
+    #[arg(long, env = "GITFLEET_TLS_HANDSHAKE_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    tls_handshake_timeout: Duration,
+    /// The largest webhook request body the hub reads, in bytes; larger deliveries get 413.
+    #[arg(long, env = "GITFLEET_WEBHOOK_MAX_BODY_BYTES", default_value_t = gitfleet_hub::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES)]
+    webhook_max_body_bytes: usize,
 }
 
 #[tokio::main]
@@ -150,6 +157,8 @@ async fn main() -> anyhow::Result<()> {
             }),
         heartbeat_grace: args.heartbeat_grace,
         register_rate_limit: args.register_rate_limit,
+        tls_handshake_timeout: args.tls_handshake_timeout,
+        webhook_max_body_bytes: args.webhook_max_body_bytes,
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

@@ -4,11 +4,11 @@
 
 use tracing::warn;
 
-use super::{Engine, EngineError};
+use super::Engine;
 use crate::git::GitError;
 use crate::model::RepoCredential;
 use crate::resources::{RepoSpec, Resource};
-use crate::webhook::{Candidate, normalize_url};
+use crate::webhook::Candidate;
 
 impl Engine {
     /// A field-path error for every Repo in `resources` that names an entry the hub's
@@ -57,33 +57,31 @@ impl Engine {
     }
 
     /// The Repos whose URL is one of `urls` (compared normalised), each with the secret that
-    /// signs its webhooks: its own `webhookSecretRef`, else `hub_wide`.
-    pub fn webhook_candidates(
-        &self,
-        urls: &[String],
-        hub_wide: Option<&str>,
-    ) -> Result<Vec<Candidate>, EngineError> {
-        let wanted: Vec<String> = urls.iter().map(|u| normalize_url(u)).collect();
-        let mut out = Vec::new();
-        for r in self.store.resources()? {
-            let Resource::Repo(repo) = r else { continue };
-            if !wanted.contains(&normalize_url(&repo.spec.url)) {
-                continue;
-            }
-            let name = repo.metadata.name;
-            let secret = match self
-                .config
-                .repo_credentials
-                .webhook_secret_for(&name, &repo.spec, hub_wide)
-            {
-                Ok(s) => s.map(str::to_owned),
-                Err(e) => {
-                    warn!(repo = %name, error = %e, "webhook secret missing; deliveries for this Repo are refused");
-                    None
+    /// signs its webhooks: its own `webhookSecretRef`, else `hub_wide`. From memory: the
+    /// delivery asking is not authenticated yet, so it must not make the hub read its store.
+    pub fn webhook_candidates(&self, urls: &[String], hub_wide: Option<&str>) -> Vec<Candidate> {
+        let state = self.lock();
+        state
+            .repos_by_url
+            .find(urls)
+            .into_iter()
+            .map(|(name, spec)| {
+                let secret = match self
+                    .config
+                    .repo_credentials
+                    .webhook_secret_for(name, spec, hub_wide)
+                {
+                    Ok(s) => s.map(str::to_owned),
+                    Err(e) => {
+                        warn!(repo = %name, error = %e, "webhook secret missing; deliveries for this Repo are refused");
+                        None
+                    }
+                };
+                Candidate {
+                    repo: name.to_owned(),
+                    secret,
                 }
-            };
-            out.push(Candidate { repo: name, secret });
-        }
-        Ok(out)
+            })
+            .collect()
     }
 }

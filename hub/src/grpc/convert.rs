@@ -227,6 +227,108 @@ pub fn target_report(r: pb::StatusReport) -> Result<TargetReport, Status> {
     })
 }
 
+/// Why `r` breaks the report limits of docs/protocol.md, in words that name the limit; `None`
+/// when it is within them.
+pub fn report_over_limits(r: &pb::StatusReport) -> Option<String> {
+    use gitfleet_proto::report_limits::*;
+    use prost::Message as _;
+    let size = r.encoded_len();
+    if size > MAX_REPORT_BYTES {
+        return Some(format!(
+            "the report is {size} bytes encoded (the limit is {MAX_REPORT_BYTES})"
+        ));
+    }
+    if r.resources.len() > MAX_RESOURCES {
+        return Some(format!(
+            "the report lists {} resources (the limit is {MAX_RESOURCES})",
+            r.resources.len()
+        ));
+    }
+    let fields = r.trace.as_ref().map(|t| &t.fields);
+    let trace_fields = fields.map_or(0, |f| f.len());
+    if trace_fields > MAX_TRACE_FIELDS {
+        return Some(format!(
+            "the trace context has {trace_fields} fields (the limit is {MAX_TRACE_FIELDS})"
+        ));
+    }
+    too_long(|| "message".into(), &r.message, MAX_MESSAGE_BYTES)
+        .or_else(|| too_long(|| "target_id".into(), &r.target_id, MAX_FIELD_BYTES))
+        .or_else(|| too_long(|| "revision".into(), &r.revision, MAX_FIELD_BYTES))
+        .or_else(|| {
+            fields.into_iter().flatten().find_map(|(k, v)| {
+                too_long(|| "a trace context key".into(), k, MAX_FIELD_BYTES).or_else(|| {
+                    too_long(
+                        || format!("trace context field {:?}", cut(k, 64)),
+                        v,
+                        MAX_FIELD_BYTES,
+                    )
+                })
+            })
+        })
+        .or_else(|| {
+            r.resources.iter().enumerate().find_map(|(i, x)| {
+                let field = |name: &str| format!("resources[{i}].{name}");
+                [
+                    ("api_version", &x.api_version, MAX_FIELD_BYTES),
+                    ("kind", &x.kind, MAX_FIELD_BYTES),
+                    ("namespace", &x.namespace, MAX_FIELD_BYTES),
+                    ("name", &x.name, MAX_FIELD_BYTES),
+                    ("action", &x.action, MAX_FIELD_BYTES),
+                    ("message", &x.message, MAX_RESOURCE_MESSAGE_BYTES),
+                    ("source_file", &x.source_file, MAX_FIELD_BYTES),
+                ]
+                .into_iter()
+                .find_map(|(name, value, limit)| too_long(|| field(name), value, limit))
+            })
+        })
+}
+
+/// "FIELD is N bytes (the limit is LIMIT)" when `value` is longer than `limit` bytes.
+fn too_long(field: impl FnOnce() -> String, value: &str, limit: usize) -> Option<String> {
+    (value.len() > limit).then(|| {
+        format!(
+            "{} is {} bytes (the limit is {limit})",
+            field(),
+            value.len()
+        )
+    })
+}
+
+/// What the hub keeps of a report over the limits (see [`report_over_limits`]): the spoke's
+/// verdict (sync and health, so that rollouts still move), and a message that names the limit,
+/// without the resources or the trace context. Bounded whatever the spoke sent.
+pub fn report_over_limits_summary(
+    r: pb::StatusReport,
+    problem: &str,
+) -> Result<TargetReport, Status> {
+    use gitfleet_proto::report_limits::MAX_FIELD_BYTES;
+    let said = if r.message.is_empty() {
+        String::new()
+    } else {
+        format!("; the spoke said: {}", cut(&r.message, 1024))
+    };
+    let summary = pb::StatusReport {
+        message: format!(
+            "status report over the hub's limits, kept without its {} resources: {problem}{said}",
+            r.resources.len()
+        ),
+        revision: cut(&r.revision, MAX_FIELD_BYTES).to_owned(),
+        resources: Vec::new(),
+        trace: None,
+        ..r
+    };
+    target_report(summary)
+}
+
+/// The longest prefix of `s` of at most `max` bytes that ends on a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = max.min(s.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
 /// The `next_page_token` after a Target: its key, versioned. App and cluster names cannot hold
 /// a `/`, so the split back is unambiguous.
 pub fn next_status_page_token(app: &str, cluster: &str) -> String {

@@ -463,7 +463,16 @@ fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Res
             report.cluster
         )));
     }
-    let report = convert::target_report(report)?;
+    let report = match convert::report_over_limits(&report) {
+        None => convert::target_report(report)?,
+        Some(problem) => {
+            // Refusing it would make the spoke send it again forever: keep what fits, say why
+            // on the Target, and ack it like any other.
+            warn!(app = %convert::cut(&report.target_id, 64), %problem, "status report over the limits; keeping a summary");
+            engine.metrics().error(ErrorKind::link);
+            convert::report_over_limits_summary(report, &problem)?
+        }
+    };
     // Stored in the trace of the spoke's sync that sent it.
     let span = info_span!(
         "status",

@@ -95,6 +95,10 @@ pub struct Store {
     app_controls: sled::Tree,
     group: std::sync::Arc<GroupFlush>,
     mirror: Arc<Mutex<Mirror>>,
+    /// The first write or flush that failed (see [`Store::failure`]).
+    failure: Arc<std::sync::OnceLock<String>>,
+    /// Reads of every stored resource (see [`Store::resource_scans`]).
+    resource_scans: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Decoded copies of the records the hub reads on every rollout decision and every status
@@ -252,6 +256,8 @@ impl Store {
             app_controls: db.open_tree("app_controls")?,
             group: std::sync::Arc::default(),
             mirror: Arc::default(),
+            failure: Arc::default(),
+            resource_scans: Arc::default(),
             db,
         };
         store.mirror = Arc::new(Mutex::new(Mirror::load(&store)?));
@@ -288,7 +294,7 @@ impl Store {
         }
         // Every ticket drawn before this load is covered by the flush that follows it.
         let upto = self.group.requested.load(SeqCst);
-        self.db.flush_async().await?;
+        self.db.flush_async().await.noted(self)?;
         self.group.flushes.fetch_add(1, SeqCst);
         self.group.done.fetch_max(upto, SeqCst);
         Ok(())
@@ -299,10 +305,34 @@ impl Store {
         self.group.flushes.load(std::sync::atomic::Ordering::SeqCst)
     }
 
+    /// Why the store cannot make writes durable any more, if a write or flush failed: sled
+    /// refuses every write for good after an I/O error (a full disk, say), even once the cause
+    /// is gone. Known without touching the disk, so that health probes cost nothing.
+    pub fn failure(&self) -> Option<&str> {
+        self.failure.get().map(String::as_str)
+    }
+
+    /// `e` as a store error, remembered (and logged) as the store's failure if it is the first.
+    fn failed(&self, e: sled::Error) -> StoreError {
+        if self.failure.set(e.to_string()).is_ok() {
+            tracing::error!(error = %e, "the store cannot make writes durable any more; restart the hub once the cause is fixed");
+        }
+        StoreError::Sled(e)
+    }
+
     // --- resources ---------------------------------------------------------------------------
 
     pub fn resources(&self) -> Result<Vec<Resource>, StoreError> {
+        self.resource_scans
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
         values(&self.resources, "resources")
+    }
+
+    /// How many times every stored resource was read and decoded: work that nothing an
+    /// unauthenticated caller sends may cause.
+    pub fn resource_scans(&self) -> u64 {
+        self.resource_scans
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn resource(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError> {
@@ -315,12 +345,16 @@ impl Store {
         for r in resources {
             batch.insert(resource_key(r.kind(), r.name()).as_bytes(), encode(r));
         }
-        self.resources.apply_batch(batch)?;
+        self.resources.apply_batch(batch).noted(self)?;
         Ok(())
     }
 
     pub fn delete_resource(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        Ok(self.resources.remove(resource_key(kind, name))?.is_some())
+        Ok(self
+            .resources
+            .remove(resource_key(kind, name))
+            .noted(self)?
+            .is_some())
     }
 
     // --- clusters ----------------------------------------------------------------------------
@@ -369,7 +403,9 @@ impl Store {
         mirror: &mut MutexGuard<'_, Mirror>,
         record: &ClusterRecord,
     ) -> Result<(), StoreError> {
-        self.clusters.insert(&record.name, encode(record))?;
+        self.clusters
+            .insert(&record.name, encode(record))
+            .noted(self)?;
         let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
             old.labels == record.labels
                 && old.revoked == record.revoked
@@ -385,7 +421,7 @@ impl Store {
     // --- tokens ------------------------------------------------------------------------------
 
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        self.tokens.insert(hash, encode(record))?;
+        self.tokens.insert(hash, encode(record)).noted(self)?;
         Ok(())
     }
 
@@ -409,7 +445,7 @@ impl Store {
             let mut record: TokenRecord = decode("tokens", &key, &v)?;
             if record.id == id {
                 record.revoked = true;
-                self.tokens.insert(k, encode(&record))?;
+                self.tokens.insert(k, encode(&record)).noted(self)?;
                 return Ok(true);
             }
         }
@@ -433,7 +469,10 @@ impl Store {
             t.insert(hash, encode(&record))?;
             Ok(record)
         });
-        flatten(result)
+        flatten(result).map_err(|e| match e {
+            StoreError::Sled(e) => self.failed(e),
+            other => other,
+        })
     }
 
     // --- desired state -----------------------------------------------------------------------
@@ -450,10 +489,11 @@ impl Store {
         // entry (a crash between the two) only costs that cluster a snapshot instead of a delta.
         let value = encode(desired);
         self.history
-            .insert(history_key(cluster, desired.generation), value.as_slice())?;
-        self.desired.insert(cluster.as_bytes(), value)?;
+            .insert(history_key(cluster, desired.generation), value.as_slice())
+            .noted(self)?;
+        self.desired.insert(cluster.as_bytes(), value).noted(self)?;
         if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
-            self.history.remove(history_key(cluster, old))?;
+            self.history.remove(history_key(cluster, old)).noted(self)?;
         }
         Ok(())
     }
@@ -498,7 +538,7 @@ impl Store {
             // Reports of a cluster only grow in seq: an older one never replaces a newer.
             let newer = mirror.reports.get(&key).is_none_or(|old| old.seq <= r.seq);
             if newer {
-                self.targets.insert(key.as_bytes(), value)?;
+                self.targets.insert(key.as_bytes(), value).noted(self)?;
                 mirror.reports.insert(key, ReportSummary::from(r));
             }
         }
@@ -526,7 +566,9 @@ impl Store {
             return Ok(false);
         }
         *acked = seq;
-        self.acked.insert(cluster.as_bytes(), encode(&seq))?;
+        self.acked
+            .insert(cluster.as_bytes(), encode(&seq))
+            .noted(self)?;
         Ok(true)
     }
 
@@ -573,7 +615,7 @@ impl Store {
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
         let mut mirror = self.mirror();
-        self.targets.remove(&key)?;
+        self.targets.remove(&key).noted(self)?;
         mirror.reports.remove(&key);
         Ok(())
     }
@@ -589,12 +631,12 @@ impl Store {
     }
 
     pub fn put_repo_status(&self, repo: &str, status: &RepoStatus) -> Result<(), StoreError> {
-        self.repo_status.insert(repo, encode(status))?;
+        self.repo_status.insert(repo, encode(status)).noted(self)?;
         Ok(())
     }
 
     pub fn delete_repo_status(&self, repo: &str) -> Result<(), StoreError> {
-        self.repo_status.remove(repo)?;
+        self.repo_status.remove(repo).noted(self)?;
         Ok(())
     }
 
@@ -604,12 +646,12 @@ impl Store {
     }
 
     pub fn put_revision(&self, app: &str, revision: &AppRevision) -> Result<(), StoreError> {
-        self.revisions.insert(app, encode(revision))?;
+        self.revisions.insert(app, encode(revision)).noted(self)?;
         Ok(())
     }
 
     pub fn delete_revision(&self, app: &str) -> Result<(), StoreError> {
-        self.revisions.remove(app)?;
+        self.revisions.remove(app).noted(self)?;
         Ok(())
     }
 
@@ -657,7 +699,7 @@ impl Store {
             })
             .map_err(|e| match e {
                 TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => StoreError::Sled(e),
+                TransactionError::Storage(e) => self.failed(e),
             })?;
         mirror
             .rollouts
@@ -680,19 +722,19 @@ impl Store {
     pub fn delete_app_records(&self, app: &str) -> Result<(), StoreError> {
         {
             let mut mirror = self.mirror();
-            self.rollouts.remove(app)?;
+            self.rollouts.remove(app).noted(self)?;
             mirror.rollouts.remove(app);
         }
-        self.app_controls.remove(app)?;
+        self.app_controls.remove(app).noted(self)?;
         for kv in self.rollout_history.scan_prefix(prefix_key(app)) {
             let (k, _) = kv?;
-            self.rollout_history.remove(k)?;
+            self.rollout_history.remove(k).noted(self)?;
         }
         let mut mirror = self.mirror();
         for kv in self.healthy.iter() {
             let (k, _) = kv?;
             if k.split(|b| *b == 0).nth(1) == Some(app.as_bytes()) {
-                self.healthy.remove(&k)?;
+                self.healthy.remove(&k).noted(self)?;
                 mirror.healthy.remove(String::from_utf8_lossy(&k).as_ref());
             }
         }
@@ -722,11 +764,11 @@ impl Store {
         let mut mirror = self.mirror();
         match mark {
             Some(m) => {
-                self.healthy.insert(&key, encode(m))?;
+                self.healthy.insert(&key, encode(m)).noted(self)?;
                 mirror.healthy.insert(key, m.clone());
             }
             None => {
-                self.healthy.remove(&key)?;
+                self.healthy.remove(&key).noted(self)?;
                 mirror.healthy.remove(&key);
             }
         };
@@ -745,9 +787,9 @@ impl Store {
 
     pub fn put_app_control(&self, app: &str, control: &AppControl) -> Result<(), StoreError> {
         if *control == AppControl::default() {
-            self.app_controls.remove(app)?;
+            self.app_controls.remove(app).noted(self)?;
         } else {
-            self.app_controls.insert(app, encode(control))?;
+            self.app_controls.insert(app, encode(control)).noted(self)?;
         }
         Ok(())
     }
@@ -762,17 +804,17 @@ impl Store {
         let mut batch = sled::Batch::default();
         for e in events.iter_mut() {
             // generate_id is monotonic across restarts, so ids keep the recording order.
-            e.id = self.db.generate_id()?;
+            e.id = self.db.generate_id().noted(self)?;
             batch.insert(&e.id.to_be_bytes(), encode(&*e));
         }
         // The count is kept in memory: counting the tree would read all of it every time.
         let mut mirror = self.mirror();
-        self.events.apply_batch(batch)?;
+        self.events.apply_batch(batch).noted(self)?;
         mirror.events += events.len();
         let excess = mirror.events.saturating_sub(EVENTS_KEPT);
         for kv in self.events.iter().take(excess) {
             let (k, _) = kv?;
-            if self.events.remove(k)?.is_some() {
+            if self.events.remove(k).noted(self)?.is_some() {
                 mirror.events -= 1;
             }
         }
@@ -886,7 +928,7 @@ impl Store {
                     .map_err(|e| bad(format!("tree {name:?}: key {key:?} is not hex: {e}")))?;
                 batch.insert(key, encode(value));
             }
-            self.db.open_tree(name)?.apply_batch(batch)?;
+            self.db.open_tree(name)?.apply_batch(batch).noted(self)?;
         }
         let mirror = Mirror::load(self)?;
         *self.mirror() = mirror;
@@ -970,6 +1012,17 @@ fn entries<T: DeserializeOwned>(
             Ok((key, value))
         })
         .collect()
+}
+
+/// Remembers a failed write (see [`Store::failure`]).
+trait Noted<T> {
+    fn noted(self, store: &Store) -> Result<T, StoreError>;
+}
+
+impl<T> Noted<T> for Result<T, sled::Error> {
+    fn noted(self, store: &Store) -> Result<T, StoreError> {
+        self.map_err(|e| store.failed(e))
+    }
 }
 
 fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {

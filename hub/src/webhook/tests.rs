@@ -295,3 +295,42 @@ fn unreadable_payloads_tell_unsigned_senders_nothing() {
         WebhookError::NoRepository
     );
 }
+
+#[test]
+fn the_repo_index_finds_repos_by_any_form_of_their_url() {
+    let mut index = RepoIndex::default();
+    index.put("web", &RepoSpec::new("https://github.com/Org/web.git"));
+    index.put("web-too", &RepoSpec::new("git@github.com:Org/web"));
+    index.put("api", &RepoSpec::new("https://github.com/org/api"));
+    let names = |index: &RepoIndex, urls: &[&str]| -> Vec<String> {
+        let urls: Vec<String> = urls.iter().map(|u| (*u).to_owned()).collect();
+        index
+            .find(&urls)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
+            .collect()
+    };
+    assert_eq!(
+        names(
+            &index,
+            &[
+                "https://GITHUB.com/Org/web",
+                "ssh://git@github.com/Org/web.git"
+            ]
+        ),
+        ["web", "web-too"],
+        "every Repo of the repository, each once"
+    );
+    assert!(names(&index, &["https://github.com/org/other"]).is_empty());
+
+    // A Repo that moves to another URL is filed under the new one only.
+    index.put("web-too", &RepoSpec::new("https://github.com/org/api.git"));
+    assert_eq!(names(&index, &["https://github.com/Org/web"]), ["web"]);
+    assert_eq!(
+        names(&index, &["https://github.com/org/api"]),
+        ["api", "web-too"]
+    );
+    index.remove("api");
+    index.remove("api");
+    assert_eq!(names(&index, &["https://github.com/org/api"]), ["web-too"]);
+}

@@ -1,9 +1,14 @@
 //! From per-resource results to what a Target says: sync state, health, and one message a
-//! person can act on.
+//! person can act on; and reports kept within the limits the hub accepts.
 
 use std::time::Duration;
 
-use crate::model::{Health, ResourceAction, ResourceResult, SyncState};
+use gitfleet_proto::report_limits::{
+    MAX_FIELD_BYTES, MAX_MESSAGE_BYTES, MAX_REPORT_BYTES, MAX_RESOURCE_MESSAGE_BYTES,
+    MAX_RESOURCES, MAX_TRACE_FIELDS,
+};
+
+use crate::model::{Health, ResourceAction, ResourceResult, SyncState, TargetStatus};
 
 /// How many problems the Target message names before it just counts the rest.
 const MESSAGE_ITEMS: usize = 3;
@@ -125,6 +130,102 @@ pub fn expire_progressing(resources: &mut [ResourceResult], timeout: Duration) {
             )
         };
     }
+}
+
+/// Room in [`MAX_REPORT_BYTES`] kept for everything but the resources: the message, the ids
+/// and the trace context, each bounded far below this.
+const REPORT_HEADER_BYTES: usize = 64 * 1024;
+
+/// Marks a string that was cut short.
+const CUT: &str = "…";
+
+/// `status` within the limits of a status report (docs/protocol.md), so that the hub keeps it
+/// whole and no report is ever too big to send: long strings are cut (ending in "…"), a trace
+/// context too big is dropped, and beyond [`MAX_RESOURCES`] resources or the size budget the
+/// report leaves resources out, problems last, and its message says how many. A report within
+/// the limits comes back as it was.
+pub fn bounded(mut status: TargetStatus) -> TargetStatus {
+    for r in &mut status.resources {
+        shorten(&mut r.message, MAX_RESOURCE_MESSAGE_BYTES);
+        for field in [
+            &mut r.object.api_version,
+            &mut r.object.kind,
+            &mut r.object.namespace,
+            &mut r.object.name,
+            &mut r.source_file,
+        ] {
+            shorten(field, MAX_FIELD_BYTES);
+        }
+    }
+    if status.trace.len() > MAX_TRACE_FIELDS
+        || status
+            .trace
+            .iter()
+            .any(|(k, v)| k.len() > MAX_FIELD_BYTES || v.len() > MAX_FIELD_BYTES)
+    {
+        status.trace.clear();
+    }
+    let total = status.resources.len();
+    let budget = MAX_REPORT_BYTES - REPORT_HEADER_BYTES;
+    let size: usize = status.resources.iter().map(encoded_bound).sum();
+    let mut note = String::new();
+    if total > MAX_RESOURCES || size > budget {
+        // What a person must see first: failures, drift, unhealthy objects.
+        let mut by_priority: Vec<usize> = (0..total).collect();
+        by_priority.sort_by_key(|&i| !is_problem(&status.resources[i]));
+        let mut keep = vec![false; total];
+        let (mut kept, mut used) = (0, 0);
+        for i in by_priority {
+            let size = encoded_bound(&status.resources[i]);
+            if kept == MAX_RESOURCES || used + size > budget {
+                break;
+            }
+            keep[i] = true;
+            kept += 1;
+            used += size;
+        }
+        let mut keep = keep.into_iter();
+        status.resources.retain(|_| keep.next().unwrap_or(false));
+        note = format!(
+            " ({} of {total} resources not listed: a report lists at most {MAX_RESOURCES} \
+             resources in {MAX_REPORT_BYTES} bytes)",
+            total - kept
+        );
+    }
+    shorten(&mut status.message, MAX_MESSAGE_BYTES - note.len());
+    status.message.push_str(&note);
+    status
+}
+
+/// Cuts `s` to at most `max` bytes, on a character boundary, ending in [`CUT`].
+fn shorten(s: &mut String, max: usize) {
+    if s.len() <= max {
+        return;
+    }
+    let mut end = max.saturating_sub(CUT.len());
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s.truncate(end);
+    s.push_str(CUT);
+}
+
+/// What `r` takes in an encoded report, or a little more: its strings, and for each of its
+/// eight fields a tag and a length (or the health's value), and its own tag and length.
+fn encoded_bound(r: &ResourceResult) -> usize {
+    r.object.api_version.len()
+        + r.object.kind.len()
+        + r.object.namespace.len()
+        + r.object.name.len()
+        + r.action.as_str().len()
+        + r.message.len()
+        + r.source_file.len()
+        + 8 * 4
+        + 8
+}
+
+fn is_problem(r: &ResourceResult) -> bool {
+    is_failure(r.action) || is_out_of_sync(r.action) || r.health != Health::Healthy
 }
 
 fn is_failure(action: ResourceAction) -> bool {
@@ -513,5 +614,117 @@ mod tests {
             None,
         );
         assert_eq!(only_leftovers.sync, SyncState::OutOfSync);
+    }
+
+    fn status_with(resources: Vec<ResourceResult>) -> TargetStatus {
+        TargetStatus {
+            target_id: "web".into(),
+            revision: "0123456789abcdef0123456789abcdef01234567".into(),
+            spec_generation: 1,
+            sync: SyncState::Synced,
+            health: Health::Healthy,
+            message: format!("{} resources synced and healthy", resources.len()),
+            resources,
+            observed_at_unix: 1,
+            trace: [("traceparent".to_owned(), "00-abc-def-01".to_owned())].into(),
+        }
+    }
+
+    fn many(n: usize, message: &str) -> Vec<ResourceResult> {
+        (0..n)
+            .map(|i| {
+                result(
+                    "ConfigMap",
+                    &format!("settings-{i:05}"),
+                    ResourceAction::Applied,
+                    Health::Healthy,
+                    message,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn a_report_within_the_limits_is_sent_as_it_is() {
+        // A real 2,000-object App, some of whose objects say something.
+        let mut resources = many(2000, "");
+        for r in resources.iter_mut().step_by(10) {
+            r.message = "1/1 replicas available".into();
+        }
+        let status = status_with(resources);
+        assert_eq!(bounded(status.clone()), status);
+    }
+
+    #[test]
+    fn long_strings_are_cut_on_a_character_boundary() {
+        let mut status = status_with(many(2, &"é".repeat(5000)));
+        status.resources[1].object.name = "n".repeat(2000);
+        status.message = "ü".repeat(10_000);
+        status.trace = (0..20).map(|i| (format!("k{i}"), "v".into())).collect();
+        let b = bounded(status);
+        assert!(b.message.len() <= MAX_MESSAGE_BYTES && b.message.ends_with(CUT));
+        for r in &b.resources {
+            assert!(
+                r.message.len() <= MAX_RESOURCE_MESSAGE_BYTES,
+                "{}",
+                r.message.len()
+            );
+            assert!(r.message.ends_with(CUT));
+        }
+        assert_eq!(b.resources[1].object.name.len(), MAX_FIELD_BYTES);
+        assert!(
+            b.trace.is_empty(),
+            "a trace context over the limits is dropped"
+        );
+    }
+
+    #[test]
+    fn beyond_the_limits_resources_are_left_out_problems_last_and_the_message_says_so() {
+        // 10,000 objects with long messages: 25 MiB, six times the link's message limit.
+        let mut resources = many(10_000, &"x".repeat(2500));
+        for i in (0..10_000).step_by(97) {
+            resources[i].action = ResourceAction::Failed;
+            resources[i].health = Health::Missing;
+        }
+        let failed = resources
+            .iter()
+            .filter(|r| r.action == ResourceAction::Failed)
+            .count();
+        let b = bounded(status_with(resources));
+        assert!(b.resources.len() <= MAX_RESOURCES);
+        let size: usize = b.resources.iter().map(encoded_bound).sum();
+        assert!(size <= MAX_REPORT_BYTES - REPORT_HEADER_BYTES, "{size}");
+        assert_eq!(
+            b.resources
+                .iter()
+                .filter(|r| r.action == ResourceAction::Failed)
+                .count(),
+            failed,
+            "every failure is listed"
+        );
+        let names: Vec<&str> = b.resources.iter().map(|r| r.object.name.as_str()).collect();
+        let mut sorted = names.clone();
+        sorted.sort_unstable();
+        assert_eq!(names, sorted, "what is listed keeps its order");
+        let left_out = 10_000 - b.resources.len();
+        assert!(
+            b.message.ends_with(&format!(
+                "({left_out} of 10000 resources not listed: a report lists at most \
+                 {MAX_RESOURCES} resources in {MAX_REPORT_BYTES} bytes)"
+            )),
+            "{}",
+            b.message
+        );
+        assert!(b.message.starts_with("10000 resources"));
+        assert!(b.message.len() <= MAX_MESSAGE_BYTES);
+
+        // Too many small ones: the count is the limit.
+        let b = bounded(status_with(many(MAX_RESOURCES + 1, "")));
+        assert_eq!(b.resources.len(), MAX_RESOURCES);
+        assert!(
+            b.message.contains("(1 of 5001 resources not listed"),
+            "{}",
+            b.message
+        );
     }
 }
