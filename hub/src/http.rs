@@ -76,16 +76,12 @@ async fn metrics(State(state): State<HttpState>) -> Response {
         }
     }
     snapshot.targets = engine.target_states();
-    match engine.store().rollouts() {
-        Ok(rollouts) => {
-            for app in rollouts.keys() {
-                match engine.rollout_status(app) {
-                    Ok(view) => snapshot
-                        .rollouts
-                        .push((app.clone(), rollout_progress(&view))),
-                    // Deleted meanwhile, or its Repo not fetched yet.
-                    Err(e) => debug!(%app, error = %e, "metrics: no rollout status"),
-                }
+    // One read of the store for all Apps: this listener is unauthenticated.
+    match engine.rollout_statuses() {
+        Ok(views) => {
+            for view in views {
+                let progress = rollout_progress(&view);
+                snapshot.rollouts.push((view.app, progress));
             }
         }
         Err(e) => {

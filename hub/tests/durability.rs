@@ -134,7 +134,11 @@ async fn rollout_commands_sync_requests_and_approvals_are_flushed_before_they_an
 
     // A registration waits for approval: the approval is the write.
     let token = hub
-        .create_token(Duration::from_secs(600), BTreeMap::new(), 1)
+        .create_token(
+            Duration::from_secs(600),
+            [("env".to_owned(), "dev".to_owned())].into(),
+            1,
+        )
         .await
         .unwrap();
     let ch = channel(&hub.grpc_url(), hub.ca_pem(), None).await;

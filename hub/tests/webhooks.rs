@@ -350,3 +350,41 @@ async fn health_probes_never_flush_the_store() {
     );
     hub.shutdown().await;
 }
+
+/// `/metrics` is as unauthenticated as the probes: a scrape read every stored resource once per
+/// App (Apps × resources per scrape). It reads them once.
+#[tokio::test]
+async fn a_metrics_scrape_reads_the_store_once_whatever_the_number_of_apps() {
+    let (_tmp, data) = data_dir();
+    let (hub, _git) = quiet_hub(HubConfig::for_tests(&data), serde_json::json!({})).await;
+    let mut admin = admin(&hub).await;
+    let apps: Vec<String> = (0..12).map(|i| format!("web-{i}")).collect();
+    admin
+        .apply(pb::ApplyRequest {
+            documents: apps
+                .iter()
+                .map(|a| app_doc(a, "platform", "apps/web", "prod"))
+                .collect(),
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let engine = hub.engine();
+    eventually("every App's rollout", || {
+        let ready = apps.iter().all(|a| engine.rollout_status(a).is_ok());
+        async move { ready.then_some(()) }
+    })
+    .await;
+    let http = hub.http_addr().unwrap();
+    let scans = engine.store().resource_scans();
+    let (code, body) = get(http, "/metrics").await;
+    assert_eq!(code, 200);
+    assert!(body.contains("web-11"), "every App is in the scrape");
+    let read = engine.store().resource_scans() - scans;
+    assert!(
+        read <= 2,
+        "one scrape read every stored resource {read} times for {} Apps",
+        apps.len()
+    );
+    hub.shutdown().await;
+}

@@ -290,6 +290,10 @@ impl Engine {
     /// An App's rollout with its status as of now.
     pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
         let app = self.app(name)?;
+        let (_, _, groups) = super::split_resources(self.store.resources()?);
+        let (clusters, _) = self.store.clusters_snapshot();
+        let labels = super::placeable(clusters.values());
+        let mut revisions = self.store.revisions()?;
         let state = self.store.rollout_shared(name).ok_or_else(|| {
             EngineError::NotFound(format!(
                 "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
@@ -297,10 +301,37 @@ impl Engine {
                 app.spec.repo, app.spec.repo
             ))
         })?;
-        let (_, _, groups) = super::split_resources(self.store.resources()?);
+        self.view(&app, state, &labels, &groups, &mut revisions)
+    }
+
+    /// Every App's rollout view, reading resources, clusters and revisions once: what a
+    /// `/metrics` scrape needs, whose cost must not grow with Apps × stored resources (the
+    /// listener is unauthenticated). Apps without a rollout yet are left out.
+    pub fn rollout_statuses(&self) -> Result<Vec<RolloutView>, EngineError> {
+        let (apps, _, groups) = super::split_resources(self.store.resources()?);
         let (clusters, _) = self.store.clusters_snapshot();
         let labels = super::placeable(clusters.values());
-        let plan = plan_waves(&app, &labels, &groups);
+        let mut revisions = self.store.revisions()?;
+        let mut views = Vec::new();
+        for app in apps {
+            let Some(state) = self.store.rollout_shared(&app.metadata.name) else {
+                continue;
+            };
+            views.push(self.view(&app, state, &labels, &groups, &mut revisions)?);
+        }
+        Ok(views)
+    }
+
+    fn view(
+        &self,
+        app: &App,
+        state: Arc<RolloutState>,
+        labels: &[ClusterLabels],
+        groups: &BTreeMap<String, ClusterGroup>,
+        revisions: &mut BTreeMap<String, AppRevision>,
+    ) -> Result<RolloutView, EngineError> {
+        let name = app.metadata.name.as_str();
+        let plan = plan_waves(app, labels, groups);
         let now = now_unix();
         let observations = self.observations(name, plan.clusters(), now);
         let decision = decide(&state, &plan, &observations, now);
@@ -310,9 +341,7 @@ impl Engine {
         }
         let status = decision.status;
         let control = self.store.app_control(name)?;
-        let git_revision = self
-            .store
-            .revisions()?
+        let git_revision = revisions
             .remove(name)
             .map(|r| r.commit)
             .filter(|c| *c != state.revision.commit);
