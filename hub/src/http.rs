@@ -8,7 +8,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
-use tracing::{debug, info, warn};
+use tracing::{info, warn};
 
 use crate::engine::{Engine, RolloutView};
 use crate::fleet::rollout::{Summary, TargetState};

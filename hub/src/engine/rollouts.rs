@@ -326,7 +326,7 @@ impl Engine {
         &self,
         app: &App,
         state: Arc<RolloutState>,
-        labels: &[ClusterLabels],
+        labels: &[ClusterLabels<'_>],
         groups: &BTreeMap<String, ClusterGroup>,
         revisions: &mut BTreeMap<String, AppRevision>,
     ) -> Result<RolloutView, EngineError> {
