@@ -374,11 +374,7 @@ impl Pki {
         cluster: &str,
         validity: Duration,
     ) -> Result<IssuedCert, PkiError> {
-        if let Some(problem) = dns1123_label_problem(cluster) {
-            return Err(PkiError::InvalidCsr(format!(
-                "cluster name {cluster:?} {problem}"
-            )));
-        }
+        check_cluster_name(cluster)?;
         let csr = self.verify_csr(csr_pem)?;
         self.sign_cluster(&csr, cluster, validity)
     }
@@ -401,11 +397,7 @@ impl Pki {
         cluster: &str,
         validity: Duration,
     ) -> Result<IssuedCert, PkiError> {
-        if let Some(problem) = dns1123_label_problem(cluster) {
-            return Err(PkiError::InvalidCsr(format!(
-                "cluster name {cluster:?} {problem}"
-            )));
-        }
+        check_cluster_name(cluster)?;
         self.clusters_signed.fetch_add(1, Ordering::Relaxed);
         let params = Self::client_params(cluster, &format!("{SPIFFE_CLUSTER}{cluster}"), validity)?;
         let not_after_unix = params.not_after.unix_timestamp();
@@ -686,4 +678,14 @@ pub(crate) fn now_unix() -> i64 {
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_secs() as i64)
         .unwrap_or_default()
+}
+
+/// A cluster name goes into a certificate's URI only as a DNS-1123 label.
+fn check_cluster_name(cluster: &str) -> Result<(), PkiError> {
+    match dns1123_label_problem(cluster) {
+        Some(problem) => Err(PkiError::InvalidCsr(format!(
+            "cluster name {cluster:?} {problem}"
+        ))),
+        None => Ok(()),
+    }
 }

@@ -329,7 +329,9 @@ fn numbered_blob(n: u64) -> Vec<u8> {
 async fn a_timed_out_fetch_holds_its_permit_until_it_has_really_stopped() {
     let (url, release) = git_server(None).await;
     let dir = tempfile::tempdir().unwrap();
-    let cache = GitCache::new(dir.path().join("git"), 2, Duration::from_secs(1));
+    // Long enough that, on a loaded machine, the blocking fetch is surely inside libgit2 and
+    // waiting on the server (not still starting) when its caller gives up.
+    let cache = GitCache::new(dir.path().join("git"), 2, Duration::from_secs(5));
     let err = cache
         .fetch(&url, &GitRef::Branch("main".into()))
         .await

@@ -70,35 +70,9 @@ pub struct TemplateRequest<'a> {
     pub home: &'a Path,
 }
 
-/// Helm's limit on a release name (it becomes part of object names and labels).
-pub const MAX_RELEASE_NAME: usize = 53;
-
-/// Why `name` is not a release name Helm accepts: lowercase alphanumerics, '-' and '.', each
-/// '.'-separated part starting and ending with an alphanumeric, at most 53 characters.
-pub fn release_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        return Some("must not be empty");
-    }
-    if name.len() > MAX_RELEASE_NAME {
-        return Some("must be at most 53 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Some("must consist of lowercase letters, digits, '-' and '.'");
-    }
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name
-        .split('.')
-        .any(|part| !alnum(part.bytes().next()) || !alnum(part.bytes().last()))
-    {
-        return Some(
-            "must start and end with a letter or digit, and so must each part between dots",
-        );
-    }
-    None
-}
+pub use gitfleet_core::names::{
+    MAX_HELM_RELEASE_NAME as MAX_RELEASE_NAME, helm_release_name_problem as release_name_problem,
+};
 
 /// Why `namespace` is not a Kubernetes namespace name (a DNS-1123 label).
 pub fn namespace_problem(namespace: &str) -> Option<&'static str> {

@@ -17,24 +17,19 @@ pub mod rollouts;
 
 /// Who is calling, from the client certificate the TLS layer verified against the hub's CA.
 pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
-    let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("a client certificate issued by this hub is required")
-    })?;
-    let leaf = certs.first().ok_or_else(|| {
-        Status::unauthenticated("a client certificate issued by this hub is required")
-    })?;
-    identify(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+    identify(peer_leaf(request)?.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
 }
 
 /// The key of the caller's (verified) client certificate.
 pub fn peer_key<T>(request: &Request<T>) -> Result<CertKey, Status> {
-    let certs = request.peer_certs().ok_or_else(|| {
-        Status::unauthenticated("a client certificate issued by this hub is required")
-    })?;
-    let leaf = certs.first().ok_or_else(|| {
-        Status::unauthenticated("a client certificate issued by this hub is required")
-    })?;
-    cert_key(leaf).map_err(|e| Status::unauthenticated(e.to_string()))
+    cert_key(peer_leaf(request)?.as_ref()).map_err(|e| Status::unauthenticated(e.to_string()))
+}
+
+/// The caller's verified leaf certificate.
+fn peer_leaf<T>(request: &Request<T>) -> Result<tonic::transport::CertificateDer<'static>, Status> {
+    let missing = || Status::unauthenticated("a client certificate issued by this hub is required");
+    let certs = request.peer_certs().ok_or_else(missing)?;
+    certs.first().cloned().ok_or_else(missing)
 }
 
 /// The cluster a spoke proved itself to be; anything else is refused.

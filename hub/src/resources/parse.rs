@@ -453,33 +453,7 @@ pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
     None
 }
 
-/// Why `name` is not a Helm release name: Helm's own rule (lowercase alphanumerics, '-' and
-/// '.', each '.'-separated part starting and ending with an alphanumeric, at most 53
-/// characters). Anything else could reach `helm template` as a flag.
-pub fn helm_release_name_problem(name: &str) -> Option<&'static str> {
-    if name.is_empty() {
-        return Some("must not be empty");
-    }
-    if name.len() > 53 {
-        return Some("must be at most 53 characters");
-    }
-    if !name
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.')
-    {
-        return Some("must consist of lowercase letters, digits, '-' and '.'");
-    }
-    let alnum = |b: Option<u8>| b.is_some_and(|b| b.is_ascii_lowercase() || b.is_ascii_digit());
-    if name
-        .split('.')
-        .any(|part| !alnum(part.bytes().next()) || !alnum(part.bytes().last()))
-    {
-        return Some(
-            "must start and end with a letter or digit, and so must each part between dots",
-        );
-    }
-    None
-}
+pub use gitfleet_core::names::helm_release_name_problem;
 
 /// Why `k` is not a valid label key (`[prefix/]name`, name ≤ 63 of [A-Za-z0-9-_.]).
 pub fn label_key_problem(k: &str) -> Option<&'static str> {
