@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use gitfleet_hub::client::AdminClient;
-use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_cli::client::AdminClient;
+use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
 use gitfleet_hub::engine::TokenSpec;
 use gitfleet_hub::runtime::{HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;

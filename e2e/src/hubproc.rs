@@ -10,8 +10,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use gitfleet_hub::client::AdminClient;
-use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_cli::client::AdminClient;
+use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
 use tokio::process::{Child, Command};
 
 /// How long a start may take before it is reported as failed.

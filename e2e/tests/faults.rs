@@ -11,12 +11,12 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
+use gitfleet_cli::client::AdminClient;
 use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, describe, is_converged};
 use gitfleet_e2e::hubproc::HubProcess;
 use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use gitfleet_e2e::proxy::Proxy;
-use gitfleet_hub::client::AdminClient;
 use gitfleet_proto::v1 as pb;
 use gitfleet_spoke::outbox::Outbox;
 use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};

@@ -7,9 +7,9 @@ use std::path::Path;
 use std::time::Duration;
 
 use anyhow::ensure;
+use gitfleet_cli::client::{AdminClient, AppVerb};
 use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions};
 use gitfleet_e2e::hubproc::HubProcess;
-use gitfleet_hub::client::{AdminClient, AppVerb};
 use gitfleet_proto::v1 as pb;
 
 const DEADLINE: Duration = Duration::from_secs(60);

@@ -140,7 +140,7 @@ async fn cli(fleet: &Fleet, args: &[&str]) -> (String, bool) {
     let mut argv = vec!["gitfleet", "--config", config.as_str()];
     argv.extend_from_slice(args);
     let mut out = Vec::new();
-    let result = gitfleet_hub::cli::run_args(argv, &mut out).await;
+    let result = gitfleet_cli::cli::run_args(argv, &mut out).await;
     let mut text = String::from_utf8_lossy(&out).into_owned();
     if let Err(e) = &result {
         text.push_str(&format!("error: {e}\n"));

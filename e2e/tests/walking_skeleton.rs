@@ -227,7 +227,7 @@ async fn bad_manifests_are_reported_per_file_and_the_rest_applies() {
     // `gitfleet status` shows the file and the error.
     let config = fleet.hub().admin_config_path().display().to_string();
     let mut out = Vec::new();
-    gitfleet_hub::cli::run_args(
+    gitfleet_cli::cli::run_args(
         [
             "gitfleet",
             "--config",

@@ -20,7 +20,6 @@ use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
 
-use crate::client::config::{ClientConfig, ConfigError, Context};
 use crate::engine::{Engine, EngineConfig, EngineError, TokenSpec};
 use crate::git::GitCache;
 use crate::grpc::access::AccessService;
@@ -31,6 +30,7 @@ use crate::grpc::rollouts::RolloutsService;
 use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
+use gitfleet_core::gitfleetconfig::{ClientConfig, Context};
 
 /// How the hub runs. Every default is safe for production.
 #[derive(Debug, Clone)]
@@ -145,8 +145,11 @@ pub enum HubError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Engine(#[from] EngineError),
-    #[error(transparent)]
-    AdminConfig(#[from] ConfigError),
+    #[error("cannot write gitfleet config {path}: {source}")]
+    AdminConfig {
+        path: PathBuf,
+        source: std::io::Error,
+    },
 }
 
 /// Installs rustls's ring crypto provider for the process; harmless when already installed.
@@ -209,15 +212,21 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .unwrap_or_else(|| advertised_url(grpc_addr));
 
     let admin_config_path = data.join("admin.gitfleetconfig");
-    ClientConfig::single(Context {
+    let admin_config = ClientConfig::single(Context {
         name: "gitfleet".into(),
         server: grpc_url.clone(),
         certificate_authority_data: pki.ca_pem().to_owned(),
         client_certificate_data: pki.admin().cert_pem.clone(),
         client_key_data: pki.admin().key_pem.clone(),
         tls_server_name: None,
-    })
-    .save(&admin_config_path)?;
+    });
+    // Owner-only: it holds the admin's private key.
+    crate::pki::write_private(&admin_config_path, admin_config.to_yaml().as_bytes()).map_err(
+        |source| HubError::AdminConfig {
+            path: admin_config_path.clone(),
+            source,
+        },
+    )?;
 
     let shutdown = CancellationToken::new();
     let git = GitCache::new(
@@ -389,7 +398,7 @@ pub async fn import(data_dir: &Path, backup: &serde_json::Value) -> Result<(), H
             .and_then(serde_json::Value::as_str)
             .ok_or_else(|| StoreError::Import(format!("the backup has no pki/{name}")))?;
         let path = pki_dir.join(name);
-        crate::client::config::write_private(&path, text.as_bytes())
+        crate::pki::write_private(&path, text.as_bytes())
             .map_err(|source| HubError::DataDir { path, source })?;
     }
     Ok(())

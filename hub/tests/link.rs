@@ -1157,7 +1157,7 @@ async fn approval_mode_holds_registrations_until_an_admin_approves() {
             other => panic!("expected pending, got {other:?}"),
         }
     }
-    let cfg = gitfleet_hub::client::config::ClientConfig::load(hub.admin_config_path()).unwrap();
+    let cfg = admin_config(&hub);
     let ctx = cfg.context(None).unwrap();
     let admin_ch = channel(
         &ctx.server,

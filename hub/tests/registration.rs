@@ -49,7 +49,7 @@ async fn clusters(hub: &HubHandle) -> BTreeMap<String, (BTreeMap<String, String>
 }
 
 async fn access(hub: &HubHandle) -> AccessClient<Channel> {
-    let cfg = gitfleet_hub::client::config::ClientConfig::load(hub.admin_config_path()).unwrap();
+    let cfg = admin_config(hub);
     let ctx = cfg.context(None).unwrap();
     AccessClient::new(
         channel(

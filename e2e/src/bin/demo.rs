@@ -235,13 +235,13 @@ async fn gitfleet(fleet: &Fleet, args: &[&str], terminal: bool) -> anyhow::Resul
     let config = fleet.hub().admin_config_path().display().to_string();
     let mut argv = vec!["gitfleet", "--config", config.as_str()];
     argv.extend_from_slice(args);
-    let cli = gitfleet_hub::cli::Cli::try_parse_from(argv)
+    let cli = gitfleet_cli::cli::Cli::try_parse_from(argv)
         .map_err(|e| anyhow::anyhow!("gitfleet {}: {e}", args.join(" ")))?;
     let mut out = Vec::new();
     let result = if terminal {
-        gitfleet_hub::cli::run_with(cli, &mut std::io::stdout(), true).await
+        gitfleet_cli::cli::run_with(cli, &mut std::io::stdout(), true).await
     } else {
-        gitfleet_hub::cli::run(cli, &mut out).await
+        gitfleet_cli::cli::run(cli, &mut out).await
     };
     let text = String::from_utf8_lossy(&out).into_owned();
     match result {

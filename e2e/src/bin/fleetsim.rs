@@ -31,10 +31,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
 use clap::Parser;
+use gitfleet_cli::client::AdminClient;
+use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
 use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
-use gitfleet_hub::client::AdminClient;
-use gitfleet_hub::client::config::ClientConfig;
 use gitfleet_proto::v1 as pb;
 use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
 use hmac::{Hmac, Mac};

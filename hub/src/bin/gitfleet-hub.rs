@@ -111,7 +111,7 @@ async fn main() -> anyhow::Result<()> {
                 .with_context(|| format!("cannot export {}", data_dir.display()))?;
             let text = serde_json::to_string_pretty(&backup)?;
             match output {
-                Some(path) => gitfleet_hub::client::config::write_private(&path, text.as_bytes())
+                Some(path) => gitfleet_hub::pki::write_private(&path, text.as_bytes())
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => println!("{text}"),
             }

@@ -7,7 +7,7 @@ use std::future::Future;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use gitfleet_hub::client::config::ClientConfig;
+use gitfleet_core::gitfleetconfig::ClientConfig;
 use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::admin_client::AdminClient;
@@ -69,7 +69,7 @@ pub async fn try_channel(
 
 /// An Admin client with the credential the hub wrote.
 pub async fn admin(hub: &HubHandle) -> AdminClient<Channel> {
-    let cfg = ClientConfig::load(hub.admin_config_path()).unwrap();
+    let cfg = admin_config(hub);
     let ctx = cfg.context(None).unwrap();
     assert_eq!(ctx.server, hub.grpc_url());
     let ch = channel(
@@ -522,4 +522,10 @@ impl PasswordPrompt {
             .cloned()
             .collect()
     }
+}
+
+/// The admin credentials file the hub wrote at start.
+pub fn admin_config(hub: &HubHandle) -> ClientConfig {
+    let text = std::fs::read_to_string(hub.admin_config_path()).unwrap();
+    ClientConfig::from_yaml(&text).unwrap()
 }

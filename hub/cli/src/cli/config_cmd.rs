@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::CliError;
-use crate::client::config::{ClientConfig, ConfigError, Context};
+use crate::client::config::{ClientConfig, ConfigError, ConfigFile as _, Context, ContextError};
 
 #[cfg(test)]
 mod tests;
@@ -42,16 +42,15 @@ pub fn select<'a>(
     path: &Path,
 ) -> Result<&'a Context, CliError> {
     config.context(wanted).map_err(|e| match e {
-        ConfigError::NoSuchContext(name) => CliError::NoSuchContext {
+        ContextError::NoSuchContext(name) => CliError::NoSuchContext {
             name,
             path: path.to_owned(),
             available: names(config),
         },
-        ConfigError::NoCurrentContext => CliError::NoCurrentContext {
+        ContextError::NoCurrentContext => CliError::NoCurrentContext {
             path: path.to_owned(),
             available: names(config),
         },
-        other => other.into(),
     })
 }
 

@@ -21,7 +21,7 @@ use super::args::{DiffArgs, GlobalArgs};
 use super::documents::{self, Document};
 use super::output::{self, Style};
 use super::{CliError, write_out};
-use crate::resources::parse_document;
+use gitfleet_core::resources::parse_document;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]

@@ -32,7 +32,7 @@ fn app(namespace: &str) -> Value {
 
 /// What the hub's Get returns for `value`: the stored form (defaults filled in) plus status.
 fn live(value: &Value) -> pb::ResourceDocument {
-    let mut stored = crate::resources::parse_document("", &value.to_string())
+    let mut stored = gitfleet_core::resources::parse_document("", &value.to_string())
         .unwrap()
         .to_json();
     stored

@@ -1,4 +1,5 @@
 use super::*;
+use crate::client::config::ConfigFile as _;
 use args::*;
 use std::time::Duration;
 

@@ -1,9 +1,9 @@
-//! `gitfleet`, the admin CLI. Everything lives in `gitfleet_hub::cli`.
+//! `gitfleet`, the admin CLI. Everything lives in `gitfleet_cli::cli`.
 
 use std::process::ExitCode;
 
 use clap::Parser;
-use gitfleet_hub::cli::{self, Cli};
+use gitfleet_cli::cli::{self, Cli};
 
 #[tokio::main(flavor = "current_thread")]
 async fn main() -> ExitCode {

@@ -17,7 +17,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
-pub use config::{ClientConfig, ConfigError, Context};
+pub use config::{ClientConfig, ConfigError, ConfigFile, Context};
 pub use error::ClientError;
 
 /// How long to wait for TCP and TLS to the hub before saying it is unreachable.

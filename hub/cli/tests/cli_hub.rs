@@ -3,15 +3,16 @@
 //! created and reports status the CLI then shows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::Path;
 
-use gitfleet_hub::cli::output::{
+use gitfleet_cli::cli::output::{
     ClusterListReport, Health, PendingListReport, StatusReport, Sync, TokenListReport, TokenReport,
 };
-use gitfleet_hub::cli::{CliError, run_args};
-use gitfleet_hub::client::config::{ClientConfig, Context};
+use gitfleet_cli::cli::{CliError, run_args};
+use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _, Context};
 use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::registration_client::RegistrationClient;

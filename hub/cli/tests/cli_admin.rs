@@ -1,5 +1,5 @@
 //! The `gitfleet` CLI end to end against a fake Admin server over real mutual TLS: certificates
-//! made with rcgen, a credentials file in a tempdir, `gitfleet_hub::cli::run_args` in-process.
+//! made with rcgen, a credentials file in a tempdir, `gitfleet_cli::cli::run_args` in-process.
 
 // Test helpers outside #[test] functions unwrap too: a failed setup is a failed test.
 #![allow(clippy::unwrap_used)]
@@ -8,9 +8,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use gitfleet_hub::cli::output::{ClusterListReport, StatusReport, Sync, TokenReport};
-use gitfleet_hub::cli::{CliError, run_args};
-use gitfleet_hub::client::config::{ClientConfig, Context};
+use gitfleet_cli::cli::output::{ClusterListReport, StatusReport, Sync, TokenReport};
+use gitfleet_cli::cli::{CliError, run_args};
+use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _, Context};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::admin_server::{Admin, AdminServer};
 use rcgen::{
@@ -308,7 +308,7 @@ impl Harness {
     }
 
     async fn start_with(fake: FakeHub) -> Harness {
-        gitfleet_hub::client::install_crypto_provider();
+        gitfleet_cli::client::install_crypto_provider();
         let ca = Ca::new("gitfleet test CA");
         let server_cert = ca.issue("hub", &["127.0.0.1"], ExtendedKeyUsagePurpose::ServerAuth);
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

@@ -3,12 +3,13 @@
 //! is ever stored.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "../../tests/support/mod.rs"]
 mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
-use gitfleet_hub::cli::diff::DiffReport;
+use gitfleet_cli::cli::diff::DiffReport;
 use support::*;
 
 const REPO: &str = "apiVersion: gitfleet.dev/v1

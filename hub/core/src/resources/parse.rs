@@ -453,7 +453,7 @@ pub fn dns1123_label_problem(s: &str) -> Option<&'static str> {
     None
 }
 
-pub use gitfleet_core::names::helm_release_name_problem;
+pub use crate::names::helm_release_name_problem;
 
 /// Why `k` is not a valid label key (`[prefix/]name`, name ≤ 63 of [A-Za-z0-9-_.]).
 pub fn label_key_problem(k: &str) -> Option<&'static str> {
