@@ -14,7 +14,7 @@ use gitfleet_proto::v1 as pb;
 use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
 
 use crate::gitrepo::GitRepo;
-use crate::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 
 /// One simulated cluster and the labels its spoke registers with.
 #[derive(Debug, Clone)]

@@ -1,8 +1,7 @@
-//! gitfleet's test bench: kubesim (a Kubernetes API simulator), the in-process fleet harness, the
-//! demo, and benchmarks.
+//! gitfleet's test bench: the in-process fleet harness, the demo and benchmarks; the Kubernetes API
+//! simulator they run against is the `gitfleet-kubesim` crate.
 
 pub mod gitrepo;
 pub mod harness;
 pub mod hubproc;
-pub mod kubesim;
 pub mod proxy;

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
 use gitfleet_spoke::cluster::{Cluster, ClusterError};
 use gitfleet_spoke::desired::DesiredState;

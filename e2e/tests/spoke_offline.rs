@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_kubesim::{Kubesim, KubesimConfig};
 use gitfleet_spoke::desired::DesiredState;
 use gitfleet_spoke::identity::{self, IdentityStore};
 use gitfleet_spoke::model::{RenderOptions, Source, SyncPolicy, SyncState, TargetSpec};

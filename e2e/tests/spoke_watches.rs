@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use bytes::Bytes;
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use gitfleet_spoke::cluster::Cluster;
 use gitfleet_spoke::model::ObjectRef;
 use gitfleet_spoke::watch::{Subscription, Watches};

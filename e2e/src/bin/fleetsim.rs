@@ -34,7 +34,7 @@ use clap::Parser;
 use gitfleet_cli::client::AdminClient;
 use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
 use gitfleet_e2e::gitrepo::GitRepo;
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_kubesim::{Kubesim, KubesimConfig};
 use gitfleet_proto::v1 as pb;
 use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
 use hmac::{Hmac, Mac};
@@ -314,7 +314,7 @@ struct Sim {
     grpc_port: u16,
     http_port: u16,
     admin: Option<AdminClient>,
-    kubesim: gitfleet_e2e::kubesim::KubesimHandle,
+    kubesim: gitfleet_kubesim::KubesimHandle,
     git: GitRepo,
     _daemon: Proc,
     repo_url: String,

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_kubesim::{Kubesim, KubesimConfig};
 use gitfleet_spoke::agent::{self, AgentConfig, Reporter};
 use gitfleet_spoke::allocator::{self, Allocator};
 use gitfleet_spoke::cluster::Cluster;

@@ -355,7 +355,7 @@ pub fn openapi_v3_group_version(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kubesim::resources::builtins;
+    use crate::resources::builtins;
 
     #[test]
     fn openapi_v2_protobuf_encodes_swagger_and_info() {

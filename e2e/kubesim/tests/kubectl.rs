@@ -12,11 +12,11 @@ use std::process::Stdio;
 use std::time::Duration;
 
 use futures::StreamExt;
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use serde_json::Value;
 use tokio::io::AsyncWriteExt;
 
-const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus");
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus");
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum Expect {

@@ -6,7 +6,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::Parser;
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig};
+use gitfleet_kubesim::{Kubesim, KubesimConfig};
 
 #[derive(Parser)]
 #[command(

@@ -2,7 +2,7 @@
 //! bodies, unknown kinds, wrong apiVersions, invalid names, oversized bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use http::Request;
 use http_body_util::BodyExt;
 use serde_json::{Value, json};

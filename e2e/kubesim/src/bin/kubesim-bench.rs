@@ -11,7 +11,7 @@ use bytes::Bytes;
 use clap::Parser;
 use comfy_table::Table;
 use futures::StreamExt;
-use gitfleet_e2e::kubesim::{Kubesim, KubesimConfig, KubesimHandle};
+use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -34,7 +34,7 @@ struct Cli {
     #[arg(long, env = "KUBESIM_BENCH_DURATION", default_value = "10s", value_parser = humantime::parse_duration)]
     duration: Duration,
     /// The guestbook manifests (multi-document YAML).
-    #[arg(long, env = "KUBESIM_BENCH_MANIFEST", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus/kubernetes-examples/web/guestbook/all-in-one/guestbook-all-in-one.yaml"))]
+    #[arg(long, env = "KUBESIM_BENCH_MANIFEST", default_value = concat!(env!("CARGO_MANIFEST_DIR"), "/../../../shared/corpus/kubernetes-examples/web/guestbook/all-in-one/guestbook-all-in-one.yaml"))]
     manifest: PathBuf,
 }
 
