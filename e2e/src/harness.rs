@@ -351,3 +351,22 @@ async fn admin_client(config_path: &Path) -> anyhow::Result<AdminClient> {
     let context = config.context(None)?;
     Ok(AdminClient::connect(context).await?)
 }
+
+/// Waits until `check` (read from local state, cheap) has an answer, re-checking every 50 ms, or
+/// fails after `deadline` naming `what`. The one poll interval the tests' condition waits share.
+pub async fn until<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl FnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = check()? {
+            return Ok(answer);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

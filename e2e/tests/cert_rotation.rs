@@ -5,7 +5,7 @@
 
 use std::time::{Duration, Instant};
 
-use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions};
+use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, until};
 use gitfleet_proto::v1 as pb;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Identity};
 
@@ -52,17 +52,14 @@ async fn rotation() -> anyhow::Result<()> {
 
     // Once the spoke holds a renewed certificate (and told the hub), the copy is superseded:
     // it cannot take the cluster's place, though it has not expired.
-    loop {
-        let bound = fleet.hub().engine().store().cluster("rot-1")?;
-        if bound.is_some_and(|c| c.key_fingerprint != old_fingerprint) {
-            break;
-        }
-        anyhow::ensure!(
-            start.elapsed() < DEADLINE,
-            "the spoke never confirmed a renewal"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let store = fleet.hub().engine().store();
+    until("the spoke to confirm its renewal", DEADLINE, || {
+        let bound = store.cluster("rot-1")?;
+        Ok(bound
+            .is_some_and(|c| c.key_fingerprint != old_fingerprint)
+            .then_some(()))
+    })
+    .await?;
     let refused = open_session(&fleet, &old_cert, &old_key).await;
     let status = refused
         .err()
@@ -108,21 +105,14 @@ async fn rotation() -> anyhow::Result<()> {
 /// together (a renewal replaces one file, then the other).
 async fn identity_copy(fleet: &Fleet) -> anyhow::Result<(String, String)> {
     let dir = fleet.work_dir().join("spokes/rot-1/identity");
-    let start = Instant::now();
-    loop {
+    until("a matching key and certificate", DEADLINE, || {
         let cert = std::fs::read_to_string(dir.join("cert.pem"))?;
         let key = std::fs::read_to_string(dir.join("key.pem"))?;
-        if gitfleet_spoke::identity::key_fingerprint(&key)
-            == Some(gitfleet_hub::pki::cert_key_pem(&cert)?.fingerprint)
-        {
-            return Ok((cert, key));
-        }
-        anyhow::ensure!(
-            start.elapsed() < DEADLINE,
-            "no matching key and certificate"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+        let matching = gitfleet_spoke::identity::key_fingerprint(&key)
+            == Some(gitfleet_hub::pki::cert_key_pem(&cert)?.fingerprint);
+        Ok(matching.then_some((cert, key)))
+    })
+    .await
 }
 
 /// Opens a Link session as rot-1 with `cert`; the hub's answer.
