@@ -13,6 +13,9 @@ use futures::future::BoxFuture;
 /// A backend's answer: boxed so that [`Backend`] can be used as `dyn Backend`.
 pub type BackendFuture<'a, T> = BoxFuture<'a, Result<T, BackendError>>;
 
+/// Keys and values, in the order a scan returned them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
 /// The trees of the store. Their names are the on-disk (sled) tree names and would be the key
 /// prefixes of a networked store: renaming one loses its data.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -269,7 +272,7 @@ pub trait Backend: Send + Sync + 'static {
         range: KeyRange,
         order: Order,
         limit: usize,
-    ) -> BackendFuture<'_, Vec<(Vec<u8>, Vec<u8>)>>;
+    ) -> BackendFuture<'_, Entries>;
 
     /// How many entries `tree` holds.
     fn count(&self, tree: Tree) -> BackendFuture<'_, usize>;
@@ -282,10 +285,7 @@ pub trait Backend: Send + Sync + 'static {
 }
 
 /// Every entry of `tree`, in key order.
-pub async fn load(
-    backend: &dyn Backend,
-    tree: Tree,
-) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+pub async fn load(backend: &dyn Backend, tree: Tree) -> Result<Entries, BackendError> {
     backend
         .scan(tree, KeyRange::all(), Order::Ascending, usize::MAX)
         .await

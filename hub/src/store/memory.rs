@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard};
 
 use super::backend::{
-    Backend, BackendError, BackendFuture, Batch, Condition, KeyRange, Op, Order, Tree,
+    Backend, BackendError, BackendFuture, Batch, Condition, Entries, KeyRange, Op, Order, Tree,
 };
 
 type Trees = BTreeMap<Tree, BTreeMap<Vec<u8>, Vec<u8>>>;
@@ -85,7 +85,7 @@ impl Backend for MemoryBackend {
         range: KeyRange,
         order: Order,
         limit: usize,
-    ) -> BackendFuture<'_, Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> BackendFuture<'_, Entries> {
         Box::pin(async move {
             let state = self.state();
             let entries: Vec<_> = in_range(state.trees.get(&tree), &range)

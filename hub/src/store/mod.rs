@@ -224,6 +224,38 @@ impl Mirror {
     }
 }
 
+/// A store closed with writes still queued (no flush followed them) hands them to the backend
+/// if it can take them without waiting (sled can: they reach the disk as sled closes, as when
+/// every write went to sled at once).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        use futures::FutureExt;
+        let mirror = self
+            .mirror
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = std::mem::take(&mut mirror.pending);
+        if pending.is_empty() || self.failure.get().is_some() {
+            return;
+        }
+        for batch in pending {
+            match self.backend.commit(batch).now_or_never() {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "writes no flush followed are lost as the store closes");
+                    return;
+                }
+                None => {
+                    tracing::warn!(
+                        "writes no flush followed are lost as the store closes: the backend cannot take them at once"
+                    );
+                    return;
+                }
+            }
+        }
+    }
+}
+
 /// Group commit: callers that ask for a flush while one is running share the next one, so that
 /// many spokes reporting at once cost one disk flush, not one each.
 #[derive(Debug, Default)]

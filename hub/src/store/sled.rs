@@ -7,7 +7,7 @@ use std::path::Path;
 use std::sync::Mutex;
 
 use super::backend::{
-    Backend, BackendError, BackendFuture, Batch, Condition, KeyRange, Op, Order, Tree,
+    Backend, BackendError, BackendFuture, Batch, Condition, Entries, KeyRange, Op, Order, Tree,
 };
 
 pub struct SledBackend {
@@ -71,7 +71,7 @@ impl SledBackend {
         range: &KeyRange,
         order: Order,
         limit: usize,
-    ) -> Result<Vec<(Vec<u8>, Vec<u8>)>, BackendError> {
+    ) -> Result<Entries, BackendError> {
         let t = self.tree(tree);
         let iter = match &range.end {
             Some(end) => t.range(range.start.as_slice()..end.as_slice()),
@@ -141,7 +141,7 @@ impl Backend for SledBackend {
         range: KeyRange,
         order: Order,
         limit: usize,
-    ) -> BackendFuture<'_, Vec<(Vec<u8>, Vec<u8>)>> {
+    ) -> BackendFuture<'_, Entries> {
         Box::pin(async move { self.scan_now(tree, &range, order, limit) })
     }
 

@@ -438,6 +438,25 @@ async fn writes_no_flush_followed_reach_the_backend_soon() {
 }
 
 #[tokio::test]
+async fn writes_no_flush_followed_survive_closing_the_store() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let s = Store::open(dir.path()).await.unwrap();
+        s.put_cluster(&cluster("eu-1")).unwrap();
+        s.append_events(&mut [event("web", "", "last words")])
+            .unwrap();
+        // No await since: the task that commits now and then has not run.
+        assert!(!s.mirror().pending.is_empty());
+    }
+    let s = Store::open(dir.path()).await.unwrap();
+    assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster("eu-1")));
+    assert_eq!(
+        s.events(None, None, 0, 10).await.unwrap()[0].message,
+        "last words"
+    );
+}
+
+#[tokio::test]
 async fn a_failed_commit_fails_every_later_flush() {
     let backend = Arc::new(MemoryBackend::new());
     let s = Store::with_backend(backend.clone()).await.unwrap();
