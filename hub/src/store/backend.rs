@@ -250,9 +250,11 @@ impl BackendError {
 /// - **Atomic, conditional batches.** [`commit`](Backend::commit) checks every condition against
 ///   the state before the batch and applies the writes in order, with no other commit in
 ///   between; if a condition fails it applies nothing and returns [`BackendError::Conflict`].
-///   Concurrent readers never see a later write of a batch without the earlier ones. This is
-///   what keeps read-modify-write records (a token's uses) right when several hubs share a
-///   store; on one hub the store also serialises them in memory.
+///   This is what keeps read-modify-write records (a token's uses) right when several hubs
+///   share a store; on one hub the store also serialises them in memory. A read that runs
+///   while a batch is applied may see part of it (sled applies the writes one by one; etcd
+///   whole): the store reads from the backend only what it can take in any such state
+///   (reports, history, events), and everything else from its mirror.
 /// - **Durability on demand.** Once [`sync`](Backend::sync) returns, every batch whose commit
 ///   returned before `sync` was called survives a crash. Before that, a crash keeps a prefix
 ///   of the committed writes in commit order (possibly none of the unsynced ones, possibly part
