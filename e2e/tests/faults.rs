@@ -288,6 +288,7 @@ impl ProcFleet {
                 .with_context(|| format!("{name} did not notice the hub's death"))??;
         }
         let store = gitfleet_hub::store::Store::open(&self.hub.data_dir().join("store"))
+            .await
             .context("opening the killed hub's store")?;
         for name in self.spokes.keys() {
             let path = self
@@ -304,7 +305,7 @@ impl ProcFleet {
             );
             if spoke_acked > 0 {
                 ensure!(
-                    store.report(name, "hello")?.is_some(),
+                    store.report(name, "hello").await?.is_some(),
                     "{name}: acked reports, but no status stored"
                 );
             }

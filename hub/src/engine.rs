@@ -288,7 +288,7 @@ impl Engine {
             connect_hook: Mutex::new(None),
         });
         {
-            let stored = engine.store.desired_all()?;
+            let stored = engine.store.desired_all().await?;
             let mut state = engine.lock();
             for (cluster, desired) in stored {
                 state
@@ -491,12 +491,13 @@ impl Engine {
     }
 
     /// A cluster's desired state at an earlier generation, if the store still keeps it.
-    pub fn desired_at(&self, cluster: &str, generation: u64) -> Option<ClusterDesired> {
+    pub async fn desired_at(&self, cluster: &str, generation: u64) -> Option<ClusterDesired> {
         if generation == 0 {
             return None;
         }
         self.store
             .desired_at(cluster, generation)
+            .await
             .unwrap_or_else(|e| {
                 warn!(%cluster, generation, error = %e, "cannot read desired-state history");
                 None
@@ -1490,18 +1491,21 @@ impl Engine {
 
     /// Every Target (optionally of one App and/or cluster) with its last report, ordered by
     /// (app, cluster).
-    pub fn status(
+    pub async fn status(
         &self,
         app: Option<&str>,
         cluster: Option<&str>,
     ) -> Result<Vec<TargetView>, EngineError> {
-        Ok(self.status_page(app, cluster, None, usize::MAX)?.targets)
+        Ok(self
+            .status_page(app, cluster, None, usize::MAX)
+            .await?
+            .targets)
     }
 
     /// One page of `status`: at most `limit` Targets ordered by (app, cluster), starting after
     /// the Target `after` (which need not exist any more). Only the page's reports are read from
     /// the store; the keys come from memory.
-    pub fn status_page(
+    pub async fn status_page(
         &self,
         app: Option<&str>,
         cluster: Option<&str>,
@@ -1535,7 +1539,7 @@ impl Engine {
         keys.truncate(limit);
         let mut targets = Vec::with_capacity(keys.len());
         for (app, cluster, desired_revision, cluster_connected) in keys {
-            let report = self.store.report(&cluster, &app)?;
+            let report = self.store.report(&cluster, &app).await?;
             targets.push(TargetView {
                 updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
                 app,

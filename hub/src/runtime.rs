@@ -188,7 +188,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         path: data.clone(),
         source,
     })?;
-    let store = Store::open(&data.join("store"))?;
+    let store = Store::open(&data.join("store")).await?;
     let pki = Arc::new(Pki::load_or_create(
         &data.join("pki"),
         &config.server_names,
@@ -367,7 +367,7 @@ const PKI_FILES: [&str; 6] = [
 /// A backup of a (stopped) hub's data directory: the store and the PKI, as one JSON document.
 /// It holds the CA's private key: keep it as safe as the data directory.
 pub async fn export(data_dir: &Path) -> Result<serde_json::Value, HubError> {
-    let store = Store::open(&data_dir.join("store"))?;
+    let store = Store::open(&data_dir.join("store")).await?;
     let mut pki = serde_json::Map::new();
     for name in PKI_FILES {
         let path = data_dir.join("pki").join(name);
@@ -377,7 +377,7 @@ pub async fn export(data_dir: &Path) -> Result<serde_json::Value, HubError> {
         })?;
         pki.insert(name.to_owned(), serde_json::Value::String(text));
     }
-    Ok(serde_json::json!({ "store": store.export()?, "pki": pki }))
+    Ok(serde_json::json!({ "store": store.export().await?, "pki": pki }))
 }
 
 /// Restores an [`export`] into a new data directory (one without a store yet).
@@ -387,7 +387,7 @@ pub async fn import(data_dir: &Path, backup: &serde_json::Value) -> Result<(), H
         path: pki_dir.clone(),
         source,
     })?;
-    let store = Store::open(&data_dir.join("store"))?;
+    let store = Store::open(&data_dir.join("store")).await?;
     let dump = backup
         .get("store")
         .ok_or_else(|| StoreError::Import("the backup has no store".into()))?;

@@ -509,7 +509,9 @@ async fn a_cluster_recorded_without_a_key_accepts_only_its_last_certificate() {
 
     // The record as a hub from before key binding left it: no key.
     {
-        let store = gitfleet_hub::store::Store::open(&data.join("store")).unwrap();
+        let store = gitfleet_hub::store::Store::open(&data.join("store"))
+            .await
+            .unwrap();
         store
             .update_cluster("dev-1", |r| {
                 let mut r = r.cloned().unwrap();

@@ -386,7 +386,11 @@ impl Engine {
 
     /// Resolves a revision a person named (a full commit id, or a unique prefix of a commit
     /// this App has rolled out) for `rollback --to`.
-    pub fn resolve_revision(&self, name: &str, wanted: &str) -> Result<AppRevision, EngineError> {
+    pub async fn resolve_revision(
+        &self,
+        name: &str,
+        wanted: &str,
+    ) -> Result<AppRevision, EngineError> {
         let wanted = wanted.trim().to_ascii_lowercase();
         if wanted.len() < 4 || !wanted.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(EngineError::Invalid(format!(
@@ -395,7 +399,7 @@ impl Engine {
             )));
         }
         let mut known: Vec<AppRevision> = Vec::new();
-        for s in self.store.rollout_history(name)? {
+        for s in self.store.rollout_history(name).await? {
             for r in std::iter::once(s.revision).chain(s.stable) {
                 if !known.contains(&r) {
                     known.push(r);
@@ -435,9 +439,9 @@ impl Engine {
     }
 
     /// Every rollout of an App, oldest first, with how each ended.
-    pub fn rollout_history(&self, name: &str) -> Result<Vec<RolloutRecord>, EngineError> {
+    pub async fn rollout_history(&self, name: &str) -> Result<Vec<RolloutRecord>, EngineError> {
         self.app(name)?;
-        let states = self.store.rollout_history(name)?;
+        let states = self.store.rollout_history(name).await?;
         let mut out = Vec::with_capacity(states.len());
         for (i, state) in states.iter().enumerate() {
             let next = states.get(i + 1);
@@ -581,7 +585,7 @@ impl Engine {
 
     /// The newest `limit` events, oldest first, of one App and/or cluster when given, with ids
     /// above `after`.
-    pub fn events(
+    pub async fn events(
         &self,
         app: Option<&str>,
         cluster: Option<&str>,
@@ -591,7 +595,7 @@ impl Engine {
         if let Some(a) = app {
             self.app(a)?;
         }
-        Ok(self.store.events(app, cluster, after, limit)?)
+        Ok(self.store.events(app, cluster, after, limit).await?)
     }
 }
 

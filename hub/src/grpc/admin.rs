@@ -141,12 +141,15 @@ impl Admin for AdminService {
             0 => STATUS_PAGE_DEFAULT,
             n => (n as usize).min(STATUS_PAGE_MAX),
         };
-        let page = self.engine.status_page(
-            non_empty(&req.app),
-            non_empty(&req.cluster),
-            after.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
-            limit,
-        )?;
+        let page = self
+            .engine
+            .status_page(
+                non_empty(&req.app),
+                non_empty(&req.cluster),
+                after.as_ref().map(|(a, c)| (a.as_str(), c.as_str())),
+                limit,
+            )
+            .await?;
         let (targets, more) = within_page_bytes(
             page.targets.into_iter().map(convert::target_status),
             page.more,

@@ -202,7 +202,7 @@ async fn run(
     let epoch = engine.epoch().to_owned();
     let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
     if !connection.cut_off() {
-        let held = engine.desired_at(cluster, hello.desired_generation);
+        let held = engine.desired_at(cluster, hello.desired_generation).await;
         if let Some(update) = link::on_hello(
             &epoch,
             &hello.hub_epoch,
@@ -545,7 +545,7 @@ async fn handle(
                 // The main loop says goodbye next.
                 return Ok(true);
             }
-            let held = engine.desired_at(cluster, hello.desired_generation);
+            let held = engine.desired_at(cluster, hello.desired_generation).await;
             if let Some(update) = link::on_hello(
                 epoch,
                 &hello.hub_epoch,

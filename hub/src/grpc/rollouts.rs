@@ -111,7 +111,7 @@ impl Rollouts for RolloutsService {
         let to = if req.to_revision.is_empty() {
             None
         } else {
-            Some(self.engine.resolve_revision(app, &req.to_revision)?)
+            Some(self.engine.resolve_revision(app, &req.to_revision).await?)
         };
         self.command(
             &admin,
@@ -130,7 +130,10 @@ impl Rollouts for RolloutsService {
     ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
         admin_peer(&request)?;
         let req = request.into_inner();
-        let records = self.engine.rollout_history(required("app", &req.app)?)?;
+        let records = self
+            .engine
+            .rollout_history(required("app", &req.app)?)
+            .await?;
         Ok(Response::new(pb::RolloutHistoryResponse {
             rollouts: records.into_iter().map(rollout_record).collect(),
         }))
@@ -189,12 +192,15 @@ impl Rollouts for RolloutsService {
             0 => DEFAULT_EVENTS,
             n => usize::try_from(n).unwrap_or(MAX_EVENTS).min(MAX_EVENTS),
         };
-        let events = self.engine.events(
-            (!req.app.is_empty()).then_some(req.app.as_str()),
-            (!req.cluster.is_empty()).then_some(req.cluster.as_str()),
-            req.after_id,
-            limit,
-        )?;
+        let events = self
+            .engine
+            .events(
+                (!req.app.is_empty()).then_some(req.app.as_str()),
+                (!req.cluster.is_empty()).then_some(req.cluster.as_str()),
+                req.after_id,
+                limit,
+            )
+            .await?;
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(event).collect(),
         }))

@@ -1,18 +1,19 @@
-//! Everything the hub knows, kept in an embedded sled database in its data directory.
+//! Everything the hub knows: typed records over a [`Backend`] (sled in the data directory,
+//! memory in tests), with the records the hot paths read mirrored in memory.
 //!
-//! sled stays inside this module: the rest of the hub sees typed records and the operations it
-//! needs, so that a replicated backend can replace this one without touching the logic. Values are
-//! JSON; keys are plain strings. Anything acknowledged to anyone must be followed by
-//! [`Store::flush`] before the acknowledgement leaves the hub.
+//! The backend stays behind [`Store`]: the rest of the hub sees typed records and the
+//! operations it needs, so that a replicated backend can replace sled without touching the
+//! logic. Values are JSON; keys are plain strings. Writes change the mirror at once and queue
+//! for the backend; anything acknowledged to anyone must be followed by [`Store::flush`] before
+//! the acknowledgement leaves the hub.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use sled::Transactional;
-use sled::transaction::{ConflictableTransactionError, TransactionError};
 
 use crate::fleet::AppRevision;
 use crate::fleet::rollout::{HealthyMark, RolloutState};
@@ -21,6 +22,12 @@ use crate::model::{
     TargetReport, TokenProblem, TokenRecord,
 };
 use crate::resources::{Kind, Resource};
+
+pub mod backend;
+pub mod memory;
+pub mod sled;
+
+pub use backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
 
 #[cfg(test)]
 mod tests;
@@ -39,15 +46,25 @@ pub const EVENTS_KEPT: usize = 50_000;
 /// [`Store::flush`]): like PostgreSQL's `commit_delay`, a little latency for fewer disk syncs.
 const FLUSH_LINGER: std::time::Duration = std::time::Duration::from_millis(2);
 
+/// How often writes that no flush followed are handed to the backend (which makes them
+/// durable on its own schedule: sled within half a second), so that they reach the disk as
+/// they did when every write went to sled at once.
+const COMMIT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(100);
+
+/// How many events a read of the events takes from the backend at a time.
+const EVENTS_PAGE: usize = 512;
+
 const SCHEMA_KEY: &str = "schema_version";
 const EPOCH_KEY: &str = "epoch";
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("cannot open the store at {path}: {source}")]
-    Open { path: PathBuf, source: sled::Error },
+    Open { path: PathBuf, source: BackendError },
     #[error("store error: {0}")]
-    Sled(#[from] sled::Error),
+    Backend(#[from] BackendError),
+    #[error("the store cannot make writes durable since an earlier failure: {0}")]
+    Failed(String),
     #[error("store record {tree}/{key} is corrupt: {message}")]
     Corrupt {
         tree: &'static str,
@@ -77,33 +94,28 @@ pub enum ReportOutcome {
 /// The hub's durable state.
 #[derive(Clone)]
 pub struct Store {
-    db: sled::Db,
-    epoch: String,
-    resources: sled::Tree,
-    clusters: sled::Tree,
-    tokens: sled::Tree,
-    desired: sled::Tree,
-    history: sled::Tree,
-    targets: sled::Tree,
-    acked: sled::Tree,
-    repo_status: sled::Tree,
-    revisions: sled::Tree,
-    rollouts: sled::Tree,
-    rollout_history: sled::Tree,
-    healthy: sled::Tree,
-    events: sled::Tree,
-    app_controls: sled::Tree,
-    group: std::sync::Arc<GroupFlush>,
-    mirror: Arc<Mutex<Mirror>>,
-    /// The first write or flush that failed (see [`Store::failure`]).
-    failure: Arc<std::sync::OnceLock<String>>,
-    /// Reads of every stored resource (see [`Store::resource_scans`]).
-    resource_scans: Arc<std::sync::atomic::AtomicU64>,
+    inner: Arc<Inner>,
 }
 
-/// Decoded copies of the records the hub reads on every rollout decision and every status
-/// report, so that those do not read and decode thousands of records each time. Loaded when
-/// the store opens and updated by every write of those trees: the trees stay the truth.
+struct Inner {
+    backend: Arc<dyn Backend>,
+    epoch: String,
+    mirror: Mutex<Mirror>,
+    /// Held while queued writes are handed to the backend, so that they reach it in the order
+    /// they were made.
+    committing: tokio::sync::Mutex<()>,
+    group: GroupFlush,
+    /// The first write or flush that failed (see [`Store::failure`]).
+    failure: OnceLock<String>,
+    /// Reads of every stored resource (see [`Store::resource_scans`]).
+    resource_scans: AtomicU64,
+}
+
+/// Decoded copies of the records the hub reads synchronously (every rollout decision, every
+/// status report, every recompute), so that those neither wait for the backend nor read and
+/// decode thousands of records each time; and the writes not yet handed to the backend.
+/// Loaded when the store opens and updated by every write: the backend stays the truth.
+/// Reports, desired-state history, rollout history and events are read from the backend.
 #[derive(Debug, Default)]
 struct Mirror {
     /// Shared with readers that decide over the whole fleet (copied on the next write while one
@@ -119,37 +131,128 @@ struct Mirror {
     /// By App: its current rollout, decoded once rather than on every decision (a rollout
     /// across 10,000 clusters assigns each of them a revision).
     rollouts: HashMap<String, Arc<RolloutState>>,
-    /// Entries of the events tree.
-    events: usize,
+    /// By resource key (`Kind/name`).
+    resources: BTreeMap<String, Resource>,
+    /// By hash: the record and its stored bytes (what a use of the token expects to replace).
+    tokens: BTreeMap<String, (TokenRecord, Vec<u8>)>,
+    repo_status: BTreeMap<String, RepoStatus>,
+    revisions: BTreeMap<String, AppRevision>,
+    app_controls: BTreeMap<String, AppControl>,
+    /// The ids of the events kept, oldest first.
+    event_ids: VecDeque<u64>,
+    /// The id the next event gets.
+    next_event_id: u64,
     /// By cluster: the highest report seq recorded (durable or not), to refuse duplicates.
     seen: HashMap<String, u64>,
     /// By cluster: the highest seq whose reports are durable, the one to ack.
     acked: HashMap<String, u64>,
+    /// Writes made but not yet handed to the backend, in order.
+    pending: Vec<Batch>,
 }
 
 impl Mirror {
-    fn load(store: &Store) -> Result<Self, StoreError> {
+    async fn load(backend: &dyn Backend) -> Result<Self, StoreError> {
         let mut mirror = Mirror {
-            clusters: Arc::new(entries(&store.clusters, "clusters")?),
-            healthy: entries::<HealthyMark>(&store.healthy, "healthy")?
+            clusters: Arc::new(entries(backend, Tree::Clusters).await?),
+            healthy: entries::<HealthyMark>(backend, Tree::Healthy)
+                .await?
                 .into_iter()
                 .collect(),
-            events: store.events.len(),
-            rollouts: entries::<RolloutState>(&store.rollouts, "rollouts")?
+            rollouts: entries::<RolloutState>(backend, Tree::Rollouts)
+                .await?
                 .into_iter()
                 .map(|(app, state)| (app, Arc::new(state)))
                 .collect(),
+            resources: entries(backend, Tree::Resources).await?,
+            repo_status: entries(backend, Tree::RepoStatus).await?,
+            revisions: entries(backend, Tree::Revisions).await?,
+            app_controls: entries(backend, Tree::AppControls).await?,
+            acked: entries::<u64>(backend, Tree::Acked)
+                .await?
+                .into_iter()
+                .collect(),
             ..Default::default()
         };
-        for kv in store.targets.iter() {
-            let (k, v) = kv?;
+        for (k, v) in backend::load(backend, Tree::Tokens).await? {
             let key = String::from_utf8_lossy(&k).into_owned();
-            let report: TargetReport = decode("targets", &key, &v)?;
+            let record: TokenRecord = decode(Tree::Tokens, &key, &v)?;
+            mirror.tokens.insert(key, (record, v));
+        }
+        for (k, v) in backend::load(backend, Tree::Targets).await? {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            let report: TargetReport = decode(Tree::Targets, &key, &v)?;
             mirror.reports.insert(key, ReportSummary::from(&report));
         }
-        mirror.acked = entries::<u64>(&store.acked, "acked")?.into_iter().collect();
+        for (k, _) in backend::load(backend, Tree::Events).await? {
+            let id = event_id(&k).ok_or_else(|| StoreError::Corrupt {
+                tree: Tree::Events.name(),
+                key: hex::encode(&k),
+                message: format!("{} bytes of key, expected 8", k.len()),
+            })?;
+            mirror.event_ids.push_back(id);
+        }
+        // Ids only grow, across restarts too, so that they keep the recording order; 0 is
+        // never given, so that `after = 0` means every event.
+        mirror.next_event_id = mirror.event_ids.back().map_or(1, |id| id + 1);
         mirror.seen = mirror.acked.clone();
         Ok(mirror)
+    }
+
+    /// Queues `batch` for the backend, after every write queued before it.
+    fn write(&mut self, batch: Batch) {
+        match self.pending.last_mut() {
+            // Unconditional writes join the previous batch: fewer round trips for a networked
+            // backend. A batch with conditions stays apart, so that its conditions are checked
+            // after the writes before it, not before.
+            Some(last) if last.conditions.is_empty() && batch.conditions.is_empty() => {
+                last.ops.extend(batch.ops);
+            }
+            _ => self.pending.push(batch),
+        }
+    }
+
+    fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) {
+        let mut batch = Batch::default();
+        batch.put(tree, key, value);
+        self.write(batch);
+    }
+
+    fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) {
+        let mut batch = Batch::default();
+        batch.delete(tree, key);
+        self.write(batch);
+    }
+}
+
+/// A store closed with writes still queued (no flush followed them) hands them to the backend
+/// if it can take them without waiting (sled can: they reach the disk as sled closes, as when
+/// every write went to sled at once).
+impl Drop for Inner {
+    fn drop(&mut self) {
+        use futures::FutureExt;
+        let mirror = self
+            .mirror
+            .get_mut()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let pending = std::mem::take(&mut mirror.pending);
+        if pending.is_empty() || self.failure.get().is_some() {
+            return;
+        }
+        for batch in pending {
+            match self.backend.commit(batch).now_or_never() {
+                Some(Ok(())) => {}
+                Some(Err(e)) => {
+                    tracing::warn!(error = %e, "writes no flush followed are lost as the store closes");
+                    return;
+                }
+                None => {
+                    tracing::warn!(
+                        "writes no flush followed are lost as the store closes: the backend cannot take them at once"
+                    );
+                    return;
+                }
+            }
+        }
     }
 }
 
@@ -158,65 +261,58 @@ impl Mirror {
 #[derive(Debug, Default)]
 struct GroupFlush {
     /// Tickets handed out: one per `flush` call.
-    requested: std::sync::atomic::AtomicU64,
+    requested: AtomicU64,
     /// Every ticket up to this one is durable.
-    done: std::sync::atomic::AtomicU64,
+    done: AtomicU64,
     /// Held by the caller doing the flush; the others queue here (fairly) and mostly find their
     /// ticket covered when they get it.
     leader: tokio::sync::Mutex<()>,
     /// Flushes actually done.
-    flushes: std::sync::atomic::AtomicU64,
+    flushes: AtomicU64,
 }
 
 impl std::fmt::Debug for Store {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Store")
-            .field("epoch", &self.epoch)
+            .field("epoch", &self.inner.epoch)
             .finish_non_exhaustive()
     }
 }
 
-/// Opens the sled database, waiting briefly for its lock: sled releases the lock only when the
-/// background flusher of the last handle exits, a moment after the handle is dropped, so a store
-/// reopened in the same process (a hub restarted in place) can find it still held. A lock held
-/// for longer (another hub on the same directory) is reported.
-fn open_db(path: &Path) -> Result<sled::Db, StoreError> {
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
-    loop {
-        match sled::Config::new().path(path).open() {
-            // sled wraps the lock failure as `Other` with the OS error in its message.
-            Err(sled::Error::Io(e))
-                if (e.kind() == std::io::ErrorKind::WouldBlock
-                    || e.to_string().contains("could not acquire lock"))
-                    && std::time::Instant::now() < deadline =>
-            {
-                std::thread::sleep(std::time::Duration::from_millis(20));
-            }
-            other => {
-                return other.map_err(|source| StoreError::Open {
-                    path: path.to_owned(),
-                    source,
-                });
-            }
-        }
-    }
-}
-
 impl Store {
-    /// Opens (or creates) the store at `path`, checking the schema version and creating the
-    /// hub epoch on first open.
-    pub fn open(path: &Path) -> Result<Self, StoreError> {
-        let db = open_db(path)?;
-        let meta = db.open_tree("meta")?;
-        match meta.get(SCHEMA_KEY)? {
+    /// Opens (or creates) the sled store at `path`, checking the schema version and creating
+    /// the hub epoch on first open.
+    pub async fn open(path: &Path) -> Result<Self, StoreError> {
+        let backend = sled::SledBackend::open(path).map_err(|source| StoreError::Open {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::with_backend(Arc::new(backend)).await
+    }
+
+    /// A new, empty store in memory (for tests: nothing survives it).
+    pub async fn in_memory() -> Result<Self, StoreError> {
+        Self::with_backend(Arc::new(memory::MemoryBackend::new())).await
+    }
+
+    /// The store over `backend`, checking the schema version and creating the hub epoch on
+    /// first open. Inside a Tokio runtime, a task hands writes that no flush followed to the
+    /// backend every [`COMMIT_INTERVAL`] while the store lives.
+    pub async fn with_backend(backend: Arc<dyn Backend>) -> Result<Self, StoreError> {
+        let mut first = Batch::default();
+        match backend.get(Tree::Meta, SCHEMA_KEY.as_bytes()).await? {
             None => {
-                meta.insert(SCHEMA_KEY, &SCHEMA_VERSION.to_be_bytes())?;
+                first.put(
+                    Tree::Meta,
+                    SCHEMA_KEY,
+                    SCHEMA_VERSION.to_be_bytes().to_vec(),
+                );
             }
             Some(v) => {
-                let found = <[u8; 4]>::try_from(v.as_ref())
+                let found = <[u8; 4]>::try_from(v.as_slice())
                     .map(u32::from_be_bytes)
                     .map_err(|_| StoreError::Corrupt {
-                        tree: "meta",
+                        tree: Tree::Meta.name(),
                         key: SCHEMA_KEY.into(),
                         message: format!("{} bytes, expected 4", v.len()),
                     })?;
@@ -229,43 +325,39 @@ impl Store {
                 // Older versions would be migrated here, one step at a time.
             }
         }
-        let epoch = match meta.get(EPOCH_KEY)? {
+        let epoch = match backend.get(Tree::Meta, EPOCH_KEY.as_bytes()).await? {
             Some(v) => String::from_utf8_lossy(&v).into_owned(),
             None => {
                 let e = hex::encode(rand::random::<[u8; 16]>());
-                meta.insert(EPOCH_KEY, e.as_bytes())?;
+                first.put(Tree::Meta, EPOCH_KEY, e.as_bytes().to_vec());
                 e
             }
         };
-        db.flush()?;
-        let mut store = Self {
-            epoch,
-            resources: db.open_tree("resources")?,
-            clusters: db.open_tree("clusters")?,
-            tokens: db.open_tree("tokens")?,
-            desired: db.open_tree("desired")?,
-            history: db.open_tree("desired_history")?,
-            targets: db.open_tree("targets")?,
-            acked: db.open_tree("acked")?,
-            repo_status: db.open_tree("repo_status")?,
-            revisions: db.open_tree("revisions")?,
-            rollouts: db.open_tree("rollouts")?,
-            rollout_history: db.open_tree("rollout_history")?,
-            healthy: db.open_tree("healthy")?,
-            events: db.open_tree("events")?,
-            app_controls: db.open_tree("app_controls")?,
-            group: std::sync::Arc::default(),
-            mirror: Arc::default(),
-            failure: Arc::default(),
-            resource_scans: Arc::default(),
-            db,
+        if !first.is_empty() {
+            backend.commit(first).await?;
+        }
+        backend.sync().await?;
+        let mirror = Mirror::load(&*backend).await?;
+        let store = Self {
+            inner: Arc::new(Inner {
+                backend,
+                epoch,
+                mirror: Mutex::new(mirror),
+                committing: tokio::sync::Mutex::new(()),
+                group: GroupFlush::default(),
+                failure: OnceLock::new(),
+                resource_scans: AtomicU64::new(0),
+            }),
         };
-        store.mirror = Arc::new(Mutex::new(Mirror::load(&store)?));
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            runtime.spawn(commit_now_and_then(Arc::downgrade(&store.inner)));
+        }
         Ok(store)
     }
 
     fn mirror(&self) -> MutexGuard<'_, Mirror> {
-        self.mirror
+        self.inner
+            .mirror
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
@@ -273,88 +365,129 @@ impl Store {
     /// A random id of this hub's state, fixed at creation. Desired-state generations are only
     /// meaningful within one epoch.
     pub fn epoch(&self) -> &str {
-        &self.epoch
+        &self.inner.epoch
+    }
+
+    /// Hands every write queued so far to the backend, in order (visible to its reads, durable
+    /// at its next sync).
+    async fn commit(&self) -> Result<(), StoreError> {
+        let _in_order = self.inner.committing.lock().await;
+        if let Some(failure) = self.failure() {
+            return Err(StoreError::Failed(failure.to_owned()));
+        }
+        let pending = std::mem::take(&mut self.mirror().pending);
+        for batch in pending {
+            // A failed batch takes the writes queued after it with it: the store is failed for
+            // good then (see `failure`), so that no later flush reports them durable.
+            self.inner
+                .backend
+                .commit(batch)
+                .await
+                .map_err(|e| self.failed(e))?;
+        }
+        Ok(())
     }
 
     /// Makes every write so far durable. Concurrent callers share flushes (group commit): a
     /// caller returns once a flush that started after its call has finished.
     pub async fn flush(&self) -> Result<(), StoreError> {
         use std::sync::atomic::Ordering::SeqCst;
+        let group = &self.inner.group;
         // Everything this caller wrote happened before its ticket was drawn.
-        let ticket = self.group.requested.fetch_add(1, SeqCst) + 1;
-        let _leader = self.group.leader.lock().await;
-        if self.group.done.load(SeqCst) >= ticket {
+        let ticket = group.requested.fetch_add(1, SeqCst) + 1;
+        let _leader = group.leader.lock().await;
+        if group.done.load(SeqCst) >= ticket {
             return Ok(());
         }
         // Others are waiting too, so writes are arriving faster than flushes finish: wait a
         // moment for more of them, so that one flush covers more (each costs a disk sync and
         // several system calls, the bulk of the hub's work when many spokes report at once).
-        if self.group.requested.load(SeqCst) > ticket {
+        if group.requested.load(SeqCst) > ticket {
             tokio::time::sleep(FLUSH_LINGER).await;
         }
-        // Every ticket drawn before this load is covered by the flush that follows it.
-        let upto = self.group.requested.load(SeqCst);
-        self.db.flush_async().await.noted(self)?;
-        self.group.flushes.fetch_add(1, SeqCst);
-        self.group.done.fetch_max(upto, SeqCst);
+        // Every ticket drawn before this load is covered by the commit and sync that follow.
+        let upto = group.requested.load(SeqCst);
+        self.commit().await?;
+        self.inner
+            .backend
+            .sync()
+            .await
+            .map_err(|e| self.failed(e))?;
+        group.flushes.fetch_add(1, SeqCst);
+        group.done.fetch_max(upto, SeqCst);
         Ok(())
     }
 
     /// How many disk flushes this store has done (fewer than `flush` calls under load).
     pub fn flush_count(&self) -> u64 {
-        self.group.flushes.load(std::sync::atomic::Ordering::SeqCst)
+        self.inner.group.flushes.load(Ordering::SeqCst)
     }
 
     /// Why the store cannot make writes durable any more, if a write or flush failed: sled
     /// refuses every write for good after an I/O error (a full disk, say), even once the cause
-    /// is gone. Known without touching the disk, so that health probes cost nothing.
+    /// is gone, and writes queued behind a failed one are lost. Known without touching the
+    /// disk, so that health probes cost nothing.
     pub fn failure(&self) -> Option<&str> {
-        self.failure.get().map(String::as_str)
+        self.inner.failure.get().map(String::as_str)
     }
 
     /// `e` as a store error, remembered (and logged) as the store's failure if it is the first.
-    fn failed(&self, e: sled::Error) -> StoreError {
-        if self.failure.set(e.to_string()).is_ok() {
+    fn failed(&self, e: BackendError) -> StoreError {
+        if self.inner.failure.set(e.to_string()).is_ok() {
             tracing::error!(error = %e, "the store cannot make writes durable any more; restart the hub once the cause is fixed");
         }
-        StoreError::Sled(e)
+        StoreError::Backend(e)
+    }
+
+    /// The backend, once every write queued so far is handed to it, so that reads of it see
+    /// them.
+    async fn backend(&self) -> Result<&dyn Backend, StoreError> {
+        self.commit().await?;
+        Ok(&*self.inner.backend)
     }
 
     // --- resources ---------------------------------------------------------------------------
 
     pub fn resources(&self) -> Result<Vec<Resource>, StoreError> {
-        self.resource_scans
-            .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        values(&self.resources, "resources")
+        self.inner.resource_scans.fetch_add(1, Ordering::Relaxed);
+        Ok(self.mirror().resources.values().cloned().collect())
     }
 
-    /// How many times every stored resource was read and decoded: work that nothing an
-    /// unauthenticated caller sends may cause.
+    /// How many times every stored resource was read: work that nothing an unauthenticated
+    /// caller sends may cause.
     pub fn resource_scans(&self) -> u64 {
-        self.resource_scans
-            .load(std::sync::atomic::Ordering::Relaxed)
+        self.inner.resource_scans.load(Ordering::Relaxed)
     }
 
     pub fn resource(&self, kind: Kind, name: &str) -> Result<Option<Resource>, StoreError> {
-        get(&self.resources, "resources", &resource_key(kind, name))
+        Ok(self
+            .mirror()
+            .resources
+            .get(&resource_key(kind, name))
+            .cloned())
     }
 
     /// Stores all of `resources` at once, or none of them.
     pub fn put_resources(&self, resources: &[Resource]) -> Result<(), StoreError> {
-        let mut batch = sled::Batch::default();
+        let mut batch = Batch::default();
+        let mut mirror = self.mirror();
         for r in resources {
-            batch.insert(resource_key(r.kind(), r.name()).as_bytes(), encode(r));
+            let key = resource_key(r.kind(), r.name());
+            batch.put(Tree::Resources, key.as_bytes(), encode(r));
+            mirror.resources.insert(key, r.clone());
         }
-        self.resources.apply_batch(batch).noted(self)?;
+        mirror.write(batch);
         Ok(())
     }
 
     pub fn delete_resource(&self, kind: Kind, name: &str) -> Result<bool, StoreError> {
-        Ok(self
-            .resources
-            .remove(resource_key(kind, name))
-            .noted(self)?
-            .is_some())
+        let key = resource_key(kind, name);
+        let mut mirror = self.mirror();
+        let found = mirror.resources.remove(&key).is_some();
+        if found {
+            mirror.delete(Tree::Resources, key);
+        }
+        Ok(found)
     }
 
     // --- clusters ----------------------------------------------------------------------------
@@ -375,9 +508,8 @@ impl Store {
     }
 
     pub fn put_cluster(&self, record: &ClusterRecord) -> Result<(), StoreError> {
-        // Under the mirror's lock, so that the tree and the mirror change in the same order.
-        let mut mirror = self.mirror();
-        self.put_cluster_locked(&mut mirror, record)
+        put_cluster_locked(&mut self.mirror(), record);
+        Ok(())
     }
 
     /// Reads and rewrites a cluster's record as one step: no other write of the record comes
@@ -393,121 +525,119 @@ impl Store {
         let mut mirror = self.mirror();
         let (record, answer) = change(mirror.clusters.get(name));
         if let Some(record) = record {
-            self.put_cluster_locked(&mut mirror, &record)?;
+            put_cluster_locked(&mut mirror, &record);
         }
         Ok(answer)
-    }
-
-    fn put_cluster_locked(
-        &self,
-        mirror: &mut MutexGuard<'_, Mirror>,
-        record: &ClusterRecord,
-    ) -> Result<(), StoreError> {
-        self.clusters
-            .insert(&record.name, encode(record))
-            .noted(self)?;
-        let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
-            old.labels == record.labels
-                && old.revoked == record.revoked
-                && old.pending == record.pending
-        });
-        if !placed_as_before {
-            mirror.placement_version += 1;
-        }
-        Arc::make_mut(&mut mirror.clusters).insert(record.name.clone(), record.clone());
-        Ok(())
     }
 
     // --- tokens ------------------------------------------------------------------------------
 
     pub fn put_token(&self, hash: &str, record: &TokenRecord) -> Result<(), StoreError> {
-        self.tokens.insert(hash, encode(record)).noted(self)?;
+        let value = encode(record);
+        let mut mirror = self.mirror();
+        mirror.put(Tree::Tokens, hash, value.clone());
+        mirror
+            .tokens
+            .insert(hash.to_owned(), (record.clone(), value));
         Ok(())
     }
 
     /// The token with this hash, if there is one: a lookup, nothing written.
     pub fn token(&self, hash: &str) -> Result<Option<TokenRecord>, StoreError> {
-        self.tokens
-            .get(hash)?
-            .map(|raw| decode("tokens", hash, &raw))
-            .transpose()
+        Ok(self.mirror().tokens.get(hash).map(|(r, _)| r.clone()))
     }
 
     pub fn tokens(&self) -> Result<Vec<TokenRecord>, StoreError> {
-        values(&self.tokens, "tokens")
+        Ok(self
+            .mirror()
+            .tokens
+            .values()
+            .map(|(r, _)| r.clone())
+            .collect())
     }
 
     /// Marks the token with this id revoked; false when there is none.
     pub fn revoke_token(&self, id: &str) -> Result<bool, StoreError> {
-        for kv in self.tokens.iter() {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let mut record: TokenRecord = decode("tokens", &key, &v)?;
-            if record.id == id {
-                record.revoked = true;
-                self.tokens.insert(k, encode(&record)).noted(self)?;
-                return Ok(true);
-            }
-        }
-        Ok(false)
+        let mut mirror = self.mirror();
+        let Some(hash) = mirror
+            .tokens
+            .iter()
+            .find(|(_, (r, _))| r.id == id)
+            .map(|(hash, _)| hash.clone())
+        else {
+            return Ok(false);
+        };
+        let mut record = mirror.tokens[&hash].0.clone();
+        record.revoked = true;
+        let value = encode(&record);
+        mirror.put(Tree::Tokens, hash.as_bytes(), value.clone());
+        mirror.tokens.insert(hash, (record, value));
+        Ok(true)
     }
 
-    /// Checks the token with this hash and counts one use, atomically.
+    /// Checks the token with this hash and counts one use, atomically: under the mirror's
+    /// lock here, and in the backend on condition that the record is still the one read (a
+    /// token shared by several hubs is spent once per use).
     pub fn use_token(&self, hash: &str, now_unix: i64) -> Result<TokenRecord, StoreError> {
-        let result = self.tokens.transaction(|t| {
-            let Some(raw) = t.get(hash)? else {
-                return Err(ConflictableTransactionError::Abort(StoreError::Token(
-                    TokenProblem::Unknown,
-                )));
-            };
-            let mut record: TokenRecord =
-                decode("tokens", hash, &raw).map_err(ConflictableTransactionError::Abort)?;
-            record
-                .check(now_unix)
-                .map_err(|p| ConflictableTransactionError::Abort(StoreError::Token(p)))?;
-            record.uses += 1;
-            t.insert(hash, encode(&record))?;
-            Ok(record)
-        });
-        flatten(result).map_err(|e| match e {
-            StoreError::Sled(e) => self.failed(e),
-            other => other,
-        })
+        let mut mirror = self.mirror();
+        let Some((record, old)) = mirror.tokens.get(hash) else {
+            return Err(StoreError::Token(TokenProblem::Unknown));
+        };
+        record.check(now_unix).map_err(StoreError::Token)?;
+        let mut record = record.clone();
+        record.uses += 1;
+        let value = encode(&record);
+        let mut batch = Batch::default();
+        batch
+            .require(Tree::Tokens, hash, Some(old.clone()))
+            .put(Tree::Tokens, hash, value.clone());
+        mirror.write(batch);
+        mirror
+            .tokens
+            .insert(hash.to_owned(), (record.clone(), value));
+        Ok(record)
     }
 
     // --- desired state -----------------------------------------------------------------------
 
-    pub fn desired_all(&self) -> Result<BTreeMap<String, ClusterDesired>, StoreError> {
-        entries(&self.desired, "desired")
+    /// Every cluster's current desired state (read from the backend: once, at start).
+    pub async fn desired_all(&self) -> Result<BTreeMap<String, ClusterDesired>, StoreError> {
+        entries(self.backend().await?, Tree::Desired).await
     }
 
     /// Stores a cluster's current desired state and keeps it in the cluster's history, which
     /// holds the last [`DESIRED_HISTORY`] generations (so a reconnecting spoke can get a delta).
     pub fn put_desired(&self, cluster: &str, desired: &ClusterDesired) -> Result<(), StoreError> {
-        // Plain inserts (a sled transaction writes and syncs the log twice, and a fan-out stores
-        // one of these per cluster). History first: a current generation without its history
-        // entry (a crash between the two) only costs that cluster a snapshot instead of a delta.
+        // History first: a current generation without its history entry (a crash between the
+        // two) only costs that cluster a snapshot instead of a delta.
         let value = encode(desired);
-        self.history
-            .insert(history_key(cluster, desired.generation), value.as_slice())
-            .noted(self)?;
-        self.desired.insert(cluster.as_bytes(), value).noted(self)?;
+        let mut batch = Batch::default();
+        batch
+            .put(
+                Tree::DesiredHistory,
+                history_key(cluster, desired.generation),
+                value.clone(),
+            )
+            .put(Tree::Desired, cluster, value);
         if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
-            self.history.remove(history_key(cluster, old)).noted(self)?;
+            batch.delete(Tree::DesiredHistory, history_key(cluster, old));
         }
+        self.mirror().write(batch);
         Ok(())
     }
 
     /// A cluster's desired state as it was at `generation`, if still kept.
-    pub fn desired_at(
+    pub async fn desired_at(
         &self,
         cluster: &str,
         generation: u64,
     ) -> Result<Option<ClusterDesired>, StoreError> {
         let key = history_key(cluster, generation);
-        self.history
-            .get(&key)?
-            .map(|v| decode("desired_history", &format!("{cluster}@{generation}"), &v))
+        self.backend()
+            .await?
+            .get(Tree::DesiredHistory, &key)
+            .await?
+            .map(|v| decode(Tree::DesiredHistory, &format!("{cluster}@{generation}"), &v))
             .transpose()
     }
 
@@ -517,10 +647,9 @@ impl Store {
     /// reads but does not keep) unless `seq` was seen before. Not durable until the next
     /// [`Store::flush`]; [`Store::ack_durably`] does that and records the seq as acked.
     ///
-    /// Plain inserts, not a sled transaction: sled writes out and syncs its log buffer twice per
-    /// transaction or batch, which made every report cost two disk writes. Duplicates are told
-    /// apart in memory instead (under the mirror's lock, so concurrent streams of one cluster
-    /// are ordered), and the acked seq is written only once the reports are durable.
+    /// Duplicates are told apart in memory (under the mirror's lock, so concurrent streams of
+    /// one cluster are ordered), and the acked seq is written only once the reports are
+    /// durable.
     pub fn record_report(
         &self,
         cluster: &str,
@@ -538,7 +667,7 @@ impl Store {
             // Reports of a cluster only grow in seq: an older one never replaces a newer.
             let newer = mirror.reports.get(&key).is_none_or(|old| old.seq <= r.seq);
             if newer {
-                self.targets.insert(key.as_bytes(), value).noted(self)?;
+                mirror.put(Tree::Targets, key.as_bytes(), value);
                 mirror.reports.insert(key, ReportSummary::from(r));
             }
         }
@@ -566,9 +695,7 @@ impl Store {
             return Ok(false);
         }
         *acked = seq;
-        self.acked
-            .insert(cluster.as_bytes(), encode(&seq))
-            .noted(self)?;
+        mirror.put(Tree::Acked, cluster, encode(&seq));
         Ok(true)
     }
 
@@ -577,12 +704,27 @@ impl Store {
         Ok(self.mirror().acked.get(cluster).copied().unwrap_or(0))
     }
 
-    pub fn reports(&self) -> Result<Vec<TargetReport>, StoreError> {
-        values(&self.targets, "targets")
+    /// Every Target's last report (read from the backend).
+    pub async fn reports(&self) -> Result<Vec<TargetReport>, StoreError> {
+        Ok(entries(self.backend().await?, Tree::Targets)
+            .await?
+            .into_values()
+            .collect())
     }
 
-    pub fn report(&self, cluster: &str, app: &str) -> Result<Option<TargetReport>, StoreError> {
-        get(&self.targets, "targets", &report_key(cluster, app))
+    /// The last report on a Target (read from the backend; see [`Store::report_summary`]).
+    pub async fn report(
+        &self,
+        cluster: &str,
+        app: &str,
+    ) -> Result<Option<TargetReport>, StoreError> {
+        let key = report_key(cluster, app);
+        self.backend()
+            .await?
+            .get(Tree::Targets, key.as_bytes())
+            .await?
+            .map(|v| decode(Tree::Targets, &key, &v))
+            .transpose()
     }
 
     /// A summary of the last report on a Target (from memory).
@@ -615,7 +757,7 @@ impl Store {
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
         let mut mirror = self.mirror();
-        self.targets.remove(&key).noted(self)?;
+        mirror.delete(Tree::Targets, key.as_bytes());
         mirror.reports.remove(&key);
         Ok(())
     }
@@ -623,35 +765,43 @@ impl Store {
     // --- repositories ------------------------------------------------------------------------
 
     pub fn repo_statuses(&self) -> Result<BTreeMap<String, RepoStatus>, StoreError> {
-        entries(&self.repo_status, "repo_status")
+        Ok(self.mirror().repo_status.clone())
     }
 
     pub fn repo_status(&self, repo: &str) -> Result<Option<RepoStatus>, StoreError> {
-        get(&self.repo_status, "repo_status", repo)
+        Ok(self.mirror().repo_status.get(repo).cloned())
     }
 
     pub fn put_repo_status(&self, repo: &str, status: &RepoStatus) -> Result<(), StoreError> {
-        self.repo_status.insert(repo, encode(status)).noted(self)?;
+        let mut mirror = self.mirror();
+        mirror.put(Tree::RepoStatus, repo, encode(status));
+        mirror.repo_status.insert(repo.to_owned(), status.clone());
         Ok(())
     }
 
     pub fn delete_repo_status(&self, repo: &str) -> Result<(), StoreError> {
-        self.repo_status.remove(repo).noted(self)?;
+        let mut mirror = self.mirror();
+        mirror.delete(Tree::RepoStatus, repo);
+        mirror.repo_status.remove(repo);
         Ok(())
     }
 
     /// The revision each App is at.
     pub fn revisions(&self) -> Result<BTreeMap<String, AppRevision>, StoreError> {
-        entries(&self.revisions, "revisions")
+        Ok(self.mirror().revisions.clone())
     }
 
     pub fn put_revision(&self, app: &str, revision: &AppRevision) -> Result<(), StoreError> {
-        self.revisions.insert(app, encode(revision)).noted(self)?;
+        let mut mirror = self.mirror();
+        mirror.put(Tree::Revisions, app, encode(revision));
+        mirror.revisions.insert(app.to_owned(), revision.clone());
         Ok(())
     }
 
     pub fn delete_revision(&self, app: &str) -> Result<(), StoreError> {
-        self.revisions.remove(app).noted(self)?;
+        let mut mirror = self.mirror();
+        mirror.delete(Tree::Revisions, app);
+        mirror.revisions.remove(app);
         Ok(())
     }
 
@@ -686,58 +836,60 @@ impl Store {
     }
 
     /// Stores an App's current rollout, and it as the latest state of its number in the
-    /// App's history.
+    /// App's history, in one batch.
     pub fn put_rollout(&self, app: &str, state: &RolloutState) -> Result<(), StoreError> {
         let value = encode(state);
-        // Under the mirror's lock, so that the trees and the mirror change in the same order.
+        let mut batch = Batch::default();
+        batch.put(Tree::Rollouts, app, value.clone()).put(
+            Tree::RolloutHistory,
+            numbered_key(app, state.number),
+            value,
+        );
         let mut mirror = self.mirror();
-        (&self.rollouts, &self.rollout_history)
-            .transaction(|(current, history)| {
-                current.insert(app.as_bytes(), value.clone())?;
-                history.insert(numbered_key(app, state.number), value.clone())?;
-                Ok::<_, ConflictableTransactionError<StoreError>>(())
-            })
-            .map_err(|e| match e {
-                TransactionError::Abort(e) => e,
-                TransactionError::Storage(e) => self.failed(e),
-            })?;
+        mirror.write(batch);
         mirror
             .rollouts
             .insert(app.to_owned(), Arc::new(state.clone()));
         Ok(())
     }
 
-    /// The last state of each of an App's rollouts, oldest first.
-    pub fn rollout_history(&self, app: &str) -> Result<Vec<RolloutState>, StoreError> {
-        self.rollout_history
-            .scan_prefix(prefix_key(app))
-            .map(|kv| {
-                let (k, v) = kv?;
-                decode("rollout_history", &String::from_utf8_lossy(&k), &v)
-            })
+    /// The last state of each of an App's rollouts, oldest first (read from the backend).
+    pub async fn rollout_history(&self, app: &str) -> Result<Vec<RolloutState>, StoreError> {
+        self.backend()
+            .await?
+            .scan(
+                Tree::RolloutHistory,
+                KeyRange::prefix(prefix_key(app)),
+                Order::Ascending,
+                usize::MAX,
+            )
+            .await?
+            .into_iter()
+            .map(|(k, v)| decode(Tree::RolloutHistory, &String::from_utf8_lossy(&k), &v))
             .collect()
     }
 
     /// Forgets an App's rollouts, healthy marks and controls (the App was deleted).
     pub fn delete_app_records(&self, app: &str) -> Result<(), StoreError> {
-        {
-            let mut mirror = self.mirror();
-            self.rollouts.remove(app).noted(self)?;
-            mirror.rollouts.remove(app);
-        }
-        self.app_controls.remove(app).noted(self)?;
-        for kv in self.rollout_history.scan_prefix(prefix_key(app)) {
-            let (k, _) = kv?;
-            self.rollout_history.remove(k).noted(self)?;
-        }
+        let mut batch = Batch::default();
+        batch
+            .delete(Tree::Rollouts, app)
+            .delete(Tree::AppControls, app)
+            .delete_range(Tree::RolloutHistory, KeyRange::prefix(prefix_key(app)));
         let mut mirror = self.mirror();
-        for kv in self.healthy.iter() {
-            let (k, _) = kv?;
-            if k.split(|b| *b == 0).nth(1) == Some(app.as_bytes()) {
-                self.healthy.remove(&k).noted(self)?;
-                mirror.healthy.remove(String::from_utf8_lossy(&k).as_ref());
-            }
+        mirror.rollouts.remove(app);
+        mirror.app_controls.remove(app);
+        let marks: Vec<String> = mirror
+            .healthy
+            .keys()
+            .filter(|k| k.split('\u{0}').nth(1) == Some(app))
+            .cloned()
+            .collect();
+        for key in marks {
+            batch.delete(Tree::Healthy, key.as_bytes());
+            mirror.healthy.remove(&key);
         }
+        mirror.write(batch);
         Ok(())
     }
 
@@ -764,11 +916,11 @@ impl Store {
         let mut mirror = self.mirror();
         match mark {
             Some(m) => {
-                self.healthy.insert(&key, encode(m)).noted(self)?;
+                mirror.put(Tree::Healthy, key.as_bytes(), encode(m));
                 mirror.healthy.insert(key, m.clone());
             }
             None => {
-                self.healthy.remove(&key).noted(self)?;
+                mirror.delete(Tree::Healthy, key.as_bytes());
                 mirror.healthy.remove(&key);
             }
         };
@@ -778,18 +930,26 @@ impl Store {
     // --- app controls ------------------------------------------------------------------------
 
     pub fn app_controls(&self) -> Result<BTreeMap<String, AppControl>, StoreError> {
-        entries(&self.app_controls, "app_controls")
+        Ok(self.mirror().app_controls.clone())
     }
 
     pub fn app_control(&self, app: &str) -> Result<AppControl, StoreError> {
-        Ok(get(&self.app_controls, "app_controls", app)?.unwrap_or_default())
+        Ok(self
+            .mirror()
+            .app_controls
+            .get(app)
+            .cloned()
+            .unwrap_or_default())
     }
 
     pub fn put_app_control(&self, app: &str, control: &AppControl) -> Result<(), StoreError> {
+        let mut mirror = self.mirror();
         if *control == AppControl::default() {
-            self.app_controls.remove(app).noted(self)?;
+            mirror.delete(Tree::AppControls, app);
+            mirror.app_controls.remove(app);
         } else {
-            self.app_controls.insert(app, encode(control)).noted(self)?;
+            mirror.put(Tree::AppControls, app, encode(control));
+            mirror.app_controls.insert(app.to_owned(), control.clone());
         }
         Ok(())
     }
@@ -801,91 +961,125 @@ impl Store {
         if events.is_empty() {
             return Ok(());
         }
-        let mut batch = sled::Batch::default();
-        for e in events.iter_mut() {
-            // generate_id is monotonic across restarts, so ids keep the recording order.
-            e.id = self.db.generate_id().noted(self)?;
-            batch.insert(&e.id.to_be_bytes(), encode(&*e));
-        }
-        // The count is kept in memory: counting the tree would read all of it every time.
+        let mut batch = Batch::default();
         let mut mirror = self.mirror();
-        self.events.apply_batch(batch).noted(self)?;
-        mirror.events += events.len();
-        let excess = mirror.events.saturating_sub(EVENTS_KEPT);
-        for kv in self.events.iter().take(excess) {
-            let (k, _) = kv?;
-            if self.events.remove(k).noted(self)?.is_some() {
-                mirror.events -= 1;
+        for e in events.iter_mut() {
+            e.id = mirror.next_event_id;
+            mirror.next_event_id += 1;
+            batch.put(Tree::Events, e.id.to_be_bytes(), encode(&*e));
+            mirror.event_ids.push_back(e.id);
+        }
+        while mirror.event_ids.len() > EVENTS_KEPT {
+            if let Some(oldest) = mirror.event_ids.pop_front() {
+                batch.delete(Tree::Events, oldest.to_be_bytes());
             }
         }
+        mirror.write(batch);
         Ok(())
     }
 
     /// The newest `limit` events (of one App, and/or one cluster, when given) with an id above
-    /// `after`, oldest first.
-    pub fn events(
+    /// `after`, oldest first (read from the backend, newest first, a page at a time).
+    pub async fn events(
         &self,
         app: Option<&str>,
         cluster: Option<&str>,
         after: u64,
         limit: usize,
     ) -> Result<Vec<EventRecord>, StoreError> {
+        let backend = self.backend().await?;
         let mut out = Vec::new();
-        for kv in self
-            .events
-            .range((after.saturating_add(1)).to_be_bytes()..)
-            .rev()
-        {
-            if out.len() >= limit {
-                break;
+        let mut range = KeyRange::starting_at(after.saturating_add(1).to_be_bytes());
+        while out.len() < limit {
+            let page = backend
+                .scan(Tree::Events, range.clone(), Order::Descending, EVENTS_PAGE)
+                .await?;
+            let full = page.len() == EVENTS_PAGE;
+            for (k, v) in &page {
+                if out.len() >= limit {
+                    break;
+                }
+                let e: EventRecord = decode(Tree::Events, &hex::encode(k), v)?;
+                if app.is_some_and(|a| a != e.app) || cluster.is_some_and(|c| c != e.cluster) {
+                    continue;
+                }
+                out.push(e);
             }
-            let (k, v) = kv?;
-            let e: EventRecord = decode("events", &hex::encode(&k), &v)?;
-            if app.is_some_and(|a| a != e.app) || cluster.is_some_and(|c| c != e.cluster) {
-                continue;
+            match page.last() {
+                Some((oldest, _)) if full => range.end = Some(oldest.clone()),
+                _ => break,
             }
-            out.push(e);
         }
         out.reverse();
         Ok(out)
     }
 }
 
+/// Writes `record` (under the mirror's lock, so that the queue and the mirror change in the
+/// same order), bumping the placement version if the cluster's place may have changed.
+fn put_cluster_locked(mirror: &mut Mirror, record: &ClusterRecord) {
+    mirror.put(Tree::Clusters, record.name.as_bytes(), encode(record));
+    let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
+        old.labels == record.labels
+            && old.revoked == record.revoked
+            && old.pending == record.pending
+    });
+    if !placed_as_before {
+        mirror.placement_version += 1;
+    }
+    Arc::make_mut(&mut mirror.clusters).insert(record.name.clone(), record.clone());
+}
+
+/// Hands queued writes to the backend every [`COMMIT_INTERVAL`] until the store is dropped.
+async fn commit_now_and_then(store: Weak<Inner>) {
+    loop {
+        tokio::time::sleep(COMMIT_INTERVAL).await;
+        let Some(inner) = store.upgrade() else {
+            return;
+        };
+        let store = Store { inner };
+        let idle = store.mirror().pending.is_empty();
+        if !idle && store.failure().is_none() {
+            // A failure is remembered and logged where it happens; flushes report it.
+            let _ = store.commit().await;
+        }
+    }
+}
+
 /// The trees a backup carries (everything but `meta`: an imported store is a new epoch).
-const DATA_TREES: [&str; 14] = [
-    "resources",
-    "clusters",
-    "tokens",
-    "desired",
-    "desired_history",
-    "targets",
-    "acked",
-    "repo_status",
-    "revisions",
-    "rollouts",
-    "rollout_history",
-    "healthy",
-    "events",
-    "app_controls",
+const DATA_TREES: [Tree; 14] = [
+    Tree::Resources,
+    Tree::Clusters,
+    Tree::Tokens,
+    Tree::Desired,
+    Tree::DesiredHistory,
+    Tree::Targets,
+    Tree::Acked,
+    Tree::RepoStatus,
+    Tree::Revisions,
+    Tree::Rollouts,
+    Tree::RolloutHistory,
+    Tree::Healthy,
+    Tree::Events,
+    Tree::AppControls,
 ];
 
 impl Store {
     /// Everything the store holds, as one JSON document (keys hex-encoded, values as stored).
-    pub fn export(&self) -> Result<serde_json::Value, StoreError> {
+    pub async fn export(&self) -> Result<serde_json::Value, StoreError> {
+        let backend = self.backend().await?;
         let mut trees = serde_json::Map::new();
-        for name in DATA_TREES {
-            let tree = self.db.open_tree(name)?;
+        for tree in DATA_TREES {
             let mut entries = serde_json::Map::new();
-            for kv in tree.iter() {
-                let (k, v) = kv?;
-                let value: serde_json::Value = decode(name, &String::from_utf8_lossy(&k), &v)?;
+            for (k, v) in backend::load(backend, tree).await? {
+                let value: serde_json::Value = decode(tree, &String::from_utf8_lossy(&k), &v)?;
                 entries.insert(hex::encode(&k), value);
             }
-            trees.insert(name.to_owned(), serde_json::Value::Object(entries));
+            trees.insert(tree.name().to_owned(), serde_json::Value::Object(entries));
         }
         Ok(serde_json::json!({
             "schemaVersion": SCHEMA_VERSION,
-            "epoch": self.epoch,
+            "epoch": self.inner.epoch,
             "trees": trees,
         }))
     }
@@ -908,30 +1102,36 @@ impl Store {
             .get("trees")
             .and_then(serde_json::Value::as_object)
             .ok_or_else(|| bad("trees is missing".into()))?;
-        for name in DATA_TREES {
-            if !self.db.open_tree(name)?.is_empty() {
+        let backend = self.backend().await?;
+        for tree in DATA_TREES {
+            if backend.count(tree).await? > 0 {
                 return Err(bad(format!(
-                    "the store already holds data (tree {name}); import into a new data directory"
+                    "the store already holds data (tree {tree}); import into a new data directory"
                 )));
             }
         }
+        let mut batch = Batch::default();
         for (name, entries) in trees {
-            if !DATA_TREES.contains(&name.as_str()) {
-                return Err(bad(format!("unknown tree {name:?}")));
-            }
+            let tree = Tree::from_name(name)
+                .filter(|t| DATA_TREES.contains(t))
+                .ok_or_else(|| bad(format!("unknown tree {name:?}")))?;
             let entries = entries
                 .as_object()
                 .ok_or_else(|| bad(format!("tree {name:?} is not an object")))?;
-            let mut batch = sled::Batch::default();
             for (key, value) in entries {
                 let key = hex::decode(key)
                     .map_err(|e| bad(format!("tree {name:?}: key {key:?} is not hex: {e}")))?;
-                batch.insert(key, encode(value));
+                batch.put(tree, key, encode(value));
             }
-            self.db.open_tree(name)?.apply_batch(batch).noted(self)?;
         }
-        let mirror = Mirror::load(self)?;
-        *self.mirror() = mirror;
+        {
+            let _in_order = self.inner.committing.lock().await;
+            backend.commit(batch).await.map_err(|e| self.failed(e))?;
+            let mut mirror = Mirror::load(backend).await?;
+            let mut current = self.mirror();
+            mirror.pending = std::mem::take(&mut current.pending);
+            *current = mirror;
+        }
         self.flush().await
     }
 }
@@ -964,70 +1164,34 @@ fn report_key(cluster: &str, app: &str) -> String {
     format!("{cluster}\u{0}{app}")
 }
 
+fn event_id(key: &[u8]) -> Option<u64> {
+    <[u8; 8]>::try_from(key).ok().map(u64::from_be_bytes)
+}
+
 fn encode<T: Serialize>(value: &T) -> Vec<u8> {
     serde_json::to_vec(value).expect("records serialise: string keys and plain data only")
 }
 
-fn decode<T: DeserializeOwned>(
-    tree: &'static str,
-    key: &str,
-    bytes: &[u8],
-) -> Result<T, StoreError> {
+fn decode<T: DeserializeOwned>(tree: Tree, key: &str, bytes: &[u8]) -> Result<T, StoreError> {
     serde_json::from_slice(bytes).map_err(|e| StoreError::Corrupt {
-        tree,
+        tree: tree.name(),
         key: key.to_owned(),
         message: e.to_string(),
     })
 }
 
-fn get<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    name: &'static str,
-    key: &str,
-) -> Result<Option<T>, StoreError> {
-    tree.get(key)?.map(|v| decode(name, key, &v)).transpose()
-}
-
-fn values<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    name: &'static str,
-) -> Result<Vec<T>, StoreError> {
-    tree.iter()
-        .map(|kv| {
-            let (k, v) = kv?;
-            decode(name, &String::from_utf8_lossy(&k), &v)
-        })
-        .collect()
-}
-
-fn entries<T: DeserializeOwned>(
-    tree: &sled::Tree,
-    name: &'static str,
+/// Every record of `tree`, decoded, by key.
+async fn entries<T: DeserializeOwned>(
+    backend: &dyn Backend,
+    tree: Tree,
 ) -> Result<BTreeMap<String, T>, StoreError> {
-    tree.iter()
-        .map(|kv| {
-            let (k, v) = kv?;
+    backend::load(backend, tree)
+        .await?
+        .into_iter()
+        .map(|(k, v)| {
             let key = String::from_utf8_lossy(&k).into_owned();
-            let value = decode(name, &key, &v)?;
+            let value = decode(tree, &key, &v)?;
             Ok((key, value))
         })
         .collect()
-}
-
-/// Remembers a failed write (see [`Store::failure`]).
-trait Noted<T> {
-    fn noted(self, store: &Store) -> Result<T, StoreError>;
-}
-
-impl<T> Noted<T> for Result<T, sled::Error> {
-    fn noted(self, store: &Store) -> Result<T, StoreError> {
-        self.map_err(|e| store.failed(e))
-    }
-}
-
-fn flatten<T>(result: Result<T, TransactionError<StoreError>>) -> Result<T, StoreError> {
-    result.map_err(|e| match e {
-        TransactionError::Abort(e) => e,
-        TransactionError::Storage(e) => StoreError::Sled(e),
-    })
 }

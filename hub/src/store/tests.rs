@@ -2,11 +2,53 @@ use super::*;
 use crate::model::{HealthState, SyncState, VersionedTarget};
 use crate::resources::parse_document;
 
-fn store() -> (tempfile::TempDir, Store) {
+mod backends;
+mod compat;
+
+async fn sled_store() -> (tempfile::TempDir, Store) {
     let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(&dir.path().join("db")).unwrap();
+    let s = Store::open(&dir.path().join("db")).await.unwrap();
     (dir, s)
 }
+
+/// Runs each `async fn(Store)` named against a sled store and an in-memory one.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sled {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let (_dir, s) = super::sled_store().await;
+                    super::$name(s).await;
+                }
+            )*
+        }
+        mod on_memory {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    super::$name(super::Store::in_memory().await.unwrap()).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    resources_round_trip,
+    tokens_count_uses_and_expire,
+    a_token_is_looked_up_without_spending_it,
+    a_revoked_token_is_refused,
+    a_cluster_update_reads_and_writes_in_one_step,
+    reports_are_kept_once_per_seq,
+    desired_state_clusters_and_revisions_round_trip,
+    the_mirror_follows_every_write,
+    only_a_change_of_place_bumps_the_placement_version,
+    events_are_paged_newest_first_and_filtered,
+    desired_history_keeps_the_last_generations,
+    export_and_import_carry_everything_but_the_epoch,
+    concurrent_token_uses_spend_each_use_once,
+);
 
 fn repo(name: &str, url: &str) -> Resource {
     parse_document(
@@ -62,47 +104,18 @@ fn report(seq: u64, app: &str, message: &str) -> TargetReport {
     }
 }
 
-#[test]
-fn epoch_survives_reopen_and_differs_between_stores() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let epoch = {
-        let s = Store::open(&path).unwrap();
-        s.epoch().to_owned()
-    };
-    let again = Store::open(&path).unwrap();
-    assert_eq!(again.epoch(), epoch);
-    let (_d, other) = store();
-    assert_ne!(other.epoch(), epoch);
+fn event(app: &str, cluster: &str, message: &str) -> EventRecord {
+    EventRecord {
+        app: app.into(),
+        cluster: cluster.into(),
+        message: message.into(),
+        ..Default::default()
+    }
 }
 
-#[test]
-fn a_newer_schema_is_refused() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        let s = Store::open(&path).unwrap();
-        s.db.open_tree("meta")
-            .unwrap()
-            .insert(SCHEMA_KEY, &(SCHEMA_VERSION + 1).to_be_bytes())
-            .unwrap();
-        s.db.flush().unwrap();
-    }
-    let err = Store::open(&path).unwrap_err();
-    assert!(matches!(err, StoreError::SchemaTooNew { .. }), "{err}");
-}
-
-#[tokio::test]
-async fn resources_round_trip_and_persist() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        let s = Store::open(&path).unwrap();
-        s.put_resources(&[repo("a", "file:///a"), repo("b", "file:///b")])
-            .unwrap();
-        s.flush().await.unwrap();
-    }
-    let s = Store::open(&path).unwrap();
+async fn resources_round_trip(s: Store) {
+    s.put_resources(&[repo("a", "file:///a"), repo("b", "file:///b")])
+        .unwrap();
     assert_eq!(s.resources().unwrap().len(), 2);
     assert_eq!(
         s.resource(Kind::Repo, "b").unwrap(),
@@ -112,11 +125,14 @@ async fn resources_round_trip_and_persist() {
     assert!(s.delete_resource(Kind::Repo, "a").unwrap());
     assert!(!s.delete_resource(Kind::Repo, "a").unwrap());
     assert_eq!(s.resources().unwrap(), vec![repo("b", "file:///b")]);
+    s.flush().await.unwrap();
+    let exported = s.export().await.unwrap();
+    let stored = exported["trees"]["resources"].as_object().unwrap();
+    assert_eq!(stored.len(), 1, "{stored:?}");
+    assert!(stored.contains_key(&hex::encode("Repo/b")), "{stored:?}");
 }
 
-#[test]
-fn tokens_count_uses_and_expire() {
-    let (_d, s) = store();
+async fn tokens_count_uses_and_expire(s: Store) {
     s.put_token("h", &token(100, 2)).unwrap();
     assert_eq!(s.use_token("h", 50).unwrap().uses, 1);
     assert_eq!(s.use_token("h", 50).unwrap().uses, 2);
@@ -137,18 +153,51 @@ fn tokens_count_uses_and_expire() {
     for _ in 0..5 {
         s.use_token("e", 99).unwrap();
     }
+    // Each use was a conditional write on the one before: all of them reach the backend.
+    s.flush().await.unwrap();
+    let dump = s.export().await.unwrap();
+    let stored = &dump["trees"]["tokens"][hex::encode("e")];
+    assert_eq!(stored["uses"], 5, "{stored}");
+    assert!(s.failure().is_none());
+}
+
+async fn a_revoked_token_is_refused(s: Store) {
     let mut revoked = token(100, 0);
-    revoked.revoked = true;
+    revoked.id = "t2".into();
     s.put_token("r", &revoked).unwrap();
+    assert!(!s.revoke_token("none").unwrap());
+    assert!(s.revoke_token("t2").unwrap());
+    assert!(s.token("r").unwrap().unwrap().revoked);
     assert!(matches!(
         s.use_token("r", 0),
         Err(StoreError::Token(TokenProblem::Revoked))
     ));
+    assert_eq!(s.tokens().unwrap().len(), 1);
 }
 
-#[test]
-fn a_token_is_looked_up_without_spending_it() {
-    let (_d, s) = store();
+async fn concurrent_token_uses_spend_each_use_once(s: Store) {
+    s.put_token("h", &token(100, 10)).unwrap();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..25 {
+        let s = s.clone();
+        tasks.spawn(async move {
+            let used = s.use_token("h", 1).map(|r| r.uses);
+            s.flush().await.unwrap();
+            used
+        });
+    }
+    let mut uses = Vec::new();
+    while let Some(r) = tasks.join_next().await {
+        if let Ok(n) = r.unwrap() {
+            uses.push(n);
+        }
+    }
+    uses.sort_unstable();
+    assert_eq!(uses, (1..=10).collect::<Vec<_>>());
+    assert!(s.failure().is_none());
+}
+
+async fn a_token_is_looked_up_without_spending_it(s: Store) {
     assert_eq!(s.token("h").unwrap(), None);
     s.put_token("h", &token(100, 1)).unwrap();
     for _ in 0..3 {
@@ -158,9 +207,7 @@ fn a_token_is_looked_up_without_spending_it() {
     assert_eq!(s.token("h").unwrap().unwrap().uses, 1);
 }
 
-#[test]
-fn a_cluster_update_reads_and_writes_in_one_step() {
-    let (_d, s) = store();
+async fn a_cluster_update_reads_and_writes_in_one_step(s: Store) {
     // Nothing to update: nothing written.
     let seen = s.update_cluster("eu-1", |r| (None, r.is_some())).unwrap();
     assert!(!seen);
@@ -192,9 +239,7 @@ fn a_cluster_update_reads_and_writes_in_one_step() {
     assert_eq!(s.cluster("eu-1").unwrap(), Some(record));
 }
 
-#[test]
-fn reports_are_kept_once_per_seq() {
-    let (_d, s) = store();
+async fn reports_are_kept_once_per_seq(s: Store) {
     assert_eq!(
         s.record_report("eu-1", 1, Some(&report(1, "web", "first")))
             .unwrap(),
@@ -205,7 +250,11 @@ fn reports_are_kept_once_per_seq() {
             .unwrap(),
         ReportOutcome::Duplicate { acked_seq: 1 }
     );
-    assert_eq!(s.report("eu-1", "web").unwrap().unwrap().message, "first");
+    // Read from the backend before any flush: the write is there.
+    assert_eq!(
+        s.report("eu-1", "web").await.unwrap().unwrap().message,
+        "first"
+    );
     // A report the hub does not keep still moves the sequence.
     assert_eq!(
         s.record_report("eu-1", 2, None).unwrap(),
@@ -223,14 +272,12 @@ fn reports_are_kept_once_per_seq() {
     s.persist_acked("eu-1", 1).unwrap();
     assert_eq!(s.acked_seq("eu-1").unwrap(), 2);
     assert_eq!(s.acked_seq("other").unwrap(), 0);
-    assert_eq!(s.reports().unwrap().len(), 1);
+    assert_eq!(s.reports().await.unwrap().len(), 1);
     s.delete_report("eu-1", "web").unwrap();
-    assert_eq!(s.report("eu-1", "web").unwrap(), None);
+    assert_eq!(s.report("eu-1", "web").await.unwrap(), None);
 }
 
-#[test]
-fn desired_state_clusters_and_revisions_round_trip() {
-    let (_d, s) = store();
+async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
     let desired = ClusterDesired {
         generation: 3,
         targets: BTreeMap::from([(
@@ -254,7 +301,7 @@ fn desired_state_clusters_and_revisions_round_trip() {
         )]),
     };
     s.put_desired("eu-1", &desired).unwrap();
-    assert_eq!(s.desired_all().unwrap().get("eu-1"), Some(&desired));
+    assert_eq!(s.desired_all().await.unwrap().get("eu-1"), Some(&desired));
 
     let cluster = ClusterRecord {
         name: "eu-1".into(),
@@ -288,46 +335,23 @@ fn desired_state_clusters_and_revisions_round_trip() {
         ..RepoStatus::default()
     };
     s.put_repo_status("r", &status).unwrap();
-    assert_eq!(s.repo_status("r").unwrap(), Some(status));
-}
+    assert_eq!(s.repo_status("r").unwrap(), Some(status.clone()));
+    assert_eq!(s.repo_statuses().unwrap().len(), 1);
+    s.delete_repo_status("r").unwrap();
+    assert_eq!(s.repo_status("r").unwrap(), None);
 
-#[test]
-fn corrupt_records_name_tree_and_key() {
-    let (_d, s) = store();
-    s.resources
-        .insert("App/web", b"{not json".as_ref())
-        .unwrap();
-    let err = s.resource(Kind::App, "web").unwrap_err().to_string();
-    assert!(err.contains("resources/App/web"), "{err}");
-}
-
-#[test]
-fn a_corrupt_record_of_a_mirrored_tree_fails_the_open() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    {
-        let s = Store::open(&path).unwrap();
-        s.clusters.insert("eu-1", b"{not json".as_ref()).unwrap();
-        s.db.flush().unwrap();
-    }
-    let err = Store::open(&path).unwrap_err().to_string();
-    assert!(err.contains("clusters/eu-1"), "{err}");
-}
-
-#[test]
-fn the_mirror_follows_every_write_and_survives_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let report = |seq: u64, revision: &str| TargetReport {
-        seq,
-        cluster: "eu-1".into(),
-        app: "web".into(),
-        revision: revision.into(),
-        sync: SyncState::Synced,
-        health: HealthState::Healthy,
-        message: format!("report {seq}"),
-        ..Default::default()
+    let control = AppControl {
+        suspended: true,
+        ..AppControl::default()
     };
+    s.put_app_control("web", &control).unwrap();
+    assert_eq!(s.app_control("web").unwrap(), control);
+    assert_eq!(s.app_controls().unwrap().len(), 1);
+    s.put_app_control("web", &AppControl::default()).unwrap();
+    assert!(s.app_controls().unwrap().is_empty());
+}
+
+async fn the_mirror_follows_every_write(s: Store) {
     let mark = HealthyMark {
         revision: "a".repeat(40),
         since: 7,
@@ -339,40 +363,59 @@ fn the_mirror_follows_every_write_and_survives_a_reopen() {
         },
         5,
     );
-    {
-        let s = Store::open(&path).unwrap();
-        s.put_cluster(&cluster("eu-1")).unwrap();
-        s.record_report("eu-1", 1, Some(&report(1, "aaa"))).unwrap();
-        s.record_report("eu-1", 2, Some(&report(2, "bbb"))).unwrap();
-        s.put_healthy_mark("eu-1", "web", Some(&mark)).unwrap();
-        s.put_healthy_mark("eu-1", "api", Some(&mark)).unwrap();
-        s.put_healthy_mark("eu-1", "api", None).unwrap();
-        s.put_rollout("web", &rollout).unwrap();
-        assert_eq!(s.report_summary("eu-1", "web").unwrap().revision, "bbb");
-        assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
-        s.db.flush().unwrap();
-    }
-    let s = Store::open(&path).unwrap();
-    assert_eq!(s.clusters().unwrap().len(), 1);
+    s.put_cluster(&cluster("eu-1")).unwrap();
+    s.record_report("eu-1", 1, Some(&report(1, "web", "report 1")))
+        .unwrap();
+    s.record_report("eu-1", 2, Some(&report(2, "web", "report 2")))
+        .unwrap();
+    s.put_healthy_mark("eu-1", "web", Some(&mark)).unwrap();
+    s.put_healthy_mark("eu-1", "api", Some(&mark)).unwrap();
+    s.put_healthy_mark("eu-1", "api", None).unwrap();
+    s.put_healthy_mark("eu-2", "web", Some(&mark)).unwrap();
+    s.put_healthy_mark("eu-2", "webby", Some(&mark)).unwrap();
+    s.put_rollout("web", &rollout).unwrap();
+    s.put_app_control(
+        "web",
+        &AppControl {
+            suspended: true,
+            ..AppControl::default()
+        },
+    )
+    .unwrap();
     let summary = s.report_summary("eu-1", "web").unwrap();
     assert_eq!((summary.seq, summary.message.as_str()), (2, "report 2"));
-    assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), Some(mark));
+    assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), Some(mark.clone()));
     assert_eq!(s.healthy_mark("eu-1", "api").unwrap(), None);
     assert_eq!(s.rollout("web").unwrap(), Some(rollout.clone()));
     assert_eq!(s.rollout_shared("web").as_deref(), Some(&rollout));
     assert_eq!(s.rollouts_shared().len(), 1);
+    assert_eq!(s.rollouts().unwrap().len(), 1);
+    assert_eq!(s.rollout_history("web").await.unwrap(), vec![rollout]);
     s.delete_report("eu-1", "web").unwrap();
     assert_eq!(s.report_summary("eu-1", "web"), None);
     s.delete_app_records("web").unwrap();
     assert_eq!(s.healthy_mark("eu-1", "web").unwrap(), None);
+    assert_eq!(s.healthy_mark("eu-2", "web").unwrap(), None);
+    assert_eq!(s.healthy_mark("eu-2", "webby").unwrap(), Some(mark));
     assert_eq!(s.rollout("web").unwrap(), None);
     assert!(s.rollouts_shared().is_empty());
-    assert_eq!(s.rollout_history("web").unwrap(), vec![]);
+    assert_eq!(s.app_control("web").unwrap(), AppControl::default());
+    assert_eq!(s.rollout_history("web").await.unwrap(), vec![]);
+    // The backend agrees with the mirror.
+    s.flush().await.unwrap();
+    let dump = s.export().await.unwrap();
+    for tree in ["rollouts", "rollout_history", "app_controls", "targets"] {
+        assert_eq!(dump["trees"][tree], serde_json::json!({}), "{tree}");
+    }
+    assert_eq!(
+        dump["trees"]["healthy"].as_object().unwrap().len(),
+        1,
+        "{}",
+        dump["trees"]["healthy"]
+    );
 }
 
-#[test]
-fn only_a_change_of_place_bumps_the_placement_version() {
-    let (_dir, s) = store();
+async fn only_a_change_of_place_bumps_the_placement_version(s: Store) {
     let mut record = ClusterRecord {
         labels: BTreeMap::from([("env".to_owned(), "prod".to_owned())]),
         pending: true,
@@ -410,37 +453,48 @@ fn only_a_change_of_place_bumps_the_placement_version() {
     }
 }
 
-#[test]
-fn events_beyond_the_limit_are_dropped_oldest_first_across_reopens() {
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    let event = |n: usize| EventRecord {
-        app: "web".into(),
-        message: format!("event {n}"),
-        ..Default::default()
-    };
-    {
-        let s = Store::open(&path).unwrap();
-        let mut events: Vec<_> = (0..EVENTS_KEPT - 2).map(event).collect();
-        s.append_events(&mut events).unwrap();
-        s.db.flush().unwrap();
-    }
-    let s = Store::open(&path).unwrap();
-    let mut more: Vec<_> = (EVENTS_KEPT - 2..EVENTS_KEPT + 3).map(event).collect();
-    s.append_events(&mut more).unwrap();
-    assert_eq!(s.events.len(), EVENTS_KEPT);
-    let oldest = s.events(None, None, 0, EVENTS_KEPT).unwrap();
-    assert_eq!(oldest.len(), EVENTS_KEPT);
-    assert_eq!(oldest[0].message, "event 3");
+async fn events_are_paged_newest_first_and_filtered(s: Store) {
+    // More than a page of the backend, so that the reads page.
+    let mut events: Vec<_> = (0..EVENTS_PAGE * 2 + 10)
+        .map(|n| {
+            let app = if n % 3 == 0 { "api" } else { "web" };
+            event(app, &format!("eu-{}", n % 2), &format!("event {n}"))
+        })
+        .collect();
+    s.append_events(&mut events).unwrap();
+    let ids: Vec<u64> = events.iter().map(|e| e.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "ids grow");
+    assert!(ids[0] > 0, "0 is never an id: after = 0 means all");
+    let all = s.events(None, None, 0, usize::MAX).await.unwrap();
+    assert_eq!(all, events);
+    // The newest, oldest first.
+    let newest = s.events(None, None, 0, 3).await.unwrap();
+    assert_eq!(newest, events[events.len() - 3..].to_vec());
+    let api_eu0: Vec<_> = events
+        .iter()
+        .filter(|e| e.app == "api" && e.cluster == "eu-0")
+        .cloned()
+        .collect();
     assert_eq!(
-        oldest[EVENTS_KEPT - 1].message,
-        format!("event {}", EVENTS_KEPT + 2)
+        s.events(Some("api"), Some("eu-0"), 0, usize::MAX)
+            .await
+            .unwrap(),
+        api_eu0
+    );
+    let after = events[events.len() - 5].id;
+    assert_eq!(
+        s.events(None, None, after, 100).await.unwrap(),
+        events[events.len() - 4..].to_vec()
+    );
+    assert!(
+        s.events(Some("nope"), None, 0, 10)
+            .await
+            .unwrap()
+            .is_empty()
     );
 }
 
-#[test]
-fn desired_history_keeps_the_last_generations() {
-    let (_d, s) = store();
+async fn desired_history_keeps_the_last_generations(s: Store) {
     for generation in 1..=(DESIRED_HISTORY + 3) {
         s.put_desired(
             "eu-1",
@@ -452,19 +506,24 @@ fn desired_history_keeps_the_last_generations() {
         .unwrap();
     }
     let last = DESIRED_HISTORY + 3;
-    assert_eq!(s.desired_all().unwrap()["eu-1"].generation, last);
+    assert_eq!(s.desired_all().await.unwrap()["eu-1"].generation, last);
     assert_eq!(
-        s.desired_at("eu-1", last).unwrap().unwrap().generation,
+        s.desired_at("eu-1", last)
+            .await
+            .unwrap()
+            .unwrap()
+            .generation,
         last
     );
-    assert_eq!(s.desired_at("eu-1", 4).unwrap().unwrap().generation, 4);
-    assert_eq!(s.desired_at("eu-1", 3).unwrap(), None);
-    assert_eq!(s.desired_at("other", last).unwrap(), None);
+    assert_eq!(
+        s.desired_at("eu-1", 4).await.unwrap().unwrap().generation,
+        4
+    );
+    assert_eq!(s.desired_at("eu-1", 3).await.unwrap(), None);
+    assert_eq!(s.desired_at("other", last).await.unwrap(), None);
 }
 
-#[tokio::test]
-async fn export_and_import_carry_everything_but_the_epoch() {
-    let (_d, s) = store();
+async fn export_and_import_carry_everything_but_the_epoch(s: Store) {
     s.put_resources(&[repo("a", "file:///a")]).unwrap();
     s.put_token("h", &token(100, 2)).unwrap();
     s.put_desired(
@@ -478,100 +537,52 @@ async fn export_and_import_carry_everything_but_the_epoch() {
     s.record_report("eu-1", 4, Some(&report(4, "web", "hi")))
         .unwrap();
     s.persist_acked("eu-1", 4).unwrap();
-    let dump = s.export().unwrap();
+    s.append_events(&mut [event("web", "", "one")]).unwrap();
+    let dump = s.export().await.unwrap();
     // Through text, as a backup file would be.
     let dump: serde_json::Value = serde_json::from_str(&dump.to_string()).unwrap();
 
-    let (_d2, fresh) = store();
-    fresh.import(&dump).await.unwrap();
-    assert_eq!(fresh.resources().unwrap(), s.resources().unwrap());
-    assert_eq!(fresh.use_token("h", 50).unwrap().uses, 1);
-    assert_eq!(fresh.desired_all().unwrap(), s.desired_all().unwrap());
-    assert_eq!(fresh.desired_at("eu-1", 2).unwrap().unwrap().generation, 2);
-    assert_eq!(fresh.acked_seq("eu-1").unwrap(), 4);
-    assert_eq!(fresh.report("eu-1", "web").unwrap().unwrap().message, "hi");
-    assert_ne!(fresh.epoch(), s.epoch());
+    for fresh in [Store::in_memory().await.unwrap(), sled_store().await.1] {
+        fresh.import(&dump).await.unwrap();
+        assert_eq!(fresh.resources().unwrap(), s.resources().unwrap());
+        assert_eq!(fresh.use_token("h", 50).unwrap().uses, 1);
+        assert_eq!(
+            fresh.desired_all().await.unwrap(),
+            s.desired_all().await.unwrap()
+        );
+        assert_eq!(
+            fresh
+                .desired_at("eu-1", 2)
+                .await
+                .unwrap()
+                .unwrap()
+                .generation,
+            2
+        );
+        assert_eq!(fresh.acked_seq("eu-1").unwrap(), 4);
+        assert_eq!(
+            fresh.report("eu-1", "web").await.unwrap().unwrap().message,
+            "hi"
+        );
+        assert_eq!(fresh.report_summary("eu-1", "web").unwrap().seq, 4);
+        assert_eq!(fresh.events(None, None, 0, 10).await.unwrap().len(), 1);
+        // Events recorded after an import follow the imported ones.
+        let mut next = [event("web", "", "two")];
+        fresh.append_events(&mut next).unwrap();
+        assert_eq!(
+            fresh.events(None, None, 0, 10).await.unwrap()[1].message,
+            "two"
+        );
+        assert_ne!(fresh.epoch(), s.epoch());
 
-    // Never over existing data.
-    let err = fresh.import(&dump).await.unwrap_err();
-    assert!(err.to_string().contains("already holds data"), "{err}");
-    let (_d3, other) = store();
+        // Never over existing data.
+        let err = fresh.import(&dump).await.unwrap_err();
+        assert!(err.to_string().contains("already holds data"), "{err}");
+    }
+    let other = Store::in_memory().await.unwrap();
     let err = other
         .import(&serde_json::json!({"schemaVersion": 1, "trees": {"bogus": {}}}))
         .await
         .unwrap_err();
     assert!(err.to_string().contains("bogus"), "{err}");
-}
-
-#[test]
-fn a_store_reopened_at_once_waits_for_the_lock() {
-    // sled lets go of its file lock only when the dropped handle's flusher thread exits; opening
-    // again straight away must wait for it, not fail.
-    let dir = tempfile::tempdir().unwrap();
-    let path = dir.path().join("db");
-    for _ in 0..20 {
-        let s = Store::open(&path).unwrap();
-        drop(s);
-    }
-    // A lock held by a live handle is still reported once the wait is over.
-    let held = Store::open(&path).unwrap();
-    let err = Store::open(&path).unwrap_err();
-    assert!(err.to_string().contains("lock"), "{err}");
-    drop(held);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn concurrent_flushes_are_shared_and_nothing_flushed_is_lost() {
-    let dir = tempfile::tempdir().unwrap();
-    let s = Store::open(dir.path()).unwrap();
-    let before = s.flush_count();
-    let mut tasks = tokio::task::JoinSet::new();
-    for i in 0..200u64 {
-        let s = s.clone();
-        tasks.spawn(async move {
-            let cluster = format!("c-{i}");
-            s.record_report(&cluster, 1, Some(&report(1, "web", "ok")))
-                .unwrap();
-            s.ack_durably(&cluster, 1).await.unwrap();
-        });
-    }
-    while let Some(r) = tasks.join_next().await {
-        r.unwrap();
-    }
-    let flushes = s.flush_count() - before;
-    assert!(
-        (1..=100).contains(&flushes),
-        "200 concurrent flushes share disk flushes: {flushes}"
-    );
-    drop(s);
-    let s = Store::open(dir.path()).unwrap();
-    for i in 0..200u64 {
-        let cluster = format!("c-{i}");
-        assert_eq!(s.acked_seq(&cluster).unwrap(), 1, "{cluster}");
-        assert_eq!(s.report(&cluster, "web").unwrap().unwrap().message, "ok");
-    }
-}
-
-#[test]
-fn an_acked_seq_written_after_the_reports_may_be_lost_without_losing_reports() {
-    // A crash after the flush of the reports but before the acked seq was flushed: the
-    // reports are there, and a spoke resending one stores it again rather than losing it.
-    let dir = tempfile::tempdir().unwrap();
-    {
-        let s = Store::open(dir.path()).unwrap();
-        s.record_report("eu-1", 7, Some(&report(7, "web", "seven")))
-            .unwrap();
-        s.db.flush().unwrap();
-    }
-    let s = Store::open(dir.path()).unwrap();
-    assert_eq!(s.acked_seq("eu-1").unwrap(), 0);
-    assert_eq!(
-        s.record_report("eu-1", 7, Some(&report(7, "web", "seven again")))
-            .unwrap(),
-        ReportOutcome::Stored { acked_seq: 7 }
-    );
-    assert_eq!(
-        s.report("eu-1", "web").unwrap().unwrap().message,
-        "seven again"
-    );
 }

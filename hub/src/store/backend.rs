@@ -1,0 +1,294 @@
+//! What the hub's store needs from the database under it: named trees of byte keys and values,
+//! ordered range reads, and atomic batches of writes made durable on demand. [`Store`] keeps the
+//! typed records, the in-memory mirror and group commit above this; sled ([`SledBackend`]) and
+//! memory ([`MemoryBackend`], for tests) implement it, and a networked store (etcd: a tree is a
+//! key prefix, a batch a transaction, `sync` a no-op) can.
+//!
+//! [`Store`]: super::Store
+//! [`SledBackend`]: super::sled::SledBackend
+//! [`MemoryBackend`]: super::memory::MemoryBackend
+
+use futures::future::BoxFuture;
+
+/// A backend's answer: boxed so that [`Backend`] can be used as `dyn Backend`.
+pub type BackendFuture<'a, T> = BoxFuture<'a, Result<T, BackendError>>;
+
+/// Keys and values, in the order a scan returned them.
+pub type Entries = Vec<(Vec<u8>, Vec<u8>)>;
+
+/// The trees of the store. Their names are the on-disk (sled) tree names and would be the key
+/// prefixes of a networked store: renaming one loses its data.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Tree {
+    /// Schema version and hub epoch.
+    Meta,
+    Resources,
+    Clusters,
+    Tokens,
+    Desired,
+    DesiredHistory,
+    Targets,
+    Acked,
+    RepoStatus,
+    Revisions,
+    Rollouts,
+    RolloutHistory,
+    Healthy,
+    Events,
+    AppControls,
+}
+
+impl Tree {
+    pub const ALL: [Tree; 15] = [
+        Tree::Meta,
+        Tree::Resources,
+        Tree::Clusters,
+        Tree::Tokens,
+        Tree::Desired,
+        Tree::DesiredHistory,
+        Tree::Targets,
+        Tree::Acked,
+        Tree::RepoStatus,
+        Tree::Revisions,
+        Tree::Rollouts,
+        Tree::RolloutHistory,
+        Tree::Healthy,
+        Tree::Events,
+        Tree::AppControls,
+    ];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Tree::Meta => "meta",
+            Tree::Resources => "resources",
+            Tree::Clusters => "clusters",
+            Tree::Tokens => "tokens",
+            Tree::Desired => "desired",
+            Tree::DesiredHistory => "desired_history",
+            Tree::Targets => "targets",
+            Tree::Acked => "acked",
+            Tree::RepoStatus => "repo_status",
+            Tree::Revisions => "revisions",
+            Tree::Rollouts => "rollouts",
+            Tree::RolloutHistory => "rollout_history",
+            Tree::Healthy => "healthy",
+            Tree::Events => "events",
+            Tree::AppControls => "app_controls",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Tree> {
+        Tree::ALL.into_iter().find(|t| t.name() == name)
+    }
+}
+
+impl std::fmt::Display for Tree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// The keys from `start` (included) up to `end` (excluded; `None`: to the end of the tree).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRange {
+    pub start: Vec<u8>,
+    pub end: Option<Vec<u8>>,
+}
+
+impl KeyRange {
+    /// Every key of the tree.
+    pub fn all() -> Self {
+        Self::starting_at(Vec::new())
+    }
+
+    /// Every key from `start` on.
+    pub fn starting_at(start: impl Into<Vec<u8>>) -> Self {
+        Self {
+            start: start.into(),
+            end: None,
+        }
+    }
+
+    /// Every key that starts with `prefix`.
+    pub fn prefix(prefix: impl Into<Vec<u8>>) -> Self {
+        let start = prefix.into();
+        let end = prefix_end(&start);
+        Self { start, end }
+    }
+
+    pub fn contains(&self, key: &[u8]) -> bool {
+        key >= self.start.as_slice() && self.end.as_deref().is_none_or(|end| key < end)
+    }
+}
+
+/// The first key after every key starting with `prefix` (`None`: there is none).
+fn prefix_end(prefix: &[u8]) -> Option<Vec<u8>> {
+    let mut end = prefix.to_vec();
+    while let Some(last) = end.pop() {
+        if last < u8::MAX {
+            end.push(last + 1);
+            return Some(end);
+        }
+    }
+    None
+}
+
+/// In which order a scan returns keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Order {
+    Ascending,
+    Descending,
+}
+
+/// One write of a [`Batch`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    Put {
+        tree: Tree,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+    Delete {
+        tree: Tree,
+        key: Vec<u8>,
+    },
+    /// Deletes every key in the range (a networked store does this in one request).
+    DeleteRange {
+        tree: Tree,
+        range: KeyRange,
+    },
+}
+
+/// What must hold before a [`Batch`] is applied; checked against the state before the batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Condition {
+    /// The key holds no value.
+    Absent { tree: Tree, key: Vec<u8> },
+    /// The key holds exactly this value.
+    Equals {
+        tree: Tree,
+        key: Vec<u8>,
+        value: Vec<u8>,
+    },
+}
+
+/// Writes applied together, in order, if all their conditions hold.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Batch {
+    pub conditions: Vec<Condition>,
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    pub fn put(&mut self, tree: Tree, key: impl Into<Vec<u8>>, value: Vec<u8>) -> &mut Self {
+        self.ops.push(Op::Put {
+            tree,
+            key: key.into(),
+            value,
+        });
+        self
+    }
+
+    pub fn delete(&mut self, tree: Tree, key: impl Into<Vec<u8>>) -> &mut Self {
+        self.ops.push(Op::Delete {
+            tree,
+            key: key.into(),
+        });
+        self
+    }
+
+    pub fn delete_range(&mut self, tree: Tree, range: KeyRange) -> &mut Self {
+        self.ops.push(Op::DeleteRange { tree, range });
+        self
+    }
+
+    /// Applies the batch only if `key` holds `value` (`None`: holds nothing).
+    pub fn require(
+        &mut self,
+        tree: Tree,
+        key: impl Into<Vec<u8>>,
+        value: Option<Vec<u8>>,
+    ) -> &mut Self {
+        let key = key.into();
+        self.conditions.push(match value {
+            Some(value) => Condition::Equals { tree, key, value },
+            None => Condition::Absent { tree, key },
+        });
+        self
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.conditions.is_empty() && self.ops.is_empty()
+    }
+}
+
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BackendError {
+    /// The database failed (I/O, a lost connection, a lock held by another process).
+    #[error("{0}")]
+    Storage(String),
+    /// A condition of a batch did not hold: nothing of the batch was applied.
+    #[error("store record {tree}/{key} is not as this write expected (changed by another writer)")]
+    Conflict { tree: Tree, key: String },
+}
+
+impl BackendError {
+    /// The conflict error for a condition on `key` of `tree`.
+    pub fn conflict(tree: Tree, key: &[u8]) -> Self {
+        BackendError::Conflict {
+            tree,
+            key: String::from_utf8_lossy(key).into_owned(),
+        }
+    }
+}
+
+/// A database the hub's [`Store`](super::Store) can keep its state in.
+///
+/// What an implementation guarantees (the store relies on each):
+/// - **Ordered trees.** Keys within a tree are ordered bytewise; scans return them in that
+///   order (or its reverse) and see every batch committed before the scan started.
+/// - **Atomic, conditional batches.** [`commit`](Backend::commit) checks every condition against
+///   the state before the batch and applies the writes in order, with no other commit in
+///   between; if a condition fails it applies nothing and returns [`BackendError::Conflict`].
+///   This is what keeps read-modify-write records (a token's uses) right when several hubs
+///   share a store; on one hub the store also serialises them in memory. A read that runs
+///   while a batch is applied may see part of it (sled applies the writes one by one; etcd
+///   whole): the store reads from the backend only what it can take in any such state
+///   (reports, history, events), and everything else from its mirror.
+/// - **Durability on demand.** Once [`sync`](Backend::sync) returns, every batch whose commit
+///   returned before `sync` was called survives a crash. Before that, a crash keeps a prefix
+///   of the committed writes in commit order (possibly none of the unsynced ones, possibly part
+///   of a batch; a backend that commits durably, like etcd, keeps whole batches): the store
+///   orders its writes so that any such prefix is consistent (reports before the acked seq that
+///   covers them, a desired state's history entry before the state itself).
+/// - **One writer.** Only this hub's store writes through the backend (sled holds a file lock;
+///   a shared networked store needs a lease that fences the others).
+pub trait Backend: Send + Sync + 'static {
+    /// The value of `key`, if any.
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>>;
+
+    /// At most `limit` entries of `range`, in `order`.
+    fn scan(
+        &self,
+        tree: Tree,
+        range: KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> BackendFuture<'_, Entries>;
+
+    /// How many entries `tree` holds.
+    fn count(&self, tree: Tree) -> BackendFuture<'_, usize>;
+
+    /// Applies `batch` atomically if its conditions hold (see the trait's guarantees).
+    fn commit(&self, batch: Batch) -> BackendFuture<'_, ()>;
+
+    /// Makes every batch committed so far durable.
+    fn sync(&self) -> BackendFuture<'_, ()>;
+}
+
+/// Every entry of `tree`, in key order.
+pub async fn load(backend: &dyn Backend, tree: Tree) -> Result<Entries, BackendError> {
+    backend
+        .scan(tree, KeyRange::all(), Order::Ascending, usize::MAX)
+        .await
+}
