@@ -15,22 +15,24 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
-use gitfleet_core::yaml::Budget;
-
 use crate::cluster::{Cluster, ClusterError, Deletion, InventoryRef, Precondition};
 use crate::desired::DesiredState;
 use crate::git::{AppFiles, GitCache, ReadLimits};
 use crate::link::{LinkState, unix_now};
 use crate::metrics::{ErrorKind as MetricsError, Step};
 use crate::model::{
-    Health, ObjectRef, RenderType, ResourceAction, ResourceResult, SyncState, TargetSpec,
-    TargetStatus,
+    Health, ObjectRef, ResourceAction, ResourceResult, SyncState, TargetSpec, TargetStatus,
 };
-use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits};
+use crate::renderer::{RenderGate, RenderSettings, Renderers, Workspace};
+use crate::sync::render::{self, FileError, Manifest, RenderContext, RenderLimits, Rendered};
 use crate::sync::retry::{self, RetryPolicy};
 use crate::sync::{drift, health, order, prune, report};
 use crate::telemetry;
 use crate::watch::Watches;
+
+/// Renders at once by default: each may run a child process and parse megabytes of YAML, and
+/// a spoke is given a core or two.
+pub const DEFAULT_MAX_CONCURRENT_RENDERS: usize = 2;
 
 /// How the agent paces itself.
 #[derive(Debug, Clone)]
@@ -68,6 +70,11 @@ pub struct AgentConfig {
     pub helm_command: std::path::PathBuf,
     /// Longest a `helm template` may run.
     pub helm_timeout: Duration,
+    /// The rendering engines, in detection order.
+    pub renderers: Renderers,
+    /// Most renders (a `kustomize build` or `helm template` and the parse of its output, or
+    /// the parse of plain YAML) running at once, over every Target.
+    pub max_concurrent_renders: usize,
 }
 
 impl AgentConfig {
@@ -77,6 +84,17 @@ impl AgentConfig {
             attempts: self.fetch_attempts,
             base: self.fetch_retry_base,
             max: self.fetch_retry_max,
+        }
+    }
+
+    /// What renderers may spend, and the commands they run.
+    pub fn render_settings(&self) -> RenderSettings {
+        RenderSettings {
+            limits: self.render_limits,
+            read_limits: self.read_limits,
+            kustomize_timeout: self.kustomize_timeout,
+            helm_command: self.helm_command.clone(),
+            helm_timeout: self.helm_timeout,
         }
     }
 
@@ -101,6 +119,8 @@ impl AgentConfig {
             kustomize_timeout: Duration::from_secs(60),
             helm_command: "helm".into(),
             helm_timeout: Duration::from_secs(60),
+            renderers: Renderers::standard(),
+            max_concurrent_renders: DEFAULT_MAX_CONCURRENT_RENDERS,
         }
     }
 }
@@ -123,6 +143,9 @@ struct Context {
     watches: Watches,
     git: Arc<GitCache>,
     reporter: Arc<dyn Reporter>,
+    render_settings: RenderSettings,
+    /// Shared by every Target: see `AgentConfig::max_concurrent_renders`.
+    render_gate: RenderGate,
 }
 
 struct Worker {
@@ -140,6 +163,8 @@ pub async fn run(
     cancel: CancellationToken,
 ) {
     let ctx = Arc::new(Context {
+        render_settings: config.render_settings(),
+        render_gate: RenderGate::new(config.max_concurrent_renders),
         config,
         watches: Watches::new(cluster.clone()),
         cluster,
@@ -572,39 +597,6 @@ async fn sync_once(
         Fetched::Failed(message) => return Some(fail(message)),
         Fetched::Superseded => return None,
     };
-    let started = Instant::now();
-    let fail = |message: String| {
-        metrics.error(MetricsError::render);
-        fail(message)
-    };
-    let files = match choose_renderer(spec, &files.files) {
-        Renderer::Plain => files,
-        Renderer::Unsupported(message) => return Some(fail(message)),
-        Renderer::Kustomize(dir) => {
-            match kustomize(ctx, spec, credential, &dir)
-                .instrument(tracing::info_span!("kustomize", dir = %dir))
-                .await
-            {
-                Ok((built, errors)) => crate::git::AppFiles {
-                    files: vec![built],
-                    errors,
-                },
-                Err(message) => return Some(fail(message)),
-            }
-        }
-        Renderer::Helm(chart) => {
-            match helm(ctx, spec, credential, &chart)
-                .instrument(tracing::info_span!("helm", chart = %chart))
-                .await
-            {
-                Ok((built, errors)) => crate::git::AppFiles {
-                    files: built,
-                    errors,
-                },
-                Err(message) => return Some(fail(message)),
-            }
-        }
-    };
     let render_ctx = RenderContext {
         app: spec.app.clone(),
         target_id: spec.target_id.clone(),
@@ -612,20 +604,30 @@ async fn sync_once(
         namespace: spec.namespace.clone(),
         create_namespace: true,
     };
-    let scopes = ctx.cluster.known_scopes();
-    let lookup = render::scopes_from(&scopes);
-    let rendered = match tracing::info_span!("render").in_scope(|| {
-        render::render(
-            &files.files,
-            &render_ctx,
-            &ctx.config.render_limits,
-            &lookup,
-        )
-    }) {
-        Ok(rendered) => rendered,
-        Err(error) => return Some(fail(error.to_string())),
+    let workspace = Workspace {
+        spec,
+        files,
+        credential,
+        git: &ctx.git,
+        settings: &ctx.render_settings,
     };
-    metrics.observe(Step::render, started.elapsed());
+    let scopes = ctx.cluster.known_scopes();
+    let rendered = render_target(
+        &ctx.config.renderers,
+        &ctx.render_gate,
+        workspace,
+        &render_ctx,
+        &render::scopes_from(&scopes),
+    )
+    .await;
+    let (files, rendered, took) = match rendered {
+        Ok(rendered) => rendered,
+        Err(message) => {
+            metrics.error(MetricsError::render);
+            return Some(fail(message));
+        }
+    };
+    metrics.observe(Step::render, took);
     let started = Instant::now();
 
     let mut resources: Vec<ResourceResult> = files
@@ -1074,194 +1076,31 @@ async fn assess_health(
     drifted
 }
 
-/// How a Target's manifests are produced.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Renderer {
-    Plain,
-    /// `kustomize build` of this repository directory.
-    Kustomize(String),
-    /// `helm template` of the chart in this repository directory.
-    Helm(String),
-    Unsupported(String),
-}
-
-/// Picks the renderer from the render options and, for `auto`, the files at the App path.
-fn choose_renderer(spec: &TargetSpec, files: &[render::SourceFile]) -> Renderer {
-    let base = crate::git::normalize_path(&spec.source.path).unwrap_or_default();
-    let join = |a: &str, b: &str| match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_owned(),
-        (_, true) => a.to_owned(),
-        _ => format!("{a}/{b}"),
-    };
-    let kustomize_dir = match crate::git::normalize_path(&spec.render.kustomize_dir) {
-        Ok(dir) => join(&base, &dir),
-        Err(error) => return Renderer::Unsupported(format!("kustomize dir: {error}")),
-    };
-    let has = |dir: &str, name: &str| files.iter().any(|f| f.path == join(dir, name));
-    let is_kustomization = ["kustomization.yaml", "kustomization.yml"]
-        .iter()
-        .any(|n| has(&kustomize_dir, n));
-    match spec.render.render_type {
-        RenderType::Kustomize => Renderer::Kustomize(kustomize_dir),
-        RenderType::Helm => Renderer::Helm(base),
-        RenderType::Auto if is_kustomization => Renderer::Kustomize(kustomize_dir),
-        RenderType::Auto if has(&base, "Chart.yaml") => Renderer::Helm(base),
-        RenderType::Auto | RenderType::Yaml => Renderer::Plain,
-    }
-}
-
-/// Writes the App path and the extra paths it declares to a temporary directory and builds the
-/// kustomization there; the output becomes one source file named after the kustomization.
-async fn kustomize(
-    ctx: &Context,
-    spec: &TargetSpec,
-    credential: Option<&crate::model::RepoCredential>,
-    dir: &str,
-) -> Result<(render::SourceFile, Vec<FileError>), String> {
-    let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
-    // The repository's files and the build's home side by side, so that no file of the
-    // repository can stand in for the home's.
-    let root = work.path().join("repo");
-    let mut dirs = vec![spec.source.path.clone()];
-    dirs.extend(spec.source.extra_paths.iter().cloned());
-    let errors = ctx
-        .git
-        .materialize(
-            &spec.source,
-            credential,
-            &dirs,
-            &root,
-            ctx.config.read_limits,
-        )
+/// Renders a Target: the engine its options (or its files) pick, then the YAML into objects,
+/// holding one of the spoke's render permits throughout. Returns the files' refused entries,
+/// what was rendered, and how long rendering took once it had its turn.
+pub(crate) async fn render_target(
+    renderers: &Renderers,
+    gate: &RenderGate,
+    workspace: Workspace<'_>,
+    render_ctx: &RenderContext,
+    namespaced: &(dyn Fn(&str, &str) -> Option<bool> + Sync),
+) -> Result<(crate::git::AppFiles, Rendered, Duration), String> {
+    let chosen = renderers
+        .choose(workspace.spec, &workspace.files.files)
+        .map_err(|e| e.to_string())?;
+    let _permit = gate.enter().await;
+    let started = Instant::now();
+    let limits = workspace.settings.limits;
+    let files = chosen
+        .renderer
+        .render(&chosen.dir, workspace)
         .await
         .map_err(|e| e.to_string())?;
-    // The kustomizations are read within the Target's YAML budget (and their output, later,
-    // within another of the same size).
-    let budget = Budget::new(ctx.config.render_limits.yaml);
-    crate::kustomize::check_local_only(&root, &budget).map_err(|e| e.to_string())?;
-    let output = crate::kustomize::build(
-        &root,
-        &root.join(dir),
-        &work.path().join("home"),
-        ctx.config.kustomize_timeout,
-        ctx.config.render_limits.max_bytes,
-    )
-    .await
-    .map_err(|e| format!("{dir}: {e}"))?;
-    let name = if dir.is_empty() {
-        "kustomization.yaml".to_owned()
-    } else {
-        format!("{dir}/kustomization.yaml")
-    };
-    Ok((render::SourceFile::new(name, output), errors))
-}
-
-/// Writes the App path and its extra paths to a temporary directory and runs `helm template`
-/// on the chart there with the App's values files (relative to the App path) and inline values
-/// (last, so they win); the output becomes one source file per template.
-async fn helm(
-    ctx: &Context,
-    spec: &TargetSpec,
-    credential: Option<&crate::model::RepoCredential>,
-    chart: &str,
-) -> Result<(Vec<render::SourceFile>, Vec<FileError>), String> {
-    // Checked before anything is fetched: the hub checks these too, but the spoke runs helm
-    // and does not take the hub's word for what reaches its command line.
-    let release = helm_release(spec)?;
-    if let Some(problem) = crate::helm::namespace_problem(&spec.namespace) {
-        return Err(format!("namespace {:?} {problem}", spec.namespace));
-    }
-    let mut values = Vec::new();
-    for (i, file) in spec.render.helm_values_files.iter().enumerate() {
-        let field = format!("spec.render.helm.valuesFiles[{i}]");
-        if let Some(problem) = crate::helm::values_file_problem(file) {
-            return Err(format!("{field} {file:?} {problem}"));
-        }
-        let path = crate::git::normalize_path(file)
-            .map(|f| join_repo_path(chart, &f))
-            .map_err(|e| format!("{field}: {e}"))?;
-        values.push(path);
-    }
-    let work = tempfile::TempDir::new().map_err(|e| format!("creating a work directory: {e}"))?;
-    let root = work.path().join("repo");
-    let mut dirs = vec![spec.source.path.clone()];
-    dirs.extend(spec.source.extra_paths.iter().cloned());
-    let errors = ctx
-        .git
-        .materialize(
-            &spec.source,
-            credential,
-            &dirs,
-            &root,
-            ctx.config.read_limits,
-        )
-        .await
+    let rendered = tracing::info_span!("render")
+        .in_scope(|| render::render(&files.files, render_ctx, &limits, namespaced))
         .map_err(|e| e.to_string())?;
-    let chart_dir = root.join(chart);
-    let budget = Budget::new(ctx.config.render_limits.yaml);
-    crate::helm::check_vendored(&chart_dir, &root, &budget).map_err(|e| e.to_string())?;
-    let mut values_files = Vec::new();
-    for path in values {
-        if !root.join(&path).is_file() {
-            return Err(crate::helm::HelmError::MissingValues(path).to_string());
-        }
-        values_files.push(root.join(path));
-    }
-    if !spec.render.helm_values_yaml.trim().is_empty() {
-        let inline = work.path().join("values-inline.yaml");
-        std::fs::write(&inline, &spec.render.helm_values_yaml)
-            .map_err(|e| format!("writing the inline values: {e}"))?;
-        values_files.push(inline);
-    }
-    let home = work.path().join("home");
-    let request = crate::helm::TemplateRequest {
-        command: &ctx.config.helm_command,
-        chart: &chart_dir,
-        release,
-        namespace: &spec.namespace,
-        values_files: &values_files,
-        timeout: ctx.config.helm_timeout,
-        max_bytes: ctx.config.render_limits.max_bytes,
-        work_dir: &root,
-        home: &home,
-    };
-    let output = crate::helm::template(&request).await.map_err(|e| {
-        if chart.is_empty() {
-            e.to_string()
-        } else {
-            format!("{chart}: {e}")
-        }
-    })?;
-    Ok((crate::helm::split_sources(&output, chart), errors))
-}
-
-/// The Helm release name of a Target: `spec.render.helm.releaseName`, else the App's name;
-/// refused, naming where it came from, when Helm would not take it as a release name.
-fn helm_release(spec: &TargetSpec) -> Result<&str, String> {
-    if spec.render.helm_release.is_empty() {
-        return match crate::helm::release_name_problem(&spec.app) {
-            None => Ok(&spec.app),
-            Some(problem) => Err(format!(
-                "release name {:?} (the App's name; set spec.render.helm.releaseName) {problem}",
-                spec.app
-            )),
-        };
-    }
-    match crate::helm::release_name_problem(&spec.render.helm_release) {
-        None => Ok(&spec.render.helm_release),
-        Some(problem) => Err(format!(
-            "spec.render.helm.releaseName {:?} {problem}",
-            spec.render.helm_release
-        )),
-    }
-}
-
-fn join_repo_path(a: &str, b: &str) -> String {
-    match (a.is_empty(), b.is_empty()) {
-        (true, _) => b.to_owned(),
-        (_, true) => a.to_owned(),
-        _ => format!("{a}/{b}"),
-    }
+    Ok((files, rendered, started.elapsed()))
 }
 
 fn invalid_file(error: &FileError) -> ResourceResult {
@@ -1349,11 +1188,7 @@ mod tests {
         assert_eq!(settled_delay(&config, true, 30), Duration::from_secs(5));
     }
 
-    fn file(path: &str) -> render::SourceFile {
-        render::SourceFile::new(path, "x")
-    }
-
-    fn target(path: &str, render_type: RenderType, kustomize_dir: &str) -> TargetSpec {
+    fn target(path: &str) -> TargetSpec {
         TargetSpec {
             target_id: "t".into(),
             app: "t".into(),
@@ -1366,11 +1201,7 @@ mod tests {
                 extra_paths: Vec::new(),
             },
             namespace: String::new(),
-            render: crate::model::RenderOptions {
-                render_type,
-                kustomize_dir: kustomize_dir.into(),
-                ..Default::default()
-            },
+            render: crate::model::RenderOptions::default(),
             sync_policy: crate::model::SyncPolicy::default(),
             trace: BTreeMap::new(),
             spec_generation: 1,
@@ -1379,7 +1210,7 @@ mod tests {
 
     #[test]
     fn a_spec_sent_again_with_another_trace_context_is_no_change() {
-        let held = target("app", RenderType::Auto, "");
+        let held = target("app");
         let mut again = held.clone();
         again.trace.insert(
             "traceparent".into(),
@@ -1389,50 +1220,5 @@ mod tests {
         let mut moved = again.clone();
         moved.source.commit = "b".repeat(40);
         assert!(!same_spec(&held, &moved));
-    }
-
-    #[test]
-    fn the_renderer_follows_options_and_detection() {
-        let plain = [file("app/a.yaml")];
-        let kustomized = [file("app/kustomization.yaml"), file("app/a.yaml")];
-        let chart = [file("app/Chart.yaml")];
-        assert_eq!(
-            choose_renderer(&target("app", RenderType::Auto, ""), &plain),
-            Renderer::Plain
-        );
-        assert_eq!(
-            choose_renderer(&target("app", RenderType::Auto, ""), &kustomized),
-            Renderer::Kustomize("app".into())
-        );
-        assert_eq!(
-            choose_renderer(&target("app", RenderType::Yaml, ""), &kustomized),
-            Renderer::Plain
-        );
-        assert_eq!(
-            choose_renderer(
-                &target("app", RenderType::Kustomize, "overlays/dev"),
-                &plain
-            ),
-            Renderer::Kustomize("app/overlays/dev".into())
-        );
-        assert_eq!(
-            choose_renderer(&target("app", RenderType::Auto, ""), &chart),
-            Renderer::Helm("app".into())
-        );
-        assert_eq!(
-            choose_renderer(&target("app", RenderType::Helm, ""), &plain),
-            Renderer::Helm("app".into())
-        );
-        assert!(matches!(
-            choose_renderer(&target("app", RenderType::Kustomize, "../x"), &plain),
-            Renderer::Unsupported(m) if m.contains("..")
-        ));
-        assert_eq!(
-            choose_renderer(
-                &target("", RenderType::Auto, ""),
-                &[file("kustomization.yml")]
-            ),
-            Renderer::Kustomize(String::new())
-        );
     }
 }
