@@ -49,17 +49,12 @@ pub(super) async fn watch_health(
         let (delay, settled) = async {
             let mut resources = attempt.resources.clone();
             if attempt.fatal.is_some() {
-                let summary = report::summarize(&resources, attempt.fatal.as_deref());
-                send_if_changed(
+                send_summary(
                     ctx,
                     last,
-                    status_of(
-                        &attempt.spec,
-                        summary.sync,
-                        summary.health,
-                        summary.message,
-                        resources,
-                    ),
+                    &attempt.spec,
+                    resources,
+                    attempt.fatal.as_deref(),
                 );
                 let wait = failure_wait;
                 failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
@@ -70,20 +65,9 @@ pub(super) async fn watch_health(
                 if expired {
                     report::expire_progressing(&mut resources, ctx.config.progress_timeout);
                 }
-                let summary = report::summarize(&resources, None);
-                let progressing = summary.health == Health::Progressing
-                    || resources.iter().any(|r| r.health == Health::Progressing);
-                let changed = send_if_changed(
-                    ctx,
-                    last,
-                    status_of(
-                        &attempt.spec,
-                        summary.sync,
-                        summary.health,
-                        summary.message,
-                        resources,
-                    ),
-                );
+                let any_progressing = resources.iter().any(|r| r.health == Health::Progressing);
+                let (changed, health) = send_summary(ctx, last, &attempt.spec, resources, None);
+                let progressing = health == Health::Progressing || any_progressing;
                 quiet_rounds = if changed {
                     0
                 } else {
@@ -122,6 +106,21 @@ pub(super) async fn watch_health(
             () = cancel.cancelled() => return false,
         }
     }
+}
+
+/// Reports what `resources` (and `fatal`, the failure that ended the sync early) come to,
+/// unless the last report said the same. Returns whether it reported, and the Target's health.
+fn send_summary(
+    ctx: &Context,
+    last: &mut Option<TargetStatus>,
+    spec: &TargetSpec,
+    resources: Vec<ResourceResult>,
+    fatal: Option<&str>,
+) -> (bool, Health) {
+    let summary = report::summarize(&resources, fatal);
+    let health = summary.health;
+    let status = status_of(spec, summary.sync, health, summary.message, resources);
+    (send_if_changed(ctx, last, status), health)
 }
 
 /// How long to wait between checks of a settled Target: `settled_poll` while it changes or

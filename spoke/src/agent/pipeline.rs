@@ -407,18 +407,7 @@ fn served_by_crds(manifests: &[Manifest]) -> Vec<(String, String)> {
 }
 
 fn invalid_file(error: &FileError) -> ResourceResult {
-    ResourceResult {
-        object: ObjectRef {
-            api_version: String::new(),
-            kind: String::new(),
-            namespace: String::new(),
-            name: String::new(),
-        },
-        action: ResourceAction::Invalid,
-        health: Health::Unknown,
-        message: error.to_string(),
-        source_file: error.file.clone(),
-    }
+    ResourceResult::invalid(error.file.clone(), error.to_string())
 }
 
 pub(super) fn result(

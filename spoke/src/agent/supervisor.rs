@@ -119,33 +119,11 @@ fn same_spec(a: &TargetSpec, b: &TargetSpec) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-
-    fn target(path: &str) -> TargetSpec {
-        TargetSpec {
-            target_id: "t".into(),
-            app: "t".into(),
-            source: crate::model::Source {
-                repo_url: String::new(),
-                repo_name: String::new(),
-                commit: String::new(),
-                git_ref: String::new(),
-                path: path.into(),
-                extra_paths: Vec::new(),
-            },
-            namespace: String::new(),
-            render: crate::model::RenderOptions::default(),
-            sync_policy: crate::model::SyncPolicy::default(),
-            trace: BTreeMap::new(),
-            spec_generation: 1,
-        }
-    }
 
     #[test]
     fn a_spec_sent_again_with_another_trace_context_is_no_change() {
-        let held = target("app");
+        let held = TargetSpec::test("t", "app");
         let mut again = held.clone();
         again.trace.insert(
             "traceparent".into(),

@@ -1,8 +1,6 @@
-use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 use super::*;
-use crate::model::{RenderOptions, Source, SyncPolicy};
 use crate::sync::render::{RenderContext, no_discovery};
 
 fn file(path: &str) -> SourceFile {
@@ -10,27 +8,10 @@ fn file(path: &str) -> SourceFile {
 }
 
 fn target(path: &str, render_type: RenderType, kustomize_dir: &str) -> TargetSpec {
-    TargetSpec {
-        target_id: "t".into(),
-        app: "t".into(),
-        source: Source {
-            repo_url: String::new(),
-            repo_name: String::new(),
-            commit: String::new(),
-            git_ref: String::new(),
-            path: path.into(),
-            extra_paths: Vec::new(),
-        },
-        namespace: String::new(),
-        render: RenderOptions {
-            render_type,
-            kustomize_dir: kustomize_dir.into(),
-            ..Default::default()
-        },
-        sync_policy: SyncPolicy::default(),
-        trace: BTreeMap::new(),
-        spec_generation: 1,
-    }
+    let mut spec = TargetSpec::test("t", path);
+    spec.render.render_type = render_type;
+    spec.render.kustomize_dir = kustomize_dir.into();
+    spec
 }
 
 /// (render type, directory) of the engine the standard set picks.
@@ -196,12 +177,12 @@ impl Renderer for Counting {
         RenderType::Yaml
     }
 
-    fn source_dir(&self, _spec: &TargetSpec, base: &str) -> Result<String, RendererError> {
-        Ok(base.to_owned())
+    fn source_dir(&self, spec: &TargetSpec, base: &str) -> Result<String, RendererError> {
+        Plain.source_dir(spec, base)
     }
 
-    fn detect(&self, _dir: &str, _files: &[SourceFile]) -> bool {
-        true
+    fn detect(&self, dir: &str, files: &[SourceFile]) -> bool {
+        Plain.detect(dir, files)
     }
 
     fn render<'a>(
