@@ -507,3 +507,66 @@ pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
         cluster_name: t.cluster.unwrap_or_default(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{HelmOptions, KustomizeOptions};
+
+    /// Spokes from before the `engine` oneof read fields 1-5: the hub still fills them as it did.
+    #[test]
+    #[allow(deprecated)]
+    fn render_options_carry_the_engine_and_the_old_fields_alike() {
+        let spec = |render_type| RenderSpec {
+            render_type,
+            kustomize: Some(KustomizeOptions {
+                dir: Some("overlays/dev".into()),
+            }),
+            helm: Some(HelmOptions {
+                release_name: Some("web-b".into()),
+                values_files: vec!["values-prod.yaml".into()],
+                values: None,
+            }),
+        };
+        let kustomize = pb::KustomizeOptions {
+            dir: "overlays/dev".into(),
+        };
+        let helm = pb::HelmOptions {
+            release: "web-b".into(),
+            values_files: vec!["values-prod.yaml".into()],
+            values_yaml: String::new(),
+        };
+        for (render_type, old_type, engine) in [
+            (
+                RenderType::Auto,
+                pb::RenderType::Auto,
+                pb::render_options::Engine::Detect(pb::DetectOptions {
+                    kustomize: Some(kustomize.clone()),
+                    helm: Some(helm.clone()),
+                }),
+            ),
+            (
+                RenderType::Yaml,
+                pb::RenderType::Yaml,
+                pb::render_options::Engine::Plain(pb::PlainOptions {}),
+            ),
+            (
+                RenderType::Kustomize,
+                pb::RenderType::Kustomize,
+                pb::render_options::Engine::Kustomize(kustomize.clone()),
+            ),
+            (
+                RenderType::Helm,
+                pb::RenderType::Helm,
+                pb::render_options::Engine::Helm(helm.clone()),
+            ),
+        ] {
+            let options = render_options(&spec(render_type));
+            assert_eq!(options.r#type, old_type as i32);
+            assert_eq!(options.kustomize_dir, "overlays/dev");
+            assert_eq!(options.helm_release, "web-b");
+            assert_eq!(options.helm_values_files, ["values-prod.yaml"]);
+            assert_eq!(options.engine, Some(engine), "{render_type:?}");
+        }
+    }
+}

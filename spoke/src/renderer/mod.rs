@@ -253,11 +253,6 @@ impl RenderGate {
     pub async fn enter(&self) -> Option<SemaphorePermit<'_>> {
         self.permits.acquire().await.ok()
     }
-
-    /// How many more renders could start right now.
-    pub fn available(&self) -> usize {
-        self.permits.available_permits()
-    }
 }
 
 /// `a/b` of two repository paths, either of which may be the root ("").
