@@ -92,26 +92,15 @@ impl DesiredState {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::model::{CredentialKind, RenderOptions, Source, SyncPolicy};
+    use crate::model::CredentialKind;
 
     fn spec(id: &str, url: &str, commit: &str) -> TargetSpec {
-        TargetSpec {
-            target_id: id.into(),
-            app: id.into(),
-            source: Source {
-                repo_url: url.into(),
-                repo_name: "r".into(),
-                commit: commit.into(),
-                git_ref: String::new(),
-                path: String::new(),
-                extra_paths: Vec::new(),
-            },
-            namespace: "ns".into(),
-            render: RenderOptions::default(),
-            sync_policy: SyncPolicy::default(),
-            trace: BTreeMap::new(),
-            spec_generation: 1,
-        }
+        let mut spec = TargetSpec::test(id, "");
+        spec.source.repo_url = url.into();
+        spec.source.repo_name = "r".into();
+        spec.source.commit = commit.into();
+        spec.namespace = "ns".into();
+        spec
     }
 
     fn credential(url: &str, password: &str) -> RepoCredential {

@@ -124,14 +124,7 @@ impl IdentityStore {
                 message: e.to_string(),
             });
         }
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
-            IdentityError::BadKey {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        store::write_atomic(&path, key.serialize_pem().as_bytes(), true)?;
-        Ok(key)
+        create_key(&path)
     }
 
     /// Stores a newly issued certificate and the CA to verify the hub with.
@@ -141,17 +134,23 @@ impl IdentityStore {
     }
 }
 
+/// Generates a key pair and stores it, owner-only, at `path`.
+fn create_key(path: &Path) -> Result<rcgen::KeyPair, IdentityError> {
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
+        IdentityError::BadKey {
+            path: path.to_owned(),
+            message: e.to_string(),
+        }
+    })?;
+    store::write_atomic(path, key.serialize_pem().as_bytes(), true)?;
+    Ok(key)
+}
+
 impl IdentityStore {
     /// Starts a renewal: a new key (kept aside until its certificate arrives) and its CSR.
     pub fn begin_renewal(&self, cluster_name: &str) -> Result<String, IdentityError> {
         let path = self.next_key_path();
-        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).map_err(|e| {
-            IdentityError::BadKey {
-                path: path.clone(),
-                message: e.to_string(),
-            }
-        })?;
-        store::write_atomic(&path, key.serialize_pem().as_bytes(), true)?;
+        let key = create_key(&path)?;
         build_csr(&key, cluster_name)
     }
 

@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod model;
 pub mod outbox;
 pub mod process;
+pub mod renderer;
 pub mod runtime;
 pub mod store;
 pub mod sync;

@@ -59,6 +59,11 @@ struct RunArgs {
     /// The helm binary that renders Helm charts (`helm template`); a path or a name on PATH.
     #[arg(long, env = "GITFLEET_HELM_COMMAND", default_value = "helm")]
     helm_command: PathBuf,
+    /// Most renders (`kustomize build`, `helm template`, the parse of their output or of plain
+    /// YAML) running at once, over every Target; the others wait their turn.
+    #[arg(long, env = "GITFLEET_MAX_CONCURRENT_RENDERS", default_value_t = 2,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_concurrent_renders: u16,
     /// Threads that run the agent. The spoke mostly waits on the network; a thread per core of
     /// a large node would only cost memory.
     #[arg(long, env = "GITFLEET_WORKER_THREADS", default_value_t = 2,
@@ -111,6 +116,7 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
     config.bootstrap_token = args.bootstrap_token;
     config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);
     config.helm_command = args.helm_command;
+    config.max_concurrent_renders = usize::from(args.max_concurrent_renders);
     config.git_fetch = gitfleet_spoke::git::FetchLimits {
         timeout: std::time::Duration::from_secs(args.git_fetch_timeout),
         max_bytes: usize::try_from(args.git_fetch_max_bytes)

@@ -22,6 +22,30 @@ pub struct TargetSpec {
     pub spec_generation: u64,
 }
 
+#[cfg(test)]
+impl TargetSpec {
+    /// A Target `id` of App `id` at the App path `path`, everything else empty or default.
+    pub(crate) fn test(id: &str, path: &str) -> Self {
+        Self {
+            target_id: id.into(),
+            app: id.into(),
+            source: Source {
+                repo_url: String::new(),
+                repo_name: String::new(),
+                commit: String::new(),
+                git_ref: String::new(),
+                path: path.into(),
+                extra_paths: Vec::new(),
+            },
+            namespace: String::new(),
+            render: RenderOptions::default(),
+            sync_policy: SyncPolicy::default(),
+            trace: BTreeMap::new(),
+            spec_generation: 1,
+        }
+    }
+}
+
 /// One exact commit of one repository, and where in it the App lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Source {
@@ -196,7 +220,7 @@ impl ResourceAction {
 }
 
 /// The identity of a Kubernetes object.
-#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct ObjectRef {
     pub api_version: String,
     pub kind: String,
@@ -221,6 +245,19 @@ pub struct ResourceResult {
     pub health: Health,
     pub message: String,
     pub source_file: String,
+}
+
+impl ResourceResult {
+    /// A file (or an object in it) that could not be turned into an object: no object to name.
+    pub fn invalid(source_file: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            object: ObjectRef::default(),
+            action: ResourceAction::Invalid,
+            health: Health::Unknown,
+            message: message.into(),
+            source_file: source_file.into(),
+        }
+    }
 }
 
 /// A status report about one Target, before it gets a sequence number.

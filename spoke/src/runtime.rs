@@ -42,6 +42,8 @@ pub struct SpokeConfig {
     pub helm_command: PathBuf,
     /// Bounds on every Git fetch: how long, and how many bytes.
     pub git_fetch: crate::git::FetchLimits,
+    /// Most renders running at once, over every Target (`--max-concurrent-renders`).
+    pub max_concurrent_renders: usize,
     /// Where `/healthz`, `/readyz` and `/metrics` are served; no HTTP listener when `None`
     /// (the binary's default is 0.0.0.0:9090).
     pub http_listen: Option<SocketAddr>,
@@ -73,6 +75,7 @@ impl SpokeConfig {
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             helm_command: "helm".into(),
             git_fetch: crate::git::FetchLimits::default(),
+            max_concurrent_renders: agent::DEFAULT_MAX_CONCURRENT_RENDERS,
             http_listen: None,
             link_runtime: None,
         }
@@ -186,6 +189,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());
     agent_config.progress_timeout = config.progress_timeout;
     agent_config.helm_command = config.helm_command.clone();
+    agent_config.max_concurrent_renders = config.max_concurrent_renders;
     agent_config.metrics = Arc::clone(&metrics);
     let git =
         Arc::new(GitCache::new(config.data_dir.join("git")).with_fetch_limits(config.git_fetch));

@@ -104,6 +104,8 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
     }
 }
 
+/// The engine and its options, and (for spokes older than `engine`) the same in fields 1-5.
+#[allow(deprecated)]
 fn render_options(r: &RenderSpec) -> pb::RenderOptions {
     let render_type = match r.render_type {
         RenderType::Auto => pb::RenderType::Auto,
@@ -111,22 +113,39 @@ fn render_options(r: &RenderSpec) -> pb::RenderOptions {
         RenderType::Kustomize => pb::RenderType::Kustomize,
         RenderType::Helm => pb::RenderType::Helm,
     };
-    let helm = r.helm.as_ref();
-    pb::RenderOptions {
-        r#type: render_type as i32,
-        kustomize_dir: r
+    let kustomize = pb::KustomizeOptions {
+        dir: r
             .kustomize
             .as_ref()
             .and_then(|k| k.dir.clone())
             .unwrap_or_default(),
-        helm_release: helm
+    };
+    let helm = r.helm.as_ref();
+    let helm = pb::HelmOptions {
+        release: helm
             .and_then(|h| h.release_name.clone())
             .unwrap_or_default(),
-        helm_values_files: helm.map(|h| h.values_files.clone()).unwrap_or_default(),
-        helm_values_yaml: helm
+        values_files: helm.map(|h| h.values_files.clone()).unwrap_or_default(),
+        values_yaml: helm
             .and_then(|h| h.values.as_ref())
             .and_then(|v| serde_yaml::to_string(v).ok())
             .unwrap_or_default(),
+    };
+    pb::RenderOptions {
+        r#type: render_type as i32,
+        kustomize_dir: kustomize.dir.clone(),
+        helm_release: helm.release.clone(),
+        helm_values_files: helm.values_files.clone(),
+        helm_values_yaml: helm.values_yaml.clone(),
+        engine: Some(match r.render_type {
+            RenderType::Auto => pb::render_options::Engine::Detect(pb::DetectOptions {
+                kustomize: Some(kustomize),
+                helm: Some(helm),
+            }),
+            RenderType::Yaml => pb::render_options::Engine::Plain(pb::PlainOptions {}),
+            RenderType::Kustomize => pb::render_options::Engine::Kustomize(kustomize),
+            RenderType::Helm => pb::render_options::Engine::Helm(helm),
+        }),
     }
 }
 
@@ -486,5 +505,68 @@ pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
         revoked: t.revoked,
         allowed_label_keys: t.allowed_label_keys.into_iter().collect(),
         cluster_name: t.cluster.unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::resources::{HelmOptions, KustomizeOptions};
+
+    /// Spokes from before the `engine` oneof read fields 1-5: the hub still fills them as it did.
+    #[test]
+    #[allow(deprecated)]
+    fn render_options_carry_the_engine_and_the_old_fields_alike() {
+        let spec = |render_type| RenderSpec {
+            render_type,
+            kustomize: Some(KustomizeOptions {
+                dir: Some("overlays/dev".into()),
+            }),
+            helm: Some(HelmOptions {
+                release_name: Some("web-b".into()),
+                values_files: vec!["values-prod.yaml".into()],
+                values: None,
+            }),
+        };
+        let kustomize = pb::KustomizeOptions {
+            dir: "overlays/dev".into(),
+        };
+        let helm = pb::HelmOptions {
+            release: "web-b".into(),
+            values_files: vec!["values-prod.yaml".into()],
+            values_yaml: String::new(),
+        };
+        for (render_type, old_type, engine) in [
+            (
+                RenderType::Auto,
+                pb::RenderType::Auto,
+                pb::render_options::Engine::Detect(pb::DetectOptions {
+                    kustomize: Some(kustomize.clone()),
+                    helm: Some(helm.clone()),
+                }),
+            ),
+            (
+                RenderType::Yaml,
+                pb::RenderType::Yaml,
+                pb::render_options::Engine::Plain(pb::PlainOptions {}),
+            ),
+            (
+                RenderType::Kustomize,
+                pb::RenderType::Kustomize,
+                pb::render_options::Engine::Kustomize(kustomize.clone()),
+            ),
+            (
+                RenderType::Helm,
+                pb::RenderType::Helm,
+                pb::render_options::Engine::Helm(helm.clone()),
+            ),
+        ] {
+            let options = render_options(&spec(render_type));
+            assert_eq!(options.r#type, old_type as i32);
+            assert_eq!(options.kustomize_dir, "overlays/dev");
+            assert_eq!(options.helm_release, "web-b");
+            assert_eq!(options.helm_values_files, ["values-prod.yaml"]);
+            assert_eq!(options.engine, Some(engine), "{render_type:?}");
+        }
     }
 }

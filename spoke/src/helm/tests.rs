@@ -286,12 +286,13 @@ async fn podinfo_renders_with_values_release_and_namespace() {
         .await
         .expect("renders");
     let files = split_sources(&output, "charts/podinfo");
-    let doc = |path: &str| -> serde_yaml::Value {
+    let doc = |path: &str| -> serde_json::Value {
         let file = files
             .iter()
             .find(|f| f.path == path)
             .unwrap_or_else(|| panic!("{path} rendered"));
-        serde_yaml::from_slice(&file.content).expect("yaml")
+        let text = std::str::from_utf8(&file.content).expect("utf-8");
+        Budget::new(Limits::DEFAULT).document(text).expect("yaml")
     };
     let deployment = doc("charts/podinfo/templates/deployment.yaml");
     assert_eq!(deployment["kind"], "Deployment");
@@ -408,4 +409,22 @@ fn an_alias_bomb_in_chart_yaml_or_requirements_yaml_is_refused() {
             "{err}"
         );
     }
+}
+
+/// Chart.yaml is read with serde-saphyr (through gitfleet-core's budget): a syntax error says
+/// where it is.
+#[test]
+fn a_chart_that_does_not_parse_is_refused_with_its_location() {
+    let work = tempfile::TempDir::new().expect("tempdir");
+    let chart = work.path().join("web");
+    write(
+        &chart,
+        "Chart.yaml",
+        "apiVersion: v2\nname: web\ndependencies: [a, b\nversion: 1.0.0\n",
+    );
+    let err = check_vendored(&chart, work.path(), &Budget::new(Limits::DEFAULT))
+        .expect_err("bad yaml")
+        .to_string();
+    assert!(err.starts_with("web/Chart.yaml: line "), "{err}");
+    assert!(err.contains("column"), "{err}");
 }

@@ -380,7 +380,7 @@ fn parse_file(
         return Err(FileFailure::TooManyDocuments);
     }
 
-    // Line numbers of document starts line up with serde_yaml's documents only when our scan
+    // Line numbers of document starts line up with the parser's documents only when our scan
     // agrees on how many there are; otherwise name documents by position alone.
     let starts = document_start_lines(text);
     let starts_known = starts.len() == docs.len();

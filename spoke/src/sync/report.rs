@@ -282,18 +282,7 @@ mod tests {
     }
 
     fn invalid(file: &str, message: &str) -> ResourceResult {
-        ResourceResult {
-            object: ObjectRef {
-                api_version: String::new(),
-                kind: String::new(),
-                namespace: String::new(),
-                name: String::new(),
-            },
-            action: ResourceAction::Invalid,
-            health: Health::Unknown,
-            message: message.into(),
-            source_file: file.into(),
-        }
+        ResourceResult::invalid(file, message)
     }
 
     #[test]
@@ -519,29 +508,34 @@ mod tests {
 
     #[test]
     fn skipped_waves_are_out_of_sync_and_named_after_the_failure() {
+        let migrate = result(
+            "Job",
+            "migrate",
+            ResourceAction::Failed,
+            Health::Unknown,
+            "rejected",
+        );
+        let skipped = |message| {
+            result(
+                "Deployment",
+                "web",
+                ResourceAction::Skipped,
+                Health::Unknown,
+                message,
+            )
+        };
+        let applied = result(
+            "ConfigMap",
+            "cfg",
+            ResourceAction::Applied,
+            Health::Healthy,
+            "",
+        );
         let s = summarize(
             &[
-                result(
-                    "Job",
-                    "migrate",
-                    ResourceAction::Failed,
-                    Health::Unknown,
-                    "rejected",
-                ),
-                result(
-                    "Deployment",
-                    "web",
-                    ResourceAction::Skipped,
-                    Health::Unknown,
-                    "not applied: wave 0 stops on failure",
-                ),
-                result(
-                    "ConfigMap",
-                    "cfg",
-                    ResourceAction::Applied,
-                    Health::Healthy,
-                    "",
-                ),
+                migrate.clone(),
+                skipped("not applied: wave 0 stops on failure"),
+                applied,
             ],
             None,
         );
@@ -555,25 +549,7 @@ mod tests {
             s.message,
             "1 of 3 resources failed: job/migrate: rejected; deployment/web: not applied: wave 0 stops on failure"
         );
-        let nothing_applied = summarize(
-            &[
-                result(
-                    "Job",
-                    "migrate",
-                    ResourceAction::Failed,
-                    Health::Unknown,
-                    "rejected",
-                ),
-                result(
-                    "Deployment",
-                    "web",
-                    ResourceAction::Skipped,
-                    Health::Unknown,
-                    "skipped",
-                ),
-            ],
-            None,
-        );
+        let nothing_applied = summarize(&[migrate, skipped("skipped")], None);
         assert_eq!(nothing_applied.sync, SyncState::Failed);
     }
 

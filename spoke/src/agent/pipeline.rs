@@ -1,0 +1,426 @@
+//! One revision of one Target: fetch (with quick retries of transient failures) → render
+//! (within the spoke's render bound) → apply in waves → prune → the result the first report
+//! is made of.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+
+use crate::cluster::{ClusterError, InventoryRef};
+use crate::git::AppFiles;
+use crate::metrics::{ErrorKind as MetricsError, Step};
+use crate::model::{
+    Health, ObjectRef, ResourceAction, ResourceResult, SyncState, TargetSpec, TargetStatus,
+};
+use crate::renderer::{RenderGate, Renderers, Workspace};
+use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
+use crate::sync::retry::{self};
+use crate::sync::{drift, order, prune};
+use crate::telemetry;
+
+use super::prune::prune;
+use super::{Context, send_if_changed, status_of};
+
+/// The result of one apply pass, kept while health is watched.
+pub(super) struct Attempt {
+    pub(super) spec: TargetSpec,
+    pub(super) resources: Vec<ResourceResult>,
+    /// What was applied, as placed in its scope, to re-apply on drift.
+    pub(super) manifests: HashMap<ObjectRef, Manifest>,
+    /// The server's view of the declared fields right after apply (see `sync::drift`).
+    pub(super) expected: HashMap<ObjectRef, serde_json::Value>,
+    pub(super) fatal: Option<String>,
+    pub(super) finished: Instant,
+}
+
+/// What fetching a Target's commit came to.
+enum Fetched {
+    Files(AppFiles),
+    /// The message the Target fails with.
+    Failed(String),
+    /// A newer spec arrived (or the spec channel closed) while waiting to try again.
+    Superseded,
+}
+
+/// Fetches the commit and reads the App path, trying transient failures again per
+/// `AgentConfig::fetch_retry`. While it waits the Target stays Syncing with a message that says
+/// what failed and when the next try is; only a failure that would repeat, or the last try's,
+/// fails the Target.
+async fn fetch(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    last: &mut Option<TargetStatus>,
+    spec_rx: &mut watch::Receiver<TargetSpec>,
+) -> Fetched {
+    let metrics = &ctx.config.metrics;
+    let policy = ctx.config.fetch_retry();
+    let attempts = policy.attempts();
+    let mut failed: u32 = 0;
+    loop {
+        let started = Instant::now();
+        let fetch_span = tracing::info_span!(
+            "fetch",
+            repo = %spec.source.repo_url,
+            attempt = failed + 1,
+        );
+        telemetry::annotate(
+            &fetch_span,
+            &[
+                (telemetry::VCS_URL, &spec.source.repo_url),
+                (telemetry::VCS_REF, &spec.source.git_ref),
+                (telemetry::VCS_REVISION, &spec.source.commit),
+            ],
+        );
+        let fetched = ctx
+            .git
+            .read_app(&spec.source, credential, ctx.config.read_limits)
+            .instrument(fetch_span)
+            .await;
+        metrics.observe(Step::fetch, started.elapsed());
+        let error = match fetched {
+            Ok(files) => return Fetched::Files(files),
+            Err(error) => error,
+        };
+        metrics.error(MetricsError::fetch);
+        failed += 1;
+        let transient = error.is_transient();
+        let wait = if transient {
+            policy.next_delay(failed, rand::random::<f64>())
+        } else {
+            None
+        };
+        let Some(wait) = wait else {
+            tracing::warn!(%error, attempt = failed, attempts, transient, "fetch failed");
+            return Fetched::Failed(if transient && failed > 1 {
+                format!("fetch failed after {failed} attempts: {error}")
+            } else {
+                error.to_string()
+            });
+        };
+        tracing::warn!(%error, attempt = failed, attempts, retry_in = ?wait, "fetch failed; retrying");
+        let retrying = status_of(
+            spec,
+            SyncState::Syncing,
+            last.as_ref().map_or(Health::Progressing, |s| s.health),
+            format!(
+                "fetch failed (attempt {failed} of {attempts}), retrying in {}: {error}",
+                retry::describe(wait)
+            ),
+            Vec::new(),
+        );
+        send_if_changed(ctx, last, retrying);
+        tokio::select! {
+            () = tokio::time::sleep(wait) => {}
+            _ = spec_rx.changed() => return Fetched::Superseded,
+        }
+    }
+}
+
+/// Fetch, render, apply: everything up to the first health check. `None` when a newer spec
+/// arrived before the fetch succeeded or failed for good.
+pub(super) async fn sync_once(
+    ctx: &Context,
+    spec: &TargetSpec,
+    credential: Option<&crate::model::RepoCredential>,
+    versions: &mut HashMap<ObjectRef, String>,
+    last: &mut Option<TargetStatus>,
+    spec_rx: &mut watch::Receiver<TargetSpec>,
+) -> Option<Attempt> {
+    let fail = |message: String| Attempt {
+        spec: spec.clone(),
+        resources: Vec::new(),
+        manifests: HashMap::new(),
+        expected: HashMap::new(),
+        fatal: Some(message),
+        finished: Instant::now(),
+    };
+    let metrics = &ctx.config.metrics;
+    let files = match fetch(ctx, spec, credential, last, spec_rx).await {
+        Fetched::Files(files) => files,
+        Fetched::Failed(message) => return Some(fail(message)),
+        Fetched::Superseded => return None,
+    };
+    let render_ctx = RenderContext {
+        app: spec.app.clone(),
+        target_id: spec.target_id.clone(),
+        revision: spec.source.commit.clone(),
+        namespace: spec.namespace.clone(),
+        create_namespace: true,
+    };
+    let workspace = Workspace {
+        spec,
+        files,
+        credential,
+        git: &ctx.git,
+        settings: &ctx.render_settings,
+    };
+    let scopes = ctx.cluster.known_scopes();
+    let rendered = render_target(
+        &ctx.config.renderers,
+        &ctx.render_gate,
+        workspace,
+        &render_ctx,
+        &render::scopes_from(&scopes),
+    )
+    .await;
+    let (files, rendered, took) = match rendered {
+        Ok(rendered) => rendered,
+        Err(message) => {
+            metrics.error(MetricsError::render);
+            return Some(fail(message));
+        }
+    };
+    metrics.observe(Step::render, took);
+    let started = Instant::now();
+
+    let mut resources: Vec<ResourceResult> = files
+        .errors
+        .iter()
+        .chain(rendered.errors.iter())
+        .map(invalid_file)
+        .collect();
+    record_intent(ctx, spec, &rendered.manifests).await;
+    let crds = served_by_crds(&rendered.manifests);
+    let span = tracing::info_span!("apply", objects = rendered.manifests.len());
+    let mut manifests = HashMap::new();
+    let mut expected = HashMap::new();
+    async {
+        // Set once a wave that stops on failure had one: later waves are only reported.
+        let mut stopped: Option<String> = None;
+        for wave in order::plan(rendered.manifests) {
+            if let Some(reason) = &stopped {
+                for manifest in &wave.manifests {
+                    resources.push(result(
+                        manifest,
+                        ResourceAction::Skipped,
+                        Health::Unknown,
+                        reason.clone(),
+                    ));
+                }
+                continue;
+            }
+            let (number, stop_on_failure) = (wave.wave, wave.stop_on_failure);
+            let mut first_failure = None;
+            for mut manifest in wave.manifests {
+                let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                if result.action == ResourceAction::Failed && first_failure.is_none() {
+                    first_failure = Some(result.object.display_name());
+                }
+                if let Some(server) = server {
+                    expected.insert(
+                        manifest.object.clone(),
+                        drift::project(&manifest.body, &server),
+                    );
+                    manifests.insert(manifest.object.clone(), manifest);
+                }
+                resources.push(result);
+            }
+            if stop_on_failure && let Some(failed) = first_failure {
+                tracing::warn!(wave = number, %failed, "a wave that stops on failure failed; later waves are not applied");
+                stopped = Some(format!(
+                    "not applied: {failed} failed in wave {number}, which stops on failure"
+                ));
+            }
+        }
+    }
+    .instrument(span)
+    .await;
+    let render_clean = files.errors.is_empty() && rendered.errors.is_empty();
+    prune(ctx, spec, render_clean, &mut resources)
+        .instrument(tracing::info_span!("prune"))
+        .await;
+    metrics.observe(Step::apply, started.elapsed());
+    for r in &resources {
+        match r.action {
+            ResourceAction::Failed => metrics.error(MetricsError::apply),
+            ResourceAction::Invalid => metrics.error(MetricsError::render),
+            _ => {}
+        }
+    }
+    tracing::info!(
+        applied = resources
+            .iter()
+            .filter(|r| matches!(
+                r.action,
+                ResourceAction::Applied | ResourceAction::Unchanged
+            ))
+            .count(),
+        failed = resources
+            .iter()
+            .filter(|r| matches!(r.action, ResourceAction::Failed | ResourceAction::Invalid))
+            .count(),
+        "applied"
+    );
+    Some(Attempt {
+        spec: spec.clone(),
+        resources,
+        manifests,
+        expected,
+        fatal: None,
+        finished: Instant::now(),
+    })
+}
+
+/// Renders a Target: the engine its options (or its files) pick, then the YAML into objects,
+/// holding one of the spoke's render permits throughout. Returns the files' refused entries,
+/// what was rendered, and how long rendering took once it had its turn.
+pub(crate) async fn render_target(
+    renderers: &Renderers,
+    gate: &RenderGate,
+    workspace: Workspace<'_>,
+    render_ctx: &RenderContext,
+    namespaced: &(dyn Fn(&str, &str) -> Option<bool> + Sync),
+) -> Result<(crate::git::AppFiles, Rendered, Duration), String> {
+    let chosen = renderers
+        .choose(workspace.spec, &workspace.files.files)
+        .map_err(|e| e.to_string())?;
+    let _permit = gate.enter().await;
+    let started = Instant::now();
+    let limits = workspace.settings.limits;
+    let files = chosen
+        .renderer
+        .render(&chosen.dir, workspace)
+        .await
+        .map_err(|e| e.to_string())?;
+    let rendered = tracing::info_span!("render")
+        .in_scope(|| render::render(&files.files, render_ctx, &limits, namespaced))
+        .map_err(|e| e.to_string())?;
+    Ok((files, rendered, started.elapsed()))
+}
+
+async fn apply_one(
+    ctx: &Context,
+    spec: &TargetSpec,
+    manifest: &mut Manifest,
+    crds: &[(String, String)],
+    versions: &mut HashMap<ObjectRef, String>,
+) -> (ResourceResult, Option<serde_json::Value>) {
+    let resolved = match resolve_waiting_for_crd(ctx, manifest, crds).await {
+        Ok(resolved) => resolved,
+        Err(error) => {
+            let health = if matches!(error, ClusterError::UnknownKind { .. }) {
+                Health::Missing
+            } else {
+                Health::Unknown
+            };
+            return (
+                result(manifest, ResourceAction::Failed, health, error.to_string()),
+                None,
+            );
+        }
+    };
+    render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
+    match ctx
+        .cluster
+        .apply(&resolved, manifest, spec.sync_policy.force)
+        .await
+    {
+        Ok(applied) => {
+            let unchanged = versions.get(&manifest.object) == Some(&applied.resource_version);
+            versions.insert(manifest.object.clone(), applied.resource_version);
+            let action = if unchanged {
+                ResourceAction::Unchanged
+            } else {
+                ResourceAction::Applied
+            };
+            (
+                result(manifest, action, Health::Progressing, String::new()),
+                Some(applied.object),
+            )
+        }
+        Err(error) => {
+            tracing::warn!(object = %manifest.object.display_name(), %error, "apply failed");
+            (
+                result(
+                    manifest,
+                    ResourceAction::Failed,
+                    Health::Unknown,
+                    error.to_string(),
+                ),
+                None,
+            )
+        }
+    }
+}
+
+/// Adds the objects about to be applied to the Target's inventory before any is created (see
+/// [`prune::intent`]): a spoke stopped mid-apply then still knows them when the revision it
+/// syncs next has dropped them. Best effort: on a first sync the namespace that will hold the
+/// inventory may not exist yet, and an apply that cannot record its intent is no worse off than
+/// one that did not try.
+async fn record_intent(ctx: &Context, spec: &TargetSpec, manifests: &[Manifest]) {
+    let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
+    let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
+        Ok(previous) => previous.unwrap_or_default(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the inventory before applying");
+            return;
+        }
+    };
+    let objects: Vec<ObjectRef> = manifests.iter().map(|m| m.object.clone()).collect();
+    if let Some(next) = prune::intent(&previous, &objects)
+        && let Err(error) = ctx.cluster.write_inventory(&inventory_ref, &next).await
+    {
+        tracing::debug!(%error, "cannot record the objects about to be applied");
+    }
+}
+
+/// Resolves a kind; when a CRD of this same sync defines it, waits (bounded) for the server to
+/// start serving it.
+async fn resolve_waiting_for_crd(
+    ctx: &Context,
+    manifest: &Manifest,
+    crds: &[(String, String)],
+) -> Result<crate::cluster::Resolved, ClusterError> {
+    let object = &manifest.object;
+    let defined_here = crds
+        .iter()
+        .any(|(group, kind)| group == manifest.group() && kind == &object.kind);
+    let deadline = Instant::now() + ctx.config.crd_wait;
+    loop {
+        match ctx.cluster.resolve(&object.api_version, &object.kind).await {
+            Err(ClusterError::UnknownKind { .. }) if defined_here && Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// (group, kind) of every custom resource kind the CRDs among `manifests` define.
+fn served_by_crds(manifests: &[Manifest]) -> Vec<(String, String)> {
+    manifests
+        .iter()
+        .filter(|m| {
+            m.group() == "apiextensions.k8s.io" && m.object.kind == "CustomResourceDefinition"
+        })
+        .filter_map(|m| {
+            let group = m.body.pointer("/spec/group")?.as_str()?;
+            let kind = m.body.pointer("/spec/names/kind")?.as_str()?;
+            Some((group.to_owned(), kind.to_owned()))
+        })
+        .collect()
+}
+
+fn invalid_file(error: &FileError) -> ResourceResult {
+    ResourceResult::invalid(error.file.clone(), error.to_string())
+}
+
+pub(super) fn result(
+    manifest: &Manifest,
+    action: ResourceAction,
+    health: Health,
+    message: String,
+) -> ResourceResult {
+    ResourceResult {
+        object: manifest.object.clone(),
+        action,
+        health,
+        message,
+        source_file: manifest.source_file.clone(),
+    }
+}

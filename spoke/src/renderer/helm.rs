@@ -1,0 +1,134 @@
+//! Helm: `helm template` of a chart with the App's values, on a copy of the App path and its
+//! extra paths (see `crate::helm` for what is checked and how helm runs).
+
+use futures::future::BoxFuture;
+use gitfleet_core::yaml::Budget;
+use tracing::Instrument as _;
+
+use super::{Renderer, RendererError, Workspace, has_file, join_repo_path};
+use crate::git::AppFiles;
+use crate::helm::HelmError;
+use crate::model::{RenderType, TargetSpec};
+use crate::sync::render::SourceFile;
+
+/// Detects a `Chart.yaml` at the App path.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Helm;
+
+impl Renderer for Helm {
+    fn render_type(&self) -> RenderType {
+        RenderType::Helm
+    }
+
+    fn source_dir(&self, _spec: &TargetSpec, base: &str) -> Result<String, RendererError> {
+        Ok(base.to_owned())
+    }
+
+    fn detect(&self, dir: &str, files: &[SourceFile]) -> bool {
+        has_file(files, dir, "Chart.yaml")
+    }
+
+    fn render<'a>(
+        &'a self,
+        chart: &'a str,
+        workspace: Workspace<'a>,
+    ) -> BoxFuture<'a, Result<AppFiles, RendererError>> {
+        Box::pin(template(chart, workspace).instrument(tracing::info_span!("helm", chart = %chart)))
+    }
+}
+
+/// Runs `helm template` on the chart in `chart` with the App's values files (relative to the
+/// App path) and inline values (last, so they win); the output becomes one source file per
+/// template.
+async fn template(chart: &str, workspace: Workspace<'_>) -> Result<AppFiles, RendererError> {
+    let (spec, settings) = (workspace.spec, workspace.settings);
+    // Checked before anything is fetched: the hub checks these too, but the spoke runs helm
+    // and does not take the hub's word for what reaches its command line.
+    let release = release_name(spec)?;
+    if let Some(problem) = crate::helm::namespace_problem(&spec.namespace) {
+        return Err(RendererError::Namespace {
+            namespace: spec.namespace.clone(),
+            problem,
+        });
+    }
+    let mut values = Vec::new();
+    for (i, file) in spec.render.helm_values_files.iter().enumerate() {
+        let field = format!("spec.render.helm.valuesFiles[{i}]");
+        if let Some(problem) = crate::helm::values_file_problem(file) {
+            return Err(RendererError::ValuesFile {
+                field,
+                file: file.clone(),
+                problem,
+            });
+        }
+        let path = crate::git::normalize_path(file)
+            .map(|f| join_repo_path(chart, &f))
+            .map_err(|source| RendererError::ValuesFilePath { field, source })?;
+        values.push(path);
+    }
+    let copy = workspace.materialize().await?;
+    let root = copy.root();
+    let chart_dir = root.join(chart);
+    let budget = Budget::new(settings.limits.yaml);
+    crate::helm::check_vendored(&chart_dir, &root, &budget).map_err(RendererError::Helm)?;
+    let mut values_files = Vec::new();
+    for path in values {
+        if !root.join(&path).is_file() {
+            return Err(RendererError::Helm(HelmError::MissingValues(path)));
+        }
+        values_files.push(root.join(path));
+    }
+    if !spec.render.helm_values_yaml.trim().is_empty() {
+        let inline = copy.work.path().join("values-inline.yaml");
+        std::fs::write(&inline, &spec.render.helm_values_yaml)
+            .map_err(RendererError::InlineValues)?;
+        values_files.push(inline);
+    }
+    let home = copy.home();
+    let request = crate::helm::TemplateRequest {
+        command: &settings.helm_command,
+        chart: &chart_dir,
+        release,
+        namespace: &spec.namespace,
+        values_files: &values_files,
+        timeout: settings.helm_timeout,
+        max_bytes: settings.limits.max_bytes,
+        work_dir: &root,
+        home: &home,
+    };
+    let output = crate::helm::template(&request).await.map_err(|source| {
+        if chart.is_empty() {
+            RendererError::Helm(source)
+        } else {
+            RendererError::HelmTemplate {
+                chart: chart.to_owned(),
+                source,
+            }
+        }
+    })?;
+    Ok(AppFiles {
+        files: crate::helm::split_sources(&output, chart),
+        errors: copy.errors,
+    })
+}
+
+/// The Helm release name of a Target: `spec.render.helm.releaseName`, else the App's name;
+/// refused, naming where it came from, when Helm would not take it as a release name.
+fn release_name(spec: &TargetSpec) -> Result<&str, RendererError> {
+    if spec.render.helm_release.is_empty() {
+        return match crate::helm::release_name_problem(&spec.app) {
+            None => Ok(&spec.app),
+            Some(problem) => Err(RendererError::AppNameNotARelease {
+                name: spec.app.clone(),
+                problem,
+            }),
+        };
+    }
+    match crate::helm::release_name_problem(&spec.render.helm_release) {
+        None => Ok(&spec.render.helm_release),
+        Some(problem) => Err(RendererError::ReleaseName {
+            name: spec.render.helm_release.clone(),
+            problem,
+        }),
+    }
+}
