@@ -292,7 +292,7 @@ async fn reports_until_complete(
     for (seq, state) in reports {
         report_all(engine, clusters, *seq, commit, *state)?;
     }
-    engine.store().flush().await?;
+    engine.flush().await?;
     let rate = (reports.len() * clusters.len()) as f64 / started.elapsed().as_secs_f64();
     until_rollout_complete(engine, commit).await?;
     Ok((rate, started.elapsed()))

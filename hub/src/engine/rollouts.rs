@@ -14,36 +14,14 @@ use std::time::Duration;
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, RolloutView};
 use crate::fleet::rollout::{
-    self, Command, Observation, Phase, RolloutEvent, RolloutKind, RolloutState, Status, decide,
-    plan_waves,
+    self, Command, Observation, Phase, RolloutEvent, RolloutState, decide, plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
-use crate::resources::{App, ClusterGroup, Kind, Resource};
-
-/// A rollout as `gitfleet rollout status` shows it.
-#[derive(Debug, Clone)]
-pub struct RolloutView {
-    pub app: String,
-    pub state: RolloutState,
-    pub status: Status,
-    pub suspended: bool,
-    /// The commit Git points at, when the rollout does not follow it (rolled back from it, or
-    /// the App is suspended).
-    pub git_revision: Option<String>,
-}
-
-/// One entry of `gitfleet rollout history`.
-#[derive(Debug, Clone)]
-pub struct RolloutRecord {
-    pub state: RolloutState,
-    /// "progressing", "paused", "complete", "rolling back", "rolled back", "superseded",
-    /// "replaced by a rollback".
-    pub outcome: &'static str,
-}
+use crate::resources::{App, ClusterGroup};
 
 /// What [`Engine::decide_rollouts`] hands back to the recompute.
 pub(super) struct Decided {
@@ -193,7 +171,7 @@ impl Engine {
 
     /// What the hub knows of each of `clusters`' Target of `app`: read under one lock of the
     /// engine's state and one of the store's memory, not one per cluster.
-    fn observations<'a>(
+    pub(super) fn observations<'a>(
         &self,
         app: &str,
         clusters: impl Iterator<Item = &'a str>,
@@ -276,83 +254,7 @@ impl Engine {
         }
     }
 
-    // --- queries and commands ----------------------------------------------------------------
-
-    fn app(&self, name: &str) -> Result<App, EngineError> {
-        match self.store.resource(Kind::App, name)? {
-            Some(Resource::App(app)) => Ok(app),
-            _ => Err(EngineError::NotFound(format!(
-                "app {name:?} not found; list Apps with `gitfleet get apps`"
-            ))),
-        }
-    }
-
-    /// An App's rollout with its status as of now.
-    pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
-        let app = self.app(name)?;
-        let (_, _, groups) = super::split_resources(self.store.resources()?);
-        let (clusters, _) = self.store.clusters_snapshot();
-        let labels = super::placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
-        let state = self.store.rollout_shared(name).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
-                 (see `gitfleet get repo {}`)",
-                app.spec.repo, app.spec.repo
-            ))
-        })?;
-        self.view(&app, state, &labels, &groups, &mut revisions)
-    }
-
-    /// Every App's rollout view, reading resources, clusters and revisions once: what a
-    /// `/metrics` scrape needs, whose cost must not grow with Apps × stored resources (the
-    /// listener is unauthenticated). Apps without a rollout yet are left out.
-    pub fn rollout_statuses(&self) -> Result<Vec<RolloutView>, EngineError> {
-        let (apps, _, groups) = super::split_resources(self.store.resources()?);
-        let (clusters, _) = self.store.clusters_snapshot();
-        let labels = super::placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
-        let mut views = Vec::new();
-        for app in apps {
-            let Some(state) = self.store.rollout_shared(&app.metadata.name) else {
-                continue;
-            };
-            views.push(self.view(&app, state, &labels, &groups, &mut revisions)?);
-        }
-        Ok(views)
-    }
-
-    fn view(
-        &self,
-        app: &App,
-        state: Arc<RolloutState>,
-        labels: &[ClusterLabels<'_>],
-        groups: &BTreeMap<String, ClusterGroup>,
-        revisions: &mut BTreeMap<String, AppRevision>,
-    ) -> Result<RolloutView, EngineError> {
-        let name = app.metadata.name.as_str();
-        let plan = plan_waves(app, labels, groups);
-        let now = now_unix();
-        let observations = self.observations(name, plan.clusters(), now);
-        let decision = decide(&state, &plan, &observations, now);
-        if decision.state != *state {
-            // Time moved the rollout on since it was last decided: let the driver store it.
-            self.rollout_kick.notify_one();
-        }
-        let status = decision.status;
-        let control = self.store.app_control(name)?;
-        let git_revision = revisions
-            .remove(name)
-            .map(|r| r.commit)
-            .filter(|c| *c != state.revision.commit);
-        Ok(RolloutView {
-            app: name.to_owned(),
-            state: RolloutState::clone(&state),
-            status,
-            suspended: control.suspended,
-            git_revision,
-        })
-    }
+    // --- commands ----------------------------------------------------------------------------
 
     /// `pause`, `resume`, `promote` or `rollback` on an App's rollout.
     pub async fn rollout_command(
@@ -432,30 +334,6 @@ impl Engine {
                     .join(", ")
             ))),
         }
-    }
-
-    /// Every rollout of an App, oldest first, with how each ended.
-    pub fn rollout_history(&self, name: &str) -> Result<Vec<RolloutRecord>, EngineError> {
-        self.app(name)?;
-        let states = self.store.rollout_history(name)?;
-        let mut out = Vec::with_capacity(states.len());
-        for (i, state) in states.iter().enumerate() {
-            let next = states.get(i + 1);
-            let outcome = match (&state.phase, &state.kind, next) {
-                (Phase::Complete, RolloutKind::Update, _) => "complete",
-                (Phase::Complete, RolloutKind::Rollback { .. }, _) => "rolled back",
-                (_, _, Some(n)) if n.is_rollback() => "replaced by a rollback",
-                (_, _, Some(_)) => "superseded",
-                (Phase::Paused { .. }, _, None) => "paused",
-                (Phase::Progressing, RolloutKind::Rollback { .. }, None) => "rolling back",
-                (Phase::Progressing, RolloutKind::Update, None) => "progressing",
-            };
-            out.push(RolloutRecord {
-                state: state.clone(),
-                outcome,
-            });
-        }
-        Ok(out)
     }
 
     /// Suspends (or resumes) an App: its spokes stop syncing it and its rollout stands still.
@@ -577,21 +455,6 @@ impl Engine {
             ..Default::default()
         }])?;
         Ok(())
-    }
-
-    /// The newest `limit` events, oldest first, of one App and/or cluster when given, with ids
-    /// above `after`.
-    pub fn events(
-        &self,
-        app: Option<&str>,
-        cluster: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, EngineError> {
-        if let Some(a) = app {
-            self.app(a)?;
-        }
-        Ok(self.store.events(app, cluster, after, limit)?)
     }
 }
 

@@ -420,8 +420,8 @@ async fn ingest(
     Option<Result<Option<pb::SpokeMessage>, Status>>,
 ) {
     use futures::FutureExt as _;
-    let mut acked_seq = match store_report(engine, cluster, first) {
-        Ok(seq) => seq,
+    let mut reports = match checked_report(engine, cluster, first) {
+        Ok(report) => vec![report],
         Err(status) => return (Err(status), None),
     };
     let mut after = None;
@@ -433,8 +433,8 @@ async fn ingest(
         match message {
             Ok(Some(pb::SpokeMessage {
                 msg: Some(In::Status(report)),
-            })) => match store_report(engine, cluster, report) {
-                Ok(seq) => acked_seq = acked_seq.max(seq),
+            })) => match checked_report(engine, cluster, report) {
+                Ok(report) => reports.push(report),
                 Err(status) => return (Err(status), None),
             },
             other => {
@@ -443,19 +443,22 @@ async fn ingest(
             }
         }
     }
-    let durable = engine.store().ack_durably(cluster, acked_seq).await;
-    if let Err(e) = durable {
-        engine.metrics().error(ErrorKind::status_ingest);
-        return (Err(Status::from(crate::engine::EngineError::from(e))), None);
-    }
+    let acked_seq = match engine.ingest_reports(cluster, reports).await {
+        Ok(seq) => seq,
+        Err(e) => return (Err(Status::from(e)), None),
+    };
     (
         Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await),
         after,
     )
 }
 
-/// Checks and stores one report (not yet durable); the seq to ack once flushed.
-fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Result<u64, Status> {
+/// Checks a report's cluster and converts it; one over the limits is cut down to a summary.
+fn checked_report(
+    engine: &Engine,
+    cluster: &str,
+    report: pb::StatusReport,
+) -> Result<crate::model::TargetReport, Status> {
     if report.cluster != cluster {
         warn!(claimed = %report.cluster, "status report for another cluster; refused");
         return Err(Status::permission_denied(format!(
@@ -463,39 +466,16 @@ fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Res
             report.cluster
         )));
     }
-    let report = match convert::report_over_limits(&report) {
-        None => convert::target_report(report)?,
+    match convert::report_over_limits(&report) {
+        None => convert::target_report(report),
         Some(problem) => {
             // Refusing it would make the spoke send it again forever: keep what fits, say why
             // on the Target, and ack it like any other.
             warn!(app = %convert::cut(&report.target_id, 64), %problem, "status report over the limits; keeping a summary");
             engine.metrics().error(ErrorKind::link);
-            convert::report_over_limits_summary(report, &problem)?
+            convert::report_over_limits_summary(report, &problem)
         }
-    };
-    // Stored in the trace of the spoke's sync that sent it.
-    let span = info_span!(
-        "status",
-        app = %report.app,
-        revision = %report.revision,
-        sync = ?report.sync,
-        health = ?report.health,
-    );
-    telemetry::set_parent(&span, &report.trace);
-    telemetry::annotate(
-        &span,
-        &[
-            (telemetry::APP, &report.app),
-            (telemetry::CLUSTER, cluster),
-            (telemetry::REVISION, &report.revision),
-        ],
-    );
-    let seq = span.in_scope(|| engine.store_report(report)).map_err(|e| {
-        engine.metrics().error(ErrorKind::status_ingest);
-        Status::from(e)
-    })?;
-    engine.metrics().status_report();
-    Ok(seq)
+    }
 }
 
 /// What `handle` reads and changes of its session.

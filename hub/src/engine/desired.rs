@@ -1,0 +1,165 @@
+//! Desired state: computed from resources, revisions, rollouts and clusters, stored (flushed)
+//! and published to the spokes' live streams at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::{Engine, EngineError, placeable, rollouts, split_resources};
+use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
+use crate::model::{ClusterDesired, VersionedTarget};
+use crate::resources::{App, ClusterGroup, Repo};
+
+/// Everything desired state is computed from: when a recompute finds these as they were last
+/// time, the desired state it would compute is the one every cluster already has.
+#[derive(PartialEq)]
+pub(super) struct FleetInputs {
+    apps: Vec<App>,
+    repos: BTreeMap<String, Repo>,
+    groups: BTreeMap<String, ClusterGroup>,
+    revisions: BTreeMap<String, AppRevision>,
+    rollouts: BTreeMap<String, Assigned>,
+    controls: BTreeMap<String, crate::model::AppControl>,
+    /// See [`Store::clusters_snapshot`].
+    placement_version: u64,
+}
+
+/// A rollout, compared by what it assigns: its progress (a Target turning healthy, a soak
+/// passing) changes no desired state.
+struct Assigned(Arc<crate::fleet::rollout::RolloutState>);
+
+impl PartialEq for Assigned {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.assigned == other.0.assigned
+    }
+}
+
+impl Engine {
+    // --- desired state -----------------------------------------------------------------------
+
+    /// Recomputes every cluster's desired state; stores and publishes what changed.
+    pub async fn recompute(&self) -> Result<(), EngineError> {
+        let guard = self.write.lock().await;
+        self.recompute_locked(&guard).await
+    }
+
+    pub(super) async fn recompute_locked(
+        &self,
+        _write: &tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), EngineError> {
+        let (apps, repos, groups) = split_resources(self.store.resources()?);
+        let revisions = self.store.revisions()?;
+        let (clusters, placement_version) = self.store.clusters_snapshot();
+        let labels = placeable(clusters.values());
+        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups)?;
+        let inputs = FleetInputs {
+            apps,
+            repos,
+            groups,
+            revisions,
+            rollouts: decided
+                .rollouts
+                .into_iter()
+                .map(|(app, state)| (app, Assigned(state)))
+                .collect(),
+            controls: decided.controls,
+            placement_version,
+        };
+        if self.computed_from().as_ref() == Some(&inputs) {
+            // Desired state is a function of these: nothing to compute (the rollout driver
+            // decides on every report of a rollout; most of them move nothing).
+            return Ok(());
+        }
+        *self.computed_from() = None;
+        let current = self.desired_snapshot();
+        let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
+            .rollouts
+            .iter()
+            .map(|(app, state)| (app.clone(), &state.0.assigned))
+            .collect();
+        let mut fleet = compute_fleet_with_rollouts(
+            &inputs.apps,
+            &inputs.repos,
+            &inputs.revisions,
+            &assigned,
+            &labels,
+            &inputs.groups,
+        );
+        rollouts::apply_controls(&mut fleet, &inputs.controls);
+
+        let mut changed = Vec::new();
+        let none = BTreeMap::new();
+        for cluster in clusters.values() {
+            // A revoked cluster keeps no Targets.
+            let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
+            let old = current.get(&cluster.name).cloned().unwrap_or_default();
+            if old.generation != 0 && old.has_targets(new_targets) {
+                continue;
+            }
+            let new_targets = new_targets.clone();
+            let generation = old.generation + 1;
+            let targets = new_targets
+                .into_iter()
+                .map(|(app, target)| {
+                    let spec_generation = match old.targets.get(&app) {
+                        Some(v) if v.target == target => v.spec_generation,
+                        _ => generation,
+                    };
+                    (
+                        app,
+                        VersionedTarget {
+                            spec_generation,
+                            target,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>();
+            for gone in old.targets.keys().filter(|a| !targets.contains_key(*a)) {
+                self.store.delete_report(&cluster.name, gone)?;
+            }
+            let desired = ClusterDesired {
+                generation,
+                targets,
+            };
+            self.store.put_desired(&cluster.name, &desired)?;
+            changed.push((cluster.name.clone(), desired));
+        }
+        if !changed.is_empty() {
+            self.store.flush().await?;
+            let mut state = self.lock();
+            for (cluster, desired) in changed {
+                debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+                let desired = Arc::new(desired);
+                match state.desired.get(&cluster) {
+                    Some(tx) => {
+                        tx.send_replace(desired);
+                    }
+                    None => {
+                        state.desired.insert(cluster, watch::channel(desired).0);
+                    }
+                }
+            }
+        }
+        *self.computed_from() = Some(inputs);
+        Ok(())
+    }
+
+    /// The inputs of the desired state last computed and published in full.
+    pub(super) fn computed_from(&self) -> std::sync::MutexGuard<'_, Option<FleetInputs>> {
+        self.computed_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every cluster's current desired state.
+    pub(super) fn desired_snapshot(&self) -> HashMap<String, Arc<ClusterDesired>> {
+        let state = self.lock();
+        state
+            .desired
+            .iter()
+            .map(|(k, v)| (k.clone(), v.borrow().clone()))
+            .collect()
+    }
+}
