@@ -83,6 +83,9 @@ pub struct EngineConfig {
     pub metrics: Arc<crate::metrics::HubMetrics>,
 }
 
+/// Held by every change to desired state (see the module's documentation).
+type WriteGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
+
 #[derive(Default)]
 struct State {
     desired: HashMap<String, watch::Sender<Arc<ClusterDesired>>>,

@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, WriteGuard};
 use crate::fleet::AppRevision;
 use crate::model::RepoStatus;
 use crate::resources::{App, Kind, Resource, parse_document};
@@ -26,6 +26,26 @@ impl Engine {
         documents: &[(String, String)],
         dry_run: bool,
     ) -> Result<Vec<Applied>, EngineError> {
+        let parsed = self.validate(documents)?;
+        let guard = self.write.lock().await;
+        let (outcomes, stored) = self.apply_locked(&guard, parsed, dry_run)?;
+        if stored.is_empty() {
+            return Ok(outcomes);
+        }
+        self.recompute_locked(&guard).await?;
+        // The recompute flushes only when some cluster's desired state changed; the answer
+        // ("created") must not leave before the resources are on disk either way.
+        self.store.flush().await?;
+        drop(guard);
+        self.follow_applied(&stored);
+        Ok(outcomes)
+    }
+
+    /// Every document parsed, or every problem found in any of them.
+    pub(super) fn validate(
+        &self,
+        documents: &[(String, String)],
+    ) -> Result<Vec<Resource>, EngineError> {
         let mut parsed = Vec::new();
         let mut errors = Vec::new();
         for (origin, json) in documents {
@@ -53,8 +73,18 @@ impl Engine {
         if documents.is_empty() {
             return Err(EngineError::Invalid("no documents to apply".into()));
         }
+        Ok(parsed)
+    }
 
-        let guard = self.write.lock().await;
+    /// Writes validated resources (not yet flushed, desired state not yet recomputed: the
+    /// caller does both, once for everything it changes under the lock). Returns the outcome
+    /// per resource and the resources written.
+    pub(super) fn apply_locked(
+        &self,
+        _write: &WriteGuard<'_>,
+        parsed: Vec<Resource>,
+        dry_run: bool,
+    ) -> Result<(Vec<Applied>, Vec<Resource>), EngineError> {
         let mut outcomes = Vec::new();
         let mut to_store = Vec::new();
         let mut previous = Vec::new();
@@ -76,7 +106,7 @@ impl Engine {
             }
         }
         if dry_run || to_store.is_empty() {
-            return Ok(outcomes);
+            return Ok((outcomes, Vec::new()));
         }
         self.store.put_resources(&to_store)?;
         {
@@ -103,17 +133,17 @@ impl Engine {
                 }
             }
         }
-        self.recompute_locked(&guard).await?;
-        // The recompute flushes only when some cluster's desired state changed; the answer
-        // ("created") must not leave before the resources are on disk either way.
-        self.store.flush().await?;
-        drop(guard);
-        for r in &to_store {
+        Ok((outcomes, to_store))
+    }
+
+    /// Follows the Repos among `applied` (once the write lock is released: a follower's first
+    /// fetch takes it).
+    pub(super) fn follow_applied(self: &Arc<Self>, applied: &[Resource]) {
+        for r in applied {
             if let Resource::Repo(repo) = r {
                 self.follow(repo);
             }
         }
-        Ok(outcomes)
     }
 
     /// Gives an App the commit its Repo is at now (or none, until the Repo is fetched).
@@ -131,8 +161,14 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
-        let guard = self.write.lock().await;
+    /// Deletes a resource and what the hub keeps for it (not yet flushed, desired state not
+    /// yet recomputed: the caller does both). False when there is no such resource.
+    pub(super) fn delete_locked(
+        &self,
+        _write: &WriteGuard<'_>,
+        kind: Kind,
+        name: &str,
+    ) -> Result<bool, EngineError> {
         if !self.store.delete_resource(kind, name)? {
             return Ok(false);
         }
@@ -151,6 +187,14 @@ impl Engine {
                 self.store.delete_app_records(name)?;
             }
             Kind::ClusterGroup => {}
+        }
+        Ok(true)
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
+        let guard = self.write.lock().await;
+        if !self.delete_locked(&guard, kind, name)? {
+            return Ok(false);
         }
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
