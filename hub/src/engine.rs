@@ -21,7 +21,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::fleet::ClusterLabels;
 use crate::git::GitCache;
-use crate::model::{ClusterDesired, ClusterRecord};
+use crate::model::ClusterRecord;
 use crate::pki::{Pki, PkiError};
 use crate::resources::{App, ClusterGroup, Repo, Resource};
 use crate::store::{Store, StoreError};
@@ -41,6 +41,7 @@ pub use clusters::{
     token_hash,
 };
 use desired::FleetInputs;
+pub use desired::{Published, TargetOrigin};
 use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
@@ -88,7 +89,10 @@ type WriteGuard<'a> = tokio::sync::MutexGuard<'a, ()>;
 
 #[derive(Default)]
 struct State {
-    desired: HashMap<String, watch::Sender<Arc<ClusterDesired>>>,
+    desired: HashMap<String, watch::Sender<Arc<Published>>>,
+    /// The Repos' credentials the published desired states carry (`None` before the first
+    /// recompute).
+    credentials: Option<Arc<desired::RepoCredentials>>,
     connections: HashMap<String, LiveConnection>,
     last_contact: HashMap<String, i64>,
     followers: HashMap<String, Follower>,
@@ -153,9 +157,14 @@ impl Engine {
             let stored = engine.store.desired_all()?;
             let mut state = engine.lock();
             for (cluster, desired) in stored {
-                state
-                    .desired
-                    .insert(cluster, watch::channel(Arc::new(desired)).0);
+                state.desired.insert(
+                    cluster,
+                    watch::channel(Arc::new(Published {
+                        desired: Arc::new(desired),
+                        ..Default::default()
+                    }))
+                    .0,
+                );
             }
             for c in engine.store.clusters()? {
                 state

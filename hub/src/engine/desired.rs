@@ -7,10 +7,54 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::{Engine, EngineError, placeable, rollouts, split_resources};
+use super::{Engine, EngineError, State, placeable, rollouts, split_resources};
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
-use crate::model::{ClusterDesired, VersionedTarget};
+use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
 use crate::resources::{App, ClusterGroup, Repo};
+
+/// What a cluster's live link receives: its desired state and everything a message carrying
+/// it needs, so that the link only encodes and writes. In memory only: the store keeps the
+/// desired state, never the credentials or the traces.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub desired: Arc<ClusterDesired>,
+    /// By App: the change that moved the Target to its commit, when this hub saw it (lost on
+    /// restart).
+    pub origins: BTreeMap<String, TargetOrigin>,
+    /// The credentials (by repository URL) for the repositories of the Targets, and no others:
+    /// a spoke only learns credentials of repositories it deploys from.
+    pub credentials: Vec<(String, RepoCredential)>,
+}
+
+impl Published {
+    /// The credentials for the repositories of `targets` (a delta's upserts).
+    pub fn credentials_for<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a crate::fleet::DesiredTarget>,
+    ) -> Vec<(String, RepoCredential)> {
+        let mut out: Vec<(String, RepoCredential)> = Vec::new();
+        for t in targets {
+            if !out.iter().any(|(url, _)| *url == t.repo_url)
+                && let Some((url, c)) = self.credentials.iter().find(|(url, _)| *url == t.repo_url)
+            {
+                out.push((url.clone(), c.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// Where a Target's commit came from.
+#[derive(Debug, Clone)]
+pub struct TargetOrigin {
+    /// W3C trace context of the change: dispatching the commit joins its trace.
+    pub trace: BTreeMap<String, String>,
+    /// When the fetch that found the commit started: dispatch latency is timed from there.
+    pub fetch_started: std::time::Instant,
+}
+
+/// The credential each stored Repo's spokes fetch with, by Repo name.
+pub(super) type RepoCredentials = BTreeMap<String, RepoCredential>;
 
 /// Everything desired state is computed from: when a recompute finds these as they were last
 /// time, the desired state it would compute is the one every cluster already has.
@@ -126,22 +170,52 @@ impl Engine {
             self.store.put_desired(&cluster.name, &desired)?;
             changed.push((cluster.name.clone(), desired));
         }
+        let credentials: Arc<RepoCredentials> = Arc::new(
+            inputs
+                .repos
+                .iter()
+                .filter_map(|(name, repo)| {
+                    let c = self.git_credential(name, &repo.spec).ok()??;
+                    Some((name.clone(), c))
+                })
+                .collect(),
+        );
         if !changed.is_empty() {
             self.store.flush().await?;
-            let mut state = self.lock();
-            for (cluster, desired) in changed {
-                debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
-                let desired = Arc::new(desired);
-                match state.desired.get(&cluster) {
-                    Some(tx) => {
-                        tx.send_replace(desired);
-                    }
-                    None => {
-                        state.desired.insert(cluster, watch::channel(desired).0);
-                    }
+        }
+        let mut state = self.lock();
+        if state.credentials.as_ref() != Some(&credentials) {
+            // A Repo's credential changed (or this is the first recompute): every cluster's
+            // link must send the new one from now on, whether its Targets changed or not.
+            let clusters: Vec<String> = state.desired.keys().cloned().collect();
+            for cluster in clusters {
+                if changed.iter().any(|(c, _)| *c == cluster) {
+                    continue;
+                }
+                let Some(tx) = state.desired.get(&cluster) else {
+                    continue;
+                };
+                let current = Arc::clone(&tx.borrow().desired);
+                let published = state.publishable(current, &credentials);
+                if let Some(tx) = state.desired.get(&cluster) {
+                    tx.send_replace(Arc::new(published));
+                }
+            }
+            state.credentials = Some(Arc::clone(&credentials));
+        }
+        for (cluster, desired) in changed {
+            debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+            let published = Arc::new(state.publishable(Arc::new(desired), &credentials));
+            match state.desired.get(&cluster) {
+                Some(tx) => {
+                    tx.send_replace(published);
+                }
+                None => {
+                    state.desired.insert(cluster, watch::channel(published).0);
                 }
             }
         }
+        drop(state);
         *self.computed_from() = Some(inputs);
         Ok(())
     }
@@ -159,7 +233,42 @@ impl Engine {
         state
             .desired
             .iter()
-            .map(|(k, v)| (k.clone(), v.borrow().clone()))
+            .map(|(k, v)| (k.clone(), Arc::clone(&v.borrow().desired)))
             .collect()
+    }
+}
+
+impl State {
+    /// `desired` with the origins of its Targets' commits and their repositories' credentials.
+    fn publishable(
+        &self,
+        desired: Arc<ClusterDesired>,
+        credentials: &RepoCredentials,
+    ) -> Published {
+        let mut origins = BTreeMap::new();
+        let mut by_url: Vec<(String, RepoCredential)> = Vec::new();
+        for (app, t) in &desired.targets {
+            if let Some(o) = self.traces.get(app)
+                && o.commit == t.target.commit
+            {
+                origins.insert(
+                    app.clone(),
+                    TargetOrigin {
+                        trace: o.trace.clone(),
+                        fetch_started: o.fetch_started,
+                    },
+                );
+            }
+            if !by_url.iter().any(|(url, _)| *url == t.target.repo_url)
+                && let Some(c) = credentials.get(&t.target.repo)
+            {
+                by_url.push((t.target.repo_url.clone(), c.clone()));
+            }
+        }
+        Published {
+            desired,
+            origins,
+            credentials: by_url,
+        }
     }
 }

@@ -1,7 +1,6 @@
 //! The spokes' links: connecting (the key check, the one live connection per cluster),
 //! disconnecting, liveness, and status reports through to the durable ack.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use tokio::sync::watch;
@@ -9,7 +8,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn};
 
 use super::clusters::superseded;
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, Published};
 use crate::metrics::ErrorKind as MetricsError;
 use crate::model::{ClusterDesired, ClusterRecord, KeyBinding, TargetReport};
 use crate::pki::{self, now_unix};
@@ -25,7 +24,8 @@ pub type ConnectHook = Arc<
 #[derive(Debug)]
 pub struct Connection {
     pub id: u64,
-    pub desired: watch::Receiver<Arc<ClusterDesired>>,
+    /// The cluster's desired state as published, with what sending it needs.
+    pub desired: watch::Receiver<Arc<Published>>,
     /// Cancelled when a newer connection of the same cluster replaces this one, or the cluster
     /// is revoked.
     pub replaced: CancellationToken,
@@ -49,22 +49,6 @@ pub(super) struct LiveConnection {
 }
 
 impl Engine {
-    /// The trace context of the change that moved `app` to `commit` (empty when unknown).
-    pub fn trace_of(&self, app: &str, commit: &str) -> BTreeMap<String, String> {
-        match self.lock().traces.get(app) {
-            Some(o) if o.commit == commit => o.trace.clone(),
-            _ => BTreeMap::new(),
-        }
-    }
-
-    /// When the fetch that moved `app` to `commit` started (unknown after a restart).
-    pub fn fetch_started(&self, app: &str, commit: &str) -> Option<std::time::Instant> {
-        match self.lock().traces.get(app) {
-            Some(o) if o.commit == commit => Some(o.fetch_started),
-            _ => None,
-        }
-    }
-
     /// A cluster's desired state at an earlier generation, if the store still keeps it.
     pub fn desired_at(&self, cluster: &str, generation: u64) -> Option<ClusterDesired> {
         if generation == 0 {
@@ -83,8 +67,17 @@ impl Engine {
         self.lock()
             .desired
             .get(cluster)
+            .map(|tx| Arc::clone(&tx.borrow().desired))
+    }
+
+    /// The current desired state of a cluster as published to its link.
+    pub fn published(&self, cluster: &str) -> Option<Arc<Published>> {
+        self.lock()
+            .desired
+            .get(cluster)
             .map(|tx| tx.borrow().clone())
     }
+
     // --- the link ----------------------------------------------------------------------------
 
     /// Whether a certificate with `key` may speak for `cluster` now: a cheap look that
@@ -177,7 +170,7 @@ impl Engine {
             let desired = state
                 .desired
                 .entry(cluster.to_owned())
-                .or_insert_with(|| watch::channel(Arc::new(ClusterDesired::default())).0)
+                .or_insert_with(|| watch::channel(Arc::new(Published::default())).0)
                 .subscribe();
             (binding, id, replaced, revoked, desired)
         };

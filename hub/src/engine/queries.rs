@@ -206,7 +206,7 @@ impl Engine {
                 }
                 let connected = self.is_connected(&state, c, now);
                 let desired = tx.borrow();
-                for (a, t) in &desired.targets {
+                for (a, t) in &desired.desired.targets {
                     if app.is_some_and(|want| want != a) {
                         continue;
                     }
@@ -242,7 +242,7 @@ impl Engine {
         let state = self.lock();
         let mut out = Vec::new();
         for (c, tx) in &state.desired {
-            for a in tx.borrow().targets.keys() {
+            for a in tx.borrow().desired.targets.keys() {
                 out.push(match self.store.report_summary(c, a) {
                     Some(r) => (r.sync, r.health),
                     None => {

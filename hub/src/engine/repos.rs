@@ -12,7 +12,6 @@ use super::{Engine, EngineError, split_resources};
 use crate::fleet::AppRevision;
 use crate::git::changes;
 use crate::metrics::{ErrorKind as MetricsError, PollOutcome};
-use crate::model::RepoCredential;
 use crate::pki::now_unix;
 use crate::resources::{Kind, Repo, RepoSpec, Resource};
 use crate::telemetry;
@@ -64,22 +63,6 @@ impl Engine {
                 task,
             },
         );
-    }
-
-    /// The credentials (by repository URL) for the Repos of `targets`.
-    pub fn credentials_for<'a>(
-        &self,
-        targets: impl IntoIterator<Item = &'a crate::fleet::DesiredTarget>,
-    ) -> Vec<(String, RepoCredential)> {
-        let mut out: Vec<(String, RepoCredential)> = Vec::new();
-        for t in targets {
-            if !out.iter().any(|(url, _)| *url == t.repo_url)
-                && let Some(c) = self.stored_repo_credential(&t.repo)
-            {
-                out.push((t.repo_url.clone(), c));
-            }
-        }
-        out
     }
 
     /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.

@@ -186,6 +186,7 @@ impl Engine {
                 .map(|c| {
                     let desired = st.desired.get(*c).and_then(|tx| {
                         tx.borrow()
+                            .desired
                             .targets
                             .get(app)
                             .map(|t| t.target.commit.clone())

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{cluster_peer, convert, peer_key};
-use crate::engine::{Connection, Engine};
+use crate::engine::{Connection, Engine, Published};
 use crate::link;
 use crate::metrics::{ErrorKind, SessionEndKind};
 use crate::model::ClusterDesired;
@@ -150,12 +150,12 @@ async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
 /// Each upsert is a `dispatch` span in the trace of the change that produced its revision (a
 /// new root when the hub does not know it); the spoke's sync continues from there.
 fn desired_message(
-    engine: &Engine,
+    published: &Published,
     cluster: &str,
     update: link::DesiredUpdate,
     epoch: &str,
 ) -> Out {
-    let credentials = engine.credentials_for(update.upserts.iter().map(|t| &t.target));
+    let credentials = published.credentials_for(update.upserts.iter().map(|t| &t.target));
     let traces = update
         .upserts
         .iter()
@@ -169,7 +169,9 @@ fn desired_message(
                 generation = update.generation,
                 snapshot = update.snapshot,
             );
-            telemetry::set_parent(&span, &engine.trace_of(&target.app, &target.commit));
+            if let Some(origin) = published.origins.get(&target.app) {
+                telemetry::set_parent(&span, &origin.trace);
+            }
             telemetry::annotate(
                 &span,
                 &[
@@ -200,7 +202,8 @@ async fn run(
     tx: Tx,
 ) -> SessionEnd {
     let epoch = engine.epoch().to_owned();
-    let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
+    let published = connection.desired.borrow_and_update().clone();
+    let mut sent: Arc<ClusterDesired> = Arc::clone(&published.desired);
     if !connection.cut_off() {
         let held = engine.desired_at(cluster, hello.desired_generation);
         if let Some(update) = link::on_hello(
@@ -215,7 +218,7 @@ async fn run(
                 snapshot = update.snapshot,
                 "sending desired state"
             );
-            if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+            if !send(&tx, desired_message(&published, cluster, update, &epoch)).await {
                 return SessionEnd::SpokeGone;
             }
         }
@@ -253,7 +256,8 @@ async fn run(
                 if changed.is_err() {
                     return SessionEnd::Shutdown;
                 }
-                let current = connection.desired.borrow_and_update().clone();
+                let published = connection.desired.borrow_and_update().clone();
+                let current = Arc::clone(&published.desired);
                 if connection.cut_off() {
                     // The cancellation is ready: the next turn says goodbye.
                     continue;
@@ -263,9 +267,9 @@ async fn run(
                     let found: Vec<std::time::Instant> = update
                         .upserts
                         .iter()
-                        .filter_map(|t| engine.fetch_started(&t.target.app, &t.target.commit))
+                        .filter_map(|t| published.origins.get(&t.target.app).map(|o| o.fetch_started))
                         .collect();
-                    if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+                    if !send(&tx, desired_message(&published, cluster, update, &epoch)).await {
                         return SessionEnd::SpokeGone;
                     }
                     for started in found {
@@ -520,7 +524,8 @@ async fn handle(
                 )));
             }
             // A spoke that lost track asks again: give it what it lacks.
-            let current = engine.desired(cluster).unwrap_or_default();
+            let published = engine.published(cluster).unwrap_or_default();
+            let current = Arc::clone(&published.desired);
             if session.connection.cut_off() {
                 // The main loop says goodbye next.
                 return Ok(true);
@@ -532,7 +537,7 @@ async fn handle(
                 hello.desired_generation,
                 &current,
                 held.as_ref(),
-            ) && !send(tx, desired_message(engine, cluster, update, epoch)).await
+            ) && !send(tx, desired_message(&published, cluster, update, epoch)).await
             {
                 return Ok(false);
             }
