@@ -28,6 +28,7 @@ use crate::store::{Store, StoreError};
 
 mod clusters;
 mod desired;
+mod events;
 mod fleet_sync;
 mod links;
 mod queries;
@@ -42,6 +43,8 @@ pub use clusters::{
 };
 use desired::FleetInputs;
 pub use desired::{Published, TargetOrigin};
+pub use events::BUS_CAPACITY;
+use events::EventBus;
 use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
@@ -123,6 +126,8 @@ pub struct Engine {
     /// Registrations that took the write lock (see [`Engine::registration_work`]).
     registration_locks: std::sync::atomic::AtomicU64,
     connect_hook: Mutex<Option<ConnectHook>>,
+    /// Every event goes through it (see [`Engine::subscribe_events`]).
+    bus: EventBus,
 }
 
 impl std::fmt::Debug for Engine {
@@ -141,6 +146,7 @@ impl Engine {
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, EngineError> {
         let engine = Arc::new(Self {
+            bus: EventBus::new(store.clone()),
             store,
             pki,
             git,
@@ -189,6 +195,12 @@ impl Engine {
 
     fn lock(&self) -> std::sync::MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Every event from now on, in the order recorded (each also in the store, where
+    /// [`Engine::events`] reads it back by id).
+    pub fn subscribe_events(&self) -> tokio::sync::broadcast::Receiver<crate::model::EventRecord> {
+        self.bus.subscribe()
     }
 
     /// Makes every write so far durable (at shutdown; every answer the engine gives is

@@ -157,7 +157,7 @@ impl Engine {
             events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
             rollouts.insert(name.to_owned(), state);
         }
-        self.store.append_events(&mut events)?;
+        self.bus.record(&mut events)?;
         for e in &events {
             info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
         }
@@ -241,7 +241,7 @@ impl Engine {
                 ..Default::default()
             })
             .collect();
-        self.store.append_events(&mut events)?;
+        self.bus.record(&mut events)?;
         if self.lock().incomplete_rollouts.contains(&report.app) {
             self.rollout_kick.notify_one();
         }
@@ -280,7 +280,7 @@ impl Engine {
             .into_iter()
             .map(|e| rollout_event(name, e))
             .collect();
-        self.store.append_events(&mut events)?;
+        self.bus.record(&mut events)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         drop(guard);
@@ -376,7 +376,7 @@ impl Engine {
             ("Resumed", format!("resumed by {by}"))
         };
         self.store.put_app_control(name, &control)?;
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now,
             app: name.to_owned(),
             kind: kind.to_owned(),
@@ -425,7 +425,7 @@ impl Engine {
         }
         self.store.put_app_control(name, &control)?;
         let message = format!("sync requested by {by} on {}", clusters.join(", "));
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now_unix(),
             app: name.to_owned(),
             cluster: cluster.map(str::to_owned).unwrap_or_default(),
@@ -447,7 +447,7 @@ impl Engine {
         message: String,
         by: &str,
     ) -> Result<(), EngineError> {
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now_unix(),
             app: app.to_owned(),
             kind: kind.to_owned(),
