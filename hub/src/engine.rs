@@ -105,8 +105,14 @@ struct State {
     traces: HashMap<String, ChangeOrigin>,
     /// Apps whose rollout is not complete: their reports wake the rollout driver.
     incomplete_rollouts: HashSet<String>,
-    /// When a rollout asked to be decided again although nothing changed.
-    next_rollout_check: Option<i64>,
+    /// By App: when its rollout asked to be decided again although nothing changed.
+    next_rollout_checks: HashMap<String, i64>,
+    /// The Apps whose rollouts the driver decides next (see [`rollouts::drive_rollouts`]).
+    rollout_queue: HashSet<String>,
+    /// How often each App's rollout was decided (see [`Engine::rollout_decisions`]).
+    rollout_decisions: HashMap<String, u64>,
+    /// How often the driver's safety net decided every rollout in progress.
+    rollout_resyncs: u64,
     /// Every stored Repo by the repository it follows, for webhooks.
     repos_by_url: crate::webhook::RepoIndex,
 }

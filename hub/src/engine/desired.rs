@@ -7,7 +7,8 @@ use std::sync::Arc;
 use tokio::sync::watch;
 use tracing::debug;
 
-use super::{Engine, EngineError, State, placeable, rollouts, split_resources};
+use super::rollouts::Scope;
+use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
 use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
 use crate::resources::{App, ClusterGroup, Repo};
@@ -83,21 +84,30 @@ impl PartialEq for Assigned {
 impl Engine {
     // --- desired state -----------------------------------------------------------------------
 
-    /// Recomputes every cluster's desired state; stores and publishes what changed.
+    /// Recomputes every cluster's desired state, deciding every App's rollout; stores and
+    /// publishes what changed.
     pub async fn recompute(&self) -> Result<(), EngineError> {
         let guard = self.write.lock().await;
         self.recompute_locked(&guard).await
     }
 
-    pub(super) async fn recompute_locked(
+    /// [`Engine::recompute`] under the write lock.
+    pub(super) async fn recompute_locked(&self, guard: &WriteGuard<'_>) -> Result<(), EngineError> {
+        self.recompute_scoped(guard, Scope::All).await
+    }
+
+    /// Recomputes desired state, deciding the rollouts of the Apps in `scope` (the others keep
+    /// the rollout last decided).
+    pub(super) async fn recompute_scoped(
         &self,
-        _write: &tokio::sync::MutexGuard<'_, ()>,
+        _write: &WriteGuard<'_>,
+        scope: Scope<'_>,
     ) -> Result<(), EngineError> {
         let (apps, repos, groups) = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
         let (clusters, placement_version) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
-        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups)?;
+        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups, scope)?;
         let inputs = FleetInputs {
             apps,
             repos,

@@ -92,7 +92,7 @@ impl Engine {
         let decision = decide(&state, &plan, &observations, now);
         if decision.state != *state {
             // Time moved the rollout on since it was last decided: let the driver store it.
-            self.rollout_kick.notify_one();
+            self.wake_rollout(name);
         }
         let status = decision.status;
         let control = self.store.app_control(name)?;

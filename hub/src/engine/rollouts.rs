@@ -3,18 +3,20 @@
 //! desired state. Also the App controls people use outside the spec (suspend, forced sync) and
 //! the event history.
 //!
-//! Deciding happens inside [`Engine::recompute_locked`], under the engine's write lock, so a
-//! rollout step and the desired state it implies are stored together. A background task
-//! ([`drive_rollouts`]) recomputes when a report or a connection may have moved a rollout on,
-//! and at the time the module asks to be woken (a `minHealthyFor` wait ending, a deadline).
+//! Deciding happens inside [`Engine::recompute_scoped`], under the engine's write lock, so a
+//! rollout step and the desired state it implies are stored together. Changes to resources,
+//! revisions, clusters and controls decide every App's rollout where they happen; the
+//! controller task ([`drive_rollouts`]) decides only the Apps queued since its last turn: the
+//! App of a report, the Apps in progress when a cluster comes or goes, an App whose rollout
+//! asked to be woken (a `minHealthyFor` wait ending, a deadline), plus a resync on a timer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Engine, EngineError, RolloutView};
+use super::{Engine, EngineError, RolloutView, State};
 use crate::fleet::rollout::{
     self, Command, Observation, Phase, RolloutEvent, RolloutState, decide, plan_waves,
 };
@@ -22,6 +24,25 @@ use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
 use crate::resources::{App, ClusterGroup};
+
+/// Which Apps' rollouts a recompute decides.
+#[derive(Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Every App's: after a change to resources, revisions, clusters or controls, and as a
+    /// safety net on a timer.
+    All,
+    /// These Apps' only: what a report, a connection or a rollout's own timer concerns.
+    Apps(&'a HashSet<String>),
+}
+
+impl Scope<'_> {
+    fn contains(&self, app: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Apps(apps) => apps.contains(app),
+        }
+    }
+}
 
 /// What [`Engine::decide_rollouts`] hands back to the recompute.
 pub(super) struct Decided {
@@ -32,13 +53,15 @@ pub(super) struct Decided {
 }
 
 impl Engine {
-    /// Decides the next step of every App's rollout and stores what changed, with its events.
+    /// Decides the next step of the rollout of every App in `scope` and stores what changed,
+    /// with its events; the other Apps keep the rollout last decided.
     pub(super) fn decide_rollouts(
         &self,
         apps: &[App],
         revisions: &BTreeMap<String, AppRevision>,
         labels: &[ClusterLabels<'_>],
         groups: &BTreeMap<String, ClusterGroup>,
+        scope: Scope<'_>,
     ) -> Result<Decided, EngineError> {
         let now = now_unix();
         let mut stored = self.store.rollouts_shared();
@@ -46,12 +69,20 @@ impl Engine {
         let mut rollouts = BTreeMap::new();
         let mut events = Vec::new();
         let mut incomplete = HashSet::new();
-        let mut next_check: Option<i64> = None;
+        let mut next_checks: HashMap<String, i64> = HashMap::new();
+        let mut decided: Vec<&str> = Vec::new();
         let mut current = None;
         for app in apps {
             let name = app.metadata.name.as_str();
             let suspended = controls.get(name).is_some_and(|c| c.suspended);
             let previous = stored.remove(name);
+            if !scope.contains(name) {
+                if let Some(state) = previous {
+                    rollouts.insert(name.to_owned(), state);
+                }
+                continue;
+            }
+            decided.push(name);
             let Some(git) = revisions.get(name) else {
                 // Not fetched yet (or its Repo changed): it keeps what it had, if anything.
                 if let Some(state) = previous {
@@ -148,7 +179,7 @@ impl Engine {
             if !matches!(state.phase, Phase::Complete) {
                 incomplete.insert(name.to_owned());
                 if let Some(t) = decision.status.next_check_at {
-                    next_check = Some(next_check.map_or(t, |n: i64| n.min(t)));
+                    next_checks.insert(name.to_owned(), t);
                 }
             }
             if changed(&state) {
@@ -163,8 +194,28 @@ impl Engine {
         }
         {
             let mut st = self.lock();
-            st.incomplete_rollouts = incomplete;
-            st.next_rollout_check = next_check;
+            match scope {
+                Scope::All => {
+                    st.incomplete_rollouts = incomplete;
+                    st.next_rollout_checks = next_checks;
+                }
+                Scope::Apps(apps) => {
+                    for app in apps {
+                        st.incomplete_rollouts.remove(app);
+                        st.next_rollout_checks.remove(app);
+                    }
+                    st.incomplete_rollouts.extend(incomplete);
+                    st.next_rollout_checks.extend(next_checks);
+                }
+            }
+            for app in decided {
+                match st.rollout_decisions.get_mut(app) {
+                    Some(n) => *n += 1,
+                    None => {
+                        st.rollout_decisions.insert(app.to_owned(), 1);
+                    }
+                }
+            }
         }
         Ok(Decided { rollouts, controls })
     }
@@ -242,17 +293,54 @@ impl Engine {
             })
             .collect();
         self.bus.record(&mut events)?;
-        if self.lock().incomplete_rollouts.contains(&report.app) {
+        let mut st = self.lock();
+        if st.incomplete_rollouts.contains(&report.app) {
+            // Only this App's rollout can have moved.
+            if !st.rollout_queue.contains(&report.app) {
+                st.rollout_queue.insert(report.app.clone());
+            }
+            drop(st);
             self.rollout_kick.notify_one();
         }
         Ok(())
     }
 
-    /// A cluster came or went: rollouts waiting on it may move.
+    /// A cluster came or went: the rollouts in progress may move (whether a cluster is
+    /// connected decides whether its Target is given a revision, in any wave the rollout
+    /// places on it). Complete rollouts do not look at connections.
     pub(super) fn kick_rollouts(&self) {
-        if !self.lock().incomplete_rollouts.is_empty() {
-            self.rollout_kick.notify_one();
+        let mut st = self.lock();
+        if st.incomplete_rollouts.is_empty() {
+            return;
         }
+        let State {
+            incomplete_rollouts,
+            rollout_queue,
+            ..
+        } = &mut *st;
+        rollout_queue.extend(incomplete_rollouts.iter().cloned());
+        drop(st);
+        self.rollout_kick.notify_one();
+    }
+
+    /// Queues `app`'s rollout to be decided again (time moved it on).
+    pub(super) fn wake_rollout(&self, app: &str) {
+        self.lock().rollout_queue.insert(app.to_owned());
+        self.rollout_kick.notify_one();
+    }
+
+    /// How often `app`'s rollout has been decided since the hub started: a report for one App
+    /// must decide that App's rollout only.
+    #[doc(hidden)]
+    pub fn rollout_decisions(&self, app: &str) -> u64 {
+        self.lock().rollout_decisions.get(app).copied().unwrap_or(0)
+    }
+
+    /// How often the rollout driver's timer decided rollouts whatever woke them (see
+    /// [`Engine::rollout_decisions`]).
+    #[doc(hidden)]
+    pub fn rollout_resyncs(&self) -> u64 {
+        self.lock().rollout_resyncs
     }
 
     // --- commands ----------------------------------------------------------------------------
@@ -496,40 +584,106 @@ pub(super) fn apply_controls(
     }
 }
 
-/// Recomputes whenever a report or connection may have moved a rollout on, and when a rollout
-/// asked to be looked at again.
 /// The longest pause between two decisions (see [`drive_rollouts`]).
 const PACE_CAP: Duration = Duration::from_secs(1);
 /// The pause after a decision, in multiples of the time it took.
 const PACE_RATIO: u32 = 3;
+/// How often the rollouts still in progress are all decided again whatever woke them, as a
+/// safety net (a cluster gone silent counts as disconnected only by the clock).
+const RESYNC_IN_PROGRESS: Duration = Duration::from_secs(30);
+/// How often every App's rollout is decided again when nothing woke any.
+const RESYNC_ALL: Duration = Duration::from_secs(3600);
 
+/// The rollout controller: a queue of Apps, each woken by what concerns it (a report of one
+/// of its Targets, a cluster coming or going while it rolls out, the time its rollout asked to
+/// be looked at again), deduplicated while it waits; each turn decides the queued Apps only.
+/// Changes to resources, revisions, clusters and controls decide every App where they happen.
 pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
+    let mut last_resync = tokio::time::Instant::now();
     loop {
-        let wake = engine.lock().next_rollout_check;
+        let (wake, in_progress) = {
+            let st = engine.lock();
+            (
+                st.next_rollout_checks.values().min().copied(),
+                !st.incomplete_rollouts.is_empty(),
+            )
+        };
+        let resync_every = if in_progress {
+            RESYNC_IN_PROGRESS
+        } else {
+            RESYNC_ALL
+        };
+        let until_resync = resync_every.saturating_sub(last_resync.elapsed());
         let sleep = match wake {
             // To the start of second `at` (rollout times are whole seconds), not a whole second
             // after it.
             Some(at) => (std::time::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(at).unwrap_or(0)))
             .duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-            None => Duration::from_secs(3600),
+            .unwrap_or(Duration::ZERO)
+            .min(until_resync),
+            None => until_resync,
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = engine.rollout_kick.notified() => {}
             () = engine.shutdown.cancelled() => return,
         }
+        let resync = last_resync.elapsed() >= resync_every;
+        let queued: HashSet<String> = {
+            let mut st = engine.lock();
+            let now = now_unix();
+            let State {
+                rollout_queue,
+                next_rollout_checks,
+                incomplete_rollouts,
+                ..
+            } = &mut *st;
+            let mut queued = std::mem::take(rollout_queue);
+            queued.extend(
+                next_rollout_checks
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(app, _)| app.clone()),
+            );
+            if resync && in_progress {
+                queued.extend(incomplete_rollouts.iter().cloned());
+            }
+            if resync {
+                st.rollout_resyncs += 1;
+            }
+            queued
+        };
+        let scope = if resync && !in_progress {
+            Scope::All
+        } else {
+            Scope::Apps(&queued)
+        };
+        if resync {
+            last_resync = tokio::time::Instant::now();
+        }
+        if matches!(scope, Scope::Apps(apps) if apps.is_empty()) {
+            continue;
+        }
         let started = std::time::Instant::now();
-        if let Err(e) = engine.recompute().instrument(info_span!("rollout")).await {
+        let decided = async {
+            let guard = engine.write.lock().await;
+            engine.recompute_scoped(&guard, scope).await
+        };
+        if let Err(e) = decided.instrument(info_span!("rollout")).await {
             warn!(error = %e, "cannot move rollouts on");
         }
         let took = started.elapsed();
-        debug!(took_ms = took.as_millis() as u64, "rollouts decided");
+        debug!(
+            took_ms = took.as_millis() as u64,
+            apps = queued.len(),
+            "rollouts decided"
+        );
         // Reports of a large fleet arrive faster than decisions are worth making: leave the
         // hub three times as long as the last decision took before the next, so that deciding
         // takes at most a quarter of one core (dispatching desired state, which a decision
-        // may just have changed, and storing reports need the rest).
+        // may just have changed, and storing reports need the rest). Apps woken meanwhile wait
+        // in the queue, each once.
         tokio::select! {
             () = tokio::time::sleep((took * PACE_RATIO).min(PACE_CAP)) => {}
             () = engine.shutdown.cancelled() => return,
