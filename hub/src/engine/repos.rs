@@ -16,6 +16,9 @@ use crate::pki::now_unix;
 use crate::resources::{Kind, Repo, RepoSpec, Resource};
 use crate::telemetry;
 
+/// How often a fetch diffs again when its Repo moved while it diffed, before it moves every App.
+const MAX_DIFF_RETRIES: usize = 3;
+
 pub(super) struct Follower {
     pub(super) spec: RepoSpec,
     pub(super) trigger: Arc<Notify>,
@@ -125,7 +128,31 @@ impl Engine {
         fetch_started: std::time::Instant,
     ) -> Result<(), EngineError> {
         let now = now_unix();
-        let guard = self.write.lock().await;
+        // The diff is Git work: done before the write lock is taken, from the commit the Repo
+        // was at, which is checked again under the lock.
+        let mut diffed = match &fetched {
+            Ok(resolved) => {
+                let from = self.store.repo_status(name)?.unwrap_or_default().commit;
+                let files = self.diff(name, spec, &from, &resolved.commit).await;
+                Some((from, files))
+            }
+            Err(_) => None,
+        };
+        let mut guard = self.write.lock().await;
+        for _ in 0..MAX_DIFF_RETRIES {
+            let at = self.store.repo_status(name)?.unwrap_or_default().commit;
+            match (&diffed, &fetched) {
+                (Some((from, _)), Ok(resolved)) if *from != at => {
+                    // Moved while this fetch diffed (a fetch of an earlier spec finishing):
+                    // diff again from where it is now, without the lock.
+                    drop(guard);
+                    let files = self.diff(name, spec, &at, &resolved.commit).await;
+                    diffed = Some((at, files));
+                    guard = self.write.lock().await;
+                }
+                _ => break,
+            }
+        }
         // The Repo may have been deleted or changed while fetching.
         match self.store.resource(Kind::Repo, name)? {
             Some(Resource::Repo(r)) if r.spec == *spec => {}
@@ -148,21 +175,10 @@ impl Engine {
         status.git_ref = resolved.git_ref.clone();
         let (apps, _, _) = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
-        let changed_files = if old_commit.is_empty() || old_commit == resolved.commit {
-            None
-        } else {
-            match self
-                .git
-                .changed_files(&spec.url, &old_commit, &resolved.commit)
-                .instrument(info_span!("detect_changes", from = %old_commit, to = %resolved.commit))
-                .await
-            {
-                Ok(files) => files,
-                Err(e) => {
-                    warn!(repo = %name, error = %e, "cannot diff commits; moving every App");
-                    None
-                }
-            }
+        let changed_files = match diffed {
+            Some((from, files)) if from == old_commit => files,
+            // Still moving after every retry: unknown history, every App moves (safe).
+            _ => None,
         };
         let revision = AppRevision {
             commit: resolved.commit.clone(),
@@ -236,6 +252,26 @@ impl Engine {
             self.recompute_locked(&guard).instrument(span).await?;
         }
         Ok(())
+    }
+
+    /// The files that changed from `from` to `to` (`None`: unknown history, such as a first
+    /// fetch, a force-push or a failed diff, after which every App moves).
+    async fn diff(&self, name: &str, spec: &RepoSpec, from: &str, to: &str) -> Option<Vec<String>> {
+        if from.is_empty() || from == to {
+            return None;
+        }
+        match self
+            .git
+            .changed_files(&spec.url, from, to)
+            .instrument(info_span!("detect_changes", %from, %to))
+            .await
+        {
+            Ok(files) => files,
+            Err(e) => {
+                warn!(repo = %name, error = %e, "cannot diff commits; moving every App");
+                None
+            }
+        }
     }
 }
 
