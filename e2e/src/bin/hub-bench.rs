@@ -23,7 +23,7 @@ use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
 use gitfleet_hub::fleet::rollout::Phase;
 use gitfleet_hub::git::GitCache;
-use gitfleet_hub::model::{ClusterDesired, HealthState, SyncState, TargetReport};
+use gitfleet_hub::model::{HealthState, SyncState, TargetReport};
 use gitfleet_hub::pki::{CertKey, cert_key_pem};
 use gitfleet_hub::resources::GitRef;
 use gitfleet_hub::runtime::{self, HubConfig};
