@@ -12,7 +12,7 @@
 //! order and a connection sees them in order. Spoke connections read desired state from a
 //! `watch` channel per cluster: a slow spoke never holds anyone up, and deltas coalesce.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -48,7 +48,7 @@ use events::EventBus;
 use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
-use repos::{ChangeOrigin, Follower};
+use repos::{ChangeOrigin, Followed};
 pub use resources::Applied;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,23 +98,10 @@ struct State {
     credentials: Option<Arc<desired::RepoCredentials>>,
     connections: HashMap<String, LiveConnection>,
     last_contact: HashMap<String, i64>,
-    followers: HashMap<String, Follower>,
     next_connection: u64,
     /// By App: where its current revision came from, so that dispatching the revision joins
     /// that change's trace and is timed from its fetch (lost on restart).
     traces: HashMap<String, ChangeOrigin>,
-    /// Apps whose rollout is not complete: their reports wake the rollout driver.
-    incomplete_rollouts: HashSet<String>,
-    /// By App: when its rollout asked to be decided again although nothing changed.
-    next_rollout_checks: HashMap<String, i64>,
-    /// The Apps whose rollouts the driver decides next (see [`rollouts::drive_rollouts`]).
-    rollout_queue: HashSet<String>,
-    /// How often each App's rollout was decided (see [`Engine::rollout_decisions`]).
-    rollout_decisions: HashMap<String, u64>,
-    /// How often the driver's safety net decided every rollout in progress.
-    rollout_resyncs: u64,
-    /// Every stored Repo by the repository it follows, for webhooks.
-    repos_by_url: crate::webhook::RepoIndex,
 }
 
 pub struct Engine {
@@ -124,6 +111,11 @@ pub struct Engine {
     config: EngineConfig,
     write: tokio::sync::Mutex<()>,
     state: Mutex<State>,
+    /// The Repos followed, under a lock of their own: fetch triggers and webhooks take no
+    /// other.
+    followed: Mutex<Followed>,
+    /// What the rollout controller keeps (see [`rollouts::drive_rollouts`]).
+    controller: Mutex<rollouts::Controller>,
     shutdown: CancellationToken,
     /// Wakes the rollout driver.
     rollout_kick: Notify,
@@ -159,6 +151,8 @@ impl Engine {
             config,
             write: tokio::sync::Mutex::new(()),
             state: Mutex::new(State::default()),
+            followed: Mutex::new(Followed::default()),
+            controller: Mutex::new(rollouts::Controller::default()),
             shutdown,
             rollout_kick: Notify::new(),
             computed_from: Mutex::new(None),
@@ -189,8 +183,8 @@ impl Engine {
         for r in engine.store.resources()? {
             if let Resource::Repo(repo) = r {
                 engine
-                    .lock()
-                    .repos_by_url
+                    .followed()
+                    .by_url
                     .put(&repo.metadata.name, &repo.spec);
                 engine.follow(&repo);
             }
@@ -239,8 +233,7 @@ impl Engine {
 
     /// Stops every follower.
     pub fn stop(&self) {
-        let mut state = self.lock();
-        for (_, f) in state.followers.drain() {
+        for (_, f) in self.followed().followers.drain() {
             f.task.abort();
         }
     }

@@ -52,9 +52,9 @@ impl Engine {
     /// signs its webhooks: its own `webhookSecretRef`, else `hub_wide`. From memory: the
     /// delivery asking is not authenticated yet, so it must not make the hub read its store.
     pub fn webhook_candidates(&self, urls: &[String], hub_wide: Option<&str>) -> Vec<Candidate> {
-        let state = self.lock();
-        state
-            .repos_by_url
+        let followed = self.followed();
+        followed
+            .by_url
             .find(urls)
             .into_iter()
             .map(|(name, spec)| {

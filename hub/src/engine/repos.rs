@@ -1,7 +1,7 @@
 //! Git: one follower per Repo, fetches (polled, or triggered by webhooks and people), and
 //! moving each App whose files a new commit touches to that commit.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use tokio::sync::Notify;
@@ -19,6 +19,14 @@ use crate::telemetry;
 /// How often a fetch diffs again when its Repo moved while it diffed, before it moves every App.
 const MAX_DIFF_RETRIES: usize = 3;
 
+/// The Repos being followed.
+#[derive(Default)]
+pub(super) struct Followed {
+    pub(super) followers: HashMap<String, Follower>,
+    /// Every stored Repo by the repository it follows, for webhooks.
+    pub(super) by_url: crate::webhook::RepoIndex,
+}
+
 pub(super) struct Follower {
     pub(super) spec: RepoSpec,
     pub(super) trigger: Arc<Notify>,
@@ -35,6 +43,12 @@ pub(super) struct ChangeOrigin {
 }
 
 impl Engine {
+    pub(super) fn followed(&self) -> std::sync::MutexGuard<'_, Followed> {
+        self.followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     // --- git ---------------------------------------------------------------------------------
 
     /// (Re)starts following a Repo when its spec is new or changed; fetches at once.
@@ -43,8 +57,8 @@ impl Engine {
             return;
         }
         let name = repo.metadata.name.clone();
-        let mut state = self.lock();
-        if let Some(f) = state.followers.get(&name) {
+        let mut followed = self.followed();
+        if let Some(f) = followed.followers.get(&name) {
             if f.spec == repo.spec {
                 f.trigger.notify_one();
                 return;
@@ -58,7 +72,7 @@ impl Engine {
             follow_repo(engine, name.clone(), spec.clone(), Arc::clone(&trigger))
                 .instrument(info_span!("follow", repo = %name)),
         );
-        state.followers.insert(
+        followed.followers.insert(
             name,
             Follower {
                 spec,
@@ -70,7 +84,7 @@ impl Engine {
 
     /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
     pub fn trigger_fetch(&self, repo: &str) -> bool {
-        match self.lock().followers.get(repo) {
+        match self.followed().followers.get(repo) {
             Some(f) => {
                 f.trigger.notify_one();
                 true
@@ -83,8 +97,8 @@ impl Engine {
     /// their names.
     pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Vec<String> {
         let names: Vec<String> = self
-            .lock()
-            .repos_by_url
+            .followed()
+            .by_url
             .find(urls)
             .into_iter()
             .map(|(name, _)| name.to_owned())

@@ -110,10 +110,10 @@ impl Engine {
         }
         self.store.put_resources(&to_store)?;
         {
-            let mut state = self.lock();
+            let mut followed = self.followed();
             for r in &to_store {
                 if let Resource::Repo(repo) = r {
-                    state.repos_by_url.put(&repo.metadata.name, &repo.spec);
+                    followed.by_url.put(&repo.metadata.name, &repo.spec);
                 }
             }
         }
@@ -174,12 +174,12 @@ impl Engine {
         }
         match kind {
             Kind::Repo => {
-                let mut state = self.lock();
-                state.repos_by_url.remove(name);
-                if let Some(f) = state.followers.remove(name) {
+                let mut followed = self.followed();
+                followed.by_url.remove(name);
+                if let Some(f) = followed.followers.remove(name) {
                     f.task.abort();
                 }
-                drop(state);
+                drop(followed);
                 self.store.delete_repo_status(name)?;
             }
             Kind::App => {

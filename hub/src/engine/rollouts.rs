@@ -16,7 +16,7 @@ use std::time::Duration;
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Engine, EngineError, RolloutView, State};
+use super::{Engine, EngineError, RolloutView};
 use crate::fleet::rollout::{
     self, Command, Observation, Phase, RolloutEvent, RolloutState, decide, plan_waves,
 };
@@ -24,6 +24,22 @@ use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
 use crate::resources::{App, ClusterGroup};
+
+/// The rollout controller's own state, under a lock of its own (a report takes it to find
+/// whether its App is rolling out).
+#[derive(Default)]
+pub(super) struct Controller {
+    /// Apps whose rollout is not complete: their reports wake the controller.
+    incomplete_rollouts: HashSet<String>,
+    /// By App: when its rollout asked to be decided again although nothing changed.
+    next_rollout_checks: HashMap<String, i64>,
+    /// The Apps whose rollouts the controller decides next (see [`drive_rollouts`]).
+    rollout_queue: HashSet<String>,
+    /// How often each App's rollout was decided (see [`Engine::rollout_decisions`]).
+    rollout_decisions: HashMap<String, u64>,
+    /// How often the controller's timer decided rollouts whatever woke them.
+    rollout_resyncs: u64,
+}
 
 /// Which Apps' rollouts a recompute decides.
 #[derive(Clone, Copy)]
@@ -53,6 +69,12 @@ pub(super) struct Decided {
 }
 
 impl Engine {
+    fn controller(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
     /// Decides the next step of the rollout of every App in `scope` and stores what changed,
     /// with its events; the other Apps keep the rollout last decided.
     pub(super) fn decide_rollouts(
@@ -193,7 +215,7 @@ impl Engine {
             info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
         }
         {
-            let mut st = self.lock();
+            let mut st = self.controller();
             match scope {
                 Scope::All => {
                     st.incomplete_rollouts = incomplete;
@@ -293,7 +315,7 @@ impl Engine {
             })
             .collect();
         self.bus.record(&mut events)?;
-        let mut st = self.lock();
+        let mut st = self.controller();
         if st.incomplete_rollouts.contains(&report.app) {
             // Only this App's rollout can have moved.
             if !st.rollout_queue.contains(&report.app) {
@@ -309,11 +331,11 @@ impl Engine {
     /// connected decides whether its Target is given a revision, in any wave the rollout
     /// places on it). Complete rollouts do not look at connections.
     pub(super) fn kick_rollouts(&self) {
-        let mut st = self.lock();
+        let mut st = self.controller();
         if st.incomplete_rollouts.is_empty() {
             return;
         }
-        let State {
+        let Controller {
             incomplete_rollouts,
             rollout_queue,
             ..
@@ -325,7 +347,7 @@ impl Engine {
 
     /// Queues `app`'s rollout to be decided again (time moved it on).
     pub(super) fn wake_rollout(&self, app: &str) {
-        self.lock().rollout_queue.insert(app.to_owned());
+        self.controller().rollout_queue.insert(app.to_owned());
         self.rollout_kick.notify_one();
     }
 
@@ -333,14 +355,18 @@ impl Engine {
     /// must decide that App's rollout only.
     #[doc(hidden)]
     pub fn rollout_decisions(&self, app: &str) -> u64 {
-        self.lock().rollout_decisions.get(app).copied().unwrap_or(0)
+        self.controller()
+            .rollout_decisions
+            .get(app)
+            .copied()
+            .unwrap_or(0)
     }
 
     /// How often the rollout driver's timer decided rollouts whatever woke them (see
     /// [`Engine::rollout_decisions`]).
     #[doc(hidden)]
     pub fn rollout_resyncs(&self) -> u64 {
-        self.lock().rollout_resyncs
+        self.controller().rollout_resyncs
     }
 
     // --- commands ----------------------------------------------------------------------------
@@ -602,7 +628,7 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
     let mut last_resync = tokio::time::Instant::now();
     loop {
         let (wake, in_progress) = {
-            let st = engine.lock();
+            let st = engine.controller();
             (
                 st.next_rollout_checks.values().min().copied(),
                 !st.incomplete_rollouts.is_empty(),
@@ -631,9 +657,9 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
         }
         let resync = last_resync.elapsed() >= resync_every;
         let queued: HashSet<String> = {
-            let mut st = engine.lock();
+            let mut st = engine.controller();
             let now = now_unix();
-            let State {
+            let Controller {
                 rollout_queue,
                 next_rollout_checks,
                 incomplete_rollouts,
