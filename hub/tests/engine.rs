@@ -1,5 +1,6 @@
 //! The engine's event bus (every event reaches live subscribers, in the order it is stored)
-//! and its rollout controller (each App's rollout decided when something concerns that App).
+//! its rollout controller (each App's rollout decided when something concerns that App), and
+//! its write lock (never held across Git work).
 
 mod support;
 
@@ -173,5 +174,91 @@ async fn a_report_for_one_app_decides_that_apps_rollout_only() {
             "{app}'s rollout soaks for an hour"
         );
     }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_git_diff_holds_no_lock_that_an_apply_needs() {
+    use std::sync::Arc;
+    use tokio::sync::{Notify, mpsc};
+
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let revision = |engine: &gitfleet_hub::engine::Engine| {
+        engine
+            .get(Some(gitfleet_hub::resources::Kind::App), Some("web"))
+            .unwrap()
+            .first()
+            .and_then(|d| d["status"]["revision"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    eventually("web at c1", || {
+        let at = revision(engine) == c1;
+        async move { at.then_some(()) }
+    })
+    .await;
+
+    // Every diff waits until the test lets it go.
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let hook_release = Arc::clone(&release);
+    engine.set_diff_hook(Some(Arc::new(move |repo: String| {
+        let entered_tx = entered_tx.clone();
+        let release = Arc::clone(&hook_release);
+        Box::pin(async move {
+            let _ = entered_tx.send(repo);
+            release.notified().await;
+        })
+    })));
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    assert!(engine.trigger_fetch("platform"));
+    let repo = tokio::time::timeout(DEADLINE, entered.recv())
+        .await
+        .expect("the fetch of c2 diffs")
+        .unwrap();
+    assert_eq!(repo, "platform");
+
+    // The diff is held: a change that takes the engine's write lock goes through meanwhile.
+    let group = doc(serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1", "kind": "ClusterGroup",
+        "metadata": {"name": "eu"},
+        "spec": {"selector": {"matchLabels": {"region": "eu"}}}
+    }));
+    let applied = tokio::time::timeout(
+        DEADLINE,
+        admin.apply(pb::ApplyRequest {
+            documents: vec![group],
+            dry_run: false,
+        }),
+    )
+    .await
+    .expect("an apply while a diff runs is not held up by it")
+    .unwrap()
+    .into_inner();
+    assert_eq!(applied.outcomes[0].action, "created");
+    assert_eq!(revision(engine), c1, "the held diff moved nothing yet");
+
+    // Let it go: the App moves to c2 as it would have.
+    engine.set_diff_hook(None);
+    release.notify_one();
+    eventually("web at c2", || {
+        let at = revision(engine) == c2;
+        async move { at.then_some(()) }
+    })
+    .await;
     hub.shutdown().await;
 }

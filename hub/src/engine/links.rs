@@ -15,7 +15,7 @@ use crate::pki::{self, now_unix};
 use crate::store::ReportOutcome;
 use crate::telemetry;
 
-/// See [`Engine::set_connect_hook`].
+/// See [`Engine::set_connect_hook`] and [`Engine::set_diff_hook`].
 pub type ConnectHook = Arc<
     dyn Fn(String) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> + Send + Sync,
 >;

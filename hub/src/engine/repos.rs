@@ -8,7 +8,7 @@ use tokio::sync::Notify;
 use tokio::task::JoinHandle;
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Engine, EngineError, split_resources};
+use super::{ConnectHook, Engine, EngineError, split_resources};
 use crate::fleet::AppRevision;
 use crate::git::changes;
 use crate::metrics::{ErrorKind as MetricsError, PollOutcome};
@@ -25,6 +25,8 @@ pub(super) struct Followed {
     pub(super) followers: HashMap<String, Follower>,
     /// Every stored Repo by the repository it follows, for webhooks.
     pub(super) by_url: crate::webhook::RepoIndex,
+    /// See [`Engine::set_diff_hook`].
+    diff_hook: Option<ConnectHook>,
 }
 
 pub(super) struct Follower {
@@ -80,6 +82,13 @@ impl Engine {
                 task,
             },
         );
+    }
+
+    /// For tests: `hook` runs (with the Repo's name) before every diff of two commits, so that
+    /// a test can hold a diff and see what the engine does meanwhile.
+    #[doc(hidden)]
+    pub fn set_diff_hook(&self, hook: Option<ConnectHook>) {
+        self.followed().diff_hook = hook;
     }
 
     /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
@@ -273,6 +282,10 @@ impl Engine {
     async fn diff(&self, name: &str, spec: &RepoSpec, from: &str, to: &str) -> Option<Vec<String>> {
         if from.is_empty() || from == to {
             return None;
+        }
+        let hook = self.followed().diff_hook.clone();
+        if let Some(hook) = hook {
+            hook(name.to_owned()).await;
         }
         match self
             .git
