@@ -9,8 +9,12 @@
 //! and `events` (the bus every event goes through).
 //!
 //! Every change to desired state goes through one async lock (`write`), so generations grow in
-//! order and a connection sees them in order. Spoke connections read desired state from a
-//! `watch` channel per cluster: a slow spoke never holds anyone up, and deltas coalesce.
+//! order and a connection sees them in order; Git work (fetches, diffs, reading the fleet path)
+//! is done before it is taken, and what it found is checked again under it. Spoke connections
+//! read desired state from a `watch` channel per cluster: a slow spoke never holds anyone up,
+//! and deltas coalesce. In memory, the links and published desired state share one lock
+//! (`state`: a revocation and a connection decide under it), while the followed Repos
+//! (`followed`) and the rollout controller's queue (`controller`) have their own.
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -117,7 +121,7 @@ pub struct Engine {
     /// What the rollout controller keeps (see [`rollouts::drive_rollouts`]).
     controller: Mutex<rollouts::Controller>,
     shutdown: CancellationToken,
-    /// Wakes the rollout driver.
+    /// Wakes the rollout controller (see [`rollouts::drive_rollouts`]).
     rollout_kick: Notify,
     /// See [`FleetInputs`]; `None` until the first recompute (and after one that failed).
     computed_from: Mutex<Option<FleetInputs>>,
