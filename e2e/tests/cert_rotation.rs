@@ -52,7 +52,7 @@ async fn rotation() -> anyhow::Result<()> {
 
     // Once the spoke holds a renewed certificate (and told the hub), the copy is superseded:
     // it cannot take the cluster's place, though it has not expired.
-    let store = fleet.hub().engine().store();
+    let store = fleet.hub().store();
     until("the spoke to confirm its renewal", DEADLINE, || {
         let bound = store.cluster("rot-1")?;
         Ok(bound
@@ -201,7 +201,7 @@ async fn registration_over_budget() -> anyhow::Result<()> {
     tokio::time::timeout(DEADLINE, identity::register(&store, &registration))
         .await
         .map_err(|_| anyhow::anyhow!("no registration within {DEADLINE:?}"))??;
-    let registered = hub.engine().store().cluster("late-1")?;
+    let registered = hub.store().cluster("late-1")?;
     anyhow::ensure!(registered.is_some(), "late-1 is registered");
     hub.shutdown().await;
     Ok(())

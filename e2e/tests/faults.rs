@@ -1060,7 +1060,7 @@ async fn a_full_disk_under_the_hub_fails_loudly_loses_nothing_and_recovers() -> 
     let acked_before: BTreeMap<String, u64> = ["a", "b"]
         .iter()
         .map(|c| {
-            let seq = fleet.hub().engine().store().acked_seq(c).expect("store");
+            let seq = fleet.hub().store().acked_seq(c).expect("store");
             (c.to_string(), seq)
         })
         .collect();
@@ -1128,7 +1128,7 @@ async fn a_full_disk_under_the_hub_fails_loudly_loses_nothing_and_recovers() -> 
     fleet.crash_and_restart_hub().await?;
     ensure!(http_get(&fleet, "/healthz").await?.0 == 200);
     for (c, seq) in &acked_by_spokes {
-        let stored = fleet.hub().engine().store().acked_seq(c)?;
+        let stored = fleet.hub().store().acked_seq(c)?;
         ensure!(
             stored >= *seq,
             "{c}: the spoke holds an ack for {seq}, the restarted hub's store only {stored}"
@@ -1155,7 +1155,7 @@ async fn a_full_disk_under_the_hub_fails_loudly_loses_nothing_and_recovers() -> 
     // Nothing acked before is lost, across a restart too.
     fleet.restart_hub().await?;
     for (c, seq) in &acked_before {
-        let now = fleet.hub().engine().store().acked_seq(c)?;
+        let now = fleet.hub().store().acked_seq(c)?;
         ensure!(now >= *seq, "{c}: acked {seq} before, {now} after");
     }
     write_hello(&fleet.git, "v2")?;

@@ -19,7 +19,7 @@ const DEPLOYMENT: &str = include_str!("../demo/hello/deployment.yaml");
 const APP: &str = "apiVersion: gitfleet.dev/v1\nkind: App\nmetadata: { name: hello }\nspec:\n  repo: platform\n  path: apps/hello\n  namespace: hello\n  targets:\n    - clusterSelector: {}\n";
 
 fn acked(fleet: &Fleet) -> BTreeMap<String, u64> {
-    let store = fleet.hub().engine().store();
+    let store = fleet.hub().store();
     fleet
         .clusters()
         .iter()

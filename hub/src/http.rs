@@ -49,7 +49,7 @@ pub fn router(
 /// Anyone may ask, as often as they like: the answer is what the store's writes and flushes
 /// found, never a flush of its own.
 async fn health(State(state): State<HttpState>) -> Response {
-    match state.engine.store().failure() {
+    match state.engine.store_failure() {
         None => "ok\n".into_response(),
         // Logged once, when it happened: a probe in a loop must not flood the log either.
         Some(e) => (

@@ -165,6 +165,8 @@ pub struct HubHandle {
     ca_pem: String,
     admin_config_path: PathBuf,
     engine: Arc<Engine>,
+    /// The engine's store, for tests and tools that look at what is stored.
+    store: Store,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// A hub dropped without [`HubHandle::shutdown`] still stops serving (without waiting).
@@ -235,7 +237,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         config.fetch_timeout,
     );
     let engine = Engine::start(
-        store,
+        store.clone(),
         Arc::clone(&pki),
         git,
         EngineConfig {
@@ -348,6 +350,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         ca_pem: pki.ca_pem().to_owned(),
         admin_config_path,
         engine,
+        store,
         _stop_on_drop: shutdown.clone().drop_guard(),
         shutdown,
         tasks,
@@ -442,6 +445,12 @@ impl HubHandle {
         &self.engine
     }
 
+    /// What the hub has stored, for tests and tools that check it (the engine is the only
+    /// writer; nothing else should write through this).
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
     /// Mints a bootstrap token without going through the admin API: clusters registered with
     /// it get `labels` (and the spoke may add none).
     pub async fn create_token(
@@ -494,6 +503,7 @@ impl HubHandle {
     pub async fn shutdown(self) {
         let HubHandle {
             engine,
+            store,
             shutdown,
             tasks,
             ..
@@ -510,7 +520,7 @@ impl HubHandle {
                 abort.abort();
             }
         }
-        if let Err(e) = engine.store().flush().await {
+        if let Err(e) = engine.flush().await {
             warn!(error = %e, "cannot flush the store at shutdown");
         }
         // Spoke sessions and followers hold the engine (and with it the store's file lock) until
@@ -522,6 +532,7 @@ impl HubHandle {
         if Arc::strong_count(&engine) > 1 {
             warn!("hub tasks still hold the engine after 5s");
         }
+        drop(store);
         info!("hub stopped");
     }
 }

@@ -18,10 +18,10 @@ use support::*;
 
 /// Runs `write` and checks that the store was flushed while it ran.
 async fn flushed<T>(hub: &HubHandle, what: &str, write: impl Future<Output = T>) -> T {
-    let before = hub.engine().store().flush_count();
+    let before = hub.store().flush_count();
     let out = write.await;
     assert!(
-        hub.engine().store().flush_count() > before,
+        hub.store().flush_count() > before,
         "{what} answered without flushing the store"
     );
     out

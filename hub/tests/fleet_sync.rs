@@ -227,3 +227,59 @@ async fn the_hub_applies_its_fleet_path_on_every_commit() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_fleet_commit_is_applied_in_one_step_with_one_flush() {
+    let (_tmp, data) = data_dir();
+    let mut config = HubConfig::for_tests(&data);
+    config.fleet = Some(FleetSource {
+        repo: "fleet".into(),
+        path: "fleet".into(),
+    });
+    let hub = runtime::start(config).await.unwrap();
+    let mut admin = admin(&hub).await;
+    let git = GitRepo::new();
+    let groups = |names: &[&str]| -> String {
+        names
+            .iter()
+            .map(|n| group(n))
+            .collect::<Vec<_>>()
+            .join("---\n")
+    };
+    let c1 = git.commit(
+        &[("fleet/groups.yaml", &groups(&["a1", "a2", "a3", "a4"]))],
+        "four groups",
+    );
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![repo_doc("fleet", &git.url())],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    fleet_status(&admin, "the first sync", |s| {
+        s["fleet"]["commit"] == c1.as_str()
+    })
+    .await;
+
+    // Four groups replaced by four others: four applied, four deleted, the status moved.
+    let before = hub.store().flush_count();
+    let c2 = git.commit(
+        &[("fleet/groups.yaml", &groups(&["b1", "b2", "b3", "b4"]))],
+        "four others",
+    );
+    assert!(hub.engine().trigger_fetch("fleet"));
+    let status = fleet_status(&admin, "the second sync", |s| {
+        s["fleet"]["commit"] == c2.as_str()
+    })
+    .await;
+    assert_eq!(status["fleet"]["error"], "", "{status}");
+    let flushes = hub.store().flush_count() - before;
+    let all = resources(&mut admin).await;
+    let names: Vec<&str> = all.keys().map(|(_, n)| n.as_str()).collect();
+    assert_eq!(names, ["b1", "b2", "b3", "b4", "fleet"], "{all:?}");
+    // One for the sync (resources, their deletions and the Repo's status together); a fetch
+    // may add one of its own.
+    assert!(flushes <= 2, "{flushes} flushes for one fleet commit");
+    hub.shutdown().await;
+}

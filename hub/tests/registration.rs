@@ -429,7 +429,6 @@ async fn confirm(hub: &HubHandle, spoke: &FakeSpoke, renewed: &SpokeIdentity) {
         .await;
     eventually("the cluster bound to the renewed key", || {
         let bound = hub
-            .engine()
             .store()
             .cluster(&renewed.cluster)
             .unwrap()
@@ -532,7 +531,7 @@ async fn a_cluster_recorded_without_a_key_accepts_only_its_last_certificate() {
         .await
         .unwrap();
     spoke.until("snapshot", |v| v.snapshots == 1).await;
-    let bound = hub.engine().store().cluster("dev-1").unwrap().unwrap();
+    let bound = hub.store().cluster("dev-1").unwrap().unwrap();
     assert_eq!(
         bound.key_fingerprint,
         gitfleet_hub::pki::cert_key(&der(&last.cert_pem))

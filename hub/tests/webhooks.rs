@@ -274,7 +274,7 @@ async fn a_delivery_is_verified_before_the_hub_reads_any_repo() {
     ] {
         let (hub, git) = quiet_hub(config, refs).await;
         let http = hub.http_addr().unwrap();
-        let store = hub.engine().store();
+        let store = hub.store();
         let scans = store.resource_scans();
         let body = push_payload(&git.url());
         for headers in [
@@ -336,7 +336,7 @@ async fn health_probes_never_flush_the_store() {
     let (_tmp, data) = data_dir();
     let hub = start_hub(&data).await;
     let http = hub.http_addr().unwrap();
-    let flushes = hub.engine().store().flush_count();
+    let flushes = hub.store().flush_count();
     for _ in 0..20 {
         for path in ["/healthz", "/readyz"] {
             let (code, body) = get(http, path).await;
@@ -344,7 +344,7 @@ async fn health_probes_never_flush_the_store() {
         }
     }
     assert_eq!(
-        hub.engine().store().flush_count(),
+        hub.store().flush_count(),
         flushes,
         "an unauthenticated probe made the hub flush its store"
     );
@@ -376,11 +376,11 @@ async fn a_metrics_scrape_reads_the_store_once_whatever_the_number_of_apps() {
     })
     .await;
     let http = hub.http_addr().unwrap();
-    let scans = engine.store().resource_scans();
+    let scans = hub.store().resource_scans();
     let (code, body) = get(http, "/metrics").await;
     assert_eq!(code, 200);
     assert!(body.contains("web-11"), "every App is in the scrape");
-    let read = engine.store().resource_scans() - scans;
+    let read = hub.store().resource_scans() - scans;
     assert!(
         read <= 2,
         "one scrape read every stored resource {read} times for {} Apps",

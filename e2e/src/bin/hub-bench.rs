@@ -23,7 +23,7 @@ use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
 use gitfleet_hub::fleet::rollout::Phase;
 use gitfleet_hub::git::GitCache;
-use gitfleet_hub::model::{ClusterDesired, HealthState, SyncState, TargetReport};
+use gitfleet_hub::model::{HealthState, SyncState, TargetReport};
 use gitfleet_hub::pki::{CertKey, cert_key_pem};
 use gitfleet_hub::resources::GitRef;
 use gitfleet_hub::runtime::{self, HubConfig};
@@ -244,11 +244,12 @@ fn percentiles(mut v: Vec<Duration>) -> String {
     format!("{} / {} / {}", ms(at(0.5)), ms(at(0.99)), ms(at(1.0)))
 }
 
-type DesiredRx = tokio::sync::watch::Receiver<Arc<ClusterDesired>>;
+type DesiredRx = tokio::sync::watch::Receiver<Arc<gitfleet_hub::engine::Published>>;
 
 /// The spec generation of the App's Target in a cluster's desired state, once at `commit`.
 fn held(rx: &DesiredRx, commit: &str) -> Option<u64> {
     rx.borrow()
+        .desired
         .targets
         .get("small")
         .filter(|t| t.target.commit == commit)
@@ -292,7 +293,7 @@ async fn reports_until_complete(
     for (seq, state) in reports {
         report_all(engine, clusters, *seq, commit, *state)?;
     }
-    engine.store().flush().await?;
+    engine.flush().await?;
     let rate = (reports.len() * clusters.len()) as f64 / started.elapsed().as_secs_f64();
     until_rollout_complete(engine, commit).await?;
     Ok((rate, started.elapsed()))
@@ -400,7 +401,8 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     for (cluster, rx) in &clusters {
         let mut rx = rx.clone();
         let placed = rx.wait_for(|d| {
-            d.targets
+            d.desired
+                .targets
                 .get("small")
                 .is_some_and(|t| t.target.commit == c1)
         });
@@ -443,7 +445,8 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
             tokio::spawn(async move {
                 let _ = rx
                     .wait_for(|d| {
-                        d.targets
+                        d.desired
+                            .targets
                             .get("small")
                             .is_some_and(|t| t.target.commit == c2)
                     })

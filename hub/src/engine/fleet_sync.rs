@@ -7,7 +7,7 @@ use std::sync::Arc;
 
 use tracing::{Instrument, info, info_span, warn};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, WriteGuard};
 use crate::fleetsync::{self, FleetSource};
 use crate::resources::{Kind, Resource};
 use gitfleet_core::yaml::Limits;
@@ -52,55 +52,78 @@ impl Engine {
         if commit.is_empty() || (status.fleet_commit == commit && status.fleet_error.is_empty()) {
             return Ok(());
         }
-        let outcome = self.apply_fleet(source, &repo.spec.url, &commit).await;
-        let _guard = self.write.lock().await;
+        // Git is read before the write lock is taken: nothing waits on a fetch.
+        let files = self
+            .git
+            .read_documents(&repo.spec.url, &commit, &source.path)
+            .await
+            .map_err(|e| format!("fleet path: {e}"));
+        let guard = self.write.lock().await;
+        // One write of everything the commit changes, one recompute and one flush: the fleet
+        // moves from one commit's resources to the next's in one step, with its status.
+        let outcome = files.and_then(|files| self.apply_fleet(&guard, source, &commit, &files));
         let mut status = self.store.repo_status(&source.repo)?.unwrap_or_default();
-        match outcome {
-            Ok(()) => {
+        let mut applied = Vec::new();
+        let changed = match outcome {
+            Ok((stored, changed)) => {
                 status.fleet_commit = commit.clone();
                 status.fleet_error.clear();
                 info!(revision = %commit, "fleet synced");
+                applied = stored;
+                changed
             }
             Err(message) => {
                 if status.fleet_error != message {
                     warn!(revision = %commit, error = %message, "fleet not synced; nothing changed");
                 }
                 status.fleet_error = message;
+                false
             }
-        }
+        };
         self.store.put_repo_status(&source.repo, &status)?;
+        if changed {
+            self.recompute_locked(&guard).await?;
+        }
         self.store.flush().await?;
+        drop(guard);
+        self.follow_applied(&applied);
         Ok(())
     }
 
-    /// Applies the fleet path at `commit`; the error is what the Repo's status shows.
-    async fn apply_fleet(
-        self: &Arc<Self>,
+    /// Writes what the fleet path at `commit` says (applies its documents, deletes what an
+    /// earlier commit brought and this one does not), not yet flushed; the error is what the
+    /// Repo's status shows. Returns the resources written and whether anything changed.
+    fn apply_fleet(
+        &self,
+        guard: &WriteGuard<'_>,
         source: &FleetSource,
-        url: &str,
         commit: &str,
-    ) -> Result<(), String> {
-        let files = self
-            .git
-            .read_documents(url, commit, &source.path)
-            .await
-            .map_err(|e| format!("fleet path: {e}"))?;
+        files: &[(String, String)],
+    ) -> Result<(Vec<Resource>, bool), String> {
         let stored = self.store.resources().map_err(|e| e.to_string())?;
-        let plan = fleetsync::plan(source, commit, &files, &stored, Limits::DEFAULT)?;
+        let plan = fleetsync::plan(source, commit, files, &stored, Limits::DEFAULT)?;
+        let mut applied = Vec::new();
         if !plan.documents.is_empty() {
-            let outcomes = self
-                .apply(&plan.documents, false)
-                .await
+            let parsed = self.validate(&plan.documents).map_err(|e| e.to_string())?;
+            let (outcomes, written) = self
+                .apply_locked(guard, parsed, false)
                 .map_err(|e| e.to_string())?;
             for o in outcomes.iter().filter(|o| o.action != "unchanged") {
                 info!(kind = %o.kind, name = %o.name, action = o.action, "fleet resource applied");
             }
+            applied = written;
         }
+        let mut deleted = false;
         for (kind, name) in &plan.delete {
-            if self.delete(*kind, name).await.map_err(|e| e.to_string())? {
+            if self
+                .delete_locked(guard, *kind, name)
+                .map_err(|e| e.to_string())?
+            {
+                deleted = true;
                 info!(%kind, %name, "fleet resource deleted: gone from the fleet path");
             }
         }
-        Ok(())
+        let changed = deleted || !applied.is_empty();
+        Ok((applied, changed))
     }
 }

@@ -42,14 +42,6 @@ impl Engine {
             .map_err(|e| GitError::Credentials(e.to_string()))
     }
 
-    /// The credential for the stored Repo `name`, for the spokes that fetch from it.
-    pub(super) fn stored_repo_credential(&self, name: &str) -> Option<RepoCredential> {
-        match self.store.resource(crate::resources::Kind::Repo, name) {
-            Ok(Some(Resource::Repo(repo))) => self.git_credential(name, &repo.spec).ok()?,
-            _ => None,
-        }
-    }
-
     /// Whether the credentials file has any webhook secret (webhooks are on with one of
     /// these or the hub-wide secret).
     pub fn has_webhook_secrets(&self) -> bool {
@@ -60,9 +52,9 @@ impl Engine {
     /// signs its webhooks: its own `webhookSecretRef`, else `hub_wide`. From memory: the
     /// delivery asking is not authenticated yet, so it must not make the hub read its store.
     pub fn webhook_candidates(&self, urls: &[String], hub_wide: Option<&str>) -> Vec<Candidate> {
-        let state = self.lock();
-        state
-            .repos_by_url
+        let followed = self.followed();
+        followed
+            .by_url
             .find(urls)
             .into_iter()
             .map(|(name, spec)| {

@@ -3,46 +3,61 @@
 //! desired state. Also the App controls people use outside the spec (suspend, forced sync) and
 //! the event history.
 //!
-//! Deciding happens inside [`Engine::recompute_locked`], under the engine's write lock, so a
-//! rollout step and the desired state it implies are stored together. A background task
-//! ([`drive_rollouts`]) recomputes when a report or a connection may have moved a rollout on,
-//! and at the time the module asks to be woken (a `minHealthyFor` wait ending, a deadline).
+//! Deciding happens inside [`Engine::recompute_scoped`], under the engine's write lock, so a
+//! rollout step and the desired state it implies are stored together. Changes to resources,
+//! revisions, clusters and controls decide every App's rollout where they happen; the
+//! controller task ([`drive_rollouts`]) decides only the Apps queued since its last turn: the
+//! App of a report, the Apps in progress when a cluster comes or goes, an App whose rollout
+//! asked to be woken (a `minHealthyFor` wait ending, a deadline), plus a resync on a timer.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
 use tracing::{Instrument, debug, info, info_span, warn};
 
-use super::{Engine, EngineError};
+use super::{Engine, EngineError, RolloutView};
 use crate::fleet::rollout::{
-    self, Command, Observation, Phase, RolloutEvent, RolloutKind, RolloutState, Status, decide,
-    plan_waves,
+    self, Command, Observation, Phase, RolloutEvent, RolloutState, decide, plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
-use crate::resources::{App, ClusterGroup, Kind, Resource};
+use crate::resources::{App, ClusterGroup};
 
-/// A rollout as `gitfleet rollout status` shows it.
-#[derive(Debug, Clone)]
-pub struct RolloutView {
-    pub app: String,
-    pub state: RolloutState,
-    pub status: Status,
-    pub suspended: bool,
-    /// The commit Git points at, when the rollout does not follow it (rolled back from it, or
-    /// the App is suspended).
-    pub git_revision: Option<String>,
+/// The rollout controller's own state, under a lock of its own (a report takes it to find
+/// whether its App is rolling out).
+#[derive(Default)]
+pub(super) struct Controller {
+    /// Apps whose rollout is not complete: their reports wake the controller.
+    incomplete_rollouts: HashSet<String>,
+    /// By App: when its rollout asked to be decided again although nothing changed.
+    next_rollout_checks: HashMap<String, i64>,
+    /// The Apps whose rollouts the controller decides next (see [`drive_rollouts`]).
+    rollout_queue: HashSet<String>,
+    /// How often each App's rollout was decided (see [`Engine::rollout_decisions`]).
+    rollout_decisions: HashMap<String, u64>,
+    /// How often the controller's timer decided rollouts whatever woke them.
+    rollout_resyncs: u64,
 }
 
-/// One entry of `gitfleet rollout history`.
-#[derive(Debug, Clone)]
-pub struct RolloutRecord {
-    pub state: RolloutState,
-    /// "progressing", "paused", "complete", "rolling back", "rolled back", "superseded",
-    /// "replaced by a rollback".
-    pub outcome: &'static str,
+/// Which Apps' rollouts a recompute decides.
+#[derive(Clone, Copy)]
+pub(super) enum Scope<'a> {
+    /// Every App's: after a change to resources, revisions, clusters or controls, and as a
+    /// safety net on a timer.
+    All,
+    /// These Apps' only: what a report, a connection or a rollout's own timer concerns.
+    Apps(&'a HashSet<String>),
+}
+
+impl Scope<'_> {
+    fn contains(&self, app: &str) -> bool {
+        match self {
+            Scope::All => true,
+            Scope::Apps(apps) => apps.contains(app),
+        }
+    }
 }
 
 /// What [`Engine::decide_rollouts`] hands back to the recompute.
@@ -54,13 +69,21 @@ pub(super) struct Decided {
 }
 
 impl Engine {
-    /// Decides the next step of every App's rollout and stores what changed, with its events.
+    fn controller(&self) -> std::sync::MutexGuard<'_, Controller> {
+        self.controller
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Decides the next step of the rollout of every App in `scope` and stores what changed,
+    /// with its events; the other Apps keep the rollout last decided.
     pub(super) fn decide_rollouts(
         &self,
         apps: &[App],
         revisions: &BTreeMap<String, AppRevision>,
         labels: &[ClusterLabels<'_>],
         groups: &BTreeMap<String, ClusterGroup>,
+        scope: Scope<'_>,
     ) -> Result<Decided, EngineError> {
         let now = now_unix();
         let mut stored = self.store.rollouts_shared();
@@ -68,12 +91,20 @@ impl Engine {
         let mut rollouts = BTreeMap::new();
         let mut events = Vec::new();
         let mut incomplete = HashSet::new();
-        let mut next_check: Option<i64> = None;
+        let mut next_checks: HashMap<String, i64> = HashMap::new();
+        let mut decided: Vec<&str> = Vec::new();
         let mut current = None;
         for app in apps {
             let name = app.metadata.name.as_str();
             let suspended = controls.get(name).is_some_and(|c| c.suspended);
             let previous = stored.remove(name);
+            if !scope.contains(name) {
+                if let Some(state) = previous {
+                    rollouts.insert(name.to_owned(), state);
+                }
+                continue;
+            }
+            decided.push(name);
             let Some(git) = revisions.get(name) else {
                 // Not fetched yet (or its Repo changed): it keeps what it had, if anything.
                 if let Some(state) = previous {
@@ -170,7 +201,7 @@ impl Engine {
             if !matches!(state.phase, Phase::Complete) {
                 incomplete.insert(name.to_owned());
                 if let Some(t) = decision.status.next_check_at {
-                    next_check = Some(next_check.map_or(t, |n: i64| n.min(t)));
+                    next_checks.insert(name.to_owned(), t);
                 }
             }
             if changed(&state) {
@@ -179,21 +210,41 @@ impl Engine {
             events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
             rollouts.insert(name.to_owned(), state);
         }
-        self.store.append_events(&mut events)?;
+        self.bus.record(&mut events)?;
         for e in &events {
             info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
         }
         {
-            let mut st = self.lock();
-            st.incomplete_rollouts = incomplete;
-            st.next_rollout_check = next_check;
+            let mut st = self.controller();
+            match scope {
+                Scope::All => {
+                    st.incomplete_rollouts = incomplete;
+                    st.next_rollout_checks = next_checks;
+                }
+                Scope::Apps(apps) => {
+                    for app in apps {
+                        st.incomplete_rollouts.remove(app);
+                        st.next_rollout_checks.remove(app);
+                    }
+                    st.incomplete_rollouts.extend(incomplete);
+                    st.next_rollout_checks.extend(next_checks);
+                }
+            }
+            for app in decided {
+                match st.rollout_decisions.get_mut(app) {
+                    Some(n) => *n += 1,
+                    None => {
+                        st.rollout_decisions.insert(app.to_owned(), 1);
+                    }
+                }
+            }
         }
         Ok(Decided { rollouts, controls })
     }
 
     /// What the hub knows of each of `clusters`' Target of `app`: read under one lock of the
     /// engine's state and one of the store's memory, not one per cluster.
-    fn observations<'a>(
+    pub(super) fn observations<'a>(
         &self,
         app: &str,
         clusters: impl Iterator<Item = &'a str>,
@@ -208,6 +259,7 @@ impl Engine {
                 .map(|c| {
                     let desired = st.desired.get(*c).and_then(|tx| {
                         tx.borrow()
+                            .desired
                             .targets
                             .get(app)
                             .map(|t| t.target.commit.clone())
@@ -262,97 +314,62 @@ impl Engine {
                 ..Default::default()
             })
             .collect();
-        self.store.append_events(&mut events)?;
-        if self.lock().incomplete_rollouts.contains(&report.app) {
+        self.bus.record(&mut events)?;
+        let mut st = self.controller();
+        if st.incomplete_rollouts.contains(&report.app) {
+            // Only this App's rollout can have moved.
+            if !st.rollout_queue.contains(&report.app) {
+                st.rollout_queue.insert(report.app.clone());
+            }
+            drop(st);
             self.rollout_kick.notify_one();
         }
         Ok(())
     }
 
-    /// A cluster came or went: rollouts waiting on it may move.
+    /// A cluster came or went: the rollouts in progress may move (whether a cluster is
+    /// connected decides whether its Target is given a revision, in any wave the rollout
+    /// places on it). Complete rollouts do not look at connections.
     pub(super) fn kick_rollouts(&self) {
-        if !self.lock().incomplete_rollouts.is_empty() {
-            self.rollout_kick.notify_one();
+        let mut st = self.controller();
+        if st.incomplete_rollouts.is_empty() {
+            return;
         }
+        let Controller {
+            incomplete_rollouts,
+            rollout_queue,
+            ..
+        } = &mut *st;
+        rollout_queue.extend(incomplete_rollouts.iter().cloned());
+        drop(st);
+        self.rollout_kick.notify_one();
     }
 
-    // --- queries and commands ----------------------------------------------------------------
-
-    fn app(&self, name: &str) -> Result<App, EngineError> {
-        match self.store.resource(Kind::App, name)? {
-            Some(Resource::App(app)) => Ok(app),
-            _ => Err(EngineError::NotFound(format!(
-                "app {name:?} not found; list Apps with `gitfleet get apps`"
-            ))),
-        }
+    /// Queues `app`'s rollout to be decided again (time moved it on).
+    pub(super) fn wake_rollout(&self, app: &str) {
+        self.controller().rollout_queue.insert(app.to_owned());
+        self.rollout_kick.notify_one();
     }
 
-    /// An App's rollout with its status as of now.
-    pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
-        let app = self.app(name)?;
-        let (_, _, groups) = super::split_resources(self.store.resources()?);
-        let (clusters, _) = self.store.clusters_snapshot();
-        let labels = super::placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
-        let state = self.store.rollout_shared(name).ok_or_else(|| {
-            EngineError::NotFound(format!(
-                "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
-                 (see `gitfleet get repo {}`)",
-                app.spec.repo, app.spec.repo
-            ))
-        })?;
-        self.view(&app, state, &labels, &groups, &mut revisions)
+    /// How often `app`'s rollout has been decided since the hub started: a report for one App
+    /// must decide that App's rollout only.
+    #[doc(hidden)]
+    pub fn rollout_decisions(&self, app: &str) -> u64 {
+        self.controller()
+            .rollout_decisions
+            .get(app)
+            .copied()
+            .unwrap_or(0)
     }
 
-    /// Every App's rollout view, reading resources, clusters and revisions once: what a
-    /// `/metrics` scrape needs, whose cost must not grow with Apps × stored resources (the
-    /// listener is unauthenticated). Apps without a rollout yet are left out.
-    pub fn rollout_statuses(&self) -> Result<Vec<RolloutView>, EngineError> {
-        let (apps, _, groups) = super::split_resources(self.store.resources()?);
-        let (clusters, _) = self.store.clusters_snapshot();
-        let labels = super::placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
-        let mut views = Vec::new();
-        for app in apps {
-            let Some(state) = self.store.rollout_shared(&app.metadata.name) else {
-                continue;
-            };
-            views.push(self.view(&app, state, &labels, &groups, &mut revisions)?);
-        }
-        Ok(views)
+    /// How often the rollout driver's timer decided rollouts whatever woke them (see
+    /// [`Engine::rollout_decisions`]).
+    #[doc(hidden)]
+    pub fn rollout_resyncs(&self) -> u64 {
+        self.controller().rollout_resyncs
     }
 
-    fn view(
-        &self,
-        app: &App,
-        state: Arc<RolloutState>,
-        labels: &[ClusterLabels<'_>],
-        groups: &BTreeMap<String, ClusterGroup>,
-        revisions: &mut BTreeMap<String, AppRevision>,
-    ) -> Result<RolloutView, EngineError> {
-        let name = app.metadata.name.as_str();
-        let plan = plan_waves(app, labels, groups);
-        let now = now_unix();
-        let observations = self.observations(name, plan.clusters(), now);
-        let decision = decide(&state, &plan, &observations, now);
-        if decision.state != *state {
-            // Time moved the rollout on since it was last decided: let the driver store it.
-            self.rollout_kick.notify_one();
-        }
-        let status = decision.status;
-        let control = self.store.app_control(name)?;
-        let git_revision = revisions
-            .remove(name)
-            .map(|r| r.commit)
-            .filter(|c| *c != state.revision.commit);
-        Ok(RolloutView {
-            app: name.to_owned(),
-            state: RolloutState::clone(&state),
-            status,
-            suspended: control.suspended,
-            git_revision,
-        })
-    }
+    // --- commands ----------------------------------------------------------------------------
 
     /// `pause`, `resume`, `promote` or `rollback` on an App's rollout.
     pub async fn rollout_command(
@@ -377,7 +394,7 @@ impl Engine {
             .into_iter()
             .map(|e| rollout_event(name, e))
             .collect();
-        self.store.append_events(&mut events)?;
+        self.bus.record(&mut events)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         drop(guard);
@@ -438,30 +455,6 @@ impl Engine {
         }
     }
 
-    /// Every rollout of an App, oldest first, with how each ended.
-    pub async fn rollout_history(&self, name: &str) -> Result<Vec<RolloutRecord>, EngineError> {
-        self.app(name)?;
-        let states = self.store.rollout_history(name).await?;
-        let mut out = Vec::with_capacity(states.len());
-        for (i, state) in states.iter().enumerate() {
-            let next = states.get(i + 1);
-            let outcome = match (&state.phase, &state.kind, next) {
-                (Phase::Complete, RolloutKind::Update, _) => "complete",
-                (Phase::Complete, RolloutKind::Rollback { .. }, _) => "rolled back",
-                (_, _, Some(n)) if n.is_rollback() => "replaced by a rollback",
-                (_, _, Some(_)) => "superseded",
-                (Phase::Paused { .. }, _, None) => "paused",
-                (Phase::Progressing, RolloutKind::Rollback { .. }, None) => "rolling back",
-                (Phase::Progressing, RolloutKind::Update, None) => "progressing",
-            };
-            out.push(RolloutRecord {
-                state: state.clone(),
-                outcome,
-            });
-        }
-        Ok(out)
-    }
-
     /// Suspends (or resumes) an App: its spokes stop syncing it and its rollout stands still.
     pub async fn set_suspended(
         &self,
@@ -501,7 +494,7 @@ impl Engine {
             ("Resumed", format!("resumed by {by}"))
         };
         self.store.put_app_control(name, &control)?;
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now,
             app: name.to_owned(),
             kind: kind.to_owned(),
@@ -550,7 +543,7 @@ impl Engine {
         }
         self.store.put_app_control(name, &control)?;
         let message = format!("sync requested by {by} on {}", clusters.join(", "));
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now_unix(),
             app: name.to_owned(),
             cluster: cluster.map(str::to_owned).unwrap_or_default(),
@@ -572,7 +565,7 @@ impl Engine {
         message: String,
         by: &str,
     ) -> Result<(), EngineError> {
-        self.store.append_events(&mut [EventRecord {
+        self.bus.record(&mut [EventRecord {
             at_unix: now_unix(),
             app: app.to_owned(),
             kind: kind.to_owned(),
@@ -581,21 +574,6 @@ impl Engine {
             ..Default::default()
         }])?;
         Ok(())
-    }
-
-    /// The newest `limit` events, oldest first, of one App and/or cluster when given, with ids
-    /// above `after`.
-    pub async fn events(
-        &self,
-        app: Option<&str>,
-        cluster: Option<&str>,
-        after: u64,
-        limit: usize,
-    ) -> Result<Vec<EventRecord>, EngineError> {
-        if let Some(a) = app {
-            self.app(a)?;
-        }
-        Ok(self.store.events(app, cluster, after, limit).await?)
     }
 }
 
@@ -636,40 +614,106 @@ pub(super) fn apply_controls(
     }
 }
 
-/// Recomputes whenever a report or connection may have moved a rollout on, and when a rollout
-/// asked to be looked at again.
 /// The longest pause between two decisions (see [`drive_rollouts`]).
 const PACE_CAP: Duration = Duration::from_secs(1);
 /// The pause after a decision, in multiples of the time it took.
 const PACE_RATIO: u32 = 3;
+/// How often the rollouts still in progress are all decided again whatever woke them, as a
+/// safety net (a cluster gone silent counts as disconnected only by the clock).
+const RESYNC_IN_PROGRESS: Duration = Duration::from_secs(30);
+/// How often every App's rollout is decided again when nothing woke any.
+const RESYNC_ALL: Duration = Duration::from_secs(3600);
 
+/// The rollout controller: a queue of Apps, each woken by what concerns it (a report of one
+/// of its Targets, a cluster coming or going while it rolls out, the time its rollout asked to
+/// be looked at again), deduplicated while it waits; each turn decides the queued Apps only.
+/// Changes to resources, revisions, clusters and controls decide every App where they happen.
 pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
+    let mut last_resync = tokio::time::Instant::now();
     loop {
-        let wake = engine.lock().next_rollout_check;
+        let (wake, in_progress) = {
+            let st = engine.controller();
+            (
+                st.next_rollout_checks.values().min().copied(),
+                !st.incomplete_rollouts.is_empty(),
+            )
+        };
+        let resync_every = if in_progress {
+            RESYNC_IN_PROGRESS
+        } else {
+            RESYNC_ALL
+        };
+        let until_resync = resync_every.saturating_sub(last_resync.elapsed());
         let sleep = match wake {
             // To the start of second `at` (rollout times are whole seconds), not a whole second
             // after it.
             Some(at) => (std::time::UNIX_EPOCH
                 + Duration::from_secs(u64::try_from(at).unwrap_or(0)))
             .duration_since(std::time::SystemTime::now())
-            .unwrap_or(Duration::ZERO),
-            None => Duration::from_secs(3600),
+            .unwrap_or(Duration::ZERO)
+            .min(until_resync),
+            None => until_resync,
         };
         tokio::select! {
             () = tokio::time::sleep(sleep) => {}
             () = engine.rollout_kick.notified() => {}
             () = engine.shutdown.cancelled() => return,
         }
+        let resync = last_resync.elapsed() >= resync_every;
+        let queued: HashSet<String> = {
+            let mut st = engine.controller();
+            let now = now_unix();
+            let Controller {
+                rollout_queue,
+                next_rollout_checks,
+                incomplete_rollouts,
+                ..
+            } = &mut *st;
+            let mut queued = std::mem::take(rollout_queue);
+            queued.extend(
+                next_rollout_checks
+                    .iter()
+                    .filter(|(_, at)| **at <= now)
+                    .map(|(app, _)| app.clone()),
+            );
+            if resync && in_progress {
+                queued.extend(incomplete_rollouts.iter().cloned());
+            }
+            if resync {
+                st.rollout_resyncs += 1;
+            }
+            queued
+        };
+        let scope = if resync && !in_progress {
+            Scope::All
+        } else {
+            Scope::Apps(&queued)
+        };
+        if resync {
+            last_resync = tokio::time::Instant::now();
+        }
+        if matches!(scope, Scope::Apps(apps) if apps.is_empty()) {
+            continue;
+        }
         let started = std::time::Instant::now();
-        if let Err(e) = engine.recompute().instrument(info_span!("rollout")).await {
+        let decided = async {
+            let guard = engine.write.lock().await;
+            engine.recompute_scoped(&guard, scope).await
+        };
+        if let Err(e) = decided.instrument(info_span!("rollout")).await {
             warn!(error = %e, "cannot move rollouts on");
         }
         let took = started.elapsed();
-        debug!(took_ms = took.as_millis() as u64, "rollouts decided");
+        debug!(
+            took_ms = took.as_millis() as u64,
+            apps = queued.len(),
+            "rollouts decided"
+        );
         // Reports of a large fleet arrive faster than decisions are worth making: leave the
         // hub three times as long as the last decision took before the next, so that deciding
         // takes at most a quarter of one core (dispatching desired state, which a decision
-        // may just have changed, and storing reports need the rest).
+        // may just have changed, and storing reports need the rest). Apps woken meanwhile wait
+        // in the queue, each once.
         tokio::select! {
             () = tokio::time::sleep((took * PACE_RATIO).min(PACE_CAP)) => {}
             () = engine.shutdown.cancelled() => return,

@@ -16,7 +16,7 @@ use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{cluster_peer, convert, peer_key};
-use crate::engine::{Connection, Engine};
+use crate::engine::{Connection, Engine, Published};
 use crate::link;
 use crate::metrics::{ErrorKind, SessionEndKind};
 use crate::model::ClusterDesired;
@@ -150,12 +150,12 @@ async fn goodbye(tx: &Tx, reason: &str, revoked: bool) {
 /// Each upsert is a `dispatch` span in the trace of the change that produced its revision (a
 /// new root when the hub does not know it); the spoke's sync continues from there.
 fn desired_message(
-    engine: &Engine,
+    published: &Published,
     cluster: &str,
     update: link::DesiredUpdate,
     epoch: &str,
 ) -> Out {
-    let credentials = engine.credentials_for(update.upserts.iter().map(|t| &t.target));
+    let credentials = published.credentials_for(update.upserts.iter().map(|t| &t.target));
     let traces = update
         .upserts
         .iter()
@@ -169,7 +169,9 @@ fn desired_message(
                 generation = update.generation,
                 snapshot = update.snapshot,
             );
-            telemetry::set_parent(&span, &engine.trace_of(&target.app, &target.commit));
+            if let Some(origin) = published.origins.get(&target.app) {
+                telemetry::set_parent(&span, &origin.trace);
+            }
             telemetry::annotate(
                 &span,
                 &[
@@ -200,7 +202,8 @@ async fn run(
     tx: Tx,
 ) -> SessionEnd {
     let epoch = engine.epoch().to_owned();
-    let mut sent: Arc<ClusterDesired> = connection.desired.borrow_and_update().clone();
+    let published = connection.desired.borrow_and_update().clone();
+    let mut sent: Arc<ClusterDesired> = Arc::clone(&published.desired);
     if !connection.cut_off() {
         let held = engine.desired_at(cluster, hello.desired_generation).await;
         if let Some(update) = link::on_hello(
@@ -215,7 +218,7 @@ async fn run(
                 snapshot = update.snapshot,
                 "sending desired state"
             );
-            if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+            if !send(&tx, desired_message(&published, cluster, update, &epoch)).await {
                 return SessionEnd::SpokeGone;
             }
         }
@@ -253,7 +256,8 @@ async fn run(
                 if changed.is_err() {
                     return SessionEnd::Shutdown;
                 }
-                let current = connection.desired.borrow_and_update().clone();
+                let published = connection.desired.borrow_and_update().clone();
+                let current = Arc::clone(&published.desired);
                 if connection.cut_off() {
                     // The cancellation is ready: the next turn says goodbye.
                     continue;
@@ -263,9 +267,9 @@ async fn run(
                     let found: Vec<std::time::Instant> = update
                         .upserts
                         .iter()
-                        .filter_map(|t| engine.fetch_started(&t.target.app, &t.target.commit))
+                        .filter_map(|t| published.origins.get(&t.target.app).map(|o| o.fetch_started))
                         .collect();
-                    if !send(&tx, desired_message(engine, cluster, update, &epoch)).await {
+                    if !send(&tx, desired_message(&published, cluster, update, &epoch)).await {
                         return SessionEnd::SpokeGone;
                     }
                     for started in found {
@@ -420,8 +424,8 @@ async fn ingest(
     Option<Result<Option<pb::SpokeMessage>, Status>>,
 ) {
     use futures::FutureExt as _;
-    let mut acked_seq = match store_report(engine, cluster, first) {
-        Ok(seq) => seq,
+    let mut reports = match checked_report(engine, cluster, first) {
+        Ok(report) => vec![report],
         Err(status) => return (Err(status), None),
     };
     let mut after = None;
@@ -433,8 +437,8 @@ async fn ingest(
         match message {
             Ok(Some(pb::SpokeMessage {
                 msg: Some(In::Status(report)),
-            })) => match store_report(engine, cluster, report) {
-                Ok(seq) => acked_seq = acked_seq.max(seq),
+            })) => match checked_report(engine, cluster, report) {
+                Ok(report) => reports.push(report),
                 Err(status) => return (Err(status), None),
             },
             other => {
@@ -443,19 +447,22 @@ async fn ingest(
             }
         }
     }
-    let durable = engine.store().ack_durably(cluster, acked_seq).await;
-    if let Err(e) = durable {
-        engine.metrics().error(ErrorKind::status_ingest);
-        return (Err(Status::from(crate::engine::EngineError::from(e))), None);
-    }
+    let acked_seq = match engine.ingest_reports(cluster, reports).await {
+        Ok(seq) => seq,
+        Err(e) => return (Err(Status::from(e)), None),
+    };
     (
         Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await),
         after,
     )
 }
 
-/// Checks and stores one report (not yet durable); the seq to ack once flushed.
-fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Result<u64, Status> {
+/// Checks a report's cluster and converts it; one over the limits is cut down to a summary.
+fn checked_report(
+    engine: &Engine,
+    cluster: &str,
+    report: pb::StatusReport,
+) -> Result<crate::model::TargetReport, Status> {
     if report.cluster != cluster {
         warn!(claimed = %report.cluster, "status report for another cluster; refused");
         return Err(Status::permission_denied(format!(
@@ -463,39 +470,16 @@ fn store_report(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Res
             report.cluster
         )));
     }
-    let report = match convert::report_over_limits(&report) {
-        None => convert::target_report(report)?,
+    match convert::report_over_limits(&report) {
+        None => convert::target_report(report),
         Some(problem) => {
             // Refusing it would make the spoke send it again forever: keep what fits, say why
             // on the Target, and ack it like any other.
             warn!(app = %convert::cut(&report.target_id, 64), %problem, "status report over the limits; keeping a summary");
             engine.metrics().error(ErrorKind::link);
-            convert::report_over_limits_summary(report, &problem)?
+            convert::report_over_limits_summary(report, &problem)
         }
-    };
-    // Stored in the trace of the spoke's sync that sent it.
-    let span = info_span!(
-        "status",
-        app = %report.app,
-        revision = %report.revision,
-        sync = ?report.sync,
-        health = ?report.health,
-    );
-    telemetry::set_parent(&span, &report.trace);
-    telemetry::annotate(
-        &span,
-        &[
-            (telemetry::APP, &report.app),
-            (telemetry::CLUSTER, cluster),
-            (telemetry::REVISION, &report.revision),
-        ],
-    );
-    let seq = span.in_scope(|| engine.store_report(report)).map_err(|e| {
-        engine.metrics().error(ErrorKind::status_ingest);
-        Status::from(e)
-    })?;
-    engine.metrics().status_report();
-    Ok(seq)
+    }
 }
 
 /// What `handle` reads and changes of its session.
@@ -540,7 +524,8 @@ async fn handle(
                 )));
             }
             // A spoke that lost track asks again: give it what it lacks.
-            let current = engine.desired(cluster).unwrap_or_default();
+            let published = engine.published(cluster).unwrap_or_default();
+            let current = Arc::clone(&published.desired);
             if session.connection.cut_off() {
                 // The main loop says goodbye next.
                 return Ok(true);
@@ -552,7 +537,7 @@ async fn handle(
                 hello.desired_generation,
                 &current,
                 held.as_ref(),
-            ) && !send(tx, desired_message(engine, cluster, update, epoch)).await
+            ) && !send(tx, desired_message(&published, cluster, update, epoch)).await
             {
                 return Ok(false);
             }

@@ -1,0 +1,284 @@
+//! Desired state: computed from resources, revisions, rollouts and clusters, stored (flushed)
+//! and published to the spokes' live streams at once.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::watch;
+use tracing::debug;
+
+use super::rollouts::Scope;
+use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
+use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
+use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
+use crate::resources::{App, ClusterGroup, Repo};
+
+/// What a cluster's live link receives: its desired state and everything a message carrying
+/// it needs, so that the link only encodes and writes. In memory only: the store keeps the
+/// desired state, never the credentials or the traces.
+#[derive(Debug, Default)]
+pub struct Published {
+    pub desired: Arc<ClusterDesired>,
+    /// By App: the change that moved the Target to its commit, when this hub saw it (lost on
+    /// restart).
+    pub origins: BTreeMap<String, TargetOrigin>,
+    /// The credentials (by repository URL) for the repositories of the Targets, and no others:
+    /// a spoke only learns credentials of repositories it deploys from.
+    pub credentials: Vec<(String, RepoCredential)>,
+}
+
+impl Published {
+    /// The credentials for the repositories of `targets` (a delta's upserts).
+    pub fn credentials_for<'a>(
+        &self,
+        targets: impl IntoIterator<Item = &'a crate::fleet::DesiredTarget>,
+    ) -> Vec<(String, RepoCredential)> {
+        let mut out: Vec<(String, RepoCredential)> = Vec::new();
+        for t in targets {
+            if !out.iter().any(|(url, _)| *url == t.repo_url)
+                && let Some((url, c)) = self.credentials.iter().find(|(url, _)| *url == t.repo_url)
+            {
+                out.push((url.clone(), c.clone()));
+            }
+        }
+        out
+    }
+}
+
+/// Where a Target's commit came from.
+#[derive(Debug, Clone)]
+pub struct TargetOrigin {
+    /// W3C trace context of the change: dispatching the commit joins its trace.
+    pub trace: BTreeMap<String, String>,
+    /// When the fetch that found the commit started: dispatch latency is timed from there.
+    pub fetch_started: std::time::Instant,
+}
+
+/// The credential each stored Repo's spokes fetch with, by Repo name.
+pub(super) type RepoCredentials = BTreeMap<String, RepoCredential>;
+
+/// Everything desired state is computed from: when a recompute finds these as they were last
+/// time, the desired state it would compute is the one every cluster already has.
+#[derive(PartialEq)]
+pub(super) struct FleetInputs {
+    apps: Vec<App>,
+    repos: BTreeMap<String, Repo>,
+    groups: BTreeMap<String, ClusterGroup>,
+    revisions: BTreeMap<String, AppRevision>,
+    rollouts: BTreeMap<String, Assigned>,
+    controls: BTreeMap<String, crate::model::AppControl>,
+    /// See [`Store::clusters_snapshot`].
+    placement_version: u64,
+}
+
+/// A rollout, compared by what it assigns: its progress (a Target turning healthy, a soak
+/// passing) changes no desired state.
+struct Assigned(Arc<crate::fleet::rollout::RolloutState>);
+
+impl PartialEq for Assigned {
+    fn eq(&self, other: &Self) -> bool {
+        Arc::ptr_eq(&self.0, &other.0) || self.0.assigned == other.0.assigned
+    }
+}
+
+impl Engine {
+    // --- desired state -----------------------------------------------------------------------
+
+    /// Recomputes every cluster's desired state, deciding every App's rollout; stores and
+    /// publishes what changed.
+    pub async fn recompute(&self) -> Result<(), EngineError> {
+        let guard = self.write.lock().await;
+        self.recompute_locked(&guard).await
+    }
+
+    /// [`Engine::recompute`] under the write lock.
+    pub(super) async fn recompute_locked(&self, guard: &WriteGuard<'_>) -> Result<(), EngineError> {
+        self.recompute_scoped(guard, Scope::All).await
+    }
+
+    /// Recomputes desired state, deciding the rollouts of the Apps in `scope` (the others keep
+    /// the rollout last decided).
+    pub(super) async fn recompute_scoped(
+        &self,
+        _write: &WriteGuard<'_>,
+        scope: Scope<'_>,
+    ) -> Result<(), EngineError> {
+        let (apps, repos, groups) = split_resources(self.store.resources()?);
+        let revisions = self.store.revisions()?;
+        let (clusters, placement_version) = self.store.clusters_snapshot();
+        let labels = placeable(clusters.values());
+        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups, scope)?;
+        let inputs = FleetInputs {
+            apps,
+            repos,
+            groups,
+            revisions,
+            rollouts: decided
+                .rollouts
+                .into_iter()
+                .map(|(app, state)| (app, Assigned(state)))
+                .collect(),
+            controls: decided.controls,
+            placement_version,
+        };
+        if self.computed_from().as_ref() == Some(&inputs) {
+            // Desired state is a function of these: nothing to compute (the rollout driver
+            // decides on every report of a rollout; most of them move nothing).
+            return Ok(());
+        }
+        *self.computed_from() = None;
+        let current = self.desired_snapshot();
+        let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
+            .rollouts
+            .iter()
+            .map(|(app, state)| (app.clone(), &state.0.assigned))
+            .collect();
+        let mut fleet = compute_fleet_with_rollouts(
+            &inputs.apps,
+            &inputs.repos,
+            &inputs.revisions,
+            &assigned,
+            &labels,
+            &inputs.groups,
+        );
+        rollouts::apply_controls(&mut fleet, &inputs.controls);
+
+        let mut changed = Vec::new();
+        let none = BTreeMap::new();
+        for cluster in clusters.values() {
+            // A revoked cluster keeps no Targets.
+            let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
+            let old = current.get(&cluster.name).cloned().unwrap_or_default();
+            if old.generation != 0 && old.has_targets(new_targets) {
+                continue;
+            }
+            let new_targets = new_targets.clone();
+            let generation = old.generation + 1;
+            let targets = new_targets
+                .into_iter()
+                .map(|(app, target)| {
+                    let spec_generation = match old.targets.get(&app) {
+                        Some(v) if v.target == target => v.spec_generation,
+                        _ => generation,
+                    };
+                    (
+                        app,
+                        VersionedTarget {
+                            spec_generation,
+                            target,
+                        },
+                    )
+                })
+                .collect::<BTreeMap<_, _>>();
+            for gone in old.targets.keys().filter(|a| !targets.contains_key(*a)) {
+                self.store.delete_report(&cluster.name, gone)?;
+            }
+            let desired = ClusterDesired {
+                generation,
+                targets,
+            };
+            self.store.put_desired(&cluster.name, &desired)?;
+            changed.push((cluster.name.clone(), desired));
+        }
+        let credentials: Arc<RepoCredentials> = Arc::new(
+            inputs
+                .repos
+                .iter()
+                .filter_map(|(name, repo)| {
+                    let c = self.git_credential(name, &repo.spec).ok()??;
+                    Some((name.clone(), c))
+                })
+                .collect(),
+        );
+        if !changed.is_empty() {
+            self.store.flush().await?;
+        }
+        let mut state = self.lock();
+        if state.credentials.as_ref() != Some(&credentials) {
+            // A Repo's credential changed (or this is the first recompute): every cluster's
+            // link must send the new one from now on, whether its Targets changed or not.
+            let clusters: Vec<String> = state.desired.keys().cloned().collect();
+            for cluster in clusters {
+                if changed.iter().any(|(c, _)| *c == cluster) {
+                    continue;
+                }
+                let Some(tx) = state.desired.get(&cluster) else {
+                    continue;
+                };
+                let current = Arc::clone(&tx.borrow().desired);
+                let published = state.publishable(current, &credentials);
+                if let Some(tx) = state.desired.get(&cluster) {
+                    tx.send_replace(Arc::new(published));
+                }
+            }
+            state.credentials = Some(Arc::clone(&credentials));
+        }
+        for (cluster, desired) in changed {
+            debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+            let published = Arc::new(state.publishable(Arc::new(desired), &credentials));
+            match state.desired.get(&cluster) {
+                Some(tx) => {
+                    tx.send_replace(published);
+                }
+                None => {
+                    state.desired.insert(cluster, watch::channel(published).0);
+                }
+            }
+        }
+        drop(state);
+        *self.computed_from() = Some(inputs);
+        Ok(())
+    }
+
+    /// The inputs of the desired state last computed and published in full.
+    pub(super) fn computed_from(&self) -> std::sync::MutexGuard<'_, Option<FleetInputs>> {
+        self.computed_from
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// Every cluster's current desired state.
+    pub(super) fn desired_snapshot(&self) -> HashMap<String, Arc<ClusterDesired>> {
+        let state = self.lock();
+        state
+            .desired
+            .iter()
+            .map(|(k, v)| (k.clone(), Arc::clone(&v.borrow().desired)))
+            .collect()
+    }
+}
+
+impl State {
+    /// `desired` with the origins of its Targets' commits and their repositories' credentials.
+    fn publishable(
+        &self,
+        desired: Arc<ClusterDesired>,
+        credentials: &RepoCredentials,
+    ) -> Published {
+        let mut origins = BTreeMap::new();
+        let mut by_url: Vec<(String, RepoCredential)> = Vec::new();
+        for (app, t) in &desired.targets {
+            if let Some(o) = self.traces.get(app)
+                && o.commit == t.target.commit
+            {
+                origins.insert(
+                    app.clone(),
+                    TargetOrigin {
+                        trace: o.trace.clone(),
+                        fetch_started: o.fetch_started,
+                    },
+                );
+            }
+            if !by_url.iter().any(|(url, _)| *url == t.target.repo_url)
+                && let Some(c) = credentials.get(&t.target.repo)
+            {
+                by_url.push((t.target.repo_url.clone(), c.clone()));
+            }
+        }
+        Published {
+            desired,
+            origins,
+            credentials: by_url,
+        }
+    }
+}

@@ -1,0 +1,325 @@
+//! Git: one follower per Repo, fetches (polled, or triggered by webhooks and people), and
+//! moving each App whose files a new commit touches to that commit.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+
+use tokio::sync::Notify;
+use tokio::task::JoinHandle;
+use tracing::{Instrument, info, info_span, warn};
+
+use super::{ConnectHook, Engine, EngineError, split_resources};
+use crate::fleet::AppRevision;
+use crate::git::changes;
+use crate::metrics::{ErrorKind as MetricsError, PollOutcome};
+use crate::pki::now_unix;
+use crate::resources::{Kind, Repo, RepoSpec, Resource};
+use crate::telemetry;
+
+/// How often a fetch diffs again when its Repo moved while it diffed, before it moves every App.
+const MAX_DIFF_RETRIES: usize = 3;
+
+/// The Repos being followed.
+#[derive(Default)]
+pub(super) struct Followed {
+    pub(super) followers: HashMap<String, Follower>,
+    /// Every stored Repo by the repository it follows, for webhooks.
+    pub(super) by_url: crate::webhook::RepoIndex,
+    /// See [`Engine::set_diff_hook`].
+    diff_hook: Option<ConnectHook>,
+}
+
+pub(super) struct Follower {
+    pub(super) spec: RepoSpec,
+    pub(super) trigger: Arc<Notify>,
+    pub(super) task: JoinHandle<()>,
+}
+
+/// The fetch that moved an App to a commit.
+#[derive(Debug, Clone)]
+pub(super) struct ChangeOrigin {
+    pub(super) commit: String,
+    /// W3C trace context of the change.
+    pub(super) trace: BTreeMap<String, String>,
+    pub(super) fetch_started: std::time::Instant,
+}
+
+impl Engine {
+    pub(super) fn followed(&self) -> std::sync::MutexGuard<'_, Followed> {
+        self.followed
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    // --- git ---------------------------------------------------------------------------------
+
+    /// (Re)starts following a Repo when its spec is new or changed; fetches at once.
+    pub(super) fn follow(self: &Arc<Self>, repo: &Repo) {
+        if self.shutdown.is_cancelled() {
+            return;
+        }
+        let name = repo.metadata.name.clone();
+        let mut followed = self.followed();
+        if let Some(f) = followed.followers.get(&name) {
+            if f.spec == repo.spec {
+                f.trigger.notify_one();
+                return;
+            }
+            f.task.abort();
+        }
+        let trigger = Arc::new(Notify::new());
+        let engine = Arc::clone(self);
+        let spec = repo.spec.clone();
+        let task = tokio::spawn(
+            follow_repo(engine, name.clone(), spec.clone(), Arc::clone(&trigger))
+                .instrument(info_span!("follow", repo = %name)),
+        );
+        followed.followers.insert(
+            name,
+            Follower {
+                spec,
+                trigger,
+                task,
+            },
+        );
+    }
+
+    /// For tests: `hook` runs (with the Repo's name) before every diff of two commits, so that
+    /// a test can hold a diff and see what the engine does meanwhile.
+    #[doc(hidden)]
+    pub fn set_diff_hook(&self, hook: Option<ConnectHook>) {
+        self.followed().diff_hook = hook;
+    }
+
+    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
+    pub fn trigger_fetch(&self, repo: &str) -> bool {
+        match self.followed().followers.get(repo) {
+            Some(f) => {
+                f.trigger.notify_one();
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Asks every Repo whose URL is one of `urls` (compared normalised) to fetch now; returns
+    /// their names.
+    pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Vec<String> {
+        let names: Vec<String> = self
+            .followed()
+            .by_url
+            .find(urls)
+            .into_iter()
+            .map(|(name, _)| name.to_owned())
+            .collect();
+        names
+            .into_iter()
+            .filter(|name| self.trigger_fetch(name))
+            .collect()
+    }
+
+    /// One fetch of a Repo; moves the revision of every App whose files changed.
+    async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
+        let started = std::time::Instant::now();
+        let fetched = match self.git_credential(name, spec) {
+            Ok(credential) => {
+                self.git
+                    .fetch_with(&spec.url, &spec.reference, credential)
+                    .await
+            }
+            Err(e) => Err(e),
+        };
+        let outcome = match &fetched {
+            Err(_) => PollOutcome::failed,
+            Ok(r) => match self.store.repo_status(name) {
+                Ok(Some(s)) if s.commit == r.commit => PollOutcome::unchanged,
+                _ => PollOutcome::changed,
+            },
+        };
+        self.config.metrics.poll(name, outcome, started.elapsed());
+        if let Err(e) = self.after_fetch(name, spec, fetched, started).await {
+            self.config.metrics.error(MetricsError::store);
+            warn!(repo = %name, error = %e, "cannot record fetch result");
+        }
+    }
+
+    async fn after_fetch(
+        &self,
+        name: &str,
+        spec: &RepoSpec,
+        fetched: Result<crate::git::Resolved, crate::git::GitError>,
+        fetch_started: std::time::Instant,
+    ) -> Result<(), EngineError> {
+        let now = now_unix();
+        // The diff is Git work: done before the write lock is taken, from the commit the Repo
+        // was at, which is checked again under the lock.
+        let mut diffed = match &fetched {
+            Ok(resolved) => {
+                let from = self.store.repo_status(name)?.unwrap_or_default().commit;
+                let files = self.diff(name, spec, &from, &resolved.commit).await;
+                Some((from, files))
+            }
+            Err(_) => None,
+        };
+        let mut guard = self.write.lock().await;
+        for _ in 0..MAX_DIFF_RETRIES {
+            let at = self.store.repo_status(name)?.unwrap_or_default().commit;
+            match (&diffed, &fetched) {
+                (Some((from, _)), Ok(resolved)) if *from != at => {
+                    // Moved while this fetch diffed (a fetch of an earlier spec finishing):
+                    // diff again from where it is now, without the lock.
+                    drop(guard);
+                    let files = self.diff(name, spec, &at, &resolved.commit).await;
+                    diffed = Some((at, files));
+                    guard = self.write.lock().await;
+                }
+                _ => break,
+            }
+        }
+        // The Repo may have been deleted or changed while fetching.
+        match self.store.resource(Kind::Repo, name)? {
+            Some(Resource::Repo(r)) if r.spec == *spec => {}
+            _ => return Ok(()),
+        }
+        let mut status = self.store.repo_status(name)?.unwrap_or_default();
+        status.last_fetch_unix = now;
+        let resolved = match fetched {
+            Ok(r) => r,
+            Err(e) => {
+                warn!(repo = %name, error = %e, "fetch failed");
+                status.error = e.to_string();
+                self.store.put_repo_status(name, &status)?;
+                return Ok(());
+            }
+        };
+        status.error.clear();
+        status.last_success_unix = now;
+        let old_commit = std::mem::replace(&mut status.commit, resolved.commit.clone());
+        status.git_ref = resolved.git_ref.clone();
+        let (apps, _, _) = split_resources(self.store.resources()?);
+        let revisions = self.store.revisions()?;
+        let changed_files = match diffed {
+            Some((from, files)) if from == old_commit => files,
+            // Still moving after every retry: unknown history, every App moves (safe).
+            _ => None,
+        };
+        let revision = AppRevision {
+            commit: resolved.commit.clone(),
+            git_ref: resolved.git_ref.clone(),
+        };
+        // This fetch (the current span) starts the trace of the change for each App it moves.
+        let fetch_span = tracing::Span::current();
+        telemetry::annotate(
+            &fetch_span,
+            &[
+                (telemetry::VCS_URL, &spec.url),
+                (telemetry::VCS_REF, &resolved.git_ref),
+                (telemetry::VCS_REVISION, &resolved.commit),
+            ],
+        );
+        // The rollout step this commit starts, if it moves an App: the dispatches to spokes
+        // continue its context. Made only then, so that polls that find nothing have no step.
+        let mut rollout: Option<(tracing::Span, BTreeMap<String, String>)> = None;
+        let mut moved = 0;
+        for app in apps.iter().filter(|a| a.spec.repo == name) {
+            let current = revisions.get(&app.metadata.name);
+            let moves = match current {
+                None => true,
+                Some(c) if c.commit == revision.commit => false,
+                Some(_) => match &changed_files {
+                    Some(files) => {
+                        changes::app_touched(files, &app.spec.path, &app.spec.extra_paths)
+                    }
+                    // Unknown history (first fetch, force-push, new URL): move to be safe.
+                    None => old_commit != resolved.commit,
+                },
+            };
+            if moves {
+                self.store.put_revision(&app.metadata.name, &revision)?;
+                let (_, trace) = rollout.get_or_insert_with(|| {
+                    let span = info_span!("rollout", repo = %name, revision = %resolved.commit);
+                    let trace = telemetry::context_of(&span);
+                    (span, trace)
+                });
+                self.lock().traces.insert(
+                    app.metadata.name.clone(),
+                    ChangeOrigin {
+                        commit: revision.commit.clone(),
+                        trace: trace.clone(),
+                        fetch_started,
+                    },
+                );
+                self.record_app_event(
+                    &app.metadata.name,
+                    "NewRevision",
+                    format!(
+                        "{} moved to {}{}",
+                        revision.git_ref,
+                        crate::fleet::rollout::short(&revision.commit),
+                        match current {
+                            Some(c) =>
+                                format!(" (from {})", crate::fleet::rollout::short(&c.commit)),
+                            None => String::new(),
+                        }
+                    ),
+                    "",
+                )?;
+                moved += 1;
+            }
+        }
+        self.store.put_repo_status(name, &status)?;
+        if old_commit != resolved.commit {
+            info!(repo = %name, revision = %resolved.commit, apps_moved = moved, "ref moved");
+        }
+        if let Some((span, _)) = rollout {
+            self.recompute_locked(&guard).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    /// The files that changed from `from` to `to` (`None`: unknown history, such as a first
+    /// fetch, a force-push or a failed diff, after which every App moves).
+    async fn diff(&self, name: &str, spec: &RepoSpec, from: &str, to: &str) -> Option<Vec<String>> {
+        if from.is_empty() || from == to {
+            return None;
+        }
+        let hook = self.followed().diff_hook.clone();
+        if let Some(hook) = hook {
+            hook(name.to_owned()).await;
+        }
+        match self
+            .git
+            .changed_files(&spec.url, from, to)
+            .instrument(info_span!("detect_changes", %from, %to))
+            .await
+        {
+            Ok(files) => files,
+            Err(e) => {
+                warn!(repo = %name, error = %e, "cannot diff commits; moving every App");
+                None
+            }
+        }
+    }
+}
+
+async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger: Arc<Notify>) {
+    let interval = spec
+        .poll_interval
+        .unwrap_or(engine.config.default_poll_interval);
+    loop {
+        engine
+            .poll_repo(&name, &spec)
+            .instrument(info_span!("fetch", repo = %name, url = %spec.url))
+            .await;
+        if engine.is_fleet_repo(&name) {
+            engine.sync_fleet_detached().await;
+        }
+        // Jitter spreads the polls of many Repos over time.
+        let jittered = interval.mul_f64(rand::random_range(0.9..1.1));
+        tokio::select! {
+            _ = tokio::time::sleep(jittered) => {}
+            _ = trigger.notified() => {}
+            _ = engine.shutdown.cancelled() => return,
+        }
+    }
+}

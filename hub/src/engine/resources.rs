@@ -1,0 +1,253 @@
+//! Resources: apply (validated, all or nothing), delete and get of Repos, Apps and
+//! ClusterGroups.
+
+use std::sync::Arc;
+
+use super::{Engine, EngineError, WriteGuard};
+use crate::fleet::AppRevision;
+use crate::model::RepoStatus;
+use crate::resources::{App, Kind, Resource, parse_document};
+
+/// The outcome of applying one resource.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Applied {
+    pub kind: Kind,
+    pub name: String,
+    /// "created", "configured", "unchanged".
+    pub action: &'static str,
+}
+
+impl Engine {
+    // --- resources ---------------------------------------------------------------------------
+
+    /// Validates every document, then stores all of them or none.
+    pub async fn apply(
+        self: &Arc<Self>,
+        documents: &[(String, String)],
+        dry_run: bool,
+    ) -> Result<Vec<Applied>, EngineError> {
+        let parsed = self.validate(documents)?;
+        let guard = self.write.lock().await;
+        let (outcomes, stored) = self.apply_locked(&guard, parsed, dry_run)?;
+        if stored.is_empty() {
+            return Ok(outcomes);
+        }
+        self.recompute_locked(&guard).await?;
+        // The recompute flushes only when some cluster's desired state changed; the answer
+        // ("created") must not leave before the resources are on disk either way.
+        self.store.flush().await?;
+        drop(guard);
+        self.follow_applied(&stored);
+        Ok(outcomes)
+    }
+
+    /// Every document parsed, or every problem found in any of them.
+    pub(super) fn validate(
+        &self,
+        documents: &[(String, String)],
+    ) -> Result<Vec<Resource>, EngineError> {
+        let mut parsed = Vec::new();
+        let mut errors = Vec::new();
+        for (origin, json) in documents {
+            match parse_document(origin, json) {
+                Ok(r) => parsed.push(r),
+                Err(e) => errors.push(e.to_string()),
+            }
+        }
+        for (i, r) in parsed.iter().enumerate() {
+            if parsed[..i]
+                .iter()
+                .any(|p| p.kind() == r.kind() && p.name() == r.name())
+            {
+                errors.push(format!(
+                    "{} {:?} appears more than once",
+                    r.kind(),
+                    r.name()
+                ));
+            }
+        }
+        errors.extend(self.credential_ref_errors(&parsed));
+        if !errors.is_empty() {
+            return Err(EngineError::Invalid(errors.join("\n")));
+        }
+        if documents.is_empty() {
+            return Err(EngineError::Invalid("no documents to apply".into()));
+        }
+        Ok(parsed)
+    }
+
+    /// Writes validated resources (not yet flushed, desired state not yet recomputed: the
+    /// caller does both, once for everything it changes under the lock). Returns the outcome
+    /// per resource and the resources written.
+    pub(super) fn apply_locked(
+        &self,
+        _write: &WriteGuard<'_>,
+        parsed: Vec<Resource>,
+        dry_run: bool,
+    ) -> Result<(Vec<Applied>, Vec<Resource>), EngineError> {
+        let mut outcomes = Vec::new();
+        let mut to_store = Vec::new();
+        let mut previous = Vec::new();
+        for r in parsed {
+            let old = self.store.resource(r.kind(), r.name())?;
+            let action = match &old {
+                None => "created",
+                Some(o) if *o == r => "unchanged",
+                Some(_) => "configured",
+            };
+            outcomes.push(Applied {
+                kind: r.kind(),
+                name: r.name().to_owned(),
+                action,
+            });
+            if action != "unchanged" {
+                previous.push(old);
+                to_store.push(r);
+            }
+        }
+        if dry_run || to_store.is_empty() {
+            return Ok((outcomes, Vec::new()));
+        }
+        self.store.put_resources(&to_store)?;
+        {
+            let mut followed = self.followed();
+            for r in &to_store {
+                if let Resource::Repo(repo) = r {
+                    followed.by_url.put(&repo.metadata.name, &repo.spec);
+                }
+            }
+        }
+        for (r, old) in to_store.iter().zip(&previous) {
+            if let Resource::App(app) = r {
+                let (kind, message) = match old {
+                    Some(_) => ("Configured", "spec changed"),
+                    None => ("Created", "created"),
+                };
+                self.record_app_event(&app.metadata.name, kind, message.into(), "")?;
+                let repo_changed = match old {
+                    Some(Resource::App(o)) => o.spec.repo != app.spec.repo,
+                    _ => true,
+                };
+                if repo_changed {
+                    self.assign_current_revision(app)?;
+                }
+            }
+        }
+        Ok((outcomes, to_store))
+    }
+
+    /// Follows the Repos among `applied` (once the write lock is released: a follower's first
+    /// fetch takes it).
+    pub(super) fn follow_applied(self: &Arc<Self>, applied: &[Resource]) {
+        for r in applied {
+            if let Resource::Repo(repo) = r {
+                self.follow(repo);
+            }
+        }
+    }
+
+    /// Gives an App the commit its Repo is at now (or none, until the Repo is fetched).
+    fn assign_current_revision(&self, app: &App) -> Result<(), EngineError> {
+        match self.store.repo_status(&app.spec.repo)? {
+            Some(s) if !s.commit.is_empty() => self.store.put_revision(
+                &app.metadata.name,
+                &AppRevision {
+                    commit: s.commit,
+                    git_ref: s.git_ref,
+                },
+            )?,
+            _ => self.store.delete_revision(&app.metadata.name)?,
+        }
+        Ok(())
+    }
+
+    /// Deletes a resource and what the hub keeps for it (not yet flushed, desired state not
+    /// yet recomputed: the caller does both). False when there is no such resource.
+    pub(super) fn delete_locked(
+        &self,
+        _write: &WriteGuard<'_>,
+        kind: Kind,
+        name: &str,
+    ) -> Result<bool, EngineError> {
+        if !self.store.delete_resource(kind, name)? {
+            return Ok(false);
+        }
+        match kind {
+            Kind::Repo => {
+                let mut followed = self.followed();
+                followed.by_url.remove(name);
+                if let Some(f) = followed.followers.remove(name) {
+                    f.task.abort();
+                }
+                drop(followed);
+                self.store.delete_repo_status(name)?;
+            }
+            Kind::App => {
+                self.store.delete_revision(name)?;
+                self.store.delete_app_records(name)?;
+            }
+            Kind::ClusterGroup => {}
+        }
+        Ok(true)
+    }
+
+    pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
+        let guard = self.write.lock().await;
+        if !self.delete_locked(&guard, kind, name)? {
+            return Ok(false);
+        }
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        Ok(true)
+    }
+
+    /// Stored resources as documents; Repos and Apps carry what the hub learned under `status`
+    /// (a Repo's last fetched commit and error, an App's current revision).
+    pub fn get(
+        &self,
+        kind: Option<Kind>,
+        name: Option<&str>,
+    ) -> Result<Vec<serde_json::Value>, EngineError> {
+        let statuses = self.store.repo_statuses()?;
+        let revisions = self.store.revisions()?;
+        let mut out = Vec::new();
+        for r in self.store.resources()? {
+            if kind.is_some_and(|k| k != r.kind()) || name.is_some_and(|n| n != r.name()) {
+                continue;
+            }
+            let mut doc = r.to_json();
+            let status = match &r {
+                Resource::Repo(repo) => Some(repo_status_json(
+                    &statuses
+                        .get(&repo.metadata.name)
+                        .cloned()
+                        .unwrap_or_default(),
+                )),
+                Resource::App(app) => Some(match revisions.get(&app.metadata.name) {
+                    Some(rev) => serde_json::json!({ "revision": rev.commit, "ref": rev.git_ref }),
+                    None => serde_json::json!({ "revision": "" }),
+                }),
+                Resource::ClusterGroup(_) => None,
+            };
+            if let (Some(status), Some(obj)) = (status, doc.as_object_mut()) {
+                obj.insert("status".into(), status);
+            }
+            out.push(doc);
+        }
+        Ok(out)
+    }
+}
+
+fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
+    let mut status = serde_json::json!({
+        "commit": s.commit,
+        "ref": s.git_ref,
+        "lastFetchUnix": s.last_fetch_unix,
+        "lastSuccessUnix": s.last_success_unix,
+        "error": s.error,
+    });
+    if !s.fleet_commit.is_empty() || !s.fleet_error.is_empty() {
+        status["fleet"] = serde_json::json!({ "commit": s.fleet_commit, "error": s.fleet_error });
+    }
+    status
+}

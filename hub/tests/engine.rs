@@ -1,0 +1,265 @@
+//! The engine's event bus (every event reaches live subscribers, in the order it is stored)
+//! its rollout controller (each App's rollout decided when something concerns that App), and
+//! its write lock (never held across Git work).
+
+mod support;
+
+use gitfleet_proto::v1 as pb;
+use support::*;
+
+#[tokio::test]
+async fn a_subscriber_sees_a_rollouts_events_in_order() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let mut bus = hub.engine().subscribe_events();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "all good").await;
+
+    let mut seen = Vec::new();
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let event = bus.recv().await.expect("no event missed");
+            let done = event.app == "web" && event.kind == "Completed";
+            seen.push(event);
+            if done {
+                return;
+            }
+        }
+    })
+    .await
+    .unwrap_or_else(|_| panic!("the rollout never completed; events seen: {seen:#?}"));
+
+    assert!(
+        seen.windows(2).all(|w| w[0].id < w[1].id),
+        "broadcast in the order recorded: {seen:#?}"
+    );
+    // Exactly what the store holds, in the same order (`events` reads ids above `after`, and
+    // event ids start at 1).
+    let last = seen.last().map(|e| e.id).unwrap_or_default();
+    let stored: Vec<(u64, String)> = hub
+        .engine()
+        .events(Some("web"), None, 0, 1000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.id <= last)
+        .map(|e| (e.id, e.kind))
+        .collect();
+    let broadcast: Vec<(u64, String)> = seen
+        .iter()
+        .filter(|e| e.app == "web")
+        .map(|e| (e.id, e.kind.clone()))
+        .collect();
+    let readable: Vec<(u64, String)> = broadcast
+        .iter()
+        .filter(|(id, _)| *id > 0)
+        .cloned()
+        .collect();
+    assert_eq!(readable, stored);
+    let kinds: Vec<&str> = broadcast.iter().map(|(_, k)| k.as_str()).collect();
+    let at = |kind: &str| {
+        kinds
+            .iter()
+            .position(|k| *k == kind)
+            .unwrap_or_else(|| panic!("no {kind} event in {kinds:?}"))
+    };
+    assert!(at("Created") < at("Started"), "{kinds:?}");
+    assert!(at("Started") < at("Completed"), "{kinds:?}");
+    hub.shutdown().await;
+}
+
+/// An App in env=dev clusters whose rollout stays in progress for an hour once its Targets
+/// are healthy.
+fn soaking_app(name: &str) -> pb::ResourceDocument {
+    doc(serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1", "kind": "App",
+        "metadata": {"name": name},
+        "spec": {
+            "repo": "platform", "path": format!("apps/{name}"), "namespace": name,
+            "targets": [{"clusterSelector": {"matchLabels": {"env": "dev"}}}],
+            "rollout": {"minHealthyFor": "1h"}
+        }
+    }))
+}
+
+#[tokio::test]
+async fn a_report_for_one_app_decides_that_apps_rollout_only() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(
+        &[("apps/a/cm.yaml", "v: 1\n"), ("apps/b/cm.yaml", "v: 1\n")],
+        "one",
+    );
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                soaking_app("a"),
+                soaking_app("b"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    spoke
+        .until("a and b at c1", |v| {
+            v.commit_of("a").as_deref() == Some(c1.as_str())
+                && v.commit_of("b").as_deref() == Some(c1.as_str())
+        })
+        .await;
+
+    let mut seq = 0;
+    loop {
+        let (a, b, resyncs) = (
+            engine.rollout_decisions("a"),
+            engine.rollout_decisions("b"),
+            engine.rollout_resyncs(),
+        );
+        seq += 1;
+        spoke.report(seq, "a", &c1, "healthy").await;
+        spoke
+            .until("the report acked", |v| v.acked_seq == seq)
+            .await;
+        eventually("a's rollout decided on its report", || {
+            let decided = engine.rollout_decisions("a") > a;
+            async move { decided.then_some(()) }
+        })
+        .await;
+        if engine.rollout_resyncs() != resyncs {
+            // The driver's safety net decided every rollout meanwhile: measure again.
+            assert!(seq < 5, "a resync on every try");
+            continue;
+        }
+        assert_eq!(
+            engine.rollout_decisions("b"),
+            b,
+            "a report for a decided b's rollout too"
+        );
+        break;
+    }
+    for app in ["a", "b"] {
+        let view = engine.rollout_status(app).unwrap();
+        assert!(
+            !matches!(
+                view.state.phase,
+                gitfleet_hub::fleet::rollout::Phase::Complete
+            ),
+            "{app}'s rollout soaks for an hour"
+        );
+    }
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_git_diff_holds_no_lock_that_an_apply_needs() {
+    use std::sync::Arc;
+    use tokio::sync::{Notify, mpsc};
+
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let revision = |engine: &gitfleet_hub::engine::Engine| {
+        engine
+            .get(Some(gitfleet_hub::resources::Kind::App), Some("web"))
+            .unwrap()
+            .first()
+            .and_then(|d| d["status"]["revision"].as_str().map(str::to_owned))
+            .unwrap_or_default()
+    };
+    eventually("web at c1", || {
+        let at = revision(engine) == c1;
+        async move { at.then_some(()) }
+    })
+    .await;
+
+    // Every diff waits until the test lets it go.
+    let (entered_tx, mut entered) = mpsc::unbounded_channel();
+    let release = Arc::new(Notify::new());
+    let hook_release = Arc::clone(&release);
+    engine.set_diff_hook(Some(Arc::new(move |repo: String| {
+        let entered_tx = entered_tx.clone();
+        let release = Arc::clone(&hook_release);
+        Box::pin(async move {
+            let _ = entered_tx.send(repo);
+            release.notified().await;
+        })
+    })));
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    assert!(engine.trigger_fetch("platform"));
+    let repo = tokio::time::timeout(DEADLINE, entered.recv())
+        .await
+        .expect("the fetch of c2 diffs")
+        .unwrap();
+    assert_eq!(repo, "platform");
+
+    // The diff is held: a change that takes the engine's write lock goes through meanwhile.
+    let group = doc(serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1", "kind": "ClusterGroup",
+        "metadata": {"name": "eu"},
+        "spec": {"selector": {"matchLabels": {"region": "eu"}}}
+    }));
+    let applied = tokio::time::timeout(
+        DEADLINE,
+        admin.apply(pb::ApplyRequest {
+            documents: vec![group],
+            dry_run: false,
+        }),
+    )
+    .await
+    .expect("an apply while a diff runs is not held up by it")
+    .unwrap()
+    .into_inner();
+    assert_eq!(applied.outcomes[0].action, "created");
+    assert_eq!(revision(engine), c1, "the held diff moved nothing yet");
+
+    // Let it go: the App moves to c2 as it would have.
+    engine.set_diff_hook(None);
+    release.notify_one();
+    eventually("web at c2", || {
+        let at = revision(engine) == c2;
+        async move { at.then_some(()) }
+    })
+    .await;
+    hub.shutdown().await;
+}
