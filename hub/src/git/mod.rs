@@ -20,8 +20,9 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::GitRef;
 
-pub mod changes;
-pub mod refs;
+/// The pure decisions over Git (which Apps a commit touches, which tag a range picks) live in
+/// gitfleet-core; `crate::git::{changes, refs}` stay their paths inside the hub.
+pub use gitfleet_core::git::{changes, refs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {

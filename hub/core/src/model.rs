@@ -423,7 +423,7 @@ pub struct ClusterView {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoCredential {
     /// URL prefixes the credential may be sent to (`https://`, `ssh://` or `user@host:path`;
-    /// see [`crate::credentials`]); checked when a Repo names it and again by the hub's and the
+    /// see `gitfleet_hub::credentials` and [`crate::credential_scope`]); checked when a Repo names it and again by the hub's and the
     /// spoke's fetches whenever a server asks for it.
     pub urls: Vec<String>,
     pub kind: CredentialKind,
@@ -447,7 +447,7 @@ impl RepoCredential {
     /// Whether this credential may be sent to `url`: an `https://` or `ssh://` URL (or
     /// `user@host:path`) under one of its prefixes.
     pub fn may_be_sent_to(&self, url: &str) -> bool {
-        gitfleet_core::credential_scope::allows(&self.urls, url)
+        crate::credential_scope::allows(&self.urls, url)
     }
 }
 
