@@ -14,8 +14,8 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
-use crate::resources::{Kind, Resource};
 use crate::documents::{Format, parse_text};
+use crate::resources::{Kind, Resource};
 use crate::yaml::{Budget, Limits};
 
 #[cfg(test)]
