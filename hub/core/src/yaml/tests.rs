@@ -254,3 +254,26 @@ fn scalars_and_streams_read_as_they_always_have() {
     );
     assert!(budget().document("a: 1\n---\nb: 2\n").is_err());
 }
+
+/// Each document is built apart from the others; an error in a later one still names its
+/// line and column in the whole file.
+#[test]
+fn errors_in_a_later_document_say_where_in_the_file() {
+    let err = budget()
+        .documents("a: 1\n---\nb: 2\n...\n---\nc:\n  d: .inf\n")
+        .unwrap_err();
+    let YamlError::Syntax {
+        line: Some(line),
+        column: Some(column),
+        message,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*line, *column), (7, 6), "{err:?}");
+    assert!(message.contains("not a number JSON can carry"), "{message}");
+    assert!(!message.contains("line"), "position said twice: {message}");
+
+    let err = budget().documents("x: 1\n--- {a: .nan}\n").unwrap_err();
+    assert_eq!(err.line(), Some(2), "{err:?}");
+}
