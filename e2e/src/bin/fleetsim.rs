@@ -862,16 +862,7 @@ impl Sim {
             "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n",
             self.repo_url
         );
-        let documents = serde_yaml::Deserializer::from_str(&resources)
-            .enumerate()
-            .map(|(i, d)| {
-                let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
-                Ok(pb::ResourceDocument {
-                    origin: format!("fleetsim#{i}"),
-                    json: v.to_string(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let documents = gitfleet_e2e::harness::resource_documents("fleetsim", &resources)?;
         let v1 = self.git.head()?;
         let start = Instant::now();
         self.admin()?.apply(documents, false).await?;

@@ -125,7 +125,7 @@ fn render_options(r: &RenderSpec) -> pb::RenderOptions {
         helm_values_files: helm.map(|h| h.values_files.clone()).unwrap_or_default(),
         helm_values_yaml: helm
             .and_then(|h| h.values.as_ref())
-            .and_then(|v| serde_yaml::to_string(v).ok())
+            .and_then(|v| serde_saphyr::to_string(v).ok())
             .unwrap_or_default(),
     }
 }

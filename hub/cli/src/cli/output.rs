@@ -50,7 +50,7 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn to_yaml<T: Serialize>(value: &T) -> String {
-    serde_yaml::to_string(value).expect("reports serialise: string keys only")
+    serde_saphyr::to_string(value).expect("reports serialise: string keys only")
 }
 
 // ---------------------------------------------------------------------------------------------
