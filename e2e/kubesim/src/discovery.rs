@@ -124,15 +124,22 @@ fn base64_12(mut h: u64) -> String {
     s
 }
 
-/// `/api/v1` or `/apis/{group}/{version}`, or None when nothing is served there.
-pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Arc<ResourceType>> = types
+/// The types served at `group`/`version`; None when there are none.
+fn served<'a>(
+    types: &'a [Arc<ResourceType>],
+    group: &str,
+    version: &str,
+) -> Option<Vec<&'a Arc<ResourceType>>> {
+    let served: Vec<_> = types
         .iter()
         .filter(|t| t.group == group && t.serves(version))
         .collect();
-    if served.is_empty() {
-        return None;
-    }
+    (!served.is_empty()).then_some(served)
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`, or None when nothing is served there.
+pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
+    let served = served(types, group, version)?;
     let mut resources = Vec::new();
     for t in served {
         let mut r = json!({
@@ -301,13 +308,7 @@ pub fn openapi_v3_group_version(
     group: &str,
     version: &str,
 ) -> Option<Value> {
-    let served: Vec<&Arc<ResourceType>> = types
-        .iter()
-        .filter(|t| t.group == group && t.serves(version))
-        .collect();
-    if served.is_empty() {
-        return None;
-    }
+    let served = served(types, group, version)?;
     let base = if group.is_empty() {
         format!("/api/{version}")
     } else {
