@@ -4,12 +4,15 @@
 //!   W3C trace context to and from the wire.
 //! - [`install_crypto_provider`]: rustls' ring provider as the process default.
 //! - [`error_chain`]: an error and its sources as one line.
+//! - [`testing`] (feature `testing`, for tests only): a misbehaving git:// server.
 
 use std::error::Error;
 use std::sync::Once;
 
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
+#[cfg(feature = "testing")]
+pub mod testing;
 
 /// Installs rustls' ring crypto provider as the process default, once; later calls do nothing.
 /// Other parts of the process (kube, a hub and spokes in one test) may have installed one
