@@ -124,6 +124,16 @@ fn base64_12(mut h: u64) -> String {
     s
 }
 
+/// A discovery entry's short names and categories, when the type has any.
+fn add_names(entry: &mut Value, t: &ResourceType) {
+    if !t.short_names.is_empty() {
+        entry["shortNames"] = json!(t.short_names);
+    }
+    if !t.categories.is_empty() {
+        entry["categories"] = json!(t.categories);
+    }
+}
+
 /// The types served at `group`/`version`; None when there are none.
 fn served<'a>(
     types: &'a [Arc<ResourceType>],
@@ -150,12 +160,7 @@ pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) ->
             "verbs": VERBS,
             "storageVersionHash": storage_hash(t),
         });
-        if !t.short_names.is_empty() {
-            r["shortNames"] = json!(t.short_names);
-        }
-        if !t.categories.is_empty() {
-            r["categories"] = json!(t.categories);
-        }
+        add_names(&mut r, t);
         resources.push(r);
         if t.has_scale() {
             resources.push(json!({
@@ -220,12 +225,7 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
                                 "singularResource": t.singular,
                                 "verbs": VERBS,
                             });
-                            if !t.short_names.is_empty() {
-                                r["shortNames"] = json!(t.short_names);
-                            }
-                            if !t.categories.is_empty() {
-                                r["categories"] = json!(t.categories);
-                            }
+                            add_names(&mut r, t);
                             if t.status {
                                 r["subresources"] = json!([{
                                     "subresource": "status",

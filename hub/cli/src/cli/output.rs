@@ -691,11 +691,7 @@ pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
         .iter()
         .map(|c| ClusterReport {
             name: c.name.clone(),
-            labels: c
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: c.labels.clone().into_iter().collect(),
             agent_version: c.agent_version.clone(),
             connected: c.connected,
             revoked: c.revoked,
@@ -763,11 +759,7 @@ pub fn pending_list_report(clusters: &[pb::PendingCluster]) -> PendingListReport
         .iter()
         .map(|c| PendingClusterReport {
             name: c.name.clone(),
-            labels: c
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: c.labels.clone().into_iter().collect(),
             agent_version: c.agent_version.clone(),
             requested_at: rfc3339(c.requested_at_unix),
         })
