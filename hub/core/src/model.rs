@@ -326,6 +326,18 @@ pub enum HealthState {
     Suspended,
 }
 
+/// A state by its name (`Synced`, `OutOfSync`, `Healthy`), as reports and tables show it.
+macro_rules! display_by_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
+}
+display_by_name!(SyncState, HealthState);
+
 /// The outcome for one Kubernetes object of a Target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceOutcome {

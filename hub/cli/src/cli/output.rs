@@ -109,18 +109,18 @@ pub fn apply_text(report: &ApplyReport, style: Style) -> String {
 // ---------------------------------------------------------------------------------------------
 // status
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sync {
-    Unknown,
-    Pending,
-    Syncing,
-    Synced,
-    OutOfSync,
-    Failed,
+/// A Target's sync and health states: the hub's own types, which serialise as the reports
+/// always did.
+pub use gitfleet_core::model::{HealthState as Health, SyncState as Sync};
+
+/// The CLI's reading of a state off the wire, and its colour in tables.
+pub trait State: Sized {
+    fn from_proto(value: i32) -> Self;
+    fn color(self) -> Option<Color>;
 }
 
-impl Sync {
-    pub fn from_proto(value: i32) -> Sync {
+impl State for Sync {
+    fn from_proto(value: i32) -> Sync {
         match pb::SyncState::try_from(value) {
             Ok(pb::SyncState::Pending) => Sync::Pending,
             Ok(pb::SyncState::Syncing) => Sync::Syncing,
@@ -141,18 +141,8 @@ impl Sync {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Health {
-    Unknown,
-    Healthy,
-    Progressing,
-    Degraded,
-    Missing,
-    Suspended,
-}
-
-impl Health {
-    pub fn from_proto(value: i32) -> Health {
+impl State for Health {
+    fn from_proto(value: i32) -> Health {
         match pb::HealthState::try_from(value) {
             Ok(pb::HealthState::Healthy) => Health::Healthy,
             Ok(pb::HealthState::Progressing) => Health::Progressing,
@@ -172,17 +162,6 @@ impl Health {
         }
     }
 }
-
-macro_rules! display_as_debug {
-    ($($t:ty),*) => {$(
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                std::fmt::Debug::fmt(self, f)
-            }
-        }
-    )*};
-}
-display_as_debug!(Sync, Health);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
