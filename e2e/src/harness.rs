@@ -8,6 +8,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 use gitfleet_cli::client::AdminClient;
 use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
+use gitfleet_core::documents::{Format, parse_text};
+use gitfleet_core::yaml::{Budget, Limits};
 use gitfleet_hub::engine::TokenSpec;
 use gitfleet_hub::runtime::{HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
@@ -224,17 +226,7 @@ impl Fleet {
 
     /// Applies gitfleet resources written as (multi-document) YAML.
     pub async fn apply_yaml(&mut self, yaml: &str) -> anyhow::Result<Vec<pb::ApplyOutcome>> {
-        let mut documents = Vec::new();
-        for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-            let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
-            if value.is_null() {
-                continue;
-            }
-            documents.push(pb::ResourceDocument {
-                origin: format!("inline#{i}"),
-                json: value.to_string(),
-            });
-        }
+        let documents = resource_documents("inline", yaml)?;
         Ok(self.admin.apply(documents, false).await?)
     }
 
@@ -369,4 +361,17 @@ pub async fn until<T>(
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+}
+
+/// Resources written as (multi-document) YAML, as the Admin API takes them, read as `gitfleet
+/// apply` reads them: origins `{file}#{index}`, empty documents skipped.
+pub fn resource_documents(file: &str, yaml: &str) -> anyhow::Result<Vec<pb::ResourceDocument>> {
+    let budget = Budget::new(Limits::DEFAULT);
+    Ok(parse_text(file, yaml, Format::Yaml, &budget)?
+        .into_iter()
+        .map(|d| pb::ResourceDocument {
+            origin: d.origin,
+            json: d.value.to_string(),
+        })
+        .collect())
 }

@@ -13,7 +13,9 @@ use std::time::Duration;
 use anyhow::{Context as _, bail, ensure};
 use gitfleet_cli::client::AdminClient;
 use gitfleet_e2e::gitrepo::GitRepo;
-use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, describe, is_converged};
+use gitfleet_e2e::harness::{
+    ClusterSpec, Fleet, FleetOptions, describe, is_converged, resource_documents,
+};
 use gitfleet_e2e::hubproc::HubProcess;
 use gitfleet_e2e::proxy::Proxy;
 use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
@@ -52,21 +54,6 @@ where
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-}
-
-/// Resources written as (multi-document) YAML, as the Admin API takes them.
-fn documents(yaml: &str) -> anyhow::Result<Vec<pb::ResourceDocument>> {
-    let mut documents = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
-        if !value.is_null() {
-            documents.push(pb::ResourceDocument {
-                origin: format!("inline#{i}"),
-                json: value.to_string(),
-            });
-        }
-    }
-    Ok(documents)
 }
 
 fn repo_yaml(git: &GitRepo) -> String {
@@ -364,7 +351,10 @@ async fn hub_process_killed_at_random_moments_of_rollouts() -> anyhow::Result<()
     write_hello(&fleet.git, "v1")?;
     let v1 = fleet.git.commit("v1")?;
     let resources = format!("{}---\n{WAVED_APP}", repo_yaml(&fleet.git));
-    fleet.admin.apply(documents(&resources)?, false).await?;
+    fleet
+        .admin
+        .apply(resource_documents("inline", &resources)?, false)
+        .await?;
     fleet.wait_complete(&v1).await?;
 
     let mut revisions = vec![v1];

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use anyhow::ensure;
 use gitfleet_cli::client::{AdminClient, AppVerb};
-use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions};
+use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, resource_documents};
 use gitfleet_e2e::hubproc::HubProcess;
 use gitfleet_proto::v1 as pb;
 
@@ -114,19 +114,6 @@ async fn crash_mid_rollout_loses_nothing_acked() {
     restart_mid_rollout(true).await.unwrap();
 }
 
-/// Resources written as (multi-document) YAML, as the Admin API takes them.
-fn documents(yaml: &str) -> anyhow::Result<Vec<pb::ResourceDocument>> {
-    let mut documents = Vec::new();
-    for (i, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
-        let value = <serde_json::Value as serde::Deserialize>::deserialize(doc)?;
-        documents.push(pb::ResourceDocument {
-            origin: format!("inline#{i}"),
-            json: value.to_string(),
-        });
-    }
-    Ok(documents)
-}
-
 /// `Kind/name` of every stored resource.
 async fn stored(admin: &mut AdminClient) -> anyhow::Result<Vec<String>> {
     let mut names = Vec::new();
@@ -179,7 +166,9 @@ async fn what_the_hub_acknowledged_survives_a_kill_9_right_after() -> anyhow::Re
     )
     .await?;
     let mut admin = hub.admin().await?;
-    let outcomes = admin.apply(documents(REPO_AND_GROUP)?, false).await?;
+    let outcomes = admin
+        .apply(resource_documents("inline", REPO_AND_GROUP)?, false)
+        .await?;
     ensure!(
         outcomes.iter().all(|o| o.action == "created") && outcomes.len() == 2,
         "{outcomes:?}"
@@ -195,7 +184,9 @@ async fn what_the_hub_acknowledged_survives_a_kill_9_right_after() -> anyhow::Re
         "an applied resource was lost: {after:?}"
     );
 
-    let outcomes = admin.apply(documents(WEB_APP)?, false).await?;
+    let outcomes = admin
+        .apply(resource_documents("inline", WEB_APP)?, false)
+        .await?;
     ensure!(outcomes[0].action == "created", "{outcomes:?}");
     hub.kill().await?;
     hub.restart().await?;

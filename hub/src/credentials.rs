@@ -211,8 +211,12 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
         path: path.to_owned(),
         message,
     };
+    // One line with its position: a snippet would quote a file of secrets into the log.
+    let mut options = serde_saphyr::Options::default();
+    options.with_snippet = false;
     let entries: BTreeMap<String, Entry> =
-        serde_yaml::from_str(&read(path)?).map_err(|e| invalid(e.to_string()))?;
+        serde_saphyr::from_str_with_options(&read(path)?, options)
+            .map_err(|e| invalid(e.to_string()))?;
     let value = |entry: &str, field: &str, inline: Option<String>, file: Option<PathBuf>| match (
         inline, file,
     ) {
@@ -436,6 +440,16 @@ mod tests {
         .unwrap();
         let err = load(&file).unwrap_err().to_string();
         assert!(err.contains("/nope"), "{err}");
+    }
+
+    #[test]
+    fn a_broken_file_is_refused_with_its_line_and_no_secret_quoted() {
+        let err = loaded("r:\n  https: { username: git, password: hunter2 }\n  urls: [oops\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("line 4") || err.contains("line 3"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+        assert_eq!(err.lines().count(), 1, "{err}");
     }
 
     fn spec(credentials_ref: Option<&str>, webhook_secret_ref: Option<&str>) -> RepoSpec {

@@ -4,20 +4,17 @@
 
 pub mod credentials;
 pub mod engine;
-pub mod fleet;
-pub mod fleetsync;
 pub mod git;
 pub mod grpc;
 pub mod http;
-pub mod link;
 pub mod metrics;
-pub mod model;
 pub mod pki;
 pub mod runtime;
 pub mod store;
 pub mod telemetry;
-pub mod webhook;
 
-/// The resources live in gitfleet-core, which the CLI shares; `crate::resources` stays their
-/// path inside the hub.
-pub use gitfleet_core::resources;
+/// The pure decisions (resources, the fleet's placement, desired state and rollouts, the hub's
+/// model, link decisions, fleet sync plans, webhook verification) live in gitfleet-core, which
+/// Cargo keeps free of IO; `crate::fleet`, `crate::model` and the rest stay their paths inside
+/// the hub.
+pub use gitfleet_core::{fleet, fleetsync, link, model, resources, webhook};

@@ -153,9 +153,7 @@ pub enum HubError {
 }
 
 /// Installs rustls's ring crypto provider for the process; harmless when already installed.
-pub fn install_crypto_provider() {
-    let _ = rustls::crypto::ring::default_provider().install_default();
-}
+pub use gitfleet_support::install_crypto_provider;
 
 /// A running hub.
 pub struct HubHandle {

@@ -101,7 +101,7 @@ async fn the_hub_applies_its_fleet_path_on_every_commit() {
         .apply(pb::ApplyRequest {
             documents: vec![
                 repo_doc("fleet", &git.url()),
-                doc(serde_yaml::from_str(&group("by-hand")).unwrap()),
+                doc(serde_saphyr::from_str(&group("by-hand")).unwrap()),
             ],
             dry_run: false,
         })

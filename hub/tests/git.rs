@@ -8,6 +8,7 @@ use std::time::Duration;
 use gitfleet_hub::git::{GitCache, GitError, MAX_TREE_DEPTH};
 use gitfleet_hub::model::{CredentialKind, RepoCredential};
 use gitfleet_hub::resources::GitRef;
+use gitfleet_support::testing::{Serve, git_server};
 use support::{GitRepo, PasswordPrompt, eventually};
 
 fn cache() -> (tempfile::TempDir, GitCache) {
@@ -225,109 +226,13 @@ async fn the_fetch_never_sends_a_credential_over_http_nor_outside_its_urls() {
 
 // --- fetches that must stop ----------------------------------------------------------------------
 
-/// A git:// server on a free loopback port. `pace`: `None` reads the request and says nothing
-/// until `release` is sent; `Some(pace)` advertises a commit and sends a pack of endless
-/// blobs, `pace` apart.
-async fn git_server(pace: Option<Duration>) -> (String, tokio::sync::watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .unwrap();
-    let addr = listener.local_addr().unwrap();
-    let (release, released) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let mut released = released.clone();
-            tokio::spawn(async move {
-                match pace {
-                    None => {
-                        // Holding `stream` keeps the connection open and silent.
-                        let _open = stream;
-                        let _ = released.wait_for(|r| *r).await;
-                    }
-                    Some(pace) => {
-                        let _ = endless_pack(stream, pace).await;
-                    }
-                }
-            });
-        }
-    });
-    (format!("git://{addr}/x.git"), release)
-}
-
-fn pkt(line: &str) -> Vec<u8> {
-    let mut out = format!("{:04x}", line.len() + 4).into_bytes();
-    out.extend_from_slice(line.as_bytes());
-    out
-}
-
-async fn read_pkt(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt as _;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.ok()?;
-    let len = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
-    let mut data = vec![0u8; len.saturating_sub(4)];
-    stream.read_exact(&mut data).await.ok()?;
-    Some(data)
-}
-
-/// Advertises `main`, takes any request, and answers with a pack that never ends.
-async fn endless_pack(mut stream: tokio::net::TcpStream, pace: Duration) -> Option<()> {
-    use tokio::io::AsyncWriteExt as _;
-    let sha = "0123456789abcdef0123456789abcdef01234567";
-    read_pkt(&mut stream).await?;
-    let mut advert = pkt(&format!("{sha} HEAD\0shallow\n"));
-    advert.extend(pkt(&format!("{sha} refs/heads/main\n")));
-    advert.extend_from_slice(b"0000");
-    stream.write_all(&advert).await.ok()?;
-    let mut deepen = false;
-    loop {
-        let line = read_pkt(&mut stream).await?;
-        if line.is_empty() {
-            break;
-        }
-        deepen |= line.starts_with(b"deepen");
-    }
-    if deepen {
-        let mut shallow = pkt(&format!("shallow {sha}"));
-        shallow.extend_from_slice(b"0000");
-        stream.write_all(&shallow).await.ok()?;
-    }
-    while read_pkt(&mut stream).await? != b"done\n" {}
-    stream.write_all(&pkt("NAK\n")).await.ok()?;
-    let mut header = b"PACK".to_vec();
-    header.extend(2u32.to_be_bytes());
-    header.extend(1_000_000u32.to_be_bytes());
-    stream.write_all(&header).await.ok()?;
-    for n in 0u64.. {
-        stream.write_all(&numbered_blob(n)).await.ok()?;
-        tokio::time::sleep(pace).await;
-    }
-    None
-}
-
-/// A pack entry of a 1000-byte blob that starts with `n` (libgit2 refuses an object twice):
-/// type and size, a zlib stream of one stored block, and the Adler-32 of the content.
-fn numbered_blob(n: u64) -> Vec<u8> {
-    let mut content = [0u8; 1000];
-    content[..8].copy_from_slice(&n.to_le_bytes());
-    let (mut a, mut b) = (1u32, 0u32);
-    for byte in content {
-        a = (a + u32::from(byte)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    let mut entry = vec![0xb8, 0x3e, 0x78, 0x01, 0x01, 0xe8, 0x03, 0x17, 0xfc];
-    entry.extend(content);
-    entry.extend(((b << 16) | a).to_be_bytes());
-    entry
-}
-
 /// Issue 16: a fetch that timed out gave its permit back while its blocking work went on
 /// writing into the cache. Now the permit (and the cache's lock) stays with the work until it
 /// has really ended: a fetch stuck on a silent server counts against the bound until the
 /// server lets go, and then everything is free again.
 #[tokio::test]
 async fn a_timed_out_fetch_holds_its_permit_until_it_has_really_stopped() {
-    let (url, release) = git_server(None).await;
+    let (url, release) = git_server(Serve::Stall, "x.git").await;
     let dir = tempfile::tempdir().unwrap();
     // Long enough that, on a loaded machine, the blocking fetch is surely inside libgit2 and
     // waiting on the server (not still starting) when its caller gives up.
@@ -359,7 +264,13 @@ async fn a_timed_out_fetch_holds_its_permit_until_it_has_really_stopped() {
 /// callback, while the server goes on sending.
 #[tokio::test]
 async fn a_fetch_still_receiving_stops_when_its_caller_gives_up() {
-    let (url, _release) = git_server(Some(Duration::from_millis(20))).await;
+    let (url, _release) = git_server(
+        Serve::Endless {
+            pace: Duration::from_millis(20),
+        },
+        "x.git",
+    )
+    .await;
     let dir = tempfile::tempdir().unwrap();
     let cache = GitCache::new(dir.path().join("git"), 1, Duration::from_secs(1));
     let err = cache

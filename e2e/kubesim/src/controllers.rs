@@ -372,78 +372,59 @@ pub fn run(step: Step, obj: &Value, now: &str) -> Option<Value> {
 fn deployment_status(obj: &Value, step: Step, failing: bool, now: &str) -> Value {
     let n = replicas(obj);
     let rs = replicaset_name(obj);
-    let (available, progressing, ready) = match (step, failing) {
-        (Step::Settle, false) => (
-            condition(
+    let cond = |ty, status, reason, message: &str| condition(ty, status, reason, message, now, obj);
+    let availability = |available: bool| {
+        if available {
+            cond(
                 "Available",
                 "True",
                 "MinimumReplicasAvailable",
                 "Deployment has minimum availability.",
-                now,
-                obj,
-            ),
-            condition(
+            )
+        } else {
+            cond(
+                "Available",
+                "False",
+                "MinimumReplicasUnavailable",
+                "Deployment does not have minimum availability.",
+            )
+        }
+    };
+    let (available, progressing, ready) = match (step, failing) {
+        (Step::Settle, false) => (
+            availability(true),
+            cond(
                 "Progressing",
                 "True",
                 "NewReplicaSetAvailable",
                 &format!("ReplicaSet \"{rs}\" has successfully progressed."),
-                now,
-                obj,
             ),
             n,
         ),
         (Step::Settle, true) => (
-            condition(
-                "Available",
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-                now,
-                obj,
-            ),
-            condition(
+            availability(false),
+            cond(
                 "Progressing",
                 "False",
                 "ProgressDeadlineExceeded",
                 &format!("ReplicaSet \"{rs}\" has timed out progressing."),
-                now,
-                obj,
             ),
             0,
         ),
         _ => (
-            condition(
-                "Available",
-                "False",
-                "MinimumReplicasUnavailable",
-                "Deployment does not have minimum availability.",
-                now,
-                obj,
-            ),
-            condition(
+            availability(false),
+            cond(
                 "Progressing",
                 "True",
                 "ReplicaSetUpdated",
                 &format!("ReplicaSet \"{rs}\" is progressing."),
-                now,
-                obj,
             ),
             0,
         ),
     };
     // A scaled-to-zero Deployment is available at once.
     let (available, ready) = if n == 0 && !failing {
-        (
-            condition(
-                "Available",
-                "True",
-                "MinimumReplicasAvailable",
-                "Deployment has minimum availability.",
-                now,
-                obj,
-            ),
-            0,
-        )
+        (availability(true), 0)
     } else {
         (available, ready)
     };

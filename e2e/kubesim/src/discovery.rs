@@ -124,15 +124,32 @@ fn base64_12(mut h: u64) -> String {
     s
 }
 
-/// `/api/v1` or `/apis/{group}/{version}`, or None when nothing is served there.
-pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
-    let served: Vec<&Arc<ResourceType>> = types
+/// A discovery entry's short names and categories, when the type has any.
+fn add_names(entry: &mut Value, t: &ResourceType) {
+    if !t.short_names.is_empty() {
+        entry["shortNames"] = json!(t.short_names);
+    }
+    if !t.categories.is_empty() {
+        entry["categories"] = json!(t.categories);
+    }
+}
+
+/// The types served at `group`/`version`; None when there are none.
+fn served<'a>(
+    types: &'a [Arc<ResourceType>],
+    group: &str,
+    version: &str,
+) -> Option<Vec<&'a Arc<ResourceType>>> {
+    let served: Vec<_> = types
         .iter()
         .filter(|t| t.group == group && t.serves(version))
         .collect();
-    if served.is_empty() {
-        return None;
-    }
+    (!served.is_empty()).then_some(served)
+}
+
+/// `/api/v1` or `/apis/{group}/{version}`, or None when nothing is served there.
+pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) -> Option<Value> {
+    let served = served(types, group, version)?;
     let mut resources = Vec::new();
     for t in served {
         let mut r = json!({
@@ -143,12 +160,7 @@ pub fn resource_list(types: &[Arc<ResourceType>], group: &str, version: &str) ->
             "verbs": VERBS,
             "storageVersionHash": storage_hash(t),
         });
-        if !t.short_names.is_empty() {
-            r["shortNames"] = json!(t.short_names);
-        }
-        if !t.categories.is_empty() {
-            r["categories"] = json!(t.categories);
-        }
+        add_names(&mut r, t);
         resources.push(r);
         if t.has_scale() {
             resources.push(json!({
@@ -213,12 +225,7 @@ pub fn aggregated(types: &[Arc<ResourceType>], core: bool) -> Value {
                                 "singularResource": t.singular,
                                 "verbs": VERBS,
                             });
-                            if !t.short_names.is_empty() {
-                                r["shortNames"] = json!(t.short_names);
-                            }
-                            if !t.categories.is_empty() {
-                                r["categories"] = json!(t.categories);
-                            }
+                            add_names(&mut r, t);
                             if t.status {
                                 r["subresources"] = json!([{
                                     "subresource": "status",
@@ -301,13 +308,7 @@ pub fn openapi_v3_group_version(
     group: &str,
     version: &str,
 ) -> Option<Value> {
-    let served: Vec<&Arc<ResourceType>> = types
-        .iter()
-        .filter(|t| t.group == group && t.serves(version))
-        .collect();
-    if served.is_empty() {
-        return None;
-    }
+    let served = served(types, group, version)?;
     let base = if group.is_empty() {
         format!("/api/{version}")
     } else {

@@ -160,6 +160,20 @@ pub async fn handle(
     }
 }
 
+/// A created or replaced object's body: protobuf when the client sent it, else JSON.
+fn object_body(body: &[u8], protobuf: bool) -> Result<Value, ApiError> {
+    if !protobuf {
+        return store::parse_body(body, false);
+    }
+    super::protobuf::decode(body).map_err(|e| {
+        ApiError::new(
+            415,
+            "UnsupportedMediaType",
+            format!("the body of the request was in an unknown format: {e}"),
+        )
+    })
+}
+
 async fn read_body(req: Request<Incoming>) -> Result<Bytes, ApiError> {
     if let Some(len) = req
         .headers()
@@ -410,36 +424,14 @@ async fn resource(
             Ok(object_response(200, &rt, &version, &obj))
         }
         (Method::POST, None) => {
-            let body = read_body(req).await?;
-            let value = if protobuf {
-                super::protobuf::decode(&body).map_err(|e| {
-                    ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format: {e}"),
-                    )
-                })?
-            } else {
-                store::parse_body(&body, false)?
-            };
+            let value = object_body(&read_body(req).await?, protobuf)?;
             let obj = sim.write(cluster, |s| {
                 s.create(&rt, &version, rp.namespace.as_deref(), value, &ctx)
             })?;
             Ok(object_response(201, &rt, &version, &obj))
         }
         (Method::PUT, Some(name)) => {
-            let body = read_body(req).await?;
-            let value = if protobuf {
-                super::protobuf::decode(&body).map_err(|e| {
-                    ApiError::new(
-                        415,
-                        "UnsupportedMediaType",
-                        format!("the body of the request was in an unknown format: {e}"),
-                    )
-                })?
-            } else {
-                store::parse_body(&body, false)?
-            };
+            let value = object_body(&read_body(req).await?, protobuf)?;
             let obj = sim.write(cluster, |s| {
                 s.replace(&rt, &version, &ns, name, value, status_sub, &ctx)
             })?;

@@ -22,6 +22,7 @@ pub mod status;
 pub mod store;
 pub mod table;
 pub mod validation;
+pub mod yaml;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};

@@ -294,7 +294,7 @@ fn same_content(a: &Value, b: &Value) -> bool {
 pub fn parse_body(body: &[u8], yaml: bool) -> Result<Value, ApiError> {
     let parsed = match serde_json::from_slice::<Value>(body) {
         Ok(v) => Ok(v),
-        Err(_) if yaml => serde_yaml::from_slice::<Value>(body).map_err(|e| {
+        Err(_) if yaml => crate::yaml::value(body).map_err(|e| {
             ApiError::bad_request(format!(
                 "error decoding YAML: error converting YAML to JSON: yaml: {e}"
             ))

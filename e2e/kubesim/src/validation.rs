@@ -59,7 +59,7 @@ pub fn validate_name(rule: NameRule, name: &str) -> Vec<FieldError> {
                 errors.push(FieldError::invalid(field, name, SUBDOMAIN_MSG));
             }
         }
-        NameRule::Label => {
+        NameRule::Label | NameRule::Dns1035 => {
             if name.len() > 63 {
                 errors.push(FieldError::invalid(
                     field,
@@ -67,20 +67,12 @@ pub fn validate_name(rule: NameRule, name: &str) -> Vec<FieldError> {
                     "must be no more than 63 characters",
                 ));
             }
-            if !is_label(name) {
-                errors.push(FieldError::invalid(field, name, LABEL_MSG));
-            }
-        }
-        NameRule::Dns1035 => {
-            if name.len() > 63 {
-                errors.push(FieldError::invalid(
-                    field,
-                    name,
-                    "must be no more than 63 characters",
-                ));
-            }
-            if !is_dns1035(name) {
-                errors.push(FieldError::invalid(field, name, DNS1035_MSG));
+            let (valid, message) = match rule {
+                NameRule::Label => (is_label(name), LABEL_MSG),
+                _ => (is_dns1035(name), DNS1035_MSG),
+            };
+            if !valid {
+                errors.push(FieldError::invalid(field, name, message));
             }
         }
         NameRule::PathSegment => {

@@ -459,12 +459,7 @@ async fn start(clusters: Vec<String>) -> KubesimHandle {
 /// The YAML documents of a file (empty ones dropped).
 fn documents(path: &Path) -> Vec<Value> {
     let text = std::fs::read_to_string(path).unwrap();
-    serde_yaml::Deserializer::from_str(&text)
-        .filter_map(|d| {
-            let v: Value = serde_yaml::with::singleton_map_recursive::deserialize(d).ok()?;
-            (!v.is_null()).then_some(v)
-        })
-        .collect()
+    gitfleet_kubesim::yaml::documents(&text).unwrap()
 }
 
 /// Every field of `want` (the manifest) is in `got` (the live object) with the same value.
@@ -487,7 +482,7 @@ fn assert_subset(want: &Value, got: &Value, path: &str) {
                 assert_subset(wv, gv, &format!("{path}[{i}]"));
             }
         }
-        // YAML 1.1 (kubectl's parser) reads 0755 as octal; serde_yaml keeps it a string.
+        // YAML 1.1 (kubectl's parser) reads 0755 as octal; kubesim keeps it a string.
         (Value::String(w), Value::Number(g))
             if w.starts_with('0') && i64::from_str_radix(w, 8).ok() == g.as_i64() => {}
         _ => assert_eq!(want, got, "{path}"),
@@ -674,7 +669,7 @@ async fn guestbook_directory_apply_get_wait_diff_delete() {
     );
 
     let yaml = k.ok(&["get", "deployments,services", "-o", "yaml"]).await;
-    let list: Value = serde_yaml::from_str(&yaml.stdout).unwrap();
+    let list: Value = gitfleet_kubesim::yaml::value(yaml.stdout.as_bytes()).unwrap();
     let mut names: Vec<String> = list["items"]
         .as_array()
         .unwrap()

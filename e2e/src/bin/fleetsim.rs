@@ -862,16 +862,7 @@ impl Sim {
             "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n",
             self.repo_url
         );
-        let documents = serde_yaml::Deserializer::from_str(&resources)
-            .enumerate()
-            .map(|(i, d)| {
-                let v = <serde_json::Value as serde::Deserialize>::deserialize(d)?;
-                Ok(pb::ResourceDocument {
-                    origin: format!("fleetsim#{i}"),
-                    json: v.to_string(),
-                })
-            })
-            .collect::<anyhow::Result<Vec<_>>>()?;
+        let documents = gitfleet_e2e::harness::resource_documents("fleetsim", &resources)?;
         let v1 = self.git.head()?;
         let start = Instant::now();
         self.admin()?.apply(documents, false).await?;
@@ -1028,12 +1019,7 @@ impl Sim {
         );
         self.row(
             "hub during the rollout: peak memory, CPU",
-            format!(
-                "{:.1} MiB, {:.0}% of one core over {:.1}s",
-                peak as f64 / 1024.0,
-                100.0 * cpu / took.as_secs_f64(),
-                took.as_secs_f64()
-            ),
+            load_text(peak, cpu, took),
         );
         self.phase_health().await;
         // 5. Reconnect storm: kill -9, commit while down, restart.
@@ -1065,12 +1051,7 @@ impl Sim {
         );
         self.row(
             "  hub during the storm: peak memory, CPU",
-            format!(
-                "{:.1} MiB, {:.0}% of one core over {:.1}s",
-                peak as f64 / 1024.0,
-                100.0 * cpu / took.as_secs_f64(),
-                took.as_secs_f64()
-            ),
+            load_text(peak, cpu, took),
         );
         self.phase_health().await;
         Ok(v3)
@@ -1263,4 +1244,14 @@ fn bucket_percentiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> anyhow::Re
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
+}
+
+/// A process's peak memory (`peak` KiB) and its CPU time (`cpu` seconds) over `took`.
+fn load_text(peak: u64, cpu: f64, took: Duration) -> String {
+    format!(
+        "{:.1} MiB, {:.0}% of one core over {:.1}s",
+        peak as f64 / 1024.0,
+        100.0 * cpu / took.as_secs_f64(),
+        took.as_secs_f64()
+    )
 }

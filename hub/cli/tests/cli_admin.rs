@@ -602,7 +602,7 @@ async fn status_prints_a_table_for_people_and_full_documents_for_scripts() {
     });
 
     let out = hub.run(&["status", "-o", "yaml"]).await.unwrap();
-    let report: StatusReport = serde_yaml::from_str(&out).unwrap();
+    let report: StatusReport = serde_saphyr::from_str(&out).unwrap();
     assert_eq!(report.targets.len(), 2);
     // The fake serves one Target per page: the CLI followed the token to the second page.
     hub.received(|r| {
@@ -646,7 +646,7 @@ async fn get_and_delete_work_on_stored_resources() {
         .run(&["get", "app", "guestbook", "-o", "yaml"])
         .await
         .unwrap();
-    let value: serde_json::Value = serde_yaml::from_str(&yaml).unwrap();
+    let value: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(value["spec"]["path"], "apps/guestbook");
     let again = hub.write("again.yaml", &yaml);
     assert_eq!(

@@ -61,13 +61,16 @@ impl ClientConfig {
 
     /// Parses a config file's text. The file is the user's own (or the hub's), not untrusted
     /// input, so it is not read through a [`crate::yaml::Budget`].
-    pub fn from_yaml(text: &str) -> Result<Self, serde_yaml::Error> {
-        serde_yaml::from_str(text)
+    pub fn from_yaml(text: &str) -> Result<Self, serde_saphyr::Error> {
+        // One line with its position, not a snippet of a file that holds a private key.
+        let mut options = serde_saphyr::Options::default();
+        options.with_snippet = false;
+        serde_saphyr::from_str_with_options(text, options)
     }
 
     /// The file's text.
     pub fn to_yaml(&self) -> String {
-        serde_yaml::to_string(self).expect("config serialises: plain strings only")
+        serde_saphyr::to_string(self).expect("config serialises: plain strings only")
     }
 
     /// The named context, or the current one when `name` is `None`.

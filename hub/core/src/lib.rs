@@ -9,10 +9,24 @@
 //!   validation with a field path in every error.
 //! - [`gitfleetconfig`]: the admin credentials file's format (the hub writes one, the CLI reads
 //!   it); reading and writing the file is the caller's.
+//! - [`fleet`]: the fleet's decisions: placement, each cluster's desired Targets, rollouts, and
+//!   which changes in a Target's reports are events.
+//! - [`model`]: the hub's own records (clusters, tokens, per-cluster desired state, Target
+//!   status).
+//! - [`link`]: what a (re)connecting spoke is sent: nothing, a delta or a snapshot.
+//! - [`fleetsync`]: what a commit of the fleet path asks the hub to apply and delete.
+//! - [`webhook`]: verifying Git hosts' push webhooks and finding the Repos they name.
+//! - [`git`]: which Apps a commit touches; which tag a semver range picks.
 
 pub mod credential_scope;
 pub mod documents;
+pub mod fleet;
+pub mod fleetsync;
+pub mod git;
 pub mod gitfleetconfig;
+pub mod link;
+pub mod model;
 pub mod names;
 pub mod resources;
+pub mod webhook;
 pub mod yaml;

@@ -4,9 +4,11 @@
 //! sides: the hub's fleet path and `gitfleet apply`, the spoke's manifests, `kustomization.yaml`,
 //! `Chart.yaml` and `requirements.yaml`. Two layers, because neither bounds everything alone:
 //!
-//! - Before anything is built, serde-saphyr's streaming scanner counts the text's parser events,
-//!   aliases, nesting depth and documents against what is left of the budget. It builds no
-//!   values, so a hostile file costs only the scan.
+//! - Before anything is built, serde-saphyr's streaming scanner (granit-parser) counts the
+//!   text's parser events, aliases, nesting depth and documents against what is left of the
+//!   budget, and notes where each document begins. It builds no values, so a hostile file
+//!   costs only the scan. Each document is then built on its own by serde-saphyr, and its
+//!   errors are placed in the whole text.
 //! - While values are built, every value and string byte produced is charged, so aliases that
 //!   expand a big anchored node many times stop as soon as the expansion passes what we will
 //!   hold, per document and in total.
@@ -18,7 +20,8 @@
 use std::cell::Cell;
 use std::fmt;
 
-use serde::Deserialize;
+use serde_saphyr::granit_parser::{self, Event, ScanError};
+
 use serde::de::{
     self, DeserializeOwned, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor,
 };
@@ -155,19 +158,33 @@ impl Budget {
     /// Every document of a YAML stream, as JSON values (an empty document is `null`). Mapping
     /// keys become strings and merge keys (`<<`) are applied, as Kubernetes' YAML reader does.
     pub fn documents(&self, text: &str) -> Result<Vec<Value>, YamlError> {
-        self.scan(text)?;
-        let mut values = Vec::new();
-        for document in serde_yaml::Deserializer::from_str(text) {
-            values.push(self.build(document, yaml_error)?);
+        let documents = self.scan(text)?;
+        if documents.is_empty() {
+            // An empty stream (nothing, or only comments) reads as one null document.
+            return Ok(vec![self.build_yaml(text, Position::START)?]);
         }
-        Ok(values)
+        documents
+            .into_iter()
+            .map(|(slice, at)| self.build_yaml(slice, at))
+            .collect()
     }
 
     /// A single-document YAML text as a JSON value (an empty text is `null`).
     pub fn document(&self, text: &str) -> Result<Value, YamlError> {
         self.scan(text)?;
-        let document = serde_yaml::Deserializer::from_str(text);
-        self.build(document, yaml_error)
+        self.build_yaml(text, Position::START)
+    }
+
+    /// Builds the one document `text` holds, which begins at `at` in the text it was cut from
+    /// (so that errors point into that text).
+    fn build_yaml(&self, text: &str, at: Position) -> Result<Value, YamlError> {
+        self.begin_document();
+        serde_saphyr::with_deserializer_from_str_with_options(
+            text,
+            reader_options(&self.limits),
+            |de| (BoundedValue { budget: self }).deserialize(de),
+        )
+        .map_err(|e| self.over_limit().unwrap_or_else(|| saphyr_error(&e, at)))
     }
 
     /// A single-document YAML text deserialised into `T` (through a JSON value, so the text is
@@ -212,79 +229,77 @@ impl Budget {
         Ok(())
     }
 
-    /// Counts the text's events, aliases, depth and documents without building anything.
-    fn scan(&self, text: &str) -> Result<(), YamlError> {
-        use serde_saphyr::budget::{BudgetBreach, EnforcingPolicy, check_yaml_budget};
-        let mut budget = serde_saphyr::Budget::default();
-        budget.max_events = self.events.get();
-        budget.max_aliases = self.aliases.get();
-        budget.max_anchors = usize::MAX;
-        budget.max_depth = self.limits.max_depth;
-        // The scanner refuses flow collections (`[[[...]]]`) nested deeper, ahead of the
-        // events the depth is counted on.
-        budget.flow_nesting_limit = self.limits.max_depth;
-        budget.max_documents = self.documents.get();
-        budget.max_nodes = usize::MAX;
-        budget.max_total_scalar_bytes = usize::MAX;
-        // Many aliases of one anchor are ordinary (shared labels); what they expand to is
-        // what we bound, while building.
-        budget.enforce_alias_anchor_ratio = false;
-        let report = match check_yaml_budget(text, budget, EnforcingPolicy::AllContent) {
-            Ok(report) => report,
-            // serde_yaml says it with the familiar wording and position when it agrees that
-            // the text is broken; only if it does not is the scanner's own error shown.
-            Err(scan)
-                if matches!(
-                    scan.kind(),
-                    serde_saphyr::granit_parser::ErrorKind::RecursionLimitExceeded
-                ) =>
-            {
-                return Err(LimitExceeded::Depth {
-                    limit: self.limits.max_depth,
+    /// Counts the text's events, aliases, depth and documents without building anything, and
+    /// cuts it into its documents: each one's text and where that text begins.
+    fn scan<'t>(&self, text: &'t str) -> Result<Vec<(&'t str, Position)>, YamlError> {
+        let limits = &self.limits;
+        let mut options = granit_parser::Options::default();
+        // The scanner refuses collections nested deeper, ahead of the events the depth is
+        // counted on; one more block level lets the count below name the limit.
+        options.flow_nesting_limit = limits.max_depth;
+        options.block_nesting_limit = limits.max_depth.saturating_add(1);
+        options.set_emit_comments(false);
+        let parser = granit_parser::Parser::new_from_str_with_options(text, options);
+        let (mut events, mut aliases, mut depth) = (0usize, 0usize, 0usize);
+        let mut documents: Vec<(&'t str, Position)> = Vec::new();
+        // Where the document being read (or the next one) begins.
+        let mut begin = Position::START;
+        for item in parser {
+            let (event, span) = item.map_err(|e| scan_error(&e, limits))?;
+            events += 1;
+            if events > self.events.get() {
+                return Err(LimitExceeded::Events {
+                    limit: limits.max_events,
                 }
                 .into());
             }
-            Err(scan) => {
-                // Visited without building anything: this text has not been counted.
-                for document in serde_yaml::Deserializer::from_str(text) {
-                    if let Err(e) = de::IgnoredAny::deserialize(document) {
-                        return Err(yaml_error(e));
+            match event {
+                Event::Alias(_) => {
+                    aliases += 1;
+                    if aliases > self.aliases.get() {
+                        return Err(LimitExceeded::Aliases {
+                            limit: limits.max_aliases,
+                        }
+                        .into());
                     }
                 }
-                let mark = scan.marker();
-                return Err(YamlError::Syntax {
-                    line: Some(mark.line()),
-                    column: Some(mark.col() + 1),
-                    message: scan.info().to_owned(),
-                });
+                Event::MappingStart(..) | Event::SequenceStart(..) => {
+                    depth += 1;
+                    if depth > limits.max_depth {
+                        return Err(LimitExceeded::Depth {
+                            limit: limits.max_depth,
+                        }
+                        .into());
+                    }
+                }
+                Event::MappingEnd | Event::SequenceEnd => depth = depth.saturating_sub(1),
+                Event::DocumentStart(..) => {
+                    if documents.len() >= self.documents.get() {
+                        return Err(LimitExceeded::Documents {
+                            limit: limits.max_documents,
+                        }
+                        .into());
+                    }
+                    documents.push(("", begin));
+                }
+                Event::DocumentEnd => {
+                    let end = Position::of(text, &span.end);
+                    if let Some(last) = documents.last_mut() {
+                        last.0 = cut(text, last.1.offset, end.offset)?;
+                    }
+                    begin = end;
+                }
+                _ => {}
             }
-        };
-        let limits = &self.limits;
-        if let Some(breach) = report.breached {
-            return Err(match breach {
-                BudgetBreach::Events { .. } => LimitExceeded::Events {
-                    limit: limits.max_events,
-                },
-                BudgetBreach::Aliases { .. } => LimitExceeded::Aliases {
-                    limit: limits.max_aliases,
-                },
-                BudgetBreach::Depth { .. } => LimitExceeded::Depth {
-                    limit: limits.max_depth,
-                },
-                BudgetBreach::Documents { .. } => LimitExceeded::Documents {
-                    limit: limits.max_documents,
-                },
-                other => LimitExceeded::Other(format!("{other:?}")),
-            }
-            .into());
         }
-        self.events
-            .set(self.events.get().saturating_sub(report.events));
-        self.aliases
-            .set(self.aliases.get().saturating_sub(report.aliases));
-        self.documents
-            .set(self.documents.get().saturating_sub(report.documents));
-        Ok(())
+        // What follows the last document (blank lines, comments) belongs to it.
+        if let Some(last) = documents.last_mut() {
+            last.0 = cut(text, last.1.offset, text.len())?;
+        }
+        self.events.set(self.events.get() - events);
+        self.aliases.set(self.aliases.get() - aliases);
+        self.documents.set(self.documents.get() - documents.len());
+        Ok(documents)
     }
 
     /// Builds one document's value, charging the document's and the total budget.
@@ -296,22 +311,28 @@ impl Budget {
     where
         D: Deserializer<'de, Error = E>,
     {
+        self.begin_document();
+        (BoundedValue { budget: self })
+            .deserialize(deserializer)
+            .map_err(|e| self.over_limit().unwrap_or_else(|| syntax(e)))
+    }
+
+    fn begin_document(&self) {
         self.document_bytes.set(self.limits.max_document_bytes);
         self.exceeded.set(None);
-        match (BoundedValue { budget: self }).deserialize(deserializer) {
-            Ok(value) => Ok(value),
-            Err(e) => Err(match self.exceeded.get() {
-                Some(Exceeded::Document) => LimitExceeded::DocumentBytes {
-                    limit: self.limits.max_document_bytes,
-                }
-                .into(),
-                Some(Exceeded::Total) => LimitExceeded::TotalBytes {
-                    limit: self.limits.max_total_bytes,
-                }
-                .into(),
-                None => syntax(e),
-            }),
-        }
+    }
+
+    /// The limit the document being built went over, if that is why building it failed.
+    fn over_limit(&self) -> Option<YamlError> {
+        let limit = match self.exceeded.get()? {
+            Exceeded::Document => LimitExceeded::DocumentBytes {
+                limit: self.limits.max_document_bytes,
+            },
+            Exceeded::Total => LimitExceeded::TotalBytes {
+                limit: self.limits.max_total_bytes,
+            },
+        };
+        Some(limit.into())
     }
 
     fn charge<E: de::Error>(&self, cost: usize) -> Result<(), E> {
@@ -333,25 +354,117 @@ impl Budget {
     }
 }
 
-/// serde_yaml's errors, with the position moved out of the message.
-fn yaml_error(e: serde_yaml::Error) -> YamlError {
-    let location = e.location();
-    YamlError::Syntax {
-        line: location.as_ref().map(serde_yaml::Location::line),
-        column: location.as_ref().map(serde_yaml::Location::column),
-        message: strip_position(&e.to_string()),
+/// Where a document begins in the text it was cut from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Position {
+    /// Byte offset.
+    offset: usize,
+    /// Line, counting from 1.
+    line: usize,
+    /// Column, counting from 1.
+    column: usize,
+}
+
+impl Position {
+    const START: Position = Position {
+        offset: 0,
+        line: 1,
+        column: 1,
+    };
+
+    fn of(text: &str, mark: &granit_parser::Marker) -> Position {
+        let offset = mark.byte_offset().unwrap_or_else(|| {
+            text.char_indices()
+                .nth(mark.index())
+                .map_or(text.len(), |(at, _)| at)
+        });
+        Position {
+            offset,
+            line: mark.line(),
+            column: mark.col() + 1,
+        }
+    }
+
+    /// `line` and `column` of a text cut at `self`, in the whole text.
+    fn shift(self, line: usize, column: usize) -> (usize, usize) {
+        if line <= 1 {
+            (self.line, self.column + column.saturating_sub(1))
+        } else {
+            (self.line + line - 1, column)
+        }
     }
 }
 
-/// serde_yaml and serde_json put " at line L column C" into their messages; callers say where
-/// in the `file:line:column` form editors understand.
+/// The text between two of the scanner's marks.
+fn cut(text: &str, from: usize, to: usize) -> Result<&str, YamlError> {
+    text.get(from..to).ok_or_else(|| YamlError::Syntax {
+        line: None,
+        column: None,
+        message: format!("cannot cut the YAML stream into documents at bytes {from}..{to}"),
+    })
+}
+
+/// How untrusted YAML is read once [`Budget::scan`] has counted it: the scan is the budget,
+/// the building is charged by [`BoundedValue`]; plain scalars read as Kubernetes' reader
+/// (and serde_yaml did before it) read them (`0755`, `1_000`, `yes` stay strings); a repeated key
+/// keeps its last value; errors are one line, their position apart.
+fn reader_options(limits: &Limits) -> serde_saphyr::Options {
+    let mut options = serde_saphyr::Options::default();
+    options.budget = None;
+    options.alias_limits.max_total_replayed_events = usize::MAX;
+    options.alias_limits.max_replay_stack_depth = limits.max_depth;
+    options.duplicate_keys = serde_saphyr::DuplicateKeyPolicy::PassThrough;
+    options.leading_zero_numbers_as_strings = true;
+    options.underscored_numbers_as_strings = true;
+    options.strict_booleans = true;
+    // `.inf` and `.nan` reach the visitor, which refuses them as JSON does.
+    options.non_finite_float_policy = serde_saphyr::NonFiniteFloatPolicy::PassThrough;
+    options.with_snippet = false;
+    options
+}
+
+/// A reader's error at its place in the whole text (the document began at `at`).
+fn saphyr_error(e: &serde_saphyr::Error, at: Position) -> YamlError {
+    let location = e.location();
+    let place = location.map(|l| at.shift(l.line() as usize, l.column() as usize));
+    YamlError::Syntax {
+        line: place.map(|p| p.0),
+        column: place.map(|p| p.1),
+        message: strip_position(&e.render_with_options(serde_saphyr::render_options! {
+            snippets: serde_saphyr::SnippetMode::Off,
+            line_offset: at.line.saturating_sub(1) as u64,
+        })),
+    }
+}
+
+/// The scanner's error: over the depth, or not YAML at all.
+fn scan_error(e: &ScanError, limits: &Limits) -> YamlError {
+    if matches!(e.kind(), granit_parser::ErrorKind::RecursionLimitExceeded) {
+        return LimitExceeded::Depth {
+            limit: limits.max_depth,
+        }
+        .into();
+    }
+    let mark = e.marker();
+    YamlError::Syntax {
+        line: Some(mark.line()),
+        column: Some(mark.col() + 1),
+        message: e.info(),
+    }
+}
+
+/// serde_json and serde-saphyr put " at line L column C" (or "L, column C") into their
+/// messages; callers say where in the `file:line:column` form editors understand.
 pub fn strip_position(message: &str) -> String {
     let Some(start) = message.find(" at line ") else {
         return message.to_owned();
     };
     let rest = &message[start + " at line ".len()..];
     let after_line = rest.trim_start_matches(|c: char| c.is_ascii_digit());
-    let Some(after_column) = after_line.strip_prefix(" column ") else {
+    let Some(after_column) = after_line
+        .strip_prefix(" column ")
+        .or_else(|| after_line.strip_prefix(", column "))
+    else {
         return message.to_owned();
     };
     let tail = after_column.trim_start_matches(|c: char| c.is_ascii_digit());

@@ -20,8 +20,9 @@ use tokio::sync::{Mutex, Semaphore};
 use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::GitRef;
 
-pub mod changes;
-pub mod refs;
+/// The pure decisions over Git (which Apps a commit touches, which tag a range picks) live in
+/// gitfleet-core; `crate::git::{changes, refs}` stay their paths inside the hub.
+pub use gitfleet_core::git::{changes, refs};
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum GitError {
@@ -161,16 +162,26 @@ impl GitCache {
         old: &str,
         new: &str,
     ) -> Result<Option<Vec<String>>, GitError> {
-        let dir = self.cache_dir(url);
         let (old, new) = (old.to_owned(), new.to_owned());
-        let dir2 = dir.clone();
-        tokio::task::spawn_blocking(move || changed_files_blocking(&dir2, &old, &new))
-            .await
-            .map_err(|join| GitError::Cache {
-                path: dir,
-                message: join.to_string(),
-            })?
+        in_cache(self.cache_dir(url), move |dir| {
+            changed_files_blocking(dir, &old, &new)
+        })
+        .await
     }
+}
+
+/// Runs `read` on the cache directory `dir` off the async runtime.
+async fn in_cache<T: Send + 'static>(
+    dir: PathBuf,
+    read: impl FnOnce(&Path) -> Result<T, GitError> + Send + 'static,
+) -> Result<T, GitError> {
+    let task_dir = dir.clone();
+    tokio::task::spawn_blocking(move || read(&task_dir))
+        .await
+        .map_err(|join| GitError::Cache {
+            path: dir,
+            message: join.to_string(),
+        })?
 }
 
 /// Limits on what [`GitCache::read_documents`] reads: the fleet path is configuration, not
@@ -192,13 +203,7 @@ impl GitCache {
         let lock = self.lock_for(&dir);
         let _cache = lock.lock().await;
         let (commit, path) = (commit.to_owned(), path.to_owned());
-        let dir2 = dir.clone();
-        tokio::task::spawn_blocking(move || read_documents_blocking(&dir2, &commit, &path))
-            .await
-            .map_err(|join| GitError::Cache {
-                path: dir,
-                message: join.to_string(),
-            })?
+        in_cache(dir, move |dir| read_documents_blocking(dir, &commit, &path)).await
     }
 }
 

@@ -128,7 +128,7 @@ fn render_options(r: &RenderSpec) -> pb::RenderOptions {
         values_files: helm.map(|h| h.values_files.clone()).unwrap_or_default(),
         values_yaml: helm
             .and_then(|h| h.values.as_ref())
-            .and_then(|v| serde_yaml::to_string(v).ok())
+            .and_then(|v| serde_saphyr::to_string(v).ok())
             .unwrap_or_default(),
     };
     pb::RenderOptions {

@@ -1,6 +1,7 @@
 use std::collections::BTreeMap;
 
 use git2::{Oid, Repository, Signature};
+use gitfleet_support::testing::{ADVERTISED_COMMIT, Serve, git_server};
 use tempfile::TempDir;
 
 use super::*;
@@ -275,7 +276,7 @@ async fn http_server(response: Option<&'static str>) -> (String, std::sync::Arc<
 const UNAUTHORIZED: &str = "HTTP/1.1 401 Unauthorized\r\nWWW-Authenticate: Basic realm=\"git\"\r\nContent-Length: 0\r\nConnection: close\r\n\r\n";
 
 fn any_commit() -> Oid {
-    Oid::from_str("0123456789abcdef0123456789abcdef01234567").expect("oid")
+    Oid::from_str(ADVERTISED_COMMIT).expect("oid")
 }
 
 #[tokio::test]
@@ -658,114 +659,6 @@ fn cache_dirs_differ_per_url() {
 
 // --- bounded fetches ---------------------------------------------------------------------------
 
-/// How a test Git server behaves once a client has connected.
-#[derive(Clone, Copy)]
-enum Serve {
-    /// Reads the request and never answers, keeping the connection open until told to let go.
-    Stall,
-    /// Speaks the git:// protocol, then sends a pack of endless 1000-byte blobs, `pace` apart.
-    Endless { pace: std::time::Duration },
-}
-
-/// A git:// server on a free loopback port. Dropping the `Sender` (or sending on it) makes
-/// stalled connections close.
-async fn git_server(serve: Serve) -> (String, tokio::sync::watch::Sender<bool>) {
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let (release, released) = tokio::sync::watch::channel(false);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let mut released = released.clone();
-            tokio::spawn(async move {
-                match serve {
-                    Serve::Stall => {
-                        // Holding `stream` keeps the connection open and silent.
-                        let _open = stream;
-                        let _ = released.wait_for(|r| *r).await;
-                    }
-                    Serve::Endless { pace } => {
-                        let _ = endless_pack(stream, pace).await;
-                    }
-                }
-            });
-        }
-    });
-    (format!("git://{addr}/platform.git"), release)
-}
-
-fn pkt(line: &str) -> Vec<u8> {
-    let mut out = format!("{:04x}", line.len() + 4).into_bytes();
-    out.extend_from_slice(line.as_bytes());
-    out
-}
-
-/// One pkt-line; an empty one for a flush; `None` at the end of the stream.
-async fn read_pkt(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
-    use tokio::io::AsyncReadExt as _;
-    let mut len = [0u8; 4];
-    stream.read_exact(&mut len).await.ok()?;
-    let len = usize::from_str_radix(std::str::from_utf8(&len).ok()?, 16).ok()?;
-    let mut data = vec![0u8; len.saturating_sub(4)];
-    stream.read_exact(&mut data).await.ok()?;
-    Some(data)
-}
-
-/// Advertises one commit, takes any request, and answers with a pack that never ends.
-async fn endless_pack(mut stream: tokio::net::TcpStream, pace: std::time::Duration) -> Option<()> {
-    use tokio::io::AsyncWriteExt as _;
-    let sha = any_commit().to_string();
-    read_pkt(&mut stream).await?;
-    let mut advert = pkt(&format!("{sha} HEAD\0shallow\n"));
-    advert.extend(pkt(&format!("{sha} refs/heads/main\n")));
-    advert.extend_from_slice(b"0000");
-    stream.write_all(&advert).await.ok()?;
-    let mut deepen = false;
-    loop {
-        let line = read_pkt(&mut stream).await?;
-        if line.is_empty() {
-            break;
-        }
-        deepen |= line.starts_with(b"deepen");
-    }
-    if deepen {
-        let mut shallow = pkt(&format!("shallow {sha}"));
-        shallow.extend_from_slice(b"0000");
-        stream.write_all(&shallow).await.ok()?;
-    }
-    while read_pkt(&mut stream).await? != b"done\n" {}
-    stream.write_all(&pkt("NAK\n")).await.ok()?;
-    let mut header = b"PACK".to_vec();
-    header.extend(2u32.to_be_bytes());
-    header.extend(1_000_000u32.to_be_bytes());
-    stream.write_all(&header).await.ok()?;
-    for n in 0u64.. {
-        stream.write_all(&numbered_blob(n)).await.ok()?;
-        if !pace.is_zero() {
-            tokio::time::sleep(pace).await;
-        }
-    }
-    None
-}
-
-/// A pack entry of a 1000-byte blob that starts with `n` (no two alike: libgit2 refuses a pack
-/// holding one object twice): its type and size, then a zlib stream of one stored block and
-/// the Adler-32 of the content.
-fn numbered_blob(n: u64) -> Vec<u8> {
-    let mut content = [0u8; 1000];
-    content[..8].copy_from_slice(&n.to_le_bytes());
-    let (mut a, mut b) = (1u32, 0u32);
-    for byte in content {
-        a = (a + u32::from(byte)) % 65_521;
-        b = (b + a) % 65_521;
-    }
-    let mut entry = vec![0xb8, 0x3e, 0x78, 0x01, 0x01, 0xe8, 0x03, 0x17, 0xfc];
-    entry.extend(content);
-    entry.extend(((b << 16) | a).to_be_bytes());
-    entry
-}
-
 /// Fails the test, rather than hanging it, when `fetch` does not return.
 async fn returns<T>(fetch: impl std::future::Future<Output = T>) -> T {
     tokio::time::timeout(std::time::Duration::from_secs(60), fetch)
@@ -778,7 +671,7 @@ async fn returns<T>(fetch: impl std::future::Future<Output = T>) -> T {
 /// way instead of queueing behind it for ever; other repositories are read meanwhile.
 #[tokio::test]
 async fn a_stalled_server_times_out_and_wedges_nothing() {
-    let (url, release) = git_server(Serve::Stall).await;
+    let (url, release) = git_server(Serve::Stall, "platform.git").await;
     let origin = TestRepo::new();
     let commit = origin.commit(&[("app/a.yaml", b"kind: A")], &[]);
     let cache_dir = TempDir::new().expect("tempdir");
@@ -838,9 +731,12 @@ async fn a_stalled_server_times_out_and_wedges_nothing() {
 /// error that names the flag, and is not retried at once.
 #[tokio::test]
 async fn a_server_that_sends_too_much_is_cut_off() {
-    let (url, _release) = git_server(Serve::Endless {
-        pace: std::time::Duration::ZERO,
-    })
+    let (url, _release) = git_server(
+        Serve::Endless {
+            pace: std::time::Duration::ZERO,
+        },
+        "platform.git",
+    )
     .await;
     let cache_dir = TempDir::new().expect("tempdir");
     let cache = GitCache::new(cache_dir.path()).with_fetch_limits(FetchLimits {
@@ -865,9 +761,12 @@ async fn a_server_that_sends_too_much_is_cut_off() {
 /// cache comes free without the server ever ending the pack.
 #[tokio::test]
 async fn a_slow_fetch_stops_at_its_deadline() {
-    let (url, _release) = git_server(Serve::Endless {
-        pace: std::time::Duration::from_millis(20),
-    })
+    let (url, _release) = git_server(
+        Serve::Endless {
+            pace: std::time::Duration::from_millis(20),
+        },
+        "platform.git",
+    )
     .await;
     let cache_dir = TempDir::new().expect("tempdir");
     let limits = FetchLimits {

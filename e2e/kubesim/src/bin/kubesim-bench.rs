@@ -46,11 +46,7 @@ struct Object {
 
 fn objects(manifest: &str) -> anyhow::Result<Vec<Object>> {
     let mut out = Vec::new();
-    for doc in serde_yaml::Deserializer::from_str(manifest) {
-        let v: Value = serde::Deserialize::deserialize(doc).context("parsing the manifest")?;
-        if v.is_null() {
-            continue;
-        }
+    for v in gitfleet_kubesim::yaml::documents(manifest).context("parsing the manifest")? {
         let name = v["metadata"]["name"]
             .as_str()
             .context("object without a name")?;

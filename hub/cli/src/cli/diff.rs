@@ -117,7 +117,7 @@ fn canonical(doc: &Document) -> Value {
 }
 
 fn yaml(value: &Value) -> String {
-    serde_yaml::to_string(value).expect("JSON values serialise as YAML")
+    serde_saphyr::to_string(value).expect("JSON values serialise as YAML")
 }
 
 fn text_at(value: &Value, pointer: &str) -> String {

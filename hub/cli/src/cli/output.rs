@@ -50,7 +50,7 @@ pub fn to_json<T: Serialize>(value: &T) -> String {
 }
 
 pub fn to_yaml<T: Serialize>(value: &T) -> String {
-    serde_yaml::to_string(value).expect("reports serialise: string keys only")
+    serde_saphyr::to_string(value).expect("reports serialise: string keys only")
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -109,18 +109,18 @@ pub fn apply_text(report: &ApplyReport, style: Style) -> String {
 // ---------------------------------------------------------------------------------------------
 // status
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Sync {
-    Unknown,
-    Pending,
-    Syncing,
-    Synced,
-    OutOfSync,
-    Failed,
+/// A Target's sync and health states: the hub's own types, which serialise as the reports
+/// always did.
+pub use gitfleet_core::model::{HealthState as Health, SyncState as Sync};
+
+/// The CLI's reading of a state off the wire, and its colour in tables.
+pub trait State: Sized {
+    fn from_proto(value: i32) -> Self;
+    fn color(self) -> Option<Color>;
 }
 
-impl Sync {
-    pub fn from_proto(value: i32) -> Sync {
+impl State for Sync {
+    fn from_proto(value: i32) -> Sync {
         match pb::SyncState::try_from(value) {
             Ok(pb::SyncState::Pending) => Sync::Pending,
             Ok(pb::SyncState::Syncing) => Sync::Syncing,
@@ -141,18 +141,8 @@ impl Sync {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub enum Health {
-    Unknown,
-    Healthy,
-    Progressing,
-    Degraded,
-    Missing,
-    Suspended,
-}
-
-impl Health {
-    pub fn from_proto(value: i32) -> Health {
+impl State for Health {
+    fn from_proto(value: i32) -> Health {
         match pb::HealthState::try_from(value) {
             Ok(pb::HealthState::Healthy) => Health::Healthy,
             Ok(pb::HealthState::Progressing) => Health::Progressing,
@@ -172,17 +162,6 @@ impl Health {
         }
     }
 }
-
-macro_rules! display_as_debug {
-    ($($t:ty),*) => {$(
-        impl std::fmt::Display for $t {
-            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-                std::fmt::Debug::fmt(self, f)
-            }
-        }
-    )*};
-}
-display_as_debug!(Sync, Health);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -691,11 +670,7 @@ pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
         .iter()
         .map(|c| ClusterReport {
             name: c.name.clone(),
-            labels: c
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: c.labels.clone().into_iter().collect(),
             agent_version: c.agent_version.clone(),
             connected: c.connected,
             revoked: c.revoked,
@@ -763,11 +738,7 @@ pub fn pending_list_report(clusters: &[pb::PendingCluster]) -> PendingListReport
         .iter()
         .map(|c| PendingClusterReport {
             name: c.name.clone(),
-            labels: c
-                .labels
-                .iter()
-                .map(|(k, v)| (k.clone(), v.clone()))
-                .collect(),
+            labels: c.labels.clone().into_iter().collect(),
             agent_version: c.agent_version.clone(),
             requested_at: rfc3339(c.requested_at_unix),
         })

@@ -21,7 +21,7 @@ pub enum ConfigError {
     #[error("gitfleet config {path} is not valid: {source}")]
     Parse {
         path: PathBuf,
-        source: serde_yaml::Error,
+        source: Box<serde_saphyr::Error>,
     },
     #[error(transparent)]
     Context(#[from] ContextError),
@@ -42,7 +42,7 @@ impl ConfigFile for ClientConfig {
         })?;
         ClientConfig::from_yaml(&text).map_err(|source| ConfigError::Parse {
             path: path.to_owned(),
-            source,
+            source: Box::new(source),
         })
     }
 

@@ -9,7 +9,6 @@
 pub mod config;
 mod error;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use gitfleet_proto::v1 as pb;
@@ -25,15 +24,9 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one admin call may take. Admin calls read or write a handful of records.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// Installs rustls' ring provider as the process default, once. Other parts of the process (the
-/// hub itself in tests, kube) may already have installed one; that is fine.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Err means another provider is installed already: keep it.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+/// Installs rustls' ring provider as the process default, once (shared with the hub and the
+/// spoke).
+pub use gitfleet_support::install_crypto_provider;
 
 /// A connected admin client for one hub.
 #[derive(Debug, Clone)]

@@ -129,24 +129,6 @@ fn statuses_map_to_errors_that_say_what_to_do() {
 }
 
 #[test]
-fn error_chains_do_not_repeat_themselves() {
-    #[derive(Debug, thiserror::Error)]
-    #[error("outer: inner broke")]
-    struct Outer(#[source] Inner);
-    #[derive(Debug, thiserror::Error)]
-    #[error("inner broke")]
-    struct Inner;
-    assert_eq!(error::chain(&Outer(Inner)), "outer: inner broke");
-}
-
-#[test]
-fn installing_the_provider_twice_is_harmless() {
-    install_crypto_provider();
-    install_crypto_provider();
-    assert!(rustls::crypto::CryptoProvider::get_default().is_some());
-}
-
-#[test]
 fn tls_failures_say_which_side_refused() {
     let map = |m: &str| {
         ClientError::from_status("https://hub:7443", tonic::Status::unknown(m)).to_string()

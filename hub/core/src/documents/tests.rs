@@ -67,7 +67,7 @@ fn bad_yaml_names_the_file_and_line() {
     };
     assert_eq!(file, "fleet.yaml");
     // The error is at or after the line of the broken document, not the first one.
-    let line = line.expect("serde_yaml reports a line");
+    let line = line.expect("the YAML reader reports a line");
     assert!(line >= 12, "line {line}: {err}");
     let message = err.to_string();
     assert!(

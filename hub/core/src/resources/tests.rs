@@ -1,7 +1,9 @@
 use super::*;
 
 fn yaml_to_json(yaml: &str) -> String {
-    let v: serde_json::Value = serde_yaml::from_str(yaml).expect("test yaml");
+    let v = crate::yaml::Budget::new(crate::yaml::Limits::DEFAULT)
+        .document(yaml)
+        .expect("test yaml");
     v.to_string()
 }
 
@@ -452,8 +454,8 @@ fn int_or_percent_parses_and_prints() {
     for v in [IntOrPercent::Count(4), IntOrPercent::Percent(30)] {
         let json = serde_json::to_string(&v).unwrap();
         assert_eq!(serde_json::from_str::<IntOrPercent>(&json).unwrap(), v);
-        let yaml = serde_yaml::to_string(&v).unwrap();
-        assert_eq!(serde_yaml::from_str::<IntOrPercent>(&yaml).unwrap(), v);
+        let yaml = serde_saphyr::to_string(&v).unwrap();
+        assert_eq!(serde_saphyr::from_str::<IntOrPercent>(&yaml).unwrap(), v);
     }
     assert_eq!(serde_json::to_string(&IntOrPercent::Count(4)).unwrap(), "4");
     assert_eq!(

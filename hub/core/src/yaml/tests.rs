@@ -208,3 +208,72 @@ fn typed_parsing_goes_through_the_budget() {
         YamlError::Limit(LimitExceeded::Aliases { .. })
     ));
 }
+
+/// What plain scalars and document streams become: Kubernetes manifests depend on it (a mode
+/// `0755` stays a string, `yes` is not a boolean), so the parser behind the budget must not
+/// change it.
+#[test]
+fn scalars_and_streams_read_as_they_always_have() {
+    let doc = budget()
+        .document(concat!(
+            "octal: 0755\nnegative_octal: -007\nradix_octal: 0o17\nhex: 0x1F\n",
+            "underscored: 1_000\nyes: yes\nno: off\nTrue: True\nnull_word: null\ntilde: ~\n",
+            "empty:\nfloat: 1.5\nexp: 1e3\nplus: +1\ntime: 12:30\n",
+            "quoted: '0755'\nbig: 18446744073709551615\nneg: -3\n",
+        ))
+        .unwrap();
+    assert_eq!(
+        doc,
+        json!({
+            "octal": "0755", "negative_octal": "-007", "radix_octal": 15, "hex": 31,
+            "underscored": "1_000", "yes": "yes", "no": "off", "true": true,
+            "null_word": null, "tilde": null, "empty": null, "float": 1.5, "exp": 1000.0,
+            "plus": 1, "time": "12:30", "quoted": "0755",
+            "big": 18446744073709551615u64, "neg": -3,
+        })
+    );
+    assert_eq!(budget().document("").unwrap(), Value::Null);
+    assert_eq!(budget().documents("").unwrap(), vec![Value::Null]);
+    assert_eq!(
+        budget().documents("# only a comment\n").unwrap(),
+        vec![Value::Null]
+    );
+    assert_eq!(budget().documents("---\n").unwrap(), vec![Value::Null]);
+    assert_eq!(
+        budget().documents("--- a\n...\n--- b\n").unwrap(),
+        vec![json!("a"), json!("b")]
+    );
+    assert_eq!(
+        budget().documents("%YAML 1.2\n---\nx: 1\n").unwrap(),
+        vec![json!({"x": 1})]
+    );
+    assert_eq!(
+        budget().document("a: 1\na: 2\n").unwrap(),
+        json!({"a": 2}),
+        "a repeated key keeps the last value"
+    );
+    assert!(budget().document("a: 1\n---\nb: 2\n").is_err());
+}
+
+/// Each document is built apart from the others; an error in a later one still names its
+/// line and column in the whole file.
+#[test]
+fn errors_in_a_later_document_say_where_in_the_file() {
+    let err = budget()
+        .documents("a: 1\n---\nb: 2\n...\n---\nc:\n  d: .inf\n")
+        .unwrap_err();
+    let YamlError::Syntax {
+        line: Some(line),
+        column: Some(column),
+        message,
+    } = &err
+    else {
+        panic!("{err:?}");
+    };
+    assert_eq!((*line, *column), (7, 6), "{err:?}");
+    assert!(message.contains("not a number JSON can carry"), "{message}");
+    assert!(!message.contains("line"), "position said twice: {message}");
+
+    let err = budget().documents("x: 1\n--- {a: .nan}\n").unwrap_err();
+    assert_eq!(err.line(), Some(2), "{err:?}");
+}

@@ -215,7 +215,7 @@ fn status_json_keeps_full_revisions_and_every_field() {
     );
     // YAML carries the same document, and both read back into the report type.
     let yaml = render(OutputFormat::Yaml, &report, String::new);
-    let back: StatusReport = serde_yaml::from_str(&yaml).unwrap();
+    let back: StatusReport = serde_saphyr::from_str(&yaml).unwrap();
     assert_eq!(back, report);
     let back: StatusReport = serde_json::from_value(json).unwrap();
     assert_eq!(back, report);
@@ -653,7 +653,7 @@ fn pending_clusters_are_sorted_with_when_they_asked() {
         json!({"name": "prod-1", "labels": {"env": "prod"}, "agentVersion": "0.1.0", "requestedAt": "2027-01-15T07:56:40Z"})
     );
     assert_eq!(json["clusters"][1]["requestedAt"], serde_json::Value::Null);
-    let back: PendingListReport = serde_yaml::from_str(&to_yaml(&report)).unwrap();
+    let back: PendingListReport = serde_saphyr::from_str(&to_yaml(&report)).unwrap();
     assert_eq!(back, report);
 }
 
@@ -805,7 +805,7 @@ fn token_table_shows_uses_expiry_and_revocation_never_a_secret() {
         json["tokens"][2]["allowedLabelKeys"],
         json!(["rack", "zone"])
     );
-    let back: TokenListReport = serde_yaml::from_str(&to_yaml(&report)).unwrap();
+    let back: TokenListReport = serde_saphyr::from_str(&to_yaml(&report)).unwrap();
     assert_eq!(back, report);
 }
 
@@ -834,4 +834,61 @@ fn no_tokens_says_how_to_create_one() {
 fn empty_cluster_list_points_at_pending_registrations() {
     let text = cluster_table(&cluster_list_report(&[]), plain());
     assert!(text.contains("gitfleet cluster pending"), "{text}");
+}
+
+/// `-o yaml` is read by YAML 1.1 parsers too (kubectl's, PyYAML): strings they would take for
+/// numbers, booleans or nulls are quoted, and every value reads back as it was.
+#[test]
+fn yaml_output_quotes_strings_other_parsers_would_mistype() {
+    let ambiguous = [
+        "0755",
+        "yes",
+        "no",
+        "on",
+        "off",
+        "y",
+        "n",
+        "true",
+        "null",
+        "~",
+        "",
+        "1_000",
+        "1e3",
+        "0x1F",
+        "12:30",
+        ".inf",
+        "-",
+        "- a",
+        "a: b",
+        "#x",
+        "@x",
+        "*x",
+        "&x",
+        "!x",
+        "%x",
+        "'",
+        "\"",
+        "multi\nline",
+        " padded ",
+    ];
+    let value: serde_json::Value = ambiguous
+        .iter()
+        .map(|s| ((*s).to_owned(), serde_json::Value::String((*s).to_owned())))
+        .collect::<serde_json::Map<_, _>>()
+        .into();
+    let yaml = to_yaml(&value);
+    for line in yaml.lines() {
+        for word in ["0755", "yes", "no", "on", "off", "y", "n", "1_000", "12:30"] {
+            assert!(
+                !line.ends_with(&format!(": {word}")),
+                "{word} unquoted: {line}\n{yaml}"
+            );
+        }
+    }
+    let back = gitfleet_core::yaml::Budget::new(gitfleet_core::yaml::Limits::DEFAULT)
+        .document(&yaml)
+        .unwrap();
+    assert_eq!(back, value, "{yaml}");
+    let back: serde_json::Value = serde_saphyr::from_str(&yaml).unwrap();
+    assert_eq!(back, value, "{yaml}");
 }

@@ -14,9 +14,9 @@
 use std::collections::BTreeSet;
 use std::path::Path;
 
+use crate::documents::{Format, parse_text};
 use crate::resources::{Kind, Resource};
-use gitfleet_core::documents::{Format, parse_text};
-use gitfleet_core::yaml::{Budget, Limits};
+use crate::yaml::{Budget, Limits};
 
 #[cfg(test)]
 mod tests;
@@ -44,14 +44,14 @@ impl FleetSource {
 /// What a commit of the fleet path asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Plan {
-    /// (origin, JSON) for [`crate::engine::Engine::apply`], annotated with the source.
+    /// (origin, JSON) for the hub engine's `apply`, annotated with the source.
     pub documents: Vec<(String, String)>,
     /// Resources an earlier commit brought that this one no longer has, in a safe order
     /// (Apps before the Repos and ClusterGroups they may use).
     pub delete: Vec<(Kind, String)>,
 }
 
-/// Plans the sync of `files` ((path, text) at `commit`, from [`crate::git::GitCache::read_documents`])
+/// Plans the sync of `files` ((path, text) at `commit`, from the hub's `GitCache::read_documents`)
 /// against what is `stored`. Errors name the file and document (`fleet@1a2b3c4d:apps/web.yaml#1`).
 /// All files of the commit are read within one YAML budget (`limits`), so no commit can make
 /// the hub hold more than that, however its files split the attack.

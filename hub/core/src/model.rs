@@ -326,6 +326,18 @@ pub enum HealthState {
     Suspended,
 }
 
+/// A state by its name (`Synced`, `OutOfSync`, `Healthy`), as reports and tables show it.
+macro_rules! display_by_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                std::fmt::Debug::fmt(self, f)
+            }
+        }
+    )*};
+}
+display_by_name!(SyncState, HealthState);
+
 /// The outcome for one Kubernetes object of a Target.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ResourceOutcome {
@@ -423,7 +435,7 @@ pub struct ClusterView {
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoCredential {
     /// URL prefixes the credential may be sent to (`https://`, `ssh://` or `user@host:path`;
-    /// see [`crate::credentials`]); checked when a Repo names it and again by the hub's and the
+    /// see `gitfleet_hub::credentials` and [`crate::credential_scope`]); checked when a Repo names it and again by the hub's and the
     /// spoke's fetches whenever a server asks for it.
     pub urls: Vec<String>,
     pub kind: CredentialKind,
@@ -447,7 +459,7 @@ impl RepoCredential {
     /// Whether this credential may be sent to `url`: an `https://` or `ssh://` URL (or
     /// `user@host:path`) under one of its prefixes.
     pub fn may_be_sent_to(&self, url: &str) -> bool {
-        gitfleet_core::credential_scope::allows(&self.urls, url)
+        crate::credential_scope::allows(&self.urls, url)
     }
 }
 

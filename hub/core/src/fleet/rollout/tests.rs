@@ -1398,8 +1398,10 @@ spec:
       - { name: eu, clusterGroup: eu, maxUnavailable: 2 }
       - { name: rest, clusterSelector: {}, maxUnavailable: 40%, minHealthyFor: 0s }
 "#;
-    let json =
-        serde_json::to_string(&serde_yaml::from_str::<serde_json::Value>(yaml).unwrap()).unwrap();
+    let value = crate::yaml::Budget::new(crate::yaml::Limits::DEFAULT)
+        .document(yaml)
+        .unwrap();
+    let json = serde_json::to_string(&value).unwrap();
     let crate::resources::Resource::App(app) =
         crate::resources::parse_document("rollouts.md", &json).unwrap()
     else {

@@ -1,6 +1,6 @@
 use super::*;
 use crate::resources::parse_document;
-use gitfleet_core::yaml::Limits;
+use crate::yaml::Limits;
 
 fn source() -> FleetSource {
     FleetSource {

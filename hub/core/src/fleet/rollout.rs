@@ -361,15 +361,27 @@ impl RolloutState {
     /// The first rollout of a new App: nothing runs anywhere yet, so clusters get the revision
     /// only when their wave is reached.
     pub fn first(revision: AppRevision, now: i64) -> Self {
+        Self::starting(1, RolloutKind::Update, revision, BTreeMap::new(), now)
+    }
+
+    /// Rollout `number` just started at `now`, with the revisions clusters were `assigned` so
+    /// far: in its first wave, progressing, nothing tolerated, promoted or healthy yet.
+    fn starting(
+        number: u64,
+        kind: RolloutKind,
+        revision: AppRevision,
+        assigned: BTreeMap<String, AppRevision>,
+        now: i64,
+    ) -> Self {
         Self {
-            number: 1,
-            kind: RolloutKind::Update,
+            number,
+            kind,
             revision,
             stable: None,
             rejected: None,
             phase: Phase::Progressing,
             wave: 0,
-            assigned: BTreeMap::new(),
+            assigned,
             tolerated: BTreeSet::new(),
             promoted: false,
             started_at: now,
@@ -536,21 +548,15 @@ impl RolloutState {
             _ => Phase::Progressing,
         };
         let state = RolloutState {
-            number: self.number + 1,
-            kind: RolloutKind::Update,
             stable,
-            rejected: None,
             phase,
-            wave: 0,
-            assigned: self.assigned.clone(),
-            tolerated: BTreeSet::new(),
-            promoted: false,
-            started_at: now,
-            wave_started_at: now,
-            last_progress_at: now,
-            best_healthy: 0,
-            finished_at: None,
-            revision,
+            ..Self::starting(
+                self.number + 1,
+                RolloutKind::Update,
+                revision,
+                self.assigned.clone(),
+                now,
+            )
         };
         let from = match &state.stable {
             Some(s) => format!(" (stable: {})", short(&s.commit)),
@@ -584,26 +590,15 @@ impl RolloutState {
             }
             _ => self.rejected.clone(),
         };
+        let kind = RolloutKind::Rollback {
+            automatic,
+            from: self.revision.clone(),
+            by,
+        };
         let state = RolloutState {
-            number: self.number + 1,
-            kind: RolloutKind::Rollback {
-                automatic,
-                from: self.revision.clone(),
-                by,
-            },
-            revision: to.clone(),
-            stable: Some(to),
+            stable: Some(to.clone()),
             rejected,
-            phase: Phase::Progressing,
-            wave: 0,
-            assigned: self.assigned.clone(),
-            tolerated: BTreeSet::new(),
-            promoted: false,
-            started_at: now,
-            wave_started_at: now,
-            last_progress_at: now,
-            best_healthy: 0,
-            finished_at: None,
+            ..Self::starting(self.number + 1, kind, to, self.assigned.clone(), now)
         };
         let message = format!(
             "rollout #{} rolls back from {} to {}: {reason}",
