@@ -435,9 +435,9 @@ i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
 }
 
 #[test]
-fn alias_expansion_within_serde_yaml_limits_is_bounded_by_the_budget() {
-    // A long string aliased many times stays under serde_yaml's repetition limit (few aliases
-    // per event) but would expand to ~100 MiB.
+fn few_aliases_of_a_long_string_are_bounded_by_the_budget() {
+    // A long string aliased a few times passes every count (few aliases, few events) but would
+    // expand to ~100 MiB: only the budget's byte count stops it.
     let long = "x".repeat(1024 * 1024);
     let mut text =
         format!("apiVersion: v1\nkind: ConfigMap\nmetadata: {{name: a}}\ndata:\n  k0: &s {long}\n");
