@@ -10,7 +10,6 @@
 //! - `state`: the durable state it serves (desired state and outbox, on disk);
 //! - `convert`: wire <-> domain.
 
-use std::sync::Once;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::store::StoreError;
@@ -25,14 +24,7 @@ pub use convert::{
 pub use session::{backoff, run};
 pub use state::{LinkConfig, LinkState};
 
-/// Installs rustls' ring crypto provider for the process, once; later calls do nothing.
-pub fn install_crypto_provider() {
-    static ONCE: Once = Once::new();
-    ONCE.call_once(|| {
-        // Another part of the process may have installed one already; either is fine.
-        let _ = rustls::crypto::ring::default_provider().install_default();
-    });
-}
+pub use gitfleet_support::install_crypto_provider;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LinkError {
