@@ -127,7 +127,20 @@ impl Engine {
             return Ok(());
         }
         *self.computed_from() = None;
-        let current = self.desired_snapshot();
+        // Each cluster's current desired state, in the clusters' order: looked up once under
+        // the lock, without copying a name (this runs on every registration).
+        let current: Vec<Option<Arc<ClusterDesired>>> = {
+            let state = self.lock();
+            clusters
+                .values()
+                .map(|c| {
+                    state
+                        .desired
+                        .get(&c.name)
+                        .map(|tx| Arc::clone(&tx.borrow().desired))
+                })
+                .collect()
+        };
         let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
             .rollouts
             .iter()
@@ -145,10 +158,10 @@ impl Engine {
 
         let mut changed = Vec::new();
         let none = BTreeMap::new();
-        for cluster in clusters.values() {
+        for (cluster, old) in clusters.values().zip(current) {
             // A revoked cluster keeps no Targets.
             let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
-            let old = current.get(&cluster.name).cloned().unwrap_or_default();
+            let old = old.unwrap_or_default();
             if old.generation != 0 && old.has_targets(new_targets) {
                 continue;
             }

@@ -147,6 +147,7 @@ impl Engine {
         }
         Ok(self.store.events(app, cluster, after, limit).await?)
     }
+
     pub fn clusters(&self) -> Result<Vec<ClusterView>, EngineError> {
         let now = now_unix();
         let state = self.lock();

@@ -251,6 +251,7 @@ impl Engine {
                 );
                 self.record_app_event(
                     &app.metadata.name,
+                    "",
                     "NewRevision",
                     format!(
                         "{} moved to {}{}",

@@ -123,7 +123,7 @@ impl Engine {
                     Some(_) => ("Configured", "spec changed"),
                     None => ("Created", "created"),
                 };
-                self.record_app_event(&app.metadata.name, kind, message.into(), "")?;
+                self.record_app_event(&app.metadata.name, "", kind, message.into(), "")?;
                 let repo_changed = match old {
                     Some(Resource::App(o)) => o.spec.repo != app.spec.repo,
                     _ => true,

@@ -494,14 +494,7 @@ impl Engine {
             ("Resumed", format!("resumed by {by}"))
         };
         self.store.put_app_control(name, &control)?;
-        self.bus.record(&mut [EventRecord {
-            at_unix: now,
-            app: name.to_owned(),
-            kind: kind.to_owned(),
-            message: message.clone(),
-            by: by.to_owned(),
-            ..Default::default()
-        }])?;
+        self.record_app_event(name, "", kind, message.clone(), by)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         Ok(format!("app {name} {message}"))
@@ -543,24 +536,24 @@ impl Engine {
         }
         self.store.put_app_control(name, &control)?;
         let message = format!("sync requested by {by} on {}", clusters.join(", "));
-        self.bus.record(&mut [EventRecord {
-            at_unix: now_unix(),
-            app: name.to_owned(),
-            cluster: cluster.map(str::to_owned).unwrap_or_default(),
-            kind: "SyncRequested".into(),
-            message: message.clone(),
-            by: by.to_owned(),
-            ..Default::default()
-        }])?;
+        self.record_app_event(
+            name,
+            cluster.unwrap_or_default(),
+            "SyncRequested",
+            message.clone(),
+            by,
+        )?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         Ok(format!("app {name}: {message}"))
     }
 
-    /// Records an event about an App (not part of a rollout).
+    /// Records an event about an App (not part of a rollout), on one of its clusters when
+    /// `cluster` is not empty.
     pub(super) fn record_app_event(
         &self,
         app: &str,
+        cluster: &str,
         kind: &str,
         message: String,
         by: &str,
@@ -568,6 +561,7 @@ impl Engine {
         self.bus.record(&mut [EventRecord {
             at_unix: now_unix(),
             app: app.to_owned(),
+            cluster: cluster.to_owned(),
             kind: kind.to_owned(),
             message,
             by: by.to_owned(),

@@ -1047,29 +1047,16 @@ async fn commit_now_and_then(store: Weak<Inner>) {
 }
 
 /// The trees a backup carries (everything but `meta`: an imported store is a new epoch).
-const DATA_TREES: [Tree; 14] = [
-    Tree::Resources,
-    Tree::Clusters,
-    Tree::Tokens,
-    Tree::Desired,
-    Tree::DesiredHistory,
-    Tree::Targets,
-    Tree::Acked,
-    Tree::RepoStatus,
-    Tree::Revisions,
-    Tree::Rollouts,
-    Tree::RolloutHistory,
-    Tree::Healthy,
-    Tree::Events,
-    Tree::AppControls,
-];
+fn data_trees() -> impl Iterator<Item = Tree> {
+    Tree::ALL.into_iter().filter(|t| *t != Tree::Meta)
+}
 
 impl Store {
     /// Everything the store holds, as one JSON document (keys hex-encoded, values as stored).
     pub async fn export(&self) -> Result<serde_json::Value, StoreError> {
         let backend = self.backend().await?;
         let mut trees = serde_json::Map::new();
-        for tree in DATA_TREES {
+        for tree in data_trees() {
             let mut entries = serde_json::Map::new();
             for (k, v) in backend::load(backend, tree).await? {
                 let value: serde_json::Value = decode(tree, &String::from_utf8_lossy(&k), &v)?;
@@ -1103,7 +1090,7 @@ impl Store {
             .and_then(serde_json::Value::as_object)
             .ok_or_else(|| bad("trees is missing".into()))?;
         let backend = self.backend().await?;
-        for tree in DATA_TREES {
+        for tree in data_trees() {
             if backend.count(tree).await? > 0 {
                 return Err(bad(format!(
                     "the store already holds data (tree {tree}); import into a new data directory"
@@ -1113,7 +1100,7 @@ impl Store {
         let mut batch = Batch::default();
         for (name, entries) in trees {
             let tree = Tree::from_name(name)
-                .filter(|t| DATA_TREES.contains(t))
+                .filter(|t| *t != Tree::Meta)
                 .ok_or_else(|| bad(format!("unknown tree {name:?}")))?;
             let entries = entries
                 .as_object()
