@@ -1,5 +1,6 @@
 //! Repository credentials and webhook secrets from a file the operator keeps next to the hub
-//! (`--repo-credentials`), and the SSH host-key check they come with.
+//! (`--repo-credentials`). The fetches use them through `gitfleet_support::git`, which also
+//! checks SSH host keys against an entry's known_hosts.
 //!
 //! ```yaml
 //! github-bot:                     # an entry name, referenced by Repos
@@ -27,7 +28,6 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use base64::Engine as _;
 use gitfleet_core::credential_scope as urls;
 use serde::Deserialize;
 
@@ -325,63 +325,9 @@ fn checked_urls(
     Ok(urls)
 }
 
-/// Whether `known_hosts` (OpenSSH format) lists `key` (the raw host key) for `host`. Hashed
-/// entries and markers (`@cert-authority`, `@revoked`) never match.
-pub fn known_hosts_accepts(known_hosts: &str, host: &str, key: &[u8]) -> bool {
-    known_hosts.lines().any(|line| {
-        let line = line.trim();
-        if line.is_empty() || line.starts_with('#') || line.starts_with('@') {
-            return false;
-        }
-        let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(_kind), Some(b64)) = (fields.next(), fields.next(), fields.next())
-        else {
-            return false;
-        };
-        let host_listed = hosts.split(',').any(|h| {
-            h == host
-                || h.strip_prefix('[')
-                    .and_then(|r| r.split_once("]:"))
-                    .is_some_and(|(name, _port)| name == host)
-        });
-        host_listed
-            && base64::engine::general_purpose::STANDARD
-                .decode(b64)
-                .is_ok_and(|k| k == key)
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const KEY: &[u8] =
-        b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20abcdefghijklmnopqrstuvwxyz012345";
-
-    fn b64(k: &[u8]) -> String {
-        base64::engine::general_purpose::STANDARD.encode(k)
-    }
-
-    #[test]
-    fn host_keys_must_be_listed() {
-        let kh = format!(
-            "# comment\ngithub.com,140.82.121.4 ssh-ed25519 {k}\n[git.example.com]:2222 ssh-ed25519 {k}\n|1|c2FsdA==|aGFzaA== ssh-ed25519 {k}\n@revoked evil.com ssh-ed25519 {k}\n",
-            k = b64(KEY)
-        );
-        assert!(known_hosts_accepts(&kh, "github.com", KEY));
-        assert!(known_hosts_accepts(&kh, "140.82.121.4", KEY));
-        assert!(known_hosts_accepts(&kh, "git.example.com", KEY));
-        assert!(!known_hosts_accepts(&kh, "gitlab.com", KEY), "unknown host");
-        assert!(
-            !known_hosts_accepts(&kh, "github.com", b"other key"),
-            "wrong key"
-        );
-        assert!(
-            !known_hosts_accepts(&kh, "evil.com", KEY),
-            "markers never match"
-        );
-        assert!(!known_hosts_accepts("", "github.com", KEY));
-    }
 
     #[test]
     fn loads_inline_and_file_secrets() {

@@ -215,7 +215,7 @@ async fn the_fetch_never_sends_a_credential_over_http_nor_outside_its_urls() {
             .unwrap_err();
         assert!(
             err.to_string().contains(&format!(
-                "refusing to send the configured credential to {url}: it may be sent only over https or ssh"
+                "refusing to send the credential to {url}: it may be sent only over https or ssh"
             )),
             "{err}"
         );

@@ -124,6 +124,57 @@ mod tests {
         }
     }
 
+    /// `desired.json` as spokes have written it since credentials carried their urls: the
+    /// spoke's `CredentialKind` is now gitfleet-core's, and reads and writes it the same way.
+    #[test]
+    fn persisted_credentials_read_and_write_as_before() {
+        let written = serde_json::json!({
+            "generation": 4,
+            "hub_epoch": "e1",
+            "targets": {},
+            "credentials": [
+                {
+                    "repo_url": "https://git.example.com/a.git",
+                    "kind": {"Https": {"username": "u", "password": "p"}},
+                    "urls": ["https://git.example.com/"]
+                },
+                {
+                    "repo_url": "ssh://git@git.example.com/b.git",
+                    "kind": {"Ssh": {
+                        "username": "git",
+                        "private_key_pem": "PEM",
+                        "known_hosts": "git.example.com ssh-ed25519 AAAA"
+                    }},
+                    "urls": []
+                }
+            ]
+        });
+        let held: DesiredState = serde_json::from_value(written.clone()).expect("reads");
+        assert_eq!(
+            held.credentials[0].kind,
+            CredentialKind::Https {
+                username: "u".into(),
+                password: "p".into()
+            }
+        );
+        assert_eq!(
+            held.credentials[1].kind,
+            CredentialKind::Ssh {
+                username: "git".into(),
+                private_key_pem: "PEM".into(),
+                known_hosts: "git.example.com ssh-ed25519 AAAA".into()
+            }
+        );
+        assert_eq!(serde_json::to_value(&held).expect("writes"), written);
+        // Written before credentials carried urls: bound to their repo_url.
+        let older: RepoCredential = serde_json::from_value(serde_json::json!({
+            "repo_url": "https://git.example.com/a.git",
+            "kind": {"Https": {"username": "u", "password": "p"}}
+        }))
+        .expect("reads");
+        assert_eq!(older.scope(), ["https://git.example.com/a.git"]);
+    }
+
     #[test]
     fn snapshot_replaces_everything() {
         let held = DesiredState::default()

@@ -22,11 +22,11 @@ use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use base64::Engine as _;
-use git2::{FetchOptions, ObjectType, Oid, RemoteCallbacks, Repository};
+use git2::{FetchOptions, ObjectType, Oid, Repository};
+use gitfleet_support::git as shared;
 use sha2::{Digest, Sha256};
 
-use crate::model::{CredentialKind, RepoCredential, Source};
+use crate::model::{RepoCredential, Source};
 use crate::sync::render::{FileError, SourceFile, is_manifest_file};
 
 /// Git file mode of a symbolic link.
@@ -534,6 +534,16 @@ struct Stop {
     tripped: AtomicU8,
 }
 
+impl shared::Stop for Stop {
+    fn go_on(&self) -> bool {
+        Stop::go_on(self)
+    }
+
+    fn received(&self, bytes: usize) -> bool {
+        Stop::received(self, bytes)
+    }
+}
+
 impl Stop {
     const TIME: u8 = 1;
     const BYTES: u8 = 2;
@@ -612,121 +622,15 @@ fn classify_fetch_error(url: &str, credential_given: bool, error: &git2::Error) 
     }
 }
 
-/// An error of a credential callback, with the code libgit2 passes on as the fetch's own.
-fn callback_error(code: git2::ErrorCode, message: &str) -> git2::Error {
-    git2::Error::new(code, git2::ErrorClass::Callback, message)
-}
-
-fn fetch_options(credential: Option<&RepoCredential>, stop: &Arc<Stop>) -> FetchOptions<'static> {
-    let mut callbacks = RemoteCallbacks::new();
-    // Returning false aborts the transfer: how a blocking fetch keeps to its deadline and its
-    // byte budget, and stops once its caller has given up on it.
-    let transfer = Arc::clone(stop);
-    callbacks.transfer_progress(move |progress| transfer.received(progress.received_bytes()));
-    let sideband = Arc::clone(stop);
-    callbacks.sideband_progress(move |_| sideband.go_on());
-    if let Some(credential) = credential.cloned() {
-        let mut attempts = 0;
-        let asked = Arc::clone(stop);
-        let known_hosts = match &credential.kind {
-            CredentialKind::Ssh { known_hosts, .. } => Some(known_hosts.clone()),
-            CredentialKind::Https { .. } => None,
-        };
-        callbacks.credentials(move |url, username_from_url, allowed| {
-            if !asked.go_on() {
-                return Err(callback_error(
-                    git2::ErrorCode::GenericError,
-                    "the fetch was stopped",
-                ));
-            }
-            // Checked here, where the server asking is known (after any redirect), whatever
-            // the hub checked when the Repo was applied.
-            if !credential.may_be_sent_to(url) {
-                let allowed_urls = if credential.urls.is_empty() {
-                    credential.repo_url.clone()
-                } else {
-                    credential.urls.join(", ")
-                };
-                return Err(callback_error(
-                    git2::ErrorCode::Auth,
-                    &format!(
-                        "refusing to send the credential to {}: it may be sent only over https or ssh, to {allowed_urls}",
-                        gitfleet_core::credential_scope::redacted(url)
-                    ),
-                ));
-            }
-            // libgit2 asks again after a rejected credential; asking once is enough.
-            attempts += 1;
-            if attempts > 1 {
-                return Err(callback_error(
-                    git2::ErrorCode::Auth,
-                    "the repository rejected the credential",
-                ));
-            }
-            match &credential.kind {
-                CredentialKind::Https { username, password }
-                    if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
-                {
-                    git2::Cred::userpass_plaintext(username, password)
-                }
-                CredentialKind::Ssh {
-                    username,
-                    private_key_pem,
-                    ..
-                } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                    let user = username_from_url.unwrap_or(username);
-                    git2::Cred::ssh_key_from_memory(user, None, private_key_pem, None)
-                }
-                _ => Err(callback_error(
-                    git2::ErrorCode::Auth,
-                    "the credential given does not fit what the repository asks for",
-                )),
-            }
-        });
-        if let Some(known_hosts) = known_hosts {
-            callbacks.certificate_check(move |cert, host| check_host_key(cert, host, &known_hosts));
-        }
-    }
-    let mut options = FetchOptions::new();
-    options.remote_callbacks(callbacks);
-    options.download_tags(git2::AutotagOption::None);
-    options
-}
-
-/// Accepts an SSH host key only when `known_hosts` lists it for the host.
-fn check_host_key(
-    cert: &git2::cert::Cert<'_>,
-    host: &str,
-    known_hosts: &str,
-) -> Result<git2::CertificateCheckStatus, git2::Error> {
-    let Some(key) = cert.as_hostkey().and_then(|k| k.hostkey()) else {
-        return Ok(git2::CertificateCheckStatus::CertificatePassthrough);
-    };
-    let known = known_hosts.lines().any(|line| {
-        let mut fields = line.split_whitespace();
-        let (Some(hosts), Some(_type), Some(encoded)) =
-            (fields.next(), fields.next(), fields.next())
-        else {
-            return false;
-        };
-        let host_matches = hosts
-            .split(',')
-            .any(|h| h == host || h.trim_start_matches('[').starts_with(&format!("{host}]")));
-        host_matches
-            && base64::engine::general_purpose::STANDARD
-                .decode(encoded)
-                .is_ok_and(|k| k == key)
+/// The libgit2 options of a fetch, written once with the hub's: the credential goes only to a
+/// server its urls name, once, and never over plain http or git://; for SSH only a host key
+/// its known_hosts lists is trusted; `stop` ends the transfer.
+fn fetch_options<'a>(credential: Option<&'a RepoCredential>, stop: &Arc<Stop>) -> FetchOptions<'a> {
+    let credential = credential.map(|c| shared::Credential {
+        kind: &c.kind,
+        urls: c.scope(),
     });
-    if known {
-        Ok(git2::CertificateCheckStatus::CertificateOk)
-    } else {
-        Err(callback_error(
-            git2::ErrorCode::Certificate,
-            &format!(
-                "the SSH host key of {host} is not in the known_hosts given for this repository"
-            ),
-        ))
-    }
+    shared::fetch_options(credential, Arc::clone(stop))
 }
 
 /// Reads the manifest files under `path` in the tree of `oid`.

@@ -90,6 +90,10 @@ pub struct SyncPolicy {
     pub force: bool,
 }
 
+/// What a credential holds: the hub's type, so that the wire, the hub and the spoke's
+/// `desired.json` all spell it the same way.
+pub use gitfleet_core::model::CredentialKind;
+
 /// A credential to fetch one repository.
 #[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RepoCredential {
@@ -102,28 +106,15 @@ pub struct RepoCredential {
 }
 
 impl RepoCredential {
-    /// Whether a server at `url` may be given this credential: an https or ssh URL under one
-    /// of its prefixes (see [`crate::git::scope`]).
-    pub fn may_be_sent_to(&self, url: &str) -> bool {
+    /// The URL prefixes it may be sent to (see [`gitfleet_core::credential_scope`]): its
+    /// `urls`, or `repo_url` alone when the hub sent none.
+    pub fn scope(&self) -> &[String] {
         if self.urls.is_empty() {
-            gitfleet_core::credential_scope::allows(std::slice::from_ref(&self.repo_url), url)
+            std::slice::from_ref(&self.repo_url)
         } else {
-            gitfleet_core::credential_scope::allows(&self.urls, url)
+            &self.urls
         }
     }
-}
-
-#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub enum CredentialKind {
-    Https {
-        username: String,
-        password: String,
-    },
-    Ssh {
-        username: String,
-        private_key_pem: String,
-        known_hosts: String,
-    },
 }
 
 // Credentials must never end up in logs.
@@ -138,15 +129,6 @@ impl std::fmt::Debug for RepoCredential {
             .field("kind", &kind)
             .field("urls", &self.urls)
             .finish_non_exhaustive()
-    }
-}
-
-impl std::fmt::Debug for CredentialKind {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Self::Https { username, .. } => write!(f, "Https {{ username: {username:?}, .. }}"),
-            Self::Ssh { username, .. } => write!(f, "Ssh {{ username: {username:?}, .. }}"),
-        }
     }
 }
 

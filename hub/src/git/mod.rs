@@ -17,7 +17,9 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
-use crate::model::{CredentialKind, RepoCredential};
+use gitfleet_support::git as shared;
+
+use crate::model::RepoCredential;
 use crate::resources::GitRef;
 
 /// The pure decisions over Git (which Apps a commit touches, which tag a range picks) live in
@@ -341,6 +343,12 @@ impl Stop {
     }
 }
 
+impl shared::Stop for Stop {
+    fn go_on(&self) -> bool {
+        !self.now()
+    }
+}
+
 fn fetch_blocking(
     dir: &Path,
     url: &str,
@@ -477,86 +485,11 @@ fn fetch_error(url: &str, stop: &Stop, e: git2::Error) -> GitError {
     }
 }
 
-/// Callbacks that stop the transfer once `stop` says so, authenticate with `credential` (only
-/// to a server its urls name, and never over plain http or git://) and, for SSH, accept only a
-/// host key its known_hosts lists (no trust on first use).
+/// The libgit2 callbacks and options of a fetch, written once with the spoke's: `credential`
+/// goes only to a server its urls name, once, and never over plain http or git://; for SSH only
+/// a host key its known_hosts lists is trusted.
 fn callbacks<'a>(credential: Option<&'a RepoCredential>, stop: &Stop) -> git2::RemoteCallbacks<'a> {
-    let mut callbacks = git2::RemoteCallbacks::new();
-    // Returning false aborts the transfer: how a blocking fetch honours its deadline, and
-    // stops once its caller gave up on it.
-    let transfer = stop.clone();
-    callbacks.transfer_progress(move |_| !transfer.now());
-    let sideband = stop.clone();
-    callbacks.sideband_progress(move |_| !sideband.now());
-    let Some(credential) = credential else {
-        return callbacks;
-    };
-    let mut attempts = 0;
-    let asked = stop.clone();
-    callbacks.credentials(move |url, url_user, allowed| {
-        if asked.now() {
-            return Err(git2::Error::from_str("the fetch was stopped"));
-        }
-        // Checked here, where the server asking is known (after any redirect), and not only
-        // when the Repo was applied.
-        if !credential.may_be_sent_to(url) {
-            return Err(git2::Error::from_str(&format!(
-                "refusing to send the configured credential to {}: it may be sent only over https or ssh, to {}",
-                gitfleet_core::credential_scope::redacted(url),
-                credential.urls.join(", ")
-            )));
-        }
-        // libgit2 asks again after a refusal; one try is all a fixed credential gets.
-        attempts += 1;
-        if attempts > 1 {
-            return Err(git2::Error::from_str(
-                "the repository refused the configured credential",
-            ));
-        }
-        match &credential.kind {
-            CredentialKind::Https { username, password }
-                if allowed.contains(git2::CredentialType::USER_PASS_PLAINTEXT) =>
-            {
-                git2::Cred::userpass_plaintext(username, password)
-            }
-            CredentialKind::Ssh {
-                username,
-                private_key_pem,
-                ..
-            } if allowed.contains(git2::CredentialType::SSH_KEY) => {
-                git2::Cred::ssh_key_from_memory(
-                    url_user.unwrap_or(username),
-                    None,
-                    private_key_pem,
-                    None,
-                )
-            }
-            CredentialKind::Ssh { username, .. }
-                if allowed.contains(git2::CredentialType::USERNAME) =>
-            {
-                git2::Cred::username(url_user.unwrap_or(username))
-            }
-            _ => Err(git2::Error::from_str(
-                "the configured credential does not fit what the repository asks for",
-            )),
-        }
-    });
-    if let CredentialKind::Ssh { known_hosts, .. } = &credential.kind {
-        callbacks.certificate_check(move |cert, host| {
-            let key = cert.as_hostkey().and_then(|k| k.hostkey());
-            match key {
-                Some(key) if crate::credentials::known_hosts_accepts(known_hosts, host, key) => {
-                    Ok(git2::CertificateCheckStatus::CertificateOk)
-                }
-                Some(_) => Err(git2::Error::from_str(&format!(
-                    "host key of {host} is not in the Repo's known_hosts"
-                ))),
-                // Not SSH (an HTTPS certificate): libgit2's own verification applies.
-                None => Ok(git2::CertificateCheckStatus::CertificatePassthrough),
-            }
-        });
-    }
-    callbacks
+    shared::callbacks(credential.map(Into::into), Arc::new(stop.clone()))
 }
 
 /// Whether to ask for only the tip: libgit2 cannot shallow-fetch from a local path or file://,
@@ -577,9 +510,7 @@ fn fetch_refspecs(
     let mut remote = repo
         .remote_anonymous(url)
         .map_err(|e| fetch_error(url, stop, e))?;
-    let mut options = git2::FetchOptions::new();
-    options.remote_callbacks(callbacks(credential, stop));
-    options.download_tags(git2::AutotagOption::None);
+    let mut options = shared::fetch_options(credential.map(Into::into), Arc::new(stop.clone()));
     // Decided on the URL libgit2 really fetches from (configuration may rewrite it).
     if shallow && shallow_capable(remote.url().unwrap_or(url)) {
         // Only the tip is needed to render; older commits already fetched stay in the cache, so

@@ -4,11 +4,15 @@
 //!   W3C trace context to and from the wire.
 //! - [`install_crypto_provider`]: rustls' ring provider as the process default.
 //! - [`error_chain`]: an error and its sources as one line.
+//! - [`git`] (feature `git`): the libgit2 callbacks of a fetch, where a credential may go and
+//!   which SSH host keys are trusted.
 //! - [`testing`] (feature `testing`, for tests only): a misbehaving git:// server.
 
 use std::error::Error;
 use std::sync::Once;
 
+#[cfg(feature = "git")]
+pub mod git;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 #[cfg(feature = "testing")]

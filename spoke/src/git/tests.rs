@@ -477,13 +477,17 @@ fn refusals_from_libgit2_and_from_our_callbacks_are_named() {
         classify(ErrorCode::GenericError, true),
         GitError::Fetch { .. }
     ));
-    // The callbacks' own refusals carry the codes libgit2 hands back as the fetch's.
-    let refusal = callback_error(ErrorCode::Auth, "the repository rejected the credential");
-    assert_eq!(refusal.code(), ErrorCode::Auth);
-    assert_eq!(
-        callback_error(ErrorCode::Certificate, "x").code(),
-        ErrorCode::Certificate
+    // The shared callbacks' own refusals (gitfleet_support::git) carry these codes, class
+    // Callback, which libgit2 hands back as the fetch's.
+    let refusal = git2::Error::new(
+        ErrorCode::Auth,
+        ErrorClass::Callback,
+        "the repository rejected the credential",
     );
+    assert!(matches!(
+        classify_fetch_error("https://git.example/x.git", true, &refusal),
+        GitError::Auth { message, .. } if message == "the repository rejected the credential"
+    ));
 }
 
 #[tokio::test]
