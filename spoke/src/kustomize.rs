@@ -242,11 +242,18 @@ pub fn check_local_only(root: &Path, budget: &Budget) -> Result<(), KustomizeErr
     Ok(())
 }
 
-/// A YAML error for a person: the line first where it is known.
+/// A YAML error for a person: its line and column first where they are known.
 pub(crate) fn yaml_message(error: &YamlError) -> String {
-    match error.line() {
-        Some(line) => format!("line {line}: {error}"),
-        None => error.to_string(),
+    match error {
+        YamlError::Syntax {
+            line: Some(line),
+            column: Some(column),
+            ..
+        } => format!("line {line}, column {column}: {error}"),
+        _ => match error.line() {
+            Some(line) => format!("line {line}: {error}"),
+            None => error.to_string(),
+        },
     }
 }
 
