@@ -30,6 +30,17 @@ impl RolloutsService {
         Self { engine }
     }
 
+    /// A command that names only the App, made by the calling admin.
+    async fn admin_command(
+        &self,
+        request: Request<pb::RolloutRequest>,
+        command: impl FnOnce(String) -> Command,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        self.command(&admin, &req.app, command(admin.clone())).await
+    }
+
     async fn command(
         &self,
         admin: &str,
@@ -75,9 +86,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        self.command(&admin, &req.app, Command::Pause { by: admin.clone() })
+        self.admin_command(request, |by| Command::Pause { by })
             .await
     }
 
@@ -85,9 +94,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        self.command(&admin, &req.app, Command::Resume { by: admin.clone() })
+        self.admin_command(request, |by| Command::Resume { by })
             .await
     }
 
@@ -95,9 +102,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        self.command(&admin, &req.app, Command::Promote { by: admin.clone() })
+        self.admin_command(request, |by| Command::Promote { by })
             .await
     }
 
