@@ -1,7 +1,7 @@
 //! Nothing is acknowledged before it is on disk: every admin write (resources, App and rollout
-//! controls, tokens, clusters) flushes the store before it answers, whether or not it changes
-//! any cluster's desired state. (e2e's hub_restart.rs kills
-//! the hub process right after such answers; this checks every write, quickly.)
+//! controls, tokens, clusters and their labels) flushes the store before it answers, whether or
+//! not it changes any cluster's desired state. (e2e's hub_restart.rs kills the hub process right
+//! after such answers; this checks every write, quickly.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod support;
@@ -10,6 +10,7 @@ use std::collections::BTreeMap;
 use std::future::Future;
 use std::time::Duration;
 
+use gitfleet_core::cluster_labels::LabelChanges;
 use gitfleet_hub::engine::TokenSpec;
 use gitfleet_hub::fleet::rollout::Command;
 use gitfleet_hub::resources::Kind;
@@ -110,6 +111,19 @@ async fn every_admin_write_is_flushed_before_it_answers() {
             .unwrap()
     );
     let spoke = register(&hub, "c1", &[("env", "prod")]).await;
+    let relabel = LabelChanges {
+        set: [("env".to_owned(), "canary".to_owned())].into(),
+        overwrite: true,
+        ..Default::default()
+    };
+    let labeled = flushed(
+        &hub,
+        "labeling a cluster",
+        engine.label_cluster(&spoke.cluster, &relabel, "admin"),
+    )
+    .await
+    .unwrap();
+    assert_eq!(labeled.record.labels["env"], "canary");
     assert!(
         flushed(
             &hub,

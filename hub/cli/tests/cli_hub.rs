@@ -9,7 +9,8 @@ mod support;
 use std::path::Path;
 
 use gitfleet_cli::cli::output::{
-    ClusterListReport, Health, PendingListReport, StatusReport, Sync, TokenListReport, TokenReport,
+    ClusterListReport, ClusterReport, Health, PendingListReport, StatusReport, Sync,
+    TokenListReport, TokenReport,
 };
 use gitfleet_cli::cli::{CliError, run_args};
 use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _, Context};
@@ -432,5 +433,86 @@ async fn approve_revoke_and_token_lifecycle_through_the_cli() {
     assert!(matches!(err, CliError::NoSuchToken { .. }), "{err:?}");
     assert_eq!(err.exit_code(), 1);
 
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn cluster_label_sets_and_removes_labels_through_the_cli() {
+    let (_tmp, data) = data_dir();
+    let hub = runtime::start(HubConfig::for_tests(&data)).await.unwrap();
+    let admin = hub.admin_config_path().to_owned();
+    register(&hub, "prod-1", &[("ring", "canary")]).await;
+
+    // Another value for an existing key needs --overwrite; the hub's reason comes through.
+    let err = cli(&admin, &["cluster", "label", "prod-1", "ring=prod"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"label "ring" already has the value "canary"; pass --overwrite to change it"#
+    );
+    let out = cli(
+        &admin,
+        &[
+            "cluster",
+            "label",
+            "prod-1",
+            "ring=prod",
+            "zone=eu",
+            "--overwrite",
+        ],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "cluster/prod-1 labeled (labels: ring=prod,zone=eu)\n");
+
+    let out = cli(
+        &admin,
+        &["cluster", "label", "prod-1", "zone-", "-o", "json"],
+    )
+    .await
+    .unwrap();
+    let report: ClusterReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(report.name, "prod-1");
+    assert_eq!(report.labels, owned(&[("ring", "prod")]));
+    let out = cli(
+        &admin,
+        &["cluster", "label", "prod-1", "tier=gold", "-o", "yaml"],
+    )
+    .await
+    .unwrap();
+    let report: ClusterReport = serde_saphyr::from_str(&out).unwrap();
+    assert_eq!(report.labels, owned(&[("ring", "prod"), ("tier", "gold")]));
+
+    // A bad key is named, and nothing changes.
+    let err = cli(
+        &admin,
+        &["cluster", "label", "prod-1", "ok=yes", "Bad Key=x"],
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"label key "Bad Key" must consist of letters, digits, '-', '_' and '.'"#
+    );
+    let err = cli(&admin, &["cluster", "label", "prod-1", "ring=a", "ring-"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"label "ring" is given more than once; no label was changed"#
+    );
+    let err = cli(&admin, &["cluster", "label", "nope", "ring=prod"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.to_string(), r#"cluster "nope" is not registered"#);
+    let out = cli(&admin, &["cluster", "list", "-o", "json"])
+        .await
+        .unwrap();
+    let listed: ClusterListReport = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        listed.clusters[0].labels,
+        owned(&[("ring", "prod"), ("tier", "gold")])
+    );
     hub.shutdown().await;
 }

@@ -18,6 +18,7 @@
 //! - [`webhook`]: verifying Git hosts' push webhooks and finding the Repos they name.
 //! - [`git`]: which Apps a commit touches; which tag a semver range picks.
 
+pub mod cluster_labels;
 pub mod credential_scope;
 pub mod documents;
 pub mod fleet;

@@ -8,9 +8,10 @@ use sha2::{Digest, Sha256};
 use tracing::info;
 
 use super::{Engine, EngineError};
-use crate::model::{ClusterRecord, TokenProblem, TokenRecord};
+use crate::model::{ClusterRecord, ClusterView, EventRecord, TokenProblem, TokenRecord};
 use crate::pki::{self, PkiError, now_unix};
 use crate::store::StoreError;
+use gitfleet_core::cluster_labels::{LabelChanges, apply_label_changes};
 
 /// What a new bootstrap token allows.
 #[derive(Debug, Clone)]
@@ -257,6 +258,68 @@ impl Engine {
         Ok(true)
     }
 
+    /// Changes a cluster's labels for an admin (`by`): durably, with a `ClusterLabeled` event,
+    /// and with placement recomputed so Apps move onto or off the cluster as if it had
+    /// registered with these labels. Nothing changes when a key or value is refused. The hub
+    /// owns the labels from here on: a spoke's later registration or renewal keeps them.
+    pub async fn label_cluster(
+        &self,
+        cluster: &str,
+        changes: &LabelChanges,
+        by: &str,
+    ) -> Result<ClusterView, EngineError> {
+        let guard = self.write.lock().await;
+        let mut outcome = Err(EngineError::NotFound(format!(
+            "cluster {cluster:?} is not registered"
+        )));
+        self.store.update_cluster(cluster, |record| match record {
+            None => (None, ()),
+            Some(r) if r.revoked => {
+                outcome = Err(EngineError::FailedPrecondition(format!(
+                    "cluster {cluster:?} has been revoked; its labels no longer matter"
+                )));
+                (None, ())
+            }
+            Some(r) => match apply_label_changes(&r.labels, changes) {
+                Err(problem) => {
+                    outcome = Err(EngineError::Invalid(problem));
+                    (None, ())
+                }
+                Ok(labels) => {
+                    let record = ClusterRecord {
+                        labels,
+                        ..r.clone()
+                    };
+                    outcome = Ok((r.labels.clone(), record.clone()));
+                    (Some(record), ())
+                }
+            },
+        })?;
+        let (old, record) = outcome?;
+        self.bus.record(&mut [EventRecord {
+            at_unix: now_unix(),
+            cluster: cluster.to_owned(),
+            kind: "ClusterLabeled".to_owned(),
+            message: format!(
+                "labels {} (were {})",
+                format_labels(&record.labels),
+                format_labels(&old)
+            ),
+            by: by.to_owned(),
+            ..Default::default()
+        }])?;
+        self.recompute_locked(&guard).await?;
+        self.store.flush().await?;
+        info!(%cluster, %by, labels = %format_labels(&record.labels), "cluster labeled");
+        let state = self.lock();
+        let connected = self.is_connected(&state, cluster, now_unix());
+        let mut record = record;
+        if let Some(t) = state.last_contact.get(cluster) {
+            record.last_contact_unix = record.last_contact_unix.max(*t);
+        }
+        Ok(ClusterView { record, connected })
+    }
+
     /// Registrations waiting for approval.
     pub fn pending_clusters(&self) -> Result<Vec<ClusterRecord>, EngineError> {
         Ok(self
@@ -495,4 +558,16 @@ fn check_labels(labels: &BTreeMap<String, String>) -> Result<(), EngineError> {
         }
     }
     Ok(())
+}
+
+/// `k=v,k2=v2`, or `{}` when there are none: for an event's message and the log.
+fn format_labels(labels: &BTreeMap<String, String>) -> String {
+    if labels.is_empty() {
+        return "{}".to_owned();
+    }
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
 }

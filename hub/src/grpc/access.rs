@@ -10,6 +10,7 @@ use tracing::info;
 
 use super::{admin_peer, convert, required};
 use crate::engine::Engine;
+use gitfleet_core::cluster_labels::LabelChanges;
 
 #[derive(Debug, Clone)]
 pub struct AccessService {
@@ -50,6 +51,27 @@ impl Access for AccessService {
             .await?;
         info!(%admin, cluster = %req.name, revoked, "revoke cluster");
         Ok(Response::new(pb::RevokeClusterResponse { revoked }))
+    }
+
+    async fn label_cluster(
+        &self,
+        request: Request<pb::LabelClusterRequest>,
+    ) -> Result<Response<pb::LabelClusterResponse>, Status> {
+        let admin = admin_peer(&request)?;
+        let req = request.into_inner();
+        let changes = LabelChanges {
+            set: req.set.into_iter().collect(),
+            remove: req.remove.into_iter().collect(),
+            overwrite: req.overwrite,
+        };
+        let view = self
+            .engine
+            .label_cluster(required("name", &req.name)?, &changes, &admin)
+            .await?;
+        info!(%admin, cluster = %req.name, "label cluster");
+        Ok(Response::new(pb::LabelClusterResponse {
+            cluster: Some(convert::cluster_info(view)),
+        }))
     }
 
     async fn list_pending_clusters(

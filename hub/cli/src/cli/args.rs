@@ -437,7 +437,24 @@ pub enum ClusterCommand {
     /// and it leaves every placement
     #[command(after_help = CLUSTER_REVOKE_EXAMPLES)]
     Revoke(ClusterNameArgs),
+
+    /// Set (KEY=VALUE) or remove (KEY-) a cluster's labels; Apps move onto or off it as their
+    /// selectors now match
+    #[command(after_help = CLUSTER_LABEL_EXAMPLES)]
+    Label(ClusterLabelArgs),
 }
+
+const CLUSTER_LABEL_EXAMPLES: &str = "\
+Examples:
+  # Move a cluster from the canary ring to prod (changing a value needs --overwrite)
+  gitfleet cluster label prod-eu-1 ring=prod --overwrite
+
+  # Add one label and remove another
+  gitfleet cluster label prod-eu-1 zone=eu-west-1 gpu-
+
+Placement follows at once: Apps whose selectors now match the cluster are placed on it, and
+those that no longer match leave it, as if it had registered with these labels. The hub keeps
+the labels from now on: the spoke registering again does not change them.";
 
 const CLUSTER_PENDING_EXAMPLES: &str = "\
 Examples:
@@ -471,6 +488,19 @@ pub struct ClusterListArgs {
     /// Also list revoked clusters (their names stay refused), marked as revoked
     #[arg(short = 'A', long)]
     pub all: bool,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct ClusterLabelArgs {
+    /// The cluster's name
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
+    /// KEY=VALUE sets a label, KEY- removes one
+    #[arg(value_name = "KEY=VALUE|KEY-", required = true, value_parser = parse_label_change)]
+    pub changes: Vec<String>,
+    /// Allow giving a label that exists another value
+    #[arg(long)]
+    pub overwrite: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -545,6 +575,12 @@ fn parse_duration(s: &str) -> Result<Duration, String> {
         return Err("must be longer than zero".to_owned());
     }
     Ok(d)
+}
+
+/// Only the grammar (`k=v` or `k-`); the keys and values are checked by the hub.
+fn parse_label_change(s: &str) -> Result<String, String> {
+    gitfleet_core::cluster_labels::parse_label_arg(s, &mut Default::default())?;
+    Ok(s.to_owned())
 }
 
 fn parse_label(s: &str) -> Result<(String, String), String> {

@@ -29,6 +29,7 @@ use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand};
 use documents::DocumentError;
+use gitfleet_core::cluster_labels::{LabelChanges, parse_label_arg};
 use output::Style;
 
 #[derive(Debug, thiserror::Error)]
@@ -85,6 +86,8 @@ pub enum CliError {
         "cluster {name:?} not found; list clusters with `gitfleet cluster list` and registrations waiting for approval with `gitfleet cluster pending`"
     )]
     NoSuchCluster { name: String },
+    #[error("{0}; no label was changed")]
+    LabelChanges(String),
     #[error(
         "token {id:?} not found; list token ids with `gitfleet token list` (the id, not the gft_ secret)"
     )]
@@ -376,6 +379,20 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             };
             Ok(output::render(format, &report, || {
                 output::revoke_cluster_text(&report)
+            }))
+        }
+        Command::Cluster(ClusterCommand::Label(l)) => {
+            let mut changes = LabelChanges {
+                overwrite: l.overwrite,
+                ..Default::default()
+            };
+            for arg in &l.changes {
+                parse_label_arg(arg, &mut changes).map_err(CliError::LabelChanges)?;
+            }
+            let cluster = connect().await?.label_cluster(&l.name, &changes).await?;
+            let report = output::cluster_report(&cluster);
+            Ok(output::render(format, &report, || {
+                output::labeled_text(&report)
             }))
         }
         Command::Rollout(RolloutCommand::Status(r)) => {

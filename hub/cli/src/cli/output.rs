@@ -666,21 +666,38 @@ pub struct ClusterReport {
 
 /// Sorted by name.
 pub fn cluster_list_report(clusters: &[pb::ClusterInfo]) -> ClusterListReport {
-    let mut clusters: Vec<ClusterReport> = clusters
-        .iter()
-        .map(|c| ClusterReport {
-            name: c.name.clone(),
-            labels: c.labels.clone().into_iter().collect(),
-            agent_version: c.agent_version.clone(),
-            connected: c.connected,
-            revoked: c.revoked,
-            last_contact: rfc3339(c.last_contact_unix),
-            registered_at: rfc3339(c.registered_at_unix),
-            certificate_expires: rfc3339(c.certificate_expires_unix),
-        })
-        .collect();
+    let mut clusters: Vec<ClusterReport> = clusters.iter().map(cluster_report).collect();
     clusters.sort_by(|a, b| a.name.cmp(&b.name));
     ClusterListReport { clusters }
+}
+
+/// One cluster as `cluster list` shows it (and `cluster label` answers with).
+pub fn cluster_report(c: &pb::ClusterInfo) -> ClusterReport {
+    ClusterReport {
+        name: c.name.clone(),
+        labels: c.labels.clone().into_iter().collect(),
+        agent_version: c.agent_version.clone(),
+        connected: c.connected,
+        revoked: c.revoked,
+        last_contact: rfc3339(c.last_contact_unix),
+        registered_at: rfc3339(c.registered_at_unix),
+        certificate_expires: rfc3339(c.certificate_expires_unix),
+    }
+}
+
+/// kubectl's answer to `label`, with the labels the cluster now has.
+pub fn labeled_text(report: &ClusterReport) -> String {
+    let labels = if report.labels.is_empty() {
+        "none".to_owned()
+    } else {
+        report
+            .labels
+            .iter()
+            .map(|(k, v)| format!("{k}={v}"))
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    format!("cluster/{} labeled (labels: {labels})\n", report.name)
 }
 
 pub fn cluster_table(report: &ClusterListReport, style: Style) -> String {

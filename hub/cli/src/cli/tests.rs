@@ -188,6 +188,41 @@ fn cluster_approve_revoke_and_pending_parse() {
 }
 
 #[test]
+fn cluster_label_parses_kubectls_grammar() {
+    let Command::Cluster(ClusterCommand::Label(l)) = parse(&[
+        "cluster",
+        "label",
+        "prod-1",
+        "ring=prod",
+        "gpu-",
+        "--overwrite",
+    ])
+    .unwrap()
+    .command
+    else {
+        panic!()
+    };
+    assert_eq!(l.name, "prod-1");
+    assert_eq!(l.changes, ["ring=prod", "gpu-"]);
+    assert!(l.overwrite);
+    for bad in [
+        &["cluster", "label", "prod-1"][..],
+        &["cluster", "label"],
+        &["cluster", "label", "prod-1", "ring"],
+        &["cluster", "label", "", "ring=prod"],
+    ] {
+        let err = parse(bad).unwrap_err();
+        assert_eq!(err.exit_code(), 2, "{bad:?}");
+    }
+    let err = parse(&["cluster", "label", "prod-1", "ring"]).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains(r#""ring" is neither key=value (to set a label) nor key- (to remove one)"#),
+        "{err}"
+    );
+}
+
+#[test]
 fn token_list_and_revoke_parse() {
     assert!(matches!(
         parse(&["token", "list"]).unwrap().command,
@@ -239,6 +274,10 @@ async fn access_commands_have_help_with_examples() {
         (
             &["gitfleet", "cluster", "revoke", "--help"],
             "cannot be undone",
+        ),
+        (
+            &["gitfleet", "cluster", "label", "--help"],
+            "gitfleet cluster label prod-eu-1 ring=prod --overwrite",
         ),
         (
             &["gitfleet", "cluster", "pending", "--help"],

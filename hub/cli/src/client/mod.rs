@@ -189,6 +189,28 @@ impl AdminClient {
         Ok(self.check(response)?.revoked)
     }
 
+    /// Changes a cluster's labels; the answer is the cluster as it now is.
+    pub async fn label_cluster(
+        &mut self,
+        name: &str,
+        changes: &gitfleet_core::cluster_labels::LabelChanges,
+    ) -> Result<pb::ClusterInfo, ClientError> {
+        let request = pb::LabelClusterRequest {
+            name: name.to_owned(),
+            set: changes.set.clone().into_iter().collect(),
+            remove: changes.remove.iter().cloned().collect(),
+            overwrite: changes.overwrite,
+        };
+        let response = self.access.label_cluster(request).await;
+        self.check(response)?
+            .cluster
+            .ok_or_else(|| ClientError::Rpc {
+                server: self.server.clone(),
+                code: tonic::Code::Internal,
+                message: "the answer to LabelCluster lacks the cluster".to_owned(),
+            })
+    }
+
     /// Registrations waiting for approval.
     pub async fn list_pending_clusters(&mut self) -> Result<Vec<pb::PendingCluster>, ClientError> {
         let response = self
