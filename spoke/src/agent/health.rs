@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::model::{Health, ObjectRef, ResourceAction, ResourceResult, TargetSpec, TargetStatus};
-use crate::sync::{drift, health, report};
+use crate::sync::{drift, health, ownership, report};
 
 use super::pipeline::Attempt;
 use super::{AgentConfig, Context, send_if_changed, status_of};
@@ -150,7 +150,10 @@ pub(super) async fn heal(
             continue;
         };
         let applied = match ctx.cluster.resolve(&object.api_version, &object.kind).await {
-            Ok(resolved) => ctx.cluster.apply(&resolved, manifest, true).await,
+            Ok(resolved) => {
+                let manager = ownership::field_manager(&attempt.spec.app);
+                ctx.cluster.apply(&resolved, manifest, &manager, true).await
+            }
             Err(error) => Err(error),
         };
         match applied {

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::renderer::{RenderGate, Renderers, Workspace};
 use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
 use crate::sync::retry::{self};
-use crate::sync::{drift, order, prune};
+use crate::sync::{drift, order, ownership, prune};
 use crate::telemetry;
 
 use super::prune::prune;
@@ -314,9 +314,31 @@ async fn apply_one(
         }
     };
     render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
+    match claim(ctx, spec, &resolved, manifest).await {
+        Ok(ownership::Claim::Apply) => {}
+        Ok(ownership::Claim::LeaveAsIs) => {
+            return (
+                result(
+                    manifest,
+                    ResourceAction::Unchanged,
+                    Health::Healthy,
+                    "exists and belongs to someone else; left as it is".into(),
+                ),
+                None,
+            );
+        }
+        Err(message) => {
+            tracing::warn!(object = %manifest.object.display_name(), %message, "not applied");
+            return (
+                result(manifest, ResourceAction::Failed, Health::Unknown, message),
+                None,
+            );
+        }
+    }
+    let manager = ownership::field_manager(&spec.app);
     match ctx
         .cluster
-        .apply(&resolved, manifest, spec.sync_policy.force)
+        .apply(&resolved, manifest, &manager, spec.sync_policy.force)
         .await
     {
         Ok(applied) => {
@@ -345,6 +367,53 @@ async fn apply_one(
             )
         }
     }
+}
+
+/// Checks that the Target's App may write the object under `manifest`'s name (see
+/// [`ownership`]) and, for an object the shared field manager of earlier releases applied,
+/// hands that manager's fields to the App's own. The message of a refusal is the resource's.
+async fn claim(
+    ctx: &Context,
+    spec: &TargetSpec,
+    resolved: &crate::cluster::Resolved,
+    manifest: &Manifest,
+) -> Result<ownership::Claim, String> {
+    let live = ctx
+        .cluster
+        .get(&manifest.object)
+        .await
+        .map_err(|e| format!("reading the live object: {e}"))?;
+    let owner = live
+        .as_ref()
+        .map_or(ownership::LiveOwner::Absent, ownership::LiveOwner::of);
+    let claim = ownership::claim(
+        &spec.app,
+        &owner,
+        spec.sync_policy.adopt,
+        render::is_added_namespace(manifest),
+    )
+    .map_err(|r| r.to_string())?;
+    let Some(live) = live.filter(|_| claim == ownership::Claim::Apply) else {
+        return Ok(claim);
+    };
+    if let Some(index) = ownership::legacy_entry(&live, &spec.app) {
+        let manager = ownership::field_manager(&spec.app);
+        match ctx
+            .cluster
+            .rename_manager(resolved, &manifest.object, &live, index, &manager)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(object = %manifest.object.display_name(), %manager, "took over the fields of the shared field manager");
+            }
+            Err(error) => {
+                // The apply that follows meets the old manager's changed fields as a conflict,
+                // which is reported: nothing is lost.
+                tracing::warn!(object = %manifest.object.display_name(), %error, "could not hand the shared field manager's fields over");
+            }
+        }
+    }
+    Ok(claim)
 }
 
 /// Adds the objects about to be applied to the Target's inventory before any is created (see
