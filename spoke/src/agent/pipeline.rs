@@ -314,8 +314,9 @@ async fn apply_one(
         }
     };
     render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
-    match claim(ctx, spec, &resolved, manifest).await {
-        Ok(ownership::Claim::Apply) => {}
+    let force = match claim(ctx, spec, &resolved, manifest).await {
+        Ok(ownership::Claim::Apply) => spec.sync_policy.force,
+        Ok(ownership::Claim::Adopt) => true,
         Ok(ownership::Claim::LeaveAsIs) => {
             return (
                 result(
@@ -334,11 +335,11 @@ async fn apply_one(
                 None,
             );
         }
-    }
+    };
     let manager = ownership::field_manager(&spec.app);
     match ctx
         .cluster
-        .apply(&resolved, manifest, &manager, spec.sync_policy.force)
+        .apply(&resolved, manifest, &manager, force)
         .await
     {
         Ok(applied) => {
@@ -393,7 +394,7 @@ async fn claim(
         render::is_added_namespace(manifest),
     )
     .map_err(|r| r.to_string())?;
-    let Some(live) = live.filter(|_| claim == ownership::Claim::Apply) else {
+    let Some(live) = live.filter(|_| claim != ownership::Claim::LeaveAsIs) else {
         return Ok(claim);
     };
     if let Some(index) = ownership::legacy_entry(&live, &spec.app) {

@@ -77,6 +77,9 @@ pub fn may_apply(app: &str, live: &LiveOwner, adopt: bool) -> Result<(), Refusal
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Claim {
     Apply,
+    /// An unmanaged object the App adopts: applied with force, since adopting means Git's
+    /// values win over those of whoever created it (its fields would otherwise conflict).
+    Adopt,
     /// The Namespace the spoke adds for an App ([`super::render::RenderContext`]'s
     /// `create_namespace`) exists and is someone else's: it is only needed to exist, so it is
     /// left as it is rather than refused (Apps share namespaces, and `default` is nobody's).
@@ -86,6 +89,7 @@ pub enum Claim {
 /// [`may_apply`], for a manifest the spoke added itself (`implicit`) or one from Git.
 pub fn claim(app: &str, live: &LiveOwner, adopt: bool, implicit: bool) -> Result<Claim, Refusal> {
     match may_apply(app, live, adopt) {
+        Ok(()) if *live == LiveOwner::Unmanaged => Ok(Claim::Adopt),
         Ok(()) => Ok(Claim::Apply),
         Err(_) if implicit => Ok(Claim::LeaveAsIs),
         Err(refusal) => Err(refusal),
@@ -170,7 +174,7 @@ mod tests {
         }
         assert_eq!(
             claim("a", &LiveOwner::Unmanaged, true, false),
-            Ok(Claim::Apply)
+            Ok(Claim::Adopt)
         );
     }
 
