@@ -20,6 +20,7 @@ use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
 use crate::sync::retry::{self};
 use crate::sync::{drift, order, ownership, prune};
 use crate::telemetry;
+use crate::watch::Seen;
 
 use super::prune::prune;
 use super::{Context, send_if_changed, status_of};
@@ -379,11 +380,21 @@ async fn claim(
     resolved: &crate::cluster::Resolved,
     manifest: &Manifest,
 ) -> Result<ownership::Claim, String> {
-    let live = ctx
-        .cluster
-        .get(&manifest.object)
-        .await
-        .map_err(|e| format!("reading the live object: {e}"))?;
+    // The shared watches know every labelled object of the kinds the Targets applied, so an
+    // object gitfleet manages costs no request; only one the cache does not know as labelled
+    // (absent, unmanaged, or a kind not watched yet) is read.
+    let object = &manifest.object;
+    let live = match ctx
+        .watches
+        .seen(&resolved.resource, &object.namespace, &object.name)
+    {
+        Seen::Labelled(metadata) => Some(metadata),
+        Seen::NotLabelled | Seen::Unknown => ctx
+            .cluster
+            .get(object)
+            .await
+            .map_err(|e| format!("reading the live object: {e}"))?,
+    };
     let owner = live
         .as_ref()
         .map_or(ownership::LiveOwner::Absent, ownership::LiveOwner::of);
