@@ -374,7 +374,7 @@ async fn apply_one(
 /// Checks that the Target's App may write the object under `manifest`'s name (see
 /// [`ownership`]) and, for an object the shared field manager of earlier releases applied,
 /// hands that manager's fields to the App's own. The message of a refusal is the resource's.
-async fn claim(
+pub(super) async fn claim(
     ctx: &Context,
     spec: &TargetSpec,
     resolved: &crate::cluster::Resolved,
