@@ -2268,3 +2268,54 @@ async fn objects_of_the_shared_field_manager_pass_to_the_apps_own() {
     assert_eq!(managers, ["gitfleet/up", "kubectl-edit"]);
     bench.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_heal_does_not_force_over_an_object_made_again_by_someone_else() {
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.settled_poll = Duration::from_millis(200);
+    })
+    .await;
+    let repo = Repo::new();
+    repo.write("apps/h/cm.yaml", &configmap_in("h", "settings", "git"));
+    let commit = repo.commit();
+    let mut target = spec("h", &repo, &commit, "apps/h");
+    target.sync_policy.self_heal = true;
+    bench.set(1, vec![target]);
+    bench
+        .recorder
+        .wait_for("h", "synced", |s| s.sync == SyncState::Synced)
+        .await;
+
+    // Deleted, and made again at once by someone outside gitfleet.
+    let api = configmaps(&bench.kubesim, "h");
+    api.delete("settings", &Default::default())
+        .await
+        .expect("delete");
+    let theirs: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "settings"}, "data": {"a": "theirs"}}),
+    )
+    .expect("cm");
+    api.create(&kube::api::PostParams::default(), &theirs)
+        .await
+        .expect("made again");
+    bench
+        .recorder
+        .wait_for("h", "drift reported", |s| s.sync == SyncState::OutOfSync)
+        .await;
+    // Absence over a window: several settled checks (200 ms apart), each of which would heal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(
+            data_a(&bench.kubesim, "h", "settings").as_deref(),
+            Some("theirs"),
+            "selfHeal took an object that is no longer the App's"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("h"), "settings")
+        .expect("theirs");
+    assert!(live["metadata"]["labels"]["gitfleet.dev/app"].is_null());
+    bench.stop().await;
+}
