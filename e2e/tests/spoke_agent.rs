@@ -283,7 +283,7 @@ async fn guestbook_applies_and_becomes_healthy_then_follows_a_new_commit() {
         .iter()
         .filter_map(|m| m["manager"].as_str())
         .collect();
-    assert!(managers.contains(&"gitfleet"), "{managers:?}");
+    assert!(managers.contains(&"gitfleet/guestbook"), "{managers:?}");
 
     // A second commit that changes one object converges too.
     let frontend_yaml = std::fs::read_to_string(
@@ -2034,5 +2034,288 @@ async fn a_new_spec_and_a_shutdown_cut_a_retry_wait_short() {
     assert!(is_retry_report(
         &bench.recorder.latest("stuck").expect("stuck reported")
     ));
+    bench.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Ownership: an App writes only what is absent, its own, or unmanaged with `adopt`.
+
+fn configmap_in(namespace: &str, name: &str, value: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  namespace: {namespace}\ndata:\n  a: {value}\n"
+    )
+}
+
+fn resource<'s>(status: &'s TargetStatus, name: &str) -> &'s gitfleet_spoke::model::ResourceResult {
+    status
+        .resources
+        .iter()
+        .find(|r| r.object.name == name)
+        .unwrap_or_else(|| panic!("{name} in {:#?}", status.resources))
+}
+
+fn configmaps(
+    kubesim: &KubesimHandle,
+    ns: &str,
+) -> kube::Api<k8s_openapi::api::core::v1::ConfigMap> {
+    let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+    kube::Api::namespaced(client, ns)
+}
+
+async fn create_namespace(kubesim: &KubesimHandle, name: &str) {
+    let client = kube::Client::try_from(kubesim.kube_config("c1")).expect("client");
+    let api: kube::Api<k8s_openapi::api::core::v1::Namespace> = kube::Api::all(client);
+    let namespace =
+        serde_json::from_value(serde_json::json!({"metadata": {"name": name}})).expect("namespace");
+    api.create(&kube::api::PostParams::default(), &namespace)
+        .await
+        .expect("create namespace");
+}
+
+fn managers(kubesim: &KubesimHandle, ns: &str, name: &str) -> Vec<String> {
+    let cm = kubesim
+        .get_object("c1", "v1", "ConfigMap", Some(ns), name)
+        .expect("object");
+    cm["metadata"]["managedFields"]
+        .as_array()
+        .map(|entries| {
+            entries
+                .iter()
+                .filter_map(|e| e["manager"].as_str().map(str::to_owned))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_app_naming_another_apps_object_is_refused_for_that_object_only() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    let repo = Repo::new();
+    repo.write("apps/b/shared.yaml", &configmap_in("b", "shared", "from-b"));
+    repo.write("apps/a/shared.yaml", &configmap_in("b", "shared", "from-a"));
+    repo.write("apps/a/mine.yaml", &configmap_in("a", "mine", "x"));
+    let commit = repo.commit();
+    bench.set(1, vec![spec("b", &repo, &commit, "apps/b")]);
+    bench
+        .recorder
+        .wait_for("b", "b synced", |s| s.sync == SyncState::Synced)
+        .await;
+
+    let mut a = spec("a", &repo, &commit, "apps/a");
+    // Not even adopt takes another App's object.
+    a.sync_policy.adopt = true;
+    bench.set(2, vec![spec("b", &repo, &commit, "apps/b"), a]);
+    let status = bench
+        .recorder
+        .wait_for("a", "a applied", |s| {
+            s.resources.iter().any(|r| r.object.name == "shared") && s.health != Health::Progressing
+        })
+        .await;
+    let shared = resource(&status, "shared");
+    assert_eq!(shared.action, ResourceAction::Failed);
+    assert_eq!(shared.message, "owned by App b");
+    assert_eq!(resource(&status, "mine").action, ResourceAction::Applied);
+    assert!(data_a(&bench.kubesim, "a", "mine").is_some());
+    assert_eq!(
+        data_a(&bench.kubesim, "b", "shared").as_deref(),
+        Some("from-b")
+    );
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("b"), "shared")
+        .expect("b's object");
+    assert_eq!(live["metadata"]["labels"]["gitfleet.dev/app"], "b");
+    assert_eq!(managers(&bench.kubesim, "b", "shared"), ["gitfleet/b"]);
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unmanaged_object_is_taken_over_only_with_adopt() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    create_namespace(&bench.kubesim, "u").await;
+    let foreign: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "coredns"}, "data": {"a": "precious"}}),
+    )
+    .expect("cm");
+    configmaps(&bench.kubesim, "u")
+        .create(&kube::api::PostParams::default(), &foreign)
+        .await
+        .expect("create unmanaged");
+    let repo = Repo::new();
+    repo.write("apps/u/coredns.yaml", &configmap_in("u", "coredns", "mine"));
+    repo.write("apps/u/other.yaml", &configmap_in("u", "other", "x"));
+    let commit = repo.commit();
+    let mut target = spec("u", &repo, &commit, "apps/u");
+    bench.set(1, vec![target.clone()]);
+    let status = bench
+        .recorder
+        .wait_for("u", "u applied", |s| {
+            s.resources.iter().any(|r| r.object.name == "coredns")
+                && s.health != Health::Progressing
+        })
+        .await;
+    let coredns = resource(&status, "coredns");
+    assert_eq!(coredns.action, ResourceAction::Failed);
+    assert_eq!(
+        coredns.message,
+        "exists and is not managed by gitfleet; set syncPolicy.adopt to take it over"
+    );
+    assert_eq!(resource(&status, "other").action, ResourceAction::Applied);
+    // The namespace existed before: the spoke neither refuses nor relabels it.
+    assert_eq!(resource(&status, "u").action, ResourceAction::Unchanged);
+    let namespace = bench
+        .kubesim
+        .get_object("c1", "v1", "Namespace", None, "u")
+        .expect("namespace");
+    assert!(namespace["metadata"]["labels"]["gitfleet.dev/app"].is_null());
+    assert_eq!(
+        data_a(&bench.kubesim, "u", "coredns").as_deref(),
+        Some("precious")
+    );
+
+    target.sync_policy.adopt = true;
+    target.spec_generation = 2;
+    bench.set(2, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("u", "u adopted", |s| {
+            s.spec_generation == 2 && s.sync == SyncState::Synced
+        })
+        .await;
+    assert_eq!(resource(&status, "coredns").action, ResourceAction::Applied);
+    assert_eq!(
+        data_a(&bench.kubesim, "u", "coredns").as_deref(),
+        Some("mine")
+    );
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("u"), "coredns")
+        .expect("adopted");
+    assert_eq!(live["metadata"]["labels"]["gitfleet.dev/app"], "u");
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_of_the_shared_field_manager_pass_to_the_apps_own() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    create_namespace(&bench.kubesim, "up").await;
+    // What a spoke of an earlier release left: applied by the shared manager `gitfleet` with
+    // App up's labels, then edited by someone else.
+    let old = serde_json::json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": {
+            "name": "settings", "namespace": "up",
+            "labels": {"gitfleet.dev/app": "up"},
+            "annotations": {"gitfleet.dev/target": "up"},
+        },
+        "data": {"a": "old", "dropped": "gone-from-git"},
+    });
+    let api = configmaps(&bench.kubesim, "up");
+    api.patch(
+        "settings",
+        &kube::api::PatchParams::apply("gitfleet"),
+        &kube::api::Patch::Apply(&old),
+    )
+    .await
+    .expect("apply as the shared manager");
+    api.patch(
+        "settings",
+        &kube::api::PatchParams {
+            field_manager: Some("kubectl-edit".into()),
+            ..Default::default()
+        },
+        &kube::api::Patch::Merge(&serde_json::json!({"data": {"theirs": "kept"}})),
+    )
+    .await
+    .expect("someone else's field");
+
+    let repo = Repo::new();
+    repo.write(
+        "apps/up/settings.yaml",
+        &configmap_in("up", "settings", "new"),
+    );
+    let commit = repo.commit();
+    bench.set(1, vec![spec("up", &repo, &commit, "apps/up")]);
+    let status = bench
+        .recorder
+        .wait_for("up", "up applied", |s| {
+            s.resources.iter().any(|r| r.object.name == "settings")
+                && s.health != Health::Progressing
+        })
+        .await;
+    let settings = resource(&status, "settings");
+    assert_eq!(
+        settings.action,
+        ResourceAction::Applied,
+        "{}",
+        settings.message
+    );
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("up"), "settings")
+        .expect("settings");
+    assert_eq!(live["data"]["a"], "new");
+    assert_eq!(
+        live["data"]["theirs"], "kept",
+        "another manager's field stays"
+    );
+    assert!(
+        live["data"]["dropped"].is_null(),
+        "the App's manager owns what the shared one applied, so Git dropping it removes it: {live}"
+    );
+    let mut managers = managers(&bench.kubesim, "up", "settings");
+    managers.sort();
+    assert_eq!(managers, ["gitfleet/up", "kubectl-edit"]);
+    bench.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn self_heal_does_not_force_over_an_object_made_again_by_someone_else() {
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.settled_poll = Duration::from_millis(200);
+    })
+    .await;
+    let repo = Repo::new();
+    repo.write("apps/h/cm.yaml", &configmap_in("h", "settings", "git"));
+    let commit = repo.commit();
+    let mut target = spec("h", &repo, &commit, "apps/h");
+    target.sync_policy.self_heal = true;
+    bench.set(1, vec![target]);
+    bench
+        .recorder
+        .wait_for("h", "synced", |s| s.sync == SyncState::Synced)
+        .await;
+
+    // Deleted, and made again at once by someone outside gitfleet.
+    let api = configmaps(&bench.kubesim, "h");
+    api.delete("settings", &Default::default())
+        .await
+        .expect("delete");
+    let theirs: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
+        serde_json::json!({"metadata": {"name": "settings"}, "data": {"a": "theirs"}}),
+    )
+    .expect("cm");
+    api.create(&kube::api::PostParams::default(), &theirs)
+        .await
+        .expect("made again");
+    bench
+        .recorder
+        .wait_for("h", "drift reported", |s| s.sync == SyncState::OutOfSync)
+        .await;
+    // Absence over a window: several settled checks (200 ms apart), each of which would heal.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < deadline {
+        assert_eq!(
+            data_a(&bench.kubesim, "h", "settings").as_deref(),
+            Some("theirs"),
+            "selfHeal took an object that is no longer the App's"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("h"), "settings")
+        .expect("theirs");
+    assert!(live["metadata"]["labels"]["gitfleet.dev/app"].is_null());
     bench.stop().await;
 }

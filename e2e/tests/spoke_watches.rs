@@ -12,7 +12,7 @@ use bytes::Bytes;
 use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
 use gitfleet_spoke::cluster::Cluster;
 use gitfleet_spoke::model::ObjectRef;
-use gitfleet_spoke::watch::{Subscription, Watches};
+use gitfleet_spoke::watch::{Seen, Subscription, Watches};
 use http_body_util::{BodyExt, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
@@ -295,5 +295,51 @@ async fn a_kind_the_spoke_may_not_watch_cluster_wide_is_watched_in_each_namespac
     assert_eq!(watches.len(), 2);
     drop((blog, news));
     assert!(watches.is_empty());
+    kubesim.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_watches_know_the_owner_of_every_labelled_object_without_a_request() {
+    let kubesim = Kubesim::start(KubesimConfig::new(["c1"]))
+        .await
+        .expect("kubesim");
+    let client = client(&kubesim);
+    create(&client, "shop", "shop", "settings").await;
+    create(&client, "blog", "shop", "blogs").await;
+    let cluster = Arc::new(Cluster::new(client.clone()));
+    let watches = Watches::new(cluster.clone());
+    let resource = cluster
+        .resolve("v1", "ConfigMap")
+        .await
+        .expect("configmaps")
+        .resource;
+    assert_eq!(
+        watches.seen(&resource, "shop", "settings"),
+        Seen::Unknown,
+        "nothing watches ConfigMaps yet"
+    );
+    let shop = watches
+        .subscribe("shop", &[configmap("shop", "settings")])
+        .await;
+    wait_until("the watch listed", || shop.working()).await;
+    let app_of = |name: &str| match watches.seen(&resource, "shop", name) {
+        Seen::Labelled(metadata) => {
+            Some(metadata["metadata"]["labels"]["gitfleet.dev/app"].to_string())
+        }
+        Seen::NotLabelled => None,
+        Seen::Unknown => panic!("the watch is live"),
+    };
+    assert_eq!(app_of("settings").as_deref(), Some("\"shop\""));
+    // An object no Target subscribed to is known too: whose it is matters to every Target.
+    assert_eq!(app_of("blogs").as_deref(), Some("\"blog\""));
+    assert_eq!(app_of("absent"), None);
+
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
+    api.delete("blogs", &Default::default())
+        .await
+        .expect("delete");
+    wait_until("the deletion is seen", || app_of("blogs").is_none()).await;
+    create(&client, "shop", "shop", "later").await;
+    wait_until("the creation is seen", || app_of("later").is_some()).await;
     kubesim.shutdown().await;
 }

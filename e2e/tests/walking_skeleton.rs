@@ -87,8 +87,8 @@ async fn commits_converge_on_every_mapped_cluster() {
             .filter_map(|m| m["manager"].as_str())
             .collect();
         assert!(
-            managers.contains(&"gitfleet"),
-            "applied with field manager gitfleet: {managers:?}"
+            managers.contains(&"gitfleet/hello"),
+            "applied with the App's field manager: {managers:?}"
         );
         assert!(
             fleet

@@ -1,5 +1,6 @@
 //! Kubernetes adapter over kube-rs: discovery (apiVersion/kind → resource and scope),
-//! server-side apply with field manager `gitfleet`, and reading objects back for health.
+//! server-side apply with each App's field manager (`gitfleet/<app>`, see
+//! [`crate::sync::ownership`]), and reading objects back for health.
 //!
 //! Errors are per object: a kind the server does not know, or an object it rejects, becomes a
 //! [`ClusterError`] with the server's own words, and the caller carries on with the others.
@@ -18,8 +19,9 @@ use crate::model::ObjectRef;
 use crate::sync::prune::Inventory;
 use crate::sync::render::{ANNOTATION_TARGET, LABEL_APP, Manifest};
 
-/// Field manager of every server-side apply gitfleet makes.
-pub const FIELD_MANAGER: &str = "gitfleet";
+/// Field manager of the inventory ConfigMaps (only gitfleet writes them); an App's objects are
+/// applied with the App's own manager.
+pub const FIELD_MANAGER: &str = crate::sync::ownership::LEGACY_FIELD_MANAGER;
 
 /// Where the spoke's Kubernetes client configuration comes from.
 #[derive(Clone)]
@@ -258,11 +260,13 @@ impl Cluster {
         }
     }
 
-    /// Server-side applies one object whose scope `resolved` describes.
+    /// Server-side applies one object whose scope `resolved` describes, as field manager
+    /// `manager`.
     pub async fn apply(
         &self,
         resolved: &Resolved,
         manifest: &Manifest,
+        manager: &str,
         force: bool,
     ) -> Result<Applied, ClusterError> {
         let namespace = if manifest.object.namespace.is_empty() {
@@ -271,7 +275,7 @@ impl Cluster {
             &manifest.object.namespace
         };
         let api = self.api(resolved, namespace);
-        let mut params = PatchParams::apply(FIELD_MANAGER);
+        let mut params = PatchParams::apply(manager);
         if force {
             params = params.force();
         }
@@ -294,6 +298,51 @@ impl Cluster {
             resource_version,
             object,
         })
+    }
+
+    /// Renames entry `index` of `live`'s `metadata.managedFields` to manager `to`, so that `to`
+    /// owns what the entry's manager applied (how a field manager is migrated, as `kubectl`'s
+    /// client-side to server-side upgrade does). The patch carries `live`'s resourceVersion, so
+    /// it changes nothing when the object moved on since it was read: the server refuses it,
+    /// and the apply that follows meets the old manager's fields as a conflict, which is
+    /// reported, never a silent loss.
+    pub async fn rename_manager(
+        &self,
+        resolved: &Resolved,
+        object: &ObjectRef,
+        live: &Value,
+        index: usize,
+        to: &str,
+    ) -> Result<(), ClusterError> {
+        let namespace = if object.namespace.is_empty() {
+            "default"
+        } else {
+            &object.namespace
+        };
+        let mut entries = live
+            .pointer("/metadata/managedFields")
+            .cloned()
+            .unwrap_or(Value::Null);
+        match entries.get_mut(index).and_then(Value::as_object_mut) {
+            Some(entry) => {
+                entry.insert("manager".into(), Value::String(to.to_owned()));
+            }
+            None => return Ok(()),
+        }
+        let resource_version = live
+            .pointer("/metadata/resourceVersion")
+            .cloned()
+            .unwrap_or(Value::Null);
+        // A merge patch replaces a list whole: managedFields is written as read, but for the
+        // one manager's name.
+        let patch = serde_json::json!({
+            "metadata": {"resourceVersion": resource_version, "managedFields": entries}
+        });
+        self.api(resolved, namespace)
+            .patch(&object.name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .map(|_| ())
+            .map_err(ClusterError::from_kube)
     }
 
     /// Reads an object back as JSON; `None` when it does not exist.
@@ -414,7 +463,9 @@ impl Cluster {
             source_file: String::new(),
         };
         let resolved = self.resolve("v1", "ConfigMap").await?;
-        self.apply(&resolved, &manifest, true).await.map(|_| ())
+        self.apply(&resolved, &manifest, FIELD_MANAGER, true)
+            .await
+            .map(|_| ())
     }
 
     pub async fn delete_inventory(&self, target: &InventoryRef) -> Result<(), ClusterError> {

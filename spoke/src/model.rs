@@ -88,6 +88,10 @@ pub struct SyncPolicy {
     pub suspended: bool,
     /// Take ownership of fields other managers hold (server-side apply force).
     pub force: bool,
+    /// Take over live objects no gitfleet App manages (never another App's). Default for
+    /// a `desired.json` written before the field existed.
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 /// What a credential holds: the hub's type, so that the wire, the hub and the spoke's

@@ -11,8 +11,11 @@
 //!
 //! A watch only says *that* something changed; the agent then reads the objects back and decides
 //! (drift, health) as before, so a missed event costs latency, never correctness: the agent's
-//! slow poll stays as the safety net. No object bodies are kept: events carry metadata only and
-//! are dropped once routed.
+//! slow poll stays as the safety net. No object bodies are kept: events carry metadata only, and
+//! of that each watch keeps, per object, only what ownership needs ([`Watches::seen`]: the
+//! App label, the resourceVersion, and `managedFields` only while the shared field manager of
+//! earlier releases still holds an entry), so that the check before an apply costs no request
+//! for an object gitfleet already manages.
 
 pub mod routing;
 
@@ -95,7 +98,45 @@ struct Stream {
     /// Listed and watching (false until the first list, and after an error until it listed
     /// again).
     live: bool,
+    /// The labelled objects of this scope as of the last list and the events since, keyed by
+    /// (namespace, name): see [`trimmed`].
+    objects: HashMap<(String, String), serde_json::Value>,
     task: JoinHandle<()>,
+}
+
+/// What a lookup in the watches' cache came to.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Seen {
+    /// A gitfleet-labelled object, as `{"metadata": {...}}` trimmed to what ownership reads.
+    Labelled(serde_json::Value),
+    /// The watch of its kind and scope is live and has no labelled object under that name: it
+    /// is absent or carries no gitfleet label (the watches select by label, so which of the two
+    /// takes a read of the object).
+    NotLabelled,
+    /// Nothing watches that kind there yet (or its watch is relisting).
+    Unknown,
+}
+
+/// The metadata of a labelled object that ownership needs, or `None` for an unlabelled one.
+fn trimmed(meta: &kube::core::ObjectMeta) -> Option<((String, String), serde_json::Value)> {
+    let app = meta.labels.as_ref()?.get(LABEL_APP)?;
+    let mut metadata = serde_json::json!({
+        "labels": {LABEL_APP: app},
+        "resourceVersion": meta.resource_version,
+    });
+    let legacy = meta
+        .managed_fields
+        .iter()
+        .flatten()
+        .any(|e| e.manager.as_deref() == Some(crate::sync::ownership::LEGACY_FIELD_MANAGER));
+    if legacy && let Ok(entries) = serde_json::to_value(&meta.managed_fields) {
+        metadata["managedFields"] = entries;
+    }
+    let key = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    Some((key, serde_json::json!({ "metadata": metadata })))
 }
 
 impl Drop for Stream {
@@ -182,6 +223,28 @@ impl Watches {
         }
     }
 
+    /// What the watch of `resource` last saw of object `namespace`/`name` (`namespace` empty
+    /// for a cluster-scoped object).
+    pub fn seen(&self, resource: &ApiResource, namespace: &str, name: &str) -> Seen {
+        let hub = self.shared.lock();
+        let Some(kind) = hub.kinds.get(&KindKey::of(resource)) else {
+            return Seen::Unknown;
+        };
+        let stream = kind
+            .streams
+            .get(&Scope::Cluster)
+            .or_else(|| kind.streams.get(&Scope::Namespace(namespace.to_owned())));
+        match stream {
+            Some(stream) if stream.live => {
+                match stream.objects.get(&(namespace.to_owned(), name.to_owned())) {
+                    Some(metadata) => Seen::Labelled(metadata.clone()),
+                    None => Seen::NotLabelled,
+                }
+            }
+            _ => Seen::Unknown,
+        }
+    }
+
     /// How many watches run (one per kind, or per namespace of a kind watched per namespace).
     pub fn len(&self) -> usize {
         self.shared
@@ -247,6 +310,7 @@ impl Shared {
                 Stream {
                     id,
                     live: false,
+                    objects: HashMap::new(),
                     task,
                 },
             );
@@ -299,6 +363,12 @@ impl Hub {
         }
     }
 
+    fn stream_mut(&mut self, key: &KindKey, scope: &Scope) -> Option<&mut Stream> {
+        self.kinds
+            .get_mut(key)
+            .and_then(|k| k.streams.get_mut(scope))
+    }
+
     fn set_live(&mut self, key: &KindKey, scope: &Scope, live: bool) {
         if let Some(stream) = self
             .kinds
@@ -323,12 +393,35 @@ async fn run_stream(
     loop {
         let config = watcher::Config::default().labels(LABEL_APP);
         let mut events = std::pin::pin!(watcher::watcher(api.clone(), config));
+        // A (re)list builds the cache afresh, so objects deleted while the watch was down go.
+        let mut listing: HashMap<(String, String), serde_json::Value> = HashMap::new();
         let error = loop {
             let routed = match events.next().await {
-                Some(Ok(Event::Apply(object) | Event::Delete(object))) => {
+                Some(Ok(event @ (Event::Apply(_) | Event::Delete(_)))) => {
+                    let (deleted, object) = match event {
+                        Event::Delete(object) => (true, object),
+                        Event::Apply(object) => (false, object),
+                        _ => continue,
+                    };
                     let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
                     let name = object.metadata.name.as_deref().unwrap_or_default();
+                    let place = (namespace.to_owned(), name.to_owned());
+                    let kept = if deleted {
+                        None
+                    } else {
+                        trimmed(&object.metadata)
+                    };
                     with_stream(&shared, &key, &scope, id, |hub| {
+                        if let Some(stream) = hub.stream_mut(&key, &scope) {
+                            match kept {
+                                Some((place, metadata)) => {
+                                    stream.objects.insert(place, metadata);
+                                }
+                                None => {
+                                    stream.objects.remove(&place);
+                                }
+                            }
+                        }
                         let to = hub
                             .kinds
                             .get(&key)
@@ -342,7 +435,11 @@ async fn run_stream(
                     // Changes made before this list completed arrive as part of it, not as
                     // events: every subscriber looks again (also after the first list, which
                     // may have raced a subscriber's own first look).
+                    let listed = std::mem::take(&mut listing);
                     with_stream(&shared, &key, &scope, id, |hub| {
+                        if let Some(stream) = hub.stream_mut(&key, &scope) {
+                            stream.objects = listed;
+                        }
                         hub.set_live(&key, &scope, true);
                         let to = hub
                             .kinds
@@ -352,7 +449,14 @@ async fn run_stream(
                         hub.wake(&to);
                     })
                 }
-                Some(Ok(Event::Init | Event::InitApply(_))) => Some(()),
+                Some(Ok(Event::Init)) => {
+                    listing.clear();
+                    Some(())
+                }
+                Some(Ok(Event::InitApply(object))) => {
+                    listing.extend(trimmed(&object.metadata));
+                    Some(())
+                }
                 Some(Err(error)) => break Some(error),
                 None => break None,
             };

@@ -155,6 +155,7 @@ fn sync_policy_pb(p: SyncPolicySpec) -> pb::SyncPolicy {
         self_heal: p.self_heal,
         suspended: p.suspended,
         force: p.force,
+        adopt: p.adopt,
     }
 }
 

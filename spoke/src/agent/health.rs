@@ -9,7 +9,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::Instrument as _;
 
 use crate::model::{Health, ObjectRef, ResourceAction, ResourceResult, TargetSpec, TargetStatus};
-use crate::sync::{drift, health, report};
+use crate::sync::{drift, health, ownership, report};
 
 use super::pipeline::Attempt;
 use super::{AgentConfig, Context, send_if_changed, status_of};
@@ -149,10 +149,24 @@ pub(super) async fn heal(
         let Some(manifest) = attempt.manifests.get(object) else {
             continue;
         };
-        let applied = match ctx.cluster.resolve(&object.api_version, &object.kind).await {
-            Ok(resolved) => ctx.cluster.apply(&resolved, manifest, true).await,
-            Err(error) => Err(error),
+        let resolved = match ctx.cluster.resolve(&object.api_version, &object.kind).await {
+            Ok(resolved) => resolved,
+            Err(error) => {
+                tracing::warn!(object = %object.display_name(), %error, "could not revert drift");
+                continue;
+            }
         };
+        // Deleted and made again by someone else, it is no longer the App's to force.
+        match super::pipeline::claim(ctx, &attempt.spec, &resolved, manifest).await {
+            Ok(ownership::Claim::Apply | ownership::Claim::Adopt) => {}
+            Ok(ownership::Claim::LeaveAsIs) => continue,
+            Err(message) => {
+                tracing::warn!(object = %object.display_name(), %message, "not reverting drift");
+                continue;
+            }
+        }
+        let manager = ownership::field_manager(&attempt.spec.app);
+        let applied = ctx.cluster.apply(&resolved, manifest, &manager, true).await;
         match applied {
             Ok(applied) => {
                 tracing::info!(object = %object.display_name(), paths = %paths.join(", "), "reverted drift");

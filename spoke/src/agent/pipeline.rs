@@ -18,8 +18,9 @@ use crate::model::{
 use crate::renderer::{RenderGate, Renderers, Workspace};
 use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
 use crate::sync::retry::{self};
-use crate::sync::{drift, order, prune};
+use crate::sync::{drift, order, ownership, prune};
 use crate::telemetry;
+use crate::watch::Seen;
 
 use super::prune::prune;
 use super::{Context, send_if_changed, status_of};
@@ -314,9 +315,32 @@ async fn apply_one(
         }
     };
     render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
+    let force = match claim(ctx, spec, &resolved, manifest).await {
+        Ok(ownership::Claim::Apply) => spec.sync_policy.force,
+        Ok(ownership::Claim::Adopt) => true,
+        Ok(ownership::Claim::LeaveAsIs) => {
+            return (
+                result(
+                    manifest,
+                    ResourceAction::Unchanged,
+                    Health::Healthy,
+                    "exists and belongs to someone else; left as it is".into(),
+                ),
+                None,
+            );
+        }
+        Err(message) => {
+            tracing::warn!(object = %manifest.object.display_name(), %message, "not applied");
+            return (
+                result(manifest, ResourceAction::Failed, Health::Unknown, message),
+                None,
+            );
+        }
+    };
+    let manager = ownership::field_manager(&spec.app);
     match ctx
         .cluster
-        .apply(&resolved, manifest, spec.sync_policy.force)
+        .apply(&resolved, manifest, &manager, force)
         .await
     {
         Ok(applied) => {
@@ -345,6 +369,63 @@ async fn apply_one(
             )
         }
     }
+}
+
+/// Checks that the Target's App may write the object under `manifest`'s name (see
+/// [`ownership`]) and, for an object the shared field manager of earlier releases applied,
+/// hands that manager's fields to the App's own. The message of a refusal is the resource's.
+pub(super) async fn claim(
+    ctx: &Context,
+    spec: &TargetSpec,
+    resolved: &crate::cluster::Resolved,
+    manifest: &Manifest,
+) -> Result<ownership::Claim, String> {
+    // The shared watches know every labelled object of the kinds the Targets applied, so an
+    // object gitfleet manages costs no request; only one the cache does not know as labelled
+    // (absent, unmanaged, or a kind not watched yet) is read.
+    let object = &manifest.object;
+    let live = match ctx
+        .watches
+        .seen(&resolved.resource, &object.namespace, &object.name)
+    {
+        Seen::Labelled(metadata) => Some(metadata),
+        Seen::NotLabelled | Seen::Unknown => ctx
+            .cluster
+            .get(object)
+            .await
+            .map_err(|e| format!("reading the live object: {e}"))?,
+    };
+    let owner = live
+        .as_ref()
+        .map_or(ownership::LiveOwner::Absent, ownership::LiveOwner::of);
+    let claim = ownership::claim(
+        &spec.app,
+        &owner,
+        spec.sync_policy.adopt,
+        render::is_added_namespace(manifest),
+    )
+    .map_err(|r| r.to_string())?;
+    let Some(live) = live.filter(|_| claim != ownership::Claim::LeaveAsIs) else {
+        return Ok(claim);
+    };
+    if let Some(index) = ownership::legacy_entry(&live, &spec.app) {
+        let manager = ownership::field_manager(&spec.app);
+        match ctx
+            .cluster
+            .rename_manager(resolved, &manifest.object, &live, index, &manager)
+            .await
+        {
+            Ok(()) => {
+                tracing::info!(object = %manifest.object.display_name(), %manager, "took over the fields of the shared field manager");
+            }
+            Err(error) => {
+                // The apply that follows meets the old manager's changed fields as a conflict,
+                // which is reported: nothing is lost.
+                tracing::warn!(object = %manifest.object.display_name(), %error, "could not hand the shared field manager's fields over");
+            }
+        }
+    }
+    Ok(claim)
 }
 
 /// Adds the objects about to be applied to the Target's inventory before any is created (see

@@ -86,6 +86,7 @@ pub fn target_from_proto(t: pb::TargetSpec) -> TargetSpec {
             self_heal: policy.self_heal,
             suspended: policy.suspended,
             force: policy.force,
+            adopt: policy.adopt,
         },
         trace: t
             .trace
@@ -192,6 +193,7 @@ mod tests {
             sync_policy: Some(pb::SyncPolicy {
                 prune: true,
                 force: true,
+                adopt: true,
                 ..Default::default()
             }),
             trace: None,
@@ -200,6 +202,7 @@ mod tests {
         assert_eq!(spec.source.path, "apps/web");
         assert_eq!(spec.render.render_type, RenderType::Kustomize);
         assert!(spec.sync_policy.prune && spec.sync_policy.force && !spec.sync_policy.self_heal);
+        assert!(spec.sync_policy.adopt);
         assert_eq!(spec.spec_generation, 4);
     }
 

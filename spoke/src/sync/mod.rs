@@ -5,6 +5,7 @@
 pub mod drift;
 pub mod health;
 pub mod order;
+pub mod ownership;
 pub mod prune;
 pub mod render;
 pub mod report;

@@ -623,6 +623,13 @@ fn label(metadata: &mut Map<String, Value>, ctx: &RenderContext) {
     }
 }
 
+/// Whether `manifest` is the Namespace [`render`] added for the App (not one from Git).
+pub fn is_added_namespace(manifest: &Manifest) -> bool {
+    manifest.source_file.is_empty()
+        && manifest.group().is_empty()
+        && manifest.object.kind == "Namespace"
+}
+
 /// The Namespace gitfleet creates for an App. Never pruned: deleting a namespace deletes
 /// everything in it, including what gitfleet does not manage.
 fn namespace_manifest(ctx: &RenderContext) -> Manifest {

@@ -291,6 +291,9 @@ pub struct SyncPolicySpec {
     /// Server-side apply with force: take fields other managers own.
     #[serde(default)]
     pub force: bool,
+    /// Take over live objects no gitfleet App manages (never another App's).
+    #[serde(default)]
+    pub adopt: bool,
 }
 
 fn yes() -> bool {
@@ -304,6 +307,7 @@ impl Default for SyncPolicySpec {
             self_heal: true,
             suspended: false,
             force: false,
+            adopt: false,
         }
     }
 }

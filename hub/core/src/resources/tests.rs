@@ -537,3 +537,19 @@ fn helm_release_names_and_values_files_cannot_smuggle_flags() {
     let e = parse_yaml(&customized).unwrap_err();
     assert_eq!(e.path, "spec.customize[0].helm.releaseName");
 }
+
+#[test]
+fn sync_policy_adopt_is_off_unless_asked_for() {
+    let Resource::App(app) = parse_yaml(DESIGN_APP).unwrap() else {
+        panic!("not an app")
+    };
+    assert!(!app.spec.sync_policy.adopt);
+    let adopting = DESIGN_APP.replace("suspended: false }", "suspended: false, adopt: true }");
+    let Resource::App(app) = parse_yaml(&adopting).unwrap() else {
+        panic!("not an app")
+    };
+    assert!(app.spec.sync_policy.adopt);
+    let wrong = DESIGN_APP.replace("suspended: false }", "suspended: false, adopt: sure }");
+    let error = parse_yaml(&wrong).unwrap_err().to_string();
+    assert!(error.contains("syncPolicy.adopt"), "{error}");
+}
