@@ -2286,18 +2286,27 @@ async fn self_heal_does_not_force_over_an_object_made_again_by_someone_else() {
         .wait_for("h", "synced", |s| s.sync == SyncState::Synced)
         .await;
 
-    // Deleted, and made again at once by someone outside gitfleet.
+    // Someone outside gitfleet makes the object theirs (its labels gone, their data), in one
+    // write: a delete and a create would race selfHeal re-creating the deleted object. A write
+    // that loses to a heal (409 on the resourceVersion) is tried again from the new version.
     let api = configmaps(&bench.kubesim, "h");
-    api.delete("settings", &Default::default())
-        .await
-        .expect("delete");
-    let theirs: k8s_openapi::api::core::v1::ConfigMap = serde_json::from_value(
-        serde_json::json!({"metadata": {"name": "settings"}, "data": {"a": "theirs"}}),
-    )
-    .expect("cm");
-    api.create(&kube::api::PostParams::default(), &theirs)
-        .await
-        .expect("made again");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut live = api.get("settings").await.expect("get");
+        live.metadata.labels = None;
+        live.metadata.annotations = None;
+        live.metadata.managed_fields = None;
+        live.data = Some(std::iter::once(("a".to_owned(), "theirs".to_owned())).collect());
+        match api
+            .replace("settings", &kube::api::PostParams::default(), &live)
+            .await
+        {
+            Ok(_) => break,
+            Err(kube::Error::Api(e)) if e.code == 409 && tokio::time::Instant::now() < deadline => {
+            }
+            Err(e) => panic!("made theirs: {e}"),
+        }
+    }
     bench
         .recorder
         .wait_for("h", "drift reported", |s| s.sync == SyncState::OutOfSync)
