@@ -594,7 +594,13 @@ impl ClusterState {
         }
         if rt.generation {
             let g = match (old_value, generation) {
-                (Some(o), Some(g)) if same_spec(o, &new) => g,
+                // The fail annotation stands for a bad image: changing it is a spec change,
+                // so clients see the controller has not observed it until its step runs.
+                (Some(o), Some(g))
+                    if same_spec(o, &new) && controllers::fails(o) == controllers::fails(&new) =>
+                {
+                    g
+                }
                 (Some(_), Some(g)) => g + 1,
                 _ => 1,
             };

@@ -600,6 +600,26 @@ async fn deployments_become_available_or_fail_as_annotated() {
         ("False".into(), "MinimumReplicasUnavailable".into())
     );
 
+    // Fixing the failure (dropping the annotation, as a rollback to a good image would) is a new
+    // generation: the answer to the write already shows the old verdict as unobserved, so a
+    // client reading it never takes ProgressDeadlineExceeded for the fixed release's.
+    let fixed = apply(
+        &api,
+        "gitfleet",
+        &deployment("bad", 2, json!({"app": "bad"})),
+        false,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fixed.metadata.generation, Some(2));
+    assert_eq!(fixed.status.unwrap().observed_generation, Some(1));
+    eventually("the fixed release to become available", || async {
+        let d = api.get("bad").await.ok()?;
+        let s = d.status.clone()?;
+        (s.observed_generation == Some(2) && s.available_replicas == Some(2)).then_some(())
+    })
+    .await;
+
     // A new spec restarts the rollout: observedGeneration follows.
     apply(
         &api,
