@@ -299,7 +299,7 @@ async fn a_kind_the_spoke_may_not_watch_cluster_wide_is_watched_in_each_namespac
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_watches_know_the_owner_of_every_labelled_object_without_a_request() {
+async fn the_watches_know_every_object_and_its_owner_without_a_request() {
     let kubesim = Kubesim::start(KubesimConfig::new(["c1"]))
         .await
         .expect("kubesim");
@@ -326,15 +326,26 @@ async fn the_watches_know_the_owner_of_every_labelled_object_without_a_request()
         Seen::Labelled(metadata) => {
             Some(metadata["metadata"]["labels"]["gitfleet.dev/app"].to_string())
         }
-        Seen::NotLabelled => None,
+        Seen::Unlabelled | Seen::Absent => None,
         Seen::Unknown => panic!("the watch is live"),
     };
     assert_eq!(app_of("settings").as_deref(), Some("\"shop\""));
     // An object no Target subscribed to is known too: whose it is matters to every Target.
     assert_eq!(app_of("blogs").as_deref(), Some("\"blog\""));
     assert_eq!(app_of("absent"), None);
-
+    // Absent and someone else's differ without a read: only the latter needs syncPolicy.adopt.
+    assert_eq!(watches.seen(&resource, "shop", "absent"), Seen::Absent);
     let api: Api<ConfigMap> = Api::namespaced(client.clone(), "shop");
+    let mut theirs = ConfigMap::default();
+    theirs.metadata.name = Some("theirs".into());
+    api.create(&Default::default(), &theirs)
+        .await
+        .expect("create");
+    wait_until("the unlabelled object is seen", || {
+        watches.seen(&resource, "shop", "theirs") == Seen::Unlabelled
+    })
+    .await;
+
     api.delete("blogs", &Default::default())
         .await
         .expect("delete");

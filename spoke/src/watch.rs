@@ -2,9 +2,10 @@
 //! within moments instead of at the next poll.
 //!
 //! One [`Watches`] per cluster runs **one watch per kind** (per API resource), cluster-wide and
-//! metadata-only, selecting every object gitfleet applied by the `gitfleet.dev/app` label that
-//! the renderer puts on all of them. Each Target [subscribes](Watches::subscribe) with the objects
-//! it applied; an event wakes only the Targets that named the object (see [`routing`]). Where the
+//! metadata-only, over every object of that kind (not only those carrying the `gitfleet.dev/app`
+//! label the renderer puts on gitfleet's objects: ownership must tell an absent object from
+//! someone else's without reading it). Each Target [subscribes](Watches::subscribe) with the
+//! objects it applies; an event wakes only the Targets that named the object (see [`routing`]). Where the
 //! spoke may not list a kind cluster-wide (a namespaced RBAC setup answers 403), that kind is
 //! watched in each namespace its subscribers use instead. The last subscriber of a kind leaving
 //! stops its watch.
@@ -12,10 +13,11 @@
 //! A watch only says *that* something changed; the agent then reads the objects back and decides
 //! (drift, health) as before, so a missed event costs latency, never correctness: the agent's
 //! slow poll stays as the safety net. No object bodies are kept: events carry metadata only, and
-//! of that each watch keeps, per object, only what ownership needs ([`Watches::seen`]: the
-//! App label, the resourceVersion, and `managedFields` only while the shared field manager of
-//! earlier releases still holds an entry), so that the check before an apply costs no request
-//! for an object gitfleet already manages.
+//! of that each watch keeps, per object, only what ownership needs ([`Watches::seen`]: for a
+//! labelled object the App label, the resourceVersion, and `managedFields` only while the shared
+//! field manager of earlier releases still holds an entry; for any other object its name alone),
+//! so that the check before an apply costs no request per object: a first sync waits for one
+//! list per kind instead ([`Subscription::listed`]).
 
 pub mod routing;
 
@@ -98,9 +100,9 @@ struct Stream {
     /// Listed and watching (false until the first list, and after an error until it listed
     /// again).
     live: bool,
-    /// The labelled objects of this scope as of the last list and the events since, keyed by
-    /// (namespace, name): see [`trimmed`].
-    objects: HashMap<(String, String), serde_json::Value>,
+    /// The objects of this scope as of the last list and the events since, keyed by
+    /// (namespace, name): for a labelled one what [`trimmed`] keeps, `None` for any other.
+    objects: HashMap<(String, String), Option<serde_json::Value>>,
     task: JoinHandle<()>,
 }
 
@@ -109,17 +111,23 @@ struct Stream {
 pub enum Seen {
     /// A gitfleet-labelled object, as `{"metadata": {...}}` trimmed to what ownership reads.
     Labelled(serde_json::Value),
-    /// The watch of its kind and scope is live and has no labelled object under that name: it
-    /// is absent or carries no gitfleet label (the watches select by label, so which of the two
-    /// takes a read of the object).
-    NotLabelled,
+    /// An object without gitfleet's label.
+    Unlabelled,
+    /// The watch of its kind and scope is live and has no object under that name.
+    Absent,
     /// Nothing watches that kind there yet (or its watch is relisting).
     Unknown,
 }
 
-/// The metadata of a labelled object that ownership needs, or `None` for an unlabelled one.
-fn trimmed(meta: &kube::core::ObjectMeta) -> Option<((String, String), serde_json::Value)> {
-    let app = meta.labels.as_ref()?.get(LABEL_APP)?;
+/// An object's place, and the metadata ownership needs if it is labelled (`None` otherwise).
+fn trimmed(meta: &kube::core::ObjectMeta) -> ((String, String), Option<serde_json::Value>) {
+    let key = (
+        meta.namespace.clone().unwrap_or_default(),
+        meta.name.clone().unwrap_or_default(),
+    );
+    let Some(app) = meta.labels.as_ref().and_then(|l| l.get(LABEL_APP)) else {
+        return (key, None);
+    };
     let mut metadata = serde_json::json!({
         "labels": {LABEL_APP: app},
         "resourceVersion": meta.resource_version,
@@ -132,11 +140,7 @@ fn trimmed(meta: &kube::core::ObjectMeta) -> Option<((String, String), serde_jso
     if legacy && let Ok(entries) = serde_json::to_value(&meta.managed_fields) {
         metadata["managedFields"] = entries;
     }
-    let key = (
-        meta.namespace.clone().unwrap_or_default(),
-        meta.name.clone().unwrap_or_default(),
-    );
-    Some((key, serde_json::json!({ "metadata": metadata })))
+    (key, Some(serde_json::json!({ "metadata": metadata })))
 }
 
 impl Drop for Stream {
@@ -237,8 +241,9 @@ impl Watches {
         match stream {
             Some(stream) if stream.live => {
                 match stream.objects.get(&(namespace.to_owned(), name.to_owned())) {
-                    Some(metadata) => Seen::Labelled(metadata.clone()),
-                    None => Seen::NotLabelled,
+                    Some(Some(metadata)) => Seen::Labelled(metadata.clone()),
+                    Some(None) => Seen::Unlabelled,
+                    None => Seen::Absent,
                 }
             }
             _ => Seen::Unknown,
@@ -391,10 +396,10 @@ async fn run_stream(
 ) {
     let mut pause = RETRY_MIN;
     loop {
-        let config = watcher::Config::default().labels(LABEL_APP);
+        let config = watcher::Config::default();
         let mut events = std::pin::pin!(watcher::watcher(api.clone(), config));
         // A (re)list builds the cache afresh, so objects deleted while the watch was down go.
-        let mut listing: HashMap<(String, String), serde_json::Value> = HashMap::new();
+        let mut listing: HashMap<(String, String), Option<serde_json::Value>> = HashMap::new();
         let error = loop {
             let routed = match events.next().await {
                 Some(Ok(event @ (Event::Apply(_) | Event::Delete(_)))) => {
@@ -406,11 +411,7 @@ async fn run_stream(
                     let namespace = object.metadata.namespace.as_deref().unwrap_or_default();
                     let name = object.metadata.name.as_deref().unwrap_or_default();
                     let place = (namespace.to_owned(), name.to_owned());
-                    let kept = if deleted {
-                        None
-                    } else {
-                        trimmed(&object.metadata)
-                    };
+                    let kept = (!deleted).then(|| trimmed(&object.metadata));
                     with_stream(&shared, &key, &scope, id, |hub| {
                         if let Some(stream) = hub.stream_mut(&key, &scope) {
                             match kept {
@@ -454,7 +455,8 @@ async fn run_stream(
                     Some(())
                 }
                 Some(Ok(Event::InitApply(object))) => {
-                    listing.extend(trimmed(&object.metadata));
+                    let (place, metadata) = trimmed(&object.metadata);
+                    listing.insert(place, metadata);
                     Some(())
                 }
                 Some(Err(error)) => break Some(error),
@@ -544,6 +546,21 @@ impl Subscription {
                 })
             })
         })
+    }
+
+    /// Waits until every watch this subscription depends on has listed, or `deadline` passed;
+    /// returns whether they all did. Before the first apply of a kind, one list answers the
+    /// ownership check for all its objects (instead of a read of each).
+    pub async fn listed(&self, deadline: tokio::time::Instant) -> bool {
+        loop {
+            if self.working() {
+                return true;
+            }
+            tokio::select! {
+                () = self.waker.notify.notified() => {}
+                () = tokio::time::sleep_until(deadline) => return self.working(),
+            }
+        }
     }
 
     /// How many kinds this subscription watches (kinds the server does not resolve are not

@@ -413,6 +413,9 @@ async fn resource(
             Ok(respond(200, "application/json", out))
         }
         (Method::GET, Some(name)) => {
+            cluster
+                .object_reads
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
             let obj = cluster.lock().get(&rt, &ns, name)?;
             if table {
                 let rv = obj.rv;

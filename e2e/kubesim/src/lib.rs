@@ -248,6 +248,14 @@ impl KubesimHandle {
         state.get(&rt, ns, name).ok().map(|o| o.value())
     }
 
+    /// How many GETs of one named object the cluster served so far (lists and watches are not
+    /// counted).
+    pub fn object_reads(&self, cluster: &str) -> u64 {
+        self.sim.cluster(cluster).map_or(0, |c| {
+            c.object_reads.load(std::sync::atomic::Ordering::Relaxed)
+        })
+    }
+
     /// Every object in a cluster, for assertions.
     pub fn list_objects(&self, cluster: &str) -> Vec<Value> {
         let Some(c) = self.sim.cluster(cluster) else {

@@ -28,6 +28,9 @@ pub fn now_rfc3339() -> String {
 pub struct Cluster {
     pub name: String,
     state: Mutex<ClusterState>,
+    /// GETs of one named object served so far (lists and watches not counted): lets tests
+    /// show what a client reads per object.
+    pub object_reads: std::sync::atomic::AtomicU64,
 }
 
 impl Cluster {
@@ -66,6 +69,7 @@ impl Sim {
             Arc::new(Cluster {
                 name: name.to_string(),
                 state: Mutex::new(ClusterState::new(self.history_cap, &now_rfc3339())),
+                object_reads: std::sync::atomic::AtomicU64::new(0),
             })
         });
     }

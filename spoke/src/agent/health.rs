@@ -31,6 +31,7 @@ pub(super) async fn watch_health(
         .watches
         .subscribe(&attempt.spec.app, attempt.manifests.keys())
         .await;
+    drop(attempt.listing.take());
     let mut quiet_rounds: u32 = 0;
     // Health is watched in a `health` span of the sync until the Target first settles, which
     // ends the sync's part of the change's trace; later checks run in a `watch` span, which is
@@ -156,12 +157,20 @@ pub(super) async fn heal(
                 continue;
             }
         };
-        // Deleted and made again by someone else, it is no longer the App's to force.
+        // Deleted and made again by someone else, it is no longer the App's to force: the
+        // resource fails with the owner's name (in the report, where the user looks) and is no
+        // longer watched for drift, until the next sync checks it again.
         match super::pipeline::claim(ctx, &attempt.spec, &resolved, manifest).await {
             Ok(ownership::Claim::Apply | ownership::Claim::Adopt) => {}
             Ok(ownership::Claim::LeaveAsIs) => continue,
             Err(message) => {
                 tracing::warn!(object = %object.display_name(), %message, "not reverting drift");
+                attempt.expected.remove(object);
+                if let Some(r) = attempt.resources.iter_mut().find(|r| &r.object == object) {
+                    r.action = ResourceAction::Failed;
+                    r.health = Health::Unknown;
+                    r.message = format!("not reverting drift: {message}");
+                }
                 continue;
             }
         }

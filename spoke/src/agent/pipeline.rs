@@ -35,7 +35,14 @@ pub(super) struct Attempt {
     pub(super) expected: HashMap<ObjectRef, serde_json::Value>,
     pub(super) fatal: Option<String>,
     pub(super) finished: Instant,
+    /// The watches of the rendered objects' kinds, started before the apply so that ownership
+    /// reads their cache; kept until the health watch has subscribed, so they never restart.
+    pub(super) listing: Option<crate::watch::Subscription>,
 }
+
+/// How long a sync waits for the watches of kinds it applies to list before it checks
+/// ownership by reading each object instead (a kind the spoke may not list, a huge kind).
+const LIST_WAIT: Duration = Duration::from_secs(10);
 
 /// What fetching a Target's commit came to.
 enum Fetched {
@@ -138,6 +145,7 @@ pub(super) async fn sync_once(
         expected: HashMap::new(),
         fatal: Some(message),
         finished: Instant::now(),
+        listing: None,
     };
     let metrics = &ctx.config.metrics;
     let files = match fetch(ctx, spec, credential, last, spec_rx).await {
@@ -185,6 +193,24 @@ pub(super) async fn sync_once(
         .map(invalid_file)
         .collect();
     record_intent(ctx, spec, &rendered.manifests).await;
+    let placed: Vec<ObjectRef> = rendered
+        .manifests
+        .iter()
+        .map(|m| {
+            let mut object = m.object.clone();
+            if object.namespace.is_empty() {
+                object.namespace.clone_from(&spec.namespace);
+            }
+            object
+        })
+        .collect();
+    let listing = ctx.watches.subscribe(&spec.app, &placed).await;
+    if !listing
+        .listed(tokio::time::Instant::now() + LIST_WAIT)
+        .await
+    {
+        tracing::debug!("not every watched kind has listed; reading those objects instead");
+    }
     let crds = served_by_crds(&rendered.manifests);
     let span = tracing::info_span!("apply", objects = rendered.manifests.len());
     let mut manifests = HashMap::new();
@@ -263,6 +289,7 @@ pub(super) async fn sync_once(
         expected,
         fatal: None,
         finished: Instant::now(),
+        listing: Some(listing),
     })
 }
 
@@ -389,7 +416,9 @@ pub(super) async fn claim(
         .seen(&resolved.resource, &object.namespace, &object.name)
     {
         Seen::Labelled(metadata) => Some(metadata),
-        Seen::NotLabelled | Seen::Unknown => ctx
+        Seen::Unlabelled => Some(serde_json::json!({"metadata": {}})),
+        Seen::Absent => None,
+        Seen::Unknown => ctx
             .cluster
             .get(object)
             .await
