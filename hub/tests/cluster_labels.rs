@@ -214,6 +214,23 @@ async fn a_bad_label_is_refused_by_name_and_changes_nothing() {
         .unwrap_err();
     assert_eq!(err.code(), Code::PermissionDenied, "{err}");
     assert_eq!(labels_of(&mut admin, "edge-2").await, []);
+
+    // A revoked cluster is not relabeled: placement no longer reads its labels.
+    access
+        .revoke_cluster(pb::RevokeClusterRequest {
+            name: "edge-2".into(),
+        })
+        .await
+        .unwrap();
+    let err = access
+        .label_cluster(label("edge-2", &[("env", "prod")], &[], false))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err}");
+    assert_eq!(
+        err.message(),
+        r#"cluster "edge-2" has been revoked; its labels no longer matter"#
+    );
     hub.shutdown().await;
 }
 
