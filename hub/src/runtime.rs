@@ -15,7 +15,6 @@ use gitfleet_proto::v1::registration_server::RegistrationServer;
 use gitfleet_proto::v1::rollouts_server::RolloutsServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
-use tokio_stream::wrappers::TcpListenerStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Certificate, Identity, Server, ServerTlsConfig};
 use tracing::{info, warn};
@@ -68,6 +67,9 @@ pub struct HubConfig {
     pub tls_handshake_timeout: Duration,
     /// The largest webhook request body the HTTP listener reads; larger ones get 413.
     pub webhook_max_body_bytes: usize,
+    /// Connections each listener keeps at once, and how long one may stay silent (see
+    /// [`crate::listener`]).
+    pub connection_limits: crate::listener::Limits,
 }
 
 /// The TLS handshake timeout of the gRPC listener when none is configured.
@@ -109,6 +111,7 @@ impl HubConfig {
             register_rate_limit: crate::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             webhook_max_body_bytes: crate::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES,
+            connection_limits: crate::listener::Limits::default(),
         }
     }
 
@@ -305,7 +308,9 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
     let mut tasks = Vec::new();
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
-        let incoming = TcpListenerStream::new(grpc_listener);
+        let incoming =
+            crate::listener::GuardedListener::new(grpc_listener, config.connection_limits, "gRPC")
+                .into_stream();
         if let Err(e) = server
             .serve_with_incoming_shutdown(incoming, stop.cancelled_owned())
             .await
@@ -328,7 +333,10 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 config.webhook_max_body_bytes,
             );
             let stop = shutdown.clone();
+            let connection_limits = config.connection_limits;
             tasks.push(tokio::spawn(async move {
+                let listener =
+                    crate::listener::GuardedListener::new(listener, connection_limits, "HTTP");
                 if let Err(e) = axum::serve(listener, router)
                     .with_graceful_shutdown(stop.cancelled_owned())
                     .await

@@ -108,3 +108,112 @@ async fn http2_limits_are_announced_to_every_client() {
     );
     hub.shutdown().await;
 }
+
+/// A TLS session with the hub (no client certificate) that then sends nothing at all; returns
+/// how the hub ended it (Ok(()) when it closed the connection within the test's deadline).
+fn silent_after_handshake(addr: std::net::SocketAddr, ca_pem: &str) -> Result<(), String> {
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
+        roots.add(cert.unwrap()).unwrap();
+    }
+    let mut tls = rustls::ClientConfig::builder()
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    tls.alpn_protocols = vec![b"h2".to_vec()];
+    let name = ServerName::try_from(addr.ip().to_string()).unwrap();
+    let mut conn = rustls::ClientConnection::new(Arc::new(tls), name).unwrap();
+    let mut sock = TcpStream::connect(addr).unwrap();
+    // The deadline of this test, not a pause: the hub must close the socket well before.
+    sock.set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    while conn.is_handshaking() {
+        conn.complete_io(&mut sock)
+            .map_err(|e| format!("handshake: {e}"))?;
+    }
+    // No preface, nothing: read (the hub's SETTINGS may come) until the hub hangs up.
+    let mut stream = rustls::StreamOwned::new(conn, sock);
+    let mut buf = [0u8; 1024];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return Ok(()),
+            Ok(_) => {}
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::UnexpectedEof
+                ) =>
+            {
+                return Ok(());
+            }
+            Err(e) => return Err(format!("still connected: {e}")),
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_client_that_says_nothing_after_its_handshake_is_closed() {
+    let (_tmp, data) = data_dir();
+    let mut config = runtime::HubConfig::for_tests(&data);
+    config.connection_limits.idle_timeout = Duration::from_millis(500);
+    let hub = runtime::start(config).await.unwrap();
+    let (addr, ca) = (hub.grpc_addr(), hub.ca_pem().to_owned());
+    let outcome = tokio::task::spawn_blocking(move || silent_after_handshake(addr, &ca))
+        .await
+        .unwrap();
+    assert_eq!(outcome, Ok(()), "a silent client kept its connection");
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn connections_beyond_the_limit_are_closed_and_a_freed_slot_serves_again() {
+    let (_tmp, data) = data_dir();
+    let mut config = runtime::HubConfig::for_tests(&data);
+    config.connection_limits.max_connections = 2;
+    // Long enough that only the limit can close the third connection within the deadline.
+    config.tls_handshake_timeout = Duration::from_secs(120);
+    let hub = runtime::start(config).await.unwrap();
+    let addr = hub.grpc_addr();
+    let held: Vec<TcpStream> = (0..2).map(|_| TcpStream::connect(addr).unwrap()).collect();
+    let third = tokio::task::spawn_blocking(move || {
+        let mut third = TcpStream::connect(addr).unwrap();
+        third
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let mut buf = [0u8; 16];
+        third.read(&mut buf).map_err(|e| e.kind())
+    })
+    .await
+    .unwrap();
+    assert!(
+        matches!(third, Ok(0) | Err(std::io::ErrorKind::ConnectionReset)),
+        "the connection over the limit was kept: {third:?}"
+    );
+
+    // Once the two held connections go, their slots serve a real client again.
+    drop(held);
+    let cfg = admin_config(&hub);
+    let ctx = cfg.context(None).unwrap();
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let listed = async {
+            let ch = try_channel(
+                &ctx.server,
+                &ctx.certificate_authority_data,
+                Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+            )
+            .await
+            .map_err(|e| e.to_string())?;
+            gitfleet_proto::v1::admin_client::AdminClient::new(ch)
+                .list_clusters(gitfleet_proto::v1::ListClustersRequest::default())
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .await;
+        match listed {
+            Ok(_) => break,
+            Err(_) if tokio::time::Instant::now() < deadline => tokio::task::yield_now().await,
+            Err(e) => panic!("no slot was freed: {e}"),
+        }
+    }
+    hub.shutdown().await;
+}

@@ -97,6 +97,15 @@ struct Serve {
     /// The largest webhook request body the hub reads, in bytes; larger deliveries get 413.
     #[arg(long, env = "GITFLEET_WEBHOOK_MAX_BODY_BYTES", default_value_t = gitfleet_hub::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES)]
     webhook_max_body_bytes: usize,
+    /// Connections each listener (gRPC, HTTP) keeps at once; beyond that a new connection is
+    /// closed as soon as it is accepted. Count one per spoke, plus admins and webhooks.
+    #[arg(long, env = "GITFLEET_MAX_CONNECTIONS", default_value_t = gitfleet_hub::listener::DEFAULT_MAX_CONNECTIONS)]
+    max_connections: usize,
+    /// A connection with no byte read or written for this long is closed (a client that
+    /// finishes its TLS handshake and then says nothing). The hub's HTTP/2 keepalive keeps
+    /// quiet spokes well within it; it must exceed that keepalive's 40 s.
+    #[arg(long, env = "GITFLEET_IDLE_CONNECTION_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
+    idle_connection_timeout: Duration,
 }
 
 #[tokio::main]
@@ -133,6 +142,17 @@ async fn main() -> anyhow::Result<()> {
         Some(path) => gitfleet_hub::credentials::load(path)?,
         None => Default::default(),
     };
+    let connection_limits = gitfleet_hub::listener::Limits {
+        max_connections: args.max_connections,
+        idle_timeout: args.idle_connection_timeout,
+    };
+    connection_limits
+        .check(
+            runtime::HTTP2_KEEPALIVE_INTERVAL,
+            runtime::HTTP2_KEEPALIVE_TIMEOUT,
+        )
+        .map_err(anyhow::Error::msg)
+        .context("--max-connections / --idle-connection-timeout")?;
     let config = HubConfig {
         grpc_listen: args.grpc_listen,
         http_listen: Some(args.http_listen),
@@ -159,6 +179,7 @@ async fn main() -> anyhow::Result<()> {
         register_rate_limit: args.register_rate_limit,
         tls_handshake_timeout: args.tls_handshake_timeout,
         webhook_max_body_bytes: args.webhook_max_body_bytes,
+        connection_limits,
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)
