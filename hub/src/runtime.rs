@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use gitfleet_proto::MAX_MESSAGE_BYTES;
 use gitfleet_proto::v1::access_server::AccessServer;
 use gitfleet_proto::v1::admin_server::AdminServer;
+use gitfleet_proto::v1::audit_server::AuditServer;
 use gitfleet_proto::v1::link_server::LinkServer;
 use gitfleet_proto::v1::registration_server::RegistrationServer;
 use gitfleet_proto::v1::rollouts_server::RolloutsServer;
+use gitfleet_proto::v1::users_server::UsersServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_stream::wrappers::TcpListenerStream;
@@ -27,6 +29,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
 use crate::grpc::rollouts::RolloutsService;
+use crate::grpc::users::{AuditService, UsersService};
 use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
@@ -68,6 +71,8 @@ pub struct HubConfig {
     pub tls_handshake_timeout: Duration,
     /// The largest webhook request body the HTTP listener reads; larger ones get 413.
     pub webhook_max_body_bytes: usize,
+    /// How much of the audit log the hub keeps (the newest entries, none older than an age).
+    pub audit_retention: gitfleet_core::users::AuditRetention,
 }
 
 /// The TLS handshake timeout of the gRPC listener when none is configured.
@@ -109,6 +114,7 @@ impl HubConfig {
             register_rate_limit: crate::grpc::rate_limit::DEFAULT_REGISTER_PER_MINUTE,
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             webhook_max_body_bytes: crate::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES,
+            audit_retention: Default::default(),
         }
     }
 
@@ -246,6 +252,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             require_approval: config.require_approval,
             fleet: config.fleet.clone(),
             metrics: Arc::new(HubMetrics::new(Some(data.join("store")))),
+            audit_retention: config.audit_retention,
         },
         shutdown.clone(),
     )
@@ -299,6 +306,16 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         )
         .add_service(
             RolloutsServer::new(RolloutsService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            UsersServer::new(UsersService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AuditServer::new(AuditService::new(Arc::clone(&engine)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

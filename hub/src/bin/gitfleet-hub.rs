@@ -97,6 +97,12 @@ struct Serve {
     /// The largest webhook request body the hub reads, in bytes; larger deliveries get 413.
     #[arg(long, env = "GITFLEET_WEBHOOK_MAX_BODY_BYTES", default_value_t = gitfleet_hub::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES)]
     webhook_max_body_bytes: usize,
+    /// The audit log keeps at most this many entries (the oldest go first).
+    #[arg(long, env = "GITFLEET_AUDIT_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_max_entries: u64,
+    /// The audit log keeps no entry older than this.
+    #[arg(long, env = "GITFLEET_AUDIT_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
+    audit_max_age: Duration,
 }
 
 #[tokio::main]
@@ -159,6 +165,10 @@ async fn main() -> anyhow::Result<()> {
         register_rate_limit: args.register_rate_limit,
         tls_handshake_timeout: args.tls_handshake_timeout,
         webhook_max_body_bytes: args.webhook_max_body_bytes,
+        audit_retention: gitfleet_core::users::AuditRetention {
+            max_entries: usize::try_from(args.audit_max_entries).unwrap_or(usize::MAX),
+            max_age: args.audit_max_age,
+        },
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)
