@@ -198,7 +198,7 @@ impl Engine {
 /// A duration in whole days when it is one (`90d`), else as humantime writes it.
 fn days(d: Duration) -> String {
     const DAY: u64 = 24 * 3600;
-    if d.as_secs() % DAY == 0 && !d.is_zero() {
+    if d.as_secs().is_multiple_of(DAY) && !d.is_zero() {
         format!("{}d", d.as_secs() / DAY)
     } else {
         humantime::format_duration(d).to_string()

@@ -26,7 +26,7 @@ use gitfleet_proto::v1 as pb;
 
 pub use args::{Cli, ColorChoice, Command, OutputFormat};
 
-use crate::client::config::{ConfigError, ConfigFile as _};
+use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{
     AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand, UserCommand,
@@ -493,7 +493,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 // The file itself is the output: `... > alice.gitfleetconfig`.
                 return Ok(credentials.to_yaml());
             };
-            credentials.save(&file)?;
+            crate::client::config::ConfigFile::save(&credentials, &file)?;
             let mut report =
                 response
                     .user
