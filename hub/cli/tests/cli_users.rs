@@ -416,3 +416,41 @@ async fn an_upgraded_hub_makes_its_existing_admin_credential_the_user_admin() {
     assert_eq!((me.name.as_str(), me.role.as_str()), ("admin", "admin"));
     hub.shutdown().await;
 }
+
+/// The hub renews its own admin certificate (here: the files are gone, so it issues a new one
+/// at start): the user `admin` moves to it, unless `admin` was revoked.
+#[tokio::test]
+async fn the_hubs_renewed_admin_credential_stays_the_user_admin_unless_revoked() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let old = admin_config(&hub);
+    hub.shutdown().await;
+    let renew = |data: &Path| {
+        std::fs::remove_file(data.join("pki/admin.crt")).unwrap();
+        std::fs::remove_file(data.join("pki/admin.key")).unwrap();
+    };
+    renew(&data);
+    let hub = start_hub(&data).await;
+    let new = admin_config(&hub);
+    assert_ne!(
+        new.contexts[0].client_certificate_data,
+        old.contexts[0].client_certificate_data
+    );
+    let me: WhoamiReport = serde_json::from_str(
+        &cli(hub.admin_config_path(), &["whoami", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(me.name, "admin");
+
+    // Revoked (another admin exists), then renewed again: it stays revoked.
+    let root = create_user(hub.admin_config_path(), &data, "root", &["--role", "admin"]).await;
+    cli(&root, &["user", "revoke", "admin"]).await.unwrap();
+    hub.shutdown().await;
+    renew(&data);
+    let hub = start_hub(&data).await;
+    let err = cli(hub.admin_config_path(), &["whoami"]).await.unwrap_err();
+    assert_eq!(err.to_string(), "user \"admin\" was revoked");
+    hub.shutdown().await;
+}
