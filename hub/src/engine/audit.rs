@@ -7,6 +7,28 @@ use gitfleet_core::users::{AuditOutcome, AuditRecord};
 use super::{Engine, EngineError};
 use crate::pki::now_unix;
 
+#[cfg(test)]
+mod tests;
+
+/// An entry's target and message are cut at these many bytes: what a caller sends (a
+/// document's origin) or causes (a validation error per document) must not make one entry
+/// megabytes long.
+const MAX_TARGET: usize = 1024;
+const MAX_MESSAGE: usize = 4096;
+
+/// `text`, cut at a character boundary within `max` bytes, saying so.
+fn bounded(mut text: String, max: usize) -> String {
+    if text.len() > max {
+        let mut end = max;
+        while !text.is_char_boundary(end) {
+            end -= 1;
+        }
+        text.truncate(end);
+        text.push_str(" …(cut)");
+    }
+    text
+}
+
 /// An audited call under way: its entry is recorded as `unanswered` until finished.
 #[derive(Debug)]
 pub struct AuditEntry {
@@ -20,7 +42,7 @@ impl AuditEntry {
 
     /// Names what the call turned out to be about (an apply's resources, once parsed).
     pub fn set_target(&mut self, target: String) {
-        self.record.target = target;
+        self.record.target = bounded(target, MAX_TARGET);
     }
 }
 
@@ -38,7 +60,7 @@ impl Engine {
             at_unix: now_unix(),
             user: user.to_owned(),
             action: action.name().to_owned(),
-            target,
+            target: bounded(target, MAX_TARGET),
             outcome: AuditOutcome::Unanswered,
             message: String::new(),
         };
@@ -54,7 +76,7 @@ impl Engine {
         message: String,
     ) -> Result<(), EngineError> {
         entry.record.outcome = outcome;
-        entry.record.message = message;
+        entry.record.message = bounded(message, MAX_MESSAGE);
         self.store.put_audit(&entry.record)?;
         self.store.flush().await?;
         Ok(())
