@@ -30,6 +30,7 @@ use crate::pki::{Pki, PkiError};
 use crate::resources::{App, ClusterGroup, Repo, Resource};
 use crate::store::{Store, StoreError};
 
+mod audit;
 mod clusters;
 mod desired;
 mod events;
@@ -40,7 +41,9 @@ mod repo_secrets;
 mod repos;
 mod resources;
 mod rollouts;
+mod users;
 
+pub use audit::AuditEntry;
 pub use clusters::{
     Issued, NewToken, PENDING_RETRY, RegisterOutcome, Registration, RegistrationWork, TokenSpec,
     token_hash,
@@ -54,6 +57,7 @@ pub use links::{ConnectHook, Connection};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
 use repos::{ChangeOrigin, Followed};
 pub use resources::Applied;
+pub use users::{NewUser, app_project};
 
 #[derive(Debug, thiserror::Error)]
 pub enum EngineError {
@@ -89,6 +93,8 @@ pub struct EngineConfig {
     pub fleet: Option<crate::fleetsync::FleetSource>,
     /// Prometheus metrics the engine and its adapters update.
     pub metrics: Arc<crate::metrics::HubMetrics>,
+    /// How much of the audit log the hub keeps.
+    pub audit_retention: gitfleet_core::users::AuditRetention,
 }
 
 /// Held by every change to desired state (see the module's documentation).
@@ -147,6 +153,7 @@ impl Engine {
         config: EngineConfig,
         shutdown: CancellationToken,
     ) -> Result<Arc<Self>, EngineError> {
+        store.set_audit_retention(config.audit_retention);
         let engine = Arc::new(Self {
             bus: EventBus::new(store.clone()),
             store,
@@ -182,6 +189,7 @@ impl Engine {
                     .insert(c.name.clone(), c.last_contact_unix);
             }
         }
+        engine.bootstrap_admin().await?;
         // Placement may have changed shape since the store was written (a newer hub).
         engine.recompute().await?;
         for r in engine.store.resources()? {

@@ -48,6 +48,8 @@ pub enum PkiError {
         what: &'static str,
         source: rcgen::Error,
     },
+    #[error("{0}")]
+    InvalidName(String),
     #[error("invalid certificate signing request: {0}")]
     InvalidCsr(String),
     #[error("{path} does not hold a valid certificate: {message}")]
@@ -178,6 +180,13 @@ pub fn cert_key_pem(cert_pem: &str) -> Result<CertKey, IdentityError> {
 
 fn key_fingerprint(public_key: &[u8]) -> String {
     hex::encode(sha2::Sha256::digest(public_key))
+}
+
+/// A user's new credential and the key it certifies (what the user's record binds).
+#[derive(Debug, Clone)]
+pub struct IssuedUser {
+    pub credential: KeyedCert,
+    pub key: CertKey,
 }
 
 /// A certificate and its private key, PEM.
@@ -411,6 +420,29 @@ impl Pki {
             certificate_pem: cert.pem(),
             not_after_unix,
             key_fingerprint: csr.key_fingerprint.clone(),
+        })
+    }
+
+    /// Issues a user's credential: a new key (made here, handed back, never stored) and a
+    /// certificate naming `spiffe://gitfleet/admin/<name>` for it.
+    pub fn issue_user(&self, name: &str, validity: Duration) -> Result<IssuedUser, PkiError> {
+        if let Some(problem) = dns1123_label_problem(name) {
+            return Err(PkiError::InvalidName(format!(
+                "user name {name:?} {problem}"
+            )));
+        }
+        let key = new_key()?;
+        let cert_pem = self.client_cert(&key, name, &format!("{SPIFFE_ADMIN}{name}"), validity)?;
+        let issued = cert_key_pem(&cert_pem).map_err(|e| PkiError::BadCertificate {
+            path: PathBuf::from(format!("(the certificate of user {name})")),
+            message: e.to_string(),
+        })?;
+        Ok(IssuedUser {
+            credential: KeyedCert {
+                cert_pem,
+                key_pem: key.serialize_pem(),
+            },
+            key: issued,
         })
     }
 

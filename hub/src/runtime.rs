@@ -10,9 +10,11 @@ use std::time::{Duration, Instant};
 use gitfleet_proto::MAX_MESSAGE_BYTES;
 use gitfleet_proto::v1::access_server::AccessServer;
 use gitfleet_proto::v1::admin_server::AdminServer;
+use gitfleet_proto::v1::audit_server::AuditServer;
 use gitfleet_proto::v1::link_server::LinkServer;
 use gitfleet_proto::v1::registration_server::RegistrationServer;
 use gitfleet_proto::v1::rollouts_server::RolloutsServer;
+use gitfleet_proto::v1::users_server::UsersServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -26,6 +28,7 @@ use crate::grpc::admin::AdminService;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
 use crate::grpc::rollouts::RolloutsService;
+use crate::grpc::users::{AuditService, UsersService};
 use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
@@ -70,6 +73,8 @@ pub struct HubConfig {
     /// Connections each listener keeps at once, and how long one may stay silent (see
     /// [`crate::listener`]).
     pub connection_limits: crate::listener::Limits,
+    /// How much of the audit log the hub keeps (the newest entries, none older than an age).
+    pub audit_retention: gitfleet_core::users::AuditRetention,
 }
 
 /// The TLS handshake timeout of the gRPC listener when none is configured.
@@ -112,6 +117,7 @@ impl HubConfig {
             tls_handshake_timeout: DEFAULT_TLS_HANDSHAKE_TIMEOUT,
             webhook_max_body_bytes: crate::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES,
             connection_limits: crate::listener::Limits::default(),
+            audit_retention: Default::default(),
         }
     }
 
@@ -249,6 +255,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             require_approval: config.require_approval,
             fleet: config.fleet.clone(),
             metrics: Arc::new(HubMetrics::new(Some(data.join("store")))),
+            audit_retention: config.audit_retention,
         },
         shutdown.clone(),
     )
@@ -302,6 +309,16 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         )
         .add_service(
             RolloutsServer::new(RolloutsService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            UsersServer::new(UsersService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            AuditServer::new(AuditService::new(Arc::clone(&engine)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );

@@ -17,7 +17,11 @@
 //! - [`fleetsync`]: what a commit of the fleet path asks the hub to apply and delete.
 //! - [`webhook`]: verifying Git hosts' push webhooks and finding the Repos they name.
 //! - [`git`]: which Apps a commit touches; which tag a semver range picks.
+//! - [`authz`]: who may do what through the admin API (role × action × Project).
+//! - [`users`]: the admin API's users (records bound to their certificates) and the audit
+//!   log's entries and retention.
 
+pub mod authz;
 pub mod cluster_labels;
 pub mod credential_scope;
 pub mod documents;
@@ -29,5 +33,6 @@ pub mod link;
 pub mod model;
 pub mod names;
 pub mod resources;
+pub mod users;
 pub mod webhook;
 pub mod yaml;

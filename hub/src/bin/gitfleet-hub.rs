@@ -106,6 +106,12 @@ struct Serve {
     /// quiet spokes well within it; it must exceed that keepalive's 40 s.
     #[arg(long, env = "GITFLEET_IDLE_CONNECTION_TIMEOUT", default_value = "2m", value_parser = humantime::parse_duration)]
     idle_connection_timeout: Duration,
+    /// The audit log keeps at most this many entries (the oldest go first).
+    #[arg(long, env = "GITFLEET_AUDIT_MAX_ENTRIES", default_value_t = 100_000, value_parser = clap::value_parser!(u64).range(1..))]
+    audit_max_entries: u64,
+    /// The audit log keeps no entry older than this.
+    #[arg(long, env = "GITFLEET_AUDIT_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
+    audit_max_age: Duration,
 }
 
 #[tokio::main]
@@ -180,6 +186,10 @@ async fn main() -> anyhow::Result<()> {
         tls_handshake_timeout: args.tls_handshake_timeout,
         webhook_max_body_bytes: args.webhook_max_body_bytes,
         connection_limits,
+        audit_retention: gitfleet_core::users::AuditRetention {
+            max_entries: usize::try_from(args.audit_max_entries).unwrap_or(usize::MAX),
+            max_age: args.audit_max_age,
+        },
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

@@ -106,7 +106,7 @@ impl Engine {
         if !plan.documents.is_empty() {
             let parsed = self.validate(&plan.documents).map_err(|e| e.to_string())?;
             let (outcomes, written) = self
-                .apply_locked(guard, parsed, false)
+                .apply_locked(guard, parsed, false, "")
                 .map_err(|e| e.to_string())?;
             for o in outcomes.iter().filter(|o| o.action != "unchanged") {
                 info!(kind = %o.kind, name = %o.name, action = o.action, "fleet resource applied");

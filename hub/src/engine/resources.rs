@@ -3,6 +3,9 @@
 
 use std::sync::Arc;
 
+use gitfleet_core::authz::{Action, Scope, Subject, authorize};
+
+use super::users::app_project;
 use super::{Engine, EngineError, WriteGuard};
 use crate::fleet::AppRevision;
 use crate::model::RepoStatus;
@@ -20,15 +23,48 @@ pub struct Applied {
 impl Engine {
     // --- resources ---------------------------------------------------------------------------
 
-    /// Validates every document, then stores all of them or none.
+    /// Validates every document, then stores all of them or none (as the hub itself: no
+    /// user's role is checked).
     pub async fn apply(
         self: &Arc<Self>,
         documents: &[(String, String)],
         dry_run: bool,
     ) -> Result<Vec<Applied>, EngineError> {
+        self.apply_checked(documents, dry_run, None).await
+    }
+
+    /// [`Engine::apply`] for a user: every document is checked against the user's role (an
+    /// App against its Project, old and new) before anything changes; one that is not allowed
+    /// refuses the whole apply, naming the document.
+    pub async fn apply_as(
+        self: &Arc<Self>,
+        documents: &[(String, String)],
+        dry_run: bool,
+        user: &Subject,
+    ) -> Result<Vec<Applied>, EngineError> {
+        self.apply_checked(documents, dry_run, Some(user)).await
+    }
+
+    async fn apply_checked(
+        self: &Arc<Self>,
+        documents: &[(String, String)],
+        dry_run: bool,
+        user: Option<&Subject>,
+    ) -> Result<Vec<Applied>, EngineError> {
         let parsed = self.validate(documents)?;
+        if let Some(user) = user {
+            let denials: Vec<String> = parsed
+                .iter()
+                .zip(documents)
+                .filter_map(|(r, (origin, _))| self.may_apply(user, r, origin).err())
+                .collect();
+            if !denials.is_empty() {
+                return Err(EngineError::PermissionDenied(denials.join("\n")));
+            }
+        }
+        let by = user.map(|u| u.name.as_str()).unwrap_or_default();
         let guard = self.write.lock().await;
-        let (outcomes, stored) = self.apply_locked(&guard, parsed, dry_run)?;
+        let (outcomes, stored) = self.apply_locked(&guard, parsed, dry_run, by)?;
         if stored.is_empty() {
             return Ok(outcomes);
         }
@@ -39,6 +75,48 @@ impl Engine {
         drop(guard);
         self.follow_applied(&stored);
         Ok(outcomes)
+    }
+
+    /// Whether `user` may apply `resource` (from the document at `origin`): an App needs an
+    /// operator of its Project (the one it is in, if stored, and the one the document puts
+    /// it in), anything else an admin.
+    fn may_apply(&self, user: &Subject, resource: &Resource, origin: &str) -> Result<(), String> {
+        let at = if origin.is_empty() {
+            String::new()
+        } else {
+            format!(" ({origin})")
+        };
+        let what = format!("{} {:?}{at}", resource.kind(), resource.name());
+        let scopes: Vec<String> = match resource {
+            Resource::App(app) => {
+                let mut projects = vec![app_project(app)];
+                if self
+                    .store
+                    .resource(Kind::App, resource.name())
+                    .is_ok_and(|r| r.is_some())
+                {
+                    projects.push(self.project_of_app(resource.name()));
+                }
+                projects.dedup();
+                projects
+            }
+            _ => {
+                return authorize(user, Action::Apply, Scope::Fleet { what: &what })
+                    .map_err(|e| e.to_string());
+            }
+        };
+        for project in &scopes {
+            authorize(
+                user,
+                Action::Apply,
+                Scope::Project {
+                    what: &what,
+                    project,
+                },
+            )
+            .map_err(|e| e.to_string())?;
+        }
+        Ok(())
     }
 
     /// Every document parsed, or every problem found in any of them.
@@ -84,6 +162,7 @@ impl Engine {
         _write: &WriteGuard<'_>,
         parsed: Vec<Resource>,
         dry_run: bool,
+        by: &str,
     ) -> Result<(Vec<Applied>, Vec<Resource>), EngineError> {
         let mut outcomes = Vec::new();
         let mut to_store = Vec::new();
@@ -123,7 +202,7 @@ impl Engine {
                     Some(_) => ("Configured", "spec changed"),
                     None => ("Created", "created"),
                 };
-                self.record_app_event(&app.metadata.name, "", kind, message.into(), "")?;
+                self.record_app_event(&app.metadata.name, "", kind, message.into(), by)?;
                 let repo_changed = match old {
                     Some(Resource::App(o)) => o.spec.repo != app.spec.repo,
                     _ => true,

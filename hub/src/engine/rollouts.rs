@@ -385,6 +385,13 @@ impl Engine {
             ))
         })?;
         let now = now_unix();
+        let by = match &command {
+            Command::NewRevision(_) => String::new(),
+            Command::Pause { by }
+            | Command::Resume { by }
+            | Command::Promote { by }
+            | Command::Rollback { by, .. } => by.clone(),
+        };
         let outcome = state
             .command(command, now)
             .map_err(|e| EngineError::FailedPrecondition(format!("app {name:?}: {e}")))?;
@@ -392,7 +399,10 @@ impl Engine {
         let mut events: Vec<EventRecord> = outcome
             .events
             .into_iter()
-            .map(|e| rollout_event(name, e))
+            .map(|e| EventRecord {
+                by: by.clone(),
+                ..rollout_event(name, e)
+            })
             .collect();
         self.bus.record(&mut events)?;
         self.recompute_locked(&guard).await?;

@@ -1,4 +1,5 @@
-//! The `Admin` service the CLI uses. Every call needs an admin certificate.
+//! The `Admin` service the CLI uses. Every call needs a user's certificate and a role that
+//! allows it (see `auth`); applies, deletes and token creation are audited.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -9,7 +10,11 @@ use gitfleet_proto::v1::admin_server::Admin;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use super::{admin_peer, convert};
+use gitfleet_core::authz::{Action, Scope};
+use gitfleet_core::users::summarize_targets;
+
+use super::auth::{begin, reader};
+use super::convert;
 use crate::engine::{Engine, TokenSpec};
 use crate::resources::Kind;
 
@@ -74,18 +79,40 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ApplyRequest>,
     ) -> Result<Response<pb::ApplyResponse>, Status> {
-        let admin = admin_peer(&request)?;
+        let dry = if request.get_ref().dry_run {
+            " (dry run)"
+        } else {
+            ""
+        };
+        let origins: Vec<&str> = request
+            .get_ref()
+            .documents
+            .iter()
+            .map(|d| d.origin.as_str())
+            .collect();
+        let target = format!("{}{dry}", summarize_targets(&origins));
+        let mut audited = begin(&self.engine, &request, Action::Apply, target, Scope::Any).await?;
+        let admin = audited.caller.name().to_owned();
         let req = request.into_inner();
         let documents: Vec<(String, String)> = req
             .documents
             .into_iter()
             .map(|d| (d.origin, d.json))
             .collect();
-        let outcomes = self
+        let result = self
             .engine
-            .apply(&documents, req.dry_run)
+            .apply_as(&documents, req.dry_run, &audited.caller.subject())
             .instrument(info_span!("apply", %admin, dry_run = req.dry_run))
-            .await?;
+            .await
+            .map_err(Status::from);
+        if let Ok(outcomes) = &result {
+            let names: Vec<String> = outcomes
+                .iter()
+                .map(|o| format!("{}/{}", o.kind, o.name))
+                .collect();
+            audited.set_target(format!("{}{dry}", summarize_targets(&names)));
+        }
+        let outcomes = audited.finish(result).await?;
         for o in outcomes.iter().filter(|o| o.action != "unchanged") {
             info!(%admin, kind = %o.kind, name = %o.name, action = o.action, dry_run = req.dry_run, "resource applied");
         }
@@ -98,17 +125,45 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::DeleteRequest>,
     ) -> Result<Response<pb::DeleteResponse>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        let kind = kind(&req.kind)?
-            .ok_or_else(|| Status::invalid_argument("kind is required to delete"))?;
-        if req.name.is_empty() {
-            return Err(Status::invalid_argument("name is required to delete"));
+        let (kind_name, name) = (
+            request.get_ref().kind.clone(),
+            request.get_ref().name.clone(),
+        );
+        let parsed = kind(&kind_name);
+        let what = format!("{kind_name} {name:?}");
+        let project =
+            matches!(parsed, Ok(Some(Kind::App))).then(|| self.engine.project_of_app(&name));
+        let scope = match (&parsed, &project) {
+            (_, Some(project)) => Scope::Project {
+                what: &what,
+                project,
+            },
+            (Ok(Some(_)), None) => Scope::Fleet { what: &what },
+            _ => Scope::Any,
+        };
+        let audited = begin(
+            &self.engine,
+            &request,
+            Action::Delete,
+            format!("{kind_name}/{name}"),
+            scope,
+        )
+        .await?;
+        let admin = audited.caller.name().to_owned();
+        let result = async {
+            let kind =
+                parsed?.ok_or_else(|| Status::invalid_argument("kind is required to delete"))?;
+            if name.is_empty() {
+                return Err(Status::invalid_argument("name is required to delete"));
+            }
+            let deleted = self.engine.delete(kind, &name).await?;
+            if deleted {
+                info!(%admin, %kind, %name, "resource deleted");
+            }
+            Ok(deleted)
         }
-        let deleted = self.engine.delete(kind, &req.name).await?;
-        if deleted {
-            info!(%admin, %kind, name = %req.name, "resource deleted");
-        }
+        .await;
+        let deleted = audited.finish(result).await?;
         Ok(Response::new(pb::DeleteResponse { deleted }))
     }
 
@@ -116,7 +171,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::GetRequest>,
     ) -> Result<Response<pb::GetResponse>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::Get)?;
         let req = request.into_inner();
         let docs = self.engine.get(kind(&req.kind)?, non_empty(&req.name))?;
         Ok(Response::new(pb::GetResponse {
@@ -134,7 +189,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::StatusRequest>,
     ) -> Result<Response<pb::StatusResponse>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::Status)?;
         let req = request.into_inner();
         let after = convert::status_page_token(&req.page_token)?;
         let limit = match req.page_size {
@@ -168,7 +223,15 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::CreateTokenRequest>,
     ) -> Result<Response<pb::CreateTokenResponse>, Status> {
-        let admin = admin_peer(&request)?;
+        let mut audited = begin(
+            &self.engine,
+            &request,
+            Action::CreateToken,
+            String::new(),
+            Scope::Any,
+        )
+        .await?;
+        let admin = audited.caller.name().to_owned();
         let req = request.into_inner();
         let ttl = if req.ttl_seconds == 0 {
             DEFAULT_TOKEN_TTL
@@ -176,7 +239,7 @@ impl Admin for AdminService {
             Duration::from_secs(req.ttl_seconds)
         };
         let labels: BTreeMap<String, String> = req.labels.into_iter().collect();
-        let token = self
+        let result = self
             .engine
             .create_token(TokenSpec {
                 ttl,
@@ -186,7 +249,13 @@ impl Admin for AdminService {
                 max_uses: req.max_uses,
                 description: req.description,
             })
-            .await?;
+            .await
+            .map_err(Status::from);
+        if let Ok(token) = &result {
+            // The id only: the secret is never written anywhere but the answer.
+            audited.set_target(format!("token {}", token.id));
+        }
+        let token = audited.finish(result).await?;
         info!(%admin, token = %token.id, "bootstrap token created");
         Ok(Response::new(convert::create_token_response(token)))
     }
@@ -195,7 +264,7 @@ impl Admin for AdminService {
         &self,
         request: Request<pb::ListClustersRequest>,
     ) -> Result<Response<pb::ListClustersResponse>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::ListClusters)?;
         let req = request.into_inner();
         let after = convert::cluster_page_token(&req.page_token)?;
         let limit = match req.page_size {

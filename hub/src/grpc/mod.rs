@@ -1,5 +1,6 @@
-//! The gRPC adapter: tonic services for spokes (Registration, Link) and admins (Admin). The
-//! caller's identity always comes from its verified client certificate, never from a message.
+//! The gRPC adapter: tonic services for spokes (Registration, Link) and people (Admin, Access,
+//! Rollouts, Users, Audit; every call through `auth`). The caller's identity always comes from
+//! its verified client certificate, never from a message.
 
 use tonic::{Request, Status};
 use tracing::warn;
@@ -9,11 +10,13 @@ use crate::pki::{CertKey, Peer, cert_key, identify};
 
 pub mod access;
 pub mod admin;
+pub mod auth;
 pub mod convert;
 pub mod link;
 pub mod rate_limit;
 pub mod registration;
 pub mod rollouts;
+pub mod users;
 
 /// Who is calling, from the client certificate the TLS layer verified against the hub's CA.
 pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {
@@ -51,19 +54,6 @@ pub fn required<'a>(field: &str, value: &'a str) -> Result<&'a str, Status> {
         Err(Status::invalid_argument(format!("{field} is required")))
     } else {
         Ok(value)
-    }
-}
-
-/// The admin a caller proved itself to be; spoke certificates are refused.
-pub fn admin_peer<T>(request: &Request<T>) -> Result<String, Status> {
-    match peer(request)? {
-        Peer::Admin(name) => Ok(name),
-        Peer::Cluster(name) => {
-            warn!(cluster = %name, "cluster certificate used to call the admin API; refused");
-            Err(Status::permission_denied(format!(
-                "cluster {name:?} may not call the admin API; an admin certificate is required"
-            )))
-        }
     }
 }
 

@@ -1,15 +1,18 @@
 //! The `Rollouts` service: rollout status and commands, App suspension and forced syncs, and
-//! the event history. Every call needs an admin certificate; the admin's identity is recorded
-//! as who paused, resumed, promoted, rolled back, suspended or synced.
+//! the event history. Reads need any role; commands an operator of the App's Project (or an
+//! admin), and are audited; the user is recorded as who paused, resumed, promoted, rolled back,
+//! suspended or synced.
 
 use std::sync::Arc;
 
+use gitfleet_core::authz::{Action, Scope};
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::rollouts_server::Rollouts;
 use tonic::{Request, Response, Status};
 use tracing::{Instrument, info, info_span};
 
-use super::{admin_peer, required};
+use super::auth::{Audited, begin, reader};
+use super::required;
 use crate::engine::{Engine, RolloutRecord, RolloutView};
 use crate::fleet::rollout::{
     Command, Phase, RolloutKind, RolloutState, Summary, TargetState, WaveProgress,
@@ -30,15 +33,43 @@ impl RolloutsService {
         Self { engine }
     }
 
-    /// A command that names only the App, made by the calling admin.
-    async fn admin_command(
+    /// Authorizes and begins auditing a change to `app` (by an operator of its Project, or an
+    /// admin).
+    async fn begin_app<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        app: &str,
+    ) -> Result<Audited, Status> {
+        let what = format!("App {app:?}");
+        let project = self.engine.project_of_app(app);
+        begin(
+            &self.engine,
+            request,
+            action,
+            format!("App/{app}"),
+            Scope::Project {
+                what: &what,
+                project: &project,
+            },
+        )
+        .await
+    }
+
+    /// A command that names only the App, made by the calling user.
+    async fn user_command(
         &self,
         request: Request<pb::RolloutRequest>,
+        action: Action,
         command: impl FnOnce(String) -> Command,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        let admin = admin_peer(&request)?;
+        let audited = self
+            .begin_app(&request, action, &request.get_ref().app)
+            .await?;
+        let admin = audited.caller.name().to_owned();
         let req = request.into_inner();
-        self.command(&admin, &req.app, command(admin.clone())).await
+        let result = self.command(&admin, &req.app, command(admin.clone())).await;
+        audited.finish(result).await
     }
 
     async fn command(
@@ -63,6 +94,34 @@ impl RolloutsService {
         info!(%admin, %app, command = verb, rollout = view.state.number, "rollout command");
         Ok(Response::new(rollout_status(view)))
     }
+
+    /// Suspends or resumes an App, audited.
+    async fn suspension(
+        &self,
+        request: Request<pb::AppControlRequest>,
+        suspended: bool,
+    ) -> Result<Response<pb::AppControlResponse>, Status> {
+        let action = if suspended {
+            Action::SuspendApp
+        } else {
+            Action::ResumeApp
+        };
+        let audited = self
+            .begin_app(&request, action, &request.get_ref().app)
+            .await?;
+        let admin = audited.caller.name().to_owned();
+        let req = request.into_inner();
+        let result = async {
+            Ok(self
+                .engine
+                .set_suspended(required("app", &req.app)?, suspended, &admin)
+                .await?)
+        }
+        .await;
+        let message = audited.finish(result).await?;
+        info!(%admin, app = %req.app, suspended, "app suspension");
+        Ok(Response::new(pb::AppControlResponse { message }))
+    }
 }
 
 #[tonic::async_trait]
@@ -71,7 +130,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::RolloutStatus)?;
         let req = request.into_inner();
         let mut view = self.engine.rollout_status(required("app", &req.app)?)?;
         if req.counts_only {
@@ -86,7 +145,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        self.admin_command(request, |by| Command::Pause { by })
+        self.user_command(request, Action::PauseRollout, |by| Command::Pause { by })
             .await
     }
 
@@ -94,7 +153,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        self.admin_command(request, |by| Command::Resume { by })
+        self.user_command(request, Action::ResumeRollout, |by| Command::Resume { by })
             .await
     }
 
@@ -102,38 +161,47 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        self.admin_command(request, |by| Command::Promote { by })
-            .await
+        self.user_command(request, Action::PromoteRollout, |by| Command::Promote {
+            by,
+        })
+        .await
     }
 
     async fn rollback_rollout(
         &self,
         request: Request<pb::RollbackRequest>,
     ) -> Result<Response<pb::RolloutStatus>, Status> {
-        let admin = admin_peer(&request)?;
+        let audited = self
+            .begin_app(&request, Action::RollbackRollout, &request.get_ref().app)
+            .await?;
+        let admin = audited.caller.name().to_owned();
         let req = request.into_inner();
-        let app = required("app", &req.app)?;
-        let to = if req.to_revision.is_empty() {
-            None
-        } else {
-            Some(self.engine.resolve_revision(app, &req.to_revision).await?)
-        };
-        self.command(
-            &admin,
-            app,
-            Command::Rollback {
-                to,
-                by: admin.clone(),
-            },
-        )
-        .await
+        let result = async {
+            let app = required("app", &req.app)?;
+            let to = if req.to_revision.is_empty() {
+                None
+            } else {
+                Some(self.engine.resolve_revision(app, &req.to_revision).await?)
+            };
+            self.command(
+                &admin,
+                app,
+                Command::Rollback {
+                    to,
+                    by: admin.clone(),
+                },
+            )
+            .await
+        }
+        .await;
+        audited.finish(result).await
     }
 
     async fn rollout_history(
         &self,
         request: Request<pb::RolloutRequest>,
     ) -> Result<Response<pb::RolloutHistoryResponse>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::RolloutHistory)?;
         let req = request.into_inner();
         let records = self
             .engine
@@ -148,41 +216,34 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::AppControlRequest>,
     ) -> Result<Response<pb::AppControlResponse>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        let message = self
-            .engine
-            .set_suspended(required("app", &req.app)?, true, &admin)
-            .await?;
-        info!(%admin, app = %req.app, "app suspended");
-        Ok(Response::new(pb::AppControlResponse { message }))
+        self.suspension(request, true).await
     }
 
     async fn resume_app(
         &self,
         request: Request<pb::AppControlRequest>,
     ) -> Result<Response<pb::AppControlResponse>, Status> {
-        let admin = admin_peer(&request)?;
-        let req = request.into_inner();
-        let message = self
-            .engine
-            .set_suspended(required("app", &req.app)?, false, &admin)
-            .await?;
-        info!(%admin, app = %req.app, "app resumed");
-        Ok(Response::new(pb::AppControlResponse { message }))
+        self.suspension(request, false).await
     }
 
     async fn sync_app(
         &self,
         request: Request<pb::AppControlRequest>,
     ) -> Result<Response<pb::AppControlResponse>, Status> {
-        let admin = admin_peer(&request)?;
+        let audited = self
+            .begin_app(&request, Action::SyncApp, &request.get_ref().app)
+            .await?;
+        let admin = audited.caller.name().to_owned();
         let req = request.into_inner();
         let cluster = (!req.cluster.is_empty()).then_some(req.cluster.as_str());
-        let message = self
-            .engine
-            .request_sync(required("app", &req.app)?, cluster, &admin)
-            .await?;
+        let result = async {
+            Ok(self
+                .engine
+                .request_sync(required("app", &req.app)?, cluster, &admin)
+                .await?)
+        }
+        .await;
+        let message = audited.finish(result).await?;
         info!(%admin, app = %req.app, cluster = %req.cluster, "sync requested");
         Ok(Response::new(pb::AppControlResponse { message }))
     }
@@ -191,7 +252,7 @@ impl Rollouts for RolloutsService {
         &self,
         request: Request<pb::ListEventsRequest>,
     ) -> Result<Response<pb::ListEventsResponse>, Status> {
-        admin_peer(&request)?;
+        reader(&self.engine, &request, Action::ListEvents)?;
         let req = request.into_inner();
         let limit = match req.limit {
             0 => DEFAULT_EVENTS,

@@ -36,10 +36,14 @@ pub enum Tree {
     Healthy,
     Events,
     AppControls,
+    /// The admin API's users, by name.
+    Users,
+    /// The audit log, by id (big-endian).
+    Audit,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 15] = [
+    pub const ALL: [Tree; 17] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
@@ -55,6 +59,8 @@ impl Tree {
         Tree::Healthy,
         Tree::Events,
         Tree::AppControls,
+        Tree::Users,
+        Tree::Audit,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -74,6 +80,8 @@ impl Tree {
             Tree::Healthy => "healthy",
             Tree::Events => "events",
             Tree::AppControls => "app_controls",
+            Tree::Users => "users",
+            Tree::Audit => "audit",
         }
     }
 

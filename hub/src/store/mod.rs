@@ -22,6 +22,7 @@ use crate::model::{
     TargetReport, TokenProblem, TokenRecord,
 };
 use crate::resources::{Kind, Resource};
+use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 
 pub mod backend;
 pub mod memory;
@@ -142,6 +143,13 @@ struct Mirror {
     event_ids: VecDeque<u64>,
     /// The id the next event gets.
     next_event_id: u64,
+    /// By name: every user, revoked ones too (checked on every admin call, from here).
+    users: BTreeMap<String, UserRecord>,
+    /// The audit entries kept, oldest first: id and time.
+    audit: VecDeque<(u64, i64)>,
+    /// The id the next audit entry gets.
+    next_audit_id: u64,
+    audit_retention: AuditRetention,
     /// By cluster: the highest report seq recorded (durable or not), to refuse duplicates.
     seen: HashMap<String, u64>,
     /// By cluster: the highest seq whose reports are durable, the one to ack.
@@ -167,6 +175,7 @@ impl Mirror {
             repo_status: entries(backend, Tree::RepoStatus).await?,
             revisions: entries(backend, Tree::Revisions).await?,
             app_controls: entries(backend, Tree::AppControls).await?,
+            users: entries(backend, Tree::Users).await?,
             acked: entries::<u64>(backend, Tree::Acked)
                 .await?
                 .into_iter()
@@ -194,6 +203,17 @@ impl Mirror {
         // Ids only grow, across restarts too, so that they keep the recording order; 0 is
         // never given, so that `after = 0` means every event.
         mirror.next_event_id = mirror.event_ids.back().map_or(1, |id| id + 1);
+        for (k, v) in backend::load(backend, Tree::Audit).await? {
+            let key = hex::encode(&k);
+            let id = event_id(&k).ok_or_else(|| StoreError::Corrupt {
+                tree: Tree::Audit.name(),
+                key: key.clone(),
+                message: format!("{} bytes of key, expected 8", k.len()),
+            })?;
+            let entry: AuditRecord = decode(Tree::Audit, &key, &v)?;
+            mirror.audit.push_back((id, entry.at_unix));
+        }
+        mirror.next_audit_id = mirror.audit.back().map_or(1, |(id, _)| id + 1);
         mirror.seen = mirror.acked.clone();
         Ok(mirror)
     }
@@ -1001,6 +1021,120 @@ impl Store {
                 }
                 let e: EventRecord = decode(Tree::Events, &hex::encode(k), v)?;
                 if app.is_some_and(|a| a != e.app) || cluster.is_some_and(|c| c != e.cluster) {
+                    continue;
+                }
+                out.push(e);
+            }
+            match page.last() {
+                Some((oldest, _)) if full => range.end = Some(oldest.clone()),
+                _ => break,
+            }
+        }
+        out.reverse();
+        Ok(out)
+    }
+}
+
+impl Store {
+    // --- users -------------------------------------------------------------------------------
+
+    /// Every user, by name (from memory).
+    pub fn users(&self) -> BTreeMap<String, UserRecord> {
+        self.mirror().users.clone()
+    }
+
+    /// The user of this name (from memory: asked on every admin call).
+    pub fn user(&self, name: &str) -> Option<UserRecord> {
+        self.mirror().users.get(name).cloned()
+    }
+
+    /// Reads every user and writes one as one step: no other change of the users comes
+    /// between (so that "not the last admin" still holds when the revocation is written).
+    /// `change` returns the record to write (`None`: nothing) with its answer.
+    pub fn change_users<T, E>(
+        &self,
+        change: impl FnOnce(&BTreeMap<String, UserRecord>) -> Result<(Option<UserRecord>, T), E>,
+    ) -> Result<T, E> {
+        let mut mirror = self.mirror();
+        let (record, answer) = change(&mirror.users)?;
+        if let Some(record) = record {
+            mirror.put(Tree::Users, record.name.as_bytes(), encode(&record));
+            mirror.users.insert(record.name.clone(), record);
+        }
+        Ok(answer)
+    }
+
+    // --- audit log ---------------------------------------------------------------------------
+
+    /// How much of the audit log to keep from now on (applied as entries are added).
+    pub fn set_audit_retention(&self, retention: AuditRetention) {
+        self.mirror().audit_retention = retention;
+    }
+
+    /// Records an audit entry, giving it the next id (durable with the next flush, which is
+    /// the flush of the change it describes when it is recorded first); the entries the
+    /// retention no longer keeps go.
+    pub fn append_audit(&self, entry: &mut AuditRecord) -> Result<u64, StoreError> {
+        let mut batch = Batch::default();
+        let mut mirror = self.mirror();
+        entry.id = mirror.next_audit_id;
+        mirror.next_audit_id += 1;
+        batch.put(Tree::Audit, entry.id.to_be_bytes(), encode(&*entry));
+        mirror.audit.push_back((entry.id, entry.at_unix));
+        let expired = {
+            let kept = &mirror.audit;
+            mirror
+                .audit_retention
+                .expired(kept.len(), entry.at_unix, |i| kept[i].1)
+        };
+        for _ in 0..expired {
+            if let Some((oldest, _)) = mirror.audit.pop_front() {
+                batch.delete(Tree::Audit, oldest.to_be_bytes());
+            }
+        }
+        mirror.write(batch);
+        Ok(entry.id)
+    }
+
+    /// Rewrites an audit entry recorded before (its outcome, once known), if still kept.
+    pub fn put_audit(&self, entry: &AuditRecord) -> Result<(), StoreError> {
+        let mut mirror = self.mirror();
+        if mirror
+            .audit
+            .front()
+            .is_some_and(|(oldest, _)| entry.id >= *oldest)
+        {
+            mirror.put(Tree::Audit, entry.id.to_be_bytes(), encode(entry));
+        }
+        Ok(())
+    }
+
+    /// The newest `limit` audit entries (of one user, and at or after `since_unix`, when
+    /// given), oldest first (read from the backend, newest first, a page at a time).
+    pub async fn audit(
+        &self,
+        user: Option<&str>,
+        since_unix: i64,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let backend = self.backend().await?;
+        let mut out = Vec::new();
+        let mut range = KeyRange::all();
+        'pages: while out.len() < limit {
+            let page = backend
+                .scan(Tree::Audit, range.clone(), Order::Descending, EVENTS_PAGE)
+                .await?;
+            let full = page.len() == EVENTS_PAGE;
+            for (k, v) in &page {
+                if out.len() >= limit {
+                    break;
+                }
+                let e: AuditRecord = decode(Tree::Audit, &hex::encode(k), v)?;
+                if e.at_unix < since_unix {
+                    // Ids grow with time: everything older follows.
+                    break 'pages;
+                }
+                if user.is_some_and(|u| u != e.user) {
                     continue;
                 }
                 out.push(e);

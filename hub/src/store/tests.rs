@@ -48,6 +48,8 @@ on_both_backends!(
     desired_history_keeps_the_last_generations,
     export_and_import_carry_everything_but_the_epoch,
     concurrent_token_uses_spend_each_use_once,
+    the_audit_log_keeps_the_newest_within_its_retention,
+    users_change_in_one_step,
 );
 
 fn repo(name: &str, url: &str) -> Resource {
@@ -585,4 +587,91 @@ async fn export_and_import_carry_everything_but_the_epoch(s: Store) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("bogus"), "{err}");
+}
+
+fn audit_entry(user: &str, at_unix: i64) -> AuditRecord {
+    AuditRecord {
+        id: 0,
+        at_unix,
+        user: user.into(),
+        action: "apply".into(),
+        target: "App/web".into(),
+        outcome: gitfleet_core::users::AuditOutcome::Unanswered,
+        message: String::new(),
+    }
+}
+
+async fn the_audit_log_keeps_the_newest_within_its_retention(s: Store) {
+    s.set_audit_retention(AuditRetention {
+        max_entries: 5,
+        max_age: std::time::Duration::from_secs(1000),
+    });
+    let mut ids = Vec::new();
+    for i in 0..8 {
+        let user = if i % 2 == 0 { "alice" } else { "bob" };
+        let mut e = audit_entry(user, 10_000 + i);
+        ids.push(s.append_audit(&mut e).unwrap());
+    }
+    assert_eq!(ids, (1..=8).collect::<Vec<u64>>());
+    let all = s.audit(None, 0, 100).await.unwrap();
+    let kept: Vec<u64> = all.iter().map(|e| e.id).collect();
+    assert_eq!(kept, [4, 5, 6, 7, 8], "the newest five, oldest first");
+    let bob: Vec<u64> = s
+        .audit(Some("bob"), 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(bob, [4, 6, 8]);
+    let recent = s.audit(None, 10_006, 100).await.unwrap();
+    assert_eq!(recent.len(), 2);
+    assert_eq!(s.audit(None, 0, 2).await.unwrap()[0].id, 7);
+
+    // An outcome rewrites its entry.
+    let mut last = all[4].clone();
+    last.outcome = gitfleet_core::users::AuditOutcome::Ok;
+    s.put_audit(&last).unwrap();
+    let again = s.audit(None, 0, 1).await.unwrap();
+    assert_eq!(again[0].outcome, gitfleet_core::users::AuditOutcome::Ok);
+
+    // Entries older than the age go as the next one comes.
+    let mut late = audit_entry("carol", 10_000 + 1005);
+    s.append_audit(&mut late).unwrap();
+    let kept: Vec<u64> = s
+        .audit(None, 0, 100)
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    assert_eq!(kept, [6, 7, 8, 9]);
+}
+
+async fn users_change_in_one_step(s: Store) {
+    let record = |name: &str| UserRecord {
+        name: name.into(),
+        role: gitfleet_core::authz::Role::Viewer,
+        projects: Vec::new(),
+        key_fingerprint: "ff".into(),
+        expires_at_unix: 1,
+        created_at_unix: 0,
+        created_by: "admin".into(),
+        revoked: false,
+        revoked_by: String::new(),
+        revoked_at_unix: 0,
+        bootstrap: false,
+    };
+    let seen = s
+        .change_users(|users| Ok::<_, ()>((Some(record("alice")), users.len())))
+        .unwrap();
+    assert_eq!(seen, 0);
+    // A refusal writes nothing.
+    assert!(
+        s.change_users(|_| Err::<(Option<UserRecord>, ()), _>("no"))
+            .is_err()
+    );
+    s.flush().await.unwrap();
+    assert_eq!(s.user("alice"), Some(record("alice")));
+    assert_eq!(s.users().len(), 1);
 }

@@ -164,6 +164,17 @@ pub enum Command {
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),
 
+    /// People who may use the hub: create (a credentials file with a role), list, revoke
+    #[command(subcommand)]
+    User(UserCommand),
+
+    /// Who the hub takes you for: your user, role, Projects and certificate expiry
+    Whoami,
+
+    /// The audit log: every change made through the hub's API, who made it and how it ended
+    #[command(after_help = AUDIT_EXAMPLES)]
+    Audit(AuditArgs),
+
     /// Show and change your gitfleet config (hub contexts and credentials)
     #[command(subcommand)]
     Config(ConfigCommand),
@@ -340,6 +351,103 @@ pub struct StatusArgs {
     /// How often --watch and --wait poll the hub
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum UserCommand {
+    /// Create a user and print its credentials file (a context for `gitfleet config import`);
+    /// the hub keeps no copy of the private key
+    #[command(after_help = USER_CREATE_EXAMPLES)]
+    Create(UserCreateArgs),
+
+    /// List users: role, Projects, expiry, status and who created them
+    #[command(visible_alias = "ls")]
+    List,
+
+    /// Revoke a user: its certificate is refused from its next call on
+    Revoke(UserNameArgs),
+}
+
+const USER_CREATE_EXAMPLES: &str = "\
+Examples:
+  # An operator of the default Project; hand the file to alice over a safe channel
+  gitfleet user create alice --role operator -f alice.gitfleetconfig
+
+  # An operator of two Projects, for 30 days
+  gitfleet user create bob --role operator --project team-a --project team-b --ttl 30d -f bob.gitfleetconfig
+
+  # Read-only access
+  gitfleet user create auditor --role viewer -f auditor.gitfleetconfig
+
+The user then runs `gitfleet config import alice.gitfleetconfig`. The file is the only copy of
+the user's private key. Revoking the user and creating it again issues a new certificate; the
+old one stays refused.";
+
+#[derive(Debug, Clone, Args)]
+pub struct UserCreateArgs {
+    /// The user's name (a DNS label: lower-case letters, digits and -)
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
+    /// What the user may do: viewer reads; operator also applies, deletes and steers Apps and
+    /// rollouts in its Projects; admin does everything
+    #[arg(long, value_enum)]
+    pub role: RoleArg,
+    /// A Project the operator works in (repeatable; default: the `default` Project only)
+    #[arg(long = "project", value_name = "PROJECT", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub projects: Vec<String>,
+    /// How long the user's certificate is valid (e.g. 30d, 12h; at most 365d)
+    #[arg(long, value_name = "DURATION", default_value = "90d", value_parser = parse_duration)]
+    pub ttl: Duration,
+    /// Write the credentials file here (owner-only) instead of printing it
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum RoleArg {
+    Admin,
+    Operator,
+    Viewer,
+}
+
+impl RoleArg {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RoleArg::Admin => "admin",
+            RoleArg::Operator => "operator",
+            RoleArg::Viewer => "viewer",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct UserNameArgs {
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
+}
+
+const AUDIT_EXAMPLES: &str = "\
+Examples:
+  # The last 50 changes
+  gitfleet audit
+
+  # What alice did in the last day, for scripts
+  gitfleet audit --user alice --since 24h -o json
+
+Every change (apply, delete, rollout and app commands, tokens, clusters, users) is recorded
+before the hub answers it, allowed or refused.";
+
+#[derive(Debug, Clone, Args)]
+pub struct AuditArgs {
+    /// Only this user's calls
+    #[arg(long, value_name = "USER")]
+    pub user: Option<String>,
+    /// Only calls this recent (e.g. 1h, 7d)
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub since: Option<Duration>,
+    /// How many of the newest entries to show
+    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
+    pub limit: u32,
 }
 
 #[derive(Debug, Subcommand)]

@@ -15,6 +15,7 @@ pub mod diff;
 pub mod documents;
 pub mod output;
 pub mod rollout;
+pub mod users;
 mod watch;
 
 use std::io::Write;
@@ -27,7 +28,9 @@ pub use args::{Cli, ColorChoice, Command, OutputFormat};
 
 use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
-use args::{AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand};
+use args::{
+    AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand, UserCommand,
+};
 use documents::DocumentError;
 use gitfleet_core::cluster_labels::{LabelChanges, parse_label_arg};
 use output::Style;
@@ -66,6 +69,8 @@ pub enum CliError {
         "cannot find your home directory ($HOME is not set); pass --config FILE or set GITFLEET_CONFIG"
     )]
     NoHome,
+    #[error("no active user named {name:?}; see `gitfleet user list`")]
+    NoSuchUser { name: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -472,6 +477,78 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             let report = rollout::events_report(&events);
             Ok(output::render(format, &report, || {
                 rollout::events_table(&report, style, true)
+            }))
+        }
+        Command::User(UserCommand::Create(u)) => {
+            let request = pb::CreateUserRequest {
+                name: u.name.clone(),
+                role: u.role.as_str().to_owned(),
+                projects: u.projects,
+                ttl_seconds: u.ttl.as_secs().max(1),
+            };
+            let mut client = connect().await?;
+            let response = client.create_user(request).await?;
+            let credentials = users::credentials(client.context(), &response);
+            let Some(file) = u.file else {
+                // The file itself is the output: `... > alice.gitfleetconfig`.
+                return Ok(credentials.to_yaml());
+            };
+            crate::client::config::ConfigFile::save(&credentials, &file)?;
+            let mut report =
+                response
+                    .user
+                    .as_ref()
+                    .map(users::user_report)
+                    .ok_or(CliError::Client(ClientError::InvalidArgument {
+                        message: "the hub answered without the user".into(),
+                    }))?;
+            let shown = file.display().to_string();
+            report.credentials_file = Some(shown.clone());
+            Ok(output::render(format, &report, || {
+                users::created_text(&report, &shown)
+            }))
+        }
+        Command::User(UserCommand::List) => {
+            let list = connect().await?.list_users().await?;
+            let report = users::user_list_report(&list);
+            Ok(output::render(format, &report, || {
+                users::user_table(&report, style)
+            }))
+        }
+        Command::User(UserCommand::Revoke(u)) => {
+            if !connect().await?.revoke_user(&u.name).await? {
+                return Err(CliError::NoSuchUser { name: u.name });
+            }
+            let report = users::RevokeUserReport {
+                name: u.name,
+                revoked: true,
+            };
+            Ok(output::render(format, &report, || {
+                format!(
+                    "user {} revoked: its certificate is refused from now on\n",
+                    report.name
+                )
+            }))
+        }
+        Command::Whoami => {
+            let mut client = connect().await?;
+            let response = client.whoami().await?;
+            let report = users::whoami_report(&response);
+            Ok(output::render(format, &report, || {
+                users::whoami_text(&report, client.server(), style)
+            }))
+        }
+        Command::Audit(a) => {
+            let since = a.since.map_or(0, |d| {
+                now_unix().saturating_sub(i64::try_from(d.as_secs()).unwrap_or(i64::MAX))
+            });
+            let entries = connect()
+                .await?
+                .audit(a.user.as_deref().unwrap_or_default(), since, a.limit)
+                .await?;
+            let report = users::audit_report(&entries);
+            Ok(output::render(format, &report, || {
+                users::audit_table(&report, style)
             }))
         }
         Command::Config(c) => {

@@ -34,6 +34,10 @@ pub enum ClientError {
         "the hub at {server} refused this credential: {message}; admin commands need the admin certificate from the hub's admin.gitfleetconfig, not a spoke's"
     )]
     PermissionDenied { server: String, message: String },
+    /// The credential is a user's, but its role does not allow the call (the hub's message
+    /// says which role would), or the user was revoked or replaced.
+    #[error("{message}")]
+    Forbidden { message: String },
     /// The hub rejected what was sent (e.g. an invalid resource); its message names the problem.
     #[error("{message}")]
     InvalidArgument { message: String },
@@ -89,6 +93,16 @@ impl ClientError {
                 ClientError::InvalidArgument { message }
             }
             Code::NotFound => ClientError::NotFound { message },
+            Code::PermissionDenied if message.starts_with("permission denied: ") => {
+                ClientError::Forbidden { message }
+            }
+            Code::Unauthenticated
+                if message.starts_with("user ")
+                    || message.starts_with("no user named ")
+                    || message.contains(" of user ") =>
+            {
+                ClientError::Forbidden { message }
+            }
             Code::PermissionDenied | Code::Unauthenticated => {
                 ClientError::PermissionDenied { server, message }
             }

@@ -34,7 +34,11 @@ pub struct AdminClient {
     inner: pb::admin_client::AdminClient<Channel>,
     access: pb::access_client::AccessClient<Channel>,
     rollouts: pb::rollouts_client::RolloutsClient<Channel>,
+    users: pb::users_client::UsersClient<Channel>,
+    audit: pb::audit_client::AuditClient<Channel>,
     server: String,
+    /// The context dialled (a new user's credentials file reuses its server and CA).
+    context: Context,
 }
 
 impl AdminClient {
@@ -54,20 +58,78 @@ impl AdminClient {
         let access = pb::access_client::AccessClient::new(channel.clone())
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
-        let rollouts = pb::rollouts_client::RolloutsClient::new(channel)
+        let rollouts = pb::rollouts_client::RolloutsClient::new(channel.clone())
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        let users = pb::users_client::UsersClient::new(channel.clone())
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        let audit = pb::audit_client::AuditClient::new(channel)
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
         Ok(AdminClient {
             inner,
             access,
             rollouts,
+            users,
+            audit,
             server,
+            context: context.clone(),
         })
     }
 
     /// The `server` of the context this client dialled.
     pub fn server(&self) -> &str {
         &self.server
+    }
+
+    /// The context this client dialled.
+    pub fn context(&self) -> &Context {
+        &self.context
+    }
+
+    pub async fn create_user(
+        &mut self,
+        request: pb::CreateUserRequest,
+    ) -> Result<pb::CreateUserResponse, ClientError> {
+        let response = self.users.create_user(request).await;
+        self.check(response)
+    }
+
+    pub async fn list_users(&mut self) -> Result<Vec<pb::UserInfo>, ClientError> {
+        let response = self.users.list_users(pb::ListUsersRequest {}).await;
+        Ok(self.check(response)?.users)
+    }
+
+    /// False when no active user has the name.
+    pub async fn revoke_user(&mut self, name: &str) -> Result<bool, ClientError> {
+        let request = pb::RevokeUserRequest {
+            name: name.to_owned(),
+        };
+        let response = self.users.revoke_user(request).await;
+        Ok(self.check(response)?.revoked)
+    }
+
+    pub async fn whoami(&mut self) -> Result<pb::WhoamiResponse, ClientError> {
+        let response = self.users.whoami(pb::WhoamiRequest {}).await;
+        self.check(response)
+    }
+
+    /// The newest `limit` audit entries (of `user` when not empty, at or after `since_unix`),
+    /// oldest first.
+    pub async fn audit(
+        &mut self,
+        user: &str,
+        since_unix: i64,
+        limit: u32,
+    ) -> Result<Vec<pb::AuditEntry>, ClientError> {
+        let request = pb::ListAuditRequest {
+            user: user.to_owned(),
+            since_unix,
+            limit,
+        };
+        let response = self.audit.list_audit(request).await;
+        Ok(self.check(response)?.entries)
     }
 
     pub async fn apply(
