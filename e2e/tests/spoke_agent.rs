@@ -148,6 +148,7 @@ fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
         sync_policy: SyncPolicy::default(),
         trace: BTreeMap::new(),
         spec_generation: 1,
+        project: None,
     }
 }
 

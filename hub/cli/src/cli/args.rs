@@ -123,7 +123,7 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or update Repos, Apps and ClusterGroups from YAML or JSON files
+    /// Create or update Repos, Apps, ClusterGroups and Projects from YAML or JSON files
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(ApplyArgs),
 
@@ -283,6 +283,8 @@ pub enum KindArg {
         aliases = ["clustergroup", "groups", "group", "cluster-group", "cluster-groups"]
     )]
     ClusterGroups,
+    #[value(name = "projects", aliases = ["project", "proj"])]
+    Projects,
     /// Every kind (get only)
     #[value(name = "all")]
     All,
@@ -295,6 +297,7 @@ impl KindArg {
             KindArg::Repos => "Repo",
             KindArg::Apps => "App",
             KindArg::ClusterGroups => "ClusterGroup",
+            KindArg::Projects => "Project",
             KindArg::All => "",
         }
     }
@@ -302,7 +305,7 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups (or singulars), or all
+    /// What to list: repos, apps, clustergroups, projects (or singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     /// Only this resource
@@ -311,7 +314,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeleteArgs {
-    /// repo, app or clustergroup
+    /// repo, app, clustergroup or project
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     pub name: String,
