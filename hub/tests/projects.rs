@@ -57,7 +57,10 @@ async fn an_app_outside_its_project_is_refused_at_apply_naming_the_field() {
     admin
         .apply(apply(vec![
             repo_doc("platform", &git.url()),
-            repo_doc("other", &git.url().replace("file://", "file:///elsewhere/..")),
+            repo_doc(
+                "other",
+                &git.url().replace("file://", "file:///elsewhere/.."),
+            ),
             project_doc("team-a", &["platform"], &["prod"]),
         ]))
         .await
@@ -94,13 +97,19 @@ async fn an_app_outside_its_project_is_refused_at_apply_naming_the_field() {
     );
     // The built-in Project is not for changing.
     let message = refused(project_doc("default", &["platform"], &["prod"])).await;
-    assert!(message.contains("metadata.name: \"default\" is the built-in Project"), "{message}");
+    assert!(
+        message.contains("metadata.name: \"default\" is the built-in Project"),
+        "{message}"
+    );
     // Nothing was stored.
     assert!(hub.engine().get(Some(Kind::App), None).unwrap().is_empty());
 
     // Inside the Project (prod only), it is stored; the same App in `default` is as before.
     let mut prod_only = team_app("web", "team-a", "platform", "team-a");
-    prod_only.json = prod_only.json.replace(r#""operator":"Exists""#, r#""operator":"In","values":["prod"]"#);
+    prod_only.json = prod_only.json.replace(
+        r#""operator":"Exists""#,
+        r#""operator":"In","values":["prod"]"#,
+    );
     admin.apply(apply(vec![prod_only])).await.unwrap();
     let mut anywhere = team_app("legacy", "default", "other", "kube-system");
     anywhere.json = anywhere.json.replace(r#""project":"default","#, "");
@@ -152,8 +161,10 @@ async fn a_project_that_narrows_takes_its_apps_off_the_clusters_it_no_longer_nam
                 }]
     })
     .await;
-    dev.until("no rules for default", |v| v.targets["legacy"].project.is_none())
-        .await;
+    dev.until("no rules for default", |v| {
+        v.targets["legacy"].project.is_none()
+    })
+    .await;
 
     // The Project now names prod only: applying it is fine; web leaves dev-1 and stays on
     // prod-1, the App says why, and the other App is untouched.
@@ -178,9 +189,9 @@ async fn a_project_that_narrows_takes_its_apps_off_the_clusters_it_no_longer_nam
     .await
     .expect("an OutsideProject event");
     assert!(
-        event
-            .message
-            .contains(r#"spec.targets[0]: cluster "dev-1" is not in Project team-a's destinations"#),
+        event.message.contains(
+            r#"spec.targets[0]: cluster "dev-1" is not in Project team-a's destinations"#
+        ),
         "{}",
         event.message
     );
@@ -189,13 +200,19 @@ async fn a_project_that_narrows_takes_its_apps_off_the_clusters_it_no_longer_nam
         got[0]["status"]["project"]["problems"][0],
         r#"spec.targets[0]: cluster "dev-1" is not in Project team-a's destinations"#
     );
-    assert!(hub.engine().get(Some(Kind::App), Some("legacy")).unwrap()[0]["status"]
-        .get("project")
-        .is_none());
+    assert!(
+        hub.engine().get(Some(Kind::App), Some("legacy")).unwrap()[0]["status"]
+            .get("project")
+            .is_none()
+    );
 
     // Widened again, web comes back.
     admin
-        .apply(apply(vec![project_doc("team-a", &["platform"], &["prod", "dev"])]))
+        .apply(apply(vec![project_doc(
+            "team-a",
+            &["platform"],
+            &["prod", "dev"],
+        )]))
         .await
         .unwrap();
     dev.until("web back on dev-1", |v| v.targets.contains_key("web"))

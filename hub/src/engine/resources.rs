@@ -352,10 +352,7 @@ impl Engine {
         if kind == Some(Kind::Project) && name.is_none_or(|n| n == DEFAULT_PROJECT) {
             let mut doc = Resource::Project(project::default_project().clone()).to_json();
             if let Some(obj) = doc.as_object_mut() {
-                obj.insert(
-                    "status".into(),
-                    serde_json::json!({ "builtIn": true }),
-                );
+                obj.insert("status".into(), serde_json::json!({ "builtIn": true }));
             }
             out.push(doc);
         }

@@ -142,7 +142,12 @@ mod tests {
         assert_eq!(
             check(
                 &r,
-                &object("apiextensions.k8s.io/v1", "CustomResourceDefinition", "", "x")
+                &object(
+                    "apiextensions.k8s.io/v1",
+                    "CustomResourceDefinition",
+                    "",
+                    "x"
+                )
             ),
             Ok(())
         );
@@ -151,7 +156,10 @@ mod tests {
     #[test]
     fn namespaces_by_their_name() {
         let mut r = rules();
-        assert_eq!(check(&r, &object("v1", "Namespace", "", "team-a-1")), Ok(()));
+        assert_eq!(
+            check(&r, &object("v1", "Namespace", "", "team-a-1")),
+            Ok(())
+        );
         assert_eq!(
             check(&r, &object("v1", "Namespace", "", "kube-system")),
             Err("Project team-a does not allow namespace kube-system".into())
@@ -160,7 +168,10 @@ mod tests {
             group: String::new(),
             kind: "Namespace".into(),
         });
-        assert_eq!(check(&r, &object("v1", "Namespace", "", "kube-system")), Ok(()));
+        assert_eq!(
+            check(&r, &object("v1", "Namespace", "", "kube-system")),
+            Ok(())
+        );
     }
 
     #[test]
@@ -171,14 +182,22 @@ mod tests {
         );
         // The same kind name in another group is another kind.
         assert_eq!(
-            check(&rules(), &object("example.com/v1", "ResourceQuota", "team-a", "q")),
+            check(
+                &rules(),
+                &object("example.com/v1", "ResourceQuota", "team-a", "q")
+            ),
             Ok(())
         );
     }
 
     #[test]
     fn no_rules_allow_everything() {
-        let crb = object("rbac.authorization.k8s.io/v1", "ClusterRoleBinding", "", "x");
+        let crb = object(
+            "rbac.authorization.k8s.io/v1",
+            "ClusterRoleBinding",
+            "",
+            "x",
+        );
         assert!(allows(None, &crb));
         assert!(!allows(Some(&rules()), &crb));
     }

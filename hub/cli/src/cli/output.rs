@@ -514,7 +514,10 @@ fn project_cell(v: &Value) -> String {
         "" => "default",
         name => name,
     };
-    match v.pointer("/status/project/problems").and_then(Value::as_array) {
+    match v
+        .pointer("/status/project/problems")
+        .and_then(Value::as_array)
+    {
         Some(problems) if !problems.is_empty() => format!(
             "{name} (outside: {} problem{}, see -o yaml)",
             problems.len(),

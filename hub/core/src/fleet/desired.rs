@@ -148,7 +148,8 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
             continue;
         };
         let project = project::project_of(app, projects);
-        if project.is_some_and(|p| !project::allows_repo(p, &repo.metadata.name, Some(&repo.spec.url)))
+        if project
+            .is_some_and(|p| !project::allows_repo(p, &repo.metadata.name, Some(&repo.spec.url)))
         {
             continue;
         }

@@ -158,11 +158,9 @@ pub fn admits(
     namespace: &str,
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> bool {
-    project
-        .spec
-        .destinations
-        .iter()
-        .any(|d| destination_covers(d, cluster, groups) && namespace_allowed(&d.namespaces, namespace))
+    project.spec.destinations.iter().any(|d| {
+        destination_covers(d, cluster, groups) && namespace_allowed(&d.namespaces, namespace)
+    })
 }
 
 /// The namespace an App's Target on a placement has (its customization's, or the App's).
@@ -190,9 +188,10 @@ pub fn place_in_project(
         return placements;
     }
     placements.retain(|p| {
-        clusters.iter().find(|c| c.name == p.cluster).is_some_and(|c| {
-            admits(project, *c, target_namespace(app, p), groups)
-        })
+        clusters
+            .iter()
+            .find(|c| c.name == p.cluster)
+            .is_some_and(|c| admits(project, *c, target_namespace(app, p), groups))
     });
     placements
 }
@@ -314,7 +313,9 @@ pub fn check_app(
         {
             problems.push(ProjectProblem {
                 path: format!("spec.customize[{i}].namespace"),
-                message: format!("namespace {ns:?} is not allowed by Project {name}'s destinations"),
+                message: format!(
+                    "namespace {ns:?} is not allowed by Project {name}'s destinations"
+                ),
             });
         }
     }

@@ -359,7 +359,10 @@ impl Validator<'_> {
     fn group_kind(&self, path: &str, gk: &GroupKind) -> Result<(), ResourceError> {
         let group_ok = gk.group == "*"
             || gk.group.is_empty()
-            || gk.group.split('.').all(|p| dns1123_label_problem(p).is_none());
+            || gk
+                .group
+                .split('.')
+                .all(|p| dns1123_label_problem(p).is_none());
         if !group_ok {
             return Err(self.fail(
                 &format!("{path}.group"),
@@ -376,7 +379,10 @@ impl Validator<'_> {
         if !kind_ok {
             return Err(self.fail(
                 &format!("{path}.kind"),
-                format!("{:?} is not a kind (like ConfigMap, or \"*\" for any)", gk.kind),
+                format!(
+                    "{:?} is not a kind (like ConfigMap, or \"*\" for any)",
+                    gk.kind
+                ),
             ));
         }
         Ok(())

@@ -637,7 +637,12 @@ fn an_app_names_its_project() {
     };
     assert_eq!(app.spec.project_name(), "default");
     // Stored Apps of earlier releases read and write the same.
-    assert!(!Resource::App(app).to_json()["spec"].as_object().unwrap().contains_key("project"));
+    assert!(
+        !Resource::App(app).to_json()["spec"]
+            .as_object()
+            .unwrap()
+            .contains_key("project")
+    );
     let bad = DESIGN_APP.replace("  repo: platform", "  project: Team-A\n  repo: platform");
     let e = parse_yaml(&bad).unwrap_err().to_string();
     assert!(e.contains("spec.project: \"Team-A\""), "{e}");

@@ -151,10 +151,30 @@ fn globs() {
         ("*-dev", "a-b-dev", None, true),
         ("a*b*c", "aXbYc", None, true),
         ("a*b*c", "aXbY", None, false),
-        ("https://h/team-a/*", "https://h/team-a/shop.git", Some('/'), true),
-        ("https://h/team-a/*", "https://h/team-a/x/shop.git", Some('/'), false),
-        ("https://h/team-a/**", "https://h/team-a/x/shop.git", Some('/'), true),
-        ("https://h/team-a/*", "https://h/team-ab/shop", Some('/'), false),
+        (
+            "https://h/team-a/*",
+            "https://h/team-a/shop.git",
+            Some('/'),
+            true,
+        ),
+        (
+            "https://h/team-a/*",
+            "https://h/team-a/x/shop.git",
+            Some('/'),
+            false,
+        ),
+        (
+            "https://h/team-a/**",
+            "https://h/team-a/x/shop.git",
+            Some('/'),
+            true,
+        ),
+        (
+            "https://h/team-a/*",
+            "https://h/team-ab/shop",
+            Some('/'),
+            false,
+        ),
     ];
     for (pattern, text, sep, want) in cases {
         assert_eq!(glob_matches(pattern, text, sep), want, "{pattern} ~ {text}");
@@ -165,8 +185,16 @@ fn globs() {
 fn source_repos_by_name_or_url_glob() {
     let p = team_a();
     assert!(allows_repo(&p, "shop", Some("https://elsewhere/shop")));
-    assert!(allows_repo(&p, "x", Some("https://git.example.com/team-a/x.git")));
-    assert!(!allows_repo(&p, "x", Some("https://git.example.com/team-b/x.git")));
+    assert!(allows_repo(
+        &p,
+        "x",
+        Some("https://git.example.com/team-a/x.git")
+    ));
+    assert!(!allows_repo(
+        &p,
+        "x",
+        Some("https://git.example.com/team-b/x.git")
+    ));
     // A dot segment would leave the prefix the glob means.
     assert!(!allows_repo(
         &p,
@@ -237,7 +265,10 @@ fn check_app_names_every_field_outside_the_project() {
             ..ClusterSelection::default()
         }],
     );
-    assert_eq!(check_app(&inside, Some(&p), Some(&shop), &cl, &groups()), []);
+    assert_eq!(
+        check_app(&inside, Some(&p), Some(&shop), &cl, &groups()),
+        []
+    );
 
     let mut outside = app(Some("team-a"), "team-b", all());
     outside.spec.repo = "other".into();
@@ -286,7 +317,11 @@ fn rules_for_a_target() {
         group: "*".into(),
         kind: "*".into(),
     };
-    assert!(group_kind_matches(&any, "rbac.authorization.k8s.io", "ClusterRole"));
+    assert!(group_kind_matches(
+        &any,
+        "rbac.authorization.k8s.io",
+        "ClusterRole"
+    ));
     let quota = GroupKind {
         group: String::new(),
         kind: "ResourceQuota".into(),
