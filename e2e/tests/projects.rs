@@ -96,23 +96,23 @@ async fn a_team_app_applies_what_its_project_allows_and_only_that() {
         .git
         .write(
             "apps/platform/crb.yaml",
-            &cluster_role_binding("platform-admin", "team-b"),
+            cluster_role_binding("platform-admin", "team-b"),
         )
         .unwrap();
     fleet
         .git
-        .write("apps/platform/cm.yaml", &configmap(None, "platform"))
+        .write("apps/platform/cm.yaml", configmap(None, "platform"))
         .unwrap();
     // Team a's App: its own ConfigMaps, plus what its Project refuses.
     fleet
         .git
-        .write("apps/shop/cm.yaml", &configmap(None, "shop"))
+        .write("apps/shop/cm.yaml", configmap(None, "shop"))
         .unwrap();
     fleet
         .git
         .write(
             "apps/shop/cm-web.yaml",
-            &configmap(Some("team-a-web"), "web"),
+            configmap(Some("team-a-web"), "web"),
         )
         .unwrap();
     fleet
@@ -126,14 +126,14 @@ async fn a_team_app_applies_what_its_project_allows_and_only_that() {
         .git
         .write(
             "apps/shop/crb.yaml",
-            &cluster_role_binding("shop-admin", "team-a"),
+            cluster_role_binding("shop-admin", "team-a"),
         )
         .unwrap();
     fleet
         .git
         .write(
             "apps/shop/other-team.yaml",
-            &configmap(Some("team-b"), "sneaky"),
+            configmap(Some("team-b"), "sneaky"),
         )
         .unwrap();
     fleet.git.write("apps/shop/quota.yaml", QUOTA).unwrap();
@@ -270,7 +270,7 @@ async fn a_project_decides_where_its_apps_run() {
     let mut fleet = Fleet::start(two_clusters()).await.unwrap();
     fleet
         .git
-        .write("apps/shop/cm.yaml", &configmap(None, "shop"))
+        .write("apps/shop/cm.yaml", configmap(None, "shop"))
         .unwrap();
     let v1 = fleet.git.commit("v1").unwrap();
     let yaml = format!(
