@@ -141,6 +141,8 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
         .iter()
         .map(|c| (c.name.to_owned(), BTreeMap::new()))
         .collect();
+    // Built once, and only when an App has a Project of its own (whose rules are per cluster).
+    let mut by_name = None;
     for app in apps {
         let (Some(repo), Some(revision)) =
             (repos.get(&app.spec.repo), revisions.get(&app.metadata.name))
@@ -166,7 +168,9 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
             let mut target = desired_target(app, repo, revision, custom);
             // Only a Project of its own has rules (and costs the lookup).
             if let Some(project) = project.filter(|p| !project::is_default(p))
-                && let Some(cluster) = clusters.iter().find(|c| c.name == p.cluster)
+                && let Some(cluster) = by_name
+                    .get_or_insert_with(|| project::by_name(clusters))
+                    .get(p.cluster.as_str())
             {
                 target.project = project::target_rules(project, *cluster, groups);
             }

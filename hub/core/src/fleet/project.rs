@@ -3,7 +3,7 @@
 //! spoke must enforce on the objects a render produced travels with each Target as a
 //! [`TargetProject`].
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::LazyLock;
 
 use serde::{Deserialize, Serialize};
@@ -187,13 +187,18 @@ pub fn place_in_project(
     if is_default(project) {
         return placements;
     }
+    let by_name = by_name(clusters);
     placements.retain(|p| {
-        clusters
-            .iter()
-            .find(|c| c.name == p.cluster)
+        by_name
+            .get(p.cluster.as_str())
             .is_some_and(|c| admits(project, *c, target_namespace(app, p), groups))
     });
     placements
+}
+
+/// The clusters by name: a placement names its cluster, and a fleet has thousands.
+pub fn by_name<'l>(clusters: &[ClusterLabels<'l>]) -> HashMap<&'l str, ClusterLabels<'l>> {
+    clusters.iter().map(|c| (c.name, *c)).collect()
 }
 
 /// What a spoke enforces on the objects one Target's render produced (the domain form of the
@@ -319,8 +324,9 @@ pub fn check_app(
             });
         }
     }
+    let by_name = by_name(clusters);
     for p in place(app, clusters, groups) {
-        let Some(cluster) = clusters.iter().find(|c| c.name == p.cluster) else {
+        let Some(cluster) = by_name.get(p.cluster.as_str()) else {
             continue;
         };
         let namespace = target_namespace(app, &p);
