@@ -207,12 +207,14 @@ const GET_EXAMPLES: &str = "\
 Examples:
   gitfleet get apps
   gitfleet get repo platform -o yaml
+  gitfleet get projects
   gitfleet get all -o json";
 
 const DELETE_EXAMPLES: &str = "\
 Examples:
   gitfleet delete app guestbook
-  gitfleet delete clustergroup eu";
+  gitfleet delete clustergroup eu
+  gitfleet delete project team-a   # refused while Apps name it";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
