@@ -148,6 +148,7 @@ fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
         sync_policy: SyncPolicy::default(),
         trace: BTreeMap::new(),
         spec_generation: 1,
+        project: None,
     }
 }
 
@@ -2388,5 +2389,81 @@ async fn self_heal_does_not_force_over_an_object_made_again_by_someone_else() {
         .get_object("c1", "v1", "ConfigMap", Some("h"), "settings")
         .expect("theirs");
     assert!(live["metadata"]["labels"]["gitfleet.dev/app"].is_null());
+    bench.stop().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Projects: an object the App's Project does not allow is refused alone, and never the App's
+// to prune.
+
+fn team_rules(namespaces: &[&str]) -> gitfleet_spoke::sync::project::TargetProject {
+    gitfleet_spoke::sync::project::TargetProject {
+        name: "team-a".into(),
+        namespaces: namespaces.iter().map(|n| (*n).to_owned()).collect(),
+        cluster_resources: Vec::new(),
+        namespace_deny: Vec::new(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_object_outside_the_project_is_refused_and_never_pruned() {
+    let bench = Bench::start(Duration::from_secs(30)).await;
+    create_namespace(&bench.kubesim, "b").await;
+    let repo = Repo::new();
+    repo.write("apps/a/mine.yaml", &configmap_in("a", "mine", "x"));
+    repo.write("apps/a/theirs.yaml", &configmap_in("b", "theirs", "x"));
+    repo.write("apps/a/gone.yaml", &configmap_in("b", "gone", "x"));
+    let v1 = repo.commit();
+    // Before the App had a Project: all three are its own.
+    let mut target = spec("a", &repo, &v1, "apps/a");
+    target.sync_policy.prune = true;
+    bench.set(1, vec![target.clone()]);
+    bench
+        .recorder
+        .wait_for("a", "v1 synced", |s| {
+            s.revision == v1 && s.sync == SyncState::Synced
+        })
+        .await;
+    assert!(data_a(&bench.kubesim, "b", "gone").is_some());
+
+    // Its Project now allows namespace a only; `gone` leaves Git, `theirs` stays in it.
+    std::fs::remove_file(repo.dir.path().join("apps/a/gone.yaml")).expect("rm");
+    repo.write("apps/a/mine.yaml", &configmap_in("a", "mine", "y"));
+    let v2 = repo.commit();
+    target.source.commit = v2.clone();
+    target.spec_generation = 2;
+    target.project = Some(team_rules(&["a"]));
+    bench.set(2, vec![target]);
+    let status = bench
+        .recorder
+        .wait_for("a", "v2 applied", |s| {
+            s.revision == v2 && s.resources.iter().any(|r| r.object.name == "theirs")
+        })
+        .await;
+    let theirs = resource(&status, "theirs");
+    assert_eq!(theirs.action, ResourceAction::Failed);
+    assert_eq!(theirs.message, "Project team-a does not allow namespace b");
+    assert_eq!(resource(&status, "mine").action, ResourceAction::Applied);
+    assert_eq!(data_a(&bench.kubesim, "a", "mine").as_deref(), Some("y"));
+    assert!(
+        !status
+            .resources
+            .iter()
+            .any(|r| r.action == ResourceAction::Pruned),
+        "{:#?}",
+        status.resources
+    );
+    // Neither is deleted: outside its Project, the App may not touch them at all.
+    assert_eq!(data_a(&bench.kubesim, "b", "theirs").as_deref(), Some("x"));
+    assert_eq!(data_a(&bench.kubesim, "b", "gone").as_deref(), Some("x"));
+    let inventory = bench
+        .kubesim
+        .get_object("c1", "v1", "ConfigMap", Some("a"), "gitfleet-inventory-a")
+        .expect("inventory");
+    let objects = inventory["data"]["objects"].as_str().expect("objects");
+    assert!(
+        objects.contains("\"mine\"") && !objects.contains("theirs") && !objects.contains("gone"),
+        "{objects}"
+    );
     bench.stop().await;
 }

@@ -70,6 +70,7 @@ async fn a_spoke_without_its_hub_enforces_its_last_desired_state() {
         sync_policy: SyncPolicy::default(),
         trace: BTreeMap::new(),
         spec_generation: 3,
+        project: None,
     };
     let desired = DesiredState {
         generation: 7,

@@ -27,7 +27,7 @@ use crate::fleet::ClusterLabels;
 use crate::git::GitCache;
 use crate::model::ClusterRecord;
 use crate::pki::{Pki, PkiError};
-use crate::resources::{App, ClusterGroup, Repo, Resource};
+use crate::resources::{App, ClusterGroup, Project, Repo, Resource};
 use crate::store::{Store, StoreError};
 
 mod audit;
@@ -263,16 +263,20 @@ fn placeable<'a>(clusters: impl IntoIterator<Item = &'a ClusterRecord>) -> Vec<C
         .collect()
 }
 
-fn split_resources(
-    resources: Vec<Resource>,
-) -> (
-    Vec<App>,
-    BTreeMap<String, Repo>,
-    BTreeMap<String, ClusterGroup>,
-) {
+/// The stored resources by kind.
+#[derive(Default)]
+struct Split {
+    apps: Vec<App>,
+    repos: BTreeMap<String, Repo>,
+    groups: BTreeMap<String, ClusterGroup>,
+    projects: BTreeMap<String, Project>,
+}
+
+fn split_resources(resources: Vec<Resource>) -> Split {
     let mut apps = Vec::new();
     let mut repos = BTreeMap::new();
     let mut groups = BTreeMap::new();
+    let mut projects = BTreeMap::new();
     for r in resources {
         match r {
             Resource::App(a) => apps.push(a),
@@ -282,7 +286,15 @@ fn split_resources(
             Resource::ClusterGroup(g) => {
                 groups.insert(g.metadata.name.clone(), g);
             }
+            Resource::Project(p) => {
+                projects.insert(p.metadata.name.clone(), p);
+            }
         }
     }
-    (apps, repos, groups)
+    Split {
+        apps,
+        repos,
+        groups,
+        projects,
+    }
 }

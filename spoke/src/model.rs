@@ -20,6 +20,10 @@ pub struct TargetSpec {
     #[serde(default)]
     pub trace: BTreeMap<String, String>,
     pub spec_generation: u64,
+    /// The App's Project's rules for this cluster; `None`: the `default` Project, nothing to
+    /// enforce (see `sync::project`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<crate::sync::project::TargetProject>,
 }
 
 #[cfg(test)]
@@ -42,6 +46,7 @@ impl TargetSpec {
             sync_policy: SyncPolicy::default(),
             trace: BTreeMap::new(),
             spec_generation: 1,
+            project: None,
         }
     }
 }

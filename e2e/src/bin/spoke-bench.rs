@@ -63,6 +63,7 @@ fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
         sync_policy: SyncPolicy::default(),
         trace: BTreeMap::new(),
         spec_generation: 1,
+        project: None,
     }
 }
 

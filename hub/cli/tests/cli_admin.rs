@@ -635,8 +635,8 @@ async fn get_and_delete_work_on_stored_resources() {
     assert_eq!(
         normalised,
         [
-            "NAME REPO PATH NAMESPACE TARGETS SUSPENDED",
-            "guestbook platform apps/guestbook guestbook env=dev no"
+            "NAME REPO PATH NAMESPACE TARGETS SUSPENDED PROJECT",
+            "guestbook platform apps/guestbook guestbook env=dev no default"
         ]
     );
     hub.received(|r| assert_eq!(r.gets.last().unwrap().kind, "App"));

@@ -516,3 +516,64 @@ async fn cluster_label_sets_and_removes_labels_through_the_cli() {
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn projects_through_the_cli() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let admin = hub.admin_config_path().to_owned();
+    let git = GitRepo::new();
+    git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "first");
+    let project = "apiVersion: gitfleet.dev/v1
+kind: Project
+metadata: { name: team-a }
+spec:
+  sourceRepos: [platform]
+  destinations:
+    - clusterSelector: { matchLabels: { env: dev } }
+      namespaces: [web, \"web-*\"]
+";
+    let yaml = format!(
+        "{}---\n{}",
+        project,
+        fleet_yaml(&git.url()).replace("  repo: platform", "  project: team-a\n  repo: platform")
+    );
+    let file = data.join("fleet.yaml");
+    std::fs::write(&file, yaml).unwrap();
+    let file = file.display().to_string();
+    let out = cli(&admin, &["apply", "-f", &file]).await.unwrap();
+    assert_eq!(
+        out,
+        "project/team-a created\nrepo/platform created\napp/web created\n"
+    );
+
+    let rows = |out: String| -> Vec<String> {
+        out.lines()
+            .map(|l| l.split_whitespace().collect::<Vec<_>>().join(" "))
+            .collect()
+    };
+    assert_eq!(
+        rows(cli(&admin, &["get", "projects"]).await.unwrap()),
+        [
+            "NAME SOURCE REPOS DESTINATIONS CLUSTER RESOURCES",
+            "default * cluster *: * */*",
+            "team-a platform env=dev: web,web-* none",
+        ]
+    );
+    let apps = rows(cli(&admin, &["get", "apps"]).await.unwrap());
+    assert_eq!(apps[1], "web platform apps/web web env=dev no team-a");
+
+    let err = cli(&admin, &["delete", "project", "team-a"])
+        .await
+        .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        r#"Project "team-a" is still used by App "web": delete them or move them to another Project first"#
+    );
+    cli(&admin, &["delete", "app", "web"]).await.unwrap();
+    assert_eq!(
+        cli(&admin, &["delete", "project", "team-a"]).await.unwrap(),
+        "project/team-a deleted\n"
+    );
+    hub.shutdown().await;
+}

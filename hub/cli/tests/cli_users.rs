@@ -454,3 +454,107 @@ async fn the_hubs_renewed_admin_credential_stays_the_user_admin_unless_revoked()
     assert_eq!(err.to_string(), "user \"admin\" was revoked");
     hub.shutdown().await;
 }
+
+fn project_yaml(name: &str) -> String {
+    format!(
+        "apiVersion: gitfleet.dev/v1
+kind: Project
+metadata: {{ name: {name} }}
+spec:
+  sourceRepos: [platform]
+  destinations:
+    - name: \"*\"
+      namespaces: [{name}]
+"
+    )
+}
+
+fn team_app_yaml(name: &str, project: &str) -> String {
+    format!(
+        "apiVersion: gitfleet.dev/v1
+kind: App
+metadata: {{ name: {name} }}
+spec:
+  project: {project}
+  repo: platform
+  path: apps/{name}
+  namespace: {project}
+  targets:
+    - clusterSelector: {{ matchLabels: {{ env: dev }} }}
+"
+    )
+}
+
+#[tokio::test]
+async fn an_operator_acts_only_on_the_apps_of_its_projects() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let admin = hub.admin_config_path().to_owned();
+    let platform = write(
+        &data,
+        "platform.yaml",
+        &format!(
+            "{REPO_YAML}---\n{}---\n{}",
+            project_yaml("team-a"),
+            project_yaml("team-b")
+        ),
+    );
+    cli(&admin, &["apply", "-f", &platform]).await.unwrap();
+    let alice = create_user(
+        &admin,
+        &data,
+        "alice",
+        &["--role", "operator", "--project", "team-a"],
+    )
+    .await;
+
+    // Inside team-a: allowed.
+    let shop = write(&data, "shop.yaml", &team_app_yaml("shop", "team-a"));
+    assert_eq!(
+        cli(&alice, &["apply", "-f", &shop]).await.unwrap(),
+        "app/shop created\n"
+    );
+
+    // An App of team-b: refused, naming the Project; nothing stored.
+    let blog = write(&data, "blog.yaml", &team_app_yaml("blog", "team-b"));
+    let err = cli(&alice, &["apply", "-f", &blog]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("permission denied: operator alice cannot apply App \"blog\"")
+            && err.to_string().contains("Project \"team-b\""),
+        "{err}"
+    );
+    assert!(cli(&admin, &["get", "app", "blog"]).await.is_err());
+
+    // team-b's App, applied by an admin, cannot be pulled into team-a by alice, nor deleted,
+    // nor steered.
+    cli(&admin, &["apply", "-f", &blog]).await.unwrap();
+    let moved = write(&data, "moved.yaml", &team_app_yaml("blog", "team-a"));
+    let err = cli(&alice, &["apply", "-f", &moved]).await.unwrap_err();
+    assert!(err.to_string().contains("Project \"team-b\""), "{err}");
+    let err = cli(&alice, &["delete", "app", "blog"]).await.unwrap_err();
+    assert!(err.to_string().starts_with("permission denied"), "{err}");
+    let err = cli(&alice, &["app", "suspend", "blog"]).await.unwrap_err();
+    assert!(err.to_string().starts_with("permission denied"), "{err}");
+    let get = cli(&admin, &["get", "app", "blog", "-o", "json"])
+        .await
+        .unwrap();
+    assert!(get.contains("team-b"), "{get}");
+
+    // Projects are the platform team's: an operator cannot widen its own.
+    let wider = write(
+        &data,
+        "wider.yaml",
+        &project_yaml("team-a").replace("[team-a]", "[team-a, team-b]"),
+    );
+    let err = cli(&alice, &["apply", "-f", &wider]).await.unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("permission denied: operator alice cannot apply Project \"team-a\""),
+        "{err}"
+    );
+
+    // Its own App it may delete.
+    cli(&alice, &["delete", "app", "shop"]).await.unwrap();
+    hub.shutdown().await;
+}

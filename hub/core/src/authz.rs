@@ -14,9 +14,8 @@ use serde::{Deserialize, Serialize};
 #[cfg(test)]
 mod tests;
 
-/// The Project of every App until Apps name one, and the one an operator given no Project
-/// operates.
-pub const DEFAULT_PROJECT: &str = "default";
+/// The Project of an App that names none, and the one an operator given no Project operates.
+pub use crate::resources::DEFAULT_PROJECT;
 
 /// What a user may do, from least to most.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]

@@ -96,6 +96,7 @@ mod tests {
             render: RenderSpec::default(),
             sync_policy: SyncPolicySpec::default(),
             sync_request: 0,
+            project: None,
         }
     }
 

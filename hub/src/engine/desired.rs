@@ -11,7 +11,7 @@ use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
 use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
-use crate::resources::{App, ClusterGroup, Repo};
+use crate::resources::{App, ClusterGroup, Project, Repo};
 
 /// What a cluster's live link receives: its desired state and everything a message carrying
 /// it needs, so that the link only encodes and writes. In memory only: the store keeps the
@@ -64,6 +64,7 @@ pub(super) struct FleetInputs {
     apps: Vec<App>,
     repos: BTreeMap<String, Repo>,
     groups: BTreeMap<String, ClusterGroup>,
+    projects: BTreeMap<String, Project>,
     revisions: BTreeMap<String, AppRevision>,
     rollouts: BTreeMap<String, Assigned>,
     controls: BTreeMap<String, crate::model::AppControl>,
@@ -103,15 +104,22 @@ impl Engine {
         _write: &WriteGuard<'_>,
         scope: Scope<'_>,
     ) -> Result<(), EngineError> {
-        let (apps, repos, groups) = split_resources(self.store.resources()?);
+        let super::Split {
+            apps,
+            repos,
+            groups,
+            projects,
+        } = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
         let (clusters, placement_version) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
-        let decided = self.decide_rollouts(&apps, &revisions, &labels, &groups, scope)?;
+        let decided =
+            self.decide_rollouts(&apps, &revisions, &labels, &groups, &projects, scope)?;
         let inputs = FleetInputs {
             apps,
             repos,
             groups,
+            projects,
             revisions,
             rollouts: decided
                 .rollouts
@@ -153,6 +161,7 @@ impl Engine {
             &assigned,
             &labels,
             &inputs.groups,
+            &inputs.projects,
         );
         rollouts::apply_controls(&mut fleet, &inputs.controls);
 

@@ -114,7 +114,11 @@ impl Engine {
             applied = written;
         }
         let mut deleted = false;
-        for (kind, name) in &plan.delete {
+        // Projects last: one still used by an App is refused, and the Apps leaving with it in
+        // this same commit are deleted first.
+        let mut deletes: Vec<&(Kind, String)> = plan.delete.iter().collect();
+        deletes.sort_by_key(|(kind, _)| *kind == Kind::Project);
+        for (kind, name) in deletes {
             if self
                 .delete_locked(guard, *kind, name)
                 .map_err(|e| e.to_string())?

@@ -4,12 +4,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Engine, EngineError, State, placeable, split_resources};
+use super::{Engine, EngineError, Split, State, placeable, split_resources};
 use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide, plan_waves};
 use crate::fleet::{AppRevision, ClusterLabels};
 use crate::model::{ClusterView, EventRecord, TargetReport, TargetView};
 use crate::pki::now_unix;
-use crate::resources::{App, ClusterGroup, Kind, Resource};
+use crate::resources::{App, Kind, Resource};
 
 /// A rollout as `gitfleet rollout status` shows it.
 #[derive(Debug, Clone)]
@@ -45,7 +45,7 @@ impl Engine {
     /// An App's rollout with its status as of now.
     pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
         let app = self.app(name)?;
-        let (_, _, groups) = split_resources(self.store.resources()?);
+        let split = split_resources(self.store.resources()?);
         let (clusters, _) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
         let mut revisions = self.store.revisions()?;
@@ -56,23 +56,23 @@ impl Engine {
                 app.spec.repo, app.spec.repo
             ))
         })?;
-        self.view(&app, state, &labels, &groups, &mut revisions)
+        self.view(&app, state, &labels, &split, &mut revisions)
     }
 
     /// Every App's rollout view, reading resources, clusters and revisions once: what a
     /// `/metrics` scrape needs, whose cost must not grow with Apps × stored resources (the
     /// listener is unauthenticated). Apps without a rollout yet are left out.
     pub fn rollout_statuses(&self) -> Result<Vec<RolloutView>, EngineError> {
-        let (apps, _, groups) = split_resources(self.store.resources()?);
+        let split = split_resources(self.store.resources()?);
         let (clusters, _) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
         let mut revisions = self.store.revisions()?;
         let mut views = Vec::new();
-        for app in apps {
+        for app in &split.apps {
             let Some(state) = self.store.rollout_shared(&app.metadata.name) else {
                 continue;
             };
-            views.push(self.view(&app, state, &labels, &groups, &mut revisions)?);
+            views.push(self.view(app, state, &labels, &split, &mut revisions)?);
         }
         Ok(views)
     }
@@ -82,11 +82,11 @@ impl Engine {
         app: &App,
         state: Arc<RolloutState>,
         labels: &[ClusterLabels<'_>],
-        groups: &BTreeMap<String, ClusterGroup>,
+        split: &Split,
         revisions: &mut BTreeMap<String, AppRevision>,
     ) -> Result<RolloutView, EngineError> {
         let name = app.metadata.name.as_str();
-        let plan = plan_waves(app, labels, groups);
+        let plan = plan_waves(app, labels, &split.groups, &split.projects);
         let now = now_unix();
         let observations = self.observations(name, plan.clusters(), now);
         let decision = decide(&state, &plan, &observations, now);

@@ -196,7 +196,7 @@ impl Engine {
         status.last_success_unix = now;
         let old_commit = std::mem::replace(&mut status.commit, resolved.commit.clone());
         status.git_ref = resolved.git_ref.clone();
-        let (apps, _, _) = split_resources(self.store.resources()?);
+        let apps = split_resources(self.store.resources()?).apps;
         let revisions = self.store.revisions()?;
         let changed_files = match diffed {
             Some((from, files)) if from == old_commit => files,

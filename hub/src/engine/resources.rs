@@ -1,15 +1,17 @@
-//! Resources: apply (validated, all or nothing), delete and get of Repos, Apps and
-//! ClusterGroups.
+//! Resources: apply (validated, all or nothing), delete and get of Repos, Apps,
+//! ClusterGroups and Projects. An App is stored only inside its Project; a Project is deleted
+//! only when no App names it.
 
 use std::sync::Arc;
 
 use gitfleet_core::authz::{Action, Scope, Subject, authorize};
 
 use super::users::app_project;
-use super::{Engine, EngineError, WriteGuard};
+use super::{Engine, EngineError, Split, WriteGuard, placeable, split_resources};
 use crate::fleet::AppRevision;
+use crate::fleet::project::{self, ProjectProblem};
 use crate::model::RepoStatus;
-use crate::resources::{App, Kind, Resource, parse_document};
+use crate::resources::{App, DEFAULT_PROJECT, Kind, Resource, parse_document};
 
 /// The outcome of applying one resource.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -184,6 +186,8 @@ impl Engine {
                 to_store.push(r);
             }
         }
+        let after = self.resources_after(&to_store)?;
+        self.refuse_apps_outside_projects(&to_store, &after)?;
         if dry_run || to_store.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
@@ -212,7 +216,107 @@ impl Engine {
                 }
             }
         }
+        self.recheck_project_apps(&to_store, &after)?;
         Ok((outcomes, to_store))
+    }
+
+    /// The stored resources as they will be once `to_store` is written.
+    fn resources_after(&self, to_store: &[Resource]) -> Result<Split, EngineError> {
+        let mut resources = self.store.resources()?;
+        resources.retain(|r| {
+            !to_store
+                .iter()
+                .any(|n| n.kind() == r.kind() && n.name() == r.name())
+        });
+        resources.extend(to_store.iter().cloned());
+        Ok(split_resources(resources))
+    }
+
+    /// What of `app` its Project does not allow, as things will be after this apply.
+    fn project_problems(&self, app: &App, after: &Split) -> Vec<ProjectProblem> {
+        if app.spec.project_name() == DEFAULT_PROJECT {
+            // Allows everything: no need to look at the fleet's clusters.
+            return Vec::new();
+        }
+        let (clusters, _) = self.store.clusters_snapshot();
+        let labels = placeable(clusters.values());
+        project::check_app(
+            app,
+            project::project_of(app, &after.projects),
+            after.repos.get(&app.spec.repo),
+            &labels,
+            &after.groups,
+        )
+    }
+
+    /// Refuses the apply when an App it writes falls outside its Project, naming every field.
+    fn refuse_apps_outside_projects(
+        &self,
+        to_store: &[Resource],
+        after: &Split,
+    ) -> Result<(), EngineError> {
+        let mut errors = Vec::new();
+        for r in to_store {
+            if let Resource::App(app) = r {
+                for problem in self.project_problems(app, after) {
+                    errors.push(format!("app {:?}: {problem}", app.metadata.name));
+                }
+            }
+        }
+        if errors.is_empty() {
+            Ok(())
+        } else {
+            Err(EngineError::Invalid(errors.join("\n")))
+        }
+    }
+
+    /// A Project or Repo written may leave Apps (not written themselves) outside their
+    /// Project: they keep only the clusters it still allows (placement sees to that) and get an
+    /// event saying what is wrong; `gitfleet get app` shows it as long as it lasts.
+    fn recheck_project_apps(&self, written: &[Resource], after: &Split) -> Result<(), EngineError> {
+        let projects: Vec<&str> = written
+            .iter()
+            .filter(|r| r.kind() == Kind::Project)
+            .map(Resource::name)
+            .collect();
+        let repos: Vec<&str> = written
+            .iter()
+            .filter(|r| r.kind() == Kind::Repo)
+            .map(Resource::name)
+            .collect();
+        if projects.is_empty() && repos.is_empty() {
+            return Ok(());
+        }
+        for app in &after.apps {
+            let concerned = projects.contains(&app.spec.project_name())
+                || repos.contains(&app.spec.repo.as_str());
+            let written_itself = written
+                .iter()
+                .any(|r| r.kind() == Kind::App && r.name() == app.metadata.name);
+            if !concerned || written_itself {
+                continue;
+            }
+            let problems = self.project_problems(app, after);
+            if problems.is_empty() {
+                continue;
+            }
+            let message = problems
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.record_app_event(
+                &app.metadata.name,
+                "",
+                "OutsideProject",
+                format!(
+                    "outside Project {} (it keeps only the clusters the Project allows): {message}",
+                    app.spec.project_name()
+                ),
+                "",
+            )?;
+        }
+        Ok(())
     }
 
     /// Follows the Repos among `applied` (once the write lock is released: a follower's first
@@ -248,6 +352,9 @@ impl Engine {
         kind: Kind,
         name: &str,
     ) -> Result<bool, EngineError> {
+        if kind == Kind::Project {
+            self.refuse_deleting_used_project(name)?;
+        }
         if !self.store.delete_resource(kind, name)? {
             return Ok(false);
         }
@@ -265,9 +372,38 @@ impl Engine {
                 self.store.delete_revision(name)?;
                 self.store.delete_app_records(name)?;
             }
-            Kind::ClusterGroup => {}
+            Kind::ClusterGroup | Kind::Project => {}
         }
         Ok(true)
+    }
+
+    /// A Project is deleted only once no App names it (the Apps would otherwise be placed
+    /// nowhere at once); the built-in `default` never.
+    fn refuse_deleting_used_project(&self, name: &str) -> Result<(), EngineError> {
+        if name == DEFAULT_PROJECT {
+            return Err(EngineError::FailedPrecondition(format!(
+                "Project {DEFAULT_PROJECT:?} is built in and cannot be deleted"
+            )));
+        }
+        let users: Vec<String> = split_resources(self.store.resources()?)
+            .apps
+            .into_iter()
+            .filter(|a| a.spec.project_name() == name)
+            .map(|a| a.metadata.name)
+            .collect();
+        if users.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::FailedPrecondition(format!(
+            "Project {name:?} is still used by App{} {}: delete them or move them to another \
+             Project first",
+            if users.len() == 1 { "" } else { "s" },
+            users
+                .iter()
+                .map(|u| format!("{u:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
     }
 
     pub async fn delete(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
@@ -281,7 +417,10 @@ impl Engine {
     }
 
     /// Stored resources as documents; Repos and Apps carry what the hub learned under `status`
-    /// (a Repo's last fetched commit and error, an App's current revision).
+    /// (a Repo's last fetched commit and error, an App's current revision and, when its
+    /// Project no longer allows all of it, `status.project`: what is outside).
+    /// `gitfleet get projects` also lists the built-in `default`, which is never stored (`get`
+    /// of every kind does not: it is what can be applied back).
     pub fn get(
         &self,
         kind: Option<Kind>,
@@ -289,8 +428,18 @@ impl Engine {
     ) -> Result<Vec<serde_json::Value>, EngineError> {
         let statuses = self.store.repo_statuses()?;
         let revisions = self.store.revisions()?;
+        let resources = self.store.resources()?;
+        let split = split_resources(resources.clone());
         let mut out = Vec::new();
-        for r in self.store.resources()? {
+        // Only when Projects are asked for: `get` of everything stays what can be applied back.
+        if kind == Some(Kind::Project) && name.is_none_or(|n| n == DEFAULT_PROJECT) {
+            let mut doc = Resource::Project(project::default_project().clone()).to_json();
+            if let Some(obj) = doc.as_object_mut() {
+                obj.insert("status".into(), serde_json::json!({ "builtIn": true }));
+            }
+            out.push(doc);
+        }
+        for r in resources {
             if kind.is_some_and(|k| k != r.kind()) || name.is_some_and(|n| n != r.name()) {
                 continue;
             }
@@ -302,11 +451,27 @@ impl Engine {
                         .cloned()
                         .unwrap_or_default(),
                 )),
-                Resource::App(app) => Some(match revisions.get(&app.metadata.name) {
-                    Some(rev) => serde_json::json!({ "revision": rev.commit, "ref": rev.git_ref }),
-                    None => serde_json::json!({ "revision": "" }),
-                }),
-                Resource::ClusterGroup(_) => None,
+                Resource::App(app) => {
+                    let mut status = match revisions.get(&app.metadata.name) {
+                        Some(rev) => {
+                            serde_json::json!({ "revision": rev.commit, "ref": rev.git_ref })
+                        }
+                        None => serde_json::json!({ "revision": "" }),
+                    };
+                    let problems = self.project_problems(app, &split);
+                    if !problems.is_empty() {
+                        status["project"] = serde_json::json!({
+                            "name": app.spec.project_name(),
+                            "message": format!(
+                                "outside Project {} (it keeps only the clusters the Project allows)",
+                                app.spec.project_name()
+                            ),
+                            "problems": problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
+                        });
+                    }
+                    Some(status)
+                }
+                Resource::ClusterGroup(_) | Resource::Project(_) => None,
             };
             if let (Some(status), Some(obj)) = (status, doc.as_object_mut()) {
                 obj.insert("status".into(), status);

@@ -23,7 +23,7 @@ use crate::fleet::rollout::{
 use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
-use crate::resources::{App, ClusterGroup};
+use crate::resources::{App, ClusterGroup, Project};
 
 /// The rollout controller's own state, under a lock of its own (a report takes it to find
 /// whether its App is rolling out).
@@ -83,6 +83,7 @@ impl Engine {
         revisions: &BTreeMap<String, AppRevision>,
         labels: &[ClusterLabels<'_>],
         groups: &BTreeMap<String, ClusterGroup>,
+        projects: &BTreeMap<String, Project>,
         scope: Scope<'_>,
     ) -> Result<Decided, EngineError> {
         let now = now_unix();
@@ -159,7 +160,7 @@ impl Engine {
                 rollouts.insert(name.to_owned(), state);
                 continue;
             }
-            let plan = plan_waves(app, labels, groups);
+            let plan = plan_waves(app, labels, groups, projects);
             let observations = if matches!(state.phase, Phase::Complete) {
                 // A complete rollout only places clusters that joined; reports change nothing.
                 BTreeMap::new()

@@ -21,11 +21,9 @@ pub struct NewUser {
     pub ttl: Duration,
 }
 
-/// The Project an App document puts the App in. Every App is in `default` until Apps name
-/// their Project (`spec.project`): this and [`Engine::project_of_app`] are the one place that
-/// changes.
-pub fn app_project(_app: &App) -> String {
-    DEFAULT_PROJECT.to_owned()
+/// The Project an App document puts the App in (`spec.project`, or `default`).
+pub fn app_project(app: &App) -> String {
+    app.spec.project_name().to_owned()
 }
 
 impl Engine {

@@ -82,6 +82,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         sync_policy,
         // Not on the wire: the spec generation it bumped tells the spoke to sync again.
         sync_request: _,
+        project,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),
@@ -101,6 +102,24 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
             fields: trace.into_iter().collect(),
         }),
         spec_generation,
+        project: project.map(target_project_pb),
+    }
+}
+
+fn target_project_pb(p: crate::fleet::project::TargetProject) -> pb::TargetProject {
+    let group_kinds = |list: Vec<crate::resources::GroupKind>| {
+        list.into_iter()
+            .map(|gk| pb::GroupKind {
+                group: gk.group,
+                kind: gk.kind,
+            })
+            .collect()
+    };
+    pb::TargetProject {
+        name: p.name,
+        namespaces: p.namespaces,
+        cluster_resources: group_kinds(p.cluster_resources),
+        namespace_deny: group_kinds(p.namespace_deny),
     }
 }
 

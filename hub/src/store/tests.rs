@@ -298,6 +298,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
                     render: Default::default(),
                     sync_policy: Default::default(),
                     sync_request: 0,
+                    project: None,
                 },
             },
         )]),

@@ -18,7 +18,7 @@ use crate::model::{
 use crate::renderer::{RenderGate, Renderers, Workspace};
 use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
 use crate::sync::retry::{self};
-use crate::sync::{drift, order, ownership, prune};
+use crate::sync::{drift, order, ownership, project, prune};
 use crate::telemetry;
 use crate::watch::Seen;
 
@@ -342,6 +342,17 @@ async fn apply_one(
         }
     };
     render::place_in_scope(manifest, resolved.namespaced, &spec.namespace);
+    // Before anything is read or written: an object its Project does not allow is not the
+    // App's to look at.
+    if let Some(rules) = &spec.project
+        && let Err(message) = project::check(rules, &manifest.object)
+    {
+        tracing::warn!(object = %manifest.object.display_name(), %message, "not applied");
+        return (
+            result(manifest, ResourceAction::Failed, Health::Unknown, message),
+            None,
+        );
+    }
     let force = match claim(ctx, spec, &resolved, manifest).await {
         Ok(ownership::Claim::Apply) => spec.sync_policy.force,
         Ok(ownership::Claim::Adopt) => true,
@@ -471,7 +482,12 @@ async fn record_intent(ctx: &Context, spec: &TargetSpec, manifests: &[Manifest])
             return;
         }
     };
-    let objects: Vec<ObjectRef> = manifests.iter().map(|m| m.object.clone()).collect();
+    // An object its Project refuses will not be applied: it must not become the App's to prune.
+    let objects: Vec<ObjectRef> = manifests
+        .iter()
+        .map(|m| m.object.clone())
+        .filter(|o| project::allows(spec.project.as_ref(), o))
+        .collect();
     if let Some(next) = prune::intent(&previous, &objects)
         && let Err(error) = ctx.cluster.write_inventory(&inventory_ref, &next).await
     {

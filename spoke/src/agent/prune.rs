@@ -7,7 +7,7 @@ use tracing::Instrument as _;
 
 use crate::cluster::{ClusterError, Deletion, InventoryRef, Precondition};
 use crate::model::{Health, ObjectRef, ResourceAction, ResourceResult, TargetSpec};
-use crate::sync::prune;
+use crate::sync::{project, prune};
 
 use super::Context;
 
@@ -21,7 +21,7 @@ pub(super) async fn prune(
 ) {
     let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
     let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
-        Ok(previous) => previous.unwrap_or_default(),
+        Ok(previous) => within_project(spec, previous.unwrap_or_default()),
         Err(error) => {
             // Without the old inventory a new one would forget objects: leave both alone.
             tracing::warn!(%error, "cannot read the inventory; not pruning and not recording");
@@ -31,6 +31,7 @@ pub(super) async fn prune(
     let current: Vec<ObjectRef> = resources
         .iter()
         .filter(|r| r.action != ResourceAction::Invalid)
+        .filter(|r| project::allows(spec.project.as_ref(), &r.object))
         .map(|r| r.object.clone())
         .collect();
     let mut still_present = Vec::new();
@@ -116,6 +117,23 @@ pub(super) async fn prune(
     }
 }
 
+/// The inventory less the objects the Target's Project does not allow (recorded before the
+/// Project was narrowed, or by an older spoke): the App may not delete them, so it forgets
+/// them; they stay in the cluster as they are.
+fn within_project(spec: &TargetSpec, mut inventory: prune::Inventory) -> prune::Inventory {
+    let before = inventory.objects.len();
+    inventory
+        .objects
+        .retain(|o| project::allows(spec.project.as_ref(), o));
+    if inventory.objects.len() != before {
+        tracing::info!(
+            forgotten = before - inventory.objects.len(),
+            "objects outside the App's Project are no longer the App's to prune"
+        );
+    }
+    inventory
+}
+
 /// What pruning one object came to.
 enum Pruning {
     /// Deleted, or already gone.
@@ -180,7 +198,7 @@ pub(super) async fn prune_removed(ctx: Arc<Context>, spec: TargetSpec) {
     async {
         let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
         let previous = match ctx.cluster.read_inventory(&inventory_ref).await {
-            Ok(Some(previous)) => previous,
+            Ok(Some(previous)) => within_project(&spec, previous),
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(%error, "cannot read the inventory of a removed target");

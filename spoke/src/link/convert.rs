@@ -93,6 +93,24 @@ pub fn target_from_proto(t: pb::TargetSpec) -> TargetSpec {
             .map(|t| t.fields.into_iter().collect())
             .unwrap_or_default(),
         spec_generation: t.spec_generation,
+        project: t.project.map(project_from_proto),
+    }
+}
+
+fn project_from_proto(p: pb::TargetProject) -> crate::sync::project::TargetProject {
+    let group_kinds = |list: Vec<pb::GroupKind>| {
+        list.into_iter()
+            .map(|gk| gitfleet_core::resources::GroupKind {
+                group: gk.group,
+                kind: gk.kind,
+            })
+            .collect()
+    };
+    crate::sync::project::TargetProject {
+        name: p.name,
+        namespaces: p.namespaces,
+        cluster_resources: group_kinds(p.cluster_resources),
+        namespace_deny: group_kinds(p.namespace_deny),
     }
 }
 
@@ -198,7 +216,26 @@ mod tests {
             }),
             trace: None,
             spec_generation: 4,
+            project: Some(pb::TargetProject {
+                name: "team-a".into(),
+                namespaces: vec!["team-a-*".into()],
+                cluster_resources: vec![pb::GroupKind {
+                    group: "*".into(),
+                    kind: "Namespace".into(),
+                }],
+                namespace_deny: vec![pb::GroupKind {
+                    group: String::new(),
+                    kind: "ResourceQuota".into(),
+                }],
+            }),
         });
+        let project = spec.project.clone().unwrap();
+        assert_eq!(
+            (project.name.as_str(), project.namespaces.as_slice()),
+            ("team-a", ["team-a-*".to_owned()].as_slice())
+        );
+        assert_eq!(project.cluster_resources[0].kind, "Namespace");
+        assert_eq!(project.namespace_deny[0].kind, "ResourceQuota");
         assert_eq!(spec.source.path, "apps/web");
         assert_eq!(spec.render.render_type, RenderType::Kustomize);
         assert!(spec.sync_policy.prune && spec.sync_policy.force && !spec.sync_policy.self_heal);

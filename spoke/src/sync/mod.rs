@@ -6,6 +6,7 @@ pub mod drift;
 pub mod health;
 pub mod order;
 pub mod ownership;
+pub mod project;
 pub mod prune;
 pub mod render;
 pub mod report;

@@ -123,7 +123,7 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or update Repos, Apps and ClusterGroups from YAML or JSON files
+    /// Create or update Repos, Apps, ClusterGroups and Projects from YAML or JSON files
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(ApplyArgs),
 
@@ -218,12 +218,14 @@ const GET_EXAMPLES: &str = "\
 Examples:
   gitfleet get apps
   gitfleet get repo platform -o yaml
+  gitfleet get projects
   gitfleet get all -o json";
 
 const DELETE_EXAMPLES: &str = "\
 Examples:
   gitfleet delete app guestbook
-  gitfleet delete clustergroup eu";
+  gitfleet delete clustergroup eu
+  gitfleet delete project team-a   # refused while Apps name it";
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -294,6 +296,8 @@ pub enum KindArg {
         aliases = ["clustergroup", "groups", "group", "cluster-group", "cluster-groups"]
     )]
     ClusterGroups,
+    #[value(name = "projects", aliases = ["project", "proj"])]
+    Projects,
     /// Every kind (get only)
     #[value(name = "all")]
     All,
@@ -306,6 +310,7 @@ impl KindArg {
             KindArg::Repos => "Repo",
             KindArg::Apps => "App",
             KindArg::ClusterGroups => "ClusterGroup",
+            KindArg::Projects => "Project",
             KindArg::All => "",
         }
     }
@@ -313,7 +318,7 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups (or singulars), or all
+    /// What to list: repos, apps, clustergroups, projects (or singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     /// Only this resource
@@ -322,7 +327,7 @@ pub struct GetArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeleteArgs {
-    /// repo, app or clustergroup
+    /// repo, app, clustergroup or project
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     pub name: String,

@@ -608,6 +608,7 @@ fn not_found(kind: KindArg, name: &str) -> CliError {
         KindArg::Repos => "repos",
         KindArg::Apps => "apps",
         KindArg::ClusterGroups => "clustergroups",
+        KindArg::Projects => "projects",
         KindArg::All => "all",
     };
     let kind = match kind {

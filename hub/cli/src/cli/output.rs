@@ -368,8 +368,8 @@ pub fn short_revision(revision: &str) -> String {
 // ---------------------------------------------------------------------------------------------
 // get
 
-/// The resources as the hub stores them, Repos first, then Apps, then ClusterGroups (the order
-/// they depend on each other), each by name. JSON that is not valid stays a string so that
+/// The resources as the hub stores them, Repos first, then Projects, Apps, ClusterGroups (the
+/// order they depend on each other), each by name. JSON that is not valid stays a string so that
 /// nothing is hidden.
 pub fn resource_values(documents: &[pb::ResourceDocument]) -> Vec<Value> {
     let mut values: Vec<Value> = documents
@@ -391,9 +391,10 @@ pub fn resource_values(documents: &[pb::ResourceDocument]) -> Vec<Value> {
 fn kind_rank(kind: &str) -> u8 {
     match kind {
         "Repo" => 0,
-        "App" => 1,
-        "ClusterGroup" => 2,
-        _ => 3,
+        "Project" => 1,
+        "App" => 2,
+        "ClusterGroup" => 3,
+        _ => 4,
     }
 }
 
@@ -426,8 +427,17 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
     for ((_, kind), items) in by_kind {
         let header: &[&str] = match kind {
             "Repo" => &["NAME", "URL", "REF", "COMMIT", "FETCHED", "MESSAGE"],
-            "App" => &["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"],
+            "App" => &[
+                "NAME",
+                "REPO",
+                "PATH",
+                "NAMESPACE",
+                "TARGETS",
+                "SUSPENDED",
+                "PROJECT",
+            ],
             "ClusterGroup" => &["NAME", "SELECTOR"],
+            "Project" => &["NAME", "SOURCE REPOS", "DESTINATIONS", "CLUSTER RESOURCES"],
             _ => &["KIND", "NAME"],
         };
         let mut table = plain_table(header);
@@ -436,6 +446,7 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
                 "Repo" => repo_row(item, style.now_unix),
                 "App" => app_row(item),
                 "ClusterGroup" => group_row(item),
+                "Project" => project_row(item),
                 _ => other_row(item),
             };
             if several {
@@ -493,6 +504,95 @@ fn app_row(v: &Value) -> Vec<String> {
         dash(str_at(v, &["spec", "namespace"])),
         dash(&targets),
         if suspended { "yes" } else { "no" }.to_owned(),
+        project_cell(v),
+    ]
+}
+
+/// The App's Project, and whether it is outside it now (`-o yaml` says where).
+fn project_cell(v: &Value) -> String {
+    let name = match str_at(v, &["spec", "project"]) {
+        "" => "default",
+        name => name,
+    };
+    match v
+        .pointer("/status/project/problems")
+        .and_then(Value::as_array)
+    {
+        Some(problems) if !problems.is_empty() => format!(
+            "{name} (outside: {} problem{}, see -o yaml)",
+            problems.len(),
+            if problems.len() == 1 { "" } else { "s" }
+        ),
+        _ => name.to_owned(),
+    }
+}
+
+/// `shop, https://git.example.com/team-a/*`; `env=prod: team-a,team-a-*`; `rbac.../Role`.
+fn project_row(v: &Value) -> Vec<String> {
+    let strings = |pointer: &str| -> Vec<String> {
+        v.pointer(pointer)
+            .and_then(Value::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Value::as_str)
+                    .map(str::to_owned)
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    let destinations = v
+        .pointer("/spec/destinations")
+        .and_then(Value::as_array)
+        .map(|ds| {
+            ds.iter()
+                .map(|d| {
+                    let clusters = if let Some(name) = d.get("name").and_then(Value::as_str) {
+                        format!("cluster {name}")
+                    } else if let Some(group) = d.get("group").and_then(Value::as_str) {
+                        format!("group {group}")
+                    } else {
+                        d.get("clusterSelector")
+                            .map(describe_selector)
+                            .unwrap_or_default()
+                    };
+                    let namespaces: Vec<&str> = d
+                        .get("namespaces")
+                        .and_then(Value::as_array)
+                        .map(|a| a.iter().filter_map(Value::as_str).collect())
+                        .unwrap_or_default();
+                    format!("{clusters}: {}", namespaces.join(","))
+                })
+                .collect::<Vec<_>>()
+                .join("; ")
+        })
+        .unwrap_or_default();
+    let kinds = v
+        .pointer("/spec/clusterResources")
+        .and_then(Value::as_array)
+        .map(|a| {
+            a.iter()
+                .map(|gk| {
+                    let group = gk.get("group").and_then(Value::as_str).unwrap_or_default();
+                    let kind = gk.get("kind").and_then(Value::as_str).unwrap_or_default();
+                    if group.is_empty() {
+                        kind.to_owned()
+                    } else {
+                        format!("{group}/{kind}")
+                    }
+                })
+                .collect::<Vec<_>>()
+                .join(",")
+        })
+        .unwrap_or_default();
+    vec![
+        name_of(v),
+        dash(&strings("/spec/sourceRepos").join(", ")),
+        dash(&destinations),
+        if kinds.is_empty() {
+            "none".to_owned()
+        } else {
+            kinds
+        },
     ]
 }
 

@@ -5,8 +5,11 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use super::placement::{ClusterLabels, place};
-use crate::resources::{App, ClusterGroup, Customization, RenderSpec, Repo, SyncPolicySpec};
+use super::placement::ClusterLabels;
+use super::project::{self, TargetProject};
+use crate::resources::{
+    App, ClusterGroup, Customization, Project, RenderSpec, Repo, SyncPolicySpec,
+};
 
 #[cfg(test)]
 mod tests;
@@ -31,6 +34,9 @@ pub struct DesiredTarget {
     /// nothing else changed. Never sent on the wire: the new spec generation is the signal.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub sync_request: u64,
+    /// What the spoke enforces on the render's objects; absent for the `default` Project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<TargetProject>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -89,12 +95,14 @@ pub fn desired_target(
         render,
         sync_policy: app.spec.sync_policy,
         sync_request: 0,
+        project: None,
     }
 }
 
 /// Desired state of the whole fleet: cluster → App name → Target. Apps whose Repo is missing or
 /// has no revision yet place nothing (they cannot be fetched). Every placed cluster of an App
 /// gets the App's revision at once; see [`compute_fleet_with_rollouts`] for Apps in a rollout.
+/// Every App is taken to be of the `default` Project (a test helper's view).
 pub fn compute_fleet(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
@@ -103,13 +111,23 @@ pub fn compute_fleet(
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
     let no_rollouts: BTreeMap<String, BTreeMap<String, AppRevision>> = BTreeMap::new();
-    compute_fleet_with_rollouts(apps, repos, revisions, &no_rollouts, clusters, groups)
+    compute_fleet_with_rollouts(
+        apps,
+        repos,
+        revisions,
+        &no_rollouts,
+        clusters,
+        groups,
+        &BTreeMap::new(),
+    )
 }
 
 /// As [`compute_fleet`], but an App with an entry in `rollouts` (App name → cluster → revision,
 /// from [`super::rollout::target_revisions`]) gives each placed cluster the revision its rollout
 /// assigns, and nothing to a placed cluster the rollout has not assigned yet (a wave not reached
 /// in an App's first rollout). Apps without an entry get their revision everywhere at once.
+/// An App is placed only inside its Project (see [`project::place_in_project`]), and not at
+/// all when the Project is missing or does not allow its Repo.
 pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
@@ -117,19 +135,28 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
     rollouts: &BTreeMap<String, A>,
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
+    projects: &BTreeMap<String, Project>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
     let mut fleet: BTreeMap<String, BTreeMap<String, DesiredTarget>> = clusters
         .iter()
         .map(|c| (c.name.to_owned(), BTreeMap::new()))
         .collect();
+    // Built once, and only when an App has a Project of its own (whose rules are per cluster).
+    let mut by_name = None;
     for app in apps {
         let (Some(repo), Some(revision)) =
             (repos.get(&app.spec.repo), revisions.get(&app.metadata.name))
         else {
             continue;
         };
+        let project = project::project_of(app, projects);
+        if project
+            .is_some_and(|p| !project::allows_repo(p, &repo.metadata.name, Some(&repo.spec.url)))
+        {
+            continue;
+        }
         let per_cluster = rollouts.get(&app.metadata.name).map(Borrow::borrow);
-        for p in place(app, clusters, groups) {
+        for p in project::place_in_project(app, project, clusters, groups) {
             let revision = match per_cluster {
                 Some(assigned) => match assigned.get(&p.cluster) {
                     Some(r) => r,
@@ -138,7 +165,15 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
                 None => revision,
             };
             let custom = p.customization.and_then(|i| app.spec.customize.get(i));
-            let target = desired_target(app, repo, revision, custom);
+            let mut target = desired_target(app, repo, revision, custom);
+            // Only a Project of its own has rules (and costs the lookup).
+            if let Some(project) = project.filter(|p| !project::is_default(p))
+                && let Some(cluster) = by_name
+                    .get_or_insert_with(|| project::by_name(clusters))
+                    .get(p.cluster.as_str())
+            {
+                target.project = project::target_rules(project, *cluster, groups);
+            }
             fleet
                 .entry(p.cluster)
                 .or_default()

@@ -4,6 +4,7 @@
 pub mod desired;
 pub mod history;
 pub mod placement;
+pub mod project;
 pub mod rollout;
 
 pub use desired::{

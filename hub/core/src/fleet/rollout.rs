@@ -21,7 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::desired::AppRevision;
-use super::placement::{ClusterLabels, place, selection_matches};
+use super::placement::{ClusterLabels, selection_matches};
 use crate::model::{HealthState, ReportSummary, SyncState};
 use crate::resources::{App, ClusterGroup, IntOrPercent, OnFailure, RolloutSpec};
 
@@ -133,8 +133,10 @@ pub fn plan_waves(
     app: &App,
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
+    projects: &BTreeMap<String, crate::resources::Project>,
 ) -> Plan {
-    let placed: BTreeSet<String> = place(app, clusters, groups)
+    let project = super::project::project_of(app, projects);
+    let placed: BTreeSet<String> = super::project::place_in_project(app, project, clusters, groups)
         .into_iter()
         .map(|p| p.cluster)
         .collect();

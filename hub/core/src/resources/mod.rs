@@ -1,4 +1,4 @@
-//! The declarative resources users write (Repo, App, ClusterGroup): their types, parsing and
+//! The declarative resources users write (Repo, App, ClusterGroup, Project): their types, parsing and
 //! validation. Pure: no IO. A document that passes [`parse_document`] is safe to store.
 
 use std::collections::BTreeMap;
@@ -31,6 +31,7 @@ pub enum Resource {
     Repo(Repo),
     App(App),
     ClusterGroup(ClusterGroup),
+    Project(Project),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -38,16 +39,18 @@ pub enum Kind {
     Repo,
     App,
     ClusterGroup,
+    Project,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 3] = [Kind::Repo, Kind::App, Kind::ClusterGroup];
+    pub const ALL: [Kind; 4] = [Kind::Repo, Kind::App, Kind::ClusterGroup, Kind::Project];
 
     pub fn as_str(self) -> &'static str {
         match self {
             Kind::Repo => "Repo",
             Kind::App => "App",
             Kind::ClusterGroup => "ClusterGroup",
+            Kind::Project => "Project",
         }
     }
 
@@ -57,6 +60,7 @@ impl Kind {
             "repo" => Some(Kind::Repo),
             "app" => Some(Kind::App),
             "clustergroup" | "group" => Some(Kind::ClusterGroup),
+            "project" | "proj" => Some(Kind::Project),
             _ => None,
         }
     }
@@ -159,6 +163,9 @@ pub struct App {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct AppSpec {
+    /// The Project whose rules bound the App; absent: the built-in `default` Project.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub project: Option<String>,
     /// Name of the Repo resource.
     pub repo: String,
     /// Path in the repository, relative, no `..`.
@@ -181,6 +188,13 @@ pub struct AppSpec {
     /// Apps have none, and it would make every resource larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Box<RolloutSpec>>,
+}
+
+impl AppSpec {
+    /// The name of the App's Project (`default` when it names none).
+    pub fn project_name(&self) -> &str {
+        self.project.as_deref().unwrap_or(DEFAULT_PROJECT)
+    }
 }
 
 /// One way of naming clusters. Exactly one field is set.
@@ -531,6 +545,75 @@ pub struct ClusterGroupSpec {
 }
 
 // ---------------------------------------------------------------------------------------------
+// Project
+
+/// The name of the built-in Project every App without `spec.project` belongs to. It is never
+/// stored and allows everything (see `fleet::project::default_project`).
+pub const DEFAULT_PROJECT: &str = "default";
+
+/// What the Apps of one team may deploy: from which repositories, to which clusters and
+/// namespaces, and which kinds of objects.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Project {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: ProjectSpec,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectSpec {
+    /// Repo names, or globs over Repo URLs (`*` within one path segment, `**` across them).
+    /// `*` alone allows every Repo. Empty: no Repo at all.
+    #[serde(default)]
+    pub source_repos: Vec<String>,
+    /// Where the Project's Apps may run: the union of all entries.
+    #[serde(default)]
+    pub destinations: Vec<ProjectDestination>,
+    /// Cluster-scoped kinds the Apps may create; none when empty (Namespaces the destinations'
+    /// globs allow excepted).
+    #[serde(default)]
+    pub cluster_resources: Vec<GroupKind>,
+    /// Namespaced kinds the Apps may not create.
+    #[serde(default)]
+    pub namespace_resources: NamespaceResources,
+}
+
+/// Clusters (exactly one of `name`, `clusterSelector`, `group`) and the namespaces the
+/// Project's Apps may use there.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ProjectDestination {
+    /// A cluster name, or a glob over names (`*`: every cluster).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+    /// A ClusterGroup's name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
+    /// Namespace globs (`team-a`, `team-a-*`, `*`).
+    pub namespaces: Vec<String>,
+}
+
+/// A kind of Kubernetes object. `group` is `""` for the core group; either may be `*`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GroupKind {
+    #[serde(default)]
+    pub group: String,
+    pub kind: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct NamespaceResources {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub deny: Vec<GroupKind>,
+}
+
+// ---------------------------------------------------------------------------------------------
 
 impl Resource {
     pub fn kind(&self) -> Kind {
@@ -538,6 +621,7 @@ impl Resource {
             Resource::Repo(_) => Kind::Repo,
             Resource::App(_) => Kind::App,
             Resource::ClusterGroup(_) => Kind::ClusterGroup,
+            Resource::Project(_) => Kind::Project,
         }
     }
 
@@ -546,6 +630,7 @@ impl Resource {
             Resource::Repo(r) => &r.metadata.name,
             Resource::App(a) => &a.metadata.name,
             Resource::ClusterGroup(g) => &g.metadata.name,
+            Resource::Project(p) => &p.metadata.name,
         }
     }
 
@@ -554,6 +639,7 @@ impl Resource {
             Resource::Repo(r) => &r.metadata,
             Resource::App(a) => &a.metadata,
             Resource::ClusterGroup(g) => &g.metadata,
+            Resource::Project(p) => &p.metadata,
         }
     }
 

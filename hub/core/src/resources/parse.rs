@@ -3,8 +3,9 @@
 use serde::de::DeserializeOwned;
 
 use super::{
-    API_VERSION, App, ClusterGroup, ClusterSelection, GitRef, HelmOptions, IntOrPercent, Kind,
-    LabelSelector, Metadata, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
+    API_VERSION, App, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef, GroupKind,
+    HelmOptions, IntOrPercent, Kind, LabelSelector, Metadata, Project, Repo, Resource,
+    ResourceError, RolloutSpec, SelectorOperator,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -30,19 +31,20 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             origin,
             "document",
             "kind",
-            "missing (one of Repo, App, ClusterGroup)".into(),
+            "missing (one of Repo, App, ClusterGroup, Project)".into(),
         )
     })?;
     let kind = match kind_str {
         "Repo" => Kind::Repo,
         "App" => Kind::App,
         "ClusterGroup" => Kind::ClusterGroup,
+        "Project" => Kind::Project,
         other => {
             return Err(err(
                 origin,
                 "document",
                 "kind",
-                format!("unknown kind {other:?} (expected Repo, App or ClusterGroup)"),
+                format!("unknown kind {other:?} (expected Repo, App, ClusterGroup or Project)"),
             ));
         }
     };
@@ -103,6 +105,12 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             v.selector("spec.selector", &g.spec.selector)?;
             Resource::ClusterGroup(g)
         }
+        Kind::Project => {
+            let p: Project = v.deserialize(value)?;
+            v.metadata(&p.metadata)?;
+            v.project(&p)?;
+            Resource::Project(p)
+        }
     };
     Ok(resource)
 }
@@ -112,6 +120,7 @@ fn subject_word(kind: Kind) -> &'static str {
         Kind::Repo => "repo",
         Kind::App => "app",
         Kind::ClusterGroup => "clustergroup",
+        Kind::Project => "project",
     }
 }
 
@@ -222,6 +231,11 @@ impl Validator<'_> {
 
     fn app(&self, a: &App) -> Result<(), ResourceError> {
         let s = &a.spec;
+        if let Some(project) = &s.project
+            && let Some(problem) = dns1123_label_problem(project)
+        {
+            return Err(self.fail("spec.project", format!("{project:?} {problem}")));
+        }
         if let Some(problem) = dns1123_label_problem(&s.repo) {
             return Err(self.fail("spec.repo", format!("{:?} {problem}", s.repo)));
         }
@@ -273,6 +287,103 @@ impl Validator<'_> {
         }
         if let Some(r) = &s.rollout {
             self.rollout("spec.rollout", r)?;
+        }
+        Ok(())
+    }
+
+    fn project(&self, p: &Project) -> Result<(), ResourceError> {
+        if p.metadata.name == DEFAULT_PROJECT {
+            return Err(self.fail(
+                "metadata.name",
+                format!(
+                    "{DEFAULT_PROJECT:?} is the built-in Project, which allows everything and \
+                     cannot be changed (create a Project of another name and name it in the \
+                     Apps' spec.project)"
+                ),
+            ));
+        }
+        for (i, r) in p.spec.source_repos.iter().enumerate() {
+            let path = format!("spec.sourceRepos[{i}]");
+            if r.trim().is_empty() {
+                return Err(self.fail(&path, "must not be empty"));
+            }
+            if r.chars().any(char::is_whitespace) {
+                return Err(self.fail(&path, format!("{r:?} must not contain whitespace")));
+            }
+        }
+        for (i, d) in p.spec.destinations.iter().enumerate() {
+            let base = format!("spec.destinations[{i}]");
+            let set = usize::from(d.name.is_some())
+                + usize::from(d.cluster_selector.is_some())
+                + usize::from(d.group.is_some());
+            if set != 1 {
+                return Err(self.fail(&base, "set exactly one of name, clusterSelector or group"));
+            }
+            if let Some(name) = &d.name
+                && let Some(problem) = glob_problem(name, 63)
+            {
+                return Err(self.fail(&format!("{base}.name"), format!("{name:?} {problem}")));
+            }
+            if let Some(sel) = &d.cluster_selector {
+                self.selector(&format!("{base}.clusterSelector"), sel)?;
+            }
+            if let Some(g) = &d.group
+                && let Some(problem) = dns1123_label_problem(g)
+            {
+                return Err(self.fail(&format!("{base}.group"), format!("{g:?} {problem}")));
+            }
+            if d.namespaces.is_empty() {
+                return Err(self.fail(
+                    &format!("{base}.namespaces"),
+                    "must list at least one namespace or glob (\"*\" for any)",
+                ));
+            }
+            for (j, ns) in d.namespaces.iter().enumerate() {
+                if let Some(problem) = glob_problem(ns, 63) {
+                    return Err(self.fail(
+                        &format!("{base}.namespaces[{j}]"),
+                        format!("{ns:?} {problem}"),
+                    ));
+                }
+            }
+        }
+        for (i, gk) in p.spec.cluster_resources.iter().enumerate() {
+            self.group_kind(&format!("spec.clusterResources[{i}]"), gk)?;
+        }
+        for (i, gk) in p.spec.namespace_resources.deny.iter().enumerate() {
+            self.group_kind(&format!("spec.namespaceResources.deny[{i}]"), gk)?;
+        }
+        Ok(())
+    }
+
+    fn group_kind(&self, path: &str, gk: &GroupKind) -> Result<(), ResourceError> {
+        let group_ok = gk.group == "*"
+            || gk.group.is_empty()
+            || gk
+                .group
+                .split('.')
+                .all(|p| dns1123_label_problem(p).is_none());
+        if !group_ok {
+            return Err(self.fail(
+                &format!("{path}.group"),
+                format!(
+                    "{:?} is not an API group (\"\" for the core group, \"*\" for any)",
+                    gk.group
+                ),
+            ));
+        }
+        let kind_ok = gk.kind == "*"
+            || (!gk.kind.is_empty()
+                && gk.kind.len() <= 63
+                && gk.kind.bytes().all(|b| b.is_ascii_alphanumeric()));
+        if !kind_ok {
+            return Err(self.fail(
+                &format!("{path}.kind"),
+                format!(
+                    "{:?} is not a kind (like ConfigMap, or \"*\" for any)",
+                    gk.kind
+                ),
+            ));
         }
         Ok(())
     }
@@ -426,6 +537,23 @@ impl Validator<'_> {
         }
         Ok(())
     }
+}
+
+/// Why `glob` is not a name glob: lowercase letters, digits, '-' and '*', at most `max` long.
+fn glob_problem(glob: &str, max: usize) -> Option<&'static str> {
+    if glob.is_empty() {
+        return Some("must not be empty");
+    }
+    if glob.len() > max {
+        return Some("is too long");
+    }
+    if !glob
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'*')
+    {
+        return Some("must consist of lowercase letters, digits, '-' and '*'");
+    }
+    None
 }
 
 /// serde says "unknown variant `Inn`, expected one of ..."; users think in operators and fields.

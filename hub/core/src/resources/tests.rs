@@ -553,3 +553,97 @@ fn sync_policy_adopt_is_off_unless_asked_for() {
     let error = parse_yaml(&wrong).unwrap_err().to_string();
     assert!(error.contains("syncPolicy.adopt"), "{error}");
 }
+
+const ISSUE_PROJECT: &str = r#"
+apiVersion: gitfleet.dev/v1
+kind: Project
+metadata: {name: team-a}
+spec:
+  sourceRepos: [shop, "https://git.example.com/team-a/*"]
+  destinations:
+  - clusterSelector: {matchLabels: {env: prod}}
+    namespaces: [team-a, "team-a-*"]
+  clusterResources: []
+  namespaceResources: {deny: [{group: "", kind: ResourceQuota}]}
+"#;
+
+#[test]
+fn the_issues_project_parses() {
+    let Resource::Project(p) = parse_yaml(ISSUE_PROJECT).unwrap() else {
+        panic!("not a project")
+    };
+    assert_eq!(p.metadata.name, "team-a");
+    assert_eq!(p.spec.source_repos.len(), 2);
+    assert_eq!(p.spec.destinations[0].namespaces, ["team-a", "team-a-*"]);
+    assert!(p.spec.cluster_resources.is_empty());
+    assert_eq!(
+        p.spec.namespace_resources.deny,
+        [GroupKind {
+            group: String::new(),
+            kind: "ResourceQuota".into()
+        }]
+    );
+    assert_eq!(Kind::parse("projects"), Some(Kind::Project));
+}
+
+#[test]
+fn project_errors_name_the_field() {
+    let cases = [
+        (
+            "metadata: {name: default}\nspec: {}",
+            "metadata.name: \"default\" is the built-in Project",
+        ),
+        (
+            "metadata: {name: p}\nspec: {destinations: [{name: a, group: g, namespaces: [x]}]}",
+            "spec.destinations[0]: set exactly one of name, clusterSelector or group",
+        ),
+        (
+            "metadata: {name: p}\nspec: {destinations: [{name: a, namespaces: []}]}",
+            "spec.destinations[0].namespaces: must list at least one",
+        ),
+        (
+            "metadata: {name: p}\nspec: {destinations: [{name: a, namespaces: [Team_A]}]}",
+            "spec.destinations[0].namespaces[0]: \"Team_A\" must consist of",
+        ),
+        (
+            "metadata: {name: p}\nspec: {clusterResources: [{group: \"rbac..io\", kind: Role}]}",
+            "spec.clusterResources[0].group",
+        ),
+        (
+            "metadata: {name: p}\nspec: {namespaceResources: {deny: [{kind: \"Config Map\"}]}}",
+            "spec.namespaceResources.deny[0].kind",
+        ),
+        (
+            "metadata: {name: p}\nspec: {sourceRepos: [\"\"]}",
+            "spec.sourceRepos[0]: must not be empty",
+        ),
+    ];
+    for (body, want) in cases {
+        let doc = format!("apiVersion: gitfleet.dev/v1\nkind: Project\n{body}");
+        let e = parse_yaml(&doc).unwrap_err().to_string();
+        assert!(e.contains(want), "{body}: {e}");
+    }
+}
+
+#[test]
+fn an_app_names_its_project() {
+    let doc = DESIGN_APP.replace("  repo: platform", "  project: team-a\n  repo: platform");
+    let Resource::App(app) = parse_yaml(&doc).unwrap() else {
+        panic!("not an app")
+    };
+    assert_eq!(app.spec.project_name(), "team-a");
+    let Resource::App(app) = parse_yaml(DESIGN_APP).unwrap() else {
+        panic!("not an app")
+    };
+    assert_eq!(app.spec.project_name(), "default");
+    // Stored Apps of earlier releases read and write the same.
+    assert!(
+        !Resource::App(app).to_json()["spec"]
+            .as_object()
+            .unwrap()
+            .contains_key("project")
+    );
+    let bad = DESIGN_APP.replace("  repo: platform", "  project: Team-A\n  repo: platform");
+    let e = parse_yaml(&bad).unwrap_err().to_string();
+    assert!(e.contains("spec.project: \"Team-A\""), "{e}");
+}

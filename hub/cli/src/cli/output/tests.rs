@@ -455,7 +455,15 @@ fn get_tables_show_the_essentials_per_kind() {
     let rows = lines(&text);
     assert_eq!(
         columns(rows[0]),
-        ["NAME", "REPO", "PATH", "NAMESPACE", "TARGETS", "SUSPENDED"]
+        [
+            "NAME",
+            "REPO",
+            "PATH",
+            "NAMESPACE",
+            "TARGETS",
+            "SUSPENDED",
+            "PROJECT"
+        ]
     );
     assert_eq!(
         columns(rows[1]),
@@ -465,7 +473,8 @@ fn get_tables_show_the_essentials_per_kind() {
             "apps/guestbook",
             "guestbook",
             "env=prod,tier in (a,b); group eu; clusters edge-1,edge-2",
-            "yes"
+            "yes",
+            "default"
         ]
     );
 

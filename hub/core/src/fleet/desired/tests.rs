@@ -30,6 +30,7 @@ fn app(name: &str, env: &str) -> App {
             ..Default::default()
         },
         spec: AppSpec {
+            project: None,
             repo: "platform".into(),
             path: format!("apps/{name}"),
             namespace: name.into(),

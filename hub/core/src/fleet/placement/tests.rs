@@ -125,6 +125,7 @@ fn app(targets: Vec<ClusterSelection>, customize: Vec<Customization>) -> App {
             ..Default::default()
         },
         spec: AppSpec {
+            project: None,
             repo: "r".into(),
             path: "apps/web".into(),
             namespace: "web".into(),

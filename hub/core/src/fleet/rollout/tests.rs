@@ -305,6 +305,7 @@ fn app_with(rollout: Option<RolloutSpec>) -> App {
             ..Default::default()
         },
         spec: AppSpec {
+            project: None,
             repo: "platform".into(),
             path: "apps/web".into(),
             namespace: "web".into(),
@@ -370,7 +371,7 @@ fn plan_for(app: &App, fleet: &[(String, BTreeMap<String, String>)]) -> Plan {
         .iter()
         .map(|(n, l)| ClusterLabels { name: n, labels: l })
         .collect();
-    plan_waves(app, &cl, &groups())
+    plan_waves(app, &cl, &groups(), &BTreeMap::new())
 }
 
 fn wave_names_and_clusters(p: &Plan) -> Vec<(String, Vec<String>)> {
@@ -1244,7 +1245,15 @@ fn the_fleet_follows_the_revisions_a_rollout_assigns() {
     ]
     .into();
     let rollouts = [("web".to_owned(), target_revisions(&state))].into();
-    let f = compute_fleet_with_rollouts(&apps, &repos, &revisions, &rollouts, &cl, &groups());
+    let f = compute_fleet_with_rollouts(
+        &apps,
+        &repos,
+        &revisions,
+        &rollouts,
+        &cl,
+        &groups(),
+        &BTreeMap::new(),
+    );
     assert_eq!(f["c-1"]["web"].commit, b.commit);
     assert_eq!(f["eu-1"]["web"].commit, a.commit);
     assert!(!f["us-1"].contains_key("web"));
