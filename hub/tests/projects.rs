@@ -261,3 +261,72 @@ async fn a_project_in_use_is_not_deleted_and_default_never() {
     assert!(engine.delete(Kind::Project, "team-a").await.unwrap());
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_relabeled_cluster_outside_the_project_is_not_given_the_app_and_the_app_says_so() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let mut bus = hub.engine().subscribe_events();
+    let git = GitRepo::new();
+    git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    register(&hub, "prod-1", &[("env", "prod")]).await;
+    let edge = register(&hub, "edge-1", &[]).await;
+    let mut edge = FakeSpoke::connect(&hub.grpc_url(), &edge, SpokeView::default())
+        .await
+        .unwrap();
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(apply(vec![
+            repo_doc("platform", &git.url()),
+            project_doc("team-a", &["platform"], &["prod"]),
+            team_app("web", "team-a", "platform", "team-a-web"),
+        ]))
+        .await
+        .unwrap();
+
+    // The platform team moves edge-1 into a ring web's targets select but its Project does not
+    // allow: web stays off edge-1, and says why, naming who relabeled.
+    let cfg = admin_config(&hub);
+    let ctx = cfg.context(None).unwrap();
+    let ch = channel(
+        &ctx.server,
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    gitfleet_proto::v1::access_client::AccessClient::new(ch)
+        .label_cluster(pb::LabelClusterRequest {
+            name: "edge-1".into(),
+            set: [("env".to_owned(), "staging".to_owned())].into(),
+            remove: vec![],
+            overwrite: false,
+        })
+        .await
+        .unwrap();
+    let event = tokio::time::timeout(DEADLINE, async {
+        loop {
+            let e = bus.recv().await.unwrap();
+            if e.app == "web" && e.kind == "OutsideProject" {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("an OutsideProject event");
+    assert!(
+        event.message.contains(
+            r#"spec.targets[0]: cluster "edge-1" is not in Project team-a's destinations"#
+        ),
+        "{}",
+        event.message
+    );
+    assert_eq!(event.by, "admin");
+    // The recompute ran before the answer: edge-1's desired state is final.
+    let desired = hub.engine().desired("edge-1").unwrap();
+    assert!(!desired.targets.contains_key("web"), "{desired:?}");
+    edge.until("edge-1 told its (empty) state", |v| {
+        !v.targets.contains_key("web")
+    })
+    .await;
+    hub.shutdown().await;
+}

@@ -269,6 +269,7 @@ impl Engine {
         by: &str,
     ) -> Result<ClusterView, EngineError> {
         let guard = self.write.lock().await;
+        let outside_before = self.apps_outside_projects()?;
         let mut outcome = Err(EngineError::NotFound(format!(
             "cluster {cluster:?} is not registered"
         )));
@@ -308,6 +309,7 @@ impl Engine {
             by: by.to_owned(),
             ..Default::default()
         }])?;
+        self.report_new_project_problems(&outside_before, by)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         info!(%cluster, %by, labels = %format_labels(&record.labels), "cluster labeled");

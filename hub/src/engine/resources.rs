@@ -319,6 +319,65 @@ impl Engine {
         Ok(())
     }
 
+    /// The problems of every App outside its Project as things are now, by App (`default`'s
+    /// Apps never have any).
+    pub(super) fn apps_outside_projects(
+        &self,
+    ) -> Result<std::collections::BTreeMap<String, Vec<String>>, EngineError> {
+        let split = split_resources(self.store.resources()?);
+        Ok(split
+            .apps
+            .iter()
+            .filter(|app| app.spec.project_name() != DEFAULT_PROJECT)
+            .filter_map(|app| {
+                let problems: Vec<String> = self
+                    .project_problems(app, &split)
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect();
+                (!problems.is_empty()).then(|| (app.metadata.name.clone(), problems))
+            })
+            .collect())
+    }
+
+    /// An `OutsideProject` event (by `by`) for each App with a problem it did not have in
+    /// `before`: a cluster's new labels made its targets select a cluster its Project does not
+    /// allow (placement keeps it off that cluster all the same).
+    pub(super) fn report_new_project_problems(
+        &self,
+        before: &std::collections::BTreeMap<String, Vec<String>>,
+        by: &str,
+    ) -> Result<(), EngineError> {
+        for (app, problems) in self.apps_outside_projects()? {
+            let new: Vec<&String> = problems
+                .iter()
+                .filter(|p| !before.get(&app).is_some_and(|b| b.contains(p)))
+                .collect();
+            if new.is_empty() {
+                continue;
+            }
+            let project = match self.store.resource(Kind::App, &app) {
+                Ok(Some(Resource::App(a))) => a.spec.project_name().to_owned(),
+                _ => continue,
+            };
+            let message = new
+                .iter()
+                .map(|p| p.as_str())
+                .collect::<Vec<_>>()
+                .join("; ");
+            self.record_app_event(
+                &app,
+                "",
+                "OutsideProject",
+                format!(
+                    "outside Project {project} (it keeps only the clusters the Project allows): {message}"
+                ),
+                by,
+            )?;
+        }
+        Ok(())
+    }
+
     /// Follows the Repos among `applied` (once the write lock is released: a follower's first
     /// fetch takes it).
     pub(super) fn follow_applied(self: &Arc<Self>, applied: &[Resource]) {
