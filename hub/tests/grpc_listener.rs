@@ -43,8 +43,8 @@ async fn a_connection_that_never_finishes_its_tls_handshake_is_closed() {
     hub.shutdown().await;
 }
 
-/// The HTTP/2 settings the hub's first SETTINGS frame announces, by identifier.
-fn server_settings(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<(u16, u32)> {
+/// A TLS client of the hub (no client certificate) offering HTTP/2.
+fn tls_client(addr: std::net::SocketAddr, ca_pem: &str) -> rustls::ClientConnection {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
         roots.add(cert.unwrap()).unwrap();
@@ -54,7 +54,12 @@ fn server_settings(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<(u16, u32)> 
         .with_no_client_auth();
     tls.alpn_protocols = vec![b"h2".to_vec()];
     let name = ServerName::try_from(addr.ip().to_string()).unwrap();
-    let conn = rustls::ClientConnection::new(Arc::new(tls), name).unwrap();
+    rustls::ClientConnection::new(Arc::new(tls), name).unwrap()
+}
+
+/// The HTTP/2 settings the hub's first SETTINGS frame announces, by identifier.
+fn server_settings(addr: std::net::SocketAddr, ca_pem: &str) -> Vec<(u16, u32)> {
+    let conn = tls_client(addr, ca_pem);
     let sock = TcpStream::connect(addr).unwrap();
     sock.set_read_timeout(Some(DEADLINE)).unwrap();
     let mut stream = rustls::StreamOwned::new(conn, sock);
@@ -112,16 +117,7 @@ async fn http2_limits_are_announced_to_every_client() {
 /// A TLS session with the hub (no client certificate) that then sends nothing at all; returns
 /// how the hub ended it (Ok(()) when it closed the connection within the test's deadline).
 fn silent_after_handshake(addr: std::net::SocketAddr, ca_pem: &str) -> Result<(), String> {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_slice_iter(ca_pem.as_bytes()) {
-        roots.add(cert.unwrap()).unwrap();
-    }
-    let mut tls = rustls::ClientConfig::builder()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h2".to_vec()];
-    let name = ServerName::try_from(addr.ip().to_string()).unwrap();
-    let mut conn = rustls::ClientConnection::new(Arc::new(tls), name).unwrap();
+    let mut conn = tls_client(addr, ca_pem);
     let mut sock = TcpStream::connect(addr).unwrap();
     // The deadline of this test, not a pause: the hub must close the socket well before.
     sock.set_read_timeout(Some(Duration::from_secs(20)))

@@ -38,6 +38,23 @@ fn team_app(name: &str, project: &str, repo: &str, namespace: &str) -> pb::Resou
     }))
 }
 
+/// The next `OutsideProject` event of App `app`.
+async fn outside_project_event(
+    bus: &mut tokio::sync::broadcast::Receiver<gitfleet_hub::model::EventRecord>,
+    app: &str,
+) -> gitfleet_hub::model::EventRecord {
+    tokio::time::timeout(DEADLINE, async {
+        loop {
+            let e = bus.recv().await.unwrap();
+            if e.app == app && e.kind == "OutsideProject" {
+                return e;
+            }
+        }
+    })
+    .await
+    .expect("an OutsideProject event")
+}
+
 fn apply(documents: Vec<pb::ResourceDocument>) -> pb::ApplyRequest {
     pb::ApplyRequest {
         documents,
@@ -178,16 +195,7 @@ async fn a_project_that_narrows_takes_its_apps_off_the_clusters_it_no_longer_nam
     .await;
     prod.until("web still on prod-1", |v| v.targets.contains_key("web"))
         .await;
-    let event = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let e = bus.recv().await.unwrap();
-            if e.app == "web" && e.kind == "OutsideProject" {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("an OutsideProject event");
+    let event = outside_project_event(&mut bus, "web").await;
     assert!(
         event.message.contains(
             r#"spec.targets[0]: cluster "dev-1" is not in Project team-a's destinations"#
@@ -303,16 +311,7 @@ async fn a_relabeled_cluster_outside_the_project_is_not_given_the_app_and_the_ap
         })
         .await
         .unwrap();
-    let event = tokio::time::timeout(DEADLINE, async {
-        loop {
-            let e = bus.recv().await.unwrap();
-            if e.app == "web" && e.kind == "OutsideProject" {
-                return e;
-            }
-        }
-    })
-    .await
-    .expect("an OutsideProject event");
+    let event = outside_project_event(&mut bus, "web").await;
     assert!(
         event.message.contains(
             r#"spec.targets[0]: cluster "edge-1" is not in Project team-a's destinations"#
