@@ -295,7 +295,7 @@ fn desired(
 
 fn registration(url: &str, hub: &FakeHub, token: &str) -> identity::Registration {
     identity::Registration {
-        hub_url: url.to_owned(),
+        hub_urls: vec![url.to_owned()],
         hub_ca_pem: hub.pki.ca_pem.clone(),
         token: token.to_owned(),
         cluster_name: "edge-1".into(),
