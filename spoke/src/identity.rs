@@ -326,8 +326,9 @@ pub async fn register(
                 if reached {
                     unreachable.clear();
                 }
-                if !unreachable.iter().any(|m| m.starts_with(&candidate.dial)) {
-                    unreachable.push(format!("{}: {message}", candidate.dial));
+                let prefix = format!("{}: ", candidate.dial);
+                if !unreachable.iter().any(|m| m.starts_with(&prefix)) {
+                    unreachable.push(format!("{prefix}{message}"));
                 }
                 if unreachable.len() >= count {
                     let url = urls
