@@ -155,6 +155,15 @@ impl Fleet {
         cluster: &ClusterSpec,
         hub_url: String,
     ) -> anyhow::Result<()> {
+        self.start_spoke_via_each(cluster, vec![hub_url]).await
+    }
+
+    /// [`Fleet::start_spoke`], given several hub addresses (`--hub` repeated), in this order.
+    pub async fn start_spoke_via_each(
+        &mut self,
+        cluster: &ClusterSpec,
+        hub_urls: Vec<String>,
+    ) -> anyhow::Result<()> {
         let hub = self.hub();
         // A token for this cluster only, giving it its labels (a spoke cannot choose its own).
         let token = hub
@@ -167,11 +176,12 @@ impl Fleet {
             .context("creating a bootstrap token")?;
         let kube = KubeSource::Config(Box::new(self.kubesim.kube_config(&cluster.name)));
         let mut config = SpokeConfig::new(
-            hub_url,
+            String::new(),
             self.work_dir.join("spokes").join(&cluster.name),
             cluster.name.clone(),
             kube,
         );
+        config.hub_urls = hub_urls;
         config.hub_ca_pem = Some(hub.ca_pem().to_owned());
         config.bootstrap_token = Some(token);
         config.labels = cluster.labels.clone();
@@ -204,7 +214,18 @@ impl Fleet {
         self.start_hub_at(addr).await
     }
 
-    async fn start_hub_at(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
+    /// Stops the hub gracefully and leaves it stopped (until [`Fleet::start_hub_at`]); returns
+    /// the address it listened on.
+    pub async fn stop_hub(&mut self) -> std::net::SocketAddr {
+        let hub = self.hub.take().expect("the hub runs");
+        let addr = hub.grpc_addr();
+        hub.shutdown().await;
+        addr
+    }
+
+    /// Starts a hub from the fleet's hub data directory (its CA and store) listening on `addr`:
+    /// the same hub back, or another replica of it.
+    pub async fn start_hub_at(&mut self, addr: std::net::SocketAddr) -> anyhow::Result<()> {
         // The old listener may take a moment to be released.
         let deadline = Instant::now() + Duration::from_secs(20);
         let hub = loop {

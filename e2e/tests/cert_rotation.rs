@@ -191,7 +191,7 @@ async fn registration_over_budget() -> anyhow::Result<()> {
         .await?;
     let store = IdentityStore::new(&tmp.path().join("spoke"));
     let registration = Registration {
-        hub_url: hub.grpc_url(),
+        hub_urls: vec![hub.grpc_url()],
         hub_ca_pem: hub.ca_pem().to_owned(),
         token,
         cluster_name: "late-1".into(),

@@ -159,6 +159,78 @@ pub enum HubError {
         path: PathBuf,
         source: std::io::Error,
     },
+    #[error(
+        "{path} already holds a CA: init creates the PKI of a new hub only; every hub using this data directory uses the CA there"
+    )]
+    AlreadyInitialised { path: PathBuf },
+}
+
+/// `DATA/admin.gitfleetconfig`: the hub's own admin credential, for clients dialling `server`.
+fn write_admin_config(data: &Path, server: &str, pki: &Pki) -> Result<PathBuf, HubError> {
+    let admin_config_path = data.join("admin.gitfleetconfig");
+    let admin_config = ClientConfig::single(Context {
+        name: "gitfleet".into(),
+        server: server.to_owned(),
+        certificate_authority_data: pki.ca_pem().to_owned(),
+        client_certificate_data: pki.admin().cert_pem.clone(),
+        client_key_data: pki.admin().key_pem.clone(),
+        tls_server_name: None,
+    });
+    // Owner-only: it holds the admin's private key.
+    crate::pki::write_private(&admin_config_path, admin_config.to_yaml().as_bytes()).map_err(
+        |source| HubError::AdminConfig {
+            path: admin_config_path.clone(),
+            source,
+        },
+    )?;
+    Ok(admin_config_path)
+}
+
+/// What `gitfleet-hub init` made.
+#[derive(Debug, Clone)]
+pub struct Initialised {
+    pub pki_dir: PathBuf,
+    pub admin_config_path: PathBuf,
+}
+
+/// `gitfleet-hub init`: creates a hub's PKI in `DATA/pki` (the CA, a server certificate for
+/// `server_names` besides the loopback names, the admin certificate) and the first admin
+/// credential `DATA/admin.gitfleetconfig` for clients dialling `server_url`, without starting
+/// a hub. Every replica of a highly available hub then starts on a copy of that `pki/`, and
+/// [`start`] uses it as it is. Refuses, changing nothing, when `DATA/pki` already holds (part
+/// of) a CA.
+pub fn init(
+    data_dir: &Path,
+    server_names: &[String],
+    server_url: &str,
+) -> Result<Initialised, HubError> {
+    let pki_dir = data_dir.join("pki");
+    for name in ["ca.crt", "ca.key", ".ca.crt.new", ".ca.key.new"] {
+        let path = pki_dir.join(name);
+        let there = path.try_exists().map_err(|source| HubError::DataDir {
+            path: path.clone(),
+            source,
+        })?;
+        if there {
+            return Err(HubError::AlreadyInitialised { path });
+        }
+    }
+    std::fs::create_dir_all(data_dir).map_err(|source| HubError::DataDir {
+        path: data_dir.to_owned(),
+        source,
+    })?;
+    let pki = Pki::load_or_create(&pki_dir, server_names)?;
+    let admin_config_path = write_admin_config(data_dir, server_url, &pki)?;
+    Ok(Initialised {
+        pki_dir,
+        admin_config_path,
+    })
+}
+
+/// The URL clients dial when none is configured: the gRPC listener's address, loopback for an
+/// unspecified one.
+pub fn default_grpc_url(grpc_listen: SocketAddr) -> String {
+    advertised_url(grpc_listen)
 }
 
 /// Installs rustls's ring crypto provider for the process; harmless when already installed.
@@ -220,22 +292,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .clone()
         .unwrap_or_else(|| advertised_url(grpc_addr));
 
-    let admin_config_path = data.join("admin.gitfleetconfig");
-    let admin_config = ClientConfig::single(Context {
-        name: "gitfleet".into(),
-        server: grpc_url.clone(),
-        certificate_authority_data: pki.ca_pem().to_owned(),
-        client_certificate_data: pki.admin().cert_pem.clone(),
-        client_key_data: pki.admin().key_pem.clone(),
-        tls_server_name: None,
-    });
-    // Owner-only: it holds the admin's private key.
-    crate::pki::write_private(&admin_config_path, admin_config.to_yaml().as_bytes()).map_err(
-        |source| HubError::AdminConfig {
-            path: admin_config_path.clone(),
-            source,
-        },
-    )?;
+    let admin_config_path = write_admin_config(data, &grpc_url, &pki)?;
 
     let shutdown = CancellationToken::new();
     let git = GitCache::new(

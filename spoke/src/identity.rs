@@ -10,8 +10,9 @@ use std::time::Duration;
 
 use gitfleet_proto::v1::registration_client::RegistrationClient;
 use gitfleet_proto::v1::{RegisterRequest, register_response};
-use tonic::transport::{Certificate, ClientTlsConfig, Endpoint};
+use tonic::transport::Endpoint;
 
+use crate::hubs::{Candidate, HubUrl, Rotation};
 use crate::store::{self, StoreError};
 
 /// The longest a spoke waits between asking whether its registration was approved.
@@ -50,6 +51,8 @@ pub enum IdentityError {
     Csr(String),
     #[error("connecting to the hub at {url}: {message}")]
     Connect { url: String, message: String },
+    #[error(transparent)]
+    HubUrl(#[from] crate::hubs::HubUrlError),
     #[error("the hub refused the registration: {0}")]
     Refused(String),
     #[error("the hub issued a certificate for {issued:?}, but the spoke asked for {asked:?}")]
@@ -232,7 +235,8 @@ fn key_matches(key_pem: &str, cert_pem: &str) -> bool {
 /// What registering needs besides the identity store.
 #[derive(Debug, Clone)]
 pub struct Registration {
-    pub hub_url: String,
+    /// The hub's URLs (one per replica, or a name for all): tried in turn until one answers.
+    pub hub_urls: Vec<String>,
     pub hub_ca_pem: String,
     pub token: String,
     pub cluster_name: String,
@@ -293,7 +297,9 @@ pub async fn ensure_identity(
     register(store, registration).await
 }
 
-/// Registers with the hub: CSR in, certificate out, waiting while approval is pending.
+/// Registers with the hub: CSR in, certificate out, waiting while approval is pending. With
+/// several hub addresses, one that cannot be reached (or drops the call) passes the
+/// registration to the next; the registration fails when none of them can be reached.
 #[tracing::instrument(name = "register", skip_all, fields(cluster = %registration.cluster_name))]
 pub async fn register(
     store: &IdentityStore,
@@ -301,29 +307,104 @@ pub async fn register(
 ) -> Result<Identity, IdentityError> {
     validate_cluster_name(&registration.cluster_name)?;
     crate::link::install_crypto_provider();
+    let urls = HubUrl::parse_all(&registration.hub_urls)?;
     let key = store.load_or_create_key()?;
     let csr_pem = build_csr(&key, &registration.cluster_name)?;
-    let connect_error = |message: String| IdentityError::Connect {
-        url: registration.hub_url.clone(),
-        message,
-    };
-    let tls =
-        ClientTlsConfig::new().ca_certificate(Certificate::from_pem(&registration.hub_ca_pem));
-    let channel = Endpoint::from_shared(registration.hub_url.clone())
-        .map_err(|e| connect_error(e.to_string()))?
+    let mut rotation = Rotation::default();
+    // The addresses that could not be reached, in a row.
+    let mut unreachable: Vec<String> = Vec::new();
+    loop {
+        let candidates = crate::link::resolve(&urls).await;
+        let count = candidates.len();
+        let Some(candidate) = candidates.get(rotation.current(count)) else {
+            return Err(IdentityError::HubUrl(crate::hubs::HubUrlError::Empty));
+        };
+        match register_at(store, registration, candidate, &key, &csr_pem).await {
+            Ok(identity) => return Ok(identity),
+            Err(Attempt::Refused(error)) => return Err(error),
+            Err(Attempt::Unreachable { reached, message }) => {
+                if reached {
+                    unreachable.clear();
+                }
+                let prefix = format!("{}: ", candidate.dial);
+                if !unreachable.iter().any(|m| m.starts_with(&prefix)) {
+                    unreachable.push(format!("{prefix}{message}"));
+                }
+                if unreachable.len() >= count {
+                    let url = urls
+                        .iter()
+                        .map(|u| u.url.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ");
+                    return Err(IdentityError::Connect {
+                        url,
+                        message: unreachable.join("; "),
+                    });
+                }
+                let wait =
+                    rotation.failed(count, REGISTER_BACKOFF_BASE, MAX_BUSY_WAIT, rand::random());
+                tracing::warn!(hub = %candidate.dial, %message, wait_ms = wait.as_millis() as u64, "cannot register through this hub address; trying the next");
+                tokio::time::sleep(wait).await;
+            }
+        }
+    }
+}
+
+/// The first wait before registering through the next hub address.
+const REGISTER_BACKOFF_BASE: Duration = Duration::from_millis(500);
+
+/// Why a registration through one hub address did not finish.
+enum Attempt {
+    /// The hub answered no: final.
+    Refused(IdentityError),
+    /// No connection, or it broke: another address may do. `reached`: a connection was made.
+    Unreachable { reached: bool, message: String },
+}
+
+impl From<IdentityError> for Attempt {
+    fn from(error: IdentityError) -> Self {
+        Self::Refused(error)
+    }
+}
+
+impl From<StoreError> for Attempt {
+    fn from(error: StoreError) -> Self {
+        Self::Refused(error.into())
+    }
+}
+
+async fn register_at(
+    store: &IdentityStore,
+    registration: &Registration,
+    candidate: &Candidate,
+    key: &rcgen::KeyPair,
+    csr_pem: &str,
+) -> Result<Identity, Attempt> {
+    let tls = crate::link::tls_for(candidate, &registration.hub_ca_pem);
+    let channel = Endpoint::from_shared(candidate.dial.clone())
+        .map_err(|e| IdentityError::Connect {
+            url: candidate.configured.clone(),
+            message: e.to_string(),
+        })?
         .connect_timeout(Duration::from_secs(10))
         .tls_config(tls)
-        .map_err(|e| connect_error(e.to_string()))?
+        .map_err(|e| IdentityError::Connect {
+            url: candidate.configured.clone(),
+            message: e.to_string(),
+        })?
         .connect()
         .await
-        .map_err(|e| connect_error(error_chain(&e)))?;
+        .map_err(|e| Attempt::Unreachable {
+            reached: false,
+            message: error_chain(&e),
+        })?;
     let mut client = RegistrationClient::new(channel);
     let mut backoff = Duration::from_secs(1);
     loop {
         let request = RegisterRequest {
             token: registration.token.clone(),
             cluster_name: registration.cluster_name.clone(),
-            csr_pem: csr_pem.clone(),
+            csr_pem: csr_pem.to_owned(),
             labels: registration.labels.clone().into_iter().collect(),
             agent_version: registration.agent_version.clone(),
         };
@@ -342,12 +423,19 @@ pub async fn register(
                 tokio::time::sleep(wait).await;
                 continue;
             }
+            // The connection broke (the replica went away while approval was pending).
+            Err(status) if status.code() == tonic::Code::Unavailable => {
+                return Err(Attempt::Unreachable {
+                    reached: true,
+                    message: format!("{:?}: {}", status.code(), status.message()),
+                });
+            }
             Err(status) => {
-                return Err(IdentityError::Refused(format!(
+                return Err(Attempt::Refused(IdentityError::Refused(format!(
                     "{:?}: {}",
                     status.code(),
                     status.message()
-                )));
+                ))));
             }
         };
         match answer.outcome {
@@ -355,10 +443,10 @@ pub async fn register(
                 if !issued.cluster_name.is_empty()
                     && issued.cluster_name != registration.cluster_name
                 {
-                    return Err(IdentityError::WrongName {
+                    return Err(Attempt::Refused(IdentityError::WrongName {
                         asked: registration.cluster_name.clone(),
                         issued: issued.cluster_name,
-                    });
+                    }));
                 }
                 let ca_pem = if issued.ca_pem.is_empty() {
                     registration.hub_ca_pem.clone()
@@ -366,7 +454,7 @@ pub async fn register(
                     issued.ca_pem
                 };
                 store.save_certificate(&issued.certificate_pem, &ca_pem)?;
-                tracing::info!("registered with the hub");
+                tracing::info!(hub = %candidate.dial, "registered with the hub");
                 return Ok(Identity {
                     key_pem: key.serialize_pem(),
                     cert_pem: issued.certificate_pem,
@@ -382,7 +470,7 @@ pub async fn register(
                 );
                 tokio::time::sleep(wait).await;
             }
-            None => return Err(IdentityError::EmptyAnswer),
+            None => return Err(Attempt::Refused(IdentityError::EmptyAnswer)),
         }
     }
 }

@@ -1,7 +1,7 @@
 //! gitfleet spoke agent: dials the hub, fetches the exact commit of each Target, renders and
 //! applies it to its cluster with server-side apply, and reports status back.
 //!
-//! Decisions live in pure modules (`sync`, `desired`, `outbox`); adapters sit at the edges:
+//! Decisions live in pure modules (`sync`, `desired`, `outbox`, `hubs`); adapters sit at the edges:
 //! `git` (git2), `cluster` (kube-rs), `link` and `identity` (gRPC), `store` (files in the data
 //! directory). `agent` runs a worker per Target; `runtime` wires everything together.
 
@@ -12,6 +12,7 @@ pub mod desired;
 pub mod git;
 pub mod helm;
 pub mod http;
+pub mod hubs;
 pub mod identity;
 pub mod kustomize;
 pub mod link;

@@ -26,9 +26,12 @@ enum Command {
 
 #[derive(clap::Args)]
 struct RunArgs {
-    /// Hub address, e.g. https://hub.example:7443.
-    #[arg(long, env = "GITFLEET_HUB")]
-    hub: String,
+    /// Hub address, e.g. https://hub.example:7443. Repeat it (or give a comma-separated list
+    /// in the variable) for the replicas of a highly available hub: the spoke dials them in
+    /// turn and fails over to the next; a name that resolves to several addresses is tried
+    /// address by address.
+    #[arg(long, env = "GITFLEET_HUB", value_delimiter = ',', required = true)]
+    hub: Vec<String>,
     /// Directory for the identity, desired state, status outbox and Git cache.
     #[arg(long, env = "GITFLEET_DATA_DIR")]
     data_dir: PathBuf,
@@ -111,7 +114,8 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
         },
         None => KubeSource::InCluster,
     };
-    let mut config = SpokeConfig::new(args.hub, args.data_dir, args.cluster_name, kube);
+    let mut config = SpokeConfig::new(String::new(), args.data_dir, args.cluster_name, kube);
+    config.hub_urls = args.hub;
     config.labels = parse_labels(&args.labels)?;
     config.bootstrap_token = args.bootstrap_token;
     config.progress_timeout = std::time::Duration::from_secs(args.progress_timeout);

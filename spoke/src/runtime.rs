@@ -23,8 +23,10 @@ use crate::store::StoreError;
 /// Everything a spoke needs to run.
 #[derive(Debug, Clone)]
 pub struct SpokeConfig {
-    /// `https://host:port` of the hub.
-    pub hub_url: String,
+    /// `https://host:port` of the hub, or of each of its replicas (`--hub` repeated): the
+    /// spoke registers and connects through the first that answers, and fails over to the
+    /// next (see [`crate::hubs`]).
+    pub hub_urls: Vec<String>,
     /// The hub's CA (PEM), needed for the first registration only.
     pub hub_ca_pem: Option<String>,
     pub data_dir: PathBuf,
@@ -63,7 +65,7 @@ impl SpokeConfig {
         kube: KubeSource,
     ) -> Self {
         Self {
-            hub_url: hub_url.into(),
+            hub_urls: vec![hub_url.into()],
             hub_ca_pem: None,
             data_dir: data_dir.into(),
             cluster_name: cluster_name.into(),
@@ -150,6 +152,7 @@ impl SpokeHandle {
 /// the background.
 pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     identity::validate_cluster_name(&config.cluster_name)?;
+    crate::hubs::HubUrl::parse_all(&config.hub_urls).map_err(IdentityError::from)?;
     std::fs::create_dir_all(&config.data_dir).map_err(|source| SpokeError::DataDir {
         path: config.data_dir.clone(),
         source,
@@ -159,7 +162,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     let store = IdentityStore::new(&config.data_dir);
     let registration = match (&config.bootstrap_token, &config.hub_ca_pem) {
         (Some(token), Some(ca)) => Some(identity::Registration {
-            hub_url: config.hub_url.clone(),
+            hub_urls: config.hub_urls.clone(),
             hub_ca_pem: ca.clone(),
             token: token.clone(),
             cluster_name: config.cluster_name.clone(),
@@ -172,10 +175,11 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     let cluster = Arc::new(Cluster::connect(&config.kube).await?);
 
     let mut link_config = LinkConfig::new(
-        config.hub_url.clone(),
+        String::new(),
         config.cluster_name.clone(),
         config.data_dir.join("state"),
     );
+    link_config.hub_urls = config.hub_urls.clone();
     link_config.agent_version = config.agent_version.clone();
     link_config.heartbeat_interval = config.heartbeat_interval;
     link_config.identity_store = Some(store.clone());
@@ -232,7 +236,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     ));
     tasks.push(link_task);
     tasks.push(agent_task);
-    tracing::info!(cluster = %config.cluster_name, hub = %config.hub_url, http = ?http_addr, "spoke started");
+    tracing::info!(cluster = %config.cluster_name, hubs = ?config.hub_urls, http = ?http_addr, "spoke started");
     Ok(SpokeHandle {
         cluster_name: config.cluster_name,
         cancel,

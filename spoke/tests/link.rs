@@ -43,11 +43,10 @@ impl Pki {
         }
     }
 
-    fn server_identity(&self) -> Identity {
+    fn server_identity(&self, names: &[&str]) -> Identity {
         let key = rcgen::KeyPair::generate().expect("key");
-        let params =
-            rcgen::CertificateParams::new(vec!["localhost".to_owned(), "127.0.0.1".to_owned()])
-                .expect("params");
+        let names = names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let params = rcgen::CertificateParams::new(names).expect("params");
         let cert = params.signed_by(&key, &self.issuer).expect("server cert");
         Identity::from_pem(cert.pem(), key.serialize_pem())
     }
@@ -206,6 +205,11 @@ impl Link for FakeHub {
 }
 
 async fn start_hub() -> (FakeHub, String) {
+    start_hub_named(&["localhost", "127.0.0.1"]).await
+}
+
+/// A fake hub on 127.0.0.1 whose server certificate holds only `names`.
+async fn start_hub_named(names: &[&str]) -> (FakeHub, String) {
     link::install_crypto_provider();
     let pki = Arc::new(Pki::new());
     let hub = FakeHub {
@@ -223,7 +227,7 @@ async fn start_hub() -> (FakeHub, String) {
         listener.local_addr().expect("addr").port()
     );
     let tls = ServerTlsConfig::new()
-        .identity(pki.server_identity())
+        .identity(pki.server_identity(names))
         .client_ca_root(Certificate::from_pem(&pki.ca_pem))
         .client_auth_optional(true);
     let server = Server::builder()
@@ -295,7 +299,7 @@ fn desired(
 
 fn registration(url: &str, hub: &FakeHub, token: &str) -> identity::Registration {
     identity::Registration {
-        hub_url: url.to_owned(),
+        hub_urls: vec![url.to_owned()],
         hub_ca_pem: hub.pki.ca_pem.clone(),
         token: token.to_owned(),
         cluster_name: "edge-1".into(),
@@ -643,4 +647,64 @@ async fn a_report_too_big_to_send_is_bounded_and_does_not_wedge_the_outbox() {
         .await
         .expect("link stops")
         .expect("join");
+}
+
+/// A loopback URL nothing listens on.
+fn dead_url() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    format!("https://{}", listener.local_addr().expect("addr"))
+}
+
+#[tokio::test]
+async fn registration_goes_through_the_first_hub_address_that_answers() {
+    let (hub, url) = start_hub().await;
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let store = IdentityStore::new(data.path());
+    let dead = dead_url();
+    let mut reg = registration(&url, &hub, TOKEN);
+    reg.hub_urls = vec![dead.clone(), url.clone()];
+    let identity = identity::register(&store, &reg).await.expect("register");
+    assert_eq!(identity.ca_pem, hub.pki.ca_pem);
+    assert_eq!(hub.with(|s| s.registrations), 1);
+
+    // None answers: the error names every address and why.
+    let other_dead = dead_url();
+    let data = tempfile::TempDir::new().expect("tempdir");
+    reg.hub_urls = vec![dead.clone(), other_dead.clone()];
+    let err = identity::register(&IdentityStore::new(data.path()), &reg)
+        .await
+        .expect_err("no hub")
+        .to_string();
+    assert!(err.contains(&dead) && err.contains(&other_dead), "{err}");
+    assert!(!err.ends_with('.'), "{err}");
+
+    // A malformed address is refused before anything is dialled.
+    reg.hub_urls = vec![url.clone(), "hub.example:7443".into()];
+    let err = identity::register(&IdentityStore::new(data.path()), &reg)
+        .await
+        .expect_err("bad url")
+        .to_string();
+    assert!(err.contains("\"hub.example:7443\""), "{err}");
+    assert_eq!(hub.with(|s| s.registrations), 1);
+}
+
+#[tokio::test]
+async fn a_resolved_name_is_dialled_by_address_and_verified_by_name() {
+    // The certificate names only `localhost`: dialled by its address, the hub is still checked
+    // against the name the spoke was given.
+    let (hub, url) = start_hub_named(&["localhost"]).await;
+    let port = url.rsplit(':').next().expect("port");
+    let by_name = format!("https://localhost:{port}");
+    let data = tempfile::TempDir::new().expect("tempdir");
+    let mut reg = registration(&by_name, &hub, TOKEN);
+    identity::register(&IdentityStore::new(data.path()), &reg)
+        .await
+        .expect("registered through the name");
+
+    // By address, the same certificate does not fit: verification really uses the name.
+    reg.hub_urls = vec![url];
+    let other = tempfile::TempDir::new().expect("tempdir");
+    identity::register(&IdentityStore::new(other.path()), &reg)
+        .await
+        .expect_err("127.0.0.1 is not in the certificate");
 }

@@ -19,6 +19,24 @@ struct Cli {
 enum Command {
     /// Run the hub.
     Serve(Box<Serve>),
+    /// Create a new hub's PKI (DIR/pki: CA, server and admin certificates) and its first admin
+    /// credential (DIR/admin.gitfleetconfig) without starting it; what every replica of a highly
+    /// available hub mounts. Refuses when DIR/pki already holds a CA.
+    Init {
+        #[arg(long, env = "GITFLEET_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Extra DNS name or IP for the server certificate (repeatable): every name spokes and
+        /// admins dial, of every replica and of the Service in front of them.
+        #[arg(
+            long = "server-name",
+            env = "GITFLEET_SERVER_NAMES",
+            value_delimiter = ','
+        )]
+        server_names: Vec<String>,
+        /// The gRPC URL written into the admin credential [default: https://127.0.0.1:7443].
+        #[arg(long, env = "GITFLEET_ADVERTISE_URL")]
+        advertise_url: Option<String>,
+    },
     /// Write a backup of a stopped hub's data directory (store and CA) as JSON.
     Export {
         #[arg(long, env = "GITFLEET_DATA_DIR")]
@@ -130,6 +148,23 @@ async fn main() -> anyhow::Result<()> {
                     .with_context(|| format!("cannot write {}", path.display()))?,
                 None => println!("{text}"),
             }
+            return Ok(());
+        }
+        Command::Init {
+            data_dir,
+            server_names,
+            advertise_url,
+        } => {
+            let url = advertise_url.unwrap_or_else(|| {
+                runtime::default_grpc_url(SocketAddr::from(([0, 0, 0, 0], 7443)))
+            });
+            let made = runtime::init(&data_dir, &server_names, &url)
+                .with_context(|| format!("cannot initialise {}", data_dir.display()))?;
+            eprintln!(
+                "created the hub's PKI in {} and the admin credential {}",
+                made.pki_dir.display(),
+                made.admin_config_path.display()
+            );
             return Ok(());
         }
         Command::Import { data_dir, input } => {

@@ -6,11 +6,18 @@
 //! again), and no status report is lost (each is numbered and persisted before it is sent, and
 //! kept until the hub acks it).
 //!
-//! - `session`: the tonic session (connect, stream, heartbeats, renewal, backoff);
+//! - `session`: the tonic session (connect, stream, heartbeats, renewal, failover between hub
+//!   addresses with [`crate::hubs`]);
 //! - `state`: the durable state it serves (desired state and outbox, on disk);
 //! - `convert`: wire <-> domain.
 
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+use tonic::transport::{Certificate, ClientTlsConfig};
+
+use crate::hubs::{Candidate, HubUrl, candidates};
 
 use crate::store::StoreError;
 
@@ -18,10 +25,11 @@ mod convert;
 mod session;
 mod state;
 
+pub use crate::hubs::backoff;
 pub use convert::{
     desired_from_proto, health_to_proto, status_to_proto, sync_to_proto, target_from_proto,
 };
-pub use session::{backoff, run};
+pub use session::run;
 pub use state::{LinkConfig, LinkState};
 
 pub use gitfleet_support::install_crypto_provider;
@@ -36,6 +44,37 @@ pub enum LinkError {
     Connect(String),
     #[error("the hub ended the stream: {0}")]
     Stream(String),
+}
+
+/// The candidates of `urls` now, names resolved through the system resolver. A name that does
+/// not resolve stays a candidate as it is (dialling it reports the error).
+pub async fn resolve(urls: &[HubUrl]) -> Vec<Candidate> {
+    let mut resolved: HashMap<&str, Vec<SocketAddr>> = HashMap::new();
+    for url in urls {
+        let Some((host, port)) = url.to_resolve() else {
+            continue;
+        };
+        match tokio::net::lookup_host((host, port)).await {
+            Ok(addrs) => {
+                resolved.insert(url.url.as_str(), addrs.collect());
+            }
+            Err(error) => tracing::debug!(url = %url.url, %error, "cannot resolve a hub address"),
+        }
+    }
+    candidates(urls, |url| {
+        resolved.get(url.url.as_str()).cloned().unwrap_or_default()
+    })
+}
+
+/// TLS towards `candidate`: the hub's certificate checked against the configured name even
+/// when the dial goes to one of its resolved addresses.
+pub(crate) fn tls_for(candidate: &Candidate, ca_pem: &str) -> ClientTlsConfig {
+    let tls = ClientTlsConfig::new().ca_certificate(Certificate::from_pem(ca_pem));
+    if candidate.dial == candidate.configured {
+        tls
+    } else {
+        tls.domain_name(candidate.server_name.clone())
+    }
 }
 
 pub fn unix_now() -> i64 {

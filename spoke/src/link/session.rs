@@ -10,10 +10,11 @@ use gitfleet_proto::v1::link_client::LinkClient;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint};
+use tonic::transport::{Channel, Endpoint};
 
 use super::convert::{desired_from_proto, status_to_proto};
 use super::{LinkConfig, LinkError, LinkState, install_crypto_provider, unix_now};
+use crate::hubs::{Candidate, HubUrl, Rotation, backoff};
 use crate::identity::{self, Identity, error_chain};
 
 /// How a session ended.
@@ -48,34 +49,48 @@ fn status_chain(status: &tonic::Status) -> String {
 #[tracing::instrument(name = "link", skip_all, fields(cluster = %state.config().cluster_name))]
 pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: CancellationToken) {
     install_crypto_provider();
+    let urls = match HubUrl::parse_all(&state.config().hub_urls) {
+        Ok(urls) => urls,
+        Err(error) => {
+            tracing::error!(%error, "no usable hub address; not connecting");
+            return;
+        }
+    };
     let mut identity = identity;
-    let mut attempt: u32 = 0;
+    let mut rotation = Rotation::default();
+    let mut resyncs: u32 = 0;
     loop {
+        // Resolved again for every attempt: the replicas behind a name come and go.
+        let candidates = tokio::select! {
+            candidates = super::resolve(&urls) => candidates,
+            () = cancel.cancelled() => return,
+        };
+        let count = candidates.len();
+        let Some(candidate) = candidates.get(rotation.current(count)) else {
+            return;
+        };
         let started = tokio::time::Instant::now();
         let outcome = tokio::select! {
-            outcome = session(&state, &mut identity, &cancel) => outcome,
+            outcome = session(&state, candidate, &mut identity, &cancel) => outcome,
             () = cancel.cancelled() => Ok(SessionEnd::Shutdown),
         };
         state.set_connected(false);
+        if started.elapsed() > Duration::from_secs(30) {
+            rotation.healthy();
+            resyncs = 0;
+        }
+        let (base, cap) = (state.config().backoff_base, state.config().backoff_cap);
         let wait = match outcome {
             Ok(SessionEnd::Shutdown) => return,
             Ok(SessionEnd::Resync) => {
                 tracing::info!("desired state out of step with the hub; saying Hello again");
-                // At once the first time; a hub that keeps sending deltas that do not fit
-                // gets the usual backoff rather than a reconnect storm.
-                if started.elapsed() > Duration::from_secs(30) {
-                    attempt = 0;
-                }
-                attempt = attempt.saturating_add(1);
-                if attempt == 1 {
+                // At once the first time, to the same hub; a hub that keeps sending deltas
+                // that do not fit gets the usual backoff rather than a reconnect storm.
+                resyncs = resyncs.saturating_add(1);
+                if resyncs == 1 {
                     Duration::ZERO
                 } else {
-                    backoff(
-                        attempt - 1,
-                        state.config().backoff_base,
-                        state.config().backoff_cap,
-                        rand::random(),
-                    )
+                    backoff(resyncs - 1, base, cap, rand::random())
                 }
             }
             Ok(SessionEnd::Goodbye {
@@ -91,34 +106,23 @@ pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: Cancellation
                 retry_after,
                 ..
             }) if !retry_after.is_zero() => {
-                tracing::info!(%reason, retry_after_s = retry_after.as_secs(), "the hub said goodbye");
+                rotation.skip(count);
+                tracing::info!(%reason, hub = %candidate.dial, retry_after_s = retry_after.as_secs(), "the hub said goodbye");
                 retry_after
             }
             Ok(end) => {
-                tracing::info!(?end, "session ended");
-                if started.elapsed() > Duration::from_secs(30) {
-                    attempt = 0;
-                }
-                attempt = attempt.saturating_add(1);
-                backoff(
-                    attempt,
-                    state.config().backoff_base,
-                    state.config().backoff_cap,
-                    rand::random(),
-                )
+                let wait = rotation.failed(count, base, cap, rand::random());
+                tracing::info!(?end, hub = %candidate.dial, wait_ms = wait.as_millis() as u64, "session ended; trying the next hub address");
+                wait
             }
             Err(error) => {
-                if started.elapsed() > Duration::from_secs(30) {
-                    attempt = 0;
-                }
-                attempt = attempt.saturating_add(1);
-                let wait = backoff(
-                    attempt,
-                    state.config().backoff_base,
-                    state.config().backoff_cap,
-                    rand::random(),
+                let wait = rotation.failed(count, base, cap, rand::random());
+                tracing::warn!(
+                    %error,
+                    attempt = rotation.failures(),
+                    wait_ms = wait.as_millis() as u64,
+                    "link down; trying the next hub address"
                 );
-                tracing::warn!(%error, attempt, wait_ms = wait.as_millis() as u64, "link down; reconnecting");
                 wait
             }
         };
@@ -129,26 +133,15 @@ pub async fn run(state: Arc<LinkState>, identity: Identity, cancel: Cancellation
     }
 }
 
-/// Exponential backoff with full jitter: a uniform delay in [0, min(cap, base·2^(attempt-1))].
-/// `unit` is a random number in [0, 1).
-pub fn backoff(attempt: u32, base: Duration, cap: Duration, unit: f64) -> Duration {
-    let exponent = attempt.saturating_sub(1).min(30);
-    let ceiling = base.saturating_mul(1u32 << exponent).min(cap);
-    ceiling.mul_f64(unit.clamp(0.0, 1.0))
-}
-
-async fn channel(config: &LinkConfig, identity: &Identity) -> Result<Channel, LinkError> {
+async fn channel(candidate: &Candidate, identity: &Identity) -> Result<Channel, LinkError> {
     let url_error = |message: String| LinkError::Url {
-        url: config.hub_url.clone(),
+        url: candidate.configured.clone(),
         message,
     };
-    let tls = ClientTlsConfig::new()
-        .ca_certificate(Certificate::from_pem(&identity.ca_pem))
-        .identity(tonic::transport::Identity::from_pem(
-            &identity.cert_pem,
-            &identity.key_pem,
-        ));
-    Endpoint::from_shared(config.hub_url.clone())
+    let tls = super::tls_for(candidate, &identity.ca_pem).identity(
+        tonic::transport::Identity::from_pem(&identity.cert_pem, &identity.key_pem),
+    );
+    Endpoint::from_shared(candidate.dial.clone())
         .map_err(|e| url_error(e.to_string()))?
         .connect_timeout(Duration::from_secs(10))
         .http2_keep_alive_interval(Duration::from_secs(20))
@@ -159,16 +152,17 @@ async fn channel(config: &LinkConfig, identity: &Identity) -> Result<Channel, Li
         .map_err(|e| url_error(e.to_string()))?
         .connect()
         .await
-        .map_err(|e| LinkError::Connect(error_chain(&e)))
+        .map_err(|e| LinkError::Connect(format!("{}: {}", candidate.dial, error_chain(&e))))
 }
 
 async fn session(
     state: &LinkState,
+    candidate: &Candidate,
     identity: &mut Identity,
     cancel: &CancellationToken,
 ) -> Result<SessionEnd, LinkError> {
     let config = state.config();
-    let channel = channel(config, identity).await?;
+    let channel = channel(candidate, identity).await?;
     let mut client = LinkClient::new(channel)
         .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
         .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
@@ -189,7 +183,7 @@ async fn session(
         .map_err(|s| LinkError::Stream(status_chain(&s)))?
         .into_inner();
     state.set_connected(true);
-    tracing::info!(generation, "connected to the hub");
+    tracing::info!(generation, hub = %candidate.dial, "connected to the hub");
 
     // Everything unacked goes out again: the hub ignores what it already has.
     let mut last_sent = 0;
@@ -297,23 +291,4 @@ async fn send(
     tx.send(pb::SpokeMessage { msg: Some(msg) })
         .await
         .map_err(|_| LinkError::Stream("the stream to the hub is closed".into()))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_grows_exponentially_to_the_cap_with_full_jitter() {
-        let base = Duration::from_millis(500);
-        let cap = Duration::from_secs(60);
-        assert_eq!(
-            backoff(1, base, cap, 0.999_999),
-            Duration::from_millis(500).mul_f64(0.999_999)
-        );
-        assert_eq!(backoff(3, base, cap, 0.5), Duration::from_secs(1));
-        assert_eq!(backoff(20, base, cap, 0.5), Duration::from_secs(30));
-        assert_eq!(backoff(u32::MAX, base, cap, 0.5), Duration::from_secs(30));
-        assert_eq!(backoff(5, base, cap, 0.0), Duration::ZERO);
-    }
 }

@@ -18,8 +18,9 @@ use crate::store::{self, StoreError};
 /// How the link behaves.
 #[derive(Debug, Clone)]
 pub struct LinkConfig {
-    /// `https://host:port` of the hub.
-    pub hub_url: String,
+    /// `https://host:port` of the hub, or of each of its replicas: dialled in turn (see
+    /// [`crate::hubs`]).
+    pub hub_urls: Vec<String>,
     pub cluster_name: String,
     pub agent_version: String,
     pub heartbeat_interval: Duration,
@@ -39,7 +40,7 @@ impl LinkConfig {
         state_dir: PathBuf,
     ) -> Self {
         Self {
-            hub_url: hub_url.into(),
+            hub_urls: vec![hub_url.into()],
             cluster_name: cluster_name.into(),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             heartbeat_interval: Duration::from_secs(10),
