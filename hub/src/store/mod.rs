@@ -25,6 +25,7 @@ use crate::resources::{Kind, Resource};
 use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 
 pub mod backend;
+pub mod etcd;
 pub mod memory;
 pub mod sled;
 
