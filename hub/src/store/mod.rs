@@ -1228,7 +1228,7 @@ impl Store {
         for tree in data_trees() {
             if backend.count(tree).await? > 0 {
                 return Err(bad(format!(
-                    "the store already holds data (tree {tree}); import into a new data directory"
+                    "the store already holds data (tree {tree}); import into a new data directory or etcd prefix"
                 )));
             }
         }
