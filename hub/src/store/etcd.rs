@@ -490,21 +490,18 @@ fn effect(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
             .map(|(k, _)| k.clone())
             .collect();
         for key in inside {
-            match points.remove(&key) {
-                Some(Some(value)) => {
-                    if from < key {
-                        out.push(Write::DeleteRange {
-                            start: from,
-                            end: key.clone(),
-                        });
-                    }
-                    let mut after = key.clone();
-                    after.push(0);
-                    from = after;
-                    out.push(Write::Put { key, value });
+            // A key deleted on its own inside the range goes with the range.
+            if let Some(Some(value)) = points.remove(&key) {
+                if from < key {
+                    out.push(Write::DeleteRange {
+                        start: from,
+                        end: key.clone(),
+                    });
                 }
-                // Deleted by the range anyway.
-                Some(None) | None => {}
+                let mut after = key.clone();
+                after.push(0);
+                from = after;
+                out.push(Write::Put { key, value });
             }
         }
         if from < end {

@@ -34,6 +34,11 @@ pub use backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
 #[cfg(test)]
 mod tests;
 
+/// A real etcd for the store's tests (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/support/etcd.rs"]
+mod etcd_server;
+
 /// Bumped whenever a stored record changes shape incompatibly; [`Store::open`] migrates from
 /// older versions (none yet) and refuses newer ones.
 pub const SCHEMA_VERSION: u32 = 1;

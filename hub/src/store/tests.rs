@@ -11,8 +11,7 @@ async fn sled_store() -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
-#[path = "../../tests/support/etcd.rs"]
-mod etcd_server;
+use super::etcd_server;
 
 /// Runs each `async fn(Store)` named against a sled store, an in-memory one and one on a real
 /// etcd.

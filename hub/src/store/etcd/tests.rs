@@ -1,9 +1,6 @@
 use super::*;
 
-#[path = "../../../tests/support/etcd.rs"]
-mod etcd_server;
-
-use etcd_server::EtcdServer;
+use crate::store::etcd_server::EtcdServer;
 
 fn put(key: &str, value: &str) -> Write {
     Write::Put {

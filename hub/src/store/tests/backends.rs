@@ -5,8 +5,7 @@ use super::super::etcd::{EtcdBackend, EtcdOptions};
 use super::super::memory::MemoryBackend;
 use super::super::sled::SledBackend;
 
-#[path = "../../../tests/support/etcd.rs"]
-mod etcd_server;
+use super::super::etcd_server;
 
 /// Runs each `async fn(&dyn Backend)` named against sled, memory and a real etcd (one each).
 macro_rules! conformance {
