@@ -170,3 +170,60 @@ async fn export_from_sled_and_import_into_etcd_moves_a_hub() {
     );
     assert_eq!(&again["store"]["trees"]["clusters"], clusters);
 }
+
+#[tokio::test]
+async fn a_hub_reaches_etcd_over_tls_with_its_client_certificate_only() {
+    // A CA, a server certificate for 127.0.0.1 and a client certificate: the hub's own PKI code
+    // makes all three.
+    let certs = tempfile::tempdir().unwrap();
+    let pki = certs.path().join("pki");
+    gitfleet_hub::pki::Pki::load_or_create(&pki, &[]).unwrap();
+    let etcd = EtcdServer::start_tls(
+        &pki.join("ca.crt"),
+        &pki.join("server.crt"),
+        &pki.join("server.key"),
+    );
+    assert!(etcd.endpoint().starts_with("https://"));
+    let read = |name: &str| std::fs::read(pki.join(name)).unwrap();
+    let tls = |identity: bool| gitfleet_hub::store::etcd::EtcdTls {
+        ca_pem: Some(read("ca.crt")),
+        identity: identity.then(|| (read("admin.crt"), read("admin.key"))),
+    };
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.connect_timeout = Duration::from_secs(3);
+
+    // With the CA and the client certificate: a hub runs and keeps its state there.
+    options.tls = Some(tls(true));
+    let (_tmp, data) = data_dir();
+    let config = HubConfig {
+        store: StoreConfig::Etcd(options.clone()),
+        ..HubConfig::for_tests(&data)
+    };
+    let hub = runtime::start(config.clone()).await.unwrap();
+    register(&hub, "dev-1", &[("env", "dev")]).await;
+    hub.shutdown().await;
+    let hub = runtime::start(config).await.unwrap();
+    assert!(hub.store().cluster("dev-1").unwrap().is_some());
+    hub.shutdown().await;
+
+    // Without a client certificate etcd refuses the hub, which says where it could not get in.
+    options.tls = Some(tls(false));
+    let err = EtcdBackend::connect(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("cannot reach etcd at {}", etcd.endpoint())),
+        "{err}"
+    );
+    // Without the CA, etcd's certificate is not trusted.
+    options.tls = Some(gitfleet_hub::store::etcd::EtcdTls {
+        ca_pem: None,
+        identity: Some((read("admin.crt"), read("admin.key"))),
+    });
+    let err = EtcdBackend::connect(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot reach etcd"), "{err}");
+}

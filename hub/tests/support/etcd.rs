@@ -6,6 +6,7 @@
 
 use std::io::{Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -24,17 +25,41 @@ impl EtcdServer {
         Self::start_with(&[])
     }
 
-    /// Starts etcd with extra flags. etcd cannot listen on port 0: free ports are picked by
-    /// binding and releasing them, and another process may take one in between, so a start whose
-    /// etcd exits is retried on new ports.
+    /// Starts etcd with extra flags.
     pub fn start_with(args: &[&str]) -> Self {
+        Self::launch(args, None)
+    }
+
+    /// Starts etcd serving clients over TLS with `cert` and `key` (PEM), and accepting only
+    /// clients with a certificate signed by `ca`.
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        Self::launch(&[], Some((ca, cert, key)))
+    }
+
+    /// etcd cannot listen on port 0: free ports are picked by binding and releasing them, and
+    /// another process may take one in between, so a start whose etcd exits is retried on new
+    /// ports. Health is read from the plain-HTTP metrics listener, with or without TLS.
+    fn launch(args: &[&str], tls: Option<(&Path, &Path, &Path)>) -> Self {
         let binary = std::env::var("GITFLEET_TEST_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
         let mut last_log = String::new();
         for _attempt in 0..5 {
             let dir = tempfile::tempdir().unwrap();
-            let (client, peer) = (free_port(), free_port());
-            let client_url = format!("http://127.0.0.1:{client}");
+            let (client, peer, metrics) = (free_port(), free_port(), free_port());
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
             let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut tls_args: Vec<String> = Vec::new();
+            if let Some((ca, cert, key)) = tls {
+                for (flag, path) in [
+                    ("--trusted-ca-file", ca),
+                    ("--cert-file", cert),
+                    ("--key-file", key),
+                ] {
+                    tls_args.push(flag.into());
+                    tls_args.push(path.to_str().unwrap().into());
+                }
+                tls_args.push("--client-cert-auth".into());
+            }
             let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
             let child = Command::new(&binary)
                 .args([
@@ -52,11 +77,14 @@ impl EtcdServer {
                     &peer_url,
                     "--initial-cluster",
                     &format!("test={peer_url}"),
+                    "--listen-metrics-urls",
+                    &format!("http://127.0.0.1:{metrics}"),
                     "--log-level",
                     "warn",
                     "--logger",
                     "zap",
                 ])
+                .args(&tls_args)
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
@@ -70,7 +98,7 @@ impl EtcdServer {
                 client_url,
                 dir,
             };
-            if server.wait_healthy(client) {
+            if server.wait_healthy(metrics) {
                 return server;
             }
             last_log =
@@ -79,7 +107,7 @@ impl EtcdServer {
         panic!("etcd did not start; its last log:\n{last_log}");
     }
 
-    /// The client URL (`http://127.0.0.1:PORT`).
+    /// The client URL (`http://127.0.0.1:PORT`, `https://` with TLS).
     pub fn endpoint(&self) -> String {
         self.client_url.clone()
     }
