@@ -95,7 +95,7 @@ impl StoreConfig {
         Ok(match self {
             StoreConfig::Sled => Store::open(&data_dir.join("store")).await?,
             StoreConfig::Etcd(options) => {
-                let backend = crate::store::etcd::EtcdBackend::connect(options)
+                let backend = crate::store::etcd::EtcdBackend::connect_exclusive(options)
                     .await
                     .map_err(StoreError::Backend)?;
                 Store::with_backend(Arc::new(backend)).await?

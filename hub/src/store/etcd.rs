@@ -18,7 +18,7 @@ use std::time::Duration;
 
 use etcd_client::{
     Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
 };
 
 use super::backend::{
@@ -58,6 +58,9 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
     /// The largest request etcd takes: its `--max-request-bytes`.
     pub max_request_bytes: usize,
+    /// How long a hub's hold on its prefix outlives the hub: a hub killed without letting go
+    /// keeps its successor waiting this long at most (see [`EtcdBackend::connect_exclusive`]).
+    pub hold_ttl: Duration,
 }
 
 impl EtcdOptions {
@@ -70,6 +73,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(30),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            hold_ttl: Duration::from_secs(10),
         }
     }
 }
@@ -93,6 +97,9 @@ impl std::fmt::Debug for EtcdTls {
 
 pub struct EtcdBackend {
     kv: KvClient,
+    leases: LeaseClient,
+    /// This hub's hold on the prefix, if it took one: every write is conditional on it.
+    hold: Option<Hold>,
     prefix: Vec<u8>,
     endpoints: String,
     max_txn_ops: usize,
@@ -109,7 +116,106 @@ impl std::fmt::Debug for EtcdBackend {
     }
 }
 
+/// A key under the prefix that names the one hub writing there, attached to a lease the hub
+/// keeps alive: when the hub stops or loses etcd for longer than the lease, the key goes.
+#[derive(Debug)]
+struct Hold {
+    key: Vec<u8>,
+    owner: Vec<u8>,
+    lease: i64,
+    ttl: Duration,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Lets go of the prefix at once (a hub restarted in place takes it again without waiting for
+/// the lease to run out).
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            hold.keeper.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mut leases = self.leases.clone();
+                runtime.spawn(async move {
+                    let _ = leases.revoke(hold.lease).await;
+                });
+            }
+        }
+    }
+}
+
 impl EtcdBackend {
+    /// Connects like [`connect`](Self::connect) and takes the prefix for this hub alone: the
+    /// trait's one writer. Another hub holding it is waited for (it may have been killed and its
+    /// lease not yet run out) up to `hold_ttl` and the connect timeout, then refused by name.
+    /// Every write afterwards is conditional on the hold, so that a hub whose lease ran out
+    /// (etcd out of its reach for longer than `hold_ttl`) writes nothing more.
+    pub async fn connect_exclusive(options: &EtcdOptions) -> Result<Self, BackendError> {
+        let mut backend = Self::connect(options).await?;
+        let key = [backend.prefix.as_slice(), b"lock"].concat();
+        let owner = hex::encode(rand::random::<[u8; 16]>()).into_bytes();
+        let ttl_secs = i64::try_from(options.hold_ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let lease = backend
+            .leases
+            .grant(ttl_secs, None)
+            .await
+            .map_err(|e| backend.error(e))?
+            .id();
+        let deadline = tokio::time::Instant::now() + options.hold_ttl + options.connect_timeout;
+        loop {
+            let take = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    owner.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let response = backend
+                .kv
+                .clone()
+                .txn(take)
+                .await
+                .map_err(|e| backend.error(e))?;
+            if response.succeeded() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let holder = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let _ = backend.leases.revoke(lease).await;
+                return Err(BackendError::Storage(format!(
+                    "etcd prefix {} at {} is held by another hub ({holder}): one hub per prefix (a hub that stopped without letting go frees it within {})",
+                    options.prefix,
+                    backend.endpoints,
+                    humantime::format_duration(options.hold_ttl)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let keeper = tokio::spawn(keep_alive(
+            backend.leases.clone(),
+            lease,
+            options.hold_ttl / 3,
+        ));
+        backend.hold = Some(Hold {
+            key,
+            owner,
+            lease,
+            ttl: options.hold_ttl,
+            keeper,
+        });
+        Ok(backend)
+    }
+
     /// Connects to etcd and checks that it answers within the connect timeout, so that a hub
     /// pointed at an unreachable etcd says so at startup rather than on its first write.
     pub async fn connect(options: &EtcdOptions) -> Result<Self, BackendError> {
@@ -175,6 +281,8 @@ impl EtcdBackend {
         .map_err(|e| unreachable(&e))?;
         Ok(Self {
             kv,
+            leases: client.lease_client(),
+            hold: None,
             prefix: options.prefix.as_bytes().to_vec(),
             endpoints,
             max_txn_ops: options.max_txn_ops,
@@ -346,14 +454,14 @@ impl EtcdBackend {
         conditions: &[Condition],
         writes: Vec<Write>,
     ) -> Result<(), BackendError> {
-        if conditions.len() > self.max_txn_ops {
+        if conditions.len() + 1 > self.max_txn_ops {
             return Err(BackendError::Storage(format!(
                 "a store write with {} conditions is more than etcd takes in one transaction ({}, --etcd-max-txn-ops)",
                 conditions.len(),
                 self.max_txn_ops
             )));
         }
-        let compares: Vec<Compare> = conditions
+        let mut compares: Vec<Compare> = conditions
             .iter()
             .map(|c| match c {
                 Condition::Absent { tree, key } => {
@@ -365,13 +473,21 @@ impl EtcdBackend {
             })
             .collect();
         // When a compare fails, these reads tell which.
-        let reads: Vec<TxnOp> = conditions
+        let mut reads: Vec<TxnOp> = conditions
             .iter()
             .map(|c| {
                 let (tree, key) = condition_key(c);
                 TxnOp::get(self.key(tree, key), None)
             })
             .collect();
+        if let Some(hold) = &self.hold {
+            compares.push(Compare::value(
+                hold.key.clone(),
+                CompareOp::Equal,
+                hold.owner.clone(),
+            ));
+            reads.push(TxnOp::get(hold.key.clone(), None));
+        }
         let ops: Vec<TxnOp> = writes
             .into_iter()
             .map(|w| match w {
@@ -393,6 +509,20 @@ impl EtcdBackend {
             return Ok(());
         }
         let found = response.op_responses();
+        if let Some(hold) = &self.hold {
+            let holder = match found.last() {
+                Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            };
+            if holder.as_ref() != Some(&hold.owner) {
+                return Err(BackendError::Storage(format!(
+                    "this hub no longer holds etcd prefix {} at {} (etcd was out of its reach for longer than {}, or another hub took the prefix): it writes nothing more; restart it",
+                    String::from_utf8_lossy(&self.prefix),
+                    self.endpoints,
+                    humantime::format_duration(hold.ttl)
+                )));
+            }
+        }
         for (condition, answer) in conditions.iter().zip(found) {
             let value = match answer {
                 TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
@@ -408,8 +538,44 @@ impl EtcdBackend {
             }
         }
         // Changed between the compare and the reads (another writer): name the first.
-        let (tree, key) = condition_key(&conditions[0]);
-        Err(BackendError::conflict(tree, key))
+        match conditions.first() {
+            Some(condition) => {
+                let (tree, key) = condition_key(condition);
+                Err(BackendError::conflict(tree, key))
+            }
+            None => Err(BackendError::Storage(format!(
+                "etcd at {} refused a write without saying why",
+                self.endpoints
+            ))),
+        }
+    }
+}
+
+/// Keeps `lease` alive, every `every`, until its task is aborted; a lost stream is opened
+/// again. A lease that ran out is not renewed: the hold is gone, and with it every later write.
+async fn keep_alive(mut leases: LeaseClient, lease: i64, every: Duration) {
+    let mut stream = None;
+    loop {
+        if stream.is_none() {
+            stream = leases.keep_alive(lease).await.ok();
+        }
+        if let Some((keeper, answers)) = &mut stream {
+            let answer = match keeper.keep_alive().await {
+                Ok(()) => answers.message().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(Some(answer)) if answer.ttl() > 0 => {}
+                Ok(Some(_)) => {
+                    tracing::error!(
+                        "the hub's lease on its etcd prefix ran out: etcd refuses its writes from now on"
+                    );
+                    return;
+                }
+                Ok(None) | Err(_) => stream = None,
+            }
+        }
+        tokio::time::sleep(every).await;
     }
 }
 

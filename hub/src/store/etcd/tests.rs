@@ -284,3 +284,62 @@ async fn a_lost_etcd_fails_sync() {
     let err = backend.sync().await.unwrap_err().to_string();
     assert!(err.contains(&etcd.endpoint()), "{err}");
 }
+
+#[tokio::test]
+async fn one_hub_holds_a_prefix_and_lets_go_when_it_stops() {
+    let etcd = EtcdServer::start();
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.hold_ttl = Duration::from_secs(2);
+    options.connect_timeout = Duration::from_secs(1);
+    let first = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = EtcdBackend::connect_exclusive(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "etcd prefix /gitfleet/ at {} is held by another hub",
+            etcd.endpoint()
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Another prefix is free.
+    let mut other = options.clone();
+    other.prefix = "/other/".into();
+    let _other = EtcdBackend::connect_exclusive(&other).await.unwrap();
+    // Once the first lets go, the prefix is taken again.
+    drop(first);
+    let second = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "eu-1", b"{}".to_vec());
+    second.commit(batch).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hub_that_lost_its_hold_writes_nothing() {
+    let etcd = EtcdServer::start();
+    let options = EtcdOptions::new(vec![etcd.endpoint()]);
+    let hub = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    // As when its lease ran out: the hold is gone.
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    client.delete("/gitfleet/lock", None).await.unwrap();
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "eu-1", b"{}".to_vec());
+    let err = hub.commit(batch).await.unwrap_err().to_string();
+    assert!(
+        err.contains("this hub no longer holds etcd prefix /gitfleet/"),
+        "{err}"
+    );
+    assert_eq!(hub.get(Tree::Clusters, b"eu-1").await.unwrap(), None);
+    // A conditional write too, and its condition is not what is blamed.
+    let mut batch = Batch::default();
+    batch
+        .require(Tree::Tokens, "h", None)
+        .put(Tree::Tokens, "h", b"x".to_vec());
+    let err = hub.commit(batch).await.unwrap_err().to_string();
+    assert!(err.contains("no longer holds"), "{err}");
+}
