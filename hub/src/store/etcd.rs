@@ -12,6 +12,10 @@
 //! what the [`Backend`] trait promises (a read may see part of a batch, a crash of the hub keeps a
 //! prefix of it, as with sled); a batch with conditions must fit in one, or is refused, since
 //! its conditions must hold for all of its writes.
+//!
+//! One writer: [`EtcdBackend::connect_exclusive`] holds `{prefix}lock` with a lease kept alive
+//! and makes every transaction conditional on it, so that a second hub on the prefix is refused
+//! and a hub that lost its lease writes nothing more.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
