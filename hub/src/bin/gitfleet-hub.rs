@@ -69,7 +69,8 @@ struct StoreArgs {
     /// etcd without seeing each other.
     #[arg(long, env = "GITFLEET_ETCD_PREFIX", default_value = gitfleet_hub::store::etcd::DEFAULT_PREFIX)]
     etcd_prefix: String,
-    /// CA certificate (PEM) that signed etcd's server certificates.
+    /// CA certificate (PEM) that signed etcd's server certificates; needed with https://
+    /// endpoints.
     #[arg(long, env = "GITFLEET_ETCD_CA", value_name = "FILE")]
     etcd_ca: Option<PathBuf>,
     /// Client certificate (PEM) the hub presents to etcd (with --etcd-key).
@@ -118,6 +119,15 @@ impl StoreArgs {
         let read = |path: &PathBuf| {
             std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
         };
+        // The hub trusts no system roots: etcd's CA is always named.
+        if let Some(tls) = self
+            .etcd_endpoints
+            .iter()
+            .find(|e| e.starts_with("https://"))
+            && self.etcd_ca.is_none()
+        {
+            anyhow::bail!("--etcd-ca is needed to check etcd's certificate at {tls}");
+        }
         let tls = if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
             if let Some(plain) = self
                 .etcd_endpoints
