@@ -75,6 +75,41 @@ pub struct HubConfig {
     pub connection_limits: crate::listener::Limits,
     /// How much of the audit log the hub keeps (the newest entries, none older than an age).
     pub audit_retention: gitfleet_core::users::AuditRetention,
+    /// Where the hub keeps its state.
+    pub store: StoreConfig,
+}
+
+/// Where the hub keeps its state.
+#[derive(Debug, Clone, Default)]
+pub enum StoreConfig {
+    /// sled in `DATA_DIR/store`: one hub process, nothing else to run.
+    #[default]
+    Sled,
+    /// etcd, under a key prefix; the data directory still holds the PKI.
+    Etcd(crate::store::etcd::EtcdOptions),
+}
+
+impl StoreConfig {
+    /// Opens the store, creating it on first use.
+    pub async fn open(&self, data_dir: &Path) -> Result<Store, HubError> {
+        Ok(match self {
+            StoreConfig::Sled => Store::open(&data_dir.join("store")).await?,
+            StoreConfig::Etcd(options) => {
+                let backend = crate::store::etcd::EtcdBackend::connect_exclusive(options)
+                    .await
+                    .map_err(StoreError::Backend)?;
+                Store::with_backend(Arc::new(backend)).await?
+            }
+        })
+    }
+
+    /// The directory whose size is the store's size on disk, if the store is on this disk.
+    fn local_dir(&self, data_dir: &Path) -> Option<PathBuf> {
+        match self {
+            StoreConfig::Sled => Some(data_dir.join("store")),
+            StoreConfig::Etcd(_) => None,
+        }
+    }
 }
 
 /// The TLS handshake timeout of the gRPC listener when none is configured.
@@ -118,6 +153,7 @@ impl HubConfig {
             webhook_max_body_bytes: crate::http::DEFAULT_WEBHOOK_MAX_BODY_BYTES,
             connection_limits: crate::listener::Limits::default(),
             audit_retention: Default::default(),
+            store: StoreConfig::Sled,
         }
     }
 
@@ -269,7 +305,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         path: data.clone(),
         source,
     })?;
-    let store = Store::open(&data.join("store")).await?;
+    let store = config.store.open(data).await?;
     let pki = Arc::new(Pki::load_or_create(
         &data.join("pki"),
         &config.server_names,
@@ -311,7 +347,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             repo_credentials: config.repo_credentials.clone(),
             require_approval: config.require_approval,
             fleet: config.fleet.clone(),
-            metrics: Arc::new(HubMetrics::new(Some(data.join("store")))),
+            metrics: Arc::new(HubMetrics::new(config.store.local_dir(data))),
             audit_retention: config.audit_retention,
         },
         shutdown.clone(),
@@ -447,10 +483,10 @@ const PKI_FILES: [&str; 6] = [
     "admin.key",
 ];
 
-/// A backup of a (stopped) hub's data directory: the store and the PKI, as one JSON document.
+/// A backup of a (stopped) hub's store and the PKI of its data directory, as one JSON document.
 /// It holds the CA's private key: keep it as safe as the data directory.
-pub async fn export(data_dir: &Path) -> Result<serde_json::Value, HubError> {
-    let store = Store::open(&data_dir.join("store")).await?;
+pub async fn export(data_dir: &Path, store: &StoreConfig) -> Result<serde_json::Value, HubError> {
+    let store = store.open(data_dir).await?;
     let mut pki = serde_json::Map::new();
     for name in PKI_FILES {
         let path = data_dir.join("pki").join(name);
@@ -463,14 +499,19 @@ pub async fn export(data_dir: &Path) -> Result<serde_json::Value, HubError> {
     Ok(serde_json::json!({ "store": store.export().await?, "pki": pki }))
 }
 
-/// Restores an [`export`] into a new data directory (one without a store yet).
-pub async fn import(data_dir: &Path, backup: &serde_json::Value) -> Result<(), HubError> {
+/// Restores an [`export`] into a new store (sled: a new data directory; etcd: a prefix without
+/// data) and the PKI into the data directory.
+pub async fn import(
+    data_dir: &Path,
+    store: &StoreConfig,
+    backup: &serde_json::Value,
+) -> Result<(), HubError> {
     let pki_dir = data_dir.join("pki");
     std::fs::create_dir_all(&pki_dir).map_err(|source| HubError::DataDir {
         path: pki_dir.clone(),
         source,
     })?;
-    let store = Store::open(&data_dir.join("store")).await?;
+    let store = store.open(data_dir).await?;
     let dump = backup
         .get("store")
         .ok_or_else(|| StoreError::Import("the backup has no store".into()))?;

@@ -910,12 +910,14 @@ async fn a_backup_restores_into_a_new_data_directory() {
     spoke.until_end().await;
     let held = spoke.close();
 
-    let backup = gitfleet_hub::runtime::export(&data).await.unwrap();
-    let (_tmp2, restored) = data_dir();
-    gitfleet_hub::runtime::import(&restored, &backup)
+    let backup = gitfleet_hub::runtime::export(&data, &Default::default())
         .await
         .unwrap();
-    let err = gitfleet_hub::runtime::import(&restored, &backup)
+    let (_tmp2, restored) = data_dir();
+    gitfleet_hub::runtime::import(&restored, &Default::default(), &backup)
+        .await
+        .unwrap();
+    let err = gitfleet_hub::runtime::import(&restored, &Default::default(), &backup)
         .await
         .unwrap_err();
     assert!(err.to_string().contains("already holds data"), "{err}");

@@ -5,8 +5,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
-use gitfleet_hub::runtime::{self, HubConfig};
+use gitfleet_hub::runtime::{self, HubConfig, StoreConfig};
 
 #[derive(Parser)]
 #[command(name = "gitfleet-hub", version, about = "gitfleet hub")]
@@ -37,28 +38,151 @@ enum Command {
         #[arg(long, env = "GITFLEET_ADVERTISE_URL")]
         advertise_url: Option<String>,
     },
-    /// Write a backup of a stopped hub's data directory (store and CA) as JSON.
+    /// Write a backup of a stopped hub's store and CA as JSON.
     Export {
         #[arg(long, env = "GITFLEET_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// File to write (owner-only); standard output when absent.
         #[arg(long, short, env = "GITFLEET_BACKUP_FILE")]
         output: Option<PathBuf>,
     },
-    /// Restore a backup into a new data directory.
+    /// Restore a backup into a new data directory (and, with --store etcd, a new etcd prefix).
     Import {
         #[arg(long, env = "GITFLEET_DATA_DIR")]
         data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long, short, env = "GITFLEET_BACKUP_FILE")]
         input: PathBuf,
     },
 }
 
+/// Where the hub keeps its state.
+#[derive(Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum StoreKind {
+    /// sled, embedded, in DATA_DIR/store: one hub process.
+    Sled,
+    /// etcd (--etcd-endpoints): the data directory keeps only the PKI, Git caches and the
+    /// admin credential.
+    Etcd,
+}
+
+#[derive(clap::Args)]
+struct StoreArgs {
+    /// Where the hub keeps its state.
+    #[arg(long, env = "GITFLEET_STORE", value_enum, default_value = "sled")]
+    store: StoreKind,
+    /// etcd client URLs (http://HOST:2379, or https:// with the --etcd-ca/--etcd-cert options),
+    /// comma-separated or repeated.
+    #[arg(
+        long,
+        env = "GITFLEET_ETCD_ENDPOINTS",
+        value_delimiter = ',',
+        value_name = "URL"
+    )]
+    etcd_endpoints: Vec<String>,
+    /// Every key the hub writes to etcd starts with this; hubs with different prefixes share an
+    /// etcd without seeing each other.
+    #[arg(long, env = "GITFLEET_ETCD_PREFIX", default_value = gitfleet_hub::store::etcd::DEFAULT_PREFIX)]
+    etcd_prefix: String,
+    /// CA certificate (PEM) that signed etcd's server certificates; needed with https://
+    /// endpoints.
+    #[arg(long, env = "GITFLEET_ETCD_CA", value_name = "FILE")]
+    etcd_ca: Option<PathBuf>,
+    /// Client certificate (PEM) the hub presents to etcd (with --etcd-key).
+    #[arg(
+        long,
+        env = "GITFLEET_ETCD_CERT",
+        value_name = "FILE",
+        requires = "etcd_key"
+    )]
+    etcd_cert: Option<PathBuf>,
+    /// Private key (PEM) of --etcd-cert.
+    #[arg(
+        long,
+        env = "GITFLEET_ETCD_KEY",
+        value_name = "FILE",
+        requires = "etcd_cert"
+    )]
+    etcd_key: Option<PathBuf>,
+    /// How long the hub waits for etcd at startup before it gives up.
+    #[arg(long, env = "GITFLEET_ETCD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
+    etcd_connect_timeout: Duration,
+    /// Writes per etcd transaction, at most: etcd's --max-txn-ops (128 unless etcd was started
+    /// with more).
+    #[arg(long, env = "GITFLEET_ETCD_MAX_TXN_OPS", default_value_t = gitfleet_hub::store::etcd::DEFAULT_MAX_TXN_OPS, value_parser = clap::value_parser!(u32).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    etcd_max_txn_ops: usize,
+    /// The largest request etcd takes, in bytes: etcd's --max-request-bytes (1.5 MiB unless
+    /// etcd was started with more).
+    #[arg(long, env = "GITFLEET_ETCD_MAX_REQUEST_BYTES", default_value_t = gitfleet_hub::store::etcd::DEFAULT_MAX_REQUEST_BYTES)]
+    etcd_max_request_bytes: usize,
+}
+
+impl StoreArgs {
+    fn config(self) -> anyhow::Result<StoreConfig> {
+        use gitfleet_hub::store::etcd::{EtcdOptions, EtcdTls};
+        if self.store == StoreKind::Sled {
+            anyhow::ensure!(
+                self.etcd_endpoints.is_empty(),
+                "--etcd-endpoints is set but --store is sled: add --store etcd"
+            );
+            return Ok(StoreConfig::Sled);
+        }
+        anyhow::ensure!(
+            !self.etcd_endpoints.is_empty(),
+            "--store etcd needs --etcd-endpoints"
+        );
+        let read = |path: &PathBuf| {
+            std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))
+        };
+        // The hub trusts no system roots: etcd's CA is always named.
+        if let Some(tls) = self
+            .etcd_endpoints
+            .iter()
+            .find(|e| e.starts_with("https://"))
+            && self.etcd_ca.is_none()
+        {
+            anyhow::bail!("--etcd-ca is needed to check etcd's certificate at {tls}");
+        }
+        let tls = if self.etcd_ca.is_some() || self.etcd_cert.is_some() {
+            if let Some(plain) = self
+                .etcd_endpoints
+                .iter()
+                .find(|e| e.starts_with("http://"))
+            {
+                anyhow::bail!("--etcd-ca/--etcd-cert need https:// endpoints, not {plain}");
+            }
+            Some(EtcdTls {
+                ca_pem: self.etcd_ca.as_ref().map(read).transpose()?,
+                identity: match (&self.etcd_cert, &self.etcd_key) {
+                    (Some(cert), Some(key)) => Some((read(cert)?, read(key)?)),
+                    _ => None,
+                },
+            })
+        } else {
+            None
+        };
+        Ok(StoreConfig::Etcd(EtcdOptions {
+            prefix: self.etcd_prefix,
+            tls,
+            connect_timeout: self.etcd_connect_timeout,
+            max_txn_ops: self.etcd_max_txn_ops,
+            max_request_bytes: self.etcd_max_request_bytes,
+            ..EtcdOptions::new(self.etcd_endpoints)
+        }))
+    }
+}
+
 #[derive(clap::Args)]
 struct Serve {
-    /// Directory for the store, the PKI, Git caches and the admin credential.
+    /// Directory for the store (with --store sled), the PKI, Git caches and the admin
+    /// credential.
     #[arg(long, env = "GITFLEET_DATA_DIR")]
     data_dir: PathBuf,
+    #[command(flatten)]
+    store: StoreArgs,
     /// Address of the gRPC listener (spokes and admins, mutual TLS).
     #[arg(long, env = "GITFLEET_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
     grpc_listen: SocketAddr,
@@ -138,8 +262,13 @@ async fn main() -> anyhow::Result<()> {
     runtime::install_crypto_provider();
     let args = match Cli::parse().command {
         Command::Serve(args) => *args,
-        Command::Export { data_dir, output } => {
-            let backup = runtime::export(&data_dir)
+        Command::Export {
+            data_dir,
+            store,
+            output,
+        } => {
+            let store = store.config()?;
+            let backup = runtime::export(&data_dir, &store)
                 .await
                 .with_context(|| format!("cannot export {}", data_dir.display()))?;
             let text = serde_json::to_string_pretty(&backup)?;
@@ -167,18 +296,24 @@ async fn main() -> anyhow::Result<()> {
             );
             return Ok(());
         }
-        Command::Import { data_dir, input } => {
+        Command::Import {
+            data_dir,
+            store,
+            input,
+        } => {
+            let store = store.config()?;
             let text = std::fs::read_to_string(&input)
                 .with_context(|| format!("cannot read {}", input.display()))?;
             let backup: serde_json::Value = serde_json::from_str(&text)
                 .with_context(|| format!("{} is not a gitfleet backup", input.display()))?;
-            runtime::import(&data_dir, &backup)
+            runtime::import(&data_dir, &store, &backup)
                 .await
                 .with_context(|| format!("cannot import into {}", data_dir.display()))?;
             eprintln!("restored into {}", data_dir.display());
             return Ok(());
         }
     };
+    let store = args.store.config()?;
     let credentials = match &args.repo_credentials {
         Some(path) => gitfleet_hub::credentials::load(path)?,
         None => Default::default(),
@@ -225,6 +360,7 @@ async fn main() -> anyhow::Result<()> {
             max_entries: usize::try_from(args.audit_max_entries).unwrap_or(usize::MAX),
             max_age: args.audit_max_age,
         },
+        store,
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

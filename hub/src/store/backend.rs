@@ -1,12 +1,13 @@
 //! What the hub's store needs from the database under it: named trees of byte keys and values,
 //! ordered range reads, and atomic batches of writes made durable on demand. [`Store`] keeps the
-//! typed records, the in-memory mirror and group commit above this; sled ([`SledBackend`]) and
-//! memory ([`MemoryBackend`], for tests) implement it, and a networked store (etcd: a tree is a
-//! key prefix, a batch a transaction, `sync` a no-op) can.
+//! typed records, the in-memory mirror and group commit above this; sled ([`SledBackend`]),
+//! memory ([`MemoryBackend`], for tests) and etcd ([`EtcdBackend`]: a tree is a key prefix, a
+//! batch a transaction, `sync` a check that etcd answers) implement it.
 //!
 //! [`Store`]: super::Store
 //! [`SledBackend`]: super::sled::SledBackend
 //! [`MemoryBackend`]: super::memory::MemoryBackend
+//! [`EtcdBackend`]: super::etcd::EtcdBackend
 
 use futures::future::BoxFuture;
 
@@ -260,17 +261,17 @@ impl BackendError {
 ///   between; if a condition fails it applies nothing and returns [`BackendError::Conflict`].
 ///   This is what keeps read-modify-write records (a token's uses) right when several hubs
 ///   share a store; on one hub the store also serialises them in memory. A read that runs
-///   while a batch is applied may see part of it (sled applies the writes one by one; etcd
-///   whole): the store reads from the backend only what it can take in any such state
+///   while a batch is applied may see part of it (sled applies the writes one by one; etcd a
+///   transaction whole, but a batch without conditions over its limits in several): the store reads from the backend only what it can take in any such state
 ///   (reports, history, events), and everything else from its mirror.
 /// - **Durability on demand.** Once [`sync`](Backend::sync) returns, every batch whose commit
 ///   returned before `sync` was called survives a crash. Before that, a crash keeps a prefix
 ///   of the committed writes in commit order (possibly none of the unsynced ones, possibly part
-///   of a batch; a backend that commits durably, like etcd, keeps whole batches): the store
+///   of a batch; etcd, which commits durably, keeps whole transactions): the store
 ///   orders its writes so that any such prefix is consistent (reports before the acked seq that
 ///   covers them, a desired state's history entry before the state itself).
 /// - **One writer.** Only this hub's store writes through the backend (sled holds a file lock;
-///   a shared networked store needs a lease that fences the others).
+///   etcd a key under a lease that every write is conditional on).
 pub trait Backend: Send + Sync + 'static {
     /// The value of `key`, if any.
     fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>>;

@@ -25,6 +25,7 @@ use crate::resources::{Kind, Resource};
 use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 
 pub mod backend;
+pub mod etcd;
 pub mod memory;
 pub mod sled;
 
@@ -32,6 +33,11 @@ pub use backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
 
 #[cfg(test)]
 mod tests;
+
+/// A real etcd for the store's tests (shared with the integration tests).
+#[cfg(test)]
+#[path = "../../tests/support/etcd.rs"]
+mod etcd_server;
 
 /// Bumped whenever a stored record changes shape incompatibly; [`Store::open`] migrates from
 /// older versions (none yet) and refuses newer ones.
@@ -1227,7 +1233,7 @@ impl Store {
         for tree in data_trees() {
             if backend.count(tree).await? > 0 {
                 return Err(bad(format!(
-                    "the store already holds data (tree {tree}); import into a new data directory"
+                    "the store already holds data (tree {tree}); import into a new data directory or etcd prefix"
                 )));
             }
         }

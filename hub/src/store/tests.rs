@@ -11,8 +11,11 @@ async fn sled_store() -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
-/// Runs each `async fn(Store)` named against a sled store and an in-memory one.
-macro_rules! on_both_backends {
+use super::etcd_server;
+
+/// Runs each `async fn(Store)` named against a sled store, an in-memory one and one on a real
+/// etcd.
+macro_rules! on_every_backend {
     ($($name:ident),* $(,)?) => {
         mod on_sled {
             $(
@@ -31,10 +34,22 @@ macro_rules! on_both_backends {
                 }
             )*
         }
+        mod on_etcd {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let etcd = super::etcd_server::EtcdServer::start();
+                    let options = super::etcd::EtcdOptions::new(vec![etcd.endpoint()]);
+                    let backend = super::etcd::EtcdBackend::connect(&options).await.unwrap();
+                    let s = super::Store::with_backend(std::sync::Arc::new(backend)).await.unwrap();
+                    super::$name(s).await;
+                }
+            )*
+        }
     };
 }
 
-on_both_backends!(
+on_every_backend!(
     resources_round_trip,
     tokens_count_uses_and_expire,
     a_token_is_looked_up_without_spending_it,

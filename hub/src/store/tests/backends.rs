@@ -1,10 +1,13 @@
 //! What every [`Backend`] must do (see the trait's guarantees), run against each of them.
 
 use super::super::backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
+use super::super::etcd::{EtcdBackend, EtcdOptions};
 use super::super::memory::MemoryBackend;
 use super::super::sled::SledBackend;
 
-/// Runs each `async fn(&dyn Backend)` named against sled and memory.
+use super::super::etcd_server;
+
+/// Runs each `async fn(&dyn Backend)` named against sled, memory and a real etcd (one each).
 macro_rules! conformance {
     ($($name:ident),* $(,)?) => {
         mod sled_backend {
@@ -22,6 +25,18 @@ macro_rules! conformance {
                 #[tokio::test]
                 async fn $name() {
                     super::$name(&super::MemoryBackend::new()).await;
+                }
+            )*
+        }
+        mod etcd_backend {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let etcd = super::etcd_server::EtcdServer::start();
+                    let mut options = super::EtcdOptions::new(vec![etcd.endpoint()]);
+                    options.prefix = "/conformance/".into();
+                    let backend = super::EtcdBackend::connect(&options).await.unwrap();
+                    super::$name(&backend).await;
                 }
             )*
         }

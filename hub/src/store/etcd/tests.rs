@@ -1,0 +1,345 @@
+use super::*;
+
+use crate::store::etcd_server::EtcdServer;
+
+fn put(key: &str, value: &str) -> Write {
+    Write::Put {
+        key: key.as_bytes().to_vec(),
+        value: value.as_bytes().to_vec(),
+    }
+}
+
+fn delete(key: &str) -> Write {
+    Write::Delete {
+        key: key.as_bytes().to_vec(),
+    }
+}
+
+fn range(start: &str, end: &str) -> Write {
+    Write::DeleteRange {
+        start: start.as_bytes().to_vec(),
+        end: end.as_bytes().to_vec(),
+    }
+}
+
+#[test]
+fn the_effect_writes_each_key_once() {
+    let writes = effect([put("a", "1"), put("b", "2"), put("a", "3"), delete("b")]);
+    assert_eq!(writes, vec![put("a", "3"), delete("b")]);
+}
+
+#[test]
+fn a_range_deleted_after_writes_takes_them_with_it() {
+    let writes = effect([
+        put("k/1", "x"),
+        delete("k/2"),
+        put("l", "y"),
+        range("k/", "k0"),
+    ]);
+    assert_eq!(writes, vec![range("k/", "k0"), put("l", "y")]);
+}
+
+#[test]
+fn keys_written_after_a_range_was_deleted_survive_it() {
+    let writes = effect([
+        range("k/", "k0"),
+        put("k/2", "b"),
+        delete("k/3"),
+        put("k/1", "a"),
+    ]);
+    assert_eq!(
+        writes,
+        vec![
+            range("k/", "k/1"),
+            put("k/1", "a"),
+            range("k/1\0", "k/2"),
+            put("k/2", "b"),
+            range("k/2\0", "k0"),
+        ]
+    );
+    // A range that only held the key written: nothing left of it.
+    assert_eq!(
+        effect([range("k", "k\0"), put("k", "v")]),
+        vec![put("k", "v")]
+    );
+}
+
+#[test]
+fn overlapping_ranges_become_one() {
+    let writes = effect([
+        range("a", "c"),
+        range("b", "d"),
+        range("x", "y"),
+        range("q", "q"),
+    ]);
+    assert_eq!(writes, vec![range("a", "d"), range("x", "y")]);
+}
+
+#[test]
+fn chunks_keep_the_order_and_fit() {
+    let writes: Vec<Write> = (0..300).map(|i| put(&format!("k{i:03}"), "v")).collect();
+    let chunks = chunks(writes.clone(), 128, usize::MAX);
+    assert_eq!(
+        chunks.iter().map(Vec::len).collect::<Vec<_>>(),
+        [128, 128, 44]
+    );
+    assert_eq!(chunks.concat(), writes);
+    // A range may be cut by every put of its chunk: both count.
+    let mut mixed = vec![range("a", "z")];
+    mixed.extend((0..10).map(|i| put(&format!("k{i}"), "v")));
+    for chunk in super::chunks(mixed, 8, usize::MAX) {
+        assert!(effect(chunk).len() <= 8);
+    }
+    // And bytes.
+    let big: Vec<Write> = (0..10)
+        .map(|i| put(&format!("k{i}"), &"x".repeat(1000)))
+        .collect();
+    for chunk in super::chunks(big, 128, 3000) {
+        assert!(bytes(&chunk) <= 3000, "{}", bytes(&chunk));
+    }
+}
+
+async fn connect(etcd: &EtcdServer, prefix: &str) -> EtcdBackend {
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.prefix = prefix.into();
+    EtcdBackend::connect(&options).await.unwrap()
+}
+
+async fn all(backend: &EtcdBackend, tree: Tree) -> Entries {
+    backend
+        .scan(tree, KeyRange::all(), Order::Ascending, usize::MAX)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_batch_larger_than_a_transaction_is_applied_in_order() {
+    let etcd = EtcdServer::start();
+    let backend = connect(&etcd, "/gitfleet/").await;
+    // 1,000 writes, some of one key, with a range deleted in the middle: more than etcd's 128
+    // operations per transaction.
+    let mut batch = Batch::default();
+    for i in 0..600u32 {
+        batch.put(Tree::Events, i.to_be_bytes(), b"old".to_vec());
+    }
+    batch.delete_range(
+        Tree::Events,
+        KeyRange {
+            start: 100u32.to_be_bytes().to_vec(),
+            end: Some(500u32.to_be_bytes().to_vec()),
+        },
+    );
+    for i in 200..600u32 {
+        batch.put(Tree::Events, i.to_be_bytes(), b"new".to_vec());
+    }
+    backend.commit(batch).await.unwrap();
+    let entries = all(&backend, Tree::Events).await;
+    let expected: Entries = (0..600u32)
+        .filter(|i| !(100..200).contains(i))
+        .map(|i| {
+            let value: &[u8] = if i < 100 { b"old" } else { b"new" };
+            (i.to_be_bytes().to_vec(), value.to_vec())
+        })
+        .collect();
+    assert_eq!(entries.len(), expected.len());
+    assert_eq!(entries, expected);
+    assert_eq!(backend.count(Tree::Events).await.unwrap(), 500);
+    // Read back in pages, newest first, with a limit across pages.
+    let newest = backend
+        .scan(Tree::Events, KeyRange::all(), Order::Descending, 300)
+        .await
+        .unwrap();
+    assert_eq!(newest.len(), 300);
+    assert_eq!(newest[0].0, 599u32.to_be_bytes().to_vec());
+    assert_eq!(newest[299].0, 300u32.to_be_bytes().to_vec());
+}
+
+#[tokio::test]
+async fn a_conditional_batch_larger_than_a_transaction_is_refused_whole() {
+    let etcd = EtcdServer::start();
+    let backend = connect(&etcd, "/gitfleet/").await;
+    let mut batch = Batch::default();
+    batch.require(Tree::Tokens, "h", None);
+    for i in 0..200u32 {
+        batch.put(Tree::Clusters, format!("c{i}"), b"{}".to_vec());
+    }
+    let err = backend.commit(batch).await.unwrap_err().to_string();
+    assert!(
+        err.contains("conditional store write of 200 operations")
+            && err.contains("128 operations")
+            && err.contains("--etcd-max-txn-ops"),
+        "{err}"
+    );
+    assert_eq!(backend.count(Tree::Clusters).await.unwrap(), 0);
+}
+
+#[tokio::test]
+async fn the_op_limit_follows_etcds_flag() {
+    // An etcd that takes 512 operations per transaction, and a hub told so: a conditional batch
+    // of 200 writes is one transaction.
+    let etcd = EtcdServer::start_with(&["--max-txn-ops", "512"]);
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.max_txn_ops = 512;
+    let backend = EtcdBackend::connect(&options).await.unwrap();
+    let mut batch = Batch::default();
+    batch.require(Tree::Tokens, "h", None);
+    for i in 0..200u32 {
+        batch.put(Tree::Clusters, format!("c{i}"), b"{}".to_vec());
+    }
+    backend.commit(batch).await.unwrap();
+    assert_eq!(backend.count(Tree::Clusters).await.unwrap(), 200);
+    // A hub that claims more than its etcd takes is told which flag is wrong.
+    let etcd = EtcdServer::start();
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.max_txn_ops = 512;
+    let backend = EtcdBackend::connect(&options).await.unwrap();
+    let mut batch = Batch::default();
+    for i in 0..200u32 {
+        batch.put(Tree::Clusters, format!("c{i}"), b"{}".to_vec());
+    }
+    let err = backend.commit(batch).await.unwrap_err().to_string();
+    assert!(err.contains("--etcd-max-txn-ops"), "{err}");
+}
+
+#[tokio::test]
+async fn a_value_larger_than_a_request_is_refused_by_name() {
+    let etcd = EtcdServer::start();
+    let backend = connect(&etcd, "/gitfleet/").await;
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "small", b"{}".to_vec()).put(
+        Tree::Resources,
+        "App/huge",
+        vec![b'x'; 2 * 1024 * 1024],
+    );
+    let err = backend.commit(batch).await.unwrap_err().to_string();
+    assert!(
+        err.contains("resources/App/huge is 2097152 bytes")
+            && err.contains("--etcd-max-request-bytes"),
+        "{err}"
+    );
+    assert_eq!(backend.count(Tree::Clusters).await.unwrap(), 0);
+    // Many values that together exceed a request go in several.
+    let mut batch = Batch::default();
+    for i in 0..8u32 {
+        batch.put(Tree::Resources, format!("App/{i}"), vec![b'x'; 512 * 1024]);
+    }
+    backend.commit(batch).await.unwrap();
+    assert_eq!(backend.count(Tree::Resources).await.unwrap(), 8);
+}
+
+#[tokio::test]
+async fn prefixes_keep_stores_apart() {
+    let etcd = EtcdServer::start();
+    let one = connect(&etcd, "/one/").await;
+    let two = connect(&etcd, "/two/").await;
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "eu-1", b"one".to_vec());
+    one.commit(batch).await.unwrap();
+    assert_eq!(two.get(Tree::Clusters, b"eu-1").await.unwrap(), None);
+    assert_eq!(two.count(Tree::Clusters).await.unwrap(), 0);
+    let mut batch = Batch::default();
+    batch.delete_range(Tree::Clusters, KeyRange::all());
+    two.commit(batch).await.unwrap();
+    assert_eq!(
+        one.get(Tree::Clusters, b"eu-1").await.unwrap(),
+        Some(b"one".to_vec())
+    );
+}
+
+#[tokio::test]
+async fn an_unreachable_etcd_is_named_at_once() {
+    // A port nothing listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut options = EtcdOptions::new(vec![endpoint.clone()]);
+    options.connect_timeout = Duration::from_secs(2);
+    let started = std::time::Instant::now();
+    let err = EtcdBackend::connect(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("cannot reach etcd at {endpoint}")),
+        "{err}"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[tokio::test]
+async fn a_lost_etcd_fails_sync() {
+    let mut etcd = EtcdServer::start();
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.request_timeout = Duration::from_secs(2);
+    let backend = EtcdBackend::connect(&options).await.unwrap();
+    backend.sync().await.unwrap();
+    etcd.kill();
+    let err = backend.sync().await.unwrap_err().to_string();
+    assert!(err.contains(&etcd.endpoint()), "{err}");
+}
+
+#[tokio::test]
+async fn one_hub_holds_a_prefix_and_lets_go_when_it_stops() {
+    let etcd = EtcdServer::start();
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.hold_ttl = Duration::from_secs(2);
+    options.connect_timeout = Duration::from_secs(1);
+    let first = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    let started = std::time::Instant::now();
+    let err = EtcdBackend::connect_exclusive(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!(
+            "etcd prefix /gitfleet/ at {} is held by another hub",
+            etcd.endpoint()
+        )),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+    // Another prefix is free.
+    let mut other = options.clone();
+    other.prefix = "/other/".into();
+    let _other = EtcdBackend::connect_exclusive(&other).await.unwrap();
+    // Once the first lets go, the prefix is taken again.
+    drop(first);
+    let second = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "eu-1", b"{}".to_vec());
+    second.commit(batch).await.unwrap();
+}
+
+#[tokio::test]
+async fn a_hub_that_lost_its_hold_writes_nothing() {
+    let etcd = EtcdServer::start();
+    let options = EtcdOptions::new(vec![etcd.endpoint()]);
+    let hub = EtcdBackend::connect_exclusive(&options).await.unwrap();
+    // As when its lease ran out: the hold is gone.
+    let mut client = etcd_client::Client::connect([etcd.endpoint()], None)
+        .await
+        .unwrap();
+    client.delete("/gitfleet/lock", None).await.unwrap();
+    let mut batch = Batch::default();
+    batch.put(Tree::Clusters, "eu-1", b"{}".to_vec());
+    let err = hub.commit(batch).await.unwrap_err().to_string();
+    assert!(
+        err.contains("this hub no longer holds etcd prefix /gitfleet/"),
+        "{err}"
+    );
+    assert_eq!(hub.get(Tree::Clusters, b"eu-1").await.unwrap(), None);
+    // A conditional write too, and its condition is not what is blamed.
+    let mut batch = Batch::default();
+    batch
+        .require(Tree::Tokens, "h", None)
+        .put(Tree::Tokens, "h", b"x".to_vec());
+    let err = hub.commit(batch).await.unwrap_err().to_string();
+    assert!(err.contains("no longer holds"), "{err}");
+}

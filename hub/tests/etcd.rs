@@ -1,0 +1,258 @@
+//! The hub on etcd: the real hub (`runtime::start`) against a real etcd, acknowledging only what
+//! etcd has committed, and finding everything again when it starts anew on the same prefix.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod support;
+
+use std::time::{Duration, Instant};
+
+use gitfleet_hub::runtime::{self, HubConfig, StoreConfig};
+use gitfleet_hub::store::etcd::{EtcdBackend, EtcdOptions};
+use gitfleet_hub::store::{Backend, KeyRange, Order, Tree};
+use gitfleet_proto::v1 as pb;
+use support::etcd::EtcdServer;
+use support::*;
+
+fn on_etcd(data: &std::path::Path, etcd: &EtcdServer, prefix: &str) -> HubConfig {
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.prefix = prefix.into();
+    HubConfig {
+        store: StoreConfig::Etcd(options),
+        ..HubConfig::for_tests(data)
+    }
+}
+
+#[tokio::test]
+async fn a_hub_on_etcd_acks_what_etcd_holds_and_finds_it_after_a_restart() {
+    let etcd = EtcdServer::start();
+    let (_tmp, data) = data_dir();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let hub = runtime::start(on_etcd(&data, &etcd, "/hub-a/"))
+        .await
+        .unwrap();
+    // The data directory keeps the PKI; the store is in etcd.
+    assert!(data.join("pki").join("ca.crt").exists());
+    assert!(!data.join("store").exists());
+
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "synced on etcd").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+
+    // Acknowledged means committed in etcd: another client reads it there at once.
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.prefix = "/hub-a/".into();
+    let reader = EtcdBackend::connect(&options).await.unwrap();
+    assert_eq!(
+        reader.get(Tree::Acked, b"dev-1").await.unwrap(),
+        Some(b"1".to_vec())
+    );
+    let targets = reader
+        .scan(Tree::Targets, KeyRange::all(), Order::Ascending, usize::MAX)
+        .await
+        .unwrap();
+    assert_eq!(targets.len(), 1, "{targets:?}");
+    assert!(String::from_utf8_lossy(&targets[0].1).contains("synced on etcd"));
+    let epoch = hub.store().epoch().to_owned();
+    hub.shutdown().await;
+    spoke.until_end().await;
+    let held = spoke.close();
+
+    // A new hub on the same etcd prefix (and data directory, for its PKI): same epoch, same
+    // state.
+    let hub = runtime::start(on_etcd(&data, &etcd, "/hub-a/"))
+        .await
+        .unwrap();
+    assert_eq!(hub.store().epoch(), epoch);
+    assert_eq!(hub.store().acked_seq("dev-1").unwrap(), 1);
+    let reports = hub.store().reports().await.unwrap();
+    assert_eq!(reports.len(), 1);
+    assert!(format!("{:?}", reports[0]).contains("synced on etcd"));
+    assert!(hub.store().cluster("dev-1").unwrap().is_some());
+    assert_eq!(hub.store().resources().unwrap().len(), 2);
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, held.clone())
+        .await
+        .unwrap();
+    // The spoke resumes where it was: the epoch it knows, its reports acknowledged.
+    spoke
+        .until("the restarted hub's hello", |v| v.acked_seq == 1)
+        .await;
+    assert_eq!(spoke.view.epoch, held.epoch);
+    assert_eq!(spoke.view.commit_of("web").as_deref(), Some(c1.as_str()));
+    spoke.report(2, "web", &c1, "still synced").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    hub.shutdown().await;
+
+    // Another prefix on the same etcd is another, empty hub.
+    let (_tmp2, other) = data_dir();
+    let hub = runtime::start(on_etcd(&other, &etcd, "/hub-b/"))
+        .await
+        .unwrap();
+    assert_ne!(hub.store().epoch(), epoch);
+    assert!(hub.store().clusters().unwrap().is_empty());
+    hub.shutdown().await;
+}
+
+#[tokio::test]
+async fn a_hub_pointed_at_an_unreachable_etcd_says_which_at_once() {
+    let (_tmp, data) = data_dir();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let mut options = EtcdOptions::new(vec![endpoint.clone()]);
+    options.connect_timeout = Duration::from_secs(2);
+    let started = Instant::now();
+    let err = runtime::start(HubConfig {
+        store: StoreConfig::Etcd(options),
+        ..HubConfig::for_tests(&data)
+    })
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        err.contains(&format!("cannot reach etcd at {endpoint}")),
+        "{err}"
+    );
+    assert!(started.elapsed() < Duration::from_secs(10));
+}
+
+#[tokio::test]
+async fn export_from_sled_and_import_into_etcd_moves_a_hub() {
+    let etcd = EtcdServer::start();
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    register(&hub, "dev-1", &[("env", "dev")]).await;
+    let epoch = hub.store().epoch().to_owned();
+    hub.shutdown().await;
+
+    let backup = runtime::export(&data, &StoreConfig::Sled).await.unwrap();
+    let (_tmp2, moved) = data_dir();
+    let config = on_etcd(&moved, &etcd, "/moved/");
+    runtime::import(&moved, &config.store, &backup)
+        .await
+        .unwrap();
+    let err = runtime::import(&moved, &config.store, &backup)
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("already holds data"), "{err}");
+    let hub = runtime::start(config.clone()).await.unwrap();
+    assert!(hub.store().cluster("dev-1").unwrap().is_some());
+    assert_ne!(hub.store().epoch(), epoch, "a restored hub is a new epoch");
+    hub.shutdown().await;
+    // And back out of etcd.
+    let again = runtime::export(&moved, &config.store).await.unwrap();
+    let clusters = &backup["store"]["trees"]["clusters"];
+    assert!(
+        clusters.as_object().is_some_and(|c| c.len() == 1),
+        "{clusters}"
+    );
+    assert_eq!(&again["store"]["trees"]["clusters"], clusters);
+}
+
+#[tokio::test]
+async fn a_hub_reaches_etcd_over_tls_with_its_client_certificate_only() {
+    // A CA, a server certificate for 127.0.0.1 and a client certificate: the hub's own PKI code
+    // makes all three.
+    let certs = tempfile::tempdir().unwrap();
+    let pki = certs.path().join("pki");
+    gitfleet_hub::pki::Pki::load_or_create(&pki, &[]).unwrap();
+    let etcd = EtcdServer::start_tls(
+        &pki.join("ca.crt"),
+        &pki.join("server.crt"),
+        &pki.join("server.key"),
+    );
+    assert!(etcd.endpoint().starts_with("https://"));
+    let read = |name: &str| std::fs::read(pki.join(name)).unwrap();
+    let tls = |identity: bool| gitfleet_hub::store::etcd::EtcdTls {
+        ca_pem: Some(read("ca.crt")),
+        identity: identity.then(|| (read("admin.crt"), read("admin.key"))),
+    };
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.connect_timeout = Duration::from_secs(3);
+
+    // With the CA and the client certificate: a hub runs and keeps its state there.
+    options.tls = Some(tls(true));
+    let (_tmp, data) = data_dir();
+    let config = HubConfig {
+        store: StoreConfig::Etcd(options.clone()),
+        ..HubConfig::for_tests(&data)
+    };
+    let hub = runtime::start(config.clone()).await.unwrap();
+    register(&hub, "dev-1", &[("env", "dev")]).await;
+    hub.shutdown().await;
+    let hub = runtime::start(config).await.unwrap();
+    assert!(hub.store().cluster("dev-1").unwrap().is_some());
+    hub.shutdown().await;
+
+    // Without a client certificate etcd refuses the hub, which says where it could not get in.
+    options.tls = Some(tls(false));
+    let err = EtcdBackend::connect(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains(&format!("cannot reach etcd at {}", etcd.endpoint())),
+        "{err}"
+    );
+    // Without the CA, etcd's certificate is not trusted.
+    options.tls = Some(gitfleet_hub::store::etcd::EtcdTls {
+        ca_pem: None,
+        identity: Some((read("admin.crt"), read("admin.key"))),
+    });
+    let err = EtcdBackend::connect(&options)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("cannot reach etcd"), "{err}");
+}
+
+#[tokio::test]
+async fn a_second_hub_on_the_same_prefix_is_refused_at_startup() {
+    let etcd = EtcdServer::start();
+    let (_tmp, data) = data_dir();
+    let first = runtime::start(on_etcd(&data, &etcd, "/shared/"))
+        .await
+        .unwrap();
+    let (_tmp2, other) = data_dir();
+    let mut second = on_etcd(&other, &etcd, "/shared/");
+    if let StoreConfig::Etcd(options) = &mut second.store {
+        options.hold_ttl = Duration::from_secs(2);
+        options.connect_timeout = Duration::from_secs(1);
+    }
+    let err = runtime::start(second.clone())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("etcd prefix /shared/") && err.contains("is held by another hub"),
+        "{err}"
+    );
+    // The first hub is not disturbed, and once it stops the second starts.
+    register(&first, "dev-1", &[]).await;
+    first.shutdown().await;
+    let hub = runtime::start(second).await.unwrap();
+    assert!(hub.store().cluster("dev-1").unwrap().is_some());
+    hub.shutdown().await;
+}

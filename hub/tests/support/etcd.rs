@@ -1,0 +1,166 @@
+//! A real etcd for tests: one member on loopback, its data in a temporary directory, killed on
+//! drop. Debian's `etcd-server` package puts it at /usr/bin/etcd (`scripts/test` installs it);
+//! `GITFLEET_TEST_ETCD` names another binary. Shared by the hub's unit tests (`#[path]`) and its
+//! integration tests.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long etcd may take to become healthy.
+const STARTUP: Duration = Duration::from_secs(30);
+
+pub struct EtcdServer {
+    child: Child,
+    client_url: String,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Starts etcd with its defaults (128 operations per transaction, 1.5 MiB per request).
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts etcd with extra flags.
+    pub fn start_with(args: &[&str]) -> Self {
+        Self::launch(args, None)
+    }
+
+    /// Starts etcd serving clients over TLS with `cert` and `key` (PEM), and accepting only
+    /// clients with a certificate signed by `ca`.
+    pub fn start_tls(ca: &Path, cert: &Path, key: &Path) -> Self {
+        Self::launch(&[], Some((ca, cert, key)))
+    }
+
+    /// etcd cannot listen on port 0: free ports are picked by binding and releasing them, and
+    /// another process may take one in between, so a start whose etcd exits is retried on new
+    /// ports. Health is read from the plain-HTTP metrics listener, with or without TLS.
+    fn launch(args: &[&str], tls: Option<(&Path, &Path, &Path)>) -> Self {
+        let binary = std::env::var("GITFLEET_TEST_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
+        let mut last_log = String::new();
+        for _attempt in 0..5 {
+            let dir = tempfile::tempdir().unwrap();
+            let (client, peer, metrics) = (free_port(), free_port(), free_port());
+            let scheme = if tls.is_some() { "https" } else { "http" };
+            let client_url = format!("{scheme}://127.0.0.1:{client}");
+            let peer_url = format!("http://127.0.0.1:{peer}");
+            let mut tls_args: Vec<String> = Vec::new();
+            if let Some((ca, cert, key)) = tls {
+                for (flag, path) in [
+                    ("--trusted-ca-file", ca),
+                    ("--cert-file", cert),
+                    ("--key-file", key),
+                ] {
+                    tls_args.push(flag.into());
+                    tls_args.push(path.to_str().unwrap().into());
+                }
+                tls_args.push("--client-cert-auth".into());
+            }
+            let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+            let child = Command::new(&binary)
+                .args([
+                    "--name",
+                    "test",
+                    "--data-dir",
+                    dir.path().join("data").to_str().unwrap(),
+                    "--listen-client-urls",
+                    &client_url,
+                    "--advertise-client-urls",
+                    &client_url,
+                    "--listen-peer-urls",
+                    &peer_url,
+                    "--initial-advertise-peer-urls",
+                    &peer_url,
+                    "--initial-cluster",
+                    &format!("test={peer_url}"),
+                    "--listen-metrics-urls",
+                    &format!("http://127.0.0.1:{metrics}"),
+                    "--log-level",
+                    "warn",
+                    "--logger",
+                    "zap",
+                ])
+                .args(&tls_args)
+                .args(args)
+                .stdin(Stdio::null())
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap_or_else(|e| {
+                    panic!("cannot start {binary} (install Debian's etcd-server): {e}")
+                });
+            let mut server = EtcdServer {
+                child,
+                client_url,
+                dir,
+            };
+            if server.wait_healthy(metrics) {
+                return server;
+            }
+            last_log =
+                std::fs::read_to_string(server.dir.path().join("etcd.log")).unwrap_or_default();
+        }
+        panic!("etcd did not start; its last log:\n{last_log}");
+    }
+
+    /// The client URL (`http://127.0.0.1:PORT`, `https://` with TLS).
+    pub fn endpoint(&self) -> String {
+        self.client_url.clone()
+    }
+
+    /// Whether etcd answers healthy before the deadline; false if it exited (a port clash).
+    fn wait_healthy(&mut self, port: u16) -> bool {
+        let deadline = Instant::now() + STARTUP;
+        while Instant::now() < deadline {
+            if self.child.try_wait().unwrap().is_some() {
+                return false;
+            }
+            if health(port) {
+                return true;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("etcd on port {port} not healthy within {STARTUP:?}");
+    }
+
+    /// Stops etcd at once (as a crash would), keeping its data directory.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// etcd's /health over plain HTTP/1.0 (no HTTP client needed).
+fn health(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect((Ipv4Addr::LOCALHOST, port)) else {
+        return false;
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    if stream
+        .write_all(b"GET /health HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .is_err()
+    {
+        return false;
+    }
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    answer.contains("\"health\":\"true\"")
+}
