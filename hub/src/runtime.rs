@@ -94,11 +94,21 @@ impl StoreConfig {
     pub async fn open(&self, data_dir: &Path) -> Result<Store, HubError> {
         Ok(match self {
             StoreConfig::Sled => Store::open(&data_dir.join("store")).await?,
+            #[cfg(feature = "etcd")]
             StoreConfig::Etcd(options) => {
                 let backend = crate::store::etcd::EtcdBackend::connect_exclusive(options)
                     .await
                     .map_err(StoreError::Backend)?;
                 Store::with_backend(Arc::new(backend)).await?
+            }
+            #[cfg(not(feature = "etcd"))]
+            StoreConfig::Etcd(_) => {
+                return Err(StoreError::Backend(crate::store::BackendError::Storage(
+                    "this gitfleet-hub was built without etcd support: build it with \
+                     `--features etcd` (the release images have it)"
+                        .into(),
+                ))
+                .into());
             }
         })
     }

@@ -1,6 +1,7 @@
 //! The hub on etcd: the real hub (`runtime::start`) against a real etcd, acknowledging only what
 //! etcd has committed, and finding everything again when it starts anew on the same prefix.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "etcd")]
 
 mod support;
 

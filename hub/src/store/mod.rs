@@ -35,7 +35,7 @@ pub use backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
 mod tests;
 
 /// A real etcd for the store's tests (shared with the integration tests).
-#[cfg(test)]
+#[cfg(all(test, feature = "etcd"))]
 #[path = "../../tests/support/etcd.rs"]
 mod etcd_server;
 

@@ -11,6 +11,7 @@ async fn sled_store() -> (tempfile::TempDir, Store) {
     (dir, s)
 }
 
+#[cfg(feature = "etcd")]
 use super::etcd_server;
 
 /// Runs each `async fn(Store)` named against a sled store, an in-memory one and one on a real
@@ -34,6 +35,7 @@ macro_rules! on_every_backend {
                 }
             )*
         }
+        #[cfg(feature = "etcd")]
         mod on_etcd {
             $(
                 #[tokio::test]

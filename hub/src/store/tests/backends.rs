@@ -1,10 +1,12 @@
 //! What every [`Backend`] must do (see the trait's guarantees), run against each of them.
 
 use super::super::backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
+#[cfg(feature = "etcd")]
 use super::super::etcd::{EtcdBackend, EtcdOptions};
 use super::super::memory::MemoryBackend;
 use super::super::sled::SledBackend;
 
+#[cfg(feature = "etcd")]
 use super::super::etcd_server;
 
 /// Runs each `async fn(&dyn Backend)` named against sled, memory and a real etcd (one each).
@@ -28,6 +30,7 @@ macro_rules! conformance {
                 }
             )*
         }
+        #[cfg(feature = "etcd")]
         mod etcd_backend {
             $(
                 #[tokio::test]

@@ -1,0 +1,710 @@
+//! The etcd backend proper (see the parent module for the layout and the limits).
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use etcd_client::{
+    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
+    LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+};
+
+use super::super::backend::{
+    Backend, BackendError, BackendFuture, Batch, Condition, Entries, KeyRange, Op, Order, Tree,
+};
+
+use super::EtcdOptions;
+
+/// What a request carries besides keys and values, at most: a transaction that fills the rest of
+/// `max_request_bytes` with keys and values stays under etcd's limit.
+const REQUEST_OVERHEAD: usize = 16 * 1024;
+/// Per write in a transaction: its framing, at most.
+const OP_OVERHEAD: usize = 32;
+/// Keys a scan reads per request: a page of large values stays well under the decoding limit.
+const SCAN_PAGE: usize = 256;
+/// The largest response the client decodes (a scan page of large values).
+const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
+
+pub struct EtcdBackend {
+    kv: KvClient,
+    leases: LeaseClient,
+    /// This hub's hold on the prefix, if it took one: every write is conditional on it.
+    hold: Option<Hold>,
+    prefix: Vec<u8>,
+    endpoints: String,
+    max_txn_ops: usize,
+    /// Keys and values one transaction may carry.
+    max_txn_bytes: usize,
+}
+
+impl std::fmt::Debug for EtcdBackend {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EtcdBackend")
+            .field("endpoints", &self.endpoints)
+            .field("prefix", &String::from_utf8_lossy(&self.prefix))
+            .finish_non_exhaustive()
+    }
+}
+
+/// A key under the prefix that names the one hub writing there, attached to a lease the hub
+/// keeps alive: when the hub stops or loses etcd for longer than the lease, the key goes.
+#[derive(Debug)]
+struct Hold {
+    key: Vec<u8>,
+    owner: Vec<u8>,
+    lease: i64,
+    ttl: Duration,
+    keeper: tokio::task::JoinHandle<()>,
+}
+
+/// Lets go of the prefix at once (a hub restarted in place takes it again without waiting for
+/// the lease to run out).
+impl Drop for EtcdBackend {
+    fn drop(&mut self) {
+        if let Some(hold) = self.hold.take() {
+            hold.keeper.abort();
+            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+                let mut leases = self.leases.clone();
+                runtime.spawn(async move {
+                    let _ = leases.revoke(hold.lease).await;
+                });
+            }
+        }
+    }
+}
+
+impl EtcdBackend {
+    /// Connects like [`connect`](Self::connect) and takes the prefix for this hub alone: the
+    /// trait's one writer. Another hub holding it is waited for (it may have been killed and its
+    /// lease not yet run out) up to `hold_ttl` and the connect timeout, then refused by name.
+    /// Every write afterwards is conditional on the hold, so that a hub whose lease ran out
+    /// (etcd out of its reach for longer than `hold_ttl`) writes nothing more.
+    pub async fn connect_exclusive(options: &EtcdOptions) -> Result<Self, BackendError> {
+        let mut backend = Self::connect(options).await?;
+        let key = [backend.prefix.as_slice(), b"lock"].concat();
+        let owner = hex::encode(rand::random::<[u8; 16]>()).into_bytes();
+        let ttl_secs = i64::try_from(options.hold_ttl.as_secs().max(2)).unwrap_or(i64::MAX);
+        let lease = backend
+            .leases
+            .grant(ttl_secs, None)
+            .await
+            .map_err(|e| backend.error(e))?
+            .id();
+        let deadline = tokio::time::Instant::now() + options.hold_ttl + options.connect_timeout;
+        loop {
+            let take = Txn::new()
+                .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                .and_then([TxnOp::put(
+                    key.clone(),
+                    owner.clone(),
+                    Some(PutOptions::new().with_lease(lease)),
+                )])
+                .or_else([TxnOp::get(key.clone(), None)]);
+            let response = backend
+                .kv
+                .clone()
+                .txn(take)
+                .await
+                .map_err(|e| backend.error(e))?;
+            if response.succeeded() {
+                break;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let holder = response
+                    .op_responses()
+                    .into_iter()
+                    .find_map(|r| match r {
+                        TxnOpResponse::Get(get) => get
+                            .kvs()
+                            .first()
+                            .map(|kv| String::from_utf8_lossy(kv.value()).into_owned()),
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                let _ = backend.leases.revoke(lease).await;
+                return Err(BackendError::Storage(format!(
+                    "etcd prefix {} at {} is held by another hub ({holder}): one hub per prefix (a hub that stopped without letting go frees it within {})",
+                    options.prefix,
+                    backend.endpoints,
+                    humantime::format_duration(options.hold_ttl)
+                )));
+            }
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+        let keeper = tokio::spawn(keep_alive(
+            backend.leases.clone(),
+            lease,
+            options.hold_ttl / 3,
+        ));
+        backend.hold = Some(Hold {
+            key,
+            owner,
+            lease,
+            ttl: options.hold_ttl,
+            keeper,
+        });
+        Ok(backend)
+    }
+
+    /// Connects to etcd and checks that it answers within the connect timeout, so that a hub
+    /// pointed at an unreachable etcd says so at startup rather than on its first write.
+    pub async fn connect(options: &EtcdOptions) -> Result<Self, BackendError> {
+        let endpoints = options.endpoints.join(",");
+        let unreachable = |e: &dyn std::fmt::Display| {
+            BackendError::Storage(format!("cannot reach etcd at {endpoints}: {e}"))
+        };
+        if options.endpoints.is_empty() {
+            return Err(BackendError::Storage(
+                "no etcd endpoint given (--etcd-endpoints)".into(),
+            ));
+        }
+        if options.prefix.is_empty() {
+            return Err(BackendError::Storage(
+                "the etcd key prefix is empty (--etcd-prefix): the store would take etcd's whole key space".into(),
+            ));
+        }
+        if options.max_txn_ops == 0 || options.max_request_bytes <= REQUEST_OVERHEAD {
+            return Err(BackendError::Storage(format!(
+                "etcd limits too small: {} operations, {} bytes per transaction",
+                options.max_txn_ops, options.max_request_bytes
+            )));
+        }
+        let mut connect = ConnectOptions::new()
+            .with_connect_timeout(options.connect_timeout)
+            .with_timeout(options.request_timeout)
+            .with_keep_alive(Duration::from_secs(10), Duration::from_secs(5));
+        if let Some(tls) = &options.tls {
+            let mut config = TlsOptions::new();
+            if let Some(ca) = &tls.ca_pem {
+                config = config.ca_certificate(Certificate::from_pem(ca));
+            }
+            if let Some((cert, key)) = &tls.identity {
+                config = config.identity(Identity::from_pem(cert, key));
+            }
+            connect = connect.with_tls(config);
+        }
+        let client = tokio::time::timeout(
+            options.connect_timeout,
+            Client::connect(&options.endpoints, Some(connect)),
+        )
+        .await
+        .map_err(|_| unreachable(&"timed out connecting"))?
+        .map_err(|e| unreachable(&e))?;
+        let mut kv = client
+            .kv_client()
+            .max_decoding_message_size(MAX_RESPONSE_BYTES);
+        // The channel connects lazily: a read proves that etcd is there and has a quorum.
+        tokio::time::timeout(
+            options.connect_timeout,
+            kv.get(
+                options.prefix.as_bytes(),
+                Some(GetOptions::new().with_count_only()),
+            ),
+        )
+        .await
+        .map_err(|_| {
+            unreachable(&format!(
+                "no answer within {}",
+                humantime::format_duration(options.connect_timeout)
+            ))
+        })?
+        .map_err(|e| unreachable(&e))?;
+        Ok(Self {
+            kv,
+            leases: client.lease_client(),
+            hold: None,
+            prefix: options.prefix.as_bytes().to_vec(),
+            endpoints,
+            max_txn_ops: options.max_txn_ops,
+            max_txn_bytes: options.max_request_bytes - REQUEST_OVERHEAD,
+        })
+    }
+
+    fn tree_prefix(&self, tree: Tree) -> Vec<u8> {
+        let mut key = self.prefix.clone();
+        key.extend_from_slice(tree.name().as_bytes());
+        key.push(b'/');
+        key
+    }
+
+    fn key(&self, tree: Tree, key: &[u8]) -> Vec<u8> {
+        let mut full = self.tree_prefix(tree);
+        full.extend_from_slice(key);
+        full
+    }
+
+    /// The etcd keys of `range` in `tree`: start included, end excluded.
+    fn range(&self, tree: Tree, range: &KeyRange) -> (Vec<u8>, Vec<u8>) {
+        let start = self.key(tree, &range.start);
+        let end = match &range.end {
+            Some(end) => self.key(tree, end),
+            // The tree's prefix ends with `/`, so its end is the prefix with `/` bumped to `0`.
+            None => {
+                let mut end = self.tree_prefix(tree);
+                if let Some(last) = end.last_mut() {
+                    *last += 1;
+                }
+                end
+            }
+        };
+        (start, end)
+    }
+
+    fn error(&self, e: etcd_client::Error) -> BackendError {
+        let message = e.to_string();
+        // etcd's answers to a request over its limits, with the flag that raises them.
+        let hint = if message.contains("too many operations in txn request") {
+            " (the hub's --etcd-max-txn-ops is above etcd's --max-txn-ops)"
+        } else if message.contains("request is too large") {
+            " (the hub's --etcd-max-request-bytes is above etcd's --max-request-bytes)"
+        } else {
+            ""
+        };
+        BackendError::Storage(format!("etcd at {}: {message}{hint}", self.endpoints))
+    }
+
+    async fn scan_now(
+        &self,
+        tree: Tree,
+        range: &KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> Result<Entries, BackendError> {
+        let (mut start, mut end) = self.range(tree, range);
+        let strip = self.tree_prefix(tree).len();
+        let mut entries = Vec::new();
+        // Pages after the first read at the first one's revision: one snapshot, as if read at once.
+        let mut revision = 0;
+        while entries.len() < limit && start < end {
+            let page = SCAN_PAGE.min(limit - entries.len());
+            let mut options = GetOptions::new()
+                .with_range(end.clone())
+                .with_limit(i64::try_from(page).unwrap_or(i64::MAX))
+                .with_revision(revision);
+            if order == Order::Descending {
+                options = options.with_sort(SortTarget::Key, SortOrder::Descend);
+            }
+            let mut response = self
+                .kv
+                .clone()
+                .get(start.clone(), Some(options))
+                .await
+                .map_err(|e| self.error(e))?;
+            if revision == 0 {
+                revision = response.header().map_or(0, |h| h.revision());
+            }
+            let more = response.more();
+            let kvs = response.take_kvs();
+            let Some(last) = kvs.last().map(|kv| kv.key().to_vec()) else {
+                break;
+            };
+            entries.extend(kvs.into_iter().map(|kv| {
+                let (mut key, value) = kv.into_key_value();
+                key.drain(..strip);
+                (key, value)
+            }));
+            if !more {
+                break;
+            }
+            match order {
+                Order::Ascending => {
+                    start = last;
+                    start.push(0);
+                }
+                Order::Descending => end = last,
+            }
+        }
+        Ok(entries)
+    }
+
+    async fn commit_now(&self, batch: Batch) -> Result<(), BackendError> {
+        if batch.is_empty() {
+            return Ok(());
+        }
+        let writes: Vec<Write> = batch.ops.iter().map(|op| self.write(op)).collect();
+        for write in &writes {
+            if let Write::Put { key, value } = write
+                && key.len() + value.len() + OP_OVERHEAD > self.max_txn_bytes
+            {
+                let (tree, key) = self.split_key(key);
+                return Err(BackendError::Storage(format!(
+                    "store record {tree}/{key} is {} bytes, more than etcd takes in one request ({} bytes, --etcd-max-request-bytes)",
+                    value.len(),
+                    self.max_txn_bytes
+                )));
+            }
+        }
+        let whole = effect(writes.iter().cloned());
+        if fits(&whole, self.max_txn_ops, self.max_txn_bytes) {
+            return self.transaction(&batch.conditions, whole).await;
+        }
+        if !batch.conditions.is_empty() {
+            return Err(BackendError::Storage(format!(
+                "a conditional store write of {} operations ({} bytes) is more than etcd takes in one transaction ({} operations, {} bytes: --etcd-max-txn-ops, --etcd-max-request-bytes)",
+                whole.len(),
+                bytes(&whole),
+                self.max_txn_ops,
+                self.max_txn_bytes
+            )));
+        }
+        for chunk in chunks(writes, self.max_txn_ops, self.max_txn_bytes) {
+            self.transaction(&[], effect(chunk)).await?;
+        }
+        Ok(())
+    }
+
+    fn write(&self, op: &Op) -> Write {
+        match op {
+            Op::Put { tree, key, value } => Write::Put {
+                key: self.key(*tree, key),
+                value: value.clone(),
+            },
+            Op::Delete { tree, key } => Write::Delete {
+                key: self.key(*tree, key),
+            },
+            Op::DeleteRange { tree, range } => {
+                let (start, end) = self.range(*tree, range);
+                Write::DeleteRange { start, end }
+            }
+        }
+    }
+
+    /// The tree and the store key of an etcd key, for messages.
+    fn split_key(&self, key: &[u8]) -> (String, String) {
+        let rest = key.strip_prefix(self.prefix.as_slice()).unwrap_or(key);
+        let text = String::from_utf8_lossy(rest);
+        match text.split_once('/') {
+            Some((tree, key)) => (tree.to_owned(), key.to_owned()),
+            None => (String::new(), text.into_owned()),
+        }
+    }
+
+    async fn transaction(
+        &self,
+        conditions: &[Condition],
+        writes: Vec<Write>,
+    ) -> Result<(), BackendError> {
+        if conditions.len() + 1 > self.max_txn_ops {
+            return Err(BackendError::Storage(format!(
+                "a store write with {} conditions is more than etcd takes in one transaction ({}, --etcd-max-txn-ops)",
+                conditions.len(),
+                self.max_txn_ops
+            )));
+        }
+        let mut compares: Vec<Compare> = conditions
+            .iter()
+            .map(|c| match c {
+                Condition::Absent { tree, key } => {
+                    Compare::create_revision(self.key(*tree, key), CompareOp::Equal, 0)
+                }
+                Condition::Equals { tree, key, value } => {
+                    Compare::value(self.key(*tree, key), CompareOp::Equal, value.clone())
+                }
+            })
+            .collect();
+        // When a compare fails, these reads tell which.
+        let mut reads: Vec<TxnOp> = conditions
+            .iter()
+            .map(|c| {
+                let (tree, key) = condition_key(c);
+                TxnOp::get(self.key(tree, key), None)
+            })
+            .collect();
+        if let Some(hold) = &self.hold {
+            compares.push(Compare::value(
+                hold.key.clone(),
+                CompareOp::Equal,
+                hold.owner.clone(),
+            ));
+            reads.push(TxnOp::get(hold.key.clone(), None));
+        }
+        let ops: Vec<TxnOp> = writes
+            .into_iter()
+            .map(|w| match w {
+                Write::Put { key, value } => TxnOp::put(key, value, None),
+                Write::Delete { key } => TxnOp::delete(key, None),
+                Write::DeleteRange { start, end } => TxnOp::delete(
+                    start,
+                    Some(etcd_client::DeleteOptions::new().with_range(end)),
+                ),
+            })
+            .collect();
+        let response = self
+            .kv
+            .clone()
+            .txn(Txn::new().when(compares).and_then(ops).or_else(reads))
+            .await
+            .map_err(|e| self.error(e))?;
+        if response.succeeded() {
+            return Ok(());
+        }
+        let found = response.op_responses();
+        if let Some(hold) = &self.hold {
+            let holder = match found.last() {
+                Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            };
+            if holder.as_ref() != Some(&hold.owner) {
+                return Err(BackendError::Storage(format!(
+                    "this hub no longer holds etcd prefix {} at {} (etcd was out of its reach for longer than {}, or another hub took the prefix): it writes nothing more; restart it",
+                    String::from_utf8_lossy(&self.prefix),
+                    self.endpoints,
+                    humantime::format_duration(hold.ttl)
+                )));
+            }
+        }
+        for (condition, answer) in conditions.iter().zip(found) {
+            let value = match answer {
+                TxnOpResponse::Get(get) => get.kvs().first().map(|kv| kv.value().to_vec()),
+                _ => None,
+            };
+            let (tree, key) = condition_key(condition);
+            let expected = match condition {
+                Condition::Absent { .. } => None,
+                Condition::Equals { value, .. } => Some(value.clone()),
+            };
+            if value != expected {
+                return Err(BackendError::conflict(tree, key));
+            }
+        }
+        // Changed between the compare and the reads (another writer): name the first.
+        match conditions.first() {
+            Some(condition) => {
+                let (tree, key) = condition_key(condition);
+                Err(BackendError::conflict(tree, key))
+            }
+            None => Err(BackendError::Storage(format!(
+                "etcd at {} refused a write without saying why",
+                self.endpoints
+            ))),
+        }
+    }
+}
+
+/// Keeps `lease` alive, every `every`, until its task is aborted; a lost stream is opened
+/// again. A lease that ran out is not renewed: the hold is gone, and with it every later write.
+async fn keep_alive(mut leases: LeaseClient, lease: i64, every: Duration) {
+    let mut stream = None;
+    loop {
+        if stream.is_none() {
+            stream = leases.keep_alive(lease).await.ok();
+        }
+        if let Some((keeper, answers)) = &mut stream {
+            let answer = match keeper.keep_alive().await {
+                Ok(()) => answers.message().await,
+                Err(e) => Err(e),
+            };
+            match answer {
+                Ok(Some(answer)) if answer.ttl() > 0 => {}
+                Ok(Some(_)) => {
+                    tracing::error!(
+                        "the hub's lease on its etcd prefix ran out: etcd refuses its writes from now on"
+                    );
+                    return;
+                }
+                Ok(None) | Err(_) => stream = None,
+            }
+        }
+        tokio::time::sleep(every).await;
+    }
+}
+
+fn condition_key(condition: &Condition) -> (Tree, &[u8]) {
+    match condition {
+        Condition::Absent { tree, key } | Condition::Equals { tree, key, .. } => (*tree, key),
+    }
+}
+
+/// One write, on etcd keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Write {
+    Put { key: Vec<u8>, value: Vec<u8> },
+    Delete { key: Vec<u8> },
+    DeleteRange { start: Vec<u8>, end: Vec<u8> },
+}
+
+impl Write {
+    fn bytes(&self) -> usize {
+        OP_OVERHEAD
+            + match self {
+                Write::Put { key, value } => key.len() + value.len(),
+                Write::Delete { key } => key.len(),
+                Write::DeleteRange { start, end } => start.len() + end.len(),
+            }
+    }
+}
+
+fn bytes(writes: &[Write]) -> usize {
+    writes.iter().map(Write::bytes).sum()
+}
+
+fn fits(writes: &[Write], max_ops: usize, max_bytes: usize) -> bool {
+    writes.len() <= max_ops && bytes(writes) <= max_bytes
+}
+
+/// What `writes` applied in order do, as writes that etcd takes in one transaction: at most
+/// one write per key, no key written inside a deleted range (etcd refuses both), ranges that do
+/// not overlap.
+fn effect(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
+    // By key: the value it ends with (`None`: deleted).
+    let mut points: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for write in writes {
+        match write {
+            Write::Put { key, value } => {
+                points.insert(key, Some(value));
+            }
+            Write::Delete { key } => {
+                points.insert(key, None);
+            }
+            Write::DeleteRange { start, end } => {
+                if start < end {
+                    points.retain(|k, _| !(*k >= start && *k < end));
+                    ranges.push((start, end));
+                }
+            }
+        }
+    }
+    ranges.sort();
+    let mut merged: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    for (start, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if start <= last.1 => {
+                if end > last.1 {
+                    last.1 = end;
+                }
+            }
+            _ => merged.push((start, end)),
+        }
+    }
+    let mut out = Vec::new();
+    for (start, end) in merged {
+        // A key written after the range was deleted survives it: delete around it.
+        let mut from = start;
+        let inside: Vec<Vec<u8>> = points
+            .range(from.clone()..end.clone())
+            .map(|(k, _)| k.clone())
+            .collect();
+        for key in inside {
+            // A key deleted on its own inside the range goes with the range.
+            if let Some(Some(value)) = points.remove(&key) {
+                if from < key {
+                    out.push(Write::DeleteRange {
+                        start: from,
+                        end: key.clone(),
+                    });
+                }
+                let mut after = key.clone();
+                after.push(0);
+                from = after;
+                out.push(Write::Put { key, value });
+            }
+        }
+        if from < end {
+            out.push(Write::DeleteRange { start: from, end });
+        }
+    }
+    out.extend(points.into_iter().map(|(key, value)| match value {
+        Some(value) => Write::Put { key, value },
+        None => Write::Delete { key },
+    }));
+    out
+}
+
+/// `writes` in consecutive runs whose [`effect`] fits in a transaction each.
+fn chunks(writes: Vec<Write>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Write>> {
+    let mut out = Vec::new();
+    let mut chunk: Vec<Write> = Vec::new();
+    let (mut puts, mut others, mut has_range, mut size) = (0usize, 0usize, false, 0usize);
+    for write in writes {
+        let (p, o, r) = match &write {
+            Write::Put { .. } => (1, 0, false),
+            Write::Delete { .. } => (0, 1, false),
+            Write::DeleteRange { .. } => (0, 1, true),
+        };
+        // An upper bound of the effect's size: each put may cut a range in two.
+        let ops =
+            |puts: usize, others: usize, range: bool| others + if range { 2 * puts } else { puts };
+        let grown = ops(puts + p, others + o, has_range || r);
+        if !chunk.is_empty() && (grown > max_ops || size + write.bytes() > max_bytes) {
+            out.push(std::mem::take(&mut chunk));
+            (puts, others, has_range, size) = (0, 0, false, 0);
+        }
+        puts += p;
+        others += o;
+        has_range |= r;
+        size += write.bytes();
+        chunk.push(write);
+    }
+    if !chunk.is_empty() {
+        out.push(chunk);
+    }
+    out
+}
+
+impl Backend for EtcdBackend {
+    fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
+        Box::pin(async move {
+            let mut response = self
+                .kv
+                .clone()
+                .get(self.key(tree, key), None)
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(response
+                .take_kvs()
+                .into_iter()
+                .next()
+                .map(|kv| kv.into_key_value().1))
+        })
+    }
+
+    fn scan(
+        &self,
+        tree: Tree,
+        range: KeyRange,
+        order: Order,
+        limit: usize,
+    ) -> BackendFuture<'_, Entries> {
+        Box::pin(async move { self.scan_now(tree, &range, order, limit).await })
+    }
+
+    fn count(&self, tree: Tree) -> BackendFuture<'_, usize> {
+        Box::pin(async move {
+            let (start, end) = self.range(tree, &KeyRange::all());
+            let response = self
+                .kv
+                .clone()
+                .get(
+                    start,
+                    Some(GetOptions::new().with_range(end).with_count_only()),
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(usize::try_from(response.count()).unwrap_or(0))
+        })
+    }
+
+    fn commit(&self, batch: Batch) -> BackendFuture<'_, ()> {
+        Box::pin(self.commit_now(batch))
+    }
+
+    /// etcd has a transaction on a quorum's disks when it answers; this only checks that etcd is
+    /// still there, so that a flush to a lost etcd fails rather than claims durability.
+    fn sync(&self) -> BackendFuture<'_, ()> {
+        Box::pin(async move {
+            self.kv
+                .clone()
+                .get(
+                    self.prefix.clone(),
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            Ok(())
+        })
+    }
+}
+
+#[cfg(test)]
+#[path = "tests.rs"]
+mod tests;
