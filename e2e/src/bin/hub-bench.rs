@@ -46,6 +46,10 @@ struct Args {
     /// How many times each single fleet decision is timed (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
+    /// Keep the fleet decisions' hub store in this etcd (`http://host:2379`) instead of sled:
+    /// needs a build with `--features etcd`.
+    #[arg(long, value_name = "URL")]
+    etcd_endpoint: Option<String>,
 }
 
 /// `git daemon` serving every repository on this machine by absolute path; killed on drop.
@@ -228,7 +232,14 @@ async fn main() -> anyhow::Result<()> {
         monorepo(&args, tmp.path(), &daemon).await?;
     }
     if args.clusters > 0 {
-        fleet(args.clusters, args.repeat, tmp.path(), &daemon).await?;
+        fleet(
+            args.clusters,
+            args.repeat,
+            args.etcd_endpoint.as_deref(),
+            tmp.path(),
+            &daemon,
+        )
+        .await?;
     }
     Ok(())
 }
@@ -327,7 +338,13 @@ async fn until_rollout_complete(engine: &Engine, commit: &str) -> anyhow::Result
 
 /// The hub's decisions for a fleet, in process (no links, no spokes): one small App on every
 /// cluster, each cluster's desired state watched as a link session would.
-async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result<()> {
+async fn fleet(
+    n: usize,
+    repeat: usize,
+    etcd_endpoint: Option<&str>,
+    tmp: &Path,
+    daemon: &GitDaemon,
+) -> anyhow::Result<()> {
     let repo_dir = tmp.join("small");
     let repo = GitRepo::init(&repo_dir)?;
     let write = |v: u32| {
@@ -341,6 +358,13 @@ async fn fleet(n: usize, repeat: usize, tmp: &Path, daemon: &GitDaemon) -> anyho
     let url = daemon.url(&repo_dir);
     let mut config = HubConfig::for_tests(tmp.join("fleet-hub"));
     config.default_poll_interval = Duration::from_secs(3600);
+    if let Some(endpoint) = etcd_endpoint {
+        let mut options = gitfleet_hub::store::etcd::EtcdOptions::new(vec![endpoint.to_owned()]);
+        // A prefix of its own per run: a bench never reads an earlier run's state.
+        options.prefix = format!("/hub-bench-{}/", std::process::id());
+        println!("(store: etcd at {endpoint}, prefix {})", options.prefix);
+        config.store = runtime::StoreConfig::Etcd(options);
+    }
     let hub = runtime::start(config).await?;
     let engine: Arc<Engine> = Arc::clone(hub.engine());
     let token = hub
