@@ -317,13 +317,17 @@ async fn a_project_decides_where_its_apps_run() {
         .await
         .unwrap();
     assert_eq!(status[0].cluster, "prod-a");
-    wait_until(|| {
-        fleet
-            .kubesim
-            .get_object("dev-a", "v1", "ConfigMap", Some("team-a"), "shop")
-            .is_none()
-    })
-    .await;
+    // Pruned on dev-a: watched until it is gone (kube-runtime's await_condition), bounded.
+    let dev_a = fleet.kubesim.in_memory_client("dev-a").unwrap();
+    let configmaps: kube::Api<k8s_openapi::api::core::v1::ConfigMap> =
+        kube::Api::namespaced(dev_a, "team-a");
+    tokio::time::timeout(
+        DEADLINE,
+        kube::runtime::wait::await_condition(configmaps, "shop", |cm: Option<&_>| cm.is_none()),
+    )
+    .await
+    .expect("shop pruned from dev-a in time")
+    .unwrap();
     assert!(
         fleet
             .kubesim
@@ -331,13 +335,4 @@ async fn a_project_decides_where_its_apps_run() {
             .is_some()
     );
     fleet.shutdown().await;
-}
-
-/// Waits (bounded) until `done` holds.
-async fn wait_until(done: impl Fn() -> bool) {
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    while !done() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
 }

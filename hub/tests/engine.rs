@@ -14,26 +14,7 @@ async fn a_subscriber_sees_a_rollouts_events_in_order() {
     let mut bus = hub.engine().subscribe_events();
     let git = GitRepo::new();
     let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
-    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
-    admin(&hub)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at c1", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let (_, spoke) = web_on_dev_1(&hub, &git, &c1).await;
     spoke.report(1, "web", &c1, "all good").await;
 
     let mut seen = Vec::new();

@@ -10,7 +10,6 @@ use std::time::{Duration, Instant};
 use gitfleet_hub::runtime::{self, HubConfig, StoreConfig};
 use gitfleet_hub::store::etcd::{EtcdBackend, EtcdOptions};
 use gitfleet_hub::store::{Backend, KeyRange, Order, Tree};
-use gitfleet_proto::v1 as pb;
 use support::etcd::EtcdServer;
 use support::*;
 
@@ -36,26 +35,7 @@ async fn a_hub_on_etcd_acks_what_etcd_holds_and_finds_it_after_a_restart() {
     assert!(data.join("pki").join("ca.crt").exists());
     assert!(!data.join("store").exists());
 
-    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
-    admin(&hub)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at c1", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let (id, mut spoke) = web_on_dev_1(&hub, &git, &c1).await;
     spoke.report(1, "web", &c1, "synced on etcd").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
 

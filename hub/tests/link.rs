@@ -948,26 +948,7 @@ async fn a_hub_dropped_mid_stream_loses_no_acked_report() {
     let git = GitRepo::new();
     let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
     let hub = start_hub(&data).await;
-    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
-    admin(&hub)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at c1", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let (id, mut spoke) = web_on_dev_1(&hub, &git, &c1).await;
     for seq in 1..=REPORTS {
         spoke
             .report(seq, "web", &c1, &format!("report {seq}"))

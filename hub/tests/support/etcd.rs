@@ -4,14 +4,17 @@
 //! integration tests.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{Ipv4Addr, TcpListener, TcpStream};
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::sync::mpsc;
+use std::time::Duration;
 
 /// How long etcd may take to become healthy.
 const STARTUP: Duration = Duration::from_secs(30);
+/// What etcd logs once it has joined its (one-member) cluster and serves clients.
+const READY: &str = "published local member to cluster through raft";
 
 pub struct EtcdServer {
     child: Child,
@@ -61,7 +64,7 @@ impl EtcdServer {
                 tls_args.push("--client-cert-auth".into());
             }
             let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
-            let child = Command::new(&binary)
+            let mut child = Command::new(&binary)
                 .args([
                     "--name",
                     "test",
@@ -80,7 +83,7 @@ impl EtcdServer {
                     "--listen-metrics-urls",
                     &format!("http://127.0.0.1:{metrics}"),
                     "--log-level",
-                    "warn",
+                    "info",
                     "--logger",
                     "zap",
                 ])
@@ -88,17 +91,18 @@ impl EtcdServer {
                 .args(args)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
-                .stderr(log)
+                .stderr(Stdio::piped())
                 .spawn()
                 .unwrap_or_else(|e| {
                     panic!("cannot start {binary} (install Debian's etcd-server): {e}")
                 });
+            let ready = follow_log(&mut child, log);
             let mut server = EtcdServer {
                 child,
                 client_url,
                 dir,
             };
-            if server.wait_healthy(metrics) {
+            if server.wait_healthy(&ready, metrics) {
                 return server;
             }
             last_log =
@@ -112,19 +116,23 @@ impl EtcdServer {
         self.client_url.clone()
     }
 
-    /// Whether etcd answers healthy before the deadline; false if it exited (a port clash).
-    fn wait_healthy(&mut self, port: u16) -> bool {
-        let deadline = Instant::now() + STARTUP;
-        while Instant::now() < deadline {
-            if self.child.try_wait().unwrap().is_some() {
-                return false;
+    /// Waits for etcd to say it is ready (then checks its health once); false if it exited
+    /// first (a port clash).
+    fn wait_healthy(&mut self, ready: &mpsc::Receiver<bool>, port: u16) -> bool {
+        match ready.recv_timeout(STARTUP) {
+            Ok(true) => {
+                assert!(health(port), "etcd said it was ready but is not healthy");
+                true
             }
-            if health(port) {
-                return true;
+            // Its log ended: it exited.
+            Ok(false) | Err(mpsc::RecvTimeoutError::Disconnected) => {
+                let _ = self.child.wait();
+                false
             }
-            std::thread::sleep(Duration::from_millis(20));
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                panic!("etcd on port {port} not ready within {STARTUP:?}")
+            }
         }
-        panic!("etcd on port {port} not healthy within {STARTUP:?}");
     }
 
     /// Stops etcd at once (as a crash would), keeping its data directory.
@@ -138,6 +146,28 @@ impl Drop for EtcdServer {
     fn drop(&mut self) {
         self.kill();
     }
+}
+
+/// Copies etcd's log into `log` as it comes; the receiver hears `true` once etcd is ready, or
+/// `false` when the log ends before that (etcd exited).
+fn follow_log(child: &mut Child, mut log: std::fs::File) -> mpsc::Receiver<bool> {
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().expect("piped stderr");
+    std::thread::spawn(move || {
+        let mut told = false;
+        for line in BufReader::new(stderr).lines() {
+            let Ok(line) = line else { break };
+            let _ = writeln!(log, "{line}");
+            if !told && line.contains(READY) {
+                told = true;
+                let _ = tx.send(true);
+            }
+        }
+        if !told {
+            let _ = tx.send(false);
+        }
+    });
+    rx
 }
 
 fn free_port() -> u16 {

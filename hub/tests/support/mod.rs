@@ -531,3 +531,34 @@ pub fn admin_config(hub: &HubHandle) -> ClientConfig {
     let text = std::fs::read_to_string(hub.admin_config_path()).unwrap();
     ClientConfig::from_yaml(&text).unwrap()
 }
+
+/// The common start of a link test: cluster `dev-1` (env=dev) registered, Repo `platform` (`git`)
+/// and App `web` (apps/web, on env=dev) applied, and a spoke connected that has been told `web`
+/// at `commit`. Returns the cluster's identity and the spoke.
+pub async fn web_on_dev_1(
+    hub: &HubHandle,
+    git: &GitRepo,
+    commit: &str,
+) -> (SpokeIdentity, FakeSpoke) {
+    let id = register(hub, "dev-1", &[("env", "dev")]).await;
+    admin(hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the commit", |v| {
+            v.commit_of("web").as_deref() == Some(commit)
+        })
+        .await;
+    (id, spoke)
+}
