@@ -7,6 +7,7 @@ pub mod engine;
 pub mod git;
 pub mod grpc;
 pub mod http;
+pub mod leadership;
 pub mod listener;
 pub mod metrics;
 pub mod pki;

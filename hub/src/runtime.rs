@@ -77,6 +77,9 @@ pub struct HubConfig {
     pub audit_retention: gitfleet_core::users::AuditRetention,
     /// Where the hub keeps its state.
     pub store: StoreConfig,
+    /// The gRPC URL other replicas of this hub reach this one at, to hand it the calls only
+    /// the leader answers (several replicas on etcd); the advertised URL when absent.
+    pub replica_url: Option<String>,
 }
 
 /// Where the hub keeps its state.
@@ -164,6 +167,7 @@ impl HubConfig {
             connection_limits: crate::listener::Limits::default(),
             audit_retention: Default::default(),
             store: StoreConfig::Sled,
+            replica_url: None,
         }
     }
 
