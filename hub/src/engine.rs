@@ -37,6 +37,7 @@ mod events;
 mod fleet_sync;
 mod links;
 mod queries;
+mod replicas;
 mod repo_secrets;
 mod repos;
 mod resources;
@@ -136,6 +137,8 @@ pub struct Engine {
     connect_hook: Mutex<Option<ConnectHook>>,
     /// Every event goes through it (see [`Engine::subscribe_events`]).
     bus: EventBus,
+    /// Whether this replica does the work that must happen once (see [`Engine::lead`]).
+    leading: std::sync::atomic::AtomicBool,
 }
 
 impl std::fmt::Debug for Engine {
@@ -145,13 +148,15 @@ impl std::fmt::Debug for Engine {
 }
 
 impl Engine {
-    /// Loads desired state from the store and starts following every stored Repo.
+    /// Loads desired state from the store; with `leads`, takes up the work that must happen
+    /// once (see [`Engine::lead`]): a replica that does not lead yet does it when elected.
     pub async fn start(
         store: Store,
         pki: Arc<Pki>,
         git: GitCache,
         config: EngineConfig,
         shutdown: CancellationToken,
+        leads: bool,
     ) -> Result<Arc<Self>, EngineError> {
         store.set_audit_retention(config.audit_retention);
         let engine = Arc::new(Self {
@@ -169,6 +174,7 @@ impl Engine {
             computed_from: Mutex::new(None),
             registration_locks: Default::default(),
             connect_hook: Mutex::new(None),
+            leading: std::sync::atomic::AtomicBool::new(false),
         });
         {
             let stored = engine.store.desired_all().await?;
@@ -189,19 +195,16 @@ impl Engine {
                     .insert(c.name.clone(), c.last_contact_unix);
             }
         }
-        engine.bootstrap_admin().await?;
-        // Placement may have changed shape since the store was written (a newer hub).
-        engine.recompute().await?;
-        for r in engine.store.resources()? {
-            if let Resource::Repo(repo) = r {
-                engine
-                    .followed()
-                    .by_url
-                    .put(&repo.metadata.name, &repo.spec);
-                engine.follow(&repo);
-            }
+        // Subscribed before anything is read below: nothing another replica writes meanwhile
+        // is missed.
+        if let Some(changes) = engine.store.subscribe_remote() {
+            tokio::spawn(Arc::clone(&engine).follow_others(changes));
         }
-        tokio::spawn(rollouts::drive_rollouts(Arc::clone(&engine)));
+        if leads {
+            engine.lead().await?;
+        } else {
+            engine.prepare_to_follow()?;
+        }
         Ok(engine)
     }
 

@@ -178,6 +178,7 @@ pub struct HubMetrics {
     rollout_waves: Family<AppLabels, Gauge>,
     rollout_paused: Family<AppLabels, Gauge>,
     rollout_targets: Family<RolloutLabels, Gauge>,
+    leader: Gauge,
     /// One scrape at a time refills the snapshot gauges.
     scrape: Mutex<()>,
 }
@@ -293,7 +294,14 @@ impl HubMetrics {
             "Targets of an App's rollout by state (pending, progressing, healthy, failed, disconnected)",
             rollout_targets.clone(),
         );
+        let leader = Gauge::default();
+        registry.register(
+            "hub_leader",
+            "1 on the hub replica that leads (follows Git, drives rollouts, answers admin calls), 0 on the others",
+            leader.clone(),
+        );
         Self {
+            leader,
             registry,
             store_dir,
             webhooks,
@@ -313,6 +321,11 @@ impl HubMetrics {
             rollout_targets,
             scrape: Mutex::new(()),
         }
+    }
+
+    /// Whether this replica leads (see `gitfleet_hub_leader`).
+    pub fn set_leader(&self, leads: bool) {
+        self.leader.set(i64::from(leads));
     }
 
     pub fn webhook(&self, provider: &str, outcome: WebhookOutcome) {

@@ -93,7 +93,31 @@ pub enum StoreConfig {
 }
 
 impl StoreConfig {
-    /// Opens the store, creating it on first use.
+    /// Opens the store for a serving hub, creating it on first use: on etcd, shared with the
+    /// other replicas on the prefix, with the way to stand for their election.
+    async fn open_replica(&self, data_dir: &Path) -> Result<(Store, Option<Elector>), HubError> {
+        match self {
+            #[cfg(feature = "etcd")]
+            StoreConfig::Etcd(options) => {
+                let backend = Arc::new(
+                    crate::store::etcd::EtcdBackend::connect(options)
+                        .await
+                        .map_err(StoreError::Backend)?,
+                );
+                let store = Store::with_backend(Arc::clone(&backend) as Arc<dyn crate::store::Backend>).await?;
+                Ok((
+                    store,
+                    Some(Elector {
+                        backend,
+                        ttl: options.hold_ttl,
+                    }),
+                ))
+            }
+            _ => Ok((self.open(data_dir).await?, None)),
+        }
+    }
+
+    /// Opens the store for this process alone (export, import), creating it on first use.
     pub async fn open(&self, data_dir: &Path) -> Result<Store, HubError> {
         Ok(match self {
             StoreConfig::Sled => Store::open(&data_dir.join("store")).await?,
@@ -123,6 +147,41 @@ impl StoreConfig {
             StoreConfig::Etcd(_) => None,
         }
     }
+}
+
+/// How a replica on a shared store stands for the election of the replicas.
+struct Elector {
+    #[cfg(feature = "etcd")]
+    backend: Arc<crate::store::etcd::EtcdBackend>,
+    #[cfg(feature = "etcd")]
+    ttl: Duration,
+}
+
+impl Elector {
+    #[cfg(feature = "etcd")]
+    async fn stand(&self, url: String) -> Result<crate::store::etcd::Candidacy, HubError> {
+        Ok(self
+            .backend
+            .stand(url, self.ttl)
+            .await
+            .map_err(StoreError::Backend)?)
+    }
+
+    #[cfg(not(feature = "etcd"))]
+    async fn stand(&self, _url: String) -> Result<Never, HubError> {
+        unreachable_without_etcd()
+    }
+}
+
+#[cfg(not(feature = "etcd"))]
+enum Never {}
+
+#[cfg(not(feature = "etcd"))]
+fn unreachable_without_etcd() -> Result<Never, HubError> {
+    Err(StoreError::Backend(crate::store::BackendError::Storage(
+        "this gitfleet-hub was built without etcd support".into(),
+    ))
+    .into())
 }
 
 /// The TLS handshake timeout of the gRPC listener when none is configured.
@@ -296,6 +355,9 @@ pub struct HubHandle {
     engine: Arc<Engine>,
     /// The engine's store, for tests and tools that look at what is stored.
     store: Store,
+    /// This replica's part (always [`Leadership::Alone`](crate::leadership::Leadership) on
+    /// sled).
+    leadership: crate::leadership::LeadershipWatch,
     shutdown: CancellationToken,
     tasks: Vec<JoinHandle<()>>,
     /// A hub dropped without [`HubHandle::shutdown`] still stops serving (without waiting).
@@ -319,7 +381,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         path: data.clone(),
         source,
     })?;
-    let store = config.store.open(data).await?;
+    let (store, elector) = config.store.open_replica(data).await?;
     let pki = Arc::new(Pki::load_or_create(
         &data.join("pki"),
         &config.server_names,
@@ -345,6 +407,20 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
     let admin_config_path = write_admin_config(data, &grpc_url, &pki)?;
 
     let shutdown = CancellationToken::new();
+    #[cfg(feature = "etcd")]
+    let candidacy = match &elector {
+        Some(elector) => Some(
+            elector
+                .stand(config.replica_url.clone().unwrap_or_else(|| grpc_url.clone()))
+                .await?,
+        ),
+        None => None,
+    };
+    #[cfg(not(feature = "etcd"))]
+    let candidacy: Option<crate::store::etcd::Candidacy> = match &elector {
+        Some(elector) => match elector.stand(String::new()).await? {},
+        None => None,
+    };
     let git = GitCache::new(
         data.join("git"),
         config.max_concurrent_fetches,
@@ -365,8 +441,22 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             audit_retention: config.audit_retention,
         },
         shutdown.clone(),
+        candidacy.is_none(),
     )
     .await?;
+    let leadership: crate::leadership::LeadershipWatch = match &candidacy {
+        Some(c) => c.leadership.clone(),
+        None => crate::leadership::alone(),
+    };
+    engine.metrics().set_leader(candidacy.is_none());
+    if let Some(candidacy) = candidacy {
+        tokio::spawn(take_part(
+            Arc::clone(&engine),
+            store.clone(),
+            candidacy,
+            shutdown.clone(),
+        ));
+    }
 
     let tls = ServerTlsConfig::new()
         .identity(Identity::from_pem(
@@ -481,10 +571,47 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         admin_config_path,
         engine,
         store,
+        leadership,
         _stop_on_drop: shutdown.clone().drop_guard(),
         shutdown,
         tasks,
     })
+}
+
+/// A replica's part in the election, acted on: it takes up the leader's work once elected, and
+/// stops the hub (failing its store first, so that nothing more is acknowledged) once its lease
+/// is lost, as kube-controller-manager does: a restarted replica stands again.
+async fn take_part(
+    engine: Arc<Engine>,
+    store: Store,
+    candidacy: crate::store::etcd::Candidacy,
+    shutdown: CancellationToken,
+) {
+    let mut leadership = candidacy.leadership;
+    loop {
+        if leadership.borrow_and_update().leads() && !engine.leads() {
+            engine.metrics().set_leader(true);
+            if let Err(e) = engine.lead().await {
+                let why = format!("this hub replica was elected but cannot lead: {e}");
+                tracing::error!("{why}");
+                store.fail(&why);
+                engine.metrics().set_leader(false);
+                shutdown.cancel();
+                return;
+            }
+        }
+        tokio::select! {
+            changed = leadership.changed() => if changed.is_err() { return },
+            () = candidacy.lost.cancelled() => {
+                engine.metrics().set_leader(false);
+                store.fail("this hub replica lost its etcd lease: it no longer leads nor acknowledges anything; restart it");
+                engine.stop();
+                shutdown.cancel();
+                return;
+            }
+            () = shutdown.cancelled() => return,
+        }
+    }
 }
 
 /// Files of `DATA/pki` a backup carries: without the CA no spoke could reach a restored hub.
@@ -582,6 +709,11 @@ impl HubHandle {
 
     /// What the hub has stored, for tests and tools that check it (the engine is the only
     /// writer; nothing else should write through this).
+    /// This replica's part among the replicas sharing its store, as it changes.
+    pub fn leadership(&self) -> crate::leadership::LeadershipWatch {
+        self.leadership.clone()
+    }
+
     pub fn store(&self) -> &Store {
         &self.store
     }

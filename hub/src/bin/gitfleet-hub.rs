@@ -371,10 +371,19 @@ async fn main() -> anyhow::Result<()> {
         hub.grpc_url(),
         hub.admin_config_path().display()
     );
-    shutdown_signal().await;
+    let stopped = hub.shutdown_token();
+    let by_itself = tokio::select! {
+        () = shutdown_signal() => false,
+        // A replica that lost its etcd lease stops itself (see docs/ha.md).
+        () = stopped.cancelled() => true,
+    };
+    let failure = hub.engine().store_failure().map(str::to_owned);
     hub.shutdown().await;
     telemetry.shutdown();
-    Ok(())
+    match failure {
+        Some(why) if by_itself => anyhow::bail!("the hub stopped: {why}"),
+        _ => Ok(()),
+    }
 }
 
 async fn shutdown_signal() {

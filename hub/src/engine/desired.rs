@@ -272,7 +272,7 @@ impl Engine {
 
 impl State {
     /// `desired` with the origins of its Targets' commits and their repositories' credentials.
-    fn publishable(
+    pub(super) fn publishable(
         &self,
         desired: Arc<ClusterDesired>,
         credentials: &RepoCredentials,

@@ -168,6 +168,7 @@ impl Engine {
                 old.replaced.cancel();
             }
             state.last_contact.insert(cluster.to_owned(), now);
+            self.store.set_presence(cluster, true);
             let desired = state
                 .desired
                 .entry(cluster.to_owned())
@@ -214,6 +215,7 @@ impl Engine {
         let mut state = self.lock();
         if state.connections.get(cluster).is_some_and(|c| c.id == id) {
             state.connections.remove(cluster);
+            self.store.set_presence(cluster, false);
         }
         let last = state.last_contact.get(cluster).copied();
         drop(state);

@@ -169,12 +169,15 @@ impl Engine {
             .collect())
     }
 
+    /// Whether `cluster` has a live link heard from within the heartbeat grace here, or a link
+    /// at another replica (which holds it while its lease lives).
     pub(super) fn is_connected(&self, state: &State, cluster: &str, now: i64) -> bool {
-        state.connections.contains_key(cluster)
+        (state.connections.contains_key(cluster)
             && state
                 .last_contact
                 .get(cluster)
-                .is_some_and(|t| now - t <= self.config.heartbeat_grace.as_secs() as i64)
+                .is_some_and(|t| now - t <= self.config.heartbeat_grace.as_secs() as i64))
+            || self.store.connected_elsewhere(cluster)
     }
 
     /// Every Target (optionally of one App and/or cluster) with its last report, ordered by

@@ -112,6 +112,13 @@ impl Engine {
             .into_iter()
             .map(|(name, _)| name.to_owned())
             .collect();
+        if !self.leads() && self.store.is_shared() {
+            // The leading replica follows the Repos: it learns of the request from the store.
+            for name in &names {
+                self.store.request_fetch(name);
+            }
+            return names;
+        }
         names
             .into_iter()
             .filter(|name| self.trigger_fetch(name))

@@ -316,16 +316,21 @@ impl Engine {
             })
             .collect();
         self.bus.record(&mut events)?;
+        self.kick_rollout_of(&report.app);
+        Ok(())
+    }
+
+    /// A report on one of `app`'s Targets arrived (here or at another replica): only this
+    /// App's rollout can have moved.
+    pub(super) fn kick_rollout_of(&self, app: &str) {
         let mut st = self.controller();
-        if st.incomplete_rollouts.contains(&report.app) {
-            // Only this App's rollout can have moved.
-            if !st.rollout_queue.contains(&report.app) {
-                st.rollout_queue.insert(report.app.clone());
+        if st.incomplete_rollouts.contains(app) {
+            if !st.rollout_queue.contains(app) {
+                st.rollout_queue.insert(app.to_owned());
             }
             drop(st);
             self.rollout_kick.notify_one();
         }
-        Ok(())
     }
 
     /// A cluster came or went: the rollouts in progress may move (whether a cluster is

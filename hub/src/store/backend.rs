@@ -41,10 +41,13 @@ pub enum Tree {
     Users,
     /// The audit log, by id (big-endian).
     Audit,
+    /// Which replica holds each cluster's link (`cluster`, NUL, replica id), on a store several
+    /// hub replicas share; etcd drops a replica's entries with its lease.
+    Presence,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 17] = [
+    pub const ALL: [Tree; 18] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
@@ -62,6 +65,7 @@ impl Tree {
         Tree::AppControls,
         Tree::Users,
         Tree::Audit,
+        Tree::Presence,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -83,6 +87,7 @@ impl Tree {
             Tree::AppControls => "app_controls",
             Tree::Users => "users",
             Tree::Audit => "audit",
+            Tree::Presence => "presence",
         }
     }
 
@@ -251,6 +256,21 @@ impl BackendError {
     }
 }
 
+/// A write committed to a backend several stores share, as a watch of it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Change {
+    /// The backend's revision of the transaction that made it.
+    pub revision: i64,
+    pub tree: Tree,
+    pub key: Vec<u8>,
+    /// `None`: deleted.
+    pub value: Option<Vec<u8>>,
+}
+
+/// Every write committed from some point on, in commit order, a transaction's writes together;
+/// an error ends it (the store cannot know what it missed).
+pub type ChangeFeed = tokio::sync::mpsc::Receiver<Result<Vec<Change>, BackendError>>;
+
 /// A database the hub's [`Store`](super::Store) can keep its state in.
 ///
 /// What an implementation guarantees (the store relies on each):
@@ -270,8 +290,11 @@ impl BackendError {
 ///   of a batch; etcd, which commits durably, keeps whole transactions): the store
 ///   orders its writes so that any such prefix is consistent (reports before the acked seq that
 ///   covers them, a desired state's history entry before the state itself).
-/// - **One writer.** Only this hub's store writes through the backend (sled holds a file lock;
-///   etcd a key under a lease that every write is conditional on).
+/// - **Writers.** sled has one writer (it holds a file lock). etcd may be shared by several
+///   replicas of one hub: each store then learns the others' writes from
+///   [`watch`](Backend::watch) and tells them from its own by the revisions
+///   [`own_revisions`](Backend::own_revisions) gives, and the replicas divide the records
+///   between them (see docs/ha.md) so that no record has two writers at once.
 pub trait Backend: Send + Sync + 'static {
     /// The value of `key`, if any.
     fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>>;
@@ -293,6 +316,18 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Makes every batch committed so far durable.
     fn sync(&self) -> BackendFuture<'_, ()>;
+
+    /// For a backend other stores write too: every write committed after this call, this
+    /// store's own included. `None`: nobody else writes (the default).
+    fn watch(&self) -> BackendFuture<'_, Option<ChangeFeed>> {
+        Box::pin(async { Ok(None) })
+    }
+
+    /// The revisions of this store's commits since the last call (a shared backend's; none
+    /// for the others): how a store tells its own writes in the [`watch`](Backend::watch).
+    fn own_revisions(&self) -> Vec<i64> {
+        Vec::new()
+    }
 }
 
 /// Every entry of `tree`, in key order.

@@ -24,9 +24,21 @@
 #[cfg(feature = "etcd")]
 mod backend;
 #[cfg(feature = "etcd")]
+mod election;
+#[cfg(feature = "etcd")]
 pub use backend::EtcdBackend;
 
 use std::time::Duration;
+
+/// A replica's standing in the election of the replicas sharing a prefix.
+#[derive(Debug, Clone)]
+pub struct Candidacy {
+    /// Its part, as it changes.
+    pub leadership: tokio::sync::watch::Receiver<crate::leadership::Leadership>,
+    /// Cancelled once the replica's lease is gone (etcd out of its reach for longer than the
+    /// lease's time to live): it may no longer lead nor write, and must restart.
+    pub lost: tokio_util::sync::CancellationToken,
+}
 
 /// etcd's `--max-txn-ops` default.
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;

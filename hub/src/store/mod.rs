@@ -27,9 +27,11 @@ use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 pub mod backend;
 pub mod etcd;
 pub mod memory;
+mod remote;
 pub mod sled;
 
-pub use backend::{Backend, BackendError, Batch, KeyRange, Order, Tree};
+pub use backend::{Backend, BackendError, Batch, Change, ChangeFeed, KeyRange, Order, Tree};
+pub use remote::RemoteChange;
 
 #[cfg(test)]
 mod tests;
@@ -107,6 +109,15 @@ pub struct Store {
 struct Inner {
     backend: Arc<dyn Backend>,
     epoch: String,
+    /// A random id of this store (this replica), for the records that say which replica
+    /// holds what (see [`Store::set_presence`]).
+    replica: String,
+    /// Others' writes, as this store learns them from a shared backend (see
+    /// [`Store::subscribe_remote`]); `None` on a backend nobody else writes.
+    remote: Option<tokio::sync::broadcast::Sender<RemoteChange>>,
+    /// The revisions of this store's own transactions whose changes the watch has not
+    /// passed yet (see `remote::apply`).
+    own_revisions: Mutex<std::collections::BTreeSet<i64>>,
     mirror: Mutex<Mirror>,
     /// Held while queued writes are handed to the backend, so that they reach it in the order
     /// they were made.
@@ -162,6 +173,15 @@ struct Mirror {
     acked: HashMap<String, u64>,
     /// Writes made but not yet handed to the backend, in order.
     pending: Vec<Batch>,
+    /// On a shared backend: the keys (and ranges) `pending` writes, so that a change another
+    /// writer made before them, which they will overwrite, does not replace what the mirror
+    /// holds already (`None` on a backend nobody else writes).
+    pending_keys: Option<remote::PendingKeys>,
+    /// By cluster: the replicas holding its link (on a shared backend).
+    presence: HashMap<String, std::collections::BTreeSet<String>>,
+    /// On a shared backend: the low 16 bits of every event and audit id this store gives, so
+    /// that ids given by replicas at the same moment differ (see `next_id`).
+    id_salt: Option<u16>,
 }
 
 impl Mirror {
@@ -226,6 +246,9 @@ impl Mirror {
 
     /// Queues `batch` for the backend, after every write queued before it.
     fn write(&mut self, batch: Batch) {
+        if let Some(keys) = &mut self.pending_keys {
+            keys.add(&batch);
+        }
         match self.pending.last_mut() {
             // Unconditional writes join the previous batch: fewer round trips for a networked
             // backend. A batch with conditions stays apart, so that its conditions are checked
@@ -363,11 +386,25 @@ impl Store {
             backend.commit(first).await?;
         }
         backend.sync().await?;
-        let mirror = Mirror::load(&*backend).await?;
+        // Watched from before the load: a change made meanwhile is applied again, to the same
+        // end (a change carries the whole record).
+        let feed = backend.watch().await?;
+        let mut mirror = Mirror::load(&*backend).await?;
+        let remote = feed.as_ref().map(|_| {
+            mirror.pending_keys = Some(remote::PendingKeys::default());
+            let salt = rand::random::<u16>();
+            mirror.id_salt = Some(salt);
+            mirror.next_event_id = next_id(mirror.next_event_id.saturating_sub(1), Some(salt));
+            mirror.next_audit_id = next_id(mirror.next_audit_id.saturating_sub(1), Some(salt));
+            tokio::sync::broadcast::channel(remote::FEED_CAPACITY).0
+        });
         let store = Self {
             inner: Arc::new(Inner {
                 backend,
                 epoch,
+                replica: hex::encode(rand::random::<[u8; 8]>()),
+                remote,
+                own_revisions: Mutex::new(Default::default()),
                 mirror: Mutex::new(mirror),
                 committing: tokio::sync::Mutex::new(()),
                 group: GroupFlush::default(),
@@ -377,8 +414,18 @@ impl Store {
         };
         if let Ok(runtime) = tokio::runtime::Handle::try_current() {
             runtime.spawn(commit_now_and_then(Arc::downgrade(&store.inner)));
+            if let Some(feed) = feed {
+                runtime.spawn(remote::follow(Arc::downgrade(&store.inner), feed));
+            }
         }
         Ok(store)
+    }
+
+    fn own_revisions(&self) -> MutexGuard<'_, std::collections::BTreeSet<i64>> {
+        self.inner
+            .own_revisions
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     fn mirror(&self) -> MutexGuard<'_, Mirror> {
@@ -401,15 +448,22 @@ impl Store {
         if let Some(failure) = self.failure() {
             return Err(StoreError::Failed(failure.to_owned()));
         }
-        let pending = std::mem::take(&mut self.mirror().pending);
+        let pending = {
+            let mut mirror = self.mirror();
+            if let Some(keys) = &mut mirror.pending_keys {
+                keys.clear();
+            }
+            std::mem::take(&mut mirror.pending)
+        };
         for batch in pending {
             // A failed batch takes the writes queued after it with it: the store is failed for
             // good then (see `failure`), so that no later flush reports them durable.
-            self.inner
-                .backend
-                .commit(batch)
-                .await
-                .map_err(|e| self.failed(e))?;
+            let done = self.inner.backend.commit(batch).await;
+            if self.inner.remote.is_some() {
+                self.own_revisions()
+                    .extend(self.inner.backend.own_revisions());
+            }
+            done.map_err(|e| self.failed(e))?;
         }
         Ok(())
     }
@@ -455,6 +509,12 @@ impl Store {
     /// disk, so that health probes cost nothing.
     pub fn failure(&self) -> Option<&str> {
         self.inner.failure.get().map(String::as_str)
+    }
+
+    /// Fails the store from outside (a replica that lost its lease): nothing more is
+    /// acknowledged.
+    pub fn fail(&self, why: &str) {
+        self.failed(BackendError::Storage(why.to_owned()));
     }
 
     /// `e` as a store error, remembered (and logged) as the store's failure if it is the first.
@@ -991,7 +1051,7 @@ impl Store {
         let mut mirror = self.mirror();
         for e in events.iter_mut() {
             e.id = mirror.next_event_id;
-            mirror.next_event_id += 1;
+            mirror.next_event_id = next_id(e.id, mirror.id_salt);
             batch.put(Tree::Events, e.id.to_be_bytes(), encode(&*e));
             mirror.event_ids.push_back(e.id);
         }
@@ -1084,7 +1144,7 @@ impl Store {
         let mut batch = Batch::default();
         let mut mirror = self.mirror();
         entry.id = mirror.next_audit_id;
-        mirror.next_audit_id += 1;
+        mirror.next_audit_id = next_id(entry.id, mirror.id_salt);
         batch.put(Tree::Audit, entry.id.to_be_bytes(), encode(&*entry));
         mirror.audit.push_back((entry.id, entry.at_unix));
         let expired = {
@@ -1186,9 +1246,12 @@ async fn commit_now_and_then(store: Weak<Inner>) {
     }
 }
 
-/// The trees a backup carries (everything but `meta`: an imported store is a new epoch).
+/// The trees a backup carries (everything but `meta`, since an imported store is a new epoch,
+/// and `presence`, which only says what live replicas hold).
 fn data_trees() -> impl Iterator<Item = Tree> {
-    Tree::ALL.into_iter().filter(|t| *t != Tree::Meta)
+    Tree::ALL
+        .into_iter()
+        .filter(|t| !matches!(t, Tree::Meta | Tree::Presence))
 }
 
 impl Store {
@@ -1289,6 +1352,16 @@ fn prefix_key(app: &str) -> Vec<u8> {
 
 fn report_key(cluster: &str, app: &str) -> String {
     format!("{cluster}\u{0}{app}")
+}
+
+/// The id after `id`: the next number, or on a shared backend (`salt`) the next multiple of
+/// 2^16 plus this store's salt, so that replicas giving ids at once give different ones and ids
+/// still grow in the order each replica gives them.
+fn next_id(id: u64, salt: Option<u16>) -> u64 {
+    match salt {
+        None => id + 1,
+        Some(salt) => (((id >> 16) + 1) << 16) | u64::from(salt),
+    }
 }
 
 fn event_id(key: &[u8]) -> Option<u64> {

@@ -3,13 +3,17 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use std::sync::{Mutex, MutexGuard};
+
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, GetOptions, Identity, KvClient,
-    LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp, TxnOpResponse,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, ElectionClient, EventType,
+    GetOptions, Identity, KvClient, LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions,
+    Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
 };
 
 use super::super::backend::{
-    Backend, BackendError, BackendFuture, Batch, Condition, Entries, KeyRange, Op, Order, Tree,
+    Backend, BackendError, BackendFuture, Batch, Change, ChangeFeed, Condition, Entries, KeyRange,
+    Op, Order, Tree,
 };
 
 use super::EtcdOptions;
@@ -25,10 +29,16 @@ const SCAN_PAGE: usize = 256;
 const MAX_RESPONSE_BYTES: usize = 512 * 1024 * 1024;
 
 pub struct EtcdBackend {
-    kv: KvClient,
-    leases: LeaseClient,
+    pub(super) kv: KvClient,
+    pub(super) leases: LeaseClient,
+    watches: WatchClient,
+    pub(super) elections: ElectionClient,
     /// This hub's hold on the prefix, if it took one: every write is conditional on it.
     hold: Option<Hold>,
+    /// This replica's part in the election of the replicas sharing the prefix.
+    pub(super) session: Mutex<Session>,
+    /// The revisions of this store's transactions not yet taken by `own_revisions`.
+    own: Mutex<Vec<i64>>,
     prefix: Vec<u8>,
     endpoints: String,
     max_txn_ops: usize,
@@ -43,6 +53,20 @@ impl std::fmt::Debug for EtcdBackend {
             .field("prefix", &String::from_utf8_lossy(&self.prefix))
             .finish_non_exhaustive()
     }
+}
+
+/// A replica's standing with etcd when several share the prefix (see `super::election`).
+#[derive(Debug, Default)]
+pub(super) struct Session {
+    /// The lease of this replica's election candidacy; its presence records carry it too.
+    pub(super) lease: Option<i64>,
+    /// While this replica leads: its election key and the revision that created it. Every
+    /// transaction is then conditional on that key still having been created at that
+    /// revision, so that a replica whose lease ran out (and whose successor may already
+    /// write) writes nothing more.
+    pub(super) leader: Option<(Vec<u8>, i64)>,
+    /// Why this replica lost its lease, once it has: every later transaction is refused.
+    pub(super) lost: Option<String>,
 }
 
 /// A key under the prefix that names the one hub writing there, attached to a lease the hub
@@ -60,14 +84,22 @@ struct Hold {
 /// the lease to run out).
 impl Drop for EtcdBackend {
     fn drop(&mut self) {
+        let mut leases = Vec::new();
         if let Some(hold) = self.hold.take() {
             hold.keeper.abort();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                let mut leases = self.leases.clone();
-                runtime.spawn(async move {
-                    let _ = leases.revoke(hold.lease).await;
-                });
-            }
+            leases.push(hold.lease);
+        }
+        leases.extend(self.session().lease.take());
+        if leases.is_empty() {
+            return;
+        }
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let mut client = self.leases.clone();
+            runtime.spawn(async move {
+                for lease in leases {
+                    let _ = client.revoke(lease).await;
+                }
+            });
         }
     }
 }
@@ -211,12 +243,30 @@ impl EtcdBackend {
         Ok(Self {
             kv,
             leases: client.lease_client(),
+            watches: client.watch_client(),
+            elections: client.election_client(),
             hold: None,
+            session: Mutex::new(Session::default()),
+            own: Mutex::new(Vec::new()),
             prefix: options.prefix.as_bytes().to_vec(),
             endpoints,
             max_txn_ops: options.max_txn_ops,
             max_txn_bytes: options.max_request_bytes - REQUEST_OVERHEAD,
         })
+    }
+
+    pub(super) fn session(&self) -> MutexGuard<'_, Session> {
+        self.session
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn prefix(&self) -> &[u8] {
+        &self.prefix
+    }
+
+    pub(super) fn endpoints(&self) -> &str {
+        &self.endpoints
     }
 
     fn tree_prefix(&self, tree: Tree) -> Vec<u8> {
@@ -249,7 +299,7 @@ impl EtcdBackend {
         (start, end)
     }
 
-    fn error(&self, e: etcd_client::Error) -> BackendError {
+    pub(super) fn error(&self, e: etcd_client::Error) -> BackendError {
         let message = e.to_string();
         // etcd's answers to a request over its limits, with the flag that raises them.
         let hint = if message.contains("too many operations in txn request") {
@@ -417,9 +467,30 @@ impl EtcdBackend {
             ));
             reads.push(TxnOp::get(hold.key.clone(), None));
         }
+        let (lease, leader) = {
+            let session = self.session();
+            if let Some(why) = &session.lost {
+                return Err(BackendError::Storage(why.clone()));
+            }
+            (session.lease, session.leader.clone())
+        };
+        if let Some((key, revision)) = &leader {
+            compares.push(Compare::create_revision(
+                key.clone(),
+                CompareOp::Equal,
+                *revision,
+            ));
+            reads.push(TxnOp::get(key.clone(), None));
+        }
+        let presence = self.tree_prefix(Tree::Presence);
         let ops: Vec<TxnOp> = writes
             .into_iter()
             .map(|w| match w {
+                // A replica's presence records go with its lease: a replica that dies takes
+                // them with it.
+                Write::Put { key, value } if key.starts_with(&presence) => {
+                    TxnOp::put(key, value, lease.map(|l| PutOptions::new().with_lease(l)))
+                }
                 Write::Put { key, value } => TxnOp::put(key, value, None),
                 Write::Delete { key } => TxnOp::delete(key, None),
                 Write::DeleteRange { start, end } => TxnOp::delete(
@@ -435,9 +506,31 @@ impl EtcdBackend {
             .await
             .map_err(|e| self.error(e))?;
         if response.succeeded() {
+            if let Some(header) = response.header() {
+                self.own
+                    .lock()
+                    .unwrap_or_else(std::sync::PoisonError::into_inner)
+                    .push(header.revision());
+            }
             return Ok(());
         }
         let found = response.op_responses();
+        if let Some((key, revision)) = &leader {
+            let created = match found.last() {
+                Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.create_revision()),
+                _ => None,
+            };
+            if created != Some(*revision) {
+                let why = format!(
+                    "this hub replica no longer leads on etcd prefix {} at {} (its election key {} is gone: its lease ran out, etcd was out of its reach): it writes nothing more; restart it",
+                    String::from_utf8_lossy(&self.prefix),
+                    self.endpoints,
+                    String::from_utf8_lossy(key),
+                );
+                self.session().lost.get_or_insert(why.clone());
+                return Err(BackendError::Storage(why));
+            }
+        }
         if let Some(hold) = &self.hold {
             let holder = match found.last() {
                 Some(TxnOpResponse::Get(get)) => get.kvs().first().map(|kv| kv.value().to_vec()),
@@ -505,6 +598,104 @@ async fn keep_alive(mut leases: LeaseClient, lease: i64, every: Duration) {
             }
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// Sends every change under `prefix` from revision `from` on to `feed`, a transaction's
+/// together, until the feed is dropped. A broken stream is opened again where it stopped; etcd
+/// having compacted what the feed has not yet seen ends it with an error.
+async fn watch_changes(
+    mut client: WatchClient,
+    prefix: Vec<u8>,
+    endpoints: String,
+    mut from: i64,
+    feed: tokio::sync::mpsc::Sender<Result<Vec<Change>, BackendError>>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        let options = WatchOptions::new()
+            .with_prefix()
+            .with_start_revision(from)
+            .with_progress_notify();
+        let mut stream = match client.watch(prefix.clone(), Some(options)).await {
+            Ok(stream) => stream,
+            Err(e) => {
+                tracing::warn!(error = %e, %endpoints, "cannot watch etcd; trying again");
+                if feed.is_closed() {
+                    return;
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(5));
+                continue;
+            }
+        };
+        loop {
+            let response = tokio::select! {
+                response = stream.message() => response,
+                () = feed.closed() => return,
+            };
+            let response = match response {
+                Ok(Some(response)) => response,
+                Ok(None) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, %endpoints, "the etcd watch broke; opening it again");
+                    break;
+                }
+            };
+            backoff = Duration::from_millis(100);
+            if response.compact_revision() > 0 || response.canceled() {
+                let why = if response.compact_revision() > 0 {
+                    format!(
+                        "etcd at {endpoints} compacted its history past revision {from} before this replica read it (compacted at {}): its copy of the store may miss writes; restart it",
+                        response.compact_revision()
+                    )
+                } else {
+                    format!(
+                        "etcd at {endpoints} cancelled this replica's watch: {}",
+                        response.cancel_reason()
+                    )
+                };
+                let _ = feed.send(Err(BackendError::Storage(why))).await;
+                return;
+            }
+            let mut batch: Vec<Change> = Vec::new();
+            for event in response.events() {
+                let Some(kv) = event.kv() else { continue };
+                from = from.max(kv.mod_revision() + 1);
+                let Some(rest) = kv.key().strip_prefix(prefix.as_slice()) else {
+                    continue;
+                };
+                // The store's keys are `{tree}/{key}`; the election's and the lock are not.
+                let Some(slash) = rest.iter().position(|b| *b == b'/') else {
+                    continue;
+                };
+                let Some(tree) = std::str::from_utf8(&rest[..slash])
+                    .ok()
+                    .and_then(Tree::from_name)
+                else {
+                    continue;
+                };
+                let change = Change {
+                    revision: kv.mod_revision(),
+                    tree,
+                    key: rest[slash + 1..].to_vec(),
+                    value: match event.event_type() {
+                        EventType::Put => Some(kv.value().to_vec()),
+                        EventType::Delete => None,
+                    },
+                };
+                // A transaction's changes go together; the next one starts a new batch.
+                if batch.last().is_some_and(|c| c.revision != change.revision) {
+                    if feed.send(Ok(std::mem::take(&mut batch))).await.is_err() {
+                        return;
+                    }
+                }
+                batch.push(change);
+            }
+            if !batch.is_empty() && feed.send(Ok(batch)).await.is_err() {
+                return;
+            }
+        }
     }
 }
 
@@ -686,6 +877,40 @@ impl Backend for EtcdBackend {
 
     fn commit(&self, batch: Batch) -> BackendFuture<'_, ()> {
         Box::pin(self.commit_now(batch))
+    }
+
+    fn watch(&self) -> BackendFuture<'_, Option<ChangeFeed>> {
+        Box::pin(async move {
+            // Everything committed after this read goes to the feed.
+            let response = self
+                .kv
+                .clone()
+                .get(
+                    self.prefix.clone(),
+                    Some(GetOptions::new().with_count_only()),
+                )
+                .await
+                .map_err(|e| self.error(e))?;
+            let from = response.header().map_or(0, |h| h.revision()) + 1;
+            let (tx, rx) = tokio::sync::mpsc::channel(1024);
+            tokio::spawn(watch_changes(
+                self.watches.clone(),
+                self.prefix.clone(),
+                self.endpoints.clone(),
+                from,
+                tx,
+            ));
+            Ok(Some(rx))
+        })
+    }
+
+    fn own_revisions(&self) -> Vec<i64> {
+        std::mem::take(
+            &mut *self
+                .own
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+        )
     }
 
     /// etcd has a transaction on a quorum's disks when it answers; this only checks that etcd is

@@ -1,0 +1,221 @@
+//! Several replicas on one shared store: the leader does the work that must happen once; every
+//! replica follows the others' writes (see `store::remote`) and acts on them: a follower
+//! publishes the desired state the leader wrote to the spokes linked to it and cuts off clusters
+//! the leader revoked; the leader moves rollouts on reports and links that other replicas
+//! recorded, and fetches a Repo whose webhook reached a follower.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use tokio::sync::{broadcast, watch};
+use tracing::{debug, info, warn};
+
+use super::desired::{Published, RepoCredentials};
+use super::{Engine, EngineError};
+use crate::model::ClusterDesired;
+use crate::resources::Resource;
+use crate::store::{RemoteChange, Tree};
+
+/// The key prefix of a fetch request a follower writes for the leader (see
+/// [`Engine::trigger_fetch_by_url`]).
+pub(super) const FETCH_REQUEST: &str = "fetch/";
+
+impl Engine {
+    /// Whether this replica does the work that must happen once (it leads, or is alone).
+    pub fn leads(&self) -> bool {
+        self.leading.load(Ordering::SeqCst)
+    }
+
+    /// Takes up the work that must happen once: this replica was elected (or is alone). What it
+    /// finds in the store (every other replica's writes included) is where it starts from: the
+    /// rollouts continue from where the last leader left them.
+    pub async fn lead(self: &Arc<Self>) -> Result<(), EngineError> {
+        if self.leading.swap(true, Ordering::SeqCst) {
+            return Ok(());
+        }
+        self.bootstrap_admin().await?;
+        // Placement may have changed shape since the store was written (a newer hub).
+        self.recompute().await?;
+        for r in self.store.resources()? {
+            if let Resource::Repo(repo) = r {
+                self.followed().by_url.put(&repo.metadata.name, &repo.spec);
+                self.follow(&repo);
+            }
+        }
+        tokio::spawn(super::rollouts::drive_rollouts(Arc::clone(self)));
+        Ok(())
+    }
+
+    /// What a replica that does not lead sets up at start: the Repos' webhook index and the
+    /// credentials its spokes' desired state carries.
+    pub(super) fn prepare_to_follow(&self) -> Result<(), EngineError> {
+        self.index_repos()?;
+        let credentials = self.stored_credentials()?;
+        let mut state = self.lock();
+        let clusters: Vec<String> = state.desired.keys().cloned().collect();
+        for cluster in clusters {
+            if let Some(tx) = state.desired.get(&cluster) {
+                let current = Arc::clone(&tx.borrow().desired);
+                let published = Arc::new(state.publishable(current, &credentials));
+                if let Some(tx) = state.desired.get(&cluster) {
+                    tx.send_replace(published);
+                }
+            }
+        }
+        state.credentials = Some(credentials);
+        Ok(())
+    }
+
+    fn index_repos(&self) -> Result<(), EngineError> {
+        let mut followed = self.followed();
+        followed.by_url = Default::default();
+        for r in self.store.resources()? {
+            if let Resource::Repo(repo) = r {
+                followed.by_url.put(&repo.metadata.name, &repo.spec);
+            }
+        }
+        Ok(())
+    }
+
+    /// The credential each stored Repo's spokes fetch with.
+    fn stored_credentials(&self) -> Result<Arc<RepoCredentials>, EngineError> {
+        Ok(Arc::new(
+            self.store
+                .resources()?
+                .into_iter()
+                .filter_map(|r| match r {
+                    Resource::Repo(repo) => {
+                        let c = self.git_credential(&repo.metadata.name, &repo.spec).ok()??;
+                        Some((repo.metadata.name.clone(), c))
+                    }
+                    _ => None,
+                })
+                .collect(),
+        ))
+    }
+
+    /// Acts on the other replicas' writes until the hub stops.
+    pub(super) async fn follow_others(self: Arc<Self>, mut changes: broadcast::Receiver<RemoteChange>) {
+        let shutdown = self.shutdown.clone();
+        loop {
+            let change = tokio::select! {
+                change = changes.recv() => change,
+                () = shutdown.cancelled() => return,
+            };
+            match change {
+                Ok(change) => {
+                    if let Err(e) = self.on_remote(change).await {
+                        warn!(error = %e, "cannot act on another replica's write");
+                    }
+                }
+                Err(broadcast::error::RecvError::Lagged(missed)) => {
+                    warn!(missed, "fell behind the other replicas' writes; reading the state again");
+                    if let Err(e) = self.catch_up().await {
+                        warn!(error = %e, "cannot read the state again");
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => return,
+            }
+        }
+    }
+
+    async fn on_remote(&self, change: RemoteChange) -> Result<(), EngineError> {
+        let leads = self.leads();
+        match change.tree {
+            Tree::Desired if !leads => {
+                let Some(value) = change.value else {
+                    return Ok(());
+                };
+                let desired: ClusterDesired = serde_json::from_slice(&value).map_err(|e| {
+                    EngineError::Invalid(format!(
+                        "the desired state of cluster {} another replica wrote: {e}",
+                        change.key
+                    ))
+                })?;
+                self.publish_from_leader(&change.key, desired);
+            }
+            Tree::Clusters if !leads => self.cut_off_if_revoked(&change.key),
+            Tree::Resources if !leads => {
+                self.index_repos()?;
+                let credentials = self.stored_credentials()?;
+                let mut state = self.lock();
+                if state.credentials.as_ref() != Some(&credentials) {
+                    let clusters: Vec<String> = state.desired.keys().cloned().collect();
+                    for cluster in clusters {
+                        if let Some(tx) = state.desired.get(&cluster) {
+                            let current = Arc::clone(&tx.borrow().desired);
+                            let published = Arc::new(state.publishable(current, &credentials));
+                            if let Some(tx) = state.desired.get(&cluster) {
+                                tx.send_replace(published);
+                            }
+                        }
+                    }
+                    state.credentials = Some(credentials);
+                }
+            }
+            Tree::Targets if leads => {
+                if let Some((_, app)) = change.key.split_once('\u{0}') {
+                    self.kick_rollout_of(app);
+                }
+            }
+            Tree::Presence if leads => self.kick_rollouts(),
+            Tree::Meta if leads => {
+                if let Some(repo) = change.key.strip_prefix(FETCH_REQUEST) {
+                    debug!(%repo, "a webhook another replica received asks for a fetch");
+                    self.trigger_fetch(repo);
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// After missing changes: a follower publishes every cluster's stored desired state again;
+    /// the leader looks at every rollout again.
+    async fn catch_up(&self) -> Result<(), EngineError> {
+        if self.leads() {
+            self.kick_rollouts();
+            return Ok(());
+        }
+        for (cluster, desired) in self.store.desired_all().await? {
+            self.publish_from_leader(&cluster, desired);
+        }
+        let clusters: Vec<String> = self.lock().connections.keys().cloned().collect();
+        for cluster in clusters {
+            self.cut_off_if_revoked(&cluster);
+        }
+        Ok(())
+    }
+
+    /// Hands desired state the leader wrote to the cluster's link here, if it is newer.
+    fn publish_from_leader(&self, cluster: &str, desired: ClusterDesired) {
+        let mut state = self.lock();
+        let credentials = state.credentials.clone().unwrap_or_default();
+        let published: Arc<Published> =
+            Arc::new(state.publishable(Arc::new(desired), &credentials));
+        match state.desired.get(cluster) {
+            Some(tx) => {
+                if tx.borrow().desired.generation < published.desired.generation {
+                    tx.send_replace(published);
+                }
+            }
+            None => {
+                state
+                    .desired
+                    .insert(cluster.to_owned(), watch::channel(published).0);
+            }
+        }
+    }
+
+    /// Ends the link of a cluster the leader revoked, as the leader does with its own links.
+    fn cut_off_if_revoked(&self, cluster: &str) {
+        let revoked = matches!(self.store.cluster(cluster), Ok(Some(r)) if r.revoked);
+        if !revoked {
+            return;
+        }
+        if let Some(live) = self.lock().connections.remove(cluster) {
+            info!(%cluster, "cluster revoked (by the leading replica): its link ends");
+            live.revoked.cancel();
+        }
+    }
+}

@@ -1,0 +1,146 @@
+//! Several hub replicas on one etcd prefix: one leads (follows Git, decides rollouts, answers
+//! admin calls), every one serves the spokes linked to it, and what one writes reaches the
+//! others through etcd's watch.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![cfg(feature = "etcd")]
+
+mod support;
+
+use std::path::Path;
+use std::time::Duration;
+
+use gitfleet_hub::leadership::Leadership;
+use gitfleet_hub::runtime::{self, HubConfig, HubHandle, StoreConfig};
+use gitfleet_hub::store::etcd::EtcdOptions;
+use gitfleet_proto::v1 as pb;
+use support::etcd::EtcdServer;
+use support::*;
+
+fn replica(data: &Path, endpoint: &str, prefix: &str) -> HubConfig {
+    let mut options = EtcdOptions::new(vec![endpoint.to_owned()]);
+    options.prefix = prefix.into();
+    // A lost replica is replaced within this.
+    options.hold_ttl = Duration::from_secs(3);
+    HubConfig {
+        store: StoreConfig::Etcd(options),
+        ..HubConfig::for_tests(data)
+    }
+}
+
+/// A second replica's data directory: the first's PKI (`gitfleet-hub init` and a Secret do
+/// this in a real install).
+fn second_data_dir(first: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
+    let (tmp, data) = data_dir();
+    let pki = data.join("pki");
+    std::fs::create_dir_all(&pki).unwrap();
+    for entry in std::fs::read_dir(first.join("pki")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), pki.join(entry.file_name())).unwrap();
+    }
+    (tmp, data)
+}
+
+async fn until_part(hub: &HubHandle, what: &str, wanted: impl Fn(&Leadership) -> bool) {
+    let mut part = hub.leadership();
+    tokio::time::timeout(DEADLINE, part.wait_for(|p| wanted(p)))
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+        .unwrap();
+}
+
+#[tokio::test]
+async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
+    let etcd = EtcdServer::start();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/ha/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/ha/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow the first", |p| {
+        *p == Leadership::Follower {
+            leader_url: Some(a.grpc_url()),
+        }
+    })
+    .await;
+    assert!(a.engine().leads() && !b.engine().leads());
+
+    // The leader registers the cluster and decides its desired state; the spoke is linked to
+    // the other replica, which learns that desired state from etcd.
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    admin(&a)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the first commit, through the follower", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    assert_eq!(spoke.view.epoch, a.store().epoch());
+
+    // Its report, acknowledged by the follower, is what the leader knows of the Target, and the
+    // leader counts the cluster as connected (it is, at the other replica).
+    spoke.report(1, "web", &c1, "synced via b").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    eventually("the leader to see the report", || async {
+        a.store().report_summary("dev-1", "web").filter(|s| s.seq == 1)
+    })
+    .await;
+    eventually("the leader to count dev-1 connected", || async {
+        let clusters = admin(&a)
+            .await
+            .list_clusters(pb::ListClustersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .clusters;
+        clusters
+            .iter()
+            .find(|c| c.name == "dev-1" && c.connected)
+            .map(|_| ())
+    })
+    .await;
+
+    // A new commit: the leader follows Git, the spoke on the follower gets it.
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    assert!(a.engine().trigger_fetch("platform"));
+    spoke
+        .until("web at the second commit", |v| {
+            v.commit_of("web").as_deref() == Some(c2.as_str())
+        })
+        .await;
+
+    // The leader goes: the other replica leads within the lease, follows Git from then on, and
+    // its spoke never had to move.
+    a.shutdown().await;
+    until_part(&b, "the follower to lead", Leadership::leads).await;
+    let c3 = git.commit(&[("apps/web/cm.yaml", "v: 3\n")], "three");
+    eventually("the new leader to fetch", || async {
+        b.engine().trigger_fetch("platform").then_some(())
+    })
+    .await;
+    spoke
+        .until("web at the third commit, from the new leader", |v| {
+            v.commit_of("web").as_deref() == Some(c3.as_str())
+        })
+        .await;
+    spoke.report(2, "web", &c3, "synced after the failover").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    b.shutdown().await;
+}
