@@ -104,7 +104,9 @@ impl StoreConfig {
                         .await
                         .map_err(StoreError::Backend)?,
                 );
-                let store = Store::with_backend(Arc::clone(&backend) as Arc<dyn crate::store::Backend>).await?;
+                let store =
+                    Store::with_backend(Arc::clone(&backend) as Arc<dyn crate::store::Backend>)
+                        .await?;
                 Ok((
                     store,
                     Some(Elector {
@@ -411,7 +413,12 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
     let candidacy = match &elector {
         Some(elector) => Some(
             elector
-                .stand(config.replica_url.clone().unwrap_or_else(|| grpc_url.clone()))
+                .stand(
+                    config
+                        .replica_url
+                        .clone()
+                        .unwrap_or_else(|| grpc_url.clone()),
+                )
                 .await?,
         ),
         None => None,

@@ -208,32 +208,3 @@ async fn a_hub_reaches_etcd_over_tls_with_its_client_certificate_only() {
         .to_string();
     assert!(err.contains("cannot reach etcd"), "{err}");
 }
-
-#[tokio::test]
-async fn a_second_hub_on_the_same_prefix_is_refused_at_startup() {
-    let etcd = EtcdServer::start();
-    let (_tmp, data) = data_dir();
-    let first = runtime::start(on_etcd(&data, &etcd, "/shared/"))
-        .await
-        .unwrap();
-    let (_tmp2, other) = data_dir();
-    let mut second = on_etcd(&other, &etcd, "/shared/");
-    if let StoreConfig::Etcd(options) = &mut second.store {
-        options.hold_ttl = Duration::from_secs(2);
-        options.connect_timeout = Duration::from_secs(1);
-    }
-    let err = runtime::start(second.clone())
-        .await
-        .unwrap_err()
-        .to_string();
-    assert!(
-        err.contains("etcd prefix /shared/") && err.contains("is held by another hub"),
-        "{err}"
-    );
-    // The first hub is not disturbed, and once it stops the second starts.
-    register(&first, "dev-1", &[]).await;
-    first.shutdown().await;
-    let hub = runtime::start(second).await.unwrap();
-    assert!(hub.store().cluster("dev-1").unwrap().is_some());
-    hub.shutdown().await;
-}

@@ -99,7 +99,9 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
     spoke.report(1, "web", &c1, "synced via b").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
     eventually("the leader to see the report", || async {
-        a.store().report_summary("dev-1", "web").filter(|s| s.seq == 1)
+        a.store()
+            .report_summary("dev-1", "web")
+            .filter(|s| s.seq == 1)
     })
     .await;
     eventually("the leader to count dev-1 connected", || async {
@@ -140,7 +142,80 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
             v.commit_of("web").as_deref() == Some(c3.as_str())
         })
         .await;
-    spoke.report(2, "web", &c3, "synced after the failover").await;
+    spoke
+        .report(2, "web", &c3, "synced after the failover")
+        .await;
     spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    b.shutdown().await;
+}
+
+#[tokio::test]
+async fn one_etcd_member_of_three_killed_stops_nothing() {
+    let mut etcd = support::etcd::EtcdCluster::start(3);
+    let endpoints = etcd.endpoints();
+    let on_all = |data: &Path| {
+        let mut config = replica(data, &endpoints[0], "/ha3/");
+        if let StoreConfig::Etcd(options) = &mut config.store {
+            options.endpoints = endpoints.clone();
+        }
+        config
+    };
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(on_all(&a_data)).await.unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(on_all(&b_data)).await.unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    admin(&a)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                repo_doc("platform", &git.url()),
+                app_doc("web", "platform", "apps/web", "dev"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the first commit", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "before").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+
+    // Each member in turn is the one that dies: whichever it was (etcd's leader or not), the
+    // two others keep a quorum and the hub keeps going.
+    etcd.kill(0);
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    assert!(a.engine().trigger_fetch("platform"));
+    spoke
+        .until("web at the second commit with a member down", |v| {
+            v.commit_of("web").as_deref() == Some(c2.as_str())
+        })
+        .await;
+    spoke.report(2, "web", &c2, "after").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    register(&a, "dev-2", &[("env", "dev")]).await;
+    assert!(a.store().failure().is_none(), "{:?}", a.store().failure());
+    assert!(b.store().failure().is_none(), "{:?}", b.store().failure());
+    assert!(a.engine().leads() && !b.engine().leads());
+    eventually(
+        "the leader to see the report made after the member died",
+        || async {
+            a.store()
+                .report_summary("dev-1", "web")
+                .filter(|s| s.seq == 2)
+        },
+    )
+    .await;
+    a.shutdown().await;
     b.shutdown().await;
 }

@@ -85,7 +85,9 @@ impl Engine {
                 .into_iter()
                 .filter_map(|r| match r {
                     Resource::Repo(repo) => {
-                        let c = self.git_credential(&repo.metadata.name, &repo.spec).ok()??;
+                        let c = self
+                            .git_credential(&repo.metadata.name, &repo.spec)
+                            .ok()??;
                         Some((repo.metadata.name.clone(), c))
                     }
                     _ => None,
@@ -95,7 +97,10 @@ impl Engine {
     }
 
     /// Acts on the other replicas' writes until the hub stops.
-    pub(super) async fn follow_others(self: Arc<Self>, mut changes: broadcast::Receiver<RemoteChange>) {
+    pub(super) async fn follow_others(
+        self: Arc<Self>,
+        mut changes: broadcast::Receiver<RemoteChange>,
+    ) {
         let shutdown = self.shutdown.clone();
         loop {
             let change = tokio::select! {
@@ -109,7 +114,10 @@ impl Engine {
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
-                    warn!(missed, "fell behind the other replicas' writes; reading the state again");
+                    warn!(
+                        missed,
+                        "fell behind the other replicas' writes; reading the state again"
+                    );
                     if let Err(e) = self.catch_up().await {
                         warn!(error = %e, "cannot read the state again");
                     }

@@ -9,11 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Weak};
 
 use super::backend::{Batch, Change, ChangeFeed, KeyRange, Op, Tree};
-use super::{
-    Inner, Mirror, Store, StoreError, decode, encode, event_id, next_id,
-};
+use super::{Inner, Mirror, Store, StoreError, decode, encode, event_id, next_id};
 use crate::fleet::rollout::{HealthyMark, RolloutState};
-use crate::model::{AppControl, ClusterRecord, RepoStatus, ReportSummary, TargetReport, TokenRecord};
+use crate::model::{
+    AppControl, ClusterRecord, RepoStatus, ReportSummary, TargetReport, TokenRecord,
+};
 use crate::resources::Resource;
 use gitfleet_core::users::{AuditRecord, UserRecord};
 
@@ -235,7 +235,8 @@ impl Mirror {
             },
             Tree::Clusters => {
                 let old = self.clusters.get(key);
-                let record: Option<ClusterRecord> = value.map(|v| decode(tree, key, v)).transpose()?;
+                let record: Option<ClusterRecord> =
+                    value.map(|v| decode(tree, key, v)).transpose()?;
                 let placed_as_before = match (old, &record) {
                     (Some(old), Some(new)) => {
                         old.labels == new.labels
@@ -390,4 +391,3 @@ fn insert_sorted(ids: &mut std::collections::VecDeque<u64>, id: u64) {
         ids.insert(at, id);
     }
 }
-

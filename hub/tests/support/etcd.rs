@@ -194,3 +194,109 @@ fn health(port: u16) -> bool {
     let _ = stream.read_to_string(&mut answer);
     answer.contains("\"health\":\"true\"")
 }
+
+/// A real etcd cluster of several members on loopback, for the tests that kill one.
+pub struct EtcdCluster {
+    members: Vec<Member>,
+}
+
+struct Member {
+    child: Child,
+    client_url: String,
+    _dir: tempfile::TempDir,
+}
+
+impl EtcdCluster {
+    /// Starts `n` members and waits until each has joined the cluster and is healthy.
+    pub fn start(n: usize) -> Self {
+        let binary = std::env::var("GITFLEET_TEST_ETCD").unwrap_or_else(|_| "/usr/bin/etcd".into());
+        for _attempt in 0..3 {
+            let ports: Vec<(u16, u16, u16)> = (0..n)
+                .map(|_| (free_port(), free_port(), free_port()))
+                .collect();
+            let initial = ports
+                .iter()
+                .enumerate()
+                .map(|(i, (_, peer, _))| format!("m{i}=http://127.0.0.1:{peer}"))
+                .collect::<Vec<_>>()
+                .join(",");
+            let token = format!("gitfleet-test-{}", free_port());
+            let mut members = Vec::new();
+            let mut readies = Vec::new();
+            for (i, (client, peer, metrics)) in ports.iter().enumerate() {
+                let dir = tempfile::tempdir().unwrap();
+                let client_url = format!("http://127.0.0.1:{client}");
+                let peer_url = format!("http://127.0.0.1:{peer}");
+                let log = std::fs::File::create(dir.path().join("etcd.log")).unwrap();
+                let mut child = Command::new(&binary)
+                    .args([
+                        "--name",
+                        &format!("m{i}"),
+                        "--data-dir",
+                        dir.path().join("data").to_str().unwrap(),
+                        "--listen-client-urls",
+                        &client_url,
+                        "--advertise-client-urls",
+                        &client_url,
+                        "--listen-peer-urls",
+                        &peer_url,
+                        "--initial-advertise-peer-urls",
+                        &peer_url,
+                        "--initial-cluster",
+                        &initial,
+                        "--initial-cluster-token",
+                        &token,
+                        "--initial-cluster-state",
+                        "new",
+                        "--listen-metrics-urls",
+                        &format!("http://127.0.0.1:{metrics}"),
+                        "--logger",
+                        "zap",
+                    ])
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::piped())
+                    .spawn()
+                    .unwrap_or_else(|e| {
+                        panic!("cannot start {binary} (install Debian's etcd-server): {e}")
+                    });
+                readies.push((follow_log(&mut child, log), *metrics));
+                members.push(Member {
+                    child,
+                    client_url,
+                    _dir: dir,
+                });
+            }
+            let mut cluster = EtcdCluster { members };
+            let all_ready = readies.iter().all(|(ready, metrics)| {
+                matches!(ready.recv_timeout(STARTUP), Ok(true)) && health(*metrics)
+            });
+            if all_ready {
+                return cluster;
+            }
+            for i in 0..n {
+                cluster.kill(i);
+            }
+        }
+        panic!("an etcd cluster of {n} members did not start");
+    }
+
+    /// Every member's client URL.
+    pub fn endpoints(&self) -> Vec<String> {
+        self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// Kills member `i` at once, as a crash would.
+    pub fn kill(&mut self, i: usize) {
+        let _ = self.members[i].child.kill();
+        let _ = self.members[i].child.wait();
+    }
+}
+
+impl Drop for EtcdCluster {
+    fn drop(&mut self) {
+        for i in 0..self.members.len() {
+            self.kill(i);
+        }
+    }
+}

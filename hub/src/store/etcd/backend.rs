@@ -6,9 +6,9 @@ use std::time::Duration;
 use std::sync::{Mutex, MutexGuard};
 
 use etcd_client::{
-    Certificate, Client, Compare, CompareOp, ConnectOptions, ElectionClient, EventType,
-    GetOptions, Identity, KvClient, LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions,
-    Txn, TxnOp, TxnOpResponse, WatchClient, WatchOptions,
+    Certificate, Client, Compare, CompareOp, ConnectOptions, ElectionClient, EventType, GetOptions,
+    Identity, KvClient, LeaseClient, PutOptions, SortOrder, SortTarget, TlsOptions, Txn, TxnOp,
+    TxnOpResponse, WatchClient, WatchOptions,
 };
 
 use super::super::backend::{
@@ -39,6 +39,8 @@ pub struct EtcdBackend {
     pub(super) session: Mutex<Session>,
     /// The revisions of this store's transactions not yet taken by `own_revisions`.
     own: Mutex<Vec<i64>>,
+    /// How long a request may keep trying members that cannot be reached.
+    request_timeout: Duration,
     prefix: Vec<u8>,
     endpoints: String,
     max_txn_ops: usize,
@@ -248,6 +250,7 @@ impl EtcdBackend {
             hold: None,
             session: Mutex::new(Session::default()),
             own: Mutex::new(Vec::new()),
+            request_timeout: options.request_timeout,
             prefix: options.prefix.as_bytes().to_vec(),
             endpoints,
             max_txn_ops: options.max_txn_ops,
@@ -299,6 +302,33 @@ impl EtcdBackend {
         (start, end)
     }
 
+    /// A read, tried again while the member it went to cannot be reached (see [`retry`]).
+    async fn kv_get(
+        &self,
+        key: Vec<u8>,
+        options: Option<GetOptions>,
+    ) -> Result<etcd_client::GetResponse, BackendError> {
+        retry(self.request_timeout, || {
+            let mut kv = self.kv.clone();
+            let (key, options) = (key.clone(), options.clone());
+            async move { kv.get(key, options).await }
+        })
+        .await
+        .map_err(|e| self.error(e))
+    }
+
+    /// A transaction, tried again while the member it went to cannot be reached (see
+    /// [`retry`]).
+    async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, BackendError> {
+        retry(self.request_timeout, || {
+            let mut kv = self.kv.clone();
+            let txn = txn.clone();
+            async move { kv.txn(txn).await }
+        })
+        .await
+        .map_err(|e| self.error(e))
+    }
+
     pub(super) fn error(&self, e: etcd_client::Error) -> BackendError {
         let message = e.to_string();
         // etcd's answers to a request over its limits, with the flag that raises them.
@@ -333,12 +363,7 @@ impl EtcdBackend {
             if order == Order::Descending {
                 options = options.with_sort(SortTarget::Key, SortOrder::Descend);
             }
-            let mut response = self
-                .kv
-                .clone()
-                .get(start.clone(), Some(options))
-                .await
-                .map_err(|e| self.error(e))?;
+            let mut response = self.kv_get(start.clone(), Some(options)).await?;
             if revision == 0 {
                 revision = response.header().map_or(0, |h| h.revision());
             }
@@ -500,11 +525,8 @@ impl EtcdBackend {
             })
             .collect();
         let response = self
-            .kv
-            .clone()
-            .txn(Txn::new().when(compares).and_then(ops).or_else(reads))
-            .await
-            .map_err(|e| self.error(e))?;
+            .kv_txn(Txn::new().when(compares).and_then(ops).or_else(reads))
+            .await?;
         if response.succeeded() {
             if let Some(header) = response.header() {
                 self.own
@@ -598,6 +620,42 @@ async fn keep_alive(mut leases: LeaseClient, lease: i64, every: Duration) {
             }
         }
         tokio::time::sleep(every).await;
+    }
+}
+
+/// `request` until it succeeds, fails for another reason than an unreachable member, or
+/// `within` has passed. The client spreads requests over every endpoint and keeps sending some
+/// to a member that died: with the others up (a quorum), a request that could not reach its
+/// member is sent again. Sending one again is safe: a request that never reached etcd did
+/// nothing, and one that did is whole writes of whole records, or conditions that then fail
+/// with a conflict (the store's error for a lost race).
+async fn retry<T, F, Fut>(within: Duration, mut request: F) -> Result<T, etcd_client::Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
+{
+    let deadline = tokio::time::Instant::now() + within;
+    let mut backoff = Duration::from_millis(20);
+    loop {
+        match request().await {
+            Err(e)
+                if unreachable_member(&e) && tokio::time::Instant::now() + backoff < deadline =>
+            {
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(Duration::from_secs(1));
+            }
+            answer => return answer,
+        }
+    }
+}
+
+/// Whether `e` says the member a request went to could not be reached (not that etcd refused
+/// the request).
+fn unreachable_member(e: &etcd_client::Error) -> bool {
+    match e {
+        etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
+        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        _ => false,
     }
 }
 
@@ -835,12 +893,7 @@ fn chunks(writes: Vec<Write>, max_ops: usize, max_bytes: usize) -> Vec<Vec<Write
 impl Backend for EtcdBackend {
     fn get<'a>(&'a self, tree: Tree, key: &'a [u8]) -> BackendFuture<'a, Option<Vec<u8>>> {
         Box::pin(async move {
-            let mut response = self
-                .kv
-                .clone()
-                .get(self.key(tree, key), None)
-                .await
-                .map_err(|e| self.error(e))?;
+            let mut response = self.kv_get(self.key(tree, key), None).await?;
             Ok(response
                 .take_kvs()
                 .into_iter()
@@ -863,14 +916,11 @@ impl Backend for EtcdBackend {
         Box::pin(async move {
             let (start, end) = self.range(tree, &KeyRange::all());
             let response = self
-                .kv
-                .clone()
-                .get(
+                .kv_get(
                     start,
                     Some(GetOptions::new().with_range(end).with_count_only()),
                 )
-                .await
-                .map_err(|e| self.error(e))?;
+                .await?;
             Ok(usize::try_from(response.count()).unwrap_or(0))
         })
     }
@@ -883,14 +933,11 @@ impl Backend for EtcdBackend {
         Box::pin(async move {
             // Everything committed after this read goes to the feed.
             let response = self
-                .kv
-                .clone()
-                .get(
+                .kv_get(
                     self.prefix.clone(),
                     Some(GetOptions::new().with_count_only()),
                 )
-                .await
-                .map_err(|e| self.error(e))?;
+                .await?;
             let from = response.header().map_or(0, |h| h.revision()) + 1;
             let (tx, rx) = tokio::sync::mpsc::channel(1024);
             tokio::spawn(watch_changes(
@@ -917,14 +964,11 @@ impl Backend for EtcdBackend {
     /// still there, so that a flush to a lost etcd fails rather than claims durability.
     fn sync(&self) -> BackendFuture<'_, ()> {
         Box::pin(async move {
-            self.kv
-                .clone()
-                .get(
-                    self.prefix.clone(),
-                    Some(GetOptions::new().with_count_only()),
-                )
-                .await
-                .map_err(|e| self.error(e))?;
+            self.kv_get(
+                self.prefix.clone(),
+                Some(GetOptions::new().with_count_only()),
+            )
+            .await?;
             Ok(())
         })
     }

@@ -23,7 +23,11 @@ impl EtcdBackend {
     /// Stands this replica for election as `url` (the URL other replicas reach it at), with a
     /// lease of `ttl`: it leads once every older candidate is gone, and stops leading (for good)
     /// when its lease runs out.
-    pub async fn stand(self: &Arc<Self>, url: String, ttl: Duration) -> Result<Candidacy, BackendError> {
+    pub async fn stand(
+        self: &Arc<Self>,
+        url: String,
+        ttl: Duration,
+    ) -> Result<Candidacy, BackendError> {
         let ttl_secs = i64::try_from(ttl.as_secs().max(2)).unwrap_or(i64::MAX);
         let lease = self
             .leases
@@ -61,7 +65,12 @@ impl EtcdBackend {
 
 /// Renews the lease every third of its time to live; when no renewal has succeeded for a
 /// whole `ttl` (or etcd says the lease is gone), the replica has lost it.
-async fn keep_alive(backend: Weak<EtcdBackend>, lease: i64, ttl: Duration, lost: CancellationToken) {
+async fn keep_alive(
+    backend: Weak<EtcdBackend>,
+    lease: i64,
+    ttl: Duration,
+    lost: CancellationToken,
+) {
     let every = ttl / 3;
     let mut renewed = Instant::now();
     let mut stream = None;
