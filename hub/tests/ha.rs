@@ -219,3 +219,74 @@ async fn one_etcd_member_of_three_killed_stops_nothing() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_replica_cut_off_from_etcd_stops_acknowledging_and_leading() {
+    let etcd = EtcdServer::start();
+    let upstream: std::net::SocketAddr = etcd
+        .endpoint()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let link = gitfleet_support::proxy::Proxy::start(upstream)
+        .await
+        .unwrap();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(
+        &a_data,
+        &format!("http://{}", link.addr()),
+        "/cut/",
+    ))
+    .await
+    .unwrap();
+    until_part(
+        &a,
+        "the replica behind the proxy to lead",
+        Leadership::leads,
+    )
+    .await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/cut/"))
+        .await
+        .unwrap();
+    until_part(&b, "the other replica to follow", |p| !p.leads()).await;
+    let (id, mut spoke) = web_on_dev_1(&a, &git, &c1).await;
+    spoke.report(1, "web", &c1, "acked before the cut").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+
+    // The replica loses etcd: it acknowledges nothing from then on, stops leading once its
+    // lease has run out, and stops itself; the other replica takes over.
+    link.cut();
+    spoke.report(2, "web", &c1, "sent after the cut").await;
+    let stopped = a.shutdown_token();
+    tokio::time::timeout(DEADLINE, stopped.cancelled())
+        .await
+        .expect("the cut-off replica stops itself");
+    assert!(
+        a.store().failure().is_some_and(|f| f.contains("lease")),
+        "{:?}",
+        a.store().failure()
+    );
+    until_part(&b, "the other replica to lead", Leadership::leads).await;
+    spoke.until_end().await;
+    let held = spoke.close();
+    assert_eq!(
+        held.acked_seq, 1,
+        "nothing sent after the cut was acknowledged"
+    );
+
+    // The spoke moves to the replica that leads now: what was acknowledged is there, and the
+    // report the cut-off replica never acknowledged is taken now.
+    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, held).await.unwrap();
+    spoke
+        .until("the new leader's hello", |v| v.acked_seq == 1)
+        .await;
+    spoke.report(2, "web", &c1, "sent again").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    let report = b.store().report("dev-1", "web").await.unwrap().unwrap();
+    assert_eq!(report.seq, 2);
+    a.shutdown().await;
+    b.shutdown().await;
+}

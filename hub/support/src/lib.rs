@@ -6,13 +6,16 @@
 //! - [`error_chain`]: an error and its sources as one line.
 //! - [`git`] (feature `git`): the libgit2 callbacks of a fetch, where a credential may go and
 //!   which SSH host keys are trusted.
-//! - [`testing`] (feature `testing`, for tests only): a misbehaving git:// server.
+//! - [`testing`] and [`proxy`] (feature `testing`, for tests only): a misbehaving git://
+//!   server, and a TCP proxy a test can cut.
 
 use std::error::Error;
 use std::sync::Once;
 
 #[cfg(feature = "git")]
 pub mod git;
+#[cfg(feature = "testing")]
+pub mod proxy;
 #[cfg(feature = "telemetry")]
 pub mod telemetry;
 #[cfg(feature = "testing")]

@@ -308,11 +308,15 @@ impl EtcdBackend {
         key: Vec<u8>,
         options: Option<GetOptions>,
     ) -> Result<etcd_client::GetResponse, BackendError> {
-        retry(self.request_timeout, || {
-            let mut kv = self.kv.clone();
-            let (key, options) = (key.clone(), options.clone());
-            async move { kv.get(key, options).await }
-        })
+        retry(
+            self.request_timeout,
+            || self.session().lost.is_some(),
+            || {
+                let mut kv = self.kv.clone();
+                let (key, options) = (key.clone(), options.clone());
+                async move { kv.get(key, options).await }
+            },
+        )
         .await
         .map_err(|e| self.error(e))
     }
@@ -320,11 +324,15 @@ impl EtcdBackend {
     /// A transaction, tried again while the member it went to cannot be reached (see
     /// [`retry`]).
     async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, BackendError> {
-        retry(self.request_timeout, || {
-            let mut kv = self.kv.clone();
-            let txn = txn.clone();
-            async move { kv.txn(txn).await }
-        })
+        retry(
+            self.request_timeout,
+            || self.session().lost.is_some(),
+            || {
+                let mut kv = self.kv.clone();
+                let txn = txn.clone();
+                async move { kv.txn(txn).await }
+            },
+        )
         .await
         .map_err(|e| self.error(e))
     }
@@ -629,7 +637,12 @@ async fn keep_alive(mut leases: LeaseClient, lease: i64, every: Duration) {
 /// member is sent again. Sending one again is safe: a request that never reached etcd did
 /// nothing, and one that did is whole writes of whole records, or conditions that then fail
 /// with a conflict (the store's error for a lost race).
-async fn retry<T, F, Fut>(within: Duration, mut request: F) -> Result<T, etcd_client::Error>
+/// A replica that lost its lease (`lost`) stops trying at once: it may write nothing more.
+async fn retry<T, F, Fut>(
+    within: Duration,
+    lost: impl Fn() -> bool,
+    mut request: F,
+) -> Result<T, etcd_client::Error>
 where
     F: FnMut() -> Fut,
     Fut: std::future::Future<Output = Result<T, etcd_client::Error>>,
@@ -639,7 +652,9 @@ where
     loop {
         match request().await {
             Err(e)
-                if unreachable_member(&e) && tokio::time::Instant::now() + backoff < deadline =>
+                if unreachable_member(&e)
+                    && !lost()
+                    && tokio::time::Instant::now() + backoff < deadline =>
             {
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(Duration::from_secs(1));
@@ -649,12 +664,16 @@ where
     }
 }
 
-/// Whether `e` says the member a request went to could not be reached (not that etcd refused
-/// the request).
+/// Whether `e` says the member a request went to could not be reached, or the connection broke
+/// under it (not that etcd refused the request).
 fn unreachable_member(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
-        etcd_client::Error::GRpcStatus(status) => status.code() == tonic::Code::Unavailable,
+        // A connection that broke under the request: it may or may not have reached etcd.
+        etcd_client::Error::GRpcStatus(status) => matches!(
+            status.code(),
+            tonic::Code::Unavailable | tonic::Code::Cancelled
+        ),
         _ => false,
     }
 }
