@@ -1,6 +1,9 @@
 //! The hub's certificate authority: its own server certificate, the admin credential, and the
 //! certificates it signs for spokes. Identity is a SAN URI:
-//! `spiffe://gitfleet/cluster/<name>` for a spoke, `spiffe://gitfleet/admin/<name>` for an admin.
+//! `spiffe://gitfleet/cluster/<name>` for a spoke, `spiffe://gitfleet/admin/<name>` for an admin,
+//! `spiffe://gitfleet/replica/<id>` for a replica of the hub handing another one a call (see
+//! `grpc::forward`): the hub puts exactly one URI in every certificate it signs, built from one of
+//! these prefixes, so a cluster's or user's certificate can never carry a replica's.
 //!
 //! Chain validation is rustls's job (the gRPC server trusts only this CA); [`identify`] only maps
 //! an already verified certificate to a [`Peer`].
@@ -22,12 +25,16 @@ mod tests;
 
 const SPIFFE_CLUSTER: &str = "spiffe://gitfleet/cluster/";
 const SPIFFE_ADMIN: &str = "spiffe://gitfleet/admin/";
+const SPIFFE_REPLICA: &str = "spiffe://gitfleet/replica/";
 
 const CA_VALIDITY: Duration = Duration::from_secs(10 * 365 * 24 * 3600);
 const SERVER_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 const ADMIN_VALIDITY: Duration = Duration::from_secs(365 * 24 * 3600);
 /// Certificates the hub holds itself are renewed at start when less than this remains.
 const RENEW_BEFORE: Duration = Duration::from_secs(30 * 24 * 3600);
+/// Validity of the certificate a replica presents to the leading replica: short, since every
+/// replica can issue itself another (it holds the CA key).
+pub const REPLICA_CERT_VALIDITY: Duration = Duration::from_secs(24 * 3600);
 /// Validity of spoke certificates unless the caller asks otherwise.
 pub const DEFAULT_CLUSTER_CERT_VALIDITY: Duration = Duration::from_secs(30 * 24 * 3600);
 
@@ -80,44 +87,82 @@ pub enum IdentityError {
     Ambiguous,
     #[error("client certificate identity {0:?} is malformed")]
     Malformed(String),
+    /// A replica's certificate only carries calls for their callers (`grpc::forward`).
+    #[error("a hub replica's certificate speaks for no user or cluster by itself")]
+    Replica,
 }
 
 /// Maps a verified client certificate (DER) to the peer it names.
 pub fn identify(cert_der: &[u8]) -> Result<Peer, IdentityError> {
+    named(cert_der)?.peer()
+}
+
+/// Whether a verified certificate (DER) is a replica's (see [`Pki::issue_replica`]).
+pub fn is_replica(cert_der: &[u8]) -> bool {
+    matches!(named(cert_der), Ok(Named::Replica))
+}
+
+fn named(cert_der: &[u8]) -> Result<Named, IdentityError> {
+    let uris = san_uris(cert_der)?;
+    named_by(&uris.iter().map(String::as_str).collect::<Vec<_>>())
+}
+
+fn san_uris(cert_der: &[u8]) -> Result<Vec<String>, IdentityError> {
     let (_, cert) = x509_parser::parse_x509_certificate(cert_der)
         .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
     let sans = cert
         .subject_alternative_name()
         .map_err(|e| IdentityError::Unparseable(e.to_string()))?;
-    let uris = sans
+    Ok(sans
         .map(|ext| {
             ext.value
                 .general_names
                 .iter()
                 .filter_map(|n| match n {
-                    x509_parser::extensions::GeneralName::URI(u) => Some(*u),
+                    x509_parser::extensions::GeneralName::URI(u) => Some((*u).to_owned()),
                     _ => None,
                 })
-                .collect::<Vec<_>>()
+                .collect()
         })
-        .unwrap_or_default();
-    identify_uris(&uris)
+        .unwrap_or_default())
 }
 
 /// The pure heart of [`identify`]: the peer named by a certificate's SAN URIs.
 pub fn identify_uris(uris: &[&str]) -> Result<Peer, IdentityError> {
+    named_by(uris)?.peer()
+}
+
+/// Whom a certificate's SAN URIs name.
+enum Named {
+    Peer(Peer),
+    Replica,
+}
+
+impl Named {
+    fn peer(self) -> Result<Peer, IdentityError> {
+        match self {
+            Named::Peer(peer) => Ok(peer),
+            Named::Replica => Err(IdentityError::Replica),
+        }
+    }
+}
+
+fn named_by(uris: &[&str]) -> Result<Named, IdentityError> {
     let mut found = None;
-    for uri in uris {
-        let peer = if let Some(name) = uri.strip_prefix(SPIFFE_CLUSTER) {
-            Peer::Cluster(valid_name(uri, name)?)
+    for &uri in uris {
+        let named = if let Some(name) = uri.strip_prefix(SPIFFE_CLUSTER) {
+            Named::Peer(Peer::Cluster(valid_name(uri, name)?))
         } else if let Some(name) = uri.strip_prefix(SPIFFE_ADMIN) {
-            Peer::Admin(valid_name(uri, name)?)
+            Named::Peer(Peer::Admin(valid_name(uri, name)?))
+        } else if let Some(id) = uri.strip_prefix(SPIFFE_REPLICA) {
+            valid_name(uri, id)?;
+            Named::Replica
         } else if uri.starts_with("spiffe://gitfleet/") {
-            return Err(IdentityError::Malformed((*uri).to_owned()));
+            return Err(IdentityError::Malformed(uri.to_owned()));
         } else {
             continue;
         };
-        if found.replace(peer).is_some() {
+        if found.replace(named).is_some() {
             return Err(IdentityError::Ambiguous);
         }
     }
@@ -443,6 +488,25 @@ impl Pki {
                 key_pem: key.serialize_pem(),
             },
             key: issued,
+        })
+    }
+
+    /// A short-lived certificate naming this process as a replica of the hub, with a new key:
+    /// what a follower presents to the leading replica when it hands it a call. The leader takes
+    /// the caller's identity from the headers of a call only when it comes with such a
+    /// certificate; the certificate itself speaks for no one ([`IdentityError::Replica`]).
+    pub fn issue_replica(&self, validity: Duration) -> Result<KeyedCert, PkiError> {
+        let key = new_key()?;
+        let id = format!("r{}", hex::encode(rand::random::<[u8; 8]>()));
+        let cert_pem = self.client_cert(
+            &key,
+            "gitfleet hub replica",
+            &format!("{SPIFFE_REPLICA}{id}"),
+            validity,
+        )?;
+        Ok(KeyedCert {
+            cert_pem,
+            key_pem: key.serialize_pem(),
         })
     }
 

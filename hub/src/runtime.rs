@@ -25,10 +25,12 @@ use crate::engine::{Engine, EngineConfig, EngineError, TokenSpec};
 use crate::git::GitCache;
 use crate::grpc::access::AccessService;
 use crate::grpc::admin::AdminService;
+use crate::grpc::forward::ForwardLayer;
 use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
 use crate::grpc::rollouts::RolloutsService;
 use crate::grpc::users::{AuditService, UsersService};
+use crate::leadership::LeadershipWatch;
 use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
 use crate::store::{Store, StoreError};
@@ -80,6 +82,11 @@ pub struct HubConfig {
     /// The gRPC URL other replicas of this hub reach this one at, to hand it the calls only
     /// the leader answers (several replicas on etcd); the advertised URL when absent.
     pub replica_url: Option<String>,
+    /// This replica's part among several, as the election sees it: a follower serves its
+    /// spokes' sessions and hands every other call to the leader (see [`crate::grpc::forward`]).
+    /// `None`: the election of the replicas on a shared (etcd) store decides it, or, on sled,
+    /// the hub runs alone and answers everything. Tests give it here to force a part.
+    pub leadership: Option<LeadershipWatch>,
 }
 
 /// Where the hub keeps its state.
@@ -229,6 +236,7 @@ impl HubConfig {
             audit_retention: Default::default(),
             store: StoreConfig::Sled,
             replica_url: None,
+            leadership: None,
         }
     }
 
@@ -477,6 +485,21 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         // Anyone can open a connection: one that never finishes its handshake must not hold
         // a task and a socket forever.
         .timeout(config.tls_handshake_timeout);
+    // Every replica serves the shared PKI's one server certificate: a follower checks the
+    // leader's against the name the hub is known by, whatever address the election gave.
+    let server_name = config
+        .server_names
+        .first()
+        .cloned()
+        .unwrap_or_else(|| "localhost".to_owned());
+    let forward = ForwardLayer::new(
+        config
+            .leadership
+            .clone()
+            .unwrap_or_else(|| leadership.clone()),
+        Arc::clone(&pki),
+        server_name,
+    );
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| HubError::Tls(e.to_string()))?
@@ -485,6 +508,7 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .http2_max_pending_accept_reset_streams(Some(HTTP2_MAX_PENDING_ACCEPT_RESET_STREAMS))
         .http2_keepalive_interval(Some(HTTP2_KEEPALIVE_INTERVAL))
         .http2_keepalive_timeout(Some(HTTP2_KEEPALIVE_TIMEOUT))
+        .layer(forward)
         .add_service(
             RegistrationServer::new(RegistrationService::with_rate_limit(
                 Arc::clone(&engine),

@@ -119,6 +119,16 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
     })
     .await;
 
+    // An admin call to the follower is answered by the leader.
+    let clusters = admin(&b)
+        .await
+        .list_clusters(pb::ListClustersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .clusters;
+    assert!(clusters.iter().any(|c| c.name == "dev-1" && c.connected));
+
     // A new commit: the leader follows Git, the spoke on the follower gets it.
     let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
     assert!(a.engine().trigger_fetch("platform"));

@@ -199,6 +199,10 @@ struct Serve {
         value_delimiter = ','
     )]
     server_names: Vec<String>,
+    /// The gRPC URL the other replicas of this hub reach this one at, to hand it the calls only
+    /// the leader answers [default: --advertise-url].
+    #[arg(long, env = "GITFLEET_HUB_REPLICA_URL")]
+    replica_url: Option<String>,
     /// Poll interval of Repos that set none [default: 30s, or 3m when webhooks are set up].
     #[arg(long, env = "GITFLEET_DEFAULT_POLL_INTERVAL", value_parser = humantime::parse_duration)]
     default_poll_interval: Option<Duration>,
@@ -314,6 +318,9 @@ async fn main() -> anyhow::Result<()> {
         }
     };
     let store = args.store.config()?;
+    if let Some(url) = &args.replica_url {
+        check_replica_url(url).with_context(|| format!("--replica-url {url}"))?;
+    }
     let credentials = match &args.repo_credentials {
         Some(path) => gitfleet_hub::credentials::load(path)?,
         None => Default::default(),
@@ -334,6 +341,7 @@ async fn main() -> anyhow::Result<()> {
         http_listen: Some(args.http_listen),
         advertise_url: args.advertise_url,
         server_names: args.server_names,
+        replica_url: args.replica_url,
         // Webhooks bring changes at once; polling is then only the safety net.
         default_poll_interval: args.default_poll_interval.unwrap_or(
             if args.webhook_secret.is_some() || !credentials.webhook_secrets.is_empty() {
@@ -386,6 +394,20 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// The other replicas dial it with TLS: an `https://host:port` URL.
+fn check_replica_url(url: &str) -> anyhow::Result<()> {
+    let uri: http::Uri = url.parse().context("not a URL")?;
+    anyhow::ensure!(
+        uri.scheme_str() == Some("https"),
+        "must start with https:// (replicas speak mutual TLS to each other)"
+    );
+    anyhow::ensure!(
+        uri.authority().is_some_and(|a| a.port_u16().is_some()),
+        "must name a host and port, like https://hub-0.hub:7443"
+    );
+    Ok(())
+}
+
 async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
@@ -405,4 +427,29 @@ async fn shutdown_signal() {
     }
     #[cfg(not(unix))]
     let _ = ctrl_c.await;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::check_replica_url;
+
+    #[test]
+    fn a_replica_url_is_https_with_a_port() {
+        assert!(check_replica_url("https://hub-0.hub:7443").is_ok());
+        assert!(check_replica_url("https://10.0.0.7:7443").is_ok());
+        for (url, problem) in [
+            (
+                "http://hub-0:7443",
+                "must start with https:// (replicas speak mutual TLS to each other)",
+            ),
+            (
+                "https://hub-0",
+                "must name a host and port, like https://hub-0.hub:7443",
+            ),
+            ("not a url at all", "not a URL"),
+        ] {
+            let error = check_replica_url(url).unwrap_err();
+            assert_eq!(error.to_string(), problem, "{url}");
+        }
+    }
 }

@@ -1,6 +1,9 @@
 //! The gRPC adapter: tonic services for spokes (Registration, Link) and people (Admin, Access,
 //! Rollouts, Users, Audit; every call through `auth`). The caller's identity always comes from
-//! its verified client certificate, never from a message.
+//! its verified client certificate, never from a message: the one the TLS layer verified, or,
+//! for a call another replica handed over (`forward`), the one that replica verified.
+
+use std::net::SocketAddr;
 
 use tonic::{Request, Status};
 use tracing::warn;
@@ -12,6 +15,7 @@ pub mod access;
 pub mod admin;
 pub mod auth;
 pub mod convert;
+pub mod forward;
 pub mod link;
 pub mod rate_limit;
 pub mod registration;
@@ -31,8 +35,22 @@ pub fn peer_key<T>(request: &Request<T>) -> Result<CertKey, Status> {
 /// The caller's verified leaf certificate.
 fn peer_leaf<T>(request: &Request<T>) -> Result<tonic::transport::CertificateDer<'static>, Status> {
     let missing = || Status::unauthenticated("a client certificate issued by this hub is required");
+    // Only `forward` inserts this, and only for a call a replica handed over: the replica's own
+    // certificate then stands for nobody, the caller's for the caller.
+    if let Some(forwarded) = request.extensions().get::<forward::Forwarded>() {
+        return forwarded.client_cert.clone().ok_or_else(missing);
+    }
     let certs = request.peer_certs().ok_or_else(missing)?;
     certs.first().cloned().ok_or_else(missing)
+}
+
+/// Where the caller connected from: for a call another replica handed over, the address that
+/// replica was called from.
+pub fn remote_addr<T>(request: &Request<T>) -> Option<SocketAddr> {
+    match request.extensions().get::<forward::Forwarded>() {
+        Some(forwarded) => forwarded.remote_addr,
+        None => request.remote_addr(),
+    }
 }
 
 /// The cluster a spoke proved itself to be; anything else is refused.

@@ -2,6 +2,7 @@
 //!
 //! The one call without a client certificate: each source address gets a budget of calls (see
 //! [`RateLimiter`]), and the engine checks the token before it does any work on the request.
+//! A call another replica handed over counts against the address that replica was called from.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -45,7 +46,7 @@ impl Registration for RegistrationService {
         &self,
         request: Request<pb::RegisterRequest>,
     ) -> Result<Response<pb::RegisterResponse>, Status> {
-        let remote = request.remote_addr();
+        let remote = super::remote_addr(&request);
         if let Err(wait) = self.limiter.check(remote.map(|a| a.ip()), Instant::now()) {
             let source =
                 remote.map_or_else(|| "an unknown address".to_owned(), |a| a.ip().to_string());

@@ -46,6 +46,64 @@ fn uris_map_to_peers() {
 }
 
 #[test]
+fn a_replica_uri_names_no_peer() {
+    assert_eq!(
+        identify_uris(&["spiffe://gitfleet/replica/r0123abcd"]),
+        Err(IdentityError::Replica)
+    );
+    assert_eq!(
+        identify_uris(&[
+            "spiffe://gitfleet/replica/r0123abcd",
+            "spiffe://gitfleet/admin/admin"
+        ]),
+        Err(IdentityError::Ambiguous)
+    );
+    assert!(matches!(
+        identify_uris(&["spiffe://gitfleet/replica/"]),
+        Err(IdentityError::Malformed(_))
+    ));
+}
+
+#[test]
+fn only_a_replica_certificate_is_a_replicas() {
+    let dir = tempfile::tempdir().unwrap();
+    let pki = Pki::load_or_create(dir.path(), &[]).unwrap();
+    let replica = der_of(&pki.issue_replica(REPLICA_CERT_VALIDITY).unwrap().cert_pem);
+    assert!(is_replica(&replica));
+    assert_eq!(identify(&replica), Err(IdentityError::Replica));
+    let (_, cert) = x509_parser::parse_x509_certificate(&replica).unwrap();
+    let hours = (cert.validity().not_after.timestamp() - now_unix()) / 3600;
+    assert!((23..=24).contains(&hours), "{hours}");
+
+    let key = KeyPair::generate().unwrap();
+    let cluster = pki
+        .sign_cluster_csr(&csr_for(&key), "eu-1", DEFAULT_CLUSTER_CERT_VALIDITY)
+        .unwrap();
+    let user = pki.issue_user("alice", ADMIN_VALIDITY).unwrap();
+    for (what, pem) in [
+        ("cluster", cluster.certificate_pem.as_str()),
+        ("user", user.credential.cert_pem.as_str()),
+        ("admin", pki.admin().cert_pem.as_str()),
+        ("server", pki.server().cert_pem.as_str()),
+        ("CA", pki.ca_pem()),
+    ] {
+        assert!(!is_replica(&der_of(pem)), "{what}");
+    }
+    // A CSR asking for a replica's URI gets a cluster certificate all the same.
+    let mut params = CertificateParams::default();
+    params.subject_alt_names = vec![SanType::URI(
+        "spiffe://gitfleet/replica/r1".try_into().unwrap(),
+    )];
+    let csr = params.serialize_request(&key).unwrap().pem().unwrap();
+    let issued = pki
+        .sign_cluster_csr(&csr, "eu-2", DEFAULT_CLUSTER_CERT_VALIDITY)
+        .unwrap();
+    let der = der_of(&issued.certificate_pem);
+    assert!(!is_replica(&der));
+    assert_eq!(identify(&der), Ok(Peer::Cluster("eu-2".into())));
+}
+
+#[test]
 fn dns1123_labels() {
     assert_eq!(dns1123_label_problem("eu-1"), None);
     assert_eq!(dns1123_label_problem("a"), None);
