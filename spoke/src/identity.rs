@@ -323,11 +323,12 @@ pub async fn register(
             Ok(identity) => return Ok(identity),
             Err(Attempt::Refused(error)) => return Err(error),
             Err(Attempt::Unreachable { reached, message }) => {
-                if reached {
-                    unreachable.clear();
-                }
                 let prefix = format!("{}: ", candidate.dial);
-                if !unreachable.iter().any(|m| m.starts_with(&prefix)) {
+                if reached {
+                    // A hub answered (UNAVAILABLE: a replica between two leaders, one going
+                    // away): there is a hub to come back to, so the registration keeps trying.
+                    unreachable.clear();
+                } else if !unreachable.iter().any(|m| m.starts_with(&prefix)) {
                     unreachable.push(format!("{prefix}{message}"));
                 }
                 if unreachable.len() >= count {

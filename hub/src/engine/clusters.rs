@@ -363,19 +363,33 @@ impl Engine {
             .pki
             .sign_cluster_csr(csr_pem, cluster, self.config.cluster_cert_validity)
             .map_err(csr_refused)?;
-        let renewed = self.store.update_cluster(cluster, |record| match record {
-            Some(r) if !r.revoked && speaks_for(r, session_key) => (
-                Some(r.renewed(session_key, &issued.key_fingerprint, issued.not_after_unix)),
-                true,
-            ),
-            _ => (None, false),
-        })?;
-        if !renewed {
-            return Err(EngineError::FailedPrecondition(format!(
+        let (renewed, check) =
+            self.store
+                .update_cluster_if_unchanged(cluster, |record| match record {
+                    Some(r) if !r.revoked && speaks_for(r, session_key) => (
+                        Some(r.renewed(
+                            session_key,
+                            &issued.key_fingerprint,
+                            issued.not_after_unix,
+                        )),
+                        true,
+                    ),
+                    _ => (None, false),
+                })?;
+        let changed = || {
+            EngineError::FailedPrecondition(format!(
                 "cluster {cluster:?} changed while its certificate was renewed; renew again"
-            )));
+            ))
+        };
+        if !renewed {
+            return Err(changed());
         }
-        self.store.flush().await?;
+        // Another replica (the leader) may have written the record meanwhile: then the new key
+        // was not recorded, and the certificate must not leave.
+        match check.confirm(&self.store).await {
+            Err(crate::store::StoreError::Conflict(_)) => return Err(changed()),
+            other => other?,
+        }
         info!(%cluster, "certificate renewed");
         Ok(issued.certificate_pem)
     }
@@ -390,18 +404,25 @@ impl Engine {
         session_key: &str,
         renewed_key: &str,
     ) -> Result<bool, EngineError> {
-        let moved = self.store.update_cluster(cluster, |record| match record {
-            Some(r)
-                if !r.revoked
-                    && speaks_for(r, session_key)
-                    && r.renewed_key_fingerprints.iter().any(|k| k == renewed_key) =>
-            {
-                (Some(r.bind_key(renewed_key)), true)
-            }
-            _ => (None, false),
-        })?;
+        let (moved, check) =
+            self.store
+                .update_cluster_if_unchanged(cluster, |record| match record {
+                    Some(r)
+                        if !r.revoked
+                            && speaks_for(r, session_key)
+                            && r.renewed_key_fingerprints.iter().any(|k| k == renewed_key) =>
+                    {
+                        (Some(r.bind_key(renewed_key)), true)
+                    }
+                    _ => (None, false),
+                })?;
         if moved {
-            self.store.flush().await?;
+            // Lost to another replica's write: the renewed key stays accepted and the spoke
+            // confirms again on its next session.
+            match check.confirm(&self.store).await {
+                Err(crate::store::StoreError::Conflict(_)) => return Ok(false),
+                other => other?,
+            }
             info!(%cluster, "the spoke holds its renewed certificate; the previous one is refused from now on");
         }
         Ok(moved)

@@ -112,7 +112,10 @@ impl Engine {
             // Checked and recorded under the state lock, which revocation takes too (see
             // `revoke_cluster`), and in one step on the record, so that neither a revocation nor a
             // renewal's new key is undone by writing back a record read before them.
-            let admitted = self.store.update_cluster(cluster, |record| {
+            // On condition that the record is still the one read: a revocation or new labels
+            // another replica (the leader) wrote meanwhile stand, and this replica hears of
+            // them (and cuts the link off) from the watch.
+            let (admitted, _) = self.store.update_cluster_if_unchanged(cluster, |record| {
                 let Some(record) = record else {
                     return (
                         None,
@@ -223,16 +226,18 @@ impl Engine {
         let Some(last) = last else {
             return;
         };
-        let recorded = self.store.update_cluster(cluster, |record| match record {
-            Some(r) if r.last_contact_unix < last => (
-                Some(ClusterRecord {
-                    last_contact_unix: last,
-                    ..r.clone()
-                }),
-                (),
-            ),
-            _ => (None, ()),
-        });
+        let recorded = self
+            .store
+            .update_cluster_if_unchanged(cluster, |record| match record {
+                Some(r) if r.last_contact_unix < last => (
+                    Some(ClusterRecord {
+                        last_contact_unix: last,
+                        ..r.clone()
+                    }),
+                    (),
+                ),
+                _ => (None, ()),
+            });
         if let Err(e) = recorded {
             warn!(%cluster, error = %e, "cannot record last contact");
         }

@@ -13,9 +13,14 @@
 //! prefix of it, as with sled); a batch with conditions must fit in one, or is refused, since
 //! its conditions must hold for all of its writes.
 //!
-//! One writer: [`EtcdBackend::connect_exclusive`] holds `{prefix}lock` with a lease kept alive
-//! and makes every transaction conditional on it, so that a second hub on the prefix is refused
-//! and a hub that lost its lease writes nothing more.
+//! Several writers: the replicas of a hub share a prefix. [`Backend::watch`] feeds each the
+//! others' writes (from a revision on, a transaction's together); `election` stands a replica for
+//! etcd's election and, once it leads, fences every transaction on its election key. Requests
+//! that cannot reach their member (one of three down) are sent again. For the offline tools
+//! (export, import), [`EtcdBackend::connect_exclusive`] holds `{prefix}lock` instead, with a
+//! lease, every transaction conditional on it.
+//!
+//! [`Backend::watch`]: super::Backend::watch
 //!
 //! The options here are always built (flags parse them); the backend itself, and the etcd
 //! client with it, only with the crate's `etcd` feature (etcd's protos need `protoc` to build,

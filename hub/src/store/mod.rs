@@ -88,6 +88,27 @@ pub enum StoreError {
     Token(TokenProblem),
     #[error("cannot import: {0}")]
     Import(String),
+    /// A write made on condition that a record was still as read found it changed (another
+    /// replica wrote it meanwhile): nothing of it was written.
+    #[error("{0}")]
+    Conflict(String),
+}
+
+/// What became of a write made on condition (see [`Store::update_cluster_if_unchanged`]).
+#[derive(Debug, Clone, Default)]
+pub struct WriteCheck {
+    outcome: Option<Arc<OnceLock<Result<(), String>>>>,
+}
+
+impl WriteCheck {
+    /// Makes the write durable, or says it was not made because the record had changed.
+    pub async fn confirm(&self, store: &Store) -> Result<(), StoreError> {
+        store.flush().await?;
+        match self.outcome.as_ref().and_then(|o| o.get()) {
+            Some(Err(why)) => Err(StoreError::Conflict(why.clone())),
+            _ => Ok(()),
+        }
+    }
 }
 
 /// What happened to a status report.
@@ -173,14 +194,17 @@ struct Mirror {
     acked: HashMap<String, u64>,
     /// Writes made but not yet handed to the backend, in order.
     pending: Vec<Batch>,
+    /// For the batches of `pending` (by index) made on condition by a writer that wants to know
+    /// whether they held: where their outcome goes.
+    pending_checks: Vec<(usize, Arc<OnceLock<Result<(), String>>>)>,
     /// On a shared backend: the keys (and ranges) `pending` writes, so that a change another
     /// writer made before them, which they will overwrite, does not replace what the mirror
     /// holds already (`None` on a backend nobody else writes).
     pending_keys: Option<remote::PendingKeys>,
     /// By cluster: the replicas holding its link (on a shared backend).
     presence: HashMap<String, std::collections::BTreeSet<String>>,
-    /// On a shared backend: the low 16 bits of every event and audit id this store gives, so
-    /// that ids given by replicas at the same moment differ (see `next_id`).
+    /// On a shared backend: the low 16 bits of every event id this store gives, so that ids
+    /// given by replicas at the same moment differ (see `next_id`).
     id_salt: Option<u16>,
 }
 
@@ -395,7 +419,6 @@ impl Store {
             let salt = rand::random::<u16>();
             mirror.id_salt = Some(salt);
             mirror.next_event_id = next_id(mirror.next_event_id.saturating_sub(1), Some(salt));
-            mirror.next_audit_id = next_id(mirror.next_audit_id.saturating_sub(1), Some(salt));
             tokio::sync::broadcast::channel(remote::FEED_CAPACITY).0
         });
         let store = Self {
@@ -448,22 +471,42 @@ impl Store {
         if let Some(failure) = self.failure() {
             return Err(StoreError::Failed(failure.to_owned()));
         }
-        let pending = {
+        let (pending, checks) = {
             let mut mirror = self.mirror();
             if let Some(keys) = &mut mirror.pending_keys {
                 keys.clear();
             }
-            std::mem::take(&mut mirror.pending)
+            (
+                std::mem::take(&mut mirror.pending),
+                std::mem::take(&mut mirror.pending_checks),
+            )
         };
-        for batch in pending {
-            // A failed batch takes the writes queued after it with it: the store is failed for
-            // good then (see `failure`), so that no later flush reports them durable.
+        for (i, batch) in pending.into_iter().enumerate() {
+            let check = checks.iter().find(|(at, _)| *at == i).map(|(_, o)| o);
+            let keys: Vec<(Tree, Vec<u8>)> = match check {
+                Some(_) => batch.ops.iter().filter_map(op_key).collect(),
+                None => Vec::new(),
+            };
             let done = self.inner.backend.commit(batch).await;
             if self.inner.remote.is_some() {
                 self.own_revisions()
                     .extend(self.inner.backend.own_revisions());
             }
-            done.map_err(|e| self.failed(e))?;
+            match (done, check) {
+                (Ok(()), Some(outcome)) => {
+                    let _ = outcome.set(Ok(()));
+                }
+                (Ok(()), None) => {}
+                // A write whose writer asked to know: it is told, and the mirror reads the
+                // records again (it holds the write that was not made).
+                (Err(e @ BackendError::Conflict { .. }), Some(outcome)) => {
+                    let _ = outcome.set(Err(e.to_string()));
+                    self.reread(&keys).await.map_err(|e| self.failed(e))?;
+                }
+                // A failed batch takes the writes queued after it with it: the store is failed
+                // for good then (see `failure`), so that no later flush reports them durable.
+                (Err(e), _) => return Err(self.failed(e)),
+            }
         }
         Ok(())
     }
@@ -614,6 +657,63 @@ impl Store {
             put_cluster_locked(&mut mirror, &record);
         }
         Ok(answer)
+    }
+
+    /// Like [`Store::update_cluster`], for a writer that may race another replica writing the
+    /// same record (a link's contact, a renewal, against an admin's revocation or labels at the
+    /// leader): on a shared store the write is made only if the record is still the one
+    /// `change` read, and the [`WriteCheck`] tells whether it was; otherwise the other
+    /// replica's write stands. On a store nobody else writes it is `update_cluster`.
+    pub fn update_cluster_if_unchanged<T>(
+        &self,
+        name: &str,
+        change: impl FnOnce(Option<&ClusterRecord>) -> (Option<ClusterRecord>, T),
+    ) -> Result<(T, WriteCheck), StoreError> {
+        let mut mirror = self.mirror();
+        let old = mirror.clusters.get(name).map(encode);
+        let (record, answer) = change(mirror.clusters.get(name));
+        let Some(record) = record else {
+            return Ok((answer, WriteCheck::default()));
+        };
+        if !self.is_shared() {
+            put_cluster_locked(&mut mirror, &record);
+            return Ok((answer, WriteCheck::default()));
+        }
+        let outcome = Arc::new(OnceLock::new());
+        let mut batch = Batch::default();
+        batch.require(Tree::Clusters, name.as_bytes(), old).put(
+            Tree::Clusters,
+            record.name.as_bytes(),
+            encode(&record),
+        );
+        mirror.write(batch);
+        mirror_cluster_locked(&mut mirror, &record);
+        let at = mirror.pending.len() - 1;
+        mirror.pending_checks.push((at, Arc::clone(&outcome)));
+        Ok((
+            answer,
+            WriteCheck {
+                outcome: Some(outcome),
+            },
+        ))
+    }
+
+    /// Reads `keys` from the backend into the mirror again.
+    async fn reread(&self, keys: &[(Tree, Vec<u8>)]) -> Result<(), BackendError> {
+        for (tree, key) in keys {
+            let value = self.inner.backend.get(*tree, key).await?;
+            let change = Change {
+                revision: 0,
+                tree: *tree,
+                key: key.clone(),
+                value,
+            };
+            let text = String::from_utf8_lossy(key).into_owned();
+            if let Err(e) = self.mirror().apply_change(&change, &text) {
+                tracing::warn!(error = %e, "cannot read a record again after a lost race");
+            }
+        }
+        Ok(())
     }
 
     // --- tokens ------------------------------------------------------------------------------
@@ -1143,8 +1243,10 @@ impl Store {
     pub fn append_audit(&self, entry: &mut AuditRecord) -> Result<u64, StoreError> {
         let mut batch = Batch::default();
         let mut mirror = self.mirror();
+        // Only the leading replica writes the audit log (every admin call reaches it): its ids
+        // stay consecutive.
         entry.id = mirror.next_audit_id;
-        mirror.next_audit_id = next_id(entry.id, mirror.id_salt);
+        mirror.next_audit_id += 1;
         batch.put(Tree::Audit, entry.id.to_be_bytes(), encode(&*entry));
         mirror.audit.push_back((entry.id, entry.at_unix));
         let expired = {
@@ -1219,6 +1321,12 @@ impl Store {
 /// same order), bumping the placement version if the cluster's place may have changed.
 fn put_cluster_locked(mirror: &mut Mirror, record: &ClusterRecord) {
     mirror.put(Tree::Clusters, record.name.as_bytes(), encode(record));
+    mirror_cluster_locked(mirror, record);
+}
+
+/// Puts `record` in the mirror, bumping the placement version if the cluster's place may have
+/// changed.
+fn mirror_cluster_locked(mirror: &mut Mirror, record: &ClusterRecord) {
     let placed_as_before = mirror.clusters.get(&record.name).is_some_and(|old| {
         old.labels == record.labels
             && old.revoked == record.revoked
@@ -1228,6 +1336,16 @@ fn put_cluster_locked(mirror: &mut Mirror, record: &ClusterRecord) {
         mirror.placement_version += 1;
     }
     Arc::make_mut(&mut mirror.clusters).insert(record.name.clone(), record.clone());
+}
+
+/// The record a write writes (`None` for a range).
+fn op_key(op: &backend::Op) -> Option<(Tree, Vec<u8>)> {
+    match op {
+        backend::Op::Put { tree, key, .. } | backend::Op::Delete { tree, key } => {
+            Some((*tree, key.clone()))
+        }
+        backend::Op::DeleteRange { .. } => None,
+    }
 }
 
 /// Hands queued writes to the backend every [`COMMIT_INTERVAL`] until the store is dropped.
@@ -1320,6 +1438,9 @@ impl Store {
             let mut mirror = Mirror::load(backend).await?;
             let mut current = self.mirror();
             mirror.pending = std::mem::take(&mut current.pending);
+            mirror.pending_checks = std::mem::take(&mut current.pending_checks);
+            mirror.pending_keys = current.pending_keys.take();
+            mirror.id_salt = current.id_salt;
             *current = mirror;
         }
         self.flush().await

@@ -146,6 +146,13 @@ impl Store {
             .is_some_and(|holders| holders.iter().any(|r| *r != self.inner.replica))
     }
 
+    /// Holds back the application of others' writes (and this store's commits) while the
+    /// guard lives: a test's way to make a race happen.
+    #[cfg(test)]
+    pub(super) async fn hold_others_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
+        self.inner.committing.lock().await
+    }
+
     /// Applies others' changes to the mirror and tells the subscribers.
     async fn apply(&self, changes: Vec<Change>) {
         // Every commit of this store that may have made these changes has returned, with its
@@ -219,7 +226,7 @@ fn told_of(tree: Tree) -> bool {
 
 impl Mirror {
     /// Makes the mirror hold what `change` wrote.
-    fn apply_change(&mut self, change: &Change, key: &str) -> Result<(), StoreError> {
+    pub(super) fn apply_change(&mut self, change: &Change, key: &str) -> Result<(), StoreError> {
         let tree = change.tree;
         let value = change.value.as_deref();
         match tree {
@@ -336,7 +343,7 @@ impl Mirror {
                             self.audit.insert(at, (id, entry.at_unix));
                         }
                         if id >= self.next_audit_id {
-                            self.next_audit_id = next_id(id, self.id_salt);
+                            self.next_audit_id = id + 1;
                         }
                     }
                     None => self.audit.retain(|(e, _)| *e != id),

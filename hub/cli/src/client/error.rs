@@ -26,6 +26,12 @@ pub enum ClientError {
         "cannot reach the hub at {server} ({reason}); is the hub running at {server}? {CHECK_CONTEXT}"
     )]
     Unreachable { server: String, reason: String },
+    /// A replica of a highly available hub answered, but no replica leads at the moment (one
+    /// just went away): nothing was done, and the call can be made again in a few seconds.
+    #[error(
+        "the hub at {server} has no leading replica right now ({message}); nothing was changed: run the command again in a few seconds"
+    )]
+    NoLeader { server: String, message: String },
     #[error(
         "certificate rejected talking to {server}: {reason}; the context's CA and admin certificate must come from this hub's admin.gitfleetconfig ({CHECK_CONTEXT})"
     )]
@@ -112,6 +118,13 @@ impl ClientError {
                 server,
                 reason: explain_tls(message),
             },
+            // The hub's replicas say so when none leads (see the hub's grpc::forward).
+            Code::Unavailable
+                if message.starts_with("no hub replica leads right now")
+                    || message.starts_with("cannot reach the leading replica") =>
+            {
+                ClientError::NoLeader { server, message }
+            }
             Code::Unavailable => ClientError::Unreachable {
                 server,
                 reason: message,

@@ -101,6 +101,16 @@ fn statuses_map_to_errors_that_say_what_to_do() {
     assert!(err.to_string().contains("admin certificate"), "{err}");
     let err = map(tonic::Status::unavailable("connection refused"));
     assert!(matches!(err, ClientError::Unreachable { .. }), "{err:?}");
+    // A replica of a highly available hub between two leaders: not "is the hub running?".
+    let err = map(tonic::Status::unavailable(
+        "no hub replica leads right now (an election is under way); retry",
+    ));
+    assert!(matches!(err, ClientError::NoLeader { .. }), "{err:?}");
+    assert!(
+        err.to_string()
+            .contains("nothing was changed: run the command again"),
+        "{err}"
+    );
     let err = map(tonic::Status::unavailable(
         "received fatal alert: UnknownCA",
     ));

@@ -343,3 +343,87 @@ async fn a_hub_that_lost_its_hold_writes_nothing() {
     let err = hub.commit(batch).await.unwrap_err().to_string();
     assert!(err.contains("no longer holds"), "{err}");
 }
+
+/// A link's write of a cluster record (its last contact) races a revocation written by another
+/// replica: the revocation stands, and the link's writer learns its write was not made.
+#[tokio::test]
+async fn a_write_on_condition_loses_a_race_with_another_replica_and_says_so() {
+    use crate::model::ClusterRecord;
+    use crate::store::{Store, StoreError};
+    let etcd = EtcdServer::start();
+    let follower = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/race/").await))
+        .await
+        .unwrap();
+    let leader = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/race/").await))
+        .await
+        .unwrap();
+    assert!(follower.is_shared() && leader.is_shared());
+    let record = ClusterRecord {
+        name: "dev-1".into(),
+        labels: Default::default(),
+        agent_version: String::new(),
+        registered_at_unix: 1,
+        certificate_expires_unix: 2,
+        last_contact_unix: 0,
+        revoked: false,
+        key_fingerprint: String::new(),
+        renewed_key_fingerprints: Vec::new(),
+        pending: false,
+        token_id: String::new(),
+    };
+    leader.put_cluster(&record).unwrap();
+    leader.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while follower.cluster("dev-1").unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never saw dev-1"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The follower has not yet heard of the revocation when it records the link's contact.
+    let held = follower.hold_others_writes().await;
+    leader
+        .update_cluster("dev-1", |r| {
+            (
+                r.map(|r| ClusterRecord {
+                    revoked: true,
+                    ..r.clone()
+                }),
+                (),
+            )
+        })
+        .unwrap();
+    leader.flush().await.unwrap();
+    let ((), check) = follower
+        .update_cluster_if_unchanged("dev-1", |r| {
+            (
+                r.map(|r| ClusterRecord {
+                    last_contact_unix: 42,
+                    ..r.clone()
+                }),
+                (),
+            )
+        })
+        .unwrap();
+    drop(held);
+    let outcome = check.confirm(&follower).await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+    assert!(follower.failure().is_none(), "a lost race is no failure");
+    let stored = leader.cluster("dev-1").unwrap().unwrap();
+    assert!(stored.revoked, "the revocation stands");
+    let raw = connect(&etcd, "/race/")
+        .await
+        .get(Tree::Clusters, b"dev-1")
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&raw).contains("\"revoked\":true"));
+    // The follower's copy is the record etcd holds, not its own lost write.
+    let mine = follower.cluster("dev-1").unwrap().unwrap();
+    assert!(mine.revoked && mine.last_contact_unix == 0, "{mine:?}");
+}
