@@ -11,6 +11,7 @@ use tokio::sync::{broadcast, watch};
 use tracing::{debug, info, warn};
 
 use super::desired::{Published, RepoCredentials};
+use super::repos::ChangeOrigin;
 use super::{Engine, EngineError};
 use crate::model::ClusterDesired;
 use crate::resources::Resource;
@@ -195,9 +196,28 @@ impl Engine {
         Ok(())
     }
 
-    /// Hands desired state the leader wrote to the cluster's link here, if it is newer.
+    /// Hands desired state the leader wrote to the cluster's link here, if it is newer, with the
+    /// trace of the change that moved each Target (stored with the App's revision).
     fn publish_from_leader(&self, cluster: &str, desired: ClusterDesired) {
+        let revisions = self.store.revisions().unwrap_or_default();
         let mut state = self.lock();
+        for (app, t) in &desired.targets {
+            let Some(r) = revisions.get(app) else {
+                continue;
+            };
+            let known = state.traces.get(app).is_some_and(|o| o.commit == r.commit);
+            if r.trace.is_empty() || r.commit != t.target.commit || known {
+                continue;
+            }
+            state.traces.insert(
+                app.clone(),
+                ChangeOrigin {
+                    commit: r.commit.clone(),
+                    trace: r.trace.clone(),
+                    fetch_started: instant_at(r.fetched_at_unix_ms),
+                },
+            );
+        }
         let credentials = state.credentials.clone().unwrap_or_default();
         let published: Arc<Published> =
             Arc::new(state.publishable(Arc::new(desired), &credentials));
@@ -226,4 +246,19 @@ impl Engine {
             live.revoked.cancel();
         }
     }
+}
+
+/// The moment of this process's clock that was the wall-clock time `unix_ms` (now, when it is
+/// unknown or in the future).
+fn instant_at(unix_ms: u64) -> std::time::Instant {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    let ago = now.saturating_sub(std::time::Duration::from_millis(unix_ms));
+    if unix_ms == 0 {
+        return std::time::Instant::now();
+    }
+    std::time::Instant::now()
+        .checked_sub(ago)
+        .unwrap_or_else(std::time::Instant::now)
 }

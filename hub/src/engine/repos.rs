@@ -213,6 +213,7 @@ impl Engine {
         let revision = AppRevision {
             commit: resolved.commit.clone(),
             git_ref: resolved.git_ref.clone(),
+            ..Default::default()
         };
         // This fetch (the current span) starts the trace of the change for each App it moves.
         let fetch_span = tracing::Span::current();
@@ -242,12 +243,19 @@ impl Engine {
                 },
             };
             if moves {
-                self.store.put_revision(&app.metadata.name, &revision)?;
                 let (_, trace) = rollout.get_or_insert_with(|| {
                     let span = info_span!("rollout", repo = %name, revision = %resolved.commit);
                     let trace = telemetry::context_of(&span);
                     (span, trace)
                 });
+                // Stored with the revision, so that a replica that did not fetch it still
+                // dispatches it in this change's trace, timed from this fetch.
+                let revision = AppRevision {
+                    trace: trace.clone(),
+                    fetched_at_unix_ms: unix_ms_at(fetch_started),
+                    ..revision.clone()
+                };
+                self.store.put_revision(&app.metadata.name, &revision)?;
                 self.lock().traces.insert(
                     app.metadata.name.clone(),
                     ChangeOrigin {
@@ -330,4 +338,12 @@ async fn follow_repo(engine: Arc<Engine>, name: String, spec: RepoSpec, trigger:
             _ = engine.shutdown.cancelled() => return,
         }
     }
+}
+
+/// The wall-clock time (Unix milliseconds) of `instant`, a moment of this process's past.
+fn unix_ms_at(instant: std::time::Instant) -> u64 {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default();
+    u64::try_from(now.saturating_sub(instant.elapsed()).as_millis()).unwrap_or(0)
 }

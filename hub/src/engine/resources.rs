@@ -396,6 +396,7 @@ impl Engine {
                 &AppRevision {
                     commit: s.commit,
                     git_ref: s.git_ref,
+                    ..Default::default()
                 },
             )?,
             _ => self.store.delete_revision(&app.metadata.name)?,

@@ -455,6 +455,7 @@ impl Engine {
                 Ok(AppRevision {
                     commit: wanted,
                     git_ref,
+                    ..Default::default()
                 })
             }
             [] => Err(EngineError::Invalid(format!(

@@ -343,6 +343,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
     let rev = AppRevision {
         commit: "c".into(),
         git_ref: "refs/heads/main".into(),
+        ..Default::default()
     };
     s.put_revision("web", &rev).unwrap();
     assert_eq!(s.revisions().unwrap().get("web"), Some(&rev));
@@ -380,6 +381,7 @@ async fn the_mirror_follows_every_write(s: Store) {
         AppRevision {
             commit: "c".repeat(40),
             git_ref: "refs/heads/main".into(),
+            ..Default::default()
         },
         5,
     );

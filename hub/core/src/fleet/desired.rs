@@ -44,11 +44,29 @@ fn is_zero(n: &u64) -> bool {
 }
 
 /// The revision each App should be at, with the ref it was resolved from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct AppRevision {
     pub commit: String,
     pub git_ref: String,
+    /// The W3C trace context of the change that moved the App here (empty when none was
+    /// recorded), so that whichever hub replica dispatches the commit joins its trace.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub trace: BTreeMap<String, String>,
+    /// When the fetch that found the commit started (Unix milliseconds; 0: unknown): dispatch
+    /// latency is timed from there, by any replica.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub fetched_at_unix_ms: u64,
 }
+
+/// Two revisions are the same when they are the same commit of the same ref: where a change
+/// came from says nothing about what runs.
+impl PartialEq for AppRevision {
+    fn eq(&self, other: &Self) -> bool {
+        self.commit == other.commit && self.git_ref == other.git_ref
+    }
+}
+
+impl Eq for AppRevision {}
 
 /// What changed between two desired states of one cluster.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -37,6 +37,7 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
         AppRevision {
             commit: "c".repeat(40),
             git_ref: "refs/heads/main".into(),
+            ..Default::default()
         },
         5,
     );

@@ -64,6 +64,7 @@ fn rev(c: &str) -> AppRevision {
     AppRevision {
         commit: c.repeat(40),
         git_ref: "refs/heads/main".into(),
+        ..Default::default()
     }
 }
 

@@ -16,6 +16,7 @@ pub(super) fn rev(c: char) -> AppRevision {
     AppRevision {
         commit: c.to_string().repeat(40),
         git_ref: "refs/heads/main".into(),
+        ..Default::default()
     }
 }
 
