@@ -94,10 +94,13 @@ pub enum StoreError {
     Conflict(String),
 }
 
+/// Where the outcome of a write made on condition goes: `Err` with why it was not made.
+type Outcome = Arc<OnceLock<Result<(), String>>>;
+
 /// What became of a write made on condition (see [`Store::update_cluster_if_unchanged`]).
 #[derive(Debug, Clone, Default)]
 pub struct WriteCheck {
-    outcome: Option<Arc<OnceLock<Result<(), String>>>>,
+    outcome: Option<Outcome>,
 }
 
 impl WriteCheck {
@@ -196,7 +199,7 @@ struct Mirror {
     pending: Vec<Batch>,
     /// For the batches of `pending` (by index) made on condition by a writer that wants to know
     /// whether they held: where their outcome goes.
-    pending_checks: Vec<(usize, Arc<OnceLock<Result<(), String>>>)>,
+    pending_checks: Vec<(usize, Outcome)>,
     /// On a shared backend: the keys (and ranges) `pending` writes, so that a change another
     /// writer made before them, which they will overwrite, does not replace what the mirror
     /// holds already (`None` on a backend nobody else writes).

@@ -762,10 +762,10 @@ async fn watch_changes(
                     },
                 };
                 // A transaction's changes go together; the next one starts a new batch.
-                if batch.last().is_some_and(|c| c.revision != change.revision) {
-                    if feed.send(Ok(std::mem::take(&mut batch))).await.is_err() {
-                        return;
-                    }
+                if batch.last().is_some_and(|c| c.revision != change.revision)
+                    && feed.send(Ok(std::mem::take(&mut batch))).await.is_err()
+                {
+                    return;
                 }
                 batch.push(change);
             }
