@@ -148,7 +148,7 @@ impl Store {
 
     /// Holds back the application of others' writes (and this store's commits) while the
     /// guard lives: a test's way to make a race happen.
-    #[cfg(test)]
+    #[cfg(all(test, feature = "etcd"))]
     pub(super) async fn hold_others_writes(&self) -> tokio::sync::MutexGuard<'_, ()> {
         self.inner.committing.lock().await
     }
