@@ -23,8 +23,21 @@ fn replica(data: &Path, endpoint: &str, prefix: &str) -> HubConfig {
     options.hold_ttl = Duration::from_secs(3);
     HubConfig {
         store: StoreConfig::Etcd(options),
+        webhook_secret: Some(WEBHOOK_SECRET.into()),
         ..HubConfig::for_tests(data)
     }
+}
+
+const WEBHOOK_SECRET: &str = "webhook-secret";
+
+/// `gitfleet_hub_leader` on a replica's `/metrics`.
+async fn leader_gauge(hub: &HubHandle) -> String {
+    let (code, body) = support::http::get(hub.http_addr().unwrap(), "/metrics").await;
+    assert_eq!(code, 200);
+    body.lines()
+        .find(|l| l.starts_with("gitfleet_hub_leader "))
+        .unwrap_or_else(|| panic!("no gitfleet_hub_leader in {body}"))
+        .to_owned()
 }
 
 /// A second replica's data directory: the first's PKI (`gitfleet-hub init` and a Secret do
@@ -69,17 +82,22 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
     })
     .await;
     assert!(a.engine().leads() && !b.engine().leads());
+    assert_eq!(leader_gauge(&a).await, "gitfleet_hub_leader 1");
+    assert_eq!(leader_gauge(&b).await, "gitfleet_hub_leader 0");
 
     // The leader registers the cluster and decides its desired state; the spoke is linked to
     // the other replica, which learns that desired state from etcd.
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    // Polled hourly: the leader fetches on triggers and webhooks only, so a test sees which.
+    let repo = doc(serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+        "metadata": {"name": "platform"},
+        "spec": {"url": git.url(), "ref": {"branch": "main"}, "pollInterval": "1h"}
+    }));
     admin(&a)
         .await
         .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
+            documents: vec![repo, app_doc("web", "platform", "apps/web", "dev")],
             dry_run: false,
         })
         .await
@@ -129,9 +147,19 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
         .clusters;
     assert!(clusters.iter().any(|c| c.name == "dev-1" && c.connected));
 
-    // A new commit: the leader follows Git, the spoke on the follower gets it.
+    // A new commit whose push webhook reaches the follower: the leader, which follows Git,
+    // fetches it, and the spoke on the follower gets it.
     let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
-    assert!(a.engine().trigger_fetch("platform"));
+    let push = support::http::push_payload(&git.url());
+    let signature = support::http::github_sig(&push, WEBHOOK_SECRET);
+    let code = support::http::post(
+        b.http_addr().unwrap(),
+        "/webhooks/github",
+        &[("X-Hub-Signature-256", signature)],
+        &push,
+    )
+    .await;
+    assert!((200..300).contains(&code), "{code}");
     spoke
         .until("web at the second commit", |v| {
             v.commit_of("web").as_deref() == Some(c2.as_str())
@@ -142,6 +170,10 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
     // its spoke never had to move.
     a.shutdown().await;
     until_part(&b, "the follower to lead", Leadership::leads).await;
+    eventually("the new leader's gauge", || async {
+        (leader_gauge(&b).await == "gitfleet_hub_leader 1").then_some(())
+    })
+    .await;
     let c3 = git.commit(&[("apps/web/cm.yaml", "v: 3\n")], "three");
     eventually("the new leader to fetch", || async {
         b.engine().trigger_fetch("platform").then_some(())

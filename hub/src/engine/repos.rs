@@ -91,8 +91,17 @@ impl Engine {
         self.followed().diff_hook = hook;
     }
 
-    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed.
+    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed. On a
+    /// replica that does not lead, the request goes to the leader (which follows the Repos)
+    /// through the store.
     pub fn trigger_fetch(&self, repo: &str) -> bool {
+        if !self.leads() && self.store.is_shared() {
+            let known = self.followed().by_url.contains(repo);
+            if known {
+                self.store.request_fetch(repo);
+            }
+            return known;
+        }
         match self.followed().followers.get(repo) {
             Some(f) => {
                 f.trigger.notify_one();
@@ -112,13 +121,6 @@ impl Engine {
             .into_iter()
             .map(|(name, _)| name.to_owned())
             .collect();
-        if !self.leads() && self.store.is_shared() {
-            // The leading replica follows the Repos: it learns of the request from the store.
-            for name in &names {
-                self.store.request_fetch(name);
-            }
-            return names;
-        }
         names
             .into_iter()
             .filter(|name| self.trigger_fetch(name))
