@@ -5,3 +5,4 @@ pub mod gitrepo;
 pub mod harness;
 pub mod hubproc;
 pub mod proxy;
+pub mod rollout_checks;

@@ -6,28 +6,23 @@
 //! Every wait polls a condition with a deadline; the only timed pauses choose *when* a fault
 //! strikes, never wait for something to happen.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
 use gitfleet_cli::client::AdminClient;
-use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_e2e::harness::{
     ClusterSpec, Fleet, FleetOptions, describe, is_converged, resource_documents,
 };
 use gitfleet_e2e::hubproc::HubProcess;
 use gitfleet_e2e::proxy::Proxy;
-use gitfleet_kubesim::{Kubesim, KubesimConfig, KubesimHandle};
-use gitfleet_proto::v1 as pb;
+use gitfleet_e2e::rollout_checks::{DEADLINE, WavedFleet, greeting, write_hello};
+use gitfleet_kubesim::KubesimHandle;
 use gitfleet_spoke::outbox::Outbox;
-use gitfleet_spoke::{KubeSource, SpokeConfig, SpokeHandle};
+use gitfleet_spoke::{KubeSource, SpokeConfig};
 use rand::Rng as _;
 use tokio::time::Instant;
-
-const DEADLINE: Duration = Duration::from_secs(120);
-const CONFIGMAP: &str = include_str!("../demo/hello/configmap.yaml");
-const DEPLOYMENT: &str = include_str!("../demo/hello/deployment.yaml");
 
 fn env_usize(name: &str, default: usize) -> usize {
     match std::env::var(name) {
@@ -56,86 +51,18 @@ where
     }
 }
 
-fn repo_yaml(git: &GitRepo) -> String {
-    format!(
-        "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: platform }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 200ms\n",
-        git.url()
-    )
-}
-
-/// The hello App (ConfigMap + Deployment) at `greeting`.
-fn write_hello(git: &GitRepo, greeting: &str) -> anyhow::Result<()> {
-    git.write(
-        "apps/hello/configmap.yaml",
-        CONFIGMAP.replace("gitfleet, v1", &format!("gitfleet, {greeting}")),
-    )?;
-    git.write("apps/hello/deployment.yaml", DEPLOYMENT)?;
-    Ok(())
-}
-
-fn greeting(kubesim: &KubesimHandle, cluster: &str) -> Option<String> {
-    let cm = kubesim.get_object(cluster, "v1", "ConfigMap", Some("hello"), "hello-config")?;
-    cm.pointer("/data/greeting")
-        .and_then(|v| v.as_str())
-        .map(str::to_owned)
-}
-
 // ---------------------------------------------------------------------------------------------
 // 1. kill -9 of the hub process at random moments of rollouts
 
-/// Which wave a cluster of the kill test belongs to: 10 % canary, 30 % early, the rest.
-fn kill_test_wave(index: usize, n: usize) -> usize {
-    let canary = (n / 10).max(1);
-    let early = (n * 3 / 10).max(1);
-    if index < canary {
-        0
-    } else if index < canary + early {
-        1
-    } else {
-        2
-    }
-}
-
-const WAVED_APP: &str = "apiVersion: gitfleet.dev/v1
-kind: App
-metadata: { name: hello }
-spec:
-  repo: platform
-  path: apps/hello
-  namespace: hello
-  targets:
-    - clusterSelector: {}
-  rollout:
-    minHealthyFor: 1s
-    waves:
-      - name: canary
-        clusterSelector: { matchLabels: { ring: canary } }
-      - name: early
-        clusterSelector: { matchLabels: { ring: early } }
-        maxUnavailable: 50%
-      - name: rest
-        clusterSelector: {}
-        maxUnavailable: 50%
-";
-
 /// A hub in its own process, spokes in this one.
 struct ProcFleet {
-    kubesim: KubesimHandle,
+    fleet: WavedFleet,
     hub: HubProcess,
     admin: AdminClient,
-    spokes: BTreeMap<String, SpokeHandle>,
-    /// Wave index of each cluster.
-    waves: BTreeMap<String, usize>,
-    git: GitRepo,
-    work: PathBuf,
 }
 
 impl ProcFleet {
     async fn start(work: &Path, n: usize) -> anyhow::Result<ProcFleet> {
-        let names: Vec<String> = (0..n).map(|i| format!("c{i:03}")).collect();
-        let mut ks = KubesimConfig::new(names.clone());
-        ks.ready_delay = Duration::from_millis(200);
-        let kubesim = Kubesim::start(ks).await?;
         let hub = HubProcess::start(
             Path::new(env!("CARGO_BIN_EXE_gitfleet-hub-e2e")),
             &work.join("hub"),
@@ -149,196 +76,31 @@ impl ProcFleet {
         .await?;
         let mut admin = hub.admin().await?;
         let token = admin
-            .create_token(pb::CreateTokenRequest {
-                ttl_seconds: 3600,
-                labels: Default::default(),
-                max_uses: n as u32,
-                description: "fault test".into(),
-                // Each spoke says which ring it is in.
-                allowed_label_keys: vec!["ring".into()],
-                cluster_name: String::new(),
-            })
+            .create_token(WavedFleet::token_request(n))
             .await?
             .token;
-        let ca = hub.ca_pem()?;
-        let mut spokes = BTreeMap::new();
-        let mut waves = BTreeMap::new();
-        for (i, name) in names.iter().enumerate() {
-            let wave = kill_test_wave(i, n);
-            let mut config = SpokeConfig::new(
-                hub.grpc_url(),
-                work.join("spokes").join(name),
-                name.clone(),
-                KubeSource::Config(Box::new(kubesim.kube_config(name))),
-            );
-            config.hub_ca_pem = Some(ca.clone());
-            config.bootstrap_token = Some(token.clone());
-            match wave {
-                0 => config.labels.insert("ring".into(), "canary".into()),
-                1 => config.labels.insert("ring".into(), "early".into()),
-                _ => None,
-            };
-            config.heartbeat_interval = Duration::from_secs(2);
-            config.progress_timeout = Duration::from_secs(60);
-            let spoke = gitfleet_spoke::start(config)
-                .await
-                .with_context(|| format!("starting the spoke of {name}"))?;
-            spokes.insert(name.clone(), spoke);
-            waves.insert(name.clone(), wave);
-        }
-        let git = GitRepo::init(&work.join("git"))?;
-        Ok(ProcFleet {
-            kubesim,
-            hub,
-            admin,
-            spokes,
-            waves,
-            git,
-            work: work.to_owned(),
-        })
-    }
-
-    /// One poll: the rollout of `revision` (if it has started) never gave it to a cluster of a
-    /// wave it had not reached, and before it started nobody had it.
-    async fn check_allowed(&mut self, revision: &str) -> anyhow::Result<Option<pb::RolloutStatus>> {
-        // Targets first, rollout second: the rollout read is at least as new, so the wave it
-        // names is never behind the one that handed out what the targets show.
-        let targets = self.admin.status("hello", "").await?;
-        let r = match self.admin.rollout("hello").await {
-            Ok(r) => r,
-            Err(e) if e.to_string().contains("no rollout yet") => return Ok(None),
-            Err(e) => return Err(e.into()),
-        };
-        let given: Vec<&pb::TargetStatus> = targets
-            .iter()
-            .filter(|t| t.desired_revision == revision)
-            .collect();
-        if r.revision != revision {
-            ensure!(
-                given.is_empty(),
-                "{revision} handed out before its rollout started (rollout #{} is at {}):\n{}",
-                r.number,
-                r.revision,
-                describe(&targets)
-            );
-        } else if r.summary != "complete" {
-            for t in given {
-                let wave = self.waves[&t.cluster];
-                ensure!(
-                    wave as u32 <= r.current_wave,
-                    "{} (wave {wave}) has {revision} while rollout #{} is in wave {}: {}\n{}",
-                    t.cluster,
-                    r.number,
-                    r.current_wave,
-                    r.reason,
-                    describe(&targets)
-                );
-            }
-        }
-        Ok(Some(r))
-    }
-
-    /// Polls (checking what is allowed on every poll) until the rollout of `revision` is
-    /// complete and every Target converged there.
-    async fn wait_complete(&mut self, revision: &str) -> anyhow::Result<()> {
-        let start = Instant::now();
-        let n = self.spokes.len();
-        loop {
-            let r = self.check_allowed(revision).await?;
-            let targets = self.admin.status("hello", "").await?;
-            if let Some(r) = &r
-                && r.revision == revision
-                && r.summary == "complete"
-                && targets.len() == n
-                && targets.iter().all(|t| is_converged(t, revision))
-            {
-                return Ok(());
-            }
-            if start.elapsed() > DEADLINE {
-                bail!(
-                    "rollout of {revision} did not complete: {r:?}\n{}",
-                    describe(&targets)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        let url = hub.grpc_url();
+        let fleet =
+            WavedFleet::start(work, n, |_| vec![url.clone()], &hub.ca_pem()?, &token).await?;
+        Ok(ProcFleet { fleet, hub, admin })
     }
 
     /// After a kill: every report a spoke saw acked is in the dead hub's store.
     async fn check_nothing_acked_lost(&self) -> anyhow::Result<()> {
         // A spoke persists an ack before it reads on, so once it has noticed the end of its
         // stream, its outbox holds every ack it received.
-        for (name, spoke) in &self.spokes {
+        for (name, spoke) in &self.fleet.spokes {
             let mut connected = spoke.connected();
             tokio::time::timeout(DEADLINE, connected.wait_for(|c| !*c))
                 .await
                 .with_context(|| format!("{name} did not notice the hub's death"))??;
         }
+        let acked = self.fleet.acked_by_spokes()?;
         let store = gitfleet_hub::store::Store::open(&self.hub.data_dir().join("store"))
             .await
             .context("opening the killed hub's store")?;
-        for name in self.spokes.keys() {
-            let path = self
-                .work
-                .join("spokes")
-                .join(name)
-                .join("state/outbox.json");
-            let outbox: Option<Outbox> = gitfleet_spoke::store::read_json(&path)?;
-            let spoke_acked = outbox.map_or(0, |o| o.last_acked);
-            let hub_acked = store.acked_seq(name)?;
-            ensure!(
-                hub_acked >= spoke_acked,
-                "{name}: the spoke was acked up to seq {spoke_acked}, the hub's store holds only {hub_acked}: an acked report was lost"
-            );
-            if spoke_acked > 0 {
-                ensure!(
-                    store.report(name, "hello").await?.is_some(),
-                    "{name}: acked reports, but no status stored"
-                );
-            }
-        }
-        Ok(())
+        self.fleet.check_acked_in(&acked, &store).await
     }
-}
-
-/// One `TargetsUpdated` event: its id, the clusters it names, and how many more it counts
-/// without naming them (long lists end "c020, c021 and 12 more").
-struct Batch {
-    id: u64,
-    named: Vec<String>,
-    more: usize,
-}
-
-/// The `TargetsUpdated` events of rollout `number`, in order.
-fn updated_batches(events: &[pb::Event], number: u64) -> Vec<Batch> {
-    events
-        .iter()
-        .filter(|e| e.rollout == number && e.kind == "TargetsUpdated")
-        .map(|e| {
-            // "wave 2/3 early: c001, c002 given abcdef1"
-            let (_, rest) = e.message.split_once(": ").unwrap_or_default();
-            let list = rest.rsplit_once(" given ").map_or(rest, |(l, _)| l);
-            let mut named = Vec::new();
-            let mut more = 0;
-            for item in list.split(", ") {
-                match item.split_once(" and ") {
-                    Some((name, tail)) => {
-                        named.push(name.to_owned());
-                        more += tail
-                            .trim_end_matches(" more")
-                            .parse::<usize>()
-                            .unwrap_or_else(|_| panic!("unexpected list in {:?}", e.message));
-                    }
-                    None => named.push(item.to_owned()),
-                }
-            }
-            Batch {
-                id: e.id,
-                named,
-                more,
-            }
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -346,31 +108,32 @@ async fn hub_process_killed_at_random_moments_of_rollouts() -> anyhow::Result<()
     let n = env_usize("GITFLEET_FAULT_CLUSTERS", 10);
     let kills = env_usize("GITFLEET_FAULT_KILLS", 3);
     let tmp = tempfile::tempdir()?;
-    let mut fleet = ProcFleet::start(tmp.path(), n).await?;
+    let mut proc = ProcFleet::start(tmp.path(), n).await?;
 
-    write_hello(&fleet.git, "v1")?;
-    let v1 = fleet.git.commit("v1")?;
-    let resources = format!("{}---\n{WAVED_APP}", repo_yaml(&fleet.git));
-    fleet
-        .admin
-        .apply(resource_documents("inline", &resources)?, false)
+    write_hello(&proc.fleet.git, "v1")?;
+    let v1 = proc.fleet.git.commit("v1")?;
+    proc.admin
+        .apply(
+            resource_documents("inline", &proc.fleet.resources())?,
+            false,
+        )
         .await?;
-    fleet.wait_complete(&v1).await?;
+    proc.fleet.wait_complete(&mut proc.admin, &v1).await?;
 
     let mut revisions = vec![v1];
     let mut rng = rand::rng();
     for k in 0..kills {
         let greeting = format!("v{}", k + 2);
-        write_hello(&fleet.git, &greeting)?;
-        let revision = fleet.git.commit(&greeting)?;
+        write_hello(&proc.fleet.git, &greeting)?;
+        let revision = proc.fleet.git.commit(&greeting)?;
         // A random moment within the rollout (or before the hub has even seen the commit).
         let strike = Instant::now() + Duration::from_millis(rng.random_range(0..4000));
         while Instant::now() < strike {
-            fleet.check_allowed(&revision).await?;
+            proc.fleet.check_allowed(&mut proc.admin, &revision).await?;
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
-        let before = fleet.check_allowed(&revision).await?;
-        fleet.hub.kill().await?;
+        let before = proc.fleet.check_allowed(&mut proc.admin, &revision).await?;
+        proc.hub.kill().await?;
         eprintln!(
             "kill {}/{kills}: rollout {:?}",
             k + 1,
@@ -379,87 +142,19 @@ async fn hub_process_killed_at_random_moments_of_rollouts() -> anyhow::Result<()
                 r.number, r.summary, r.current_wave, r.reason
             ))
         );
-        fleet.check_nothing_acked_lost().await?;
-        fleet.hub.restart().await?;
-        fleet.admin = fleet.hub.admin().await?;
-        fleet.wait_complete(&revision).await?;
+        proc.check_nothing_acked_lost().await?;
+        proc.hub.restart().await?;
+        proc.admin = proc.hub.admin().await?;
+        proc.fleet.wait_complete(&mut proc.admin, &revision).await?;
         revisions.push(revision);
     }
-    ensure!(fleet.hub.starts() as usize == kills + 1);
+    ensure!(proc.hub.starts() as usize == kills + 1);
+    proc.fleet
+        .check_rollouts(&mut proc.admin, &revisions)
+        .await?;
 
-    // One rollout per commit, each complete, numbered in order: none started over.
-    let history = fleet.admin.rollout_history("hello").await?;
-    let seen: Vec<(u64, &str, &str)> = history
-        .iter()
-        .map(|h| (h.number, h.revision.as_str(), h.outcome.as_str()))
-        .collect();
-    let expected: Vec<(u64, &str, &str)> = revisions
-        .iter()
-        .enumerate()
-        .map(|(i, r)| (i as u64 + 1, r.as_str(), "complete"))
-        .collect();
-    ensure!(seen == expected, "history {seen:?}, expected {expected:?}");
-
-    // Wave by wave in every rollout, each cluster given each revision once.
-    let events = fleet.admin.events("hello", "", 0, 1_000_000).await?;
-    for number in 1..=revisions.len() as u64 {
-        let batches = updated_batches(&events, number);
-        let mut given = BTreeSet::new();
-        let mut unnamed = 0;
-        let mut last_wave = 0;
-        for batch in &batches {
-            let named = &batch.named;
-            let wave = fleet.waves[&named[0]];
-            ensure!(
-                named.iter().all(|c| fleet.waves[c] == wave),
-                "rollout #{number}: one wave per batch: {named:?}"
-            );
-            ensure!(
-                wave >= last_wave,
-                "rollout #{number}: waves in order: {named:?} after wave {last_wave}"
-            );
-            if wave > 0 {
-                let previous_done = events.iter().any(|e| {
-                    e.rollout == number
-                        && e.kind == "WaveCompleted"
-                        && e.id < batch.id
-                        && e.message.starts_with(&format!("wave {}/", wave))
-                });
-                ensure!(
-                    previous_done,
-                    "rollout #{number}: wave {} given {named:?} before wave {wave} was done",
-                    wave + 1
-                );
-            }
-            last_wave = wave;
-            for c in named {
-                ensure!(
-                    given.insert(c.clone()),
-                    "rollout #{number}: {c} given twice"
-                );
-            }
-            unnamed += batch.more;
-        }
-        ensure!(
-            given.len() + unnamed == n,
-            "rollout #{number}: {} clusters given the revision, expected each of {n} once",
-            given.len() + unnamed
-        );
-    }
-    let last = revisions.last().expect("v1 at least");
-    let expected = format!("Hello from gitfleet, v{}", revisions.len());
-    for name in fleet.spokes.keys() {
-        ensure!(
-            greeting(&fleet.kubesim, name).as_deref() == Some(expected.as_str()),
-            "{name} does not run {last}"
-        );
-    }
-
-    for (_, spoke) in std::mem::take(&mut fleet.spokes) {
-        spoke.shutdown().await;
-    }
-    fleet.hub.stop().await?;
-    fleet.kubesim.shutdown().await;
+    proc.fleet.shutdown().await;
+    proc.hub.stop().await?;
     Ok(())
 }
 
@@ -986,23 +681,8 @@ fn fill(path: &Path) -> anyhow::Result<u64> {
 
 /// GET `path` from the hub's HTTP listener: status code and body.
 async fn http_get(fleet: &Fleet, path: &str) -> anyhow::Result<(u16, String)> {
-    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
     let addr = fleet.hub().http_addr().context("the hub serves HTTP")?;
-    let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: hub\r\n\r\n").as_bytes())
-        .await?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await?;
-    let code = text
-        .split_whitespace()
-        .nth(1)
-        .and_then(|c| c.parse().ok())
-        .with_context(|| format!("not an HTTP response: {text}"))?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map_or("", |(_, b)| b)
-        .to_owned();
-    Ok((code, body))
+    gitfleet_e2e::hubproc::http_get(addr, path).await
 }
 
 /// The hub's `/metrics` text.

@@ -110,6 +110,11 @@ struct StoreArgs {
     /// How long the hub waits for etcd at startup before it gives up.
     #[arg(long, env = "GITFLEET_ETCD_CONNECT_TIMEOUT", default_value = "5s", value_parser = humantime::parse_duration)]
     etcd_connect_timeout: Duration,
+    /// The time to live of the etcd leases the hub holds (its election candidacy, or its hold
+    /// on the prefix): a replica killed without letting go is replaced within it, and one cut
+    /// off from etcd for longer stops leading and writing. Whole seconds, at least 2s.
+    #[arg(long, env = "GITFLEET_ETCD_LEASE_TTL", default_value = "10s", value_parser = parse_lease_ttl)]
+    etcd_lease_ttl: Duration,
     /// Writes per etcd transaction, at most: etcd's --max-txn-ops (128 unless etcd was started
     /// with more).
     #[arg(long, env = "GITFLEET_ETCD_MAX_TXN_OPS", default_value_t = gitfleet_hub::store::etcd::DEFAULT_MAX_TXN_OPS, value_parser = clap::value_parser!(u32).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
@@ -170,6 +175,7 @@ impl StoreArgs {
             connect_timeout: self.etcd_connect_timeout,
             max_txn_ops: self.etcd_max_txn_ops,
             max_request_bytes: self.etcd_max_request_bytes,
+            hold_ttl: self.etcd_lease_ttl,
             ..EtcdOptions::new(self.etcd_endpoints)
         }))
     }
@@ -394,6 +400,21 @@ async fn main() -> anyhow::Result<()> {
     }
 }
 
+/// etcd grants leases in whole seconds and none shorter than its own election allows: a
+/// fraction would make the hub think it holds a lease etcd has already let run out.
+fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if ttl.subsec_nanos() != 0 {
+        return Err(format!(
+            "{text} is not a whole number of seconds (etcd leases have whole seconds)"
+        ));
+    }
+    if ttl < Duration::from_secs(2) {
+        return Err(format!("{text} is shorter than etcd's shortest lease, 2s"));
+    }
+    Ok(ttl)
+}
+
 /// The other replicas dial it with TLS: an `https://host:port` URL.
 fn check_replica_url(url: &str) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().context("not a URL")?;
@@ -431,7 +452,27 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::check_replica_url;
+    use super::{check_replica_url, parse_lease_ttl};
+    use std::time::Duration;
+
+    #[test]
+    fn a_lease_ttl_is_whole_seconds_of_at_least_two() {
+        assert_eq!(parse_lease_ttl("10s"), Ok(Duration::from_secs(10)));
+        assert_eq!(parse_lease_ttl("2s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_lease_ttl("1m"), Ok(Duration::from_secs(60)));
+        assert_eq!(
+            parse_lease_ttl("1s"),
+            Err("1s is shorter than etcd's shortest lease, 2s".to_owned())
+        );
+        assert_eq!(
+            parse_lease_ttl("2500ms"),
+            Err(
+                "2500ms is not a whole number of seconds (etcd leases have whole seconds)"
+                    .to_owned()
+            )
+        );
+        assert!(parse_lease_ttl("soon").is_err());
+    }
 
     #[test]
     fn a_replica_url_is_https_with_a_port() {

@@ -195,6 +195,22 @@ fn health(port: u16) -> bool {
     answer.contains("\"health\":\"true\"")
 }
 
+/// The value of an unlabelled metric `name` on etcd's plain-HTTP metrics listener.
+fn metric(port: u16, name: &str) -> Option<String> {
+    let mut stream = TcpStream::connect((Ipv4Addr::LOCALHOST, port)).ok()?;
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    stream
+        .write_all(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+        .ok()?;
+    let mut answer = String::new();
+    let _ = stream.read_to_string(&mut answer);
+    let prefix = format!("{name} ");
+    answer
+        .lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .map(|v| v.trim().to_owned())
+}
+
 /// A real etcd cluster of several members on loopback, for the tests that kill one.
 pub struct EtcdCluster {
     members: Vec<Member>,
@@ -203,6 +219,7 @@ pub struct EtcdCluster {
 struct Member {
     child: Child,
     client_url: String,
+    metrics_port: u16,
     _dir: tempfile::TempDir,
 }
 
@@ -264,6 +281,7 @@ impl EtcdCluster {
                 members.push(Member {
                     child,
                     client_url,
+                    metrics_port: *metrics,
                     _dir: dir,
                 });
             }
@@ -284,6 +302,14 @@ impl EtcdCluster {
     /// Every member's client URL.
     pub fn endpoints(&self) -> Vec<String> {
         self.members.iter().map(|m| m.client_url.clone()).collect()
+    }
+
+    /// The member that leads the cluster's raft, by its own metrics (`None` while there is
+    /// none, or none answers).
+    pub fn leader(&self) -> Option<usize> {
+        self.members
+            .iter()
+            .position(|m| metric(m.metrics_port, "etcd_server_is_leader").as_deref() == Some("1"))
     }
 
     /// Kills member `i` at once, as a crash would.

@@ -670,12 +670,29 @@ fn unreachable_member(e: &etcd_client::Error) -> bool {
     match e {
         etcd_client::Error::TransportError(_) | etcd_client::Error::IoError(_) => true,
         // A connection that broke under the request: it may or may not have reached etcd.
-        etcd_client::Error::GRpcStatus(status) => matches!(
-            status.code(),
-            tonic::Code::Unavailable | tonic::Code::Cancelled
-        ),
+        etcd_client::Error::GRpcStatus(status) => match status.code() {
+            tonic::Code::Unavailable | tonic::Code::Cancelled => true,
+            // tonic answers UNKNOWN "transport error" when the connection broke while the
+            // request was being written (a broken pipe to a member just killed): no answer
+            // from etcd, only the transport's failure underneath.
+            tonic::Code::Unknown => broke_underneath(status),
+            _ => false,
+        },
         _ => false,
     }
+}
+
+/// Whether a status carries a transport or I/O failure among its sources, rather than an
+/// answer etcd gave.
+fn broke_underneath(status: &tonic::Status) -> bool {
+    let mut next = std::error::Error::source(status);
+    while let Some(e) = next {
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+            return true;
+        }
+        next = e.source();
+    }
+    false
 }
 
 /// Sends every change under `prefix` from revision `from` on to `feed`, a transaction's

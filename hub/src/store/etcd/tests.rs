@@ -427,3 +427,36 @@ async fn a_write_on_condition_loses_a_race_with_another_replica_and_says_so() {
     let mine = follower.cluster("dev-1").unwrap().unwrap();
     assert!(mine.revoked && mine.last_contact_unix == 0, "{mine:?}");
 }
+
+/// A member killed while a request was being written to it: tonic answers UNKNOWN "transport
+/// error" with the broken pipe underneath, which is no answer from etcd. It is sent again (to
+/// a member that lives) rather than failing the store for good.
+#[tokio::test]
+async fn a_request_whose_connection_broke_under_it_is_sent_again() {
+    let broken = || {
+        etcd_client::Error::GRpcStatus(tonic::Status::from_error(Box::new(std::io::Error::new(
+            std::io::ErrorKind::BrokenPipe,
+            "stream closed because of a broken pipe",
+        ))))
+    };
+    assert!(
+        matches!(&broken(), etcd_client::Error::GRpcStatus(s) if s.code() == tonic::Code::Unknown)
+    );
+    assert!(unreachable_member(&broken()));
+    let mut tries = 0;
+    let answer = retry(
+        Duration::from_secs(5),
+        || false,
+        || {
+            tries += 1;
+            let first = tries == 1;
+            async move { if first { Err(broken()) } else { Ok(7) } }
+        },
+    )
+    .await;
+    assert_eq!(answer.unwrap(), 7);
+    assert_eq!(tries, 2);
+    // What etcd itself answers, even UNKNOWN, is its answer: not sent again.
+    let answered = etcd_client::Error::GRpcStatus(tonic::Status::unknown("etcdserver: unknown"));
+    assert!(!unreachable_member(&answered));
+}
