@@ -4,6 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "etcd")]
 
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
 use std::path::Path;
@@ -32,7 +34,7 @@ const WEBHOOK_SECRET: &str = "webhook-secret";
 
 /// `gitfleet_hub_leader` on a replica's `/metrics`.
 async fn leader_gauge(hub: &HubHandle) -> String {
-    let (code, body) = support::http::get(hub.http_addr().unwrap(), "/metrics").await;
+    let (code, body) = http::get(hub.http_addr().unwrap(), "/metrics").await;
     assert_eq!(code, 200);
     body.lines()
         .find(|l| l.starts_with("gitfleet_hub_leader "))
@@ -150,9 +152,9 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
     // A new commit whose push webhook reaches the follower: the leader, which follows Git,
     // fetches it, and the spoke on the follower gets it.
     let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
-    let push = support::http::push_payload(&git.url());
-    let signature = support::http::github_sig(&push, WEBHOOK_SECRET);
-    let code = support::http::post(
+    let push = http::push_payload(&git.url());
+    let signature = http::github_sig(&push, WEBHOOK_SECRET);
+    let code = http::post(
         b.http_addr().unwrap(),
         "/webhooks/github",
         &[("X-Hub-Signature-256", signature)],

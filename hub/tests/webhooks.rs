@@ -1,11 +1,13 @@
 //! Push webhooks over real HTTP: a signed push fetches at once; anything else fetches nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+#[path = "support/http.rs"]
+mod http;
 mod support;
 
 use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;
-use support::http::*;
+use http::*;
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,7 +3,6 @@
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod etcd;
-pub mod http;
 
 use std::collections::BTreeMap;
 use std::future::Future;
