@@ -287,8 +287,8 @@ impl WavedFleet {
         Ok(Some(r))
     }
 
-    /// One poll (checking what is allowed): whether the rollout of `revision` is complete and
-    /// every Target converged there; the Targets, for a failure message.
+    /// One poll (checking what is allowed): whether the rollout of `revision` is complete,
+    /// stored so, and every Target converged there; the Targets, for a failure message.
     pub async fn poll_complete<A: Admins>(
         &self,
         admins: &mut A,
@@ -298,12 +298,24 @@ impl WavedFleet {
         call(admins, async |admin: &mut AdminClient| {
             let r = self.check_allowed_once(admin, revision).await?;
             let targets = admin.status("hello", "").await?;
-            let done = r
+            let Some(number) = r
                 .as_ref()
-                .is_some_and(|r| r.revision == revision && r.summary == "complete")
-                && targets.len() == n
-                && targets.iter().all(|t| is_converged(t, revision));
-            Ok((done, r, targets))
+                .filter(|r| r.revision == revision && r.summary == "complete")
+                .map(|r| r.number)
+            else {
+                return Ok((false, r, targets));
+            };
+            if targets.len() != n || !targets.iter().all(|t| is_converged(t, revision)) {
+                return Ok((false, r, targets));
+            }
+            // The status is decided as of the call, and the driver stores it a moment later: a
+            // rollout shown complete but not yet stored so would be superseded by the next
+            // commit if the hub died in between.
+            let history = admin.rollout_history("hello").await?;
+            let stored = history
+                .iter()
+                .any(|h| h.number == number && h.outcome == "complete");
+            Ok((stored, r, targets))
         })
         .await
     }

@@ -13,8 +13,8 @@
 mod etcd;
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use anyhow::{Context as _, bail, ensure};
@@ -375,6 +375,91 @@ impl Writer {
     }
 }
 
+/// When each spoke's session ended after [`Relinks::watch`], and when it was linked again.
+struct Relinks {
+    spokes: Vec<(String, Arc<Mutex<Relink>>)>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+#[derive(Default)]
+struct Relink {
+    ended: Option<Instant>,
+    linked: Option<Instant>,
+}
+
+impl Relinks {
+    fn watch(fleet: &WavedFleet) -> Relinks {
+        let mut spokes = Vec::new();
+        let mut tasks = Vec::new();
+        for (name, spoke) in &fleet.spokes {
+            let mut connected = spoke.connected();
+            connected.borrow_and_update();
+            let relink = Arc::new(Mutex::new(Relink::default()));
+            let record = Arc::clone(&relink);
+            tasks.push(tokio::spawn(async move {
+                // A session only ends or starts: the first change is its end.
+                if connected.changed().await.is_err() {
+                    return;
+                }
+                record.lock().unwrap_or_else(PoisonError::into_inner).ended = Some(Instant::now());
+                if connected.wait_for(|c| *c).await.is_ok() {
+                    record.lock().unwrap_or_else(PoisonError::into_inner).linked =
+                        Some(Instant::now());
+                }
+            }));
+            spokes.push((name.clone(), relink));
+        }
+        Relinks { spokes, tasks }
+    }
+
+    /// The spokes whose session has ended since.
+    fn ended(&self) -> Vec<String> {
+        self.spokes
+            .iter()
+            .filter(|(_, r)| {
+                r.lock()
+                    .unwrap_or_else(PoisonError::into_inner)
+                    .ended
+                    .is_some()
+            })
+            .map(|(name, _)| name.clone())
+            .collect()
+    }
+
+    /// Waits until every spoke whose session has ended is linked again: when the last was.
+    async fn wait_relinked(&self) -> anyhow::Result<Option<Instant>> {
+        let start = Instant::now();
+        loop {
+            let mut last = None;
+            let mut away = Vec::new();
+            for (name, relink) in &self.spokes {
+                let r = relink.lock().unwrap_or_else(PoisonError::into_inner);
+                match (r.ended, r.linked) {
+                    (Some(_), None) => away.push(name.clone()),
+                    (Some(_), Some(at)) => last = last.max(Some(at)),
+                    _ => {}
+                }
+            }
+            if away.is_empty() {
+                return Ok(last);
+            }
+            ensure!(
+                start.elapsed() < DEADLINE,
+                "{away:?} not linked again within {DEADLINE:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+impl Drop for Relinks {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
 /// Every name of `groups` is a ClusterGroup in `store`.
 fn check_groups_in(store: &Store, groups: &[String], when: &str) -> anyhow::Result<()> {
     for name in groups {
@@ -425,9 +510,10 @@ async fn the_leader_killed_mid_rollout_hands_over_and_the_rollout_continues() ->
     let etcd = etcd::EtcdServer::start();
     let endpoints = vec![etcd.endpoint()];
     let tmp = tempfile::tempdir()?;
-    // Short, so that a killed leader is replaced quickly: a test of the hand-over, not of the
-    // default.
-    let mut replicas = Replicas::start(tmp.path(), 3, &endpoints, "3s").await?;
+    // Shorter than the default, so that a killed leader is replaced sooner: a test of the
+    // hand-over. Not much shorter: etcd writing to a busy disk can keep every renewal waiting
+    // for seconds (at 3s, all three replicas once lost their leases together).
+    let mut replicas = Replicas::start(tmp.path(), 3, &endpoints, "5s").await?;
     let outcome = leaders_killed(tmp.path(), &endpoints, &mut replicas).await;
     replicas.explain(outcome)?;
     replicas.stop().await
@@ -475,10 +561,7 @@ async fn leaders_killed(
         writer.wait_acked(2).await?;
         let before = fleet.check_allowed(replicas, &revision).await?;
         let last_event = last_event_id(replicas).await?;
-        let mut sessions: Vec<_> = fleet.spokes.values().map(|s| s.connected()).collect();
-        for s in &mut sessions {
-            s.borrow_and_update();
-        }
+        let relinks = Relinks::watch(&fleet);
         replicas.kill(leader).await?;
         kills_of[leader] += 1;
         let killed = Instant::now();
@@ -491,21 +574,16 @@ async fn leaders_killed(
             ))
         );
 
-        // The spokes that were linked to the dead replica move to the others.
-        for (name, spoke) in &fleet.spokes {
-            let mut connected = spoke.connected();
-            tokio::time::timeout(DEADLINE, connected.wait_for(|c| *c))
-                .await
-                .with_context(|| format!("{name} did not reconnect"))??;
-        }
-        let reconnected = killed.elapsed();
-        let linked_to_dead = sessions
-            .iter()
-            .filter(|s| s.has_changed().unwrap_or(true))
-            .count();
         let next = replicas.wait_leader().await?;
         let elected = killed.elapsed();
         ensure!(next != leader, "the killed replica {leader} still leads");
+        // By now (the lease has run out since) the spokes linked to the dead replica have seen
+        // their sessions end; they move to the others.
+        let linked_to_dead = relinks.ended().len();
+        let reconnected = relinks
+            .wait_relinked()
+            .await?
+            .map_or(Duration::ZERO, |at| at.duration_since(killed));
 
         // The new leader takes the rollout up where it was: its next step, timed from the kill.
         let start = Instant::now();
