@@ -118,6 +118,10 @@ struct Args {
     /// That etcd's process id, to report its memory and CPU beside the hubs'.
     #[arg(long, env = "GITFLEET_SIM_ETCD_PID")]
     etcd_pid: Option<u32>,
+    /// Keep the directory with the hubs' logs and data directories (and the Git repository)
+    /// when done, instead of deleting it; its path is printed.
+    #[arg(long)]
+    keep_hub_logs: bool,
     /// With replicas: the App's `maxUnavailable` for the rollout the leader is killed in, so
     /// that the rollout goes a batch at a time and the kill lands in the middle of it.
     #[arg(long, default_value = "25%")]
@@ -242,6 +246,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sim = Sim::start(&args, tmp.path(), spoke_tmp.path()).await?;
     let result = sim.run(&args).await;
     sim.stop().await;
+    if args.keep_hub_logs {
+        let kept = tmp.keep();
+        eprintln!(
+            "fleetsim: the hubs' logs and data directories are kept in {}",
+            kept.display()
+        );
+    }
     result
 }
 
@@ -740,6 +751,18 @@ impl Sim {
             for i in 1..sim.hubs.len() {
                 sim.start_hub(i, args.timeout).await?;
             }
+            // A follower answers admin calls once it knows who leads.
+            let deadline = Instant::now() + args.timeout;
+            loop {
+                match sim.admin().await?.list_clusters().await {
+                    Ok(_) => break,
+                    Err(e) => ensure!(
+                        Instant::now() < deadline,
+                        "the admin calls' replica never answered: {e}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
         }
         Ok(sim)
     }
@@ -1162,8 +1185,8 @@ impl Sim {
     }
 
     /// The hubs' dispatch-latency histogram, summed over the running replicas: cumulative
-    /// counts by upper bound (seconds). A replica times only what it dispatched after a fetch
-    /// it made itself, so with replicas these are the leader's links.
+    /// counts by upper bound (seconds). A follower times its dispatches from the leader's fetch
+    /// too (the change carries when it started).
     async fn dispatch_buckets(&self) -> anyhow::Result<Vec<(f64, u64)>> {
         let mut buckets: Vec<(f64, u64)> = Vec::new();
         for hub in self.hubs.iter().filter(|h| h.runs()) {
@@ -1726,6 +1749,7 @@ impl Sim {
             .filter(|t| t.state != "pending")
             .map(|t| t.cluster.clone())
             .collect();
+        let held_at_kill = arrivals.lock().map_or(0, |a| a.len());
         let pids = self.survivors_pids(leader);
         let killed = Instant::now();
         self.kill_hub(leader)?;
@@ -1747,7 +1771,7 @@ impl Sim {
             &format!(
                 "leader loss: kill -9 the leader mid-rollout ({} of {n} Targets given the commit, {} held by the spokes, {:.1}s after the webhook) -> another replica leads (gitfleet_hub_leader)",
                 given.len(),
-                arrivals.lock().map_or(0, |a| a.len()),
+                held_at_kill,
                 (killed - pushed).as_secs_f64()
             ),
             format!("{} (replica {new_leader})", secs(Some(led))),
