@@ -213,18 +213,24 @@ async fn receive_webhook(
     // (not trusted) first, and only the Repos whose own secret signed it are fetched.
     let candidates = state.engine.webhook_candidates(&urls, hub_wide);
     match webhook::decide(kind, header, &body, &candidates, hub_wide) {
-        Decision::Fetch(repos) => {
-            let fetching: Vec<String> = repos
-                .into_iter()
-                .filter(|r| state.engine.trigger_fetch(r))
-                .collect();
-            info!(%provider, repos = ?fetching, "webhook: fetching now");
-            count(WebhookOutcome::accepted);
-            reply(
-                StatusCode::ACCEPTED,
-                format!("fetching {}", fetching.join(", ")),
-            )
-        }
+        Decision::Fetch(repos) => match state.engine.fetch_now(repos).await {
+            Ok(fetching) => {
+                info!(%provider, repos = ?fetching, "webhook: fetching now");
+                count(WebhookOutcome::accepted);
+                reply(
+                    StatusCode::ACCEPTED,
+                    format!("fetching {}", fetching.join(", ")),
+                )
+            }
+            Err(e) => {
+                warn!(%provider, error = %e, "webhook: cannot ask the leading replica to fetch");
+                state.engine.metrics().error(ErrorKind::webhook);
+                reply(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("cannot ask the leading replica to fetch: {e}"),
+                )
+            }
+        },
         Decision::Refused(e) => {
             warn!(%provider, ?urls, error = %e, "webhook refused");
             count(WebhookOutcome::unauthorized);

@@ -244,3 +244,72 @@ async fn a_git_diff_holds_no_lock_that_an_apply_needs() {
     .await;
     hub.shutdown().await;
 }
+
+/// A rollout with a strategy that follows a complete one takes its first step on the fetch
+/// that brought the commit, not when the driver's 30 s safety net next looks at it.
+#[tokio::test]
+async fn a_new_commit_after_a_complete_rollout_goes_out_at_once_with_a_strategy() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                doc(serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+                    "metadata": {"name": "platform"},
+                    "spec": {"url": git.url(), "pollInterval": "1h"}
+                })),
+                doc(serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                    "metadata": {"name": "web"},
+                    "spec": {
+                        "repo": "platform", "path": "apps/web", "namespace": "web",
+                        "targets": [{"clusterSelector": {"matchLabels": {"env": "dev"}}}],
+                        "rollout": {"maxUnavailable": 1}
+                    }
+                })),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    spoke
+        .until("web at c1", |v| {
+            v.commit_of("web").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "web", &c1, "healthy").await;
+    eventually("the first rollout complete", || {
+        let complete = engine.rollout_status("web").is_ok_and(|view| {
+            matches!(
+                view.state.phase,
+                gitfleet_hub::fleet::rollout::Phase::Complete
+            )
+        });
+        async move { complete.then_some(()) }
+    })
+    .await;
+
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    let resyncs = engine.rollout_resyncs();
+    assert!(engine.trigger_fetch("platform"));
+    spoke
+        .until("web at c2", |v| {
+            v.commit_of("web").as_deref() == Some(c2.as_str())
+        })
+        .await;
+    assert_eq!(
+        engine.rollout_resyncs(),
+        resyncs,
+        "the new commit's first step waited for the driver's safety-net resync"
+    );
+    hub.shutdown().await;
+}

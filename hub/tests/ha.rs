@@ -334,3 +334,43 @@ async fn a_replica_cut_off_from_etcd_stops_acknowledging_and_leading() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+/// A replica started after a spoke linked to another one knows that spoke is connected: the
+/// links held elsewhere are read at start, not only learnt from the watch afterwards (a
+/// restarted replica that came to lead counted them disconnected, and a rollout with a
+/// strategy skipped them).
+#[tokio::test]
+async fn a_replica_started_later_knows_the_links_the_others_hold() {
+    let etcd = EtcdServer::start();
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/late/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/late/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    let _spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    eventually(
+        "the leader to see dev-1's link at the other replica",
+        || async { a.store().connected_elsewhere("dev-1").then_some(()) },
+    )
+    .await;
+
+    let (_tc, c_data) = second_data_dir(&a_data);
+    let c = runtime::start(replica(&c_data, &etcd.endpoint(), "/late/"))
+        .await
+        .unwrap();
+    assert!(
+        c.store().connected_elsewhere("dev-1"),
+        "a replica started after the link does not know it"
+    );
+    c.shutdown().await;
+    b.shutdown().await;
+    a.shutdown().await;
+}

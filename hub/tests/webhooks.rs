@@ -320,3 +320,86 @@ async fn a_metrics_scrape_reads_the_store_once_whatever_the_number_of_apps() {
     );
     hub.shutdown().await;
 }
+
+/// Two replicas on one etcd prefix: a push webhook that reaches the follower is fetched by the
+/// leader (which alone follows the Repos), with polling an hour away.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_push_to_a_follower_is_fetched_by_the_leader() {
+    use gitfleet_hub::leadership::Leadership;
+    use gitfleet_hub::runtime::StoreConfig;
+    use gitfleet_hub::store::etcd::EtcdOptions;
+
+    let etcd = support::etcd::EtcdServer::start();
+    let replica = |data: &std::path::Path| {
+        let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+        options.prefix = "/webhooks/".into();
+        options.hold_ttl = std::time::Duration::from_secs(3);
+        HubConfig {
+            store: StoreConfig::Etcd(options),
+            webhook_secret: Some(SECRET.into()),
+            ..HubConfig::for_tests(data)
+        }
+    };
+    let until_part = |hub: &HubHandle, wanted: fn(&Leadership) -> bool| {
+        let mut part = hub.leadership();
+        async move {
+            tokio::time::timeout(DEADLINE, part.wait_for(wanted))
+                .await
+                .expect("an election")
+                .unwrap();
+        }
+    };
+    let (_ta, a_data) = data_dir();
+    let leader = runtime::start(replica(&a_data)).await.unwrap();
+    until_part(&leader, Leadership::leads).await;
+    // The second replica's data directory holds the first one's PKI, as in a real install.
+    let (_tb, b_data) = data_dir();
+    std::fs::create_dir_all(b_data.join("pki")).unwrap();
+    for entry in std::fs::read_dir(a_data.join("pki")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), b_data.join("pki").join(entry.file_name())).unwrap();
+    }
+    let follower = runtime::start(replica(&b_data)).await.unwrap();
+    until_part(&follower, |p| !p.leads()).await;
+
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let mut admin = admin(&leader).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![doc(serde_json::json!({
+                "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+                "metadata": {"name": "platform"},
+                // Polling is far away: only the webhook can bring the next commit soon.
+                "spec": {"url": git.url(), "pollInterval": "1h"}
+            }))],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    eventually("the first fetch", || {
+        let mut admin = admin.clone();
+        let c1 = c1.clone();
+        async move { (repo_commit(&mut admin).await == c1).then_some(()) }
+    })
+    .await;
+    // The follower knows the Repo (it answers webhooks for it) once the leader's write reached
+    // it: until then a push is refused as one no Repo follows.
+    let c2 = git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    let body = push_payload(&git.url());
+    let signed = [("X-Hub-Signature-256", github_sig(&body, SECRET))];
+    let http = follower.http_addr().unwrap();
+    eventually("the follower to accept the push", || async {
+        (post(http, "/webhooks/github", &signed, &body).await == 202).then_some(())
+    })
+    .await;
+    eventually("the leader to fetch what the follower was told", || {
+        let mut admin = admin.clone();
+        let c2 = c2.clone();
+        async move { (repo_commit(&mut admin).await == c2).then_some(()) }
+    })
+    .await;
+    follower.shutdown().await;
+    leader.shutdown().await;
+}

@@ -1,27 +1,38 @@
-//! `fleetsim`: a fleet of N simulated clusters against one real hub, printing the figures of
-//! `docs/benchmarks.md` (never asserted: timings are not test outcomes).
+//! `fleetsim`: a fleet of N simulated clusters against one real hub, or several hub replicas on
+//! etcd, printing the figures of `docs/benchmarks.md` (never asserted: timings are not test
+//! outcomes).
 //!
 //! ```text
 //! cargo build --release -p gitfleet-e2e --bins
 //! target/release/fleetsim --clusters 1000
+//! # three replicas on one etcd prefix (the hub binary built with its etcd feature):
+//! cargo build --release -p gitfleet-e2e --bins --features gitfleet-hub/etcd
+//! target/release/fleetsim --clusters 1000 --replicas 3 --etcd-endpoint http://127.0.0.1:2379
 //! ```
 //!
 //! The hub runs as its own process (the `gitfleet-hub-e2e` binary next to this one, or
-//! `--hub-bin`), so its memory and CPU are its own. In this process: kubesim with one virtual
-//! cluster per spoke, and N real spoke agents (the spoke library), each with its own key,
-//! certificate and mutual-TLS connection. Git is served by `git daemon`; pushes reach the hub as
-//! signed GitHub webhooks. The spokes' hub links run on a runtime of their own (as each real
-//! spoke's link has its own CPU), their sync work on the main one. Phases:
+//! `--hub-bin`), so its memory and CPU are its own; with `--replicas N`, N such processes share
+//! one etcd prefix and one PKI (`gitfleet-hub init`, copied to each replica's data directory),
+//! and each spoke is given every replica's address, first its own share's. In this process:
+//! kubesim with one virtual cluster per spoke, and N real spoke agents (the spoke library), each
+//! with its own key, certificate and mutual-TLS connection. Git is served by `git daemon`;
+//! pushes reach the hub (a follower, when there are replicas) as signed GitHub webhooks. The
+//! spokes' hub links run on a runtime of their own (as each real spoke's link has its own CPU),
+//! their sync work on the main one. Phases:
 //! 1. registration and connection of N spokes (one bootstrap token, N uses);
 //! 2. the first deployment of a small App (a ConfigMap) to all N: commit → all synced+healthy;
 //! 3. idle: hub RSS and CPU with N connected spokes;
 //! 4. fan-out: webhook sent → each spoke holds the new revision (p50, p99, max), then commit →
 //!    all synced+healthy, with the hub's CPU and peak RSS during it and its status-ingest rate;
-//! 5. reconnect storm: the hub is killed (SIGKILL) and restarted on the same data directory →
-//!    all N connected again, and a commit made while it was down reaches all of them;
+//! 5. one hub: reconnect storm: the hub is killed (SIGKILL) and restarted on the same data
+//!    directory → all N connected again, and a commit made while it was down reaches all of
+//!    them. Replicas: (b) a follower holding a third of the links is killed → every spoke
+//!    connected at a live replica again; then (a) the leader is killed mid-rollout (an App rolled
+//!    out a batch at a time, a commit just pushed) → another replica leads, and the rollout moves
+//!    again. Each killed replica is started again afterwards;
 //! 6. status ingest: the spokes stop and one Link session per cluster, with that spoke's own
-//!    certificate, streams status reports (32 unacked at most per session): acked reports/s,
-//!    each durable (flushed) before its ack.
+//!    certificate, streams status reports (32 unacked at most per session; the sessions spread
+//!    over the replicas): acked reports/s, each durable (flushed) before its ack.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -30,6 +41,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, ensure};
+use base64::Engine as _;
 use clap::Parser;
 use gitfleet_cli::client::AdminClient;
 use gitfleet_cli::client::config::{ClientConfig, ConfigFile as _};
@@ -42,7 +54,9 @@ use sha2::Sha256;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 #[derive(Parser)]
-#[command(about = "Fleet simulator: N spokes against one hub process; prints the benchmark table")]
+#[command(
+    about = "Fleet simulator: N spokes against one hub process, or hub replicas on etcd; prints the benchmark table"
+)]
 struct Args {
     /// Simulated clusters (one spoke and one kubesim virtual cluster each).
     #[arg(long, env = "GITFLEET_SIM_CLUSTERS", default_value_t = 1000)]
@@ -93,6 +107,25 @@ struct Args {
     /// Spokes started at once while the fleet comes up.
     #[arg(long, default_value_t = 64)]
     start_batch: usize,
+    /// Hub processes sharing one etcd prefix (needs --etcd-endpoint when more than one): one
+    /// leads, every one serves spoke links, webhooks and admin calls.
+    #[arg(long, env = "GITFLEET_SIM_REPLICAS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    replicas: u16,
+    /// The etcd the hubs keep their store in (a plain `http://HOST:PORT` client URL); each run
+    /// takes a fresh prefix and deletes it at the end. Without it, the one hub uses sled.
+    #[arg(long, env = "GITFLEET_SIM_ETCD_ENDPOINT")]
+    etcd_endpoint: Option<String>,
+    /// That etcd's process id, to report its memory and CPU beside the hubs'.
+    #[arg(long, env = "GITFLEET_SIM_ETCD_PID")]
+    etcd_pid: Option<u32>,
+    /// Keep the directory with the hubs' logs and data directories (and the Git repository)
+    /// when done, instead of deleting it; its path is printed.
+    #[arg(long)]
+    keep_hub_logs: bool,
+    /// With replicas: the App's `maxUnavailable` for the rollout the leader is killed in, so
+    /// that the rollout goes a batch at a time and the kill lands in the middle of it.
+    #[arg(long, default_value = "25%")]
+    failover_max_unavailable: String,
 }
 
 const SECRET: &str = "fleetsim-webhook-secret";
@@ -213,6 +246,13 @@ async fn run(args: Args) -> anyhow::Result<()> {
     let mut sim = Sim::start(&args, tmp.path(), spoke_tmp.path()).await?;
     let result = sim.run(&args).await;
     sim.stop().await;
+    if args.keep_hub_logs {
+        let kept = tmp.keep();
+        eprintln!(
+            "fleetsim: the hubs' logs and data directories are kept in {}",
+            kept.display()
+        );
+    }
     result
 }
 
@@ -272,23 +312,105 @@ fn usage(pid: u32) -> anyhow::Result<(u64, f64)> {
     Ok((rss, ticks / 100.0))
 }
 
-/// Samples a process every 100 ms while `f` runs: its peak RSS and the CPU it used.
+/// What `sampled` measured of each process: its peak resident memory (KiB) and the CPU it
+/// used (seconds), over `took`.
+struct Load {
+    peaks: Vec<u64>,
+    cpu: Vec<f64>,
+    took: Duration,
+}
+
+impl Load {
+    /// The sum of the first `hubs` processes' peaks (each its own peak).
+    fn hubs_peak(&self, hubs: usize) -> u64 {
+        self.peaks.iter().take(hubs).sum()
+    }
+
+    fn percent(&self, cpu: f64) -> f64 {
+        100.0 * cpu / self.took.as_secs_f64()
+    }
+
+    /// The hubs' memory (the sum and each replica's), then etcd's if measured.
+    fn memory_text(&self, hubs: usize) -> String {
+        let mib = |kib: u64| format!("{:.1}", kib as f64 / 1024.0);
+        let mut text = format!("{} MiB", mib(self.hubs_peak(hubs)));
+        if hubs > 1 {
+            let each: Vec<String> = self.peaks.iter().take(hubs).map(|&p| mib(p)).collect();
+            text.push_str(&format!(" ({})", each.join(" + ")));
+        }
+        if let Some(etcd) = self.peaks.get(hubs) {
+            text.push_str(&format!("; etcd {} MiB", mib(*etcd)));
+        }
+        text
+    }
+
+    /// The hubs' CPU (the sum and each replica's), then etcd's if measured.
+    fn cpu_text(&self, hubs: usize) -> String {
+        let total: f64 = self.cpu.iter().take(hubs).sum();
+        let mut text = format!("hub {:.0}% of one core", self.percent(total));
+        if hubs > 1 {
+            let each: Vec<String> = self
+                .cpu
+                .iter()
+                .take(hubs)
+                .map(|&c| format!("{:.0}", self.percent(c)))
+                .collect();
+            text = format!(
+                "{hubs} hubs {:.0}% of one core ({} %)",
+                self.percent(total),
+                each.join(" + ")
+            );
+        }
+        if let Some(etcd) = self.cpu.get(hubs) {
+            text.push_str(&format!(", etcd {:.0}%", self.percent(*etcd)));
+        }
+        text
+    }
+
+    fn text(&self, hubs: usize) -> String {
+        format!(
+            "{}, {} over {:.1}s",
+            self.memory_text(hubs),
+            self.cpu_text(hubs),
+            self.took.as_secs_f64()
+        )
+    }
+}
+
+/// Samples processes every 100 ms while `f` runs: each one's peak RSS and the CPU it used. A
+/// process that ends meanwhile keeps what was last read of it.
 async fn sampled<T>(
-    pid: u32,
+    pids: &[u32],
     f: impl std::future::Future<Output = anyhow::Result<T>>,
-) -> anyhow::Result<(T, u64, f64, Duration)> {
-    let (_, cpu0) = usage(pid)?;
+) -> anyhow::Result<(T, Load)> {
+    let mut cpu0 = Vec::with_capacity(pids.len());
+    for &pid in pids {
+        cpu0.push(usage(pid)?.1);
+    }
     let start = Instant::now();
-    let peak = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let last: Arc<std::sync::Mutex<Vec<(u64, f64)>>> = Arc::new(std::sync::Mutex::new(
+        cpu0.iter().map(|&c| (0, c)).collect(),
+    ));
     let stop = tokio_util::sync::CancellationToken::new();
+    let sample = {
+        let pids = pids.to_vec();
+        let last = Arc::clone(&last);
+        move || {
+            if let Ok(mut last) = last.lock() {
+                for (pid, seen) in pids.iter().zip(last.iter_mut()) {
+                    if let Ok((rss, cpu)) = usage(*pid) {
+                        *seen = (seen.0.max(rss), cpu);
+                    }
+                }
+            }
+        }
+    };
     let sampler = {
-        let peak = Arc::clone(&peak);
         let stop = stop.clone();
+        let sample = sample.clone();
         tokio::spawn(async move {
             loop {
-                if let Ok((rss, _)) = usage(pid) {
-                    peak.fetch_max(rss, std::sync::atomic::Ordering::Relaxed);
-                }
+                sample();
                 tokio::select! {
                     () = tokio::time::sleep(Duration::from_millis(100)) => {}
                     () = stop.cancelled() => return,
@@ -300,20 +422,131 @@ async fn sampled<T>(
     stop.cancel();
     let _ = sampler.await;
     let took = start.elapsed();
-    let (rss, cpu1) = usage(pid)?;
-    let peak = peak.load(std::sync::atomic::Ordering::Relaxed).max(rss);
-    Ok((out?, peak, cpu1 - cpu0, took))
+    sample();
+    let last = last
+        .lock()
+        .map_err(|_| anyhow::anyhow!("the sampler panicked"))?;
+    Ok((
+        out?,
+        Load {
+            peaks: last.iter().map(|&(peak, _)| peak).collect(),
+            cpu: last
+                .iter()
+                .zip(&cpu0)
+                .map(|(&(_, cpu1), &cpu0)| cpu1 - cpu0)
+                .collect(),
+            took,
+        },
+    ))
+}
+
+/// When another replica led, when the hub's view had every cluster held by a live replica and
+/// none by the dead one, when ListClusters agreed, and for a rollout when it moved again: each
+/// from the kill.
+#[derive(Debug, Default)]
+struct Failover {
+    led: Option<(usize, Duration)>,
+    all_live: Option<Duration>,
+    gone: Option<Duration>,
+    listed: Option<Duration>,
+    progress: Option<Duration>,
+    moved: Option<Duration>,
+}
+
+/// The rollout a leader was killed in: its commit, the Targets given it before the kill, and
+/// when each spoke came to hold it.
+struct RolloutWatch {
+    commit: String,
+    given: std::collections::BTreeSet<String>,
+    arrivals: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
+}
+
+/// How long after `killed` each waiter (see `Sim::before_kill`) saw its spoke's new session.
+async fn reconnect_times(
+    waiters: Vec<tokio::task::JoinHandle<Instant>>,
+    killed: Instant,
+    timeout: Duration,
+) -> anyhow::Result<Vec<Duration>> {
+    let deadline = tokio::time::Instant::from_std(killed + timeout);
+    let mut times = Vec::with_capacity(waiters.len());
+    for waiter in waiters {
+        let at = tokio::time::timeout_at(deadline, waiter)
+            .await
+            .context("a spoke never had a session again")??;
+        times.push(at.saturating_duration_since(killed));
+    }
+    times.sort();
+    Ok(times)
+}
+
+fn spokes_text(times: &[Duration]) -> String {
+    match times.last() {
+        Some(max) => format!(
+            "{:.1}s / {:.1}s",
+            percentile(times, 0.5).as_secs_f64(),
+            max.as_secs_f64()
+        ),
+        None => "none lost".to_owned(),
+    }
+}
+
+/// The `p` quantile of sorted, non-empty `times`.
+fn percentile(times: &[Duration], p: f64) -> Duration {
+    let rank = ((times.len() as f64 * p).ceil() as usize).clamp(1, times.len());
+    times[rank - 1]
+}
+
+fn secs(d: Option<Duration>) -> String {
+    d.map_or_else(
+        || "not seen".to_owned(),
+        |d| format!("{:.1}s", d.as_secs_f64()),
+    )
+}
+
+/// One hub process: its data directory, its log and its two listeners.
+struct Replica {
+    dir: PathBuf,
+    log: PathBuf,
+    grpc_port: u16,
+    http_port: u16,
+    /// None while it is down (killed, not yet started again).
+    process: Option<Proc>,
+}
+
+impl Replica {
+    fn url(&self) -> String {
+        format!("https://127.0.0.1:{}", self.grpc_port)
+    }
+
+    fn pid(&self) -> Option<u32> {
+        self.process.as_ref().map(|p| p.0.id())
+    }
+
+    fn runs(&self) -> bool {
+        self.process.is_some()
+    }
+}
+
+/// The hubs' store in etcd: where, and the prefix of this run.
+struct EtcdStore {
+    url: String,
+    /// `HOST:PORT` of `url`, for the plain HTTP requests to etcd's JSON gateway.
+    addr: String,
+    prefix: String,
 }
 
 struct Sim {
-    dir: PathBuf,
     /// The spokes' data directories live under here (see `--spoke-data`).
     spoke_dir: PathBuf,
     hub_bin: PathBuf,
-    hub: Option<Proc>,
-    grpc_port: u16,
-    http_port: u16,
-    admin: Option<AdminClient>,
+    /// One hub, or the replicas sharing `etcd`.
+    hubs: Vec<Replica>,
+    etcd: Option<EtcdStore>,
+    etcd_pid: Option<u32>,
+    /// The admin client and the replica it talks to.
+    admin: Option<(usize, AdminClient)>,
+    /// Which replica each spoke dials first (the others follow, see `hub_order`).
+    first_hub: BTreeMap<String, usize>,
     kubesim: gitfleet_kubesim::KubesimHandle,
     git: GitRepo,
     _daemon: Proc,
@@ -327,11 +560,13 @@ struct Sim {
     /// The same on the links' runtime, when they have their own.
     link_lag: Option<Arc<std::sync::atomic::AtomicU64>>,
     /// `sessions_ended` when `phase_health` last read it.
-    ended_before: BTreeMap<String, u64>,
+    ended_before: BTreeMap<(usize, String), u64>,
     /// Where the spokes' hub links run (see `--links-share-runtime`).
     links: LinkRuntime,
     /// Where the spokes and kubesim work (see `--spoke-work-nice`).
     work: LinkRuntime,
+    /// Where the waiters that time what the spokes see run: nothing else uses it.
+    timer: LinkRuntime,
 }
 
 /// A runtime for the spokes' links, shut down without blocking when dropped (a runtime dropped
@@ -440,14 +675,56 @@ impl Sim {
         );
         let repo_url = format!("git://127.0.0.1:{daemon_port}{}", git.dir().display());
 
+        let etcd = args
+            .etcd_endpoint
+            .as_deref()
+            .map(|url| -> anyhow::Result<EtcdStore> {
+                let addr = url
+                    .strip_prefix("http://")
+                    .map(|a| a.trim_end_matches('/').to_owned())
+                    .filter(|a| !a.is_empty() && !a.contains('/'))
+                    .with_context(|| {
+                        format!("--etcd-endpoint {url}: must be a plain http://HOST:PORT URL")
+                    })?;
+                Ok(EtcdStore {
+                    url: url.trim_end_matches('/').to_owned(),
+                    addr,
+                    prefix: format!("/fleetsim-{}/", hex::encode(rand::random::<[u8; 4]>())),
+                })
+            })
+            .transpose()?;
+        ensure!(
+            args.replicas == 1 || etcd.is_some(),
+            "--replicas {} needs --etcd-endpoint: replicas share their store in etcd",
+            args.replicas
+        );
+        let mut hubs = Vec::new();
+        for i in 0..args.replicas {
+            // One hub on sled keeps the layout of every earlier run.
+            let (data, log) = if etcd.is_none() {
+                (dir.join("hub"), dir.join("hub.log"))
+            } else {
+                (
+                    dir.join(format!("hub-{i}")),
+                    dir.join(format!("hub-{i}.log")),
+                )
+            };
+            hubs.push(Replica {
+                dir: data,
+                log,
+                grpc_port: free_port()?,
+                http_port: free_port()?,
+                process: None,
+            });
+        }
         let mut sim = Sim {
-            dir: dir.to_owned(),
             spoke_dir: spoke_dir.to_owned(),
             hub_bin,
-            hub: None,
-            grpc_port: free_port()?,
-            http_port: free_port()?,
+            hubs,
+            etcd,
+            etcd_pid: args.etcd_pid,
             admin: None,
+            first_hub: BTreeMap::new(),
             kubesim,
             git,
             _daemon: daemon,
@@ -460,60 +737,140 @@ impl Sim {
             link_lag: None,
             ended_before: BTreeMap::new(),
             links: LinkRuntime::new(args.links_share_runtime)?,
+            timer: LinkRuntime::named(false, "fleetsim-timer", 1, WorkPriority::Normal)?,
         };
         sim.link_lag = sim.links.handle().map(|h| lag_probe(&h));
-        sim.start_hub(args.timeout).await?;
+        if sim.etcd.is_some() {
+            sim.init_shared_pki()?;
+        }
+        // The first replica leads: started alone, it is elected before the others stand.
+        sim.start_hub(0, args.timeout).await?;
+        if sim.hubs.len() > 1 {
+            sim.until_leader(&[0], Instant::now() + args.timeout)
+                .await?;
+            for i in 1..sim.hubs.len() {
+                sim.start_hub(i, args.timeout).await?;
+            }
+            // A follower answers admin calls once it knows who leads.
+            let deadline = Instant::now() + args.timeout;
+            loop {
+                match sim.admin().await?.list_clusters().await {
+                    Ok(_) => break,
+                    Err(e) => ensure!(
+                        Instant::now() < deadline,
+                        "the admin calls' replica never answered: {e}"
+                    ),
+                }
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
         Ok(sim)
     }
 
-    async fn start_hub(&mut self, timeout: Duration) -> anyhow::Result<()> {
-        let data = self.dir.join("hub");
+    /// `gitfleet-hub init` once, then that `pki/` into every replica's data directory: what a
+    /// Secret mounted on each replica does in Kubernetes.
+    fn init_shared_pki(&self) -> anyhow::Result<()> {
+        let first = &self.hubs[0];
+        let done = Command::new(&self.hub_bin)
+            .args(["init", "--data-dir", &first.dir.display().to_string()])
+            .args(["--advertise-url", &first.url()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .output()
+            .with_context(|| format!("running {} init", self.hub_bin.display()))?;
+        ensure!(
+            done.status.success(),
+            "{} init failed: {}",
+            self.hub_bin.display(),
+            String::from_utf8_lossy(&done.stderr).trim()
+        );
+        let pki = first.dir.join("pki");
+        for replica in &self.hubs[1..] {
+            let to = replica.dir.join("pki");
+            std::fs::create_dir_all(&to)?;
+            for entry in std::fs::read_dir(&pki)? {
+                let entry = entry?;
+                std::fs::copy(entry.path(), to.join(entry.file_name()))
+                    .with_context(|| format!("copying {}", entry.path().display()))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts replica `i` (again, after a kill: the same data directory and ports) and waits
+    /// until its Admin API answers.
+    async fn start_hub(&mut self, i: usize, timeout: Duration) -> anyhow::Result<()> {
+        let replica = &self.hubs[i];
+        let data = replica.dir.clone();
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
-            .open(self.dir.join("hub.log"))?;
-        let child = Command::new(&self.hub_bin)
-            .args([
-                "serve",
-                "--data-dir",
-                &data.display().to_string(),
-                "--grpc-listen",
-                &format!("127.0.0.1:{}", self.grpc_port),
-                "--http-listen",
-                &format!("127.0.0.1:{}", self.http_port),
-                "--webhook-secret",
-                SECRET,
-                "--default-poll-interval",
-                "1h",
-                // Every simulated spoke registers from 127.0.0.1 at once.
-                "--register-rate-limit",
-                "0",
-            ])
+            .open(&replica.log)?;
+        let mut command = Command::new(&self.hub_bin);
+        command.args([
+            "serve",
+            "--data-dir",
+            &data.display().to_string(),
+            "--grpc-listen",
+            &format!("127.0.0.1:{}", replica.grpc_port),
+            "--http-listen",
+            &format!("127.0.0.1:{}", replica.http_port),
+            "--webhook-secret",
+            SECRET,
+            "--default-poll-interval",
+            "1h",
+            // Every simulated spoke registers from 127.0.0.1 at once.
+            "--register-rate-limit",
+            "0",
+        ]);
+        if let Some(etcd) = &self.etcd {
+            command.args([
+                "--store",
+                "etcd",
+                "--etcd-endpoints",
+                &etcd.url,
+                "--etcd-prefix",
+                &etcd.prefix,
+            ]);
+        }
+        let child = command
             .env("GITFLEET_LOG", "warn")
             // Every start appends, so a restarted hub does not hide why the last one ended.
             .stdout(log.try_clone()?)
             .stderr(log)
             .spawn()
             .with_context(|| format!("starting {}", self.hub_bin.display()))?;
-        self.hub = Some(Proc(child));
+        self.hubs[i].process = Some(Proc(child));
         let config_path = data.join("admin.gitfleetconfig");
         let deadline = Instant::now() + timeout;
         loop {
-            if config_path.exists()
-                && let Ok(config) = ClientConfig::load(&config_path)
+            self.check_hub()?;
+            // The credential names this replica's own address, whichever start wrote it.
+            if let Ok(config) = ClientConfig::load(&config_path)
                 && let Ok(context) = config.context(None)
-                && let Ok(client) = AdminClient::connect(context).await
+                && AdminClient::connect(context).await.is_ok()
             {
-                self.admin = Some(client);
                 return Ok(());
             }
             ensure!(
                 Instant::now() < deadline,
-                "the hub did not come up; see {}",
-                self.dir.join("hub.log").display()
+                "hub replica {i} did not come up; see {}",
+                self.hubs[i].log.display()
             );
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
+    }
+
+    /// Kills replica `i` with SIGKILL (no goodbye, no lease given up).
+    fn kill_hub(&mut self, i: usize) -> anyhow::Result<()> {
+        if let Some(mut hub) = self.hubs[i].process.take() {
+            hub.0.kill()?;
+            hub.0.wait()?;
+        }
+        if self.admin.as_ref().is_some_and(|(at, _)| *at == i) {
+            self.admin = None;
+        }
+        Ok(())
     }
 
     /// Every Target of the App, retrying (until `deadline`) a call the busy hub failed: a
@@ -523,7 +880,7 @@ impl Sim {
         deadline: Instant,
     ) -> anyhow::Result<Vec<pb::TargetStatus>> {
         loop {
-            match self.admin()?.status("small", "").await {
+            match self.admin().await?.status("small", "").await {
                 Ok(status) => return Ok(status),
                 Err(e) => {
                     self.check_hub()?;
@@ -543,7 +900,7 @@ impl Sim {
         deadline: Instant,
     ) -> anyhow::Result<(usize, usize)> {
         loop {
-            match self.admin()?.rollout_counts("small").await {
+            match self.admin().await?.rollout_counts("small").await {
                 Ok(r) if r.revision != commit => return Ok((0, 0)),
                 Ok(r) => {
                     let sum = |f: fn(&pb::RolloutWave) -> u32| {
@@ -561,24 +918,51 @@ impl Sim {
         }
     }
 
-    /// Fails, saying how, when the hub process has ended.
+    /// Fails, saying how, when a hub process that should run has ended.
     fn check_hub(&mut self) -> anyhow::Result<()> {
-        let hub = self.hub.as_mut().context("the hub runs")?;
-        if let Some(status) = hub.0.try_wait()? {
-            anyhow::bail!(
-                "the hub process ended ({status}); see {}",
-                self.dir.join("hub.log").display()
-            );
+        for (i, hub) in self.hubs.iter_mut().enumerate() {
+            if let Some(process) = hub.process.as_mut()
+                && let Some(status) = process.0.try_wait()?
+            {
+                anyhow::bail!(
+                    "hub replica {i} ended ({status}); see {}",
+                    hub.log.display()
+                );
+            }
         }
         Ok(())
     }
 
-    fn hub_pid(&self) -> anyhow::Result<u32> {
-        Ok(self.hub.as_ref().context("the hub runs")?.0.id())
+    /// The running hub processes.
+    fn hub_pids(&self) -> Vec<u32> {
+        self.hubs.iter().filter_map(Replica::pid).collect()
     }
 
-    fn admin(&mut self) -> anyhow::Result<&mut AdminClient> {
-        self.admin.as_mut().context("the hub runs")
+    /// The admin client, connected to the last running replica (a follower while the first
+    /// one leads: admin calls then take the forwarding path that two calls in three take
+    /// behind a Service).
+    async fn admin(&mut self) -> anyhow::Result<&mut AdminClient> {
+        if self.admin.is_none() {
+            let i = (0..self.hubs.len())
+                .rev()
+                .find(|&i| self.hubs[i].runs())
+                .context("no hub replica runs")?;
+            let config = ClientConfig::load(&self.hubs[i].dir.join("admin.gitfleetconfig"))?;
+            let client = AdminClient::connect(config.context(None)?).await?;
+            self.admin = Some((i, client));
+        }
+        Ok(&mut self.admin.as_mut().context("the admin client")?.1)
+    }
+
+    /// Where webhooks go: the last running replica, a follower while the first one leads (a
+    /// webhook at a follower reaches the leader through etcd, one step more).
+    fn webhook_port(&self) -> anyhow::Result<u16> {
+        self.hubs
+            .iter()
+            .rev()
+            .find(|h| h.runs())
+            .map(|h| h.http_port)
+            .context("no hub replica runs")
     }
 
     fn row(&mut self, what: &str, value: String) {
@@ -599,14 +983,20 @@ impl Sim {
             },
         );
         let ended = self.sessions_ended().await.unwrap_or_default();
-        let delta: Vec<String> = ended
+        let mut by_reason: BTreeMap<&str, u64> = BTreeMap::new();
+        for ((replica, reason), n) in &ended {
+            // The counters restart with the hub.
+            let before = self
+                .ended_before
+                .get(&(*replica, reason.clone()))
+                .copied()
+                .unwrap_or(0);
+            *by_reason.entry(reason).or_default() += if *n >= before { n - before } else { *n };
+        }
+        let delta: Vec<String> = by_reason
             .iter()
-            .filter_map(|(reason, n)| {
-                // The counters restart with the hub.
-                let before = self.ended_before.get(reason).copied().unwrap_or(0);
-                let d = if *n >= before { n - before } else { *n };
-                (d > 0).then(|| format!("{reason} {d}"))
-            })
+            .filter(|&(_, d)| *d > 0)
+            .map(|(reason, d)| format!("{reason} {d}"))
             .collect();
         println!(
             "  ... simulator runtime lag max {} (spokes' work), {} (their links); link sessions ended: {}",
@@ -621,24 +1011,28 @@ impl Sim {
         self.ended_before = ended;
     }
 
-    /// The hub's `gitfleet_link_sessions_ended_total` by reason.
-    async fn sessions_ended(&self) -> anyhow::Result<BTreeMap<String, u64>> {
-        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        Ok(response
-            .lines()
-            .filter_map(|l| l.strip_prefix("gitfleet_link_sessions_ended_total{reason=\""))
-            .filter_map(|rest| rest.split_once("\"} "))
-            .filter_map(|(reason, n)| Some((reason.to_owned(), n.trim().parse().ok()?)))
-            .collect())
+    /// Each running replica's `gitfleet_link_sessions_ended_total`, by replica and reason.
+    async fn sessions_ended(&self) -> anyhow::Result<BTreeMap<(usize, String), u64>> {
+        let mut ended = BTreeMap::new();
+        for (i, hub) in self.hubs.iter().enumerate().filter(|(_, h)| h.runs()) {
+            let response = metrics(hub.http_port).await?;
+            ended.extend(
+                response
+                    .lines()
+                    .filter_map(|l| l.strip_prefix("gitfleet_link_sessions_ended_total{reason=\""))
+                    .filter_map(|rest| rest.split_once("\"} "))
+                    .filter_map(|(reason, n)| {
+                        Some(((i, reason.to_owned()), n.trim().parse().ok()?))
+                    }),
+            );
+        }
+        Ok(ended)
     }
 
     async fn connected(&mut self) -> anyhow::Result<usize> {
         Ok(self
-            .admin()?
+            .admin()
+            .await?
             .list_clusters()
             .await?
             .iter()
@@ -710,7 +1104,8 @@ impl Sim {
     async fn start_spokes(&mut self, args: &Args) -> anyhow::Result<()> {
         let uses = u32::try_from(self.names.len()).unwrap_or(u32::MAX);
         let token = self
-            .admin()?
+            .admin()
+            .await?
             .create_token(pb::CreateTokenRequest {
                 ttl_seconds: 3600,
                 labels: BTreeMap::from([("fleet".to_owned(), "sim".to_owned())])
@@ -723,27 +1118,22 @@ impl Sim {
             })
             .await?
             .token;
-        let ca = std::fs::read_to_string(self.dir.join("hub").join("ca.pem"))
-            .ok()
-            .or_else(|| {
-                let config =
-                    ClientConfig::load(&self.dir.join("hub").join("admin.gitfleetconfig")).ok()?;
-                Some(
-                    config
-                        .context(None)
-                        .ok()?
-                        .certificate_authority_data
-                        .clone(),
-                )
-            })
+        let ca = std::fs::read_to_string(self.hubs[0].dir.join("pki").join("ca.crt"))
             .context("no hub CA")?;
-        let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
+        let urls: Vec<String> = self.hubs.iter().map(Replica::url).collect();
         let work = self.work.handle().context("the spokes' runtime")?;
-        for chunk in self.names.clone().chunks(args.start_batch.max(1)) {
+        for (c, chunk) in self
+            .names
+            .clone()
+            .chunks(args.start_batch.max(1))
+            .enumerate()
+        {
             let mut started = tokio::task::JoinSet::new();
-            for name in chunk {
+            for (k, name) in chunk.iter().enumerate() {
+                let order = hub_order(c * args.start_batch.max(1) + k, urls.len());
+                self.first_hub.insert(name.clone(), order[0]);
                 let mut config = SpokeConfig::new(
-                    hub_url.clone(),
+                    urls[order[0]].clone(),
                     self.spoke_dir.join(name),
                     name.clone(),
                     if args.kube_in_memory {
@@ -752,6 +1142,7 @@ impl Sim {
                         KubeSource::Config(Box::new(self.kubesim.kube_config(name)))
                     },
                 );
+                config.hub_urls = order.iter().map(|&r| urls[r].clone()).collect();
                 config.hub_ca_pem = Some(ca.clone());
                 config.bootstrap_token = Some(token.clone());
                 config.labels = BTreeMap::from([("fleet".to_owned(), "sim".to_owned())]);
@@ -782,10 +1173,7 @@ impl Sim {
              Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
             body.len()
         );
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
+        let response = http(&format!("127.0.0.1:{}", self.webhook_port()?), &request).await?;
         let status_line = response.lines().next().unwrap_or_default().to_owned();
         ensure!(
             status_line.contains(" 200")
@@ -796,36 +1184,203 @@ impl Sim {
         Ok(())
     }
 
-    /// The hub's dispatch-latency histogram: cumulative counts by upper bound (seconds).
+    /// The hubs' dispatch-latency histogram, summed over the running replicas: cumulative
+    /// counts by upper bound (seconds). A follower times its dispatches from the leader's fetch
+    /// too (the change carries when it started).
     async fn dispatch_buckets(&self) -> anyhow::Result<Vec<(f64, u64)>> {
-        let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
-        let mut stream = tokio::net::TcpStream::connect(("127.0.0.1", self.http_port)).await?;
-        stream.write_all(request.as_bytes()).await?;
-        let mut response = String::new();
-        stream.read_to_string(&mut response).await?;
-        let mut buckets = Vec::new();
-        for line in response.lines() {
-            let Some(rest) = line.strip_prefix("gitfleet_dispatch_latency_seconds_bucket{le=\"")
-            else {
-                continue;
-            };
-            let (le, count) = rest
-                .split_once("\"} ")
-                .with_context(|| format!("unexpected metrics line {line:?}"))?;
-            let le = if le == "+Inf" {
-                f64::INFINITY
+        let mut buckets: Vec<(f64, u64)> = Vec::new();
+        for hub in self.hubs.iter().filter(|h| h.runs()) {
+            let mine = dispatch_buckets_of(&metrics(hub.http_port).await?)?;
+            if buckets.is_empty() {
+                buckets = mine;
             } else {
-                le.parse()?
-            };
-            buckets.push((le, count.trim().parse()?));
+                ensure!(
+                    buckets.len() == mine.len(),
+                    "the replicas' histograms differ"
+                );
+                for (sum, (_, count)) in buckets.iter_mut().zip(mine) {
+                    sum.1 += count;
+                }
+            }
         }
-        ensure!(
-            !buckets.is_empty(),
-            "the hub's /metrics has no dispatch latency"
-        );
         Ok(buckets)
     }
 
+    /// Whether each replica leads, from its `gitfleet_hub_leader` (None: down or not answering).
+    async fn leaders(&self) -> Vec<Option<bool>> {
+        let mut leads = Vec::with_capacity(self.hubs.len());
+        for hub in &self.hubs {
+            let answer = if hub.runs() {
+                metrics(hub.http_port).await.ok().and_then(|text| {
+                    text.lines()
+                        .find_map(|l| l.strip_prefix("gitfleet_hub_leader "))
+                        .map(|v| v.trim() == "1")
+                })
+            } else {
+                None
+            };
+            leads.push(answer);
+        }
+        leads
+    }
+
+    /// Waits until one of `candidates` says it leads; returns which.
+    async fn until_leader(&self, candidates: &[usize], deadline: Instant) -> anyhow::Result<usize> {
+        loop {
+            let leads = self.leaders().await;
+            if let Some(&i) = candidates.iter().find(|&&i| leads[i] == Some(true)) {
+                return Ok(i);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "no hub replica of {candidates:?} leads (gitfleet_hub_leader: {leads:?})"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
+    /// Which clusters' links each replica holds, as the replicas record it in etcd (a replica's
+    /// records go with its lease): cluster name → replica ids.
+    async fn presence(&self) -> anyhow::Result<BTreeMap<String, Vec<String>>> {
+        let etcd = self.etcd.as_ref().context("no etcd")?;
+        let from = format!("{}presence/", etcd.prefix);
+        let to = format!("{}presence0", etcd.prefix);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let body = serde_json::json!({
+            "key": b64.encode(&from),
+            "range_end": b64.encode(&to),
+            "keys_only": true,
+        });
+        let answer = etcd_gateway(&etcd.addr, "/v3/kv/range", &body).await?;
+        let mut held: BTreeMap<String, Vec<String>> = BTreeMap::new();
+        for kv in answer["kvs"].as_array().into_iter().flatten() {
+            let key = b64.decode(kv["key"].as_str().context("a key without its name")?)?;
+            let key = String::from_utf8(key)?;
+            if let Some((cluster, replica)) = key
+                .strip_prefix(&from)
+                .and_then(|rest| rest.split_once('\u{0}'))
+            {
+                held.entry(cluster.to_owned())
+                    .or_default()
+                    .push(replica.to_owned());
+            }
+        }
+        Ok(held)
+    }
+
+    /// The id replica `i` records its links under: the one most of the spokes that dial it
+    /// first are held by.
+    fn replica_id(&self, held: &BTreeMap<String, Vec<String>>, i: usize) -> Option<String> {
+        let mut votes: BTreeMap<&str, usize> = BTreeMap::new();
+        for (cluster, ids) in held {
+            if self.first_hub.get(cluster) == Some(&i) {
+                for id in ids {
+                    *votes.entry(id).or_default() += 1;
+                }
+            }
+        }
+        votes
+            .into_iter()
+            .max_by_key(|&(_, n)| n)
+            .map(|(id, _)| id.to_owned())
+    }
+
+    /// Deletes this run's prefix from etcd.
+    async fn forget_etcd_prefix(&self) -> anyhow::Result<()> {
+        let etcd = self.etcd.as_ref().context("no etcd")?;
+        let b64 = base64::engine::general_purpose::STANDARD;
+        let mut end = etcd.prefix.clone().into_bytes();
+        if let Some(last) = end.last_mut() {
+            *last += 1;
+        }
+        let body = serde_json::json!({
+            "key": b64.encode(&etcd.prefix),
+            "range_end": b64.encode(&end),
+        });
+        etcd_gateway(&etcd.addr, "/v3/kv/deleterange", &body).await?;
+        Ok(())
+    }
+}
+
+/// The order in which spoke number `i` is given `replicas` addresses: first its own third (with
+/// three replicas), then the others in an order that alternates from spoke to spoke, so that
+/// the links of a replica that dies spread evenly over the ones left.
+fn hub_order(i: usize, replicas: usize) -> Vec<usize> {
+    let first = i % replicas;
+    let others: Vec<usize> = (0..replicas).filter(|&r| r != first).collect();
+    let mut order = vec![first];
+    if !others.is_empty() {
+        let turn = (i / replicas) % others.len();
+        order.extend(others[turn..].iter().chain(&others[..turn]));
+    }
+    order
+}
+
+/// One plain HTTP request to `addr` (`HOST:PORT`), read until the server closes: no client
+/// library needed for a benchmark.
+async fn http(addr: &str, request: &str) -> anyhow::Result<String> {
+    let mut stream = tokio::net::TcpStream::connect(addr).await?;
+    stream.write_all(request.as_bytes()).await?;
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await?;
+    Ok(response)
+}
+
+/// A hub's `/metrics` text.
+async fn metrics(http_port: u16) -> anyhow::Result<String> {
+    let request = "GET /metrics HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n";
+    http(&format!("127.0.0.1:{http_port}"), request).await
+}
+
+/// A call to etcd's JSON gateway (HTTP/1.0: the answer comes whole, not chunked).
+async fn etcd_gateway(
+    addr: &str,
+    path: &str,
+    body: &serde_json::Value,
+) -> anyhow::Result<serde_json::Value> {
+    let body = body.to_string();
+    let request = format!(
+        "POST {path} HTTP/1.0\r\nHost: {addr}\r\nContent-Type: application/json\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let response = http(addr, &request).await?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .with_context(|| format!("etcd at {addr}: no HTTP answer to {path}"))?;
+    ensure!(
+        head.lines().next().is_some_and(|l| l.contains(" 200")),
+        "etcd at {addr}: {path}: {}",
+        head.lines().next().unwrap_or_default()
+    );
+    serde_json::from_str(body).with_context(|| format!("etcd at {addr}: {path}: {body}"))
+}
+
+/// The cumulative buckets of `gitfleet_dispatch_latency_seconds` in one `/metrics` text.
+fn dispatch_buckets_of(response: &str) -> anyhow::Result<Vec<(f64, u64)>> {
+    let mut buckets = Vec::new();
+    for line in response.lines() {
+        let Some(rest) = line.strip_prefix("gitfleet_dispatch_latency_seconds_bucket{le=\"") else {
+            continue;
+        };
+        let (le, count) = rest
+            .split_once("\"} ")
+            .with_context(|| format!("unexpected metrics line {line:?}"))?;
+        let le = if le == "+Inf" {
+            f64::INFINITY
+        } else {
+            le.parse()?
+        };
+        buckets.push((le, count.trim().parse()?));
+    }
+    ensure!(
+        !buckets.is_empty(),
+        "the hub's /metrics has no dispatch latency"
+    );
+    Ok(buckets)
+}
+
+impl Sim {
     fn commit(&self, version: u32) -> anyhow::Result<String> {
         self.git.write(
             "apps/small/configmap.yaml",
@@ -840,10 +1395,19 @@ impl Sim {
 impl Sim {
     async fn run(&mut self, args: &Args) -> anyhow::Result<()> {
         let n = self.names.len();
+        let store = match &self.etcd {
+            Some(etcd) => format!(
+                "{} replica(s) on etcd {} prefix {}",
+                self.hubs.len(),
+                etcd.url,
+                etcd.prefix
+            ),
+            None => "one hub on sled".to_owned(),
+        };
         println!(
-            "fleetsim: {n} clusters, hub {} (pid {}), kubesim and spokes in pid {}",
+            "fleetsim: {n} clusters, {store}, hub {} (pids {:?}), kubesim and spokes in pid {}",
             self.hub_bin.display(),
-            self.hub_pid()?,
+            self.hub_pids(),
             std::process::id()
         );
 
@@ -858,14 +1422,10 @@ impl Sim {
         self.phase_health().await;
 
         // 2. First deployment.
-        let resources = format!(
-            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n",
-            self.repo_url
-        );
-        let documents = gitfleet_e2e::harness::resource_documents("fleetsim", &resources)?;
+        let documents = self.resources(None)?;
         let v1 = self.git.head()?;
         let start = Instant::now();
-        self.admin()?.apply(documents, false).await?;
+        self.admin().await?.apply(documents, false).await?;
         self.wait_synced(&v1, args.timeout).await?;
         self.row(
             "first deployment: apply -> all synced+healthy",
@@ -876,27 +1436,33 @@ impl Sim {
         let last = if args.ingest_only {
             v1
         } else {
-            self.idle_fanout_storm(args).await?
+            self.idle_and_fanout(args).await?;
+            if self.hubs.len() > 1 {
+                self.replica_faults(args).await?
+            } else {
+                self.reconnect_storm(args).await?
+            }
         };
 
         // 6. Status ingest: the spokes stop; their identities stream reports as fast as acks
         // come back.
-        let pid = self.hub_pid()?;
+        let pids = self.measured_pids();
         let (rss, _) = usage(std::process::id())?;
         let spokes_rss = rss;
         let sessions = self.names.len();
         for s in std::mem::take(&mut self.spokes) {
             s.shutdown().await;
         }
-        let ((acked, took), _, cpu, _) =
-            sampled(pid, self.ingest(sessions, args.ingest, &last)).await?;
+        let ((acked, took), load) =
+            sampled(&pids, self.ingest(sessions, args.ingest, &last)).await?;
+        let hubs = self.hub_pids().len();
         self.row(
             "status ingest: durable acked reports/s",
             format!(
-                "{:.0}/s ({acked} over {:.1}s from {sessions} links, hub {:.0}% of one core)",
+                "{:.0}/s ({acked} over {:.1}s from {sessions} links, {})",
                 acked as f64 / took.as_secs_f64(),
                 took.as_secs_f64(),
-                100.0 * cpu / took.as_secs_f64()
+                load.cpu_text(hubs)
             ),
         );
         let rss = spokes_rss;
@@ -915,63 +1481,65 @@ impl Sim {
         Ok(())
     }
 
-    /// Phases 3-5: idle, fan-out and rollout, the reconnect storm. Returns the revision the
-    /// fleet is at.
-    async fn idle_fanout_storm(&mut self, args: &Args) -> anyhow::Result<String> {
+    /// The Repo and the App `small` on every cluster; `max_unavailable` gives it a rollout
+    /// strategy (one wave, that many Targets at a time).
+    fn resources(
+        &self,
+        max_unavailable: Option<&str>,
+    ) -> anyhow::Result<Vec<pb::ResourceDocument>> {
+        let rollout = max_unavailable
+            .map(|m| format!("  rollout: {{ maxUnavailable: \"{m}\" }}\n"))
+            .unwrap_or_default();
+        let resources = format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n{rollout}",
+            self.repo_url
+        );
+        gitfleet_e2e::harness::resource_documents("fleetsim", &resources)
+    }
+
+    /// The processes whose memory and CPU are measured: the running hubs, then etcd's if known.
+    fn measured_pids(&self) -> Vec<u32> {
+        let mut pids = self.hub_pids();
+        pids.extend(self.etcd_pid);
+        pids
+    }
+
+    /// Phases 3 and 4: idle, then fan-out and the rollout of a commit.
+    async fn idle_and_fanout(&mut self, args: &Args) -> anyhow::Result<()> {
         let n = self.names.len();
         // 3. Idle.
-        let pid = self.hub_pid()?;
+        let pids = self.measured_pids();
+        let hubs = self.hub_pids().len();
         let idle = args.idle;
-        let ((), peak, cpu, took) = sampled(pid, async {
+        let ((), load) = sampled(&pids, async {
             tokio::time::sleep(idle).await;
             Ok(())
         })
         .await?;
+        let peak = load.hubs_peak(hubs);
         self.row(
             "hub idle: resident memory",
             format!(
-                "{:.1} MiB ({:.1} KiB per connected spoke)",
-                peak as f64 / 1024.0,
+                "{} ({:.1} KiB per connected spoke)",
+                load.memory_text(hubs),
                 peak as f64 / n as f64
             ),
         );
-        self.row(
-            "hub idle: CPU",
-            format!("{:.2}% of one core", 100.0 * cpu / took.as_secs_f64()),
-        );
+        self.row("hub idle: CPU", load.cpu_text(hubs));
         self.phase_health().await;
 
         // 4. Fan-out and rollout.
         let v2 = self.commit(2)?;
-        let receivers: Vec<_> = self.spokes.iter().map(SpokeHandle::desired).collect();
-        // Timed on a runtime of their own: on the spokes' busy one a waiter would note the
-        // time only when its turn came, seconds late.
-        let measure = LinkRuntime::named(false, "fanout-timer", 1, WorkPriority::Normal)?;
-        let measure_handle = measure.handle().context("the timer runtime")?;
-        let waiters: Vec<_> = receivers
-            .into_iter()
-            .map(|mut rx| {
-                let v2 = v2.clone();
-                measure_handle.spawn(async move {
-                    let holds = |d: &gitfleet_spoke::desired::DesiredState| {
-                        d.targets
-                            .get("small")
-                            .is_some_and(|t| t.source.commit == v2)
-                    };
-                    let _ = rx.wait_for(holds).await;
-                    Instant::now()
-                })
-            })
-            .collect();
+        let waiters = self.holding_waiters(&v2)?;
         let timeout = args.timeout;
         let dispatched_before = self.dispatch_buckets().await?;
-        let (fanout, peak, cpu, took) = sampled(pid, async {
+        let (fanout, load) = sampled(&pids, async {
             let sent = Instant::now();
             self.push_webhook().await?;
             // Nothing reads the hub meanwhile: the rollout view decides over every cluster,
             // and the hub's part is its own dispatch histogram, read before and after.
             let mut latencies = Vec::with_capacity(n);
-            for mut w in waiters {
+            for (_, mut w) in waiters {
                 let at = loop {
                     match tokio::time::timeout(Duration::from_secs(1), &mut w).await {
                         Ok(at) => break at?,
@@ -1001,15 +1569,12 @@ impl Sim {
             "webhook -> the first spoke holds the new revision",
             ms(*latencies.first().context("no spokes")?),
         );
-        let pct = |p: f64| {
-            latencies[((latencies.len() as f64 * p).ceil() as usize).clamp(1, latencies.len()) - 1]
-        };
         self.row(
             "fan-out: webhook -> spoke holds new revision (p50/p99/max)",
             format!(
                 "{} / {} / {}",
-                ms(pct(0.50)),
-                ms(pct(0.99)),
+                ms(percentile(&latencies, 0.50)),
+                ms(percentile(&latencies, 0.99)),
                 ms(*latencies.last().context("no spokes")?)
             ),
         );
@@ -1017,23 +1582,49 @@ impl Sim {
             "commit (webhook) -> all synced+healthy",
             format!("{:.2}s", to_healthy.as_secs_f64()),
         );
-        self.row(
-            "hub during the rollout: peak memory, CPU",
-            load_text(peak, cpu, took),
-        );
+        self.row("hub during the rollout: peak memory, CPU", load.text(hubs));
         self.phase_health().await;
-        // 5. Reconnect storm: kill -9, commit while down, restart.
+        Ok(())
+    }
+
+    /// For every spoke, a task on the timer runtime that notes when the spoke holds `commit`
+    /// for the App. Timed on a runtime of their own: on the spokes' busy one a waiter would
+    /// note the time only when its turn came, seconds late.
+    fn holding_waiters(
+        &self,
+        commit: &str,
+    ) -> anyhow::Result<Vec<(String, tokio::task::JoinHandle<Instant>)>> {
+        let timer = self.timer.handle().context("the timer runtime")?;
+        Ok(self
+            .spokes
+            .iter()
+            .map(|spoke| {
+                let mut rx = spoke.desired();
+                let commit = commit.to_owned();
+                let waiter = timer.spawn(async move {
+                    let holds = |d: &gitfleet_spoke::desired::DesiredState| {
+                        d.targets
+                            .get("small")
+                            .is_some_and(|t| t.source.commit == commit)
+                    };
+                    let _ = rx.wait_for(holds).await;
+                    Instant::now()
+                });
+                (spoke.cluster_name().to_owned(), waiter)
+            })
+            .collect())
+    }
+
+    /// Phase 5 with one hub: a reconnect storm (kill -9, a commit while it is down, restart).
+    /// Returns the revision the fleet is at.
+    async fn reconnect_storm(&mut self, args: &Args) -> anyhow::Result<String> {
         let v3 = self.commit(3)?;
-        if let Some(mut hub) = self.hub.take() {
-            hub.0.kill()?;
-            hub.0.wait()?;
-        }
-        self.admin = None;
+        self.kill_hub(0)?;
         let start = Instant::now();
-        self.start_hub(args.timeout).await?;
-        let pid = self.hub_pid()?;
+        self.start_hub(0, args.timeout).await?;
+        let pids = self.measured_pids();
         let timeout = args.timeout;
-        let ((), peak, cpu, took) = sampled(pid, async {
+        let ((), load) = sampled(&pids, async {
             self.wait_connected(timeout).await?;
             Ok(())
         })
@@ -1051,15 +1642,322 @@ impl Sim {
         );
         self.row(
             "  hub during the storm: peak memory, CPU",
-            load_text(peak, cpu, took),
+            load.text(self.hub_pids().len()),
         );
         self.phase_health().await;
         Ok(v3)
     }
 
+    /// Phase 5 with replicas: (b) a follower holding a third of the links is killed, then (a)
+    /// the leader is killed mid-rollout; each is started again afterwards. (b) goes first, while
+    /// each replica still holds the links of the spokes that dial it first. Returns the
+    /// revision the fleet is at.
+    async fn replica_faults(&mut self, args: &Args) -> anyhow::Result<String> {
+        let all: Vec<usize> = (0..self.hubs.len()).collect();
+        let n = self.names.len();
+
+        // (b) A follower dies.
+        let leader = self
+            .until_leader(&all, Instant::now() + args.timeout)
+            .await?;
+        let admin_at = self.admin.as_ref().map(|(i, _)| *i);
+        let victim = all
+            .iter()
+            .copied()
+            .find(|&i| i != leader && Some(i) != admin_at)
+            .or_else(|| all.iter().copied().find(|&i| i != leader))
+            .context("no follower to kill")?;
+        let (dead, reconnects) = self.before_kill(victim).await?;
+        let lost = reconnects.len();
+        let pids: Vec<u32> = self.survivors_pids(victim);
+        let hubs = pids.len() - usize::from(self.etcd_pid.is_some());
+        let killed = Instant::now();
+        self.kill_hub(victim)?;
+        let timeout = args.timeout;
+        let (seen, load) =
+            sampled(&pids, self.watch_failover(&dead, killed, None, timeout)).await?;
+        let spokes = reconnect_times(reconnects, killed, timeout).await?;
+        self.row(
+            &format!(
+                "replica loss: kill -9 a follower holding {lost} of {n} links -> every spoke connected at a live replica (hub's view, presence in etcd)"
+            ),
+            secs(seen.all_live),
+        );
+        self.row(
+            "  ... the spokes' view: each of those has a session again (p50 / max)",
+            spokes_text(&spokes),
+        );
+        self.row(
+            "  ... the dead replica's links gone from the hub's view (its lease ran out)",
+            secs(seen.gone),
+        );
+        self.row(
+            "  ... ListClusters through a live replica: all connected, with those gone",
+            secs(seen.listed),
+        );
+        self.row("  hubs left during it: peak memory, CPU", load.text(hubs));
+        self.phase_health().await;
+        let restart = Instant::now();
+        self.start_hub(victim, args.timeout).await?;
+        println!(
+            "  ... replica {victim} started again in {:.1}s",
+            restart.elapsed().as_secs_f64()
+        );
+
+        // (a) The leader dies mid-rollout: the App goes a batch at a time, a commit is pushed,
+        // and the leader is killed as the first spokes get it.
+        let leader = self
+            .until_leader(&all, Instant::now() + args.timeout)
+            .await?;
+        let documents = self.resources(Some(&args.failover_max_unavailable))?;
+        self.admin().await?.apply(documents, false).await?;
+        let v3 = self.commit(3)?;
+        let (dead, reconnects) = self.before_kill(leader).await?;
+        let lost = reconnects.len();
+        let waiters = self.holding_waiters(&v3)?;
+        let arrivals = Arc::new(std::sync::Mutex::new(BTreeMap::<String, Instant>::new()));
+        let first_held = Arc::new(tokio::sync::Notify::new());
+        let timer = self.timer.handle().context("the timer runtime")?;
+        for (name, waiter) in waiters {
+            let arrivals = Arc::clone(&arrivals);
+            let first_held = Arc::clone(&first_held);
+            timer.spawn(async move {
+                if let Ok(at) = waiter.await {
+                    if let Ok(mut arrivals) = arrivals.lock() {
+                        arrivals.insert(name, at);
+                    }
+                    first_held.notify_one();
+                }
+            });
+        }
+        let pushed = Instant::now();
+        self.push_webhook().await?;
+        tokio::time::timeout(args.timeout, first_held.notified())
+            .await
+            .context("no spoke got the commit the leader was to be killed in")?;
+        // The Targets the leader has given the commit: the batch under way.
+        let before = self.admin().await?.rollout("small").await?;
+        ensure!(
+            before.revision == v3,
+            "the rollout is at {}, not at the commit just pushed",
+            before.revision
+        );
+        let given: std::collections::BTreeSet<String> = before
+            .waves
+            .iter()
+            .flat_map(|w| &w.targets)
+            .filter(|t| t.state != "pending")
+            .map(|t| t.cluster.clone())
+            .collect();
+        let held_at_kill = arrivals.lock().map_or(0, |a| a.len());
+        let pids = self.survivors_pids(leader);
+        let killed = Instant::now();
+        self.kill_hub(leader)?;
+        let rollout = RolloutWatch {
+            commit: v3.clone(),
+            given: given.clone(),
+            arrivals: Arc::clone(&arrivals),
+        };
+        let (seen, load) = sampled(
+            &pids,
+            self.watch_failover(&dead, killed, Some(&rollout), timeout),
+        )
+        .await?;
+        let spokes = reconnect_times(reconnects, killed, timeout).await?;
+        self.wait_synced(&v3, timeout).await?;
+        let done = killed.elapsed();
+        let (new_leader, led) = seen.led.context("no replica took the lead")?;
+        self.row(
+            &format!(
+                "leader loss: kill -9 the leader mid-rollout ({} of {n} Targets given the commit, {} held by the spokes, {:.1}s after the webhook) -> another replica leads (gitfleet_hub_leader)",
+                given.len(),
+                held_at_kill,
+                (killed - pushed).as_secs_f64()
+            ),
+            format!("{} (replica {new_leader})", secs(Some(led))),
+        );
+        self.row(
+            "  ... the rollout moves again: the new leader gives the commit to more Targets (hub's view)",
+            secs(seen.progress),
+        );
+        self.row(
+            "  ... the first spoke outside the batch under way holds the commit",
+            secs(seen.moved),
+        );
+        self.row(
+            "  ... the rollout complete: all synced+healthy",
+            format!("{:.1}s", done.as_secs_f64()),
+        );
+        self.row(
+            &format!(
+                "  ... the leader's {lost} links: every spoke connected at a live replica (hub's view)"
+            ),
+            secs(seen.all_live),
+        );
+        self.row(
+            "  ... the spokes' view: each of those has a session again (p50 / max)",
+            spokes_text(&spokes),
+        );
+        self.row(
+            "  hubs left during the failover: peak memory, CPU",
+            load.text(hubs),
+        );
+        self.phase_health().await;
+        let restart = Instant::now();
+        self.start_hub(leader, args.timeout).await?;
+        println!(
+            "  ... replica {leader} started again in {:.1}s",
+            restart.elapsed().as_secs_f64()
+        );
+        Ok(v3)
+    }
+
+    /// What to know before replica `victim` is killed: the id its links are recorded under in
+    /// etcd, and for each of those spokes a task that notes when it has a session again.
+    async fn before_kill(
+        &self,
+        victim: usize,
+    ) -> anyhow::Result<(String, Vec<tokio::task::JoinHandle<Instant>>)> {
+        let timer = self.timer.handle().context("the timer runtime")?;
+        let held = self.presence().await?;
+        let dead = self
+            .replica_id(&held, victim)
+            .with_context(|| format!("replica {victim} holds no links"))?;
+        let at_victim: std::collections::BTreeSet<&String> = held
+            .iter()
+            .filter(|(_, ids)| ids.contains(&dead))
+            .map(|(cluster, _)| cluster)
+            .collect();
+        let waiters = self
+            .spokes
+            .iter()
+            .filter(|s| at_victim.contains(&s.cluster_name().to_owned()))
+            .map(|spoke| {
+                let mut rx = spoke.connected();
+                // Only what happens from now on counts: a session ended (false), then a new
+                // one (true), possibly seen as one change.
+                rx.borrow_and_update();
+                timer.spawn(async move {
+                    loop {
+                        if rx.changed().await.is_err() || *rx.borrow_and_update() {
+                            return Instant::now();
+                        }
+                    }
+                })
+            })
+            .collect();
+        Ok((dead, waiters))
+    }
+
+    /// The processes measured while replica `victim` is down.
+    fn survivors_pids(&self, victim: usize) -> Vec<u32> {
+        let mut pids: Vec<u32> = self
+            .hubs
+            .iter()
+            .enumerate()
+            .filter(|&(i, _)| i != victim)
+            .filter_map(|(_, h)| h.pid())
+            .collect();
+        pids.extend(self.etcd_pid);
+        pids
+    }
+
+    /// After a replica whose links are recorded as `dead` was killed: when another replica led
+    /// (if the leader died), when every cluster was held by a live replica and the dead one's
+    /// records were gone (the hub's view, read from etcd), when ListClusters through a live
+    /// replica showed every cluster connected once they were gone, and with `rollout`, when the
+    /// rollout moved again.
+    async fn watch_failover(
+        &mut self,
+        dead: &str,
+        killed: Instant,
+        rollout: Option<&RolloutWatch>,
+        timeout: Duration,
+    ) -> anyhow::Result<Failover> {
+        let n = self.names.len();
+        let poll = Duration::from_millis(100).max(self.rollout_poll_interval() / 2);
+        let deadline = killed + timeout;
+        let running: Vec<usize> = (0..self.hubs.len())
+            .filter(|&i| self.hubs[i].runs())
+            .collect();
+        let mut seen = Failover::default();
+        loop {
+            self.check_hub()?;
+            if rollout.is_some() && seen.led.is_none() {
+                let leads = self.leaders().await;
+                if let Some(&i) = running.iter().find(|&&i| leads[i] == Some(true)) {
+                    seen.led = Some((i, killed.elapsed()));
+                }
+            }
+            if seen.all_live.is_none() || seen.gone.is_none() {
+                let held = self.presence().await?;
+                let at = killed.elapsed();
+                let live = self
+                    .names
+                    .iter()
+                    .filter(|c| {
+                        held.get(*c)
+                            .is_some_and(|ids| ids.iter().any(|i| i != dead))
+                    })
+                    .count();
+                if live == n && seen.all_live.is_none() {
+                    seen.all_live = Some(at);
+                }
+                if !held.values().flatten().any(|i| i == dead) && seen.gone.is_none() {
+                    seen.gone = Some(at);
+                }
+            }
+            // Until a replica leads again, a follower answers admin calls UNAVAILABLE.
+            let leads = rollout.is_none() || seen.led.is_some();
+            if leads && seen.gone.is_some() && seen.listed.is_none() {
+                match self.connected().await {
+                    Ok(c) if c == n => seen.listed = Some(killed.elapsed()),
+                    Ok(_) => {}
+                    Err(e) => eprintln!("fleetsim: listing the clusters failed ({e:#})"),
+                }
+            }
+            if let Some(r) = rollout {
+                if leads && seen.progress.is_none() {
+                    match self.admin().await?.rollout_counts("small").await {
+                        Ok(status) if status.revision == r.commit => {
+                            let updated: usize =
+                                status.waves.iter().map(|w| w.updated as usize).sum();
+                            if updated > r.given.len() {
+                                seen.progress = Some(killed.elapsed());
+                            }
+                        }
+                        Ok(_) => {}
+                        Err(e) => eprintln!("fleetsim: reading the rollout failed ({e})"),
+                    }
+                }
+                if seen.moved.is_none()
+                    && let Ok(arrivals) = r.arrivals.lock()
+                {
+                    seen.moved = arrivals
+                        .iter()
+                        .filter(|(cluster, _)| !r.given.contains(*cluster))
+                        .map(|(_, at)| at.saturating_duration_since(killed))
+                        .min();
+                }
+            }
+            let rollout_done = rollout.is_none()
+                || (seen.led.is_some() && seen.progress.is_some() && seen.moved.is_some());
+            if rollout_done && seen.all_live.is_some() && seen.listed.is_some() {
+                return Ok(seen);
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "after the kill, not all seen in {}s: {seen:?}",
+                timeout.as_secs()
+            );
+            tokio::time::sleep(poll).await;
+        }
+    }
+
     /// Opens one Link session per cluster with the spoke's own identity and streams status
-    /// reports, keeping up to `WINDOW` unacked per session, for `duration`. Returns how many
-    /// reports the hub acked (durable) and over how long.
+    /// reports, keeping up to `WINDOW` unacked per session, for `duration`; the sessions go to
+    /// the replicas in turn. Returns how many reports the hubs acked (durable) and over how
+    /// long.
     async fn ingest(
         &self,
         sessions: usize,
@@ -1067,7 +1965,7 @@ impl Sim {
         revision: &str,
     ) -> anyhow::Result<(u64, Duration)> {
         const WINDOW: u64 = 32;
-        let hub_url = format!("https://127.0.0.1:{}", self.grpc_port);
+        let urls: Vec<String> = self.hubs.iter().map(Replica::url).collect();
         // Every session is opened (a few at a time, retried: the hub sheds handshakes beyond
         // its limit) before any streams, so that all stream for the same window.
         let connects = Arc::new(tokio::sync::Semaphore::new(256));
@@ -1075,14 +1973,14 @@ impl Sim {
         let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
         let connect_deadline = Instant::now() + Duration::from_secs(300);
         let mut tasks = tokio::task::JoinSet::new();
-        for name in self.names.iter().take(sessions) {
+        for (i, name) in self.names.iter().take(sessions).enumerate() {
             let ids = self.spoke_dir.join(name).join("identity");
             let read = |f: &str| {
                 std::fs::read_to_string(ids.join(f))
                     .with_context(|| format!("{name}: reading identity {f}"))
             };
             let (key, cert, ca) = (read("key.pem")?, read("cert.pem")?, read("ca.pem")?);
-            let hub_url = hub_url.clone();
+            let hub_url = urls[i % urls.len()].clone();
             let name = name.clone();
             let revision = revision.to_owned();
             let connects = Arc::clone(&connects);
@@ -1202,7 +2100,14 @@ impl Sim {
         for s in std::mem::take(&mut self.spokes) {
             s.shutdown().await;
         }
-        self.hub = None;
+        for hub in &mut self.hubs {
+            hub.process = None;
+        }
+        if self.etcd.is_some()
+            && let Err(e) = self.forget_etcd_prefix().await
+        {
+            eprintln!("cannot delete this run's etcd prefix: {e:#}");
+        }
         if let Err(e) = std::fs::remove_dir_all(&self.spoke_dir)
             && e.kind() != std::io::ErrorKind::NotFound
         {
@@ -1244,14 +2149,4 @@ fn bucket_percentiles(before: &[(f64, u64)], after: &[(f64, u64)]) -> anyhow::Re
 
 fn ms(d: Duration) -> String {
     format!("{:.0} ms", d.as_secs_f64() * 1000.0)
-}
-
-/// A process's peak memory (`peak` KiB) and its CPU time (`cpu` seconds) over `took`.
-fn load_text(peak: u64, cpu: f64, took: Duration) -> String {
-    format!(
-        "{:.1} MiB, {:.0}% of one core over {:.1}s",
-        peak as f64 / 1024.0,
-        100.0 * cpu / took.as_secs_f64(),
-        took.as_secs_f64()
-    )
 }

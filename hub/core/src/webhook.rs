@@ -258,11 +258,6 @@ impl RepoIndex {
         }
     }
 
-    /// Whether a Repo of this name is filed.
-    pub fn contains(&self, name: &str) -> bool {
-        self.url_of.contains_key(name)
-    }
-
     /// The Repos following any of `urls`, each once, ordered by name.
     pub fn find(&self, urls: &[String]) -> Vec<(&str, &RepoSpec)> {
         let mut found: BTreeMap<&str, &RepoSpec> = BTreeMap::new();

@@ -18,7 +18,7 @@ use crate::resources::Resource;
 use crate::store::{RemoteChange, Tree};
 
 /// The key prefix of a fetch request a follower writes for the leader (see
-/// [`Engine::trigger_fetch_by_url`]).
+/// [`Engine::fetch_now`]).
 pub(super) const FETCH_REQUEST: &str = "fetch/";
 
 impl Engine {

@@ -91,17 +91,9 @@ impl Engine {
         self.followed().diff_hook = hook;
     }
 
-    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed. On a
-    /// replica that does not lead, the request goes to the leader (which follows the Repos)
-    /// through the store.
+    /// Asks the follower of `repo` to fetch now. False when no such Repo is followed here (a
+    /// replica that does not lead follows none: see [`Engine::fetch_now`]).
     pub fn trigger_fetch(&self, repo: &str) -> bool {
-        if !self.leads() && self.store.is_shared() {
-            let known = self.followed().by_url.contains(repo);
-            if known {
-                self.store.request_fetch(repo);
-            }
-            return known;
-        }
         match self.followed().followers.get(repo) {
             Some(f) => {
                 f.trigger.notify_one();
@@ -111,20 +103,22 @@ impl Engine {
         }
     }
 
-    /// Asks every Repo whose URL is one of `urls` (compared normalised) to fetch now; returns
-    /// their names.
-    pub fn trigger_fetch_by_url(&self, urls: &[String]) -> Vec<String> {
-        let names: Vec<String> = self
-            .followed()
-            .by_url
-            .find(urls)
-            .into_iter()
-            .map(|(name, _)| name.to_owned())
-            .collect();
-        names
-            .into_iter()
-            .filter(|name| self.trigger_fetch(name))
-            .collect()
+    /// Has `repos` fetched now (a push webhook named them): here when this replica follows
+    /// them, else through a request the leading replica sees in the store, durable before this
+    /// returns. Returns the Repos a fetch was asked of.
+    pub async fn fetch_now(&self, repos: Vec<String>) -> Result<Vec<String>, EngineError> {
+        if self.leads() || !self.store.is_shared() {
+            return Ok(repos
+                .into_iter()
+                .filter(|name| self.trigger_fetch(name))
+                .collect());
+        }
+        // A follower follows no Repo: the leader does, and learns of the request from etcd.
+        for name in &repos {
+            self.store.request_fetch(name);
+        }
+        self.store.flush().await?;
+        Ok(repos)
     }
 
     /// One fetch of a Repo; moves the revision of every App whose files changed.

@@ -161,7 +161,8 @@ impl Engine {
                 continue;
             }
             let plan = plan_waves(app, labels, groups, projects);
-            let observations = if matches!(state.phase, Phase::Complete) {
+            let was_complete = matches!(state.phase, Phase::Complete);
+            let mut observations = if was_complete {
                 // A complete rollout only places clusters that joined; reports change nothing.
                 BTreeMap::new()
             } else {
@@ -184,6 +185,12 @@ impl Engine {
                     Err(e) => warn!(app = %name, error = %e, "new revision refused"),
                 }
                 state = Arc::new(next);
+                // The new rollout's first step needs what the clusters report: without it every
+                // Target looks disconnected, and a strategy gives none of them the revision
+                // until something else wakes the rollout.
+                if was_complete {
+                    observations = self.observations(name, plan.clusters(), now);
+                }
             }
             let decision = decide(&state, &plan, &observations, now);
             if !decision.changes.is_empty() {

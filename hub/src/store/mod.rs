@@ -267,6 +267,18 @@ impl Mirror {
             mirror.audit.push_back((id, entry.at_unix));
         }
         mirror.next_audit_id = mirror.audit.back().map_or(1, |(id, _)| id + 1);
+        // The links other replicas hold now: a replica started later learns of them here, since
+        // the watch tells it only of links made or lost after its start.
+        for (k, _) in backend::load(backend, Tree::Presence).await? {
+            let key = String::from_utf8_lossy(&k);
+            if let Some((cluster, replica)) = key.split_once('\u{0}') {
+                mirror
+                    .presence
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .insert(replica.to_owned());
+            }
+        }
         mirror.seen = mirror.acked.clone();
         Ok(mirror)
     }
