@@ -121,7 +121,11 @@ pub fn is_transient(error: &anyhow::Error) -> bool {
     error
         .chain()
         .any(|e| match e.downcast_ref::<ClientError>() {
-            Some(ClientError::Unreachable { .. } | ClientError::Timeout { .. }) => true,
+            Some(
+                ClientError::Unreachable { .. }
+                | ClientError::NoLeader { .. }
+                | ClientError::Timeout { .. },
+            ) => true,
             Some(ClientError::Rpc { code, .. }) => matches!(
                 code,
                 tonic::Code::Unknown | tonic::Code::Cancelled | tonic::Code::Aborted

@@ -853,20 +853,13 @@ async fn status_wait_times_out_naming_what_is_not_converged() {
     })
     .await;
     let err = hub
-        .run(&[
-            "status",
-            "--wait",
-            "--timeout",
-            "100ms",
-            "--interval",
-            "10ms",
-        ])
+        .run(&["status", "--wait", "--timeout", "1s", "--interval", "10ms"])
         .await
         .unwrap_err();
     assert_eq!(err.exit_code(), 1);
     assert_eq!(
         err.to_string(),
-        "timed out after 100ms waiting for Targets to be synced and healthy: 1 of 2 not yet: \
+        "timed out after 1s waiting for Targets to be synced and healthy: 1 of 2 not yet: \
          guestbook on prod-1 is OutOfSync/Degraded at 01234567 (wants 01234567): 1 of 2 resources failed"
     );
     // Two pages per poll.
