@@ -55,6 +55,34 @@ fn second_data_dir(first: &Path) -> (tempfile::TempDir, std::path::PathBuf) {
     (tmp, data)
 }
 
+/// Repo `repo` and App `web` (on env=dev) applied at `leader`, and a spoke of `id` linked to
+/// `replica` once it holds web at `commit`.
+async fn web_through(
+    leader: &HubHandle,
+    repo: pb::ResourceDocument,
+    replica: &HubHandle,
+    id: &SpokeIdentity,
+    commit: &str,
+) -> FakeSpoke {
+    admin(leader)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![repo, app_doc("web", "platform", "apps/web", "dev")],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let mut spoke = FakeSpoke::connect(&replica.grpc_url(), id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the commit, through the replica", |v| {
+            v.commit_of("web").as_deref() == Some(commit)
+        })
+        .await;
+    spoke
+}
+
 async fn until_part(hub: &HubHandle, what: &str, wanted: impl Fn(&Leadership) -> bool) {
     let mut part = hub.leadership();
     tokio::time::timeout(DEADLINE, part.wait_for(|p| wanted(p)))
@@ -96,22 +124,7 @@ async fn one_replica_leads_and_a_spoke_on_another_gets_what_it_decides() {
         "metadata": {"name": "platform"},
         "spec": {"url": git.url(), "ref": {"branch": "main"}, "pollInterval": "1h"}
     }));
-    admin(&a)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![repo, app_doc("web", "platform", "apps/web", "dev")],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at the first commit, through the follower", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let mut spoke = web_through(&a, repo, &b, &id, &c1).await;
     assert_eq!(spoke.view.epoch, a.store().epoch());
 
     // Its report, acknowledged by the follower, is what the leader knows of the Target, and the
@@ -213,25 +226,7 @@ async fn one_etcd_member_of_three_killed_stops_nothing() {
     let b = runtime::start(on_all(&b_data)).await.unwrap();
     until_part(&b, "the second replica to follow", |p| !p.leads()).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
-    admin(&a)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                app_doc("web", "platform", "apps/web", "dev"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    spoke
-        .until("web at the first commit", |v| {
-            v.commit_of("web").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
     spoke.report(1, "web", &c1, "before").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
 
