@@ -245,7 +245,10 @@ impl EtcdBackend {
         Ok(Self {
             kv,
             leases: client.lease_client(),
-            watches: client.watch_client(),
+            // A watch that catches up sends many transactions' events in one response.
+            watches: client
+                .watch_client()
+                .max_decoding_message_size(MAX_RESPONSE_BYTES),
             elections: client.election_client(),
             hold: None,
             session: Mutex::new(Session::default()),
