@@ -653,11 +653,18 @@ impl Sim {
             .config()?
             .set_bool("uploadpack.allowReachableSHA1InWant", true)?;
         let daemon_port = free_port()?;
+        // `git daemon` runs `git-daemon` as a child of its own, which would outlive the kill of
+        // `git` when the run ends: the server itself is started, so that the kill ends it.
+        let exec_path = Command::new("git")
+            .arg("--exec-path")
+            .output()
+            .context("running git --exec-path")?;
+        let git_daemon =
+            Path::new(String::from_utf8_lossy(&exec_path.stdout).trim()).join("git-daemon");
         let daemon = Proc(
             WorkPriority::of(args)
-                .command("git")
+                .command(&git_daemon.display().to_string())
                 .args([
-                    "daemon",
                     "--reuseaddr",
                     "--export-all",
                     "--base-path=/",
