@@ -32,9 +32,12 @@ use crate::store::{Store, StoreError};
 
 mod audit;
 mod clusters;
+mod dependencies;
 mod desired;
 mod events;
 mod fleet_sync;
+mod freezes;
+mod holds;
 mod links;
 mod queries;
 mod replicas;

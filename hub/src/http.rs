@@ -108,7 +108,7 @@ fn rollout_progress(view: &RolloutView) -> RolloutProgress {
     };
     for t in view.status.waves.iter().flat_map(|w| &w.targets) {
         let n = match t.state {
-            TargetState::Pending => &mut p.pending,
+            TargetState::Pending | TargetState::Held => &mut p.pending,
             TargetState::Updating => &mut p.progressing,
             TargetState::Healthy => &mut p.healthy,
             TargetState::Failed | TargetState::Tolerated => &mut p.failed,

@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use super::{Engine, EngineError, Split, State, placeable, split_resources};
-use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide, plan_waves};
+use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide_held, plan_waves};
 use crate::fleet::{AppRevision, ClusterLabels};
 use crate::model::{ClusterView, EventRecord, TargetReport, TargetView};
 use crate::pki::now_unix;
@@ -89,7 +89,8 @@ impl Engine {
         let plan = plan_waves(app, labels, &split.groups, &split.projects);
         let now = now_unix();
         let observations = self.observations(name, plan.clusters(), now);
-        let decision = decide(&state, &plan, &observations, now);
+        let holds = self.holds_for(app, &plan, labels, &split.projects, now);
+        let decision = decide_held(&state, &plan, &observations, &holds, now);
         if decision.state != *state {
             // Time moved the rollout on since it was last decided: let the driver store it.
             self.wake_rollout(name);

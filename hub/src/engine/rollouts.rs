@@ -18,7 +18,7 @@ use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Engine, EngineError, RolloutView};
 use crate::fleet::rollout::{
-    self, Command, Observation, Phase, RolloutEvent, RolloutState, decide, plan_waves,
+    self, Command, Observation, Phase, RolloutEvent, RolloutState, decide_held, plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
@@ -161,6 +161,7 @@ impl Engine {
                 continue;
             }
             let plan = plan_waves(app, labels, groups, projects);
+            let holds = self.holds_for(app, &plan, labels, projects, now);
             let was_complete = matches!(state.phase, Phase::Complete);
             let mut observations = if was_complete {
                 // A complete rollout only places clusters that joined; reports change nothing.
@@ -173,7 +174,7 @@ impl Engine {
                 // The running rollout may have finished by now (a soak ended since it was last
                 // decided): a newer revision must find it complete, so that it is the stable one.
                 if !matches!(next.phase, Phase::Complete) {
-                    let caught_up = decide(&next, &plan, &observations, now);
+                    let caught_up = decide_held(&next, &plan, &observations, &holds, now);
                     next = caught_up.state;
                     app_events.extend(caught_up.events);
                 }
@@ -192,7 +193,7 @@ impl Engine {
                     observations = self.observations(name, plan.clusters(), now);
                 }
             }
-            let decision = decide(&state, &plan, &observations, now);
+            let decision = decide_held(&state, &plan, &observations, &holds, now);
             if !decision.changes.is_empty() {
                 info!(
                     app = %name,
@@ -208,9 +209,10 @@ impl Engine {
             app_events.extend(decision.events);
             if !matches!(state.phase, Phase::Complete) {
                 incomplete.insert(name.to_owned());
-                if let Some(t) = decision.status.next_check_at {
-                    next_checks.insert(name.to_owned(), t);
-                }
+            }
+            // A complete rollout asks too while a freeze holds a cluster that joined meanwhile.
+            if let Some(t) = decision.status.next_check_at {
+                next_checks.insert(name.to_owned(), t);
             }
             if changed(&state) {
                 self.store.put_rollout(name, &state)?;
@@ -403,7 +405,8 @@ impl Engine {
             Command::Pause { by }
             | Command::Resume { by }
             | Command::Promote { by }
-            | Command::Rollback { by, .. } => by.clone(),
+            | Command::Rollback { by, .. }
+            | Command::OverrideHolds { by, .. } => by.clone(),
         };
         let outcome = state
             .command(command, now)

@@ -85,6 +85,7 @@ impl RolloutsService {
             Command::Resume { .. } => "resume",
             Command::Promote { .. } => "promote",
             Command::Rollback { .. } => "rollback",
+            Command::OverrideHolds { .. } => "start --override-freeze",
         };
         let view = self
             .engine
@@ -301,6 +302,7 @@ fn rollout_status(view: RolloutView) -> pb::RolloutStatus {
         Summary::RollingBack => "rollingBack",
         Summary::Complete => "complete",
         Summary::RolledBack => "rolledBack",
+        Summary::Held => "held",
     };
     let paused_message = match &state.phase {
         Phase::Paused { message, .. } => message.clone(),
@@ -352,6 +354,7 @@ fn rollout_status(view: RolloutView) -> pb::RolloutStatus {
                             TargetState::Failed => "failed",
                             TargetState::Tolerated => "tolerated",
                             TargetState::Disconnected => "disconnected",
+                            TargetState::Held => "held",
                         }
                         .into(),
                         detail: t.detail,

@@ -172,6 +172,7 @@ fn summary_text(summary: &str) -> (&'static str, Option<Color>) {
         "rolledBack" => ("ROLLED BACK", Some(Color::Yellow)),
         "rollingBack" => ("ROLLING BACK", Some(Color::Yellow)),
         "paused" => ("PAUSED", Some(Color::Red)),
+        "held" => ("HELD", Some(Color::Yellow)),
         _ => ("PROGRESSING", None),
     }
 }
@@ -249,7 +250,10 @@ pub fn rollout_text(r: &RolloutReport, style: Style) -> String {
     for (i, w) in r.waves.iter().enumerate() {
         let current = !r.finished() && i + 1 == r.current_wave as usize;
         for t in &w.targets {
-            let notable = matches!(t.state.as_str(), "failed" | "tolerated" | "disconnected");
+            let notable = matches!(
+                t.state.as_str(),
+                "failed" | "tolerated" | "disconnected" | "held"
+            );
             if current || notable {
                 rows.push((w.name.as_str(), t));
             }
@@ -262,7 +266,7 @@ pub fn rollout_text(r: &RolloutReport, style: Style) -> String {
             let color = match t.state.as_str() {
                 "healthy" => Some(Color::Green),
                 "failed" => Some(Color::Red),
-                "updating" | "disconnected" | "tolerated" => Some(Color::Yellow),
+                "updating" | "disconnected" | "tolerated" | "held" => Some(Color::Yellow),
                 _ => None,
             };
             table.add_row(vec![

@@ -3,6 +3,7 @@
 
 pub mod desired;
 pub mod history;
+pub mod hold;
 pub mod placement;
 pub mod project;
 pub mod rollout;

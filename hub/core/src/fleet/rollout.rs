@@ -21,6 +21,7 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use super::desired::AppRevision;
+use super::hold::{Hold, Holds};
 use super::placement::{ClusterLabels, selection_matches};
 use crate::model::{HealthState, ReportSummary, SyncState};
 use crate::resources::{App, ClusterGroup, IntOrPercent, OnFailure, RolloutSpec};
@@ -248,6 +249,22 @@ pub struct RolloutState {
     pub best_healthy: usize,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub finished_at: Option<i64>,
+    /// `gitfleet rollout start --override-freeze`: freezes and sync windows do not hold this
+    /// rollout (dependencies still do). A newer rollout starts without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub override_holds: Option<HoldOverride>,
+    /// What held the rollout when it was last decided, as announced in its events: a change of
+    /// it is an event ("held: ...", "released"), the same holds again are not.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub held: Option<String>,
+}
+
+/// Who lifted a rollout's freezes and windows, and why: kept with the rollout and in the audit.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HoldOverride {
+    pub by: String,
+    pub reason: String,
+    pub at: i64,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -310,6 +327,11 @@ pub enum Command {
         to: Option<AppRevision>,
         by: String,
     },
+    /// Go on although freezes or sync windows hold the rollout (an emergency fix).
+    OverrideHolds {
+        by: String,
+        reason: String,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -350,6 +372,12 @@ pub enum EventKind {
     Promoted,
     RollbackStarted,
     Completed,
+    /// Freezes, windows or dependencies started holding Targets (or held others).
+    Held,
+    /// Nothing holds the rollout any more.
+    Released,
+    /// A person lifted the freezes and windows of this rollout.
+    Overridden,
 }
 
 /// The state change a command makes, with its events.
@@ -391,6 +419,8 @@ impl RolloutState {
             last_progress_at: now,
             best_healthy: 0,
             finished_at: None,
+            override_holds: None,
+            held: None,
         }
     }
 
@@ -512,6 +542,26 @@ impl RolloutState {
                 }
                 let reason = format!("rollback to {} asked by {by}", short(&to.commit));
                 Ok(self.begin_rollback(to, false, by, reason, now))
+            }
+            Command::OverrideHolds { by, reason } => {
+                if complete {
+                    return Err(not_in_progress("start"));
+                }
+                let mut state = self.clone();
+                let message = format!(
+                    "freezes and sync windows overridden by {by} for rollout #{} to {}: {reason}",
+                    self.number,
+                    short(&self.revision.commit)
+                );
+                state.override_holds = Some(HoldOverride {
+                    by,
+                    reason,
+                    at: now,
+                });
+                Ok(Outcome {
+                    events: vec![state.event(now, EventKind::Overridden, message)],
+                    state,
+                })
             }
         }
     }
@@ -755,6 +805,9 @@ pub enum Summary {
     RollingBack,
     Complete,
     RolledBack,
+    /// Progressing, but every Target it would update next is held (a freeze, a window, a
+    /// dependency) and none is updating.
+    Held,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -802,6 +855,9 @@ pub enum TargetState {
     Tolerated,
     /// The cluster is not connected: its state is unknown. Never counted as failed.
     Disconnected,
+    /// Not given the revision: a freeze, a sync window or a dependency holds it (the detail
+    /// says which, and until when).
+    Held,
 }
 
 struct Classified<'a> {
@@ -815,6 +871,8 @@ struct Classified<'a> {
     /// What [`Classified::detail`] words, only when someone reads it (a decision classifies
     /// every Target of a wave, often 10,000, and words none of them).
     obs: &'a Observation,
+    /// What holds the Target, for a Target not given the revision.
+    hold: Option<&'a Hold>,
     applied: bool,
     /// For a healthy Target: since when, and how long it must stay so.
     healthy_since: i64,
@@ -832,6 +890,7 @@ impl Classified<'_> {
                 None => "never connected".to_owned(),
             },
             TargetState::Pending => String::new(),
+            TargetState::Held => self.hold.map(|h| h.reason.clone()).unwrap_or_default(),
             TargetState::Tolerated => "failure accepted on resume".into(),
             TargetState::Failed => {
                 let what = if o.sync == SyncState::Failed {
@@ -875,20 +934,28 @@ fn classify<'a>(
     wave: &Wave,
     state: &RolloutState,
     obs: Option<&'a Observation>,
+    holds: &'a Holds,
     now: i64,
 ) -> Classified<'a> {
     let to = &state.revision.commit;
     let o = obs.unwrap_or(&NEVER_SEEN);
-    let holds = state.assigned.get(cluster).is_some_and(|r| &r.commit == to)
+    let given = state.assigned.get(cluster).is_some_and(|r| &r.commit == to)
         || o.desired_revision.as_ref() == Some(to);
     let applied = o.applied_revision.as_ref() == Some(to);
     let min_healthy_for = ceil_secs(wave.min_healthy_for);
     let mut soaked = false;
     let mut soaked_at = None;
     let mut healthy_since = now;
-    let target_state = if !o.connected {
+    let hold = if given {
+        None
+    } else {
+        holds.first(cluster, state.override_holds.is_some())
+    };
+    let target_state = if hold.is_some() {
+        TargetState::Held
+    } else if !o.connected {
         TargetState::Disconnected
-    } else if !holds {
+    } else if !given {
         TargetState::Pending
     } else if state.tolerated.contains(cluster) {
         TargetState::Tolerated
@@ -912,10 +979,11 @@ fn classify<'a>(
     Classified {
         cluster,
         state: target_state,
-        holds,
+        holds: given,
         soaked,
         soaked_at,
         obs: o,
+        hold,
         applied,
         healthy_since,
         min_healthy_for,
@@ -965,8 +1033,15 @@ impl WaveView<'_> {
         self.targets.iter().all(|t| match t.state {
             TargetState::Healthy => t.soaked,
             TargetState::Failed | TargetState::Tolerated => true,
-            TargetState::Pending | TargetState::Updating | TargetState::Disconnected => false,
+            TargetState::Pending
+            | TargetState::Updating
+            | TargetState::Disconnected
+            | TargetState::Held => false,
         })
+    }
+    /// Whether a freeze, a window or a dependency holds a Target of the wave.
+    fn any_held(&self) -> bool {
+        self.targets.iter().any(|t| t.state == TargetState::Held)
     }
     /// Waiting only for `minHealthyFor` to pass: the progress deadline does not apply.
     fn only_soaking(&self) -> bool {
@@ -983,13 +1058,14 @@ fn view<'a>(
     wave: &'a Wave,
     state: &RolloutState,
     obs: &'a BTreeMap<String, Observation>,
+    holds: &'a Holds,
     now: i64,
 ) -> WaveView<'a> {
     WaveView {
         targets: wave
             .clusters
             .iter()
-            .map(|c| classify(c, wave, state, obs.get(c), now))
+            .map(|c| classify(c, wave, state, obs.get(c), holds, now))
             .collect(),
     }
 }
@@ -1003,6 +1079,22 @@ pub fn decide(
     observations: &BTreeMap<String, Observation>,
     now: i64,
 ) -> Decision {
+    decide_held(state, plan, observations, &Holds::none(), now)
+}
+
+/// [`decide`], with what holds Targets from being given the revision (see [`super::hold`]): a
+/// held Target stays at what it runs, is shown with its hold, and does not count against the
+/// progress deadline; once its hold ends it is given the revision. A rollback is never held
+/// (it returns to a revision that ran before), and `override_holds` lifts freezes and windows.
+pub fn decide_held(
+    state: &RolloutState,
+    plan: &Plan,
+    observations: &BTreeMap<String, Observation>,
+    holds: &Holds,
+    now: i64,
+) -> Decision {
+    let none = Holds::none();
+    let holds = if state.is_rollback() { &none } else { holds };
     let rollback_plan;
     let plan = if state.is_rollback() {
         rollback_plan = plan.for_rollback();
@@ -1027,7 +1119,7 @@ pub fn decide(
     // Every pass finishes a wave, updates at least one Target, or stops: bounded.
     let passes = plan.waves.len() * 2 + placed.len() + 4;
     for _ in 0..passes {
-        assign_outside_current_wave(&mut st, plan, &mut changes);
+        assign_outside_current_wave(&mut st, plan, holds, &mut changes);
         if !matches!(st.phase, Phase::Progressing) {
             break;
         }
@@ -1057,7 +1149,7 @@ pub fn decide(
         let mut current = None;
         let mut tripped = None;
         for (i, w) in plan.waves.iter().enumerate().take(st.wave + 1) {
-            let v = view(w, &st, observations, now);
+            let v = view(w, &st, observations, holds, now);
             let failed = v.count(TargetState::Failed);
             let budget = w.failure_budget_count();
             if failed > budget {
@@ -1086,7 +1178,7 @@ pub fn decide(
                     );
                     events.extend(outcome.events);
                     // The rollback is decided at once: its Targets go back in this same step.
-                    let next = decide(&outcome.state, plan, observations, now);
+                    let next = decide_held(&outcome.state, plan, observations, holds, now);
                     changes.extend(next.changes);
                     events.extend(next.events);
                     return Decision {
@@ -1113,7 +1205,7 @@ pub fn decide(
             }
             break;
         }
-        let v = current.unwrap_or_else(|| view(wave, &st, observations, now));
+        let v = current.unwrap_or_else(|| view(wave, &st, observations, holds, now));
         if v.done() {
             events.push(st.event(
                 now,
@@ -1171,8 +1263,10 @@ pub fn decide(
             st.last_progress_at = now;
         }
         let deadline = ceil_secs(plan.progress_deadline);
-        if !v.only_soaking() && now - st.last_progress_at > deadline {
-            let v = view(wave, &st, observations, now);
+        // A held Target is waiting for a person's rule or another App, not failing to progress:
+        // the deadline counts again from the moment it is given the revision.
+        if !v.only_soaking() && !v.any_held() && now - st.last_progress_at > deadline {
+            let v = view(wave, &st, observations, holds, now);
             let waiting: Vec<String> = v
                 .targets
                 .iter()
@@ -1200,7 +1294,26 @@ pub fn decide(
         }
         break;
     }
-    let status = status(&st, plan, observations, now);
+    let mut status = status(&st, plan, observations, holds, now);
+    let held = held_summary(&st, &status);
+    if held != st.held {
+        match &held {
+            Some(h) => events.push(st.event(now, EventKind::Held, format!("held: {h}"))),
+            None => events.push(st.event(
+                now,
+                EventKind::Released,
+                "released: nothing holds the rollout any more".into(),
+            )),
+        }
+        st.held = held;
+    }
+    if !st.is_rollback() {
+        let ends = holds.next_end(st.override_holds.is_some());
+        status.next_check_at = [status.next_check_at, ends.map(|t| t.max(now) + 1)]
+            .into_iter()
+            .flatten()
+            .min();
+    }
     Decision {
         state: st,
         changes: merge_changes(changes),
@@ -1212,11 +1325,21 @@ pub fn decide(
 /// Targets outside the current wave: clusters of waves already passed (they joined late, or the
 /// rollout is complete) get the revision; clusters of waves not yet reached that run nothing
 /// get the stable revision, if there is one. A paused rollout gives nobody the new revision.
-fn assign_outside_current_wave(st: &mut RolloutState, plan: &Plan, changes: &mut Vec<Change>) {
+fn assign_outside_current_wave(
+    st: &mut RolloutState,
+    plan: &Plan,
+    holds: &Holds,
+    changes: &mut Vec<Change>,
+) {
     let complete = matches!(st.phase, Phase::Complete);
     let progressing = matches!(st.phase, Phase::Progressing);
+    let overridden = st.override_holds.is_some();
     for (i, wave) in plan.waves.iter().enumerate() {
         for c in &wave.clusters {
+            // A held cluster keeps what it runs, even nothing (it joined during a freeze).
+            if !holds.is_empty() && holds.first(c, overridden).is_some() {
+                continue;
+            }
             let at_revision = st.assigned.get(c).is_some_and(|r| *r == st.revision);
             if complete || (progressing && i < st.wave) {
                 if !at_revision {
@@ -1270,6 +1393,7 @@ fn status(
     st: &RolloutState,
     plan: &Plan,
     observations: &BTreeMap<String, Observation>,
+    holds: &Holds,
     now: i64,
 ) -> Status {
     let complete = matches!(st.phase, Phase::Complete);
@@ -1277,7 +1401,7 @@ fn status(
     let mut next_check_at: Option<i64> = None;
     let mut reason = String::new();
     for (i, wave) in plan.waves.iter().enumerate() {
-        let v = view(wave, st, observations, now);
+        let v = view(wave, st, observations, holds, now);
         let progress = if complete || i < st.wave {
             WaveProgress::Done
         } else if i == st.wave {
@@ -1289,7 +1413,7 @@ fn status(
             reason = current_wave_reason(st, plan, &v);
             if matches!(st.phase, Phase::Progressing) {
                 let soak = v.targets.iter().filter_map(|t| t.soaked_at).min();
-                let deadline = (!v.only_soaking())
+                let deadline = (!v.only_soaking() && !v.any_held())
                     .then(|| st.last_progress_at + ceil_secs(plan.progress_deadline) + 1);
                 next_check_at = [soak, deadline].into_iter().flatten().min();
             }
@@ -1343,12 +1467,59 @@ fn status(
         ),
         (Phase::Progressing, false) => (Summary::Progressing, reason),
     };
-    Status {
+    let mut status = Status {
         summary,
         reason,
         waves,
         next_check_at,
+    };
+    if let Some(held) = held_summary(st, &status) {
+        let _ = write!(status.reason, "; held: {held}");
+        let in_flight = status
+            .waves
+            .iter()
+            .filter(|w| w.progress == WaveProgress::Current)
+            .flat_map(|w| &w.targets)
+            .any(|t| t.state == TargetState::Updating);
+        if status.summary == Summary::Progressing && !in_flight {
+            status.summary = Summary::Held;
+        }
     }
+    status
+}
+
+/// What holds the rollout, for a person and its events: the holds of the current wave's Targets
+/// (of every wave once complete: clusters that joined while held), each reason once with the
+/// clusters it holds. `None` when nothing is held.
+fn held_summary(st: &RolloutState, status: &Status) -> Option<String> {
+    let complete = matches!(st.phase, Phase::Complete);
+    let mut by_reason: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
+    for w in &status.waves {
+        if !(complete || w.progress == WaveProgress::Current) {
+            continue;
+        }
+        for t in w.targets.iter().filter(|t| t.state == TargetState::Held) {
+            by_reason
+                .entry(t.detail.as_str())
+                .or_default()
+                .push(t.cluster.as_str());
+        }
+    }
+    if by_reason.is_empty() {
+        return None;
+    }
+    let parts: Vec<String> = by_reason
+        .iter()
+        .map(|(reason, clusters)| {
+            let n = clusters.len();
+            let noun = if n == 1 { "cluster" } else { "clusters" };
+            format!(
+                "{reason} ({n} {noun}: {})",
+                truncate_list(clusters.iter(), |c| (*c).to_owned())
+            )
+        })
+        .collect();
+    Some(parts.join("; "))
 }
 
 fn rollback_origin(st: &RolloutState) -> String {

@@ -7,6 +7,7 @@ use crate::resources::{
     AppSpec, ClusterGroupSpec, ClusterSelection, LabelSelector, Metadata, Repo, RepoSpec, WaveSpec,
 };
 
+mod holds;
 mod props;
 
 // ---------------------------------------------------------------------------------------------
@@ -137,6 +138,8 @@ struct Sim {
     bad: BTreeSet<(String, String)>,
     events: Vec<RolloutEvent>,
     last: Option<Decision>,
+    /// What holds Targets (freezes, windows, dependencies).
+    holds: crate::fleet::hold::Holds,
 }
 
 impl Sim {
@@ -162,6 +165,7 @@ impl Sim {
             bad: BTreeSet::new(),
             events: Vec::new(),
             last: None,
+            holds: Default::default(),
         }
     }
 
@@ -178,9 +182,9 @@ impl Sim {
     }
 
     fn decide(&mut self) -> Decision {
-        let d = decide(&self.state, &self.plan, &self.obs, self.now);
+        let d = decide_held(&self.state, &self.plan, &self.obs, &self.holds, self.now);
         // Deciding again on the result changes nothing.
-        let again = decide(&d.state, &self.plan, &self.obs, self.now);
+        let again = decide_held(&d.state, &self.plan, &self.obs, &self.holds, self.now);
         assert!(
             again.changes.is_empty(),
             "not idempotent: {:?}",
