@@ -8,8 +8,9 @@ use std::sync::Arc;
 use tracing::{Instrument, info, info_span, warn};
 
 use super::{Engine, EngineError, WriteGuard};
+use crate::fleet::dependencies;
 use crate::fleetsync::{self, FleetSource};
-use crate::resources::{Kind, Resource};
+use crate::resources::{App, Kind, Resource};
 use gitfleet_core::yaml::Limits;
 
 /// One sync at a time per process: a sync may restart the fleet Repo's follower (when the path
@@ -115,9 +116,28 @@ impl Engine {
         }
         let mut deleted = false;
         // Projects last: one still used by an App is refused, and the Apps leaving with it in
-        // this same commit are deleted first.
+        // this same commit are deleted first. Apps in dependency order, for the same reason:
+        // an App that another depends on is refused while the other is there.
+        let leaving: Vec<&App> = stored
+            .iter()
+            .filter_map(|r| match r {
+                Resource::App(app) => Some(app),
+                _ => None,
+            })
+            .filter(|app| {
+                plan.delete
+                    .contains(&(Kind::App, app.metadata.name.clone()))
+            })
+            .collect();
+        let app_order = dependencies::deletion_order(&leaving);
         let mut deletes: Vec<&(Kind, String)> = plan.delete.iter().collect();
-        deletes.sort_by_key(|(kind, _)| *kind == Kind::Project);
+        deletes.sort_by_key(|(kind, name)| {
+            (
+                *kind == Kind::Project,
+                *kind != Kind::App,
+                app_order.iter().position(|a| a == name),
+            )
+        });
         for (kind, name) in deletes {
             if self
                 .delete_locked(guard, *kind, name)

@@ -12,17 +12,19 @@ use crate::fleet::rollout::Plan;
 use crate::resources::{App, Project};
 
 impl Engine {
-    /// The holds on `app`'s Targets at `now`, on the clusters of its `plan`.
+    /// The holds on `app`'s Targets at `now`, on the clusters of its `plan`; `wanted` is the
+    /// revision each App it depends on is meant to run.
     pub(super) fn holds_for(
         &self,
         app: &App,
         plan: &Plan,
         labels: &[ClusterLabels<'_>],
         projects: &BTreeMap<String, Project>,
+        wanted: &dyn Fn(&str) -> Option<String>,
         now: i64,
     ) -> Holds {
         let mut holds = self.freeze_holds(app, plan, labels, projects, now);
-        holds.extend(self.dependency_holds(app, plan, now));
+        holds.extend(self.dependency_holds(app, plan, wanted, now));
         holds
     }
 }

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use super::{Engine, EngineError, Split, State, placeable, split_resources};
 use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide_held, plan_waves};
-use crate::fleet::{AppRevision, ClusterLabels};
+use crate::fleet::{AppRevision, ClusterLabels, dependencies};
 use crate::model::{ClusterView, EventRecord, TargetReport, TargetView};
 use crate::pki::now_unix;
 use crate::resources::{App, Kind, Resource};
@@ -48,7 +48,7 @@ impl Engine {
         let split = split_resources(self.store.resources()?);
         let (clusters, _) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
+        let revisions = self.store.revisions()?;
         let state = self.store.rollout_shared(name).ok_or_else(|| {
             EngineError::NotFound(format!(
                 "app {name:?} has no rollout yet: its Repo {:?} has not been fetched \
@@ -56,7 +56,7 @@ impl Engine {
                 app.spec.repo, app.spec.repo
             ))
         })?;
-        self.view(&app, state, &labels, &split, &mut revisions)
+        self.view(&app, state, &labels, &split, &revisions)
     }
 
     /// Every App's rollout view, reading resources, clusters and revisions once: what a
@@ -66,13 +66,13 @@ impl Engine {
         let split = split_resources(self.store.resources()?);
         let (clusters, _) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
-        let mut revisions = self.store.revisions()?;
+        let revisions = self.store.revisions()?;
         let mut views = Vec::new();
         for app in &split.apps {
             let Some(state) = self.store.rollout_shared(&app.metadata.name) else {
                 continue;
             };
-            views.push(self.view(app, state, &labels, &split, &mut revisions)?);
+            views.push(self.view(app, state, &labels, &split, &revisions)?);
         }
         Ok(views)
     }
@@ -83,13 +83,17 @@ impl Engine {
         state: Arc<RolloutState>,
         labels: &[ClusterLabels<'_>],
         split: &Split,
-        revisions: &mut BTreeMap<String, AppRevision>,
+        revisions: &BTreeMap<String, AppRevision>,
     ) -> Result<RolloutView, EngineError> {
         let name = app.metadata.name.as_str();
         let plan = plan_waves(app, labels, &split.groups, &split.projects);
         let now = now_unix();
         let observations = self.observations(name, plan.clusters(), now);
-        let holds = self.holds_for(app, &plan, labels, &split.projects, now);
+        let wanted = |dep: &str| {
+            let rollout = self.store.rollout_shared(dep);
+            dependencies::wanted_revision(revisions.get(dep), rollout.as_deref()).map(str::to_owned)
+        };
+        let holds = self.holds_for(app, &plan, labels, &split.projects, &wanted, now);
         let decision = decide_held(&state, &plan, &observations, &holds, now);
         if decision.state != *state {
             // Time moved the rollout on since it was last decided: let the driver store it.
@@ -98,8 +102,8 @@ impl Engine {
         let status = decision.status;
         let control = self.store.app_control(name)?;
         let git_revision = revisions
-            .remove(name)
-            .map(|r| r.commit)
+            .get(name)
+            .map(|r| r.commit.clone())
             .filter(|c| *c != state.revision.commit);
         Ok(RolloutView {
             app: name.to_owned(),

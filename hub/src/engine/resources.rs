@@ -8,8 +8,8 @@ use gitfleet_core::authz::{Action, Scope, Subject, authorize};
 
 use super::users::app_project;
 use super::{Engine, EngineError, Split, WriteGuard, placeable, split_resources};
-use crate::fleet::AppRevision;
 use crate::fleet::project::{self, ProjectProblem};
+use crate::fleet::{AppRevision, dependencies};
 use crate::model::RepoStatus;
 use crate::resources::{App, DEFAULT_PROJECT, Kind, Resource, parse_document};
 
@@ -188,6 +188,7 @@ impl Engine {
         }
         let after = self.resources_after(&to_store)?;
         self.refuse_apps_outside_projects(&to_store, &after)?;
+        refuse_broken_dependencies(&to_store, &after)?;
         if dry_run || to_store.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
@@ -412,8 +413,10 @@ impl Engine {
         kind: Kind,
         name: &str,
     ) -> Result<bool, EngineError> {
-        if kind == Kind::Project {
-            self.refuse_deleting_used_project(name)?;
+        match kind {
+            Kind::Project => self.refuse_deleting_used_project(name)?,
+            Kind::App => self.refuse_deleting_a_dependency(name)?,
+            Kind::Repo | Kind::ClusterGroup => {}
         }
         if !self.store.delete_resource(kind, name)? {
             return Ok(false);
@@ -461,6 +464,26 @@ impl Engine {
             users
                 .iter()
                 .map(|u| format!("{u:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )))
+    }
+
+    /// An App is deleted only once no other App depends on it: its dependents would wait for
+    /// it on every cluster, for ever.
+    fn refuse_deleting_a_dependency(&self, name: &str) -> Result<(), EngineError> {
+        let apps = split_resources(self.store.resources()?).apps;
+        let dependents = dependencies::dependents(&apps, name);
+        if dependents.is_empty() {
+            return Ok(());
+        }
+        Err(EngineError::FailedPrecondition(format!(
+            "App {name:?} is a dependency of App{} {}: remove it from their spec.dependsOn or \
+             delete them first",
+            if dependents.len() == 1 { "" } else { "s" },
+            dependents
+                .iter()
+                .map(|d| format!("{d:?}"))
                 .collect::<Vec<_>>()
                 .join(", ")
         )))
@@ -554,4 +577,27 @@ fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
         status["fleet"] = serde_json::json!({ "commit": s.fleet_commit, "error": s.fleet_error });
     }
     status
+}
+
+/// Refuses the apply when an App it writes names an App that will not exist, or closes a cycle
+/// of dependencies, naming each problem.
+fn refuse_broken_dependencies(to_store: &[Resource], after: &Split) -> Result<(), EngineError> {
+    let written: Vec<&str> = to_store
+        .iter()
+        .filter(|r| r.kind() == Kind::App)
+        .map(Resource::name)
+        .collect();
+    if written.is_empty() {
+        return Ok(());
+    }
+    let errors: Vec<String> = dependencies::problems(&after.apps)
+        .into_iter()
+        .filter(|p| written.iter().any(|w| p.involves(w)))
+        .map(|p| p.to_string())
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(errors.join("\n")))
+    }
 }

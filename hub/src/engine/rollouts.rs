@@ -20,7 +20,7 @@ use super::{Engine, EngineError, RolloutView};
 use crate::fleet::rollout::{
     self, Command, Observation, Phase, RolloutEvent, RolloutState, decide_held, plan_waves,
 };
-use crate::fleet::{AppRevision, ClusterLabels, history};
+use crate::fleet::{AppRevision, ClusterLabels, dependencies, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
 use crate::pki::now_unix;
 use crate::resources::{App, ClusterGroup, Project};
@@ -39,6 +39,9 @@ pub(super) struct Controller {
     rollout_decisions: HashMap<String, u64>,
     /// How often the controller's timer decided rollouts whatever woke them.
     rollout_resyncs: u64,
+    /// By App: the Apps that depend on it (`spec.dependsOn`), whose Targets may wait for its
+    /// reports. Rebuilt whenever every App is decided (resources changed).
+    dependents: HashMap<String, Vec<String>>,
 }
 
 /// Which Apps' rollouts a recompute decides.
@@ -161,7 +164,12 @@ impl Engine {
                 continue;
             }
             let plan = plan_waves(app, labels, groups, projects);
-            let holds = self.holds_for(app, &plan, labels, projects, now);
+            let wanted = |dep: &str| {
+                let rollout = rollouts.get(dep).or_else(|| stored.get(dep));
+                dependencies::wanted_revision(revisions.get(dep), rollout.map(|r| &**r))
+                    .map(str::to_owned)
+            };
+            let holds = self.holds_for(app, &plan, labels, projects, &wanted, now);
             let was_complete = matches!(state.phase, Phase::Complete);
             let mut observations = if was_complete {
                 // A complete rollout only places clusters that joined; reports change nothing.
@@ -230,6 +238,7 @@ impl Engine {
                 Scope::All => {
                     st.incomplete_rollouts = incomplete;
                     st.next_rollout_checks = next_checks;
+                    st.dependents = dependents_of(apps);
                 }
                 Scope::Apps(apps) => {
                     for app in apps {
@@ -330,14 +339,31 @@ impl Engine {
     }
 
     /// A report on one of `app`'s Targets arrived (here or at another replica): only this
-    /// App's rollout can have moved.
+    /// App's rollout can have moved, and those of the Apps that depend on it (complete or not:
+    /// a cluster that joined may wait for the dependency).
     pub(super) fn kick_rollout_of(&self, app: &str) {
         let mut st = self.controller();
-        if st.incomplete_rollouts.contains(app) {
-            if !st.rollout_queue.contains(app) {
-                st.rollout_queue.insert(app.to_owned());
+        let Controller {
+            incomplete_rollouts,
+            rollout_queue,
+            dependents,
+            ..
+        } = &mut *st;
+        let mut kicked = false;
+        if incomplete_rollouts.contains(app) {
+            if !rollout_queue.contains(app) {
+                rollout_queue.insert(app.to_owned());
             }
-            drop(st);
+            kicked = true;
+        }
+        for dependent in dependents.get(app).into_iter().flatten() {
+            if !rollout_queue.contains(dependent) {
+                rollout_queue.insert(dependent.clone());
+            }
+            kicked = true;
+        }
+        drop(st);
+        if kicked {
             self.rollout_kick.notify_one();
         }
     }
@@ -740,4 +766,18 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
             () = engine.shutdown.cancelled() => return,
         }
     }
+}
+
+/// By App: the Apps that name it in `spec.dependsOn`.
+fn dependents_of(apps: &[App]) -> HashMap<String, Vec<String>> {
+    let mut dependents: HashMap<String, Vec<String>> = HashMap::new();
+    for app in apps {
+        for dependency in &app.spec.depends_on {
+            dependents
+                .entry(dependency.clone())
+                .or_default()
+                .push(app.metadata.name.clone());
+        }
+    }
+    dependents
 }

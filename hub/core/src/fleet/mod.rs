@@ -1,6 +1,7 @@
 //! The fleet's decisions, pure: which clusters an App lands on and what each spoke should run.
 //! No IO here: values in, values out.
 
+pub mod dependencies;
 pub mod desired;
 pub mod history;
 pub mod hold;

@@ -188,6 +188,12 @@ pub struct AppSpec {
     /// Apps have none, and it would make every resource larger.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rollout: Option<Box<RolloutSpec>>,
+    /// Apps that must be healthy on a cluster, at their own desired revision there, before
+    /// this App's Target on it is given a new revision (the ingress controller before the
+    /// shop). Every App named must exist, and the Apps' dependencies form no cycle: the hub
+    /// refuses an apply that breaks either.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub depends_on: Vec<String>,
 }
 
 impl AppSpec {

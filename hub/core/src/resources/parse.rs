@@ -288,6 +288,18 @@ impl Validator<'_> {
         if let Some(r) = &s.rollout {
             self.rollout("spec.rollout", r)?;
         }
+        for (i, dependency) in s.depends_on.iter().enumerate() {
+            let path = format!("spec.dependsOn[{i}]");
+            if let Some(problem) = dns1123_label_problem(dependency) {
+                return Err(self.fail(&path, format!("{dependency:?} {problem}")));
+            }
+            if *dependency == a.metadata.name {
+                return Err(self.fail(&path, "an App cannot depend on itself"));
+            }
+            if s.depends_on[..i].contains(dependency) {
+                return Err(self.fail(&path, format!("{dependency:?} is named twice")));
+            }
+        }
         Ok(())
     }
 

@@ -647,3 +647,32 @@ fn an_app_names_its_project() {
     let e = parse_yaml(&bad).unwrap_err().to_string();
     assert!(e.contains("spec.project: \"Team-A\""), "{e}");
 }
+
+#[test]
+fn depends_on_names_other_apps_each_once() {
+    let with = |deps: &str| {
+        DESIGN_APP.replace(
+            "suspended: false }",
+            &format!("suspended: false }}\n  dependsOn: {deps}"),
+        )
+    };
+    let Resource::App(app) = parse_yaml(&with("[ingress, cert-manager]")).unwrap() else {
+        panic!("not an app")
+    };
+    assert_eq!(app.spec.depends_on, vec!["ingress", "cert-manager"]);
+    let Resource::App(name) = parse_yaml(DESIGN_APP).unwrap() else {
+        panic!("not an app")
+    };
+    let itself = with(&format!("[{}]", name.metadata.name));
+    for (deps, path, message) in [
+        ("[ingress, Ingress_1]", "spec.dependsOn[1]", "\"Ingress_1\""),
+        ("[ingress, ingress]", "spec.dependsOn[1]", "named twice"),
+    ] {
+        let e = parse_yaml(&with(deps)).unwrap_err();
+        assert_eq!(e.path, path, "{deps}");
+        assert!(e.message.contains(message), "{deps}: {e}");
+    }
+    let e = parse_yaml(&itself).unwrap_err();
+    assert_eq!(e.path, "spec.dependsOn[0]");
+    assert!(e.message.contains("cannot depend on itself"), "{e}");
+}

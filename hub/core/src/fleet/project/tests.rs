@@ -93,6 +93,7 @@ fn app(project: Option<&str>, namespace: &str, targets: Vec<ClusterSelection>) -
             customize: Vec::new(),
             sync_policy: Default::default(),
             rollout: None,
+            depends_on: Vec::new(),
         },
     }
 }
