@@ -56,6 +56,7 @@ fn app(name: &str, env: &str) -> App {
             }],
             sync_policy: Default::default(),
             rollout: None,
+            sync_windows: Vec::new(),
         },
     }
 }

@@ -135,6 +135,7 @@ fn app(targets: Vec<ClusterSelection>, customize: Vec<Customization>) -> App {
             customize,
             sync_policy: Default::default(),
             rollout: None,
+            sync_windows: Vec::new(),
         },
     }
 }

@@ -54,6 +54,7 @@ fn team_a() -> Project {
             ],
             cluster_resources: Vec::new(),
             namespace_resources: NamespaceResources::default(),
+            sync_windows: Vec::new(),
         },
     }
 }
@@ -93,6 +94,7 @@ fn app(project: Option<&str>, namespace: &str, targets: Vec<ClusterSelection>) -
             customize: Vec::new(),
             sync_policy: Default::default(),
             rollout: None,
+            sync_windows: Vec::new(),
         },
     }
 }

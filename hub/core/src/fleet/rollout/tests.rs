@@ -326,6 +326,7 @@ fn app_with(rollout: Option<RolloutSpec>) -> App {
             customize: vec![],
             sync_policy: Default::default(),
             rollout,
+            sync_windows: vec![],
         },
     }
 }
