@@ -61,9 +61,7 @@ fn write_hello(fleet: &Fleet, greeting: &str) -> anyhow::Result<()> {
         "apps/hello/configmap.yaml",
         CONFIGMAP.replace("gitfleet, v1", &format!("gitfleet, {greeting}")),
     )?;
-    fleet
-        .git
-        .write("apps/hello/deployment.yaml", DEPLOYMENT.to_owned())?;
+    fleet.git.write("apps/hello/deployment.yaml", DEPLOYMENT)?;
     Ok(())
 }
 

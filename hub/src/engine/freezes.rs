@@ -66,21 +66,18 @@ impl Engine {
             .validate(by, now)
             .map_err(|e| EngineError::Invalid(e.to_string()))?;
         let guard = self.write.lock().await;
-        if let Err(old) = self.store.create_freeze(&freeze) {
-            // An ended freeze of the same name is replaced: it holds nothing any more.
-            if old.active(now) {
-                return Err(EngineError::AlreadyExists(format!(
-                    "freeze {:?} exists (until {}, by {}); delete it first or pick another name",
-                    old.name,
-                    crate::fleet::window::utc_text(old.until),
-                    old.created_by
-                )));
-            }
-            self.store.delete_freeze(&old.name);
-            self.store.create_freeze(&freeze).map_err(|_| {
-                EngineError::AlreadyExists(format!("freeze {:?} exists", freeze.name))
-            })?;
+        // An ended freeze of the same name is replaced: it holds nothing any more.
+        if let Some(old) = self.store.freeze(&freeze.name)
+            && old.active(now)
+        {
+            return Err(EngineError::AlreadyExists(format!(
+                "freeze {:?} exists (until {}, by {}); delete it first or pick another name",
+                old.name,
+                crate::fleet::window::utc_text(old.until),
+                old.created_by
+            )));
         }
+        self.store.put_freeze(&freeze);
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         drop(guard);

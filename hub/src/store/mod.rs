@@ -1257,15 +1257,16 @@ impl Store {
         self.mirror().freezes.values().cloned().collect()
     }
 
-    /// Stores `freeze` unless one of its name exists: the one that does is returned instead.
-    pub fn create_freeze(&self, freeze: &Freeze) -> Result<(), Freeze> {
+    /// The freeze of this name, if any.
+    pub fn freeze(&self, name: &str) -> Option<Freeze> {
+        self.mirror().freezes.get(name).cloned()
+    }
+
+    /// Stores `freeze`, replacing any of its name (the engine checks under its write lock).
+    pub fn put_freeze(&self, freeze: &Freeze) {
         let mut mirror = self.mirror();
-        if let Some(old) = mirror.freezes.get(&freeze.name) {
-            return Err(old.clone());
-        }
         mirror.put(Tree::Freezes, freeze.name.as_bytes(), encode(freeze));
         mirror.freezes.insert(freeze.name.clone(), freeze.clone());
-        Ok(())
     }
 
     /// Deletes the freeze of this name, returning it if there was one.
