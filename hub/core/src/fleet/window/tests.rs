@@ -197,3 +197,20 @@ fn times_for_people_are_utc_with_seconds_only_when_there_are_some() {
         "2026-12-07 06:00:05 UTC"
     );
 }
+
+#[test]
+fn dst_an_opening_in_the_repeated_hour_happens_once() {
+    // 2026-10-25 in Berlin: 03:00 CEST → 02:00 CET; 02:30 is 00:30 UTC, then 01:30 UTC again.
+    let w = deny("30 2 * * *", "30m", Some("Europe/Berlin"));
+    assert_eq!(
+        w.state(utc("2026-10-25 00:45")),
+        WindowState::Open {
+            until: utc("2026-10-25 01:00")
+        }
+    );
+    assert!(
+        matches!(w.state(utc("2026-10-25 01:45")), WindowState::Closed { .. }),
+        "{:?}",
+        w.state(utc("2026-10-25 01:45"))
+    );
+}
