@@ -193,6 +193,14 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
         "every cluster keeps v1:\n{}",
         describe(&targets)
     );
+    ensure!(
+        targets
+            .iter()
+            .all(|t| t.held.contains("freeze campaign until ")),
+        "status says what holds each Target:\n{targets:?}"
+    );
+    let text = cli(&fleet, &["status", "--app", "hello"]).await?;
+    ensure!(text.contains("held: freeze campaign"), "{text}");
     let text = cli(&fleet, &["rollout", "status", "hello"]).await?;
     ensure!(
         text.contains("HELD") && text.contains("freeze campaign"),
