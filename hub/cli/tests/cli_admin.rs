@@ -529,6 +529,7 @@ fn sample_targets() -> Vec<pb::TargetStatus> {
         }],
         updated_at_unix: now() - 3,
         cluster_connected: true,
+        held: String::new(),
     };
     let mut broken = target("prod-1");
     broken.sync = pb::SyncState::OutOfSync as i32;

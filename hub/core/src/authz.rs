@@ -4,7 +4,8 @@
 //! - `viewer` reads: resources, status, clusters, events, rollouts, and `whoami`.
 //! - `operator` reads, and applies, deletes and steers Apps and their rollouts inside its
 //!   Projects (`default` when it was given none).
-//! - `admin` does everything: Repos, ClusterGroups, users, tokens, clusters and the audit log.
+//! - `admin` does everything: Repos, ClusterGroups, users, tokens, clusters, the audit log,
+//!   freezes and overriding them (`rollout start --override-freeze`).
 //!
 //! The audit log is admin only: it records every team's calls across all Projects, and access
 //! management (user names, token ids, denied attempts), which is the platform team's business.
@@ -103,6 +104,14 @@ pub enum Action {
     ListUsers,
     RevokeUser,
     ListAudit,
+    /// Freezes: anyone reads them; creating and deleting one is the admins' (a freeze may
+    /// hold every team's Apps, and an operator's Projects are not a scope a freeze is bound
+    /// to).
+    ListFreezes,
+    CreateFreeze,
+    DeleteFreeze,
+    /// `rollout start --override-freeze`: the admins' alone, whatever the App's Project.
+    OverrideFreeze,
 }
 
 /// What an action needs, in the order roles grant it.
@@ -145,6 +154,10 @@ impl Action {
             Action::ListUsers => "user list",
             Action::RevokeUser => "user revoke",
             Action::ListAudit => "audit",
+            Action::ListFreezes => "freeze list",
+            Action::CreateFreeze => "freeze create",
+            Action::DeleteFreeze => "freeze delete",
+            Action::OverrideFreeze => "rollout start --override-freeze",
         }
     }
 
@@ -178,6 +191,10 @@ impl Action {
             Action::ListUsers => "list users",
             Action::RevokeUser => "revoke users",
             Action::ListAudit => "read the audit log",
+            Action::ListFreezes => "list freezes",
+            Action::CreateFreeze => "create freezes",
+            Action::DeleteFreeze => "delete freezes",
+            Action::OverrideFreeze => "override freezes and sync windows",
         }
     }
 
@@ -190,7 +207,8 @@ impl Action {
             | Action::ListEvents
             | Action::RolloutStatus
             | Action::RolloutHistory
-            | Action::Whoami => Needs::Read,
+            | Action::Whoami
+            | Action::ListFreezes => Needs::Read,
             Action::Apply
             | Action::Delete
             | Action::PauseRollout
@@ -209,7 +227,10 @@ impl Action {
             | Action::CreateUser
             | Action::ListUsers
             | Action::RevokeUser
-            | Action::ListAudit => Needs::Admin,
+            | Action::ListAudit
+            | Action::CreateFreeze
+            | Action::DeleteFreeze
+            | Action::OverrideFreeze => Needs::Admin,
         }
     }
 

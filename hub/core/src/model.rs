@@ -420,6 +420,9 @@ pub struct TargetView {
     pub report: Option<TargetReport>,
     pub updated_at_unix: i64,
     pub cluster_connected: bool,
+    /// What holds the App's new revision from this Target, as its rollout says; empty when
+    /// nothing does.
+    pub held: String,
 }
 
 /// A cluster as `gitfleet cluster list` shows it.

@@ -234,9 +234,25 @@ impl Engine {
         let more = keys.len() > limit;
         keys.truncate(limit);
         let mut targets = Vec::with_capacity(keys.len());
+        // By App (the keys are sorted by App): what holds its rollout's revision, and which.
+        let mut held: Option<(String, Option<(String, String)>)> = None;
         for (app, cluster, desired_revision, cluster_connected) in keys {
             let report = self.store.report(&cluster, &app).await?;
+            if held.as_ref().is_none_or(|(a, _)| *a != app) {
+                let hold = self.store.rollout(&app)?.and_then(|r| {
+                    let incomplete = !matches!(r.phase, Phase::Complete);
+                    r.held
+                        .filter(|_| incomplete)
+                        .map(|h| (r.revision.commit.clone(), h))
+                });
+                held = Some((app.clone(), hold));
+            }
+            let held_text = match held.as_ref().and_then(|(_, h)| h.as_ref()) {
+                Some((commit, text)) if *commit != desired_revision => text.clone(),
+                _ => String::new(),
+            };
             targets.push(TargetView {
+                held: held_text,
                 updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
                 app,
                 cluster,

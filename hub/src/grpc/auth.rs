@@ -127,6 +127,7 @@ pub async fn begin<T>(
         engine: Arc::clone(engine),
         caller,
         entry,
+        note: String::new(),
     })
 }
 
@@ -136,6 +137,8 @@ pub struct Audited {
     engine: Arc<Engine>,
     pub caller: Caller,
     entry: AuditEntry,
+    /// The entry's message when the call succeeds (why it was made: an override's reason).
+    note: String,
 }
 
 impl Audited {
@@ -144,11 +147,16 @@ impl Audited {
         self.entry.set_target(target);
     }
 
+    /// What the entry says when the call succeeds (a failure says why it failed).
+    pub fn note(&mut self, note: String) {
+        self.note = note;
+    }
+
     /// Records the call's outcome durably, then hands it back to be answered (or, if the
     /// audit entry cannot be made durable, an error instead: no answer leaves unaudited).
     pub async fn finish<R>(self, result: Result<R, Status>) -> Result<R, Status> {
         let (outcome, message) = match &result {
-            Ok(_) => (AuditOutcome::Ok, String::new()),
+            Ok(_) => (AuditOutcome::Ok, self.note),
             Err(s) if matches!(s.code(), Code::PermissionDenied | Code::Unauthenticated) => {
                 (AuditOutcome::Denied, s.message().to_owned())
             }

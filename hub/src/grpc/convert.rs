@@ -442,6 +442,7 @@ pub fn target_status(v: TargetView) -> pb::TargetStatus {
             .collect(),
         updated_at_unix: v.updated_at_unix,
         cluster_connected: v.cluster_connected,
+        held: v.held,
     }
 }
 

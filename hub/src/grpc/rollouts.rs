@@ -14,10 +14,13 @@ use tracing::{Instrument, info, info_span};
 use super::auth::{Audited, begin, reader};
 use super::required;
 use crate::engine::{Engine, RolloutRecord, RolloutView};
+use crate::fleet::freeze::{Freeze, FreezeRequest, MAX_REASON, format_selector};
 use crate::fleet::rollout::{
     Command, Phase, RolloutKind, RolloutState, Summary, TargetState, WaveProgress,
 };
+use crate::fleet::window::utc_text;
 use crate::model::EventRecord;
+use crate::pki::now_unix;
 
 /// How many events `ListEvents` returns when the request names no limit, and at most.
 const DEFAULT_EVENTS: usize = 100;
@@ -249,6 +252,43 @@ impl Rollouts for RolloutsService {
         Ok(Response::new(pb::AppControlResponse { message }))
     }
 
+    async fn create_freeze(
+        &self,
+        request: Request<pb::CreateFreezeRequest>,
+    ) -> Result<Response<pb::FreezeInfo>, Status> {
+        self.create_freeze_call(request).await
+    }
+
+    async fn list_freezes(
+        &self,
+        request: Request<pb::ListFreezesRequest>,
+    ) -> Result<Response<pb::ListFreezesResponse>, Status> {
+        reader(&self.engine, &request, Action::ListFreezes)?;
+        let now = now_unix();
+        Ok(Response::new(pb::ListFreezesResponse {
+            freezes: self
+                .engine
+                .freezes()
+                .into_iter()
+                .map(|f| freeze_info(f, now))
+                .collect(),
+        }))
+    }
+
+    async fn delete_freeze(
+        &self,
+        request: Request<pb::DeleteFreezeRequest>,
+    ) -> Result<Response<pb::DeleteFreezeResponse>, Status> {
+        self.delete_freeze_call(request).await
+    }
+
+    async fn start_rollout(
+        &self,
+        request: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        self.start_rollout_call(request).await
+    }
+
     async fn list_events(
         &self,
         request: Request<pb::ListEventsRequest>,
@@ -271,6 +311,173 @@ impl Rollouts for RolloutsService {
         Ok(Response::new(pb::ListEventsResponse {
             events: events.into_iter().map(event).collect(),
         }))
+    }
+}
+
+impl RolloutsService {
+    /// Authorizes and begins auditing a change to a freeze (admins only).
+    async fn begin_freeze<T>(
+        &self,
+        request: &Request<T>,
+        action: Action,
+        name: &str,
+    ) -> Result<Audited, Status> {
+        let what = format!("freeze {name:?}");
+        begin(
+            &self.engine,
+            request,
+            action,
+            format!("Freeze/{name}"),
+            Scope::Fleet { what: &what },
+        )
+        .await
+    }
+
+    pub(super) async fn create_freeze_call(
+        &self,
+        request: Request<pb::CreateFreezeRequest>,
+    ) -> Result<Response<pb::FreezeInfo>, Status> {
+        let mut audited = self
+            .begin_freeze(&request, Action::CreateFreeze, &request.get_ref().name)
+            .await?;
+        let admin = audited.caller.name().to_owned();
+        let req = request.into_inner();
+        let result = async {
+            let until = match (req.until_unix, req.for_seconds) {
+                (0, 0) => {
+                    return Err(Status::invalid_argument(format!(
+                        "freeze {:?}: until: required (or for)",
+                        req.name
+                    )));
+                }
+                (0, secs) => now_unix().saturating_add(i64::try_from(secs).unwrap_or(i64::MAX)),
+                (until, 0) => until,
+                _ => {
+                    return Err(Status::invalid_argument(format!(
+                        "freeze {:?}: until: give until or for, not both",
+                        req.name
+                    )));
+                }
+            };
+            let freeze = self
+                .engine
+                .create_freeze(
+                    FreezeRequest {
+                        name: req.name.clone(),
+                        apps: req.apps.clone(),
+                        projects: req.projects.clone(),
+                        cluster_selector: req.cluster_selector.clone(),
+                        until,
+                        reason: req.reason.clone(),
+                    },
+                    &admin,
+                )
+                .await?;
+            Ok(freeze)
+        }
+        .await;
+        if let Ok(f) = &result {
+            audited.note(format!(
+                "{} until {}: {}",
+                f.scope_text(),
+                utc_text(f.until),
+                f.reason
+            ));
+        }
+        let freeze = audited.finish(result).await?;
+        info!(%admin, freeze = %freeze.name, "freeze created");
+        Ok(Response::new(freeze_info(freeze, now_unix())))
+    }
+
+    pub(super) async fn delete_freeze_call(
+        &self,
+        request: Request<pb::DeleteFreezeRequest>,
+    ) -> Result<Response<pb::DeleteFreezeResponse>, Status> {
+        let audited = self
+            .begin_freeze(&request, Action::DeleteFreeze, &request.get_ref().name)
+            .await?;
+        let admin = audited.caller.name().to_owned();
+        let req = request.into_inner();
+        let result = async {
+            let name = required("name", &req.name)?;
+            Ok(self.engine.delete_freeze(name, &admin).await?)
+        }
+        .await;
+        let deleted = audited.finish(result).await?;
+        Ok(Response::new(pb::DeleteFreezeResponse {
+            deleted: deleted.is_some(),
+        }))
+    }
+
+    pub(super) async fn start_rollout_call(
+        &self,
+        request: Request<pb::StartRolloutRequest>,
+    ) -> Result<Response<pb::RolloutStatus>, Status> {
+        let app = request.get_ref().app.clone();
+        let what = format!("App {app:?}");
+        let project = self.engine.project_of_app(&app);
+        let mut audited = begin(
+            &self.engine,
+            &request,
+            Action::OverrideFreeze,
+            format!("App/{app}"),
+            Scope::Project {
+                what: &what,
+                project: &project,
+            },
+        )
+        .await?;
+        let admin = audited.caller.name().to_owned();
+        let req = request.into_inner();
+        let reason = req.reason.trim().to_owned();
+        audited.note(format!("reason: {reason}"));
+        let result = async {
+            if !req.override_freeze {
+                return Err(Status::invalid_argument(
+                    "override_freeze: required: a rollout starts by itself when its revision                      arrives, and a held one when its holds end; --override-freeze lets it                      through a freeze or sync window now",
+                ));
+            }
+            if reason.is_empty() {
+                return Err(Status::invalid_argument(
+                    "reason: required with --override-freeze (it is recorded in the audit log                      and the App's events)",
+                ));
+            }
+            if reason.len() > MAX_REASON {
+                return Err(Status::invalid_argument(format!(
+                    "reason: longer than {MAX_REASON} bytes"
+                )));
+            }
+            self.command(
+                &admin,
+                &req.app,
+                Command::OverrideHolds {
+                    by: admin.clone(),
+                    reason: reason.clone(),
+                },
+            )
+            .await
+        }
+        .await;
+        audited.finish(result).await
+    }
+}
+
+fn freeze_info(f: Freeze, now: i64) -> pb::FreezeInfo {
+    pb::FreezeInfo {
+        active: f.active(now),
+        scope: f.scope_text(),
+        cluster_selector: f
+            .cluster_selector
+            .as_ref()
+            .map(format_selector)
+            .unwrap_or_default(),
+        name: f.name,
+        apps: f.apps,
+        projects: f.projects,
+        until_unix: f.until,
+        reason: f.reason,
+        created_by: f.created_by,
+        created_at_unix: f.created_at,
     }
 }
 

@@ -44,10 +44,12 @@ pub enum Tree {
     /// Which replica holds each cluster's link (`cluster`, NUL, replica id), on a store several
     /// hub replicas share; etcd drops a replica's entries with its lease.
     Presence,
+    /// Freezes (`gitfleet freeze`), by name.
+    Freezes,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 18] = [
+    pub const ALL: [Tree; 19] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
@@ -66,6 +68,7 @@ impl Tree {
         Tree::Users,
         Tree::Audit,
         Tree::Presence,
+        Tree::Freezes,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -88,6 +91,7 @@ impl Tree {
             Tree::Users => "users",
             Tree::Audit => "audit",
             Tree::Presence => "presence",
+            Tree::Freezes => "freezes",
         }
     }
 

@@ -16,6 +16,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::fleet::AppRevision;
+use crate::fleet::freeze::Freeze;
 use crate::fleet::rollout::{HealthyMark, RolloutState};
 use crate::model::{
     AppControl, ClusterDesired, ClusterRecord, EventRecord, RepoStatus, ReportSummary,
@@ -186,6 +187,9 @@ struct Mirror {
     next_event_id: u64,
     /// By name: every user, revoked ones too (checked on every admin call, from here).
     users: BTreeMap<String, UserRecord>,
+    /// By name: the freezes, ended ones too until they are deleted (read on every rollout
+    /// decision, from here).
+    freezes: BTreeMap<String, Freeze>,
     /// The audit entries kept, oldest first: id and time.
     audit: VecDeque<(u64, i64)>,
     /// The id the next audit entry gets.
@@ -229,6 +233,7 @@ impl Mirror {
             revisions: entries(backend, Tree::Revisions).await?,
             app_controls: entries(backend, Tree::AppControls).await?,
             users: entries(backend, Tree::Users).await?,
+            freezes: entries(backend, Tree::Freezes).await?,
             acked: entries::<u64>(backend, Tree::Acked)
                 .await?
                 .into_iter()
@@ -1243,6 +1248,33 @@ impl Store {
             mirror.users.insert(record.name.clone(), record);
         }
         Ok(answer)
+    }
+
+    // --- freezes -----------------------------------------------------------------------------
+
+    /// Every freeze, by name (from memory: read by every rollout decision).
+    pub fn freezes(&self) -> Vec<Freeze> {
+        self.mirror().freezes.values().cloned().collect()
+    }
+
+    /// The freeze of this name, if any.
+    pub fn freeze(&self, name: &str) -> Option<Freeze> {
+        self.mirror().freezes.get(name).cloned()
+    }
+
+    /// Stores `freeze`, replacing any of its name (the engine checks under its write lock).
+    pub fn put_freeze(&self, freeze: &Freeze) {
+        let mut mirror = self.mirror();
+        mirror.put(Tree::Freezes, freeze.name.as_bytes(), encode(freeze));
+        mirror.freezes.insert(freeze.name.clone(), freeze.clone());
+    }
+
+    /// Deletes the freeze of this name, returning it if there was one.
+    pub fn delete_freeze(&self, name: &str) -> Option<Freeze> {
+        let mut mirror = self.mirror();
+        let old = mirror.freezes.remove(name)?;
+        mirror.delete(Tree::Freezes, name.as_bytes());
+        Some(old)
     }
 
     // --- audit log ---------------------------------------------------------------------------

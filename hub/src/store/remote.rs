@@ -10,6 +10,7 @@ use std::sync::{Arc, Weak};
 
 use super::backend::{Batch, Change, ChangeFeed, KeyRange, Op, Tree};
 use super::{Inner, Mirror, Store, StoreError, decode, encode, event_id, next_id};
+use crate::fleet::freeze::Freeze;
 use crate::fleet::rollout::{HealthyMark, RolloutState};
 use crate::model::{
     AppControl, ClusterRecord, RepoStatus, ReportSummary, TargetReport, TokenRecord,
@@ -299,6 +300,7 @@ impl Mirror {
             Tree::Revisions => apply_to(&mut self.revisions, tree, key, value)?,
             Tree::AppControls => apply_to::<AppControl>(&mut self.app_controls, tree, key, value)?,
             Tree::Users => apply_to::<UserRecord>(&mut self.users, tree, key, value)?,
+            Tree::Freezes => apply_to::<Freeze>(&mut self.freezes, tree, key, value)?,
             Tree::Rollouts => match value {
                 Some(v) => {
                     let r: RolloutState = decode(tree, key, v)?;

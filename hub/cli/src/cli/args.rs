@@ -160,6 +160,10 @@ pub enum Command {
     #[command(subcommand)]
     App(AppCommand),
 
+    /// Hold new revisions for a while: create, list, delete freezes
+    #[command(subcommand)]
+    Freeze(FreezeCommand),
+
     /// What happened to Apps and Targets: new revisions, rollout steps, failures, who did what
     #[command(after_help = EVENTS_EXAMPLES)]
     Events(EventsArgs),
@@ -726,6 +730,101 @@ pub enum RolloutCommand {
 
     /// List an App's rollouts (a rollback is one too) and how each ended
     History(AppNameArgs),
+
+    /// Let an App's held rollout through freezes and sync windows now (admins; audited)
+    #[command(after_help = ROLLOUT_START_EXAMPLES)]
+    Start(RolloutStartArgs),
+}
+
+const ROLLOUT_START_EXAMPLES: &str = "\
+Examples:
+  # An emergency fix during a freeze
+  gitfleet rollout start checkout --override-freeze --reason \"INC-4411: payment API change\"
+
+The override lifts freezes and sync windows for the App's current rollout only (not an App it
+depends on); the next commit is held again. Who, when and why are in `gitfleet audit` and
+`gitfleet events`.";
+
+#[derive(Debug, Clone, Args)]
+pub struct RolloutStartArgs {
+    /// The App's name
+    #[arg(value_name = "APP", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub app: String,
+    /// Go through the freezes and sync windows that hold the rollout
+    #[arg(long, required = true)]
+    pub override_freeze: bool,
+    /// Why (recorded in the audit log and the App's events)
+    #[arg(long, value_name = "TEXT", required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub reason: String,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum FreezeCommand {
+    /// Hold new revisions of some Apps (or all) until a time (admins; audited)
+    #[command(after_help = FREEZE_CREATE_EXAMPLES)]
+    Create(FreezeCreateArgs),
+
+    /// List freezes: scope, until when, who made them and why
+    #[command(visible_alias = "ls")]
+    List,
+
+    /// Delete a freeze: what it held starts rolling out at once (admins; audited)
+    Delete(FreezeNameArgs),
+}
+
+const FREEZE_CREATE_EXAMPLES: &str = "\
+Examples:
+  # Hold checkout until the campaign ends
+  gitfleet freeze create campaign --app checkout --until 2026-12-07T06:00:00Z \\
+    --reason \"holiday campaign: no checkout changes\"
+
+  # The whole fleet, for two hours
+  gitfleet freeze create maintenance --for 2h --reason \"datacenter maintenance\"
+
+  # A Project's Apps on production clusters
+  gitfleet freeze create eu-prod --project shop --cluster-selector env=prod,region=eu \\
+    --for 1d --reason \"EU peak\"
+
+Held Targets keep running (and self-healing) the revision they have; a rollback is never held.
+When the freeze ends the held rollouts start by themselves. `gitfleet rollout start APP
+--override-freeze --reason TEXT` lets one rollout through.";
+
+#[derive(Debug, Clone, Args)]
+pub struct FreezeCreateArgs {
+    /// The freeze's name (a DNS label)
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
+    /// When it ends, RFC 3339 (2026-12-07T06:00:00Z)
+    #[arg(long, value_name = "TIME", value_parser = parse_time, conflicts_with = "for_", required_unless_present = "for_")]
+    pub until: Option<i64>,
+    /// How long it lasts from now (e.g. 30m, 2h, 3d)
+    #[arg(long = "for", id = "for_", value_name = "DURATION", value_parser = parse_duration)]
+    pub for_: Option<Duration>,
+    /// An App it holds (repeatable); with no --app and no --project: every App
+    #[arg(long = "app", value_name = "APP")]
+    pub apps: Vec<String>,
+    /// A Project whose Apps it holds (repeatable)
+    #[arg(long = "project", value_name = "PROJECT")]
+    pub projects: Vec<String>,
+    /// Only clusters whose labels match, kubectl's syntax (env=prod,region in (eu,us))
+    #[arg(long, value_name = "SELECTOR")]
+    pub cluster_selector: Option<String>,
+    /// Why (shown to everyone it holds)
+    #[arg(long, value_name = "TEXT", required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FreezeNameArgs {
+    /// The freeze's name
+    #[arg(value_name = "NAME", value_parser = clap::builder::NonEmptyStringValueParser::new())]
+    pub name: String,
+}
+
+fn parse_time(s: &str) -> Result<i64, String> {
+    chrono::DateTime::parse_from_rfc3339(s.trim())
+        .map(|t| t.timestamp())
+        .map_err(|e| format!("{s:?}: {e} (write a time like 2026-12-07T06:00:00Z)"))
 }
 
 const ROLLOUT_STATUS_EXAMPLES: &str = "\

@@ -13,6 +13,7 @@ pub mod args;
 pub mod config_cmd;
 pub mod diff;
 pub mod documents;
+pub mod freeze;
 pub mod output;
 pub mod rollout;
 pub mod users;
@@ -29,7 +30,8 @@ pub use args::{Cli, ColorChoice, Command, OutputFormat};
 use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{
-    AppCommand, ClusterCommand, ConfigCommand, KindArg, RolloutCommand, TokenCommand, UserCommand,
+    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, RolloutCommand,
+    TokenCommand, UserCommand,
 };
 use documents::DocumentError;
 use gitfleet_core::cluster_labels::{LabelChanges, parse_label_arg};
@@ -71,6 +73,8 @@ pub enum CliError {
     NoHome,
     #[error("no active user named {name:?}; see `gitfleet user list`")]
     NoSuchUser { name: String },
+    #[error("no freeze named {name:?}; see `gitfleet freeze list`")]
+    NoSuchFreeze { name: String },
     #[error(transparent)]
     Config(#[from] ConfigError),
     #[error(transparent)]
@@ -435,6 +439,57 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                     r.app,
                     output::short_revision(&report.revision),
                     rollout::rollout_text(&report, style)
+                )
+            }))
+        }
+        Command::Rollout(RolloutCommand::Start(r)) => {
+            let status = connect().await?.override_freeze(&r.app, &r.reason).await?;
+            let report = rollout::rollout_report(&status);
+            Ok(output::render(format, &report, || {
+                format!(
+                    "rollout #{} of {} goes through freezes and sync windows: {}\n\n{}",
+                    report.number,
+                    r.app,
+                    r.reason,
+                    rollout::rollout_text(&report, style)
+                )
+            }))
+        }
+        Command::Freeze(FreezeCommand::Create(f)) => {
+            let request = gitfleet_proto::v1::CreateFreezeRequest {
+                name: f.name,
+                apps: f.apps,
+                projects: f.projects,
+                cluster_selector: f.cluster_selector.unwrap_or_default(),
+                until_unix: f.until.unwrap_or_default(),
+                reason: f.reason,
+                for_seconds: f.for_.map_or(0, |d| d.as_secs().max(1)),
+            };
+            let info = connect().await?.create_freeze(request).await?;
+            let report = freeze::freeze_report(&info);
+            Ok(output::render(format, &report, || {
+                freeze::created_text(&report, style)
+            }))
+        }
+        Command::Freeze(FreezeCommand::List) => {
+            let list = connect().await?.list_freezes().await?;
+            let report = freeze::freeze_list_report(&list);
+            Ok(output::render(format, &report, || {
+                freeze::freeze_table(&report, style)
+            }))
+        }
+        Command::Freeze(FreezeCommand::Delete(d)) => {
+            if !connect().await?.delete_freeze(&d.name).await? {
+                return Err(CliError::NoSuchFreeze { name: d.name });
+            }
+            let report = freeze::DeleteFreezeReport {
+                name: d.name,
+                deleted: true,
+            };
+            Ok(output::render(format, &report, || {
+                format!(
+                    "freeze {} deleted: what it held rolls out now\n",
+                    report.name
                 )
             }))
         }

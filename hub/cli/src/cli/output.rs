@@ -181,6 +181,9 @@ pub struct TargetReport {
     pub health: Health,
     pub message: String,
     pub cluster_connected: bool,
+    /// What holds a new revision from this Target (a freeze, a sync window, a dependency).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub held: String,
     /// RFC 3339; absent when the hub never heard about this Target.
     pub updated_at: Option<String>,
     pub resources: Vec<ResourceReport>,
@@ -220,6 +223,7 @@ pub fn status_report(targets: &[pb::TargetStatus]) -> StatusReport {
             health: Health::from_proto(t.health),
             message: t.message.clone(),
             cluster_connected: t.cluster_connected,
+            held: t.held.clone(),
             updated_at: rfc3339(t.updated_at_unix),
             resources: t
                 .resources
@@ -254,6 +258,9 @@ pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) ->
     ]);
     for t in &report.targets {
         let mut message = t.message.clone();
+        if !t.held.is_empty() {
+            message = join_nonempty(&format!("held: {}", t.held), &message);
+        }
         if !t.cluster_connected {
             message = join_nonempty("cluster disconnected", &message);
         }

@@ -352,6 +352,45 @@ impl AdminClient {
         self.check(response)
     }
 
+    /// Lets an App's current rollout through freezes and sync windows.
+    pub async fn override_freeze(
+        &mut self,
+        app: &str,
+        reason: &str,
+    ) -> Result<pb::RolloutStatus, ClientError> {
+        let request = pb::StartRolloutRequest {
+            app: app.to_owned(),
+            override_freeze: true,
+            reason: reason.to_owned(),
+        };
+        let response = self.rollouts.start_rollout(request).await;
+        self.check(response)
+    }
+
+    // --- freezes -----------------------------------------------------------------------------
+
+    pub async fn create_freeze(
+        &mut self,
+        request: pb::CreateFreezeRequest,
+    ) -> Result<pb::FreezeInfo, ClientError> {
+        let response = self.rollouts.create_freeze(request).await;
+        self.check(response)
+    }
+
+    pub async fn list_freezes(&mut self) -> Result<Vec<pb::FreezeInfo>, ClientError> {
+        let response = self.rollouts.list_freezes(pb::ListFreezesRequest {}).await;
+        Ok(self.check(response)?.freezes)
+    }
+
+    /// `false` when there was no freeze of that name.
+    pub async fn delete_freeze(&mut self, name: &str) -> Result<bool, ClientError> {
+        let request = pb::DeleteFreezeRequest {
+            name: name.to_owned(),
+        };
+        let response = self.rollouts.delete_freeze(request).await;
+        Ok(self.check(response)?.deleted)
+    }
+
     pub async fn rollout_history(
         &mut self,
         app: &str,

@@ -8,7 +8,7 @@ fn user(role: Role, projects: &[&str]) -> Subject {
     }
 }
 
-const ALL_ACTIONS: [Action; 27] = [
+const ALL_ACTIONS: [Action; 31] = [
     Action::Get,
     Action::Status,
     Action::ListClusters,
@@ -36,6 +36,10 @@ const ALL_ACTIONS: [Action; 27] = [
     Action::ListUsers,
     Action::RevokeUser,
     Action::ListAudit,
+    Action::ListFreezes,
+    Action::CreateFreeze,
+    Action::DeleteFreeze,
+    Action::OverrideFreeze,
 ];
 
 const APP: Scope<'static> = Scope::Project {
@@ -160,4 +164,20 @@ fn roles_parse_from_their_names() {
         assert_eq!(Role::parse(r.as_str()), Some(r));
     }
     assert_eq!(Role::parse("root"), None);
+}
+
+#[test]
+fn freezes_are_read_by_anyone_and_made_and_overridden_by_admins_only() {
+    let operator = user(Role::Operator, &["default"]);
+    assert!(authorize(&operator, Action::ListFreezes, Scope::Any).is_ok());
+    for action in [
+        Action::CreateFreeze,
+        Action::DeleteFreeze,
+        Action::OverrideFreeze,
+    ] {
+        let e = authorize(&operator, action, APP).unwrap_err();
+        assert!(e.to_string().ends_with("(admin required)"), "{e}");
+        assert!(action.mutates(), "{action:?} is audited");
+    }
+    assert!(!Action::ListFreezes.mutates());
 }

@@ -1,13 +1,16 @@
 //! The fleet's decisions, pure: which clusters an App lands on and what each spoke should run.
 //! No IO here: values in, values out.
 
+pub mod change_control;
 pub mod dependencies;
 pub mod desired;
+pub mod freeze;
 pub mod history;
 pub mod hold;
 pub mod placement;
 pub mod project;
 pub mod rollout;
+pub mod window;
 
 pub use desired::{
     AppRevision, Delta, DesiredTarget, compute_fleet, compute_fleet_with_rollouts, desired_target,

@@ -38,6 +38,7 @@ pub fn default_project() -> &'static Project {
                 kind: "*".to_owned(),
             }],
             namespace_resources: Default::default(),
+            sync_windows: Vec::new(),
         },
     });
     &DEFAULT

@@ -194,6 +194,10 @@ pub struct AppSpec {
     /// refuses an apply that breaks either.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub depends_on: Vec<String>,
+    /// When new revisions may start rolling out (with the Project's windows, see
+    /// [`SyncWindow`]); none: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_windows: Vec<SyncWindow>,
 }
 
 impl AppSpec {
@@ -584,6 +588,47 @@ pub struct ProjectSpec {
     /// Namespaced kinds the Apps may not create.
     #[serde(default)]
     pub namespace_resources: NamespaceResources,
+    /// When new revisions of the Project's Apps may start rolling out (with each App's own
+    /// windows, see [`SyncWindow`]); none: any time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub sync_windows: Vec<SyncWindow>,
+}
+
+/// A recurring window of an App or a Project, in Argo CD's manner: a `deny` window holds new
+/// revisions while it is open; when any `allow` window applies to a cluster, new revisions reach
+/// it only while one of them is open. Deny wins over allow. A window opens at each time its
+/// `schedule` names (in `timeZone`) and stays open for `duration`. Rollbacks are never held.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct SyncWindow {
+    pub kind: SyncWindowKind,
+    /// A cron schedule of 5 fields (minute hour day-of-month month day-of-week).
+    pub schedule: String,
+    /// How long the window stays open each time it opens (at least 1m).
+    #[serde(with = "humantime_serde")]
+    pub duration: Duration,
+    /// An IANA time zone (`Europe/Berlin`) the schedule is read in; default `UTC`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_zone: Option<String>,
+    /// Which of the App's clusters the window applies to; absent: all of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cluster_selector: Option<LabelSelector>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SyncWindowKind {
+    Allow,
+    Deny,
+}
+
+impl SyncWindowKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SyncWindowKind::Allow => "allow",
+            SyncWindowKind::Deny => "deny",
+        }
+    }
 }
 
 /// Clusters (exactly one of `name`, `clusterSelector`, `group`) and the namespaces the

@@ -5,7 +5,7 @@ use serde::de::DeserializeOwned;
 use super::{
     API_VERSION, App, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef, GroupKind,
     HelmOptions, IntOrPercent, Kind, LabelSelector, Metadata, Project, Repo, Resource,
-    ResourceError, RolloutSpec, SelectorOperator,
+    ResourceError, RolloutSpec, SelectorOperator, SyncWindow,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -300,6 +300,20 @@ impl Validator<'_> {
                 return Err(self.fail(&path, format!("{dependency:?} is named twice")));
             }
         }
+        self.sync_windows(&s.sync_windows)?;
+        Ok(())
+    }
+
+    fn sync_windows(&self, windows: &[SyncWindow]) -> Result<(), ResourceError> {
+        for (i, w) in windows.iter().enumerate() {
+            let base = format!("spec.syncWindows[{i}]");
+            if let Err(problem) = crate::fleet::window::CompiledWindow::compile(w) {
+                return Err(self.fail(&format!("{base}.{}", problem.field), problem.message));
+            }
+            if let Some(sel) = &w.cluster_selector {
+                self.selector(&format!("{base}.clusterSelector"), sel)?;
+            }
+        }
         Ok(())
     }
 
@@ -365,6 +379,7 @@ impl Validator<'_> {
         for (i, gk) in p.spec.namespace_resources.deny.iter().enumerate() {
             self.group_kind(&format!("spec.namespaceResources.deny[{i}]"), gk)?;
         }
+        self.sync_windows(&p.spec.sync_windows)?;
         Ok(())
     }
 

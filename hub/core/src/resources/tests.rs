@@ -676,3 +676,63 @@ fn depends_on_names_other_apps_each_once() {
     assert_eq!(e.path, "spec.dependsOn[0]");
     assert!(e.message.contains("cannot depend on itself"), "{e}");
 }
+
+#[test]
+fn sync_windows_parse_on_projects_and_apps_and_errors_name_the_field() {
+    let project = "apiVersion: gitfleet.dev/v1\nkind: Project\nmetadata: {name: shop}\nspec:\n  \
+                   syncWindows:\n    - kind: deny\n      schedule: \"0 14 * * 5\"\n      \
+                   duration: 10h\n      timeZone: Europe/Berlin\n      \
+                   clusterSelector: {matchLabels: {env: prod}}\n";
+    let Resource::Project(p) = parse_yaml(project).unwrap() else {
+        panic!("not a project")
+    };
+    let w = &p.spec.sync_windows[0];
+    assert_eq!(w.kind, SyncWindowKind::Deny);
+    assert_eq!(w.duration, Duration::from_secs(36_000));
+    assert_eq!(w.time_zone.as_deref(), Some("Europe/Berlin"));
+    let again = parse_document("", &Resource::Project(p.clone()).to_json().to_string()).unwrap();
+    assert_eq!(again, Resource::Project(p));
+
+    let app = DESIGN_APP.replace(
+        "  syncPolicy:",
+        "  syncWindows: [{kind: allow, schedule: \"0 22 * * *\", duration: 2h}]\n  syncPolicy:",
+    );
+    let Resource::App(a) = parse_yaml(&app).unwrap() else {
+        panic!("not an app")
+    };
+    assert_eq!(a.spec.sync_windows[0].kind, SyncWindowKind::Allow);
+
+    let cases = [
+        (
+            "{kind: maybe, schedule: \"0 1 * * *\", duration: 1h}",
+            "spec.syncWindows[0].kind",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * *\", duration: 1h}",
+            "spec.syncWindows[0].schedule: \"0 1 * *\" has 4 fields",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * * *\", duration: 10s}",
+            "spec.syncWindows[0].duration",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * * *\", duration: 1h, timeZone: Mars/Base}",
+            "spec.syncWindows[0].timeZone: \"Mars/Base\" is not an IANA time zone",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * * *\", duration: 1h, clusterSelector: {matchLabels: {\"bad key\": x}}}",
+            "spec.syncWindows[0].clusterSelector.matchLabels",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * * *\"}",
+            "spec.syncWindows[0]",
+        ),
+    ];
+    for (window, want) in cases {
+        let doc = format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Project\nmetadata: {{name: p}}\nspec:\n  syncWindows: [{window}]\n"
+        );
+        let e = parse_yaml(&doc).unwrap_err().to_string();
+        assert!(e.contains(want), "{window}: {e}");
+    }
+}

@@ -24,6 +24,7 @@ fn target(app: &str, cluster: &str) -> pb::TargetStatus {
         resources: vec![],
         updated_at_unix: NOW - 5,
         cluster_connected: true,
+        held: String::new(),
     }
 }
 

@@ -57,6 +57,7 @@ fn app(name: &str, env: &str) -> App {
             sync_policy: Default::default(),
             rollout: None,
             depends_on: Vec::new(),
+            sync_windows: Vec::new(),
         },
     }
 }

@@ -136,6 +136,7 @@ fn app(targets: Vec<ClusterSelection>, customize: Vec<Customization>) -> App {
             sync_policy: Default::default(),
             rollout: None,
             depends_on: Vec::new(),
+            sync_windows: Vec::new(),
         },
     }
 }

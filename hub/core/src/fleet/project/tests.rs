@@ -54,6 +54,7 @@ fn team_a() -> Project {
             ],
             cluster_resources: Vec::new(),
             namespace_resources: NamespaceResources::default(),
+            sync_windows: Vec::new(),
         },
     }
 }
@@ -94,6 +95,7 @@ fn app(project: Option<&str>, namespace: &str, targets: Vec<ClusterSelection>) -
             sync_policy: Default::default(),
             rollout: None,
             depends_on: Vec::new(),
+            sync_windows: Vec::new(),
         },
     }
 }

@@ -327,6 +327,7 @@ fn app_with(rollout: Option<RolloutSpec>) -> App {
             sync_policy: Default::default(),
             rollout,
             depends_on: vec![],
+            sync_windows: vec![],
         },
     }
 }
