@@ -2,7 +2,9 @@
 //! held"): a freeze created with `--no-self-heal` leaves a drifted object drifted on the
 //! clusters it holds (the Target reports OutOfSync, nothing corrects it, status and rollout
 //! status say self-heal is suspended), and heals it once the freeze is deleted; a freeze
-//! without the flag holds its cluster just the same and keeps healing it.
+//! without the flag holds its cluster just the same and keeps healing it. A deny window with
+//! `selfHeal: false`, open by its schedule, does the same on the clusters it applies to until
+//! the App no longer has it.
 //!
 //! Two clusters: `eu-1` (env=prod) under the `--no-self-heal` freeze, `lab-1` (env=dev) under
 //! a plain one. Both are edited at once: lab-1's heal, which is waited for, is the yardstick
@@ -37,6 +39,25 @@ spec:
   namespace: hello
   targets:
     - clusterSelector: {}
+";
+
+/// hello with a deny window open all the time (every minute, for an hour) on prod clusters,
+/// which suspends self-heal.
+const APP_WITH_WINDOW: &str = "apiVersion: gitfleet.dev/v1
+kind: App
+metadata: { name: hello }
+spec:
+  repo: platform
+  path: apps/hello
+  namespace: hello
+  targets:
+    - clusterSelector: {}
+  syncWindows:
+    - kind: deny
+      schedule: \"* * * * *\"
+      duration: 1h
+      clusterSelector: { matchLabels: { env: prod } }
+      selfHeal: false
 ";
 
 /// Runs the CLI in-process against the fleet's hub: its output, or the error.
@@ -212,12 +233,16 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
         attempts += 1;
         edit(&fleet, "eu-1").await?;
         edit(&fleet, "lab-1").await?;
-        let targets = wait(&mut fleet, "lab-1 healed and eu-1's drift reported", |f, t| {
-            greeting(f, "lab-1").as_deref() == Some(GIT_GREETING)
-                && target(t, "lab-1").is_some_and(|t| is_converged(t, &v1))
-                && (out_of_sync(target(t, "eu-1"))
-                    || greeting(f, "eu-1").as_deref() == Some(GIT_GREETING))
-        })
+        let targets = wait(
+            &mut fleet,
+            "lab-1 healed and eu-1's drift reported",
+            |f, t| {
+                greeting(f, "lab-1").as_deref() == Some(GIT_GREETING)
+                    && target(t, "lab-1").is_some_and(|t| is_converged(t, &v1))
+                    && (out_of_sync(target(t, "eu-1"))
+                        || greeting(f, "eu-1").as_deref() == Some(GIT_GREETING))
+            },
+        )
         .await?;
         if greeting(&fleet, "eu-1").as_deref() == Some(EDITED) {
             let eu = target(&targets, "eu-1").context("eu-1's Target")?;
@@ -259,6 +284,69 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
     wait(&mut fleet, "eu-1 healed after the freeze", |f, t| {
         greeting(f, "eu-1").as_deref() == Some(GIT_GREETING)
             && spoke_self_heals(f, "eu-1") == Some(true)
+            && target(t, "eu-1").is_some_and(|t| is_converged(t, &v1) && t.held.is_empty())
+    })
+    .await?;
+
+    fleet.shutdown().await;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_open_deny_window_without_self_heal_leaves_drift_until_it_is_gone() -> anyhow::Result<()>
+{
+    let mut fleet = Fleet::start(FleetOptions::new(clusters())).await?;
+    fleet.git.write("apps/hello/configmap.yaml", CONFIGMAP)?;
+    fleet.git.write("apps/hello/deployment.yaml", DEPLOYMENT)?;
+    let v1 = fleet.git.commit("v1")?;
+    let repo = fleet.repo_yaml("platform");
+    fleet.apply_yaml(&format!("{repo}---\n{APP}")).await?;
+    fleet.wait_converged("hello", &v1, 2, DEADLINE).await?;
+
+    // The window comes with the App: open now, on eu-1 only.
+    fleet
+        .apply_yaml(&format!("{repo}---\n{APP_WITH_WINDOW}"))
+        .await?;
+    let why = "self-heal suspended by deny window '* * * * *' (1h, UTC) of App hello";
+    wait(&mut fleet, "eu-1's self-heal suspended", |f, t| {
+        spoke_self_heals(f, "eu-1") == Some(false)
+            && target(t, "eu-1").is_some_and(|t| t.held == why)
+    })
+    .await?;
+    ensure!(spoke_self_heals(&fleet, "lab-1") == Some(true));
+
+    // As with the freeze: lab-1's heal is the yardstick; an edit that raced the spoke's switch
+    // is tried again.
+    let mut attempts = 0;
+    loop {
+        attempts += 1;
+        edit(&fleet, "eu-1").await?;
+        edit(&fleet, "lab-1").await?;
+        let targets = wait(
+            &mut fleet,
+            "lab-1 healed and eu-1's drift reported",
+            |f, t| {
+                greeting(f, "lab-1").as_deref() == Some(GIT_GREETING)
+                    && target(t, "lab-1").is_some_and(|t| is_converged(t, &v1))
+                    && (out_of_sync(target(t, "eu-1"))
+                        || greeting(f, "eu-1").as_deref() == Some(GIT_GREETING))
+            },
+        )
+        .await?;
+        if greeting(&fleet, "eu-1").as_deref() == Some(EDITED) {
+            break;
+        }
+        ensure!(
+            attempts < 3,
+            "eu-1's drift was corrected {attempts} times while the window suspends self-heal:\n{}",
+            describe(&targets)
+        );
+    }
+
+    // The window is gone: eu-1 heals.
+    fleet.apply_yaml(&format!("{repo}---\n{APP}")).await?;
+    wait(&mut fleet, "eu-1 healed once the window is gone", |f, t| {
+        greeting(f, "eu-1").as_deref() == Some(GIT_GREETING)
             && target(t, "eu-1").is_some_and(|t| is_converged(t, &v1) && t.held.is_empty())
     })
     .await?;

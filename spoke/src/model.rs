@@ -330,6 +330,9 @@ mod tests {
         assert!(!old.differs_only_in_self_heal(&moved), "a new commit syncs");
         let mut pruned = off.clone();
         pruned.sync_policy.prune = !old.sync_policy.prune;
-        assert!(!old.differs_only_in_self_heal(&pruned), "another policy syncs");
+        assert!(
+            !old.differs_only_in_self_heal(&pruned),
+            "another policy syncs"
+        );
     }
 }
