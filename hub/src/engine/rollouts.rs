@@ -250,8 +250,9 @@ impl Engine {
         for e in &events {
             info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
         }
-        let self_heal = {
+        let (self_heal, sooner) = {
             let mut st = self.controller();
+            let earliest_before = st.next_rollout_checks.values().min().copied();
             match scope {
                 Scope::All => {
                     st.incomplete_rollouts = incomplete;
@@ -278,8 +279,15 @@ impl Engine {
                     }
                 }
             }
-            st.self_heal_holds.clone()
+            let earliest = st.next_rollout_checks.values().min().copied();
+            let sooner = earliest.is_some_and(|t| earliest_before.is_none_or(|b| t < b));
+            (st.self_heal_holds.clone(), sooner)
         };
+        if sooner {
+            // The driver sleeps until the earliest check it knew of: one asked for sooner here
+            // (a freeze created, an App applied) must not wait for its next wake or resync.
+            self.rollout_kick.notify_one();
+        }
         Ok(Decided {
             rollouts,
             controls,
