@@ -177,7 +177,7 @@ fn window_hold(windows: &[Window<'_>], states: &[WindowState], applying: &[usize
         .iter()
         .map(|&i| &windows[i])
         .find(|w| !w.self_heal)
-        .map(|w| format!("outside allow window {} of {}", w.compiled.label, w.owner));
+        .map(|w| format!("closed allow window {} of {}", w.compiled.label, w.owner));
     let next = allows
         .iter()
         .filter_map(|&i| match states[i] {

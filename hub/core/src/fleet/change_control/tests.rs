@@ -463,7 +463,7 @@ fn outside_an_allow_window_without_self_heal_it_is_suspended_and_inside_it_heals
     assert_eq!(suspended_on(&h, &c).len(), 3);
     assert_eq!(
         h.self_heal().on("eu-2"),
-        Some("outside allow window '0 22 * * *' (2h, UTC) of App checkout")
+        Some("closed allow window '0 22 * * *' (2h, UTC) of App checkout")
     );
     assert_eq!(h.next_self_heal_change(), Some(utc("2026-12-04 22:00")));
     let inside = change_control_holds(&a, None, &[], &c.labels(), utc("2026-12-04 23:00"));
