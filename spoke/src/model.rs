@@ -26,6 +26,29 @@ pub struct TargetSpec {
     pub project: Option<crate::sync::project::TargetProject>,
 }
 
+impl TargetSpec {
+    /// Whether `next` changes nothing but `syncPolicy.selfHeal` (a freeze or window that
+    /// suspends self-heal starting or ending, an App's own switch): what was applied stays
+    /// right, so the Target is not synced again; it heals drift, or stops healing it, from now
+    /// on. A sync would apply without force and fail on a field someone else changed, the very
+    /// drift that self-heal, back on, must put right.
+    pub fn differs_only_in_self_heal(&self, next: &TargetSpec) -> bool {
+        if self.sync_policy.self_heal == next.sync_policy.self_heal {
+            return false;
+        }
+        let comparable = |s: &TargetSpec| TargetSpec {
+            sync_policy: SyncPolicy {
+                self_heal: false,
+                ..s.sync_policy
+            },
+            trace: BTreeMap::new(),
+            spec_generation: 0,
+            ..s.clone()
+        };
+        comparable(self) == comparable(next)
+    }
+}
+
 #[cfg(test)]
 impl TargetSpec {
     /// A Target `id` of App `id` at the App path `path`, everything else empty or default.
@@ -277,5 +300,39 @@ impl TargetStatus {
             && self.health == other.health
             && self.message == other.message
             && self.resources == other.resources
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_a_change_of_self_heal_alone_spares_a_sync() {
+        let mut old = TargetSpec::test("web", "apps/web");
+        old.sync_policy.self_heal = true;
+        old.trace.insert("traceparent".into(), "00-a-b-01".into());
+        let mut off = old.clone();
+        off.sync_policy.self_heal = false;
+        off.spec_generation = 2;
+        off.trace.clear();
+        assert!(old.differs_only_in_self_heal(&off));
+        assert!(off.differs_only_in_self_heal(&old), "and back on");
+
+        let mut same = old.clone();
+        same.spec_generation = 3;
+        assert!(
+            !old.differs_only_in_self_heal(&same),
+            "a new generation alone (`gitfleet app sync`) syncs again"
+        );
+        let mut moved = off.clone();
+        moved.source.commit = "b".repeat(40);
+        assert!(!old.differs_only_in_self_heal(&moved), "a new commit syncs");
+        let mut pruned = off.clone();
+        pruned.sync_policy.prune = !old.sync_policy.prune;
+        assert!(
+            !old.differs_only_in_self_heal(&pruned),
+            "another policy syncs"
+        );
     }
 }

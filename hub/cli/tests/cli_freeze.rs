@@ -278,3 +278,66 @@ async fn admins_create_list_and_delete_freezes_audited_and_durable_and_others_ar
     );
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_no_self_heal_freeze_is_listed_audited_and_kept_so_across_a_restart() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let admin = hub.admin_config_path().to_owned();
+    let out = cli(
+        &admin,
+        &[
+            "freeze",
+            "create",
+            "maint",
+            "--app",
+            "db",
+            "--for",
+            "1h",
+            "--no-self-heal",
+            "--reason",
+            "manual failover",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.ends_with(", and do not self-heal\n"), "{out}");
+    cli(
+        &admin,
+        &["freeze", "create", "plain", "--for", "1h", "--reason", "x"],
+    )
+    .await
+    .unwrap();
+    let self_heal = |list: &FreezeListReport| -> Vec<(String, bool)> {
+        list.freezes
+            .iter()
+            .map(|f| (f.name.clone(), f.self_heal))
+            .collect()
+    };
+    let want = vec![("maint".to_owned(), false), ("plain".to_owned(), true)];
+    assert_eq!(self_heal(&freezes(&admin).await), want);
+    let table = cli(&admin, &["freeze", "list"]).await.unwrap();
+    assert!(
+        table
+            .lines()
+            .any(|l| l.starts_with("maint") && l.contains("suspended")),
+        "{table}"
+    );
+    let log = audit(&admin).await;
+    let created = log
+        .entries
+        .iter()
+        .find(|e| e.action == "freeze create" && e.target == "Freeze/maint")
+        .expect("audited");
+    assert!(
+        created.message.contains(", no self-heal: manual failover"),
+        "{}",
+        created.message
+    );
+
+    hub.shutdown().await;
+    let hub = start_hub(&data).await;
+    let admin = hub.admin_config_path().to_owned();
+    assert_eq!(self_heal(&freezes(&admin).await), want, "stored so");
+    hub.shutdown().await;
+}

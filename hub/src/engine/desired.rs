@@ -1,4 +1,5 @@
-//! Desired state: computed from resources, revisions, rollouts and clusters, stored (flushed)
+//! Desired state: computed from resources, revisions, rollouts (and the holds that suspend
+//! self-heal, decided with them) and clusters, stored (flushed)
 //! and published to the spokes' live streams at once.
 
 use std::collections::{BTreeMap, HashMap};
@@ -9,6 +10,8 @@ use tracing::debug;
 
 use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
+use crate::fleet::desired::suspend_self_heal;
+use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
 use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
 use crate::resources::{App, ClusterGroup, Project, Repo};
@@ -68,6 +71,9 @@ pub(super) struct FleetInputs {
     revisions: BTreeMap<String, AppRevision>,
     rollouts: BTreeMap<String, Assigned>,
     controls: BTreeMap<String, crate::model::AppControl>,
+    /// By App: where a freeze or window that holds it suspends its self-heal (decided with the
+    /// rollouts, from the holds).
+    self_heal: BTreeMap<String, SelfHealHolds>,
     /// See [`Store::clusters_snapshot`].
     placement_version: u64,
 }
@@ -127,6 +133,7 @@ impl Engine {
                 .map(|(app, state)| (app, Assigned(state)))
                 .collect(),
             controls: decided.controls,
+            self_heal: decided.self_heal,
             placement_version,
         };
         if self.computed_from().as_ref() == Some(&inputs) {
@@ -164,6 +171,7 @@ impl Engine {
             &inputs.projects,
         );
         rollouts::apply_controls(&mut fleet, &inputs.controls);
+        suspend_self_heal(&mut fleet, &inputs.self_heal);
 
         let mut changed = Vec::new();
         let none = BTreeMap::new();

@@ -99,7 +99,15 @@ impl Engine {
             // Time moved the rollout on since it was last decided: let the driver store it.
             self.wake_rollout(name);
         }
-        let status = decision.status;
+        let mut status = decision.status;
+        let self_heal = holds.self_heal();
+        if !self_heal.is_empty() {
+            for t in status.waves.iter_mut().flat_map(|w| w.targets.iter_mut()) {
+                if let Some(why) = self_heal.on(&t.cluster) {
+                    t.detail = with_self_heal_suspended(&t.detail, why);
+                }
+            }
+        }
         let control = self.store.app_control(name)?;
         let git_revision = revisions
             .get(name)
@@ -209,7 +217,9 @@ impl Engine {
         limit: usize,
     ) -> Result<StatusPage, EngineError> {
         let now = now_unix();
-        let mut keys: Vec<(String, String, String, bool)> = {
+        // (app, cluster, desired revision, connected, what suspends self-heal)
+        type Key = (String, String, String, bool, Option<String>);
+        let mut keys: Vec<Key> = {
             let state = self.lock();
             let mut keys = Vec::new();
             for (c, tx) in &state.desired {
@@ -225,7 +235,13 @@ impl Engine {
                     if after.is_some_and(|(aa, ac)| (a.as_str(), c.as_str()) <= (aa, ac)) {
                         continue;
                     }
-                    keys.push((a.clone(), c.clone(), t.target.commit.clone(), connected));
+                    keys.push((
+                        a.clone(),
+                        c.clone(),
+                        t.target.commit.clone(),
+                        connected,
+                        t.target.self_heal_suspended.clone(),
+                    ));
                 }
             }
             keys
@@ -236,7 +252,7 @@ impl Engine {
         let mut targets = Vec::with_capacity(keys.len());
         // By App (the keys are sorted by App): what holds its rollout's revision, and which.
         let mut held: Option<(String, Option<(String, String)>)> = None;
-        for (app, cluster, desired_revision, cluster_connected) in keys {
+        for (app, cluster, desired_revision, cluster_connected, self_heal) in keys {
             let report = self.store.report(&cluster, &app).await?;
             if held.as_ref().is_none_or(|(a, _)| *a != app) {
                 let hold = self.store.rollout(&app)?.and_then(|r| {
@@ -247,10 +263,13 @@ impl Engine {
                 });
                 held = Some((app.clone(), hold));
             }
-            let held_text = match held.as_ref().and_then(|(_, h)| h.as_ref()) {
+            let mut held_text = match held.as_ref().and_then(|(_, h)| h.as_ref()) {
                 Some((commit, text)) if *commit != desired_revision => text.clone(),
                 _ => String::new(),
             };
+            if let Some(why) = &self_heal {
+                held_text = with_self_heal_suspended(&held_text, why);
+            }
             targets.push(TargetView {
                 held: held_text,
                 updated_at_unix: report.as_ref().map(|r| r.received_at_unix).unwrap_or(0),
@@ -281,6 +300,16 @@ impl Engine {
             }
         }
         out
+    }
+}
+
+/// `text` (a Target's detail or held text) saying that `why` suspends its self-heal:
+/// `self-heal suspended by freeze campaign`.
+fn with_self_heal_suspended(text: &str, why: &str) -> String {
+    if text.is_empty() {
+        format!("self-heal suspended by {why}")
+    } else {
+        format!("{text}; self-heal suspended by {why}")
     }
 }
 

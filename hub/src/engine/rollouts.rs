@@ -17,6 +17,7 @@ use std::time::Duration;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Engine, EngineError, RolloutView};
+use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::rollout::{
     self, Command, Observation, Phase, RolloutEvent, RolloutState, decide_held, plan_waves,
 };
@@ -42,6 +43,9 @@ pub(super) struct Controller {
     /// By App: the Apps that depend on it (`spec.dependsOn`), whose Targets may wait for its
     /// reports. Rebuilt whenever every App is decided (resources changed).
     dependents: HashMap<String, Vec<String>>,
+    /// By App: where a freeze or window that holds it suspends its self-heal, as last decided
+    /// (an App not decided in a turn keeps its entry, like its rollout). Apps without: none.
+    self_heal_holds: BTreeMap<String, SelfHealHolds>,
 }
 
 /// Which Apps' rollouts a recompute decides.
@@ -69,6 +73,9 @@ pub(super) struct Decided {
     /// the store's memory: a decision that changes nothing copies nothing.
     pub rollouts: BTreeMap<String, Arc<RolloutState>>,
     pub controls: BTreeMap<String, AppControl>,
+    /// By App: where its self-heal is suspended (see [`crate::fleet::hold::Holds::self_heal`]);
+    /// Apps without an entry self-heal as they say.
+    pub self_heal: BTreeMap<String, SelfHealHolds>,
 }
 
 impl Engine {
@@ -97,6 +104,7 @@ impl Engine {
         let mut incomplete = HashSet::new();
         let mut next_checks: HashMap<String, i64> = HashMap::new();
         let mut decided: Vec<&str> = Vec::new();
+        let mut self_heal: BTreeMap<String, SelfHealHolds> = BTreeMap::new();
         let mut current = None;
         for app in apps {
             let name = app.metadata.name.as_str();
@@ -170,6 +178,10 @@ impl Engine {
                     .map(str::to_owned)
             };
             let holds = self.holds_for(app, &plan, labels, projects, &wanted, now);
+            let suspended_self_heal = holds.self_heal();
+            if !suspended_self_heal.is_empty() {
+                self_heal.insert(name.to_owned(), suspended_self_heal);
+            }
             let was_complete = matches!(state.phase, Phase::Complete);
             let mut observations = if was_complete {
                 // A complete rollout only places clusters that joined; reports change nothing.
@@ -219,7 +231,13 @@ impl Engine {
                 incomplete.insert(name.to_owned());
             }
             // A complete rollout asks too while a freeze holds a cluster that joined meanwhile.
-            if let Some(t) = decision.status.next_check_at {
+            // And when what suspends self-heal may change by itself (a window that suspends it
+            // opening), held or not.
+            let next_check = match (decision.status.next_check_at, holds.next_self_heal_change()) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            };
+            if let Some(t) = next_check {
                 next_checks.insert(name.to_owned(), t);
             }
             if changed(&state) {
@@ -232,19 +250,23 @@ impl Engine {
         for e in &events {
             info!(app = %e.app, rollout = e.rollout, kind = %e.kind, "{}", e.message);
         }
-        {
+        let (self_heal, sooner) = {
             let mut st = self.controller();
+            let earliest_before = st.next_rollout_checks.values().min().copied();
             match scope {
                 Scope::All => {
                     st.incomplete_rollouts = incomplete;
                     st.next_rollout_checks = next_checks;
                     st.dependents = dependents_of(apps);
+                    st.self_heal_holds = self_heal;
                 }
                 Scope::Apps(apps) => {
                     for app in apps {
                         st.incomplete_rollouts.remove(app);
                         st.next_rollout_checks.remove(app);
+                        st.self_heal_holds.remove(app);
                     }
+                    st.self_heal_holds.extend(self_heal);
                     st.incomplete_rollouts.extend(incomplete);
                     st.next_rollout_checks.extend(next_checks);
                 }
@@ -257,8 +279,20 @@ impl Engine {
                     }
                 }
             }
+            let earliest = st.next_rollout_checks.values().min().copied();
+            let sooner = earliest.is_some_and(|t| earliest_before.is_none_or(|b| t < b));
+            (st.self_heal_holds.clone(), sooner)
+        };
+        if sooner {
+            // The driver sleeps until the earliest check it knew of: one asked for sooner here
+            // (a freeze created, an App applied) must not wait for its next wake or resync.
+            self.rollout_kick.notify_one();
         }
-        Ok(Decided { rollouts, controls })
+        Ok(Decided {
+            rollouts,
+            controls,
+            self_heal,
+        })
     }
 
     /// What the hub knows of each of `clusters`' Target of `app`: read under one lock of the

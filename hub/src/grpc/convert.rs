@@ -83,6 +83,8 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         // Not on the wire: the spec generation it bumped tells the spoke to sync again.
         sync_request: _,
         project,
+        // For status only: `sync_policy` already has self-heal off.
+        self_heal_suspended: _,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),

@@ -369,6 +369,7 @@ impl RolloutsService {
                         cluster_selector: req.cluster_selector.clone(),
                         until,
                         reason: req.reason.clone(),
+                        suspend_self_heal: req.no_self_heal,
                     },
                     &admin,
                 )
@@ -378,9 +379,10 @@ impl RolloutsService {
         .await;
         if let Ok(f) = &result {
             audited.note(format!(
-                "{} until {}: {}",
+                "{} until {}{}: {}",
                 f.scope_text(),
                 utc_text(f.until),
+                if f.self_heal { "" } else { ", no self-heal" },
                 f.reason
             ));
         }
@@ -466,6 +468,7 @@ fn freeze_info(f: Freeze, now: i64) -> pb::FreezeInfo {
     pb::FreezeInfo {
         active: f.active(now),
         scope: f.scope_text(),
+        no_self_heal: !f.self_heal,
         cluster_selector: f
             .cluster_selector
             .as_ref()

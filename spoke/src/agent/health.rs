@@ -95,7 +95,24 @@ pub(super) async fn watch_health(
             health = None;
         }
         tokio::select! {
-            changed = spec_rx.changed() => return changed.is_ok(),
+            changed = spec_rx.changed() => {
+                if changed.is_err() {
+                    return false;
+                }
+                let next = spec_rx.borrow_and_update().clone();
+                if !attempt.spec.differs_only_in_self_heal(&next) {
+                    // Seen here, synced by the worker: it reads the newest spec itself.
+                    return true;
+                }
+                // What was applied stays: heal (or stop healing) from the next check on, which
+                // is now, and report under the new spec's generation.
+                tracing::info!(self_heal = next.sync_policy.self_heal, generation = next.spec_generation, "self-heal changed");
+                attempt.spec = TargetSpec {
+                    trace: std::mem::take(&mut attempt.spec.trace),
+                    ..next
+                };
+                quiet_rounds = 0;
+            }
             () = watches.changed() => {}
             () = tokio::time::sleep(delay) => {
                 if attempt.fatal.is_some() {

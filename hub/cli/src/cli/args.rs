@@ -785,7 +785,12 @@ Examples:
   gitfleet freeze create eu-prod --project shop --cluster-selector env=prod,region=eu \\
     --for 1d --reason \"EU peak\"
 
-Held Targets keep running (and self-healing) the revision they have; a rollback is never held.
+  # Hands-on maintenance: hold the database and leave what people change by hand alone
+  gitfleet freeze create db-maint --app postgres --for 3h --no-self-heal \\
+    --reason \"INC-4412: manual failover\"
+
+Held Targets keep running (and, unless --no-self-heal, self-healing) the revision they have; a
+rollback is never held.
 When the freeze ends the held rollouts start by themselves. `gitfleet rollout start APP
 --override-freeze --reason TEXT` lets one rollout through.";
 
@@ -812,6 +817,10 @@ pub struct FreezeCreateArgs {
     /// Why (shown to everyone it holds)
     #[arg(long, value_name = "TEXT", required = true, value_parser = clap::builder::NonEmptyStringValueParser::new())]
     pub reason: String,
+    /// Suspend self-heal of what it holds until it ends: drift is reported (OutOfSync), not
+    /// corrected
+    #[arg(long)]
+    pub no_self_heal: bool,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -29,6 +29,13 @@ pub struct FreezeReport {
     pub reason: String,
     pub created_by: String,
     pub created: Option<String>,
+    /// False when created with `--no-self-heal`: what it holds does not self-heal meanwhile.
+    #[serde(default = "yes")]
+    pub self_heal: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 pub fn freeze_report(f: &pb::FreezeInfo) -> FreezeReport {
@@ -43,6 +50,7 @@ pub fn freeze_report(f: &pb::FreezeInfo) -> FreezeReport {
         reason: f.reason.clone(),
         created_by: f.created_by.clone(),
         created: rfc3339(f.created_at_unix),
+        self_heal: !f.no_self_heal,
     }
 }
 
@@ -59,12 +67,13 @@ pub fn freeze_list_report(freezes: &[pb::FreezeInfo]) -> FreezeListReport {
     }
 }
 
-/// NAME, SCOPE, UNTIL (with how far away, or "ended"), BY, REASON.
+/// NAME, SCOPE, UNTIL (with how far away, or "ended"), SELF-HEAL ("kept" or "suspended"), BY,
+/// REASON.
 pub fn freeze_table(report: &FreezeListReport, style: Style) -> String {
     if report.freezes.is_empty() {
         return "no freezes\n".to_owned();
     }
-    let mut table = plain_table(&["NAME", "SCOPE", "UNTIL", "BY", "REASON"]);
+    let mut table = plain_table(&["NAME", "SCOPE", "UNTIL", "SELF-HEAL", "BY", "REASON"]);
     for f in &report.freezes {
         let until = f.until.as_deref().unwrap_or("-");
         let when = match f.until.as_deref().and_then(super::output::parse_rfc3339) {
@@ -77,6 +86,7 @@ pub fn freeze_table(report: &FreezeListReport, style: Style) -> String {
             Cell::new(&f.name),
             Cell::new(&f.scope),
             colored(when, color, style),
+            Cell::new(if f.self_heal { "kept" } else { "suspended" }),
             Cell::new(dash(&f.created_by)),
             Cell::new(&f.reason),
         ]);
@@ -93,8 +103,13 @@ pub fn created_text(f: &FreezeReport, style: Style) -> String {
         .and_then(super::output::parse_rfc3339)
         .map(|t| format!(" ({})", relative(t, style.now_unix)))
         .unwrap_or_default();
+    let self_heal = if f.self_heal {
+        ""
+    } else {
+        ", and do not self-heal"
+    };
     format!(
-        "freeze {} created: new revisions of {} are held until {until}{when}\n",
+        "freeze {} created: new revisions of {} are held until {until}{when}{self_heal}\n",
         f.name, f.scope
     )
 }

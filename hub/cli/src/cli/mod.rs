@@ -464,6 +464,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 until_unix: f.until.unwrap_or_default(),
                 reason: f.reason,
                 for_seconds: f.for_.map_or(0, |d| d.as_secs().max(1)),
+                no_self_heal: f.no_self_heal,
             };
             let info = connect().await?.create_freeze(request).await?;
             let report = freeze::freeze_report(&info);

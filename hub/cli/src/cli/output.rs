@@ -258,7 +258,11 @@ pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) ->
     ]);
     for t in &report.targets {
         let mut message = t.message.clone();
-        if !t.held.is_empty() {
+        if t.held.starts_with("self-heal suspended") {
+            // Nothing new waits: the Target only does not self-heal while a freeze or window
+            // holds it.
+            message = join_nonempty(&t.held, &message);
+        } else if !t.held.is_empty() {
             message = join_nonempty(&format!("held: {}", t.held), &message);
         }
         if !t.cluster_connected {

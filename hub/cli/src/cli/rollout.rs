@@ -245,7 +245,8 @@ pub fn rollout_text(r: &RolloutReport, style: Style) -> String {
         ]);
     }
     text.push_str(&output::finish(&table));
-    // Targets worth a look: the current wave's, and any failed or away elsewhere.
+    // Targets worth a look: the current wave's, and any failed, away, held or not self-healing
+    // elsewhere.
     let mut rows = Vec::new();
     for (i, w) in r.waves.iter().enumerate() {
         let current = !r.finished() && i + 1 == r.current_wave as usize;
@@ -253,7 +254,7 @@ pub fn rollout_text(r: &RolloutReport, style: Style) -> String {
             let notable = matches!(
                 t.state.as_str(),
                 "failed" | "tolerated" | "disconnected" | "held"
-            );
+            ) || t.detail.contains("self-heal suspended");
             if current || notable {
                 rows.push((w.name.as_str(), t));
             }

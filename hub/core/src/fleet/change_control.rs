@@ -7,6 +7,10 @@
 //! - A `deny` window of the App or its Project holds the clusters it applies to while open.
 //! - When any `allow` window applies to a cluster, that cluster is held while none of them is
 //!   open, until the next one opens. Deny wins over allow.
+//! - A freeze with `selfHeal: false` (`--no-self-heal`) and a window with `selfHeal: false`
+//!   also suspend the self-heal of what they hold ([`Hold::suspends_self_heal`]): a deny window
+//!   while it is open, an allow window while the cluster is outside every allow window. The
+//!   App is decided again at every edge that may change that.
 
 use super::freeze::Freeze;
 use super::hold::{Hold, HoldKind, Holds};
@@ -23,6 +27,8 @@ struct Window<'a> {
     clusters: Option<&'a LabelSelector>,
     /// `App checkout` or `Project shop`.
     owner: String,
+    /// The window's `selfHeal`.
+    self_heal: bool,
 }
 
 /// What freezes and the sync windows of `app` and its `project` hold of `app`'s Targets on
@@ -45,7 +51,11 @@ pub fn change_control_holds(
             kind: HoldKind::Freeze,
             reason: f.hold_reason(),
             until: Some(f.until),
+            suspends_self_heal: f.self_heal_text(),
         };
+        if !f.self_heal {
+            holds.self_heal_changes_at(f.until);
+        }
         if f.cluster_selector.is_none() {
             holds.hold_everywhere(hold);
         } else {
@@ -68,6 +78,20 @@ pub fn change_control_holds(
         return holds;
     }
     let states: Vec<WindowState> = windows.iter().map(|w| w.compiled.state(now)).collect();
+    if windows.iter().any(|w| !w.self_heal) {
+        // Any window's edge may change what suspends self-heal (a deny window that does
+        // opening, or one that does not outlasting it; an allow window opening).
+        let edge = states
+            .iter()
+            .filter_map(|s| match *s {
+                WindowState::Open { until } => Some(until),
+                WindowState::Closed { opens } => opens,
+            })
+            .min();
+        if let Some(at) = edge {
+            holds.self_heal_changes_at(at);
+        }
+    }
     if windows.iter().all(|w| w.clusters.is_none()) {
         let all: Vec<usize> = (0..windows.len()).collect();
         if let Some(hold) = window_hold(&windows, &states, &all) {
@@ -98,6 +122,7 @@ fn compiled<'a>(windows: &'a [SyncWindow], owner: &str) -> Vec<Window<'a>> {
                 compiled,
                 clusters: w.cluster_selector.as_ref(),
                 owner: owner.to_owned(),
+                self_heal: w.self_heal,
             })
         })
         .collect()
@@ -105,18 +130,25 @@ fn compiled<'a>(windows: &'a [SyncWindow], owner: &str) -> Vec<Window<'a>> {
 
 /// The hold the windows at `applying` make, if any: an open deny window first (the one that
 /// ends last: that is when the cluster is free of deny windows, as far as one can see now),
-/// else every allow window closed (until the first opens).
+/// else every allow window closed (until the first opens). It suspends self-heal when one of
+/// the windows that make it (an open deny window; an allow window, when outside every allow
+/// window) says `selfHeal: false`.
 fn window_hold(windows: &[Window<'_>], states: &[WindowState], applying: &[usize]) -> Option<Hold> {
-    let open_deny = applying
+    let open_denies: Vec<(i64, usize)> = applying
         .iter()
         .filter(|&&i| windows[i].compiled.kind == SyncWindowKind::Deny)
         .filter_map(|&i| match states[i] {
             WindowState::Open { until } => Some((until, i)),
             WindowState::Closed { .. } => None,
         })
-        .max();
-    if let Some((until, i)) = open_deny {
+        .collect();
+    if let Some(&(until, i)) = open_denies.iter().max() {
         let w = &windows[i];
+        let suspends_self_heal = open_denies
+            .iter()
+            .map(|&(_, i)| &windows[i])
+            .find(|w| !w.self_heal)
+            .map(|w| format!("deny window {} of {}", w.compiled.label, w.owner));
         return Some(Hold {
             kind: HoldKind::Window,
             reason: format!(
@@ -126,6 +158,7 @@ fn window_hold(windows: &[Window<'_>], states: &[WindowState], applying: &[usize
                 utc_text(until)
             ),
             until: Some(until),
+            suspends_self_heal,
         });
     }
     let allows: Vec<usize> = applying
@@ -140,6 +173,11 @@ fn window_hold(windows: &[Window<'_>], states: &[WindowState], applying: &[usize
     {
         return None;
     }
+    let suspends_self_heal = allows
+        .iter()
+        .map(|&i| &windows[i])
+        .find(|w| !w.self_heal)
+        .map(|w| format!("closed allow window {} of {}", w.compiled.label, w.owner));
     let next = allows
         .iter()
         .filter_map(|&i| match states[i] {
@@ -159,12 +197,14 @@ fn window_hold(windows: &[Window<'_>], states: &[WindowState], applying: &[usize
                     utc_text(opens)
                 ),
                 until: Some(opens),
+                suspends_self_heal,
             }
         }
         None => Hold {
             kind: HoldKind::Window,
             reason: "outside every allow window, and none opens again".to_owned(),
             until: None,
+            suspends_self_heal,
         },
     })
 }

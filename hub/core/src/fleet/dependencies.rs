@@ -281,6 +281,8 @@ pub fn holds<'a>(
                         kind: HoldKind::Dependency,
                         reason,
                         until: None,
+                        // What a dependency holds keeps self-healing.
+                        suspends_self_heal: None,
                     },
                 );
             }

@@ -5,6 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
+use super::hold::SelfHealHolds;
 use super::placement::ClusterLabels;
 use super::project::{self, TargetProject};
 use crate::resources::{
@@ -37,6 +38,11 @@ pub struct DesiredTarget {
     /// What the spoke enforces on the render's objects; absent for the `default` Project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<TargetProject>,
+    /// What suspends the Target's self-heal (`freeze campaign`), when a freeze or window that
+    /// holds it says so and the App self-heals: `sync_policy.self_heal` is then false (see
+    /// [`suspend_self_heal`]). For status; never sent on the wire (the policy is).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub self_heal_suspended: Option<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -114,6 +120,7 @@ pub fn desired_target(
         sync_policy: app.spec.sync_policy,
         sync_request: 0,
         project: None,
+        self_heal_suspended: None,
     }
 }
 
@@ -199,6 +206,31 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
         }
     }
     fleet
+}
+
+/// Turns self-heal off in the Targets of `fleet` (cluster → App → Target) that a freeze or
+/// window suspending it holds (`holds`: App → where, from [`super::hold::Holds::self_heal`]),
+/// and says why in [`DesiredTarget::self_heal_suspended`]. A Target whose App does not
+/// self-heal is left as it is: there is nothing to suspend. Apps without an entry self-heal as
+/// they say, so a hold's end gives the App's own policy back.
+pub fn suspend_self_heal(
+    fleet: &mut BTreeMap<String, BTreeMap<String, DesiredTarget>>,
+    holds: &BTreeMap<String, SelfHealHolds>,
+) {
+    if holds.is_empty() {
+        return;
+    }
+    for (cluster, targets) in fleet.iter_mut() {
+        for (app, target) in targets.iter_mut() {
+            let Some(why) = holds.get(app).and_then(|h| h.on(cluster)) else {
+                continue;
+            };
+            if target.sync_policy.self_heal {
+                target.sync_policy.self_heal = false;
+                target.self_heal_suspended = Some(why.to_owned());
+            }
+        }
+    }
 }
 
 /// What turns `old` into `new`: changed or added Targets, and names of removed ones.

@@ -41,6 +41,18 @@ pub struct Freeze {
     pub reason: String,
     pub created_by: String,
     pub created_at: i64,
+    /// Whether what it holds keeps self-healing (the default); false (`--no-self-heal`): the
+    /// Targets it holds report drift and leave it be until it ends.
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub self_heal: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 /// What a person asks for: checked by [`FreezeRequest::validate`] into a [`Freeze`].
@@ -54,6 +66,8 @@ pub struct FreezeRequest {
     pub cluster_selector: String,
     pub until: i64,
     pub reason: String,
+    /// `--no-self-heal`: the Targets it holds stop self-healing while it holds them.
+    pub suspend_self_heal: bool,
 }
 
 /// A freeze request's problem, naming the field.
@@ -135,6 +149,7 @@ impl FreezeRequest {
             reason: reason.to_owned(),
             created_by: by.to_owned(),
             created_at: now,
+            self_heal: !self.suspend_self_heal,
         })
     }
 }
@@ -176,6 +191,11 @@ impl Freeze {
         } else {
             parts.join("; ")
         }
+    }
+
+    /// What suspends self-heal, when it does: `freeze campaign`.
+    pub fn self_heal_text(&self) -> Option<String> {
+        (!self.self_heal).then(|| format!("freeze {}", self.name))
     }
 
     /// Why a Target is held, complete on its own: `freeze campaign until 2026-12-07 06:00 UTC

@@ -618,6 +618,15 @@ pub struct SyncWindow {
     /// Which of the App's clusters the window applies to; absent: all of them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cluster_selector: Option<LabelSelector>,
+    /// Whether the Targets the window holds keep self-healing (the default). False: while the
+    /// window holds a cluster (a deny window open, every allow window closed), the App's Target
+    /// there reports drift and leaves it be (see `docs/change-control.md`).
+    #[serde(default = "yes", skip_serializing_if = "is_true")]
+    pub self_heal: bool,
+}
+
+fn is_true(b: &bool) -> bool {
+    *b
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]

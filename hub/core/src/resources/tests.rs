@@ -690,6 +690,7 @@ fn sync_windows_parse_on_projects_and_apps_and_errors_name_the_field() {
     assert_eq!(w.kind, SyncWindowKind::Deny);
     assert_eq!(w.duration, Duration::from_secs(36_000));
     assert_eq!(w.time_zone.as_deref(), Some("Europe/Berlin"));
+    assert!(w.self_heal, "a window self-heals unless it says not to");
     let again = parse_document("", &Resource::Project(p.clone()).to_json().to_string()).unwrap();
     assert_eq!(again, Resource::Project(p));
 
@@ -701,6 +702,19 @@ fn sync_windows_parse_on_projects_and_apps_and_errors_name_the_field() {
         panic!("not an app")
     };
     assert_eq!(a.spec.sync_windows[0].kind, SyncWindowKind::Allow);
+
+    let no_heal = DESIGN_APP.replace(
+        "  syncPolicy:",
+        "  syncWindows: [{kind: deny, schedule: \"0 22 * * *\", duration: 2h, selfHeal: false}]\n  syncPolicy:",
+    );
+    let Resource::App(a) = parse_yaml(&no_heal).unwrap() else {
+        panic!("not an app")
+    };
+    assert!(!a.spec.sync_windows[0].self_heal);
+    let json = Resource::App(a.clone()).to_json().to_string();
+    assert!(json.contains(r#""selfHeal":false"#), "{json}");
+    let again = parse_document("", &json).unwrap();
+    assert_eq!(again, Resource::App(a));
 
     let cases = [
         (
@@ -726,6 +740,10 @@ fn sync_windows_parse_on_projects_and_apps_and_errors_name_the_field() {
         (
             "{kind: deny, schedule: \"0 1 * * *\"}",
             "spec.syncWindows[0]",
+        ),
+        (
+            "{kind: deny, schedule: \"0 1 * * *\", duration: 1h, selfHeal: sometimes}",
+            "spec.syncWindows[0].selfHeal",
         ),
     ];
     for (window, want) in cases {

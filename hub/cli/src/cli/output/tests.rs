@@ -271,6 +271,28 @@ fn disconnected_clusters_say_so() {
 }
 
 #[test]
+fn held_targets_and_suspended_self_heal_say_so_in_the_message() {
+    let mut held = target("a", "eu-1");
+    held.held = "freeze campaign until 2026-12-07 06:00 UTC (alice: sale); self-heal suspended \
+                 by freeze campaign"
+        .into();
+    held.message = "drifted".into();
+    let mut steady = target("a", "eu-2");
+    steady.held = "self-heal suspended by freeze maint".into();
+    steady.message = "1 object drifted".into();
+    let text = status_table(&status_report(&[held, steady]), false, plain());
+    assert!(
+        text.contains("held: freeze campaign until 2026-12-07 06:00 UTC (alice: sale); self-heal suspended by freeze campaign; drifted"),
+        "{text}"
+    );
+    assert!(
+        text.contains("self-heal suspended by freeze maint; 1 object drifted")
+            && !text.contains("held: self-heal"),
+        "{text}"
+    );
+}
+
+#[test]
 fn empty_status_explains_what_to_do() {
     let text = status_table(&status_report(&[]), false, plain());
     assert!(text.starts_with("No Targets"), "{text}");

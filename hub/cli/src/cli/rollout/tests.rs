@@ -177,3 +177,35 @@ fn events_show_age_kind_and_rollout_number() {
     let rows = events_table(&events_report(&events), style(), false);
     assert!(!rows.contains("AGE") && rows.contains("Paused"), "{rows}");
 }
+
+#[test]
+fn a_complete_rollout_lists_the_targets_whose_self_heal_is_suspended() {
+    let mut eu = wave("eu", "done", 2, 2, 2, 0);
+    eu.targets = vec![
+        pb::RolloutTarget {
+            cluster: "eu-1".into(),
+            state: "healthy".into(),
+            detail: "self-heal suspended by freeze maint".into(),
+        },
+        pb::RolloutTarget {
+            cluster: "eu-2".into(),
+            state: "healthy".into(),
+            detail: String::new(),
+        },
+    ];
+    let report = rollout_report(&pb::RolloutStatus {
+        summary: "complete".into(),
+        reason: "complete".into(),
+        finished_at_unix: 1_700_000_050,
+        current_wave: 0,
+        waves: vec![eu],
+        paused_message: String::new(),
+        ..paused()
+    });
+    let text = rollout_text(&report, style());
+    assert!(
+        text.contains("eu-1      eu     healthy   self-heal suspended by freeze maint"),
+        "{text}"
+    );
+    assert!(!text.contains("eu-2"), "{text}");
+}

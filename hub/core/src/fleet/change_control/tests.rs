@@ -70,6 +70,14 @@ fn win(kind: SyncWindowKind, schedule: &str, hours: u64, selector: Option<&str>)
         time_zone: None,
         cluster_selector: selector
             .map(|s| crate::fleet::freeze::parse_selector(s).expect("selector")),
+        self_heal: true,
+    }
+}
+
+fn no_heal(w: SyncWindow) -> SyncWindow {
+    SyncWindow {
+        self_heal: false,
+        ..w
     }
 }
 
@@ -81,6 +89,7 @@ fn freeze(name: &str, apps: &[&str], projects: &[&str], selector: &str, until: i
         cluster_selector: selector.into(),
         until,
         reason: "holiday campaign".into(),
+        suspend_self_heal: false,
     }
     .validate("alice", now() - 60)
     .expect("valid freeze")
@@ -327,4 +336,142 @@ fn freezes_and_windows_together_both_show_and_the_earliest_end_wakes_the_rollout
     let h = change_control_holds(&a, Some(&p), &freezes, &c.labels(), now());
     assert_eq!(h.on("eu-1", false).count(), 2);
     assert_eq!(h.next_end(false), Some(now() + 600));
+}
+
+/// What suspends self-heal on each of the fleet's clusters.
+fn self_heal(h: &Holds, clusters: &Clusters) -> Vec<(String, Option<String>)> {
+    let s = h.self_heal();
+    clusters
+        .0
+        .iter()
+        .map(|(c, _)| (c.clone(), s.on(c).map(str::to_owned)))
+        .collect()
+}
+
+fn suspended_on(h: &Holds, clusters: &Clusters) -> Vec<String> {
+    self_heal(h, clusters)
+        .into_iter()
+        .filter(|(_, s)| s.is_some())
+        .map(|(c, _)| c)
+        .collect()
+}
+
+#[test]
+fn a_freeze_suspends_self_heal_only_when_created_so_and_only_where_it_holds() {
+    let c = fleet();
+    let until = now() + 600;
+    let a = app("checkout", Some("shop"), vec![]);
+    let heals = [freeze("campaign", &["checkout"], &[], "", until)];
+    let h = change_control_holds(&a, None, &heals, &c.labels(), now());
+    assert_eq!(held(&h, &c).0.len(), 3);
+    assert!(h.self_heal().is_empty(), "a plain freeze keeps self-heal");
+    assert_eq!(h.next_self_heal_change(), None);
+
+    let mut f = freeze("campaign", &["checkout"], &[], "env=prod", until);
+    f.self_heal = false;
+    let h = change_control_holds(&a, None, std::slice::from_ref(&f), &c.labels(), now());
+    assert_eq!(suspended_on(&h, &c), ["eu-1", "eu-2"]);
+    assert_eq!(h.self_heal().on("eu-1"), Some("freeze campaign"));
+    assert_eq!(
+        h.next_self_heal_change(),
+        Some(until),
+        "decided again at its end"
+    );
+    let ended = change_control_holds(&a, None, std::slice::from_ref(&f), &c.labels(), until);
+    assert!(ended.self_heal().is_empty(), "self-heal is back at its end");
+
+    f.cluster_selector = None;
+    let h = change_control_holds(&a, None, std::slice::from_ref(&f), &c.labels(), now());
+    assert_eq!(suspended_on(&h, &c).len(), 3);
+    let other = change_control_holds(
+        &app("branding", None, vec![]),
+        None,
+        &[f],
+        &c.labels(),
+        now(),
+    );
+    assert!(
+        other.self_heal().is_empty(),
+        "an App it does not name heals"
+    );
+}
+
+#[test]
+fn an_open_deny_window_without_self_heal_suspends_it_until_an_edge() {
+    let c = fleet();
+    let p = project(vec![no_heal(win(
+        SyncWindowKind::Deny,
+        "0 14 * * 5",
+        10,
+        Some("env=prod"),
+    ))]);
+    let a = app("checkout", Some("shop"), vec![]);
+    let h = change_control_holds(&a, Some(&p), &[], &c.labels(), now());
+    assert_eq!(suspended_on(&h, &c), ["eu-1", "eu-2"]);
+    assert_eq!(
+        h.self_heal().on("eu-1"),
+        Some("deny window '0 14 * * 5' (10h, UTC) of Project shop")
+    );
+    assert_eq!(h.next_self_heal_change(), Some(utc("2026-12-05 00:00")));
+
+    // Closed: nothing held or suspended, but the App is decided again when it opens.
+    let h = change_control_holds(&a, Some(&p), &[], &c.labels(), utc("2026-12-04 13:00"));
+    assert!(h.self_heal().is_empty());
+    assert_eq!(h.next_self_heal_change(), Some(utc("2026-12-04 14:00")));
+
+    // The same window with self-heal: held, not suspended, and no extra wake.
+    let p = project(vec![win(SyncWindowKind::Deny, "0 14 * * 5", 10, None)]);
+    let h = change_control_holds(&a, Some(&p), &[], &c.labels(), now());
+    assert_eq!(held(&h, &c).0.len(), 3);
+    assert!(h.self_heal().is_empty());
+    assert_eq!(h.next_self_heal_change(), None);
+}
+
+#[test]
+fn a_deny_window_without_self_heal_suspends_it_even_when_another_outlasts_it() {
+    let c = fleet();
+    // Both open at 15:00: the one without self-heal closes at 16:00, the other at 00:00.
+    let a = app(
+        "checkout",
+        None,
+        vec![
+            no_heal(win(SyncWindowKind::Deny, "0 14 * * 5", 2, None)),
+            win(SyncWindowKind::Deny, "0 14 * * 5", 10, None),
+        ],
+    );
+    let h = change_control_holds(&a, None, &[], &c.labels(), now());
+    assert!(held(&h, &c).1.is_some_and(|r| r.contains("(10h, UTC)")));
+    assert_eq!(
+        h.self_heal().on("lab-1"),
+        Some("deny window '0 14 * * 5' (2h, UTC) of App checkout")
+    );
+    assert_eq!(h.next_self_heal_change(), Some(utc("2026-12-04 16:00")));
+    let later = change_control_holds(&a, None, &[], &c.labels(), utc("2026-12-04 16:00"));
+    assert_eq!(held(&later, &c).0.len(), 3, "still held by the other");
+    assert!(later.self_heal().is_empty(), "but self-healing again");
+}
+
+#[test]
+fn outside_an_allow_window_without_self_heal_it_is_suspended_and_inside_it_heals() {
+    let c = fleet();
+    let a = app(
+        "checkout",
+        None,
+        vec![no_heal(win(SyncWindowKind::Allow, "0 22 * * *", 2, None))],
+    );
+    let h = change_control_holds(&a, None, &[], &c.labels(), now());
+    assert_eq!(suspended_on(&h, &c).len(), 3);
+    assert_eq!(
+        h.self_heal().on("eu-2"),
+        Some("closed allow window '0 22 * * *' (2h, UTC) of App checkout")
+    );
+    assert_eq!(h.next_self_heal_change(), Some(utc("2026-12-04 22:00")));
+    let inside = change_control_holds(&a, None, &[], &c.labels(), utc("2026-12-04 23:00"));
+    assert!(inside.is_empty());
+    assert!(inside.self_heal().is_empty());
+    assert_eq!(
+        inside.next_self_heal_change(),
+        Some(utc("2026-12-05 00:00")),
+        "decided again when it closes"
+    );
 }

@@ -161,3 +161,61 @@ fn diff_reports_only_changes() {
     assert_eq!(fresh.upserts.len(), 1);
     assert!(fresh.removals.is_empty());
 }
+
+#[test]
+fn held_targets_stop_self_healing_only_where_held_and_get_the_apps_policy_back_after() {
+    use crate::fleet::hold::{Hold, HoldKind, Holds};
+    let mut w = world();
+    // `api` does not self-heal of its own accord.
+    w.apps[1].spec.sync_policy.self_heal = false;
+    let before = w.fleet();
+    let suspending = |what: &str| Hold {
+        kind: HoldKind::Freeze,
+        reason: format!("{what} until ..."),
+        until: Some(100),
+        suspends_self_heal: Some(what.to_owned()),
+    };
+    let mut web = Holds::none();
+    web.hold("c1", suspending("freeze campaign"));
+    web.hold(
+        "c2",
+        Hold {
+            suspends_self_heal: None,
+            ..suspending("freeze plain")
+        },
+    );
+    let mut api = Holds::none();
+    api.hold_everywhere(suspending("freeze all"));
+    let holds: BTreeMap<String, SelfHealHolds> = [
+        ("web".to_owned(), web.self_heal()),
+        ("api".to_owned(), api.self_heal()),
+    ]
+    .into();
+
+    let mut fleet = w.fleet();
+    suspend_self_heal(&mut fleet, &holds);
+    let web_c1 = &fleet["c1"]["web"];
+    assert!(!web_c1.sync_policy.self_heal);
+    assert_eq!(
+        web_c1.self_heal_suspended.as_deref(),
+        Some("freeze campaign")
+    );
+    assert_eq!(
+        fleet["c2"]["web"], before["c2"]["web"],
+        "a hold that does not suspend self-heal changes nothing"
+    );
+    assert_eq!(
+        fleet["c1"]["api"], before["c1"]["api"],
+        "an App that does not self-heal has nothing suspended"
+    );
+    assert_eq!(fleet["c3"], before["c3"], "tools is not held");
+    let d = diff(&before["c1"], &fleet["c1"]);
+    assert_eq!(d.upserts.len(), 1, "the spoke is sent the new policy");
+    assert_eq!(d.upserts[0].app, "web");
+
+    // The hold ends: the App's own policy is what is computed again.
+    let mut after = w.fleet();
+    suspend_self_heal(&mut after, &BTreeMap::new());
+    assert_eq!(after, before);
+    assert!(after["c1"]["web"].sync_policy.self_heal);
+}

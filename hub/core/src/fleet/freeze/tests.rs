@@ -10,6 +10,7 @@ fn request() -> FreezeRequest {
         cluster_selector: String::new(),
         until: NOW + 3600,
         reason: "holiday campaign".into(),
+        suspend_self_heal: false,
     }
 }
 
@@ -154,4 +155,34 @@ fn selectors_in_kubectl_syntax_round_trip() {
     ] {
         assert!(parse_selector(bad).is_err(), "{bad:?} accepted");
     }
+}
+
+#[test]
+fn a_freeze_self_heals_unless_asked_not_to_and_says_so_only_then() {
+    let f = request().validate("alice", NOW).expect("valid");
+    assert!(f.self_heal);
+    assert_eq!(f.self_heal_text(), None);
+    let json = serde_json::to_string(&f).expect("json");
+    assert!(
+        !json.contains("selfHeal"),
+        "the default is not stored: {json}"
+    );
+    let back: Freeze = serde_json::from_str(&json).expect("read back");
+    assert!(
+        back.self_heal,
+        "a record stored before the field self-heals"
+    );
+
+    let f = FreezeRequest {
+        suspend_self_heal: true,
+        ..request()
+    }
+    .validate("alice", NOW)
+    .expect("valid");
+    assert!(!f.self_heal);
+    assert_eq!(f.self_heal_text().as_deref(), Some("freeze campaign"));
+    let json = serde_json::to_string(&f).expect("json");
+    assert!(json.contains(r#""selfHeal":false"#), "{json}");
+    let back: Freeze = serde_json::from_str(&json).expect("read back");
+    assert_eq!(back, f);
 }

@@ -17,6 +17,7 @@ fn window(kind: SyncWindowKind, schedule: &str, duration: &str, tz: Option<&str>
         duration: humantime_serde::re::humantime::parse_duration(duration).expect("duration"),
         time_zone: tz.map(Into::into),
         cluster_selector: None,
+        self_heal: true,
     }
 }
 

@@ -8,6 +8,7 @@ fn freeze(until: i64) -> Hold {
         kind: HoldKind::Freeze,
         reason: format!("freeze campaign until {until}: holiday sale"),
         until: Some(until),
+        suspends_self_heal: None,
     }
 }
 
@@ -16,6 +17,7 @@ fn waits_for_ingress() -> Hold {
         kind: HoldKind::Dependency,
         reason: "waits for ingress: Progressing at 3f2a1c9".into(),
         until: None,
+        suspends_self_heal: None,
     }
 }
 
