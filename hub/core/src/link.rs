@@ -97,6 +97,7 @@ mod tests {
             sync_policy: SyncPolicySpec::default(),
             sync_request: 0,
             project: None,
+            trusted_keys: vec![],
         }
     }
 

@@ -37,6 +37,10 @@ pub struct DesiredTarget {
     /// What the spoke enforces on the render's objects; absent for the `default` Project.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<TargetProject>,
+    /// The Repo's `spec.verify.trustedKeys`: the spoke applies only a commit (or tag) signed by
+    /// one of them. Empty: the Repo does not ask for signatures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -114,6 +118,12 @@ pub fn desired_target(
         sync_policy: app.spec.sync_policy,
         sync_request: 0,
         project: None,
+        trusted_keys: repo
+            .spec
+            .verify
+            .as_ref()
+            .map(|v| v.trusted_keys.clone())
+            .unwrap_or_default(),
     }
 }
 
