@@ -83,6 +83,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         // Not on the wire: the spec generation it bumped tells the spoke to sync again.
         sync_request: _,
         project,
+        trusted_keys,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),
@@ -103,6 +104,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         }),
         spec_generation,
         project: project.map(target_project_pb),
+        trusted_keys,
     }
 }
 

@@ -316,6 +316,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
                     sync_policy: Default::default(),
                     sync_request: 0,
                     project: None,
+                    trusted_keys: vec![],
                 },
             },
         )]),

@@ -136,6 +136,9 @@ pub struct Verified {
 pub enum VerifyError {
     #[error("not signed")]
     NotSigned,
+    /// A tag or semver ref that names a commit directly: there is no tag object to sign.
+    #[error("lightweight tag, not signed (sign an annotated tag: git tag -s)")]
+    LightweightTag,
     /// The signature names a key the Repo does not trust (SSH fingerprint or OpenPGP issuer).
     #[error("signed by untrusted key {0}")]
     UntrustedKey(String),
