@@ -197,3 +197,11 @@ pub fn unsigned_tag(repo: &Path, name: &str, commit: &str, annotated: bool) {
     }
     run(cmd.args([name, commit]));
 }
+
+/// `git init -b main` in `dir`: a repository [`Signer::commit`] and [`unsigned_commit`] can
+/// commit in.
+pub fn init_repo(dir: &Path) {
+    run(Command::new("git")
+        .args(["init", "-q", "-b", "main"])
+        .arg(dir));
+}
