@@ -110,7 +110,7 @@ async fn unsigned_and_untrusted_commits_are_refused_while_trusted_ones_roll_out(
         "{status}"
     );
     assert!(
-        status["error"].as_str().unwrap().contains(&v3),
+        status["error"].as_str().unwrap().contains(&v3[..7]),
         "the error names the commit: {status}"
     );
     let targets = fleet.status("hello").await.unwrap();
@@ -129,7 +129,7 @@ async fn unsigned_and_untrusted_commits_are_refused_while_trusted_ones_roll_out(
         assert!(
             events
                 .iter()
-                .any(|e| e.kind == "CommitRefused" && e.message.contains(refused.as_str())),
+                .any(|e| e.kind == "CommitRefused" && e.message.contains(&refused[..7])),
             "an event names {refused}: {events:#?}"
         );
     }

@@ -322,7 +322,8 @@ impl Engine {
     ) -> Result<(), EngineError> {
         let message = format!(
             "commit {} ({}) refused: {reason}",
-            resolved.commit, resolved.git_ref
+            crate::fleet::rollout::short(&resolved.commit),
+            resolved.git_ref
         );
         let new = status.refused_commit != resolved.commit;
         if new {
