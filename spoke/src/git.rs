@@ -564,9 +564,14 @@ fn verify_signature(
     };
     let keys = TrustedKeys::parse(trusted_keys)
         .map_err(|(i, e)| refused(format!("trusted key {i} is not usable: {e}")))?;
-    let tag = git_ref.strip_prefix("refs/tags/").is_some();
-    if tag {
-        // The tag object is what is signed; the fetch by commit id did not bring it.
+    let tag_at_commit = || {
+        repo.find_reference(git_ref)
+            .and_then(|r| r.peel_to_commit())
+            .is_ok_and(|c| c.id() == oid)
+    };
+    if git_ref.starts_with("refs/tags/") && !tag_at_commit() {
+        // The tag object is what is signed; the fetch by commit id did not bring it (a tag
+        // fetched before that still leads to this commit is checked again as it is).
         let fetch_error = |e: git2::Error| {
             stop.error(url)
                 .unwrap_or_else(|| classify_fetch_error(url, credential.is_some(), &e))
