@@ -142,6 +142,7 @@ fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
             git_ref: "refs/heads/main".into(),
             path: path.into(),
             extra_paths: Vec::new(),
+            trusted_keys: Vec::new(),
         },
         namespace: app.into(),
         render: RenderOptions::default(),

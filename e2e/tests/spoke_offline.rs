@@ -64,6 +64,7 @@ async fn a_spoke_without_its_hub_enforces_its_last_desired_state() {
             git_ref: "refs/heads/main".into(),
             path: "apps/offline".into(),
             extra_paths: Vec::new(),
+            trusted_keys: Vec::new(),
         },
         namespace: "offline".into(),
         render: RenderOptions::default(),

@@ -127,6 +127,14 @@ pub enum GitError {
     TooLarge { url: String, limit: usize },
     #[error("{path:?} is nested deeper than {limit} directories")]
     TooDeep { path: String, limit: usize },
+    /// Signed commits only: what was fetched is not signed by one of the Repo's trusted keys.
+    /// Nothing of it is read, rendered or applied.
+    #[error("commit {commit} ({git_ref}) refused: {reason}")]
+    Unverified {
+        commit: String,
+        git_ref: String,
+        reason: String,
+    },
 }
 
 impl GitError {
@@ -163,6 +171,8 @@ impl GitError {
             // What the server sent and the repository holds: the same next time.
             | GitError::TooLarge { .. }
             | GitError::TooDeep { .. }
+            // The same object has the same signature the next time.
+            | GitError::Unverified { .. }
             // A cache directory that cannot be opened or created (permissions, a full or
             // read-only disk, a corrupt repository) does not mend itself within seconds.
             | GitError::Cache { .. }
@@ -225,6 +235,7 @@ impl GitCache {
         let dir = self.repo_dir(&url);
         let (task_url, task_stop) = (url.clone(), Arc::clone(&stop));
         let git_ref = source.git_ref.clone();
+        let trusted_keys = source.trusted_keys.clone();
         let credential = credential.cloned();
         let task = tokio::task::spawn_blocking(move || {
             // Held until the work is over, not until the caller stops waiting for it.
@@ -238,6 +249,17 @@ impl GitCache {
                 credential.as_ref(),
                 &task_stop,
             )?;
+            if !trusted_keys.is_empty() {
+                verify_signature(
+                    &repo,
+                    &task_url,
+                    oid,
+                    &git_ref,
+                    &trusted_keys,
+                    credential.as_ref(),
+                    &task_stop,
+                )?;
+            }
             work(&repo)
         });
         match tokio::time::timeout(limits.timeout, task).await {
@@ -518,6 +540,51 @@ fn ensure_commit(
             commit: oid.to_string(),
         })
     }
+}
+
+/// Signed commits only: checks that `oid` (or, when the hub followed a tag, that tag's object,
+/// fetched from the server now) is signed by one of `trusted_keys`, after the fetch and before
+/// anything is read from it. The hub checked the same before dispatching; checking again here
+/// means a spoke applies nothing a trusted key did not sign, whatever the hub or the server
+/// that serves it.
+fn verify_signature(
+    repo: &Repository,
+    url: &str,
+    oid: Oid,
+    git_ref: &str,
+    trusted_keys: &[String],
+    credential: Option<&RepoCredential>,
+    stop: &Arc<Stop>,
+) -> Result<(), GitError> {
+    use gitfleet_core::git::signature::TrustedKeys;
+    let refused = |reason: String| GitError::Unverified {
+        commit: oid.to_string(),
+        git_ref: git_ref.to_owned(),
+        reason,
+    };
+    let keys = TrustedKeys::parse(trusted_keys)
+        .map_err(|(i, e)| refused(format!("trusted key {i} is not usable: {e}")))?;
+    let tag_at_commit = || {
+        repo.find_reference(git_ref)
+            .and_then(|r| r.peel_to_commit())
+            .is_ok_and(|c| c.id() == oid)
+    };
+    if git_ref.starts_with("refs/tags/") && !tag_at_commit() {
+        // The tag object is what is signed; the fetch by commit id did not bring it (a tag
+        // fetched before that still leads to this commit is checked again as it is).
+        let fetch_error = |e: git2::Error| {
+            stop.error(url)
+                .unwrap_or_else(|| classify_fetch_error(url, credential.is_some(), &e))
+        };
+        let mut remote = repo.remote_anonymous(url).map_err(fetch_error)?;
+        let mut options = fetch_options(credential, stop);
+        remote
+            .fetch(&[format!("+{git_ref}:{git_ref}")], Some(&mut options), None)
+            .map_err(fetch_error)?;
+    }
+    let outcome = shared::signed::verify_resolved(repo, git_ref, oid, &keys)
+        .map_err(|e| refused(e.message().to_owned()))?;
+    outcome.map(|_| ()).map_err(|e| refused(e.to_string()))
 }
 
 /// Why a fetch must stop now: its deadline, its caller gave up, or the bytes it received.

@@ -63,6 +63,7 @@ impl TargetSpec {
                 git_ref: String::new(),
                 path: path.into(),
                 extra_paths: Vec::new(),
+                trusted_keys: Vec::new(),
             },
             namespace: String::new(),
             render: RenderOptions::default(),
@@ -85,6 +86,11 @@ pub struct Source {
     pub path: String,
     #[serde(default)]
     pub extra_paths: Vec<String>,
+    /// Signed commits only: the Repo's trusted keys. When any, the commit (or, for a tag ref,
+    /// the tag object) must be signed by one of them; it is checked after every fetch, before
+    /// anything is read from it.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -57,6 +57,7 @@ fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
             git_ref: String::new(),
             path: path.into(),
             extra_paths: Vec::new(),
+            trusted_keys: Vec::new(),
         },
         namespace: id.into(),
         render: RenderOptions::default(),

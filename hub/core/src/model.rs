@@ -409,6 +409,15 @@ pub struct RepoStatus {
     /// empty when it was.
     #[serde(default)]
     pub fleet_error: String,
+    /// Signed commits only (`spec.verify`): the trusted key that signed `commit` (or its tag).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub signed_by: String,
+    /// Signed commits only: the commit the ref last resolved to that was refused, never
+    /// dispatched (empty once the ref resolves to a verified commit again), and why.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refused_commit: String,
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub refused_reason: String,
 }
 
 /// One row of `gitfleet status`: a Target's desired and reported state.

@@ -124,16 +124,25 @@ impl Engine {
     /// One fetch of a Repo; moves the revision of every App whose files changed.
     async fn poll_repo(&self, name: &str, spec: &RepoSpec) {
         let started = std::time::Instant::now();
-        let fetched = match self.git_credential(name, spec) {
-            Ok(credential) => {
+        let keys = match spec.trusted_keys() {
+            None => Ok(None),
+            Some(Ok(keys)) => Ok(Some(Arc::new(keys))),
+            // Validated at apply; a stored entry this hub cannot read verifies nothing.
+            Some(Err((i, e))) => Err(crate::git::GitError::Unsupported(format!(
+                "spec.verify.trustedKeys[{i}]: {e}"
+            ))),
+        };
+        let fetched = match (self.git_credential(name, spec), keys) {
+            (Ok(credential), Ok(keys)) => {
                 self.git
-                    .fetch_with(&spec.url, &spec.reference, credential)
+                    .fetch_verified(&spec.url, &spec.reference, credential, keys)
                     .await
             }
-            Err(e) => Err(e),
+            (Err(e), _) | (_, Err(e)) => Err(e),
         };
         let outcome = match &fetched {
             Err(_) => PollOutcome::failed,
+            Ok(r) if matches!(r.signature, Some(Err(_))) => PollOutcome::failed,
             Ok(r) => match self.store.repo_status(name) {
                 Ok(Some(s)) if s.commit == r.commit => PollOutcome::unchanged,
                 _ => PollOutcome::changed,
@@ -157,6 +166,8 @@ impl Engine {
         // The diff is Git work: done before the write lock is taken, from the commit the Repo
         // was at, which is checked again under the lock.
         let mut diffed = match &fetched {
+            // Refused: nothing moves, so there is nothing to diff.
+            Ok(resolved) if matches!(resolved.signature, Some(Err(_))) => None,
             Ok(resolved) => {
                 let from = self.store.repo_status(name)?.unwrap_or_default().commit;
                 let files = self.diff(name, spec, &from, &resolved.commit).await;
@@ -195,6 +206,15 @@ impl Engine {
                 return Ok(());
             }
         };
+        match &resolved.signature {
+            Some(Err(reason)) => {
+                return self.refuse_commit(name, status, &resolved, reason);
+            }
+            Some(Ok(verified)) => status.signed_by = verified.key.clone(),
+            None => status.signed_by.clear(),
+        }
+        status.refused_commit.clear();
+        status.refused_reason.clear();
         status.error.clear();
         status.last_success_unix = now;
         let old_commit = std::mem::replace(&mut status.commit, resolved.commit.clone());
@@ -285,6 +305,52 @@ impl Engine {
         }
         if let Some((span, _)) = rollout {
             self.recompute_locked(&guard).instrument(span).await?;
+        }
+        Ok(())
+    }
+
+    /// Signed commits only: the ref resolved to a commit (or tag) that is not signed by a
+    /// trusted key. The Repo stays at its last verified commit, so no App moves and nothing is
+    /// dispatched; its status names the refused commit and why, and each of its Apps gets one
+    /// event per refused commit.
+    fn refuse_commit(
+        &self,
+        name: &str,
+        mut status: crate::model::RepoStatus,
+        resolved: &crate::git::Resolved,
+        reason: &crate::git::VerifyError,
+    ) -> Result<(), EngineError> {
+        let message = format!(
+            "commit {} ({}) refused: {reason}",
+            crate::fleet::rollout::short(&resolved.commit),
+            resolved.git_ref
+        );
+        let new = status.refused_commit != resolved.commit;
+        if new {
+            warn!(repo = %name, revision = %resolved.commit, %reason, "commit refused: not signed by a trusted key");
+        }
+        status.refused_commit = resolved.commit.clone();
+        status.refused_reason = reason.to_string();
+        status.error = if status.commit.is_empty() {
+            message.clone()
+        } else {
+            format!(
+                "{message}; staying at {}",
+                crate::fleet::rollout::short(&status.commit)
+            )
+        };
+        self.store.put_repo_status(name, &status)?;
+        if new {
+            let apps = split_resources(self.store.resources()?).apps;
+            for app in apps.iter().filter(|a| a.spec.repo == name) {
+                self.record_app_event(
+                    &app.metadata.name,
+                    "",
+                    "CommitRefused",
+                    message.clone(),
+                    "",
+                )?;
+            }
         }
         Ok(())
     }

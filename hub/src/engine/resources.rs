@@ -573,6 +573,13 @@ fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
         "lastSuccessUnix": s.last_success_unix,
         "error": s.error,
     });
+    if !s.signed_by.is_empty() {
+        status["signedBy"] = serde_json::json!(s.signed_by);
+    }
+    if !s.refused_commit.is_empty() {
+        status["refused"] =
+            serde_json::json!({ "commit": s.refused_commit, "reason": s.refused_reason });
+    }
     if !s.fleet_commit.is_empty() || !s.fleet_error.is_empty() {
         status["fleet"] = serde_json::json!({ "commit": s.fleet_commit, "error": s.fleet_error });
     }

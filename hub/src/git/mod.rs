@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use sha2::{Digest, Sha256};
 use tokio::sync::{Mutex, Semaphore};
 
+pub use gitfleet_core::git::signature::{TrustedKeys, Verified, VerifyError};
 use gitfleet_support::git as shared;
 
 use crate::model::RepoCredential;
@@ -60,6 +61,9 @@ pub struct Resolved {
     pub commit: String,
     /// The full ref name followed (`refs/heads/main`), or the commit for a pinned commit.
     pub git_ref: String,
+    /// For a Repo with `spec.verify`: whether the commit (or the tag object, for tag and semver
+    /// refs) is signed by a trusted key. `None` when no keys were given.
+    pub signature: Option<Result<Verified, VerifyError>>,
 }
 
 /// The shared bare caches.
@@ -115,6 +119,19 @@ impl GitCache {
         reference: &GitRef,
         credential: Option<RepoCredential>,
     ) -> Result<Resolved, GitError> {
+        self.fetch_verified(url, reference, credential, None).await
+    }
+
+    /// Fetches as [`GitCache::fetch_with`] and, with `keys`, checks the signature of what the
+    /// ref resolved to (the commit, or the tag object of a tag or semver ref) in the same
+    /// blocking work, under the cache's lock: what is checked is what was resolved.
+    pub async fn fetch_verified(
+        &self,
+        url: &str,
+        reference: &GitRef,
+        credential: Option<RepoCredential>,
+        keys: Option<Arc<TrustedKeys>>,
+    ) -> Result<Resolved, GitError> {
         let dir = self.cache_dir(url);
         let cache = self.lock_for(&dir).lock_owned().await;
         let permit = Arc::clone(&self.permits)
@@ -134,7 +151,13 @@ impl GitCache {
                 &reference,
                 credential.as_ref(),
                 &stop_fetch,
-            );
+            )
+            .and_then(|(repo, mut resolved)| {
+                if let Some(keys) = &keys {
+                    resolved.signature = Some(verify_resolved(&repo, &dir, &resolved, keys)?);
+                }
+                Ok(resolved)
+            });
             // Held until the work is over, not until the caller stops waiting for it.
             drop((permit, cache));
             result
@@ -349,13 +372,36 @@ impl shared::Stop for Stop {
     }
 }
 
+/// The signature check of what a fetch resolved, in the repository it was fetched into.
+fn verify_resolved(
+    repo: &git2::Repository,
+    dir: &Path,
+    resolved: &Resolved,
+    keys: &TrustedKeys,
+) -> Result<Result<Verified, VerifyError>, GitError> {
+    let commit = git2::Oid::from_str(&resolved.commit).map_err(|e| GitError::Cache {
+        path: dir.to_owned(),
+        message: e.message().to_owned(),
+    })?;
+    shared::signed::verify_resolved(repo, &resolved.git_ref, commit, keys).map_err(|e| {
+        GitError::Cache {
+            path: dir.to_owned(),
+            message: format!(
+                "reading the signature of {}: {}",
+                resolved.commit,
+                e.message()
+            ),
+        }
+    })
+}
+
 fn fetch_blocking(
     dir: &Path,
     url: &str,
     reference: &GitRef,
     credential: Option<&RepoCredential>,
     stop: &Stop,
-) -> Result<Resolved, GitError> {
+) -> Result<(git2::Repository, Resolved), GitError> {
     let cache_err = |e: git2::Error| GitError::Cache {
         path: dir.to_owned(),
         message: e.message().to_owned(),
@@ -394,11 +440,16 @@ fn fetch_blocking(
                     stop,
                 )?;
             }
-            return match repo.find_commit(oid) {
-                Ok(commit) => Ok(Resolved {
-                    commit: commit.id().to_string(),
-                    git_ref: c.clone(),
-                }),
+            let found = repo.find_commit(oid).map(|commit| commit.id());
+            return match found {
+                Ok(id) => Ok((
+                    repo,
+                    Resolved {
+                        commit: id.to_string(),
+                        git_ref: c.clone(),
+                        signature: None,
+                    },
+                )),
                 Err(_) => Err(GitError::RefNotFound {
                     url: url.to_owned(),
                     reference: format!("commit {c}"),
@@ -433,14 +484,19 @@ fn fetch_blocking(
     let commit = repo
         .revparse_single(&local_ref)
         .and_then(|o| o.peel_to_commit())
+        .map(|c| c.id())
         .map_err(|_| GitError::RefNotFound {
             url: url.to_owned(),
             reference: label,
         })?;
-    Ok(Resolved {
-        commit: commit.id().to_string(),
-        git_ref: local_ref,
-    })
+    Ok((
+        repo,
+        Resolved {
+            commit: commit.to_string(),
+            git_ref: local_ref,
+            signature: None,
+        },
+    ))
 }
 
 /// Tag names the remote advertises (without `refs/tags/`, peeled entries skipped).

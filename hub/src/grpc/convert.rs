@@ -85,6 +85,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         project,
         // For status only: `sync_policy` already has self-heal off.
         self_heal_suspended: _,
+        trusted_keys,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),
@@ -105,6 +106,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         }),
         spec_generation,
         project: project.map(target_project_pb),
+        trusted_keys,
     }
 }
 

@@ -15,6 +15,8 @@
 //! fetch's own, so that a caller can tell a refused credential and an untrusted server from a
 //! failure on the way.
 
+pub mod signed;
+
 use std::sync::Arc;
 
 use base64::Engine as _;

@@ -1,5 +1,8 @@
 //! Test support (feature `testing`): servers that misbehave on purpose, shared by the hub's and
-//! the spoke's tests.
+//! the spoke's tests, and keys and signed commits made with ssh-keygen, gpg and git
+//! ([`signing`]).
+
+pub mod signing;
 
 use std::time::Duration;
 

@@ -83,6 +83,7 @@ fn source(url: &str, commit: Oid, path: &str) -> Source {
         git_ref: "refs/heads/main".into(),
         path: path.into(),
         extra_paths: Vec::new(),
+        trusted_keys: Vec::new(),
     }
 }
 
@@ -905,4 +906,83 @@ async fn deep_trees_are_refused_and_never_walked_recursively() {
         .expect("within the limit");
     assert_eq!(files.files.len(), 1);
     assert!(files.files[0].path.ends_with("/d/deep.yaml"));
+}
+
+/// A Target of the App path `apps/web` at `commit` (followed through `git_ref`) that asks for
+/// signatures by `keys`.
+fn signed_source(url: &str, commit: &str, git_ref: &str, keys: &[&str]) -> Source {
+    Source {
+        commit: commit.to_owned(),
+        git_ref: git_ref.to_owned(),
+        trusted_keys: keys.iter().map(|k| (*k).to_owned()).collect(),
+        ..source(url, Oid::ZERO_SHA1, "apps/web")
+    }
+}
+
+#[tokio::test]
+async fn a_target_that_asks_for_signatures_reads_only_what_a_trusted_key_signed() {
+    use gitfleet_support::testing::signing::{Signer, init_repo, unsigned_commit, unsigned_tag};
+    let origin = TempDir::new().expect("tempdir");
+    init_repo(origin.path());
+    let url = format!("file://{}", origin.path().display());
+    let (trusted, stranger) = (
+        Signer::ssh("release-bot"),
+        Signer::gpg("Other <o@example.com>"),
+    );
+    let keys = [trusted.trusted_key()];
+    let signed = trusted.commit(origin.path(), &[("apps/web/a.yaml", "kind: A")], "signed");
+    let unsigned = unsigned_commit(origin.path(), &[("apps/web/a.yaml", "kind: EVIL")], "x");
+    let untrusted = stranger.commit(origin.path(), &[("apps/web/a.yaml", "kind: EVIL2")], "y");
+    trusted.tag(origin.path(), "v1", &unsigned);
+    unsigned_tag(origin.path(), "v2", &signed, true);
+    unsigned_tag(origin.path(), "v3", &signed, false);
+    let cache_dir = TempDir::new().expect("tempdir");
+    let cache = GitCache::new(cache_dir.path());
+    let read = |source: Source| {
+        let cache = &cache;
+        async move { cache.read_app(&source, None, ReadLimits::default()).await }
+    };
+
+    let files = read(signed_source(&url, &signed, "refs/heads/main", &keys))
+        .await
+        .expect("a trusted signature");
+    assert_eq!(files.files[0].content, b"kind: A");
+    // A signed tag vouches for the commit it points at, signed or not.
+    let files = read(signed_source(&url, &unsigned, "refs/tags/v1", &keys))
+        .await
+        .expect("a trusted tag");
+    assert_eq!(files.files[0].content, b"kind: EVIL");
+
+    for (commit, git_ref, reason) in [
+        (&unsigned, "refs/heads/main", "not signed".to_owned()),
+        (
+            &untrusted,
+            "refs/heads/main",
+            "signed by untrusted key OpenPGP ".to_owned(),
+        ),
+        (&signed, "refs/tags/v2", "not signed".to_owned()),
+        (&signed, "refs/tags/v3", "lightweight tag".to_owned()),
+        // The hub followed v1, which points at `unsigned`: a Target naming another commit
+        // under that tag is not vouched for by it.
+        (&signed, "refs/tags/v1", "no longer points at".to_owned()),
+    ] {
+        let err = read(signed_source(&url, commit, git_ref, &keys))
+            .await
+            .expect_err("refused");
+        let message = err.to_string();
+        assert!(
+            matches!(err, GitError::Unverified { .. }) && !err.is_transient(),
+            "{git_ref}: {err:?}"
+        );
+        assert!(
+            message.starts_with(&format!("commit {commit} ({git_ref}) refused: "))
+                && message.contains(&reason),
+            "{git_ref}: {message}"
+        );
+    }
+    // Without keys the same commit is read as before.
+    let files = read(signed_source(&url, &unsigned, "refs/heads/main", &[]))
+        .await
+        .expect("nothing asked");
+    assert_eq!(files.files[0].content, b"kind: EVIL");
 }

@@ -78,6 +78,7 @@ pub fn target_from_proto(t: pb::TargetSpec) -> TargetSpec {
             git_ref: source.git_ref,
             path: source.path,
             extra_paths: source.extra_paths,
+            trusted_keys: t.trusted_keys,
         },
         namespace: t.namespace,
         render: render_from_proto(render),
@@ -228,7 +229,9 @@ mod tests {
                     kind: "ResourceQuota".into(),
                 }],
             }),
+            trusted_keys: vec!["ssh-ed25519 AAAA k".into()],
         });
+        assert_eq!(spec.source.trusted_keys, ["ssh-ed25519 AAAA k"]);
         let project = spec.project.clone().unwrap();
         assert_eq!(
             (project.name.as_str(), project.namespaces.as_slice()),

@@ -43,6 +43,10 @@ pub struct DesiredTarget {
     /// [`suspend_self_heal`]). For status; never sent on the wire (the policy is).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub self_heal_suspended: Option<String>,
+    /// The Repo's `spec.verify.trustedKeys`: the spoke applies only a commit (or tag) signed by
+    /// one of them. Empty: the Repo does not ask for signatures.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub trusted_keys: Vec<String>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -121,6 +125,12 @@ pub fn desired_target(
         sync_request: 0,
         project: None,
         self_heal_suspended: None,
+        trusted_keys: repo
+            .spec
+            .verify
+            .as_ref()
+            .map(|v| v.trusted_keys.clone())
+            .unwrap_or_default(),
     }
 }
 

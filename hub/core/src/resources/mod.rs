@@ -122,6 +122,19 @@ pub struct RepoSpec {
     /// repository's push webhooks. Absent: the hub-wide `--webhook-secret`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub webhook_secret_ref: Option<String>,
+    /// Signed commits only: the hub dispatches only commits (and, for tag and semver refs, tag
+    /// objects) signed by one of these keys, and spokes check the same before they apply.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub verify: Option<RepoVerify>,
+}
+
+/// `spec.verify` of a Repo.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct RepoVerify {
+    /// Each an SSH public key line (`ssh-ed25519 AAAA... release-bot`) or an armored OpenPGP
+    /// public key; validated at apply (`crate::git::signature::TrustedKeys`).
+    pub trusted_keys: Vec<String>,
 }
 
 impl RepoSpec {
@@ -133,7 +146,20 @@ impl RepoSpec {
             poll_interval: None,
             credentials_ref: None,
             webhook_secret_ref: None,
+            verify: None,
         }
+    }
+
+    /// The keys a Repo with `spec.verify` trusts; `None` when it does not ask for signatures.
+    /// Stored Repos were validated at apply, so an entry that no longer parses (a newer hub's
+    /// key type) is an error here, never a reason to skip verification.
+    pub fn trusted_keys(
+        &self,
+    ) -> Option<Result<crate::git::signature::TrustedKeys, (usize, crate::git::signature::KeyError)>>
+    {
+        self.verify
+            .as_ref()
+            .map(|v| crate::git::signature::TrustedKeys::parse(&v.trusted_keys))
     }
 }
 

@@ -226,6 +226,22 @@ impl Validator<'_> {
                 return Err(self.fail(path, problem));
             }
         }
+        if let Some(verify) = &r.spec.verify {
+            if verify.trusted_keys.is_empty() {
+                return Err(self.fail(
+                    "spec.verify.trustedKeys",
+                    "must list at least one key (an SSH public key line or an armored OpenPGP public key)",
+                ));
+            }
+            if let Err((i, problem)) =
+                crate::git::signature::TrustedKeys::parse(&verify.trusted_keys)
+            {
+                return Err(self.fail(
+                    &format!("spec.verify.trustedKeys[{i}]"),
+                    problem.to_string(),
+                ));
+            }
+        }
         Ok(())
     }
 

@@ -276,6 +276,57 @@ fn repo_secret_refs_name_entries_and_never_hold_secrets() {
 }
 
 #[test]
+fn repo_verify_trusted_keys_are_checked_with_their_field_path() {
+    const KEY: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHWmmPDS6oKgrENPNtLX64jCS/x3eUEECdKwQMJ7/nqM release-bot";
+    let repo = |verify: &str| {
+        parse_yaml(&format!(
+            "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{name: r}}\nspec: {{url: 'https://a/b', verify: {verify}}}"
+        ))
+    };
+    let Resource::Repo(r) = repo(&format!("{{trustedKeys: ['{KEY}']}}")).unwrap() else {
+        panic!()
+    };
+    let verify = r.spec.verify.clone().expect("verify");
+    assert_eq!(verify.trusted_keys, vec![KEY.to_owned()]);
+    assert_eq!(
+        r.spec
+            .trusted_keys()
+            .expect("asked")
+            .expect("parses")
+            .keys()
+            .len(),
+        1
+    );
+    let json = Resource::Repo(r).to_json();
+    assert_eq!(json["spec"]["verify"]["trustedKeys"][0], KEY);
+
+    let e = repo(&format!("{{trustedKeys: ['{KEY}', 'hello']}}")).unwrap_err();
+    assert_eq!(
+        (e.path.as_str(), e.message.as_str()),
+        (
+            "spec.verify.trustedKeys[1]",
+            "not an SSH public key or an armored OpenPGP public key"
+        )
+    );
+    let e = repo("{trustedKeys: []}").unwrap_err();
+    assert_eq!(e.path, "spec.verify.trustedKeys");
+    assert!(e.message.starts_with("must list at least one key"), "{e}");
+    let e = repo("{trustedKeys: ['ssh-ed25519 AAAA broken']}").unwrap_err();
+    assert_eq!(e.path, "spec.verify.trustedKeys[0]");
+    assert!(e.message.starts_with("not a valid SSH public key"), "{e}");
+    let e = repo("{keys: []}").unwrap_err();
+    assert!(e.message.contains("unknown field"), "{e}");
+    // No verify: no signatures asked for.
+    let Resource::Repo(r) = parse_yaml(
+        "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {name: r}\nspec: {url: 'https://a/b'}",
+    )
+    .unwrap() else {
+        panic!()
+    };
+    assert!(r.spec.trusted_keys().is_none());
+}
+
+#[test]
 fn kind_parses_cli_spellings() {
     assert_eq!(Kind::parse("apps"), Some(Kind::App));
     assert_eq!(Kind::parse("Repo"), Some(Kind::Repo));

@@ -18,6 +18,7 @@ fn repo(name: &str) -> Repo {
             poll_interval: None,
             credentials_ref: None,
             webhook_secret_ref: None,
+            verify: None,
         },
     }
 }

@@ -1233,6 +1233,7 @@ fn the_fleet_follows_the_revisions_a_rollout_assigns() {
             poll_interval: None,
             credentials_ref: None,
             webhook_secret_ref: None,
+            verify: None,
         },
     };
     let mut other = app_with(None);
