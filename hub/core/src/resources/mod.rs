@@ -27,7 +27,7 @@ pub struct ResourceError {
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind")]
-#[expect(
+#[allow(
     clippy::large_enum_variant,
     reason = "most of a fleet's resources are Apps: boxing them would add an allocation to \
               nearly every resource and save space only on the few Repos, groups and Projects"
