@@ -276,20 +276,30 @@ impl Fleet {
         deadline: Duration,
         mut done: impl FnMut(&[pb::TargetStatus]) -> bool,
     ) -> anyhow::Result<Vec<pb::TargetStatus>> {
-        let start = Instant::now();
-        loop {
+        let mut last = Vec::new();
+        let found = until_async(what, deadline, async || {
             let status = self.status(app).await?;
             if done(&status) {
-                return Ok(status);
+                return Ok(Some(status));
             }
-            if start.elapsed() > deadline {
-                bail!(
-                    "timed out after {deadline:?} waiting for {what}; last status:\n{}",
-                    describe(&status)
-                );
-            }
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+            last = status;
+            Ok(None)
+        })
+        .await;
+        found.with_context(|| format!("last status:\n{}", describe(&last)))
+    }
+
+    /// Runs the `gitfleet` CLI in-process against the hub as its admin: what it printed, or
+    /// the error.
+    pub async fn cli(&self, args: &[&str]) -> anyhow::Result<String> {
+        let config = self.hub().admin_config_path().display().to_string();
+        let mut argv = vec!["gitfleet", "--config", config.as_str()];
+        argv.extend_from_slice(args);
+        let mut out = Vec::new();
+        gitfleet_cli::cli::run_args(argv, &mut out)
+            .await
+            .with_context(|| format!("gitfleet {}", args.join(" ")))?;
+        Ok(String::from_utf8_lossy(&out).into_owned())
     }
 
     /// Waits until `expected` Targets of `app` are synced and healthy at `commit`.
@@ -381,6 +391,25 @@ pub async fn until<T>(
             bail!("timed out after {deadline:?} waiting for {what}");
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// [`until`] for checks that must ask something (the hub, a cluster): waits until `check` has
+/// an answer, re-checking every 100 ms, or fails after `deadline` naming `what`.
+pub async fn until_async<T>(
+    what: &str,
+    deadline: Duration,
+    mut check: impl AsyncFnMut() -> anyhow::Result<Option<T>>,
+) -> anyhow::Result<T> {
+    let start = Instant::now();
+    loop {
+        if let Some(answer) = check().await? {
+            return Ok(answer);
+        }
+        if start.elapsed() > deadline {
+            bail!("timed out after {deadline:?} waiting for {what}");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
     }
 }
 

@@ -11,10 +11,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
-use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, describe, is_converged};
+use anyhow::{Context as _, ensure};
+use gitfleet_e2e::harness::{
+    ClusterSpec, Fleet, FleetOptions, describe, is_converged, until_async,
+};
 use gitfleet_proto::v1 as pb;
-use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 const CONFIGMAP: &str = include_str!("../demo/hello/configmap.yaml");
@@ -67,18 +68,6 @@ fn write_hello(fleet: &Fleet, greeting: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs the CLI in-process against the fleet's hub: its output, or the error.
-async fn cli(fleet: &Fleet, args: &[&str]) -> anyhow::Result<String> {
-    let config = fleet.hub().admin_config_path().display().to_string();
-    let mut argv = vec!["gitfleet", "--config", config.as_str()];
-    argv.extend_from_slice(args);
-    let mut out = Vec::new();
-    gitfleet_cli::cli::run_args(argv, &mut out)
-        .await
-        .with_context(|| format!("gitfleet {}", args.join(" ")))?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
-
 fn now_unix() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -94,8 +83,8 @@ async fn wait(
     held: Option<(&str, i64)>,
     mut done: impl FnMut(&pb::RolloutStatus, &[pb::TargetStatus]) -> bool,
 ) -> anyhow::Result<pb::RolloutStatus> {
-    let start = Instant::now();
-    loop {
+    let mut last = String::new();
+    let found = until_async(what, DEADLINE, async || {
         let before = now_unix();
         let targets = fleet.status("hello").await?;
         if let Some((revision, until)) = held
@@ -111,20 +100,23 @@ async fn wait(
             }
         }
         match fleet.admin().rollout("hello").await {
-            Ok(r) if done(&r, &targets) => return Ok(r),
-            Ok(r) if start.elapsed() > DEADLINE => bail!(
-                "timed out waiting for {what}; rollout #{} {}: {}\n{}",
-                r.number,
-                r.summary,
-                r.reason,
-                describe(&targets)
-            ),
-            Ok(_) => {}
-            Err(e) if e.to_string().contains("no rollout yet") && start.elapsed() < DEADLINE => {}
-            Err(e) => return Err(e.into()),
+            Ok(r) if done(&r, &targets) => Ok(Some(r)),
+            Ok(r) => {
+                last = format!(
+                    "rollout #{} {}: {}\n{}",
+                    r.number,
+                    r.summary,
+                    r.reason,
+                    describe(&targets)
+                );
+                Ok(None)
+            }
+            Err(e) if e.to_string().contains("no rollout yet") => Ok(None),
+            Err(e) => Err(e.into()),
         }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    })
+    .await;
+    found.with_context(|| last.clone())
 }
 
 fn converged(targets: &[pb::TargetStatus], commit: &str) -> bool {
@@ -154,9 +146,8 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
     let (mut fleet, v1) = fleet_at_v1(None).await?;
 
     // 1. The freeze, then a commit: nothing is dispatched, the rollout says why.
-    let out = cli(
-        &fleet,
-        &[
+    let out = fleet
+        .cli(&[
             "freeze",
             "create",
             "campaign",
@@ -166,9 +157,8 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
             "1h",
             "--reason",
             "holiday campaign",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(out.starts_with("freeze campaign created"), "{out}");
     write_hello(&fleet, "v2")?;
     let v2 = fleet.git.commit("v2")?;
@@ -201,9 +191,9 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
             .all(|t| t.held.contains("freeze campaign until ")),
         "status says what holds each Target:\n{targets:?}"
     );
-    let text = cli(&fleet, &["status", "--app", "hello"]).await?;
+    let text = fleet.cli(&["status", "--app", "hello"]).await?;
     ensure!(text.contains("held: freeze campaign"), "{text}");
-    let text = cli(&fleet, &["rollout", "status", "hello"]).await?;
+    let text = fleet.cli(&["rollout", "status", "hello"]).await?;
     ensure!(
         text.contains("HELD") && text.contains("freeze campaign"),
         "{text}"
@@ -218,18 +208,16 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
 
     // 2. The emergency: an admin's override lets v2 through the freeze, audited with the
     //    reason.
-    let out = cli(
-        &fleet,
-        &[
+    let out = fleet
+        .cli(&[
             "rollout",
             "start",
             "hello",
             "--override-freeze",
             "--reason",
             "INC-4411: payment API change",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(
         out.contains("goes through freezes and sync windows"),
         "{out}"
@@ -272,9 +260,8 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
     .await?;
 
     // 4. A short freeze replaces the long one: v3 waits for its end, then rolls out by itself.
-    let out = cli(
-        &fleet,
-        &[
+    let out = fleet
+        .cli(&[
             "freeze",
             "create",
             "short",
@@ -286,16 +273,15 @@ async fn a_freeze_holds_a_commit_everywhere_an_override_goes_through_and_its_end
             "until soon",
             "-o",
             "json",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     let created: serde_json::Value = serde_json::from_str(&out)?;
     let until = humantime::parse_rfc3339(created["until"].as_str().unwrap_or(""))
         .context("the freeze's end")?
         .duration_since(std::time::UNIX_EPOCH)?
         .as_secs();
     let until = i64::try_from(until)?;
-    cli(&fleet, &["freeze", "delete", "campaign"]).await?;
+    fleet.cli(&["freeze", "delete", "campaign"]).await?;
     wait(
         &mut fleet,
         "v3 everywhere once the short freeze ends",
@@ -437,7 +423,7 @@ async fn an_app_waits_for_its_dependency_on_each_cluster_and_a_failing_one_keeps
     })
     .await?;
     ensure!(r.summary == "held", "{r:?}");
-    let text = cli(&fleet, &["rollout", "status", "hello"]).await?;
+    let text = fleet.cli(&["rollout", "status", "hello"]).await?;
     ensure!(text.contains(&waiting), "{text}");
     let ingress = fleet.status("ingress").await?;
     ensure!(

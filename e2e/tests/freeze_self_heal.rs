@@ -12,10 +12,11 @@
 
 use std::time::Duration;
 
-use anyhow::{Context as _, bail, ensure};
-use gitfleet_e2e::harness::{ClusterSpec, Fleet, FleetOptions, describe, is_converged};
+use anyhow::{Context as _, ensure};
+use gitfleet_e2e::harness::{
+    ClusterSpec, Fleet, FleetOptions, describe, is_converged, until_async,
+};
 use gitfleet_proto::v1 as pb;
-use tokio::time::Instant;
 
 const DEADLINE: Duration = Duration::from_secs(90);
 const CONFIGMAP: &str = include_str!("../demo/hello/configmap.yaml");
@@ -59,18 +60,6 @@ spec:
       clusterSelector: { matchLabels: { env: prod } }
       selfHeal: false
 ";
-
-/// Runs the CLI in-process against the fleet's hub: its output, or the error.
-async fn cli(fleet: &Fleet, args: &[&str]) -> anyhow::Result<String> {
-    let config = fleet.hub().admin_config_path().display().to_string();
-    let mut argv = vec!["gitfleet", "--config", config.as_str()];
-    argv.extend_from_slice(args);
-    let mut out = Vec::new();
-    gitfleet_cli::cli::run_args(argv, &mut out)
-        .await
-        .with_context(|| format!("gitfleet {}", args.join(" ")))?;
-    Ok(String::from_utf8_lossy(&out).into_owned())
-}
 
 /// The live ConfigMap's greeting on `cluster`.
 fn greeting(fleet: &Fleet, cluster: &str) -> Option<String> {
@@ -117,22 +106,24 @@ async fn wait(
     what: &str,
     mut done: impl FnMut(&Fleet, &[pb::TargetStatus]) -> bool,
 ) -> anyhow::Result<Vec<pb::TargetStatus>> {
-    let start = Instant::now();
-    loop {
+    let mut last = Vec::new();
+    let found = until_async(what, DEADLINE, async || {
         let targets = fleet.status("hello").await?;
-        if done(fleet, &targets) {
-            return Ok(targets);
+        if done(&*fleet, &targets) {
+            return Ok(Some(targets));
         }
-        if start.elapsed() > DEADLINE {
-            bail!(
-                "timed out after {DEADLINE:?} waiting for {what}; eu-1 has {:?}, lab-1 {:?}\n{}",
-                greeting(fleet, "eu-1"),
-                greeting(fleet, "lab-1"),
-                describe(&targets)
-            );
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+        last = targets;
+        Ok(None)
+    })
+    .await;
+    found.with_context(|| {
+        format!(
+            "eu-1 has {:?}, lab-1 {:?}\n{}",
+            greeting(fleet, "eu-1"),
+            greeting(fleet, "lab-1"),
+            describe(&last)
+        )
+    })
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -147,9 +138,8 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
     fleet.wait_converged("hello", &v1, 2, DEADLINE).await?;
 
     // The freezes: prod without self-heal, dev with.
-    let out = cli(
-        &fleet,
-        &[
+    let out = fleet
+        .cli(&[
             "freeze",
             "create",
             "maint",
@@ -162,13 +152,11 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
             "--no-self-heal",
             "--reason",
             "manual failover",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     ensure!(out.contains("and do not self-heal"), "{out}");
-    cli(
-        &fleet,
-        &[
+    fleet
+        .cli(&[
             "freeze",
             "create",
             "plain",
@@ -180,11 +168,10 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
             "1h",
             "--reason",
             "campaign",
-        ],
-    )
-    .await?;
+        ])
+        .await?;
     let list: serde_json::Value =
-        serde_json::from_str(&cli(&fleet, &["freeze", "list", "-o", "json"]).await?)?;
+        serde_json::from_str(&fleet.cli(&["freeze", "list", "-o", "json"]).await?)?;
     let self_heal = |name: &str| {
         list["freezes"]
             .as_array()
@@ -212,7 +199,7 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
         "{}",
         describe(&targets)
     );
-    let rollout = cli(&fleet, &["rollout", "status", "hello"]).await?;
+    let rollout = fleet.cli(&["rollout", "status", "hello"]).await?;
     ensure!(
         rollout
             .lines()
@@ -280,7 +267,7 @@ async fn a_no_self_heal_freeze_leaves_drift_until_deleted_and_a_plain_freeze_kee
     );
 
     // The freeze is deleted: eu-1 self-heals again, and says nothing about it any more.
-    cli(&fleet, &["freeze", "delete", "maint"]).await?;
+    fleet.cli(&["freeze", "delete", "maint"]).await?;
     wait(&mut fleet, "eu-1 healed after the freeze", |f, t| {
         greeting(f, "eu-1").as_deref() == Some(GIT_GREETING)
             && spoke_self_heals(f, "eu-1") == Some(true)
