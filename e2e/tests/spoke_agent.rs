@@ -150,6 +150,7 @@ fn spec(app: &str, repo: &Repo, commit: &str, path: &str) -> TargetSpec {
         trace: BTreeMap::new(),
         spec_generation: 1,
         project: None,
+        health_rules: Vec::new(),
     }
 }
 

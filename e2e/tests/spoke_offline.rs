@@ -72,6 +72,7 @@ async fn a_spoke_without_its_hub_enforces_its_last_desired_state() {
         trace: BTreeMap::new(),
         spec_generation: 3,
         project: None,
+        health_rules: Vec::new(),
     };
     let desired = DesiredState {
         generation: 7,

@@ -27,7 +27,7 @@ use crate::fleet::ClusterLabels;
 use crate::git::GitCache;
 use crate::model::ClusterRecord;
 use crate::pki::{Pki, PkiError};
-use crate::resources::{App, ClusterGroup, Project, Repo, Resource};
+use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, Resource};
 use crate::store::{Store, StoreError};
 
 mod audit;
@@ -276,6 +276,7 @@ struct Split {
     repos: BTreeMap<String, Repo>,
     groups: BTreeMap<String, ClusterGroup>,
     projects: BTreeMap<String, Project>,
+    health_rules: BTreeMap<String, HealthRule>,
 }
 
 fn split_resources(resources: Vec<Resource>) -> Split {
@@ -283,6 +284,7 @@ fn split_resources(resources: Vec<Resource>) -> Split {
     let mut repos = BTreeMap::new();
     let mut groups = BTreeMap::new();
     let mut projects = BTreeMap::new();
+    let mut health_rules = BTreeMap::new();
     for r in resources {
         match r {
             Resource::App(a) => apps.push(a),
@@ -295,6 +297,9 @@ fn split_resources(resources: Vec<Resource>) -> Split {
             Resource::Project(p) => {
                 projects.insert(p.metadata.name.clone(), p);
             }
+            Resource::HealthRule(h) => {
+                health_rules.insert(h.metadata.name.clone(), h);
+            }
         }
     }
     Split {
@@ -302,5 +307,6 @@ fn split_resources(resources: Vec<Resource>) -> Split {
         repos,
         groups,
         projects,
+        health_rules,
     }
 }

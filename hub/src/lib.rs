@@ -19,4 +19,4 @@ pub mod telemetry;
 /// model, link decisions, fleet sync plans, webhook verification) live in gitfleet-core, which
 /// Cargo keeps free of IO; `crate::fleet`, `crate::model` and the rest stay their paths inside
 /// the hub.
-pub use gitfleet_core::{fleet, fleetsync, link, model, resources, webhook};
+pub use gitfleet_core::{fleet, fleetsync, health_rules, link, model, resources, webhook};

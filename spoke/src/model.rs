@@ -24,16 +24,23 @@ pub struct TargetSpec {
     /// enforce (see `sync::project`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub project: Option<crate::sync::project::TargetProject>,
+    /// Custom health rules (the Project's, then the hub-wide ones), first match wins; see
+    /// `sync::health`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_rules: Vec<gitfleet_core::health_rules::TargetHealthRule>,
 }
 
 impl TargetSpec {
-    /// Whether `next` changes nothing but `syncPolicy.selfHeal` (a freeze or window that
-    /// suspends self-heal starting or ending, an App's own switch): what was applied stays
-    /// right, so the Target is not synced again; it heals drift, or stops healing it, from now
-    /// on. A sync would apply without force and fail on a field someone else changed, the very
-    /// drift that self-heal, back on, must put right.
-    pub fn differs_only_in_self_heal(&self, next: &TargetSpec) -> bool {
-        if self.sync_policy.self_heal == next.sync_policy.self_heal {
+    /// Whether `next` changes nothing but how what was applied is watched: `syncPolicy.selfHeal`
+    /// (a freeze or window that suspends self-heal starting or ending, an App's own switch) or
+    /// the health rules. What was applied stays right, so the Target is not synced again (no
+    /// apply, no hooks); it heals drift, or stops healing it, and judges health by the new
+    /// rules from now on. A sync would apply without force and fail on a field someone else
+    /// changed, the very drift that self-heal, back on, must put right.
+    pub fn differs_only_in_watching(&self, next: &TargetSpec) -> bool {
+        if self.sync_policy.self_heal == next.sync_policy.self_heal
+            && self.health_rules == next.health_rules
+        {
             return false;
         }
         let comparable = |s: &TargetSpec| TargetSpec {
@@ -43,6 +50,7 @@ impl TargetSpec {
             },
             trace: BTreeMap::new(),
             spec_generation: 0,
+            health_rules: Vec::new(),
             ..s.clone()
         };
         comparable(self) == comparable(next)
@@ -71,6 +79,7 @@ impl TargetSpec {
             trace: BTreeMap::new(),
             spec_generation: 1,
             project: None,
+            health_rules: Vec::new(),
         }
     }
 }
@@ -322,23 +331,45 @@ mod tests {
         off.sync_policy.self_heal = false;
         off.spec_generation = 2;
         off.trace.clear();
-        assert!(old.differs_only_in_self_heal(&off));
-        assert!(off.differs_only_in_self_heal(&old), "and back on");
+        assert!(old.differs_only_in_watching(&off));
+        assert!(off.differs_only_in_watching(&old), "and back on");
 
         let mut same = old.clone();
         same.spec_generation = 3;
         assert!(
-            !old.differs_only_in_self_heal(&same),
+            !old.differs_only_in_watching(&same),
             "a new generation alone (`gitfleet app sync`) syncs again"
         );
         let mut moved = off.clone();
         moved.source.commit = "b".repeat(40);
-        assert!(!old.differs_only_in_self_heal(&moved), "a new commit syncs");
+        assert!(!old.differs_only_in_watching(&moved), "a new commit syncs");
         let mut pruned = off.clone();
         pruned.sync_policy.prune = !old.sync_policy.prune;
         assert!(
-            !old.differs_only_in_self_heal(&pruned),
+            !old.differs_only_in_watching(&pruned),
             "another policy syncs"
         );
+    }
+
+    #[test]
+    fn a_change_of_health_rules_alone_spares_a_sync() {
+        let old = TargetSpec::test("web", "apps/web");
+        let mut ruled = old.clone();
+        ruled.spec_generation = 2;
+        ruled
+            .health_rules
+            .push(gitfleet_core::health_rules::TargetHealthRule {
+                origin: "Project team-a".into(),
+                rule: gitfleet_core::health_rules::HealthRuleSpec {
+                    group: "db.example.com".into(),
+                    kind: "Database".into(),
+                    healthy_when: "true".into(),
+                    ..Default::default()
+                },
+            });
+        assert!(old.differs_only_in_watching(&ruled));
+        let mut moved = ruled.clone();
+        moved.source.commit = "c".repeat(40);
+        assert!(!old.differs_only_in_watching(&moved), "a new commit syncs");
     }
 }

@@ -65,6 +65,7 @@ fn target(id: &str, url: &str, commit: &str, path: &str) -> TargetSpec {
         trace: BTreeMap::new(),
         spec_generation: 1,
         project: None,
+        health_rules: Vec::new(),
     }
 }
 

@@ -7,6 +7,8 @@
 //! - [`documents`]: resource documents (`gitfleet apply -f`, the fleet path of a Repo) from text.
 //! - [`resources`]: the declarative resources (Repo, App, ClusterGroup): types, parsing and
 //!   validation with a field path in every error.
+//! - [`health_rules`]: custom health rules (CEL over a live object): checked, compiled, judged;
+//!   the built-in rules for common CRDs.
 //! - [`gitfleetconfig`]: the admin credentials file's format (the hub writes one, the CLI reads
 //!   it); reading and writing the file is the caller's.
 //! - [`fleet`]: the fleet's decisions: placement, each cluster's desired Targets, rollouts, and
@@ -29,6 +31,7 @@ pub mod fleet;
 pub mod fleetsync;
 pub mod git;
 pub mod gitfleetconfig;
+pub mod health_rules;
 pub mod link;
 pub mod model;
 pub mod names;

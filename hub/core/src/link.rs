@@ -98,6 +98,7 @@ mod tests {
             sync_request: 0,
             project: None,
             self_heal_suspended: None,
+            health_rules: Vec::new(),
             trusted_keys: vec![],
         }
     }

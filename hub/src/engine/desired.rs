@@ -10,11 +10,11 @@ use tracing::debug;
 
 use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
-use crate::fleet::desired::suspend_self_heal;
+use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
 use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
 use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
-use crate::resources::{App, ClusterGroup, Project, Repo};
+use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo};
 
 /// What a cluster's live link receives: its desired state and everything a message carrying
 /// it needs, so that the link only encodes and writes. In memory only: the store keeps the
@@ -68,6 +68,7 @@ pub(super) struct FleetInputs {
     repos: BTreeMap<String, Repo>,
     groups: BTreeMap<String, ClusterGroup>,
     projects: BTreeMap<String, Project>,
+    health_rules: BTreeMap<String, HealthRule>,
     revisions: BTreeMap<String, AppRevision>,
     rollouts: BTreeMap<String, Assigned>,
     controls: BTreeMap<String, crate::model::AppControl>,
@@ -115,6 +116,7 @@ impl Engine {
             repos,
             groups,
             projects,
+            health_rules,
         } = split_resources(self.store.resources()?);
         let revisions = self.store.revisions()?;
         let (clusters, placement_version) = self.store.clusters_snapshot();
@@ -126,6 +128,7 @@ impl Engine {
             repos,
             groups,
             projects,
+            health_rules,
             revisions,
             rollouts: decided
                 .rollouts
@@ -172,6 +175,12 @@ impl Engine {
         );
         rollouts::apply_controls(&mut fleet, &inputs.controls);
         suspend_self_heal(&mut fleet, &inputs.self_heal);
+        attach_health_rules(
+            &mut fleet,
+            &inputs.apps,
+            &inputs.projects,
+            &inputs.health_rules,
+        );
 
         let mut changed = Vec::new();
         let none = BTreeMap::new();

@@ -416,7 +416,7 @@ impl Engine {
         match kind {
             Kind::Project => self.refuse_deleting_used_project(name)?,
             Kind::App => self.refuse_deleting_a_dependency(name)?,
-            Kind::Repo | Kind::ClusterGroup => {}
+            Kind::Repo | Kind::ClusterGroup | Kind::HealthRule => {}
         }
         if !self.store.delete_resource(kind, name)? {
             return Ok(false);
@@ -435,7 +435,7 @@ impl Engine {
                 self.store.delete_revision(name)?;
                 self.store.delete_app_records(name)?;
             }
-            Kind::ClusterGroup | Kind::Project => {}
+            Kind::ClusterGroup | Kind::Project | Kind::HealthRule => {}
         }
         Ok(true)
     }
@@ -554,7 +554,7 @@ impl Engine {
                     }
                     Some(status)
                 }
-                Resource::ClusterGroup(_) | Resource::Project(_) => None,
+                Resource::ClusterGroup(_) | Resource::Project(_) | Resource::HealthRule(_) => None,
             };
             if let (Some(status), Some(obj)) = (status, doc.as_object_mut()) {
                 obj.insert("status".into(), status);

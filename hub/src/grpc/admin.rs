@@ -46,7 +46,7 @@ fn kind(s: &str) -> Result<Option<Kind>, Status> {
     }
     Kind::parse(s).map(Some).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "unknown kind {s:?}; expected Repo, App, ClusterGroup or Project"
+            "unknown kind {s:?}; expected Repo, App, ClusterGroup, Project or HealthRule"
         ))
     })
 }

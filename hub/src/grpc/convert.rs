@@ -86,6 +86,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         // For status only: `sync_policy` already has self-heal off.
         self_heal_suspended: _,
         trusted_keys,
+        health_rules,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),
@@ -107,6 +108,20 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         spec_generation,
         project: project.map(target_project_pb),
         trusted_keys,
+        health_rules: health_rules.into_iter().map(health_rule_pb).collect(),
+    }
+}
+
+fn health_rule_pb(r: crate::health_rules::TargetHealthRule) -> pb::HealthRule {
+    let crate::health_rules::TargetHealthRule { origin, rule } = r;
+    pb::HealthRule {
+        origin,
+        group: rule.group,
+        kind: rule.kind,
+        degraded_when: rule.degraded_when,
+        suspended_when: rule.suspended_when,
+        healthy_when: rule.healthy_when,
+        message: rule.message,
     }
 }
 

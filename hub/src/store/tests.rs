@@ -317,6 +317,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
                     sync_request: 0,
                     project: None,
                     self_heal_suspended: None,
+                    health_rules: Vec::new(),
                     trusted_keys: vec![],
                 },
             },

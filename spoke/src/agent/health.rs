@@ -61,7 +61,8 @@ pub(super) async fn watch_health(
                 failure_wait = (failure_wait * 2).min(Duration::from_secs(600));
                 (wait, true)
             } else {
-                let drifted = assess_health(ctx, &mut resources, &attempt.expected).await;
+                let drifted =
+                    assess_health(ctx, &mut resources, &attempt.expected, &attempt.rules).await;
                 let expired = attempt.finished.elapsed() >= ctx.config.progress_timeout;
                 if expired {
                     report::expire_progressing(&mut resources, ctx.config.progress_timeout);
@@ -100,13 +101,17 @@ pub(super) async fn watch_health(
                     return false;
                 }
                 let next = spec_rx.borrow_and_update().clone();
-                if !attempt.spec.differs_only_in_self_heal(&next) {
+                if !attempt.spec.differs_only_in_watching(&next) {
                     // Seen here, synced by the worker: it reads the newest spec itself.
                     return true;
                 }
-                // What was applied stays: heal (or stop healing) from the next check on, which
-                // is now, and report under the new spec's generation.
-                tracing::info!(self_heal = next.sync_policy.self_heal, generation = next.spec_generation, "self-heal changed");
+                // What was applied stays: heal (or stop healing), and judge health by the
+                // rules, from the next check on, which is now; report under the new spec's
+                // generation.
+                tracing::info!(self_heal = next.sync_policy.self_heal, health_rules = next.health_rules.len(), generation = next.spec_generation, "self-heal or health rules changed");
+                if next.health_rules != attempt.spec.health_rules {
+                    attempt.rules = health::RuleSet::new(&next.health_rules);
+                }
                 attempt.spec = TargetSpec {
                     trace: std::mem::take(&mut attempt.spec.trace),
                     ..next
@@ -215,6 +220,7 @@ async fn assess_health(
     ctx: &Context,
     resources: &mut [ResourceResult],
     expected: &HashMap<ObjectRef, serde_json::Value>,
+    rules: &health::RuleSet,
 ) -> Vec<(ObjectRef, Vec<String>)> {
     let mut drifted = Vec::new();
     for r in resources.iter_mut() {
@@ -226,7 +232,7 @@ async fn assess_health(
         }
         match ctx.cluster.get(&r.object).await {
             Ok(live) => {
-                let assessment = health::assess(live.as_ref());
+                let assessment = health::assess_with(live.as_ref(), rules);
                 r.health = assessment.health;
                 r.message = assessment.message;
                 let paths = match (&live, expected.get(&r.object)) {

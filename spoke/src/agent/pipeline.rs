@@ -38,6 +38,8 @@ pub(super) struct Attempt {
     /// The watches of the rendered objects' kinds, started before the apply so that ownership
     /// reads their cache; kept until the health watch has subscribed, so they never restart.
     pub(super) listing: Option<crate::watch::Subscription>,
+    /// The spec's health rules, compiled.
+    pub(super) rules: crate::sync::health::RuleSet,
 }
 
 /// How long a sync waits for the watches of kinds it applies to list before it checks
@@ -146,6 +148,7 @@ pub(super) async fn sync_once(
         fatal: Some(message),
         finished: Instant::now(),
         listing: None,
+        rules: crate::sync::health::RuleSet::new(&spec.health_rules),
     };
     let metrics = &ctx.config.metrics;
     let files = match fetch(ctx, spec, credential, last, spec_rx).await {
@@ -290,6 +293,7 @@ pub(super) async fn sync_once(
         fatal: None,
         finished: Instant::now(),
         listing: Some(listing),
+        rules: crate::sync::health::RuleSet::new(&spec.health_rules),
     })
 }
 

@@ -95,6 +95,25 @@ pub fn target_from_proto(t: pb::TargetSpec) -> TargetSpec {
             .unwrap_or_default(),
         spec_generation: t.spec_generation,
         project: t.project.map(project_from_proto),
+        health_rules: t
+            .health_rules
+            .into_iter()
+            .map(health_rule_from_proto)
+            .collect(),
+    }
+}
+
+fn health_rule_from_proto(r: pb::HealthRule) -> gitfleet_core::health_rules::TargetHealthRule {
+    gitfleet_core::health_rules::TargetHealthRule {
+        origin: r.origin,
+        rule: gitfleet_core::health_rules::HealthRuleSpec {
+            group: r.group,
+            kind: r.kind,
+            degraded_when: r.degraded_when,
+            suspended_when: r.suspended_when,
+            healthy_when: r.healthy_when,
+            message: r.message,
+        },
     }
 }
 
@@ -230,7 +249,17 @@ mod tests {
                 }],
             }),
             trusted_keys: vec!["ssh-ed25519 AAAA k".into()],
+            health_rules: vec![pb::HealthRule {
+                origin: "Project team-a".into(),
+                group: "db.example.com".into(),
+                kind: "Database".into(),
+                healthy_when: "status.ready".into(),
+                ..Default::default()
+            }],
         });
+        assert_eq!(spec.health_rules[0].origin, "Project team-a");
+        assert_eq!(spec.health_rules[0].rule.kind, "Database");
+        assert_eq!(spec.health_rules[0].rule.healthy_when, "status.ready");
         assert_eq!(spec.source.trusted_keys, ["ssh-ed25519 AAAA k"]);
         let project = spec.project.clone().unwrap();
         assert_eq!(

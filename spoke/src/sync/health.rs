@@ -1,11 +1,18 @@
 //! Health of one live object: from its JSON to a [`Health`] and the reason a person needs.
 //!
-//! Pure. The rules follow what the Kubernetes controllers report: a workload is healthy when its
+//! Pure. An object of a kind a custom health rule names (the Target's rules, then the
+//! built-in ones for common CRDs: `gitfleet_core::health_rules`) is judged by the rule. Otherwise
+//! the judgement follows what the Kubernetes controllers report: a workload is healthy when its
 //! controller has observed the latest spec (`observedGeneration`) and enough replicas are updated
 //! and available; Jobs by their terminal conditions; anything else with standard `Ready` /
 //! `Available` conditions by those. Timing ("progressing for too long") is the caller's business.
 
+use std::sync::LazyLock;
+
 use serde_json::Value;
+
+use gitfleet_core::health_rules::RuleHealth;
+pub use gitfleet_core::health_rules::RuleSet;
 
 use crate::model::Health;
 
@@ -46,8 +53,15 @@ const FAILED_WAITING_REASONS: &[&str] = &[
     "RunContainerError",
 ];
 
-/// Assesses a live object (`None`: it does not exist).
+/// Assesses a live object (`None`: it does not exist) by the built-in rules alone.
 pub fn assess(object: Option<&Value>) -> Assessment {
+    static BUILTIN: LazyLock<RuleSet> = LazyLock::new(|| RuleSet::new(&[]));
+    assess_with(object, &BUILTIN)
+}
+
+/// Assesses a live object (`None`: it does not exist), by the first of `rules` that names its
+/// kind, else by what its controller reports.
+pub fn assess_with(object: Option<&Value>, rules: &RuleSet) -> Assessment {
     let Some(object) = object else {
         return Assessment::new(Health::Missing, "not found in the cluster");
     };
@@ -60,6 +74,16 @@ pub fn assess(object: Option<&Value>) -> Assessment {
     let api_version = str_at(object, "/apiVersion").unwrap_or_default();
     let group = super::render::group_of(api_version);
     let kind = str_at(object, "/kind").unwrap_or_default();
+    if let Some(judged) = rules.judge(group, kind, object) {
+        let health = match judged.health {
+            RuleHealth::Healthy => Health::Healthy,
+            RuleHealth::Progressing => Health::Progressing,
+            RuleHealth::Degraded => Health::Degraded,
+            RuleHealth::Suspended => Health::Suspended,
+            RuleHealth::Unknown => Health::Unknown,
+        };
+        return Assessment::new(health, judged.message);
+    }
     match (group, kind) {
         ("apps", "Deployment") => deployment(object),
         ("apps", "StatefulSet") => stateful_set(object),

@@ -302,6 +302,8 @@ pub enum KindArg {
     ClusterGroups,
     #[value(name = "projects", aliases = ["project", "proj"])]
     Projects,
+    #[value(name = "healthrules", aliases = ["healthrule", "hr"])]
+    HealthRules,
     /// Every kind (get only)
     #[value(name = "all")]
     All,
@@ -315,6 +317,7 @@ impl KindArg {
             KindArg::Apps => "App",
             KindArg::ClusterGroups => "ClusterGroup",
             KindArg::Projects => "Project",
+            KindArg::HealthRules => "HealthRule",
             KindArg::All => "",
         }
     }
@@ -322,7 +325,7 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups, projects (or singulars), or all
+    /// What to list: repos, apps, clustergroups, projects, healthrules (or singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     /// Only this resource

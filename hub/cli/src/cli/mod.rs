@@ -665,6 +665,7 @@ fn not_found(kind: KindArg, name: &str) -> CliError {
         KindArg::Apps => "apps",
         KindArg::ClusterGroups => "clustergroups",
         KindArg::Projects => "projects",
+        KindArg::HealthRules => "healthrules",
         KindArg::All => "all",
     };
     let kind = match kind {

@@ -405,7 +405,8 @@ fn kind_rank(kind: &str) -> u8 {
         "Project" => 1,
         "App" => 2,
         "ClusterGroup" => 3,
-        _ => 4,
+        "HealthRule" => 4,
+        _ => 5,
     }
 }
 
@@ -449,6 +450,7 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
             ],
             "ClusterGroup" => &["NAME", "SELECTOR"],
             "Project" => &["NAME", "SOURCE REPOS", "DESTINATIONS", "CLUSTER RESOURCES"],
+            "HealthRule" => &["NAME", "KIND", "DEGRADED WHEN", "HEALTHY WHEN"],
             _ => &["KIND", "NAME"],
         };
         let mut table = plain_table(header);
@@ -458,6 +460,7 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
                 "App" => app_row(item),
                 "ClusterGroup" => group_row(item),
                 "Project" => project_row(item),
+                "HealthRule" => health_rule_row(item),
                 _ => other_row(item),
             };
             if several {
@@ -539,6 +542,28 @@ fn project_cell(v: &Value) -> String {
 }
 
 /// `shop, https://git.example.com/team-a/*`; `env=prod: team-a,team-a-*`; `rbac.../Role`.
+fn health_rule_row(v: &Value) -> Vec<String> {
+    let group = str_at(v, &["spec", "group"]);
+    let kind = str_at(v, &["spec", "kind"]);
+    let or_dash = |s: &str| {
+        if s.is_empty() {
+            "-".to_owned()
+        } else {
+            s.to_owned()
+        }
+    };
+    vec![
+        str_at(v, &["metadata", "name"]).to_owned(),
+        if group.is_empty() {
+            kind.to_owned()
+        } else {
+            format!("{group}/{kind}")
+        },
+        or_dash(str_at(v, &["spec", "degradedWhen"])),
+        or_dash(str_at(v, &["spec", "healthyWhen"])),
+    ]
+}
+
 fn project_row(v: &Value) -> Vec<String> {
     let strings = |pointer: &str| -> Vec<String> {
         v.pointer(pointer)

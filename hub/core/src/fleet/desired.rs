@@ -8,8 +8,9 @@ use serde::{Deserialize, Serialize};
 use super::hold::SelfHealHolds;
 use super::placement::ClusterLabels;
 use super::project::{self, TargetProject};
+use crate::health_rules::{MAX_RULES, TargetHealthRule};
 use crate::resources::{
-    App, ClusterGroup, Customization, Project, RenderSpec, Repo, SyncPolicySpec,
+    App, ClusterGroup, Customization, HealthRule, Project, RenderSpec, Repo, SyncPolicySpec,
 };
 
 #[cfg(test)]
@@ -47,6 +48,10 @@ pub struct DesiredTarget {
     /// one of them. Empty: the Repo does not ask for signatures.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub trusted_keys: Vec<String>,
+    /// The custom health rules the spoke judges the Target's objects by, first match wins: the
+    /// Project's, then the hub-wide `HealthRule`s (see [`attach_health_rules`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_rules: Vec<TargetHealthRule>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -125,6 +130,7 @@ pub fn desired_target(
         sync_request: 0,
         project: None,
         self_heal_suspended: None,
+        health_rules: Vec::new(),
         trusted_keys: repo
             .spec
             .verify
@@ -238,6 +244,57 @@ pub fn suspend_self_heal(
             if target.sync_policy.self_heal {
                 target.sync_policy.self_heal = false;
                 target.self_heal_suspended = Some(why.to_owned());
+            }
+        }
+    }
+}
+
+/// Gives every Target the health rules of its App: its Project's `spec.healthRules` (in
+/// order), then the hub-wide `HealthRule`s (by name), at most [`MAX_RULES`] in all.
+pub fn attach_health_rules(
+    fleet: &mut BTreeMap<String, BTreeMap<String, DesiredTarget>>,
+    apps: &[App],
+    projects: &BTreeMap<String, Project>,
+    hub_rules: &BTreeMap<String, HealthRule>,
+) {
+    let hub: Vec<TargetHealthRule> = hub_rules
+        .values()
+        .map(|r| TargetHealthRule {
+            origin: format!("HealthRule {}", r.metadata.name),
+            rule: r.spec.clone(),
+        })
+        .collect();
+    let by_app: BTreeMap<&str, Vec<TargetHealthRule>> = apps
+        .iter()
+        .map(|app| {
+            let own = project::project_of(app, projects)
+                .map(|p| {
+                    p.spec
+                        .health_rules
+                        .iter()
+                        .map(|rule| TargetHealthRule {
+                            origin: format!("Project {}", p.metadata.name),
+                            rule: rule.clone(),
+                        })
+                        .collect::<Vec<_>>()
+                })
+                .unwrap_or_default();
+            let rules = own
+                .into_iter()
+                .chain(hub.iter().cloned())
+                .take(MAX_RULES)
+                .collect();
+            (app.metadata.name.as_str(), rules)
+        })
+        .filter(|(_, rules): &(&str, Vec<TargetHealthRule>)| !rules.is_empty())
+        .collect();
+    if by_app.is_empty() {
+        return;
+    }
+    for targets in fleet.values_mut() {
+        for (app, target) in targets.iter_mut() {
+            if let Some(rules) = by_app.get(app.as_str()) {
+                target.health_rules = rules.clone();
             }
         }
     }

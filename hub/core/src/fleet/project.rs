@@ -39,6 +39,7 @@ pub fn default_project() -> &'static Project {
             }],
             namespace_resources: Default::default(),
             sync_windows: Vec::new(),
+            health_rules: Vec::new(),
         },
     });
     &DEFAULT

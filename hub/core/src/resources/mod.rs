@@ -1,5 +1,6 @@
-//! The declarative resources users write (Repo, App, ClusterGroup, Project): their types, parsing and
-//! validation. Pure: no IO. A document that passes [`parse_document`] is safe to store.
+//! The declarative resources users write (Repo, App, ClusterGroup, Project, HealthRule): their
+//! types, parsing and validation. Pure: no IO. A document that passes [`parse_document`] is safe
+//! to store.
 
 use std::collections::BTreeMap;
 use std::time::Duration;
@@ -37,6 +38,7 @@ pub enum Resource {
     App(App),
     ClusterGroup(ClusterGroup),
     Project(Project),
+    HealthRule(HealthRule),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -45,10 +47,17 @@ pub enum Kind {
     App,
     ClusterGroup,
     Project,
+    HealthRule,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 4] = [Kind::Repo, Kind::App, Kind::ClusterGroup, Kind::Project];
+    pub const ALL: [Kind; 5] = [
+        Kind::Repo,
+        Kind::App,
+        Kind::ClusterGroup,
+        Kind::Project,
+        Kind::HealthRule,
+    ];
 
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,6 +65,7 @@ impl Kind {
             Kind::App => "App",
             Kind::ClusterGroup => "ClusterGroup",
             Kind::Project => "Project",
+            Kind::HealthRule => "HealthRule",
         }
     }
 
@@ -66,6 +76,7 @@ impl Kind {
             "app" => Some(Kind::App),
             "clustergroup" | "group" => Some(Kind::ClusterGroup),
             "project" | "proj" => Some(Kind::Project),
+            "healthrule" | "hr" => Some(Kind::HealthRule),
             _ => None,
         }
     }
@@ -623,7 +634,26 @@ pub struct ProjectSpec {
     /// windows, see [`SyncWindow`]); none: any time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub sync_windows: Vec<SyncWindow>,
+    /// How the Project's Apps' objects of a kind are judged healthy (CEL over the live object;
+    /// see [`crate::health_rules`]); before the hub-wide `HealthRule`s and the built-in ones.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub health_rules: Vec<HealthRuleSpec>,
 }
+
+// ---------------------------------------------------------------------------------------------
+// HealthRule
+
+/// A hub-wide health rule: how objects of one kind are judged, for every App (a Project's own
+/// rule for the kind comes first). Applied by admins.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct HealthRule {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: HealthRuleSpec,
+}
+
+pub use crate::health_rules::HealthRuleSpec;
 
 /// A recurring window of an App or a Project, in Argo CD's manner: a `deny` window holds new
 /// revisions while it is open; when any `allow` window applies to a cluster, new revisions reach
@@ -713,6 +743,7 @@ impl Resource {
             Resource::App(_) => Kind::App,
             Resource::ClusterGroup(_) => Kind::ClusterGroup,
             Resource::Project(_) => Kind::Project,
+            Resource::HealthRule(_) => Kind::HealthRule,
         }
     }
 
@@ -722,6 +753,7 @@ impl Resource {
             Resource::App(a) => &a.metadata.name,
             Resource::ClusterGroup(g) => &g.metadata.name,
             Resource::Project(p) => &p.metadata.name,
+            Resource::HealthRule(h) => &h.metadata.name,
         }
     }
 
@@ -731,6 +763,7 @@ impl Resource {
             Resource::App(a) => &a.metadata,
             Resource::ClusterGroup(g) => &g.metadata,
             Resource::Project(p) => &p.metadata,
+            Resource::HealthRule(h) => &h.metadata,
         }
     }
 

@@ -4,8 +4,8 @@ use serde::de::DeserializeOwned;
 
 use super::{
     API_VERSION, App, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef, GroupKind,
-    HelmOptions, IntOrPercent, Kind, LabelSelector, Metadata, Project, Repo, Resource,
-    ResourceError, RolloutSpec, SelectorOperator, SyncWindow,
+    HealthRule, HealthRuleSpec, HelmOptions, IntOrPercent, Kind, LabelSelector, Metadata, Project,
+    Repo, Resource, ResourceError, RolloutSpec, SelectorOperator, SyncWindow,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -31,7 +31,7 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             origin,
             "document",
             "kind",
-            "missing (one of Repo, App, ClusterGroup, Project)".into(),
+            "missing (one of Repo, App, ClusterGroup, Project, HealthRule)".into(),
         )
     })?;
     let kind = match kind_str {
@@ -39,12 +39,15 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
         "App" => Kind::App,
         "ClusterGroup" => Kind::ClusterGroup,
         "Project" => Kind::Project,
+        "HealthRule" => Kind::HealthRule,
         other => {
             return Err(err(
                 origin,
                 "document",
                 "kind",
-                format!("unknown kind {other:?} (expected Repo, App, ClusterGroup or Project)"),
+                format!(
+                    "unknown kind {other:?} (expected Repo, App, ClusterGroup, Project or HealthRule)"
+                ),
             ));
         }
     };
@@ -111,6 +114,12 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             v.project(&p)?;
             Resource::Project(p)
         }
+        Kind::HealthRule => {
+            let h: HealthRule = v.deserialize(value)?;
+            v.metadata(&h.metadata)?;
+            v.health_rule("spec", &h.spec)?;
+            Resource::HealthRule(h)
+        }
     };
     Ok(resource)
 }
@@ -121,6 +130,7 @@ fn subject_word(kind: Kind) -> &'static str {
         Kind::App => "app",
         Kind::ClusterGroup => "clustergroup",
         Kind::Project => "project",
+        Kind::HealthRule => "healthrule",
     }
 }
 
@@ -333,7 +343,28 @@ impl Validator<'_> {
         Ok(())
     }
 
+    /// A health rule at `base` (`spec`, `spec.healthRules[2]`): its first error.
+    fn health_rule(&self, base: &str, rule: &HealthRuleSpec) -> Result<(), ResourceError> {
+        match crate::health_rules::validate(rule).into_iter().next() {
+            Some(e) => Err(self.fail(&format!("{base}.{}", e.field), e.problem)),
+            None => Ok(()),
+        }
+    }
+
     fn project(&self, p: &Project) -> Result<(), ResourceError> {
+        if p.spec.health_rules.len() > crate::health_rules::MAX_RULES {
+            return Err(self.fail(
+                "spec.healthRules",
+                format!(
+                    "{} rules, more than the {} a Project may have",
+                    p.spec.health_rules.len(),
+                    crate::health_rules::MAX_RULES
+                ),
+            ));
+        }
+        for (i, rule) in p.spec.health_rules.iter().enumerate() {
+            self.health_rule(&format!("spec.healthRules[{i}]"), rule)?;
+        }
         if p.metadata.name == DEFAULT_PROJECT {
             return Err(self.fail(
                 "metadata.name",

@@ -55,6 +55,7 @@ fn team_a() -> Project {
             cluster_resources: Vec::new(),
             namespace_resources: NamespaceResources::default(),
             sync_windows: Vec::new(),
+            health_rules: Vec::new(),
         },
     }
 }
