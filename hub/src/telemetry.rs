@@ -6,8 +6,8 @@ pub use gitfleet_support::telemetry::*;
 pub const SERVICE_NAME: &str = "gitfleet-hub";
 
 /// Installs the hub binary's global subscriber (see [`gitfleet_support::telemetry::init`]).
-pub fn init() -> Telemetry {
-    gitfleet_support::telemetry::init(SERVICE_NAME)
+pub fn init(format: LogFormat) -> Telemetry {
+    gitfleet_support::telemetry::init(SERVICE_NAME, format)
 }
 
 /// Installs a subscriber exporting the hub's spans to `endpoint`, whatever the environment says.

@@ -35,6 +35,10 @@ struct RunArgs {
     /// Directory for the identity, desired state, status outbox and Git cache.
     #[arg(long, env = "GITFLEET_DATA_DIR")]
     data_dir: PathBuf,
+    /// How log lines are written: `text` for people, `json` (one object per line, with
+    /// `trace_id`) for log pipelines.
+    #[arg(long, env = "GITFLEET_LOG_FORMAT", default_value = "text")]
+    log_format: gitfleet_spoke::telemetry::LogFormat,
     /// Kubeconfig file; in-cluster configuration when absent.
     #[arg(long, env = "GITFLEET_KUBECONFIG")]
     kubeconfig: Option<PathBuf>,
@@ -105,7 +109,7 @@ fn main() -> anyhow::Result<()> {
 }
 
 async fn run(args: RunArgs) -> anyhow::Result<()> {
-    let telemetry = gitfleet_spoke::telemetry::init();
+    let telemetry = gitfleet_spoke::telemetry::init(args.log_format);
     allocator::return_freed_memory();
     let kube = match args.kubeconfig {
         Some(path) => KubeSource::Kubeconfig {

@@ -6,6 +6,6 @@ pub use gitfleet_support::telemetry::*;
 pub const SERVICE_NAME: &str = "gitfleet-spoke";
 
 /// Sets up logging and, when the environment names an OTLP endpoint, span export.
-pub fn init() -> Telemetry {
-    gitfleet_support::telemetry::init(SERVICE_NAME)
+pub fn init(format: LogFormat) -> Telemetry {
+    gitfleet_support::telemetry::init(SERVICE_NAME, format)
 }

@@ -12,6 +12,15 @@ use gitfleet_hub::runtime::{self, HubConfig, StoreConfig};
 #[derive(Parser)]
 #[command(name = "gitfleet-hub", version, about = "gitfleet hub")]
 struct Cli {
+    /// How log lines are written: `text` for people, `json` (one object per line, with
+    /// `trace_id`) for log pipelines.
+    #[arg(
+        long,
+        global = true,
+        env = "GITFLEET_LOG_FORMAT",
+        default_value = "text"
+    )]
+    log_format: gitfleet_hub::telemetry::LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -268,9 +277,10 @@ struct Serve {
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let telemetry = gitfleet_hub::telemetry::init();
+    let cli = Cli::parse();
+    let telemetry = gitfleet_hub::telemetry::init(cli.log_format);
     runtime::install_crypto_provider();
-    let args = match Cli::parse().command {
+    let args = match cli.command {
         Command::Serve(args) => *args,
         Command::Export {
             data_dir,

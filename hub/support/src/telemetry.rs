@@ -1,6 +1,7 @@
 //! Logs and traces of every gitfleet binary (the service name is a parameter): one tracing
 //! registry with an env filter (`RUST_LOG`, default `info`), a fmt layer whose lines start with
-//! the trace id when there is one, and an OpenTelemetry layer exporting spans over OTLP/gRPC,
+//! the trace id when there is one (or, with [`LogFormat::Json`], one JSON object per line with a
+//! `trace_id` key, for log pipelines), and an OpenTelemetry layer exporting spans over OTLP/gRPC,
 //! switched on only when `OTEL_EXPORTER_OTLP_ENDPOINT` or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` is
 //! set (off, no span leaves the process and nothing is allocated for it).
 //!
@@ -44,6 +45,44 @@ pub enum TelemetryError {
     Exporter(String),
     #[error("a global tracing subscriber is already installed in this process")]
     AlreadyInstalled,
+}
+
+/// How log lines are written to stdout.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum LogFormat {
+    /// For people: `trace_id=… 2026-12-04T05:00:00Z  INFO span{field=…}: message key=value`.
+    #[default]
+    Text,
+    /// For log pipelines (Loki, Elasticsearch, Cloud Logging): one JSON object per line with
+    /// `timestamp`, `level`, `fields` (the message and the event's fields), `span` and `spans`
+    /// (the spans the event is in, with their fields) and, inside a trace, `trace_id`.
+    Json,
+}
+
+/// A `--log-format` value that is neither `text` nor `json`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("log format {0:?} is not one of text, json")]
+pub struct UnknownLogFormat(pub String);
+
+impl std::str::FromStr for LogFormat {
+    type Err = UnknownLogFormat;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.trim().to_ascii_lowercase().as_str() {
+            "text" => Ok(LogFormat::Text),
+            "json" => Ok(LogFormat::Json),
+            _ => Err(UnknownLogFormat(s.to_owned())),
+        }
+    }
+}
+
+impl std::fmt::Display for LogFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            LogFormat::Text => "text",
+            LogFormat::Json => "json",
+        })
+    }
 }
 
 /// Keeps the exporter alive; [`Telemetry::shutdown`] sends what is still buffered.
@@ -92,7 +131,7 @@ pub fn otlp_endpoint_from_env() -> Option<String> {
 /// OTLP endpoint, as `service` (e.g. `gitfleet-hub`) unless `OTEL_SERVICE_NAME` says otherwise.
 /// Call inside the Tokio runtime (the exporter is a tonic client). A second call (tests,
 /// embedding) installs nothing.
-pub fn init(service: &'static str) -> Telemetry {
+pub fn init(service: &'static str, format: LogFormat) -> Telemetry {
     let provider = match otlp_endpoint_from_env() {
         // The exporter reads the endpoint, headers, timeout and compression from `OTEL_*`.
         Some(_) => match opentelemetry_otlp::SpanExporter::builder()
@@ -107,7 +146,7 @@ pub fn init(service: &'static str) -> Telemetry {
         },
         None => None,
     };
-    install(service, provider).unwrap_or_default()
+    install(service, provider, format).unwrap_or_default()
 }
 
 /// Installs the global subscriber exporting spans of `service` to `endpoint` (e.g.
@@ -122,7 +161,7 @@ pub fn init_with_endpoint(
         .with_endpoint(endpoint)
         .build()
         .map_err(|e| TelemetryError::Exporter(e.to_string()))?;
-    install(service, Some(provider(service, exporter)))
+    install(service, Some(provider(service, exporter)), LogFormat::Text)
 }
 
 fn provider(
@@ -142,6 +181,7 @@ fn provider(
 fn install(
     service: &'static str,
     provider: Option<SdkTracerProvider>,
+    format: LogFormat,
 ) -> Result<Telemetry, TelemetryError> {
     let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
     let otel = provider.as_ref().map(|p| {
@@ -151,19 +191,85 @@ fn install(
                 !(meta.is_span() && NOT_EXPORTED.contains(&meta.name()))
             }))
     });
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stdout());
     tracing_subscriber::registry()
         .with(filter)
         .with(otel)
-        .with(
-            tracing_subscriber::fmt::layer()
-                .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stdout()))
-                .event_format(WithTraceId(
-                    tracing_subscriber::fmt::format().with_target(false),
-                )),
-        )
+        .with(log_layer(format, ansi, std::io::stdout))
         .try_init()
         .map_err(|_| TelemetryError::AlreadyInstalled)?;
     Ok(Telemetry { provider })
+}
+
+/// The fmt layer of `format` writing to `writer`.
+fn log_layer<S, W>(
+    format: LogFormat,
+    ansi: bool,
+    writer: W,
+) -> Box<dyn tracing_subscriber::Layer<S> + Send + Sync>
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+    W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
+{
+    match format {
+        LogFormat::Text => Box::new(
+            tracing_subscriber::fmt::layer()
+                .with_ansi(ansi)
+                .with_writer(writer)
+                .event_format(WithTraceId(
+                    tracing_subscriber::fmt::format().with_target(false),
+                )),
+        ),
+        LogFormat::Json => Box::new(
+            tracing_subscriber::fmt::layer()
+                .json()
+                .with_writer(writer)
+                .event_format(JsonWithTraceId(
+                    tracing_subscriber::fmt::format()
+                        .json()
+                        .with_target(true)
+                        .with_current_span(true)
+                        .with_span_list(true),
+                )),
+        ),
+    }
+}
+
+/// The trace id of the span the current event is in, when spans are traced.
+fn current_trace_id() -> Option<opentelemetry::trace::TraceId> {
+    // The OpenTelemetry layer makes an entered span's context the current one.
+    let cx = opentelemetry::Context::current();
+    let span = cx.span();
+    let sc = span.span_context();
+    sc.is_valid().then(|| sc.trace_id())
+}
+
+/// A JSON log line with `"trace_id"` as its first key inside a trace: the JSON formatter is
+/// run into a buffer and the key put in front of its fields.
+struct JsonWithTraceId(
+    tracing_subscriber::fmt::format::Format<tracing_subscriber::fmt::format::Json>,
+);
+
+impl<S> FormatEvent<S, tracing_subscriber::fmt::format::JsonFields> for JsonWithTraceId
+where
+    S: Subscriber + for<'a> LookupSpan<'a>,
+{
+    fn format_event(
+        &self,
+        ctx: &FmtContext<'_, S, tracing_subscriber::fmt::format::JsonFields>,
+        mut writer: Writer<'_>,
+        event: &Event<'_>,
+    ) -> std::fmt::Result {
+        let Some(trace_id) = current_trace_id() else {
+            return self.0.format_event(ctx, writer, event);
+        };
+        let mut line = String::new();
+        self.0.format_event(ctx, Writer::new(&mut line), event)?;
+        match line.strip_prefix('{') {
+            Some(rest) => write!(writer, "{{\"trace_id\":\"{trace_id}\",{rest}"),
+            None => writer.write_str(&line),
+        }
+    }
 }
 
 /// Starts each log line inside a trace with `trace_id=…`, so a log line leads to its trace.
@@ -181,12 +287,8 @@ where
         mut writer: Writer<'_>,
         event: &Event<'_>,
     ) -> std::fmt::Result {
-        // The OpenTelemetry layer makes an entered span's context the current one.
-        let cx = opentelemetry::Context::current();
-        let span = cx.span();
-        let sc = span.span_context();
-        if sc.is_valid() {
-            write!(writer, "trace_id={} ", sc.trace_id())?;
+        if let Some(trace_id) = current_trace_id() {
+            write!(writer, "trace_id={trace_id} ")?;
         }
         self.0.format_event(ctx, writer, event)
     }
@@ -227,7 +329,100 @@ pub fn set_parent(span: &tracing::Span, fields: &BTreeMap<String, String>) {
 
 #[cfg(test)]
 mod tests {
+    use std::sync::{Arc, Mutex};
+
     use super::*;
+
+    /// Log lines written by a test's subscriber.
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+
+    impl std::io::Write for Lines {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Lines {
+        fn text(&self) -> String {
+            String::from_utf8(self.0.lock().unwrap().clone()).unwrap()
+        }
+    }
+
+    /// Logs `event` inside a span `sync{app="web"}` with `format`, traced when `traced`.
+    fn log_one(format: LogFormat, traced: bool) -> String {
+        let lines = Lines::default();
+        let writer = lines.clone();
+        let provider = SdkTracerProvider::builder().build();
+        let otel =
+            traced.then(|| tracing_opentelemetry::layer().with_tracer(provider.tracer("test")));
+        let subscriber =
+            tracing_subscriber::registry()
+                .with(otel)
+                .with(log_layer(format, false, move || writer.clone()));
+        tracing::subscriber::with_default(subscriber, || {
+            let span = tracing::info_span!("sync", app = "web");
+            let _entered = span.enter();
+            tracing::warn!(cluster = "eu-1", "apply failed");
+        });
+        lines.text()
+    }
+
+    #[test]
+    fn log_formats_parse_and_only_known_names() {
+        assert_eq!("json".parse::<LogFormat>(), Ok(LogFormat::Json));
+        assert_eq!(" Text ".parse::<LogFormat>(), Ok(LogFormat::Text));
+        let error = "yaml".parse::<LogFormat>().unwrap_err();
+        assert_eq!(
+            error.to_string(),
+            r#"log format "yaml" is not one of text, json"#
+        );
+        assert_eq!(LogFormat::Json.to_string(), "json");
+    }
+
+    #[test]
+    fn json_lines_carry_the_message_the_fields_the_span_and_the_trace_id() {
+        let out = log_one(LogFormat::Json, true);
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(line["level"], "WARN", "{line}");
+        assert_eq!(line["fields"]["message"], "apply failed", "{line}");
+        assert_eq!(line["fields"]["cluster"], "eu-1", "{line}");
+        assert_eq!(line["span"]["name"], "sync", "{line}");
+        assert_eq!(line["span"]["app"], "web", "{line}");
+        let trace_id = line["trace_id"].as_str().expect("a trace_id");
+        assert_eq!(trace_id.len(), 32, "{trace_id}");
+        assert!(
+            trace_id.bytes().all(|b| b.is_ascii_hexdigit()),
+            "{trace_id}"
+        );
+        assert!(out.starts_with("{\"trace_id\":"), "{out}");
+    }
+
+    #[test]
+    fn json_lines_outside_a_trace_have_no_trace_id() {
+        let out = log_one(LogFormat::Json, false);
+        let line: serde_json::Value = serde_json::from_str(out.trim()).expect("one JSON object");
+        assert_eq!(line["fields"]["message"], "apply failed", "{line}");
+        assert!(line.get("trace_id").is_none(), "{line}");
+    }
+
+    #[test]
+    fn text_lines_start_with_the_trace_id_inside_a_trace() {
+        let out = log_one(LogFormat::Text, true);
+        assert!(out.starts_with("trace_id="), "{out}");
+        assert!(
+            out.contains("sync{app=\"web\"}: apply failed cluster=\"eu-1\""),
+            "{out}"
+        );
+        assert!(
+            serde_json::from_str::<serde_json::Value>(out.trim()).is_err(),
+            "{out}"
+        );
+    }
 
     #[test]
     fn without_a_subscriber_contexts_are_empty_and_parents_are_ignored() {
