@@ -3,7 +3,9 @@
 //! Two kinds: counters and histograms the hub bumps as things happen (webhooks, polls, fetch
 //! durations, status reports, errors), and gauges of the fleet's state, filled from a
 //! [`FleetSnapshot`] at each scrape (connected spokes, Targets by sync state and health, store
-//! size, rollout progress) so that they can never drift from what the hub knows.
+//! size, rollout progress, Targets per App by sync state and health) so that they can never
+//! drift from what the hub knows; and `gitfleet_build_info`, always 1, whose labels say which
+//! build runs.
 
 use std::path::{Path, PathBuf};
 use std::sync::Mutex;
@@ -111,6 +113,13 @@ struct TargetLabels {
 }
 
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct AppTargetLabels {
+    app: String,
+    sync: String,
+    health: String,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct AppLabels {
     app: String,
 }
@@ -128,8 +137,9 @@ pub struct FleetSnapshot {
     pub clusters: usize,
     /// Of those, the ones with a live stream heard from within the heartbeat grace.
     pub connected: usize,
-    /// Every Target's last reported sync state and health (`Unknown` before any report).
-    pub targets: Vec<(SyncState, HealthState)>,
+    /// Every Target's App and last reported sync state and health (`Unknown` before any
+    /// report).
+    pub targets: Vec<(String, SyncState, HealthState)>,
     /// Every App's current (or last) rollout.
     pub rollouts: Vec<(String, RolloutProgress)>,
 }
@@ -173,6 +183,7 @@ pub struct HubMetrics {
     clusters: Gauge,
     connected: Gauge,
     targets: Family<TargetLabels, Gauge>,
+    app_targets: Family<AppTargetLabels, Gauge>,
     store_bytes: Gauge,
     rollout_wave: Family<AppLabels, Gauge>,
     rollout_waves: Family<AppLabels, Gauge>,
@@ -263,6 +274,21 @@ impl HubMetrics {
             "Targets by last reported sync state and health",
             targets.clone(),
         );
+        let app_targets = Family::<AppTargetLabels, Gauge>::default();
+        registry.register(
+            "app_targets",
+            "An App's Targets by last reported sync state and health: alert on \
+             gitfleet_app_targets{health=\"Degraded\"} > 0 per App",
+            app_targets.clone(),
+        );
+        registry.register(
+            "build",
+            "The build of the hub that runs (its labels; always 1)",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
         let store_bytes = Gauge::default();
         registry.register_with_unit(
             "store_size",
@@ -314,6 +340,7 @@ impl HubMetrics {
             clusters,
             connected,
             targets,
+            app_targets,
             store_bytes,
             rollout_wave,
             rollout_waves,
@@ -406,12 +433,18 @@ impl HubMetrics {
         self.clusters.set(count(snapshot.clusters));
         self.connected.set(count(snapshot.connected));
         self.targets.clear();
-        for (sync, health) in &snapshot.targets {
-            self.targets
-                .get_or_create(&TargetLabels {
-                    sync: format!("{sync:?}"),
-                    health: format!("{health:?}"),
+        self.app_targets.clear();
+        for (app, sync, health) in &snapshot.targets {
+            let (sync, health) = (format!("{sync:?}"), format!("{health:?}"));
+            self.app_targets
+                .get_or_create(&AppTargetLabels {
+                    app: app.clone(),
+                    sync: sync.clone(),
+                    health: health.clone(),
                 })
+                .inc();
+            self.targets
+                .get_or_create(&TargetLabels { sync, health })
                 .inc();
         }
         // Apps deleted since the last scrape disappear.
@@ -467,9 +500,10 @@ mod tests {
             clusters: 3,
             connected: 2,
             targets: vec![
-                (SyncState::Synced, HealthState::Healthy),
-                (SyncState::Synced, HealthState::Healthy),
-                (SyncState::Failed, HealthState::Unknown),
+                ("web".to_owned(), SyncState::Synced, HealthState::Healthy),
+                ("db".to_owned(), SyncState::Synced, HealthState::Healthy),
+                ("web".to_owned(), SyncState::Synced, HealthState::Healthy),
+                ("web".to_owned(), SyncState::Failed, HealthState::Unknown),
             ],
             rollouts: Vec::new(),
         });
@@ -483,16 +517,33 @@ mod tests {
         );
         assert_eq!(
             line(&text, "gitfleet_targets{sync=\"Synced\""),
-            Some("gitfleet_targets{sync=\"Synced\",health=\"Healthy\"} 2")
+            Some("gitfleet_targets{sync=\"Synced\",health=\"Healthy\"} 3")
         );
+        for expected in [
+            "gitfleet_app_targets{app=\"web\",sync=\"Synced\",health=\"Healthy\"} 2",
+            "gitfleet_app_targets{app=\"web\",sync=\"Failed\",health=\"Unknown\"} 1",
+            "gitfleet_app_targets{app=\"db\",sync=\"Synced\",health=\"Healthy\"} 1",
+            concat!(
+                "gitfleet_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
+        ] {
+            assert!(text.lines().any(|l| l == expected), "{expected} in\n{text}");
+        }
         // A state nobody is in any more disappears instead of keeping its last count.
         let text = m.encode(&FleetSnapshot {
             clusters: 3,
             connected: 3,
-            targets: vec![(SyncState::Synced, HealthState::Healthy)],
+            targets: vec![("web".to_owned(), SyncState::Synced, HealthState::Healthy)],
             rollouts: Vec::new(),
         });
         assert_eq!(line(&text, "gitfleet_targets{sync=\"Failed\""), None);
+        assert!(!text.contains("app=\"db\""), "{text}");
+        assert!(
+            !text.contains("gitfleet_app_targets{app=\"web\",sync=\"Failed\""),
+            "{text}"
+        );
         assert!(text.ends_with("# EOF\n"), "{text}");
     }
 

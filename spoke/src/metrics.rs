@@ -107,6 +107,14 @@ impl SpokeMetrics {
             "apply_duration",
             "Time to apply a Target's objects (server-side apply) and prune",
         );
+        registry.register(
+            "build",
+            "The build of the spoke that runs (its labels; always 1)",
+            prometheus_client::metrics::info::Info::new(vec![(
+                "version".to_owned(),
+                env!("CARGO_PKG_VERSION").to_owned(),
+            )]),
+        );
         let reports = Counter::default();
         registry.register(
             "status_reports",
@@ -269,6 +277,11 @@ mod tests {
             "gitfleet_spoke_render_duration_seconds_count 0",
             "gitfleet_spoke_errors_total{kind=\"apply\"} 1",
             "gitfleet_spoke_connected 0",
+            concat!(
+                "gitfleet_spoke_build_info{version=\"",
+                env!("CARGO_PKG_VERSION"),
+                "\"} 1"
+            ),
         ] {
             assert!(has(&text, line), "{line} in\n{text}");
         }

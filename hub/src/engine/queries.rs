@@ -285,16 +285,18 @@ impl Engine {
 
     /// Every Target's last sync and health (from memory), for gauges; a Target with no report
     /// yet counts with the defaults a missing report shows.
-    pub fn target_states(&self) -> Vec<(crate::model::SyncState, crate::model::HealthState)> {
+    pub fn target_states(
+        &self,
+    ) -> Vec<(String, crate::model::SyncState, crate::model::HealthState)> {
         let state = self.lock();
         let mut out = Vec::new();
         for (c, tx) in &state.desired {
             for a in tx.borrow().desired.targets.keys() {
                 out.push(match self.store.report_summary(c, a) {
-                    Some(r) => (r.sync, r.health),
+                    Some(r) => (a.clone(), r.sync, r.health),
                     None => {
                         let r = TargetReport::default();
-                        (r.sync, r.health)
+                        (a.clone(), r.sync, r.health)
                     }
                 });
             }
