@@ -290,3 +290,47 @@ async fn a_spoke_link_on_a_runtime_of_its_own_converges_and_lives_there() {
     }
     fleet.shutdown().await;
 }
+
+/// `gitfleet version` names the client's build and the build of the hub that answered;
+/// `--client` names only the client's and needs no hub.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn version_names_the_client_and_the_hub() {
+    let fleet = Fleet::start(FleetOptions::new(Vec::new())).await.unwrap();
+    let out = fleet.cli(&["version", "-o", "json"]).await.unwrap();
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let hub_version = env!("CARGO_PKG_VERSION");
+    assert_eq!(report["clientVersion"], hub_version, "{out}");
+    assert_eq!(report["hubVersion"], hub_version, "{out}");
+    assert!(
+        report["hub"]
+            .as_str()
+            .is_some_and(|h| h.starts_with("https://")),
+        "{out}"
+    );
+    let text = fleet.cli(&["version"]).await.unwrap();
+    assert!(
+        text.starts_with(&format!(
+            "Client Version: {hub_version}\nHub Version:    {hub_version} (https://"
+        )),
+        "{text}"
+    );
+
+    let mut out = Vec::new();
+    gitfleet_cli::cli::run_args(
+        vec![
+            "gitfleet",
+            "--config",
+            "/nonexistent/gitfleet-config",
+            "version",
+            "--client",
+            "-o",
+            "json",
+        ],
+        &mut out,
+    )
+    .await
+    .unwrap();
+    let report: serde_json::Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(report["clientVersion"], hub_version, "{report}");
+    assert!(report.get("hubVersion").is_none(), "{report}");
+}

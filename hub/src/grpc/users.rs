@@ -149,6 +149,7 @@ impl Users for UsersService {
             role: caller.user.role.to_string(),
             projects,
             certificate_expires_unix: caller.cert.not_after_unix,
+            hub_version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
     }
 }

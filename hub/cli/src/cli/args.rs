@@ -175,6 +175,9 @@ pub enum Command {
     /// Who the hub takes you for: your user, role, Projects and certificate expiry
     Whoami,
 
+    /// The versions of this client and of the hub it talks to
+    Version(VersionArgs),
+
     /// The audit log: every change made through the hub's API, who made it and how it ended
     #[command(after_help = AUDIT_EXAMPLES)]
     Audit(AuditArgs),
@@ -976,4 +979,11 @@ pub struct EventsArgs {
     /// How often --watch polls the hub
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct VersionArgs {
+    /// Only this client's version: no connection to the hub
+    #[arg(long)]
+    pub client: bool,
 }

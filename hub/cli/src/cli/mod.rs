@@ -586,6 +586,26 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 )
             }))
         }
+        Command::Version(v) => {
+            let mut report = users::VersionReport {
+                client_version: env!("CARGO_PKG_VERSION").to_owned(),
+                hub_version: None,
+                hub: None,
+            };
+            if !v.client {
+                let mut client = connect().await?;
+                let response = client.whoami().await?;
+                report.hub = Some(client.server().to_owned());
+                report.hub_version = Some(if response.hub_version.is_empty() {
+                    "unknown (older than 0.1.0)".to_owned()
+                } else {
+                    response.hub_version
+                });
+            }
+            Ok(output::render(format, &report, || {
+                users::version_text(&report)
+            }))
+        }
         Command::Whoami => {
             let mut client = connect().await?;
             let response = client.whoami().await?;

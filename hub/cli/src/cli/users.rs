@@ -179,6 +179,30 @@ pub fn whoami_text(report: &WhoamiReport, server: &str, style: Style) -> String 
     )
 }
 
+/// `version -o json|yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct VersionReport {
+    pub client_version: String,
+    /// Absent with `--client`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub_version: Option<String>,
+    /// The hub's address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hub: Option<String>,
+}
+
+pub fn version_text(report: &VersionReport) -> String {
+    let mut out = format!("Client Version: {}\n", report.client_version);
+    if let Some(hub) = &report.hub_version {
+        out.push_str(&format!(
+            "Hub Version:    {hub} ({})\n",
+            report.hub.as_deref().unwrap_or("-")
+        ));
+    }
+    out
+}
+
 /// `audit -o json|yaml`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
