@@ -334,3 +334,78 @@ async fn version_names_the_client_and_the_hub() {
     assert_eq!(report["clientVersion"], hub_version, "{report}");
     assert!(report.get("hubVersion").is_none(), "{report}");
 }
+
+/// `get clusters` lists clusters as `cluster list` does; `-l` filters clusters by their labels
+/// and resources by `metadata.labels`, in kubectl's syntax; a selector that does not parse says
+/// what is wrong with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn get_filters_clusters_and_resources_by_label_selector() {
+    let mut fleet = Fleet::start(three_clusters()).await.unwrap();
+    let names = |out: &str, list: &str| -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        let items = if list.is_empty() { &v } else { &v[list] };
+        let mut names: Vec<String> = items
+            .as_array()
+            .unwrap_or_else(|| panic!("{out}"))
+            .iter()
+            .map(|c| {
+                c["name"]
+                    .as_str()
+                    .or_else(|| c["metadata"]["name"].as_str())
+                    .unwrap()
+                    .to_owned()
+            })
+            .collect();
+        names.sort();
+        names
+    };
+    let out = fleet
+        .cli(&["get", "clusters", "-l", "env=prod", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(names(&out, "clusters"), ["prod-a", "prod-b"], "{out}");
+    let out = fleet
+        .cli(&["cluster", "list", "-l", "env notin (prod)", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(names(&out, "clusters"), ["dev-a"], "{out}");
+    let table = fleet.cli(&["get", "cluster", "dev-a"]).await.unwrap();
+    assert!(
+        table.contains("dev-a") && !table.contains("prod-a"),
+        "{table}"
+    );
+    let missing = fleet.cli(&["get", "cluster", "nope"]).await.unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("cluster \"nope\" not found"),
+        "{missing:#}"
+    );
+    let bad = fleet
+        .cli(&["get", "clusters", "-l", "env in prod"])
+        .await
+        .unwrap_err();
+    assert!(
+        format!("{bad:#}").contains("label selector \"env in prod\""),
+        "{bad:#}"
+    );
+
+    let yaml = format!(
+        "{}---\n{}---\n{}",
+        fleet.repo_yaml("platform"),
+        app_yaml("shop", "apps/shop", "prod").replace(
+            "metadata: { name: shop }",
+            "metadata: { name: shop, labels: { team: a } }"
+        ),
+        app_yaml("blog", "apps/blog", "dev"),
+    );
+    fleet.apply_yaml(&yaml).await.unwrap();
+    let out = fleet
+        .cli(&["get", "apps", "-l", "team=a", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(names(&out, "items"), ["shop"], "{out}");
+    let out = fleet
+        .cli(&["get", "apps", "-l", "!team", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(names(&out, "items"), ["blog"], "{out}");
+}

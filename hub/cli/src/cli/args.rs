@@ -307,6 +307,9 @@ pub enum KindArg {
     Projects,
     #[value(name = "healthrules", aliases = ["healthrule", "hr"])]
     HealthRules,
+    /// Registered clusters, as `cluster list` shows them (get only)
+    #[value(name = "clusters", aliases = ["cluster"])]
+    Clusters,
     /// Every kind (get only)
     #[value(name = "all")]
     All,
@@ -321,6 +324,7 @@ impl KindArg {
             KindArg::ClusterGroups => "ClusterGroup",
             KindArg::Projects => "Project",
             KindArg::HealthRules => "HealthRule",
+            KindArg::Clusters => "Cluster",
             KindArg::All => "",
         }
     }
@@ -328,11 +332,17 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups, projects, healthrules (or singulars), or all
+    /// What to list: repos, apps, clustergroups, projects, healthrules, clusters (or
+    /// singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     /// Only this resource
     pub name: Option<String>,
+    /// Only those whose labels match, in kubectl's syntax: `env=prod,tier!=edge`,
+    /// `region in (eu,us)`, `gpu`, `!legacy` (clusters: their labels; resources:
+    /// metadata.labels)
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -611,6 +621,9 @@ pub struct ClusterListArgs {
     /// Also list revoked clusters (their names stay refused), marked as revoked
     #[arg(short = 'A', long)]
     pub all: bool,
+    /// Only clusters whose labels match, in kubectl's syntax (`env=prod,region in (eu,us)`)
+    #[arg(short = 'l', long = "selector")]
+    pub selector: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

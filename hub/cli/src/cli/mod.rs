@@ -103,6 +103,10 @@ pub enum CliError {
     NoSuchToken { id: String },
     #[error("`all` lists every kind; delete needs one of repo, app or clustergroup")]
     DeleteAll,
+    #[error("clusters are not deleted: revoke one with `gitfleet cluster revoke NAME`")]
+    DeleteCluster,
+    #[error("label selector {selector:?}: {problem}")]
+    Selector { selector: String, problem: String },
     #[error("cannot write output: {0}")]
     Output(#[source] std::io::Error),
     #[error("timed out after {after} waiting for Targets to be synced and healthy: {pending}")]
@@ -126,7 +130,11 @@ impl CliError {
     /// What the process exits with: 2 for usage errors, 1 for everything else.
     pub fn exit_code(&self) -> u8 {
         match self {
-            CliError::Usage(_) | CliError::DeleteAll | CliError::DiffFailed(_) => 2,
+            CliError::Usage(_)
+            | CliError::DeleteAll
+            | CliError::DeleteCluster
+            | CliError::Selector { .. }
+            | CliError::DiffFailed(_) => 2,
             _ => 1,
         }
     }
@@ -273,12 +281,39 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             }))
         }
         Command::Get(g) => {
+            let selector = g.selector.as_deref().map(parse_selector).transpose()?;
             let name = g.name.clone().unwrap_or_default();
+            if g.kind == KindArg::Clusters {
+                let mut clusters = connect().await?.list_clusters().await?;
+                clusters.retain(|c| {
+                    !c.revoked
+                        && (name.is_empty() || c.name == name)
+                        && selects(selector.as_ref(), c.labels.iter())
+                });
+                if g.name.is_some() && clusters.is_empty() {
+                    return Err(CliError::NoSuchCluster { name });
+                }
+                let report = output::cluster_list_report(&clusters);
+                return Ok(output::render(format, &report, || {
+                    output::cluster_table(&report, style)
+                }));
+            }
             let docs = connect().await?.get(g.kind.api_kind(), &name).await?;
             if g.name.is_some() && docs.is_empty() {
                 return Err(not_found(g.kind, &name));
             }
-            let values = output::resource_values(&docs);
+            let mut values = output::resource_values(&docs);
+            if let Some(selector) = &selector {
+                values.retain(|v| {
+                    let labels = v
+                        .pointer("/metadata/labels")
+                        .and_then(|l| l.as_object())
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|(k, v)| Some((k, v.as_str()?)));
+                    selects(Some(selector), labels)
+                });
+            }
             let table = output::resources_table(&values, style);
             let document = output::resource_document(values, g.name.is_some());
             Ok(output::render(format, &document, || table))
@@ -286,6 +321,9 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
         Command::Delete(d) => {
             if d.kind == KindArg::All {
                 return Err(CliError::DeleteAll);
+            }
+            if d.kind == KindArg::Clusters {
+                return Err(CliError::DeleteCluster);
             }
             let deleted = connect().await?.delete(d.kind.api_kind(), &d.name).await?;
             if !deleted {
@@ -351,9 +389,11 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             }))
         }
         Command::Cluster(ClusterCommand::List(l)) => {
+            let selector = l.selector.as_deref().map(parse_selector).transpose()?;
             let mut clusters = connect().await?.list_clusters().await?;
             // A revoked cluster is no ordinary disconnected one: it never comes back.
-            clusters.retain(|c| l.all || !c.revoked);
+            clusters
+                .retain(|c| (l.all || !c.revoked) && selects(selector.as_ref(), c.labels.iter()));
             let report = output::cluster_list_report(&clusters);
             Ok(output::render(format, &report, || {
                 output::cluster_table(&report, style)
@@ -679,8 +719,30 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
     }
 }
 
+/// A `-l` selector in kubectl's syntax.
+fn parse_selector(text: &str) -> Result<gitfleet_core::resources::LabelSelector, CliError> {
+    gitfleet_core::fleet::freeze::parse_selector(text).map_err(|problem| CliError::Selector {
+        selector: text.to_owned(),
+        problem,
+    })
+}
+
+/// Whether `labels` match `selector` (no selector: everything).
+fn selects<'a>(
+    selector: Option<&gitfleet_core::resources::LabelSelector>,
+    labels: impl Iterator<Item = (&'a String, impl AsRef<str>)>,
+) -> bool {
+    selector.is_none_or(|s| {
+        let labels = labels
+            .map(|(k, v)| (k.clone(), v.as_ref().to_owned()))
+            .collect();
+        gitfleet_core::fleet::placement::selector_matches(s, &labels)
+    })
+}
+
 fn not_found(kind: KindArg, name: &str) -> CliError {
     let plural = match kind {
+        KindArg::Clusters => "clusters",
         KindArg::Repos => "repos",
         KindArg::Apps => "apps",
         KindArg::ClusterGroups => "clustergroups",
