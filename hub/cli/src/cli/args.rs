@@ -373,6 +373,10 @@ pub struct StatusArgs {
     /// How long --wait waits
     #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = parse_duration, requires = "wait")]
     pub timeout: Duration,
+    /// With --wait: wait until every Target runs this commit (an id or a prefix of one, as
+    /// `git rev-parse --short` prints it), not only its current desired revision
+    #[arg(long, value_name = "COMMIT", requires = "wait", value_parser = parse_revision)]
+    pub revision: Option<String>,
     /// How often --watch and --wait poll the hub
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
@@ -999,4 +1003,16 @@ pub struct VersionArgs {
     /// Only this client's version: no connection to the hub
     #[arg(long)]
     pub client: bool,
+}
+
+/// A commit id or a prefix of one: hex, 4 to 40 characters.
+fn parse_revision(text: &str) -> Result<String, String> {
+    let ok = (4..=40).contains(&text.len()) && text.bytes().all(|b| b.is_ascii_hexdigit());
+    if ok {
+        Ok(text.to_ascii_lowercase())
+    } else {
+        Err(format!(
+            "{text:?} is not a commit id or a prefix of one (4 to 40 hex characters)"
+        ))
+    }
 }

@@ -318,13 +318,26 @@ impl TargetReport {
     }
 }
 
-/// Whether `status --wait` is done: at least one Target, and every Target converged.
-pub fn converged(report: &StatusReport) -> bool {
-    !report.targets.is_empty() && report.targets.iter().all(TargetReport::converged)
+/// Whether `status --wait` is done: at least one Target, and every Target converged (at
+/// `revision`, a commit id or a prefix of one, when given: `status --wait --revision`).
+pub fn converged(report: &StatusReport, revision: Option<&str>) -> bool {
+    !report.targets.is_empty() && report.targets.iter().all(|t| t.converged_at(revision))
+}
+
+impl TargetReport {
+    /// Converged, and at `revision` when one is given.
+    pub fn converged_at(&self, revision: Option<&str>) -> bool {
+        self.converged()
+            && revision.is_none_or(|r| {
+                self.applied_revision
+                    .to_ascii_lowercase()
+                    .starts_with(&r.to_ascii_lowercase())
+            })
+    }
 }
 
 /// What `status --wait` is still waiting for, in words.
-pub fn pending(report: &StatusReport) -> String {
+pub fn pending(report: &StatusReport, revision: Option<&str>) -> String {
     if report.targets.is_empty() {
         return "no Targets match (is the App applied, and are its clusters registered? see \
                 `gitfleet cluster list`)"
@@ -333,7 +346,7 @@ pub fn pending(report: &StatusReport) -> String {
     let waiting: Vec<String> = report
         .targets
         .iter()
-        .filter(|t| !t.converged())
+        .filter(|t| !t.converged_at(revision))
         .map(|t| {
             let mut line = format!(
                 "{} on {} is {}/{} at {} (wants {})",
@@ -342,7 +355,7 @@ pub fn pending(report: &StatusReport) -> String {
                 t.sync,
                 t.health,
                 short_revision(&t.applied_revision),
-                short_revision(&t.desired_revision)
+                short_revision(revision.unwrap_or(&t.desired_revision))
             );
             if !t.message.is_empty() {
                 line.push_str(&format!(": {}", t.message));

@@ -32,7 +32,7 @@ pub(super) async fn status(
             color,
             now_unix: now_unix(),
         };
-        let done = args.wait && output::converged(&report);
+        let done = args.wait && output::converged(&report, args.revision.as_deref());
         let timed_out = !done && deadline.is_some_and(|d| Instant::now() >= d);
         if args.watch {
             if last.as_ref() != Some(&report) {
@@ -51,7 +51,7 @@ pub(super) async fn status(
         if timed_out {
             return Err(CliError::WaitTimeout {
                 after: humantime::format_duration(args.timeout).to_string(),
-                pending: output::pending(&report),
+                pending: output::pending(&report, args.revision.as_deref()),
             });
         }
         last = Some(report);

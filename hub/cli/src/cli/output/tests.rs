@@ -622,9 +622,9 @@ fn resources_are_listed_repos_first_then_by_name() {
 #[test]
 fn converged_means_synced_and_healthy_at_the_desired_revision() {
     let good = target("web", "dev-1");
-    assert!(converged(&status_report(std::slice::from_ref(&good))));
+    assert!(converged(&status_report(std::slice::from_ref(&good)), None));
     assert!(
-        !converged(&status_report(&[])),
+        !converged(&status_report(&[]), None),
         "nothing to wait for is not done"
     );
 
@@ -638,18 +638,32 @@ fn converged_means_synced_and_healthy_at_the_desired_revision() {
     unknown.applied_revision = String::new();
     for t in [&behind, &degraded, &unknown] {
         assert!(
-            !converged(&status_report(&[good.clone(), t.clone()])),
+            !converged(&status_report(&[good.clone(), t.clone()]), None),
             "{t:?}"
         );
     }
 
+    // --revision: converged at its desired revision is not enough when that is not the one asked
+    // for; a prefix, in either case, names it.
+    let at_good = status_report(std::slice::from_ref(&good));
+    assert!(converged(&at_good, Some(&REV_A[..7])));
+    assert!(converged(&at_good, Some(&REV_A.to_ascii_uppercase()[..10])));
+    assert!(!converged(&at_good, Some(&REV_B[..7])));
+    assert_eq!(
+        pending(&at_good, Some(&REV_B[..8])),
+        format!(
+            "1 of 1 not yet: web on dev-1 is Synced/Healthy at 1a2b3c4d (wants {})",
+            &REV_B[..8]
+        )
+    );
+
     let report = status_report(&[good, behind, degraded]);
     assert_eq!(
-        pending(&report),
+        pending(&report, None),
         "2 of 3 not yet: web on prod-1 is Synced/Healthy at ffeeddcc (wants 1a2b3c4d); \
          web on prod-2 is Synced/Degraded at 1a2b3c4d (wants 1a2b3c4d): 1/3 replicas available"
     );
-    assert!(pending(&status_report(&[])).starts_with("no Targets match"));
+    assert!(pending(&status_report(&[]), None).starts_with("no Targets match"));
 }
 
 fn pending_cluster(name: &str, requested_at: i64) -> pb::PendingCluster {
