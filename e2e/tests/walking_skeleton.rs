@@ -409,3 +409,55 @@ async fn get_filters_clusters_and_resources_by_label_selector() {
         .unwrap();
     assert_eq!(names(&out, "items"), ["blog"], "{out}");
 }
+
+/// `gitfleet repo refresh --wait` has a Repo that polls once an hour fetch now and names the
+/// commit it found; an unknown Repo is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn repo_refresh_fetches_now_and_waits_for_the_fetch() {
+    let mut fleet = Fleet::start(FleetOptions::new(Vec::new())).await.unwrap();
+    fleet.git.write("apps/a/cm.yaml", CONFIGMAP).unwrap();
+    let v1 = fleet.git.commit("v1").unwrap();
+    let repo = fleet
+        .repo_yaml("platform")
+        .replace("pollInterval: 200ms", "pollInterval: 1h");
+    fleet.apply_yaml(&repo).await.unwrap();
+    let at = |out: &str| -> String {
+        let v: serde_json::Value = serde_json::from_str(out).unwrap();
+        v["status"]["commit"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    };
+    // The first fetch follows the apply: once it is done, the Repo fetches again only when asked.
+    let deadline = tokio::time::Instant::now() + DEADLINE;
+    loop {
+        let out = fleet
+            .cli(&["get", "repo", "platform", "-o", "json"])
+            .await
+            .unwrap();
+        if at(&out) == v1 {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "never fetched: {out}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    fleet.git.write("apps/a/other.yaml", SERVICE).unwrap();
+    let v2 = fleet.git.commit("v2").unwrap();
+    let out = fleet
+        .cli(&["repo", "refresh", "platform", "--wait", "-o", "json"])
+        .await
+        .unwrap();
+    assert_eq!(at(&out), v2, "{out}");
+    let text = fleet.cli(&["repo", "refresh", "platform"]).await.unwrap();
+    assert_eq!(text, "repo/platform: fetch requested\n");
+
+    let missing = fleet.cli(&["repo", "refresh", "nope"]).await.unwrap_err();
+    assert!(
+        format!("{missing:#}").contains("Repo \"nope\" not found"),
+        "{missing:#}"
+    );
+}

@@ -82,6 +82,8 @@ pub enum Action {
     RolloutStatus,
     RolloutHistory,
     Whoami,
+    /// Fetch a Repo now: a read, as Argo CD's refresh (see the RPC).
+    RefreshRepo,
     // Changes to Apps and their rollouts: an operator of the App's Project, or an admin. An
     // `Apply` or `Delete` of anything but an App is the admins'.
     Apply,
@@ -135,6 +137,7 @@ impl Action {
             Action::RolloutStatus => "rollout status",
             Action::RolloutHistory => "rollout history",
             Action::Whoami => "whoami",
+            Action::RefreshRepo => "repo refresh",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "rollout pause",
@@ -172,6 +175,7 @@ impl Action {
             Action::RolloutStatus => "read rollouts",
             Action::RolloutHistory => "read rollout history",
             Action::Whoami => "ask whoami",
+            Action::RefreshRepo => "refresh repos",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "pause rollouts",
@@ -208,6 +212,7 @@ impl Action {
             | Action::RolloutStatus
             | Action::RolloutHistory
             | Action::Whoami
+            | Action::RefreshRepo
             | Action::ListFreezes => Needs::Read,
             Action::Apply
             | Action::Delete

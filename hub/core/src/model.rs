@@ -418,6 +418,11 @@ pub struct RepoStatus {
     pub refused_commit: String,
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub refused_reason: String,
+    /// Fetches finished since the hub first fetched the Repo (successful or not): what
+    /// `gitfleet repo refresh --wait` waits to see grow, where a time in seconds would not
+    /// tell two fetches of one second apart.
+    #[serde(default)]
+    pub fetches: u64,
 }
 
 /// One row of `gitfleet status`: a Target's desired and reported state.

@@ -197,6 +197,7 @@ impl Engine {
         }
         let mut status = self.store.repo_status(name)?.unwrap_or_default();
         status.last_fetch_unix = now;
+        status.fetches = status.fetches.wrapping_add(1);
         let resolved = match fetched {
             Ok(r) => r,
             Err(e) => {

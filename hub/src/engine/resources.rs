@@ -571,6 +571,7 @@ fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
         "ref": s.git_ref,
         "lastFetchUnix": s.last_fetch_unix,
         "lastSuccessUnix": s.last_success_unix,
+        "fetches": s.fetches,
         "error": s.error,
     });
     if !s.signed_by.is_empty() {

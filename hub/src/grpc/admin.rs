@@ -260,6 +260,25 @@ impl Admin for AdminService {
         Ok(Response::new(convert::create_token_response(token)))
     }
 
+    async fn refresh_repo(
+        &self,
+        request: Request<pb::RefreshRepoRequest>,
+    ) -> Result<Response<pb::RefreshRepoResponse>, Status> {
+        let caller = reader(&self.engine, &request, Action::RefreshRepo)?;
+        let name = request.into_inner().name;
+        if name.is_empty() {
+            return Err(Status::invalid_argument("name: a Repo's name is required"));
+        }
+        if self.engine.get(Some(Kind::Repo), Some(&name))?.is_empty() {
+            return Err(Status::not_found(format!(
+                "Repo {name:?} not found; list what exists with `gitfleet get repos`"
+            )));
+        }
+        self.engine.fetch_now(vec![name.clone()]).await?;
+        info!(user = %caller.name(), repo = %name, "repo refresh");
+        Ok(Response::new(pb::RefreshRepoResponse {}))
+    }
+
     async fn list_clusters(
         &self,
         request: Request<pb::ListClustersRequest>,

@@ -152,6 +152,10 @@ pub enum Command {
     #[command(subcommand)]
     Cluster(ClusterCommand),
 
+    /// Repos: fetch one now
+    #[command(subcommand)]
+    Repo(RepoCommand),
+
     /// Follow and steer an App's rollout: status, pause, resume, promote, rollback, history
     #[command(subcommand)]
     Rollout(RolloutCommand),
@@ -1015,4 +1019,22 @@ fn parse_revision(text: &str) -> Result<String, String> {
             "{text:?} is not a commit id or a prefix of one (4 to 40 hex characters)"
         ))
     }
+}
+
+#[derive(Debug, Subcommand)]
+pub enum RepoCommand {
+    /// Fetch a Repo now instead of at its next poll (what a push webhook does)
+    Refresh(RepoRefreshArgs),
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct RepoRefreshArgs {
+    /// The Repo's name
+    pub name: String,
+    /// Wait for the fetch to finish and print what the Repo is at (or why the fetch failed)
+    #[arg(long)]
+    pub wait: bool,
+    /// How long --wait waits
+    #[arg(long, value_name = "DURATION", default_value = "2m", value_parser = parse_duration, requires = "wait")]
+    pub timeout: Duration,
 }

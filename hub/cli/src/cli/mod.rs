@@ -30,7 +30,7 @@ pub use args::{Cli, ColorChoice, Command, OutputFormat};
 use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{
-    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, RolloutCommand,
+    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, RepoCommand, RolloutCommand,
     TokenCommand, UserCommand,
 };
 use documents::DocumentError;
@@ -105,6 +105,12 @@ pub enum CliError {
     DeleteAll,
     #[error("clusters are not deleted: revoke one with `gitfleet cluster revoke NAME`")]
     DeleteCluster,
+    #[error("repo/{repo}: fetch failed: {error}")]
+    RefreshFailed { repo: String, error: String },
+    #[error(
+        "repo/{repo}: no fetch finished within {after}; the hub may be busy with other Repos (see `gitfleet get repo {repo}`)"
+    )]
+    RefreshTimeout { repo: String, after: String },
     #[error("label selector {selector:?}: {problem}")]
     Selector { selector: String, problem: String },
     #[error("cannot write output: {0}")]
@@ -625,6 +631,55 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                     report.name
                 )
             }))
+        }
+        Command::Repo(RepoCommand::Refresh(r)) => {
+            let mut client = connect().await?;
+            let fetched_at = |docs: &[pb::ResourceDocument]| {
+                output::resource_values(docs)
+                    .first()
+                    .and_then(|v| v.pointer("/status/fetches").and_then(|t| t.as_u64()))
+                    .unwrap_or(0)
+            };
+            let before = fetched_at(&client.get("Repo", &r.name).await?);
+            client.refresh_repo(&r.name).await?;
+            if !r.wait {
+                return Ok(output::render(
+                    format,
+                    &serde_json::json!({"repo": r.name, "refresh": "requested"}),
+                    || format!("repo/{}: fetch requested\n", r.name),
+                ));
+            }
+            let deadline = tokio::time::Instant::now() + r.timeout;
+            loop {
+                let docs = client.get("Repo", &r.name).await?;
+                if fetched_at(&docs) > before {
+                    let repo = output::resource_values(&docs).remove(0);
+                    let status = &repo["status"];
+                    let error = status["error"].as_str().unwrap_or_default();
+                    if !error.is_empty() {
+                        return Err(CliError::RefreshFailed {
+                            repo: r.name,
+                            error: error.to_owned(),
+                        });
+                    }
+                    let commit = status["commit"].as_str().unwrap_or_default();
+                    let at = status["ref"].as_str().unwrap_or_default();
+                    return Ok(output::render(format, &repo, || {
+                        format!(
+                            "repo/{} fetched: {at} at {}\n",
+                            r.name,
+                            commit.get(..8).unwrap_or(commit)
+                        )
+                    }));
+                }
+                if tokio::time::Instant::now() >= deadline {
+                    return Err(CliError::RefreshTimeout {
+                        repo: r.name,
+                        after: humantime::format_duration(r.timeout).to_string(),
+                    });
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(250)).await;
+            }
         }
         Command::Version(v) => {
             let mut report = users::VersionReport {

@@ -110,6 +110,18 @@ impl AdminClient {
         Ok(self.check(response)?.revoked)
     }
 
+    /// Asks the hub to fetch Repo `name` now.
+    pub async fn refresh_repo(&mut self, name: &str) -> Result<(), ClientError> {
+        let response = self
+            .inner
+            .refresh_repo(pb::RefreshRepoRequest {
+                name: name.to_owned(),
+            })
+            .await;
+        self.check(response)?;
+        Ok(())
+    }
+
     pub async fn whoami(&mut self) -> Result<pb::WhoamiResponse, ClientError> {
         let response = self.users.whoami(pb::WhoamiRequest {}).await;
         self.check(response)

@@ -8,7 +8,7 @@ fn user(role: Role, projects: &[&str]) -> Subject {
     }
 }
 
-const ALL_ACTIONS: [Action; 31] = [
+const ALL_ACTIONS: [Action; 32] = [
     Action::Get,
     Action::Status,
     Action::ListClusters,
@@ -17,6 +17,7 @@ const ALL_ACTIONS: [Action; 31] = [
     Action::RolloutStatus,
     Action::RolloutHistory,
     Action::Whoami,
+    Action::RefreshRepo,
     Action::Apply,
     Action::Delete,
     Action::PauseRollout,
