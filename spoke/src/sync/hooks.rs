@@ -196,6 +196,14 @@ pub fn is_hook_body(metadata: &Map<String, Value>) -> bool {
         })
 }
 
+/// The value of the hook annotation that decides what an object is (gitfleet's, Argo CD's, then
+/// Helm's): what a person wrote, to show next to a hook that was not run.
+pub fn hook_annotation(body: &Value) -> Option<&str> {
+    [ANNOTATION_HOOK, ARGO_HOOK, HELM_HOOK]
+        .into_iter()
+        .find_map(|key| annotation(body, key))
+}
+
 fn annotation<'v>(body: &'v Value, key: &str) -> Option<&'v str> {
     body.get("metadata")?.get("annotations")?.get(key)?.as_str()
 }
@@ -410,19 +418,23 @@ pub fn gate<'a>(objects: impl IntoIterator<Item = (String, Health, &'a str)>) ->
     }
 }
 
-/// Why later waves were not applied, when wave `wave` did not become healthy.
-pub fn wave_not_healthy(wave: i32, gate: &Gate, timeout: std::time::Duration) -> String {
+/// What keeps a gate closed: `is degraded: ...` or `did not become healthy within Ns: ...`
+/// (empty for an open gate).
+pub fn unhealthy_because(gate: &Gate, timeout: std::time::Duration) -> String {
     match gate {
-        Gate::Broken(names) => {
-            format!("not applied: wave {wave} is degraded: {}", names.join(", "))
-        }
+        Gate::Broken(names) => format!("is degraded: {}", names.join(", ")),
         Gate::Wait(names) => format!(
-            "not applied: wave {wave} did not become healthy within {}s: {}",
+            "did not become healthy within {}s: {}",
             timeout.as_secs(),
             names.join(", ")
         ),
         Gate::Open => String::new(),
     }
+}
+
+/// What failed when wave `wave` did not become healthy (`wave 0 is degraded: ...`).
+pub fn wave_not_healthy(wave: i32, gate: &Gate, timeout: std::time::Duration) -> String {
+    format!("wave {wave} {}", unhealthy_because(gate, timeout))
 }
 
 #[cfg(test)]

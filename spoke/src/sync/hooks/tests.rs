@@ -396,9 +396,10 @@ fn a_wave_opens_the_gate_only_when_all_of_it_is_healthy() {
         "{message}"
     );
     let message = wave_not_healthy(-1, &broken, std::time::Duration::from_secs(5));
-    assert!(
-        message.contains("wave -1 is degraded") && message.contains("job/a"),
-        "{message}"
+    assert_eq!(message, "wave -1 is degraded: job/a (Degraded: job failed)");
+    assert_eq!(
+        unhealthy_because(&Gate::Open, std::time::Duration::from_secs(5)),
+        ""
     );
 }
 

@@ -38,6 +38,7 @@ fn resource(kind: &str, name: &str, action: &str, message: &str) -> pb::Resource
         health: pb::HealthState::Healthy as i32,
         message: message.into(),
         source_file: format!("apps/guestbook/{name}.yaml"),
+        hook: String::new(),
     }
 }
 
