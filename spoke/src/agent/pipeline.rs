@@ -259,12 +259,35 @@ pub(super) async fn sync_once(
     // Set when hooks or waves kept objects of this revision back: nothing is pruned then.
     let mut held_back = false;
     // PreSync hooks before anything else; one that fails stops the sync here.
+    // The App's namespace comes first: the one gitfleet adds before any wave (a negative wave
+    // needs it too), and the one Git declares when PreSync hooks are to run in it (as Argo CD
+    // creates it before its hooks).
+    let presync = !plan.phase(Phase::PreSync).is_empty();
+    let (first, ordinary): (Vec<Manifest>, Vec<Manifest>) =
+        plan.ordinary.iter().cloned().partition(|m| {
+            render::is_added_namespace(m)
+                || (presync
+                    && m.group().is_empty()
+                    && m.object.kind == "Namespace"
+                    && m.object.name == spec.namespace)
+        });
+    for mut manifest in first {
+        let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+        if let Some(server) = server {
+            expected.insert(
+                manifest.object.clone(),
+                drift::project(&manifest.body, &server),
+            );
+            manifests.insert(manifest.object.clone(), manifest);
+        }
+        resources.push(result);
+    }
     let (pre, pre_failure) = agent_hooks::run_phase(ctx, spec, &plan, Phase::PreSync, &rules).await;
     resources.extend(pre);
     if let Some(failed) = pre_failure {
         held_back = true;
         let reason = format!("not applied: {failed}");
-        for manifest in &plan.ordinary {
+        for manifest in &ordinary {
             resources.push(result(
                 manifest,
                 ResourceAction::Skipped,
@@ -277,7 +300,7 @@ pub(super) async fn sync_once(
         }
         failure = Some(failed);
     } else {
-        let waves = order::plan(plan.ordinary.clone());
+        let waves = order::plan(ordinary);
         let last_wave = waves.len().saturating_sub(1);
         async {
             // Set once a wave that stops on failure had one, or did not become healthy: later
