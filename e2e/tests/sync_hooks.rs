@@ -669,7 +669,7 @@ async fn delete_policies_remove_a_hook_after_success_or_before_the_next_run() {
         .git
         .write(
             "apps/tidy/settings.yaml",
-            &config_map("settings", "gitfleet.dev/wave: \"1\""),
+            config_map("settings", "gitfleet.dev/wave: \"1\""),
         )
         .unwrap();
     let second = fleet.git.commit("again").unwrap();

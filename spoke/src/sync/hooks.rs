@@ -319,9 +319,10 @@ pub fn role(body: &Value, first_sync: bool) -> Result<Role, String> {
         return Ok(Role::Ordinary);
     };
     if phases.is_empty() {
-        return Err(format!(
+        return Err(
             "a hook annotation names no hook (expected one of PreSync, Sync, PostSync, SyncFail)"
-        ));
+                .to_owned(),
+        );
     }
     let weight = match annotation(body, HELM_WEIGHT) {
         Some(raw) => raw

@@ -163,6 +163,7 @@ pub fn bounded(mut status: TargetStatus) -> TargetStatus {
             &mut r.object.namespace,
             &mut r.object.name,
             &mut r.source_file,
+            &mut r.hook,
         ] {
             shorten(field, MAX_FIELD_BYTES);
         }
@@ -230,6 +231,7 @@ fn encoded_bound(r: &ResourceResult) -> usize {
         + r.action.as_str().len()
         + r.message.len()
         + r.source_file.len()
+        + r.hook.len()
         + 8 * 4
         + 8
 }
