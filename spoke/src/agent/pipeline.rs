@@ -282,6 +282,9 @@ pub(super) async fn sync_once(
         }
         resources.push(result);
     }
+    if !plan.phase(Phase::PreSync).is_empty() {
+        syncing(ctx, spec, last, "running PreSync hooks".into());
+    }
     let (pre, pre_failure) = agent_hooks::run_phase(ctx, spec, &plan, Phase::PreSync, &rules).await;
     resources.extend(pre);
     if let Some(failed) = pre_failure {
@@ -352,6 +355,12 @@ pub(super) async fn sync_once(
                 if index < last_wave && !applied.is_empty() {
                     let timeout = ctx.config.progress_timeout;
                     let began = Instant::now();
+                    syncing(
+                        ctx,
+                        spec,
+                        last,
+                        format!("waiting for wave {number} to become healthy before the next wave"),
+                    );
                     let gate = agent_hooks::wait_healthy(
                         ctx,
                         &applied,
@@ -383,6 +392,9 @@ pub(super) async fn sync_once(
                 resources.extend(agent_hooks::not_reached(&plan, phase, &reason));
             }
         } else {
+            if !plan.phase(Phase::Sync).is_empty() {
+                syncing(ctx, spec, last, "running Sync hooks".into());
+            }
             let (sync, sync_failure) =
                 agent_hooks::run_phase(ctx, spec, &plan, Phase::Sync, &rules).await;
             resources.extend(sync);
@@ -396,6 +408,12 @@ pub(super) async fn sync_once(
             } else if !plan.phase(Phase::PostSync).is_empty() {
                 let objects: Vec<ObjectRef> = manifests.keys().cloned().collect();
                 let timeout = ctx.config.progress_timeout;
+                syncing(
+                    ctx,
+                    spec,
+                    last,
+                    "waiting for the App's objects to become healthy before PostSync hooks".into(),
+                );
                 let gate = agent_hooks::wait_healthy(
                     ctx,
                     &objects,
@@ -403,6 +421,11 @@ pub(super) async fn sync_once(
                     &listing,
                     Instant::now() + timeout,
                 )
+                .instrument(tracing::info_span!(
+                    "wave",
+                    wave = "PostSync",
+                    objects = objects.len()
+                ))
                 .await;
                 if gate == hooks::Gate::Open {
                     let (post, post_failure) =
@@ -429,6 +452,7 @@ pub(super) async fn sync_once(
             failure = failure.as_deref().unwrap_or_default(),
             "running SyncFail hooks"
         );
+        syncing(ctx, spec, last, "running SyncFail hooks".into());
         let (fail, _) = agent_hooks::run_phase(ctx, spec, &plan, Phase::SyncFail, &rules).await;
         resources.extend(fail);
     }
@@ -643,6 +667,14 @@ pub(super) async fn claim(
         }
     }
     Ok(claim)
+}
+
+/// Tells the hub what a sync that takes its time (hooks running, a wave becoming healthy) is
+/// waiting for: the Target stays Syncing, with this message.
+fn syncing(ctx: &Context, spec: &TargetSpec, last: &mut Option<TargetStatus>, message: String) {
+    let health = last.as_ref().map_or(Health::Progressing, |s| s.health);
+    let status = status_of(spec, SyncState::Syncing, health, message, Vec::new());
+    send_if_changed(ctx, last, status);
 }
 
 /// Whether the Target has an inventory in the cluster, that is, was applied here before (Helm's
