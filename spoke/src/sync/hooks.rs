@@ -386,7 +386,7 @@ pub fn run_state(health: Health) -> Run {
 /// Whether the next wave may be applied.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Gate {
-    /// Every object of the wave is Healthy.
+    /// Every object of the wave is Healthy (or Suspended).
     Open,
     /// Some are not healthy yet (their names and what they say).
     Wait(Vec<String>),
@@ -405,7 +405,9 @@ pub fn gate<'a>(objects: impl IntoIterator<Item = (String, Health, &'a str)>) ->
             format!("{name} ({}: {message})", health.as_str())
         };
         match health {
-            Health::Healthy => {}
+            // Suspended on purpose (a suspended CronJob, a paused rollout): waiting would not
+            // change it.
+            Health::Healthy | Health::Suspended => {}
             Health::Degraded => broken.push(described),
             _ => waiting.push(described),
         }

@@ -368,6 +368,20 @@ fn a_wave_opens_the_gate_only_when_all_of_it_is_healthy() {
         gate(vec![("job/a".to_owned(), Health::Healthy, "job completed")]),
         Gate::Open
     );
+    assert_eq!(
+        gate(vec![
+            ("cronjob/nightly".to_owned(), Health::Suspended, "suspended"),
+            ("job/a".to_owned(), Health::Healthy, ""),
+        ]),
+        Gate::Open,
+        "a suspended object does not hold the next wave back"
+    );
+    for health in [Health::Missing, Health::Unknown] {
+        assert!(
+            matches!(gate(vec![("job/a".to_owned(), health, "")]), Gate::Wait(_)),
+            "{health:?}"
+        );
+    }
     let waiting = gate(vec![
         ("job/a".to_owned(), Health::Healthy, ""),
         (
