@@ -687,3 +687,67 @@ async fn delete_policies_remove_a_hook_after_success_or_before_the_next_run() {
     );
     fleet.shutdown().await;
 }
+
+/// PostSync hooks wait for the App to be healthy: a Deployment that never becomes available
+/// keeps them from running, and the SyncFail hook runs instead.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postsync_hooks_do_not_run_when_the_app_does_not_become_healthy() {
+    let failing = DEPLOYMENT.replace(
+        "metadata: {name: web}",
+        "metadata: {name: web, annotations: {kubesim.gitfleet.dev/fail: \"true\"}}",
+    );
+    let (mut fleet, commit) = start(
+        &[
+            ("deployment.yaml", failing),
+            (
+                "smoke.yaml",
+                job("name: smoke", "    argocd.argoproj.io/hook: PostSync"),
+            ),
+            (
+                "notify.yaml",
+                config_map("sync-failed", "argocd.argoproj.io/hook: SyncFail"),
+            ),
+        ],
+        "stuck",
+        "stuck",
+    )
+    .await;
+    let status = fleet
+        .wait_for(
+            "stuck",
+            "the sync given up before PostSync",
+            DEADLINE,
+            |s| {
+                settled_at(s, &commit)
+                    && target(s).is_some_and(|t| resource(t, "ConfigMap", "sync-failed").is_some())
+            },
+        )
+        .await
+        .unwrap();
+    let t = target(&status).unwrap();
+    assert_eq!(t.health(), pb::HealthState::Degraded, "{}", t.message);
+    let smoke = resource(t, "Job", "smoke").unwrap();
+    assert_eq!(
+        (smoke.hook.as_str(), smoke.action.as_str()),
+        ("PostSync", "skipped")
+    );
+    assert!(
+        smoke.message.contains("deployment/web") && smoke.message.contains("degraded"),
+        "{}",
+        smoke.message
+    );
+    let notify = resource(t, "ConfigMap", "sync-failed").unwrap();
+    assert_eq!(
+        (notify.hook.as_str(), notify.action.as_str()),
+        ("SyncFail", "applied")
+    );
+    assert!(
+        jobs(&fleet, "stuck")
+            .await
+            .get_opt("smoke")
+            .await
+            .unwrap()
+            .is_none()
+    );
+    fleet.shutdown().await;
+}
