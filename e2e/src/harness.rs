@@ -55,6 +55,11 @@ pub struct FleetOptions {
     /// The runtime the spokes' hub links run on (`SpokeConfig::link_runtime`); the test's
     /// when `None`.
     pub link_runtime: Option<tokio::runtime::Handle>,
+    /// The spokes' `--progress-timeout`: how long objects may progress (and hooks run, and a
+    /// wave take to become healthy) before they count as Degraded.
+    pub progress_timeout: Duration,
+    /// The spokes' `--helm-command` (`helm` from `PATH` when `None`).
+    pub helm_command: Option<PathBuf>,
 }
 
 impl FleetOptions {
@@ -66,6 +71,8 @@ impl FleetOptions {
             cluster_cert_validity: None,
             deferred_spokes: Vec::new(),
             link_runtime: None,
+            progress_timeout: Duration::from_secs(30),
+            helm_command: None,
         }
     }
 }
@@ -186,7 +193,10 @@ impl Fleet {
         config.bootstrap_token = Some(token);
         config.labels = cluster.labels.clone();
         config.heartbeat_interval = Duration::from_secs(2);
-        config.progress_timeout = Duration::from_secs(30);
+        config.progress_timeout = self.options.progress_timeout;
+        if let Some(helm) = &self.options.helm_command {
+            config.helm_command.clone_from(helm);
+        }
         config.http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.link_runtime = self.options.link_runtime.clone();
         let spoke = gitfleet_spoke::start(config)

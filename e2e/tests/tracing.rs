@@ -1,6 +1,7 @@
 //! One commit, one trace: the hub's fetch that finds the commit, the change detection, the
 //! rollout step and a dispatch to each spoke, then each spoke's sync (fetch, render, apply, health) as children of
-//! its dispatch across the process boundary (W3C trace context on the wire), and the hub's
+//! its dispatch across the process boundary (W3C trace context on the wire), a `hook` span for
+//! each sync hook's run, and the hub's
 //! spans storing the spokes' status reports below each sync. Spans are exported over OTLP/gRPC
 //! to a receiver in this test.
 //!
@@ -161,6 +162,14 @@ fn check_trace(all: &[Span], commit: &str, clusters: &[&str]) -> Result<(), Stri
                 ));
             }
         }
+        // v2 brings a PreSync hook: its run is a span of the sync, naming phase, kind and name.
+        let hooks = children_of(sync, "hook");
+        let Some(hook) = hooks.first() else {
+            return Err(format!("{cluster}: no hook under the sync; {}", context()));
+        };
+        assert_eq!(attr(hook, "phase"), Some("PreSync"), "{}", context());
+        assert_eq!(attr(hook, "kind"), Some("ConfigMap"), "{}", context());
+        assert_eq!(attr(hook, "name"), Some("hello-presync"), "{}", context());
         let fetch = children_of(sync, "fetch")[0];
         assert_eq!(attr(fetch, "vcs.ref.head.revision"), Some(commit));
         // The hub stored the spoke's reports inside the spoke's sync.
@@ -220,6 +229,13 @@ async fn one_commit_is_one_trace_across_hub_and_spokes() {
         .write(
             "apps/hello/configmap.yaml",
             CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2"),
+        )
+        .unwrap();
+    fleet
+        .git
+        .write(
+            "apps/hello/presync.yaml",
+            "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: hello-presync\n  annotations: {gitfleet.dev/hook: PreSync}\n",
         )
         .unwrap();
     let v2 = fleet.git.commit("hello v2").unwrap();

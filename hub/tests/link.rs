@@ -787,6 +787,7 @@ fn report_of(
                 health: pb::HealthState::Healthy as i32,
                 message: message.into(),
                 source_file: format!("apps/web/settings-{i:05}.yaml"),
+                hook: String::new(),
             })
             .collect(),
         observed_at_unix: 1,

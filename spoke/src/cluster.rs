@@ -9,7 +9,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::PathBuf;
 use std::sync::RwLock;
 
-use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
+use kube::api::{DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind};
 use kube::discovery::Scope;
 use kube::{Api, Client};
@@ -294,6 +294,44 @@ impl Cluster {
             .unwrap_or_default();
         let object =
             serde_json::to_value(applied).map_err(|e| ClusterError::Transport(e.to_string()))?;
+        Ok(Applied {
+            resource_version,
+            object,
+        })
+    }
+
+    /// Creates one object (POST) as field manager `manager`: the way to make an object named by
+    /// the server (`metadata.generateName`), which server-side apply cannot. Returns the object
+    /// as stored, its name chosen.
+    pub async fn create(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        manager: &str,
+    ) -> Result<Applied, ClusterError> {
+        let namespace = if manifest.object.namespace.is_empty() {
+            "default"
+        } else {
+            &manifest.object.namespace
+        };
+        let object: DynamicObject = serde_json::from_value(manifest.body.clone())
+            .map_err(|e| ClusterError::Transport(format!("encoding the object: {e}")))?;
+        let params = PostParams {
+            field_manager: Some(manager.to_owned()),
+            ..PostParams::default()
+        };
+        let created = self
+            .api(resolved, namespace)
+            .create(&params, &object)
+            .await
+            .map_err(ClusterError::from_kube)?;
+        let resource_version = created
+            .metadata
+            .resource_version
+            .clone()
+            .unwrap_or_default();
+        let object =
+            serde_json::to_value(created).map_err(|e| ClusterError::Transport(e.to_string()))?;
         Ok(Applied {
             resource_version,
             object,

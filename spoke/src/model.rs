@@ -274,6 +274,9 @@ pub struct ResourceResult {
     pub health: Health,
     pub message: String,
     pub source_file: String,
+    /// The hook phase it ran in (`sync::hooks::Phase::as_str`); empty for an ordinary object.
+    #[serde(default)]
+    pub hook: String,
 }
 
 impl ResourceResult {
@@ -285,6 +288,7 @@ impl ResourceResult {
             health: Health::Unknown,
             message: message.into(),
             source_file: source_file.into(),
+            hook: String::new(),
         }
     }
 }

@@ -620,6 +620,7 @@ async fn a_report_too_big_to_send_is_bounded_and_does_not_wedge_the_outbox() {
             health: Health::Missing,
             message: "admission webhook denied the request: ".repeat(64),
             source_file: format!("apps/web/settings-{i:05}.yaml"),
+            hook: String::new(),
         })
         .collect();
     let seq = state.report(big);

@@ -526,6 +526,7 @@ fn sample_targets() -> Vec<pb::TargetStatus> {
             health: pb::HealthState::Healthy as i32,
             message: String::new(),
             source_file: "apps/guestbook/web.yaml".into(),
+            hook: String::new(),
         }],
         updated_at_unix: now() - 3,
         cluster_connected: true,
@@ -544,6 +545,7 @@ fn sample_targets() -> Vec<pb::TargetStatus> {
         health: pb::HealthState::Missing as i32,
         message: "no kind Widget is registered".into(),
         source_file: "apps/guestbook/widget.yaml".into(),
+        hook: String::new(),
     });
     vec![broken, target("dev-1")]
 }

@@ -349,6 +349,9 @@ pub struct ResourceOutcome {
     pub health: HealthState,
     pub message: String,
     pub source_file: String,
+    /// The sync hook phase the object ran in; empty for an ordinary object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook: String,
 }
 
 /// What the hub keeps in memory of a Target's last report: what rollouts and events need.

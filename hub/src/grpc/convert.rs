@@ -274,6 +274,7 @@ pub fn target_report(r: pb::StatusReport) -> Result<TargetReport, Status> {
                 health: health_state(x.health),
                 message: x.message,
                 source_file: x.source_file,
+                hook: x.hook,
             })
             .collect(),
         observed_at_unix: r.observed_at_unix,
@@ -334,6 +335,7 @@ pub fn report_over_limits(r: &pb::StatusReport) -> Option<String> {
                     ("action", &x.action, MAX_FIELD_BYTES),
                     ("message", &x.message, MAX_RESOURCE_MESSAGE_BYTES),
                     ("source_file", &x.source_file, MAX_FIELD_BYTES),
+                    ("hook", &x.hook, MAX_FIELD_BYTES),
                 ]
                 .into_iter()
                 .find_map(|(name, value, limit)| too_long(|| field(name), value, limit))
@@ -457,6 +459,7 @@ pub fn target_status(v: TargetView) -> pb::TargetStatus {
                 health: health_state_pb(x.health) as i32,
                 message: x.message,
                 source_file: x.source_file,
+                hook: x.hook,
             })
             .collect(),
         updated_at_unix: v.updated_at_unix,

@@ -393,6 +393,7 @@ impl FakeSpoke {
                 health: pb::HealthState::Healthy as i32,
                 message: String::new(),
                 source_file: format!("apps/{app}/cm.yaml"),
+                hook: String::new(),
             }],
             observed_at_unix: 1,
             trace: None,

@@ -224,10 +224,12 @@ async fn assess_health(
 ) -> Vec<(ObjectRef, Vec<String>)> {
     let mut drifted = Vec::new();
     for r in resources.iter_mut() {
+        // A hook's result is its run's; it is not judged again (it may well be deleted).
         if !matches!(
             r.action,
             ResourceAction::Applied | ResourceAction::Unchanged
-        ) {
+        ) || !r.hook.is_empty()
+        {
             continue;
         }
         match ctx.cluster.get(&r.object).await {

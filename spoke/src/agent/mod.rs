@@ -25,6 +25,7 @@ use crate::sync::retry::RetryPolicy;
 use crate::watch::Watches;
 
 mod health;
+mod hooks;
 mod pipeline;
 mod prune;
 mod supervisor;

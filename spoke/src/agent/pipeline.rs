@@ -16,12 +16,14 @@ use crate::model::{
     Health, ObjectRef, ResourceAction, ResourceResult, SyncState, TargetSpec, TargetStatus,
 };
 use crate::renderer::{RenderGate, Renderers, Workspace};
+use crate::sync::hooks::{self, Phase};
 use crate::sync::render::{self, FileError, Manifest, RenderContext, Rendered};
 use crate::sync::retry::{self};
 use crate::sync::{drift, order, ownership, project, prune};
 use crate::telemetry;
 use crate::watch::Seen;
 
+use super::hooks as agent_hooks;
 use super::prune::prune;
 use super::{Context, send_if_changed, status_of};
 
@@ -195,10 +197,38 @@ pub(super) async fn sync_once(
         .chain(rendered.errors.iter())
         .map(invalid_file)
         .collect();
-    record_intent(ctx, spec, &rendered.manifests).await;
-    let placed: Vec<ObjectRef> = rendered
-        .manifests
+    let first_sync = !had_inventory(ctx, spec).await;
+    let plan = hooks::classify(rendered.manifests, first_sync);
+    let rules = crate::sync::health::RuleSet::new(&spec.health_rules);
+    for (manifest, error) in &plan.invalid {
+        let mut failed = result(
+            manifest,
+            ResourceAction::Failed,
+            Health::Unknown,
+            error.clone(),
+        );
+        failed.hook = hooks::hook_annotation(&manifest.body)
+            .unwrap_or_default()
+            .to_owned();
+        resources.push(failed);
+    }
+    for (manifest, reason) in &plan.skipped {
+        let mut skipped = result(
+            manifest,
+            ResourceAction::Skipped,
+            Health::Unknown,
+            reason.clone(),
+        );
+        skipped.hook = hooks::hook_annotation(&manifest.body)
+            .unwrap_or_default()
+            .to_owned();
+        resources.push(skipped);
+    }
+    record_intent(ctx, spec, &plan.ordinary).await;
+    let placed: Vec<ObjectRef> = plan
+        .ordinary
         .iter()
+        .chain(plan.hooks.iter().map(|h| &h.manifest))
         .map(|m| {
             let mut object = m.object.clone();
             if object.namespace.is_empty() {
@@ -214,52 +244,219 @@ pub(super) async fn sync_once(
     {
         tracing::debug!("not every watched kind has listed; reading those objects instead");
     }
-    let crds = served_by_crds(&rendered.manifests);
-    let span = tracing::info_span!("apply", objects = rendered.manifests.len());
+    let crds = served_by_crds(&plan.ordinary);
+    let span = tracing::info_span!(
+        "apply",
+        objects = plan.ordinary.len(),
+        hooks = plan.hooks.len()
+    );
     let mut manifests = HashMap::new();
     let mut expected = HashMap::new();
-    async {
-        // Set once a wave that stops on failure had one: later waves are only reported.
-        let mut stopped: Option<String> = None;
-        for wave in order::plan(rendered.manifests) {
-            if let Some(reason) = &stopped {
-                for manifest in &wave.manifests {
-                    resources.push(result(
-                        manifest,
-                        ResourceAction::Skipped,
-                        Health::Unknown,
-                        reason.clone(),
+    // Set when a wave timed out waiting for health: the health watch then judges at once.
+    let mut progress_started: Option<Instant> = None;
+    // What failed, for the SyncFail hooks and for what is not applied after it.
+    let mut failure: Option<String> = None;
+    // Set when hooks or waves kept objects of this revision back: nothing is pruned then.
+    let mut held_back = false;
+    // PreSync hooks before anything else; one that fails stops the sync here.
+    // The App's namespace comes first: the one gitfleet adds before any wave (a negative wave
+    // needs it too), and the one Git declares when PreSync hooks are to run in it (as Argo CD
+    // creates it before its hooks).
+    let presync = !plan.phase(Phase::PreSync).is_empty();
+    let (first, ordinary): (Vec<Manifest>, Vec<Manifest>) =
+        plan.ordinary.iter().cloned().partition(|m| {
+            render::is_added_namespace(m)
+                || (presync
+                    && m.group().is_empty()
+                    && m.object.kind == "Namespace"
+                    && m.object.name == spec.namespace)
+        });
+    for mut manifest in first {
+        let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+        if let Some(server) = server {
+            expected.insert(
+                manifest.object.clone(),
+                drift::project(&manifest.body, &server),
+            );
+            manifests.insert(manifest.object.clone(), manifest);
+        }
+        resources.push(result);
+    }
+    if !plan.phase(Phase::PreSync).is_empty() {
+        syncing(ctx, spec, last, "running PreSync hooks".into());
+    }
+    let (pre, pre_failure) = agent_hooks::run_phase(ctx, spec, &plan, Phase::PreSync, &rules).await;
+    resources.extend(pre);
+    if let Some(failed) = pre_failure {
+        held_back = true;
+        let reason = format!("not applied: {failed}");
+        for manifest in &ordinary {
+            resources.push(result(
+                manifest,
+                ResourceAction::Skipped,
+                Health::Unknown,
+                reason.clone(),
+            ));
+        }
+        for phase in [Phase::Sync, Phase::PostSync] {
+            resources.extend(agent_hooks::not_reached(&plan, phase, &reason));
+        }
+        failure = Some(failed);
+    } else {
+        let waves = order::plan(ordinary);
+        let last_wave = waves.len().saturating_sub(1);
+        async {
+            // Set once a wave that stops on failure had one, or did not become healthy: later
+            // waves are only reported.
+            let mut stopped: Option<String> = None;
+            for (index, wave) in waves.into_iter().enumerate() {
+                if let Some(reason) = &stopped {
+                    for manifest in &wave.manifests {
+                        resources.push(result(
+                            manifest,
+                            ResourceAction::Skipped,
+                            Health::Unknown,
+                            reason.clone(),
+                        ));
+                    }
+                    continue;
+                }
+                let (number, stop_on_failure) = (wave.wave, wave.stop_on_failure);
+                let mut first_failure = None;
+                let mut applied = Vec::new();
+                for mut manifest in wave.manifests {
+                    let (result, server) =
+                        apply_one(ctx, spec, &mut manifest, &crds, versions).await;
+                    if result.action == ResourceAction::Failed && first_failure.is_none() {
+                        first_failure = Some(result.object.display_name());
+                    }
+                    if let Some(server) = server {
+                        expected.insert(
+                            manifest.object.clone(),
+                            drift::project(&manifest.body, &server),
+                        );
+                        applied.push(manifest.object.clone());
+                        manifests.insert(manifest.object.clone(), manifest);
+                    }
+                    resources.push(result);
+                }
+                if let Some(failed) = &first_failure {
+                    failure.get_or_insert_with(|| format!("{failed} failed to apply"));
+                }
+                if stop_on_failure && let Some(failed) = first_failure {
+                    tracing::warn!(wave = number, %failed, "a wave that stops on failure failed; later waves are not applied");
+                    stopped = Some(format!(
+                        "not applied: {failed} failed in wave {number}, which stops on failure"
                     ));
+                    continue;
                 }
-                continue;
-            }
-            let (number, stop_on_failure) = (wave.wave, wave.stop_on_failure);
-            let mut first_failure = None;
-            for mut manifest in wave.manifests {
-                let (result, server) = apply_one(ctx, spec, &mut manifest, &crds, versions).await;
-                if result.action == ResourceAction::Failed && first_failure.is_none() {
-                    first_failure = Some(result.object.display_name());
-                }
-                if let Some(server) = server {
-                    expected.insert(
-                        manifest.object.clone(),
-                        drift::project(&manifest.body, &server),
+                // A later wave waits until this one is healthy; a single wave (or the last)
+                // does not wait here.
+                if index < last_wave && !applied.is_empty() {
+                    let timeout = ctx.config.progress_timeout;
+                    let began = Instant::now();
+                    syncing(
+                        ctx,
+                        spec,
+                        last,
+                        format!("waiting for wave {number} to become healthy before the next wave"),
                     );
-                    manifests.insert(manifest.object.clone(), manifest);
+                    let gate = agent_hooks::wait_healthy(
+                        ctx,
+                        &applied,
+                        &rules,
+                        &listing,
+                        began + timeout,
+                    )
+                    .instrument(tracing::info_span!("wave", wave = number, objects = applied.len()))
+                    .await;
+                    if gate != hooks::Gate::Open {
+                        let reason = hooks::wave_not_healthy(number, &gate, timeout);
+                        tracing::warn!(wave = number, %reason, "later waves are not applied");
+                        if matches!(gate, hooks::Gate::Wait(_)) {
+                            progress_started = Some(began);
+                        }
+                        held_back = true;
+                        stopped = Some(format!("not applied: {reason}"));
+                        failure.get_or_insert(reason);
+                    }
                 }
-                resources.push(result);
             }
-            if stop_on_failure && let Some(failed) = first_failure {
-                tracing::warn!(wave = number, %failed, "a wave that stops on failure failed; later waves are not applied");
-                stopped = Some(format!(
-                    "not applied: {failed} failed in wave {number}, which stops on failure"
+        }
+        .instrument(span)
+        .await;
+        // Sync hooks after the objects of every wave; PostSync once all of them are healthy.
+        if let Some(failed) = &failure {
+            let reason = format!("not run: {failed}");
+            for phase in [Phase::Sync, Phase::PostSync] {
+                resources.extend(agent_hooks::not_reached(&plan, phase, &reason));
+            }
+        } else {
+            if !plan.phase(Phase::Sync).is_empty() {
+                syncing(ctx, spec, last, "running Sync hooks".into());
+            }
+            let (sync, sync_failure) =
+                agent_hooks::run_phase(ctx, spec, &plan, Phase::Sync, &rules).await;
+            resources.extend(sync);
+            if let Some(failed) = sync_failure {
+                resources.extend(agent_hooks::not_reached(
+                    &plan,
+                    Phase::PostSync,
+                    &format!("not run: {failed}"),
                 ));
+                failure = Some(failed);
+            } else if !plan.phase(Phase::PostSync).is_empty() {
+                let objects: Vec<ObjectRef> = manifests.keys().cloned().collect();
+                let timeout = ctx.config.progress_timeout;
+                syncing(
+                    ctx,
+                    spec,
+                    last,
+                    "waiting for the App's objects to become healthy before PostSync hooks".into(),
+                );
+                let gate = agent_hooks::wait_healthy(
+                    ctx,
+                    &objects,
+                    &rules,
+                    &listing,
+                    Instant::now() + timeout,
+                )
+                .instrument(tracing::info_span!(
+                    "wave",
+                    wave = "PostSync",
+                    objects = objects.len()
+                ))
+                .await;
+                if gate == hooks::Gate::Open {
+                    let (post, post_failure) =
+                        agent_hooks::run_phase(ctx, spec, &plan, Phase::PostSync, &rules).await;
+                    resources.extend(post);
+                    failure = post_failure;
+                } else {
+                    let because = format!(
+                        "the App's objects {}",
+                        hooks::unhealthy_because(&gate, timeout)
+                    );
+                    resources.extend(agent_hooks::not_reached(
+                        &plan,
+                        Phase::PostSync,
+                        &format!("not run: {because}"),
+                    ));
+                    failure = Some(because);
+                }
             }
         }
     }
-    .instrument(span)
-    .await;
-    let render_clean = files.errors.is_empty() && rendered.errors.is_empty();
+    if failure.is_some() && !plan.phase(Phase::SyncFail).is_empty() {
+        tracing::info!(
+            failure = failure.as_deref().unwrap_or_default(),
+            "running SyncFail hooks"
+        );
+        syncing(ctx, spec, last, "running SyncFail hooks".into());
+        let (fail, _) = agent_hooks::run_phase(ctx, spec, &plan, Phase::SyncFail, &rules).await;
+        resources.extend(fail);
+    }
+    let render_clean = files.errors.is_empty() && rendered.errors.is_empty() && !held_back;
     prune(ctx, spec, render_clean, &mut resources)
         .instrument(tracing::info_span!("prune"))
         .await;
@@ -291,9 +488,9 @@ pub(super) async fn sync_once(
         manifests,
         expected,
         fatal: None,
-        finished: Instant::now(),
+        finished: progress_started.unwrap_or_else(Instant::now),
         listing: Some(listing),
-        rules: crate::sync::health::RuleSet::new(&spec.health_rules),
+        rules,
     })
 }
 
@@ -472,6 +669,28 @@ pub(super) async fn claim(
     Ok(claim)
 }
 
+/// Tells the hub what a sync that takes its time (hooks running, a wave becoming healthy) is
+/// waiting for: the Target stays Syncing, with this message.
+fn syncing(ctx: &Context, spec: &TargetSpec, last: &mut Option<TargetStatus>, message: String) {
+    let health = last.as_ref().map_or(Health::Progressing, |s| s.health);
+    let status = status_of(spec, SyncState::Syncing, health, message, Vec::new());
+    send_if_changed(ctx, last, status);
+}
+
+/// Whether the Target has an inventory in the cluster, that is, was applied here before (Helm's
+/// upgrade hooks run then, its install hooks on a first sync). A read that fails counts as
+/// applied before: an upgrade hook is the safer guess for a Target that may well be running.
+async fn had_inventory(ctx: &Context, spec: &TargetSpec) -> bool {
+    let inventory_ref = InventoryRef::new(&spec.app, &spec.target_id, &spec.namespace);
+    match ctx.cluster.read_inventory(&inventory_ref).await {
+        Ok(previous) => previous.is_some(),
+        Err(error) => {
+            tracing::warn!(%error, "cannot read the inventory; taking the Target as applied before");
+            true
+        }
+    }
+}
+
 /// Adds the objects about to be applied to the Target's inventory before any is created (see
 /// [`prune::intent`]): a spoke stopped mid-apply then still knows them when the revision it
 /// syncs next has dropped them. Best effort: on a first sync the namespace that will hold the
@@ -552,5 +771,6 @@ pub(super) fn result(
         health,
         message,
         source_file: manifest.source_file.clone(),
+        hook: String::new(),
     }
 }

@@ -31,6 +31,8 @@ pub(super) async fn prune(
     let current: Vec<ObjectRef> = resources
         .iter()
         .filter(|r| r.action != ResourceAction::Invalid)
+        // Hooks are run, not owned: never recorded, never pruned.
+        .filter(|r| r.hook.is_empty())
         .filter(|r| project::allows(spec.project.as_ref(), &r.object))
         .map(|r| r.object.clone())
         .collect();
@@ -45,6 +47,7 @@ pub(super) async fn prune(
                         health: Health::Healthy,
                         message,
                         source_file: String::new(),
+                        hook: String::new(),
                     }),
                     Ok(Pruning::Kept(reason)) => {
                         if reason == prune::KEPT_BY_ANNOTATION {
@@ -60,6 +63,7 @@ pub(super) async fn prune(
                             health: Health::Unknown,
                             message: CHANGED_SINCE_CHECKED.to_owned(),
                             source_file: String::new(),
+                            hook: String::new(),
                         });
                         still_present.push(object);
                     }
@@ -70,6 +74,7 @@ pub(super) async fn prune(
                             health: Health::Unknown,
                             message: format!("pruning: {error}"),
                             source_file: String::new(),
+                            hook: String::new(),
                         });
                         still_present.push(object);
                     }
@@ -156,6 +161,7 @@ fn requires_pruning(object: &ObjectRef, reason: &str) -> ResourceResult {
         health: Health::Unknown,
         message: format!("requires pruning: no longer in Git, kept because {reason}"),
         source_file: String::new(),
+        hook: String::new(),
     }
 }
 

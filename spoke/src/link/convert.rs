@@ -182,6 +182,7 @@ fn resource_to_proto(r: &ResourceResult) -> pb::ResourceResult {
         health: health_to_proto(r.health) as i32,
         message: r.message.clone(),
         source_file: r.source_file.clone(),
+        hook: r.hook.clone(),
     }
 }
 

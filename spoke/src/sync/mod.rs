@@ -4,6 +4,7 @@
 
 pub mod drift;
 pub mod health;
+pub mod hooks;
 pub mod order;
 pub mod ownership;
 pub mod project;

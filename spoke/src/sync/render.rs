@@ -20,6 +20,8 @@ pub const ANNOTATION_TARGET: &str = "gitfleet.dev/target";
 pub const ANNOTATION_REVISION: &str = "gitfleet.dev/revision";
 /// Annotation ordering objects into waves (an integer; lower waves apply first; default 0).
 pub const ANNOTATION_WAVE: &str = "gitfleet.dev/wave";
+/// Argo CD's spelling of the wave, honoured when `gitfleet.dev/wave` is absent.
+pub const ANNOTATION_ARGO_SYNC_WAVE: &str = "argocd.argoproj.io/sync-wave";
 /// Annotation on any object of a wave: `stop` makes a failed apply in that wave stop the sync
 /// before later waves (`continue`, the default, applies them anyway).
 pub const ANNOTATION_WAVE_ON_FAILURE: &str = "gitfleet.dev/wave-on-failure";
@@ -91,9 +93,16 @@ pub struct Manifest {
 }
 
 impl Manifest {
-    /// The `gitfleet.dev/wave` of this object (0 when it has none).
+    /// The `gitfleet.dev/wave` of this object, else its `argocd.argoproj.io/sync-wave` (0 when
+    /// it has neither).
     pub fn wave(&self) -> i32 {
-        annotation(&self.body, ANNOTATION_WAVE)
+        Self::wave_of(&self.body)
+    }
+
+    /// [`Manifest::wave`] of an object's body.
+    pub fn wave_of(body: &Value) -> i32 {
+        annotation(body, ANNOTATION_WAVE)
+            .or_else(|| annotation(body, ANNOTATION_ARGO_SYNC_WAVE))
             .and_then(|w| w.trim().parse().ok())
             .unwrap_or(0)
     }
@@ -500,9 +509,24 @@ fn to_manifest(
     };
     let name = match metadata.get("name") {
         Some(Value::String(name)) if !name.is_empty() => name.clone(),
+        // A hook may be named by the server (`generateName`): it is created, never applied,
+        // and is known by its prefix until then (see `sync::hooks`).
+        Some(Value::String(_)) | None
+            if crate::sync::hooks::is_hook_body(metadata)
+                && metadata
+                    .get("generateName")
+                    .and_then(Value::as_str)
+                    .is_some_and(|g| !g.is_empty()) =>
+        {
+            metadata
+                .get("generateName")
+                .and_then(Value::as_str)
+                .unwrap_or_default()
+                .to_owned()
+        }
         Some(Value::String(_)) | None => {
             let hint = if metadata.contains_key("generateName") {
-                " (generateName cannot be applied declaratively)"
+                " (generateName cannot be applied declaratively; only a hook may use it)"
             } else {
                 ""
             };
@@ -526,15 +550,17 @@ fn to_manifest(
     for field in ["labels", "annotations"] {
         check_string_map(metadata, field).map_err(|m| error(format!("{kind} {name}: {m}")))?;
     }
-    if let Some(wave) = metadata
-        .get("annotations")
-        .and_then(|a| a.get(ANNOTATION_WAVE))
-        .and_then(Value::as_str)
-        && wave.trim().parse::<i32>().is_err()
-    {
-        return Err(error(format!(
-            "{kind} {name}: annotation {ANNOTATION_WAVE} must be an integer, not {wave:?}"
-        )));
+    for key in [ANNOTATION_WAVE, ANNOTATION_ARGO_SYNC_WAVE] {
+        if let Some(wave) = metadata
+            .get("annotations")
+            .and_then(|a| a.get(key))
+            .and_then(Value::as_str)
+            && wave.trim().parse::<i32>().is_err()
+        {
+            return Err(error(format!(
+                "{kind} {name}: annotation {key} must be an integer, not {wave:?}"
+            )));
+        }
     }
 
     if let Some(on_failure) = metadata

@@ -31,6 +31,16 @@ pub fn summarize(resources: &[ResourceResult], fatal: Option<&str>) -> Summary {
             message: fatal.to_owned(),
         };
     }
+    // A hook this sync did not run (an upgrade hook on a first sync, the hooks of a phase the
+    // sync did not reach) says nothing about whether the cluster matches Git.
+    let quiet = |r: &ResourceResult| r.action == ResourceAction::Skipped && !r.hook.is_empty();
+    let kept: Vec<ResourceResult>;
+    let resources = if resources.iter().any(quiet) {
+        kept = resources.iter().filter(|r| !quiet(r)).cloned().collect();
+        &kept[..]
+    } else {
+        resources
+    };
     let failed = resources.iter().filter(|r| is_failure(r.action)).count();
     let count = |action: ResourceAction| resources.iter().filter(|r| r.action == action).count();
     let (drifted, skipped, unpruned) = (
@@ -153,6 +163,7 @@ pub fn bounded(mut status: TargetStatus) -> TargetStatus {
             &mut r.object.namespace,
             &mut r.object.name,
             &mut r.source_file,
+            &mut r.hook,
         ] {
             shorten(field, MAX_FIELD_BYTES);
         }
@@ -220,6 +231,7 @@ fn encoded_bound(r: &ResourceResult) -> usize {
         + r.action.as_str().len()
         + r.message.len()
         + r.source_file.len()
+        + r.hook.len()
         + 8 * 4
         + 8
 }
@@ -278,11 +290,50 @@ mod tests {
             health,
             message: message.into(),
             source_file: format!("app/{name}.yaml"),
+            hook: String::new(),
         }
     }
 
     fn invalid(file: &str, message: &str) -> ResourceResult {
         ResourceResult::invalid(file, message)
+    }
+
+    #[test]
+    fn hooks_not_run_leave_the_target_synced_but_a_failed_hook_does_not() {
+        let web = result(
+            "Deployment",
+            "web",
+            ResourceAction::Applied,
+            Health::Healthy,
+            "",
+        );
+        let mut upgrade = result(
+            "Job",
+            "upgrade",
+            ResourceAction::Skipped,
+            Health::Unknown,
+            "not run",
+        );
+        upgrade.hook = "pre-upgrade".into();
+        let s = summarize(&[web.clone(), upgrade], None);
+        assert_eq!((s.sync, s.health), (SyncState::Synced, Health::Healthy));
+        assert_eq!(s.message, "1 resource synced and healthy");
+
+        let mut migrate = result(
+            "Job",
+            "migrate-x1",
+            ResourceAction::Failed,
+            Health::Degraded,
+            "PreSync hook failed: job failed: BackoffLimitExceeded",
+        );
+        migrate.hook = "PreSync".into();
+        let s = summarize(&[migrate], None);
+        assert_eq!(s.health, Health::Degraded);
+        assert!(
+            s.message.contains("job/migrate-x1: PreSync hook failed"),
+            "{}",
+            s.message
+        );
     }
 
     #[test]

@@ -201,6 +201,9 @@ pub struct ResourceReport {
     pub health: Health,
     pub message: String,
     pub source_file: String,
+    /// The sync hook phase it ran in ("PreSync", ...); empty for an ordinary object.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub hook: String,
 }
 
 impl ResourceReport {
@@ -237,6 +240,7 @@ pub fn status_report(targets: &[pb::TargetStatus]) -> StatusReport {
                     health: Health::from_proto(r.health),
                     message: r.message.clone(),
                     source_file: r.source_file.clone(),
+                    hook: r.hook.clone(),
                 })
                 .collect(),
         })
@@ -288,7 +292,7 @@ pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) ->
         .collect();
     if !rows.is_empty() {
         let mut table = plain_table(&[
-            "APP", "CLUSTER", "RESOURCE", "ACTION", "HEALTH", "SOURCE", "MESSAGE",
+            "APP", "CLUSTER", "RESOURCE", "HOOK", "ACTION", "HEALTH", "SOURCE", "MESSAGE",
         ]);
         for (t, r) in rows {
             let action_color = if r.failed() { Some(Color::Red) } else { None };
@@ -296,6 +300,7 @@ pub fn status_table(report: &StatusReport, all_resources: bool, style: Style) ->
                 Cell::new(&t.app),
                 Cell::new(&t.cluster),
                 Cell::new(resource_ref(r)),
+                Cell::new(dash(&r.hook)),
                 colored(&r.action, action_color, style),
                 colored(r.health, r.health.color(), style),
                 Cell::new(dash(&r.source_file)),

@@ -193,6 +193,41 @@ fn invalid_wave_annotation_is_an_error() {
 }
 
 #[test]
+fn argo_cd_sync_wave_is_read_when_gitfleets_wave_is_absent_and_checked_the_same() {
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  annotations: {argocd.argoproj.io/sync-wave: \"-2\"}\n---\napiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: b\n  annotations: {argocd.argoproj.io/sync-wave: \"-2\", gitfleet.dev/wave: \"3\"}\n";
+    let rendered = render_files(&[SourceFile::new("app/x.yaml", text)]);
+    let waves: Vec<i32> = rendered.manifests.iter().map(Manifest::wave).collect();
+    assert_eq!(waves, [-2, 3], "gitfleet's wins when both are set");
+    let text = "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: a\n  annotations: {argocd.argoproj.io/sync-wave: later}\n";
+    let rendered = render_files(&[SourceFile::new("app/x.yaml", text)]);
+    let message = &rendered.errors[0].message;
+    assert!(
+        message.contains("argocd.argoproj.io/sync-wave must be an integer"),
+        "{message}"
+    );
+}
+
+#[test]
+fn only_a_hook_may_be_named_by_generate_name() {
+    let hook = "apiVersion: batch/v1\nkind: Job\nmetadata:\n  generateName: migrate-\n  annotations: {argocd.argoproj.io/hook: PreSync}\n";
+    let rendered = render_files(&[SourceFile::new("app/x.yaml", hook)]);
+    assert!(rendered.errors.is_empty(), "{:?}", rendered.errors);
+    assert_eq!(rendered.manifests[0].object.name, "migrate-");
+    assert!(rendered.manifests[0].body["metadata"].get("name").is_none());
+
+    let ordinary = "apiVersion: batch/v1\nkind: Job\nmetadata: {generateName: migrate-}\n";
+    let rendered = render_files(&[SourceFile::new("app/x.yaml", ordinary)]);
+    assert!(rendered.manifests.is_empty());
+    assert!(
+        rendered.errors[0]
+            .message
+            .contains("only a hook may use it"),
+        "{}",
+        rendered.errors[0]
+    );
+}
+
+#[test]
 fn sets_labels_annotations_and_namespace() {
     let text = "apiVersion: apps/v1\nkind: Deployment\nmetadata:\n  name: web\n  labels: {tier: web}\n  annotations: {note: keep}\n";
     let rendered = render_files(&[SourceFile::new("app/x.yaml", text)]);

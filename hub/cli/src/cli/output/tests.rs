@@ -38,6 +38,7 @@ fn resource(kind: &str, name: &str, action: &str, message: &str) -> pb::Resource
         health: pb::HealthState::Healthy as i32,
         message: message.into(),
         source_file: format!("apps/guestbook/{name}.yaml"),
+        hook: String::new(),
     }
 }
 
@@ -223,6 +224,36 @@ fn status_json_keeps_full_revisions_and_every_field() {
 }
 
 #[test]
+fn hooks_show_their_phase_in_the_hook_column() {
+    let mut t = target("guestbook", "dev-1");
+    let mut migrate = resource("Job", "migrate-x7k2p", "applied", "job completed");
+    migrate.hook = "PreSync".into();
+    t.resources = vec![resource("Deployment", "web", "applied", ""), migrate];
+    let report = status_report(&[t]);
+    let text = status_table(&report, true, plain());
+    let rows = lines(&text);
+    let header = rows
+        .iter()
+        .position(|r| r.starts_with("APP") && r.contains("RESOURCE"))
+        .unwrap();
+    assert_eq!(
+        columns(rows[header])[..5],
+        ["APP", "CLUSTER", "RESOURCE", "HOOK", "ACTION"]
+    );
+    assert_eq!(
+        columns(rows[header + 1])[2..4],
+        ["Deployment/guestbook/web", "-"]
+    );
+    assert_eq!(
+        columns(rows[header + 2])[2..4],
+        ["Job/guestbook/migrate-x7k2p", "PreSync"]
+    );
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["targets"][0]["resources"][1]["hook"], "PreSync");
+    assert!(json["targets"][0]["resources"][0].get("hook").is_none());
+}
+
+#[test]
 fn failed_resources_are_always_listed_and_others_only_with_the_flag() {
     let mut t = target("guestbook", "dev-1");
     t.sync = pb::SyncState::OutOfSync as i32;
@@ -245,6 +276,7 @@ fn failed_resources_are_always_listed_and_others_only_with_the_flag() {
             "guestbook",
             "dev-1",
             "Widget/guestbook/odd",
+            "-",
             "failed",
             "Healthy",
             "apps/guestbook/odd.yaml",
