@@ -31,30 +31,41 @@ impl Served {
     fn put(&self, path: &str, content_type: &'static str, body: impl Into<Bytes>) {
         self.0
             .lock()
-            .unwrap()
+            .expect("the served map")
             .insert(path.to_owned(), (content_type, body.into()));
     }
 }
 
 /// Serves `served` on 127.0.0.1 until the test ends.
 async fn serve(served: Served) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind 127.0.0.1");
+    let addr = listener.local_addr().expect("local address");
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let served = served.clone();
             let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let found = served.0.lock().unwrap().get(req.uri().path()).cloned();
+                let found = served
+                    .0
+                    .lock()
+                    .expect("the served map")
+                    .get(req.uri().path())
+                    .cloned();
                 async move {
                     let mut response = match found {
                         Some((content_type, body)) => {
                             let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
                             let mut r = hyper::Response::new(Full::new(body));
-                            r.headers_mut()
-                                .insert("content-type", content_type.parse().unwrap());
+                            r.headers_mut().insert(
+                                "content-type",
+                                content_type.parse().expect("a content type"),
+                            );
                             if content_type.contains("manifest") {
-                                r.headers_mut()
-                                    .insert("docker-content-digest", digest.parse().unwrap());
+                                r.headers_mut().insert(
+                                    "docker-content-digest",
+                                    digest.parse().expect("a digest header"),
+                                );
                             }
                             r
                         }
@@ -66,7 +77,7 @@ async fn serve(served: Served) -> SocketAddr {
                     };
                     response
                         .headers_mut()
-                        .insert("server", "charts-test".parse().unwrap());
+                        .insert("server", "charts-test".parse().expect("a header"));
                     Ok::<_, Infallible>(response)
                 }
             });
@@ -105,9 +116,13 @@ fn chart(name: &str, version: &str) -> Vec<u8> {
         header.set_cksum();
         builder
             .append_data(&mut header, path, content.as_bytes())
-            .unwrap();
+            .expect("append to the archive");
     }
-    builder.into_inner().unwrap().finish().unwrap()
+    builder
+        .into_inner()
+        .expect("the archive")
+        .finish()
+        .expect("gzip")
 }
 
 fn sha256(bytes: &[u8]) -> String {

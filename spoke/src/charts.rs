@@ -38,9 +38,15 @@ impl Default for ChartLimits {
 #[derive(Debug, thiserror::Error)]
 pub enum ChartFetchError {
     #[error("chart {chart}: {source}")]
-    Fetch { chart: String, source: FetchError },
+    Fetch {
+        chart: String,
+        source: Box<FetchError>,
+    },
     #[error("chart {chart}: {source}; nothing rendered")]
-    Digest { chart: String, source: ChartError },
+    Digest {
+        chart: String,
+        source: Box<ChartError>,
+    },
     #[error("chart {chart}: {message}")]
     Unpack { chart: String, message: String },
     #[error("chart cache {path}: {source}")]
@@ -66,7 +72,7 @@ impl ChartCache {
     ) -> Result<ChartCache, ChartFetchError> {
         let fetcher = Fetcher::new(policy).map_err(|source| ChartFetchError::Fetch {
             chart: String::new(),
-            source,
+            source: Box::new(source),
         })?;
         Ok(ChartCache {
             dir,
@@ -105,12 +111,12 @@ impl ChartCache {
             .await
             .map_err(|source| ChartFetchError::Fetch {
                 chart: name.clone(),
-                source,
+                source: Box::new(source),
             })?;
         check_digest(&fetched.body, &digest, &chart.url).map_err(|source| {
             ChartFetchError::Digest {
                 chart: name.clone(),
-                source,
+                source: Box::new(source),
             }
         })?;
         let bytes = fetched.body.to_vec();

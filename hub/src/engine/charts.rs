@@ -83,7 +83,7 @@ impl Engine {
         let Some(mut revision) = self.store.revisions()?.remove(name) else {
             return Ok(());
         };
-        if revision.chart.as_ref() == Some(&resolved) {
+        if revision.chart.as_deref() == Some(&resolved) {
             return Ok(());
         }
         let message = match &revision.chart {
@@ -96,7 +96,7 @@ impl Engine {
             None => format!("chart {} from {}", resolved.describe(), resolved.url),
         };
         info!(app = %name, chart = %resolved.describe(), "chart resolved");
-        revision.chart = Some(resolved);
+        revision.chart = Some(Box::new(resolved));
         self.store.put_revision(name, &revision)?;
         self.record_app_event(name, "", "ChartResolved", message, "")?;
         self.recompute_locked(&guard).await?;

@@ -77,7 +77,11 @@ async fn template(chart: &str, workspace: Workspace<'_>) -> Result<AppFiles, Ren
                 .charts
                 .as_ref()
                 .ok_or(RendererError::NoChartCache)?;
-            Some((resolved, cache.archive(resolved).await?, *cache.limits()))
+            let bytes = cache
+                .archive(resolved)
+                .await
+                .map_err(|e| RendererError::Chart(Box::new(e)))?;
+            Some((resolved, bytes, *cache.limits()))
         }
         None => None,
     };

@@ -74,7 +74,7 @@ pub enum RendererError {
     #[error("the Target's chart comes from a chart repository, and this spoke has no chart cache")]
     NoChartCache,
     #[error(transparent)]
-    Chart(#[from] crate::charts::ChartFetchError),
+    Chart(Box<crate::charts::ChartFetchError>),
     #[error("chart {chart}: {message}")]
     ChartUnpack { chart: String, message: String },
 }

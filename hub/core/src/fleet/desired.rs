@@ -79,8 +79,9 @@ pub struct AppRevision {
     /// For an App with `spec.render.helm.chart`: the exact chart the hub resolved it to. Part
     /// of the revision, so that a new chart version (or digest) is a new revision that rolls
     /// out like a commit, and every cluster given this revision gets this chart.
+    /// Boxed: most Apps have none, and revisions are in every rollout record.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub chart: Option<ResolvedChart>,
+    pub chart: Option<Box<ResolvedChart>>,
 }
 
 /// Two revisions are the same when they are the same commit of the same ref and the same
@@ -152,7 +153,11 @@ pub fn desired_target(
             .as_ref()
             .map(|v| v.trusted_keys.clone())
             .unwrap_or_default(),
-        chart: revision.chart.clone().filter(|_| wants_chart(app)),
+        chart: revision
+            .chart
+            .as_deref()
+            .cloned()
+            .filter(|_| wants_chart(app)),
     }
 }
 
