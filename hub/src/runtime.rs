@@ -54,8 +54,8 @@ pub struct HubConfig {
     pub cluster_cert_validity: Duration,
     pub max_concurrent_fetches: usize,
     pub fetch_timeout: Duration,
-    /// What the hub's chart resolution may contact, and for how long (`--chart-timeout`;
-    /// loopback only in tests).
+    /// What the hub's chart resolution may contact, and for how long (30 s a request;
+    /// loopback only in tests: there is no flag for it).
     pub chart_fetch: gitfleet_support::fetch::FetchPolicy,
     /// Shared secret for push webhooks (HMAC key, or GitLab token); webhooks are off without it.
     pub webhook_secret: Option<String>,
