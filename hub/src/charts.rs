@@ -151,3 +151,130 @@ pub fn basic_auth_for(credentials: &Credentials, repository: &str) -> Option<Bas
         _ => None,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Serves `routes` (path → body) on 127.0.0.1; everything else is 404.
+    async fn serve(routes: Vec<(&'static str, String)>) -> std::net::SocketAddr {
+        let mut router = axum::Router::new();
+        for (path, body) in routes {
+            router = router.route(path, axum::routing::get(move || async move { body }));
+        }
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("address");
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        addr
+    }
+
+    fn resolver() -> ChartResolver {
+        gitfleet_support::install_crypto_provider();
+        ChartResolver::new(FetchPolicy {
+            allow_loopback: true,
+            timeout: std::time::Duration::from_secs(5),
+        })
+        .unwrap()
+    }
+
+    fn spec(repository: String, version: &str) -> ChartSpec {
+        ChartSpec {
+            repository,
+            name: "podinfo".into(),
+            version: version.into(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_helm_repository_index_resolves_to_the_highest_version_in_range() {
+        let d = |c: char| c.to_string().repeat(64);
+        let index = format!(
+            "apiVersion: v1\nentries:\n  podinfo:\n  - version: 1.0.0\n    digest: \"{}\"\n    urls: [podinfo-1.0.0.tgz]\n  - version: 1.2.0\n    digest: \"{}\"\n    urls: [podinfo-1.2.0.tgz]\n",
+            d('a'),
+            d('b')
+        );
+        let addr = serve(vec![("/sub/index.yaml", index)]).await;
+        let r = resolver()
+            .resolve(
+                &spec(format!("http://{addr}/sub"), "^1"),
+                &Credentials::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.version, "1.2.0");
+        assert_eq!(r.digest, format!("sha256:{}", d('b')));
+        assert_eq!(r.url, format!("http://{addr}/sub/podinfo-1.2.0.tgz"));
+
+        let e = resolver()
+            .resolve(
+                &spec(format!("http://{addr}/sub"), "^2"),
+                &Credentials::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains("index.yaml") && e.contains("1.0.0, 1.2.0"),
+            "{e}"
+        );
+        let e = resolver()
+            .resolve(
+                &spec(format!("http://{addr}/none"), "^1"),
+                &Credentials::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            e.contains(&format!("http://{addr}/none/index.yaml")) && e.contains("404"),
+            "{e}"
+        );
+    }
+
+    #[tokio::test]
+    async fn an_oci_registry_resolves_to_the_chart_layer_of_the_highest_tag() {
+        let layer = format!("sha256:{}", "c".repeat(64));
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"layers":[{{"mediaType":"{}","digest":"{layer}","size":1}}]}}"#,
+            gitfleet_core::charts::HELM_LAYER_MEDIA_TYPE
+        );
+        let addr = serve(vec![
+            (
+                "/v2/charts/podinfo/tags/list",
+                r#"{"name":"charts/podinfo","tags":["6.5.4","6.6.0","latest"]}"#.to_owned(),
+            ),
+            ("/v2/charts/podinfo/manifests/6.6.0", manifest.clone()),
+        ])
+        .await;
+        let r = resolver()
+            .resolve(
+                &spec(format!("oci://{addr}/charts"), "^6"),
+                &Credentials::default(),
+            )
+            .await
+            .unwrap();
+        assert_eq!(r.version, "6.6.0");
+        assert_eq!(r.digest, layer);
+        assert_eq!(
+            r.url,
+            format!("http://{addr}/v2/charts/podinfo/blobs/{layer}")
+        );
+        assert_eq!(
+            r.manifest_digest,
+            gitfleet_core::charts::sha256_digest(manifest.as_bytes())
+        );
+    }
+
+    #[tokio::test]
+    async fn refused_addresses_are_not_contacted() {
+        let e = ChartResolver::new(FetchPolicy::default())
+            .unwrap()
+            .resolve(
+                &spec("https://169.254.169.254/charts".into(), "1.0.0"),
+                &Credentials::default(),
+            )
+            .await
+            .unwrap_err();
+        assert!(e.contains("link-local"), "{e}");
+    }
+}
