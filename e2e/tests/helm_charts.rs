@@ -253,11 +253,31 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         .unwrap();
     // Each resolution is an event of the App, naming the version and digest.
     let events = fleet.cli(&["events", "web"]).await.unwrap();
-    fleet.shutdown().await;
     assert!(
         events.contains("ChartResolved") && events.contains("podinfo 1.1.0 (sha256:"),
         "events name the resolution: {events}"
     );
+
+    // A version no release matches: an event naming the index and the versions there, and the
+    // chart in force stays.
+    fleet
+        .apply_yaml(&app("web", &repository, "podinfo", "^9.0.0"))
+        .await
+        .unwrap();
+    let events = until_async("a ChartResolutionFailed event", DEADLINE, async || {
+        let events = fleet.cli(&["events", "web"]).await?;
+        Ok(events.contains("ChartResolutionFailed").then_some(events))
+    })
+    .await
+    .unwrap();
+    assert!(
+        events.contains(&format!("{repository}/index.yaml")) && events.contains("1.0.0, 1.1.0"),
+        "{events}"
+    );
+    wait_for_configmap(&mut fleet, "web", "1.0.0", "from-git-2")
+        .await
+        .unwrap();
+    fleet.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
