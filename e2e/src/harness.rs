@@ -199,6 +199,13 @@ impl Fleet {
         }
         config.http_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], 0)));
         config.link_runtime = self.options.link_runtime.clone();
+        // Helm renders through scripts/helm (scripts/charts-venv builds what it needs), and
+        // the tests serve charts on 127.0.0.1.
+        config.helm_command = Path::new(env!("CARGO_MANIFEST_DIR")).join("../scripts/helm");
+        config.chart_fetch = gitfleet_support::fetch::FetchPolicy {
+            allow_loopback: true,
+            timeout: Duration::from_secs(10),
+        };
         let spoke = gitfleet_spoke::start(config)
             .await
             .with_context(|| format!("starting the spoke of {}", cluster.name))?;

@@ -31,6 +31,7 @@ use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, Resource};
 use crate::store::{Store, StoreError};
 
 mod audit;
+mod charts;
 mod clusters;
 mod dependencies;
 mod desired;
@@ -99,6 +100,8 @@ pub struct EngineConfig {
     pub metrics: Arc<crate::metrics::HubMetrics>,
     /// How much of the audit log the hub keeps.
     pub audit_retention: gitfleet_core::users::AuditRetention,
+    /// Resolves Apps' `spec.render.helm.chart` (see `docs/sync.md`).
+    pub charts: crate::charts::ChartResolver,
 }
 
 /// Held by every change to desired state (see the module's documentation).
@@ -142,6 +145,8 @@ pub struct Engine {
     bus: EventBus,
     /// Whether this replica does the work that must happen once (see [`Engine::lead`]).
     leading: std::sync::atomic::AtomicBool,
+    /// By App: the last chart resolution error, so that each distinct one is one event.
+    chart_errors: Mutex<HashMap<String, String>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -178,6 +183,7 @@ impl Engine {
             registration_locks: Default::default(),
             connect_hook: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
+            chart_errors: Mutex::new(HashMap::new()),
         });
         {
             let stored = engine.store.desired_all().await?;

@@ -2,6 +2,7 @@
 //! state over mutual TLS, and keeps everything it learns in an embedded sled store. The `gitfleet`
 //! admin CLI is the `gitfleet-cli` crate.
 
+pub mod charts;
 pub mod credentials;
 pub mod engine;
 pub mod git;

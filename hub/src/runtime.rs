@@ -54,6 +54,9 @@ pub struct HubConfig {
     pub cluster_cert_validity: Duration,
     pub max_concurrent_fetches: usize,
     pub fetch_timeout: Duration,
+    /// What the hub's chart resolution may contact, and for how long (30 s a request;
+    /// loopback only in tests: there is no flag for it).
+    pub chart_fetch: gitfleet_support::fetch::FetchPolicy,
     /// Shared secret for push webhooks (HMAC key, or GitLab token); webhooks are off without it.
     pub webhook_secret: Option<String>,
     /// Spokes between opening their stream and saying hello, at most; more are refused with
@@ -224,6 +227,7 @@ impl HubConfig {
             cluster_cert_validity: DEFAULT_CLUSTER_CERT_VALIDITY,
             max_concurrent_fetches: 8,
             fetch_timeout: Duration::from_secs(120),
+            chart_fetch: gitfleet_support::fetch::FetchPolicy::default(),
             webhook_secret: None,
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
             repo_credentials: Default::default(),
@@ -248,6 +252,11 @@ impl HubConfig {
             default_poll_interval: Duration::from_secs(1),
             heartbeat_grace: Duration::from_secs(30),
             fetch_timeout: Duration::from_secs(30),
+            // Tests serve charts on 127.0.0.1.
+            chart_fetch: gitfleet_support::fetch::FetchPolicy {
+                allow_loopback: true,
+                timeout: Duration::from_secs(10),
+            },
             ..Self::new(data_dir)
         }
     }
@@ -454,6 +463,8 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             fleet: config.fleet.clone(),
             metrics: Arc::new(HubMetrics::new(config.store.local_dir(data))),
             audit_retention: config.audit_retention,
+            charts: crate::charts::ChartResolver::new(config.chart_fetch.clone())
+                .map_err(HubError::Tls)?,
         },
         shutdown.clone(),
         candidacy.is_none(),

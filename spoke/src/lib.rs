@@ -7,6 +7,7 @@
 
 pub mod agent;
 pub mod allocator;
+pub mod charts;
 pub mod cluster;
 pub mod desired;
 pub mod git;

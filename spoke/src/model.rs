@@ -122,6 +122,10 @@ pub struct RenderOptions {
     pub helm_values_files: Vec<String>,
     #[serde(default)]
     pub helm_values_yaml: String,
+    /// A chart from a Helm repository or an OCI registry, resolved by the hub; `None`: the
+    /// chart is at the App path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub helm_chart: Option<gitfleet_core::charts::ResolvedChart>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

@@ -42,6 +42,10 @@ pub struct SpokeConfig {
     pub agent_version: String,
     /// The `helm` that renders Helm charts (`helm template`).
     pub helm_command: PathBuf,
+    /// What chart downloads may contact, and for how long (loopback only in tests).
+    pub chart_fetch: gitfleet_support::fetch::FetchPolicy,
+    /// Sizes of chart archives, what they unpack to, and the chart cache.
+    pub chart_limits: crate::charts::ChartLimits,
     /// Bounds on every Git fetch: how long, and how many bytes.
     pub git_fetch: crate::git::FetchLimits,
     /// Most renders running at once, over every Target (`--max-concurrent-renders`).
@@ -76,6 +80,8 @@ impl SpokeConfig {
             progress_timeout: Duration::from_secs(300),
             agent_version: env!("CARGO_PKG_VERSION").to_owned(),
             helm_command: "helm".into(),
+            chart_fetch: gitfleet_support::fetch::FetchPolicy::default(),
+            chart_limits: crate::charts::ChartLimits::default(),
             git_fetch: crate::git::FetchLimits::default(),
             max_concurrent_renders: agent::DEFAULT_MAX_CONCURRENT_RENDERS,
             http_listen: None,
@@ -193,6 +199,16 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     let mut agent_config = AgentConfig::new(config.cluster_name.clone());
     agent_config.progress_timeout = config.progress_timeout;
     agent_config.helm_command = config.helm_command.clone();
+    match crate::charts::ChartCache::new(
+        config.data_dir.join("charts"),
+        config.chart_fetch.clone(),
+        config.chart_limits,
+    ) {
+        Ok(cache) => agent_config.charts = Some(Arc::new(cache)),
+        Err(e) => {
+            tracing::warn!(error = %e, "no chart cache: charts from repositories will not render")
+        }
+    }
     agent_config.max_concurrent_renders = config.max_concurrent_renders;
     agent_config.metrics = Arc::clone(&metrics);
     let git =

@@ -24,6 +24,7 @@
 //!   log's entries and retention.
 
 pub mod authz;
+pub mod charts;
 pub mod cluster_labels;
 pub mod credential_scope;
 pub mod documents;

@@ -100,6 +100,7 @@ mod tests {
             self_heal_suspended: None,
             health_rules: Vec::new(),
             trusted_keys: vec![],
+            chart: None,
         }
     }
 

@@ -153,6 +153,8 @@ impl Engine {
             self.config.metrics.error(MetricsError::store);
             warn!(repo = %name, error = %e, "cannot record fetch result");
         }
+        // Charts are resolved again with every poll, so that a range picks up new releases.
+        self.resolve_charts_of_repo(name).await;
     }
 
     async fn after_fetch(
@@ -270,6 +272,8 @@ impl Engine {
                 let revision = AppRevision {
                     trace: trace.clone(),
                     fetched_at_unix_ms: unix_ms_at(fetch_started),
+                    // The chart in force stays with the new commit until it is resolved anew.
+                    chart: current.and_then(|c| c.chart.clone()),
                     ..revision.clone()
                 };
                 self.store.put_revision(&app.metadata.name, &revision)?;

@@ -382,24 +382,43 @@ impl Engine {
     /// Follows the Repos among `applied` (once the write lock is released: a follower's first
     /// fetch takes it).
     pub(super) fn follow_applied(self: &Arc<Self>, applied: &[Resource]) {
+        let mut charts = Vec::new();
         for r in applied {
-            if let Resource::Repo(repo) = r {
-                self.follow(repo);
+            match r {
+                Resource::Repo(repo) => self.follow(repo),
+                Resource::App(app) if super::charts::chart_of(app).is_some() => {
+                    charts.push(app.clone());
+                }
+                _ => {}
             }
+        }
+        // Resolved at once (the Repo's polls resolve again), without the caller waiting.
+        if !charts.is_empty() && !self.shutdown.is_cancelled() {
+            let engine = Arc::clone(self);
+            tokio::spawn(async move { engine.resolve_charts(&charts).await });
         }
     }
 
     /// Gives an App the commit its Repo is at now (or none, until the Repo is fetched).
     fn assign_current_revision(&self, app: &App) -> Result<(), EngineError> {
         match self.store.repo_status(&app.spec.repo)? {
-            Some(s) if !s.commit.is_empty() => self.store.put_revision(
-                &app.metadata.name,
-                &AppRevision {
-                    commit: s.commit,
-                    git_ref: s.git_ref,
-                    ..Default::default()
-                },
-            )?,
+            Some(s) if !s.commit.is_empty() => {
+                // A chart resolved before stays in force until it is resolved anew.
+                let chart = self
+                    .store
+                    .revisions()?
+                    .remove(&app.metadata.name)
+                    .and_then(|r| r.chart);
+                self.store.put_revision(
+                    &app.metadata.name,
+                    &AppRevision {
+                        commit: s.commit,
+                        git_ref: s.git_ref,
+                        chart,
+                        ..Default::default()
+                    },
+                )?
+            }
             _ => self.store.delete_revision(&app.metadata.name)?,
         }
         Ok(())

@@ -13,6 +13,7 @@ use crate::model::{
     SyncState, TargetReport, TargetView, TokenRecord, VersionedTarget,
 };
 use crate::resources::{RenderSpec, RenderType, SyncPolicySpec};
+use gitfleet_core::charts::ResolvedChart;
 
 /// `traces`: the W3C trace context (by App) each upsert carries to the spoke.
 pub fn desired_state(
@@ -87,6 +88,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         self_heal_suspended: _,
         trusted_keys,
         health_rules,
+        chart,
     } = target;
     pb::TargetSpec {
         target_id: app.clone(),
@@ -100,7 +102,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
             extra_paths,
         }),
         namespace,
-        render: Some(render_options(&render)),
+        render: Some(render_options(&render, chart)),
         sync_policy: Some(sync_policy_pb(sync_policy)),
         trace: (!trace.is_empty()).then(|| pb::TraceContext {
             fields: trace.into_iter().collect(),
@@ -144,7 +146,7 @@ fn target_project_pb(p: crate::fleet::project::TargetProject) -> pb::TargetProje
 
 /// The engine and its options, and (for spokes older than `engine`) the same in fields 1-5.
 #[allow(deprecated)]
-fn render_options(r: &RenderSpec) -> pb::RenderOptions {
+fn render_options(r: &RenderSpec, chart: Option<ResolvedChart>) -> pb::RenderOptions {
     let render_type = match r.render_type {
         RenderType::Auto => pb::RenderType::Auto,
         RenderType::Yaml => pb::RenderType::Yaml,
@@ -168,6 +170,14 @@ fn render_options(r: &RenderSpec) -> pb::RenderOptions {
             .and_then(|h| h.values.as_ref())
             .and_then(|v| serde_saphyr::to_string(v).ok())
             .unwrap_or_default(),
+        chart: chart.map(|c| pb::HelmChart {
+            repository: c.repository,
+            name: c.name,
+            version: c.version,
+            digest: c.digest,
+            url: c.url,
+            manifest_digest: c.manifest_digest,
+        }),
     };
     pb::RenderOptions {
         r#type: render_type as i32,
@@ -569,6 +579,7 @@ mod tests {
                 release_name: Some("web-b".into()),
                 values_files: vec!["values-prod.yaml".into()],
                 values: None,
+                chart: None,
             }),
         };
         let kustomize = pb::KustomizeOptions {
@@ -578,6 +589,7 @@ mod tests {
             release: "web-b".into(),
             values_files: vec!["values-prod.yaml".into()],
             values_yaml: String::new(),
+            chart: None,
         };
         for (render_type, old_type, engine) in [
             (
@@ -604,7 +616,7 @@ mod tests {
                 pb::render_options::Engine::Helm(helm.clone()),
             ),
         ] {
-            let options = render_options(&spec(render_type));
+            let options = render_options(&spec(render_type), None);
             assert_eq!(options.r#type, old_type as i32);
             assert_eq!(options.kustomize_dir, "overlays/dev");
             assert_eq!(options.helm_release, "web-b");

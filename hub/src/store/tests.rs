@@ -319,6 +319,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
                     self_heal_suspended: None,
                     health_rules: Vec::new(),
                     trusted_keys: vec![],
+                    chart: None,
                 },
             },
         )]),

@@ -6,12 +6,16 @@
 //! - [`error_chain`]: an error and its sources as one line.
 //! - [`git`] (feature `git`): the libgit2 callbacks of a fetch, where a credential may go and
 //!   which SSH host keys are trusted.
+//! - [`fetch`] (feature `fetch`): the HTTP client of Helm chart repositories and OCI
+//!   registries, with the addresses it refuses and where a credential may go.
 //! - [`testing`] and [`proxy`] (feature `testing`, for tests only): a misbehaving git://
 //!   server, and a TCP proxy a test can cut.
 
 use std::error::Error;
 use std::sync::Once;
 
+#[cfg(feature = "fetch")]
+pub mod fetch;
 #[cfg(feature = "git")]
 pub mod git;
 #[cfg(feature = "testing")]

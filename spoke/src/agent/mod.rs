@@ -76,6 +76,9 @@ pub struct AgentConfig {
     pub helm_command: std::path::PathBuf,
     /// Longest a `helm template` may run.
     pub helm_timeout: Duration,
+    /// Charts from Helm repositories and OCI registries (see [`crate::charts`]); `None`:
+    /// only charts in Git render.
+    pub charts: Option<Arc<crate::charts::ChartCache>>,
     /// The rendering engines, in detection order.
     pub renderers: Renderers,
     /// Most renders (a `kustomize build` or `helm template` and the parse of its output, or
@@ -101,6 +104,7 @@ impl AgentConfig {
             kustomize_timeout: self.kustomize_timeout,
             helm_command: self.helm_command.clone(),
             helm_timeout: self.helm_timeout,
+            charts: self.charts.clone(),
         }
     }
 
@@ -125,6 +129,7 @@ impl AgentConfig {
             kustomize_timeout: Duration::from_secs(60),
             helm_command: "helm".into(),
             helm_timeout: Duration::from_secs(60),
+            charts: None,
             renderers: Renderers::standard(),
             max_concurrent_renders: DEFAULT_MAX_CONCURRENT_RENDERS,
         }

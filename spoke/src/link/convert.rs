@@ -40,6 +40,14 @@ fn render_from_proto(render: pb::RenderOptions) -> RenderOptions {
                 helm_release: helm.release,
                 helm_values_files: helm.values_files,
                 helm_values_yaml: helm.values_yaml,
+                helm_chart: helm.chart.map(|c| gitfleet_core::charts::ResolvedChart {
+                    repository: c.repository,
+                    name: c.name,
+                    version: c.version,
+                    digest: c.digest,
+                    url: c.url,
+                    manifest_digest: c.manifest_digest,
+                }),
             }
         };
     match render.engine {
@@ -60,6 +68,7 @@ fn render_from_proto(render: pb::RenderOptions) -> RenderOptions {
             helm_release: render.helm_release,
             helm_values_files: render.helm_values_files,
             helm_values_yaml: render.helm_values_yaml,
+            helm_chart: None,
         },
     }
 }
@@ -304,6 +313,7 @@ mod tests {
             helm_release: helm_release.into(),
             helm_values_files: helm_values_files.iter().map(|f| (*f).to_owned()).collect(),
             helm_values_yaml: helm_values_yaml.into(),
+            helm_chart: None,
         }
     }
 
@@ -319,6 +329,7 @@ mod tests {
             release: "web-b".into(),
             values_files: vec!["values-prod.yaml".into()],
             values_yaml: "replicas: 3\n".into(),
+            chart: None,
         };
         let cases = [
             (

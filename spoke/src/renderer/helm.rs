@@ -2,6 +2,8 @@
 //! extra paths (see `crate::helm` for what is checked and how helm runs).
 
 use futures::future::BoxFuture;
+use std::path::Path;
+
 use gitfleet_core::yaml::Budget;
 use tracing::Instrument as _;
 
@@ -11,7 +13,8 @@ use crate::helm::HelmError;
 use crate::model::{RenderType, TargetSpec};
 use crate::sync::render::SourceFile;
 
-/// Detects a `Chart.yaml` at the App path.
+/// Detects a `Chart.yaml` at the App path; with a chart from a repository
+/// (`spec.render.helm.chart`), renders that chart with the values files at the App path.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Helm;
 
@@ -66,11 +69,46 @@ async fn template(chart: &str, workspace: Workspace<'_>) -> Result<AppFiles, Ren
             .map_err(|source| RendererError::ValuesFilePath { field, source })?;
         values.push(path);
     }
+    // A chart from a repository: downloaded (or taken from the cache) and checked against the
+    // digest the hub resolved before anything of the App's files is written out.
+    let archive = match &spec.render.helm_chart {
+        Some(resolved) => {
+            let cache = settings
+                .charts
+                .as_ref()
+                .ok_or(RendererError::NoChartCache)?;
+            let bytes = cache
+                .archive(resolved)
+                .await
+                .map_err(|e| RendererError::Chart(Box::new(e)))?;
+            Some((resolved, bytes, *cache.limits()))
+        }
+        None => None,
+    };
     let copy = workspace.materialize().await?;
     let root = copy.root();
-    let chart_dir = root.join(chart);
     let budget = Budget::new(settings.limits.yaml);
-    crate::helm::check_vendored(&chart_dir, &root, &budget).map_err(RendererError::Helm)?;
+    let chart_dir = match archive {
+        Some((resolved, bytes, limits)) => {
+            let dest = copy.work.path().join("chart");
+            let name = resolved.describe();
+            tokio::task::spawn_blocking(move || crate::charts::unpack(&bytes, &dest, &limits))
+                .await
+                .map_err(|e| e.to_string())
+                .and_then(|r| r)
+                .map_err(|message| RendererError::ChartUnpack {
+                    chart: name,
+                    message,
+                })?
+        }
+        None => root.join(chart),
+    };
+    let vendored_root = chart_dir
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default();
+    crate::helm::check_vendored(&chart_dir, &vendored_root, &budget)
+        .map_err(RendererError::Helm)?;
     let mut values_files = Vec::new();
     for path in values {
         if !root.join(&path).is_file() {

@@ -71,6 +71,12 @@ pub enum RendererError {
     HelmTemplate { chart: String, source: HelmError },
     #[error("no renderer is registered for render type {0:?}")]
     NoRenderer(RenderType),
+    #[error("the Target's chart comes from a chart repository, and this spoke has no chart cache")]
+    NoChartCache,
+    #[error(transparent)]
+    Chart(Box<crate::charts::ChartFetchError>),
+    #[error("chart {chart}: {message}")]
+    ChartUnpack { chart: String, message: String },
 }
 
 /// What renderers may spend, and the commands they run.
@@ -84,6 +90,9 @@ pub struct RenderSettings {
     pub helm_command: PathBuf,
     /// Longest a `helm template` may run.
     pub helm_timeout: Duration,
+    /// Where charts from Helm repositories and OCI registries come from; `None`: this spoke
+    /// renders only charts in Git.
+    pub charts: Option<Arc<crate::charts::ChartCache>>,
 }
 
 /// What a renderer renders from: the Target, the files read at its App path, and the Git cache
@@ -225,6 +234,10 @@ impl Renderers {
         candidates
             .into_iter()
             .find(|(engine, dir)| match wanted {
+                // A chart from a repository is Helm's, whatever the App path holds.
+                RenderType::Auto if spec.render.helm_chart.is_some() => {
+                    engine.render_type() == RenderType::Helm
+                }
                 RenderType::Auto => engine.detect(dir, files),
                 wanted => engine.render_type() == wanted,
             })

@@ -222,6 +222,7 @@ async fn two_targets_render(bound: usize) -> (usize, usize) {
         kustomize_timeout: Duration::from_secs(1),
         helm_command: "helm".into(),
         helm_timeout: Duration::from_secs(1),
+        charts: None,
     };
     let specs = [
         target("a", RenderType::Auto, ""),

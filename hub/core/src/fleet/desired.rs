@@ -8,6 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::hold::SelfHealHolds;
 use super::placement::ClusterLabels;
 use super::project::{self, TargetProject};
+use crate::charts::ResolvedChart;
 use crate::health_rules::{MAX_RULES, TargetHealthRule};
 use crate::resources::{
     App, ClusterGroup, Customization, HealthRule, Project, RenderSpec, Repo, SyncPolicySpec,
@@ -52,6 +53,10 @@ pub struct DesiredTarget {
     /// Project's, then the hub-wide `HealthRule`s (see [`attach_health_rules`]).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub health_rules: Vec<TargetHealthRule>,
+    /// The exact chart (version, digest, URL) the hub resolved `render.helm.chart` to, from
+    /// the Target's revision; absent for an App without a chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ResolvedChart>,
 }
 
 fn is_zero(n: &u64) -> bool {
@@ -71,13 +76,19 @@ pub struct AppRevision {
     /// latency is timed from there, by any replica.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub fetched_at_unix_ms: u64,
+    /// For an App with `spec.render.helm.chart`: the exact chart the hub resolved it to. Part
+    /// of the revision, so that a new chart version (or digest) is a new revision that rolls
+    /// out like a commit, and every cluster given this revision gets this chart.
+    /// Boxed: most Apps have none, and revisions are in every rollout record.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<Box<ResolvedChart>>,
 }
 
-/// Two revisions are the same when they are the same commit of the same ref: where a change
-/// came from says nothing about what runs.
+/// Two revisions are the same when they are the same commit of the same ref and the same
+/// chart: where a change came from says nothing about what runs.
 impl PartialEq for AppRevision {
     fn eq(&self, other: &Self) -> bool {
-        self.commit == other.commit && self.git_ref == other.git_ref
+        self.commit == other.commit && self.git_ref == other.git_ref && self.chart == other.chart
     }
 }
 
@@ -109,8 +120,13 @@ pub fn desired_target(
         if c.kustomize.is_some() {
             render.kustomize = c.kustomize.clone();
         }
-        if c.helm.is_some() {
-            render.helm = c.helm.clone();
+        if let Some(helm) = &c.helm {
+            // The chart is the App's: a customization changes values, not the chart.
+            let chart = render.helm.as_ref().and_then(|h| h.chart.clone());
+            render.helm = Some(crate::resources::HelmOptions {
+                chart,
+                ..helm.clone()
+            });
         }
         if let Some(ns) = &c.namespace {
             namespace = ns.clone();
@@ -137,7 +153,21 @@ pub fn desired_target(
             .as_ref()
             .map(|v| v.trusted_keys.clone())
             .unwrap_or_default(),
+        chart: revision
+            .chart
+            .as_deref()
+            .cloned()
+            .filter(|_| wants_chart(app)),
     }
+}
+
+/// Whether `app` takes its chart from a Helm repository or an OCI registry.
+pub fn wants_chart(app: &App) -> bool {
+    app.spec
+        .render
+        .helm
+        .as_ref()
+        .is_some_and(|h| h.chart.is_some())
 }
 
 /// Desired state of the whole fleet: cluster → App name → Target. Apps whose Repo is missing or
@@ -194,6 +224,11 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
         if project
             .is_some_and(|p| !project::allows_repo(p, &repo.metadata.name, Some(&repo.spec.url)))
         {
+            continue;
+        }
+        // A chart the hub has not resolved yet: nothing to render, so nothing is placed (a
+        // resolution once made stays in the revision, so this never removes running Targets).
+        if wants_chart(app) && revision.chart.is_none() {
             continue;
         }
         let per_cluster = rollouts.get(&app.metadata.name).map(Borrow::borrow);

@@ -466,7 +466,9 @@ impl RolloutState {
         };
         match command {
             Command::NewRevision(revision) => {
-                if revision.commit == self.revision.commit
+                // A new chart at the same commit is a new revision too.
+                if (revision.commit == self.revision.commit
+                    && revision.chart == self.revision.chart)
                     || self.rejected.as_deref() == Some(revision.commit.as_str())
                 {
                     return Ok(unchanged());
@@ -939,8 +941,12 @@ fn classify<'a>(
 ) -> Classified<'a> {
     let to = &state.revision.commit;
     let o = obs.unwrap_or(&NEVER_SEEN);
-    let given = state.assigned.get(cluster).is_some_and(|r| &r.commit == to)
-        || o.desired_revision.as_ref() == Some(to);
+    // Reports name commits only: a cluster assigned the commit with another chart has not been
+    // given this revision, whatever it reports.
+    let assigned = state.assigned.get(cluster);
+    let given = assigned.is_some_and(|r| &r.commit == to && r.chart == state.revision.chart)
+        || (o.desired_revision.as_ref() == Some(to)
+            && assigned.is_none_or(|r| r.chart == state.revision.chart));
     let applied = o.applied_revision.as_ref() == Some(to);
     let min_healthy_for = ceil_secs(wave.min_healthy_for);
     let mut soaked = false;

@@ -328,6 +328,23 @@ pub struct HelmOptions {
     /// Inline values, merged over the files.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub values: Option<serde_json::Value>,
+    /// A chart from a Helm repository or an OCI registry instead of one in Git: the App path
+    /// then holds only values files. The App's alone: a customization may not set it, so that
+    /// every cluster of a rollout gets the same chart.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chart: Option<ChartSpec>,
+}
+
+/// `spec.render.helm.chart`: which chart, from where, at which version (the hub resolves it
+/// to one exact version and digest, see `crate::charts`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct ChartSpec {
+    /// `https://charts.example.com` (a Helm repository) or `oci://registry.example.com/charts`.
+    pub repository: String,
+    pub name: String,
+    /// An exact version (`6.5.4`) or a semver range (`^6.0.0`).
+    pub version: String,
 }
 
 /// A per-cluster difference: for clusters the selection matches, these options replace the App's.

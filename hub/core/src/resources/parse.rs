@@ -3,9 +3,10 @@
 use serde::de::DeserializeOwned;
 
 use super::{
-    API_VERSION, App, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef, GroupKind,
-    HealthRule, HealthRuleSpec, HelmOptions, IntOrPercent, Kind, LabelSelector, Metadata, Project,
-    Repo, Resource, ResourceError, RolloutSpec, SelectorOperator, SyncWindow,
+    API_VERSION, App, ChartSpec, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef,
+    GroupKind, HealthRule, HealthRuleSpec, HelmOptions, IntOrPercent, Kind, LabelSelector,
+    Metadata, Project, RenderType, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
+    SyncWindow,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -288,6 +289,18 @@ impl Validator<'_> {
         }
         if let Some(h) = &s.render.helm {
             self.helm("spec.render.helm", h)?;
+            if let Some(c) = &h.chart {
+                self.chart("spec.render.helm.chart", c)?;
+                if matches!(
+                    s.render.render_type,
+                    RenderType::Yaml | RenderType::Kustomize
+                ) {
+                    return Err(self.fail(
+                        "spec.render.type",
+                        "must be helm or auto (or absent) when spec.render.helm.chart is set",
+                    ));
+                }
+            }
             if let Some(v) = &h.values
                 && !v.is_object()
             {
@@ -309,6 +322,12 @@ impl Validator<'_> {
             }
             if let Some(h) = &c.helm {
                 self.helm(&format!("{base}.helm"), h)?;
+                if h.chart.is_some() {
+                    return Err(self.fail(
+                        &format!("{base}.helm.chart"),
+                        "must not be set: the chart is the App's (spec.render.helm.chart), so that every cluster gets the same one; customize values instead",
+                    ));
+                }
             }
         }
         if let Some(r) = &s.rollout {
@@ -478,6 +497,24 @@ impl Validator<'_> {
             if f.starts_with('-') {
                 return Err(self.fail(&field, format!("{f:?} must not start with '-'")));
             }
+        }
+        Ok(())
+    }
+
+    /// `spec.render.helm.chart`: a repository the hub may fetch from, a chart name, a version
+    /// or range.
+    fn chart(&self, path: &str, c: &ChartSpec) -> Result<(), ResourceError> {
+        if let Some(problem) = crate::charts::repository_problem(&c.repository) {
+            return Err(self.fail(
+                &format!("{path}.repository"),
+                format!("{:?} {problem}", c.repository),
+            ));
+        }
+        if let Some(problem) = crate::charts::chart_name_problem(&c.name) {
+            return Err(self.fail(&format!("{path}.name"), format!("{:?} {problem}", c.name)));
+        }
+        if let Err(problem) = crate::charts::Wanted::parse(&c.version) {
+            return Err(self.fail(&format!("{path}.version"), problem));
         }
         Ok(())
     }

@@ -805,3 +805,53 @@ fn sync_windows_parse_on_projects_and_apps_and_errors_name_the_field() {
         assert!(e.contains(want), "{window}: {e}");
     }
 }
+
+#[test]
+fn helm_charts_from_repositories_are_checked_field_by_field() {
+    let app = |chart: &str, extra: &str| {
+        format!(
+            "apiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{name: web}}\nspec: {{repo: r, path: values/web, namespace: web, targets: [{{clusters: [a]}}], render: {{helm: {{chart: {chart}}}}}{extra}}}"
+        )
+    };
+    let ok = "{repository: 'https://charts.example.com', name: podinfo, version: ^6.0.0}";
+    let Resource::App(parsed) = parse_yaml(&app(ok, "")).unwrap() else {
+        panic!("not an app")
+    };
+    let chart = parsed.spec.render.helm.unwrap().chart.unwrap();
+    assert_eq!(chart.version, "^6.0.0");
+    parse_yaml(&app(
+        "{repository: 'oci://registry.example.com/charts', name: podinfo, version: 6.5.4}",
+        "",
+    ))
+    .unwrap();
+    for (chart, path, says) in [
+        (
+            "{repository: 'http://charts.example.com', name: podinfo, version: '1.0.0'}",
+            "spec.render.helm.chart.repository",
+            "loopback",
+        ),
+        (
+            "{repository: 'https://169.254.169.254', name: podinfo, version: '1.0.0'}",
+            "spec.render.helm.chart.repository",
+            "link-local",
+        ),
+        (
+            "{repository: 'https://c.example.com', name: '../x', version: '1.0.0'}",
+            "spec.render.helm.chart.name",
+            "lowercase",
+        ),
+        (
+            "{repository: 'https://c.example.com', name: podinfo, version: '>>1'}",
+            "spec.render.helm.chart.version",
+            "semver range",
+        ),
+    ] {
+        let e = parse_yaml(&app(chart, "")).unwrap_err();
+        assert_eq!(e.path, path, "{chart}");
+        assert!(e.message.contains(says), "{chart}: {e}");
+    }
+    let e = parse_yaml(&app(ok, ", customize: [{clusters: [b], helm: {chart: {repository: 'https://x.example.com', name: x, version: '1.0.0'}}}]")).unwrap_err();
+    assert_eq!(e.path, "spec.customize[0].helm.chart");
+    let kustomize = app(ok, "").replace("render: {helm", "render: {type: kustomize, helm");
+    assert_eq!(parse_yaml(&kustomize).unwrap_err().path, "spec.render.type");
+}

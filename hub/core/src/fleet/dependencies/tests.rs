@@ -274,6 +274,7 @@ fn a_dependency_is_meant_to_run_where_git_points_unless_rolled_back_from_there()
         git_ref: "main".into(),
         trace: BTreeMap::new(),
         fetched_at_unix_ms: 0,
+        chart: None,
     };
     let mut rollout = RolloutState::first(rev(OLD), 0);
     assert_eq!(wanted_revision(Some(&rev(AT)), Some(&rollout)), Some(AT));
