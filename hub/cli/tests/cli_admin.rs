@@ -260,6 +260,14 @@ impl Admin for FakeHub {
         }))
     }
 
+    async fn refresh_repo(
+        &self,
+        request: Request<pb::RefreshRepoRequest>,
+    ) -> Result<Response<pb::RefreshRepoResponse>, Status> {
+        self.record_caller(&request);
+        Err(Status::unimplemented("the fake hub fetches no Repo"))
+    }
+
     async fn list_clusters(
         &self,
         request: Request<pb::ListClustersRequest>,
