@@ -103,10 +103,15 @@ async fn template(chart: &str, workspace: Workspace<'_>) -> Result<AppFiles, Ren
         }
         None => root.join(chart),
     };
-    let vendored_root = chart_dir
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default();
+    // Errors name a chart in Git by its path in the repository (`apps/web/Chart.yaml`), a
+    // downloaded chart by its own name (`podinfo/Chart.yaml`).
+    let vendored_root = match &spec.render.helm_chart {
+        Some(_) => chart_dir
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default(),
+        None => root.to_path_buf(),
+    };
     crate::helm::check_vendored(&chart_dir, &vendored_root, &budget)
         .map_err(RendererError::Helm)?;
     let mut values_files = Vec::new();
