@@ -429,21 +429,14 @@ async fn repo_refresh_fetches_now_and_waits_for_the_fetch() {
             .to_owned()
     };
     // The first fetch follows the apply: once it is done, the Repo fetches again only when asked.
-    let deadline = tokio::time::Instant::now() + DEADLINE;
-    loop {
+    gitfleet_e2e::harness::until_async("the Repo's first fetch", DEADLINE, async || {
         let out = fleet
             .cli(&["get", "repo", "platform", "-o", "json"])
-            .await
-            .unwrap();
-        if at(&out) == v1 {
-            break;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "never fetched: {out}"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+            .await?;
+        Ok((at(&out) == v1).then_some(()))
+    })
+    .await
+    .unwrap();
 
     fleet.git.write("apps/a/other.yaml", SERVICE).unwrap();
     let v2 = fleet.git.commit("v2").unwrap();
