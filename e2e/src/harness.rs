@@ -60,6 +60,11 @@ pub struct FleetOptions {
     pub progress_timeout: Duration,
     /// The spokes' `--helm-command` (`helm` from `PATH` when `None`).
     pub helm_command: Option<PathBuf>,
+    /// The hub's `--repo-credentials` file, as loaded.
+    pub hub_credentials: gitfleet_hub::credentials::Credentials,
+    /// Certificate authorities the hub and the spokes trust for chart repositories and
+    /// registries (`--chart-ca-file`): a test serving charts over HTTPS.
+    pub chart_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl FleetOptions {
@@ -73,6 +78,8 @@ impl FleetOptions {
             link_runtime: None,
             progress_timeout: Duration::from_secs(30),
             helm_command: None,
+            hub_credentials: Default::default(),
+            chart_roots: Vec::new(),
         }
     }
 }
@@ -205,6 +212,7 @@ impl Fleet {
         config.chart_fetch = gitfleet_support::fetch::FetchPolicy {
             allow_loopback: true,
             timeout: Duration::from_secs(10),
+            extra_roots: self.options.chart_roots.clone(),
         };
         let spoke = gitfleet_spoke::start(config)
             .await
@@ -383,6 +391,11 @@ fn hub_config(work_dir: &Path, options: &FleetOptions) -> HubConfig {
     if let Some(validity) = options.cluster_cert_validity {
         config.cluster_cert_validity = validity;
     }
+    config.repo_credentials = options.hub_credentials.clone();
+    config
+        .chart_fetch
+        .extra_roots
+        .clone_from(&options.chart_roots);
     config
 }
 

@@ -23,21 +23,85 @@ use sha2::{Digest as _, Sha256};
 
 const DEADLINE: Duration = Duration::from_secs(90);
 
-/// Paths → (content type, body), changed by the test while it serves.
+/// Paths → (content type, body), changed by the test while it serves; with `auth`, every
+/// request without that `Authorization` header is answered 401.
 #[derive(Clone, Default)]
-struct Served(Arc<Mutex<HashMap<String, (&'static str, Bytes)>>>);
+struct Served {
+    files: Arc<Mutex<HashMap<String, (&'static str, Bytes)>>>,
+    auth: Option<String>,
+}
 
 impl Served {
+    /// A server that answers only requests with this username and password.
+    fn with_basic_auth(username: &str, password: &str) -> Self {
+        use base64::Engine as _;
+        let token =
+            base64::engine::general_purpose::STANDARD.encode(format!("{username}:{password}"));
+        Served {
+            auth: Some(format!("Basic {token}")),
+            ..Served::default()
+        }
+    }
+
     fn put(&self, path: &str, content_type: &'static str, body: impl Into<Bytes>) {
-        self.0
+        self.files
             .lock()
             .expect("the served map")
             .insert(path.to_owned(), (content_type, body.into()));
     }
+
+    fn answer<B>(&self, req: &hyper::Request<B>) -> hyper::Response<Full<Bytes>> {
+        let authorized = self.auth.as_ref().is_none_or(|want| {
+            req.headers()
+                .get("authorization")
+                .is_some_and(|got| got.as_bytes() == want.as_bytes())
+        });
+        let found = self
+            .files
+            .lock()
+            .expect("the served map")
+            .get(req.uri().path())
+            .cloned();
+        let mut response = match found {
+            _ if !authorized => {
+                let mut r = hyper::Response::new(Full::new(Bytes::from("unauthorized")));
+                *r.status_mut() = hyper::StatusCode::UNAUTHORIZED;
+                r.headers_mut().insert(
+                    "www-authenticate",
+                    "Basic realm=\"charts\"".parse().expect("a header"),
+                );
+                r
+            }
+            Some((content_type, body)) => {
+                let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
+                let mut r = hyper::Response::new(Full::new(body));
+                r.headers_mut().insert(
+                    "content-type",
+                    content_type.parse().expect("a content type"),
+                );
+                if content_type.contains("manifest") {
+                    r.headers_mut().insert(
+                        "docker-content-digest",
+                        digest.parse().expect("a digest header"),
+                    );
+                }
+                r
+            }
+            None => {
+                let mut r = hyper::Response::new(Full::new(Bytes::from("not found")));
+                *r.status_mut() = hyper::StatusCode::NOT_FOUND;
+                r
+            }
+        };
+        response
+            .headers_mut()
+            .insert("server", "charts-test".parse().expect("a header"));
+        response
+    }
 }
 
-/// Serves `served` on 127.0.0.1 until the test ends.
-async fn serve(served: Served) -> SocketAddr {
+/// Serves `served` on 127.0.0.1 until the test ends: over HTTPS with `tls`, else HTTP.
+async fn serve_with(served: Served, tls: Option<tokio_rustls::TlsAcceptor>) -> SocketAddr {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind 127.0.0.1");
@@ -45,50 +109,65 @@ async fn serve(served: Served) -> SocketAddr {
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
             let served = served.clone();
-            let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
-                let found = served
-                    .0
-                    .lock()
-                    .expect("the served map")
-                    .get(req.uri().path())
-                    .cloned();
-                async move {
-                    let mut response = match found {
-                        Some((content_type, body)) => {
-                            let digest = format!("sha256:{}", hex::encode(Sha256::digest(&body)));
-                            let mut r = hyper::Response::new(Full::new(body));
-                            r.headers_mut().insert(
-                                "content-type",
-                                content_type.parse().expect("a content type"),
-                            );
-                            if content_type.contains("manifest") {
-                                r.headers_mut().insert(
-                                    "docker-content-digest",
-                                    digest.parse().expect("a digest header"),
-                                );
-                            }
-                            r
-                        }
-                        None => {
-                            let mut r = hyper::Response::new(Full::new(Bytes::from("not found")));
-                            *r.status_mut() = hyper::StatusCode::NOT_FOUND;
-                            r
-                        }
-                    };
-                    response
-                        .headers_mut()
-                        .insert("server", "charts-test".parse().expect("a header"));
-                    Ok::<_, Infallible>(response)
-                }
-            });
+            let tls = tls.clone();
             tokio::spawn(async move {
-                let _ = hyper::server::conn::http1::Builder::new()
-                    .serve_connection(TokioIo::new(stream), service)
-                    .await;
+                let service = hyper::service::service_fn(move |req: hyper::Request<_>| {
+                    let response = served.answer(&req);
+                    async move { Ok::<_, Infallible>(response) }
+                });
+                let http = hyper::server::conn::http1::Builder::new();
+                match tls {
+                    Some(tls) => {
+                        if let Ok(stream) = tls.accept(stream).await {
+                            let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                        }
+                    }
+                    None => {
+                        let _ = http.serve_connection(TokioIo::new(stream), service).await;
+                    }
+                }
             });
         }
     });
     addr
+}
+
+/// Serves `served` over HTTP on 127.0.0.1 until the test ends.
+async fn serve(served: Served) -> SocketAddr {
+    serve_with(served, None).await
+}
+
+/// A throwaway CA and a server certificate it signed for 127.0.0.1: the CA (for the hub's
+/// and the spokes' `--chart-ca-file`) and the server's TLS setup.
+fn loopback_tls() -> (
+    rustls::pki_types::CertificateDer<'static>,
+    tokio_rustls::TlsAcceptor,
+) {
+    let ca_key = rcgen::KeyPair::generate().expect("a CA key");
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).expect("CA params");
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca = ca_params.self_signed(&ca_key).expect("the CA");
+    let issuer = rcgen::Issuer::new(ca_params, ca_key);
+    let key = rcgen::KeyPair::generate().expect("a server key");
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .expect("server params")
+        .signed_by(&key, &issuer)
+        .expect("the server certificate");
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .expect("TLS versions")
+    .with_no_client_auth()
+    .with_single_cert(
+        vec![cert.der().clone()],
+        rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+    )
+    .expect("the server's TLS setup");
+    (
+        ca.der().clone(),
+        tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config)),
+    )
 }
 
 /// A chart archive: one ConfigMap labelled with the chart's version, holding a value.
@@ -392,6 +471,88 @@ async fn a_tampered_chart_fails_the_target_naming_the_digest_and_nothing_is_appl
     assert!(
         api.get_opt("shop-cfg").await.unwrap().is_none(),
         "nothing of the tampered chart is applied"
+    );
+    fleet.shutdown().await;
+}
+
+/// A private Helm repository behind a company CA: the hub resolves with the credential bound
+/// to the repository's URL, and the spoke downloads the archive with the same credential (the
+/// hub sends it with the Target, as it sends a Repo's). An App of a Project whose sourceRepos
+/// do not cover the chart repository is refused, naming the field: the hub's credential is
+/// not anyone's to use.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_private_chart_repository_over_https_is_read_with_its_credential_by_hub_and_spoke() {
+    let (ca, tls) = loopback_tls();
+    let served = Served::with_basic_auth("charts-reader", "s3cret");
+    let addr = serve_with(served.clone(), Some(tls)).await;
+    let v1 = chart("private", "2.0.0");
+    served.put(
+        "/private/charts/private-2.0.0.tgz",
+        "application/gzip",
+        v1.clone(),
+    );
+    served.put(
+        "/private/index.yaml",
+        "text/yaml",
+        index("private", &[("2.0.0", sha256(&v1))]),
+    );
+    let repository = format!("https://127.0.0.1:{}/private", addr.port());
+
+    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
+    options.chart_roots = vec![ca];
+    options.hub_credentials.git.insert(
+        "charts".into(),
+        gitfleet_core::model::RepoCredential {
+            urls: vec![format!("{repository}/")],
+            kind: gitfleet_core::model::CredentialKind::Https {
+                username: "charts-reader".into(),
+                password: "s3cret".into(),
+            },
+        },
+    );
+    let mut fleet = Fleet::start(options).await.unwrap();
+    fleet
+        .git
+        .write(
+            "values/secure/values.yaml",
+            "message: from-a-private-chart\n",
+        )
+        .unwrap();
+    fleet.git.commit("secure values").unwrap();
+    let yaml = format!(
+        "{}---\n{}",
+        fleet.repo_yaml("platform"),
+        app("secure", &repository, "private", "2.x")
+    );
+    fleet.apply_yaml(&yaml).await.unwrap();
+    wait_for_configmap(&mut fleet, "secure", "2.0.0", "from-a-private-chart")
+        .await
+        .unwrap();
+
+    // A tenant's Project that does not list the chart repository cannot name it.
+    let project = "apiVersion: gitfleet.dev/v1
+kind: Project
+metadata: {name: team-a}
+spec:
+  sourceRepos: [platform]
+  destinations:
+  - clusterSelector: {}
+    namespaces: [\"*\"]
+";
+    fleet.apply_yaml(project).await.unwrap();
+    let tenant = app("tenant", &repository, "private", "2.x").replace(
+        "  repo: platform\n",
+        "  repo: platform\n  project: team-a\n",
+    );
+    let refused = fleet
+        .apply_yaml(&tenant)
+        .await
+        .expect_err("an App of a chart repository its Project does not allow is refused")
+        .to_string();
+    assert!(
+        refused.contains("spec.render.helm.chart.repository")
+            && refused.contains("not allowed by Project team-a's sourceRepos"),
+        "{refused}"
     );
     fleet.shutdown().await;
 }

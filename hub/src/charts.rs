@@ -12,7 +12,7 @@ use gitfleet_core::yaml::{Budget, Limits};
 use gitfleet_support::fetch::{BasicAuth, FetchPolicy, Fetcher};
 
 use crate::credentials::Credentials;
-use crate::model::CredentialKind;
+use crate::model::{CredentialKind, RepoCredential};
 use crate::resources::ChartSpec;
 
 /// Resolves charts; cheap to clone.
@@ -134,22 +134,38 @@ impl ChartResolver {
 }
 
 /// The first `https` entry of the credentials file whose `urls:` cover the chart repository
-/// (an `oci://` repository is looked up as `https://` of the same place).
-pub fn basic_auth_for(credentials: &Credentials, repository: &str) -> Option<BasicAuth> {
+/// (an `oci://` repository is looked up as `https://` of the same place): the hub resolves
+/// with it, and spokes with a Target of a chart from there download with it. What is fetched
+/// lies under the repository (`<repository>/index.yaml`), so an entry for
+/// `https://charts.example.com/team/` covers the repository `https://charts.example.com/team`.
+pub fn credential_for(credentials: &Credentials, repository: &str) -> Option<RepoCredential> {
     let as_https = match repository.strip_prefix("oci://") {
         Some(rest) => format!("https://{rest}"),
         None => repository.to_owned(),
     };
-    credentials.git.values().find_map(|c| match &c.kind {
-        CredentialKind::Https { username, password } if c.may_be_sent_to(&as_https) => {
-            Some(BasicAuth {
-                username: username.clone(),
-                password: password.clone(),
-                urls: c.urls.clone(),
-            })
-        }
-        _ => None,
-    })
+    let as_https = format!("{}/", as_https.trim_end_matches('/'));
+    credentials
+        .git
+        .values()
+        .find(|c| matches!(c.kind, CredentialKind::Https { .. }) && c.may_be_sent_to(&as_https))
+        .cloned()
+}
+
+/// [`credential_for`] as the HTTP client takes it.
+pub fn basic_auth_for(credentials: &Credentials, repository: &str) -> Option<BasicAuth> {
+    basic_auth(&credential_for(credentials, repository)?)
+}
+
+/// `credential` as the HTTP client takes it; `None` for an SSH key.
+pub fn basic_auth(credential: &RepoCredential) -> Option<BasicAuth> {
+    match &credential.kind {
+        CredentialKind::Https { username, password } => Some(BasicAuth {
+            username: username.clone(),
+            password: password.clone(),
+            urls: credential.urls.clone(),
+        }),
+        CredentialKind::Ssh { .. } => None,
+    }
 }
 
 #[cfg(test)]
@@ -175,8 +191,46 @@ mod tests {
         ChartResolver::new(FetchPolicy {
             allow_loopback: true,
             timeout: std::time::Duration::from_secs(5),
+            extra_roots: Vec::new(),
         })
         .unwrap()
+    }
+
+    #[test]
+    fn a_credential_covers_the_repository_its_urls_name_with_or_without_a_slash() {
+        let mut credentials = Credentials::default();
+        credentials.git.insert(
+            "charts".into(),
+            RepoCredential {
+                urls: vec!["https://charts.example.com/team/".into()],
+                kind: CredentialKind::Https {
+                    username: "u".into(),
+                    password: "p".into(),
+                },
+            },
+        );
+        for repository in [
+            "https://charts.example.com/team",
+            "https://charts.example.com/team/",
+            "https://charts.example.com/team/sub",
+            "oci://charts.example.com/team",
+        ] {
+            assert!(
+                credential_for(&credentials, repository).is_some(),
+                "{repository}"
+            );
+        }
+        for repository in [
+            "https://charts.example.com/teammate",
+            "https://charts.example.com/",
+            "http://charts.example.com/team",
+            "https://other.example.com/team",
+        ] {
+            assert!(
+                credential_for(&credentials, repository).is_none(),
+                "{repository}"
+            );
+        }
     }
 
     fn spec(repository: String, version: &str) -> ChartSpec {

@@ -256,6 +256,7 @@ impl HubConfig {
             chart_fetch: gitfleet_support::fetch::FetchPolicy {
                 allow_loopback: true,
                 timeout: Duration::from_secs(10),
+                extra_roots: Vec::new(),
             },
             ..Self::new(data_dir)
         }

@@ -9,7 +9,9 @@ use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
 use gitfleet_core::charts::{ChartError, ResolvedChart, check_digest, normalize_digest};
-use gitfleet_support::fetch::{FetchError, FetchPolicy, Fetcher};
+use gitfleet_support::fetch::{BasicAuth, FetchError, FetchPolicy, Fetcher};
+
+use crate::model::{CredentialKind, RepoCredential};
 
 /// What a chart may cost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,7 +89,12 @@ impl ChartCache {
 
     /// The archive of `chart`, verified against its digest: from the cache, or downloaded
     /// (and cached) when not there.
-    pub async fn archive(&self, chart: &ResolvedChart) -> Result<Vec<u8>, ChartFetchError> {
+    /// `credential` is sent only where its scope allows (`gitfleet_support::fetch`).
+    pub async fn archive(
+        &self,
+        chart: &ResolvedChart,
+        credential: Option<&RepoCredential>,
+    ) -> Result<Vec<u8>, ChartFetchError> {
         let name = chart.describe();
         let digest = normalize_digest(&chart.digest).map_err(|m| ChartFetchError::Unpack {
             chart: name.clone(),
@@ -105,9 +112,15 @@ impl ChartCache {
             // A damaged cache entry is fetched again.
             let _ = tokio::fs::remove_file(&file).await;
         }
+        let auth = credential.and_then(basic_auth);
         let fetched = self
             .fetcher
-            .get(&chart.url, None, self.limits.max_archive_bytes, None)
+            .get(
+                &chart.url,
+                None,
+                self.limits.max_archive_bytes,
+                auth.as_ref(),
+            )
             .await
             .map_err(|source| ChartFetchError::Fetch {
                 chart: name.clone(),
@@ -178,6 +191,18 @@ fn store(dir: &Path, file: &Path, data: &[u8], max: u64) -> std::io::Result<()> 
         }
     }
     Ok(())
+}
+
+/// `credential` as the HTTP client takes it, bound to its scope; `None` for an SSH key.
+fn basic_auth(credential: &RepoCredential) -> Option<BasicAuth> {
+    match &credential.kind {
+        CredentialKind::Https { username, password } => Some(BasicAuth {
+            username: username.clone(),
+            password: password.clone(),
+            urls: credential.scope().to_vec(),
+        }),
+        CredentialKind::Ssh { .. } => None,
+    }
 }
 
 /// Unpacks a chart archive into `dest` and returns the chart's directory (the one top-level

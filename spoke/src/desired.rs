@@ -76,7 +76,10 @@ impl DesiredState {
         let used: BTreeSet<&str> = next
             .targets
             .values()
-            .map(|t| t.source.repo_url.as_str())
+            .flat_map(|t| {
+                let chart = t.render.helm_chart.as_ref().map(|c| c.repository.as_str());
+                std::iter::once(t.source.repo_url.as_str()).chain(chart)
+            })
             .collect();
         next.credentials
             .retain(|c| used.contains(c.repo_url.as_str()));
@@ -231,6 +234,41 @@ mod tests {
             ..DesiredUpdate::default()
         };
         assert!(held.apply(wrong_epoch).is_err());
+    }
+
+    #[test]
+    fn a_chart_repository_credential_stays_while_a_target_renders_a_chart_from_there() {
+        let mut charted = spec("a", "u1", "c");
+        charted.render.helm_chart = Some(gitfleet_core::charts::ResolvedChart {
+            repository: "https://charts.example.com/team".into(),
+            name: "web".into(),
+            version: "1.0.0".into(),
+            ..Default::default()
+        });
+        let mut first = snapshot(1, vec![charted]);
+        first.credentials = vec![
+            credential("u1", "p1"),
+            credential("https://charts.example.com/team", "p2"),
+        ];
+        let held = DesiredState::default().apply(first).expect("snapshot");
+        assert!(
+            held.credential_for("https://charts.example.com/team")
+                .is_some()
+        );
+        // The Target moves to a chart in Git: the chart repository's credential goes.
+        let delta = DesiredUpdate {
+            generation: 2,
+            base_generation: 1,
+            hub_epoch: "e1".into(),
+            upserts: vec![spec("a", "u1", "d")],
+            ..DesiredUpdate::default()
+        };
+        let next = held.apply(delta).expect("delta");
+        assert!(
+            next.credential_for("https://charts.example.com/team")
+                .is_none()
+        );
+        assert!(next.credential_for("u1").is_some());
     }
 
     #[test]

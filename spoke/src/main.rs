@@ -85,6 +85,11 @@ struct RunArgs {
     #[arg(long, env = "GITFLEET_GIT_FETCH_MAX_BYTES", default_value_t = 1 << 30,
           value_parser = clap::value_parser!(u64).range(1..))]
     git_fetch_max_bytes: u64,
+    /// PEM bundle of certificate authorities trusted, besides the system's, when downloading
+    /// Helm charts from chart repositories and OCI registries (a private repository behind a
+    /// company CA).
+    #[arg(long, env = "GITFLEET_CHART_CA_FILE")]
+    chart_ca_file: Option<PathBuf>,
 }
 
 fn parse_labels(labels: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
@@ -131,6 +136,15 @@ async fn run(args: RunArgs) -> anyhow::Result<()> {
             .context("--git-fetch-max-bytes is larger than this machine can address")?,
     };
     config.http_listen = Some(args.http_listen);
+    if let Some(path) = &args.chart_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --chart-ca-file {}", path.display()))?;
+        config
+            .chart_fetch
+            .trust_pem(&pem, &path.display().to_string())
+            .map_err(anyhow::Error::msg)
+            .context("--chart-ca-file")?;
+    }
     if let Some(path) = args.hub_ca {
         let pem = std::fs::read_to_string(&path)
             .with_context(|| format!("reading the hub CA from {}", path.display()))?;

@@ -225,6 +225,11 @@ struct Serve {
     /// secrets, by entry name; Repos name entries in spec.credentialsRef / spec.webhookSecretRef.
     #[arg(long, env = "GITFLEET_REPO_CREDENTIALS")]
     repo_credentials: Option<PathBuf>,
+    /// PEM bundle of certificate authorities trusted, besides the system's, by the HTTPS
+    /// client of Helm chart repositories and OCI registries (a private repository behind a
+    /// company CA). Spokes that download from there need the same bundle.
+    #[arg(long, env = "GITFLEET_CHART_CA_FILE")]
+    chart_ca_file: Option<PathBuf>,
     /// Repo whose --fleet-path holds the hub's own Repos, Apps and ClusterGroups, applied on
     /// every new commit (the fleet managing itself).
     #[arg(long, env = "GITFLEET_FLEET_REPO", value_name = "NAME")]
@@ -352,7 +357,17 @@ async fn main() -> anyhow::Result<()> {
         )
         .map_err(anyhow::Error::msg)
         .context("--max-connections / --idle-connection-timeout")?;
+    let mut chart_fetch = gitfleet_support::fetch::FetchPolicy::default();
+    if let Some(path) = &args.chart_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --chart-ca-file {}", path.display()))?;
+        chart_fetch
+            .trust_pem(&pem, &path.display().to_string())
+            .map_err(anyhow::Error::msg)
+            .context("--chart-ca-file")?;
+    }
     let config = HubConfig {
+        chart_fetch,
         grpc_listen: args.grpc_listen,
         http_listen: Some(args.http_listen),
         advertise_url: args.advertise_url,

@@ -7,21 +7,48 @@
 use tracing::{info, warn};
 
 use super::{Engine, EngineError};
-use crate::resources::{App, ChartSpec, Kind, Resource};
+use gitfleet_core::fleet::project::allows_chart_repository;
+
+use crate::resources::{App, ChartSpec, DEFAULT_PROJECT, Kind, Resource};
 
 impl Engine {
     /// Resolves the charts of `apps` that name one, one after the other.
     pub(super) async fn resolve_charts(&self, apps: &[App]) {
         for app in apps {
             let Some(spec) = chart_of(app) else { continue };
-            let result = self
-                .config
-                .charts
-                .resolve(spec, &self.config.repo_credentials)
-                .await;
+            // Never with the hub's credential for a repository the App's Project does not
+            // allow (its sourceRepos may have narrowed since the App was applied).
+            let result = match self.chart_allowed(app, spec) {
+                Ok(()) => {
+                    self.config
+                        .charts
+                        .resolve(spec, &self.config.repo_credentials)
+                        .await
+                }
+                Err(message) => Err(message),
+            };
             if let Err(e) = self.record_chart(&app.metadata.name, spec, result).await {
                 warn!(app = %app.metadata.name, error = %e, "cannot record a chart resolution");
             }
+        }
+    }
+
+    /// Whether `app`'s Project allows charts from `spec`'s repository; the error says why not.
+    fn chart_allowed(&self, app: &App, spec: &ChartSpec) -> Result<(), String> {
+        let name = app.spec.project_name();
+        if name == DEFAULT_PROJECT {
+            return Ok(());
+        }
+        match self.store.resource(Kind::Project, name) {
+            Ok(Some(Resource::Project(p))) if allows_chart_repository(&p, &spec.repository) => {
+                Ok(())
+            }
+            Ok(Some(_)) => Err(format!(
+                "chart repository {} is not allowed by Project {name}'s sourceRepos",
+                spec.repository
+            )),
+            Ok(None) => Err(format!("Project {name:?} does not exist")),
+            Err(e) => Err(format!("cannot read Project {name}: {e}")),
         }
     }
 

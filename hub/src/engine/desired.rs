@@ -14,7 +14,7 @@ use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
 use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
 use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
-use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo};
+use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, RepoSpec};
 
 /// What a cluster's live link receives: its desired state and everything a message carrying
 /// it needs, so that the link only encodes and writes. In memory only: the store keeps the
@@ -38,10 +38,13 @@ impl Published {
     ) -> Vec<(String, RepoCredential)> {
         let mut out: Vec<(String, RepoCredential)> = Vec::new();
         for t in targets {
-            if !out.iter().any(|(url, _)| *url == t.repo_url)
-                && let Some((url, c)) = self.credentials.iter().find(|(url, _)| *url == t.repo_url)
-            {
-                out.push((url.clone(), c.clone()));
+            let chart = t.chart.as_ref().map(|c| c.repository.as_str());
+            for wanted in std::iter::once(t.repo_url.as_str()).chain(chart) {
+                if !out.iter().any(|(url, _)| url == wanted)
+                    && let Some((url, c)) = self.credentials.iter().find(|(url, _)| url == wanted)
+                {
+                    out.push((url.clone(), c.clone()));
+                }
             }
         }
         out
@@ -57,8 +60,14 @@ pub struct TargetOrigin {
     pub fetch_started: std::time::Instant,
 }
 
-/// The credential each stored Repo's spokes fetch with, by Repo name.
+/// The credential each stored Repo's spokes fetch with, by Repo name, and the credential of
+/// each chart repository Apps name, by [`chart_key`].
 pub(super) type RepoCredentials = BTreeMap<String, RepoCredential>;
+
+/// Where a chart repository's credential is in [`RepoCredentials`] (no Repo name holds a NUL).
+fn chart_key(repository: &str) -> String {
+    format!("chart\0{repository}")
+}
 
 /// Everything desired state is computed from: when a recompute finds these as they were last
 /// time, the desired state it would compute is the one every cluster already has.
@@ -220,14 +229,13 @@ impl Engine {
             changed.push((cluster.name.clone(), desired));
         }
         let credentials: Arc<RepoCredentials> = Arc::new(
-            inputs
-                .repos
-                .iter()
-                .filter_map(|(name, repo)| {
-                    let c = self.git_credential(name, &repo.spec).ok()??;
-                    Some((name.clone(), c))
-                })
-                .collect(),
+            self.spoke_credentials(
+                inputs
+                    .repos
+                    .values()
+                    .map(|r| (r.metadata.name.as_str(), &r.spec)),
+                &inputs.apps,
+            ),
         );
         if !changed.is_empty() {
             self.store.flush().await?;
@@ -267,6 +275,33 @@ impl Engine {
         drop(state);
         *self.computed_from() = Some(inputs);
         Ok(())
+    }
+
+    /// The credentials spokes fetch with: each Repo's by its name, and the credential of each
+    /// chart repository an App names by [`chart_key`].
+    pub(super) fn spoke_credentials<'a>(
+        &self,
+        repos: impl Iterator<Item = (&'a str, &'a RepoSpec)>,
+        apps: &[App],
+    ) -> RepoCredentials {
+        let mut credentials: RepoCredentials = repos
+            .filter_map(|(name, spec)| {
+                let c = self.git_credential(name, spec).ok()??;
+                Some((name.to_owned(), c))
+            })
+            .collect();
+        for chart in apps.iter().filter_map(super::charts::chart_of) {
+            let key = chart_key(&chart.repository);
+            if credentials.contains_key(&key) {
+                continue;
+            }
+            if let Some(c) =
+                crate::charts::credential_for(&self.config.repo_credentials, &chart.repository)
+            {
+                credentials.insert(key, c);
+            }
+        }
+        credentials
     }
 
     /// The inputs of the desired state last computed and published in full.
@@ -312,6 +347,14 @@ impl State {
                 && let Some(c) = credentials.get(&t.target.repo)
             {
                 by_url.push((t.target.repo_url.clone(), c.clone()));
+            }
+            // The chart's repository: its spokes download the archive with the credential
+            // the hub resolved it with.
+            if let Some(chart) = &t.target.chart
+                && !by_url.iter().any(|(url, _)| *url == chart.repository)
+                && let Some(c) = credentials.get(&chart_key(&chart.repository))
+            {
+                by_url.push((chart.repository.clone(), c.clone()));
             }
         }
         Published {

@@ -78,22 +78,17 @@ impl Engine {
         Ok(())
     }
 
-    /// The credential each stored Repo's spokes fetch with.
+    /// The credentials the stored Repos' and Apps' spokes fetch with.
     fn stored_credentials(&self) -> Result<Arc<RepoCredentials>, EngineError> {
+        let split = super::split_resources(self.store.resources()?);
         Ok(Arc::new(
-            self.store
-                .resources()?
-                .into_iter()
-                .filter_map(|r| match r {
-                    Resource::Repo(repo) => {
-                        let c = self
-                            .git_credential(&repo.metadata.name, &repo.spec)
-                            .ok()??;
-                        Some((repo.metadata.name.clone(), c))
-                    }
-                    _ => None,
-                })
-                .collect(),
+            self.spoke_credentials(
+                split
+                    .repos
+                    .values()
+                    .map(|r| (r.metadata.name.as_str(), &r.spec)),
+                &split.apps,
+            ),
         ))
     }
 

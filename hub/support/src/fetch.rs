@@ -63,6 +63,9 @@ pub struct FetchPolicy {
     pub allow_loopback: bool,
     /// Longest one GET may take, redirects and body included.
     pub timeout: Duration,
+    /// Certificate authorities trusted besides the system's (a private chart repository
+    /// behind a company CA): `--chart-ca-file` of the hub and the spoke.
+    pub extra_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
 }
 
 impl Default for FetchPolicy {
@@ -70,7 +73,26 @@ impl Default for FetchPolicy {
         Self {
             allow_loopback: false,
             timeout: Duration::from_secs(30),
+            extra_roots: Vec::new(),
         }
+    }
+}
+
+impl FetchPolicy {
+    /// Trusts the certificates of the PEM bundle `pem` as well (read from `source`, which the
+    /// error names): at least one certificate, every block a certificate.
+    pub fn trust_pem(&mut self, pem: &[u8], source: &str) -> Result<(), String> {
+        use rustls::pki_types::pem::PemObject as _;
+        let mut found = 0;
+        for cert in rustls::pki_types::CertificateDer::pem_slice_iter(pem) {
+            let cert = cert.map_err(|e| format!("{source}: not a PEM certificate bundle: {e}"))?;
+            self.extra_roots.push(cert);
+            found += 1;
+        }
+        if found == 0 {
+            return Err(format!("{source}: holds no PEM certificate"));
+        }
+        Ok(())
     }
 }
 
@@ -187,6 +209,11 @@ impl Fetcher {
         let mut roots = rustls::RootCertStore::empty();
         let native = rustls_native_certs::load_native_certs();
         roots.add_parsable_certificates(native.certs);
+        for cert in &policy.extra_roots {
+            roots
+                .add(cert.clone())
+                .map_err(|e| tls_error(format!("a certificate of the chart CA bundle: {e}")))?;
+        }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
             .with_safe_default_protocol_versions()
@@ -548,6 +575,21 @@ mod tests {
         assert_eq!(c.scope.as_deref(), Some("repository:charts/podinfo:pull"));
         assert_eq!(parse_bearer_challenge(r#"Basic realm="x""#), None);
         assert_eq!(parse_bearer_challenge("Bearer service=x"), None);
+    }
+
+    #[test]
+    fn a_ca_bundle_must_hold_certificates() {
+        let mut policy = FetchPolicy::default();
+        let e = policy.trust_pem(b"", "ca.pem").unwrap_err();
+        assert_eq!(e, "ca.pem: holds no PEM certificate");
+        let e = policy
+            .trust_pem(
+                b"-----BEGIN CERTIFICATE-----\n!!!\n-----END CERTIFICATE-----\n",
+                "ca.pem",
+            )
+            .unwrap_err();
+        assert!(e.starts_with("ca.pem: not a PEM certificate bundle"), "{e}");
+        assert!(policy.extra_roots.is_empty());
     }
 
     #[test]

@@ -138,6 +138,7 @@ pub(super) async fn sync_once(
     ctx: &Context,
     spec: &TargetSpec,
     credential: Option<&crate::model::RepoCredential>,
+    chart_credential: Option<&crate::model::RepoCredential>,
     versions: &mut HashMap<ObjectRef, String>,
     last: &mut Option<TargetStatus>,
     spec_rx: &mut watch::Receiver<TargetSpec>,
@@ -169,6 +170,7 @@ pub(super) async fn sync_once(
         spec,
         files,
         credential,
+        chart_credential,
         git: &ctx.git,
         settings: &ctx.render_settings,
     };

@@ -66,14 +66,19 @@ pub(super) async fn target_worker(
             Vec::new(),
         );
         send_if_changed(&ctx, &mut last, syncing);
-        let credential = desired
-            .borrow()
-            .credential_for(&spec.source.repo_url)
-            .cloned();
+        let (credential, chart_credential) = {
+            let desired = desired.borrow();
+            let chart = spec.render.helm_chart.as_ref();
+            (
+                desired.credential_for(&spec.source.repo_url).cloned(),
+                chart.and_then(|c| desired.credential_for(&c.repository).cloned()),
+            )
+        };
         let sync = sync_once(
             &ctx,
             &spec,
             credential.as_ref(),
+            chart_credential.as_ref(),
             &mut versions,
             &mut last,
             &mut spec_rx,

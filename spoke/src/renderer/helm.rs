@@ -78,7 +78,7 @@ async fn template(chart: &str, workspace: Workspace<'_>) -> Result<AppFiles, Ren
                 .as_ref()
                 .ok_or(RendererError::NoChartCache)?;
             let bytes = cache
-                .archive(resolved)
+                .archive(resolved, workspace.chart_credential)
                 .await
                 .map_err(|e| RendererError::Chart(Box::new(e)))?;
             Some((resolved, bytes, *cache.limits()))

@@ -101,6 +101,9 @@ pub struct Workspace<'a> {
     pub spec: &'a TargetSpec,
     pub files: AppFiles,
     pub credential: Option<&'a RepoCredential>,
+    /// The credential of the chart's repository, for a Target of a chart from a Helm
+    /// repository or an OCI registry that needs one.
+    pub chart_credential: Option<&'a RepoCredential>,
     pub git: &'a GitCache,
     pub settings: &'a RenderSettings,
 }

@@ -240,6 +240,7 @@ async fn two_targets_render(bound: usize) -> (usize, usize) {
                     errors: Vec::new(),
                 },
                 credential: None,
+                chart_credential: None,
                 git: &git,
                 settings: &settings,
             };

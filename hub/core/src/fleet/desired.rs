@@ -226,6 +226,11 @@ pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
         {
             continue;
         }
+        if let (Some(p), Some(chart)) = (project, &revision.chart)
+            && !project::allows_chart_repository(p, &chart.repository)
+        {
+            continue;
+        }
         // A chart the hub has not resolved yet: nothing to render, so nothing is placed (a
         // resolution once made stays in the revision, so this never removes running Targets).
         if wants_chart(app) && revision.chart.is_none() {

@@ -108,6 +108,16 @@ pub fn allows_repo(project: &Project, name: &str, url: Option<&str>) -> bool {
     })
 }
 
+/// Whether `project`'s `sourceRepos` allow Helm charts from `repository` (an `https://` Helm
+/// repository or an `oci://` registry path): `*`, or a URL glob that matches it. The hub
+/// resolves a chart with its credential, and hands that credential to the spokes that
+/// download it, only for an App whose Project allows the repository.
+pub fn allows_chart_repository(project: &Project, repository: &str) -> bool {
+    project.spec.source_repos.iter().any(|entry| {
+        entry == "*" || (url_is_plain(repository) && glob_matches(entry, repository, Some('/')))
+    })
+}
+
 /// Whether one destination names `cluster`. A group that does not exist names nothing.
 pub fn destination_covers(
     destination: &ProjectDestination,
@@ -296,6 +306,17 @@ pub fn check_app(
                     app.spec.repo
                 ),
             },
+        });
+    }
+    if let Some(chart) = app.spec.render.helm.as_ref().and_then(|h| h.chart.as_ref())
+        && !allows_chart_repository(project, &chart.repository)
+    {
+        problems.push(ProjectProblem {
+            path: "spec.render.helm.chart.repository".into(),
+            message: format!(
+                "chart repository {} is not allowed by Project {name}'s sourceRepos",
+                chart.repository
+            ),
         });
     }
     let anywhere = |ns: &str| {

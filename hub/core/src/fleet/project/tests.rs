@@ -256,6 +256,64 @@ fn placement_stays_inside_the_project() {
 }
 
 #[test]
+fn chart_repositories_by_url_glob_only() {
+    let mut p = team_a();
+    p.spec
+        .source_repos
+        .push("oci://registry.example.com/team-a/**".into());
+    assert!(allows_chart_repository(
+        &p,
+        "https://git.example.com/team-a/charts"
+    ));
+    assert!(allows_chart_repository(
+        &p,
+        "oci://registry.example.com/team-a/charts/web"
+    ));
+    assert!(!allows_chart_repository(
+        &p,
+        "https://git.example.com/team-b/charts"
+    ));
+    assert!(!allows_chart_repository(
+        &p,
+        "https://git.example.com/team-a/../team-b"
+    ));
+    assert!(allows_chart_repository(
+        default_project(),
+        "https://charts.example.com"
+    ));
+
+    let fleet = Fleet::new();
+    let shop = repo("shop", "https://elsewhere/shop");
+    let mut charted = app(
+        Some("team-a"),
+        "team-a",
+        vec![ClusterSelection {
+            cluster_selector: Some(selector(&[("env", "prod")])),
+            ..ClusterSelection::default()
+        }],
+    );
+    charted.spec.render.helm = Some(crate::resources::HelmOptions {
+        chart: Some(crate::resources::ChartSpec {
+            repository: "https://charts.example.com/private".into(),
+            name: "web".into(),
+            version: "1.0.0".into(),
+        }),
+        ..Default::default()
+    });
+    let problems: Vec<String> =
+        check_app(&charted, Some(&p), Some(&shop), &fleet.labels(), &groups())
+            .iter()
+            .map(ToString::to_string)
+            .collect();
+    assert_eq!(
+        problems,
+        [
+            "spec.render.helm.chart.repository: chart repository https://charts.example.com/private is not allowed by Project team-a's sourceRepos"
+        ]
+    );
+}
+
+#[test]
 fn check_app_names_every_field_outside_the_project() {
     let p = team_a();
     let fleet = Fleet::new();
