@@ -65,6 +65,8 @@ pub struct FleetOptions {
     /// Certificate authorities the hub and the spokes trust for chart repositories and
     /// registries (`--chart-ca-file`): a test serving charts over HTTPS.
     pub chart_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
+    /// The hub's `--fleet-repo`/`--fleet-path`: Repos and Apps kept in Git.
+    pub fleet: Option<gitfleet_hub::fleetsync::FleetSource>,
 }
 
 impl FleetOptions {
@@ -80,6 +82,7 @@ impl FleetOptions {
             helm_command: None,
             hub_credentials: Default::default(),
             chart_roots: Vec::new(),
+            fleet: None,
         }
     }
 }
@@ -392,6 +395,7 @@ fn hub_config(work_dir: &Path, options: &FleetOptions) -> HubConfig {
         config.cluster_cert_validity = validity;
     }
     config.repo_credentials = options.hub_credentials.clone();
+    config.fleet.clone_from(&options.fleet);
     config
         .chart_fetch
         .extra_roots

@@ -3,8 +3,10 @@
 //! `.tgz` archives built here with their sha256 digests; `/v2/` tag lists, manifests and
 //! blobs). The hub resolves a version range to an exact version and digest, the spoke
 //! downloads, verifies and renders it with the App's values from Git; a new release the range
-//! allows is picked up with the next poll, and a version changed in the App moves every
-//! cluster. A tampered archive fails the Target naming the digest, and nothing is applied.
+//! allows is picked up with the next poll, and a version changed in the App (kept in Git, in the
+//! hub's fleet path) moves every cluster. A tampered archive fails the Target naming the
+//! digest, and nothing is applied. A private repository over HTTPS, behind a test CA, is read
+//! with its credential by the hub and by the spoke.
 
 use std::collections::HashMap;
 use std::convert::Infallible;
@@ -286,21 +288,28 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         index("podinfo", &[("1.0.0", sha256(&v1))]),
     );
 
-    let mut fleet = Fleet::start(FleetOptions::new(vec![ClusterSpec::new("c1")]))
-        .await
-        .unwrap();
+    // The App lives in Git, in the hub's fleet path: its version is changed there.
+    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
+    options.fleet = Some(gitfleet_hub::fleetsync::FleetSource {
+        repo: "platform".into(),
+        path: "fleet".into(),
+    });
+    let mut fleet = Fleet::start(options).await.unwrap();
+    let repository = format!("http://{addr}");
     fleet
         .git
         .write("values/web/values.yaml", "message: from-git\n")
         .unwrap();
-    fleet.git.commit("web values").unwrap();
-    let repository = format!("http://{addr}");
-    let yaml = format!(
-        "{}---\n{}",
-        fleet.repo_yaml("platform"),
-        app("web", &repository, "podinfo", "^1.0.0")
-    );
-    fleet.apply_yaml(&yaml).await.unwrap();
+    fleet
+        .git
+        .write(
+            "fleet/web.yaml",
+            &app("web", &repository, "podinfo", "^1.0.0"),
+        )
+        .unwrap();
+    fleet.git.commit("web at chart ^1.0.0").unwrap();
+    let repo = fleet.repo_yaml("platform");
+    fleet.apply_yaml(&repo).await.unwrap();
     wait_for_configmap(&mut fleet, "web", "1.0.0", "from-git")
         .await
         .unwrap();
@@ -322,11 +331,15 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         .await
         .unwrap();
 
-    // The App pinned back to an exact version: every cluster moves to it.
+    // The App pinned back to an exact version in Git: every cluster moves to it.
     fleet
-        .apply_yaml(&app("web", &repository, "podinfo", "1.0.0"))
-        .await
+        .git
+        .write(
+            "fleet/web.yaml",
+            &app("web", &repository, "podinfo", "1.0.0"),
+        )
         .unwrap();
+    fleet.git.commit("web pinned to chart 1.0.0").unwrap();
     wait_for_configmap(&mut fleet, "web", "1.0.0", "from-git-2")
         .await
         .unwrap();
@@ -340,8 +353,15 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
     // A version no release matches: an event naming the index and the versions there, and the
     // chart in force stays.
     fleet
-        .apply_yaml(&app("web", &repository, "podinfo", "^9.0.0"))
-        .await
+        .git
+        .write(
+            "fleet/web.yaml",
+            &app("web", &repository, "podinfo", "^9.0.0"),
+        )
+        .unwrap();
+    fleet
+        .git
+        .commit("web at a chart range nothing matches")
         .unwrap();
     let events = until_async("a ChartResolutionFailed event", DEADLINE, async || {
         let events = fleet.cli(&["events", "web"]).await?;
@@ -360,7 +380,7 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_the_app_names_a_new_version() {
+async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_its_version_changes_in_git() {
     let served = Served::default();
     let addr = serve(served.clone()).await;
     served.put("/v2/", "application/json", "{}");
@@ -394,29 +414,41 @@ async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_the_app_names_a
     push("2.0.0", &["2.0.0"]);
     push("2.1.0", &["2.0.0", "2.1.0"]);
 
-    let mut fleet = Fleet::start(FleetOptions::new(vec![ClusterSpec::new("c1")]))
-        .await
-        .unwrap();
+    // The App lives in Git, in the hub's fleet path (`--fleet-repo platform --fleet-path
+    // fleet`): a version changed there is a version changed in Git.
+    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
+    options.fleet = Some(gitfleet_hub::fleetsync::FleetSource {
+        repo: "platform".into(),
+        path: "fleet".into(),
+    });
+    let mut fleet = Fleet::start(options).await.unwrap();
+    let repository = format!("oci://{addr}/charts");
     fleet
         .git
         .write("values/api/values.yaml", "message: oci\n")
         .unwrap();
-    fleet.git.commit("api values").unwrap();
-    let repository = format!("oci://{addr}/charts");
-    let yaml = format!(
-        "{}---\n{}",
-        fleet.repo_yaml("platform"),
-        app("api", &repository, "podinfo", "2.0.0")
-    );
-    fleet.apply_yaml(&yaml).await.unwrap();
+    fleet
+        .git
+        .write(
+            "fleet/api.yaml",
+            &app("api", &repository, "podinfo", "2.0.0"),
+        )
+        .unwrap();
+    fleet.git.commit("api at chart 2.0.0").unwrap();
+    let repo = fleet.repo_yaml("platform");
+    fleet.apply_yaml(&repo).await.unwrap();
     wait_for_configmap(&mut fleet, "api", "2.0.0", "oci")
         .await
         .unwrap();
 
     fleet
-        .apply_yaml(&app("api", &repository, "podinfo", "~2.1"))
-        .await
+        .git
+        .write(
+            "fleet/api.yaml",
+            &app("api", &repository, "podinfo", "~2.1"),
+        )
         .unwrap();
+    fleet.git.commit("api at chart ~2.1").unwrap();
     wait_for_configmap(&mut fleet, "api", "2.1.0", "oci")
         .await
         .unwrap();
