@@ -304,7 +304,7 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         .git
         .write(
             "fleet/web.yaml",
-            &app("web", &repository, "podinfo", "^1.0.0"),
+            app("web", &repository, "podinfo", "^1.0.0"),
         )
         .unwrap();
     fleet.git.commit("web at chart ^1.0.0").unwrap();
@@ -336,7 +336,7 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         .git
         .write(
             "fleet/web.yaml",
-            &app("web", &repository, "podinfo", "1.0.0"),
+            app("web", &repository, "podinfo", "1.0.0"),
         )
         .unwrap();
     fleet.git.commit("web pinned to chart 1.0.0").unwrap();
@@ -356,7 +356,7 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         .git
         .write(
             "fleet/web.yaml",
-            &app("web", &repository, "podinfo", "^9.0.0"),
+            app("web", &repository, "podinfo", "^9.0.0"),
         )
         .unwrap();
     fleet
@@ -431,7 +431,7 @@ async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_its_version_cha
         .git
         .write(
             "fleet/api.yaml",
-            &app("api", &repository, "podinfo", "2.0.0"),
+            app("api", &repository, "podinfo", "2.0.0"),
         )
         .unwrap();
     fleet.git.commit("api at chart 2.0.0").unwrap();
@@ -443,10 +443,7 @@ async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_its_version_cha
 
     fleet
         .git
-        .write(
-            "fleet/api.yaml",
-            &app("api", &repository, "podinfo", "~2.1"),
-        )
+        .write("fleet/api.yaml", app("api", &repository, "podinfo", "~2.1"))
         .unwrap();
     fleet.git.commit("api at chart ~2.1").unwrap();
     wait_for_configmap(&mut fleet, "api", "2.1.0", "oci")
