@@ -26,6 +26,7 @@ fn app(name: &str, depends_on: &[&str]) -> pb::ResourceDocument {
 async fn report(spoke: &FakeSpoke, seq: u64, app: &str, revision: &str, health: pb::HealthState) {
     spoke
         .send(In::Status(pb::StatusReport {
+            chart_digest: String::new(),
             seq,
             cluster: spoke.id.cluster.clone(),
             target_id: app.into(),

@@ -769,6 +769,7 @@ fn report_of(
     message: &str,
 ) -> pb::StatusReport {
     pb::StatusReport {
+        chart_digest: String::new(),
         seq,
         cluster: "dev-1".into(),
         target_id: app.into(),

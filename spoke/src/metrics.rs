@@ -222,6 +222,7 @@ mod tests {
 
     fn status(id: &str, sync: SyncState, health: Health) -> TargetStatus {
         TargetStatus {
+            chart_digest: String::new(),
             target_id: id.into(),
             revision: "r".into(),
             spec_generation: 1,

@@ -310,6 +310,9 @@ pub struct TargetStatus {
     pub observed_at_unix: i64,
     #[serde(default)]
     pub trace: BTreeMap<String, String>,
+    /// The digest of the chart from a repository the report is about; empty without one.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chart_digest: String,
 }
 
 impl TargetStatus {
@@ -319,6 +322,7 @@ impl TargetStatus {
         self.target_id == other.target_id
             && self.revision == other.revision
             && self.spec_generation == other.spec_generation
+            && self.chart_digest == other.chart_digest
             && self.sync == other.sync
             && self.health == other.health
             && self.message == other.message

@@ -84,6 +84,7 @@ mod tests {
 
     fn status(target: &str, message: &str) -> TargetStatus {
         TargetStatus {
+            chart_digest: String::new(),
             target_id: target.into(),
             revision: "c".into(),
             spec_generation: 1,

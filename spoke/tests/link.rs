@@ -253,6 +253,7 @@ async fn eventually(what: &str, mut condition: impl FnMut() -> bool) {
 
 fn status(target: &str, message: &str) -> TargetStatus {
     TargetStatus {
+        chart_digest: String::new(),
         target_id: target.into(),
         revision: "0123456789abcdef0123456789abcdef01234567".into(),
         spec_generation: 1,

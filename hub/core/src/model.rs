@@ -359,6 +359,7 @@ pub struct ResourceOutcome {
 pub struct ReportSummary {
     pub seq: u64,
     pub revision: String,
+    pub chart_digest: String,
     pub sync: SyncState,
     pub health: HealthState,
     pub message: String,
@@ -369,6 +370,7 @@ impl From<&TargetReport> for ReportSummary {
         Self {
             seq: r.seq,
             revision: r.revision.clone(),
+            chart_digest: r.chart_digest.clone(),
             sync: r.sync,
             health: r.health,
             message: r.message.clone(),
@@ -383,6 +385,9 @@ pub struct TargetReport {
     pub cluster: String,
     pub app: String,
     pub revision: String,
+    /// For a Target of a chart from a repository: the chart's digest the report is about.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub chart_digest: String,
     pub spec_generation: u64,
     pub sync: SyncState,
     pub health: HealthState,

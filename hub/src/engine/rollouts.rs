@@ -347,7 +347,7 @@ impl Engine {
         let old = self.store.healthy_mark(&report.cluster, &report.app)?;
         let mark = rollout::next_healthy_since(
             old.as_ref(),
-            &report.revision,
+            &rollout::mark_revision(&report.revision, &report.chart_digest),
             report.sync,
             report.health,
             now,

@@ -268,6 +268,7 @@ pub fn target_report(r: pb::StatusReport) -> Result<TargetReport, Status> {
         cluster: r.cluster,
         app: r.target_id,
         revision: r.revision,
+        chart_digest: r.chart_digest,
         spec_generation: r.spec_generation,
         sync: sync_state(r.sync),
         health: health_state(r.health),
@@ -323,6 +324,7 @@ pub fn report_over_limits(r: &pb::StatusReport) -> Option<String> {
     too_long(|| "message".into(), &r.message, MAX_MESSAGE_BYTES)
         .or_else(|| too_long(|| "target_id".into(), &r.target_id, MAX_FIELD_BYTES))
         .or_else(|| too_long(|| "revision".into(), &r.revision, MAX_FIELD_BYTES))
+        .or_else(|| too_long(|| "chart_digest".into(), &r.chart_digest, MAX_FIELD_BYTES))
         .or_else(|| {
             fields.into_iter().flatten().find_map(|(k, v)| {
                 too_long(|| "a trace context key".into(), k, MAX_FIELD_BYTES).or_else(|| {
@@ -383,6 +385,7 @@ pub fn report_over_limits_summary(
             r.resources.len()
         ),
         revision: cut(&r.revision, MAX_FIELD_BYTES).to_owned(),
+        chart_digest: cut(&r.chart_digest, MAX_FIELD_BYTES).to_owned(),
         resources: Vec::new(),
         trace: None,
         ..r

@@ -397,6 +397,7 @@ impl FakeSpoke {
             }],
             observed_at_unix: 1,
             trace: None,
+            chart_digest: String::new(),
         }))
         .await;
     }

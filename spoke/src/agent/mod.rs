@@ -176,6 +176,12 @@ fn status_of(
         resources,
         observed_at_unix: unix_now(),
         trace: spec.trace.clone(),
+        chart_digest: spec
+            .render
+            .helm_chart
+            .as_ref()
+            .map(|c| c.digest.clone())
+            .unwrap_or_default(),
     }
 }
 

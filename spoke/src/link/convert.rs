@@ -178,6 +178,7 @@ pub fn status_to_proto(cluster: &str, report: &SequencedReport) -> pb::StatusRep
         trace: Some(pb::TraceContext {
             fields: s.trace.clone().into_iter().collect(),
         }),
+        chart_digest: s.chart_digest.clone(),
     }
 }
 

@@ -645,6 +645,7 @@ mod tests {
 
     fn status_with(resources: Vec<ResourceResult>) -> TargetStatus {
         TargetStatus {
+            chart_digest: String::new(),
             target_id: "web".into(),
             revision: "0123456789abcdef0123456789abcdef01234567".into(),
             spec_generation: 1,

@@ -690,6 +690,8 @@ pub struct Observation {
     pub desired_revision: Option<String>,
     /// The commit of the spoke's last report.
     pub applied_revision: Option<String>,
+    /// The chart digest of the spoke's last report (a Target of a chart from a repository).
+    pub applied_chart: Option<String>,
     pub sync: SyncState,
     pub health: HealthState,
     /// The last report's message, for reasons.
@@ -721,11 +723,15 @@ impl Observation {
         };
         if let Some(r) = report {
             o.applied_revision = (!r.revision.is_empty()).then(|| r.revision.clone());
+            o.applied_chart = (!r.chart_digest.is_empty()).then(|| r.chart_digest.clone());
             o.sync = r.sync;
             o.health = r.health;
             o.message = r.message.clone();
             o.healthy_since = healthy
-                .filter(|m| m.revision == r.revision && counts_as_healthy(r.health))
+                .filter(|m| {
+                    m.revision == mark_revision(&r.revision, &r.chart_digest)
+                        && counts_as_healthy(r.health)
+                })
                 .map(|m| m.since);
         }
         o
@@ -743,6 +749,16 @@ pub fn counts_as_healthy(health: HealthState) -> bool {
 pub struct HealthyMark {
     pub revision: String,
     pub since: i64,
+}
+
+/// What a healthy mark is kept for: the commit, and the chart's digest for a Target of a chart
+/// from a repository (a new chart at the same commit starts the soak again).
+pub fn mark_revision(revision: &str, chart_digest: &str) -> String {
+    if chart_digest.is_empty() {
+        revision.to_owned()
+    } else {
+        format!("{revision}@{chart_digest}")
+    }
 }
 
 /// The healthy mark after a report: kept while the Target stays healthy at the same revision,
@@ -923,6 +939,7 @@ impl Classified<'_> {
 static NEVER_SEEN: Observation = Observation {
     desired_revision: None,
     applied_revision: None,
+    applied_chart: None,
     sync: SyncState::Unknown,
     health: HealthState::Unknown,
     message: String::new(),
@@ -947,7 +964,10 @@ fn classify<'a>(
     let given = assigned.is_some_and(|r| &r.commit == to && r.chart == state.revision.chart)
         || (o.desired_revision.as_ref() == Some(to)
             && assigned.is_none_or(|r| r.chart == state.revision.chart));
-    let applied = o.applied_revision.as_ref() == Some(to);
+    // A report at the commit counts only with the revision's chart: a new chart at the same
+    // commit is not applied before the spoke says it rendered that chart.
+    let applied = o.applied_revision.as_ref() == Some(to)
+        && o.applied_chart.as_deref() == state.revision.chart.as_ref().map(|c| c.digest.as_str());
     let min_healthy_for = ceil_secs(wave.min_healthy_for);
     let mut soaked = false;
     let mut soaked_at = None;

@@ -59,9 +59,11 @@ impl Targets {
     /// Told `r` and reports it applied, synced and healthy.
     fn at(self, r: &AppRevision) -> Self {
         let commit = r.commit.clone();
+        let chart = r.chart.as_ref().map(|c| c.digest.clone());
         self.edit(|o| {
             o.desired_revision = Some(commit.clone());
             o.applied_revision = Some(commit);
+            o.applied_chart = chart;
             o.sync = SyncState::Synced;
             o.health = HealthState::Healthy;
         })
@@ -228,10 +230,17 @@ impl Sim {
             let Some(desired) = o.desired_revision.clone() else {
                 continue;
             };
-            if o.applied_revision.as_ref() == Some(&desired) {
+            let chart = self
+                .state
+                .assigned
+                .get(c)
+                .and_then(|r| r.chart.as_ref())
+                .map(|c| c.digest.clone());
+            if o.applied_revision.as_ref() == Some(&desired) && o.applied_chart == chart {
                 continue;
             }
             o.applied_revision = Some(desired.clone());
+            o.applied_chart = chart;
             o.sync = SyncState::Synced;
             if self.bad.contains(&(c.clone(), desired)) {
                 o.health = HealthState::Degraded;
@@ -930,6 +939,46 @@ fn a_target_stuck_updating_is_named_with_its_report() {
         d.status.reason,
         "wave 1/1 eu: 3/4 updated, 1 healthy, maxUnavailable 2 reached; waiting for eu-2: Synced, Progressing: deployment web: 1/3 replicas available, eu-3: at aaaaaaa, updating"
     );
+}
+
+/// Commit `c` with a chart from a repository whose digest is `d` repeated.
+fn charted(c: char, d: char) -> AppRevision {
+    AppRevision {
+        chart: Some(Box::new(crate::charts::ResolvedChart {
+            repository: "https://charts.example.com".into(),
+            name: "web".into(),
+            version: format!("1.0.{d}"),
+            digest: format!("sha256:{}", d.to_string().repeat(64)),
+            ..Default::default()
+        })),
+        ..rev(c)
+    }
+}
+
+#[test]
+fn a_new_chart_at_the_same_commit_is_done_only_once_spokes_report_that_chart() {
+    let (old, new) = (charted('a', '1'), charted('a', '2'));
+    let mut sim = Sim::deployed(Plan::all_at_once(["x", "y"]), &old);
+    sim.new_revision(&new);
+    let d = sim.decide();
+    assert_eq!(names(&d.changes), ["x", "y"]);
+    // The spokes still report the same commit, rendered with the old chart: not done.
+    let d = sim.decide();
+    assert_eq!(
+        d.status.summary,
+        Summary::Progressing,
+        "{}",
+        d.status.reason
+    );
+    // Once they report the new chart, the rollout completes.
+    let d = sim.settle();
+    assert_eq!(d.status.summary, Summary::Complete, "{}", d.status.reason);
+    // A report's healthy mark is kept per commit and chart.
+    assert_ne!(
+        mark_revision(&new.commit, &new.chart.as_ref().unwrap().digest),
+        mark_revision(&old.commit, &old.chart.as_ref().unwrap().digest)
+    );
+    assert_eq!(mark_revision("abc", ""), "abc");
 }
 
 #[test]
