@@ -133,10 +133,28 @@ async fn hub_and_spokes_expose_the_fleet_and_what_it_took() {
         ],
     )
     .await;
+    let errors: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with("gitfleet_errors_total{"))
+        .collect();
+    assert_eq!(errors.len(), 5, "every kind of error is exposed:\n{text}");
     assert!(
-        !text.contains("gitfleet_errors_total{"),
+        errors.iter().all(|l| l.ends_with(" 0")),
         "no errors expected:\n{text}"
     );
+
+    // Every metric the hub chart's dashboard and alert rules read is one the hub exposes.
+    let families: std::collections::BTreeSet<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    for name in metrics_read_by_the_hub_chart() {
+        assert!(
+            families.contains(family(&name)),
+            "the hub chart's dashboard or alert rules read {name}, which the hub does not expose:\n{text}"
+        );
+    }
 
     for (name, spoke) in &fleet.spokes {
         let addr = spoke.http_addr().expect("the spoke serves HTTP");
@@ -184,4 +202,36 @@ async fn hub_and_spokes_expose_the_fleet_and_what_it_took() {
         assert_eq!(request(addr, "GET", "/readyz").await.0, 503);
     }
     fleet.shutdown().await;
+}
+
+/// The `gitfleet_*` metrics the hub chart's Grafana dashboard and PrometheusRule read.
+fn metrics_read_by_the_hub_chart() -> std::collections::BTreeSet<String> {
+    let chart = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../charts/gitfleet-hub");
+    let mut names = std::collections::BTreeSet::new();
+    for file in [
+        "dashboards/gitfleet-fleet.json",
+        "templates/prometheusrule.yaml",
+    ] {
+        let text = std::fs::read_to_string(chart.join(file)).expect(file);
+        let mut rest = text.as_str();
+        while let Some(at) = rest.find("gitfleet_") {
+            let name: String = rest[at..]
+                .chars()
+                .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                .collect();
+            rest = &rest[at + name.len()..];
+            names.insert(name);
+        }
+    }
+    assert!(names.len() > 10, "found only {names:?}");
+    names
+}
+
+/// The family a series belongs to, as `# TYPE` lines name it (OpenMetrics: counters without
+/// `_total`, histograms without `_bucket`/`_sum`/`_count`, info metrics without `_info`).
+fn family(series: &str) -> &str {
+    ["_bucket", "_count", "_sum", "_total", "_info"]
+        .iter()
+        .find_map(|s| series.strip_suffix(s))
+        .unwrap_or(series)
 }

@@ -256,6 +256,29 @@ impl HubMetrics {
              spoke_gone, replaced, revoked, shutdown)",
             sessions_ended.clone(),
         );
+        // Every kind and reason is exposed from the start, at 0: an alert on `increase(...)`
+        // then sees the first one, and a dashboard shows the series before anything went wrong.
+        for kind in [
+            ErrorKind::fetch,
+            ErrorKind::webhook,
+            ErrorKind::status_ingest,
+            ErrorKind::store,
+            ErrorKind::link,
+        ] {
+            let _ = errors.get_or_create(&ErrorLabels { kind });
+        }
+        for reason in [
+            SessionEndKind::spoke_closed,
+            SessionEndKind::transport,
+            SessionEndKind::malformed,
+            SessionEndKind::refused,
+            SessionEndKind::spoke_gone,
+            SessionEndKind::replaced,
+            SessionEndKind::revoked,
+            SessionEndKind::shutdown,
+        ] {
+            let _ = sessions_ended.get_or_create(&SessionEndLabels { reason });
+        }
         let clusters = Gauge::default();
         registry.register(
             "clusters",
@@ -575,6 +598,8 @@ mod tests {
             "gitfleet_webhooks_total{provider=\"github\",outcome=\"accepted\"} 2",
             "gitfleet_polls_total{repo=\"platform\",outcome=\"failed\"} 1",
             "gitfleet_errors_total{kind=\"fetch\"} 1",
+            "gitfleet_errors_total{kind=\"store\"} 0",
+            "gitfleet_link_sessions_ended_total{reason=\"revoked\"} 0",
             "gitfleet_git_fetch_duration_seconds_count 1",
             "gitfleet_status_reports_total 1",
             "gitfleet_rollout_wave{app=\"web\"} 1",

@@ -1030,7 +1030,9 @@ impl Sim {
                     .filter_map(|rest| rest.split_once("\"} "))
                     .filter_map(|(reason, n)| {
                         Some(((i, reason.to_owned()), n.trim().parse().ok()?))
-                    }),
+                    })
+                    // Every reason is exposed from the start, at 0.
+                    .filter(|(_, n)| *n > 0),
             );
         }
         Ok(ended)
