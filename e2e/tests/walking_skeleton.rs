@@ -142,6 +142,48 @@ async fn commits_converge_on_every_mapped_cluster() {
         assert_eq!(deploy["spec"]["replicas"], 3);
         assert_eq!(deploy["status"]["availableReplicas"], 3);
     }
+
+    // `describe` puts the App on one page: its fields, rollout, Targets and latest events.
+    let text = fleet.cli(&["describe", "app", "hello"]).await.unwrap();
+    let short = &v2[..7];
+    for expected in [
+        "Name:                hello\n",
+        "Kind:                App\n",
+        "  Path:              apps/hello\n",
+        "          env:       prod\n",
+        "Rollout:\n",
+        "Targets:\n",
+        "prod-a",
+        "prod-b",
+        "Events:\n",
+        "NewRevision",
+        short,
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    assert!(!text.contains("dev-a"), "dev-a is not a target:\n{text}");
+    let json: serde_json::Value = serde_json::from_str(
+        &fleet
+            .cli(&["describe", "app", "hello", "-o", "json"])
+            .await
+            .unwrap(),
+    )
+    .unwrap();
+    assert_eq!(json["resource"]["metadata"]["name"], "hello");
+    assert_eq!(json["targets"]["targets"].as_array().map(Vec::len), Some(2));
+    assert_eq!(json["rollout"]["revision"], v2.as_str());
+    // A cluster: its labels, state and the Targets on it.
+    let text = fleet.cli(&["describe", "cluster", "prod-a"]).await.unwrap();
+    for expected in [
+        "Name:                prod-a\n",
+        "env=prod",
+        "State:               connected\n",
+        "hello",
+    ] {
+        assert!(text.contains(expected), "{expected:?} in:\n{text}");
+    }
+    let missing = fleet.cli(&["describe", "app", "nope"]).await.unwrap_err();
+    assert!(missing.to_string().contains("nope"), "{missing}");
     fleet.shutdown().await;
 }
 

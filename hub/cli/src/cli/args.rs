@@ -131,6 +131,11 @@ pub enum Command {
     #[command(after_help = GET_EXAMPLES)]
     Get(GetArgs),
 
+    /// Everything about one resource or cluster on one page: its fields, an App's rollout and
+    /// Targets, a cluster's state and Targets, and the latest events
+    #[command(after_help = DESCRIBE_EXAMPLES)]
+    Describe(DescribeArgs),
+
     /// Show what `apply -f` would change: created, configured (with a diff) or unchanged;
     /// exit 0 when nothing differs, 1 when something does, 2 on error
     #[command(after_help = DIFF_EXAMPLES)]
@@ -231,6 +236,13 @@ Examples:
   gitfleet get repo platform -o yaml
   gitfleet get projects
   gitfleet get all -o json";
+
+const DESCRIBE_EXAMPLES: &str = "\
+Examples:
+  gitfleet describe app web
+  gitfleet describe cluster eu-1
+  gitfleet describe repo platform --events 30
+  gitfleet describe app web -o json";
 
 const DELETE_EXAMPLES: &str = "\
 Examples:
@@ -347,6 +359,17 @@ pub struct GetArgs {
     /// metadata.labels)
     #[arg(short = 'l', long = "selector")]
     pub selector: Option<String>,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct DescribeArgs {
+    /// app, cluster, repo, clustergroup, project or healthrule
+    #[arg(value_enum, ignore_case = true)]
+    pub kind: KindArg,
+    pub name: String,
+    /// How many of the newest events to show
+    #[arg(long, value_name = "N", default_value_t = 10, value_parser = clap::value_parser!(u32).range(0..=10_000))]
+    pub events: u32,
 }
 
 #[derive(Debug, Clone, Args)]

@@ -11,6 +11,7 @@
 
 pub mod args;
 pub mod config_cmd;
+pub mod describe;
 pub mod diff;
 pub mod documents;
 pub mod freeze;
@@ -103,6 +104,10 @@ pub enum CliError {
     NoSuchToken { id: String },
     #[error("`all` lists every kind; delete needs one of repo, app or clustergroup")]
     DeleteAll,
+    #[error(
+        "`all` lists every kind; describe needs one: app, cluster, repo, clustergroup, project or healthrule"
+    )]
+    DescribeAll,
     #[error("clusters are not deleted: revoke one with `gitfleet cluster revoke NAME`")]
     DeleteCluster,
     #[error("repo/{repo}: fetch failed: {error}")]
@@ -138,6 +143,7 @@ impl CliError {
         match self {
             CliError::Usage(_)
             | CliError::DeleteAll
+            | CliError::DescribeAll
             | CliError::DeleteCluster
             | CliError::Selector { .. }
             | CliError::DiffFailed(_) => 2,
@@ -323,6 +329,64 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             let table = output::resources_table(&values, style);
             let document = output::resource_document(values, g.name.is_some());
             Ok(output::render(format, &document, || table))
+        }
+        Command::Describe(d) => {
+            if d.kind == KindArg::All {
+                return Err(CliError::DescribeAll);
+            }
+            let mut client = connect().await?;
+            if d.kind == KindArg::Clusters {
+                let cluster = client
+                    .list_clusters()
+                    .await?
+                    .into_iter()
+                    .find(|c| c.name == d.name)
+                    .ok_or_else(|| CliError::NoSuchCluster {
+                        name: d.name.clone(),
+                    })?;
+                let targets = client.status("", &d.name).await?;
+                let events = latest_events(&mut client, "", &d.name, d.events).await?;
+                let report = describe::ClusterDescription {
+                    cluster: output::cluster_report(&cluster),
+                    targets: output::status_report(&targets),
+                    events: rollout::events_report(&events),
+                };
+                return Ok(output::render(format, &report, || {
+                    describe::cluster_text(&report, style)
+                }));
+            }
+            let docs = client.get(d.kind.api_kind(), &d.name).await?;
+            let Some(resource) = output::resource_values(&docs).into_iter().next() else {
+                return Err(not_found(d.kind, &d.name));
+            };
+            let is_app = d.kind == KindArg::Apps;
+            let (rollout, targets) = if is_app {
+                // An App without a revision has no rollout yet: that is no error.
+                let rollout = match client.rollout(&d.name).await {
+                    Ok(r) => Some(rollout::rollout_report(&r)),
+                    Err(ClientError::NotFound { .. }) => None,
+                    Err(e) => return Err(e.into()),
+                };
+                let targets = client.status(&d.name, "").await?;
+                (rollout, Some(output::status_report(&targets)))
+            } else {
+                (None, None)
+            };
+            // Events are kept per App (and cluster); other kinds have none of their own.
+            let events = if is_app {
+                latest_events(&mut client, &d.name, "", d.events).await?
+            } else {
+                Vec::new()
+            };
+            let report = describe::ResourceDescription {
+                resource,
+                rollout,
+                targets,
+                events: rollout::events_report(&events),
+            };
+            Ok(output::render(format, &report, || {
+                describe::resource_text(&report, style)
+            }))
         }
         Command::Delete(d) => {
             if d.kind == KindArg::All {
@@ -793,6 +857,19 @@ fn selects<'a>(
             .collect();
         gitfleet_core::fleet::placement::selector_matches(s, &labels)
     })
+}
+
+/// The newest `limit` events of an App and/or cluster, oldest first; none for `limit` 0.
+async fn latest_events(
+    client: &mut AdminClient,
+    app: &str,
+    cluster: &str,
+    limit: u32,
+) -> Result<Vec<pb::Event>, CliError> {
+    if limit == 0 {
+        return Ok(Vec::new());
+    }
+    Ok(client.events(app, cluster, 0, limit).await?)
 }
 
 fn not_found(kind: KindArg, name: &str) -> CliError {
