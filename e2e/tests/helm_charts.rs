@@ -240,6 +240,31 @@ spec:
     )
 }
 
+/// A fleet of one cluster `c1` whose App `app` (YAML, named as its namespace) lives in Git,
+/// in the hub's fleet path (`--fleet-repo platform --fleet-path fleet`), with its values file:
+/// a version changed there is a version changed in Git.
+async fn start_with_app_in_git(app: &str, values: &str) -> Fleet {
+    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
+    options.fleet = Some(gitfleet_hub::fleetsync::FleetSource {
+        repo: "platform".into(),
+        path: "fleet".into(),
+    });
+    let mut fleet = Fleet::start(options).await.unwrap();
+    let name = app
+        .lines()
+        .find_map(|l| l.strip_prefix("  namespace: "))
+        .expect("the App's namespace");
+    fleet
+        .git
+        .write(&format!("values/{name}/values.yaml"), values)
+        .unwrap();
+    fleet.git.write(&format!("fleet/{name}.yaml"), app).unwrap();
+    fleet.git.commit(&format!("{name} and its values")).unwrap();
+    let repo = fleet.repo_yaml("platform");
+    fleet.apply_yaml(&repo).await.unwrap();
+    fleet
+}
+
 /// The ConfigMap `{release}-cfg` on cluster `c1`, once it has `version` and `message`.
 async fn wait_for_configmap(
     fleet: &mut Fleet,
@@ -288,28 +313,12 @@ async fn a_chart_from_a_helm_repository_installs_and_a_new_release_in_range_upgr
         index("podinfo", &[("1.0.0", sha256(&v1))]),
     );
 
-    // The App lives in Git, in the hub's fleet path: its version is changed there.
-    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
-    options.fleet = Some(gitfleet_hub::fleetsync::FleetSource {
-        repo: "platform".into(),
-        path: "fleet".into(),
-    });
-    let mut fleet = Fleet::start(options).await.unwrap();
     let repository = format!("http://{addr}");
-    fleet
-        .git
-        .write("values/web/values.yaml", "message: from-git\n")
-        .unwrap();
-    fleet
-        .git
-        .write(
-            "fleet/web.yaml",
-            app("web", &repository, "podinfo", "^1.0.0"),
-        )
-        .unwrap();
-    fleet.git.commit("web at chart ^1.0.0").unwrap();
-    let repo = fleet.repo_yaml("platform");
-    fleet.apply_yaml(&repo).await.unwrap();
+    let mut fleet = start_with_app_in_git(
+        &app("web", &repository, "podinfo", "^1.0.0"),
+        "message: from-git\n",
+    )
+    .await;
     wait_for_configmap(&mut fleet, "web", "1.0.0", "from-git")
         .await
         .unwrap();
@@ -414,29 +423,12 @@ async fn a_chart_from_an_oci_registry_installs_and_upgrades_when_its_version_cha
     push("2.0.0", &["2.0.0"]);
     push("2.1.0", &["2.0.0", "2.1.0"]);
 
-    // The App lives in Git, in the hub's fleet path (`--fleet-repo platform --fleet-path
-    // fleet`): a version changed there is a version changed in Git.
-    let mut options = FleetOptions::new(vec![ClusterSpec::new("c1")]);
-    options.fleet = Some(gitfleet_hub::fleetsync::FleetSource {
-        repo: "platform".into(),
-        path: "fleet".into(),
-    });
-    let mut fleet = Fleet::start(options).await.unwrap();
     let repository = format!("oci://{addr}/charts");
-    fleet
-        .git
-        .write("values/api/values.yaml", "message: oci\n")
-        .unwrap();
-    fleet
-        .git
-        .write(
-            "fleet/api.yaml",
-            app("api", &repository, "podinfo", "2.0.0"),
-        )
-        .unwrap();
-    fleet.git.commit("api at chart 2.0.0").unwrap();
-    let repo = fleet.repo_yaml("platform");
-    fleet.apply_yaml(&repo).await.unwrap();
+    let mut fleet = start_with_app_in_git(
+        &app("api", &repository, "podinfo", "2.0.0"),
+        "message: oci\n",
+    )
+    .await;
     wait_for_configmap(&mut fleet, "api", "2.0.0", "oci")
         .await
         .unwrap();
