@@ -249,7 +249,7 @@ async fn start_with_app_in_git(app: &str, values: &str) -> Fleet {
         repo: "platform".into(),
         path: "fleet".into(),
     });
-    let mut fleet = Fleet::start(options).await.unwrap();
+    let mut fleet = Fleet::start(options).await.expect("the fleet starts");
     let name = app
         .lines()
         .find_map(|l| l.strip_prefix("  namespace: "))
@@ -257,11 +257,17 @@ async fn start_with_app_in_git(app: &str, values: &str) -> Fleet {
     fleet
         .git
         .write(&format!("values/{name}/values.yaml"), values)
-        .unwrap();
-    fleet.git.write(&format!("fleet/{name}.yaml"), app).unwrap();
-    fleet.git.commit(&format!("{name} and its values")).unwrap();
+        .expect("the values file");
+    fleet
+        .git
+        .write(&format!("fleet/{name}.yaml"), app)
+        .expect("the App in the fleet path");
+    fleet
+        .git
+        .commit(&format!("{name} and its values"))
+        .expect("a commit");
     let repo = fleet.repo_yaml("platform");
-    fleet.apply_yaml(&repo).await.unwrap();
+    fleet.apply_yaml(&repo).await.expect("the Repo applies");
     fleet
 }
 

@@ -523,6 +523,11 @@ impl Engine {
     /// Project no longer allows all of it, `status.project`: what is outside).
     /// `gitfleet get projects` also lists the built-in `default`, which is never stored (`get`
     /// of every kind does not: it is what can be applied back).
+    /// Whether a resource of `kind` named `name` is stored: one lookup, nothing else read.
+    pub fn exists(&self, kind: Kind, name: &str) -> Result<bool, EngineError> {
+        Ok(self.store.resource(kind, name)?.is_some())
+    }
+
     pub fn get(
         &self,
         kind: Option<Kind>,

@@ -269,7 +269,7 @@ impl Admin for AdminService {
         if name.is_empty() {
             return Err(Status::invalid_argument("name: a Repo's name is required"));
         }
-        if self.engine.get(Some(Kind::Repo), Some(&name))?.is_empty() {
+        if !self.engine.exists(Kind::Repo, &name)? {
             return Err(Status::not_found(format!(
                 "Repo {name:?} not found; list what exists with `gitfleet get repos`"
             )));
