@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Engine, EngineError, Split, State, placeable, split_resources};
+use tokio::sync::watch;
+
+use super::{Engine, EngineError, Published, Split, State, placeable, split_resources};
 use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide_held, plan_waves};
 use crate::fleet::{AppRevision, ClusterLabels, dependencies};
 use crate::model::{ClusterView, EventRecord, TargetReport, TargetView};
@@ -161,6 +163,30 @@ impl Engine {
         Ok(self.store.events(app, cluster, after, limit).await?)
     }
 
+    /// The oldest events above `after` (of one App and/or cluster when given), a page at a
+    /// time, and the id to read on from (`None`: no more): what a live read resumes with.
+    pub async fn events_after(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: u64,
+    ) -> Result<(Vec<EventRecord>, Option<u64>), EngineError> {
+        Ok(self.store.events_after(app, cluster, after).await?)
+    }
+
+    /// NOT_FOUND unless App `name` exists (with the message every read about an App gives).
+    pub fn check_app(&self, name: &str) -> Result<(), EngineError> {
+        self.app(name).map(|_| ())
+    }
+
+    /// Whether `cluster`'s published desired state has a Target of `app` (from memory).
+    pub fn has_target(&self, cluster: &str, app: &str) -> bool {
+        self.lock()
+            .desired
+            .get(cluster)
+            .is_some_and(|tx| tx.borrow().desired.targets.contains_key(app))
+    }
+
     pub fn clusters(&self) -> Result<Vec<ClusterView>, EngineError> {
         let now = now_unix();
         let state = self.lock();
@@ -222,16 +248,21 @@ impl Engine {
         let mut keys: Vec<Key> = {
             let state = self.lock();
             let mut keys = Vec::new();
-            for (c, tx) in &state.desired {
-                if cluster.is_some_and(|want| want != c.as_str()) {
-                    continue;
-                }
+            // One cluster, or one App, is looked up rather than scanned for: a live read asks
+            // for one Target, or one cluster's, at every change.
+            let clusters: Box<dyn Iterator<Item = (&String, &watch::Sender<Arc<Published>>)>> =
+                match cluster {
+                    Some(want) => Box::new(state.desired.get_key_value(want).into_iter()),
+                    None => Box::new(state.desired.iter()),
+                };
+            for (c, tx) in clusters {
                 let connected = self.is_connected(&state, c, now);
                 let desired = tx.borrow();
-                for (a, t) in &desired.desired.targets {
-                    if app.is_some_and(|want| want != a) {
-                        continue;
-                    }
+                let targets: Box<dyn Iterator<Item = (&String, &_)>> = match app {
+                    Some(want) => Box::new(desired.desired.targets.get_key_value(want).into_iter()),
+                    None => Box::new(desired.desired.targets.iter()),
+                };
+                for (a, t) in targets {
                     if after.is_some_and(|(aa, ac)| (a.as_str(), c.as_str()) <= (aa, ac)) {
                         continue;
                     }
