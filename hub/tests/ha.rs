@@ -369,3 +369,81 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The live reads on several replicas: a stream opened at a follower (served by the leader, to
+/// which the follower hands every admin call) sees what a spoke linked to the follower
+/// reports: the report reaches the leader through etcd's watch, and so does the event the
+/// follower recorded for it.
+#[tokio::test]
+async fn a_stream_opened_at_a_follower_sees_what_a_spoke_linked_there_reports() {
+    use gitfleet_proto::v1::watch_client::WatchClient;
+
+    let etcd = EtcdServer::start();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/watch/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/watch/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
+
+    let ctx = admin_config(&b).context(None).unwrap().clone();
+    let ch = channel(
+        &b.grpc_url(),
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    let mut watch = WatchClient::new(ch);
+    let mut status = watch
+        .watch_status(pb::WatchStatusRequest {
+            app: "web".into(),
+            cluster: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut events = watch
+        .watch_events(pb::WatchEventsRequest {
+            app: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let mut next = async |what: &str| {
+        tokio::time::timeout(DEADLINE, status.message())
+            .await
+            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+            .unwrap()
+            .unwrap()
+    };
+    let snapshot = next("the snapshot").await;
+    assert!(snapshot.snapshot_complete, "{snapshot:?}");
+
+    spoke.report(1, "web", &c1, "synced via b").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    let mut seen = snapshot.targets;
+    while !seen.iter().any(|t| t.message == "synced via b") {
+        seen = next("the report made at the follower").await.targets;
+    }
+    let mut got: Vec<pb::Event> = Vec::new();
+    while !got.iter().any(|e| e.kind == "Synced") {
+        let m = tokio::time::timeout(DEADLINE, events.message())
+            .await
+            .expect("the follower's event in time")
+            .unwrap()
+            .unwrap();
+        got.extend(m.events);
+    }
+    assert!(got.iter().all(|e| e.app == "web"), "{got:?}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
