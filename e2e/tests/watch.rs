@@ -134,3 +134,61 @@ async fn events_watch_prints_later_events_and_resumes_across_a_hub_restart() -> 
     fleet.shutdown().await;
     Ok(())
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_watch_wait_follows_a_new_commit_until_every_target_runs_it() -> anyhow::Result<()> {
+    let mut fleet = Fleet::start(FleetOptions::new(vec![
+        ClusterSpec::new("dev-a").label("env", "dev"),
+        ClusterSpec::new("dev-b").label("env", "dev"),
+    ]))
+    .await?;
+    fleet.git.write("apps/hello/configmap.yaml", CONFIGMAP)?;
+    let v1 = fleet.git.commit("hello v1")?;
+    let yaml = format!("{}---\n{}", fleet.repo_yaml("platform"), app_yaml());
+    fleet.apply_yaml(&yaml).await?;
+    fleet.wait_converged("hello", &v1, 2, DEADLINE).await?;
+
+    fleet.git.write(
+        "apps/hello/configmap.yaml",
+        CONFIGMAP.replace("v1", "v2").as_bytes(),
+    )?;
+    let v2 = fleet.git.commit("hello v2")?;
+    let out = tokio::time::timeout(
+        DEADLINE,
+        fleet.cli(&[
+            "status",
+            "--app",
+            "hello",
+            "--watch",
+            "--wait",
+            "--revision",
+            &v2,
+            "-o",
+            "json",
+        ]),
+    )
+    .await
+    .context("status --watch --wait in time")??;
+    // One Target per line: first both as they were, then each change, the last of each at v2.
+    let lines: Vec<serde_json::Value> = out
+        .lines()
+        .map(serde_json::from_str)
+        .collect::<Result<_, _>>()
+        .with_context(|| format!("JSON Lines: {out}"))?;
+    ensure!(lines.len() >= 2, "{out}");
+    ensure!(lines.iter().all(|l| l["app"] == "hello"), "{out}");
+    for cluster in ["dev-a", "dev-b"] {
+        let last = lines
+            .iter()
+            .rev()
+            .find(|l| l["cluster"] == cluster)
+            .with_context(|| format!("{cluster} printed: {out}"))?;
+        ensure!(last["appliedRevision"] == v2.as_str(), "{cluster}: {last}");
+        ensure!(
+            last["sync"] == "Synced" && last["health"] == "Healthy",
+            "{last}"
+        );
+    }
+    fleet.shutdown().await;
+    Ok(())
+}

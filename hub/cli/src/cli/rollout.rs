@@ -306,7 +306,7 @@ pub fn rollout_line(r: &RolloutReport, now_unix: i64) -> String {
 /// backoff when it drops; its first message is the rollout as it is then), or, from a hub
 /// without it, a poll every `--interval`.
 enum RolloutSource {
-    Stream(Option<tonic::Streaming<pb::RolloutStatus>>),
+    Stream(Option<Box<tonic::Streaming<pb::RolloutStatus>>>),
     Poll,
 }
 
@@ -329,7 +329,7 @@ async fn next_rollout(
         let stream = match open {
             Some(stream) => stream,
             None => match client.watch_rollout(app).await {
-                Ok(stream) => open.insert(stream),
+                Ok(stream) => open.insert(Box::new(stream)),
                 Err(e) => {
                     let e = CliError::from(e);
                     if watch::no_stream(&e) {
@@ -346,7 +346,7 @@ async fn next_rollout(
                 }
             },
         };
-        match watch::next_before(client, stream, deadline).await {
+        match watch::next_before(client, stream.as_mut(), deadline).await {
             Ok(next) => {
                 *failures = 0;
                 return Ok(next);
