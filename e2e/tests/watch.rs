@@ -150,7 +150,7 @@ async fn status_watch_wait_follows_a_new_commit_until_every_target_runs_it() -> 
 
     fleet.git.write(
         "apps/hello/configmap.yaml",
-        CONFIGMAP.replace("v1", "v2").as_bytes(),
+        CONFIGMAP.replace("gitfleet, v1", "gitfleet, v2").as_bytes(),
     )?;
     let v2 = fleet.git.commit("hello v2")?;
     let out = tokio::time::timeout(
