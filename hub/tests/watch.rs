@@ -406,3 +406,45 @@ async fn streams_are_authorized_as_the_reads_they_mirror() {
     assert_eq!(err.code(), Code::Unauthenticated, "{err}");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_status_stream_shows_what_starts_holding_a_target() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_, mut spoke) = web_on_dev_1(&hub, &git, &c1).await;
+    report(&spoke, 1, "web", &c1, pb::SyncState::Synced).await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    let mut watch = WatchClient::new(admin_channel(&hub).await);
+    let mut stream = watch
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let snapshot = next(&mut stream, "the snapshot").await;
+    assert_eq!(snapshot.targets.len(), 1);
+    assert!(snapshot.targets[0].held.is_empty(), "{snapshot:?}");
+
+    // A freeze of web, then a commit: the new revision is held, and the Target says why.
+    RolloutsClient::new(admin_channel(&hub).await)
+        .create_freeze(pb::CreateFreezeRequest {
+            name: "campaign".into(),
+            apps: vec!["web".into()],
+            for_seconds: 3600,
+            reason: "sale".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    git.commit(&[("apps/web/cm.yaml", "v: 2\n")], "two");
+    let held = loop {
+        let m = next(&mut stream, "web held by the freeze").await;
+        if let Some(t) = m.targets.into_iter().find(|t| !t.held.is_empty()) {
+            break t;
+        }
+    };
+    assert!(held.held.contains("campaign"), "{held:?}");
+    assert_eq!(held.desired_revision, c1, "held at the old revision");
+    hub.shutdown().await;
+}

@@ -174,6 +174,17 @@ impl Engine {
         Ok(self.store.events_after(app, cluster, after).await?)
     }
 
+    /// What holds `app`'s rollout from its revision, while it is not complete: (the revision,
+    /// why). Its Targets not at that revision show why as held (from memory).
+    pub fn app_hold(&self, app: &str) -> Result<Option<(String, String)>, EngineError> {
+        Ok(self.store.rollout(app)?.and_then(|r| {
+            let incomplete = !matches!(r.phase, Phase::Complete);
+            r.held
+                .filter(|_| incomplete)
+                .map(|h| (r.revision.commit.clone(), h))
+        }))
+    }
+
     /// NOT_FOUND unless App `name` exists (with the message every read about an App gives).
     pub fn check_app(&self, name: &str) -> Result<(), EngineError> {
         self.app(name).map(|_| ())
@@ -286,13 +297,7 @@ impl Engine {
         for (app, cluster, desired_revision, cluster_connected, self_heal) in keys {
             let report = self.store.report(&cluster, &app).await?;
             if held.as_ref().is_none_or(|(a, _)| *a != app) {
-                let hold = self.store.rollout(&app)?.and_then(|r| {
-                    let incomplete = !matches!(r.phase, Phase::Complete);
-                    r.held
-                        .filter(|_| incomplete)
-                        .map(|h| (r.revision.commit.clone(), h))
-                });
-                held = Some((app.clone(), hold));
+                held = Some((app.clone(), self.app_hold(&app)?));
             }
             let mut held_text = match held.as_ref().and_then(|(_, h)| h.as_ref()) {
                 Some((commit, text)) if *commit != desired_revision => text.clone(),

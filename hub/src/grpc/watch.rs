@@ -12,7 +12,7 @@
 //! `auth::reader`), once when the stream opens; reads are not narrowed to a user's Projects
 //! (docs/tenancy.md), so neither is what a stream sends.
 
-use std::collections::{BTreeMap, BTreeSet, HashSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::hash::{DefaultHasher, Hash, Hasher};
 use std::pin::Pin;
 use std::sync::Arc;
@@ -280,6 +280,27 @@ impl Known {
     }
 }
 
+/// By App: what held its rollout when a status stream last read its Targets. An App's rollout
+/// changes its Targets' status only through what holds it (their `held`), so a rollout step
+/// that leaves that as it was reads none of them again (with many clusters, a step of a
+/// rollout would otherwise read every Target's report once per watcher).
+#[derive(Debug, Default)]
+struct Holds(HashMap<String, Option<(String, String)>>);
+
+impl Holds {
+    /// Whether `change` may have changed a Target's status: every change but an App's whose
+    /// hold is still the one seen last (a hold that cannot be read counts as changed).
+    fn moved(&mut self, engine: &Engine, change: &FleetChange) -> bool {
+        let FleetChange::App(app) = change else {
+            return true;
+        };
+        let Ok(hold) = engine.app_hold(app) else {
+            return true;
+        };
+        self.0.insert(app.clone(), hold.clone()) != Some(hold)
+    }
+}
+
 /// `targets` cut into messages under [`MESSAGE_BYTES`] each (at least one message).
 fn status_messages(
     targets: Vec<pb::TargetStatus>,
@@ -407,12 +428,17 @@ async fn follow_status(
     known: &mut Known,
     tx: &Out<pb::WatchStatusResponse>,
 ) -> Followed {
+    let mut holds = Holds::default();
     loop {
         let batch = match next_changes(changes).await {
             Ok(b) => b,
             Err(end) => return end,
         };
-        let queries: HashSet<Query> = batch.iter().filter_map(|c| filter.reread(c)).collect();
+        let queries: HashSet<Query> = batch
+            .iter()
+            .filter(|c| holds.moved(engine, c))
+            .filter_map(|c| filter.reread(c))
+            .collect();
         let (mut changed, mut removed) = (Vec::new(), Vec::new());
         for query in &queries {
             match read_targets(engine, query).await {
