@@ -177,9 +177,11 @@ impl Engine {
     /// What holds `app`'s rollout from its revision, while it is not complete: (the revision,
     /// why). Its Targets not at that revision show why as held (from memory).
     pub fn app_hold(&self, app: &str) -> Result<Option<(String, String)>, EngineError> {
-        Ok(self.store.rollout(app)?.and_then(|r| {
+        // Shared, not copied: a rollout holds an entry per cluster.
+        Ok(self.store.rollout_shared(app).and_then(|r| {
             let incomplete = !matches!(r.phase, Phase::Complete);
             r.held
+                .clone()
                 .filter(|_| incomplete)
                 .map(|h| (r.revision.commit.clone(), h))
         }))
