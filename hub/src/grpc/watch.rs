@@ -45,6 +45,8 @@ const MESSAGE_BYTES: usize = gitfleet_proto::MAX_MESSAGE_BYTES / 4;
 /// At most this many changes are read again together (queued changes coalesce: ten reports of
 /// one Target are one read).
 const COALESCE_MAX: usize = 4096;
+/// A rollout stream reads the rollout again at most this often.
+const ROLLOUT_READ_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
 /// Events a `WatchEvents` without a resume point starts with when it names no limit, and at most.
 const DEFAULT_EVENTS: usize = 100;
 const MAX_EVENTS: usize = 10_000;
@@ -499,13 +501,19 @@ async fn watch_rollout(
     if tx.send(Ok(first)).await.is_err() {
         return;
     }
+    let mut read_at = tokio::time::Instant::now();
     loop {
+        // The rollout is read at most every ROLLOUT_READ_EVERY: a read costs what the App's
+        // clusters are, and reports arrive by the thousand during a large rollout; what
+        // changed meanwhile is coalesced into the next read.
+        tokio::time::sleep_until(read_at + ROLLOUT_READ_EVERY).await;
         match next_changes(&mut changes).await {
             Ok(batch) if !batch.iter().any(|c| moves_rollout(&engine, &app, c)) => continue,
             // Each message is the whole rollout: after a lag, reading it again is enough.
             Ok(_) | Err(Followed::Lagged) => {}
             Err(Followed::Over) => return,
         }
+        read_at = tokio::time::Instant::now();
         let status = match rollout_message(&engine, &app, counts_only) {
             Ok(s) => s,
             Err(status) => {
