@@ -448,3 +448,55 @@ async fn a_status_stream_shows_what_starts_holding_a_target() {
     assert_eq!(held.desired_revision, c1, "held at the old revision");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn an_events_stream_that_falls_behind_reads_what_it_missed_back_from_the_store() {
+    use gitfleet_hub::engine::BUS_CAPACITY;
+    use gitfleet_hub::model::{HealthState, SyncState, TargetReport};
+
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_, _spoke) = web_on_dev_1(&hub, &git, &c1).await;
+    let mut watch = WatchClient::new(admin_channel(&hub).await);
+    let mut stream = watch
+        .watch_events(pb::WatchEventsRequest {
+            app: "web".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let backlog = next(&mut stream, "the newest events").await.events;
+    let start = backlog.last().map_or(0, |e| e.id);
+
+    // More events than the bus holds, recorded while the stream's task cannot run (this test's
+    // runtime has one thread, and this loop does not yield): it falls behind the bus.
+    let reports = BUS_CAPACITY + 1000;
+    for seq in 1..=reports as u64 {
+        hub.engine()
+            .store_report(TargetReport {
+                seq,
+                cluster: "dev-1".into(),
+                app: "web".into(),
+                revision: c1.clone(),
+                spec_generation: 1,
+                sync: if seq % 2 == 0 {
+                    SyncState::Synced
+                } else {
+                    SyncState::Failed
+                },
+                health: HealthState::Healthy,
+                message: format!("report {seq}"),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    hub.engine().flush().await.unwrap();
+    let want = listed_after(&hub, start).await;
+    assert!(want.len() > BUS_CAPACITY, "{}", want.len());
+    let got = events(&mut stream, want.len()).await;
+    assert_eq!(ids(&got), ids(&want), "every event once, in order");
+    hub.shutdown().await;
+}
