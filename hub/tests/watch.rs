@@ -500,3 +500,48 @@ async fn an_events_stream_that_falls_behind_reads_what_it_missed_back_from_the_s
     assert_eq!(ids(&got), ids(&want), "every event once, in order");
     hub.shutdown().await;
 }
+
+#[tokio::test]
+async fn a_status_stream_that_falls_behind_is_sent_a_fresh_snapshot() {
+    use gitfleet_hub::engine::CHANGES_CAPACITY;
+    use gitfleet_hub::model::{HealthState, SyncState, TargetReport};
+
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_, _spoke) = web_on_dev_1(&hub, &git, &c1).await;
+    let mut watch = WatchClient::new(admin_channel(&hub).await);
+    let mut stream = watch
+        .watch_status(pb::WatchStatusRequest::default())
+        .await
+        .unwrap()
+        .into_inner();
+    let first = next(&mut stream, "the snapshot").await;
+    assert!(first.snapshot_complete);
+
+    // More changes than the feed holds while the stream's task cannot run (one thread, no
+    // yield): it falls behind, and is sent the Targets as they are now.
+    let reports = (CHANGES_CAPACITY + 100) as u64;
+    for seq in 1..=reports {
+        hub.engine()
+            .store_report(TargetReport {
+                seq,
+                cluster: "dev-1".into(),
+                app: "web".into(),
+                revision: c1.clone(),
+                spec_generation: 1,
+                sync: SyncState::Synced,
+                health: HealthState::Healthy,
+                message: format!("report {seq}"),
+                ..Default::default()
+            })
+            .unwrap();
+    }
+    hub.engine().flush().await.unwrap();
+    let again = next(&mut stream, "a fresh snapshot").await;
+    assert!(again.snapshot && again.snapshot_complete, "{again:?}");
+    assert_eq!(again.targets.len(), 1);
+    assert_eq!(again.targets[0].message, format!("report {reports}"));
+    hub.shutdown().await;
+}
