@@ -370,13 +370,15 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     a.shutdown().await;
 }
 
-/// The live reads on several replicas: a stream opened at a follower (served by the leader, to
-/// which the follower hands every admin call) sees what a spoke linked to the follower
-/// reports: the report reaches the leader through etcd's watch, and so does the event the
-/// follower recorded for it.
+/// The live reads on several replicas: each replica serves them from its own store, which
+/// follows the others' writes. A stream at the leader sees what a spoke linked to a follower
+/// reports (the report and the event the follower recorded reach it through etcd's watch); a
+/// stream at the follower sees what the leader records (an App suspended); and the follower's
+/// stream keeps going when the leader goes.
 #[tokio::test]
-async fn a_stream_opened_at_a_follower_sees_what_a_spoke_linked_there_reports() {
+async fn streams_at_every_replica_see_what_the_others_write_and_outlive_the_leader() {
     use gitfleet_proto::v1::watch_client::WatchClient;
+    use tonic::Streaming;
 
     let etcd = EtcdServer::start();
     let git = GitRepo::new();
@@ -394,56 +396,100 @@ async fn a_stream_opened_at_a_follower_sees_what_a_spoke_linked_there_reports() 
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
     let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
 
-    let ctx = admin_config(&b).context(None).unwrap().clone();
-    let ch = channel(
-        &b.grpc_url(),
+    let watch_at = async |hub: &HubHandle| {
+        let ctx = admin_config(hub).context(None).unwrap().clone();
+        WatchClient::new(
+            channel(
+                &hub.grpc_url(),
+                &ctx.certificate_authority_data,
+                Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+            )
+            .await,
+        )
+    };
+    let status_of = async |watch: &mut WatchClient<tonic::transport::Channel>| {
+        watch
+            .watch_status(pb::WatchStatusRequest {
+                app: "web".into(),
+                cluster: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let events_of = async |watch: &mut WatchClient<tonic::transport::Channel>| {
+        watch
+            .watch_events(pb::WatchEventsRequest {
+                app: "web".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    async fn until_target(stream: &mut Streaming<pb::WatchStatusResponse>, message: &str) {
+        loop {
+            let m = tokio::time::timeout(DEADLINE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for a Target saying {message:?}"))
+                .unwrap()
+                .unwrap();
+            if m.targets.iter().any(|t| t.message == message) {
+                return;
+            }
+        }
+    }
+    async fn until_event(stream: &mut Streaming<pb::WatchEventsResponse>, kind: &str) {
+        loop {
+            let m = tokio::time::timeout(DEADLINE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for a {kind} event"))
+                .unwrap()
+                .unwrap();
+            assert!(m.events.iter().all(|e| e.app == "web"), "{m:?}");
+            if m.events.iter().any(|e| e.kind == kind) {
+                return;
+            }
+        }
+    }
+    let mut at_a = watch_at(&a).await;
+    let mut at_b = watch_at(&b).await;
+    let mut status_a = status_of(&mut at_a).await;
+    let mut events_a = events_of(&mut at_a).await;
+    let mut status_b = status_of(&mut at_b).await;
+    let mut events_b = events_of(&mut at_b).await;
+
+    // A report to the follower: the leader's streams see it, and the event the follower made.
+    spoke.report(1, "web", &c1, "synced via b").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    until_target(&mut status_a, "synced via b").await;
+    until_event(&mut events_a, "Synced").await;
+    until_target(&mut status_b, "synced via b").await;
+    until_event(&mut events_b, "Synced").await;
+
+    // What the leader records reaches the follower's stream.
+    let ctx = admin_config(&a).context(None).unwrap().clone();
+    let admin_channel = channel(
+        &a.grpc_url(),
         &ctx.certificate_authority_data,
         Some((&ctx.client_certificate_data, &ctx.client_key_data)),
     )
     .await;
-    let mut watch = WatchClient::new(ch);
-    let mut status = watch
-        .watch_status(pb::WatchStatusRequest {
+    gitfleet_proto::v1::rollouts_client::RolloutsClient::new(admin_channel)
+        .suspend_app(pb::AppControlRequest {
             app: "web".into(),
             cluster: String::new(),
         })
         .await
-        .unwrap()
-        .into_inner();
-    let mut events = watch
-        .watch_events(pb::WatchEventsRequest {
-            app: "web".into(),
-            ..Default::default()
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let mut next = async |what: &str| {
-        tokio::time::timeout(DEADLINE, status.message())
-            .await
-            .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
-            .unwrap()
-            .unwrap()
-    };
-    let snapshot = next("the snapshot").await;
-    assert!(snapshot.snapshot_complete, "{snapshot:?}");
+        .unwrap();
+    until_event(&mut events_b, "Suspended").await;
+    until_event(&mut events_a, "Suspended").await;
 
-    spoke.report(1, "web", &c1, "synced via b").await;
-    spoke.until("ack 1", |v| v.acked_seq == 1).await;
-    let mut seen = snapshot.targets;
-    while !seen.iter().any(|t| t.message == "synced via b") {
-        seen = next("the report made at the follower").await.targets;
-    }
-    let mut got: Vec<pb::Event> = Vec::new();
-    while !got.iter().any(|e| e.kind == "Synced") {
-        let m = tokio::time::timeout(DEADLINE, events.message())
-            .await
-            .expect("the follower's event in time")
-            .unwrap()
-            .unwrap();
-        got.extend(m.events);
-    }
-    assert!(got.iter().all(|e| e.app == "web"), "{got:?}");
+    // The leader goes; the follower's streams carry on and it leads.
     a.shutdown().await;
+    until_part(&b, "the follower to lead", Leadership::leads).await;
+    spoke.report(2, "web", &c1, "after the leader went").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    until_target(&mut status_b, "after the leader went").await;
     b.shutdown().await;
 }
