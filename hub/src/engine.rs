@@ -31,6 +31,7 @@ use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, Resource};
 use crate::store::{Store, StoreError};
 
 mod audit;
+mod changes;
 mod charts;
 mod clusters;
 mod dependencies;
@@ -49,6 +50,8 @@ mod rollouts;
 mod users;
 
 pub use audit::AuditEntry;
+use changes::ChangeFeed;
+pub use changes::{CHANGES_CAPACITY, FleetChange};
 pub use clusters::{
     Issued, NewToken, PENDING_RETRY, RegisterOutcome, Registration, RegistrationWork, TokenSpec,
     token_hash,
@@ -143,6 +146,8 @@ pub struct Engine {
     connect_hook: Mutex<Option<ConnectHook>>,
     /// Every event goes through it (see [`Engine::subscribe_events`]).
     bus: EventBus,
+    /// What the live reads are driven by (see [`Engine::subscribe_changes`]).
+    changes: ChangeFeed,
     /// Whether this replica does the work that must happen once (see [`Engine::lead`]).
     leading: std::sync::atomic::AtomicBool,
     /// By App: the last chart resolution error, so that each distinct one is one event.
@@ -169,6 +174,7 @@ impl Engine {
         store.set_audit_retention(config.audit_retention);
         let engine = Arc::new(Self {
             bus: EventBus::new(store.clone()),
+            changes: ChangeFeed::new(),
             store,
             pki,
             git,

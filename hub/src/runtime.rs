@@ -15,6 +15,7 @@ use gitfleet_proto::v1::link_server::LinkServer;
 use gitfleet_proto::v1::registration_server::RegistrationServer;
 use gitfleet_proto::v1::rollouts_server::RolloutsServer;
 use gitfleet_proto::v1::users_server::UsersServer;
+use gitfleet_proto::v1::watch_server::WatchServer;
 use tokio::net::TcpListener;
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -30,6 +31,7 @@ use crate::grpc::link::LinkService;
 use crate::grpc::registration::RegistrationService;
 use crate::grpc::rollouts::RolloutsService;
 use crate::grpc::users::{AuditService, UsersService};
+use crate::grpc::watch::WatchService;
 use crate::leadership::LeadershipWatch;
 use crate::metrics::HubMetrics;
 use crate::pki::{DEFAULT_CLUSTER_CERT_VALIDITY, Pki, PkiError};
@@ -549,6 +551,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         )
         .add_service(
             RolloutsServer::new(RolloutsService::new(Arc::clone(&engine)))
+                .max_decoding_message_size(MAX_MESSAGE_BYTES)
+                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+        )
+        .add_service(
+            WatchServer::new(WatchService::new(Arc::clone(&engine)))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

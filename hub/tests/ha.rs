@@ -369,3 +369,127 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// The live reads on several replicas: each replica serves them from its own store, which
+/// follows the others' writes. A stream at the leader sees what a spoke linked to a follower
+/// reports (the report and the event the follower recorded reach it through etcd's watch); a
+/// stream at the follower sees what the leader records (an App suspended); and the follower's
+/// stream keeps going when the leader goes.
+#[tokio::test]
+async fn streams_at_every_replica_see_what_the_others_write_and_outlive_the_leader() {
+    use gitfleet_proto::v1::watch_client::WatchClient;
+    use tonic::Streaming;
+
+    let etcd = EtcdServer::start();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/watch/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/watch/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
+
+    let watch_at = async |hub: &HubHandle| {
+        let ctx = admin_config(hub).context(None).unwrap().clone();
+        WatchClient::new(
+            channel(
+                &hub.grpc_url(),
+                &ctx.certificate_authority_data,
+                Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+            )
+            .await,
+        )
+    };
+    let status_of = async |watch: &mut WatchClient<tonic::transport::Channel>| {
+        watch
+            .watch_status(pb::WatchStatusRequest {
+                app: "web".into(),
+                cluster: String::new(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    let events_of = async |watch: &mut WatchClient<tonic::transport::Channel>| {
+        watch
+            .watch_events(pb::WatchEventsRequest {
+                app: "web".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap()
+            .into_inner()
+    };
+    async fn until_target(stream: &mut Streaming<pb::WatchStatusResponse>, message: &str) {
+        loop {
+            let m = tokio::time::timeout(DEADLINE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for a Target saying {message:?}"))
+                .unwrap()
+                .unwrap();
+            if m.targets.iter().any(|t| t.message == message) {
+                return;
+            }
+        }
+    }
+    async fn until_event(stream: &mut Streaming<pb::WatchEventsResponse>, kind: &str) {
+        loop {
+            let m = tokio::time::timeout(DEADLINE, stream.message())
+                .await
+                .unwrap_or_else(|_| panic!("timed out waiting for a {kind} event"))
+                .unwrap()
+                .unwrap();
+            assert!(m.events.iter().all(|e| e.app == "web"), "{m:?}");
+            if m.events.iter().any(|e| e.kind == kind) {
+                return;
+            }
+        }
+    }
+    let mut at_a = watch_at(&a).await;
+    let mut at_b = watch_at(&b).await;
+    let mut status_a = status_of(&mut at_a).await;
+    let mut events_a = events_of(&mut at_a).await;
+    let mut status_b = status_of(&mut at_b).await;
+    let mut events_b = events_of(&mut at_b).await;
+
+    // A report to the follower: the leader's streams see it, and the event the follower made.
+    spoke.report(1, "web", &c1, "synced via b").await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+    until_target(&mut status_a, "synced via b").await;
+    until_event(&mut events_a, "Synced").await;
+    until_target(&mut status_b, "synced via b").await;
+    until_event(&mut events_b, "Synced").await;
+
+    // What the leader records reaches the follower's stream.
+    let ctx = admin_config(&a).context(None).unwrap().clone();
+    let admin_channel = channel(
+        &a.grpc_url(),
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    gitfleet_proto::v1::rollouts_client::RolloutsClient::new(admin_channel)
+        .suspend_app(pb::AppControlRequest {
+            app: "web".into(),
+            cluster: String::new(),
+        })
+        .await
+        .unwrap();
+    until_event(&mut events_b, "Suspended").await;
+    until_event(&mut events_a, "Suspended").await;
+
+    // The leader goes; the follower's streams carry on and it leads.
+    a.shutdown().await;
+    until_part(&b, "the follower to lead", Leadership::leads).await;
+    spoke.report(2, "web", &c1, "after the leader went").await;
+    spoke.until("ack 2", |v| v.acked_seq == 2).await;
+    until_target(&mut status_b, "after the leader went").await;
+    b.shutdown().await;
+}

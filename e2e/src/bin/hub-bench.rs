@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail, ensure};
 use clap::Parser;
+use gitfleet_cli::client::{AdminClient, ClientConfig, ConfigFile as _};
 use gitfleet_e2e::gitrepo::GitRepo;
 use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
 use gitfleet_hub::fleet::rollout::Phase;
@@ -501,7 +502,72 @@ async fn fleet(
         2 * n,
         ms(complete)
     );
+    live_reads(&hub, &engine, &clusters, &c2, repeat).await?;
     hub.shutdown().await;
+    Ok(())
+}
+
+/// Live reads: a `status --watch` of the whole fleet over gRPC. Its snapshot costs what the
+/// fleet is; one Target's report then reaches it in a time that must not grow with the fleet
+/// (the stream reads that Target only).
+async fn live_reads(
+    hub: &runtime::HubHandle,
+    engine: &Engine,
+    clusters: &[(String, DesiredRx)],
+    commit: &str,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    let config = ClientConfig::load(hub.admin_config_path())?;
+    let mut client = AdminClient::connect(config.context(None)?).await?;
+    let started = Instant::now();
+    let mut stream = client.watch_status("", "").await?;
+    let mut targets = 0;
+    loop {
+        let m = client
+            .next(&mut stream)
+            .await?
+            .context("the stream ended")?;
+        targets += m.targets.len();
+        if m.snapshot_complete {
+            break;
+        }
+    }
+    println!(
+        "  status stream: snapshot of {targets} Targets: {}",
+        ms(started.elapsed())
+    );
+    let (cluster, rx) = clusters.first().context("a cluster")?;
+    let mut took = Vec::with_capacity(repeat);
+    for i in 0..repeat {
+        let message = format!("probe {i}");
+        let t = Instant::now();
+        engine.store_report(TargetReport {
+            seq: 10 + i as u64,
+            cluster: cluster.clone(),
+            app: "small".into(),
+            revision: commit.to_owned(),
+            spec_generation: held(rx, commit).context("placed")?,
+            sync: SyncState::Synced,
+            health: HealthState::Healthy,
+            message: message.clone(),
+            ..Default::default()
+        })?;
+        engine.flush().await?;
+        loop {
+            let m = client
+                .next(&mut stream)
+                .await?
+                .context("the stream ended")?;
+            if m.targets.iter().any(|t| t.message == message) {
+                break;
+            }
+        }
+        took.push(t.elapsed());
+    }
+    println!(
+        "  one report -> the status stream:    {} (median of {repeat})",
+        ms(median(took))
+    );
     Ok(())
 }
 

@@ -260,6 +260,7 @@ impl Engine {
             }
             state.credentials = Some(Arc::clone(&credentials));
         }
+        let published_to: Vec<String> = changed.iter().map(|(c, _)| c.clone()).collect();
         for (cluster, desired) in changed {
             debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
             let published = Arc::new(state.publishable(Arc::new(desired), &credentials));
@@ -273,6 +274,9 @@ impl Engine {
             }
         }
         drop(state);
+        for cluster in &published_to {
+            self.cluster_changed(cluster);
+        }
         *self.computed_from() = Some(inputs);
         Ok(())
     }

@@ -51,6 +51,20 @@ impl EventBus {
         Ok(())
     }
 
+    /// Hands subscribers an event another replica recorded (it is in the shared store
+    /// already). On a shared store ids are unique but only roughly ordered across replicas:
+    /// each replica's ids grow, and each moves past the ids it sees others give (see
+    /// `store::next_id`).
+    pub(super) fn relay(&self, event: EventRecord) {
+        let _order = self
+            .order
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if self.tx.receiver_count() > 0 {
+            let _ = self.tx.send(event);
+        }
+    }
+
     pub(super) fn subscribe(&self) -> broadcast::Receiver<EventRecord> {
         self.tx.subscribe()
     }

@@ -188,6 +188,7 @@ impl Engine {
             }
             KeyBinding::Bound | KeyBinding::Superseded => {}
         }
+        self.cluster_changed(cluster);
         self.kick_rollouts();
         let hook = self
             .connect_hook
@@ -222,6 +223,7 @@ impl Engine {
         }
         let last = state.last_contact.get(cluster).copied();
         drop(state);
+        self.cluster_changed(cluster);
         self.kick_rollouts();
         let Some(last) = last else {
             return;

@@ -4,7 +4,9 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use super::{Engine, EngineError, Split, State, placeable, split_resources};
+use tokio::sync::watch;
+
+use super::{Engine, EngineError, Published, Split, State, placeable, split_resources};
 use crate::fleet::rollout::{Phase, RolloutKind, RolloutState, Status, decide_held, plan_waves};
 use crate::fleet::{AppRevision, ClusterLabels, dependencies};
 use crate::model::{ClusterView, EventRecord, TargetReport, TargetView};
@@ -161,6 +163,43 @@ impl Engine {
         Ok(self.store.events(app, cluster, after, limit).await?)
     }
 
+    /// The oldest events above `after` (of one App and/or cluster when given), a page at a
+    /// time, and the id to read on from (`None`: no more): what a live read resumes with.
+    pub async fn events_after(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: u64,
+    ) -> Result<(Vec<EventRecord>, Option<u64>), EngineError> {
+        Ok(self.store.events_after(app, cluster, after).await?)
+    }
+
+    /// What holds `app`'s rollout from its revision, while it is not complete: (the revision,
+    /// why). Its Targets not at that revision show why as held (from memory).
+    pub fn app_hold(&self, app: &str) -> Result<Option<(String, String)>, EngineError> {
+        // Shared, not copied: a rollout holds an entry per cluster.
+        Ok(self.store.rollout_shared(app).and_then(|r| {
+            let incomplete = !matches!(r.phase, Phase::Complete);
+            r.held
+                .clone()
+                .filter(|_| incomplete)
+                .map(|h| (r.revision.commit.clone(), h))
+        }))
+    }
+
+    /// NOT_FOUND unless App `name` exists (with the message every read about an App gives).
+    pub fn check_app(&self, name: &str) -> Result<(), EngineError> {
+        self.app(name).map(|_| ())
+    }
+
+    /// Whether `cluster`'s published desired state has a Target of `app` (from memory).
+    pub fn has_target(&self, cluster: &str, app: &str) -> bool {
+        self.lock()
+            .desired
+            .get(cluster)
+            .is_some_and(|tx| tx.borrow().desired.targets.contains_key(app))
+    }
+
     pub fn clusters(&self) -> Result<Vec<ClusterView>, EngineError> {
         let now = now_unix();
         let state = self.lock();
@@ -222,16 +261,21 @@ impl Engine {
         let mut keys: Vec<Key> = {
             let state = self.lock();
             let mut keys = Vec::new();
-            for (c, tx) in &state.desired {
-                if cluster.is_some_and(|want| want != c.as_str()) {
-                    continue;
-                }
+            // One cluster, or one App, is looked up rather than scanned for: a live read asks
+            // for one Target, or one cluster's, at every change.
+            let clusters: Box<dyn Iterator<Item = (&String, &watch::Sender<Arc<Published>>)>> =
+                match cluster {
+                    Some(want) => Box::new(state.desired.get_key_value(want).into_iter()),
+                    None => Box::new(state.desired.iter()),
+                };
+            for (c, tx) in clusters {
                 let connected = self.is_connected(&state, c, now);
                 let desired = tx.borrow();
-                for (a, t) in &desired.desired.targets {
-                    if app.is_some_and(|want| want != a) {
-                        continue;
-                    }
+                let targets: Box<dyn Iterator<Item = (&String, &_)>> = match app {
+                    Some(want) => Box::new(desired.desired.targets.get_key_value(want).into_iter()),
+                    None => Box::new(desired.desired.targets.iter()),
+                };
+                for (a, t) in targets {
                     if after.is_some_and(|(aa, ac)| (a.as_str(), c.as_str()) <= (aa, ac)) {
                         continue;
                     }
@@ -255,13 +299,7 @@ impl Engine {
         for (app, cluster, desired_revision, cluster_connected, self_heal) in keys {
             let report = self.store.report(&cluster, &app).await?;
             if held.as_ref().is_none_or(|(a, _)| *a != app) {
-                let hold = self.store.rollout(&app)?.and_then(|r| {
-                    let incomplete = !matches!(r.phase, Phase::Complete);
-                    r.held
-                        .filter(|_| incomplete)
-                        .map(|h| (r.revision.commit.clone(), h))
-                });
-                held = Some((app.clone(), hold));
+                held = Some((app.clone(), self.app_hold(&app)?));
             }
             let mut held_text = match held.as_ref().and_then(|(_, h)| h.as_ref()) {
                 Some((commit, text)) if *commit != desired_revision => text.clone(),

@@ -13,7 +13,7 @@ use tracing::{debug, info, warn};
 use super::desired::{Published, RepoCredentials};
 use super::repos::ChangeOrigin;
 use super::{Engine, EngineError};
-use crate::model::ClusterDesired;
+use crate::model::{ClusterDesired, EventRecord};
 use crate::resources::Resource;
 use crate::store::{RemoteChange, Tree};
 
@@ -125,6 +125,7 @@ impl Engine {
 
     async fn on_remote(&self, change: RemoteChange) -> Result<(), EngineError> {
         let leads = self.leads();
+        self.tell_watchers(&change);
         match change.tree {
             Tree::Desired if !leads => {
                 let Some(value) = change.value else {
@@ -137,6 +138,7 @@ impl Engine {
                     ))
                 })?;
                 self.publish_from_leader(&change.key, desired);
+                self.cluster_changed(&change.key);
             }
             Tree::Clusters if !leads => self.cut_off_if_revoked(&change.key),
             Tree::Resources if !leads => {
@@ -172,6 +174,37 @@ impl Engine {
             _ => {}
         }
         Ok(())
+    }
+
+    /// Tells the live reads what another replica changed: its reports, rollout decisions, links
+    /// and events reach a stream here as this replica's own do. Desired state is told once
+    /// published here (a follower's `publish_from_leader`).
+    fn tell_watchers(&self, change: &RemoteChange) {
+        match change.tree {
+            Tree::Targets => {
+                if let Some((cluster, app)) = change.key.split_once('\u{0}') {
+                    self.target_changed(app, cluster);
+                }
+            }
+            Tree::Presence => {
+                if let Some((cluster, _)) = change.key.split_once('\u{0}') {
+                    self.cluster_changed(cluster);
+                }
+            }
+            Tree::Rollouts | Tree::AppControls => self.app_changed(&change.key),
+            Tree::Events => {
+                let Some(value) = &change.value else {
+                    return;
+                };
+                match serde_json::from_slice::<EventRecord>(value) {
+                    Ok(event) => self.bus.relay(event),
+                    Err(e) => {
+                        warn!(error = %e, key = %change.key, "cannot read an event another replica recorded");
+                    }
+                }
+            }
+            _ => {}
+        }
     }
 
     /// After missing changes: a follower publishes every cluster's stored desired state again;

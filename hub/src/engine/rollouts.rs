@@ -167,6 +167,7 @@ impl Engine {
                 // Stands still: no new revision, no step, until resumed.
                 if changed(&state) {
                     self.store.put_rollout(name, &state)?;
+                    self.app_changed(name);
                 }
                 rollouts.insert(name.to_owned(), state);
                 continue;
@@ -242,6 +243,7 @@ impl Engine {
             }
             if changed(&state) {
                 self.store.put_rollout(name, &state)?;
+                self.app_changed(name);
             }
             events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
             rollouts.insert(name.to_owned(), state);
@@ -368,6 +370,7 @@ impl Engine {
             })
             .collect();
         self.bus.record(&mut events)?;
+        self.target_changed(&report.app, &report.cluster);
         self.kick_rollout_of(&report.app);
         Ok(())
     }
@@ -472,6 +475,7 @@ impl Engine {
             .command(command, now)
             .map_err(|e| EngineError::FailedPrecondition(format!("app {name:?}: {e}")))?;
         self.store.put_rollout(name, &outcome.state)?;
+        self.app_changed(name);
         let mut events: Vec<EventRecord> = outcome
             .events
             .into_iter()
@@ -577,10 +581,12 @@ impl Engine {
             {
                 state.last_progress_at = now;
                 self.store.put_rollout(name, &state)?;
+                self.app_changed(name);
             }
             ("Resumed", format!("resumed by {by}"))
         };
         self.store.put_app_control(name, &control)?;
+        self.app_changed(name);
         self.record_app_event(name, "", kind, message.clone(), by)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
@@ -622,6 +628,7 @@ impl Engine {
             *control.sync_requests.entry(c.clone()).or_default() += 1;
         }
         self.store.put_app_control(name, &control)?;
+        self.app_changed(name);
         let message = format!("sync requested by {by} on {}", clusters.join(", "));
         self.record_app_event(
             name,

@@ -1,8 +1,10 @@
-//! Followers hand every call but spoke sessions to the leading replica.
+//! Followers hand every call but spoke sessions and live reads (`Watch`) to the leading
+//! replica.
 //!
 //! Only the leader writes desired state, resources, rollouts, tokens and registrations (one
 //! writer for each, see docs/ha.md). A follower serves the spokes connected to it
-//! (`Link/Session`) itself and passes every other call, as the HTTP/2 request it is (streams
+//! (`Link/Session`) and the live reads (`Watch`, read from its store, which follows the
+//! others' writes) itself and passes every other call, as the HTTP/2 request it is (streams
 //! included), to the leader at the URL the election names. It dials the leader with mutual TLS:
 //! the hub's CA as the only root, the leader's certificate checked against the hub's server
 //! name (not the address in the URL), and a short-lived certificate of its own naming it a
@@ -46,8 +48,18 @@ pub const FORWARDED_PREFIX: &str = "x-gitfleet-forwarded-";
 pub const FORWARDED_CLIENT_CERT: &str = "x-gitfleet-forwarded-client-cert";
 /// The address the caller connected from, `ip:port`: the registration rate limit's key.
 pub const FORWARDED_FOR: &str = "x-gitfleet-forwarded-for";
-/// The one call a follower serves itself: a spoke's session.
+/// A call a follower serves itself: a spoke's session.
 pub const SESSION_PATH: &str = "/gitfleet.v1.Link/Session";
+/// The other calls a follower serves itself: the live reads (`Watch`). Its store follows
+/// every other replica's writes and its engine tells its streams of them (`engine::replicas`),
+/// so a stream here sees what one at the leader would; and it keeps going when the leader goes,
+/// without holding one of the (at most 100) streams of this replica's connection to it.
+pub const WATCH_PREFIX: &str = "/gitfleet.v1.Watch/";
+
+/// Whether a follower serves the call at `path` itself rather than handing it to the leader.
+fn served_by_followers(path: &str) -> bool {
+    path == SESSION_PATH || path.starts_with(WATCH_PREFIX)
+}
 
 /// What a follower answers while no replica leads.
 pub const NO_LEADER: &str = "no hub replica leads right now (an election is under way); retry";
@@ -150,7 +162,7 @@ where
         let leadership = self.leadership.borrow().clone();
         let leader_url = match leadership {
             Leadership::Alone | Leadership::Leader => None,
-            Leadership::Follower { .. } if request.uri().path() == SESSION_PATH => None,
+            Leadership::Follower { .. } if served_by_followers(request.uri().path()) => None,
             Leadership::Follower { leader_url: None } => {
                 return answer(Status::unavailable(NO_LEADER));
             }

@@ -21,6 +21,7 @@ pub mod rate_limit;
 pub mod registration;
 pub mod rollouts;
 pub mod users;
+pub mod watch;
 
 /// Who is calling, from the client certificate the TLS layer verified against the hub's CA.
 pub fn peer<T>(request: &Request<T>) -> Result<Peer, Status> {

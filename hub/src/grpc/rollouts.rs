@@ -497,7 +497,7 @@ fn count(n: usize) -> u32 {
     u32::try_from(n).unwrap_or(u32::MAX)
 }
 
-fn rollout_status(view: RolloutView) -> pb::RolloutStatus {
+pub(super) fn rollout_status(view: RolloutView) -> pb::RolloutStatus {
     let RolloutView {
         app,
         state,
@@ -595,7 +595,7 @@ fn rollout_record(r: RolloutRecord) -> pb::RolloutRecord {
     }
 }
 
-fn event(e: EventRecord) -> pb::Event {
+pub(super) fn event(e: EventRecord) -> pb::Event {
     pb::Event {
         id: e.id,
         at_unix: e.at_unix,

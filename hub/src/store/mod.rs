@@ -1219,6 +1219,35 @@ impl Store {
         out.reverse();
         Ok(out)
     }
+
+    /// The oldest events (of one App, and/or one cluster, when given) with an id above
+    /// `after`, in id order, from one page of the backend: what a live read that fell behind
+    /// (or resumes) sends next. With them the id to read on from, `None` once none follow.
+    pub async fn events_after(
+        &self,
+        app: Option<&str>,
+        cluster: Option<&str>,
+        after: u64,
+    ) -> Result<(Vec<EventRecord>, Option<u64>), StoreError> {
+        let backend = self.backend().await?;
+        let range = KeyRange::starting_at(after.saturating_add(1).to_be_bytes());
+        let page = backend
+            .scan(Tree::Events, range, Order::Ascending, EVENTS_PAGE)
+            .await?;
+        let mut out = Vec::new();
+        for (k, v) in &page {
+            let e: EventRecord = decode(Tree::Events, &hex::encode(k), v)?;
+            if app.is_some_and(|a| a != e.app) || cluster.is_some_and(|c| c != e.cluster) {
+                continue;
+            }
+            out.push(e);
+        }
+        let next = match page.last() {
+            Some((last, _)) if page.len() == EVENTS_PAGE => event_id(last),
+            _ => None,
+        };
+        Ok((out, next))
+    }
 }
 
 impl Store {

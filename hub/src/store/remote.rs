@@ -28,7 +28,7 @@ pub struct RemoteChange {
     pub tree: Tree,
     /// The store's key (text).
     pub key: String,
-    /// The new value for the trees the engine reads values of (desired state); `None`
+    /// The new value for the trees the engine reads values of (desired state, events); `None`
     /// otherwise, and for a deletion.
     pub value: Option<Arc<Vec<u8>>>,
 }
@@ -192,7 +192,7 @@ impl Store {
                     told.push(RemoteChange {
                         tree: change.tree,
                         value: match change.tree {
-                            Tree::Desired => change.value.map(Arc::new),
+                            Tree::Desired | Tree::Events => change.value.map(Arc::new),
                             _ => None,
                         },
                         key,
@@ -222,6 +222,7 @@ fn told_of(tree: Tree) -> bool {
             | Tree::Rollouts
             | Tree::AppControls
             | Tree::Revisions
+            | Tree::Events
     )
 }
 

@@ -391,7 +391,8 @@ pub struct StatusArgs {
     /// Also list every Kubernetes object of each Target (failed ones are always listed)
     #[arg(long)]
     pub resources: bool,
-    /// Keep polling and print the Targets again whenever they change (Ctrl-C stops)
+    /// Print the Targets, then each change as it happens, from the hub's stream (Ctrl-C
+    /// stops); a dropped connection is dialled again
     #[arg(short = 'w', long)]
     pub watch: bool,
     /// Wait until every Target is synced and healthy at its desired revision; exit 1 on timeout
@@ -404,7 +405,7 @@ pub struct StatusArgs {
     /// `git rev-parse --short` prints it), not only its current desired revision
     #[arg(long, value_name = "COMMIT", requires = "wait", value_parser = parse_revision)]
     pub revision: Option<String>,
-    /// How often --watch and --wait poll the hub
+    /// How often --wait polls the hub (and --watch a hub older than this CLI, without streams)
     #[arg(long, value_name = "DURATION", default_value = "2s", value_parser = parse_duration)]
     pub interval: Duration,
 }
@@ -943,7 +944,7 @@ pub struct RolloutStatusArgs {
     /// Give up watching after this long (exit 1)
     #[arg(long, value_name = "DURATION", value_parser = parse_duration, requires = "watch")]
     pub timeout: Option<Duration>,
-    /// How often --watch polls the hub
+    /// How often --watch polls a hub older than this CLI (without streams)
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 }
@@ -1017,10 +1018,11 @@ pub struct EventsArgs {
     /// How many of the newest events to show
     #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=10_000))]
     pub limit: u32,
-    /// Keep polling and print new events as they happen (Ctrl-C stops)
+    /// Keep printing new events as they happen, from the hub's stream (Ctrl-C stops); a
+    /// dropped connection resumes after the last event printed
     #[arg(short = 'w', long)]
     pub watch: bool,
-    /// How often --watch polls the hub
+    /// How often --watch polls a hub older than this CLI (without streams)
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
 }

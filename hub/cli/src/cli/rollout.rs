@@ -15,7 +15,7 @@ use tokio::time::Instant;
 
 use super::args::{EventsArgs, OutputFormat, RolloutStatusArgs};
 use super::output::{self, Style, rfc3339, short_revision};
-use super::{CliError, now_unix, write_out};
+use super::{CliError, now_unix, watch, write_out};
 use crate::client::AdminClient;
 
 #[cfg(test)]
@@ -302,6 +302,63 @@ pub fn rollout_line(r: &RolloutReport, now_unix: i64) -> String {
     format!("{at}  {}  [{waves}]  {}\n", r.headline(), r.reason)
 }
 
+/// Where `rollout status --watch` gets the rollout from: the hub's stream (dialled again with
+/// backoff when it drops; its first message is the rollout as it is then), or, from a hub
+/// without it, a poll every `--interval`.
+enum RolloutSource {
+    Stream(Option<Box<tonic::Streaming<pb::RolloutStatus>>>),
+    Poll,
+}
+
+/// The rollout's next state; `None` at the deadline.
+async fn next_rollout(
+    client: &mut AdminClient,
+    app: &str,
+    source: &mut RolloutSource,
+    deadline: Option<Instant>,
+    failures: &mut u32,
+    seen: bool,
+) -> Result<Option<pb::RolloutStatus>, CliError> {
+    loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return Ok(None);
+        }
+        let RolloutSource::Stream(open) = source else {
+            return Ok(Some(client.rollout(app).await?));
+        };
+        let stream = match open {
+            Some(stream) => stream,
+            None => match client.watch_rollout(app).await {
+                Ok(stream) => open.insert(Box::new(stream)),
+                Err(e) => {
+                    let e = CliError::from(e);
+                    if watch::no_stream(&e) {
+                        *source = RolloutSource::Poll;
+                        continue;
+                    }
+                    match e {
+                        CliError::Client(e) if seen || e.reconnectable() => {
+                            watch::before_reconnect(Some(e), failures).await?;
+                        }
+                        e => return Err(e),
+                    }
+                    continue;
+                }
+            },
+        };
+        match watch::next_before(client, stream.as_mut(), deadline).await {
+            Ok(next) => {
+                *failures = 0;
+                return Ok(next);
+            }
+            Err(ended) => {
+                *open = None;
+                watch::before_reconnect(ended, failures).await?;
+            }
+        }
+    }
+}
+
 /// `rollout status --watch`: until the rollout completes (Ok), pauses or rolls back
 /// ([`CliError::RolloutStopped`]) or the timeout passes.
 pub(super) async fn watch(
@@ -315,8 +372,23 @@ pub(super) async fn watch(
     let deadline = args.timeout.map(|t| Instant::now() + t);
     let bars = (out_is_terminal && format == OutputFormat::Table).then(WaveBars::new);
     let mut last: Option<RolloutReport> = None;
+    let mut source = RolloutSource::Stream(None);
+    let mut failures = 0;
     loop {
-        let report = rollout_report(&client.rollout(&args.app).await?);
+        let next = next_rollout(
+            client,
+            &args.app,
+            &mut source,
+            deadline,
+            &mut failures,
+            last.is_some(),
+        )
+        .await?;
+        let (report, timed_out) = match (next, &last) {
+            (Some(status), _) => (rollout_report(&status), false),
+            (None, Some(last)) => (last.clone(), true),
+            (None, None) => (rollout_report(&client.rollout(&args.app).await?), true),
+        };
         let now = now_unix();
         if last.as_ref() != Some(&report) {
             match (&bars, format) {
@@ -337,7 +409,7 @@ pub(super) async fn watch(
             }
         }
         let over = report.finished() || report.stopped();
-        let timed_out = !over && deadline.is_some_and(|d| Instant::now() >= d);
+        let timed_out = !over && timed_out;
         if over || timed_out {
             if let Some(bars) = &bars {
                 bars.finish();
@@ -365,7 +437,9 @@ pub(super) async fn watch(
             });
         }
         last = Some(report);
-        tokio::time::sleep(args.interval).await;
+        if matches!(source, RolloutSource::Poll) {
+            tokio::time::sleep(args.interval).await;
+        }
     }
 }
 
@@ -620,8 +694,82 @@ pub fn events_table(r: &EventsReport, style: Style, header: bool) -> String {
     }
 }
 
-/// `gitfleet events --watch`: the newest events, then new ones as they come.
+/// The lines `events --watch` prints for `events`: a table (its header only when `header`),
+/// JSON one event per line, YAML a `---` stream.
+fn event_lines(events: &[pb::Event], format: OutputFormat, color: bool, header: bool) -> String {
+    let report = events_report(events);
+    let style = Style {
+        color,
+        now_unix: now_unix(),
+    };
+    match format {
+        OutputFormat::Table => events_table(&report, style, header),
+        OutputFormat::Json => report
+            .events
+            .iter()
+            .map(|e| format!("{}\n", serde_json::to_string(e).expect("reports serialise")))
+            .collect(),
+        OutputFormat::Yaml => report
+            .events
+            .iter()
+            .map(|e| format!("---\n{}", output::to_yaml(e)))
+            .collect(),
+    }
+}
+
+/// `gitfleet events --watch`: the newest events, then new ones as they come, from the hub's
+/// stream. A dropped stream is opened again (with backoff) from the last event printed, so
+/// none is missed or printed twice; a hub without the stream is polled every `--interval`.
 pub(super) async fn watch_events(
+    client: &mut AdminClient,
+    args: &EventsArgs,
+    format: OutputFormat,
+    out: &mut (dyn Write + Send),
+    color: bool,
+) -> Result<(), CliError> {
+    let app = args.app.as_deref().unwrap_or_default();
+    let cluster = args.cluster.as_deref().unwrap_or_default();
+    let mut after = 0;
+    let mut first = true;
+    let mut failures = 0;
+    loop {
+        let mut stream = match client.watch_events(app, cluster, after, args.limit).await {
+            Ok(s) => s,
+            Err(e) => {
+                let e = CliError::from(e);
+                if watch::no_stream(&e) {
+                    return poll_events(client, args, format, out, color).await;
+                }
+                match e {
+                    CliError::Client(e) if !first || e.reconnectable() => {
+                        watch::before_reconnect(Some(e), &mut failures).await?;
+                        continue;
+                    }
+                    e => return Err(e),
+                }
+            }
+        };
+        let ended = loop {
+            let events = match watch::next_before(client, &mut stream, None).await {
+                Ok(Some(m)) => m.events,
+                Ok(None) => continue,
+                Err(ended) => break ended,
+            };
+            failures = 0;
+            if let Some(last) = events.last() {
+                after = after.max(last.id);
+            }
+            if !events.is_empty() || first {
+                write_out(out, &event_lines(&events, format, color, first))?;
+            }
+            first = false;
+        };
+        watch::before_reconnect(ended, &mut failures).await?;
+    }
+}
+
+/// `events --watch` against a hub without the stream: polls every `--interval`.
+async fn poll_events(
     client: &mut AdminClient,
     args: &EventsArgs,
     format: OutputFormat,
@@ -638,25 +786,7 @@ pub(super) async fn watch_events(
             after = last.id;
         }
         if !events.is_empty() || first {
-            let report = events_report(&events);
-            let style = Style {
-                color,
-                now_unix: now_unix(),
-            };
-            let text = match format {
-                OutputFormat::Table => events_table(&report, style, first),
-                OutputFormat::Json => report
-                    .events
-                    .iter()
-                    .map(|e| format!("{}\n", serde_json::to_string(e).expect("reports serialise")))
-                    .collect(),
-                OutputFormat::Yaml => report
-                    .events
-                    .iter()
-                    .map(|e| format!("---\n{}", output::to_yaml(e)))
-                    .collect(),
-            };
-            write_out(out, &text)?;
+            write_out(out, &event_lines(&events, format, color, first))?;
         }
         first = false;
         tokio::time::sleep(args.interval).await;

@@ -64,6 +64,33 @@ pub enum ClientError {
 }
 
 impl ClientError {
+    /// Whether a `--watch` stream that failed so is worth opening again (after a pause): the
+    /// hub was unreachable, had no leader, or the connection broke; not when the hub refused
+    /// or did not know what was asked.
+    pub fn reconnectable(&self) -> bool {
+        match self {
+            ClientError::Unreachable { .. }
+            | ClientError::NoLeader { .. }
+            | ClientError::Timeout { .. } => true,
+            ClientError::Rpc { code, .. } => matches!(
+                code,
+                Code::Cancelled
+                    | Code::Unknown
+                    | Code::Aborted
+                    | Code::Internal
+                    | Code::ResourceExhausted
+            ),
+            ClientError::BadAddress { .. }
+            | ClientError::BadCredentials { .. }
+            | ClientError::Tls { .. }
+            | ClientError::PermissionDenied { .. }
+            | ClientError::Forbidden { .. }
+            | ClientError::InvalidArgument { .. }
+            | ClientError::NotFound { .. }
+            | ClientError::Unimplemented { .. } => false,
+        }
+    }
+
     /// A failure to dial: refused connection, DNS, timeout, or a TLS handshake failure.
     pub(crate) fn from_transport(server: &str, error: &tonic::transport::Error) -> ClientError {
         let reason = chain(error)

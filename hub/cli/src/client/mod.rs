@@ -14,6 +14,7 @@ use std::time::Duration;
 use gitfleet_proto::v1 as pb;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tonic::Streaming;
 use tonic::transport::{Certificate, Channel, ClientTlsConfig, Endpoint, Identity};
 
 pub use config::{ClientConfig, ConfigError, ConfigFile, Context};
@@ -23,6 +24,9 @@ pub use error::ClientError;
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long one admin call may take. Admin calls read or write a handful of records.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(60);
+/// How often an open connection is pinged, and how long an answer may take.
+const KEEPALIVE_INTERVAL: Duration = Duration::from_secs(20);
+const KEEPALIVE_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Installs rustls' ring provider as the process default, once (shared with the hub and the
 /// spoke).
@@ -36,6 +40,7 @@ pub struct AdminClient {
     rollouts: pb::rollouts_client::RolloutsClient<Channel>,
     users: pb::users_client::UsersClient<Channel>,
     audit: pb::audit_client::AuditClient<Channel>,
+    watch: pb::watch_client::WatchClient<Channel>,
     server: String,
     /// The context dialled (a new user's credentials file reuses its server and CA).
     context: Context,
@@ -64,6 +69,9 @@ impl AdminClient {
         let users = pb::users_client::UsersClient::new(channel.clone())
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        let watch = pb::watch_client::WatchClient::new(channel.clone())
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
         let audit = pb::audit_client::AuditClient::new(channel)
             .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES)
             .max_encoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
@@ -73,6 +81,7 @@ impl AdminClient {
             rollouts,
             users,
             audit,
+            watch,
             server,
             context: context.clone(),
         })
@@ -214,6 +223,59 @@ impl AdminClient {
         };
         let response = self.inner.status(request).await;
         self.check(response)
+    }
+
+    /// Target status as it changes (`status --watch`): a snapshot, then each change.
+    pub async fn watch_status(
+        &mut self,
+        app: &str,
+        cluster: &str,
+    ) -> Result<Streaming<pb::WatchStatusResponse>, ClientError> {
+        let request = pb::WatchStatusRequest {
+            app: app.to_owned(),
+            cluster: cluster.to_owned(),
+        };
+        let response = self.watch.watch_status(request).await;
+        self.check(response)
+    }
+
+    /// An App's rollout, again whenever it changes (`rollout status --watch`).
+    pub async fn watch_rollout(
+        &mut self,
+        app: &str,
+    ) -> Result<Streaming<pb::RolloutStatus>, ClientError> {
+        let request = pb::RolloutRequest {
+            app: app.to_owned(),
+            counts_only: false,
+        };
+        let response = self.watch.watch_rollout(request).await;
+        self.check(response)
+    }
+
+    /// Events after `after_id` (0: the newest `limit`), then each new one (`events --watch`).
+    pub async fn watch_events(
+        &mut self,
+        app: &str,
+        cluster: &str,
+        after_id: u64,
+        limit: u32,
+    ) -> Result<Streaming<pb::WatchEventsResponse>, ClientError> {
+        let request = pb::WatchEventsRequest {
+            app: app.to_owned(),
+            cluster: cluster.to_owned(),
+            after_id,
+            limit,
+        };
+        let response = self.watch.watch_events(request).await;
+        self.check(response)
+    }
+
+    /// The next message of a stream from the hub; `None` once the hub ended it (it stops).
+    pub async fn next<T>(&self, stream: &mut Streaming<T>) -> Result<Option<T>, ClientError> {
+        stream
+            .message()
+            .await
+            .map_err(|status| ClientError::from_status(&self.server, status))
     }
 
     pub async fn create_token(
@@ -541,6 +603,10 @@ pub fn endpoint(context: &Context) -> Result<Endpoint, ClientError> {
             e.connect_timeout(CONNECT_TIMEOUT)
                 .timeout(REQUEST_TIMEOUT)
                 .tcp_nodelay(true)
+                // A `--watch` stream may be quiet for hours: pings find a hub that went away
+                // (the stream then fails and the CLI dials again).
+                .http2_keep_alive_interval(KEEPALIVE_INTERVAL)
+                .keep_alive_timeout(KEEPALIVE_TIMEOUT)
         })
 }
 

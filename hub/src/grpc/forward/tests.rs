@@ -9,6 +9,19 @@ fn the_session_path_is_the_link_services() {
 }
 
 #[test]
+fn followers_serve_sessions_and_live_reads_and_hand_over_the_rest() {
+    assert_eq!(
+        WATCH_PREFIX,
+        format!("/{}/", gitfleet_proto::v1::watch_server::SERVICE_NAME)
+    );
+    assert!(served_by_followers(SESSION_PATH));
+    assert!(served_by_followers("/gitfleet.v1.Watch/WatchEvents"));
+    assert!(!served_by_followers("/gitfleet.v1.Admin/Status"));
+    assert!(!served_by_followers("/gitfleet.v1.Rollouts/ListEvents"));
+    assert!(!served_by_followers("/gitfleet.v1.WatchOther/X"));
+}
+
+#[test]
 fn every_forwarded_header_is_taken_out() {
     let mut headers = HeaderMap::new();
     headers.insert("content-type", HeaderValue::from_static("application/grpc"));
