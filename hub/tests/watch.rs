@@ -50,6 +50,7 @@ async fn report(spoke: &FakeSpoke, seq: u64, app: &str, revision: &str, sync: pb
             resources: vec![],
             observed_at_unix: 1,
             trace: None,
+            chart_digest: String::new(),
         }))
         .await;
 }
