@@ -585,6 +585,10 @@ impl ClusterState {
         };
         self.seq += 1;
         defaults::default_object(&mut new, old_value, self.seq);
+        let errors = validation::validate_update_strategy(&new);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &rt.group, name, errors));
+        }
         drop_empty_metadata(&mut new);
         let meta = metadata_mut(&mut new);
         meta.insert("uid".into(), uid);

@@ -578,15 +578,38 @@ fn defaults_belong_to_no_applier_and_outlive_applies_that_omit_them() {
     let (again, _) = apply(&mut s, "apps", "statefulsets", "default", sts(json!({}))).unwrap();
     assert_eq!(again.rv, o.rv);
 
-    // An applier that set a field and then omits it: the field goes, and its default returns.
-    let (set, _) = apply(
+    // The defaulted rolling update stays under another type, and a real server refuses it
+    // there: the applier must clear it.
+    let refused = apply(
         &mut s,
         "apps",
         "statefulsets",
         "default",
-        sts(json!({"spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}}})),
+        sts(json!({"spec": {"updateStrategy": {"type": "OnDelete"}}})),
     )
+    .unwrap_err();
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused.message.contains(
+            "spec.updateStrategy.rollingUpdate: Invalid value: {\"partition\":0}: only allowed for updateStrategy 'RollingUpdate'"
+        ),
+        "{}",
+        refused.message
+    );
+
+    // An applier that set a field and then omits it: the field goes, and its default returns.
+    let (set, _) = apply(&mut s, "apps", "statefulsets", "default", {
+        // (A merge patch would drop the null.)
+        let mut c = sts(json!({"spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}}}));
+        c["spec"]["updateStrategy"]["rollingUpdate"] = Value::Null;
+        c
+    })
     .unwrap();
+    assert!(
+        set.value()["spec"]["updateStrategy"]
+            .get("rollingUpdate")
+            .is_none()
+    );
     let v = set.value();
     assert_eq!(v["spec"]["replicas"], 3);
     assert_eq!(v["spec"]["updateStrategy"]["type"], "OnDelete");
@@ -636,4 +659,48 @@ fn a_scale_target_wakes_the_autoscalers_that_scale_it() {
     assert_eq!(v["status"]["currentReplicas"], 1);
     assert_eq!(v["status"]["desiredReplicas"], 1);
     assert_eq!(v["status"]["conditions"][0]["reason"], "ReadyForNewScale");
+}
+
+#[test]
+fn a_recreate_deployment_refuses_the_defaulted_rolling_update() {
+    let mut s = state();
+    let deploy = |strategy: Value| {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}});
+        if !strategy.is_null() {
+            d["spec"]["strategy"] = strategy;
+        }
+        d
+    };
+    apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(Value::Null),
+    )
+    .unwrap();
+    let err = apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(json!({"type": "Recreate"})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Deployment.apps \"web\" is invalid: spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
+    );
+    let (o, _) = apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(json!({"type": "Recreate", "rollingUpdate": null})),
+    )
+    .unwrap();
+    assert_eq!(o.value()["spec"]["strategy"], json!({"type": "Recreate"}));
 }
