@@ -496,3 +496,162 @@ async fn repo_refresh_fetches_now_and_waits_for_the_fetch() {
         "{missing:#}"
     );
 }
+
+const CORPUS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../../shared/corpus");
+
+/// An ordinary shop from the corpus: podinfo's database (a StatefulSet applied without an
+/// update strategy, a Deployment its HPA scales, Services, a PVC, CronJobs, a ServiceAccount)
+/// with the ConfigMaps its kustomization would generate, and an Ingress.
+fn write_shop(fleet: &Fleet, greeting: &str) -> anyhow::Result<()> {
+    let database = std::path::Path::new(CORPUS).join("podinfo/deploy/bases/database");
+    for file in [
+        "serviceaccount.yaml",
+        "pvc-primary.yaml",
+        "statefulset-primary.yaml",
+        "deployment-replica.yaml",
+        "service-primary.yaml",
+        "service-replica.yaml",
+        "hpa-replica.yaml",
+        "cronjob-rollup-daily.yaml",
+        "cronjob-rollup-weekly.yaml",
+        "cronjob-backup-daily.yaml",
+    ] {
+        fleet.git.write(
+            &format!("apps/shop/{file}"),
+            std::fs::read_to_string(database.join(file))?,
+        )?;
+    }
+    for (name, script) in [
+        ("rollup-script", "rollup.sh"),
+        ("backup-script", "backup.sh"),
+    ] {
+        let body = std::fs::read_to_string(database.join("scripts").join(script))?;
+        let indented: String = body.lines().map(|l| format!("    {l}\n")).collect();
+        fleet.git.write(
+            &format!("apps/shop/{name}.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\n  annotations:\n    shop/greeting: {greeting}\ndata:\n  {script}: |\n{indented}"
+            ),
+        )?;
+    }
+    fleet.git.write(
+        "apps/shop/ingress.yaml",
+        std::fs::read_to_string(
+            std::path::Path::new(CORPUS)
+                .join("kubernetes-examples/AI/model-serving-tensorflow/ingress.yaml"),
+        )?,
+    )?;
+    Ok(())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ordinary_shop_turns_healthy_on_kubesim_through_a_waved_rollout() {
+    let mut fleet = Fleet::start(FleetOptions::new(vec![
+        ClusterSpec::new("shop-canary").label("ring", "canary"),
+        ClusterSpec::new("shop-main").label("ring", "main"),
+    ]))
+    .await
+    .unwrap();
+    write_shop(&fleet, "v1").unwrap();
+    let v1 = fleet.git.commit("shop v1").unwrap();
+    let app = "apiVersion: gitfleet.dev/v1
+kind: App
+metadata: { name: shop }
+spec:
+  repo: platform
+  path: apps/shop
+  namespace: shop
+  targets:
+    - clusterSelector: {}
+  rollout:
+    waves:
+      - name: canary
+        clusterSelector: { matchLabels: { ring: canary } }
+";
+    let yaml = format!("{}---\n{app}", fleet.repo_yaml("platform"));
+    fleet.apply_yaml(&yaml).await.unwrap();
+    let status = fleet
+        .wait_converged("shop", &v1, 2, DEADLINE)
+        .await
+        .unwrap();
+    let mut kinds: Vec<String> = Vec::new();
+    for target in &status {
+        for r in &target.resources {
+            assert_eq!(
+                r.health,
+                pb::HealthState::Healthy as i32,
+                "{}: {} {}: {}",
+                target.cluster,
+                r.kind,
+                r.name,
+                r.message
+            );
+            kinds.push(r.kind.clone());
+        }
+    }
+    kinds.sort();
+    kinds.dedup();
+    assert_eq!(
+        kinds,
+        [
+            "ConfigMap",
+            "CronJob",
+            "Deployment",
+            "HorizontalPodAutoscaler",
+            "Ingress",
+            "Namespace",
+            "PersistentVolumeClaim",
+            "Service",
+            "ServiceAccount",
+            "StatefulSet"
+        ]
+    );
+    for cluster in ["shop-canary", "shop-main"] {
+        let hpa = fleet
+            .kubesim
+            .get_object(
+                cluster,
+                "autoscaling/v2",
+                "HorizontalPodAutoscaler",
+                Some("shop"),
+                "database-replica",
+            )
+            .unwrap();
+        // The Deployment names no replicas; its HPA (minReplicas 2) scaled it up.
+        assert_eq!(hpa["status"]["currentReplicas"], 2, "{hpa}");
+        let ingress = fleet
+            .kubesim
+            .get_object(
+                cluster,
+                "networking.k8s.io/v1",
+                "Ingress",
+                Some("shop"),
+                "tf-serving-ingress",
+            )
+            .unwrap();
+        assert_eq!(
+            ingress["status"]["loadBalancer"]["ingress"][0]["ip"],
+            gitfleet_kubesim::controllers::INGRESS_ADDRESS
+        );
+        let sts = fleet
+            .kubesim
+            .get_object(
+                cluster,
+                "apps/v1",
+                "StatefulSet",
+                Some("shop"),
+                "database-primary",
+            )
+            .unwrap();
+        assert_eq!(sts["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    }
+
+    // A new commit goes through the canary wave, then the rest.
+    write_shop(&fleet, "v2").unwrap();
+    let v2 = fleet.git.commit("shop v2").unwrap();
+    fleet
+        .wait_converged("shop", &v2, 2, DEADLINE)
+        .await
+        .unwrap();
+    fleet.shutdown().await;
+}

@@ -8,11 +8,33 @@
 //! `Progressing=False/ProgressDeadlineExceeded` as a real one does after its deadline). Jobs
 //! complete (or fail, with the annotation), PersistentVolumeClaims bind, LoadBalancer Services get
 //! an address, Pods run, CustomResourceDefinitions and APIServices become established.
+//! HorizontalPodAutoscalers report their scale target's replicas ([`hpa_status`]: a cluster
+//! with a metrics server whose metrics always sit at the target), and Ingresses get the ingress
+//! controller's address unless [`ControllerOptions::ingress_controller`] is off.
 
 use serde_json::{Value, json};
 
 /// Annotation that makes a workload (or Job, or Pod) fail instead of becoming ready.
 pub const FAIL_ANNOTATION: &str = "kubesim.gitfleet.dev/fail";
+
+/// The address the simulated ingress controller gives every Ingress (an ingress controller's
+/// load balancer serves all of them).
+pub const INGRESS_ADDRESS: &str = "172.18.0.200";
+
+/// Which optional controllers a cluster runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ControllerOptions {
+    /// An ingress controller that gives Ingresses an address (most clusters run one).
+    pub ingress_controller: bool,
+}
+
+impl Default for ControllerOptions {
+    fn default() -> Self {
+        Self {
+            ingress_controller: true,
+        }
+    }
+}
 
 /// When a planned step runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -58,7 +80,7 @@ fn is_workload(kind: &str) -> bool {
 }
 
 /// The steps a write of `new` (replacing `old`, if any) schedules.
-pub fn plan(old: Option<&Value>, new: &Value) -> Vec<(Delay, Step)> {
+pub fn plan(old: Option<&Value>, new: &Value, options: ControllerOptions) -> Vec<(Delay, Step)> {
     if new.pointer("/metadata/deletionTimestamp").is_some() {
         return Vec::new();
     }
@@ -81,106 +103,16 @@ pub fn plan(old: Option<&Value>, new: &Value) -> Vec<(Delay, Step)> {
             vec![(Delay::Ready, Step::Settle)]
         }
         "CustomResourceDefinition" | "APIService" => vec![(Delay::Now, Step::Settle)],
-        _ => Vec::new(),
-    }
-}
-
-/// Defaults the API server fills in on create (and keeps on update): enough for clients that
-/// read them back (Service cluster IPs, replica counts, phases).
-pub fn default_object(new: &mut Value, old: Option<&Value>, seed: u64) {
-    let kind = kind_of(new).to_string();
-    let spec_replicas = matches!(
-        kind.as_str(),
-        "Deployment" | "StatefulSet" | "ReplicaSet" | "ReplicationController"
-    );
-    if spec_replicas
-        && new.pointer("/spec/replicas").is_none()
-        && let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut)
-    {
-        spec.insert("replicas".into(), json!(1));
-    }
-    match kind.as_str() {
-        "Service" => default_service(new, old, seed),
-        "Namespace" if new.pointer("/status/phase").is_none() => {
-            new["status"] = json!({"phase": "Active"});
-        }
-        "Namespace" => {}
-        "PersistentVolumeClaim" | "Pod" if new.pointer("/status/phase").is_none() => {
-            new["status"] = json!({"phase": "Pending"});
-        }
-        "Secret"
-            if new
-                .get("type")
-                .and_then(Value::as_str)
-                .is_none_or(str::is_empty) =>
+        // The autoscaler reads its target when it comes round; its target's writes wake it too
+        // (see the store).
+        "HorizontalPodAutoscaler" if restarted => vec![(Delay::Ready, Step::Settle)],
+        "Ingress"
+            if options.ingress_controller
+                && new.pointer("/status/loadBalancer/ingress/0").is_none() =>
         {
-            new["type"] = json!("Opaque");
+            vec![(Delay::Ready, Step::Settle)]
         }
-        "PersistentVolume" if new.pointer("/status/phase").is_none() => {
-            new["status"] = json!({"phase": "Available"});
-        }
-        _ => {}
-    }
-    if kind == "Namespace" {
-        let name = new
-            .pointer("/metadata/name")
-            .cloned()
-            .unwrap_or(Value::Null);
-        if let Some(meta) = new.get_mut("metadata").and_then(Value::as_object_mut) {
-            let labels = meta.entry("labels").or_insert_with(|| json!({}));
-            if let Some(l) = labels.as_object_mut() {
-                l.insert("kubernetes.io/metadata.name".into(), name);
-            }
-        }
-        if new.pointer("/spec/finalizers").is_none() {
-            new["spec"] = json!({"finalizers": ["kubernetes"]});
-        }
-    }
-}
-
-fn default_service(new: &mut Value, old: Option<&Value>, seed: u64) {
-    let Some(spec) = new.get_mut("spec").and_then(Value::as_object_mut) else {
-        return;
-    };
-    let ty = spec
-        .entry("type")
-        .or_insert_with(|| json!("ClusterIP"))
-        .as_str()
-        .unwrap_or("ClusterIP")
-        .to_string();
-    if ty == "ExternalName" {
-        return;
-    }
-    if !spec.contains_key("clusterIP") {
-        let ip = old
-            .and_then(|o| o.pointer("/spec/clusterIP"))
-            .cloned()
-            .unwrap_or_else(|| json!(format!("10.96.{}.{}", (seed >> 8) % 256, seed % 254 + 1)));
-        spec.insert("clusterIP".into(), ip.clone());
-        spec.insert("clusterIPs".into(), json!([ip]));
-    }
-    spec.entry("sessionAffinity")
-        .or_insert_with(|| json!("None"));
-    spec.entry("ipFamilies").or_insert_with(|| json!(["IPv4"]));
-    spec.entry("ipFamilyPolicy")
-        .or_insert_with(|| json!("SingleStack"));
-    spec.entry("internalTrafficPolicy")
-        .or_insert_with(|| json!("Cluster"));
-    if let Some(Value::Array(ports)) = spec.get_mut("ports") {
-        for (i, p) in ports.iter_mut().enumerate() {
-            let Some(p) = p.as_object_mut() else { continue };
-            p.entry("protocol").or_insert_with(|| json!("TCP"));
-            if let Some(port) = p.get("port").cloned() {
-                p.entry("targetPort").or_insert(port);
-            }
-            if (ty == "NodePort" || ty == "LoadBalancer") && !p.contains_key("nodePort") {
-                let n = 30000 + (seed * 7 + i as u64) % 2768;
-                p.insert("nodePort".into(), json!(n));
-            }
-        }
-    }
-    if ty == "LoadBalancer" && new.get("status").is_none() {
-        new["status"] = json!({"loadBalancer": {}});
+        _ => Vec::new(),
     }
 }
 
@@ -329,6 +261,9 @@ pub fn run(step: Step, obj: &Value, now: &str) -> Option<Value> {
             Some(json!({"loadBalancer": {"ingress": [{"ip": ip, "ipMode": "VIP"}]}}))
         }
         ("Pod", Step::Settle) => Some(pod_status(obj, failing, now)),
+        ("Ingress", Step::Settle) => {
+            Some(json!({"loadBalancer": {"ingress": [{"ip": INGRESS_ADDRESS}]}}))
+        }
         ("CustomResourceDefinition", Step::Settle) => {
             let names = obj
                 .pointer("/spec/names")
@@ -522,6 +457,274 @@ fn pod_status(obj: &Value, failing: bool, now: &str) -> Value {
         ],
         "containerStatuses": statuses,
     })
+}
+
+/// What the HPA controller decides for one autoscaler: the status it writes and, when the target
+/// runs outside `minReplicas..=maxReplicas`, the replica count it scales the target to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HpaDecision {
+    pub status: Value,
+    pub scale_to: Option<i64>,
+}
+
+/// `kind/name`-style description of what an HPA scales, as its messages name it.
+fn hpa_target_name(hpa: &Value) -> String {
+    let kind = hpa
+        .pointer("/spec/scaleTargetRef/kind")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let name = hpa
+        .pointer("/spec/scaleTargetRef/name")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let plural = match kind {
+        "Deployment" => "deployments.apps",
+        "StatefulSet" => "statefulsets.apps",
+        "ReplicaSet" => "replicasets.apps",
+        "ReplicationController" => "replicationcontrollers",
+        other => return format!("{} {name:?}", other.to_lowercase()),
+    };
+    format!("{plural} {name:?}")
+}
+
+/// An HPA condition: the autoscaler's conditions carry no `lastUpdateTime`.
+fn hpa_condition(
+    ty: &str,
+    status: &str,
+    reason: &str,
+    message: &str,
+    now: &str,
+    old: &Value,
+) -> Value {
+    let mut c = condition(ty, status, reason, message, now, old);
+    if let Some(m) = c.as_object_mut() {
+        m.remove("lastUpdateTime");
+    }
+    c
+}
+
+/// What one metric of an HPA's spec reads now: kubesim's metrics sit at the target, so the
+/// recommendation is always the current size.
+fn current_metric(spec: &Value) -> Option<Value> {
+    let ty = spec.get("type").and_then(Value::as_str)?;
+    let key = match ty {
+        "Resource" => "resource",
+        "ContainerResource" => "containerResource",
+        "Pods" => "pods",
+        "Object" => "object",
+        "External" => "external",
+        _ => return None,
+    };
+    let source = spec.get(key)?;
+    let target = source.get("target").cloned().unwrap_or_else(|| json!({}));
+    let mut current = serde_json::Map::new();
+    for field in ["averageUtilization", "averageValue", "value"] {
+        if let Some(v) = target.get(field) {
+            current.insert(field.into(), v.clone());
+        }
+    }
+    let mut out = json!({"type": ty});
+    let mut status = source.clone();
+    if let Some(m) = status.as_object_mut() {
+        m.remove("target");
+        m.insert("current".into(), Value::Object(current));
+    }
+    out[key] = status;
+    Some(out)
+}
+
+/// How the `ScalingActive` message names the metric a recommendation came from.
+fn metric_description(spec: &Value) -> String {
+    let ty = spec.get("type").and_then(Value::as_str).unwrap_or("");
+    let name = |key: &str, field: &str| {
+        spec.pointer(&format!("/{key}/{field}"))
+            .and_then(Value::as_str)
+            .unwrap_or("")
+            .to_string()
+    };
+    match ty {
+        "Resource" | "ContainerResource" => {
+            let key = if ty == "Resource" {
+                "resource"
+            } else {
+                "containerResource"
+            };
+            let resource = name(key, "name");
+            if spec
+                .pointer(&format!("/{key}/target/type"))
+                .and_then(Value::as_str)
+                == Some("Utilization")
+            {
+                format!("{resource} resource utilization (percentage of request)")
+            } else {
+                format!("{resource} resource")
+            }
+        }
+        "Pods" => format!("pods metric {}", name("pods", "metric/name")),
+        "Object" => format!(
+            "{} metric {}",
+            name("object", "describedObject/kind"),
+            name("object", "metric/name")
+        ),
+        "External" => format!("external metric {}", name("external", "metric/name")),
+        other => format!("{other} metric"),
+    }
+}
+
+/// The status the HPA controller writes for `hpa`, whose scale target is `target` (None: not
+/// found). Metrics always read at their target, so the recommendation is the current size,
+/// clamped to `minReplicas..=maxReplicas`; a target outside that range is scaled into it.
+pub fn hpa_status(hpa: &Value, target: Option<&Value>, now: &str) -> HpaDecision {
+    let cond =
+        |ty, status, reason, message: &str| hpa_condition(ty, status, reason, message, now, hpa);
+    let last_scale = hpa.pointer("/status/lastScaleTime").cloned();
+    let mut status = json!({"observedGeneration": generation(hpa)});
+    if let Some(t) = &last_scale {
+        status["lastScaleTime"] = t.clone();
+    }
+    let Some(target) = target else {
+        status["currentReplicas"] = json!(0);
+        status["desiredReplicas"] = json!(0);
+        status["conditions"] = json!([cond(
+            "AbleToScale",
+            "False",
+            "FailedGetScale",
+            &format!(
+                "the HPA controller was unable to get the target's current scale: {} not found",
+                hpa_target_name(hpa)
+            ),
+        )]);
+        return HpaDecision {
+            status,
+            scale_to: None,
+        };
+    };
+    let current = replicas(target);
+    let min = hpa
+        .pointer("/spec/minReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(1);
+    let max = hpa
+        .pointer("/spec/maxReplicas")
+        .and_then(Value::as_i64)
+        .unwrap_or(min)
+        .max(min);
+    status["currentReplicas"] = json!(current);
+    if current == 0 && min > 0 {
+        status["desiredReplicas"] = json!(0);
+        status["conditions"] = json!([
+            cond(
+                "AbleToScale",
+                "True",
+                "SucceededGetScale",
+                "the HPA controller was able to get the target's current scale"
+            ),
+            cond(
+                "ScalingActive",
+                "False",
+                "ScalingDisabled",
+                "scaling is disabled since the replica count of the target is zero"
+            ),
+        ]);
+        return HpaDecision {
+            status,
+            scale_to: None,
+        };
+    }
+    let desired = current.clamp(min, max);
+    let metrics: Vec<Value> = hpa
+        .pointer("/spec/metrics")
+        .and_then(Value::as_array)
+        .cloned()
+        .unwrap_or_else(|| {
+            // autoscaling/v1: one CPU target, 80% unless given.
+            let utilization = hpa
+                .pointer("/spec/targetCPUUtilizationPercentage")
+                .cloned()
+                .unwrap_or_else(|| json!(80));
+            vec![json!({"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": utilization}}})]
+        });
+    let current_metrics: Vec<Value> = metrics.iter().filter_map(current_metric).collect();
+    if !current_metrics.is_empty() {
+        status["currentMetrics"] = json!(current_metrics);
+    }
+    if hpa.pointer("/spec/metrics").is_none() {
+        // autoscaling/v1 reports the one CPU figure flat.
+        if let Some(u) = current_metrics
+            .first()
+            .and_then(|m| m.pointer("/resource/current/averageUtilization"))
+        {
+            status["currentCPUUtilizationPercentage"] = u.clone();
+        }
+        if let Some(m) = status.as_object_mut() {
+            m.remove("currentMetrics");
+        }
+    }
+    status["desiredReplicas"] = json!(desired);
+    let able = if desired == current {
+        cond(
+            "AbleToScale",
+            "True",
+            "ReadyForNewScale",
+            "recommended size matches current size",
+        )
+    } else {
+        status["lastScaleTime"] = json!(now);
+        cond(
+            "AbleToScale",
+            "True",
+            "SucceededRescale",
+            &format!("the HPA controller was able to update the target scale to {desired}"),
+        )
+    };
+    let active = cond(
+        "ScalingActive",
+        "True",
+        "ValidMetricFound",
+        &format!(
+            "the HPA was able to successfully calculate a replica count from {}",
+            metrics.first().map(metric_description).unwrap_or_default()
+        ),
+    );
+    let limited = if current < min {
+        cond(
+            "ScalingLimited",
+            "True",
+            "TooFewReplicas",
+            "the desired replica count is less than the minimum replica count",
+        )
+    } else if current > max {
+        cond(
+            "ScalingLimited",
+            "True",
+            "TooManyReplicas",
+            "the desired replica count is more than the maximum replica count",
+        )
+    } else {
+        cond(
+            "ScalingLimited",
+            "False",
+            "DesiredWithinRange",
+            "the desired count is within the acceptable range",
+        )
+    };
+    status["conditions"] = json!([able, active, limited]);
+    HpaDecision {
+        status,
+        scale_to: (desired != current).then_some(desired),
+    }
+}
+
+/// Whether `hpa` scales the object `kind`/`name` (in its own namespace).
+pub fn hpa_targets(hpa: &Value, kind: &str, name: &str) -> bool {
+    hpa.pointer("/spec/scaleTargetRef/kind")
+        .and_then(Value::as_str)
+        == Some(kind)
+        && hpa
+            .pointer("/spec/scaleTargetRef/name")
+            .and_then(Value::as_str)
+            == Some(name)
 }
 
 #[cfg(test)]

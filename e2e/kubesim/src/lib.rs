@@ -7,6 +7,7 @@
 //! timer in [`server`]. See docs/kubesim.md for what is simulated and what is not.
 
 pub mod controllers;
+pub mod defaults;
 pub mod discovery;
 pub mod fieldset;
 pub mod http;
@@ -52,6 +53,9 @@ pub struct KubesimConfig {
     pub bookmark_interval: Duration,
     /// Watch events kept per cluster; a watch from an older resourceVersion gets 410 Gone.
     pub watch_history: usize,
+    /// Run an ingress controller that gives every Ingress an address
+    /// ([`controllers::INGRESS_ADDRESS`]); off, Ingresses stay without one.
+    pub ingress_controller: bool,
 }
 
 impl KubesimConfig {
@@ -64,6 +68,7 @@ impl KubesimConfig {
             token: None,
             bookmark_interval: Duration::from_secs(10),
             watch_history: 256,
+            ingress_controller: true,
         }
     }
 }
@@ -105,6 +110,9 @@ impl Kubesim {
             config.bookmark_interval,
             config.token.clone(),
             config.ready_delay,
+            controllers::ControllerOptions {
+                ingress_controller: config.ingress_controller,
+            },
         );
         for c in &config.clusters {
             sim.add_cluster(c);

@@ -16,7 +16,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument, debug, info_span, warn};
 
-use super::controllers::Delay;
+use super::controllers::{ControllerOptions, Delay};
 use super::http::{self as khttp, Body};
 use super::status::ApiError;
 use super::store::{ClusterState, PlannedJob};
@@ -52,6 +52,8 @@ pub struct Sim {
     pub address: String,
     jobs: mpsc::UnboundedSender<JobMsg>,
     pub cancel: CancellationToken,
+    /// The optional controllers every cluster runs.
+    pub options: ControllerOptions,
 }
 
 impl Sim {
@@ -68,7 +70,11 @@ impl Sim {
         clusters.entry(name.to_string()).or_insert_with(|| {
             Arc::new(Cluster {
                 name: name.to_string(),
-                state: Mutex::new(ClusterState::new(self.history_cap, &now_rfc3339())),
+                state: Mutex::new({
+                    let mut state = ClusterState::new(self.history_cap, &now_rfc3339());
+                    state.options = self.options;
+                    state
+                }),
                 object_reads: std::sync::atomic::AtomicU64::new(0),
             })
         });
@@ -194,6 +200,7 @@ pub fn start_sim(
     bookmark_interval: Duration,
     token: Option<String>,
     ready_delay: Duration,
+    options: ControllerOptions,
 ) -> Arc<Sim> {
     let (tx, rx) = mpsc::unbounded_channel();
     let cancel = CancellationToken::new();
@@ -205,6 +212,7 @@ pub fn start_sim(
         address,
         jobs: tx,
         cancel: cancel.clone(),
+        options,
     });
     tokio::spawn(timer_loop(rx, ready_delay, cancel).instrument(info_span!("kubesim_controllers")));
     sim

@@ -277,6 +277,7 @@ impl FieldError {
         match (&self.value, self.reason) {
             (Some(v), _) => format!("Invalid value: {v}: {}", self.detail),
             (None, "FieldValueRequired") => format!("Required value: {}", self.detail),
+            (None, "FieldValueForbidden") => format!("Forbidden: {}", self.detail),
             (None, _) => self.detail.clone(),
         }
     }

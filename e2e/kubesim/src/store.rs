@@ -12,7 +12,8 @@ use bytes::Bytes;
 use serde_json::{Map, Value, json};
 use tokio::sync::mpsc;
 
-use super::controllers::{self, Delay, Step};
+use super::controllers::{self, ControllerOptions, Delay, Step};
+use super::defaults;
 use super::resources::{self, ResourceType};
 use super::selector::{FieldSelector, LabelSelector};
 use super::smp;
@@ -167,6 +168,8 @@ pub struct ClusterState {
     seq: u64,
     /// Controller work planned by writes, drained by the server after each operation.
     pub jobs: Vec<PlannedJob>,
+    /// Which optional controllers run in this cluster.
+    pub options: ControllerOptions,
 }
 
 fn meta_str<'a>(v: &'a Value, field: &str) -> &'a str {
@@ -330,6 +333,7 @@ impl ClusterState {
             watchers: Vec::new(),
             seq: 0,
             jobs: Vec::new(),
+            options: ControllerOptions::default(),
         };
         let ctx = WriteCtx {
             manager: "kube-apiserver".into(),
@@ -580,7 +584,11 @@ impl ClusterState {
             ),
         };
         self.seq += 1;
-        controllers::default_object(&mut new, old_value, self.seq);
+        defaults::default_object(&mut new, old_value, self.seq);
+        let errors = validation::validate_update_strategy(&new);
+        if !errors.is_empty() {
+            return Err(ApiError::invalid(&rt.kind, &rt.group, name, errors));
+        }
         drop_empty_metadata(&mut new);
         let meta = metadata_mut(&mut new);
         meta.insert("uid".into(), uid);
@@ -671,7 +679,10 @@ impl ClusterState {
             let t = resources::from_crd(&new)?;
             self.custom.insert(t.key(), Arc::new(t));
         }
-        for (delay, step) in controllers::plan(old_value, &new) {
+        if rt.has_scale() {
+            self.wake_autoscalers(rt, old_value, &new, ns, name);
+        }
+        for (delay, step) in controllers::plan(old_value, &new, self.options) {
             self.jobs.push(PlannedJob {
                 delay,
                 step,
@@ -686,6 +697,63 @@ impl ClusterState {
             });
         }
         Ok((stored, true))
+    }
+
+    /// A scale target created or resized wakes the autoscalers that scale it (the real HPA
+    /// controller would see it on its next resync).
+    fn wake_autoscalers(
+        &mut self,
+        rt: &ResourceType,
+        old: Option<&Value>,
+        new: &Value,
+        ns: &str,
+        name: &str,
+    ) {
+        let replicas = |v: &Value| v.pointer("/spec/replicas").cloned();
+        if old.is_some_and(|o| replicas(o) == replicas(new)) {
+            return;
+        }
+        let Some(hpas) = self.objects.get("horizontalpodautoscalers.autoscaling") else {
+            return;
+        };
+        for hpa in hpas.values().filter(|h| h.namespace == ns) {
+            let v = hpa.value();
+            if controllers::hpa_targets(&v, &rt.kind, name) {
+                self.jobs.push(PlannedJob {
+                    delay: Delay::Now,
+                    step: Step::Settle,
+                    type_key: "horizontalpodautoscalers.autoscaling".into(),
+                    namespace: ns.to_string(),
+                    name: hpa.name.clone(),
+                    uid: meta_str(&v, "uid").to_string(),
+                    generation: v
+                        .pointer("/metadata/generation")
+                        .and_then(Value::as_i64)
+                        .unwrap_or(0),
+                });
+            }
+        }
+    }
+
+    /// The object an HPA scales, if it exists.
+    fn scale_target(&self, hpa: &Value, ns: &str) -> Option<(Arc<ResourceType>, Arc<Stored>)> {
+        let kind = hpa.pointer("/spec/scaleTargetRef/kind")?.as_str()?;
+        let name = hpa.pointer("/spec/scaleTargetRef/name")?.as_str()?;
+        let rt = match hpa
+            .pointer("/spec/scaleTargetRef/apiVersion")
+            .and_then(Value::as_str)
+        {
+            Some(av) => self.resolve_kind(av, kind)?.0,
+            None => resources::builtins()
+                .iter()
+                .find(|t| t.kind == kind)?
+                .clone(),
+        };
+        if !rt.has_scale() {
+            return None;
+        }
+        let target = self.get(&rt, ns, name).ok()?;
+        Some((rt, target))
     }
 
     /// Checks the identity in a request body against the URL.
@@ -1309,17 +1377,45 @@ impl ClusterState {
             // A newer spec restarted the rollout; its own steps are queued.
             return;
         }
-        let Some(status) = controllers::run(job.step, &value, now) else {
-            return;
-        };
-        let mut new = value.clone();
-        new["status"] = status;
         let ctx = WriteCtx {
             manager: "kube-controller-manager".into(),
             dry_run: false,
             force: false,
             now: now.into(),
         };
+        let status = if rt.kind == "HorizontalPodAutoscaler" && !rt.custom {
+            let target = self.scale_target(&value, &job.namespace);
+            let decision = controllers::hpa_status(
+                &value,
+                target.as_ref().map(|(_, t)| t.value()).as_ref(),
+                now,
+            );
+            if let (Some(replicas), Some((target_rt, target))) = (decision.scale_to, &target) {
+                let target_value = target.value();
+                let mut scaled = target_value.clone();
+                scaled["spec"]["replicas"] = json!(replicas);
+                let version = target_rt.preferred_version().to_string();
+                let _ = self.write_update(
+                    target_rt,
+                    &version,
+                    &job.namespace,
+                    &target.name,
+                    target,
+                    &target_value,
+                    scaled,
+                    false,
+                    &ctx,
+                );
+            }
+            Some(decision.status)
+        } else {
+            controllers::run(job.step, &value, now)
+        };
+        let Some(status) = status else {
+            return;
+        };
+        let mut new = value.clone();
+        new["status"] = status;
         let version = value
             .get("apiVersion")
             .and_then(Value::as_str)

@@ -1,4 +1,6 @@
-//! Object name validation, worded exactly as apimachinery's `validation.IsDNS1123Subdomain` & co.
+//! Object name validation, worded exactly as apimachinery's `validation.IsDNS1123Subdomain` & co.,
+//! and the few checks of what defaulting leaves behind that clients run into
+//! ([`validate_update_strategy`]).
 
 use super::status::FieldError;
 
@@ -118,6 +120,45 @@ pub fn validate_labels(labels: &serde_json::Map<String, serde_json::Value>) -> V
         }
     }
     errors
+}
+
+/// A workload's update strategy against its type, after defaulting: a `rollingUpdate` block
+/// (often one the server defaulted earlier, which a later apply of another type does not
+/// remove) is refused under Recreate (Deployments) and OnDelete (StatefulSets), as the real
+/// validation refuses it.
+pub fn validate_update_strategy(obj: &serde_json::Value) -> Vec<FieldError> {
+    let kind = obj.get("kind").and_then(serde_json::Value::as_str);
+    let (field, refused_type) = match kind {
+        Some("Deployment") => ("strategy", "Recreate"),
+        Some("StatefulSet") => ("updateStrategy", "OnDelete"),
+        _ => return Vec::new(),
+    };
+    let Some(strategy) = obj.pointer(&format!("/spec/{field}")) else {
+        return Vec::new();
+    };
+    let rolling = strategy.get("rollingUpdate").filter(|r| !r.is_null());
+    if strategy.get("type").and_then(serde_json::Value::as_str) != Some(refused_type) {
+        return Vec::new();
+    }
+    let Some(rolling) = rolling else {
+        return Vec::new();
+    };
+    let path = format!("spec.{field}.rollingUpdate");
+    if kind == Some("Deployment") {
+        vec![FieldError {
+            field: path,
+            reason: "FieldValueForbidden",
+            value: None,
+            detail: "may not be specified when strategy `type` is 'Recreate'".into(),
+        }]
+    } else {
+        vec![FieldError {
+            field: path,
+            reason: "FieldValueInvalid",
+            value: Some(rolling.to_string()),
+            detail: "only allowed for updateStrategy 'RollingUpdate'".into(),
+        }]
+    }
 }
 
 #[cfg(test)]

@@ -1137,3 +1137,588 @@ async fn kubectl_create_generators_send_protobuf_that_kubesim_decodes() {
     );
     h.shutdown().await;
 }
+
+/// The rows of a `kubectl get` table, each a map from the header's column names to the cells
+/// (cells may hold spaces, as `cpu: 40%/80%` does, so columns are cut where the header's are).
+fn table_rows(stdout: &str) -> (Vec<String>, Vec<std::collections::BTreeMap<String, String>>) {
+    let mut lines = stdout.lines();
+    let header = lines.next().unwrap_or_default();
+    let mut starts = Vec::new();
+    let mut names = Vec::new();
+    let bytes: Vec<char> = header.chars().collect();
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] != ' ' {
+            let start = i;
+            // A column name may hold one space ("ACCESS MODES"); two end it.
+            while i < bytes.len()
+                && !(bytes[i] == ' ' && bytes.get(i + 1).is_none_or(|c| *c == ' '))
+            {
+                i += 1;
+            }
+            starts.push(start);
+            names.push(bytes[start..i].iter().collect::<String>());
+        }
+        i += 1;
+    }
+    let rows = lines
+        .filter(|l| !l.trim().is_empty())
+        .map(|line| {
+            let chars: Vec<char> = line.chars().collect();
+            names
+                .iter()
+                .enumerate()
+                .map(|(n, name)| {
+                    let from = starts[n].min(chars.len());
+                    let to = starts
+                        .get(n + 1)
+                        .copied()
+                        .unwrap_or(chars.len())
+                        .min(chars.len());
+                    (
+                        name.clone(),
+                        chars[from..to]
+                            .iter()
+                            .collect::<String>()
+                            .trim()
+                            .to_string(),
+                    )
+                })
+                .collect()
+        })
+        .collect();
+    (names, rows)
+}
+
+const STATEFUL_SET: &str = "apiVersion: apps/v1
+kind: StatefulSet
+metadata:
+  name: db
+spec:
+  serviceName: db
+  replicas: 2
+  selector:
+    matchLabels:
+      app: db
+  template:
+    metadata:
+      labels:
+        app: db
+    spec:
+      containers:
+      - name: db
+        image: postgres:16
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stateful_set_applied_without_an_update_strategy_rolls_out() {
+    let h = start(vec!["sts".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "sts", dir.path());
+    let out = k
+        .run_with(&["apply", "--server-side", "-f", "-"], Some(STATEFUL_SET))
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let rollout = k
+        .ok(&["rollout", "status", "statefulset/db", "--timeout=30s"])
+        .await;
+    assert!(
+        rollout
+            .stdout
+            .contains("roll out complete: 2 new pods have been updated"),
+        "{rollout:?}"
+    );
+    let (columns, rows) = table_rows(&k.ok(&["get", "statefulsets"]).await.stdout);
+    assert_eq!(columns, ["NAME", "READY", "AGE"]);
+    assert_eq!(
+        (rows[0]["NAME"].as_str(), rows[0]["READY"].as_str()),
+        ("db", "2/2")
+    );
+
+    let live = h
+        .get_object("sts", "apps/v1", "StatefulSet", Some("default"), "db")
+        .unwrap();
+    assert_eq!(
+        live["spec"]["updateStrategy"],
+        serde_json::json!({"type": "RollingUpdate", "rollingUpdate": {"partition": 0}})
+    );
+    assert_eq!(live["spec"]["podManagementPolicy"], "OrderedReady");
+    let applier = live["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == "kubectl")
+        .unwrap()["fieldsV1"]
+        .to_string();
+    assert!(!applier.contains("updateStrategy"), "{applier}");
+    assert!(!applier.contains("imagePullPolicy"), "{applier}");
+    // The defaults are no drift: diff is clean and a re-apply keeps them.
+    let diff = k
+        .run_with(&["diff", "--server-side", "-f", "-"], Some(STATEFUL_SET))
+        .await;
+    assert_eq!(diff.code, 0, "{diff:?}");
+    k.run_with(&["apply", "--server-side", "-f", "-"], Some(STATEFUL_SET))
+        .await;
+    let live = h
+        .get_object("sts", "apps/v1", "StatefulSet", Some("default"), "db")
+        .unwrap();
+    assert_eq!(live["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    h.shutdown().await;
+}
+
+const WEB: &str = "apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: web
+spec:
+  replicas: 3
+  selector:
+    matchLabels:
+      app: web
+  template:
+    metadata:
+      labels:
+        app: web
+    spec:
+      containers:
+      - name: web
+        image: nginx:1.27
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: web
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: web
+  minReplicas: 2
+  maxReplicas: 5
+  metrics:
+  - type: Resource
+    resource:
+      name: cpu
+      target:
+        type: Utilization
+        averageUtilization: 70
+---
+apiVersion: apps/v1
+kind: Deployment
+metadata:
+  name: api
+spec:
+  selector:
+    matchLabels:
+      app: api
+  template:
+    metadata:
+      labels:
+        app: api
+    spec:
+      containers:
+      - name: api
+        image: nginx:1.27
+---
+apiVersion: autoscaling/v2
+kind: HorizontalPodAutoscaler
+metadata:
+  name: api
+spec:
+  scaleTargetRef:
+    apiVersion: apps/v1
+    kind: Deployment
+    name: api
+  minReplicas: 2
+  maxReplicas: 4
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_hpa_shows_what_the_autoscaler_reports() {
+    let h = start(vec!["hpa".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "hpa", dir.path());
+    let out = k
+        .run_with(&["apply", "--server-side", "-f", "-"], Some(WEB))
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    for (hpa, replicas) in [("hpa/web", "3"), ("hpa/api", "2")] {
+        k.ok(&[
+            "wait",
+            &format!("--for=jsonpath={{.status.currentReplicas}}={replicas}"),
+            hpa,
+            "--timeout=30s",
+        ])
+        .await;
+    }
+    let (columns, rows) = table_rows(&k.ok(&["get", "hpa"]).await.stdout);
+    assert_eq!(
+        columns,
+        [
+            "NAME",
+            "REFERENCE",
+            "TARGETS",
+            "MINPODS",
+            "MAXPODS",
+            "REPLICAS",
+            "AGE"
+        ]
+    );
+    let row = |name: &str| rows.iter().find(|r| r["NAME"] == name).unwrap().clone();
+    let web = row("web");
+    assert_eq!(
+        [
+            &web["REFERENCE"],
+            &web["TARGETS"],
+            &web["MINPODS"],
+            &web["MAXPODS"],
+            &web["REPLICAS"]
+        ],
+        ["Deployment/web", "cpu: 70%/70%", "2", "5", "3"]
+    );
+    // The HPA without metrics got the default CPU target, and scaled its one-replica
+    // Deployment up to its minimum, as a real autoscaler would.
+    let api = row("api");
+    assert_eq!(
+        [
+            &api["TARGETS"],
+            &api["MINPODS"],
+            &api["MAXPODS"],
+            &api["REPLICAS"]
+        ],
+        ["cpu: 80%/80%", "2", "4", "2"]
+    );
+    let scaled = k
+        .ok(&[
+            "get",
+            "deployment",
+            "api",
+            "-o",
+            "jsonpath={.spec.replicas}",
+        ])
+        .await;
+    assert_eq!(scaled.stdout, "2");
+    let hpa = h
+        .get_object(
+            "hpa",
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            Some("default"),
+            "web",
+        )
+        .unwrap();
+    assert!(hpa["status"].get("lastScaleTime").is_none(), "{hpa}");
+    let reasons: Vec<&str> = hpa["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["reason"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        reasons,
+        ["ReadyForNewScale", "ValidMetricFound", "DesiredWithinRange"]
+    );
+    let api = h
+        .get_object(
+            "hpa",
+            "autoscaling/v2",
+            "HorizontalPodAutoscaler",
+            Some("default"),
+            "api",
+        )
+        .unwrap();
+    assert!(api["status"]["lastScaleTime"].is_string(), "{api}");
+    h.shutdown().await;
+}
+
+const INGRESS_AND_CLAIM: &str = "apiVersion: networking.k8s.io/v1
+kind: Ingress
+metadata:
+  name: shop
+spec:
+  ingressClassName: nginx
+  tls:
+  - hosts: [shop.example.com]
+  rules:
+  - host: shop.example.com
+    http:
+      paths:
+      - path: /
+        pathType: Prefix
+        backend:
+          service:
+            name: web
+            port:
+              number: 80
+---
+apiVersion: v1
+kind: PersistentVolumeClaim
+metadata:
+  name: data
+spec:
+  accessModes: [ReadWriteOnce]
+  resources:
+    requests:
+      storage: 1Gi
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ingresses_get_an_address_from_the_ingress_controller() {
+    let h = start(vec!["ing".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "ing", dir.path());
+    let out = k
+        .run_with(
+            &["apply", "--server-side", "-f", "-"],
+            Some(INGRESS_AND_CLAIM),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    k.ok(&[
+        "wait",
+        &format!(
+            "--for=jsonpath={{.status.loadBalancer.ingress[0].ip}}={}",
+            gitfleet_kubesim::controllers::INGRESS_ADDRESS
+        ),
+        "ingress/shop",
+        "--timeout=30s",
+    ])
+    .await;
+    let (columns, rows) = table_rows(&k.ok(&["get", "ingress"]).await.stdout);
+    assert_eq!(
+        columns,
+        ["NAME", "CLASS", "HOSTS", "ADDRESS", "PORTS", "AGE"]
+    );
+    assert_eq!(
+        [
+            &rows[0]["NAME"],
+            &rows[0]["CLASS"],
+            &rows[0]["HOSTS"],
+            &rows[0]["ADDRESS"],
+            &rows[0]["PORTS"]
+        ],
+        [
+            "shop",
+            "nginx",
+            "shop.example.com",
+            "172.18.0.200",
+            "80, 443"
+        ]
+    );
+    h.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_an_ingress_controller_ingresses_stay_without_an_address() {
+    let mut config = KubesimConfig::new(["bare"]);
+    config.ready_delay = Duration::from_millis(100);
+    config.ingress_controller = false;
+    let h = Kubesim::start(config).await.unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "bare", dir.path());
+    let out = k
+        .run_with(
+            &["apply", "--server-side", "-f", "-"],
+            Some(INGRESS_AND_CLAIM),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    // The claim binds after the same delay an ingress controller takes, and its step was queued
+    // after the Ingress's would have been: once it is Bound, an address would have come.
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "pvc/data",
+        "--timeout=30s",
+    ])
+    .await;
+    let (_, rows) = table_rows(&k.ok(&["get", "ingress"]).await.stdout);
+    assert_eq!(rows[0]["ADDRESS"], "", "{rows:?}");
+    let live = h
+        .get_object(
+            "bare",
+            "networking.k8s.io/v1",
+            "Ingress",
+            Some("default"),
+            "shop",
+        )
+        .unwrap();
+    assert!(
+        live.pointer("/status/loadBalancer/ingress").is_none(),
+        "{live}"
+    );
+    h.shutdown().await;
+}
+
+const DAEMON_SET_AND_JOB: &str = "apiVersion: apps/v1
+kind: DaemonSet
+metadata:
+  name: agent
+spec:
+  selector:
+    matchLabels:
+      app: agent
+  template:
+    metadata:
+      labels:
+        app: agent
+    spec:
+      nodeSelector:
+        kubernetes.io/os: linux
+      containers:
+      - name: agent
+        image: busybox:1.36
+---
+apiVersion: batch/v1
+kind: Job
+metadata:
+  name: migrate
+spec:
+  template:
+    spec:
+      restartPolicy: Never
+      containers:
+      - name: migrate
+        image: busybox:1.36
+";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kubectl_get_prints_the_real_columns_of_jobs_cron_jobs_claims_and_daemon_sets() {
+    let h = start(vec!["tables".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "tables", dir.path());
+    let database = corpus().join("podinfo/deploy/bases/database");
+    k.ok(&["apply", "--server-side", "-k", database.to_str().unwrap()])
+        .await;
+    let out = k
+        .run_with(
+            &["apply", "--server-side", "-f", "-"],
+            Some(DAEMON_SET_AND_JOB),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    k.ok(&[
+        "wait",
+        "--for=condition=Complete",
+        "job/migrate",
+        "--timeout=30s",
+    ])
+    .await;
+    k.ok(&[
+        "wait",
+        "--for=jsonpath={.status.phase}=Bound",
+        "pvc/database-primary",
+        "--timeout=30s",
+    ])
+    .await;
+    k.ok(&["rollout", "status", "daemonset/agent", "--timeout=30s"])
+        .await;
+
+    let (columns, rows) = table_rows(&k.ok(&["get", "cronjobs"]).await.stdout);
+    assert_eq!(
+        columns,
+        [
+            "NAME",
+            "SCHEDULE",
+            "TIMEZONE",
+            "SUSPEND",
+            "ACTIVE",
+            "LAST SCHEDULE",
+            "AGE"
+        ]
+    );
+    let backup = rows.iter().find(|r| r["NAME"] == "backup-daily").unwrap();
+    assert_eq!(
+        [
+            &backup["SCHEDULE"],
+            &backup["TIMEZONE"],
+            &backup["SUSPEND"],
+            &backup["ACTIVE"],
+            &backup["LAST SCHEDULE"]
+        ],
+        ["0 0 * * *", "<none>", "False", "0", "<none>"]
+    );
+    let (columns, rows) = table_rows(&k.ok(&["get", "jobs"]).await.stdout);
+    assert_eq!(
+        columns,
+        ["NAME", "STATUS", "COMPLETIONS", "DURATION", "AGE"]
+    );
+    assert_eq!(
+        [
+            &rows[0]["NAME"],
+            &rows[0]["STATUS"],
+            &rows[0]["COMPLETIONS"]
+        ],
+        ["migrate", "Complete", "1/1"]
+    );
+    let (columns, rows) = table_rows(&k.ok(&["get", "pvc"]).await.stdout);
+    assert_eq!(
+        columns,
+        [
+            "NAME",
+            "STATUS",
+            "VOLUME",
+            "CAPACITY",
+            "ACCESS MODES",
+            "STORAGECLASS",
+            "VOLUMEATTRIBUTESCLASS",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        [
+            &rows[0]["STATUS"],
+            &rows[0]["CAPACITY"],
+            &rows[0]["ACCESS MODES"],
+            &rows[0]["VOLUMEATTRIBUTESCLASS"]
+        ],
+        ["Bound", "1Gi", "RWO", "<unset>"]
+    );
+    let (columns, rows) = table_rows(&k.ok(&["get", "daemonsets"]).await.stdout);
+    assert_eq!(
+        columns,
+        [
+            "NAME",
+            "DESIRED",
+            "CURRENT",
+            "READY",
+            "UP-TO-DATE",
+            "AVAILABLE",
+            "NODE SELECTOR",
+            "AGE"
+        ]
+    );
+    assert_eq!(
+        [
+            &rows[0]["DESIRED"],
+            &rows[0]["READY"],
+            &rows[0]["NODE SELECTOR"]
+        ],
+        ["1", "1", "kubernetes.io/os=linux"]
+    );
+    // Defaults as a real server sets them, read back through kubectl.
+    let job = k.ok(&["get", "job", "migrate", "-o", "json"]).await;
+    let job: Value = serde_json::from_str(&job.stdout).unwrap();
+    assert_eq!(
+        [
+            &job["spec"]["backoffLimit"],
+            &job["spec"]["completionMode"],
+            &job["spec"]["suspend"]
+        ],
+        [
+            &serde_json::json!(6),
+            &serde_json::json!("NonIndexed"),
+            &serde_json::json!(false)
+        ]
+    );
+    let cj = k
+        .ok(&["get", "cronjob", "rollup-daily", "-o", "json"])
+        .await;
+    let cj: Value = serde_json::from_str(&cj.stdout).unwrap();
+    assert_eq!(cj["spec"]["suspend"], false);
+    assert_eq!(
+        cj["spec"]["jobTemplate"]["spec"]["template"]["spec"]["dnsPolicy"],
+        "ClusterFirst"
+    );
+    h.shutdown().await;
+}

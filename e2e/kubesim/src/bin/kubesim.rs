@@ -39,6 +39,10 @@ struct Cli {
     /// How often watches that allow bookmarks get one.
     #[arg(long, env = "KUBESIM_BOOKMARK_INTERVAL", default_value = "10s", value_parser = humantime::parse_duration)]
     bookmark_interval: Duration,
+    /// Run no ingress controller: Ingresses stay without an address, as on a cluster that has
+    /// none.
+    #[arg(long, env = "KUBESIM_NO_INGRESS_CONTROLLER")]
+    no_ingress_controller: bool,
 }
 
 #[tokio::main]
@@ -59,6 +63,7 @@ async fn main() -> anyhow::Result<()> {
     config.token = cli.token;
     config.ready_delay = cli.ready_delay;
     config.bookmark_interval = cli.bookmark_interval;
+    config.ingress_controller = !cli.no_ingress_controller;
     let handle = Kubesim::start(config).await.context("starting kubesim")?;
     println!(
         "kubesim listening on {} with {} clusters ({})",

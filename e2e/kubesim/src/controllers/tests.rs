@@ -1,5 +1,10 @@
 use super::*;
 
+/// Planning in a cluster with the default controllers.
+fn plan(old: Option<&Value>, new: &Value) -> Vec<(Delay, Step)> {
+    super::plan(old, new, ControllerOptions::default())
+}
+
 const NOW: &str = "2026-01-01T00:00:00Z";
 
 fn deployment(replicas: i64, generation: i64, fail: bool) -> Value {
@@ -168,27 +173,118 @@ fn crds_become_established() {
 }
 
 #[test]
-fn defaults() {
-    let mut svc =
-        json!({"kind": "Service", "spec": {"ports": [{"port": 80}], "type": "LoadBalancer"}});
-    default_object(&mut svc, None, 7);
+fn ingresses_get_the_controllers_address_unless_it_is_off() {
+    let ing = json!({"kind": "Ingress", "metadata": {"name": "shop", "generation": 1}});
+    assert_eq!(plan(None, &ing), vec![(Delay::Ready, Step::Settle)]);
+    let off = ControllerOptions {
+        ingress_controller: false,
+    };
+    assert!(super::plan(None, &ing, off).is_empty());
+    let status = run(Step::Settle, &ing, NOW).unwrap();
+    assert_eq!(status["loadBalancer"]["ingress"][0]["ip"], INGRESS_ADDRESS);
+    let mut addressed = ing.clone();
+    addressed["status"] = status;
     assert!(
-        svc["spec"]["clusterIP"]
+        plan(Some(&ing), &addressed).is_empty(),
+        "an Ingress with an address needs nothing"
+    );
+}
+
+fn hpa(min: i64, max: i64) -> Value {
+    json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "generation": 1},
+        "spec": {"scaleTargetRef": {"apiVersion": "apps/v1", "kind": "Deployment", "name": "web"},
+            "minReplicas": min, "maxReplicas": max,
+            "metrics": [{"type": "Resource", "resource": {"name": "cpu",
+                "target": {"type": "Utilization", "averageUtilization": 70}}}]}})
+}
+
+#[test]
+fn an_hpa_reports_its_targets_replicas() {
+    assert_eq!(plan(None, &hpa(1, 5)), vec![(Delay::Ready, Step::Settle)]);
+    let d = hpa_status(&hpa(1, 5), Some(&deployment(3, 1, false)), NOW);
+    assert_eq!(d.scale_to, None);
+    let s = &d.status;
+    assert_eq!(
+        (&s["currentReplicas"], &s["desiredReplicas"]),
+        (&json!(3), &json!(3))
+    );
+    assert!(s.get("lastScaleTime").is_none(), "never scaled");
+    assert_eq!(s["observedGeneration"], 1);
+    assert_eq!(
+        s["currentMetrics"],
+        json!([{"type": "Resource", "resource": {"name": "cpu", "current": {"averageUtilization": 70}}}])
+    );
+    assert_eq!(cond(s, "AbleToScale")["reason"], "ReadyForNewScale");
+    assert_eq!(cond(s, "ScalingActive")["status"], "True");
+    assert_eq!(cond(s, "ScalingActive")["reason"], "ValidMetricFound");
+    assert!(
+        cond(s, "ScalingActive")["message"]
             .as_str()
             .unwrap()
-            .starts_with("10.96.")
+            .ends_with("from cpu resource utilization (percentage of request)")
     );
-    assert_eq!(svc["spec"]["ports"][0]["protocol"], "TCP");
-    assert_eq!(svc["spec"]["ports"][0]["targetPort"], 80);
-    assert!(svc["spec"]["ports"][0]["nodePort"].as_i64().unwrap() >= 30000);
-    let mut headless = json!({"kind": "Service", "spec": {"clusterIP": "None"}});
-    default_object(&mut headless, None, 1);
-    assert_eq!(headless["spec"]["clusterIP"], "None");
-    let mut d = json!({"kind": "Deployment", "spec": {}});
-    default_object(&mut d, None, 1);
-    assert_eq!(d["spec"]["replicas"], 1);
-    let mut ns = json!({"kind": "Namespace", "metadata": {"name": "x"}});
-    default_object(&mut ns, None, 1);
-    assert_eq!(ns["status"]["phase"], "Active");
-    assert_eq!(ns["metadata"]["labels"]["kubernetes.io/metadata.name"], "x");
+    assert_eq!(cond(s, "ScalingLimited")["status"], "False");
+    assert!(cond(s, "AbleToScale").get("lastUpdateTime").is_none());
+}
+
+#[test]
+fn an_hpa_scales_a_target_outside_its_range() {
+    let d = hpa_status(&hpa(4, 6), Some(&deployment(2, 1, false)), NOW);
+    assert_eq!(d.scale_to, Some(4));
+    assert_eq!(d.status["desiredReplicas"], 4);
+    assert_eq!(d.status["lastScaleTime"], NOW);
+    assert_eq!(cond(&d.status, "AbleToScale")["reason"], "SucceededRescale");
+    assert_eq!(
+        cond(&d.status, "ScalingLimited")["reason"],
+        "TooFewReplicas"
+    );
+    let d = hpa_status(&hpa(1, 2), Some(&deployment(5, 1, false)), NOW);
+    assert_eq!(d.scale_to, Some(2));
+    assert_eq!(
+        cond(&d.status, "ScalingLimited")["reason"],
+        "TooManyReplicas"
+    );
+
+    // Once scaled, the next pass keeps the time of the last scale.
+    let mut scaled = hpa(4, 6);
+    scaled["status"] = json!({"lastScaleTime": NOW});
+    let d = hpa_status(
+        &scaled,
+        Some(&deployment(4, 1, false)),
+        "2026-01-01T00:01:00Z",
+    );
+    assert_eq!(d.scale_to, None);
+    assert_eq!(d.status["lastScaleTime"], NOW);
+    assert_eq!(cond(&d.status, "AbleToScale")["reason"], "ReadyForNewScale");
+}
+
+#[test]
+fn an_hpa_without_its_target_or_with_a_zero_target_reports_why() {
+    let d = hpa_status(&hpa(1, 5), None, NOW);
+    assert_eq!(cond(&d.status, "AbleToScale")["status"], "False");
+    assert_eq!(cond(&d.status, "AbleToScale")["reason"], "FailedGetScale");
+    assert!(
+        cond(&d.status, "AbleToScale")["message"]
+            .as_str()
+            .unwrap()
+            .contains("deployments.apps \"web\" not found")
+    );
+    let d = hpa_status(&hpa(1, 5), Some(&deployment(0, 1, false)), NOW);
+    assert_eq!(d.scale_to, None);
+    assert_eq!(
+        cond(&d.status, "ScalingActive")["reason"],
+        "ScalingDisabled"
+    );
+}
+
+#[test]
+fn an_autoscaling_v1_hpa_reports_cpu_flat() {
+    let v1 = json!({"apiVersion": "autoscaling/v1", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "web", "generation": 1},
+        "spec": {"scaleTargetRef": {"kind": "Deployment", "name": "web"}, "maxReplicas": 3,
+            "targetCPUUtilizationPercentage": 50}});
+    let d = hpa_status(&v1, Some(&deployment(1, 1, false)), NOW);
+    assert_eq!(d.status["currentCPUUtilizationPercentage"], 50);
+    assert!(d.status.get("currentMetrics").is_none());
 }

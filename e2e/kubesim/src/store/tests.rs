@@ -528,3 +528,179 @@ fn bodies_must_be_objects() {
             .starts_with("error decoding YAML")
     );
 }
+
+fn sts(extra: Value) -> Value {
+    let mut s = json!({"apiVersion": "apps/v1", "kind": "StatefulSet", "metadata": {"name": "db"},
+        "spec": {"serviceName": "db", "selector": {"matchLabels": {"app": "db"}},
+            "template": {"metadata": {"labels": {"app": "db"}},
+                "spec": {"containers": [{"name": "db", "image": "postgres:16"}]}}}});
+    json_patch::merge(&mut s, &extra);
+    s
+}
+
+fn fields_of(v: &Value, manager: &str) -> String {
+    v["metadata"]["managedFields"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["manager"] == manager)
+        .map(|e| e["fieldsV1"].to_string())
+        .unwrap_or_default()
+}
+
+#[test]
+fn defaults_belong_to_no_applier_and_outlive_applies_that_omit_them() {
+    let mut s = state();
+    let (o, _) = apply(&mut s, "apps", "statefulsets", "default", sts(json!({}))).unwrap();
+    let v = o.value();
+    assert_eq!(v["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(v["spec"]["updateStrategy"]["rollingUpdate"]["partition"], 0);
+    assert_eq!(
+        v["spec"]["template"]["spec"]["containers"][0]["imagePullPolicy"],
+        "IfNotPresent"
+    );
+    let owned = fields_of(&v, "test");
+    for defaulted in [
+        "updateStrategy",
+        "podManagementPolicy",
+        "replicas",
+        "revisionHistoryLimit",
+        "imagePullPolicy",
+        "terminationMessagePath",
+        "dnsPolicy",
+    ] {
+        assert!(
+            !owned.contains(defaulted),
+            "{defaulted} is owned by the applier: {owned}"
+        );
+    }
+    // The same apply again changes nothing; the defaults stay.
+    let (again, _) = apply(&mut s, "apps", "statefulsets", "default", sts(json!({}))).unwrap();
+    assert_eq!(again.rv, o.rv);
+
+    // The defaulted rolling update stays under another type, and a real server refuses it
+    // there: the applier must clear it.
+    let refused = apply(
+        &mut s,
+        "apps",
+        "statefulsets",
+        "default",
+        sts(json!({"spec": {"updateStrategy": {"type": "OnDelete"}}})),
+    )
+    .unwrap_err();
+    assert_eq!(refused.code, 422);
+    assert!(
+        refused.message.contains(
+            "spec.updateStrategy.rollingUpdate: Invalid value: {\"partition\":0}: only allowed for updateStrategy 'RollingUpdate'"
+        ),
+        "{}",
+        refused.message
+    );
+
+    // An applier that set a field and then omits it: the field goes, and its default returns.
+    let (set, _) = apply(&mut s, "apps", "statefulsets", "default", {
+        // (A merge patch would drop the null.)
+        let mut c = sts(json!({"spec": {"replicas": 3, "updateStrategy": {"type": "OnDelete"}}}));
+        c["spec"]["updateStrategy"]["rollingUpdate"] = Value::Null;
+        c
+    })
+    .unwrap();
+    assert!(
+        set.value()["spec"]["updateStrategy"]
+            .get("rollingUpdate")
+            .is_none()
+    );
+    let v = set.value();
+    assert_eq!(v["spec"]["replicas"], 3);
+    assert_eq!(v["spec"]["updateStrategy"]["type"], "OnDelete");
+    let (dropped, _) = apply(&mut s, "apps", "statefulsets", "default", sts(json!({}))).unwrap();
+    let v = dropped.value();
+    assert_eq!(v["spec"]["replicas"], 1);
+    assert_eq!(v["spec"]["updateStrategy"]["type"], "RollingUpdate");
+    assert_eq!(v["spec"]["revisionHistoryLimit"], 10);
+    assert!(!fields_of(&v, "test").contains("replicas"));
+}
+
+#[test]
+fn a_scale_target_wakes_the_autoscalers_that_scale_it() {
+    let mut s = state();
+    let hpa = json!({"apiVersion": "autoscaling/v2", "kind": "HorizontalPodAutoscaler",
+        "metadata": {"name": "db"}, "spec": {"maxReplicas": 3,
+            "scaleTargetRef": {"apiVersion": "apps/v1", "kind": "StatefulSet", "name": "db"}}});
+    let t = s
+        .resolve("autoscaling", "v2", "horizontalpodautoscalers")
+        .unwrap();
+    s.patch(
+        &t,
+        "v2",
+        "default",
+        "db",
+        PatchKind::Apply,
+        &serde_json::to_vec(&hpa).unwrap(),
+        false,
+        &ctx("test"),
+    )
+    .unwrap();
+    let jobs = std::mem::take(&mut s.jobs);
+    assert_eq!(jobs.len(), 1);
+    // Before its target exists, the autoscaler says it cannot get the scale.
+    s.run_job(&jobs[0], NOW);
+    let v = s.get(&t, "default", "db").unwrap().value();
+    assert_eq!(v["status"]["conditions"][0]["reason"], "FailedGetScale");
+
+    apply(&mut s, "apps", "statefulsets", "default", sts(json!({}))).unwrap();
+    let woken: Vec<PlannedJob> = std::mem::take(&mut s.jobs)
+        .into_iter()
+        .filter(|j| j.type_key == "horizontalpodautoscalers.autoscaling")
+        .collect();
+    assert_eq!(woken.len(), 1);
+    s.run_job(&woken[0], NOW);
+    let v = s.get(&t, "default", "db").unwrap().value();
+    assert_eq!(v["status"]["currentReplicas"], 1);
+    assert_eq!(v["status"]["desiredReplicas"], 1);
+    assert_eq!(v["status"]["conditions"][0]["reason"], "ReadyForNewScale");
+}
+
+#[test]
+fn a_recreate_deployment_refuses_the_defaulted_rolling_update() {
+    let mut s = state();
+    let deploy = |strategy: Value| {
+        let mut d = json!({"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web"},
+            "spec": {"selector": {"matchLabels": {"app": "web"}},
+                "template": {"metadata": {"labels": {"app": "web"}},
+                    "spec": {"containers": [{"name": "web", "image": "nginx:1.27"}]}}}});
+        if !strategy.is_null() {
+            d["spec"]["strategy"] = strategy;
+        }
+        d
+    };
+    apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(Value::Null),
+    )
+    .unwrap();
+    let err = apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(json!({"type": "Recreate"})),
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.message,
+        "Deployment.apps \"web\" is invalid: spec.strategy.rollingUpdate: Forbidden: may not be specified when strategy `type` is 'Recreate'"
+    );
+    let (o, _) = apply(
+        &mut s,
+        "apps",
+        "deployments",
+        "default",
+        deploy(json!({"type": "Recreate", "rollingUpdate": null})),
+    )
+    .unwrap();
+    assert_eq!(o.value()["spec"]["strategy"], json!({"type": "Recreate"}));
+}
