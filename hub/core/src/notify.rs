@@ -1044,9 +1044,13 @@ pub fn status_url(
 
 /// Whether a secret whose entry's `urls:` are `prefixes` may be used for a request to `url`:
 /// as `gitfleet_core::credential_scope` decides for Git credentials (https only, whole path
-/// segments), and, when the hub allows loopback (tests), `http://` to a loopback host under an
-/// `http://` prefix of that host.
+/// segments, an encoded `/` read as one), and, when the hub allows loopback (tests),
+/// `http://` to a loopback host under an `http://` prefix of that host.
 pub fn secret_allowed(prefixes: &[String], url: &str, allow_loopback_http: bool) -> bool {
+    // GitLab names a project by its path with `/` encoded (`group%2Fshop`): compared as the
+    // path it is, so that a prefix can bind a token to a group; dot segments stay refused.
+    let decoded = url.replace("%2F", "/").replace("%2f", "/");
+    let url = decoded.as_str();
     if crate::credential_scope::allows(prefixes, url) {
         return true;
     }

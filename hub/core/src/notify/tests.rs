@@ -778,6 +778,24 @@ fn secrets_are_used_only_under_their_urls() {
     let https = vec!["https://127.0.0.1:9000/".to_owned()];
     assert!(!secret_allowed(&https, "http://127.0.0.1:9000/hook", true));
 
+    // GitLab's encoded project paths bind by group, and cannot climb out.
+    let group = vec!["https://gitlab.example/api/v4/projects/acme/".to_owned()];
+    assert!(secret_allowed(
+        &group,
+        "https://gitlab.example/api/v4/projects/acme%2Fshop/statuses/abc",
+        false
+    ));
+    assert!(!secret_allowed(
+        &group,
+        "https://gitlab.example/api/v4/projects/acmevil%2Fshop/statuses/abc",
+        false
+    ));
+    assert!(!secret_allowed(
+        &group,
+        "https://gitlab.example/api/v4/projects/acme%2F..%2Fother/statuses/abc",
+        false
+    ));
+
     assert_eq!(secret_prefix_problem("https://hooks.example.com/"), None);
     assert_eq!(secret_prefix_problem("http://127.0.0.1:9000/"), None);
     assert!(secret_prefix_problem("http://hooks.example.com/").is_some());
