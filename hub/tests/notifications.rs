@@ -609,10 +609,34 @@ async fn a_refused_delivery_is_given_up_at_once_and_shows_why() {
 #[tokio::test]
 async fn a_delivery_that_fails_while_the_hub_is_down_arrives_after_restart() {
     let (_tmp, data) = data_dir();
+    delivered_after_restart(|| HubConfig::for_tests(&data)).await;
+}
+
+/// The same on etcd: the queue is the store's, whichever backend it is on.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_delivery_queued_on_etcd_arrives_after_restart() {
+    let etcd = support::etcd::EtcdServer::start();
+    let (_tmp, data) = data_dir();
+    delivered_after_restart(|| {
+        let mut options = gitfleet_hub::store::etcd::EtcdOptions::new(vec![etcd.endpoint()]);
+        options.prefix = "/notify/".into();
+        HubConfig {
+            store: gitfleet_hub::runtime::StoreConfig::Etcd(options),
+            ..HubConfig::for_tests(&data)
+        }
+    })
+    .await;
+}
+
+/// A receiver failing while a hub records an event and tries it, that hub stopped, the
+/// receiver recovering, and a hub started on the same store: the delivery arrives, with the
+/// key of the failed attempts.
+async fn delivered_after_restart(config: impl Fn() -> HubConfig) {
     let receiver = Receiver::start().await;
     // Failing for longer than the first hub lives.
     receiver.answer(&[503; 1000]);
-    let hub = start_hub(&data).await;
+    let hub = runtime::start(config()).await.unwrap();
     apply(
         &hub,
         vec![notifier(
@@ -635,9 +659,9 @@ async fn a_delivery_that_fails_while_the_hub_is_down_arrives_after_restart() {
         .unwrap()
         .to_owned();
 
-    // The receiver recovers while no hub runs; a hub on the same data directory delivers.
+    // The receiver recovers while no hub runs; a hub on the same store delivers.
     receiver.script.lock().unwrap().answers.clear();
-    let hub = start_hub(&data).await;
+    let hub = runtime::start(config()).await.unwrap();
     let delivered = receiver.until_answered("FreezeStarted", 200).await;
     assert_eq!(delivered.header(DELIVERY_HEADER), Some(failed_key.as_str()));
     let info = eventually("the delivery recorded", || async {
