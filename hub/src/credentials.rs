@@ -13,7 +13,10 @@
 //!   webhookSecretFile: /run/secrets/platform-hook
 //! ```
 //! `password`, `privateKey`, `knownHosts` and `webhookSecret` may also be given inline. An entry
-//! holds at most one of `https` and `ssh`, and may hold a webhook secret besides.
+//! holds at most one of `https` and `ssh`, and may hold a webhook secret besides. An entry may
+//! instead hold a Notifier's secret (`notifierSecret` or `notifierSecretFile`, an HMAC key, a
+//! Slack webhook URL or a forge's API token) with the `https://` `urls` it may be used for, and
+//! nothing else (see `docs/notifications.md`).
 //!
 //! An entry with `https` or `ssh` must say where it may be sent (`urls`, see [`urls`]): a Repo
 //! whose URL is not under one of them is refused when it is applied, and the hub's fetches (and

@@ -629,6 +629,15 @@ async fn a_delivery_queued_on_etcd_arrives_after_restart() {
     .await;
 }
 
+/// `hub`, once it leads (at once on sled; once elected on etcd).
+async fn leading(hub: HubHandle) -> HubHandle {
+    eventually("the hub leads", || async {
+        hub.leadership().borrow().leads().then_some(())
+    })
+    .await;
+    hub
+}
+
 /// A receiver failing while a hub records an event and tries it, that hub stopped, the
 /// receiver recovering, and a hub started on the same store: the delivery arrives, with the
 /// key of the failed attempts.
@@ -636,7 +645,7 @@ async fn delivered_after_restart(config: impl Fn() -> HubConfig) {
     let receiver = Receiver::start().await;
     // Failing for longer than the first hub lives.
     receiver.answer(&[503; 1000]);
-    let hub = runtime::start(config()).await.unwrap();
+    let hub = leading(runtime::start(config()).await.unwrap()).await;
     apply(
         &hub,
         vec![notifier(
@@ -661,7 +670,7 @@ async fn delivered_after_restart(config: impl Fn() -> HubConfig) {
 
     // The receiver recovers while no hub runs; a hub on the same store delivers.
     receiver.script.lock().unwrap().answers.clear();
-    let hub = runtime::start(config()).await.unwrap();
+    let hub = leading(runtime::start(config()).await.unwrap()).await;
     let delivered = receiver.until_answered("FreezeStarted", 200).await;
     assert_eq!(delivered.header(DELIVERY_HEADER), Some(failed_key.as_str()));
     let info = eventually("the delivery recorded", || async {

@@ -17,6 +17,7 @@ use tracing::{debug, info, warn};
 
 use super::{Engine, EngineError};
 use crate::fleet::rollout::RolloutKind;
+use crate::metrics::NotificationOutcome;
 use crate::model::EventRecord;
 use crate::pki::now_unix;
 use crate::resources::{DEFAULT_PROJECT, Kind, Notifier, Resource};
@@ -309,6 +310,9 @@ impl Engine {
                 status.last_error.clear();
                 status.last_error_unix = 0;
                 self.store.record_attempt(&delivery, true, &status);
+                self.config
+                    .metrics
+                    .notification(&delivery.notifier, NotificationOutcome::delivered);
                 debug!(notifier = %delivery.notifier, delivery = %key, attempts = delivery.attempts, "notification delivered");
                 return true;
             }
@@ -334,6 +338,9 @@ impl Engine {
                 status.last_error_unix = now;
                 warn!(notifier = %delivery.notifier, delivery = %key, attempts = delivery.attempts, retry_in = ?wait, error = %error, "notification not delivered");
                 self.store.record_attempt(&delivery, false, &status);
+                self.config
+                    .metrics
+                    .notification(&delivery.notifier, NotificationOutcome::failed);
                 false
             }
             Next::GiveUp => {
@@ -346,6 +353,9 @@ impl Engine {
                 status.last_error_unix = now;
                 warn!(notifier = %delivery.notifier, delivery = %key, attempts = delivery.attempts, error = %error, "notification given up");
                 self.store.record_attempt(&delivery, true, &status);
+                self.config
+                    .metrics
+                    .notification(&delivery.notifier, NotificationOutcome::given_up);
                 // The next delivery may fare better (a refusal is about this one).
                 true
             }
