@@ -232,19 +232,7 @@ impl Engine {
                 return;
             }
             let now_ms = now_millis();
-            let waiting = self.store.deliveries();
-            let mut due: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
-            let mut next: Option<i64> = None;
-            for d in waiting {
-                if d.next_attempt_ms <= now_ms {
-                    let of = due.entry(d.notifier.clone()).or_default();
-                    if of.len() < ROUND {
-                        of.push(d);
-                    }
-                } else {
-                    next = Some(next.map_or(d.next_attempt_ms, |n| n.min(d.next_attempt_ms)));
-                }
-            }
+            let (due, next) = due_rounds(self.store.deliveries(), now_ms);
             if !due.is_empty() {
                 // What a delivery reports is durable before anyone hears of it.
                 match self.store.flush().await {
@@ -461,6 +449,42 @@ impl Engine {
     }
 }
 
+/// The deliveries to send now, by Notifier (in event order, at most [`ROUND`] each), and when
+/// the next one falls due. A Notifier with a failed delivery waiting for its next attempt sends
+/// nothing else meanwhile: its receiver is likely down, and its deliveries stay in order.
+fn due_rounds(
+    waiting: Vec<Delivery>,
+    now_ms: i64,
+) -> (BTreeMap<String, Vec<Delivery>>, Option<i64>) {
+    let mut blocked: BTreeMap<String, i64> = BTreeMap::new();
+    for d in &waiting {
+        if d.attempts > 0 && d.next_attempt_ms > now_ms {
+            let until = blocked
+                .entry(d.notifier.clone())
+                .or_insert(d.next_attempt_ms);
+            *until = (*until).min(d.next_attempt_ms);
+        }
+    }
+    let mut due: BTreeMap<String, Vec<Delivery>> = BTreeMap::new();
+    let mut next: Option<i64> = None;
+    for d in waiting {
+        let at = blocked
+            .get(&d.notifier)
+            .copied()
+            .unwrap_or(d.next_attempt_ms)
+            .max(d.next_attempt_ms);
+        if at <= now_ms {
+            let of = due.entry(d.notifier.clone()).or_default();
+            if of.len() < ROUND {
+                of.push(d);
+            }
+        } else {
+            next = Some(next.map_or(at, |n| n.min(at)));
+        }
+    }
+    (due, next)
+}
+
 /// `URL: HTTP 500: first bytes of the answer`.
 fn answer_text(url: &str, status: u16, body: &[u8]) -> String {
     let text: String = String::from_utf8_lossy(body)
@@ -523,4 +547,79 @@ pub(super) fn log_policy(config: &NotificationConfig) {
         max_attempts = config.retry.max_attempts,
         "notification deliveries: retried with backoff, then given up"
     );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delivery(notifier: &str, id: u64, attempts: u32, next_attempt_ms: i64) -> Delivery {
+        Delivery {
+            notifier: notifier.into(),
+            notification: Notification {
+                event: EventRecord {
+                    id,
+                    ..Default::default()
+                },
+                ..Default::default()
+            },
+            attempts,
+            next_attempt_ms,
+            ..Default::default()
+        }
+    }
+
+    fn ids(due: &BTreeMap<String, Vec<Delivery>>, notifier: &str) -> Vec<u64> {
+        due.get(notifier)
+            .map(|ds| ds.iter().map(|d| d.notification.event.id).collect())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn a_notifier_waiting_to_retry_sends_nothing_else_meanwhile() {
+        let waiting = vec![
+            // ops: 1 failed, retried at 5000; 2 and 3 queued behind it.
+            delivery("ops", 1, 2, 5_000),
+            delivery("ops", 2, 0, 0),
+            delivery("ops", 3, 0, 0),
+            // chat: nothing failed.
+            delivery("chat", 4, 0, 0),
+            delivery("chat", 5, 0, 0),
+        ];
+        let (due, next) = due_rounds(waiting.clone(), 1_000);
+        assert_eq!(ids(&due, "ops"), Vec::<u64>::new());
+        assert_eq!(ids(&due, "chat"), [4, 5]);
+        assert_eq!(next, Some(5_000));
+        // Once its retry is due, ops goes on in event order.
+        let (due, next) = due_rounds(waiting, 5_000);
+        assert_eq!(ids(&due, "ops"), [1, 2, 3]);
+        assert_eq!(next, None);
+    }
+
+    #[test]
+    fn a_round_is_bounded_and_the_next_due_time_is_the_earliest() {
+        let mut waiting: Vec<Delivery> = (1..=40).map(|i| delivery("ops", i, 0, 0)).collect();
+        waiting.push(delivery("later", 99, 0, 9_000));
+        waiting.push(delivery("sooner", 98, 0, 3_000));
+        let (due, next) = due_rounds(waiting, 1_000);
+        assert_eq!(ids(&due, "ops").len(), ROUND);
+        assert_eq!(ids(&due, "ops")[0], 1);
+        assert!(!due.contains_key("later") && !due.contains_key("sooner"));
+        assert_eq!(next, Some(3_000));
+    }
+
+    #[test]
+    fn answers_are_shown_short_and_on_one_line() {
+        assert_eq!(
+            answer_text("https://h/x", 503, b""),
+            "https://h/x: HTTP 503"
+        );
+        let long = format!("line one\nline two {}", "x".repeat(500));
+        let text = answer_text("https://h/x", 500, long.as_bytes());
+        assert!(
+            text.starts_with("https://h/x: HTTP 500: line one line two x"),
+            "{text}"
+        );
+        assert!(text.len() < 240, "{}", text.len());
+    }
 }
