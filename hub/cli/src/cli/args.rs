@@ -123,7 +123,8 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or update Repos, Apps, ClusterGroups and Projects from YAML or JSON files
+    /// Create or update Repos, Apps, ClusterGroups, Projects, HealthRules and Notifiers from YAML
+    /// or JSON files
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(ApplyArgs),
 
