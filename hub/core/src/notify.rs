@@ -415,6 +415,26 @@ pub fn validate(spec: &NotifierSpec) -> Result<(), SpecProblem> {
                     "must be an https:// or http:// URL",
                 ));
             }
+            // A Project's operators set statuses only on their Apps' own repositories, and
+            // never under a context another check (a required CI job) uses.
+            if spec.project.is_some() {
+                if s.repository.is_some() {
+                    return Err(problem(
+                        at("repository"),
+                        "a Project's Notifier sets statuses on its Apps' Repos only: leave it out",
+                    ));
+                }
+                if let Some(context) = &s.context
+                    && !context.starts_with("gitfleet/")
+                {
+                    return Err(problem(
+                        at("context"),
+                        format!(
+                            "{context:?}: a Project's Notifier's context starts with gitfleet/"
+                        ),
+                    ));
+                }
+            }
             for (i, e) in spec.events.iter().enumerate() {
                 if !e.is_rollout() {
                     return Err(problem(

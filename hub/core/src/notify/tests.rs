@@ -178,6 +178,14 @@ fn every_bad_spec_is_refused_naming_the_field() {
             "spec.events[0]: a Project's Notifier sees its Apps' events only",
         ),
         (
+            serde_json::json!({"github": {"secretRef": "g", "repository": "acme/other"}, "events": ["RolloutStarted"], "project": "team-a"}),
+            "spec.github.repository: a Project's Notifier sets statuses on its Apps' Repos only",
+        ),
+        (
+            serde_json::json!({"gitea": {"secretRef": "g", "context": "ci/build"}, "events": ["RolloutStarted"], "project": "team-a"}),
+            "spec.gitea.context: \"ci/build\": a Project's Notifier's context starts with gitfleet/",
+        ),
+        (
             serde_json::json!({"webhook": hook, "events": ["TargetDegraded"], "clusterSelector": {"matchExpressions": [{"key": "env", "operator": "In"}]}}),
             "spec.clusterSelector.matchExpressions[0].values: operator In needs at least one value",
         ),
@@ -190,6 +198,17 @@ fn every_bad_spec_is_refused_naming_the_field() {
         assert!(!err.ends_with('.'), "{err}");
         assert!(!err.contains("pw"), "{err}");
     }
+}
+
+#[test]
+fn a_projects_commit_status_may_name_a_gitfleet_context_of_its_own() {
+    let spec = parse(serde_json::json!({
+        "gitlab": {"secretRef": "g", "context": "gitfleet/production"},
+        "events": ["RolloutCompleted"],
+        "project": "team-a",
+    }))
+    .unwrap();
+    assert_eq!(spec.project.as_deref(), Some("team-a"));
 }
 
 #[test]
