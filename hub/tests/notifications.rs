@@ -576,6 +576,66 @@ async fn a_failing_receiver_is_retried_and_the_delivery_arrives_once_with_one_ke
 }
 
 #[tokio::test]
+async fn a_freeze_tells_its_start_and_its_end_by_time() {
+    let (_tmp, data) = data_dir();
+    let receiver = Receiver::start().await;
+    let hub = start_hub(&data).await;
+    apply(
+        &hub,
+        vec![notifier(
+            "ops",
+            serde_json::json!({"webhook": {"url": receiver.url("/hook")}, "events": ["FreezeStarted", "FreezeEnded"]}),
+        )],
+    )
+    .await
+    .unwrap();
+    hub.engine()
+        .create_freeze(
+            gitfleet_hub::fleet::freeze::FreezeRequest {
+                name: "short".into(),
+                apps: vec!["web".into()],
+                until: now_unix() + 2,
+                reason: "two seconds".into(),
+                ..Default::default()
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    let started = receiver.until_answered("FreezeStarted", 200).await;
+    assert!(
+        started.json()["summary"]
+            .as_str()
+            .unwrap()
+            .starts_with("fleet: freeze started: freeze short of apps web until "),
+        "{}",
+        started.json()
+    );
+    assert_eq!(started.json()["event"]["by"], "admin");
+    let ended = receiver.until_answered("FreezeEnded", 200).await;
+    assert!(
+        ended.json()["event"]["message"]
+            .as_str()
+            .unwrap()
+            .starts_with("freeze short of apps web ended at "),
+        "{}",
+        ended.json()
+    );
+    // Told once: the freeze is marked, and a restart does not tell it again.
+    assert!(hub.store().freeze("short").unwrap().end_recorded);
+    hub.shutdown().await;
+    let hub = start_hub(&data).await;
+    assert_eq!(notifier_info(&hub, "ops").await.pending, 0);
+    let ends = receiver
+        .received()
+        .iter()
+        .filter(|r| r.header("x-gitfleet-event") == Some("FreezeEnded"))
+        .count();
+    assert_eq!(ends, 1);
+    hub.shutdown().await;
+}
+
+#[tokio::test]
 async fn a_refused_delivery_is_given_up_at_once_and_shows_why() {
     let (_tmp, data) = data_dir();
     let receiver = Receiver::start().await;

@@ -133,7 +133,7 @@ pub enum EventType {
     TargetDegraded,
     /// A freeze was created (and holds from now on).
     FreezeStarted,
-    /// A freeze was deleted.
+    /// A freeze ended: at its `until`, or deleted while in force.
     FreezeEnded,
 }
 

@@ -231,6 +231,9 @@ impl Engine {
             if self.shutdown.is_cancelled() {
                 return;
             }
+            if let Err(e) = self.record_freeze_ends().await {
+                warn!(error = %e, "the ends of freezes not recorded");
+            }
             let now_ms = now_millis();
             let (due, next) = due_rounds(self.store.deliveries(), now_ms);
             if !due.is_empty() {
@@ -428,6 +431,39 @@ impl Engine {
             Err(e @ FetchError::Refused { .. }) => Attempt::Refused(hide(e.to_string())),
             Err(e) => Attempt::Failed(hide(e.to_string())),
         }
+    }
+
+    /// Records the end of every freeze that ended by time since (`FreezeEnded`): once each,
+    /// under the write lock (freezes are written under it), flushed.
+    async fn record_freeze_ends(&self) -> Result<(), EngineError> {
+        let now = now_unix();
+        let due = |f: &crate::fleet::freeze::Freeze| f.end_event_due(now).is_some();
+        if !self.store.freezes().iter().any(due) {
+            return Ok(());
+        }
+        let guard = self.write.lock().await;
+        for mut freeze in self.store.freezes() {
+            let Some(tell) = freeze.end_event_due(now) else {
+                continue;
+            };
+            freeze.end_recorded = true;
+            self.store.put_freeze(&freeze);
+            if tell {
+                self.record_freeze_event(
+                    notify::FREEZE_ENDED_KIND,
+                    format!(
+                        "freeze {} of {} ended at {}",
+                        freeze.name,
+                        freeze.scope_text(),
+                        crate::fleet::window::utc_text(freeze.until)
+                    ),
+                    "",
+                )?;
+            }
+        }
+        self.store.flush().await?;
+        drop(guard);
+        Ok(())
     }
 
     /// Records a freeze's start or end as an event (Notifiers of `FreezeStarted` and
