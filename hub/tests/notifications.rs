@@ -777,3 +777,99 @@ async fn deleting_a_notifier_drops_its_deliveries() {
     assert!(hub.store().notifier_statuses().is_empty());
     hub.shutdown().await;
 }
+
+/// Two replicas on etcd: a Target event a follower records (its spoke reports there) is queued
+/// in the shared store with the report, and the leader, the only one that delivers, sends it
+/// once.
+#[cfg(feature = "etcd")]
+#[tokio::test]
+async fn a_follower_queues_what_its_spokes_report_and_the_leader_delivers_it_once() {
+    use gitfleet_hub::leadership::Leadership;
+
+    let etcd = support::etcd::EtcdServer::start();
+    let receiver = Receiver::start().await;
+    let replica = |data: &std::path::Path| {
+        let mut options = gitfleet_hub::store::etcd::EtcdOptions::new(vec![etcd.endpoint()]);
+        options.prefix = "/notify-ha/".into();
+        HubConfig {
+            store: gitfleet_hub::runtime::StoreConfig::Etcd(options),
+            ..HubConfig::for_tests(data)
+        }
+    };
+    let (_ta, a_data) = data_dir();
+    let a = leading(runtime::start(replica(&a_data)).await.unwrap()).await;
+    // The second replica shares the first's PKI, as `gitfleet-hub init` and a Secret do.
+    let (_tb, b_data) = data_dir();
+    std::fs::create_dir_all(b_data.join("pki")).unwrap();
+    for entry in std::fs::read_dir(a_data.join("pki")).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), b_data.join("pki").join(entry.file_name())).unwrap();
+    }
+    let b = runtime::start(replica(&b_data)).await.unwrap();
+    eventually("the second replica to follow", || async {
+        matches!(*b.leadership().borrow(), Leadership::Follower { .. }).then_some(())
+    })
+    .await;
+
+    let git = GitRepo::new();
+    let first = first_commit(&git);
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    apply(
+        &a,
+        vec![
+            repo_doc("platform", &git.url()),
+            app_doc("web", "platform", "apps/web", "dev"),
+            notifier(
+                "ops",
+                serde_json::json!({"webhook": {"url": receiver.url("/hook")}, "events": ["TargetDegraded"]}),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+    let mut spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    spoke
+        .until("web at the commit, through the follower", |v| {
+            v.commit_of("web").as_deref() == Some(first.as_str())
+        })
+        .await;
+    spoke
+        .send(gitfleet_proto::v1::spoke_message::Msg::Status(
+            pb::StatusReport {
+                seq: 1,
+                cluster: "dev-1".into(),
+                target_id: "web".into(),
+                revision: first.clone(),
+                spec_generation: 1,
+                sync: pb::SyncState::Synced as i32,
+                health: pb::HealthState::Degraded as i32,
+                message: "crashloop".into(),
+                observed_at_unix: 1,
+                ..Default::default()
+            },
+        ))
+        .await;
+    spoke.until("ack 1", |v| v.acked_seq == 1).await;
+
+    let degraded = receiver.until_answered("TargetDegraded", 200).await;
+    assert_eq!(degraded.json()["event"]["cluster"], "dev-1");
+    assert_eq!(
+        degraded.json()["event"]["message"],
+        "degraded at ".to_owned() + &first[..7] + ": crashloop"
+    );
+    let info = eventually("the leader to record the delivery", || async {
+        let info = notifier_info(&a, "ops").await;
+        (info.delivered == 1).then_some(info)
+    })
+    .await;
+    assert_eq!(info.pending, 0, "{info:?}");
+    assert_eq!(
+        receiver.received().len(),
+        1,
+        "delivered once, by the leader"
+    );
+    b.shutdown().await;
+    a.shutdown().await;
+}
