@@ -213,7 +213,7 @@ impl Fetcher {
         for cert in &policy.extra_roots {
             roots
                 .add(cert.clone())
-                .map_err(|e| tls_error(format!("a certificate of the chart CA bundle: {e}")))?;
+                .map_err(|e| tls_error(format!("a certificate of the CA bundle: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
