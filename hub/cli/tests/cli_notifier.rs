@@ -222,6 +222,21 @@ spec:
         .await
         .unwrap_err();
     assert!(err.to_string().contains("permission denied"), "{err}");
+    // The Project is not deleted from under its Notifier.
+    cli(
+        &otto,
+        &["apply", "-f", &notifier("team-a-chat", Some("team-a"))],
+    )
+    .await
+    .unwrap();
+    let err = cli(&admin, &["delete", "project", "team-a"])
+        .await
+        .unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Project \"team-a\" still has Notifier \"team-a-chat\": delete them first"),
+        "{err}"
+    );
     cli(&otto, &["delete", "notifier", "team-a-chat"])
         .await
         .unwrap();

@@ -494,6 +494,20 @@ impl Engine {
             .filter(|a| a.spec.project_name() == name)
             .map(|a| a.metadata.name)
             .collect();
+        let notifiers: Vec<String> = self
+            .store
+            .notifiers()
+            .into_iter()
+            .filter(|n| n.spec.project.as_deref() == Some(name))
+            .map(|n| format!("{:?}", n.metadata.name))
+            .collect();
+        if users.is_empty() && !notifiers.is_empty() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "Project {name:?} still has Notifier{} {}: delete them first",
+                if notifiers.len() == 1 { "" } else { "s" },
+                notifiers.join(", ")
+            )));
+        }
         if users.is_empty() {
             return Ok(());
         }
@@ -559,6 +573,8 @@ impl Engine {
         let resources = self.store.resources()?;
         let split = split_resources(resources.clone());
         let mut out = Vec::new();
+        // Read once, if a Notifier is listed.
+        let mut notifier_views: Option<Vec<super::NotifierView>> = None;
         // Only when Projects are asked for: `get` of everything stays what can be applied back.
         if kind == Some(Kind::Project) && name.is_none_or(|n| n == DEFAULT_PROJECT) {
             let mut doc = Resource::Project(project::default_project().clone()).to_json();
@@ -600,9 +616,9 @@ impl Engine {
                     Some(status)
                 }
                 Resource::Notifier(n) => {
-                    let view = self
-                        .notifiers_view()
-                        .into_iter()
+                    let view = notifier_views
+                        .get_or_insert_with(|| self.notifiers_view())
+                        .iter()
                         .find(|v| v.name == n.metadata.name);
                     view.map(|v| {
                         serde_json::json!({
