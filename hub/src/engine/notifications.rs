@@ -13,7 +13,7 @@ use gitfleet_core::notify::{
     self, Answer, Delivery, EventFacts, EventType, Next, Notification, NotifierStatus, RetryPolicy,
 };
 use gitfleet_support::fetch::{FetchError, Fetcher};
-use tracing::{debug, info, warn};
+use tracing::{Instrument as _, debug, info, info_span, warn};
 
 use super::{Engine, EngineError};
 use crate::fleet::rollout::RolloutKind;
@@ -285,14 +285,13 @@ impl Engine {
             _ => return true,
         };
         let key = delivery.key();
-        let attempt = self.attempt(&notifier, &delivery, &key).await;
+        let attempt = self
+            .attempt(&notifier, &delivery, &key)
+            .instrument(info_span!("notify", notifier = %delivery.notifier, delivery = %key, attempt = delivery.attempts + 1))
+            .await;
         let now = now_unix();
         delivery.attempts += 1;
-        let mut status = self
-            .store
-            .notifier_statuses()
-            .remove(&delivery.notifier)
-            .unwrap_or_default();
+        let mut status = self.store.notifier_status(&delivery.notifier);
         let (error, retryable) = match attempt {
             Attempt::Delivered => {
                 status.delivered += 1;

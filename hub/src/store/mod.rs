@@ -1426,6 +1426,15 @@ impl Store {
         mirror.write(batch);
     }
 
+    /// One Notifier's status (from memory; the default before its first attempt).
+    pub fn notifier_status(&self, notifier: &str) -> NotifierStatus {
+        self.mirror()
+            .notifier_status
+            .get(notifier)
+            .cloned()
+            .unwrap_or_default()
+    }
+
     /// Every Notifier's status, by name (from memory).
     pub fn notifier_statuses(&self) -> BTreeMap<String, NotifierStatus> {
         self.mirror().notifier_status.clone()
