@@ -13,7 +13,10 @@
 //!   webhookSecretFile: /run/secrets/platform-hook
 //! ```
 //! `password`, `privateKey`, `knownHosts` and `webhookSecret` may also be given inline. An entry
-//! holds at most one of `https` and `ssh`, and may hold a webhook secret besides.
+//! holds at most one of `https` and `ssh`, and may hold a webhook secret besides. An entry may
+//! instead hold a Notifier's secret (`notifierSecret` or `notifierSecretFile`, an HMAC key, a
+//! Slack webhook URL or a forge's API token) with the `https://` `urls` it may be used for, and
+//! nothing else (see `docs/notifications.md`).
 //!
 //! An entry with `https` or `ssh` must say where it may be sent (`urls`, see [`urls`]): a Repo
 //! whose URL is not under one of them is refused when it is applied, and the hub's fetches (and
@@ -85,6 +88,9 @@ pub struct Credentials {
     pub git: BTreeMap<String, RepoCredential>,
     /// Webhook secrets (HMAC keys, or GitLab tokens).
     pub webhook_secrets: BTreeMap<String, String>,
+    /// Notifiers' secrets (an HMAC key, a Slack webhook URL, a forge's API token), each bound
+    /// to its `urls:`.
+    pub notifier_secrets: BTreeMap<String, NotifierSecret>,
 }
 
 impl std::fmt::Debug for Credentials {
@@ -92,7 +98,24 @@ impl std::fmt::Debug for Credentials {
         f.debug_struct("Credentials")
             .field("git", &self.git)
             .field("webhook_secrets", &self.webhook_secrets.keys())
+            .field("notifier_secrets", &self.notifier_secrets)
             .finish()
+    }
+}
+
+/// A Notifier's secret and the URL prefixes it may be used for (see
+/// `gitfleet_core::notify::secret_allowed`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct NotifierSecret {
+    pub secret: String,
+    pub urls: Vec<String>,
+}
+
+impl std::fmt::Debug for NotifierSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NotifierSecret")
+            .field("urls", &self.urls)
+            .finish_non_exhaustive()
     }
 }
 
@@ -174,6 +197,8 @@ struct Entry {
     urls: Option<Vec<String>>,
     webhook_secret: Option<String>,
     webhook_secret_file: Option<PathBuf>,
+    notifier_secret: Option<String>,
+    notifier_secret_file: Option<PathBuf>,
 }
 
 #[derive(Deserialize)]
@@ -236,6 +261,40 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
     };
     let mut out = Credentials::default();
     for (name, entry) in entries {
+        let notifier = value(
+            &name,
+            "notifierSecret",
+            entry.notifier_secret,
+            entry.notifier_secret_file,
+        )?;
+        if let Some(secret) = notifier {
+            if entry.https.is_some()
+                || entry.ssh.is_some()
+                || entry.webhook_secret.is_some()
+                || entry.webhook_secret_file.is_some()
+            {
+                return Err(invalid(format!(
+                    "{name}: a notifierSecret is an entry of its own (no https, ssh or webhookSecret beside it)"
+                )));
+            }
+            if secret.is_empty() {
+                return Err(invalid(format!("{name}: notifierSecret must not be empty")));
+            }
+            let urls = entry.urls.unwrap_or_default();
+            if urls.is_empty() {
+                return Err(invalid(format!(
+                    "{name}: give urls, the URL prefixes its notifierSecret may be used for (like https://hooks.example.com/gitfleet)"
+                )));
+            }
+            for prefix in &urls {
+                if let Some(why) = gitfleet_core::notify::secret_prefix_problem(prefix) {
+                    return Err(invalid(format!("{name}: urls: {prefix:?} {why}")));
+                }
+            }
+            out.notifier_secrets
+                .insert(name, NotifierSecret { secret, urls });
+            continue;
+        }
         let kind = match (entry.https, entry.ssh) {
             (Some(h), None) => Some(CredentialKind::Https {
                 password: one_of(&name, "password", h.password, h.password_file)?,
@@ -278,7 +337,7 @@ pub fn load(path: &Path) -> Result<Credentials, CredentialsError> {
         )?;
         if credential.is_none() && secret.is_none() {
             return Err(invalid(format!(
-                "{name}: give https, ssh or webhookSecret (or webhookSecretFile)"
+                "{name}: give https, ssh, webhookSecret or notifierSecret (or their …File)"
             )));
         }
         if secret.as_deref().is_some_and(str::is_empty) {
@@ -378,7 +437,10 @@ mod tests {
         );
         std::fs::write(&file, "r: {}\n").unwrap();
         let err = load(&file).unwrap_err().to_string();
-        assert!(err.contains("r: give https, ssh or webhookSecret"), "{err}");
+        assert!(
+            err.contains("r: give https, ssh, webhookSecret or notifierSecret"),
+            "{err}"
+        );
         std::fs::write(
             &file,
             "r:\n  https: { username: git, passwordFile: /nope }\n  urls: ['https://h/']\n",
@@ -603,5 +665,58 @@ mod tests {
             )
             .unwrap_err();
         assert!(!err.to_string().contains("pw"), "{err}");
+    }
+
+    #[test]
+    fn notifier_secrets_are_entries_of_their_own_bound_to_urls() {
+        let dir = tempfile::tempdir().unwrap();
+        let token = dir.path().join("token");
+        std::fs::write(&token, "ghp_fromfile\n").unwrap();
+        let creds = loaded(&format!(
+            "ops-hook:\n  notifierSecret: hmac-key\n  urls: ['https://hooks.example.com/gitfleet']\ngh:\n  notifierSecretFile: {}\n  urls: ['https://api.github.com/repos/acme/']\ntest:\n  notifierSecret: t\n  urls: ['http://127.0.0.1:9000/']\n",
+            token.display()
+        ))
+        .unwrap();
+        assert_eq!(creds.notifier_secrets["ops-hook"].secret, "hmac-key");
+        assert_eq!(creds.notifier_secrets["gh"].secret, "ghp_fromfile");
+        assert_eq!(
+            creds.notifier_secrets["gh"].urls,
+            ["https://api.github.com/repos/acme/"]
+        );
+        assert!(creds.git.is_empty() && creds.webhook_secrets.is_empty());
+        let debug = format!("{creds:?}");
+        assert!(debug.contains("ops-hook"), "{debug}");
+        for secret in ["hmac-key", "ghp_fromfile"] {
+            assert!(!debug.contains(secret), "{debug}");
+        }
+        for (yaml, expected) in [
+            (
+                "n: { notifierSecret: s }\n",
+                "n: give urls, the URL prefixes its notifierSecret may be used for",
+            ),
+            (
+                "n: { notifierSecret: s, urls: ['http://hooks.example.com/'] }\n",
+                "n: urls: \"http://hooks.example.com/\" must be an https:// URL (http:// only to a loopback host)",
+            ),
+            (
+                "n: { notifierSecret: s, urls: ['git@h:x/'] }\n",
+                "n: urls: \"git@h:x/\" must be an https:// URL",
+            ),
+            (
+                "n: { notifierSecret: '', urls: ['https://h/'] }\n",
+                "n: notifierSecret must not be empty",
+            ),
+            (
+                "n: { notifierSecret: s, webhookSecret: w, urls: ['https://h/'] }\n",
+                "n: a notifierSecret is an entry of its own",
+            ),
+            (
+                "n: { notifierSecret: s, notifierSecretFile: /x, urls: ['https://h/'] }\n",
+                "n: give one of notifierSecret and notifierSecretFile, not both",
+            ),
+        ] {
+            let err = loaded(yaml).unwrap_err().to_string();
+            assert!(err.contains(expected), "{yaml}: {err}");
+        }
     }
 }

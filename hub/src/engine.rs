@@ -41,6 +41,7 @@ mod fleet_sync;
 mod freezes;
 mod holds;
 mod links;
+mod notifications;
 mod queries;
 mod replicas;
 mod repo_secrets;
@@ -62,6 +63,7 @@ pub use events::BUS_CAPACITY;
 use events::EventBus;
 use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
+pub use notifications::{NotificationConfig, NotifierView};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
 use repos::{ChangeOrigin, Followed};
 pub use resources::Applied;
@@ -105,6 +107,8 @@ pub struct EngineConfig {
     pub audit_retention: gitfleet_core::users::AuditRetention,
     /// Resolves Apps' `spec.render.helm.chart` (see `docs/sync.md`).
     pub charts: crate::charts::ChartResolver,
+    /// How Notifiers' deliveries are sent and retried (see `docs/notifications.md`).
+    pub notifications: NotificationConfig,
 }
 
 /// Held by every change to desired state (see the module's documentation).
@@ -312,6 +316,8 @@ fn split_resources(resources: Vec<Resource>) -> Split {
             Resource::HealthRule(h) => {
                 health_rules.insert(h.metadata.name.clone(), h);
             }
+            // Notifiers place nothing: the event bus reads them from the store.
+            Resource::Notifier(_) => {}
         }
     }
     Split {

@@ -38,6 +38,24 @@ pub enum WebhookOutcome {
     too_large,
 }
 
+/// What one attempt of a notification delivery came to.
+#[derive(Debug, Clone, Copy, Hash, PartialEq, Eq, EncodeLabelValue)]
+#[allow(non_camel_case_types)]
+pub enum NotificationOutcome {
+    /// The receiver accepted it (2xx).
+    delivered,
+    /// Not accepted; tried again later.
+    failed,
+    /// Not accepted, and dropped: refused for good or retried to the bound.
+    given_up,
+}
+
+#[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct NotificationLabels {
+    pub notifier: String,
+    pub outcome: NotificationOutcome,
+}
+
 #[derive(Debug, Clone, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct WebhookLabels {
     pub provider: String,
@@ -174,6 +192,7 @@ pub struct HubMetrics {
     registry: Registry,
     store_dir: Option<PathBuf>,
     webhooks: Family<WebhookLabels, Counter>,
+    notifications: Family<NotificationLabels, Counter>,
     polls: Family<PollLabels, Counter>,
     fetch_duration: Histogram,
     dispatch_latency: Histogram,
@@ -215,6 +234,12 @@ impl HubMetrics {
             "webhooks",
             "Push webhooks received, by provider and outcome",
             webhooks.clone(),
+        );
+        let notifications = Family::<NotificationLabels, Counter>::default();
+        registry.register(
+            "notification_attempts",
+            "Notification delivery attempts, by Notifier and outcome",
+            notifications.clone(),
         );
         let polls = Family::<PollLabels, Counter>::default();
         registry.register(
@@ -354,6 +379,7 @@ impl HubMetrics {
             registry,
             store_dir,
             webhooks,
+            notifications,
             polls,
             fetch_duration,
             dispatch_latency,
@@ -376,6 +402,16 @@ impl HubMetrics {
     /// Whether this replica leads (see `gitfleet_hub_leader`).
     pub fn set_leader(&self, leads: bool) {
         self.leader.set(i64::from(leads));
+    }
+
+    /// One attempt of a delivery of `notifier`.
+    pub fn notification(&self, notifier: &str, outcome: NotificationOutcome) {
+        self.notifications
+            .get_or_create(&NotificationLabels {
+                notifier: notifier.to_owned(),
+                outcome,
+            })
+            .inc();
     }
 
     pub fn webhook(&self, provider: &str, outcome: WebhookOutcome) {

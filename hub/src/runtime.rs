@@ -59,6 +59,11 @@ pub struct HubConfig {
     /// What the hub's chart resolution may contact, and for how long (30 s a request;
     /// loopback only in tests: there is no flag for it).
     pub chart_fetch: gitfleet_support::fetch::FetchPolicy,
+    /// What Notifiers' deliveries may contact, and how long one may take (10 s; `http://` and
+    /// loopback only in tests: there is no flag for it, as for charts).
+    pub notify_fetch: gitfleet_support::fetch::FetchPolicy,
+    /// How Notifiers' deliveries are retried before they are given up.
+    pub notify_retry: gitfleet_core::notify::RetryPolicy,
     /// Shared secret for push webhooks (HMAC key, or GitLab token); webhooks are off without it.
     pub webhook_secret: Option<String>,
     /// Spokes between opening their stream and saying hello, at most; more are refused with
@@ -230,6 +235,11 @@ impl HubConfig {
             max_concurrent_fetches: 8,
             fetch_timeout: Duration::from_secs(120),
             chart_fetch: gitfleet_support::fetch::FetchPolicy::default(),
+            notify_fetch: gitfleet_support::fetch::FetchPolicy {
+                timeout: Duration::from_secs(10),
+                ..Default::default()
+            },
+            notify_retry: Default::default(),
             webhook_secret: None,
             max_concurrent_handshakes: crate::grpc::link::MAX_CONCURRENT_HANDSHAKES,
             repo_credentials: Default::default(),
@@ -259,6 +269,17 @@ impl HubConfig {
                 allow_loopback: true,
                 timeout: Duration::from_secs(10),
                 extra_roots: Vec::new(),
+            },
+            // Tests run their receivers on 127.0.0.1, and wait for retries.
+            notify_fetch: gitfleet_support::fetch::FetchPolicy {
+                allow_loopback: true,
+                timeout: Duration::from_secs(5),
+                extra_roots: Vec::new(),
+            },
+            notify_retry: gitfleet_core::notify::RetryPolicy {
+                base: Duration::from_millis(100),
+                cap: Duration::from_secs(1),
+                max_attempts: 5,
             },
             ..Self::new(data_dir)
         }
@@ -468,6 +489,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             audit_retention: config.audit_retention,
             charts: crate::charts::ChartResolver::new(config.chart_fetch.clone())
                 .map_err(HubError::Tls)?,
+            notifications: crate::engine::NotificationConfig {
+                fetcher: gitfleet_support::fetch::Fetcher::new(config.notify_fetch.clone())
+                    .map_err(|e| HubError::Tls(e.to_string()))?,
+                retry: config.notify_retry,
+            },
         },
         shutdown.clone(),
         candidacy.is_none(),

@@ -268,6 +268,14 @@ impl Admin for FakeHub {
         Err(Status::unimplemented("the fake hub fetches no Repo"))
     }
 
+    async fn list_notifiers(
+        &self,
+        request: Request<pb::ListNotifiersRequest>,
+    ) -> Result<Response<pb::ListNotifiersResponse>, Status> {
+        self.record_caller(&request);
+        Ok(Response::new(pb::ListNotifiersResponse::default()))
+    }
+
     async fn list_clusters(
         &self,
         request: Request<pb::ListClustersRequest>,

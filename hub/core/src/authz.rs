@@ -84,6 +84,8 @@ pub enum Action {
     Whoami,
     /// Fetch a Repo now: a read, as Argo CD's refresh (see the RPC).
     RefreshRepo,
+    /// `notifier list`: Notifiers and their deliveries (never a secret).
+    ListNotifiers,
     // Changes to Apps and their rollouts: an operator of the App's Project, or an admin. An
     // `Apply` or `Delete` of anything but an App is the admins'.
     Apply,
@@ -138,6 +140,7 @@ impl Action {
             Action::RolloutHistory => "rollout history",
             Action::Whoami => "whoami",
             Action::RefreshRepo => "repo refresh",
+            Action::ListNotifiers => "notifier list",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "rollout pause",
@@ -176,6 +179,7 @@ impl Action {
             Action::RolloutHistory => "read rollout history",
             Action::Whoami => "ask whoami",
             Action::RefreshRepo => "refresh repos",
+            Action::ListNotifiers => "list notifiers",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "pause rollouts",
@@ -213,6 +217,7 @@ impl Action {
             | Action::RolloutHistory
             | Action::Whoami
             | Action::RefreshRepo
+            | Action::ListNotifiers
             | Action::ListFreezes => Needs::Read,
             Action::Apply
             | Action::Delete

@@ -36,6 +36,7 @@ pub mod health_rules;
 pub mod link;
 pub mod model;
 pub mod names;
+pub mod notify;
 pub mod resources;
 pub mod users;
 pub mod webhook;

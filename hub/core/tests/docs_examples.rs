@@ -55,6 +55,13 @@ fn the_tenancy_pages_examples_are_valid_resources() {
 }
 
 #[test]
+fn the_notifications_pages_examples_are_valid_notifiers() {
+    let page = include_str!("../../../docs/notifications.md");
+    // The example and the three after it.
+    assert!(check("docs/notifications.md", page) >= 4);
+}
+
+#[test]
 fn the_other_pages_examples_are_valid_resources() {
     for (name, page) in [
         ("docs/cli.md", include_str!("../../../docs/cli.md")),

@@ -230,6 +230,17 @@ struct Serve {
     /// company CA). Spokes that download from there need the same bundle.
     #[arg(long, env = "GITFLEET_CHART_CA_FILE")]
     chart_ca_file: Option<PathBuf>,
+    /// PEM bundle of certificate authorities trusted, besides the system's, by the HTTPS
+    /// client of Notifiers' deliveries (a receiver behind a company CA).
+    #[arg(long, env = "GITFLEET_NOTIFIER_CA_FILE")]
+    notifier_ca_file: Option<PathBuf>,
+    /// How long one notification request may take before it counts as failed (and is retried).
+    #[arg(long, env = "GITFLEET_NOTIFICATION_TIMEOUT", default_value = "10s", value_parser = humantime::parse_duration)]
+    notification_timeout: Duration,
+    /// Attempts of one notification delivery before it is given up (retried with exponential
+    /// backoff from 5s, capped at 15m, with jitter).
+    #[arg(long, env = "GITFLEET_NOTIFICATION_MAX_ATTEMPTS", default_value_t = 15, value_parser = clap::value_parser!(u32).range(1..=100))]
+    notification_max_attempts: u32,
     /// Repo whose --fleet-path holds the hub's own Repos, Apps and ClusterGroups, applied on
     /// every new commit (the fleet managing itself).
     #[arg(long, env = "GITFLEET_FLEET_REPO", value_name = "NAME")]
@@ -366,8 +377,25 @@ async fn main() -> anyhow::Result<()> {
             .map_err(anyhow::Error::msg)
             .context("--chart-ca-file")?;
     }
+    let mut notify_fetch = gitfleet_support::fetch::FetchPolicy {
+        timeout: args.notification_timeout,
+        ..Default::default()
+    };
+    if let Some(path) = &args.notifier_ca_file {
+        let pem = std::fs::read(path)
+            .with_context(|| format!("reading --notifier-ca-file {}", path.display()))?;
+        notify_fetch
+            .trust_pem(&pem, &path.display().to_string())
+            .map_err(anyhow::Error::msg)
+            .context("--notifier-ca-file")?;
+    }
     let config = HubConfig {
         chart_fetch,
+        notify_fetch,
+        notify_retry: gitfleet_core::notify::RetryPolicy {
+            max_attempts: args.notification_max_attempts,
+            ..Default::default()
+        },
         grpc_listen: args.grpc_listen,
         http_listen: Some(args.http_listen),
         advertise_url: args.advertise_url,

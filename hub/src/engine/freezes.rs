@@ -78,6 +78,17 @@ impl Engine {
             )));
         }
         self.store.put_freeze(&freeze);
+        self.record_freeze_event(
+            gitfleet_core::notify::FREEZE_STARTED_KIND,
+            format!(
+                "freeze {} of {} until {}: {}",
+                freeze.name,
+                freeze.scope_text(),
+                crate::fleet::window::utc_text(freeze.until),
+                freeze.reason
+            ),
+            by,
+        )?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         drop(guard);
@@ -92,6 +103,13 @@ impl Engine {
         let Some(old) = self.store.delete_freeze(name) else {
             return Ok(None);
         };
+        if old.active(now_unix()) {
+            self.record_freeze_event(
+                gitfleet_core::notify::FREEZE_ENDED_KIND,
+                format!("freeze {name} of {} deleted", old.scope_text()),
+                by,
+            )?;
+        }
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         drop(guard);

@@ -44,6 +44,8 @@ impl Engine {
             }
         }
         tokio::spawn(super::rollouts::drive_rollouts(Arc::clone(self)));
+        super::notifications::log_policy(&self.config.notifications);
+        tokio::spawn(Arc::clone(self).deliver_notifications());
         Ok(())
     }
 

@@ -90,6 +90,24 @@ impl Engine {
         };
         let what = format!("{} {:?}{at}", resource.kind(), resource.name());
         let scopes: Vec<String> = match resource {
+            // A Project's Notifier is its operators' (in the Project it is in, if stored,
+            // and the one the document puts it in); a hub-wide one the admins'.
+            Resource::Notifier(n) => {
+                let mut projects: Vec<String> = n.spec.project.iter().cloned().collect();
+                let stored = self.store.resource(Kind::Notifier, resource.name());
+                if let Ok(Some(Resource::Notifier(old))) = stored {
+                    match old.spec.project {
+                        Some(p) => projects.push(p),
+                        None => projects.clear(),
+                    }
+                }
+                if n.spec.project.is_none() || projects.is_empty() {
+                    return authorize(user, Action::Apply, Scope::Fleet { what: &what })
+                        .map_err(|e| e.to_string());
+                }
+                projects.dedup();
+                projects
+            }
             Resource::App(app) => {
                 let mut projects = vec![app_project(app)];
                 if self
@@ -147,6 +165,7 @@ impl Engine {
             }
         }
         errors.extend(self.credential_ref_errors(&parsed));
+        errors.extend(self.notifier_secret_errors(&parsed));
         if !errors.is_empty() {
             return Err(EngineError::Invalid(errors.join("\n")));
         }
@@ -189,6 +208,7 @@ impl Engine {
         let after = self.resources_after(&to_store)?;
         self.refuse_apps_outside_projects(&to_store, &after)?;
         refuse_broken_dependencies(&to_store, &after)?;
+        refuse_notifiers_of_unknown_projects(&to_store, &after)?;
         if dry_run || to_store.is_empty() {
             return Ok((outcomes, Vec::new()));
         }
@@ -435,7 +455,7 @@ impl Engine {
         match kind {
             Kind::Project => self.refuse_deleting_used_project(name)?,
             Kind::App => self.refuse_deleting_a_dependency(name)?,
-            Kind::Repo | Kind::ClusterGroup | Kind::HealthRule => {}
+            Kind::Repo | Kind::ClusterGroup | Kind::HealthRule | Kind::Notifier => {}
         }
         if !self.store.delete_resource(kind, name)? {
             return Ok(false);
@@ -454,6 +474,7 @@ impl Engine {
                 self.store.delete_revision(name)?;
                 self.store.delete_app_records(name)?;
             }
+            Kind::Notifier => self.store.delete_notifier_records(name),
             Kind::ClusterGroup | Kind::Project | Kind::HealthRule => {}
         }
         Ok(true)
@@ -473,6 +494,20 @@ impl Engine {
             .filter(|a| a.spec.project_name() == name)
             .map(|a| a.metadata.name)
             .collect();
+        let notifiers: Vec<String> = self
+            .store
+            .notifiers()
+            .into_iter()
+            .filter(|n| n.spec.project.as_deref() == Some(name))
+            .map(|n| format!("{:?}", n.metadata.name))
+            .collect();
+        if users.is_empty() && !notifiers.is_empty() {
+            return Err(EngineError::FailedPrecondition(format!(
+                "Project {name:?} still has Notifier{} {}: delete them first",
+                if notifiers.len() == 1 { "" } else { "s" },
+                notifiers.join(", ")
+            )));
+        }
         if users.is_empty() {
             return Ok(());
         }
@@ -538,6 +573,8 @@ impl Engine {
         let resources = self.store.resources()?;
         let split = split_resources(resources.clone());
         let mut out = Vec::new();
+        // Read once, if a Notifier is listed.
+        let mut notifier_views: Option<Vec<super::NotifierView>> = None;
         // Only when Projects are asked for: `get` of everything stays what can be applied back.
         if kind == Some(Kind::Project) && name.is_none_or(|n| n == DEFAULT_PROJECT) {
             let mut doc = Resource::Project(project::default_project().clone()).to_json();
@@ -578,6 +615,23 @@ impl Engine {
                     }
                     Some(status)
                 }
+                Resource::Notifier(n) => {
+                    let view = notifier_views
+                        .get_or_insert_with(|| self.notifiers_view())
+                        .iter()
+                        .find(|v| v.name == n.metadata.name);
+                    view.map(|v| {
+                        serde_json::json!({
+                            "pending": v.pending,
+                            "delivered": v.status.delivered,
+                            "givenUp": v.status.given_up,
+                            "lastDelivery": v.status.last_delivery,
+                            "lastDeliveryUnix": v.status.last_delivery_unix,
+                            "lastError": v.status.last_error,
+                            "lastErrorUnix": v.status.last_error_unix,
+                        })
+                    })
+                }
                 Resource::ClusterGroup(_) | Resource::Project(_) | Resource::HealthRule(_) => None,
             };
             if let (Some(status), Some(obj)) = (status, doc.as_object_mut()) {
@@ -609,6 +663,32 @@ fn repo_status_json(s: &RepoStatus) -> serde_json::Value {
         status["fleet"] = serde_json::json!({ "commit": s.fleet_commit, "error": s.fleet_error });
     }
     status
+}
+
+/// Refuses the apply when a Notifier it writes belongs to a Project that will not exist.
+fn refuse_notifiers_of_unknown_projects(
+    to_store: &[Resource],
+    after: &Split,
+) -> Result<(), EngineError> {
+    let errors: Vec<String> = to_store
+        .iter()
+        .filter_map(|r| match r {
+            Resource::Notifier(n) => n.spec.project.as_deref().and_then(|p| {
+                (p != DEFAULT_PROJECT && !after.projects.contains_key(p)).then(|| {
+                    format!(
+                        "notifier {:?}: spec.project: Project {p:?} does not exist; apply it first",
+                        n.metadata.name
+                    )
+                })
+            }),
+            _ => None,
+        })
+        .collect();
+    if errors.is_empty() {
+        Ok(())
+    } else {
+        Err(EngineError::Invalid(errors.join("\n")))
+    }
 }
 
 /// Refuses the apply when an App it writes names an App that will not exist, or closes a cycle

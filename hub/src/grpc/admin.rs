@@ -46,7 +46,7 @@ fn kind(s: &str) -> Result<Option<Kind>, Status> {
     }
     Kind::parse(s).map(Some).ok_or_else(|| {
         Status::invalid_argument(format!(
-            "unknown kind {s:?}; expected Repo, App, ClusterGroup, Project or HealthRule"
+            "unknown kind {s:?}; expected Repo, App, ClusterGroup, Project, HealthRule or Notifier"
         ))
     })
 }
@@ -131,8 +131,12 @@ impl Admin for AdminService {
         );
         let parsed = kind(&kind_name);
         let what = format!("{kind_name} {name:?}");
-        let project =
-            matches!(parsed, Ok(Some(Kind::App))).then(|| self.engine.project_of_app(&name));
+        // An App's, and a Project's Notifier's, deletion is its Project's operators'.
+        let project = match parsed {
+            Ok(Some(Kind::App)) => Some(self.engine.project_of_app(&name)),
+            Ok(Some(Kind::Notifier)) => self.engine.project_of_notifier(&name),
+            _ => None,
+        };
         let scope = match (&parsed, &project) {
             (_, Some(project)) => Scope::Project {
                 what: &what,
@@ -277,6 +281,21 @@ impl Admin for AdminService {
         self.engine.fetch_now(vec![name.clone()]).await?;
         info!(user = %caller.name(), repo = %name, "repo refresh");
         Ok(Response::new(pb::RefreshRepoResponse {}))
+    }
+
+    async fn list_notifiers(
+        &self,
+        request: Request<pb::ListNotifiersRequest>,
+    ) -> Result<Response<pb::ListNotifiersResponse>, Status> {
+        reader(&self.engine, &request, Action::ListNotifiers)?;
+        Ok(Response::new(pb::ListNotifiersResponse {
+            notifiers: self
+                .engine
+                .notifiers_view()
+                .into_iter()
+                .map(convert::notifier_info)
+                .collect(),
+        }))
     }
 
     async fn list_clusters(

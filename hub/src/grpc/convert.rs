@@ -564,6 +564,23 @@ pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
     }
 }
 
+pub fn notifier_info(v: crate::engine::NotifierView) -> pb::NotifierInfo {
+    pb::NotifierInfo {
+        name: v.name,
+        project: v.project,
+        sink: v.sink,
+        events: v.events,
+        last_delivery: v.status.last_delivery,
+        last_delivery_unix: v.status.last_delivery_unix,
+        last_error: v.status.last_error,
+        last_error_unix: v.status.last_error_unix,
+        pending: v.pending as u64,
+        delivered: v.status.delivered,
+        given_up: v.status.given_up,
+        next_attempt_unix: v.next_attempt_ms.div_euclid(1000),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

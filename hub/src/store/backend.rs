@@ -46,10 +46,15 @@ pub enum Tree {
     Presence,
     /// Freezes (`gitfleet freeze`), by name.
     Freezes,
+    /// Notifications waiting to be delivered, by Notifier and event id
+    /// (`NOTIFIER/EVENT-ID`, the id zero-padded to 20 digits so that keys sort by event).
+    Deliveries,
+    /// What each Notifier's deliveries did (last delivery, last error), by Notifier.
+    NotifierStatus,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 19] = [
+    pub const ALL: [Tree; 21] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
@@ -69,6 +74,8 @@ impl Tree {
         Tree::Audit,
         Tree::Presence,
         Tree::Freezes,
+        Tree::Deliveries,
+        Tree::NotifierStatus,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -92,6 +99,8 @@ impl Tree {
             Tree::Audit => "audit",
             Tree::Presence => "presence",
             Tree::Freezes => "freezes",
+            Tree::Deliveries => "deliveries",
+            Tree::NotifierStatus => "notifier_status",
         }
     }
 

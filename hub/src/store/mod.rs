@@ -23,6 +23,7 @@ use crate::model::{
     TargetReport, TokenProblem, TokenRecord,
 };
 use crate::resources::{Kind, Resource};
+use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 
 pub mod backend;
@@ -51,6 +52,10 @@ pub const DESIRED_HISTORY: u64 = 16;
 
 /// How many events the store keeps (the oldest go first).
 pub const EVENTS_KEPT: usize = 50_000;
+
+/// How many deliveries one Notifier may have waiting; beyond, the oldest are dropped (and
+/// counted as given up on its status).
+pub const MAX_PENDING_DELIVERIES: usize = 10_000;
 
 /// How long a flush waits for more writes when callers are queueing for it (see
 /// [`Store::flush`]): like PostgreSQL's `commit_delay`, a little latency for fewer disk syncs.
@@ -190,6 +195,11 @@ struct Mirror {
     /// By name: the freezes, ended ones too until they are deleted (read on every rollout
     /// decision, from here).
     freezes: BTreeMap<String, Freeze>,
+    /// By delivery key (see [`delivery_store_key`]): the notifications not yet delivered
+    /// (read by the delivery worker and `notifier list`, from here).
+    deliveries: BTreeMap<String, Delivery>,
+    /// By Notifier: what its deliveries did.
+    notifier_status: BTreeMap<String, NotifierStatus>,
     /// The audit entries kept, oldest first: id and time.
     audit: VecDeque<(u64, i64)>,
     /// The id the next audit entry gets.
@@ -234,6 +244,8 @@ impl Mirror {
             app_controls: entries(backend, Tree::AppControls).await?,
             users: entries(backend, Tree::Users).await?,
             freezes: entries(backend, Tree::Freezes).await?,
+            deliveries: entries(backend, Tree::Deliveries).await?,
+            notifier_status: entries(backend, Tree::NotifierStatus).await?,
             acked: entries::<u64>(backend, Tree::Acked)
                 .await?
                 .into_iter()
@@ -1306,6 +1318,151 @@ impl Store {
         Some(old)
     }
 
+    // --- notifications -----------------------------------------------------------------------
+
+    /// Every stored Notifier (from memory: asked for every event recorded).
+    pub fn notifiers(&self) -> Vec<crate::resources::Notifier> {
+        let mirror = self.mirror();
+        let start = resource_key(Kind::Notifier, "");
+        mirror
+            .resources
+            .range(start.clone()..)
+            .take_while(|(k, _)| k.starts_with(&start))
+            .filter_map(|(_, r)| match r {
+                Resource::Notifier(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Queues `deliveries` (with the writes they report, in one flush). A Notifier holding
+    /// [`MAX_PENDING_DELIVERIES`] already loses its oldest, counted as given up on its
+    /// status, so that a receiver gone for good cannot fill the store.
+    pub fn enqueue_deliveries(&self, deliveries: &[Delivery], now_unix: i64) {
+        if deliveries.is_empty() {
+            return;
+        }
+        let mut mirror = self.mirror();
+        for d in deliveries {
+            let key = delivery_store_key(&d.notifier, d.notification.event.id);
+            mirror.put(Tree::Deliveries, key.as_bytes(), encode(d));
+            mirror.deliveries.insert(key, d.clone());
+            let prefix = format!("{}/", d.notifier);
+            let pending: Vec<String> = mirror
+                .deliveries
+                .range(prefix.clone()..)
+                .take_while(|(k, _)| k.starts_with(&prefix))
+                .map(|(k, _)| k.clone())
+                .collect();
+            if pending.len() > MAX_PENDING_DELIVERIES {
+                let dropped = pending.len() - MAX_PENDING_DELIVERIES;
+                for key in &pending[..dropped] {
+                    mirror.deliveries.remove(key);
+                    mirror.delete(Tree::Deliveries, key.as_bytes());
+                }
+                let mut status = mirror
+                    .notifier_status
+                    .get(&d.notifier)
+                    .cloned()
+                    .unwrap_or_default();
+                status.given_up += dropped as u64;
+                status.last_error = format!(
+                    "more than {MAX_PENDING_DELIVERIES} deliveries waiting: the oldest dropped"
+                );
+                status.last_error_unix = now_unix;
+                mirror.put(Tree::NotifierStatus, d.notifier.as_bytes(), encode(&status));
+                mirror.notifier_status.insert(d.notifier.clone(), status);
+            }
+        }
+    }
+
+    /// The deliveries waiting, oldest event first per Notifier (from memory).
+    pub fn deliveries(&self) -> Vec<Delivery> {
+        self.mirror().deliveries.values().cloned().collect()
+    }
+
+    /// How many deliveries wait, by Notifier.
+    pub fn pending_deliveries(&self) -> BTreeMap<String, usize> {
+        let mut out = BTreeMap::new();
+        for d in self.mirror().deliveries.values() {
+            *out.entry(d.notifier.clone()).or_default() += 1;
+        }
+        out
+    }
+
+    /// Whether `delivery` still waits (its Notifier was not deleted meanwhile).
+    pub fn delivery_waits(&self, delivery: &Delivery) -> bool {
+        self.mirror().deliveries.contains_key(&delivery_store_key(
+            &delivery.notifier,
+            delivery.notification.event.id,
+        ))
+    }
+
+    /// Records an attempt of `delivery`: still waiting (another attempt scheduled, `done`
+    /// false) or done with (delivered or given up), with its Notifier's new status.
+    pub fn record_attempt(&self, delivery: &Delivery, done: bool, status: &NotifierStatus) {
+        let key = delivery_store_key(&delivery.notifier, delivery.notification.event.id);
+        let mut mirror = self.mirror();
+        if !mirror.deliveries.contains_key(&key) {
+            // Its Notifier was deleted while it was being sent.
+            return;
+        }
+        let mut batch = Batch::default();
+        if done {
+            batch.delete(Tree::Deliveries, key.as_bytes());
+            mirror.deliveries.remove(&key);
+        } else {
+            batch.put(Tree::Deliveries, key.as_bytes(), encode(delivery));
+            mirror.deliveries.insert(key, delivery.clone());
+        }
+        batch.put(
+            Tree::NotifierStatus,
+            delivery.notifier.as_bytes(),
+            encode(status),
+        );
+        mirror
+            .notifier_status
+            .insert(delivery.notifier.clone(), status.clone());
+        mirror.write(batch);
+    }
+
+    /// One Notifier's status (from memory; the default before its first attempt).
+    pub fn notifier_status(&self, notifier: &str) -> NotifierStatus {
+        self.mirror()
+            .notifier_status
+            .get(notifier)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// Every Notifier's status, by name (from memory).
+    pub fn notifier_statuses(&self) -> BTreeMap<String, NotifierStatus> {
+        self.mirror().notifier_status.clone()
+    }
+
+    /// Forgets a deleted Notifier's deliveries and status.
+    pub fn delete_notifier_records(&self, notifier: &str) {
+        let mut mirror = self.mirror();
+        let prefix = format!("{notifier}/");
+        let keys: Vec<String> = mirror
+            .deliveries
+            .range(prefix.clone()..)
+            .take_while(|(k, _)| k.starts_with(&prefix))
+            .map(|(k, _)| k.clone())
+            .collect();
+        let mut batch = Batch::default();
+        for key in keys {
+            batch.delete(Tree::Deliveries, key.as_bytes());
+            mirror.deliveries.remove(&key);
+        }
+        if mirror.notifier_status.remove(notifier).is_some() {
+            batch.delete(Tree::NotifierStatus, notifier.as_bytes());
+        }
+        if !batch.is_empty() {
+            mirror.write(batch);
+        }
+    }
+
     // --- audit log ---------------------------------------------------------------------------
 
     /// How much of the audit log to keep from now on (applied as entries are added).
@@ -1521,6 +1678,12 @@ impl Store {
         }
         self.flush().await
     }
+}
+
+/// A delivery's key in [`Tree::Deliveries`]: the Notifier and the event id, padded so that a
+/// Notifier's deliveries sort by event.
+fn delivery_store_key(notifier: &str, event_id: u64) -> String {
+    format!("{notifier}/{event_id:020}")
 }
 
 fn resource_key(kind: Kind, name: &str) -> String {

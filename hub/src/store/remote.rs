@@ -16,6 +16,7 @@ use crate::model::{
     AppControl, ClusterRecord, RepoStatus, ReportSummary, TargetReport, TokenRecord,
 };
 use crate::resources::Resource;
+use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, UserRecord};
 
 /// Changes a subscriber may fall behind by before it is told it lagged (and must read the
@@ -302,6 +303,10 @@ impl Mirror {
             Tree::AppControls => apply_to::<AppControl>(&mut self.app_controls, tree, key, value)?,
             Tree::Users => apply_to::<UserRecord>(&mut self.users, tree, key, value)?,
             Tree::Freezes => apply_to::<Freeze>(&mut self.freezes, tree, key, value)?,
+            Tree::Deliveries => apply_to::<Delivery>(&mut self.deliveries, tree, key, value)?,
+            Tree::NotifierStatus => {
+                apply_to::<NotifierStatus>(&mut self.notifier_status, tree, key, value)?
+            }
             Tree::Rollouts => match value {
                 Some(v) => {
                     let r: RolloutState = decode(tree, key, v)?;

@@ -1,5 +1,6 @@
 //! HTTP GETs of Helm chart repositories and OCI registries, for the hub (index.yaml, tag
-//! lists, manifests) and the spoke (chart archives), with the same rules on both sides:
+//! lists, manifests) and the spoke (chart archives), and the hub's notification POSTs
+//! ([`Fetcher::post`]), with the same rules on both sides:
 //!
 //! - a timeout over the whole request and a cap on the body (checked against Content-Length
 //!   first, then while reading);
@@ -22,7 +23,7 @@ use bytes::Bytes;
 use gitfleet_core::charts::{address_problem, host_problem, is_loopback_host};
 use gitfleet_core::credential_scope;
 use http::{HeaderMap, HeaderValue, Request, StatusCode, header};
-use http_body_util::{BodyExt as _, Empty, Limited};
+use http_body_util::{BodyExt as _, Full, Limited};
 use hyper_rustls::HttpsConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::client::legacy::connect::HttpConnector;
@@ -139,7 +140,7 @@ type Connector = HttpsConnector<HttpConnector<Resolver>>;
 /// The HTTP client; cheap to clone.
 #[derive(Clone)]
 pub struct Fetcher {
-    client: Client<Connector, Empty<Bytes>>,
+    client: Client<Connector, Full<Bytes>>,
     policy: FetchPolicy,
 }
 
@@ -212,7 +213,7 @@ impl Fetcher {
         for cert in &policy.extra_roots {
             roots
                 .add(cert.clone())
-                .map_err(|e| tls_error(format!("a certificate of the chart CA bundle: {e}")))?;
+                .map_err(|e| tls_error(format!("a certificate of the CA bundle: {e}")))?;
         }
         let provider = Arc::new(rustls::crypto::ring::default_provider());
         let tls = rustls::ClientConfig::builder_with_provider(provider)
@@ -394,7 +395,7 @@ impl Fetcher {
             request = request.header(header::AUTHORIZATION, value);
         }
         let request = request
-            .body(Empty::new())
+            .body(Full::new(Bytes::new()))
             .map_err(|e| FetchError::Refused {
                 url: credential_scope::redacted(url),
                 problem: e.to_string(),
@@ -406,6 +407,65 @@ impl Fetcher {
                 url: credential_scope::redacted(url),
                 message: crate::error_chain(&e),
             })
+    }
+
+    /// POSTs `body` to `url` with `headers` (notifications), under the same rules as a GET: the
+    /// policy's timeout over the whole request, `https://` (`http://` to a loopback host),
+    /// no refused address. No redirect is followed: a 3xx is the answer. The status comes back
+    /// with at most `max_bytes` of the body (the rest is not read).
+    pub async fn post(
+        &self,
+        url: &str,
+        headers: &[(http::HeaderName, HeaderValue)],
+        body: Bytes,
+        max_bytes: usize,
+    ) -> Result<(u16, Bytes), FetchError> {
+        let timeout = self.policy.timeout;
+        let redacted = credential_scope::redacted(url);
+        let post = async {
+            let uri = self.check(url)?;
+            let mut request = Request::post(uri).header(header::USER_AGENT, "gitfleet");
+            for (name, value) in headers {
+                request = request.header(name, value.clone());
+            }
+            let request = request
+                .body(Full::new(body))
+                .map_err(|e| FetchError::Refused {
+                    url: redacted.clone(),
+                    problem: e.to_string(),
+                })?;
+            let response = self
+                .client
+                .request(request)
+                .await
+                .map_err(|e| FetchError::Connect {
+                    url: redacted.clone(),
+                    message: crate::error_chain(&e),
+                })?;
+            let status = response.status().as_u16();
+            let mut body = response.into_body();
+            let mut read = Vec::new();
+            while read.len() < max_bytes {
+                match body.frame().await {
+                    Some(Ok(frame)) => {
+                        if let Ok(data) = frame.into_data() {
+                            let room = max_bytes - read.len();
+                            read.extend_from_slice(&data[..data.len().min(room)]);
+                        }
+                    }
+                    // The status is the answer; a body cut short changes nothing.
+                    Some(Err(_)) | None => break,
+                }
+            }
+            Ok((status, Bytes::from(read)))
+        };
+        match tokio::time::timeout(timeout, post).await {
+            Ok(r) => r,
+            Err(_) => Err(FetchError::Timeout {
+                url: redacted,
+                timeout,
+            }),
+        }
     }
 
     /// The URL, if the policy lets the client GET it.

@@ -123,7 +123,8 @@ pub enum ColorChoice {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Create or update Repos, Apps, ClusterGroups and Projects from YAML or JSON files
+    /// Create or update Repos, Apps, ClusterGroups, Projects, HealthRules and Notifiers from YAML
+    /// or JSON files
     #[command(after_help = APPLY_EXAMPLES)]
     Apply(ApplyArgs),
 
@@ -172,6 +173,11 @@ pub enum Command {
     /// Hold new revisions for a while: create, list, delete freezes
     #[command(subcommand)]
     Freeze(FreezeCommand),
+
+    /// Notifiers (webhooks, Slack, commit statuses): list them with their last delivery,
+    /// last error and what waits
+    #[command(subcommand)]
+    Notifier(NotifierCommand),
 
     /// What happened to Apps and Targets: new revisions, rollout steps, failures, who did what
     #[command(after_help = EVENTS_EXAMPLES)]
@@ -323,6 +329,8 @@ pub enum KindArg {
     Projects,
     #[value(name = "healthrules", aliases = ["healthrule", "hr"])]
     HealthRules,
+    #[value(name = "notifiers", aliases = ["notifier"])]
+    Notifiers,
     /// Registered clusters, as `cluster list` shows them (get only)
     #[value(name = "clusters", aliases = ["cluster"])]
     Clusters,
@@ -340,6 +348,7 @@ impl KindArg {
             KindArg::ClusterGroups => "ClusterGroup",
             KindArg::Projects => "Project",
             KindArg::HealthRules => "HealthRule",
+            KindArg::Notifiers => "Notifier",
             KindArg::Clusters => "Cluster",
             KindArg::All => "",
         }
@@ -348,7 +357,7 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups, projects, healthrules, clusters (or
+    /// What to list: repos, apps, clustergroups, projects, healthrules, notifiers, clusters (or
     /// singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
@@ -374,7 +383,7 @@ pub struct DescribeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeleteArgs {
-    /// repo, app, clustergroup or project
+    /// repo, app, clustergroup, project, healthrule or notifier
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     pub name: String,
@@ -1045,6 +1054,25 @@ fn parse_revision(text: &str) -> Result<String, String> {
         ))
     }
 }
+
+#[derive(Debug, Subcommand)]
+pub enum NotifierCommand {
+    /// Every Notifier: its sink, events, last delivery, last error and deliveries waiting
+    /// (apply, get and delete them as resources: `gitfleet apply -f notifier.yaml`)
+    #[command(visible_alias = "ls", after_help = NOTIFIER_LIST_EXAMPLES)]
+    List,
+}
+
+const NOTIFIER_LIST_EXAMPLES: &str = "\
+Examples:
+  # Which Notifiers deliver, and which fail
+  gitfleet notifier list
+
+  # The same for scripts: counts, keys and times
+  gitfleet notifier list -o json
+
+A delivery that fails is retried with backoff; one refused for good (a 4xx answer) or retried
+to the bound is given up, and LAST ERROR says which and why. See docs/notifications.md.";
 
 #[derive(Debug, Subcommand)]
 pub enum RepoCommand {

@@ -15,6 +15,7 @@ pub mod describe;
 pub mod diff;
 pub mod documents;
 pub mod freeze;
+pub mod notifier;
 pub mod output;
 pub mod rollout;
 pub mod users;
@@ -31,8 +32,8 @@ pub use args::{Cli, ColorChoice, Command, OutputFormat};
 use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{
-    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, RepoCommand, RolloutCommand,
-    TokenCommand, UserCommand,
+    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, NotifierCommand,
+    RepoCommand, RolloutCommand, TokenCommand, UserCommand,
 };
 use documents::DocumentError;
 use gitfleet_core::cluster_labels::{LabelChanges, parse_label_arg};
@@ -582,6 +583,13 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 freeze::created_text(&report, style)
             }))
         }
+        Command::Notifier(NotifierCommand::List) => {
+            let list = connect().await?.list_notifiers().await?;
+            let report = notifier::notifier_list_report(&list);
+            Ok(output::render(format, &report, || {
+                notifier::notifier_table(&report, style)
+            }))
+        }
         Command::Freeze(FreezeCommand::List) => {
             let list = connect().await?.list_freezes().await?;
             let report = freeze::freeze_list_report(&list);
@@ -880,6 +888,7 @@ fn not_found(kind: KindArg, name: &str) -> CliError {
         KindArg::ClusterGroups => "clustergroups",
         KindArg::Projects => "projects",
         KindArg::HealthRules => "healthrules",
+        KindArg::Notifiers => "notifiers",
         KindArg::All => "all",
     };
     let kind = match kind {

@@ -424,7 +424,8 @@ fn kind_rank(kind: &str) -> u8 {
         "App" => 2,
         "ClusterGroup" => 3,
         "HealthRule" => 4,
-        _ => 5,
+        "Notifier" => 5,
+        _ => 6,
     }
 }
 
@@ -469,6 +470,7 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
             "ClusterGroup" => &["NAME", "SELECTOR"],
             "Project" => &["NAME", "SOURCE REPOS", "DESTINATIONS", "CLUSTER RESOURCES"],
             "HealthRule" => &["NAME", "KIND", "DEGRADED WHEN", "HEALTHY WHEN"],
+            "Notifier" => &["NAME", "SINK", "EVENTS", "PROJECT", "PENDING", "LAST ERROR"],
             _ => &["KIND", "NAME"],
         };
         let mut table = plain_table(header);
@@ -479,6 +481,7 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
                 "ClusterGroup" => group_row(item),
                 "Project" => project_row(item),
                 "HealthRule" => health_rule_row(item),
+                "Notifier" => notifier_row(item),
                 _ => other_row(item),
             };
             if several {
@@ -513,6 +516,39 @@ fn repo_row(v: &Value, now_unix: i64) -> Vec<String> {
         short_revision(str_at(v, &["status", "commit"])),
         fetched,
         dash(str_at(v, &["status", "error"])),
+    ]
+}
+
+/// A Notifier: its one sink (never a secret: the URL only for a webhook), its events, and
+/// what its deliveries did (`status`).
+fn notifier_row(v: &Value) -> Vec<String> {
+    let sink = ["webhook", "slack", "github", "gitlab", "gitea"]
+        .into_iter()
+        .find(|s| v.pointer(&format!("/spec/{s}")).is_some())
+        .unwrap_or_default();
+    let sink = match sink {
+        "webhook" => format!("webhook {}", str_at(v, &["spec", "webhook", "url"])),
+        other => other.to_owned(),
+    };
+    let events = match v.pointer("/spec/events") {
+        Some(Value::Array(items)) => items
+            .iter()
+            .filter_map(Value::as_str)
+            .collect::<Vec<_>>()
+            .join(","),
+        _ => String::new(),
+    };
+    let pending = v
+        .pointer("/status/pending")
+        .and_then(Value::as_u64)
+        .unwrap_or(0);
+    vec![
+        name_of(v),
+        dash(&sink),
+        dash(&events),
+        dash(str_at(v, &["spec", "project"])),
+        pending.to_string(),
+        dash(str_at(v, &["status", "lastError"])),
     ]
 }
 

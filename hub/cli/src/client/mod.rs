@@ -119,6 +119,12 @@ impl AdminClient {
         Ok(self.check(response)?.revoked)
     }
 
+    /// Every Notifier with what its deliveries did.
+    pub async fn list_notifiers(&mut self) -> Result<Vec<pb::NotifierInfo>, ClientError> {
+        let response = self.inner.list_notifiers(pb::ListNotifiersRequest {}).await;
+        Ok(self.check(response)?.notifiers)
+    }
+
     /// Asks the hub to fetch Repo `name` now.
     pub async fn refresh_repo(&mut self, name: &str) -> Result<(), ClientError> {
         let response = self

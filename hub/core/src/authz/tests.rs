@@ -8,7 +8,7 @@ fn user(role: Role, projects: &[&str]) -> Subject {
     }
 }
 
-const ALL_ACTIONS: [Action; 32] = [
+const ALL_ACTIONS: [Action; 33] = [
     Action::Get,
     Action::Status,
     Action::ListClusters,
@@ -38,6 +38,7 @@ const ALL_ACTIONS: [Action; 32] = [
     Action::RevokeUser,
     Action::ListAudit,
     Action::ListFreezes,
+    Action::ListNotifiers,
     Action::CreateFreeze,
     Action::DeleteFreeze,
     Action::OverrideFreeze,

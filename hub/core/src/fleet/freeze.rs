@@ -45,6 +45,9 @@ pub struct Freeze {
     /// Targets it holds report drift and leave it be until it ends.
     #[serde(default = "yes", skip_serializing_if = "is_true")]
     pub self_heal: bool,
+    /// Whether its end by time was recorded as an event (`FreezeEnded`, for Notifiers).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub end_recorded: bool,
 }
 
 fn yes() -> bool {
@@ -54,6 +57,14 @@ fn yes() -> bool {
 fn is_true(b: &bool) -> bool {
     *b
 }
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// How long after its end a freeze's end is still told as an event: a hub that was down longer
+/// (or one upgraded with freezes that ended long ago) marks it told without telling.
+pub const END_EVENT_WINDOW: i64 = 24 * 3600;
 
 /// What a person asks for: checked by [`FreezeRequest::validate`] into a [`Freeze`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -150,6 +161,7 @@ impl FreezeRequest {
             created_by: by.to_owned(),
             created_at: now,
             self_heal: !self.suspend_self_heal,
+            end_recorded: false,
         })
     }
 }
@@ -158,6 +170,16 @@ impl Freeze {
     /// Whether it holds anything at `now`.
     pub fn active(&self, now: i64) -> bool {
         now < self.until
+    }
+
+    /// Whether its end by time is due to be recorded at `now`: `None` while it holds, or once
+    /// recorded; `Some(true)` to record it as an event, `Some(false)` to mark it recorded only
+    /// (it ended more than [`END_EVENT_WINDOW`] ago).
+    pub fn end_event_due(&self, now: i64) -> Option<bool> {
+        if self.active(now) || self.end_recorded {
+            return None;
+        }
+        Some(now - self.until <= END_EVENT_WINDOW)
     }
 
     /// Whether it holds `app` (of Project `project`) on some cluster.

@@ -1,4 +1,5 @@
-//! The declarative resources users write (Repo, App, ClusterGroup, Project, HealthRule): their
+//! The declarative resources users write (Repo, App, ClusterGroup, Project, HealthRule,
+//! Notifier): their
 //! types, parsing and validation. Pure: no IO. A document that passes [`parse_document`] is safe
 //! to store.
 
@@ -39,6 +40,7 @@ pub enum Resource {
     ClusterGroup(ClusterGroup),
     Project(Project),
     HealthRule(HealthRule),
+    Notifier(Notifier),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -48,15 +50,17 @@ pub enum Kind {
     ClusterGroup,
     Project,
     HealthRule,
+    Notifier,
 }
 
 impl Kind {
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Repo,
         Kind::App,
         Kind::ClusterGroup,
         Kind::Project,
         Kind::HealthRule,
+        Kind::Notifier,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -66,6 +70,7 @@ impl Kind {
             Kind::ClusterGroup => "ClusterGroup",
             Kind::Project => "Project",
             Kind::HealthRule => "HealthRule",
+            Kind::Notifier => "Notifier",
         }
     }
 
@@ -77,6 +82,7 @@ impl Kind {
             "clustergroup" | "group" => Some(Kind::ClusterGroup),
             "project" | "proj" => Some(Kind::Project),
             "healthrule" | "hr" => Some(Kind::HealthRule),
+            "notifier" => Some(Kind::Notifier),
             _ => None,
         }
     }
@@ -672,6 +678,21 @@ pub struct HealthRule {
 
 pub use crate::health_rules::HealthRuleSpec;
 
+// ---------------------------------------------------------------------------------------------
+// Notifier
+
+/// Where the hub sends events (a webhook, Slack, a commit status) and which ones: see
+/// [`crate::notify`] and `docs/notifications.md`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct Notifier {
+    pub api_version: String,
+    pub metadata: Metadata,
+    pub spec: NotifierSpec,
+}
+
+pub use crate::notify::NotifierSpec;
+
 /// A recurring window of an App or a Project, in Argo CD's manner: a `deny` window holds new
 /// revisions while it is open; when any `allow` window applies to a cluster, new revisions reach
 /// it only while one of them is open. Deny wins over allow. A window opens at each time its
@@ -761,6 +782,7 @@ impl Resource {
             Resource::ClusterGroup(_) => Kind::ClusterGroup,
             Resource::Project(_) => Kind::Project,
             Resource::HealthRule(_) => Kind::HealthRule,
+            Resource::Notifier(_) => Kind::Notifier,
         }
     }
 
@@ -771,6 +793,7 @@ impl Resource {
             Resource::ClusterGroup(g) => &g.metadata.name,
             Resource::Project(p) => &p.metadata.name,
             Resource::HealthRule(h) => &h.metadata.name,
+            Resource::Notifier(n) => &n.metadata.name,
         }
     }
 
@@ -781,6 +804,7 @@ impl Resource {
             Resource::ClusterGroup(g) => &g.metadata,
             Resource::Project(p) => &p.metadata,
             Resource::HealthRule(h) => &h.metadata,
+            Resource::Notifier(n) => &n.metadata,
         }
     }
 

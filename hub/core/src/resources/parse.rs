@@ -5,8 +5,8 @@ use serde::de::DeserializeOwned;
 use super::{
     API_VERSION, App, ChartSpec, ClusterGroup, ClusterSelection, DEFAULT_PROJECT, GitRef,
     GroupKind, HealthRule, HealthRuleSpec, HelmOptions, IntOrPercent, Kind, LabelSelector,
-    Metadata, Project, RenderType, Repo, Resource, ResourceError, RolloutSpec, SelectorOperator,
-    SyncWindow,
+    Metadata, Notifier, Project, RenderType, Repo, Resource, ResourceError, RolloutSpec,
+    SelectorOperator, SyncWindow,
 };
 
 /// Parses and validates one resource document (JSON; the CLI converts YAML). `origin` names where
@@ -32,7 +32,7 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             origin,
             "document",
             "kind",
-            "missing (one of Repo, App, ClusterGroup, Project, HealthRule)".into(),
+            "missing (one of Repo, App, ClusterGroup, Project, HealthRule, Notifier)".into(),
         )
     })?;
     let kind = match kind_str {
@@ -41,13 +41,14 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
         "ClusterGroup" => Kind::ClusterGroup,
         "Project" => Kind::Project,
         "HealthRule" => Kind::HealthRule,
+        "Notifier" => Kind::Notifier,
         other => {
             return Err(err(
                 origin,
                 "document",
                 "kind",
                 format!(
-                    "unknown kind {other:?} (expected Repo, App, ClusterGroup, Project or HealthRule)"
+                    "unknown kind {other:?} (expected Repo, App, ClusterGroup, Project, HealthRule or Notifier)"
                 ),
             ));
         }
@@ -121,6 +122,12 @@ pub fn parse_value(origin: &str, value: serde_json::Value) -> Result<Resource, R
             v.health_rule("spec", &h.spec)?;
             Resource::HealthRule(h)
         }
+        Kind::Notifier => {
+            let n: Notifier = v.deserialize(value)?;
+            v.metadata(&n.metadata)?;
+            v.notifier(&n)?;
+            Resource::Notifier(n)
+        }
     };
     Ok(resource)
 }
@@ -132,6 +139,7 @@ fn subject_word(kind: Kind) -> &'static str {
         Kind::ClusterGroup => "clustergroup",
         Kind::Project => "project",
         Kind::HealthRule => "healthrule",
+        Kind::Notifier => "notifier",
     }
 }
 
@@ -591,6 +599,34 @@ impl Validator<'_> {
             if let Some(problem) = dns1123_label_problem(c) {
                 return Err(self.fail(&format!("{path}.clusters[{i}]"), format!("{c:?} {problem}")));
             }
+        }
+        Ok(())
+    }
+
+    fn notifier(&self, n: &Notifier) -> Result<(), ResourceError> {
+        let spec = &n.spec;
+        crate::notify::validate(spec).map_err(|p| self.fail(&p.path, p.message))?;
+        if let Some(project) = &spec.project
+            && let Some(problem) = dns1123_label_problem(project)
+        {
+            return Err(self.fail("spec.project", format!("{project:?} {problem}")));
+        }
+        for (field, names) in [("apps", &spec.apps), ("projects", &spec.projects)] {
+            for (i, name) in names.iter().enumerate() {
+                if let Some(problem) = dns1123_label_problem(name) {
+                    return Err(
+                        self.fail(&format!("spec.{field}[{i}]"), format!("{name:?} {problem}"))
+                    );
+                }
+            }
+        }
+        if let Some(selector) = &spec.cluster_selector {
+            self.selector("spec.clusterSelector", selector)?;
+        }
+        if let Some((reference, path)) = spec.secret_ref()
+            && let Some(problem) = secret_ref_problem(reference)
+        {
+            return Err(self.fail(path, problem));
         }
         Ok(())
     }

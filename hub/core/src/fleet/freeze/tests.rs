@@ -186,3 +186,25 @@ fn a_freeze_self_heals_unless_asked_not_to_and_says_so_only_then() {
     let back: Freeze = serde_json::from_str(&json).expect("read back");
     assert_eq!(back, f);
 }
+
+#[test]
+fn a_freeze_s_end_by_time_is_told_once_and_not_long_after() {
+    let mut f = request().validate("alice", NOW).expect("valid");
+    assert_eq!(f.end_event_due(NOW), None, "it holds");
+    assert_eq!(f.end_event_due(NOW + 3600), Some(true), "it just ended");
+    assert_eq!(f.end_event_due(NOW + 3600 + END_EVENT_WINDOW), Some(true));
+    assert_eq!(
+        f.end_event_due(NOW + 3601 + END_EVENT_WINDOW),
+        Some(false),
+        "long ended: marked, not told"
+    );
+    f.end_recorded = true;
+    assert_eq!(f.end_event_due(NOW + 3600), None, "told once");
+    // Stored freezes from before the field read as not yet told.
+    let mut json = serde_json::to_value(&f).expect("serialises");
+    json.as_object_mut()
+        .expect("an object")
+        .remove("endRecorded");
+    let old: Freeze = serde_json::from_value(json).expect("reads");
+    assert!(!old.end_recorded);
+}
