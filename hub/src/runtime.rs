@@ -514,6 +514,8 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         Arc::clone(&pki),
         server_name,
     );
+    // `Admin.DiffLive` asks, through the spokes' sessions.
+    let live_diffs = crate::grpc::live_diff::LiveDiffs::default();
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| HubError::Tls(e.to_string()))?
@@ -532,15 +534,18 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            LinkServer::new(LinkService::with_handshake_limit(
-                Arc::clone(&engine),
-                config.max_concurrent_handshakes,
-            ))
+            LinkServer::new(
+                LinkService::with_handshake_limit(
+                    Arc::clone(&engine),
+                    config.max_concurrent_handshakes,
+                )
+                .with_live_diffs(live_diffs.clone()),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AdminServer::new(AdminService::new(Arc::clone(&engine)))
+            AdminServer::new(AdminService::new(Arc::clone(&engine)).with_live_diffs(live_diffs))
                 .max_decoding_message_size(MAX_MESSAGE_BYTES)
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )

@@ -15,7 +15,8 @@ use gitfleet_core::users::summarize_targets;
 
 use super::auth::{begin, reader};
 use super::convert;
-use crate::engine::{Engine, TokenSpec};
+use super::live_diff::{DIFF_DEADLINE, DIFF_TIMEOUT, DiffFailure, LiveDiffs};
+use crate::engine::{DiffTarget, Engine, LinkPlace, MAX_DIFF_CLUSTERS, TokenSpec};
 use crate::resources::Kind;
 
 /// Targets per `Status` page when the request names no size, and the most it may ask for.
@@ -32,11 +33,112 @@ const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
 #[derive(Debug, Clone)]
 pub struct AdminService {
     engine: Arc<Engine>,
+    /// Diff requests to the spokes linked here (shared with `Link.Session`).
+    live_diffs: LiveDiffs,
 }
 
 impl AdminService {
     pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+        Self {
+            engine,
+            live_diffs: LiveDiffs::default(),
+        }
+    }
+
+    /// Asks for diffs through `live_diffs` (the Link service's).
+    pub fn with_live_diffs(mut self, live_diffs: LiveDiffs) -> Self {
+        self.live_diffs = live_diffs;
+        self
+    }
+}
+
+/// Spokes asked for a diff at once by one `DiffLive`.
+const DIFF_CONCURRENCY: usize = 16;
+
+/// "12s", "5m", "3h", "2d": how long ago, for a person.
+fn ago(seconds: i64) -> String {
+    let s = seconds.max(0);
+    match s {
+        0..60 => format!("{s}s"),
+        60..3600 => format!("{}m", s / 60),
+        3600..86400 => format!("{}h", s / 3600),
+        _ => format!("{}d", s / 86400),
+    }
+}
+
+/// One cluster's diff: asked of its spoke when it is linked here, or why not.
+async fn cluster_diff(
+    live_diffs: &LiveDiffs,
+    target: DiffTarget,
+    deadline: tokio::time::Instant,
+) -> pb::ClusterDiff {
+    let cluster = target.cluster.clone();
+    let failed = |error: String, offline: bool| pb::ClusterDiff {
+        cluster: cluster.clone(),
+        error,
+        offline,
+        ..Default::default()
+    };
+    match target.link {
+        LinkPlace::Offline { last_contact_unix } => {
+            let when = if last_contact_unix > 0 {
+                format!(
+                    "last heard from {} ago",
+                    ago(crate::pki::now_unix() - last_contact_unix)
+                )
+            } else {
+                "never connected".to_owned()
+            };
+            failed(format!("offline: the spoke is not connected ({when})"), true)
+        }
+        LinkPlace::OtherReplica => failed(
+            "the spoke is linked to another hub replica; diff --live reaches the spokes              linked to the replica that answers admin calls (the leader) only: ask again              once it reconnects there, or see docs/ha.md"
+                .to_owned(),
+            false,
+        ),
+        LinkPlace::Here => {
+            let timeout = deadline
+                .saturating_duration_since(tokio::time::Instant::now())
+                .min(DIFF_TIMEOUT);
+            if timeout.is_zero() {
+                return failed(
+                    format!(
+                        "not asked: this diff's {}s went to other clusters; name this one \
+                         with --cluster {cluster}",
+                        DIFF_DEADLINE.as_secs()
+                    ),
+                    false,
+                );
+            }
+            let spec = convert::target_spec(target.target, BTreeMap::new());
+            match live_diffs.request(&cluster, spec, timeout).await {
+                Ok(result) => convert::cluster_diff(result),
+                Err(DiffFailure::NotLinked | DiffFailure::LinkEnded) => failed(
+                    "offline: the spoke's link ended before it answered".to_owned(),
+                    true,
+                ),
+                Err(e) => failed(e.to_string(), false),
+            }
+        }
+    }
+}
+
+/// Keeps the answer within [`gitfleet_proto::diff_limits::MAX_RESPONSE_BYTES`]: the objects
+/// of the clusters that do not fit are left out (counted in `omitted`; the counts stay).
+fn within_response_limit(clusters: &mut [pb::ClusterDiff]) {
+    use prost::Message as _;
+    let budget = gitfleet_proto::diff_limits::MAX_RESPONSE_BYTES;
+    let mut spent = 0;
+    for c in clusters.iter_mut() {
+        let size = c.encoded_len();
+        if spent + size > budget {
+            let left_out = u32::try_from(c.objects.len()).unwrap_or(u32::MAX);
+            c.objects.clear();
+            c.omitted = c.omitted.saturating_add(left_out);
+            spent += c.encoded_len();
+        } else {
+            spent += size;
+        }
     }
 }
 
@@ -277,6 +379,51 @@ impl Admin for AdminService {
         self.engine.fetch_now(vec![name.clone()]).await?;
         info!(user = %caller.name(), repo = %name, "repo refresh");
         Ok(Response::new(pb::RefreshRepoResponse {}))
+    }
+
+    async fn diff_live(
+        &self,
+        request: Request<pb::DiffLiveRequest>,
+    ) -> Result<Response<pb::DiffLiveResponse>, Status> {
+        use futures::StreamExt as _;
+        let caller = reader(&self.engine, &request, Action::DiffLive)?;
+        let req = request.into_inner();
+        if req.app.is_empty() {
+            return Err(Status::invalid_argument(
+                "app: the name of the App to diff is required",
+            ));
+        }
+        let plan =
+            self.engine
+                .diff_plan(&req.app, non_empty(&req.cluster), non_empty(&req.revision))?;
+        info!(
+            user = %caller.name(),
+            app = %plan.app,
+            revision = %plan.revision,
+            clusters = plan.targets.len(),
+            "diff --live"
+        );
+        let live_diffs = &self.live_diffs;
+        let deadline = tokio::time::Instant::now() + DIFF_DEADLINE;
+        let mut clusters: Vec<pb::ClusterDiff> = futures::stream::iter(plan.targets)
+            .map(|target| cluster_diff(live_diffs, target, deadline))
+            .buffered(DIFF_CONCURRENCY)
+            .collect::<Vec<_>>()
+            .instrument(info_span!("diff_live", app = %plan.app, revision = %plan.revision))
+            .await;
+        clusters.extend(plan.not_asked.into_iter().map(|cluster| pb::ClusterDiff {
+            error: format!(
+                "not asked: one diff asks at most {MAX_DIFF_CLUSTERS} clusters; name this                  one with --cluster {cluster}"
+            ),
+            cluster,
+            ..Default::default()
+        }));
+        within_response_limit(&mut clusters);
+        Ok(Response::new(pb::DiffLiveResponse {
+            app: plan.app,
+            revision: plan.revision,
+            clusters,
+        }))
     }
 
     async fn list_clusters(

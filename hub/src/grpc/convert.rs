@@ -628,3 +628,19 @@ mod tests {
         }
     }
 }
+
+/// A spoke's diff result, as `DiffLive` answers it for its cluster.
+pub fn cluster_diff(r: pb::DiffResult) -> pb::ClusterDiff {
+    pb::ClusterDiff {
+        cluster: r.cluster,
+        revision: r.revision,
+        objects: r.objects,
+        error: r.error,
+        offline: false,
+        omitted: r.omitted,
+        creates: r.creates,
+        updates: r.updates,
+        prunes: r.prunes,
+        failures: r.failures,
+    }
+}
