@@ -1786,6 +1786,14 @@ async fn server_side_dry_runs_answer_the_object_and_store_nothing() {
     // A dry-run change of a stored object: the change answered, the stored object as it was.
     k.run_with(&["apply", "--server-side", "-f", "-"], Some(&manifest))
         .await;
+    // Once the simulated controller has made it ready, nothing moves it but a write.
+    k.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/frontend",
+        "--timeout=30s",
+    ])
+    .await;
     let stored = objects(&h);
     let scaled = manifest.replace("replicas: 3", "replicas: 6");
     let out = k
