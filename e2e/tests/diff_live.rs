@@ -238,6 +238,34 @@ async fn diff_live_shows_a_held_commit_masks_secrets_and_changes_nothing() -> an
     );
     ensure!(versions(&fleet, "eu-1") == before, "the diff changed eu-1");
 
+    // A file that does not parse is named, and the diff is an error (exit 2); so is a commit
+    // the spoke cannot fetch, naming the App.
+    fleet
+        .git
+        .write("apps/hello/broken.yaml", "kind: ConfigMap\nmetadata: [\n")?;
+    let v3 = fleet.git.commit("v3: broken")?;
+    let (out, result) = diff(&fleet, &["hello", "--cluster", "eu-1", "--revision", &v3]).await;
+    let error = result.expect_err("a file that does not parse");
+    ensure!(
+        error.exit_code() == 2 && error.to_string().contains("eu-1 (1 object(s) failed)"),
+        "{error}\n{out}"
+    );
+    ensure!(out.contains("apps/hello/broken.yaml failed: "), "{out}");
+    ensure!(out.contains(", 1 failed"), "{out}");
+    let missing = "0".repeat(40);
+    let (out, result) = diff(
+        &fleet,
+        &["hello", "--cluster", "eu-1", "--revision", &missing],
+    )
+    .await;
+    let error = result.expect_err("a commit that does not exist");
+    ensure!(error.exit_code() == 2, "{error}\n{out}");
+    ensure!(
+        out.contains("error: App \"hello\" at 00000000: fetch failed"),
+        "{out}"
+    );
+    ensure!(versions(&fleet, "eu-1") == before, "the diff changed eu-1");
+
     // Bad input: clear errors, exit 2.
     for (args, expected) in [
         (vec!["nope"], "app \"nope\" not found"),

@@ -370,6 +370,55 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     a.shutdown().await;
 }
 
+/// `diff --live` on several replicas: the call goes to the leader (from a follower too), which
+/// asks the spokes linked to it; one linked to another replica is named as such, not waited
+/// for.
+#[tokio::test]
+async fn diff_live_names_a_spoke_linked_to_another_replica() {
+    let etcd = EtcdServer::start();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/diff/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/diff/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    let _spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
+    eventually(
+        "the leader to see dev-1's link at the other replica",
+        || async { a.store().connected_elsewhere("dev-1").then_some(()) },
+    )
+    .await;
+    for (at, hub) in [("the leader", &a), ("a follower", &b)] {
+        let answer = admin(hub)
+            .await
+            .diff_live(pb::DiffLiveRequest {
+                app: "web".into(),
+                ..Default::default()
+            })
+            .await
+            .unwrap_or_else(|e| panic!("asked at {at}: {e:?}"))
+            .into_inner();
+        assert_eq!(answer.clusters.len(), 1, "{answer:?}");
+        let dev1 = &answer.clusters[0];
+        assert_eq!(dev1.cluster, "dev-1");
+        assert!(!dev1.offline, "{dev1:?}");
+        assert!(
+            dev1.error
+                .starts_with("the spoke is linked to another hub replica"),
+            "asked at {at}: {dev1:?}"
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 /// The live reads on several replicas: each replica serves them from its own store, which
 /// follows the others' writes. A stream at the leader sees what a spoke linked to a follower
 /// reports (the report and the event the follower recorded reach it through etcd's watch); a

@@ -564,6 +564,22 @@ pub fn token_info(t: TokenRecord) -> pb::TokenInfo {
     }
 }
 
+/// A spoke's diff result, as `DiffLive` answers it for its cluster.
+pub fn cluster_diff(r: pb::DiffResult) -> pb::ClusterDiff {
+    pb::ClusterDiff {
+        cluster: r.cluster,
+        revision: r.revision,
+        objects: r.objects,
+        error: r.error,
+        offline: false,
+        omitted: r.omitted,
+        creates: r.creates,
+        updates: r.updates,
+        prunes: r.prunes,
+        failures: r.failures,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -626,21 +642,5 @@ mod tests {
             assert_eq!(options.helm_values_files, ["values-prod.yaml"]);
             assert_eq!(options.engine, Some(engine), "{render_type:?}");
         }
-    }
-}
-
-/// A spoke's diff result, as `DiffLive` answers it for its cluster.
-pub fn cluster_diff(r: pb::DiffResult) -> pb::ClusterDiff {
-    pb::ClusterDiff {
-        cluster: r.cluster,
-        revision: r.revision,
-        objects: r.objects,
-        error: r.error,
-        offline: false,
-        omitted: r.omitted,
-        creates: r.creates,
-        updates: r.updates,
-        prunes: r.prunes,
-        failures: r.failures,
     }
 }

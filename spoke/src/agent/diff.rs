@@ -10,6 +10,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
+use futures::StreamExt as _;
 use tokio::sync::{Semaphore, watch};
 use tracing::Instrument as _;
 
@@ -29,6 +30,9 @@ use super::{Context, short};
 /// Diffs made at once, at most; more wait (their renders would wait for the render bound
 /// anyway, and the hub times out a request that waits too long).
 const MAX_CONCURRENT_DIFFS: usize = 2;
+/// Objects of one diff read and dry-run at once: a large App is compared in a few seconds
+/// without flooding the API server.
+const OBJECTS_AT_ONCE: usize = 8;
 
 /// The agent's [`Differ`]: diffs run on the agent's runtime, never on the link's.
 pub(super) struct AgentDiffer {
@@ -177,11 +181,15 @@ async fn diff_target(
         .filter(|m| m.group().is_empty() && m.object.kind == "Namespace")
         .map(|m| m.object.name.clone())
         .collect();
+    let compared: Vec<(ObjectDiff, ObjectRef)> = futures::stream::iter(plan.ordinary)
+        .map(|manifest| compare_one(ctx, spec, manifest, &created_namespaces))
+        .buffered(OBJECTS_AT_ONCE)
+        .collect()
+        .await;
     let mut current = Vec::new();
-    for mut manifest in plan.ordinary {
-        let compared = compare_one(ctx, spec, &mut manifest, &created_namespaces).await;
-        if project::allows(spec.project.as_ref(), &manifest.object) {
-            current.push(manifest.object.clone());
+    for (compared, placed) in compared {
+        if project::allows(spec.project.as_ref(), &placed) {
+            current.push(placed);
         }
         objects.push(compared);
     }
@@ -219,8 +227,19 @@ async fn diff_target(
     diff::within_limits(&spec.target_id, revision, objects, None)
 }
 
-/// One object: its Project's rules, the live object, whose it is, and the dry run.
+/// One object: its Project's rules, the live object, whose it is, and the dry run; with the
+/// object as placed in its scope.
 async fn compare_one(
+    ctx: &Context,
+    spec: &TargetSpec,
+    mut manifest: Manifest,
+    created_namespaces: &BTreeSet<String>,
+) -> (ObjectDiff, ObjectRef) {
+    let compared = compare_placed(ctx, spec, &mut manifest, created_namespaces).await;
+    (compared, manifest.object)
+}
+
+async fn compare_placed(
     ctx: &Context,
     spec: &TargetSpec,
     manifest: &mut Manifest,
