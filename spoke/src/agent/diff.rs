@@ -19,13 +19,13 @@ use crate::desired::DesiredState;
 use crate::link::Differ;
 use crate::model::{ObjectRef, TargetSpec};
 use crate::renderer::Workspace;
-use crate::sync::diff::{self, DiffAction, ObjectDiff, TargetDiff};
+use crate::sync::diff::{self, DiffAction, ObjectDiff, TargetDiff, short};
 use crate::sync::render::{self, Manifest, RenderContext};
 use crate::sync::{hooks, ownership, project, prune};
 
 use super::pipeline::render_target;
 use super::prune::within_project;
-use super::{Context, short};
+use super::Context;
 
 /// Diffs made at once, at most; more wait (their renders would wait for the render bound
 /// anyway, and the hub times out a request that waits too long).

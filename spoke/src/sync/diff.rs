@@ -225,13 +225,18 @@ pub fn compare(
     let before = before.as_ref().map(yaml).unwrap_or_default();
     let after = after.as_ref().map(yaml).unwrap_or_default();
     let name = header_name(object);
-    let short = revision.get(..8).unwrap_or(revision);
+    let short = short(revision);
     let text = TextDiff::from_lines(&before, &after)
         .unified_diff()
         .context_radius(3)
         .header(&format!("live {name}"), &format!("{short} {name}"))
         .to_string();
     (action, cut_diff(text))
+}
+
+/// A commit as a diff names it: its first 8 characters, as `gitfleet` prints revisions.
+pub fn short(revision: &str) -> &str {
+    revision.get(..8).unwrap_or(revision)
 }
 
 /// `text` within [`diff_limits::MAX_OBJECT_DIFF_BYTES`], cut at a line's end and ended with
