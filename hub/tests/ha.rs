@@ -370,11 +370,11 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     a.shutdown().await;
 }
 
-/// `diff --live` on several replicas: the call goes to the leader (from a follower too), which
-/// asks the spokes linked to it; one linked to another replica is named as such, not waited
-/// for.
+/// `diff --live` on several replicas: every replica answers it; one whose cluster's spoke is
+/// linked to another replica asks that replica, on the caller's behalf, which asks its spoke.
 #[tokio::test]
-async fn diff_live_names_a_spoke_linked_to_another_replica() {
+async fn diff_live_reaches_a_spoke_linked_to_another_replica() {
+    use gitfleet_proto::v1::spoke_message::Msg as In;
     let etcd = EtcdServer::start();
     let git = GitRepo::new();
     let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
@@ -389,29 +389,48 @@ async fn diff_live_names_a_spoke_linked_to_another_replica() {
         .unwrap();
     until_part(&b, "the second replica to follow", |p| !p.leads()).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
-    let _spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
-    eventually(
-        "the leader to see dev-1's link at the other replica",
-        || async { a.store().connected_elsewhere("dev-1").then_some(()) },
-    )
+    let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
+    eventually("the leader to know where dev-1's link is", || async {
+        a.store().linked_elsewhere_at("dev-1")
+    })
     .await;
-    for (at, hub) in [("the leader", &a), ("a follower", &b)] {
-        let answer = admin(hub)
-            .await
-            .diff_live(pb::DiffLiveRequest {
-                app: "web".into(),
+    for (n, (at, hub)) in [("the leader", &a), ("the follower", &b)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut client = admin(hub).await;
+        let asking = tokio::spawn(async move {
+            client
+                .diff_live(pb::DiffLiveRequest {
+                    app: "web".into(),
+                    ..Default::default()
+                })
+                .await
+        });
+        spoke
+            .until("the diff request", |v| v.diff_requests.len() == n + 1)
+            .await;
+        let asked = spoke.view.diff_requests[n].clone();
+        spoke
+            .send(In::Diff(pb::DiffResult {
+                request_id: asked.request_id,
+                cluster: "dev-1".into(),
+                revision: c1.clone(),
+                updates: 1,
                 ..Default::default()
-            })
+            }))
+            .await;
+        let answer = asking
             .await
+            .unwrap()
             .unwrap_or_else(|e| panic!("asked at {at}: {e:?}"))
             .into_inner();
-        assert_eq!(answer.clusters.len(), 1, "{answer:?}");
+        assert_eq!(answer.revision, c1, "asked at {at}");
+        assert_eq!(answer.clusters.len(), 1, "asked at {at}: {answer:?}");
         let dev1 = &answer.clusters[0];
-        assert_eq!(dev1.cluster, "dev-1");
-        assert!(!dev1.offline, "{dev1:?}");
-        assert!(
-            dev1.error
-                .starts_with("the spoke is linked to another hub replica"),
+        assert_eq!(
+            (dev1.cluster.as_str(), dev1.updates, dev1.error.as_str()),
+            ("dev-1", 1, ""),
             "asked at {at}: {dev1:?}"
         );
     }

@@ -14,8 +14,9 @@ pub const MAX_DIFF_CLUSTERS: usize = 50;
 pub enum LinkPlace {
     /// Linked to this replica: ask it.
     Here,
-    /// Linked to another hub replica.
-    OtherReplica,
+    /// Linked to another hub replica, reached at this URL (`None`: a replica of an older
+    /// release, which does not say).
+    OtherReplica { url: Option<String> },
     /// Not linked anywhere; when it was last heard from (0: never).
     Offline { last_contact_unix: i64 },
 }
@@ -119,7 +120,9 @@ impl Engine {
                 let link = if state.connections.contains_key(&name) {
                     LinkPlace::Here
                 } else if self.store.connected_elsewhere(&name) {
-                    LinkPlace::OtherReplica
+                    LinkPlace::OtherReplica {
+                        url: self.store.linked_elsewhere_at(&name),
+                    }
                 } else {
                     let last_contact_unix = state
                         .last_contact

@@ -15,6 +15,7 @@ use gitfleet_core::users::summarize_targets;
 
 use super::auth::{begin, reader};
 use super::convert;
+use super::forward::{Forwarded, ReplicaLinks, on_behalf_of};
 use super::live_diff::{DIFF_DEADLINE, DIFF_TIMEOUT, DiffFailure, LiveDiffs};
 use crate::engine::{DiffTarget, Engine, LinkPlace, MAX_DIFF_CLUSTERS, TokenSpec};
 use crate::resources::Kind;
@@ -35,6 +36,8 @@ pub struct AdminService {
     engine: Arc<Engine>,
     /// Diff requests to the spokes linked here (shared with `Link.Session`).
     live_diffs: LiveDiffs,
+    /// The other replicas, asked about the spokes linked to them (several replicas only).
+    replicas: Option<Arc<ReplicaLinks>>,
 }
 
 impl AdminService {
@@ -42,7 +45,14 @@ impl AdminService {
         Self {
             engine,
             live_diffs: LiveDiffs::default(),
+            replicas: None,
         }
+    }
+
+    /// Asks the other replicas through `replicas` about the spokes linked to them.
+    pub fn with_replicas(mut self, replicas: Arc<ReplicaLinks>) -> Self {
+        self.replicas = Some(replicas);
+        self
     }
 
     /// Asks for diffs through `live_diffs` (the Link service's).
@@ -66,9 +76,62 @@ fn ago(seconds: i64) -> String {
     }
 }
 
-/// One cluster's diff: asked of its spoke when it is linked here, or why not.
+/// How a replica asks another about a cluster whose spoke is linked there, on the caller's
+/// behalf: the same request for that cluster alone, which the other replica authorizes again
+/// and answers itself, never handing it further.
+struct Hop<'a> {
+    replicas: &'a ReplicaLinks,
+    /// The caller's verified leaf certificate.
+    caller: Vec<u8>,
+    app: &'a str,
+    /// As the caller asked (empty: the App's head, which every replica reads alike).
+    revision: &'a str,
+}
+
+impl Hop<'_> {
+    async fn ask(&self, url: &str, cluster: &str, timeout: Duration) -> pb::ClusterDiff {
+        let failed = |why: String| pb::ClusterDiff {
+            cluster: cluster.to_owned(),
+            error: format!(
+                "the spoke is linked to the hub replica at {url}, which did not answer: {why}"
+            ),
+            ..Default::default()
+        };
+        let channel = match self.replicas.channel(url) {
+            Ok(channel) => channel,
+            Err(problem) => return failed(problem),
+        };
+        let request = pb::DiffLiveRequest {
+            app: self.app.to_owned(),
+            cluster: cluster.to_owned(),
+            revision: self.revision.to_owned(),
+        };
+        let request = match on_behalf_of(request, &self.caller) {
+            Ok(request) => request,
+            Err(status) => return failed(status.message().to_owned()),
+        };
+        let mut client = pb::admin_client::AdminClient::new(channel)
+            .max_decoding_message_size(gitfleet_proto::MAX_MESSAGE_BYTES);
+        // The other replica waits for its spoke as long as this one would: a little longer.
+        let wait = timeout + Duration::from_secs(2);
+        match tokio::time::timeout(wait, client.diff_live(request)).await {
+            Ok(Ok(answer)) => answer
+                .into_inner()
+                .clusters
+                .into_iter()
+                .find(|c| c.cluster == cluster)
+                .unwrap_or_else(|| failed("its answer does not name the cluster".to_owned())),
+            Ok(Err(status)) => failed(status.message().to_owned()),
+            Err(_) => failed(format!("no answer within {}s", wait.as_secs())),
+        }
+    }
+}
+
+/// One cluster's diff: asked of its spoke when it is linked here, of the replica it is linked
+/// to (through `hop`) when it is linked there, or why not.
 async fn cluster_diff(
     live_diffs: &LiveDiffs,
+    hop: Option<&Hop<'_>>,
     target: DiffTarget,
     deadline: tokio::time::Instant,
 ) -> pb::ClusterDiff {
@@ -79,7 +142,24 @@ async fn cluster_diff(
         offline,
         ..Default::default()
     };
+    let timeout = deadline
+        .saturating_duration_since(tokio::time::Instant::now())
+        .min(DIFF_TIMEOUT);
+    let spent = || {
+        failed(
+            format!(
+                "not asked: this diff's {}s went to other clusters; name this one with \
+                 --cluster {cluster}",
+                DIFF_DEADLINE.as_secs()
+            ),
+            false,
+        )
+    };
     match target.link {
+        LinkPlace::OtherReplica { url: Some(url) } if hop.is_some() => match hop {
+            Some(hop) if !timeout.is_zero() => hop.ask(&url, &cluster, timeout).await,
+            _ => spent(),
+        },
         LinkPlace::Offline { last_contact_unix } => {
             let when = if last_contact_unix > 0 {
                 format!(
@@ -89,26 +169,21 @@ async fn cluster_diff(
             } else {
                 "never connected".to_owned()
             };
-            failed(format!("offline: the spoke is not connected ({when})"), true)
+            failed(
+                format!("offline: the spoke is not connected ({when})"),
+                true,
+            )
         }
-        LinkPlace::OtherReplica => failed(
-            "the spoke is linked to another hub replica; diff --live reaches the spokes              linked to the replica that answers admin calls (the leader) only: ask again              once it reconnects there, or see docs/ha.md"
+        LinkPlace::OtherReplica { .. } => failed(
+            "the spoke is linked to another hub replica, which this one cannot ask (a \
+             replica of an older release, or the call was handed over already); ask that \
+             replica, or again once the spoke reconnects"
                 .to_owned(),
             false,
         ),
         LinkPlace::Here => {
-            let timeout = deadline
-                .saturating_duration_since(tokio::time::Instant::now())
-                .min(DIFF_TIMEOUT);
             if timeout.is_zero() {
-                return failed(
-                    format!(
-                        "not asked: this diff's {}s went to other clusters; name this one \
-                         with --cluster {cluster}",
-                        DIFF_DEADLINE.as_secs()
-                    ),
-                    false,
-                );
+                return spent();
             }
             let spec = convert::target_spec(target.target, BTreeMap::new());
             match live_diffs.request(&cluster, spec, timeout).await {
@@ -387,6 +462,9 @@ impl Admin for AdminService {
     ) -> Result<Response<pb::DiffLiveResponse>, Status> {
         use futures::StreamExt as _;
         let caller = reader(&self.engine, &request, Action::DiffLive)?;
+        // A call another replica handed over is answered here, never handed on (no circles).
+        let handed_over = request.extensions().get::<Forwarded>().is_some();
+        let leaf = super::peer_leaf(&request)?;
         let req = request.into_inner();
         if req.app.is_empty() {
             return Err(Status::invalid_argument(
@@ -404,16 +482,27 @@ impl Admin for AdminService {
             "diff --live"
         );
         let live_diffs = &self.live_diffs;
+        let hop = match &self.replicas {
+            Some(replicas) if !handed_over => Some(Hop {
+                replicas,
+                caller: leaf.to_vec(),
+                app: &req.app,
+                revision: &req.revision,
+            }),
+            _ => None,
+        };
+        let hop = hop.as_ref();
         let deadline = tokio::time::Instant::now() + DIFF_DEADLINE;
         let mut clusters: Vec<pb::ClusterDiff> = futures::stream::iter(plan.targets)
-            .map(|target| cluster_diff(live_diffs, target, deadline))
+            .map(|target| cluster_diff(live_diffs, hop, target, deadline))
             .buffered(DIFF_CONCURRENCY)
             .collect::<Vec<_>>()
             .instrument(info_span!("diff_live", app = %plan.app, revision = %plan.revision))
             .await;
         clusters.extend(plan.not_asked.into_iter().map(|cluster| pb::ClusterDiff {
             error: format!(
-                "not asked: one diff asks at most {MAX_DIFF_CLUSTERS} clusters; name this                  one with --cluster {cluster}"
+                "not asked: one diff asks at most {MAX_DIFF_CLUSTERS} clusters; name this \
+                 one with --cluster {cluster}"
             ),
             cluster,
             ..Default::default()

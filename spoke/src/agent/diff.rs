@@ -23,9 +23,9 @@ use crate::sync::diff::{self, DiffAction, ObjectDiff, TargetDiff, short};
 use crate::sync::render::{self, Manifest, RenderContext};
 use crate::sync::{hooks, ownership, project, prune};
 
+use super::Context;
 use super::pipeline::render_target;
 use super::prune::within_project;
-use super::Context;
 
 /// Diffs made at once, at most; more wait (their renders would wait for the render bound
 /// anyway, and the hub times out a request that waits too long).
