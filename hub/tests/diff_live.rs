@@ -1,12 +1,15 @@
 //! `Admin.DiffLive` through a real hub and a fake spoke speaking the real protocol: the hub
 //! asks the spoke on its stream with the Target it would dispatch, hands the spoke's answer
-//! back by request id, reports a cluster without a link as offline, refuses bad input naming
-//! it, and ends the stream of a spoke that answers for another cluster.
+//! back by request id, reports a cluster without a link as offline, answers a viewer (it is a
+//! read), refuses bad input naming it, and ends the stream of a spoke that answers for another
+//! cluster.
 
 mod support;
 
 use gitfleet_proto::v1 as pb;
+use gitfleet_proto::v1::admin_client::AdminClient;
 use gitfleet_proto::v1::spoke_message::Msg as In;
+use gitfleet_proto::v1::users_client::UsersClient;
 use support::*;
 use tonic::Code;
 
@@ -88,9 +91,33 @@ async fn the_hub_asks_the_linked_spoke_and_reports_the_offline_one() {
     );
     assert_eq!(spoke.view.diff_requests.len(), 1, "dev-1 asked once");
 
-    // One cluster at a given revision: the Target carries that commit.
+    // One cluster at a given revision, asked by a viewer (a read): the Target carries that
+    // commit.
+    let ctx = admin_config(&hub).context(None).unwrap().clone();
+    let admin_channel = channel(
+        &ctx.server,
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    let vera = UsersClient::new(admin_channel)
+        .create_user(pb::CreateUserRequest {
+            name: "vera".into(),
+            role: "viewer".into(),
+            projects: vec![],
+            ttl_seconds: 0,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let viewer = channel(
+        &hub.grpc_url(),
+        &vera.ca_pem,
+        Some((&vera.certificate_pem, &vera.private_key_pem)),
+    )
+    .await;
     let revision = "ab".repeat(20);
-    let mut client = admin(&hub).await;
+    let mut client = AdminClient::new(viewer);
     let rev = revision.clone();
     let asking = tokio::spawn(async move { client.diff_live(request("web", "dev-1", &rev)).await });
     spoke
