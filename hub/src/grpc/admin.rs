@@ -543,3 +543,52 @@ impl Admin for AdminService {
         }))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(name: &str, objects: usize, diff_bytes: usize) -> pb::ClusterDiff {
+        pb::ClusterDiff {
+            cluster: name.into(),
+            objects: (0..objects)
+                .map(|i| pb::DiffObject {
+                    name: format!("o{i}"),
+                    diff: "d".repeat(diff_bytes),
+                    action: pb::DiffAction::Update as i32,
+                    ..Default::default()
+                })
+                .collect(),
+            updates: u32::try_from(objects).unwrap_or(u32::MAX),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn clusters_beyond_the_answers_size_keep_their_counts_not_their_objects() {
+        use prost::Message as _;
+        // Four clusters of about 1 MiB each: not all of them fit in 3 MiB.
+        let mut clusters: Vec<pb::ClusterDiff> = (0..4)
+            .map(|i| cluster(&format!("eu-{i}"), 16, 60 * 1024))
+            .collect();
+        within_response_limit(&mut clusters);
+        let size: usize = clusters.iter().map(|c| c.encoded_len()).sum();
+        assert!(
+            size <= gitfleet_proto::diff_limits::MAX_RESPONSE_BYTES,
+            "{size}"
+        );
+        assert_eq!(clusters[0].objects.len(), 16, "the first fit whole");
+        let cut = clusters.last().expect("four");
+        assert!(cut.objects.is_empty());
+        assert_eq!((cut.omitted, cut.updates), (16, 16), "counts stay");
+    }
+
+    #[test]
+    fn ago_reads_like_a_person() {
+        assert_eq!(ago(-5), "0s");
+        assert_eq!(ago(59), "59s");
+        assert_eq!(ago(60), "1m");
+        assert_eq!(ago(7200), "2h");
+        assert_eq!(ago(3 * 86400 + 5), "3d");
+    }
+}
