@@ -2469,3 +2469,86 @@ async fn an_object_outside_the_project_is_refused_and_never_pruned() {
     );
     bench.stop().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// `diff --live`: the agent's diff refuses what the sync would refuse, per object, and changes
+// nothing in the cluster.
+
+/// Every object of the cluster → its resourceVersion.
+fn versions(kubesim: &KubesimHandle) -> BTreeMap<String, String> {
+    kubesim
+        .list_objects("c1")
+        .iter()
+        .map(|o| {
+            let text = |p: &str| o.pointer(p).and_then(|v| v.as_str()).unwrap_or_default();
+            (
+                format!(
+                    "{} {}/{}",
+                    text("/kind"),
+                    text("/metadata/namespace"),
+                    text("/metadata/name")
+                ),
+                text("/metadata/resourceVersion").to_owned(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_diff_refuses_what_the_sync_would_and_changes_nothing() {
+    use gitfleet_spoke::sync::diff::DiffAction;
+    let slot = gitfleet_spoke::link::DiffSlot::default();
+    let bench = Bench::start_with(Duration::from_secs(30), |config| {
+        config.diffs = Some(slot.clone());
+    })
+    .await;
+    let repo = Repo::new();
+    repo.write("apps/b/shared.yaml", &configmap_in("b", "shared", "from-b"));
+    repo.write("apps/a/shared.yaml", &configmap_in("b", "shared", "from-a"));
+    repo.write("apps/a/mine.yaml", &configmap_in("a", "mine", "x"));
+    repo.write("apps/a/theirs.yaml", &configmap_in("c", "theirs", "x"));
+    let commit = repo.commit();
+    bench.set(1, vec![spec("b", &repo, &commit, "apps/b")]);
+    bench
+        .recorder
+        .wait_for("b", "b synced and healthy", |s| {
+            s.sync == SyncState::Synced && s.health == Health::Healthy
+        })
+        .await;
+
+    let before = versions(&bench.kubesim);
+    let mut a = spec("a", &repo, &commit, "apps/a");
+    a.project = Some(team_rules(&["a", "b"]));
+    let differ = slot.get().expect("the agent set its differ");
+    let diff = differ.diff(a).await;
+    assert_eq!(diff.error, None, "{diff:#?}");
+    let action = |name: &str| {
+        diff.objects
+            .iter()
+            .find(|o| o.object.name == name)
+            .map(|o| (o.action, o.message.clone()))
+            .unwrap_or_else(|| panic!("{name} in {diff:#?}"))
+    };
+    assert_eq!(
+        action("shared"),
+        (DiffAction::Failed, "owned by App b".to_owned())
+    );
+    let (theirs, why) = action("theirs");
+    assert_eq!(theirs, DiffAction::Failed);
+    assert!(why.contains("team-a"), "{why}");
+    assert_eq!(action("mine").0, DiffAction::Create);
+    // The App's namespace, which gitfleet adds, would be created too.
+    assert_eq!(action("a").0, DiffAction::Create);
+    assert_eq!((diff.counts.creates, diff.counts.failures), (2, 2));
+    assert_eq!(
+        versions(&bench.kubesim),
+        before,
+        "the diff changed the cluster"
+    );
+    assert!(data_a(&bench.kubesim, "a", "mine").is_none());
+    assert_eq!(
+        data_a(&bench.kubesim, "b", "shared").as_deref(),
+        Some("from-b")
+    );
+    bench.stop().await;
+}

@@ -36,6 +36,7 @@ mod charts;
 mod clusters;
 mod dependencies;
 mod desired;
+mod diffs;
 mod events;
 mod fleet_sync;
 mod freezes;
@@ -59,6 +60,7 @@ pub use clusters::{
 };
 use desired::FleetInputs;
 pub use desired::{Published, TargetOrigin};
+pub use diffs::{DiffPlan, DiffTarget, LinkPlace, MAX_DIFF_CLUSTERS, check_revision};
 pub use events::BUS_CAPACITY;
 use events::EventBus;
 use links::LiveConnection;

@@ -448,6 +448,13 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .unwrap_or_else(|| advertised_url(grpc_addr));
 
     let admin_config_path = write_admin_config(data, &grpc_url, &pki)?;
+    // Written in this replica's presence records, before any spoke links (see `diff --live`).
+    store.set_replica_url(
+        config
+            .replica_url
+            .clone()
+            .unwrap_or_else(|| grpc_url.clone()),
+    );
 
     let shutdown = CancellationToken::new();
     #[cfg(feature = "etcd")]
@@ -532,6 +539,11 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         .first()
         .cloned()
         .unwrap_or_else(|| "localhost".to_owned());
+    // `diff --live` asks the replica a cluster's spoke is linked to.
+    let replicas = Arc::new(crate::grpc::forward::ReplicaLinks::new(
+        Arc::clone(&pki),
+        server_name.clone(),
+    ));
     let forward = ForwardLayer::new(
         config
             .leadership
@@ -540,6 +552,8 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
         Arc::clone(&pki),
         server_name,
     );
+    // `Admin.DiffLive` asks, through the spokes' sessions.
+    let live_diffs = crate::grpc::live_diff::LiveDiffs::default();
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| HubError::Tls(e.to_string()))?
@@ -558,17 +572,24 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            LinkServer::new(LinkService::with_handshake_limit(
-                Arc::clone(&engine),
-                config.max_concurrent_handshakes,
-            ))
+            LinkServer::new(
+                LinkService::with_handshake_limit(
+                    Arc::clone(&engine),
+                    config.max_concurrent_handshakes,
+                )
+                .with_live_diffs(live_diffs.clone()),
+            )
             .max_decoding_message_size(MAX_MESSAGE_BYTES)
             .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            AdminServer::new(AdminService::new(Arc::clone(&engine)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            AdminServer::new(
+                AdminService::new(Arc::clone(&engine))
+                    .with_live_diffs(live_diffs)
+                    .with_replicas(replicas),
+            )
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             AccessServer::new(AccessService::new(Arc::clone(&engine)))

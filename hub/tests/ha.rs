@@ -370,6 +370,74 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     a.shutdown().await;
 }
 
+/// `diff --live` on several replicas: every replica answers it; one whose cluster's spoke is
+/// linked to another replica asks that replica, on the caller's behalf, which asks its spoke.
+#[tokio::test]
+async fn diff_live_reaches_a_spoke_linked_to_another_replica() {
+    use gitfleet_proto::v1::spoke_message::Msg as In;
+    let etcd = EtcdServer::start();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/diff/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/diff/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    let id = register(&a, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
+    eventually("the leader to know where dev-1's link is", || async {
+        a.store().linked_elsewhere_at("dev-1")
+    })
+    .await;
+    for (n, (at, hub)) in [("the leader", &a), ("the follower", &b)]
+        .into_iter()
+        .enumerate()
+    {
+        let mut client = admin(hub).await;
+        let asking = tokio::spawn(async move {
+            client
+                .diff_live(pb::DiffLiveRequest {
+                    app: "web".into(),
+                    ..Default::default()
+                })
+                .await
+        });
+        spoke
+            .until("the diff request", |v| v.diff_requests.len() == n + 1)
+            .await;
+        let asked = spoke.view.diff_requests[n].clone();
+        spoke
+            .send(In::Diff(pb::DiffResult {
+                request_id: asked.request_id,
+                cluster: "dev-1".into(),
+                revision: c1.clone(),
+                updates: 1,
+                ..Default::default()
+            }))
+            .await;
+        let answer = asking
+            .await
+            .unwrap()
+            .unwrap_or_else(|e| panic!("asked at {at}: {e:?}"))
+            .into_inner();
+        assert_eq!(answer.revision, c1, "asked at {at}");
+        assert_eq!(answer.clusters.len(), 1, "asked at {at}: {answer:?}");
+        let dev1 = &answer.clusters[0];
+        assert_eq!(
+            (dev1.cluster.as_str(), dev1.updates, dev1.error.as_str()),
+            ("dev-1", 1, ""),
+            "asked at {at}: {dev1:?}"
+        );
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}
+
 /// The live reads on several replicas: each replica serves them from its own store, which
 /// follows the others' writes. A stream at the leader sees what a spoke linked to a follower
 /// reports (the report and the event the follower recorded reach it through etcd's watch); a

@@ -33,3 +33,25 @@ pub mod report_limits {
     /// envelope).
     pub const MAX_REPORT_BYTES: usize = 3 * 1024 * 1024;
 }
+
+/// Bounds of one `DiffResult` (`gitfleet diff --live`, docs/protocol.md). The spoke builds its
+/// results within them: a diff too long is cut and ends with a line saying so, and beyond the
+/// object count or the size budget objects are left out (failures and changes first, counted
+/// in `omitted`). The hub answers a `DiffLive` within [`diff_limits::MAX_RESPONSE_BYTES`],
+/// leaving out the objects of the clusters that do not fit (their counts stay).
+pub mod diff_limits {
+    /// Objects one result lists.
+    pub const MAX_OBJECTS: usize = 5_000;
+    /// One object's unified diff.
+    pub const MAX_OBJECT_DIFF_BYTES: usize = 64 * 1024;
+    /// One object's message.
+    pub const MAX_MESSAGE_BYTES: usize = 1024;
+    /// The result's error.
+    pub const MAX_ERROR_BYTES: usize = 4 * 1024;
+    /// The whole result, encoded (below the link's 4 MiB message limit).
+    pub const MAX_RESULT_BYTES: usize = 1024 * 1024;
+    /// A whole `DiffLive` answer, encoded (below the 4 MiB message limit).
+    pub const MAX_RESPONSE_BYTES: usize = 3 * 1024 * 1024;
+    /// The line a cut diff ends with.
+    pub const CUT_MARKER: &str = "... (diff cut: longer than 65536 bytes)";
+}

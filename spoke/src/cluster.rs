@@ -269,6 +269,31 @@ impl Cluster {
         manager: &str,
         force: bool,
     ) -> Result<Applied, ClusterError> {
+        self.server_side_apply(resolved, manifest, manager, force, false)
+            .await
+    }
+
+    /// [`Cluster::apply`] with `dryRun=All`: the object as the server would make it, nothing
+    /// stored (`gitfleet diff --live`).
+    pub async fn apply_dry_run(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        manager: &str,
+        force: bool,
+    ) -> Result<Applied, ClusterError> {
+        self.server_side_apply(resolved, manifest, manager, force, true)
+            .await
+    }
+
+    async fn server_side_apply(
+        &self,
+        resolved: &Resolved,
+        manifest: &Manifest,
+        manager: &str,
+        force: bool,
+        dry_run: bool,
+    ) -> Result<Applied, ClusterError> {
         let namespace = if manifest.object.namespace.is_empty() {
             "default"
         } else {
@@ -279,6 +304,7 @@ impl Cluster {
         if force {
             params = params.force();
         }
+        params.dry_run = dry_run;
         let applied = api
             .patch(
                 &manifest.object.name,

@@ -189,6 +189,8 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
     link_config.agent_version = config.agent_version.clone();
     link_config.heartbeat_interval = config.heartbeat_interval;
     link_config.identity_store = Some(store.clone());
+    let diffs = link::DiffSlot::default();
+    link_config.diffs = diffs.clone();
     let link_state = LinkState::load(link_config)?;
 
     let metrics = Arc::new(SpokeMetrics::new());
@@ -210,6 +212,7 @@ pub async fn start(config: SpokeConfig) -> Result<SpokeHandle, SpokeError> {
         }
     }
     agent_config.max_concurrent_renders = config.max_concurrent_renders;
+    agent_config.diffs = Some(diffs);
     agent_config.metrics = Arc::clone(&metrics);
     let git =
         Arc::new(GitCache::new(config.data_dir.join("git")).with_fetch_limits(config.git_fetch));

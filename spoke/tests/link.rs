@@ -77,6 +77,7 @@ struct HubState {
     renewals: usize,
     hellos: Vec<pb::Hello>,
     reports: Vec<pb::StatusReport>,
+    diffs: Vec<pb::DiffResult>,
     heartbeats: usize,
     /// Ack reports as they arrive.
     ack: bool,
@@ -192,6 +193,9 @@ impl Link for FakeHub {
                             .await;
                     }
                     Some(pb::spoke_message::Msg::Heartbeat(_)) => hub.with(|s| s.heartbeats += 1),
+                    Some(pb::spoke_message::Msg::Diff(result)) => {
+                        hub.with(|s| s.diffs.push(result))
+                    }
                     _ => {}
                 }
             }
@@ -709,4 +713,94 @@ async fn a_resolved_name_is_dialled_by_address_and_verified_by_name() {
     identity::register(&IdentityStore::new(other.path()), &reg)
         .await
         .expect_err("127.0.0.1 is not in the certificate");
+}
+
+/// Answers every diff with one object whose name is the Target's commit, after `delay`.
+struct FakeDiffer {
+    delay: Duration,
+}
+
+impl link::Differ for FakeDiffer {
+    fn diff(
+        &self,
+        spec: gitfleet_spoke::model::TargetSpec,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = gitfleet_spoke::sync::diff::TargetDiff> + Send>,
+    > {
+        use gitfleet_spoke::sync::diff::{DiffAction, ObjectDiff, within_limits};
+        let delay = self.delay;
+        Box::pin(async move {
+            tokio::time::sleep(delay).await;
+            let object = ObjectDiff {
+                object: gitfleet_spoke::model::ObjectRef {
+                    api_version: "v1".into(),
+                    kind: "ConfigMap".into(),
+                    namespace: spec.namespace.clone(),
+                    name: spec.source.commit.clone(),
+                },
+                action: DiffAction::Create,
+                diff: "+x".into(),
+                message: String::new(),
+                source_file: "cm.yaml".into(),
+            };
+            within_limits(&spec.target_id, &spec.source.commit, vec![object], None)
+        })
+    }
+}
+
+#[tokio::test]
+async fn diff_requests_are_answered_on_the_stream_by_id_while_reports_flow() {
+    let (hub, url) = start_hub().await;
+    let (data, identity) = registered(&hub, &url).await;
+    let mut config = LinkConfig::new(url.clone(), "edge-1", data.path().join("state"));
+    config.backoff_base = Duration::from_millis(20);
+    config.backoff_cap = Duration::from_millis(100);
+    let state = LinkState::load(config.clone()).expect("state");
+    let cancel = CancellationToken::new();
+    let task = tokio::spawn(link::run(state.clone(), identity.clone(), cancel.clone()));
+    eventually("session up", || hub.with(|s| s.session.is_some())).await;
+
+    // No agent yet: an answer that says so, not silence.
+    let request = |id: &str, commit: &str| {
+        pb::hub_message::Msg::Diff(pb::DiffRequest {
+            request_id: id.into(),
+            target: Some(target("web", commit)),
+        })
+    };
+    hub.push(request("r0", &"0".repeat(40))).await;
+    eventually("the first answer", || hub.with(|s| s.diffs.len() == 1)).await;
+    let first = hub.with(|s| s.diffs[0].clone());
+    assert_eq!(first.request_id, "r0");
+    assert_eq!(first.cluster, "edge-1");
+    assert!(first.error.contains("runs no agent"), "{first:?}");
+
+    // With a differ: a diff that takes its time holds up no report; its answer carries its
+    // request's id.
+    config.diffs.set(Arc::new(FakeDiffer {
+        delay: Duration::from_millis(300),
+    }));
+    hub.push(request("slow", &"a".repeat(40))).await;
+    assert_eq!(state.report(status("web", "meanwhile")), 1);
+    eventually("the report meanwhile", || {
+        hub.with(|s| s.reports.len() == 1)
+    })
+    .await;
+    eventually("the slow answer", || hub.with(|s| s.diffs.len() == 2)).await;
+    let slow = hub.with(|s| s.diffs[1].clone());
+    assert_eq!(slow.request_id, "slow");
+    assert_eq!(slow.revision, "a".repeat(40));
+    assert_eq!(slow.creates, 1);
+    assert_eq!(slow.objects.len(), 1);
+    assert_eq!(slow.objects[0].name, "a".repeat(40));
+    assert_eq!(slow.objects[0].action, pb::DiffAction::Create as i32);
+    // A request without a Target is answered with an error.
+    hub.push(pb::hub_message::Msg::Diff(pb::DiffRequest {
+        request_id: "empty".into(),
+        target: None,
+    }))
+    .await;
+    eventually("the empty answer", || hub.with(|s| s.diffs.len() == 3)).await;
+    assert!(hub.with(|s| s.diffs[2].error.contains("names no Target")));
+    cancel.cancel();
+    task.await.expect("join");
 }

@@ -1722,3 +1722,101 @@ async fn kubectl_get_prints_the_real_columns_of_jobs_cron_jobs_claims_and_daemon
     );
     h.shutdown().await;
 }
+
+/// `gitfleet diff --live` relies on it: a server-side dry run answers with the object as it
+/// would be (created or changed, defaults filled in) and stores nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_side_dry_runs_answer_the_object_and_store_nothing() {
+    let h = start(vec!["dry".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "dry", dir.path());
+    let manifest = std::fs::read_to_string(
+        corpus().join("kubernetes-examples/web/guestbook/frontend-deployment.yaml"),
+    )
+    .unwrap();
+    let objects = |h: &KubesimHandle| {
+        h.list_objects("dry")
+            .iter()
+            .map(|o| {
+                (
+                    o["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                    o["metadata"]["resourceVersion"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_owned(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let empty = objects(&h);
+    // A dry-run create: the would-be object, defaulted, and nothing stored.
+    let out = k
+        .run_with(
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            Some(&manifest),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let planned: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(planned["spec"]["replicas"], 3, "{planned}");
+    assert_eq!(
+        planned["spec"]["strategy"]["type"], "RollingUpdate",
+        "defaults filled in: {planned}"
+    );
+    assert!(
+        planned["metadata"]["resourceVersion"].is_null(),
+        "nothing stored, no version: {planned}"
+    );
+    assert_eq!(objects(&h), empty, "a dry run stores nothing");
+    assert!(
+        h.get_object("dry", "apps/v1", "Deployment", Some("default"), "frontend")
+            .is_none()
+    );
+    // A dry-run change of a stored object: the change answered, the stored object as it was.
+    k.run_with(&["apply", "--server-side", "-f", "-"], Some(&manifest))
+        .await;
+    // Once the simulated controller has made it ready, nothing moves it but a write.
+    k.ok(&[
+        "wait",
+        "--for=condition=Available",
+        "deployment/frontend",
+        "--timeout=30s",
+    ])
+    .await;
+    let stored = objects(&h);
+    let scaled = manifest.replace("replicas: 3", "replicas: 6");
+    let out = k
+        .run_with(
+            &[
+                "apply",
+                "--server-side",
+                "--dry-run=server",
+                "-o",
+                "json",
+                "-f",
+                "-",
+            ],
+            Some(&scaled),
+        )
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    let planned: Value = serde_json::from_str(&out.stdout).unwrap();
+    assert_eq!(planned["spec"]["replicas"], 6, "{planned}");
+    assert_eq!(objects(&h), stored, "a dry run changes nothing stored");
+    let live = h
+        .get_object("dry", "apps/v1", "Deployment", Some("default"), "frontend")
+        .unwrap();
+    assert_eq!(live["spec"]["replicas"], 3);
+    h.shutdown().await;
+}

@@ -276,6 +276,16 @@ impl Admin for FakeHub {
         Ok(Response::new(pb::ListNotifiersResponse::default()))
     }
 
+    async fn diff_live(
+        &self,
+        request: Request<pb::DiffLiveRequest>,
+    ) -> Result<Response<pb::DiffLiveResponse>, Status> {
+        self.record_caller(&request);
+        Err(Status::unimplemented(
+            "the fake hub has no spokes to diff on",
+        ))
+    }
+
     async fn list_clusters(
         &self,
         request: Request<pb::ListClustersRequest>,

@@ -1,7 +1,7 @@
 //! Who may do what through the admin API: a user's role × the action × the Project it touches
 //! → allowed, or a denial that says which role would be needed.
 //!
-//! - `viewer` reads: resources, status, clusters, events, rollouts, and `whoami`.
+//! - `viewer` reads: resources, status, clusters, events, rollouts, `diff --live`, and `whoami`.
 //! - `operator` reads, and applies, deletes and steers Apps and their rollouts inside its
 //!   Projects (`default` when it was given none).
 //! - `admin` does everything: Repos, ClusterGroups, users, tokens, clusters, the audit log,
@@ -86,6 +86,9 @@ pub enum Action {
     RefreshRepo,
     /// `notifier list`: Notifiers and their deliveries (never a secret).
     ListNotifiers,
+    /// `gitfleet diff --live`: the spokes render and dry-run apply an App, changing nothing;
+    /// a read like `status` (Secret values are masked).
+    DiffLive,
     // Changes to Apps and their rollouts: an operator of the App's Project, or an admin. An
     // `Apply` or `Delete` of anything but an App is the admins'.
     Apply,
@@ -141,6 +144,7 @@ impl Action {
             Action::Whoami => "whoami",
             Action::RefreshRepo => "repo refresh",
             Action::ListNotifiers => "notifier list",
+            Action::DiffLive => "diff --live",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "rollout pause",
@@ -180,6 +184,7 @@ impl Action {
             Action::Whoami => "ask whoami",
             Action::RefreshRepo => "refresh repos",
             Action::ListNotifiers => "list notifiers",
+            Action::DiffLive => "diff Apps against their clusters",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "pause rollouts",
@@ -218,6 +223,7 @@ impl Action {
             | Action::Whoami
             | Action::RefreshRepo
             | Action::ListNotifiers
+            | Action::DiffLive
             | Action::ListFreezes => Needs::Read,
             Action::Apply
             | Action::Delete

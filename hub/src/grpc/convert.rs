@@ -581,6 +581,22 @@ pub fn notifier_info(v: crate::engine::NotifierView) -> pb::NotifierInfo {
     }
 }
 
+/// A spoke's diff result, as `DiffLive` answers it for its cluster.
+pub fn cluster_diff(r: pb::DiffResult) -> pb::ClusterDiff {
+    pb::ClusterDiff {
+        cluster: r.cluster,
+        revision: r.revision,
+        objects: r.objects,
+        error: r.error,
+        offline: false,
+        omitted: r.omitted,
+        creates: r.creates,
+        updates: r.updates,
+        prunes: r.prunes,
+        failures: r.failures,
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

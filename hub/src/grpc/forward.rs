@@ -1,15 +1,16 @@
-//! Followers hand every call but spoke sessions and live reads (`Watch`) to the leading
-//! replica.
+//! Followers hand every call but spoke sessions and reads that need no leader (`Watch`,
+//! `Admin/DiffLive`) to the leading replica.
 //!
 //! Only the leader writes desired state, resources, rollouts, tokens and registrations (one
 //! writer for each, see docs/ha.md). A follower serves the spokes connected to it
-//! (`Link/Session`) and the live reads (`Watch`, read from its store, which follows the
-//! others' writes) itself and passes every other call, as the HTTP/2 request it is (streams
-//! included), to the leader at the URL the election names. It dials the leader with mutual TLS:
-//! the hub's CA as the only root, the leader's certificate checked against the hub's server
-//! name (not the address in the URL), and a short-lived certificate of its own naming it a
-//! replica ([`Pki::issue_replica`]). Two headers carry the caller along: the leaf certificate
-//! the follower verified (DER, base64) and the address it connected from.
+//! (`Link/Session`), the live reads (`Watch`, read from its store, which follows the others'
+//! writes) and `DiffLive` (through its spokes, or the replica a cluster's spoke is linked to,
+//! see [`ReplicaLinks`]) itself, and passes every other call, as the HTTP/2 request it is
+//! (streams included), to the leader at the URL the election names. It dials the leader with
+//! mutual TLS: the hub's CA as the only root, the leader's certificate checked against the
+//! hub's server name (not the address in the URL), and a short-lived certificate of its own
+//! naming it a replica ([`Pki::issue_replica`]). Two headers carry the caller along: the leaf
+//! certificate the follower verified (DER, base64) and the address it connected from.
 //!
 //! The leader believes those headers only from a replica's certificate, which the TLS layer
 //! verified against the CA and which no cluster or user certificate can pass for (the
@@ -55,10 +56,13 @@ pub const SESSION_PATH: &str = "/gitfleet.v1.Link/Session";
 /// so a stream here sees what one at the leader would; and it keeps going when the leader goes,
 /// without holding one of the (at most 100) streams of this replica's connection to it.
 pub const WATCH_PREFIX: &str = "/gitfleet.v1.Watch/";
+/// `gitfleet diff --live`, a read every replica answers: it asks the spokes linked to it, and
+/// hands each cluster linked to another replica to that replica ([`ReplicaLinks`]).
+pub const DIFF_LIVE_PATH: &str = "/gitfleet.v1.Admin/DiffLive";
 
 /// Whether a follower serves the call at `path` itself rather than handing it to the leader.
 fn served_by_followers(path: &str) -> bool {
-    path == SESSION_PATH || path.starts_with(WATCH_PREFIX)
+    path == SESSION_PATH || path == DIFF_LIVE_PATH || path.starts_with(WATCH_PREFIX)
 }
 
 /// What a follower answers while no replica leads.
@@ -341,6 +345,52 @@ impl ForwardedHeaders {
             remote_addr,
         })
     }
+}
+
+/// Channels to other replicas by URL, each presenting a replica certificate, for the calls a
+/// replica makes of another on a caller's behalf (`diff --live` of a cluster linked there).
+#[derive(Debug)]
+pub struct ReplicaLinks {
+    pki: Arc<Pki>,
+    server_name: String,
+    links: Mutex<std::collections::HashMap<String, Arc<LeaderLink>>>,
+}
+
+impl ReplicaLinks {
+    /// `server_name`: the name every replica's certificate is checked against.
+    pub fn new(pki: Arc<Pki>, server_name: String) -> Self {
+        Self {
+            pki,
+            server_name,
+            links: Mutex::default(),
+        }
+    }
+
+    /// The channel to the replica at `url`, made on first use and again before its
+    /// certificate grows old.
+    pub fn channel(&self, url: &str) -> Result<Channel, String> {
+        let link = {
+            let mut links = self.links.lock().unwrap_or_else(PoisonError::into_inner);
+            Arc::clone(links.entry(url.to_owned()).or_insert_with(|| {
+                Arc::new(LeaderLink {
+                    pki: Arc::clone(&self.pki),
+                    server_name: self.server_name.clone(),
+                    current: Mutex::new(None),
+                })
+            }))
+        };
+        link.channel(url)
+    }
+}
+
+/// `request`, carrying `caller` (the leaf certificate of the user a replica calls another on
+/// behalf of) as [`Forward`] reads it at the other end.
+pub fn on_behalf_of<T>(message: T, caller: &[u8]) -> Result<tonic::Request<T>, Status> {
+    let mut request = tonic::Request::new(message);
+    let value = tonic::metadata::MetadataValue::try_from(BASE64.encode(caller))
+        .map_err(|e| Status::internal(format!("cannot carry the caller's certificate: {e}")))?;
+    request.metadata_mut().insert(FORWARDED_CLIENT_CERT, value);
+    Ok(request)
 }
 
 /// The channel to the leading replica, made for one URL and remade when the election names

@@ -15,6 +15,7 @@ use tokio_stream::wrappers::ReceiverStream;
 use tonic::{Request, Response, Status, Streaming};
 use tracing::{Instrument, debug, info, info_span, warn};
 
+use super::live_diff::LiveDiffs;
 use super::{cluster_peer, convert, peer_key};
 use crate::engine::{Connection, Engine, Published};
 use crate::link;
@@ -33,6 +34,8 @@ pub const MAX_CONCURRENT_HANDSHAKES: usize = 128;
 pub struct LinkService {
     engine: Arc<Engine>,
     handshakes: Arc<Semaphore>,
+    /// Diff requests out to the spokes, their answers in (shared with `Admin.DiffLive`).
+    live_diffs: LiveDiffs,
 }
 
 impl LinkService {
@@ -44,7 +47,14 @@ impl LinkService {
         Self {
             engine,
             handshakes: Arc::new(Semaphore::new(max_handshakes.max(1))),
+            live_diffs: LiveDiffs::default(),
         }
+    }
+
+    /// Carries the diff requests of `live_diffs` (the Admin service's) to the spokes.
+    pub fn with_live_diffs(mut self, live_diffs: LiveDiffs) -> Self {
+        self.live_diffs = live_diffs;
+        self
     }
 }
 
@@ -102,20 +112,27 @@ impl Link for LinkService {
         info!(%cluster, agent_version = %hello.agent_version, generation = hello.desired_generation, "spoke connected");
         let (tx, rx) = mpsc::channel(32);
         let engine = Arc::clone(&self.engine);
+        let live_diffs = self.live_diffs.clone();
         let span = info_span!("link", %cluster);
         tokio::spawn(
             async move {
                 let id = connection.id;
+                let diff_requests = live_diffs.attach(&cluster, id);
                 let end = run(
                     &engine,
                     &cluster,
                     key.fingerprint,
                     hello,
                     connection,
-                    inbound,
-                    tx,
+                    Streams {
+                        inbound,
+                        tx,
+                        diff_requests,
+                        live_diffs: &live_diffs,
+                    },
                 )
                 .await;
+                live_diffs.detach(&cluster, id);
                 engine.disconnect(&cluster, id);
                 engine.metrics().session_ended(end.kind());
                 info!(reason = %end, "spoke disconnected");
@@ -192,15 +209,29 @@ fn desired_message(
 /// after the state to send was read: a revocation cuts the connection off before it publishes
 /// the cluster's (empty) desired state, so a session never hands a revoked spoke a state that
 /// would make it prune everything. A session cut off says goodbye instead.
+/// A session's streams: the spoke's messages in, the hub's out, and the diff requests to
+/// carry out.
+struct Streams<'a> {
+    inbound: Streaming<pb::SpokeMessage>,
+    tx: Tx,
+    diff_requests: mpsc::Receiver<pb::DiffRequest>,
+    live_diffs: &'a LiveDiffs,
+}
+
 async fn run(
     engine: &Engine,
     cluster: &str,
     mut session_key: String,
     hello: pb::Hello,
     mut connection: Connection,
-    mut inbound: Streaming<pb::SpokeMessage>,
-    tx: Tx,
+    streams: Streams<'_>,
 ) -> SessionEnd {
+    let Streams {
+        mut inbound,
+        tx,
+        mut diff_requests,
+        live_diffs,
+    } = streams;
     let epoch = engine.epoch().to_owned();
     let published = connection.desired.borrow_and_update().clone();
     let mut sent: Arc<ClusterDesired> = Arc::clone(&published.desired);
@@ -278,6 +309,16 @@ async fn run(
                 }
                 sent = current;
             }
+            Some(request) = diff_requests.recv() => {
+                if connection.cut_off() {
+                    // The main loop says goodbye next; the request fails with the link.
+                    continue;
+                }
+                debug!(request = %request.request_id, "asking the spoke for a diff");
+                if !send(&tx, Out::Diff(request)).await {
+                    return SessionEnd::SpokeGone;
+                }
+            }
             message = inbound.message() => {
                 // A batch of reports may end at a message that is not one: handled next.
                 let mut next = Some(message);
@@ -316,6 +357,7 @@ async fn run(
                                     sent: &mut sent,
                                     key: &mut session_key,
                                     connection: &connection,
+                                    live_diffs,
                                 },
                                 &tx,
                             )
@@ -490,6 +532,7 @@ struct Session<'a> {
     /// the one of each renewed certificate the spoke confirmed it stored.
     key: &'a mut String,
     connection: &'a Connection,
+    live_diffs: &'a LiveDiffs,
 }
 
 /// Handles one message other than a status report; `Ok(false)` when the spoke is gone.
@@ -554,6 +597,20 @@ async fn handle(
                 }),
             )
             .await)
+        }
+        Some(In::Diff(result)) => {
+            if result.cluster != cluster {
+                warn!(claimed = %result.cluster, "diff result for another cluster; refused");
+                return Err(Status::permission_denied(format!(
+                    "diff result names cluster {:?} but the certificate is for {cluster:?}",
+                    result.cluster
+                )));
+            }
+            let id = result.request_id.clone();
+            if !session.live_diffs.answer(cluster, result) {
+                debug!(request = %id, "a diff result nobody waits for (late); dropped");
+            }
+            Ok(true)
         }
         None => Err(Status::invalid_argument("empty SpokeMessage")),
     }

@@ -17,6 +17,7 @@ pub mod auth;
 pub mod convert;
 pub mod forward;
 pub mod link;
+pub mod live_diff;
 pub mod rate_limit;
 pub mod registration;
 pub mod rollouts;

@@ -142,6 +142,9 @@ struct Inner {
     /// A random id of this store (this replica), for the records that say which replica
     /// holds what (see [`Store::set_presence`]).
     replica: String,
+    /// The URL other replicas reach this one at, written in its presence records (see
+    /// [`Store::set_replica_url`]).
+    replica_url: OnceLock<String>,
     /// Others' writes, as this store learns them from a shared backend (see
     /// [`Store::subscribe_remote`]); `None` on a backend nobody else writes.
     remote: Option<tokio::sync::broadcast::Sender<RemoteChange>>,
@@ -218,8 +221,9 @@ struct Mirror {
     /// writer made before them, which they will overwrite, does not replace what the mirror
     /// holds already (`None` on a backend nobody else writes).
     pending_keys: Option<remote::PendingKeys>,
-    /// By cluster: the replicas holding its link (on a shared backend).
-    presence: HashMap<String, std::collections::BTreeSet<String>>,
+    /// By cluster: the replicas holding its link, with the URL each is reached at (empty
+    /// when a replica of an older release wrote the record), on a shared backend.
+    presence: HashMap<String, BTreeMap<String, String>>,
     /// On a shared backend: the low 16 bits of every event id this store gives, so that ids
     /// given by replicas at the same moment differ (see `next_id`).
     id_salt: Option<u16>,
@@ -286,14 +290,14 @@ impl Mirror {
         mirror.next_audit_id = mirror.audit.back().map_or(1, |(id, _)| id + 1);
         // The links other replicas hold now: a replica started later learns of them here, since
         // the watch tells it only of links made or lost after its start.
-        for (k, _) in backend::load(backend, Tree::Presence).await? {
+        for (k, v) in backend::load(backend, Tree::Presence).await? {
             let key = String::from_utf8_lossy(&k);
             if let Some((cluster, replica)) = key.split_once('\u{0}') {
                 mirror
                     .presence
                     .entry(cluster.to_owned())
                     .or_default()
-                    .insert(replica.to_owned());
+                    .insert(replica.to_owned(), remote::presence_url(&v));
             }
         }
         mirror.seen = mirror.acked.clone();
@@ -458,6 +462,7 @@ impl Store {
                 backend,
                 epoch,
                 replica: hex::encode(rand::random::<[u8; 8]>()),
+                replica_url: OnceLock::new(),
                 remote,
                 own_revisions: Mutex::new(Default::default()),
                 mirror: Mutex::new(mirror),

@@ -110,12 +110,17 @@ impl Store {
         let mut mirror = self.mirror();
         let mut batch = Batch::default();
         if present {
-            batch.put(Tree::Presence, key.as_bytes(), encode(&self.inner.replica));
+            let url = self.inner.replica_url.get().cloned().unwrap_or_default();
+            let record = Presence {
+                replica: self.inner.replica.clone(),
+                url: url.clone(),
+            };
+            batch.put(Tree::Presence, key.as_bytes(), encode(&record));
             mirror
                 .presence
                 .entry(cluster.to_owned())
                 .or_default()
-                .insert(self.inner.replica.clone());
+                .insert(self.inner.replica.clone(), url);
         } else {
             batch.delete(Tree::Presence, key.as_bytes());
             if let Some(holders) = mirror.presence.get_mut(cluster) {
@@ -145,7 +150,25 @@ impl Store {
         self.mirror()
             .presence
             .get(cluster)
-            .is_some_and(|holders| holders.iter().any(|r| *r != self.inner.replica))
+            .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
+    }
+
+    /// The URL of another replica holding `cluster`'s link, when one does and said where it is
+    /// reached (replicas of older releases do not).
+    pub fn linked_elsewhere_at(&self, cluster: &str) -> Option<String> {
+        self.mirror().presence.get(cluster).and_then(|holders| {
+            holders
+                .iter()
+                .find(|(r, url)| **r != self.inner.replica && !url.is_empty())
+                .map(|(_, url)| url.clone())
+        })
+    }
+
+    /// Where other replicas reach this one (`--replica-url`, else the advertised URL): written
+    /// in its presence records from now on, so that a `diff --live` at another replica can ask
+    /// this one about the spokes linked here.
+    pub fn set_replica_url(&self, url: String) {
+        let _ = self.inner.replica_url.set(url);
     }
 
     /// Holds back the application of others' writes (and this store's commits) while the
@@ -362,11 +385,11 @@ impl Mirror {
                     return Ok(());
                 };
                 match value {
-                    Some(_) => {
+                    Some(v) => {
                         self.presence
                             .entry(cluster.to_owned())
                             .or_default()
-                            .insert(replica.to_owned());
+                            .insert(replica.to_owned(), presence_url(v));
                     }
                     None => {
                         if let Some(holders) = self.presence.get_mut(cluster) {
@@ -404,5 +427,41 @@ fn insert_sorted(ids: &mut std::collections::VecDeque<u64>, id: u64) {
     let at = ids.partition_point(|e| *e < id);
     if ids.get(at) != Some(&id) {
         ids.insert(at, id);
+    }
+}
+
+/// A presence record's value: the replica and where it is reached. Replicas of older releases
+/// wrote the replica's id alone (a JSON string), which reads as no URL.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+struct Presence {
+    replica: String,
+    #[serde(default)]
+    url: String,
+}
+
+/// The URL in a presence record's value (empty when it has none).
+pub(super) fn presence_url(value: &[u8]) -> String {
+    serde_json::from_slice::<Presence>(value)
+        .map(|p| p.url)
+        .unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_presence_record_says_where_its_replica_is_reached_or_nothing() {
+        let record = Presence {
+            replica: "abcd".into(),
+            url: "https://hub-1.internal:7443".into(),
+        };
+        assert_eq!(
+            presence_url(&encode(&record)),
+            "https://hub-1.internal:7443"
+        );
+        // An older replica's record: its id alone.
+        assert_eq!(presence_url(&encode(&"abcd")), "");
+        assert_eq!(presence_url(b"not json"), "");
     }
 }

@@ -254,6 +254,8 @@ pub struct SpokeView {
     pub credentials: Vec<pb::RepoCredential>,
     /// Upserts and removals of the last delta received.
     pub last_delta: (usize, usize),
+    /// Every diff request received (`gitfleet diff --live`).
+    pub diff_requests: Vec<pb::DiffRequest>,
 }
 
 impl SpokeView {
@@ -294,6 +296,7 @@ impl SpokeView {
             }
             Out::Renewed(r) => self.renewed = Some(r),
             Out::Goodbye(g) => self.goodbye = Some(g),
+            Out::Diff(d) => self.diff_requests.push(d),
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::sync::render::RenderLimits;
 use crate::sync::retry::RetryPolicy;
 use crate::watch::Watches;
 
+mod diff;
 mod health;
 mod hooks;
 mod pipeline;
@@ -84,6 +85,9 @@ pub struct AgentConfig {
     /// Most renders (a `kustomize build` or `helm template` and the parse of its output, or
     /// the parse of plain YAML) running at once, over every Target.
     pub max_concurrent_renders: usize,
+    /// Where to put what answers the hub's diff requests (`gitfleet diff --live`), shared
+    /// with the link; `None`: this agent answers none.
+    pub diffs: Option<crate::link::DiffSlot>,
 }
 
 impl AgentConfig {
@@ -132,6 +136,7 @@ impl AgentConfig {
             charts: None,
             renderers: Renderers::standard(),
             max_concurrent_renders: DEFAULT_MAX_CONCURRENT_RENDERS,
+            diffs: None,
         }
     }
 }

@@ -125,7 +125,10 @@ pub(super) async fn prune(
 /// The inventory less the objects the Target's Project does not allow (recorded before the
 /// Project was narrowed, or by an older spoke): the App may not delete them, so it forgets
 /// them; they stay in the cluster as they are.
-fn within_project(spec: &TargetSpec, mut inventory: prune::Inventory) -> prune::Inventory {
+pub(super) fn within_project(
+    spec: &TargetSpec,
+    mut inventory: prune::Inventory,
+) -> prune::Inventory {
     let before = inventory.objects.len();
     inventory
         .objects

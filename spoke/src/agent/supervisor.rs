@@ -43,6 +43,12 @@ pub async fn run(
         git,
         reporter,
     });
+    if let Some(slot) = &ctx.config.diffs {
+        slot.set(Arc::new(super::diff::AgentDiffer::new(
+            ctx.clone(),
+            desired.clone(),
+        )));
+    }
     let mut workers: HashMap<String, Worker> = HashMap::new();
     let mut tasks = JoinSet::new();
     loop {

@@ -217,6 +217,48 @@ pub fn health_to_proto(h: Health) -> pb::HealthState {
     }
 }
 
+/// A diff's answer to the hub's request `request_id`.
+pub fn diff_result_to_proto(
+    cluster: &str,
+    request_id: String,
+    diff: crate::sync::diff::TargetDiff,
+) -> pb::DiffResult {
+    use crate::sync::diff::DiffAction;
+    let count = |n: usize| u32::try_from(n).unwrap_or(u32::MAX);
+    pb::DiffResult {
+        request_id,
+        cluster: cluster.to_owned(),
+        target_id: diff.target_id,
+        revision: diff.revision,
+        objects: diff
+            .objects
+            .into_iter()
+            .map(|o| pb::DiffObject {
+                api_version: o.object.api_version,
+                kind: o.object.kind,
+                namespace: o.object.namespace,
+                name: o.object.name,
+                action: match o.action {
+                    DiffAction::Create => pb::DiffAction::Create,
+                    DiffAction::Update => pb::DiffAction::Update,
+                    DiffAction::Unchanged => pb::DiffAction::Unchanged,
+                    DiffAction::Prune => pb::DiffAction::Prune,
+                    DiffAction::Failed => pb::DiffAction::Failed,
+                } as i32,
+                diff: o.diff,
+                message: o.message,
+                source_file: o.source_file,
+            })
+            .collect(),
+        error: diff.error.unwrap_or_default(),
+        omitted: count(diff.omitted),
+        creates: count(diff.counts.creates),
+        updates: count(diff.counts.updates),
+        prunes: count(diff.counts.prunes),
+        failures: count(diff.counts.failures),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -27,10 +27,45 @@ mod state;
 
 pub use crate::hubs::backoff;
 pub use convert::{
-    desired_from_proto, health_to_proto, status_to_proto, sync_to_proto, target_from_proto,
+    desired_from_proto, diff_result_to_proto, health_to_proto, status_to_proto, sync_to_proto,
+    target_from_proto,
 };
 pub use session::run;
 pub use state::{LinkConfig, LinkState};
+
+/// What answers the hub's `DiffRequest`s (`gitfleet diff --live`): the agent, which renders
+/// and dry-run applies a Target (see `agent::diff`).
+pub trait Differ: Send + Sync + 'static {
+    fn diff(
+        &self,
+        spec: crate::model::TargetSpec,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = crate::sync::diff::TargetDiff> + Send>>;
+}
+
+/// Where the agent puts its [`Differ`] once it runs, and the session finds it: the link starts
+/// before the agent, and a spoke without an agent (a test's) answers every request with an
+/// error.
+#[derive(Clone, Default)]
+pub struct DiffSlot(std::sync::Arc<std::sync::OnceLock<std::sync::Arc<dyn Differ>>>);
+
+impl DiffSlot {
+    /// Sets the differ; a slot set already keeps its first.
+    pub fn set(&self, differ: std::sync::Arc<dyn Differ>) {
+        let _ = self.0.set(differ);
+    }
+
+    pub fn get(&self) -> Option<std::sync::Arc<dyn Differ>> {
+        self.0.get().cloned()
+    }
+}
+
+impl std::fmt::Debug for DiffSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiffSlot")
+            .field("set", &self.0.get().is_some())
+            .finish()
+    }
+}
 
 pub use gitfleet_support::install_crypto_provider;
 

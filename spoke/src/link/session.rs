@@ -12,7 +12,9 @@ use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
 use tonic::transport::{Channel, Endpoint};
 
-use super::convert::{desired_from_proto, status_to_proto};
+use super::convert::{
+    desired_from_proto, diff_result_to_proto, status_to_proto, target_from_proto,
+};
 use super::{LinkConfig, LinkError, LinkState, install_crypto_provider, unix_now};
 use crate::hubs::{Candidate, HubUrl, Rotation, backoff};
 use crate::identity::{self, Identity, error_chain};
@@ -193,6 +195,9 @@ async fn session(
     let mut validity = identity::cert_validity(&identity.cert_pem);
     let mut heartbeat = tokio::time::interval(config.heartbeat_interval);
     heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Diffs the hub asked for, answered when done; dropped (aborted) with the session, whose
+    // hub gave up on them.
+    let mut diffs = tokio::task::JoinSet::new();
     loop {
         for report in state.pending_after(last_sent) {
             last_sent = report.seq;
@@ -222,6 +227,9 @@ async fn session(
                         }
                     }
                     Some(pb::hub_message::Msg::Ack(ack)) => state.ack(ack.acked_seq),
+                    Some(pb::hub_message::Msg::Diff(request)) => {
+                        diffs.spawn(answer_diff(config, request, tx.clone()));
+                    }
                     Some(pb::hub_message::Msg::Goodbye(goodbye)) => {
                         return Ok(SessionEnd::Goodbye {
                             reason: goodbye.reason,
@@ -252,6 +260,7 @@ async fn session(
                 }
             }
             () = state.reported() => {}
+            Some(_) = diffs.join_next(), if !diffs.is_empty() => {}
             _ = heartbeat.tick() => {
                 state.persist_if_behind();
                 send(&tx, pb::spoke_message::Msg::Heartbeat(pb::Heartbeat { sent_at_unix: unix_now(), ..Default::default() })).await?;
@@ -262,6 +271,33 @@ async fn session(
             }
             () = cancel.cancelled() => return Ok(SessionEnd::Shutdown),
         }
+    }
+}
+
+/// Answers one of the hub's diff requests on the stream, once the agent has made the diff.
+fn answer_diff(
+    config: &LinkConfig,
+    request: pb::DiffRequest,
+    tx: mpsc::Sender<pb::SpokeMessage>,
+) -> impl std::future::Future<Output = ()> + Send + use<> {
+    use crate::sync::diff;
+    let cluster = config.cluster_name.clone();
+    let differ = config.diffs.get();
+    async move {
+        let spec = request.target.map(target_from_proto);
+        tracing::info!(request = %request.request_id, app = spec.as_ref().map_or("", |s| s.app.as_str()), "the hub asked for a diff");
+        let result = match (differ, spec) {
+            (_, None) => diff::failed("", "", "the hub's diff request names no Target".into()),
+            (None, Some(spec)) => diff::failed(
+                &spec.target_id,
+                &spec.source.commit,
+                "this spoke runs no agent, so it cannot diff".into(),
+            ),
+            (Some(differ), Some(spec)) => differ.diff(spec).await,
+        };
+        let message = diff_result_to_proto(&cluster, request.request_id, result);
+        // The session may have ended meanwhile: the hub no longer waits for it.
+        let _ = send(&tx, pb::spoke_message::Msg::Diff(message)).await;
     }
 }
 

@@ -31,6 +31,8 @@ pub struct LinkConfig {
     pub state_dir: PathBuf,
     /// Where the identity lives, to renew the certificate over the live stream (None: never).
     pub identity_store: Option<IdentityStore>,
+    /// What answers the hub's diff requests, once the agent set it.
+    pub diffs: super::DiffSlot,
 }
 
 impl LinkConfig {
@@ -48,6 +50,7 @@ impl LinkConfig {
             backoff_cap: Duration::from_secs(60),
             state_dir,
             identity_store: None,
+            diffs: super::DiffSlot::default(),
         }
     }
 

@@ -2,6 +2,7 @@
 //! results up into a Target's status. The adapters (`git`, `cluster`) feed these functions and
 //! carry out what they decide.
 
+pub mod diff;
 pub mod drift;
 pub mod health;
 pub mod hooks;

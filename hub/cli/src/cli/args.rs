@@ -137,8 +137,9 @@ pub enum Command {
     #[command(after_help = DESCRIBE_EXAMPLES)]
     Describe(DescribeArgs),
 
-    /// Show what `apply -f` would change: created, configured (with a diff) or unchanged;
-    /// exit 0 when nothing differs, 1 when something does, 2 on error
+    /// Show what `apply -f` would change on the hub, or with --live APP what syncing the App
+    /// would change on its clusters; exit 0 when nothing differs, 1 when something does, 2 on
+    /// error
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
 
@@ -233,8 +234,16 @@ Examples:
   # For scripts: which resources would change
   gitfleet diff -f fleet/ -o json | jq -r '.resources[] | select(.diff) | .name'
 
-Exit codes (like diff and kubectl diff): 0 no differences, 1 differences, 2 error.
-Nothing is stored: the hub validates the documents as `apply --dry-run` does.";
+  # What syncing App web would change on its clusters (the head of its branch)
+  gitfleet diff --live web
+
+  # On one cluster, at a given commit
+  gitfleet diff --live web --cluster eu-1 --revision 4f1c2e0d9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c4d
+
+Exit codes (like diff and kubectl diff): 0 no differences, 1 differences, 2 error (with
+--live also when a cluster could not be compared: offline, its render failed).
+Nothing is stored: the hub validates the documents as `apply --dry-run` does; with --live
+the spokes dry-run apply, and nothing in any cluster changes.";
 
 const GET_EXAMPLES: &str = "\
 Examples:
@@ -292,9 +301,29 @@ pub struct DiffArgs {
         short = 'f',
         long = "filename",
         value_name = "FILE|DIR|-",
-        required = true
+        required_unless_present = "live",
+        conflicts_with = "live"
     )]
     pub files: Vec<String>,
+
+    /// Compare an App with its clusters: each spoke renders the App at the revision and
+    /// server-side applies it with dryRun=All (nothing changes); what would be created,
+    /// changed and pruned, Secret values masked
+    #[arg(long, requires = "app")]
+    pub live: bool,
+
+    /// The App to compare with its clusters (with --live)
+    #[arg(value_name = "APP", requires = "live")]
+    pub app: Option<String>,
+
+    /// Only this cluster (default: every cluster the App has a Target on, at most 50)
+    #[arg(long, value_name = "NAME", requires = "live")]
+    pub cluster: Option<String>,
+
+    /// The commit to compare, in full (default: the head of the App's ref as the hub last
+    /// fetched it, what a rollout dispatches next)
+    #[arg(long, value_name = "COMMIT", requires = "live")]
+    pub revision: Option<String>,
 }
 
 #[derive(Debug, Clone, Args)]

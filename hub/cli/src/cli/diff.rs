@@ -8,6 +8,8 @@
 //!
 //! Exit codes follow `diff(1)` and `kubectl diff`: 0 no differences, 1 differences, 2 the diff
 //! could not be made (bad file, invalid resource, hub unreachable, usage error).
+//!
+//! `gitfleet diff --live APP` compares an App with its clusters instead (`live`).
 
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -141,24 +143,28 @@ pub fn diff_text(report: &DiffReport, style: Style) -> String {
             r.origin
         ));
         for line in r.diff.iter().flat_map(|d| d.lines()) {
-            let code = match line.as_bytes().first() {
-                _ if !style.color => None,
-                _ if line.starts_with("+++") || line.starts_with("---") => Some("1"),
-                Some(b'+') => Some("32"),
-                Some(b'-') => Some("31"),
-                Some(b'@') => Some("36"),
-                _ => None,
-            };
-            match code {
-                Some(c) => text.push_str(&format!("\x1b[{c}m{line}\x1b[0m\n")),
-                None => {
-                    text.push_str(line);
-                    text.push('\n');
-                }
-            }
+            text.push_str(&color_diff_line(line, style));
+            text.push('\n');
         }
     }
     text
+}
+
+/// A line of a unified diff, coloured when colour is on: headers bold, `+` green, `-` red,
+/// hunks cyan.
+fn color_diff_line(line: &str, style: Style) -> String {
+    let code = match line.as_bytes().first() {
+        _ if !style.color => None,
+        _ if line.starts_with("+++") || line.starts_with("---") => Some("1"),
+        Some(b'+') => Some("32"),
+        Some(b'-') => Some("31"),
+        Some(b'@') => Some("36"),
+        _ => None,
+    };
+    match code {
+        Some(c) => format!("\x1b[{c}m{line}\x1b[0m"),
+        None => line.to_owned(),
+    }
 }
 
 /// Runs `gitfleet diff`: prints the report, then fails with [`CliError::Differences`] when
@@ -169,6 +175,10 @@ pub(super) async fn run(
     out: &mut (dyn Write + Send),
     style: Style,
 ) -> Result<(), CliError> {
+    if args.live {
+        let app = args.app.as_deref().unwrap_or_default();
+        return live::run(global, args, app, out, style).await;
+    }
     let report = report(global, args)
         .await
         .map_err(|e| CliError::DiffFailed(Box::new(e)))?;
@@ -196,6 +206,8 @@ async fn report(global: &GlobalArgs, args: &DiffArgs) -> Result<DiffReport, CliE
     let live = client.get("", "").await?;
     Ok(diff_report(&docs, &outcomes, &live))
 }
+
+pub mod live;
 
 #[cfg(test)]
 mod tests;

@@ -136,6 +136,10 @@ pub enum CliError {
     /// `gitfleet diff` could not compare: exit 2, as `diff` and `kubectl diff` do.
     #[error(transparent)]
     DiffFailed(Box<CliError>),
+    /// `gitfleet diff --live` could not compare on some clusters (what it could is printed):
+    /// exit 2.
+    #[error("could not compare on {count} cluster(s): {clusters}")]
+    LiveDiffIncomplete { count: usize, clusters: String },
 }
 
 impl CliError {
@@ -147,7 +151,8 @@ impl CliError {
             | CliError::DescribeAll
             | CliError::DeleteCluster
             | CliError::Selector { .. }
-            | CliError::DiffFailed(_) => 2,
+            | CliError::DiffFailed(_)
+            | CliError::LiveDiffIncomplete { .. } => 2,
             _ => 1,
         }
     }

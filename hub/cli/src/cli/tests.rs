@@ -489,3 +489,38 @@ async fn help_and_version_print_to_the_writer() {
     run_args(["gitfleet", "--version"], &mut out).await.unwrap();
     assert!(String::from_utf8(out).unwrap().starts_with("gitfleet "));
 }
+
+#[test]
+fn diff_takes_files_or_an_app_with_live() {
+    let cli = parse(&[
+        "diff",
+        "--live",
+        "web",
+        "--cluster",
+        "eu-1",
+        "--revision",
+        "abc",
+    ])
+    .unwrap();
+    let Command::Diff(d) = cli.command else {
+        panic!("a diff")
+    };
+    assert!(d.live && d.files.is_empty());
+    assert_eq!(d.app.as_deref(), Some("web"));
+    assert_eq!(d.cluster.as_deref(), Some("eu-1"));
+    assert_eq!(d.revision.as_deref(), Some("abc"));
+    // The App may come first.
+    let cli = parse(&["diff", "web", "--live"]).unwrap();
+    assert!(matches!(cli.command, Command::Diff(d) if d.app.as_deref() == Some("web")));
+    let cli = parse(&["diff", "-f", "fleet/"]).unwrap();
+    assert!(matches!(cli.command, Command::Diff(d) if !d.live && d.files == ["fleet/"]));
+    for bad in [
+        &["diff"][..],
+        &["diff", "--live"],
+        &["diff", "web"],
+        &["diff", "-f", "fleet/", "--live", "web"],
+        &["diff", "-f", "fleet/", "--cluster", "eu-1"],
+    ] {
+        assert!(parse(bad).is_err(), "{bad:?} parsed");
+    }
+}

@@ -125,6 +125,23 @@ impl AdminClient {
         Ok(self.check(response)?.notifiers)
     }
 
+    /// `gitfleet diff --live`: what syncing `app` at `revision` (empty: its head) would change
+    /// on `cluster` (empty: each of its clusters), as the spokes' dry runs say.
+    pub async fn diff_live(
+        &mut self,
+        app: &str,
+        cluster: &str,
+        revision: &str,
+    ) -> Result<pb::DiffLiveResponse, ClientError> {
+        let request = pb::DiffLiveRequest {
+            app: app.to_owned(),
+            cluster: cluster.to_owned(),
+            revision: revision.to_owned(),
+        };
+        let response = self.inner.diff_live(request).await;
+        self.check(response)
+    }
+
     /// Asks the hub to fetch Repo `name` now.
     pub async fn refresh_repo(&mut self, name: &str) -> Result<(), ClientError> {
         let response = self

@@ -8,7 +8,7 @@ fn user(role: Role, projects: &[&str]) -> Subject {
     }
 }
 
-const ALL_ACTIONS: [Action; 33] = [
+const ALL_ACTIONS: [Action; 34] = [
     Action::Get,
     Action::Status,
     Action::ListClusters,
@@ -18,6 +18,7 @@ const ALL_ACTIONS: [Action; 33] = [
     Action::RolloutHistory,
     Action::Whoami,
     Action::RefreshRepo,
+    Action::DiffLive,
     Action::Apply,
     Action::Delete,
     Action::PauseRollout,
