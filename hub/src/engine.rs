@@ -33,6 +33,7 @@ use crate::store::{Store, StoreError};
 mod audit;
 mod changes;
 mod charts;
+mod dashboard;
 mod clusters;
 mod dependencies;
 mod desired;
@@ -54,6 +55,7 @@ mod users;
 pub use audit::AuditEntry;
 use changes::ChangeFeed;
 pub use changes::{CHANGES_CAPACITY, FleetChange};
+pub use dashboard::{DashboardError, NewSession};
 pub use clusters::{
     Issued, NewToken, PENDING_RETRY, RegisterOutcome, Registration, RegistrationWork, TokenSpec,
     token_hash,

@@ -191,6 +191,10 @@ pub enum Command {
     /// Who the hub takes you for: your user, role, Projects and certificate expiry
     Whoami,
 
+    /// Sign in to the hub's web dashboard: prints (and opens) a single-use sign-in link that
+    /// starts a browser session as you, with your role
+    Dashboard(DashboardArgs),
+
     /// The versions of this client and of the hub it talks to
     Version(VersionArgs),
 
@@ -1063,6 +1067,13 @@ pub struct EventsArgs {
     /// How often --watch polls a hub older than this CLI (without streams)
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    /// Only print the link; do not open a browser (xdg-open, or open on macOS)
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, clap::Args)]
