@@ -33,8 +33,8 @@ use crate::store::{Store, StoreError};
 mod audit;
 mod changes;
 mod charts;
-mod dashboard;
 mod clusters;
+mod dashboard;
 mod dependencies;
 mod desired;
 mod diffs;
@@ -55,11 +55,11 @@ mod users;
 pub use audit::AuditEntry;
 use changes::ChangeFeed;
 pub use changes::{CHANGES_CAPACITY, FleetChange};
-pub use dashboard::{DashboardError, NewSession};
 pub use clusters::{
     Issued, NewToken, PENDING_RETRY, RegisterOutcome, Registration, RegistrationWork, TokenSpec,
     token_hash,
 };
+pub use dashboard::{DashboardError, NewSession};
 use desired::FleetInputs;
 pub use desired::{Published, TargetOrigin};
 pub use diffs::{DiffPlan, DiffTarget, LinkPlace, MAX_DIFF_CLUSTERS, check_revision};

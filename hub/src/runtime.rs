@@ -623,8 +623,8 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 Arc::clone(&engine),
                 Arc::clone(&dashboard_url),
             ))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             AuditServer::new(AuditService::new(Arc::clone(&engine)))

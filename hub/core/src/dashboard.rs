@@ -239,7 +239,9 @@ impl Cell {
                 Cell::Progressing
             }
             (SyncState::OutOfSync, _) => Cell::OutOfSync,
-            (SyncState::Synced, _) if !desired_revision.is_empty() && revision != desired_revision => {
+            (SyncState::Synced, _)
+                if !desired_revision.is_empty() && revision != desired_revision =>
+            {
                 Cell::OutOfSync
             }
             (_, HealthState::Suspended) => Cell::Suspended,

@@ -93,7 +93,10 @@ fn secured(mut response: Response) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
@@ -126,9 +129,7 @@ fn engine_problem(e: EngineError) -> Response {
         EngineError::NotFound(_) => StatusCode::NOT_FOUND,
         EngineError::Unauthenticated(_) => StatusCode::UNAUTHORIZED,
         EngineError::PermissionDenied(_) => StatusCode::FORBIDDEN,
-        EngineError::AlreadyExists(_) | EngineError::FailedPrecondition(_) => {
-            StatusCode::CONFLICT
-        }
+        EngineError::AlreadyExists(_) | EngineError::FailedPrecondition(_) => StatusCode::CONFLICT,
         EngineError::Store(_) | EngineError::Pki(_) => {
             warn!(error = %e, "dashboard: internal error");
             StatusCode::INTERNAL_SERVER_ERROR

@@ -6,8 +6,8 @@
 use std::time::Duration;
 
 use gitfleet_core::dashboard::{
-    Cell, Grid, GridApp, SHORT_REVISION, GridCluster, GridTarget, SessionProblem, SessionRecord, SigninRecord,
-    build_grid,
+    Cell, Grid, GridApp, GridCluster, GridTarget, SHORT_REVISION, SessionProblem, SessionRecord,
+    SigninRecord, build_grid,
 };
 use gitfleet_core::users::UserRecord;
 use sha2::{Digest, Sha256};

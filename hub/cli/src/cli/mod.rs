@@ -782,7 +782,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             let mut client = connect().await?;
             let response = client.dashboard_signin().await?;
             let report = users::dashboard_report(&response);
-            let mut text = output::render(format, &report, || users::dashboard_text(&report, style));
+            let mut text =
+                output::render(format, &report, || users::dashboard_text(&report, style));
             if !d.no_open {
                 text.push_str(&open_in_browser(&report.url));
             }

@@ -85,7 +85,10 @@ fn a_viewer_may_do_nothing_an_operator_its_projects_an_admin_all() {
     assert!(allowed_actions(&viewer, "web", "default").is_empty());
     assert!(!role_may_act(Role::Viewer));
     let op = user("o", Role::Operator, &["team-a"]).subject();
-    assert_eq!(allowed_actions(&op, "web", "team-a"), UiAction::ALL.to_vec());
+    assert_eq!(
+        allowed_actions(&op, "web", "team-a"),
+        UiAction::ALL.to_vec()
+    );
     assert!(allowed_actions(&op, "web", "team-b").is_empty());
     let admin = user("a", Role::Admin, &[]).subject();
     assert_eq!(
@@ -108,16 +111,43 @@ fn ui_actions_are_the_cli_commands() {
 fn cells_fold_sync_and_health() {
     use HealthState as H;
     use SyncState as S;
-    assert_eq!(Cell::of(Some((S::Synced, H::Healthy, "a")), "a", true), Cell::Healthy);
-    assert_eq!(Cell::of(Some((S::Synced, H::Healthy, "a")), "b", true), Cell::OutOfSync);
-    assert_eq!(Cell::of(Some((S::Syncing, H::Healthy, "a")), "b", true), Cell::Progressing);
-    assert_eq!(Cell::of(Some((S::Synced, H::Progressing, "a")), "a", true), Cell::Progressing);
-    assert_eq!(Cell::of(Some((S::Failed, H::Healthy, "a")), "a", true), Cell::Failed);
-    assert_eq!(Cell::of(Some((S::Synced, H::Degraded, "a")), "a", true), Cell::Failed);
-    assert_eq!(Cell::of(Some((S::OutOfSync, H::Healthy, "a")), "a", true), Cell::OutOfSync);
-    assert_eq!(Cell::of(Some((S::Synced, H::Suspended, "a")), "a", true), Cell::Suspended);
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Healthy, "a")), "a", true),
+        Cell::Healthy
+    );
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Healthy, "a")), "b", true),
+        Cell::OutOfSync
+    );
+    assert_eq!(
+        Cell::of(Some((S::Syncing, H::Healthy, "a")), "b", true),
+        Cell::Progressing
+    );
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Progressing, "a")), "a", true),
+        Cell::Progressing
+    );
+    assert_eq!(
+        Cell::of(Some((S::Failed, H::Healthy, "a")), "a", true),
+        Cell::Failed
+    );
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Degraded, "a")), "a", true),
+        Cell::Failed
+    );
+    assert_eq!(
+        Cell::of(Some((S::OutOfSync, H::Healthy, "a")), "a", true),
+        Cell::OutOfSync
+    );
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Suspended, "a")), "a", true),
+        Cell::Suspended
+    );
     assert_eq!(Cell::of(None, "a", true), Cell::Unknown);
-    assert_eq!(Cell::of(Some((S::Synced, H::Healthy, "a")), "a", false), Cell::Disconnected);
+    assert_eq!(
+        Cell::of(Some((S::Synced, H::Healthy, "a")), "a", false),
+        Cell::Disconnected
+    );
 }
 
 #[test]
@@ -140,7 +170,11 @@ fn the_grid_is_sorted_and_compact() {
     };
     let grid = build_grid(
         vec![app("web"), app("api")],
-        vec![cluster("eu-2", true), cluster("eu-1", true), cluster("us-1", false)],
+        vec![
+            cluster("eu-2", true),
+            cluster("eu-1", true),
+            cluster("us-1", false),
+        ],
         &[
             target("web", "eu-1", Some("abcdef0123456789")),
             target("web", "eu-2", Some("0000000000000000")),
@@ -150,11 +184,17 @@ fn the_grid_is_sorted_and_compact() {
         ],
     );
     assert_eq!(
-        grid.apps.iter().map(|a| a.name.as_str()).collect::<Vec<_>>(),
+        grid.apps
+            .iter()
+            .map(|a| a.name.as_str())
+            .collect::<Vec<_>>(),
         ["api", "web"]
     );
     assert_eq!(
-        grid.clusters.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
+        grid.clusters
+            .iter()
+            .map(|c| c.name.as_str())
+            .collect::<Vec<_>>(),
         ["eu-1", "eu-2", "us-1"]
     );
     assert_eq!(grid.cells, ["u.x", "ho."]);
