@@ -44,6 +44,10 @@ struct Args {
     /// Only the fleet decisions part.
     #[arg(long)]
     fleet_only: bool,
+    /// Apps on every cluster for the dashboard's grid (the fleet part's App and more; 1 or 0
+    /// skips the dashboard's figures).
+    #[arg(long, default_value_t = 20)]
+    grid_apps: usize,
     /// How many times each single fleet decision is timed (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -235,6 +239,7 @@ async fn main() -> anyhow::Result<()> {
     if args.clusters > 0 {
         fleet(
             args.clusters,
+            args.grid_apps,
             args.repeat,
             args.etcd_endpoint.as_deref(),
             tmp.path(),
@@ -341,6 +346,7 @@ async fn until_rollout_complete(engine: &Engine, commit: &str) -> anyhow::Result
 /// cluster, each cluster's desired state watched as a link session would.
 async fn fleet(
     n: usize,
+    grid_apps: usize,
     repeat: usize,
     etcd_endpoint: Option<&str>,
     tmp: &Path,
@@ -503,6 +509,9 @@ async fn fleet(
         ms(complete)
     );
     live_reads(&hub, &engine, &clusters, &c2, repeat).await?;
+    if grid_apps > 1 {
+        dashboard(&hub, &engine, &clusters, &c2, grid_apps, repeat).await?;
+    }
     hub.shutdown().await;
     Ok(())
 }
@@ -567,6 +576,197 @@ async fn live_reads(
     println!(
         "  one report -> the status stream:    {} (median of {repeat})",
         ms(median(took))
+    );
+    Ok(())
+}
+
+/// The web dashboard (`/ui`): the grid of `apps` Apps × every cluster over the HTTP listener
+/// (time to first byte, bytes sent), and a Target's change reaching an open event stream.
+async fn dashboard(
+    hub: &runtime::HubHandle,
+    engine: &Arc<Engine>,
+    clusters: &[(String, DesiredRx)],
+    commit: &str,
+    apps: usize,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+
+    let names: Vec<String> = (1..apps).map(|i| format!("grid-{i:02}")).collect();
+    let documents: Vec<(String, String)> = names
+        .iter()
+        .map(|name| {
+            (
+                format!("bench#{name}"),
+                serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                    "metadata": {"name": name, "labels": {"team": "bench"}},
+                    "spec": {
+                        "repo": "sim", "path": "apps/small", "namespace": name,
+                        "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
+                    }
+                })
+                .to_string(),
+            )
+        })
+        .collect();
+    engine.apply(&documents, false).await?;
+    // Each Target reports synced and healthy once its App's rollout gives it the commit.
+    let mut reported: std::collections::HashSet<(usize, usize)> = Default::default();
+    let want = names.len() * clusters.len();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while reported.len() < want {
+        ensure!(
+            Instant::now() < deadline,
+            "the grid's Apps never reached every cluster"
+        );
+        for (ci, (cluster, rx)) in clusters.iter().enumerate() {
+            for (ai, app) in names.iter().enumerate() {
+                if reported.contains(&(ci, ai)) {
+                    continue;
+                }
+                let generation = rx
+                    .borrow()
+                    .desired
+                    .targets
+                    .get(app)
+                    .filter(|t| t.target.commit == commit)
+                    .map(|t| t.spec_generation);
+                if let Some(spec_generation) = generation {
+                    engine.store_report(TargetReport {
+                        seq: 1000 + (ai as u64),
+                        cluster: cluster.clone(),
+                        app: app.clone(),
+                        revision: commit.to_owned(),
+                        spec_generation,
+                        sync: SyncState::Synced,
+                        health: HealthState::Healthy,
+                        message: "1 resource".into(),
+                        ..Default::default()
+                    })?;
+                    reported.insert((ci, ai));
+                }
+            }
+        }
+        engine.flush().await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = engine
+        .users()
+        .into_iter()
+        .find(|u| u.name == "admin")
+        .context("the admin user")?;
+    let (link, _) = engine.create_dashboard_signin(&admin).await?;
+    let session = engine
+        .dashboard_sign_in(&link, Duration::from_secs(3600))
+        .await?;
+    let addr = hub.http_addr().context("the hub's HTTP listener")?;
+    let cookie = format!("gitfleet_session={}", session.token);
+    let get =
+        async |path: &str| -> anyhow::Result<(Duration, Duration, usize, hyper::body::Incoming)> {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let request = hyper::Request::get(path)
+                .header(hyper::header::HOST, addr.to_string())
+                .header(hyper::header::COOKIE, &cookie)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let t = Instant::now();
+            let response = send.send_request(request).await?;
+            let first_byte = t.elapsed();
+            ensure!(
+                response.status().is_success(),
+                "GET {path}: {}",
+                response.status()
+            );
+            Ok((first_byte, t.elapsed(), 0, response.into_body()))
+        };
+    let mut ttfb = Vec::with_capacity(repeat);
+    let mut whole = Vec::with_capacity(repeat);
+    let mut bytes = 0;
+    for _ in 0..repeat.max(1) {
+        let (first, _, _, body) = get("/ui/api/grid").await?;
+        let t = Instant::now();
+        let body = body.collect().await?.to_bytes();
+        whole.push(first + t.elapsed());
+        ttfb.push(first);
+        bytes = body.len();
+        let grid: serde_json::Value = serde_json::from_slice(&body)?;
+        ensure!(
+            grid["cells"].as_array().map(Vec::len) == Some(apps)
+                && grid["clusters"].as_array().map(Vec::len) == Some(clusters.len()),
+            "the grid has {apps} Apps × {} clusters",
+            clusters.len()
+        );
+    }
+    println!(
+        "dashboard ({apps} Apps × {} clusters, over the HTTP listener):",
+        clusters.len()
+    );
+    println!(
+        "  grid JSON: first byte {}, whole {} (medians of {}), {bytes} bytes",
+        ms(median(ttfb)),
+        ms(median(whole)),
+        repeat.max(1)
+    );
+    // A Target's change reaching an open event stream (what a browser's EventSource reads).
+    let (_, _, _, mut events) = get("/ui/api/stream").await?;
+    let (cluster, rx) = clusters.first().context("a cluster")?;
+    let mut took = Vec::with_capacity(repeat);
+    for i in 0..repeat.max(1) {
+        let (health, code) = if i % 2 == 0 {
+            (HealthState::Degraded, "f")
+        } else {
+            (HealthState::Healthy, "h")
+        };
+        let t = Instant::now();
+        engine.store_report(TargetReport {
+            // Past every seq the grid's reports used on this cluster (seqs are per cluster).
+            seq: 10_000 + i as u64,
+            cluster: cluster.clone(),
+            app: "small".into(),
+            revision: commit.to_owned(),
+            spec_generation: held(rx, commit).context("placed")?,
+            sync: SyncState::Synced,
+            health,
+            message: format!("probe {i}"),
+            ..Default::default()
+        })?;
+        engine.flush().await?;
+        let mut buffer = String::new();
+        'event: loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), events.frame())
+                .await
+                .context("no event within 30 s")?
+                .context("the event stream ended")??;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let Ok(cell) = serde_json::from_str::<serde_json::Value>(data) else {
+                    continue;
+                };
+                if cell["cluster"] == cluster.as_str()
+                    && cell["app"] == "small"
+                    && cell["cell"] == code
+                {
+                    break 'event;
+                }
+            }
+        }
+        took.push(t.elapsed());
+    }
+    println!(
+        "  one report -> the dashboard's event stream: {} (median of {}; max {})",
+        ms(median(took.clone())),
+        took.len(),
+        ms(took.iter().max().copied().unwrap_or_default())
     );
     Ok(())
 }
