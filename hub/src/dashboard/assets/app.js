@@ -9,6 +9,8 @@ const STATES = {
 
 let me = null;
 let grid = null;
+// The grid's cells by App and cluster, for live updates.
+let cellElements = new Map();
 let page = null; // what the current view shows: {kind, name, data}
 const filters = { label: "", project: "", app: "" };
 
@@ -90,6 +92,8 @@ function cellTitle(app, cluster, code, rev) {
 function renderGrid() {
   crumbs(el("span", {}, "fleet"));
   if (!grid) return;
+  // A live refresh redraws the rows only, so that a filter being typed keeps its focus.
+  if (document.getElementById("grid")) return drawRows();
   const projects = [...new Set(grid.apps.map((a) => a.project))].sort();
   const controls = el("div", { class: "filters" },
     el("input", { id: "filter-label", placeholder: "cluster labels: env=prod,ring", value: filters.label,
@@ -114,6 +118,7 @@ function drawRows() {
   grid.clusters.forEach((c, i) => { if (labelMatches(c.labels, filters.label)) clusters.push(i); });
   const names = clusters.length <= 24;
   const rows = [];
+  cellElements = new Map();
   let apps = 0;
   grid.apps.forEach((a, ai) => {
     if (filters.project && a.project !== filters.project) return;
@@ -126,10 +131,12 @@ function drawRows() {
       const c = grid.clusters[ci];
       const code = cells[ci];
       const rev = revs[ci] >= 0 ? grid.revisions[revs[ci]] : "";
-      strip.append(el("a", {
+      const cell = el("a", {
         class: "cell c-" + code, href: "#/cluster/" + encodeURIComponent(c.name),
         title: cellTitle(a.name, c.name, code, rev), "data-app": a.name, "data-cluster": c.name, "data-cell": code,
-      }, names ? c.name : null));
+      }, names ? c.name : null);
+      cellElements.set(a.name + "\u0000" + c.name, cell);
+      strip.append(cell);
     }
     rows.push(el("tr", {},
       el("th", {}, el("a", { href: "#/app/" + encodeURIComponent(a.name), class: "app-link" }, a.name),
@@ -151,14 +158,11 @@ function updateCell(msg) {
   let ri = grid.revisions.indexOf(msg.revision);
   if (msg.revision && ri < 0) { grid.revisions.push(msg.revision); ri = grid.revisions.length - 1; }
   grid.revs[ai][ci] = msg.revision ? ri : -1;
-  if (page && page.kind === "grid") {
-    for (const e of document.querySelectorAll("#grid .cell")) {
-      if (e.dataset.app === msg.app && e.dataset.cluster === msg.cluster) {
-        e.className = "cell c-" + msg.cell;
-        e.dataset.cell = msg.cell;
-        e.title = cellTitle(msg.app, msg.cluster, msg.cell, msg.revision);
-      }
-    }
+  const e = page && page.kind === "grid" && cellElements.get(msg.app + "\u0000" + msg.cluster);
+  if (e) {
+    e.className = "cell c-" + msg.cell;
+    e.dataset.cell = msg.cell;
+    e.title = cellTitle(msg.app, msg.cluster, msg.cell, msg.revision);
   }
 }
 
@@ -302,10 +306,14 @@ async function load() {
   }
 }
 
+// At most one read pending: a burst of changes (a rollout over 1,000 clusters) reads once, and
+// a steady stream of them still reads every `delay`.
 let refreshTimer = null;
 function refreshSoon(delay) {
+  const d = delay === undefined ? 250 : delay;
+  if (refreshTimer !== null && d > 0) return;
   clearTimeout(refreshTimer);
-  refreshTimer = setTimeout(load, delay === undefined ? 250 : delay);
+  refreshTimer = setTimeout(() => { refreshTimer = null; load(); }, d);
 }
 
 function signedOut() {
