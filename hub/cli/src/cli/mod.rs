@@ -785,7 +785,11 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             let mut text =
                 output::render(format, &report, || users::dashboard_text(&report, style));
             if !d.no_open {
-                text.push_str(&open_in_browser(&report.url));
+                let note = open_in_browser(&report.url);
+                // JSON and YAML stay one document: the note is for people reading a table.
+                if matches!(format, args::OutputFormat::Table) {
+                    text.push_str(&note);
+                }
             }
             Ok(text)
         }
