@@ -431,24 +431,45 @@ async fn stream(State(state): State<UiState>, headers: HeaderMap) -> Response {
     if let Err(r) = session(&state, &headers).await {
         return r;
     }
+    let token = cookie(&headers, SESSION_COOKIE)
+        .unwrap_or_default()
+        .to_owned();
     let engine = Arc::clone(&state.engine);
     secured(
-        Sse::new(live(engine))
+        Sse::new(live(engine, token))
             .keep_alive(KeepAlive::new().interval(KEEPALIVE))
             .into_response(),
     )
 }
 
-fn live(engine: Arc<Engine>) -> impl Stream<Item = Result<Event, Infallible>> {
-    let changes = engine.subscribe_changes();
-    let events = engine.subscribe_events();
-    futures::stream::unfold(
-        (engine, changes, events),
-        |(engine, mut changes, mut events)| async move {
-            let event = tokio::select! {
-                change = changes.recv() => match change {
+/// How often an open event stream checks that its session still holds (expired, signed out,
+/// the user revoked): the stream ends within this.
+const SESSION_RECHECK: Duration = Duration::from_secs(30);
+
+struct Live {
+    engine: Arc<Engine>,
+    token: String,
+    changes: tokio::sync::broadcast::Receiver<FleetChange>,
+    events: tokio::sync::broadcast::Receiver<crate::model::EventRecord>,
+    recheck: tokio::time::Interval,
+}
+
+fn live(engine: Arc<Engine>, token: String) -> impl Stream<Item = Result<Event, Infallible>> {
+    let mut recheck = tokio::time::interval(SESSION_RECHECK);
+    recheck.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Live {
+        changes: engine.subscribe_changes(),
+        events: engine.subscribe_events(),
+        engine,
+        token,
+        recheck,
+    };
+    futures::stream::unfold(state, |mut s| async move {
+        let event = loop {
+            tokio::select! {
+                change = s.changes.recv() => break match change {
                     Ok(FleetChange::Target { app, cluster }) => {
-                        let (cell, revision) = engine.dashboard_cell(&app, &cluster);
+                        let (cell, revision) = s.engine.dashboard_cell(&app, &cluster);
                         Event::default().event("cell").json_data(json!({
                             "app": app, "cluster": cluster,
                             "cell": cell.code().to_string(), "revision": revision,
@@ -461,15 +482,21 @@ fn live(engine: Arc<Engine>) -> impl Stream<Item = Result<Event, Infallible>> {
                     Err(RecvError::Lagged(_)) => Event::default().event("reset").data("lagged"),
                     Err(RecvError::Closed) => return None,
                 },
-                event = events.recv() => match event {
+                event = s.events.recv() => break match event {
                     Ok(e) => Event::default().event("event").json_data(event_json(&e)).unwrap_or_default(),
                     Err(RecvError::Lagged(_)) => Event::default().event("reset").data("lagged"),
                     Err(RecvError::Closed) => return None,
                 },
-            };
-            Some((Ok(event), (engine, changes, events)))
-        },
-    )
+                _ = s.recheck.tick() => {
+                    if let Err(why) = s.engine.dashboard_session(&s.token).await {
+                        info!(%why, "dashboard event stream ended: its session no longer holds");
+                        return None;
+                    }
+                }
+            }
+        };
+        Some((Ok(event), s))
+    })
 }
 
 /// An action on an App: the session's user, its CSRF token, then the CLI's path — the role's
