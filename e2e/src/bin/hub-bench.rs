@@ -48,6 +48,10 @@ struct Args {
     /// skips the dashboard's figures).
     #[arg(long, default_value_t = 20)]
     grid_apps: usize,
+    /// After the dashboard's figures, print a sign-in link to the benchmark's dashboard and
+    /// keep the hub up this long (to look at the grid in a browser).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    hold_dashboard: Option<Duration>,
     /// How many times each single fleet decision is timed (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -240,6 +244,7 @@ async fn main() -> anyhow::Result<()> {
         fleet(
             args.clusters,
             args.grid_apps,
+            args.hold_dashboard,
             args.repeat,
             args.etcd_endpoint.as_deref(),
             tmp.path(),
@@ -347,6 +352,7 @@ async fn until_rollout_complete(engine: &Engine, commit: &str) -> anyhow::Result
 async fn fleet(
     n: usize,
     grid_apps: usize,
+    hold_dashboard: Option<Duration>,
     repeat: usize,
     etcd_endpoint: Option<&str>,
     tmp: &Path,
@@ -511,6 +517,17 @@ async fn fleet(
     live_reads(&hub, &engine, &clusters, &c2, repeat).await?;
     if grid_apps > 1 {
         dashboard(&hub, &engine, &clusters, &c2, grid_apps, repeat).await?;
+        if let Some(hold) = hold_dashboard {
+            let admin = engine
+                .users()
+                .into_iter()
+                .find(|u| u.name == "admin")
+                .context("the admin user")?;
+            let (token, _) = engine.create_dashboard_signin(&admin).await?;
+            let addr = hub.http_addr().context("the hub's HTTP listener")?;
+            println!("  dashboard: http://{addr}/ui/signin?token={token} (for {hold:?})");
+            tokio::time::sleep(hold).await;
+        }
     }
     hub.shutdown().await;
     Ok(())

@@ -126,7 +126,8 @@ function drawRows() {
     apps += 1;
     const cells = grid.cells[ai];
     const revs = grid.revs[ai];
-    const strip = el("div", { class: "strip" + (names ? " names" : "") });
+    // Past 200 clusters the squares shrink, so that 1,000 clusters × 20 Apps fit a screen or two.
+    const strip = el("div", { class: "strip" + (names ? " names" : "") + (clusters.length > 200 ? " dense" : "") });
     for (const ci of clusters) {
       const c = grid.clusters[ci];
       const code = cells[ci];
