@@ -193,6 +193,7 @@ pub enum Command {
 
     /// Sign in to the hub's web dashboard: prints (and opens) a single-use sign-in link that
     /// starts a browser session as you, with your role
+    #[command(after_help = DASHBOARD_EXAMPLES)]
     Dashboard(DashboardArgs),
 
     /// The versions of this client and of the hub it talks to
@@ -1037,6 +1038,16 @@ pub struct AppSyncArgs {
     #[arg(long, value_name = "CLUSTER")]
     pub cluster: Option<String>,
 }
+
+const DASHBOARD_EXAMPLES: &str = "\
+Examples:
+  # Open the dashboard in your browser, signed in as you
+  gitfleet dashboard
+
+  # Only print the link (over SSH: open it on your own machine); it works once, within 5 minutes
+  gitfleet dashboard --no-open
+
+The hub's --ui-url is where the link points (default: its HTTP listener, /ui).";
 
 const EVENTS_EXAMPLES: &str = "\
 Examples:
