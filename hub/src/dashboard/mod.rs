@@ -337,10 +337,8 @@ async fn app_page(
         Ok(targets) => targets,
         Err(e) => return engine_problem(e),
     };
-    let events = match engine.events(Some(&app), None, 0, usize::MAX).await {
+    let events = match engine.events(Some(&app), None, 0, TIMELINE).await {
         Ok(mut events) => {
-            let keep = events.len().saturating_sub(TIMELINE);
-            events.drain(..keep);
             events.reverse();
             events
         }
