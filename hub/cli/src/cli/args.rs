@@ -386,8 +386,9 @@ pub struct DiffArgs {
     #[arg(long, value_name = "NAME", requires = "live")]
     pub cluster: Option<String>,
 
-    /// The commit to compare, in full (default: the head of the App's ref as the hub last
-    /// fetched it, what a rollout dispatches next)
+    /// The commit to compare: in full, or a unique prefix of a commit the App has rolled out
+    /// (`rollout history`), as `rollout rollback --to` takes (default: the head of the App's
+    /// ref as the hub last fetched it, what a rollout dispatches next)
     #[arg(long, value_name = "COMMIT", requires = "live")]
     pub revision: Option<String>,
 }
