@@ -41,6 +41,7 @@ mod events;
 mod fleet_sync;
 mod freezes;
 mod holds;
+mod kube_objects;
 mod links;
 mod notifications;
 mod queries;
@@ -68,6 +69,7 @@ pub use links::{ConnectHook, Connection};
 pub use notifications::{NotificationConfig, NotifierView};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
 use repos::{ChangeOrigin, Followed};
+pub use kube_objects::AppSummary;
 pub use resources::Applied;
 pub use users::{NewUser, app_project};
 

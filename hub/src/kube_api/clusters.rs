@@ -1,0 +1,142 @@
+//! One `Cluster` custom resource per registered cluster: the hub creates it and keeps its
+//! status (connected, last contact, agent version); its `spec.labels` and the hub's labels are
+//! kept in step both ways (`gitfleet_core::kube_api::label_flow`: the side that moved from the
+//! labels last agreed on, `status.labels`, wins).
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use serde_json::{Value, json};
+use tracing::{info, warn};
+
+use gitfleet_core::kube_api::{
+    CLUSTER_KIND, CLUSTER_PLURAL, LabelFlow, Readiness, label_changes, label_flow, labels_of,
+    ready_condition,
+};
+
+use super::resources::merge_patch;
+use super::{Context, KubeApiError, api_resource, now_rfc3339, rfc3339};
+use crate::model::ClusterView;
+
+/// Compares the hub's clusters with their objects every resync, until the process stops.
+pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> {
+    let ar = api_resource(CLUSTER_KIND, CLUSTER_PLURAL);
+    let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
+    let mut tick = tokio::time::interval(ctx.resync);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        if let Err(e) = pass(&ctx, &api).await {
+            warn!(error = %e, "cannot bring the Cluster objects in step");
+        }
+    }
+}
+
+async fn pass(ctx: &Context, api: &Api<DynamicObject>) -> Result<(), KubeApiError> {
+    let objects: BTreeMap<String, DynamicObject> = api
+        .list(&ListParams::default())
+        .await?
+        .items
+        .into_iter()
+        .filter_map(|o| o.metadata.name.clone().map(|n| (n, o)))
+        .collect();
+    for view in ctx.engine.clusters()? {
+        if view.record.revoked {
+            continue;
+        }
+        let name = view.record.name.clone();
+        if let Err(e) = one(ctx, api, &view, objects.get(&name)).await {
+            warn!(cluster = %name, error = %e, "cannot bring the Cluster object in step");
+        }
+    }
+    Ok(())
+}
+
+async fn one(
+    ctx: &Context,
+    api: &Api<DynamicObject>,
+    view: &ClusterView,
+    object: Option<&DynamicObject>,
+) -> Result<(), KubeApiError> {
+    let name = &view.record.name;
+    let hub = &view.record.labels;
+    let spec = object.and_then(|o| labels_of(o.data.pointer("/spec/labels")));
+    let old_status = object
+        .and_then(|o| o.data.get("status").cloned())
+        .unwrap_or_else(|| json!({}));
+    let agreed = labels_of(old_status.get("labels"));
+    let mut readiness = Readiness::ready("InStep", "labels in step with the hub");
+    let agreed_now = match label_flow(hub, spec.as_ref(), agreed.as_ref()) {
+        LabelFlow::None => hub.clone(),
+        LabelFlow::ToHub(labels) => match label_changes(hub, &labels) {
+            None => labels,
+            Some(changes) => {
+                let by = format!("kubernetes:{}/{name}", ctx.namespace);
+                match ctx.engine.label_cluster(name, &changes, &by).await {
+                    Ok(_) => {
+                        info!(cluster = %name, "labels taken from its Cluster object");
+                        labels
+                    }
+                    Err(crate::engine::EngineError::Invalid(m)) => {
+                        readiness = Readiness::not_ready("InvalidLabels", format!("spec.labels: {m}"));
+                        // Still the last agreed labels: the edit is tried again until fixed.
+                        agreed.clone().unwrap_or_else(|| hub.clone())
+                    }
+                    Err(e) => return Err(e.into()),
+                }
+            }
+        },
+        LabelFlow::ToObject(labels) => {
+            match object {
+                None => {
+                    let new: DynamicObject = serde_json::from_value(json!({
+                        "apiVersion": format!("{}/{}", gitfleet_core::kube_api::GROUP, gitfleet_core::kube_api::VERSION),
+                        "kind": CLUSTER_KIND,
+                        "metadata": { "name": name, "namespace": ctx.namespace },
+                        "spec": { "labels": labels },
+                    }))
+                    .map_err(|e| KubeApiError::Config(e.to_string()))?;
+                    api.create(&PostParams::default(), &new).await?;
+                }
+                Some(o) => {
+                    let old = o.data.pointer("/spec/labels").cloned().unwrap_or(Value::Null);
+                    let patch = json!({ "spec": { "labels": merge_patch(&old, &json!(labels)) } });
+                    api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
+                        .await?;
+                }
+            }
+            labels
+        }
+    };
+    let generation = match object {
+        Some(o) => o.metadata.generation.unwrap_or(0),
+        None => api
+            .get(name)
+            .await?
+            .metadata
+            .generation
+            .unwrap_or(0),
+    };
+    let mut status = json!({
+        "labels": agreed_now,
+        "connected": view.connected,
+        "agentVersion": view.record.agent_version,
+        "registered": rfc3339(view.record.registered_at_unix),
+        "observedGeneration": generation,
+        "conditions": [ready_condition(&readiness, generation, &old_status, &now_rfc3339())],
+    });
+    if view.record.last_contact_unix > 0 {
+        // To the minute: a heartbeat is no reason to write.
+        status["lastContact"] = json!(rfc3339(view.record.last_contact_unix / 60 * 60));
+    }
+    if status != old_status {
+        api.patch_status(
+            name,
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "status": merge_patch(&old_status, &status) })),
+        )
+        .await?;
+    }
+    Ok(())
+}
