@@ -378,6 +378,16 @@ pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
                 at = at.get(key)?;
             }
             rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix("[?(@.") {
+            // A filter: `[?(@.type=="Ready")]`, the first element whose field equals the value.
+            let end = r.find(")]")?;
+            let (field, value) = r[..end].split_once("==")?;
+            let value = value.trim().trim_matches(['"', '\'']);
+            at = at
+                .as_array()?
+                .iter()
+                .find(|e| e.get(field.trim()).and_then(Value::as_str) == Some(value))?;
+            rest = &r[end + 2..];
         } else if let Some(r) = rest.strip_prefix('[') {
             let end = r.find(']')?;
             let inner = r[..end].trim();
@@ -654,6 +664,11 @@ mod tests {
         assert_eq!(json_path(&o, ".metadata.labels['a/b']"), Some(&json!("x")));
         assert_eq!(json_path(&o, "{.spec.l[0].n}"), Some(&json!(1)));
         assert_eq!(json_path(&o, ".status.sync"), None);
+        let c = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(
+            json_path(&c, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("True"))
+        );
         assert_eq!(go_text(&o["metadata"]["labels"]), "map[a/b:x env:prod]");
         assert_eq!(go_text(&json!(["a", "b"])), "[a b]");
     }

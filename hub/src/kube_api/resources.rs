@@ -123,8 +123,8 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
         let readiness = if unchanged {
             Readiness::ready("Applied", "in force in the hub")
         } else {
-            let origin = format!("{}.{}/{name}", kind.as_str().to_ascii_lowercase(), gitfleet_core::kube_api::GROUP);
-            match ctx.shared.engine.apply_owned(&origin, doc.clone(), &owner).await {
+            // No origin: the error names the resource (`app "web": spec.path: ...`).
+            match ctx.shared.engine.apply_owned("", doc.clone(), &owner).await {
                 Ok(applied) => {
                     if applied.action != "unchanged" {
                         info!(%kind, %name, action = applied.action, "applied from its Kubernetes object");
