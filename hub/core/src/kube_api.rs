@@ -336,3 +336,61 @@ pub fn labels_of(value: Option<&Value>) -> Option<BTreeMap<String, String>> {
             .collect(),
     )
 }
+
+/// How far a Cluster's last contact may move before its object's status is written again.
+pub const CONTACT_GRANULARITY_SECS: i64 = 60;
+
+/// The last contact (unix seconds) a Cluster object's status shows: the hub's once it moved by
+/// [`CONTACT_GRANULARITY_SECS`] or more from what the object shows (`written`), or when the
+/// connection state changed; else what the object has, so that heartbeats cause no writes.
+pub fn contact_to_write(written: Option<i64>, latest: i64, connection_changed: bool) -> i64 {
+    match written {
+        Some(w) if !connection_changed && (latest - w).abs() < CONTACT_GRANULARITY_SECS => w,
+        _ => latest,
+    }
+}
+
+/// A Repo object's status summary (besides its conditions): the commit its ref resolved to at
+/// the last fetch, and the fetch's error; with what that makes of a Repo the hub took (not
+/// ready while it fails to fetch, or before its first fetch).
+pub fn repo_status(commit: &str, error: &str) -> (Value, Readiness) {
+    let mut status = json!({
+        "revision": commit,
+        "shortRevision": short_revision(commit),
+    });
+    let readiness = if !error.is_empty() {
+        status["error"] = json!(error);
+        Readiness::not_ready("FetchFailed", error)
+    } else if commit.is_empty() {
+        Readiness::not_ready("Fetching", "not fetched yet")
+    } else {
+        Readiness::ready("Applied", "in force in the hub")
+    };
+    (status, readiness)
+}
+
+/// A registered cluster as its Cluster object's status shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterFacts {
+    /// The labels the hub and the object last agreed on.
+    pub labels: BTreeMap<String, String>,
+    pub connected: bool,
+    pub agent_version: String,
+    /// RFC 3339; `None` when never heard from.
+    pub last_contact: Option<String>,
+    pub registered: String,
+}
+
+/// A Cluster object's status summary (besides its conditions).
+pub fn cluster_status(facts: &ClusterFacts) -> Value {
+    let mut status = json!({
+        "labels": facts.labels,
+        "connected": facts.connected,
+        "agentVersion": facts.agent_version,
+        "registered": facts.registered,
+    });
+    if let Some(t) = &facts.last_contact {
+        status["lastContact"] = json!(t);
+    }
+    status
+}

@@ -11,7 +11,7 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use gitfleet_core::kube_api::{
-    CLUSTER_KIND, CLUSTER_PLURAL, LabelFlow, Readiness, label_changes, label_flow, labels_of,
+    CLUSTER_KIND, CLUSTER_PLURAL, ClusterFacts, LabelFlow, cluster_status, contact_to_write, Readiness, label_changes, label_flow, labels_of,
     ready_condition,
 };
 
@@ -118,18 +118,34 @@ async fn one(
             .generation
             .unwrap_or(0),
     };
-    let mut status = json!({
-        "labels": agreed_now,
-        "connected": view.connected,
-        "agentVersion": view.record.agent_version,
-        "registered": rfc3339(view.record.registered_at_unix),
-        "observedGeneration": generation,
-        "conditions": [ready_condition(&readiness, generation, &old_status, &now_rfc3339())],
+    let last_contact = (view.record.last_contact_unix > 0).then(|| {
+        // A heartbeat is no reason to write.
+        let written = old_status
+            .get("lastContact")
+            .and_then(Value::as_str)
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| t.timestamp());
+        let changed = old_status.get("connected") != Some(&json!(view.connected));
+        rfc3339(contact_to_write(
+            written,
+            view.record.last_contact_unix,
+            changed,
+        ))
     });
-    if view.record.last_contact_unix > 0 {
-        // To the minute: a heartbeat is no reason to write.
-        status["lastContact"] = json!(rfc3339(view.record.last_contact_unix / 60 * 60));
-    }
+    let mut status = cluster_status(&ClusterFacts {
+        labels: agreed_now,
+        connected: view.connected,
+        agent_version: view.record.agent_version.clone(),
+        last_contact,
+        registered: rfc3339(view.record.registered_at_unix),
+    });
+    status["observedGeneration"] = json!(generation);
+    status["conditions"] = json!([ready_condition(
+        &readiness,
+        generation,
+        &old_status,
+        &now_rfc3339()
+    )]);
     if status != old_status {
         api.patch_status(
             name,

@@ -12,7 +12,7 @@ use serde_json::{Value, json};
 use tracing::{debug, info, warn};
 
 use gitfleet_core::kube_api::{
-    FINALIZER, Readiness, app_status, document, owner, ready_condition, short_revision,
+    FINALIZER, Readiness, app_status, document, owner, ready_condition, repo_status,
 };
 
 use super::{Context, KubeApiError, api_resource, now_rfc3339};
@@ -193,16 +193,12 @@ async fn status_of(
                     .and_then(|d| d.get("status"))
                     .cloned()
                     .unwrap_or_default();
-                let commit = s["commit"].as_str().unwrap_or_default();
-                let error = s["error"].as_str().unwrap_or_default();
-                status["revision"] = json!(commit);
-                status["shortRevision"] = json!(short_revision(commit));
-                if !error.is_empty() {
-                    status["error"] = json!(error);
-                    readiness = Readiness::not_ready("FetchFailed", error);
-                } else if commit.is_empty() {
-                    readiness = Readiness::not_ready("Fetching", "not fetched yet");
-                }
+                let (summary, fetched) = repo_status(
+                    s["commit"].as_str().unwrap_or_default(),
+                    s["error"].as_str().unwrap_or_default(),
+                );
+                status = summary;
+                readiness = fetched;
             }
             Kind::App => match engine.app_summary(name).await? {
                 Some(summary) => {

@@ -178,3 +178,11 @@ fn label_changes_replace_the_labels() {
     );
     assert_eq!(labels_of(None), None);
 }
+
+#[test]
+fn heartbeats_do_not_rewrite_the_last_contact() {
+    assert_eq!(contact_to_write(None, 100, false), 100);
+    assert_eq!(contact_to_write(Some(100), 130, false), 100);
+    assert_eq!(contact_to_write(Some(100), 160, false), 160);
+    assert_eq!(contact_to_write(Some(100), 130, true), 130);
+}
