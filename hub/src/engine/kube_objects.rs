@@ -42,7 +42,8 @@ impl Engine {
             may_take(r.kind(), r.name(), stored.as_ref().map(Resource::metadata), owner)
                 .map_err(EngineError::FailedPrecondition)?;
         }
-        let (outcomes, stored) = self.apply_locked(&guard, parsed, false, "")?;
+        let by = format!("kubernetes:{owner}");
+        let (outcomes, stored) = self.apply_locked(&guard, parsed, false, &by)?;
         if !stored.is_empty() {
             self.recompute_locked(&guard).await?;
             self.store.flush().await?;
@@ -76,6 +77,22 @@ impl Engine {
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
         Ok(true)
+    }
+
+    /// The resources owned by objects of `namespace`: (kind, name, owner).
+    pub fn kube_owned(&self, namespace: &str) -> Result<Vec<(Kind, String, String)>, EngineError> {
+        let prefix = format!("{namespace}/");
+        Ok(self
+            .store
+            .resources()?
+            .into_iter()
+            .filter_map(|r| {
+                let owner = owner_of(r.metadata())?.to_owned();
+                owner
+                    .starts_with(&prefix)
+                    .then(|| (r.kind(), r.name().to_owned(), owner))
+            })
+            .collect())
     }
 
     /// Refuses `verb` (apply, delete) by a person of a resource a custom resource owns, or

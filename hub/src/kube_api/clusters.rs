@@ -30,6 +30,9 @@ pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> 
         if let Err(e) = pass(&ctx, &api).await {
             warn!(error = %e, "cannot bring the Cluster objects in step");
         }
+        if let Err(e) = collect_orphans(&ctx).await {
+            warn!(error = %e, "cannot look for resources whose object is gone");
+        }
     }
 }
 
@@ -153,6 +156,45 @@ async fn one(
             &Patch::Merge(json!({ "status": merge_patch(&old_status, &status) })),
         )
         .await?;
+    }
+    Ok(())
+}
+
+/// Deletes the hub's resources whose object is gone without the hub seeing its deletion (its
+/// finalizer removed by hand while the hub was down). The hub's resources are read before the
+/// objects are listed: a resource applied since was applied from an object that the list shows.
+async fn collect_orphans(ctx: &Context) -> Result<(), KubeApiError> {
+    let owned = ctx.engine.kube_owned(&ctx.namespace)?;
+    if owned.is_empty() {
+        return Ok(());
+    }
+    for (kind, plural) in gitfleet_core::kube_api::RESOURCE_KINDS {
+        let mine: Vec<&(crate::resources::Kind, String, String)> =
+            owned.iter().filter(|(k, _, _)| *k == kind).collect();
+        if mine.is_empty() {
+            continue;
+        }
+        let ar = api_resource(kind.as_str(), plural);
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
+        let names: std::collections::BTreeSet<String> = api
+            .list_metadata(&ListParams::default())
+            .await?
+            .items
+            .into_iter()
+            .filter_map(|o| o.metadata.name)
+            .collect();
+        for (kind, name, owner) in mine {
+            let object = owner.split_once('/').map(|(_, n)| n).unwrap_or_default();
+            if names.contains(object) {
+                continue;
+            }
+            match ctx.engine.delete_owned(*kind, name, owner).await {
+                Ok(true) => info!(%kind, %name, %owner, "deleted: its object is gone"),
+                Ok(false) => {}
+                Err(e) => warn!(%kind, %name, %owner, error = %e, "its object is gone, but it cannot be deleted"),
+            }
+        }
     }
     Ok(())
 }
