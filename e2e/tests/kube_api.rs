@@ -80,7 +80,15 @@ impl Kubectl {
 
     async fn jsonpath(&self, resource: &str, name: &str, path: &str) -> anyhow::Result<String> {
         self.run(
-            &["get", resource, name, "-n", NS, "-o", &format!("jsonpath={path}")],
+            &[
+                "get",
+                resource,
+                name,
+                "-n",
+                NS,
+                "-o",
+                &format!("jsonpath={path}"),
+            ],
             None,
         )
         .await
@@ -104,7 +112,11 @@ fn parse_table(text: &str) -> Vec<Vec<(String, String)>> {
     }
     let cut = |line: &str, k: usize| -> String {
         let from = starts[k].min(line.len());
-        let to = starts.get(k + 1).copied().unwrap_or(line.len()).min(line.len());
+        let to = starts
+            .get(k + 1)
+            .copied()
+            .unwrap_or(line.len())
+            .min(line.len());
         line.get(from..to).unwrap_or("").trim().to_owned()
     };
     let names: Vec<String> = (0..starts.len()).map(|k| cut(header, k)).collect();
@@ -208,13 +220,19 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
         .wait_converged("hello", &v1, 2, DEADLINE)
         .await
         .context("the App of the custom resource rolls out to the env=prod clusters")?;
-    let rows = until_async("kubectl get apps.gitfleet.dev to show hello Healthy", DEADLINE, async || {
-        let rows = kubectl.table("apps.gitfleet.dev").await?;
-        let done = row(&rows, "hello").is_some_and(|r| {
-            cell(r, "HEALTH") == "Healthy" && cell(r, "SYNC") == "Synced" && cell(r, "REVISION") == short(&v1)
-        });
-        Ok(done.then_some(rows))
-    })
+    let rows = until_async(
+        "kubectl get apps.gitfleet.dev to show hello Healthy",
+        DEADLINE,
+        async || {
+            let rows = kubectl.table("apps.gitfleet.dev").await?;
+            let done = row(&rows, "hello").is_some_and(|r| {
+                cell(r, "HEALTH") == "Healthy"
+                    && cell(r, "SYNC") == "Synced"
+                    && cell(r, "REVISION") == short(&v1)
+            });
+            Ok(done.then_some(rows))
+        },
+    )
     .await?;
     let hello = row(&rows, "hello").context("hello listed")?;
     assert_eq!(cell(hello, "REPO"), "platform", "{rows:?}");
@@ -242,7 +260,10 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
         Ok(s.starts_with("False").then_some(s))
     })
     .await?;
-    assert!(message.contains("Invalid") && message.contains("spec.path"), "{message}");
+    assert!(
+        message.contains("Invalid") && message.contains("spec.path"),
+        "{message}"
+    );
     assert!(!hub_has(&fleet, Kind::App, "broken").await?);
 
     // The hub's resource of an App object is the object's: gitfleet refuses to apply or
@@ -280,7 +301,14 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
     kubectl
         .run(
             &[
-                "patch", "clusters.gitfleet.dev", "dev-a", "-n", NS, "--type", "merge", "-p",
+                "patch",
+                "clusters.gitfleet.dev",
+                "dev-a",
+                "-n",
+                NS,
+                "--type",
+                "merge",
+                "-p",
                 r#"{"spec":{"labels":{"env":"prod"}}}"#,
             ],
             None,
@@ -310,7 +338,17 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
 
     // Deleting the object deletes the App from the hub (the finalizer holds it until then).
     kubectl
-        .run(&["delete", "apps.gitfleet.dev", "hello", "-n", NS, "--timeout=60s"], None)
+        .run(
+            &[
+                "delete",
+                "apps.gitfleet.dev",
+                "hello",
+                "-n",
+                NS,
+                "--timeout=60s",
+            ],
+            None,
+        )
         .await?;
     assert!(
         !hub_has(&fleet, Kind::App, "hello").await?,

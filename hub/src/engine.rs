@@ -64,12 +64,12 @@ pub use desired::{Published, TargetOrigin};
 pub use diffs::{DiffPlan, DiffTarget, LinkPlace, MAX_DIFF_CLUSTERS, check_revision};
 pub use events::BUS_CAPACITY;
 use events::EventBus;
+pub use kube_objects::AppSummary;
 use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
 pub use notifications::{NotificationConfig, NotifierView};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
 use repos::{ChangeOrigin, Followed};
-pub use kube_objects::AppSummary;
 pub use resources::Applied;
 pub use users::{NewUser, app_project};
 

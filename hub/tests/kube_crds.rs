@@ -105,23 +105,29 @@ fn the_crds_declare_the_kinds_the_hub_watches() {
     assert_eq!(found, expected);
     for (kind, crd) in &crds {
         let plural = crd["spec"]["names"]["plural"].as_str().unwrap_or_default();
-        assert_eq!(crd["metadata"]["name"], format!("{plural}.{GROUP}"), "{kind}");
+        assert_eq!(
+            crd["metadata"]["name"],
+            format!("{plural}.{GROUP}"),
+            "{kind}"
+        );
         assert_eq!(crd["spec"]["group"], GROUP, "{kind}");
         assert_eq!(crd["spec"]["scope"], "Namespaced", "{kind}");
         let v = version(crd);
         assert_eq!(v["name"], VERSION, "{kind}");
         assert_eq!((&v["served"], &v["storage"]), (&json!(true), &json!(true)));
-        assert_eq!(v["subresources"]["status"], json!({}), "{kind}: status subresource");
+        assert_eq!(
+            v["subresources"]["status"],
+            json!({}),
+            "{kind}: status subresource"
+        );
         let schema = &v["schema"]["openAPIV3Schema"]["properties"];
         assert_eq!(
-            schema["status"]["x-kubernetes-preserve-unknown-fields"],
-            true,
+            schema["status"]["x-kubernetes-preserve-unknown-fields"], true,
             "{kind}: the hub writes its status"
         );
         if kind != CLUSTER_KIND {
             assert_eq!(
-                schema["spec"]["x-kubernetes-preserve-unknown-fields"],
-                true,
+                schema["spec"]["x-kubernetes-preserve-unknown-fields"], true,
                 "{kind}: the hub's validation is the spec's schema"
             );
         }
@@ -166,9 +172,17 @@ fn printer_columns_name_what_the_hub_writes() {
     });
     let group = json!({"metadata": meta, "spec": {}, "status": with_conditions(json!({}))});
     let samples = [
-        ("App", &app, &["Repo", "Revision", "Sync", "Health", "Age"][..]),
+        (
+            "App",
+            &app,
+            &["Repo", "Revision", "Sync", "Health", "Age"][..],
+        ),
         ("Repo", &repo, &["URL", "Revision", "Age"][..]),
-        ("Cluster", &cluster, &["Labels", "Connected", "Last Contact", "Age"][..]),
+        (
+            "Cluster",
+            &cluster,
+            &["Labels", "Connected", "Last Contact", "Age"][..],
+        ),
         ("ClusterGroup", &group, &["Ready", "Age"][..]),
         ("Project", &group, &["Ready", "Age"][..]),
     ];

@@ -356,10 +356,7 @@ fn go_text(v: &Value) -> String {
                 .collect();
             format!("map[{}]", parts.join(" "))
         }
-        Value::Array(a) => format!(
-            "[{}]",
-            a.iter().map(go_text).collect::<Vec<_>>().join(" ")
-        ),
+        Value::Array(a) => format!("[{}]", a.iter().map(go_text).collect::<Vec<_>>().join(" ")),
         other => other.to_string(),
     }
 }
@@ -659,7 +656,8 @@ mod tests {
 
     #[test]
     fn json_paths() {
-        let o = json!({"metadata": {"labels": {"a/b": "x", "env": "prod"}}, "spec": {"l": [{"n": 1}]}});
+        let o =
+            json!({"metadata": {"labels": {"a/b": "x", "env": "prod"}}, "spec": {"l": [{"n": 1}]}});
         assert_eq!(json_path(&o, ".metadata.labels.env"), Some(&json!("prod")));
         assert_eq!(json_path(&o, ".metadata.labels['a/b']"), Some(&json!("x")));
         assert_eq!(json_path(&o, "{.spec.l[0].n}"), Some(&json!(1)));

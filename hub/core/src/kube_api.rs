@@ -74,7 +74,12 @@ pub fn refusal(verb: &str, kind: Kind, name: &str, owner: &str) -> String {
 
 /// Whether the custom resource `owner` may write (apply or delete) the stored resource
 /// described by `stored` (`None`: there is none yet).
-pub fn may_take(kind: Kind, name: &str, stored: Option<&Metadata>, owner: &str) -> Result<(), String> {
+pub fn may_take(
+    kind: Kind,
+    name: &str,
+    stored: Option<&Metadata>,
+    owner: &str,
+) -> Result<(), String> {
     match stored.map(owner_of) {
         None => Ok(()),
         Some(Some(o)) if o == owner => Ok(()),
@@ -145,7 +150,12 @@ impl Readiness {
 
 /// The `Ready` condition for `generation`, keeping the transition time of `previous` (the
 /// object's current `status`) when the status did not change; `now` is RFC 3339.
-pub fn ready_condition(readiness: &Readiness, generation: i64, previous: &Value, now: &str) -> Value {
+pub fn ready_condition(
+    readiness: &Readiness,
+    generation: i64,
+    previous: &Value,
+    now: &str,
+) -> Value {
     let status = if readiness.ready { "True" } else { "False" };
     let since = previous
         .get("conditions")
@@ -319,7 +329,11 @@ pub fn label_changes(
         .filter(|(k, v)| from.get(*k) != Some(*v))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect();
-    let remove: BTreeSet<String> = from.keys().filter(|k| !to.contains_key(*k)).cloned().collect();
+    let remove: BTreeSet<String> = from
+        .keys()
+        .filter(|k| !to.contains_key(*k))
+        .cloned()
+        .collect();
     Some(LabelChanges {
         set,
         remove,

@@ -295,11 +295,21 @@ struct Serve {
     #[arg(long, env = "GITFLEET_KUBE_API")]
     kube_api: bool,
     /// Kubeconfig file (its current context) of the management cluster, for --kube-api.
-    #[arg(long, env = "GITFLEET_KUBECONFIG", value_name = "FILE", requires = "kube_api")]
+    #[arg(
+        long,
+        env = "GITFLEET_KUBECONFIG",
+        value_name = "FILE",
+        requires = "kube_api"
+    )]
     kubeconfig: Option<PathBuf>,
     /// The namespace whose custom resources the hub takes, for --kube-api [default: the
     /// pod's namespace in a cluster, else gitfleet].
-    #[arg(long, env = "GITFLEET_KUBE_NAMESPACE", value_name = "NAMESPACE", requires = "kube_api")]
+    #[arg(
+        long,
+        env = "GITFLEET_KUBE_NAMESPACE",
+        value_name = "NAMESPACE",
+        requires = "kube_api"
+    )]
     kube_namespace: Option<String>,
     /// How often each custom resource's status is brought up to date (written only when it
     /// changed), and the Cluster objects compared with the hub's clusters, for --kube-api.
@@ -444,11 +454,13 @@ async fn main() -> anyhow::Result<()> {
             max_age: args.audit_max_age,
         },
         store,
-        kube_api: args.kube_api.then(|| gitfleet_hub::kube_api::KubeApiConfig {
-            kubeconfig: args.kubeconfig,
-            namespace: args.kube_namespace,
-            resync: args.kube_resync,
-        }),
+        kube_api: args
+            .kube_api
+            .then(|| gitfleet_hub::kube_api::KubeApiConfig {
+                kubeconfig: args.kubeconfig,
+                namespace: args.kube_namespace,
+                resync: args.kube_resync,
+            }),
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

@@ -39,8 +39,13 @@ impl Engine {
         let guard = self.write.lock().await;
         for r in &parsed {
             let stored = self.store.resource(r.kind(), r.name())?;
-            may_take(r.kind(), r.name(), stored.as_ref().map(Resource::metadata), owner)
-                .map_err(EngineError::FailedPrecondition)?;
+            may_take(
+                r.kind(),
+                r.name(),
+                stored.as_ref().map(Resource::metadata),
+                owner,
+            )
+            .map_err(EngineError::FailedPrecondition)?;
         }
         let by = format!("kubernetes:{owner}");
         let (outcomes, stored) = self.apply_locked(&guard, parsed, false, &by)?;

@@ -11,8 +11,8 @@ use serde_json::{Value, json};
 use tracing::{info, warn};
 
 use gitfleet_core::kube_api::{
-    CLUSTER_KIND, CLUSTER_PLURAL, ClusterFacts, LabelFlow, cluster_status, contact_to_write, Readiness, label_changes, label_flow, labels_of,
-    ready_condition,
+    CLUSTER_KIND, CLUSTER_PLURAL, ClusterFacts, LabelFlow, Readiness, cluster_status,
+    contact_to_write, label_changes, label_flow, labels_of, ready_condition,
 };
 
 use super::resources::merge_patch;
@@ -82,7 +82,8 @@ async fn one(
                         labels
                     }
                     Err(crate::engine::EngineError::Invalid(m)) => {
-                        readiness = Readiness::not_ready("InvalidLabels", format!("spec.labels: {m}"));
+                        readiness =
+                            Readiness::not_ready("InvalidLabels", format!("spec.labels: {m}"));
                         // Still the last agreed labels: the edit is tried again until fixed.
                         agreed.clone().unwrap_or_else(|| hub.clone())
                     }
@@ -103,7 +104,11 @@ async fn one(
                     api.create(&PostParams::default(), &new).await?;
                 }
                 Some(o) => {
-                    let old = o.data.pointer("/spec/labels").cloned().unwrap_or(Value::Null);
+                    let old = o
+                        .data
+                        .pointer("/spec/labels")
+                        .cloned()
+                        .unwrap_or(Value::Null);
                     let patch = json!({ "spec": { "labels": merge_patch(&old, &json!(labels)) } });
                     api.patch(name, &PatchParams::default(), &Patch::Merge(patch))
                         .await?;
@@ -114,12 +119,7 @@ async fn one(
     };
     let generation = match object {
         Some(o) => o.metadata.generation.unwrap_or(0),
-        None => api
-            .get(name)
-            .await?
-            .metadata
-            .generation
-            .unwrap_or(0),
+        None => api.get(name).await?.metadata.generation.unwrap_or(0),
     };
     let last_contact = (view.record.last_contact_unix > 0).then(|| {
         // A heartbeat is no reason to write.
@@ -175,8 +175,7 @@ async fn collect_orphans(ctx: &Context) -> Result<(), KubeApiError> {
             continue;
         }
         let ar = api_resource(kind.as_str(), plural);
-        let api: Api<DynamicObject> =
-            Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
+        let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
         let names: std::collections::BTreeSet<String> = api
             .list_metadata(&ListParams::default())
             .await?
@@ -192,7 +191,9 @@ async fn collect_orphans(ctx: &Context) -> Result<(), KubeApiError> {
             match ctx.engine.delete_owned(*kind, name, owner).await {
                 Ok(true) => info!(%kind, %name, %owner, "deleted: its object is gone"),
                 Ok(false) => {}
-                Err(e) => warn!(%kind, %name, %owner, error = %e, "its object is gone, but it cannot be deleted"),
+                Err(e) => {
+                    warn!(%kind, %name, %owner, error = %e, "its object is gone, but it cannot be deleted")
+                }
             }
         }
     }

@@ -167,7 +167,12 @@ fn with_conditions(status: &Value, readiness: &Readiness, generation: i64) -> Va
         out = json!({});
     }
     out["observedGeneration"] = json!(generation);
-    out["conditions"] = json!([ready_condition(readiness, generation, status, &now_rfc3339())]);
+    out["conditions"] = json!([ready_condition(
+        readiness,
+        generation,
+        status,
+        &now_rfc3339()
+    )]);
     out
 }
 

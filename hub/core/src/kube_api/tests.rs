@@ -34,7 +34,10 @@ fn a_custom_resource_becomes_the_hubs_document() {
         "status": {"sync": "Synced"},
     });
     let doc = document(Kind::App, "gitfleet", &object);
-    assert_eq!(doc["metadata"]["annotations"], json!({OWNER_ANNOTATION: "gitfleet/web"}));
+    assert_eq!(
+        doc["metadata"]["annotations"],
+        json!({OWNER_ANNOTATION: "gitfleet/web"})
+    );
     assert_eq!(doc["metadata"]["labels"], json!({"team": "a"}));
     assert!(doc.get("status").is_none());
     let parsed = parse_value("", doc).unwrap();
@@ -133,7 +136,10 @@ fn an_apps_sync_and_health_over_its_targets() {
 fn cluster_labels_flow_from_the_side_that_moved() {
     let hub = labels(&[("env", "prod")]);
     let edited = labels(&[("env", "dev")]);
-    assert_eq!(label_flow(&hub, None, None), LabelFlow::ToObject(hub.clone()));
+    assert_eq!(
+        label_flow(&hub, None, None),
+        LabelFlow::ToObject(hub.clone())
+    );
     assert_eq!(label_flow(&hub, Some(&hub), Some(&hub)), LabelFlow::None);
     assert_eq!(label_flow(&hub, Some(&hub), None), LabelFlow::None);
     // A person edited the object.
