@@ -456,7 +456,7 @@ async fn main() -> anyhow::Result<()> {
         store,
         kube_api: args
             .kube_api
-            .then(|| gitfleet_hub::kube_api::KubeApiConfig {
+            .then_some(gitfleet_hub::kube_api::KubeApiConfig {
                 kubeconfig: args.kubeconfig,
                 namespace: args.kube_namespace,
                 resync: args.kube_resync,
