@@ -266,6 +266,42 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
     );
     assert!(!hub_has(&fleet, Kind::App, "broken").await?);
 
+    // A refused change leaves the App running as it was, and says so.
+    kubectl
+        .apply(&app_object("hello", "../oops", "prod"))
+        .await?;
+    let refused = until_async("hello's Ready=False", DEADLINE, async || {
+        let s = kubectl
+            .jsonpath(
+                "apps.gitfleet.dev",
+                "hello",
+                "{.status.conditions[0].status} {.status.health}: {.status.conditions[0].message}",
+            )
+            .await?;
+        Ok(s.starts_with("False").then_some(s))
+    })
+    .await?;
+    assert!(
+        refused.starts_with("False Healthy: ") && refused.contains("spec.path"),
+        "{refused}"
+    );
+    let stored = fleet.hub().engine().get(Some(Kind::App), Some("hello"))?;
+    assert_eq!(stored[0]["spec"]["path"], "apps/hello");
+    kubectl
+        .apply(&app_object("hello", "apps/hello", "prod"))
+        .await?;
+    until_async("hello's Ready=True again", DEADLINE, async || {
+        let s = kubectl
+            .jsonpath(
+                "apps.gitfleet.dev",
+                "hello",
+                "{.status.conditions[0].status}",
+            )
+            .await?;
+        Ok((s == "True").then_some(()))
+    })
+    .await?;
+
     // The hub's resource of an App object is the object's: gitfleet refuses to apply or
     // delete it, naming the object.
     let refused = fleet

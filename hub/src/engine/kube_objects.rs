@@ -84,6 +84,14 @@ impl Engine {
         Ok(true)
     }
 
+    /// Whether the hub's `kind`/`name` is the object `owner`'s.
+    pub fn owns(&self, kind: Kind, name: &str, owner: &str) -> Result<bool, EngineError> {
+        Ok(self
+            .store
+            .resource(kind, name)?
+            .is_some_and(|r| owner_of(r.metadata()) == Some(owner)))
+    }
+
     /// The resources owned by objects of `namespace`: (kind, name, owner).
     pub fn kube_owned(&self, namespace: &str) -> Result<Vec<(Kind, String, String)>, EngineError> {
         let prefix = format!("{namespace}/");

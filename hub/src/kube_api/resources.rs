@@ -47,8 +47,13 @@ pub(super) async fn control(
     Controller::new_with(api, watcher::Config::default(), ar)
         .run(reconcile, error_policy, ctx)
         .for_each(|outcome| async move {
-            if let Err(e) = outcome {
-                debug!(%kind, error = %e, "reconcile failed");
+            match outcome {
+                // The watch itself (no CRD, no access): retried with a backoff.
+                Err(kube::runtime::controller::Error::QueueError(e)) => {
+                    warn!(%kind, error = %e, "cannot watch the custom resources");
+                }
+                Err(e) => debug!(%kind, error = %e, "reconcile failed"),
+                Ok(_) => {}
             }
         })
         .await;
@@ -148,7 +153,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
                 }
             }
         };
-        let status = status_of(&ctx, kind, &name, &old_status, &readiness, generation).await?;
+        let status = status_of(&ctx, &name, &owner, &old_status, &readiness, generation).await?;
         write_status(&ctx.api, &name, &old_status, status).await?;
         Ok(Action::requeue(ctx.shared.resync))
     }
@@ -178,18 +183,20 @@ fn with_conditions(status: &Value, readiness: &Readiness, generation: i64) -> Va
 
 /// The object's whole status: its conditions, and for a Repo its revision and fetch error, for
 /// an App the summary of its Targets.
+/// A refused spec leaves the hub's resource as it was: its summary is still shown.
 async fn status_of(
     ctx: &KindContext,
-    kind: Kind,
     name: &str,
+    owner: &str,
     old: &Value,
     readiness: &Readiness,
     generation: i64,
 ) -> Result<Value, KubeApiError> {
     let engine = &ctx.shared.engine;
+    let kind = ctx.kind;
     let mut status = json!({});
     let mut readiness = readiness.clone();
-    if readiness.ready {
+    if readiness.ready || engine.owns(kind, name, owner)? {
         match kind {
             Kind::Repo => {
                 let stored = engine.get(Some(Kind::Repo), Some(name))?;
@@ -203,7 +210,9 @@ async fn status_of(
                     s["error"].as_str().unwrap_or_default(),
                 );
                 status = summary;
-                readiness = fetched;
+                if readiness.ready {
+                    readiness = fetched;
+                }
             }
             Kind::App => match engine.app_summary(name).await? {
                 Some(summary) => {
