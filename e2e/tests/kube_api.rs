@@ -395,3 +395,74 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
     management.shutdown().await;
     Ok(())
 }
+
+/// The controller runs on the replica that leads only: a follower leaves the management
+/// cluster's objects alone (no finalizer, no status, nothing in the hub) however many resyncs
+/// pass, and takes them up once it is elected.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_leading_replica_runs_the_controller() -> anyhow::Result<()> {
+    use gitfleet_hub::leadership::Leadership;
+
+    let dir = tempfile::tempdir()?;
+    let management = Kubesim::start(KubesimConfig::new(["management"])).await?;
+    let kubeconfig = write_kubeconfig(dir.path(), &management.kubeconfig_yaml("management"))?;
+    let kubectl = Kubectl {
+        kubeconfig: kubeconfig.clone(),
+        cache: dir.path().join("kubectl-cache"),
+    };
+    kubectl.run(&["create", "namespace", NS], None).await?;
+    kubectl
+        .run(&["apply", "--server-side", "-f", CRDS], None)
+        .await?;
+
+    let resync = Duration::from_millis(100);
+    let (elect, leadership) =
+        tokio::sync::watch::channel(Leadership::Follower { leader_url: None });
+    let mut config = gitfleet_hub::runtime::HubConfig::for_tests(dir.path().join("hub"));
+    config.leadership = Some(leadership);
+    config.kube_api = Some(KubeApiConfig {
+        kubeconfig: Some(kubeconfig),
+        namespace: Some(NS.to_owned()),
+        resync,
+    });
+    let hub = gitfleet_hub::runtime::start(config).await?;
+    kubectl
+        .apply("apiVersion: gitfleet.dev/v1\nkind: ClusterGroup\nmetadata:\n  name: eu\nspec:\n  selector: { matchLabels: { region: eu } }\n")
+        .await?;
+
+    let finalized = async || -> anyhow::Result<Option<()>> {
+        let f = kubectl
+            .jsonpath(
+                "clustergroups.gitfleet.dev",
+                "eu",
+                "{.metadata.finalizers[0]}",
+            )
+            .await?;
+        Ok((!f.is_empty()).then_some(()))
+    };
+    // Twenty resyncs as a follower: nothing.
+    let untouched = tokio::time::timeout(
+        resync * 20,
+        until_async("a follower to touch the object", DEADLINE, finalized),
+    )
+    .await;
+    assert!(untouched.is_err(), "a follower took up the object");
+    assert!(!hub.engine().exists(Kind::ClusterGroup, "eu")?);
+
+    elect.send(Leadership::Leader)?;
+    until_async("the leader to take the object", DEADLINE, async || {
+        let s = kubectl
+            .jsonpath(
+                "clustergroups.gitfleet.dev",
+                "eu",
+                "{.metadata.finalizers[0]} {.status.conditions[0].status}",
+            )
+            .await?;
+        Ok((s == "gitfleet.dev/hub-resource True").then_some(()))
+    })
+    .await?;
+    assert!(hub.engine().exists(Kind::ClusterGroup, "eu")?);
+    hub.shutdown().await;
+    management.shutdown().await;
+    Ok(())
+}
