@@ -197,7 +197,9 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
     options.kube_api = Some(KubeApiConfig {
         kubeconfig: Some(kubeconfig),
         namespace: Some(NS.to_owned()),
-        resync: Duration::from_millis(300),
+        // Longer than the test: statuses and Cluster objects follow the hub's changes and the
+        // objects' edits as they happen, not the resync.
+        resync: Duration::from_secs(30),
     });
     let mut fleet = Fleet::start(options).await?;
     fleet.git.write("apps/hello/configmap.yaml", CONFIGMAP)?;

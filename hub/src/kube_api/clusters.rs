@@ -6,9 +6,17 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
+use futures::StreamExt;
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
+use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
-use tracing::{info, warn};
+use tokio::sync::broadcast::error::RecvError;
+use tracing::{debug, info, warn};
+
+use crate::engine::FleetChange;
+
+/// How long changes are gathered before a pass.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 use gitfleet_core::kube_api::{
     CLUSTER_KIND, CLUSTER_PLURAL, ClusterFacts, LabelFlow, Readiness, cluster_status,
@@ -25,8 +33,32 @@ pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> 
     let api: Api<DynamicObject> = Api::namespaced_with(ctx.client.clone(), &ctx.namespace, &ar);
     let mut tick = tokio::time::interval(ctx.resync);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // A pass also follows the hub's cluster changes (a registration, a link, new labels) and
+    // edits of the objects, gathered for a moment; the resync is the safety net.
+    let mut changes = ctx.engine.subscribe_changes();
+    let mut edits = watcher(api.clone(), watcher::Config::default())
+        .default_backoff()
+        .boxed();
     loop {
-        tick.tick().await;
+        tokio::select! {
+            _ = tick.tick() => {}
+            change = changes.recv() => match change {
+                Ok(FleetChange::Cluster(_)) | Err(RecvError::Lagged(_)) => {}
+                Ok(_) => continue,
+                Err(RecvError::Closed) => return Ok(()),
+            },
+            edit = edits.next() => match edit {
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {}
+                Some(Ok(_)) => continue,
+                Some(Err(e)) => {
+                    debug!(error = %e, "cannot watch the Cluster objects");
+                    continue;
+                }
+                None => return Ok(()),
+            },
+        }
+        tokio::time::sleep(GATHER).await;
+        while changes.try_recv().is_ok() {}
         if let Err(e) = pass(&ctx, &api).await {
             warn!(error = %e, "cannot bring the Cluster objects in step");
         }

@@ -1,14 +1,17 @@
 //! Repo, App, ClusterGroup and Project custom resources → the hub's resources, and their status
 //! back. One kube-runtime `Controller` per kind over the watched namespace.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use futures::StreamExt;
-use kube::api::{Api, DynamicObject, Patch, PatchParams};
+use kube::api::{Api, ApiResource, DynamicObject, Patch, PatchParams};
 use kube::runtime::controller::{Action, Controller};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::watcher;
 use serde_json::{Value, json};
+use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
 
 use gitfleet_core::kube_api::{
@@ -17,6 +20,7 @@ use gitfleet_core::kube_api::{
 
 use super::{Context, KubeApiError, api_resource, now_rfc3339};
 use crate::engine::EngineError;
+use crate::engine::FleetChange;
 use crate::resources::Kind;
 
 /// One kind's controller context: the shared one, the kind, and what was last applied per
@@ -44,7 +48,12 @@ pub(super) async fn control(
         api: api.clone(),
         applied: Mutex::new(HashMap::new()),
     });
-    Controller::new_with(api, watcher::Config::default(), ar)
+    let controller = Controller::new_with(api, watcher::Config::default(), ar.clone());
+    // Apps' and Repos' status follows the hub's changes at once; the resync is the safety net.
+    let follower = matches!(kind, Kind::App | Kind::Repo)
+        .then(|| tokio::spawn(follow_changes(Arc::clone(&ctx), controller.store(), ar)));
+    let _abort = follower.map(|f| AbortOnDrop(f.abort_handle()));
+    controller
         .run(reconcile, error_policy, ctx)
         .for_each(|outcome| async move {
             match outcome {
@@ -60,9 +69,118 @@ pub(super) async fn control(
     Ok(())
 }
 
+/// Aborts a task when dropped: the change follower goes with its controller.
+struct AbortOnDrop(tokio::task::AbortHandle);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// The longest a refused object waits before it is tried again.
+const RETRY_REFUSED: Duration = Duration::from_secs(2);
+
+/// How long changes are gathered before the objects they concern are refreshed.
+const GATHER: Duration = Duration::from_millis(200);
+
+/// Refreshes the status of the App (or Repo) objects whose App the hub changed (a Target's
+/// report, a rollout's step), gathering bursts for [`GATHER`]; every object after the change
+/// feed lagged.
+async fn follow_changes(ctx: Arc<KindContext>, store: Store<DynamicObject>, ar: ApiResource) {
+    let mut changes = ctx.shared.engine.subscribe_changes();
+    loop {
+        let mut apps = BTreeSet::new();
+        let mut all = false;
+        let mut until = None;
+        loop {
+            let change = match until {
+                None => changes.recv().await,
+                Some(until) => tokio::select! {
+                    c = changes.recv() => c,
+                    () = tokio::time::sleep_until(until) => break,
+                },
+            };
+            until = until.or_else(|| Some(tokio::time::Instant::now() + GATHER));
+            match change {
+                Ok(FleetChange::App(app) | FleetChange::Target { app, .. }) => {
+                    apps.insert(app);
+                }
+                Ok(FleetChange::Cluster(_)) => {}
+                Err(RecvError::Lagged(_)) => all = true,
+                Err(RecvError::Closed) => return,
+            }
+        }
+        let names: BTreeSet<String> = if all {
+            store
+                .state()
+                .iter()
+                .filter_map(|o| o.metadata.name.clone())
+                .collect()
+        } else if ctx.kind == Kind::Repo {
+            apps.iter().filter_map(|a| repo_of(&ctx, a)).collect()
+        } else {
+            apps
+        };
+        for name in names {
+            let key = ObjectRef::new_with(&name, ar.clone()).within(&ctx.shared.namespace);
+            let Some(obj) = store.get(&key) else { continue };
+            if let Err(e) = refresh(&ctx, &obj).await {
+                debug!(kind = %ctx.kind, %name, error = %e, "cannot refresh the status");
+            }
+        }
+    }
+}
+
+/// The Repo an App follows.
+fn repo_of(ctx: &KindContext, app: &str) -> Option<String> {
+    let docs = ctx.shared.engine.get(Some(Kind::App), Some(app)).ok()?;
+    docs.first()?
+        .pointer("/spec/repo")
+        .and_then(Value::as_str)
+        .map(str::to_owned)
+}
+
+/// Recomputes the status of an object already reconciled (its `Ready` condition says how its
+/// last apply went) and writes it if it changed.
+async fn refresh(ctx: &KindContext, obj: &DynamicObject) -> Result<(), KubeApiError> {
+    if obj.metadata.deletion_timestamp.is_some() {
+        return Ok(());
+    }
+    let name = obj.metadata.name.clone().unwrap_or_default();
+    let old = obj.data.get("status").cloned().unwrap_or_else(|| json!({}));
+    let Some((readiness, generation)) = last_apply(&old) else {
+        return Ok(());
+    };
+    let owner = owner(&ctx.shared.namespace, &name);
+    let status = status_of(ctx, &name, &owner, &old, &readiness, generation).await?;
+    write_status(&ctx.api, &name, &old, status).await
+}
+
+/// How the last apply of an object went, from its `Ready` condition (a Repo's fetch reasons
+/// mean it was applied), with the generation it was about.
+fn last_apply(status: &Value) -> Option<(Readiness, i64)> {
+    let ready = status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    let generation = ready.get("observedGeneration")?.as_i64()?;
+    let reason = ready["reason"].as_str().unwrap_or_default();
+    let readiness = if ready["status"] == "True" || matches!(reason, "FetchFailed" | "Fetching") {
+        Readiness::ready("Applied", APPLIED)
+    } else {
+        Readiness::not_ready(reason, ready["message"].as_str().unwrap_or_default())
+    };
+    Some((readiness, generation))
+}
+
+/// The `Ready` message of an object in force in the hub.
+const APPLIED: &str = "in force in the hub";
+
 fn error_policy(obj: Arc<DynamicObject>, error: &KubeApiError, ctx: Arc<KindContext>) -> Action {
     warn!(kind = %ctx.kind, name = obj.metadata.name.as_deref().unwrap_or(""), %error, "cannot reconcile");
-    Action::requeue(ctx.shared.resync.min(std::time::Duration::from_secs(5)))
+    Action::requeue(ctx.shared.resync.min(Duration::from_secs(5)))
 }
 
 async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Action, KubeApiError> {
@@ -126,7 +244,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
             .ok()
             .is_some_and(|a| a.get(&name) == Some(&doc));
         let readiness = if unchanged {
-            Readiness::ready("Applied", "in force in the hub")
+            Readiness::ready("Applied", APPLIED)
         } else {
             // No origin: the error names the resource (`app "web": spec.path: ...`).
             match ctx.shared.engine.apply_owned("", doc.clone(), &owner).await {
@@ -137,7 +255,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
                     if let Ok(mut a) = ctx.applied.lock() {
                         a.insert(name.clone(), doc);
                     }
-                    Readiness::ready("Applied", "in force in the hub")
+                    Readiness::ready("Applied", APPLIED)
                 }
                 Err(EngineError::Invalid(m)) => {
                     forget(&ctx, &name);
@@ -155,7 +273,12 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
         };
         let status = status_of(&ctx, &name, &owner, &old_status, &readiness, generation).await?;
         write_status(&ctx.api, &name, &old_status, status).await?;
-        Ok(Action::requeue(ctx.shared.resync))
+        // A refusal may end with another object (a Project, a Repo): tried again sooner.
+        Ok(Action::requeue(if readiness.ready {
+            ctx.shared.resync
+        } else {
+            ctx.shared.resync.min(RETRY_REFUSED)
+        }))
     }
 }
 
