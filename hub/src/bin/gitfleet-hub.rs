@@ -311,9 +311,10 @@ struct Serve {
         requires = "kube_api"
     )]
     kube_namespace: Option<String>,
-    /// How often each custom resource's status is brought up to date (written only when it
-    /// changed), and the Cluster objects compared with the hub's clusters, for --kube-api.
-    #[arg(long, env = "GITFLEET_KUBE_RESYNC", default_value = "10s", value_parser = humantime::parse_duration)]
+    /// The safety net of --kube-api: how often every custom resource is reconciled again (its
+    /// status written only when it changed) and the Cluster objects compared with the hub's
+    /// clusters; changes are followed as they happen besides.
+    #[arg(long, env = "GITFLEET_KUBE_RESYNC", default_value = "30s", value_parser = humantime::parse_duration)]
     kube_resync: Duration,
 }
 

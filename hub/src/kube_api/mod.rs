@@ -34,8 +34,9 @@ pub struct KubeApiConfig {
     /// The one namespace whose custom resources the hub takes; `None`: the pod's namespace in a
     /// cluster, else [`DEFAULT_NAMESPACE`].
     pub namespace: Option<String>,
-    /// How often each object's status is brought up to date (written only when it changed),
-    /// and the Clusters' objects compared with the hub's clusters.
+    /// The safety net: how often every object is reconciled again (its status written only
+    /// when it changed) and the Clusters' objects compared with the hub's clusters; changes are
+    /// followed as they happen besides.
     pub resync: Duration,
 }
 
@@ -44,7 +45,7 @@ impl KubeApiConfig {
         Self {
             kubeconfig,
             namespace,
-            resync: Duration::from_secs(10),
+            resync: Duration::from_secs(30),
         }
     }
 }
