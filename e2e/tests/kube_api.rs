@@ -374,6 +374,38 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
         .await
         .context("dev-a relabeled env=dev with gitfleet leaves the App")?;
 
+    // Labels the hub refuses change nothing, and the object says why.
+    kubectl
+        .run(
+            &[
+                "patch",
+                "clusters.gitfleet.dev",
+                "dev-a",
+                "-n",
+                NS,
+                "--type",
+                "merge",
+                "-p",
+                r#"{"spec":{"labels":{"bad key":"x"}}}"#,
+            ],
+            None,
+        )
+        .await?;
+    let refused = until_async("dev-a's Ready=False", DEADLINE, async || {
+        let s = kubectl
+            .jsonpath(
+                "clusters.gitfleet.dev",
+                "dev-a",
+                "{.status.conditions[0].reason}: {.status.conditions[0].message}",
+            )
+            .await?;
+        Ok(s.starts_with("InvalidLabels").then_some(s))
+    })
+    .await?;
+    assert!(refused.contains("bad key"), "{refused}");
+    let clusters = fleet.cli(&["cluster", "list"]).await?;
+    assert!(!clusters.contains("bad key"), "{clusters}");
+
     // Deleting the object deletes the App from the hub (the finalizer holds it until then).
     kubectl
         .run(
