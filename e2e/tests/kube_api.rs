@@ -432,7 +432,8 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
 
 /// The controller runs on the replica that leads only: a follower leaves the management
 /// cluster's objects alone (no finalizer, no status, nothing in the hub) however many resyncs
-/// pass, and takes them up once it is elected.
+/// pass, and takes them up once it is elected; then a resource whose object went meanwhile
+/// without the hub seeing it (its finalizer removed by hand) is deleted.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn only_the_leading_replica_runs_the_controller() -> anyhow::Result<()> {
     use gitfleet_hub::leadership::Leadership;
@@ -483,6 +484,16 @@ async fn only_the_leading_replica_runs_the_controller() -> anyhow::Result<()> {
     assert!(untouched.is_err(), "a follower took up the object");
     assert!(!hub.engine().exists(Kind::ClusterGroup, "eu")?);
 
+    // A resource whose object went while no replica led (its finalizer removed by hand).
+    let gone = gitfleet_core::kube_api::document(
+        Kind::ClusterGroup,
+        NS,
+        &serde_json::json!({"metadata": {"name": "gone"}, "spec": {"selector": {"matchLabels": {"region": "us"}}}}),
+    );
+    hub.engine()
+        .apply_owned("", gone.to_string(), &format!("{NS}/gone"))
+        .await?;
+
     elect.send(Leadership::Leader)?;
     until_async("the leader to take the object", DEADLINE, async || {
         let s = kubectl
@@ -496,6 +507,12 @@ async fn only_the_leading_replica_runs_the_controller() -> anyhow::Result<()> {
     })
     .await?;
     assert!(hub.engine().exists(Kind::ClusterGroup, "eu")?);
+    until_async(
+        "the resource whose object is gone to go",
+        DEADLINE,
+        async || Ok((!hub.engine().exists(Kind::ClusterGroup, "gone")?).then_some(())),
+    )
+    .await?;
     hub.shutdown().await;
     management.shutdown().await;
     Ok(())

@@ -6,17 +6,12 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use kube::api::{Api, DynamicObject, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::{WatchStreamExt, watcher};
 use serde_json::{Value, json};
 use tokio::sync::broadcast::error::RecvError;
 use tracing::{debug, info, warn};
-
-use crate::engine::FleetChange;
-
-/// How long changes are gathered before a pass.
-const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 use gitfleet_core::kube_api::{
     CLUSTER_KIND, CLUSTER_PLURAL, ClusterFacts, LabelFlow, Readiness, cluster_status,
@@ -25,7 +20,11 @@ use gitfleet_core::kube_api::{
 
 use super::resources::merge_patch;
 use super::{Context, KubeApiError, api_resource, now_rfc3339, rfc3339};
+use crate::engine::FleetChange;
 use crate::model::ClusterView;
+
+/// How long changes are gathered before a pass.
+const GATHER: std::time::Duration = std::time::Duration::from_millis(200);
 
 /// Compares the hub's clusters with their objects every resync, until the process stops.
 pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> {
@@ -40,15 +39,15 @@ pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> 
         .default_backoff()
         .boxed();
     loop {
-        tokio::select! {
-            _ = tick.tick() => {}
+        let resync = tokio::select! {
+            _ = tick.tick() => true,
             change = changes.recv() => match change {
-                Ok(FleetChange::Cluster(_)) | Err(RecvError::Lagged(_)) => {}
+                Ok(FleetChange::Cluster(_)) | Err(RecvError::Lagged(_)) => false,
                 Ok(_) => continue,
                 Err(RecvError::Closed) => return Ok(()),
             },
             edit = edits.next() => match edit {
-                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => {}
+                Some(Ok(watcher::Event::Apply(_) | watcher::Event::Delete(_))) => false,
                 Some(Ok(_)) => continue,
                 Some(Err(e)) => {
                     debug!(error = %e, "cannot watch the Cluster objects");
@@ -56,13 +55,16 @@ pub(super) async fn keep_in_step(ctx: Arc<Context>) -> Result<(), KubeApiError> 
                 }
                 None => return Ok(()),
             },
-        }
+        };
+        // What else came meanwhile is this pass's (it lists the objects after). The pass's own
+        // writes come back as edits: one more pass, which finds nothing to write.
         tokio::time::sleep(GATHER).await;
         while changes.try_recv().is_ok() {}
+        while let Some(Some(_)) = edits.next().now_or_never() {}
         if let Err(e) = pass(&ctx, &api).await {
             warn!(error = %e, "cannot bring the Cluster objects in step");
         }
-        if let Err(e) = collect_orphans(&ctx).await {
+        if resync && let Err(e) = collect_orphans(&ctx).await {
             warn!(error = %e, "cannot look for resources whose object is gone");
         }
     }
