@@ -406,7 +406,36 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
     let clusters = fleet.cli(&["cluster", "list"]).await?;
     assert!(!clusters.contains("bad key"), "{clusters}");
 
-    // Deleting the object deletes the App from the hub (the finalizer holds it until then).
+    // A Project still used by an App is not deleted: its object waits, saying why.
+    kubectl
+        .run(
+            &[
+                "delete",
+                "projects.gitfleet.dev",
+                "team-a",
+                "-n",
+                NS,
+                "--wait=false",
+            ],
+            None,
+        )
+        .await?;
+    let refused = until_async("team-a's DeleteRefused", DEADLINE, async || {
+        let s = kubectl
+            .jsonpath(
+                "projects.gitfleet.dev",
+                "team-a",
+                "{.status.conditions[0].reason}: {.status.conditions[0].message}",
+            )
+            .await?;
+        Ok(s.starts_with("DeleteRefused").then_some(s))
+    })
+    .await?;
+    assert!(refused.contains("hello"), "{refused}");
+    assert!(hub_has(&fleet, Kind::Project, "team-a").await?);
+
+    // Deleting the object deletes the App from the hub (the finalizer holds it until then), and
+    // then the Project can go.
     kubectl
         .run(
             &[
@@ -424,6 +453,20 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
         !hub_has(&fleet, Kind::App, "hello").await?,
         "the hub's App is gone once its object is"
     );
+    kubectl
+        .run(
+            &[
+                "wait",
+                "--for=delete",
+                "projects.gitfleet.dev/team-a",
+                "-n",
+                NS,
+                "--timeout=60s",
+            ],
+            None,
+        )
+        .await?;
+    assert!(!hub_has(&fleet, Kind::Project, "team-a").await?);
 
     fleet.shutdown().await;
     management.shutdown().await;

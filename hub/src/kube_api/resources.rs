@@ -220,7 +220,7 @@ async fn reconcile(obj: Arc<DynamicObject>, ctx: Arc<KindContext>) -> Result<Act
                     generation,
                 );
                 write_status(&ctx.api, &name, &old_status, status).await?;
-                Ok(Action::requeue(ctx.shared.resync))
+                Ok(Action::requeue(ctx.shared.resync.min(RETRY_REFUSED)))
             }
             Err(e) => Err(e.into()),
         }
