@@ -323,6 +323,9 @@ async fn custom_resources_in_the_management_cluster_drive_the_fleet() -> anyhow:
         "{refused:#}"
     );
 
+    let apps = fleet.cli(&["get", "apps"]).await?;
+    assert!(apps.contains("kubernetes:gitfleet/hello"), "{apps}");
+
     // One Cluster object per registered cluster, made by the hub.
     until_async("three connected Cluster objects", DEADLINE, async || {
         let rows = kubectl.table("clusters.gitfleet.dev").await?;
