@@ -97,6 +97,9 @@ pub struct HubConfig {
     /// `None`: the election of the replicas on a shared (etcd) store decides it, or, on sled,
     /// the hub runs alone and answers everything. Tests give it here to force a part.
     pub leadership: Option<LeadershipWatch>,
+    /// The Kubernetes-native API (`--kube-api`, docs/kube-api.md): the management cluster whose
+    /// custom resources the leader reconciles into the hub. `None`: off.
+    pub kube_api: Option<crate::kube_api::KubeApiConfig>,
 }
 
 /// Where the hub keeps its state.
@@ -253,6 +256,7 @@ impl HubConfig {
             store: StoreConfig::Sled,
             replica_url: None,
             leadership: None,
+            kube_api: None,
         }
     }
 
@@ -617,6 +621,18 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
     let mut tasks = Vec::new();
+    if let Some(kube_api) = config.kube_api.clone() {
+        // Only while this replica leads (see crate::kube_api).
+        tasks.push(crate::kube_api::spawn(
+            Arc::clone(&engine),
+            kube_api,
+            config
+                .leadership
+                .clone()
+                .unwrap_or_else(|| leadership.clone()),
+            shutdown.clone(),
+        ));
+    }
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let incoming =

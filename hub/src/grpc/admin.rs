@@ -337,7 +337,7 @@ impl Admin for AdminService {
             if name.is_empty() {
                 return Err(Status::invalid_argument("name is required to delete"));
             }
-            let deleted = self.engine.delete(kind, &name).await?;
+            let deleted = self.engine.delete_unowned(kind, &name).await?;
             if deleted {
                 info!(%admin, %kind, %name, "resource deleted");
             }
