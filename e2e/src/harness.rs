@@ -67,6 +67,8 @@ pub struct FleetOptions {
     pub chart_roots: Vec<rustls::pki_types::CertificateDer<'static>>,
     /// The hub's `--fleet-repo`/`--fleet-path`: Repos and Apps kept in Git.
     pub fleet: Option<gitfleet_hub::fleetsync::FleetSource>,
+    /// The hub's `--kube-api`: its management cluster (a kubeconfig) and namespace.
+    pub kube_api: Option<gitfleet_hub::kube_api::KubeApiConfig>,
 }
 
 impl FleetOptions {
@@ -83,6 +85,7 @@ impl FleetOptions {
             hub_credentials: Default::default(),
             chart_roots: Vec::new(),
             fleet: None,
+            kube_api: None,
         }
     }
 }
@@ -396,6 +399,7 @@ fn hub_config(work_dir: &Path, options: &FleetOptions) -> HubConfig {
     }
     config.repo_credentials = options.hub_credentials.clone();
     config.fleet.clone_from(&options.fleet);
+    config.kube_api.clone_from(&options.kube_api);
     config
         .chart_fetch
         .extra_roots

@@ -273,7 +273,10 @@ async fn diff_live_shows_a_held_commit_masks_secrets_and_changes_nothing() -> an
             vec!["hello", "--cluster", "mars"],
             "no Target on cluster \"mars\"",
         ),
-        (vec!["hello", "--revision", "abc"], "not a full commit id"),
+        (
+            vec!["hello", "--revision", "abc"],
+            "\"abc\" is not a commit id",
+        ),
     ] {
         let (out, result) = diff(&fleet, &args).await;
         let error = result.expect_err("refused");

@@ -9,6 +9,7 @@ pub mod engine;
 pub mod git;
 pub mod grpc;
 pub mod http;
+pub mod kube_api;
 pub mod leadership;
 pub mod listener;
 pub mod metrics;

@@ -102,6 +102,9 @@ pub struct HubConfig {
     pub ui_url: Option<String>,
     /// How long a dashboard session lives (`--ui-session-ttl`).
     pub ui_session_ttl: Duration,
+    /// The Kubernetes-native API (`--kube-api`, docs/kube-api.md): the management cluster whose
+    /// custom resources the leader reconciles into the hub. `None`: off.
+    pub kube_api: Option<crate::kube_api::KubeApiConfig>,
 }
 
 /// Where the hub keeps its state.
@@ -262,6 +265,7 @@ impl HubConfig {
             ui_session_ttl: Duration::from_secs(
                 gitfleet_core::dashboard::DEFAULT_SESSION_TTL_SECS.unsigned_abs(),
             ),
+            kube_api: None,
         }
     }
 
@@ -632,6 +636,18 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         );
     let mut tasks = Vec::new();
+    if let Some(kube_api) = config.kube_api.clone() {
+        // Only while this replica leads (see crate::kube_api).
+        tasks.push(crate::kube_api::spawn(
+            Arc::clone(&engine),
+            kube_api,
+            config
+                .leadership
+                .clone()
+                .unwrap_or_else(|| leadership.clone()),
+            shutdown.clone(),
+        ));
+    }
     let stop = shutdown.clone();
     tasks.push(tokio::spawn(async move {
         let incoming =

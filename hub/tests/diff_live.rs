@@ -149,6 +149,38 @@ async fn the_hub_asks_the_linked_spoke_and_reports_the_offline_one() {
     assert_eq!(answer.clusters.len(), 1);
     assert!(answer.clusters[0].error.contains("does not render"));
 
+    // A prefix of a commit the App rolled out names that commit, as `rollback --to` takes.
+    let mut client = admin(&hub).await;
+    let prefix = c1[..8].to_owned();
+    let asking =
+        tokio::spawn(async move { client.diff_live(request("web", "dev-1", &prefix)).await });
+    spoke
+        .until("a third diff request", |v| v.diff_requests.len() == 3)
+        .await;
+    let asked = spoke.view.diff_requests[2].clone();
+    assert_eq!(
+        asked
+            .target
+            .as_ref()
+            .and_then(|t| t.source.as_ref())
+            .map(|s| s.commit.clone()),
+        Some(c1.clone())
+    );
+    spoke
+        .send(In::Diff(pb::DiffResult {
+            request_id: asked.request_id.clone(),
+            cluster: "dev-1".into(),
+            revision: c1.clone(),
+            ..Default::default()
+        }))
+        .await;
+    let answer = asking
+        .await
+        .expect("joined")
+        .expect("answered")
+        .into_inner();
+    assert_eq!(answer.revision, c1);
+
     // Bad input, each named.
     let mut client = admin(&hub).await;
     for (req, code, words) in [
@@ -170,7 +202,12 @@ async fn the_hub_asks_the_linked_spoke_and_reports_the_offline_one() {
         (
             request("web", "", "HEAD~1"),
             Code::InvalidArgument,
-            "not a full commit id",
+            "\"head~1\" is not a commit id",
+        ),
+        (
+            request("web", "", "abcdef0"),
+            Code::InvalidArgument,
+            "never rolled out a commit starting with abcdef0",
         ),
     ] {
         let status = client.diff_live(req).await.expect_err("refused");

@@ -26,6 +26,22 @@ pub struct ResourceType {
     pub name_rule: NameRule,
     /// Defined by a CustomResourceDefinition.
     pub custom: bool,
+    /// A CRD's `additionalPrinterColumns` (of its preferred version): the columns `kubectl get`
+    /// prints after the name instead of the age.
+    pub printer_columns: Vec<PrinterColumn>,
+}
+
+/// One of a CRD version's `additionalPrinterColumns`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PrinterColumn {
+    pub name: String,
+    /// `string`, `integer`, `number`, `boolean` or `date`.
+    pub type_: String,
+    pub format: String,
+    pub description: String,
+    pub priority: i64,
+    /// A simple JSONPath: `.status.sync`, `.metadata.labels.env`, `.spec.items[0].name`.
+    pub json_path: String,
 }
 
 impl ResourceType {
@@ -148,6 +164,7 @@ static BUILTIN_TYPES: LazyLock<Vec<Arc<ResourceType>>> = LazyLock::new(|| {
                     generation,
                     name_rule: rule,
                     custom: false,
+                    printer_columns: Vec::new(),
                 })
             },
         )
@@ -265,6 +282,14 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, ApiError> {
             })
             .unwrap_or_default()
     };
+    let preferred = served.first().cloned().unwrap_or_default();
+    let printer_columns = versions
+        .iter()
+        .find(|v| v.get("name").and_then(Value::as_str) == Some(preferred.as_str()))
+        .and_then(|v| v.get("additionalPrinterColumns"))
+        .and_then(Value::as_array)
+        .map(|cols| cols.iter().map(printer_column).collect())
+        .unwrap_or_default();
     let singular = match s("/spec/names/singular") {
         x if x.is_empty() => kind.to_lowercase(),
         x => x,
@@ -282,7 +307,20 @@ pub fn from_crd(crd: &Value) -> Result<ResourceType, ApiError> {
         generation: true,
         name_rule: NameRule::Subdomain,
         custom: true,
+        printer_columns,
     })
+}
+
+fn printer_column(c: &Value) -> PrinterColumn {
+    let s = |k: &str| c.get(k).and_then(Value::as_str).unwrap_or("").to_string();
+    PrinterColumn {
+        name: s("name"),
+        type_: s("type"),
+        format: s("format"),
+        description: s("description"),
+        priority: c.get("priority").and_then(Value::as_i64).unwrap_or(0),
+        json_path: s("jsonPath"),
+    }
 }
 
 #[cfg(test)]

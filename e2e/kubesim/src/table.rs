@@ -341,7 +341,142 @@ fn daemon_set_row(o: &Value) -> Vec<Value> {
 /// The kind-specific cells of one row.
 type Cells = fn(&Value) -> Vec<Value>;
 
+/// A value as the API server's JSONPath printer writes it: strings as they are, maps and lists
+/// as Go's `fmt` prints them (`map[env:prod]`, `[a b]`).
+fn go_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => "<nil>".into(),
+        Value::Object(m) => {
+            let mut keys: Vec<&String> = m.keys().collect();
+            keys.sort();
+            let parts: Vec<String> = keys
+                .into_iter()
+                .map(|k| format!("{k}:{}", go_text(&m[k])))
+                .collect();
+            format!("map[{}]", parts.join(" "))
+        }
+        Value::Array(a) => format!("[{}]", a.iter().map(go_text).collect::<Vec<_>>().join(" ")),
+        other => other.to_string(),
+    }
+}
+
+/// The value at a simple JSONPath (`.status.sync`, `.metadata.labels['a/b']`, `.items[0].x`),
+/// as CRDs' printer columns name it; `None` when a step is missing.
+pub fn json_path<'a>(obj: &'a Value, path: &str) -> Option<&'a Value> {
+    let path = path.trim().trim_start_matches('{').trim_end_matches('}');
+    let mut rest = path.trim_start_matches('$');
+    let mut at = obj;
+    while !rest.is_empty() {
+        if let Some(r) = rest.strip_prefix('.') {
+            let end = r.find(['.', '[']).unwrap_or(r.len());
+            let key = &r[..end];
+            if !key.is_empty() {
+                at = at.get(key)?;
+            }
+            rest = &r[end..];
+        } else if let Some(r) = rest.strip_prefix("[?(@.") {
+            // A filter: `[?(@.type=="Ready")]`, the first element whose field equals the value.
+            let end = r.find(")]")?;
+            let (field, value) = r[..end].split_once("==")?;
+            let value = value.trim().trim_matches(['"', '\'']);
+            at = at
+                .as_array()?
+                .iter()
+                .find(|e| e.get(field.trim()).and_then(Value::as_str) == Some(value))?;
+            rest = &r[end + 2..];
+        } else if let Some(r) = rest.strip_prefix('[') {
+            let end = r.find(']')?;
+            let inner = r[..end].trim();
+            let quoted = inner
+                .strip_prefix('\'')
+                .and_then(|i| i.strip_suffix('\''))
+                .or_else(|| inner.strip_prefix('"').and_then(|i| i.strip_suffix('"')));
+            at = match quoted {
+                Some(key) => at.get(key)?,
+                None => at.get(inner.parse::<usize>().ok()?)?,
+            };
+            rest = &r[end + 1..];
+        } else {
+            return None;
+        }
+    }
+    Some(at)
+}
+
+/// The cell of one CRD printer column, as the real server's table convertor makes it.
+fn printer_cell(o: &Value, c: &super::resources::PrinterColumn) -> Value {
+    let Some(v) = json_path(o, &c.json_path) else {
+        return Value::Null;
+    };
+    match c.type_.as_str() {
+        "date" => v
+            .as_str()
+            .and_then(|t| chrono::DateTime::parse_from_rfc3339(t).ok())
+            .map(|t| {
+                json!(short_age(
+                    (chrono::Utc::now() - t.with_timezone(&chrono::Utc)).num_seconds()
+                ))
+            })
+            .unwrap_or(Value::Null),
+        "integer" | "number" if v.is_number() => v.clone(),
+        "boolean" if v.is_boolean() => v.clone(),
+        "string" => json!(go_text(v)),
+        _ => Value::Null,
+    }
+}
+
+/// The Table of a custom resource whose CRD declares `additionalPrinterColumns`: the name,
+/// then those columns (no age unless one of them is).
+fn custom_table(rt: &ResourceType, objects: &[Value], include: &str) -> (Vec<Value>, Vec<Value>) {
+    let mut defs = vec![col("Name", "string", "name")];
+    defs.extend(rt.printer_columns.iter().map(|c| {
+        json!({
+            "name": c.name,
+            "type": c.type_,
+            "format": c.format,
+            "description": c.description,
+            "priority": c.priority,
+        })
+    }));
+    let rows = objects
+        .iter()
+        .map(|o| {
+            let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
+            cells.extend(rt.printer_columns.iter().map(|c| printer_cell(o, c)));
+            json!({"cells": cells, "object": row_object(o, include)})
+        })
+        .collect();
+    (defs, rows)
+}
+
+fn row_object(o: &Value, include: &str) -> Value {
+    match include {
+        "None" => Value::Null,
+        "Object" => o.clone(),
+        _ => json!({
+            "kind": "PartialObjectMetadata",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": o.get("metadata").cloned().unwrap_or(json!({})),
+        }),
+    }
+}
+
 pub fn table(rt: &ResourceType, objects: &[Value], rv: u64, q: &HashMap<String, String>) -> Value {
+    let include = q
+        .get("includeObject")
+        .map(String::as_str)
+        .unwrap_or("Metadata");
+    if rt.custom && !rt.printer_columns.is_empty() {
+        let (defs, rows) = custom_table(rt, objects, include);
+        return json!({
+            "kind": "Table",
+            "apiVersion": "meta.k8s.io/v1",
+            "metadata": {"resourceVersion": rv.to_string()},
+            "columnDefinitions": defs,
+            "rows": rows,
+        });
+    }
     let (mut columns, extra): (Vec<Value>, Cells) = match rt.kind.as_str() {
         "Deployment" => (
             vec![
@@ -497,26 +632,13 @@ pub fn table(rt: &ResourceType, objects: &[Value], rv: u64, q: &HashMap<String, 
     let mut defs = vec![col("Name", "string", "name")];
     defs.append(&mut columns);
     defs.push(col("Age", "string", ""));
-    let include = q
-        .get("includeObject")
-        .map(String::as_str)
-        .unwrap_or("Metadata");
     let rows: Vec<Value> = objects
         .iter()
         .map(|o| {
             let mut cells = vec![o.pointer("/metadata/name").cloned().unwrap_or(Value::Null)];
             cells.extend(extra(o));
             cells.push(json!(age(o)));
-            let object = match include {
-                "None" => Value::Null,
-                "Object" => o.clone(),
-                _ => json!({
-                    "kind": "PartialObjectMetadata",
-                    "apiVersion": "meta.k8s.io/v1",
-                    "metadata": o.get("metadata").cloned().unwrap_or(json!({})),
-                }),
-            };
-            json!({"cells": cells, "object": object})
+            json!({"cells": cells, "object": row_object(o, include)})
         })
         .collect();
     json!({
@@ -531,6 +653,23 @@ pub fn table(rt: &ResourceType, objects: &[Value], rv: u64, q: &HashMap<String, 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn json_paths() {
+        let o =
+            json!({"metadata": {"labels": {"a/b": "x", "env": "prod"}}, "spec": {"l": [{"n": 1}]}});
+        assert_eq!(json_path(&o, ".metadata.labels.env"), Some(&json!("prod")));
+        assert_eq!(json_path(&o, ".metadata.labels['a/b']"), Some(&json!("x")));
+        assert_eq!(json_path(&o, "{.spec.l[0].n}"), Some(&json!(1)));
+        assert_eq!(json_path(&o, ".status.sync"), None);
+        let c = json!({"status": {"conditions": [{"type": "A", "status": "False"}, {"type": "Ready", "status": "True"}]}});
+        assert_eq!(
+            json_path(&c, ".status.conditions[?(@.type==\"Ready\")].status"),
+            Some(&json!("True"))
+        );
+        assert_eq!(go_text(&o["metadata"]["labels"]), "map[a/b:x env:prod]");
+        assert_eq!(go_text(&json!(["a", "b"])), "[a b]");
+    }
 
     #[test]
     fn ages() {

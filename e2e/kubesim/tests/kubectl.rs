@@ -1820,3 +1820,80 @@ async fn server_side_dry_runs_answer_the_object_and_store_nothing() {
     assert_eq!(live["spec"]["replicas"], 3);
     h.shutdown().await;
 }
+
+const WIDGET_CRD: &str = r#"apiVersion: apiextensions.k8s.io/v1
+kind: CustomResourceDefinition
+metadata: {name: widgets.example.com}
+spec:
+  group: example.com
+  scope: Namespaced
+  names: {kind: Widget, plural: widgets}
+  versions:
+    - name: v1
+      served: true
+      storage: true
+      subresources: {status: {}}
+      additionalPrinterColumns:
+        - {name: Size, type: integer, jsonPath: .spec.size}
+        - {name: Labels, type: string, jsonPath: .spec.labels}
+        - {name: Ready, type: string, jsonPath: '.status.conditions[?(@.type=="Ready")].status'}
+        - {name: Color, type: string, jsonPath: .spec.color, priority: 1}
+        - {name: Age, type: date, jsonPath: .metadata.creationTimestamp}
+      schema:
+        openAPIV3Schema: {type: object, x-kubernetes-preserve-unknown-fields: true}
+"#;
+
+/// A CRD's `additionalPrinterColumns` are what `kubectl get` prints (`-o wide` adds those of
+/// priority 1), with a missing field empty, maps as Go prints them and the status
+/// subresource's conditions read through a filter.
+#[tokio::test]
+async fn kubectl_get_prints_a_crds_printer_columns() {
+    let h = start(vec!["crds".into()]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let k = Kubectl::new(&h, "crds", dir.path());
+    let out = k
+        .run_with(&["apply", "--server-side", "-f", "-"], Some(WIDGET_CRD))
+        .await;
+    assert_eq!(out.code, 0, "{out:?}");
+    k.ok(&[
+        "wait",
+        "--for=condition=Established",
+        "crd/widgets.example.com",
+        "--timeout=30s",
+    ])
+    .await;
+    let widgets = "apiVersion: example.com/v1\nkind: Widget\nmetadata: {name: a}\nspec: {size: 3, color: red, labels: {env: prod, ring: b}}\n---\napiVersion: example.com/v1\nkind: Widget\nmetadata: {name: b}\nspec: {}\n";
+    let out = k.run_with(&["apply", "-f", "-"], Some(widgets)).await;
+    assert_eq!(out.code, 0, "{out:?}");
+    k.ok(&[
+        "patch",
+        "widgets",
+        "a",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"conditions":[{"type":"Other","status":"False"},{"type":"Ready","status":"True"}]}}"#,
+    ])
+    .await;
+
+    let (columns, rows) = table_rows(&k.ok(&["get", "widgets"]).await.stdout);
+    assert_eq!(columns, ["NAME", "SIZE", "LABELS", "READY", "AGE"]);
+    let a = rows.iter().find(|r| r["NAME"] == "a").unwrap();
+    assert_eq!(
+        [&a["SIZE"], &a["LABELS"], &a["READY"]],
+        ["3", "map[env:prod ring:b]", "True"]
+    );
+    assert!(a["AGE"].ends_with('s'), "{a:?}");
+    let b = rows.iter().find(|r| r["NAME"] == "b").unwrap();
+    assert_eq!(
+        [&b["SIZE"], &b["LABELS"], &b["READY"]],
+        ["", "", ""],
+        "a missing field is a null cell, which kubectl leaves empty"
+    );
+    let (columns, rows) = table_rows(&k.ok(&["get", "widgets", "-o", "wide"]).await.stdout);
+    assert_eq!(columns, ["NAME", "SIZE", "LABELS", "READY", "COLOR", "AGE"]);
+    assert_eq!(
+        rows.iter().find(|r| r["NAME"] == "a").unwrap()["COLOR"],
+        "red"
+    );
+}

@@ -9,6 +9,11 @@
 //! - fetch: the hub's Git cache against `git fetch` on the same repository, first (shallow)
 //!   and incremental (after a one-file commit).
 //!
+//! - fleet decisions (`--clusters N`, `--fleet-only` for only those; `--apps M` there puts M
+//!   Apps of mixed rollout strategies on every cluster): placement, durable reports, a
+//!   recompute that changes nothing, memory per Target, a commit to one App and to every App,
+//!   the status stream.
+//!
 //! Results are recorded in docs/benchmarks.md.
 
 use std::collections::BTreeMap;
@@ -32,9 +37,10 @@ use gitfleet_hub::runtime::{self, HubConfig};
 #[derive(Parser)]
 #[command(about = "Hub benchmark: change detection in a monorepo and fetch time against git fetch")]
 struct Args {
-    /// App paths in the monorepo.
-    #[arg(long, env = "GITFLEET_BENCH_APPS", default_value_t = 1000)]
-    apps: usize,
+    /// App paths in the monorepo (default 1000); with --fleet-only, Apps on every cluster in
+    /// the fleet part (default 1; otherwise that part has one App).
+    #[arg(long, env = "GITFLEET_BENCH_APPS")]
+    apps: Option<usize>,
     /// How many one-path commits (and incremental fetches) to time.
     #[arg(long, env = "GITFLEET_BENCH_ROUNDS", default_value_t = 5)]
     rounds: usize,
@@ -241,10 +247,19 @@ async fn main() -> anyhow::Result<()> {
         monorepo(&args, tmp.path(), &daemon).await?;
     }
     if args.clusters > 0 {
+        let per_cluster = if args.fleet_only {
+            args.apps.unwrap_or(1)
+        } else {
+            1
+        };
+        ensure!(per_cluster > 0, "--apps: at least one App");
         fleet(
             args.clusters,
-            args.grid_apps,
-            args.hold_dashboard,
+            per_cluster,
+            DashboardBench {
+                apps: args.grid_apps,
+                hold: args.hold_dashboard,
+            },
             args.repeat,
             args.etcd_endpoint.as_deref(),
             tmp.path(),
@@ -268,106 +283,255 @@ fn percentiles(mut v: Vec<Duration>) -> String {
 
 type DesiredRx = tokio::sync::watch::Receiver<Arc<gitfleet_hub::engine::Published>>;
 
-/// The spec generation of the App's Target in a cluster's desired state, once at `commit`.
-fn held(rx: &DesiredRx, commit: &str) -> Option<u64> {
+/// The spec generation of `app`'s Target in a cluster's desired state, once at `commit`.
+fn held(rx: &DesiredRx, app: &str, commit: &str) -> Option<u64> {
     rx.borrow()
         .desired
         .targets
-        .get("small")
+        .get(app)
         .filter(|t| t.target.commit == commit)
         .map(|t| t.spec_generation)
 }
 
-/// Stores one report per cluster on the App at `commit`, as the link stores them.
-fn report_all(
-    engine: &Engine,
-    clusters: &[(String, DesiredRx)],
-    seq: u64,
-    commit: &str,
-    (sync, health): (SyncState, HealthState),
-) -> anyhow::Result<()> {
-    for (cluster, rx) in clusters {
-        engine.store_report(TargetReport {
-            seq,
-            cluster: cluster.clone(),
-            app: "small".into(),
-            revision: commit.to_owned(),
-            spec_generation: held(rx, commit).context("placed")?,
-            sync,
-            health,
-            message: "1 resource".into(),
-            ..Default::default()
-        })?;
-    }
-    Ok(())
+/// The fleet part's Apps: one (`small`, as in the earlier figures) or `m` of a mix of sizes and
+/// rollout strategies.
+struct FleetApps {
+    names: Vec<String>,
 }
 
-/// Stores each round of `reports` (seq, state) for every cluster at `commit`, flushes, and
-/// waits for the rollout to `commit` to complete: the reports stored per second, and the time
+impl FleetApps {
+    fn new(m: usize) -> Self {
+        let names = if m == 1 {
+            vec!["small".to_owned()]
+        } else {
+            (0..m).map(|i| format!("a{i:03}")).collect()
+        };
+        Self { names }
+    }
+
+    fn first(&self) -> &str {
+        self.names.first().map_or("small", String::as_str)
+    }
+
+    /// Writes App `i`'s files at version `v`: a ConfigMap, and for every third App a
+    /// Deployment and a Service too.
+    fn write(&self, repo: &GitRepo, i: usize, v: u32) -> anyhow::Result<()> {
+        let name = &self.names[i];
+        repo.write(
+            &format!("apps/{name}/configmap.yaml"),
+            format!(
+                "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {name}\ndata:\n  version: \"{v}\"\n"
+            ),
+        )?;
+        if i % 3 == 2 {
+            for (path, content) in app_files(i, &format!("1.{v}.0")) {
+                let file = path.rsplit('/').next().unwrap_or("file.yaml").to_owned();
+                repo.write(&format!("apps/{name}/{file}"), content)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// App `i`'s document. With several Apps, a mix of strategies: all at once (the default),
+    /// a quarter of the clusters at a time, a canary wave of two named clusters then the rest,
+    /// and a tenth at a time.
+    fn document(&self, i: usize, canaries: &[String]) -> serde_json::Value {
+        let name = &self.names[i];
+        let mut spec = serde_json::json!({
+            "repo": "sim", "path": format!("apps/{name}"), "namespace": "default",
+            "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
+        });
+        let rollout = match (self.names.len() > 1).then_some(i % 4) {
+            Some(1) => Some(serde_json::json!({"maxUnavailable": "25%"})),
+            Some(2) => Some(serde_json::json!({
+                "waves": [{"name": "canary", "clusters": canaries}]
+            })),
+            Some(3) => Some(serde_json::json!({"maxUnavailable": "10%"})),
+            _ => None,
+        };
+        if let Some(rollout) = rollout {
+            spec["rollout"] = rollout;
+        }
+        serde_json::json!({
+            "apiVersion": "gitfleet.dev/v1", "kind": "App",
+            "metadata": {"name": name}, "spec": spec
+        })
+    }
+}
+
+/// Plays the spokes: stores `states` (in order, from sequence number `seq`) for every Target
+/// whose desired state holds its App's commit in `commits`, as those commits arrive (a rollout
+/// gives them a batch at a time), flushing after each pass, until every App's rollout to its
+/// commit is complete. The reports stored per second of storing, their count, and the time
 /// until complete.
-async fn reports_until_complete(
+async fn report_until_complete(
     engine: &Engine,
     clusters: &[(String, DesiredRx)],
-    commit: &str,
-    reports: &[(u64, (SyncState, HealthState))],
-) -> anyhow::Result<(f64, Duration)> {
+    commits: &BTreeMap<String, String>,
+    seq: &mut u64,
+    states: &[(SyncState, HealthState)],
+) -> anyhow::Result<(f64, usize, Duration)> {
     let started = Instant::now();
-    for (seq, state) in reports {
-        report_all(engine, clusters, *seq, commit, *state)?;
+    let deadline = started + bench_timeout();
+    let mut done: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
+    let (mut stored, mut storing) = (0usize, Duration::ZERO);
+    let mut complete: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
+    loop {
+        let t = Instant::now();
+        let mut new = 0;
+        for (c, (cluster, rx)) in clusters.iter().enumerate() {
+            let held: Vec<(String, u64)> = {
+                let published = rx.borrow();
+                commits
+                    .iter()
+                    .filter(|(app, _)| !done.contains(&(c, (*app).clone())))
+                    .filter_map(|(app, commit)| {
+                        let t = published.desired.targets.get(app)?;
+                        (t.target.commit == *commit).then(|| (app.clone(), t.spec_generation))
+                    })
+                    .collect()
+            };
+            for (app, generation) in held {
+                for (sync, health) in states {
+                    // A link's sequence numbers only grow: one counter for every cluster.
+                    *seq += 1;
+                    engine.store_report(TargetReport {
+                        seq: *seq,
+                        cluster: cluster.clone(),
+                        app: app.clone(),
+                        revision: commits[&app].clone(),
+                        spec_generation: generation,
+                        sync: *sync,
+                        health: *health,
+                        message: "1 resource".into(),
+                        ..Default::default()
+                    })?;
+                    stored += 1;
+                }
+                done.insert((c, app));
+                new += 1;
+            }
+        }
+        if new > 0 {
+            engine.flush().await?;
+            storing += t.elapsed();
+        }
+        for (app, commit) in commits {
+            if !complete.contains(app)
+                && let Ok(view) = engine.rollout_status(app)
+                && view.state.revision.commit == *commit
+                && matches!(view.state.phase, Phase::Complete)
+            {
+                complete.insert(app.clone());
+            }
+        }
+        if complete.len() == commits.len() {
+            let rate = stored as f64 / storing.as_secs_f64().max(1e-9);
+            return Ok((rate, stored, started.elapsed()));
+        }
+        if Instant::now() >= deadline {
+            let stuck: Vec<String> = commits
+                .keys()
+                .filter(|a| !complete.contains(*a))
+                .take(3)
+                .map(|a| match engine.rollout_status(a) {
+                    Ok(v) => format!(
+                        "{a}: {:?} at {} wave {}",
+                        v.state.phase, v.state.revision.commit, v.state.wave
+                    ),
+                    Err(e) => format!("{a}: {e}"),
+                })
+                .collect();
+            bail!(
+                "rollouts never completed: {} of {} Apps; {} reports stored; {}",
+                complete.len(),
+                commits.len(),
+                stored,
+                stuck.join("; ")
+            );
+        }
+        if new == 0 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
-    engine.flush().await?;
-    let rate = (reports.len() * clusters.len()) as f64 / started.elapsed().as_secs_f64();
-    until_rollout_complete(engine, commit).await?;
-    Ok((rate, started.elapsed()))
 }
 
-/// The median time of `repeat` calls of the rollout view.
-fn rollout_view_median(engine: &Engine, repeat: usize) -> anyhow::Result<Duration> {
+/// How long a bench step may take: `GITFLEET_BENCH_TIMEOUT` seconds, default 1800.
+fn bench_timeout() -> Duration {
+    Duration::from_secs(
+        std::env::var("GITFLEET_BENCH_TIMEOUT")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(1800),
+    )
+}
+
+/// This process's resident memory, from /proc (Linux).
+fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
+}
+
+/// This process's CPU time (user + system), from /proc (Linux).
+fn cpu_time() -> Option<Duration> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the command name (which may hold spaces) start after the last ')'.
+    let rest = stat.rsplit_once(')')?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let utime: u64 = fields.get(11)?.parse().ok()?;
+    let stime: u64 = fields.get(12)?.parse().ok()?;
+    // Clock ticks: 100 per second on every Linux this runs on.
+    Some(Duration::from_millis((utime + stime) * 10))
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.0} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+/// The median time of `repeat` calls of the rollout view of `app`.
+fn rollout_view_median(engine: &Engine, app: &str, repeat: usize) -> anyhow::Result<Duration> {
     let mut took = Vec::with_capacity(repeat);
     for _ in 0..repeat {
         let t = Instant::now();
-        engine.rollout_status("small")?;
+        engine.rollout_status(app)?;
         took.push(t.elapsed());
     }
     Ok(median(took))
 }
 
-/// Polls until `app`'s rollout is at `commit` and complete.
-async fn until_rollout_complete(engine: &Engine, commit: &str) -> anyhow::Result<()> {
-    let deadline = Instant::now() + Duration::from_secs(600);
-    loop {
-        if let Ok(view) = engine.rollout_status("small")
-            && view.state.revision.commit == commit
-            && matches!(view.state.phase, Phase::Complete)
-        {
-            return Ok(());
-        }
-        ensure!(Instant::now() < deadline, "the rollout never completed");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+/// The dashboard's part of the fleet figures: Apps in its grid, and how long to keep the hub up
+/// afterwards to look at it (`--grid-apps`, `--hold-dashboard`).
+struct DashboardBench {
+    apps: usize,
+    hold: Option<Duration>,
 }
 
-/// The hub's decisions for a fleet, in process (no links, no spokes): one small App on every
+/// The hub's decisions for a fleet, in process (no links, no spokes): `m` Apps on every
 /// cluster, each cluster's desired state watched as a link session would.
 async fn fleet(
     n: usize,
-    grid_apps: usize,
-    hold_dashboard: Option<Duration>,
+    m: usize,
+    ui: DashboardBench,
     repeat: usize,
     etcd_endpoint: Option<&str>,
     tmp: &Path,
     daemon: &GitDaemon,
 ) -> anyhow::Result<()> {
+    let apps = FleetApps::new(m);
     let repo_dir = tmp.join("small");
     let repo = GitRepo::init(&repo_dir)?;
-    let write = |v: u32| {
-        repo.write(
-            "apps/small/configmap.yaml",
-            format!("apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"{v}\"\n"),
-        )
-    };
-    write(1)?;
-    let c1 = repo.commit("small v1")?;
+    for i in 0..m {
+        apps.write(&repo, i, 1)?;
+    }
+    let c1 = repo.commit("v1")?;
     let url = daemon.url(&repo_dir);
     let mut config = HubConfig::for_tests(tmp.join("fleet-hub"));
     config.default_poll_interval = Duration::from_secs(3600);
@@ -383,7 +547,15 @@ async fn fleet(
     let token = hub
         .create_token(Duration::from_secs(3600), bench_labels(), u32::try_from(n)?)
         .await?;
-    println!("fleet decisions ({n} clusters, one small App on all of them, in process):");
+    if m == 1 {
+        println!("fleet decisions ({n} clusters, one small App on all of them, in process):");
+    } else {
+        println!(
+            "fleet decisions ({n} clusters x {m} Apps = {} Targets, in process; Apps: all at once, \
+             25% at a time, a canary wave then the rest, 10% at a time):",
+            n * m
+        );
+    }
     let started = Instant::now();
     let names: Vec<String> = (0..n).map(|i| format!("c{i:05}")).collect();
     let mut tasks = tokio::task::JoinSet::new();
@@ -403,61 +575,88 @@ async fn fleet(
         keys.extend(r??);
     }
     let mut clusters: Vec<(String, DesiredRx)> = Vec::with_capacity(n);
-    for c in names {
-        let key = keys.get(&c).context("a registered cluster")?;
-        let rx = engine.connect(&c, key, "bench").await?.desired;
-        clusters.push((c, rx));
+    for c in &names {
+        let key = keys.get(c).context("a registered cluster")?;
+        let rx = engine.connect(c, key, "bench").await?.desired;
+        clusters.push((c.clone(), rx));
     }
     println!(
         "  register + connect:                 {}",
         ms(started.elapsed())
     );
-    let documents = vec![
-        (
-            "bench#fleet".to_owned(),
-            format!(
-                "{{\"apiVersion\":\"gitfleet.dev/v1\",\"kind\":\"Repo\",\"metadata\":{{\"name\":\"sim\"}},\"spec\":{{\"url\":\"{url}\",\"pollInterval\":\"1h\"}}}}"
-            ),
+    let canaries: Vec<String> = names.iter().take(2).cloned().collect();
+    let mut documents = vec![(
+        "bench#fleet".to_owned(),
+        format!(
+            "{{\"apiVersion\":\"gitfleet.dev/v1\",\"kind\":\"Repo\",\"metadata\":{{\"name\":\"sim\"}},\"spec\":{{\"url\":\"{url}\",\"pollInterval\":\"1h\"}}}}"
         ),
+    )];
+    documents.extend((0..m).map(|i| {
         (
-            "bench#fleet-app".to_owned(),
-            serde_json::json!({
-                "apiVersion": "gitfleet.dev/v1", "kind": "App",
-                "metadata": {"name": "small"},
-                "spec": {
-                    "repo": "sim", "path": "apps/small", "namespace": "default",
-                    "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
-                }
-            })
-            .to_string(),
-        ),
-    ];
+            format!("bench#fleet-app-{i}"),
+            apps.document(i, &canaries).to_string(),
+        )
+    }));
+    let rss_before = rss_bytes();
     let started = Instant::now();
     engine.apply(&documents, false).await?;
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(600);
+    // The Apps rolled out all at once are placed on every cluster in one step; the others a
+    // batch at a time, as the reports below come in.
+    let at_once: Vec<String> = apps.names.iter().step_by(4).cloned().collect();
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(1800);
     for (cluster, rx) in &clusters {
         let mut rx = rx.clone();
         let placed = rx.wait_for(|d| {
-            d.desired
-                .targets
-                .get("small")
-                .is_some_and(|t| t.target.commit == c1)
+            at_once.iter().all(|a| {
+                d.desired
+                    .targets
+                    .get(a)
+                    .is_some_and(|t| t.target.commit == c1)
+            })
         });
         tokio::time::timeout_at(deadline, placed)
             .await
-            .with_context(|| format!("the App was never placed on {cluster}"))??;
+            .with_context(|| format!("the Apps were never placed on {cluster}"))??;
     }
     println!(
-        "  apply -> placed on all:             {}",
+        "  apply -> placed on all{}:  {}",
+        if m == 1 {
+            "           "
+        } else {
+            " (all-at-once Apps)"
+        },
         ms(started.elapsed())
     );
     // Every Target synced and healthy at v1.
     let healthy = (SyncState::Synced, HealthState::Healthy);
-    let (rate, complete) = reports_until_complete(&engine, &clusters, &c1, &[(1, healthy)]).await?;
+    let mut seq = 0;
+    let at_c1: BTreeMap<String, String> =
+        apps.names.iter().map(|a| (a.clone(), c1.clone())).collect();
+    let (rate, stored, complete) =
+        report_until_complete(&engine, &clusters, &at_c1, &mut seq, &[healthy]).await?;
     println!(
-        "  {n} reports stored ({rate:.0}/s, not flushed each); rollout complete after {}",
+        "  {stored} reports stored ({rate:.0}/s durable, flushed per pass); rollouts complete after {}",
         ms(complete)
     );
+    if let (Some(before), Some(after)) = (rss_before, rss_bytes()) {
+        println!(
+            "  memory: {} before the Apps, {} with {} Targets: {:.0} bytes per Target",
+            mib(before),
+            mib(after),
+            n * m,
+            after.saturating_sub(before) as f64 / (n * m) as f64
+        );
+    }
+    if let Some(cpu) = cpu_time() {
+        let idle = Duration::from_secs(5);
+        tokio::time::sleep(idle).await;
+        if let Some(after) = cpu_time() {
+            println!(
+                "  idle CPU (5 s, whole process):      {:.1} % of a core",
+                100.0 * (after.saturating_sub(cpu)).as_secs_f64() / idle.as_secs_f64()
+            );
+        }
+    }
     let mut took = Vec::new();
     for _ in 0..repeat {
         let t = Instant::now();
@@ -465,26 +664,27 @@ async fn fleet(
         took.push(t.elapsed());
     }
     println!("  recompute, nothing changed:         {}", ms(median(took)));
+    let first = apps.first().to_owned();
     println!(
         "  rollout status (complete):          {}",
-        ms(rollout_view_median(&engine, repeat)?)
+        ms(rollout_view_median(&engine, &first, repeat)?)
     );
 
-    // A new commit: webhook -> every cluster's desired state has it.
-    write(2)?;
-    let c2 = repo.commit("small v2")?;
+    // A commit to one App (all at once): webhook -> every cluster's desired state has it.
+    apps.write(&repo, 0, 2)?;
+    let c2 = repo.commit("one App v2")?;
     let started = Instant::now();
     let waiters: Vec<_> = clusters
         .iter()
         .map(|(_, rx)| {
             let mut rx = rx.clone();
-            let c2 = c2.clone();
+            let (c2, first) = (c2.clone(), first.clone());
             tokio::spawn(async move {
                 let _ = rx
                     .wait_for(|d| {
                         d.desired
                             .targets
-                            .get("small")
+                            .get(&first)
                             .is_some_and(|t| t.target.commit == c2)
                     })
                     .await;
@@ -497,27 +697,87 @@ async fn fleet(
     for w in waiters {
         latencies.push(w.await?);
     }
-    println!(
-        "  fetch -> desired state (p50/p99/max): {}",
-        percentiles(latencies)
-    );
+    let label = if m == 1 {
+        "  fetch -> desired state (p50/p99/max):".to_owned()
+    } else {
+        format!("  commit to {first}: fetch -> its {n} clusters (p50/p99/max):")
+    };
+    println!("{label} {}", percentiles(latencies));
     println!(
         "  rollout status (progressing):       {}",
-        ms(rollout_view_median(&engine, repeat)?)
+        ms(rollout_view_median(&engine, &first, repeat)?)
     );
     // The spokes report: syncing, then synced and healthy.
     let syncing = (SyncState::Syncing, HealthState::Progressing);
-    let (rate, complete) =
-        reports_until_complete(&engine, &clusters, &c2, &[(2, syncing), (3, healthy)]).await?;
+    let one: BTreeMap<String, String> = BTreeMap::from([(first.clone(), c2.clone())]);
+    let (rate, stored, complete) =
+        report_until_complete(&engine, &clusters, &one, &mut seq, &[syncing, healthy]).await?;
     println!(
-        "  {} reports during the rollout stored ({rate:.0}/s); rollout complete after {}",
-        2 * n,
+        "  {stored} reports during the rollout stored ({rate:.0}/s); rollout complete after {}",
         ms(complete)
     );
-    live_reads(&hub, &engine, &clusters, &c2, repeat).await?;
-    if grid_apps > 1 {
-        dashboard(&hub, &engine, &clusters, &c2, grid_apps, repeat).await?;
-        if let Some(hold) = hold_dashboard {
+    let mut last = c2.clone();
+    if m > 1 {
+        // A commit that moves every App: each cluster holds every new revision once its
+        // rollouts reach it (batches wait for the reports the bench plays).
+        for i in 0..m {
+            apps.write(&repo, i, 3)?;
+        }
+        let c3 = repo.commit("every App v3")?;
+        let started = Instant::now();
+        let waiters: Vec<_> = clusters
+            .iter()
+            .map(|(_, rx)| {
+                let mut rx = rx.clone();
+                let (c3, names) = (c3.clone(), apps.names.clone());
+                tokio::spawn(async move {
+                    let _ = rx
+                        .wait_for(|d| {
+                            names.iter().all(|a| {
+                                d.desired
+                                    .targets
+                                    .get(a)
+                                    .is_some_and(|t| t.target.commit == c3)
+                            })
+                        })
+                        .await;
+                    started.elapsed()
+                })
+            })
+            .collect();
+        ensure!(engine.trigger_fetch("sim"), "the Repo is followed");
+        let all: BTreeMap<String, String> =
+            apps.names.iter().map(|a| (a.clone(), c3.clone())).collect();
+        let (rate, stored, complete) =
+            report_until_complete(&engine, &clusters, &all, &mut seq, &[syncing, healthy]).await?;
+        let mut latencies = Vec::with_capacity(n);
+        for w in waiters {
+            latencies.push(w.await?);
+        }
+        println!(
+            "  commit to all {m} Apps: a cluster holds all new revisions (p50/p99/max): {}",
+            percentiles(latencies)
+        );
+        println!(
+            "  ... {stored} reports stored ({rate:.0}/s); every rollout complete after {}",
+            ms(complete)
+        );
+        last = c3;
+    }
+    live_reads(&hub, &engine, &clusters, &first, &last, seq, repeat).await?;
+    if ui.apps > 1 {
+        dashboard(
+            &hub,
+            &engine,
+            &clusters,
+            &apps.names,
+            &last,
+            seq,
+            ui.apps,
+            repeat,
+        )
+        .await?;
+        if let Some(hold) = ui.hold {
             let admin = engine
                 .users()
                 .into_iter()
@@ -540,7 +800,9 @@ async fn live_reads(
     hub: &runtime::HubHandle,
     engine: &Engine,
     clusters: &[(String, DesiredRx)],
+    app: &str,
     commit: &str,
+    seq: u64,
     repeat: usize,
 ) -> anyhow::Result<()> {
     let config = ClientConfig::load(hub.admin_config_path())?;
@@ -568,11 +830,11 @@ async fn live_reads(
         let message = format!("probe {i}");
         let t = Instant::now();
         engine.store_report(TargetReport {
-            seq: 10 + i as u64,
+            seq: seq + 1 + i as u64,
             cluster: cluster.clone(),
-            app: "small".into(),
+            app: app.to_owned(),
             revision: commit.to_owned(),
-            spec_generation: held(rx, commit).context("placed")?,
+            spec_generation: held(rx, app, commit).context("placed")?,
             sync: SyncState::Synced,
             health: HealthState::Healthy,
             message: message.clone(),
@@ -599,17 +861,27 @@ async fn live_reads(
 
 /// The web dashboard (`/ui`): the grid of `apps` Apps × every cluster over the HTTP listener
 /// (time to first byte, bytes sent), and a Target's change reaching an open event stream.
+#[allow(clippy::too_many_arguments)]
 async fn dashboard(
     hub: &runtime::HubHandle,
     engine: &Arc<Engine>,
     clusters: &[(String, DesiredRx)],
+    existing: &[String],
     commit: &str,
+    seq: u64,
     apps: usize,
     repeat: usize,
 ) -> anyhow::Result<()> {
     use http_body_util::BodyExt as _;
 
-    let names: Vec<String> = (1..apps).map(|i| format!("grid-{i:02}")).collect();
+    // Past every seq the fleet part's reports used on these clusters (seqs are per cluster).
+    let grid_seq = seq + 100_000;
+    let probe_seq = seq + 200_000;
+    let probe = existing.first().context("an App of the fleet part")?;
+    let names: Vec<String> = (existing.len()..apps)
+        .map(|i| format!("grid-{i:02}"))
+        .collect();
+    let apps = apps.max(existing.len());
     let documents: Vec<(String, String)> = names
         .iter()
         .map(|name| {
@@ -651,7 +923,7 @@ async fn dashboard(
                     .map(|t| t.spec_generation);
                 if let Some(spec_generation) = generation {
                     engine.store_report(TargetReport {
-                        seq: 1000 + (ai as u64),
+                        seq: grid_seq + ai as u64,
                         cluster: cluster.clone(),
                         app: app.clone(),
                         revision: commit.to_owned(),
@@ -739,12 +1011,11 @@ async fn dashboard(
         };
         let t = Instant::now();
         engine.store_report(TargetReport {
-            // Past every seq the grid's reports used on this cluster (seqs are per cluster).
-            seq: 10_000 + i as u64,
+            seq: probe_seq + i as u64,
             cluster: cluster.clone(),
-            app: "small".into(),
+            app: probe.clone(),
             revision: commit.to_owned(),
-            spec_generation: held(rx, commit).context("placed")?,
+            spec_generation: held(rx, probe, commit).context("placed")?,
             sync: SyncState::Synced,
             health,
             message: format!("probe {i}"),
@@ -770,7 +1041,7 @@ async fn dashboard(
                     continue;
                 };
                 if cell["cluster"] == cluster.as_str()
-                    && cell["app"] == "small"
+                    && cell["app"] == probe.as_str()
                     && cell["cell"] == code
                 {
                     break 'event;
@@ -790,9 +1061,10 @@ async fn dashboard(
 
 /// Change detection in a monorepo, and the hub's fetch against `git fetch`.
 async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result<()> {
+    let app_count = args.apps.unwrap_or(1000);
     let repo_dir = tmp.join("mono");
     let repo = GitRepo::init(&repo_dir)?;
-    for i in 0..args.apps {
+    for i in 0..app_count {
         for (path, content) in app_files(i, "1.0.0") {
             repo.write(&path, content)?;
         }
@@ -801,8 +1073,8 @@ async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result
     let url = daemon.url(&repo_dir);
     println!(
         "hub-bench: monorepo with {} App paths ({} files), served by git daemon; {} rounds",
-        args.apps,
-        args.apps * 3,
+        app_count,
+        app_count * 3,
         args.rounds
     );
 
@@ -866,7 +1138,7 @@ async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result
         })
         .to_string(),
     )];
-    documents.extend((0..args.apps).map(|i| {
+    documents.extend((0..app_count).map(|i| {
         (
             format!("bench#{}", i + 1),
             serde_json::json!({
@@ -884,7 +1156,7 @@ async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result
     engine.apply(&documents, false).await?;
     let applied = started.elapsed();
     let head = repo.head()?;
-    let apps = args.apps;
+    let apps = app_count;
     let mut before = until_desired(&engine, "bench-1", "every App placed", |t| {
         t.len() == apps && t.values().all(|(_, c)| *c == head)
     })
@@ -892,16 +1164,16 @@ async fn monorepo(args: &Args, tmp: &Path, daemon: &GitDaemon) -> anyhow::Result
     let placed = started.elapsed();
     println!(
         "change detection ({} Apps on one cluster; fetch triggered at once, as by a webhook):",
-        args.apps
+        app_count
     );
     println!(
         "  apply {} Apps: {}; every Target placed at the head commit after {}",
-        args.apps,
+        app_count,
         ms(applied),
         ms(placed)
     );
     for round in 0..args.rounds {
-        let app = (round * 397 + 42) % args.apps;
+        let app = (round * 397 + 42) % app_count;
         let name = format!("app-{app:04}");
         for (path, content) in app_files(app, &format!("2.0.{round}")) {
             repo.write(&path, content)?;

@@ -577,3 +577,129 @@ spec:
     );
     hub.shutdown().await;
 }
+
+/// The verb-first grammar (`get|create|delete|label KIND`) and the noun-first forms it keeps as
+/// aliases (`token list`, `user revoke`, `freeze delete`, `cluster label`, ...) do the same.
+#[tokio::test]
+async fn verb_first_commands_and_their_noun_first_aliases_do_the_same() {
+    let (tmp, data) = data_dir();
+    let hub = runtime::start(HubConfig::for_tests(&data)).await.unwrap();
+    let admin = hub.admin_config_path().to_owned();
+    register(&hub, "prod-1", &[("ring", "canary")]).await;
+    let json = |out: String| -> serde_json::Value { serde_json::from_str(&out).unwrap() };
+
+    // Tokens: create, get (all, one), delete = revoke.
+    let out = cli(
+        &admin,
+        &["create", "token", "--max-uses", "1", "-o", "json"],
+    )
+    .await
+    .unwrap();
+    let token: TokenReport = serde_json::from_str(&out).unwrap();
+    let listed = json(cli(&admin, &["get", "tokens", "-o", "json"]).await.unwrap());
+    assert_eq!(
+        listed,
+        json(cli(&admin, &["token", "list", "-o", "json"]).await.unwrap())
+    );
+    let one = cli(&admin, &["get", "token", &token.token_id])
+        .await
+        .unwrap();
+    assert!(one.contains(&token.token_id), "{one}");
+    assert!(!one.contains(&token.token), "never the secret: {one}");
+    let err = cli(&admin, &["get", "token", "nope"]).await.unwrap_err();
+    assert!(matches!(err, CliError::NoSuchToken { .. }), "{err:?}");
+    let err = cli(&admin, &["get", "tokens", "-l", "env=prod"])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    assert!(
+        err.to_string().starts_with("tokens have no labels"),
+        "{err}"
+    );
+    let out = cli(&admin, &["delete", "token", &token.token_id])
+        .await
+        .unwrap();
+    assert!(
+        out.starts_with(&format!("token/{} revoked; ", token.token_id)),
+        "{out}"
+    );
+    let listed: TokenListReport =
+        serde_json::from_str(&cli(&admin, &["get", "tokens", "-o", "json"]).await.unwrap())
+            .unwrap();
+    assert!(
+        listed
+            .tokens
+            .iter()
+            .any(|t| t.token_id == token.token_id && t.revoked),
+        "{listed:?}"
+    );
+
+    // Users: create, get, delete = revoke.
+    let file = tmp.path().join("vera.gitfleetconfig");
+    let file_arg = file.display().to_string();
+    let out = cli(
+        &admin,
+        &[
+            "create", "user", "vera", "--role", "viewer", "-f", &file_arg,
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("user vera created"), "{out}");
+    assert_eq!(
+        json(cli(&admin, &["get", "users", "-o", "json"]).await.unwrap()),
+        json(cli(&admin, &["user", "list", "-o", "json"]).await.unwrap())
+    );
+    let one = cli(&admin, &["get", "user", "vera"]).await.unwrap();
+    assert!(one.contains("vera") && !one.contains("admin "), "{one}");
+    let out = cli(&admin, &["delete", "user", "vera"]).await.unwrap();
+    assert_eq!(
+        out,
+        "user vera revoked: its certificate is refused from now on\n"
+    );
+    let err = cli(&file, &["whoami"]).await.unwrap_err();
+    assert_eq!(err.exit_code(), 1, "{err}");
+
+    // Freezes: create, get, delete = end.
+    let out = cli(
+        &admin,
+        &[
+            "create", "freeze", "night", "--for", "1h", "--reason", "night",
+        ],
+    )
+    .await
+    .unwrap();
+    assert!(out.contains("night"), "{out}");
+    assert_eq!(
+        json(
+            cli(&admin, &["get", "freezes", "-o", "json"])
+                .await
+                .unwrap()
+        ),
+        json(
+            cli(&admin, &["freeze", "list", "-o", "json"])
+                .await
+                .unwrap()
+        )
+    );
+    let out = cli(&admin, &["delete", "freeze", "night"]).await.unwrap();
+    assert_eq!(out, "freeze night deleted: what it held rolls out now\n");
+    let err = cli(&admin, &["get", "freeze", "night"]).await.unwrap_err();
+    assert!(matches!(err, CliError::NoSuchFreeze { .. }), "{err:?}");
+
+    // Cluster labels, as kubectl's `label`.
+    let out = cli(
+        &admin,
+        &["label", "cluster", "prod-1", "ring=prod", "--overwrite"],
+    )
+    .await
+    .unwrap();
+    assert_eq!(out, "cluster/prod-1 labeled (labels: ring=prod)\n");
+
+    // What is only listed is not described.
+    let err = cli(&admin, &["describe", "token", &token.token_id])
+        .await
+        .unwrap_err();
+    assert_eq!(err.exit_code(), 2);
+    hub.shutdown().await;
+}

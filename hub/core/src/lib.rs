@@ -36,6 +36,7 @@ pub mod fleetsync;
 pub mod git;
 pub mod gitfleetconfig;
 pub mod health_rules;
+pub mod kube_api;
 pub mod link;
 pub mod model;
 pub mod names;

@@ -299,6 +299,33 @@ struct Serve {
     /// The audit log keeps no entry older than this.
     #[arg(long, env = "GITFLEET_AUDIT_MAX_AGE", default_value = "90d", value_parser = humantime::parse_duration)]
     audit_max_age: Duration,
+    /// The Kubernetes-native API (docs/kube-api.md): reconcile the `gitfleet.dev/v1` custom
+    /// resources (Repo, App, ClusterGroup, Project, Cluster) of the management cluster into the
+    /// hub and write their status back. In-cluster configuration unless --kubeconfig.
+    #[arg(long, env = "GITFLEET_KUBE_API")]
+    kube_api: bool,
+    /// Kubeconfig file (its current context) of the management cluster, for --kube-api.
+    #[arg(
+        long,
+        env = "GITFLEET_KUBECONFIG",
+        value_name = "FILE",
+        requires = "kube_api"
+    )]
+    kubeconfig: Option<PathBuf>,
+    /// The namespace whose custom resources the hub takes, for --kube-api [default: the
+    /// pod's namespace in a cluster, else gitfleet].
+    #[arg(
+        long,
+        env = "GITFLEET_KUBE_NAMESPACE",
+        value_name = "NAMESPACE",
+        requires = "kube_api"
+    )]
+    kube_namespace: Option<String>,
+    /// The safety net of --kube-api: how often every custom resource is reconciled again (its
+    /// status written only when it changed) and the Cluster objects compared with the hub's
+    /// clusters; changes are followed as they happen besides.
+    #[arg(long, env = "GITFLEET_KUBE_RESYNC", default_value = "30s", value_parser = humantime::parse_duration)]
+    kube_resync: Duration,
 }
 
 #[tokio::main]
@@ -440,6 +467,13 @@ async fn main() -> anyhow::Result<()> {
             max_age: args.audit_max_age,
         },
         store,
+        kube_api: args
+            .kube_api
+            .then_some(gitfleet_hub::kube_api::KubeApiConfig {
+                kubeconfig: args.kubeconfig,
+                namespace: args.kube_namespace,
+                resync: args.kube_resync,
+            }),
         ..HubConfig::new(args.data_dir)
     };
     let hub = runtime::start(config)

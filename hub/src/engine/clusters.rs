@@ -312,6 +312,7 @@ impl Engine {
         self.report_new_project_problems(&outside_before, by)?;
         self.recompute_locked(&guard).await?;
         self.store.flush().await?;
+        self.cluster_changed(cluster);
         info!(%cluster, %by, labels = %format_labels(&record.labels), "cluster labeled");
         let state = self.lock();
         let connected = self.is_connected(&state, cluster, now_unix());

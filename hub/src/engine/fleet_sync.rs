@@ -106,6 +106,11 @@ impl Engine {
         let mut applied = Vec::new();
         if !plan.documents.is_empty() {
             let parsed = self.validate(&plan.documents).map_err(|e| e.to_string())?;
+            // A Kubernetes object's resource is its own (docs/kube-api.md).
+            for r in &parsed {
+                self.refuse_kube_owned("apply", r.kind(), r.name(), Some(r))
+                    .map_err(|e| e.to_string())?;
+            }
             let (outcomes, written) = self
                 .apply_locked(guard, parsed, false, "")
                 .map_err(|e| e.to_string())?;

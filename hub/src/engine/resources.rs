@@ -55,6 +55,10 @@ impl Engine {
     ) -> Result<Vec<Applied>, EngineError> {
         let parsed = self.validate(documents)?;
         if let Some(user) = user {
+            // Declarative objects own their resources (docs/kube-api.md).
+            for r in &parsed {
+                self.refuse_kube_owned("apply", r.kind(), r.name(), Some(r))?;
+            }
             let denials: Vec<String> = parsed
                 .iter()
                 .zip(documents)

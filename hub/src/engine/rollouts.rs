@@ -519,7 +519,7 @@ impl Engine {
             .collect();
         match matching.as_slice() {
             [one] => Ok((*one).clone()),
-            [] if wanted.len() == 40 => {
+            [] if matches!(wanted.len(), 40 | 64) => {
                 let git_ref = self
                     .store
                     .revisions()?

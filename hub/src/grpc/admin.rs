@@ -337,7 +337,7 @@ impl Admin for AdminService {
             if name.is_empty() {
                 return Err(Status::invalid_argument("name is required to delete"));
             }
-            let deleted = self.engine.delete(kind, &name).await?;
+            let deleted = self.engine.delete_unowned(kind, &name).await?;
             if deleted {
                 info!(%admin, %kind, %name, "resource deleted");
             }
@@ -484,11 +484,19 @@ impl Admin for AdminService {
         // A call another replica handed over is answered here, never handed on (no circles).
         let handed_over = request.extensions().get::<Forwarded>().is_some();
         let leaf = super::peer_leaf(&request)?;
-        let req = request.into_inner();
+        let mut req = request.into_inner();
         if req.app.is_empty() {
             return Err(Status::invalid_argument(
                 "app: the name of the App to diff is required",
             ));
+        }
+        if !req.revision.is_empty() {
+            // A prefix of a commit the App rolled out, as `rollback --to` takes.
+            req.revision = self
+                .engine
+                .resolve_revision(&req.app, &req.revision)
+                .await?
+                .commit;
         }
         let plan =
             self.engine

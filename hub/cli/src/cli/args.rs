@@ -143,9 +143,19 @@ pub enum Command {
     #[command(after_help = DIFF_EXAMPLES)]
     Diff(DiffArgs),
 
-    /// Delete a stored resource
+    /// Create a bootstrap token, a user or a freeze (`token create`, `user create` and
+    /// `freeze create` are the same commands)
+    #[command(subcommand, after_help = CREATE_EXAMPLES)]
+    Create(CreateCommand),
+
+    /// Delete a stored resource; or revoke a token or a user, end a freeze
     #[command(after_help = DELETE_EXAMPLES)]
     Delete(DeleteArgs),
+
+    /// Set (KEY=VALUE) or remove (KEY-) a cluster's labels, as kubectl's `label` (the same as
+    /// `cluster label`)
+    #[command(after_help = LABEL_EXAMPLES)]
+    Label(LabelArgs),
 
     /// Show every Target (one App on one cluster): revisions, sync state and health
     #[command(after_help = STATUS_EXAMPLES)]
@@ -255,6 +265,8 @@ Examples:
   gitfleet get apps
   gitfleet get repo platform -o yaml
   gitfleet get projects
+  gitfleet get clusters -l env=prod
+  gitfleet get tokens
   gitfleet get all -o json";
 
 const DESCRIBE_EXAMPLES: &str = "\
@@ -268,7 +280,61 @@ const DELETE_EXAMPLES: &str = "\
 Examples:
   gitfleet delete app guestbook
   gitfleet delete clustergroup eu
-  gitfleet delete project team-a   # refused while Apps name it";
+  gitfleet delete project team-a   # refused while Apps name it
+
+  # Revoke a bootstrap token (by its id) or a user; end a freeze
+  gitfleet delete token 8e1adea849d1
+  gitfleet delete user alice
+  gitfleet delete freeze campaign
+
+Clusters are not deleted: revoke one with `gitfleet cluster revoke NAME`.";
+
+const LABEL_EXAMPLES: &str = "\
+Examples:
+  # Move a cluster from the canary ring to prod (changing a value needs --overwrite)
+  gitfleet label cluster prod-eu-1 ring=prod --overwrite
+
+  # Add one label and remove another
+  gitfleet label cluster prod-eu-1 zone=eu-west-1 gpu-
+
+Placement follows at once, as with `gitfleet cluster label`.";
+
+const CREATE_EXAMPLES: &str = "\
+Examples:
+  gitfleet create token --ttl 24h --label env=prod --max-uses 10
+  gitfleet create user alice --role operator --project team-a -f alice.gitfleetconfig
+  gitfleet create freeze maintenance --for 2h --reason \"datacenter maintenance\"";
+
+/// `gitfleet create KIND`: kubectl's grammar for what the hub issues rather than stores from
+/// YAML. Each is the same command as its older noun-first form.
+#[derive(Debug, Subcommand)]
+pub enum CreateCommand {
+    /// A bootstrap token for registering clusters (the same as `token create`)
+    #[command(after_help = TOKEN_EXAMPLES)]
+    Token(TokenCreateArgs),
+    /// A user with a role, and its credentials file (the same as `user create`)
+    #[command(after_help = USER_CREATE_EXAMPLES)]
+    User(UserCreateArgs),
+    /// A freeze holding new revisions until a time (the same as `freeze create`)
+    #[command(after_help = FREEZE_CREATE_EXAMPLES)]
+    Freeze(FreezeCreateArgs),
+}
+
+/// What `gitfleet label` labels: clusters (resources' labels live in their YAML).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum LabelKind {
+    #[value(name = "cluster", alias = "clusters")]
+    Cluster,
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct LabelArgs {
+    /// cluster
+    #[arg(value_enum, ignore_case = true)]
+    pub kind: LabelKind,
+    #[command(flatten)]
+    pub label: ClusterLabelArgs,
+}
 
 const STATUS_EXAMPLES: &str = "\
 Examples:
@@ -325,8 +391,9 @@ pub struct DiffArgs {
     #[arg(long, value_name = "NAME", requires = "live")]
     pub cluster: Option<String>,
 
-    /// The commit to compare, in full (default: the head of the App's ref as the hub last
-    /// fetched it, what a rollout dispatches next)
+    /// The commit to compare: in full, or a unique prefix of a commit the App has rolled out
+    /// (`rollout history`), as `rollout rollback --to` takes (default: the head of the App's
+    /// ref as the hub last fetched it, what a rollout dispatches next)
     #[arg(long, value_name = "COMMIT", requires = "live")]
     pub revision: Option<String>,
 }
@@ -368,6 +435,15 @@ pub enum KindArg {
     /// Registered clusters, as `cluster list` shows them (get only)
     #[value(name = "clusters", aliases = ["cluster"])]
     Clusters,
+    /// Bootstrap tokens, by id (get lists them as `token list`, delete revokes one)
+    #[value(name = "tokens", aliases = ["token"])]
+    Tokens,
+    /// Users (get lists them as `user list`, delete revokes one)
+    #[value(name = "users", aliases = ["user"])]
+    Users,
+    /// Freezes (get lists them as `freeze list`, delete ends one)
+    #[value(name = "freezes", aliases = ["freeze"])]
+    Freezes,
     /// Every kind (get only)
     #[value(name = "all")]
     All,
@@ -384,6 +460,9 @@ impl KindArg {
             KindArg::HealthRules => "HealthRule",
             KindArg::Notifiers => "Notifier",
             KindArg::Clusters => "Cluster",
+            KindArg::Tokens => "Token",
+            KindArg::Users => "User",
+            KindArg::Freezes => "Freeze",
             KindArg::All => "",
         }
     }
@@ -391,8 +470,8 @@ impl KindArg {
 
 #[derive(Debug, Clone, Args)]
 pub struct GetArgs {
-    /// What to list: repos, apps, clustergroups, projects, healthrules, notifiers, clusters (or
-    /// singulars), or all
+    /// What to list: repos, apps, clustergroups, projects, healthrules, notifiers, clusters,
+    /// tokens, users, freezes (or singulars), or all
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     /// Only this resource
@@ -417,7 +496,8 @@ pub struct DescribeArgs {
 
 #[derive(Debug, Clone, Args)]
 pub struct DeleteArgs {
-    /// repo, app, clustergroup, project, healthrule or notifier
+    /// repo, app, clustergroup, project, healthrule, notifier; token (by id) or user (both
+    /// revoked), freeze (ended)
     #[arg(value_enum, ignore_case = true)]
     pub kind: KindArg,
     pub name: String,

@@ -32,8 +32,8 @@ pub use args::{Cli, ColorChoice, Command, OutputFormat};
 use crate::client::config::ConfigError;
 use crate::client::{AdminClient, AppVerb, ClientError, RolloutVerb};
 use args::{
-    AppCommand, ClusterCommand, ConfigCommand, FreezeCommand, KindArg, NotifierCommand,
-    RepoCommand, RolloutCommand, TokenCommand, UserCommand,
+    AppCommand, ClusterCommand, ConfigCommand, CreateCommand, FreezeCommand, KindArg,
+    NotifierCommand, RepoCommand, RolloutCommand, TokenCommand, UserCommand,
 };
 use documents::DocumentError;
 use gitfleet_core::cluster_labels::{LabelChanges, parse_label_arg};
@@ -103,14 +103,18 @@ pub enum CliError {
         "token {id:?} not found; list token ids with `gitfleet token list` (the id, not the gft_ secret)"
     )]
     NoSuchToken { id: String },
-    #[error("`all` lists every kind; delete needs one of repo, app or clustergroup")]
+    #[error(
+        "`all` lists every kind; delete needs one: repo, app, clustergroup, project, healthrule, notifier, token, user or freeze"
+    )]
     DeleteAll,
     #[error(
-        "`all` lists every kind; describe needs one: app, cluster, repo, clustergroup, project or healthrule"
+        "describe takes one app, cluster, repo, clustergroup, project, healthrule or notifier; list tokens, users and freezes with `gitfleet get KIND`, every kind with `gitfleet get all`"
     )]
     DescribeAll,
     #[error("clusters are not deleted: revoke one with `gitfleet cluster revoke NAME`")]
     DeleteCluster,
+    #[error("{kind} have no labels to select by (-l): list them all with `gitfleet get {kind}`")]
+    NoLabels { kind: &'static str },
     #[error("repo/{repo}: fetch failed: {error}")]
     RefreshFailed { repo: String, error: String },
     #[error(
@@ -150,6 +154,7 @@ impl CliError {
             | CliError::DeleteAll
             | CliError::DescribeAll
             | CliError::DeleteCluster
+            | CliError::NoLabels { .. }
             | CliError::Selector { .. }
             | CliError::DiffFailed(_)
             | CliError::LiveDiffIncomplete { .. } => 2,
@@ -298,6 +303,21 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::apply_text(&report, style)
             }))
         }
+        Command::Get(g)
+            if matches!(g.kind, KindArg::Tokens | KindArg::Users | KindArg::Freezes) =>
+        {
+            if g.selector.is_some() {
+                return Err(CliError::NoLabels {
+                    kind: plural(g.kind),
+                });
+            }
+            let name = g.name.as_deref();
+            match g.kind {
+                KindArg::Tokens => list_tokens(&global, name, style).await,
+                KindArg::Users => list_users(&global, name, style).await,
+                _ => list_freezes(&global, name, style).await,
+            }
+        }
         Command::Get(g) => {
             let selector = g.selector.as_deref().map(parse_selector).transpose()?;
             let name = g.name.clone().unwrap_or_default();
@@ -337,7 +357,10 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             Ok(output::render(format, &document, || table))
         }
         Command::Describe(d) => {
-            if d.kind == KindArg::All {
+            if matches!(
+                d.kind,
+                KindArg::All | KindArg::Tokens | KindArg::Users | KindArg::Freezes
+            ) {
                 return Err(CliError::DescribeAll);
             }
             let mut client = connect().await?;
@@ -401,6 +424,12 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
             if d.kind == KindArg::Clusters {
                 return Err(CliError::DeleteCluster);
             }
+            match d.kind {
+                KindArg::Tokens => return revoke_token(&global, d.name).await,
+                KindArg::Users => return revoke_user(&global, d.name).await,
+                KindArg::Freezes => return delete_freeze(&global, d.name).await,
+                _ => {}
+            }
             let deleted = connect().await?.delete(d.kind.api_kind(), &d.name).await?;
             if !deleted {
                 return Err(not_found(d.kind, &d.name));
@@ -429,7 +458,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::status_table(&report, s.resources, style)
             }))
         }
-        Command::Token(TokenCommand::Create(t)) => {
+        Command::Token(TokenCommand::Create(t)) | Command::Create(CreateCommand::Token(t)) => {
             let request = pb::CreateTokenRequest {
                 ttl_seconds: t.ttl.as_secs().max(1),
                 labels: t.labels.into_iter().collect(),
@@ -445,25 +474,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::token_text(&report, client.server(), style)
             }))
         }
-        Command::Token(TokenCommand::List) => {
-            let tokens = connect().await?.list_tokens().await?;
-            let report = output::token_list_report(&tokens);
-            Ok(output::render(format, &report, || {
-                output::token_table(&report, style)
-            }))
-        }
-        Command::Token(TokenCommand::Revoke(t)) => {
-            if !connect().await?.revoke_token(&t.id).await? {
-                return Err(CliError::NoSuchToken { id: t.id });
-            }
-            let report = output::RevokeTokenReport {
-                token_id: t.id,
-                revoked: true,
-            };
-            Ok(output::render(format, &report, || {
-                output::revoke_token_text(&report)
-            }))
-        }
+        Command::Token(TokenCommand::List) => list_tokens(&global, None, style).await,
+        Command::Token(TokenCommand::Revoke(t)) => revoke_token(&global, t.id).await,
         Command::Cluster(ClusterCommand::List(l)) => {
             let selector = l.selector.as_deref().map(parse_selector).transpose()?;
             let mut clusters = connect().await?.list_clusters().await?;
@@ -506,7 +518,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 output::revoke_cluster_text(&report)
             }))
         }
-        Command::Cluster(ClusterCommand::Label(l)) => {
+        Command::Cluster(ClusterCommand::Label(l))
+        | Command::Label(args::LabelArgs { label: l, .. }) => {
             let mut changes = LabelChanges {
                 overwrite: l.overwrite,
                 ..Default::default()
@@ -571,7 +584,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 )
             }))
         }
-        Command::Freeze(FreezeCommand::Create(f)) => {
+        Command::Freeze(FreezeCommand::Create(f)) | Command::Create(CreateCommand::Freeze(f)) => {
             let request = gitfleet_proto::v1::CreateFreezeRequest {
                 name: f.name,
                 apps: f.apps,
@@ -595,28 +608,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 notifier::notifier_table(&report, style)
             }))
         }
-        Command::Freeze(FreezeCommand::List) => {
-            let list = connect().await?.list_freezes().await?;
-            let report = freeze::freeze_list_report(&list);
-            Ok(output::render(format, &report, || {
-                freeze::freeze_table(&report, style)
-            }))
-        }
-        Command::Freeze(FreezeCommand::Delete(d)) => {
-            if !connect().await?.delete_freeze(&d.name).await? {
-                return Err(CliError::NoSuchFreeze { name: d.name });
-            }
-            let report = freeze::DeleteFreezeReport {
-                name: d.name,
-                deleted: true,
-            };
-            Ok(output::render(format, &report, || {
-                format!(
-                    "freeze {} deleted: what it held rolls out now\n",
-                    report.name
-                )
-            }))
-        }
+        Command::Freeze(FreezeCommand::List) => list_freezes(&global, None, style).await,
+        Command::Freeze(FreezeCommand::Delete(d)) => delete_freeze(&global, d.name).await,
         Command::Rollout(RolloutCommand::History(h)) => {
             let records = connect().await?.rollout_history(&h.app).await?;
             let report = rollout::history_report(&h.app, &records);
@@ -658,7 +651,7 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 rollout::events_table(&report, style, true)
             }))
         }
-        Command::User(UserCommand::Create(u)) => {
+        Command::User(UserCommand::Create(u)) | Command::Create(CreateCommand::User(u)) => {
             let request = pb::CreateUserRequest {
                 name: u.name.clone(),
                 role: u.role.as_str().to_owned(),
@@ -687,28 +680,8 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 users::created_text(&report, &shown)
             }))
         }
-        Command::User(UserCommand::List) => {
-            let list = connect().await?.list_users().await?;
-            let report = users::user_list_report(&list);
-            Ok(output::render(format, &report, || {
-                users::user_table(&report, style)
-            }))
-        }
-        Command::User(UserCommand::Revoke(u)) => {
-            if !connect().await?.revoke_user(&u.name).await? {
-                return Err(CliError::NoSuchUser { name: u.name });
-            }
-            let report = users::RevokeUserReport {
-                name: u.name,
-                revoked: true,
-            };
-            Ok(output::render(format, &report, || {
-                format!(
-                    "user {} revoked: its certificate is refused from now on\n",
-                    report.name
-                )
-            }))
-        }
+        Command::User(UserCommand::List) => list_users(&global, None, style).await,
+        Command::User(UserCommand::Revoke(u)) => revoke_user(&global, u.name).await,
         Command::Repo(RepoCommand::Refresh(r)) => {
             let mut client = connect().await?;
             let fetched_at = |docs: &[pb::ResourceDocument]| {
@@ -874,6 +847,115 @@ fn parse_selector(text: &str) -> Result<gitfleet_core::resources::LabelSelector,
     })
 }
 
+/// `get tokens [ID]` and `token list`: bootstrap tokens, never their secrets.
+async fn list_tokens(
+    global: &args::GlobalArgs,
+    id: Option<&str>,
+    style: Style,
+) -> Result<String, CliError> {
+    let mut tokens = connect(global).await?.list_tokens().await?;
+    if let Some(id) = id {
+        tokens.retain(|t| t.token_id == id);
+        if tokens.is_empty() {
+            return Err(CliError::NoSuchToken { id: id.to_owned() });
+        }
+    }
+    let report = output::token_list_report(&tokens);
+    Ok(output::render(global.output, &report, || {
+        output::token_table(&report, style)
+    }))
+}
+
+/// `delete token ID` and `token revoke ID`.
+async fn revoke_token(global: &args::GlobalArgs, id: String) -> Result<String, CliError> {
+    if !connect(global).await?.revoke_token(&id).await? {
+        return Err(CliError::NoSuchToken { id });
+    }
+    let report = output::RevokeTokenReport {
+        token_id: id,
+        revoked: true,
+    };
+    Ok(output::render(global.output, &report, || {
+        output::revoke_token_text(&report)
+    }))
+}
+
+/// `get users [NAME]` and `user list`.
+async fn list_users(
+    global: &args::GlobalArgs,
+    name: Option<&str>,
+    style: Style,
+) -> Result<String, CliError> {
+    let mut list = connect(global).await?.list_users().await?;
+    if let Some(name) = name {
+        list.retain(|u| u.name == name);
+        if list.is_empty() {
+            return Err(CliError::NoSuchUser {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let report = users::user_list_report(&list);
+    Ok(output::render(global.output, &report, || {
+        users::user_table(&report, style)
+    }))
+}
+
+/// `delete user NAME` and `user revoke NAME`.
+async fn revoke_user(global: &args::GlobalArgs, name: String) -> Result<String, CliError> {
+    if !connect(global).await?.revoke_user(&name).await? {
+        return Err(CliError::NoSuchUser { name });
+    }
+    let report = users::RevokeUserReport {
+        name,
+        revoked: true,
+    };
+    Ok(output::render(global.output, &report, || {
+        format!(
+            "user {} revoked: its certificate is refused from now on\n",
+            report.name
+        )
+    }))
+}
+
+/// `get freezes [NAME]` and `freeze list`.
+async fn list_freezes(
+    global: &args::GlobalArgs,
+    name: Option<&str>,
+    style: Style,
+) -> Result<String, CliError> {
+    let mut list = connect(global).await?.list_freezes().await?;
+    if let Some(name) = name {
+        list.retain(|f| f.name == name);
+        if list.is_empty() {
+            return Err(CliError::NoSuchFreeze {
+                name: name.to_owned(),
+            });
+        }
+    }
+    let report = freeze::freeze_list_report(&list);
+    Ok(output::render(global.output, &report, || {
+        freeze::freeze_table(&report, style)
+    }))
+}
+
+/// `delete freeze NAME` and `freeze delete NAME`.
+async fn delete_freeze(global: &args::GlobalArgs, name: String) -> Result<String, CliError> {
+    if !connect(global).await?.delete_freeze(&name).await? {
+        return Err(CliError::NoSuchFreeze { name });
+    }
+    let report = freeze::DeleteFreezeReport {
+        name,
+        deleted: true,
+    };
+    Ok(output::render(global.output, &report, || {
+        format!(
+            "freeze {} deleted: what it held rolls out now\n",
+            report.name
+        )
+    }))
+}
+
 /// Whether `labels` match `selector` (no selector: everything).
 fn selects<'a>(
     selector: Option<&gitfleet_core::resources::LabelSelector>,
@@ -900,8 +982,9 @@ async fn latest_events(
     Ok(client.events(app, cluster, 0, limit).await?)
 }
 
-fn not_found(kind: KindArg, name: &str) -> CliError {
-    let plural = match kind {
+/// How `gitfleet get` names a kind.
+fn plural(kind: KindArg) -> &'static str {
+    match kind {
         KindArg::Clusters => "clusters",
         KindArg::Repos => "repos",
         KindArg::Apps => "apps",
@@ -909,8 +992,15 @@ fn not_found(kind: KindArg, name: &str) -> CliError {
         KindArg::Projects => "projects",
         KindArg::HealthRules => "healthrules",
         KindArg::Notifiers => "notifiers",
+        KindArg::Tokens => "tokens",
+        KindArg::Users => "users",
+        KindArg::Freezes => "freezes",
         KindArg::All => "all",
-    };
+    }
+}
+
+fn not_found(kind: KindArg, name: &str) -> CliError {
+    let plural = plural(kind);
     let kind = match kind {
         KindArg::All => "resource",
         k => k.api_kind(),

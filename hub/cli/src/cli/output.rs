@@ -473,7 +473,13 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
             "Notifier" => &["NAME", "SINK", "EVENTS", "PROJECT", "PENDING", "LAST ERROR"],
             _ => &["KIND", "NAME"],
         };
-        let mut table = plain_table(header);
+        // Resources of Kubernetes objects (docs/kube-api.md) say whose they are.
+        let owned = items.iter().any(|i| kube_owner(i).is_some());
+        let mut header = header.to_vec();
+        if owned {
+            header.push("MANAGED BY");
+        }
+        let mut table = plain_table(&header);
         for item in items {
             let mut cells = match kind {
                 "Repo" => repo_row(item, style.now_unix),
@@ -487,11 +493,24 @@ pub fn resources_table(values: &[Value], style: Style) -> String {
             if several {
                 cells[0] = format!("{}/{}", kind.to_ascii_lowercase(), cells[0]);
             }
+            if owned {
+                cells.push(match kube_owner(item) {
+                    Some(owner) => format!("kubernetes:{owner}"),
+                    None => "-".to_owned(),
+                });
+            }
             table.add_row(cells);
         }
         sections.push(finish(&table));
     }
     sections.join("\n")
+}
+
+/// The Kubernetes object (`NAMESPACE/NAME`) a resource was taken from, if any.
+fn kube_owner(v: &Value) -> Option<&str> {
+    v.pointer("/metadata/annotations")
+        .and_then(|a| a.get(gitfleet_core::kube_api::OWNER_ANNOTATION))
+        .and_then(Value::as_str)
 }
 
 /// A Repo with what the hub learned about it (`status`: the commit it follows, the last fetch

@@ -524,3 +524,60 @@ fn diff_takes_files_or_an_app_with_live() {
         assert!(parse(bad).is_err(), "{bad:?} parsed");
     }
 }
+
+#[test]
+fn verb_first_forms_parse_into_the_same_arguments_as_the_old_ones() {
+    let Command::Create(CreateCommand::Token(t)) =
+        parse(&["create", "token", "--ttl", "2h", "-l", "env=prod"])
+            .unwrap()
+            .command
+    else {
+        panic!()
+    };
+    assert_eq!(t.ttl, Duration::from_secs(7200));
+    assert_eq!(t.labels, [("env".to_owned(), "prod".to_owned())]);
+    let Command::Create(CreateCommand::User(u)) =
+        parse(&["create", "user", "alice", "--role", "operator"])
+            .unwrap()
+            .command
+    else {
+        panic!()
+    };
+    assert_eq!((u.name.as_str(), u.role), ("alice", RoleArg::Operator));
+    assert!(matches!(
+        parse(&["create", "freeze", "f", "--for", "1h", "--reason", "r"])
+            .unwrap()
+            .command,
+        Command::Create(CreateCommand::Freeze(_))
+    ));
+    let Command::Label(l) = parse(&["label", "cluster", "prod-1", "ring=prod", "gpu-"])
+        .unwrap()
+        .command
+    else {
+        panic!()
+    };
+    assert_eq!(l.label.name, "prod-1");
+    assert_eq!(l.label.changes, ["ring=prod", "gpu-"]);
+    for (word, kind) in [
+        ("tokens", KindArg::Tokens),
+        ("token", KindArg::Tokens),
+        ("Users", KindArg::Users),
+        ("freeze", KindArg::Freezes),
+    ] {
+        let Command::Get(g) = parse(&["get", word]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!(g.kind, kind, "{word}");
+        let Command::Delete(d) = parse(&["delete", word, "x"]).unwrap().command else {
+            panic!()
+        };
+        assert_eq!((d.kind, d.name.as_str()), (kind, "x"), "{word}");
+    }
+    // Only clusters are labelled this way; a Project's labels live in its YAML.
+    assert_eq!(
+        parse(&["label", "project", "p", "a=b"])
+            .unwrap_err()
+            .exit_code(),
+        2
+    );
+}

@@ -815,4 +815,6 @@ impl Resource {
 }
 
 mod parse;
-pub use parse::{dns1123_label_problem, label_key_problem, label_value_problem, parse_document};
+pub use parse::{
+    dns1123_label_problem, label_key_problem, label_value_problem, parse_document, parse_value,
+};

@@ -504,6 +504,25 @@ fn sample_resources() -> Vec<pb::ResourceDocument> {
 }
 
 #[test]
+fn get_tables_name_the_kubernetes_object_a_resource_belongs_to() {
+    let mut values = resource_values(&sample_resources()[..1]);
+    let mut owned = values[0].clone();
+    owned["metadata"]["name"] = json!("web");
+    owned["metadata"]["annotations"] =
+        json!({ gitfleet_core::kube_api::OWNER_ANNOTATION: "gitfleet/web" });
+    values.push(owned);
+    let text = resources_table(&values, plain());
+    let rows = lines(&text);
+    assert_eq!(columns(rows[0]).last(), Some(&"MANAGED BY"), "{text}");
+    assert_eq!(columns(rows[1]).last(), Some(&"-"), "{text}");
+    assert_eq!(
+        columns(rows[2]).last(),
+        Some(&"kubernetes:gitfleet/web"),
+        "{text}"
+    );
+}
+
+#[test]
 fn get_tables_show_the_essentials_per_kind() {
     let values = resource_values(&sample_resources()[..1]);
     let text = resources_table(&values, plain());
