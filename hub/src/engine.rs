@@ -34,6 +34,7 @@ mod audit;
 mod changes;
 mod charts;
 mod clusters;
+mod dashboard;
 mod dependencies;
 mod desired;
 mod diffs;
@@ -59,6 +60,7 @@ pub use clusters::{
     Issued, NewToken, PENDING_RETRY, RegisterOutcome, Registration, RegistrationWork, TokenSpec,
     token_hash,
 };
+pub use dashboard::{DashboardError, NewSession};
 use desired::FleetInputs;
 pub use desired::{Published, TargetOrigin};
 pub use diffs::{DiffPlan, DiffTarget, LinkPlace, MAX_DIFF_CLUSTERS, check_revision};

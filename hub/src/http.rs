@@ -1,4 +1,5 @@
-//! The hub's plain HTTP listener: health, Prometheus metrics, and push webhooks from Git hosts.
+//! The hub's plain HTTP listener: health, Prometheus metrics, push webhooks from Git hosts, and
+//! the web dashboard (`crate::dashboard`, under `/ui`).
 
 use std::sync::Arc;
 
@@ -30,7 +31,12 @@ pub fn router(
     engine: Arc<Engine>,
     webhook_secret: Option<String>,
     webhook_max_body_bytes: usize,
+    dashboard: Option<crate::dashboard::DashboardConfig>,
 ) -> Router {
+    let ui = match dashboard {
+        Some(config) => crate::dashboard::router(Arc::clone(&engine), config),
+        None => Router::new(),
+    };
     Router::new()
         .route("/healthz", get(health))
         .route("/readyz", get(health))
@@ -41,6 +47,7 @@ pub fn router(
             webhook_secret: webhook_secret.map(Arc::from),
             webhook_max_body_bytes,
         })
+        .merge(ui)
 }
 
 /// Live and ready while the store can make writes durable. sled refuses every write for good

@@ -4,6 +4,7 @@
 
 pub mod charts;
 pub mod credentials;
+pub mod dashboard;
 pub mod engine;
 pub mod git;
 pub mod grpc;

@@ -97,6 +97,11 @@ pub struct HubConfig {
     /// `None`: the election of the replicas on a shared (etcd) store decides it, or, on sled,
     /// the hub runs alone and answers everything. Tests give it here to force a part.
     pub leadership: Option<LeadershipWatch>,
+    /// The web dashboard's public URL (`--ui-url`), which sign-in links are made from;
+    /// `http://HTTP-LISTEN-ADDRESS/ui` when absent.
+    pub ui_url: Option<String>,
+    /// How long a dashboard session lives (`--ui-session-ttl`).
+    pub ui_session_ttl: Duration,
     /// The Kubernetes-native API (`--kube-api`, docs/kube-api.md): the management cluster whose
     /// custom resources the leader reconciles into the hub. `None`: off.
     pub kube_api: Option<crate::kube_api::KubeApiConfig>,
@@ -256,6 +261,10 @@ impl HubConfig {
             store: StoreConfig::Sled,
             replica_url: None,
             leadership: None,
+            ui_url: None,
+            ui_session_ttl: Duration::from_secs(
+                gitfleet_core::dashboard::DEFAULT_SESSION_TTL_SECS.unsigned_abs(),
+            ),
             kube_api: None,
         }
     }
@@ -558,6 +567,9 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
     );
     // `Admin.DiffLive` asks, through the spokes' sessions.
     let live_diffs = crate::grpc::live_diff::LiveDiffs::default();
+    // The dashboard's URL: known once the HTTP listener is bound (below); `gitfleet dashboard`
+    // makes its links from it.
+    let dashboard_url: Arc<std::sync::OnceLock<String>> = Arc::default();
     let server = Server::builder()
         .tls_config(tls)
         .map_err(|e| HubError::Tls(e.to_string()))?
@@ -611,9 +623,12 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
                 .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
-            UsersServer::new(UsersService::new(Arc::clone(&engine)))
-                .max_decoding_message_size(MAX_MESSAGE_BYTES)
-                .max_encoding_message_size(MAX_MESSAGE_BYTES),
+            UsersServer::new(UsersService::new(
+                Arc::clone(&engine),
+                Arc::clone(&dashboard_url),
+            ))
+            .max_decoding_message_size(MAX_MESSAGE_BYTES)
+            .max_encoding_message_size(MAX_MESSAGE_BYTES),
         )
         .add_service(
             AuditServer::new(AuditService::new(Arc::clone(&engine)))
@@ -654,10 +669,20 @@ pub async fn start(config: HubConfig) -> Result<HubHandle, HubError> {
             let bound = listener
                 .local_addr()
                 .map_err(|source| HubError::Bind { addr, source })?;
+            let url = config
+                .ui_url
+                .clone()
+                .map(|u| u.trim_end_matches('/').to_owned())
+                .unwrap_or_else(|| format!("http://{}/ui", loopback_if_unspecified(bound)));
+            let _ = dashboard_url.set(url);
             let router = crate::http::router(
                 Arc::clone(&engine),
                 config.webhook_secret.clone(),
                 config.webhook_max_body_bytes,
+                Some(crate::dashboard::DashboardConfig {
+                    url: Arc::clone(&dashboard_url),
+                    session_ttl: config.ui_session_ttl,
+                }),
             );
             let stop = shutdown.clone();
             let connection_limits = config.connection_limits;
@@ -914,5 +939,15 @@ impl HubHandle {
         }
         drop(store);
         info!("hub stopped");
+    }
+}
+
+/// An address a browser on this machine can open: a listener on every interface
+/// (`0.0.0.0:7080`) is reached at loopback.
+fn loopback_if_unspecified(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_unspecified() {
+        SocketAddr::from((Ipv4Addr::LOCALHOST, addr.port()))
+    } else {
+        addr
     }
 }

@@ -561,3 +561,70 @@ async fn streams_at_every_replica_see_what_the_others_write_and_outlive_the_lead
     until_target(&mut status_b, "after the leader went").await;
     b.shutdown().await;
 }
+
+/// One raw HTTP/1.1 GET (with a cookie): the whole answer, head and body.
+async fn get_raw(addr: std::net::SocketAddr, path: &str, cookie: &str) -> String {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\nConnection: close\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = String::new();
+    stream.read_to_string(&mut answer).await.unwrap();
+    answer
+}
+
+/// The dashboard on two replicas: a sign-in link asked of a follower (made by the leader) is
+/// spent at the follower, once — a second use at the leader is refused — and the session it
+/// starts is accepted at either replica.
+#[tokio::test]
+async fn a_dashboard_link_is_spent_once_and_its_session_accepted_by_every_replica() {
+    use gitfleet_proto::v1::users_client::UsersClient;
+    let etcd = EtcdServer::start();
+    let (_ta, a_data) = data_dir();
+    let a = runtime::start(replica(&a_data, &etcd.endpoint(), "/ui/"))
+        .await
+        .unwrap();
+    until_part(&a, "the first replica to lead", Leadership::leads).await;
+    let (_tb, b_data) = second_data_dir(&a_data);
+    let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/ui/"))
+        .await
+        .unwrap();
+    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+
+    let config = admin_config(&a);
+    let ctx = config.context(None).unwrap();
+    let channel = channel(
+        &b.grpc_url(),
+        &ctx.certificate_authority_data,
+        Some((&ctx.client_certificate_data, &ctx.client_key_data)),
+    )
+    .await;
+    let link = UsersClient::new(channel)
+        .create_dashboard_signin(pb::CreateDashboardSigninRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    let path = &link.url[link.url.find("/ui/signin").unwrap()..];
+
+    let answer = get_raw(b.http_addr().unwrap(), path, "").await;
+    assert!(answer.starts_with("HTTP/1.1 303"), "{answer}");
+    let cookie = answer
+        .lines()
+        .find_map(|l| l.strip_prefix("set-cookie: gitfleet_session="))
+        .unwrap()
+        .split(';')
+        .next()
+        .unwrap();
+    let cookie = format!("gitfleet_session={cookie}");
+    let again = get_raw(a.http_addr().unwrap(), path, "").await;
+    assert!(again.starts_with("HTTP/1.1 401"), "{again}");
+    for replica in [&a, &b] {
+        let me = get_raw(replica.http_addr().unwrap(), "/ui/api/me", &cookie).await;
+        assert!(me.starts_with("HTTP/1.1 200"), "{me}");
+        assert!(me.contains("\"role\":\"admin\""), "{me}");
+    }
+    b.shutdown().await;
+    a.shutdown().await;
+}

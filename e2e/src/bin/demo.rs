@@ -108,12 +108,21 @@ async fn run(args: Args) -> anyhow::Result<()> {
         "  ✓ {} spokes registered with one-use bootstrap tokens (mutual TLS from now on)",
         clusters.len()
     );
+    println!(
+        "  ✓ dashboard: open this sign-in link (it works once, within 5 minutes) to watch the \
+         rollout in a browser:\n      {}",
+        dashboard_link(&fleet).await?
+    );
 
     let result = demo(&mut fleet, &args).await;
     let kubeconfigs = work_dir.join("kubeconfigs");
     if result.is_ok() && !args.exit_when_converged {
         fleet.kubesim.write_kubeconfigs(&kubeconfigs)?;
         println!("\nThe fleet keeps running. Try, in another terminal:");
+        println!(
+            "  the dashboard, with a new sign-in link: {}",
+            dashboard_link(&fleet).await?
+        );
         println!(
             "  cargo run -q --bin gitfleet -- --config {} status",
             fleet.hub().admin_config_path().display()
@@ -311,4 +320,19 @@ async fn converged(
         );
         tokio::time::sleep(Duration::from_millis(150)).await;
     }
+}
+
+/// A single-use sign-in link to the hub's web dashboard, as `gitfleet dashboard --no-open`
+/// makes it for the demo's admin.
+async fn dashboard_link(fleet: &Fleet) -> anyhow::Result<String> {
+    let out = fleet
+        .cli(&["dashboard", "--no-open", "-o", "json"])
+        .await
+        .context("gitfleet dashboard")?;
+    let report: serde_json::Value =
+        serde_json::from_str(&out).context("gitfleet dashboard's answer")?;
+    report["url"]
+        .as_str()
+        .map(str::to_owned)
+        .context("gitfleet dashboard printed no link")
 }

@@ -50,6 +50,14 @@ struct Args {
     /// Only the fleet decisions part.
     #[arg(long)]
     fleet_only: bool,
+    /// Apps on every cluster for the dashboard's grid (the fleet part's App and more; 1 or 0
+    /// skips the dashboard's figures).
+    #[arg(long, default_value_t = 20)]
+    grid_apps: usize,
+    /// After the dashboard's figures, print a sign-in link to the benchmark's dashboard and
+    /// keep the hub up this long (to look at the grid in a browser).
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    hold_dashboard: Option<Duration>,
     /// How many times each single fleet decision is timed (the median is printed).
     #[arg(long, default_value_t = 5)]
     repeat: usize,
@@ -248,6 +256,10 @@ async fn main() -> anyhow::Result<()> {
         fleet(
             args.clusters,
             per_cluster,
+            DashboardBench {
+                apps: args.grid_apps,
+                hold: args.hold_dashboard,
+            },
             args.repeat,
             args.etcd_endpoint.as_deref(),
             tmp.path(),
@@ -495,11 +507,19 @@ fn rollout_view_median(engine: &Engine, app: &str, repeat: usize) -> anyhow::Res
     Ok(median(took))
 }
 
+/// The dashboard's part of the fleet figures: Apps in its grid, and how long to keep the hub up
+/// afterwards to look at it (`--grid-apps`, `--hold-dashboard`).
+struct DashboardBench {
+    apps: usize,
+    hold: Option<Duration>,
+}
+
 /// The hub's decisions for a fleet, in process (no links, no spokes): `m` Apps on every
 /// cluster, each cluster's desired state watched as a link session would.
 async fn fleet(
     n: usize,
     m: usize,
+    ui: DashboardBench,
     repeat: usize,
     etcd_endpoint: Option<&str>,
     tmp: &Path,
@@ -745,6 +765,30 @@ async fn fleet(
         last = c3;
     }
     live_reads(&hub, &engine, &clusters, &first, &last, seq, repeat).await?;
+    if ui.apps > 1 {
+        dashboard(
+            &hub,
+            &engine,
+            &clusters,
+            &apps.names,
+            &last,
+            seq,
+            ui.apps,
+            repeat,
+        )
+        .await?;
+        if let Some(hold) = ui.hold {
+            let admin = engine
+                .users()
+                .into_iter()
+                .find(|u| u.name == "admin")
+                .context("the admin user")?;
+            let (token, _) = engine.create_dashboard_signin(&admin).await?;
+            let addr = hub.http_addr().context("the hub's HTTP listener")?;
+            println!("  dashboard: http://{addr}/ui/signin?token={token} (for {hold:?})");
+            tokio::time::sleep(hold).await;
+        }
+    }
     hub.shutdown().await;
     Ok(())
 }
@@ -811,6 +855,206 @@ async fn live_reads(
     println!(
         "  one report -> the status stream:    {} (median of {repeat})",
         ms(median(took))
+    );
+    Ok(())
+}
+
+/// The web dashboard (`/ui`): the grid of `apps` Apps × every cluster over the HTTP listener
+/// (time to first byte, bytes sent), and a Target's change reaching an open event stream.
+#[allow(clippy::too_many_arguments)]
+async fn dashboard(
+    hub: &runtime::HubHandle,
+    engine: &Arc<Engine>,
+    clusters: &[(String, DesiredRx)],
+    existing: &[String],
+    commit: &str,
+    seq: u64,
+    apps: usize,
+    repeat: usize,
+) -> anyhow::Result<()> {
+    use http_body_util::BodyExt as _;
+
+    // Past every seq the fleet part's reports used on these clusters (seqs are per cluster).
+    let grid_seq = seq + 100_000;
+    let probe_seq = seq + 200_000;
+    let probe = existing.first().context("an App of the fleet part")?;
+    let names: Vec<String> = (existing.len()..apps)
+        .map(|i| format!("grid-{i:02}"))
+        .collect();
+    let apps = apps.max(existing.len());
+    let documents: Vec<(String, String)> = names
+        .iter()
+        .map(|name| {
+            (
+                format!("bench#{name}"),
+                serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "App",
+                    "metadata": {"name": name, "labels": {"team": "bench"}},
+                    "spec": {
+                        "repo": "sim", "path": "apps/small", "namespace": name,
+                        "targets": [{"clusterSelector": {"matchLabels": {"env": "bench"}}}]
+                    }
+                })
+                .to_string(),
+            )
+        })
+        .collect();
+    engine.apply(&documents, false).await?;
+    // Each Target reports synced and healthy once its App's rollout gives it the commit.
+    let mut reported: std::collections::HashSet<(usize, usize)> = Default::default();
+    let want = names.len() * clusters.len();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while reported.len() < want {
+        ensure!(
+            Instant::now() < deadline,
+            "the grid's Apps never reached every cluster"
+        );
+        for (ci, (cluster, rx)) in clusters.iter().enumerate() {
+            for (ai, app) in names.iter().enumerate() {
+                if reported.contains(&(ci, ai)) {
+                    continue;
+                }
+                let generation = rx
+                    .borrow()
+                    .desired
+                    .targets
+                    .get(app)
+                    .filter(|t| t.target.commit == commit)
+                    .map(|t| t.spec_generation);
+                if let Some(spec_generation) = generation {
+                    engine.store_report(TargetReport {
+                        seq: grid_seq + ai as u64,
+                        cluster: cluster.clone(),
+                        app: app.clone(),
+                        revision: commit.to_owned(),
+                        spec_generation,
+                        sync: SyncState::Synced,
+                        health: HealthState::Healthy,
+                        message: "1 resource".into(),
+                        ..Default::default()
+                    })?;
+                    reported.insert((ci, ai));
+                }
+            }
+        }
+        engine.flush().await?;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let admin = engine
+        .users()
+        .into_iter()
+        .find(|u| u.name == "admin")
+        .context("the admin user")?;
+    let (link, _) = engine.create_dashboard_signin(&admin).await?;
+    let session = engine
+        .dashboard_sign_in(&link, Duration::from_secs(3600))
+        .await?;
+    let addr = hub.http_addr().context("the hub's HTTP listener")?;
+    let cookie = format!("gitfleet_session={}", session.token);
+    let get =
+        async |path: &str| -> anyhow::Result<(Duration, Duration, usize, hyper::body::Incoming)> {
+            let stream = tokio::net::TcpStream::connect(addr).await?;
+            let (mut send, conn) =
+                hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(stream)).await?;
+            tokio::spawn(conn);
+            let request = hyper::Request::get(path)
+                .header(hyper::header::HOST, addr.to_string())
+                .header(hyper::header::COOKIE, &cookie)
+                .body(http_body_util::Empty::<bytes::Bytes>::new())?;
+            let t = Instant::now();
+            let response = send.send_request(request).await?;
+            let first_byte = t.elapsed();
+            ensure!(
+                response.status().is_success(),
+                "GET {path}: {}",
+                response.status()
+            );
+            Ok((first_byte, t.elapsed(), 0, response.into_body()))
+        };
+    let mut ttfb = Vec::with_capacity(repeat);
+    let mut whole = Vec::with_capacity(repeat);
+    let mut bytes = 0;
+    for _ in 0..repeat.max(1) {
+        let (first, _, _, body) = get("/ui/api/grid").await?;
+        let t = Instant::now();
+        let body = body.collect().await?.to_bytes();
+        whole.push(first + t.elapsed());
+        ttfb.push(first);
+        bytes = body.len();
+        let grid: serde_json::Value = serde_json::from_slice(&body)?;
+        ensure!(
+            grid["cells"].as_array().map(Vec::len) == Some(apps)
+                && grid["clusters"].as_array().map(Vec::len) == Some(clusters.len()),
+            "the grid has {apps} Apps × {} clusters",
+            clusters.len()
+        );
+    }
+    println!(
+        "dashboard ({apps} Apps × {} clusters, over the HTTP listener):",
+        clusters.len()
+    );
+    println!(
+        "  grid JSON: first byte {}, whole {} (medians of {}), {bytes} bytes",
+        ms(median(ttfb)),
+        ms(median(whole)),
+        repeat.max(1)
+    );
+    // A Target's change reaching an open event stream (what a browser's EventSource reads).
+    let (_, _, _, mut events) = get("/ui/api/stream").await?;
+    let (cluster, rx) = clusters.first().context("a cluster")?;
+    let mut took = Vec::with_capacity(repeat);
+    for i in 0..repeat.max(1) {
+        let (health, code) = if i % 2 == 0 {
+            (HealthState::Degraded, "f")
+        } else {
+            (HealthState::Healthy, "h")
+        };
+        let t = Instant::now();
+        engine.store_report(TargetReport {
+            seq: probe_seq + i as u64,
+            cluster: cluster.clone(),
+            app: probe.clone(),
+            revision: commit.to_owned(),
+            spec_generation: held(rx, probe, commit).context("placed")?,
+            sync: SyncState::Synced,
+            health,
+            message: format!("probe {i}"),
+            ..Default::default()
+        })?;
+        engine.flush().await?;
+        let mut buffer = String::new();
+        'event: loop {
+            let frame = tokio::time::timeout(Duration::from_secs(30), events.frame())
+                .await
+                .context("no event within 30 s")?
+                .context("the event stream ended")??;
+            let Ok(data) = frame.into_data() else {
+                continue;
+            };
+            buffer.push_str(&String::from_utf8_lossy(&data));
+            while let Some(end) = buffer.find("\n\n") {
+                let event: String = buffer.drain(..end + 2).collect();
+                let Some(data) = event.lines().find_map(|l| l.strip_prefix("data: ")) else {
+                    continue;
+                };
+                let Ok(cell) = serde_json::from_str::<serde_json::Value>(data) else {
+                    continue;
+                };
+                if cell["cluster"] == cluster.as_str()
+                    && cell["app"] == probe.as_str()
+                    && cell["cell"] == code
+                {
+                    break 'event;
+                }
+            }
+        }
+        took.push(t.elapsed());
+    }
+    println!(
+        "  one report -> the dashboard's event stream: {} (median of {}; max {})",
+        ms(median(took.clone())),
+        took.len(),
+        ms(took.iter().max().copied().unwrap_or_default())
     );
     Ok(())
 }

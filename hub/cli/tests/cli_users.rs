@@ -59,6 +59,16 @@ spec:
   url: https://git.example.com/platform.git
 ";
 
+/// `get -o json`'s resources without their status: what an apply changes. (The status moves on
+/// its own: the hub fetches the Repo in the background, and that fetch fails at its own time.)
+fn specs(json: &str) -> serde_json::Value {
+    let mut list: serde_json::Value = serde_json::from_str(json).unwrap();
+    for item in list["items"].as_array_mut().unwrap() {
+        item.as_object_mut().unwrap().remove("status");
+    }
+    list
+}
+
 fn write(dir: &Path, name: &str, text: &str) -> String {
     let path = dir.join(name);
     std::fs::write(&path, text).unwrap();
@@ -96,7 +106,7 @@ async fn roles_decide_what_each_user_may_do_and_the_audit_log_says_who_did_what(
     assert!(imported.context(None).is_ok());
 
     // A viewer reads, and its apply is refused, saying which role would do; nothing changes.
-    let before = cli(&viewer, &["get", "all", "-o", "json"]).await.unwrap();
+    let before = specs(&cli(&viewer, &["get", "all", "-o", "json"]).await.unwrap());
     let changed = write(&data, "changed.yaml", &app_yaml("web", "apps/changed"));
     let err = cli(&viewer, &["apply", "-f", &changed]).await.unwrap_err();
     assert_eq!(
@@ -105,7 +115,7 @@ async fn roles_decide_what_each_user_may_do_and_the_audit_log_says_who_did_what(
     );
     assert_eq!(err.exit_code(), 1);
     assert_eq!(
-        cli(&admin, &["get", "all", "-o", "json"]).await.unwrap(),
+        specs(&cli(&admin, &["get", "all", "-o", "json"]).await.unwrap()),
         before
     );
     let err = cli(&viewer, &["app", "suspend", "web"]).await.unwrap_err();
@@ -556,5 +566,170 @@ async fn an_operator_acts_only_on_the_apps_of_its_projects() {
 
     // Its own App it may delete.
     cli(&alice, &["delete", "app", "shop"]).await.unwrap();
+    hub.shutdown().await;
+}
+
+/// One HTTP/1.1 request to the hub's HTTP listener: the status, the headers (lower-case
+/// names) and the body.
+async fn http(
+    addr: std::net::SocketAddr,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, Vec<(String, String)>, String) {
+    use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut request = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nContent-Length: 0\r\n"
+    );
+    for (k, v) in headers {
+        request.push_str(&format!("{k}: {v}\r\n"));
+    }
+    request.push_str("\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer).await.unwrap();
+    let answer = String::from_utf8_lossy(&answer).into_owned();
+    let (head, body) = answer.split_once("\r\n\r\n").unwrap();
+    let mut lines = head.lines();
+    let status = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers = lines
+        .filter_map(|l| l.split_once(": "))
+        .map(|(k, v)| (k.to_ascii_lowercase(), v.to_owned()))
+        .collect();
+    (status, headers, body.to_owned())
+}
+
+fn header<'a>(headers: &'a [(String, String)], name: &str) -> Vec<&'a str> {
+    headers
+        .iter()
+        .filter(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+        .collect()
+}
+
+#[tokio::test]
+async fn a_dashboard_link_signs_in_once_with_the_users_role_until_the_user_is_revoked() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let addr = hub.http_addr().unwrap();
+    let admin = hub.admin_config_path().to_owned();
+    let vera = create_user(&admin, &data, "vera", &["--role", "viewer"]).await;
+    cli(
+        &admin,
+        &[
+            "apply",
+            "-f",
+            &write(
+                &data,
+                "web.yaml",
+                &format!("{REPO_YAML}---\n{}", app_yaml("web", "apps/web")),
+            ),
+        ],
+    )
+    .await
+    .unwrap();
+
+    let out = cli(&vera, &["dashboard", "--no-open"]).await.unwrap();
+    assert!(out.contains("it works once"), "{out}");
+    let url = out.lines().find(|l| l.starts_with("http://")).unwrap();
+    assert!(
+        url.starts_with(&format!("http://{addr}/ui/signin?token=")),
+        "{url}"
+    );
+    let path = &url[url.find("/ui/").unwrap()..];
+
+    // The page itself: no inline script allowed.
+    let (status, headers, body) = http(addr, "GET", "/ui", &[]).await;
+    assert_eq!(status, 200);
+    assert!(body.contains("/ui/app.js"), "{body}");
+    let csp = header(&headers, "content-security-policy");
+    assert!(
+        csp.iter().any(|c| c.contains("script-src 'self'")),
+        "{headers:?}"
+    );
+
+    // Without a session, nothing is read.
+    let (status, _, _) = http(addr, "GET", "/ui/api/grid", &[]).await;
+    assert_eq!(status, 401);
+
+    // The link: a session, once.
+    let (status, headers, _) = http(addr, "GET", path, &[]).await;
+    assert_eq!(status, 303, "{headers:?}");
+    let cookies = header(&headers, "set-cookie");
+    let session = cookies
+        .iter()
+        .find(|c| c.starts_with("gitfleet_session="))
+        .unwrap();
+    for flag in ["HttpOnly", "Secure", "SameSite=Strict"] {
+        assert!(session.contains(flag), "{session}");
+    }
+    let value = |c: &str| c.split(';').next().unwrap().to_owned();
+    let session = value(session);
+    let csrf = value(
+        cookies
+            .iter()
+            .find(|c| c.starts_with("gitfleet_csrf="))
+            .unwrap(),
+    );
+    let csrf = csrf.trim_start_matches("gitfleet_csrf=").to_owned();
+    let (status, _, body) = http(addr, "GET", path, &[]).await;
+    assert_eq!(status, 401, "a second use: {body}");
+    assert!(body.contains("used already or has expired"), "{body}");
+
+    let (status, _, body) = http(addr, "GET", "/ui/api/me", &[("Cookie", &session)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("\"role\":\"viewer\""), "{body}");
+    let (status, _, body) = http(addr, "GET", "/ui/api/apps/web", &[("Cookie", &session)]).await;
+    assert_eq!(status, 200, "{body}");
+    assert!(
+        body.contains("\"actions\":[]"),
+        "a viewer may do nothing: {body}"
+    );
+
+    // A viewer's action is refused: without the CSRF token before anything, with it by role.
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/ui/api/apps/web/pause",
+        &[("Cookie", &session)],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("x-gitfleet-csrf"), "{body}");
+    let (status, _, body) = http(
+        addr,
+        "POST",
+        "/ui/api/apps/web/pause",
+        &[("Cookie", &session), ("x-gitfleet-csrf", &csrf)],
+    )
+    .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("permission denied: viewer vera"), "{body}");
+    let log = audit(&admin, &["--user", "vera"]).await;
+    assert!(
+        log.entries
+            .iter()
+            .any(|e| e.action == "rollout pause" && e.outcome == "denied"),
+        "{log:?}"
+    );
+    assert!(
+        log.entries
+            .iter()
+            .any(|e| e.action == "dashboard" && e.outcome == "ok"),
+        "{log:?}"
+    );
+
+    // Revoking the user ends the session at once.
+    cli(&admin, &["user", "revoke", "vera"]).await.unwrap();
+    let (status, _, _) = http(addr, "GET", "/ui/api/me", &[("Cookie", &session)]).await;
+    assert_eq!(status, 401);
     hub.shutdown().await;
 }

@@ -89,6 +89,9 @@ pub enum Action {
     /// `gitfleet diff --live`: the spokes render and dry-run apply an App, changing nothing;
     /// a read like `status` (Secret values are masked).
     DiffLive,
+    /// `gitfleet dashboard`: a sign-in link to the web dashboard as oneself, with one's own
+    /// role. Any role; audited (it starts a session).
+    DashboardSignin,
     // Changes to Apps and their rollouts: an operator of the App's Project, or an admin. An
     // `Apply` or `Delete` of anything but an App is the admins'.
     Apply,
@@ -145,6 +148,7 @@ impl Action {
             Action::RefreshRepo => "repo refresh",
             Action::ListNotifiers => "notifier list",
             Action::DiffLive => "diff --live",
+            Action::DashboardSignin => "dashboard",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "rollout pause",
@@ -185,6 +189,7 @@ impl Action {
             Action::RefreshRepo => "refresh repos",
             Action::ListNotifiers => "list notifiers",
             Action::DiffLive => "diff Apps against their clusters",
+            Action::DashboardSignin => "sign in to the dashboard",
             Action::Apply => "apply",
             Action::Delete => "delete",
             Action::PauseRollout => "pause rollouts",
@@ -224,6 +229,7 @@ impl Action {
             | Action::RefreshRepo
             | Action::ListNotifiers
             | Action::DiffLive
+            | Action::DashboardSignin
             | Action::ListFreezes => Needs::Read,
             Action::Apply
             | Action::Delete

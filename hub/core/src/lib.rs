@@ -20,6 +20,8 @@
 //! - [`webhook`]: verifying Git hosts' push webhooks and finding the Repos they name.
 //! - [`git`]: which Apps a commit touches; which tag a semver range picks.
 //! - [`authz`]: who may do what through the admin API (role × action × Project).
+//! - [`dashboard`]: the web dashboard's sign-in links, sessions, what a role may do there, and
+//!   the fleet grid's compact model.
 //! - [`users`]: the admin API's users (records bound to their certificates) and the audit
 //!   log's entries and retention.
 
@@ -27,6 +29,7 @@ pub mod authz;
 pub mod charts;
 pub mod cluster_labels;
 pub mod credential_scope;
+pub mod dashboard;
 pub mod documents;
 pub mod fleet;
 pub mod fleetsync;

@@ -201,9 +201,19 @@ struct Serve {
     /// Address of the gRPC listener (spokes and admins, mutual TLS).
     #[arg(long, env = "GITFLEET_GRPC_LISTEN", default_value = "0.0.0.0:7443")]
     grpc_listen: SocketAddr,
-    /// Address of the HTTP listener: /healthz, /readyz, /metrics and /webhooks/{provider}.
+    /// Address of the HTTP listener: /healthz, /readyz, /metrics, /webhooks/{provider} and the
+    /// web dashboard at /ui.
     #[arg(long, env = "GITFLEET_HTTP_LISTEN", default_value = "0.0.0.0:7080")]
     http_listen: SocketAddr,
+    /// The web dashboard's public URL, which `gitfleet dashboard`'s sign-in links start with
+    /// (e.g. https://fleet.example.com/ui, behind a TLS-terminating proxy); default
+    /// http://HTTP-LISTEN-ADDRESS/ui.
+    #[arg(long, env = "GITFLEET_UI_URL")]
+    ui_url: Option<String>,
+    /// How long a dashboard browser session lives after sign-in (never past the user's
+    /// certificate).
+    #[arg(long, env = "GITFLEET_UI_SESSION_TTL", default_value = "8h", value_parser = humantime::parse_duration)]
+    ui_session_ttl: Duration,
     /// The gRPC URL clients should use (written into the admin credential).
     #[arg(long, env = "GITFLEET_ADVERTISE_URL")]
     advertise_url: Option<String>,
@@ -428,6 +438,8 @@ async fn main() -> anyhow::Result<()> {
         advertise_url: args.advertise_url,
         server_names: args.server_names,
         replica_url: args.replica_url,
+        ui_url: args.ui_url,
+        ui_session_ttl: args.ui_session_ttl,
         // Webhooks bring changes at once; polling is then only the safety net.
         default_poll_interval: args.default_poll_interval.unwrap_or(
             if args.webhook_secret.is_some() || !credentials.webhook_secrets.is_empty() {

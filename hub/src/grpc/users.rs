@@ -1,7 +1,7 @@
 //! The `Users` service (personal credentials with a role: create, list, revoke, whoami) and the
 //! `Audit` service (reading the audit log). Admin role only, but for `Whoami`.
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use gitfleet_core::authz::{Action, Role, Scope};
@@ -24,11 +24,16 @@ const MAX_AUDIT: usize = 10_000;
 #[derive(Debug, Clone)]
 pub struct UsersService {
     engine: Arc<Engine>,
+    /// The web dashboard's URL, once the HTTP listener is bound (unset: no dashboard).
+    dashboard_url: Arc<OnceLock<String>>,
 }
 
 impl UsersService {
-    pub fn new(engine: Arc<Engine>) -> Self {
-        Self { engine }
+    pub fn new(engine: Arc<Engine>, dashboard_url: Arc<OnceLock<String>>) -> Self {
+        Self {
+            engine,
+            dashboard_url,
+        }
     }
 }
 
@@ -151,6 +156,37 @@ impl Users for UsersService {
             certificate_expires_unix: caller.cert.not_after_unix,
             hub_version: env!("CARGO_PKG_VERSION").to_owned(),
         }))
+    }
+
+    async fn create_dashboard_signin(
+        &self,
+        request: Request<pb::CreateDashboardSigninRequest>,
+    ) -> Result<Response<pb::CreateDashboardSigninResponse>, Status> {
+        let audited = begin(
+            &self.engine,
+            &request,
+            Action::DashboardSignin,
+            "dashboard".to_owned(),
+            Scope::Any,
+        )
+        .await?;
+        let user = audited.caller.user.clone();
+        let result = async {
+            let url = self.dashboard_url.get().ok_or_else(|| {
+                Status::failed_precondition(
+                    "this hub serves no dashboard: it has no HTTP listener (--http-listen)",
+                )
+            })?;
+            let (token, link) = self.engine.create_dashboard_signin(&user).await?;
+            Ok(pb::CreateDashboardSigninResponse {
+                url: format!("{url}/signin?token={token}"),
+                expires_at_unix: link.expires_at_unix,
+            })
+        }
+        .await;
+        let answer = audited.finish(result).await?;
+        info!(user = %user.name, "dashboard sign-in link issued");
+        Ok(Response::new(answer))
     }
 }
 

@@ -51,10 +51,14 @@ pub enum Tree {
     Deliveries,
     /// What each Notifier's deliveries did (last delivery, last error), by Notifier.
     NotifierStatus,
+    /// The web dashboard's sign-in links (`signin/HASH`) and browser sessions
+    /// (`session/HASH`), by the SHA-256 of their token; read from the backend, never mirrored,
+    /// so that every replica accepts what any other wrote.
+    Dashboard,
 }
 
 impl Tree {
-    pub const ALL: [Tree; 21] = [
+    pub const ALL: [Tree; 22] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
@@ -76,6 +80,7 @@ impl Tree {
         Tree::Freezes,
         Tree::Deliveries,
         Tree::NotifierStatus,
+        Tree::Dashboard,
     ];
 
     pub const fn name(self) -> &'static str {
@@ -101,6 +106,7 @@ impl Tree {
             Tree::Freezes => "freezes",
             Tree::Deliveries => "deliveries",
             Tree::NotifierStatus => "notifier_status",
+            Tree::Dashboard => "dashboard",
         }
     }
 

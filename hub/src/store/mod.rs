@@ -821,6 +821,74 @@ impl Store {
         Ok(record)
     }
 
+    // --- the dashboard's sign-in links and sessions ------------------------------------------
+
+    /// A dashboard record (`signin/HASH` or `session/HASH`) and its stored bytes, read from the
+    /// backend (after every write queued here): what any replica wrote is found.
+    pub async fn dashboard_record<T: DeserializeOwned>(
+        &self,
+        key: &str,
+    ) -> Result<Option<(T, Vec<u8>)>, StoreError> {
+        let backend = self.backend().await?;
+        match backend.get(Tree::Dashboard, key.as_bytes()).await? {
+            Some(v) => Ok(Some((decode(Tree::Dashboard, key, &v)?, v))),
+            None => Ok(None),
+        }
+    }
+
+    /// Writes a dashboard record (durable after the next flush).
+    pub fn put_dashboard_record(&self, key: &str, record: &impl Serialize) {
+        self.mirror().put(Tree::Dashboard, key, encode(record));
+    }
+
+    /// Deletes a dashboard record (durable after the next flush).
+    pub fn delete_dashboard_record(&self, key: &str) {
+        self.mirror().delete(Tree::Dashboard, key);
+    }
+
+    /// Replaces the record at `used` (still holding `old`) by `record` at `key`, in one write
+    /// made on condition that `used` still holds `old`: of two uses of a single-use link, at
+    /// any replicas, one is made and the other's [`WriteCheck`] says it lost.
+    pub fn consume_dashboard_record(
+        &self,
+        used: &str,
+        old: Vec<u8>,
+        key: &str,
+        record: &impl Serialize,
+    ) -> WriteCheck {
+        let mut mirror = self.mirror();
+        let outcome = Arc::new(OnceLock::new());
+        let mut batch = Batch::default();
+        batch
+            .require(Tree::Dashboard, used, Some(old))
+            .delete(Tree::Dashboard, used)
+            .put(Tree::Dashboard, key, encode(record));
+        mirror.write(batch);
+        let at = mirror.pending.len() - 1;
+        mirror.pending_checks.push((at, Arc::clone(&outcome)));
+        WriteCheck {
+            outcome: Some(outcome),
+        }
+    }
+
+    /// Deletes the dashboard records `expired` says are over (a sweep at each new sign-in
+    /// link); durable after the next flush.
+    pub async fn sweep_dashboard_records(
+        &self,
+        expired: impl Fn(&str, &[u8]) -> bool,
+    ) -> Result<usize, StoreError> {
+        let backend = self.backend().await?;
+        let mut gone = 0;
+        for (k, v) in backend::load(backend, Tree::Dashboard).await? {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if expired(&key, &v) {
+                self.delete_dashboard_record(&key);
+                gone += 1;
+            }
+        }
+        Ok(gone)
+    }
+
     // --- desired state -----------------------------------------------------------------------
 
     /// Every cluster's current desired state (read from the backend: once, at start).
@@ -1603,11 +1671,12 @@ async fn commit_now_and_then(store: Weak<Inner>) {
 }
 
 /// The trees a backup carries (everything but `meta`, since an imported store is a new epoch,
-/// and `presence`, which only says what live replicas hold).
+/// `presence`, which only says what live replicas hold, and `dashboard`: browser sessions do
+/// not outlive the hub they were made on).
 fn data_trees() -> impl Iterator<Item = Tree> {
     Tree::ALL
         .into_iter()
-        .filter(|t| !matches!(t, Tree::Meta | Tree::Presence))
+        .filter(|t| !matches!(t, Tree::Meta | Tree::Presence | Tree::Dashboard))
 }
 
 impl Store {

@@ -256,7 +256,11 @@ impl Mirror {
         let tree = change.tree;
         let value = change.value.as_deref();
         match tree {
-            Tree::Meta | Tree::Desired | Tree::DesiredHistory | Tree::RolloutHistory => {}
+            Tree::Meta
+            | Tree::Desired
+            | Tree::DesiredHistory
+            | Tree::RolloutHistory
+            | Tree::Dashboard => {}
             Tree::Resources => match value {
                 Some(v) => {
                     let r: Resource = decode(tree, key, v)?;

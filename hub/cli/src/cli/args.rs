@@ -201,6 +201,11 @@ pub enum Command {
     /// Who the hub takes you for: your user, role, Projects and certificate expiry
     Whoami,
 
+    /// Sign in to the hub's web dashboard: prints (and opens) a single-use sign-in link that
+    /// starts a browser session as you, with your role
+    #[command(after_help = DASHBOARD_EXAMPLES)]
+    Dashboard(DashboardArgs),
+
     /// The versions of this client and of the hub it talks to
     Version(VersionArgs),
 
@@ -1114,6 +1119,16 @@ pub struct AppSyncArgs {
     pub cluster: Option<String>,
 }
 
+const DASHBOARD_EXAMPLES: &str = "\
+Examples:
+  # Open the dashboard in your browser, signed in as you
+  gitfleet dashboard
+
+  # Only print the link (over SSH: open it on your own machine); it works once, within 5 minutes
+  gitfleet dashboard --no-open
+
+The hub's --ui-url is where the link points (default: its HTTP listener, /ui).";
+
 const EVENTS_EXAMPLES: &str = "\
 Examples:
   # The newest 50 events of every App
@@ -1143,6 +1158,13 @@ pub struct EventsArgs {
     /// How often --watch polls a hub older than this CLI (without streams)
     #[arg(long, value_name = "DURATION", default_value = "1s", value_parser = parse_duration)]
     pub interval: Duration,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DashboardArgs {
+    /// Only print the link; do not open a browser (xdg-open, or open on macOS)
+    #[arg(long)]
+    pub no_open: bool,
 }
 
 #[derive(Debug, clap::Args)]

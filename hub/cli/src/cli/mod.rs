@@ -751,6 +751,21 @@ async fn execute(cli: Cli, style: Style) -> Result<String, CliError> {
                 users::version_text(&report)
             }))
         }
+        Command::Dashboard(d) => {
+            let mut client = connect().await?;
+            let response = client.dashboard_signin().await?;
+            let report = users::dashboard_report(&response);
+            let mut text =
+                output::render(format, &report, || users::dashboard_text(&report, style));
+            if !d.no_open {
+                let note = open_in_browser(&report.url);
+                // JSON and YAML stay one document: the note is for people reading a table.
+                if matches!(format, args::OutputFormat::Table) {
+                    text.push_str(&note);
+                }
+            }
+            Ok(text)
+        }
         Command::Whoami => {
             let mut client = connect().await?;
             let response = client.whoami().await?;
@@ -1005,3 +1020,23 @@ fn now_unix() -> i64 {
 
 #[cfg(test)]
 mod tests;
+
+/// Opens `url` with the desktop's opener; what to tell the user when it cannot (the link is
+/// printed either way).
+fn open_in_browser(url: &str) -> String {
+    let opener = if cfg!(target_os = "macos") {
+        "open"
+    } else {
+        "xdg-open"
+    };
+    match std::process::Command::new(opener)
+        .arg(url)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+    {
+        Ok(_) => String::new(),
+        Err(e) => format!("(could not run {opener}: {e}; open the link yourself)\n"),
+    }
+}

@@ -270,3 +270,31 @@ pub struct RevokeUserReport {
     pub name: String,
     pub revoked: bool,
 }
+
+/// `dashboard -o json|yaml`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct DashboardReport {
+    pub url: String,
+    pub expires: Option<String>,
+}
+
+pub fn dashboard_report(r: &pb::CreateDashboardSigninResponse) -> DashboardReport {
+    DashboardReport {
+        url: r.url.clone(),
+        expires: rfc3339(r.expires_at_unix),
+    }
+}
+
+pub fn dashboard_text(report: &DashboardReport, style: Style) -> String {
+    let expires = report
+        .expires
+        .as_deref()
+        .and_then(super::output::parse_rfc3339)
+        .map(|t| format!(" (expires {})", relative(t, style.now_unix)))
+        .unwrap_or_default();
+    format!(
+        "Open this link to sign in to the dashboard; it works once{expires}:\n{}\n",
+        report.url
+    )
+}

@@ -154,6 +154,17 @@ impl AdminClient {
         Ok(())
     }
 
+    /// A single-use sign-in link to the hub's web dashboard, as the caller.
+    pub async fn dashboard_signin(
+        &mut self,
+    ) -> Result<pb::CreateDashboardSigninResponse, ClientError> {
+        let response = self
+            .users
+            .create_dashboard_signin(pb::CreateDashboardSigninRequest {})
+            .await;
+        self.check(response)
+    }
+
     pub async fn whoami(&mut self) -> Result<pb::WhoamiResponse, ClientError> {
         let response = self.users.whoami(pb::WhoamiRequest {}).await;
         self.check(response)

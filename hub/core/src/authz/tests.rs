@@ -8,7 +8,7 @@ fn user(role: Role, projects: &[&str]) -> Subject {
     }
 }
 
-const ALL_ACTIONS: [Action; 34] = [
+const ALL_ACTIONS: [Action; 35] = [
     Action::Get,
     Action::Status,
     Action::ListClusters,
@@ -19,6 +19,7 @@ const ALL_ACTIONS: [Action; 34] = [
     Action::Whoami,
     Action::RefreshRepo,
     Action::DiffLive,
+    Action::DashboardSignin,
     Action::Apply,
     Action::Delete,
     Action::PauseRollout,
