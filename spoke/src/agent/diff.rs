@@ -18,13 +18,12 @@ use crate::cluster::{ClusterError, InventoryRef};
 use crate::desired::DesiredState;
 use crate::link::Differ;
 use crate::model::{ObjectRef, TargetSpec};
-use crate::renderer::Workspace;
 use crate::sync::diff::{self, DiffAction, ObjectDiff, TargetDiff, short};
-use crate::sync::render::{self, Manifest, RenderContext};
+use crate::sync::render::{self, Manifest};
 use crate::sync::{hooks, ownership, project, prune};
 
 use super::Context;
-use super::pipeline::render_target;
+use super::pipeline::render_fetched;
 use super::prune::within_project;
 
 /// Diffs made at once, at most; more wait (their renders would wait for the render bound
@@ -119,30 +118,7 @@ async fn diff_target(
             ));
         }
     };
-    let render_ctx = RenderContext {
-        app: spec.app.clone(),
-        target_id: spec.target_id.clone(),
-        revision: revision.to_owned(),
-        namespace: spec.namespace.clone(),
-        create_namespace: true,
-    };
-    let workspace = Workspace {
-        spec,
-        files,
-        credential,
-        chart_credential,
-        git: &ctx.git,
-        settings: &ctx.render_settings,
-    };
-    let scopes = ctx.cluster.known_scopes();
-    let rendered = render_target(
-        &ctx.config.renderers,
-        &ctx.render_gate,
-        workspace,
-        &render_ctx,
-        &render::scopes_from(&scopes),
-    )
-    .await;
+    let rendered = render_fetched(ctx, spec, files, (credential, chart_credential), revision).await;
     let (files, rendered, _) = match rendered {
         Ok(rendered) => rendered,
         Err(message) => {

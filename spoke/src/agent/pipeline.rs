@@ -159,28 +159,12 @@ pub(super) async fn sync_once(
         Fetched::Failed(message) => return Some(fail(message)),
         Fetched::Superseded => return None,
     };
-    let render_ctx = RenderContext {
-        app: spec.app.clone(),
-        target_id: spec.target_id.clone(),
-        revision: spec.source.commit.clone(),
-        namespace: spec.namespace.clone(),
-        create_namespace: true,
-    };
-    let workspace = Workspace {
+    let rendered = render_fetched(
+        ctx,
         spec,
         files,
-        credential,
-        chart_credential,
-        git: &ctx.git,
-        settings: &ctx.render_settings,
-    };
-    let scopes = ctx.cluster.known_scopes();
-    let rendered = render_target(
-        &ctx.config.renderers,
-        &ctx.render_gate,
-        workspace,
-        &render_ctx,
-        &render::scopes_from(&scopes),
+        (credential, chart_credential),
+        &spec.source.commit,
     )
     .await;
     let (files, rendered, took) = match rendered {
@@ -499,6 +483,45 @@ pub(super) async fn sync_once(
 /// Renders a Target: the engine its options (or its files) pick, then the YAML into objects,
 /// holding one of the spoke's render permits throughout. Returns the files' refused entries,
 /// what was rendered, and how long rendering took once it had its turn.
+/// Renders the fetched `files` of `spec` at `revision` in this cluster, as a sync does: the
+/// spec's workspace with its (repository, chart) credentials, objects' scopes as the cluster
+/// knows them. A sync and a diff render alike through it.
+pub(crate) async fn render_fetched(
+    ctx: &Context,
+    spec: &TargetSpec,
+    files: crate::git::AppFiles,
+    (credential, chart_credential): (
+        Option<&crate::model::RepoCredential>,
+        Option<&crate::model::RepoCredential>,
+    ),
+    revision: &str,
+) -> Result<(crate::git::AppFiles, Rendered, Duration), String> {
+    let render_ctx = RenderContext {
+        app: spec.app.clone(),
+        target_id: spec.target_id.clone(),
+        revision: revision.to_owned(),
+        namespace: spec.namespace.clone(),
+        create_namespace: true,
+    };
+    let workspace = Workspace {
+        spec,
+        files,
+        credential,
+        chart_credential,
+        git: &ctx.git,
+        settings: &ctx.render_settings,
+    };
+    let scopes = ctx.cluster.known_scopes();
+    render_target(
+        &ctx.config.renderers,
+        &ctx.render_gate,
+        workspace,
+        &render_ctx,
+        &render::scopes_from(&scopes),
+    )
+    .await
+}
+
 pub(crate) async fn render_target(
     renderers: &Renderers,
     gate: &RenderGate,
