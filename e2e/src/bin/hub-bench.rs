@@ -380,6 +380,10 @@ async fn report_until_complete(
         let t = Instant::now();
         let mut new = 0;
         for (c, (cluster, rx)) in clusters.iter().enumerate() {
+            // What a link does on each message a spoke sends: without it, every cluster counts
+            // as disconnected once the heartbeat grace has passed, and a rollout that may take
+            // only so many unavailable clusters stops handing its commit out.
+            engine.touch(cluster);
             let held: Vec<(String, u64)> = {
                 let published = rx.borrow();
                 commits
