@@ -261,6 +261,14 @@ async fn spawn(
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue 'spawn;
                 }
+                if log.trim().is_empty() {
+                    // Not even its error reached the log: the disk under it is the usual cause.
+                    bail!(
+                        "the hub exited at start ({status}) and wrote nothing to {}, not even its \
+                         error: is the disk full?",
+                        log_path.display()
+                    );
+                }
                 bail!("the hub exited at start ({status}):\n{log}");
             }
             if grpc_addr.is_none()

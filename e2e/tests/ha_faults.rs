@@ -9,8 +9,7 @@
 //! way (UNAVAILABLE) or the replica asked is gone.
 #![cfg(feature = "etcd")]
 
-#[path = "../../hub/tests/support/etcd.rs"]
-mod etcd;
+use crate::etcd;
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};

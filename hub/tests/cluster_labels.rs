@@ -2,7 +2,7 @@
 //! spoke's own registration never changes them back.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::access_client::AccessClient;

@@ -3,7 +3,7 @@
 //! moves on the dependency's report; unknown Apps and cycles are refused at apply, and an App
 //! others depend on cannot be deleted.
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::fleet::rollout::TargetState;
 use gitfleet_proto::v1 as pb;

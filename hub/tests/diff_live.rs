@@ -4,7 +4,7 @@
 //! read), refuses bad input naming it, and ends the stream of a spoke that answers for another
 //! cluster.
 
-mod support;
+use crate::support;
 
 use gitfleet_proto::v1 as pb;
 use gitfleet_proto::v1::admin_client::AdminClient;

@@ -4,7 +4,7 @@
 //! after such answers; this checks every write, quickly.)
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;

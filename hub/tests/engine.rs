@@ -2,7 +2,7 @@
 //! its rollout controller (each App's rollout decided when something concerns that App), and
 //! its write lock (never held across Git work).
 
-mod support;
+use crate::support;
 
 use gitfleet_proto::v1 as pb;
 use support::*;

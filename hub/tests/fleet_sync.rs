@@ -4,7 +4,7 @@
 //! without changing anything.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::fleetsync::{FLEET_SOURCE, FleetSource};
 use gitfleet_hub::runtime::{self, HubConfig};

@@ -6,7 +6,7 @@
 //! own, which shows where each call was answered.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

@@ -1,7 +1,7 @@
 //! The Git adapter against real local repositories: refs, errors, and which files a commit changed.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

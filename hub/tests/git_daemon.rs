@@ -2,7 +2,7 @@
 //! fetches, change detection across them, a force-push, and an unreachable server.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;

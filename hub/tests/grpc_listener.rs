@@ -2,7 +2,7 @@
 //! handshake is closed, and HTTP/2 bounds what one connection may ask for.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::TcpStream;

@@ -4,9 +4,8 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 #![cfg(feature = "etcd")]
 
-#[path = "support/http.rs"]
-mod http;
-mod support;
+use crate::http;
+use crate::support;
 
 use std::path::Path;
 use std::time::Duration;

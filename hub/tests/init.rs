@@ -2,7 +2,7 @@
 //! never over an existing CA, and used unchanged by every hub started on that data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::Path;

@@ -4,7 +4,7 @@
 //! the CLI sees it); an object never takes a resource it does not own, nor deletes one.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_core::kube_api::{OWNER_ANNOTATION, document, owner};
 use gitfleet_hub::engine::EngineError;

@@ -2,7 +2,7 @@
 //! Git, status reports, refusals, and a restart from the same data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

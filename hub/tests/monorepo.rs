@@ -2,7 +2,7 @@
 //! Prints how long each step took (figures, not assertions).
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Instant;
 

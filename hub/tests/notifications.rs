@@ -4,7 +4,7 @@
 //! fails while the hub is down arrives after a restart on the same data directory.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;

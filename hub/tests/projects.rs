@@ -3,7 +3,7 @@
 //! not deleted; the built-in `default` keeps what gitfleet did before Projects.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::resources::Kind;
 use gitfleet_proto::v1 as pb;

@@ -4,7 +4,7 @@
 //! racing a reconnect never hands the spoke an empty desired state.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::future::Future;

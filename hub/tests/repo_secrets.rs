@@ -3,7 +3,7 @@
 //! spokes that deploy from it.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::fleetsync::FleetSource;
 use gitfleet_hub::runtime::{self, HubConfig};

@@ -3,7 +3,7 @@
 //! it covers only), rollout status says so, and when the freeze ends by itself the App is
 //! decided again at that second and its own `selfHeal` is sent back.
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::fleet::freeze::FreezeRequest;
 use gitfleet_proto::v1 as pb;

@@ -3,7 +3,7 @@
 //! authorized as the reads they mirror.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-mod support;
+use crate::support;
 
 use gitfleet_hub::runtime::HubHandle;
 use gitfleet_proto::v1 as pb;

@@ -1,9 +1,8 @@
 //! Push webhooks over real HTTP: a signed push fetches at once; anything else fetches nothing.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "support/http.rs"]
-mod http;
-mod support;
+use crate::http;
+use crate::support;
 
 use gitfleet_hub::runtime::{self, HubConfig, HubHandle};
 use gitfleet_proto::v1 as pb;

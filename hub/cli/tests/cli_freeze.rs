@@ -3,8 +3,7 @@
 //! requests are refused and why, and that a freeze outlives a restart of the hub.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 

@@ -3,8 +3,7 @@
 //! created and reports status the CLI then shows.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::Path;
 

@@ -2,8 +2,7 @@
 //! the admin credential the hub wrote creates users whose credentials files the CLI then uses.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
-#[path = "../../tests/support/mod.rs"]
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 
