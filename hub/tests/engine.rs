@@ -313,3 +313,95 @@ async fn a_new_commit_after_a_complete_rollout_goes_out_at_once_with_a_strategy(
     );
     hub.shutdown().await;
 }
+
+/// A recompute from the inputs of the last decision decides no complete rollout again (each
+/// App's decision is remembered with what it was made from), and a changed input decides again
+/// the App it concerns and no other.
+#[tokio::test]
+async fn a_recompute_that_changes_nothing_decides_no_complete_rollout_again() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(
+        &[("apps/a/cm.yaml", "v: 1\n"), ("apps/b/cm.yaml", "v: 1\n")],
+        "one",
+    );
+    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
+        .await
+        .unwrap();
+    let app = |name: &str| {
+        doc(serde_json::json!({
+            "apiVersion": "gitfleet.dev/v1", "kind": "App",
+            "metadata": {"name": name},
+            "spec": {
+                "repo": "platform", "path": format!("apps/{name}"), "namespace": name,
+                "targets": [{"clusterSelector": {"matchLabels": {"env": "dev"}}}]
+            }
+        }))
+    };
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![
+                doc(serde_json::json!({
+                    "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
+                    "metadata": {"name": "platform"},
+                    "spec": {"url": git.url(), "pollInterval": "1h"}
+                })),
+                app("a"),
+                app("b"),
+            ],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    spoke
+        .until("a and b at c1", |v| {
+            v.commit_of("a").as_deref() == Some(c1.as_str())
+                && v.commit_of("b").as_deref() == Some(c1.as_str())
+        })
+        .await;
+    spoke.report(1, "a", &c1, "healthy").await;
+    spoke.report(2, "b", &c1, "healthy").await;
+    let complete = |app: &str| {
+        engine.rollout_status(app).is_ok_and(|view| {
+            matches!(
+                view.state.phase,
+                gitfleet_hub::fleet::rollout::Phase::Complete
+            )
+        })
+    };
+    eventually("both rollouts complete", || {
+        let done = complete("a") && complete("b");
+        async move { done.then_some(()) }
+    })
+    .await;
+
+    let (a, b) = (engine.rollout_decisions("a"), engine.rollout_decisions("b"));
+    for _ in 0..3 {
+        engine.recompute().await.unwrap();
+    }
+    assert_eq!(
+        (engine.rollout_decisions("a"), engine.rollout_decisions("b")),
+        (a, b),
+        "a recompute that changed nothing decided complete rollouts again"
+    );
+
+    // A commit to a's path: a's revision changes, b's does not.
+    let c2 = git.commit(&[("apps/a/cm.yaml", "v: 2\n")], "two");
+    assert!(engine.trigger_fetch("platform"));
+    spoke
+        .until("a at c2", |v| {
+            v.commit_of("a").as_deref() == Some(c2.as_str())
+        })
+        .await;
+    assert!(engine.rollout_decisions("a") > a, "a's new commit decided");
+    assert_eq!(
+        engine.rollout_decisions("b"),
+        b,
+        "b's rollout decided again though nothing of it changed"
+    );
+    hub.shutdown().await;
+}

@@ -130,8 +130,17 @@ impl Engine {
         let revisions = self.store.revisions()?;
         let (clusters, placement_version) = self.store.clusters_snapshot();
         let labels = placeable(clusters.values());
-        let decided =
-            self.decide_rollouts(&apps, &revisions, &labels, &groups, &projects, scope)?;
+        let decided = self.decide_rollouts(
+            &apps,
+            &revisions,
+            super::rollouts::Placement {
+                labels: &labels,
+                version: placement_version,
+            },
+            &groups,
+            &projects,
+            scope,
+        )?;
         let inputs = FleetInputs {
             apps,
             repos,

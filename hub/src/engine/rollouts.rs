@@ -17,6 +17,7 @@ use std::time::Duration;
 use tracing::{Instrument, debug, info, info_span, warn};
 
 use super::{Engine, EngineError, RolloutView};
+use crate::fleet::freeze::Freeze;
 use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::rollout::{
     self, Command, Observation, Phase, RolloutEvent, RolloutState, decide_held, plan_waves,
@@ -46,6 +47,59 @@ pub(super) struct Controller {
     /// By App: where a freeze or window that holds it suspends its self-heal, as last decided
     /// (an App not decided in a turn keeps its entry, like its rollout). Apps without: none.
     self_heal_holds: BTreeMap<String, SelfHealHolds>,
+    /// By App: what its complete rollout was last decided from (see [`Memo`]).
+    memos: HashMap<String, Memo>,
+    /// What every App's decision shares, as the memos were made with: a change drops them all.
+    memo_context: Option<MemoContext>,
+}
+
+/// What a complete rollout was last decided from, and what the decision came to. Decided
+/// again from equal inputs it decides the same (a decision is a function of them and of the
+/// time, and the time matters to it only from `next_check` on), so a recompute that changes
+/// nothing costs a comparison per App instead of a pass over the App's clusters. Apps with
+/// `dependsOn` have none: what their dependencies report holds them.
+struct Memo {
+    app: App,
+    revision: AppRevision,
+    control: Option<AppControl>,
+    state: Arc<RolloutState>,
+    next_check: Option<i64>,
+    self_heal: Option<SelfHealHolds>,
+}
+
+impl Memo {
+    /// Whether deciding `app` at `now` from these inputs would come to the memo's decision.
+    /// A stored state equal to the memo's but not the same allocation (it was stored since)
+    /// is taken as the memo's from now on.
+    fn holds(
+        &mut self,
+        app: &App,
+        revision: &AppRevision,
+        control: Option<&AppControl>,
+        stored: &Arc<RolloutState>,
+        now: i64,
+    ) -> bool {
+        let same_state = Arc::ptr_eq(&self.state, stored) || *self.state == **stored;
+        let holds = same_state
+            && self.next_check.is_none_or(|at| now < at)
+            && self.revision == *revision
+            && self.control.as_ref() == control
+            && self.app == *app;
+        if holds {
+            self.state = Arc::clone(stored);
+        }
+        holds
+    }
+}
+
+/// The inputs every App's decision shares besides its own: where clusters are placed, the
+/// groups and Projects, and the freezes holding now.
+#[derive(PartialEq)]
+struct MemoContext {
+    placement_version: u64,
+    groups: BTreeMap<String, ClusterGroup>,
+    projects: BTreeMap<String, Project>,
+    active_freezes: Vec<Freeze>,
 }
 
 /// Which Apps' rollouts a recompute decides.
@@ -56,15 +110,26 @@ pub(super) enum Scope<'a> {
     All,
     /// These Apps' only: what a report, a connection or a rollout's own timer concerns.
     Apps(&'a HashSet<String>),
+    /// Every App's, each decided afresh even where its inputs are those of its last decision
+    /// (see [`Memo`]): the timer's safety net.
+    AllAfresh,
 }
 
 impl Scope<'_> {
     fn contains(&self, app: &str) -> bool {
         match self {
-            Scope::All => true,
+            Scope::All | Scope::AllAfresh => true,
             Scope::Apps(apps) => apps.contains(app),
         }
     }
+}
+
+/// The clusters Apps can be placed on, and the version of the store's clusters they were read
+/// at (see [`crate::store::Store::clusters_snapshot`]).
+#[derive(Clone, Copy)]
+pub(super) struct Placement<'a, 'b> {
+    pub labels: &'a [ClusterLabels<'b>],
+    pub version: u64,
 }
 
 /// What [`Engine::decide_rollouts`] hands back to the recompute.
@@ -91,14 +156,40 @@ impl Engine {
         &self,
         apps: &[App],
         revisions: &BTreeMap<String, AppRevision>,
-        labels: &[ClusterLabels<'_>],
+        placement: Placement<'_, '_>,
         groups: &BTreeMap<String, ClusterGroup>,
         projects: &BTreeMap<String, Project>,
         scope: Scope<'_>,
     ) -> Result<Decided, EngineError> {
+        let Placement {
+            labels,
+            version: placement_version,
+        } = placement;
         let now = now_unix();
         let mut stored = self.store.rollouts_shared();
         let controls = self.store.app_controls()?;
+        // The memos, taken for this turn (one that fails leaves none: every App is decided
+        // afresh next time) and put back with what it made of them.
+        let context = MemoContext {
+            placement_version,
+            groups: groups.clone(),
+            projects: projects.clone(),
+            active_freezes: self
+                .store
+                .freezes()
+                .into_iter()
+                .filter(|f| f.active(now))
+                .collect(),
+        };
+        let mut memos = {
+            let mut st = self.controller();
+            if st.memo_context.as_ref() != Some(&context) {
+                st.memos.clear();
+                st.memo_context = Some(context);
+            }
+            std::mem::take(&mut st.memos)
+        };
+        let use_memos = !matches!(scope, Scope::AllAfresh);
         let mut rollouts = BTreeMap::new();
         let mut events = Vec::new();
         let mut incomplete = HashSet::new();
@@ -116,14 +207,29 @@ impl Engine {
                 }
                 continue;
             }
-            decided.push(name);
             let Some(git) = revisions.get(name) else {
                 // Not fetched yet (or its Repo changed): it keeps what it had, if anything.
+                decided.push(name);
                 if let Some(state) = previous {
                     rollouts.insert(name.to_owned(), state);
                 }
                 continue;
             };
+            if use_memos
+                && let Some(stored_state) = &previous
+                && let Some(memo) = memos.get_mut(name)
+                && memo.holds(app, git, controls.get(name), stored_state, now)
+            {
+                if let Some(at) = memo.next_check {
+                    next_checks.insert(name.to_owned(), at);
+                }
+                if let Some(holds) = &memo.self_heal {
+                    self_heal.insert(name.to_owned(), holds.clone());
+                }
+                rollouts.insert(name.to_owned(), Arc::clone(stored_state));
+                continue;
+            }
+            decided.push(name);
             let mut app_events: Vec<RolloutEvent> = Vec::new();
             let mut state: Arc<RolloutState> = match &previous {
                 Some(s) => Arc::clone(s),
@@ -180,6 +286,8 @@ impl Engine {
             };
             let holds = self.holds_for(app, &plan, labels, projects, &wanted, now);
             let suspended_self_heal = holds.self_heal();
+            let memo_self_heal =
+                (!suspended_self_heal.is_empty()).then(|| suspended_self_heal.clone());
             if !suspended_self_heal.is_empty() {
                 self_heal.insert(name.to_owned(), suspended_self_heal);
             }
@@ -246,7 +354,24 @@ impl Engine {
                 self.app_changed(name);
             }
             events.extend(app_events.into_iter().map(|e| rollout_event(name, e)));
+            if matches!(state.phase, Phase::Complete) && app.spec.depends_on.is_empty() {
+                let memo = Memo {
+                    app: app.clone(),
+                    revision: git.clone(),
+                    control: controls.get(name).cloned(),
+                    state: Arc::clone(&state),
+                    next_check,
+                    self_heal: memo_self_heal,
+                };
+                memos.insert(name.to_owned(), memo);
+            } else {
+                memos.remove(name);
+            }
             rollouts.insert(name.to_owned(), state);
+        }
+        if !matches!(scope, Scope::Apps(_)) {
+            let present: HashSet<&str> = apps.iter().map(|a| a.metadata.name.as_str()).collect();
+            memos.retain(|app, _| present.contains(app.as_str()));
         }
         self.bus.record(&mut events)?;
         for e in &events {
@@ -254,9 +379,10 @@ impl Engine {
         }
         let (self_heal, sooner) = {
             let mut st = self.controller();
+            st.memos = memos;
             let earliest_before = st.next_rollout_checks.values().min().copied();
             match scope {
-                Scope::All => {
+                Scope::All | Scope::AllAfresh => {
                     st.incomplete_rollouts = incomplete;
                     st.next_rollout_checks = next_checks;
                     st.dependents = dependents_of(apps);
@@ -773,7 +899,7 @@ pub(super) async fn drive_rollouts(engine: Arc<Engine>) {
             queued
         };
         let scope = if resync && !in_progress {
-            Scope::All
+            Scope::AllAfresh
         } else {
             Scope::Apps(&queued)
         };
