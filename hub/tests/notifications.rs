@@ -873,3 +873,73 @@ async fn a_follower_queues_what_its_spokes_report_and_the_leader_delivers_it_onc
     b.shutdown().await;
     a.shutdown().await;
 }
+
+/// A rollout replaced by a newer commit before it completed ends its commit's status at
+/// `error` (that commit will not be rolled out), instead of leaving it pending for ever.
+#[tokio::test]
+async fn a_superseded_rollout_ends_its_commit_status() {
+    let (tmp, data) = data_dir();
+    let forge = Receiver::start().await;
+    let creds = credentials(
+        tmp.path(),
+        &format!(
+            "gh:\n  notifierSecret: ghp_token\n  urls: ['{}']\n",
+            forge.url("/gh/repos/acme/")
+        ),
+    );
+    let hub = start_with(&data, &creds).await;
+    let git = GitRepo::new();
+    let first = first_commit(&git);
+    apply(
+        &hub,
+        vec![notifier(
+            "github",
+            serde_json::json!({
+                "github": {"secretRef": "gh", "apiUrl": forge.url("/gh"), "repository": "acme/shop"},
+                "events": ["RolloutStarted", "RolloutSuperseded"],
+            }),
+        )],
+    )
+    .await
+    .unwrap();
+    let (_id, mut spoke) = web_on_dev_1(&hub, &git, &first).await;
+    spoke.report(1, "web", &first, "synced").await;
+    let commit = |n: u32| {
+        git.commit(
+            &[("apps/web/cm.yaml", &format!("kind: ConfigMap # {n}\n"))],
+            &format!("commit {n}"),
+        )
+    };
+    let second = commit(2);
+    hub.engine()
+        .fetch_now(vec!["platform".into()])
+        .await
+        .unwrap();
+    spoke
+        .until("web at the second commit", |v| {
+            v.commit_of("web").as_deref() == Some(second.as_str())
+        })
+        .await;
+    // No report at the second commit: its rollout is still under way when the third comes.
+    let third = commit(3);
+    hub.engine()
+        .fetch_now(vec!["platform".into()])
+        .await
+        .unwrap();
+    let path = format!("/gh/repos/acme/shop/statuses/{second}");
+    let ended = eventually("the second commit's status ended", || async {
+        forge
+            .received()
+            .into_iter()
+            .find(|r| r.path == path && r.json()["state"] == "error")
+    })
+    .await;
+    let description = ended.json()["description"].as_str().unwrap().to_owned();
+    assert!(
+        description.starts_with(&format!("web: rollout #2 replaced ({})", &second[..7])),
+        "{description}"
+    );
+    assert!(description.contains(&third[..7]), "{description}");
+    assert_eq!(ended.header("authorization"), Some("Bearer ghp_token"));
+    hub.shutdown().await;
+}

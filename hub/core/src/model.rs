@@ -533,6 +533,10 @@ pub struct EventRecord {
     /// Who asked for it (an admin's identity), for what people did.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub by: String,
+    /// The commit a rollout event's rollout rolls out; empty for other events (and for events
+    /// recorded before hubs kept it).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub commit: String,
 }
 
 /// What people asked of an App outside its spec: suspension and forced syncs.

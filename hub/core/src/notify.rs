@@ -129,6 +129,9 @@ pub enum EventType {
     RolloutCompleted,
     /// A rollout's failures exceeded its budget.
     RolloutFailed,
+    /// A newer commit replaced a rollout before it was complete: its commit will not be
+    /// rolled out (a commit status ends at error, GitLab's canceled, instead of pending).
+    RolloutSuperseded,
     /// A Target's health turned Degraded.
     TargetDegraded,
     /// A freeze was created (and holds from now on).
@@ -138,13 +141,14 @@ pub enum EventType {
 }
 
 impl EventType {
-    pub const ALL: [EventType; 9] = [
+    pub const ALL: [EventType; 10] = [
         EventType::RolloutStarted,
         EventType::WaveCompleted,
         EventType::RolloutPaused,
         EventType::RolloutRolledBack,
         EventType::RolloutCompleted,
         EventType::RolloutFailed,
+        EventType::RolloutSuperseded,
         EventType::TargetDegraded,
         EventType::FreezeStarted,
         EventType::FreezeEnded,
@@ -158,6 +162,7 @@ impl EventType {
             EventType::RolloutRolledBack => "RolloutRolledBack",
             EventType::RolloutCompleted => "RolloutCompleted",
             EventType::RolloutFailed => "RolloutFailed",
+            EventType::RolloutSuperseded => "RolloutSuperseded",
             EventType::TargetDegraded => "TargetDegraded",
             EventType::FreezeStarted => "FreezeStarted",
             EventType::FreezeEnded => "FreezeEnded",
@@ -174,6 +179,7 @@ impl EventType {
                 | EventType::RolloutRolledBack
                 | EventType::RolloutCompleted
                 | EventType::RolloutFailed
+                | EventType::RolloutSuperseded
         )
     }
 
@@ -205,6 +211,7 @@ pub fn event_type(e: &EventRecord) -> Option<EventType> {
             "RollbackStarted" => Some(EventType::RolloutRolledBack),
             "Completed" => Some(EventType::RolloutCompleted),
             "Failed" => Some(EventType::RolloutFailed),
+            "Superseded" => Some(EventType::RolloutSuperseded),
             _ => None,
         };
     }
@@ -440,7 +447,7 @@ pub fn validate(spec: &NotifierSpec) -> Result<(), SpecProblem> {
                     return Err(problem(
                         format!("spec.events[{i}]"),
                         format!(
-                            "{e} is not a rollout event: a commit status reports rollouts of a commit only (RolloutStarted, WaveCompleted, RolloutPaused, RolloutRolledBack, RolloutCompleted, RolloutFailed)"
+                            "{e} is not a rollout event: a commit status reports rollouts of a commit only (RolloutStarted, WaveCompleted, RolloutPaused, RolloutRolledBack, RolloutCompleted, RolloutFailed, RolloutSuperseded)"
                         ),
                     ));
                 }
@@ -861,6 +868,7 @@ pub fn summary(n: &Notification) -> String {
         Some(EventType::RolloutRolledBack) => format!("rolling back{commit}"),
         Some(EventType::RolloutCompleted) => format!("rollout #{} completed{commit}", e.rollout),
         Some(EventType::RolloutFailed) => format!("rollout #{} failed{commit}", e.rollout),
+        Some(EventType::RolloutSuperseded) => format!("rollout #{} replaced{commit}", e.rollout),
         Some(EventType::TargetDegraded) => format!("degraded on {}", e.cluster),
         Some(EventType::FreezeStarted) => "freeze started".to_owned(),
         Some(EventType::FreezeEnded) => "freeze ended".to_owned(),
@@ -885,6 +893,7 @@ pub fn slack_body(n: &Notification) -> Vec<u8> {
         Some(EventType::RolloutCompleted) => ":white_check_mark:",
         Some(EventType::RolloutStarted | EventType::WaveCompleted) => ":rocket:",
         Some(EventType::RolloutPaused) => ":double_vertical_bar:",
+        Some(EventType::RolloutSuperseded) => ":fast_forward:",
         Some(EventType::RolloutRolledBack | EventType::RolloutFailed) => ":rotating_light:",
         Some(EventType::TargetDegraded) => ":warning:",
         Some(EventType::FreezeStarted | EventType::FreezeEnded) => ":snowflake:",
@@ -916,6 +925,9 @@ fn status_state(provider: Provider, t: Option<EventType>) -> &'static str {
             "failed"
         }
         (_, Some(EventType::RolloutRolledBack | EventType::RolloutFailed)) => "failure",
+        // Not rolled out, and not for a fault of its own.
+        (Provider::GitLab, Some(EventType::RolloutSuperseded)) => "canceled",
+        (_, Some(EventType::RolloutSuperseded)) => "error",
         (Provider::GitLab, Some(EventType::RolloutStarted | EventType::WaveCompleted)) => "running",
         _ => "pending",
     }

@@ -133,7 +133,10 @@ fn notification(store: &Store, event: &EventRecord, event_type: EventType) -> No
             _ => None,
         })
         .unwrap_or_default();
-    let commit = if event_type.is_rollout() {
+    let commit = if event_type == EventType::RolloutSuperseded {
+        // The App's rollout is the newer one by now: the event names the commit it replaced.
+        event.commit.clone()
+    } else if event_type.is_rollout() {
         store
             .rollout_shared(&event.app)
             .filter(|state| state.number == event.rollout)

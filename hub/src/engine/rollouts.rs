@@ -251,6 +251,7 @@ impl Engine {
                         app_events.push(RolloutEvent {
                             at: now,
                             rollout: s.number,
+                            commit: git.commit.clone(),
                             kind: rollout::EventKind::Started,
                             message: format!(
                                 "rollout #{} to {} started (first deployment)",
@@ -809,6 +810,7 @@ fn rollout_event(app: &str, e: RolloutEvent) -> EventRecord {
         rollout: e.rollout,
         kind: format!("{:?}", e.kind),
         message: e.message,
+        commit: e.commit,
         ..Default::default()
     }
 }

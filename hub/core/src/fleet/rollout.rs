@@ -356,6 +356,8 @@ pub struct RolloutEvent {
     pub rollout: u64,
     pub kind: EventKind,
     pub message: String,
+    /// The commit the rollout rolls out (for a rollback, the commit it returns to).
+    pub commit: String,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -670,6 +672,7 @@ impl RolloutState {
             rollout: self.number,
             kind,
             message,
+            commit: self.revision.commit.clone(),
         }
     }
 }

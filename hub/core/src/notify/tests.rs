@@ -39,6 +39,7 @@ fn event(kind: &str, app: &str, cluster: &str, rollout: u64) -> EventRecord {
         kind: kind.into(),
         message: "because".into(),
         by: String::new(),
+        commit: String::new(),
     }
 }
 
@@ -530,6 +531,7 @@ fn github_gets_a_commit_status_with_a_bearer_token() {
         ("Failed", "failure"),
         ("Paused", "pending"),
         ("WaveCompleted", "pending"),
+        ("Superseded", "error"),
     ] {
         let req = request("gh", &spec, &notification(kind, 3), "k", Some("t")).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
@@ -596,6 +598,7 @@ fn gitlab_gets_a_commit_status_on_the_encoded_project_with_a_private_token() {
         ("RollbackStarted", "failed"),
         ("Failed", "failed"),
         ("Paused", "pending"),
+        ("Superseded", "canceled"),
     ] {
         let req = request("gl", &spec, &notification(kind, 3), "k", Some("t")).unwrap();
         let body: serde_json::Value = serde_json::from_slice(&req.body).unwrap();
