@@ -14,7 +14,8 @@
 //!   recompute that changes nothing, memory per Target, a commit to one App and to every App,
 //!   the status stream.
 //!
-//! Results are recorded in docs/benchmarks.md.
+//! Results are recorded in docs/benchmarks.md. With `RUST_LOG` set, the hub's events go to
+//! stderr (`RUST_LOG=gitfleet_hub::engine::desired=debug`: each recompute's phases).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -240,6 +241,14 @@ async fn until_desired(
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    // The hub's own events on stderr when asked, e.g. where each recompute's time goes:
+    // RUST_LOG=gitfleet_hub::engine::desired=debug.
+    if std::env::var_os("RUST_LOG").is_some() {
+        tracing_subscriber::fmt()
+            .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+            .with_writer(std::io::stderr)
+            .init();
+    }
     runtime::install_crypto_provider();
     let tmp = tempfile::tempdir()?;
     let daemon = GitDaemon::start().await?;
