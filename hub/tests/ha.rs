@@ -82,6 +82,17 @@ async fn web_through(
     spoke
 }
 
+/// A follower that knows which replica leads (one that does not yet, between its start and
+/// its first look at the election, answers every forwarded call with UNAVAILABLE).
+fn follows_a_leader(part: &Leadership) -> bool {
+    matches!(
+        part,
+        Leadership::Follower {
+            leader_url: Some(_)
+        }
+    )
+}
+
 async fn until_part(hub: &HubHandle, what: &str, wanted: impl Fn(&Leadership) -> bool) {
     let mut part = hub.leadership();
     tokio::time::timeout(DEADLINE, part.wait_for(|p| wanted(p)))
@@ -223,7 +234,7 @@ async fn one_etcd_member_of_three_killed_stops_nothing() {
     until_part(&a, "the first replica to lead", Leadership::leads).await;
     let (_tb, b_data) = second_data_dir(&a_data);
     let b = runtime::start(on_all(&b_data)).await.unwrap();
-    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the second replica to follow", follows_a_leader).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
     let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
     spoke.report(1, "web", &c1, "before").await;
@@ -289,7 +300,7 @@ async fn a_replica_cut_off_from_etcd_stops_acknowledging_and_leading() {
     let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/cut/"))
         .await
         .unwrap();
-    until_part(&b, "the other replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the other replica to follow", follows_a_leader).await;
     let (id, mut spoke) = web_on_dev_1(&a, &git, &c1).await;
     spoke.report(1, "web", &c1, "acked before the cut").await;
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
@@ -345,7 +356,7 @@ async fn a_replica_started_later_knows_the_links_the_others_hold() {
     let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/late/"))
         .await
         .unwrap();
-    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the second replica to follow", follows_a_leader).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
     let _spoke = FakeSpoke::connect(&b.grpc_url(), &id, SpokeView::default())
         .await
@@ -386,7 +397,7 @@ async fn diff_live_reaches_a_spoke_linked_to_another_replica() {
     let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/diff/"))
         .await
         .unwrap();
-    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the second replica to follow", follows_a_leader).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
     let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
     eventually("the leader to know where dev-1's link is", || async {
@@ -459,7 +470,7 @@ async fn streams_at_every_replica_see_what_the_others_write_and_outlive_the_lead
     let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/watch/"))
         .await
         .unwrap();
-    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the second replica to follow", follows_a_leader).await;
     let id = register(&a, "dev-1", &[("env", "dev")]).await;
     let mut spoke = web_through(&a, repo_doc("platform", &git.url()), &b, &id, &c1).await;
 
@@ -590,7 +601,7 @@ async fn a_dashboard_link_is_spent_once_and_its_session_accepted_by_every_replic
     let b = runtime::start(replica(&b_data, &etcd.endpoint(), "/ui/"))
         .await
         .unwrap();
-    until_part(&b, "the second replica to follow", |p| !p.leads()).await;
+    until_part(&b, "the second replica to follow", follows_a_leader).await;
 
     let config = admin_config(&a);
     let ctx = config.context(None).unwrap();

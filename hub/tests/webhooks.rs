@@ -360,7 +360,15 @@ async fn a_push_to_a_follower_is_fetched_by_the_leader() {
         std::fs::copy(entry.path(), b_data.join("pki").join(entry.file_name())).unwrap();
     }
     let follower = runtime::start(replica(&b_data)).await.unwrap();
-    until_part(&follower, |p| !p.leads()).await;
+    until_part(&follower, |p| {
+        matches!(
+            p,
+            Leadership::Follower {
+                leader_url: Some(_)
+            }
+        )
+    })
+    .await;
 
     let git = GitRepo::new();
     let c1 = git.commit(&[("apps/web/cm.yaml", "v: 1\n")], "one");
