@@ -2,7 +2,7 @@
 //! self-heal, decided with them) and clusters, stored (flushed)
 //! and published to the spokes' live streams at once.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -93,6 +93,42 @@ pub(super) struct FleetInputs {
 /// passing) changes no desired state.
 struct Assigned(Arc<crate::fleet::rollout::RolloutState>);
 
+impl FleetInputs {
+    /// The Apps whose Targets may differ between the desired state computed from `self` and
+    /// the one computed from `new` (each App's Targets are a function of its own inputs and of
+    /// what the Apps share), or `None` when something the Apps share changed (Repos, groups,
+    /// Projects, health rules, the clusters' placement) and every App's Targets must be
+    /// computed again.
+    fn changed_apps(&self, new: &FleetInputs) -> Option<HashSet<String>> {
+        if self.placement_version != new.placement_version
+            || self.repos != new.repos
+            || self.groups != new.groups
+            || self.projects != new.projects
+            || self.health_rules != new.health_rules
+        {
+            return None;
+        }
+        fn by_name(apps: &[App]) -> HashMap<&str, &App> {
+            apps.iter().map(|a| (a.metadata.name.as_str(), a)).collect()
+        }
+        let (old_apps, new_apps) = (by_name(&self.apps), by_name(&new.apps));
+        let changed = old_apps
+            .keys()
+            .chain(new_apps.keys())
+            .copied()
+            .filter(|&name| {
+                old_apps.get(name) != new_apps.get(name)
+                    || self.revisions.get(name) != new.revisions.get(name)
+                    || self.rollouts.get(name) != new.rollouts.get(name)
+                    || self.controls.get(name) != new.controls.get(name)
+                    || self.self_heal.get(name) != new.self_heal.get(name)
+            })
+            .map(str::to_owned)
+            .collect();
+        Some(changed)
+    }
+}
+
 impl PartialEq for Assigned {
     fn eq(&self, other: &Self) -> bool {
         Arc::ptr_eq(&self.0, &other.0) || self.0.assigned == other.0.assigned
@@ -166,7 +202,9 @@ impl Engine {
             return Ok(());
         }
         let t2 = t0.elapsed();
-        *self.computed_from() = None;
+        // Taken: a recompute that fails leaves none, and the next computes every App.
+        let previous = self.computed_from().take();
+        let changed_apps = previous.as_ref().and_then(|p| p.changed_apps(&inputs));
         // Each cluster's current desired state, in the clusters' order: looked up once under
         // the lock, without copying a name (this runs on every registration).
         let current: Vec<Option<Arc<ClusterDesired>>> = {
@@ -186,35 +224,89 @@ impl Engine {
             .iter()
             .map(|(app, state)| (app.clone(), &state.0.assigned))
             .collect();
-        let mut fleet = compute_fleet_with_rollouts(
-            &inputs.apps,
-            &inputs.repos,
-            &inputs.revisions,
-            &assigned,
-            &labels,
-            &inputs.groups,
-            &inputs.projects,
-        );
-        rollouts::apply_controls(&mut fleet, &inputs.controls);
-        suspend_self_heal(&mut fleet, &inputs.self_heal);
-        attach_health_rules(
-            &mut fleet,
-            &inputs.apps,
-            &inputs.projects,
-            &inputs.health_rules,
-        );
+        // Every cluster's Targets of `apps` (cluster → App → Target).
+        let compute = |apps: &[App]| {
+            let mut fleet = compute_fleet_with_rollouts(
+                apps,
+                &inputs.repos,
+                &inputs.revisions,
+                &assigned,
+                &labels,
+                &inputs.groups,
+                &inputs.projects,
+            );
+            rollouts::apply_controls(&mut fleet, &inputs.controls);
+            suspend_self_heal(&mut fleet, &inputs.self_heal);
+            attach_health_rules(&mut fleet, apps, &inputs.projects, &inputs.health_rules);
+            fleet
+        };
+        // Only the changed Apps' Targets, when nothing the Apps share changed: a commit to one
+        // App computes that App's Targets, not the fleet's.
+        let fleet = match &changed_apps {
+            Some(changed) => {
+                let subset: Vec<App> = inputs
+                    .apps
+                    .iter()
+                    .filter(|a| changed.contains(&a.metadata.name))
+                    .cloned()
+                    .collect();
+                compute(&subset)
+            }
+            None => compute(&inputs.apps),
+        };
+        // Debug builds (every test) check each incremental result against the whole fleet's.
+        let whole = match &changed_apps {
+            Some(_) if cfg!(debug_assertions) => Some(compute(&inputs.apps)),
+            _ => None,
+        };
 
         let t3 = t0.elapsed();
         let mut changed = Vec::new();
         let none = BTreeMap::new();
         for (cluster, old) in clusters.values().zip(current) {
             // A revoked cluster keeps no Targets.
-            let new_targets = fleet.get(&cluster.name).unwrap_or(&none);
+            let computed = fleet.get(&cluster.name).unwrap_or(&none);
             let old = old.unwrap_or_default();
-            if old.generation != 0 && old.has_targets(new_targets) {
-                continue;
-            }
-            let new_targets = new_targets.clone();
+            let new_targets = match &changed_apps {
+                None => {
+                    if old.generation != 0 && old.has_targets(computed) {
+                        continue;
+                    }
+                    computed.clone()
+                }
+                Some(changed) => {
+                    // The other Apps' Targets are the ones the cluster has.
+                    let unchanged = old.generation != 0
+                        && changed.iter().all(|app| {
+                            computed.get(app) == old.targets.get(app).map(|v| &v.target)
+                        });
+                    let targets: Option<BTreeMap<String, crate::fleet::DesiredTarget>> =
+                        (!unchanged).then(|| {
+                            old.targets
+                                .iter()
+                                .filter(|(app, _)| !changed.contains(*app))
+                                .map(|(app, v)| (app.clone(), v.target.clone()))
+                                .chain(computed.iter().map(|(app, t)| (app.clone(), t.clone())))
+                                .collect()
+                        });
+                    if let Some(whole) = &whole {
+                        let expected = whole.get(&cluster.name).unwrap_or(&none);
+                        debug_assert!(
+                            match &targets {
+                                Some(targets) => targets == expected,
+                                None => old.has_targets(expected),
+                            },
+                            "cluster {}: the incremental desired state of {changed:?} differs \
+                             from the whole fleet's",
+                            cluster.name
+                        );
+                    }
+                    match targets {
+                        Some(targets) => targets,
+                        None => continue,
+                    }
+                }
+            };
             let generation = old.generation + 1;
             let targets = new_targets
                 .into_iter()
