@@ -84,28 +84,25 @@ fn soaking_app(name: &str) -> pb::ResourceDocument {
     }))
 }
 
-#[tokio::test]
-async fn a_report_for_one_app_decides_that_apps_rollout_only() {
-    let (_tmp, data) = data_dir();
-    let hub = start_hub(&data).await;
-    let engine = hub.engine();
-    let git = GitRepo::new();
+/// Apps `a` and `b` (`app` gives each one's document) on cluster `dev-1` from the Repo
+/// `platform`: the first commit, and the spoke once it holds both Apps at it.
+async fn a_and_b_on_dev_1(
+    hub: &gitfleet_hub::runtime::HubHandle,
+    git: &GitRepo,
+    app: impl Fn(&str) -> pb::ResourceDocument,
+) -> (String, FakeSpoke) {
     let c1 = git.commit(
         &[("apps/a/cm.yaml", "v: 1\n"), ("apps/b/cm.yaml", "v: 1\n")],
         "one",
     );
-    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
+    let id = register(hub, "dev-1", &[("env", "dev")]).await;
     let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
         .await
         .unwrap();
-    admin(&hub)
+    admin(hub)
         .await
         .apply(pb::ApplyRequest {
-            documents: vec![
-                repo_doc("platform", &git.url()),
-                soaking_app("a"),
-                soaking_app("b"),
-            ],
+            documents: vec![repo_doc("platform", &git.url()), app("a"), app("b")],
             dry_run: false,
         })
         .await
@@ -116,6 +113,16 @@ async fn a_report_for_one_app_decides_that_apps_rollout_only() {
                 && v.commit_of("b").as_deref() == Some(c1.as_str())
         })
         .await;
+    (c1, spoke)
+}
+
+#[tokio::test]
+async fn a_report_for_one_app_decides_that_apps_rollout_only() {
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let (c1, mut spoke) = a_and_b_on_dev_1(&hub, &git, soaking_app).await;
 
     let mut seq = 0;
     loop {
@@ -323,15 +330,7 @@ async fn a_recompute_that_changes_nothing_decides_no_complete_rollout_again() {
     let hub = start_hub(&data).await;
     let engine = hub.engine();
     let git = GitRepo::new();
-    let c1 = git.commit(
-        &[("apps/a/cm.yaml", "v: 1\n"), ("apps/b/cm.yaml", "v: 1\n")],
-        "one",
-    );
-    let id = register(&hub, "dev-1", &[("env", "dev")]).await;
-    let mut spoke = FakeSpoke::connect(&hub.grpc_url(), &id, SpokeView::default())
-        .await
-        .unwrap();
-    let app = |name: &str| {
+    let plain = |name: &str| {
         doc(serde_json::json!({
             "apiVersion": "gitfleet.dev/v1", "kind": "App",
             "metadata": {"name": name},
@@ -341,28 +340,7 @@ async fn a_recompute_that_changes_nothing_decides_no_complete_rollout_again() {
             }
         }))
     };
-    admin(&hub)
-        .await
-        .apply(pb::ApplyRequest {
-            documents: vec![
-                doc(serde_json::json!({
-                    "apiVersion": "gitfleet.dev/v1", "kind": "Repo",
-                    "metadata": {"name": "platform"},
-                    "spec": {"url": git.url(), "pollInterval": "1h"}
-                })),
-                app("a"),
-                app("b"),
-            ],
-            dry_run: false,
-        })
-        .await
-        .unwrap();
-    spoke
-        .until("a and b at c1", |v| {
-            v.commit_of("a").as_deref() == Some(c1.as_str())
-                && v.commit_of("b").as_deref() == Some(c1.as_str())
-        })
-        .await;
+    let (c1, mut spoke) = a_and_b_on_dev_1(&hub, &git, plain).await;
     spoke.report(1, "a", &c1, "healthy").await;
     spoke.report(2, "b", &c1, "healthy").await;
     let complete = |app: &str| {

@@ -71,8 +71,8 @@ fn chart_key(repository: &str) -> String {
 }
 
 /// Everything desired state is computed from: when a recompute finds these as they were last
-/// time, the desired state it would compute is the one every cluster already has.
-#[derive(PartialEq)]
+/// time, the desired state it would compute is the one every cluster already has (see
+/// [`FleetInputs::changed_apps`]).
 pub(super) struct FleetInputs {
     apps: Vec<App>,
     repos: BTreeMap<String, Repo>,
@@ -196,15 +196,18 @@ impl Engine {
             self_heal: decided.self_heal,
             placement_version,
         };
-        if self.computed_from().as_ref() == Some(&inputs) {
+        let mut changed_apps = self
+            .computed_from()
+            .as_ref()
+            .and_then(|previous| previous.changed_apps(&inputs));
+        if changed_apps.as_ref().is_some_and(HashSet::is_empty) {
             // Desired state is a function of these: nothing to compute (the rollout driver
             // decides on every report of a rollout; most of them move nothing).
             return Ok(());
         }
         let t2 = t0.elapsed();
-        // Taken: a recompute that fails leaves none, and the next computes every App.
-        let previous = self.computed_from().take();
-        let changed_apps = previous.as_ref().and_then(|p| p.changed_apps(&inputs));
+        // A recompute that fails leaves none, and the next computes every App.
+        *self.computed_from() = None;
         // Each cluster's current desired state, in the clusters' order: looked up once under
         // the lock, without copying a name (this runs on every registration).
         let current: Vec<Option<Arc<ClusterDesired>>> = {
@@ -219,6 +222,13 @@ impl Engine {
                 })
                 .collect()
         };
+        if current
+            .iter()
+            .any(|d| d.as_ref().is_none_or(|d| d.generation == 0))
+        {
+            // A cluster without desired state yet has no Targets of the unchanged Apps to keep.
+            changed_apps = None;
+        }
         let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
             .rollouts
             .iter()
@@ -275,11 +285,11 @@ impl Engine {
                     computed.clone()
                 }
                 Some(changed) => {
-                    // The other Apps' Targets are the ones the cluster has.
-                    let unchanged = old.generation != 0
-                        && changed.iter().all(|app| {
-                            computed.get(app) == old.targets.get(app).map(|v| &v.target)
-                        });
+                    // The other Apps' Targets are the ones the cluster has (every cluster has
+                    // desired state here, see above).
+                    let unchanged = changed
+                        .iter()
+                        .all(|app| computed.get(app) == old.targets.get(app).map(|v| &v.target));
                     let targets: Option<BTreeMap<String, crate::fleet::DesiredTarget>> =
                         (!unchanged).then(|| {
                             old.targets
