@@ -133,23 +133,20 @@ fn notification(store: &Store, event: &EventRecord, event_type: EventType) -> No
             _ => None,
         })
         .unwrap_or_default();
-    let commit = if event_type == EventType::RolloutSuperseded {
-        // The App's rollout is the newer one by now: the event names the commit it replaced.
-        event.commit.clone()
-    } else if event_type.is_rollout() {
-        store
+    let commit = match event_type {
+        // The commit a rollback leaves is the one whose status it fails.
+        EventType::RolloutRolledBack => store
             .rollout_shared(&event.app)
             .filter(|state| state.number == event.rollout)
-            .map(|state| match (&state.kind, event_type) {
-                // The commit a rollback leaves is the one whose status it fails.
-                (RolloutKind::Rollback { from, .. }, EventType::RolloutRolledBack) => {
-                    from.commit.clone()
-                }
-                _ => state.revision.commit.clone(),
+            .and_then(|state| match &state.kind {
+                RolloutKind::Rollback { from, .. } => Some(from.commit.clone()),
+                _ => None,
             })
-            .unwrap_or_default()
-    } else {
-        String::new()
+            .unwrap_or_default(),
+        // A rollout event names the commit its rollout rolls out (a superseded one's too, though
+        // the App's rollout is the newer one by the time it is queued).
+        t if t.is_rollout() => event.commit.clone(),
+        _ => String::new(),
     };
     Notification {
         event: event.clone(),
