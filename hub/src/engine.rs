@@ -162,6 +162,11 @@ pub struct Engine {
     leading: std::sync::atomic::AtomicBool,
     /// By App: the last chart resolution error, so that each distinct one is one event.
     chart_errors: Mutex<HashMap<String, String>>,
+    /// On a replica that does not lead: desired Targets the leader wrote, by cluster and App,
+    /// until the cluster's record that names them arrives (see `replicas.rs`).
+    staged_targets: Mutex<HashMap<String, BTreeMap<String, crate::model::VersionedTarget>>>,
+    /// One copy of equal Targets, shared by the clusters that hold them.
+    interner: Mutex<crate::model::TargetInterner>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -200,9 +205,20 @@ impl Engine {
             connect_hook: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
             chart_errors: Mutex::new(HashMap::new()),
+            staged_targets: Mutex::new(HashMap::new()),
+            interner: Mutex::new(crate::model::TargetInterner::default()),
         });
         {
-            let stored = engine.store.desired_all().await?;
+            let mut stored = engine.store.desired_all().await?;
+            {
+                // Decoded one by one: shared again.
+                let mut interner = engine.interner();
+                for desired in stored.values_mut() {
+                    for t in desired.targets.values_mut() {
+                        t.target = interner.share_arc(Arc::clone(&t.target));
+                    }
+                }
+            }
             let mut state = engine.lock();
             for (cluster, desired) in stored {
                 state.desired.insert(

@@ -20,7 +20,9 @@
 //! spokes' hub links run on a runtime of their own (as each real spoke's link has its own CPU),
 //! their sync work on the main one. Phases:
 //! 1. registration and connection of N spokes (one bootstrap token, N uses);
-//! 2. the first deployment of a small App (a ConfigMap) to all N: commit → all synced+healthy;
+//! 2. the first deployment of a small App (a ConfigMap) to all N: commit → all synced+healthy
+//!    (with `--apps M`, M-1 more Apps of one to three ConfigMaps beside it, which stay put
+//!    after: the later phases move `small` on a fleet carrying M Apps per cluster);
 //! 3. idle: hub RSS and CPU with N connected spokes;
 //! 4. fan-out: webhook sent → each spoke holds the new revision (p50, p99, max), then commit →
 //!    all synced+healthy, with the hub's CPU and peak RSS during it and its status-ingest rate;
@@ -32,7 +34,8 @@
 //!    again. Each killed replica is started again afterwards;
 //! 6. status ingest: the spokes stop and one Link session per cluster, with that spoke's own
 //!    certificate, streams status reports (32 unacked at most per session; the sessions spread
-//!    over the replicas): acked reports/s, each durable (flushed) before its ack.
+//!    over the replicas; for each of its Apps in turn): acked reports/s, each durable (flushed)
+//!    before its ack.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -126,6 +129,40 @@ struct Args {
     /// that the rollout goes a batch at a time and the kill lands in the middle of it.
     #[arg(long, default_value = "25%")]
     failover_max_unavailable: String,
+    /// Apps on every cluster: `small`, which every phase moves, and M-1 more that the first
+    /// deployment rolls out beside it and that stay put after (a mix of sizes, one to three
+    /// ConfigMaps, and of rollout strategies: all at once, a quarter at a time, a canary wave
+    /// of two named clusters then the rest), so that the phases run on a fleet carrying many.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..))]
+    apps: u32,
+}
+
+/// One of the Apps beside `small` (see `--apps`): its name, how many ConfigMaps it renders,
+/// and its rollout.
+struct ExtraApp {
+    name: String,
+    objects: usize,
+    rollout: &'static str,
+}
+
+/// The Apps beside `small`: `count` of them, their sizes and strategies in turn.
+fn extra_apps(count: u32) -> Vec<ExtraApp> {
+    (1..count)
+        .map(|i| {
+            let i = i as usize;
+            ExtraApp {
+                name: format!("extra-{i:03}"),
+                objects: 1 + i % 3,
+                rollout: match i % 3 {
+                    0 => "",
+                    1 => "  rollout: { maxUnavailable: \"25%\" }\n",
+                    _ => {
+                        "  rollout:\n    waves:\n      - { name: canary, clusters: [sim-00000, sim-00001] }\n"
+                    }
+                },
+            }
+        })
+        .collect()
 }
 
 const SECRET: &str = "fleetsim-webhook-secret";
@@ -547,6 +584,8 @@ struct Sim {
     admin: Option<(usize, AdminClient)>,
     /// Which replica each spoke dials first (the others follow, see `hub_order`).
     first_hub: BTreeMap<String, usize>,
+    /// The Apps beside `small` (see `--apps`).
+    extra_apps: Vec<ExtraApp>,
     kubesim: gitfleet_kubesim::KubesimHandle,
     git: GitRepo,
     _daemon: Proc,
@@ -646,6 +685,17 @@ impl Sim {
             "apps/small/configmap.yaml",
             "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: small\ndata:\n  version: \"1\"\n",
         )?;
+        for app in extra_apps(args.apps) {
+            for k in 0..app.objects {
+                git.write(
+                    &format!("apps/{}/configmap-{k}.yaml", app.name),
+                    format!(
+                        "apiVersion: v1\nkind: ConfigMap\nmetadata:\n  name: {}-{k}\ndata:\n  version: \"1\"\n",
+                        app.name
+                    ),
+                )?;
+            }
+        }
         git.commit("small v1")?;
         // Like GitHub or GitLab, serve a commit asked for by id: a spoke's fetch is then one
         // connection, not a refused one and a fetch of every branch.
@@ -741,6 +791,7 @@ impl Sim {
             rows: Vec::new(),
             lag: lag_probe(&work_handle),
             work,
+            extra_apps: extra_apps(args.apps),
             link_lag: None,
             ended_before: BTreeMap::new(),
             links: LinkRuntime::new(args.links_share_runtime)?,
@@ -906,8 +957,18 @@ impl Sim {
         commit: &str,
         deadline: Instant,
     ) -> anyhow::Result<(usize, usize)> {
+        self.rollout_progress_of("small", commit, deadline).await
+    }
+
+    /// [`Sim::rollout_progress`] of any App.
+    async fn rollout_progress_of(
+        &mut self,
+        app: &str,
+        commit: &str,
+        deadline: Instant,
+    ) -> anyhow::Result<(usize, usize)> {
         loop {
-            match self.admin().await?.rollout_counts("small").await {
+            match self.admin().await?.rollout_counts(app).await {
                 Ok(r) if r.revision != commit => return Ok((0, 0)),
                 Ok(r) => {
                     let sum = |f: fn(&pb::RolloutWave) -> u32| {
@@ -1414,7 +1475,8 @@ impl Sim {
             None => "one hub on sled".to_owned(),
         };
         println!(
-            "fleetsim: {n} clusters, {store}, hub {} (pids {:?}), kubesim and spokes in pid {}",
+            "fleetsim: {n} clusters × {} Apps, {store}, hub {} (pids {:?}), kubesim and spokes in pid {}",
+            self.extra_apps.len() + 1,
             self.hub_bin.display(),
             self.hub_pids(),
             std::process::id()
@@ -1436,6 +1498,7 @@ impl Sim {
         let start = Instant::now();
         self.admin().await?.apply(documents, false).await?;
         self.wait_synced(&v1, args.timeout).await?;
+        self.wait_extras_synced(&v1, args.timeout).await?;
         self.row(
             "first deployment: apply -> all synced+healthy",
             format!("{:.1}s", start.elapsed().as_secs_f64()),
@@ -1483,15 +1546,20 @@ impl Sim {
                 rss as f64 / n as f64
             ),
         );
-        println!("\n| measure | {n} clusters |\n| --- | --- |");
+        let apps = match self.extra_apps.len() {
+            0 => String::new(),
+            more => format!(" × {} Apps", more + 1),
+        };
+        println!("\n| measure | {n} clusters{apps} |\n| --- | --- |");
         for (what, value) in &self.rows {
             println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
         }
         Ok(())
     }
 
-    /// The Repo and the App `small` on every cluster; `max_unavailable` gives it a rollout
-    /// strategy (one wave, that many Targets at a time).
+    /// The Repo and the App `small` on every cluster, and the `--apps` beside it;
+    /// `max_unavailable` gives `small` a rollout strategy (one wave, that many Targets at a
+    /// time).
     fn resources(
         &self,
         max_unavailable: Option<&str>,
@@ -1499,11 +1567,40 @@ impl Sim {
         let rollout = max_unavailable
             .map(|m| format!("  rollout: {{ maxUnavailable: \"{m}\" }}\n"))
             .unwrap_or_default();
-        let resources = format!(
+        let mut resources = format!(
             "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n{rollout}",
             self.repo_url
         );
+        for app in &self.extra_apps {
+            resources.push_str(&format!(
+                "---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: {} }}\nspec:\n  repo: sim\n  path: apps/{}\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n{}",
+                app.name, app.name, app.rollout
+            ));
+        }
         gitfleet_e2e::harness::resource_documents("fleetsim", &resources)
+    }
+
+    /// Waits until every Target of the Apps beside `small` is healthy at `commit` (from their
+    /// rollouts' counts).
+    async fn wait_extras_synced(&mut self, commit: &str, timeout: Duration) -> anyhow::Result<()> {
+        let n = self.names.len();
+        let deadline = Instant::now() + timeout;
+        let names: Vec<String> = self.extra_apps.iter().map(|a| a.name.clone()).collect();
+        for app in names {
+            loop {
+                let (_, healthy) = self.rollout_progress_of(&app, commit, deadline).await?;
+                if healthy == n {
+                    break;
+                }
+                ensure!(
+                    Instant::now() < deadline,
+                    "App {app}: only {healthy} of {n} Targets healthy at {commit}"
+                );
+                tokio::time::sleep(self.rollout_poll_interval().max(Duration::from_millis(200)))
+                    .await;
+            }
+        }
+        Ok(())
     }
 
     /// The processes whose memory and CPU are measured: the running hubs, then etcd's if known.
@@ -1981,6 +2078,12 @@ impl Sim {
         let (ready_tx, mut ready_rx) = tokio::sync::mpsc::channel::<()>(sessions.max(1));
         let (go_tx, go_rx) = tokio::sync::watch::channel(None::<Instant>);
         let connect_deadline = Instant::now() + Duration::from_secs(300);
+        // Reports for every App of a cluster in turn (see `--apps`).
+        let apps: Arc<Vec<String>> = Arc::new(
+            std::iter::once("small".to_owned())
+                .chain(self.extra_apps.iter().map(|a| a.name.clone()))
+                .collect(),
+        );
         let mut tasks = tokio::task::JoinSet::new();
         for (i, name) in self.names.iter().take(sessions).enumerate() {
             let ids = self.spoke_dir.join(name).join("identity");
@@ -1995,6 +2098,7 @@ impl Sim {
             let connects = Arc::clone(&connects);
             let ready_tx = ready_tx.clone();
             let mut go_rx = go_rx.clone();
+            let apps = Arc::clone(&apps);
             tasks.spawn(async move {
                 let open = || async {
                     let tls = tonic::transport::ClientTlsConfig::new()
@@ -2053,7 +2157,7 @@ impl Sim {
                         let report = pb::StatusReport {
                             seq: next,
                             cluster: name.clone(),
-                            target_id: "small".into(),
+                            target_id: apps[(next % apps.len() as u64) as usize].clone(),
                             revision: revision.clone(),
                             sync: pb::SyncState::Synced as i32,
                             health: pb::HealthState::Healthy as i32,

@@ -3,6 +3,7 @@
 //! gRPC adapter (which alone converts them to and from the wire).
 
 use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
@@ -278,11 +279,62 @@ impl TokenRecord {
 }
 
 /// One Target in a cluster's desired state, with the generation at which it last changed.
+/// The Target itself is shared: every cluster that runs an App alike holds one copy (see
+/// [`TargetInterner`]).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct VersionedTarget {
     pub spec_generation: u64,
-    pub target: DesiredTarget,
+    pub target: Arc<DesiredTarget>,
 }
+
+/// Hands out one shared copy of equal Targets: an App placed alike on 10,000 clusters is held
+/// once, not 10,000 times. Per App it remembers the last few distinct Targets it handed out
+/// (a rollout's waves make a few), so that looking one up costs a few comparisons.
+#[derive(Debug, Default)]
+pub struct TargetInterner {
+    by_app: std::collections::HashMap<String, Vec<Arc<DesiredTarget>>>,
+}
+
+/// How many distinct Targets of one App the interner remembers.
+const INTERNED_PER_APP: usize = 4;
+
+impl TargetInterner {
+    /// The shared copy of `target`.
+    pub fn share(&mut self, target: DesiredTarget) -> Arc<DesiredTarget> {
+        let known = self.by_app.entry(target.app.clone()).or_default();
+        if let Some(i) = known.iter().position(|k| **k == target) {
+            let found = known.remove(i);
+            known.push(Arc::clone(&found));
+            return found;
+        }
+        let shared = Arc::new(target);
+        if known.len() == INTERNED_PER_APP {
+            known.remove(0);
+        }
+        known.push(Arc::clone(&shared));
+        shared
+    }
+
+    /// The shared copy of a Target already behind an `Arc` (one decoded from the store).
+    pub fn share_arc(&mut self, target: Arc<DesiredTarget>) -> Arc<DesiredTarget> {
+        let known = self.by_app.entry(target.app.clone()).or_default();
+        if let Some(found) = known
+            .iter()
+            .find(|k| Arc::ptr_eq(k, &target) || ***k == *target)
+        {
+            return Arc::clone(found);
+        }
+        if known.len() == INTERNED_PER_APP {
+            known.remove(0);
+        }
+        known.push(Arc::clone(&target));
+        target
+    }
+}
+
+/// How many generations a removed Target's tombstone is kept: a spoke that reconnects holding
+/// an older generation than the oldest tombstone kept gets a snapshot instead of a delta.
+pub const REMOVALS_KEPT: u64 = 16;
 
 /// Everything one cluster should run, versioned.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -290,17 +342,74 @@ pub struct ClusterDesired {
     /// Starts at 1 for a registered cluster (0 on the wire means "nothing").
     pub generation: u64,
     pub targets: BTreeMap<String, VersionedTarget>,
+    /// By App: the generation at which its Target was removed (tombstones), for every removal
+    /// after `removals_since`. With each Target's `spec_generation`, they are what turns any
+    /// generation from `removals_since` on into this one (see [`crate::link::on_hello`]).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub removed: BTreeMap<String, u64>,
+    /// The generation from which on every removal is in `removed`.
+    #[serde(default)]
+    pub removals_since: u64,
 }
 
 impl ClusterDesired {
+    /// The next generation, holding `targets`: a Target equal to the one held keeps its
+    /// `spec_generation`, a changed or new one gets the new generation, a removed one leaves a
+    /// tombstone (tombstones older than [`REMOVALS_KEPT`] generations are dropped, and
+    /// `removals_since` moves past them).
+    pub fn next(&self, targets: BTreeMap<String, Arc<DesiredTarget>>) -> ClusterDesired {
+        let generation = self.generation + 1;
+        let mut removed = self.removed.clone();
+        for app in self.targets.keys().filter(|a| !targets.contains_key(*a)) {
+            removed.insert(app.clone(), generation);
+        }
+        let mut removals_since = self.removals_since;
+        let horizon = generation.saturating_sub(REMOVALS_KEPT);
+        removed.retain(|app, at| {
+            if targets.contains_key(app) {
+                // Back again: its new Target is an upsert for every older generation.
+                return false;
+            }
+            if *at <= horizon {
+                removals_since = removals_since.max(*at);
+                return false;
+            }
+            true
+        });
+        let targets = targets
+            .into_iter()
+            .map(|(app, target)| {
+                let spec_generation = match self.targets.get(&app) {
+                    Some(v) if Arc::ptr_eq(&v.target, &target) || v.target == target => {
+                        v.spec_generation
+                    }
+                    _ => generation,
+                };
+                (
+                    app,
+                    VersionedTarget {
+                        spec_generation,
+                        target,
+                    },
+                )
+            })
+            .collect();
+        ClusterDesired {
+            generation,
+            targets,
+            removed,
+            removals_since,
+        }
+    }
+
     /// Whether the Targets are `targets` (generations aside), without copying them.
-    pub fn has_targets(&self, targets: &BTreeMap<String, DesiredTarget>) -> bool {
+    pub fn has_targets(&self, targets: &BTreeMap<String, Arc<DesiredTarget>>) -> bool {
         self.targets.len() == targets.len()
             && self
                 .targets
                 .iter()
                 .zip(targets)
-                .all(|((a, v), (b, t))| a == b && v.target == *t)
+                .all(|((a, v), (b, t))| a == b && (Arc::ptr_eq(&v.target, t) || v.target == *t))
     }
 }
 

@@ -13,8 +13,8 @@ use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
 use crate::fleet::hold::SelfHealHolds;
-use crate::fleet::{AppRevision, compute_fleet_with_rollouts};
-use crate::model::{ClusterDesired, RepoCredential, VersionedTarget};
+use crate::fleet::{AppRevision, DesiredTarget, compute_fleet_with_rollouts};
+use crate::model::{ClusterDesired, RepoCredential};
 use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, RepoSpec};
 
 /// What a cluster's live link receives: its desired state and everything a message carrying
@@ -60,6 +60,9 @@ pub struct TargetOrigin {
     /// When the fetch that found the commit started: dispatch latency is timed from there.
     pub fetch_started: std::time::Instant,
 }
+
+/// Every cluster's Targets, by cluster and App, shared (see [`crate::model::TargetInterner`]).
+type SharedFleet = BTreeMap<String, BTreeMap<String, Arc<DesiredTarget>>>;
 
 /// The credential each stored Repo's spokes fetch with, by Repo name, and the credential of
 /// each chart repository Apps name, by [`chart_key`].
@@ -264,9 +267,31 @@ impl Engine {
             }
             None => compute(&inputs.apps),
         };
+        // One shared copy of the Targets that are alike on many clusters.
+        let fleet: SharedFleet = {
+            let mut interner = self.interner();
+            fleet
+                .into_iter()
+                .map(|(cluster, targets)| {
+                    let targets = targets
+                        .into_iter()
+                        .map(|(app, t)| (app, interner.share(t)))
+                        .collect();
+                    (cluster, targets)
+                })
+                .collect()
+        };
         // Debug builds (every test) check each incremental result against the whole fleet's.
-        let whole = match &changed_apps {
-            Some(_) if cfg!(debug_assertions) => Some(compute(&inputs.apps)),
+        let whole: Option<SharedFleet> = match &changed_apps {
+            Some(_) if cfg!(debug_assertions) => Some(
+                compute(&inputs.apps)
+                    .into_iter()
+                    .map(|(cluster, targets)| {
+                        let targets = targets.into_iter().map(|(a, t)| (a, Arc::new(t))).collect();
+                        (cluster, targets)
+                    })
+                    .collect(),
+            ),
             _ => None,
         };
 
@@ -290,13 +315,13 @@ impl Engine {
                     let unchanged = changed
                         .iter()
                         .all(|app| computed.get(app) == old.targets.get(app).map(|v| &v.target));
-                    let targets: Option<BTreeMap<String, crate::fleet::DesiredTarget>> =
+                    let targets: Option<BTreeMap<String, Arc<DesiredTarget>>> =
                         (!unchanged).then(|| {
                             old.targets
                                 .iter()
                                 .filter(|(app, _)| !changed.contains(*app))
-                                .map(|(app, v)| (app.clone(), v.target.clone()))
-                                .chain(computed.iter().map(|(app, t)| (app.clone(), t.clone())))
+                                .map(|(app, v)| (app.clone(), Arc::clone(&v.target)))
+                                .chain(computed.iter().map(|(app, t)| (app.clone(), Arc::clone(t))))
                                 .collect()
                         });
                     if let Some(whole) = &whole {
@@ -317,31 +342,15 @@ impl Engine {
                     }
                 }
             };
-            let generation = old.generation + 1;
-            let targets = new_targets
-                .into_iter()
-                .map(|(app, target)| {
-                    let spec_generation = match old.targets.get(&app) {
-                        Some(v) if v.target == target => v.spec_generation,
-                        _ => generation,
-                    };
-                    (
-                        app,
-                        VersionedTarget {
-                            spec_generation,
-                            target,
-                        },
-                    )
-                })
-                .collect::<BTreeMap<_, _>>();
-            for gone in old.targets.keys().filter(|a| !targets.contains_key(*a)) {
+            let desired = old.next(new_targets);
+            for gone in old
+                .targets
+                .keys()
+                .filter(|a| !desired.targets.contains_key(*a))
+            {
                 self.store.delete_report(&cluster.name, gone)?;
             }
-            let desired = ClusterDesired {
-                generation,
-                targets,
-            };
-            self.store.put_desired(&cluster.name, &desired)?;
+            self.store.put_desired(&cluster.name, &old, &desired)?;
             changed.push((cluster.name.clone(), desired));
         }
         let credentials: Arc<RepoCredentials> = Arc::new(
@@ -380,7 +389,7 @@ impl Engine {
         }
         let published_to: Vec<String> = changed.iter().map(|(c, _)| c.clone()).collect();
         for (cluster, desired) in changed {
-            debug!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
+            tracing::trace!(%cluster, generation = desired.generation, targets = desired.targets.len(), "desired state changed");
             let published = Arc::new(state.publishable(Arc::new(desired), &credentials));
             match state.desired.get(&cluster) {
                 Some(tx) => {
@@ -435,6 +444,13 @@ impl Engine {
             }
         }
         credentials
+    }
+
+    /// The shared copies of Targets (see [`crate::model::TargetInterner`]).
+    pub(super) fn interner(&self) -> std::sync::MutexGuard<'_, crate::model::TargetInterner> {
+        self.interner
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
     /// The inputs of the desired state last computed and published in full.

@@ -109,7 +109,7 @@ impl Engine {
         let targets = placed
             .into_iter()
             .map(|(name, mut versioned)| {
-                let target = &mut versioned.target;
+                let target = std::sync::Arc::make_mut(&mut versioned.target);
                 target.commit.clone_from(&commit);
                 if revision.is_none()
                     && let Some(head) = &head

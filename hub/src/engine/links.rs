@@ -49,20 +49,6 @@ pub(super) struct LiveConnection {
 }
 
 impl Engine {
-    /// A cluster's desired state at an earlier generation, if the store still keeps it.
-    pub async fn desired_at(&self, cluster: &str, generation: u64) -> Option<ClusterDesired> {
-        if generation == 0 {
-            return None;
-        }
-        self.store
-            .desired_at(cluster, generation)
-            .await
-            .unwrap_or_else(|e| {
-                warn!(%cluster, generation, error = %e, "cannot read desired-state history");
-                None
-            })
-    }
-
     /// The current desired state of a cluster.
     pub fn desired(&self, cluster: &str) -> Option<Arc<ClusterDesired>> {
         self.lock()

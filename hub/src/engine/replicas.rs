@@ -4,6 +4,7 @@
 //! the leader revoked; the leader moves rollouts on reports and links that other replicas
 //! recorded, and fetches a Repo whose webhook reached a follower.
 
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
@@ -13,9 +14,9 @@ use tracing::{debug, info, warn};
 use super::desired::{Published, RepoCredentials};
 use super::repos::ChangeOrigin;
 use super::{Engine, EngineError};
-use crate::model::{ClusterDesired, EventRecord};
+use crate::model::{ClusterDesired, EventRecord, VersionedTarget};
 use crate::resources::Resource;
-use crate::store::{RemoteChange, Tree};
+use crate::store::{DesiredHead, RemoteChange, Tree};
 
 /// The key prefix of a fetch request a follower writes for the leader (see
 /// [`Engine::fetch_now`]).
@@ -129,16 +130,28 @@ impl Engine {
         let leads = self.leads();
         self.tell_watchers(&change);
         match change.tree {
+            Tree::DesiredTargets if !leads => {
+                let (Some(value), Some((cluster, app))) =
+                    (change.value, change.key.split_once('\u{0}'))
+                else {
+                    return Ok(());
+                };
+                let target: VersionedTarget = serde_json::from_slice(&value).map_err(|e| {
+                    EngineError::Invalid(format!(
+                        "the desired Target of App {app} in cluster {cluster} another replica wrote: {e}"
+                    ))
+                })?;
+                self.staged()
+                    .entry(cluster.to_owned())
+                    .or_default()
+                    .insert(app.to_owned(), target);
+            }
             Tree::Desired if !leads => {
                 let Some(value) = change.value else {
                     return Ok(());
                 };
-                let desired: ClusterDesired = serde_json::from_slice(&value).map_err(|e| {
-                    EngineError::Invalid(format!(
-                        "the desired state of cluster {} another replica wrote: {e}",
-                        change.key
-                    ))
-                })?;
+                let head = DesiredHead::decode(&change.key, &value)?;
+                let desired = self.assemble_from_leader(&change.key, head).await?;
                 self.publish_from_leader(&change.key, desired);
                 self.cluster_changed(&change.key);
             }
@@ -224,6 +237,49 @@ impl Engine {
             self.cut_off_if_revoked(&cluster);
         }
         Ok(())
+    }
+
+    /// The desired Targets the leader wrote, waiting for their cluster's record.
+    fn staged(
+        &self,
+    ) -> std::sync::MutexGuard<'_, HashMap<String, BTreeMap<String, VersionedTarget>>> {
+        self.staged_targets
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// The desired state a record the leader wrote names: each Target from those the leader
+    /// wrote since (staged), else from the state published here, else (a change this replica
+    /// missed) from the store.
+    async fn assemble_from_leader(
+        &self,
+        cluster: &str,
+        head: DesiredHead,
+    ) -> Result<ClusterDesired, EngineError> {
+        let mut staged = self.staged().remove(cluster).unwrap_or_default();
+        let published = self.desired(cluster).unwrap_or_default();
+        let mut targets = BTreeMap::new();
+        for (app, spec) in &head.apps {
+            let found = staged
+                .remove(app)
+                .filter(|t| t.spec_generation == *spec)
+                .or_else(|| {
+                    published
+                        .targets
+                        .get(app)
+                        .filter(|t| t.spec_generation == *spec)
+                        .cloned()
+                });
+            let target = match found {
+                Some(t) => Some(t),
+                None => self.store.desired_target(cluster, app).await?,
+            };
+            if let Some(mut t) = target {
+                t.target = self.interner().share_arc(t.target);
+                targets.insert(app.clone(), t);
+            }
+        }
+        Ok(head.assemble(targets))
     }
 
     /// Hands desired state the leader wrote to the cluster's link here, if it is newer, with the

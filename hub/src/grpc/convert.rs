@@ -1,6 +1,7 @@
 //! The only place that converts between wire messages and the hub's domain types.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use gitfleet_proto::v1 as pb;
 use tonic::Status;
@@ -89,7 +90,7 @@ pub fn target_spec(v: VersionedTarget, trace: BTreeMap<String, String>) -> pb::T
         trusted_keys,
         health_rules,
         chart,
-    } = target;
+    } = Arc::unwrap_or_clone(target);
     pb::TargetSpec {
         target_id: app.clone(),
         app,

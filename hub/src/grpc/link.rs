@@ -172,7 +172,7 @@ fn desired_message(
     update: link::DesiredUpdate,
     epoch: &str,
 ) -> Out {
-    let credentials = published.credentials_for(update.upserts.iter().map(|t| &t.target));
+    let credentials = published.credentials_for(update.upserts.iter().map(|t| &*t.target));
     let traces = update
         .upserts
         .iter()
@@ -236,14 +236,9 @@ async fn run(
     let published = connection.desired.borrow_and_update().clone();
     let mut sent: Arc<ClusterDesired> = Arc::clone(&published.desired);
     if !connection.cut_off() {
-        let held = engine.desired_at(cluster, hello.desired_generation).await;
-        if let Some(update) = link::on_hello(
-            &epoch,
-            &hello.hub_epoch,
-            hello.desired_generation,
-            &sent,
-            held.as_ref(),
-        ) {
+        if let Some(update) =
+            link::on_hello(&epoch, &hello.hub_epoch, hello.desired_generation, &sent)
+        {
             debug!(
                 generation = update.generation,
                 snapshot = update.snapshot,
@@ -573,14 +568,9 @@ async fn handle(
                 // The main loop says goodbye next.
                 return Ok(true);
             }
-            let held = engine.desired_at(cluster, hello.desired_generation).await;
-            if let Some(update) = link::on_hello(
-                epoch,
-                &hello.hub_epoch,
-                hello.desired_generation,
-                &current,
-                held.as_ref(),
-            ) && !send(tx, desired_message(&published, cluster, update, epoch)).await
+            if let Some(update) =
+                link::on_hello(epoch, &hello.hub_epoch, hello.desired_generation, &current)
+                && !send(tx, desired_message(&published, cluster, update, epoch)).await
             {
                 return Ok(false);
             }

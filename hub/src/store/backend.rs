@@ -26,8 +26,15 @@ pub enum Tree {
     Resources,
     Clusters,
     Tokens,
+    /// Each cluster's desired state but its Targets (generation, which Apps at which
+    /// `spec_generation`, tombstones), by cluster.
     Desired,
+    /// Schema 1's whole desired state of each cluster's last generations; emptied by the
+    /// migration to schema 2 and written no more.
     DesiredHistory,
+    /// Each cluster's desired Targets one by one (`cluster`, NUL, App): a change to one App
+    /// rewrites one record per cluster.
+    DesiredTargets,
     Targets,
     Acked,
     RepoStatus,
@@ -58,13 +65,14 @@ pub enum Tree {
 }
 
 impl Tree {
-    pub const ALL: [Tree; 22] = [
+    pub const ALL: [Tree; 23] = [
         Tree::Meta,
         Tree::Resources,
         Tree::Clusters,
         Tree::Tokens,
         Tree::Desired,
         Tree::DesiredHistory,
+        Tree::DesiredTargets,
         Tree::Targets,
         Tree::Acked,
         Tree::RepoStatus,
@@ -91,6 +99,7 @@ impl Tree {
             Tree::Tokens => "tokens",
             Tree::Desired => "desired",
             Tree::DesiredHistory => "desired_history",
+            Tree::DesiredTargets => "desired_targets",
             Tree::Targets => "targets",
             Tree::Acked => "acked",
             Tree::RepoStatus => "repo_status",

@@ -19,20 +19,22 @@ use crate::fleet::AppRevision;
 use crate::fleet::freeze::Freeze;
 use crate::fleet::rollout::{HealthyMark, RolloutState};
 use crate::model::{
-    AppControl, ClusterDesired, ClusterRecord, EventRecord, RepoStatus, ReportSummary,
-    TargetReport, TokenProblem, TokenRecord,
+    AppControl, ClusterRecord, EventRecord, RepoStatus, ReportSummary, TargetReport, TokenProblem,
+    TokenRecord,
 };
 use crate::resources::{Kind, Resource};
 use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, AuditRetention, UserRecord};
 
 pub mod backend;
+mod desired;
 pub mod etcd;
 pub mod memory;
 mod remote;
 pub mod sled;
 
 pub use backend::{Backend, BackendError, Batch, Change, ChangeFeed, KeyRange, Order, Tree};
+pub use desired::DesiredHead;
 pub use remote::RemoteChange;
 
 #[cfg(test)]
@@ -44,11 +46,9 @@ mod tests;
 mod etcd_server;
 
 /// Bumped whenever a stored record changes shape incompatibly; [`Store::open`] migrates from
-/// older versions (none yet) and refuses newer ones.
-pub const SCHEMA_VERSION: u32 = 1;
-
-/// How many generations of each cluster's desired state the store keeps.
-pub const DESIRED_HISTORY: u64 = 16;
+/// older versions and refuses newer ones. 2: each desired Target under its own key
+/// ([`Tree::DesiredTargets`]), no desired-state history.
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// How many events the store keeps (the oldest go first).
 pub const EVENTS_KEPT: usize = 50_000;
@@ -431,7 +431,10 @@ impl Store {
                         expected: SCHEMA_VERSION,
                     });
                 }
-                // Older versions would be migrated here, one step at a time.
+                // Older versions are migrated one step at a time.
+                if found < 2 {
+                    desired::migrate_to_2(&*backend).await?;
+                }
             }
         }
         let epoch = match backend.get(Tree::Meta, EPOCH_KEY.as_bytes()).await? {
@@ -887,49 +890,6 @@ impl Store {
             }
         }
         Ok(gone)
-    }
-
-    // --- desired state -----------------------------------------------------------------------
-
-    /// Every cluster's current desired state (read from the backend: once, at start).
-    pub async fn desired_all(&self) -> Result<BTreeMap<String, ClusterDesired>, StoreError> {
-        entries(self.backend().await?, Tree::Desired).await
-    }
-
-    /// Stores a cluster's current desired state and keeps it in the cluster's history, which
-    /// holds the last [`DESIRED_HISTORY`] generations (so a reconnecting spoke can get a delta).
-    pub fn put_desired(&self, cluster: &str, desired: &ClusterDesired) -> Result<(), StoreError> {
-        // History first: a current generation without its history entry (a crash between the
-        // two) only costs that cluster a snapshot instead of a delta.
-        let value = encode(desired);
-        let mut batch = Batch::default();
-        batch
-            .put(
-                Tree::DesiredHistory,
-                history_key(cluster, desired.generation),
-                value.clone(),
-            )
-            .put(Tree::Desired, cluster, value);
-        if let Some(old) = desired.generation.checked_sub(DESIRED_HISTORY) {
-            batch.delete(Tree::DesiredHistory, history_key(cluster, old));
-        }
-        self.mirror().write(batch);
-        Ok(())
-    }
-
-    /// A cluster's desired state as it was at `generation`, if still kept.
-    pub async fn desired_at(
-        &self,
-        cluster: &str,
-        generation: u64,
-    ) -> Result<Option<ClusterDesired>, StoreError> {
-        let key = history_key(cluster, generation);
-        self.backend()
-            .await?
-            .get(Tree::DesiredHistory, &key)
-            .await?
-            .map(|v| decode(Tree::DesiredHistory, &format!("{cluster}@{generation}"), &v))
-            .transpose()
     }
 
     // --- status reports ----------------------------------------------------------------------
@@ -1742,6 +1702,10 @@ impl Store {
         {
             let _in_order = self.inner.committing.lock().await;
             backend.commit(batch).await.map_err(|e| self.failed(e))?;
+            // A backup of an older hub is migrated as its data directory would be.
+            if version < 2 {
+                desired::migrate_to_2(backend).await?;
+            }
             let mut mirror = Mirror::load(backend).await?;
             let mut current = self.mirror();
             mirror.pending = std::mem::take(&mut current.pending);
@@ -1762,13 +1726,6 @@ fn delivery_store_key(notifier: &str, event_id: u64) -> String {
 
 fn resource_key(kind: Kind, name: &str) -> String {
     format!("{kind}/{name}")
-}
-
-fn history_key(cluster: &str, generation: u64) -> Vec<u8> {
-    let mut key = cluster.as_bytes().to_vec();
-    key.push(0);
-    key.extend_from_slice(&generation.to_be_bytes());
-    key
 }
 
 /// `app`, NUL, then the number big-endian: one App's entries sort together, in number order.

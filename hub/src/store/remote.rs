@@ -216,7 +216,9 @@ impl Store {
                     told.push(RemoteChange {
                         tree: change.tree,
                         value: match change.tree {
-                            Tree::Desired | Tree::Events => change.value.map(Arc::new),
+                            Tree::Desired | Tree::DesiredTargets | Tree::Events => {
+                                change.value.map(Arc::new)
+                            }
                             _ => None,
                         },
                         key,
@@ -238,6 +240,7 @@ fn told_of(tree: Tree) -> bool {
     matches!(
         tree,
         Tree::Desired
+            | Tree::DesiredTargets
             | Tree::Clusters
             | Tree::Resources
             | Tree::Targets
@@ -259,6 +262,7 @@ impl Mirror {
             Tree::Meta
             | Tree::Desired
             | Tree::DesiredHistory
+            | Tree::DesiredTargets
             | Tree::RolloutHistory
             | Tree::Dashboard => {}
             Tree::Resources => match value {

@@ -1,5 +1,5 @@
 use super::*;
-use crate::model::{HealthState, SyncState, VersionedTarget};
+use crate::model::{ClusterDesired, HealthState, SyncState, VersionedTarget};
 use crate::resources::parse_document;
 
 mod backends;
@@ -62,7 +62,8 @@ on_every_backend!(
     the_mirror_follows_every_write,
     only_a_change_of_place_bumps_the_placement_version,
     events_are_paged_newest_first_and_filtered,
-    desired_history_keeps_the_last_generations,
+    desired_targets_are_stored_one_by_one,
+    a_torn_desired_state_loads_as_a_new_generation_without_deltas,
     export_and_import_carry_everything_but_the_epoch,
     concurrent_token_uses_spend_each_use_once,
     the_audit_log_keeps_the_newest_within_its_retention,
@@ -353,7 +354,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
             "web".to_owned(),
             VersionedTarget {
                 spec_generation: 2,
-                target: crate::fleet::DesiredTarget {
+                target: Arc::new(crate::fleet::DesiredTarget {
                     app: "web".into(),
                     repo: "r".into(),
                     repo_url: "file:///r".into(),
@@ -370,11 +371,13 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
                     health_rules: Vec::new(),
                     trusted_keys: vec![],
                     chart: None,
-                },
+                }),
             },
         )]),
+        ..ClusterDesired::default()
     };
-    s.put_desired("eu-1", &desired).unwrap();
+    s.put_desired("eu-1", &ClusterDesired::default(), &desired)
+        .unwrap();
     assert_eq!(s.desired_all().await.unwrap().get("eu-1"), Some(&desired));
 
     let cluster = ClusterRecord {
@@ -570,46 +573,125 @@ async fn events_are_paged_newest_first_and_filtered(s: Store) {
     );
 }
 
-async fn desired_history_keeps_the_last_generations(s: Store) {
-    for generation in 1..=(DESIRED_HISTORY + 3) {
-        s.put_desired(
-            "eu-1",
-            &ClusterDesired {
-                generation,
-                targets: BTreeMap::new(),
-            },
-        )
-        .unwrap();
+fn target(app: &str, commit: &str) -> crate::fleet::DesiredTarget {
+    crate::fleet::DesiredTarget {
+        app: app.into(),
+        repo: "r".into(),
+        repo_url: "file:///r".into(),
+        commit: commit.into(),
+        git_ref: "refs/heads/main".into(),
+        path: app.into(),
+        extra_paths: vec![],
+        namespace: app.into(),
+        render: Default::default(),
+        sync_policy: Default::default(),
+        sync_request: 0,
+        project: None,
+        self_heal_suspended: None,
+        health_rules: Vec::new(),
+        trusted_keys: vec![],
+        chart: None,
     }
-    let last = DESIRED_HISTORY + 3;
-    assert_eq!(s.desired_all().await.unwrap()["eu-1"].generation, last);
+}
+
+fn targets(of: &[(&str, &str)]) -> BTreeMap<String, Arc<crate::fleet::DesiredTarget>> {
+    of.iter()
+        .map(|(app, commit)| ((*app).to_owned(), Arc::new(target(app, commit))))
+        .collect()
+}
+
+/// The Targets of `cluster` as stored, by App.
+async fn stored_targets(s: &Store, cluster: &str) -> BTreeMap<String, Vec<u8>> {
+    backend::load(&*s.inner.backend, Tree::DesiredTargets)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter_map(|(k, v)| {
+            let key = String::from_utf8(k).unwrap();
+            let (c, app) = key.split_once('\0')?;
+            (c == cluster).then(|| (app.to_owned(), v))
+        })
+        .collect()
+}
+
+async fn desired_targets_are_stored_one_by_one(s: Store) {
+    let g1 = ClusterDesired::default().next(targets(&[("a", "c1"), ("b", "c1"), ("c", "c1")]));
+    s.put_desired("eu-1", &ClusterDesired::default(), &g1)
+        .unwrap();
+    s.flush().await.unwrap();
+    let before = stored_targets(&s, "eu-1").await;
+    assert_eq!(before.len(), 3);
+    // One App moves, one goes: its Target is deleted, the others are not written again.
+    let g2 = g1.next(targets(&[("a", "c2"), ("b", "c1")]));
+    let ops: Vec<String> = desired::desired_writes("eu-1", &g1, &g2)
+        .ops
+        .iter()
+        .filter_map(|op| {
+            op_key(op).map(|(tree, key)| format!("{tree}/{}", String::from_utf8_lossy(&key)))
+        })
+        .collect();
     assert_eq!(
-        s.desired_at("eu-1", last)
-            .await
-            .unwrap()
-            .unwrap()
-            .generation,
-        last
+        ops,
+        [
+            "desired_targets/eu-1\0a",
+            "desired_targets/eu-1\0c",
+            "desired/eu-1"
+        ]
     );
-    assert_eq!(
-        s.desired_at("eu-1", 4).await.unwrap().unwrap().generation,
-        4
-    );
-    assert_eq!(s.desired_at("eu-1", 3).await.unwrap(), None);
-    assert_eq!(s.desired_at("other", last).await.unwrap(), None);
+    s.put_desired("eu-1", &g1, &g2).unwrap();
+    s.flush().await.unwrap();
+    let after = stored_targets(&s, "eu-1").await;
+    assert_eq!(after.keys().collect::<Vec<_>>(), ["a", "b"]);
+    assert_eq!(after["b"], before["b"]);
+    let loaded = s.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!(loaded, g2);
+    assert_eq!(loaded.removed.get("c"), Some(&2));
+    // A spoke at the first generation gets what changed since, from the stored state alone.
+    let u = crate::link::on_hello(s.epoch(), s.epoch(), 1, &loaded).unwrap();
+    assert!(!u.snapshot);
+    assert_eq!(u.upserts.len(), 1);
+    assert_eq!(u.removals, ["c"]);
+}
+
+/// A Target newer than the record (the record's transaction never made it, etcd having split
+/// the write): the state loads as a generation no delta leads to, and is stored whole next.
+async fn a_torn_desired_state_loads_as_a_new_generation_without_deltas(s: Store) {
+    let g1 = ClusterDesired::default().next(targets(&[("a", "c1"), ("b", "c1")]));
+    s.put_desired("eu-1", &ClusterDesired::default(), &g1)
+        .unwrap();
+    s.flush().await.unwrap();
+    let g2 = g1.next(targets(&[("a", "c2"), ("b", "c1")]));
+    let mut torn = Batch::default();
+    torn.put(Tree::DesiredTargets, "eu-1\0a", encode(&g2.targets["a"]));
+    s.inner.backend.commit(torn).await.unwrap();
+    let loaded = s.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!(loaded.generation, 3);
+    assert_eq!(loaded.removals_since, 3);
+    assert_eq!(loaded.targets["a"].target.commit, "c2");
+    for spoke_at in [1, 2] {
+        let u = crate::link::on_hello(s.epoch(), s.epoch(), spoke_at, &loaded).unwrap();
+        assert!(
+            u.snapshot,
+            "a spoke at generation {spoke_at} must start over"
+        );
+    }
+    // Stored whole on the next write, it loads as it is again.
+    let next = loaded.next(targets(&[("a", "c2"), ("b", "c1")]));
+    s.put_desired("eu-1", &loaded, &next).unwrap();
+    s.flush().await.unwrap();
+    let again = s.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!(again, next);
+    assert_eq!(again.generation, 4);
 }
 
 async fn export_and_import_carry_everything_but_the_epoch(s: Store) {
     s.put_resources(&[repo("a", "file:///a")]).unwrap();
     s.put_token("h", &token(100, 2)).unwrap();
-    s.put_desired(
-        "eu-1",
-        &ClusterDesired {
-            generation: 2,
-            targets: BTreeMap::new(),
-        },
-    )
-    .unwrap();
+    let desired = ClusterDesired::default()
+        .next(targets(&[("a", "c1")]))
+        .next(targets(&[("a", "c2")]));
+    s.put_desired("eu-1", &ClusterDesired::default(), &desired)
+        .unwrap();
     s.record_report("eu-1", 4, Some(&report(4, "web", "hi")))
         .unwrap();
     s.persist_acked("eu-1", 4).unwrap();
@@ -625,15 +707,6 @@ async fn export_and_import_carry_everything_but_the_epoch(s: Store) {
         assert_eq!(
             fresh.desired_all().await.unwrap(),
             s.desired_all().await.unwrap()
-        );
-        assert_eq!(
-            fresh
-                .desired_at("eu-1", 2)
-                .await
-                .unwrap()
-                .unwrap()
-                .generation,
-            2
         );
         assert_eq!(fresh.acked_seq("eu-1").unwrap(), 4);
         assert_eq!(
@@ -661,6 +734,29 @@ async fn export_and_import_carry_everything_but_the_epoch(s: Store) {
         .await
         .unwrap_err();
     assert!(err.to_string().contains("bogus"), "{err}");
+
+    // A backup of schema 1 (whole desired states, their history) is migrated as it loads.
+    let web = VersionedTarget {
+        spec_generation: 2,
+        target: Arc::new(target("web", "c1")),
+    };
+    let legacy = serde_json::json!({"generation": 3, "targets": {"web": web}});
+    let old = Store::in_memory().await.unwrap();
+    old.import(&serde_json::json!({
+        "schemaVersion": 1,
+        "trees": {
+            "desired": {hex::encode("eu-1"): legacy},
+            "desired_history": {hex::encode(b"eu-1\0\0\0\0\0\0\0\0\x03"): legacy},
+        },
+    }))
+    .await
+    .unwrap();
+    let loaded = old.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!((loaded.generation, loaded.targets["web"].clone()), (3, web));
+    assert_eq!(
+        old.inner.backend.count(Tree::DesiredHistory).await.unwrap(),
+        0
+    );
 }
 
 fn audit_entry(user: &str, at_unix: i64) -> AuditRecord {

@@ -191,3 +191,57 @@ fn only_the_current_certificate_and_a_renewed_one_speak_for_a_cluster() {
     assert_eq!(c.key_binding("bb", 500), KeyBinding::BindNow);
     assert_eq!(c.key_binding("cc", 499), KeyBinding::Superseded);
 }
+
+fn interned_target(app: &str, commit: &str) -> DesiredTarget {
+    DesiredTarget {
+        app: app.into(),
+        repo: "r".into(),
+        repo_url: "file:///r".into(),
+        commit: commit.into(),
+        git_ref: "refs/heads/main".into(),
+        path: app.into(),
+        extra_paths: vec![],
+        namespace: "default".into(),
+        render: Default::default(),
+        sync_policy: Default::default(),
+        sync_request: 0,
+        project: None,
+        self_heal_suspended: None,
+        health_rules: Vec::new(),
+        trusted_keys: vec![],
+        chart: None,
+    }
+}
+
+#[test]
+fn equal_targets_are_held_once() {
+    let mut interner = TargetInterner::default();
+    let a = interner.share(interned_target("web", "c1"));
+    let b = interner.share(interned_target("web", "c1"));
+    assert!(Arc::ptr_eq(&a, &b));
+    // A canary's Target and the rest's: two copies, each shared.
+    let canary = interner.share(interned_target("web", "c2"));
+    assert!(!Arc::ptr_eq(&a, &canary));
+    assert!(Arc::ptr_eq(
+        &canary,
+        &interner.share(interned_target("web", "c2"))
+    ));
+    assert!(Arc::ptr_eq(
+        &a,
+        &interner.share(interned_target("web", "c1"))
+    ));
+    // Another App's equal-looking Target is its own.
+    let api = interner.share(interned_target("api", "c1"));
+    assert_eq!(api.app, "api");
+    // One decoded from the store joins the shared copy.
+    let decoded = Arc::new(interned_target("web", "c1"));
+    assert!(Arc::ptr_eq(&a, &interner.share_arc(decoded)));
+    // Only the last few distinct Targets of an App are remembered.
+    for i in 0..10 {
+        interner.share(interned_target("web", &format!("x{i}")));
+    }
+    assert!(!Arc::ptr_eq(
+        &a,
+        &interner.share(interned_target("web", "c1"))
+    ));
+}

@@ -831,18 +831,20 @@ fn fits(writes: &[Write], max_ops: usize, max_bytes: usize) -> bool {
 
 /// What `writes` applied in order do, as writes that etcd takes in one transaction: at most
 /// one write per key, no key written inside a deleted range (etcd refuses both), ranges that do
-/// not overlap.
+/// not overlap. The ranges come first; the other writes keep the order of each key's last
+/// write, which is the order other replicas' watches see them in (a cluster's desired Targets
+/// before the record that names them).
 fn effect(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
-    // By key: the value it ends with (`None`: deleted).
-    let mut points: BTreeMap<Vec<u8>, Option<Vec<u8>>> = BTreeMap::new();
+    // By key: when it was last written, and the value it ends with (`None`: deleted).
+    let mut points: BTreeMap<Vec<u8>, (usize, Option<Vec<u8>>)> = BTreeMap::new();
     let mut ranges: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
-    for write in writes {
+    for (at, write) in writes.into_iter().enumerate() {
         match write {
             Write::Put { key, value } => {
-                points.insert(key, Some(value));
+                points.insert(key, (at, Some(value)));
             }
             Write::Delete { key } => {
-                points.insert(key, None);
+                points.insert(key, (at, None));
             }
             Write::DeleteRange { start, end } => {
                 if start < end {
@@ -874,7 +876,7 @@ fn effect(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
             .collect();
         for key in inside {
             // A key deleted on its own inside the range goes with the range.
-            if let Some(Some(value)) = points.remove(&key) {
+            if let Some((_, Some(value))) = points.remove(&key) {
                 if from < key {
                     out.push(Write::DeleteRange {
                         start: from,
@@ -891,7 +893,9 @@ fn effect(writes: impl IntoIterator<Item = Write>) -> Vec<Write> {
             out.push(Write::DeleteRange { start: from, end });
         }
     }
-    out.extend(points.into_iter().map(|(key, value)| match value {
+    let mut points: Vec<_> = points.into_iter().collect();
+    points.sort_by_key(|(_, (at, _))| *at);
+    out.extend(points.into_iter().map(|(key, (_, value))| match value {
         Some(value) => Write::Put { key, value },
         None => Write::Delete { key },
     }));

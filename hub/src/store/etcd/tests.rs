@@ -29,6 +29,25 @@ fn the_effect_writes_each_key_once() {
 }
 
 #[test]
+fn the_effect_keeps_the_order_of_the_last_writes() {
+    // A cluster's desired Targets, then its record: another replica sees them in that order.
+    let writes = effect([
+        put("desired_targets/eu\0web", "t"),
+        put("desired/eu", "h1"),
+        put("desired_targets/us\0web", "t"),
+        put("desired/eu", "h2"),
+    ]);
+    assert_eq!(
+        writes,
+        vec![
+            put("desired_targets/eu\0web", "t"),
+            put("desired_targets/us\0web", "t"),
+            put("desired/eu", "h2"),
+        ]
+    );
+}
+
+#[test]
 fn a_range_deleted_after_writes_takes_them_with_it() {
     let writes = effect([
         put("k/1", "x"),

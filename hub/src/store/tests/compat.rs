@@ -45,10 +45,15 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
         revision: "a".repeat(40),
         since: 7,
     };
-    let desired = |generation| ClusterDesired {
-        generation,
-        targets: BTreeMap::new(),
+    let web = VersionedTarget {
+        spec_generation: 2,
+        target: Arc::new(super::target("web", "c1")),
     };
+    // Schema 1's record: the whole desired state.
+    let legacy = serde_json::json!({
+        "generation": 3,
+        "targets": { "web": web },
+    });
     // Written the way the store wrote sled before it had a backend: one tree per name, string
     // keys (NUL-separated parts, big-endian numbers), JSON values, a 4-byte schema version.
     {
@@ -66,9 +71,9 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
             .insert("eu-1", json(&cluster("eu-1")))
             .unwrap();
         tree("tokens").insert("h", json(&token(100, 2))).unwrap();
-        tree("desired").insert("eu-1", json(&desired(3))).unwrap();
+        tree("desired").insert("eu-1", json(&legacy)).unwrap();
         tree("desired_history")
-            .insert(be_key("eu-1", 3), json(&desired(3)))
+            .insert(be_key("eu-1", 3), json(&legacy))
             .unwrap();
         tree("targets")
             .insert("eu-1\0web", json(&report(9, "web", "stored")))
@@ -115,8 +120,26 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
     assert_eq!(s.resources().unwrap(), vec![repo("a", "file:///a")]);
     assert_eq!(s.cluster("eu-1").unwrap(), Some(cluster("eu-1")));
     assert_eq!(s.token("h").unwrap(), Some(token(100, 2)));
-    assert_eq!(s.desired_all().await.unwrap()["eu-1"], desired(3));
-    assert_eq!(s.desired_at("eu-1", 3).await.unwrap(), Some(desired(3)));
+    // Migrated to schema 2: the Targets under their own keys, no history; no delta leads to
+    // the migrated state (the history that would have made one is gone).
+    let migrated = s.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!(
+        migrated,
+        ClusterDesired {
+            generation: 3,
+            targets: BTreeMap::from([("web".to_owned(), web.clone())]),
+            removed: BTreeMap::new(),
+            removals_since: 3,
+        }
+    );
+    assert_eq!(
+        s.inner.backend.count(Tree::DesiredHistory).await.unwrap(),
+        0
+    );
+    assert_eq!(
+        s.inner.backend.count(Tree::DesiredTargets).await.unwrap(),
+        1
+    );
     assert_eq!(
         s.report("eu-1", "web").await.unwrap().unwrap().message,
         "stored"
@@ -143,8 +166,14 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
     s.append_events(&mut more).unwrap();
     assert_eq!(more[0].id, 8);
 
-    // And what this store writes, earlier hubs (plain sled) read the same way.
-    s.put_desired("eu-1", &desired(4)).unwrap();
+    // And what this store writes, earlier hubs (plain sled) read the same way, but for the
+    // desired state: a hub of schema 1 refuses the store (its version) and could not read a
+    // record as one without Targets (it has none of its own).
+    let next = migrated.next(BTreeMap::from([(
+        "web".to_owned(),
+        Arc::new(super::target("web", "c2")),
+    )]));
+    s.put_desired("eu-1", &migrated, &next).unwrap();
     s.put_rollout("api", &rollout).unwrap();
     s.flush().await.unwrap();
     drop(s);
@@ -153,14 +182,21 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
     let token: TokenRecord =
         serde_json::from_slice(&tree("tokens").get("h").unwrap().unwrap()).unwrap();
     assert_eq!(token.uses, 1);
-    let at: ClusterDesired = serde_json::from_slice(
-        &tree("desired_history")
-            .get(be_key("eu-1", 4))
-            .unwrap()
-            .unwrap(),
-    )
-    .unwrap();
-    assert_eq!(at, desired(4));
+    assert_eq!(
+        &*tree("meta").get("schema_version").unwrap().unwrap(),
+        &2u32.to_be_bytes()
+    );
+    let record: serde_json::Value =
+        serde_json::from_slice(&tree("desired").get("eu-1").unwrap().unwrap()).unwrap();
+    assert_eq!(record["generation"], 4);
+    assert!(record.get("targets").is_none(), "{record}");
+    let stored: VersionedTarget =
+        serde_json::from_slice(&tree("desired_targets").get("eu-1\0web").unwrap().unwrap())
+            .unwrap();
+    assert_eq!(
+        (stored.spec_generation, stored.target.commit.as_str()),
+        (4, "c2")
+    );
     assert!(
         tree("rollout_history")
             .get(be_key("api", rollout.number))
@@ -168,14 +204,6 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
             .is_some()
     );
     assert!(tree("events").get(8u64.to_be_bytes()).unwrap().is_some());
-    assert_eq!(
-        tree("meta")
-            .get("schema_version")
-            .unwrap()
-            .unwrap()
-            .as_ref(),
-        &1u32.to_be_bytes()
-    );
 }
 
 /// Encodes a record as the store does, behind one object-safe type for the test above.
@@ -255,15 +283,15 @@ async fn a_corrupt_record_names_tree_and_key() {
     let path = dir.path().join("db");
     {
         let db = raw_sled(&path);
-        db.open_tree("desired_history")
+        db.open_tree("desired")
             .unwrap()
-            .insert(be_key("eu-1", 3), b"{not json".as_ref())
+            .insert("eu-1", b"{not json".as_ref())
             .unwrap();
         db.flush().unwrap();
     }
     let s = Store::open(&path).await.unwrap();
-    let err = s.desired_at("eu-1", 3).await.unwrap_err().to_string();
-    assert!(err.contains("desired_history/eu-1@3"), "{err}");
+    let err = s.desired_all().await.unwrap_err().to_string();
+    assert!(err.contains("desired/eu-1"), "{err}");
 }
 
 #[tokio::test]
