@@ -69,11 +69,15 @@ pub fn snapshot(current: &ClusterDesired) -> DesiredUpdate {
 }
 
 /// What turns `sent` (what the spoke holds) into `current`; `None` when nothing changed.
-/// Both are generations of one epoch, where a Target's `spec_generation` names its value: a
-/// Target is compared by it alone, not field by field.
+/// Both are generations of one epoch, where a Target's `spec_generation` names its value: from
+/// a generation `current` still has the removals since, the delta is read off `current`
+/// alone ([`delta_since`]); else each Target is compared by its `spec_generation`.
 pub fn delta(sent: &ClusterDesired, current: &ClusterDesired) -> Option<DesiredUpdate> {
     if sent.generation == current.generation {
         return None;
+    }
+    if sent.generation < current.generation && sent.generation >= current.removals_since {
+        return Some(delta_since(sent.generation, current));
     }
     let upserts: Vec<VersionedTarget> = current
         .targets
@@ -244,13 +248,21 @@ mod tests {
     #[test]
     fn a_delta_carries_changes_and_removals_only() {
         let sent = desired(3, &[("a", "c1", 2), ("b", "c1", 3), ("gone", "c1", 1)]);
-        let cur = desired(4, &[("a", "c1", 2), ("b", "c2", 4), ("new", "c2", 4)]);
-        let u = delta(&sent, &cur).expect("delta");
-        assert!(!u.snapshot);
-        assert_eq!((u.base_generation, u.generation), (3, 4));
-        let ids: Vec<_> = u.upserts.iter().map(|t| t.target.app.as_str()).collect();
-        assert_eq!(ids, ["b", "new"]);
-        assert_eq!(u.removals, ["gone"]);
+        let mut cur = desired(4, &[("a", "c1", 2), ("b", "c2", 4), ("new", "c2", 4)]);
+        cur.removed.insert("gone".into(), 4);
+        // Read off the current state (its tombstones), or, from a generation older than the
+        // removals it keeps, by comparing the two: the same delta.
+        let mut compared = cur.clone();
+        compared.removed.clear();
+        compared.removals_since = 4;
+        for cur in [cur.clone(), compared] {
+            let u = delta(&sent, &cur).expect("delta");
+            assert!(!u.snapshot);
+            assert_eq!((u.base_generation, u.generation), (3, 4));
+            let ids: Vec<_> = u.upserts.iter().map(|t| t.target.app.as_str()).collect();
+            assert_eq!(ids, ["b", "new"]);
+            assert_eq!(u.removals, ["gone"]);
+        }
         assert_eq!(delta(&cur, &cur), None);
     }
 }
