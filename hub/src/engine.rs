@@ -62,7 +62,7 @@ pub use clusters::{
 };
 pub use dashboard::{DashboardError, NewSession};
 use desired::FleetInputs;
-pub use desired::{Published, TargetOrigin};
+pub use desired::Published;
 pub use diffs::{DiffPlan, DiffTarget, LinkPlace, MAX_DIFF_CLUSTERS, check_revision};
 pub use events::BUS_CAPACITY;
 use events::EventBus;
@@ -71,7 +71,8 @@ use links::LiveConnection;
 pub use links::{ConnectHook, Connection};
 pub use notifications::{NotificationConfig, NotifierView};
 pub use queries::{RolloutRecord, RolloutView, StatusPage};
-use repos::{ChangeOrigin, Followed};
+pub use repos::ChangeOrigin;
+use repos::Followed;
 pub use resources::Applied;
 pub use users::{NewUser, app_project};
 
@@ -131,7 +132,7 @@ struct State {
     next_connection: u64,
     /// By App: where its current revision came from, so that dispatching the revision joins
     /// that change's trace and is timed from its fetch (lost on restart).
-    traces: HashMap<String, ChangeOrigin>,
+    traces: Arc<HashMap<String, ChangeOrigin>>,
 }
 
 pub struct Engine {

@@ -2,6 +2,8 @@
 //! state over mutual TLS, and keeps everything it learns in an embedded sled store. The `gitfleet`
 //! admin CLI is the `gitfleet-cli` crate.
 
+/// The process's memory allocator (jemalloc), for the hub's binaries.
+pub use gitfleet_support::allocator;
 pub mod charts;
 pub mod credentials;
 pub mod dashboard;

@@ -6,7 +6,7 @@
 //! directory). `agent` runs a worker per Target; `runtime` wires everything together.
 
 pub mod agent;
-pub mod allocator;
+pub use gitfleet_support::allocator;
 pub mod charts;
 pub mod cluster;
 pub mod desired;

@@ -27,6 +27,7 @@ use anyhow::{Context, bail, ensure};
 use clap::Parser;
 use gitfleet_cli::client::{AdminClient, ClientConfig, ConfigFile as _};
 use gitfleet_e2e::gitrepo::GitRepo;
+use gitfleet_hub::allocator::{self, Allocator};
 use gitfleet_hub::engine::{Engine, RegisterOutcome, Registration};
 use gitfleet_hub::fleet::rollout::Phase;
 use gitfleet_hub::git::GitCache;
@@ -238,6 +239,10 @@ async fn until_desired(
     }
 }
 
+/// The hub's allocator, as the `gitfleet-hub` binary has it.
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
@@ -249,6 +254,7 @@ async fn main() -> anyhow::Result<()> {
             .with_writer(std::io::stderr)
             .init();
     }
+    allocator::return_freed_memory();
     runtime::install_crypto_provider();
     let tmp = tempfile::tempdir()?;
     let daemon = GitDaemon::start().await?;

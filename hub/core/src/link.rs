@@ -111,27 +111,9 @@ mod tests {
 
     use super::*;
     use crate::fleet::DesiredTarget;
-    use crate::resources::{RenderSpec, SyncPolicySpec};
 
     fn target(app: &str, commit: &str) -> DesiredTarget {
-        DesiredTarget {
-            app: app.into(),
-            repo: "r".into(),
-            repo_url: "file:///r".into(),
-            commit: commit.into(),
-            git_ref: "refs/heads/main".into(),
-            path: app.into(),
-            extra_paths: vec![],
-            namespace: "default".into(),
-            render: RenderSpec::default(),
-            sync_policy: SyncPolicySpec::default(),
-            sync_request: 0,
-            project: None,
-            self_heal_suspended: None,
-            health_rules: Vec::new(),
-            trusted_keys: vec![],
-            chart: None,
-        }
+        DesiredTarget::for_tests(app, commit)
     }
 
     fn desired(generation: u64, targets: &[(&str, &str, u64)]) -> ClusterDesired {

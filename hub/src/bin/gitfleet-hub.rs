@@ -7,7 +7,11 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
+use gitfleet_hub::allocator::{self, Allocator};
 use gitfleet_hub::runtime::{self, HubConfig, StoreConfig};
+
+#[global_allocator]
+static ALLOCATOR: Allocator = Allocator;
 
 #[derive(Parser)]
 #[command(name = "gitfleet-hub", version, about = "gitfleet hub")]
@@ -332,6 +336,7 @@ struct Serve {
 async fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let telemetry = gitfleet_hub::telemetry::init(cli.log_format);
+    allocator::return_freed_memory();
     runtime::install_crypto_provider();
     let args = match cli.command {
         Command::Serve(args) => *args,

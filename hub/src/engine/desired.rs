@@ -9,6 +9,7 @@ use std::time::Instant;
 use tokio::sync::watch;
 use tracing::debug;
 
+use super::repos::ChangeOrigin;
 use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
@@ -23,15 +24,20 @@ use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, RepoSpec};
 #[derive(Debug, Default)]
 pub struct Published {
     pub desired: Arc<ClusterDesired>,
-    /// By App: the change that moved the Target to its commit, when this hub saw it (lost on
-    /// restart).
-    pub origins: BTreeMap<String, TargetOrigin>,
+    /// By App: the change that moved it to its latest commit, when this hub saw it (lost on
+    /// restart); one map shared by every cluster's (see [`Published::origin`]).
+    pub origins: Arc<HashMap<String, ChangeOrigin>>,
     /// The credentials (by repository URL) for the repositories of the Targets, and no others:
     /// a spoke only learns credentials of repositories it deploys from.
     pub credentials: Vec<(String, RepoCredential)>,
 }
 
 impl Published {
+    /// The change that moved `app` to `commit`, if this hub saw it.
+    pub fn origin(&self, app: &str, commit: &str) -> Option<&ChangeOrigin> {
+        self.origins.get(app).filter(|o| o.commit == commit)
+    }
+
     /// The credentials for the repositories of `targets` (a delta's upserts).
     pub fn credentials_for<'a>(
         &self,
@@ -50,15 +56,6 @@ impl Published {
         }
         out
     }
-}
-
-/// Where a Target's commit came from.
-#[derive(Debug, Clone)]
-pub struct TargetOrigin {
-    /// W3C trace context of the change: dispatching the commit joins its trace.
-    pub trace: BTreeMap<String, String>,
-    /// When the fetch that found the commit started: dispatch latency is timed from there.
-    pub fetch_started: std::time::Instant,
 }
 
 /// Every cluster's Targets, by cluster and App, shared (see [`crate::model::TargetInterner`]).
@@ -472,26 +469,14 @@ impl Engine {
 }
 
 impl State {
-    /// `desired` with the origins of its Targets' commits and their repositories' credentials.
+    /// `desired` with the origins of the changes and its repositories' credentials.
     pub(super) fn publishable(
         &self,
         desired: Arc<ClusterDesired>,
         credentials: &RepoCredentials,
     ) -> Published {
-        let mut origins = BTreeMap::new();
         let mut by_url: Vec<(String, RepoCredential)> = Vec::new();
-        for (app, t) in &desired.targets {
-            if let Some(o) = self.traces.get(app)
-                && o.commit == t.target.commit
-            {
-                origins.insert(
-                    app.clone(),
-                    TargetOrigin {
-                        trace: o.trace.clone(),
-                        fetch_started: o.fetch_started,
-                    },
-                );
-            }
+        for t in desired.targets.values() {
             if !by_url.iter().any(|(url, _)| *url == t.target.repo_url)
                 && let Some(c) = credentials.get(&t.target.repo)
             {
@@ -508,7 +493,7 @@ impl State {
         }
         Published {
             desired,
-            origins,
+            origins: Arc::clone(&self.traces),
             credentials: by_url,
         }
     }

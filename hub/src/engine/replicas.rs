@@ -295,7 +295,7 @@ impl Engine {
             if r.trace.is_empty() || r.commit != t.target.commit || known {
                 continue;
             }
-            state.traces.insert(
+            Arc::make_mut(&mut state.traces).insert(
                 app.clone(),
                 ChangeOrigin {
                     commit: r.commit.clone(),

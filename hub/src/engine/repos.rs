@@ -37,11 +37,12 @@ pub(super) struct Follower {
 
 /// The fetch that moved an App to a commit.
 #[derive(Debug, Clone)]
-pub(super) struct ChangeOrigin {
-    pub(super) commit: String,
-    /// W3C trace context of the change.
-    pub(super) trace: BTreeMap<String, String>,
-    pub(super) fetch_started: std::time::Instant,
+pub struct ChangeOrigin {
+    pub commit: String,
+    /// W3C trace context of the change: dispatching the commit joins its trace.
+    pub trace: BTreeMap<String, String>,
+    /// When the fetch that found the commit started: dispatch latency is timed from there.
+    pub fetch_started: std::time::Instant,
 }
 
 impl Engine {
@@ -277,7 +278,7 @@ impl Engine {
                     ..revision.clone()
                 };
                 self.store.put_revision(&app.metadata.name, &revision)?;
-                self.lock().traces.insert(
+                Arc::make_mut(&mut self.lock().traces).insert(
                     app.metadata.name.clone(),
                     ChangeOrigin {
                         commit: revision.commit.clone(),

@@ -186,7 +186,7 @@ fn desired_message(
                 generation = update.generation,
                 snapshot = update.snapshot,
             );
-            if let Some(origin) = published.origins.get(&target.app) {
+            if let Some(origin) = published.origin(&target.app, &target.commit) {
                 telemetry::set_parent(&span, &origin.trace);
             }
             telemetry::annotate(
@@ -293,7 +293,7 @@ async fn run(
                     let found: Vec<std::time::Instant> = update
                         .upserts
                         .iter()
-                        .filter_map(|t| published.origins.get(&t.target.app).map(|o| o.fetch_started))
+                        .filter_map(|t| published.origin(&t.target.app, &t.target.commit).map(|o| o.fetch_started))
                         .collect();
                     if !send(&tx, desired_message(&published, cluster, update, &epoch)).await {
                         return SessionEnd::SpokeGone;

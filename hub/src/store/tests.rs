@@ -354,24 +354,7 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
             "web".to_owned(),
             VersionedTarget {
                 spec_generation: 2,
-                target: Arc::new(crate::fleet::DesiredTarget {
-                    app: "web".into(),
-                    repo: "r".into(),
-                    repo_url: "file:///r".into(),
-                    commit: "c".into(),
-                    git_ref: "refs/heads/main".into(),
-                    path: "apps/web".into(),
-                    extra_paths: vec![],
-                    namespace: "web".into(),
-                    render: Default::default(),
-                    sync_policy: Default::default(),
-                    sync_request: 0,
-                    project: None,
-                    self_heal_suspended: None,
-                    health_rules: Vec::new(),
-                    trusted_keys: vec![],
-                    chart: None,
-                }),
+                target: Arc::new(target("web", "c")),
             },
         )]),
         ..ClusterDesired::default()
@@ -574,24 +557,7 @@ async fn events_are_paged_newest_first_and_filtered(s: Store) {
 }
 
 fn target(app: &str, commit: &str) -> crate::fleet::DesiredTarget {
-    crate::fleet::DesiredTarget {
-        app: app.into(),
-        repo: "r".into(),
-        repo_url: "file:///r".into(),
-        commit: commit.into(),
-        git_ref: "refs/heads/main".into(),
-        path: app.into(),
-        extra_paths: vec![],
-        namespace: app.into(),
-        render: Default::default(),
-        sync_policy: Default::default(),
-        sync_request: 0,
-        project: None,
-        self_heal_suspended: None,
-        health_rules: Vec::new(),
-        trusted_keys: vec![],
-        chart: None,
-    }
+    crate::fleet::DesiredTarget::for_tests(app, commit)
 }
 
 fn targets(of: &[(&str, &str)]) -> BTreeMap<String, Arc<crate::fleet::DesiredTarget>> {

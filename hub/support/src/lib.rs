@@ -8,12 +8,16 @@
 //!   which SSH host keys are trusted.
 //! - [`fetch`] (feature `fetch`): the HTTP client of Helm chart repositories and OCI
 //!   registries, with the addresses it refuses and where a credential may go.
+//! - [`allocator`] (feature `allocator`): jemalloc, returning freed memory in the background,
+//!   for the hub's and the spoke's binaries.
 //! - [`testing`] and [`proxy`] (feature `testing`, for tests only): a misbehaving git://
 //!   server, and a TCP proxy a test can cut.
 
 use std::error::Error;
 use std::sync::Once;
 
+#[cfg(feature = "allocator")]
+pub mod allocator;
 #[cfg(feature = "fetch")]
 pub mod fetch;
 #[cfg(feature = "git")]

@@ -59,6 +59,32 @@ pub struct DesiredTarget {
     pub chart: Option<ResolvedChart>,
 }
 
+#[cfg(any(test, feature = "testing"))]
+impl DesiredTarget {
+    /// A Target of `app` at `commit` from a plain repository, with every option at its
+    /// default: for tests.
+    pub fn for_tests(app: &str, commit: &str) -> Self {
+        DesiredTarget {
+            app: app.into(),
+            repo: "r".into(),
+            repo_url: "file:///r".into(),
+            commit: commit.into(),
+            git_ref: "refs/heads/main".into(),
+            path: app.into(),
+            extra_paths: vec![],
+            namespace: "default".into(),
+            render: RenderSpec::default(),
+            sync_policy: SyncPolicySpec::default(),
+            sync_request: 0,
+            project: None,
+            self_heal_suspended: None,
+            health_rules: Vec::new(),
+            trusted_keys: vec![],
+            chart: None,
+        }
+    }
+}
+
 fn is_zero(n: &u64) -> bool {
     *n == 0
 }

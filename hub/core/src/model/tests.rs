@@ -193,24 +193,7 @@ fn only_the_current_certificate_and_a_renewed_one_speak_for_a_cluster() {
 }
 
 fn interned_target(app: &str, commit: &str) -> DesiredTarget {
-    DesiredTarget {
-        app: app.into(),
-        repo: "r".into(),
-        repo_url: "file:///r".into(),
-        commit: commit.into(),
-        git_ref: "refs/heads/main".into(),
-        path: app.into(),
-        extra_paths: vec![],
-        namespace: "default".into(),
-        render: Default::default(),
-        sync_policy: Default::default(),
-        sync_request: 0,
-        project: None,
-        self_heal_suspended: None,
-        health_rules: Vec::new(),
-        trusted_keys: vec![],
-        chart: None,
-    }
+    DesiredTarget::for_tests(app, commit)
 }
 
 #[test]

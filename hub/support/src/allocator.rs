@@ -1,11 +1,16 @@
-//! The spoke's memory allocator: jemalloc, with background threads that give freed memory back
-//! to the operating system.
+//! The hub's and the spoke's memory allocator: jemalloc, with background threads that give
+//! freed memory back to the operating system.
 //!
 //! A spoke spends most of its life idle after bursts (a sync of a thousand objects renders,
 //! applies and reads back megabytes, then frees them). glibc's malloc keeps what such a burst
 //! freed in its per-thread arenas, so an idle spoke stayed at its peak: 35-40 MiB resident in
 //! `spoke-bench` with about 3 MiB in use. jemalloc with background purging returns it within
 //! seconds (about 25 MiB there; see docs/benchmarks.md).
+//!
+//! The hub holds hundreds of thousands of small records (Targets, reports, rollout entries)
+//! and rewrites many of them on every change: under glibc's malloc, a third of the hub's CPU in
+//! a commit to one App at 10,000 clusters × 50 Apps went to malloc's own bookkeeping
+//! (`malloc_consolidate`, `unlink_chunk`; docs/benchmarks.md).
 //!
 //! A binary opts in with
 //! `#[global_allocator] static ALLOCATOR: Allocator = Allocator;` and calls
