@@ -1474,9 +1474,9 @@ impl Sim {
             ),
             None => "one hub on sled".to_owned(),
         };
+        let apps = self.apps_text();
         println!(
-            "fleetsim: {n} clusters × {} Apps, {store}, hub {} (pids {:?}), kubesim and spokes in pid {}",
-            self.extra_apps.len() + 1,
+            "fleetsim: {n} clusters{apps}, {store}, hub {} (pids {:?}), kubesim and spokes in pid {}",
             self.hub_bin.display(),
             self.hub_pids(),
             std::process::id()
@@ -1546,10 +1546,7 @@ impl Sim {
                 rss as f64 / n as f64
             ),
         );
-        let apps = match self.extra_apps.len() {
-            0 => String::new(),
-            more => format!(" × {} Apps", more + 1),
-        };
+        let apps = self.apps_text();
         println!("\n| measure | {n} clusters{apps} |\n| --- | --- |");
         for (what, value) in &self.rows {
             println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
@@ -1578,6 +1575,14 @@ impl Sim {
             ));
         }
         gitfleet_e2e::harness::resource_documents("fleetsim", &resources)
+    }
+
+    /// " × M Apps" with `--apps M` beyond one, else nothing.
+    fn apps_text(&self) -> String {
+        match self.extra_apps.len() {
+            0 => String::new(),
+            more => format!(" × {} Apps", more + 1),
+        }
     }
 
     /// Waits until every Target of the Apps beside `small` is healthy at `commit` (from their
