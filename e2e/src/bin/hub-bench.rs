@@ -12,7 +12,8 @@
 //! - fleet decisions (`--clusters N`, `--fleet-only` for only those; `--apps M` there puts M
 //!   Apps of mixed rollout strategies on every cluster): placement, durable reports, a
 //!   recompute that changes nothing, memory per Target, a commit to one App and to every App,
-//!   the status stream.
+//!   the status stream, and (on sled) a restart: the hub stopped and started on its data
+//!   directory, and every cluster connected again as a reconnect storm's spokes would.
 //!
 //! Results are recorded in docs/benchmarks.md. With `RUST_LOG` set, the hub's events go to
 //! stderr (`RUST_LOG=gitfleet_hub::engine::desired=debug`: each recompute's phases).
