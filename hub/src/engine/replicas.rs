@@ -250,7 +250,8 @@ impl Engine {
 
     /// The desired state a record the leader wrote names: each Target from those the leader
     /// wrote since (staged), else from the state published here, else (a change this replica
-    /// missed) from the store.
+    /// missed) from the store, which may hold a newer one already: its record follows, and the
+    /// delta to it sends that Target again, harmlessly.
     async fn assemble_from_leader(
         &self,
         cluster: &str,
@@ -279,7 +280,7 @@ impl Engine {
                 targets.insert(app.clone(), t);
             }
         }
-        Ok(head.assemble(targets))
+        Ok(head.assemble_as_written(targets))
     }
 
     /// Hands desired state the leader wrote to the cluster's link here, if it is newer, with the

@@ -54,6 +54,19 @@ impl DesiredHead {
         decode(Tree::Desired, cluster, bytes)
     }
 
+    /// The desired state this record names, with `targets` as another replica's writes brought
+    /// them (or the store had them a moment later): taken as they are, the record's generation
+    /// kept. A follower never makes up a generation of its own: the leader's next record must
+    /// still be newer than what the follower published.
+    pub fn assemble_as_written(self, targets: BTreeMap<String, VersionedTarget>) -> ClusterDesired {
+        ClusterDesired {
+            generation: self.generation,
+            targets,
+            removed: self.removed,
+            removals_since: self.removals_since,
+        }
+    }
+
     /// The desired state this record names, with the `targets` stored. A Target that does not
     /// match the record (missing, or of another `spec_generation`: a write torn between etcd
     /// transactions) is taken as stored, and the state becomes a new generation that no delta
