@@ -20,8 +20,10 @@ use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, UserRecord};
 
 /// Changes a subscriber may fall behind by before it is told it lagged (and must read the
-/// whole state again).
-pub(super) const FEED_CAPACITY: usize = 16 * 1024;
+/// whole state again). A commit to one App at 10,000 clusters brings a follower 20,000 (each
+/// cluster's desired Target and its record) in one watch response, faster than it handles
+/// them: room for several such commits (about 9 MB of slots, allocated up front).
+pub(super) const FEED_CAPACITY: usize = 128 * 1024;
 
 /// A change another replica made, that a replica's engine acts on.
 #[derive(Debug, Clone)]
