@@ -154,6 +154,10 @@ pub struct Engine {
     computed_from: Mutex<Option<FleetInputs>>,
     /// Registrations that took the write lock (see [`Engine::registration_work`]).
     registration_locks: std::sync::atomic::AtomicU64,
+    /// Registrations written to the store's memory, and how many of them a recompute and a
+    /// flush have settled since (see [`Engine::settle_registration`]).
+    registrations_written: std::sync::atomic::AtomicU64,
+    registrations_settled: std::sync::atomic::AtomicU64,
     connect_hook: Mutex<Option<ConnectHook>>,
     /// Every event goes through it (see [`Engine::subscribe_events`]).
     bus: EventBus,
@@ -203,6 +207,8 @@ impl Engine {
             rollout_kick: Notify::new(),
             computed_from: Mutex::new(None),
             registration_locks: Default::default(),
+            registrations_written: Default::default(),
+            registrations_settled: Default::default(),
             connect_hook: Mutex::new(None),
             leading: std::sync::atomic::AtomicBool::new(false),
             chart_errors: Mutex::new(HashMap::new()),

@@ -614,3 +614,62 @@ async fn a_revocation_racing_a_reconnect_never_sends_the_spoke_an_empty_desired_
     );
     hub.shutdown().await;
 }
+
+/// Spokes installed together register together: each registration settled by a recompute
+/// and a flush shared with the ones written meanwhile must still come back only once its own
+/// cluster has desired state (a link opened right after it is never told "nothing yet"), and
+/// survive a restart.
+#[tokio::test]
+async fn registrations_at_once_each_return_with_desired_state_and_survive_a_restart() {
+    let (_tmp, data) = data_dir();
+    let hub = start(HubConfig::for_tests(&data)).await;
+    let fleet = token(&hub, spec(&[("env", "dev")])).await;
+    let names: Vec<String> = (0..24).map(|i| format!("burst-{i:02}")).collect();
+    let mut tasks = tokio::task::JoinSet::new();
+    for name in &names {
+        let (hub_engine, token, name) = (Arc::clone(hub.engine()), fleet.clone(), name.clone());
+        let url = hub.grpc_url();
+        let ca = hub.ca_pem().to_owned();
+        tasks.spawn(async move {
+            let key = rcgen::KeyPair::generate().unwrap();
+            let resp = RegistrationClient::new(channel(&url, &ca, None).await)
+                .register(pb::RegisterRequest {
+                    token,
+                    cluster_name: name.clone(),
+                    csr_pem: csr(&key),
+                    labels: Default::default(),
+                    agent_version: "test-0.1".into(),
+                })
+                .await;
+            // Read the moment the registration returns, before anything else can recompute.
+            let desired = hub_engine.desired(&name).map(|d| d.generation);
+            (
+                name,
+                resp.map(|r| r.into_inner().outcome.is_some()),
+                desired,
+            )
+        });
+    }
+    while let Some(joined) = tasks.join_next().await {
+        let (name, issued, generation) = joined.unwrap();
+        assert!(issued.unwrap(), "{name}: a certificate");
+        assert!(
+            generation.is_some_and(|g| g > 0),
+            "{name}: desired state when its registration returned, got {generation:?}"
+        );
+    }
+    let registered = clusters(&hub).await;
+    for name in &names {
+        assert!(registered.contains_key(name), "{name} listed");
+    }
+    hub.shutdown().await;
+    let hub = start(HubConfig::for_tests(&data)).await;
+    let registered = clusters(&hub).await;
+    for name in &names {
+        assert!(
+            registered.contains_key(name),
+            "{name} kept across a restart"
+        );
+    }
+    hub.shutdown().await;
+}

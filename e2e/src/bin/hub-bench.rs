@@ -445,9 +445,9 @@ async fn report_until_complete(
         }
         for (app, commit) in commits {
             if !complete.contains(app)
-                && let Ok(view) = engine.rollout_status(app)
-                && view.state.revision.commit == *commit
-                && matches!(view.state.phase, Phase::Complete)
+                && let Some(state) = engine.rollout_state(app)
+                && state.revision.commit == *commit
+                && matches!(state.phase, Phase::Complete)
             {
                 complete.insert(app.clone());
             }

@@ -44,6 +44,12 @@ impl Engine {
         }
     }
 
+    /// An App's rollout as last decided, without its status (which reads every Target's
+    /// report): what a caller waiting for a phase needs. `None` before the first decision.
+    pub fn rollout_state(&self, name: &str) -> Option<Arc<RolloutState>> {
+        self.store.rollout_shared(name)
+    }
+
     /// An App's rollout with its status as of now.
     pub fn rollout_status(&self, name: &str) -> Result<RolloutView, EngineError> {
         let app = self.app(name)?;
@@ -224,12 +230,16 @@ impl Engine {
     /// Whether `cluster` has a live link heard from within the heartbeat grace here, or a link
     /// at another replica (which holds it while its lease lives).
     pub(super) fn is_connected(&self, state: &State, cluster: &str, now: i64) -> bool {
-        (state.connections.contains_key(cluster)
+        self.linked_here(state, cluster, now) || self.store.connected_elsewhere(cluster)
+    }
+
+    /// Whether `cluster`'s link is on this replica and heard from within the grace.
+    pub(super) fn linked_here(&self, state: &State, cluster: &str, now: i64) -> bool {
+        state.connections.contains_key(cluster)
             && state
                 .last_contact
                 .get(cluster)
-                .is_some_and(|t| now - t <= self.config.heartbeat_grace.as_secs() as i64))
-            || self.store.connected_elsewhere(cluster)
+                .is_some_and(|t| now - t <= self.config.heartbeat_grace.as_secs() as i64)
     }
 
     /// Every Target (optionally of one App and/or cluster) with its last report, ordered by

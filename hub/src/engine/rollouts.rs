@@ -433,12 +433,15 @@ impl Engine {
         now: i64,
     ) -> BTreeMap<String, Observation> {
         let clusters: Vec<&str> = clusters.collect();
-        // The commit each cluster was told, whether it is connected, when it was last heard.
+        let elsewhere = self.store.connected_elsewhere_each(&clusters);
+        // The commit each cluster was told, whether it is connected, when it was last heard
+        // (what `is_connected` says, with the other replicas' links read once for all).
         let links: Vec<(Option<String>, bool, Option<i64>)> = {
             let st = self.lock();
             clusters
                 .iter()
-                .map(|c| {
+                .zip(elsewhere)
+                .map(|(c, elsewhere)| {
                     let desired = st.desired.get(*c).and_then(|tx| {
                         tx.borrow()
                             .desired
@@ -448,7 +451,7 @@ impl Engine {
                     });
                     (
                         desired,
-                        self.is_connected(&st, c, now),
+                        elsewhere || self.linked_here(&st, c, now),
                         st.last_contact.get(*c).copied(),
                     )
                 })

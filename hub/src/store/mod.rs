@@ -995,11 +995,16 @@ impl Store {
         mut f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>) -> T,
     ) -> Vec<T> {
         let mirror = self.mirror();
+        // One key buffer for every cluster (this runs over an App's 10,000 clusters).
+        let mut key = String::new();
         clusters
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                let key = report_key(c, app);
+                key.clear();
+                key.push_str(c);
+                key.push('\u{0}');
+                key.push_str(app);
                 f(i, mirror.reports.get(&key), mirror.healthy.get(&key))
             })
             .collect()

@@ -155,6 +155,20 @@ impl Store {
             .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
     }
 
+    /// [`Store::connected_elsewhere`] of each of `clusters`, under one lock.
+    pub fn connected_elsewhere_each(&self, clusters: &[&str]) -> Vec<bool> {
+        let mirror = self.mirror();
+        clusters
+            .iter()
+            .map(|c| {
+                mirror
+                    .presence
+                    .get(*c)
+                    .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
+            })
+            .collect()
+    }
+
     /// The URL of another replica holding `cluster`'s link, when one does and said where it is
     /// reached (replicas of older releases do not).
     pub fn linked_elsewhere_at(&self, cluster: &str) -> Option<String> {
