@@ -197,6 +197,7 @@ pub struct HubMetrics {
     fetch_duration: Histogram,
     dispatch_latency: Histogram,
     status_reports: Counter,
+    fleet_reads: Counter,
     errors: Family<ErrorLabels, Counter>,
     sessions_ended: Family<SessionEndLabels, Counter>,
     clusters: Gauge,
@@ -271,6 +272,13 @@ impl HubMetrics {
             "status_reports",
             "Status reports from spokes stored (duplicates included)",
             status_reports.clone(),
+        );
+        let fleet_reads = Counter::default();
+        registry.register(
+            "metrics_fleet_reads",
+            "Times a scrape read the fleet (clusters, Targets, every rollout's progress); \
+             scrapes in between are answered from the last read",
+            fleet_reads.clone(),
         );
         let errors = Family::<ErrorLabels, Counter>::default();
         registry.register("errors", "Errors, by where they happened", errors.clone());
@@ -384,6 +392,7 @@ impl HubMetrics {
             fetch_duration,
             dispatch_latency,
             status_reports,
+            fleet_reads,
             errors,
             sessions_ended,
             clusters,
@@ -444,6 +453,11 @@ impl HubMetrics {
 
     pub fn status_report(&self) {
         self.status_reports.inc();
+    }
+
+    /// A scrape read the fleet (see `http::FleetGauges`).
+    pub fn fleet_read(&self) {
+        self.fleet_reads.inc();
     }
 
     pub fn session_ended(&self, reason: SessionEndKind) {

@@ -317,6 +317,23 @@ async fn a_metrics_scrape_reads_the_store_once_whatever_the_number_of_apps() {
         "one scrape read every stored resource {read} times for {} Apps",
         apps.len()
     );
+    // Anyone may scrape as often as they like: scrapes right after a read share it (at
+    // 10,000 clusters × 50 Apps a read of the fleet takes seconds), however many come at once.
+    let scans = hub.store().resource_scans();
+    let burst: Vec<_> = (0..8).map(|_| get(http, "/metrics")).collect();
+    for (code, body) in futures::future::join_all(burst).await {
+        assert_eq!(code, 200);
+        assert!(body.contains("web-11"), "the shared read has every App");
+        assert!(
+            body.contains("gitfleet_metrics_fleet_reads_total 1"),
+            "one fleet read for all of them:\n{body}"
+        );
+    }
+    assert_eq!(
+        hub.store().resource_scans() - scans,
+        0,
+        "a burst of scrapes read the store again"
+    );
     hub.shutdown().await;
 }
 

@@ -1072,6 +1072,24 @@ async fn dashboard(
         ms(median(whole)),
         repeat.max(1)
     );
+    // A Prometheus scrape: the first reads the fleet (every cluster, Target and rollout), one
+    // right after it shares that read.
+    let scrape = async || -> anyhow::Result<Duration> {
+        let (first, _, _, body) = get("/metrics").await?;
+        let t = Instant::now();
+        let text = body.collect().await?.to_bytes();
+        ensure!(
+            std::str::from_utf8(&text).is_ok_and(|t| t.contains("gitfleet_rollout_targets")),
+            "the scrape has the rollouts' gauges"
+        );
+        Ok(first + t.elapsed())
+    };
+    let (reading, sharing) = (scrape().await?, scrape().await?);
+    println!(
+        "  /metrics: a scrape reading the fleet {}, the next (sharing that read) {}",
+        ms(reading),
+        ms(sharing)
+    );
     // A Target's change reaching an open event stream (what a browser's EventSource reads).
     let (_, _, _, mut events) = get("/ui/api/stream").await?;
     let (cluster, rx) = clusters.first().context("a cluster")?;
