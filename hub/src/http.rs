@@ -74,38 +74,51 @@ async fn health(State(state): State<HttpState>) -> Response {
 /// scrapes share one read (one waits for the read under way) and a read is reused for
 /// [`FLEET_READ_MIN_AGE`] or [`FLEET_READ_SHARE`] times as long as it took, whichever is
 /// longer: however often anyone scrapes, reading the fleet takes at most a fifth of a core,
-/// off the runtime's workers.
+/// off the runtime's workers. The read holds the lock in a task of its own, so a scrape whose
+/// client goes away neither loses it nor lets the next scrape start another beside it.
 #[derive(Default)]
 struct FleetGauges {
-    last: tokio::sync::Mutex<Option<(tokio::time::Instant, Arc<FleetSnapshot>)>>,
+    last: Arc<tokio::sync::Mutex<Option<FleetRead>>>,
 }
+
+/// A read of the fleet, and until when a scrape reuses it.
+type FleetRead = (tokio::time::Instant, Arc<FleetSnapshot>);
 
 const FLEET_READ_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(2);
 const FLEET_READ_SHARE: u32 = 4;
 
 impl FleetGauges {
     async fn snapshot(&self, engine: &Arc<Engine>) -> Arc<FleetSnapshot> {
-        let mut last = self.last.lock().await;
+        let mut last = Arc::clone(&self.last).lock_owned().await;
         if let Some((fresh_until, snapshot)) = &*last
             && tokio::time::Instant::now() < *fresh_until
         {
             return Arc::clone(snapshot);
         }
-        let started = tokio::time::Instant::now();
-        let reader = Arc::clone(engine);
-        let snapshot = match tokio::task::spawn_blocking(move || read_fleet(&reader)).await {
-            Ok(snapshot) => Arc::new(snapshot),
-            Err(e) => {
-                warn!(error = %e, "metrics: reading the fleet failed");
-                return Arc::default();
+        let engine = Arc::clone(engine);
+        let read = tokio::spawn(async move {
+            let started = tokio::time::Instant::now();
+            let reader = Arc::clone(&engine);
+            match tokio::task::spawn_blocking(move || read_fleet(&reader)).await {
+                Ok(snapshot) => {
+                    engine.metrics().fleet_read();
+                    let took = started.elapsed();
+                    let fresh_until = tokio::time::Instant::now()
+                        + FLEET_READ_MIN_AGE.max(took * FLEET_READ_SHARE);
+                    let snapshot = Arc::new(snapshot);
+                    *last = Some((fresh_until, Arc::clone(&snapshot)));
+                    snapshot
+                }
+                Err(e) => {
+                    // The last read, if any, rather than gauges of nothing; tried again next.
+                    warn!(error = %e, "metrics: reading the fleet failed");
+                    last.as_ref()
+                        .map(|(_, s)| Arc::clone(s))
+                        .unwrap_or_default()
+                }
             }
-        };
-        engine.metrics().fleet_read();
-        let took = started.elapsed();
-        let fresh_until =
-            tokio::time::Instant::now() + FLEET_READ_MIN_AGE.max(took * FLEET_READ_SHARE);
-        *last = Some((fresh_until, Arc::clone(&snapshot)));
-        snapshot
+        });
+        read.await.unwrap_or_default()
     }
 }
 

@@ -1001,10 +1001,7 @@ impl Store {
             .iter()
             .enumerate()
             .map(|(i, c)| {
-                key.clear();
-                key.push_str(c);
-                key.push('\u{0}');
-                key.push_str(app);
+                report_key_into(&mut key, c, app);
                 f(i, mirror.reports.get(&key), mirror.healthy.get(&key))
             })
             .collect()
@@ -1747,7 +1744,17 @@ fn prefix_key(app: &str) -> Vec<u8> {
 }
 
 fn report_key(cluster: &str, app: &str) -> String {
-    format!("{cluster}\u{0}{app}")
+    let mut key = String::with_capacity(cluster.len() + 1 + app.len());
+    report_key_into(&mut key, cluster, app);
+    key
+}
+
+/// [`report_key`] written into `key`, which is cleared first (one buffer for many lookups).
+fn report_key_into(key: &mut String, cluster: &str, app: &str) {
+    key.clear();
+    key.push_str(cluster);
+    key.push('\u{0}');
+    key.push_str(app);
 }
 
 /// The id after `id`: the next number, or on a shared backend (`salt`) the next multiple of

@@ -149,10 +149,7 @@ impl Store {
 
     /// Whether another replica holds `cluster`'s link.
     pub fn connected_elsewhere(&self, cluster: &str) -> bool {
-        self.mirror()
-            .presence
-            .get(cluster)
-            .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
+        self.held_elsewhere(&self.mirror(), cluster)
     }
 
     /// [`Store::connected_elsewhere`] of each of `clusters`, under one lock.
@@ -160,13 +157,15 @@ impl Store {
         let mirror = self.mirror();
         clusters
             .iter()
-            .map(|c| {
-                mirror
-                    .presence
-                    .get(*c)
-                    .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
-            })
+            .map(|c| self.held_elsewhere(&mirror, c))
             .collect()
+    }
+
+    fn held_elsewhere(&self, mirror: &Mirror, cluster: &str) -> bool {
+        mirror
+            .presence
+            .get(cluster)
+            .is_some_and(|holders| holders.keys().any(|r| *r != self.inner.replica))
     }
 
     /// The URL of another replica holding `cluster`'s link, when one does and said where it is
