@@ -729,6 +729,7 @@ async fn take_part(
     loop {
         if leadership.borrow_and_update().leads() && !engine.leads() {
             engine.metrics().set_leader(true);
+            tracing::info!("elected: this hub replica leads; taking up the leader's work");
             if let Err(e) = engine.lead().await {
                 let why = format!("this hub replica was elected but cannot lead: {e}");
                 tracing::error!("{why}");

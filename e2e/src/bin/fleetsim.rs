@@ -486,6 +486,9 @@ struct Failover {
     all_live: Option<Duration>,
     gone: Option<Duration>,
     listed: Option<Duration>,
+    /// When a Target of the batch under way was first seen healthy at the commit (through the
+    /// new leader, so never before it led): the earliest the rollout could move, leader or not.
+    slot: Option<Duration>,
     progress: Option<Duration>,
     moved: Option<Duration>,
 }
@@ -495,6 +498,8 @@ struct Failover {
 struct RolloutWatch {
     commit: String,
     given: std::collections::BTreeSet<String>,
+    /// Targets healthy at the commit when the leader was killed.
+    healthy: usize,
     arrivals: Arc<std::sync::Mutex<BTreeMap<String, Instant>>>,
 }
 
@@ -1861,12 +1866,15 @@ impl Sim {
             .map(|t| t.cluster.clone())
             .collect();
         let held_at_kill = arrivals.lock().map_or(0, |a| a.len());
+        let counts = self.admin().await?.rollout_counts("small").await?;
+        let healthy_at_kill: usize = counts.waves.iter().map(|w| w.healthy as usize).sum();
         let pids = self.survivors_pids(leader);
         let killed = Instant::now();
         self.kill_hub(leader)?;
         let rollout = RolloutWatch {
             commit: v3.clone(),
             given: given.clone(),
+            healthy: healthy_at_kill,
             arrivals: Arc::clone(&arrivals),
         };
         let (seen, load) = sampled(
@@ -1886,6 +1894,12 @@ impl Sim {
                 (killed - pushed).as_secs_f64()
             ),
             format!("{} (replica {new_leader})", secs(Some(led))),
+        );
+        self.row(
+            &format!(
+                "  ... a Target of the batch under way healthy at the commit ({healthy_at_kill} were at the kill; hub's view, through the new leader)"
+            ),
+            secs(seen.slot),
         );
         self.row(
             "  ... the rollout moves again: the new leader gives the commit to more Targets (hub's view)",
@@ -2031,10 +2045,16 @@ impl Sim {
                 if leads && seen.progress.is_none() {
                     match self.admin().await?.rollout_counts("small").await {
                         Ok(status) if status.revision == r.commit => {
-                            let updated: usize =
-                                status.waves.iter().map(|w| w.updated as usize).sum();
-                            if updated > r.given.len() {
-                                seen.progress = Some(killed.elapsed());
+                            let at = killed.elapsed();
+                            let sum = |f: fn(&pb::RolloutWave) -> u32| {
+                                status.waves.iter().map(|w| f(w) as usize).sum::<usize>()
+                            };
+                            if sum(|w| w.healthy) > r.healthy && seen.slot.is_none() {
+                                seen.slot = Some(at);
+                            }
+                            if sum(|w| w.updated) > r.given.len() {
+                                seen.slot.get_or_insert(at);
+                                seen.progress = Some(at);
                             }
                         }
                         Ok(_) => {}

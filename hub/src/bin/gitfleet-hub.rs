@@ -128,6 +128,12 @@ struct StoreArgs {
     /// off from etcd for longer stops leading and writing. Whole seconds, at least 2s.
     #[arg(long, env = "GITFLEET_ETCD_LEASE_TTL", default_value = "10s", value_parser = parse_lease_ttl)]
     etcd_lease_ttl: Duration,
+    /// How often the leading replica compacts etcd's history (etcd keeps every version of
+    /// every key until then), to the revision etcd was at one interval before; as
+    /// kube-apiserver's --etcd-compaction-interval. 0s: never (etcd runs with
+    /// --auto-compaction-retention, or its operator compacts).
+    #[arg(long, env = "GITFLEET_ETCD_COMPACTION_INTERVAL", default_value = "5m", value_parser = parse_compaction_interval)]
+    etcd_compaction_interval: Duration,
     /// Writes per etcd transaction, at most: etcd's --max-txn-ops (128 unless etcd was started
     /// with more).
     #[arg(long, env = "GITFLEET_ETCD_MAX_TXN_OPS", default_value_t = gitfleet_hub::store::etcd::DEFAULT_MAX_TXN_OPS, value_parser = clap::value_parser!(u32).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
@@ -189,6 +195,7 @@ impl StoreArgs {
             max_txn_ops: self.etcd_max_txn_ops,
             max_request_bytes: self.etcd_max_request_bytes,
             hold_ttl: self.etcd_lease_ttl,
+            compaction_interval: self.etcd_compaction_interval,
             ..EtcdOptions::new(self.etcd_endpoints)
         }))
     }
@@ -519,6 +526,18 @@ fn parse_lease_ttl(text: &str) -> Result<Duration, String> {
     Ok(ttl)
 }
 
+/// Zero turns compaction off; anything else is at least a second (a shorter interval keeps
+/// less history than a watch that is merely busy may be behind).
+fn parse_compaction_interval(text: &str) -> Result<Duration, String> {
+    let every = humantime::parse_duration(text).map_err(|e| e.to_string())?;
+    if !every.is_zero() && every < Duration::from_secs(1) {
+        return Err(format!(
+            "{text} is shorter than 1s (0s turns compaction off)"
+        ));
+    }
+    Ok(every)
+}
+
 /// The other replicas dial it with TLS: an `https://host:port` URL.
 fn check_replica_url(url: &str) -> anyhow::Result<()> {
     let uri: http::Uri = url.parse().context("not a URL")?;
@@ -556,7 +575,7 @@ async fn shutdown_signal() {
 
 #[cfg(test)]
 mod tests {
-    use super::{check_replica_url, parse_lease_ttl};
+    use super::{check_replica_url, parse_compaction_interval, parse_lease_ttl};
     use std::time::Duration;
 
     #[test]
@@ -576,6 +595,19 @@ mod tests {
             )
         );
         assert!(parse_lease_ttl("soon").is_err());
+    }
+
+    #[test]
+    fn a_compaction_interval_is_off_or_at_least_a_second() {
+        assert_eq!(
+            parse_compaction_interval("5m"),
+            Ok(Duration::from_secs(300))
+        );
+        assert_eq!(parse_compaction_interval("0s"), Ok(Duration::ZERO));
+        assert_eq!(
+            parse_compaction_interval("500ms"),
+            Err("500ms is shorter than 1s (0s turns compaction off)".to_owned())
+        );
     }
 
     #[test]

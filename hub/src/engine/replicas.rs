@@ -35,9 +35,14 @@ impl Engine {
         if self.leading.swap(true, Ordering::SeqCst) {
             return Ok(());
         }
+        let started = std::time::Instant::now();
         self.bootstrap_admin().await?;
         // Placement may have changed shape since the store was written (a newer hub).
         self.recompute().await?;
+        info!(
+            took_ms = started.elapsed().as_millis() as u64,
+            "leading: desired state recomputed and every rollout decided"
+        );
         for r in self.store.resources()? {
             if let Resource::Repo(repo) = r {
                 self.followed().by_url.put(&repo.metadata.name, &repo.spec);

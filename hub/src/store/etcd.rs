@@ -29,6 +29,8 @@
 #[cfg(feature = "etcd")]
 mod backend;
 #[cfg(feature = "etcd")]
+mod compaction;
+#[cfg(feature = "etcd")]
 mod election;
 #[cfg(feature = "etcd")]
 pub use backend::EtcdBackend;
@@ -49,6 +51,9 @@ pub struct Candidacy {
 pub const DEFAULT_MAX_TXN_OPS: usize = 128;
 /// etcd's `--max-request-bytes` default (1.5 MiB).
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
+/// How often the leader compacts etcd's history unless told otherwise: kube-apiserver's
+/// `--etcd-compaction-interval` default.
+pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// The key prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "/gitfleet/";
 
@@ -71,6 +76,10 @@ pub struct EtcdOptions {
     /// How long a hub's hold on its prefix outlives the hub: a hub killed without letting go
     /// keeps its successor waiting this long at most (see `EtcdBackend::connect_exclusive`).
     pub hold_ttl: Duration,
+    /// How often the leading replica compacts etcd's history, to the revision etcd was at one
+    /// interval before (`Duration::ZERO`: never; etcd's `--auto-compaction-retention` or its
+    /// operator does it). See `compaction`.
+    pub compaction_interval: Duration,
 }
 
 impl EtcdOptions {
@@ -84,6 +93,7 @@ impl EtcdOptions {
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
             hold_ttl: Duration::from_secs(10),
+            compaction_interval: DEFAULT_COMPACTION_INTERVAL,
         }
     }
 }

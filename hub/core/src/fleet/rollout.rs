@@ -26,6 +26,7 @@ use super::placement::{ClusterLabels, selection_matches};
 use crate::model::{HealthState, ReportSummary, SyncState};
 use crate::resources::{App, ClusterGroup, IntOrPercent, OnFailure, RolloutSpec};
 
+mod assigned;
 #[cfg(test)]
 mod tests;
 
@@ -232,6 +233,8 @@ pub struct RolloutState {
     /// Index of the current wave in the plan.
     pub wave: usize,
     /// The revision the rollout gives each cluster; clusters absent run nothing of the App.
+    /// Stored grouped by revision (see `assigned`).
+    #[serde(with = "assigned")]
     pub assigned: BTreeMap<String, AppRevision>,
     /// Failed Targets a person accepted with `resume`: they no longer count against the budget.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

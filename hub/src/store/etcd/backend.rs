@@ -46,6 +46,8 @@ pub struct EtcdBackend {
     max_txn_ops: usize,
     /// Keys and values one transaction may carry.
     max_txn_bytes: usize,
+    /// How often the leader compacts etcd's history (zero: never).
+    pub(super) compaction_interval: Duration,
 }
 
 impl std::fmt::Debug for EtcdBackend {
@@ -258,6 +260,7 @@ impl EtcdBackend {
             endpoints,
             max_txn_ops: options.max_txn_ops,
             max_txn_bytes: options.max_request_bytes - REQUEST_OVERHEAD,
+            compaction_interval: options.compaction_interval,
         })
     }
 
@@ -306,7 +309,7 @@ impl EtcdBackend {
     }
 
     /// A read, tried again while the member it went to cannot be reached (see [`retry`]).
-    async fn kv_get(
+    pub(super) async fn kv_get(
         &self,
         key: Vec<u8>,
         options: Option<GetOptions>,
@@ -347,6 +350,10 @@ impl EtcdBackend {
             " (the hub's --etcd-max-txn-ops is above etcd's --max-txn-ops)"
         } else if message.contains("request is too large") {
             " (the hub's --etcd-max-request-bytes is above etcd's --max-request-bytes)"
+        } else if message.contains("database space exceeded") {
+            " (etcd's database reached its --quota-backend-bytes: compact its history, \
+             defragment it and disarm the alarm, see docs/ha.md; the leading hub compacts it \
+             every --etcd-compaction-interval)"
         } else {
             ""
         };

@@ -49,6 +49,13 @@ impl EtcdBackend {
             lost.clone(),
         ));
         tokio::spawn(observe(Arc::downgrade(self), tx, lost.clone()));
+        if !self.compaction_interval.is_zero() {
+            tokio::spawn(super::compaction::compact_history(
+                Arc::downgrade(self),
+                self.compaction_interval,
+                lost.clone(),
+            ));
+        }
         Ok(Candidacy {
             leadership: rx,
             lost,

@@ -1610,3 +1610,57 @@ fn a_target_still_syncing_is_not_judged_on_the_health_it_had_before() {
         d.state
     );
 }
+
+/// A rollout's record is written whole on every decision that changes it (and its history
+/// entry with it): stored as cluster → revision, 10,000 clusters made it 1.3 MB, 665 MB of
+/// etcd history for one rollout. Grouped by revision, each cluster costs its name, and every
+/// field of every revision comes back.
+#[test]
+fn a_rollout_record_stores_each_revision_once_and_reads_back_whole() {
+    let mut new = rev('b');
+    new.fetched_at_unix_ms = 42;
+    new.trace
+        .insert("traceparent".into(), "00-abc-def-01".into());
+    let mut same_commit_elsewhere = new.clone();
+    same_commit_elsewhere.fetched_at_unix_ms = 43;
+    let mut state = RolloutState::first(new.clone(), T0);
+    for i in 0..10_000 {
+        let revision = match i % 3 {
+            0 => rev('a'),
+            1 => new.clone(),
+            _ => same_commit_elsewhere.clone(),
+        };
+        state.assigned.insert(format!("cluster-{i:05}"), revision);
+    }
+    let stored = serde_json::to_vec(&state).unwrap();
+    let back: RolloutState = serde_json::from_slice(&stored).unwrap();
+    assert_eq!(back, state);
+    for (cluster, revision) in &state.assigned {
+        let read = &back.assigned[cluster];
+        assert!(
+            read.fetched_at_unix_ms == revision.fetched_at_unix_ms && read.trace == revision.trace,
+            "{cluster}: {read:?} != {revision:?}"
+        );
+    }
+    // About the clusters' names (14 bytes each with quotes and comma), not their revisions.
+    assert!(
+        stored.len() < 10_000 * 20,
+        "{} bytes for 10,000 clusters",
+        stored.len()
+    );
+}
+
+/// Records written by earlier hubs (cluster → revision) still read.
+#[test]
+fn a_rollout_record_written_by_cluster_still_reads() {
+    let mut state = RolloutState::first(rev('b'), T0);
+    state.assigned.insert("eu-1".into(), rev('a'));
+    state.assigned.insert("us-1".into(), rev('b'));
+    let mut old = serde_json::to_value(&state).unwrap();
+    old["assigned"] = serde_json::json!({
+        "eu-1": { "commit": "a".repeat(40), "git_ref": "refs/heads/main" },
+        "us-1": { "commit": "b".repeat(40), "git_ref": "refs/heads/main" },
+    });
+    let back: RolloutState = serde_json::from_value(old).unwrap();
+    assert_eq!(back.assigned, state.assigned);
+}
