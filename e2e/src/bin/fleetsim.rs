@@ -129,6 +129,14 @@ struct Args {
     /// that the rollout goes a batch at a time and the kill lands in the middle of it.
     #[arg(long, default_value = "25%")]
     failover_max_unavailable: String,
+    /// With replicas: the rollout the leader is killed in starts with a canary wave of this
+    /// many clusters that must stay healthy for 5 s, and the leader is killed as soon as they
+    /// all are: the rollout then waits on the leader alone (the soak ends while none leads),
+    /// so that the time to its next step is the failover's. 0: no canary; the leader is
+    /// killed as the first spokes get the commit, and the rollout's next step waits for a
+    /// Target of the batch under way to turn healthy as well.
+    #[arg(long, default_value_t = 10)]
+    failover_canary: usize,
     /// Apps on every cluster: `small`, which every phase moves, and M-1 more that the first
     /// deployment rolls out beside it and that stay put after (a mix of sizes, one to three
     /// ConfigMaps, and of rollout strategies: all at once, a quarter at a time, a canary wave
@@ -476,6 +484,10 @@ async fn sampled<T>(
         },
     ))
 }
+
+/// How long the canary wave of the rollout the leader is killed in must stay healthy (see
+/// `--failover-canary`): shorter than a failover, so that the rollout waits on the leader.
+const CANARY_SOAK: Duration = Duration::from_secs(5);
 
 /// When another replica led, when the hub's view had every cluster held by a live replica and
 /// none by the dead one, when ListClusters agreed, and for a rollout when it moved again: each
@@ -1498,7 +1510,7 @@ impl Sim {
         self.phase_health().await;
 
         // 2. First deployment.
-        let documents = self.resources(None)?;
+        let documents = self.resources(None, 0)?;
         let v1 = self.git.head()?;
         let start = Instant::now();
         self.admin().await?.apply(documents, false).await?;
@@ -1565,9 +1577,18 @@ impl Sim {
     fn resources(
         &self,
         max_unavailable: Option<&str>,
+        canary: usize,
     ) -> anyhow::Result<Vec<pb::ResourceDocument>> {
+        let waves = match canary {
+            0 => String::new(),
+            n => format!(
+                ", waves: [ {{ name: canary, clusters: [{}], minHealthyFor: {}s }} ]",
+                self.names[..n.min(self.names.len())].join(", "),
+                CANARY_SOAK.as_secs()
+            ),
+        };
         let rollout = max_unavailable
-            .map(|m| format!("  rollout: {{ maxUnavailable: \"{m}\" }}\n"))
+            .map(|m| format!("  rollout: {{ maxUnavailable: \"{m}\"{waves} }}\n"))
             .unwrap_or_default();
         let mut resources = format!(
             "apiVersion: gitfleet.dev/v1\nkind: Repo\nmetadata: {{ name: sim }}\nspec:\n  url: {}\n  ref: {{ branch: main }}\n  pollInterval: 1h\n---\napiVersion: gitfleet.dev/v1\nkind: App\nmetadata: {{ name: small }}\nspec:\n  repo: sim\n  path: apps/small\n  namespace: default\n  targets:\n    - clusterSelector: {{ matchLabels: {{ fleet: sim }} }}\n{rollout}",
@@ -1825,7 +1846,8 @@ impl Sim {
         let leader = self
             .until_leader(&all, Instant::now() + args.timeout)
             .await?;
-        let documents = self.resources(Some(&args.failover_max_unavailable))?;
+        let canary = args.failover_canary.min(n);
+        let documents = self.resources(Some(&args.failover_max_unavailable), canary)?;
         self.admin().await?.apply(documents, false).await?;
         let v3 = self.commit(3)?;
         let (dead, reconnects) = self.before_kill(leader).await?;
@@ -1848,9 +1870,14 @@ impl Sim {
         }
         let pushed = Instant::now();
         self.push_webhook().await?;
-        tokio::time::timeout(args.timeout, first_held.notified())
-            .await
-            .context("no spoke got the commit the leader was to be killed in")?;
+        if canary == 0 {
+            tokio::time::timeout(args.timeout, first_held.notified())
+                .await
+                .context("no spoke got the commit the leader was to be killed in")?;
+        } else {
+            self.until_canary_healthy(&v3, canary, pushed + args.timeout)
+                .await?;
+        }
         // The Targets the leader has given the commit: the batch under way.
         let before = self.admin().await?.rollout("small").await?;
         ensure!(
@@ -1868,6 +1895,11 @@ impl Sim {
         let held_at_kill = arrivals.lock().map_or(0, |a| a.len());
         let counts = self.admin().await?.rollout_counts("small").await?;
         let healthy_at_kill: usize = counts.waves.iter().map(|w| w.healthy as usize).sum();
+        let updated_at_kill: usize = counts.waves.iter().map(|w| w.updated as usize).sum();
+        ensure!(
+            canary == 0 || updated_at_kill == canary,
+            "the canary's soak ended before the kill ({updated_at_kill} Targets given): the kill must land in it"
+        );
         let pids = self.survivors_pids(leader);
         let killed = Instant::now();
         self.kill_hub(leader)?;
@@ -1886,9 +1918,16 @@ impl Sim {
         self.wait_synced(&v3, timeout).await?;
         let done = killed.elapsed();
         let (new_leader, led) = seen.led.context("no replica took the lead")?;
+        let when = match canary {
+            0 => "mid-rollout".to_owned(),
+            n => format!(
+                "as its {n}-cluster canary wave turned healthy, {}s soak",
+                CANARY_SOAK.as_secs()
+            ),
+        };
         self.row(
             &format!(
-                "leader loss: kill -9 the leader mid-rollout ({} of {n} Targets given the commit, {} held by the spokes, {:.1}s after the webhook) -> another replica leads (gitfleet_hub_leader)",
+                "leader loss: kill -9 the leader {when} ({} of {n} Targets given the commit, {} held by the spokes, {:.1}s after the webhook) -> another replica leads (gitfleet_hub_leader)",
                 given.len(),
                 held_at_kill,
                 (killed - pushed).as_secs_f64()
@@ -1935,6 +1974,35 @@ impl Sim {
             restart.elapsed().as_secs_f64()
         );
         Ok(v3)
+    }
+
+    /// Waits until the first `canary` Targets of `small` (its canary wave) are healthy at
+    /// `commit`, polling often: the leader is to be killed within the wave's soak.
+    async fn until_canary_healthy(
+        &mut self,
+        commit: &str,
+        canary: usize,
+        deadline: Instant,
+    ) -> anyhow::Result<()> {
+        loop {
+            match self.admin().await?.rollout_counts("small").await {
+                Ok(r)
+                    if r.revision == commit
+                        && r.waves
+                            .first()
+                            .is_some_and(|w| w.healthy as usize >= canary) =>
+                {
+                    return Ok(());
+                }
+                Ok(_) => {}
+                Err(e) => eprintln!("fleetsim: reading the rollout failed ({e}); retrying"),
+            }
+            ensure!(
+                Instant::now() < deadline,
+                "the canary wave of {canary} clusters never turned healthy at {commit}"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     /// What to know before replica `victim` is killed: the id its links are recorded under in
