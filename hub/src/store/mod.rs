@@ -1088,17 +1088,42 @@ impl Store {
         self.mirror().rollouts.get(app).cloned()
     }
 
-    /// Stores an App's current rollout, and it as the latest state of its number in the
-    /// App's history, in one batch.
+    /// Stores an App's current rollout. The App's history keeps each rollout's last state; the
+    /// current one's is its record, read over its history entry (see
+    /// [`Store::rollout_history`]), so the entry is written only when the rollout starts or its
+    /// phase changes, and the rollout before gets its last state when the next starts, in the
+    /// same batch. A rollout over 10,000 clusters is decided hundreds of times, each writing
+    /// the whole record: twice, when every decision wrote the entry too.
     pub fn put_rollout(&self, app: &str, state: &RolloutState) -> Result<(), StoreError> {
         let value = encode(state);
         let mut batch = Batch::default();
-        batch.put(Tree::Rollouts, app, value.clone()).put(
-            Tree::RolloutHistory,
-            numbered_key(app, state.number),
-            value,
-        );
         let mut mirror = self.mirror();
+        match mirror.rollouts.get(app) {
+            Some(previous) if previous.number == state.number => {
+                if previous.phase != state.phase {
+                    batch.put(
+                        Tree::RolloutHistory,
+                        numbered_key(app, state.number),
+                        value.clone(),
+                    );
+                }
+            }
+            previous => {
+                if let Some(previous) = previous {
+                    batch.put(
+                        Tree::RolloutHistory,
+                        numbered_key(app, previous.number),
+                        encode(&**previous),
+                    );
+                }
+                batch.put(
+                    Tree::RolloutHistory,
+                    numbered_key(app, state.number),
+                    value.clone(),
+                );
+            }
+        }
+        batch.put(Tree::Rollouts, app, value);
         mirror.write(batch);
         mirror
             .rollouts
@@ -1106,9 +1131,12 @@ impl Store {
         Ok(())
     }
 
-    /// The last state of each of an App's rollouts, oldest first (read from the backend).
+    /// The last state of each of an App's rollouts, oldest first: the history read from the
+    /// backend, with the current rollout's record over its entry (which may be older).
     pub async fn rollout_history(&self, app: &str) -> Result<Vec<RolloutState>, StoreError> {
-        self.backend()
+        let current = self.rollout_shared(app);
+        let mut states = self
+            .backend()
             .await?
             .scan(
                 Tree::RolloutHistory,
@@ -1119,7 +1147,17 @@ impl Store {
             .await?
             .into_iter()
             .map(|(k, v)| decode(Tree::RolloutHistory, &String::from_utf8_lossy(&k), &v))
-            .collect()
+            .collect::<Result<Vec<RolloutState>, StoreError>>()?;
+        if let Some(current) = current {
+            match states.iter_mut().find(|s| s.number == current.number) {
+                Some(entry) => *entry = RolloutState::clone(&current),
+                None => {
+                    states.push(RolloutState::clone(&current));
+                    states.sort_by_key(|s| s.number);
+                }
+            }
+        }
+        Ok(states)
     }
 
     /// Forgets an App's rollouts, healthy marks and controls (the App was deleted).

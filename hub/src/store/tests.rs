@@ -60,6 +60,7 @@ on_every_backend!(
     reports_are_kept_once_per_seq,
     desired_state_clusters_and_revisions_round_trip,
     the_mirror_follows_every_write,
+    a_rollouts_history_entry_is_written_when_it_starts_changes_phase_or_ends,
     only_a_change_of_place_bumps_the_placement_version,
     events_are_paged_newest_first_and_filtered,
     desired_targets_are_stored_one_by_one,
@@ -410,6 +411,69 @@ async fn desired_state_clusters_and_revisions_round_trip(s: Store) {
     assert_eq!(s.app_controls().unwrap().len(), 1);
     s.put_app_control("web", &AppControl::default()).unwrap();
     assert!(s.app_controls().unwrap().is_empty());
+}
+
+/// A rollout is decided hundreds of times at 10,000 clusters, each decision writing its whole
+/// record: its history entry is written only when it starts or changes phase, and the last
+/// state of a rollout when the next starts; reading the history lays the current record over
+/// its entry, so the history always shows each rollout's last state, after a restart too.
+async fn a_rollouts_history_entry_is_written_when_it_starts_changes_phase_or_ends(s: Store) {
+    use crate::fleet::rollout::Phase;
+    let revision = |c: &str| AppRevision {
+        commit: c.repeat(40),
+        git_ref: "refs/heads/main".into(),
+        ..Default::default()
+    };
+    let first = RolloutState::first(revision("a"), 5);
+    s.put_rollout("web", &first).unwrap();
+    // Decisions that change what is given, not the phase: the entry stays as it was.
+    let mut step = first.clone();
+    for i in 0..3 {
+        step.assigned.insert(format!("eu-{i}"), revision("a"));
+        s.put_rollout("web", &step).unwrap();
+    }
+    s.flush().await.unwrap();
+    let raw = |dump: &serde_json::Value| -> Vec<serde_json::Value> {
+        dump["trees"]["rollout_history"]
+            .as_object()
+            .map(|o| o.values().cloned().collect())
+            .unwrap_or_default()
+    };
+    let dump = s.export().await.unwrap();
+    let entries = raw(&dump);
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    let entry: RolloutState = serde_json::from_value(entries[0].clone()).unwrap();
+    assert_eq!(entry, first, "the entry was written again by a decision");
+    assert_eq!(s.rollout_history("web").await.unwrap(), vec![step.clone()]);
+    // A change of phase writes it.
+    let mut done = step.clone();
+    done.phase = Phase::Complete;
+    done.finished_at = Some(9);
+    s.put_rollout("web", &done).unwrap();
+    // The next rollout: the one before keeps its last state, whatever wrote its entry.
+    let mut last = done.clone();
+    last.assigned.insert("eu-9".into(), revision("a"));
+    s.put_rollout("web", &last).unwrap();
+    let mut second = RolloutState::first(revision("b"), 10);
+    second.number = 2;
+    s.put_rollout("web", &second).unwrap();
+    let mut second_step = second.clone();
+    second_step.assigned.insert("eu-0".into(), revision("b"));
+    s.put_rollout("web", &second_step).unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(
+        s.rollout_history("web").await.unwrap(),
+        vec![last.clone(), second_step.clone()]
+    );
+    // What the backend holds reads the same in a store opened on it.
+    let dump = s.export().await.unwrap();
+    assert_eq!(raw(&dump).len(), 2);
+    let again = Store::in_memory().await.unwrap();
+    again.import(&dump).await.unwrap();
+    assert_eq!(
+        again.rollout_history("web").await.unwrap(),
+        vec![last, second_step]
+    );
 }
 
 async fn the_mirror_follows_every_write(s: Store) {
