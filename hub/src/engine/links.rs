@@ -247,6 +247,20 @@ impl Engine {
         cluster: &str,
         reports: Vec<TargetReport>,
     ) -> Result<u64, EngineError> {
+        let acked_seq = self.record_reports(cluster, reports)?;
+        self.ack_reports(cluster, acked_seq).await?;
+        Ok(acked_seq)
+    }
+
+    /// Stores status reports of `cluster` (each unless a duplicate), not yet durable, and
+    /// answers with the seq that may be acked once [`Engine::ack_reports`] has made it durable.
+    /// A link records each report as it arrives and acks while it reads on, so that the reports
+    /// arriving while one flush is under way are all in the next.
+    pub fn record_reports(
+        &self,
+        cluster: &str,
+        reports: Vec<TargetReport>,
+    ) -> Result<u64, EngineError> {
         let mut acked_seq = 0;
         for report in reports {
             // Stored in the trace of the spoke's sync that sent it.
@@ -272,11 +286,17 @@ impl Engine {
             self.config.metrics.status_report();
             acked_seq = acked_seq.max(seq);
         }
+        Ok(acked_seq)
+    }
+
+    /// Makes every report recorded so far durable, then `seq` as `cluster`'s acked seq: once
+    /// this returns, `seq` may be acked (see [`Engine::record_reports`]).
+    pub async fn ack_reports(&self, cluster: &str, seq: u64) -> Result<(), EngineError> {
         self.store
-            .ack_durably(cluster, acked_seq)
+            .ack_durably(cluster, seq)
             .await
             .inspect_err(|_| self.config.metrics.error(MetricsError::status_ingest))?;
-        Ok(acked_seq)
+        Ok(())
     }
 
     /// Stores a report, not yet durable, unless it is a duplicate; returns the seq to ack once

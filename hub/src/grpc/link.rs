@@ -219,7 +219,7 @@ struct Streams<'a> {
 }
 
 async fn run(
-    engine: &Engine,
+    engine: &Arc<Engine>,
     cluster: &str,
     mut session_key: String,
     hello: pb::Hello,
@@ -261,6 +261,11 @@ async fn run(
         }
     }
     let shutdown = engine.shutdown_token().clone();
+    // Reports are recorded as they arrive and acked while the session reads on: the ack under
+    // way covers what was recorded when it started, and what arrives meanwhile waits for the
+    // next, so that a flush covers everything that came while the one before was under way.
+    let mut acking: Option<AckTask> = None;
+    let mut waiting = Waiting::default();
     loop {
         tokio::select! {
             // Being cut off comes before anything else that is ready.
@@ -314,59 +319,94 @@ async fn run(
                     return SessionEnd::SpokeGone;
                 }
             }
-            message = inbound.message() => {
-                // A batch of reports may end at a message that is not one: handled next.
-                let mut next = Some(message);
-                while let Some(message) = next.take() {
-                    let message = match message {
-                        Ok(Some(m)) => m,
-                        Ok(None) => return SessionEnd::SpokeClosed,
-                        Err(status) => {
-                            // Undecodable or oversized input: tell the spoke why, if it still listens.
-                            let end = if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
-                                warn!(%status, "malformed message from the spoke; closing its stream");
-                                engine.metrics().error(ErrorKind::link);
-                                SessionEnd::Malformed(status.message().to_owned())
-                            } else {
-                                SessionEnd::Transport(error_chain(&status))
-                            };
-                            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
-                            return end;
+            acked = async {
+                match acking.as_mut() {
+                    Some(ack) => ack.await,
+                    None => std::future::pending().await,
+                }
+            }, if acking.is_some() => {
+                acking = None;
+                // A task that panicked (a bug) ends the session: the spoke sends its reports
+                // again to a session that can ack them.
+                let acked = match acked {
+                    Ok(acked) => acked.map_err(Status::from),
+                    Err(e) => Err(Status::internal(format!("acknowledging status reports failed: {e}"))),
+                };
+                match acked {
+                    Ok(acked_seq) => {
+                        if !send(&tx, Out::Ack(pb::StatusAck { acked_seq })).await {
+                            return SessionEnd::SpokeGone;
                         }
-                    };
-                    engine.touch(cluster);
-                    let outcome = match message.msg {
-                        Some(In::Status(report)) => {
-                            let (outcome, after) =
-                                ingest(engine, cluster, report, &mut inbound, &tx).await;
-                            next = after;
-                            outcome
+                    }
+                    Err(status) => {
+                        let end = SessionEnd::Refused(status.message().to_owned());
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                        return end;
+                    }
+                }
+                if let Some(seq) = waiting.take() {
+                    acking = Some(ack(engine, cluster, seq));
+                }
+            }
+            // A spoke that sends faster than its reports become durable waits for the ack
+            // under way before more are read (at most MAX_UNACKED_REPORTS held per session).
+            message = inbound.message(), if waiting.count < MAX_UNACKED_REPORTS => {
+                let message = match message {
+                    Ok(Some(m)) => m,
+                    Ok(None) => return SessionEnd::SpokeClosed,
+                    Err(status) => {
+                        // Undecodable or oversized input: tell the spoke why, if it still listens.
+                        let end = if matches!(status.code(), tonic::Code::OutOfRange | tonic::Code::Internal | tonic::Code::InvalidArgument) {
+                            warn!(%status, "malformed message from the spoke; closing its stream");
+                            engine.metrics().error(ErrorKind::link);
+                            SessionEnd::Malformed(status.message().to_owned())
+                        } else {
+                            SessionEnd::Transport(error_chain(&status))
+                        };
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                        return end;
+                    }
+                };
+                engine.touch(cluster);
+                let outcome = match message.msg {
+                    Some(In::Status(report)) => {
+                        match record(engine, cluster, report) {
+                            Ok(seq) => {
+                                waiting.add(seq);
+                                if acking.is_none()
+                                    && let Some(seq) = waiting.take()
+                                {
+                                    acking = Some(ack(engine, cluster, seq));
+                                }
+                                Ok(true)
+                            }
+                            Err(status) => Err(status),
                         }
-                        _ => {
-                            handle(
-                                engine,
-                                cluster,
-                                &epoch,
-                                message,
-                                Session {
-                                    sent: &mut sent,
-                                    key: &mut session_key,
-                                    connection: &connection,
-                                    live_diffs,
-                                },
-                                &tx,
-                            )
-                            .await
-                        }
-                    };
-                    match outcome {
-                        Ok(true) => {}
-                        Ok(false) => return SessionEnd::SpokeGone,
-                        Err(status) => {
-                            let end = SessionEnd::Refused(status.message().to_owned());
-                            let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
-                            return end;
-                        }
+                    }
+                    _ => {
+                        handle(
+                            engine,
+                            cluster,
+                            &epoch,
+                            message,
+                            Session {
+                                sent: &mut sent,
+                                key: &mut session_key,
+                                connection: &connection,
+                                live_diffs,
+                            },
+                            &tx,
+                        )
+                        .await
+                    }
+                };
+                match outcome {
+                    Ok(true) => {}
+                    Ok(false) => return SessionEnd::SpokeGone,
+                    Err(status) => {
+                        let end = SessionEnd::Refused(status.message().to_owned());
+                        let _ = tokio::time::timeout(Duration::from_secs(1), tx.send(Err(status))).await;
+                        return end;
                     }
                 }
             }
@@ -443,55 +483,55 @@ impl std::fmt::Display for SessionEnd {
     }
 }
 
-/// The most reports stored together before one flush and one ack.
-const MAX_REPORT_BATCH: usize = 512;
+/// The most reports a session records that no ack under way covers: beyond, it reads no
+/// more from the spoke until the ack under way is done.
+const MAX_UNACKED_REPORTS: usize = 512;
 
-/// Stores a status report and every further report already received on the stream (up to
-/// [`MAX_REPORT_BATCH`]), flushes once, and acks them all with one ack: a spoke streaming
-/// reports costs one disk flush per batch. Returns the outcome (`Ok(false)` when the spoke is
-/// gone) and the first message read that was not a report, to be handled next.
-async fn ingest(
-    engine: &Engine,
-    cluster: &str,
-    first: pb::StatusReport,
-    inbound: &mut Streaming<pb::SpokeMessage>,
-    tx: &Tx,
-) -> (
-    Result<bool, Status>,
-    Option<Result<Option<pb::SpokeMessage>, Status>>,
-) {
-    use futures::FutureExt as _;
-    let mut reports = match checked_report(engine, cluster, first) {
-        Ok(report) => vec![report],
-        Err(status) => return (Err(status), None),
-    };
-    let mut after = None;
-    for _ in 1..MAX_REPORT_BATCH {
-        // Only what has already arrived: never wait for more.
-        let Some(message) = inbound.message().now_or_never() else {
-            break;
-        };
-        match message {
-            Ok(Some(pb::SpokeMessage {
-                msg: Some(In::Status(report)),
-            })) => match checked_report(engine, cluster, report) {
-                Ok(report) => reports.push(report),
-                Err(status) => return (Err(status), None),
-            },
-            other => {
-                after = Some(other);
-                break;
-            }
+/// An ack under way: the seq to ack once it and every report recorded before it are durable.
+/// A task of its own, so that it goes on while the session waits on something else (a spoke
+/// slow to read what the hub sends): a flush under way holds every other session's flush up.
+type AckTask = tokio::task::JoinHandle<Result<u64, crate::engine::EngineError>>;
+
+fn ack(engine: &Arc<Engine>, cluster: &str, seq: u64) -> AckTask {
+    let (engine, cluster) = (Arc::clone(engine), cluster.to_owned());
+    tokio::spawn(
+        async move {
+            engine.ack_reports(&cluster, seq).await?;
+            Ok(seq)
         }
-    }
-    let acked_seq = match engine.ingest_reports(cluster, reports).await {
-        Ok(seq) => seq,
-        Err(e) => return (Err(Status::from(e)), None),
-    };
-    (
-        Ok(send(tx, Out::Ack(pb::StatusAck { acked_seq })).await),
-        after,
+        .in_current_span(),
     )
+}
+
+/// Reports recorded that no ack under way covers yet.
+#[derive(Debug, Default)]
+struct Waiting {
+    /// How many.
+    count: usize,
+    /// The seq to ack for them (the highest recorded; a duplicate's is the highest seen).
+    seq: Option<u64>,
+}
+
+impl Waiting {
+    fn add(&mut self, seq: u64) {
+        self.count += 1;
+        self.seq = Some(self.seq.map_or(seq, |s| s.max(seq)));
+    }
+
+    /// The seq to ack for the reports waiting, which an ack started now covers.
+    fn take(&mut self) -> Option<u64> {
+        self.count = 0;
+        self.seq.take()
+    }
+}
+
+/// Stores a status report, not yet durable (see [`Engine::record_reports`]); the seq to ack
+/// once it is.
+fn record(engine: &Engine, cluster: &str, report: pb::StatusReport) -> Result<u64, Status> {
+    let report = checked_report(engine, cluster, report)?;
+    engine
+        .record_reports(cluster, vec![report])
+        .map_err(Status::from)
 }
 
 /// Checks a report's cluster and converts it; one over the limits is cut down to a summary.

@@ -135,6 +135,26 @@ impl EtcdServer {
         }
     }
 
+    /// Freezes etcd (SIGSTOP): it holds its connections and answers nothing, as a member
+    /// stalled on a slow disk would, until [`EtcdServer::resume`].
+    pub fn pause(&self) {
+        self.signal("STOP");
+    }
+
+    /// Lets a paused etcd go on (SIGCONT).
+    pub fn resume(&self) {
+        self.signal("CONT");
+    }
+
+    fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .arg(format!("-{name}"))
+            .arg(self.child.id().to_string())
+            .status()
+            .expect("running kill");
+        assert!(status.success(), "kill -{name} of etcd failed: {status}");
+    }
+
     /// Stops etcd at once (as a crash would), keeping its data directory.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
