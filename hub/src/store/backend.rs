@@ -315,9 +315,12 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Result<Vec<Change>, BackendErr
 /// - **Durability on demand.** Once [`sync`](Backend::sync) returns, every batch whose commit
 ///   returned before `sync` was called survives a crash. Before that, a crash keeps a prefix
 ///   of the committed writes in commit order (possibly none of the unsynced ones, possibly part
-///   of a batch; etcd, which commits durably, keeps whole transactions): the store
-///   orders its writes so that any such prefix is consistent (reports before the acked seq that
-///   covers them, a desired state's history entry before the state itself).
+///   of a batch; etcd, which commits durably, keeps whole transactions and splits a batch over
+///   its limits after dropping every write a later one of the same key replaces, so that a
+///   key's write counts where its last write stands): the store orders its writes so that any
+///   such prefix is consistent (reports durable before the acked seq that covers them is
+///   written; a cluster's desired Targets written with the record that names them, the record
+///   last, whenever one of them is written).
 /// - **Writers.** sled has one writer (it holds a file lock). etcd may be shared by several
 ///   replicas of one hub: each store then learns the others' writes from
 ///   [`watch`](Backend::watch) and tells them from its own by the revisions
@@ -341,6 +344,26 @@ pub trait Backend: Send + Sync + 'static {
 
     /// Applies `batch` atomically if its conditions hold (see the trait's guarantees).
     fn commit(&self, batch: Batch) -> BackendFuture<'_, ()>;
+
+    /// Applies `batches` in turn, each as [`commit`](Backend::commit) would (its conditions
+    /// checked after the writes of the batches before it); each one's outcome, in order. A
+    /// batch that fails for another reason than a condition (a [`BackendError::Storage`]) ends
+    /// it: the outcomes stop at it, and nothing after it is applied. A networked backend sends
+    /// batches together where that keeps their meaning.
+    fn commit_all(&self, batches: Vec<Batch>) -> BoxFuture<'_, Vec<Result<(), BackendError>>> {
+        Box::pin(async move {
+            let mut outcomes = Vec::with_capacity(batches.len());
+            for batch in batches {
+                let outcome = self.commit(batch).await;
+                let ends = matches!(outcome, Err(BackendError::Storage(_)));
+                outcomes.push(outcome);
+                if ends {
+                    break;
+                }
+            }
+            outcomes
+        })
+    }
 
     /// Makes every batch committed so far durable.
     fn sync(&self) -> BackendFuture<'_, ()>;

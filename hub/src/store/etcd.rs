@@ -8,10 +8,12 @@
 //! refuses a transaction of more than `--max-txn-ops` writes (128 by default) or larger than
 //! `--max-request-bytes` (1.5 MiB), and one that writes a key twice. So a batch is first reduced
 //! to its effect (one write per key, ranges cut around the keys written after them); a batch
-//! without conditions that is still too large goes as several transactions in order, which keeps
-//! what the [`Backend`] trait promises (a read may see part of a batch, a crash of the hub keeps a
-//! prefix of it, as with sled); a batch with conditions must fit in one, or is refused, since
-//! its conditions must hold for all of its writes.
+//! without conditions that is still too large goes as several transactions in turn: its effect
+//! split in the order of each key's last write (the writes as given when it deletes a range),
+//! which keeps what the [`Backend`] trait promises (a read may see part of a batch, a crash of
+//! the hub keeps a prefix of it in which a key's earlier writes may have given way to its last);
+//! a batch with conditions must fit in one, or is refused, since its conditions must hold for
+//! all of its writes.
 //!
 //! Several writers: the replicas of a hub share a prefix. [`Backend::watch`] feeds each the
 //! others' writes (from a revision on, a transaction's together); `election` stands a replica for

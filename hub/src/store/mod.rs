@@ -505,8 +505,8 @@ impl Store {
     }
 
     /// Hands every write queued so far to the backend, in order (visible to its reads, durable
-    /// at its next sync).
-    async fn commit(&self) -> Result<(), StoreError> {
+    /// at its next sync); how many writes that was.
+    async fn commit(&self) -> Result<usize, StoreError> {
         let _in_order = self.inner.committing.lock().await;
         if let Some(failure) = self.failure() {
             return Err(StoreError::Failed(failure.to_owned()));
@@ -521,17 +521,25 @@ impl Store {
                 std::mem::take(&mut mirror.pending_checks),
             )
         };
-        for (i, batch) in pending.into_iter().enumerate() {
+        let writes = pending.iter().map(|b| b.ops.len()).sum();
+        let given = pending.len();
+        // The keys of the batches whose writers asked to know, to read again if refused.
+        let keys: Vec<Vec<(Tree, Vec<u8>)>> = pending
+            .iter()
+            .enumerate()
+            .map(|(i, batch)| match checks.iter().any(|(at, _)| *at == i) {
+                true => batch.ops.iter().filter_map(op_key).collect(),
+                false => Vec::new(),
+            })
+            .collect();
+        let outcomes = self.inner.backend.commit_all(pending).await;
+        if self.inner.remote.is_some() {
+            self.own_revisions()
+                .extend(self.inner.backend.own_revisions());
+        }
+        let answered = outcomes.len();
+        for (i, done) in outcomes.into_iter().enumerate() {
             let check = checks.iter().find(|(at, _)| *at == i).map(|(_, o)| o);
-            let keys: Vec<(Tree, Vec<u8>)> = match check {
-                Some(_) => batch.ops.iter().filter_map(op_key).collect(),
-                None => Vec::new(),
-            };
-            let done = self.inner.backend.commit(batch).await;
-            if self.inner.remote.is_some() {
-                self.own_revisions()
-                    .extend(self.inner.backend.own_revisions());
-            }
             match (done, check) {
                 (Ok(()), Some(outcome)) => {
                     let _ = outcome.set(Ok(()));
@@ -541,14 +549,19 @@ impl Store {
                 // records again (it holds the write that was not made).
                 (Err(e @ BackendError::Conflict { .. }), Some(outcome)) => {
                     let _ = outcome.set(Err(e.to_string()));
-                    self.reread(&keys).await.map_err(|e| self.failed(e))?;
+                    self.reread(&keys[i]).await.map_err(|e| self.failed(e))?;
                 }
                 // A failed batch takes the writes queued after it with it: the store is failed
                 // for good then (see `failure`), so that no later flush reports them durable.
                 (Err(e), _) => return Err(self.failed(e)),
             }
         }
-        Ok(())
+        if answered < given {
+            return Err(self.failed(BackendError::Storage(format!(
+                "the store's backend applied {answered} of {given} batches and did not say why"
+            ))));
+        }
+        Ok(writes)
     }
 
     /// Makes every write so far durable. Concurrent callers share flushes (group commit): a
@@ -570,12 +583,21 @@ impl Store {
         }
         // Every ticket drawn before this load is covered by the commit and sync that follow.
         let upto = group.requested.load(SeqCst);
-        self.commit().await?;
+        let started = std::time::Instant::now();
+        let writes = self.commit().await?;
+        let committed = started.elapsed();
         self.inner
             .backend
             .sync()
             .await
             .map_err(|e| self.failed(e))?;
+        tracing::debug!(
+            writes,
+            callers = upto - group.done.load(SeqCst),
+            commit_ms = committed.as_millis() as u64,
+            sync_ms = (started.elapsed() - committed).as_millis() as u64,
+            "flushed"
+        );
         group.flushes.fetch_add(1, SeqCst);
         group.done.fetch_max(upto, SeqCst);
         Ok(())

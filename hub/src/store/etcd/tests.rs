@@ -15,6 +15,13 @@ fn delete(key: &str) -> Write {
     }
 }
 
+fn key(write: &Write) -> String {
+    match write {
+        Write::Put { key, .. } | Write::Delete { key } => String::from_utf8_lossy(key).into(),
+        Write::DeleteRange { start, .. } => String::from_utf8_lossy(start).into(),
+    }
+}
+
 fn range(start: &str, end: &str) -> Write {
     Write::DeleteRange {
         start: start.as_bytes().to_vec(),
@@ -116,6 +123,117 @@ fn chunks_keep_the_order_and_fit() {
     for chunk in super::chunks(big, 128, 3000) {
         assert!(bytes(&chunk) <= 3000, "{}", bytes(&chunk));
     }
+}
+
+#[test]
+fn a_key_written_many_times_costs_one_write_when_a_batch_is_split() {
+    // The reports of 1,000 clusters, four each since the last flush, in the order sessions
+    // send them: 4,000 writes of 1,000 keys go as the 8 transactions their effect needs, not
+    // the 32 of the writes as given, each with the key's last value.
+    let writes: Vec<Write> = (1..=4)
+        .flat_map(|seq| (0..1000).map(move |c| put(&format!("c{c:04}"), &seq.to_string())))
+        .collect();
+    let split = transactions(writes, 128, usize::MAX);
+    assert_eq!(split.len(), 8);
+    let applied = split.concat();
+    assert_eq!(applied.len(), 1000);
+    assert!(
+        applied.iter().all(|w| *w == put(&key(w), "4")),
+        "{applied:?}"
+    );
+    // Desired state: each cluster's Target then its record, written again for every cluster
+    // (a second commit before the flush). Each record follows its Target's last write across
+    // the transactions, so no prefix of them has a record naming a Target not yet written.
+    let mut writes = Vec::new();
+    for generation in ["1", "2"] {
+        for c in 0..300 {
+            writes.push(put(&format!("t/c{c:03}"), generation));
+            writes.push(put(&format!("r/c{c:03}"), generation));
+        }
+    }
+    let applied = transactions(writes, 128, usize::MAX).concat();
+    assert_eq!(applied.len(), 600);
+    for c in 0..300 {
+        let at = |k: String| applied.iter().position(|w| key(w) == k).unwrap();
+        assert!(
+            at(format!("t/c{c:03}")) < at(format!("r/c{c:03}")),
+            "c{c:03}"
+        );
+    }
+    // A range deleted: split as written (its effect would cut the range around 400 keys).
+    let mut writes = vec![range("a", "z")];
+    writes.extend((0..400).map(|i| put(&format!("k{i:03}"), "v")));
+    let split = transactions(writes, 128, usize::MAX);
+    assert!(split.iter().all(|t| t.len() <= 128));
+    assert_eq!(
+        split.len(),
+        4,
+        "{:?}",
+        split.iter().map(Vec::len).collect::<Vec<_>>()
+    );
+}
+
+/// A batch that writes `key` on condition that `on` holds what it held.
+fn on_condition(on: &str, key: &str) -> Shape {
+    Shape {
+        ops: 1,
+        bytes: 100,
+        compares: 1,
+        conditions: vec![on.as_bytes().to_vec()],
+        written: vec![key.as_bytes().to_vec()],
+        ..Shape::default()
+    }
+}
+
+#[test]
+fn batches_on_condition_share_transactions_within_etcds_limits() {
+    // 300 links' records, each written on condition that it is still the one read: three
+    // transactions of up to 126 compares (two left for the hold and the leader's fence).
+    let links: Vec<Shape> = (0..300)
+        .map(|i| on_condition(&format!("c{i}"), &format!("c{i}")))
+        .collect();
+    assert_eq!(groups(&links, 128, usize::MAX), [126, 126, 48]);
+    // Bytes bound them too.
+    assert_eq!(groups(&links, 128, 1_000), vec![10; 30]);
+    // Unconditional writes (reports) join them, within the op limit.
+    let mut mixed = Vec::new();
+    for i in 0..10 {
+        mixed.push(on_condition(&format!("c{i}"), &format!("c{i}")));
+        mixed.push(Shape {
+            ops: 20,
+            written: vec![format!("r{i}").into_bytes()],
+            ..Shape::default()
+        });
+    }
+    let lens = groups(&mixed, 128, usize::MAX);
+    assert_eq!(lens.iter().sum::<usize>(), 20);
+    assert_eq!(lens, [13, 7]);
+}
+
+#[test]
+fn a_condition_on_a_key_written_before_it_starts_a_transaction_of_its_own() {
+    // The second is on the record the first writes: one at a time it checks the first's write,
+    // so it must not be checked before it, in the same transaction.
+    let shapes = [
+        on_condition("a", "a"),
+        on_condition("b", "b"),
+        on_condition("a", "a"),
+        on_condition("c", "c"),
+    ];
+    assert_eq!(groups(&shapes, 128, usize::MAX), [2, 2]);
+    // A batch that deletes a range, one over the limits, or one with as many conditions as a
+    // transaction takes goes alone.
+    let alone = Shape {
+        alone: true,
+        ..on_condition("x", "x")
+    };
+    let shapes = [
+        on_condition("a", "a"),
+        alone.clone(),
+        on_condition("b", "b"),
+        on_condition("c", "c"),
+    ];
+    assert_eq!(groups(&shapes, 128, usize::MAX), [1, 1, 2]);
 }
 
 async fn connect(etcd: &EtcdServer, prefix: &str) -> EtcdBackend {
@@ -445,6 +563,125 @@ async fn a_write_on_condition_loses_a_race_with_another_replica_and_says_so() {
     // The follower's copy is the record etcd holds, not its own lost write.
     let mine = follower.cluster("dev-1").unwrap().unwrap();
     assert!(mine.revoked && mine.last_contact_unix == 0, "{mine:?}");
+}
+
+/// Links connecting at once each write their cluster's record on condition that it is the
+/// one they read: a replica sends those writes to etcd together, and the one that lost a race
+/// with another replica (a revocation) is refused alone.
+#[tokio::test]
+async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_its_own() {
+    use crate::model::ClusterRecord;
+    use crate::store::{Store, StoreError};
+    let etcd = EtcdServer::start();
+    let follower = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/many/").await))
+        .await
+        .unwrap();
+    let leader = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/many/").await))
+        .await
+        .unwrap();
+    let names: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    for name in &names {
+        leader
+            .put_cluster(&ClusterRecord {
+                name: name.clone(),
+                labels: Default::default(),
+                agent_version: String::new(),
+                registered_at_unix: 1,
+                certificate_expires_unix: 2,
+                last_contact_unix: 0,
+                revoked: false,
+                key_fingerprint: String::new(),
+                renewed_key_fingerprints: Vec::new(),
+                pending: false,
+                token_id: String::new(),
+            })
+            .unwrap();
+    }
+    leader.flush().await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
+    while names.iter().any(|n| follower.cluster(n).unwrap().is_none()) {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never saw every cluster"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+
+    // The follower has not yet heard of c150's revocation when its links record contact.
+    let held = follower.hold_others_writes().await;
+    leader
+        .update_cluster("c150", |r| {
+            (
+                r.map(|r| ClusterRecord {
+                    revoked: true,
+                    ..r.clone()
+                }),
+                (),
+            )
+        })
+        .unwrap();
+    leader.flush().await.unwrap();
+    let raw = connect(&etcd, "/many/").await;
+    let revision = || async {
+        raw.kv_get(b"/".to_vec(), Some(GetOptions::new().with_count_only()))
+            .await
+            .unwrap()
+            .header()
+            .unwrap()
+            .revision()
+    };
+    let before = revision().await;
+    let checks: Vec<_> = names
+        .iter()
+        .map(|name| {
+            follower
+                .update_cluster_if_unchanged(name, |r| {
+                    (
+                        r.map(|r| ClusterRecord {
+                            last_contact_unix: 42,
+                            ..r.clone()
+                        }),
+                        (),
+                    )
+                })
+                .unwrap()
+                .1
+        })
+        .collect();
+    drop(held);
+    follower.flush().await.unwrap();
+    // One transaction per record before: 299 made.
+    let made = revision().await - before;
+    assert!(made < 10, "{made} transactions for 300 records");
+    for (name, check) in names.iter().zip(checks) {
+        let outcome = check.confirm(&follower).await;
+        match name.as_str() {
+            "c150" => assert!(
+                matches!(outcome, Err(StoreError::Conflict(_))),
+                "{outcome:?}"
+            ),
+            _ => assert!(outcome.is_ok(), "{name}: {outcome:?}"),
+        }
+    }
+    assert!(follower.failure().is_none(), "a lost race is no failure");
+    for name in &names {
+        let stored = raw
+            .get(Tree::Clusters, name.as_bytes())
+            .await
+            .unwrap()
+            .unwrap();
+        let stored: ClusterRecord = serde_json::from_slice(&stored).unwrap();
+        match name.as_str() {
+            "c150" => assert!(
+                stored.revoked && stored.last_contact_unix == 0,
+                "{stored:?}"
+            ),
+            _ => assert!(
+                !stored.revoked && stored.last_contact_unix == 42,
+                "{stored:?}"
+            ),
+        }
+    }
 }
 
 /// A member killed while a request was being written to it: tonic answers UNKNOWN "transport
