@@ -664,7 +664,7 @@ async fn one_etcd_member_of_three_killed_stops_nothing_in_a_rollout() -> anyhow:
     let tmp = tempfile::tempdir()?;
     // The default lease: etcd electing a new leader takes a second or two, which a lease of a
     // few seconds does not always outlive on a busy machine.
-    let mut replicas = Replicas::start(tmp.path(), 2, &endpoints, "10s").await?;
+    let mut replicas = Replicas::start(tmp.path(), 2, &endpoints, "8s").await?;
     let outcome = member_killed(tmp.path(), &mut etcd, &mut replicas).await;
     replicas.explain(outcome)?;
     replicas.stop().await

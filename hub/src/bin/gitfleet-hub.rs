@@ -125,8 +125,10 @@ struct StoreArgs {
     etcd_connect_timeout: Duration,
     /// The time to live of the etcd leases the hub holds (its election candidacy, or its hold
     /// on the prefix): a replica killed without letting go is replaced within it, and one cut
-    /// off from etcd for longer stops leading and writing. Whole seconds, at least 2s.
-    #[arg(long, env = "GITFLEET_ETCD_LEASE_TTL", default_value = "10s", value_parser = parse_lease_ttl)]
+    /// off from etcd for longer stops leading and writing. Whole seconds, at least 2s. The
+    /// default keeps a failover under 10 s whenever the leader dies: it renews every third of
+    /// the lease, so its successor waits out between two thirds of it and all of it.
+    #[arg(long, env = "GITFLEET_ETCD_LEASE_TTL", default_value = "8s", value_parser = parse_lease_ttl)]
     etcd_lease_ttl: Duration,
     /// How often the leading replica compacts etcd's history (etcd keeps every version of
     /// every key until then), to the revision etcd was at one interval before; as

@@ -16,7 +16,7 @@ use super::repos::ChangeOrigin;
 use super::{Engine, EngineError};
 use crate::model::{ClusterDesired, EventRecord, VersionedTarget};
 use crate::resources::Resource;
-use crate::store::{DesiredHead, RemoteChange, Tree};
+use crate::store::{DesiredHead, RemoteChange, RemoteChanges, Tree};
 
 /// The key prefix of a fetch request a follower writes for the leader (see
 /// [`Engine::fetch_now`]).
@@ -103,18 +103,20 @@ impl Engine {
     /// Acts on the other replicas' writes until the hub stops.
     pub(super) async fn follow_others(
         self: Arc<Self>,
-        mut changes: broadcast::Receiver<RemoteChange>,
+        mut feed: broadcast::Receiver<RemoteChanges>,
     ) {
         let shutdown = self.shutdown.clone();
         loop {
-            let change = tokio::select! {
-                change = changes.recv() => change,
+            let changes = tokio::select! {
+                changes = feed.recv() => changes,
                 () = shutdown.cancelled() => return,
             };
-            match change {
-                Ok(change) => {
-                    if let Err(e) = self.on_remote(change).await {
-                        warn!(error = %e, "cannot act on another replica's write");
+            match changes {
+                Ok(changes) => {
+                    for change in changes.iter() {
+                        if let Err(e) = self.on_remote(change).await {
+                            warn!(error = %e, "cannot act on another replica's write");
+                        }
                     }
                 }
                 Err(broadcast::error::RecvError::Lagged(missed)) => {
@@ -131,17 +133,17 @@ impl Engine {
         }
     }
 
-    async fn on_remote(&self, change: RemoteChange) -> Result<(), EngineError> {
+    async fn on_remote(&self, change: &RemoteChange) -> Result<(), EngineError> {
         let leads = self.leads();
-        self.tell_watchers(&change);
+        self.tell_watchers(change);
         match change.tree {
             Tree::DesiredTargets if !leads => {
                 let (Some(value), Some((cluster, app))) =
-                    (change.value, change.key.split_once('\u{0}'))
+                    (&change.value, change.key.split_once('\u{0}'))
                 else {
                     return Ok(());
                 };
-                let target: VersionedTarget = serde_json::from_slice(&value).map_err(|e| {
+                let target: VersionedTarget = serde_json::from_slice(value).map_err(|e| {
                     EngineError::Invalid(format!(
                         "the desired Target of App {app} in cluster {cluster} another replica wrote: {e}"
                     ))
@@ -152,10 +154,10 @@ impl Engine {
                     .insert(app.to_owned(), target);
             }
             Tree::Desired if !leads => {
-                let Some(value) = change.value else {
+                let Some(value) = &change.value else {
                     return Ok(());
                 };
-                let head = DesiredHead::decode(&change.key, &value)?;
+                let head = DesiredHead::decode(&change.key, value)?;
                 let desired = self.assemble_from_leader(&change.key, head).await?;
                 self.publish_from_leader(&change.key, desired);
                 self.cluster_changed(&change.key);

@@ -35,7 +35,7 @@ pub mod sled;
 
 pub use backend::{Backend, BackendError, Batch, Change, ChangeFeed, KeyRange, Order, Tree};
 pub use desired::DesiredHead;
-pub use remote::RemoteChange;
+pub use remote::{RemoteChange, RemoteChanges};
 
 #[cfg(test)]
 mod tests;
@@ -147,7 +147,7 @@ struct Inner {
     replica_url: OnceLock<String>,
     /// Others' writes, as this store learns them from a shared backend (see
     /// [`Store::subscribe_remote`]); `None` on a backend nobody else writes.
-    remote: Option<tokio::sync::broadcast::Sender<RemoteChange>>,
+    remote: Option<tokio::sync::broadcast::Sender<RemoteChanges>>,
     /// The revisions of this store's own transactions whose changes the watch has not
     /// passed yet (see `remote::apply`).
     own_revisions: Mutex<std::collections::BTreeSet<i64>>,

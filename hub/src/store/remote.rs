@@ -19,11 +19,16 @@ use crate::resources::Resource;
 use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, UserRecord};
 
-/// Changes a subscriber may fall behind by before it is told it lagged (and must read the
-/// whole state again). A commit to one App at 10,000 clusters brings a follower 20,000 (each
-/// cluster's desired Target and its record) in one watch response, faster than it handles
-/// them: room for several such commits (about 9 MB of slots, allocated up front).
-pub(super) const FEED_CAPACITY: usize = 128 * 1024;
+/// Messages a subscriber may fall behind by before it is told it lagged (and must read the
+/// whole state again). A message is what one watch response brought: a commit to one App at
+/// 10,000 clusters is 20,000 changes (each cluster's desired Target and its record) in a few
+/// responses, and one to all 50 Apps a million. Counted in changes, the feed overran into a
+/// full read of the state on a commit moving 100,000 Targets; counted in responses, a commit
+/// of any size takes a few slots.
+pub(super) const FEED_CAPACITY: usize = 4096;
+
+/// The changes of one watch response that the engine acts on, in commit order.
+pub type RemoteChanges = Arc<Vec<RemoteChange>>;
 
 /// A change another replica made, that a replica's engine acts on.
 #[derive(Debug, Clone)]
@@ -97,7 +102,7 @@ impl Store {
     }
 
     /// The changes other replicas make from now on (nothing on a backend nobody else writes).
-    pub fn subscribe_remote(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteChange>> {
+    pub fn subscribe_remote(&self) -> Option<tokio::sync::broadcast::Receiver<RemoteChanges>> {
         self.inner.remote.as_ref().map(|tx| tx.subscribe())
     }
 
@@ -241,11 +246,11 @@ impl Store {
                 }
             }
         }
-        if let Some(tx) = &self.inner.remote {
-            for change in told {
-                // Nobody listening is fine.
-                let _ = tx.send(change);
-            }
+        if let Some(tx) = &self.inner.remote
+            && !told.is_empty()
+        {
+            // Nobody listening is fine.
+            let _ = tx.send(Arc::new(told));
         }
     }
 }

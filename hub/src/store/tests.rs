@@ -146,7 +146,7 @@ fn token(expires: i64, max_uses: u32) -> TokenRecord {
 }
 
 /// An approved cluster without labels, registered at 1.
-fn cluster(name: &str) -> ClusterRecord {
+pub(crate) fn cluster(name: &str) -> ClusterRecord {
     ClusterRecord {
         name: name.into(),
         labels: BTreeMap::new(),

@@ -481,120 +481,24 @@ async fn a_hub_that_lost_its_hold_writes_nothing() {
     assert!(err.contains("no longer holds"), "{err}");
 }
 
-/// A link's write of a cluster record (its last contact) races a revocation written by another
-/// replica: the revocation stands, and the link's writer learns its write was not made.
-#[tokio::test]
-async fn a_write_on_condition_loses_a_race_with_another_replica_and_says_so() {
-    use crate::model::ClusterRecord;
-    use crate::store::{Store, StoreError};
-    let etcd = EtcdServer::start();
-    let follower = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/race/").await))
+/// Two replicas' stores on `prefix` (a leader and a follower), the follower having seen the
+/// clusters `names` the leader wrote.
+async fn replicas_with(
+    etcd: &EtcdServer,
+    prefix: &str,
+    names: &[String],
+) -> (crate::store::Store, crate::store::Store) {
+    use crate::store::Store;
+    let follower = Store::with_backend(std::sync::Arc::new(connect(etcd, prefix).await))
         .await
         .unwrap();
-    let leader = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/race/").await))
+    let leader = Store::with_backend(std::sync::Arc::new(connect(etcd, prefix).await))
         .await
         .unwrap();
     assert!(follower.is_shared() && leader.is_shared());
-    let record = ClusterRecord {
-        name: "dev-1".into(),
-        labels: Default::default(),
-        agent_version: String::new(),
-        registered_at_unix: 1,
-        certificate_expires_unix: 2,
-        last_contact_unix: 0,
-        revoked: false,
-        key_fingerprint: String::new(),
-        renewed_key_fingerprints: Vec::new(),
-        pending: false,
-        token_id: String::new(),
-    };
-    leader.put_cluster(&record).unwrap();
-    leader.flush().await.unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(10);
-    while follower.cluster("dev-1").unwrap().is_none() {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the follower never saw dev-1"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-
-    // The follower has not yet heard of the revocation when it records the link's contact.
-    let held = follower.hold_others_writes().await;
-    leader
-        .update_cluster("dev-1", |r| {
-            (
-                r.map(|r| ClusterRecord {
-                    revoked: true,
-                    ..r.clone()
-                }),
-                (),
-            )
-        })
-        .unwrap();
-    leader.flush().await.unwrap();
-    let ((), check) = follower
-        .update_cluster_if_unchanged("dev-1", |r| {
-            (
-                r.map(|r| ClusterRecord {
-                    last_contact_unix: 42,
-                    ..r.clone()
-                }),
-                (),
-            )
-        })
-        .unwrap();
-    drop(held);
-    let outcome = check.confirm(&follower).await;
-    assert!(
-        matches!(outcome, Err(StoreError::Conflict(_))),
-        "{outcome:?}"
-    );
-    assert!(follower.failure().is_none(), "a lost race is no failure");
-    let stored = leader.cluster("dev-1").unwrap().unwrap();
-    assert!(stored.revoked, "the revocation stands");
-    let raw = connect(&etcd, "/race/")
-        .await
-        .get(Tree::Clusters, b"dev-1")
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(String::from_utf8_lossy(&raw).contains("\"revoked\":true"));
-    // The follower's copy is the record etcd holds, not its own lost write.
-    let mine = follower.cluster("dev-1").unwrap().unwrap();
-    assert!(mine.revoked && mine.last_contact_unix == 0, "{mine:?}");
-}
-
-/// Links connecting at once each write their cluster's record on condition that it is the
-/// one they read: a replica sends those writes to etcd together, and the one that lost a race
-/// with another replica (a revocation) is refused alone.
-#[tokio::test]
-async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_its_own() {
-    use crate::model::ClusterRecord;
-    use crate::store::{Store, StoreError};
-    let etcd = EtcdServer::start();
-    let follower = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/many/").await))
-        .await
-        .unwrap();
-    let leader = Store::with_backend(std::sync::Arc::new(connect(&etcd, "/many/").await))
-        .await
-        .unwrap();
-    let names: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
-    for name in &names {
+    for name in names {
         leader
-            .put_cluster(&ClusterRecord {
-                name: name.clone(),
-                labels: Default::default(),
-                agent_version: String::new(),
-                registered_at_unix: 1,
-                certificate_expires_unix: 2,
-                last_contact_unix: 0,
-                revoked: false,
-                key_fingerprint: String::new(),
-                renewed_key_fingerprints: Vec::new(),
-                pending: false,
-                token_id: String::new(),
-            })
+            .put_cluster(&crate::store::tests::cluster(name))
             .unwrap();
     }
     leader.flush().await.unwrap();
@@ -606,13 +510,15 @@ async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_it
         );
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
+    (leader, follower)
+}
 
-    // The follower has not yet heard of c150's revocation when its links record contact.
-    let held = follower.hold_others_writes().await;
-    leader
-        .update_cluster("c150", |r| {
+/// Revokes `name` through `store`, durably.
+async fn revoke(store: &crate::store::Store, name: &str) {
+    store
+        .update_cluster(name, |r| {
             (
-                r.map(|r| ClusterRecord {
+                r.map(|r| crate::model::ClusterRecord {
                     revoked: true,
                     ..r.clone()
                 }),
@@ -620,7 +526,76 @@ async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_it
             )
         })
         .unwrap();
-    leader.flush().await.unwrap();
+    store.flush().await.unwrap();
+}
+
+/// A link's write of `name`'s last contact (42), on condition that the record is the one read.
+fn touch(store: &crate::store::Store, name: &str) -> crate::store::WriteCheck {
+    store
+        .update_cluster_if_unchanged(name, |r| {
+            (
+                r.map(|r| crate::model::ClusterRecord {
+                    last_contact_unix: 42,
+                    ..r.clone()
+                }),
+                (),
+            )
+        })
+        .unwrap()
+        .1
+}
+
+/// `name`'s record as etcd holds it.
+async fn stored(etcd: &EtcdServer, prefix: &str, name: &str) -> crate::model::ClusterRecord {
+    let raw = connect(etcd, prefix)
+        .await
+        .get(Tree::Clusters, name.as_bytes())
+        .await
+        .unwrap()
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+/// A link's write of a cluster record (its last contact) races a revocation written by another
+/// replica: the revocation stands, and the link's writer learns its write was not made.
+#[tokio::test]
+async fn a_write_on_condition_loses_a_race_with_another_replica_and_says_so() {
+    use crate::store::StoreError;
+    let etcd = EtcdServer::start();
+    let (leader, follower) = replicas_with(&etcd, "/race/", &["dev-1".to_owned()]).await;
+
+    // The follower has not yet heard of the revocation when it records the link's contact.
+    let held = follower.hold_others_writes().await;
+    revoke(&leader, "dev-1").await;
+    let check = touch(&follower, "dev-1");
+    drop(held);
+    let outcome = check.confirm(&follower).await;
+    assert!(
+        matches!(outcome, Err(StoreError::Conflict(_))),
+        "{outcome:?}"
+    );
+    assert!(follower.failure().is_none(), "a lost race is no failure");
+    let stored_now = leader.cluster("dev-1").unwrap().unwrap();
+    assert!(stored_now.revoked, "the revocation stands");
+    assert!(stored(&etcd, "/race/", "dev-1").await.revoked);
+    // The follower's copy is the record etcd holds, not its own lost write.
+    let mine = follower.cluster("dev-1").unwrap().unwrap();
+    assert!(mine.revoked && mine.last_contact_unix == 0, "{mine:?}");
+}
+
+/// Links connecting at once each write their cluster's record on condition that it is the
+/// one they read: a replica sends those writes to etcd together, and the one that lost a race
+/// with another replica (a revocation) is refused alone.
+#[tokio::test]
+async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_its_own() {
+    use crate::store::StoreError;
+    let etcd = EtcdServer::start();
+    let names: Vec<String> = (0..300).map(|i| format!("c{i:03}")).collect();
+    let (leader, follower) = replicas_with(&etcd, "/many/", &names).await;
+
+    // The follower has not yet heard of c150's revocation when its links record contact.
+    let held = follower.hold_others_writes().await;
+    revoke(&leader, "c150").await;
     let raw = connect(&etcd, "/many/").await;
     let revision = || async {
         raw.kv_get(b"/".to_vec(), Some(GetOptions::new().with_count_only()))
@@ -631,23 +606,7 @@ async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_it
             .revision()
     };
     let before = revision().await;
-    let checks: Vec<_> = names
-        .iter()
-        .map(|name| {
-            follower
-                .update_cluster_if_unchanged(name, |r| {
-                    (
-                        r.map(|r| ClusterRecord {
-                            last_contact_unix: 42,
-                            ..r.clone()
-                        }),
-                        (),
-                    )
-                })
-                .unwrap()
-                .1
-        })
-        .collect();
+    let checks: Vec<_> = names.iter().map(|name| touch(&follower, name)).collect();
     drop(held);
     follower.flush().await.unwrap();
     // One transaction per record before: 299 made.
@@ -665,23 +624,73 @@ async fn writes_on_condition_go_to_etcd_together_and_a_lost_race_refuses_only_it
     }
     assert!(follower.failure().is_none(), "a lost race is no failure");
     for name in &names {
-        let stored = raw
-            .get(Tree::Clusters, name.as_bytes())
-            .await
-            .unwrap()
-            .unwrap();
-        let stored: ClusterRecord = serde_json::from_slice(&stored).unwrap();
+        let record = stored(&etcd, "/many/", name).await;
         match name.as_str() {
             "c150" => assert!(
-                stored.revoked && stored.last_contact_unix == 0,
-                "{stored:?}"
+                record.revoked && record.last_contact_unix == 0,
+                "{record:?}"
             ),
             _ => assert!(
-                !stored.revoked && stored.last_contact_unix == 42,
-                "{stored:?}"
+                !record.revoked && record.last_contact_unix == 42,
+                "{record:?}"
             ),
         }
     }
+}
+
+/// A commit moving more Targets than the feed had slots for changes (140,000: one App's
+/// Targets at 140,000 clusters, or a commit to many Apps) reaches a replica that has not read
+/// its feed meanwhile whole: the feed counts watch responses, not changes, so it does not
+/// overrun into a full read of the state.
+#[tokio::test]
+async fn a_commit_of_140000_changes_reaches_a_replica_that_did_not_read_meanwhile_whole() {
+    use crate::store::Store;
+    const CHANGES: usize = 140_000;
+    let etcd = EtcdServer::start_with(&["--max-txn-ops", "4096"]);
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.prefix = "/feed/".into();
+    options.max_txn_ops = 4096;
+    let follower = Store::with_backend(std::sync::Arc::new(
+        EtcdBackend::connect(&options).await.unwrap(),
+    ))
+    .await
+    .unwrap();
+    let mut feed = follower.subscribe_remote().unwrap();
+    let leader = EtcdBackend::connect(&options).await.unwrap();
+    let mut batch = Batch::default();
+    for i in 0..CHANGES {
+        batch.put(
+            Tree::DesiredTargets,
+            format!("c{i:06}\u{0}app"),
+            b"{}".to_vec(),
+        );
+    }
+    leader.commit(batch).await.unwrap();
+    // Then a record the follower's mirror shows once it has applied everything before it.
+    let mut marker = Batch::default();
+    marker.put(
+        Tree::Clusters,
+        "marker",
+        serde_json::to_vec(&crate::store::tests::cluster("marker")).unwrap(),
+    );
+    leader.commit(marker).await.unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while follower.cluster("marker").unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the follower never applied the commit"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let mut told = 0;
+    loop {
+        match feed.try_recv() {
+            Ok(changes) => told += changes.len(),
+            Err(tokio::sync::broadcast::error::TryRecvError::Empty) => break,
+            Err(e) => panic!("the feed overran after {told} changes: {e}"),
+        }
+    }
+    assert_eq!(told, CHANGES + 1);
 }
 
 /// A member killed while a request was being written to it: tonic answers UNKNOWN "transport
