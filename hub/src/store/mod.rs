@@ -1154,9 +1154,15 @@ impl Store {
     }
 
     /// The last state of each of an App's rollouts, oldest first: the history read from the
-    /// backend, with the current rollout's record over its entry (which may be older).
+    /// backend, with the current rollout's record over its entry (which may be older). What it
+    /// shows is durable: a rollout shown `complete` stays so if the hub is killed right after
+    /// (the rollout driver stores a decision a moment before its flush, and the kill tests
+    /// commit the next revision once the history says `complete`; shown before it was durable,
+    /// a kill in that moment made the next rollout supersede it).
     pub async fn rollout_history(&self, app: &str) -> Result<Vec<RolloutState>, StoreError> {
         let current = self.rollout_shared(app);
+        // Covers every write made before it, the current record's included.
+        self.flush().await?;
         let mut states = self
             .backend()
             .await?
