@@ -22,6 +22,23 @@ fn on_etcd(data: &std::path::Path, etcd: &EtcdServer, prefix: &str) -> HubConfig
     }
 }
 
+/// What etcd holds under `prefix` for dev-1, read by a client of its own: its acked seq and its
+/// Targets' reports (as stored, JSON).
+async fn dev_1_in_etcd(etcd: &EtcdServer, prefix: &str) -> (Option<Vec<u8>>, Vec<String>) {
+    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
+    options.prefix = prefix.into();
+    let reader = EtcdBackend::connect(&options).await.unwrap();
+    let acked = reader.get(Tree::Acked, b"dev-1").await.unwrap();
+    let targets = reader
+        .scan(Tree::Targets, KeyRange::all(), Order::Ascending, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|(_, v)| String::from_utf8_lossy(&v).into_owned())
+        .collect();
+    (acked, targets)
+}
+
 #[tokio::test]
 async fn a_hub_on_etcd_acks_what_etcd_holds_and_finds_it_after_a_restart() {
     let etcd = EtcdServer::start();
@@ -40,19 +57,10 @@ async fn a_hub_on_etcd_acks_what_etcd_holds_and_finds_it_after_a_restart() {
     spoke.until("ack 1", |v| v.acked_seq == 1).await;
 
     // Acknowledged means committed in etcd: another client reads it there at once.
-    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
-    options.prefix = "/hub-a/".into();
-    let reader = EtcdBackend::connect(&options).await.unwrap();
-    assert_eq!(
-        reader.get(Tree::Acked, b"dev-1").await.unwrap(),
-        Some(b"1".to_vec())
-    );
-    let targets = reader
-        .scan(Tree::Targets, KeyRange::all(), Order::Ascending, usize::MAX)
-        .await
-        .unwrap();
+    let (acked, targets) = dev_1_in_etcd(&etcd, "/hub-a/").await;
+    assert_eq!(acked, Some(b"1".to_vec()));
     assert_eq!(targets.len(), 1, "{targets:?}");
-    assert!(String::from_utf8_lossy(&targets[0].1).contains("synced on etcd"));
+    assert!(targets[0].contains("synced on etcd"));
     let epoch = hub.store().epoch().to_owned();
     hub.shutdown().await;
     spoke.until_end().await;
@@ -135,23 +143,9 @@ async fn a_session_reads_reports_on_while_an_earlier_ack_waits_for_etcd() {
 
     // Once etcd commits, both are acked, and acked means in etcd.
     spoke.until("ack 3", |v| v.acked_seq == 3).await;
-    let mut options = EtcdOptions::new(vec![etcd.endpoint()]);
-    options.prefix = "/hub-pipelined/".into();
-    let reader = EtcdBackend::connect(&options).await.unwrap();
-    assert_eq!(
-        reader.get(Tree::Acked, b"dev-1").await.unwrap(),
-        Some(b"3".to_vec())
-    );
-    let targets = reader
-        .scan(Tree::Targets, KeyRange::all(), Order::Ascending, usize::MAX)
-        .await
-        .unwrap();
-    assert!(
-        targets
-            .iter()
-            .any(|(_, v)| String::from_utf8_lossy(v).contains("third")),
-        "{targets:?}"
-    );
+    let (acked, targets) = dev_1_in_etcd(&etcd, "/hub-pipelined/").await;
+    assert_eq!(acked, Some(b"3".to_vec()));
+    assert!(targets.iter().any(|t| t.contains("third")), "{targets:?}");
     hub.shutdown().await;
 }
 

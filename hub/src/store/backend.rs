@@ -275,6 +275,12 @@ pub enum BackendError {
 }
 
 impl BackendError {
+    /// Whether it ends a run of commits ([`Backend::commit_all`]): anything but a lost race
+    /// (a conflict refuses its own batch only).
+    pub fn ends_commits(&self) -> bool {
+        !matches!(self, BackendError::Conflict { .. })
+    }
+
     /// The conflict error for a condition on `key` of `tree`.
     pub fn conflict(tree: Tree, key: &[u8]) -> Self {
         BackendError::Conflict {
@@ -355,7 +361,7 @@ pub trait Backend: Send + Sync + 'static {
             let mut outcomes = Vec::with_capacity(batches.len());
             for batch in batches {
                 let outcome = self.commit(batch).await;
-                let ends = matches!(outcome, Err(BackendError::Storage(_)));
+                let ends = outcome.as_ref().is_err_and(BackendError::ends_commits);
                 outcomes.push(outcome);
                 if ends {
                     break;

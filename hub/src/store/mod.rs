@@ -103,6 +103,9 @@ pub enum StoreError {
 /// Where the outcome of a write made on condition goes: `Err` with why it was not made.
 type Outcome = Arc<OnceLock<Result<(), String>>>;
 
+/// A record's tree and key.
+type RecordKey = (Tree, Vec<u8>);
+
 /// What became of a write made on condition (see [`Store::update_cluster_if_unchanged`]).
 #[derive(Debug, Clone, Default)]
 pub struct WriteCheck {
@@ -523,33 +526,32 @@ impl Store {
         };
         let writes = pending.iter().map(|b| b.ops.len()).sum();
         let given = pending.len();
-        // The keys of the batches whose writers asked to know, to read again if refused.
-        let keys: Vec<Vec<(Tree, Vec<u8>)>> = pending
-            .iter()
-            .enumerate()
-            .map(|(i, batch)| match checks.iter().any(|(at, _)| *at == i) {
-                true => batch.ops.iter().filter_map(op_key).collect(),
-                false => Vec::new(),
-            })
-            .collect();
+        // By batch: where the outcome goes if its writer asked to know, and its keys, to read
+        // again if it is refused (thousands of each when thousands of spokes connect at once).
+        let mut checked: Vec<Option<(Outcome, Vec<RecordKey>)>> =
+            (0..given).map(|_| None).collect();
+        for (at, outcome) in checks {
+            if let (Some(slot), Some(batch)) = (checked.get_mut(at), pending.get(at)) {
+                *slot = Some((outcome, batch.ops.iter().filter_map(op_key).collect()));
+            }
+        }
         let outcomes = self.inner.backend.commit_all(pending).await;
         if self.inner.remote.is_some() {
             self.own_revisions()
                 .extend(self.inner.backend.own_revisions());
         }
         let answered = outcomes.len();
-        for (i, done) in outcomes.into_iter().enumerate() {
-            let check = checks.iter().find(|(at, _)| *at == i).map(|(_, o)| o);
+        for (done, check) in outcomes.into_iter().zip(checked) {
             match (done, check) {
-                (Ok(()), Some(outcome)) => {
+                (Ok(()), Some((outcome, _))) => {
                     let _ = outcome.set(Ok(()));
                 }
                 (Ok(()), None) => {}
                 // A write whose writer asked to know: it is told, and the mirror reads the
                 // records again (it holds the write that was not made).
-                (Err(e @ BackendError::Conflict { .. }), Some(outcome)) => {
+                (Err(e @ BackendError::Conflict { .. }), Some((outcome, keys))) => {
                     let _ = outcome.set(Err(e.to_string()));
-                    self.reread(&keys[i]).await.map_err(|e| self.failed(e))?;
+                    self.reread(&keys).await.map_err(|e| self.failed(e))?;
                 }
                 // A failed batch takes the writes queued after it with it: the store is failed
                 // for good then (see `failure`), so that no later flush reports them durable.

@@ -551,47 +551,68 @@ impl EtcdBackend {
         done
     }
 
-    /// What [`groups`] needs to know of `batch`.
+    /// What [`groups`] needs to know of `batch`, from its writes as given (an upper bound of
+    /// its effect), without copying a value: a large batch (a commit's desired state) is
+    /// alone, and only small ones have their keys listed.
     fn shape(&self, batch: &Batch) -> Shape {
-        let writes: Vec<Write> = batch.ops.iter().map(|op| self.write(op)).collect();
-        let range = writes
-            .iter()
-            .any(|w| matches!(w, Write::DeleteRange { .. }));
-        let whole = effect(writes);
-        let conditions: Vec<(Vec<u8>, usize)> = batch
-            .conditions
-            .iter()
-            .map(|c| {
-                let (tree, key) = condition_key(c);
-                let value = match c {
-                    Condition::Absent { .. } => 0,
-                    Condition::Equals { value, .. } => value.len(),
+        let mut range = false;
+        let mut bytes = 0;
+        for op in &batch.ops {
+            bytes += OP_OVERHEAD
+                + self.prefix.len()
+                + match op {
+                    Op::Put { tree, key, value } => tree.name().len() + 1 + key.len() + value.len(),
+                    Op::Delete { tree, key } => tree.name().len() + 1 + key.len(),
+                    Op::DeleteRange { .. } => {
+                        range = true;
+                        0
+                    }
                 };
-                (self.key(tree, key), value)
-            })
-            .collect();
+        }
         // A condition is a compare (key, value) and a read (key) for when it does not hold.
-        let bytes = bytes(&whole)
-            + conditions
-                .iter()
-                .map(|(key, value)| 2 * (OP_OVERHEAD + key.len()) + value)
-                .sum::<usize>();
+        for condition in &batch.conditions {
+            let (tree, key) = condition_key(condition);
+            let value = match condition {
+                Condition::Absent { .. } => 0,
+                Condition::Equals { value, .. } => value.len(),
+            };
+            bytes +=
+                2 * (OP_OVERHEAD + self.prefix.len() + tree.name().len() + 1 + key.len()) + value;
+        }
+        let alone = range
+            || batch.ops.len() > self.max_txn_ops
+            || batch.conditions.len() + FENCES > self.max_txn_ops
+            || bytes > self.max_txn_bytes;
+        let (conditions, written) = match alone {
+            true => (Vec::new(), Vec::new()),
+            false => (
+                batch
+                    .conditions
+                    .iter()
+                    .map(|c| {
+                        let (tree, key) = condition_key(c);
+                        self.key(tree, key)
+                    })
+                    .collect(),
+                batch
+                    .ops
+                    .iter()
+                    .filter_map(|op| match op {
+                        Op::Put { tree, key, .. } | Op::Delete { tree, key } => {
+                            Some(self.key(*tree, key))
+                        }
+                        Op::DeleteRange { .. } => None,
+                    })
+                    .collect(),
+            ),
+        };
         Shape {
-            alone: range
-                || whole.len() > self.max_txn_ops
-                || batch.conditions.len() + FENCES > self.max_txn_ops
-                || bytes > self.max_txn_bytes,
-            ops: whole.len(),
+            alone,
+            ops: batch.ops.len(),
             bytes,
-            compares: conditions.len(),
-            written: whole
-                .into_iter()
-                .filter_map(|w| match w {
-                    Write::Put { key, .. } | Write::Delete { key } => Some(key),
-                    Write::DeleteRange { .. } => None,
-                })
-                .collect(),
-            conditions: conditions.into_iter().map(|(key, _)| key).collect(),
+            compares: batch.conditions.len(),
+            conditions,
+            written,
         }
     }
 
@@ -1102,14 +1123,14 @@ struct Shape {
     /// Goes in a transaction of its own: it deletes a range, is over etcd's limits alone (and
     /// is split, or refused), or has as many conditions as a transaction takes.
     alone: bool,
-    /// Writes of its effect.
+    /// Its writes (as given: at least its effect's).
     ops: usize,
-    /// Its effect's keys and values, its conditions' compares and reads.
+    /// Its writes' keys and values, its conditions' compares and reads.
     bytes: usize,
     compares: usize,
-    /// The keys its conditions are on.
+    /// The keys its conditions are on (none listed when it goes alone).
     conditions: Vec<Vec<u8>>,
-    /// The keys it writes.
+    /// The keys it writes (none listed when it goes alone).
     written: Vec<Vec<u8>>,
 }
 
@@ -1152,9 +1173,9 @@ fn groups(shapes: &[Shape], max_ops: usize, max_bytes: usize) -> Vec<usize> {
     out
 }
 
-/// Whether `outcome` ends a run of commits: a failure other than a lost race.
+/// Whether `outcome` ends a run of commits (see [`BackendError::ends_commits`]).
 fn ends_commits(outcome: &Result<(), BackendError>) -> bool {
-    matches!(outcome, Err(e) if !matches!(e, BackendError::Conflict { .. }))
+    outcome.as_ref().is_err_and(BackendError::ends_commits)
 }
 
 /// The transactions that apply `writes` in turn: their [`effect`] whole when it fits in one,
