@@ -108,6 +108,8 @@ pub struct HubConfig {
 }
 
 /// Where the hub keeps its state.
+// Made once at startup: the size of a variant costs nothing worth a box in every caller.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, Default)]
 pub enum StoreConfig {
     /// sled in `DATA_DIR/store`: one hub process, nothing else to run.

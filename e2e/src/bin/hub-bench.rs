@@ -566,6 +566,13 @@ async fn fleet(
         let mut options = gitfleet_hub::store::etcd::EtcdOptions::new(vec![endpoint.to_owned()]);
         // A prefix of its own per run: a bench never reads an earlier run's state.
         options.prefix = format!("/hub-bench-{}/", std::process::id());
+        // As the hub's --etcd-txns-in-flight.
+        if let Some(n) = std::env::var("GITFLEET_ETCD_TXNS_IN_FLIGHT")
+            .ok()
+            .and_then(|n| n.parse().ok())
+        {
+            options.txns_in_flight = n;
+        }
         println!("(store: etcd at {endpoint}, prefix {})", options.prefix);
         config.store = runtime::StoreConfig::Etcd(options);
     }

@@ -144,6 +144,11 @@ struct StoreArgs {
     /// etcd was started with more).
     #[arg(long, env = "GITFLEET_ETCD_MAX_REQUEST_BYTES", default_value_t = gitfleet_hub::store::etcd::DEFAULT_MAX_REQUEST_BYTES)]
     etcd_max_request_bytes: usize,
+    /// Transactions the hub keeps under way at once when their writes allow any order (a
+    /// commit's desired state, one transaction per 64 clusters): more hides more of etcd's
+    /// round trip and disk sync behind each other.
+    #[arg(long, env = "GITFLEET_ETCD_TXNS_IN_FLIGHT", default_value_t = gitfleet_hub::store::etcd::DEFAULT_TXNS_IN_FLIGHT, value_parser = clap::value_parser!(u32).range(1..).map(|n| usize::try_from(n).unwrap_or(usize::MAX)))]
+    etcd_txns_in_flight: usize,
 }
 
 impl StoreArgs {
@@ -196,6 +201,7 @@ impl StoreArgs {
             connect_timeout: self.etcd_connect_timeout,
             max_txn_ops: self.etcd_max_txn_ops,
             max_request_bytes: self.etcd_max_request_bytes,
+            txns_in_flight: self.etcd_txns_in_flight,
             hold_ttl: self.etcd_lease_ttl,
             compaction_interval: self.etcd_compaction_interval,
             ..EtcdOptions::new(self.etcd_endpoints)

@@ -202,7 +202,12 @@ impl Engine {
             .and_then(|previous| previous.changed_apps(&inputs));
         if changed_apps.as_ref().is_some_and(HashSet::is_empty) {
             // Desired state is a function of these: nothing to compute (the rollout driver
-            // decides on every report of a rollout; most of them move nothing).
+            // decides on every report of a rollout; most of them move nothing). They are kept
+            // in place of the last ones, equal to them for desired state: a rollout that moved
+            // on without assigning anything (a Target turned healthy, the rollout completed) is
+            // a new allocation, and kept stale, every later recompute compared its 10,000
+            // assigned revisions again instead of two pointers.
+            *self.computed_from() = Some(inputs);
             return Ok(());
         }
         let t2 = t0.elapsed();

@@ -219,6 +219,9 @@ pub enum Condition {
 pub struct Batch {
     pub conditions: Vec<Condition>,
     pub ops: Vec<Op>,
+    /// Whether it may be applied in any order with the unordered batches next to it (see
+    /// [`Backend::commit_all`]): set by [`in_any_order`](Batch::in_any_order).
+    pub unordered: bool,
 }
 
 impl Batch {
@@ -256,6 +259,18 @@ impl Batch {
             Some(value) => Condition::Equals { tree, key, value },
             None => Condition::Absent { tree, key },
         });
+        self
+    }
+
+    /// Lets a backend apply this batch in any order with the unordered batches next to it
+    /// (still whole, and never before a batch that is not unordered queued before it, nor
+    /// after one queued after it), so that a networked backend can send them at once: each
+    /// cluster's desired state is such a batch, since what a crash or another replica may see
+    /// of a commit is then some clusters at the new state and the others at the old, each
+    /// whole. Such a batch has no conditions (they would be checked after the writes before
+    /// it, which an unordered batch does not have).
+    pub fn in_any_order(&mut self) -> &mut Self {
+        self.unordered = true;
         self
     }
 
@@ -323,10 +338,12 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Result<Vec<Change>, BackendErr
 ///   of the committed writes in commit order (possibly none of the unsynced ones, possibly part
 ///   of a batch; etcd, which commits durably, keeps whole transactions and splits a batch over
 ///   its limits after dropping every write a later one of the same key replaces, so that a
-///   key's write counts where its last write stands): the store orders its writes so that any
-///   such prefix is consistent (reports durable before the acked seq that covers them is
-///   written; a cluster's desired Targets written with the record that names them, the record
-///   last, whenever one of them is written).
+///   key's write counts where its last write stands), where the batches of a run of unordered
+///   ones count in any order (etcd may keep some of them, whole, and not others): the store
+///   orders its writes so that any such prefix is consistent (reports durable before the acked
+///   seq that covers them is written; a cluster's desired Targets written with the record that
+///   names them, the record last, whenever one of them is written, in one unordered batch per
+///   cluster).
 /// - **Writers.** sled has one writer (it holds a file lock). etcd may be shared by several
 ///   replicas of one hub: each store then learns the others' writes from
 ///   [`watch`](Backend::watch) and tells them from its own by the revisions
@@ -354,8 +371,14 @@ pub trait Backend: Send + Sync + 'static {
     /// Applies `batches` in turn, each as [`commit`](Backend::commit) would (its conditions
     /// checked after the writes of the batches before it); each one's outcome, in order. A
     /// batch that fails for another reason than a condition (a [`BackendError::Storage`]) ends
-    /// it: the outcomes stop at it, and nothing after it is applied. A networked backend sends
-    /// batches together where that keeps their meaning.
+    /// it: the outcomes stop at it, and nothing after it is applied but, maybe, unordered
+    /// batches of its run. A networked backend sends batches together where that keeps their
+    /// meaning.
+    ///
+    /// A run of consecutive [unordered](Batch::in_any_order) batches may be applied in any
+    /// order among themselves, and at once, each whole, after every batch before the run and
+    /// before every batch after it; but a batch of the run that writes a key an earlier one of
+    /// the run wrote is applied after that one (the later write stands).
     fn commit_all(&self, batches: Vec<Batch>) -> BoxFuture<'_, Vec<Result<(), BackendError>>> {
         Box::pin(async move {
             let mut outcomes = Vec::with_capacity(batches.len());

@@ -195,6 +195,9 @@ pub(super) fn desired_writes(
         batch.delete(Tree::DesiredTargets, report_key(cluster, app));
     }
     batch.put(Tree::Desired, cluster, encode(&DesiredHead::of(desired)));
+    // Each cluster's desired state stands alone: a commit's 10,000 clusters go to etcd in
+    // transactions sent at once, not one after another.
+    batch.in_any_order();
     batch
 }
 

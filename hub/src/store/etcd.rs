@@ -57,6 +57,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// `--etcd-compaction-interval` default.
 pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
 /// The key prefix when none is configured.
+/// Transactions of writes in any order under way at once, by default (see
+/// [`EtcdOptions::txns_in_flight`]).
+pub const DEFAULT_TXNS_IN_FLIGHT: usize = 8;
+
 pub const DEFAULT_PREFIX: &str = "/gitfleet/";
 
 /// Where the store is and how to reach it.
@@ -75,6 +79,9 @@ pub struct EtcdOptions {
     pub max_txn_ops: usize,
     /// The largest request etcd takes: its `--max-request-bytes`.
     pub max_request_bytes: usize,
+    /// Transactions that may be under way at once when writes allow any order (each cluster's
+    /// desired state), at least 1.
+    pub txns_in_flight: usize,
     /// How long a hub's hold on its prefix outlives the hub: a hub killed without letting go
     /// keeps its successor waiting this long at most (see `EtcdBackend::connect_exclusive`).
     pub hold_ttl: Duration,
@@ -94,6 +101,7 @@ impl EtcdOptions {
             request_timeout: Duration::from_secs(30),
             max_txn_ops: DEFAULT_MAX_TXN_OPS,
             max_request_bytes: DEFAULT_MAX_REQUEST_BYTES,
+            txns_in_flight: DEFAULT_TXNS_IN_FLIGHT,
             hold_ttl: Duration::from_secs(10),
             compaction_interval: DEFAULT_COMPACTION_INTERVAL,
         }

@@ -309,14 +309,24 @@ impl Mirror {
 
     /// Queues `batch` for the backend, after every write queued before it.
     fn write(&mut self, batch: Batch) {
+        debug_assert!(
+            !batch.unordered || batch.conditions.is_empty(),
+            "an unordered batch has no conditions"
+        );
         if let Some(keys) = &mut self.pending_keys {
             keys.add(&batch);
         }
         match self.pending.last_mut() {
             // Unconditional writes join the previous batch: fewer round trips for a networked
             // backend. A batch with conditions stays apart, so that its conditions are checked
-            // after the writes before it, not before.
-            Some(last) if last.conditions.is_empty() && batch.conditions.is_empty() => {
+            // after the writes before it, not before; so does an unordered one, which the
+            // backend may send at once with its unordered neighbours.
+            Some(last)
+                if last.conditions.is_empty()
+                    && batch.conditions.is_empty()
+                    && !last.unordered
+                    && !batch.unordered =>
+            {
                 last.ops.extend(batch.ops);
             }
             _ => self.pending.push(batch),

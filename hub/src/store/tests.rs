@@ -624,7 +624,7 @@ fn target(app: &str, commit: &str) -> crate::fleet::DesiredTarget {
     crate::fleet::DesiredTarget::for_tests(app, commit)
 }
 
-fn targets(of: &[(&str, &str)]) -> BTreeMap<String, Arc<crate::fleet::DesiredTarget>> {
+pub(crate) fn targets(of: &[(&str, &str)]) -> BTreeMap<String, Arc<crate::fleet::DesiredTarget>> {
     of.iter()
         .map(|(app, commit)| ((*app).to_owned(), Arc::new(target(app, commit))))
         .collect()

@@ -41,11 +41,17 @@ pub struct EtcdBackend {
     pub(super) session: Mutex<Session>,
     /// The revisions of this store's transactions not yet taken by `own_revisions`.
     own: Mutex<Vec<i64>>,
+    /// Transactions under way now, and the most there have been at once.
+    in_flight: std::sync::atomic::AtomicUsize,
+    most_in_flight: std::sync::atomic::AtomicUsize,
     /// How long a request may keep trying members that cannot be reached.
     request_timeout: Duration,
     prefix: Vec<u8>,
     endpoints: String,
     max_txn_ops: usize,
+    /// Transactions of unordered batches (a commit's desired state) sent at once, at most:
+    /// they need not wait for each other's round trip and disk sync.
+    txns_in_flight: usize,
     /// Keys and values one transaction may carry.
     max_txn_bytes: usize,
     /// How often the leader compacts etcd's history (zero: never).
@@ -257,13 +263,23 @@ impl EtcdBackend {
             hold: None,
             session: Mutex::new(Session::default()),
             own: Mutex::new(Vec::new()),
+            in_flight: Default::default(),
+            most_in_flight: Default::default(),
             request_timeout: options.request_timeout,
             prefix: options.prefix.as_bytes().to_vec(),
             endpoints,
             max_txn_ops: options.max_txn_ops,
+            txns_in_flight: options.txns_in_flight.max(1),
             max_txn_bytes: options.max_request_bytes - REQUEST_OVERHEAD,
             compaction_interval: options.compaction_interval,
         })
+    }
+
+    /// The most transactions this backend has had under way at once.
+    #[cfg(test)]
+    pub(super) fn most_in_flight(&self) -> usize {
+        self.most_in_flight
+            .load(std::sync::atomic::Ordering::SeqCst)
     }
 
     pub(super) fn session(&self) -> MutexGuard<'_, Session> {
@@ -332,6 +348,7 @@ impl EtcdBackend {
     /// A transaction, tried again while the member it went to cannot be reached (see
     /// [`retry`]).
     async fn kv_txn(&self, txn: Txn) -> Result<etcd_client::TxnResponse, BackendError> {
+        let _counted = InFlight::count(self);
         retry(
             self.request_timeout,
             || self.session().lost.is_some(),
@@ -461,29 +478,65 @@ impl EtcdBackend {
     /// one transaction together go as one, on all of their conditions. Each link writes its
     /// cluster's record on condition as its spoke connects, so 10,000 spokes connecting at once
     /// (a replica's restart, a failover) were 10,000 transactions in turn, each waiting for
-    /// etcd's disk, and every report's acknowledgement waited behind them.
+    /// etcd's disk, and every report's acknowledgement waited behind them. The transactions of
+    /// a run of unordered batches (see [`waves`]) go at once, up to `txns_in_flight`.
     async fn commit_all_now(&self, batches: Vec<Batch>) -> Vec<Result<(), BackendError>> {
+        use futures::StreamExt;
         let shapes: Vec<Shape> = batches.iter().map(|b| self.shape(b)).collect();
+        let lens = groups(&shapes, self.max_txn_ops, self.max_txn_bytes);
+        let waves = waves(&shapes, &lens);
         let mut outcomes = Vec::with_capacity(batches.len());
         let mut rest = batches.into_iter();
-        for len in groups(&shapes, self.max_txn_ops, self.max_txn_bytes) {
-            let group: Vec<Batch> = rest.by_ref().take(len).collect();
-            let done = if len == 1 {
-                let mut done = Vec::with_capacity(1);
-                for batch in group {
-                    done.push(self.commit_now(batch).await);
+        let mut lens = lens.into_iter();
+        for wave in waves {
+            let parts: Vec<Vec<Batch>> = lens
+                .by_ref()
+                .take(wave)
+                .map(|len| rest.by_ref().take(len).collect())
+                .collect();
+            let started = std::time::Instant::now();
+            let (count, writes) = (
+                parts.len(),
+                parts.iter().flatten().map(|b| b.ops.len()).sum::<usize>(),
+            );
+            // In order of the batches, whichever transaction etcd answers first.
+            let mut done =
+                futures::stream::iter(parts.into_iter().map(|part| self.commit_part(part)))
+                    .buffered(self.txns_in_flight);
+            let mut whole = true;
+            while let Some((len, part)) = done.next().await {
+                whole = part.len() == len && !part.iter().any(ends_commits);
+                outcomes.extend(part);
+                if !whole {
+                    // Dropping the stream gives up the transactions still under way: they may
+                    // have been applied, as the trait allows of an unordered run.
+                    break;
                 }
-                done
-            } else {
-                self.commit_group(group).await
-            };
-            let whole = done.len() == len && !done.iter().any(ends_commits);
-            outcomes.extend(done);
+            }
+            if count > 1 {
+                tracing::debug!(
+                    writes,
+                    transactions = count,
+                    ms = started.elapsed().as_millis() as u64,
+                    "committed to etcd at once"
+                );
+            }
             if !whole {
                 break;
             }
         }
         outcomes
+    }
+
+    /// A group of [`groups`] as one transaction (a batch over etcd's limits alone is split);
+    /// how many batches it had, and the outcomes in order up to the first that ends the
+    /// commits.
+    async fn commit_part(&self, part: Vec<Batch>) -> (usize, Vec<Result<(), BackendError>>) {
+        let len = part.len();
+        match <[Batch; 1]>::try_from(part) {
+            Ok([batch]) => (1, vec![self.commit_now(batch).await]),
+            Err(group) => (len, self.commit_group(group).await),
+        }
     }
 
     /// The batches of `group` as one transaction. When conditions do not hold, the batches
@@ -608,6 +661,7 @@ impl EtcdBackend {
         };
         Shape {
             alone,
+            unordered: batch.unordered && batch.conditions.is_empty() && !alone,
             ops: batch.ops.len(),
             bytes,
             compares: batch.conditions.len(),
@@ -1123,6 +1177,9 @@ struct Shape {
     /// Goes in a transaction of its own: it deletes a range, is over etcd's limits alone (and
     /// is split, or refused), or has as many conditions as a transaction takes.
     alone: bool,
+    /// May go in any order with its unordered neighbours (see [`Batch::in_any_order`]); never
+    /// when it goes alone (a split batch's parts keep their order).
+    unordered: bool,
     /// Its writes (as given: at least its effect's).
     ops: usize,
     /// Its writes' keys and values, its conditions' compares and reads.
@@ -1171,6 +1228,61 @@ fn groups(shapes: &[Shape], max_ops: usize, max_bytes: usize) -> Vec<usize> {
         at += len;
     }
     out
+}
+
+/// Consecutive runs of `groups` (how many groups each; a group's length in batches as
+/// [`groups`] gives it) whose transactions may go at once: groups of unordered batches alone,
+/// none writing a key an earlier group of its run writes (the later write must stand). Every
+/// other group is a run of its own, after the run before it and before the next.
+fn waves(shapes: &[Shape], groups: &[usize]) -> Vec<usize> {
+    let mut out: Vec<usize> = Vec::new();
+    let mut written: std::collections::HashSet<&[u8]> = std::collections::HashSet::new();
+    // Whether the last run is one of unordered groups that a next one may join.
+    let mut open = false;
+    let mut at = 0;
+    for &len in groups {
+        let group = &shapes[at..(at + len).min(shapes.len())];
+        at += len;
+        let unordered = !group.is_empty() && group.iter().all(|s| s.unordered);
+        let keys = || {
+            group
+                .iter()
+                .flat_map(|s| s.written.iter().map(Vec::as_slice))
+        };
+        let joins = open && unordered && !keys().any(|k| written.contains(k));
+        match out.last_mut() {
+            Some(last) if joins => *last += 1,
+            _ => {
+                out.push(1);
+                written.clear();
+            }
+        }
+        open = unordered;
+        if unordered {
+            written.extend(keys());
+        }
+    }
+    out
+}
+
+/// Counts a transaction under way while it lives.
+struct InFlight<'a>(&'a EtcdBackend);
+
+impl<'a> InFlight<'a> {
+    fn count(backend: &'a EtcdBackend) -> Self {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = backend.in_flight.fetch_add(1, SeqCst) + 1;
+        backend.most_in_flight.fetch_max(now, SeqCst);
+        Self(backend)
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        self.0
+            .in_flight
+            .fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 /// Whether `outcome` ends a run of commits (see [`BackendError::ends_commits`]).
