@@ -68,6 +68,9 @@ struct Args {
     /// needs a build with `--features etcd`.
     #[arg(long, value_name = "URL")]
     etcd_endpoint: Option<String>,
+    /// With --etcd-endpoint: as the hub's --etcd-txns-in-flight.
+    #[arg(long, env = "GITFLEET_ETCD_TXNS_IN_FLIGHT", default_value_t = gitfleet_hub::store::etcd::DEFAULT_TXNS_IN_FLIGHT)]
+    etcd_txns_in_flight: usize,
 }
 
 /// `git daemon` serving every repository on this machine by absolute path; killed on drop.
@@ -277,7 +280,9 @@ async fn main() -> anyhow::Result<()> {
                 hold: args.hold_dashboard,
             },
             args.repeat,
-            args.etcd_endpoint.as_deref(),
+            args.etcd_endpoint
+                .as_deref()
+                .map(|e| (e, args.etcd_txns_in_flight)),
             tmp.path(),
             &daemon,
         )
@@ -548,7 +553,8 @@ async fn fleet(
     m: usize,
     ui: DashboardBench,
     repeat: usize,
-    etcd_endpoint: Option<&str>,
+    // The endpoint and how many transactions may be under way at once.
+    etcd: Option<(&str, usize)>,
     tmp: &Path,
     daemon: &GitDaemon,
 ) -> anyhow::Result<()> {
@@ -562,17 +568,11 @@ async fn fleet(
     let url = daemon.url(&repo_dir);
     let mut config = HubConfig::for_tests(tmp.join("fleet-hub"));
     config.default_poll_interval = Duration::from_secs(3600);
-    if let Some(endpoint) = etcd_endpoint {
+    if let Some((endpoint, txns_in_flight)) = etcd {
         let mut options = gitfleet_hub::store::etcd::EtcdOptions::new(vec![endpoint.to_owned()]);
         // A prefix of its own per run: a bench never reads an earlier run's state.
         options.prefix = format!("/hub-bench-{}/", std::process::id());
-        // As the hub's --etcd-txns-in-flight.
-        if let Some(n) = std::env::var("GITFLEET_ETCD_TXNS_IN_FLIGHT")
-            .ok()
-            .and_then(|n| n.parse().ok())
-        {
-            options.txns_in_flight = n;
-        }
+        options.txns_in_flight = txns_in_flight;
         println!("(store: etcd at {endpoint}, prefix {})", options.prefix);
         config.store = runtime::StoreConfig::Etcd(options);
     }
@@ -823,7 +823,7 @@ async fn fleet(
             tokio::time::sleep(hold).await;
         }
     }
-    if etcd_endpoint.is_some() {
+    if etcd.is_some() {
         hub.shutdown().await;
         return Ok(());
     }

@@ -56,11 +56,10 @@ pub const DEFAULT_MAX_REQUEST_BYTES: usize = 1536 * 1024;
 /// How often the leader compacts etcd's history unless told otherwise: kube-apiserver's
 /// `--etcd-compaction-interval` default.
 pub const DEFAULT_COMPACTION_INTERVAL: Duration = Duration::from_secs(300);
-/// The key prefix when none is configured.
 /// Transactions of writes in any order under way at once, by default (see
 /// [`EtcdOptions::txns_in_flight`]).
 pub const DEFAULT_TXNS_IN_FLIGHT: usize = 8;
-
+/// The key prefix when none is configured.
 pub const DEFAULT_PREFIX: &str = "/gitfleet/";
 
 /// Where the store is and how to reach it.
