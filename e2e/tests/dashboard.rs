@@ -191,6 +191,21 @@ async fn until_js(browser: &Client, what: &str, script: &str) -> anyhow::Result<
     .await
 }
 
+/// Clicks what `css` finds, finding it again when the live page replaced it between the find
+/// and the click (the page re-renders as the fleet changes: a stale element reference).
+async fn click(browser: &Client, css: &str) -> anyhow::Result<()> {
+    until_async(
+        &format!("a click on {css}"),
+        DEADLINE,
+        async || match browser.find(Locator::Css(css)).await?.click().await {
+            Ok(()) => Ok(Some(())),
+            Err(e) if e.is_stale_element_reference() => Ok(None),
+            Err(e) => Err(e.into()),
+        },
+    )
+    .await
+}
+
 /// A POST from the page's own script, as a forged request would be made: its status.
 async fn post_status(browser: &Client, path: &str, csrf: bool) -> anyhow::Result<u64> {
     let header = if csrf {
@@ -327,11 +342,7 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_only_for_operators() -> any
         );
 
         // The App page during the rollout: its waves, Targets and events.
-        browser
-            .find(Locator::Css("a.app-link"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "a.app-link").await?;
         until_js(
             &browser,
             "the App page's rollout",
@@ -355,11 +366,7 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_only_for_operators() -> any
         ensure!(forged == 403, "an action without the CSRF token answered {forged}");
 
         // The operator pauses it, through the confirmation; the page follows live.
-        browser
-            .find(Locator::Css("button[data-action=pause]"))
-            .await?
-            .click()
-            .await?;
+        click(&browser, "button[data-action=pause]").await?;
         until_js(
             &browser,
             "the confirmation",
@@ -367,7 +374,7 @@ async fn the_dashboard_shows_the_fleet_live_and_acts_only_for_operators() -> any
         )
         .await?;
         screenshot(&browser, &shots, "dashboard-confirm.png").await?;
-        browser.find(Locator::Id("confirm-ok")).await?.click().await?;
+        click(&browser, "#confirm-ok").await?;
         until_js(
             &browser,
             "the rollout paused on the page",

@@ -383,3 +383,114 @@ async fn a_recompute_that_changes_nothing_decides_no_complete_rollout_again() {
     );
     hub.shutdown().await;
 }
+
+/// A rollout over many clusters is decided on every batch of reports: each decision reads
+/// again only the Targets whose report changed since the last one (it read every Target of
+/// the App, every time), and still sees each change (a Target turning degraded pauses it).
+#[tokio::test]
+async fn a_rollout_decision_reads_again_only_the_targets_that_changed() {
+    use gitfleet_hub::model::{HealthState, SyncState, TargetReport};
+    const CLUSTERS: usize = 40;
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/a/cm.yaml", "v: 1\n")], "one");
+    let mut links = Vec::new();
+    let mut clusters = Vec::new();
+    for i in 0..CLUSTERS {
+        let id = register(&hub, &format!("dev-{i:02}"), &[("env", "dev")]).await;
+        let key = gitfleet_hub::pki::cert_key_pem(&id.cert_pem).unwrap();
+        links.push(engine.connect(&id.cluster, &key, "test").await.unwrap());
+        clusters.push(id.cluster);
+    }
+    admin(&hub)
+        .await
+        .apply(pb::ApplyRequest {
+            documents: vec![repo_doc("platform", &git.url()), soaking_app("a")],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    for cluster in &clusters {
+        eventually("every cluster given a at c1", || {
+            let given = engine
+                .desired(cluster)
+                .and_then(|d| d.targets.get("a").map(|t| t.target.commit.clone()))
+                == Some(c1.clone());
+            async move { given.then_some(()) }
+        })
+        .await;
+    }
+    let mut seq = 0;
+    let mut report = |cluster: &str, health: HealthState, message: &str| {
+        seq += 1;
+        engine
+            .store_report(TargetReport {
+                seq,
+                cluster: cluster.to_owned(),
+                app: "a".into(),
+                revision: c1.clone(),
+                spec_generation: 1,
+                sync: SyncState::Synced,
+                health,
+                message: message.to_owned(),
+                ..Default::default()
+            })
+            .unwrap();
+    };
+    for cluster in &clusters {
+        report(cluster, HealthState::Healthy, "1 resource");
+    }
+    engine.flush().await.unwrap();
+    // Decides every App here and now: what was reported so far has been read.
+    engine.recompute().await.unwrap();
+    let before = engine.rollout_targets_read("a");
+    assert!(
+        before >= CLUSTERS as u64,
+        "the rollout read every Target at least once: {before}"
+    );
+
+    const CHANGES: usize = 5;
+    for (i, cluster) in clusters.iter().take(CHANGES).enumerate() {
+        report(
+            cluster,
+            HealthState::Healthy,
+            &format!("{} resources", i + 2),
+        );
+        engine.flush().await.unwrap();
+        engine.recompute().await.unwrap();
+    }
+    // Each change is read once, by whichever decision came first (the recompute or the
+    // driver, woken by the report); the other 35 Targets are not read again.
+    assert_eq!(
+        engine.rollout_targets_read("a") - before,
+        CHANGES as u64,
+        "Targets read by the decisions after {CHANGES} reports, one Target each"
+    );
+    let state = engine.rollout_state("a").unwrap();
+    assert!(
+        matches!(
+            state.phase,
+            gitfleet_hub::fleet::rollout::Phase::Progressing
+        ),
+        "soaking: {:?}",
+        state.phase
+    );
+
+    // A change the decision must see: one Target degrades past the failure budget.
+    report(&clusters[CLUSTERS - 1], HealthState::Degraded, "crash loop");
+    engine.flush().await.unwrap();
+    engine.recompute().await.unwrap();
+    let state = engine.rollout_state("a").unwrap();
+    assert!(
+        matches!(
+            state.phase,
+            gitfleet_hub::fleet::rollout::Phase::Paused { .. }
+        ),
+        "a degraded Target pauses the rollout: {:?}",
+        state.phase
+    );
+    drop(links);
+    hub.shutdown().await;
+}

@@ -395,30 +395,49 @@ async fn report_until_complete(
 ) -> anyhow::Result<(f64, usize, Duration)> {
     let started = Instant::now();
     let deadline = started + bench_timeout();
-    let mut done: std::collections::HashSet<(usize, String)> = std::collections::HashSet::new();
+    // By cluster: the Apps not reported yet, and a receiver of its own that tells whether its
+    // desired state was published since this loop last looked (a pass looks only at those).
+    let mut waiting: Vec<Vec<&str>> = clusters
+        .iter()
+        .map(|_| commits.keys().map(String::as_str).collect())
+        .collect();
+    let mut receivers: Vec<DesiredRx> = clusters.iter().map(|(_, rx)| rx.clone()).collect();
+    let mut first_pass = true;
+    // What a link does on each message a spoke sends: without it, every cluster counts as
+    // disconnected once the heartbeat grace has passed, and a rollout that may take only so
+    // many unavailable clusters stops handing its commit out.
+    let mut touched = Instant::now();
     let (mut stored, mut storing) = (0usize, Duration::ZERO);
     let mut complete: std::collections::BTreeSet<String> = std::collections::BTreeSet::new();
     loop {
         let mut new = 0;
-        for (c, (cluster, rx)) in clusters.iter().enumerate() {
-            // What a link does on each message a spoke sends: without it, every cluster counts
-            // as disconnected once the heartbeat grace has passed, and a rollout that may take
-            // only so many unavailable clusters stops handing its commit out.
-            engine.touch(cluster);
+        if touched.elapsed() >= Duration::from_secs(5) {
+            for (cluster, _) in clusters {
+                engine.touch(cluster);
+            }
+            touched = Instant::now();
+        }
+        for (c, (cluster, _)) in clusters.iter().enumerate() {
+            let rx = &mut receivers[c];
+            if waiting[c].is_empty() || !(first_pass || rx.has_changed().unwrap_or(false)) {
+                continue;
+            }
             let held: Vec<(String, u64)> = {
-                let published = rx.borrow();
-                commits
-                    .iter()
-                    .filter(|(app, _)| !done.contains(&(c, (*app).clone())))
-                    .filter_map(|(app, commit)| {
-                        let t = published.desired.targets.get(app)?;
-                        (t.target.commit == *commit).then(|| (app.clone(), t.spec_generation))
-                    })
-                    .collect()
+                let published = rx.borrow_and_update();
+                let mut held = Vec::new();
+                waiting[c].retain(|app| match published.desired.targets.get(*app) {
+                    Some(t) if t.target.commit == commits[*app] => {
+                        held.push(((*app).to_owned(), t.spec_generation));
+                        false
+                    }
+                    _ => true,
+                });
+                held
             };
             if held.is_empty() {
                 continue;
             }
+            engine.touch(cluster);
             // The hub's work only: finding what to report is the spokes'.
             let hub_work = Instant::now();
             for (app, generation) in held {
@@ -438,11 +457,11 @@ async fn report_until_complete(
                     })?;
                     stored += 1;
                 }
-                done.insert((c, app));
                 new += 1;
             }
             storing += hub_work.elapsed();
         }
+        first_pass = false;
         if new > 0 {
             let flush = Instant::now();
             engine.flush().await?;

@@ -7,7 +7,7 @@
 //! for the backend; anything acknowledged to anyone must be followed by [`Store::flush`] before
 //! the acknowledgement leaves the hub.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock, Weak};
@@ -182,6 +182,10 @@ struct Mirror {
     reports: HashMap<String, ReportSummary>,
     /// By report key.
     healthy: HashMap<String, HealthyMark>,
+    /// By App: the clusters whose Target's report or healthy mark changed since the App's
+    /// observer last took them (see [`Store::take_target_changes`]). Only observed Apps have
+    /// an entry; a new mirror (open, import) has none, so every observer reads afresh.
+    target_changes: HashMap<String, HashSet<String>>,
     /// By App: its current rollout, decoded once rather than on every decision (a rollout
     /// across 10,000 clusters assigns each of them a revision).
     rollouts: HashMap<String, Arc<RolloutState>>,
@@ -305,6 +309,20 @@ impl Mirror {
         }
         mirror.seen = mirror.acked.clone();
         Ok(mirror)
+    }
+
+    /// Records that the Target of report key `key` changed, for its App's observer if it has
+    /// one (see [`Store::take_target_changes`]).
+    fn target_changed(&mut self, key: &str) {
+        if self.target_changes.is_empty() {
+            return;
+        }
+        if let Some((cluster, app)) = key.split_once('\u{0}')
+            && let Some(changed) = self.target_changes.get_mut(app)
+            && !changed.contains(cluster)
+        {
+            changed.insert(cluster.to_owned());
+        }
     }
 
     /// Queues `batch` for the backend, after every write queued before it.
@@ -953,6 +971,7 @@ impl Store {
             let newer = mirror.reports.get(&key).is_none_or(|old| old.seq <= r.seq);
             if newer {
                 mirror.put(Tree::Targets, key.as_bytes(), value);
+                mirror.target_changed(&key);
                 mirror.reports.insert(key, ReportSummary::from(r));
             }
         }
@@ -1041,11 +1060,58 @@ impl Store {
             .collect()
     }
 
+    /// The clusters whose Target of `app` had its report or healthy mark changed since the
+    /// last call for `app`, so that an observer keeping what it read may read again only those.
+    /// `None` when nothing was recorded for `app` (the first call, after
+    /// [`Store::forget_target_changes`], or once the store's memory was read afresh): the
+    /// observer reads every Target, and changes are recorded from this call on. Take the
+    /// changes before reading, so that nothing written in between is missed.
+    pub fn take_target_changes(&self, app: &str) -> Option<HashSet<String>> {
+        let mut mirror = self.mirror();
+        match mirror.target_changes.get_mut(app) {
+            Some(changed) => Some(std::mem::take(changed)),
+            None => {
+                mirror.target_changes.insert(app.to_owned(), HashSet::new());
+                None
+            }
+        }
+    }
+
+    /// Stops recording what changes in `app`'s Targets (its observer let go of what it read).
+    pub fn forget_target_changes(&self, app: &str) {
+        self.mirror().target_changes.remove(app);
+    }
+
+    /// [`Store::with_targets`] for an observer's cross-check: `f` also learns whether the
+    /// Target changed since the last [`Store::take_target_changes`] (what it read of such a
+    /// Target may be older than what the store holds now).
+    #[cfg(debug_assertions)]
+    pub fn with_targets_since_taken<T>(
+        &self,
+        app: &str,
+        clusters: &[&str],
+        mut f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>, bool) -> T,
+    ) -> Vec<T> {
+        let mirror = self.mirror();
+        let changed = mirror.target_changes.get(app);
+        let mut key = String::new();
+        clusters
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                report_key_into(&mut key, c, app);
+                let since = changed.is_none_or(|changed| changed.contains(*c));
+                f(i, mirror.reports.get(&key), mirror.healthy.get(&key), since)
+            })
+            .collect()
+    }
+
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
         let mut mirror = self.mirror();
         mirror.delete(Tree::Targets, key.as_bytes());
         mirror.reports.remove(&key);
+        mirror.target_changed(&key);
         Ok(())
     }
 
@@ -1220,6 +1286,7 @@ impl Store {
             batch.delete(Tree::Healthy, key.as_bytes());
             mirror.healthy.remove(&key);
         }
+        mirror.target_changes.remove(app);
         mirror.write(batch);
         Ok(())
     }
@@ -1245,6 +1312,7 @@ impl Store {
     ) -> Result<(), StoreError> {
         let key = report_key(cluster, app);
         let mut mirror = self.mirror();
+        mirror.target_changed(&key);
         match mark {
             Some(m) => {
                 mirror.put(Tree::Healthy, key.as_bytes(), encode(m));

@@ -333,9 +333,11 @@ impl Mirror {
                 Some(v) => {
                     let r: TargetReport = decode(tree, key, v)?;
                     self.reports.insert(key.to_owned(), ReportSummary::from(&r));
+                    self.target_changed(key);
                 }
                 None => {
                     self.reports.remove(key);
+                    self.target_changed(key);
                 }
             },
             Tree::Acked => match value {
@@ -371,9 +373,11 @@ impl Mirror {
                 Some(v) => {
                     let m: HealthyMark = decode(tree, key, v)?;
                     self.healthy.insert(key.to_owned(), m);
+                    self.target_changed(key);
                 }
                 None => {
                     self.healthy.remove(key);
+                    self.target_changed(key);
                 }
             },
             Tree::Events => {
