@@ -59,6 +59,20 @@ pub(super) struct Controller {
     observed: HashMap<String, Observed>,
 }
 
+/// What `app`'s decision works from: the observations kept for it when it observes (its
+/// rollout is not complete, or starts now), none otherwise.
+fn observations_of<'a>(
+    observed: &'a HashMap<String, Observed>,
+    app: &str,
+    observing: bool,
+    none: &'a BTreeMap<String, Observation>,
+) -> &'a BTreeMap<String, Observation> {
+    match observed.get(app) {
+        Some(kept) if observing => &kept.observations,
+        _ => none,
+    }
+}
+
 /// What a rollout's last decision knew of its App's Targets, kept for the next one, which
 /// reads again only the Targets whose report or healthy mark changed since (the store records
 /// which: [`crate::store::Store::take_target_changes`]). A rollout over 10,000 clusters read
@@ -210,7 +224,7 @@ impl Engine {
         // Taken for this turn like the memos: one that fails leaves none, and the next reads
         // every Target afresh.
         let mut observed = std::mem::take(&mut self.controller().observed);
-        let no_observations = BTreeMap::new();
+        let none = BTreeMap::new();
         let mut targets_read: Vec<(&str, usize)> = Vec::new();
         let use_memos = !matches!(scope, Scope::AllAfresh);
         let mut rollouts = BTreeMap::new();
@@ -316,10 +330,11 @@ impl Engine {
                 self_heal.insert(name.to_owned(), suspended_self_heal);
             }
             let was_complete = matches!(state.phase, Phase::Complete);
-            // A complete rollout only places clusters that joined; reports change nothing.
-            let kept = observed.entry(name.to_owned()).or_default();
+            // A complete rollout only places clusters that joined; reports change nothing: it
+            // observes nothing and keeps no observations.
             let mut observing = !was_complete;
             if observing {
+                let kept = observed.entry(name.to_owned()).or_default();
                 targets_read.push((name, self.observe(name, &plan, now, kept)));
             }
             if state.revision != *git {
@@ -327,7 +342,8 @@ impl Engine {
                 // The running rollout may have finished by now (a soak ended since it was last
                 // decided): a newer revision must find it complete, so that it is the stable one.
                 if !matches!(next.phase, Phase::Complete) {
-                    let caught_up = decide_held(&next, &plan, &kept.observations, &holds, now);
+                    let observations = observations_of(&observed, name, observing, &none);
+                    let caught_up = decide_held(&next, &plan, observations, &holds, now);
                     next = caught_up.state;
                     app_events.extend(caught_up.events);
                 }
@@ -343,15 +359,12 @@ impl Engine {
                 // Target looks disconnected, and a strategy gives none of them the revision
                 // until something else wakes the rollout.
                 if was_complete {
+                    let kept = observed.entry(name.to_owned()).or_default();
                     targets_read.push((name, self.observe(name, &plan, now, kept)));
                     observing = true;
                 }
             }
-            let observations = if observing {
-                &kept.observations
-            } else {
-                &no_observations
-            };
+            let observations = observations_of(&observed, name, observing, &none);
             let decision = decide_held(&state, &plan, observations, &holds, now);
             if !decision.changes.is_empty() {
                 info!(
@@ -368,8 +381,10 @@ impl Engine {
             app_events.extend(decision.events);
             if matches!(state.phase, Phase::Complete) {
                 // Nothing reads them until the next rollout: it reads every Target afresh.
-                observed.remove(name);
-                self.store.forget_target_changes(name);
+                if observing {
+                    observed.remove(name);
+                    self.store.forget_target_changes(name);
+                }
             } else {
                 incomplete.insert(name.to_owned());
             }
