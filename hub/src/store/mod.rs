@@ -1045,19 +1045,9 @@ impl Store {
         &self,
         app: &str,
         clusters: &[&str],
-        mut f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>) -> T,
+        f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>) -> T,
     ) -> Vec<T> {
-        let mirror = self.mirror();
-        // One key buffer for every cluster (this runs over an App's 10,000 clusters).
-        let mut key = String::new();
-        clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                report_key_into(&mut key, c, app);
-                f(i, mirror.reports.get(&key), mirror.healthy.get(&key))
-            })
-            .collect()
+        each_target(&self.mirror(), app, clusters, f)
     }
 
     /// The clusters whose Target of `app` had its report or healthy mark changed since the
@@ -1094,16 +1084,10 @@ impl Store {
     ) -> Vec<T> {
         let mirror = self.mirror();
         let changed = mirror.target_changes.get(app);
-        let mut key = String::new();
-        clusters
-            .iter()
-            .enumerate()
-            .map(|(i, c)| {
-                report_key_into(&mut key, c, app);
-                let since = changed.is_none_or(|changed| changed.contains(*c));
-                f(i, mirror.reports.get(&key), mirror.healthy.get(&key), since)
-            })
-            .collect()
+        each_target(&mirror, app, clusters, |i, report, mark| {
+            let since = changed.is_none_or(|changed| changed.contains(clusters[i]));
+            f(i, report, mark, since)
+        })
     }
 
     pub fn delete_report(&self, cluster: &str, app: &str) -> Result<(), StoreError> {
@@ -1887,6 +1871,26 @@ fn prefix_key(app: &str) -> Vec<u8> {
     let mut key = app.as_bytes().to_vec();
     key.push(0);
     key
+}
+
+/// `f` of the last report's summary and the healthy mark of `app`'s Target on each of
+/// `clusters`, in order, from `mirror`.
+fn each_target<T>(
+    mirror: &Mirror,
+    app: &str,
+    clusters: &[&str],
+    mut f: impl FnMut(usize, Option<&ReportSummary>, Option<&HealthyMark>) -> T,
+) -> Vec<T> {
+    // One key buffer for every cluster (this runs over an App's 10,000 clusters).
+    let mut key = String::new();
+    clusters
+        .iter()
+        .enumerate()
+        .map(|(i, c)| {
+            report_key_into(&mut key, c, app);
+            f(i, mirror.reports.get(&key), mirror.healthy.get(&key))
+        })
+        .collect()
 }
 
 fn report_key(cluster: &str, app: &str) -> String {
