@@ -500,17 +500,10 @@ impl Engine {
             clusters,
             observations,
         } = kept;
-        let mut reread: Vec<String> = match changed {
-            None => {
-                observations.clear();
-                clusters.clear();
-                Vec::new()
-            }
-            Some(changed) => changed
-                .into_iter()
-                .filter(|c| observations.contains_key(c))
-                .collect(),
-        };
+        if changed.is_none() {
+            observations.clear();
+            clusters.clear();
+        }
         // The placed clusters are usually the last decision's, in the same order.
         let mut placed = 0;
         let mut same = true;
@@ -521,15 +514,24 @@ impl Engine {
             }
             placed = i + 1;
         }
-        if !same || placed != clusters.len() {
+        let same = same && placed == clusters.len();
+        if !same {
             let now_placed: HashSet<&str> = plan.clusters().collect();
             observations.retain(|c, _| now_placed.contains(c.as_str()));
+            *clusters = plan.clusters().map(str::to_owned).collect();
+        }
+        // What changed among the clusters still placed, then those placed since.
+        let mut reread: Vec<String> = changed
+            .into_iter()
+            .flatten()
+            .filter(|c| observations.contains_key(c))
+            .collect();
+        if !same {
             reread.extend(
                 plan.clusters()
                     .filter(|c| !observations.contains_key(*c))
                     .map(str::to_owned),
             );
-            *clusters = plan.clusters().map(str::to_owned).collect();
         }
         let read = reread.len();
         if !reread.is_empty() {
@@ -558,6 +560,11 @@ impl Engine {
             o.last_contact = st.last_contact.get(cluster.as_str()).copied();
         }
         drop(st);
+        debug_assert_eq!(
+            observations.len(),
+            plan.clusters().collect::<HashSet<_>>().len(),
+            "{app}: observations kept for exactly the placed clusters"
+        );
         #[cfg(debug_assertions)]
         self.check_observed(app, observations);
         read
