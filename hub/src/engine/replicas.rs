@@ -16,7 +16,7 @@ use super::repos::ChangeOrigin;
 use super::{Engine, EngineError};
 use crate::model::{ClusterDesired, EventRecord, VersionedTarget};
 use crate::resources::Resource;
-use crate::store::{DesiredHead, RemoteChange, RemoteChanges, Tree};
+use crate::store::{DesiredHead, RemoteChange, RemoteChanges, StoredTarget, Tree};
 
 /// The key prefix of a fetch request a follower writes for the leader (see
 /// [`Engine::fetch_now`]).
@@ -113,9 +113,17 @@ impl Engine {
             };
             match changes {
                 Ok(changes) => {
+                    // A message is one transaction's writes (the store's feed sends each
+                    // revision whole), so the Targets written alone at once are all here.
+                    let mut alone = Alone::new();
                     for change in changes.iter() {
-                        if let Err(e) = self.on_remote(change).await {
+                        if let Err(e) = self.on_remote(change, &mut alone).await {
                             warn!(error = %e, "cannot act on another replica's write");
+                        }
+                    }
+                    for (cluster, targets) in alone {
+                        if let Err(e) = self.publish_alone(&cluster, targets).await {
+                            warn!(error = %e, %cluster, "cannot act on another replica's write");
                         }
                     }
                 }
@@ -133,7 +141,7 @@ impl Engine {
         }
     }
 
-    async fn on_remote(&self, change: &RemoteChange) -> Result<(), EngineError> {
+    async fn on_remote(&self, change: &RemoteChange, alone: &mut Alone) -> Result<(), EngineError> {
         let leads = self.leads();
         self.tell_watchers(change);
         match change.tree {
@@ -143,21 +151,34 @@ impl Engine {
                 else {
                     return Ok(());
                 };
-                let target: VersionedTarget = serde_json::from_slice(value).map_err(|e| {
-                    EngineError::Invalid(format!(
-                        "the desired Target of App {app} in cluster {cluster} another replica wrote: {e}"
-                    ))
-                })?;
-                self.staged()
-                    .entry(cluster.to_owned())
-                    .or_default()
-                    .insert(app.to_owned(), target);
+                let stored = StoredTarget::decode(&change.key, value)?;
+                let with_record = stored.with_record;
+                let target = stored.versioned();
+                if with_record {
+                    self.staged()
+                        .entry(cluster.to_owned())
+                        .or_default()
+                        .insert(app.to_owned(), target);
+                } else {
+                    alone
+                        .entry(cluster.to_owned())
+                        .or_default()
+                        .insert(app.to_owned(), target);
+                }
             }
             Tree::Desired if !leads => {
                 let Some(value) = &change.value else {
                     return Ok(());
                 };
                 let head = DesiredHead::decode(&change.key, value)?;
+                // Targets written alone just before (by a leader of an older schema, which
+                // does not mark them) are named by this record.
+                if let Some(targets) = alone.remove(&change.key) {
+                    self.staged()
+                        .entry(change.key.clone())
+                        .or_default()
+                        .extend(targets);
+                }
                 let desired = self.assemble_from_leader(&change.key, head).await?;
                 self.publish_from_leader(&change.key, desired);
                 self.cluster_changed(&change.key);
@@ -290,17 +311,54 @@ impl Engine {
         Ok(head.assemble_as_written(targets))
     }
 
+    /// Publishes Targets the leader wrote without the cluster's record (see
+    /// `store/desired.rs`): the cluster's Apps are the same, so the state published here with
+    /// them replaced, at the newest of their generations. A cluster not published here yet is
+    /// read from the store, which holds them already.
+    async fn publish_alone(
+        &self,
+        cluster: &str,
+        targets: BTreeMap<String, VersionedTarget>,
+    ) -> Result<(), EngineError> {
+        let mut desired = match self.desired(cluster) {
+            Some(published) if published.generation != 0 => Arc::unwrap_or_clone(published),
+            _ => {
+                let mut all = self.store.desired_of(cluster).await?;
+                for t in all.targets.values_mut() {
+                    t.target = self.interner().share_arc(Arc::clone(&t.target));
+                }
+                self.publish_from_leader(cluster, all);
+                self.cluster_changed(cluster);
+                return Ok(());
+            }
+        };
+        for (app, mut t) in targets {
+            t.target = self.interner().share_arc(t.target);
+            desired.generation = desired.generation.max(t.spec_generation);
+            desired.targets.insert(app, t);
+        }
+        self.publish_from_leader(cluster, desired);
+        self.cluster_changed(cluster);
+        Ok(())
+    }
+
     /// Hands desired state the leader wrote to the cluster's link here, if it is newer, with the
     /// trace of the change that moved each Target (stored with the App's revision).
     fn publish_from_leader(&self, cluster: &str, desired: ClusterDesired) {
-        let revisions = self.store.revisions().unwrap_or_default();
         let mut state = self.lock();
         for (app, t) in &desired.targets {
-            let Some(r) = revisions.get(app) else {
+            // Known already: read no revision (this runs for each of 10,000 clusters).
+            if state
+                .traces
+                .get(app)
+                .is_some_and(|o| o.commit == t.target.commit)
+            {
+                continue;
+            }
+            let Some(r) = self.store.revision(app) else {
                 continue;
             };
-            let known = state.traces.get(app).is_some_and(|o| o.commit == r.commit);
-            if r.trace.is_empty() || r.commit != t.target.commit || known {
+            if r.trace.is_empty() || r.commit != t.target.commit {
                 continue;
             }
             Arc::make_mut(&mut state.traces).insert(
@@ -341,6 +399,10 @@ impl Engine {
         }
     }
 }
+
+/// Targets another replica wrote without their cluster's record, by cluster, as one
+/// transaction of it brought them.
+type Alone = HashMap<String, BTreeMap<String, VersionedTarget>>;
 
 /// The moment of this process's clock that was the wall-clock time `unix_ms` (now, when it is
 /// unknown or in the future).

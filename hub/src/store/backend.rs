@@ -342,7 +342,8 @@ pub type ChangeFeed = tokio::sync::mpsc::Receiver<Result<Vec<Change>, BackendErr
 ///   ones count in any order (etcd may keep some of them, whole, and not others): the store
 ///   orders its writes so that any such prefix is consistent (reports durable before the acked
 ///   seq that covers them is written; a cluster's desired Targets written with the record that
-///   names them, the record last, whenever one of them is written, in one unordered batch per
+///   names them, the record last, whenever the batch may be split or the cluster's Apps
+///   change, in one unordered batch per
 ///   cluster).
 /// - **Writers.** sled has one writer (it holds a file lock). etcd may be shared by several
 ///   replicas of one hub: each store then learns the others' writes from
@@ -392,6 +393,14 @@ pub trait Backend: Send + Sync + 'static {
             }
             outcomes
         })
+    }
+
+    /// Whether `batch`, committed alone or among others, is applied in one piece, so that
+    /// another store watching sees all of it at once: always, but for a networked backend that
+    /// splits a batch over its limits into several transactions. (A crash before
+    /// [`sync`](Backend::sync) may still keep part of it, as the guarantees above say.)
+    fn applies_whole(&self, _batch: &Batch) -> bool {
+        true
     }
 
     /// Makes every batch committed so far durable.

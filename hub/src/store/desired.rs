@@ -3,18 +3,70 @@
 //! ([`Tree::DesiredTargets`], `cluster`, NUL, App), so that a commit to one App rewrites one
 //! Target per cluster instead of every cluster's whole desired state.
 //!
-//! A cluster's Targets are written before its record (in one batch; etcd may split a large
-//! batch into several transactions, in order), so that a record never names a Target that is
-//! not stored yet. What a torn write leaves (Targets newer than the record that should name
-//! them) is found on load and costs that cluster's spokes a snapshot, never a Target they miss.
+//! A commit that only changes Targets the cluster already has, written whole by the backend
+//! (one etcd transaction), writes those Targets alone: each carries the generation it changed
+//! at, and the cluster's generation is the newest of its record's and its Targets'. So a commit
+//! to one App at 10,000 clusters is 10,000 writes, not 20,000. The record is written too when
+//! the cluster's Apps or tombstones change, or when the backend would split the write: then
+//! the Targets are marked as named by the record (`with_record`) and go before it, so that a
+//! record never names a Target that is not stored yet, and a marked Target the record does not
+//! name at its generation is the trace of a torn write. What a torn write leaves is found on
+//! load and costs that cluster's spokes a snapshot, never a Target they miss. (sled, which a
+//! crash before the flush may leave with part of a batch, has no other replica to see it: no
+//! spoke was sent any of it, since desired state is published once flushed, and the recompute
+//! after the restart writes what is missing at a newer generation.)
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
-use super::backend::{self, Backend, Batch, KeyRange, Tree};
+use super::backend::{self, Backend, Batch, KeyRange, Op, Order, Tree};
 use super::{SCHEMA_KEY, Store, StoreError, decode, encode, report_key};
+use crate::fleet::DesiredTarget;
 use crate::model::{ClusterDesired, VersionedTarget};
+
+/// A desired Target as [`Tree::DesiredTargets`] stores it.
+#[derive(Debug, Clone, PartialEq, Deserialize)]
+pub struct StoredTarget {
+    pub spec_generation: u64,
+    pub target: Arc<DesiredTarget>,
+    /// Written with the cluster's record, which names it at `spec_generation` (absent: written
+    /// alone, whole with the cluster's other changes of that generation).
+    #[serde(default)]
+    pub with_record: bool,
+}
+
+impl StoredTarget {
+    /// Reads a record of [`Tree::DesiredTargets`] (`key`: its key, for the error).
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Self, StoreError> {
+        decode(Tree::DesiredTargets, key, bytes)
+    }
+
+    pub fn versioned(self) -> VersionedTarget {
+        VersionedTarget {
+            spec_generation: self.spec_generation,
+            target: self.target,
+        }
+    }
+}
+
+/// [`StoredTarget`] as written, without copying the Target.
+#[derive(Serialize)]
+struct StoredTargetRef<'a> {
+    spec_generation: u64,
+    target: &'a DesiredTarget,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    with_record: bool,
+}
+
+pub(super) fn encode_target(target: &VersionedTarget, with_record: bool) -> Vec<u8> {
+    encode(&StoredTargetRef {
+        spec_generation: target.spec_generation,
+        target: &target.target,
+        with_record,
+    })
+}
 
 /// A cluster's desired state as [`Tree::Desired`] stores it: everything but the Targets.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -67,12 +119,12 @@ impl DesiredHead {
         }
     }
 
-    /// The desired state this record names, with the `targets` stored. A Target that does not
-    /// match the record (missing, or of another `spec_generation`: a write torn between etcd
-    /// transactions) is taken as stored, and the state becomes a new generation that no delta
-    /// leads to: every spoke of the cluster gets a snapshot, and the next write stores it
-    /// whole.
-    pub fn assemble(self, mut targets: BTreeMap<String, VersionedTarget>) -> ClusterDesired {
+    /// The desired state this record and the cluster's stored `targets` make: the generation
+    /// is the newest of the record's and the Targets' (a Target written alone is newer than
+    /// the record). A torn write (see [`torn`](Self::torn)) is taken as stored, and the state
+    /// becomes a new generation that no delta leads to: every spoke of the cluster gets a
+    /// snapshot, and the next write stores it whole.
+    pub fn assemble(self, targets: BTreeMap<String, StoredTarget>) -> ClusterDesired {
         if let Some(legacy) = self.targets {
             return ClusterDesired {
                 generation: self.generation,
@@ -81,26 +133,25 @@ impl DesiredHead {
                 removals_since: self.generation,
             };
         }
-        let torn = targets.len() != self.apps.len()
-            || self
-                .apps
-                .iter()
-                .any(|(app, spec)| targets.get(app).map(|t| t.spec_generation) != Some(*spec));
+        let torn = self.torn(&targets);
+        let newest = targets
+            .values()
+            .map(|t| t.spec_generation)
+            .max()
+            .unwrap_or(0);
+        let mut targets: BTreeMap<String, VersionedTarget> = targets
+            .into_iter()
+            .map(|(app, t)| (app, t.versioned()))
+            .collect();
         if !torn {
             return ClusterDesired {
-                generation: self.generation,
+                generation: self.generation.max(newest),
                 targets,
                 removed: self.removed,
                 removals_since: self.removals_since,
             };
         }
-        let generation = self.generation.max(
-            targets
-                .values()
-                .map(|t| t.spec_generation)
-                .max()
-                .unwrap_or(0),
-        ) + 1;
+        let generation = self.generation.max(newest) + 1;
         for t in targets.values_mut() {
             t.spec_generation = generation;
         }
@@ -111,6 +162,30 @@ impl DesiredHead {
             removals_since: generation,
         }
     }
+
+    /// Whether `targets` are not what a whole write left: a Target the record names is
+    /// missing, one is older than the record names, one the record does not name is stored,
+    /// or one written with the record is not named by it at its generation (the record's
+    /// transaction never made it, etcd having split the write).
+    fn torn(&self, targets: &BTreeMap<String, StoredTarget>) -> bool {
+        targets.len() != self.apps.len()
+            || targets.iter().any(|(app, t)| match self.apps.get(app) {
+                None => true,
+                Some(named) => {
+                    t.spec_generation < *named || (t.with_record && t.spec_generation != *named)
+                }
+            })
+    }
+
+    /// Whether schema 2 would have read `targets` as torn: every Target was written with the
+    /// record then, so any that is not named by it at its generation.
+    fn torn_in_schema_2(&self, targets: &BTreeMap<String, StoredTarget>) -> bool {
+        targets.len() != self.apps.len()
+            || self
+                .apps
+                .iter()
+                .any(|(app, spec)| targets.get(app).map(|t| t.spec_generation) != Some(*spec))
+    }
 }
 
 impl Store {
@@ -118,26 +193,33 @@ impl Store {
     /// replica that fell behind the others' writes).
     pub async fn desired_all(&self) -> Result<BTreeMap<String, ClusterDesired>, StoreError> {
         let backend = self.backend().await?;
-        let mut by_cluster: BTreeMap<String, BTreeMap<String, VersionedTarget>> = BTreeMap::new();
-        for (k, v) in backend::load(backend, Tree::DesiredTargets).await? {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            let Some((cluster, app)) = key.split_once('\u{0}') else {
-                continue;
-            };
-            let target: VersionedTarget = decode(Tree::DesiredTargets, &key, &v)?;
-            by_cluster
-                .entry(cluster.to_owned())
-                .or_default()
-                .insert(app.to_owned(), target);
-        }
         let mut out = BTreeMap::new();
-        for (k, v) in backend::load(backend, Tree::Desired).await? {
-            let cluster = String::from_utf8_lossy(&k).into_owned();
-            let head = DesiredHead::decode(&cluster, &v)?;
-            let targets = by_cluster.remove(&cluster).unwrap_or_default();
+        for (cluster, (head, targets)) in stored_desired(backend).await? {
             out.insert(cluster, head.assemble(targets));
         }
         Ok(out)
+    }
+
+    /// One cluster's stored desired state (none stored: the empty state).
+    pub async fn desired_of(&self, cluster: &str) -> Result<ClusterDesired, StoreError> {
+        let backend = self.backend().await?;
+        let Some(head) = backend.get(Tree::Desired, cluster.as_bytes()).await? else {
+            return Ok(ClusterDesired::default());
+        };
+        let head = DesiredHead::decode(cluster, &head)?;
+        let prefix = format!("{cluster}\u{0}");
+        let mut targets = BTreeMap::new();
+        let range = KeyRange::prefix(prefix.as_bytes());
+        for (k, v) in backend
+            .scan(Tree::DesiredTargets, range, Order::Ascending, usize::MAX)
+            .await?
+        {
+            let key = String::from_utf8_lossy(&k).into_owned();
+            if let Some(app) = key.strip_prefix(prefix.as_str()) {
+                targets.insert(app.to_owned(), StoredTarget::decode(&key, &v)?);
+            }
+        }
+        Ok(head.assemble(targets))
     }
 
     /// One stored Target of a cluster's desired state.
@@ -151,7 +233,7 @@ impl Store {
             .await?
             .get(Tree::DesiredTargets, key.as_bytes())
             .await?
-            .map(|v| decode(Tree::DesiredTargets, &key, &v))
+            .map(|v| StoredTarget::decode(&key, &v).map(StoredTarget::versioned))
             .transpose()
     }
 
@@ -163,41 +245,103 @@ impl Store {
         old: &ClusterDesired,
         desired: &ClusterDesired,
     ) -> Result<(), StoreError> {
-        self.mirror().write(desired_writes(cluster, old, desired));
+        let backend = &*self.inner.backend;
+        let batch = desired_writes(cluster, old, desired, |b| backend.applies_whole(b));
+        self.mirror().write(batch);
         Ok(())
     }
 }
 
+/// Each cluster's record and stored Targets.
+type StoredDesired = BTreeMap<String, (DesiredHead, BTreeMap<String, StoredTarget>)>;
+
+async fn stored_desired(backend: &dyn Backend) -> Result<StoredDesired, StoreError> {
+    let mut by_cluster: BTreeMap<String, BTreeMap<String, StoredTarget>> = BTreeMap::new();
+    for (k, v) in backend::load(backend, Tree::DesiredTargets).await? {
+        let key = String::from_utf8_lossy(&k).into_owned();
+        let Some((cluster, app)) = key.split_once('\u{0}') else {
+            continue;
+        };
+        let target = StoredTarget::decode(&key, &v)?;
+        by_cluster
+            .entry(cluster.to_owned())
+            .or_default()
+            .insert(app.to_owned(), target);
+    }
+    let mut out = BTreeMap::new();
+    for (k, v) in backend::load(backend, Tree::Desired).await? {
+        let cluster = String::from_utf8_lossy(&k).into_owned();
+        let head = DesiredHead::decode(&cluster, &v)?;
+        let targets = by_cluster.remove(&cluster).unwrap_or_default();
+        out.insert(cluster, (head, targets));
+    }
+    Ok(out)
+}
+
 /// The writes that store `desired` over `old`: the Targets that changed (or all of them, when
 /// `old` is a state no delta leads to, which may differ from the stored Targets: loaded from a
-/// torn write, or migrated), the removed ones deleted, then the record.
+/// torn write, or migrated) and the removed ones deleted; then the record, unless only Targets
+/// the cluster already had changed and `whole` says the backend applies them in one piece
+/// (then each Target's generation says what the record would have).
 pub(super) fn desired_writes(
     cluster: &str,
     old: &ClusterDesired,
     desired: &ClusterDesired,
+    whole: impl Fn(&Batch) -> bool,
 ) -> Batch {
-    let whole = old.generation != 0 && old.removals_since >= old.generation;
-    let mut batch = Batch::default();
-    for (app, t) in &desired.targets {
-        let same = old
+    let snapshot = old.generation != 0 && old.removals_since >= old.generation;
+    let same_apps = old.targets.len() == desired.targets.len()
+        && old
             .targets
-            .get(app)
-            .is_some_and(|o| o.spec_generation == t.spec_generation);
-        if whole || !same {
-            batch.put(Tree::DesiredTargets, report_key(cluster, app), encode(t));
+            .keys()
+            .zip(desired.targets.keys())
+            .all(|(a, b)| a == b);
+    let record_unchanged = !snapshot
+        && old.generation != 0
+        && same_apps
+        && old.removed == desired.removed
+        && old.removals_since == desired.removals_since;
+    let targets = |with_record: bool| {
+        let mut batch = Batch::default();
+        for (app, t) in &desired.targets {
+            let same = old
+                .targets
+                .get(app)
+                .is_some_and(|o| o.spec_generation == t.spec_generation);
+            if snapshot || !same {
+                batch.put(
+                    Tree::DesiredTargets,
+                    report_key(cluster, app),
+                    encode_target(t, with_record),
+                );
+            }
+        }
+        for app in old
+            .targets
+            .keys()
+            .filter(|a| !desired.targets.contains_key(*a))
+        {
+            batch.delete(Tree::DesiredTargets, report_key(cluster, app));
+        }
+        // Each cluster's desired state stands alone: a commit's 10,000 clusters go to etcd in
+        // transactions sent at once, not one after another.
+        batch.in_any_order();
+        batch
+    };
+    if record_unchanged {
+        let alone = targets(false);
+        let newest = desired.targets.values().map(|t| t.spec_generation).max();
+        // The Targets written carry the new generation (else the record must say it), and
+        // land at once.
+        if newest == Some(desired.generation)
+            && alone.ops.iter().any(|op| matches!(op, Op::Put { .. }))
+            && whole(&alone)
+        {
+            return alone;
         }
     }
-    for app in old
-        .targets
-        .keys()
-        .filter(|a| !desired.targets.contains_key(*a))
-    {
-        batch.delete(Tree::DesiredTargets, report_key(cluster, app));
-    }
+    let mut batch = targets(true);
     batch.put(Tree::Desired, cluster, encode(&DesiredHead::of(desired)));
-    // Each cluster's desired state stands alone: a commit's 10,000 clusters go to etcd in
-    // transactions sent at once, not one after another.
-    batch.in_any_order();
     batch
 }
 
@@ -222,6 +366,37 @@ pub(super) async fn migrate_to_2(backend: &dyn Backend) -> Result<(), StoreError
     batch
         .delete_range(Tree::DesiredHistory, KeyRange::all())
         .put(Tree::Meta, SCHEMA_KEY, 2u32.to_be_bytes().to_vec());
+    backend.commit(batch).await?;
+    Ok(())
+}
+
+/// Schema 2 → 3: a Target may be written without its cluster's record (see the module). In
+/// schema 2 every Target was written with it, so a Target newer than the record was the trace
+/// of a torn write, which schema 3 would take for a Target written alone: such a cluster is
+/// stored whole again, at the new generation schema 2 would have loaded it as. Idempotent:
+/// replicas starting at once on one etcd write the same.
+pub(super) async fn migrate_to_3(backend: &dyn Backend) -> Result<(), StoreError> {
+    let mut batch = Batch::default();
+    for (cluster, (head, targets)) in stored_desired(backend).await? {
+        if head.targets.is_some() || !head.torn_in_schema_2(&targets) {
+            continue;
+        }
+        // Marked as written with the record, so that schema 3 reads it as torn the same way.
+        let marked = targets
+            .into_iter()
+            .map(|(app, t)| {
+                let with_record = StoredTarget {
+                    with_record: true,
+                    ..t
+                };
+                (app, with_record)
+            })
+            .collect();
+        let desired = head.assemble(marked);
+        let writes = desired_writes(&cluster, &desired, &desired, |_| false);
+        batch.ops.extend(writes.ops);
+    }
+    batch.put(Tree::Meta, SCHEMA_KEY, 3u32.to_be_bytes().to_vec());
     backend.commit(batch).await?;
     Ok(())
 }

@@ -34,7 +34,7 @@ mod remote;
 pub mod sled;
 
 pub use backend::{Backend, BackendError, Batch, Change, ChangeFeed, KeyRange, Order, Tree};
-pub use desired::DesiredHead;
+pub use desired::{DesiredHead, StoredTarget};
 pub use remote::{RemoteChange, RemoteChanges};
 
 #[cfg(test)]
@@ -47,8 +47,9 @@ mod etcd_server;
 
 /// Bumped whenever a stored record changes shape incompatibly; [`Store::open`] migrates from
 /// older versions and refuses newer ones. 2: each desired Target under its own key
-/// ([`Tree::DesiredTargets`]), no desired-state history.
-pub const SCHEMA_VERSION: u32 = 2;
+/// ([`Tree::DesiredTargets`]), no desired-state history. 3: a desired Target may be written
+/// without its cluster's record, newer than it (see `store/desired.rs`).
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// How many events the store keeps (the oldest go first).
 pub const EVENTS_KEPT: usize = 50_000;
@@ -465,6 +466,9 @@ impl Store {
                 // Older versions are migrated one step at a time.
                 if found < 2 {
                     desired::migrate_to_2(&*backend).await?;
+                }
+                if found < 3 {
+                    desired::migrate_to_3(&*backend).await?;
                 }
             }
         }
@@ -1126,6 +1130,11 @@ impl Store {
     /// The revision each App is at.
     pub fn revisions(&self) -> Result<BTreeMap<String, AppRevision>, StoreError> {
         Ok(self.mirror().revisions.clone())
+    }
+
+    /// The revision of one App (see [`revisions`](Self::revisions)).
+    pub fn revision(&self, app: &str) -> Option<AppRevision> {
+        self.mirror().revisions.get(app).cloned()
     }
 
     pub fn put_revision(&self, app: &str, revision: &AppRevision) -> Result<(), StoreError> {
@@ -1837,6 +1846,9 @@ impl Store {
             // A backup of an older hub is migrated as its data directory would be.
             if version < 2 {
                 desired::migrate_to_2(backend).await?;
+            }
+            if version < 3 {
+                desired::migrate_to_3(backend).await?;
             }
             let mut mirror = Mirror::load(backend).await?;
             let mut current = self.mirror();

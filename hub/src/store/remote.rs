@@ -20,11 +20,10 @@ use gitfleet_core::notify::{Delivery, NotifierStatus};
 use gitfleet_core::users::{AuditRecord, UserRecord};
 
 /// Messages a subscriber may fall behind by before it is told it lagged (and must read the
-/// whole state again). A message is what one watch response brought: a commit to one App at
-/// 10,000 clusters is 20,000 changes (each cluster's desired Target and its record) in a few
-/// responses, and one to all 50 Apps a million. Counted in changes, the feed overran into a
-/// full read of the state on a commit moving 100,000 Targets; counted in responses, a commit
-/// of any size takes a few slots.
+/// whole state again). A message is one transaction's writes: a commit to one App at 10,000
+/// clusters is 10,000 changes (each cluster's desired Target) in 79 transactions, and one to
+/// all 50 Apps half a million in about 4,000. Counted in changes, the feed overran into a full
+/// read of the state on a commit moving 100,000 Targets.
 pub(super) const FEED_CAPACITY: usize = 4096;
 
 /// The changes of one watch response that the engine acts on, in commit order.

@@ -653,15 +653,17 @@ async fn desired_targets_are_stored_one_by_one(s: Store) {
     assert_eq!(before.len(), 3);
     // One App moves, one goes: its Target is deleted, the others are not written again.
     let g2 = g1.next(targets(&[("a", "c2"), ("b", "c1")]));
-    let ops: Vec<String> = desired::desired_writes("eu-1", &g1, &g2)
-        .ops
-        .iter()
-        .filter_map(|op| {
-            op_key(op).map(|(tree, key)| format!("{tree}/{}", String::from_utf8_lossy(&key)))
-        })
-        .collect();
+    let writes = |old: &ClusterDesired, new: &ClusterDesired, whole: bool| -> Vec<String> {
+        desired::desired_writes("eu-1", old, new, |_| whole)
+            .ops
+            .iter()
+            .filter_map(|op| {
+                op_key(op).map(|(tree, key)| format!("{tree}/{}", String::from_utf8_lossy(&key)))
+            })
+            .collect()
+    };
     assert_eq!(
-        ops,
+        writes(&g1, &g2, true),
         [
             "desired_targets/eu-1\0a",
             "desired_targets/eu-1\0c",
@@ -681,6 +683,40 @@ async fn desired_targets_are_stored_one_by_one(s: Store) {
     assert!(!u.snapshot);
     assert_eq!(u.upserts.len(), 1);
     assert_eq!(u.removals, ["c"]);
+
+    // Only a Target the cluster has changes: it is written alone, unless the backend would
+    // split the write.
+    let g3 = g2.next(targets(&[("a", "c2"), ("b", "c3")]));
+    assert_eq!(writes(&g2, &g3, true), ["desired_targets/eu-1\0b"]);
+    assert_eq!(
+        writes(&g2, &g3, false),
+        ["desired_targets/eu-1\0b", "desired/eu-1"]
+    );
+    s.put_desired("eu-1", &g2, &g3).unwrap();
+    s.flush().await.unwrap();
+    let loaded = s.desired_all().await.unwrap()["eu-1"].clone();
+    assert_eq!(loaded, g3);
+    assert_eq!(s.desired_of("eu-1").await.unwrap(), g3);
+    // The record still says generation 2; the Target says 3, and the removal is remembered.
+    let u = crate::link::on_hello(s.epoch(), s.epoch(), 2, &loaded).unwrap();
+    assert!(!u.snapshot);
+    assert_eq!(u.generation, 3);
+    assert_eq!(u.upserts.len(), 1);
+    assert_eq!(u.upserts[0].target.commit, "c3");
+    let u = crate::link::on_hello(s.epoch(), s.epoch(), 1, &loaded).unwrap();
+    assert_eq!(
+        (u.upserts.len(), u.removals.clone()),
+        (2, vec!["c".to_owned()])
+    );
+    // And an App added after that writes the record again, naming both.
+    let g4 = g3.next(targets(&[("a", "c2"), ("b", "c3"), ("d", "c1")]));
+    assert_eq!(
+        writes(&g3, &g4, true),
+        ["desired_targets/eu-1\0d", "desired/eu-1"]
+    );
+    s.put_desired("eu-1", &g3, &g4).unwrap();
+    s.flush().await.unwrap();
+    assert_eq!(s.desired_all().await.unwrap()["eu-1"], g4);
 }
 
 /// A Target newer than the record (the record's transaction never made it, etcd having split
@@ -690,14 +726,18 @@ async fn a_torn_desired_state_loads_as_a_new_generation_without_deltas(s: Store)
     s.put_desired("eu-1", &ClusterDesired::default(), &g1)
         .unwrap();
     s.flush().await.unwrap();
+    // Written with the record (as a write the backend splits is), the record lost.
     let g2 = g1.next(targets(&[("a", "c2"), ("b", "c1")]));
-    let mut torn = Batch::default();
-    torn.put(Tree::DesiredTargets, "eu-1\0a", encode(&g2.targets["a"]));
+    let mut torn = desired::desired_writes("eu-1", &g1, &g2, |_| false);
+    torn.ops
+        .retain(|op| op_key(op).is_some_and(|(tree, _)| tree == Tree::DesiredTargets));
+    assert_eq!(torn.ops.len(), 1);
     s.inner.backend.commit(torn).await.unwrap();
     let loaded = s.desired_all().await.unwrap()["eu-1"].clone();
     assert_eq!(loaded.generation, 3);
     assert_eq!(loaded.removals_since, 3);
     assert_eq!(loaded.targets["a"].target.commit, "c2");
+    assert_eq!(s.desired_of("eu-1").await.unwrap(), loaded);
     for spoke_at in [1, 2] {
         let u = crate::link::on_hello(s.epoch(), s.epoch(), spoke_at, &loaded).unwrap();
         assert!(

@@ -604,10 +604,9 @@ impl EtcdBackend {
         done
     }
 
-    /// What [`groups`] needs to know of `batch`, from its writes as given (an upper bound of
-    /// its effect), without copying a value: a large batch (a commit's desired state) is
-    /// alone, and only small ones have their keys listed.
-    fn shape(&self, batch: &Batch) -> Shape {
+    /// Whether `batch` goes in a transaction of its own (see [`Shape::alone`]), and its size
+    /// in bytes as [`Shape::bytes`] counts it.
+    fn alone(&self, batch: &Batch) -> (bool, usize) {
         let mut range = false;
         let mut bytes = 0;
         for op in &batch.ops {
@@ -636,6 +635,14 @@ impl EtcdBackend {
             || batch.ops.len() > self.max_txn_ops
             || batch.conditions.len() + FENCES > self.max_txn_ops
             || bytes > self.max_txn_bytes;
+        (alone, bytes)
+    }
+
+    /// What [`groups`] needs to know of `batch`, from its writes as given (an upper bound of
+    /// its effect), without copying a value: a large batch (a commit's desired state) is
+    /// alone, and only small ones have their keys listed.
+    fn shape(&self, batch: &Batch) -> Shape {
+        let (alone, bytes) = self.alone(batch);
         let (conditions, written) = match alone {
             true => (Vec::new(), Vec::new()),
             false => (
@@ -1381,6 +1388,11 @@ impl Backend for EtcdBackend {
 
     fn commit(&self, batch: Batch) -> BackendFuture<'_, ()> {
         Box::pin(self.commit_now(batch))
+    }
+
+    /// A batch that goes alone may be split; one that does not is never.
+    fn applies_whole(&self, batch: &Batch) -> bool {
+        !self.alone(batch).0
     }
 
     fn commit_all(&self, batches: Vec<Batch>) -> BoxFuture<'_, Vec<Result<(), BackendError>>> {

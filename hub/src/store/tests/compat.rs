@@ -184,7 +184,7 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
     assert_eq!(token.uses, 1);
     assert_eq!(
         &*tree("meta").get("schema_version").unwrap().unwrap(),
-        &2u32.to_be_bytes()
+        &SCHEMA_VERSION.to_be_bytes()
     );
     let record: serde_json::Value =
         serde_json::from_slice(&tree("desired").get("eu-1").unwrap().unwrap()).unwrap();
@@ -216,6 +216,65 @@ mod erased {
             serde_json::to_vec(self).unwrap()
         }
     }
+}
+
+/// Schema 2 wrote every Target with its cluster's record, so a Target newer than the record was
+/// a torn write; schema 3 writes a Target alone when only it changed. Migrated, a cluster torn
+/// in schema 2 still loads as torn (a generation no delta leads to), and one that was whole
+/// loads as it was.
+#[tokio::test]
+async fn a_desired_state_torn_under_schema_2_is_still_torn_after_the_migration() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("db");
+    let versioned = |spec: u64, commit: &str| VersionedTarget {
+        spec_generation: spec,
+        target: Arc::new(super::target("web", commit)),
+    };
+    {
+        let db = raw_sled(&path);
+        let tree = |name: &str| db.open_tree(name).unwrap();
+        let json = |v: &dyn erased::Json| v.json();
+        tree("meta")
+            .insert("schema_version", &2u32.to_be_bytes())
+            .unwrap();
+        tree("meta").insert("epoch", "0123abcd".as_bytes()).unwrap();
+        let head = |generation: u64, apps: serde_json::Value| {
+            json(&serde_json::json!({
+                "generation": generation, "apps": apps, "removals_since": 0,
+            }))
+        };
+        // eu-1: generation 2's Target of a stored, its record (naming a and b at 2) lost.
+        tree("desired")
+            .insert("eu-1", head(1, serde_json::json!({"a": 1, "b": 1})))
+            .unwrap();
+        tree("desired_targets")
+            .insert("eu-1\0a", json(&versioned(2, "c2")))
+            .unwrap();
+        tree("desired_targets")
+            .insert("eu-1\0b", json(&versioned(1, "c1")))
+            .unwrap();
+        // eu-2: whole.
+        tree("desired")
+            .insert("eu-2", head(2, serde_json::json!({"a": 2})))
+            .unwrap();
+        tree("desired_targets")
+            .insert("eu-2\0a", json(&versioned(2, "c2")))
+            .unwrap();
+        db.flush().unwrap();
+    }
+    let s = Store::open(&path).await.unwrap();
+    let loaded = s.desired_all().await.unwrap();
+    let torn = &loaded["eu-1"];
+    assert_eq!((torn.generation, torn.removals_since), (3, 3), "{torn:?}");
+    let u = crate::link::on_hello(s.epoch(), s.epoch(), 1, torn).unwrap();
+    assert!(u.snapshot, "a spoke at generation 1 must start over");
+    let whole = &loaded["eu-2"];
+    assert_eq!((whole.generation, whole.removals_since), (2, 0));
+    assert_eq!(whole.targets["a"], versioned(2, "c2"));
+    // Stored whole at the migration: opened again, the same.
+    drop(s);
+    let again = Store::open(&path).await.unwrap();
+    assert_eq!(again.desired_all().await.unwrap(), loaded);
 }
 
 #[tokio::test]
