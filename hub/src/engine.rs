@@ -215,6 +215,9 @@ impl Engine {
             staged_targets: Mutex::new(HashMap::new()),
             interner: Mutex::new(crate::model::TargetInterner::default()),
         });
+        // Subscribed before anything is read below: nothing another replica writes meanwhile
+        // is missed (what the reads below already hold is told again, harmlessly).
+        let changes = engine.store.subscribe_remote();
         {
             let mut stored = engine.store.desired_all().await?;
             {
@@ -243,9 +246,7 @@ impl Engine {
                     .insert(c.name.clone(), c.last_contact_unix);
             }
         }
-        // Subscribed before anything is read below: nothing another replica writes meanwhile
-        // is missed.
-        if let Some(changes) = engine.store.subscribe_remote() {
+        if let Some(changes) = changes {
             tokio::spawn(Arc::clone(&engine).follow_others(changes));
         }
         if leads {

@@ -115,7 +115,7 @@ impl Engine {
                 Ok(changes) => {
                     // A message is one transaction's writes (the store's feed sends each
                     // revision whole), so the Targets written alone at once are all here.
-                    let mut alone = Alone::new();
+                    let mut alone = Written::new();
                     for change in changes.iter() {
                         if let Err(e) = self.on_remote(change, &mut alone).await {
                             warn!(error = %e, "cannot act on another replica's write");
@@ -141,7 +141,11 @@ impl Engine {
         }
     }
 
-    async fn on_remote(&self, change: &RemoteChange, alone: &mut Alone) -> Result<(), EngineError> {
+    async fn on_remote(
+        &self,
+        change: &RemoteChange,
+        alone: &mut Written,
+    ) -> Result<(), EngineError> {
         let leads = self.leads();
         self.tell_watchers(change);
         match change.tree {
@@ -312,30 +316,46 @@ impl Engine {
     }
 
     /// Publishes Targets the leader wrote without the cluster's record (see
-    /// `store/desired.rs`): the cluster's Apps are the same, so the state published here with
-    /// them replaced, at the newest of their generations. A cluster not published here yet is
-    /// read from the store, which holds them already.
+    /// `store/desired.rs`), all at one generation: when the state published here is the
+    /// generation just before (it has every change the leader made before these), with them
+    /// replaced; when it is that generation or newer, nothing (read from the store after the
+    /// write); else (a change missed here: at start, or one that failed) the cluster's state
+    /// is read from the store, which holds them already.
     async fn publish_alone(
         &self,
         cluster: &str,
         targets: BTreeMap<String, VersionedTarget>,
     ) -> Result<(), EngineError> {
-        let mut desired = match self.desired(cluster) {
-            Some(published) if published.generation != 0 => Arc::unwrap_or_clone(published),
-            _ => {
-                let mut all = self.store.desired_of(cluster).await?;
-                for t in all.targets.values_mut() {
-                    t.target = self.interner().share_arc(Arc::clone(&t.target));
+        let generation = targets
+            .values()
+            .map(|t| t.spec_generation)
+            .max()
+            .unwrap_or(0);
+        let published = self.desired(cluster);
+        let at = published.as_ref().map_or(0, |p| p.generation);
+        let desired = match with_alone(published.as_deref(), targets) {
+            Alone::Held => return Ok(()),
+            Alone::Next(mut desired) => {
+                let mut interner = self.interner();
+                for t in desired.targets.values_mut() {
+                    t.target = interner.share_arc(Arc::clone(&t.target));
                 }
-                self.publish_from_leader(cluster, all);
-                self.cluster_changed(cluster);
-                return Ok(());
+                desired
+            }
+            Alone::Missed => {
+                debug!(%cluster, published = at, generation, "desired Targets written alone after a change not seen here: reading the cluster's state");
+                let mut stored = self.store.desired_of(cluster).await?;
+                let mut interner = self.interner();
+                for t in stored.targets.values_mut() {
+                    t.target = interner.share_arc(Arc::clone(&t.target));
+                }
+                stored
             }
         };
-        for (app, mut t) in targets {
-            t.target = self.interner().share_arc(t.target);
-            desired.generation = desired.generation.max(t.spec_generation);
-            desired.targets.insert(app, t);
+        // Targets staged for a record that never came (a leader that died between the
+        // transactions of a split write) are older than these.
+        if let Some(staged) = self.staged().get_mut(cluster) {
+            staged.retain(|_, t| t.spec_generation > generation);
         }
         self.publish_from_leader(cluster, desired);
         self.cluster_changed(cluster);
@@ -402,7 +422,46 @@ impl Engine {
 
 /// Targets another replica wrote without their cluster's record, by cluster, as one
 /// transaction of it brought them.
-type Alone = HashMap<String, BTreeMap<String, VersionedTarget>>;
+type Written = HashMap<String, BTreeMap<String, VersionedTarget>>;
+
+/// What Targets written alone (all at one generation) make of the state published here.
+#[derive(Debug, PartialEq)]
+enum Alone {
+    /// Published already (it was read after the write).
+    Held,
+    /// The next generation: the published state with them replaced.
+    Next(ClusterDesired),
+    /// A change before them was not seen here: the state must be read again.
+    Missed,
+}
+
+fn with_alone(
+    published: Option<&ClusterDesired>,
+    targets: BTreeMap<String, VersionedTarget>,
+) -> Alone {
+    let generation = targets
+        .values()
+        .map(|t| t.spec_generation)
+        .max()
+        .unwrap_or(0);
+    let at = published.map_or(0, |p| p.generation);
+    if at >= generation {
+        return Alone::Held;
+    }
+    match published {
+        Some(published)
+            if at != 0
+                && at + 1 == generation
+                && targets.keys().all(|a| published.targets.contains_key(a)) =>
+        {
+            let mut desired = published.clone();
+            desired.targets.extend(targets);
+            desired.generation = generation;
+            Alone::Next(desired)
+        }
+        _ => Alone::Missed,
+    }
+}
 
 /// The moment of this process's clock that was the wall-clock time `unix_ms` (now, when it is
 /// unknown or in the future).
@@ -417,4 +476,55 @@ fn instant_at(unix_ms: u64) -> std::time::Instant {
     std::time::Instant::now()
         .checked_sub(ago)
         .unwrap_or_else(std::time::Instant::now)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn targets(of: &[(&str, &str)]) -> BTreeMap<String, Arc<crate::fleet::DesiredTarget>> {
+        of.iter()
+            .map(|(app, commit)| {
+                let target = crate::fleet::DesiredTarget::for_tests(app, commit);
+                ((*app).to_owned(), Arc::new(target))
+            })
+            .collect()
+    }
+
+    fn alone(desired: &ClusterDesired, apps: &[&str]) -> BTreeMap<String, VersionedTarget> {
+        apps.iter()
+            .map(|a| ((*a).to_owned(), desired.targets[*a].clone()))
+            .collect()
+    }
+
+    /// A follower merges Targets written alone into what it published only when that is the
+    /// generation just before theirs: a change it missed (at start, or one that failed) must
+    /// not be skipped by the spokes' deltas, which send only Targets newer than what a spoke
+    /// holds.
+    #[test]
+    fn targets_written_alone_follow_only_the_generation_just_before() {
+        let g1 = ClusterDesired::default().next(targets(&[("a", "c1"), ("b", "c1")]));
+        let g2 = g1.next(targets(&[("a", "c2"), ("b", "c1")]));
+        let g3 = g2.next(targets(&[("a", "c2"), ("b", "c3")]));
+        assert_eq!(
+            with_alone(Some(&g1), alone(&g2, &["a"])),
+            Alone::Next(g2.clone())
+        );
+        assert_eq!(
+            with_alone(Some(&g2), alone(&g3, &["b"])),
+            Alone::Next(g3.clone())
+        );
+        // g2 missed: merging b into g1 would publish g3 without a's change.
+        assert_eq!(with_alone(Some(&g1), alone(&g3, &["b"])), Alone::Missed);
+        assert_eq!(with_alone(None, alone(&g2, &["a"])), Alone::Missed);
+        // Read from the store after the write: held already.
+        assert_eq!(with_alone(Some(&g3), alone(&g3, &["b"])), Alone::Held);
+        // An App the published state lacks (a write of an older leader, unmarked, whose record
+        // follows): read again.
+        let g2_more = g1.next(targets(&[("a", "c1"), ("b", "c1"), ("d", "c1")]));
+        assert_eq!(
+            with_alone(Some(&g1), alone(&g2_more, &["d"])),
+            Alone::Missed
+        );
+    }
 }

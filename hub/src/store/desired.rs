@@ -200,26 +200,34 @@ impl Store {
         Ok(out)
     }
 
-    /// One cluster's stored desired state (none stored: the empty state).
+    /// One cluster's stored desired state (none stored: the empty state). The record is read
+    /// again after the Targets, and all of it again if the record changed meanwhile (another
+    /// replica wrote it): a record and Targets of two writes would look torn.
     pub async fn desired_of(&self, cluster: &str) -> Result<ClusterDesired, StoreError> {
         let backend = self.backend().await?;
-        let Some(head) = backend.get(Tree::Desired, cluster.as_bytes()).await? else {
-            return Ok(ClusterDesired::default());
-        };
-        let head = DesiredHead::decode(cluster, &head)?;
         let prefix = format!("{cluster}\u{0}");
-        let mut targets = BTreeMap::new();
-        let range = KeyRange::prefix(prefix.as_bytes());
-        for (k, v) in backend
-            .scan(Tree::DesiredTargets, range, Order::Ascending, usize::MAX)
-            .await?
-        {
-            let key = String::from_utf8_lossy(&k).into_owned();
-            if let Some(app) = key.strip_prefix(prefix.as_str()) {
-                targets.insert(app.to_owned(), StoredTarget::decode(&key, &v)?);
+        let mut tries = 0;
+        loop {
+            tries += 1;
+            let Some(head) = backend.get(Tree::Desired, cluster.as_bytes()).await? else {
+                return Ok(ClusterDesired::default());
+            };
+            let mut targets = BTreeMap::new();
+            let range = KeyRange::prefix(prefix.as_bytes());
+            for (k, v) in backend
+                .scan(Tree::DesiredTargets, range, Order::Ascending, usize::MAX)
+                .await?
+            {
+                let key = String::from_utf8_lossy(&k).into_owned();
+                if let Some(app) = key.strip_prefix(prefix.as_str()) {
+                    targets.insert(app.to_owned(), StoredTarget::decode(&key, &v)?);
+                }
+            }
+            let again = backend.get(Tree::Desired, cluster.as_bytes()).await?;
+            if again.as_ref() == Some(&head) || tries >= 5 {
+                return Ok(DesiredHead::decode(cluster, &head)?.assemble(targets));
             }
         }
-        Ok(head.assemble(targets))
     }
 
     /// One stored Target of a cluster's desired state.
@@ -246,8 +254,19 @@ impl Store {
         desired: &ClusterDesired,
     ) -> Result<(), StoreError> {
         let backend = &*self.inner.backend;
-        let batch = desired_writes(cluster, old, desired, |b| backend.applies_whole(b));
-        self.mirror().write(batch);
+        let mut mirror = self.mirror();
+        let batch = if mirror.pending_desired.insert(cluster.to_owned()) {
+            desired_writes(cluster, old, desired, |b| backend.applies_whole(b))
+        } else {
+            // Written twice before one flush: the second must land after the first, which it
+            // may share no key with (a record, then Targets alone), so it does not go in any
+            // order; and, joined to the writes before it and maybe split with them, it is
+            // written with its record.
+            let mut batch = desired_writes(cluster, old, desired, |_| false);
+            batch.unordered = false;
+            batch
+        };
+        mirror.write(batch);
         Ok(())
     }
 }
@@ -373,12 +392,21 @@ pub(super) async fn migrate_to_2(backend: &dyn Backend) -> Result<(), StoreError
 /// Schema 2 → 3: a Target may be written without its cluster's record (see the module). In
 /// schema 2 every Target was written with it, so a Target newer than the record was the trace
 /// of a torn write, which schema 3 would take for a Target written alone: such a cluster is
-/// stored whole again, at the new generation schema 2 would have loaded it as. Idempotent:
-/// replicas starting at once on one etcd write the same.
+/// stored whole again, at the new generation schema 2 would have loaded it as. Each such
+/// cluster's write holds only if its record and the schema version are still what was read:
+/// replicas opening at once on one etcd, or an older replica still writing during a rolling
+/// update, are left what they wrote (a record written meanwhile names the Targets again; one
+/// that lands after this write makes it look torn, and it loads as a snapshot).
 pub(super) async fn migrate_to_3(backend: &dyn Backend) -> Result<(), StoreError> {
-    let mut batch = Batch::default();
+    let schema_2 = 2u32.to_be_bytes().to_vec();
     for (cluster, (head, targets)) in stored_desired(backend).await? {
         if head.targets.is_some() || !head.torn_in_schema_2(&targets) {
+            continue;
+        }
+        let Some(raw) = backend.get(Tree::Desired, cluster.as_bytes()).await? else {
+            continue;
+        };
+        if DesiredHead::decode(&cluster, &raw)? != head {
             continue;
         }
         // Marked as written with the record, so that schema 3 reads it as torn the same way.
@@ -393,10 +421,29 @@ pub(super) async fn migrate_to_3(backend: &dyn Backend) -> Result<(), StoreError
             })
             .collect();
         let desired = head.assemble(marked);
-        let writes = desired_writes(&cluster, &desired, &desired, |_| false);
-        batch.ops.extend(writes.ops);
+        let mut batch = desired_writes(&cluster, &desired, &desired, |_| false);
+        batch.unordered = false;
+        // A conditional write must fit one etcd transaction: a cluster with more Apps than
+        // that is written as before, unconditionally.
+        if batch.ops.len() <= 100 {
+            batch
+                .require(Tree::Desired, cluster.as_bytes(), Some(raw))
+                .require(Tree::Meta, SCHEMA_KEY, Some(schema_2.clone()));
+        }
+        match backend.commit(batch).await {
+            Ok(()) | Err(super::BackendError::Conflict { .. }) => {}
+            Err(e) => return Err(e.into()),
+        }
     }
-    batch.put(Tree::Meta, SCHEMA_KEY, 3u32.to_be_bytes().to_vec());
-    backend.commit(batch).await?;
-    Ok(())
+    let mut done = Batch::default();
+    done.require(Tree::Meta, SCHEMA_KEY, Some(schema_2)).put(
+        Tree::Meta,
+        SCHEMA_KEY,
+        3u32.to_be_bytes().to_vec(),
+    );
+    match backend.commit(done).await {
+        // Another replica migrated first.
+        Ok(()) | Err(super::BackendError::Conflict { .. }) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
 }

@@ -222,6 +222,8 @@ struct Mirror {
     acked: HashMap<String, u64>,
     /// Writes made but not yet handed to the backend, in order.
     pending: Vec<Batch>,
+    /// The clusters whose desired state `pending` writes (see `Store::put_desired`).
+    pending_desired: HashSet<String>,
     /// For the batches of `pending` (by index) made on condition by a writer that wants to know
     /// whether they held: where their outcome goes.
     pending_checks: Vec<(usize, Outcome)>,
@@ -551,6 +553,7 @@ impl Store {
             if let Some(keys) = &mut mirror.pending_keys {
                 keys.clear();
             }
+            mirror.pending_desired.clear();
             (
                 std::mem::take(&mut mirror.pending),
                 std::mem::take(&mut mirror.pending_checks),
@@ -1840,6 +1843,11 @@ impl Store {
                 batch.put(tree, key, encode(value));
             }
         }
+        if version < u64::from(SCHEMA_VERSION) {
+            // The dump's version until it is migrated (the migrations check it).
+            let version = u32::try_from(version).unwrap_or(0);
+            batch.put(Tree::Meta, SCHEMA_KEY, version.to_be_bytes().to_vec());
+        }
         {
             let _in_order = self.inner.committing.lock().await;
             backend.commit(batch).await.map_err(|e| self.failed(e))?;
@@ -1853,6 +1861,7 @@ impl Store {
             let mut mirror = Mirror::load(backend).await?;
             let mut current = self.mirror();
             mirror.pending = std::mem::take(&mut current.pending);
+            mirror.pending_desired = std::mem::take(&mut current.pending_desired);
             mirror.pending_checks = std::mem::take(&mut current.pending_checks);
             mirror.pending_keys = current.pending_keys.take();
             mirror.id_salt = current.id_salt;

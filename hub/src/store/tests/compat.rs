@@ -568,3 +568,61 @@ async fn a_failed_commit_fails_every_later_flush() {
         None
     );
 }
+
+/// The migration to schema 3 writes a torn cluster only while the schema is still 2: a replica
+/// that read schema 2 and migrates after another one did (which may lead already, and write
+/// Targets without their records) leaves the store as it is; run twice, it writes once.
+#[tokio::test]
+async fn the_migration_to_schema_3_writes_only_while_the_schema_is_2() {
+    let versioned = |spec: u64, commit: &str| VersionedTarget {
+        spec_generation: spec,
+        target: Arc::new(super::target("web", commit)),
+    };
+    let backend = MemoryBackend::new();
+    let mut batch = Batch::default();
+    batch
+        .put(Tree::Meta, SCHEMA_KEY, 2u32.to_be_bytes().to_vec())
+        .put(
+            Tree::Desired,
+            "eu-1",
+            encode(&serde_json::json!({"generation": 1, "apps": {"a": 1}, "removals_since": 0})),
+        )
+        .put(Tree::DesiredTargets, "eu-1\0a", encode(&versioned(2, "c2")));
+    backend.commit(batch.clone()).await.unwrap();
+    let raw = |tree: Tree, key: &'static str| {
+        let backend = &backend;
+        async move { backend.get(tree, key.as_bytes()).await.unwrap() }
+    };
+
+    // Another replica migrated first: nothing is written.
+    let mut migrated = Batch::default();
+    migrated.put(Tree::Meta, SCHEMA_KEY, 3u32.to_be_bytes().to_vec());
+    backend.commit(migrated).await.unwrap();
+    desired::migrate_to_3(&backend).await.unwrap();
+    assert_eq!(
+        raw(Tree::DesiredTargets, "eu-1\0a").await,
+        Some(encode(&versioned(2, "c2")))
+    );
+
+    // At schema 2: the torn cluster is stored whole, once.
+    backend.commit(batch).await.unwrap();
+    desired::migrate_to_3(&backend).await.unwrap();
+    let once = (
+        raw(Tree::Desired, "eu-1").await,
+        raw(Tree::DesiredTargets, "eu-1\0a").await,
+    );
+    let head: serde_json::Value = serde_json::from_slice(once.0.as_ref().unwrap()).unwrap();
+    assert_eq!(head["generation"], 3);
+    assert_eq!(
+        raw(Tree::Meta, SCHEMA_KEY).await,
+        Some(3u32.to_be_bytes().to_vec())
+    );
+    desired::migrate_to_3(&backend).await.unwrap();
+    assert_eq!(
+        (
+            raw(Tree::Desired, "eu-1").await,
+            raw(Tree::DesiredTargets, "eu-1\0a").await
+        ),
+        once
+    );
+}
