@@ -324,24 +324,25 @@ impl Engine {
     async fn publish_alone(
         &self,
         cluster: &str,
-        targets: BTreeMap<String, VersionedTarget>,
+        mut targets: BTreeMap<String, VersionedTarget>,
     ) -> Result<(), EngineError> {
         let generation = targets
             .values()
             .map(|t| t.spec_generation)
             .max()
             .unwrap_or(0);
+        {
+            // Only the new ones: what was published here is shared already.
+            let mut interner = self.interner();
+            for t in targets.values_mut() {
+                t.target = interner.share_arc(Arc::clone(&t.target));
+            }
+        }
         let published = self.desired(cluster);
         let at = published.as_ref().map_or(0, |p| p.generation);
         let desired = match with_alone(published.as_deref(), targets) {
             Alone::Held => return Ok(()),
-            Alone::Next(mut desired) => {
-                let mut interner = self.interner();
-                for t in desired.targets.values_mut() {
-                    t.target = interner.share_arc(Arc::clone(&t.target));
-                }
-                desired
-            }
+            Alone::Next(desired) => desired,
             Alone::Missed => {
                 debug!(%cluster, published = at, generation, "desired Targets written alone after a change not seen here: reading the cluster's state");
                 let mut stored = self.store.desired_of(cluster).await?;
