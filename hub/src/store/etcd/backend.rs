@@ -953,7 +953,9 @@ fn unreachable_member(e: &etcd_client::Error) -> bool {
 fn broke_underneath(status: &tonic::Status) -> bool {
     let mut next = std::error::Error::source(status);
     while let Some(e) = next {
-        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() {
+        // hyper's error: the HTTP/2 connection broke while the answer was read ("error
+        // reading a body from connection", a broken pipe to a member just killed).
+        if e.is::<tonic::transport::Error>() || e.is::<std::io::Error>() || e.is::<hyper::Error>() {
             return true;
         }
         next = e.source();
