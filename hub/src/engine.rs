@@ -152,6 +152,9 @@ pub struct Engine {
     rollout_kick: Notify,
     /// See [`FleetInputs`]; `None` until the first recompute (and after one that failed).
     computed_from: Mutex<Option<FleetInputs>>,
+    /// How many clusters' desired state recomputes have looked at since the hub started (see
+    /// [`Engine::desired_clusters_visited`]).
+    desired_visits: std::sync::atomic::AtomicU64,
     /// Registrations that took the write lock (see [`Engine::registration_work`]).
     registration_locks: std::sync::atomic::AtomicU64,
     /// Registrations written to the store's memory, and how many of them a recompute and a
@@ -206,6 +209,7 @@ impl Engine {
             shutdown,
             rollout_kick: Notify::new(),
             computed_from: Mutex::new(None),
+            desired_visits: Default::default(),
             registration_locks: Default::default(),
             registrations_written: Default::default(),
             registrations_settled: Default::default(),

@@ -494,3 +494,90 @@ async fn a_rollout_decision_reads_again_only_the_targets_that_changed() {
     drop(links);
     hub.shutdown().await;
 }
+
+/// A cluster that joins a fleet, or is relabelled, has its own desired state computed: the
+/// recompute looks at that cluster, not at every cluster of the fleet (it looked at all of
+/// them, and computed every App's Targets on each, on every registration). Debug builds check
+/// every cluster against the whole fleet's computation on each of these recomputes.
+#[tokio::test]
+async fn a_cluster_that_joins_or_is_relabelled_is_the_only_one_looked_at() {
+    const CLUSTERS: usize = 20;
+    let (_tmp, data) = data_dir();
+    let hub = start_hub(&data).await;
+    let engine = hub.engine();
+    let git = GitRepo::new();
+    let c1 = git.commit(&[("apps/a/cm.yaml", "v: 1\n")], "one");
+    let mut clusters = Vec::new();
+    for i in 0..CLUSTERS {
+        let id = register(&hub, &format!("dev-{i:02}"), &[("env", "dev")]).await;
+        clusters.push(id.cluster);
+    }
+    let app = doc(serde_json::json!({
+        "apiVersion": "gitfleet.dev/v1", "kind": "App",
+        "metadata": {"name": "a"},
+        "spec": {
+            "repo": "platform", "path": "apps/a", "namespace": "a",
+            "targets": [{"clusterSelector": {"matchLabels": {"env": "dev"}}}]
+        }
+    }));
+    let mut admin = admin(&hub).await;
+    admin
+        .apply(pb::ApplyRequest {
+            documents: vec![repo_doc("platform", &git.url()), app],
+            dry_run: false,
+        })
+        .await
+        .unwrap();
+    let commit_of = |cluster: &str| {
+        engine
+            .desired(cluster)
+            .and_then(|d| d.targets.get("a").map(|t| t.target.commit.clone()))
+    };
+    for cluster in &clusters {
+        eventually("every cluster given a at c1", || {
+            let given = commit_of(cluster) == Some(c1.clone());
+            async move { given.then_some(()) }
+        })
+        .await;
+    }
+    // Settled: a recompute now changes nothing.
+    engine.recompute().await.unwrap();
+    let before = engine.desired_clusters_visited();
+    let joined = register(&hub, "dev-new", &[("env", "dev")]).await;
+    eventually("the new cluster given a at c1", || {
+        let given = commit_of(&joined.cluster) == Some(c1.clone());
+        async move { given.then_some(()) }
+    })
+    .await;
+    engine.recompute().await.unwrap();
+    let visited = engine.desired_clusters_visited() - before;
+    assert!(
+        (1..CLUSTERS as u64).contains(&visited),
+        "recomputes after one cluster joined looked at {visited} clusters' desired state; \
+         the fleet has {}",
+        CLUSTERS + 1
+    );
+
+    // Relabelled off the App's selector: its Target goes, and no other cluster is looked at.
+    let before = engine.desired_clusters_visited();
+    engine
+        .label_cluster(
+            &clusters[0],
+            &gitfleet_core::cluster_labels::LabelChanges {
+                set: [("env".to_owned(), "prod".to_owned())]
+                    .into_iter()
+                    .collect(),
+                remove: Default::default(),
+                overwrite: true,
+            },
+            "test",
+        )
+        .await
+        .unwrap();
+    assert_eq!(commit_of(&clusters[0]), None, "relabelled off the App");
+    assert_eq!(commit_of(&clusters[1]), Some(c1.clone()));
+    assert_eq!(commit_of(&joined.cluster), Some(c1.clone()));
+    let visited = engine.desired_clusters_visited() - before;
+    assert_eq!(visited, 1, "a relabel looked at {visited} clusters");
+    hub.shutdown().await;
+}

@@ -41,8 +41,9 @@ pub struct StaleDelta {
 }
 
 impl DesiredState {
-    /// The state after `update`, or why it cannot be applied.
-    pub fn apply(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
+    /// The state after `update`, or why it cannot be applied. Takes the state held (a link
+    /// applies each update to a copy of what it holds), so a delta copies nothing more.
+    pub fn apply(self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
         let mut next = if update.snapshot {
             DesiredState {
                 hub_epoch: update.hub_epoch.clone(),
@@ -55,10 +56,10 @@ impl DesiredState {
                     base_generation: update.base_generation,
                     update_epoch: update.hub_epoch,
                     held_generation: self.generation,
-                    held_epoch: self.hub_epoch.clone(),
+                    held_epoch: self.hub_epoch,
                 });
             }
-            self.clone()
+            self
         };
         next.generation = update.generation;
         for id in &update.removals {
@@ -224,7 +225,7 @@ mod tests {
             hub_epoch: "e1".into(),
             ..DesiredUpdate::default()
         };
-        let err = held.apply(wrong_base).expect_err("stale");
+        let err = held.clone().apply(wrong_base).expect_err("stale");
         assert_eq!(err.held_generation, 3);
         assert!(err.to_string().contains("builds on 5"), "{err}");
         let wrong_epoch = DesiredUpdate {

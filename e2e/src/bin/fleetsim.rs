@@ -79,6 +79,10 @@ struct Args {
     /// Only registration, the first deployment and status ingest (to measure ingest quickly).
     #[arg(long)]
     ingest_only: bool,
+    /// Stop once every spoke holds the fan-out's commit (phases 1 to 4 without waiting for
+    /// the rollout to turn healthy): to measure or profile the fan-out alone.
+    #[arg(long, conflicts_with = "ingest_only")]
+    fanout_only: bool,
     /// The spokes reach kubesim over in-memory pipes instead of TCP (same kube-rs client and
     /// HTTP): needed beyond about 5,000 clusters where the open-file limit is 20,000, since
     /// over TCP each Kubernetes connection costs this process two descriptors.
@@ -625,13 +629,26 @@ struct Sim {
     timer: LinkRuntime,
 }
 
+/// Blocking threads of the links' runtime (see [`LinkRuntime::new`]).
+const LINK_WRITERS: usize = 8;
+
 /// A runtime for the spokes' links, shut down without blocking when dropped (a runtime dropped
 /// inside another would panic).
 struct LinkRuntime(Option<tokio::runtime::Runtime>);
 
 impl LinkRuntime {
+    /// The links' runtime. Its blocking threads (each link writes the desired state it is
+    /// given, and its outbox, with `fsync`s on one) are at most [`LINK_WRITERS`]: a fan-out
+    /// hands 10,000 links a write each at once, and tokio's default would start 512 threads
+    /// for them, which then take the CPU from the hub (each real spoke writes on its own).
     fn new(shared: bool) -> anyhow::Result<Self> {
-        Self::named(shared, "spoke-links", 2, WorkPriority::Normal)
+        Self::build(
+            shared,
+            "spoke-links",
+            2,
+            WorkPriority::Normal,
+            Some(LINK_WRITERS),
+        )
     }
 
     /// A runtime of `threads` workers whose threads (blocking ones too) run at `priority`.
@@ -641,10 +658,24 @@ impl LinkRuntime {
         threads: usize,
         priority: WorkPriority,
     ) -> anyhow::Result<Self> {
+        Self::build(shared, name, threads, priority, None)
+    }
+
+    fn build(
+        shared: bool,
+        name: &str,
+        threads: usize,
+        priority: WorkPriority,
+        blocking: Option<usize>,
+    ) -> anyhow::Result<Self> {
         if shared {
             return Ok(Self(None));
         }
-        let runtime = tokio::runtime::Builder::new_multi_thread()
+        let mut builder = tokio::runtime::Builder::new_multi_thread();
+        if let Some(blocking) = blocking {
+            builder.max_blocking_threads(blocking);
+        }
+        let runtime = builder
             .worker_threads(threads)
             .thread_name(name)
             .on_thread_start(move || priority.apply_to_this_thread())
@@ -1526,6 +1557,10 @@ impl Sim {
             v1
         } else {
             self.idle_and_fanout(args).await?;
+            if args.fanout_only {
+                self.print_table();
+                return Ok(());
+            }
             if self.hubs.len() > 1 {
                 self.replica_faults(args).await?
             } else {
@@ -1563,12 +1598,18 @@ impl Sim {
                 rss as f64 / n as f64
             ),
         );
+        self.print_table();
+        Ok(())
+    }
+
+    /// The rows measured so far, as the Markdown table of `docs/benchmarks.md`.
+    fn print_table(&self) {
         let apps = self.apps_text();
+        let n = self.names.len();
         println!("\n| measure | {n} clusters{apps} |\n| --- | --- |");
         for (what, value) in &self.rows {
             println!("| {} | {value} |", what.trim_start_matches("  ... ").trim());
         }
-        Ok(())
     }
 
     /// The Repo and the App `small` on every cluster, and the `--apps` beside it;
@@ -1672,6 +1713,11 @@ impl Sim {
         let dispatched_before = self.dispatch_buckets().await?;
         let (fanout, load) = sampled(&pids, async {
             let sent = Instant::now();
+            // To line the hub's log up with this run's times (`--keep-hub-logs`).
+            eprintln!(
+                "fleetsim: fan-out webhook sent at {}",
+                humantime::format_rfc3339_micros(std::time::SystemTime::now())
+            );
             self.push_webhook().await?;
             // Nothing reads the hub meanwhile: the rollout view decides over every cluster,
             // and the hub's part is its own dispatch histogram, read before and after.
@@ -1691,7 +1737,9 @@ impl Sim {
                 };
                 latencies.push(at.saturating_duration_since(sent));
             }
-            self.wait_synced(&v2, timeout).await?;
+            if !args.fanout_only {
+                self.wait_synced(&v2, timeout).await?;
+            }
             Ok((latencies, sent.elapsed()))
         })
         .await?;
@@ -1715,11 +1763,15 @@ impl Sim {
                 ms(*latencies.last().context("no spokes")?)
             ),
         );
-        self.row(
-            "commit (webhook) -> all synced+healthy",
-            format!("{:.2}s", to_healthy.as_secs_f64()),
-        );
-        self.row("hub during the rollout: peak memory, CPU", load.text(hubs));
+        if args.fanout_only {
+            self.row("hub during the fan-out: peak memory, CPU", load.text(hubs));
+        } else {
+            self.row(
+                "commit (webhook) -> all synced+healthy",
+                format!("{:.2}s", to_healthy.as_secs_f64()),
+            );
+            self.row("hub during the rollout: peak memory, CPU", load.text(hubs));
+        }
         self.phase_health().await;
         Ok(())
     }

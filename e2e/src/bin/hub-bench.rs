@@ -598,7 +598,11 @@ async fn fleet(
     let hub = runtime::start(config).await?;
     let engine: Arc<Engine> = Arc::clone(hub.engine());
     let token = hub
-        .create_token(Duration::from_secs(3600), bench_labels(), u32::try_from(n)?)
+        .create_token(
+            Duration::from_secs(3600),
+            bench_labels(),
+            u32::try_from(n + repeat)?,
+        )
         .await?;
     if m == 1 {
         println!("fleet decisions ({n} clusters, one small App on all of them, in process):");
@@ -842,6 +846,31 @@ async fn fleet(
             tokio::time::sleep(hold).await;
         }
     }
+    // A cluster joining the fleet: registered, it connects and is given the Apps placed on
+    // it (the all-at-once ones, at once).
+    let mut took = Vec::new();
+    for i in 0..repeat {
+        let cluster = format!("joined-{i}");
+        let t = Instant::now();
+        let key = register(&engine, token.clone(), &cluster).await?;
+        let mut rx = engine.connect(&cluster, &key, "bench").await?.desired;
+        let placed = rx.wait_for(|d| {
+            at_once.iter().all(|a| {
+                d.desired
+                    .targets
+                    .get(a)
+                    .is_some_and(|t| t.target.commit == last)
+            })
+        });
+        tokio::time::timeout(bench_timeout(), placed)
+            .await
+            .with_context(|| format!("the Apps were never placed on {cluster}"))??;
+        took.push(t.elapsed());
+    }
+    println!(
+        "  a cluster joins: register -> given its Apps: {} (median of {repeat})",
+        ms(median(took))
+    );
     if etcd.is_some() {
         hub.shutdown().await;
         return Ok(());

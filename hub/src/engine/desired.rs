@@ -14,8 +14,8 @@ use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
 use crate::fleet::hold::SelfHealHolds;
-use crate::fleet::{AppRevision, DesiredTarget, compute_fleet_with_rollouts};
-use crate::model::{ClusterDesired, RepoCredential};
+use crate::fleet::{AppRevision, ClusterLabels, DesiredTarget, compute_fleet_with_rollouts};
+use crate::model::{ClusterDesired, ClusterRecord, RepoCredential};
 use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, RepoSpec};
 
 /// What a cluster's live link receives: its desired state and everything a message carrying
@@ -72,7 +72,7 @@ fn chart_key(repository: &str) -> String {
 
 /// Everything desired state is computed from: when a recompute finds these as they were last
 /// time, the desired state it would compute is the one every cluster already has (see
-/// [`FleetInputs::changed_apps`]).
+/// [`FleetInputs::changes`]).
 pub(super) struct FleetInputs {
     apps: Vec<App>,
     repos: BTreeMap<String, Repo>,
@@ -93,39 +93,81 @@ pub(super) struct FleetInputs {
 /// passing) changes no desired state.
 struct Assigned(Arc<crate::fleet::rollout::RolloutState>);
 
+/// What a recompute computes again (see [`FleetInputs::changes`]).
+struct Changes {
+    /// The Apps whose Targets may differ, on every cluster.
+    apps: HashSet<String>,
+    /// The clusters whose place changed (new, relabelled, revoked, approved): every App's
+    /// Targets on them.
+    clusters: HashSet<String>,
+}
+
 impl FleetInputs {
-    /// The Apps whose Targets may differ between the desired state computed from `self` and
-    /// the one computed from `new` (each App's Targets are a function of its own inputs and of
-    /// what the Apps share), or `None` when something the Apps share changed (Repos, groups,
-    /// Projects, health rules, the clusters' placement) and every App's Targets must be
+    /// What may differ between the desired state computed from `self` and the one computed
+    /// from `new`: each App's Targets on a cluster are a function of its own inputs, of what
+    /// the Apps share and of that cluster's place. `None` when something the Apps share
+    /// changed (Repos, groups, Projects, health rules), or the clusters whose place changed
+    /// are not known (`placed_since` answers `None`), and every App's Targets must be
     /// computed again.
-    fn changed_apps(&self, new: &FleetInputs) -> Option<HashSet<String>> {
-        if self.placement_version != new.placement_version
-            || self.repos != new.repos
+    fn changes(
+        &self,
+        new: &FleetInputs,
+        placed_since: impl FnOnce(u64) -> Option<HashSet<String>>,
+    ) -> Option<Changes> {
+        if self.repos != new.repos
             || self.groups != new.groups
             || self.projects != new.projects
             || self.health_rules != new.health_rules
         {
             return None;
         }
+        let clusters = if self.placement_version == new.placement_version {
+            HashSet::new()
+        } else {
+            placed_since(self.placement_version)?
+        };
         fn by_name(apps: &[App]) -> HashMap<&str, &App> {
             apps.iter().map(|a| (a.metadata.name.as_str(), a)).collect()
         }
         let (old_apps, new_apps) = (by_name(&self.apps), by_name(&new.apps));
-        let changed = old_apps
+        let apps = old_apps
             .keys()
             .chain(new_apps.keys())
             .copied()
             .filter(|&name| {
                 old_apps.get(name) != new_apps.get(name)
                     || self.revisions.get(name) != new.revisions.get(name)
-                    || self.rollouts.get(name) != new.rollouts.get(name)
+                    || !Assigned::alike(self.rollouts.get(name), new.rollouts.get(name), &clusters)
                     || self.controls.get(name) != new.controls.get(name)
                     || self.self_heal.get(name) != new.self_heal.get(name)
             })
             .map(str::to_owned)
             .collect();
-        Some(changed)
+        Some(Changes { apps, clusters })
+    }
+}
+
+impl Assigned {
+    /// Whether two rollouts assign the same revisions to every cluster but `placed` (whose
+    /// Targets are computed again whatever their rollouts say).
+    fn alike(a: Option<&Assigned>, b: Option<&Assigned>, placed: &HashSet<String>) -> bool {
+        match (a, b) {
+            (None, None) => true,
+            (Some(a), Some(b)) if placed.is_empty() => a == b,
+            (Some(a), Some(b)) => {
+                fn elsewhere<'a>(
+                    r: &'a Assigned,
+                    placed: &HashSet<String>,
+                ) -> Vec<(&'a String, &'a AppRevision)> {
+                    r.0.assigned
+                        .iter()
+                        .filter(|(cluster, _)| !placed.contains(*cluster))
+                        .collect()
+                }
+                Arc::ptr_eq(&a.0, &b.0) || elsewhere(a, placed) == elsewhere(b, placed)
+            }
+            _ => false,
+        }
     }
 }
 
@@ -196,11 +238,14 @@ impl Engine {
             self_heal: decided.self_heal,
             placement_version,
         };
-        let mut changed_apps = self
+        let mut changes = self
             .computed_from()
             .as_ref()
-            .and_then(|previous| previous.changed_apps(&inputs));
-        if changed_apps.as_ref().is_some_and(HashSet::is_empty) {
+            .and_then(|previous| previous.changes(&inputs, |v| self.store.placed_since(v)));
+        if changes
+            .as_ref()
+            .is_some_and(|c| c.apps.is_empty() && c.clusters.is_empty())
+        {
             // Desired state is a function of these: nothing to compute (the rollout driver
             // decides on every report of a rollout; most of them move nothing). They are kept
             // in place of the last ones, equal to them for desired state: a rollout that moved
@@ -213,12 +258,22 @@ impl Engine {
         let t2 = t0.elapsed();
         // A recompute that fails leaves none, and the next computes every App.
         *self.computed_from() = None;
-        // Each cluster's current desired state, in the clusters' order: looked up once under
-        // the lock, without copying a name (this runs on every registration).
+        // The clusters to look at: only those placed anew when no App changed (a cluster
+        // registering into a fleet of 10,000 looks at itself, not at the 10,000), in the
+        // clusters' order; else every one.
+        let visit: Vec<&ClusterRecord> = match &changes {
+            Some(c) if c.apps.is_empty() => clusters
+                .values()
+                .filter(|r| c.clusters.contains(&r.name))
+                .collect(),
+            _ => clusters.values().collect(),
+        };
+        // Each one's current desired state: looked up once under the lock, without copying a
+        // name (this runs on every registration).
         let current: Vec<Option<Arc<ClusterDesired>>> = {
             let state = self.lock();
-            clusters
-                .values()
+            visit
+                .iter()
                 .map(|c| {
                     state
                         .desired
@@ -227,26 +282,28 @@ impl Engine {
                 })
                 .collect()
         };
-        if current
-            .iter()
-            .any(|d| d.as_ref().is_none_or(|d| d.generation == 0))
+        if let Some(c) = &changes
+            && visit.iter().zip(&current).any(|(cluster, d)| {
+                d.as_ref().is_none_or(|d| d.generation == 0) && !c.clusters.contains(&cluster.name)
+            })
         {
-            // A cluster without desired state yet has no Targets of the unchanged Apps to keep.
-            changed_apps = None;
+            // A cluster without desired state yet has no Targets of the unchanged Apps to keep
+            // (one placed anew gets every App's computed; see below).
+            changes = None;
         }
         let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
             .rollouts
             .iter()
             .map(|(app, state)| (app.clone(), &state.0.assigned))
             .collect();
-        // Every cluster's Targets of `apps` (cluster → App → Target).
-        let compute = |apps: &[App]| {
+        // The Targets of `apps` on `on` (cluster → App → Target).
+        let compute = |apps: &[App], on: &[ClusterLabels<'_>]| {
             let mut fleet = compute_fleet_with_rollouts(
                 apps,
                 &inputs.repos,
                 &inputs.revisions,
                 &assigned,
-                &labels,
+                on,
                 &inputs.groups,
                 &inputs.projects,
             );
@@ -255,19 +312,33 @@ impl Engine {
             attach_health_rules(&mut fleet, apps, &inputs.projects, &inputs.health_rules);
             fleet
         };
-        // Only the changed Apps' Targets, when nothing the Apps share changed: a commit to one
-        // App computes that App's Targets, not the fleet's.
-        let fleet = match &changed_apps {
+        // Only the changed Apps' Targets, and every App's on the clusters placed anew, when
+        // nothing the Apps share changed: a commit to one App computes that App's Targets, not
+        // the fleet's, and a cluster that joins computes its own.
+        let fleet = match &changes {
             Some(changed) => {
-                let subset: Vec<App> = inputs
-                    .apps
-                    .iter()
-                    .filter(|a| changed.contains(&a.metadata.name))
-                    .cloned()
-                    .collect();
-                compute(&subset)
+                let mut fleet = if changed.apps.is_empty() {
+                    BTreeMap::new()
+                } else {
+                    let subset: Vec<App> = inputs
+                        .apps
+                        .iter()
+                        .filter(|a| changed.apps.contains(&a.metadata.name))
+                        .cloned()
+                        .collect();
+                    compute(&subset, &labels)
+                };
+                if !changed.clusters.is_empty() {
+                    let placed: Vec<ClusterLabels<'_>> = labels
+                        .iter()
+                        .filter(|l| changed.clusters.contains(l.name))
+                        .copied()
+                        .collect();
+                    fleet.extend(compute(&inputs.apps, &placed));
+                }
+                fleet
             }
-            None => compute(&inputs.apps),
+            None => compute(&inputs.apps, &labels),
         };
         // One shared copy of the Targets that are alike on many clusters.
         let fleet: SharedFleet = {
@@ -284,9 +355,9 @@ impl Engine {
                 .collect()
         };
         // Debug builds (every test) check each incremental result against the whole fleet's.
-        let whole: Option<SharedFleet> = match &changed_apps {
+        let whole: Option<SharedFleet> = match &changes {
             Some(_) if cfg!(debug_assertions) => Some(
-                compute(&inputs.apps)
+                compute(&inputs.apps, &labels)
                     .into_iter()
                     .map(|(cluster, targets)| {
                         let targets = targets.into_iter().map(|(a, t)| (a, Arc::new(t))).collect();
@@ -296,22 +367,39 @@ impl Engine {
             ),
             _ => None,
         };
+        let none = BTreeMap::new();
+        if let (Some(whole), Some(c)) = (&whole, &changes)
+            && c.apps.is_empty()
+        {
+            // The clusters not looked at have what the whole fleet's computation gives them.
+            let state = self.lock();
+            for cluster in clusters.values().filter(|r| !c.clusters.contains(&r.name)) {
+                let expected = whole.get(&cluster.name).unwrap_or(&none);
+                let held = state
+                    .desired
+                    .get(&cluster.name)
+                    .map(|tx| Arc::clone(&tx.borrow().desired));
+                debug_assert!(
+                    held.is_some_and(|d| d.has_targets(expected)),
+                    "cluster {}: left as it was when {:?} were placed anew, but the whole \
+                     fleet's desired state differs",
+                    cluster.name,
+                    c.clusters
+                );
+            }
+        }
 
         let t3 = t0.elapsed();
+        self.desired_visits
+            .fetch_add(visit.len() as u64, std::sync::atomic::Ordering::Relaxed);
         let mut changed = Vec::new();
-        let none = BTreeMap::new();
-        for (cluster, old) in clusters.values().zip(current) {
+        for (cluster, old) in visit.iter().zip(current) {
             // A revoked cluster keeps no Targets.
             let computed = fleet.get(&cluster.name).unwrap_or(&none);
             let old = old.unwrap_or_default();
-            let new_targets = match &changed_apps {
-                None => {
-                    if old.generation != 0 && old.has_targets(computed) {
-                        continue;
-                    }
-                    computed.clone()
-                }
-                Some(changed) => {
+            let new_targets = match &changes {
+                Some(c) if !c.clusters.contains(&cluster.name) => {
+                    let changed = &c.apps;
                     // The other Apps' Targets are the ones the cluster has (every cluster has
                     // desired state here, see above).
                     let unchanged = changed
@@ -342,6 +430,21 @@ impl Engine {
                         Some(targets) => targets,
                         None => continue,
                     }
+                }
+                _ => {
+                    // Every App's Targets were computed for this cluster.
+                    if let Some(whole) = &whole {
+                        debug_assert!(
+                            computed == whole.get(&cluster.name).unwrap_or(&none),
+                            "cluster {}: its desired state placed anew differs from the whole \
+                             fleet's",
+                            cluster.name
+                        );
+                    }
+                    if old.generation != 0 && old.has_targets(computed) {
+                        continue;
+                    }
+                    computed.clone()
                 }
             };
             let desired = old.next(new_targets);
@@ -456,6 +559,14 @@ impl Engine {
     }
 
     /// The inputs of the desired state last computed and published in full.
+    /// How many clusters' desired state the recomputes since the hub started looked at: a
+    /// cluster that joins or is relabelled is looked at alone, a commit's App on every cluster.
+    #[doc(hidden)]
+    pub fn desired_clusters_visited(&self) -> u64 {
+        self.desired_visits
+            .load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     pub(super) fn computed_from(&self) -> std::sync::MutexGuard<'_, Option<FleetInputs>> {
         self.computed_from
             .lock()

@@ -177,8 +177,15 @@ struct Mirror {
     /// holds it), so that a decision does not copy 10,000 records.
     clusters: Arc<BTreeMap<String, ClusterRecord>>,
     /// Bumped whenever a cluster's place in the fleet may change (it is new, or its labels,
-    /// revocation or approval changed), not by its contact times.
+    /// revocation or approval changed, or it is gone), not by its contact times. Each mirror
+    /// counts from a base of its own ([`placement_base`]), so that a version read from one
+    /// never names a moment of another.
     placement_version: u64,
+    /// By cluster (gone ones too): the placement version its place last changed at, so that a
+    /// recompute may place again only the clusters that moved (see [`Store::placed_since`]).
+    placed_at: HashMap<String, u64>,
+    /// The version this mirror's count started from.
+    placement_base: u64,
     /// By report key: a summary of the last report.
     reports: HashMap<String, ReportSummary>,
     /// By report key.
@@ -239,9 +246,31 @@ struct Mirror {
     id_salt: Option<u16>,
 }
 
+/// A placement version far from any other mirror's in this process (see
+/// [`Mirror::placement_version`]).
+fn placement_base() -> u64 {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    NEXT.fetch_add(1, Ordering::Relaxed) << 40
+}
+
 impl Mirror {
+    /// A change of `cluster`'s place (see [`Mirror::placement_version`]).
+    fn placement_changed(&mut self, cluster: &str) {
+        self.placement_version += 1;
+        match self.placed_at.get_mut(cluster) {
+            Some(at) => *at = self.placement_version,
+            None => {
+                self.placed_at
+                    .insert(cluster.to_owned(), self.placement_version);
+            }
+        }
+    }
+
     async fn load(backend: &dyn Backend) -> Result<Self, StoreError> {
+        let base = placement_base();
         let mut mirror = Mirror {
+            placement_version: base,
+            placement_base: base,
             clusters: Arc::new(entries(backend, Tree::Clusters).await?),
             healthy: entries::<HealthyMark>(backend, Tree::Healthy)
                 .await?
@@ -729,6 +758,27 @@ impl Store {
     pub fn clusters_snapshot(&self) -> (Arc<BTreeMap<String, ClusterRecord>>, u64) {
         let mirror = self.mirror();
         (Arc::clone(&mirror.clusters), mirror.placement_version)
+    }
+
+    /// The clusters whose place changed after placement version `version` (see
+    /// [`Store::clusters_snapshot`]), gone ones included; `None` when `version` is not one of
+    /// this store's memory (a version of another, or from its future).
+    pub fn placed_since(&self, version: u64) -> Option<HashSet<String>> {
+        let mirror = self.mirror();
+        if version < mirror.placement_base || version > mirror.placement_version {
+            return None;
+        }
+        if version == mirror.placement_version {
+            return Some(HashSet::new());
+        }
+        Some(
+            mirror
+                .placed_at
+                .iter()
+                .filter(|(_, at)| **at > version)
+                .map(|(cluster, _)| cluster.clone())
+                .collect(),
+        )
     }
 
     pub fn cluster(&self, name: &str) -> Result<Option<ClusterRecord>, StoreError> {
@@ -1743,7 +1793,7 @@ fn mirror_cluster_locked(mirror: &mut Mirror, record: &ClusterRecord) {
             && old.pending == record.pending
     });
     if !placed_as_before {
-        mirror.placement_version += 1;
+        mirror.placement_changed(&record.name);
     }
     Arc::make_mut(&mut mirror.clusters).insert(record.name.clone(), record.clone());
 }

@@ -307,7 +307,7 @@ impl Mirror {
                     _ => false,
                 };
                 if !placed_as_before {
-                    self.placement_version += 1;
+                    self.placement_changed(key);
                 }
                 let clusters = Arc::make_mut(&mut self.clusters);
                 match record {

@@ -1,6 +1,7 @@
 use super::*;
 use crate::model::{ClusterDesired, HealthState, SyncState, VersionedTarget};
 use crate::resources::parse_document;
+use std::collections::BTreeSet;
 
 mod backends;
 mod compat;
@@ -577,6 +578,22 @@ async fn only_a_change_of_place_bumps_the_placement_version(s: Store) {
         assert!(version(&s) > seen, "{record:?}");
         seen = version(&s);
     }
+
+    // Which clusters moved since a version: the recompute places only those again.
+    let placed = |v: u64| {
+        s.placed_since(v)
+            .map(|c| c.into_iter().collect::<BTreeSet<_>>())
+    };
+    assert_eq!(placed(seen), Some(BTreeSet::new()));
+    s.put_cluster(&cluster("eu-2")).unwrap();
+    assert_eq!(placed(seen), Some(BTreeSet::from(["eu-2".to_owned()])));
+    assert_eq!(
+        placed(start),
+        Some(BTreeSet::from(["eu-1".to_owned(), "eu-2".to_owned()]))
+    );
+    // A version this store's memory never had (another's, or from its future) names no set.
+    assert_eq!(placed(0), None);
+    assert_eq!(placed(version(&s) + 1), None);
 }
 
 async fn events_are_paged_newest_first_and_filtered(s: Store) {
