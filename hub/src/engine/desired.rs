@@ -155,16 +155,16 @@ impl Assigned {
             (None, None) => true,
             (Some(a), Some(b)) if placed.is_empty() => a == b,
             (Some(a), Some(b)) => {
-                fn elsewhere<'a>(
-                    r: &'a Assigned,
-                    placed: &HashSet<String>,
-                ) -> Vec<(&'a String, &'a AppRevision)> {
-                    r.0.assigned
+                Arc::ptr_eq(&a.0, &b.0)
+                    || a.0
+                        .assigned
                         .iter()
                         .filter(|(cluster, _)| !placed.contains(*cluster))
-                        .collect()
-                }
-                Arc::ptr_eq(&a.0, &b.0) || elsewhere(a, placed) == elsewhere(b, placed)
+                        .eq(b
+                            .0
+                            .assigned
+                            .iter()
+                            .filter(|(cluster, _)| !placed.contains(*cluster)))
             }
             _ => false,
         }
@@ -262,10 +262,12 @@ impl Engine {
         // registering into a fleet of 10,000 looks at itself, not at the 10,000), in the
         // clusters' order; else every one.
         let visit: Vec<&ClusterRecord> = match &changes {
-            Some(c) if c.apps.is_empty() => clusters
-                .values()
-                .filter(|r| c.clusters.contains(&r.name))
-                .collect(),
+            Some(c) if c.apps.is_empty() => {
+                let mut placed: Vec<&ClusterRecord> =
+                    c.clusters.iter().filter_map(|n| clusters.get(n)).collect();
+                placed.sort_by(|a, b| a.name.cmp(&b.name));
+                placed
+            }
             _ => clusters.values().collect(),
         };
         // Each one's current desired state: looked up once under the lock, without copying a
@@ -329,11 +331,7 @@ impl Engine {
                     compute(&subset, &labels)
                 };
                 if !changed.clusters.is_empty() {
-                    let placed: Vec<ClusterLabels<'_>> = labels
-                        .iter()
-                        .filter(|l| changed.clusters.contains(l.name))
-                        .copied()
-                        .collect();
+                    let placed = placeable(changed.clusters.iter().filter_map(|n| clusters.get(n)));
                     fleet.extend(compute(&inputs.apps, &placed));
                 }
                 fleet
@@ -558,7 +556,6 @@ impl Engine {
             .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 
-    /// The inputs of the desired state last computed and published in full.
     /// How many clusters' desired state the recomputes since the hub started looked at: a
     /// cluster that joins or is relabelled is looked at alone, a commit's App on every cluster.
     #[doc(hidden)]
@@ -567,6 +564,7 @@ impl Engine {
             .load(std::sync::atomic::Ordering::Relaxed)
     }
 
+    /// The inputs of the desired state last computed and published in full.
     pub(super) fn computed_from(&self) -> std::sync::MutexGuard<'_, Option<FleetInputs>> {
         self.computed_from
             .lock()

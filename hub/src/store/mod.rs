@@ -184,6 +184,8 @@ struct Mirror {
     /// By cluster (gone ones too): the placement version its place last changed at, so that a
     /// recompute may place again only the clusters that moved (see [`Store::placed_since`]).
     placed_at: HashMap<String, u64>,
+    /// The same by version, so that the clusters moved since a version are read off its end.
+    placed_log: BTreeMap<u64, String>,
     /// The version this mirror's count started from.
     placement_base: u64,
     /// By report key: a summary of the last report.
@@ -257,11 +259,19 @@ impl Mirror {
     /// A change of `cluster`'s place (see [`Mirror::placement_version`]).
     fn placement_changed(&mut self, cluster: &str) {
         self.placement_version += 1;
+        let version = self.placement_version;
         match self.placed_at.get_mut(cluster) {
-            Some(at) => *at = self.placement_version,
+            Some(at) => {
+                let name = self
+                    .placed_log
+                    .remove(at)
+                    .unwrap_or_else(|| cluster.to_owned());
+                *at = version;
+                self.placed_log.insert(version, name);
+            }
             None => {
-                self.placed_at
-                    .insert(cluster.to_owned(), self.placement_version);
+                self.placed_at.insert(cluster.to_owned(), version);
+                self.placed_log.insert(version, cluster.to_owned());
             }
         }
     }
@@ -768,15 +778,11 @@ impl Store {
         if version < mirror.placement_base || version > mirror.placement_version {
             return None;
         }
-        if version == mirror.placement_version {
-            return Some(HashSet::new());
-        }
         Some(
             mirror
-                .placed_at
-                .iter()
-                .filter(|(_, at)| **at > version)
-                .map(|(cluster, _)| cluster.clone())
+                .placed_log
+                .range(version + 1..)
+                .map(|(_, cluster)| cluster.clone())
                 .collect(),
         )
     }
