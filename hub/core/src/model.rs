@@ -317,7 +317,10 @@ impl TargetInterner {
 
     /// The shared copy of a Target already behind an `Arc` (one decoded from the store).
     pub fn share_arc(&mut self, target: Arc<DesiredTarget>) -> Arc<DesiredTarget> {
-        let known = self.by_app.entry(target.app.clone()).or_default();
+        let known = match self.by_app.get_mut(target.app.as_str()) {
+            Some(known) => known,
+            None => self.by_app.entry(target.app.clone()).or_default(),
+        };
         if let Some(found) = known
             .iter()
             .find(|k| Arc::ptr_eq(k, &target) || ***k == *target)

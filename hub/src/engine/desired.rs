@@ -14,7 +14,7 @@ use super::rollouts::Scope;
 use super::{Engine, EngineError, State, WriteGuard, placeable, rollouts, split_resources};
 use crate::fleet::desired::{attach_health_rules, suspend_self_heal};
 use crate::fleet::hold::SelfHealHolds;
-use crate::fleet::{AppRevision, ClusterLabels, DesiredTarget, compute_fleet_with_rollouts};
+use crate::fleet::{AppRevision, ClusterLabels, DesiredTarget, SharedFleet, compute_shared_fleet};
 use crate::model::{ClusterDesired, ClusterRecord, RepoCredential};
 use crate::resources::{App, ClusterGroup, HealthRule, Project, Repo, RepoSpec};
 
@@ -59,8 +59,6 @@ impl Published {
 }
 
 /// Every cluster's Targets, by cluster and App, shared (see [`crate::model::TargetInterner`]).
-type SharedFleet = BTreeMap<String, BTreeMap<String, Arc<DesiredTarget>>>;
-
 /// The credential each stored Repo's spokes fetch with, by Repo name, and the credential of
 /// each chart repository Apps name, by [`chart_key`].
 pub(super) type RepoCredentials = BTreeMap<String, RepoCredential>;
@@ -300,7 +298,7 @@ impl Engine {
             .collect();
         // The Targets of `apps` on `on` (cluster → App → Target).
         let compute = |apps: &[App], on: &[ClusterLabels<'_>]| {
-            let mut fleet = compute_fleet_with_rollouts(
+            let mut fleet = compute_shared_fleet(
                 apps,
                 &inputs.repos,
                 &inputs.revisions,
@@ -338,15 +336,23 @@ impl Engine {
             }
             None => compute(&inputs.apps, &labels),
         };
-        // One shared copy of the Targets that are alike on many clusters.
+        // One shared copy of the Targets that are alike on many clusters, and alike with the
+        // ones computed before (the computation shares those alike within it).
         let fleet: SharedFleet = {
             let mut interner = self.interner();
+            let mut shared: HashMap<*const DesiredTarget, Arc<DesiredTarget>> = HashMap::new();
             fleet
                 .into_iter()
                 .map(|(cluster, targets)| {
                     let targets = targets
                         .into_iter()
-                        .map(|(app, t)| (app, interner.share(t)))
+                        .map(|(app, t)| {
+                            let t = shared
+                                .entry(Arc::as_ptr(&t))
+                                .or_insert_with(|| interner.share_arc(t))
+                                .clone();
+                            (app, t)
+                        })
                         .collect();
                     (cluster, targets)
                 })
@@ -354,15 +360,7 @@ impl Engine {
         };
         // Debug builds (every test) check each incremental result against the whole fleet's.
         let whole: Option<SharedFleet> = match &changes {
-            Some(_) if cfg!(debug_assertions) => Some(
-                compute(&inputs.apps, &labels)
-                    .into_iter()
-                    .map(|(cluster, targets)| {
-                        let targets = targets.into_iter().map(|(a, t)| (a, Arc::new(t))).collect();
-                        (cluster, targets)
-                    })
-                    .collect(),
-            ),
+            Some(_) if cfg!(debug_assertions) => Some(compute(&inputs.apps, &labels)),
             _ => None,
         };
         let none = BTreeMap::new();

@@ -20,7 +20,8 @@ use super::{Engine, EngineError, RolloutView};
 use crate::fleet::freeze::Freeze;
 use crate::fleet::hold::SelfHealHolds;
 use crate::fleet::rollout::{
-    self, Command, Observation, Phase, Plan, RolloutEvent, RolloutState, decide_held, plan_waves,
+    self, Command, Observation, Phase, Plan, RolloutEvent, RolloutState, StatusDetail, decide_with,
+    plan_waves,
 };
 use crate::fleet::{AppRevision, ClusterLabels, dependencies, history};
 use crate::model::{AppControl, EventRecord, ReportSummary, TargetReport};
@@ -54,6 +55,11 @@ pub(super) struct Controller {
     memos: HashMap<String, Memo>,
     /// What every App's decision shares, as the memos were made with: a change drops them all.
     memo_context: Option<MemoContext>,
+    /// By App: its waves over the placed clusters, with the App they were planned for, made
+    /// in the same context as the memos (and dropped with them). A rollout in progress is
+    /// decided on every batch of reports, and planning it again matched every cluster's
+    /// labels against its selectors each time.
+    plans: HashMap<String, (App, Arc<Plan>)>,
     /// By App whose rollout is not complete: what its last decision observed of its Targets
     /// (see [`Engine::observe`]).
     observed: HashMap<String, Observed>,
@@ -217,10 +223,12 @@ impl Engine {
             let mut st = self.controller();
             if st.memo_context.as_ref() != Some(&context) {
                 st.memos.clear();
+                st.plans.clear();
                 st.memo_context = Some(context);
             }
             std::mem::take(&mut st.memos)
         };
+        let mut plans = std::mem::take(&mut self.controller().plans);
         // Taken for this turn like the memos: one that fails leaves none, and the next reads
         // every Target afresh.
         let mut observed = std::mem::take(&mut self.controller().observed);
@@ -316,7 +324,20 @@ impl Engine {
                 rollouts.insert(name.to_owned(), state);
                 continue;
             }
-            let plan = plan_waves(app, labels, groups, projects);
+            let plan = match plans.get(name) {
+                Some((planned, plan)) if planned == app => {
+                    debug_assert!(
+                        **plan == plan_waves(app, labels, groups, projects),
+                        "{name}: the plan kept differs from a fresh one"
+                    );
+                    Arc::clone(plan)
+                }
+                _ => {
+                    let plan = Arc::new(plan_waves(app, labels, groups, projects));
+                    plans.insert(name.to_owned(), (app.clone(), Arc::clone(&plan)));
+                    plan
+                }
+            };
             let wanted = |dep: &str| {
                 let rollout = rollouts.get(dep).or_else(|| stored.get(dep));
                 dependencies::wanted_revision(revisions.get(dep), rollout.map(|r| &**r))
@@ -343,7 +364,14 @@ impl Engine {
                 // decided): a newer revision must find it complete, so that it is the stable one.
                 if !matches!(next.phase, Phase::Complete) {
                     let observations = observations_of(&observed, name, observing, &none);
-                    let caught_up = decide_held(&next, &plan, observations, &holds, now);
+                    let caught_up = decide_with(
+                        &next,
+                        &plan,
+                        observations,
+                        &holds,
+                        now,
+                        StatusDetail::Summary,
+                    );
                     next = caught_up.state;
                     app_events.extend(caught_up.events);
                 }
@@ -365,7 +393,15 @@ impl Engine {
                 }
             }
             let observations = observations_of(&observed, name, observing, &none);
-            let decision = decide_held(&state, &plan, observations, &holds, now);
+            // Only the next check is read of its status.
+            let decision = decide_with(
+                &state,
+                &plan,
+                observations,
+                &holds,
+                now,
+                StatusDetail::Summary,
+            );
             if !decision.changes.is_empty() {
                 info!(
                     app = %name,
@@ -421,6 +457,7 @@ impl Engine {
         if !matches!(scope, Scope::Apps(_)) {
             let present: HashSet<&str> = apps.iter().map(|a| a.metadata.name.as_str()).collect();
             memos.retain(|app, _| present.contains(app.as_str()));
+            plans.retain(|app, _| present.contains(app.as_str()));
             observed.retain(|app, _| {
                 let keep = present.contains(app.as_str());
                 if !keep {
@@ -436,6 +473,7 @@ impl Engine {
         let (self_heal, sooner) = {
             let mut st = self.controller();
             st.memos = memos;
+            st.plans = plans;
             st.observed = observed;
             let earliest_before = st.next_rollout_checks.values().min().copied();
             match scope {
@@ -1008,14 +1046,21 @@ fn rollout_event(app: &str, e: RolloutEvent) -> EventRecord {
 
 /// The suspension and forced syncs people asked for, laid over computed desired state.
 pub(super) fn apply_controls(
-    fleet: &mut BTreeMap<String, BTreeMap<String, crate::fleet::DesiredTarget>>,
+    fleet: &mut crate::fleet::SharedFleet,
     controls: &BTreeMap<String, AppControl>,
 ) {
     for (cluster, targets) in fleet.iter_mut() {
         for (app, target) in targets.iter_mut() {
             if let Some(c) = controls.get(app) {
-                target.sync_policy.suspended |= c.suspended;
-                target.sync_request = c.sync_requests.get(cluster).copied().unwrap_or(0);
+                let suspended = target.sync_policy.suspended || c.suspended;
+                let sync_request = c.sync_requests.get(cluster).copied().unwrap_or(0);
+                // A shared Target is copied only where this changes it.
+                if target.sync_policy.suspended != suspended || target.sync_request != sync_request
+                {
+                    let target = Arc::make_mut(target);
+                    target.sync_policy.suspended = suspended;
+                    target.sync_request = sync_request;
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ pub mod rollout;
 pub mod window;
 
 pub use desired::{
-    AppRevision, Delta, DesiredTarget, compute_fleet, compute_fleet_with_rollouts, desired_target,
-    diff,
+    AppRevision, Delta, DesiredTarget, SharedFleet, compute_fleet, compute_fleet_with_rollouts,
+    compute_shared_fleet, desired_target, diff,
 };
 pub use placement::{ClusterLabels, Placement, place, selection_matches, selector_matches};

@@ -220,3 +220,80 @@ fn held_targets_stop_self_healing_only_where_held_and_get_the_apps_policy_back_a
     assert_eq!(after, before);
     assert!(after["c1"]["web"].sync_policy.self_heal);
 }
+
+#[test]
+fn targets_alike_are_built_once_and_a_change_to_one_cluster_copies_only_its_own() {
+    let mut w = world();
+    w.clusters
+        .push(("c4".into(), [("env".to_owned(), "prod".to_owned())].into()));
+    let cl: Vec<ClusterLabels<'_>> = w
+        .clusters
+        .iter()
+        .map(|(n, l)| ClusterLabels { name: n, labels: l })
+        .collect();
+    // web's rollout has given c4 a newer revision than c1.
+    let rollouts: BTreeMap<String, BTreeMap<String, AppRevision>> = [(
+        "web".to_owned(),
+        [
+            ("c1".to_owned(), rev("a")),
+            ("c2".to_owned(), rev("a")),
+            ("c4".to_owned(), rev("b")),
+        ]
+        .into(),
+    )]
+    .into();
+    let no_projects = BTreeMap::new();
+    let mut shared = compute_shared_fleet(
+        &w.apps,
+        &w.repos,
+        &w.revisions,
+        &rollouts,
+        &cl,
+        &BTreeMap::new(),
+        &no_projects,
+    );
+    let owned = compute_fleet_with_rollouts(
+        &w.apps,
+        &w.repos,
+        &w.revisions,
+        &rollouts,
+        &cl,
+        &BTreeMap::new(),
+        &no_projects,
+    );
+    let deref = |f: &SharedFleet| -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
+        f.iter()
+            .map(|(c, t)| {
+                let t = t.iter().map(|(a, t)| (a.clone(), (**t).clone())).collect();
+                (c.clone(), t)
+            })
+            .collect()
+    };
+    assert_eq!(deref(&shared), owned, "sharing changes no Target");
+    // The same revision, no customization: one Target; customized (c2) or at another revision
+    // (c4): its own.
+    assert!(Arc::ptr_eq(&shared["c1"]["api"], &shared["c4"]["api"]));
+    assert!(!Arc::ptr_eq(&shared["c1"]["api"], &shared["c2"]["api"]));
+    assert!(!Arc::ptr_eq(&shared["c1"]["web"], &shared["c4"]["web"]));
+    assert_eq!(shared["c4"]["web"].commit, rev("b").commit);
+
+    // A hold on c1 alone changes c1's copy and leaves c4's shared Target as it was.
+    let mut holds = crate::fleet::hold::Holds::none();
+    holds.hold(
+        "c1",
+        crate::fleet::hold::Hold {
+            kind: crate::fleet::hold::HoldKind::Freeze,
+            reason: "freeze on c1 until ...".into(),
+            until: Some(100),
+            suspends_self_heal: Some("freeze on c1".into()),
+        },
+    );
+    let before = Arc::clone(&shared["c4"]["api"]);
+    suspend_self_heal(&mut shared, &[("api".to_owned(), holds.self_heal())].into());
+    assert_eq!(
+        shared["c1"]["api"].self_heal_suspended.as_deref(),
+        Some("freeze on c1")
+    );
+    assert!(Arc::ptr_eq(&shared["c4"]["api"], &before));
+    assert_eq!(shared["c4"]["api"].self_heal_suspended, None);
+}

@@ -185,6 +185,24 @@ impl Sim {
 
     fn decide(&mut self) -> Decision {
         let d = decide_held(&self.state, &self.plan, &self.obs, &self.holds, self.now);
+        // What the rollout driver steps with is the same decision, its status without the
+        // Targets that are not held.
+        let summary = decide_with(
+            &self.state,
+            &self.plan,
+            &self.obs,
+            &self.holds,
+            self.now,
+            StatusDetail::Summary,
+        );
+        let mut expected = d.clone();
+        for w in &mut expected.status.waves {
+            w.targets.retain(|t| t.state == TargetState::Held);
+        }
+        assert_eq!(
+            summary, expected,
+            "the driver's decision differs from the view's"
+        );
         // Deciding again on the result changes nothing.
         let again = decide_held(&d.state, &self.plan, &self.obs, &self.holds, self.now);
         assert!(
