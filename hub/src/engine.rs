@@ -229,7 +229,7 @@ impl Engine {
                 let mut interner = engine.interner();
                 for desired in stored.values_mut() {
                     for t in desired.targets.values_mut() {
-                        t.target = interner.share_arc(Arc::clone(&t.target));
+                        t.target = interner.share(Arc::clone(&t.target));
                     }
                 }
             }

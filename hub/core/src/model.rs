@@ -299,33 +299,22 @@ pub struct TargetInterner {
 const INTERNED_PER_APP: usize = 4;
 
 impl TargetInterner {
-    /// The shared copy of `target`.
-    pub fn share(&mut self, target: DesiredTarget) -> Arc<DesiredTarget> {
-        let known = self.by_app.entry(target.app.clone()).or_default();
-        if let Some(i) = known.iter().position(|k| **k == target) {
-            let found = known.remove(i);
-            known.push(Arc::clone(&found));
-            return found;
-        }
-        let shared = Arc::new(target);
-        if known.len() == INTERNED_PER_APP {
-            known.remove(0);
-        }
-        known.push(Arc::clone(&shared));
-        shared
-    }
-
-    /// The shared copy of a Target already behind an `Arc` (one decoded from the store).
-    pub fn share_arc(&mut self, target: Arc<DesiredTarget>) -> Arc<DesiredTarget> {
+    /// The shared copy of `target` (computed, or decoded from the store): the one handed out
+    /// before when an equal one was, else `target`, remembered from now on.
+    pub fn share(&mut self, target: Arc<DesiredTarget>) -> Arc<DesiredTarget> {
+        // The App's name is copied only the first time the App is seen (this runs per Target).
         let known = match self.by_app.get_mut(target.app.as_str()) {
             Some(known) => known,
             None => self.by_app.entry(target.app.clone()).or_default(),
         };
-        if let Some(found) = known
+        if let Some(i) = known
             .iter()
-            .find(|k| Arc::ptr_eq(k, &target) || ***k == *target)
+            .position(|k| Arc::ptr_eq(k, &target) || **k == *target)
         {
-            return Arc::clone(found);
+            // The most recently used stays longest.
+            let found = known.remove(i);
+            known.push(Arc::clone(&found));
+            return found;
         }
         if known.len() == INTERNED_PER_APP {
             known.remove(0);

@@ -58,7 +58,6 @@ impl Published {
     }
 }
 
-/// Every cluster's Targets, by cluster and App, shared (see [`crate::model::TargetInterner`]).
 /// The credential each stored Repo's spokes fetch with, by Repo name, and the credential of
 /// each chart repository Apps name, by [`chart_key`].
 pub(super) type RepoCredentials = BTreeMap<String, RepoCredential>;
@@ -340,6 +339,8 @@ impl Engine {
         // ones computed before (the computation shares those alike within it).
         let fleet: SharedFleet = {
             let mut interner = self.interner();
+            // By the computed Target's address (every computed Target is alive until its last
+            // cluster is visited, so no address is reused while it counts): its shared copy.
             let mut shared: HashMap<*const DesiredTarget, Arc<DesiredTarget>> = HashMap::new();
             fleet
                 .into_iter()
@@ -349,7 +350,7 @@ impl Engine {
                         .map(|(app, t)| {
                             let t = shared
                                 .entry(Arc::as_ptr(&t))
-                                .or_insert_with(|| interner.share_arc(t))
+                                .or_insert_with(|| interner.share(t))
                                 .clone();
                             (app, t)
                         })

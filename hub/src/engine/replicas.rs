@@ -308,7 +308,7 @@ impl Engine {
                 None => self.store.desired_target(cluster, app).await?,
             };
             if let Some(mut t) = target {
-                t.target = self.interner().share_arc(t.target);
+                t.target = self.interner().share(t.target);
                 targets.insert(app.clone(), t);
             }
         }
@@ -335,7 +335,7 @@ impl Engine {
             // Only the new ones: what was published here is shared already.
             let mut interner = self.interner();
             for t in targets.values_mut() {
-                t.target = interner.share_arc(Arc::clone(&t.target));
+                t.target = interner.share(Arc::clone(&t.target));
             }
         }
         let published = self.desired(cluster);
@@ -348,7 +348,7 @@ impl Engine {
                 let mut stored = self.store.desired_of(cluster).await?;
                 let mut interner = self.interner();
                 for t in stored.targets.values_mut() {
-                    t.target = interner.share_arc(Arc::clone(&t.target));
+                    t.target = interner.share(Arc::clone(&t.target));
                 }
                 stored
             }

@@ -349,11 +349,20 @@ pub fn compute_shared_fleet<A: Borrow<BTreeMap<String, AppRevision>>>(
 }
 
 /// A Target in a fleet map, owned or shared: what the passes over a fleet change it through.
-pub trait TargetSlot {
+pub trait TargetSlot: Sized {
     fn get(&self) -> &DesiredTarget;
     /// The Target to change: a shared one is copied first (only this slot changes).
     fn get_mut(&mut self) -> &mut DesiredTarget;
+    /// Changes the Target by `change`, which gives every slot of one Target the same result (a
+    /// change by App, not by cluster): a shared Target is copied and changed once, and every
+    /// slot that shared it shares the copy. `done` remembers, by the address of each Target
+    /// changed, it and its copy (kept, so that no address is reused during the pass).
+    fn change_alike(&mut self, done: &mut Changed<Self>, change: impl FnOnce(&mut DesiredTarget));
 }
+
+/// What [`TargetSlot::change_alike`] changed in one pass: by the address of a Target, the
+/// Target and its changed copy.
+pub type Changed<T> = HashMap<*const DesiredTarget, (T, T)>;
 
 impl TargetSlot for DesiredTarget {
     fn get(&self) -> &DesiredTarget {
@@ -361,6 +370,9 @@ impl TargetSlot for DesiredTarget {
     }
     fn get_mut(&mut self) -> &mut DesiredTarget {
         self
+    }
+    fn change_alike(&mut self, _: &mut Changed<Self>, change: impl FnOnce(&mut DesiredTarget)) {
+        change(self);
     }
 }
 
@@ -370,6 +382,16 @@ impl TargetSlot for Arc<DesiredTarget> {
     }
     fn get_mut(&mut self) -> &mut DesiredTarget {
         Arc::make_mut(self)
+    }
+    fn change_alike(&mut self, done: &mut Changed<Self>, change: impl FnOnce(&mut DesiredTarget)) {
+        let key = Arc::as_ptr(self);
+        if let Some((_, copy)) = done.get(&key) {
+            *self = Arc::clone(copy);
+            return;
+        }
+        let original = Arc::clone(self);
+        change(Arc::make_mut(self));
+        done.insert(key, (original, Arc::clone(self)));
     }
 }
 
@@ -441,12 +463,14 @@ pub fn attach_health_rules<T: TargetSlot>(
     if by_app.is_empty() {
         return;
     }
+    // The rules are the App's: a Target shared by many clusters is given them once.
+    let mut done = Changed::new();
     for targets in fleet.values_mut() {
         for (app, target) in targets.iter_mut() {
             if let Some(rules) = by_app.get(app.as_str())
                 && target.get().health_rules != *rules
             {
-                target.get_mut().health_rules = rules.clone();
+                target.change_alike(&mut done, |t| t.health_rules = rules.clone());
             }
         }
     }

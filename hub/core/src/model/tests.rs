@@ -199,32 +199,32 @@ fn interned_target(app: &str, commit: &str) -> DesiredTarget {
 #[test]
 fn equal_targets_are_held_once() {
     let mut interner = TargetInterner::default();
-    let a = interner.share(interned_target("web", "c1"));
-    let b = interner.share(interned_target("web", "c1"));
+    let a = interner.share(Arc::new(interned_target("web", "c1")));
+    let b = interner.share(Arc::new(interned_target("web", "c1")));
     assert!(Arc::ptr_eq(&a, &b));
     // A canary's Target and the rest's: two copies, each shared.
-    let canary = interner.share(interned_target("web", "c2"));
+    let canary = interner.share(Arc::new(interned_target("web", "c2")));
     assert!(!Arc::ptr_eq(&a, &canary));
     assert!(Arc::ptr_eq(
         &canary,
-        &interner.share(interned_target("web", "c2"))
+        &interner.share(Arc::new(interned_target("web", "c2")))
     ));
     assert!(Arc::ptr_eq(
         &a,
-        &interner.share(interned_target("web", "c1"))
+        &interner.share(Arc::new(interned_target("web", "c1")))
     ));
     // Another App's equal-looking Target is its own.
-    let api = interner.share(interned_target("api", "c1"));
+    let api = interner.share(Arc::new(interned_target("api", "c1")));
     assert_eq!(api.app, "api");
     // One decoded from the store joins the shared copy.
     let decoded = Arc::new(interned_target("web", "c1"));
-    assert!(Arc::ptr_eq(&a, &interner.share_arc(decoded)));
+    assert!(Arc::ptr_eq(&a, &interner.share(decoded)));
     // Only the last few distinct Targets of an App are remembered.
     for i in 0..10 {
-        interner.share(interned_target("web", &format!("x{i}")));
+        interner.share(Arc::new(interned_target("web", &format!("x{i}"))));
     }
     assert!(!Arc::ptr_eq(
         &a,
-        &interner.share(interned_target("web", "c1"))
+        &interner.share(Arc::new(interned_target("web", "c1")))
     ));
 }

@@ -288,6 +288,30 @@ fn targets_alike_are_built_once_and_a_change_to_one_cluster_copies_only_its_own(
             suspends_self_heal: Some("freeze on c1".into()),
         },
     );
+    // Health rules are the App's: the Target shared by c1 and c4 gets them once, still shared.
+    let mut ruled = shared.clone();
+    let rule = crate::resources::HealthRule {
+        api_version: crate::resources::API_VERSION.into(),
+        metadata: Metadata {
+            name: "databases".into(),
+            ..Default::default()
+        },
+        spec: crate::health_rules::HealthRuleSpec {
+            kind: "Database".into(),
+            ..Default::default()
+        },
+    };
+    attach_health_rules(
+        &mut ruled,
+        &w.apps,
+        &no_projects,
+        &[("databases".to_owned(), rule)].into(),
+    );
+    assert_eq!(ruled["c1"]["api"].health_rules.len(), 1);
+    assert!(Arc::ptr_eq(&ruled["c1"]["api"], &ruled["c4"]["api"]));
+    assert!(!Arc::ptr_eq(&ruled["c1"]["api"], &shared["c1"]["api"]));
+    assert!(shared["c1"]["api"].health_rules.is_empty());
+
     let before = Arc::clone(&shared["c4"]["api"]);
     suspend_self_heal(&mut shared, &[("api".to_owned(), holds.self_heal())].into());
     assert_eq!(
