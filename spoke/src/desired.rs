@@ -88,6 +88,42 @@ impl DesiredState {
         Ok(next)
     }
 
+    /// [`DesiredState::apply`] to a copy of this state that leaves out what `update` replaces
+    /// or removes: a link applies each update to what it holds, and copying a Target only to
+    /// drop it was most of a delta's cost (a one-App spoke copied its one Target per commit).
+    pub fn applied(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
+        if update.snapshot {
+            return DesiredState::default().apply(update);
+        }
+        if update.base_generation != self.generation || update.hub_epoch != self.hub_epoch {
+            // Reported as `apply` reports it.
+            return DesiredState {
+                generation: self.generation,
+                hub_epoch: self.hub_epoch.clone(),
+                ..DesiredState::default()
+            }
+            .apply(update);
+        }
+        let replaced: BTreeSet<&str> = update
+            .removals
+            .iter()
+            .map(String::as_str)
+            .chain(update.upserts.iter().map(|t| t.target_id.as_str()))
+            .collect();
+        let kept = DesiredState {
+            generation: self.generation,
+            hub_epoch: self.hub_epoch.clone(),
+            targets: self
+                .targets
+                .iter()
+                .filter(|(id, _)| !replaced.contains(id.as_str()))
+                .map(|(id, t)| (id.clone(), t.clone()))
+                .collect(),
+            credentials: self.credentials.clone(),
+        };
+        kept.apply(update)
+    }
+
     pub fn credential_for(&self, repo_url: &str) -> Option<&RepoCredential> {
         self.credentials.iter().find(|c| c.repo_url == repo_url)
     }
@@ -212,6 +248,63 @@ mod tests {
         assert_eq!(next.generation, 4);
         assert_eq!(next.targets.keys().collect::<Vec<_>>(), ["a", "c"]);
         assert_eq!(next.targets["a"].source.commit, "c2");
+    }
+
+    /// What a link does with each update (`applied` to what it holds) is what `apply` to a copy
+    /// of it makes, for snapshots, deltas and stale deltas alike.
+    #[test]
+    fn applied_to_what_is_held_is_apply_to_a_copy() {
+        let mut first = snapshot(
+            3,
+            vec![
+                spec("a", "u1", "c1"),
+                spec("b", "u2", "c1"),
+                spec("d", "u1", "c1"),
+            ],
+        );
+        first.credentials = vec![credential("u1", "p1"), credential("u2", "p2")];
+        let held = DesiredState::default().apply(first).expect("snapshot");
+        let mut delta = DesiredUpdate {
+            generation: 4,
+            base_generation: 3,
+            hub_epoch: "e1".into(),
+            upserts: vec![spec("a", "u1", "c2"), spec("c", "u3", "c1")],
+            removals: vec!["b".into()],
+            credentials: vec![credential("u3", "p3")],
+            ..DesiredUpdate::default()
+        };
+        let next = held.applied(delta.clone()).expect("delta");
+        assert_eq!(next, held.clone().apply(delta.clone()).expect("delta"));
+        assert_eq!(next.targets.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
+        assert_eq!(next.targets["a"].source.commit, "c2");
+        assert_eq!(
+            next.credentials
+                .iter()
+                .map(|c| c.repo_url.as_str())
+                .collect::<Vec<_>>(),
+            ["u1", "u3"]
+        );
+        // What it was applied to is as it was.
+        assert_eq!(held.targets.len(), 3);
+        assert_eq!(held.targets["a"].source.commit, "c1");
+
+        let again = snapshot(9, vec![spec("z", "u1", "c1")]);
+        assert_eq!(
+            held.applied(again.clone()).expect("snapshot"),
+            held.clone().apply(again).expect("snapshot")
+        );
+
+        delta.base_generation = 2;
+        assert_eq!(
+            held.applied(delta.clone()).expect_err("stale"),
+            held.clone().apply(delta.clone()).expect_err("stale")
+        );
+        delta.base_generation = 3;
+        delta.hub_epoch = "e2".into();
+        assert_eq!(
+            held.applied(delta.clone()).expect_err("stale"),
+            held.clone().apply(delta).expect_err("stale")
+        );
     }
 
     #[test]

@@ -32,7 +32,6 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> StoreError + '_ {
 /// Writes `bytes` to `path` atomically; `private` makes the file readable by its owner only.
 pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), StoreError> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    fs::create_dir_all(dir).map_err(io(dir))?;
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("file");
     let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
     {
@@ -43,7 +42,16 @@ pub fn write_atomic(path: &Path, bytes: &[u8], private: bool) -> Result<(), Stor
             use std::os::unix::fs::OpenOptionsExt as _;
             options.mode(if private { 0o600 } else { 0o644 });
         }
-        let mut file = options.open(&tmp).map_err(io(&tmp))?;
+        // The directory is made only when missing (once): every desired state and outbox
+        // write went through two more path lookups for it.
+        let mut file = match options.open(&tmp) {
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                fs::create_dir_all(dir).map_err(io(dir))?;
+                options.open(&tmp)
+            }
+            opened => opened,
+        }
+        .map_err(io(&tmp))?;
         file.write_all(bytes).map_err(io(&tmp))?;
         file.sync_all().map_err(io(&tmp))?;
     }

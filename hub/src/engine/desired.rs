@@ -290,7 +290,7 @@ impl Engine {
             // (one placed anew gets every App's computed; see below).
             changes = None;
         }
-        let assigned: BTreeMap<String, &BTreeMap<String, AppRevision>> = inputs
+        let assigned: BTreeMap<String, &BTreeMap<String, Arc<AppRevision>>> = inputs
             .rollouts
             .iter()
             .map(|(app, state)| (app.clone(), &state.0.assigned))

@@ -358,7 +358,7 @@ impl Engine {
                 let kept = observed.entry(name.to_owned()).or_default();
                 targets_read.push((name, self.observe(name, &plan, now, kept)));
             }
-            if state.revision != *git {
+            if *state.revision != *git {
                 let mut next = RolloutState::clone(&state);
                 // The running rollout may have finished by now (a soak ended since it was last
                 // decided): a newer revision must find it complete, so that it is the stable one.
@@ -861,7 +861,7 @@ impl Engine {
                  `gitfleet rollout history {name}`"
             )));
         }
-        let mut known: Vec<AppRevision> = Vec::new();
+        let mut known: Vec<Arc<AppRevision>> = Vec::new();
         for s in self.store.rollout_history(name).await? {
             for r in std::iter::once(s.revision).chain(s.stable) {
                 if !known.contains(&r) {
@@ -871,6 +871,7 @@ impl Engine {
         }
         let matching: Vec<&AppRevision> = known
             .iter()
+            .map(|r| &**r)
             .filter(|r| r.commit.starts_with(&wanted))
             .collect();
         match matching.as_slice() {

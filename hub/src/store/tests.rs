@@ -430,7 +430,8 @@ async fn a_rollouts_history_entry_is_written_when_it_starts_changes_phase_or_end
     // Decisions that change what is given, not the phase: the entry stays as it was.
     let mut step = first.clone();
     for i in 0..3 {
-        step.assigned.insert(format!("eu-{i}"), revision("a"));
+        step.assigned
+            .insert(format!("eu-{i}"), Arc::new(revision("a")));
         s.put_rollout("web", &step).unwrap();
     }
     s.flush().await.unwrap();
@@ -453,13 +454,15 @@ async fn a_rollouts_history_entry_is_written_when_it_starts_changes_phase_or_end
     s.put_rollout("web", &done).unwrap();
     // The next rollout: the one before keeps its last state, whatever wrote its entry.
     let mut last = done.clone();
-    last.assigned.insert("eu-9".into(), revision("a"));
+    last.assigned.insert("eu-9".into(), Arc::new(revision("a")));
     s.put_rollout("web", &last).unwrap();
     let mut second = RolloutState::first(revision("b"), 10);
     second.number = 2;
     s.put_rollout("web", &second).unwrap();
     let mut second_step = second.clone();
-    second_step.assigned.insert("eu-0".into(), revision("b"));
+    second_step
+        .assigned
+        .insert("eu-0".into(), Arc::new(revision("b")));
     s.put_rollout("web", &second_step).unwrap();
     s.flush().await.unwrap();
     assert_eq!(

@@ -214,8 +214,7 @@ async fn session(
                 match message.msg {
                     Some(pb::hub_message::Msg::Desired(desired)) => {
                         let update = desired_from_proto(desired);
-                        let held = state.held_desired();
-                        match held.apply(update) {
+                        match state.desired_after(update) {
                             Ok(next) => {
                                 tracing::info!(generation = next.generation, targets = next.targets.len(), "desired state updated");
                                 state.set_desired(next).await?;

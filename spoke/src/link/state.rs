@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::{Notify, watch};
 
-use crate::desired::DesiredState;
+use crate::desired::{DesiredState, DesiredUpdate, StaleDelta};
 use crate::identity::IdentityStore;
 use crate::model::TargetStatus;
 use crate::outbox::{Outbox, SequencedReport};
@@ -252,9 +252,10 @@ impl LinkState {
         (desired.generation, desired.hub_epoch.clone())
     }
 
-    /// The desired state held.
-    pub(super) fn held_desired(&self) -> DesiredState {
-        self.desired.borrow().clone()
+    /// The desired state `update` makes of the one held (which stays as it is until
+    /// [`LinkState::set_desired`]).
+    pub(super) fn desired_after(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
+        self.desired.borrow().applied(update)
     }
 
     /// The highest sequence number the hub has acked.

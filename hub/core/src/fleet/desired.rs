@@ -208,7 +208,7 @@ pub fn compute_fleet(
     clusters: &[ClusterLabels<'_>],
     groups: &BTreeMap<String, ClusterGroup>,
 ) -> BTreeMap<String, BTreeMap<String, DesiredTarget>> {
-    let no_rollouts: BTreeMap<String, BTreeMap<String, AppRevision>> = BTreeMap::new();
+    let no_rollouts: BTreeMap<String, BTreeMap<String, Arc<AppRevision>>> = BTreeMap::new();
     compute_fleet_with_rollouts(
         apps,
         repos,
@@ -226,7 +226,7 @@ pub fn compute_fleet(
 /// in an App's first rollout). Apps without an entry get their revision everywhere at once.
 /// An App is placed only inside its Project (see [`project::place_in_project`]), and not at
 /// all when the Project is missing or does not allow its Repo.
-pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, AppRevision>>>(
+pub fn compute_fleet_with_rollouts<A: Borrow<BTreeMap<String, Arc<AppRevision>>>>(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
     revisions: &BTreeMap<String, AppRevision>,
@@ -255,7 +255,7 @@ pub type SharedFleet = BTreeMap<String, BTreeMap<String, Arc<DesiredTarget>>>;
 /// Project has the same Target (a Project of its own has rules per cluster: built for each).
 /// A commit to 50 Apps on 10,000 clusters built 500,000 Targets (a dozen strings each), and
 /// then compared them to share the equal ones.
-pub fn compute_shared_fleet<A: Borrow<BTreeMap<String, AppRevision>>>(
+pub fn compute_shared_fleet<A: Borrow<BTreeMap<String, Arc<AppRevision>>>>(
     apps: &[App],
     repos: &BTreeMap<String, Repo>,
     revisions: &BTreeMap<String, AppRevision>,
@@ -308,7 +308,7 @@ pub fn compute_shared_fleet<A: Borrow<BTreeMap<String, AppRevision>>>(
             };
             let revision = match per_cluster {
                 Some(assigned) => match assigned.get(&p.cluster) {
-                    Some(r) => r,
+                    Some(r) => &**r,
                     None => continue,
                 },
                 None => revision,

@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fmt::Write as _;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
@@ -220,12 +221,14 @@ pub struct RolloutState {
     /// 1 for an App's first rollout, +1 for every later one (a rollback is a rollout too).
     pub number: u64,
     pub kind: RolloutKind,
-    /// The revision this rollout moves the App's Targets to.
-    pub revision: AppRevision,
+    /// The revision this rollout moves the App's Targets to. Shared with every cluster the
+    /// rollout gives it ([`RolloutState::assigned`]): a rollout over 10,000 clusters copied it
+    /// (a commit, a ref, a trace context) for each, and each decision copied them all again.
+    pub revision: Arc<AppRevision>,
     /// The last revision that completed a rollout before this one: what `rollback` (and
     /// `onFailure: rollback`) returns to, and what clusters of waves not yet reached run when
     /// they join. `None` while the App has never completed a rollout.
-    pub stable: Option<AppRevision>,
+    pub stable: Option<Arc<AppRevision>>,
     /// A commit rolled back from: Git still pointing at it does not start a rollout again.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rejected: Option<String>,
@@ -235,7 +238,7 @@ pub struct RolloutState {
     /// The revision the rollout gives each cluster; clusters absent run nothing of the App.
     /// Stored grouped by revision (see `assigned`).
     #[serde(with = "assigned")]
-    pub assigned: BTreeMap<String, AppRevision>,
+    pub assigned: BTreeMap<String, Arc<AppRevision>>,
     /// Failed Targets a person accepted with `resume`: they no longer count against the budget.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
     pub tolerated: BTreeSet<String>,
@@ -396,7 +399,13 @@ impl RolloutState {
     /// The first rollout of a new App: nothing runs anywhere yet, so clusters get the revision
     /// only when their wave is reached.
     pub fn first(revision: AppRevision, now: i64) -> Self {
-        Self::starting(1, RolloutKind::Update, revision, BTreeMap::new(), now)
+        Self::starting(
+            1,
+            RolloutKind::Update,
+            Arc::new(revision),
+            BTreeMap::new(),
+            now,
+        )
     }
 
     /// Rollout `number` just started at `now`, with the revisions clusters were `assigned` so
@@ -404,8 +413,8 @@ impl RolloutState {
     fn starting(
         number: u64,
         kind: RolloutKind,
-        revision: AppRevision,
-        assigned: BTreeMap<String, AppRevision>,
+        revision: Arc<AppRevision>,
+        assigned: BTreeMap<String, Arc<AppRevision>>,
         now: i64,
     ) -> Self {
         Self {
@@ -436,15 +445,16 @@ impl RolloutState {
         clusters: impl IntoIterator<Item = String>,
         now: i64,
     ) -> Self {
+        let first = Self::first(revision, now);
         let assigned = clusters
             .into_iter()
-            .map(|c| (c, revision.clone()))
+            .map(|c| (c, Arc::clone(&first.revision)))
             .collect();
         Self {
             phase: Phase::Complete,
             assigned,
             finished_at: Some(now),
-            ..Self::first(revision, now)
+            ..first
         }
     }
 
@@ -540,6 +550,7 @@ impl RolloutState {
             }
             Command::Rollback { to, by } => {
                 let to = to
+                    .map(Arc::new)
                     .or_else(|| self.stable.clone())
                     .ok_or(CommandError::NothingToRollBackTo)?;
                 if complete && to.commit == self.revision.commit {
@@ -612,7 +623,7 @@ impl RolloutState {
             ..Self::starting(
                 self.number + 1,
                 RolloutKind::Update,
-                revision,
+                Arc::new(revision),
                 self.assigned.clone(),
                 now,
             )
@@ -635,7 +646,7 @@ impl RolloutState {
 
     fn begin_rollback(
         &self,
-        to: AppRevision,
+        to: Arc<AppRevision>,
         automatic: bool,
         by: String,
         reason: String,
@@ -651,7 +662,7 @@ impl RolloutState {
         };
         let kind = RolloutKind::Rollback {
             automatic,
-            from: self.revision.clone(),
+            from: AppRevision::clone(&self.revision),
             by,
         };
         let state = RolloutState {
@@ -682,7 +693,7 @@ impl RolloutState {
 
 /// The revision each cluster should run, as the rollout assigns it: the per-Target input of
 /// [`super::compute_fleet_with_rollouts`].
-pub fn target_revisions(state: &RolloutState) -> BTreeMap<String, AppRevision> {
+pub fn target_revisions(state: &RolloutState) -> BTreeMap<String, Arc<AppRevision>> {
     state.assigned.clone()
 }
 
@@ -804,8 +815,8 @@ pub struct Decision {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Change {
     pub cluster: String,
-    pub from: Option<AppRevision>,
-    pub to: AppRevision,
+    pub from: Option<Arc<AppRevision>>,
+    pub to: Arc<AppRevision>,
 }
 
 /// The rollout as `gitfleet rollout status` shows it.
@@ -1436,7 +1447,12 @@ fn merge_changes(changes: Vec<Change>) -> Vec<Change> {
 }
 
 fn assign(st: &mut RolloutState, cluster: &str, changes: &mut Vec<Change>) {
-    let from = st.assigned.insert(cluster.to_owned(), st.revision.clone());
+    // A cluster that ran another revision keeps its entry (no new name to allocate).
+    let to = Arc::clone(&st.revision);
+    let from = match st.assigned.get_mut(cluster) {
+        Some(held) => Some(std::mem::replace(held, to)),
+        None => st.assigned.insert(cluster.to_owned(), to),
+    };
     if from.as_ref() != Some(&st.revision) {
         changes.push(Change {
             cluster: cluster.to_owned(),

@@ -147,7 +147,7 @@ async fn a_data_directory_written_before_the_backend_trait_opens_unchanged() {
     assert_eq!(s.report_summary("eu-1", "web").unwrap().seq, 9);
     assert_eq!(s.acked_seq("eu-1").unwrap(), 9);
     assert_eq!(s.repo_status("r").unwrap().unwrap().commit, "c");
-    assert_eq!(s.revisions().unwrap()["web"], rollout.revision);
+    assert_eq!(s.revisions().unwrap()["web"], *rollout.revision);
     assert_eq!(s.rollout("web").unwrap(), Some(rollout.clone()));
     assert_eq!(
         s.rollout_history("web").await.unwrap(),

@@ -232,12 +232,12 @@ fn targets_alike_are_built_once_and_a_change_to_one_cluster_copies_only_its_own(
         .map(|(n, l)| ClusterLabels { name: n, labels: l })
         .collect();
     // web's rollout has given c4 a newer revision than c1.
-    let rollouts: BTreeMap<String, BTreeMap<String, AppRevision>> = [(
+    let rollouts: BTreeMap<String, BTreeMap<String, Arc<AppRevision>>> = [(
         "web".to_owned(),
         [
-            ("c1".to_owned(), rev("a")),
-            ("c2".to_owned(), rev("a")),
-            ("c4".to_owned(), rev("b")),
+            ("c1".to_owned(), Arc::new(rev("a"))),
+            ("c2".to_owned(), Arc::new(rev("a"))),
+            ("c4".to_owned(), Arc::new(rev("b"))),
         ]
         .into(),
     )]

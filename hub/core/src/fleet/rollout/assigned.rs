@@ -6,6 +6,7 @@
 //! cluster costs its name. Records written as a map (earlier hubs) still read.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
@@ -37,7 +38,7 @@ fn identical(a: &AppRevision, b: &AppRevision) -> bool {
 }
 
 pub(super) fn serialize<S: Serializer>(
-    assigned: &BTreeMap<String, AppRevision>,
+    assigned: &BTreeMap<String, Arc<AppRevision>>,
     serializer: S,
 ) -> Result<S::Ok, S::Error> {
     // A rollout gives a handful of revisions at most (this one, the stable one, one rolled
@@ -57,14 +58,19 @@ pub(super) fn serialize<S: Serializer>(
 
 pub(super) fn deserialize<'de, D: Deserializer<'de>>(
     deserializer: D,
-) -> Result<BTreeMap<String, AppRevision>, D::Error> {
+) -> Result<BTreeMap<String, Arc<AppRevision>>, D::Error> {
     Ok(match Stored::deserialize(deserializer)? {
-        Stored::ByCluster(assigned) => assigned,
+        Stored::ByCluster(assigned) => assigned
+            .into_iter()
+            .map(|(cluster, revision)| (cluster, Arc::new(revision)))
+            .collect(),
+        // Each group's revision read once and shared by its clusters, as the hub held it.
         Stored::ByRevision(groups) => {
             let mut assigned = BTreeMap::new();
             for group in groups {
+                let revision = Arc::new(group.revision);
                 for cluster in group.clusters {
-                    assigned.insert(cluster, group.revision.clone());
+                    assigned.insert(cluster, Arc::clone(&revision));
                 }
             }
             assigned

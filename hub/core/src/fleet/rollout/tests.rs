@@ -512,7 +512,16 @@ fn all_at_once_gives_every_target_the_revision_and_completes_when_healthy() {
     sim.new_revision(&b);
     let d = sim.decide();
     assert_eq!(names(&d.changes), ["x", "y", "z"]);
-    assert_eq!(d.changes[0].from, Some(a.clone()));
+    assert_eq!(d.changes[0].from, Some(Arc::new(a.clone())));
+    // One revision in memory, shared by the state and every cluster it was given to.
+    assert!(
+        sim.state
+            .assigned
+            .values()
+            .chain(d.changes.iter().map(|c| &c.to))
+            .all(|r| Arc::ptr_eq(r, &sim.state.revision)),
+        "every assignment shares the rollout's revision"
+    );
     assert_eq!(d.status.summary, Summary::Progressing);
     assert_eq!(
         d.status.reason,
@@ -722,7 +731,7 @@ fn a_failure_under_rollback_returns_every_target_that_has_it() {
     assert!(
         d.changes
             .iter()
-            .all(|c| c.to == a && c.from == Some(b.clone()))
+            .all(|c| *c.to == a && c.from.as_deref() == Some(&b))
     );
     assert_eq!(d.status.summary, Summary::RollingBack);
     assert_eq!(sim.state.number, 3);
@@ -755,7 +764,7 @@ fn a_failure_under_rollback_returns_every_target_that_has_it() {
     // A new commit does.
     sim.new_revision(&rev('c'));
     assert_eq!(sim.state.number, 4);
-    assert_eq!(sim.state.stable, Some(a.clone()));
+    assert_eq!(sim.state.stable.as_deref(), Some(&a));
     sim.settle();
     assert_eq!(sim.revisions(), "cccccccc");
 }
@@ -947,7 +956,7 @@ fn a_target_stuck_updating_is_named_with_its_report() {
     .unwrap()
     .state;
     for c in ["eu-1", "eu-2", "eu-3"] {
-        state.assigned.insert(c.into(), b.clone());
+        state.assigned.insert(c.into(), Arc::new(b.clone()));
     }
     let mut w = wave("eu", &["eu-1", "eu-2", "eu-3", "eu-4"]);
     w.max_unavailable = IntOrPercent::Count(2);
@@ -1189,7 +1198,7 @@ fn a_newer_commit_starts_over_from_wave_one_and_never_jumps_ahead() {
     sim.new_revision(&c);
     let kinds: Vec<EventKind> = sim.events.iter().rev().take(2).map(|e| e.kind).collect();
     assert_eq!(kinds, [EventKind::Started, EventKind::Superseded]);
-    assert_eq!(sim.state.stable, Some(a.clone()), "b never completed");
+    assert_eq!(sim.state.stable.as_deref(), Some(&a), "b never completed");
     assert_eq!(sim.state.wave, 0);
     let d = sim.decide();
     // c starts with the canaries; eu-1 and eu-2 keep b (treated as old) until eu's turn.
@@ -1202,7 +1211,7 @@ fn a_newer_commit_starts_over_from_wave_one_and_never_jumps_ahead() {
     assert_eq!(d.status.summary, Summary::Complete);
     assert_eq!(sim.revisions(), "cccccccc");
     // A rollback now returns to a, the last completed before c.
-    assert_eq!(sim.state.stable, Some(a));
+    assert_eq!(sim.state.stable.as_deref(), Some(&a));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1235,7 +1244,7 @@ fn clusters_joining_and_leaving_during_a_rollout() {
     let got: BTreeMap<&str, &AppRevision> = d
         .changes
         .iter()
-        .map(|c| (c.cluster.as_str(), &c.to))
+        .map(|c| (c.cluster.as_str(), &*c.to))
         .collect();
     assert_eq!(got, [("canary-3", &b), ("us-3", &a)].into());
     assert!(!sim.state.assigned.contains_key("eu-4"));
@@ -1315,8 +1324,8 @@ fn the_fleet_follows_the_revisions_a_rollout_assigns() {
     // web is mid-rollout: c-1 has b, eu-1 still a, the rest nothing yet.
     let mut state = RolloutState::first(b.clone(), T0);
     state.assigned = [
-        ("c-1".to_owned(), b.clone()),
-        ("eu-1".to_owned(), a.clone()),
+        ("c-1".to_owned(), Arc::new(b.clone())),
+        ("eu-1".to_owned(), Arc::new(a.clone())),
     ]
     .into();
     let rollouts = [("web".to_owned(), target_revisions(&state))].into();
@@ -1423,7 +1432,7 @@ fn targets_are_classified_against_the_rollout_revision() {
         .unwrap()
         .state;
     for c in ["healthy", "failed", "away"] {
-        state.assigned.insert(c.into(), b.clone());
+        state.assigned.insert(c.into(), Arc::new(b.clone()));
     }
     let mut w = wave("w", &all);
     w.failure_budget = IntOrPercent::Count(1);
@@ -1648,7 +1657,9 @@ fn a_rollout_record_stores_each_revision_once_and_reads_back_whole() {
             1 => new.clone(),
             _ => same_commit_elsewhere.clone(),
         };
-        state.assigned.insert(format!("cluster-{i:05}"), revision);
+        state
+            .assigned
+            .insert(format!("cluster-{i:05}"), Arc::new(revision));
     }
     let stored = serde_json::to_vec(&state).unwrap();
     let back: RolloutState = serde_json::from_slice(&stored).unwrap();
@@ -1666,14 +1677,23 @@ fn a_rollout_record_stores_each_revision_once_and_reads_back_whole() {
         "{} bytes for 10,000 clusters",
         stored.len()
     );
+    // And read back as held: each revision once in memory, shared by its clusters (copied per
+    // cluster, a hub loading 500,000 Targets held a commit, a ref and a trace for each).
+    let mut distinct: Vec<&Arc<AppRevision>> = Vec::new();
+    for revision in back.assigned.values() {
+        if !distinct.iter().any(|d| Arc::ptr_eq(d, revision)) {
+            distinct.push(revision);
+        }
+    }
+    assert_eq!(distinct.len(), 3, "one allocation per revision stored");
 }
 
 /// Records written by earlier hubs (cluster → revision) still read.
 #[test]
 fn a_rollout_record_written_by_cluster_still_reads() {
     let mut state = RolloutState::first(rev('b'), T0);
-    state.assigned.insert("eu-1".into(), rev('a'));
-    state.assigned.insert("us-1".into(), rev('b'));
+    state.assigned.insert("eu-1".into(), Arc::new(rev('a')));
+    state.assigned.insert("us-1".into(), Arc::new(rev('b')));
     let mut old = serde_json::to_value(&state).unwrap();
     old["assigned"] = serde_json::json!({
         "eu-1": { "commit": "a".repeat(40), "git_ref": "refs/heads/main" },
