@@ -41,9 +41,11 @@ pub struct StaleDelta {
 }
 
 impl DesiredState {
-    /// The state after `update`, or why it cannot be applied. Takes the state held (a link
-    /// applies each update to a copy of what it holds), so a delta copies nothing more.
-    pub fn apply(self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
+    /// The state `update` makes of this one, or why it cannot be applied; this one is left as
+    /// it is. A delta copies only the Targets it does not replace or remove: a link applies
+    /// each update to what it holds, and copying a Target only to drop it was most of a delta's
+    /// cost (a one-App spoke copied its one Target on every commit).
+    pub fn apply(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
         let mut next = if update.snapshot {
             DesiredState {
                 hub_epoch: update.hub_epoch.clone(),
@@ -56,15 +58,28 @@ impl DesiredState {
                     base_generation: update.base_generation,
                     update_epoch: update.hub_epoch,
                     held_generation: self.generation,
-                    held_epoch: self.hub_epoch,
+                    held_epoch: self.hub_epoch.clone(),
                 });
             }
-            self
+            let replaced: BTreeSet<&str> = update
+                .removals
+                .iter()
+                .map(String::as_str)
+                .chain(update.upserts.iter().map(|t| t.target_id.as_str()))
+                .collect();
+            DesiredState {
+                generation: self.generation,
+                hub_epoch: self.hub_epoch.clone(),
+                targets: self
+                    .targets
+                    .iter()
+                    .filter(|(id, _)| !replaced.contains(id.as_str()))
+                    .map(|(id, t)| (id.clone(), t.clone()))
+                    .collect(),
+                credentials: self.credentials.clone(),
+            }
         };
         next.generation = update.generation;
-        for id in &update.removals {
-            next.targets.remove(id);
-        }
         for spec in update.upserts {
             next.targets.insert(spec.target_id.clone(), spec);
         }
@@ -86,42 +101,6 @@ impl DesiredState {
             .retain(|c| used.contains(c.repo_url.as_str()));
         next.credentials.sort_by(|a, b| a.repo_url.cmp(&b.repo_url));
         Ok(next)
-    }
-
-    /// [`DesiredState::apply`] to a copy of this state that leaves out what `update` replaces
-    /// or removes: a link applies each update to what it holds, and copying a Target only to
-    /// drop it was most of a delta's cost (a one-App spoke copied its one Target per commit).
-    pub fn applied(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
-        if update.snapshot {
-            return DesiredState::default().apply(update);
-        }
-        if update.base_generation != self.generation || update.hub_epoch != self.hub_epoch {
-            // Reported as `apply` reports it.
-            return DesiredState {
-                generation: self.generation,
-                hub_epoch: self.hub_epoch.clone(),
-                ..DesiredState::default()
-            }
-            .apply(update);
-        }
-        let replaced: BTreeSet<&str> = update
-            .removals
-            .iter()
-            .map(String::as_str)
-            .chain(update.upserts.iter().map(|t| t.target_id.as_str()))
-            .collect();
-        let kept = DesiredState {
-            generation: self.generation,
-            hub_epoch: self.hub_epoch.clone(),
-            targets: self
-                .targets
-                .iter()
-                .filter(|(id, _)| !replaced.contains(id.as_str()))
-                .map(|(id, t)| (id.clone(), t.clone()))
-                .collect(),
-            credentials: self.credentials.clone(),
-        };
-        kept.apply(update)
     }
 
     pub fn credential_for(&self, repo_url: &str) -> Option<&RepoCredential> {
@@ -250,10 +229,10 @@ mod tests {
         assert_eq!(next.targets["a"].source.commit, "c2");
     }
 
-    /// What a link does with each update (`applied` to what it holds) is what `apply` to a copy
-    /// of it makes, for snapshots, deltas and stale deltas alike.
+    /// A delta leaves the state it is applied to as it was, and carries over the Targets and
+    /// credentials it does not touch.
     #[test]
-    fn applied_to_what_is_held_is_apply_to_a_copy() {
+    fn a_delta_leaves_what_is_held_and_keeps_what_it_does_not_touch() {
         let mut first = snapshot(
             3,
             vec![
@@ -264,7 +243,8 @@ mod tests {
         );
         first.credentials = vec![credential("u1", "p1"), credential("u2", "p2")];
         let held = DesiredState::default().apply(first).expect("snapshot");
-        let mut delta = DesiredUpdate {
+        let before = held.clone();
+        let delta = DesiredUpdate {
             generation: 4,
             base_generation: 3,
             hub_epoch: "e1".into(),
@@ -273,37 +253,18 @@ mod tests {
             credentials: vec![credential("u3", "p3")],
             ..DesiredUpdate::default()
         };
-        let next = held.applied(delta.clone()).expect("delta");
-        assert_eq!(next, held.clone().apply(delta.clone()).expect("delta"));
+        let next = held.apply(delta).expect("delta");
+        assert_eq!(held, before, "what it was applied to is as it was");
+        assert_eq!(next.generation, 4);
         assert_eq!(next.targets.keys().collect::<Vec<_>>(), ["a", "c", "d"]);
         assert_eq!(next.targets["a"].source.commit, "c2");
+        assert_eq!(next.targets["d"], held.targets["d"]);
         assert_eq!(
             next.credentials
                 .iter()
                 .map(|c| c.repo_url.as_str())
                 .collect::<Vec<_>>(),
             ["u1", "u3"]
-        );
-        // What it was applied to is as it was.
-        assert_eq!(held.targets.len(), 3);
-        assert_eq!(held.targets["a"].source.commit, "c1");
-
-        let again = snapshot(9, vec![spec("z", "u1", "c1")]);
-        assert_eq!(
-            held.applied(again.clone()).expect("snapshot"),
-            held.clone().apply(again).expect("snapshot")
-        );
-
-        delta.base_generation = 2;
-        assert_eq!(
-            held.applied(delta.clone()).expect_err("stale"),
-            held.clone().apply(delta.clone()).expect_err("stale")
-        );
-        delta.base_generation = 3;
-        delta.hub_epoch = "e2".into();
-        assert_eq!(
-            held.applied(delta.clone()).expect_err("stale"),
-            held.clone().apply(delta).expect_err("stale")
         );
     }
 
@@ -318,7 +279,7 @@ mod tests {
             hub_epoch: "e1".into(),
             ..DesiredUpdate::default()
         };
-        let err = held.clone().apply(wrong_base).expect_err("stale");
+        let err = held.apply(wrong_base).expect_err("stale");
         assert_eq!(err.held_generation, 3);
         assert!(err.to_string().contains("builds on 5"), "{err}");
         let wrong_epoch = DesiredUpdate {

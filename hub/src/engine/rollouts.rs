@@ -359,30 +359,30 @@ impl Engine {
                 targets_read.push((name, self.observe(name, &plan, now, kept)));
             }
             if *state.revision != *git {
-                let mut next = RolloutState::clone(&state);
                 // The running rollout may have finished by now (a soak ended since it was last
                 // decided): a newer revision must find it complete, so that it is the stable one.
-                if !matches!(next.phase, Phase::Complete) {
+                // A complete one is commanded as it is (copying its 10,000 clusters first was
+                // for nothing: the command makes the new state).
+                if !matches!(state.phase, Phase::Complete) {
                     let observations = observations_of(&observed, name, observing, &none);
                     let caught_up = decide_with(
-                        &next,
+                        &state,
                         &plan,
                         observations,
                         &holds,
                         now,
                         StatusDetail::Summary,
                     );
-                    next = caught_up.state;
+                    state = Arc::new(caught_up.state);
                     app_events.extend(caught_up.events);
                 }
-                match next.command(Command::NewRevision(git.clone()), now) {
+                match state.command(Command::NewRevision(git.clone()), now) {
                     Ok(outcome) => {
-                        next = outcome.state;
+                        state = Arc::new(outcome.state);
                         app_events.extend(outcome.events);
                     }
                     Err(e) => warn!(app = %name, error = %e, "new revision refused"),
                 }
-                state = Arc::new(next);
                 // The new rollout's first step needs what the clusters report: without it every
                 // Target looks disconnected, and a strategy gives none of them the revision
                 // until something else wakes the rollout.

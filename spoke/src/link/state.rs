@@ -255,7 +255,7 @@ impl LinkState {
     /// The desired state `update` makes of the one held (which stays as it is until
     /// [`LinkState::set_desired`]).
     pub(super) fn desired_after(&self, update: DesiredUpdate) -> Result<DesiredState, StaleDelta> {
-        self.desired.borrow().applied(update)
+        self.desired.borrow().apply(update)
     }
 
     /// The highest sequence number the hub has acked.
